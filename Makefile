@@ -1,0 +1,44 @@
+# Everything a fresh Debian machine needs is installed by these targets themselves.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+APT_PKGS := hostapd eapoltest tshark
+STAMP   := $(VENV)/.amistack-setup
+
+.PHONY: setup test demo lint typecheck clean bench
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	  missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  if [ -n "$$missing" ]; then \
+	    echo "apt: installing$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  fi; \
+	else echo "not root: skipping apt packages ($(APT_PKGS)); interop tests will skip outside CI"; fi
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/ruff check src tests
+	$(BIN)/mypy src
+	$(BIN)/pytest -q -n 2 --dist loadfile
+
+demo: setup
+	$(BIN)/amistack demo --data-dir ./amistack-data/demo
+
+bench: setup
+	$(BIN)/amistack bench auth --sessions 3000 --json
+
+lint: setup
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+typecheck: setup
+	$(BIN)/mypy src
+
+clean:
+	rm -rf $(VENV) amistack-data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""amistack.cli — see ARCHITECTURE.md."""

@@ -1,0 +1,1 @@
+"""amistack.eap — see ARCHITECTURE.md."""

@@ -1,0 +1,1 @@
+"""amistack.keymgmt — see ARCHITECTURE.md."""

@@ -1,0 +1,1 @@
+"""amistack.pana — see ARCHITECTURE.md."""

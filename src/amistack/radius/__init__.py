@@ -1,0 +1,1 @@
+"""amistack.radius — see ARCHITECTURE.md."""

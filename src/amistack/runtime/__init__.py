@@ -1,0 +1,1 @@
+"""amistack.runtime — see ARCHITECTURE.md."""

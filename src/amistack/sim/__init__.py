@@ -1,0 +1,1 @@
+"""amistack.sim — see ARCHITECTURE.md."""
