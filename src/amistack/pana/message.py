@@ -1,0 +1,140 @@
+"""PANA messages, RFC 5191 §6.2 (header) and §7 (messages).
+
+     0                   1                   2                   3
+    |         Reserved              |          Message Length       |
+    |           Flags               |          Message Type         |
+    |                       Session Identifier                      |
+    |                        Sequence Number                        |
+    |  AVPs ...
+
+Message Length counts the whole message, header included, and must equal the datagram length.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+from amistack.pana.avp import Avp, decode_avps
+from amistack.pana.constants import HEADER_LENGTH, AvpCode, Flag, MessageType
+from amistack.pana.errors import PanaDecodeError
+
+_HDR = struct.Struct("!HHHHII")
+
+_SHORT = {
+    (MessageType.PCI, True): "PCI",
+    (MessageType.PCI, False): "PCI",
+    (MessageType.AUTH, True): "PAR",
+    (MessageType.AUTH, False): "PAN",
+    (MessageType.TERMINATION, True): "PTR",
+    (MessageType.TERMINATION, False): "PTA",
+    (MessageType.NOTIFICATION, True): "PNR",
+    (MessageType.NOTIFICATION, False): "PNA",
+    (MessageType.RELAY, True): "PRY",
+    (MessageType.RELAY, False): "PRY",
+}
+
+
+@dataclass(frozen=True)
+class PanaMessage:
+    msg_type: int
+    flags: int
+    session_id: int
+    seq: int
+    avps: tuple[Avp, ...] = ()
+    reserved: int = 0  # the 16-bit Reserved field, as received (RFC 5191 §6.2: ignored)
+
+    def __post_init__(self) -> None:
+        for name, value, top in (
+            ("msg_type", self.msg_type, 0xFFFF),
+            ("flags", self.flags, 0xFFFF),
+            ("session_id", self.session_id, 0xFFFFFFFF),
+            ("seq", self.seq, 0xFFFFFFFF),
+            ("reserved", self.reserved, 0xFFFF),
+        ):
+            if not 0 <= value <= top:
+                raise ValueError(f"{name} out of range")
+
+    # -- views --------------------------------------------------------------------------------
+    @property
+    def is_request(self) -> bool:
+        return bool(self.flags & Flag.R)
+
+    def has(self, flag: Flag) -> bool:
+        return bool(self.flags & flag)
+
+    @property
+    def name(self) -> str:
+        try:
+            return _SHORT[(MessageType(self.msg_type), self.is_request)]
+        except ValueError:
+            return f"type{self.msg_type}"
+
+    def find(self, code: int) -> Avp | None:
+        """The first non-vendor AVP with `code` (vendor AVPs live in another code space)."""
+        return next(self.find_all(code), None)
+
+    def find_all(self, code: int) -> Iterator[Avp]:
+        return (a for a in self.avps if a.code == code and a.vendor_id is None)
+
+    def u32(self, code: int) -> int | None:
+        avp = self.find(code)
+        return None if avp is None else avp.as_u32()
+
+    def octets(self, code: int) -> bytes | None:
+        avp = self.find(code)
+        return None if avp is None else avp.value
+
+    def without(self, code: int) -> PanaMessage:
+        return replace(
+            self, avps=tuple(a for a in self.avps if not (a.code == code and a.vendor_id is None))
+        )
+
+    def __repr__(self) -> str:
+        codes = ",".join(str(a.code) for a in self.avps)
+        return (
+            f"PanaMessage({self.name} flags={self.flags:#06x} session={self.session_id:#x} "
+            f"seq={self.seq:#x} avps=[{codes}])"
+        )
+
+    # -- wire ---------------------------------------------------------------------------------
+    def encode(self) -> bytes:
+        body = b"".join(a.encode() for a in self.avps)
+        length = HEADER_LENGTH + len(body)
+        if length > 0xFFFF:
+            raise ValueError("PANA message longer than 65535 octets")
+        return (
+            _HDR.pack(self.reserved, length, self.flags, self.msg_type, self.session_id, self.seq)
+            + body
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> PanaMessage:
+        msg, _ = decode_with_spans(data)
+        return msg
+
+
+def decode_with_spans(data: bytes) -> tuple[PanaMessage, list[tuple[int, int]]]:
+    """The message and, per AVP, (value offset, value length) in `data` (for AUTH checking)."""
+    data = bytes(data)
+    if len(data) < HEADER_LENGTH:
+        raise PanaDecodeError(0, f"truncated header ({len(data)} octets)")
+    reserved, length, flags, msg_type, session_id, seq = _HDR.unpack_from(data, 0)
+    if length < HEADER_LENGTH:
+        raise PanaDecodeError(2, f"Message Length {length} shorter than the header")
+    if length > len(data):
+        raise PanaDecodeError(2, f"Message Length {length} exceeds datagram ({len(data)})")
+    if length < len(data):
+        raise PanaDecodeError(length, f"{len(data) - length} octets after Message Length")
+    avps, spans = decode_avps(data, HEADER_LENGTH)
+    return PanaMessage(msg_type, flags, session_id, seq, avps, reserved), spans
+
+
+def auth_span(data: bytes) -> tuple[PanaMessage, tuple[int, int] | None]:
+    """Decode `data` and locate the value of its (first, non-vendor) AUTH AVP."""
+    msg, spans = decode_with_spans(data)
+    for avp, span in zip(msg.avps, spans, strict=True):
+        if avp.code == AvpCode.AUTH and avp.vendor_id is None:
+            return msg, span
+    return msg, None
