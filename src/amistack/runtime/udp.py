@@ -1,0 +1,281 @@
+"""Drive one sans-IO engine over real UDP sockets (IPv4 and/or IPv6) on an asyncio loop.
+
+The shape follows aioquic's `QuicConnectionProtocol`: the engine only sees
+`receive_datagram(data, addr, now)` / `datagrams_to_send(now)` / `get_timer()` /
+`handle_timer(now)` / `next_event()`; the driver owns the sockets, the one loop timer and the clock
+(`loop.time()`, monotonic).
+
+Reads are batched: the event loop (uvloop reads up to 32 datagrams per readiness event) calls
+`datagram_received` once per datagram, each is fed to the engine at once, and one `call_soon`
+flushes the engine after the whole batch -- one `datagrams_to_send`, one event drain and one timer
+reschedule per batch instead of per datagram. `batch=False` flushes after every datagram.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, Protocol, TypeVar, cast
+
+from amistack.addr import Addr
+
+log = logging.getLogger(__name__)
+
+Capture = Callable[[bytes, Addr, Addr], None]
+"""Called with (payload, src, dst) for every datagram in or out, e.g. `PcapWriter.capture`."""
+
+EventSink = Callable[[Any], "Awaitable[None] | None"]
+
+DEFAULT_RCVBUF = 4 * 1024 * 1024  # absorbs bursts of a few thousand PANA messages at benchmark load
+
+
+class DatagramEngine(Protocol):
+    """What the driver needs from an engine (every amistack protocol engine has this shape)."""
+
+    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None: ...
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]: ...
+
+    def get_timer(self) -> float | None: ...
+
+    def handle_timer(self, now: float) -> None: ...
+
+    def next_event(self) -> object | None: ...
+
+
+E = TypeVar("E", bound=DatagramEngine)
+
+
+def normalize_addr(addr: Any) -> Addr:
+    """(host, port) from what the socket layer gives: IPv6 4-tuples lose flowinfo and scope id."""
+    return (str(addr[0]), int(addr[1]))
+
+
+def is_ipv6(host: str) -> bool:
+    return ":" in host
+
+
+def make_udp_socket(host: str, port: int, rcvbuf: int | None = DEFAULT_RCVBUF) -> socket.socket:
+    """A bound, non-blocking UDP socket. IPv6 sockets are IPv6-only so that an IPv4 socket can share
+    the port (a key server listens on both), and peers keep their real IPv4 addresses."""
+    family = socket.AF_INET6 if is_ipv6(host) else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if rcvbuf:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, rcvbuf)
+            except OSError:  # capped by net.core.rmem_max; the default still works
+                log.debug("could not enlarge socket buffers to %d bytes", rcvbuf)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class _Endpoint(asyncio.DatagramProtocol):
+    """One bound socket of a driver; forwards every datagram to the driver's engine."""
+
+    def __init__(self, driver: EngineDriver[Any]) -> None:
+        self.driver = driver
+        self.transport: asyncio.DatagramTransport | None = None
+        self.local: Addr = ("", 0)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop\'s UDP transport is not an asyncio.DatagramTransport subclass, but quacks like one
+        self.transport = cast(asyncio.DatagramTransport, transport)
+        self.local = normalize_addr(transport.get_extra_info("sockname"))
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        # The hot path: keep it to the engine call and the flush scheduling.
+        d = self.driver
+        if len(addr) != 2:
+            addr = (addr[0], addr[1])
+        if d._capture is not None:
+            d._capture(data, addr, self.local)
+        try:
+            d._engine.receive_datagram(data, addr, d._loop.time())
+        except Exception:  # an engine bug must not take the socket down with it
+            d.counters["engine_error"] += 1
+            log.exception("engine failed on a datagram from %s", addr)
+        if d._batch:
+            if not d._flush_pending:
+                d._flush_pending = True
+                d._loop.call_soon(d._flush)
+        else:
+            d._flush()
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable and friends: the engine's retransmission timers handle the loss.
+        self.driver.counters["socket_error"] += 1
+        log.debug("socket %s: %s", self.local, exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+
+class EngineDriver(Generic[E]):
+    """Runs `engine` over one or more UDP sockets (at most one IPv4 and one IPv6 is typical).
+
+    Events go to `on_event` (a plain function, or a coroutine function run as a task per event)
+    and/or `events` (an asyncio.Queue). After calling an engine command yourself
+    (`pac.start(driver.now())`), call `driver.kick()` so its output is sent and its timer set.
+    """
+
+    def __init__(
+        self,
+        engine: E,
+        *,
+        on_event: EventSink | None = None,
+        events: asyncio.Queue[Any] | None = None,
+        capture: Capture | None = None,
+        batch: bool = True,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.engine = engine
+        self._engine: DatagramEngine = engine
+        self._loop = loop or asyncio.get_running_loop()
+        self._capture = capture
+        self._batch = batch
+        self._queue = events
+        self._on_event = on_event
+        self._async_sink = on_event is not None and asyncio.iscoroutinefunction(on_event)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._flush_pending = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._endpoints: list[_Endpoint] = []
+        self._v4: _Endpoint | None = None
+        self._v6: _Endpoint | None = None
+        self._closed = False
+        self.counters: Counter[str] = Counter()
+
+    # -- sockets -------------------------------------------------------------------------------
+
+    async def bind(self, host: str, port: int = 0, rcvbuf: int | None = DEFAULT_RCVBUF) -> Addr:
+        """Open a socket on (host, port) (port 0 = ephemeral); returns the bound (host, port)."""
+        sock = make_udp_socket(host, port, rcvbuf)
+        return await self.attach(sock)
+
+    async def attach(self, sock: socket.socket) -> Addr:
+        """Drive the engine over an already bound UDP socket as well."""
+        _, proto = await self._loop.create_datagram_endpoint(lambda: _Endpoint(self), sock=sock)
+        self._endpoints.append(proto)
+        if sock.family == socket.AF_INET6:
+            self._v6 = self._v6 or proto
+        else:
+            self._v4 = self._v4 or proto
+        return proto.local
+
+    @property
+    def local_addresses(self) -> list[Addr]:
+        return [ep.local for ep in self._endpoints]
+
+    def now(self) -> float:
+        """The engine clock: the loop's monotonic time."""
+        return self._loop.time()
+
+    # -- driving -------------------------------------------------------------------------------
+
+    def kick(self) -> None:
+        """Send whatever the engine has queued, deliver its events and re-arm its timer now."""
+        self._flush()
+
+    def _endpoint_for(self, addr: Addr) -> _Endpoint | None:
+        if is_ipv6(addr[0]):
+            return self._v6
+        return self._v4
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        if self._closed:
+            return
+        engine = self._engine
+        loop = self._loop
+        capture = self._capture
+        while True:
+            datagrams = engine.datagrams_to_send(loop.time())
+            if datagrams:
+                v4, v6 = self._v4, self._v6
+                for data, addr in datagrams:
+                    ep = v6 if ":" in addr[0] else v4
+                    if ep is None or ep.transport is None:
+                        self.counters["no_route"] += 1
+                        log.warning("no socket of the family of %s to send on", addr)
+                        continue
+                    ep.transport.sendto(data, addr)
+                    if capture is not None:
+                        capture(data, ep.local, addr)
+            event = engine.next_event()
+            if event is None:
+                break
+            # An event handler may call engine commands; loop to send what they queue.
+            while event is not None:
+                self._deliver(event)
+                event = engine.next_event()
+        at = engine.get_timer()
+        if at != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = None if at is None else loop.call_at(at, self._on_timer)
+            self._timer_at = at
+
+    def _deliver(self, event: object) -> None:
+        if self._queue is not None:
+            self._queue.put_nowait(event)
+        sink = self._on_event
+        if sink is None:
+            return
+        try:
+            result = sink(event)
+            if self._async_sink and result is not None:
+                task: asyncio.Task[None] = self._loop.create_task(result)  # type: ignore[arg-type]
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        except Exception:
+            self.counters["handler_error"] += 1
+            log.exception("event handler failed on %r", event)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        at = self._timer_at
+        self._timer_at = None
+        # The loop may fire a little early (uvloop has millisecond timers); never let the engine
+        # see a time before its own deadline, or it would re-arm the same timer and spin.
+        now = self._loop.time()
+        if at is not None and now < at:
+            now = at
+        try:
+            self._engine.handle_timer(now)
+        except Exception:
+            self.counters["engine_error"] += 1
+            log.exception("engine failed in handle_timer")
+        self._flush()
+
+    # -- lifetime ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the timer and close every socket (idempotent)."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = None
+        for ep in self._endpoints:
+            if ep.transport is not None:
+                ep.transport.close()
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def __aenter__(self) -> EngineDriver[E]:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
