@@ -1,0 +1,50 @@
+"""What key rings report: rotation, shortening and expiry of application keys (no key material)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amistack.keymgmt.ukmf import KeyId
+
+
+@dataclass(frozen=True)
+class KeysInstalled:
+    """A new generation: every registered purpose derived; `previous` is what it rotates out."""
+
+    peer_id: bytes
+    key_id: KeyId
+    purposes: tuple[str, ...]
+    not_before: float
+    not_after: float
+    previous: KeyId | None
+
+
+@dataclass(frozen=True)
+class KeysSuperseded:
+    """An older generation stops being used to send; it still decrypts until `not_after`."""
+
+    peer_id: bytes
+    key_id: KeyId
+    by: KeyId
+    not_after: float
+
+
+@dataclass(frozen=True)
+class KeysShortened:
+    """Revocation cut the remaining lifetime of a generation."""
+
+    peer_id: bytes
+    key_id: KeyId
+    not_after: float
+
+
+@dataclass(frozen=True)
+class KeysExpired:
+    """Keys reached `not_after`: gone from memory (bytes zeroed) and from persistence."""
+
+    peer_id: bytes
+    key_id: KeyId
+    purposes: tuple[str, ...]
+
+
+KeyEvent = KeysInstalled | KeysSuperseded | KeysShortened | KeysExpired
