@@ -1,0 +1,528 @@
+"""The credential store: enrolled devices and their PSKs, application keys, and the audit trail.
+
+One SQLite database (WAL, synchronous=FULL: a credential acknowledged is a credential on disk).
+Every secret is wrapped under the key-encryption key with associated data naming its row, so a
+blob copied to another row, another device or another PSK generation does not unwrap. Each
+operation is one transaction together with its audit entry: a crash leaves all of it or none.
+The audit table is append-only (triggers refuse UPDATE and DELETE).
+
+Timestamps are passed in; nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from amistack.keymgmt.kek import KekError, KeyEncryptionKey, record_aad
+from amistack.keymgmt.keyring import AppKey
+from amistack.keymgmt.ukmf import KeyId, PurposeError, PurposeRegistry
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+PSK_LENGTH = 16  # EAP-PSK PSKs are 16 octets (RFC 4764 §2.1)
+MAX_DEVICE_ID = 255  # an EAP-PSK ID_P fits any reasonable NAI
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS devices (
+    device_id        BLOB PRIMARY KEY,
+    psk_blob         BLOB,              -- NULL once revoked: the PSK is destroyed
+    psk_generation   INTEGER NOT NULL,
+    kek_label        TEXT NOT NULL,
+    enrolled_at      REAL NOT NULL,
+    revoked_at       REAL,
+    revoke_reason    TEXT,
+    session_lifetime REAL               -- seconds; NULL = the PAA's default
+);
+CREATE TABLE IF NOT EXISTS app_keys (
+    session_id    INTEGER NOT NULL,
+    generation    INTEGER NOT NULL,
+    purpose       TEXT NOT NULL,
+    peer_id       BLOB NOT NULL,
+    key_blob      BLOB NOT NULL,
+    kek_label     TEXT NOT NULL,
+    not_before    REAL NOT NULL,
+    not_after     REAL NOT NULL,
+    superseded_at REAL,
+    PRIMARY KEY (session_id, generation, purpose)
+);
+CREATE INDEX IF NOT EXISTS app_keys_not_after ON app_keys (not_after);
+CREATE INDEX IF NOT EXISTS app_keys_peer ON app_keys (peer_id);
+CREATE TABLE IF NOT EXISTS audit (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    at        REAL NOT NULL,
+    kind      TEXT NOT NULL,
+    device_id BLOB,
+    detail    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_device ON audit (device_id, seq);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"""
+
+
+class StoreError(Exception):
+    """The credential store cannot do what was asked; the message is fit for a CLI user."""
+
+
+class UnknownDevice(StoreError):
+    def __init__(self, device_id: bytes) -> None:
+        super().__init__(f"unknown device {_show(device_id)}")
+        self.device_id = device_id
+
+
+class AlreadyEnrolled(StoreError):
+    def __init__(self, device_id: bytes) -> None:
+        super().__init__(
+            f"device {_show(device_id)} is already enrolled (use replace to re-enroll)"
+        )
+        self.device_id = device_id
+
+
+class DeviceRevoked(StoreError):
+    def __init__(self, device_id: bytes) -> None:
+        super().__init__(f"device {_show(device_id)} is revoked")
+        self.device_id = device_id
+
+
+class AuditKind(StrEnum):
+    ENROLL = "enroll"
+    AUTH_SUCCESS = "auth-success"
+    AUTH_FAILURE = "auth-failure"
+    REKEY = "rekey"
+    REVOKE = "revoke"
+    ROTATE_PSK = "rotate-psk"
+    SESSION_END = "session-end"
+    KEYS_SHORTENED = "keys-shortened"
+    KEYS_EXPIRED = "keys-expired"
+    LIFETIME = "session-lifetime"
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What may be shown about a device: never its PSK."""
+
+    device_id: bytes
+    enrolled_at: float
+    revoked: bool
+    revoked_at: float | None
+    revoke_reason: str | None
+    psk_generation: int
+    session_lifetime: float | None
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    seq: int
+    at: float
+    kind: str
+    device_id: bytes | None
+    detail: str
+
+
+def _show(device_id: bytes) -> str:
+    try:
+        text = device_id.decode("ascii")
+        if text.isprintable():
+            return repr(text)
+    except UnicodeDecodeError:
+        pass
+    return device_id.hex()
+
+
+def _device_id(device_id: bytes | str) -> bytes:
+    raw = device_id.encode() if isinstance(device_id, str) else bytes(device_id)
+    if not 1 <= len(raw) <= MAX_DEVICE_ID:
+        raise StoreError(f"device id must be 1..{MAX_DEVICE_ID} bytes")
+    return raw
+
+
+class CredentialStore:
+    """Devices, PSKs, persisted application keys and the audit trail in one SQLite file."""
+
+    def __init__(self, path: Path | str, kek: KeyEncryptionKey) -> None:
+        self.path = Path(path)
+        self._kek = kek
+        if str(path) != ":memory:" and not self.path.exists():
+            # Create the file owner-only; SQLite gives -wal and -shm the same mode.
+            try:
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise StoreError(f"{self.path}: cannot create database: {exc.strerror}") from None
+        try:
+            self._db = sqlite3.connect(str(path), isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA secure_delete=ON")  # freed pages are zeroed
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open credential store: {exc}") from None
+
+    def _migrate(self) -> None:
+        # One script, one transaction: a crash while creating the schema leaves no half of it.
+        self._db.executescript(
+            "BEGIN IMMEDIATE;"
+            + _SCHEMA
+            + f"INSERT INTO schema_version (version) SELECT {SCHEMA_VERSION} "
+            "WHERE NOT EXISTS (SELECT 1 FROM schema_version);"
+            "COMMIT;"
+        )
+        version = self.schema_version()
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: schema version {version} is newer than this amistack "
+                f"understands ({SCHEMA_VERSION})"
+            )
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: all of it commits, or (on any exception) none of it."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        else:
+            db.execute("COMMIT")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> CredentialStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def schema_version(self) -> int:
+        return int(self._db.execute("SELECT max(version) FROM schema_version").fetchone()[0])
+
+    # -- devices and PSKs ---------------------------------------------------------------------
+
+    def enroll(
+        self,
+        device_id: bytes | str,
+        psk: bytes,
+        now: float,
+        *,
+        replace: bool = False,
+        session_lifetime: float | None = None,
+    ) -> DeviceInfo:
+        """Enroll a device with its PSK; refuses one already known unless `replace`."""
+        did = _device_id(device_id)
+        self._check_psk(psk)
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT psk_generation FROM devices WHERE device_id = ?", (did,)
+            ).fetchone()
+            if row is not None and not replace:
+                raise AlreadyEnrolled(did)
+            generation = 1 if row is None else int(row[0]) + 1
+            blob = self._kek.wrap(psk, record_aad("psk", did, generation))
+            db.execute(
+                "INSERT OR REPLACE INTO devices (device_id, psk_blob, psk_generation, kek_label, "
+                "enrolled_at, revoked_at, revoke_reason, session_lifetime) "
+                "VALUES (?, ?, ?, ?, ?, NULL, NULL, ?)",
+                (did, blob, generation, self._kek.label, now, session_lifetime),
+            )
+            self._audit(
+                db,
+                AuditKind.ENROLL,
+                did,
+                f"psk generation {generation}" + (" (re-enrolled)" if row is not None else ""),
+                now,
+            )
+        logger.info("device enrolled", extra={"device_id": did, "psk_generation": generation})
+        return self.device(did)
+
+    def get_psk(self, device_id: bytes | str) -> bytes | None:
+        """The device's PSK, or None for an unknown or revoked device (EAP-PSK's psk_lookup)."""
+        try:
+            did = _device_id(device_id)
+        except StoreError:
+            return None
+        row = self._db.execute(
+            "SELECT psk_blob, psk_generation, kek_label, revoked_at FROM devices "
+            "WHERE device_id = ?",
+            (did,),
+        ).fetchone()
+        if row is None or row[3] is not None or row[0] is None:
+            return None
+        blob, generation, label = bytes(row[0]), int(row[1]), str(row[2])
+        return self._unwrap(blob, label, record_aad("psk", did, generation), f"PSK of {_show(did)}")
+
+    def device(self, device_id: bytes | str) -> DeviceInfo:
+        did = _device_id(device_id)
+        row = self._db.execute(
+            "SELECT device_id, enrolled_at, revoked_at, revoke_reason, psk_generation, "
+            "session_lifetime FROM devices WHERE device_id = ?",
+            (did,),
+        ).fetchone()
+        if row is None:
+            raise UnknownDevice(did)
+        return self._info(row)
+
+    def list_devices(self) -> list[DeviceInfo]:
+        rows = self._db.execute(
+            "SELECT device_id, enrolled_at, revoked_at, revoke_reason, psk_generation, "
+            "session_lifetime FROM devices ORDER BY device_id"
+        ).fetchall()
+        return [self._info(r) for r in rows]
+
+    @staticmethod
+    def _info(row: Any) -> DeviceInfo:
+        did, enrolled_at, revoked_at, reason, generation, lifetime = row
+        return DeviceInfo(
+            device_id=bytes(did),
+            enrolled_at=float(enrolled_at),
+            revoked=revoked_at is not None,
+            revoked_at=None if revoked_at is None else float(revoked_at),
+            revoke_reason=None if reason is None else str(reason),
+            psk_generation=int(generation),
+            session_lifetime=None if lifetime is None else float(lifetime),
+        )
+
+    def revoke(self, device_id: bytes | str, reason: str, now: float) -> bool:
+        """Revoke the device and destroy its PSK. False if it was already revoked."""
+        did = _device_id(device_id)
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT revoked_at FROM devices WHERE device_id = ?", (did,)
+            ).fetchone()
+            if row is None:
+                raise UnknownDevice(did)
+            if row[0] is not None:
+                return False
+            db.execute(
+                "UPDATE devices SET revoked_at = ?, revoke_reason = ?, psk_blob = NULL "
+                "WHERE device_id = ?",
+                (now, reason, did),
+            )
+            self._audit(db, AuditKind.REVOKE, did, reason, now)
+        logger.warning("device revoked", extra={"device_id": did, "reason": reason})
+        return True
+
+    def rotate_psk(self, device_id: bytes | str, new_psk: bytes, now: float) -> int:
+        """Replace the PSK of an enrolled, not revoked device; returns the new PSK generation."""
+        did = _device_id(device_id)
+        self._check_psk(new_psk)
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT psk_generation, revoked_at FROM devices WHERE device_id = ?", (did,)
+            ).fetchone()
+            if row is None:
+                raise UnknownDevice(did)
+            if row[1] is not None:
+                raise DeviceRevoked(did)
+            generation = int(row[0]) + 1
+            blob = self._kek.wrap(new_psk, record_aad("psk", did, generation))
+            db.execute(
+                "UPDATE devices SET psk_blob = ?, psk_generation = ?, kek_label = ? "
+                "WHERE device_id = ?",
+                (blob, generation, self._kek.label, did),
+            )
+            self._audit(db, AuditKind.ROTATE_PSK, did, f"psk generation {generation}", now)
+        return generation
+
+    def set_session_lifetime(
+        self, device_id: bytes | str, seconds: float | None, now: float
+    ) -> None:
+        """A per-device PANA session lifetime (None: the PAA's default)."""
+        did = _device_id(device_id)
+        if seconds is not None and seconds <= 0:
+            raise StoreError("session lifetime must be > 0 seconds")
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE devices SET session_lifetime = ? WHERE device_id = ?", (seconds, did)
+            )
+            if cur.rowcount == 0:
+                raise UnknownDevice(did)
+            self._audit(db, AuditKind.LIFETIME, did, f"session lifetime {seconds}", now)
+
+    def session_lifetime(self, device_id: bytes | str) -> float | None:
+        try:
+            did = _device_id(device_id)
+        except StoreError:
+            return None
+        row = self._db.execute(
+            "SELECT session_lifetime FROM devices WHERE device_id = ?", (did,)
+        ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    @staticmethod
+    def _check_psk(psk: bytes) -> None:
+        if not isinstance(psk, bytes | bytearray) or len(psk) != PSK_LENGTH:
+            raise StoreError(f"a PSK must be exactly {PSK_LENGTH} bytes (RFC 4764 §2.1)")
+        if not any(psk):
+            raise StoreError("refusing an all-zero PSK")
+
+    # -- audit ----------------------------------------------------------------------------------
+
+    def audit(
+        self, kind: AuditKind | str, device_id: bytes | str | None, detail: str, now: float
+    ) -> int:
+        """Append one entry to the audit trail; returns its sequence number."""
+        did = None if device_id is None else _device_id(device_id)
+        with self._tx() as db:
+            return self._audit(db, kind, did, detail, now)
+
+    @staticmethod
+    def _audit(
+        db: sqlite3.Connection,
+        kind: AuditKind | str,
+        device_id: bytes | None,
+        detail: str,
+        now: float,
+    ) -> int:
+        cur = db.execute(
+            "INSERT INTO audit (at, kind, device_id, detail) VALUES (?, ?, ?, ?)",
+            (now, str(kind), device_id, detail),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def audit_log(
+        self,
+        limit: int = 100,
+        *,
+        device_id: bytes | str | None = None,
+        kind: AuditKind | str | None = None,
+        since: float | None = None,
+    ) -> list[AuditEntry]:
+        """The newest `limit` entries matching the filters, newest first."""
+        where: list[str] = []
+        args: list[object] = []
+        if device_id is not None:
+            where.append("device_id = ?")
+            args.append(_device_id(device_id))
+        if kind is not None:
+            where.append("kind = ?")
+            args.append(str(kind))
+        if since is not None:
+            where.append("at >= ?")
+            args.append(since)
+        sql = "SELECT seq, at, kind, device_id, detail FROM audit"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        args.append(max(0, limit))
+        return [
+            AuditEntry(int(s), float(a), str(k), None if d is None else bytes(d), str(t))
+            for s, a, k, d, t in self._db.execute(sql, args).fetchall()
+        ]
+
+    # -- application keys (the key rings' persistence hook) ----------------------------------
+
+    @staticmethod
+    def _key_aad(
+        peer_id: bytes, key_id: KeyId, purpose: str, not_before: float, not_after: float
+    ) -> bytes:
+        # The lifetime is bound too: editing not_after in the database breaks the blob.
+        return record_aad(
+            "app-key",
+            peer_id,
+            key_id.session_id,
+            key_id.generation,
+            purpose,
+            not_before,
+            not_after,
+        )
+
+    def save_keys(self, peer_id: bytes, keys: Sequence[AppKey]) -> None:
+        if not keys:
+            return
+        with self._tx() as db:
+            for key in keys:
+                aad = self._key_aad(
+                    peer_id, key.key_id, key.purpose.name, key.not_before, key.not_after
+                )
+                blob = self._kek.wrap(key.key, aad)
+                db.execute(
+                    "INSERT OR REPLACE INTO app_keys (session_id, generation, purpose, peer_id, "
+                    "key_blob, kek_label, not_before, not_after, superseded_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        key.key_id.session_id,
+                        key.key_id.generation,
+                        key.purpose.name,
+                        peer_id,
+                        blob,
+                        self._kek.label,
+                        key.not_before,
+                        key.not_after,
+                        key.superseded_at,
+                    ),
+                )
+
+    def delete_keys(self, keys: Sequence[AppKey]) -> None:
+        if not keys:
+            return
+        with self._tx() as db:
+            db.executemany(
+                "DELETE FROM app_keys WHERE session_id = ? AND generation = ? AND purpose = ?",
+                [(k.key_id.session_id, k.key_id.generation, k.purpose.name) for k in keys],
+            )
+
+    def load_keys(self, registry: PurposeRegistry, now: float) -> list[tuple[bytes, AppKey]]:
+        """Unexpired application keys to restore into the key rings; expired ones are deleted."""
+        with self._tx() as db:
+            gone = db.execute("DELETE FROM app_keys WHERE not_after <= ?", (now,)).rowcount
+            rows = db.execute(
+                "SELECT session_id, generation, purpose, peer_id, key_blob, kek_label, "
+                "not_before, not_after, superseded_at FROM app_keys ORDER BY not_before"
+            ).fetchall()
+        if gone:
+            logger.info("expired application keys dropped at load", extra={"count": gone})
+        out: list[tuple[bytes, AppKey]] = []
+        for sid, gen, name, peer, blob, label, nb, na, sup in rows:
+            try:
+                purpose = registry.get(str(name))
+            except PurposeError:
+                logger.warning(
+                    "stored key of an unregistered purpose skipped", extra={"purpose": name}
+                )
+                continue
+            key_id = KeyId(int(sid), int(gen))
+            peer_id, not_before, not_after = bytes(peer), float(nb), float(na)
+            material = self._unwrap(
+                bytes(blob),
+                str(label),
+                self._key_aad(peer_id, key_id, purpose.name, not_before, not_after),
+                f"key {key_id}/{purpose.name}",
+            )
+            superseded_at = None if sup is None else float(sup)
+            out.append(
+                (peer_id, AppKey(key_id, purpose, material, not_before, not_after, superseded_at))
+            )
+        return out
+
+    def _unwrap(self, blob: bytes, label: str, aad: bytes, what: str) -> bytes:
+        if label != self._kek.label:
+            raise StoreError(
+                f"{what} is wrapped under KEK {label}, but the loaded KEK is {self._kek.label}"
+            )
+        try:
+            return self._kek.unwrap(blob, aad)
+        except KekError as exc:
+            raise StoreError(f"{what} does not unwrap: {exc}") from None
+
+    def __repr__(self) -> str:
+        return f"CredentialStore({str(self.path)!r}, kek={self._kek.label!r})"

@@ -1,0 +1,301 @@
+"""CredentialStore on real SQLite files: enrollment, revocation, audit, key persistence, crashes."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from amistack.crypto import seeded_random
+from amistack.keymgmt.kek import FileKek
+from amistack.keymgmt.keyring import AppKey, KeyRingDirectory
+from amistack.keymgmt.store import (
+    SCHEMA_VERSION,
+    AlreadyEnrolled,
+    AuditKind,
+    CredentialStore,
+    DeviceRevoked,
+    StoreError,
+    UnknownDevice,
+)
+from amistack.keymgmt.ukmf import C1222, LINK, KeyId, PurposeRegistry, derive
+from amistack.pana.keys import PanaSecurityContext
+
+CtxFactory = Callable[..., PanaSecurityContext]
+PSK1 = bytes.fromhex("0123456789abcdef0123456789abcdef")
+PSK2 = bytes.fromhex("fedcba9876543210fedcba9876543210")
+
+
+@pytest.fixture
+def store(tmp_path: Path, kek: FileKek) -> CredentialStore:
+    return CredentialStore(tmp_path / "ks.db", kek)
+
+
+def test_pragmas_schema_and_file_mode(tmp_path: Path, store: CredentialStore) -> None:
+    db = store._db
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert store.schema_version() == SCHEMA_VERSION
+    assert stat.S_IMODE((tmp_path / "ks.db").stat().st_mode) == 0o600
+    store.close()
+    # reopening is idempotent: one schema, one version row
+    again = CredentialStore(tmp_path / "ks.db", FileKek.load(tmp_path / "kek.key", os.urandom))
+    assert again._db.execute("SELECT count(*) FROM schema_version").fetchone()[0] == 1
+
+
+def test_newer_schema_is_refused(tmp_path: Path, store: CredentialStore, kek: FileKek) -> None:
+    store.close()
+    with sqlite3.connect(tmp_path / "ks.db") as db:
+        db.execute("UPDATE schema_version SET version = 99")
+    with pytest.raises(StoreError, match="newer"):
+        CredentialStore(tmp_path / "ks.db", kek)
+
+
+def test_enroll_get_and_list(store: CredentialStore) -> None:
+    info = store.enroll(b"meter-1", PSK1, now=100.0)
+    assert info.psk_generation == 1 and info.enrolled_at == 100.0 and not info.revoked
+    store.enroll("meter-2", PSK2, now=101.0, session_lifetime=600.0)
+    assert store.get_psk(b"meter-1") == PSK1
+    assert store.get_psk("meter-2") == PSK2
+    assert store.get_psk(b"nobody") is None
+    assert store.get_psk(b"") is None
+    devices = store.list_devices()
+    assert [d.device_id for d in devices] == [b"meter-1", b"meter-2"]
+    assert devices[1].session_lifetime == 600.0 and store.session_lifetime(b"meter-2") == 600.0
+    assert PSK1 not in repr(devices).encode() and PSK1.hex() not in repr(devices)
+
+
+def test_psk_is_wrapped_at_rest(tmp_path: Path, store: CredentialStore) -> None:
+    store.enroll(b"meter-1", PSK1, now=1.0)
+    store.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("ks.db*"))
+    assert raw and PSK1 not in raw
+
+
+def test_enroll_refuses_duplicates_and_bad_psks(store: CredentialStore) -> None:
+    store.enroll(b"meter-1", PSK1, now=1.0)
+    with pytest.raises(AlreadyEnrolled, match="already enrolled"):
+        store.enroll(b"meter-1", PSK2, now=2.0)
+    assert store.get_psk(b"meter-1") == PSK1
+    info = store.enroll(b"meter-1", PSK2, now=3.0, replace=True)
+    assert info.psk_generation == 2 and store.get_psk(b"meter-1") == PSK2
+    for bad in (b"short", b"\x00" * 16, PSK1 + b"x"):
+        with pytest.raises(StoreError, match="PSK"):
+            store.enroll(b"meter-9", bad, now=4.0)
+    with pytest.raises(StoreError, match="device id"):
+        store.enroll(b"", PSK1, now=4.0)
+
+
+def test_revoke(store: CredentialStore) -> None:
+    store.enroll(b"hh-7", PSK1, now=1.0)
+    assert store.revoke(b"hh-7", "lost in the field", now=50.0) is True
+    assert store.get_psk(b"hh-7") is None
+    info = store.device(b"hh-7")
+    assert info.revoked and info.revoked_at == 50.0 and info.revoke_reason == "lost in the field"
+    assert store.revoke(b"hh-7", "again", now=51.0) is False
+    with pytest.raises(DeviceRevoked):
+        store.rotate_psk(b"hh-7", PSK2, now=52.0)
+    with pytest.raises(UnknownDevice, match="unknown device 'ghost'"):
+        store.revoke(b"ghost", "x", now=1.0)
+    # the PSK itself is destroyed, not just hidden
+    assert store._db.execute("SELECT psk_blob FROM devices").fetchone()[0] is None
+    # re-enrolment is the way back, with a fresh PSK
+    store.enroll(b"hh-7", PSK2, now=60.0, replace=True)
+    assert store.get_psk(b"hh-7") == PSK2 and not store.device(b"hh-7").revoked
+
+
+def test_rotate_psk(store: CredentialStore) -> None:
+    store.enroll(b"m", PSK1, now=1.0)
+    assert store.rotate_psk(b"m", PSK2, now=2.0) == 2
+    assert store.get_psk(b"m") == PSK2 and store.device(b"m").psk_generation == 2
+    with pytest.raises(UnknownDevice):
+        store.rotate_psk(b"x", PSK2, now=2.0)
+
+
+def test_psk_blob_bound_to_its_row(store: CredentialStore) -> None:
+    store.enroll(b"a", PSK1, now=1.0)
+    store.enroll(b"b", PSK2, now=1.0)
+    db = store._db
+    blob_a = db.execute("SELECT psk_blob FROM devices WHERE device_id = ?", (b"a",)).fetchone()[0]
+    db.execute("UPDATE devices SET psk_blob = ? WHERE device_id = ?", (blob_a, b"b"))
+    with pytest.raises(StoreError, match="does not unwrap"):
+        store.get_psk(b"b")
+
+
+def test_wrong_kek_is_a_clear_error(tmp_path: Path, store: CredentialStore) -> None:
+    store.enroll(b"a", PSK1, now=1.0)
+    store.close()
+    other = FileKek.create(tmp_path / "other.key", seeded_random(3))
+    with pytest.raises(StoreError, match="wrapped under KEK"):
+        CredentialStore(tmp_path / "ks.db", other).get_psk(b"a")
+
+
+def test_audit_trail(store: CredentialStore) -> None:
+    store.enroll(b"m1", PSK1, now=1.0)
+    store.audit(AuditKind.AUTH_FAILURE, None, "unknown peer b'zz'", now=2.0)
+    store.audit(AuditKind.AUTH_SUCCESS, b"m1", "session 0x10", now=3.0)
+    store.revoke(b"m1", "stolen", now=4.0)
+    log = store.audit_log()
+    assert [e.kind for e in log] == ["revoke", "auth-success", "auth-failure", "enroll"]
+    assert [e.seq for e in log] == sorted((e.seq for e in log), reverse=True)
+    assert log[0].detail == "stolen" and log[0].at == 4.0 and log[0].device_id == b"m1"
+    assert [e.kind for e in store.audit_log(device_id=b"m1")] == [
+        "revoke",
+        "auth-success",
+        "enroll",
+    ]
+    assert [e.kind for e in store.audit_log(kind=AuditKind.AUTH_FAILURE)] == ["auth-failure"]
+    assert [e.at for e in store.audit_log(since=3.0)] == [4.0, 3.0]
+    assert len(store.audit_log(limit=1)) == 1
+
+
+def test_audit_is_append_only(store: CredentialStore) -> None:
+    store.audit("custom", b"m1", "x", now=1.0)
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        store._db.execute("DELETE FROM audit")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        store._db.execute("UPDATE audit SET detail = 'y'")
+    assert store.audit_log()[0].detail == "x"
+
+
+def test_failed_operation_leaves_no_audit(store: CredentialStore) -> None:
+    store.enroll(b"m1", PSK1, now=1.0)
+    with pytest.raises(AlreadyEnrolled):
+        store.enroll(b"m1", PSK2, now=2.0)
+    assert [e.kind for e in store.audit_log()] == ["enroll"]
+
+
+def test_session_lifetime(store: CredentialStore) -> None:
+    store.enroll(b"m1", PSK1, now=1.0)
+    assert store.session_lifetime(b"m1") is None
+    store.set_session_lifetime(b"m1", 120.0, now=2.0)
+    assert store.session_lifetime(b"m1") == 120.0
+    with pytest.raises(UnknownDevice):
+        store.set_session_lifetime(b"zz", 1.0, now=2.0)
+    with pytest.raises(StoreError):
+        store.set_session_lifetime(b"m1", 0.0, now=2.0)
+
+
+def test_restart_restores_credentials_and_unexpired_keys(
+    tmp_path: Path, kek: FileKek, make_ctx: CtxFactory
+) -> None:
+    reg = PurposeRegistry()
+    store = CredentialStore(tmp_path / "ks.db", kek)
+    store.enroll(b"m1", PSK1, now=0.0)
+    d = KeyRingDirectory(reg, overlap=10.0, persistence=store)
+    g1, g2 = make_ctx(session_id=1, key_id=1), make_ctx(session_id=1, key_id=2)
+    short = make_ctx(session_id=2, key_id=1)
+    d.install(b"m1", g1, 100.0, now=0.0)
+    d.install(b"m1", g2, 100.0, now=50.0)  # g1 superseded, valid to 60
+    d.install(b"m2", short, 20.0, now=0.0)  # expires at 20
+    store.close()
+
+    # restart at t=55: credentials, g1 (in overlap) and g2 come back; m2's key does not
+    store2 = CredentialStore(tmp_path / "ks.db", FileKek.load(tmp_path / "kek.key", os.urandom))
+    assert store2.get_psk(b"m1") == PSK1
+    d2 = KeyRingDirectory(reg, overlap=10.0, persistence=store2)
+    d2.restore(store2.load_keys(reg, now=55.0))
+    cur = d2.current(b"m1", C1222, 55.0)
+    assert cur is not None and cur.key_id == KeyId(1, 2) and cur.key == derive(g2, C1222)
+    old = d2.lookup(KeyId(1, 1), LINK, 55.0)
+    assert old is not None and old.superseded_at == 50.0 and old.key == derive(g1, LINK)
+    assert d2.lookup(KeyId(2, 1), C1222, 55.0) is None
+    assert (
+        store2._db.execute("SELECT count(*) FROM app_keys WHERE session_id = 2").fetchone()[0] == 0
+    )
+    # expiry removes the keys from the database too
+    assert d2.get_timer() == 60.0
+    d2.expire(60.0)
+    rows = store2._db.execute("SELECT DISTINCT generation FROM app_keys").fetchall()
+    assert rows == [(2,)]
+    d2.expire(150.0)
+    assert store2._db.execute("SELECT count(*) FROM app_keys").fetchone()[0] == 0
+
+
+def test_shortened_lifetime_persists_and_cannot_be_edited_back(
+    tmp_path: Path, store: CredentialStore, kek: FileKek, make_ctx: CtxFactory
+) -> None:
+    reg = PurposeRegistry()
+    d = KeyRingDirectory(reg, persistence=store)
+    d.install(b"hh", make_ctx(), 3600.0, now=0.0)
+    d.shorten(b"hh", 100.0, now=10.0)
+    assert {r[0] for r in store._db.execute("SELECT not_after FROM app_keys")} == {100.0}
+    # someone with write access to the DB tries to give the lost handheld its lifetime back
+    store._db.execute("UPDATE app_keys SET not_after = 3600.0")
+    with pytest.raises(StoreError, match="does not unwrap"):
+        store.load_keys(reg, now=20.0)
+
+
+def test_app_keys_wrapped_at_rest(
+    tmp_path: Path, store: CredentialStore, make_ctx: CtxFactory
+) -> None:
+    ctx = make_ctx()
+    KeyRingDirectory(PurposeRegistry(), persistence=store).install(b"m", ctx, 60.0, now=0.0)
+    store.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("ks.db*"))
+    assert derive(ctx, C1222) not in raw and derive(ctx, LINK) not in raw
+
+
+def test_failed_save_is_all_or_nothing(store: CredentialStore, make_ctx: CtxFactory) -> None:
+    ctx = make_ctx()
+    keys = [AppKey(KeyId.of(ctx), p, derive(ctx, p), 0.0, 10.0) for p in PurposeRegistry()]
+    keys[2].wipe()  # the third key cannot be wrapped: the operation fails half way
+    with pytest.raises(Exception, match="wiped"):
+        store.save_keys(b"m", keys)
+    assert store._db.execute("SELECT count(*) FROM app_keys").fetchone()[0] == 0
+
+
+CRASH_CHILD = textwrap.dedent(
+    """
+    import os, sys
+    from amistack.crypto import system_random
+    from amistack.keymgmt.kek import FileKek
+    from amistack.keymgmt.keyring import KeyRingDirectory
+    from amistack.keymgmt.store import CredentialStore
+    from amistack.keymgmt.ukmf import PurposeRegistry
+    from amistack.pana.keys import PanaSecurityContext
+    from amistack.crypto import PrfHash
+
+    class DyingKek:
+        # The real KEK, except that the process dies (no cleanup at all) on the 2nd wrap.
+        def __init__(self, inner):
+            self.inner, self.calls = inner, 0
+            self.label = inner.label
+        def wrap(self, plaintext, aad):
+            self.calls += 1
+            if self.calls == int(sys.argv[3]):
+                os._exit(17)
+            return self.inner.wrap(plaintext, aad)
+        def unwrap(self, blob, aad):
+            return self.inner.unwrap(blob, aad)
+
+    kek = DyingKek(FileKek.load(sys.argv[2], system_random))
+    store = CredentialStore(sys.argv[1], kek)
+    store.enroll(b"m1", bytes(range(1, 17)), now=1.0)          # wrap 1: committed
+    ctx = PanaSecurityContext(7, 1, PrfHash.SHA256, b"k" * 64, b"n" * 16, b"N" * 16, b"p", b"q")
+    KeyRingDirectory(PurposeRegistry(), persistence=store).install(b"m1", ctx, 60.0, now=2.0)
+    """
+)
+
+
+def test_crash_mid_transaction_leaves_nothing_half_written(tmp_path: Path, kek: FileKek) -> None:
+    db_path, kek_path = tmp_path / "ks.db", tmp_path / "kek.key"
+    # dies on wrap 3: the enrolment and the first application key row are written, not committed
+    proc = subprocess.run(
+        [sys.executable, "-c", CRASH_CHILD, str(db_path), str(kek_path), "3"],
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == 17, proc.stderr.decode()
+    store = CredentialStore(db_path, kek)
+    assert store.get_psk(b"m1") == bytes(range(1, 17))
+    assert store._db.execute("SELECT count(*) FROM app_keys").fetchone()[0] == 0
+    assert store.load_keys(PurposeRegistry(), now=3.0) == []
+    assert [e.kind for e in store.audit_log()] == ["enroll"]
