@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,25 +11,11 @@ from tests.conftest import load_vector
 
 from amistack.crypto import PrfHash, seeded_random
 from amistack.keymgmt.kek import FileKek
+from amistack.pana.constants import AvpCode
 from amistack.pana.keys import PanaSecurityContext
+from amistack.pana.message import PanaMessage
 
 CtxFactory = Callable[..., PanaSecurityContext]
-
-
-def _avps(message: bytes) -> dict[int, list[bytes]]:
-    """The AVPs of one PANA message (RFC 5191 §6.3, §8): a deliberately tiny reader for tests."""
-    out: dict[int, list[bytes]] = {}
-    off = 16
-    while off < len(message):
-        code, flags, length, _ = struct.unpack_from("!HHHH", message, off)
-        off += 8 + (4 if flags & 0x8000 else 0)  # V flag: Vendor-Id follows
-        out.setdefault(code, []).append(message[off : off + length])
-        off += (length + 3) & ~3
-    return out
-
-
-AVP_KEY_ID = 4  # RFC 5191 §8.5
-AVP_NONCE = 5  # RFC 5191 §8.6
 
 
 @pytest.fixture(scope="session")
@@ -39,13 +24,20 @@ def openpana() -> tuple[PanaSecurityContext, dict[str, Any]]:
     vec = load_vector("pana_openpana_transcript.json")
     frames = {f["n"]: bytes.fromhex(f["hex"]) for f in vec["frames"]}
     assert vec["prf_algorithm"] == 2  # PRF_HMAC_SHA1 (RFC 5191 §5.3)
+    par, pan = PanaMessage.decode(frames[2]), PanaMessage.decode(frames[3])
+    par_c = PanaMessage.decode(frames[16])  # the PAR with the C flag carries the Key-Id
+    key_id = par_c.u32(AvpCode.KEY_ID)
+    pac_nonce = PanaMessage.decode(frames[5]).octets(AvpCode.NONCE)
+    paa_nonce = PanaMessage.decode(frames[4]).octets(AvpCode.NONCE)
+    assert key_id is not None and pac_nonce is not None and paa_nonce is not None
+    assert par.session_id == pan.session_id == par_c.session_id
     ctx = PanaSecurityContext(
-        session_id=struct.unpack_from("!I", frames[2], 8)[0],
-        key_id=int.from_bytes(_avps(frames[16])[AVP_KEY_ID][0], "big"),
+        session_id=par.session_id,
+        key_id=key_id,
         prf=PrfHash.SHA1,
         msk=bytes.fromhex(vec["msk"]),
-        pac_nonce=_avps(frames[5])[AVP_NONCE][0],
-        paa_nonce=_avps(frames[4])[AVP_NONCE][0],
+        pac_nonce=pac_nonce,
+        paa_nonce=paa_nonce,
         i_par=frames[2],
         i_pan=frames[3],
     )
