@@ -189,3 +189,17 @@ def test_engine_interface_queues_answers() -> None:
     assert len(out) == 1 and out[0][1] == NAS
     assert nas.check(out[0][0]).code == RadiusCode.ACCESS_CHALLENGE
     assert server.datagrams_to_send(0.0) == []
+
+
+def test_eap_message_reassembled_across_attributes() -> None:
+    server = RadiusEapServer(SECRET, psk_methods(seeded_random(1)), seeded_random(2))
+    identity = b"m" * 600  # the Response/Identity spans three EAP-Message attributes
+    eap = bytes([2, 0x2A]) + (5 + len(identity)).to_bytes(2, "big") + b"\x01" + identity
+    nas = Nas()
+    raw = nas.request(eap)
+    assert len(RadiusPacket.decode(raw).get(RadiusAttr.EAP_MESSAGE)) == 3
+    answer = nas.check(server.handle_datagram(raw, NAS, 0.0))
+    # Only a correctly reassembled Response/Identity moves the EAP layer on to EAP-PSK.
+    assert answer.code == RadiusCode.ACCESS_CHALLENGE
+    eap_request = answer.eap_message()
+    assert eap_request is not None and eap_request[4] == 47 and eap_request[1] == 0x2B
