@@ -1,1 +1,26 @@
-"""amistack.runtime — see ARCHITECTURE.md."""
+"""amistack.runtime: asyncio adapters that drive the sans-IO engines over real UDP sockets.
+
+The only package (besides `sim/`) that touches sockets, clocks and the event loop. See
+ARCHITECTURE.md. Heavier entry points (`meter.run_meter`, `keyserver.run_keyserver`,
+`bench_auth.bench_auth`) live in their modules and import the protocol engines lazily.
+"""
+
+from amistack.runtime.loop import install_uvloop, is_uvloop, new_event_loop, uvloop_available
+from amistack.runtime.mux import PacMux
+from amistack.runtime.pcap import PcapWriter, read_udp_pcap, udp_packet
+from amistack.runtime.udp import Capture, DatagramEngine, EngineDriver, normalize_addr
+
+__all__ = [
+    "Capture",
+    "DatagramEngine",
+    "EngineDriver",
+    "PacMux",
+    "PcapWriter",
+    "install_uvloop",
+    "is_uvloop",
+    "new_event_loop",
+    "normalize_addr",
+    "read_udp_pcap",
+    "udp_packet",
+    "uvloop_available",
+]
