@@ -105,11 +105,13 @@ class EapPeer:
         return self._run_method(self.method, req)
 
     def _choose(self, req: EapPacket) -> bytes | None:
-        if req.type is None or req.type == EapType.NAK:
-            self.counters["nak_request"] += 1  # Nak is a Response-only type (§5.3)
-            return None
         if req.type == EapType.IDENTITY:
             return self._answer(req.identifier, EapType.IDENTITY, self.identity)
+        if req.type is None or req.type < EapType.MD5_CHALLENGE:
+            # Nak (a Response-only type) or reserved 0: nothing to answer, nothing to Nak,
+            # since a Nak answers only authentication types, 4 and up (§5.3.1).
+            self.counters["invalid_request_type"] += 1
+            return None
         factory = self._factories.get(req.type)
         if factory is None:
             self.counters["nak_sent"] += 1

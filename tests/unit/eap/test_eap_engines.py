@@ -158,10 +158,11 @@ def test_peer_drops_junk_and_never_raises() -> None:
     assert peer.receive(b"\x01") is None
     assert peer.receive(EapPacket.response(1, EapType.IDENTITY, b"x").encode()) is None
     assert peer.receive(req(1, EapType.NAK, b"\x04")) is None
+    assert peer.receive(req(3, 0, b"")) is None
     assert peer.receive(req(2, EapType.PSK, b"\x00short")) is None  # malformed PSK message 1
     assert peer.counters["decode_error"] == 1
     assert peer.counters["unexpected_response"] == 1
-    assert peer.counters["nak_request"] == 1
+    assert peer.counters["invalid_request_type"] == 2
     assert peer.counters["method_discarded"] == 1
 
 
