@@ -1,0 +1,333 @@
+"""The key server: PANA authentication agent + EAP-PSK + credential store + key rings (sans-IO).
+
+    datagrams -> PanaAuthAgent -(LocalEapBackend, EapPskServer(psk_lookup=store.get_psk))
+                     | Authenticated          -> key ring install (new generation), audit
+                     | AuthenticationFailed   -> audit
+                     | SessionTerminated      -> audit
+    head-end  -> key_for(KeyId, purpose, now) -> the key and the device it belongs to
+
+It drives nothing itself: the runtime (or the simulator) feeds datagrams and timers exactly as it
+does for any engine, and reads `next_event()` - the PANA events followed by the key events each
+one caused. Revocation is one call: the store refuses the PSK from then on (so re-authentication
+fails), every PANA session of the device is terminated, and the keys already issued are cut.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Protocol
+
+from amistack.addr import Addr
+from amistack.crypto import RandomSource
+from amistack.eap.psk import EapPskServer
+from amistack.keymgmt.events import KeyEvent, KeysShortened
+from amistack.keymgmt.keyring import DEFAULT_OVERLAP, KeyRingDirectory, KeyRingError
+from amistack.keymgmt.store import AuditKind, CredentialStore
+from amistack.keymgmt.ukmf import PANA_AUTH, KeyId, Purpose, PurposeRegistry
+from amistack.pana.aaa import AaaBackend
+from amistack.pana.events import (
+    Authenticated,
+    AuthenticationFailed,
+    PanaEvent,
+    SessionTerminated,
+)
+from amistack.pana.local_backend import LocalEapBackend
+from amistack.pana.paa import PaaConfig, PanaAuthAgent
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SERVER_ID = b"amistack-key-server"
+
+KeyServerEvent = PanaEvent | KeyEvent
+
+
+class PaaEngine(Protocol):
+    """What the key server needs of `amistack.pana.paa.PanaAuthAgent`."""
+
+    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None: ...
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]: ...
+    def get_timer(self) -> float | None: ...
+    def handle_timer(self, now: float) -> None: ...
+    def next_event(self) -> PanaEvent | None: ...
+    def terminate(self, session_id: int, now: float, reason: str) -> None: ...
+    def sessions_for_peer(self, peer_id: bytes) -> list[int]: ...
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A key handed to an application server, with the device it belongs to."""
+
+    peer_id: bytes
+    key_id: KeyId
+    purpose: str
+    key: bytes
+    not_after: float
+
+    def __repr__(self) -> str:  # never the key
+        return (
+            f"IssuedKey(peer_id={self.peer_id!r}, key_id={self.key_id}, purpose={self.purpose}, "
+            f"not_after={self.not_after})"
+        )
+
+
+@dataclass(frozen=True)
+class RevocationResult:
+    newly_revoked: bool  # False if the store already had the device revoked
+    sessions_terminated: tuple[int, ...]
+    keys_not_after: float  # no key of the device outlives this
+    generations_shortened: tuple[KeyId, ...]
+
+
+class KeyServer:
+    """Sans-IO composition of the PAA, the credential store and the key-ring directory.
+
+    `KeyServer(store, rng=...)` is the standard server: a `PanaAuthAgent` whose built-in EAP
+    server runs EAP-PSK with `store.get_psk` as the PSK lookup and `store.session_lifetime` as
+    the per-device session lifetime, and key rings persisted in (and restored from) `store`.
+    `KeyServer.from_parts` composes other parts (e.g. a PAA with a RADIUS pass-through backend).
+    """
+
+    def __init__(
+        self,
+        store: CredentialStore,
+        *,
+        rng: RandomSource,
+        paa_config: PaaConfig | None = None,
+        session_lifetime: float | None = None,
+        registry: PurposeRegistry | None = None,
+        overlap: float = DEFAULT_OVERLAP,
+        server_id: bytes = DEFAULT_SERVER_ID,
+        backend: AaaBackend | None = None,
+        require_enrolled: bool = True,
+        exportable: frozenset[str] | None = None,
+        now: float | None = None,
+    ) -> None:
+        """`session_lifetime` overrides `paa_config.session_lifetime` (the default for devices
+        without their own). `backend` replaces the built-in EAP-PSK server. `now` drops keys
+        that expired while the server was down at once; without it they go at the first timer.
+        """
+        config = paa_config or PaaConfig()
+        if session_lifetime is not None:
+            config = dataclasses.replace(config, session_lifetime=session_lifetime)
+        registry = registry or PurposeRegistry()
+        directory = KeyRingDirectory(registry, overlap=overlap, persistence=store)
+        directory.restore(store.load_keys(registry, -math.inf if now is None else now))
+        if backend is None:
+            backend = LocalEapBackend(
+                lambda: [lambda: EapPskServer(server_id, store.get_psk, rng)],
+                rng,
+                lifetime_for=store.session_lifetime,
+            )
+        self._setup(
+            PanaAuthAgent(config, backend, rng),
+            store,
+            directory,
+            require_enrolled=require_enrolled,
+            exportable=exportable,
+        )
+
+    @classmethod
+    def from_parts(
+        cls,
+        agent: PaaEngine,
+        store: CredentialStore,
+        directory: KeyRingDirectory,
+        *,
+        require_enrolled: bool = True,
+        exportable: frozenset[str] | None = None,
+    ) -> KeyServer:
+        self = cls.__new__(cls)
+        self._setup(
+            agent, store, directory, require_enrolled=require_enrolled, exportable=exportable
+        )
+        return self
+
+    def _setup(
+        self,
+        agent: PaaEngine,
+        store: CredentialStore,
+        directory: KeyRingDirectory,
+        *,
+        require_enrolled: bool,
+        exportable: frozenset[str] | None,
+    ) -> None:
+        """`require_enrolled`: keys are issued only to devices active in `store` (turn off when
+        the PAA passes EAP through to an external AAA server that holds the credentials).
+        `exportable`: purposes `key_for`/`current_key` hand out; by default every registered
+        purpose except PANA_AUTH, which protects PANA itself and never leaves the PAA."""
+        self.agent = agent
+        self.store = store
+        self.directory = directory
+        self.require_enrolled = require_enrolled
+        self.exportable = (
+            frozenset(p.name for p in directory.registry if p != PANA_AUTH)
+            if exportable is None
+            else exportable
+        )
+        self.counters: Counter[str] = Counter()
+        self._events: deque[KeyServerEvent] = deque()
+        self._peer_of_session: dict[int, bytes] = {}
+
+    # -- the engine surface (forwarded) --------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
+        self.agent.receive_datagram(data, addr, now)
+        self._pump(now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
+        return self.agent.datagrams_to_send(now)
+
+    def get_timer(self) -> float | None:
+        timers = [t for t in (self.agent.get_timer(), self.directory.get_timer()) if t is not None]
+        return min(timers, default=None)
+
+    def handle_timer(self, now: float) -> None:
+        due = self.agent.get_timer()
+        if due is not None and due <= now:
+            self.agent.handle_timer(now)
+        self._pump(now)
+        due = self.directory.get_timer()
+        if due is not None and due <= now:
+            self._events.extend(self.directory.expire(now))
+
+    def next_event(self) -> KeyServerEvent | None:
+        return self._events.popleft() if self._events else None
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def revoke(
+        self,
+        device_id: bytes | str,
+        now: float,
+        shorten_to: float | None = None,
+        reason: str = "revoked",
+    ) -> RevocationResult:
+        """Revoke a device: no more PSK, all its sessions ended, its keys cut to `shorten_to`.
+
+        `shorten_to=None` ends the keys now; a later time lets in-flight traffic drain. Raises
+        `UnknownDevice` for a device the store does not know.
+        """
+        did = device_id.encode() if isinstance(device_id, str) else bytes(device_id)
+        newly = self.store.revoke(did, reason, now)  # first: re-auth fails from here on
+        sessions = tuple(self.agent.sessions_for_peer(did))
+        for sid in sessions:
+            self.agent.terminate(sid, now, f"revoked: {reason}")
+        cut = now if shorten_to is None else max(now, shorten_to)
+        key_events = self.directory.shorten(did, cut, now)
+        shortened = tuple(e.key_id for e in key_events if isinstance(e, KeysShortened))
+        if shortened:
+            self.store.audit(
+                AuditKind.KEYS_SHORTENED,
+                did,
+                f"{len(shortened)} generation(s) cut to {cut}: "
+                + ", ".join(str(k) for k in shortened),
+                now,
+            )
+        self._events.extend(key_events)
+        self._pump(now)
+        self.counters["revocations"] += 1
+        logger.warning(
+            "device revoked",
+            extra={"device_id": did, "sessions": len(sessions), "keys_not_after": cut},
+        )
+        return RevocationResult(newly, sessions, cut, shortened)
+
+    def key_for(self, key_id: KeyId, purpose: Purpose | str, now: float) -> IssuedKey | None:
+        """The key a message names (head-end receive path), with the device it belongs to."""
+        if not self._exportable(purpose):
+            return None
+        key = self.directory.lookup(key_id, purpose, now)
+        peer = self.directory.peer_of(key_id)
+        if key is None or peer is None:
+            self.counters["key_lookup_miss"] += 1
+            return None
+        return IssuedKey(peer, key.key_id, key.purpose.name, key.key, key.not_after)
+
+    def current_key(self, device_id: bytes, purpose: Purpose | str, now: float) -> IssuedKey | None:
+        """The key to send to a device with (head-end initiated traffic)."""
+        if not self._exportable(purpose):
+            return None
+        key = self.directory.current(device_id, purpose, now)
+        if key is None:
+            return None
+        return IssuedKey(device_id, key.key_id, key.purpose.name, key.key, key.not_after)
+
+    def _exportable(self, purpose: Purpose | str) -> bool:
+        name = purpose if isinstance(purpose, str) else purpose.name
+        if name in self.exportable:
+            return True
+        self.counters["key_export_refused"] += 1
+        logger.warning("refused to export a key", extra={"purpose": name})
+        return False
+
+    # -- PANA events -------------------------------------------------------------------------------
+
+    def _pump(self, now: float) -> None:
+        while (event := self.agent.next_event()) is not None:
+            if isinstance(event, Authenticated):
+                self._on_authenticated(event, now)  # forwarded only if its keys are issued
+                continue
+            self._events.append(event)
+            if isinstance(event, AuthenticationFailed):
+                self._on_failed(event, now)
+            elif isinstance(event, SessionTerminated):
+                self._on_terminated(event, now)
+
+    def _on_authenticated(self, ev: Authenticated, now: float) -> None:
+        sid = f"{ev.session_id:#010x}"
+        peer = ev.peer_id
+        if peer is None:
+            self._refuse(ev, None, "authenticated without an EAP peer identity", now)
+            return
+        if self.require_enrolled and self.store.get_psk(peer) is None:
+            # Revoked (or removed) while its authentication was in flight.
+            self._refuse(ev, peer, "device is not enrolled or was revoked", now)
+            return
+        try:
+            key_events = self.directory.install(peer, ev.context, ev.lifetime, now)
+        except KeyRingError as exc:
+            self._refuse(ev, peer, f"keys not installed: {exc}", now)
+            return
+        self._peer_of_session[ev.session_id] = peer
+        self._events.append(ev)
+        self._events.extend(key_events)
+        kind = AuditKind.REKEY if ev.reauth else AuditKind.AUTH_SUCCESS
+        self.counters[kind.value] += 1
+        self.store.audit(
+            kind,
+            peer,
+            f"session {sid} key id {KeyId.of(ev.context)} lifetime {ev.lifetime:g}s "
+            f"from {ev.addr[0]}:{ev.addr[1]}",
+            now,
+        )
+
+    def _refuse(self, ev: Authenticated, peer: bytes | None, why: str, now: float) -> None:
+        self.counters["authenticated_refused"] += 1
+        logger.warning("authenticated session refused", extra={"session_id": ev.session_id})
+        self.store.audit(AuditKind.AUTH_FAILURE, peer, f"session {ev.session_id:#010x}: {why}", now)
+        self.agent.terminate(ev.session_id, now, why)
+
+    def _on_failed(self, ev: AuthenticationFailed, now: float) -> None:
+        self.counters[AuditKind.AUTH_FAILURE.value] += 1
+        peer = self._peer_of_session.get(ev.session_id)
+        self.store.audit(
+            AuditKind.AUTH_FAILURE,
+            peer,
+            f"session {ev.session_id:#010x} result-code {ev.result_code} {ev.reason} "
+            f"from {ev.addr[0]}:{ev.addr[1]}",
+            now,
+        )
+
+    def _on_terminated(self, ev: SessionTerminated, now: float) -> None:
+        peer = self._peer_of_session.pop(ev.session_id, None)
+        self.counters["sessions_terminated"] += 1
+        self.store.audit(
+            AuditKind.SESSION_END, peer, f"session {ev.session_id:#010x}: {ev.reason}", now
+        )
+
+    def __repr__(self) -> str:
+        return f"KeyServer(sessions={len(self._peer_of_session)}, {self.directory!r})"

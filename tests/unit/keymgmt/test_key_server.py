@@ -1,0 +1,321 @@
+"""KeyServer end to end on a virtual clock: real PaCs, the real PAA, EAP-PSK, SQLite, key rings."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from amistack.addr import Addr
+from amistack.crypto import seeded_random
+from amistack.eap import EapPeer, EapPskPeer, EapType
+from amistack.keymgmt.events import KeysExpired, KeysInstalled, KeysShortened, KeysSuperseded
+from amistack.keymgmt.kek import FileKek
+from amistack.keymgmt.keyring import KeyRing
+from amistack.keymgmt.server import KeyServer, KeyServerEvent
+from amistack.keymgmt.store import AuditKind, CredentialStore, UnknownDevice
+from amistack.keymgmt.ukmf import C1222, LINK, PANA_AUTH, KeyId, PurposeRegistry
+from amistack.pana.events import (
+    Authenticated,
+    AuthenticationFailed,
+    PanaEvent,
+    SessionTerminated,
+)
+from amistack.pana.paa import PaaConfig
+from amistack.pana.pac import PacConfig, PanaClient
+
+E = TypeVar("E")
+PAA: Addr = ("192.0.2.1", 716)
+LIFETIME = 600.0
+PSKS = {
+    b"meter-1": bytes.fromhex("11112222333344445555666677778888"),
+    b"meter-2": bytes.fromhex("99990000aaaabbbbccccddddeeeeffff"),
+}
+
+
+class Meter:
+    """A PaC with its own key ring, as a meter holds it."""
+
+    def __init__(self, name: bytes, psk: bytes, port: int, seed: int) -> None:
+        self.name = name
+        self.addr: Addr = ("198.51.100.7", port)
+        rng = seeded_random(seed)
+        self.pac = PanaClient(
+            PacConfig(),
+            lambda: EapPeer(name, {EapType.PSK: lambda: EapPskPeer(name, psk, rng)}),
+            rng,
+            PAA,
+        )
+        self.ring = KeyRing(name, PurposeRegistry(), overlap=30.0)
+        self.events: list[PanaEvent] = []
+
+    def drain(self, now: float) -> None:
+        while (ev := self.pac.next_event()) is not None:
+            self.events.append(ev)
+            if isinstance(ev, Authenticated):
+                self.ring.install(ev.context, ev.lifetime, now)
+
+
+class Net:
+    """Moves datagrams between the key server and the meters and runs every timer in order."""
+
+    def __init__(self, server: KeyServer, meters: list[Meter], now: float = 0.0) -> None:
+        self.server, self.meters, self.now = server, meters, now
+        self.events: list[KeyServerEvent] = []
+
+    def _flush(self) -> None:
+        for _ in range(1000):
+            if not self.step():
+                return
+        raise AssertionError("datagram storm")
+
+    def step(self) -> bool:
+        """One hop: every datagram queued on either side is delivered."""
+        if True:
+            moved = False
+            by_addr = {m.addr: m for m in self.meters}
+            for data, addr in self.server.datagrams_to_send(self.now):
+                if addr in by_addr:
+                    by_addr[addr].pac.receive_datagram(data, PAA, self.now)
+                    moved = True
+            for m in self.meters:
+                for data, _ in m.pac.datagrams_to_send(self.now):
+                    self.server.receive_datagram(data, m.addr, self.now)
+                    moved = True
+                m.drain(self.now)
+            while (ev := self.server.next_event()) is not None:
+                self.events.append(ev)
+            return moved
+
+    def run_until(self, t_end: float) -> None:
+        self._flush()
+        while True:
+            timers = [self.server.get_timer(), *(m.pac.get_timer() for m in self.meters)]
+            due = min((t for t in timers if t is not None), default=None)
+            if due is None or due > t_end:
+                break
+            self.now = max(self.now, due)
+            t = self.server.get_timer()
+            if t is not None and t <= self.now:
+                self.server.handle_timer(self.now)
+            for m in self.meters:
+                t = m.pac.get_timer()
+                if t is not None and t <= self.now:
+                    m.pac.handle_timer(self.now)
+            self._flush()
+        self.now = t_end
+
+    def of(self, kind: type[E]) -> list[E]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+@pytest.fixture
+def store(tmp_path: Path, kek: FileKek) -> Iterator[CredentialStore]:
+    s = CredentialStore(tmp_path / "ks.db", kek)
+    for name, psk in PSKS.items():
+        s.enroll(name, psk, now=0.0)
+    yield s
+    s.close()
+
+
+def make_server(store: CredentialStore, now: float = 0.0) -> KeyServer:
+    return KeyServer(
+        store,
+        rng=seeded_random(1),
+        paa_config=PaaConfig(session_lifetime=LIFETIME),
+        overlap=30.0,
+        now=now,
+    )
+
+
+def start(net: Net, *meters: Meter) -> None:
+    for m in meters:
+        if m not in net.meters:
+            net.meters.append(m)
+        m.pac.start(net.now)
+    net.run_until(net.now + 5.0)
+
+
+def test_authentication_installs_the_same_keys_on_both_ends(store: CredentialStore) -> None:
+    server = make_server(store)
+    meter = Meter(b"meter-1", PSKS[b"meter-1"], 40000, seed=2)
+    net = Net(server, [])
+    start(net, meter)
+    auth = net.of(Authenticated)
+    assert len(auth) == 1 and auth[0].peer_id == b"meter-1"
+    installed = net.of(KeysInstalled)
+    assert len(installed) == 1
+    # the PANA event comes first, then the key events it caused
+    assert net.events.index(auth[0]) < net.events.index(installed[0])
+    mine = meter.ring.current(C1222, net.now)
+    assert mine is not None
+    theirs = server.key_for(mine.key_id, "c1222", net.now)
+    assert theirs is not None and theirs.key == mine.key and theirs.peer_id == b"meter-1"
+    link, my_link = server.current_key(b"meter-1", LINK, net.now), meter.ring.current(LINK, net.now)
+    assert link is not None and my_link is not None and link.key == my_link.key
+    assert installed[0].not_after - installed[0].not_before == LIFETIME
+    assert theirs.not_after == installed[0].not_after
+    # the PANA_AUTH key of the UKMF is the one PANA really uses, and it is never exported
+    my_auth = meter.ring.current(PANA_AUTH, net.now)
+    assert my_auth is not None and my_auth.key == meter.pac.auth_key
+    assert server.key_for(mine.key_id, PANA_AUTH, net.now) is None
+    assert server.counters["key_export_refused"] == 1
+    assert mine.key.hex() not in repr(theirs) and repr(mine.key) not in repr(theirs)
+    assert [e.kind for e in store.audit_log(device_id=b"meter-1")] == ["auth-success", "enroll"]
+
+
+def test_reauthentication_rotates_with_overlap(store: CredentialStore) -> None:
+    server = make_server(store)
+    meter = Meter(b"meter-1", PSKS[b"meter-1"], 40000, seed=2)
+    net = Net(server, [])
+    start(net, meter)
+    first = meter.ring.current(C1222, net.now)
+    assert first is not None
+    first_id, first_key = first.key_id, first.key
+    net.run_until(LIFETIME * 0.75 + 10.0)  # the PaC re-authenticates at 75 % of the lifetime
+    auths = net.of(Authenticated)
+    assert [a.reauth for a in auths] == [False, True]
+    second = meter.ring.current(C1222, net.now)
+    assert second is not None and second.key_id != first_id
+    assert second.key_id.session_id == first_id.session_id
+    sup = net.of(KeysSuperseded)
+    assert len(sup) == 1 and sup[0].key_id == first_id
+    rekey_at = store.audit_log(kind=AuditKind.REKEY)[0].at
+    # the previous generation decrypts during the overlap only, and is gone after it
+    old = server.key_for(first_id, C1222, rekey_at + 29.0)
+    assert old is not None and old.key == first_key
+    cur = server.current_key(b"meter-1", C1222, rekey_at + 1)
+    assert cur is not None and cur.key_id == second.key_id
+    assert server.key_for(first_id, C1222, rekey_at + 30.0) is None
+    assert net.of(KeysExpired) == []
+    net.run_until(rekey_at + 30.0)  # the key server's timer drops the old generation
+    expired = net.of(KeysExpired)
+    assert [e.key_id for e in expired] == [first_id]
+    rows = store._db.execute("SELECT DISTINCT generation FROM app_keys").fetchall()
+    assert rows == [(second.key_id.generation,)]
+
+
+def test_unknown_and_wrong_psk_fail_and_are_audited(store: CredentialStore) -> None:
+    server = make_server(store)
+    stranger = Meter(b"meter-x", PSKS[b"meter-1"], 40001, seed=3)
+    impostor = Meter(b"meter-2", PSKS[b"meter-1"], 40002, seed=4)
+    net = Net(server, [])
+    start(net, stranger, impostor)
+    assert len(net.of(AuthenticationFailed)) == 2
+    assert net.of(KeysInstalled) == [] and len(server.directory) == 0
+    assert len(store.audit_log(kind=AuditKind.AUTH_FAILURE)) == 2
+
+
+def test_revocation_ends_sessions_cuts_keys_and_refuses_reauth(store: CredentialStore) -> None:
+    server = make_server(store)
+    lost = Meter(b"meter-1", PSKS[b"meter-1"], 40000, seed=2)
+    other = Meter(b"meter-2", PSKS[b"meter-2"], 40002, seed=5)
+    net = Net(server, [])
+    start(net, lost, other)
+    cur = lost.ring.current(C1222, net.now)
+    assert cur is not None
+    kid = cur.key_id
+    now = net.now
+    result = server.revoke(b"meter-1", now, shorten_to=now + 10.0, reason="handheld lost")
+    assert result.newly_revoked and len(result.sessions_terminated) == 1
+    assert result.generations_shortened == (kid,) and result.keys_not_after == now + 10.0
+    net.run_until(now + 1.0)
+    assert len(net.of(SessionTerminated)) >= 1
+    assert net.of(KeysShortened)[0].not_after == now + 10.0
+    assert store.get_psk(b"meter-1") is None
+    assert server.key_for(kid, C1222, now + 9.0) is not None  # in-flight traffic drains
+    net.run_until(now + 10.0)
+    assert server.key_for(kid, C1222, now + 10.0) is None
+    left = store._db.execute("SELECT count(*) FROM app_keys WHERE peer_id = ?", (b"meter-1",))
+    assert left.fetchone()[0] == 0
+    # the device tries again: EAP-PSK fails, no keys
+    lost.pac = Meter(b"meter-1", PSKS[b"meter-1"], 40000, seed=9).pac
+    start(net, lost)
+    assert len(net.of(AuthenticationFailed)) == 1
+    assert server.current_key(b"meter-1", C1222, net.now) is None
+    # the other meter is untouched
+    assert server.current_key(b"meter-2", C1222, net.now) is not None
+    kinds = [e.kind for e in store.audit_log(device_id=b"meter-1")]
+    assert {"revoke", "keys-shortened", "session-end", "auth-success"} <= set(kinds)
+    assert server.revoke(b"meter-1", net.now).newly_revoked is False
+    with pytest.raises(UnknownDevice):
+        server.revoke(b"ghost", net.now)
+
+
+def test_revocation_without_grace_wipes_keys_now(store: CredentialStore) -> None:
+    server = make_server(store)
+    meter = Meter(b"meter-1", PSKS[b"meter-1"], 40000, seed=2)
+    net = Net(server, [])
+    start(net, meter)
+    key = server.directory.current(b"meter-1", C1222, net.now)
+    assert key is not None
+    server.revoke(b"meter-1", net.now)
+    assert key.wiped and server.directory.get(b"meter-1") is None
+
+
+def test_restart_keeps_credentials_and_keys(tmp_path: Path, store: CredentialStore) -> None:
+    server = make_server(store)
+    meter = Meter(b"meter-1", PSKS[b"meter-1"], 40000, seed=2)
+    net = Net(server, [])
+    start(net, meter)
+    mine = meter.ring.current(C1222, net.now)
+    assert mine is not None
+    store.close()
+    kek = FileKek.load(tmp_path / "kek.key", os.urandom)
+    with CredentialStore(tmp_path / "ks.db", kek) as reopened:
+        restarted = make_server(reopened, now=net.now)
+        got = restarted.key_for(mine.key_id, C1222, net.now + 1)
+        assert got is not None and got.key == mine.key and got.peer_id == b"meter-1"
+        assert restarted.get_timer() is not None
+
+
+def test_per_device_session_lifetime(store: CredentialStore) -> None:
+    store.set_session_lifetime(b"meter-2", 120.0, now=0.0)
+    server = make_server(store)
+    meter = Meter(b"meter-2", PSKS[b"meter-2"], 40002, seed=5)
+    net = Net(server, [])
+    start(net, meter)
+    auth = net.of(Authenticated)[0]
+    assert auth.lifetime == 120.0
+    inst = net.of(KeysInstalled)[0]
+    assert inst.not_after - inst.not_before == 120.0
+
+
+def test_key_id_lookup_for_unknown_key(store: CredentialStore) -> None:
+    server = make_server(store)
+    assert server.key_for(KeyId(1, 1), C1222, 0.0) is None
+    assert server.counters["key_lookup_miss"] == 1
+
+
+def test_revoked_while_authenticating_gets_no_keys(
+    store: CredentialStore, tmp_path: Path, kek: FileKek
+) -> None:
+    def rounds_to_success() -> int:
+        probe = CredentialStore(tmp_path / "probe.db", kek)
+        probe.enroll(b"meter-2", PSKS[b"meter-2"], now=0.0)
+        net = Net(make_server(probe), [Meter(b"meter-2", PSKS[b"meter-2"], 40002, seed=5)])
+        net.meters[0].pac.start(0.0)
+        for n in range(1, 50):
+            net.step()
+            if net.of(Authenticated):
+                return n
+        raise AssertionError("never authenticated")
+
+    n = rounds_to_success()
+    server = make_server(store)
+    net = Net(server, [Meter(b"meter-2", PSKS[b"meter-2"], 40002, seed=5)])
+    net.meters[0].pac.start(0.0)
+    for _ in range(n - 1):
+        net.step()
+    # the PSK was already looked up; now an operator revokes from another process (the CLI)
+    store.revoke(b"meter-2", "stolen", now=0.0)
+    net.run_until(5.0)
+    assert server.counters["authenticated_refused"] == 1
+    assert net.of(Authenticated) == [] and net.of(KeysInstalled) == []
+    assert server.directory.get(b"meter-2") is None
+    assert len(net.of(SessionTerminated)) == 1
+    failures = store.audit_log(kind=AuditKind.AUTH_FAILURE, device_id=b"meter-2")
+    assert len(failures) == 1 and "revoked" in failures[0].detail
