@@ -283,7 +283,7 @@ class KeyServer:
         if peer is None:
             self._refuse(ev, None, "authenticated without an EAP peer identity", now)
             return
-        if self.require_enrolled and self.store.get_psk(peer) is None:
+        if self.require_enrolled and not self.store.is_active(peer):
             # Revoked (or removed) while its authentication was in flight.
             self._refuse(ev, peer, "device is not enrolled or was revoked", now)
             return

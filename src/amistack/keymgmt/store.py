@@ -269,6 +269,17 @@ class CredentialStore:
         blob, generation, label = bytes(row[0]), int(row[1]), str(row[2])
         return self._unwrap(blob, label, record_aad("psk", did, generation), f"PSK of {_show(did)}")
 
+    def is_active(self, device_id: bytes | str) -> bool:
+        """Enrolled and not revoked (without unwrapping the PSK)."""
+        try:
+            did = _device_id(device_id)
+        except StoreError:
+            return False
+        row = self._db.execute(
+            "SELECT revoked_at FROM devices WHERE device_id = ?", (did,)
+        ).fetchone()
+        return row is not None and row[0] is None
+
     def device(self, device_id: bytes | str) -> DeviceInfo:
         did = _device_id(device_id)
         row = self._db.execute(

@@ -95,10 +95,12 @@ def test_enroll_refuses_duplicates_and_bad_psks(store: CredentialStore) -> None:
 
 def test_revoke(store: CredentialStore) -> None:
     store.enroll(b"hh-7", PSK1, now=1.0)
+    assert store.is_active(b"hh-7")
     assert store.revoke(b"hh-7", "lost in the field", now=50.0) is True
     assert store.get_psk(b"hh-7") is None
     info = store.device(b"hh-7")
     assert info.revoked and info.revoked_at == 50.0 and info.revoke_reason == "lost in the field"
+    assert not store.is_active(b"hh-7") and not store.is_active(b"ghost")
     assert store.revoke(b"hh-7", "again", now=51.0) is False
     with pytest.raises(DeviceRevoked):
         store.rotate_psk(b"hh-7", PSK2, now=52.0)

@@ -6,7 +6,10 @@ import logging
 from collections.abc import Callable, Sequence
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from amistack.crypto import PrfHash, seeded_random
 from amistack.keymgmt.events import KeysExpired, KeysInstalled, KeysShortened, KeysSuperseded
 from amistack.keymgmt.keyring import AppKey, KeyRing, KeyRingDirectory, KeyRingError
 from amistack.keymgmt.ukmf import C1222, LINK, PANA_AUTH, KeyId, PurposeRegistry, derive
@@ -232,3 +235,58 @@ def test_directory_restore(make_ctx: CtxFactory) -> None:
     cur = d.current(b"m", C1222, 1.0)
     assert cur is not None and cur.key == derive(ctx, C1222)
     assert d.lookup(KeyId(4, 7), LINK, 1.0) is not None and d.get_timer() == 60.0
+
+
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("install"), st.floats(1.0, 200.0)),
+        st.tuples(st.just("advance"), st.floats(0.0, 120.0)),
+        st.tuples(st.just("shorten"), st.floats(-10.0, 300.0)),
+        st.tuples(st.just("expire"), st.just(0.0)),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops=OPS, overlap=st.floats(0.0, 60.0))
+def test_ring_invariants_under_random_operations(
+    ops: list[tuple[str, float]], overlap: float
+) -> None:
+    reg = PurposeRegistry()
+    store = MemoryPersistence()
+    ring = KeyRing(b"p", reg, overlap=overlap, persistence=store)
+    now, generation = 0.0, 0
+    rng = seeded_random(1)
+    for op, arg in ops:
+        if op == "install":
+            generation += 1
+            ctx = PanaSecurityContext(
+                1, generation, PrfHash.SHA1, rng(64), rng(16), rng(16), b"par", b"pan"
+            )
+            ring.install(ctx, arg, now)
+        elif op == "advance":
+            now += arg
+        elif op == "shorten":
+            ring.shorten(now + arg, now)
+        else:
+            ring.expire(now)
+        keys = list(ring.keys())
+        # persistence mirrors memory (shortening to 'now' or earlier expires at once)
+        assert {(k.key_id, k.purpose.name): (b"p", k.not_after) for k in keys} == store.rows
+        assert ring.get_timer() == min((k.not_after for k in keys), default=None)
+        for k in keys:
+            assert not k.wiped
+            if k.superseded_at is not None:
+                assert k.not_after <= k.superseded_at + overlap
+        newest = ring.key_ids()[-1] if keys else None
+        for purpose in reg:
+            cur = ring.current(purpose, now)
+            if cur is not None:
+                assert cur.superseded_at is None and cur.valid_at(now)
+                assert cur.key_id == newest
+            for kid in ring.key_ids():
+                got = ring.lookup(kid, purpose, now)
+                assert got is None or now < got.not_after
+        # at most one generation is not superseded
+        assert len({k.key_id for k in keys if k.superseded_at is None}) <= 1
