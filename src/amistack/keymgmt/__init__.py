@@ -8,6 +8,7 @@ from amistack.keymgmt.events import (
     KeyEvent,
     KeysExpired,
     KeysInstalled,
+    KeysRetired,
     KeysShortened,
     KeysSuperseded,
 )
@@ -71,6 +72,7 @@ __all__ = [
     "KeyServerEvent",
     "KeysExpired",
     "KeysInstalled",
+    "KeysRetired",
     "KeysShortened",
     "KeysSuperseded",
     "Purpose",

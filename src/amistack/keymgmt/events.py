@@ -30,6 +30,16 @@ class KeysSuperseded:
 
 
 @dataclass(frozen=True)
+class KeysRetired:
+    """The session that produced a generation ended: no longer sent with; decrypts until
+    `not_after` (the overlap window)."""
+
+    peer_id: bytes
+    key_id: KeyId
+    not_after: float
+
+
+@dataclass(frozen=True)
 class KeysShortened:
     """Revocation cut the remaining lifetime of a generation."""
 
@@ -47,4 +57,4 @@ class KeysExpired:
     purposes: tuple[str, ...]
 
 
-KeyEvent = KeysInstalled | KeysSuperseded | KeysShortened | KeysExpired
+KeyEvent = KeysInstalled | KeysSuperseded | KeysRetired | KeysShortened | KeysExpired

@@ -21,6 +21,7 @@ from amistack.keymgmt.events import (
     KeyEvent,
     KeysExpired,
     KeysInstalled,
+    KeysRetired,
     KeysShortened,
     KeysSuperseded,
 )
@@ -194,6 +195,30 @@ class KeyRing:
         events.extend(self.expire(now))
         return events
 
+    def retire(self, session_id: int, now: float) -> list[KeyEvent]:
+        """The PANA session `session_id` ended: its keys stop being `current` and only decrypt
+        for the overlap window (in-flight messages), then expire."""
+        cut = now + self.overlap
+        events: list[KeyEvent] = []
+        changed: list[AppKey] = []
+        for key_id, gen in self._generations.items():
+            if key_id.session_id != session_id:
+                continue
+            live = [k for k in gen.values() if k.superseded_at is None or k.not_after > cut]
+            for k in live:
+                if k.superseded_at is None:
+                    k.superseded_at = now
+                k.not_after = min(k.not_after, cut)
+            if live:
+                changed.extend(live)
+                events.append(
+                    KeysRetired(self.peer_id, key_id, max(k.not_after for k in gen.values()))
+                )
+        if changed and self._persistence is not None and cut > now:
+            self._persistence.save_keys(self.peer_id, changed)
+        events.extend(self.expire(now))
+        return events
+
     def expire(self, now: float) -> list[KeyEvent]:
         """Drop every key whose `not_after` has passed: persistence first, then zero the bytes."""
         dead = [k for gen in self._generations.values() for k in gen.values() if k.not_after <= now]
@@ -334,6 +359,14 @@ class KeyRingDirectory:
         if ring is None:
             return []
         events = ring.shorten(not_after, now)
+        self._after_change(ring, events)
+        return events
+
+    def retire(self, peer_id: bytes, session_id: int, now: float) -> list[KeyEvent]:
+        ring = self._rings.get(peer_id)
+        if ring is None:
+            return []
+        events = ring.retire(session_id, now)
         self._after_change(ring, events)
         return events
 

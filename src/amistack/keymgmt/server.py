@@ -104,6 +104,7 @@ class KeyServer:
         backend: AaaBackend | None = None,
         require_enrolled: bool = True,
         exportable: frozenset[str] | None = None,
+        retire_on_termination: bool = True,
         now: float | None = None,
     ) -> None:
         """`session_lifetime` overrides `paa_config.session_lifetime` (the default for devices
@@ -128,6 +129,7 @@ class KeyServer:
             directory,
             require_enrolled=require_enrolled,
             exportable=exportable,
+            retire_on_termination=retire_on_termination,
         )
 
     @classmethod
@@ -139,10 +141,16 @@ class KeyServer:
         *,
         require_enrolled: bool = True,
         exportable: frozenset[str] | None = None,
+        retire_on_termination: bool = True,
     ) -> KeyServer:
         self = cls.__new__(cls)
         self._setup(
-            agent, store, directory, require_enrolled=require_enrolled, exportable=exportable
+            agent,
+            store,
+            directory,
+            require_enrolled=require_enrolled,
+            exportable=exportable,
+            retire_on_termination=retire_on_termination,
         )
         return self
 
@@ -154,15 +162,19 @@ class KeyServer:
         *,
         require_enrolled: bool,
         exportable: frozenset[str] | None,
+        retire_on_termination: bool,
     ) -> None:
         """`require_enrolled`: keys are issued only to devices active in `store` (turn off when
         the PAA passes EAP through to an external AAA server that holds the credentials).
         `exportable`: purposes `key_for`/`current_key` hand out; by default every registered
-        purpose except PANA_AUTH, which protects PANA itself and never leaves the PAA."""
+        purpose except PANA_AUTH, which protects PANA itself and never leaves the PAA.
+        `retire_on_termination`: when a PANA session ends, its keys stop being current and
+        only decrypt for the overlap window (every key dies with its session)."""
         self.agent = agent
         self.store = store
         self.directory = directory
         self.require_enrolled = require_enrolled
+        self.retire_on_termination = retire_on_termination
         self.exportable = (
             frozenset(p.name for p in directory.registry if p != PANA_AUTH)
             if exportable is None
@@ -171,6 +183,7 @@ class KeyServer:
         self.counters: Counter[str] = Counter()
         self._events: deque[KeyServerEvent] = deque()
         self._peer_of_session: dict[int, bytes] = {}
+        self._revoking: set[int] = set()  # sessions ended by revoke(): their keys obey shorten_to
 
     # -- the engine surface (forwarded) --------------------------------------------------------
 
@@ -214,6 +227,7 @@ class KeyServer:
         did = device_id.encode() if isinstance(device_id, str) else bytes(device_id)
         newly = self.store.revoke(did, reason, now)  # first: re-auth fails from here on
         sessions = tuple(self.agent.sessions_for_peer(did))
+        self._revoking.update(sessions)
         for sid in sessions:
             self.agent.terminate(sid, now, f"revoked: {reason}")
         cut = now if shorten_to is None else max(now, shorten_to)
@@ -325,6 +339,10 @@ class KeyServer:
     def _on_terminated(self, ev: SessionTerminated, now: float) -> None:
         peer = self._peer_of_session.pop(ev.session_id, None)
         self.counters["sessions_terminated"] += 1
+        revoked = ev.session_id in self._revoking
+        self._revoking.discard(ev.session_id)
+        if peer is not None and self.retire_on_termination and not revoked:
+            self._events.extend(self.directory.retire(peer, ev.session_id, now))
         self.store.audit(
             AuditKind.SESSION_END, peer, f"session {ev.session_id:#010x}: {ev.reason}", now
         )

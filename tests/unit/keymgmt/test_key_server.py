@@ -12,7 +12,13 @@ import pytest
 from amistack.addr import Addr
 from amistack.crypto import seeded_random
 from amistack.eap import EapPeer, EapPskPeer, EapType
-from amistack.keymgmt.events import KeysExpired, KeysInstalled, KeysShortened, KeysSuperseded
+from amistack.keymgmt.events import (
+    KeysExpired,
+    KeysInstalled,
+    KeysRetired,
+    KeysShortened,
+    KeysSuperseded,
+)
 from amistack.keymgmt.kek import FileKek
 from amistack.keymgmt.keyring import KeyRing
 from amistack.keymgmt.server import KeyServer, KeyServerEvent
@@ -319,3 +325,25 @@ def test_revoked_while_authenticating_gets_no_keys(
     assert len(net.of(SessionTerminated)) == 1
     failures = store.audit_log(kind=AuditKind.AUTH_FAILURE, device_id=b"meter-2")
     assert len(failures) == 1 and "revoked" in failures[0].detail
+
+
+def test_session_end_retires_its_keys(store: CredentialStore) -> None:
+    server = make_server(store)
+    meter = Meter(b"meter-1", PSKS[b"meter-1"], 40000, seed=2)
+    net = Net(server, [])
+    start(net, meter)
+    kid = server.directory.current(b"meter-1", C1222, net.now).key_id  # type: ignore[union-attr]
+    meter.pac.terminate(net.now)  # the meter leaves (PTR)
+    net.run_until(net.now + 1.0)
+    ended = net.of(SessionTerminated)
+    assert len(ended) == 1
+    retired = net.of(KeysRetired)
+    assert [r.key_id for r in retired] == [kid]
+    t_end = retired[0].not_after
+    assert server.current_key(b"meter-1", C1222, net.now) is None  # nothing to send with
+    assert server.key_for(kid, C1222, t_end - 0.5) is not None  # in-flight replies decrypt
+    net.run_until(t_end)
+    assert server.key_for(kid, C1222, t_end) is None
+    assert net.of(KeysExpired)[-1].key_id == kid
+    assert store._db.execute("SELECT count(*) FROM app_keys").fetchone()[0] == 0
+    assert "session-end" in [e.kind for e in store.audit_log(device_id=b"meter-1")]

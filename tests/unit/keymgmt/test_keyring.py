@@ -10,7 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from amistack.crypto import PrfHash, seeded_random
-from amistack.keymgmt.events import KeysExpired, KeysInstalled, KeysShortened, KeysSuperseded
+from amistack.keymgmt.events import (
+    KeysExpired,
+    KeysInstalled,
+    KeysRetired,
+    KeysShortened,
+    KeysSuperseded,
+)
 from amistack.keymgmt.keyring import AppKey, KeyRing, KeyRingDirectory, KeyRingError
 from amistack.keymgmt.ukmf import C1222, LINK, PANA_AUTH, KeyId, PurposeRegistry, derive
 from amistack.pana.keys import PanaSecurityContext
@@ -138,6 +144,24 @@ def test_shorten_for_revocation(make_ctx: CtxFactory) -> None:
     assert ring.shorten(500.0, now=111.0) == []
 
 
+def test_retire_when_the_session_ends(make_ctx: CtxFactory) -> None:
+    store = MemoryPersistence()
+    ring = KeyRing(b"m", PurposeRegistry(), overlap=5.0, persistence=store)
+    ring.install(make_ctx(session_id=1), 100.0, now=0.0)
+    ring.install(make_ctx(session_id=2), 100.0, now=1.0)  # a newer session of the same meter
+    events = ring.retire(2, now=10.0)  # session 1 was superseded at 1 and also ends now (6)
+    assert events == [
+        KeysRetired(b"m", KeyId(2, 1), 15.0),
+        KeysExpired(b"m", KeyId(1, 1), ("pana-auth", "c1222", "link")),
+    ]
+    assert ring.current(C1222, 10.0) is None  # neither generation is sent with any more
+    assert ring.lookup(KeyId(2, 1), C1222, 14.0) is not None
+    assert store.rows[(KeyId(2, 1), "c1222")] == (b"m", 15.0)
+    assert ring.retire(99, now=10.0) == []
+    ring.expire(15.0)
+    assert ring.key_ids() == [] and store.rows == {}
+
+
 def test_shorten_to_now_expires_immediately(make_ctx: CtxFactory) -> None:
     store = MemoryPersistence()
     ring = KeyRing(b"hh", PurposeRegistry(), persistence=store)
@@ -243,6 +267,7 @@ OPS = st.lists(
         st.tuples(st.just("advance"), st.floats(0.0, 120.0)),
         st.tuples(st.just("shorten"), st.floats(-10.0, 300.0)),
         st.tuples(st.just("expire"), st.just(0.0)),
+        st.tuples(st.just("retire"), st.just(0.0)),
     ),
     max_size=25,
 )
@@ -269,6 +294,8 @@ def test_ring_invariants_under_random_operations(
             now += arg
         elif op == "shorten":
             ring.shorten(now + arg, now)
+        elif op == "retire":
+            ring.retire(1, now)
         else:
             ring.expire(now)
         keys = list(ring.keys())
