@@ -44,3 +44,13 @@ class AaaBackend(Protocol):
 
     def end(self, session_id: int) -> None:
         """The session is gone: forget its EAP state."""
+
+
+def __getattr__(name: str) -> object:
+    # The contract names `pana.aaa.LocalEapBackend`; it lives in local_backend.py (it needs
+    # amistack.eap, which this seam must not import) and is re-exported lazily here.
+    if name == "LocalEapBackend":
+        from amistack.pana.local_backend import LocalEapBackend
+
+        return LocalEapBackend
+    raise AttributeError(name)

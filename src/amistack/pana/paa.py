@@ -722,7 +722,7 @@ class PanaAuthAgent:
                 return
         if s.run_deadline is not None and now >= s.run_deadline:
             self.counters["auth_timeout"] += 1
-            if s.core.ctx is not None:
+            if s.core.ctx is not None and not s.term_reported:
                 self._events.append(SessionTerminated(s.sid, "re-authentication timed out"))
                 s.term_reported = True
             self._close(s, now)

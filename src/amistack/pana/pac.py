@@ -484,8 +484,8 @@ class PanaClient:
         if msg.msg_type == MessageType.NOTIFICATION and o.flags & Flag.A:
             if self.state is PacState.WAIT_PNA_REAUTH:
                 self.state = PacState.WAIT_PAA
-            if not self._run_active:
-                self._begin_run()
+                if not self._run_active:  # (a PAR may have overtaken this PNA and begun it)
+                    self._begin_run()
         elif msg.msg_type == MessageType.NOTIFICATION and o.flags & Flag.P:
             if self.state is PacState.WAIT_PNA_PING:
                 self.state = PacState.OPEN
