@@ -96,6 +96,7 @@ class EapAuthenticator:
     def _request(self, type_: int, type_data: bytes, identifier: int) -> bytes:
         self._current_id = identifier
         self._next_id = (identifier + 1) % 256
+        self._answered.discard(identifier)  # a long conversation reuses identifiers mod 256
         self.last_request = EapPacket.request(identifier, type_, type_data).encode()
         return self.last_request
 

@@ -261,3 +261,40 @@ def test_md5_wrong_password_fails_with_reason() -> None:
     wire = converse(peer, auth)
     assert EapPacket.decode(wire[-1]).code is EapCode.FAILURE
     assert peer.state is EapPeerState.FAILURE
+
+
+class CountPeer(PeerMethod):
+    """A toy method that echoes a counter; the server wants `rounds` of them."""
+
+    method_type = 254
+
+    def process(self, request: EapPacket) -> bytes | None:
+        self.decision = Decision.COND_SUCC if request.type_data == b"last" else Decision.FAIL
+        return request.type_data
+
+
+class CountServer(ServerMethod):
+    method_type = 254
+
+    def __init__(self, rounds: int) -> None:
+        self.rounds, self.seen = rounds, 0
+
+    def initial_request(self, identity: bytes | None, identifier: int) -> bytes:
+        return b"0"
+
+    def process(self, response: EapPacket, next_identifier: int) -> ServerMethodStep:
+        self.seen += 1
+        if self.seen == self.rounds:
+            return ServerMethodStep(ServerOutcome.SUCCESS)
+        last = self.seen == self.rounds - 1
+        return ServerMethodStep(ServerOutcome.REQUEST, b"last" if last else str(self.seen).encode())
+
+
+def test_conversation_longer_than_256_identifiers() -> None:
+    auth = EapAuthenticator([lambda: CountServer(600)], seeded_random(0), first_identifier=7)
+    peer = EapPeer(b"m", {254: CountPeer})
+    wire = converse(peer, auth)
+    assert auth.outcome is EapOutcome.SUCCESS and peer.state is EapPeerState.SUCCESS
+    ids = [w[1] for w in wire[::2]]  # the authenticator's packets
+    assert ids[:3] == [7, 8, 9] and ids[249:251] == [0, 1]
+    assert auth.counters["duplicate_response"] == 0
