@@ -26,7 +26,7 @@ from amistack.crypto import RandomSource
 from amistack.eap.psk import EapPskServer
 from amistack.keymgmt.events import KeyEvent, KeysShortened
 from amistack.keymgmt.keyring import DEFAULT_OVERLAP, KeyRingDirectory, KeyRingError
-from amistack.keymgmt.store import AuditKind, CredentialStore
+from amistack.keymgmt.store import MAX_DEVICE_ID, AuditKind, CredentialStore, StoreError
 from amistack.keymgmt.ukmf import PANA_AUTH, KeyId, Purpose, PurposeRegistry
 from amistack.pana.aaa import AaaBackend
 from amistack.pana.events import (
@@ -234,7 +234,7 @@ class KeyServer:
         key_events = self.directory.shorten(did, cut, now)
         shortened = tuple(e.key_id for e in key_events if isinstance(e, KeysShortened))
         if shortened:
-            self.store.audit(
+            self._audit(
                 AuditKind.KEYS_SHORTENED,
                 did,
                 f"{len(shortened)} generation(s) cut to {cut}: "
@@ -270,6 +270,17 @@ class KeyServer:
             return None
         return IssuedKey(device_id, key.key_id, key.purpose.name, key.key, key.not_after)
 
+    def _audit(self, kind: AuditKind, peer: bytes | None, detail: str, now: float) -> None:
+        """Audit without letting a database problem or a hostile identity stop the engine."""
+        if peer is not None and not 1 <= len(peer) <= MAX_DEVICE_ID:
+            detail = f"{detail} (identity {peer[:32]!r}..., {len(peer)} bytes)"
+            peer = None
+        try:
+            self.store.audit(kind, peer, detail, now)
+        except StoreError:
+            self.counters["audit_errors"] += 1
+            logger.exception("audit entry lost", extra={"kind": str(kind)})
+
     def _exportable(self, purpose: Purpose | str) -> bool:
         name = purpose if isinstance(purpose, str) else purpose.name
         if name in self.exportable:
@@ -303,7 +314,8 @@ class KeyServer:
             return
         try:
             key_events = self.directory.install(peer, ev.context, ev.lifetime, now)
-        except KeyRingError as exc:
+        except (KeyRingError, StoreError) as exc:
+            # Fail closed: a session whose keys could not be issued (or persisted) is ended.
             self._refuse(ev, peer, f"keys not installed: {exc}", now)
             return
         self._peer_of_session[ev.session_id] = peer
@@ -311,7 +323,7 @@ class KeyServer:
         self._events.extend(key_events)
         kind = AuditKind.REKEY if ev.reauth else AuditKind.AUTH_SUCCESS
         self.counters[kind.value] += 1
-        self.store.audit(
+        self._audit(
             kind,
             peer,
             f"session {sid} key id {KeyId.of(ev.context)} lifetime {ev.lifetime:g}s "
@@ -322,13 +334,18 @@ class KeyServer:
     def _refuse(self, ev: Authenticated, peer: bytes | None, why: str, now: float) -> None:
         self.counters["authenticated_refused"] += 1
         logger.warning("authenticated session refused", extra={"session_id": ev.session_id})
-        self.store.audit(AuditKind.AUTH_FAILURE, peer, f"session {ev.session_id:#010x}: {why}", now)
+        self._audit(AuditKind.AUTH_FAILURE, peer, f"session {ev.session_id:#010x}: {why}", now)
         self.agent.terminate(ev.session_id, now, why)
 
     def _on_failed(self, ev: AuthenticationFailed, now: float) -> None:
         self.counters[AuditKind.AUTH_FAILURE.value] += 1
         peer = self._peer_of_session.get(ev.session_id)
-        self.store.audit(
+        # The identity a failed run claimed (unauthenticated, but what brute force is traced by),
+        # when the PANA engine reports it.
+        claimed = getattr(ev, "peer_id", None)
+        if peer is None and isinstance(claimed, bytes) and claimed:
+            peer = claimed
+        self._audit(
             AuditKind.AUTH_FAILURE,
             peer,
             f"session {ev.session_id:#010x} result-code {ev.result_code} {ev.reason} "
@@ -343,9 +360,7 @@ class KeyServer:
         self._revoking.discard(ev.session_id)
         if peer is not None and self.retire_on_termination and not revoked:
             self._events.extend(self.directory.retire(peer, ev.session_id, now))
-        self.store.audit(
-            AuditKind.SESSION_END, peer, f"session {ev.session_id:#010x}: {ev.reason}", now
-        )
+        self._audit(AuditKind.SESSION_END, peer, f"session {ev.session_id:#010x}: {ev.reason}", now)
 
     def __repr__(self) -> str:
         return f"KeyServer(sessions={len(self._peer_of_session)}, {self.directory!r})"

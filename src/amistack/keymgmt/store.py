@@ -194,14 +194,24 @@ class CredentialStore:
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One write transaction: all of it commits, or (on any exception) none of it."""
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot start a transaction: {exc}") from exc
         try:
             yield db
-        except BaseException:
-            db.execute("ROLLBACK")
+        except BaseException as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"{self.path}: database error: {exc}") from exc
             raise
-        else:
+        try:
             db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise StoreError(f"{self.path}: commit failed: {exc}") from exc
 
     def close(self) -> None:
         self._db.close()
@@ -254,30 +264,51 @@ class CredentialStore:
         return self.device(did)
 
     def get_psk(self, device_id: bytes | str) -> bytes | None:
-        """The device's PSK, or None for an unknown or revoked device (EAP-PSK's psk_lookup)."""
+        """The device's PSK, or None for an unknown or revoked device (EAP-PSK's psk_lookup).
+
+        Runs inside the authentication engine, so it never raises: a record that does not
+        unwrap (wrong KEK, tampering) or a database error is logged and fails closed (None).
+        `psk()` is the strict form for tools.
+        """
         try:
             did = _device_id(device_id)
         except StoreError:
+            return None  # no identity that long (or empty) is ever enrolled
+        try:
+            return self.psk(did)
+        except UnknownDevice:
             return None
-        row = self._db.execute(
-            "SELECT psk_blob, psk_generation, kek_label, revoked_at FROM devices "
-            "WHERE device_id = ?",
-            (did,),
-        ).fetchone()
-        if row is None or row[3] is not None or row[0] is None:
+        except StoreError as exc:
+            logger.error("PSK lookup failed closed: %s", exc)
+            return None
+
+    def psk(self, device_id: bytes | str) -> bytes | None:
+        """The PSK; None if revoked. Raises UnknownDevice, or StoreError if it does not unwrap."""
+        did = _device_id(device_id)
+        try:
+            row = self._db.execute(
+                "SELECT psk_blob, psk_generation, kek_label, revoked_at FROM devices "
+                "WHERE device_id = ?",
+                (did,),
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: database error: {exc}") from exc
+        if row is None:
+            raise UnknownDevice(did)
+        if row[3] is not None or row[0] is None:
             return None
         blob, generation, label = bytes(row[0]), int(row[1]), str(row[2])
         return self._unwrap(blob, label, record_aad("psk", did, generation), f"PSK of {_show(did)}")
 
     def is_active(self, device_id: bytes | str) -> bool:
-        """Enrolled and not revoked (without unwrapping the PSK)."""
+        """Enrolled and not revoked (without unwrapping the PSK); False on a database error."""
         try:
             did = _device_id(device_id)
-        except StoreError:
+            row = self._db.execute(
+                "SELECT revoked_at FROM devices WHERE device_id = ?", (did,)
+            ).fetchone()
+        except (StoreError, sqlite3.Error):
             return False
-        row = self._db.execute(
-            "SELECT revoked_at FROM devices WHERE device_id = ?", (did,)
-        ).fetchone()
         return row is not None and row[0] is None
 
     def device(self, device_id: bytes | str) -> DeviceInfo:

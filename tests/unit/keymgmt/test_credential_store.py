@@ -128,15 +128,21 @@ def test_psk_blob_bound_to_its_row(store: CredentialStore) -> None:
     blob_a = db.execute("SELECT psk_blob FROM devices WHERE device_id = ?", (b"a",)).fetchone()[0]
     db.execute("UPDATE devices SET psk_blob = ? WHERE device_id = ?", (blob_a, b"b"))
     with pytest.raises(StoreError, match="does not unwrap"):
-        store.get_psk(b"b")
+        store.psk(b"b")
+    assert store.get_psk(b"b") is None  # the engine's lookup fails closed, never raises
+    assert store.get_psk(b"a") == PSK1
 
 
 def test_wrong_kek_is_a_clear_error(tmp_path: Path, store: CredentialStore) -> None:
     store.enroll(b"a", PSK1, now=1.0)
     store.close()
     other = FileKek.create(tmp_path / "other.key", seeded_random(3))
+    reopened = CredentialStore(tmp_path / "ks.db", other)
     with pytest.raises(StoreError, match="wrapped under KEK"):
-        CredentialStore(tmp_path / "ks.db", other).get_psk(b"a")
+        reopened.psk(b"a")
+    assert reopened.get_psk(b"a") is None
+    with pytest.raises(UnknownDevice):
+        reopened.psk(b"zz")
 
 
 def test_audit_trail(store: CredentialStore) -> None:

@@ -347,3 +347,13 @@ def test_session_end_retires_its_keys(store: CredentialStore) -> None:
     assert net.of(KeysExpired)[-1].key_id == kid
     assert store._db.execute("SELECT count(*) FROM app_keys").fetchone()[0] == 0
     assert "session-end" in [e.kind for e in store.audit_log(device_id=b"meter-1")]
+
+
+def test_hostile_identity_is_refused_and_audited(store: CredentialStore) -> None:
+    server = make_server(store)
+    name = b"x" * 300  # longer than any enrolled id
+    net = Net(server, [])
+    start(net, Meter(name, PSKS[b"meter-1"], 40005, seed=8))
+    assert len(net.of(AuthenticationFailed)) == 1 and net.of(KeysInstalled) == []
+    entries = store.audit_log(kind=AuditKind.AUTH_FAILURE)
+    assert len(entries) == 1 and server.counters["audit_errors"] == 0
