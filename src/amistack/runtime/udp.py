@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, Protocol, TypeVar, cast
@@ -101,7 +102,7 @@ class _Endpoint(asyncio.DatagramProtocol):
         if d._capture is not None:
             d._capture(data, addr, self.local)
         try:
-            d._engine.receive_datagram(data, addr, d._loop.time())
+            d._engine.receive_datagram(data, addr, d._loop.time() + d._offset)
         except Exception:  # an engine bug must not take the socket down with it
             d.counters["engine_error"] += 1
             log.exception("engine failed on a datagram from %s", addr)
@@ -124,6 +125,10 @@ class _Endpoint(asyncio.DatagramProtocol):
 class EngineDriver(Generic[E]):
     """Runs `engine` over one or more UDP sockets (at most one IPv4 and one IPv6 is typical).
 
+    The engine clock is the loop's monotonic clock; with `wall_clock=True` it is shifted once to
+    the Unix epoch (still monotonic, no jumps), for engines that persist times across restarts
+    (key expiry in the key server's store).
+
     Events go to `on_event` (a plain function, or a coroutine function run as a task per event)
     and/or `events` (an asyncio.Queue). After calling an engine command yourself
     (`pac.start(driver.now())`), call `driver.kick()` so its output is sent and its timer set.
@@ -137,6 +142,7 @@ class EngineDriver(Generic[E]):
         events: asyncio.Queue[Any] | None = None,
         capture: Capture | None = None,
         batch: bool = True,
+        wall_clock: bool = False,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.engine = engine
@@ -148,6 +154,7 @@ class EngineDriver(Generic[E]):
         self._on_event = on_event
         self._async_sink = on_event is not None and asyncio.iscoroutinefunction(on_event)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._offset = time.time() - self._loop.time() if wall_clock else 0.0
         self._flush_pending = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -179,8 +186,8 @@ class EngineDriver(Generic[E]):
         return [ep.local for ep in self._endpoints]
 
     def now(self) -> float:
-        """The engine clock: the loop's monotonic time."""
-        return self._loop.time()
+        """The engine clock: the loop's monotonic time (shifted to the epoch with wall_clock)."""
+        return self._loop.time() + self._offset
 
     # -- driving -------------------------------------------------------------------------------
 
@@ -200,8 +207,9 @@ class EngineDriver(Generic[E]):
         engine = self._engine
         loop = self._loop
         capture = self._capture
+        offset = self._offset
         while True:
-            datagrams = engine.datagrams_to_send(loop.time())
+            datagrams = engine.datagrams_to_send(loop.time() + offset)
             if datagrams:
                 v4, v6 = self._v4, self._v6
                 for data, addr in datagrams:
@@ -224,7 +232,7 @@ class EngineDriver(Generic[E]):
         if at != self._timer_at:
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer = None if at is None else loop.call_at(at, self._on_timer)
+            self._timer = None if at is None else loop.call_at(at - offset, self._on_timer)
             self._timer_at = at
 
     def _deliver(self, event: object) -> None:
@@ -249,7 +257,7 @@ class EngineDriver(Generic[E]):
         self._timer_at = None
         # The loop may fire a little early (uvloop has millisecond timers); never let the engine
         # see a time before its own deadline, or it would re-arm the same timer and spin.
-        now = self._loop.time()
+        now = self._loop.time() + self._offset
         if at is not None and now < at:
             now = at
         try:
