@@ -126,7 +126,7 @@ _KEY_ID_TEXT = re.compile(r"([0-9a-f]{8})[.:]([0-9a-f]{8})")
 
 @dataclass(frozen=True, order=True)
 class KeyId:
-    """Names one generation of keys: the PANA session and its Key-Id (RFC 5191 §8.5).
+    """Names one generation of keys: the PANA session and its Key-Id (RFC 5191 §8.4).
 
     Each (re-)authentication of a session yields a new PANA Key-Id, so `generation` is it.
     Text form `4097dcd8.fc268032`; wire form 8 octets, session id then generation, big-endian.
