@@ -61,14 +61,10 @@ class HostapdRadius:
     log: Path
 
 
-@pytest.fixture
-def hostapd_radius(tmp_path: Path) -> Iterator[HostapdRadius]:
-    """hostapd 2.x with driver=none as an EAP-PSK RADIUS server on a free loopback port."""
-    hostapd = require_tool("hostapd")
-    port = free_udp_port()
-    (tmp_path / "eap_user").write_text(f'"{PSK_IDENTITY.decode()}" PSK {PSK_HEX}\n')
-    (tmp_path / "radius_clients").write_text(f"127.0.0.1/32 {RADIUS_SECRET.decode()}\n")
-    (tmp_path / "hostapd.conf").write_text(
+def _start_hostapd(hostapd: str, tmp_path: Path, port: int) -> subprocess.Popen[bytes] | None:
+    """hostapd listening on `port`, or None when it could not bind (the port was taken)."""
+    conf = tmp_path / f"hostapd-{port}.conf"
+    conf.write_text(
         "\n".join(
             [
                 "driver=none",
@@ -85,22 +81,46 @@ def hostapd_radius(tmp_path: Path) -> Iterator[HostapdRadius]:
         )
     )
     log = tmp_path / "hostapd.log"
-    with log.open("wb") as out:
+    with (tmp_path / "hostapd.stdout").open("ab") as out:
         proc = subprocess.Popen(
-            [hostapd, "-dd", "-f", str(log), str(tmp_path / "hostapd.conf")],
-            stdout=out,
-            stderr=subprocess.STDOUT,
+            [hostapd, "-dd", "-f", str(log), str(conf)], stdout=out, stderr=subprocess.STDOUT
         )
     try:
         deadline = time.monotonic() + 10
         while not udp_port_bound(port):
             if proc.poll() is not None:
-                pytest.fail(f"hostapd exited with {proc.returncode}: {log.read_text()[-2000:]}")
+                return None
             if time.monotonic() > deadline:
-                pytest.fail(f"hostapd did not bind UDP {port}: {log.read_text()[-2000:]}")
+                pytest.fail(f"hostapd did not bind UDP {port}")
             time.sleep(0.05)
+    except BaseException:
+        stop_process(proc)
+        raise
+    return proc
+
+
+@pytest.fixture
+def hostapd_radius(tmp_path: Path) -> Iterator[HostapdRadius]:
+    """hostapd 2.x with driver=none as an EAP-PSK RADIUS server on a free loopback port."""
+    hostapd = require_tool("hostapd")
+    (tmp_path / "eap_user").write_text(f'"{PSK_IDENTITY.decode()}" PSK {PSK_HEX}\n')
+    (tmp_path / "radius_clients").write_text(f"127.0.0.1/32 {RADIUS_SECRET.decode()}\n")
+    for _ in range(3):  # another process may grab the free port before hostapd binds it
+        port = free_udp_port()
+        proc = _start_hostapd(hostapd, tmp_path, port)
+        if proc is not None:
+            break
+    else:
+        log = tmp_path / "hostapd.log"
+        detail = log.read_text()[-2000:] if log.exists() else ""
+        pytest.fail(f"hostapd would not start: {detail}")
+    try:
         yield HostapdRadius(
-            ("127.0.0.1", port), RADIUS_SECRET, PSK_IDENTITY, bytes.fromhex(PSK_HEX), log
+            ("127.0.0.1", port),
+            RADIUS_SECRET,
+            PSK_IDENTITY,
+            bytes.fromhex(PSK_HEX),
+            tmp_path / "hostapd.log",
         )
     finally:
         stop_process(proc)
