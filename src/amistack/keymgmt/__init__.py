@@ -29,6 +29,7 @@ from amistack.keymgmt.store import (
     CredentialStore,
     DeviceInfo,
     DeviceRevoked,
+    Revocation,
     StoreError,
     UnknownDevice,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "Purpose",
     "PurposeError",
     "PurposeRegistry",
+    "Revocation",
     "RevocationResult",
     "StoreError",
     "UnknownDevice",

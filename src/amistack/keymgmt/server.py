@@ -184,6 +184,7 @@ class KeyServer:
         self._events: deque[KeyServerEvent] = deque()
         self._peer_of_session: dict[int, bytes] = {}
         self._revoking: set[int] = set()  # sessions ended by revoke(): their keys obey shorten_to
+        self._revocations_seen = store.last_audit_seq()  # older revocations are already in force
 
     # -- the engine surface (forwarded) --------------------------------------------------------
 
@@ -225,12 +226,12 @@ class KeyServer:
         `UnknownDevice` for a device the store does not know.
         """
         did = device_id.encode() if isinstance(device_id, str) else bytes(device_id)
-        newly = self.store.revoke(did, reason, now)  # first: re-auth fails from here on
+        cut = now if shorten_to is None else max(now, shorten_to)
+        newly = self.store.revoke(did, reason, now, cut)  # first: re-auth fails from here on
         sessions = tuple(self.agent.sessions_for_peer(did))
         self._revoking.update(sessions)
         for sid in sessions:
             self.agent.terminate(sid, now, f"revoked: {reason}")
-        cut = now if shorten_to is None else max(now, shorten_to)
         key_events = self.directory.shorten(did, cut, now)
         shortened = tuple(e.key_id for e in key_events if isinstance(e, KeysShortened))
         if shortened:
@@ -249,6 +250,19 @@ class KeyServer:
             extra={"device_id": did, "sessions": len(sessions), "keys_not_after": cut},
         )
         return RevocationResult(newly, sessions, cut, shortened)
+
+    def sync_revocations(self, now: float) -> list[RevocationResult]:
+        """Apply revocations another process (`amistack keys revoke`) wrote to the store.
+
+        The audit trail is the journal: every REVOKE entry after the last one seen ends the
+        device's live sessions and cuts its keys to the journalled `keys_until`. The runtime
+        calls this about once a second; it is one indexed query when nothing changed."""
+        results = []
+        for rev in self.store.revocations_after(self._revocations_seen):
+            self._revocations_seen = rev.seq
+            if self.agent.sessions_for_peer(rev.device_id) or self.directory.get(rev.device_id):
+                results.append(self.revoke(rev.device_id, now, rev.keys_until, rev.reason))
+        return results
 
     def key_for(self, key_id: KeyId, purpose: Purpose | str, now: float) -> IssuedKey | None:
         """The key a message names (head-end receive path), with the device it belongs to."""

@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS devices (
     enrolled_at      REAL NOT NULL,
     revoked_at       REAL,
     revoke_reason    TEXT,
+    revoke_keys_until REAL,             -- revocation: issued keys end by then (NULL = at once)
     session_lifetime REAL               -- seconds; NULL = the PAA's default
 );
 CREATE TABLE IF NOT EXISTS app_keys (
@@ -67,6 +68,7 @@ CREATE TABLE IF NOT EXISTS audit (
     detail    TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_device ON audit (device_id, seq);
+CREATE INDEX IF NOT EXISTS audit_kind ON audit (kind, seq);
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
@@ -122,6 +124,17 @@ class DeviceInfo:
     revoke_reason: str | None
     psk_generation: int
     session_lifetime: float | None
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """One revocation as journalled in the audit trail, for a running key server to apply."""
+
+    seq: int
+    at: float
+    device_id: bytes
+    reason: str
+    keys_until: float | None
 
 
 @dataclass(frozen=True)
@@ -342,8 +355,17 @@ class CredentialStore:
             session_lifetime=None if lifetime is None else float(lifetime),
         )
 
-    def revoke(self, device_id: bytes | str, reason: str, now: float) -> bool:
-        """Revoke the device and destroy its PSK. False if it was already revoked."""
+    def revoke(
+        self,
+        device_id: bytes | str,
+        reason: str,
+        now: float,
+        keys_until: float | None = None,
+    ) -> bool:
+        """Revoke the device and destroy its PSK. False if it was already revoked.
+
+        `keys_until` is when keys already issued to it must end (None: at once); a running key
+        server applies it through `revocations_after` even when another process revoked."""
         did = _device_id(device_id)
         with self._tx() as db:
             row = db.execute(
@@ -354,13 +376,30 @@ class CredentialStore:
             if row[0] is not None:
                 return False
             db.execute(
-                "UPDATE devices SET revoked_at = ?, revoke_reason = ?, psk_blob = NULL "
-                "WHERE device_id = ?",
-                (now, reason, did),
+                "UPDATE devices SET revoked_at = ?, revoke_reason = ?, revoke_keys_until = ?, "
+                "psk_blob = NULL WHERE device_id = ?",
+                (now, reason, keys_until, did),
             )
             self._audit(db, AuditKind.REVOKE, did, reason, now)
         logger.warning("device revoked", extra={"device_id": did, "reason": reason})
         return True
+
+    def revocations_after(self, seq: int) -> list[Revocation]:
+        """Revocations journalled after audit entry `seq`, oldest first (cheap when none)."""
+        rows = self._db.execute(
+            "SELECT a.seq, a.at, a.device_id, a.detail, d.revoke_keys_until FROM audit a "
+            "JOIN devices d ON d.device_id = a.device_id WHERE a.kind = ? AND a.seq > ? "
+            "ORDER BY a.seq",
+            (str(AuditKind.REVOKE), seq),
+        ).fetchall()
+        return [
+            Revocation(int(q), float(at), bytes(d), str(r), None if k is None else float(k))
+            for q, at, d, r, k in rows
+        ]
+
+    def last_audit_seq(self) -> int:
+        """The newest audit sequence number (0 for an empty trail)."""
+        return int(self._db.execute("SELECT coalesce(max(seq), 0) FROM audit").fetchone()[0])
 
     def rotate_psk(self, device_id: bytes | str, new_psk: bytes, now: float) -> int:
         """Replace the PSK of an enrolled, not revoked device; returns the new PSK generation."""

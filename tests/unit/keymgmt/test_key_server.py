@@ -357,3 +357,28 @@ def test_hostile_identity_is_refused_and_audited(store: CredentialStore) -> None
     assert len(net.of(AuthenticationFailed)) == 1 and net.of(KeysInstalled) == []
     entries = store.audit_log(kind=AuditKind.AUTH_FAILURE)
     assert len(entries) == 1 and server.counters["audit_errors"] == 0
+
+
+def test_revocation_by_another_process_reaches_the_running_server(
+    tmp_path: Path, store: CredentialStore, kek: FileKek
+) -> None:
+    """`amistack keys revoke` opens its own store handle; the running server applies it."""
+    server = make_server(store)
+    lost = Meter(b"meter-1", PSKS[b"meter-1"], 40000, seed=2)
+    other = Meter(b"meter-2", PSKS[b"meter-2"], 40002, seed=5)
+    net = Net(server, [])
+    start(net, lost, other)
+    kid = server.directory.current(b"meter-1", C1222, net.now)
+    assert kid is not None
+    assert server.sync_revocations(net.now) == []  # nothing journalled yet
+    now = net.now
+    with CredentialStore(tmp_path / "ks.db", kek) as cli:
+        assert cli.revoke(b"meter-1", "stolen", now, keys_until=now + 5.0)
+    (result,) = server.sync_revocations(now)
+    assert not result.newly_revoked  # the CLI already revoked it in the store
+    assert len(result.sessions_terminated) == 1 and result.keys_not_after == now + 5.0
+    net.run_until(now + 1.0)
+    assert server.key_for(kid.key_id, C1222, now + 4.0) is not None
+    assert server.key_for(kid.key_id, C1222, now + 5.0) is None
+    assert server.current_key(b"meter-2", C1222, net.now) is not None
+    assert server.sync_revocations(net.now) == []  # applied once only
