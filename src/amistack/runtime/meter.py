@@ -57,6 +57,7 @@ class KeyRotation:
     key_id: int
     lifetime: float
     reauth: bool
+    key_events: tuple[object, ...] = ()  # what the meter's key ring did (keymgmt.events)
 
 
 def build_pac(
@@ -94,13 +95,37 @@ async def run_meter(
     stop: asyncio.Event | None = None,
     on_rotation: Callable[[KeyRotation], None] | None = None,
     retry_backoff: tuple[float, float] = (1.0, 60.0),
+    keyring: Any | None = None,
 ) -> MeterResult:
     """Run the meter's PaC against the key server at `paa` over UDP (IPv4 or IPv6).
 
     once=True: the result of the first authentication (or `timeout` s without one).
     once=False: run until `stop` is set; the result describes the last state.
+    Each authentication installs a key generation (UKMF) in `keyring` (a `keymgmt.KeyRing`, one
+    is made when None) on the loop's clock; old generations expire on their own timer.
     """
+    from amistack.keymgmt.keyring import KeyRing
+    from amistack.keymgmt.ukmf import PurposeRegistry
     from amistack.pana.events import Authenticated, AuthenticationFailed, SessionTerminated
+
+    loop = asyncio.get_running_loop()
+    ring = keyring if keyring is not None else KeyRing(device_id.encode(), PurposeRegistry())
+    expiry: list[asyncio.TimerHandle | None] = [None]
+
+    def log_key_events(key_events: list[Any]) -> None:
+        for kev in key_events:
+            log.info("meter %s: %s", device_id, kev, extra={"device_id": device_id})
+
+    def arm_expiry() -> None:
+        if expiry[0] is not None:
+            expiry[0].cancel()
+        at = ring.get_timer()
+        expiry[0] = None if at is None else loop.call_at(at, on_expiry)
+
+    def on_expiry() -> None:
+        expiry[0] = None
+        log_key_events(ring.expire(loop.time()))
+        arm_expiry()
 
     started = time.monotonic()
     host = local_host or ("::" if is_ipv6(paa[0]) else "0.0.0.0")
@@ -113,107 +138,118 @@ async def run_meter(
     def elapsed() -> float:
         return time.monotonic() - started
 
-    while True:
-        pac = build_pac(device_id, psk, paa, rng, config)
-        async with EngineDriver(pac, events=events, capture=capture) as driver:
-            await driver.bind(host, 0)
-            pac.start(driver.now())
-            driver.kick()
-            log.info("meter %s: PANA-Client-Initiation to %s", device_id, paa)
-            while True:
-                if once:
-                    wait_for: float | None = max(0.0, timeout - elapsed())
-                else:
-                    wait_for = None
-                event = await _next(events, stop, wait_for)
-                if event is None:
-                    if stop.is_set():
-                        if not once:
-                            pac.terminate(driver.now())
-                            driver.kick()
-                        return _with(
-                            last, authentications, elapsed(), "stopped" if not last.ok else ""
+    try:
+        while True:
+            pac = build_pac(device_id, psk, paa, rng, config)
+            async with EngineDriver(pac, events=events, capture=capture) as driver:
+                await driver.bind(host, 0)
+                pac.start(driver.now())
+                driver.kick()
+                log.info("meter %s: PANA-Client-Initiation to %s", device_id, paa)
+                while True:
+                    if once:
+                        wait_for: float | None = max(0.0, timeout - elapsed())
+                    else:
+                        wait_for = None
+                    event = await _next(events, stop, wait_for)
+                    if event is None:
+                        if stop.is_set():
+                            if not once:
+                                pac.terminate(driver.now())
+                                driver.kick()
+                            return _with(
+                                last, authentications, elapsed(), "stopped" if not last.ok else ""
+                            )
+                        return MeterResult(
+                            False,
+                            device_id,
+                            reason=f"no answer from {paa[0]} port {paa[1]} within {timeout:g} s",
+                            authentications=authentications,
+                            elapsed=elapsed(),
                         )
-                    return MeterResult(
-                        False,
-                        device_id,
-                        reason=f"no answer from {paa[0]} port {paa[1]} within {timeout:g} s",
-                        authentications=authentications,
-                        elapsed=elapsed(),
-                    )
-                if isinstance(event, Authenticated):
-                    authentications += 1
-                    backoff = retry_backoff[0]
-                    rotation = KeyRotation(
-                        device_id,
-                        event.session_id,
-                        event.context.key_id,
-                        event.lifetime,
-                        event.reauth,
-                    )
-                    log.info(
-                        "meter %s: %s, session %#010x key id %d lifetime %g s",
-                        device_id,
-                        "keys rotated" if event.reauth else "authenticated",
-                        event.session_id,
-                        event.context.key_id,
-                        event.lifetime,
-                        extra={
-                            "device_id": device_id,
-                            "session_id": event.session_id,
-                            "key_id": event.context.key_id,
-                        },
-                    )
-                    if on_rotation is not None:
-                        on_rotation(rotation)
-                    last = MeterResult(
-                        True,
-                        device_id,
-                        session_id=event.session_id,
-                        key_id=event.context.key_id,
-                        lifetime=event.lifetime,
-                        authentications=authentications,
-                        elapsed=elapsed(),
-                    )
-                    if once:
-                        return last
-                elif isinstance(event, AuthenticationFailed):
-                    log.warning(
-                        "meter %s: authentication failed (%s, result code %d)",
-                        device_id,
-                        event.reason,
-                        event.result_code,
-                    )
-                    last = MeterResult(
-                        False,
-                        device_id,
-                        reason=event.reason,
-                        session_id=event.session_id,
-                        result_code=event.result_code,
-                        authentications=authentications,
-                        elapsed=elapsed(),
-                    )
-                    if once:
-                        return last
-                    break
-                elif isinstance(event, SessionTerminated):
-                    log.warning("meter %s: session ended: %s", device_id, event.reason)
-                    last = MeterResult(
-                        False,
-                        device_id,
-                        reason=f"session terminated: {event.reason}",
-                        session_id=event.session_id,
-                        authentications=authentications,
-                        elapsed=elapsed(),
-                    )
-                    if once:
-                        return last
-                    break
-        # the session is gone: try again after a growing pause, unless told to stop
-        log.info("meter %s: new session in %g s", device_id, backoff)
-        if await _sleep_or_stop(stop, backoff):
-            return _with(last, authentications, elapsed(), "stopped")
-        backoff = min(backoff * 2, retry_backoff[1])
+                    if isinstance(event, Authenticated):
+                        authentications += 1
+                        backoff = retry_backoff[0]
+                        key_events = ring.install(event.context, event.lifetime, driver.now())
+                        arm_expiry()
+                        rotation = KeyRotation(
+                            device_id,
+                            event.session_id,
+                            event.context.key_id,
+                            event.lifetime,
+                            event.reauth,
+                            tuple(key_events),
+                        )
+                        log.info(
+                            "meter %s: %s, session %#010x key id %d lifetime %g s",
+                            device_id,
+                            "keys rotated" if event.reauth else "authenticated",
+                            event.session_id,
+                            event.context.key_id,
+                            event.lifetime,
+                            extra={
+                                "device_id": device_id,
+                                "session_id": event.session_id,
+                                "key_id": event.context.key_id,
+                            },
+                        )
+                        log_key_events(key_events)
+                        if on_rotation is not None:
+                            on_rotation(rotation)
+                        last = MeterResult(
+                            True,
+                            device_id,
+                            session_id=event.session_id,
+                            key_id=event.context.key_id,
+                            lifetime=event.lifetime,
+                            authentications=authentications,
+                            elapsed=elapsed(),
+                        )
+                        if once:
+                            return last
+                    elif isinstance(event, AuthenticationFailed):
+                        log.warning(
+                            "meter %s: authentication failed (%s, result code %d)",
+                            device_id,
+                            event.reason,
+                            event.result_code,
+                        )
+                        last = MeterResult(
+                            False,
+                            device_id,
+                            reason=event.reason,
+                            session_id=event.session_id,
+                            result_code=event.result_code,
+                            authentications=authentications,
+                            elapsed=elapsed(),
+                        )
+                        if once:
+                            return last
+                        break
+                    elif isinstance(event, SessionTerminated):
+                        log.warning("meter %s: session ended: %s", device_id, event.reason)
+                        log_key_events(ring.retire(event.session_id, driver.now()))
+                        arm_expiry()
+                        last = MeterResult(
+                            False,
+                            device_id,
+                            reason=f"session terminated: {event.reason}",
+                            session_id=event.session_id,
+                            authentications=authentications,
+                            elapsed=elapsed(),
+                        )
+                        if once:
+                            return last
+                        break
+            # the session is gone: try again after a growing pause, unless told to stop
+            log.info("meter %s: new session in %g s", device_id, backoff)
+            if await _sleep_or_stop(stop, backoff):
+                return _with(last, authentications, elapsed(), "stopped")
+            backoff = min(backoff * 2, retry_backoff[1])
+
+    finally:
+        if expiry[0] is not None:
+            expiry[0].cancel()
 
 
 def _with(result: MeterResult, n: int, elapsed: float, reason: str) -> MeterResult:
