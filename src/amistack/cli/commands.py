@@ -1,14 +1,13 @@
-"""Registry of sub-commands; each module adds its parsers here."""
+"""Registry of sub-commands: each module adds its parser(s) with a `handler`."""
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
-
-SubParsers = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def register_all(sub: Any) -> None:
-    """Add every sub-command to `sub` (argparse's sub-parser action)."""
-    del sub  # filled as the services land
-    _ = argparse
+    """Add every sub-command to `sub` (argparse's sub-parsers action)."""
+    from amistack.cli import keys
+
+    for module in (keys,):
+        module.register(sub)

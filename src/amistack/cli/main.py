@@ -7,6 +7,8 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from amistack.cli.common import CliError
+
 Handler = Callable[[argparse.Namespace], int]
 
 
@@ -32,6 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
+    except CliError as exc:
+        print(f"amistack {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

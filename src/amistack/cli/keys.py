@@ -1,0 +1,154 @@
+"""`amistack keys`: enroll, list, revoke devices, rotate PSKs, read the audit trail."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from amistack.cli.common import CliError, add_data_dir, open_store, parse_psk
+from amistack.keymgmt import StoreError
+
+
+def _when(t: float | None) -> str:
+    return "-" if t is None else datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def register(sub: Any) -> None:
+    keys = sub.add_parser(
+        "keys",
+        help="manage device credentials in the key server's store",
+        description="Manage the key server's credential store: device id -> EAP-PSK key, "
+        "encrypted at rest under the key-encryption key in DIR/kek.key (0600). Changes reach "
+        "a running key server at once (it watches the store's revocation journal).",
+    )
+    ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+
+    p = ksub.add_parser("enroll", help="add a device and its PSK",
+                        description="Enroll a device with its 16-byte EAP-PSK key.")
+    p.add_argument("device_id", metavar="ID", help="the device identity (EAP-PSK ID_P)")
+    p.add_argument("--psk", type=parse_psk, help="32 hex digits; omitted: a random PSK, printed once")
+    p.add_argument("--lifetime", type=float, metavar="SECONDS",
+                   help="this device's PANA session lifetime (default: the key server's)")
+    p.add_argument("--replace", action="store_true", help="re-enroll an existing device")
+    add_data_dir(p)
+    p.set_defaults(handler=_enroll)
+
+    p = ksub.add_parser("list", help="list enrolled devices (never their PSKs)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_data_dir(p)
+    p.set_defaults(handler=_list)
+
+    p = ksub.add_parser(
+        "revoke", help="revoke a device",
+        description="Revoke a device: its PSK is destroyed, a running key server ends its "
+        "sessions at once and refuses it from then on, and keys already issued to it end "
+        "after --keys-valid-for seconds (default 0: at once).",
+    )
+    p.add_argument("device_id", metavar="ID")
+    p.add_argument("--reason", default="revoked by operator")
+    p.add_argument("--keys-valid-for", type=float, default=0.0, metavar="SECONDS",
+                   help="grace for keys already issued, e.g. to drain in-flight reads")
+    add_data_dir(p)
+    p.set_defaults(handler=_revoke)
+
+    p = ksub.add_parser("rotate-psk", help="replace a device's PSK",
+                        description="Give a device a new PSK (its next authentication needs it).")
+    p.add_argument("device_id", metavar="ID")
+    p.add_argument("--psk", type=parse_psk, help="32 hex digits; omitted: random, printed once")
+    add_data_dir(p)
+    p.set_defaults(handler=_rotate)
+
+    p = ksub.add_parser("audit", help="show the audit trail, newest first")
+    p.add_argument("--device", metavar="ID")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    add_data_dir(p)
+    p.set_defaults(handler=_audit)
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    psk: bytes = args.psk or secrets.token_bytes(16)
+    with open_store(args.data_dir, create=True) as store:
+        try:
+            store.enroll(args.device_id, psk, time.time(), replace=args.replace,
+                         session_lifetime=args.lifetime)
+        except StoreError as exc:
+            raise CliError(str(exc)) from None
+    print(f"enrolled {args.device_id} in {args.data_dir}")
+    if args.psk is None:
+        print(f"psk {psk.hex()}  (shown once: configure it in the device now)")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    with open_store(args.data_dir, create=False) as store:
+        devices = store.list_devices()
+    rows = [
+        {
+            "device_id": d.device_id.decode("utf-8", "replace"),
+            "enrolled_at": _when(d.enrolled_at),
+            "revoked_at": None if d.revoked_at is None else _when(d.revoked_at),
+            "revoke_reason": d.revoke_reason,
+            "psk_generation": d.psk_generation,
+            "session_lifetime": d.session_lifetime,
+        }
+        for d in devices
+    ]
+    if args.json:
+        json.dump(rows, sys.stdout, indent=1)
+        print()
+        return 0
+    print(f"{'DEVICE':<24} {'ENROLLED':<21} {'PSK GEN':>7}  STATUS")
+    for r in rows:
+        status = "active" if r["revoked_at"] is None else f"revoked {r['revoked_at']}"
+        print(f"{r['device_id']:<24} {r['enrolled_at']:<21} {r['psk_generation']:>7}  {status}")
+    print(f"{len(rows)} device(s) in {args.data_dir}")
+    return 0
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    now = time.time()
+    with open_store(args.data_dir, create=False) as store:
+        try:
+            newly = store.revoke(args.device_id, args.reason, now,
+                                 keys_until=now + max(0.0, args.keys_valid_for))
+        except StoreError as exc:
+            raise CliError(str(exc)) from None
+    print(f"revoked {args.device_id}" if newly else f"{args.device_id} was already revoked")
+    return 0
+
+
+def _rotate(args: argparse.Namespace) -> int:
+    psk: bytes = args.psk or secrets.token_bytes(16)
+    with open_store(args.data_dir, create=False) as store:
+        try:
+            gen = store.rotate_psk(args.device_id, psk, time.time())
+        except StoreError as exc:
+            raise CliError(str(exc)) from None
+    print(f"{args.device_id}: PSK generation {gen}")
+    if args.psk is None:
+        print(f"psk {psk.hex()}  (shown once)")
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    with open_store(args.data_dir, create=False) as store:
+        entries = store.audit_log(args.limit, device_id=args.device)
+    rows = [
+        {"seq": e.seq, "at": _when(e.at), "kind": e.kind,
+         "device_id": None if e.device_id is None else e.device_id.decode("utf-8", "replace"),
+         "detail": e.detail}
+        for e in entries
+    ]
+    if args.json:
+        json.dump(rows, sys.stdout, indent=1)
+        print()
+    else:
+        for r in rows:
+            print(f"{r['seq']:>6} {r['at']} {r['kind']:<16} {r['device_id'] or '-':<20} {r['detail']}")
+    return 0
