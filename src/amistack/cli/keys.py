@@ -28,12 +28,21 @@ def register(sub: Any) -> None:
     )
     ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
 
-    p = ksub.add_parser("enroll", help="add a device and its PSK",
-                        description="Enroll a device with its 16-byte EAP-PSK key.")
+    p = ksub.add_parser(
+        "enroll",
+        help="add a device and its PSK",
+        description="Enroll a device with its 16-byte EAP-PSK key.",
+    )
     p.add_argument("device_id", metavar="ID", help="the device identity (EAP-PSK ID_P)")
-    p.add_argument("--psk", type=parse_psk, help="32 hex digits; omitted: a random PSK, printed once")
-    p.add_argument("--lifetime", type=float, metavar="SECONDS",
-                   help="this device's PANA session lifetime (default: the key server's)")
+    p.add_argument(
+        "--psk", type=parse_psk, help="32 hex digits; omitted: a random PSK, printed once"
+    )
+    p.add_argument(
+        "--lifetime",
+        type=float,
+        metavar="SECONDS",
+        help="this device's PANA session lifetime (default: the key server's)",
+    )
     p.add_argument("--replace", action="store_true", help="re-enroll an existing device")
     add_data_dir(p)
     p.set_defaults(handler=_enroll)
@@ -44,20 +53,29 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=_list)
 
     p = ksub.add_parser(
-        "revoke", help="revoke a device",
+        "revoke",
+        help="revoke a device",
         description="Revoke a device: its PSK is destroyed, a running key server ends its "
         "sessions at once and refuses it from then on, and keys already issued to it end "
         "after --keys-valid-for seconds (default 0: at once).",
     )
     p.add_argument("device_id", metavar="ID")
     p.add_argument("--reason", default="revoked by operator")
-    p.add_argument("--keys-valid-for", type=float, default=0.0, metavar="SECONDS",
-                   help="grace for keys already issued, e.g. to drain in-flight reads")
+    p.add_argument(
+        "--keys-valid-for",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="grace for keys already issued, e.g. to drain in-flight reads",
+    )
     add_data_dir(p)
     p.set_defaults(handler=_revoke)
 
-    p = ksub.add_parser("rotate-psk", help="replace a device's PSK",
-                        description="Give a device a new PSK (its next authentication needs it).")
+    p = ksub.add_parser(
+        "rotate-psk",
+        help="replace a device's PSK",
+        description="Give a device a new PSK (its next authentication needs it).",
+    )
     p.add_argument("device_id", metavar="ID")
     p.add_argument("--psk", type=parse_psk, help="32 hex digits; omitted: random, printed once")
     add_data_dir(p)
@@ -75,8 +93,13 @@ def _enroll(args: argparse.Namespace) -> int:
     psk: bytes = args.psk or secrets.token_bytes(16)
     with open_store(args.data_dir, create=True) as store:
         try:
-            store.enroll(args.device_id, psk, time.time(), replace=args.replace,
-                         session_lifetime=args.lifetime)
+            store.enroll(
+                args.device_id,
+                psk,
+                time.time(),
+                replace=args.replace,
+                session_lifetime=args.lifetime,
+            )
         except StoreError as exc:
             raise CliError(str(exc)) from None
     print(f"enrolled {args.device_id} in {args.data_dir}")
@@ -115,8 +138,9 @@ def _revoke(args: argparse.Namespace) -> int:
     now = time.time()
     with open_store(args.data_dir, create=False) as store:
         try:
-            newly = store.revoke(args.device_id, args.reason, now,
-                                 keys_until=now + max(0.0, args.keys_valid_for))
+            newly = store.revoke(
+                args.device_id, args.reason, now, keys_until=now + max(0.0, args.keys_valid_for)
+            )
         except StoreError as exc:
             raise CliError(str(exc)) from None
     print(f"revoked {args.device_id}" if newly else f"{args.device_id} was already revoked")
@@ -140,9 +164,13 @@ def _audit(args: argparse.Namespace) -> int:
     with open_store(args.data_dir, create=False) as store:
         entries = store.audit_log(args.limit, device_id=args.device)
     rows = [
-        {"seq": e.seq, "at": _when(e.at), "kind": e.kind,
-         "device_id": None if e.device_id is None else e.device_id.decode("utf-8", "replace"),
-         "detail": e.detail}
+        {
+            "seq": e.seq,
+            "at": _when(e.at),
+            "kind": e.kind,
+            "device_id": None if e.device_id is None else e.device_id.decode("utf-8", "replace"),
+            "detail": e.detail,
+        }
         for e in entries
     ]
     if args.json:
@@ -150,5 +178,7 @@ def _audit(args: argparse.Namespace) -> int:
         print()
     else:
         for r in rows:
-            print(f"{r['seq']:>6} {r['at']} {r['kind']:<16} {r['device_id'] or '-':<20} {r['detail']}")
+            print(
+                f"{r['seq']:>6} {r['at']} {r['kind']:<16} {r['device_id'] or '-':<20} {r['detail']}"
+            )
     return 0

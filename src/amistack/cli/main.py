@@ -18,7 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="amistack: a secure smart-metering (AMI) system. "
         "Each sub-command has its own --help.",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     from amistack.cli import commands
 
