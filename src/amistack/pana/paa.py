@@ -22,7 +22,7 @@ from __future__ import annotations
 import heapq
 import logging
 from collections import Counter, OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 from amistack.addr import Addr
@@ -94,6 +94,9 @@ class PaaConfig:
     req_retransmit: RetransmitParams = REQ_RETRANSMIT
     closed_linger: float = 30.0  # s a closed session still answers retransmitted requests
     nonce_length: int = NONCE_LENGTH
+    # RFC 6345 relays whose PRY messages are accepted (host strings); None = any. Without a
+    # PRE-PAA security association this is the only check on who may claim to relay.
+    allowed_relays: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,6 @@ class _Session:
     term_reason: str = ""
     term_reported: bool = False
     scheduled: float | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
     @property
     def sid(self) -> int:
@@ -197,6 +199,10 @@ class PanaAuthAgent:
             raw = bytes(data)
             route = Route(addr)
             if msg.msg_type == MessageType.RELAY:  # RFC 6345: unwrap, remember the relay
+                allowed = self.config.allowed_relays
+                if allowed is not None and addr[0] not in allowed:
+                    self.counters["relay_not_allowed"] += 1
+                    return
                 pac, raw = unwrap_relay(msg)
                 msg = PanaMessage.decode(raw)
                 if msg.msg_type == MessageType.RELAY:

@@ -1,5 +1,8 @@
 """The PANA Client (PaC), RFC 5191, following the PaC state machine of RFC 5609 §4 (sans-IO).
 
+The source address of incoming datagrams is not checked (a relay or a NAT may change it): the
+Session Identifier, the sequence numbers and, once a key exists, AUTH decide what is accepted.
+
 The EAP-waiting states of RFC 5609 (WAIT_EAP_MSG, WAIT_EAP_RESULT, WAIT_EAP_RESULT_CLOSE) are
 never observable here: the `EapPeer` answers synchronously, so the PAN carrying the EAP response
 goes out in the same call (piggybacking, as OpenPANA does).

@@ -123,3 +123,17 @@ def test_paa_rejects_nested_relay_and_bad_pry() -> None:
     assert dst == RELAY_ADDR
     pac, inner = unwrap_relay(PanaMessage.decode(data))
     assert pac == A1 and PanaMessage.decode(inner).has(Flag.S)
+
+
+def test_paa_accepts_only_allowed_relays() -> None:
+    from dataclasses import replace
+
+    from amistack.pana.paa import PaaConfig
+
+    config = replace(PaaConfig(), allowed_relays=frozenset({RELAY_ADDR[0]}))
+    paa = make_paa(config=config)
+    pci = PanaMessage(MessageType.PCI, 0, 0, 0).encode()
+    paa.receive_datagram(wrap_relay(A1, pci), ("10.9.9.9", 716), 0.0)
+    assert paa.counters["relay_not_allowed"] == 1 and paa.datagrams_to_send(0.0) == []
+    paa.receive_datagram(wrap_relay(A1, pci), RELAY_ADDR, 0.0)
+    assert len(paa.datagrams_to_send(0.0)) == 1
