@@ -64,6 +64,7 @@ class _Session:
     user_name: bytes | None = None
     state: bytes | None = None
     request: _Request | None = None
+    identity_request_id: int | None = None  # Identifier of our own Request/Identity
 
 
 class RadiusPassthroughBackend:
@@ -109,7 +110,7 @@ class RadiusPassthroughBackend:
         if self._local_identity:
             # Like an 802.1X authenticator, the PAA asks for the identity itself and the RADIUS
             # conversation starts with the EAP-Response/Identity (RFC 3579 §2.1).
-            identifier = self._rng(1)[0]
+            identifier = session.identity_request_id = self._rng(1)[0]
             return AaaAnswer(
                 bytes([EAP_REQUEST, identifier, 0, 5, EAP_TYPE_IDENTITY]), AaaOutcome.CONTINUE
             )
@@ -121,9 +122,10 @@ class RadiusPassthroughBackend:
         if session is None:
             session = self._sessions[session_id] = _Session()
         if len(eap) >= 5 and eap[0] == EAP_RESPONSE and eap[4] == EAP_TYPE_IDENTITY:
+            # RFC 3579 §2.1: User-Name carries the identity from the Response/Identity.
             session.user_name = eap[5:][:253] or session.user_name
-            if self._local_identity:
-                session.state = None  # a new conversation begins with this identity
+            if eap[1] == session.identity_request_id:
+                session.state = None  # the answer to our own request starts the conversation
         self._cancel(session_id)
         self._submit(session_id, session, eap, now)
         return None

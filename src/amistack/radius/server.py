@@ -186,13 +186,22 @@ class RadiusEapServer:
                 self.counters["conversation_table_full"] += 1
                 logger.warning("RADIUS conversation table full", extra={"nas": addr})
                 return None
-            conversation, step = self._start(eap, addr, user_name, now)
+            started = self._start(eap, addr, user_name, now)
+            if started is None:
+                # Only EAP-Start or an EAP-Response opens a conversation (RFC 3579 §2.1).
+                self.counters["unexpected_eap"] += 1
+                return None
+            conversation, step = started
         return self._step_answer(request, addr, secret, conversation, step, now)
 
     def _start(
         self, eap: bytes, addr: Addr, user_name: bytes | None, now: float
-    ) -> tuple[_Conversation, EapStep]:
-        if len(eap) >= 4 and eap[0] == EAP_RESPONSE:
+    ) -> tuple[_Conversation, EapStep] | None:
+        if not eap:
+            # EAP-Start, an EAP-Message with no data (RFC 3579 §2.1): we ask for the identity.
+            authenticator = EapAuthenticator(self._methods_factory(), self._rng)
+            step = EapStep(send=authenticator.start(), outcome=EapOutcome.CONTINUE)
+        elif len(eap) >= 4 and eap[0] == EAP_RESPONSE:
             # The NAS asked for the identity itself (RFC 3579 §2.1): continue its numbering.
             authenticator = EapAuthenticator(
                 self._methods_factory(), self._rng, first_identifier=eap[1]
@@ -200,9 +209,7 @@ class RadiusEapServer:
             authenticator.start()
             step = authenticator.receive(eap)
         else:
-            # EAP-Start (an empty EAP-Message) or anything else: we ask for the identity.
-            authenticator = EapAuthenticator(self._methods_factory(), self._rng)
-            step = EapStep(send=authenticator.start(), outcome=EapOutcome.CONTINUE)
+            return None
         state = self._new_state()
         conversation = _Conversation(
             state, addr[0], authenticator, user_name, now + self._conversation_timeout

@@ -203,3 +203,11 @@ def test_eap_message_reassembled_across_attributes() -> None:
     assert answer.code == RadiusCode.ACCESS_CHALLENGE
     eap_request = answer.eap_message()
     assert eap_request is not None and eap_request[4] == 47 and eap_request[1] == 0x2B
+
+
+def test_only_eap_start_or_a_response_opens_a_conversation() -> None:
+    server = RadiusEapServer(SECRET, psk_methods(seeded_random(1)), seeded_random(2))
+    nas = Nas()
+    assert server.handle_datagram(nas.request(b"\x01\x01\x00\x05\x01"), NAS, 0.0) is None
+    assert server.counters["unexpected_eap"] == 1
+    assert server.conversation_count == 0
