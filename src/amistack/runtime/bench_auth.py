@@ -9,11 +9,14 @@ measured the same way, is the baseline. Latency is PCI sent -> Authenticated, pe
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
 import multiprocessing
+import tempfile
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -53,14 +56,18 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 async def pac_fleet(
     paa: Addr,
-    sessions: int,
+    sessions: int | Sequence[int],
     concurrency: int,
     devices: int,
     sockets: int,
     timeout: float = 120.0,
     pac_config: Any | None = None,
+    keep_latencies: bool = False,
 ) -> dict[str, Any]:
-    """Run `sessions` PaC authentications against `paa`, `concurrency` at a time."""
+    """Run PaC authentications against `paa`, `concurrency` at a time, over `sockets` sockets.
+
+    `sessions` is a count or the session numbers to run; session n authenticates bench device
+    n % `devices`."""
     from amistack.pana.events import Authenticated, AuthenticationFailed, SessionTerminated
     from amistack.runtime.meter import build_pac
 
@@ -69,7 +76,7 @@ async def pac_fleet(
     host = "::1" if ":" in paa[0] else "127.0.0.1"
     muxes = [PacMux() for _ in range(sockets)]
     drivers: list[EngineDriver[PacMux]] = []
-    pending = deque(range(sessions))
+    pending = deque(range(sessions) if isinstance(sessions, int) else sessions)
     started_at: dict[int, float] = {}
     latencies: list[float] = []
     failures: dict[str, int] = {}
@@ -133,6 +140,7 @@ async def pac_fleet(
         d = EngineDriver(mux, on_event=make_sink(idx, mux))
         await d.bind(host, 0)
         drivers.append(d)
+    wall_start = time.time()
     t_start = perf()
     cpu_start = time.process_time()
     fill()
@@ -142,13 +150,14 @@ async def pac_fleet(
     except TimeoutError:
         timed_out = True
     elapsed = perf() - t_start
+    wall_end = wall_start + elapsed
     cpu = time.process_time() - cpu_start
     for d in drivers:
         d.close()
     if timed_out:
         failures["timeout"] = failures.get("timeout", 0) + len(pending) + in_flight
     latencies.sort()
-    return {
+    result = {
         "completed": len(latencies),
         "elapsed_s": elapsed,
         "auths_per_s": len(latencies) / elapsed if elapsed > 0 else 0.0,
@@ -159,12 +168,17 @@ async def pac_fleet(
         "uvloop": is_uvloop(loop),
         "cpu_s": cpu,
         "mux_counters": sum((m.counters for m in muxes), start=type(muxes[0].counters)()),
+        "wall_start": wall_start,
+        "wall_end": wall_end,
     }
+    if keep_latencies:
+        result["latencies"] = latencies
+    return result
 
 
 def _fleet_process(
     paa: Addr,
-    sessions: int,
+    sessions: list[int],
     concurrency: int,
     devices: int,
     sockets: int,
@@ -173,10 +187,13 @@ def _fleet_process(
     conn: Connection,
 ) -> None:
     try:
-        result = run(
-            lambda: pac_fleet(paa, sessions, concurrency, devices, sockets, timeout),
-            prefer_uvloop,
-        )
+        with _quiet_gc():
+            result = run(
+                lambda: pac_fleet(
+                    paa, sessions, concurrency, devices, sockets, timeout, keep_latencies=True
+                ),
+                prefer_uvloop,
+            )
         result["mux_counters"] = dict(result["mux_counters"])
         conn.send(result)
     except BaseException as exc:  # tell the parent rather than leaving it waiting
@@ -222,52 +239,88 @@ def bench_key_server_engine(devices: int, session_lifetime: float = 3600.0) -> A
     return PanaAuthAgent(bench_paa_config(session_lifetime), backend, rng)
 
 
+def bench_store_key_server(devices: int, data_dir: str, session_lifetime: float = 3600.0) -> Any:
+    """The full `keymgmt.KeyServer` (SQLite credential store, KEK-wrapped PSKs, key rings persisted
+    per authentication) in `data_dir`, with the bench meters enrolled."""
+    import os
+    from pathlib import Path
+
+    from amistack.keymgmt.kek import FileKek
+    from amistack.keymgmt.server import KeyServer
+    from amistack.keymgmt.store import CredentialStore
+
+    now = time.time()
+    store = CredentialStore(
+        Path(data_dir) / "bench-keys.db", FileKek(os.urandom(32), system_random)
+    )
+    for i in range(devices):
+        store.enroll(bench_device_id(i), bench_psk(i), now)
+    return KeyServer(
+        store, rng=system_random, paa_config=bench_paa_config(session_lifetime), now=now
+    )
+
+
+@contextlib.contextmanager
+def _quiet_gc() -> Iterator[None]:
+    """Fewer, later collections while measuring: the engines allocate many short-lived objects
+    and the objects built before the run never need scanning again."""
+    old = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+        gc.unfreeze()
+
+
 async def bench_auth_async(
     sessions: int = 3000,
     concurrency: int = 64,
     *,
     sockets: int | None = None,
     devices: int | None = None,
+    processes: int = 1,
+    server: str = "paa",
     host: str = "127.0.0.1",
     echo_seconds: float = 1.0,
     timeout: float = 120.0,
     prefer_uvloop: bool = True,
-    engine_factory: Callable[[int], Any] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark on the running loop; see `bench_auth`."""
+    if sessions < 1 or concurrency < 1 or processes < 1:
+        raise ValueError("sessions, concurrency and processes must be >= 1")
+    if server not in ("paa", "keyserver"):
+        raise ValueError(f"unknown server kind {server!r} (paa or keyserver)")
     loop = asyncio.get_running_loop()
-    n_devices = devices or min(sessions, max(concurrency, 1))
+    processes = min(processes, sessions, concurrency)
+    n_devices = devices or min(sessions, concurrency)
     n_sockets = sockets or max(1, min(concurrency, 32))
-    engine = (engine_factory or bench_key_server_engine)(n_devices)
-    server = EngineDriver(engine)
-    paa = await server.bind(host, 0)
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(
-        target=_fleet_process,
-        args=(paa, sessions, concurrency, n_devices, n_sockets, timeout, prefer_uvloop, child),
-        name="amistack-bench-pacs",
-        daemon=True,
-    )
-    proc.start()
-    child.close()
-    cpu_start = time.process_time()
-    try:
-        fleet: dict[str, Any] = await _receive(parent, timeout + 60.0)
-        # includes the idle wait for the child's start-up, which costs next to no CPU
-        server_cpu = time.process_time() - cpu_start
-    finally:
-        server.close()
-        await loop.run_in_executor(None, proc.join, 5.0)
-        if proc.is_alive():
-            proc.kill()
-        parent.close()
-    if "error" in fleet:
-        raise RuntimeError(f"PaC process failed: {fleet['error']}")
+    with contextlib.ExitStack() as stack:
+        if server == "keyserver":
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="amistack-bench-"))
+            engine = bench_store_key_server(n_devices, tmp)
+            stack.callback(engine.store.close)
+        else:
+            engine = bench_key_server_engine(n_devices)
+        fleet = await _run_fleets(
+            engine,
+            host,
+            sessions,
+            concurrency,
+            n_devices,
+            n_sockets,
+            processes,
+            timeout,
+            prefer_uvloop,
+            server == "keyserver",
+        )
     echo = await measure_udp_echo(
         concurrency, echo_seconds, host, sockets=n_sockets, prefer_uvloop=prefer_uvloop
     )
     counters = getattr(engine, "counters", {})
+    agent_counters = getattr(getattr(engine, "agent", None), "counters", {})
     return {
         "auths_per_s": round(fleet["auths_per_s"], 1),
         "udp_echo_per_s": round(echo["per_s"], 1),
@@ -278,15 +331,99 @@ async def bench_auth_async(
         "concurrency": concurrency,
         "failures": fleet["failures"],
         "failure_reasons": fleet["failure_reasons"],
-        "uvloop": is_uvloop(loop) and bool(fleet["uvloop"]),
-        "sockets": n_sockets,
+        "uvloop": is_uvloop(loop) and fleet["uvloop"],
+        "server": server,
+        "client_processes": processes,
+        "sockets_per_process": n_sockets,
         "devices": n_devices,
         "elapsed_s": round(fleet["elapsed_s"], 3),
-        # CPU seconds per process over the run: whichever is close to elapsed_s is the bottleneck
-        "server_cpu_s": round(server_cpu, 3),
-        "client_cpu_s": round(fleet["cpu_s"], 3),
-        "server_counters": {k: v for k, v in dict(counters).items() if v},
-        "client_counters": fleet["mux_counters"],
+        # CPU seconds over the run: whichever side is close to elapsed_s is the bottleneck
+        "server_cpu_s": round(fleet["server_cpu_s"], 3),
+        "client_cpu_s": round(fleet["client_cpu_s"], 3),
+        "server_counters": {k: v for k, v in {**agent_counters, **counters}.items() if v},
+        "client_counters": fleet["client_counters"],
+    }
+
+
+async def _run_fleets(
+    engine: Any,
+    host: str,
+    sessions: int,
+    concurrency: int,
+    devices: int,
+    sockets: int,
+    processes: int,
+    timeout: float,
+    prefer_uvloop: bool,
+    wall_clock: bool,
+) -> dict[str, Any]:
+    """Serve `engine` here while `processes` child processes run their share of the PaCs."""
+    loop = asyncio.get_running_loop()
+    driver = EngineDriver(engine, wall_clock=wall_clock)
+    paa = await driver.bind(host, 0)
+    ctx = multiprocessing.get_context("spawn")
+    procs: list[tuple[Any, Connection]] = []
+    results: list[dict[str, Any]] = []
+    try:
+        for k in range(processes):
+            share = range(k, sessions, processes)  # session numbers, spread over the devices
+            parent, child = ctx.Pipe(duplex=False)
+            proc = ctx.Process(
+                target=_fleet_process,
+                args=(
+                    paa,
+                    list(share),
+                    concurrency // processes + (k < concurrency % processes),
+                    devices,
+                    sockets,
+                    timeout,
+                    prefer_uvloop,
+                    child,
+                ),
+                name=f"amistack-bench-pacs-{k}",
+                daemon=True,
+            )
+            proc.start()
+            child.close()
+            procs.append((proc, parent))
+        with _quiet_gc():
+            cpu_start = time.process_time()  # the children's start-up wait costs next to no CPU
+            for _, conn in procs:
+                results.append(await _receive(conn, timeout + 60.0))
+            server_cpu = time.process_time() - cpu_start
+    finally:
+        driver.close()
+        for proc, conn in procs:
+            await loop.run_in_executor(None, proc.join, 5.0)
+            if proc.is_alive():
+                proc.kill()
+            conn.close()
+    errors = [r["error"] for r in results if "error" in r]
+    if errors:
+        raise RuntimeError(f"PaC process failed: {errors[0]}")
+    latencies = sorted(x for r in results for x in r["latencies"])
+    start = min(r["wall_start"] for r in results)
+    end = max(r["wall_end"] for r in results)
+    elapsed = end - start
+    reasons: dict[str, int] = {}
+    client_counters: dict[str, int] = {}
+    for r in results:
+        for key, n in r["failure_reasons"].items():
+            reasons[key] = reasons.get(key, 0) + n
+        for key, n in r["mux_counters"].items():
+            client_counters[key] = client_counters.get(key, 0) + n
+    return {
+        "completed": len(latencies),
+        "elapsed_s": elapsed,
+        "auths_per_s": len(latencies) / elapsed if elapsed > 0 else 0.0,
+        "p50_ms": percentile(latencies, 50) * 1000.0,
+        "p99_ms": percentile(latencies, 99) * 1000.0,
+        "failures": sum(reasons.values()),
+        "failure_reasons": reasons,
+        "uvloop": all(r["uvloop"] for r in results),
+        "server_cpu_s": server_cpu,
+        "client_cpu_s": sum(r["cpu_s"] for r in results),
+        "client_counters": client_counters,
     }
 
 
@@ -308,6 +445,8 @@ def bench_auth(
     *,
     sockets: int | None = None,
     devices: int | None = None,
+    processes: int = 1,
+    server: str = "paa",
     host: str = "127.0.0.1",
     echo_seconds: float = 1.0,
     timeout: float = 120.0,
@@ -324,6 +463,8 @@ def bench_auth(
                 concurrency,
                 sockets=sockets,
                 devices=devices,
+                processes=processes,
+                server=server,
                 host=host,
                 echo_seconds=echo_seconds,
                 timeout=timeout,

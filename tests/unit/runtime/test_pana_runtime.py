@@ -9,15 +9,13 @@ from typing import Any, TypeVar
 
 import pytest
 
+from amistack.pana import events as pana_events
 from amistack.runtime.bench_auth import bench_auth, bench_key_server_engine, bench_psk, pac_fleet
 from amistack.runtime.loop import new_event_loop
 from amistack.runtime.meter import MeterResult, run_meter
 from amistack.runtime.udp import EngineDriver
 
 T = TypeVar("T")
-
-pana_events = pytest.importorskip("amistack.pana.events")
-pytest.importorskip("amistack.pana.paa")
 
 
 def _has_ipv6_loopback() -> bool:
@@ -113,3 +111,14 @@ def test_bench_auth_small_run_reports_every_key() -> None:
     assert result["completed"] == 60
     assert result["auths_per_s"] > 0 and result["udp_echo_per_s"] > 0
     assert result["uvloop"] is True
+
+
+def test_bench_auth_two_pac_processes_against_the_store_backed_key_server() -> None:
+    result = bench_auth(
+        sessions=40, concurrency=8, processes=2, server="keyserver", echo_seconds=0.1
+    )
+    assert result["failures"] == 0, result["failure_reasons"]
+    assert result["completed"] == 40
+    assert result["client_processes"] == 2 and result["server"] == "keyserver"
+    # the key server really issued keys: one successful authentication per session
+    assert result["server_counters"].get("auth-success") == 40
