@@ -13,11 +13,11 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from amistack.addr import Addr
 from amistack.crypto import RandomSource, system_random
-from amistack.runtime.udp import Capture, EngineDriver
+from amistack.runtime.udp import Capture, EngineDriver, is_ipv6
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class KeyServerRuntime:
     pana: EngineDriver[Any]
     radius_engine: Any | None = None
     radius: EngineDriver[Any] | None = None
+    aaa: EngineDriver[Any] | None = None  # the RADIUS client socket of a pass-through PAA
     pana_addresses: list[Addr] = field(default_factory=list)
     radius_addresses: list[Addr] = field(default_factory=list)
 
@@ -59,6 +60,34 @@ class KeyServerRuntime:
         self.pana.close()
         if self.radius is not None:
             self.radius.close()
+        if self.aaa is not None:
+            self.aaa.close()
+
+
+class AaaAnswerEngine:
+    """An AAA backend with its own socket (`radius.client.RadiusPassthroughBackend`) seen as a
+    driver engine: the answers it has for the PAA are its events, as (session id, AaaAnswer)."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+
+    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
+        self.backend.receive_datagram(data, addr, now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
+        out: list[tuple[bytes, Addr]] = self.backend.datagrams_to_send(now)
+        return out
+
+    def get_timer(self) -> float | None:
+        at: float | None = self.backend.get_timer()
+        return at
+
+    def handle_timer(self, now: float) -> None:
+        self.backend.handle_timer(now)
+
+    def next_event(self) -> object | None:
+        answer: object | None = self.backend.next_answer()
+        return answer
 
 
 def build_key_server(
@@ -70,6 +99,28 @@ def build_key_server(
     from amistack.keymgmt.server import KeyServer
 
     return KeyServer(store, rng=rng, now=time.time() if now is None else now, **options)
+
+
+def build_passthrough_key_server(
+    store: Any,
+    radius_server: Addr,
+    secret: bytes,
+    rng: RandomSource = system_random,
+    now: float | None = None,
+    **options: Any,
+) -> tuple[Any, Any]:
+    """A `KeyServer` whose PAA passes EAP through to the RADIUS server at `radius_server`
+    (RFC 3579); the credentials live there, so devices need not be enrolled in `store`.
+    Returns (key server, backend); give both to `start_keyserver(aaa_backend=...)`."""
+    from amistack.keymgmt.server import KeyServer
+    from amistack.radius.client import RadiusPassthroughBackend
+
+    backend = RadiusPassthroughBackend(radius_server, secret, rng)
+    options.setdefault("require_enrolled", False)
+    engine = KeyServer(
+        store, rng=rng, backend=backend, now=time.time() if now is None else now, **options
+    )
+    return engine, backend
 
 
 def build_radius_server(store: Any, secret: bytes, rng: RandomSource = system_random) -> Any:
@@ -90,6 +141,8 @@ async def start_keyserver(
     *,
     radius_engine: Any | None = None,
     radius_listen: Sequence[Addr] = (),
+    aaa_backend: Any | None = None,
+    aaa_server: Addr | None = None,
     capture: Capture | None = None,
     on_event: Callable[[object], None] | None = log_key_server_event,
 ) -> KeyServerRuntime:
@@ -97,10 +150,40 @@ async def start_keyserver(
     when possible) and `radius_engine` on `radius_listen`.
 
     The engines' clock is epoch-aligned monotonic time (`EngineDriver(wall_clock=True)`): the key
-    server persists key expiry times, which must mean the same after a restart."""
-    pana = EngineDriver(engine, on_event=on_event, capture=capture, wall_clock=True)
-    rt = KeyServerRuntime(engine, pana)
+    server persists key expiry times, which must mean the same after a restart.
+
+    `aaa_backend` (with `aaa_server`, its RADIUS server): the PAA's pass-through backend gets its
+    own client socket; its answers go to the PAA (`aaa_answer`) as they arrive.
+    """
+    aaa: EngineDriver[Any] | None = None
+    pana_ref: list[EngineDriver[Any]] = []
+    if aaa_backend is not None:
+        if aaa_server is None:
+            raise ValueError("a pass-through AAA backend needs its RADIUS server address")
+        agent = getattr(engine, "agent", engine)  # KeyServer wraps the PanaAuthAgent
+
+        def deliver(item: object) -> None:
+            session_id, answer = cast(tuple[int, Any], item)
+            driver = pana_ref[0]
+            agent.aaa_answer(session_id, answer, driver.now())
+            driver.kick_soon()
+
+        aaa = EngineDriver(
+            AaaAnswerEngine(aaa_backend), on_event=deliver, capture=capture, wall_clock=True
+        )
+    pana = EngineDriver(
+        engine,
+        on_event=on_event,
+        capture=capture,
+        wall_clock=True,
+        # a PANA message may have queued an Access-Request in the backend
+        on_flush=aaa.kick_soon if aaa is not None else None,
+    )
+    pana_ref.append(pana)
+    rt = KeyServerRuntime(engine, pana, aaa=aaa)
     try:
+        if aaa is not None and aaa_server is not None:
+            await aaa.bind("::" if is_ipv6(aaa_server[0]) else "0.0.0.0", 0)
         for host in listen:
             bound = await pana.bind(host, port)
             if port == 0:
@@ -130,14 +213,28 @@ async def run_keyserver(
     *,
     radius_listen: Sequence[Addr] = (),
     radius_secret: bytes | None = None,
+    radius_server: Addr | None = None,
+    radius_server_secret: bytes | None = None,
     capture: Capture | None = None,
     rng: RandomSource = system_random,
     stop: asyncio.Event | None = None,
     ready: Callable[[KeyServerRuntime], None] | None = None,
     **options: Any,
 ) -> None:
-    """Serve PANA (and RADIUS when `radius_listen` is given) until `stop` is set or cancelled."""
-    engine = build_key_server(store, rng, **options)
+    """Serve PANA (and RADIUS when `radius_listen` is given) until `stop` is set or cancelled.
+
+    `radius_server`: run EAP on that RADIUS server (pass-through) instead of the built-in
+    EAP-PSK server; `radius_listen`: also be a RADIUS EAP server for NASes (802.1X, other PAAs).
+    """
+    backend = None
+    if radius_server is not None:
+        if radius_server_secret is None:
+            raise ValueError("--radius-server needs its shared secret")
+        engine, backend = build_passthrough_key_server(
+            store, radius_server, radius_server_secret, rng, **options
+        )
+    else:
+        engine = build_key_server(store, rng, **options)
     radius_engine = None
     if radius_listen:
         if radius_secret is None:
@@ -149,6 +246,8 @@ async def run_keyserver(
         port,
         radius_engine=radius_engine,
         radius_listen=radius_listen,
+        aaa_backend=backend,
+        aaa_server=radius_server,
         capture=capture,
     )
     try:

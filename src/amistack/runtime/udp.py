@@ -129,6 +129,9 @@ class EngineDriver(Generic[E]):
     the Unix epoch (still monotonic, no jumps), for engines that persist times across restarts
     (key expiry in the key server's store).
 
+    `on_flush` runs after every flush: the place to wake a driver that shares state with this
+    engine (a PAA whose AAA backend has its own socket) -- with `kick_soon`, never `kick`.
+
     Events go to `on_event` (a plain function, or a coroutine function run as a task per event)
     and/or `events` (an asyncio.Queue). After calling an engine command yourself
     (`pac.start(driver.now())`), call `driver.kick()` so its output is sent and its timer set.
@@ -143,6 +146,7 @@ class EngineDriver(Generic[E]):
         capture: Capture | None = None,
         batch: bool = True,
         wall_clock: bool = False,
+        on_flush: Callable[[], None] | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.engine = engine
@@ -155,6 +159,7 @@ class EngineDriver(Generic[E]):
         self._async_sink = on_event is not None and asyncio.iscoroutinefunction(on_event)
         self._tasks: set[asyncio.Task[None]] = set()
         self._offset = time.time() - self._loop.time() if wall_clock else 0.0
+        self._on_flush = on_flush
         self._flush_pending = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -195,6 +200,13 @@ class EngineDriver(Generic[E]):
         """Send whatever the engine has queued, deliver its events and re-arm its timer now."""
         self._flush()
 
+    def kick_soon(self) -> None:
+        """`kick` on the next loop iteration (once, however often called): safe from inside
+        another driver's flush or event handler."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            self._loop.call_soon(self._flush)
+
     def _endpoint_for(self, addr: Addr) -> _Endpoint | None:
         if is_ipv6(addr[0]):
             return self._v6
@@ -234,6 +246,8 @@ class EngineDriver(Generic[E]):
                 self._timer.cancel()
             self._timer = None if at is None else loop.call_at(at - offset, self._on_timer)
             self._timer_at = at
+        if self._on_flush is not None:
+            self._on_flush()
 
     def _deliver(self, event: object) -> None:
         if self._queue is not None:

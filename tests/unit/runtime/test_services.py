@@ -26,6 +26,7 @@ from amistack.radius.packet import RadiusAttr, RadiusCode, RadiusPacket, build_r
 from amistack.runtime.keyserver import (
     KeyServerRuntime,
     build_key_server,
+    build_passthrough_key_server,
     build_radius_server,
     run_keyserver,
     start_keyserver,
@@ -224,3 +225,49 @@ def test_wall_clock_driver_sees_epoch_time_and_fires_timers() -> None:
     engine, wall = run_loop(main)
     assert abs(engine.seen[0] - wall) < 1.0
     assert engine.fired[0] >= engine.seen[0] + 0.02
+
+
+def test_pass_through_paa_authenticates_via_the_radius_listener(
+    store: CredentialStore, tmp_path: Path
+) -> None:
+    """Meter -> PAA (EAP pass-through, RADIUS client socket) -> key server's RADIUS listener."""
+    secret = b"radius-secret"
+    edge_store = CredentialStore(tmp_path / "edge.db", FileKek(os.urandom(32), system_random))
+
+    async def main() -> tuple[Any, list[object]]:
+        home = await start_keyserver(
+            build_key_server(store),
+            ["127.0.0.1"],
+            0,
+            radius_engine=build_radius_server(store, secret),
+            radius_listen=[("127.0.0.1", 0)],
+        )
+        edge_events: list[object] = []
+        engine, backend = build_passthrough_key_server(
+            edge_store, home.radius_addresses[0], secret, session_lifetime=600.0
+        )
+        edge = await start_keyserver(
+            engine,
+            ["::1"] if "::1" in HOSTS else ["127.0.0.1"],
+            0,
+            aaa_backend=backend,
+            aaa_server=home.radius_addresses[0],
+            on_event=edge_events.append,
+        )
+        try:
+            result = await run_meter("meter-1", PSK, edge.pana_addresses[0], once=True, timeout=5)
+            await asyncio.sleep(0.05)
+            return result, edge_events
+        finally:
+            edge.close()
+            home.close()
+
+    try:
+        result, edge_events = run_loop(main)
+    finally:
+        edge_store.close()
+    assert result.ok, str(result)
+    auth = [e for e in edge_events if isinstance(e, Authenticated)]
+    assert len(auth) == 1 and auth[0].peer_id == b"meter-1"
+    # keys were issued at the edge from the MSK the RADIUS server sent in MS-MPPE keys
+    assert any(isinstance(e, KeysInstalled) for e in edge_events)
