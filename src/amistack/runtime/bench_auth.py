@@ -428,14 +428,17 @@ async def _run_fleets(
 
 
 async def _receive(conn: Connection, timeout: float) -> Any:
-    """Wait for the child's result without blocking the loop the key server runs on."""
+    """Wait for a child's result without blocking the loop the key server runs on.
+
+    A worker thread blocks in poll/recv (the GIL is released there). Not `loop.add_reader`: the
+    loop would make the pipe non-blocking and a large result would arrive half-read."""
     loop = asyncio.get_running_loop()
-    ready = asyncio.Event()
-    loop.add_reader(conn.fileno(), ready.set)
-    try:
-        await asyncio.wait_for(ready.wait(), timeout)
-    finally:
-        loop.remove_reader(conn.fileno())
+    return await loop.run_in_executor(None, _recv_blocking, conn, timeout)
+
+
+def _recv_blocking(conn: Connection, timeout: float) -> Any:
+    if not conn.poll(timeout):
+        raise TimeoutError(f"no result from the PaC process within {timeout:g} s")
     return conn.recv()
 
 
