@@ -392,10 +392,14 @@ class PanaAuthAgent:
             self._buckets[source] = (tokens, now)
             return False
         if len(self._buckets) >= _MAX_BUCKETS and source not in self._buckets:
-            # forget the full buckets (they would refill to full anyway)
+            # forget the full buckets (they would refill to full anyway); under a flood of
+            # distinct (spoofed) sources, forget the oldest half: the table stays bounded
             self._buckets = {
                 k: v for k, v in self._buckets.items() if v[0] + (now - v[1]) * rate < burst
             }
+            if len(self._buckets) >= _MAX_BUCKETS // 2:
+                for k in list(self._buckets)[: len(self._buckets) // 2]:
+                    del self._buckets[k]
         self._buckets[source] = (tokens - 1.0, now)
         return True
 
@@ -761,7 +765,6 @@ class PanaAuthAgent:
         s.queued_aaa = None
         s.run_active = s.aaa_waiting = False
         s.expires_at = s.run_deadline = None
-        s.purge_at = now + self.config.closed_linger
         if self._by_route.get(s.route) == s.sid:
             del self._by_route[s.route]
         if s.peer_id is not None:
@@ -770,6 +773,12 @@ class PanaAuthAgent:
                 peers.discard(s.sid)
                 if not peers:
                     del self._by_peer[s.peer_id]
+        if s.core.last_answer is None:
+            # nothing to answer a retransmission with (e.g. an evicted half-open session):
+            # forget it now, so a PCI flood leaves nothing behind
+            self._purge(s)
+            return
+        s.purge_at = now + self.config.closed_linger
         self._schedule(s)
 
     def _purge(self, s: _Session) -> None:
@@ -804,4 +813,12 @@ class PanaAuthAgent:
             return
         if t is not None and t != s.scheduled:
             heapq.heappush(self._heap, (t, s.sid))
+            if len(self._heap) > 4 * len(self._sessions) + 1024:  # drop stale entries
+                self._heap = [
+                    (x.scheduled, sid)
+                    for sid, x in self._sessions.items()
+                    if x.scheduled is not None and sid != s.sid
+                ]
+                self._heap.append((t, s.sid))
+                heapq.heapify(self._heap)
         s.scheduled = t

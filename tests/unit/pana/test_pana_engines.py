@@ -133,7 +133,7 @@ def _failure(w: World) -> tuple[AuthenticationFailed, AuthenticationFailed]:
     pf, af = w.of(A1, AuthenticationFailed), w.of("paa", AuthenticationFailed)
     assert len(pf) == 1 and len(af) == 1, w.events
     assert w.pacs[A1].state is PacState.CLOSED
-    assert w.paa.state_of(af[0].session_id) is PaaState.CLOSED
+    assert w.paa.state_of(af[0].session_id) is None  # nothing cached to re-send: forgotten
     return pf[0], af[0]
 
 
@@ -439,6 +439,8 @@ def test_half_open_bound_evicts_oldest() -> None:
         w.paa.receive_datagram(pci, (f"6.6.{i // 250}.{i % 250}", 1000), w.now)
     assert w.paa.half_open_count == 20
     assert w.paa.counters["half_open_evicted"] == 480
+    assert len(w.paa._sessions) == 20  # evicted sessions leave nothing behind
+    assert len(w.paa._by_route) == 20
     w.paa.datagrams_to_send(w.now)
     authenticate(w)
     # half-open sessions die on their own
