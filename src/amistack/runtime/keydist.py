@@ -1,0 +1,919 @@
+"""Key distribution over mutual TLS: application servers fetch UKMF keys from the key server.
+
+    head-end --TLS 1.3, client cert (CN, purposes)--> KeyDistServer --lookup(key_id, purpose, now)
+             <-- {"ok": true, "key": "<hex>", "not_after": ...} --    (KeyServer.key_for)
+
+The protocol is one JSON object per line each way (UTF-8, `\\n`-terminated, at most
+`KeyDistConfig.max_request` octets per request):
+
+    {"op": "get_key", "key_id": "4097dcd8.fc268032", "purpose": "c1222", "id": 7}
+    {"op": "current_key", "device": "meter-1", "purpose": "c1222"}      (if `current` is given)
+    {"op": "ping"}
+ -> {"ok": true, "id": 7, "key_id": "...", "purpose": "c1222", "key": "<hex>",
+     "not_after": 1790000000.0, "now": 1789999000.0, "device": "meter-1", "device_hex": "..."}
+ -> {"ok": false, "id": 7, "error": "forbidden", "detail": "..."}
+
+Error codes: `bad-request`, `unknown-op`, `forbidden` (the client's certificate does not carry
+the purpose, or the certificate was revoked/expired), `not-found` (unknown, expired, revoked or
+not exportable: deliberately one answer), `too-large`, `internal`.
+
+`KeyDistService` is the protocol (sans-IO: bytes + identity + now in, bytes out);
+`KeyDistServer` drives it over asyncio TLS; `KeyDistClient` is the head-end side with a cache
+that honours `not_after`. See docs/key-distribution.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import ssl
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from cryptography import x509
+
+from amistack.addr import Addr
+from amistack.keymgmt.pki import (
+    CertKind,
+    ClientIdentity,
+    PkiError,
+    PkiLayout,
+    check_private_key_file,
+    client_identity,
+    load_certificate,
+    load_revoked_serials,
+)
+from amistack.keymgmt.ukmf import KeyId, KeyIdError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_KEYDIST_PORT = 7716  # lab choice (unassigned); the CLI can override
+AUDIT_KEY_EXPORT = "key-export"
+AUDIT_KEY_REFUSED = "key-export-refused"
+_PURPOSE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
+_MAX_DEVICE = 255  # as keymgmt.store.MAX_DEVICE_ID
+
+
+class KeyLike(Protocol):
+    """What a lookup returns: `keymgmt.AppKey` and `keymgmt.IssuedKey` both fit.
+
+    An `IssuedKey` also carries `peer_id` (the device), which is passed on to the client."""
+
+    @property
+    def key(self) -> bytes: ...
+
+    @property
+    def not_after(self) -> float: ...
+
+
+KeyLookup = Callable[[KeyId, str, float], KeyLike | None]
+CurrentLookup = Callable[[bytes, str, float], KeyLike | None]
+# Same shape as CredentialStore.audit(kind, device_id, detail, now).
+AuditSink = Callable[[str, bytes | None, str, float], object]
+
+
+class KeyDistError(Exception):
+    """Key distribution failed (client side)."""
+
+
+class KeyDistUnavailable(KeyDistError):
+    """No answer: connection refused, TLS handshake refused, timeout, connection lost."""
+
+
+class KeyDistRefused(KeyDistError):
+    """The key server answered with an error (`code` is one of the protocol's error codes)."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}" if detail else code)
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class KeyDistConfig:
+    max_request: int = 4096  # octets per request line (longer: `too-large`, connection closed)
+    idle_timeout: float = 30.0  # seconds without a request before the server hangs up
+    handshake_timeout: float = 10.0
+    write_timeout: float = 10.0  # a client that does not read its answers is dropped
+    max_connections: int = 1024
+
+
+# -- the protocol (sans-IO) ---------------------------------------------------------------------
+
+
+class KeyDistService:
+    """Answers one request line for one authenticated client. No sockets, no clock.
+
+    `lookup` is `KeyServer.key_for` (or any `(KeyId, purpose, now) -> key | None`), `current`
+    is `KeyServer.current_key` (optional), `audit` is `CredentialStore.audit` (optional but
+    expected in production). Every request of an authenticated client is audited; if auditing
+    fails, no key is handed out (fail closed).
+    """
+
+    def __init__(
+        self,
+        lookup: KeyLookup,
+        *,
+        current: CurrentLookup | None = None,
+        audit: AuditSink | None = None,
+    ) -> None:
+        self.lookup = lookup
+        self.current = current
+        self.audit = audit
+        self.counters: Counter[str] = Counter()
+
+    def handle(self, line: bytes, client: ClientIdentity, now: float) -> bytes:
+        """The response line (with its `\\n`) for the request `line` from `client` at `now`."""
+        rid: object = None
+        try:
+            req = json.loads(line)
+        except json.JSONDecodeError as exc:
+            return self.error(client, now, None, "bad-request", f"not JSON: {exc.msg}"[:120], "")
+        except UnicodeDecodeError:
+            return self.error(client, now, None, "bad-request", "not UTF-8", "")
+        except RecursionError:
+            return self.error(client, now, None, "bad-request", "too deeply nested", "")
+        if not isinstance(req, dict):
+            return self.error(client, now, None, "bad-request", "request must be an object", "")
+        raw_id = req.get("id")
+        if (
+            isinstance(raw_id, int | str)
+            and not isinstance(raw_id, bool)
+            and len(str(raw_id)) <= 64
+        ):
+            rid = raw_id
+        op = req.get("op")
+        if op == "ping":
+            self.counters["ping"] += 1
+            return _line(
+                {
+                    "ok": True,
+                    "id": rid,
+                    "client": client.name,
+                    "purposes": sorted(client.purposes),
+                    "now": now,
+                }
+            )
+        if op == "get_key":
+            return self._get_key(req, client, now, rid)
+        if op == "current_key" and self.current is not None:
+            return self._current_key(req, client, now, rid)
+        shown = op if isinstance(op, str) else type(op).__name__
+        return self.error(client, now, rid, "unknown-op", f"unknown op {shown[:32]!r}", "")
+
+    def _get_key(
+        self, req: dict[str, Any], client: ClientIdentity, now: float, rid: object
+    ) -> bytes:
+        text, purpose = req.get("key_id"), req.get("purpose")
+        if not isinstance(text, str) or not isinstance(purpose, str):
+            return self.error(
+                client, now, rid, "bad-request", "key_id and purpose must be strings", ""
+            )
+        what = f"get_key {text[:40]!r} {purpose[:40]!r}"
+        if not _PURPOSE.fullmatch(purpose):
+            return self.error(client, now, rid, "bad-request", "malformed purpose", what)
+        try:
+            key_id = KeyId.parse(text)
+        except KeyIdError as exc:
+            return self.error(client, now, rid, "bad-request", exc.reason, what)
+        what = f"get_key {key_id} {purpose}"
+        if not client.may_fetch(purpose):
+            return self.error(
+                client,
+                now,
+                rid,
+                "forbidden",
+                f"certificate does not allow purpose {purpose!r}",
+                what,
+            )
+        try:
+            key = self.lookup(key_id, purpose, now)
+        except Exception:  # the key server must keep serving; the details go to the log
+            log.exception("key lookup failed", extra={"key_id": str(key_id)})
+            return self.error(client, now, rid, "internal", "lookup failed", what)
+        return self._grant(key, key_id, purpose, client, now, rid, what)
+
+    def _current_key(
+        self, req: dict[str, Any], client: ClientIdentity, now: float, rid: object
+    ) -> bytes:
+        assert self.current is not None
+        purpose = req.get("purpose")
+        device: bytes | None = None
+        if isinstance(req.get("device"), str):
+            device = str(req["device"]).encode()
+        elif isinstance(req.get("device_hex"), str):
+            with contextlib.suppress(ValueError):
+                device = bytes.fromhex(str(req["device_hex"]))
+        if device is None or not 1 <= len(device) <= _MAX_DEVICE or not isinstance(purpose, str):
+            return self.error(
+                client,
+                now,
+                rid,
+                "bad-request",
+                "need device (or device_hex, 1..255 octets) and purpose",
+                "",
+            )
+        what = f"current_key {device[:64]!r} {purpose[:40]!r}"
+        if not _PURPOSE.fullmatch(purpose):
+            return self.error(client, now, rid, "bad-request", "malformed purpose", what)
+        if not client.may_fetch(purpose):
+            return self.error(
+                client,
+                now,
+                rid,
+                "forbidden",
+                f"certificate does not allow purpose {purpose!r}",
+                what,
+            )
+        try:
+            key = self.current(device, purpose, now)
+        except Exception:
+            log.exception("current key lookup failed")
+            return self.error(client, now, rid, "internal", "lookup failed", what)
+        key_id = getattr(key, "key_id", None)
+        return self._grant(
+            key,
+            key_id if isinstance(key_id, KeyId) else None,
+            purpose,
+            client,
+            now,
+            rid,
+            what,
+            device,
+        )
+
+    def _grant(
+        self,
+        key: KeyLike | None,
+        key_id: KeyId | None,
+        purpose: str,
+        client: ClientIdentity,
+        now: float,
+        rid: object,
+        what: str,
+        device: bytes | None = None,
+    ) -> bytes:
+        if key is None or not key.not_after > now:
+            return self.error(
+                client,
+                now,
+                rid,
+                "not-found",
+                "no valid key (unknown, expired, revoked or not exportable)",
+                what,
+            )
+        peer = getattr(key, "peer_id", None)
+        if isinstance(peer, bytes):
+            device = peer
+        try:
+            material = key.key
+        except Exception:  # wiped between lookup and use
+            return self.error(client, now, rid, "not-found", "key no longer valid", what)
+        detail = (
+            f"client {client.name!r} (serial {client.serial:x}) {what}: granted, "
+            f"not_after {key.not_after:.3f}"
+        )
+        if not self._audit(AUDIT_KEY_EXPORT, device, detail, now):
+            return _line(
+                {
+                    "ok": False,
+                    "id": rid,
+                    "error": "internal",
+                    "detail": "audit unavailable; no key issued",
+                }
+            )
+        self.counters["granted"] += 1
+        out: dict[str, Any] = {
+            "ok": True,
+            "id": rid,
+            "key_id": str(key_id) if key_id is not None else None,
+            "purpose": purpose,
+            "key": material.hex(),
+            "not_after": key.not_after,
+            "now": now,
+        }
+        if device is not None:
+            out["device_hex"] = device.hex()
+            with contextlib.suppress(UnicodeDecodeError):
+                text = device.decode("utf-8")
+                if text.isprintable():
+                    out["device"] = text
+        return _line(out)
+
+    def refuse_client(self, client: ClientIdentity, now: float, why: str) -> bytes:
+        """The answer (and audit entry) for a client whose certificate is no longer acceptable."""
+        return self.error(client, now, None, "forbidden", why, "connection")
+
+    def error(
+        self, client: ClientIdentity, now: float, rid: object, code: str, detail: str, what: str
+    ) -> bytes:
+        """An error answer for `client`, audited (also used by the transport, e.g. too-large)."""
+        self.counters[code] += 1
+        self._audit(
+            AUDIT_KEY_REFUSED,
+            None,
+            f"client {client.name!r} (serial {client.serial:x}) {what or 'request'}: "
+            f"{code}: {detail}",
+            now,
+        )
+        return _line({"ok": False, "id": rid, "error": code, "detail": detail})
+
+    def _audit(self, kind: str, device: bytes | None, detail: str, now: float) -> bool:
+        if self.audit is None:
+            return True
+        if device is not None and not 1 <= len(device) <= _MAX_DEVICE:
+            device = None
+        try:
+            self.audit(kind, device, detail, now)
+        except Exception:
+            self.counters["audit_errors"] += 1
+            log.exception("key distribution audit entry lost", extra={"kind": kind})
+            return False
+        return True
+
+
+def _line(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+
+
+# -- TLS contexts ---------------------------------------------------------------------------------
+
+
+def server_ssl_context(ca: Path | str, cert: Path | str, key: Path | str) -> ssl.SSLContext:
+    """TLS 1.3 only, client certificate required and verified against `ca` alone."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    _harden(ctx, ca, cert, key)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.num_tickets = 0  # no resumption: every connection presents (and we check) its cert
+    return ctx
+
+
+def client_ssl_context(ca: Path | str, cert: Path | str, key: Path | str) -> ssl.SSLContext:
+    """TLS 1.3 only, the server verified against `ca` alone, including its name/IP (SAN)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED + check_hostname
+    _harden(ctx, ca, cert, key)
+    return ctx
+
+
+def _harden(ctx: ssl.SSLContext, ca: Path | str, cert: Path | str, key: Path | str) -> None:
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.verify_flags |= ssl.VERIFY_X509_STRICT
+    try:
+        check_private_key_file(key)
+        ctx.load_verify_locations(cafile=str(ca))  # our CA only: no system trust store
+        ctx.load_cert_chain(str(cert), str(key))
+    except (OSError, ssl.SSLError) as exc:
+        raise PkiError(f"cannot load TLS credentials ({ca}, {cert}, {key}): {exc}") from None
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The CA, certificate and key one end of the interface uses (paths)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    crl: Path | None = None
+
+    @classmethod
+    def server(cls, data_dir: Path | str, name: str = "keyserver") -> TlsFiles:
+        """The files `pki init` / `pki issue-server NAME` wrote under `data_dir` (with the CRL)."""
+        lay = PkiLayout.of(data_dir)
+        return cls(
+            lay.ca_cert, lay.cert(CertKind.SERVER, name), lay.key(CertKind.SERVER, name), lay.crl
+        )
+
+    @classmethod
+    def client(cls, data_dir: Path | str, name: str) -> TlsFiles:
+        lay = PkiLayout.of(data_dir)
+        return cls(lay.ca_cert, lay.cert(CertKind.CLIENT, name), lay.key(CertKind.CLIENT, name))
+
+
+class _Revocation:
+    """The CRL, re-read when the file changes; fails closed when it cannot be read."""
+
+    def __init__(self, path: Path | None, ca: x509.Certificate) -> None:
+        self.path = path
+        self.ca = ca
+        self._stamp: tuple[int, int, int] | None = None
+        self._serials: frozenset[int] | None = frozenset()
+        self.error = ""
+
+    def revoked(self, serial: int) -> bool | None:
+        """True/False, or None when the CRL is unusable (caller refuses)."""
+        if self.path is None:
+            return False
+        try:
+            st = os.stat(self.path)
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except OSError as exc:
+            self.error = f"CRL unavailable: {exc.strerror}"
+            return None
+        if stamp != self._stamp:
+            try:
+                self._serials = load_revoked_serials(self.path, self.ca)
+                self.error = ""
+            except PkiError as exc:
+                self._serials, self.error = None, str(exc)
+                log.error("key distribution: %s; refusing every client", exc)
+            self._stamp = stamp
+        return None if self._serials is None else serial in self._serials
+
+
+# -- the server --------------------------------------------------------------------------------
+
+
+class KeyDistServer:
+    """The key-distribution listener: TLS 1.3 with client certificates, on IPv4 and/or IPv6.
+
+    Usage (inside the key server's event loop, where the `KeyServer` engine lives)::
+
+        kd = KeyDistServer(KeyDistService(engine.key_for, current=engine.current_key,
+                                          audit=store.audit),
+                           TlsFiles.server(data_dir), clock=driver.now)
+        await kd.start(["0.0.0.0", "::"], DEFAULT_KEYDIST_PORT)
+        ...
+        await kd.close()
+
+    `clock` must be the key server's engine clock (the `now` its keys' `not_after` is on).
+    """
+
+    def __init__(
+        self,
+        service: KeyDistService,
+        tls: TlsFiles,
+        *,
+        clock: Callable[[], float] = time.time,
+        config: KeyDistConfig | None = None,
+    ) -> None:
+        self.service = service
+        self.config = config or KeyDistConfig()
+        self.clock = clock
+        self._ctx = server_ssl_context(tls.ca, tls.cert, tls.key)
+        self._revocation = _Revocation(tls.crl, load_certificate(tls.ca))
+        if tls.crl is not None and self._revocation.revoked(0) is None:
+            raise PkiError(f"cannot use the CRL: {self._revocation.error}")
+        self.counters: Counter[str] = Counter()
+        self.addresses: list[Addr] = []
+        self._servers: list[asyncio.Server] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self, hosts: Sequence[str] = ("127.0.0.1",), port: int = 0) -> list[Addr]:
+        """Listen on every host at `port` (0 = ephemeral, shared by all hosts when possible)."""
+        try:
+            for host in hosts:
+                server = await asyncio.start_server(self._accept, host, port)
+                self._servers.append(server)
+                for sock in server.sockets:
+                    bound = sock.getsockname()
+                    self.addresses.append((str(bound[0]), int(bound[1])))
+                    if port == 0:
+                        port = int(bound[1])
+        except BaseException:
+            await self.close()
+            raise
+        for host, bport in self.addresses:
+            log.info("key distribution (mutual TLS) on %s port %d", host, bport)
+        return list(self.addresses)
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        for writer in list(self._writers):
+            writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+        self._servers.clear()
+
+    async def __aenter__(self) -> KeyDistServer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.get_running_loop().create_task(self._connection(reader, writer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        where = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self._writers.add(writer)
+        tls = _ServerTls(reader, writer, self._ctx)
+        try:
+            if len(self._tasks) > self.config.max_connections:
+                self.counters["busy"] += 1
+                return
+            self.counters["connections"] += 1
+            try:
+                await asyncio.wait_for(tls.handshake(), self.config.handshake_timeout)
+            except (ssl.SSLError, OSError, TimeoutError, EOFError) as exc:
+                # Unauthenticated: logged and counted, not audited (no audit flood from anyone).
+                self.counters["handshake_refused"] += 1
+                log.warning("key distribution: TLS handshake from %s refused: %s", where, exc)
+                return
+            client = self._identity(tls.peer_certificate())
+            if client is None:
+                self.counters["bad_client_cert"] += 1
+                return
+            log.info("key distribution: %s connected from %s", client.name, where)
+            await self._serve(tls, client)
+        except (ConnectionError, TimeoutError, ssl.SSLError, EOFError):
+            self.counters["connections_lost"] += 1
+        finally:
+            self._writers.discard(writer)
+            await tls.close()
+
+    def _identity(self, der: bytes | None) -> ClientIdentity | None:
+        if not der:
+            return None
+        try:
+            return client_identity(x509.load_der_x509_certificate(der))
+        except (PkiError, ValueError) as exc:
+            log.warning("key distribution: unusable client certificate: %s", exc)
+            return None
+
+    def _check(self, client: ClientIdentity) -> str:
+        """Why `client` may no longer be served ('' if it may): re-checked before each request,
+        so a revocation or expiry ends a long-lived connection too."""
+        if time.time() >= client.not_after:  # certificates are on wall-clock time
+            return "client certificate has expired"
+        revoked = self._revocation.revoked(client.serial)
+        if revoked is None:
+            return "revocation status unavailable"
+        return "client certificate is revoked" if revoked else ""
+
+    async def _serve(self, tls: _ServerTls, client: ClientIdentity) -> None:
+        cfg = self.config
+        while True:
+            try:
+                line = await asyncio.wait_for(tls.readline(cfg.max_request), cfg.idle_timeout)
+            except TimeoutError:
+                self.counters["idle_timeouts"] += 1
+                return
+            except EOFError:
+                return  # the client closed (a partial last line is dropped)
+            except _TooLarge:
+                self.counters["too_large"] += 1
+                reply = self.service.error(
+                    client,
+                    self.clock(),
+                    None,
+                    "too-large",
+                    f"request longer than {cfg.max_request} octets",
+                    "",
+                )
+                await asyncio.wait_for(tls.write(reply), cfg.write_timeout)
+                return  # cannot find the next request boundary reliably: hang up
+            now = self.clock()
+            why = self._check(client)
+            if why:
+                self.counters["client_refused"] += 1
+                reply = self.service.refuse_client(client, now, why)
+                await asyncio.wait_for(tls.write(reply), cfg.write_timeout)
+                return
+            self.counters["requests"] += 1
+            reply = self.service.handle(line, client, now)
+            await asyncio.wait_for(tls.write(reply), cfg.write_timeout)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _ServerTls:
+    """Server-side TLS over a plain asyncio stream, through `ssl.MemoryBIO`.
+
+    Done by hand rather than with `start_server(ssl=...)` so that a refused handshake is seen
+    (counted, logged) by us, and rather than `StreamWriter.start_tls`, which does not work
+    server-side on uvloop. Raises `EOFError` when the peer goes away."""
+
+    _CHUNK = 16384
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ctx: ssl.SSLContext
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._obj = ctx.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        self._buf = bytearray()
+
+    async def handshake(self) -> None:
+        while True:
+            try:
+                self._obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                await self._flush()
+                await self._feed()
+            except ssl.SSLError:
+                with contextlib.suppress(Exception):
+                    await self._flush()  # the alert tells the client why
+                raise
+        await self._flush()
+
+    def peer_certificate(self) -> bytes | None:
+        return self._obj.getpeercert(binary_form=True)
+
+    async def readline(self, limit: int) -> bytes:
+        """One request line (with its newline); `_TooLarge` past `limit` octets."""
+        while True:
+            i = self._buf.find(b"\n", 0, limit)
+            if i >= 0:
+                line = bytes(self._buf[: i + 1])
+                del self._buf[: i + 1]
+                return line
+            if len(self._buf) >= limit:
+                raise _TooLarge
+            try:
+                chunk = self._obj.read(self._CHUNK)
+            except ssl.SSLWantReadError:
+                await self._flush()
+                await self._feed()
+                continue
+            except ssl.SSLZeroReturnError:
+                raise EOFError from None
+            if not chunk:
+                raise EOFError
+            self._buf += chunk
+
+    async def write(self, data: bytes) -> None:
+        self._obj.write(data)
+        await self._flush()
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._obj.version() is not None:
+                with contextlib.suppress(ssl.SSLError):
+                    self._obj.unwrap()  # our close_notify; the peer's is not awaited
+                self._writer.write(self._outgoing.read())
+        self._writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._writer.wait_closed(), 1.0)
+
+    async def _flush(self) -> None:
+        data = self._outgoing.read()
+        if data:
+            self._writer.write(data)
+            await self._writer.drain()
+
+    async def _feed(self) -> None:
+        data = await self._reader.read(self._CHUNK)
+        if not data:
+            raise EOFError("connection closed")
+        self._incoming.write(data)
+
+
+# -- the client --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DistributedKey:
+    """A key as the key server handed it out."""
+
+    key_id: KeyId | None
+    purpose: str
+    key: bytes
+    not_after: float  # on the key server's clock
+    device: bytes | None  # the device the key belongs to: attribute messages to it
+
+    def __repr__(self) -> str:  # never the key
+        return (
+            f"DistributedKey(key_id={self.key_id}, purpose={self.purpose}, "
+            f"device={self.device!r}, not_after={self.not_after})"
+        )
+
+
+class KeyDistClient:
+    """The application-server side: one TLS connection (re-opened when needed) and a cache.
+
+    A cached key is used until the earliest of: its `not_after` (measured as the time left on
+    the key server's clock when it answered, so clock skew does not matter) minus
+    `cache_margin`, and `max_cache_ttl` after it was fetched (which bounds how long a revocation
+    takes to reach this client). `get_key` / `fetch` raise `KeyDistRefused` (the server said no)
+    or `KeyDistUnavailable` (no answer).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        ca: Path | str,
+        cert: Path | str,
+        key: Path | str,
+        *,
+        server_hostname: str | None = None,
+        timeout: float = 10.0,
+        max_cache_ttl: float = 30.0,
+        cache_margin: float = 1.0,
+        max_cache_entries: int = 4096,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.host = host.strip("[]")
+        self.port = port
+        self.server_hostname = server_hostname or self.host
+        self.timeout = timeout
+        self.max_cache_ttl = max_cache_ttl
+        self.cache_margin = cache_margin
+        self.max_cache_entries = max_cache_entries
+        self.clock = clock
+        self._ctx = client_ssl_context(ca, cert, key)
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._lock = asyncio.Lock()
+        self._cache: OrderedDict[tuple[KeyId, str], tuple[float, DistributedKey]] = OrderedDict()
+        self._next_id = 0
+        self.counters: Counter[str] = Counter()
+
+    async def get_key(self, key_id: KeyId | str, purpose: str) -> bytes:
+        """The key `key_id` names for `purpose` (from the cache when still fresh)."""
+        return (await self.fetch(key_id, purpose)).key
+
+    async def fetch(self, key_id: KeyId | str, purpose: str) -> DistributedKey:
+        kid = KeyId.parse(key_id) if isinstance(key_id, str) else key_id
+        hit = self._cache.get((kid, purpose))
+        if hit is not None:
+            if self.clock() < hit[0]:
+                self.counters["cache_hits"] += 1
+                self._cache.move_to_end((kid, purpose))
+                return hit[1]
+            del self._cache[(kid, purpose)]
+        self.counters["cache_misses"] += 1
+        sent = self.clock()
+        answer = await self._request({"op": "get_key", "key_id": str(kid), "purpose": purpose})
+        dk = self._key_from(answer, purpose)
+        if dk.key_id != kid:
+            raise KeyDistError(f"server answered for key id {dk.key_id}, asked {kid}")
+        left = dk.not_after - float(answer.get("now", dk.not_after))
+        expires = sent + min(left - self.cache_margin, self.max_cache_ttl)
+        if expires > self.clock():
+            self._cache[(kid, purpose)] = (expires, dk)
+            while len(self._cache) > self.max_cache_entries:
+                self._cache.popitem(last=False)
+        return dk
+
+    async def current_key(self, device: bytes | str, purpose: str) -> DistributedKey:
+        """The key to send to `device` with now (never cached: it changes on rotation)."""
+        raw = device.encode() if isinstance(device, str) else bytes(device)
+        answer = await self._request(
+            {"op": "current_key", "device_hex": raw.hex(), "purpose": purpose}
+        )
+        return self._key_from(answer, purpose)
+
+    async def ping(self) -> dict[str, Any]:
+        """Who the server thinks we are: {"client": name, "purposes": [...], "now": ...}."""
+        return await self._request({"op": "ping"})
+
+    def invalidate(self, key_id: KeyId | None = None) -> None:
+        """Forget cached keys (all, or those of one key id)."""
+        if key_id is None:
+            self._cache.clear()
+            return
+        for k in [k for k in self._cache if k[0] == key_id]:
+            del self._cache[k]
+
+    async def close(self) -> None:
+        self._cache.clear()
+        await self._disconnect()
+
+    async def __aenter__(self) -> KeyDistClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _key_from(self, answer: dict[str, Any], purpose: str) -> DistributedKey:
+        try:
+            key = bytes.fromhex(answer["key"])
+            not_after = float(answer["not_after"])
+            kid = None if answer.get("key_id") is None else KeyId.parse(answer["key_id"])
+            device = bytes.fromhex(answer["device_hex"]) if "device_hex" in answer else None
+        except (KeyError, TypeError, ValueError, KeyIdError) as exc:
+            raise KeyDistError(f"malformed answer from the key server: {exc}") from None
+        if answer.get("purpose") != purpose or not key:
+            raise KeyDistError("malformed answer from the key server: wrong purpose or no key")
+        return DistributedKey(kid, purpose, key, not_after, device)
+
+    async def _request(self, req: dict[str, Any]) -> dict[str, Any]:
+        async with self._lock:
+            self._next_id += 1
+            req["id"] = self._next_id
+            data = json.dumps(req, separators=(",", ":")).encode() + b"\n"
+            for attempt in (0, 1):
+                reused = self._writer is not None
+                try:
+                    reader, writer = await self._connect()
+                    writer.write(data)
+                    await asyncio.wait_for(writer.drain(), self.timeout)
+                    line = await asyncio.wait_for(reader.readuntil(b"\n"), self.timeout)
+                    break
+                except (
+                    OSError,
+                    ssl.SSLError,
+                    TimeoutError,
+                    asyncio.IncompleteReadError,
+                    asyncio.LimitOverrunError,
+                ) as exc:
+                    await self._disconnect()
+                    # A kept-alive connection may have been closed by the server's idle
+                    # timeout: requests are idempotent, so try once on a fresh one.
+                    if attempt == 0 and reused:
+                        continue
+                    raise KeyDistUnavailable(
+                        f"key server {self.host} port {self.port}: {_why(exc)}"
+                    ) from exc
+            try:
+                answer = json.loads(line)
+            except ValueError:
+                answer = None
+            if not isinstance(answer, dict) or answer.get("id") not in (req["id"], None):
+                await self._disconnect()
+                raise KeyDistError("malformed answer from the key server")
+            if answer.get("ok") is not True:
+                if answer.get("error") == "forbidden":
+                    await self._disconnect()
+                raise KeyDistRefused(
+                    str(answer.get("error", "error")), str(answer.get("detail", ""))
+                )
+            return answer
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self._reader is not None and self._writer is not None and not self._writer.is_closing():
+            return self._reader, self._writer
+        await self._disconnect()
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                self.host,
+                self.port,
+                ssl=self._ctx,
+                server_hostname=self.server_hostname,
+                ssl_handshake_timeout=self.timeout,
+                limit=1 << 16,
+            ),
+            self.timeout,
+        )
+        self._reader, self._writer = reader, writer
+        self.counters["connects"] += 1
+        return reader, writer
+
+    async def _disconnect(self) -> None:
+        writer, self._reader, self._writer = self._writer, None, None
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"server certificate refused: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS refused: {exc.reason or exc}"
+    if isinstance(exc, asyncio.IncompleteReadError):
+        return "connection closed by the server (refused or idle)"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
+
+
+# -- wiring helper -------------------------------------------------------------------------------
+
+
+async def start_keydist(
+    engine: Any,
+    tls: TlsFiles,
+    listen: Sequence[str] = ("0.0.0.0", "::"),
+    port: int = DEFAULT_KEYDIST_PORT,
+    *,
+    clock: Callable[[], float],
+    audit: AuditSink | None = None,
+    config: KeyDistConfig | None = None,
+) -> KeyDistServer:
+    """Serve `engine` (a `keymgmt.KeyServer`: `key_for`, `current_key`, `store.audit`) over
+    mutual TLS. `clock` is the engine's clock (`KeyServerRuntime.pana.now`)."""
+    if audit is None:
+        store = getattr(engine, "store", None)
+        audit = getattr(store, "audit", None)
+    service = KeyDistService(
+        engine.key_for, current=getattr(engine, "current_key", None), audit=audit
+    )
+    server = KeyDistServer(service, tls, clock=clock, config=config)
+    await server.start(listen, port)
+    return server
