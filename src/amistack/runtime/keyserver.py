@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -185,10 +186,19 @@ async def start_keyserver(
         if aaa is not None and aaa_server is not None:
             await aaa.bind("::" if is_ipv6(aaa_server[0]) else "0.0.0.0", 0)
         for host in listen:
-            bound = await pana.bind(host, port)
+            try:
+                bound = await pana.bind(host, port)
+            except OSError as exc:
+                # a host without IPv6 (or IPv4) still serves the other family
+                if len(listen) > 1 and exc.errno in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+                    log.warning("key server: cannot listen on %s: %s", host, exc)
+                    continue
+                raise
             if port == 0:
                 port = bound[1]  # let the other family share the ephemeral port
             rt.pana_addresses.append(bound)
+        if not rt.pana_addresses:
+            raise OSError(errno.EADDRNOTAVAIL, f"no address to listen on among {list(listen)}")
         if radius_engine is not None:
             rt.radius_engine = radius_engine
             rt.radius = EngineDriver(

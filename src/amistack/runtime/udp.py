@@ -100,7 +100,7 @@ class _Endpoint(asyncio.DatagramProtocol):
         if len(addr) != 2:
             addr = (addr[0], addr[1])
         if d._capture is not None:
-            d._capture(data, addr, self.local)
+            d._capture(data, addr, self.seen_as(addr))
         try:
             d._engine.receive_datagram(data, addr, d._loop.time() + d._offset)
         except Exception:  # an engine bug must not take the socket down with it
@@ -112,6 +112,14 @@ class _Endpoint(asyncio.DatagramProtocol):
                 d._loop.call_soon(d._flush)
         else:
             d._flush()
+
+    def seen_as(self, peer: Addr) -> Addr:
+        """Our address as `peer` sees it, for captures: a wildcard-bound socket talking to a
+        loopback peer is on loopback too (the kernel picks the real source per datagram)."""
+        host = self.local[0]
+        if host in ("0.0.0.0", "::") and peer[0] in ("127.0.0.1", "::1"):
+            return (peer[0], self.local[1])
+        return self.local
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable and friends: the engine's retransmission timers handle the loss.
@@ -230,9 +238,14 @@ class EngineDriver(Generic[E]):
                         self.counters["no_route"] += 1
                         log.warning("no socket of the family of %s to send on", addr)
                         continue
-                    ep.transport.sendto(data, addr)
+                    try:
+                        ep.transport.sendto(data, addr)
+                    except (OSError, ValueError, TypeError) as exc:  # e.g. a malformed address
+                        self.counters["send_error"] += 1
+                        log.warning("cannot send to %s: %s", addr, exc)
+                        continue
                     if capture is not None:
-                        capture(data, ep.local, addr)
+                        capture(data, ep.seen_as(addr), addr)
             event = engine.next_event()
             if event is None:
                 break

@@ -258,3 +258,46 @@ def test_capture_hook_writes_both_directions(tmp_path: Path) -> None:
 def test_normalize_addr_drops_flowinfo_and_scope() -> None:
     assert normalize_addr(("::1", 716, 0, 0)) == ("::1", 716)
     assert normalize_addr(("10.0.0.1", 716)) == ("10.0.0.1", 716)
+
+
+class _BadAddrEngine(PongEngine):
+    """Answers one datagram to an address no socket can send to, then behaves."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = True
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
+        out = super().datagrams_to_send(now)
+        if out and self.first:
+            self.first = False
+            return [(b"x", ("999.1.2.3", 1)), *out]
+        return out
+
+
+def test_unsendable_address_is_counted_and_the_driver_keeps_going(tmp_path: Path) -> None:
+    path = tmp_path / "wild.pcap"
+
+    async def main() -> tuple[list[object], int, Addr]:
+        with PcapWriter(path) as pcap:
+            server = _BadAddrEngine()
+            # bound to the wildcard: the capture still shows the loopback address it answered on
+            async with EngineDriver(server, capture=pcap.capture) as sd:
+                saddr = await sd.bind("0.0.0.0")
+                q: asyncio.Queue[object] = asyncio.Queue()
+                client = PingEngine(("127.0.0.1", saddr[1]))
+                async with EngineDriver(client, events=q) as cd:
+                    await cd.bind("127.0.0.1")
+                    got = []
+                    for _ in range(2):
+                        client.ping(cd.now())
+                        cd.kick()
+                        got.append(await q.get())
+                    return got, sd.counters["send_error"], saddr
+
+    got, errors, saddr = run_loop(main)
+    assert [type(e) for e in got] == [Pong, Pong]
+    assert errors == 1
+    records = list(read_udp_pcap(path))
+    assert len(records) == 4
+    assert {r.dst for r in records if r.payload.startswith(b"PING")} == {("127.0.0.1", saddr[1])}
