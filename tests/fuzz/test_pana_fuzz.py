@@ -4,18 +4,27 @@ end as counted drops (PanaDecodeError is the only exception the codec raises).""
 from __future__ import annotations
 
 from functools import cache
+from random import Random
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.conftest import load_vector
-from tests.unit.pana.pana_harness import PAA_ADDR, World, make_paa, make_pac, pac_addr
+from tests.unit.pana.pana_harness import (
+    PAA_ADDR,
+    PSK,
+    World,
+    make_backend,
+    make_paa,
+    make_pac,
+    pac_addr,
+)
 
 from amistack.pana.avp import Avp
 from amistack.pana.errors import PanaDecodeError
 from amistack.pana.events import Authenticated, PingCompleted
 from amistack.pana.message import PanaMessage
 from amistack.pana.paa import PaaState
-from amistack.pana.pac import PacState
+from amistack.pana.pac import PacConfig, PacState
 
 A1 = pac_addr(1)
 
@@ -139,3 +148,26 @@ def test_established_session_still_works_after_fuzz() -> None:
     e.w.run_until(e.w.now + 1)
     assert len(e.w.of(A1, PingCompleted)) == before + 1
     e.assert_unchanged()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.randoms(use_true_random=False), st.floats(0.0, 0.6))
+def test_lossy_network_converges_to_one_shared_key(rnd: Random, loss: float) -> None:
+    """Any loss pattern for a minute (initial auth and re-auths inside it), then a clean network:
+    the two ends end up in one OPEN session holding the same PANA SA, never two different ones."""
+    backend = make_backend({b"meter-1": PSK}, lifetime_for=lambda peer: 40.0)
+    w = World(make_paa(backend=backend))
+    pac = w.add(A1, make_pac(config=PacConfig(reauth_fraction=0.5)))
+    w.drop = lambda data, src, dst: w.now < 60 and rnd.random() < loss
+    pac.start(0.0)
+    for t in range(5, 400, 5):
+        w.run_until(float(t))
+        if pac.state is PacState.CLOSED:  # the application starts over
+            pac.start(w.now)
+        sid = pac.session_id
+        if sid is not None and pac.state is PacState.OPEN and w.paa.state_of(sid) is PaaState.OPEN:
+            assert w.paa.context(sid) == pac.context
+    sid = pac.session_id
+    assert sid is not None and pac.state is PacState.OPEN, (pac.state, pac.counters)
+    assert w.paa.state_of(sid) is PaaState.OPEN and w.paa.context(sid) == pac.context
+    assert pac.counters["internal_error"] == 0 == w.paa.counters["internal_error"]

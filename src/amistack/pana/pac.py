@@ -74,6 +74,7 @@ class PacConfig:
     pci_retransmit: RetransmitParams = PCI_RETRANSMIT
     req_retransmit: RetransmitParams = REQ_RETRANSMIT
     default_lifetime: float = 3600.0  # if the final PAR carries no Session-Lifetime
+    auth_timeout: float = 120.0  # s for one EAP run, from PAR(S) / PNA(A) / the PAA's first PAR
     nonce_length: int = NONCE_LENGTH
 
 
@@ -95,6 +96,7 @@ class PanaClient:
         self._pci: tuple[bytes, Retransmission] | None = None
         self._eap: EapPeer | None = None
         self._run_active = False
+        self._run_deadline: float | None = None
         self._pac_nonce: bytes | None = None
         self._paa_nonce: bytes | None = None
         self._expires_at: float | None = None
@@ -195,6 +197,8 @@ class PanaClient:
             times.append(s.outstanding.timer.deadline)
         if self._expires_at is not None:
             times.append(self._expires_at)
+        if self._run_deadline is not None:
+            times.append(self._run_deadline)
         if (
             self._reauth_at is not None
             and self.state is PacState.OPEN
@@ -225,6 +229,23 @@ class PanaClient:
                 self._close()
                 self._events.append(SessionTerminated(s.session_id, f"no answer to {name}"))
                 return
+        if self._run_deadline is not None and now >= self._run_deadline and s is not None:
+            # the PAA went quiet mid-run (it gave up, or forgot us): do not wait forever
+            self.counters["auth_timeout"] += 1
+            established = s.ctx is not None
+            self._close()
+            if established:
+                self._events.append(SessionTerminated(s.session_id, "re-authentication timed out"))
+            else:
+                self._events.append(
+                    AuthenticationFailed(
+                        s.session_id,
+                        ResultCode.PANA_AUTHENTICATION_REJECTED,
+                        "authentication timed out",
+                        self.paa,
+                    )
+                )
+            return
         if self._expires_at is not None and now >= self._expires_at and s is not None:
             self._close()
             self._events.append(SessionTerminated(s.session_id, "session lifetime expired"))
@@ -252,6 +273,7 @@ class PanaClient:
         self._pci = None
         self._eap = None
         self._run_active = False
+        self._run_deadline = None
         self._pac_nonce = self._paa_nonce = None
         self._expires_at = self._reauth_at = None
         self.state = PacState.INITIAL
@@ -262,6 +284,7 @@ class PanaClient:
         self._pci = None
         self._eap = None
         self._run_active = False
+        self._run_deadline = None
         self._expires_at = self._reauth_at = None
         s = self._s
         if s is not None:
@@ -269,10 +292,11 @@ class PanaClient:
             s.ctx = None
             s.key = None
 
-    def _begin_run(self) -> None:
+    def _begin_run(self, now: float) -> None:
         """A new EAP conversation: initial authentication or re-authentication (RFC 5191 §4.3)."""
         self._eap = self._eap_factory()
         self._run_active = True
+        self._run_deadline = now + self.config.auth_timeout
         self._pac_nonce = self._paa_nonce = None
 
     def _authentic(self, s: SessionCore, raw: bytes) -> bool:
@@ -301,7 +325,7 @@ class PanaClient:
                 and msg.has(Flag.S)
                 and not msg.has(Flag.C)
             ):
-                self._on_start_par(msg, raw)
+                self._on_start_par(msg, raw, now)
             else:
                 self.counters["no_session"] += 1
             return
@@ -311,9 +335,9 @@ class PanaClient:
         if msg.is_request:
             self._on_request(s, msg, raw, now)
         else:
-            self._on_answer(s, msg, raw)
+            self._on_answer(s, msg, raw, now)
 
-    def _on_start_par(self, msg: PanaMessage, raw: bytes) -> None:
+    def _on_start_par(self, msg: PanaMessage, raw: bytes, now: float) -> None:
         """PAR with S: pick one PRF and one integrity algorithm and echo them (RFC 5191 §4.1)."""
         prfs = offered_prfs(msg)
         integs = offered_integrity(msg)
@@ -325,7 +349,7 @@ class PanaClient:
         s = SessionCore(msg.session_id, int.from_bytes(self._rng(4), "big"))
         s.prf, s.integ = prf, integ
         s.i_par = raw
-        self._begin_run()
+        self._begin_run(now)
         avps: list[Avp] = [
             Avp.u32(AvpCode.INTEGRITY_ALGORITHM, integ),
             Avp.u32(AvpCode.PRF_ALGORITHM, prf),
@@ -361,7 +385,7 @@ class PanaClient:
             elif msg.has(Flag.C):
                 self._on_complete_par(s, msg, raw, now)
             else:
-                self._on_par(s, msg, raw)
+                self._on_par(s, msg, raw, now)
         elif msg.msg_type == MessageType.NOTIFICATION:
             if not msg.has(Flag.P) or s.key is None:
                 self.counters["unexpected_message"] += 1
@@ -380,7 +404,7 @@ class PanaClient:
                 SessionTerminated(s.session_id, f"terminated by PAA (cause {cause})")
             )
 
-    def _on_par(self, s: SessionCore, msg: PanaMessage, raw: bytes) -> None:
+    def _on_par(self, s: SessionCore, msg: PanaMessage, raw: bytes, now: float) -> None:
         if self.state not in (
             PacState.WAIT_PAA,
             PacState.OPEN,
@@ -392,7 +416,7 @@ class PanaClient:
         if not self._authentic(s, raw):
             return
         if not self._run_active:  # PAA-initiated re-authentication (RFC 5191 §4.3)
-            self._begin_run()
+            self._begin_run(now)
         if self.state is PacState.OPEN:
             self.state = PacState.WAIT_PAA
         avps: list[Avp] = []
@@ -450,6 +474,7 @@ class PanaClient:
             answer = s.answer(msg, raw, Flag.C, (Avp.u32(AvpCode.KEY_ID, key_id),), key)
             s.ctx, s.key = ctx, key
             self._run_active = False
+            self._run_deadline = None
             self._eap = None
             self.state = PacState.OPEN
             self._expires_at = now + lifetime
@@ -476,7 +501,7 @@ class PanaClient:
         if reauth:
             self._events.append(SessionTerminated(s.session_id, "re-authentication failed"))
 
-    def _on_answer(self, s: SessionCore, msg: PanaMessage, raw: bytes) -> None:
+    def _on_answer(self, s: SessionCore, msg: PanaMessage, raw: bytes, now: float) -> None:
         o = s.outstanding
         if o is None or not s.matches_outstanding(msg):
             self.counters["unexpected_answer"] += 1
@@ -488,7 +513,7 @@ class PanaClient:
             if self.state is PacState.WAIT_PNA_REAUTH:
                 self.state = PacState.WAIT_PAA
                 if not self._run_active:  # (a PAR may have overtaken this PNA and begun it)
-                    self._begin_run()
+                    self._begin_run(now)
         elif msg.msg_type == MessageType.NOTIFICATION and o.flags & Flag.P:
             if self.state is PacState.WAIT_PNA_PING:
                 self.state = PacState.OPEN

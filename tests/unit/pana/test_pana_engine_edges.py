@@ -134,3 +134,24 @@ def test_unauthenticated_message_from_other_address_dropped() -> None:
     assert paa.datagrams_to_send(0.1) == []
     paa.receive_datagram(pan, A1, 0.2)
     assert len(paa.datagrams_to_send(0.2)) == 1  # the PAR carrying EAP-Request/Identity
+
+
+def test_pac_gives_up_when_the_paa_goes_quiet_mid_run() -> None:
+    from amistack.pana.events import AuthenticationFailed
+
+    w = _world()
+    seen_pan_s = []
+
+    def drop(data: bytes, src: tuple[str, int], dst: tuple[str, int]) -> bool:
+        if src == A1 and PanaMessage.decode(data).msg_type == MessageType.AUTH:
+            seen_pan_s.append(w.now)
+        return dst == A1 and bool(seen_pan_s)  # after the PaC's PAN(S), the PAA is unheard
+
+    w.drop = drop
+    w.pacs[A1].start(0.0)
+    w.run_until(119)
+    assert w.pacs[A1].state is PacState.WAIT_PAA and not w.of(A1, AuthenticationFailed)
+    w.run_until(125)
+    (failed,) = w.of(A1, AuthenticationFailed)
+    assert failed.reason == "authentication timed out"
+    assert w.pacs[A1].state is PacState.CLOSED and w.pacs[A1].counters["auth_timeout"] == 1
