@@ -601,7 +601,7 @@ class PanaAuthAgent:
             )
             return
         lifetime = self.config.session_lifetime if answer.lifetime is None else answer.lifetime
-        if lifetime <= 0:
+        if not lifetime > 0:  # (NaN included)
             self._fail_run(
                 s, ResultCode.PANA_AUTHORIZATION_REJECTED, answer.eap, "not authorized", now
             )
@@ -610,6 +610,7 @@ class PanaAuthAgent:
             reason = "EAP produced no MSK" if not answer.msk else "no PaC nonce"
             self._fail_run(s, ResultCode.PANA_AUTHENTICATION_REJECTED, answer.eap, reason, now)
             return
+        seconds = max(1, int(min(lifetime, 0xFFFFFFFF)))  # Session-Lifetime: Unsigned32 s
         key_id = s.next_key_id
         s.next_key_id = (s.next_key_id + 1) & 0xFFFFFFFF or 1
         ctx = PanaSecurityContext(
@@ -629,9 +630,9 @@ class PanaAuthAgent:
         avps += [
             Avp.u32(AvpCode.KEY_ID, key_id),
             Avp.u32(AvpCode.RESULT_CODE, ResultCode.PANA_SUCCESS),
-            Avp.u32(AvpCode.SESSION_LIFETIME, min(int(lifetime), 0xFFFFFFFF)),
+            Avp.u32(AvpCode.SESSION_LIFETIME, seconds),
         ]
-        s.pending = (ctx, key, float(int(lifetime)) if lifetime >= 1 else lifetime, answer.peer_id)
+        s.pending = (ctx, key, float(seconds), answer.peer_id)
         # RFC 5191 §5.3: the C-flag PAR/PAN are protected with the new PANA_AUTH_KEY
         self._request(s, MessageType.AUTH, Flag.C, tuple(avps), key, now)
         s.state = PaaState.WAIT_SUCC_PAN

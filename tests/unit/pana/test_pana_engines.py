@@ -470,3 +470,16 @@ def test_many_sessions_one_engine() -> None:
     for e in ok:
         assert w.of(e.addr, Authenticated)[0].context == e.context
     assert w.paa.session_count == 60
+
+
+def test_backend_lifetime_is_clamped_to_unsigned32_seconds() -> None:
+    backend = make_backend({b"meter-1": PSK}, lifetime_for=lambda peer: float("inf"))
+    w = World(make_paa(backend=backend))
+    w.add(A1, make_pac())
+    pac_ev, paa_ev = authenticate(w)
+    assert pac_ev.lifetime == paa_ev.lifetime == float(0xFFFFFFFF)
+    backend = make_backend({b"meter-1": PSK}, lifetime_for=lambda peer: 0.4)
+    w = World(make_paa(backend=backend))
+    w.add(A1, make_pac())
+    pac_ev, paa_ev = authenticate(w)
+    assert pac_ev.lifetime == paa_ev.lifetime == 1.0
