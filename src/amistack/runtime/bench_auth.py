@@ -13,6 +13,7 @@ import contextlib
 import gc
 import logging
 import multiprocessing
+import os
 import tempfile
 import time
 from collections import deque
@@ -185,9 +186,10 @@ def _fleet_process(
     timeout: float,
     prefer_uvloop: bool,
     conn: Connection,
+    profile_to: str | None = None,
 ) -> None:
     try:
-        with _quiet_gc():
+        with _quiet_gc(), _profiled(profile_to):
             result = run(
                 lambda: pac_fleet(
                     paa, sessions, concurrency, devices, sockets, timeout, keep_latencies=True
@@ -242,7 +244,6 @@ def bench_key_server_engine(devices: int, session_lifetime: float = 3600.0) -> A
 def bench_store_key_server(devices: int, data_dir: str, session_lifetime: float = 3600.0) -> Any:
     """The full `keymgmt.KeyServer` (SQLite credential store, KEK-wrapped PSKs, key rings persisted
     per authentication) in `data_dir`, with the bench meters enrolled."""
-    import os
     from pathlib import Path
 
     from amistack.keymgmt.kek import FileKek
@@ -258,6 +259,24 @@ def bench_store_key_server(devices: int, data_dir: str, session_lifetime: float 
     return KeyServer(
         store, rng=system_random, paa_config=bench_paa_config(session_lifetime), now=now
     )
+
+
+@contextlib.contextmanager
+def _profiled(path: str | None) -> Iterator[None]:
+    """cProfile the block into `path` (a pstats file) when given."""
+    if path is None:
+        yield
+        return
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        yield
+    finally:
+        profiler.disable()
+        profiler.dump_stats(path)
+        log.info("profile written to %s", path)
 
 
 @contextlib.contextmanager
@@ -287,6 +306,7 @@ async def bench_auth_async(
     echo_seconds: float = 1.0,
     timeout: float = 120.0,
     prefer_uvloop: bool = True,
+    profile_dir: str | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark on the running loop; see `bench_auth`."""
     if sessions < 1 or concurrency < 1 or processes < 1:
@@ -315,6 +335,7 @@ async def bench_auth_async(
             timeout,
             prefer_uvloop,
             server == "keyserver",
+            profile_dir,
         )
     echo = await measure_udp_echo(
         concurrency, echo_seconds, host, sockets=n_sockets, prefer_uvloop=prefer_uvloop
@@ -356,6 +377,7 @@ async def _run_fleets(
     timeout: float,
     prefer_uvloop: bool,
     wall_clock: bool,
+    profile_dir: str | None = None,
 ) -> dict[str, Any]:
     """Serve `engine` here while `processes` child processes run their share of the PaCs."""
     loop = asyncio.get_running_loop()
@@ -379,6 +401,7 @@ async def _run_fleets(
                     timeout,
                     prefer_uvloop,
                     child,
+                    None if profile_dir is None else os.path.join(profile_dir, f"pacs-{k}.pstats"),
                 ),
                 name=f"amistack-bench-pacs-{k}",
                 daemon=True,
@@ -386,7 +409,8 @@ async def _run_fleets(
             proc.start()
             child.close()
             procs.append((proc, parent))
-        with _quiet_gc():
+        server_profile = None if profile_dir is None else os.path.join(profile_dir, "server.pstats")
+        with _quiet_gc(), _profiled(server_profile):
             cpu_start = time.process_time()  # the children's start-up wait costs next to no CPU
             for _, conn in procs:
                 results.append(await _receive(conn, timeout + 60.0))
@@ -454,10 +478,19 @@ def bench_auth(
     echo_seconds: float = 1.0,
     timeout: float = 120.0,
     prefer_uvloop: bool = True,
+    profile_dir: str | None = None,
 ) -> dict[str, Any]:
     """Full PANA + EAP-PSK authentications per second, latency percentiles and the UDP echo
     baseline, as a JSON-ready dict (`auths_per_s`, `udp_echo_per_s`, `p50_ms`, `p99_ms`,
-    `sessions`, `concurrency`, `failures`, `uvloop`, and detail keys)."""
+    `sessions`, `concurrency`, `failures`, `uvloop`, and detail keys).
+
+    sockets: UDP sockets per PaC process (default min(concurrency, 32)); devices: distinct bench
+    meter identities (default min(sessions, concurrency)); processes: PaC processes sharing the
+    load; server: "paa" (PAA + built-in EAP-PSK, PSKs in memory: the protocol path) or
+    "keyserver" (keymgmt.KeyServer on a temporary SQLite store: PSK lookup, key rings and
+    their persistence per authentication); profile_dir: write cProfile pstats of the server
+    (server.pstats) and each PaC process (pacs-N.pstats) there.
+    """
     loop = new_event_loop(prefer_uvloop)
     try:
         return loop.run_until_complete(
@@ -472,6 +505,7 @@ def bench_auth(
                 echo_seconds=echo_seconds,
                 timeout=timeout,
                 prefer_uvloop=prefer_uvloop,
+                profile_dir=profile_dir,
             )
         )
     finally:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import pstats
 import socket
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -103,8 +105,15 @@ def test_pac_fleet_multiplexes_many_clients_per_socket() -> None:
     assert 0 < result["p50_ms"] <= result["p99_ms"]
 
 
-def test_bench_auth_small_run_reports_every_key() -> None:
-    result = bench_auth(sessions=60, concurrency=8, echo_seconds=0.2, timeout=30.0)
+def test_bench_auth_small_run_reports_every_key(tmp_path: Path) -> None:
+    result = bench_auth(
+        sessions=60, concurrency=8, echo_seconds=0.2, timeout=30.0, profile_dir=str(tmp_path)
+    )
+    # both sides profiled: the server's stats saw the PAA, the PaC process's saw the PaCs
+    server = pstats.Stats(str(tmp_path / "server.pstats"))
+    pacs = pstats.Stats(str(tmp_path / "pacs-0.pstats"))
+    assert any(f.endswith("paa.py") for f, _, _ in server.stats)  # type: ignore[attr-defined]
+    assert any(f.endswith("pac.py") for f, _, _ in pacs.stats)  # type: ignore[attr-defined]
     for key in ("auths_per_s", "udp_echo_per_s", "p50_ms", "p99_ms", "sessions", "concurrency"):
         assert key in result
     assert result["failures"] == 0, result["failure_reasons"]
