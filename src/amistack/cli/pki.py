@@ -1,0 +1,106 @@
+"""`amistack pki`: the lab PKI for key distribution to application servers over mutual TLS."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+from typing import Any
+
+from amistack.cli.common import CliError, add_data_dir
+from amistack.keymgmt import pki
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "pki",
+        help="certificates for key distribution over mutual TLS",
+        description="A small lab PKI under DIR/pki/: a CA, the key server's TLS certificate and "
+        "client certificates for application servers (the head-end). A client certificate names "
+        "the key purposes its holder may fetch (SAN URIs urn:amistack:purpose:NAME). "
+        "See docs/key-distribution.md.",
+    )
+    psub = p.add_subparsers(dest="pki_command", metavar="ACTION", required=True)
+
+    c = psub.add_parser("init", help="create the CA")
+    c.add_argument("--name", default="amistack lab CA", help="the CA's common name")
+    c.add_argument("--days", type=int, default=3650, help="validity in days")
+    c.add_argument("--force", action="store_true", help="replace an existing CA")
+    add_data_dir(c)
+    c.set_defaults(handler=_init)
+
+    c = psub.add_parser("issue-server", help="a TLS server certificate (the key server's)")
+    c.add_argument("name", help="certificate name, e.g. keyserver")
+    c.add_argument(
+        "--host",
+        action="append",
+        required=True,
+        metavar="HOST",
+        help="DNS name or IP address the server is reached at (repeatable)",
+    )
+    c.add_argument("--force", action="store_true", help="replace (the old one is revoked)")
+    add_data_dir(c)
+    c.set_defaults(handler=_server)
+
+    c = psub.add_parser("issue-client", help="a client certificate for an application server")
+    c.add_argument("name", help="the application server's name, e.g. headend")
+    c.add_argument(
+        "--purpose",
+        action="append",
+        required=True,
+        metavar="PURPOSE",
+        help="a key purpose it may fetch, e.g. c1222 or link (repeatable)",
+    )
+    c.add_argument("--force", action="store_true", help="replace (the old one is revoked)")
+    add_data_dir(c)
+    c.set_defaults(handler=_client)
+
+    c = psub.add_parser("revoke", help="put a certificate on the CRL")
+    c.add_argument("name")
+    c.add_argument("--server", action="store_true", help="a server certificate (default client)")
+    add_data_dir(c)
+    c.set_defaults(handler=_revoke)
+
+
+def _show(issued: pki.Issued) -> int:
+    until = datetime.fromtimestamp(issued.not_after, UTC).date()
+    print(f"{issued.subject}: serial {issued.serial:x}, valid until {until}")
+    print(f"  certificate {issued.cert_path}\n  private key {issued.key_path} (0600)")
+    if issued.purposes:
+        print(f"  may fetch: {', '.join(sorted(issued.purposes))}")
+    if issued.revoked_serial is not None:
+        print(f"  replaced serial {issued.revoked_serial:x}, now on the CRL")
+    return 0
+
+
+def _init(args: argparse.Namespace) -> int:
+    try:
+        return _show(
+            pki.init_ca(
+                args.data_dir, common_name=args.name, valid_days=args.days, force=args.force
+            )
+        )
+    except pki.PkiError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _server(args: argparse.Namespace) -> int:
+    try:
+        return _show(pki.issue_server(args.data_dir, args.name, args.host, force=args.force))
+    except pki.PkiError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _client(args: argparse.Namespace) -> int:
+    try:
+        return _show(pki.issue_client(args.data_dir, args.name, args.purpose, force=args.force))
+    except pki.PkiError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    try:
+        serial = pki.revoke(args.data_dir, args.name, kind="server" if args.server else "client")
+    except pki.PkiError as exc:
+        raise CliError(str(exc)) from None
+    print(f"revoked serial {serial:x}; the CRL in {args.data_dir}/pki is updated")
+    return 0
