@@ -9,6 +9,7 @@ session, with back-off, after a failure or termination, until `stop` is set.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -37,6 +38,14 @@ class MeterResult:
     result_code: int | None = None
     authentications: int = 0
     elapsed: float = 0.0
+    timed_out: bool = False  # nothing answered (no PAA there, or the path drops PANA)
+
+    @property
+    def exit_code(self) -> int:
+        """For `--once`: 0 authenticated, 2 no answer from the PAA, 1 any other failure."""
+        if self.ok:
+            return 0
+        return 2 if self.timed_out else 1
 
     def __str__(self) -> str:
         if self.ok:
@@ -166,6 +175,7 @@ async def run_meter(
                             reason=f"no answer from {paa[0]} port {paa[1]} within {timeout:g} s",
                             authentications=authentications,
                             elapsed=elapsed(),
+                            timed_out=True,
                         )
                     if isinstance(event, Authenticated):
                         authentications += 1
@@ -253,16 +263,8 @@ async def run_meter(
 
 
 def _with(result: MeterResult, n: int, elapsed: float, reason: str) -> MeterResult:
-    return MeterResult(
-        result.ok,
-        result.device_id,
-        reason or result.reason,
-        result.session_id,
-        result.key_id,
-        result.lifetime,
-        result.result_code,
-        n,
-        elapsed,
+    return dataclasses.replace(
+        result, reason=reason or result.reason, authentications=n, elapsed=elapsed
     )
 
 

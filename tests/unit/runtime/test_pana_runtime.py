@@ -67,6 +67,7 @@ def test_meter_once_authenticates(host: str) -> None:
     assert auth[0].session_id == result.session_id
     assert auth[0].addr[0] == host
     assert "authenticated" in str(result)
+    assert result.exit_code == 0
 
 
 def test_meter_once_wrong_psk_reports_failure() -> None:
@@ -74,6 +75,7 @@ def test_meter_once_wrong_psk_reports_failure() -> None:
     assert not result.ok
     assert result.reason
     assert "failed" in str(result)
+    assert not result.timed_out and result.exit_code == 1
     assert not any(isinstance(e, pana_events.Authenticated) for e in server_events)
 
 
@@ -90,6 +92,7 @@ def test_meter_once_times_out_without_a_paa() -> None:
     result = run_loop(main)
     assert not result.ok
     assert "no answer" in result.reason
+    assert result.timed_out and result.exit_code == 2
 
 
 def test_pac_fleet_multiplexes_many_clients_per_socket() -> None:
