@@ -56,6 +56,7 @@ class KeyServerRuntime:
     aaa: EngineDriver[Any] | None = None  # the RADIUS client socket of a pass-through PAA
     pana_addresses: list[Addr] = field(default_factory=list)
     radius_addresses: list[Addr] = field(default_factory=list)
+    keydist_addresses: list[Addr] = field(default_factory=list)
 
     def close(self) -> None:
         self.pana.close()
@@ -216,6 +217,20 @@ async def start_keyserver(
     return rt
 
 
+async def _apply_revocations(engine: Any, driver: EngineDriver[Any], every: float) -> None:
+    """Apply revocations other processes journalled in the store (KeyServer.sync_revocations)."""
+    sync = getattr(engine, "sync_revocations", None)
+    if sync is None:
+        return
+    while True:
+        await asyncio.sleep(every)
+        try:
+            if sync(driver.now()):
+                driver.kick()  # PTRs to send now
+        except Exception:  # a locked or broken store must not stop the key server
+            log.exception("key server: reading the revocation journal failed")
+
+
 async def run_keyserver(
     store: Any,
     listen: Sequence[str] = DEFAULT_LISTEN,
@@ -229,9 +244,16 @@ async def run_keyserver(
     rng: RandomSource = system_random,
     stop: asyncio.Event | None = None,
     ready: Callable[[KeyServerRuntime], None] | None = None,
+    keydist: tuple[Any, Sequence[str], int] | None = None,
+    revocation_poll: float = 1.0,
     **options: Any,
 ) -> None:
     """Serve PANA (and RADIUS when `radius_listen` is given) until `stop` is set or cancelled.
+
+    Every `revocation_poll` seconds the store's revocation journal is read, so a device revoked
+    by another process (`amistack keys revoke`) loses its sessions and keys at once.
+    `keydist` = (TlsFiles, hosts, port): also serve keys to application servers over mutual
+    TLS (runtime.keydist), on the key server's clock.
 
     `radius_server`: run EAP on that RADIUS server (pass-through) instead of the built-in
     EAP-PSK server; `radius_listen`: also be a RADIUS EAP server for NASes (802.1X, other PAAs).
@@ -260,11 +282,24 @@ async def run_keyserver(
         aaa_server=radius_server,
         capture=capture,
     )
+    kd = None
+    poller = None
     try:
+        if keydist is not None:
+            from amistack.runtime.keydist import start_keydist
+
+            tls, kd_hosts, kd_port = keydist
+            kd = await start_keydist(engine, tls, kd_hosts, kd_port, clock=rt.pana.now)
+            rt.keydist_addresses = list(kd.addresses)
+        poller = asyncio.create_task(_apply_revocations(engine, rt.pana, revocation_poll))
         if ready is not None:
             ready(rt)
         await (stop or asyncio.Event()).wait()
     finally:
+        if poller is not None:
+            poller.cancel()
+        if kd is not None:
+            await kd.close()
         rt.close()
         with contextlib.suppress(Exception):
             counters = {k: v for k, v in getattr(engine, "counters", {}).items() if v}

@@ -1,0 +1,151 @@
+"""`amistack keyserver`: the PAA + EAP-PSK server + UKMF key server over UDP."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from amistack.addr import Addr
+from amistack.cli.common import CliError, add_data_dir, open_store, parse_hostport
+from amistack.runtime.keyserver import PANA_PORT, RADIUS_AUTH_PORT, KeyServerRuntime, run_keyserver
+from amistack.runtime.loop import run
+from amistack.runtime.pcap import PcapWriter
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "keyserver",
+        help="run the key server (PANA authentication agent, EAP-PSK, key management)",
+        description="Run the key server: a PANA authentication agent (RFC 5191) with a built-in "
+        "EAP-PSK server (RFC 4764) over the credential store in DIR/keyserver.db. After each "
+        "authentication it derives the session's application keys (PANA_AUTH_KEY, C12.22, "
+        "link) with the unified key-management function, expires them with the session and "
+        "audits every success, failure, rekey and revocation. Devices revoked with "
+        "'amistack keys revoke' lose their sessions and keys at once.",
+    )
+    add_data_dir(p)
+    p.add_argument(
+        "--listen",
+        action="append",
+        type=lambda t: parse_hostport(t, PANA_PORT),
+        metavar="HOST:PORT",
+        help=f"PANA address, repeatable, one port for all (default 0.0.0.0:{PANA_PORT} and "
+        f"[::]:{PANA_PORT})",
+    )
+    p.add_argument(
+        "--lifetime",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="PANA session lifetime for devices without their own (default 3600)",
+    )
+    p.add_argument(
+        "--radius-listen",
+        action="append",
+        default=[],
+        type=lambda t: parse_hostport(t, RADIUS_AUTH_PORT),
+        metavar="HOST:PORT",
+        help="also be a RADIUS EAP-PSK server for 802.1X authenticators (repeatable)",
+    )
+    p.add_argument("--radius-secret", help="shared secret of --radius-listen")
+    p.add_argument(
+        "--aaa-radius",
+        type=lambda t: parse_hostport(t, RADIUS_AUTH_PORT),
+        metavar="HOST:PORT",
+        help="pass EAP through to this external RADIUS AAA server instead of the built-in "
+        "EAP-PSK server (credentials then live there)",
+    )
+    p.add_argument("--aaa-secret", help="shared secret of --aaa-radius")
+    p.add_argument(
+        "--keydist-listen",
+        action="append",
+        default=[],
+        type=lambda t: parse_hostport(t, 7716),
+        metavar="HOST:PORT",
+        help="serve application keys by key id over mutual TLS (needs 'amistack pki' first; "
+        "see docs/key-distribution.md)",
+    )
+    p.add_argument("--pcap", type=Path, metavar="FILE", help="write the PANA traffic to FILE")
+    p.set_defaults(handler=_run)
+
+
+def _one_port(addrs: list[Addr], what: str) -> tuple[list[str], int]:
+    ports = {port for _, port in addrs}
+    if len(ports) != 1:
+        raise CliError(f"all {what} addresses must use one port, got {sorted(ports)}")
+    return [host for host, _ in addrs], ports.pop()
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.radius_listen and not args.radius_secret:
+        raise CliError("--radius-listen needs --radius-secret")
+    if args.aaa_radius and not args.aaa_secret:
+        raise CliError("--aaa-radius needs --aaa-secret")
+    hosts, port = _one_port(args.listen or [("0.0.0.0", PANA_PORT), ("::", PANA_PORT)], "--listen")
+    keydist = None
+    if args.keydist_listen:
+        from amistack.keymgmt.pki import PkiError
+        from amistack.runtime.keydist import TlsFiles
+
+        try:
+            tls = TlsFiles.server(args.data_dir, "keyserver")
+        except PkiError as exc:
+            raise CliError(
+                f"{exc} (run 'amistack pki init' and 'amistack pki issue-server keyserver')"
+            ) from None
+        kd_hosts, kd_port = _one_port(args.keydist_listen, "--keydist-listen")
+        keydist = (tls, kd_hosts, kd_port)
+    store = open_store(args.data_dir, create=True)
+    pcap = PcapWriter(args.pcap) if args.pcap else None
+
+    def ready(rt: KeyServerRuntime) -> None:
+        print(
+            f"key server: data in {args.data_dir.resolve()} ({len(store.list_devices())} "
+            f"device(s)), session lifetime {args.lifetime:g} s",
+            flush=True,
+        )
+        for what, addrs in (
+            ("PANA", rt.pana_addresses),
+            ("RADIUS", rt.radius_addresses),
+            ("key distribution (mTLS)", rt.keydist_addresses),
+        ):
+            for host, bound in addrs:
+                print(f"key server: {what} on {host} port {bound}", flush=True)
+        if pcap is not None:
+            print(f"key server: capturing to {args.pcap}", flush=True)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_keyserver(
+            store,
+            hosts,
+            port,
+            radius_listen=args.radius_listen,
+            radius_secret=args.radius_secret.encode() if args.radius_secret else None,
+            radius_server=args.aaa_radius,
+            radius_server_secret=args.aaa_secret.encode() if args.aaa_secret else None,
+            capture=pcap.capture if pcap else None,
+            stop=stop,
+            ready=ready,
+            keydist=keydist,
+            session_lifetime=args.lifetime,
+            now=time.time(),
+        )
+
+    try:
+        run(main)
+    except OSError as exc:
+        raise CliError(f"cannot listen: {exc}") from None
+    finally:
+        if pcap is not None:
+            pcap.close()
+        store.close()
+    print("key server: stopped", flush=True)
+    return 0
