@@ -28,7 +28,7 @@ test: setup
 	$(BIN)/pytest -q -n 2 --dist loadfile
 
 demo: setup
-	$(BIN)/amistack demo --data-dir ./amistack-data/demo
+	$(BIN)/amistack demo --data-dir ./amistack-data/demo --pcap ./amistack-data/pcap
 
 bench: setup
 	$(BIN)/amistack bench auth --sessions 3000 --json
