@@ -28,8 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 
-from amistack.crypto import Eax, EaxAuthError, RandomSource, aes_cmac, aes_encrypt_block
-from amistack.crypto.aes import xor_bytes
+from amistack.crypto import Eax, EaxAuthError, RandomSource, aes_cmac
+from amistack.crypto.aes import aes_ecb
+from amistack.crypto.cmac import AesCmac
 from amistack.eap.method import (
     Decision,
     MethodState,
@@ -78,37 +79,46 @@ _E_FLAG = 0x20  # §5.3: the extension flag, bit 2 of the first plaintext byte
 # -- key derivation (§3.1, §3.2) ------------------------------------------------------------
 
 
-def _counter_block(i: int) -> bytes:
-    return i.to_bytes(16, "big")
+def _counter_blocks(x: bytes, first: int, last: int) -> bytes:
+    """x xor c_i for i in first..last, concatenated (c_i = i as a 128-bit integer)."""
+    xi = int.from_bytes(x, "big")
+    return b"".join((xi ^ i).to_bytes(16, "big") for i in range(first, last + 1))
 
 
 def derive_ak_kdk(psk: bytes) -> tuple[bytes, bytes]:
     """AK = E_PSK(E_PSK(0) xor c1), KDK = E_PSK(E_PSK(0) xor c2) (RFC 4764 §3.1)."""
     if len(psk) != PSK_LEN:
         raise ValueError(f"EAP-PSK needs a {PSK_LEN}-byte PSK, got {len(psk)}")
-    x = aes_encrypt_block(psk, bytes(16))
-    ak = aes_encrypt_block(psk, xor_bytes(x, _counter_block(1)))
-    kdk = aes_encrypt_block(psk, xor_bytes(x, _counter_block(2)))
-    return ak, kdk
+    e_psk = aes_ecb(psk)  # one context for the three blocks; ECB encrypts each independently
+    out = e_psk(_counter_blocks(e_psk(bytes(16)), 1, 2))
+    return out[:16], out[16:]
 
 
 def derive_tek_msk_emsk(kdk: bytes, rand_p: bytes) -> tuple[bytes, bytes, bytes]:
     """TEK (16), MSK (64), EMSK (64) by the modified counter mode (RFC 4764 §3.2)."""
     if len(rand_p) != RAND_LEN:
         raise ValueError(f"RAND_P must be {RAND_LEN} bytes")
-    x = aes_encrypt_block(kdk, rand_p)
-    blocks = [aes_encrypt_block(kdk, xor_bytes(x, _counter_block(i))) for i in range(1, 10)]
-    return blocks[0], b"".join(blocks[1:5]), b"".join(blocks[5:9])
+    e_kdk = aes_ecb(kdk)
+    out = e_kdk(_counter_blocks(e_kdk(rand_p), 1, 9))
+    return out[:16], out[16:80], out[80:144]
 
 
-def compute_mac_p(ak: bytes, id_p: bytes, id_s: bytes, rand_s: bytes, rand_p: bytes) -> bytes:
-    """MAC_P = CMAC-AES-128(AK, ID_P || ID_S || RAND_S || RAND_P) (RFC 4764 §3.2)."""
-    return aes_cmac(ak, id_p + id_s + rand_s + rand_p)
+def _cmac(ak: bytes | AesCmac, data: bytes) -> bytes:
+    return ak.mac(data) if isinstance(ak, AesCmac) else aes_cmac(ak, data)
 
 
-def compute_mac_s(ak: bytes, id_s: bytes, rand_p: bytes) -> bytes:
+def compute_mac_p(
+    ak: bytes | AesCmac, id_p: bytes, id_s: bytes, rand_s: bytes, rand_p: bytes
+) -> bytes:
+    """MAC_P = CMAC-AES-128(AK, ID_P || ID_S || RAND_S || RAND_P) (RFC 4764 §3.2).
+
+    `ak` may be an `AesCmac` keyed with AK, so a conversation keys it once for both MACs."""
+    return _cmac(ak, id_p + id_s + rand_s + rand_p)
+
+
+def compute_mac_s(ak: bytes | AesCmac, id_s: bytes, rand_p: bytes) -> bytes:
     """MAC_S = CMAC-AES-128(AK, ID_S || RAND_P) (RFC 4764 §3.2)."""
-    return aes_cmac(ak, id_s + rand_p)
+    return _cmac(ak, id_s + rand_p)
 
 
 def session_id(rand_p: bytes, rand_s: bytes) -> bytes:
@@ -119,9 +129,12 @@ def _eax_nonce(counter: int) -> bytes:
     return bytes(12) + struct.pack("!I", counter)
 
 
-def seal_pchannel(tek: bytes, counter: int, header: bytes, result: ResultFlag) -> bytes:
-    """PCHANNEL = nonce | tag | EAX_TEK(R) with the 22-byte EAX header (RFC 4764 §3.3)."""
-    ciphertext, tag = Eax(tek).encrypt(_eax_nonce(counter), bytes([result << 6]), header)
+def seal_pchannel(tek: bytes | Eax, counter: int, header: bytes, result: ResultFlag) -> bytes:
+    """PCHANNEL = nonce | tag | EAX_TEK(R) with the 22-byte EAX header (RFC 4764 §3.3).
+
+    `tek` may be an `Eax` already keyed with the TEK, so one conversation keys it once."""
+    eax = tek if isinstance(tek, Eax) else Eax(tek)
+    ciphertext, tag = eax.encrypt(_eax_nonce(counter), bytes([result << 6]), header)
     return struct.pack("!I", counter) + tag + ciphertext
 
 
@@ -131,10 +144,13 @@ class PchannelContent:
     extension: bool
 
 
-def open_pchannel(tek: bytes, counter: int, header: bytes, pchannel: bytes) -> PchannelContent:
+def open_pchannel(
+    tek: bytes | Eax, counter: int, header: bytes, pchannel: bytes
+) -> PchannelContent:
     """Verify and decrypt; raise EaxAuthError if forged (the nonce is checked by the caller)."""
     tag = pchannel[NONCE_LEN : NONCE_LEN + TAG_LEN]
-    plaintext = Eax(tek).decrypt(_eax_nonce(counter), pchannel[NONCE_LEN + TAG_LEN :], tag, header)
+    eax = tek if isinstance(tek, Eax) else Eax(tek)
+    plaintext = eax.decrypt(_eax_nonce(counter), pchannel[NONCE_LEN + TAG_LEN :], tag, header)
     r = plaintext[0] >> 6
     return PchannelContent(ResultFlag(r) if r else None, bool(plaintext[0] & _E_FLAG))
 
@@ -241,13 +257,14 @@ class EapPskPeer(PeerMethod):
     def __init__(self, id_p: bytes, psk: bytes, rng: RandomSource) -> None:
         super().__init__()
         self.id_p = id_p
-        self._ak, self._kdk = derive_ak_kdk(psk)
+        ak, self._kdk = derive_ak_kdk(psk)
+        self._ak = AesCmac(ak)  # MAC_P and MAC_S: one keyed context
         self._rng = rng
         self._phase = _PeerPhase.WAIT_FIRST
         self._rand_s = b""
         self._rand_p = b""
         self._id_s = b""
-        self._tek = b""
+        self._tek: Eax | None = None
         self._msk: bytes | None = None
         self._emsk: bytes | None = None
         self.counters: Counter[str] = Counter()
@@ -313,12 +330,13 @@ class EapPskPeer(PeerMethod):
         if msg.nonce != 0:
             self._fail("bad_nonce")
             return None
+        eax = Eax(tek)  # opens nonce 0 and seals nonce 1
         try:
-            content = open_pchannel(tek, 0, request.encode()[:EAX_HEADER_LEN], msg.pchannel)
+            content = open_pchannel(eax, 0, request.encode()[:EAX_HEADER_LEN], msg.pchannel)
         except EaxAuthError:
             self._fail("pchannel_auth")
             return None
-        self._tek = tek
+        self._tek = eax
         if content.result is ResultFlag.DONE_SUCCESS and not content.extension:
             answer = ResultFlag.DONE_SUCCESS
         else:
@@ -326,7 +344,7 @@ class EapPskPeer(PeerMethod):
         payload_len = 1 + RAND_LEN + _PCHANNEL_MIN
         header = response_header(request.identifier, EapType.PSK, payload_len)
         header += _flags(PskMessageType.FOURTH) + self._rand_s
-        pchannel = seal_pchannel(tek, 1, header, answer)
+        pchannel = seal_pchannel(eax, 1, header, answer)
         self._phase = _PeerPhase.DONE
         self.state = MethodState.DONE
         if answer is ResultFlag.DONE_SUCCESS:
@@ -364,7 +382,7 @@ class EapPskServer(ServerMethod):
         self._rand_s = b""
         self._rand_p = b""
         self._id_p: bytes | None = None
-        self._tek = b""
+        self._tek: Eax | None = None
         self._msk: bytes | None = None
         self._emsk: bytes | None = None
         self._success = False
@@ -421,12 +439,14 @@ class EapPskServer(ServerMethod):
             return self._failure("unknown_peer")
         if len(psk) != PSK_LEN:
             return self._failure("bad_psk_length")
-        ak, kdk = derive_ak_kdk(psk)
+        ak_bytes, kdk = derive_ak_kdk(psk)
+        ak = AesCmac(ak_bytes)  # MAC_P and MAC_S: one keyed context
         expected = compute_mac_p(ak, msg.id_p, self.id_s, self._rand_s, msg.rand_p)
         if not hmac.compare_digest(expected, msg.mac_p):
             return self._failure("mac_p_mismatch")
         self._rand_p = msg.rand_p
-        self._tek, self._msk, self._emsk = derive_tek_msk_emsk(kdk, msg.rand_p)
+        tek, self._msk, self._emsk = derive_tek_msk_emsk(kdk, msg.rand_p)
+        self._tek = Eax(tek)  # seals nonce 0 now, opens nonce 1 later
         mac_s = compute_mac_s(ak, self.id_s, msg.rand_p)
         payload_len = 1 + RAND_LEN + MAC_LEN + _PCHANNEL_MIN
         header = request_header(next_identifier, EapType.PSK, payload_len)
@@ -443,6 +463,8 @@ class EapPskServer(ServerMethod):
         if msg.nonce != 1:
             return self._failure("bad_nonce")
         header = response.encode()[:EAX_HEADER_LEN]
+        if self._tek is None:  # unreachable: WAIT_FOURTH is entered only after the TEK is set
+            return self._failure("no_tek")
         try:
             content = open_pchannel(self._tek, 1, header, msg.pchannel)
         except EaxAuthError:
