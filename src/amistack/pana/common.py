@@ -5,22 +5,25 @@ from __future__ import annotations
 from amistack.pana.constants import AvpCode, IntegrityAlgorithm, PrfAlgorithm
 from amistack.pana.message import PanaMessage
 
-_U32_CODES = (
-    AvpCode.INTEGRITY_ALGORITHM,
-    AvpCode.KEY_ID,
-    AvpCode.PRF_ALGORITHM,
-    AvpCode.RESULT_CODE,
-    AvpCode.SESSION_LIFETIME,
-    AvpCode.TERMINATION_CAUSE,
+_U32_CODES = frozenset(
+    int(c)
+    for c in (
+        AvpCode.INTEGRITY_ALGORITHM,
+        AvpCode.KEY_ID,
+        AvpCode.PRF_ALGORITHM,
+        AvpCode.RESULT_CODE,
+        AvpCode.SESSION_LIFETIME,
+        AvpCode.TERMINATION_CAUSE,
+    )
 )
 
 
 def check_avp_lengths(msg: PanaMessage) -> None:
     """Raise PanaDecodeError now if a fixed-size AVP has the wrong size, so the engines never meet
     a malformed value half-way through changing state."""
-    for code in _U32_CODES:
-        for avp in msg.find_all(code):
-            avp.as_u32()
+    for avp in msg.avps:  # one pass over the message, not one per code
+        if avp.code in _U32_CODES and avp.vendor_id is None and len(avp.value) != 4:
+            avp.as_u32()  # raises the typed error
 
 
 def offered_prfs(msg: PanaMessage) -> list[PrfAlgorithm]:

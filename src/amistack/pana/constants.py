@@ -33,6 +33,15 @@ class Flag(IntFlag):
     I = 0x0400  # IP reconfiguration  # noqa: E741
 
 
+# The same bits as plain ints, for per-message tests and arithmetic: `int & Flag` and
+# `Flag | Flag` build a new enum member each time, a measurable cost per message.
+FLAG_R = int(Flag.R)
+FLAG_S = int(Flag.S)
+FLAG_C = int(Flag.C)
+FLAG_A = int(Flag.A)
+FLAG_P = int(Flag.P)
+
+
 AVP_FLAG_V = 0x8000  # RFC 5191 §8.1: Vendor-Id present. PANA has no M bit (unlike Diameter).
 
 

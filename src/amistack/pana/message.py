@@ -21,6 +21,11 @@ from amistack.pana.constants import HEADER_LENGTH, AvpCode, Flag, MessageType
 from amistack.pana.errors import PanaDecodeError
 
 _HDR = struct.Struct("!HHHHII")
+_HDR_UNPACK = _HDR.unpack_from
+_HDR_PACK = _HDR.pack
+_R = int(Flag.R)  # plain int: IntFlag arithmetic builds a new enum member per operation
+_AUTH = int(AvpCode.AUTH)
+_new = object.__new__
 
 _SHORT = {
     (MessageType.PCI, True): "PCI",
@@ -59,10 +64,10 @@ class PanaMessage:
     # -- views --------------------------------------------------------------------------------
     @property
     def is_request(self) -> bool:
-        return bool(self.flags & Flag.R)
+        return bool(self.flags & _R)
 
     def has(self, flag: Flag) -> bool:
-        return bool(self.flags & flag)
+        return bool(self.flags & int(flag))
 
     @property
     def name(self) -> str:
@@ -73,10 +78,14 @@ class PanaMessage:
 
     def find(self, code: int) -> Avp | None:
         """The first non-vendor AVP with `code` (vendor AVPs live in another code space)."""
-        return next(self.find_all(code), None)
+        # A plain loop: messages carry a handful of AVPs, so this beats building an index.
+        for a in self.avps:
+            if a.code == code and a.vendor_id is None:
+                return a
+        return None
 
     def find_all(self, code: int) -> Iterator[Avp]:
-        return (a for a in self.avps if a.code == code and a.vendor_id is None)
+        return iter([a for a in self.avps if a.code == code and a.vendor_id is None])
 
     def u32(self, code: int) -> int | None:
         avp = self.find(code)
@@ -100,12 +109,12 @@ class PanaMessage:
 
     # -- wire ---------------------------------------------------------------------------------
     def encode(self) -> bytes:
-        body = b"".join(a.encode() for a in self.avps)
+        body = b"".join([a.encode() for a in self.avps])
         length = HEADER_LENGTH + len(body)
         if length > 0xFFFF:
             raise ValueError("PANA message longer than 65535 octets")
         return (
-            _HDR.pack(self.reserved, length, self.flags, self.msg_type, self.session_id, self.seq)
+            _HDR_PACK(self.reserved, length, self.flags, self.msg_type, self.session_id, self.seq)
             + body
         )
 
@@ -117,24 +126,36 @@ class PanaMessage:
 
 def decode_with_spans(data: bytes) -> tuple[PanaMessage, list[tuple[int, int]]]:
     """The message and, per AVP, (value offset, value length) in `data` (for AUTH checking)."""
-    data = bytes(data)
-    if len(data) < HEADER_LENGTH:
-        raise PanaDecodeError(0, f"truncated header ({len(data)} octets)")
-    reserved, length, flags, msg_type, session_id, seq = _HDR.unpack_from(data, 0)
+    if type(data) is not bytes:
+        data = bytes(data)
+    size = len(data)
+    if size < HEADER_LENGTH:
+        raise PanaDecodeError(0, f"truncated header ({size} octets)")
+    reserved, length, flags, msg_type, session_id, seq = _HDR_UNPACK(data, 0)
     if length < HEADER_LENGTH:
         raise PanaDecodeError(2, f"Message Length {length} shorter than the header")
-    if length > len(data):
-        raise PanaDecodeError(2, f"Message Length {length} exceeds datagram ({len(data)})")
-    if length < len(data):
-        raise PanaDecodeError(length, f"{len(data) - length} octets after Message Length")
+    if length > size:
+        raise PanaDecodeError(2, f"Message Length {length} exceeds datagram ({size})")
+    if length < size:
+        raise PanaDecodeError(length, f"{size - length} octets after Message Length")
     avps, spans = decode_avps(data, HEADER_LENGTH)
-    return PanaMessage(msg_type, flags, session_id, seq, avps, reserved), spans
+    # Every field comes from a fixed-width wire field, so __post_init__'s range checks cannot fail.
+    msg: PanaMessage = _new(PanaMessage)
+    msg.__dict__.update(
+        msg_type=msg_type,
+        flags=flags,
+        session_id=session_id,
+        seq=seq,
+        avps=avps,
+        reserved=reserved,
+    )
+    return msg, spans
 
 
 def auth_span(data: bytes) -> tuple[PanaMessage, tuple[int, int] | None]:
     """Decode `data` and locate the value of its (first, non-vendor) AUTH AVP."""
     msg, spans = decode_with_spans(data)
     for avp, span in zip(msg.avps, spans, strict=True):
-        if avp.code == AvpCode.AUTH and avp.vendor_id is None:
+        if avp.code == _AUTH and avp.vendor_id is None:
             return msg, span
     return msg, None

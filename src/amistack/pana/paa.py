@@ -32,6 +32,9 @@ from amistack.pana.auth import prf_hash
 from amistack.pana.avp import Avp
 from amistack.pana.common import check_avp_lengths
 from amistack.pana.constants import (
+    FLAG_C,
+    FLAG_P,
+    FLAG_S,
     NONCE_LENGTH,
     AvpCode,
     Flag,
@@ -478,20 +481,20 @@ class PanaAuthAgent:
         if o is None or not s.core.matches_outstanding(msg) or s.state is PaaState.CLOSED:
             self.counters["unexpected_answer"] += 1
             return
-        if msg.msg_type == MessageType.AUTH and o.flags & Flag.S:
+        if msg.msg_type == MessageType.AUTH and o.flags & FLAG_S:
             self._on_start_pan(s, msg, raw, route, now)
             return
         key = s.core.key
         if (
             msg.msg_type == MessageType.AUTH
-            and o.flags & Flag.C
+            and o.flags & FLAG_C
             and s.state is PaaState.WAIT_SUCC_PAN
         ):
             assert s.pending is not None
             key = s.pending[1]
         if not self._authentic(s, raw, route, key):
             return
-        if msg.msg_type == MessageType.AUTH and o.flags & Flag.C:
+        if msg.msg_type == MessageType.AUTH and o.flags & FLAG_C:
             if not msg.has(Flag.C):
                 self.counters["unexpected_answer"] += 1
                 return
@@ -514,7 +517,7 @@ class PanaAuthAgent:
                 self._aaa_process(s, eap, now)
             # else: the PaC will send its EAP response in a PAR (state stays WAIT_PAN_OR_PAR)
         elif msg.msg_type == MessageType.NOTIFICATION:
-            if o.flags & Flag.P:
+            if o.flags & FLAG_P:
                 if s.state is PaaState.WAIT_PNA_PING:
                     s.state = PaaState.OPEN
                 self._events.append(PingCompleted(s.sid))

@@ -23,6 +23,8 @@ from amistack.pana.auth import prf_hash
 from amistack.pana.avp import Avp
 from amistack.pana.common import check_avp_lengths, offered_integrity, offered_prfs
 from amistack.pana.constants import (
+    FLAG_A,
+    FLAG_P,
     NONCE_LENGTH,
     AvpCode,
     Flag,
@@ -509,12 +511,12 @@ class PanaClient:
         if not self._authentic(s, raw):
             return
         s.outstanding = None
-        if msg.msg_type == MessageType.NOTIFICATION and o.flags & Flag.A:
+        if msg.msg_type == MessageType.NOTIFICATION and o.flags & FLAG_A:
             if self.state is PacState.WAIT_PNA_REAUTH:
                 self.state = PacState.WAIT_PAA
                 if not self._run_active:  # (a PAR may have overtaken this PNA and begun it)
                     self._begin_run(now)
-        elif msg.msg_type == MessageType.NOTIFICATION and o.flags & Flag.P:
+        elif msg.msg_type == MessageType.NOTIFICATION and o.flags & FLAG_P:
             if self.state is PacState.WAIT_PNA_PING:
                 self.state = PacState.OPEN
             self._events.append(PingCompleted(s.session_id))

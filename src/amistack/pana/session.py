@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from amistack.crypto import RandomSource
 from amistack.pana.auth import sign, verify
 from amistack.pana.avp import Avp
-from amistack.pana.constants import Flag, IntegrityAlgorithm, PrfAlgorithm
+from amistack.pana.constants import FLAG_R, IntegrityAlgorithm, PrfAlgorithm
 from amistack.pana.keys import PanaSecurityContext
 from amistack.pana.message import PanaMessage
 from amistack.pana.timers import Retransmission, RetransmitParams
@@ -60,9 +60,10 @@ class SessionCore:
     ) -> bytes:
         seq = self.tx_seq
         self.tx_seq = (self.tx_seq + 1) % SEQ_MOD
-        raw = self.encode(PanaMessage(msg_type, flags | Flag.R, self.session_id, seq, avps), key)
+        flags = int(flags) | FLAG_R  # a plain int: see constants.FLAG_R
+        raw = self.encode(PanaMessage(msg_type, flags, self.session_id, seq, avps), key)
         timer = None if params is None else Retransmission(params, rng, now)
-        self.outstanding = Outstanding(msg_type, flags | Flag.R, seq, raw, timer)
+        self.outstanding = Outstanding(msg_type, flags, seq, raw, timer)
         return raw
 
     def answer(
@@ -74,7 +75,9 @@ class SessionCore:
         key: bytes | None,
     ) -> bytes:
         """Build the answer to `request`, accept its sequence number and cache the answer."""
-        msg = PanaMessage(request.msg_type, flags & ~Flag.R, self.session_id, request.seq, avps)
+        msg = PanaMessage(
+            request.msg_type, int(flags) & ~FLAG_R, self.session_id, request.seq, avps
+        )
         raw = self.encode(msg, key)
         self.rx_seq = request.seq
         self.last_rx_raw = raw_request
