@@ -362,6 +362,15 @@ class KeyRingDirectory:
         self._after_change(ring, events)
         return events
 
+    def drop(self, peer_id: bytes, key_id: KeyId, now: float) -> list[KeyEvent]:
+        """Remove one generation at once (its keys could not be persisted)."""
+        ring = self._rings.get(peer_id)
+        if ring is None:
+            return []
+        events = ring.shorten(now, now, key_ids=[key_id])
+        self._after_change(ring, events)
+        return events
+
     def retire(self, peer_id: bytes, session_id: int, now: float) -> list[KeyEvent]:
         ring = self._rings.get(peer_id)
         if ring is None:

@@ -26,9 +26,15 @@ from amistack.crypto import RandomSource
 from amistack.eap.psk import EapPskServer
 from amistack.keymgmt.events import KeyEvent, KeysShortened
 from amistack.keymgmt.keyring import DEFAULT_OVERLAP, KeyRingDirectory, KeyRingError
-from amistack.keymgmt.store import MAX_DEVICE_ID, AuditKind, CredentialStore, StoreError
+from amistack.keymgmt.store import (
+    MAX_DEVICE_ID,
+    AuditKind,
+    CredentialStore,
+    StoreError,
+    WriteBatch,
+)
 from amistack.keymgmt.ukmf import PANA_AUTH, KeyId, Purpose, PurposeRegistry
-from amistack.pana.aaa import AaaBackend
+from amistack.pana.aaa import AaaAnswer, AaaBackend, AaaOutcome
 from amistack.pana.events import (
     Authenticated,
     AuthenticationFailed,
@@ -55,6 +61,26 @@ class PaaEngine(Protocol):
     def next_event(self) -> PanaEvent | None: ...
     def terminate(self, session_id: int, now: float, reason: str) -> None: ...
     def sessions_for_peer(self, peer_id: bytes) -> list[int]: ...
+    def aaa_answer(self, session_id: int, answer: AaaAnswer, now: float) -> None: ...
+
+
+class _GatedBackend:
+    """The AAA backend seen through the key server: an EAP success is held (the PAA is told
+    "the answer comes later") until its audit entry is committed; then `aaa_answer` releases
+    it and the PAA sends the PANA success (PAR with the C flag)."""
+
+    def __init__(self, inner: AaaBackend, server: KeyServer) -> None:
+        self.inner = inner
+        self.server = server
+
+    def begin(self, session_id: int, now: float) -> AaaAnswer | None:
+        return self.server._gate(session_id, self.inner.begin(session_id, now), now)
+
+    def process(self, session_id: int, eap: bytes, now: float) -> AaaAnswer | None:
+        return self.server._gate(session_id, self.inner.process(session_id, eap, now), now)
+
+    def end(self, session_id: int) -> None:
+        self.inner.end(session_id)
 
 
 @dataclass(frozen=True)
@@ -105,17 +131,24 @@ class KeyServer:
         require_enrolled: bool = True,
         exportable: frozenset[str] | None = None,
         retire_on_termination: bool = True,
+        commit_interval: float | None = None,
         now: float | None = None,
     ) -> None:
         """`session_lifetime` overrides `paa_config.session_lifetime` (the default for devices
         without their own). `backend` replaces the built-in EAP-PSK server. `now` drops keys
         that expired while the server was down at once; without it they go at the first timer.
+
+        `commit_interval`: None writes each call's keys and audit entries before it returns
+        (one transaction per datagram). A number turns on group commit: writes wait in a batch
+        until `flush(now)` (the runtime calls it after each event-loop flush) finds the oldest
+        at least that old, or the timer does; see `flush`.
         """
         config = paa_config or PaaConfig()
         if session_lifetime is not None:
             config = dataclasses.replace(config, session_lifetime=session_lifetime)
         registry = registry or PurposeRegistry()
-        directory = KeyRingDirectory(registry, overlap=overlap, persistence=store)
+        batch = WriteBatch()
+        directory = KeyRingDirectory(registry, overlap=overlap, persistence=batch)
         directory.restore(store.load_keys(registry, -math.inf if now is None else now))
         if backend is None:
             backend = LocalEapBackend(
@@ -124,12 +157,14 @@ class KeyServer:
                 lifetime_for=store.session_lifetime,
             )
         self._setup(
-            PanaAuthAgent(config, backend, rng),
+            PanaAuthAgent(config, _GatedBackend(backend, self), rng),
             store,
             directory,
             require_enrolled=require_enrolled,
             exportable=exportable,
             retire_on_termination=retire_on_termination,
+            commit_interval=commit_interval,
+            batch=batch,
         )
 
     @classmethod
@@ -142,7 +177,11 @@ class KeyServer:
         require_enrolled: bool = True,
         exportable: frozenset[str] | None = None,
         retire_on_termination: bool = True,
+        commit_interval: float | None = None,
     ) -> KeyServer:
+        """Compose given parts. Key writes go to `directory`'s own persistence (give it no
+        `persistence` and they join the group commit); audit entries are batched either way;
+        EAP successes are gated only if `agent`'s backend is (`KeyServer.gate_backend`)."""
         self = cls.__new__(cls)
         self._setup(
             agent,
@@ -151,6 +190,8 @@ class KeyServer:
             require_enrolled=require_enrolled,
             exportable=exportable,
             retire_on_termination=retire_on_termination,
+            commit_interval=commit_interval,
+            batch=WriteBatch(),
         )
         return self
 
@@ -163,6 +204,8 @@ class KeyServer:
         require_enrolled: bool,
         exportable: frozenset[str] | None,
         retire_on_termination: bool,
+        commit_interval: float | None,
+        batch: WriteBatch,
     ) -> None:
         """`require_enrolled`: keys are issued only to devices active in `store` (turn off when
         the PAA passes EAP through to an external AAA server that holds the credentials).
@@ -185,18 +228,32 @@ class KeyServer:
         self._peer_of_session: dict[int, bytes] = {}
         self._revoking: set[int] = set()  # sessions ended by revoke(): their keys obey shorten_to
         self._revocations_seen = store.last_audit_seq()  # older revocations are already in force
+        # Group commit (docs/key-hierarchy.md, "Durability"): writes wait in `_batch`; what
+        # depends on them waits too - EAP successes (`_held`: the PAR with the C flag is not
+        # sent), events (`_pending_events`), and key export (`_uncommitted` generations).
+        self.commit_interval = commit_interval
+        self._batch = batch
+        self._batch_since: float | None = None
+        self._held: list[tuple[int, AaaAnswer]] = []
+        self._pending_events: list[KeyServerEvent] = []
+        self._uncommitted: dict[KeyId, tuple[bytes, int]] = {}  # key id -> (peer, session)
+        if directory._persistence is None:
+            directory._persistence = batch
 
     # -- the engine surface (forwarded) --------------------------------------------------------
 
     def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
         self.agent.receive_datagram(data, addr, now)
         self._pump(now)
+        self._after_call(now)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
         return self.agent.datagrams_to_send(now)
 
     def get_timer(self) -> float | None:
         timers = [t for t in (self.agent.get_timer(), self.directory.get_timer()) if t is not None]
+        if self._batch_since is not None and self.commit_interval is not None:
+            timers.append(self._batch_since + self.commit_interval)
         return min(timers, default=None)
 
     def handle_timer(self, now: float) -> None:
@@ -206,10 +263,116 @@ class KeyServer:
         self._pump(now)
         due = self.directory.get_timer()
         if due is not None and due <= now:
-            self._events.extend(self.directory.expire(now))
+            self._emit(self.directory.expire(now))
+        self._after_call(now)
+        self.flush(now)  # no-op unless the oldest pending write is due
+
+    def aaa_answer(self, session_id: int, answer: AaaAnswer, now: float) -> None:
+        """A late AAA answer (pass-through backend) for the PAA, through the same gate."""
+        gated = self._gate(session_id, answer, now)
+        if gated is not None:
+            self.agent.aaa_answer(session_id, gated, now)
+        self._pump(now)
+        self._after_call(now)
 
     def next_event(self) -> KeyServerEvent | None:
         return self._events.popleft() if self._events else None
+
+    # -- group commit ----------------------------------------------------------------------------
+
+    def flush(self, now: float, *, force: bool = False, durable: bool = False) -> bool:
+        """Commit the pending writes (one transaction) if the oldest is `commit_interval` old
+        (or `force`); then release what waited for them: the held EAP successes go to the PAA
+        (their PAR with the C flag is queued: send `datagrams_to_send`), events become
+        readable, keys exportable. Returns True if it committed (the caller has output to
+        send). A failed commit fails closed: the sessions whose writes it carried are ended
+        and their new keys dropped."""
+        since = self._batch_since
+        if since is None and not force:
+            return False
+        if (
+            not force
+            and since is not None
+            and self.commit_interval is not None
+            and now < since + self.commit_interval
+        ):
+            return False
+        batch, held, events = self._batch, self._held, self._pending_events
+        uncommitted = self._uncommitted
+        self._batch_since = None
+        self._held, self._pending_events, self._uncommitted = [], [], {}
+        if not batch and not held:
+            self._events.extend(events)
+            return False
+        try:
+            self.store.commit(batch, durable=durable)
+        except StoreError as exc:
+            lost = len(batch.audits)
+            batch.clear()
+            self.counters["commit_errors"] += 1
+            self.counters["audit_errors"] += lost
+            logger.error("group commit failed; its sessions are ended: %s", exc)
+            self._fail_batch(held, events, uncommitted, now)
+            return True
+        batch.clear()
+        self.counters["commits"] += 1
+        self._events.extend(events)
+        for session_id, answer in held:
+            self.agent.aaa_answer(session_id, answer, now)
+        if held:
+            self._pump(now)
+            self._after_call(now)
+        return True
+
+    def _after_call(self, now: float) -> None:
+        """End of an engine call: without group commit, commit now; with it, start the clock."""
+        if not self._batch and not self._held:
+            self._events.extend(self._pending_events)  # nothing to wait for
+            self._pending_events.clear()
+            return
+        if self._batch_since is None:
+            self._batch_since = now
+        if self.commit_interval is None:
+            self.flush(now, force=True)
+
+    def _emit(self, events: list[KeyEvent]) -> None:
+        self._pending_events.extend(events)
+
+    def _gate(self, session_id: int, answer: AaaAnswer | None, now: float) -> AaaAnswer | None:
+        if answer is None or answer.outcome is not AaaOutcome.SUCCESS:
+            return answer
+        self._audit(
+            AuditKind.AUTH_ACCEPTED,
+            answer.peer_id,
+            f"session {session_id:#010x}: EAP success, PANA success to be sent",
+            now,
+        )
+        self._held.append((session_id, answer))
+        if self._batch_since is None:
+            self._batch_since = now
+        return None  # the PAA waits for aaa_answer (sent by flush once the audit is on disk)
+
+    def _fail_batch(
+        self,
+        held: list[tuple[int, AaaAnswer]],
+        events: list[KeyServerEvent],
+        uncommitted: dict[KeyId, tuple[bytes, int]],
+        now: float,
+    ) -> None:
+        ended = {sid for sid, _ in held} | {sid for _, sid in uncommitted.values()}
+        for key_id, (peer, _) in uncommitted.items():
+            self.directory.drop(peer, key_id, now)
+        for sid in sorted(ended):
+            self.agent.terminate(sid, now, "key server could not commit the session")
+        self._events.extend(
+            e
+            for e in events
+            if not (isinstance(e, Authenticated) and e.session_id in ended)
+            and getattr(e, "key_id", None) not in uncommitted  # KeysInstalled of a lost batch
+        )
+        self._pump(now)
+        if self._batch and self._batch_since is None:
+            self._batch_since = now  # what ending them wrote goes with the next commit
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -227,6 +390,7 @@ class KeyServer:
         """
         did = device_id.encode() if isinstance(device_id, str) else bytes(device_id)
         cut = now if shorten_to is None else max(now, shorten_to)
+        self.flush(now, force=True)  # what happened before the revocation is audited before it
         newly = self.store.revoke(did, reason, now, cut)  # first: re-auth fails from here on
         sessions = tuple(self.agent.sessions_for_peer(did))
         self._revoking.update(sessions)
@@ -242,8 +406,9 @@ class KeyServer:
                 + ", ".join(str(k) for k in shortened),
                 now,
             )
-        self._events.extend(key_events)
+        self._emit(key_events)
         self._pump(now)
+        self.flush(now, force=True, durable=True)  # a revocation is never left in a batch
         self.counters["revocations"] += 1
         logger.warning(
             "device revoked",
@@ -270,6 +435,9 @@ class KeyServer:
             return None
         key = self.directory.lookup(key_id, purpose, now)
         peer = self.directory.peer_of(key_id)
+        if key_id in self._uncommitted:
+            self.counters["key_not_committed"] += 1  # not before it is on disk
+            return None
         if key is None or peer is None:
             self.counters["key_lookup_miss"] += 1
             return None
@@ -282,6 +450,9 @@ class KeyServer:
         key = self.directory.current(device_id, purpose, now)
         if key is None:
             return None
+        if key.key_id in self._uncommitted:
+            self.counters["key_not_committed"] += 1
+            return None
         return IssuedKey(device_id, key.key_id, key.purpose.name, key.key, key.not_after)
 
     def _audit(self, kind: AuditKind, peer: bytes | None, detail: str, now: float) -> None:
@@ -289,11 +460,7 @@ class KeyServer:
         if peer is not None and not 1 <= len(peer) <= MAX_DEVICE_ID:
             detail = f"{detail} (identity {peer[:32]!r}..., {len(peer)} bytes)"
             peer = None
-        try:
-            self.store.audit(kind, peer, detail, now)
-        except StoreError:
-            self.counters["audit_errors"] += 1
-            logger.exception("audit entry lost", extra={"kind": str(kind)})
+        self._batch.audit(kind, peer, detail, now)  # committed with the next flush
 
     def _exportable(self, purpose: Purpose | str) -> bool:
         name = purpose if isinstance(purpose, str) else purpose.name
@@ -310,7 +477,7 @@ class KeyServer:
             if isinstance(event, Authenticated):
                 self._on_authenticated(event, now)  # forwarded only if its keys are issued
                 continue
-            self._events.append(event)
+            self._pending_events.append(event)
             if isinstance(event, AuthenticationFailed):
                 self._on_failed(event, now)
             elif isinstance(event, SessionTerminated):
@@ -333,8 +500,9 @@ class KeyServer:
             self._refuse(ev, peer, f"keys not installed: {exc}", now)
             return
         self._peer_of_session[ev.session_id] = peer
-        self._events.append(ev)
-        self._events.extend(key_events)
+        self._uncommitted[KeyId.of(ev.context)] = (peer, ev.session_id)
+        self._pending_events.append(ev)
+        self._pending_events.extend(key_events)
         kind = AuditKind.REKEY if ev.reauth else AuditKind.AUTH_SUCCESS
         self.counters[kind.value] += 1
         self._audit(
@@ -373,7 +541,7 @@ class KeyServer:
         revoked = ev.session_id in self._revoking
         self._revoking.discard(ev.session_id)
         if peer is not None and self.retire_on_termination and not revoked:
-            self._events.extend(self.directory.retire(peer, ev.session_id, now))
+            self._emit(self.directory.retire(peer, ev.session_id, now))
         self._audit(AuditKind.SESSION_END, peer, f"session {ev.session_id:#010x}: {ev.reason}", now)
 
     def __repr__(self) -> str:

@@ -15,7 +15,7 @@ import logging
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -102,6 +102,7 @@ class DeviceRevoked(StoreError):
 
 class AuditKind(StrEnum):
     ENROLL = "enroll"
+    AUTH_ACCEPTED = "auth-accepted"  # EAP succeeded; the PANA success (PAR C) may now be sent
     AUTH_SUCCESS = "auth-success"
     AUTH_FAILURE = "auth-failure"
     REKEY = "rekey"
@@ -135,6 +136,51 @@ class Revocation:
     device_id: bytes
     reason: str
     keys_until: float | None
+
+
+class WriteBatch:
+    """Per-authentication writes gathered for one group commit (`CredentialStore.commit`).
+
+    It is also a `KeyPersistence`: key rings "save" into it, and the key server commits it once
+    per event-loop flush. Keys are wrapped at commit time from their state then (a key saved,
+    then superseded, is written once, superseded); a key wiped before the commit is not saved.
+    """
+
+    __slots__ = ("audits", "deletes", "saves")
+
+    def __init__(self) -> None:
+        self.saves: dict[tuple[int, int, str], tuple[bytes, AppKey]] = {}
+        self.deletes: list[tuple[int, int, str]] = []
+        self.audits: list[tuple[str, bytes | None, str, float]] = []
+
+    def save_keys(self, peer_id: bytes, keys: Sequence[AppKey]) -> None:
+        for k in keys:
+            self.saves[(k.key_id.session_id, k.key_id.generation, k.purpose.name)] = (peer_id, k)
+
+    def delete_keys(self, keys: Sequence[AppKey]) -> None:
+        for k in keys:
+            pk = (k.key_id.session_id, k.key_id.generation, k.purpose.name)
+            self.saves.pop(pk, None)
+            self.deletes.append(pk)
+
+    def audit(
+        self, kind: AuditKind | str, device_id: bytes | None, detail: str, now: float
+    ) -> None:
+        self.audits.append((str(kind), device_id, detail, now))
+
+    def clear(self) -> None:
+        self.saves.clear()
+        self.deletes.clear()
+        self.audits.clear()
+
+    def __len__(self) -> int:
+        return len(self.saves) + len(self.deletes) + len(self.audits)
+
+    def __repr__(self) -> str:
+        return (
+            f"WriteBatch(saves={len(self.saves)}, deletes={len(self.deletes)}, "
+            f"audits={len(self.audits)})"
+        )
 
 
 @dataclass(frozen=True)
@@ -552,6 +598,58 @@ class CredentialStore:
                         key.superseded_at,
                     ),
                 )
+
+    def commit(self, batch: WriteBatch, *, durable: bool = False) -> None:
+        """Write `batch` (key deletions, key saves, audit entries) in ONE transaction.
+
+        `durable=False` commits with synchronous=NORMAL: in WAL mode that survives a crash of
+        the process (the WAL is in the OS page cache); only an OS crash or power loss can undo
+        the last batches, and the next commit with synchronous=FULL (any credential change)
+        makes them durable too. See docs/key-hierarchy.md, "Durability". Credentials never
+        go through here: enroll/revoke/rotate stay synchronous=FULL.
+        """
+        if not batch:
+            return
+        kek, label = self._kek, self._kek.label
+        rows = []
+        for (sid, gen, name), (peer_id, key) in batch.saves.items():
+            if key.wiped:
+                continue  # expired before the commit; its delete is in the batch if needed
+            aad = self._key_aad(peer_id, key.key_id, name, key.not_before, key.not_after)
+            try:
+                blob = kek.wrap(key.key, aad)
+            except KekError as exc:
+                raise StoreError(f"key {key.key_id}/{name} cannot be wrapped: {exc}") from None
+            row = (sid, gen, name, peer_id, blob, label, key.not_before, key.not_after)
+            rows.append((*row, key.superseded_at))
+        try:
+            if not durable:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            with self._tx() as db:
+                if batch.deletes:
+                    db.executemany(
+                        "DELETE FROM app_keys WHERE session_id = ? AND generation = ? "
+                        "AND purpose = ?",
+                        batch.deletes,
+                    )
+                if rows:
+                    db.executemany(
+                        "INSERT OR REPLACE INTO app_keys (session_id, generation, purpose, "
+                        "peer_id, key_blob, kek_label, not_before, not_after, superseded_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        rows,
+                    )
+                if batch.audits:
+                    db.executemany(
+                        "INSERT INTO audit (kind, device_id, detail, at) VALUES (?, ?, ?, ?)",
+                        batch.audits,
+                    )
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: database error: {exc}") from exc
+        finally:
+            if not durable:
+                with suppress(sqlite3.Error):
+                    self._db.execute("PRAGMA synchronous=FULL")
 
     def delete_keys(self, keys: Sequence[AppKey]) -> None:
         if not keys:

@@ -256,8 +256,14 @@ def bench_store_key_server(devices: int, data_dir: str, session_lifetime: float 
     )
     for i in range(devices):
         store.enroll(bench_device_id(i), bench_psk(i), now)
+    from amistack.runtime.keyserver import DEFAULT_COMMIT_INTERVAL
+
     return KeyServer(
-        store, rng=system_random, paa_config=bench_paa_config(session_lifetime), now=now
+        store,
+        rng=system_random,
+        paa_config=bench_paa_config(session_lifetime),
+        commit_interval=float(os.environ.get("AMISTACK_COMMIT_INTERVAL", DEFAULT_COMMIT_INTERVAL)),
+        now=now,
     )
 
 
@@ -381,7 +387,13 @@ async def _run_fleets(
 ) -> dict[str, Any]:
     """Serve `engine` here while `processes` child processes run their share of the PaCs."""
     loop = asyncio.get_running_loop()
-    driver = EngineDriver(engine, wall_clock=wall_clock)
+    from amistack.runtime.keyserver import group_commit
+
+    holder: list[EngineDriver[Any]] = []
+    # the key server's group commit, as the real runtime does it (a no-op for the bare PAA)
+    commit = group_commit(engine, lambda: holder[0])
+    driver = EngineDriver(engine, wall_clock=wall_clock, on_flush=commit)
+    holder.append(driver)
     paa = await driver.bind(host, 0)
     ctx = multiprocessing.get_context("spawn")
     procs: list[tuple[Any, Connection]] = []

@@ -25,6 +25,25 @@ log = logging.getLogger(__name__)
 PANA_PORT = 716  # RFC 5191 §6.1
 RADIUS_AUTH_PORT = 1812  # RFC 2865 §3
 DEFAULT_LISTEN = ("0.0.0.0", "::")
+# Group commit of the key server's per-authentication writes: the oldest waits at most this
+# long (plus one loop iteration). docs/key-hierarchy.md, "Durability".
+DEFAULT_COMMIT_INTERVAL = 0.002
+
+
+def group_commit(engine: Any, driver: Callable[[], EngineDriver[Any]]) -> Callable[[], None]:
+    """An `on_flush` hook: after each flush of `driver()`, `engine.flush(now)` commits the
+    writes waiting for a group commit; what that released (PANA successes held until their
+    audit entry was on disk, events) goes out on the next loop iteration."""
+    flush = getattr(engine, "flush", None)
+
+    def after_flush() -> None:
+        if flush is None:
+            return
+        d = driver()
+        if flush(d.now()):
+            d.kick_soon()
+
+    return after_flush
 
 
 def log_key_server_event(event: object) -> None:
@@ -100,6 +119,7 @@ def build_key_server(
     seconds (see `start_keyserver`), so key expiry stored in `store` survives restarts."""
     from amistack.keymgmt.server import KeyServer
 
+    options.setdefault("commit_interval", DEFAULT_COMMIT_INTERVAL)
     return KeyServer(store, rng=rng, now=time.time() if now is None else now, **options)
 
 
@@ -119,6 +139,7 @@ def build_passthrough_key_server(
 
     backend = RadiusPassthroughBackend(radius_server, secret, rng)
     options.setdefault("require_enrolled", False)
+    options.setdefault("commit_interval", DEFAULT_COMMIT_INTERVAL)
     engine = KeyServer(
         store, rng=rng, backend=backend, now=time.time() if now is None else now, **options
     )
@@ -162,24 +183,27 @@ async def start_keyserver(
     if aaa_backend is not None:
         if aaa_server is None:
             raise ValueError("a pass-through AAA backend needs its RADIUS server address")
-        agent = getattr(engine, "agent", engine)  # KeyServer wraps the PanaAuthAgent
+        # KeyServer.aaa_answer holds an EAP success until its audit entry is committed
+        target = engine if hasattr(engine, "aaa_answer") else getattr(engine, "agent", engine)
 
         def deliver(item: object) -> None:
             session_id, answer = cast(tuple[int, Any], item)
             driver = pana_ref[0]
-            agent.aaa_answer(session_id, answer, driver.now())
+            target.aaa_answer(session_id, answer, driver.now())
             driver.kick_soon()
 
         aaa = EngineDriver(
             AaaAnswerEngine(aaa_backend), on_event=deliver, capture=capture, wall_clock=True
         )
+    commit = group_commit(engine, lambda: pana_ref[0])
+
+    def on_flush() -> None:
+        if aaa is not None:
+            aaa.kick_soon()  # a PANA message may have queued an Access-Request in the backend
+        commit()
+
     pana = EngineDriver(
-        engine,
-        on_event=on_event,
-        capture=capture,
-        wall_clock=True,
-        # a PANA message may have queued an Access-Request in the backend
-        on_flush=aaa.kick_soon if aaa is not None else None,
+        engine, on_event=on_event, capture=capture, wall_clock=True, on_flush=on_flush
     )
     pana_ref.append(pana)
     rt = KeyServerRuntime(engine, pana, aaa=aaa)
@@ -300,6 +324,10 @@ async def run_keyserver(
             poller.cancel()
         if kd is not None:
             await kd.close()
+        final = getattr(engine, "flush", None)
+        if final is not None:
+            with contextlib.suppress(Exception):  # nothing a stopping server can do about it
+                final(rt.pana.now(), force=True)
         rt.close()
         with contextlib.suppress(Exception):
             counters = {k: v for k, v in getattr(engine, "counters", {}).items() if v}

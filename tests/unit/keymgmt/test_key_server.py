@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -170,7 +171,11 @@ def test_authentication_installs_the_same_keys_on_both_ends(store: CredentialSto
     assert server.key_for(mine.key_id, PANA_AUTH, net.now) is None
     assert server.counters["key_export_refused"] == 1
     assert mine.key.hex() not in repr(theirs) and repr(mine.key) not in repr(theirs)
-    assert [e.kind for e in store.audit_log(device_id=b"meter-1")] == ["auth-success", "enroll"]
+    assert [e.kind for e in store.audit_log(device_id=b"meter-1")] == [
+        "auth-success",
+        "auth-accepted",  # committed before the PANA success (PAR with C flag) was sent
+        "enroll",
+    ]
 
 
 def test_reauthentication_rotates_with_overlap(store: CredentialStore) -> None:
@@ -382,3 +387,127 @@ def test_revocation_by_another_process_reaches_the_running_server(
     assert server.key_for(kid.key_id, C1222, now + 5.0) is None
     assert server.current_key(b"meter-2", C1222, net.now) is not None
     assert server.sync_revocations(net.now) == []  # applied once only
+
+
+# -- group commit (docs/key-hierarchy.md, "Durability") ------------------------------------------
+
+
+def batched_server(store: CredentialStore, interval: float = 0.01) -> KeyServer:
+    return KeyServer(
+        store,
+        rng=seeded_random(1),
+        paa_config=PaaConfig(session_lifetime=LIFETIME),
+        overlap=30.0,
+        commit_interval=interval,
+        now=0.0,
+    )
+
+
+def kinds(store: CredentialStore, device: bytes = b"meter-1") -> list[str]:
+    return [e.kind for e in reversed(store.audit_log(device_id=device))]
+
+
+def key_rows(store: CredentialStore) -> int:
+    return len(store.load_keys(PurposeRegistry(), 0.0))
+
+
+def step_without_commit(net: Net, rounds: int = 20) -> None:
+    """Move datagrams, never running a timer (so nothing commits unless forced)."""
+    for _ in range(rounds):
+        if not net.step():
+            return
+
+
+def test_pana_success_waits_for_its_audit_entry_and_keys_for_theirs(
+    store: CredentialStore,
+) -> None:
+    server = batched_server(store)
+    meter = Meter(b"meter-1", PSKS[b"meter-1"], 40000, seed=2)
+    net = Net(server, [meter])
+    meter.pac.start(0.0)
+    step_without_commit(net)
+    # EAP succeeded, but the PANA success (PAR with C flag) is held: the meter knows nothing
+    assert not [e for e in meter.events if isinstance(e, Authenticated)]
+    assert kinds(store) == ["enroll"]  # and nothing is on disk yet
+    assert server.flush(0.0, force=True)
+    assert kinds(store) == ["enroll", "auth-accepted"]
+    step_without_commit(net)
+    assert len([e for e in meter.events if isinstance(e, Authenticated)]) == 1
+    mine = meter.ring.current(C1222, 0.0)
+    assert mine is not None
+    # the server has the keys in memory, but neither exports nor announces them uncommitted
+    assert server.key_for(mine.key_id, C1222, 0.0) is None
+    assert server.current_key(b"meter-1", C1222, 0.0) is None
+    assert not net.of(Authenticated) and key_rows(store) == 0
+    assert server.get_timer() == pytest.approx(0.01)
+    server.handle_timer(0.01)  # the commit timer
+    net.step()
+    assert len(net.of(Authenticated)) == 1 and len(net.of(KeysInstalled)) == 1
+    assert kinds(store)[-1] == "auth-success" and key_rows(store) == len(PurposeRegistry())
+    theirs = server.key_for(mine.key_id, C1222, 0.01)
+    assert theirs is not None and theirs.key == mine.key
+
+
+def test_many_authentications_share_one_commit(store: CredentialStore) -> None:
+    server = batched_server(store)
+    meters = [
+        Meter(name, psk, 40000 + i, seed=10 + i) for i, (name, psk) in enumerate(PSKS.items())
+    ]
+    net = Net(server, [])
+    start(net, *meters)
+    assert len(net.of(Authenticated)) == 2
+    # per meter: auth-accepted, then keys + auth-success; both meters ran in lockstep
+    assert server.counters["commits"] == 2
+    assert key_rows(store) == 2 * len(PurposeRegistry())
+
+
+def test_crash_before_the_commit_leaves_no_half_session(tmp_path: Path, kek: FileKek) -> None:
+    store = CredentialStore(tmp_path / "ks.db", kek)
+    store.enroll(b"meter-1", PSKS[b"meter-1"], now=0.0)
+    server = batched_server(store)
+    meter = Meter(b"meter-1", PSKS[b"meter-1"], 40000, seed=2)
+    net = Net(server, [meter])
+    meter.pac.start(0.0)
+    step_without_commit(net)
+    server.flush(0.0, force=True)
+    step_without_commit(net)  # the server has the PAN with C flag: keys pending
+    assert server.directory.get(b"meter-1") is not None
+    store.close()  # "kill -9": the batch is never committed
+    again = CredentialStore(tmp_path / "ks.db", kek)
+    assert key_rows(again) == 0
+    assert kinds(again) == ["enroll", "auth-accepted"]
+    assert KeyServer(again, rng=seeded_random(3), now=1.0).directory.get(b"meter-1") is None
+    again.close()
+
+
+def test_a_failed_commit_ends_the_session_and_drops_its_keys(
+    tmp_path: Path, store: CredentialStore
+) -> None:
+    server = batched_server(store, interval=0.0)
+    with sqlite3.connect(tmp_path / "ks.db") as other:  # e.g. a full disk, seen as an error
+        other.execute(
+            "CREATE TRIGGER no_keys BEFORE INSERT ON app_keys "
+            "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+    meter = Meter(b"meter-1", PSKS[b"meter-1"], 40000, seed=2)
+    net = Net(server, [])
+    start(net, meter)
+    assert server.counters["commit_errors"] == 1
+    assert not net.of(Authenticated) and not net.of(KeysInstalled)
+    assert server.directory.get(b"meter-1") is None
+    assert len(net.of(SessionTerminated)) == 1
+    assert [e for e in meter.events if isinstance(e, SessionTerminated)]  # the meter is told
+
+
+def test_revocation_commits_pending_writes_durably(store: CredentialStore) -> None:
+    server = batched_server(store, interval=60.0)
+    meter = Meter(b"meter-1", PSKS[b"meter-1"], 40000, seed=2)
+    net = Net(server, [meter])
+    meter.pac.start(0.0)
+    step_without_commit(net)
+    server.flush(0.0, force=True)
+    step_without_commit(net)
+    assert "auth-success" not in kinds(store)
+    server.revoke(b"meter-1", 1.0)
+    assert kinds(store) == ["enroll", "auth-accepted", "auth-success", "revoke", "keys-shortened"]
+    assert server.current_key(b"meter-1", C1222, 1.0) is None
