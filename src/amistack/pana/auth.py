@@ -14,7 +14,7 @@ from amistack.crypto import PrfHash
 from amistack.pana.avp import Avp
 from amistack.pana.constants import AvpCode, IntegrityAlgorithm, PrfAlgorithm
 from amistack.pana.errors import PanaDecodeError
-from amistack.pana.message import PanaMessage, auth_span
+from amistack.pana.message import PanaMessage, auth_value_span
 
 _AUTH_LEN = {
     IntegrityAlgorithm.AUTH_HMAC_SHA1_160: 20,
@@ -24,6 +24,7 @@ _AUTH_HASH = {
     IntegrityAlgorithm.AUTH_HMAC_SHA1_160: hashlib.sha1,
     IntegrityAlgorithm.AUTH_HMAC_SHA2_256_128: hashlib.sha256,
 }
+_AUTH = int(AvpCode.AUTH)
 _PRF_HASH = {
     PrfAlgorithm.PRF_HMAC_SHA1: PrfHash.SHA1,
     PrfAlgorithm.PRF_HMAC_SHA2_256: PrfHash.SHA256,
@@ -47,14 +48,16 @@ def compute_auth(alg: IntegrityAlgorithm, key: bytes, zeroed_message: bytes) -> 
 def sign(msg: PanaMessage, alg: IntegrityAlgorithm, key: bytes) -> bytes:
     """Encode `msg` with an AUTH AVP appended last (any AUTH it had is replaced)."""
     n = _AUTH_LEN[alg]
-    base = msg.without(AvpCode.AUTH)
+    avps = msg.avps
+    if any(a.code == _AUTH and a.vendor_id is None for a in avps):
+        avps = msg.without(AvpCode.AUTH).avps
     zeroed = PanaMessage(
-        base.msg_type,
-        base.flags,
-        base.session_id,
-        base.seq,
-        (*base.avps, Avp(AvpCode.AUTH, bytes(n))),
-        base.reserved,
+        msg.msg_type,
+        msg.flags,
+        msg.session_id,
+        msg.seq,
+        (*avps, Avp(AvpCode.AUTH, bytes(n))),
+        msg.reserved,
     ).encode()
     # n is a multiple of 4, so the AUTH value is the last n octets (no padding after it).
     return zeroed[:-n] + compute_auth(alg, key, zeroed)
@@ -62,8 +65,9 @@ def sign(msg: PanaMessage, alg: IntegrityAlgorithm, key: bytes) -> bytes:
 
 def verify(data: bytes, alg: IntegrityAlgorithm, key: bytes) -> bool:
     """True iff `data` decodes and carries an AUTH AVP with the right MAC (constant-time)."""
+    data = bytes(data)
     try:
-        _, span = auth_span(data)
+        span = auth_value_span(data)  # the engines decoded `data` already: scan headers only
     except PanaDecodeError:
         return False
     if span is None:

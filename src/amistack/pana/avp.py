@@ -22,6 +22,10 @@ from amistack.pana.errors import PanaDecodeError
 
 _HDR = struct.Struct("!HHHH")
 _U32 = struct.Struct("!I")
+_HDR_PACK = _HDR.pack
+_HDR_UNPACK = _HDR.unpack_from
+_U32_UNPACK = _U32.unpack_from
+_PAD = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")  # by value length mod 4
 
 
 def padded(n: int) -> int:
@@ -67,12 +71,13 @@ class Avp:
 
     # -- wire ---------------------------------------------------------------------------------
     def encode(self) -> bytes:
-        flags = self.reserved_flags | (AVP_FLAG_V if self.vendor_id is not None else 0)
-        out = _HDR.pack(self.code, flags, len(self.value), self.reserved)
-        if self.vendor_id is not None:
-            out += _U32.pack(self.vendor_id)
-        pad = padded(len(self.value)) - len(self.value)
-        return out + self.value + b"\x00" * pad
+        value = self.value
+        n = len(value)
+        if self.vendor_id is None:
+            return _HDR_PACK(self.code, self.reserved_flags, n, self.reserved) + value + _PAD[n & 3]
+        flags = self.reserved_flags | AVP_FLAG_V
+        head = _HDR_PACK(self.code, flags, n, self.reserved) + _U32.pack(self.vendor_id)
+        return head + value + _PAD[n & 3]
 
     @classmethod
     def decode(cls, data: bytes) -> Avp:
@@ -127,10 +132,6 @@ def _decode_one(data: bytes, offset: int, size: int) -> tuple[Avp, int, int]:
     return avp, pos, padded_end
 
 
-_HDR_UNPACK = _HDR.unpack_from
-_U32_UNPACK = _U32.unpack_from
-
-
 def decode_avps(data: bytes, offset: int = 0) -> tuple[tuple[Avp, ...], list[tuple[int, int]]]:
     """All AVPs from `offset` to the end, and (value offset, value length) of each."""
     if type(data) is not bytes:
@@ -144,3 +145,31 @@ def decode_avps(data: bytes, offset: int = 0) -> tuple[tuple[Avp, ...], list[tup
         avps.append(avp)
         spans.append((value_start, len(avp.value)))
     return tuple(avps), spans
+
+
+def find_value_span(data: bytes, offset: int, code: int) -> tuple[int, int] | None:
+    """(value offset, value length) of the first non-vendor AVP with `code` from `offset` on,
+    checking every AVP header to the end exactly as `decode_avps` does (same PanaDecodeError),
+    without building the AVPs: for verifying AUTH over octets already decoded once."""
+    size = len(data)
+    pos = offset
+    found: tuple[int, int] | None = None
+    while pos < size:
+        if size - pos < AVP_HEADER_LENGTH:
+            raise PanaDecodeError(pos, "truncated AVP header")
+        avp_code, flags, length, _ = _HDR_UNPACK(data, pos)
+        start = pos + AVP_HEADER_LENGTH
+        if flags & AVP_FLAG_V:
+            if size - start < 4:
+                raise PanaDecodeError(start, "truncated Vendor-Id")
+            start += 4
+        elif found is None and avp_code == code:
+            found = (start, length)
+        end = start + length
+        if end > size:
+            raise PanaDecodeError(pos + 4, f"AVP length {length} runs past the message")
+        nxt = start + ((length + 3) & ~3)
+        if nxt > size:
+            raise PanaDecodeError(end, "AVP padding truncated")
+        pos = nxt
+    return found

@@ -16,7 +16,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from amistack.pana.avp import Avp, decode_avps
+from amistack.pana.avp import Avp, decode_avps, find_value_span
 from amistack.pana.constants import HEADER_LENGTH, AvpCode, Flag, MessageType
 from amistack.pana.errors import PanaDecodeError
 
@@ -159,3 +159,25 @@ def auth_span(data: bytes) -> tuple[PanaMessage, tuple[int, int] | None]:
         if avp.code == _AUTH and avp.vendor_id is None:
             return msg, span
     return msg, None
+
+
+def check_header(data: bytes) -> None:
+    """The header checks of `decode_with_spans`, raising the same PanaDecodeError."""
+    size = len(data)
+    if size < HEADER_LENGTH:
+        raise PanaDecodeError(0, f"truncated header ({size} octets)")
+    length = _HDR_UNPACK(data, 0)[1]
+    if length < HEADER_LENGTH:
+        raise PanaDecodeError(2, f"Message Length {length} shorter than the header")
+    if length > size:
+        raise PanaDecodeError(2, f"Message Length {length} exceeds datagram ({size})")
+    if length < size:
+        raise PanaDecodeError(length, f"{size - length} octets after Message Length")
+
+
+def auth_value_span(data: bytes) -> tuple[int, int] | None:
+    """`auth_span(data)[1]` with the same validation, without building the message."""
+    if type(data) is not bytes:
+        data = bytes(data)
+    check_header(data)
+    return find_value_span(data, HEADER_LENGTH, _AUTH)
