@@ -1,0 +1,1 @@
+"""The smart meter: metering model, switch, events, and the secure module that holds its keys."""

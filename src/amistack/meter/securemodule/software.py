@@ -1,0 +1,127 @@
+"""The software secure module: an EC P-256 key in an owner-only PEM file, on `cryptography`.
+
+For machines without a token. The private key is only as safe as the file: it is created 0600
+with O_EXCL|O_NOFOLLOW and a file that group or others could read or write is refused on open,
+as `keymgmt.kek.FileKek` does for the KEK.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+
+from amistack.meter.securemodule.base import (
+    SecureModuleError,
+    check_digest,
+    public_key_to_pem,
+    raw_from_der,
+)
+
+_MAX_PEM = 64 * 1024
+
+
+class SoftwareModule:
+    """EC P-256 signing key from a PEM file. Thread-safe (cryptography's keys are)."""
+
+    def __init__(
+        self, key: ec.EllipticCurvePrivateKey, label: str, source: str = "<memory>"
+    ) -> None:
+        if not isinstance(key.curve, ec.SECP256R1):
+            raise SecureModuleError(f"{source}: the key is not on curve P-256")
+        self.label = label
+        self._key: ec.EllipticCurvePrivateKey | None = key
+        self._source = source
+        self._pem = public_key_to_pem(key.public_key())
+
+    @classmethod
+    def create(cls, path: Path | str, label: str | None = None) -> SoftwareModule:
+        """Generate a new P-256 key into `path` (which must not exist), mode 0600."""
+        path = Path(path)
+        key = ec.generate_private_key(ec.SECP256R1())
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            raise SecureModuleError(
+                f"{path}: already exists; refusing to overwrite a key"
+            ) from None
+        except OSError as exc:
+            raise SecureModuleError(f"{path}: cannot create key file: {exc.strerror}") from None
+        try:
+            os.fchmod(fd, 0o600)  # the umask can only narrow; make the mode exact anyway
+            os.write(fd, pem)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return cls(key, label or path.stem, str(path))
+
+    @classmethod
+    def open(cls, path: Path | str, label: str | None = None) -> SoftwareModule:
+        """Load the key at `path`; refuses a file its group or others could read or write."""
+        path = Path(path)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            raise SecureModuleError(f"{path}: key file does not exist") from None
+        except OSError as exc:
+            raise SecureModuleError(f"{path}: cannot open key file: {exc.strerror}") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise SecureModuleError(f"{path}: key is not a regular file")
+            if st.st_mode & 0o077:
+                raise SecureModuleError(
+                    f"{path}: key file mode is {stat.S_IMODE(st.st_mode):04o}; it must not be "
+                    f"accessible to group or others (run: chmod 600 {path})"
+                )
+            data = os.read(fd, _MAX_PEM + 1)
+        finally:
+            os.close(fd)
+        if len(data) > _MAX_PEM:
+            raise SecureModuleError(f"{path}: key file is too large to be a PEM key")
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError) as exc:
+            raise SecureModuleError(f"{path}: not an unencrypted PEM private key: {exc}") from None
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise SecureModuleError(f"{path}: the key is not an EC key")
+        return cls(key, label or path.stem, str(path))
+
+    @classmethod
+    def open_or_create(cls, path: Path | str, label: str | None = None) -> SoftwareModule:
+        path = Path(path)
+        if path.exists() or path.is_symlink():
+            return cls.open(path, label)
+        return cls.create(path, label)
+
+    def public_key_pem(self) -> bytes:
+        return self._pem
+
+    def sign_digest(self, digest: bytes) -> bytes:
+        check_digest(digest)
+        key = self._key
+        if key is None:
+            raise SecureModuleError(f"secure module {self.label!r} is closed")
+        der = key.sign(bytes(digest), ec.ECDSA(Prehashed(hashes.SHA256())))
+        return raw_from_der(der)
+
+    def close(self) -> None:
+        self._key = None
+
+    def __enter__(self) -> SoftwareModule:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SoftwareModule(label={self.label!r}, source={self._source!r})"
