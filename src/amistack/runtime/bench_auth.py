@@ -64,11 +64,13 @@ async def pac_fleet(
     timeout: float = 120.0,
     pac_config: Any | None = None,
     keep_latencies: bool = False,
+    local_hosts: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run PaC authentications against `paa`, `concurrency` at a time, over `sockets` sockets.
 
     `sessions` is a count or the session numbers to run; session n authenticates bench device
-    n % `devices`."""
+    n % `devices`. `local_hosts`: addresses the sockets bind to in turn (e.g. 127.0.0.2,
+    127.0.0.3, ...: a PAA with its per-source limits sees many meters, not one)."""
     from amistack.pana.events import Authenticated, AuthenticationFailed, SessionTerminated
     from amistack.runtime.meter import build_pac
 
@@ -139,7 +141,7 @@ async def pac_fleet(
 
     for idx, mux in enumerate(muxes):
         d = EngineDriver(mux, on_event=make_sink(idx, mux))
-        await d.bind(host, 0)
+        await d.bind(local_hosts[idx % len(local_hosts)] if local_hosts else host, 0)
         drivers.append(d)
     wall_start = time.time()
     t_start = perf()
@@ -262,7 +264,7 @@ def bench_store_key_server(devices: int, data_dir: str, session_lifetime: float 
         store,
         rng=system_random,
         paa_config=bench_paa_config(session_lifetime),
-        commit_interval=float(os.environ.get("AMISTACK_COMMIT_INTERVAL", DEFAULT_COMMIT_INTERVAL)),
+        commit_interval=DEFAULT_COMMIT_INTERVAL,
         now=now,
     )
 

@@ -1,0 +1,243 @@
+"""The key server as an operator runs it: real processes, real UDP on loopback, the CLI.
+
+`kill -9` in the middle of a burst of authentications, restart on the same data directory:
+credentials, audit trail and committed keys survive, no keys exist for a session the server
+did not complete, and meters authenticate again at once. A device revoked with `amistack keys
+revoke` loses its live session within ~2 s and is refused from then on.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from amistack.cli.common import KEYSERVER_DB, open_store
+from amistack.runtime.bench_auth import bench_device_id, bench_psk
+
+PSK_A = "00112233445566778899aabbccddeeff"
+FLEET = 16  # bench devices 0..15
+PY = sys.executable
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def cli(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PY, "-m", "amistack.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=ENV,
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class KeyServerProcess:
+    def __init__(self, data_dir: Path, port: int, log: Path) -> None:
+        self.port = port
+        self.log = log
+        self._out = open(log, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                PY,
+                "-m",
+                "amistack.cli.main",
+                "keyserver",
+                "--data-dir",
+                str(data_dir),
+                "--listen",
+                f"127.0.0.1:{port}",
+            ],
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            env=ENV,
+        )
+        deadline = time.monotonic() + 15.0
+        while b"PANA on 127.0.0.1" not in log.read_bytes():
+            assert self.proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "key server did not start"
+            time.sleep(0.05)
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self._out.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._out.close()
+
+
+def audit_rows(db: Path) -> list[tuple[int, float, str, bytes | None, str]]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return conn.execute(
+            "SELECT seq, at, kind, device_id, detail FROM audit ORDER BY seq"
+        ).fetchall()
+
+
+def key_rows(db: Path) -> list[tuple[int, int, str]]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return conn.execute("SELECT session_id, generation, purpose FROM app_keys").fetchall()
+
+
+def count(db: Path, kind: str) -> int:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+        return int(conn.execute("SELECT count(*) FROM audit WHERE kind = ?", (kind,)).fetchone()[0])
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "ks"
+    r = cli("keys", "enroll", "meter-a", "--psk", PSK_A, "--data-dir", str(d))
+    assert r.returncode == 0, r.stderr
+    with open_store(d, create=False) as store:  # the fleet in-process: 16 CLI runs cost seconds
+        for i in range(FLEET):
+            store.enroll(bench_device_id(i), bench_psk(i), time.time())
+    return d
+
+
+@pytest.fixture
+def server(data_dir: Path, tmp_path: Path) -> Iterator[KeyServerProcess]:
+    ks = KeyServerProcess(data_dir, free_port(), tmp_path / "keyserver.log")
+    yield ks
+    ks.stop()
+
+
+def meter_once(port: int, device: str = "meter-a", timeout: float = 5.0) -> int:
+    r = cli(
+        "meter",
+        "--id",
+        device,
+        "--psk",
+        PSK_A,
+        "--keyserver",
+        f"127.0.0.1:{port}",
+        "--once",
+        "--timeout",
+        str(timeout),
+    )
+    return r.returncode
+
+
+# 32 sockets on 127.0.0.2-33: the key server's per-source PCI rate limit (5/s) sees 32 meters
+FLEET_SCRIPT = f"""
+import asyncio, sys
+from amistack.runtime.bench_auth import pac_fleet
+hosts = [f"127.0.0.{{i}}" for i in range(2, 34)]
+asyncio.run(pac_fleet(("127.0.0.1", int(sys.argv[1])), 100000, 32, {FLEET}, 32, timeout=30.0,
+                      local_hosts=hosts))
+"""
+
+
+def test_kill_9_in_a_burst_loses_nothing_committed_and_leaves_no_half_session(
+    data_dir: Path, server: KeyServerProcess, tmp_path: Path
+) -> None:
+    db = data_dir / KEYSERVER_DB
+    assert meter_once(server.port) == 0
+    fleet = subprocess.Popen([PY, "-c", FLEET_SCRIPT, str(server.port)], env=ENV)
+    try:
+        deadline = time.monotonic() + 15.0
+        while count(db, "auth-success") < 150:  # well into the burst
+            assert time.monotonic() < deadline and fleet.poll() is None
+            time.sleep(0.02)
+        before = audit_rows(db)
+        server.kill9()
+    finally:
+        fleet.kill()
+        fleet.wait(10)
+
+    after_kill = audit_rows(db)
+    assert after_kill[: len(before)] == before  # nothing committed is lost
+    successes = [r for r in after_kill if r[2] in ("auth-success", "rekey")]
+    accepted = [r for r in after_kill if r[2] == "auth-accepted"]
+    assert len(successes) >= 150 and len(accepted) >= len(successes)
+    # Every key row belongs to a session the server completed and audited, with all purposes;
+    # no keys for a session that was still authenticating when it died.
+    completed = {r[4].split()[1] + "/" + r[4].split()[4] for r in successes}  # "0x... sid.gen"
+    keys = key_rows(db)
+    by_gen: dict[str, set[str]] = {}
+    for sid, gen, purpose in keys:
+        by_gen.setdefault(f"{sid:#010x}/{sid:08x}.{gen:08x}", set()).add(purpose)
+    assert by_gen and set(by_gen) <= completed
+    assert all(p == {"pana-auth", "c1222", "link"} for p in by_gen.values())
+
+    restarted = KeyServerProcess(data_dir, free_port(), tmp_path / "keyserver2.log")
+    try:
+        t0 = time.monotonic()
+        assert meter_once(restarted.port) == 0  # at once
+        assert time.monotonic() - t0 < 5.0
+        listed = cli("keys", "list", "--json", "--data-dir", str(data_dir))
+        assert listed.returncode == 0
+        assert listed.stdout.count('"device_id"') == FLEET + 1  # every credential is still there
+        final = audit_rows(db)
+        assert final[: len(after_kill)] == after_kill  # append-only across the restart
+        seqs = [r[0] for r in final]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    finally:
+        restarted.stop()
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"), sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM audit")
+
+
+def test_revoking_a_live_device_ends_its_session_and_refuses_it(
+    data_dir: Path, server: KeyServerProcess, tmp_path: Path
+) -> None:
+    db = data_dir / KEYSERVER_DB
+    log = tmp_path / "meter.log"
+    with open(log, "wb") as out:
+        meter = subprocess.Popen(
+            [
+                PY,
+                "-m",
+                "amistack.cli.main",
+                "meter",
+                "--id",
+                "meter-a",
+                "--psk",
+                PSK_A,
+                "--keyserver",
+                f"127.0.0.1:{server.port}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=ENV,
+        )
+    try:
+        deadline = time.monotonic() + 10.0
+        while b"meter-a: authenticated" not in log.read_bytes():
+            assert time.monotonic() < deadline and meter.poll() is None, log.read_text()
+            time.sleep(0.05)
+        ends_before = count(db, "session-end")
+        revoked = cli("keys", "revoke", "meter-a", "--data-dir", str(data_dir))
+        assert revoked.returncode == 0 and "revoked meter-a" in revoked.stdout
+        t0 = time.monotonic()
+        while count(db, "session-end") == ends_before:
+            assert time.monotonic() - t0 < 2.5, "the key server did not end the session"
+            time.sleep(0.05)
+    finally:
+        meter.terminate()
+        meter.wait(10)
+    assert meter_once(server.port, timeout=3.0) == 1
+    kinds = [r[2] for r in audit_rows(db) if r[3] == b"meter-a"]
+    assert kinds.index("revoke") < kinds.index("session-end", kinds.index("revoke"))
+    # the refused run is audited (EAP-PSK never learns a revoked identity: no device id)
+    assert audit_rows(db)[-1][2] == "auth-failure"
