@@ -25,6 +25,13 @@ class AesCmac:
         if prefix:
             self._base.update(prefix)
 
+    def prefixed(self, prefix: bytes) -> AesCmac:
+        """CMAC under the same key with `prefix` absorbed too (a copy, no new key schedule)."""
+        other: AesCmac = object.__new__(AesCmac)
+        other._base = self._base.copy()
+        other._base.update(prefix)
+        return other
+
     def mac(self, data: bytes) -> bytes:
         c = self._base.copy()
         c.update(data)

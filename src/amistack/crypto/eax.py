@@ -40,7 +40,8 @@ class Eax:
         self._key = key
         self.tag_len = tag_len
         self._ecb = aes_ecb(key)
-        self._omac = tuple(AesCmac(key, t.to_bytes(BLOCK, "big")) for t in range(3))
+        cmac = AesCmac(key)
+        self._omac = tuple(cmac.prefixed(t.to_bytes(BLOCK, "big")) for t in range(3))
 
     def _ctr(self, n_prime: bytes, data: bytes) -> bytes:
         # EAX's counter is the whole 128-bit block incremented modulo 2^128, as OpenSSL's CTR does.

@@ -23,6 +23,9 @@ HEADER_LEN = 4
 
 MAX_LENGTH = 0xFFFF
 
+_HDR = struct.Struct("!BBH")
+_new = object.__new__
+
 
 class EapCode(IntEnum):
     """RFC 3748 §4."""
@@ -43,6 +46,10 @@ class EapType(IntEnum):
     TLS = 13  # RFC 5216
     PSK = 47  # RFC 4764
     EXPANDED = 254  # §5.7
+
+
+_CODES = {int(c): c for c in EapCode}
+_NO_DATA = (EapCode.SUCCESS, EapCode.FAILURE)
 
 
 class EapDecodeError(Exception):
@@ -105,28 +112,38 @@ class EapPacket:
     @classmethod
     def decode(cls, data: bytes) -> EapPacket:
         """Parse one EAP packet; bytes beyond the Length field are lower-layer padding (§4)."""
-        data = bytes(data)
-        if len(data) < HEADER_LEN:
-            raise EapDecodeError(0, f"EAP header needs {HEADER_LEN} bytes, got {len(data)}")
-        code_raw, identifier, length = struct.unpack_from("!BBH", data, 0)
-        try:
-            code = EapCode(code_raw)
-        except ValueError:
-            raise EapDecodeError(0, f"unknown EAP code {code_raw}") from None
+        if type(data) is not bytes:
+            data = bytes(data)
+        size = len(data)
+        if size < HEADER_LEN:
+            raise EapDecodeError(0, f"EAP header needs {HEADER_LEN} bytes, got {size}")
+        code_raw, identifier, length = _HDR.unpack_from(data, 0)
+        code = _CODES.get(code_raw)
+        if code is None:
+            raise EapDecodeError(0, f"unknown EAP code {code_raw}")
         if length < HEADER_LEN:
             raise EapDecodeError(2, f"Length field {length} is shorter than the header")
-        if length > len(data):
-            raise EapDecodeError(2, f"Length field {length} exceeds the {len(data)} bytes received")
-        if code in (EapCode.SUCCESS, EapCode.FAILURE):
+        if length > size:
+            raise EapDecodeError(2, f"Length field {length} exceeds the {size} bytes received")
+        if code in _NO_DATA:
             if length != HEADER_LEN:
                 raise EapDecodeError(2, f"EAP {code.name} with Length {length}, must be 4")
             return cls(code, identifier)
         if length < HEADER_LEN + 1:
             raise EapDecodeError(2, f"EAP {code.name} with Length {length} has no Type")
-        return cls(code, identifier, data[HEADER_LEN], data[HEADER_LEN + 1 : length])
+        # Built without __init__: code is an EapCode, identifier and type are octets and the
+        # length fits 16 bits, so __post_init__'s checks cannot fail.
+        packet: EapPacket = _new(cls)
+        packet.__dict__.update(
+            code=code,
+            identifier=identifier,
+            type=data[HEADER_LEN],
+            type_data=data[HEADER_LEN + 1 : length],
+        )
+        return packet
 
     def encode(self) -> bytes:
-        head = struct.pack("!BBH", self.code, self.identifier, self.length)
+        head = _HDR.pack(self.code, self.identifier, self.length)
         if self.type is None:
             return head
         return head + bytes([self.type]) + self.type_data
