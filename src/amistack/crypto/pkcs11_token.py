@@ -316,3 +316,21 @@ def ec_point_from_attribute(value: bytes) -> bytes:
     if len(value) == P256_POINT_LENGTH + 2 and value[0] == 0x04 and value[1] == P256_POINT_LENGTH:
         return value[2:]
     raise Pkcs11TokenError(f"CKA_EC_POINT is not an uncompressed P-256 point ({len(value)} bytes)")
+
+
+def close_all() -> None:
+    """Log out of every token and finalise every library this module opened (process shutdown;
+    tests use it so a leak in one test cannot point the next one at a stale configuration).
+    Sessions still held by `TokenSession` objects become invalid."""
+    with _registry_lock:
+        logins, libraries = list(_logins.items()), {key[0] for key in _logins}
+        _logins.clear()
+    for (_, token_label), login in logins:
+        try:
+            login.session.close()
+        except p11e.PKCS11Error as exc:
+            logger.warning(
+                "closing the login session on %r failed: %s", token_label, _describe(exc)
+            )
+    for library in libraries:
+        _finalize_if_unused(library)
