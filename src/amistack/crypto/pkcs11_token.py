@@ -17,9 +17,12 @@ own ordinary session beside it:
 - `TokenSession.close()` closes that session; the last close on a token logs out, and the last close
   on a library finalises it, so the next open re-reads the configuration (a test's token directory).
 
-Thread safety: a PKCS#11 session runs one operation at a time (C_SignInit/C_Sign are stateful), so
-each `TokenSession` serialises its own operations with a lock (`TokenSession.lock`); different
-`TokenSession` objects on the same token run in parallel as far as the library allows.
+Thread safety: python-pkcs11 initialises a library with C_Initialize(NULL), which tells it the
+application will not call it from several threads at once (PKCS#11 v2.40 §5.4: without
+CKF_OS_LOCKING_OK the library need not lock), and SoftHSM2 then really does fail (CKR_GENERAL_ERROR)
+when two threads sign on two sessions at the same time. So every call into PKCS#11 from this
+process goes through one process-wide lock (`PKCS11_LOCK`, reentrant): any number of
+`TokenSession` objects may be used from any threads, safely, one call at a time.
 """
 
 from __future__ import annotations
@@ -64,7 +67,9 @@ class _Login:
     refs: int = 0
 
 
-_registry_lock = threading.Lock()
+# Guards the login registry and serialises every PKCS#11 call in the process (see above).
+PKCS11_LOCK = threading.RLock()
+_registry_lock = PKCS11_LOCK
 _logins: dict[tuple[str, str], _Login] = {}
 
 
@@ -182,18 +187,19 @@ class TokenSession:
         self.token_label = token_label
         self._login = login
         self._session: Any = session
-        self.lock = threading.Lock()
+        self.lock = PKCS11_LOCK
 
     @classmethod
     def open(cls, library: str, token_label: str, pin: str) -> TokenSession:
-        login = _acquire(library, token_label, pin)
-        try:
-            session = login.token.open(rw=True)  # logged in already: the login is per application
-        except p11e.PKCS11Error as exc:
-            _release(library, token_label)
-            raise Pkcs11TokenError(
-                f"cannot open a session on PKCS#11 token {token_label!r}: {_describe(exc)}"
-            ) from None
+        with PKCS11_LOCK:
+            login = _acquire(library, token_label, pin)
+            try:
+                session = login.token.open(rw=True)  # logged in already: login is per application
+            except p11e.PKCS11Error as exc:
+                _release(library, token_label)
+                raise Pkcs11TokenError(
+                    f"cannot open a session on PKCS#11 token {token_label!r}: {_describe(exc)}"
+                ) from None
         return cls(library, token_label, login, session)
 
     @property
@@ -205,12 +211,12 @@ class TokenSession:
             if self._session is None:
                 return
             session, self._session = self._session, None
-        try:
-            session.close()
-        except p11e.PKCS11Error as exc:
-            logger.warning("closing a PKCS#11 session failed: %s", _describe(exc))
-        finally:
-            _release(self.library, self.token_label)
+            try:
+                session.close()
+            except p11e.PKCS11Error as exc:
+                logger.warning("closing a PKCS#11 session failed: %s", _describe(exc))
+            finally:
+                _release(self.library, self.token_label)
 
     def __enter__(self) -> TokenSession:
         return self

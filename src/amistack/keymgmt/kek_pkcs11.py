@@ -9,7 +9,8 @@ as `FileKek` — version(1) | nonce(12) | ciphertext | tag(16), AAD = domain | r
 GCM rather than CKM_AES_KEY_WRAP_PAD: the PSKs are data, not key objects, and key wrap has no
 associated data to bind a blob to its row. SoftHSM2 and python-pkcs11 (GCMParams) support it.
 
-Thread safety: one PKCS#11 session per `Pkcs11Kek`, operations serialised by its lock.
+Thread safety: one PKCS#11 session per `Pkcs11Kek`; every PKCS#11 call in the process is
+serialised by `amistack.crypto.pkcs11_token.PKCS11_LOCK`, so it may be shared by threads.
 """
 
 from __future__ import annotations

@@ -206,3 +206,33 @@ def test_closed_module_refuses_to_sign(softhsm_token: SoftHsmToken) -> None:
         module.sign_digest(DIGEST)
     with pytest.raises(SecureModuleError, match="32-octet"):
         module.sign_digest(DIGEST[:20])
+
+
+def test_separate_modules_in_separate_threads(softhsm_token: SoftHsmToken) -> None:
+    """Regression: python-pkcs11 initialises SoftHSM2 without OS locking, and two threads signing
+    on two sessions at once failed with CKR_GENERAL_ERROR until every call took PKCS11_LOCK."""
+    t = softhsm_token
+    with Pkcs11Module.create(t.library, t.label, t.pin, KEY) as first:
+        pem = first.public_key_pem()
+    modules = [Pkcs11Module.open(t.library, t.label, t.pin, KEY) for _ in range(4)]
+    results: list[tuple[bytes, bytes]] = []
+    errors: list[BaseException] = []
+
+    def work(module: Pkcs11Module, n: int) -> None:
+        try:
+            for i in range(50):
+                digest = hashlib.sha256(f"{n}/{i}".encode()).digest()
+                results.append((digest, module.sign_digest(digest)))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(m, n)) for n, m in enumerate(modules)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for module in modules:
+        module.close()
+    assert not errors, errors
+    assert len(results) == 200
+    assert all(verify_digest(pem, d, s) for d, s in results)

@@ -5,10 +5,11 @@ is CKA_SENSITIVE and not CKA_EXTRACTABLE, so its value can never be read or wrap
 only sign. Signing uses CKM_ECDSA over the SHA-256 digest the MCU computed (the token does not
 hash), and the token returns raw r || s.
 
-Thread safety: each `Pkcs11Module` has exactly one PKCS#11 session of its own and serialises its
-operations on it with a lock, so one object may be shared by threads (they take turns); for
-parallel signing open one module object per thread. Login state is per process and per token;
-`amistack.crypto.pkcs11_token` keeps it (see there).
+Thread safety: each `Pkcs11Module` has one PKCS#11 session of its own; every PKCS#11 call in the
+process is serialised by one lock (`amistack.crypto.pkcs11_token.PKCS11_LOCK`: python-pkcs11
+initialises the library without OS locking, and SoftHSM2 fails under concurrent calls otherwise).
+So a module object may be shared by threads, or each thread may open its own; either way signing is
+safe and runs one signature at a time per process.
 """
 
 from __future__ import annotations
