@@ -30,6 +30,8 @@ Capture = Callable[[bytes, Addr, Addr], None]
 
 EventSink = Callable[[Any], "Awaitable[None] | None"]
 
+_EARLY_FIRE = 0.002  # s; a loop timer may fire this much before its time (uvloop: 1 ms ticks)
+
 DEFAULT_RCVBUF = 4 * 1024 * 1024  # absorbs bursts of a few thousand PANA messages at benchmark load
 
 
@@ -254,7 +256,11 @@ class EngineDriver(Generic[E]):
                 self._deliver(event)
                 event = engine.next_event()
         at = engine.get_timer()
-        if at != self._timer_at:
+        armed = self._timer_at
+        # Keep a timer that is due no later than the new deadline (or when there is none): it
+        # wakes us early at worst, and `_on_timer` re-reads the deadline. Busy engines move their
+        # deadline on almost every flush; re-arming each time cost a cancel and a call_at per batch.
+        if at != armed and (armed is None or (at is not None and at < armed)):
             if self._timer is not None:
                 self._timer.cancel()
             self._timer = None if at is None else loop.call_at(at - offset, self._on_timer)
@@ -280,12 +286,16 @@ class EngineDriver(Generic[E]):
 
     def _on_timer(self) -> None:
         self._timer = None
-        at = self._timer_at
         self._timer_at = None
+        now = self._loop.time() + self._offset
+        at = self._engine.get_timer()
+        if at is None or now < at - _EARLY_FIRE:
+            # A timer kept for an earlier deadline (see `_flush`): nothing is due; re-arm.
+            self._flush()
+            return
         # The loop may fire a little early (uvloop has millisecond timers); never let the engine
         # see a time before its own deadline, or it would re-arm the same timer and spin.
-        now = self._loop.time() + self._offset
-        if at is not None and now < at:
+        if now < at:
             now = at
         try:
             self._engine.handle_timer(now)
