@@ -9,18 +9,19 @@ from pathlib import Path
 
 from amistack.addr import Addr
 from amistack.crypto import system_random
-from amistack.keymgmt import CredentialStore, FileKek, KekError, StoreError
+from amistack.keymgmt import CredentialStore, FileKek, KekError, KeyEncryptionKey, StoreError
 
 DEFAULT_DATA_DIR = Path("./amistack-data")
 KEYSERVER_DB = "keyserver.db"
 KEK_FILE = "kek.key"
+PIN_ENV = "AMISTACK_PKCS11_PIN"
 
 
 class CliError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
 
 
-def add_data_dir(parser: argparse.ArgumentParser) -> None:
+def add_data_dir(parser: argparse.ArgumentParser, *, kek: bool = True) -> None:
     parser.add_argument(
         "--data-dir",
         type=Path,
@@ -28,20 +29,48 @@ def add_data_dir(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help=f"where the service keeps its database and key files (default {DEFAULT_DATA_DIR})",
     )
+    if kek:
+        parser.add_argument(
+            "--kek",
+            default="file",
+            metavar="SPEC",
+            help="the key-encryption key wrapping stored secrets: 'file' (DIR/kek.key, 0600; the "
+            "default) or 'pkcs11:LIB?token=T&label=L' (an AES key generated inside the token; "
+            f"PIN from ${PIN_ENV} or '&pin=')",
+        )
 
 
-def open_store(data_dir: Path, *, create: bool) -> CredentialStore:
-    """The key server's credential store in `data_dir`, its KEK in a 0600 file beside it."""
+def open_kek(data_dir: Path, spec: str, *, create: bool) -> KeyEncryptionKey:
+    """The KEK named by `spec` ('file' or 'pkcs11:LIB?token=T&label=L[&pin=P]')."""
+    if spec == "file":
+        return (FileKek.open_or_create if create else FileKek.load)(
+            data_dir / KEK_FILE, system_random
+        )
+    if not spec.startswith("pkcs11:"):
+        raise CliError(f"--kek {spec!r}: expected 'file' or 'pkcs11:LIB?token=T&label=L'")
+    from amistack.keymgmt.kek_pkcs11 import Pkcs11Kek
+    from amistack.meter.securemodule import SecureModuleError
+    from amistack.meter.securemodule.spec import parse_pkcs11_spec, resolve_pin
+
+    try:
+        library, params = parse_pkcs11_spec(spec.removeprefix("pkcs11:"), spec)
+        pin = resolve_pin(params.get("pin"), None, PIN_ENV, os.environ)
+        return Pkcs11Kek.open(
+            library, params["token"], pin, params["label"], system_random, create=create
+        )
+    except SecureModuleError as exc:
+        raise CliError(str(exc)) from None
+
+
+def open_store(data_dir: Path, *, create: bool, kek: str = "file") -> CredentialStore:
+    """The key server's credential store in `data_dir`, secrets wrapped under the `kek` spec."""
     db = data_dir / KEYSERVER_DB
     if not create and not db.exists():
         raise CliError(f"no key server data in {data_dir} (enroll a device first)")
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(data_dir, 0o700)
-        kek = (FileKek.open_or_create if create else FileKek.load)(
-            data_dir / KEK_FILE, system_random
-        )
-        return CredentialStore(db, kek)
+        return CredentialStore(db, open_kek(data_dir, kek, create=create))
     except (KekError, StoreError, OSError) as exc:
         raise CliError(str(exc)) from None
 

@@ -91,7 +91,7 @@ def register(sub: Any) -> None:
 
 def _enroll(args: argparse.Namespace) -> int:
     psk: bytes = args.psk or secrets.token_bytes(16)
-    with open_store(args.data_dir, create=True) as store:
+    with open_store(args.data_dir, create=True, kek=args.kek) as store:
         try:
             store.enroll(
                 args.device_id,
@@ -109,7 +109,7 @@ def _enroll(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    with open_store(args.data_dir, create=False) as store:
+    with open_store(args.data_dir, create=False, kek=args.kek) as store:
         devices = store.list_devices()
     rows = [
         {
@@ -136,7 +136,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _revoke(args: argparse.Namespace) -> int:
     now = time.time()
-    with open_store(args.data_dir, create=False) as store:
+    with open_store(args.data_dir, create=False, kek=args.kek) as store:
         try:
             newly = store.revoke(
                 args.device_id, args.reason, now, keys_until=now + max(0.0, args.keys_valid_for)
@@ -149,7 +149,7 @@ def _revoke(args: argparse.Namespace) -> int:
 
 def _rotate(args: argparse.Namespace) -> int:
     psk: bytes = args.psk or secrets.token_bytes(16)
-    with open_store(args.data_dir, create=False) as store:
+    with open_store(args.data_dir, create=False, kek=args.kek) as store:
         try:
             gen = store.rotate_psk(args.device_id, psk, time.time())
         except StoreError as exc:
@@ -161,7 +161,7 @@ def _rotate(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    with open_store(args.data_dir, create=False) as store:
+    with open_store(args.data_dir, create=False, kek=args.kek) as store:
         entries = store.audit_log(args.limit, device_id=args.device)
     rows = [
         {

@@ -99,7 +99,7 @@ def _run(args: argparse.Namespace) -> int:
             ) from None
         kd_hosts, kd_port = _one_port(args.keydist_listen, "--keydist-listen")
         keydist = (tls, kd_hosts, kd_port)
-    store = open_store(args.data_dir, create=True)
+    store = open_store(args.data_dir, create=True, kek=args.kek)
     pcap = PcapWriter(args.pcap) if args.pcap else None
 
     def ready(rt: KeyServerRuntime) -> None:

@@ -41,6 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        token = sys.modules.get("amistack.crypto.pkcs11_token")
+        if token is not None:  # a PKCS#11 KEK or module was used: log out, unload the library
+            token.close_all()
 
 
 if __name__ == "__main__":

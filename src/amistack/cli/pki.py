@@ -25,7 +25,7 @@ def register(sub: Any) -> None:
     c.add_argument("--name", default="amistack lab CA", help="the CA's common name")
     c.add_argument("--days", type=int, default=3650, help="validity in days")
     c.add_argument("--force", action="store_true", help="replace an existing CA")
-    add_data_dir(c)
+    add_data_dir(c, kek=False)
     c.set_defaults(handler=_init)
 
     c = psub.add_parser("issue-server", help="a TLS server certificate (the key server's)")
@@ -38,7 +38,7 @@ def register(sub: Any) -> None:
         help="DNS name or IP address the server is reached at (repeatable)",
     )
     c.add_argument("--force", action="store_true", help="replace (the old one is revoked)")
-    add_data_dir(c)
+    add_data_dir(c, kek=False)
     c.set_defaults(handler=_server)
 
     c = psub.add_parser("issue-client", help="a client certificate for an application server")
@@ -51,13 +51,13 @@ def register(sub: Any) -> None:
         help="a key purpose it may fetch, e.g. c1222 or link (repeatable)",
     )
     c.add_argument("--force", action="store_true", help="replace (the old one is revoked)")
-    add_data_dir(c)
+    add_data_dir(c, kek=False)
     c.set_defaults(handler=_client)
 
     c = psub.add_parser("revoke", help="put a certificate on the CRL")
     c.add_argument("name")
     c.add_argument("--server", action="store_true", help="a server certificate (default client)")
-    add_data_dir(c)
+    add_data_dir(c, kek=False)
     c.set_defaults(handler=_revoke)
 
 
