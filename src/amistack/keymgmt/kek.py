@@ -46,10 +46,30 @@ class KeyEncryptionKey(Protocol):
         ...
 
 
+_INT_HEAD = b"i" + (8).to_bytes(4, "big")
+_FLOAT_HEAD = b"f" + (8).to_bytes(4, "big")
+_pack_double = struct.Struct("!d").pack
+
+
 def record_aad(kind: str, *parts: bytes | str | int | float) -> bytes:
     """Associated data naming a record unambiguously: each part is length-prefixed and typed."""
     out = bytearray()
     for part in (kind, *parts):
+        # exact types first (one wrap per key per authentication runs through here)
+        cls = type(part)
+        if cls is str:
+            raw = part.encode()  # type: ignore[union-attr]
+            out += b"s" + len(raw).to_bytes(4, "big") + raw
+            continue
+        if cls is bytes:
+            out += b"b" + len(part).to_bytes(4, "big") + part  # type: ignore[arg-type, operator]
+            continue
+        if cls is int:
+            out += _INT_HEAD + part.to_bytes(8, "big", signed=True)  # type: ignore[union-attr]
+            continue
+        if cls is float:
+            out += _FLOAT_HEAD + _pack_double(part)
+            continue
         if isinstance(part, str):
             tag, raw = b"s", part.encode()
         elif isinstance(part, bytes):

@@ -10,6 +10,10 @@ It drives nothing itself: the runtime (or the simulator) feeds datagrams and tim
 does for any engine, and reads `next_event()` - the PANA events followed by the key events each
 one caused. Revocation is one call: the store refuses the PSK from then on (so re-authentication
 fails), every PANA session of the device is terminated, and the keys already issued are cut.
+
+Writes are group-committed (`commit_interval`, `flush`): an EAP success is held until its audit
+entry is committed, and new keys are neither exported nor announced until they are
+(docs/key-hierarchy.md, "Durability").
 """
 
 from __future__ import annotations
@@ -324,6 +328,21 @@ class KeyServer:
             self._after_call(now)
         return True
 
+    def _commit_for_export(self, now: float) -> None:
+        """A key still in the batch is asked for (head-end): commit now rather than answer
+        "unknown key". Held PANA successes stay for the regular flush: this call is outside
+        the driver, which would not send their PARs now."""
+        held, self._held = self._held, []
+        self.counters["commits_for_export"] += 1
+        failures = self.counters["commit_errors"]
+        self.flush(now, force=True)
+        if self.counters["commit_errors"] != failures:
+            self._fail_batch(held, [], {}, now)  # their audit entries were lost with it
+        elif held:
+            self._held = held + self._held
+            if self._batch_since is None:
+                self._batch_since = now
+
     def _after_call(self, now: float) -> None:
         """End of an engine call: without group commit, commit now; with it, start the clock."""
         if not self._batch and not self._held:
@@ -433,11 +452,10 @@ class KeyServer:
         """The key a message names (head-end receive path), with the device it belongs to."""
         if not self._exportable(purpose):
             return None
+        if key_id in self._uncommitted:
+            self._commit_for_export(now)  # a key is exported only once it is on disk
         key = self.directory.lookup(key_id, purpose, now)
         peer = self.directory.peer_of(key_id)
-        if key_id in self._uncommitted:
-            self.counters["key_not_committed"] += 1  # not before it is on disk
-            return None
         if key is None or peer is None:
             self.counters["key_lookup_miss"] += 1
             return None
@@ -448,10 +466,10 @@ class KeyServer:
         if not self._exportable(purpose):
             return None
         key = self.directory.current(device_id, purpose, now)
+        if key is not None and key.key_id in self._uncommitted:
+            self._commit_for_export(now)
+            key = self.directory.current(device_id, purpose, now)
         if key is None:
-            return None
-        if key.key_id in self._uncommitted:
-            self.counters["key_not_committed"] += 1
             return None
         return IssuedKey(device_id, key.key_id, key.purpose.name, key.key, key.not_after)
 

@@ -4,7 +4,9 @@ One SQLite database (WAL, synchronous=FULL: a credential acknowledged is a crede
 Every secret is wrapped under the key-encryption key with associated data naming its row, so a
 blob copied to another row, another device or another PSK generation does not unwrap. Each
 operation is one transaction together with its audit entry: a crash leaves all of it or none.
-The audit table is append-only (triggers refuse UPDATE and DELETE).
+The audit table is append-only (triggers refuse UPDATE and DELETE). The key server's
+per-authentication writes (keys, audit entries) go through `commit(WriteBatch)`, one group
+commit with synchronous=NORMAL (docs/key-hierarchy.md, "Durability").
 
 Timestamps are passed in; nothing here reads a clock.
 """

@@ -435,9 +435,7 @@ def test_pana_success_waits_for_its_audit_entry_and_keys_for_theirs(
     assert len([e for e in meter.events if isinstance(e, Authenticated)]) == 1
     mine = meter.ring.current(C1222, 0.0)
     assert mine is not None
-    # the server has the keys in memory, but neither exports nor announces them uncommitted
-    assert server.key_for(mine.key_id, C1222, 0.0) is None
-    assert server.current_key(b"meter-1", C1222, 0.0) is None
+    # the server has the keys in memory, but announces them only once committed
     assert not net.of(Authenticated) and key_rows(store) == 0
     assert server.get_timer() == pytest.approx(0.01)
     server.handle_timer(0.01)  # the commit timer
@@ -446,6 +444,25 @@ def test_pana_success_waits_for_its_audit_entry_and_keys_for_theirs(
     assert kinds(store)[-1] == "auth-success" and key_rows(store) == len(PurposeRegistry())
     theirs = server.key_for(mine.key_id, C1222, 0.01)
     assert theirs is not None and theirs.key == mine.key
+    assert server.counters["commits_for_export"] == 0
+
+
+def test_asking_for_a_key_in_the_batch_commits_it_first(store: CredentialStore) -> None:
+    server = batched_server(store, interval=60.0)
+    meter = Meter(b"meter-1", PSKS[b"meter-1"], 40000, seed=2)
+    net = Net(server, [meter])
+    meter.pac.start(0.0)
+    step_without_commit(net)
+    server.flush(0.0, force=True)
+    step_without_commit(net)
+    mine = meter.ring.current(C1222, 0.0)
+    assert mine is not None and key_rows(store) == 0
+    theirs = server.key_for(mine.key_id, C1222, 0.0)  # the head-end got a message under it
+    assert theirs is not None and theirs.key == mine.key
+    assert key_rows(store) == len(PurposeRegistry()) and kinds(store)[-1] == "auth-success"
+    assert server.counters["commits_for_export"] == 1
+    current = server.current_key(b"meter-1", LINK, 0.0)
+    assert current is not None and server.counters["commits_for_export"] == 1
 
 
 def test_many_authentications_share_one_commit(store: CredentialStore) -> None:
