@@ -16,7 +16,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from amistack.pana.avp import Avp, decode_avps, find_value_span
+from amistack.pana.avp import Avp, decode_avp_tuple, decode_avps, find_value_span
 from amistack.pana.constants import HEADER_LENGTH, AvpCode, Flag, MessageType
 from amistack.pana.errors import PanaDecodeError
 
@@ -51,6 +51,14 @@ class PanaMessage:
     reserved: int = 0  # the 16-bit Reserved field, as received (RFC 5191 §6.2: ignored)
 
     def __post_init__(self) -> None:
+        if (
+            0 <= self.msg_type <= 0xFFFF
+            and 0 <= self.flags <= 0xFFFF
+            and 0 <= self.session_id <= 0xFFFFFFFF
+            and 0 <= self.seq <= 0xFFFFFFFF
+            and 0 <= self.reserved <= 0xFFFF
+        ):
+            return  # the common case, without building the table below
         for name, value, top in (
             ("msg_type", self.msg_type, 0xFFFF),
             ("flags", self.flags, 0xFFFF),
@@ -120,8 +128,7 @@ class PanaMessage:
 
     @classmethod
     def decode(cls, data: bytes) -> PanaMessage:
-        msg, _ = decode_with_spans(data)
-        return msg
+        return _decode(data)
 
 
 def decode_with_spans(data: bytes) -> tuple[PanaMessage, list[tuple[int, int]]]:
@@ -139,6 +146,12 @@ def decode_with_spans(data: bytes) -> tuple[PanaMessage, list[tuple[int, int]]]:
     if length < size:
         raise PanaDecodeError(length, f"{size - length} octets after Message Length")
     avps, spans = decode_avps(data, HEADER_LENGTH)
+    return _message(msg_type, flags, session_id, seq, avps, reserved), spans
+
+
+def _message(
+    msg_type: int, flags: int, session_id: int, seq: int, avps: tuple[Avp, ...], reserved: int
+) -> PanaMessage:
     # Every field comes from a fixed-width wire field, so __post_init__'s range checks cannot fail.
     msg: PanaMessage = _new(PanaMessage)
     msg.__dict__.update(
@@ -149,7 +162,26 @@ def decode_with_spans(data: bytes) -> tuple[PanaMessage, list[tuple[int, int]]]:
         avps=avps,
         reserved=reserved,
     )
-    return msg, spans
+    return msg
+
+
+def _decode(data: bytes) -> PanaMessage:
+    """`decode_with_spans(data)[0]`, without collecting the spans."""
+    if type(data) is not bytes:
+        data = bytes(data)
+    size = len(data)
+    if size < HEADER_LENGTH:
+        raise PanaDecodeError(0, f"truncated header ({size} octets)")
+    reserved, length, flags, msg_type, session_id, seq = _HDR_UNPACK(data, 0)
+    if length < HEADER_LENGTH:
+        raise PanaDecodeError(2, f"Message Length {length} shorter than the header")
+    if length > size:
+        raise PanaDecodeError(2, f"Message Length {length} exceeds datagram ({size})")
+    if length < size:
+        raise PanaDecodeError(length, f"{size - length} octets after Message Length")
+    return _message(
+        msg_type, flags, session_id, seq, decode_avp_tuple(data, HEADER_LENGTH), reserved
+    )
 
 
 def auth_span(data: bytes) -> tuple[PanaMessage, tuple[int, int] | None]:
