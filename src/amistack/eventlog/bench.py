@@ -3,6 +3,7 @@
 Measures (JSON keys):
 - appends_per_s: EventLog.append with 1% of events being signing events (COVER_OPEN), software
   module; appends_per_s_softhsm: the same through a SoftHSM2 token (None when not installed);
+  appends_per_s_at_1m: appends onto the 1M-entry log (fsync=never there, like the naive one);
 - verify_1m_s: verify_file over an exported 1,000,000-entry Merkle log (every head's signature
   and root); proof_bytes_1m: an encoded inclusion proof for one event at 1M entries;
 - naive_*: the patent scheme on the same data: the module signs SHA-256 over the whole log on

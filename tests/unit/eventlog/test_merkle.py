@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from pymerkle import InmemoryTree, verify_consistency as pm_verify_consistency
+from pymerkle import InmemoryTree
+from pymerkle import verify_consistency as pm_verify_consistency
 
 from amistack.eventlog.merkle import (
     EMPTY_ROOT,
@@ -82,13 +83,15 @@ def test_known_answers_from_the_ct_reference_tree() -> None:
 
 def test_prefixes_are_rfc_9162_domain_separation() -> None:
     assert leaf_hash(b"x") == hashlib.sha256(b"\x00x").digest()
-    assert node_hash(b"a" * 32, b"b" * 32) == hashlib.sha256(b"\x01" + b"a" * 32 + b"b" * 32).digest()
+    assert (
+        node_hash(b"a" * 32, b"b" * 32) == hashlib.sha256(b"\x01" + b"a" * 32 + b"b" * 32).digest()
+    )
 
 
 def test_roots_agree_with_pymerkle_at_every_size() -> None:
     data = entries(300)
     tree, frontier, pm = MerkleTree(), Frontier(), InmemoryTree(algorithm="sha256")
-    for n, d in enumerate(data, start=1):
+    for d in data:
         tree.append(d)
         frontier.append(d)
         pm.append_entry(d)

@@ -31,9 +31,7 @@ records = st.builds(
 
 def test_canonical_encoding_is_fixed() -> None:
     rec = EventRecord(5, 1_790_000_000_123, EventType.COVER_OPEN, b"\xab")
-    assert rec.encode().hex() == (
-        "0000000000000005" "000001a0c4506c7b" "0003" "00000001" "ab"
-    )
+    assert rec.encode().hex() == ("0000000000000005000001a0c4506c7b000300000001ab")
     assert rec.to_line() == "E 5 2026-09-21T14:13:20.123Z COVER_OPEN ab"
 
 
@@ -77,8 +75,13 @@ def test_unknown_type_numbers_survive_as_type_n() -> None:
 def test_header_round_trip_and_errors() -> None:
     h = LogHeader("meter-7", Mode.PATENT)
     assert parse_header(h.to_line()) == h
-    for bad in ("", "AMISTACK-EVENTLOG 2 m merkle", "AMISTACK-EVENTLOG 1 m other", "X 1 m merkle",
-                "AMISTACK-EVENTLOG 1 ../x merkle"):
+    for bad in (
+        "",
+        "AMISTACK-EVENTLOG 2 m merkle",
+        "AMISTACK-EVENTLOG 1 m other",
+        "X 1 m merkle",
+        "AMISTACK-EVENTLOG 1 ../x merkle",
+    ):
         with pytest.raises(LogFormatError):
             parse_header(bad)
 
