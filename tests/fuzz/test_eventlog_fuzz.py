@@ -1,0 +1,123 @@
+"""Untrusted input into the event-log parsers and verifier: only the typed errors escape.
+
+The line parser and record/head decoders raise only LogFormatError; the store scanner only
+LogStoreError; the verifier never raises on a file's content, it returns a Verdict (MALFORMED
+or a tampering reason)."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from amistack.eventlog import (
+    CheckpointPolicy,
+    EventLog,
+    EventType,
+    FsyncPolicy,
+    LogConfig,
+    LogFormatError,
+    LogStoreError,
+    Reason,
+    TrustedHead,
+    verify_lines,
+)
+from amistack.eventlog.log import _scan
+from amistack.eventlog.record import EventRecord, SignedHead, parse_header, parse_line
+from amistack.eventlog.verify import InclusionProof
+from amistack.meter.securemodule import SoftwareModule
+
+_STATE: dict[str, object] = {}
+
+
+def _sample() -> tuple[list[str], bytes, bytes]:
+    """One real signed export and its store bytes, made once per session."""
+    if "lines" not in _STATE:
+        import tempfile
+
+        d = Path(tempfile.mkdtemp())
+        module = SoftwareModule.create(d / "k.pem", "fuzz")
+        cfg = LogConfig(
+            checkpoint=CheckpointPolicy(every_entries=3, every_seconds=None),
+            fsync=FsyncPolicy.NEVER,
+        )
+        with EventLog.open(d / "s", "fuzz-meter", module, 1.7e9, cfg) as lg:
+            for i in range(10):
+                lg.append(EventType(1 + i % 12), bytes([i]) * (i % 3), 1.7e9 + i)
+            lg.checkpoint(1.7e9 + 10)
+            _STATE["lines"] = list(lg.export_lines())
+        _STATE["store"] = (d / "s").read_bytes()
+        _STATE["pem"] = module.public_key_pem()
+    return _STATE["lines"], _STATE["store"], _STATE["pem"]  # type: ignore[return-value]
+
+
+line_text = st.text(
+    alphabet=st.sampled_from("EHP 0123456789abcdefTZ:.-_XYZ" + "AMISTCKVNOGLR\n\t\x00é"),
+    max_size=200,
+)
+
+
+@given(line_text)
+@settings(max_examples=400)
+def test_line_parser_raises_only_its_error(text: str) -> None:
+    for parse in (lambda: parse_line(text, 2), lambda: parse_header(text)):
+        with contextlib.suppress(LogFormatError):
+            parse()
+
+
+@given(st.binary(max_size=200))
+def test_binary_decoders_raise_only_their_error(data: bytes) -> None:
+    for decode in (EventRecord.decode, SignedHead.decode, InclusionProof.decode):
+        with contextlib.suppress(LogFormatError):
+            decode(data)
+
+
+@given(st.data())
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+def test_mutated_export_is_refused_with_a_reason_never_an_exception(data: st.DataObject) -> None:
+    lines, _, pem = _sample()
+    text = "".join(lines)
+    pos = data.draw(st.integers(0, len(text) - 1))
+    op = data.draw(st.sampled_from(["flip", "delete", "insert", "dupline", "dropline"]))
+    if op == "flip":
+        ch = data.draw(st.sampled_from("0123456789abcdef EH\n-Z:"))
+        mutated = text[:pos] + ch + text[pos + 1 :]
+    elif op == "delete":
+        mutated = text[:pos] + text[pos + data.draw(st.integers(1, 40)) :]
+    elif op == "insert":
+        mutated = text[:pos] + data.draw(line_text) + text[pos:]
+    else:
+        ls = list(lines)
+        i = data.draw(st.integers(1, len(ls) - 1))
+        if op == "dupline":
+            ls.insert(i, ls[i])
+        else:
+            del ls[i]
+        mutated = "".join(ls)
+    verdict = verify_lines(mutated.splitlines(keepends=True), pem)
+    assert isinstance(verdict.reason, Reason)
+    if mutated != text and verdict.ok:
+        # only changes the format ignores (blank/comment lines, equivalent spellings) may pass
+        assert verdict.entries == 10
+
+
+@given(st.binary(max_size=300))
+def test_trusted_head_parser(data: bytes) -> None:
+    with contextlib.suppress(LogFormatError):
+        TrustedHead.from_text(data.decode("latin-1"))
+
+
+@given(st.data())
+@settings(max_examples=300)
+def test_store_scanner_raises_only_store_error(data: st.DataObject) -> None:
+    _, store, _ = _sample()
+    raw = bytearray(store)
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(raw) - 1))
+        raw[i] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        raw = raw[: data.draw(st.integers(0, len(raw)))]
+    with contextlib.suppress(LogStoreError):
+        _scan(bytes(raw), Path("fuzz"))
