@@ -307,6 +307,8 @@ class EventLog:
         if len(data) > MAX_DATA:
             raise LogStoreError(f"event data of {len(data)} bytes (max {MAX_DATA})")
         t = _ms(now)
+        if not 0 <= t < 1 << 64:
+            raise LogStoreError(f"meter time {now} is out of range")
         rec = EventRecord(self.size, t, int(type), bytes(data))
         enc = rec.encode()
         self._write(_frame(KIND_ENTRY, enc), durable=False)

@@ -90,13 +90,18 @@ def parse_iso_ms(text: str) -> int:
     if sec is None:
         st = time.strptime(head, "%Y-%m-%dT%H:%M:%S")
         sec = calendar.timegm(st)
+        if sec < 0:
+            raise ValueError("time before 1970")
         if len(_SEC_CACHE) > 4096:
             _SEC_CACHE.clear()
         _SEC_CACHE[head] = sec
     milli = text[20:23]
     if not milli.isdigit() or not milli.isascii():
         raise ValueError("bad milliseconds")
-    return sec * 1000 + int(milli)
+    ms = sec * 1000 + int(milli)
+    if not 0 <= ms < 1 << 64:
+        raise ValueError("time before 1970 or out of range")
+    return ms
 
 
 # --- records ---------------------------------------------------------------------------------

@@ -98,6 +98,7 @@ def test_header_round_trip_and_errors() -> None:
         "E 99999999999999999999999 2026-01-01T00:00:00.000Z POWER_FAIL -",
         "H 1 00 2026-01-01T00:00:00.000Z 00 00",
         "Q what",
+        "E 1 1000-01-01T00:00:00.000Z POWER_FAIL -",  # before 1970: found by the fuzzer
     ],
 )
 def test_bad_lines_raise_the_typed_error(line: str) -> None:
