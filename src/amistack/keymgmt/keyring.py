@@ -128,6 +128,11 @@ class KeyRing:
         self._persistence = persistence
         # Insertion order is age order: the last generation is the newest.
         self._generations: dict[KeyId, dict[str, AppKey]] = {}
+        # Generations not (fully) superseded: what the next install supersedes (0 or 1 of them
+        # normally), so installing stays O(1) however many superseded ones the overlap holds.
+        self._live: dict[KeyId, None] = {}
+        self._timer: float | None = None
+        self._timer_valid = True
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -143,9 +148,8 @@ class KeyRing:
         events: list[KeyEvent] = []
         changed: list[AppKey] = []
         previous: KeyId | None = None
-        for old_id, gen in self._generations.items():
-            if all(k.superseded_at is not None for k in gen.values()):
-                continue
+        for old_id in self._live:
+            gen = self._generations[old_id]
             previous = old_id
             cut = now + self.overlap
             for k in gen.values():
@@ -158,6 +162,10 @@ class KeyRing:
         if self._persistence is not None:
             self._persistence.save_keys(self.peer_id, [*changed, *new.values()])
         self._generations[key_id] = new
+        self._live = {key_id: None}
+        if self._timer_valid:  # install only adds keys and shortens others: update in place
+            cuts = [k.not_after for k in changed]
+            self._timer = min(t for t in (self._timer, not_after, *cuts) if t is not None)
         events.insert(
             0,
             KeysInstalled(self.peer_id, key_id, tuple(new), now, not_after, previous),
@@ -172,6 +180,9 @@ class KeyRing:
         """Put back keys read from persistence at start-up (oldest first); nothing is saved."""
         for key in sorted(keys, key=lambda k: (k.not_before, k.key_id)):
             self._generations.setdefault(key.key_id, {})[key.purpose.name] = key
+            if key.superseded_at is None:
+                self._live[key.key_id] = None
+        self._timer_valid = False
 
     def shorten(
         self, not_after: float, now: float, *, key_ids: Iterable[KeyId] | None = None
@@ -181,6 +192,7 @@ class KeyRing:
         wanted = None if key_ids is None else set(key_ids)
         events: list[KeyEvent] = []
         changed: list[AppKey] = []
+        self._timer_valid = False
         for key_id, gen in self._generations.items():
             if wanted is not None and key_id not in wanted:
                 continue
@@ -201,9 +213,11 @@ class KeyRing:
         cut = now + self.overlap
         events: list[KeyEvent] = []
         changed: list[AppKey] = []
+        self._timer_valid = False
         for key_id, gen in self._generations.items():
             if key_id.session_id != session_id:
                 continue
+            self._live.pop(key_id, None)
             live = [k for k in gen.values() if k.superseded_at is None or k.not_after > cut]
             for k in live:
                 if k.superseded_at is None:
@@ -226,6 +240,7 @@ class KeyRing:
             return []
         if self._persistence is not None:
             self._persistence.delete_keys(dead)  # if this raises, memory is untouched: retry later
+        self._timer_valid = False
         events: list[KeyEvent] = []
         by_gen: dict[KeyId, list[str]] = {}
         for k in dead:
@@ -235,6 +250,7 @@ class KeyRing:
         for key_id, names in by_gen.items():
             if not self._generations[key_id]:
                 del self._generations[key_id]
+                self._live.pop(key_id, None)
             events.append(KeysExpired(self.peer_id, key_id, tuple(names)))
             logger.info("keys expired", extra={"peer_id": self.peer_id, "key_id": str(key_id)})
         return events
@@ -257,11 +273,15 @@ class KeyRing:
         return key if key is not None and key.valid_at(now) else None
 
     def get_timer(self) -> float | None:
-        """When `expire` next has work to do."""
-        return min(
-            (k.not_after for gen in self._generations.values() for k in gen.values()),
-            default=None,
-        )
+        """When `expire` next has work to do (cached: every change of a lifetime goes through
+        this class)."""
+        if not self._timer_valid:
+            self._timer = min(
+                (k.not_after for gen in self._generations.values() for k in gen.values()),
+                default=None,
+            )
+            self._timer_valid = True
+        return self._timer
 
     def key_ids(self) -> list[KeyId]:
         """Generations held, oldest first."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable, Sequence
 
 import pytest
@@ -317,3 +318,28 @@ def test_ring_invariants_under_random_operations(
                 assert got is None or now < got.not_after
         # at most one generation is not superseded
         assert len({k.key_id for k in keys if k.superseded_at is None}) <= 1
+
+
+def test_cached_timer_and_live_set_follow_every_change(make_ctx: CtxFactory) -> None:
+    """get_timer is cached and install touches only unsuperseded generations: after any mix of
+    operations both must agree with a brute-force look at every key."""
+    rnd = random.Random(5)
+    ring = KeyRing(b"m", PurposeRegistry(), overlap=5.0)
+    now = 0.0
+    for step in range(300):
+        now += rnd.random() * 3
+        op = rnd.random()
+        if op < 0.5:
+            ring.install(make_ctx(session_id=rnd.randrange(4), key_id=step + 1), 20.0, now=now)
+        elif op < 0.65:
+            ring.shorten(now + rnd.random() * 10, now)
+        elif op < 0.8:
+            ring.retire(rnd.randrange(4), now)
+        else:
+            ring.expire(now)
+        keys = list(ring.keys())
+        assert ring.get_timer() == min((k.not_after for k in keys), default=None)
+        unsuperseded = {k.key_id for k in keys if k.superseded_at is None}
+        assert not unsuperseded or unsuperseded == {ring.key_ids()[-1]}
+        current = ring.current("c1222", now)
+        assert current is None or current.superseded_at is None
