@@ -79,6 +79,25 @@ def test_edited_entry_with_recomputed_root_fails_the_signature(
     assert check(lines, module) is Reason.BAD_SIGNATURE
 
 
+def test_edit_just_before_the_trusted_size_is_still_an_edit(
+    tmp_path: Path, module: SoftwareModule
+) -> None:
+    lines = make_export(tmp_path, module)
+    i = idx(lines, "E 17 ")
+    lines[i] = lines[i].replace(" 0011", " 0111")
+    assert check(lines, module, trusted=trusted_at(lines, 20)) is Reason.EDITED_ENTRY
+
+
+def test_clock_set_back_between_heads_is_not_tampering(
+    tmp_path: Path, module: SoftwareModule
+) -> None:
+    with EventLog.open(tmp_path / "c", METER, module, T0, config()) as lg:
+        fill(lg, 6)
+        lg.append(EventType.CLOCK_ADJUSTED, b"", T0 - 3600)  # signed, an hour earlier
+        lines = list(lg.export_lines())
+    assert check(lines, module) is Reason.OK
+
+
 def test_deleted_entry(tmp_path: Path, module: SoftwareModule) -> None:
     lines = make_export(tmp_path, module)
     del lines[idx(lines, "E 7 ")]
