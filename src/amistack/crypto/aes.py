@@ -6,6 +6,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 BLOCK = 16
 
+_ECB = modes.ECB()  # stateless; one instance serves every context
+
 AesEcb = Callable[[bytes], bytes]
 """E_K over a whole number of 16-byte blocks, each block independently (ECB)."""
 
@@ -14,7 +16,7 @@ def aes_ecb(key: bytes) -> AesEcb:
     """One reusable E_K for several blocks: building a cipher context costs ~25x a block, and the
     key derivations encrypt several blocks under one key. ECB has no chaining state, so the same
     encryptor serves any number of calls; input must be a multiple of 16 bytes."""
-    update = Cipher(algorithms.AES(key), modes.ECB()).encryptor().update
+    update = Cipher(algorithms.AES(key), _ECB).encryptor().update
 
     def encrypt(blocks: bytes) -> bytes:
         if len(blocks) % BLOCK:

@@ -32,13 +32,32 @@ def padded(n: int) -> int:
     return (n + 3) & ~3
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Avp:
     code: int
     value: bytes
     vendor_id: int | None = None  # not None <=> the V bit is set
     reserved_flags: int = 0  # flag bits other than V, as received
     reserved: int = 0  # the 16-bit Reserved field, as received
+
+    def __init__(
+        self,
+        code: int,
+        value: bytes,
+        vendor_id: int | None = None,
+        reserved_flags: int = 0,
+        reserved: int = 0,
+    ) -> None:
+        # The generated frozen __init__ sets each field through object.__setattr__; filling the
+        # instance dict directly is the same result at half the cost (engines build ~20 AVPs per
+        # authentication).
+        d = self.__dict__
+        d["code"] = code
+        d["value"] = value
+        d["vendor_id"] = vendor_id
+        d["reserved_flags"] = reserved_flags
+        d["reserved"] = reserved
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         vendor = self.vendor_id

@@ -41,7 +41,7 @@ _SHORT = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class PanaMessage:
     msg_type: int
     flags: int
@@ -49,6 +49,25 @@ class PanaMessage:
     seq: int
     avps: tuple[Avp, ...] = ()
     reserved: int = 0  # the 16-bit Reserved field, as received (RFC 5191 §6.2: ignored)
+
+    def __init__(
+        self,
+        msg_type: int,
+        flags: int,
+        session_id: int,
+        seq: int,
+        avps: tuple[Avp, ...] = (),
+        reserved: int = 0,
+    ) -> None:
+        # As Avp.__init__: the instance dict directly, not object.__setattr__ per field.
+        d = self.__dict__
+        d["msg_type"] = msg_type
+        d["flags"] = flags
+        d["session_id"] = session_id
+        d["seq"] = seq
+        d["avps"] = avps
+        d["reserved"] = reserved
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         if (
