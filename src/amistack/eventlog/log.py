@@ -238,8 +238,14 @@ class EventLog:
             raise LogStoreError(f"{path}: {exc.strerror}") from None
         try:
             data = _read_all(fd)
+            expected = _store_header(meter_id, config.mode)
+            if data and len(data) < len(expected) and expected.startswith(data):
+                # a crash while the header itself was being written: start again
+                os.ftruncate(fd, 0)
+                data = b""
             if not data:
-                os.write(fd, _store_header(meter_id, config.mode))
+                os.lseek(fd, 0, os.SEEK_SET)
+                os.write(fd, expected)
                 os.fsync(fd)
                 data = b""
                 scan = None

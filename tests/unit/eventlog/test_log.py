@@ -148,3 +148,13 @@ def test_fsync_always_and_limits(tmp_path: Path, module: SoftwareModule) -> None
             lg.append(0x10000, b"", T0)
         assert lg.size == 1
     assert (tmp_path / "s").stat().st_mode & 0o077 == 0
+
+
+def test_crash_while_writing_the_header(tmp_path: Path, module: SoftwareModule) -> None:
+    path = tmp_path / "s"
+    EventLog.open(path, METER, module, T0, config()).close()
+    os.truncate(path, 5)
+    with EventLog.open(path, METER, module, T0, config()) as lg:
+        fill(lg, 2)
+    with EventLog.open(path, METER, module, T0, config()) as lg:
+        assert lg.size == 2
