@@ -142,11 +142,17 @@ class _Session:
     def next_deadline(self) -> float | None:
         if self.purge_at is not None:
             return self.purge_at
-        times = [t for t in (self.expires_at, self.run_deadline) if t is not None]
+        # The earliest armed deadline; called after every datagram, so no list.
+        at = self.expires_at
+        t = self.run_deadline
+        if t is not None and (at is None or t < at):
+            at = t
         o = self.core.outstanding
         if o is not None and o.timer is not None:
-            times.append(o.timer.deadline)
-        return min(times) if times else None
+            t = o.timer.deadline
+            if at is None or t < at:
+                at = t
+        return at
 
 
 class PanaAuthAgent:

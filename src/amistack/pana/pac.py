@@ -191,24 +191,31 @@ class PanaClient:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
-        times: list[float] = []
+        # The earliest of the armed deadlines; called after every datagram, so no list.
+        at: float | None = None
         if self._pci is not None:
-            times.append(self._pci[1].deadline)
+            at = self._pci[1].deadline
         s = self._s
         if s is not None and s.outstanding is not None and s.outstanding.timer is not None:
-            times.append(s.outstanding.timer.deadline)
-        if self._expires_at is not None:
-            times.append(self._expires_at)
-        if self._run_deadline is not None:
-            times.append(self._run_deadline)
+            t = s.outstanding.timer.deadline
+            if at is None or t < at:
+                at = t
+        t2 = self._expires_at
+        if t2 is not None and (at is None or t2 < at):
+            at = t2
+        t2 = self._run_deadline
+        if t2 is not None and (at is None or t2 < at):
+            at = t2
+        t2 = self._reauth_at
         if (
-            self._reauth_at is not None
+            t2 is not None
+            and (at is None or t2 < at)
             and self.state is PacState.OPEN
             and s is not None
             and s.outstanding is None
         ):
-            times.append(self._reauth_at)
-        return min(times) if times else None
+            at = t2
+        return at
 
     def handle_timer(self, now: float) -> None:
         if self._pci is not None and now >= self._pci[1].deadline:
