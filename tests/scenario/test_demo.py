@@ -1,4 +1,4 @@
-"""The front door: `amistack demo` tells the whole chapter-1 story and its pcap dissects cleanly."""
+"""The front door: `amistack demo` tells its whole story and its pcap dissects cleanly."""
 
 from __future__ import annotations
 
@@ -39,6 +39,11 @@ def test_demo_story_and_capture(tmp_path: Path) -> None:
     assert doc["wrong_psk"].startswith("refused")
     assert doc["revoked_again"].startswith("refused")
     assert doc["audit"]["revoke"] == 1 and doc["audit"]["auth-failure"] >= 2
+    assert set(doc["eventlog"].values()) == {"accepted"} and len(doc["eventlog"]) == 3
+    assert doc["eventlog_edited_entry"] == "edited-entry"
+    assert doc["eventlog_rollback"] == "rollback"
+    logs = sorted((tmp_path / "demo" / "meters").glob("*/events.log"))
+    assert len(logs) == 3  # the demo leaves a few meters' logs in its data directory
 
     tshark = require_tool("tshark")
     pcap = tmp_path / "pcap" / "pana.pcap"

@@ -3,8 +3,11 @@
 Chapter 1, network access and keys: a key server and N meters; every meter authenticates with
 PANA + EAP-PSK, its keys rotate twice in accelerated time (short session lifetime) and both ends
 hold the same application keys; a meter with the wrong PSK is refused; a meter revoked while
-online loses its session at once and is refused afterwards. Later chapters (C12.22 and the
-head-end, ECHONET Lite on the B route, the mesh, the handheld, the event log) add to this.
+online loses its session at once and is refused afterwards.
+Chapter 2, event logs: three meters log their key rotations and events under signed Merkle tree
+heads; the MDMS accepts each log only as an extension of the last one it accepted, and refuses
+an edited entry and a rollback. Later chapters (C12.22 and the head-end, ECHONET Lite on the B
+route, the mesh, the handheld) add to this.
 """
 
 from __future__ import annotations
@@ -78,6 +81,9 @@ class Report:
     audit: dict[str, int] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
     pcap: str | None = None
+    eventlog: dict[str, str] = field(default_factory=dict)
+    tampered: str = ""
+    rollback: str = ""
     elapsed: float = 0.0
 
     def ok(self) -> bool:
@@ -86,6 +92,10 @@ class Report:
             and self.wrong_psk.startswith("refused")
             and self.revoked_live.startswith("session ended")
             and self.revoked_again.startswith("refused")
+            and bool(self.eventlog)
+            and all(v == "accepted" for v in self.eventlog.values())
+            and self.tampered == "edited-entry"
+            and self.rollback == "rollback"
         )
 
 
@@ -216,6 +226,46 @@ async def _chapter_access(
     store.close()
 
 
+def _chapter_eventlog(data_dir: Path, report: Report) -> None:
+    """Meters log their key rotations and events; the MDMS verifies, and catches tampering."""
+    from amistack.cli.log import log_path, meter_dir, module_path
+    from amistack.eventlog.log import EventLog
+    from amistack.eventlog.record import EventType
+    from amistack.eventlog.verify import HeadStore, verify_file
+    from amistack.meter.securemodule import SoftwareModule
+
+    mdms = HeadStore(data_dir / "mdms" / "trusted-heads")
+    now = time.time()
+    for device in sorted(report.logs)[:3]:
+        meter_dir(data_dir, device).mkdir(parents=True, mode=0o700)
+        module = SoftwareModule.open_or_create(module_path(data_dir, device))
+        pem = module.public_key_pem()
+        log = EventLog.open(log_path(data_dir, device), device, module, now)
+        for kid in report.logs[device].rotations:
+            log.append(EventType.KEY_ROTATED, kid.encode(), now)
+        log.append(EventType.POWER_FAIL, b"", now + 60)
+        log.append(EventType.POWER_RESTORE, b"", now + 95)
+        first = log_path(data_dir, device).with_name("export-1.log")
+        log.checkpoint(now + 100)  # an export ends at a signed head, as 'amistack log export'
+        log.export(first)  # the MDMS collects ...
+        accepted = mdms.verify_and_accept(first, device, pem).ok
+        log.append(EventType.COVER_OPEN, b"\x01", now + 200)  # specified: signed at once
+        second = first.with_name("export-2.log")
+        log.export(second)  # ... and collects again later
+        accepted = accepted and mdms.verify_and_accept(second, device, pem).ok
+        log.close()
+        module.close()
+        report.eventlog[device] = "accepted" if accepted else "REFUSED (should have held)"
+        if len(report.eventlog) == 1:  # an attacker edits an entry, then rolls the log back
+            lines = second.read_text().splitlines(keepends=True)
+            at = next(i for i, line in enumerate(lines) if "POWER_FAIL" in line)
+            lines[at] = lines[at].replace("POWER_FAIL", "POWER_RESTORE")
+            edited = second.with_name("export-edited.log")
+            edited.write_text("".join(lines))
+            report.tampered = verify_file(edited, pem, meter_id=device).reason.value
+            report.rollback = mdms.verify_and_accept(first, device, pem).reason.value
+
+
 def _outcome(result: MeterResult) -> str:
     if result.ok:
         return f"ACCEPTED (should have been refused): {result}"
@@ -241,6 +291,14 @@ def _print(report: Report) -> None:
     if report.pcap:
         port = report.addresses[0].rsplit(" ", 1)[-1] if report.addresses else "PORT"
         print(f"  pcap: {report.pcap}  (tshark -r {report.pcap} -d udp.port=={port},pana)")
+    print("amistack demo — chapter 2: tamper-evident event logs (signed Merkle tree heads)")
+    for device, verdict in report.eventlog.items():
+        print(
+            f"  {device}: log with key rotations and events, collected twice by the MDMS: {verdict}"
+        )
+    print(f"  an edited entry: refused, {report.tampered}")
+    print(f"  the older export presented again: refused, {report.rollback}")
+    print("  logs: DATA_DIR/meters/ID/ (amistack log verify FILE --pubkey PEM)")
     print(f"  {'OK' if report.ok() else 'FAILED'} in {report.elapsed:.1f} s")
 
 
@@ -261,6 +319,7 @@ def _run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     try:
         run(lambda: _chapter_access(args, report, pcap))
+        _chapter_eventlog(args.data_dir, report)
     finally:
         if pcap is not None:
             pcap.close()
@@ -277,6 +336,9 @@ def _run(args: argparse.Namespace) -> int:
             "revoked_again": report.revoked_again,
             "audit": report.audit,
             "key_server_counters": report.counters,
+            "eventlog": report.eventlog,
+            "eventlog_edited_entry": report.tampered,
+            "eventlog_rollback": report.rollback,
         }
         args.json.write_text(json.dumps(doc, indent=1))
     return 0 if report.ok() else 1

@@ -41,6 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (`amistack log show F | head`)
+        sys.stderr.close()
+        return 141
     finally:
         token = sys.modules.get("amistack.crypto.pkcs11_token")
         if token is not None:  # a PKCS#11 KEK or module was used: log out, unload the library
