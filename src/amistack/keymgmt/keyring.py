@@ -13,6 +13,7 @@ Nothing here reads a clock: `now` is passed in, and `get_timer()` says when `exp
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol
@@ -160,7 +161,9 @@ class KeyRing:
                 KeysSuperseded(self.peer_id, old_id, key_id, max(k.not_after for k in gen.values()))
             )
         if self._persistence is not None:
-            self._persistence.save_keys(self.peer_id, [*changed, *new.values()])
+            # Only the new keys: the superseded generation's cut is not written back (one
+            # wrap and row per purpose saved per authentication); `restore` derives it.
+            self._persistence.save_keys(self.peer_id, list(new.values()))
         self._generations[key_id] = new
         self._live = {key_id: None}
         if self._timer_valid:  # install only adds keys and shortens others: update in place
@@ -177,11 +180,30 @@ class KeyRing:
         return events
 
     def restore(self, keys: Iterable[AppKey]) -> None:
-        """Put back keys read from persistence at start-up (oldest first); nothing is saved."""
+        """Put back keys read from persistence at start-up (oldest first); nothing is saved.
+
+        `install` does not persist the cut it gives the generation it supersedes; it is derived
+        here, exactly: a stored generation with no `superseded_at` followed by a newer one was
+        superseded at the newer one's `not_before` (bound in that one's AAD), so it ends at most
+        `overlap` later. Any later change to the old generation (`shorten`, `retire`) is
+        persisted with its `superseded_at` and taken as stored, and so is its cut when its
+        successor expires first (`expire`), so the successor it is derived from is never gone."""
         for key in sorted(keys, key=lambda k: (k.not_before, k.key_id)):
             self._generations.setdefault(key.key_id, {})[key.purpose.name] = key
-            if key.superseded_at is None:
-                self._live[key.key_id] = None
+        gens = list(self._generations.values())
+        for older, newer in itertools.pairwise(gens):
+            if any(k.superseded_at is not None for k in older.values()):
+                continue
+            at = min(k.not_before for k in newer.values())
+            end = at + self.overlap
+            for k in older.values():
+                k.superseded_at = at
+                k.not_after = min(k.not_after, end)
+        self._live = {
+            key_id: None
+            for key_id, gen in self._generations.items()
+            if any(k.superseded_at is None for k in gen.values())
+        }
         self._timer_valid = False
 
     def shorten(
@@ -239,6 +261,19 @@ class KeyRing:
         if not dead:
             return []
         if self._persistence is not None:
+            # A superseded generation older than one that dies loses the successor its stored
+            # cut is derived from (restore): store it as it is, then delete.
+            gone = {k.key_id for k in dead}
+            order = list(self._generations)
+            last = max(order.index(i) for i in gone)
+            orphans = [
+                k
+                for i in order[:last]
+                for k in self._generations[i].values()
+                if k.superseded_at is not None and k.not_after > now
+            ]
+            if orphans:
+                self._persistence.save_keys(self.peer_id, orphans)
             self._persistence.delete_keys(dead)  # if this raises, memory is untouched: retry later
         self._timer_valid = False
         events: list[KeyEvent] = []

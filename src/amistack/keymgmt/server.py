@@ -153,7 +153,13 @@ class KeyServer:
         registry = registry or PurposeRegistry()
         batch = WriteBatch()
         directory = KeyRingDirectory(registry, overlap=overlap, persistence=batch)
-        directory.restore(store.load_keys(registry, -math.inf if now is None else now))
+        # Every stored row, expired ones too: the ring derives the cut of a superseded
+        # generation from its successor, which must be there even if expired (keyring.restore).
+        directory.restore(store.load_keys(registry, -math.inf))
+        if now is not None:
+            directory.expire(now)
+            store.commit(batch, durable=True)
+            batch.clear()
         if backend is None:
             backend = LocalEapBackend(
                 lambda: [lambda: EapPskServer(server_id, store.get_psk, rng)],

@@ -663,7 +663,11 @@ class CredentialStore:
             )
 
     def load_keys(self, registry: PurposeRegistry, now: float) -> list[tuple[bytes, AppKey]]:
-        """Unexpired application keys to restore into the key rings; expired ones are deleted."""
+        """Unexpired application keys to restore into the key rings; expired ones are deleted.
+
+        Expiry here is by the stored not_after; a superseded generation's cut is not stored
+        (KeyRing.restore derives it from its successor), so a key ring restores from
+        `now=-math.inf` (every row) and expires afterwards, as KeyServer does."""
         with self._tx() as db:
             gone = db.execute("DELETE FROM app_keys WHERE not_after <= ?", (now,)).rowcount
             rows = db.execute(

@@ -30,14 +30,36 @@ class MemoryPersistence:
 
     def __init__(self) -> None:
         self.rows: dict[tuple[KeyId, str], tuple[bytes, float]] = {}
+        self.saved: dict[tuple[KeyId, str], AppKey] = {}  # copies, as a database holds them
 
     def save_keys(self, peer_id: bytes, keys: Sequence[AppKey]) -> None:
         for k in keys:
             self.rows[(k.key_id, k.purpose.name)] = (peer_id, k.not_after)
+            self.saved[(k.key_id, k.purpose.name)] = AppKey(
+                k.key_id, k.purpose, k.key, k.not_before, k.not_after, k.superseded_at
+            )
 
     def delete_keys(self, keys: Sequence[AppKey]) -> None:
         for k in keys:
             del self.rows[(k.key_id, k.purpose.name)]
+            del self.saved[(k.key_id, k.purpose.name)]
+
+    def restored(self, overlap: float, now: float) -> dict[tuple[KeyId, str], tuple[float, float]]:
+        """What a restart at `now` would have: (not_after, superseded_at) of each live key."""
+        ring = KeyRing(b"p", PurposeRegistry(), overlap=overlap)
+        ring.restore(
+            AppKey(k.key_id, k.purpose, k.key, k.not_before, k.not_after, k.superseded_at)
+            for k in self.saved.values()
+        )
+        return live(ring, now)
+
+
+def live(ring: KeyRing, now: float) -> dict[tuple[KeyId, str], tuple[float, float | None]]:
+    return {
+        (k.key_id, k.purpose.name): (k.not_after, k.superseded_at)
+        for k in ring.keys()  # noqa: SIM118 - KeyRing.keys() yields AppKeys
+        if k.not_after > now
+    }
 
 
 def test_install_derives_every_purpose(make_ctx: CtxFactory) -> None:
@@ -85,7 +107,9 @@ def test_expire_removes_wipes_and_persists(make_ctx: CtxFactory) -> None:
     held = ring.lookup(KeyId(0x1000, 1), C1222, 1.0)
     assert held is not None and len(store.rows) == 3
     ring.install(make_ctx(key_id=2), 100.0, now=50.0)
-    assert store.rows[(KeyId(0x1000, 1), "c1222")] == (b"m1", 55.0)  # the cut is persisted
+    # the cut is not written back; a restart derives it from the successor
+    assert store.rows[(KeyId(0x1000, 1), "c1222")] == (b"m1", 100.0)
+    assert store.restored(5.0, 50.0)[(KeyId(0x1000, 1), "c1222")] == (55.0, 50.0)
     assert ring.expire(54.9) == []
     events = ring.expire(55.0)
     assert events == [KeysExpired(b"m1", KeyId(0x1000, 1), ("pana-auth", "c1222", "link"))]
@@ -300,8 +324,9 @@ def test_ring_invariants_under_random_operations(
         else:
             ring.expire(now)
         keys = list(ring.keys())
-        # persistence mirrors memory (shortening to 'now' or earlier expires at once)
-        assert {(k.key_id, k.purpose.name): (b"p", k.not_after) for k in keys} == store.rows
+        # persistence holds every key, and a restart now would restore exactly what memory has
+        assert {(k.key_id, k.purpose.name) for k in keys} == set(store.rows)
+        assert store.restored(overlap, now) == live(ring, now)
         assert ring.get_timer() == min((k.not_after for k in keys), default=None)
         for k in keys:
             assert not k.wiped
