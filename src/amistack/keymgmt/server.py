@@ -22,6 +22,7 @@ import dataclasses
 import logging
 import math
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -66,6 +67,27 @@ class PaaEngine(Protocol):
     def terminate(self, session_id: int, now: float, reason: str) -> None: ...
     def sessions_for_peer(self, peer_id: bytes) -> list[int]: ...
     def aaa_answer(self, session_id: int, answer: AaaAnswer, now: float) -> None: ...
+
+
+def _psk_with_lifetime(
+    store: CredentialStore,
+) -> tuple[Callable[[bytes], bytes | None], Callable[[bytes], float | None]]:
+    """EAP-PSK's PSK lookup and the backend's per-device lifetime from one query: the lookup
+    notes the lifetime, which the EAP success of the same run (moments later) takes."""
+    noted: dict[bytes, float | None] = {}  # at most one entry per enrolled device
+
+    def psk_lookup(peer_id: bytes) -> bytes | None:
+        psk, lifetime = store.get_psk_and_lifetime(peer_id)
+        if psk is not None:
+            noted[peer_id] = lifetime
+        return psk
+
+    def lifetime_for(peer_id: bytes) -> float | None:
+        if peer_id in noted:
+            return noted.pop(peer_id)
+        return store.session_lifetime(peer_id)
+
+    return psk_lookup, lifetime_for
 
 
 class _GatedBackend:
@@ -161,10 +183,11 @@ class KeyServer:
             store.commit(batch, durable=True)
             batch.clear()
         if backend is None:
+            psk_lookup, lifetime_for = _psk_with_lifetime(store)
             backend = LocalEapBackend(
-                lambda: [lambda: EapPskServer(server_id, store.get_psk, rng)],
+                lambda: [lambda: EapPskServer(server_id, psk_lookup, rng)],
                 rng,
-                lifetime_for=store.session_lifetime,
+                lifetime_for=lifetime_for,
             )
         self._setup(
             PanaAuthAgent(config, _GatedBackend(backend, self), rng),

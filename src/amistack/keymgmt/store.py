@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -217,6 +218,7 @@ class CredentialStore:
     def __init__(self, path: Path | str, kek: KeyEncryptionKey) -> None:
         self.path = Path(path)
         self._kek = kek
+        self._checkpointer: tuple[threading.Event, threading.Thread] | None = None
         if str(path) != ":memory:" and not self.path.exists():
             # Create the file owner-only; SQLite gives -wal and -shm the same mode.
             try:
@@ -274,7 +276,44 @@ class CredentialStore:
                 db.execute("ROLLBACK")
             raise StoreError(f"{self.path}: commit failed: {exc}") from exc
 
+    def start_checkpointer(self, every: float = 0.5) -> None:
+        """Move WAL checkpoints off the caller's thread (the key server's event loop).
+
+        A checkpoint copies the WAL into the database and fsyncs it; SQLite runs one inside
+        whichever COMMIT crosses 1000 WAL pages, stalling that caller for milliseconds. Here
+        auto-checkpointing is turned off and a daemon thread, with its own connection, runs a
+        PASSIVE checkpoint (it never blocks writers) every `every` seconds; sqlite3 releases
+        the GIL while it works. `close()` stops it."""
+        import threading
+
+        if self._checkpointer is not None or str(self.path) == ":memory:":
+            return
+        stop = threading.Event()
+
+        def run() -> None:
+            conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=30)
+            try:
+                while not stop.wait(every):
+                    try:
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    except sqlite3.Error as exc:  # busy or I/O: the next round retries
+                        logger.warning("WAL checkpoint failed: %s", exc)
+                with suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                conn.close()
+
+        thread = threading.Thread(target=run, name="amistack-wal-checkpoint", daemon=True)
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
+        thread.start()
+        self._checkpointer = (stop, thread)
+
     def close(self) -> None:
+        if self._checkpointer is not None:
+            stop, thread = self._checkpointer
+            stop.set()
+            thread.join(5.0)
+            self._checkpointer = None
         self._db.close()
 
     def __enter__(self) -> CredentialStore:
@@ -345,21 +384,35 @@ class CredentialStore:
 
     def psk(self, device_id: bytes | str) -> bytes | None:
         """The PSK; None if revoked. Raises UnknownDevice, or StoreError if it does not unwrap."""
-        did = _device_id(device_id)
+        return self._psk_and_lifetime(_device_id(device_id))[0]
+
+    def get_psk_and_lifetime(self, device_id: bytes | str) -> tuple[bytes | None, float | None]:
+        """`get_psk` and `session_lifetime` in one query (the key server's EAP-PSK lookup)."""
+        try:
+            return self._psk_and_lifetime(_device_id(device_id))
+        except UnknownDevice:
+            return None, None
+        except StoreError as exc:
+            logger.error("PSK lookup failed closed: %s", exc)
+            return None, None
+
+    def _psk_and_lifetime(self, did: bytes) -> tuple[bytes | None, float | None]:
         try:
             row = self._db.execute(
-                "SELECT psk_blob, psk_generation, kek_label, revoked_at FROM devices "
-                "WHERE device_id = ?",
+                "SELECT psk_blob, psk_generation, kek_label, revoked_at, session_lifetime "
+                "FROM devices WHERE device_id = ?",
                 (did,),
             ).fetchone()
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: database error: {exc}") from exc
         if row is None:
             raise UnknownDevice(did)
+        lifetime = None if row[4] is None else float(row[4])
         if row[3] is not None or row[0] is None:
-            return None
+            return None, lifetime
         blob, generation, label = bytes(row[0]), int(row[1]), str(row[2])
-        return self._unwrap(blob, label, record_aad("psk", did, generation), f"PSK of {_show(did)}")
+        aad = record_aad("psk", did, generation)
+        return self._unwrap(blob, label, aad, f"PSK of {_show(did)}"), lifetime
 
     def is_active(self, device_id: bytes | str) -> bool:
         """Enrolled and not revoked (without unwrapping the PSK); False on a database error."""

@@ -258,6 +258,7 @@ def bench_store_key_server(devices: int, data_dir: str, session_lifetime: float 
     )
     for i in range(devices):
         store.enroll(bench_device_id(i), bench_psk(i), now)
+    store.start_checkpointer()  # as run_keyserver does
     from amistack.runtime.keyserver import DEFAULT_COMMIT_INTERVAL
 
     return KeyServer(

@@ -283,6 +283,9 @@ async def run_keyserver(
     EAP-PSK server; `radius_listen`: also be a RADIUS EAP server for NASes (802.1X, other PAAs).
     """
     backend = None
+    start_checkpointer = getattr(store, "start_checkpointer", None)
+    if start_checkpointer is not None:
+        start_checkpointer()  # WAL checkpoints (with their fsync) never stall the event loop
     if radius_server is not None:
         if radius_server_secret is None:
             raise ValueError("--radius-server needs its shared secret")

@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from amistack.keymgmt.store import (
     DeviceRevoked,
     StoreError,
     UnknownDevice,
+    WriteBatch,
 )
 from amistack.keymgmt.ukmf import C1222, LINK, KeyId, PurposeRegistry, derive
 from amistack.pana.keys import PanaSecurityContext
@@ -307,3 +309,30 @@ def test_crash_mid_transaction_leaves_nothing_half_written(tmp_path: Path, kek: 
     assert store._db.execute("SELECT count(*) FROM app_keys").fetchone()[0] == 0
     assert store.load_keys(PurposeRegistry(), now=3.0) == []
     assert [e.kind for e in store.audit_log()] == ["enroll"]
+
+
+def test_group_commit_and_background_checkpoints(tmp_path: Path, kek: FileKek) -> None:
+    store = CredentialStore(tmp_path / "ks.db", kek)
+    store.start_checkpointer(every=0.02)
+    assert store._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    size = (tmp_path / "ks.db").stat().st_size
+    reg = PurposeRegistry()
+    batch = WriteBatch()
+    for n in range(200):
+        batch.save_keys(
+            b"m1", [AppKey(KeyId(n, 1), p, bytes([n % 250 + 1]) * 16, 0.0, 99.0) for p in reg]
+        )
+        batch.audit(AuditKind.AUTH_SUCCESS, b"m1", f"session {n}", 0.0)
+    store.commit(batch)  # one transaction, synchronous=NORMAL ...
+    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # ... and FULL again after
+    deadline = time.monotonic() + 5
+    while (tmp_path / "ks.db").stat().st_size == size:  # the thread copied the WAL in
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    thread = store._checkpointer[1] if store._checkpointer else None
+    store.close()
+    assert thread is not None and not thread.is_alive()
+    again = CredentialStore(tmp_path / "ks.db", kek)
+    assert len(again.load_keys(reg, 0.0)) == 200 * len(reg)
+    assert len(again.audit_log(1000, kind=AuditKind.AUTH_SUCCESS)) == 200
+    again.close()
