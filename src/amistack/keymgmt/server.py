@@ -213,8 +213,9 @@ class KeyServer:
         commit_interval: float | None = None,
     ) -> KeyServer:
         """Compose given parts. Key writes go to `directory`'s own persistence (give it no
-        `persistence` and they join the group commit); audit entries are batched either way;
-        EAP successes are gated only if `agent`'s backend is (`KeyServer.gate_backend`)."""
+        `persistence` and they join the group commit); audit entries are batched either way.
+        EAP successes of `agent`'s own backend are not held (only the built-in construction
+        wraps its backend); late answers given to `KeyServer.aaa_answer` are."""
         self = cls.__new__(cls)
         self._setup(
             agent,
@@ -438,8 +439,13 @@ class KeyServer:
         """
         did = device_id.encode() if isinstance(device_id, str) else bytes(device_id)
         cut = now if shorten_to is None else max(now, shorten_to)
+        # EAP successes of this device still held: never sent (ended below, not released)
+        refused = [sid for sid, answer in self._held if answer.peer_id == did]
+        self._held = [(sid, answer) for sid, answer in self._held if answer.peer_id != did]
         self.flush(now, force=True)  # what happened before the revocation is audited before it
         newly = self.store.revoke(did, reason, now, cut)  # first: re-auth fails from here on
+        for sid in refused:
+            self.agent.terminate(sid, now, f"revoked while authenticating: {reason}")
         sessions = tuple(self.agent.sessions_for_peer(did))
         self._revoking.update(sessions)
         for sid in sessions:

@@ -528,3 +528,17 @@ def test_revocation_commits_pending_writes_durably(store: CredentialStore) -> No
     server.revoke(b"meter-1", 1.0)
     assert kinds(store) == ["enroll", "auth-accepted", "auth-success", "revoke", "keys-shortened"]
     assert server.current_key(b"meter-1", C1222, 1.0) is None
+
+
+def test_revocation_while_the_success_is_held_never_sends_it(store: CredentialStore) -> None:
+    server = batched_server(store, interval=60.0)
+    meter = Meter(b"meter-1", PSKS[b"meter-1"], 40000, seed=2)
+    net = Net(server, [meter])
+    meter.pac.start(0.0)
+    step_without_commit(net)  # EAP succeeded, the PANA success is held
+    server.revoke(b"meter-1", 0.5)
+    net.run_until(10.0)
+    assert not [e for e in meter.events if isinstance(e, Authenticated)]
+    assert server.directory.get(b"meter-1") is None and not net.of(Authenticated)
+    assert kinds(store)[:3] == ["enroll", "auth-accepted", "revoke"]
+    assert "auth-success" not in kinds(store)
