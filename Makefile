@@ -2,7 +2,7 @@
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
-APT_PKGS := hostapd eapoltest tshark softhsm2
+APT_PKGS := hostapd eapoltest tshark softhsm2 postgresql
 STAMP   := $(VENV)/.amistack-setup
 
 .PHONY: setup test demo lint typecheck clean bench
