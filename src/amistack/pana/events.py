@@ -28,6 +28,7 @@ class AuthenticationFailed:
     result_code: int  # ResultCode (RFC 5191 §8.7)
     reason: str
     addr: Addr
+    peer_id: bytes | None = None  # the identity the failed run claimed (PAA side; unverified)
 
 
 @dataclass(frozen=True)

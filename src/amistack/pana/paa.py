@@ -607,17 +607,25 @@ class PanaAuthAgent:
                 answer.eap,
                 answer.reason or "EAP failure",
                 now,
+                answer.peer_id,
             )
             return
         lifetime = self.config.session_lifetime if answer.lifetime is None else answer.lifetime
         if not lifetime > 0:  # (NaN included)
             self._fail_run(
-                s, ResultCode.PANA_AUTHORIZATION_REJECTED, answer.eap, "not authorized", now
+                s,
+                ResultCode.PANA_AUTHORIZATION_REJECTED,
+                answer.eap,
+                "not authorized",
+                now,
+                answer.peer_id,
             )
             return
         if not answer.msk or s.pac_nonce is None or s.paa_nonce is None or s.core.prf is None:
             reason = "EAP produced no MSK" if not answer.msk else "no PaC nonce"
-            self._fail_run(s, ResultCode.PANA_AUTHENTICATION_REJECTED, answer.eap, reason, now)
+            self._fail_run(
+                s, ResultCode.PANA_AUTHENTICATION_REJECTED, answer.eap, reason, now, answer.peer_id
+            )
             return
         seconds = max(1, int(min(lifetime, 0xFFFFFFFF)))  # Session-Lifetime: Unsigned32 s
         key_id = s.next_key_id
@@ -646,7 +654,15 @@ class PanaAuthAgent:
         self._request(s, MessageType.AUTH, Flag.C, tuple(avps), key, now)
         s.state = PaaState.WAIT_SUCC_PAN
 
-    def _fail_run(self, s: _Session, code: int, eap: bytes | None, reason: str, now: float) -> None:
+    def _fail_run(
+        self,
+        s: _Session,
+        code: int,
+        eap: bytes | None,
+        reason: str,
+        now: float,
+        peer_id: bytes | None = None,
+    ) -> None:
         avps: list[Avp] = []
         if eap is not None:
             avps.append(Avp(AvpCode.EAP_PAYLOAD, eap))
@@ -656,7 +672,7 @@ class PanaAuthAgent:
         s.run_active = False
         self._backend.end(s.sid)
         logger.info("PANA authentication failed", extra={"session_id": s.sid, "reason": reason})
-        self._events.append(AuthenticationFailed(s.sid, code, reason, s.route.pac))
+        self._events.append(AuthenticationFailed(s.sid, code, reason, s.route.pac, peer_id))
         if s.core.ctx is not None:
             self._events.append(SessionTerminated(s.sid, "re-authentication failed"))
             s.term_reported = True

@@ -47,6 +47,7 @@ from amistack.pana.message import PanaMessage
 from amistack.pana.session import SessionCore
 from amistack.pana.timers import PCI_RETRANSMIT, REQ_RETRANSMIT, Retransmission, RetransmitParams
 
+_RESULT_CODES = frozenset(ResultCode)
 logger = logging.getLogger(__name__)
 
 
@@ -501,7 +502,8 @@ class PanaClient:
             return
         self._send(s.answer(msg, raw, Flag.C, (), s.key))
         if result != ResultCode.PANA_SUCCESS:
-            code, reason = result, f"PAA reported result code {result}"
+            name = ResultCode(result).name if result in _RESULT_CODES else "unknown result"
+            code, reason = result, f"refused by the key server ({name})"
         else:
             code = ResultCode.PANA_AUTHENTICATION_REJECTED
             reason = "EAP did not succeed at the PaC"

@@ -143,14 +143,17 @@ def test_wrong_psk_fails_both_ends() -> None:
     pf, af = _failure(w)
     assert pf.result_code == af.result_code == ResultCode.PANA_AUTHENTICATION_REJECTED
     assert pf.session_id == af.session_id
+    assert af.peer_id == b"meter-1"  # the claimed identity, for the audit trail
+    assert pf.reason == "refused by the key server (PANA_AUTHENTICATION_REJECTED)"
 
 
 def test_unknown_identity_fails() -> None:
     w = World(make_paa({b"other": PSK}))
     w.add(A1, make_pac())
-    pf, _ = _failure(w)
+    pf, af = _failure(w)
     assert pf.result_code == ResultCode.PANA_AUTHENTICATION_REJECTED
     assert w.paa.sessions_for_peer(b"meter-1") == []
+    assert af.peer_id == b"meter-1" and af.reason == "unknown_peer"
 
 
 def test_authorization_rejected_when_lifetime_zero() -> None:
