@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from enum import Enum, IntEnum
 
 from amistack.crypto import Eax, EaxAuthError, RandomSource, aes_cmac
-from amistack.crypto.aes import aes_ecb
+from amistack.crypto.aes import AesEcb, aes_ecb
 from amistack.crypto.cmac import AesCmac
 from amistack.eap.method import (
     Decision,
@@ -96,11 +96,31 @@ def derive_ak_kdk(psk: bytes) -> tuple[bytes, bytes]:
 
 def derive_tek_msk_emsk(kdk: bytes, rand_p: bytes) -> tuple[bytes, bytes, bytes]:
     """TEK (16), MSK (64), EMSK (64) by the modified counter mode (RFC 4764 §3.2)."""
+    return _tek_msk_emsk(aes_ecb(kdk), rand_p)
+
+
+def _tek_msk_emsk(e_kdk: AesEcb, rand_p: bytes) -> tuple[bytes, bytes, bytes]:
     if len(rand_p) != RAND_LEN:
         raise ValueError(f"RAND_P must be {RAND_LEN} bytes")
-    e_kdk = aes_ecb(kdk)
     out = e_kdk(_counter_blocks(e_kdk(rand_p), 1, 9))
     return out[:16], out[16:80], out[80:144]
+
+
+class PskKeys:
+    """What a conversation needs of a PSK: AK as a keyed CMAC context and E_KDK as a keyed AES
+    context (RFC 4764 §3.1). Deriving them costs several AES contexts; a peer or server that
+    authenticates under the same PSK again can reuse one `PskKeys` (it holds no per-run state).
+    Whoever caches it must drop it when the PSK changes or is revoked."""
+
+    __slots__ = ("ak", "e_kdk")
+
+    def __init__(self, psk: bytes) -> None:
+        ak, kdk = derive_ak_kdk(psk)
+        self.ak = AesCmac(ak)  # MAC_P and MAC_S
+        self.e_kdk = aes_ecb(kdk)  # TEK, MSK, EMSK
+
+    def __repr__(self) -> str:  # never the keys
+        return "PskKeys(<secret>)"
 
 
 def _cmac(ak: bytes | AesCmac, data: bytes) -> bytes:
@@ -254,11 +274,11 @@ class EapPskPeer(PeerMethod):
 
     method_type = EapType.PSK
 
-    def __init__(self, id_p: bytes, psk: bytes, rng: RandomSource) -> None:
+    def __init__(self, id_p: bytes, psk: bytes | PskKeys, rng: RandomSource) -> None:
+        """`psk`: the 16-byte PSK, or `PskKeys` derived from it once for many runs."""
         super().__init__()
         self.id_p = id_p
-        ak, self._kdk = derive_ak_kdk(psk)
-        self._ak = AesCmac(ak)  # MAC_P and MAC_S: one keyed context
+        self._keys = psk if isinstance(psk, PskKeys) else PskKeys(psk)
         self._rng = rng
         self._phase = _PeerPhase.WAIT_FIRST
         self._rand_s = b""
@@ -312,7 +332,7 @@ class EapPskPeer(PeerMethod):
     def _on_first(self, msg: PskFirst) -> bytes:
         self._rand_s, self._id_s = msg.rand_s, msg.id_s
         self._rand_p = self._rng(RAND_LEN)
-        mac_p = compute_mac_p(self._ak, self.id_p, self._id_s, self._rand_s, self._rand_p)
+        mac_p = compute_mac_p(self._keys.ak, self.id_p, self._id_s, self._rand_s, self._rand_p)
         self._phase = _PeerPhase.WAIT_THIRD
         self.state = MethodState.CONT
         self.decision = Decision.FAIL
@@ -322,11 +342,11 @@ class EapPskPeer(PeerMethod):
         if msg.rand_s != self._rand_s:
             self.counters["rand_s_mismatch"] += 1  # a stale or foreign message: discard
             return None
-        expected = compute_mac_s(self._ak, self._id_s, self._rand_p)
+        expected = compute_mac_s(self._keys.ak, self._id_s, self._rand_p)
         if not hmac.compare_digest(expected, msg.mac_s):
             self._fail("mac_s_mismatch")
             return None
-        tek, msk, emsk = derive_tek_msk_emsk(self._kdk, self._rand_p)
+        tek, msk, emsk = _tek_msk_emsk(self._keys.e_kdk, self._rand_p)
         if msg.nonce != 0:
             self._fail("bad_nonce")
             return None
@@ -366,11 +386,12 @@ class _ServerPhase(Enum):
     DONE = "done"
 
 
-PskLookup = Callable[[bytes], bytes | None]
+PskLookup = Callable[[bytes], bytes | PskKeys | None]
 
 
 class EapPskServer(ServerMethod):
-    """The server side of EAP-PSK. `psk_lookup(ID_P)` gives the PSK or None (unknown/revoked)."""
+    """The server side of EAP-PSK. `psk_lookup(ID_P)` gives the PSK (or `PskKeys` derived from
+    it, e.g. cached per PSK generation) or None (unknown/revoked)."""
 
     method_type = EapType.PSK
 
@@ -437,15 +458,16 @@ class EapPskServer(ServerMethod):
         psk = self._lookup(msg.id_p)
         if psk is None:
             return self._failure("unknown_peer")
-        if len(psk) != PSK_LEN:
-            return self._failure("bad_psk_length")
-        ak_bytes, kdk = derive_ak_kdk(psk)
-        ak = AesCmac(ak_bytes)  # MAC_P and MAC_S: one keyed context
+        if not isinstance(psk, PskKeys):
+            if len(psk) != PSK_LEN:
+                return self._failure("bad_psk_length")
+            psk = PskKeys(psk)
+        ak = psk.ak
         expected = compute_mac_p(ak, msg.id_p, self.id_s, self._rand_s, msg.rand_p)
         if not hmac.compare_digest(expected, msg.mac_p):
             return self._failure("mac_p_mismatch")
         self._rand_p = msg.rand_p
-        tek, self._msk, self._emsk = derive_tek_msk_emsk(kdk, msg.rand_p)
+        tek, self._msk, self._emsk = _tek_msk_emsk(psk.e_kdk, msg.rand_p)
         self._tek = Eax(tek)  # seals nonce 0 now, opens nonce 1 later
         mac_s = compute_mac_s(ak, self.id_s, msg.rand_p)
         payload_len = 1 + RAND_LEN + MAC_LEN + _PCHANNEL_MIN

@@ -28,7 +28,7 @@ from typing import Protocol
 
 from amistack.addr import Addr
 from amistack.crypto import RandomSource
-from amistack.eap.psk import EapPskServer
+from amistack.eap.psk import EapPskServer, PskKeys
 from amistack.keymgmt.events import KeyEvent, KeysShortened
 from amistack.keymgmt.keyring import DEFAULT_OVERLAP, KeyRingDirectory, KeyRingError
 from amistack.keymgmt.store import (
@@ -71,13 +71,14 @@ class PaaEngine(Protocol):
 
 def _psk_with_lifetime(
     store: CredentialStore,
-) -> tuple[Callable[[bytes], bytes | None], Callable[[bytes], float | None]]:
+) -> tuple[Callable[[bytes], PskKeys | None], Callable[[bytes], float | None]]:
     """EAP-PSK's PSK lookup and the backend's per-device lifetime from one query: the lookup
-    notes the lifetime, which the EAP success of the same run (moments later) takes."""
+    notes the lifetime, which the EAP success of the same run (moments later) takes. The PSK
+    comes as its derived keys, cached by the store per PSK generation."""
     noted: dict[bytes, float | None] = {}  # at most one entry per enrolled device
 
-    def psk_lookup(peer_id: bytes) -> bytes | None:
-        psk, lifetime = store.get_psk_and_lifetime(peer_id)
+    def psk_lookup(peer_id: bytes) -> PskKeys | None:
+        psk, lifetime = store.get_psk_keys_and_lifetime(peer_id)
         if psk is not None:
             noted[peer_id] = lifetime
         return psk
@@ -577,8 +578,8 @@ class KeyServer:
         peer = self._peer_of_session.get(ev.session_id)
         # The identity a failed run claimed (unauthenticated, but what brute force is traced by),
         # when the PANA engine reports it.
-        claimed = getattr(ev, "peer_id", None)
-        if peer is None and isinstance(claimed, bytes) and claimed:
+        claimed = ev.peer_id
+        if peer is None and claimed:
             peer = claimed
         self._audit(
             AuditKind.AUTH_FAILURE,

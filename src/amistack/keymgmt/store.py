@@ -24,6 +24,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from amistack.eap.psk import PskKeys
 from amistack.keymgmt.kek import KekError, KeyEncryptionKey, record_aad
 from amistack.keymgmt.keyring import AppKey
 from amistack.keymgmt.ukmf import KeyId, PurposeError, PurposeRegistry
@@ -33,6 +34,7 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 PSK_LENGTH = 16  # EAP-PSK PSKs are 16 octets (RFC 4764 §2.1)
 MAX_DEVICE_ID = 255  # an EAP-PSK ID_P fits any reasonable NAI
+PSK_KEYS_CACHE = 100_000  # devices whose derived EAP-PSK keys are kept (get_psk_keys_and_lifetime)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (
@@ -219,6 +221,8 @@ class CredentialStore:
         self.path = Path(path)
         self._kek = kek
         self._checkpointer: tuple[threading.Event, threading.Thread] | None = None
+        # device -> (PSK generation, wrapped blob, keys derived from it): see get_psk_keys...
+        self._psk_keys: dict[bytes, tuple[int, bytes, PskKeys]] = {}
         if str(path) != ":memory:" and not self.path.exists():
             # Create the file owner-only; SQLite gives -wal and -shm the same mode.
             try:
@@ -314,6 +318,7 @@ class CredentialStore:
             stop.set()
             thread.join(5.0)
             self._checkpointer = None
+        self._psk_keys.clear()
         self._db.close()
 
     def __enter__(self) -> CredentialStore:
@@ -347,6 +352,7 @@ class CredentialStore:
                 raise AlreadyEnrolled(did)
             generation = 1 if row is None else int(row[0]) + 1
             blob = self._kek.wrap(psk, record_aad("psk", did, generation))
+            self._psk_keys.pop(did, None)
             db.execute(
                 "INSERT OR REPLACE INTO devices (device_id, psk_blob, psk_generation, kek_label, "
                 "enrolled_at, revoked_at, revoke_reason, session_lifetime) "
@@ -396,7 +402,49 @@ class CredentialStore:
             logger.error("PSK lookup failed closed: %s", exc)
             return None, None
 
-    def _psk_and_lifetime(self, did: bytes) -> tuple[bytes | None, float | None]:
+    def get_psk_keys_and_lifetime(
+        self, device_id: bytes | str
+    ) -> tuple[PskKeys | None, float | None]:
+        """`get_psk_and_lifetime` as EAP-PSK's derived keys (AK, KDK), cached per device and PSK
+        generation. The device's row is read on every call, so a revocation or a new PSK (from
+        any process) takes effect at once; a hit only skips the unwrap and the derivation,
+        and needs the very blob the keys were derived from. Fails closed like `get_psk`."""
+        try:
+            did = _device_id(device_id)
+            row = self._psk_row(did)
+        except UnknownDevice:
+            return None, None
+        except StoreError as exc:
+            logger.error("PSK lookup failed closed: %s", exc)
+            return None, None
+        blob, generation, label, revoked_at, lifetime_s = row
+        lifetime = None if lifetime_s is None else float(lifetime_s)
+        if revoked_at is not None or blob is None:
+            self._psk_keys.pop(did, None)
+            return None, lifetime
+        blob = bytes(blob)
+        cached = self._psk_keys.get(did)
+        if (
+            cached is not None
+            and cached[0] == generation
+            and cached[1] == blob
+            and label == self._kek.label
+        ):
+            return cached[2], lifetime
+        try:
+            psk = self._unwrap(
+                blob, str(label), record_aad("psk", did, int(generation)), f"PSK of {_show(did)}"
+            )
+            keys = PskKeys(psk)
+        except (StoreError, ValueError) as exc:
+            logger.error("PSK lookup failed closed: %s", exc)
+            return None, None
+        if len(self._psk_keys) >= PSK_KEYS_CACHE:
+            self._psk_keys.pop(next(iter(self._psk_keys)))  # the oldest entry
+        self._psk_keys[did] = (int(generation), blob, keys)
+        return keys, lifetime
+
+    def _psk_row(self, did: bytes) -> tuple[Any, ...]:
         try:
             row = self._db.execute(
                 "SELECT psk_blob, psk_generation, kek_label, revoked_at, session_lifetime "
@@ -407,12 +455,15 @@ class CredentialStore:
             raise StoreError(f"{self.path}: database error: {exc}") from exc
         if row is None:
             raise UnknownDevice(did)
-        lifetime = None if row[4] is None else float(row[4])
-        if row[3] is not None or row[0] is None:
+        return tuple(row)
+
+    def _psk_and_lifetime(self, did: bytes) -> tuple[bytes | None, float | None]:
+        blob, generation, label, revoked_at, lifetime_s = self._psk_row(did)
+        lifetime = None if lifetime_s is None else float(lifetime_s)
+        if revoked_at is not None or blob is None:
             return None, lifetime
-        blob, generation, label = bytes(row[0]), int(row[1]), str(row[2])
-        aad = record_aad("psk", did, generation)
-        return self._unwrap(blob, label, aad, f"PSK of {_show(did)}"), lifetime
+        aad = record_aad("psk", did, int(generation))
+        return self._unwrap(bytes(blob), str(label), aad, f"PSK of {_show(did)}"), lifetime
 
     def is_active(self, device_id: bytes | str) -> bool:
         """Enrolled and not revoked (without unwrapping the PSK); False on a database error."""
@@ -474,6 +525,7 @@ class CredentialStore:
             ).fetchone()
             if row is None:
                 raise UnknownDevice(did)
+            self._psk_keys.pop(did, None)
             if row[0] is not None:
                 return False
             db.execute(
@@ -516,6 +568,7 @@ class CredentialStore:
                 raise DeviceRevoked(did)
             generation = int(row[0]) + 1
             blob = self._kek.wrap(new_psk, record_aad("psk", did, generation))
+            self._psk_keys.pop(did, None)
             db.execute(
                 "UPDATE devices SET psk_blob = ?, psk_generation = ?, kek_label = ? "
                 "WHERE device_id = ?",

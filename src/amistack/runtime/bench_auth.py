@@ -71,6 +71,7 @@ async def pac_fleet(
     `sessions` is a count or the session numbers to run; session n authenticates bench device
     n % `devices`. `local_hosts`: addresses the sockets bind to in turn (e.g. 127.0.0.2,
     127.0.0.3, ...: a PAA with its per-source limits sees many meters, not one)."""
+    from amistack.eap.psk import PskKeys
     from amistack.pana.events import Authenticated, AuthenticationFailed, SessionTerminated
     from amistack.runtime.meter import build_pac
 
@@ -87,6 +88,8 @@ async def pac_fleet(
     done = asyncio.Event()
     perf = time.perf_counter
     current: list[int] = [-1]  # index of the driver whose events are being handled
+    # a meter derives AK/KDK from its PSK once, not per authentication
+    psk_keys: dict[int, PskKeys] = {}
 
     def fill() -> None:
         nonlocal in_flight
@@ -99,7 +102,10 @@ async def pac_fleet(
                 continue
             i = pending.popleft()
             n = i % devices
-            pac = build_pac(bench_device_id(n), bench_psk(n), paa, rng, pac_config)
+            keys = psk_keys.get(n)
+            if keys is None:
+                keys = psk_keys[n] = PskKeys(bench_psk(n))
+            pac = build_pac(bench_device_id(n), keys, paa, rng, pac_config)
             mux.add(pac)
             started_at[id(pac)] = perf()
             pac.start(drivers[idx].now())

@@ -71,18 +71,24 @@ class KeyRotation:
 
 def build_pac(
     device_id: str,
-    psk: bytes,
+    psk: Any,
     paa: Addr,
     rng: RandomSource = system_random,
     config: Any | None = None,
 ) -> Any:
-    """A `PanaClient` that authenticates `device_id` with EAP-PSK under `psk` to the PAA `paa`."""
+    """A `PanaClient` that authenticates `device_id` with EAP-PSK under `psk` to the PAA `paa`.
+
+    `psk`: the 16-byte PSK or `eap.psk.PskKeys` derived from it; either way AK and KDK are
+    derived once per client (not per authentication), and a caller building many clients for
+    one device may pass the same `PskKeys` to all of them."""
     from amistack.eap.packet import EapType
     from amistack.eap.peer import EapPeer
-    from amistack.eap.psk import EapPskPeer
+    from amistack.eap.psk import PSK_LEN, EapPskPeer, PskKeys
     from amistack.pana.pac import PacConfig, PanaClient
 
     ident = device_id.encode()
+    if isinstance(psk, bytes | bytearray) and len(psk) == PSK_LEN:
+        psk = PskKeys(bytes(psk))  # (a bad PSK still fails in EapPskPeer, as before)
 
     def eap_factory() -> EapPeer:
         return EapPeer(ident, {EapType.PSK: lambda: EapPskPeer(ident, psk, rng)})
