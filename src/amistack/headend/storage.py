@@ -1,0 +1,679 @@
+"""Head-end storage: one repository interface, two backends sharing one schema (schema.py).
+
+- `SqliteRepository`: the embedded default, DIR/headend.db, WAL with synchronous=FULL, so a
+  committed batch survives a process kill and a power cut; bulk ingest is one `executemany` of
+  `INSERT ... ON CONFLICT DO NOTHING` in one transaction.
+- `PostgresRepository` (psycopg 3): bulk ingest COPYs the batch into a temporary staging table and
+  moves it with `INSERT ... SELECT ... ON CONFLICT DO NOTHING`, in one transaction; commit waits
+  for the WAL flush (synchronous_commit on, the server default).
+
+`store_readings` returns only once the batch is durable: the caller (ingest.Ingestor, then the
+C12.22 layer) acknowledges a meter's message only after that. Duplicates (same meter, interval
+start and length) are ignored and counted, so a meter resending an unacknowledged message is
+harmless. Timestamps are passed in; nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from amistack.headend.registry import (
+    HeadendError,
+    Meter,
+    MeterState,
+    check_meter_fields,
+    check_transition,
+)
+from amistack.headend.schema import (
+    COMMAND_TRANSITIONS,
+    EXPECTED_RELAY,
+    SCHEMA_VERSION,
+    Alarm,
+    Command,
+    CommandKind,
+    CommandState,
+    Dialect,
+    IntervalReading,
+    MeterEvent,
+    StoredEvent,
+    StoredReading,
+    schema_sql,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_PAGE = 10_000
+READING_COLUMNS = (
+    "meter_id, interval_start, length_min, forward_wh, reverse_wh, status, received_at, key_id"
+)
+_STORED_READING = (
+    "meter_id, interval_start, length_min, forward_wh, reverse_wh, status, vee_flags, "
+    "received_at, key_id"
+)
+_METER = (
+    "meter_id, ap_title, concentrator, cell, state, installed_at, commissioned_at, "
+    "decommissioned_at"
+)
+_COMMAND = (
+    "id, meter_id, kind, params, state, created_at, updated_at, confirmation, relay_state, reason"
+)
+_EVENT = "id, meter_id, seq, at, kind, detail, received_at"
+_ALARM = "id, meter_id, kind, detail, raised_at, acknowledged_at"
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    """What one durable batch did: rows new to the table and rows already there."""
+
+    inserted: int
+    duplicates: int
+
+
+class ReadingRepository(Protocol):
+    """The head-end's storage. Every method is one transaction; every write is durable on return."""
+
+    dialect: Dialect
+
+    # meters
+    def register_meter(
+        self, meter_id: str, ap_title: str, concentrator: str, cell: str, now: float
+    ) -> Meter: ...
+    def commission_meter(self, meter_id: str, now: float) -> Meter: ...
+    def decommission_meter(self, meter_id: str, now: float) -> Meter: ...
+    def get_meter(self, meter_id: str) -> Meter | None: ...
+    def meter_by_ap_title(self, ap_title: str) -> Meter | None: ...
+    def list_meters(
+        self,
+        *,
+        state: MeterState | None = None,
+        concentrator: str | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> list[Meter]: ...
+
+    # readings
+    def store_readings(
+        self, readings: Sequence[IntervalReading], received_at: float
+    ) -> StoreResult: ...
+    def readings(
+        self,
+        meter_id: str,
+        start: int,
+        end: int,
+        *,
+        length_min: int | None = None,
+        after: tuple[int, int] | None = None,
+        limit: int = 1000,
+    ) -> list[StoredReading]: ...
+    def count_readings(self, meter_id: str | None = None) -> int: ...
+    def flag_readings(self, flags: Sequence[tuple[str, int, int, int]]) -> int: ...
+
+    # events, commands, alarms
+    def add_events(self, events: Sequence[MeterEvent], received_at: float) -> StoreResult: ...
+    def events(
+        self, *, meter_id: str | None = None, after_id: int = 0, limit: int = 100
+    ) -> list[StoredEvent]: ...
+    def create_command(
+        self, meter_id: str, kind: CommandKind, params: Mapping[str, Any], now: float
+    ) -> Command: ...
+    def update_command(
+        self,
+        command_id: int,
+        state: CommandState,
+        now: float,
+        *,
+        confirmation: str | None = None,
+        relay_state: str | None = None,
+        reason: str | None = None,
+    ) -> Command: ...
+    def get_command(self, command_id: int) -> Command | None: ...
+    def commands(
+        self,
+        *,
+        meter_id: str | None = None,
+        state: CommandState | None = None,
+        after_id: int = 0,
+        limit: int = 100,
+    ) -> list[Command]: ...
+    def raise_alarm(self, meter_id: str | None, kind: str, detail: str, now: float) -> Alarm: ...
+    def acknowledge_alarm(self, alarm_id: int, now: float) -> Alarm: ...
+    def alarms(
+        self,
+        *,
+        meter_id: str | None = None,
+        unacknowledged: bool = False,
+        after_id: int = 0,
+        limit: int = 100,
+    ) -> list[Alarm]: ...
+    def close(self) -> None: ...
+
+
+class _Tx(Protocol):
+    def run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+
+def _meter(row: tuple[Any, ...]) -> Meter:
+    return Meter(row[0], row[1], row[2], row[3], MeterState(row[4]), row[5], row[6], row[7])
+
+
+def _command(row: tuple[Any, ...]) -> Command:
+    return Command(row[0], row[1], CommandKind(row[2]), row[3], CommandState(row[4]), *row[5:10])
+
+
+def _limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_PAGE:
+        raise HeadendError("invalid", f"limit must be between 1 and {MAX_PAGE}")
+    return limit
+
+
+class _SqlRepository(ABC):
+    """The SQL both backends share; subclasses supply transactions and the bulk insert."""
+
+    dialect: Dialect
+
+    @abstractmethod
+    def _tx(self) -> AbstractContextManager[_Tx]: ...
+
+    @abstractmethod
+    def _insert_readings(self, rows: list[tuple[Any, ...]]) -> int: ...
+
+    def _one(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+        with self._tx() as tx:
+            rows = tx.run(sql, params)
+        return rows[0] if rows else None
+
+    # -- meters --------------------------------------------------------------------------------
+
+    def register_meter(
+        self, meter_id: str, ap_title: str, concentrator: str, cell: str, now: float
+    ) -> Meter:
+        check_meter_fields(meter_id, ap_title, concentrator, cell)
+        row = self._one(
+            f"INSERT INTO meters ({_METER}) VALUES (?, ?, ?, ?, ?, ?, NULL, NULL) "
+            f"ON CONFLICT DO NOTHING RETURNING {_METER}",
+            (meter_id, ap_title, concentrator, cell, MeterState.INSTALLED.value, now),
+        )
+        if row is None:
+            raise HeadendError(
+                "exists", f"a meter with id {meter_id!r} or AP title {ap_title!r} exists"
+            )
+        logger.info("meter registered", extra={"meter_id": meter_id, "ap_title": ap_title})
+        return _meter(row)
+
+    def _move(self, meter_id: str, to: MeterState, column: str, now: float) -> Meter:
+        with self._tx() as tx:
+            rows = tx.run(f"SELECT {_METER} FROM meters WHERE meter_id = ?", (meter_id,))
+            if not rows:
+                raise HeadendError("not_found", f"no meter {meter_id!r}")
+            meter = _meter(rows[0])
+            check_transition(meter, to)
+            rows = tx.run(
+                f"UPDATE meters SET state = ?, {column} = ? WHERE meter_id = ? AND state = ? "
+                f"RETURNING {_METER}",
+                (to.value, now, meter_id, meter.state.value),
+            )
+        if not rows:  # a concurrent transition won
+            raise HeadendError("invalid_transition", f"meter {meter_id!r} changed state meanwhile")
+        logger.info("meter %s", to.value, extra={"meter_id": meter_id})
+        return _meter(rows[0])
+
+    def commission_meter(self, meter_id: str, now: float) -> Meter:
+        return self._move(meter_id, MeterState.COMMISSIONED, "commissioned_at", now)
+
+    def decommission_meter(self, meter_id: str, now: float) -> Meter:
+        return self._move(meter_id, MeterState.DECOMMISSIONED, "decommissioned_at", now)
+
+    def get_meter(self, meter_id: str) -> Meter | None:
+        row = self._one(f"SELECT {_METER} FROM meters WHERE meter_id = ?", (meter_id,))
+        return _meter(row) if row else None
+
+    def meter_by_ap_title(self, ap_title: str) -> Meter | None:
+        row = self._one(f"SELECT {_METER} FROM meters WHERE ap_title = ?", (ap_title,))
+        return _meter(row) if row else None
+
+    def list_meters(
+        self,
+        *,
+        state: MeterState | None = None,
+        concentrator: str | None = None,
+        after: str | None = None,
+        limit: int = 100,
+    ) -> list[Meter]:
+        where, params = ["meter_id > ?"], [after or ""]
+        if state is not None:
+            where.append("state = ?")
+            params.append(state.value)
+        if concentrator is not None:
+            where.append("concentrator = ?")
+            params.append(concentrator)
+        with self._tx() as tx:
+            rows = tx.run(
+                f"SELECT {_METER} FROM meters WHERE {' AND '.join(where)} "
+                f"ORDER BY meter_id LIMIT {_limit(limit)}",
+                params,
+            )
+        return [_meter(r) for r in rows]
+
+    # -- readings ------------------------------------------------------------------------------
+
+    def store_readings(
+        self, readings: Sequence[IntervalReading], received_at: float
+    ) -> StoreResult:
+        rows = []
+        for r in readings:
+            problem = r.problem()
+            if problem is not None:
+                raise HeadendError("invalid", f"reading {r.key}: {problem}")
+            rows.append(
+                (
+                    r.meter_id,
+                    r.interval_start,
+                    r.length_min,
+                    r.forward_wh,
+                    r.reverse_wh,
+                    r.status,
+                    received_at,
+                    r.key_id,
+                )
+            )
+        if not rows:
+            return StoreResult(0, 0)
+        inserted = self._insert_readings(rows)
+        return StoreResult(inserted, len(rows) - inserted)
+
+    def readings(
+        self,
+        meter_id: str,
+        start: int,
+        end: int,
+        *,
+        length_min: int | None = None,
+        after: tuple[int, int] | None = None,
+        limit: int = 1000,
+    ) -> list[StoredReading]:
+        """Readings of one meter with start <= interval_start < end, by (start, length)."""
+        where = ["meter_id = ?", "interval_start >= ?", "interval_start < ?"]
+        params: list[Any] = [meter_id, start, end]
+        if length_min is not None:
+            where.append("length_min = ?")
+            params.append(length_min)
+        if after is not None:
+            where.append("(interval_start > ? OR (interval_start = ? AND length_min > ?))")
+            params += [after[0], after[0], after[1]]
+        with self._tx() as tx:
+            rows = tx.run(
+                f"SELECT {_STORED_READING} FROM readings WHERE {' AND '.join(where)} "
+                f"ORDER BY interval_start, length_min LIMIT {_limit(limit)}",
+                params,
+            )
+        return [StoredReading(*r) for r in rows]
+
+    def count_readings(self, meter_id: str | None = None) -> int:
+        if meter_id is None:
+            row = self._one("SELECT COUNT(*) FROM readings", ())
+        else:
+            row = self._one("SELECT COUNT(*) FROM readings WHERE meter_id = ?", (meter_id,))
+        assert row is not None  # COUNT always answers one row
+        return int(row[0])
+
+    def flag_readings(self, flags: Sequence[tuple[str, int, int, int]]) -> int:
+        """OR VEE flags into readings (meter_id, interval_start, length_min, flags); values stay."""
+        changed = 0
+        with self._tx() as tx:
+            for meter_id, start, length, flag in flags:
+                changed += len(
+                    tx.run(
+                        "UPDATE readings SET vee_flags = vee_flags | ? WHERE meter_id = ? "
+                        "AND interval_start = ? AND length_min = ? RETURNING meter_id",
+                        (int(flag), meter_id, start, length),
+                    )
+                )
+        return changed
+
+    # -- events --------------------------------------------------------------------------------
+
+    def add_events(self, events: Sequence[MeterEvent], received_at: float) -> StoreResult:
+        inserted = 0
+        with self._tx() as tx:
+            for e in events:
+                inserted += len(
+                    tx.run(
+                        "INSERT INTO events (meter_id, seq, at, kind, detail, received_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+                        (e.meter_id, e.seq, e.at, e.kind, e.detail, received_at),
+                    )
+                )
+        return StoreResult(inserted, len(events) - inserted)
+
+    def events(
+        self, *, meter_id: str | None = None, after_id: int = 0, limit: int = 100
+    ) -> list[StoredEvent]:
+        where, params = ["id > ?"], [after_id]
+        if meter_id is not None:
+            where.append("meter_id = ?")
+            params.append(meter_id)  # type: ignore[arg-type]
+        with self._tx() as tx:
+            rows = tx.run(
+                f"SELECT {_EVENT} FROM events WHERE {' AND '.join(where)} "
+                f"ORDER BY id LIMIT {_limit(limit)}",
+                params,
+            )
+        return [StoredEvent(*r) for r in rows]
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def create_command(
+        self, meter_id: str, kind: CommandKind, params: Mapping[str, Any], now: float
+    ) -> Command:
+        kind = CommandKind(kind)
+        with self._tx() as tx:
+            rows = tx.run("SELECT state FROM meters WHERE meter_id = ?", (meter_id,))
+            if not rows:
+                raise HeadendError("not_found", f"no meter {meter_id!r}")
+            if rows[0][0] == MeterState.DECOMMISSIONED.value:
+                raise HeadendError("invalid", f"meter {meter_id!r} is decommissioned")
+            rows = tx.run(
+                "INSERT INTO commands (meter_id, kind, params, state, created_at, updated_at) "
+                f"VALUES (?, ?, ?, ?, ?, ?) RETURNING {_COMMAND}",
+                (
+                    meter_id,
+                    kind.value,
+                    json.dumps(dict(params), sort_keys=True),
+                    CommandState.PENDING.value,
+                    now,
+                    now,
+                ),
+            )
+        logger.info("command created", extra={"meter_id": meter_id, "kind": kind.value})
+        return _command(rows[0])
+
+    def update_command(
+        self,
+        command_id: int,
+        state: CommandState,
+        now: float,
+        *,
+        confirmation: str | None = None,
+        relay_state: str | None = None,
+        reason: str | None = None,
+    ) -> Command:
+        """Move a command along pending -> sent -> confirmed|failed (or pending -> cancelled).
+
+        A disconnect/reconnect is confirmed only with the relay state read back after it, and
+        only if that is the state the command asked for.
+        """
+        state = CommandState(state)
+        with self._tx() as tx:
+            rows = tx.run(f"SELECT {_COMMAND} FROM commands WHERE id = ?", (command_id,))
+            if not rows:
+                raise HeadendError("not_found", f"no command {command_id}")
+            cmd = _command(rows[0])
+            if state not in COMMAND_TRANSITIONS[cmd.state]:
+                raise HeadendError(
+                    "invalid_transition",
+                    f"command {command_id} is {cmd.state.value}; it cannot become {state.value}",
+                )
+            expected = EXPECTED_RELAY.get(cmd.kind)
+            if state is CommandState.CONFIRMED and expected is not None and relay_state != expected:
+                raise HeadendError(
+                    "invalid",
+                    f"a {cmd.kind.value} is confirmed only by reading back relay state "
+                    f"{expected!r} (got {relay_state!r})",
+                )
+            rows = tx.run(
+                "UPDATE commands SET state = ?, updated_at = ?, "
+                "confirmation = COALESCE(?, confirmation), "
+                "relay_state = COALESCE(?, relay_state), reason = COALESCE(?, reason) "
+                f"WHERE id = ? AND state = ? RETURNING {_COMMAND}",
+                (state.value, now, confirmation, relay_state, reason, command_id, cmd.state.value),
+            )
+        if not rows:
+            raise HeadendError("invalid_transition", f"command {command_id} changed meanwhile")
+        return _command(rows[0])
+
+    def get_command(self, command_id: int) -> Command | None:
+        row = self._one(f"SELECT {_COMMAND} FROM commands WHERE id = ?", (command_id,))
+        return _command(row) if row else None
+
+    def commands(
+        self,
+        *,
+        meter_id: str | None = None,
+        state: CommandState | None = None,
+        after_id: int = 0,
+        limit: int = 100,
+    ) -> list[Command]:
+        where: list[str] = ["id > ?"]
+        params: list[Any] = [after_id]
+        if meter_id is not None:
+            where.append("meter_id = ?")
+            params.append(meter_id)
+        if state is not None:
+            where.append("state = ?")
+            params.append(CommandState(state).value)
+        with self._tx() as tx:
+            rows = tx.run(
+                f"SELECT {_COMMAND} FROM commands WHERE {' AND '.join(where)} "
+                f"ORDER BY id LIMIT {_limit(limit)}",
+                params,
+            )
+        return [_command(r) for r in rows]
+
+    # -- alarms --------------------------------------------------------------------------------
+
+    def raise_alarm(self, meter_id: str | None, kind: str, detail: str, now: float) -> Alarm:
+        row = self._one(
+            f"INSERT INTO alarms (meter_id, kind, detail, raised_at) VALUES (?, ?, ?, ?) "
+            f"RETURNING {_ALARM}",
+            (meter_id, kind, detail, now),
+        )
+        assert row is not None  # INSERT ... RETURNING answers its row
+        logger.warning("alarm %s", kind, extra={"meter_id": meter_id, "detail": detail})
+        return Alarm(*row)
+
+    def acknowledge_alarm(self, alarm_id: int, now: float) -> Alarm:
+        row = self._one(
+            "UPDATE alarms SET acknowledged_at = COALESCE(acknowledged_at, ?) WHERE id = ? "
+            f"RETURNING {_ALARM}",
+            (now, alarm_id),
+        )
+        if row is None:
+            raise HeadendError("not_found", f"no alarm {alarm_id}")
+        return Alarm(*row)
+
+    def alarms(
+        self,
+        *,
+        meter_id: str | None = None,
+        unacknowledged: bool = False,
+        after_id: int = 0,
+        limit: int = 100,
+    ) -> list[Alarm]:
+        where: list[str] = ["id > ?"]
+        params: list[Any] = [after_id]
+        if meter_id is not None:
+            where.append("meter_id = ?")
+            params.append(meter_id)
+        if unacknowledged:
+            where.append("acknowledged_at IS NULL")
+        with self._tx() as tx:
+            rows = tx.run(
+                f"SELECT {_ALARM} FROM alarms WHERE {' AND '.join(where)} "
+                f"ORDER BY id LIMIT {_limit(limit)}",
+                params,
+            )
+        return [Alarm(*r) for r in rows]
+
+
+# -- SQLite ------------------------------------------------------------------------------------
+
+
+class _SqliteTx:
+    def __init__(self, cur: sqlite3.Cursor) -> None:
+        self._cur = cur
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._cur.execute(sql, params).fetchall()
+
+
+class SqliteRepository(_SqlRepository):
+    """The embedded default: one SQLite database in WAL mode, synchronous=FULL.
+
+    One connection behind a lock (the API's threads and the ingest loop share it); SQLite runs
+    one writer at a time anyway, and a batch is one transaction, so the lock costs nothing.
+    """
+
+    dialect: Dialect = "sqlite"
+    FILENAME = "headend.db"
+
+    def __init__(self, path: str | Path) -> None:
+        path = Path(path)
+        if path.is_dir():
+            path = path / self.FILENAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: the WAL is fsynced at every commit, so an acknowledged batch survives power loss,
+        # not only a kill -9 (NORMAL would survive the kill but not the power cut).
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA busy_timeout=10000")
+        self._conn.execute("PRAGMA cache_size=-65536")
+        with self._tx() as tx:
+            stmt = ""
+            for line in schema_sql("sqlite").splitlines(keepends=True):
+                stmt += line
+                if sqlite3.complete_statement(stmt):
+                    tx.run(stmt)
+                    stmt = ""
+            if not tx.run("SELECT version FROM schema_version"):
+                tx.run("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+
+    @contextmanager
+    def _tx(self) -> Iterator[_Tx]:
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SqliteTx(cur)
+            except BaseException:
+                self._conn.rollback()
+                raise
+            else:
+                cur.execute("COMMIT")
+            finally:
+                cur.close()
+
+    def _insert_readings(self, rows: list[tuple[Any, ...]]) -> int:
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                cur.executemany(
+                    f"INSERT INTO readings ({READING_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT DO NOTHING",
+                    rows,
+                )
+                inserted = cur.rowcount
+                cur.execute("COMMIT")
+            except BaseException:
+                self._conn.rollback()
+                raise
+            finally:
+                cur.close()
+        return inserted
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+# -- PostgreSQL --------------------------------------------------------------------------------
+
+
+def _pg_sql(sql: str) -> str:
+    # The shared SQL uses qmark placeholders; psycopg wants %s (no query here has a literal ?).
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class _PgTx:
+    def __init__(self, cur: Any) -> None:
+        self._cur = cur
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        if params:
+            self._cur.execute(_pg_sql(sql), params)
+        else:  # no parameters: the simple protocol, which also takes several statements
+            self._cur.execute(sql)
+        if self._cur.description is None:
+            return []
+        rows: list[tuple[Any, ...]] = self._cur.fetchall()
+        return rows
+
+
+class PostgresRepository(_SqlRepository):
+    """PostgreSQL through psycopg 3: the option for fleets past one machine.
+
+    Several collectors may share one database: the schema is created under an advisory lock,
+    and ingest is idempotent on the primary key, so two collectors storing the same interval
+    (a meter that re-sent to another collector) store it once.
+    """
+
+    dialect: Dialect = "postgresql"
+    _SCHEMA_LOCK = 0x414D4953  # pg_advisory_xact_lock key: "AMIS"
+
+    def __init__(self, dsn: str) -> None:
+        import psycopg
+
+        self._psycopg = psycopg
+        self._lock = threading.Lock()
+        self._conn = psycopg.connect(dsn, autocommit=True)
+        with self._tx() as tx:
+            tx.run(f"SELECT pg_advisory_xact_lock({self._SCHEMA_LOCK})")
+            tx.run(schema_sql("postgresql"))
+            if not tx.run("SELECT version FROM schema_version"):
+                tx.run("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+        self._conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS readings_staging "
+            "(LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+
+    @contextmanager
+    def _tx(self) -> Iterator[_Tx]:
+        with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
+            yield _PgTx(cur)
+
+    def _insert_readings(self, rows: list[tuple[Any, ...]]) -> int:
+        with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
+            with cur.copy(f"COPY readings_staging ({READING_COLUMNS}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cur.execute(
+                f"INSERT INTO readings ({READING_COLUMNS}) "
+                f"SELECT {READING_COLUMNS} FROM readings_staging ON CONFLICT DO NOTHING"
+            )
+            inserted: int = cur.rowcount
+        return inserted
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def open_repository(target: str | Path) -> SqliteRepository | PostgresRepository:
+    """`postgresql://...` (or `postgres://`) opens PostgreSQL; anything else is a data directory
+    (or a .db file) for the embedded SQLite database."""
+    text = str(target)
+    if text.startswith(("postgresql://", "postgres://")):
+        return PostgresRepository(text)
+    return SqliteRepository(target)
