@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from amistack.crypto import RandomSource, seeded_random
 from amistack.eap import (
     EapAuthenticator,
@@ -20,6 +22,7 @@ from amistack.eap import (
 from amistack.eap.method import request_header, response_header
 from amistack.eap.psk import (
     PskFourth,
+    PskKeys,
     PskSecond,
     PskThird,
     ResultFlag,
@@ -258,3 +261,41 @@ def test_server_ignores_foreign_rand_s() -> None:
     step = auth.receive(EapPacket.response(second.identifier, EapType.PSK, foreign).encode())
     assert step.send is None and "rand_s_mismatch" in step.reason
     assert auth.receive(second.encode()).send is not None  # the genuine one still works
+
+
+def _run_with(peer_psk: bytes | PskKeys, server_psk: bytes | PskKeys) -> tuple[EapStep, EapPeer]:
+    rng = seeded_random(5)
+    auth = EapAuthenticator([lambda: EapPskServer(ID_S, {b"m": server_psk}.get, rng)], rng, 1)
+    peer = EapPeer(b"m", {EapType.PSK: lambda: EapPskPeer(b"m", peer_psk, lambda n: RAND_P)})
+    step = auth.receive(peer.receive(auth.start()) or b"")
+    while step.send is not None and step.outcome is not EapOutcome.SUCCESS:
+        answer = peer.receive(step.send)
+        if answer is None:
+            break
+        step = auth.receive(answer)
+    if step.send is not None:
+        peer.receive(step.send)  # EAP-Success / Failure
+    return step, peer
+
+
+def test_pre_derived_keys_give_the_same_session_as_the_psk() -> None:
+    plain, plain_peer = _run_with(PSK, PSK)
+    keys = PskKeys(PSK)
+    for peer_psk, server_psk in ((keys, PSK), (PSK, keys), (keys, keys)):
+        step, peer = _run_with(peer_psk, server_psk)
+        assert step.outcome is EapOutcome.SUCCESS
+        assert step.msk == plain.msk == peer.msk == plain_peer.msk
+        assert step.emsk == plain.emsk
+    # one PskKeys serves many runs: it holds no per-run state
+    again, _ = _run_with(keys, keys)
+    assert again.outcome is EapOutcome.SUCCESS and again.msk == plain.msk
+
+
+def test_pre_derived_keys_of_another_psk_fail_and_hide_their_bytes() -> None:
+    other = PskKeys(bytes(range(16)))
+    step, peer = _run_with(PSK, other)
+    assert step.outcome is EapOutcome.FAILURE
+    assert peer.msk is None
+    assert repr(other) == "PskKeys(<secret>)"
+    with pytest.raises(ValueError):
+        PskKeys(bytes(15))

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from amistack.crypto import seeded_random
+from amistack.eap.psk import PskKeys
 from amistack.keymgmt.kek import FileKek
 from amistack.keymgmt.keyring import AppKey, KeyRingDirectory
 from amistack.keymgmt.store import (
@@ -133,6 +134,68 @@ def test_psk_blob_bound_to_its_row(store: CredentialStore) -> None:
         store.psk(b"b")
     assert store.get_psk(b"b") is None  # the engine's lookup fails closed, never raises
     assert store.get_psk(b"a") == PSK1
+
+
+def _same_keys(a: PskKeys | None, psk: bytes) -> bool:
+    expected = PskKeys(psk)
+    return a is not None and a.ak.mac(b"probe") == expected.ak.mac(b"probe")
+
+
+def test_psk_keys_cache_never_outlives_revocation_or_rotation(
+    tmp_path: Path, store: CredentialStore, kek: FileKek
+) -> None:
+    store.enroll(b"m", PSK1, now=1.0, session_lifetime=60.0)
+    first, lifetime = store.get_psk_keys_and_lifetime(b"m")
+    assert _same_keys(first, PSK1) and lifetime == 60.0
+    again, _ = store.get_psk_keys_and_lifetime("m")
+    assert again is first  # derived once per PSK generation
+    # another process (amistack keys ...) changes the row: seen on the next lookup
+    other = CredentialStore(tmp_path / "ks.db", kek)
+    other.rotate_psk(b"m", PSK2, now=2.0)
+    rotated, _ = store.get_psk_keys_and_lifetime(b"m")
+    assert rotated is not first and _same_keys(rotated, PSK2)
+    other.revoke(b"m", "stolen", now=3.0)
+    assert store.get_psk_keys_and_lifetime(b"m") == (None, 60.0)
+    other.enroll(b"m", PSK1, now=4.0, replace=True)
+    back, _ = store.get_psk_keys_and_lifetime(b"m")
+    assert _same_keys(back, PSK1)
+    # a blob moved onto this row misses the cache and fails closed, as the plain lookup does
+    store.enroll(b"n", PSK2, now=5.0)
+    db = store._db
+    blob_n = db.execute("SELECT psk_blob FROM devices WHERE device_id = ?", (b"n",)).fetchone()[0]
+    db.execute("UPDATE devices SET psk_blob = ? WHERE device_id = ?", (blob_n, b"m"))
+    assert store.get_psk_keys_and_lifetime(b"m") == (None, None)
+    assert store.get_psk_keys_and_lifetime(b"ghost") == (None, None)
+    assert store.get_psk_keys_and_lifetime(b"") == (None, None)
+    # in-process changes drop the entry at once
+    store.revoke(b"n", "x", now=6.0)
+    assert b"n" not in store._psk_keys
+    other.close()
+
+
+def test_version_1_store_is_migrated(tmp_path: Path, kek: FileKek) -> None:
+    old = CredentialStore(tmp_path / "v1.db", kek)
+    old.enroll(b"m", PSK1, now=1.0)
+    old.close()
+    with sqlite3.connect(tmp_path / "v1.db") as db:  # the schema as version 1 had it
+        db.execute("DROP INDEX audit_revoke")
+        db.execute("CREATE INDEX audit_kind ON audit (kind, seq)")
+        db.execute("CREATE INDEX app_keys_peer ON app_keys (peer_id)")
+        db.execute("CREATE INDEX app_keys_not_after ON app_keys (not_after)")
+        db.execute("UPDATE schema_version SET version = 1")
+    store = CredentialStore(tmp_path / "v1.db", kek)
+    assert store.schema_version() == SCHEMA_VERSION == 2
+    indexes = {r[0] for r in store._db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert "audit_revoke" in indexes and "audit_device" in indexes
+    assert not indexes & {"audit_kind", "app_keys_peer", "app_keys_not_after"}
+    assert store.get_psk(b"m") == PSK1
+    store.revoke(b"m", "gone", now=2.0)
+    plan = store._db.execute(
+        "EXPLAIN QUERY PLAN SELECT a.seq FROM audit a JOIN devices d ON d.device_id = a.device_id "
+        "WHERE a.kind = 'revoke' AND a.seq > 0 ORDER BY a.seq"
+    ).fetchall()
+    assert any("audit_revoke" in str(row) for row in plan)  # the journal query stays indexed
+    assert [r.device_id for r in store.revocations_after(0)] == [b"m"]
 
 
 def test_wrong_kek_is_a_clear_error(tmp_path: Path, store: CredentialStore) -> None:
