@@ -1,0 +1,331 @@
+"""The C12.22 ACSE APDU (ANSI C12.22-2008 §5.3.2.4, a subset of ISO 8650 ACSE), BER encoded.
+
+    C12.22 message ::= [APPLICATION 0] IMPLICIT SEQUENCE {      -- tag 0x60
+        aSO-context                  [1]  OBJECT IDENTIFIER OPTIONAL,
+        called-AP-title              [2]  CHOICE { OID | [0] IMPLICIT RELATIVE-OID } OPTIONAL,
+        called-AP-invocation-id      [4]  INTEGER OPTIONAL,
+        calling-AP-title             [6]  CHOICE { OID | [0] IMPLICIT RELATIVE-OID } OPTIONAL,
+        calling-AE-qualifier         [7]  INTEGER OPTIONAL,
+        calling-AP-invocation-id     [8]  INTEGER,
+        mechanism-name               [11] IMPLICIT OBJECT IDENTIFIER OPTIONAL,
+        calling-authentication-value [12] [2] IMPLICIT SEQUENCE {
+            [0] { [1] IMPLICIT SEQUENCE { key-id [0] OCTET STRING (SIZE 1),
+                                          iv     [1] OCTET STRING (SIZE 4) } } } OPTIONAL,
+        user-information             [30] EXTERNAL { [1] IMPLICIT OCTET STRING -- the EPSEM } }
+
+AP titles are "absolute" universal OIDs or "relative" to the C12.22 root 2.16.124.113620.1.22
+(C12.22 §5.3.2.4.2); the same title in either form names the same node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amistack.c1222 import ber
+from amistack.c1222.errors import C1222DecodeError
+
+# ANSI C12.22 §5.3.2.4.2: the root of all C12.22 ApTitles (relative titles hang below it).
+C1222_ROOT: tuple[int, ...] = (2, 16, 124, 113620, 1, 22)
+# C12.22 §5.3.2.4.11: mechanism-name of the C12.22 security mechanism (EAX').
+C1222_MECHANISM: tuple[int, ...] = (2, 16, 124, 113620, 1, 22, 2, 1)
+
+APDU_TAG = 0x60  # [APPLICATION 0] constructed
+TAG_ASO_CONTEXT = 0xA1
+TAG_CALLED_AP_TITLE = 0xA2
+TAG_CALLED_AP_INVOCATION_ID = 0xA4
+TAG_CALLING_AP_TITLE = 0xA6
+TAG_CALLING_AE_QUALIFIER = 0xA7
+TAG_CALLING_AP_INVOCATION_ID = 0xA8
+TAG_MECHANISM_NAME = 0x8B
+TAG_CALLING_AUTH_VALUE = 0xAC
+TAG_USER_INFORMATION = 0xBE
+TAG_OID = 0x06
+TAG_RELATIVE_OID = 0x80  # [0] IMPLICIT RELATIVE-OID inside the AP title CHOICE
+TAG_INTEGER = 0x02
+TAG_EXTERNAL = 0x28
+TAG_OCTET_ALIGNED = 0x81
+TAG_AUTH_SEQUENCE = 0xA2
+TAG_SINGLE_ASN1 = 0xA0
+TAG_C1222_AUTH = 0xA1
+TAG_KEY_ID = 0x80
+TAG_IV = 0x81
+IV_LEN = 4
+
+_ORDER = (
+    TAG_ASO_CONTEXT,
+    TAG_CALLED_AP_TITLE,
+    TAG_CALLED_AP_INVOCATION_ID,
+    TAG_CALLING_AP_TITLE,
+    TAG_CALLING_AE_QUALIFIER,
+    TAG_CALLING_AP_INVOCATION_ID,
+    TAG_MECHANISM_NAME,
+    TAG_CALLING_AUTH_VALUE,
+    TAG_USER_INFORMATION,
+)
+
+
+@dataclass(frozen=True)
+class ApTitle:
+    """A C12.22 ApTitle: OID arcs, absolute or relative to `C1222_ROOT`."""
+
+    arcs: tuple[int, ...]
+    relative: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.arcs or any(a < 0 for a in self.arcs):
+            raise ValueError(f"invalid ApTitle arcs {self.arcs}")
+        if not self.relative:
+            ber.encode_oid(self.arcs)  # validates the first two arcs
+
+    @classmethod
+    def parse(cls, text: str) -> ApTitle:
+        """ "2.16.124.113620.1.22.0.7" (absolute) or ".0.7" (relative to the C12.22 root)."""
+        relative = text.startswith(".")
+        try:
+            arcs = tuple(int(p) for p in text.lstrip(".").split("."))
+        except ValueError:
+            raise ValueError(f"not an ApTitle: {text!r}") from None
+        return cls(arcs, relative)
+
+    def absolute(self) -> ApTitle:
+        return ApTitle(C1222_ROOT + self.arcs) if self.relative else self
+
+    def __str__(self) -> str:
+        return ("." if self.relative else "") + ".".join(map(str, self.arcs))
+
+    @property
+    def device_id(self) -> bytes:
+        """The key-lookup name of the node: its absolute title as dotted text."""
+        return str(self.absolute()).encode()
+
+    def same_node(self, other: ApTitle) -> bool:
+        return self.absolute() == other.absolute()
+
+    def encode_choice(self) -> bytes:
+        """The CHOICE element: 06 <oid> or 80 <relative-oid>."""
+        if self.relative:
+            return ber.tlv(TAG_RELATIVE_OID, ber.encode_relative_oid(self.arcs))
+        return ber.tlv(TAG_OID, ber.encode_oid(self.arcs))
+
+    def encode_canonical(self) -> bytes:
+        """The absolute form's element, which the EAX' cleartext uses (C12.22 Annex I)."""
+        return self.absolute().encode_choice()
+
+    @classmethod
+    def decode_choice(cls, data: bytes, offset: int, end: int) -> ApTitle:
+        tag, start, stop = ber.read_tlv(data, offset, end)
+        if stop != end:
+            raise C1222DecodeError(stop, "trailing bytes after ApTitle")
+        if tag == TAG_OID:
+            return cls(ber.decode_oid(data[start:stop], start))
+        if tag == TAG_RELATIVE_OID:
+            return cls(ber.decode_relative_oid(data[start:stop], start), relative=True)
+        raise C1222DecodeError(offset, f"ApTitle tag {tag:#04x} is neither OID nor relative OID")
+
+
+@dataclass(frozen=True)
+class AuthValue:
+    """calling-authentication-value, C12.22 form: which key, and the per-message IV."""
+
+    key_id: int
+    iv: bytes
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.key_id <= 0xFF:
+            raise ValueError("C12.22 key id is one byte")
+        if len(self.iv) != IV_LEN:
+            raise ValueError(f"C12.22 IV is {IV_LEN} bytes")
+
+    def encode(self) -> bytes:
+        inner = ber.tlv(TAG_KEY_ID, bytes([self.key_id])) + ber.tlv(TAG_IV, self.iv)
+        return ber.tlv(TAG_AUTH_SEQUENCE, ber.tlv(TAG_SINGLE_ASN1, ber.tlv(TAG_C1222_AUTH, inner)))
+
+    @classmethod
+    def decode(cls, data: bytes, offset: int, end: int) -> AuthValue:
+        tag, start, stop = ber.read_tlv(data, offset, end)
+        if tag != TAG_AUTH_SEQUENCE or stop != end:
+            raise C1222DecodeError(offset, "calling-authentication-value is not [2] SEQUENCE")
+        tag, start, stop = ber.read_tlv(data, start, stop)
+        if tag != TAG_SINGLE_ASN1:
+            raise C1222DecodeError(start, "only the single-ASN.1 authentication value is supported")
+        tag, start, stop = ber.read_tlv(data, start, stop)
+        if tag != TAG_C1222_AUTH:
+            raise C1222DecodeError(start, "only the C12.22 authentication value is supported")
+        key_id: int | None = None
+        iv: bytes | None = None
+        pos = start
+        while pos < stop:
+            tag, vs, ve = ber.read_tlv(data, pos, stop)
+            if tag == TAG_KEY_ID and key_id is None and iv is None:
+                if ve - vs != 1:
+                    raise C1222DecodeError(pos, "key-id element must be one byte")
+                key_id = data[vs]
+            elif tag == TAG_IV and iv is None:
+                if ve - vs != IV_LEN:
+                    raise C1222DecodeError(pos, f"iv element must be {IV_LEN} bytes")
+                iv = data[vs:ve]
+            else:
+                raise C1222DecodeError(
+                    pos, f"unexpected element {tag:#04x} in authentication value"
+                )
+            pos = ve
+        if key_id is None or iv is None:
+            raise C1222DecodeError(offset, "authentication value needs key-id and iv")
+        return cls(key_id, iv)
+
+
+@dataclass(frozen=True)
+class AcseMessage:
+    """One C12.22 message. `user_information` is the EPSEM octets as carried (flags first;
+    encrypted body and MAC when protected) — see epsem.py and security.py."""
+
+    user_information: bytes
+    called_ap_title: ApTitle | None = None
+    calling_ap_title: ApTitle | None = None
+    calling_ap_invocation_id: int | None = None
+    called_ap_invocation_id: int | None = None
+    calling_ae_qualifier: int | None = None
+    aso_context: tuple[int, ...] | None = None
+    mechanism_name: tuple[int, ...] | None = None
+    auth: AuthValue | None = None
+
+    def _user_information_element(self) -> bytes:
+        external = ber.tlv(TAG_EXTERNAL, ber.tlv(TAG_OCTET_ALIGNED, self.user_information))
+        return ber.tlv(TAG_USER_INFORMATION, external)
+
+    def encode(self) -> bytes:
+        parts: list[bytes] = []
+        if self.aso_context is not None:
+            parts.append(
+                ber.tlv(TAG_ASO_CONTEXT, ber.tlv(TAG_OID, ber.encode_oid(self.aso_context)))
+            )
+        if self.called_ap_title is not None:
+            parts.append(ber.tlv(TAG_CALLED_AP_TITLE, self.called_ap_title.encode_choice()))
+        if self.called_ap_invocation_id is not None:
+            parts.append(_int_element(TAG_CALLED_AP_INVOCATION_ID, self.called_ap_invocation_id))
+        if self.calling_ap_title is not None:
+            parts.append(ber.tlv(TAG_CALLING_AP_TITLE, self.calling_ap_title.encode_choice()))
+        if self.calling_ae_qualifier is not None:
+            parts.append(_int_element(TAG_CALLING_AE_QUALIFIER, self.calling_ae_qualifier))
+        if self.calling_ap_invocation_id is not None:
+            parts.append(_int_element(TAG_CALLING_AP_INVOCATION_ID, self.calling_ap_invocation_id))
+        if self.mechanism_name is not None:
+            parts.append(ber.tlv(TAG_MECHANISM_NAME, ber.encode_oid(self.mechanism_name)))
+        if self.auth is not None:
+            parts.append(ber.tlv(TAG_CALLING_AUTH_VALUE, self.auth.encode()))
+        parts.append(self._user_information_element())
+        return ber.tlv(APDU_TAG, b"".join(parts))
+
+    def canonical_cleartext(self) -> bytes:
+        """The EAX' cleartext (C12.22 Annex I; byte-for-byte what Wireshark's dissector builds):
+        called AP title, called AP invocation id, calling AE qualifier, calling AP invocation id,
+        mechanism name, calling authentication value (each as its full element, AP titles in
+        absolute form), the user-information element's tag and length and its first bytes up to
+        the EPSEM control byte, the calling AP title, then the raw key id and IV."""
+        out: list[bytes] = []
+        if self.aso_context is not None:
+            out.append(ber.tlv(TAG_ASO_CONTEXT, ber.tlv(TAG_OID, ber.encode_oid(self.aso_context))))
+        if self.called_ap_title is not None:
+            out.append(ber.tlv(TAG_CALLED_AP_TITLE, self.called_ap_title.encode_canonical()))
+        if self.called_ap_invocation_id is not None:
+            out.append(_int_element(TAG_CALLED_AP_INVOCATION_ID, self.called_ap_invocation_id))
+        if self.calling_ae_qualifier is not None:
+            out.append(_int_element(TAG_CALLING_AE_QUALIFIER, self.calling_ae_qualifier))
+        if self.calling_ap_invocation_id is not None:
+            out.append(_int_element(TAG_CALLING_AP_INVOCATION_ID, self.calling_ap_invocation_id))
+        if self.mechanism_name is not None:
+            out.append(ber.tlv(TAG_MECHANISM_NAME, ber.encode_oid(self.mechanism_name)))
+        if self.auth is not None:
+            out.append(ber.tlv(TAG_CALLING_AUTH_VALUE, self.auth.encode()))
+        ui = self._user_information_element()
+        _, content, _ = ber.read_tlv(ui, 0)
+        # Wireshark: tag, length, then 3 + 2 * (size of that length) bytes of the content,
+        # i.e. EXTERNAL tag+length, [1] tag+length and the EPSEM control byte.
+        keep = 3 + 2 * (content - 1)
+        out.append(ui[: content + keep])
+        if self.calling_ap_title is not None:
+            out.append(ber.tlv(TAG_CALLING_AP_TITLE, self.calling_ap_title.encode_canonical()))
+        if self.auth is not None:
+            out.append(bytes([self.auth.key_id]) + self.auth.iv)
+        return b"".join(out)
+
+    @classmethod
+    def decode(cls, data: bytes) -> AcseMessage:
+        tag, start, end = ber.read_tlv(data, 0)
+        if tag != APDU_TAG:
+            raise C1222DecodeError(0, f"not a C12.22 ACSE APDU (tag {tag:#04x})")
+        if end != len(data):
+            raise C1222DecodeError(end, "trailing bytes after the APDU")
+        fields: dict[int, tuple[int, int, int]] = {}
+        pos = start
+        last = -1
+        while pos < end:
+            tag, vs, ve = ber.read_tlv(data, pos, end)
+            if tag not in _ORDER:
+                raise C1222DecodeError(pos, f"unknown ACSE element {tag:#04x}")
+            rank = _ORDER.index(tag)
+            if rank <= last:
+                raise C1222DecodeError(pos, f"ACSE element {tag:#04x} repeated or out of order")
+            last = rank
+            fields[tag] = (pos, vs, ve)
+            pos = ve
+        if TAG_USER_INFORMATION not in fields:
+            raise C1222DecodeError(end, "user-information (EPSEM) missing")
+
+        def title(tag: int) -> ApTitle | None:
+            if tag not in fields:
+                return None
+            _, vs, ve = fields[tag]
+            return ApTitle.decode_choice(data, vs, ve)
+
+        def integer(tag: int) -> int | None:
+            if tag not in fields:
+                return None
+            _, vs, ve = fields[tag]
+            itag, s, e = ber.read_tlv(data, vs, ve)
+            if itag != TAG_INTEGER or e != ve:
+                raise C1222DecodeError(vs, "expected an INTEGER")
+            return ber.decode_uint(data[s:e], s)
+
+        aso = None
+        if TAG_ASO_CONTEXT in fields:
+            _, vs, ve = fields[TAG_ASO_CONTEXT]
+            otag, s, e = ber.read_tlv(data, vs, ve)
+            if otag != TAG_OID or e != ve:
+                raise C1222DecodeError(vs, "aSO-context must be an OID")
+            aso = ber.decode_oid(data[s:e], s)
+        mech = None
+        if TAG_MECHANISM_NAME in fields:
+            _, vs, ve = fields[TAG_MECHANISM_NAME]
+            mech = ber.decode_oid(data[vs:ve], vs)
+        auth = None
+        if TAG_CALLING_AUTH_VALUE in fields:
+            _, vs, ve = fields[TAG_CALLING_AUTH_VALUE]
+            auth = AuthValue.decode(data, vs, ve)
+        _, vs, ve = fields[TAG_USER_INFORMATION]
+        etag, s, e = ber.read_tlv(data, vs, ve)
+        if etag != TAG_EXTERNAL or e != ve:
+            raise C1222DecodeError(vs, "user-information must be one EXTERNAL")
+        otag, s2, e2 = ber.read_tlv(data, s, e)
+        if otag != TAG_OCTET_ALIGNED or e2 != e:
+            raise C1222DecodeError(s, "EXTERNAL must carry one octet-aligned EPSEM")
+        if e2 == s2:
+            raise C1222DecodeError(s2, "empty EPSEM")
+        try:
+            return cls(
+                user_information=data[s2:e2],
+                called_ap_title=title(TAG_CALLED_AP_TITLE),
+                calling_ap_title=title(TAG_CALLING_AP_TITLE),
+                calling_ap_invocation_id=integer(TAG_CALLING_AP_INVOCATION_ID),
+                called_ap_invocation_id=integer(TAG_CALLED_AP_INVOCATION_ID),
+                calling_ae_qualifier=integer(TAG_CALLING_AE_QUALIFIER),
+                aso_context=aso,
+                mechanism_name=mech,
+                auth=auth,
+            )
+        except ValueError as exc:  # an OID the dataclass refuses (e.g. first arc > 2)
+            raise C1222DecodeError(start, str(exc)) from None
+
+
+def _int_element(tag: int, value: int) -> bytes:
+    return ber.tlv(tag, ber.tlv(TAG_INTEGER, ber.encode_uint(value)))

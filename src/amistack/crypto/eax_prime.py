@@ -1,0 +1,126 @@
+"""EAX' (EAX prime), the data-protection mode of ANSI C12.22-2008 Annex I.
+
+EAX' is EAX with one CMAC pass saved: the "nonce" is the cleartext (the canonified ACSE header
+elements, never secret), the header is empty, and the tag is 4 bytes. It differs from EAX in
+ways that matter for interoperability, all pinned by the four published vectors
+(`../shared/vectors/eax_prime.json`, reproduced by Wireshark's `wsutil/eax.c`):
+
+- the doubling treats a block as a LITTLE-endian integer (byte 0 least significant): shift left
+  by one, and on carry out of byte 15 XOR 0x87 into byte 0 (not the big-endian CMAC doubling);
+- D = dbl(E_K(0^128)), Q = dbl(D); CMAC'_X(M) is CBC-MAC with IV X where the last block is
+  XORed with D when complete, else 10*-padded and XORed with Q;
+- N' = CMAC'_D(cleartext); the CTR counter is N' with bytes 12 and 14 ANDed with 0x7F
+  (so the 32-bit words never carry), incremented as a 128-bit big-endian integer;
+- tag = last 4 bytes of (N' XOR CMAC'_Q(ciphertext)); authentication-only mode:
+  tag = last 4 bytes of CMAC'_D(cleartext || plaintext).
+
+Security: with a cleartext of one block or less EAX' is broken (Minematsu, Lucks, Morita,
+Iwata: ePrint 2012/018, forgeries and plaintext recovery), so cleartext of 16 bytes or less is
+refused here. A real C12.22 header (called AP title + invocation id + ...) is always longer.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from amistack.crypto.aes import BLOCK, aes_ecb
+from amistack.crypto.eax import EaxAuthError
+
+TAG_LEN = 4  # ANSI C12.22 Annex I: a 4-byte MAC
+MIN_CLEARTEXT = BLOCK + 1  # ePrint 2012/018: one block or less is attackable
+
+__all__ = ["MIN_CLEARTEXT", "TAG_LEN", "EaxAuthError", "EaxPrime", "EaxPrimeError", "dbl_le"]
+
+
+class EaxPrimeError(ValueError):
+    """EAX' refuses an input (weak cleartext length, wrong key or tag size)."""
+
+
+def dbl_le(block: bytes) -> bytes:
+    """EAX' doubling: the 16 bytes as a little-endian integer, times x in GF(2^128)."""
+    n = int.from_bytes(block, "little") << 1
+    if n >> 128:
+        n = (n & ((1 << 128) - 1)) ^ 0x87
+    return n.to_bytes(BLOCK, "little")
+
+
+def _xor(a: bytes, b: bytes) -> bytes:
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(len(a), "big")
+
+
+class EaxPrime:
+    """EAX' under one AES-128 key; D and Q are computed once per key."""
+
+    __slots__ = ("_d", "_ecb", "_key", "_q")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != 16:
+            raise EaxPrimeError("EAX' (C12.22) keys are AES-128: 16 bytes")
+        self._key = bytes(key)
+        self._ecb = aes_ecb(self._key)
+        self._d = dbl_le(self._ecb(bytes(BLOCK)))
+        self._q = dbl_le(self._d)
+
+    def __repr__(self) -> str:  # never the key
+        return "EaxPrime(<key>)"
+
+    def _cmac(self, iv: bytes, data: bytes) -> bytes:
+        # CBC-MAC with IV `iv`; last block XOR D (complete) or 10*-padded XOR Q.
+        if data and len(data) % BLOCK == 0:
+            work = data[:-BLOCK] + _xor(data[-BLOCK:], self._d)
+        else:
+            padded = data + b"\x80" + bytes(-(len(data) + 1) % BLOCK)
+            work = padded[:-BLOCK] + _xor(padded[-BLOCK:], self._q)
+        enc = Cipher(algorithms.AES(self._key), modes.CBC(iv)).encryptor()
+        out = enc.update(work) + enc.finalize()
+        return out[-BLOCK:]
+
+    def _ctr(self, n_prime: bytes, data: bytes) -> bytes:
+        if not data:
+            return b""
+        ctr = bytearray(n_prime)
+        ctr[12] &= 0x7F
+        ctr[14] &= 0x7F
+        enc = Cipher(algorithms.AES(self._key), modes.CTR(bytes(ctr))).encryptor()
+        return enc.update(data) + enc.finalize()
+
+    @staticmethod
+    def _check_cleartext(cleartext: bytes) -> None:
+        if len(cleartext) < MIN_CLEARTEXT:
+            raise EaxPrimeError(
+                f"EAX' cleartext of {len(cleartext)} bytes refused: one block or less is "
+                "insecure (ePrint 2012/018); at least 17 bytes are required"
+            )
+
+    def encrypt(self, cleartext: bytes, plaintext: bytes) -> tuple[bytes, bytes]:
+        """Ciphertext+authentication mode: (ciphertext, 4-byte tag)."""
+        self._check_cleartext(cleartext)
+        n_prime = self._cmac(self._d, cleartext)
+        ciphertext = self._ctr(n_prime, plaintext)
+        return ciphertext, self._tag(n_prime, ciphertext)
+
+    def _tag(self, n_prime: bytes, ciphertext: bytes) -> bytes:
+        if not ciphertext:
+            return n_prime[-TAG_LEN:]
+        return _xor(n_prime, self._cmac(self._q, ciphertext))[-TAG_LEN:]
+
+    def decrypt(self, cleartext: bytes, ciphertext: bytes, tag: bytes) -> bytes:
+        """The plaintext; EaxAuthError if the tag does not verify (nothing is decrypted then)."""
+        self._check_cleartext(cleartext)
+        n_prime = self._cmac(self._d, cleartext)
+        if len(tag) != TAG_LEN or not hmac.compare_digest(self._tag(n_prime, ciphertext), tag):
+            raise EaxAuthError("EAX' tag mismatch")
+        return self._ctr(n_prime, ciphertext)
+
+    def authenticate(self, cleartext: bytes, plaintext: bytes) -> bytes:
+        """Cleartext+authentication mode: the 4-byte tag over cleartext || plaintext."""
+        self._check_cleartext(cleartext)
+        return self._cmac(self._d, cleartext + plaintext)[-TAG_LEN:]
+
+    def verify(self, cleartext: bytes, plaintext: bytes, tag: bytes) -> None:
+        """Authentication-only check; EaxAuthError if the tag does not verify."""
+        expected = self.authenticate(cleartext, plaintext)
+        if len(tag) != TAG_LEN or not hmac.compare_digest(expected, tag):
+            raise EaxAuthError("EAX' tag mismatch")
