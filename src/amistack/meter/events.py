@@ -1,0 +1,197 @@
+"""The meter's typed event stream, handed to the event log (`amistack.eventlog`).
+
+Each event is a small frozen dataclass with the time it happened (`time`, seconds since the Unix
+epoch, the meter's clock) and maps onto one `amistack.eventlog.record.EventType` with a compact,
+documented binary `data()` payload, so a meter appends it with
+``log.append(ev.event_type, ev.data(), ev.time)``.
+
+Power failures and cover openings come from the metering model (seeded); switch operations from the
+remote switch; clock adjustments, authentication failures and key rotations are recorded by the
+meter composition through `EventQueue.record`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from amistack.eventlog.record import EventType
+
+
+class SwitchReason(IntEnum):
+    """Why the relay moved (one byte in SWITCH_OPENED/SWITCH_CLOSED data)."""
+
+    REMOTE = 1  # a head-end command
+    LOAD_LIMIT = 2  # demand-response load limit exceeded: trip
+    BUTTON = 3  # the customer pressed the button on an armed meter
+    LOCAL = 4  # a technician on site
+
+
+@dataclass(frozen=True, slots=True)
+class PowerFail:
+    time: float
+
+    @property
+    def event_type(self) -> EventType:
+        return EventType.POWER_FAIL
+
+    def data(self) -> bytes:
+        return b""
+
+
+@dataclass(frozen=True, slots=True)
+class PowerRestore:
+    time: float
+    outage_s: float  # how long the supply was lost
+
+    @property
+    def event_type(self) -> EventType:
+        return EventType.POWER_RESTORE
+
+    def data(self) -> bytes:
+        """u32 outage duration in seconds."""
+        return struct.pack(">I", min(int(self.outage_s), 0xFFFFFFFF))
+
+
+@dataclass(frozen=True, slots=True)
+class CoverOpen:
+    time: float
+
+    @property
+    def event_type(self) -> EventType:
+        return EventType.COVER_OPEN
+
+    def data(self) -> bytes:
+        return b""
+
+
+@dataclass(frozen=True, slots=True)
+class CoverClose:
+    time: float
+
+    @property
+    def event_type(self) -> EventType:
+        return EventType.COVER_CLOSE
+
+    def data(self) -> bytes:
+        return b""
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchOperated:
+    time: float
+    closed: bool  # relay state after the operation
+    reason: SwitchReason
+    operations: int  # the relay's operation counter after this one
+
+    @property
+    def event_type(self) -> EventType:
+        return EventType.SWITCH_CLOSED if self.closed else EventType.SWITCH_OPENED
+
+    def data(self) -> bytes:
+        """u8 reason | u32 operation counter."""
+        return struct.pack(">BI", int(self.reason), self.operations & 0xFFFFFFFF)
+
+
+@dataclass(frozen=True, slots=True)
+class ClockAdjusted:
+    time: float  # the clock after the adjustment
+    delta_s: float  # new - old
+
+    @property
+    def event_type(self) -> EventType:
+        return EventType.CLOCK_ADJUSTED
+
+    def data(self) -> bytes:
+        """i64 adjustment in milliseconds."""
+        return struct.pack(">q", round(self.delta_s * 1000))
+
+
+@dataclass(frozen=True, slots=True)
+class AuthFailure:
+    time: float
+    peer: bytes  # who failed (AP title, PANA peer id, ...), at most 64 bytes kept
+    reason: str = ""
+
+    @property
+    def event_type(self) -> EventType:
+        return EventType.AUTH_FAILURE
+
+    def data(self) -> bytes:
+        """u8 peer length | peer | reason (UTF-8, at most 200 bytes)."""
+        peer = self.peer[:64]
+        return bytes([len(peer)]) + peer + self.reason.encode()[:200]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRotated:
+    time: float
+    generation: int  # the new key id (UKMF KeyId.generation)
+
+    @property
+    def event_type(self) -> EventType:
+        return EventType.KEY_ROTATED
+
+    def data(self) -> bytes:
+        """u32 key generation."""
+        return struct.pack(">I", self.generation & 0xFFFFFFFF)
+
+
+@dataclass(frozen=True, slots=True)
+class ReverseFlowStarted:
+    time: float
+
+    @property
+    def event_type(self) -> EventType:
+        return EventType.REVERSE_FLOW
+
+    def data(self) -> bytes:
+        return b""
+
+
+MeterEvent = (
+    PowerFail
+    | PowerRestore
+    | CoverOpen
+    | CoverClose
+    | SwitchOperated
+    | ClockAdjusted
+    | AuthFailure
+    | KeyRotated
+    | ReverseFlowStarted
+)
+
+
+@dataclass(order=True)
+class _Queued:
+    time: float
+    seq: int
+    event: MeterEvent = field(compare=False)
+
+
+class EventQueue:
+    """Time-ordered events waiting for the event log (sans-IO: `next_event()` drains it)."""
+
+    def __init__(self) -> None:
+        self._heap: list[_Queued] = []
+        self._seq = 0
+
+    def record(self, event: MeterEvent) -> None:
+        heapq.heappush(self._heap, _Queued(event.time, self._seq, event))
+        self._seq += 1
+
+    def extend(self, events: Iterable[MeterEvent]) -> None:
+        for ev in events:
+            self.record(ev)
+
+    def next_event(self, now: float | None = None) -> MeterEvent | None:
+        """The oldest queued event (with `now`: only one that happened at or before `now`)."""
+        if not self._heap or (now is not None and self._heap[0].time > now):
+            return None
+        return heapq.heappop(self._heap).event
+
+    def __len__(self) -> int:
+        return len(self._heap)
