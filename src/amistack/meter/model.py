@@ -87,6 +87,23 @@ LIMIT_CHECK_S = 60  # the load limit is checked once a minute
 WIGGLE = 0.08  # instantaneous power varies +-8 % around its interval's average
 _EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
 _DAY_CACHE = 4  # full day tables kept per meter (a fleet of 100,000 must fit in memory)
+_BURST_W = 1500.0  # an appliance burst (about one quarter hour in 64)
+
+
+def _degree_means() -> tuple[float, float]:
+    """Yearly means of the heating and cooling terms (over days and weather noise)."""
+    heat = cool = 0.0
+    n = 0
+    for doy in range(1, 366):
+        for k in range(-4, 5):
+            temp = daily_temperature(doy, k / 4)
+            heat += max(0.0, 16.0 - temp) / 10.0
+            cool += max(0.0, temp - 24.0) / 6.0
+            n += 1
+    return heat / n, cool / n
+
+
+_HEAT_MEAN, _COOL_MEAN = _degree_means()
 
 
 class ModelTimeError(ValueError):
@@ -303,13 +320,21 @@ class MeterModel:
         pv_kw = 0.0
         if cfg.pv:
             pv_kw = cfg.pv_kw if cfg.pv_kw is not None else 3.0 + 3.0 * u[1]
+        weekend_factor = 1.05 + 0.2 * u[3]
+        heating = 0.0 if u[4] < 0.4 else 0.3 + 0.9 * u[5]
+        cooling = 0.2 + 0.8 * u[6]
+        # Scale the base so that a year's consumption comes out at `annual` on average.
+        mean_factor = (
+            (5 + 2 * weekend_factor) / 7 * (1 + heating * _HEAT_MEAN + cooling * _COOL_MEAN)
+        )
+        base_w = (annual * 1000.0 / 8766.0 - _BURST_W / 64) / mean_factor
         return MeterParams(
             annual_kwh=annual,
-            base_w=annual * 1000.0 / 8766.0,
+            base_w=base_w,
             shift_quarters=int(u[2] * 9) - 4,
-            weekend_factor=1.05 + 0.2 * u[3],
-            heating=0.0 if u[4] < 0.4 else 0.3 + 0.9 * u[5],
-            cooling=0.2 + 0.8 * u[6],
+            weekend_factor=weekend_factor,
+            heating=heating,
+            cooling=cooling,
             noise=0.15 + 0.25 * u[7],
             pf=0.88 + 0.09 * u[8],
             r_share=0.42 + 0.16 * u[9],
@@ -423,7 +448,7 @@ class MeterModel:
         # appliance burst (kettle, oven, washing machine heater).
         net = [
             base * (s + heat * hs + cool * cs) * (1.0 - p.noise + amp * n)
-            + (1500.0 if n & 63 == 0 else 0.0)
+            + (_BURST_W if n & 63 == 0 else 0.0)
             for s, hs, cs, n in zip(shape, HEATING_SHAPE, COOLING_SHAPE, noise, strict=True)
         ]
         if p.pv_w > 0:
