@@ -12,7 +12,8 @@ import random
 import time
 from typing import Any
 
-from amistack.meter.model import DAY_S, INTERVALS_PER_DAY, MeterConfig, MeterModel
+from amistack.meter.model import DAY_S, MeterConfig, MeterModel
+from amistack.meter.model_shapes import INTERVALS_PER_DAY
 
 
 def bench_model(n_meters: int, days: int, seed: int = 1) -> dict[str, Any]:

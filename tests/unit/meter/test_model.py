@@ -1,4 +1,4 @@
-"""The metering model: determinism, register arithmetic, TOU, demand, outages, PV, switch, events."""
+"""The metering model: determinism, registers, TOU, demand, outages, PV, switch, events."""
 
 from __future__ import annotations
 
