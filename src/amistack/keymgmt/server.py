@@ -286,10 +286,17 @@ class KeyServer:
         return self.agent.datagrams_to_send(now)
 
     def get_timer(self) -> float | None:
-        timers = [t for t in (self.agent.get_timer(), self.directory.get_timer()) if t is not None]
-        if self._batch_since is not None and self.commit_interval is not None:
-            timers.append(self._batch_since + self.commit_interval)
-        return min(timers, default=None)
+        # called after every flush of the driver: no list, no min() over an iterable
+        at = self.agent.get_timer()
+        keys = self.directory.get_timer()
+        if keys is not None and (at is None or keys < at):
+            at = keys
+        since, interval = self._batch_since, self.commit_interval
+        if since is not None and interval is not None:
+            due = since + interval
+            if at is None or due < at:
+                at = due
+        return at
 
     def handle_timer(self, now: float) -> None:
         due = self.agent.get_timer()

@@ -240,6 +240,7 @@ class CredentialStore:
             self._db = sqlite3.connect(str(path), isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            self._sync_mode: str | None = "FULL"
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA secure_delete=ON")  # freed pages are zeroed
             self._migrate()
@@ -264,11 +265,21 @@ class CredentialStore:
                 f"understands ({SCHEMA_VERSION})"
             )
 
+    def _synchronous(self, mode: str) -> None:
+        """Set PRAGMA synchronous only when it changes: a run of group commits (NORMAL) pays
+        no PRAGMA per batch, and every other transaction is back on FULL before it begins."""
+        if self._sync_mode != mode:
+            self._sync_mode = None  # unknown until the PRAGMA has succeeded
+            self._db.execute(f"PRAGMA synchronous={mode}")
+            self._sync_mode = mode
+
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: all of it commits, or (on any exception) none of it."""
+    def _tx(self, synchronous: str = "FULL") -> Iterator[sqlite3.Connection]:
+        """One write transaction: all of it commits, or (on any exception) none of it.
+        Credentials and their audit entries always commit with synchronous=FULL."""
         db = self._db
         try:
+            self._synchronous(synchronous)
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot start a transaction: {exc}") from exc
@@ -739,9 +750,7 @@ class CredentialStore:
             row = (sid, gen, name, peer_id, blob, label, key.not_before, key.not_after)
             rows.append((*row, key.superseded_at))
         try:
-            if not durable:
-                self._db.execute("PRAGMA synchronous=NORMAL")
-            with self._tx() as db:
+            with self._tx("FULL" if durable else "NORMAL") as db:
                 if batch.deletes:
                     db.executemany(
                         "DELETE FROM app_keys WHERE session_id = ? AND generation = ? "
@@ -762,10 +771,6 @@ class CredentialStore:
                     )
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: database error: {exc}") from exc
-        finally:
-            if not durable:
-                with suppress(sqlite3.Error):
-                    self._db.execute("PRAGMA synchronous=FULL")
 
     def delete_keys(self, keys: Sequence[AppKey]) -> None:
         if not keys:

@@ -386,8 +386,16 @@ def test_group_commit_and_background_checkpoints(tmp_path: Path, kek: FileKek) -
             b"m1", [AppKey(KeyId(n, 1), p, bytes([n % 250 + 1]) * 16, 0.0, 99.0) for p in reg]
         )
         batch.audit(AuditKind.AUTH_SUCCESS, b"m1", f"session {n}", 0.0)
-    store.commit(batch)  # one transaction, synchronous=NORMAL ...
-    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # ... and FULL again after
+    store.commit(batch)  # one transaction, synchronous=NORMAL (left so for the next batch) ...
+    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 1
+    batch.clear()
+    store.commit(WriteBatch())  # (an empty batch writes nothing)
+    store.audit(AuditKind.LIFETIME, None, "a credential-side write", 1.0)  # ... FULL for any other
+    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2
+    batch.audit(AuditKind.AUTH_SUCCESS, b"m1", "durable", 0.0)
+    store.commit(batch, durable=True)
+    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2
+    batch.clear()
     deadline = time.monotonic() + 5
     while (tmp_path / "ks.db").stat().st_size == size:  # the thread copied the WAL in
         assert time.monotonic() < deadline
@@ -397,5 +405,5 @@ def test_group_commit_and_background_checkpoints(tmp_path: Path, kek: FileKek) -
     assert thread is not None and not thread.is_alive()
     again = CredentialStore(tmp_path / "ks.db", kek)
     assert len(again.load_keys(reg, 0.0)) == 200 * len(reg)
-    assert len(again.audit_log(1000, kind=AuditKind.AUTH_SUCCESS)) == 200
+    assert len(again.audit_log(1000, kind=AuditKind.AUTH_SUCCESS)) == 201
     again.close()
