@@ -8,12 +8,15 @@ unix socket only) used by the benchmark and by the PostgreSQL tests.
 from __future__ import annotations
 
 import glob
+import hashlib
 import logging
+import multiprocessing
 import os
 import pwd
 import shutil
 import socket
 import sqlite3
+import struct
 import subprocess
 import tempfile
 import time
@@ -213,6 +216,156 @@ def _baseline_postgres(dsn: str, readings: list[IntervalReading], batch: int) ->
     return len(rows) / elapsed
 
 
+# -- end to end: C12.22 messages, EAX' protected, decoded and stored ------------------------------
+
+LOAD_PROFILE_TABLE = 64  # C12.19 Table 64, load profile data set 1
+_BLOCK_HEAD = struct.Struct(">IBB")  # first interval start (epoch s), length (min), count
+_INTERVAL = struct.Struct(">IIB")  # forward Wh, reverse Wh, status
+_HEADEND_TITLE = ".0.1"
+
+
+def encode_interval_block(readings: list[IntervalReading]) -> bytes:
+    """A meter's consecutive intervals as the read response's table data.
+
+    A stand-in for the C12.19 load-profile layout until the C12.22 helper's tables module
+    lands: the first start, the length, the count, then (forward, reverse, status) each.
+    """
+    head = _BLOCK_HEAD.pack(readings[0].interval_start, readings[0].length_min, len(readings))
+    return head + b"".join(_INTERVAL.pack(r.forward_wh, r.reverse_wh, r.status) for r in readings)
+
+
+def _decode_interval_block(
+    meter_id: str, data: bytes, key_id: int
+) -> list[tuple[str, int, int, int, int, int, int]]:
+    start, length, count = _BLOCK_HEAD.unpack_from(data)
+    if len(data) != _BLOCK_HEAD.size + count * _INTERVAL.size:
+        raise ValueError("interval block length does not match its count")
+    step = length * 60
+    return [
+        (meter_id, start + i * step, length, fwd, rev, status, key_id)
+        for i, (fwd, rev, status) in enumerate(_INTERVAL.iter_unpack(data[_BLOCK_HEAD.size :]))
+    ]
+
+
+def _meter_title(m: int) -> str:
+    return f"2.16.124.113620.1.22.0.{1000 + m}"
+
+
+def _meter_key(meter_id: str) -> bytes:
+    return hashlib.sha256(b"bench c1222 key " + meter_id.encode()).digest()[:16]
+
+
+def build_messages(messages: list[list[IntervalReading]]) -> list[bytes]:
+    """Each message: one meter's intervals in a read response, EAX' ciphertext+auth, encoded."""
+    from amistack.c1222.acse import AcseMessage, ApTitle
+    from amistack.c1222.epsem import Epsem, SecurityMode
+    from amistack.c1222.security import protect
+    from amistack.c1222.services import ReadResult, Response, ResponseCode
+
+    out = []
+    called = ApTitle.parse(_HEADEND_TITLE)
+    titles: dict[str, ApTitle] = {}
+    for n, msg in enumerate(messages):
+        meter_id = msg[0].meter_id
+        title = titles.get(meter_id)
+        if title is None:
+            title = titles[meter_id] = ApTitle.parse(_meter_title(int(meter_id.split("-")[1])))
+        service = Response(ResponseCode.OK, ReadResult(encode_interval_block(msg)).encode())
+        epsem = Epsem((service.encode(),), security_mode=SecurityMode.CIPHERTEXT_AUTH)
+        header = AcseMessage(
+            b"", called_ap_title=called, calling_ap_title=title, calling_ap_invocation_id=n + 1
+        )
+        key_id = msg[0].key_id
+        sealed = protect(header, epsem, _meter_key(meter_id), key_id, (n + 1).to_bytes(4, "big"))
+        out.append(sealed.encode())
+    return out
+
+
+_WORKER_DIRECTORY: dict[str, tuple[str, bytes]] = {}
+
+
+def _init_worker(directory: dict[str, tuple[str, bytes]]) -> None:
+    global _WORKER_DIRECTORY
+    _WORKER_DIRECTORY = directory
+
+
+def open_messages(
+    chunk: list[bytes], directory: dict[str, tuple[str, bytes]] | None = None
+) -> tuple[list[tuple[str, int, int, int, int, int, int]], int]:
+    """Decode, authenticate+decrypt (EAX'), decode the read response and its interval block.
+
+    Returns the rows and how many messages were refused (unknown sender, bad tag, malformed).
+    `directory`: calling AP title (absolute, dotted) -> (meter id, key).
+    """
+    from amistack.c1222.acse import AcseMessage
+    from amistack.c1222.errors import C1222DecodeError
+    from amistack.c1222.security import C1222SecurityError, unprotect
+    from amistack.c1222.services import ReadResult, decode_response
+
+    table = _WORKER_DIRECTORY if directory is None else directory
+    rows: list[tuple[str, int, int, int, int, int, int]] = []
+    refused = 0
+    for data in chunk:
+        try:
+            msg = AcseMessage.decode(data)
+            if msg.calling_ap_title is None or msg.auth is None:
+                refused += 1
+                continue
+            entry = table.get(str(msg.calling_ap_title.absolute()))
+            if entry is None:
+                refused += 1
+                continue
+            meter_id, key = entry
+            opened = unprotect(msg, [key])
+            response = decode_response(opened.epsem.services[0])
+            block = ReadResult.decode(response.data).data
+            rows += _decode_interval_block(meter_id, block, msg.auth.key_id)
+        except (C1222DecodeError, C1222SecurityError, ValueError, struct.error):
+            refused += 1
+    return rows, refused
+
+
+def _e2e_run(
+    repo: SqliteRepository | PostgresRepository,
+    wire: list[bytes],
+    per_message: int,
+    directory: dict[str, tuple[str, bytes]],
+    batch: int,
+    workers: int,
+) -> tuple[float, int, int]:
+    """Time decrypt+verify+decode (in `workers` processes, 0 = inline) + store with acks."""
+    chunk = max(1, batch // per_message // 4)
+    chunks = [wire[i : i + chunk] for i in range(0, len(wire), chunk)]
+    ingestor = Ingestor(repo, max_batch=batch, max_delay=3600.0)
+    acked = refused = 0
+    pool = None
+    if workers > 0:
+        ctx = multiprocessing.get_context("fork")
+        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(directory,))
+        pool.map(len, [[b""]] * workers)  # workers up before the clock starts
+    try:
+        t = time.perf_counter()
+        results = (
+            pool.imap(open_messages, chunks)
+            if pool is not None
+            else (open_messages(c, directory) for c in chunks)
+        )
+        for n, (rows, bad) in enumerate(results):
+            refused += bad
+            report = ingestor.submit(n, [IntervalReading(*r) for r in rows], 0.0)
+            if report is not None:
+                acked += len(report.durable)
+        acked += len(ingestor.flush(0.0).durable)
+        elapsed = time.perf_counter() - t
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    if acked != len(chunks):
+        raise RuntimeError("bench: not every chunk was acknowledged")
+    return elapsed, refused, len(chunks)
+
+
 def bench_ingest(
     backend: str,
     n_readings: int = 200_000,
@@ -222,15 +375,25 @@ def bench_ingest(
     batch: int = 20_000,
     dsn: str | None = None,
     data_dir: str | Path | None = None,
+    path: str = "e2e",
+    workers: int | None = None,
 ) -> dict[str, Any]:
-    """Readings per second through Ingestor -> repository (group commit of `batch` readings),
+    """Readings per second into the repository (Ingestor group commit of `batch` readings),
     and the raw insert (SQLite executemany) / COPY (PostgreSQL) rate of the same rows.
 
     backend: "sqlite" (a temp dir unless `data_dir`) or "postgresql" (`dsn`, else a throwaway
     cluster started for the run). One message = one meter's `intervals_per_message` intervals.
+
+    path: "e2e" builds the C12.22 messages up front (EAX' ciphertext+auth under a per-meter
+    key), then times ACSE decode + EAX' verify/decrypt + EPSEM/response decode + store, the
+    decoding spread over `workers` processes (default: one per CPU; 0 = in this process);
+    "store" times only Ingestor + repository on readings handed over already decoded.
     """
     if backend not in ("sqlite", "postgresql"):
         raise ValueError("backend must be 'sqlite' or 'postgresql'")
+    if path not in ("e2e", "store"):
+        raise ValueError("path must be 'e2e' or 'store'")
+    n_workers = (os.cpu_count() or 1) if workers is None else workers
     if meters is None:
         meters = max(1, n_readings // intervals_per_message)
     readings = make_readings(n_readings, meters)
@@ -238,6 +401,13 @@ def bench_ingest(
         readings[i : i + intervals_per_message]
         for i in range(0, len(readings), intervals_per_message)
     ]
+    wire: list[bytes] = []
+    senders: dict[str, tuple[str, bytes]] = {}
+    if path == "e2e":
+        wire = build_messages(messages)
+        for r in readings:
+            m = int(r.meter_id.split("-")[1])
+            senders[_meter_title(m)] = (r.meter_id, _meter_key(r.meter_id))
     cluster: TemporaryPostgres | None = None
     tmp: str | None = None
     try:
@@ -257,15 +427,22 @@ def bench_ingest(
             repo = open_repository(dsn)
             with repo._tx() as tx:  # a fresh table each run
                 tx.run("TRUNCATE readings")
-        ingestor = Ingestor(repo, max_batch=batch, max_delay=3600.0)
-        acked = 0
-        t = time.perf_counter()
-        for n, msg in enumerate(messages):
-            report = ingestor.submit(n, msg, 0.0)
-            if report is not None:
-                acked += len(report.durable)
-        acked += len(ingestor.flush(0.0).durable)
-        elapsed = time.perf_counter() - t
+        refused = 0
+        if path == "e2e":
+            elapsed, refused, _chunks = _e2e_run(
+                repo, wire, intervals_per_message, senders, batch, n_workers
+            )
+            acked = len(messages) - refused
+        else:
+            ingestor = Ingestor(repo, max_batch=batch, max_delay=3600.0)
+            acked = 0
+            t = time.perf_counter()
+            for n, msg in enumerate(messages):
+                report = ingestor.submit(n, msg, 0.0)
+                if report is not None:
+                    acked += len(report.durable)
+            acked += len(ingestor.flush(0.0).durable)
+            elapsed = time.perf_counter() - t
         stored = repo.count_readings()
         repo.close()
         if backend == "sqlite":
@@ -282,7 +459,8 @@ def bench_ingest(
         raise RuntimeError(f"bench lost data: acked {acked}/{len(messages)}, stored {stored}")
     return {
         "backend": backend,
-        "path": "store",  # ingest only: readings handed over already decoded
+        "path": path,
+        "workers": n_workers if path == "e2e" else 0,
         "readings": len(readings),
         "messages": len(messages),
         "intervals_per_message": intervals_per_message,
