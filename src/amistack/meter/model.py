@@ -51,6 +51,7 @@ from array import array
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import IntFlag
+from itertools import accumulate
 
 from amistack.meter.events import (
     ClockAdjusted,
@@ -269,12 +270,7 @@ class _Day:
 
 
 def _prefix(values: list[int]) -> list[int]:
-    out = [0] * (len(values) + 1)
-    s = 0
-    for i, v in enumerate(values):
-        s += v
-        out[i + 1] = s
-    return out
+    return list(accumulate(values, initial=0))
 
 
 def _u(b: bytes) -> float:
@@ -290,6 +286,8 @@ class MeterModel:
         raw_seed = seed if isinstance(seed, bytes) else seed.to_bytes(32, "big", signed=True)
         self._key = hashlib.blake2b(raw_seed, digest_size=16, person=b"amistack-meter").digest()
         self.params = self._derive_params()
+        q = self.params.shift_quarters
+        self._shapes = (shifted(WEEKDAY_SHAPE, q), shifted(WEEKEND_SHAPE, q))
         self._tiers = cfg.tariff.tiers
         self._stride = 4 + self._tiers  # fwd, rev, lag, lead, tou...
         self.install_day = self.local_day(cfg.install_time)
@@ -439,9 +437,7 @@ class MeterModel:
         temp = daily_temperature(doy, du[0] / 32767.5 - 1.0)
         heat = p.heating * max(0.0, 16.0 - temp) / 10.0
         cool = p.cooling * max(0.0, temp - 24.0) / 6.0
-        shape = WEEKEND_SHAPE if weekend else WEEKDAY_SHAPE
-        if p.shift_quarters:
-            shape = shifted(shape, p.shift_quarters)
+        shape = self._shapes[weekend]
         base = p.base_w * (p.weekend_factor if weekend else 1.0)
         amp = p.noise / 32767.5
         # Each quarter: shape + heating + cooling, times noise; about 1 in 64 quarters carries an
@@ -492,7 +488,6 @@ class MeterModel:
             return dd
         self._settle(self.day_start(day + 1))
         raw = self._raw_day(day)
-        two_way = self.config.two_way
         t0 = self.day_start(day)
         t1 = t0 + DAY_S
         outs = self.outages_between(t0, t1)
@@ -502,26 +497,64 @@ class MeterModel:
         adj_lo = bisect.bisect_left(adj, t0)
         adjusted = adj_lo < len(adj) and adj[adj_lo] < t1
         dd = _Day()
+        if simple and not adjusted:
+            self._fill_simple(dd, raw)
+        else:
+            self._fill(dd, raw, t0, outs, adjusted)
+        dd.tiers = raw.tiers
+        dd.fwd_pre = _prefix(dd.fwd)
+        dd.rev_pre = _prefix(dd.rev)
+        dd.lag_pre = _prefix(dd.lag)
+        dd.lead_pre = _prefix(dd.lead)
+        tou = [0] * self._tiers
+        for tier, f in zip(raw.tiers, dd.fwd, strict=True):
+            tou[tier] += f
+        dd.tou_tot = tou
+        self._days[day] = dd
+        if len(self._days) > _DAY_CACHE:
+            self._days.popitem(last=False)
+        return dd
+
+    def _fill_simple(self, dd: _Day, raw: _Raw) -> None:
+        """A whole day live: the same arithmetic as `_fill` with 900 live seconds everywhere."""
+        hours = INTERVAL_S / 3600.0
+        net = raw.net_w
+        dd.fwd = fwd = [round(p * hours) if p * hours >= 0 else 0 for p in net]
+        if self.config.two_way:
+            dd.rev = rev = [0 if p * hours >= 0 else round(-(p * hours)) for p in net]
+        else:
+            dd.rev = rev = [0] * INTERVALS_PER_DAY
+        tan_phi = raw.tan_phi
+        dd.lag = [round(f * tan_phi) for f in fwd]
+        dd.lead = [round(r * 0.05) for r in rev]
+        dd.live = [float(INTERVAL_S)] * INTERVALS_PER_DAY
+        dd.nodata = [False] * INTERVALS_PER_DAY
+        rf = int(IntervalFlag.REVERSE_FLOW)
+        dd.flags = [rf if r else 0 for r in rev]
+
+    def _fill(
+        self, dd: _Day, raw: _Raw, t0: float, outs: list[tuple[float, float]], adjusted: bool
+    ) -> None:
+        two_way = self.config.two_way
+        sw = self.switch
+        t1 = t0 + DAY_S
+        adj = self._clock_adjustments
         fwd, rev, lag, lead = dd.fwd, dd.rev, dd.lag, dd.lead
         tan_phi = raw.tan_phi
         relay_open_all = not sw.changes_between(t0, t1) and not sw.relay_closed(t0)
         for i, p in enumerate(raw.net_w):
             flags = 0
-            if simple:
-                live = float(INTERVAL_S)
-                nodata = False
-            else:
-                a = t0 + i * INTERVAL_S
-                b = a + INTERVAL_S
-                down = sum(max(0.0, min(b, e) - max(a, s)) for s, e in outs)
-                nodata = down >= INTERVAL_S
-                if down > 0:
-                    flags |= IntervalFlag.OUTAGE
-                    if not nodata:
-                        flags |= IntervalFlag.PARTIAL
-                live = 0.0 if nodata or relay_open_all else self._live_seconds(a, b, outs)
-                if not nodata and live < INTERVAL_S - down:
-                    flags |= IntervalFlag.DISCONNECTED
+            a = t0 + i * INTERVAL_S
+            b = a + INTERVAL_S
+            down = sum(max(0.0, min(b, e) - max(a, s)) for s, e in outs)
+            nodata = down >= INTERVAL_S
+            if down > 0:
+                flags |= IntervalFlag.OUTAGE
+                if not nodata:
+                    flags |= IntervalFlag.PARTIAL
+            live = 0.0 if nodata or relay_open_all else self._live_seconds(a, b, outs)
+            if not nodata and live < INTERVAL_S - down:
+                flags |= IntervalFlag.DISCONNECTED
             if adjusted:
                 a = t0 + i * INTERVAL_S
                 j = bisect.bisect_left(adj, a)
@@ -543,19 +576,6 @@ class MeterModel:
             dd.live.append(live)
             dd.nodata.append(nodata)
             dd.flags.append(flags)
-        dd.tiers = raw.tiers
-        dd.fwd_pre = _prefix(fwd)
-        dd.rev_pre = _prefix(rev)
-        dd.lag_pre = _prefix(lag)
-        dd.lead_pre = _prefix(lead)
-        tou = [0] * self._tiers
-        for tier, f in zip(raw.tiers, fwd, strict=True):
-            tou[tier] += f
-        dd.tou_tot = tou
-        self._days[day] = dd
-        if len(self._days) > _DAY_CACHE:
-            self._days.popitem(last=False)
-        return dd
 
     def _cum_row(self, day: int) -> array[int]:
         """Register totals at the start of local `day` (day >= install_day)."""

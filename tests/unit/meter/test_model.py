@@ -419,3 +419,20 @@ def test_bench_model_reports_rates() -> None:
     r = bench_model(3, 2)
     assert r["intervals"] == 3 * 2 * 96
     assert r["intervals_per_s"] > 0 and r["register_reads_per_s"] > 0
+
+
+def test_fast_day_path_equals_the_general_one() -> None:
+    """A clock adjustment sends its day through the per-interval path: same energy, one flag."""
+    plain = MeterModel(16, MeterConfig(pv=True, outage_rate_per_year=0))
+    adjusted = MeterModel(16, MeterConfig(pv=True, outage_rate_per_year=0))
+    t0 = plain.day_start(plain.local_day(SUMMER))
+    adjusted.adjust_clock(t0 + 10, 1.0)
+    a = plain.load_profile(t0, t0 + DAY_S)
+    b = adjusted.load_profile(t0, t0 + DAY_S)
+    assert [(i.forward_wh, i.reverse_wh, i.lagging_varh, i.leading_varh) for i in a] == [
+        (i.forward_wh, i.reverse_wh, i.lagging_varh, i.leading_varh) for i in b
+    ]
+    assert [i.flags ^ j.flags for i, j in zip(a, b, strict=True)].count(
+        IntervalFlag.CLOCK_ADJUSTED
+    ) == 1
+    assert plain.registers(t0 + DAY_S) == adjusted.registers(t0 + DAY_S)
