@@ -1,0 +1,529 @@
+"""The C12.22 engines, sans-IO (ARCHITECTURE.md): `C1222Server` on the meter, `C1222Client` on
+the head-end. UDP port 1153 (C12.22 §5.3.1, IANA "ansi-c12-22").
+
+Both are one `_Endpoint`: each can send requests (the client reads and commands; the meter
+pushes interval data as a write to the head-end) and answer requests. Every datagram in:
+
+1. segments are reassembled (bounded, timed out);
+2. the ACSE APDU is decoded; it must be addressed to our ApTitle and name its sender (calling
+   AP title) and its calling AP invocation id;
+3. the replay window refuses an invocation id already accepted from that sender, or one too old
+   (stale), before any crypto is spent;
+4. the key-id byte and the sender's device select candidate keys (`KeyLookup`); EAX' verifies
+   (and decrypts); a cleartext message is refused unless `allow_cleartext`;
+5. only then is the id entered in the window and the EPSEM served or matched to our request
+   (responses carry our invocation id as their called AP invocation id).
+
+Whatever is refused is counted in `counters` and dropped; nothing is raised to the caller.
+A reply uses the key generation that authenticated the request, so a rotation never strands a
+request in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from amistack.addr import Addr
+from amistack.c1222.acse import AcseMessage, ApTitle
+from amistack.c1222.epsem import Epsem, EpsemControl, ResponseControl, SecurityMode
+from amistack.c1222.errors import C1222DecodeError
+from amistack.c1222.events import C1222Event, RequestReceived, RequestTimedOut, ResponseReceived
+from amistack.c1222.security import (
+    C1222SecurityError,
+    KeyLookup,
+    ReplayWindow,
+    SendKey,
+    Unprotected,
+    protect,
+    unprotect,
+)
+from amistack.c1222.segmentation import SEGMENT_TAG, Reassembler, Segment, segment
+from amistack.c1222.services import (
+    Identify,
+    IdentifyResult,
+    Logoff,
+    Logon,
+    LogonResult,
+    Read,
+    ReadResult,
+    Request,
+    Response,
+    ResponseCode,
+    Security,
+    ServiceCode,
+    Terminate,
+    Wait,
+    Write,
+    decode_request,
+    decode_response,
+    is_request,
+)
+from amistack.c1222.tables import MeterTables, ProcedureInitiate, Table, TableProvider
+from amistack.crypto import RandomSource
+
+log = logging.getLogger(__name__)
+
+C1222_PORT = 1153  # IANA ansi-c12-22, TCP and UDP
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    ap_title: ApTitle
+    security_mode: SecurityMode = SecurityMode.CIPHERTEXT_AUTH
+    allow_cleartext: bool = False  # accept unprotected messages at all (never writes)
+    replay_window: int = 64
+    max_datagram: int = 1232  # IPv6 minimum MTU 1280 - IPv6/UDP headers
+    response_timeout: float = 5.0
+    retries: int = 2
+    reassembly_timeout: float = 30.0
+    max_apdu: int = 1 << 16
+    max_reassembly: int = 64
+    max_outstanding: int = 100_000
+    first_invocation_id: int = 1
+    calling_ae_qualifier: int | None = None
+    ed_class: bytes | None = None
+    session_idle_timeout: int = 60  # seconds, granted at logon
+
+
+@dataclass
+class _Pending:
+    request_id: int
+    addr: Addr
+    peer: ApTitle
+    requests: tuple[Request, ...]
+    mode: SecurityMode
+    deadline: float
+    retries_left: int
+    timeout: float
+    invocation_ids: list[int] = field(default_factory=list)
+
+
+class _Endpoint:
+    def __init__(
+        self,
+        config: EndpointConfig,
+        key_lookup: KeyLookup,
+        send_key: SendKey,
+        rng: RandomSource,
+    ) -> None:
+        self.config = config
+        self._key_lookup = key_lookup
+        self._send_key = send_key
+        self._rng = rng
+        self.counters: Counter[str] = Counter()
+        self._replay = ReplayWindow(config.replay_window)
+        self._reassembler = Reassembler(
+            config.reassembly_timeout, config.max_apdu, config.max_reassembly
+        )
+        self._outbox: list[tuple[bytes, Addr]] = []
+        self._events: deque[C1222Event] = deque()
+        self._pending: dict[int, _Pending] = {}
+        self._by_invocation: dict[int, int] = {}
+        self._next_invocation = config.first_invocation_id & 0xFFFFFFFF
+        self._next_request = 1
+        self._apdu_seq = 0
+
+    # ------------------------------------------------------------------ sans-IO surface
+
+    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
+        self.counters["datagrams-received"] += 1
+        try:
+            if data[:1] == bytes([SEGMENT_TAG]):
+                apdu = self._reassembler.receive(Segment.decode(data), addr, now)
+                if apdu is None:
+                    return
+                data = apdu
+            msg = AcseMessage.decode(data)
+        except C1222DecodeError as exc:
+            self.counters["decode-error"] += 1
+            log.debug("c1222: undecodable datagram", extra={"addr": addr, "reason": exc.reason})
+            return
+        self._receive_message(msg, addr, now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    def next_event(self) -> C1222Event | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        times = [p.deadline for p in self._pending.values()]
+        reasm = self._reassembler.get_timer()
+        if reasm is not None:
+            times.append(reasm)
+        own = self._own_timer()
+        if own is not None:
+            times.append(own)
+        return min(times, default=None)
+
+    def handle_timer(self, now: float) -> None:
+        dropped = self._reassembler.expire(now)
+        if dropped:
+            self.counters["reassembly-timeout"] += dropped
+        for pending in [p for p in self._pending.values() if p.deadline <= now]:
+            if pending.retries_left > 0:
+                pending.retries_left -= 1
+                pending.deadline = now + pending.timeout
+                self.counters["retransmissions"] += 1
+                self._transmit(pending, now)
+            else:
+                self._forget(pending)
+                self.counters["timeouts"] += 1
+                self._events.append(
+                    RequestTimedOut(pending.request_id, pending.peer, pending.requests)
+                )
+        self._own_handle_timer(now)
+
+    def request(
+        self,
+        addr: Addr,
+        peer: ApTitle,
+        requests: Sequence[Request],
+        now: float,
+        *,
+        response_control: ResponseControl = ResponseControl.ALWAYS,
+        security_mode: SecurityMode | None = None,
+        timeout: float | None = None,
+        retries: int | None = None,
+    ) -> int:
+        """Send `requests` in one EPSEM to `peer` at `addr`; the request id. With
+        ResponseControl.ALWAYS the answer arrives as `ResponseReceived` (or `RequestTimedOut`
+        after `retries` retransmissions, each with a fresh invocation id and IV); with the other
+        controls nothing is tracked. Raises ValueError when no key is available to send."""
+        if not requests:
+            raise ValueError("at least one request")
+        mode = self.config.security_mode if security_mode is None else security_mode
+        rid = self._next_request
+        self._next_request += 1
+        t = self.config.response_timeout if timeout is None else timeout
+        n = self.config.retries if retries is None else retries
+        pending = _Pending(rid, addr, peer, tuple(requests), mode, now + t, n, t)
+        if response_control != ResponseControl.ALWAYS:
+            if self._send(addr, peer, pending.requests, mode, response_control, now) is None:
+                raise ValueError(f"no C12.22 key to send to {peer}")
+            return rid
+        if len(self._pending) >= self.config.max_outstanding:
+            raise ValueError("too many outstanding C12.22 requests")
+        if self._transmit(pending, now) is None:
+            raise ValueError(f"no C12.22 key to send to {peer}")
+        self._pending[rid] = pending
+        return rid
+
+    # ------------------------------------------------------------------------ sending
+
+    def _invocation_id(self) -> int:
+        inv = self._next_invocation
+        self._next_invocation = (inv + 1) & 0xFFFFFFFF
+        return inv
+
+    def _transmit(self, pending: _Pending, now: float) -> int | None:
+        inv = self._send(
+            pending.addr, pending.peer, pending.requests, pending.mode, ResponseControl.ALWAYS, now
+        )
+        if inv is not None:
+            pending.invocation_ids.append(inv)
+            self._by_invocation[inv] = pending.request_id
+        return inv
+
+    def _forget(self, pending: _Pending) -> None:
+        self._pending.pop(pending.request_id, None)
+        for inv in pending.invocation_ids:
+            self._by_invocation.pop(inv, None)
+
+    def _send(
+        self,
+        addr: Addr,
+        peer: ApTitle,
+        services: Sequence[Request | Response],
+        mode: SecurityMode,
+        response_control: ResponseControl,
+        now: float,
+        *,
+        called_invocation_id: int | None = None,
+        key: tuple[int, bytes] | None = None,
+    ) -> int | None:
+        """Protect and queue one message; our calling AP invocation id, or None (no key)."""
+        if mode != SecurityMode.CLEARTEXT and key is None:
+            key = self._send_key(peer.device_id, now)
+            if key is None:
+                self.counters["no-send-key"] += 1
+                return None
+        inv = self._invocation_id()
+        header = AcseMessage(
+            b"",
+            called_ap_title=peer,
+            calling_ap_title=self.config.ap_title,
+            calling_ap_invocation_id=inv,
+            called_ap_invocation_id=called_invocation_id,
+            calling_ae_qualifier=self.config.calling_ae_qualifier,
+        )
+        epsem = Epsem(
+            tuple(s.encode() for s in services), mode, response_control, self.config.ed_class
+        )
+        if key is None:
+            msg = protect(header, epsem, None)
+        else:
+            msg = protect(header, epsem, key[1], key[0], self._rng(4))
+        self._apdu_seq = (self._apdu_seq + 1) & 0xFFFF
+        parts = segment(msg.encode(), self._apdu_seq, self.config.max_datagram)
+        if len(parts) > 1:
+            self.counters["segmented-sent"] += 1
+        self._outbox.extend((p, addr) for p in parts)
+        self.counters["messages-sent"] += 1
+        return inv
+
+    # ---------------------------------------------------------------------- receiving
+
+    def _receive_message(self, msg: AcseMessage, addr: Addr, now: float) -> None:
+        cfg = self.config
+        if msg.called_ap_title is None or not msg.called_ap_title.same_node(cfg.ap_title):
+            self.counters["wrong-called-title"] += 1
+            return
+        if msg.calling_ap_title is None or msg.calling_ap_invocation_id is None:
+            self.counters["missing-calling"] += 1
+            return
+        sender = msg.calling_ap_title.device_id
+        inv = msg.calling_ap_invocation_id
+        verdict = self._replay.check(sender, inv)
+        if verdict is not None:
+            self.counters[verdict] += 1
+            log.info("c1222: %s message refused", verdict, extra={"sender": sender, "inv": inv})
+            return
+        try:
+            control = EpsemControl.decode(msg.user_information[0])
+            if control.security_mode == SecurityMode.CLEARTEXT and not cfg.allow_cleartext:
+                self.counters["cleartext-refused"] += 1
+                return
+            keys: list[bytes] = []
+            if control.security_mode != SecurityMode.CLEARTEXT and msg.auth is not None:
+                keys = self._key_lookup(sender, msg.auth.key_id, now)
+            result = unprotect(msg, keys)
+        except C1222SecurityError as exc:
+            self.counters[exc.reason] += 1
+            log.info("c1222: message refused", extra={"sender": sender, "reason": exc.reason})
+            return
+        except C1222DecodeError:
+            self.counters["decode-error"] += 1
+            return
+        self._replay.accept(sender, inv)
+        self.counters["messages-accepted"] += 1
+        services = result.epsem.services
+        kinds = {is_request(s) for s in services}
+        if len(kinds) != 1:
+            self.counters["decode-error"] += 1
+            return
+        if kinds == {True}:
+            self._on_requests(msg, result, addr, now)
+        else:
+            self._on_responses(msg, result, addr)
+
+    def _on_responses(self, msg: AcseMessage, result: Unprotected, addr: Addr) -> None:
+        assert msg.calling_ap_title is not None
+        rid = self._by_invocation.get(msg.called_ap_invocation_id or -1)
+        pending = self._pending.get(rid) if rid is not None else None
+        if pending is None or not pending.peer.same_node(msg.calling_ap_title):
+            self.counters["unmatched-response"] += 1
+            return
+        if pending.mode != SecurityMode.CLEARTEXT and result.key is None:
+            self.counters["cleartext-refused"] += 1
+            return
+        try:
+            responses = tuple(decode_response(s) for s in result.epsem.services)
+        except C1222DecodeError:
+            self.counters["decode-error"] += 1
+            return
+        if len(responses) > len(pending.requests):
+            self.counters["decode-error"] += 1
+            return
+        self._forget(pending)
+        self._events.append(
+            ResponseReceived(pending.request_id, pending.peer, addr, pending.requests, responses)
+        )
+
+    def _on_requests(self, msg: AcseMessage, result: Unprotected, addr: Addr, now: float) -> None:
+        assert msg.calling_ap_title is not None
+        peer = msg.calling_ap_title
+        protected = result.key is not None
+        requests: list[Request] = []
+        responses: list[Response] = []
+        for raw in result.epsem.services:
+            try:
+                req = decode_request(raw)
+            except C1222DecodeError:
+                known = raw[0] in ServiceCode._value2member_map_
+                responses.append(Response(ResponseCode.ERR if known else ResponseCode.SNS))
+                self.counters["bad-request"] += 1
+                break
+            resp = self._serve(req, peer, protected, now)
+            requests.append(req)
+            responses.append(resp)
+            if not resp.ok:
+                break
+        self._events.append(
+            RequestReceived(peer, addr, tuple(requests), tuple(responses), result.key_id)
+        )
+        rc = result.epsem.response_control
+        failed = any(not r.ok for r in responses)
+        if rc == ResponseControl.NEVER or (rc == ResponseControl.ON_EXCEPTION and not failed):
+            return
+        key = None if result.key is None else (result.key_id or 0, result.key)
+        self._send(
+            addr,
+            peer,
+            responses,
+            result.epsem.security_mode,
+            ResponseControl.NEVER,
+            now,
+            called_invocation_id=msg.calling_ap_invocation_id,
+            key=key,
+        )
+
+    # ---------------------------------------------------------------- for subclasses
+
+    def _serve(self, req: Request, peer: ApTitle, protected: bool, now: float) -> Response:
+        if isinstance(req, Identify):
+            return Response(ResponseCode.OK, IdentifyResult().encode())
+        return Response(ResponseCode.SNS)
+
+    def _own_timer(self) -> float | None:
+        return None
+
+    def _own_handle_timer(self, now: float) -> None:
+        return None
+
+
+@dataclass
+class _Session:
+    user_id: int
+    expires: float
+    idle: int
+    authorized: bool = False
+
+
+class C1222Server(_Endpoint):
+    """The meter side: serves the C12.19 table subset from a `TableProvider`, keeps C12.22
+    sessions (logon/security/wait/logoff/terminate; sessionless requests are served too, the
+    EAX' key being the authentication), and can push table data to the head-end (`push`)."""
+
+    def __init__(
+        self,
+        config: EndpointConfig,
+        tables: TableProvider,
+        key_lookup: KeyLookup,
+        send_key: SendKey,
+        rng: RandomSource,
+    ) -> None:
+        super().__init__(config, key_lookup, send_key, rng)
+        self.tables = MeterTables(tables, config.ed_class or b"AMST")
+        self._sessions: dict[bytes, _Session] = {}
+
+    def push(
+        self,
+        addr: Addr,
+        headend: ApTitle,
+        table: int,
+        data: bytes,
+        now: float,
+        *,
+        offset: int | None = None,
+        response_control: ResponseControl = ResponseControl.ALWAYS,
+    ) -> int:
+        """Unsolicited: write `data` (e.g. the newest load-profile intervals) to the head-end's
+        copy of `table`; acknowledged as a `ResponseReceived` (ALWAYS) like any request."""
+        return self.request(
+            addr, headend, [Write(table, data, offset)], now, response_control=response_control
+        )
+
+    def sessions(self) -> int:
+        return len(self._sessions)
+
+    def _own_timer(self) -> float | None:
+        return min((s.expires for s in self._sessions.values()), default=None)
+
+    def _own_handle_timer(self, now: float) -> None:
+        for who in [k for k, s in self._sessions.items() if s.expires <= now]:
+            del self._sessions[who]
+            self.counters["session-timeouts"] += 1
+
+    def _serve(self, req: Request, peer: ApTitle, protected: bool, now: float) -> Response:
+        who = peer.device_id
+        session = self._sessions.get(who)
+        if session is not None and session.expires <= now:
+            del self._sessions[who]
+            session = None
+        if session is not None:
+            session.expires = now + session.idle
+        if isinstance(req, Identify):
+            return Response(ResponseCode.OK, IdentifyResult(3, 1, 0).encode())
+        if isinstance(req, Logon):
+            if session is not None:
+                return Response(ResponseCode.ISSS)
+            idle = min(req.session_idle_timeout or self.config.session_idle_timeout,
+                       self.config.session_idle_timeout)  # fmt:skip
+            self._sessions[who] = _Session(req.user_id, now + idle, idle)
+            return Response(ResponseCode.OK, LogonResult(idle).encode())
+        if isinstance(req, Security):
+            if session is None:
+                return Response(ResponseCode.ISSS)
+            session.authorized = protected  # the EAX' key, not the password, authorises
+            return Response(ResponseCode.OK if protected else ResponseCode.ISC)
+        if isinstance(req, Logoff | Terminate):
+            self._sessions.pop(who, None)
+            return Response(ResponseCode.OK)
+        if isinstance(req, Wait):
+            if session is None:
+                return Response(ResponseCode.ISSS)
+            session.expires = now + max(session.idle, req.seconds)
+            return Response(ResponseCode.OK)
+        if isinstance(req, Read):
+            if not protected and session is None:
+                return Response(ResponseCode.ISC)
+            if req.offset is None or req.count is None:
+                data = self.tables.read(req.table, now, who)
+            else:
+                data = self.tables.read_partial(req.table, req.offset, req.count, now, who)
+            if isinstance(data, ResponseCode):
+                return Response(data)
+            if len(data) > 0xFFFF:
+                return Response(ResponseCode.RSTL)
+            return Response(ResponseCode.OK, ReadResult(data).encode())
+        if isinstance(req, Write):
+            if not protected:
+                return Response(ResponseCode.ISC)
+            return Response(self.tables.write(req.table, req.offset, req.data, now, who))
+        return Response(ResponseCode.SNS)
+
+
+class C1222Client(_Endpoint):
+    """The head-end side: requests with ids, timeouts and retries, responses matched by the
+    called AP invocation id; answers a meter's pushed writes with OK (`RequestReceived`)."""
+
+    def read(
+        self,
+        addr: Addr,
+        meter: ApTitle,
+        table: int,
+        now: float,
+        *,
+        offset: int | None = None,
+        count: int | None = None,
+    ) -> int:
+        return self.request(addr, meter, [Read(table, offset, count)], now)
+
+    def procedure(self, addr: Addr, meter: ApTitle, init: ProcedureInitiate, now: float) -> int:
+        """Write ST7 and read ST8 in one EPSEM (C12.19 §9.1.7): the ST8 read is the outcome."""
+        return self.request(
+            addr,
+            meter,
+            [Write(Table.PROC_INITIATE, init.encode()), Read(Table.PROC_RESPONSE)],
+            now,
+        )
+
+    def _serve(self, req: Request, peer: ApTitle, protected: bool, now: float) -> Response:
+        if isinstance(req, Write):
+            return Response(ResponseCode.OK if protected else ResponseCode.ISC)
+        return super()._serve(req, peer, protected, now)

@@ -1,0 +1,183 @@
+"""C12.22 message protection with EAX' (ANSI C12.22 §5.3.2.4.12 and Annex I).
+
+- The EAX' cleartext is `AcseMessage.canonical_cleartext()` (header elements, the
+  user-information header and EPSEM control byte, calling AP title, key id, IV); the plaintext
+  is the EPSEM after its control byte. Ciphertext mode encrypts it, cleartext-authentication mode
+  only MACs it; the 4-byte tag follows the EPSEM in the user-information.
+- The key-id byte of a message is the UKMF `KeyId.generation & 0xFF` (`key_id_byte`); the
+  receiver resolves the sender's device from the calling AP title and tries that device's valid
+  keys carrying that byte (`KeyLookup`); the tag decides which, if any, is right.
+- `ReplayWindow`: per sender, the calling AP invocation ids already accepted; a repeated id is a
+  replay, one below the window a stale message. Both are refused.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from amistack.c1222.acse import AcseMessage, AuthValue
+from amistack.c1222.epsem import MAC_LEN, Epsem, EpsemControl, SecurityMode
+from amistack.c1222.errors import C1222DecodeError
+from amistack.crypto.eax import EaxAuthError
+from amistack.crypto.eax_prime import EaxPrime, EaxPrimeError
+from amistack.keymgmt.keyring import KeyRing
+from amistack.keymgmt.ukmf import C1222, KeyId
+
+KeyLookup = Callable[[bytes, int, float], list[bytes]]
+"""(device id of the sender, key-id byte, now) -> the candidate 16-byte keys (maybe none)."""
+
+SendKey = Callable[[bytes, float], "tuple[int, bytes] | None"]
+"""(device id of the peer, now) -> (key-id byte, key) to protect a new message with, or None."""
+
+
+class C1222SecurityError(Exception):
+    """A message was refused by security; `reason` is the counter name the engines use."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def key_id_byte(key_id: KeyId) -> int:
+    """The C12.22 key-id byte naming a UKMF key generation."""
+    return key_id.generation & 0xFF
+
+
+@dataclass(frozen=True)
+class Unprotected:
+    """What `unprotect` found: the EPSEM in clear, and the key that authenticated it (None for a
+    cleartext message) so that a reply can use the same generation."""
+
+    epsem: Epsem
+    key: bytes | None
+    key_id: int | None
+
+
+def protect(
+    header: AcseMessage, epsem: Epsem, key: bytes | None, key_id: int = 0, iv: bytes = b""
+) -> AcseMessage:
+    """`header` with `epsem` as its user-information, protected as `epsem.security_mode` says.
+
+    For the protected modes `key` (16 bytes), the key-id byte and a fresh 4-byte IV are needed;
+    the (calling AP invocation id, IV) pair must never repeat under one key.
+    """
+    control = epsem.control
+    body = epsem.encode_body()
+    if epsem.security_mode == SecurityMode.CLEARTEXT:
+        return replace(header, user_information=bytes([control.encode()]) + body, auth=None)
+    if key is None:
+        raise ValueError("a protected EPSEM needs a key")
+    shell = replace(
+        header,
+        auth=AuthValue(key_id, iv),
+        # placeholder of the final length: the cleartext covers only the EPSEM's header
+        user_information=bytes([control.encode()]) + bytes(len(body) + MAC_LEN),
+    )
+    cleartext = shell.canonical_cleartext()
+    eax = EaxPrime(key)
+    if epsem.security_mode == SecurityMode.CIPHERTEXT_AUTH:
+        sealed, tag = eax.encrypt(cleartext, body)
+    else:
+        sealed, tag = body, eax.authenticate(cleartext, body)
+    return replace(shell, user_information=bytes([control.encode()]) + sealed + tag)
+
+
+def unprotect(msg: AcseMessage, keys: Sequence[bytes]) -> Unprotected:
+    """The EPSEM of `msg`, authenticated (and decrypted) with the first of `keys` whose tag
+    verifies. C1222SecurityError (reason: "no-key", "cleartext-too-short", "auth-failed",
+    "missing-auth") or C1222DecodeError (a verified EPSEM that does not parse)."""
+    ui = msg.user_information
+    control = EpsemControl.decode(ui[0])
+    if control.security_mode == SecurityMode.CLEARTEXT:
+        return Unprotected(Epsem.decode_body(control, ui[1:]), None, None)
+    if msg.auth is None:
+        raise C1222SecurityError("missing-auth", "protected EPSEM without key id and IV")
+    if len(ui) < 1 + MAC_LEN:
+        raise C1222DecodeError(0, "protected EPSEM shorter than its MAC")
+    if not keys:
+        raise C1222SecurityError("no-key", f"no key for key id {msg.auth.key_id}")
+    cleartext = msg.canonical_cleartext()
+    sealed, tag = ui[1:-MAC_LEN], ui[-MAC_LEN:]
+    for key in keys:
+        eax = EaxPrime(key)
+        try:
+            if control.security_mode == SecurityMode.CIPHERTEXT_AUTH:
+                body = eax.decrypt(cleartext, sealed, tag)
+            else:
+                eax.verify(cleartext, sealed, tag)
+                body = sealed
+        except EaxPrimeError as exc:
+            raise C1222SecurityError("cleartext-too-short", str(exc)) from None
+        except EaxAuthError:
+            continue
+        return Unprotected(Epsem.decode_body(control, body), key, msg.auth.key_id)
+    raise C1222SecurityError("auth-failed", "no key verified the EAX' tag")
+
+
+class ReplayWindow:
+    """Calling AP invocation ids seen per sender: a sliding window of `size` ids below the
+    highest accepted one. An id inside the window that was seen is a replay; one below it is
+    stale. `check` before the (costlier) crypto, `accept` only after it verified, so a forged
+    message cannot move the window. At most `max_senders` senders are tracked (least recently
+    heard forgotten first)."""
+
+    def __init__(self, size: int = 64, max_senders: int = 1_000_000) -> None:
+        if size < 1:
+            raise ValueError("window size must be positive")
+        self.size = size
+        self.max_senders = max_senders
+        self._state: OrderedDict[bytes, tuple[int, int]] = OrderedDict()  # (highest, bitmap)
+
+    def check(self, sender: bytes, invocation_id: int) -> str | None:
+        """None if acceptable, else "replayed" or "stale"."""
+        state = self._state.get(sender)
+        if state is None:
+            return None
+        highest, bitmap = state
+        if invocation_id > highest:
+            return None
+        behind = highest - invocation_id
+        if behind >= self.size:
+            return "stale"
+        return "replayed" if bitmap >> behind & 1 else None
+
+    def accept(self, sender: bytes, invocation_id: int) -> None:
+        highest, bitmap = self._state.pop(sender, (invocation_id, 0))
+        if invocation_id > highest:
+            bitmap = (bitmap << (invocation_id - highest)) | 1
+            highest = invocation_id
+        else:
+            bitmap |= 1 << (highest - invocation_id)
+        self._state[sender] = (highest, bitmap & ((1 << self.size) - 1))
+        while len(self._state) > self.max_senders:
+            self._state.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._state)
+
+
+def ring_key_lookup(ring: KeyRing) -> KeyLookup:
+    """A `KeyLookup` over one key ring (the meter's own, or one device's at the head-end):
+    every valid C12.22 key whose generation's low byte is the message's key-id byte
+    (superseded ones within the overlap included)."""
+
+    def lookup(device_id: bytes, key_id: int, now: float) -> list[bytes]:
+        return [
+            k.key
+            for k in ring.keys()  # noqa: SIM118 -- KeyRing.keys() yields AppKeys
+            if k.purpose.name == C1222.name and key_id_byte(k.key_id) == key_id and k.valid_at(now)
+        ]
+
+    return lookup
+
+
+def ring_send_key(ring: KeyRing) -> SendKey:
+    """A `SendKey` over one key ring: its current C12.22 key."""
+
+    def current(device_id: bytes, now: float) -> tuple[int, bytes] | None:
+        key = ring.current(C1222, now)
+        return None if key is None else (key_id_byte(key.key_id), key.key)
+
+    return current
