@@ -6,6 +6,8 @@ import math
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from amistack.eventlog.record import EventRecord, EventType
 from amistack.meter.events import (
@@ -436,3 +438,30 @@ def test_fast_day_path_equals_the_general_one() -> None:
         IntervalFlag.CLOCK_ADJUSTED
     ) == 1
     assert plain.registers(t0 + DAY_S) == adjusted.registers(t0 + DAY_S)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**64),
+    offsets=st.lists(st.floats(0, 20 * DAY_S), min_size=2, max_size=12),
+    order_seed=st.integers(0, 1000),
+)
+def test_query_order_never_matters(seed: int, offsets: list[float], order_seed: int) -> None:
+    cfg = MeterConfig(pv=seed % 2 == 0, two_way=seed % 3 != 0, outage_rate_per_year=60)
+
+    def build() -> MeterModel:
+        m = MeterModel(seed, cfg)
+        m.disconnect(SUMMER + 2 * DAY_S + 77)
+        m.connect(SUMMER + 3 * DAY_S + 5)
+        m.set_load_limit(900.0, SUMMER + 5 * DAY_S)
+        return m
+
+    times = [SUMMER + o for o in offsets]
+    shuffled = times[:]
+    random.Random(order_seed).shuffle(shuffled)
+    a, b = build(), build()
+    got_a = {t: (a.registers(t), a.instantaneous(t), a.fixed_time_reading(t)) for t in times}
+    got_b = {t: (b.registers(t), b.instantaneous(t), b.fixed_time_reading(t)) for t in shuffled}
+    assert got_a == got_b
+    ordered = [got_a[t][0].active_forward_wh for t in sorted(times)]
+    assert ordered == sorted(ordered)
