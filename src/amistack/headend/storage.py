@@ -601,6 +601,9 @@ class SqliteRepository(_SqlRepository):
 # -- PostgreSQL --------------------------------------------------------------------------------
 
 
+_COPY_TYPES = ("text", "int8", "int4", "int8", "int8", "int4", "float8", "int4")
+
+
 def _pg_sql(sql: str) -> str:
     # The shared SQL uses qmark placeholders; psycopg wants %s (no query here has a literal ?).
     return sql.replace("%", "%%").replace("?", "%s")
@@ -655,7 +658,11 @@ class PostgresRepository(_SqlRepository):
 
     def _insert_readings(self, rows: list[tuple[Any, ...]]) -> int:
         with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
-            with cur.copy(f"COPY readings_staging ({READING_COLUMNS}) FROM STDIN") as copy:
+            with cur.copy(
+                f"COPY readings_staging ({READING_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+            ) as copy:
+                # binary COPY: no text formatting here, no parsing in the server
+                copy.set_types(_COPY_TYPES)
                 for row in rows:
                     copy.write_row(row)
             cur.execute(
