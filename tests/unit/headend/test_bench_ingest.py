@@ -1,0 +1,47 @@
+"""The ingest benchmark's C12.22 path: what it times must be real decryption and verification
+(a tampered or unknown-sender message is refused), and a tiny run must account for every row.
+Rates are not asserted (benchmarks are commands)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from amistack.headend import bench_ingest as b
+
+
+def _setup(
+    n: int,
+) -> tuple[list[bytes], dict[str, tuple[str, bytes]], list[list[b.IntervalReading]]]:
+    rs = b.make_readings(n, n // 4)
+    msgs = [rs[i : i + 4] for i in range(0, n, 4)]
+    senders = {
+        b._meter_title(int(r.meter_id.split("-")[1])): (r.meter_id, b._meter_key(r.meter_id))
+        for r in rs
+    }
+    return b.build_messages(msgs), senders, msgs
+
+
+def test_messages_open_to_the_readings_that_were_sealed() -> None:
+    wire, senders, msgs = _setup(40)
+    rows, refused = b.open_messages(wire, senders)
+    assert refused == 0
+    assert [b.IntervalReading(*r) for r in rows] == [r for m in msgs for r in m]
+
+
+def test_tampered_and_unknown_messages_are_refused() -> None:
+    wire, senders, _ = _setup(8)
+    flipped = bytearray(wire[0])
+    flipped[-6] ^= 0x01  # inside the ciphertext
+    first_title = next(iter(senders))
+    strangers = {k: v for k, v in senders.items() if k != first_title}
+    rows, refused = b.open_messages([bytes(flipped), wire[1], b"\x60\x00"], senders)
+    assert (refused, len(rows)) == (2, 4)
+    rows, refused = b.open_messages(wire[:1], strangers)
+    assert (rows, refused) == ([], 1)
+
+
+def test_tiny_runs_report_both_rates(tmp_path: Path) -> None:
+    for path in ("e2e", "store"):
+        out = b.bench_ingest("sqlite", 400, data_dir=tmp_path, batch=100, workers=0, path=path)
+        assert out["readings"] == 400 and out["path"] == path
+        assert out["reads_per_s"] > 0 and out["baseline_rows_per_s"] > 0
