@@ -322,7 +322,8 @@ class _Endpoint:
             self._on_responses(msg, result, addr)
 
     def _on_responses(self, msg: AcseMessage, result: Unprotected, addr: Addr) -> None:
-        assert msg.calling_ap_title is not None
+        if msg.calling_ap_title is None:  # checked by _receive_message
+            return
         rid = self._by_invocation.get(msg.called_ap_invocation_id or -1)
         pending = self._pending.get(rid) if rid is not None else None
         if pending is None or not pending.peer.same_node(msg.calling_ap_title):
@@ -345,8 +346,9 @@ class _Endpoint:
         )
 
     def _on_requests(self, msg: AcseMessage, result: Unprotected, addr: Addr, now: float) -> None:
-        assert msg.calling_ap_title is not None
         peer = msg.calling_ap_title
+        if peer is None:  # checked by _receive_message
+            return
         protected = result.key is not None
         requests: list[Request] = []
         responses: list[Response] = []

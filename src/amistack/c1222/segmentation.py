@@ -99,6 +99,8 @@ class Reassembler:
         contradicts what was received (the partial APDU is dropped)."""
         if seg.apdu_length > self.max_apdu:
             raise C1222DecodeError(2, f"segmented APDU of {seg.apdu_length} bytes too large")
+        if seg.offset + len(seg.data) > seg.apdu_length or not seg.data:
+            raise C1222DecodeError(5, "segment runs past the APDU length")
         key = (source, seg.apdu_seq)
         part = self._pending.get(key)
         if part is None:
