@@ -288,7 +288,10 @@ class _Endpoint:
             return
         sender = msg.calling_ap_title.device_id
         inv = msg.calling_ap_invocation_id
-        verdict = self._replay.check(sender, inv)
+        # one window per sender and key generation: a new session's keys (a restarted meter)
+        # start a fresh invocation-id sequence; an old key's messages stay bound to its window
+        window = sender + (b"/clear" if msg.auth is None else b"/%d" % msg.auth.key_id)
+        verdict = self._replay.check(window, inv)
         if verdict is not None:
             self.counters[verdict] += 1
             log.info("c1222: %s message refused", verdict, extra={"sender": sender, "inv": inv})
@@ -309,7 +312,7 @@ class _Endpoint:
         except C1222DecodeError:
             self.counters["decode-error"] += 1
             return
-        self._replay.accept(sender, inv)
+        self._replay.accept(window, inv)
         self.counters["messages-accepted"] += 1
         services = result.epsem.services
         kinds = {is_request(s) for s in services}

@@ -18,9 +18,10 @@ from tests.unit.c1222.c1222_harness import (
 )
 
 from amistack.c1222.acse import AcseMessage
+from amistack.c1222.endpoint import C1222Client, EndpointConfig
 from amistack.c1222.epsem import Epsem, ResponseControl, SecurityMode
 from amistack.c1222.events import RequestReceived, RequestTimedOut, ResponseReceived
-from amistack.c1222.security import key_id_byte, protect, unprotect
+from amistack.c1222.security import key_id_byte, protect, ring_key_lookup, ring_send_key, unprotect
 from amistack.c1222.services import (
     Identify,
     IdentifyResult,
@@ -51,6 +52,7 @@ from amistack.c1222.tables import (
     remote_switch,
     set_date_time,
 )
+from amistack.crypto import seeded_random
 from amistack.crypto.eax_prime import EaxPrime
 from amistack.keymgmt.ukmf import C1222, KeyId, derive
 
@@ -400,3 +402,19 @@ def test_one_block_cleartext_cannot_occur() -> None:
     assert unprotect(msg, [key]).epsem == epsem
     with pytest.raises(ValueError, match="2012/018"):
         EaxPrime(key).encrypt(msg.canonical_cleartext()[:16], b"x")
+
+
+def test_restarted_peer_under_new_keys_is_not_stale(pair: Pair) -> None:
+    for _ in range(70):
+        pair.server.receive_datagram(_capture_request(pair), HEADEND_ADDR, T0)
+    for ring in (pair.meter_ring, pair.headend_ring):
+        ring.install(make_ctx(session_id=0x2000, key_id=2), 3600.0, T0 + 1)
+    restarted = C1222Client(
+        EndpointConfig(HEADEND_TITLE),
+        ring_key_lookup(pair.headend_ring),
+        ring_send_key(pair.headend_ring),
+        seeded_random(3),
+    )
+    pair.client = restarted  # invocation ids start at 1 again, under generation 2
+    assert _answer(pair, restarted.read(METER_ADDR, METER_TITLE, Table.CLOCK, T0 + 2), T0 + 2).ok
+    assert pair.server.counters["stale"] == 0
