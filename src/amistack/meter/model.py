@@ -293,7 +293,7 @@ class MeterModel:
         self.install_day = self.local_day(cfg.install_time)
         self.install_time = self.day_start(self.install_day)
         self._cum = array("q", self._initial_row())  # row j: totals at the start of day j
-        self._dmax = array("q")  # row j: (max block Wh, its block index in the day) of day j
+        self._dmax: dict[int, tuple[int, int]] = {}  # day -> (max block Wh, its block index)
         self._raw: OrderedDict[int, _Raw] = OrderedDict()
         self._days: OrderedDict[int, _Day] = OrderedDict()
         self.switch = RemoteSwitch()
@@ -741,18 +741,15 @@ class MeterModel:
         return start
 
     def _day_max(self, day: int) -> tuple[int, int]:
-        j = day - self.install_day
-        if len(self._dmax) // 2 <= j:
-            self._cum_row(day)  # keeps the per-day arrays in step
-            while len(self._dmax) // 2 <= j:
-                d = self.install_day + len(self._dmax) // 2
-                dd = self._day(d)
-                if len(self._dmax) // 2 != d - self.install_day:
-                    continue  # a load-limit trip while computing it dropped later rows
-                blocks = [dd.fwd[2 * q] + dd.fwd[2 * q + 1] for q in range(DIVISIONS_PER_DAY)]
-                best = max(blocks)
-                self._dmax.extend((best, blocks.index(best)))
-        return self._dmax[2 * j], self._dmax[2 * j + 1]
+        got = self._dmax.get(day)
+        if got is None:
+            dd = self._day(day)  # settles trips first, so its values are final
+            blocks = [dd.fwd[2 * q] + dd.fwd[2 * q + 1] for q in range(DIVISIONS_PER_DAY)]
+            best = max(blocks)
+            got = self._dmax[day] = (best, blocks.index(best))
+            if len(self._dmax) > 64:  # two billing periods are plenty
+                del self._dmax[min(self._dmax)]
+        return got
 
     def demand(self, t: float) -> Demand:
         """Maximum 30-minute block demand since the last demand reset (or billing boundary)."""
@@ -886,7 +883,8 @@ class MeterModel:
             del self._days[d]
         j = day - self.install_day
         del self._cum[(j + 1) * self._stride :]
-        del self._dmax[2 * j :]
+        for d in [d for d in self._dmax if d >= day]:
+            del self._dmax[d]
 
     def _command(self, now: float) -> None:
         if now < self._last_command:
