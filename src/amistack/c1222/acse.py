@@ -20,6 +20,7 @@ AP titles are "absolute" universal OIDs or "relative" to the C12.22 root 2.16.12
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from amistack.c1222 import ber
 from amistack.c1222.errors import C1222DecodeError
@@ -93,7 +94,7 @@ class ApTitle:
     def __str__(self) -> str:
         return ("." if self.relative else "") + ".".join(map(str, self.arcs))
 
-    @property
+    @cached_property
     def device_id(self) -> bytes:
         """The key-lookup name of the node: its absolute title as dotted text."""
         return str(self.absolute()).encode()
@@ -103,12 +104,20 @@ class ApTitle:
 
     def encode_choice(self) -> bytes:
         """The CHOICE element: 06 <oid> or 80 <relative-oid>."""
+        return self._choice
+
+    @cached_property
+    def _choice(self) -> bytes:  # titles repeat in every message: encode once per object
         if self.relative:
             return ber.tlv(TAG_RELATIVE_OID, ber.encode_relative_oid(self.arcs))
         return ber.tlv(TAG_OID, ber.encode_oid(self.arcs))
 
     def encode_canonical(self) -> bytes:
         """The absolute form's element, which the EAX' cleartext uses (C12.22 Annex I)."""
+        return self._canonical
+
+    @cached_property
+    def _canonical(self) -> bytes:
         return self.absolute().encode_choice()
 
     @classmethod
