@@ -153,9 +153,7 @@ def make_readings(n_readings: int, meters: int, length_min: int = 30) -> list[In
             if len(out) == n_readings:
                 return out
             out.append(
-                IntervalReading(
-                    mid, T0 + i * step, length_min, 100 + (m * 7 + i) % 900, (m + i) % 50, 0, 1
-                )
+                IntervalReading(mid, T0 + i * step, length_min, 100 + (m * 7 + i) % 900, 0, 0, 1)
             )
     return out
 
@@ -218,32 +216,33 @@ def _baseline_postgres(dsn: str, readings: list[IntervalReading], batch: int) ->
 
 # -- end to end: C12.22 messages, EAX' protected, decoded and stored ------------------------------
 
-LOAD_PROFILE_TABLE = 64  # C12.19 Table 64, load profile data set 1
-_BLOCK_HEAD = struct.Struct(">IBB")  # first interval start (epoch s), length (min), count
-_INTERVAL = struct.Struct(">IIB")  # forward Wh, reverse Wh, status
 _HEADEND_TITLE = ".0.1"
 
 
 def encode_interval_block(readings: list[IntervalReading]) -> bytes:
-    """A meter's consecutive intervals as the read response's table data.
+    """A meter's consecutive intervals as ANSI C12.19 load-profile table data (ST64/ST65 layout
+    of amistack.c1222.tables.LoadProfile: forward energy and status per interval; that table
+    carries no reverse energy, so the benchmark's readings have reverse_wh = 0)."""
+    from amistack.c1222.tables import Interval, LoadProfile
 
-    A stand-in for the C12.19 load-profile layout until the C12.22 helper's tables module
-    lands: the first start, the length, the count, then (forward, reverse, status) each.
-    """
-    head = _BLOCK_HEAD.pack(readings[0].interval_start, readings[0].length_min, len(readings))
-    return head + b"".join(_INTERVAL.pack(r.forward_wh, r.reverse_wh, r.status) for r in readings)
+    length = readings[0].length_min
+    end = readings[-1].interval_start + length * 60
+    return LoadProfile(
+        length, float(end), tuple(Interval(r.forward_wh, r.status) for r in readings)
+    ).encode()
 
 
 def _decode_interval_block(
     meter_id: str, data: bytes, key_id: int
 ) -> list[tuple[str, int, int, int, int, int, int]]:
-    start, length, count = _BLOCK_HEAD.unpack_from(data)
-    if len(data) != _BLOCK_HEAD.size + count * _INTERVAL.size:
-        raise ValueError("interval block length does not match its count")
-    step = length * 60
+    from amistack.c1222.tables import LoadProfile
+
+    lp = LoadProfile.decode(data)
+    step = lp.interval_minutes * 60
+    first = int(lp.end_time) - len(lp.intervals) * step
     return [
-        (meter_id, start + i * step, length, fwd, rev, status, key_id)
-        for i, (fwd, rev, status) in enumerate(_INTERVAL.iter_unpack(data[_BLOCK_HEAD.size :]))
+        (meter_id, first + i * step, lp.interval_minutes, iv.value_wh, 0, iv.status, key_id)
+        for i, iv in enumerate(lp.intervals)
     ]
 
 
