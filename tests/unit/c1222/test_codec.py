@@ -241,3 +241,39 @@ def test_response_rejects_unknown_code() -> None:
         decode_response(b"\x1f")
     with pytest.raises(C1222DecodeError):
         decode_response(b"\x03extra")
+
+
+@given(
+    st.integers(0, 255), st.integers(0, 255), st.integers(0, 255), st.binary(max_size=20), st.data()
+)
+def test_identify_and_logon_results_round_trip(
+    std: int, ver: int, rev: int, features: bytes, data: st.DataObject
+) -> None:
+    features = features.replace(b"\x00", b"\x01")  # 0x00 ends the feature list
+    ident = IdentifyResult(std, ver, rev, features)
+    assert IdentifyResult.decode(ident.encode()) == ident
+    timeout = data.draw(st.integers(0, 0xFFFF))
+    assert LogonResult.decode(LogonResult(timeout).encode()) == LogonResult(timeout)
+
+
+@given(st.sampled_from(ResponseCode), st.binary(max_size=40))
+def test_response_round_trip(code: ResponseCode, data: bytes) -> None:
+    body = data if code in (ResponseCode.OK, ResponseCode.RNO, ResponseCode.BSY) else b""
+    assert decode_response(Response(code, body).encode()) == Response(code, body)
+
+
+@given(
+    st.integers(0, 0xFFFF),
+    st.integers(1, 0xFFFFFF).flatmap(
+        lambda n: st.tuples(st.just(n), st.integers(0, n - 1)).flatmap(
+            lambda t: st.tuples(
+                st.just(t[0]), st.just(t[1]), st.binary(min_size=1, max_size=min(64, t[0] - t[1]))
+            )
+        )
+    ),
+)
+def test_segment_round_trip(seq: int, parts: tuple[int, int, bytes]) -> None:
+    from amistack.c1222.segmentation import Segment
+
+    seg = Segment(seq, *parts)
+    assert Segment.decode(seg.encode()) == seg
