@@ -12,7 +12,9 @@ import hashlib
 import struct
 import time
 from dataclasses import dataclass
-from enum import Enum, IntEnum
+from enum import Enum
+
+from amistack.meter.eventtypes import EventType as EventType  # re-exported: the log speaks it
 
 FORMAT_VERSION = 1
 FILE_MAGIC = "AMISTACK-EVENTLOG"
@@ -24,27 +26,6 @@ MAX_METER_ID = 64
 _REC = struct.Struct(">QQHI")  # seq, time_ms, type, data length
 _STH_DOMAIN = b"amistack/eventlog/tree-head/v1\x00"
 _RANGE_DOMAIN = b"amistack/eventlog/range-head/v1\x00"
-
-
-class EventType(IntEnum):
-    """Meter events (amistack numbering; 0x8000-0xFFFF is free for vendors)."""
-
-    POWER_FAIL = 1
-    POWER_RESTORE = 2
-    COVER_OPEN = 3
-    COVER_CLOSE = 4
-    SWITCH_OPENED = 5  # supply disconnected
-    SWITCH_CLOSED = 6  # supply reconnected
-    CLOCK_ADJUSTED = 7
-    AUTH_FAILURE = 8
-    KEY_ROTATED = 9
-    FIRMWARE_UPDATED = 10
-    CONFIG_CHANGED = 11
-    MAGNETIC_TAMPER = 12
-    REVERSE_FLOW = 13
-    LOG_OPENED = 14  # the store was opened (after a restart: a power cycle is evidence too)
-    LOG_CHECKPOINT = 15  # a signed head was made
-    LOG_TAIL_REPAIRED = 16  # a torn tail from a crash was cut off on open
 
 
 class HeadKind(Enum):

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from amistack.eventlog.record import EventType
+from amistack.meter.eventtypes import EventType
 
 
 class SwitchReason(IntEnum):

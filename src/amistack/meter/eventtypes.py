@@ -1,0 +1,27 @@
+"""The meter's event types: what it records in its tamper-evident log (amistack.eventlog).
+
+Defined with the meter, which produces the events; the log and its verifier import them.
+"""
+
+from enum import IntEnum
+
+
+class EventType(IntEnum):
+    """Meter events (amistack numbering; 0x8000-0xFFFF is free for vendors)."""
+
+    POWER_FAIL = 1
+    POWER_RESTORE = 2
+    COVER_OPEN = 3
+    COVER_CLOSE = 4
+    SWITCH_OPENED = 5  # supply disconnected
+    SWITCH_CLOSED = 6  # supply reconnected
+    CLOCK_ADJUSTED = 7
+    AUTH_FAILURE = 8
+    KEY_ROTATED = 9
+    FIRMWARE_UPDATED = 10
+    CONFIG_CHANGED = 11
+    MAGNETIC_TAMPER = 12
+    REVERSE_FLOW = 13
+    LOG_OPENED = 14  # the store was opened (after a restart: a power cycle is evidence too)
+    LOG_CHECKPOINT = 15  # a signed head was made
+    LOG_TAIL_REPAIRED = 16  # a torn tail from a crash was cut off on open
