@@ -59,6 +59,17 @@ def register(sub: Any) -> None:
     e.add_argument("--json", action="store_true", help="print only the JSON document")
     e.set_defaults(handler=_eventlog)
 
+    m = bsub.add_parser(
+        "meter",
+        help="metering model: intervals, register and profile reads per second",
+        description="The deterministic metering model that every simulated meter runs: 15-minute "
+        "intervals computed per second, random register reads and one-day profile reads.",
+    )
+    m.add_argument("--meters", type=int, default=1000, help="meters (default 1000)")
+    m.add_argument("--days", type=int, default=7, help="days of intervals per meter (default 7)")
+    m.add_argument("--json", action="store_true", help="print only the JSON document")
+    m.set_defaults(handler=_meter)
+
 
 def _auth(args: argparse.Namespace) -> int:
     from amistack.runtime.bench_auth import bench_auth
@@ -101,5 +112,16 @@ def _eventlog(args: argparse.Namespace) -> int:
             flush=True,
         )
     result = bench_eventlog(args.entries, args.big, args.fsync, softhsm=not args.no_softhsm)
+    print(json.dumps(result, indent=None if args.json else 1, sort_keys=True))
+    return 0
+
+
+def _meter(args: argparse.Namespace) -> int:
+    from amistack.meter.model_bench import bench_model
+
+    if args.meters < 1 or args.days < 1:
+        print("amistack bench meter: --meters and --days must be >= 1", file=sys.stderr)
+        return 2
+    result = bench_model(args.meters, args.days)
     print(json.dumps(result, indent=None if args.json else 1, sort_keys=True))
     return 0
