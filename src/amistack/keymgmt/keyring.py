@@ -173,10 +173,11 @@ class KeyRing:
             0,
             KeysInstalled(self.peer_id, key_id, tuple(new), now, not_after, previous),
         )
-        logger.info(
-            "keys installed",
-            extra={"peer_id": self.peer_id, "key_id": str(key_id), "not_after": not_after},
-        )
+        if logger.isEnabledFor(logging.INFO):  # (once per authentication: no extra dict unless)
+            logger.info(
+                "keys installed",
+                extra={"peer_id": self.peer_id, "key_id": str(key_id), "not_after": not_after},
+            )
         return events
 
     def restore(self, keys: Iterable[AppKey]) -> None:

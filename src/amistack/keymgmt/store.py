@@ -188,6 +188,9 @@ class WriteBatch:
     def __len__(self) -> int:
         return len(self.saves) + len(self.deletes) + len(self.audits)
 
+    def __bool__(self) -> bool:  # asked after every datagram the key server handles
+        return bool(self.audits or self.saves or self.deletes)
+
     def __repr__(self) -> str:
         return (
             f"WriteBatch(saves={len(self.saves)}, deletes={len(self.deletes)}, "
