@@ -27,6 +27,7 @@ from typing import Any
 from amistack.headend.ingest import Ingestor
 from amistack.headend.schema import IntervalReading
 from amistack.headend.storage import (
+    COPY_TYPES,
     READING_COLUMNS,
     PostgresRepository,
     SqliteRepository,
@@ -193,7 +194,7 @@ def _baseline_sqlite(directory: Path, readings: list[IntervalReading], batch: in
 
 
 def _baseline_postgres(dsn: str, readings: list[IntervalReading], batch: int) -> float:
-    """Raw COPY of the same rows into a fresh table like `readings`, same batches."""
+    """Raw binary COPY of the same rows into a fresh table like `readings`, same batches."""
     import psycopg
 
     rows = _rows(readings, 0.0)
@@ -205,8 +206,11 @@ def _baseline_postgres(dsn: str, readings: list[IntervalReading], batch: int) ->
             with (
                 conn.transaction(),
                 conn.cursor() as cur,
-                cur.copy(f"COPY readings_baseline ({READING_COLUMNS}) FROM STDIN") as copy,
+                cur.copy(
+                    f"COPY readings_baseline ({READING_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+                ) as copy,
             ):
+                copy.set_types(COPY_TYPES)
                 for row in rows[i : i + batch]:
                     copy.write_row(row)
         elapsed = time.perf_counter() - t

@@ -601,7 +601,7 @@ class SqliteRepository(_SqlRepository):
 # -- PostgreSQL --------------------------------------------------------------------------------
 
 
-_COPY_TYPES = ("text", "int8", "int4", "int8", "int8", "int4", "float8", "int4")
+COPY_TYPES = ("text", "int8", "int4", "int8", "int8", "int4", "float8", "int4")
 
 
 def _pg_sql(sql: str) -> str:
@@ -662,7 +662,7 @@ class PostgresRepository(_SqlRepository):
                 f"COPY readings_staging ({READING_COLUMNS}) FROM STDIN (FORMAT BINARY)"
             ) as copy:
                 # binary COPY: no text formatting here, no parsing in the server
-                copy.set_types(_COPY_TYPES)
+                copy.set_types(COPY_TYPES)
                 for row in rows:
                     copy.write_row(row)
             cur.execute(
