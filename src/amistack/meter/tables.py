@@ -1,0 +1,223 @@
+"""The meter's C12.19 tables, read from the metering model (`c1222.tables.TableProvider`).
+
+`ModelTables(model)` answers the C12.22 server (docs/c1222.md): ST1 identification, ST23 current
+registers and demand, ST52 clock (the model's true time plus the clock offset that time syncs
+leave behind), ST64/ST65 the 15/30-minute load profile (30 days kept), and the procedures: remote
+switch with relay read-back, demand reset, set date/time (-> `model.adjust_clock`, which flags
+the interval and queues a `ClockAdjusted` event).
+
+Times: the C12.22 engine's clock (`now`, the driver's monotonic clock) is mapped to model time by
+a `TimeScale` (`model = origin_model + (now - origin_now) * factor`), which is how the demo and the
+simulator accelerate a meter. Every model call gets model time; commands arrive in time order
+because the engine clock does.
+
+Load-profile status byte (`LpStatus`): the head-end's `ReadingStatus` bits (a subset of C12.19
+Table 64 interval status) plus `NO_DATA` (0x20): an interval whose supply was out for all of it
+has no value (sent as 0 with NO_DATA | POWER_FAIL), which is not the same as a measured zero.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from enum import IntFlag
+
+from amistack.c1222.tables import (
+    N_TIERS,
+    CurrentRegisters,
+    Identification,
+    Interval,
+    LoadProfile,
+)
+from amistack.meter.model import (
+    BLOCK_S,
+    INTERVAL_S,
+    RETENTION_DAYS,
+    IntervalFlag,
+    MeterModel,
+    ModelTimeError,
+)
+from amistack.meter.model import Interval as ModelInterval
+from amistack.meter.switch import SwitchError
+
+log = logging.getLogger(__name__)
+
+DAY_S = 86400
+U32_MAX = 0xFFFF_FFFF
+LTIME_NEVER = 946684800.0  # 2000-01-01T00:00:00Z: C12.19 "no time" in our LTIME_DATE
+
+
+@dataclass(frozen=True)
+class TimeScale:
+    """Engine clock -> model time: `model = origin_model + (now - origin_now) * factor`."""
+
+    origin_now: float = 0.0
+    origin_model: float = 0.0
+    factor: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.factor > 0:
+            raise ValueError("time scale factor must be > 0")
+
+    def model(self, now: float) -> float:
+        return self.origin_model + (now - self.origin_now) * self.factor
+
+    def engine(self, model_t: float) -> float:
+        """The engine time at which the model reaches `model_t` (the inverse of `model`)."""
+        return self.origin_now + (model_t - self.origin_model) / self.factor
+
+
+class LpStatus(IntFlag):
+    """Load-profile interval status (u8). Bits 0x01..0x10 are the head-end's `ReadingStatus`."""
+
+    NONE = 0
+    POWER_FAIL = 0x01
+    CLOCK_ADJUSTED = 0x02
+    PARTIAL = 0x04
+    OVERFLOW = 0x08
+    ESTIMATED = 0x10
+    NO_DATA = 0x20  # supply out for the whole interval: the value is not a measurement
+    DISCONNECTED = 0x40  # the remote switch was open for part or all of it
+    REVERSE_FLOW = 0x80
+
+
+def lp_status(flags: IntervalFlag, no_data: bool) -> LpStatus:
+    s = LpStatus.NONE
+    if flags & IntervalFlag.OUTAGE:
+        s |= LpStatus.POWER_FAIL
+    if flags & IntervalFlag.PARTIAL:
+        s |= LpStatus.PARTIAL
+    if flags & IntervalFlag.CLOCK_ADJUSTED:
+        s |= LpStatus.CLOCK_ADJUSTED
+    if flags & IntervalFlag.DISCONNECTED:
+        s |= LpStatus.DISCONNECTED
+    if flags & IntervalFlag.REVERSE_FLOW:
+        s |= LpStatus.REVERSE_FLOW
+    if no_data:
+        s |= LpStatus.NO_DATA | LpStatus.POWER_FAIL
+    return s
+
+
+def lp_interval(iv: ModelInterval) -> Interval:
+    """A model interval as a C12.19 one: forward active energy (Wh, u32) and its status."""
+    status = lp_status(iv.flags, iv.no_data)
+    value = iv.forward_wh or 0
+    if value > U32_MAX:
+        value, status = U32_MAX, status | LpStatus.OVERFLOW
+    return Interval(value, int(status))
+
+
+def default_identification(serial: bytes) -> Identification:
+    return Identification(b"AMST", b"AMI-SIM", serial[:16])
+
+
+class ModelTables:
+    """`c1222.tables.TableProvider` on a `MeterModel` (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: MeterModel,
+        identification: Identification | None = None,
+        *,
+        time: TimeScale | None = None,
+        retention_days: int = RETENTION_DAYS,
+    ) -> None:
+        if not 1 <= retention_days <= RETENTION_DAYS:
+            raise ValueError(f"retention_days must be 1..{RETENTION_DAYS}")
+        self.model = model
+        self.ident = identification or default_identification(b"00000000")
+        self.time = time or TimeScale()
+        self.retention_days = retention_days
+        self.clock_offset = 0.0  # meter clock - true (model) time, moved by time syncs
+        self.cumulative_demand_w = 0  # C12.19 CUM_DEMAND: sum of max demands at resets
+        self.failed_commands = 0
+
+    def model_time(self, now: float) -> float:
+        return self.time.model(now)
+
+    # -- TableProvider -------------------------------------------------------------------
+
+    def identification(self) -> Identification:
+        return self.ident
+
+    def registers(self, now: float) -> CurrentRegisters:
+        t = self.model_time(now)
+        reg = self.model.registers(t)
+        dem = self.model.demand(t)
+        tou = reg.tou_forward_wh
+        tiers = tuple(tou[:N_TIERS]) + (0,) * max(0, N_TIERS - len(tou))
+        return CurrentRegisters(
+            active_forward_wh=reg.active_forward_wh,
+            active_reverse_wh=reg.active_reverse_wh or 0,
+            reactive_lagging_varh=reg.reactive_lagging_varh,
+            reactive_leading_varh=reg.reactive_leading_varh,
+            max_demand_w=min(dem.max_w, U32_MAX),
+            max_demand_time=LTIME_NEVER if dem.max_block_end is None else dem.max_block_end,
+            cumulative_demand_w=self.cumulative_demand_w,
+            demand_resets=dem.resets & 0xFF,
+            tiers_wh=tiers,
+        )
+
+    def clock(self, now: float) -> float:
+        return self.model_time(now) + self.clock_offset
+
+    def set_clock(self, meter_time: float, now: float) -> None:
+        t = self.model_time(now)
+        delta = meter_time - (t + self.clock_offset)
+        try:
+            self.model.adjust_clock(t, delta)
+        except ModelTimeError as exc:
+            self.failed_commands += 1
+            log.warning("time sync refused by the model: %s", exc)
+            return
+        self.clock_offset += delta
+        log.info("clock set", extra={"delta_s": delta})
+
+    def load_profile(self, interval_minutes: int, now: float) -> LoadProfile:
+        t = self.model_time(now)
+        step = interval_minutes * 60
+        end = math.floor(t / step) * step
+        return self.profile(interval_minutes, end - self.retention_days * DAY_S, end, t)
+
+    def profile(
+        self, interval_minutes: int, start: float, end: float, model_now: float
+    ) -> LoadProfile:
+        """The complete intervals in model time [start, end) kept at `model_now`, as a
+        C12.19 load profile whose end time is `end` (the newest interval ends there)."""
+        if interval_minutes == INTERVAL_S // 60:
+            ivs = self.model.load_profile(start, end, model_now)
+        elif interval_minutes == BLOCK_S // 60:
+            ivs = self.model.load_profile_30min(start, end, model_now)
+        else:
+            raise ValueError(f"no {interval_minutes}-minute load profile")
+        step = interval_minutes * 60
+        newest_end = ivs[-1].end if ivs else math.floor(min(end, model_now) / step) * step
+        return LoadProfile(interval_minutes, newest_end, tuple(lp_interval(iv) for iv in ivs))
+
+    def switch_connected(self, now: float) -> bool:
+        return self.model.switch.relay_closed(self.model_time(now))
+
+    def set_switch(self, connected: bool, now: float) -> bool:
+        t = self.model_time(now)
+        try:
+            if connected:
+                self.model.connect(t)
+            else:
+                self.model.disconnect(t)
+        except (ModelTimeError, SwitchError) as exc:
+            self.failed_commands += 1
+            log.warning("switch command refused by the model: %s", exc)
+            # read back the relay as it is now, after the later command that made this one late
+            return self.model.switch.relay_closed(max(t, self.model.switch.last_change))
+        return self.model.switch.relay_closed(t)
+
+    def demand_reset(self, now: float) -> None:
+        t = self.model_time(now)
+        try:
+            before = self.model.reset_demand(t)
+        except ModelTimeError as exc:
+            self.failed_commands += 1
+            log.warning("demand reset refused by the model: %s", exc)
+            return
+        self.cumulative_demand_w += before.max_w
