@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 # C12.22 refusals that are a peer failing to authenticate (endpoint.py counters)
 AUTH_REFUSALS = ("auth-failed", "no-key", "missing-auth", "cleartext-refused", "replayed", "stale")
+POLL_LAG_S = 0.001  # model seconds (see _poll)
 _TABLE_FOR_MINUTES = {m: t for t, m in LP_INTERVALS.items()}
 
 
@@ -176,8 +177,7 @@ class MeterNode:
         t = self.tables.model_time(now)
         for ev in events:
             if isinstance(ev, KeysInstalled):
-                self.model.record_event(KeyRotated(t, ev.key_id.generation))
-        self._poll(now)
+                self._emit(KeyRotated(t, ev.key_id.generation))
 
     # -- sans-IO surface --------------------------------------------------------------------
 
@@ -304,17 +304,21 @@ class MeterNode:
             peer = b"" if title is None else title.device_id
         except C1222DecodeError:
             pass  # a segment, or garbage: the peer stays unknown
-        self.model.record_event(AuthFailure(self.tables.model_time(now), peer, "c1222 " + reason))
+        self._emit(AuthFailure(self.tables.model_time(now), peer, "c1222 " + reason))
 
     def _poll(self, now: float) -> None:
         """Hand the model's events up to now to the event log and the event queue."""
-        t = self.tables.model_time(now)
+        # Poll up to just before now: MeterModel.poll_events takes switch events in (polled, now],
+        # so a command at exactly a time already polled would never be reported.
+        t = self.tables.model_time(now) - POLL_LAG_S
         while (ev := self.model.next_event(t)) is not None:
-            self._log(ev)
-            self._events.append(ev)
+            self._emit(ev)
         self._next_poll = self.config.time.engine(t + self.config.event_poll_s)
 
-    def _log(self, ev: MeterEvent) -> None:
+    def _emit(self, ev: MeterEvent) -> None:
+        """Into the event log and the event queue (the node's own events -- key rotations,
+        auth failures -- go straight here: they happen now, not in the model's past)."""
+        self._events.append(ev)
         self.counters["events"] += 1
         if self.event_log is None:
             return
