@@ -487,6 +487,7 @@ class KeyServer:
         results = []
         for rev in self.store.revocations_after(self._revocations_seen):
             self._revocations_seen = rev.seq
+            self.store.forget_psk_keys(rev.device_id)
             if self.agent.sessions_for_peer(rev.device_id) or self.directory.get(rev.device_id):
                 results.append(self.revoke(rev.device_id, now, rev.keys_until, rev.reason))
         return results

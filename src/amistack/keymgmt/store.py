@@ -467,6 +467,11 @@ class CredentialStore:
         self._psk_keys[did] = (int(generation), blob, keys)
         return keys, lifetime
 
+    def forget_psk_keys(self, device_id: bytes) -> None:
+        """Drop the derived keys cached for `device_id` (a revocation another process wrote:
+        they would never be used again, but need not stay in memory either)."""
+        self._psk_keys.pop(bytes(device_id), None)
+
     def _psk_row(self, did: bytes) -> tuple[Any, ...]:
         try:
             row = self._db.execute(

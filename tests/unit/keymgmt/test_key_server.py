@@ -376,10 +376,13 @@ def test_revocation_by_another_process_reaches_the_running_server(
     kid = server.directory.current(b"meter-1", C1222, net.now)
     assert kid is not None
     assert server.sync_revocations(net.now) == []  # nothing journalled yet
+    assert b"meter-1" in store._psk_keys  # its EAP-PSK keys, derived once, are cached
     now = net.now
     with CredentialStore(tmp_path / "ks.db", kek) as cli:
         assert cli.revoke(b"meter-1", "stolen", now, keys_until=now + 5.0)
+    assert store.get_psk_keys_and_lifetime(b"meter-1")[0] is None  # refused at once, no sync
     (result,) = server.sync_revocations(now)
+    assert b"meter-1" not in store._psk_keys and b"meter-2" in store._psk_keys
     assert not result.newly_revoked  # the CLI already revoked it in the store
     assert len(result.sessions_terminated) == 1 and result.keys_not_after == now + 5.0
     net.run_until(now + 1.0)
