@@ -122,6 +122,15 @@ class EventSink(Protocol):
 NodeEvent = C1222Event | MeterEvent | PushSent | PushAcked | PushLost
 
 
+def ap_title_for(device_id: str | bytes) -> ApTitle:
+    """A meter's default C12.22 ApTitle, relative to the C12.22 root: `.0.<n>` with n from a
+    hash of its device id (stable, so a head-end can compute it too; give titles explicitly
+    where a registry assigns them)."""
+    raw = device_id.encode() if isinstance(device_id, str) else device_id
+    n = int.from_bytes(hashlib.blake2b(raw, digest_size=4, person=b"amistack-title").digest())
+    return ApTitle((0, n), relative=True)
+
+
 def push_offset(seed: bytes, boundary_index: int, lo: float, hi: float) -> float:
     """The seeded offset (model seconds) of the push after boundary `boundary_index`."""
     h = hashlib.blake2b(seed + boundary_index.to_bytes(8, "big", signed=True), digest_size=8)
@@ -340,5 +349,6 @@ __all__ = [
     "PushConfig",
     "PushLost",
     "PushSent",
+    "ap_title_for",
     "push_offset",
 ]
