@@ -1,0 +1,550 @@
+"""Interval-data collection, sans-IO: polled under concentrator control, or pushed by meters.
+
+The collector sits beside the head-end's `C1222Client` (it issues reads through it and is handed
+the client's events) and in front of the `Ingestor` (every reading goes through it, so storage is
+idempotent and acknowledgement waits for durability). docs/collection.md has the account.
+
+- **POLLED** (master/slave): after each interval boundary (+ `poll_delay_s`) every meter is due.
+  Per cell (the concentrator's radio) at most `per_cell_outstanding` reads are in flight and new
+  reads start at most `per_cell_rate` per second; meters are polled in turn (registration order),
+  a failed read goes to the back of its cell's queue, `attempts` times per slot.
+- **PUSHED**: meters write their newest intervals to the head-end at randomized offsets after the
+  boundary (`meter.node.PushConfig`). The collector turns a push into readings and a tag; the
+  caller holds the C12.22 reply (the meter's ack) until the Ingestor reports that tag durable
+  (`take_durable`). At `boundary + push_grace_s` a meter whose newest interval is still missing
+  gets a targeted poll (same throttled machinery).
+- **Gaps and backfill**: the collector knows which intervals of each meter it has stored since
+  the meter was added; every read asks for the whole missing run (oldest missing .. newest, at
+  most `max_read_intervals`) with a partial read of the load-profile table at the right offset.
+  The table's header is read in the same EPSEM, so the offset->time mapping is exact even when
+  the meter's table is shorter than assumed or its clock crossed a boundary meanwhile.
+- **On demand**: `read_registers(meter_id, now)` reads ST23 at the front of the cell's queue.
+
+Statistics per slot (the interval ending at a boundary): which meters' reading became durable
+when, and by which path (push, poll, targeted, backfill) -- what sim/fleet.py reports.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, deque
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from amistack.addr import Addr
+from amistack.c1222.acse import ApTitle
+from amistack.c1222.errors import C1222DecodeError
+from amistack.c1222.events import C1222Event, RequestReceived, RequestTimedOut, ResponseReceived
+from amistack.c1222.services import Read, ReadResult, ResponseCode, Write
+from amistack.c1222.tables import (
+    LP_INTERVALS,
+    CurrentRegisters,
+    LoadProfile,
+    Table,
+    decode_intervals,
+    decode_ltime,
+)
+from amistack.headend.ingest import Ingestor, IngestReport
+from amistack.headend.schema import IntervalReading
+
+log = logging.getLogger(__name__)
+
+_TABLE_FOR_MINUTES = {m: t for t, m in LP_INTERVALS.items()}
+
+
+class Mode(StrEnum):
+    POLLED = "polled"
+    PUSHED = "pushed"
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    mode: Mode = Mode.POLLED
+    interval_minutes: int = 15
+    poll_delay_s: float = 5.0  # polled: start this long after the boundary
+    per_cell_outstanding: int = 4  # reads in flight per cell
+    per_cell_rate: float = 10.0  # read starts per second per cell
+    attempts: int = 3  # per meter and slot (each with the C12.22 engine's own retries)
+    request_timeout: float = 5.0
+    request_retries: int = 1
+    push_grace_s: float = 360.0  # pushed: not heard by boundary + this -> targeted poll
+    lookback_intervals: int = 96  # gap detection window
+    max_read_intervals: int = 96
+    retention_days: int = 30  # the meters' load-profile length, until a header says otherwise
+
+    def __post_init__(self) -> None:
+        if self.interval_minutes not in _TABLE_FOR_MINUTES:
+            raise ValueError("interval_minutes must be 15 or 30")
+        if self.per_cell_outstanding < 1 or self.per_cell_rate <= 0 or self.attempts < 1:
+            raise ValueError("per-cell limits and attempts must be positive")
+
+
+@dataclass(frozen=True)
+class MeterTarget:
+    meter_id: str
+    ap_title: ApTitle
+    addr: Addr | None  # None: learned from the meter's first push
+    cell: str = ""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One reading of one slot became durable."""
+
+    at: float
+    via: str  # push | poll | targeted | backfill | on-demand
+
+
+@dataclass
+class SlotStats:
+    boundary: int  # end of the interval (epoch s)
+    expected: set[str] = field(default_factory=set)
+    delivered: dict[str, Delivery] = field(default_factory=dict)
+
+
+@dataclass
+class _Meter:
+    target: MeterTarget
+    since: int  # first interval start we expect from it
+    have: set[int] = field(default_factory=set)
+    pending: set[int] = field(default_factory=set)
+    n_intervals: int | None = None
+    attempts: int = 0
+    queued: bool = False
+    in_flight: int | None = None
+
+
+@dataclass
+class _Cell:
+    queue: deque[tuple[str, str]] = field(default_factory=deque)  # (meter id, reason)
+    outstanding: int = 0
+    next_start: float = 0.0
+    reads: int = 0
+
+
+@dataclass(frozen=True)
+class _Read:
+    meter_id: str
+    reason: str
+    first: int  # table index asked for
+    count: int
+    boundary: int  # the slot the read was made for
+
+
+@dataclass(frozen=True)
+class _Tag:
+    meter_id: str
+    starts: tuple[int, ...]
+    via: str
+    boundary: int
+
+
+@dataclass(frozen=True)
+class RegisterRead:
+    """The answer to `read_registers` (None: no answer)."""
+
+    meter_id: str
+    request_id: int
+    registers: CurrentRegisters | None
+
+
+def parse_lp_header(data: bytes) -> tuple[int, int, float]:
+    """(interval minutes, number of intervals, end time) from a load-profile table header."""
+    if len(data) < LoadProfile.HEADER:
+        raise C1222DecodeError(len(data), "load profile header truncated")
+    return data[0], int.from_bytes(data[1:3], "little"), decode_ltime(data[3:9], 3)
+
+
+class Collector:
+    """See the module docstring. `client` is the head-end's `C1222Client` (anything with
+    `request(addr, peer, requests, now, timeout=, retries=) -> id`); `send_key_byte(ap device
+    id, now)` names the key generation polled readings will be recorded under."""
+
+    def __init__(
+        self,
+        config: CollectorConfig,
+        client: object,
+        ingestor: Ingestor,
+        now: float,
+        *,
+        send_key_byte: Callable[[bytes, float], int | None] | None = None,
+    ) -> None:
+        self.config = config
+        self.client = client
+        self.ingestor = ingestor
+        self.send_key_byte = send_key_byte
+        self.step = config.interval_minutes * 60
+        self.table = _TABLE_FOR_MINUTES[config.interval_minutes]
+        self.counters: Counter[str] = Counter()
+        self.slots: dict[int, SlotStats] = {}
+        self.register_reads: deque[RegisterRead] = deque()
+        self._meters: dict[str, _Meter] = {}
+        self._by_ap: dict[bytes, str] = {}
+        self._cells: dict[str, _Cell] = {}
+        self._reads: dict[int, _Read] = {}
+        self._register_reqs: dict[int, str] = {}
+        self._tags: dict[int, _Tag] = {}
+        self._next_tag = 1
+        self._durable: list[Hashable] = []
+        self._next_boundary = self._boundary_after(now)
+
+    # -- meters ------------------------------------------------------------------------------
+
+    def _boundary_after(self, t: float) -> int:
+        return (int(t) // self.step + 1) * self.step
+
+    def add_meter(self, target: MeterTarget, now: float) -> None:
+        """Collect `target` from the next boundary on (the interval ending there is its first)."""
+        since = self._boundary_after(now) - self.step
+        self._meters[target.meter_id] = _Meter(target, since)
+        self._by_ap[target.ap_title.device_id] = target.meter_id
+        self._cells.setdefault(target.cell, _Cell())
+
+    def remove_meter(self, meter_id: str) -> None:
+        m = self._meters.pop(meter_id, None)
+        if m is not None:
+            self._by_ap.pop(m.target.ap_title.device_id, None)
+
+    def meter_ids(self) -> list[str]:
+        return list(self._meters)
+
+    def missing(self, meter_id: str, now: float) -> list[int]:
+        """Interval starts expected from the meter (lookback window) and not stored or pending."""
+        m = self._meters[meter_id]
+        newest = (int(now) // self.step - 1) * self.step
+        oldest = max(m.since, newest - (self.config.lookback_intervals - 1) * self.step)
+        return [
+            s
+            for s in range(oldest, newest + 1, self.step)
+            if s not in m.have and s not in m.pending
+        ]
+
+    # -- timers ------------------------------------------------------------------------------
+
+    def _slot_time(self) -> float:
+        delay = (
+            self.config.poll_delay_s
+            if self.config.mode == Mode.POLLED
+            else self.config.push_grace_s
+        )
+        return self._next_boundary + delay
+
+    def get_timer(self) -> float | None:
+        times = [self._slot_time()]
+        t = self.ingestor.get_timer()
+        if t is not None:
+            times.append(t)
+        lim = self.config.per_cell_outstanding
+        for cell in self._cells.values():
+            if cell.queue and cell.outstanding < lim:
+                times.append(cell.next_start)
+        return min(times)
+
+    def handle_timer(self, now: float) -> None:
+        while self._slot_time() <= now:
+            self._open_slot(self._next_boundary, now)
+            self._next_boundary += self.step
+        report = self.ingestor.handle_timer(now)
+        if report is not None:
+            self._on_report(report, now)
+        self._pump(now)
+
+    def _open_slot(self, boundary: int, now: float) -> None:
+        slot = self.slots.setdefault(boundary, SlotStats(boundary))
+        reason = "poll" if self.config.mode == Mode.POLLED else "targeted"
+        for meter_id, m in self._meters.items():
+            if m.since < boundary:
+                slot.expected.add(meter_id)
+            if self.missing(meter_id, now):
+                m.attempts = 0
+                self._enqueue(m, reason)
+
+    def _enqueue(self, m: _Meter, reason: str, front: bool = False) -> None:
+        if m.queued or m.in_flight is not None:
+            return
+        m.queued = True
+        q = self._cells[m.target.cell].queue
+        if front:
+            q.appendleft((m.target.meter_id, reason))
+        else:
+            q.append((m.target.meter_id, reason))
+
+    def _pump(self, now: float) -> None:
+        lim = self.config.per_cell_outstanding
+        gap = 1.0 / self.config.per_cell_rate
+        for cell in self._cells.values():
+            while cell.queue and cell.outstanding < lim and cell.next_start <= now:
+                meter_id, reason = cell.queue.popleft()
+                m = self._meters.get(meter_id)
+                if m is None:
+                    continue
+                m.queued = False
+                if reason == "registers":
+                    rid = self._request(m, [Read(Table.CURRENT_REGISTER_DATA)], now)
+                    if rid is not None:
+                        self._register_reqs[rid] = meter_id
+                else:
+                    rid = self._start_read(m, reason, now)
+                if rid is None:
+                    continue
+                m.in_flight = rid
+                cell.outstanding += 1
+                cell.reads += 1
+                cell.next_start = max(now, cell.next_start) + gap
+
+    def _request(self, m: _Meter, requests: list[Read], now: float) -> int | None:
+        addr = m.target.addr
+        if addr is None:
+            self.counters["no-address"] += 1
+            return None
+        try:
+            rid: int = self.client.request(  # type: ignore[attr-defined]
+                addr,
+                m.target.ap_title,
+                requests,
+                now,
+                timeout=self.config.request_timeout,
+                retries=self.config.request_retries,
+            )
+        except ValueError as exc:  # no send key yet, or too many outstanding
+            self.counters["request-refused"] += 1
+            log.info("read of %s not sent: %s", m.target.meter_id, exc)
+            return None
+        self.counters["requests"] += 1
+        return rid
+
+    def _start_read(self, m: _Meter, reason: str, now: float) -> int | None:
+        missing = self.missing(m.target.meter_id, now)
+        if not missing:
+            return None
+        missing = missing[-self.config.max_read_intervals :]
+        newest = (int(now) // self.step - 1) * self.step
+        count = (newest - missing[0]) // self.step + 1
+        n_table = m.n_intervals or self.config.retention_days * 86400 // self.step
+        count = min(count, n_table)
+        first = n_table - count
+        lp_off = LoadProfile.HEADER + first * LoadProfile.INTERVAL_SIZE
+        reqs = [
+            Read(self.table, 0, LoadProfile.HEADER),
+            Read(self.table, lp_off, count * LoadProfile.INTERVAL_SIZE),
+        ]
+        rid = self._request(m, reqs, now)
+        if rid is not None:
+            boundary = newest + self.step
+            self._reads[rid] = _Read(m.target.meter_id, reason, first, count, boundary)
+        return rid
+
+    # -- on demand ------------------------------------------------------------------------------
+
+    def read_registers(self, meter_id: str, now: float) -> None:
+        """Read the meter's current registers (ST23) ahead of its cell's queue; the answer is
+        appended to `register_reads`."""
+        m = self._meters[meter_id]
+        m.queued = True
+        self._cells[m.target.cell].queue.appendleft((meter_id, "registers"))
+        self._pump(now)
+
+    def backfill(self, meter_id: str, now: float) -> None:
+        """Read the meter's missing intervals now (ahead of its cell's queue)."""
+        m = self._meters[meter_id]
+        m.attempts = 0
+        self._enqueue(m, "backfill", front=True)
+        self._pump(now)
+
+    # -- events ------------------------------------------------------------------------------
+
+    def handle_event(self, ev: C1222Event, now: float) -> Hashable | None:
+        """Feed a client event. For a meter's push returns the ingest tag: hold that message's
+        C12.22 reply until `take_durable` names the tag."""
+        if isinstance(ev, RequestReceived):
+            return self._on_push(ev, now)
+        rid = ev.request_id
+        if rid in self._register_reqs:
+            self._on_registers(ev, now)
+        elif rid in self._reads:
+            self._on_read(self._reads.pop(rid), ev, now)
+        return None
+
+    def _done(self, meter_id: str, now: float) -> _Meter | None:
+        m = self._meters.get(meter_id)
+        if m is None:
+            return None
+        m.in_flight = None
+        self._cells[m.target.cell].outstanding -= 1
+        return m
+
+    def _on_registers(self, ev: ResponseReceived | RequestTimedOut, now: float) -> None:
+        meter_id = self._register_reqs.pop(ev.request_id)
+        self._done(meter_id, now)
+        regs = None
+        if isinstance(ev, ResponseReceived) and ev.ok:
+            try:
+                regs = CurrentRegisters.decode(ReadResult.decode(ev.responses[0].data).data)
+            except C1222DecodeError:
+                self.counters["decode-error"] += 1
+        self.register_reads.append(RegisterRead(meter_id, ev.request_id, regs))
+        self._pump(now)
+
+    def _on_read(self, rd: _Read, ev: ResponseReceived | RequestTimedOut, now: float) -> None:
+        m = self._done(rd.meter_id, now)
+        if m is None:
+            return
+        if isinstance(ev, RequestTimedOut) or not ev.responses or not ev.responses[0].ok:
+            self.counters["read-failed"] += 1
+            m.attempts += 1
+            if m.attempts < self.config.attempts:
+                self._enqueue(m, rd.reason)
+            else:
+                self.counters["read-gave-up"] += 1
+            self._pump(now)
+            return
+        try:
+            _, n_hdr, end = parse_lp_header(ReadResult.decode(ev.responses[0].data).data)
+            if len(ev.responses) < 2 or not ev.responses[1].ok:
+                if len(ev.responses) == 2 and ev.responses[1].code == ResponseCode.ONP:
+                    m.n_intervals = n_hdr  # the table is shorter than assumed: ask again
+                    self.counters["table-resized"] += 1
+                    self._enqueue(m, rd.reason, front=True)
+                else:
+                    self.counters["read-failed"] += 1
+                self._pump(now)
+                return
+            ivs = decode_intervals(ReadResult.decode(ev.responses[1].data).data)
+        except C1222DecodeError:
+            self.counters["decode-error"] += 1
+            self._pump(now)
+            return
+        m.n_intervals = n_hdr
+        key = 0
+        if self.send_key_byte is not None:
+            key = self.send_key_byte(m.target.ap_title.device_id, now) or 0
+        readings = []
+        for j, iv in enumerate(ivs):
+            start = int(end) - (n_hdr - (rd.first + j)) * self.step
+            readings.append(
+                IntervalReading(
+                    m.target.meter_id,
+                    start,
+                    self.config.interval_minutes,
+                    iv.value_wh,
+                    0,
+                    iv.status,
+                    key,
+                )
+            )
+        self.counters["polled-readings"] += len(readings)
+        self._submit(m, readings, rd.reason, rd.boundary, now)
+        self._pump(now)
+
+    def _on_push(self, ev: RequestReceived, now: float) -> Hashable | None:
+        if len(ev.requests) != 1 or not isinstance(ev.requests[0], Write):
+            return None
+        w = ev.requests[0]
+        if w.table not in LP_INTERVALS or not ev.responses or not ev.responses[0].ok:
+            return None
+        meter_id = self._by_ap.get(ev.peer.device_id)
+        m = self._meters.get(meter_id) if meter_id is not None else None
+        if m is None:
+            self.counters["push-unknown-meter"] += 1
+            return None
+        if m.target.addr != ev.addr:
+            m.target = MeterTarget(m.target.meter_id, m.target.ap_title, ev.addr, m.target.cell)
+        try:
+            lp = LoadProfile.decode(w.data)
+        except C1222DecodeError:
+            self.counters["decode-error"] += 1
+            return None
+        minutes = LP_INTERVALS[Table(w.table)]
+        if lp.interval_minutes != minutes:
+            self.counters["push-bad-interval"] += 1
+            return None
+        readings = [
+            IntervalReading(
+                m.target.meter_id,
+                int(lp.interval_start(i)),
+                minutes,
+                iv.value_wh,
+                0,
+                iv.status,
+                ev.key_id or 0,
+            )
+            for i, iv in enumerate(lp.intervals)
+        ]
+        self.counters["pushes"] += 1
+        self.counters["pushed-readings"] += len(readings)
+        boundary = (int(now) // self.step) * self.step
+        return self._submit(m, readings, "push", boundary, now)
+
+    # -- ingest --------------------------------------------------------------------------------
+
+    def _submit(
+        self, m: _Meter, readings: list[IntervalReading], via: str, boundary: int, now: float
+    ) -> int:
+        tag = self._next_tag
+        self._next_tag += 1
+        starts = tuple(r.interval_start for r in readings if r.length_min == self.step // 60)
+        m.pending.update(s for s in starts if s not in m.have)
+        self._tags[tag] = _Tag(m.target.meter_id, starts, via, boundary)
+        report = self.ingestor.submit(tag, readings, now)
+        if report is not None:
+            self._on_report(report, now)
+        return tag
+
+    def flush(self, now: float) -> None:
+        """Make everything submitted durable now (shutdown, tests)."""
+        if self.ingestor.pending or self._tags:
+            self._on_report(self.ingestor.flush(now), now)
+
+    def _on_report(self, report: IngestReport, now: float) -> None:
+        for tag in report.durable:
+            self._durable.append(tag)
+            info = self._tags.pop(tag, None) if isinstance(tag, int) else None
+            if info is None:
+                continue
+            m = self._meters.get(info.meter_id)
+            for s in info.starts:
+                if m is not None:
+                    m.pending.discard(s)
+                    if s >= m.since:
+                        m.have.add(s)
+                slot = self.slots.get(s + self.step)
+                if slot is None:
+                    slot = self.slots[s + self.step] = SlotStats(s + self.step)
+                if info.meter_id not in slot.delivered:
+                    via = info.via
+                    if s + self.step < info.boundary and via != "push":
+                        via = "backfill"
+                    slot.delivered[info.meter_id] = Delivery(now, via)
+
+    def take_durable(self) -> list[Hashable]:
+        """Ingest tags made durable since the last call (release the held push acks)."""
+        out, self._durable = self._durable, []
+        return out
+
+    # -- reporting -----------------------------------------------------------------------------
+
+    def cell_reads(self) -> dict[str, int]:
+        return {name: c.reads for name, c in self._cells.items()}
+
+    def outstanding(self) -> int:
+        return sum(c.outstanding for c in self._cells.values())
+
+    def queued(self) -> int:
+        return sum(len(c.queue) for c in self._cells.values())
+
+
+def expected_meters(slots: Iterable[SlotStats]) -> int:
+    return sum(len(s.expected) for s in slots)
+
+
+__all__ = [
+    "Collector",
+    "CollectorConfig",
+    "Delivery",
+    "MeterTarget",
+    "Mode",
+    "RegisterRead",
+    "SlotStats",
+    "parse_lp_header",
+]

@@ -1,0 +1,278 @@
+"""The head-end's C12.22 keys: `c1222.security.KeyLookup` / `SendKey` over a key source.
+
+A C12.22 message names its sender by calling AP title and its key only by the key-id byte
+(UKMF `KeyId.generation & 0xFF`, docs/c1222.md). `HeadendKeys` maps the AP title to the meter's
+device id through the registry (`meters.ap_title`), keeps the keys it fetched per device until
+their `not_after`, and answers the engines synchronously from that cache:
+
+- `lookup(ap_device_id, key_byte, now)`: every cached key of that device whose generation has
+  that low byte and is still valid -- the current generation and superseded ones within the
+  key server's overlap window, so a rollover in flight loses no message (the EAX' tag decides);
+- `send_key(ap_device_id, now)`: the newest valid generation.
+
+Sources (docs/key-distribution.md): a `SyncKeySource` is asked at once on a miss (the in-process
+`KeyServer`, or `DirectorySource` over a `KeyRingDirectory`); an asynchronous source
+(`KeyDistClient` over mTLS) cannot be awaited from a sans-IO engine, so a miss is recorded
+(`take_misses`) and the runtime fetches (`fetch_async`) and re-feeds the datagram, or prefetches
+per meter (`prefetch_async`) before head-end initiated traffic.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from amistack.c1222.security import key_id_byte
+from amistack.keymgmt.keyring import KeyRingDirectory
+from amistack.keymgmt.ukmf import C1222, KeyId
+
+log = logging.getLogger(__name__)
+
+PURPOSE = C1222.name
+
+
+class IssuedLike(Protocol):
+    """`keymgmt.server.IssuedKey` / `runtime.keydist.DistributedKey` shape."""
+
+    @property
+    def key_id(self) -> KeyId | None: ...
+    @property
+    def key(self) -> bytes: ...
+    @property
+    def not_after(self) -> float: ...
+
+
+class SyncKeySource(Protocol):
+    """`KeyServer` has exactly this shape (in-process demo)."""
+
+    def key_for(self, key_id: KeyId, purpose: str, now: float) -> IssuedLike | None: ...
+    def current_key(self, device_id: bytes, purpose: str, now: float) -> IssuedLike | None: ...
+
+
+class AsyncKeySource(Protocol):
+    """`runtime.keydist.KeyDistClient` has this shape (raises on not-found / unavailable)."""
+
+    async def fetch(self, key_id: KeyId, purpose: str) -> IssuedLike: ...
+    async def current_key(self, device: bytes, purpose: str) -> IssuedLike: ...
+
+
+@dataclass(frozen=True)
+class _Issued:
+    key_id: KeyId | None
+    key: bytes
+    not_after: float
+
+
+class DirectorySource:
+    """A `SyncKeySource` over a `KeyRingDirectory` (tests, simulators)."""
+
+    def __init__(self, directory: KeyRingDirectory) -> None:
+        self.directory = directory
+
+    def key_for(self, key_id: KeyId, purpose: str, now: float) -> _Issued | None:
+        k = self.directory.lookup(key_id, purpose, now)
+        return None if k is None else _Issued(k.key_id, k.key, k.not_after)
+
+    def current_key(self, device_id: bytes, purpose: str, now: float) -> _Issued | None:
+        k = self.directory.current(device_id, purpose, now)
+        return None if k is None else _Issued(k.key_id, k.key, k.not_after)
+
+
+@dataclass(frozen=True)
+class CachedKey:
+    key_id: KeyId
+    key: bytes
+    not_after: float
+
+    def __repr__(self) -> str:  # never the key
+        return f"CachedKey({self.key_id}, not_after={self.not_after})"
+
+
+ApResolver = Callable[[bytes], "str | None"]
+"""AP title device id (absolute dotted title, bytes) -> the meter's device id, or None."""
+
+
+def repository_resolver(meter_by_ap_title: Callable[[str], object | None]) -> ApResolver:
+    """Resolve through the registry (`repo.meter_by_ap_title`), caching hits."""
+    cache: dict[bytes, str] = {}
+
+    def resolve(ap: bytes) -> str | None:
+        hit = cache.get(ap)
+        if hit is not None:
+            return hit
+        meter = meter_by_ap_title(ap.decode("ascii", "replace"))
+        meter_id = getattr(meter, "meter_id", None)
+        if isinstance(meter_id, str):
+            cache[ap] = meter_id
+        return meter_id if isinstance(meter_id, str) else None
+
+    return resolve
+
+
+class HeadendKeys:
+    """Key cache + resolver for the head-end's `C1222Client` (see the module docstring)."""
+
+    def __init__(
+        self,
+        resolve: ApResolver,
+        source: SyncKeySource | None = None,
+        *,
+        max_generations: int = 4,
+    ) -> None:
+        self.resolve = resolve
+        self.source = source
+        self.max_generations = max_generations
+        self._keys: dict[bytes, list[CachedKey]] = {}  # device id -> newest first
+        self._misses: list[tuple[bytes, int | None]] = []
+        self.counters: Counter[str] = Counter()
+
+    # -- the c1222 hooks ---------------------------------------------------------------------
+
+    def lookup(self, ap_device_id: bytes, key_byte: int, now: float) -> list[bytes]:
+        device = self._device(ap_device_id)
+        if device is None:
+            self.counters["unknown-ap-title"] += 1
+            return []
+        found = self._matching(device, key_byte, now)
+        if not found and self.source is not None:
+            self._fetch_sync(device, key_byte, now)
+            found = self._matching(device, key_byte, now)
+        if not found:
+            self.counters["key-miss"] += 1
+            self._misses.append((device, key_byte))
+        return found
+
+    def send_key(self, ap_device_id: bytes, now: float) -> tuple[int, bytes] | None:
+        device = self._device(ap_device_id)
+        if device is None:
+            return None
+        key = self._newest(device, now)
+        if key is None and self.source is not None:
+            self._fetch_sync(device, None, now)
+            key = self._newest(device, now)
+        if key is None:
+            self.counters["send-key-miss"] += 1
+            self._misses.append((device, None))
+            return None
+        return key_id_byte(key.key_id), key.key
+
+    # -- cache ---------------------------------------------------------------------------------
+
+    def install(self, device: bytes, key_id: KeyId, key: bytes, not_after: float) -> None:
+        keys = [k for k in self._keys.get(device, []) if k.key_id != key_id]
+        keys.append(CachedKey(key_id, key, not_after))
+        keys.sort(key=lambda k: k.key_id, reverse=True)
+        self._keys[device] = keys[: self.max_generations]
+
+    def forget(self, device: bytes) -> None:
+        self._keys.pop(device, None)
+
+    def has_key(self, device: bytes, now: float) -> bool:
+        return self._newest(device, now) is not None
+
+    def expiring(self, devices: Iterable[bytes], now: float, margin: float) -> list[bytes]:
+        """Devices with no valid key, or whose newest expires within `margin` (prefetch these)."""
+        out = []
+        for d in devices:
+            k = self._newest(d, now)
+            if k is None or k.not_after - now < margin:
+                out.append(d)
+        return out
+
+    def take_misses(self) -> list[tuple[bytes, int | None]]:
+        """(device, key byte or None for a send key) that lookups missed since the last call."""
+        out, self._misses = self._misses, []
+        return out
+
+    def _device(self, ap_device_id: bytes) -> bytes | None:
+        meter_id = self.resolve(ap_device_id)
+        return None if meter_id is None else meter_id.encode()
+
+    def _valid(self, device: bytes, now: float) -> list[CachedKey]:
+        keys = self._keys.get(device)
+        if not keys:
+            return []
+        live = [k for k in keys if k.not_after > now]
+        if len(live) != len(keys):
+            self._keys[device] = live
+        return live
+
+    def _matching(self, device: bytes, key_byte: int, now: float) -> list[bytes]:
+        return [k.key for k in self._valid(device, now) if key_id_byte(k.key_id) == key_byte]
+
+    def _newest(self, device: bytes, now: float) -> CachedKey | None:
+        live = self._valid(device, now)
+        return live[0] if live else None
+
+    @staticmethod
+    def _candidate_ids(known: KeyId, key_byte: int) -> list[KeyId]:
+        """Generations with this low byte next to a known one: the one after (a rollover the
+        meter did first) and the one before (a superseded key in its overlap)."""
+        g = known.generation
+        up = g + ((key_byte - g) & 0xFF)
+        down = g - ((g - key_byte) & 0xFF)
+        return [KeyId(known.session_id, x) for x in (up, down) if 0 <= x <= 0xFFFFFFFF]
+
+    def _take(self, device: bytes, issued: IssuedLike | None) -> None:
+        if issued is not None and issued.key_id is not None:
+            self.install(device, issued.key_id, issued.key, issued.not_after)
+
+    def _fetch_sync(self, device: bytes, key_byte: int | None, now: float) -> None:
+        src = self.source
+        assert src is not None
+        self.counters["fetches"] += 1
+        current = src.current_key(device, PURPOSE, now)
+        self._take(device, current)
+        if key_byte is None or current is None or current.key_id is None:
+            return
+        if key_id_byte(current.key_id) == key_byte:
+            return
+        for kid in self._candidate_ids(current.key_id, key_byte):
+            self._take(device, src.key_for(kid, PURPOSE, now))
+
+    # -- asynchronous sources (KeyDistClient) --------------------------------------------------
+
+    async def fetch_async(
+        self, source: AsyncKeySource, device: bytes, key_byte: int | None, now: float
+    ) -> bool:
+        """Fetch what a miss needs; True if a key for it is now cached."""
+        self.counters["fetches"] += 1
+        try:
+            current = await source.current_key(device, PURPOSE)
+        except Exception as exc:  # KeyDistError: not-found, forbidden, unavailable
+            self.counters["fetch-failed"] += 1
+            log.info("no current key for %r: %s", device, exc)
+            return False
+        self._take(device, current)
+        if key_byte is None:
+            return True
+        if current.key_id is not None and key_id_byte(current.key_id) != key_byte:
+            for kid in self._candidate_ids(current.key_id, key_byte):
+                try:
+                    self._take(device, await source.fetch(kid, PURPOSE))
+                except Exception:
+                    continue
+        return bool(self._matching(device, key_byte, now))
+
+    async def prefetch_async(
+        self, source: AsyncKeySource, devices: Iterable[bytes], now: float
+    ) -> int:
+        """Fetch the current key of each device; the number that now have one."""
+        n = 0
+        for d in devices:
+            if await self.fetch_async(source, d, None, now):
+                n += 1
+        return n
+
+
+__all__ = [
+    "AsyncKeySource",
+    "CachedKey",
+    "DirectorySource",
+    "HeadendKeys",
+    "SyncKeySource",
+    "repository_resolver",
+]
