@@ -46,6 +46,7 @@ from amistack.meter.node import (
     PushAcked,
     PushConfig,
     PushSent,
+    ap_title_for,
     push_offset,
 )
 from amistack.meter.securemodule.software import SoftwareModule
@@ -326,3 +327,38 @@ def test_auth_failures_become_rate_limited_events(event_log: EventLog) -> None:
     assert [r.type for r in _records(event_log)].count(EventType.AUTH_FAILURE) == 10
     # the real head-end is still served
     assert Clock.decode(rig.read(Table.CLOCK)).time == T0
+
+
+def test_a_push_in_flight_across_a_rotation_is_acknowledged() -> None:
+    rig = make_rig(push=PUSH)
+    at = rig.node.next_push_time()
+    assert at is not None
+    rig.now = at
+    rig.node.handle_timer(at)
+    held = rig.node.datagrams_to_send(at)  # a push under generation 1, not yet delivered
+    assert held
+    rig.now = at + 2
+    rig.authenticate(2)  # both ends rotate while it is on the wire
+    for data, _ in held:
+        rig.client.receive_datagram(data, METER_ADDR, rig.now)
+    rig.pump()
+    sent = [e for e in rig.node_events if isinstance(e, PushSent)]
+    acked = [e for e in rig.node_events if isinstance(e, PushAcked)]
+    assert len(sent) == 1 and [a.request_id for a in acked] == [sent[0].request_id]
+    assert [ev.key_id for _, ev in rig.arrivals] == [1]  # it went out under generation 1
+
+
+def test_push_config_validation_and_default_titles() -> None:
+    with pytest.raises(ValueError):
+        PushConfig(interval_minutes=10)
+    with pytest.raises(ValueError):
+        PushConfig(min_offset_s=100, max_offset_s=50)
+    with pytest.raises(ValueError):
+        PushConfig(max_offset_s=900)
+    assert ap_title_for("meter-1") == ap_title_for(b"meter-1") != ap_title_for("meter-2")
+    assert ap_title_for("meter-1").relative
+    rig = make_rig(push=replace(PUSH, interval_minutes=30))
+    rig.run_until(T0 + 2 * 3600)
+    pushes = [ev.requests[0] for _, ev in rig.arrivals]
+    assert len(pushes) == 4
+    assert all(isinstance(w, Write) and w.table == Table.LOAD_PROFILE_2 for w in pushes)
