@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from enum import Enum
 
@@ -34,8 +33,8 @@ def prf_plus(hash_: PrfHash, key: bytes, seed: bytes, length: int) -> bytes:
         raise ValueError("prf+ output longer than 255 blocks")
     out = bytearray()
     t = b""
-    digestmod = getattr(hashlib, hash_.value)
+    name = hash_.value
     for n in range(1, rounds + 1):
-        t = hmac.new(key, t + seed + bytes([n]), digestmod).digest()
+        t = hmac.digest(key, t + seed + bytes([n]), name)  # one-shot: OpenSSL, no HMAC object
         out += t
     return bytes(out[:length])

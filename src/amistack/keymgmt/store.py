@@ -74,9 +74,9 @@ CREATE TABLE IF NOT EXISTS audit (
     device_id BLOB,
     detail    TEXT NOT NULL
 );
--- No index by device either: one would add a random B-tree leaf per authentication to every
--- group commit (~40% of its pages). audit_log(device_id=...) scans newest first instead.
-DROP INDEX IF EXISTS audit_device;
+-- An operator asking for one device's history ('amistack keys audit --device') must not scan
+-- millions of entries; the index costs one more B-tree leaf per group commit (~0.01 ms/auth).
+CREATE INDEX IF NOT EXISTS audit_device ON audit (device_id, seq);
 -- The revocation journal (revocations_after, polled by the key server) is the one query by
 -- kind that must stay cheap; a partial index leaves the per-authentication entries out of it.
 DROP INDEX IF EXISTS audit_kind;
