@@ -113,8 +113,8 @@ class PushLost:
 
 
 class EventSink(Protocol):
-    """Where events are appended: `eventlog.EventLog` (the event log sits above the meter in
-    the package order, so the meter names only this shape)."""
+    """Where events are appended: `eventlog.EventLog` (the event log depends on the meter in
+    the package order of ARCHITECTURE.md, so the meter names only this shape)."""
 
     def append(self, type: int, data: bytes, now: float) -> object: ...
 
