@@ -17,7 +17,13 @@ from amistack.eap.method import (
 )
 from amistack.eap.packet import EapCode, EapDecodeError, EapPacket, EapType
 from amistack.eap.peer import EapPeer, EapPeerState
-from amistack.eap.psk import EapPskPeer, EapPskServer, derive_ak_kdk, derive_tek_msk_emsk
+from amistack.eap.psk import (
+    EapPskPeer,
+    EapPskServer,
+    PskKeys,
+    derive_ak_kdk,
+    derive_tek_msk_emsk,
+)
 
 __all__ = [
     "Decision",
@@ -35,6 +41,7 @@ __all__ = [
     "MethodState",
     "PeerMethod",
     "PeerMethodFactory",
+    "PskKeys",
     "ServerMethod",
     "ServerMethodFactory",
     "ServerMethodStep",
