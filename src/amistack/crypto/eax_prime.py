@@ -22,14 +22,16 @@ refused here. A real C12.22 header (called AP title + invocation id + ...) is al
 from __future__ import annotations
 
 import hmac
+import threading
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from amistack.crypto.aes import BLOCK, aes_ecb
+from amistack.crypto.aes import BLOCK
 from amistack.crypto.eax import EaxAuthError
 
 TAG_LEN = 4  # ANSI C12.22 Annex I: a 4-byte MAC
 MIN_CLEARTEXT = BLOCK + 1  # ePrint 2012/018: one block or less is attackable
+_MASK128 = (1 << 128) - 1
 
 __all__ = ["MIN_CLEARTEXT", "TAG_LEN", "EaxAuthError", "EaxPrime", "EaxPrimeError", "dbl_le"]
 
@@ -51,16 +53,27 @@ def _xor(a: bytes, b: bytes) -> bytes:
 
 
 class EaxPrime:
-    """EAX' under one AES-128 key; D and Q are computed once per key."""
+    """EAX' under one AES-128 key; D and Q are computed once per key.
 
-    __slots__ = ("_d", "_ecb", "_key", "_q")
+    Every AES operation goes through ONE long-lived AES-CBC encryptor per key (building a
+    `cryptography` cipher context costs as much as a few dozen blocks, and a C12.22 message is
+    only a handful of blocks). The encryptor's chaining state is the last ciphertext block it
+    returned (`_prev`), so feeding `B xor _prev` yields E_K(B) (one ECB block), and a CBC-MAC with
+    any IV X is one update whose first block is pre-XORed with `X xor _prev`. A lock keeps that
+    chaining state consistent when an object is shared between threads.
+    """
+
+    __slots__ = ("_d", "_key", "_lock", "_prev", "_q", "_update")
 
     def __init__(self, key: bytes) -> None:
         if len(key) != 16:
             raise EaxPrimeError("EAX' (C12.22) keys are AES-128: 16 bytes")
         self._key = bytes(key)
-        self._ecb = aes_ecb(self._key)
-        self._d = dbl_le(self._ecb(bytes(BLOCK)))
+        self._update = Cipher(algorithms.AES(self._key), modes.CBC(bytes(BLOCK))).encryptor().update
+        self._lock = threading.Lock()
+        e0 = self._update(bytes(BLOCK))  # IV 0: the first block is plain E_K(0^128)
+        self._prev = int.from_bytes(e0, "big")
+        self._d = dbl_le(e0)
         self._q = dbl_le(self._d)
 
     def __repr__(self) -> str:  # never the key
@@ -68,14 +81,23 @@ class EaxPrime:
 
     def _cmac(self, iv: bytes, data: bytes) -> bytes:
         # CBC-MAC with IV `iv`; last block XOR D (complete) or 10*-padded XOR Q.
-        if data and len(data) % BLOCK == 0:
-            work = data[:-BLOCK] + _xor(data[-BLOCK:], self._d)
+        n = len(data)
+        if n and n % BLOCK == 0:
+            last = int.from_bytes(self._d, "big")
+            padded = data
         else:
-            padded = data + b"\x80" + bytes(-(len(data) + 1) % BLOCK)
-            work = padded[:-BLOCK] + _xor(padded[-BLOCK:], self._q)
-        enc = Cipher(algorithms.AES(self._key), modes.CBC(iv)).encryptor()
-        out = enc.update(work) + enc.finalize()
-        return out[-BLOCK:]
+            last = int.from_bytes(self._q, "big")
+            padded = data + b"\x80" + bytes(-(n + 1) % BLOCK)
+        size = len(padded)
+        # One big integer for the whole message: XOR the IV (and the encryptor's chaining state)
+        # into the first block and D/Q into the last in one go.
+        work = int.from_bytes(padded, "big") ^ last
+        shift = (size - BLOCK) * 8
+        with self._lock:
+            work ^= (int.from_bytes(iv, "big") ^ self._prev) << shift
+            out = self._update(work.to_bytes(size, "big"))[-BLOCK:]
+            self._prev = int.from_bytes(out, "big")
+        return out
 
     def _ctr(self, n_prime: bytes, data: bytes) -> bytes:
         if not data:
@@ -83,8 +105,23 @@ class EaxPrime:
         ctr = bytearray(n_prime)
         ctr[12] &= 0x7F
         ctr[14] &= 0x7F
-        enc = Cipher(algorithms.AES(self._key), modes.CTR(bytes(ctr))).encryptor()
-        return enc.update(data) + enc.finalize()
+        counter = int.from_bytes(ctr, "big")
+        blocks = -(-len(data) // BLOCK)
+        stream = []
+        update = self._update
+        with self._lock:
+            prev = self._prev
+            for i in range(blocks):  # E_K(counter + i) through the chained encryptor
+                prev = int.from_bytes(
+                    update((((counter + i) & _MASK128) ^ prev).to_bytes(BLOCK, "big")), "big"
+                )
+                stream.append(prev)
+            self._prev = prev
+        ks = 0
+        for s in stream:
+            ks = (ks << 128) | s
+        ks >>= (blocks * BLOCK - len(data)) * 8
+        return (int.from_bytes(data, "big") ^ ks).to_bytes(len(data), "big")
 
     @staticmethod
     def _check_cleartext(cleartext: bytes) -> None:
