@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from amistack.headend.schema import StoredReading
+from amistack.headend.schema import ReadingStatus, StoredReading
 from amistack.headend.storage import ReadingRepository
 
 CSV_FIELDS = (
@@ -36,13 +36,15 @@ def iso(t: float) -> str:
 
 
 def reading_dict(r: StoredReading) -> dict[str, Any]:
+    """One reading for export; an interval without data has no values (null), never 0 Wh."""
+    has_data = ReadingStatus.has_data(r.status)
     return {
         "meter_id": r.meter_id,
         "interval_start": r.interval_start,
         "interval_start_iso": iso(r.interval_start),
         "length_min": r.length_min,
-        "forward_wh": r.forward_wh,
-        "reverse_wh": r.reverse_wh,
+        "forward_wh": r.forward_wh if has_data else None,
+        "reverse_wh": r.reverse_wh if has_data else None,
         "status": r.status,
         "vee_flags": r.vee_flags,
         "received_at": r.received_at,

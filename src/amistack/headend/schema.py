@@ -104,6 +104,13 @@ class ReadingStatus(IntFlag):
     PARTIAL = 0x04  # the interval was not complete (power fail, clock set)
     OVERFLOW = 0x08
     ESTIMATED = 0x10
+    NO_DATA = 0x20  # no supply for the whole interval: the values mean nothing (not 0 Wh)
+    DISCONNECTED = 0x40  # the remote switch was open (a real 0 Wh)
+    REVERSE_FLOW = 0x80  # energy was exported during the interval
+
+    @staticmethod
+    def has_data(status: int) -> bool:
+        return not status & ReadingStatus.NO_DATA
 
 
 class VeeFlag(IntFlag):

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from amistack.headend.schema import StoredReading, VeeFlag
+from amistack.headend.schema import ReadingStatus, StoredReading, VeeFlag
 from amistack.headend.storage import ReadingRepository
 
 
@@ -86,6 +86,8 @@ def find_spikes(readings: Sequence[StoredReading], config: VeeConfig) -> list[Fi
         "reverse": deque(maxlen=config.spike_window),
     }
     for r in readings:
+        if not ReadingStatus.has_data(r.status):  # an outage interval: nothing to judge or learn
+            continue
         for channel, value in (("forward", r.forward_wh), ("reverse", r.reverse_wh)):
             past = history[channel]
             if len(past) >= config.spike_min_history:
@@ -113,7 +115,7 @@ def check_sums(
     findings: list[Finding] = []
     for h in r30:
         a, b = by_start.get(h.interval_start), by_start.get(h.interval_start + 900)
-        if a is None or b is None:
+        if a is None or b is None or not all(ReadingStatus.has_data(x.status) for x in (h, a, b)):
             continue
         for channel, total, parts in (
             ("forward", h.forward_wh, a.forward_wh + b.forward_wh),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tests.unit.headend.conftest import T0, reading
 
-from amistack.headend.schema import StoredReading, VeeFlag
+from amistack.headend.schema import ReadingStatus, StoredReading, VeeFlag
 from amistack.headend.storage import ReadingRepository
 from amistack.headend.vee import (
     Gap,
@@ -86,3 +86,31 @@ def test_run_vee_stores_flags_keeps_values(repo: ReadingRepository) -> None:
     assert by_key[(T0 + 900 * 2, 15)].vee_flags == VeeFlag.SUM_MISMATCH
     assert by_key[(T0, 30)].vee_flags == 0
     assert report.flagged == 4
+
+
+def test_outage_intervals_are_no_data_not_zero() -> None:
+    """An interval the meter flags NO_DATA (no supply) is neither a low value nor a mismatch."""
+    from amistack.headend.export import reading_dict
+
+    def outage(i: int, length: int = 15) -> StoredReading:
+        r = stored(i, length, fwd=0)
+        return StoredReading(
+            r.meter_id,
+            r.interval_start,
+            length,
+            0,
+            0,
+            int(ReadingStatus.NO_DATA | ReadingStatus.POWER_FAIL),
+            0,
+            0.0,
+            1,
+        )
+
+    rows = [stored(i, fwd=200) for i in range(10)] + [outage(10)] + [stored(11, fwd=210)]
+    assert find_spikes(rows, VeeConfig()) == []  # 0 Wh did not drag the median down
+    r15 = [outage(0), outage(1)]
+    r30 = [stored(0, 30, fwd=0)]
+    assert check_sums(r15, r30, VeeConfig()) == []
+    row = reading_dict(outage(3))
+    assert row["forward_wh"] is None and row["reverse_wh"] is None
+    assert reading_dict(stored(3))["forward_wh"] == 100
