@@ -209,6 +209,10 @@ class Collector:
     def meter_ids(self) -> list[str]:
         return list(self._meters)
 
+    def target(self, meter_id: str) -> MeterTarget | None:
+        m = self._meters.get(meter_id)
+        return None if m is None else m.target
+
     def missing(self, meter_id: str, now: float) -> list[int]:
         """Interval starts expected from the meter (lookback window) and not stored or pending."""
         m = self._meters[meter_id]

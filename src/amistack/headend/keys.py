@@ -121,10 +121,15 @@ class HeadendKeys:
         source: SyncKeySource | None = None,
         *,
         max_generations: int = 4,
+        refresh_s: float = 30.0,
     ) -> None:
         self.resolve = resolve
         self.source = source
         self.max_generations = max_generations
+        # a sync source is asked again after this long: a rotation the meter has not yet used
+        # towards us, and the cut not_after of superseded generations, become known
+        self.refresh_s = refresh_s
+        self._fetched: dict[bytes, float] = {}
         self._keys: dict[bytes, list[CachedKey]] = {}  # device id -> newest first
         self._misses: list[tuple[bytes, int | None]] = []
         self.counters: Counter[str] = Counter()
@@ -136,6 +141,7 @@ class HeadendKeys:
         if device is None:
             self.counters["unknown-ap-title"] += 1
             return []
+        self._maybe_refresh(device, now)
         found = self._matching(device, key_byte, now)
         if not found and self.source is not None:
             self._fetch_sync(device, key_byte, now)
@@ -149,6 +155,7 @@ class HeadendKeys:
         device = self._device(ap_device_id)
         if device is None:
             return None
+        self._maybe_refresh(device, now)
         key = self._newest(device, now)
         if key is None and self.source is not None:
             self._fetch_sync(device, None, now)
@@ -220,10 +227,27 @@ class HeadendKeys:
         if issued is not None and issued.key_id is not None:
             self.install(device, issued.key_id, issued.key, issued.not_after)
 
+    def _maybe_refresh(self, device: bytes, now: float) -> None:
+        src = self.source
+        if src is None or now - self._fetched.get(device, -1e18) < self.refresh_s:
+            return
+        if device not in self._fetched:
+            self._fetch_sync(device, None, now)
+            return
+        self.counters["refreshes"] += 1
+        for k in list(self._keys.get(device, [])):
+            again = src.key_for(k.key_id, PURPOSE, now)
+            if again is None:
+                self._keys[device] = [x for x in self._keys[device] if x.key_id != k.key_id]
+            else:
+                self._take(device, again)
+        self._fetch_sync(device, None, now)
+
     def _fetch_sync(self, device: bytes, key_byte: int | None, now: float) -> None:
         src = self.source
         assert src is not None
         self.counters["fetches"] += 1
+        self._fetched[device] = now
         current = src.current_key(device, PURPOSE, now)
         self._take(device, current)
         if key_byte is None or current is None or current.key_id is None:

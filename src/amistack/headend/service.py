@@ -1,0 +1,236 @@
+"""The head-end as one sans-IO engine: C12.22 client + keys + collector + commands + ingest.
+
+`HeadEnd` has the engine shape (ARCHITECTURE.md), so `runtime.udp.EngineDriver` drives it over
+UDP port 1153 (runtime/headend.py) and `sim/` over the virtual network (sim/fleet.py).
+
+What it adds to its parts:
+- **acks after durability**: the C12.22 client answers a meter's pushed write at once; the reply
+  leaves the client as the datagram(s) it queued while that message was received, so the
+  head-end takes exactly those and holds them until the collector reports the push's readings
+  durable (`Collector.take_durable`). A held reply not released within `held_ack_ttl` is
+  dropped: the meter retransmits, the readings are a counted duplicate, and that copy is acked.
+- **key misses**: with an asynchronous key source the keys cannot be fetched inside
+  `receive_datagram`; a datagram that missed a key is parked and `KeyNeeded` is reported; the
+  runtime fetches (`HeadendKeys.fetch_async`) and calls `retry_parked(device, now)`, which
+  feeds it again (the replay window has not seen it: only authenticated messages move it).
+- **the registry and the API**: commissioned meters are (re)loaded from the repository every
+  `meter_refresh_s`; pending commands (created through the REST API) are picked up every
+  `command_poll_s` and executed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, deque
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+
+from amistack.addr import Addr
+from amistack.c1222.acse import ApTitle
+from amistack.c1222.endpoint import C1222Client, EndpointConfig
+from amistack.crypto import RandomSource
+from amistack.headend.collector import Collector, CollectorConfig, MeterTarget, RegisterRead
+from amistack.headend.commands import CommandExecutor
+from amistack.headend.ingest import Ingestor
+from amistack.headend.keys import HeadendKeys
+from amistack.headend.registry import Meter, MeterState
+from amistack.headend.schema import CommandState
+from amistack.headend.storage import ReadingRepository
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HeadEndConfig:
+    ap_title: ApTitle
+    collector: CollectorConfig = field(default_factory=CollectorConfig)
+    endpoint: EndpointConfig | None = None  # default EndpointConfig(ap_title)
+    ingest_max_batch: int = 5000
+    ingest_max_delay: float = 0.05
+    command_poll_s: float = 1.0
+    meter_refresh_s: float = 60.0
+    held_ack_ttl: float = 30.0
+    max_parked: int = 10_000
+
+
+@dataclass(frozen=True)
+class KeyNeeded:
+    """A datagram (or a request) waits for a key of `device` (key byte None: a send key)."""
+
+    device: bytes
+    key_byte: int | None
+
+
+HeadEndEvent = KeyNeeded | RegisterRead
+
+
+class HeadEnd:
+    def __init__(
+        self,
+        config: HeadEndConfig,
+        repo: ReadingRepository,
+        keys: HeadendKeys,
+        rng: RandomSource,
+        now: float,
+        *,
+        addr_of: Callable[[Meter], Addr | None] | None = None,
+    ) -> None:
+        self.config = config
+        self.repo = repo
+        self.keys = keys
+        self.addr_of = addr_of or (lambda m: None)
+        self.client = C1222Client(
+            config.endpoint or EndpointConfig(config.ap_title), keys.lookup, keys.send_key, rng
+        )
+        self.ingestor = Ingestor(
+            repo, max_batch=config.ingest_max_batch, max_delay=config.ingest_max_delay
+        )
+        self.collector = Collector(
+            config.collector, self.client, self.ingestor, now, send_key_byte=self._key_byte
+        )
+        self.commands = CommandExecutor(repo, self.client)
+        self.counters: Counter[str] = Counter()
+        self._out: list[tuple[bytes, Addr]] = []
+        self._held: dict[Hashable, tuple[float, list[tuple[bytes, Addr]]]] = {}
+        self._events: deque[HeadEndEvent] = deque()
+        self._parked: dict[bytes, list[tuple[bytes, Addr]]] = {}
+        self._next_commands = now
+        self._next_refresh = now
+        self.refresh_meters(now)
+
+    def _key_byte(self, ap: bytes, now: float) -> int | None:
+        k = self.keys.send_key(ap, now)
+        return None if k is None else k[0]
+
+    # -- registry / commands ---------------------------------------------------------------------
+
+    def refresh_meters(self, now: float) -> int:
+        """Collect every commissioned meter (new ones from the next boundary); drop the rest."""
+        wanted: dict[str, Meter] = {}
+        after: str | None = None
+        while True:
+            page = self.repo.list_meters(state=MeterState.COMMISSIONED, after=after, limit=1000)
+            wanted.update((m.meter_id, m) for m in page)
+            if len(page) < 1000:
+                break
+            after = page[-1].meter_id
+        have = set(self.collector.meter_ids())
+        for meter_id in have - wanted.keys():
+            self.collector.remove_meter(meter_id)
+        for meter_id, m in wanted.items():
+            if meter_id not in have:
+                title = ApTitle.parse(m.ap_title)
+                self.collector.add_meter(MeterTarget(meter_id, title, self.addr_of(m), m.cell), now)
+        self._next_refresh = now + self.config.meter_refresh_s
+        return len(wanted)
+
+    def poll_commands(self, now: float) -> int:
+        """Execute the pending commands in the repository; how many were started."""
+        started = 0
+        for cmd in self.repo.commands(state=CommandState.PENDING, limit=1000):
+            target = self.collector.target(cmd.meter_id)
+            if target is None:
+                meter = self.repo.get_meter(cmd.meter_id)
+                if meter is None:
+                    continue
+                target = MeterTarget(
+                    meter.meter_id, ApTitle.parse(meter.ap_title), self.addr_of(meter), meter.cell
+                )
+            self.commands.execute(cmd, target, now)
+            started += 1
+        self._next_commands = now + self.config.command_poll_s
+        self._after(now)
+        return started
+
+    # -- engine surface --------------------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
+        self._out.extend(self.client.datagrams_to_send(now))
+        self.client.receive_datagram(data, addr, now)
+        reply = self.client.datagrams_to_send(now)
+        hold: Hashable | None = None
+        while (ev := self.client.next_event()) is not None:
+            if self.commands.handle_event(ev, now):
+                continue
+            tag = self.collector.handle_event(ev, now)
+            if tag is not None:
+                hold = tag
+        misses = self.keys.take_misses()
+        if misses and self.keys.source is None:
+            device, key_byte = misses[0]
+            parked = self._parked.setdefault(device, [])
+            if sum(len(v) for v in self._parked.values()) < self.config.max_parked:
+                parked.append((data, addr))
+                self.counters["parked"] += 1
+            self._events.append(KeyNeeded(device, key_byte))
+        if hold is not None and reply:
+            self._held[hold] = (now + self.config.held_ack_ttl, reply)
+            self.counters["acks-held"] += 1
+        else:
+            self._out.extend(reply)
+        self._after(now)
+
+    def retry_parked(self, device: bytes, now: float) -> int:
+        """Feed again the datagrams that waited for `device`'s key."""
+        parked = self._parked.pop(device, [])
+        for data, addr in parked:
+            self.receive_datagram(data, addr, now)
+        return len(parked)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
+        self._out.extend(self.client.datagrams_to_send(now))
+        out, self._out = self._out, []
+        return out
+
+    def next_event(self) -> HeadEndEvent | None:
+        if self.collector.register_reads:
+            return self.collector.register_reads.popleft()
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        times = [
+            self.client.get_timer(),
+            self.collector.get_timer(),
+            self.commands.get_timer(),
+            self._next_commands,
+            self._next_refresh,
+        ]
+        if self._held:
+            times.append(min(d for d, _ in self._held.values()))
+        return min(t for t in times if t is not None)
+
+    def handle_timer(self, now: float) -> None:
+        self.client.handle_timer(now)
+        while (ev := self.client.next_event()) is not None:
+            if not self.commands.handle_event(ev, now):
+                self.collector.handle_event(ev, now)
+        self.collector.handle_timer(now)
+        for cmd in self.commands.handle_timer(now):
+            target = self.collector.target(cmd.meter_id)
+            if target is not None:
+                self.commands.execute(cmd, target, now)
+        if now >= self._next_refresh:
+            self.refresh_meters(now)
+        if now >= self._next_commands:
+            self.poll_commands(now)
+        for tag in [t for t, (d, _) in self._held.items() if d <= now]:
+            del self._held[tag]
+            self.counters["held-ack-expired"] += 1
+        for miss in self.keys.take_misses():
+            self._events.append(KeyNeeded(*miss))
+        self._after(now)
+
+    def flush(self, now: float) -> None:
+        """Make everything submitted durable now and release its acks (shutdown, tests)."""
+        self.collector.flush(now)
+        self._after(now)
+
+    def _after(self, now: float) -> None:
+        for tag in self.collector.take_durable():
+            held = self._held.pop(tag, None)
+            if held is not None:
+                self._out.extend(held[1])
+                self.counters["acks-released"] += 1
+
+
+__all__ = ["HeadEnd", "HeadEndConfig", "HeadEndEvent", "KeyNeeded"]

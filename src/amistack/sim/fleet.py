@@ -1,0 +1,394 @@
+"""A fleet of meters under a head-end on the virtual clock, with shared radio cells.
+
+`run_fleet(FleetConfig(...))` builds N `meter.node.MeterNode`s (metering model, C12.22 server,
+push schedule; UKMF keys from PANA security contexts in each meter's ring and in a key-server
+`KeyRingDirectory`), a `headend.service.HeadEnd` (C12.22 client, collector, Ingestor into
+SQLite) and runs them over `CellNetwork` for a number of interval slots. `bench_collection`
+runs it for several fleet sizes and both modes (for `amistack bench collection --json`).
+
+The cell model (`CellConfig`): the meters of one cell share one channel (a concentrator's RF or
+PLC cell, half duplex, both directions) that carries `rate_pps` packets per second; a packet
+waits behind the ones before it (FIFO), and is dropped when `queue` packets are already waiting
+(congestion loss); on top, each packet is lost with probability `loss` (radio). The head-end's
+WAN side is not a bottleneck here. Utilisation = busy time / elapsed time per cell.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import statistics
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from amistack.addr import Addr
+from amistack.c1222.acse import ApTitle
+from amistack.crypto import PrfHash, seeded_random
+from amistack.headend.collector import CollectorConfig, Mode, SlotStats
+from amistack.headend.keys import DirectorySource, HeadendKeys, repository_resolver
+from amistack.headend.service import HeadEnd, HeadEndConfig
+from amistack.headend.storage import SqliteRepository
+from amistack.keymgmt.keyring import KeyRing, KeyRingDirectory
+from amistack.keymgmt.ukmf import PurposeRegistry
+from amistack.meter.model import DAY_S, MeterConfig, MeterModel
+from amistack.meter.node import MeterNode, MeterNodeConfig, PushConfig
+from amistack.pana.keys import PanaSecurityContext
+from amistack.sim.clock import VirtualClock
+from amistack.sim.network import SimEngine
+
+log = logging.getLogger(__name__)
+
+HEADEND_TITLE = ApTitle.parse("2.16.124.113620.1.22.0.1")
+HEADEND_ADDR: Addr = ("10.255.255.1", 1153)
+T0 = 1_790_000_100.0  # 2026-09-21, a little after a 15-minute boundary
+
+
+@dataclass(frozen=True)
+class CellConfig:
+    rate_pps: float = 20.0  # packets per second the shared channel carries
+    queue: int = 50  # packets that may wait; more are dropped
+    latency: float = 0.05  # one way, besides queueing
+    loss: float = 0.0  # random radio loss per packet
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    meters: int = 100
+    cells: int = 4
+    mode: Mode = Mode.POLLED
+    slots: int = 2  # measured interval slots (one more runs for backfill)
+    seed: int = 1
+    cell: CellConfig = field(default_factory=CellConfig)
+    collector: CollectorConfig = field(default_factory=CollectorConfig)
+    push: PushConfig = field(
+        default_factory=lambda: PushConfig(
+            enabled=True, interval_minutes=15, intervals=4, min_offset_s=5.0, max_offset_s=300.0
+        )
+    )
+    key_lifetime: float = 4 * 3600.0
+    key_overlap: float = 60.0
+    rotate_at: float | None = None  # seconds after the start: every meter re-authenticates
+    silent: Sequence[tuple[int, float, float]] = ()  # (meter index, from, to): unreachable
+    retention_days: int = 2
+    data_dir: Path | None = None  # None: SQLite in memory
+
+
+class _Node:
+    __slots__ = ("addr", "cell", "engine", "handle", "timer_at")
+
+    def __init__(self, addr: Addr, engine: SimEngine, cell: int | None) -> None:
+        self.addr = addr
+        self.engine = engine
+        self.cell = cell
+        self.timer_at: float | None = None
+        self.handle: Any = None
+
+
+class _Cell:
+    def __init__(self, cfg: CellConfig) -> None:
+        self.cfg = cfg
+        self.busy_until = 0.0
+        self.busy = 0.0
+        self.packets = 0
+        self.dropped = 0
+        self.max_wait = 0.0
+
+
+class CellNetwork:
+    """Datagrams between engines on a `VirtualClock`; packets to or from a meter cross its
+    cell's shared channel (see the module docstring)."""
+
+    def __init__(self, clock: VirtualClock, cell: CellConfig, cells: int, seed: int) -> None:
+        self.clock = clock
+        self.cells = [_Cell(cell) for _ in range(cells)]
+        self._rng = random.Random(seed)
+        self._nodes: dict[Addr, _Node] = {}
+        self.down: set[Addr] = set()
+        self.counters: Counter[str] = Counter()
+
+    def add(self, addr: Addr, engine: SimEngine, cell: int | None) -> None:
+        self._nodes[addr] = _Node(addr, engine, cell)
+        self.service(addr)
+
+    def service(self, addr: Addr) -> None:
+        node = self._nodes[addr]
+        now = self.clock.now
+        for data, dst in node.engine.datagrams_to_send(now):
+            self._send(node, dst, data, now)
+        while node.engine.next_event() is not None:
+            pass
+        when = node.engine.get_timer()
+        if when == node.timer_at and node.handle is not None:
+            return
+        if node.handle is not None:
+            node.handle.cancel()
+        node.timer_at = when
+        node.handle = None if when is None else self.clock.call_at(when, lambda: self._fire(node))
+
+    def _fire(self, node: _Node) -> None:
+        node.handle = None
+        node.timer_at = None
+        node.engine.handle_timer(self.clock.now)
+        self.service(node.addr)
+
+    def _send(self, src: _Node, dst_addr: Addr, data: bytes, now: float) -> None:
+        self.counters["sent"] += 1
+        dst = self._nodes.get(dst_addr)
+        if dst is None:
+            self.counters["undeliverable"] += 1
+            return
+        if src.addr in self.down or dst_addr in self.down:
+            self.counters["unreachable"] += 1
+            return
+        index = src.cell if src.cell is not None else dst.cell
+        at = now
+        if index is not None:
+            cell = self.cells[index]
+            cfg = cell.cfg
+            service = 1.0 / cfg.rate_pps
+            start = max(now, cell.busy_until)
+            if (start - now) * cfg.rate_pps >= cfg.queue:
+                cell.dropped += 1
+                self.counters["cell-dropped"] += 1
+                return
+            cell.busy_until = start + service
+            cell.busy += service
+            cell.packets += 1
+            cell.max_wait = max(cell.max_wait, start - now)
+            at = start + service + cfg.latency
+            if cfg.loss and self._rng.random() < cfg.loss:
+                self.counters["radio-lost"] += 1
+                return
+        self.clock.call_at(at, lambda: self._deliver(src.addr, dst, data))
+
+    def _deliver(self, src: Addr, dst: _Node, data: bytes) -> None:
+        self.counters["delivered"] += 1
+        dst.engine.receive_datagram(data, src, self.clock.now)
+        self.service(dst.addr)
+
+
+def _ctx(rng: random.Random, session_id: int, key_id: int) -> PanaSecurityContext:
+    def b(n: int) -> bytes:
+        return rng.getrandbits(8 * n).to_bytes(n, "big")
+
+    return PanaSecurityContext(
+        session_id=session_id, key_id=key_id, prf=PrfHash.SHA256, msk=b(64), pac_nonce=b(16),
+        paa_nonce=b(16), i_par=b"\x00\x00\x00\x10PAR" + b(13), i_pan=b"\x00\x00\x00\x10PAN" + b(13),
+    )  # fmt: skip
+
+
+@dataclass
+class Fleet:
+    config: FleetConfig
+    clock: VirtualClock
+    net: CellNetwork
+    headend: HeadEnd
+    repo: SqliteRepository
+    nodes: list[MeterNode]
+    addrs: list[Addr]
+    directory: KeyRingDirectory
+    start: float
+
+
+def meter_id(i: int) -> str:
+    return f"meter-{i:05d}"
+
+
+def build_fleet(config: FleetConfig) -> Fleet:
+    start = T0
+    clock = VirtualClock(start)
+    net = CellNetwork(clock, config.cell, config.cells, config.seed)
+    repo = SqliteRepository(config.data_dir if config.data_dir else Path(":memory:"))
+    registry = PurposeRegistry()
+    directory = KeyRingDirectory(registry, overlap=config.key_overlap)
+    rng = random.Random(config.seed)
+    nodes: list[MeterNode] = []
+    addrs: list[Addr] = []
+    mcfg = MeterConfig(install_time=start - 40 * DAY_S, outage_rate_per_year=0.0)
+    push = replace(config.push, enabled=config.mode == Mode.PUSHED)
+    for i in range(config.meters):
+        mid = meter_id(i)
+        title = ApTitle((0, 1000 + i), relative=True)
+        addr: Addr = (f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", 1153)
+        cell = i % config.cells
+        repo.register_meter(mid, str(title.absolute()), f"conc-{cell}", f"cell-{cell}", start)
+        repo.commission_meter(mid, start)
+        ring = KeyRing(mid.encode(), registry, overlap=config.key_overlap)
+        ctx = _ctx(rng, 0x10000 + i, 1)
+        ring.install(ctx, config.key_lifetime, start)
+        directory.install(mid.encode(), ctx, config.key_lifetime, start)
+        node = MeterNode(
+            MeterNodeConfig(title, HEADEND_TITLE, HEADEND_ADDR, push=push, event_poll_s=900.0),
+            MeterModel(config.seed * 1_000_003 + i, mcfg),
+            ring,
+            seeded_random(config.seed * 7919 + i),
+        )
+        node.tables.retention_days = config.retention_days
+        node.start(start)
+        nodes.append(node)
+        addrs.append(addr)
+    by_id = {meter_id(i): addrs[i] for i in range(config.meters)}
+    keys = HeadendKeys(repository_resolver(repo.meter_by_ap_title), DirectorySource(directory))
+    collector = replace(config.collector, mode=config.mode, retention_days=config.retention_days)
+    headend = HeadEnd(
+        HeadEndConfig(HEADEND_TITLE, collector),
+        repo,
+        keys,
+        seeded_random(config.seed),
+        start,
+        addr_of=lambda m: by_id.get(m.meter_id),
+    )
+    net.add(HEADEND_ADDR, headend, None)
+    for i, node in enumerate(nodes):
+        net.add(addrs[i], node, i % config.cells)
+    fleet = Fleet(config, clock, net, headend, repo, nodes, addrs, directory, start)
+    if config.rotate_at is not None:
+        clock.call_at(start + config.rotate_at, lambda: rotate_keys(fleet, rng))
+    for idx, a, b in config.silent:
+        _silence(net, addrs[idx], start + a, start + b)
+    return fleet
+
+
+def _silence(net: CellNetwork, addr: Addr, a: float, b: float) -> None:
+    net.clock.call_at(a, lambda: net.down.add(addr))
+    net.clock.call_at(b, lambda: net.down.discard(addr))
+
+
+def rotate_keys(fleet: Fleet, rng: random.Random) -> None:
+    """Every meter re-authenticates: a new generation in its ring and at the key server."""
+    now = fleet.clock.now
+    for i, node in enumerate(fleet.nodes):
+        mid = meter_id(i).encode()
+        ctx = _ctx(rng, 0x10000 + i, 2)
+        node.key_events(node.ring.install(ctx, fleet.config.key_lifetime, now), now)
+        fleet.directory.install(mid, ctx, fleet.config.key_lifetime, now)
+        fleet.net.service(fleet.addrs[i])
+
+
+def _quantile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def run_fleet(config: FleetConfig) -> dict[str, Any]:
+    """Build and run a fleet; the measured findings (see `bench_collection`)."""
+    t_build = time.process_time()
+    fleet = build_fleet(config)
+    t_run = time.process_time()
+    step = config.collector.interval_minutes * 60
+    first = (int(fleet.start) // step + 1) * step
+    measured = [first + k * step for k in range(config.slots)]
+    end = measured[-1] + 2 * step - 1  # one more slot for backfill
+    fleet.clock.run_until(end)
+    fleet.headend.flush(fleet.clock.now)
+    cpu_run = time.process_time() - t_run
+    return summarize(fleet, measured, end - fleet.start, cpu_run, t_run - t_build)
+
+
+def summarize(
+    fleet: Fleet, measured: list[int], elapsed: float, cpu_run: float, cpu_build: float
+) -> dict[str, Any]:
+    cfg = fleet.config
+    step = cfg.collector.interval_minutes * 60
+    slots: list[SlotStats] = [fleet.headend.collector.slots[b] for b in measured]
+    expected = sum(len(s.expected) for s in slots)
+    via: Counter[str] = Counter()
+    late = 0
+    times: list[float] = []
+    for s in slots:
+        for mid, d in s.delivered.items():
+            if mid not in s.expected:
+                continue
+            via[d.via] += 1
+            times.append(d.at - s.boundary)
+            if d.at > s.boundary + step or d.via == "backfill":
+                late += 1
+    delivered = sum(via.values())
+    stored = fleet.repo.count_readings()
+    cells = fleet.net.cells
+    util = [c.busy / elapsed for c in cells]
+    he = fleet.headend
+    return {
+        "mode": cfg.mode.value,
+        "meters": cfg.meters,
+        "cells": cfg.cells,
+        "meters_per_cell": cfg.meters // max(cfg.cells, 1),
+        "cell_rate_pps": cfg.cell.rate_pps,
+        "slots": len(slots),
+        "readings_expected": expected,
+        "readings_collected": delivered,
+        "readings_lost": expected - delivered,
+        "readings_late": late,
+        "readings_backfilled": via["backfill"],
+        "collected_via": dict(via),
+        "slot_time_p50_s": _quantile(times, 0.5),
+        "slot_time_p99_s": _quantile(times, 0.99),
+        "slot_time_max_s": max(times, default=None),
+        "cell_utilisation_mean": statistics.fmean(util) if util else 0.0,
+        "cell_utilisation_max": max(util, default=0.0),
+        "cell_packets": sum(c.packets for c in cells),
+        "cell_dropped": sum(c.dropped for c in cells),
+        "cell_max_wait_s": max((c.max_wait for c in cells), default=0.0),
+        "packets_per_reading": fleet.net.counters["sent"] / max(delivered, 1),
+        "rows_stored": stored,
+        "headend": {
+            "requests": he.collector.counters["requests"],
+            "read_failed": he.collector.counters["read-failed"],
+            "pushes": he.collector.counters["pushes"],
+            "acks_held": he.counters["acks-held"],
+            "acks_released": he.counters["acks-released"],
+            "duplicates": he.ingestor.counters["duplicates"],
+            "c1222": {
+                k: v
+                for k, v in he.client.counters.items()
+                if k in ("timeouts", "retransmissions", "auth-failed", "no-key", "replayed")
+            },
+        },
+        "meters_pushes_lost": sum(n.counters["pushes-lost"] for n in fleet.nodes),
+        "cpu_s": round(cpu_run, 2),
+        "cpu_build_s": round(cpu_build, 2),
+        "simulated_s": elapsed,
+    }
+
+
+def bench_collection(
+    sizes: Sequence[int] = (100, 1000, 10_000),
+    modes: Sequence[Mode | str] = (Mode.POLLED, Mode.PUSHED),
+    *,
+    cells: int = 4,
+    slots: int = 1,
+    cell: CellConfig | None = None,
+    seed: int = 1,
+) -> dict[str, Any]:
+    """Polled vs pushed collection at each fleet size over a fixed number of shared cells
+    (so the meters per cell grow with the fleet); for `amistack bench collection --json`."""
+    runs = []
+    for n in sizes:
+        for mode in modes:
+            cfg = FleetConfig(
+                meters=n, cells=cells, mode=Mode(mode), slots=slots, seed=seed,
+                cell=cell or CellConfig(),
+            )  # fmt: skip
+            result = run_fleet(cfg)
+            log.info("collection bench", extra={"result": result})
+            runs.append(result)
+    return {"benchmark": "collection", "runs": runs}
+
+
+__all__ = [
+    "CellConfig",
+    "CellNetwork",
+    "Fleet",
+    "FleetConfig",
+    "bench_collection",
+    "build_fleet",
+    "meter_id",
+    "rotate_keys",
+    "run_fleet",
+]
