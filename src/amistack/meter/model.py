@@ -303,7 +303,7 @@ class MeterModel:
         self._clock_adjustments: list[float] = []
         self.events = EventQueue()
         self._polled = self.install_time
-        self._switch_events_polled = 0
+        self._reported_at_polled: set[int] = set()  # switch events at exactly `_polled`
 
     # --- seed-derived parameters -----------------------------------------------------------
 
@@ -938,14 +938,22 @@ class MeterModel:
 
     def poll_events(self, now: float) -> None:
         """Queue the seeded and switch events that happened up to `now`."""
-        if now <= self._polled:
+        if now < self._polled:
             return
         self._settle(now)
         self._last_command = max(self._last_command, now)  # the meter's clock has passed `now`
-        self.events.extend(self.seeded_events(self._polled, now))
+        if now > self._polled:
+            self.events.extend(self.seeded_events(self._polled, now))
+            self._reported_at_polled = set()
+        # A command may land at an instant already polled (two datagrams at the same `now`):
+        # events at exactly `_polled` are told apart by identity, so none is lost or repeated.
         for ev in self.switch.events:
-            if self._polled < ev.time <= now:
+            if self._polled < ev.time <= now or (
+                ev.time == now and id(ev) not in self._reported_at_polled
+            ):
                 self.events.record(ev)
+                if ev.time == now:
+                    self._reported_at_polled.add(id(ev))
         self._polled = now
 
     def next_event(self, now: float) -> MeterEvent | None:

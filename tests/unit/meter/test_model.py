@@ -465,3 +465,18 @@ def test_query_order_never_matters(seed: int, offsets: list[float], order_seed: 
     assert got_a == got_b
     ordered = [got_a[t][0].active_forward_wh for t in sorted(times)]
     assert ordered == sorted(ordered)
+
+
+def test_switch_event_at_an_instant_already_polled_is_reported_once() -> None:
+    m = MeterModel(5)
+    t = DAY0 + 2 * DAY_S
+    m.poll_events(t)
+    while m.next_event(t) is not None:
+        pass
+    m.disconnect(t)  # a second datagram at the same `now`
+    m.poll_events(t)
+    m.poll_events(t)
+    got = []
+    while (ev := m.next_event(t)) is not None:
+        got.append(ev)
+    assert [type(ev) for ev in got] == [SwitchOperated]
