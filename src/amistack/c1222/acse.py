@@ -121,15 +121,45 @@ class ApTitle:
         return self.absolute().encode_choice()
 
     @classmethod
+    def _from_wire(cls, arcs: tuple[int, ...], relative: bool, choice: bytes) -> ApTitle:
+        # Arcs from decode_oid / decode_relative_oid are valid by construction (first two arcs
+        # from one subidentifier): skip __post_init__'s re-encoding; the wire bytes ARE the
+        # (minimal, strictly decoded) encoding, so they fill the encode caches.
+        title = object.__new__(cls)
+        object.__setattr__(title, "arcs", arcs)
+        object.__setattr__(title, "relative", relative)
+        title.__dict__["_choice"] = choice
+        if not relative:
+            title.__dict__["_canonical"] = choice
+        return title
+
+    @classmethod
     def decode_choice(cls, data: bytes, offset: int, end: int) -> ApTitle:
+        raw = data[offset:end]
+        cached = _TITLES.get(raw)
+        if cached is not None:
+            return cached
         tag, start, stop = ber.read_tlv(data, offset, end)
         if stop != end:
             raise C1222DecodeError(stop, "trailing bytes after ApTitle")
         if tag == TAG_OID:
-            return cls(ber.decode_oid(data[start:stop], start))
-        if tag == TAG_RELATIVE_OID:
-            return cls(ber.decode_relative_oid(data[start:stop], start), relative=True)
-        raise C1222DecodeError(offset, f"ApTitle tag {tag:#04x} is neither OID nor relative OID")
+            title = cls._from_wire(ber.decode_oid(data[start:stop], start), False, raw)
+        elif tag == TAG_RELATIVE_OID:
+            title = cls._from_wire(ber.decode_relative_oid(data[start:stop], start), True, raw)
+        else:
+            raise C1222DecodeError(
+                offset, f"ApTitle tag {tag:#04x} is neither OID nor relative OID"
+            )
+        if len(_TITLES) >= _TITLE_CACHE_SIZE:
+            _TITLES.clear()  # a memo, not state: dropping it only costs re-decoding
+        _TITLES[raw] = title
+        return title
+
+
+# AP titles recur in every message (the head-end's own, each meter's every half hour): decoded
+# titles by their raw CHOICE bytes. Immutable values, so sharing them is safe.
+_TITLE_CACHE_SIZE = 1 << 16
+_TITLES: dict[bytes, ApTitle] = {}
 
 
 @dataclass(frozen=True)
@@ -154,12 +184,20 @@ class AuthValue:
         tag, start, stop = ber.read_tlv(data, offset, end)
         if tag != TAG_AUTH_SEQUENCE or stop != end:
             raise C1222DecodeError(offset, "calling-authentication-value is not [2] SEQUENCE")
-        tag, start, stop = ber.read_tlv(data, start, stop)
+        # Each wrapper must fill its container exactly: the element is authenticated as carried
+        # (AcseMessage.canonical_cleartext), so bytes beyond it would go unauthenticated.
+        outer = stop
+        tag, start, stop = ber.read_tlv(data, start, outer)
         if tag != TAG_SINGLE_ASN1:
             raise C1222DecodeError(start, "only the single-ASN.1 authentication value is supported")
-        tag, start, stop = ber.read_tlv(data, start, stop)
+        if stop != outer:
+            raise C1222DecodeError(stop, "trailing bytes in the authentication value")
+        outer = stop
+        tag, start, stop = ber.read_tlv(data, start, outer)
         if tag != TAG_C1222_AUTH:
             raise C1222DecodeError(start, "only the C12.22 authentication value is supported")
+        if stop != outer:
+            raise C1222DecodeError(stop, "trailing bytes in the authentication value")
         key_id: int | None = None
         iv: bytes | None = None
         pos = start
@@ -230,7 +268,12 @@ class AcseMessage:
         called AP title, called AP invocation id, calling AE qualifier, calling AP invocation id,
         mechanism name, calling authentication value (each as its full element, AP titles in
         absolute form), the user-information element's tag and length and its first bytes up to
-        the EPSEM control byte, the calling AP title, then the raw key id and IV."""
+        the EPSEM control byte, the calling AP title, then the raw key id and IV.
+
+        A decoded message carries it already, cut from the wire bytes (`decode`)."""
+        cached: bytes | None = self.__dict__.get("_cleartext")
+        if cached is not None:
+            return cached
         out: list[bytes] = []
         if self.aso_context is not None:
             out.append(ber.tlv(TAG_ASO_CONTEXT, ber.tlv(TAG_OID, ber.encode_oid(self.aso_context))))
@@ -280,17 +323,13 @@ class AcseMessage:
             pos = ve
         if TAG_USER_INFORMATION not in fields:
             raise C1222DecodeError(end, "user-information (EPSEM) missing")
-
-        def title(tag: int) -> ApTitle | None:
-            if tag not in fields:
-                return None
-            _, vs, ve = fields[tag]
-            return ApTitle.decode_choice(data, vs, ve)
+        get = fields.get
 
         def integer(tag: int) -> int | None:
-            if tag not in fields:
+            span = get(tag)
+            if span is None:
                 return None
-            _, vs, ve = fields[tag]
+            _, vs, ve = span
             itag, s, e = ber.read_tlv(data, vs, ve)
             if itag != TAG_INTEGER or e != ve:
                 raise C1222DecodeError(vs, "expected an INTEGER")
@@ -311,7 +350,7 @@ class AcseMessage:
         if TAG_CALLING_AUTH_VALUE in fields:
             _, vs, ve = fields[TAG_CALLING_AUTH_VALUE]
             auth = AuthValue.decode(data, vs, ve)
-        _, vs, ve = fields[TAG_USER_INFORMATION]
+        ui_pos, vs, ve = fields[TAG_USER_INFORMATION]
         etag, s, e = ber.read_tlv(data, vs, ve)
         if etag != TAG_EXTERNAL or e != ve:
             raise C1222DecodeError(vs, "user-information must be one EXTERNAL")
@@ -320,20 +359,60 @@ class AcseMessage:
             raise C1222DecodeError(s, "EXTERNAL must carry one octet-aligned EPSEM")
         if e2 == s2:
             raise C1222DecodeError(s2, "empty EPSEM")
-        try:
-            return cls(
-                user_information=data[s2:e2],
-                called_ap_title=title(TAG_CALLED_AP_TITLE),
-                calling_ap_title=title(TAG_CALLING_AP_TITLE),
-                calling_ap_invocation_id=integer(TAG_CALLING_AP_INVOCATION_ID),
-                called_ap_invocation_id=integer(TAG_CALLED_AP_INVOCATION_ID),
-                calling_ae_qualifier=integer(TAG_CALLING_AE_QUALIFIER),
-                aso_context=aso,
-                mechanism_name=mech,
-                auth=auth,
-            )
-        except ValueError as exc:  # an OID the dataclass refuses (e.g. first arc > 2)
-            raise C1222DecodeError(start, str(exc)) from None
+        called = calling = None
+        span = get(TAG_CALLED_AP_TITLE)
+        if span is not None:
+            called = ApTitle.decode_choice(data, span[1], span[2])
+        span = get(TAG_CALLING_AP_TITLE)
+        if span is not None:
+            calling = ApTitle.decode_choice(data, span[1], span[2])
+        msg = cls(
+            user_information=data[s2:e2],
+            called_ap_title=called,
+            calling_ap_title=calling,
+            calling_ap_invocation_id=integer(TAG_CALLING_AP_INVOCATION_ID),
+            called_ap_invocation_id=integer(TAG_CALLED_AP_INVOCATION_ID),
+            calling_ae_qualifier=integer(TAG_CALLING_AE_QUALIFIER),
+            aso_context=aso,
+            mechanism_name=mech,
+            auth=auth,
+        )
+        # The EAX' cleartext from the wire bytes: strict decoding (minimal lengths, integers and
+        # OID arcs; every element fills its container) makes each element's bytes exactly what
+        # re-encoding it would give, so only a relative AP title needs building (absolute form).
+        out: list[bytes] = []
+        for tag in _CLEARTEXT_ELEMENTS:
+            span = get(tag)
+            if span is None:
+                continue
+            if tag == TAG_CALLED_AP_TITLE and called is not None and called.relative:
+                out.append(ber.tlv(tag, called.encode_canonical()))
+            else:
+                out.append(data[span[0] : span[2]])
+        keep = 3 + 2 * (vs - ui_pos - 1)  # as canonical_cleartext: up to the EPSEM control byte
+        out.append(data[ui_pos : min(vs + keep, ve)])
+        if calling is not None:
+            span = fields[TAG_CALLING_AP_TITLE]
+            if calling.relative:
+                out.append(ber.tlv(TAG_CALLING_AP_TITLE, calling.encode_canonical()))
+            else:
+                out.append(data[span[0] : span[2]])
+        if auth is not None:
+            out.append(bytes([auth.key_id]) + auth.iv)
+        msg.__dict__["_cleartext"] = b"".join(out)
+        return msg
+
+
+# The elements the EAX' cleartext starts with, in order (C12.22 Annex I; canonical_cleartext).
+_CLEARTEXT_ELEMENTS = (
+    TAG_ASO_CONTEXT,
+    TAG_CALLED_AP_TITLE,
+    TAG_CALLED_AP_INVOCATION_ID,
+    TAG_CALLING_AE_QUALIFIER,
+    TAG_CALLING_AP_INVOCATION_ID,
+    TAG_MECHANISM_NAME,
+    TAG_CALLING_AUTH_VALUE,
+)
 
 
 def _int_element(tag: int, value: int) -> bytes:

@@ -25,9 +25,11 @@ def tlv(tag: int, value: bytes) -> bytes:
     return bytes([tag]) + encode_length(len(value)) + value
 
 
-def read_length(data: bytes, offset: int) -> tuple[int, int]:
-    """(length, offset of the value)."""
-    if offset >= len(data):
+def read_length(data: bytes, offset: int, limit: int | None = None) -> tuple[int, int]:
+    """(length, offset of the value); the length octets must lie before `limit` (default: the
+    end of `data`)."""
+    stop = len(data) if limit is None else limit
+    if offset >= stop:
         raise C1222DecodeError(offset, "length missing")
     first = data[offset]
     if first < 0x80:
@@ -37,7 +39,7 @@ def read_length(data: bytes, offset: int) -> tuple[int, int]:
         raise C1222DecodeError(offset, "indefinite length not allowed")
     if n > 3:
         raise C1222DecodeError(offset, f"length of {n} bytes too long")
-    if offset + 1 + n > len(data):
+    if offset + 1 + n > stop:
         raise C1222DecodeError(offset, "length truncated")
     value = int.from_bytes(data[offset + 1 : offset + 1 + n], "big")
     if value < 0x80 or data[offset + 1] == 0:
@@ -53,7 +55,11 @@ def read_tlv(data: bytes, offset: int, end: int | None = None) -> tuple[int, int
     tag = data[offset]
     if tag & 0x1F == 0x1F:
         raise C1222DecodeError(offset, "multi-byte tags are not used by C12.22")
-    length, start = read_length(data[:limit], offset + 1)
+    at = offset + 1
+    if at < limit and data[at] < 0x80:  # short form, the common case: no call, no slice
+        length, start = data[at], at + 1
+    else:
+        length, start = read_length(data, at, limit)
     if start + length > limit:
         raise C1222DecodeError(offset, f"element of {length} bytes overruns its container")
     return tag, start, start + length

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -128,6 +129,27 @@ def test_acse_round_trip(msg: AcseMessage) -> None:
     data = msg.encode()
     assert AcseMessage.decode(data) == msg
     assert AcseMessage.decode(data).encode() == data
+
+
+@given(messages)
+def test_decoded_cleartext_cut_from_the_wire_equals_the_rebuilt_one(msg: AcseMessage) -> None:
+    # decode() cuts the EAX' cleartext from the wire bytes; a copy without that memo rebuilds it
+    decoded = AcseMessage.decode(msg.encode())
+    assert "_cleartext" in decoded.__dict__
+    assert decoded.canonical_cleartext() == replace(decoded).canonical_cleartext()
+    assert decoded.canonical_cleartext() == msg.canonical_cleartext()
+
+
+def test_auth_value_with_trailing_bytes_is_refused() -> None:
+    # bytes after the [1] element inside [0] would otherwise be carried but not authenticated
+    good = AuthValue(1, b"\x00\x01\x02\x03").encode()  # a2 0d a0 0b a1 09 ...
+    bad = bytes([good[0], good[1] + 2, good[2], good[3] + 2]) + good[4:] + b"\x05\x00"
+    with pytest.raises(C1222DecodeError, match="trailing bytes in the authentication value"):
+        AuthValue.decode(bad, 0, len(bad))
+    bad2 = bytes([good[0], good[1] + 2]) + good[2:] + b"\x05\x00"
+    with pytest.raises(C1222DecodeError, match="trailing bytes in the authentication value"):
+        AuthValue.decode(bad2, 0, len(bad2))
+    assert AuthValue.decode(good, 0, len(good)) == AuthValue(1, b"\x00\x01\x02\x03")
 
 
 @given(st.integers(0, 2**70))
