@@ -29,6 +29,7 @@ from amistack.c1222.tables import (
     remote_switch,
 )
 from amistack.crypto import system_random
+from amistack.eventlog import layout
 from amistack.eventlog.log import EventLog
 from amistack.eventlog.record import EventRecord, EventType
 from amistack.keymgmt.kek import FileKek
@@ -215,7 +216,7 @@ def test_meter_node_over_udp_with_a_real_key_server(
     assert len({p.key_id for p in pushes}) >= 2
     assert node.counters["pushes-acked"] >= len(pushes) - 1
     # the signed event log: key rotations and both switch operations
-    log = EventLog.open(tmp_path / "meter" / f"{DEVICE}.evlog", DEVICE, None, time.time())
+    log = EventLog.open(layout.log_path(tmp_path / "meter", DEVICE), DEVICE, None, time.time())
     try:
         types = [i.type for i in log.items() if isinstance(i, EventRecord)]
         assert types.count(EventType.KEY_ROTATED) == len(out["rotations"])

@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from amistack.eventlog import (
     LogFormatError,
     LogStoreError,
     TrustedHead,
+    layout,
     verify_file,
 )
 from amistack.eventlog.record import (
@@ -31,25 +33,29 @@ from amistack.eventlog.record import (
     iso_ms,
     parse_header,
     parse_line,
-    valid_meter_id,
 )
 from amistack.meter.securemodule import SecureModule, SecureModuleError, open_module
 
 EXIT_REFUSED = 1  # `log verify`: the log does not hold
 
 
+def _at(where: Callable[[Path, str], Path], data_dir: Path, meter_id: str) -> Path:
+    try:
+        return where(data_dir, meter_id)
+    except layout.LayoutError as exc:
+        raise CliError(str(exc)) from None
+
+
 def meter_dir(data_dir: Path, meter_id: str) -> Path:
-    if not valid_meter_id(meter_id):
-        raise CliError(f"bad meter id {meter_id!r}")
-    return data_dir / "meters" / meter_id
+    return _at(layout.meter_dir, data_dir, meter_id)
 
 
 def log_path(data_dir: Path, meter_id: str) -> Path:
-    return meter_dir(data_dir, meter_id) / "events.log"
+    return _at(layout.log_path, data_dir, meter_id)
 
 
 def module_path(data_dir: Path, meter_id: str) -> Path:
-    return meter_dir(data_dir, meter_id) / "module.pem"
+    return _at(layout.module_path, data_dir, meter_id)
 
 
 def _open_module(args: argparse.Namespace, *, create: bool) -> SecureModule | None:

@@ -9,7 +9,7 @@ node answers nothing and pushes nothing.
 
 Both engines use the loop's monotonic clock (the ring's key lifetimes are on it); the metering
 model runs on `model_start + (now - start) * time_scale`. With `data_dir`, events go to the
-meter's signed event log there (`<device>.evlog`, signing key `<device>-eventlog.pem`, a
+meter's signed event log there (eventlog.layout: `meters/<device>/events.log`, key `module.pem`, a
 software secure module unless one is given).
 """
 
@@ -26,6 +26,7 @@ from amistack.addr import Addr
 from amistack.c1222.acse import ApTitle
 from amistack.c1222.endpoint import EndpointConfig
 from amistack.crypto import RandomSource, system_random
+from amistack.eventlog import layout
 from amistack.eventlog.log import EventLog
 from amistack.keymgmt.keyring import DEFAULT_OVERLAP, KeyRing
 from amistack.keymgmt.ukmf import PurposeRegistry
@@ -50,14 +51,14 @@ def _title(value: str | ApTitle) -> ApTitle:
 def open_event_log(
     data_dir: Path | str, device_id: str, now: float, module: SecureModule | None = None
 ) -> tuple[EventLog, SecureModule]:
-    """The meter's event log in `data_dir` and the module that signs it."""
-    d = Path(data_dir)
-    d.mkdir(parents=True, exist_ok=True)
+    """The meter's event log in `data_dir` (eventlog.layout, as `amistack log` reads it) and the
+    module that signs it."""
+    layout.meter_dir(data_dir, device_id).mkdir(parents=True, exist_ok=True, mode=0o700)
     mod = module or SoftwareModule.open_or_create(
-        d / f"{device_id}-eventlog.pem", f"{device_id}/eventlog"
+        layout.module_path(data_dir, device_id), f"{device_id}/eventlog"
     )
     try:
-        return EventLog.open(d / f"{device_id}.evlog", device_id, mod, now), mod
+        return EventLog.open(layout.log_path(data_dir, device_id), device_id, mod, now), mod
     except BaseException:
         if module is None:
             mod.close()
