@@ -187,6 +187,8 @@ class Collector:
         self._tags: dict[int, _Tag] = {}
         self._next_tag = 1
         self._durable: list[Hashable] = []
+        self._store_retry: float | None = None  # after a failed store (disk full, DB down)
+        self.store_retry_s = 1.0
         self._next_boundary = self._boundary_after(now)
 
     # -- meters ------------------------------------------------------------------------------
@@ -238,7 +240,7 @@ class Collector:
         times = [self._slot_time()]
         t = self.ingestor.get_timer()
         if t is not None:
-            times.append(t)
+            times.append(t if self._store_retry is None else max(t, self._store_retry))
         lim = self.config.per_cell_outstanding
         for cell in self._cells.values():
             if cell.queue and cell.outstanding < lim:
@@ -249,10 +251,23 @@ class Collector:
         while self._slot_time() <= now:
             self._open_slot(self._next_boundary, now)
             self._next_boundary += self.step
-        report = self.ingestor.handle_timer(now)
+        if self._store_retry is None or now >= self._store_retry:
+            self._ingest(lambda: self.ingestor.handle_timer(now), now)
+        self._pump(now)
+
+    def _ingest(self, call: Callable[[], IngestReport | None], now: float) -> None:
+        """Run an Ingestor call that may store; a failed store acknowledges nothing, keeps the
+        submissions pending and is retried after `store_retry_s`."""
+        try:
+            report = call()
+        except Exception:
+            self.counters["store-failed"] += 1
+            self._store_retry = now + self.store_retry_s
+            log.exception("storing readings failed; nothing acknowledged, retrying")
+            return
+        self._store_retry = None
         if report is not None:
             self._on_report(report, now)
-        self._pump(now)
 
     def _open_slot(self, boundary: int, now: float) -> None:
         slot = self.slots.setdefault(boundary, SlotStats(boundary))
@@ -490,15 +505,13 @@ class Collector:
         starts = tuple(r.interval_start for r in readings if r.length_min == self.step // 60)
         m.pending.update(s for s in starts if s not in m.have)
         self._tags[tag] = _Tag(m.target.meter_id, starts, via, boundary)
-        report = self.ingestor.submit(tag, readings, now)
-        if report is not None:
-            self._on_report(report, now)
+        self._ingest(lambda: self.ingestor.submit(tag, readings, now), now)
         return tag
 
     def flush(self, now: float) -> None:
         """Make everything submitted durable now (shutdown, tests)."""
         if self.ingestor.pending or self._tags:
-            self._on_report(self.ingestor.flush(now), now)
+            self._ingest(lambda: self.ingestor.flush(now), now)
 
     def _on_report(self, report: IngestReport, now: float) -> None:
         for tag in report.durable:

@@ -20,7 +20,7 @@ import random
 import statistics
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -73,7 +73,7 @@ class FleetConfig:
     key_overlap: float = 60.0
     rotate_at: float | None = None  # seconds after the start: every meter re-authenticates
     silent: Sequence[tuple[int, float, float]] = ()  # (meter index, from, to): unreachable
-    retention_days: int = 2
+    retention_days: int = 1
     data_dir: Path | None = None  # None: SQLite in memory
 
 
@@ -109,6 +109,7 @@ class CellNetwork:
         self._nodes: dict[Addr, _Node] = {}
         self.down: set[Addr] = set()
         self.counters: Counter[str] = Counter()
+        self.on_event: list[Callable[[Addr, object, float], None]] = []
 
     def add(self, addr: Addr, engine: SimEngine, cell: int | None) -> None:
         self._nodes[addr] = _Node(addr, engine, cell)
@@ -119,8 +120,9 @@ class CellNetwork:
         now = self.clock.now
         for data, dst in node.engine.datagrams_to_send(now):
             self._send(node, dst, data, now)
-        while node.engine.next_event() is not None:
-            pass
+        while (ev := node.engine.next_event()) is not None:
+            for hook in self.on_event:
+                hook(addr, ev, now)
         when = node.engine.get_timer()
         if when == node.timer_at and node.handle is not None:
             return
@@ -198,11 +200,13 @@ def meter_id(i: int) -> str:
     return f"meter-{i:05d}"
 
 
-def build_fleet(config: FleetConfig) -> Fleet:
+def build_fleet(config: FleetConfig, repo: SqliteRepository | None = None) -> Fleet:
+    """The fleet at its start time, not yet run (`repo`: a repository of your own)."""
     start = T0
     clock = VirtualClock(start)
     net = CellNetwork(clock, config.cell, config.cells, config.seed)
-    repo = SqliteRepository(config.data_dir if config.data_dir else Path(":memory:"))
+    if repo is None:
+        repo = SqliteRepository(config.data_dir if config.data_dir else Path(":memory:"))
     registry = PurposeRegistry()
     directory = KeyRingDirectory(registry, overlap=config.key_overlap)
     rng = random.Random(config.seed)
@@ -276,19 +280,29 @@ def _quantile(values: list[float], q: float) -> float | None:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+def measured_slots(fleet: Fleet) -> list[int]:
+    step = fleet.config.collector.interval_minutes * 60
+    first = (int(fleet.start) // step + 1) * step
+    return [first + k * step for k in range(fleet.config.slots)]
+
+
+def run(fleet: Fleet) -> float:
+    """Run the measured slots and one more (for backfill); the time run to."""
+    step = fleet.config.collector.interval_minutes * 60
+    end = measured_slots(fleet)[-1] + 2 * step - 1
+    fleet.clock.run_until(end)
+    fleet.headend.flush(fleet.clock.now)
+    return end
+
+
 def run_fleet(config: FleetConfig) -> dict[str, Any]:
     """Build and run a fleet; the measured findings (see `bench_collection`)."""
     t_build = time.process_time()
     fleet = build_fleet(config)
     t_run = time.process_time()
-    step = config.collector.interval_minutes * 60
-    first = (int(fleet.start) // step + 1) * step
-    measured = [first + k * step for k in range(config.slots)]
-    end = measured[-1] + 2 * step - 1  # one more slot for backfill
-    fleet.clock.run_until(end)
-    fleet.headend.flush(fleet.clock.now)
+    end = run(fleet)
     cpu_run = time.process_time() - t_run
-    return summarize(fleet, measured, end - fleet.start, cpu_run, t_run - t_build)
+    return summarize(fleet, measured_slots(fleet), end - fleet.start, cpu_run, t_run - t_build)
 
 
 def summarize(
@@ -388,7 +402,9 @@ __all__ = [
     "FleetConfig",
     "bench_collection",
     "build_fleet",
+    "measured_slots",
     "meter_id",
     "rotate_keys",
+    "run",
     "run_fleet",
 ]
