@@ -6,9 +6,12 @@ import argparse
 import asyncio
 import logging
 import signal
+from pathlib import Path
 from typing import Any
 
-from amistack.cli.common import parse_hostport, parse_psk
+from amistack.addr import Addr
+from amistack.c1222.endpoint import C1222_PORT
+from amistack.cli.common import CliError, parse_hostport, parse_psk
 from amistack.runtime.keyserver import PANA_PORT
 from amistack.runtime.loop import new_event_loop
 from amistack.runtime.meter import KeyRotation, MeterResult, run_meter
@@ -40,6 +43,41 @@ def register(sub: Any) -> None:
         help="exit 0 after the first successful authentication, non-zero with the reason if not",
     )
     p.add_argument("--timeout", type=float, default=30.0, help="with --once: give up after SECONDS")
+    full = p.add_argument_group(
+        "the full meter",
+        "With --headend the meter also serves ANSI C12.22 (EAX' under its UKMF key) from its "
+        "metering model: registers, load profile, clock, remote switch, demand reset.",
+    )
+    full.add_argument(
+        "--headend",
+        type=lambda t: parse_hostport(t, C1222_PORT),
+        metavar="HOST:PORT",
+        help=f"the head-end's C12.22 address (default port {C1222_PORT})",
+    )
+    full.add_argument(
+        "--listen",
+        type=lambda t: parse_hostport(t, C1222_PORT),
+        metavar="HOST:PORT",
+        help="where the meter's C12.22 server listens (default: any address, port chosen)",
+    )
+    full.add_argument(
+        "--push",
+        action="store_true",
+        help="push each 15-minute interval to the head-end at a randomized offset",
+    )
+    full.add_argument("--seed", type=int, help="metering model seed (default: from the id)")
+    full.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="model seconds per real second (accelerated time, e.g. 900)",
+    )
+    full.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="keep the meter's signed event log in DIR/meters/ID/",
+    )
     p.set_defaults(handler=_run)
 
 
@@ -57,6 +95,28 @@ async def _main(args: argparse.Namespace) -> MeterResult:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if args.headend is not None:
+        from amistack.runtime.meter_node import run_meter_node
+
+        def ready(node: object, addrs: list[Addr]) -> None:
+            for host, port in addrs:
+                print(f"{args.device_id}: C12.22 on {host} port {port}", flush=True)
+
+        return await run_meter_node(
+            args.device_id,
+            args.psk,
+            args.keyserver,
+            args.headend,
+            model_seed=args.seed,
+            time_scale=args.time_scale,
+            push=args.push,
+            listen=[args.listen[0]] if args.listen else None,
+            port=args.listen[1] if args.listen else 0,
+            data_dir=args.data_dir,
+            stop=stop,
+            on_rotation=_print_rotation,
+            on_ready=ready,
+        )
     return await run_meter(
         args.device_id,
         args.psk,
@@ -69,6 +129,10 @@ async def _main(args: argparse.Namespace) -> MeterResult:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.once and args.headend is not None:
+        raise CliError("--once checks network access only; it does not go with --headend")
+    if args.time_scale <= 0:
+        raise CliError("--time-scale must be > 0")
     loop = new_event_loop()
     try:
         result = loop.run_until_complete(_main(args))
