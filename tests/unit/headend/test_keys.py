@@ -1,0 +1,126 @@
+"""The head-end's key resolver: AP title -> device through the registry, keys by key-id byte
+from a key source (KeyRingDirectory, as inside the KeyServer), rollover with overlap, refresh of
+cut lifetimes, and the asynchronous path (miss recorded, fetched, datagram fed again)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import pytest
+
+from amistack.c1222.acse import ApTitle
+from amistack.c1222.tables import LoadProfile
+from amistack.crypto import seeded_random
+from amistack.headend.keys import DirectorySource, HeadendKeys, repository_resolver
+from amistack.headend.service import HeadEnd, HeadEndConfig, KeyNeeded
+from amistack.headend.storage import SqliteRepository
+from amistack.keymgmt.keyring import KeyRing, KeyRingDirectory
+from amistack.keymgmt.ukmf import C1222, KeyId, PurposeRegistry, derive
+from amistack.meter.model import DAY_S, MeterConfig, MeterModel
+from amistack.meter.node import MeterNode, MeterNodeConfig
+from amistack.sim.fleet import HEADEND_ADDR, HEADEND_TITLE, T0, _ctx
+
+TITLE = ApTitle((0, 42), relative=True)
+AP = TITLE.device_id
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> SqliteRepository:
+    r = SqliteRepository(tmp_path)
+    r.register_meter("m-42", str(TITLE.absolute()), "c", "cell", T0)
+    return r
+
+
+def _setup(repo: SqliteRepository, overlap: float = 30.0) -> tuple[HeadendKeys, KeyRingDirectory]:
+    directory = KeyRingDirectory(PurposeRegistry(), overlap=overlap)
+    keys = HeadendKeys(repository_resolver(repo.meter_by_ap_title), DirectorySource(directory))
+    return keys, directory
+
+
+def test_lookup_resolves_title_to_device_and_key_byte(repo: SqliteRepository) -> None:
+    keys, directory = _setup(repo)
+    ctx = _ctx(random.Random(1), 0x42, 1)
+    directory.install(b"m-42", ctx, 3600.0, T0)
+    assert keys.lookup(AP, 1, T0) == [derive(ctx, C1222)]
+    assert keys.lookup(AP, 2, T0) == []  # no generation 2
+    assert keys.send_key(AP, T0) == (1, derive(ctx, C1222))
+    assert keys.lookup(ApTitle((0, 43), relative=True).device_id, 1, T0) == []
+    assert keys.counters["unknown-ap-title"] == 1 and keys.counters["key-miss"] == 1
+    assert keys.lookup(AP, 1, T0 + 3601) == []  # expired
+
+
+def test_rollover_overlap_then_old_generation_dropped(repo: SqliteRepository) -> None:
+    keys, directory = _setup(repo, overlap=30.0)
+    rng = random.Random(2)
+    g1, g2 = _ctx(rng, 0x42, 1), _ctx(rng, 0x42, 2)
+    directory.install(b"m-42", g1, 3600.0, T0)
+    assert keys.send_key(AP, T0) == (1, derive(g1, C1222))
+    directory.install(b"m-42", g2, 3600.0, T0 + 10)
+    # the meter uses generation 2 first: the miss fetches it at once
+    assert keys.lookup(AP, 2, T0 + 11) == [derive(g2, C1222)]
+    assert keys.lookup(AP, 1, T0 + 12) == [derive(g1, C1222)]  # in flight, within the overlap
+    assert keys.send_key(AP, T0 + 12) == (2, derive(g2, C1222))
+    # after the refresh interval the cut not_after of generation 1 is known
+    assert keys.lookup(AP, 1, T0 + 45) == []
+    assert keys.counters["refreshes"] >= 1
+
+
+def test_candidate_ids_wrap_the_key_byte() -> None:
+    ids = HeadendKeys._candidate_ids(KeyId(7, 0x1FF), 0x00)
+    assert ids == [KeyId(7, 0x200), KeyId(7, 0x100)]
+
+
+class AsyncDirectory:
+    """An asynchronous key source (the shape of KeyDistClient) over a KeyRingDirectory."""
+
+    def __init__(self, directory: KeyRingDirectory, now: float) -> None:
+        self.src = DirectorySource(directory)
+        self.now = now
+
+    async def fetch(self, key_id: KeyId, purpose: str) -> object:
+        got = self.src.key_for(key_id, purpose, self.now)
+        if got is None:
+            raise LookupError("not-found")
+        return got
+
+    async def current_key(self, device: bytes, purpose: str) -> object:
+        got = self.src.current_key(device, purpose, self.now)
+        if got is None:
+            raise LookupError("not-found")
+        return got
+
+
+def test_async_source_parks_the_push_until_the_key_is_fetched(repo: SqliteRepository) -> None:
+    repo.commission_meter("m-42", T0)
+    directory = KeyRingDirectory(PurposeRegistry())
+    ctx = _ctx(random.Random(3), 0x42, 1)
+    directory.install(b"m-42", ctx, 3600.0, T0)
+    ring = KeyRing(b"m-42", PurposeRegistry())
+    ring.install(ctx, 3600.0, T0)
+    keys = HeadendKeys(repository_resolver(repo.meter_by_ap_title), None)
+    headend = HeadEnd(HeadEndConfig(HEADEND_TITLE), repo, keys, seeded_random(1), T0)
+    node = MeterNode(
+        MeterNodeConfig(TITLE, HEADEND_TITLE, HEADEND_ADDR),
+        MeterModel(1, MeterConfig(install_time=T0 - 40 * DAY_S)),
+        ring,
+        seeded_random(2),
+    )
+    addr = ("10.0.0.42", 1153)
+    full = node.tables.load_profile(15, T0)
+    data = LoadProfile(15, full.end_time, full.intervals[-4:])
+    node.server.push(HEADEND_ADDR, HEADEND_TITLE, 64, data.encode(), T0)
+    [(dgram, _)] = node.datagrams_to_send(T0)
+    headend.receive_datagram(dgram, addr, T0)
+    assert headend.client.counters["no-key"] == 1
+    ev = headend.next_event()
+    assert ev == KeyNeeded(b"m-42", 1)
+    source = AsyncDirectory(directory, T0)
+    assert asyncio.run(keys.fetch_async(source, ev.device, ev.key_byte, T0))
+    assert headend.retry_parked(b"m-42", T0 + 0.1) == 1
+    assert headend.client.counters["messages-accepted"] == 1
+    assert headend.datagrams_to_send(T0 + 0.1) == []  # the ack waits for durability
+    headend.handle_timer(T0 + 0.2)  # the Ingestor's latency bound
+    assert len(headend.datagrams_to_send(T0 + 0.2)) == 1
+    assert repo.count_readings("m-42") == 4
