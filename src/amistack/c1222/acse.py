@@ -175,6 +175,14 @@ class AuthValue:
         if len(self.iv) != IV_LEN:
             raise ValueError(f"C12.22 IV is {IV_LEN} bytes")
 
+    @classmethod
+    def _from_wire(cls, key_id: int, iv: bytes) -> AuthValue:
+        # a byte and a 4-byte slice: valid by construction, no __post_init__ checks needed
+        value = object.__new__(cls)
+        object.__setattr__(value, "key_id", key_id)
+        object.__setattr__(value, "iv", iv)
+        return value
+
     def encode(self) -> bytes:
         inner = ber.tlv(TAG_KEY_ID, bytes([self.key_id])) + ber.tlv(TAG_IV, self.iv)
         return ber.tlv(TAG_AUTH_SEQUENCE, ber.tlv(TAG_SINGLE_ASN1, ber.tlv(TAG_C1222_AUTH, inner)))
@@ -308,49 +316,59 @@ class AcseMessage:
             raise C1222DecodeError(0, f"not a C12.22 ACSE APDU (tag {tag:#04x})")
         if end != len(data):
             raise C1222DecodeError(end, "trailing bytes after the APDU")
-        fields: dict[int, tuple[int, int, int]] = {}
+        # One pass over the elements; spans[rank] = (element start, value start, value end).
+        spans: list[tuple[int, int, int] | None] = [None] * len(_ORDER)
         pos = start
         last = -1
         while pos < end:
-            tag, vs, ve = ber.read_tlv(data, pos, end)
-            if tag not in _ORDER:
+            tag = data[pos]
+            at = pos + 1
+            if tag & 0x1F != 0x1F and at < end and data[at] < 0x80:  # short form, inline
+                vs = at + 1
+                ve = vs + data[at]
+                if ve > end:
+                    raise C1222DecodeError(
+                        pos, f"element of {data[at]} bytes overruns its container"
+                    )
+            else:
+                tag, vs, ve = ber.read_tlv(data, pos, end)
+            rank = _RANK.get(tag)
+            if rank is None:
                 raise C1222DecodeError(pos, f"unknown ACSE element {tag:#04x}")
-            rank = _ORDER.index(tag)
             if rank <= last:
                 raise C1222DecodeError(pos, f"ACSE element {tag:#04x} repeated or out of order")
             last = rank
-            fields[tag] = (pos, vs, ve)
+            spans[rank] = (pos, vs, ve)
             pos = ve
-        if TAG_USER_INFORMATION not in fields:
+        ui_span = spans[_UI]
+        if ui_span is None:
             raise C1222DecodeError(end, "user-information (EPSEM) missing")
-        get = fields.get
-
-        def integer(tag: int) -> int | None:
-            span = get(tag)
-            if span is None:
-                return None
-            _, vs, ve = span
-            itag, s, e = ber.read_tlv(data, vs, ve)
-            if itag != TAG_INTEGER or e != ve:
-                raise C1222DecodeError(vs, "expected an INTEGER")
-            return ber.decode_uint(data[s:e], s)
 
         aso = None
-        if TAG_ASO_CONTEXT in fields:
-            _, vs, ve = fields[TAG_ASO_CONTEXT]
+        span = spans[_ASO]
+        if span is not None:
+            _, vs, ve = span
             otag, s, e = ber.read_tlv(data, vs, ve)
             if otag != TAG_OID or e != ve:
                 raise C1222DecodeError(vs, "aSO-context must be an OID")
             aso = ber.decode_oid(data[s:e], s)
         mech = None
-        if TAG_MECHANISM_NAME in fields:
-            _, vs, ve = fields[TAG_MECHANISM_NAME]
-            mech = ber.decode_oid(data[vs:ve], vs)
+        span = spans[_MECH]
+        if span is not None:
+            mech = ber.decode_oid(data[span[1] : span[2]], span[1])
         auth = None
-        if TAG_CALLING_AUTH_VALUE in fields:
-            _, vs, ve = fields[TAG_CALLING_AUTH_VALUE]
-            auth = AuthValue.decode(data, vs, ve)
-        ui_pos, vs, ve = fields[TAG_USER_INFORMATION]
+        span = spans[_AUTH]
+        if span is not None:
+            _, vs, ve = span
+            if (
+                ve - vs == _AUTH_LEN
+                and data[vs : vs + _AUTH_KEY] == _AUTH_PREFIX
+                and data[vs + _AUTH_KEY + 1 : vs + _AUTH_IV] == _AUTH_IV_HEADER
+            ):  # the one canonical layout: key id and IV read in place
+                auth = AuthValue._from_wire(data[vs + _AUTH_KEY], data[vs + _AUTH_IV : ve])
+            else:
+                auth = AuthValue.decode(data, vs, ve)
+        ui_pos, vs, ve = ui_span
         etag, s, e = ber.read_tlv(data, vs, ve)
         if etag != TAG_EXTERNAL or e != ve:
             raise C1222DecodeError(vs, "user-information must be one EXTERNAL")
@@ -360,19 +378,19 @@ class AcseMessage:
         if e2 == s2:
             raise C1222DecodeError(s2, "empty EPSEM")
         called = calling = None
-        span = get(TAG_CALLED_AP_TITLE)
-        if span is not None:
-            called = ApTitle.decode_choice(data, span[1], span[2])
-        span = get(TAG_CALLING_AP_TITLE)
-        if span is not None:
-            calling = ApTitle.decode_choice(data, span[1], span[2])
+        called_span = spans[_CALLED]
+        if called_span is not None:
+            called = ApTitle.decode_choice(data, called_span[1], called_span[2])
+        calling_span = spans[_CALLING]
+        if calling_span is not None:
+            calling = ApTitle.decode_choice(data, calling_span[1], calling_span[2])
         msg = cls(
             user_information=data[s2:e2],
             called_ap_title=called,
             calling_ap_title=calling,
-            calling_ap_invocation_id=integer(TAG_CALLING_AP_INVOCATION_ID),
-            called_ap_invocation_id=integer(TAG_CALLED_AP_INVOCATION_ID),
-            calling_ae_qualifier=integer(TAG_CALLING_AE_QUALIFIER),
+            calling_ap_invocation_id=_integer(data, spans[_CALLING_INV]),
+            called_ap_invocation_id=_integer(data, spans[_CALLED_INV]),
+            calling_ae_qualifier=_integer(data, spans[_AE_QUALIFIER]),
             aso_context=aso,
             mechanism_name=mech,
             auth=auth,
@@ -381,38 +399,51 @@ class AcseMessage:
         # OID arcs; every element fills its container) makes each element's bytes exactly what
         # re-encoding it would give, so only a relative AP title needs building (absolute form).
         out: list[bytes] = []
-        for tag in _CLEARTEXT_ELEMENTS:
-            span = get(tag)
+        for rank in _CLEARTEXT_RANKS:
+            span = spans[rank]
             if span is None:
                 continue
-            if tag == TAG_CALLED_AP_TITLE and called is not None and called.relative:
-                out.append(ber.tlv(tag, called.encode_canonical()))
+            if rank == _CALLED and called is not None and called.relative:
+                out.append(ber.tlv(TAG_CALLED_AP_TITLE, called.encode_canonical()))
             else:
                 out.append(data[span[0] : span[2]])
         keep = 3 + 2 * (vs - ui_pos - 1)  # as canonical_cleartext: up to the EPSEM control byte
         out.append(data[ui_pos : min(vs + keep, ve)])
-        if calling is not None:
-            span = fields[TAG_CALLING_AP_TITLE]
+        if calling is not None and calling_span is not None:
             if calling.relative:
                 out.append(ber.tlv(TAG_CALLING_AP_TITLE, calling.encode_canonical()))
             else:
-                out.append(data[span[0] : span[2]])
+                out.append(data[calling_span[0] : calling_span[2]])
         if auth is not None:
             out.append(bytes([auth.key_id]) + auth.iv)
         msg.__dict__["_cleartext"] = b"".join(out)
         return msg
 
 
+def _integer(data: bytes, span: tuple[int, int, int] | None) -> int | None:
+    """The INTEGER filling the element at `span` (None: element absent)."""
+    if span is None:
+        return None
+    _, vs, ve = span
+    if ve - vs >= 2 and data[vs] == TAG_INTEGER and data[vs + 1] == ve - vs - 2 < 0x80:
+        return ber.decode_uint(data[vs + 2 : ve], vs + 2)
+    itag, s, e = ber.read_tlv(data, vs, ve)
+    if itag != TAG_INTEGER or e != ve:
+        raise C1222DecodeError(vs, "expected an INTEGER")
+    return ber.decode_uint(data[s:e], s)
+
+
+_RANK = {tag: rank for rank, tag in enumerate(_ORDER)}
+_ASO, _CALLED, _CALLED_INV, _CALLING, _AE_QUALIFIER, _CALLING_INV, _MECH, _AUTH, _UI = range(9)
 # The elements the EAX' cleartext starts with, in order (C12.22 Annex I; canonical_cleartext).
-_CLEARTEXT_ELEMENTS = (
-    TAG_ASO_CONTEXT,
-    TAG_CALLED_AP_TITLE,
-    TAG_CALLED_AP_INVOCATION_ID,
-    TAG_CALLING_AE_QUALIFIER,
-    TAG_CALLING_AP_INVOCATION_ID,
-    TAG_MECHANISM_NAME,
-    TAG_CALLING_AUTH_VALUE,
-)
+_CLEARTEXT_RANKS = (_ASO, _CALLED, _CALLED_INV, _AE_QUALIFIER, _CALLING_INV, _MECH, _AUTH)
+# calling-authentication-value content as AuthValue.encode() writes it: a2 0d a0 0b a1 09
+# 80 01 <key id> 81 04 <iv>
+_AUTH_PREFIX = bytes([TAG_AUTH_SEQUENCE, 13, TAG_SINGLE_ASN1, 11, TAG_C1222_AUTH, 9, TAG_KEY_ID, 1])
+_AUTH_KEY = len(_AUTH_PREFIX)
+_AUTH_IV_HEADER = bytes([TAG_IV, IV_LEN])
+_AUTH_IV = _AUTH_KEY + 1 + len(_AUTH_IV_HEADER)
+_AUTH_LEN = _AUTH_IV + IV_LEN
 
 
 def _int_element(tag: int, value: int) -> bytes:
