@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 HEADEND_TITLE = ApTitle.parse("2.16.124.113620.1.22.0.1")
 HEADEND_ADDR: Addr = ("10.255.255.1", 1153)
+UTIL_WINDOW = 10.0  # seconds: peak utilisation is the busiest such window of a cell
 T0 = 1_790_000_100.0  # 2026-09-21, a little after a 15-minute boundary
 
 
@@ -96,6 +97,7 @@ class _Cell:
         self.packets = 0
         self.dropped = 0
         self.max_wait = 0.0
+        self.windows: Counter[int] = Counter()  # busy seconds per UTIL_WINDOW
 
 
 class CellNetwork:
@@ -159,6 +161,7 @@ class CellNetwork:
                 return
             cell.busy_until = start + service
             cell.busy += service
+            cell.windows[int(start // UTIL_WINDOW)] += service
             cell.packets += 1
             cell.max_wait = max(cell.max_wait, start - now)
             at = start + service + cfg.latency
@@ -346,6 +349,9 @@ def summarize(
         "slot_time_max_s": max(times, default=None),
         "cell_utilisation_mean": statistics.fmean(util) if util else 0.0,
         "cell_utilisation_max": max(util, default=0.0),
+        "cell_utilisation_peak_10s": max(
+            (max(c.windows.values(), default=0.0) / UTIL_WINDOW for c in cells), default=0.0
+        ),
         "cell_packets": sum(c.packets for c in cells),
         "cell_dropped": sum(c.dropped for c in cells),
         "cell_max_wait_s": max((c.max_wait for c in cells), default=0.0),

@@ -1,0 +1,190 @@
+"""The head-end service on asyncio: `headend.service.HeadEnd` over UDP 1153 (IPv4 and IPv6) by
+`EngineDriver`, keys from the key server, and the REST API (FastAPI under uvicorn) on the same
+loop.
+
+- The engine clock is the loop's monotonic clock shifted to the epoch (`wall_clock=True`):
+  interval boundaries are epoch-aligned and key `not_after`s come from the key server's clock.
+- Keys: `key_source` (the in-process `KeyServer` of the demo, or anything with `key_for` /
+  `current_key`) is asked synchronously; with `keyserver=(host, port)` a `KeyDistClient` over
+  mutual TLS (`TlsFiles.client(data_dir, "headend")` by default) fetches a key when a datagram
+  missed one (the datagram is parked and fed again) and prefetches the current key of every
+  collected meter whose key is missing or due to expire.
+- The API (`headend.api.create_app`) runs as `uvicorn.Server(config).serve()` in a task; a
+  command created through it is picked up by the engine within `command_poll_s` and executed.
+- Meter addresses: `addresses` (meter id -> (host, port)) for polled meters; otherwise learned
+  from each meter's pushes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from amistack.addr import Addr
+from amistack.c1222.acse import ApTitle
+from amistack.c1222.endpoint import C1222_PORT
+from amistack.crypto import RandomSource, system_random
+from amistack.headend.collector import CollectorConfig
+from amistack.headend.keys import AsyncKeySource, HeadendKeys, SyncKeySource, repository_resolver
+from amistack.headend.service import HeadEnd, HeadEndConfig, KeyNeeded
+from amistack.headend.storage import ReadingRepository, open_repository
+from amistack.runtime.udp import Capture, EngineDriver
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TITLE = "2.16.124.113620.1.22.0.1"
+DEFAULT_LISTEN: tuple[Addr, ...] = (("0.0.0.0", C1222_PORT), ("::", C1222_PORT))
+PREFETCH_EVERY = 10.0  # seconds between key prefetch rounds
+PREFETCH_MARGIN = 60.0  # fetch a meter's current key when its newest expires within this
+
+
+@dataclass
+class HeadEndRuntime:
+    engine: HeadEnd
+    driver: EngineDriver[HeadEnd]
+    repo: ReadingRepository
+    udp: list[Addr] = field(default_factory=list)
+    api: Addr | None = None
+
+
+def parse_hostport(text: str, default_port: int) -> Addr:
+    """ "host:port", "[v6]:port", "host" -> (host, port)."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") else default_port
+    if text.count(":") == 1:
+        host, port = text.split(":")
+        return host, int(port)
+    return text, default_port
+
+
+async def run_headend(
+    data_dir: Path | str,
+    *,
+    db: str | None = None,
+    listen: Sequence[Addr] = DEFAULT_LISTEN,
+    api: Addr | None = ("127.0.0.1", 8080),
+    keyserver: Addr | None = None,
+    tls: Any | None = None,
+    key_source: SyncKeySource | None = None,
+    ap_title: str | ApTitle = DEFAULT_TITLE,
+    collector: CollectorConfig | None = None,
+    addresses: Mapping[str, Addr] | None = None,
+    capture: Capture | None = None,
+    rng: RandomSource = system_random,
+    stop: asyncio.Event | None = None,
+    ready: Callable[[HeadEndRuntime], None] | None = None,
+) -> None:
+    """Serve until `stop` is set (or the task is cancelled). `db`: a `postgresql://` DSN, else
+    SQLite under `data_dir`. `keyserver`: the key distribution service (mutual TLS) to fetch
+    C12.22 keys from (`tls`: a `runtime.keydist.TlsFiles`); `key_source`: an in-process one."""
+    data = Path(data_dir)
+    data.mkdir(parents=True, exist_ok=True)
+    repo = open_repository(db or data)
+    async_source: AsyncKeySource | None = None
+    if keyserver is not None:
+        from amistack.runtime.keydist import KeyDistClient, TlsFiles
+
+        files = tls or TlsFiles.client(data, "headend")
+        async_source = KeyDistClient(keyserver[0], keyserver[1], files.ca, files.cert, files.key)
+    elif key_source is None:
+        raise ValueError("the head-end needs a key source: keyserver=(host, port) or key_source")
+    keys = HeadendKeys(repository_resolver(repo.meter_by_ap_title), key_source)
+    title = ap_title if isinstance(ap_title, ApTitle) else ApTitle.parse(ap_title)
+    known = dict(addresses or {})
+    engine = HeadEnd(
+        HeadEndConfig(title, collector or CollectorConfig()),
+        repo,
+        keys,
+        rng,
+        time.time(),
+        addr_of=lambda m: known.get(m.meter_id),
+    )
+    tasks: set[asyncio.Task[Any]] = set()
+    driver: EngineDriver[HeadEnd]
+
+    async def resolve(ev: KeyNeeded) -> None:
+        if async_source is None:
+            return
+        if await keys.fetch_async(async_source, ev.device, ev.key_byte, driver.now()):
+            engine.retry_parked(ev.device, driver.now())
+            driver.kick()
+
+    def on_event(ev: object) -> None:
+        if isinstance(ev, KeyNeeded) and async_source is not None:
+            task = asyncio.create_task(resolve(ev))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        else:
+            log.info("head-end event %s", ev)
+
+    async def prefetch() -> None:
+        assert async_source is not None
+        while True:
+            devices = [m.encode() for m in engine.collector.meter_ids()]
+            due = keys.expiring(devices, driver.now(), PREFETCH_MARGIN)
+            if due:
+                await keys.prefetch_async(async_source, due, driver.now())
+                driver.kick()
+            await asyncio.sleep(PREFETCH_EVERY)
+
+    server: Any = None
+    api_task: asyncio.Task[Any] | None = None
+    driver = EngineDriver(engine, on_event=on_event, capture=capture, wall_clock=True)
+    rt = HeadEndRuntime(engine, driver, repo)
+    try:
+        for host, port in listen:
+            rt.udp.append(await driver.bind(host, port))
+        driver.kick()
+        if async_source is not None:
+            pf = asyncio.create_task(prefetch())
+            tasks.add(pf)
+        if api is not None:
+            import uvicorn
+
+            from amistack.headend.api import create_app
+
+            config = uvicorn.Config(
+                create_app(repo), host=api[0], port=api[1], log_level="warning", lifespan="off"
+            )
+            server = uvicorn.Server(config)
+            api_task = asyncio.create_task(server.serve())
+            while not server.started and not api_task.done():
+                await asyncio.sleep(0.01)
+            if api_task.done():
+                api_task.result()  # raises why it did not start (port in use ...)
+            sock = server.servers[0].sockets[0].getsockname()
+            rt.api = (str(sock[0]), int(sock[1]))
+        log.info("head-end: C12.22 on %s, API on %s, data in %s", rt.udp, rt.api, data)
+        if ready is not None:
+            ready(rt)
+        await (stop or asyncio.Event()).wait()
+    finally:
+        if server is not None:
+            server.should_exit = True
+        if api_task is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(api_task, 5.0)
+        for t in list(tasks):
+            t.cancel()
+        with contextlib.suppress(Exception):
+            engine.flush(driver.now())  # what was received becomes durable and is acked
+            driver.kick()
+        driver.close()
+        if async_source is not None:
+            close = getattr(async_source, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+        repo.close()
+        counters = {k: v for k, v in engine.collector.counters.items() if v}
+        log.info("head-end stopped; collector counters %s", counters)
+
+
+__all__ = ["DEFAULT_LISTEN", "DEFAULT_TITLE", "HeadEndRuntime", "parse_hostport", "run_headend"]
