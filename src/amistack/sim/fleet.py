@@ -97,7 +97,7 @@ class _Cell:
         self.packets = 0
         self.dropped = 0
         self.max_wait = 0.0
-        self.windows: Counter[int] = Counter()  # busy seconds per UTIL_WINDOW
+        self.windows: dict[int, float] = {}  # busy seconds per UTIL_WINDOW
 
 
 class CellNetwork:
@@ -161,7 +161,8 @@ class CellNetwork:
                 return
             cell.busy_until = start + service
             cell.busy += service
-            cell.windows[int(start // UTIL_WINDOW)] += service
+            w = int(start // UTIL_WINDOW)
+            cell.windows[w] = cell.windows.get(w, 0.0) + service
             cell.packets += 1
             cell.max_wait = max(cell.max_wait, start - now)
             at = start + service + cfg.latency
