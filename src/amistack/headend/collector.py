@@ -189,6 +189,7 @@ class Collector:
         self._durable: list[Hashable] = []
         self._store_retry: float | None = None  # after a failed store (disk full, DB down)
         self.store_retry_s = 1.0
+        self.keep_slots = 192  # slot statistics kept (two days of 15-minute slots)
         self._next_boundary = self._boundary_after(now)
 
     # -- meters ------------------------------------------------------------------------------
@@ -196,10 +197,16 @@ class Collector:
     def _boundary_after(self, t: float) -> int:
         return (int(t) // self.step + 1) * self.step
 
-    def add_meter(self, target: MeterTarget, now: float) -> None:
-        """Collect `target` from the next boundary on (the interval ending there is its first)."""
+    def add_meter(self, target: MeterTarget, now: float, stored: Iterable[int] = ()) -> None:
+        """Collect `target` from the next boundary on (the interval ending there is its first).
+        `stored`: interval starts already in the repository (a restarted head-end): then the
+        lookback window before them is expected too, so what was missed while down is
+        backfilled."""
         since = self._boundary_after(now) - self.step
-        self._meters[target.meter_id] = _Meter(target, since)
+        have = {s for s in stored if s % self.step == 0}
+        if have:
+            since = max(min(have), since - (self.config.lookback_intervals - 1) * self.step)
+        self._meters[target.meter_id] = _Meter(target, since, have)
         self._by_ap[target.ap_title.device_id] = target.meter_id
         self._cells.setdefault(target.cell, _Cell())
 
@@ -272,7 +279,12 @@ class Collector:
     def _open_slot(self, boundary: int, now: float) -> None:
         slot = self.slots.setdefault(boundary, SlotStats(boundary))
         reason = "poll" if self.config.mode == Mode.POLLED else "targeted"
+        horizon = boundary - (self.config.lookback_intervals + 1) * self.step
+        for old in [b for b in self.slots if b < boundary - self.keep_slots * self.step]:
+            del self.slots[old]
         for meter_id, m in self._meters.items():
+            if m.have and min(m.have) < horizon:
+                m.have = {s for s in m.have if s >= horizon}
             if m.since < boundary:
                 slot.expected.add(meter_id)
             if self.missing(meter_id, now):

@@ -117,10 +117,19 @@ class HeadEnd:
         have = set(self.collector.meter_ids())
         for meter_id in have - wanted.keys():
             self.collector.remove_meter(meter_id)
+        step = self.collector.step
+        lookback = self.config.collector.lookback_intervals * step
         for meter_id, m in wanted.items():
             if meter_id not in have:
                 title = ApTitle.parse(m.ap_title)
-                self.collector.add_meter(MeterTarget(meter_id, title, self.addr_of(m), m.cell), now)
+                stored = [
+                    r.interval_start
+                    for r in self.repo.readings(
+                        meter_id, int(now) - lookback, int(now), length_min=step // 60, limit=1000
+                    )
+                ]
+                target = MeterTarget(meter_id, title, self.addr_of(m), m.cell)
+                self.collector.add_meter(target, now, stored)
         self._next_refresh = now + self.config.meter_refresh_s
         return len(wanted)
 

@@ -117,6 +117,14 @@ class CellNetwork:
         self._nodes[addr] = _Node(addr, engine, cell)
         self.service(addr)
 
+    def replace(self, addr: Addr, engine: SimEngine) -> None:
+        """Put a new engine at `addr` (a restarted process); the old one's timer is dropped."""
+        old = self._nodes[addr]
+        if old.handle is not None:
+            old.handle.cancel()
+        self._nodes[addr] = _Node(addr, engine, old.cell)
+        self.service(addr)
+
     def service(self, addr: Addr) -> None:
         node = self._nodes[addr]
         now = self.clock.now

@@ -185,3 +185,38 @@ def test_run_fleet_report_shape() -> None:
     assert r["readings_expected"] == 8 and r["readings_lost"] == 0
     assert r["collected_via"] == {"push": 8} and 0 < r["cell_utilisation_max"] < 0.01
     assert r["headend"]["acks_held"] == r["headend"]["acks_released"] > 0
+
+
+def test_restarted_headend_backfills_what_it_missed_while_down() -> None:
+    from amistack.crypto import seeded_random
+    from amistack.headend.keys import DirectorySource, HeadendKeys, repository_resolver
+    from amistack.headend.service import HeadEnd, HeadEndConfig
+    from amistack.sim.fleet import HEADEND_ADDR, HEADEND_TITLE
+
+    fleet = build_fleet(FleetConfig(meters=3, cells=1, mode=Mode.POLLED, slots=3))
+    b1, b2, b3 = measured_slots(fleet)
+    fleet.clock.run_until(b1 + 100)
+    assert fleet.repo.count_readings() == 3
+    fleet.net.down.add(HEADEND_ADDR)  # the head-end process dies before slot 2
+    fleet.clock.run_until(b2 + 200)
+    assert fleet.repo.count_readings() == 3
+    keys = HeadendKeys(
+        repository_resolver(fleet.repo.meter_by_ap_title), DirectorySource(fleet.directory)
+    )
+    by_id = {meter_id(i): a for i, a in enumerate(fleet.addrs)}
+    restarted = HeadEnd(
+        HeadEndConfig(HEADEND_TITLE, CollectorConfig(retention_days=1)),
+        fleet.repo,
+        keys,
+        seeded_random(77),
+        fleet.clock.now,
+        addr_of=lambda m: by_id.get(m.meter_id),
+    )
+    fleet.net.replace(HEADEND_ADDR, restarted)
+    fleet.net.down.discard(HEADEND_ADDR)
+    fleet.clock.run_until(b3 + 100)
+    for i in range(3):
+        starts = [r.interval_start for r in fleet.repo.readings(meter_id(i), b1 - STEP, b3)]
+        assert starts == [b1 - STEP, b2 - STEP, b3 - STEP]
+    slot3 = restarted.collector.slots[b2]
+    assert {d.via for d in slot3.delivered.values()} == {"backfill"}
