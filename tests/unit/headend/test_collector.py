@@ -220,3 +220,43 @@ def test_restarted_headend_backfills_what_it_missed_while_down() -> None:
         assert starts == [b1 - STEP, b2 - STEP, b3 - STEP]
     slot3 = restarted.collector.slots[b2]
     assert {d.via for d in slot3.delivered.values()} == {"backfill"}
+
+
+def test_on_demand_register_read() -> None:
+    from amistack.headend.collector import RegisterRead
+    from amistack.sim.fleet import HEADEND_ADDR
+
+    fleet = build_fleet(FleetConfig(meters=3, cells=1, mode=Mode.PUSHED, slots=1))
+    got: list[RegisterRead] = []
+    fleet.net.on_event.append(
+        lambda a, ev, now: got.append(ev) if isinstance(ev, RegisterRead) else None
+    )
+    t = fleet.clock.now + 1
+    fleet.clock.call_at(t, lambda: fleet.headend.collector.read_registers(meter_id(1), t))
+    fleet.clock.call_at(t, lambda: fleet.net.service(HEADEND_ADDR))
+    fleet.clock.run_until(t + 5)
+    assert [g.meter_id for g in got] == [meter_id(1)]
+    regs = got[0].registers
+    assert regs is not None
+    want = fleet.nodes[1].model.registers(t).active_forward_wh
+    assert abs(regs.active_forward_wh - want) < 50  # read a moment later, same meter
+
+
+def test_malformed_push_is_counted_and_answered_not_held() -> None:
+    from amistack.c1222.tables import Table
+    from amistack.sim.fleet import HEADEND_ADDR, HEADEND_TITLE
+
+    fleet = build_fleet(FleetConfig(meters=2, cells=1, mode=Mode.PUSHED, slots=1))
+    node = fleet.nodes[0]
+    t = fleet.clock.now + 1
+
+    def push_garbage() -> None:
+        node.server.push(HEADEND_ADDR, HEADEND_TITLE, Table.LOAD_PROFILE_1, b"\x0f\xff\xff", t)
+        fleet.net.service(fleet.addrs[0])
+
+    fleet.clock.call_at(t, push_garbage)
+    fleet.clock.run_until(t + 3)
+    assert fleet.headend.collector.counters["decode-error"] == 1
+    assert fleet.headend.counters["acks-held"] == 0
+    assert fleet.repo.count_readings() == 0
+    assert node.server.counters["messages-accepted"] == 1  # the meter got its (OK) answer
