@@ -64,6 +64,15 @@ class EpsemControl:
 
     @classmethod
     def decode(cls, byte: int, offset: int = 0) -> EpsemControl:
+        known = _CONTROLS.get(byte)
+        if known is not None:  # 256 possible bytes: each valid one decoded once
+            return known
+        control = cls._decode(byte, offset)
+        _CONTROLS[byte] = control
+        return control
+
+    @classmethod
+    def _decode(cls, byte: int, offset: int) -> EpsemControl:
         if not byte & FLAG_ALWAYS:
             raise C1222DecodeError(offset, "EPSEM control bit 7 must be 1")
         try:
@@ -78,6 +87,9 @@ class EpsemControl:
             bool(byte & FLAG_RECOVERY),
             bool(byte & FLAG_PROXY),
         )
+
+
+_CONTROLS: dict[int, EpsemControl] = {}  # immutable values by control byte (at most 256)
 
 
 @dataclass(frozen=True)
