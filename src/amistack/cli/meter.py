@@ -96,11 +96,15 @@ async def _main(args: argparse.Namespace) -> MeterResult:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     if args.headend is not None:
+        from amistack.meter.node import MeterNode
         from amistack.runtime.meter_node import run_meter_node
 
-        def ready(node: object, addrs: list[Addr]) -> None:
+        def ready(node: MeterNode, addrs: list[Addr]) -> None:
+            title = node.config.ap_title.absolute()
             for host, port in addrs:
-                print(f"{args.device_id}: C12.22 on {host} port {port}", flush=True)
+                print(
+                    f"{args.device_id}: C12.22 AP title {title} on {host} port {port}", flush=True
+                )
 
         return await run_meter_node(
             args.device_id,

@@ -53,17 +53,6 @@ class HeadEndRuntime:
     api: Addr | None = None
 
 
-def parse_hostport(text: str, default_port: int) -> Addr:
-    """ "host:port", "[v6]:port", "host" -> (host, port)."""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else default_port
-    if text.count(":") == 1:
-        host, port = text.split(":")
-        return host, int(port)
-    return text, default_port
-
-
 async def run_headend(
     data_dir: Path | str,
     *,
@@ -187,4 +176,4 @@ async def run_headend(
         log.info("head-end stopped; collector counters %s", counters)
 
 
-__all__ = ["DEFAULT_LISTEN", "DEFAULT_TITLE", "HeadEndRuntime", "parse_hostport", "run_headend"]
+__all__ = ["DEFAULT_LISTEN", "DEFAULT_TITLE", "HeadEndRuntime", "run_headend"]
