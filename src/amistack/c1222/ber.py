@@ -106,6 +106,26 @@ def encode_oid(arcs: tuple[int, ...]) -> bytes:
 
 
 def decode_relative_oid(value: bytes, offset: int) -> tuple[int, ...]:
+    # Well-formed arcs (the norm) in a lean loop; anything odd goes to the checking decoder,
+    # which finds the first fault and its offset.
+    if value and not value[-1] & 0x80:
+        arcs: list[int] = []
+        acc = 0
+        for byte in value:
+            if byte & 0x80:
+                if byte == 0x80 and not acc:
+                    break  # non-minimal arc
+                acc = (acc << 7) | (byte & 0x7F)
+            else:
+                arcs.append((acc << 7) | byte)
+                acc = 0
+        else:
+            if max(arcs) >> 64 == 0:
+                return tuple(arcs)
+    return _decode_relative_oid_checked(value, offset)
+
+
+def _decode_relative_oid_checked(value: bytes, offset: int) -> tuple[int, ...]:
     if not value:
         raise C1222DecodeError(offset, "empty object identifier")
     arcs: list[int] = []

@@ -104,7 +104,7 @@ class Epsem:
     proxy: bool = False
 
     def __post_init__(self) -> None:
-        if not self.services or any(not s for s in self.services):
+        if not self.services or not all(self.services):
             raise ValueError("an EPSEM carries at least one non-empty service")
         if self.ed_class is not None and len(self.ed_class) != ED_CLASS_LEN:
             raise ValueError("ED class is 4 bytes")

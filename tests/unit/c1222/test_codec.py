@@ -299,3 +299,22 @@ def test_segment_round_trip(seq: int, parts: tuple[int, int, bytes]) -> None:
 
     seg = Segment(seq, *parts)
     assert Segment.decode(seg.encode()) == seg
+
+
+@given(
+    st.binary(max_size=24)
+    | st.lists(st.integers(0, 2**70), min_size=1, max_size=5).map(
+        lambda arcs: ber.encode_relative_oid(tuple(arcs))
+    )
+)
+def test_relative_oid_fast_path_agrees_with_the_checking_decoder(value: bytes) -> None:
+    # decode_relative_oid's lean loop must accept exactly what the checking decoder accepts
+    try:
+        expected: tuple[int, ...] | str = ber._decode_relative_oid_checked(value, 3)
+    except C1222DecodeError as exc:
+        expected = f"{exc.offset}:{exc.reason}"
+    try:
+        got: tuple[int, ...] | str = ber.decode_relative_oid(value, 3)
+    except C1222DecodeError as exc:
+        got = f"{exc.offset}:{exc.reason}"
+    assert got == expected
