@@ -26,6 +26,7 @@ reads and writes of the table ids above into provider calls.
 from __future__ import annotations
 
 import datetime as _dt
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -97,13 +98,23 @@ def encode_ltime(t: float) -> bytes:
 def decode_ltime(data: bytes, offset: int = 0) -> float:
     if len(data) != LTIME_LEN:
         raise C1222DecodeError(offset, "LTIME_DATE is 6 bytes")
+    known = _LTIMES.get(data)
+    if known is not None:  # meters stamp the same slot boundaries: most times recur
+        return known
     try:
         d = _dt.datetime(
             2000 + data[0], data[1], data[2], data[3], data[4], data[5], tzinfo=_dt.UTC
         )
     except ValueError as exc:
         raise C1222DecodeError(offset, f"invalid date/time: {exc}") from None
-    return d.timestamp()
+    t = d.timestamp()
+    if len(_LTIMES) >= 4096:
+        _LTIMES.clear()  # a memo of pure values; dropping it only costs recomputing
+    _LTIMES[bytes(data)] = t
+    return t
+
+
+_LTIMES: dict[bytes, float] = {}
 
 
 # ------------------------------------------------------------------------------- tables
@@ -309,6 +320,9 @@ class Interval:
     status: int = 0
 
 
+_INTERVAL = struct.Struct("<BI")  # LoadProfile interval: status u8, value u32 Wh
+
+
 @dataclass(frozen=True)
 class LoadProfile:
     """ST64/ST65 style: INTERVAL (minutes), NBR_INTERVALS (u16), BLK_END_TIME (LTIME_DATE of
@@ -338,8 +352,8 @@ class LoadProfile:
         _need(data, cls.HEADER + n * cls.INTERVAL_SIZE, "load profile")
         end = decode_ltime(data[3:9], 3)
         ivs = tuple(
-            Interval(int.from_bytes(data[p + 1 : p + 5], "little"), data[p])
-            for p in range(cls.HEADER, len(data), cls.INTERVAL_SIZE)
+            Interval(value, status)
+            for status, value in _INTERVAL.iter_unpack(data[cls.HEADER : cls.HEADER + n * 5])
         )
         return cls(data[0], end, ivs)
 
