@@ -32,6 +32,10 @@ from amistack.crypto.eax import EaxAuthError
 TAG_LEN = 4  # ANSI C12.22 Annex I: a 4-byte MAC
 MIN_CLEARTEXT = BLOCK + 1  # ePrint 2012/018: one block or less is attackable
 _MASK128 = (1 << 128) - 1
+_TAG_MASK = (1 << (8 * TAG_LEN)) - 1
+# The CTR counter is N' with the top bits of bytes 12 and 14 cleared (bits 31 and 15 of the
+# big-endian integer), so that the 32-bit words never carry.
+_CTR_MASK = _MASK128 ^ (0x80 << 24) ^ (0x80 << 8)
 
 __all__ = ["MIN_CLEARTEXT", "TAG_LEN", "EaxAuthError", "EaxPrime", "EaxPrimeError", "dbl_le"]
 
@@ -46,10 +50,6 @@ def dbl_le(block: bytes) -> bytes:
     if n >> 128:
         n = (n & ((1 << 128) - 1)) ^ 0x87
     return n.to_bytes(BLOCK, "little")
-
-
-def _xor(a: bytes, b: bytes) -> bytes:
-    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(len(a), "big")
 
 
 class EaxPrime:
@@ -73,20 +73,22 @@ class EaxPrime:
         self._lock = threading.Lock()
         e0 = self._update(bytes(BLOCK))  # IV 0: the first block is plain E_K(0^128)
         self._prev = int.from_bytes(e0, "big")
-        self._d = dbl_le(e0)
-        self._q = dbl_le(self._d)
+        d = dbl_le(e0)
+        # D and Q as big-endian integers: the CMAC' passes XOR them into whole-message integers
+        self._d = int.from_bytes(d, "big")
+        self._q = int.from_bytes(dbl_le(d), "big")
 
     def __repr__(self) -> str:  # never the key
         return "EaxPrime(<key>)"
 
-    def _cmac(self, iv: bytes, data: bytes) -> bytes:
+    def _cmac(self, iv: int, data: bytes) -> int:
         # CBC-MAC with IV `iv`; last block XOR D (complete) or 10*-padded XOR Q.
         n = len(data)
         if n and n % BLOCK == 0:
-            last = int.from_bytes(self._d, "big")
+            last = self._d
             padded = data
         else:
-            last = int.from_bytes(self._q, "big")
+            last = self._q
             padded = data + b"\x80" + bytes(-(n + 1) % BLOCK)
         size = len(padded)
         # One big integer for the whole message: XOR the IV (and the encryptor's chaining state)
@@ -94,20 +96,17 @@ class EaxPrime:
         work = int.from_bytes(padded, "big") ^ last
         shift = (size - BLOCK) * 8
         with self._lock:
-            work ^= (int.from_bytes(iv, "big") ^ self._prev) << shift
-            out = self._update(work.to_bytes(size, "big"))[-BLOCK:]
-            self._prev = int.from_bytes(out, "big")
+            work ^= (iv ^ self._prev) << shift
+            out = int.from_bytes(self._update(work.to_bytes(size, "big"))[-BLOCK:], "big")
+            self._prev = out
         return out
 
-    def _ctr(self, n_prime: bytes, data: bytes) -> bytes:
+    def _ctr(self, n_prime: int, data: bytes) -> bytes:
         if not data:
             return b""
-        ctr = bytearray(n_prime)
-        ctr[12] &= 0x7F
-        ctr[14] &= 0x7F
-        counter = int.from_bytes(ctr, "big")
+        counter = n_prime & _CTR_MASK
         blocks = -(-len(data) // BLOCK)
-        stream = []
+        ks = 0
         update = self._update
         with self._lock:
             prev = self._prev
@@ -115,11 +114,8 @@ class EaxPrime:
                 prev = int.from_bytes(
                     update((((counter + i) & _MASK128) ^ prev).to_bytes(BLOCK, "big")), "big"
                 )
-                stream.append(prev)
+                ks = (ks << 128) | prev
             self._prev = prev
-        ks = 0
-        for s in stream:
-            ks = (ks << 128) | s
         ks >>= (blocks * BLOCK - len(data)) * 8
         return (int.from_bytes(data, "big") ^ ks).to_bytes(len(data), "big")
 
@@ -138,10 +134,9 @@ class EaxPrime:
         ciphertext = self._ctr(n_prime, plaintext)
         return ciphertext, self._tag(n_prime, ciphertext)
 
-    def _tag(self, n_prime: bytes, ciphertext: bytes) -> bytes:
-        if not ciphertext:
-            return n_prime[-TAG_LEN:]
-        return _xor(n_prime, self._cmac(self._q, ciphertext))[-TAG_LEN:]
+    def _tag(self, n_prime: int, ciphertext: bytes) -> bytes:
+        full = n_prime ^ self._cmac(self._q, ciphertext) if ciphertext else n_prime
+        return (full & _TAG_MASK).to_bytes(TAG_LEN, "big")
 
     def decrypt(self, cleartext: bytes, ciphertext: bytes, tag: bytes) -> bytes:
         """The plaintext; EaxAuthError if the tag does not verify (nothing is decrypted then)."""
@@ -154,7 +149,7 @@ class EaxPrime:
     def authenticate(self, cleartext: bytes, plaintext: bytes) -> bytes:
         """Cleartext+authentication mode: the 4-byte tag over cleartext || plaintext."""
         self._check_cleartext(cleartext)
-        return self._cmac(self._d, cleartext + plaintext)[-TAG_LEN:]
+        return (self._cmac(self._d, cleartext + plaintext) & _TAG_MASK).to_bytes(TAG_LEN, "big")
 
     def verify(self, cleartext: bytes, plaintext: bytes, tag: bytes) -> None:
         """Authentication-only check; EaxAuthError if the tag does not verify."""
