@@ -20,6 +20,7 @@ import struct
 import subprocess
 import tempfile
 import time
+from itertools import starmap
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -314,7 +315,7 @@ def open_messages(
             if msg.calling_ap_title is None or msg.auth is None:
                 refused += 1
                 continue
-            entry = table.get(str(msg.calling_ap_title.absolute()))
+            entry = table.get(str(msg.calling_ap_title.absolute()))  # dotted absolute title
             if entry is None:
                 refused += 1
                 continue
@@ -355,7 +356,7 @@ def _e2e_run(
         )
         for n, (rows, bad) in enumerate(results):
             refused += bad
-            report = ingestor.submit(n, [IntervalReading(*r) for r in rows], 0.0)
+            report = ingestor.submit(n, list(starmap(IntervalReading, rows)), 0.0)
             if report is not None:
                 acked += len(report.durable)
         acked += len(ingestor.flush(0.0).durable)
