@@ -42,6 +42,10 @@ def test_demo_story_and_capture(tmp_path: Path) -> None:
     assert set(doc["eventlog"].values()) == {"accepted"} and len(doc["eventlog"]) == 3
     assert doc["eventlog_edited_entry"] == "edited-entry"
     assert doc["eventlog_rollback"] == "rollback"
+    assert min(doc["metering_readings"].values()) >= 4
+    assert doc["demand_response"].startswith("confirmed")
+    assert doc["disconnect"] == "confirmed, relay read back open"
+    assert doc["reconnect"] == "confirmed, relay read back closed"
     logs = sorted((tmp_path / "demo" / "meters").glob("*/events.log"))
     assert len(logs) == 3  # the demo leaves a few meters' logs in its data directory
 
@@ -72,3 +76,36 @@ def test_demo_story_and_capture(tmp_path: Path) -> None:
     assert not [line for line in out if "malformed" in line or line.split("\t")[-1]]
     assert all(":pana" in line for line in out), "a datagram on the PANA port was not PANA"
     assert any(":eap" in line for line in out)
+
+    # the C12.22 capture: every message dissects, and a meter's key from c1222-keys.csv
+    # verifies (crypto_good) the messages protected under it
+    key_line = (tmp_path / "pcap" / "c1222-keys.csv").read_text().splitlines()[0]
+    c1222 = subprocess.run(
+        [
+            tshark,
+            "-r",
+            str(tmp_path / "pcap" / "c1222.pcap"),
+            "-d",
+            f"udp.port=={doc['headend_port']},c1222",
+            "-o",
+            "c1222.decrypt:TRUE",
+            "-o",
+            "c1222.baseoid:2.16.124.113620.1.22",
+            "-o",
+            f"uat:c1222_decryption_table:{key_line}",
+            "-Y",
+            "c1222",
+            "-T",
+            "fields",
+            "-e",
+            "c1222.crypto_good",
+            "-e",
+            "_ws.malformed",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.splitlines()
+    assert len(c1222) > 20 and not [line for line in c1222 if line.split("\t")[-1]]
+    assert any(line.split("\t")[0] == "1" for line in c1222)

@@ -81,6 +81,12 @@ class Report:
     audit: dict[str, int] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
     pcap: str | None = None
+    metering_meters: int = 0
+    headend_port: int = 0
+    readings: dict[str, int] = field(default_factory=dict)
+    dr: str = ""
+    disconnect: str = ""
+    reconnect: str = ""
     eventlog: dict[str, str] = field(default_factory=dict)
     tampered: str = ""
     rollback: str = ""
@@ -92,6 +98,11 @@ class Report:
             and self.wrong_psk.startswith("refused")
             and self.revoked_live.startswith("session ended")
             and self.revoked_again.startswith("refused")
+            and bool(self.readings)
+            and min(self.readings.values()) >= 4
+            and self.dr.startswith("confirmed")
+            and self.disconnect == "confirmed, relay read back open"
+            and self.reconnect == "confirmed, relay read back closed"
             and bool(self.eventlog)
             and all(v == "accepted" for v in self.eventlog.values())
             and self.tampered == "edited-entry"
@@ -217,6 +228,7 @@ async def _chapter_access(
 
     stop_meters.set()
     await fleet
+    await _chapter_metering(args, report, rt, psks, v4)
     await asyncio.sleep(0.2)  # let the PTRs of the last terminations land
     report.counters = {k: v for k, v in sorted(rt.engine.counters.items()) if v}
     stop_server.set()
@@ -224,6 +236,103 @@ async def _chapter_access(
     for entry in store.audit_log(100_000):
         report.audit[entry.kind] = report.audit.get(entry.kind, 0) + 1
     store.close()
+
+
+async def _chapter_metering(
+    args: argparse.Namespace,
+    report: Report,
+    rt: KeyServerRuntime,
+    psks: dict[str, bytes],
+    keyserver: tuple[str, int],
+) -> None:
+    """Meters push interval data over C12.22 to the head-end; commands run and are confirmed."""
+    from amistack.headend.collector import CollectorConfig, Mode
+    from amistack.headend.schema import CommandKind, CommandState
+    from amistack.meter.node import ap_title_for
+    from amistack.runtime.headend import HeadEndRuntime, run_headend
+    from amistack.runtime.meter_node import run_meter_node
+
+    loop = asyncio.get_running_loop()
+    c1222_pcap = PcapWriter(args.pcap / "c1222.pcap") if args.pcap else None
+    capture = c1222_pcap.capture if c1222_pcap else None
+    ready: asyncio.Future[HeadEndRuntime] = loop.create_future()
+    stop_headend = asyncio.Event()
+    headend = asyncio.create_task(
+        run_headend(
+            args.data_dir / "headend",
+            listen=[("127.0.0.1", 0)],
+            api=None,
+            key_source=rt.engine,  # in-process key distribution (docs/key-distribution.md)
+            collector=CollectorConfig(mode=Mode.PUSHED),
+            capture=capture,
+            stop=stop_headend,
+            ready=ready.set_result,
+        )
+    )
+    he = await asyncio.wait_for(ready, 10)
+    report.headend_port = he.udp[0][1]
+    devices = sorted(d for d in psks if d.startswith("meter-0"))[: min(8, args.meters)]
+    now = time.time()
+    for device in devices:
+        he.repo.register_meter(
+            device, str(ap_title_for(device).absolute()), "conc-1", "cell-1", now
+        )
+        he.repo.commission_meter(device, now)
+    keys: dict[KeyId, bytes] = {}
+
+    def remember_key(rot: KeyRotation) -> None:  # for the Wireshark decryption table
+        kid = KeyId(rot.session_id, rot.key_id)
+        issued = rt.engine.key_for(kid, C1222, rt.pana.now())
+        if issued is not None:
+            keys[kid] = issued.key
+
+    stop_nodes = asyncio.Event()
+    nodes = asyncio.gather(
+        *(
+            run_meter_node(
+                device,
+                psks[device],
+                keyserver,
+                he.udp[0],
+                push=True,
+                time_scale=900.0,  # a 15-minute interval every second
+                stop=stop_nodes,
+                on_rotation=remember_key,
+                capture=capture,
+            )
+            for device in devices
+        )
+    )
+    deadline = loop.time() + 30
+    while loop.time() < deadline and min(he.repo.count_readings(d) for d in devices) < 4:
+        await asyncio.sleep(0.2)
+    report.metering_meters = len(devices)
+
+    async def execute(device: str, kind: CommandKind, params: dict[str, float]) -> str:
+        cmd = he.repo.create_command(device, kind, params, time.time())
+        until = loop.time() + 20
+        while loop.time() < until:
+            got = he.repo.get_command(cmd.id)
+            if got is not None and got.state in (CommandState.CONFIRMED, CommandState.FAILED):
+                relay = f", relay read back {got.relay_state}" if got.relay_state else ""
+                return f"{got.state.value}{relay}"
+            await asyncio.sleep(0.1)
+        return "no confirmation within 20 s"
+
+    report.dr = await execute(devices[0], CommandKind.DEMAND_RESPONSE, {"curtail_s": 1.0})
+    report.disconnect = await execute(devices[-1], CommandKind.DISCONNECT, {})
+    report.reconnect = await execute(devices[-1], CommandKind.RECONNECT, {})
+    report.readings = {d: he.repo.count_readings(d) for d in devices}
+    stop_nodes.set()
+    await nodes
+    stop_headend.set()
+    await headend
+    if c1222_pcap is not None:
+        c1222_pcap.close()
+        # Wireshark's C12.22 decryption table: "key id",key — one line per key (key ids repeat
+        # across meters, so Wireshark decrypts the meters whose key it tries first)
+        lines = [f'"{kid.generation & 0xFF:02x}",{key.hex()}' for kid, key in keys.items()]
+        (args.pcap / "c1222-keys.csv").write_text("\n".join(lines) + "\n")
 
 
 def _chapter_eventlog(data_dir: Path, report: Report) -> None:
@@ -291,7 +400,24 @@ def _print(report: Report) -> None:
     if report.pcap:
         port = report.addresses[0].rsplit(" ", 1)[-1] if report.addresses else "PORT"
         print(f"  pcap: {report.pcap}  (tshark -r {report.pcap} -d udp.port=={port},pana)")
-    print("amistack demo — chapter 2: tamper-evident event logs (signed Merkle tree heads)")
+    print("amistack demo — chapter 2: metering over ANSI C12.22 (EAX') to the head-end")
+    counts = list(report.readings.values())
+    print(
+        f"  {report.metering_meters} meters push 15-minute intervals at randomized offsets "
+        f"(900x time); the head-end stored {sum(counts)} readings "
+        f"(per meter {min(counts, default=0)}-{max(counts, default=0)}), each acknowledged "
+        f"only once durable"
+    )
+    print(f"  demand response (curtailment by the remote switch): {report.dr}")
+    print(f"  remote disconnect: {report.disconnect}")
+    print(f"  remote reconnect: {report.reconnect}")
+    if report.pcap:
+        c = Path(report.pcap).with_name("c1222.pcap")
+        print(
+            f"  pcap: {c} with {c.with_name('c1222-keys.csv')} (Wireshark's C12.22 "
+            "decryption table)"
+        )
+    print("amistack demo — chapter 3: tamper-evident event logs (signed Merkle tree heads)")
     for device, verdict in report.eventlog.items():
         print(
             f"  {device}: log with key rotations and events, collected twice by the MDMS: {verdict}"
@@ -336,6 +462,11 @@ def _run(args: argparse.Namespace) -> int:
             "revoked_again": report.revoked_again,
             "audit": report.audit,
             "key_server_counters": report.counters,
+            "metering_readings": report.readings,
+            "headend_port": report.headend_port,
+            "demand_response": report.dr,
+            "disconnect": report.disconnect,
+            "reconnect": report.reconnect,
             "eventlog": report.eventlog,
             "eventlog_edited_entry": report.tampered,
             "eventlog_rollback": report.rollback,

@@ -218,6 +218,10 @@ class Collector:
     def meter_ids(self) -> list[str]:
         return list(self._meters)
 
+    def knows(self, ap_device_id: bytes) -> bool:
+        """Whether a message from this AP title (absolute, `ApTitle.device_id`) is a meter's."""
+        return ap_device_id in self._by_ap
+
     def target(self, meter_id: str) -> MeterTarget | None:
         m = self._meters.get(meter_id)
         return None if m is None else m.target

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from amistack.addr import Addr
 from amistack.c1222.acse import ApTitle
 from amistack.c1222.endpoint import C1222Client, EndpointConfig
+from amistack.c1222.events import RequestReceived
 from amistack.crypto import RandomSource
 from amistack.headend.collector import Collector, CollectorConfig, MeterTarget, RegisterRead
 from amistack.headend.commands import CommandExecutor
@@ -117,21 +118,33 @@ class HeadEnd:
         have = set(self.collector.meter_ids())
         for meter_id in have - wanted.keys():
             self.collector.remove_meter(meter_id)
-        step = self.collector.step
-        lookback = self.config.collector.lookback_intervals * step
         for meter_id, m in wanted.items():
             if meter_id not in have:
-                title = ApTitle.parse(m.ap_title)
-                stored = [
-                    r.interval_start
-                    for r in self.repo.readings(
-                        meter_id, int(now) - lookback, int(now), length_min=step // 60, limit=1000
-                    )
-                ]
-                target = MeterTarget(meter_id, title, self.addr_of(m), m.cell)
-                self.collector.add_meter(target, now, stored)
+                self._collect(m, now)
         self._next_refresh = now + self.config.meter_refresh_s
         return len(wanted)
+
+    def _collect(self, m: Meter, now: float) -> None:
+        step = self.collector.step
+        lookback = self.config.collector.lookback_intervals * step
+        stored = [
+            r.interval_start
+            for r in self.repo.readings(
+                m.meter_id, int(now) - lookback, int(now), length_min=step // 60, limit=1000
+            )
+        ]
+        target = MeterTarget(m.meter_id, ApTitle.parse(m.ap_title), self.addr_of(m), m.cell)
+        self.collector.add_meter(target, now, stored)
+
+    def _admit(self, ev: object, now: float) -> None:
+        """A message from a meter commissioned since the last registry refresh: collect it now
+        rather than dropping its pushes until the next refresh."""
+        if not isinstance(ev, RequestReceived) or self.collector.knows(ev.peer.device_id):
+            return
+        m = self.repo.meter_by_ap_title(ev.peer.device_id.decode("ascii", "replace"))
+        if m is not None and m.state is MeterState.COMMISSIONED:
+            self._collect(m, now)
+            self.counters["meters-admitted"] += 1
 
     def poll_commands(self, now: float) -> int:
         """Execute the pending commands in the repository; how many were started."""
@@ -161,6 +174,7 @@ class HeadEnd:
         while (ev := self.client.next_event()) is not None:
             if self.commands.handle_event(ev, now):
                 continue
+            self._admit(ev, now)
             tag = self.collector.handle_event(ev, now)
             if tag is not None:
                 hold = tag
