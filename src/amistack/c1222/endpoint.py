@@ -21,6 +21,7 @@ request in flight.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter, deque
 from collections.abc import Sequence
@@ -67,6 +68,11 @@ from amistack.crypto import RandomSource
 log = logging.getLogger(__name__)
 
 C1222_PORT = 1153  # IANA ansi-c12-22, TCP and UDP
+
+
+def _key_tag(key: bytes) -> bytes:
+    """A short name for a key, so replay windows are not keyed by key material."""
+    return hashlib.blake2b(key, digest_size=8, person=b"c1222-replay").digest()
 
 
 @dataclass(frozen=True)
@@ -288,14 +294,6 @@ class _Endpoint:
             return
         sender = msg.calling_ap_title.device_id
         inv = msg.calling_ap_invocation_id
-        # one window per sender and key generation: a new session's keys (a restarted meter)
-        # start a fresh invocation-id sequence; an old key's messages stay bound to its window
-        window = sender + (b"/clear" if msg.auth is None else b"/%d" % msg.auth.key_id)
-        verdict = self._replay.check(window, inv)
-        if verdict is not None:
-            self.counters[verdict] += 1
-            log.info("c1222: %s message refused", verdict, extra={"sender": sender, "inv": inv})
-            return
         try:
             control = EpsemControl.decode(msg.user_information[0])
             if control.security_mode == SecurityMode.CLEARTEXT and not cfg.allow_cleartext:
@@ -307,10 +305,19 @@ class _Endpoint:
             result = unprotect(msg, keys)
         except C1222SecurityError as exc:
             self.counters[exc.reason] += 1
-            log.info("c1222: message refused", extra={"sender": sender, "reason": exc.reason})
+            log.info("c1222: message refused (%s)", exc.reason, extra={"sender": sender})
             return
         except C1222DecodeError:
             self.counters["decode-error"] += 1
+            return
+        # One window per sender and per key that authenticated the message: a restarted meter
+        # has a new PANA session, so new keys and a fresh invocation-id sequence, even when its
+        # key-id byte (the generation) repeats; a forged message never reaches a window.
+        window = sender + (b"/clear" if result.key is None else b"/" + _key_tag(result.key))
+        verdict = self._replay.check(window, inv)
+        if verdict is not None:
+            self.counters[verdict] += 1
+            log.info("c1222: %s message refused", verdict, extra={"sender": sender, "inv": inv})
             return
         self._replay.accept(window, inv)
         self.counters["messages-accepted"] += 1

@@ -418,3 +418,25 @@ def test_restarted_peer_under_new_keys_is_not_stale(pair: Pair) -> None:
     pair.client = restarted  # invocation ids start at 1 again, under generation 2
     assert _answer(pair, restarted.read(METER_ADDR, METER_TITLE, Table.CLOCK, T0 + 2), T0 + 2).ok
     assert pair.server.counters["stale"] == 0
+
+
+def test_restarted_peer_with_the_same_generation_is_not_a_replay(pair: Pair) -> None:
+    """A meter that restarts gets a new PANA session whose first generation is 1 again: the
+    key-id byte repeats, the key does not, and its invocation ids start over."""
+    for _ in range(70):
+        pair.server.receive_datagram(_capture_request(pair), HEADEND_ADDR, T0)
+    for ring in (pair.meter_ring, pair.headend_ring):
+        ring.install(make_ctx(session_id=0x3000, key_id=1), 3600.0, T0 + 1)
+    restarted = C1222Client(
+        EndpointConfig(HEADEND_TITLE),
+        ring_key_lookup(pair.headend_ring),
+        ring_send_key(pair.headend_ring),
+        seeded_random(4),
+    )
+    pair.client = restarted
+    assert _answer(pair, restarted.read(METER_ADDR, METER_TITLE, Table.CLOCK, T0 + 2), T0 + 2).ok
+    assert pair.server.counters["replayed"] == 0 and pair.server.counters["stale"] == 0
+    again = _capture_request(pair, T0 + 3)  # and a replay under the new key is still refused
+    pair.server.receive_datagram(again, HEADEND_ADDR, T0 + 3)
+    pair.server.receive_datagram(again, HEADEND_ADDR, T0 + 3)
+    assert pair.server.counters["replayed"] == 1
