@@ -17,7 +17,8 @@ second). Tables implemented:
 
 Procedures: SP9 remote reset (demand reset: ACTION_FLAG bit 0), SP10 set date/time (time sync),
 manufacturer procedure MP1 remote switch (parameter 0 = disconnect, 1 = connect; the response
-data is the relay state read back after the operation), MP2 read relay state.
+data is the relay state read back after the operation), MP2 read relay state, MP3 set load
+limit (demand response: u32 LE watts, 0 = no limit; the relay trips when demand exceeds it).
 
 Table data come from a `TableProvider` (the meter model implements it); `MeterTables` turns
 reads and writes of the table ids above into provider calls.
@@ -58,6 +59,7 @@ class Procedure(IntEnum):
     SET_DATE_TIME = 10  # SP10
     REMOTE_SWITCH = MFG_FLAG | 1  # MP1
     READ_SWITCH = MFG_FLAG | 2  # MP2
+    SET_LOAD_LIMIT = MFG_FLAG | 3  # MP3: u32 little-endian limit in W, 0 lifts the limit
 
 
 class ProcedureResult(IntEnum):
@@ -437,6 +439,9 @@ class TableProvider(Protocol):
 
     def demand_reset(self, now: float) -> None: ...
 
+    def set_load_limit(self, limit_w: int | None, now: float) -> None:
+        """Demand response: trip the relay above `limit_w` watts (None lifts the limit)."""
+
 
 STD_TABLES = frozenset({0, 1, 7, 8, 23, 52, 64, 65})
 STD_WRITABLE = frozenset({7})
@@ -545,6 +550,12 @@ class MeterTables:
             )
         if init.procedure == Procedure.READ_SWITCH:
             return done(ProcedureResult.COMPLETED, bytes([int(p.switch_connected(now))]))
+        if init.procedure == Procedure.SET_LOAD_LIMIT:
+            if len(init.params) != 4:
+                return done(ProcedureResult.INVALID_PARAMETER)
+            limit = int.from_bytes(init.params, "little")
+            p.set_load_limit(limit or None, now)
+            return done(ProcedureResult.COMPLETED)
         return done(ProcedureResult.UNRECOGNIZED)
 
 
@@ -569,6 +580,13 @@ def remote_switch(sequence: int, connect: bool) -> ProcedureInitiate:
 
 def read_switch(sequence: int) -> ProcedureInitiate:
     return ProcedureInitiate(Procedure.READ_SWITCH, sequence)
+
+
+def load_limit(sequence: int, limit_w: int) -> ProcedureInitiate:
+    """MP3: demand response by load limit (0 = none)."""
+    return ProcedureInitiate(
+        Procedure.SET_LOAD_LIMIT, sequence, max(0, min(limit_w, 0xFFFFFFFF)).to_bytes(4, "little")
+    )
 
 
 def load_profile_offsets(first: int, count: int) -> tuple[int, int]:

@@ -31,12 +31,11 @@ from amistack.c1222.errors import C1222DecodeError
 from amistack.c1222.events import C1222Event, RequestTimedOut, ResponseReceived
 from amistack.c1222.services import Read, ReadResult, Request, Write
 from amistack.c1222.tables import (
-    MFG_FLAG,
     Clock,
-    ProcedureInitiate,
     ProcedureResponse,
     ProcedureResult,
     Table,
+    load_limit,
     read_switch,
     remote_switch,
     set_date_time,
@@ -48,15 +47,9 @@ from amistack.headend.storage import ReadingRepository
 
 log = logging.getLogger(__name__)
 
-SET_LOAD_LIMIT = MFG_FLAG | 3  # MP3: u32 LE limit in W, 0 = none (our manufacturer procedure)
-
 
 def relay_text(connected: bool) -> str:
     return "closed" if connected else "open"
-
-
-def load_limit(sequence: int, limit_w: int) -> ProcedureInitiate:
-    return ProcedureInitiate(SET_LOAD_LIMIT, sequence, max(0, limit_w).to_bytes(4, "little"))
 
 
 @dataclass
@@ -268,4 +261,4 @@ class CommandExecutor:
         return len(self._by_request)
 
 
-__all__ = ["SET_LOAD_LIMIT", "CommandExecutor", "load_limit", "relay_text"]
+__all__ = ["CommandExecutor", "relay_text"]

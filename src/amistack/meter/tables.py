@@ -198,6 +198,15 @@ class ModelTables:
     def switch_connected(self, now: float) -> bool:
         return self.model.switch.relay_closed(self.model_time(now))
 
+    def set_load_limit(self, limit_w: int | None, now: float) -> None:
+        try:
+            self.model.set_load_limit(
+                None if limit_w is None else float(limit_w), self.model_time(now)
+            )
+        except (ModelTimeError, SwitchError) as exc:
+            self.failed_commands += 1
+            log.warning("load limit refused by the model: %s", exc)
+
     def set_switch(self, connected: bool, now: float) -> bool:
         t = self.model_time(now)
         try:

@@ -94,12 +94,15 @@ def test_demand_response_curtailment_reconnects_after_the_duration() -> None:
     assert model.switch.relay_closed(fleet.clock.now)
 
 
-def test_load_limit_fails_cleanly_when_the_meter_lacks_the_procedure() -> None:
+def test_load_limit_is_set_in_the_meter() -> None:
     fleet = _fleet()
     cmd = _run_command(fleet, CommandKind.DEMAND_RESPONSE, {"limit_w": 2000})
-    # the meter's procedure set has no MP3 (docs/collection.md): the answer says so
-    assert cmd.state is CommandState.FAILED and cmd.reason is not None
-    assert "UNRECOGNIZED" in cmd.reason
+    assert cmd.state is CommandState.CONFIRMED and cmd.confirmation == "load limit 2000 W set"
+    model = fleet.nodes[0].model
+    assert model.switch.load_limit_at(model.switch.last_change + 10**9) == 2000
+    lifted = _run_command(fleet, CommandKind.DEMAND_RESPONSE, {"limit_w": 0})
+    assert lifted.state is CommandState.CONFIRMED
+    assert model.switch.load_limit_at(model.switch.last_change + 10**9) is None
 
 
 def test_unreachable_meter_fails_after_retries() -> None:
