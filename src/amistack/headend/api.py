@@ -19,7 +19,11 @@ from typing import Any, Literal
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
+from amistack.eventlog.record import iso_ms, parse_head_line
+from amistack.eventlog.verify import Verdict
+from amistack.headend.eventlog_intake import MAX_EXPORT_BYTES, EventLogIntake
 from amistack.headend.export import csv_lines, iter_readings, json_lines, reading_dict
 from amistack.headend.registry import MAX_ID, HeadendError, Meter, MeterState
 from amistack.headend.schema import (
@@ -32,7 +36,14 @@ from amistack.headend.schema import (
 from amistack.headend.storage import MAX_PAGE, ReadingRepository
 from amistack.headend.vee import VeeConfig, run_vee
 
-_STATUS = {"not_found": 404, "exists": 409, "invalid_transition": 409, "invalid": 400}
+_STATUS = {
+    "not_found": 404,
+    "exists": 409,
+    "invalid_transition": 409,
+    "invalid": 400,
+    "no_key": 409,
+    "too_large": 413,
+}
 
 
 class MeterIn(BaseModel):
@@ -40,6 +51,9 @@ class MeterIn(BaseModel):
     ap_title: str = Field(description="ANSI C12.22 AP title, dotted OID")
     concentrator: str = ""
     cell: str = ""
+    eventlog_key: str | None = Field(
+        None, description="the meter's event-log public key (SPKI PEM, EC P-256)"
+    )
 
 
 class CommandIn(BaseModel):
@@ -103,6 +117,51 @@ class VeeOut(BaseModel):
     flagged: int
 
 
+class EventLogKeyOut(BaseModel):
+    meter_id: str
+    key_id: str  # hex SHA-256 of the DER SPKI (what the signed heads carry)
+    public_key_pem: str
+
+
+class EventLogHeadOut(BaseModel):
+    meter_id: str
+    mode: str
+    size: int
+    root: str
+    time: str
+    key_id: str
+    head: str  # the H/P line as in the export file
+    accepted_at: float
+
+
+class VerdictOut(BaseModel):
+    ok: bool
+    reason: str
+    detail: str
+    line: int
+    meter_id: str | None
+    entries: int
+    heads: int
+    signed_size: int | None
+    unsigned_tail: int
+    stored: int  # events new to the head-end from this upload
+
+
+def _verdict_out(v: Verdict, stored: int) -> VerdictOut:
+    return VerdictOut(
+        ok=v.ok,
+        reason=v.reason.value,
+        detail=v.detail,
+        line=v.line,
+        meter_id=v.meter_id,
+        entries=v.entries,
+        heads=v.heads,
+        signed_size=None if v.last_head is None else v.last_head.size,
+        unsigned_tail=v.unsigned_tail,
+        stored=stored,
+    )
+
+
 class ErrorOut(BaseModel):
     error: str
     detail: str
@@ -120,7 +179,13 @@ def _time_range(start: int, end: int) -> None:
         raise HeadendError("invalid", "end must be after start")
 
 
-def create_app(repo: ReadingRepository, clock: Callable[[], float] = time.time) -> FastAPI:
+def create_app(
+    repo: ReadingRepository,
+    clock: Callable[[], float] = time.time,
+    *,
+    max_eventlog_bytes: int = MAX_EXPORT_BYTES,
+) -> FastAPI:
+    intake = EventLogIntake(repo)
     app = FastAPI(
         title="amistack head-end",
         version="1",
@@ -151,7 +216,12 @@ def create_app(repo: ReadingRepository, clock: Callable[[], float] = time.time) 
     @app.post("/meters", status_code=201, response_model=Meter, responses=_ERRORS, tags=["meters"])
     def register_meter(body: MeterIn) -> Meter:
         return repo.register_meter(
-            body.meter_id, body.ap_title, body.concentrator, body.cell, clock()
+            body.meter_id,
+            body.ap_title,
+            body.concentrator,
+            body.cell,
+            clock(),
+            eventlog_key=body.eventlog_key,
         )
 
     @app.get("/meters/{meter_id}", response_model=Meter, responses=_ERRORS, tags=["meters"])
@@ -175,6 +245,94 @@ def create_app(repo: ReadingRepository, clock: Callable[[], float] = time.time) 
     )
     def decommission_meter(meter_id: str) -> Meter:
         return repo.decommission_meter(meter_id, clock())
+
+    # -- event log -----------------------------------------------------------------------------
+
+    async def _body(request: Request, limit: int) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise HeadendError("too_large", f"the body is larger than {limit} bytes")
+        body = bytearray()
+        async for piece in request.stream():
+            body += piece
+            if len(body) > limit:
+                raise HeadendError("too_large", f"the body is larger than {limit} bytes")
+        return bytes(body)
+
+    @app.put(
+        "/meters/{meter_id}/eventlog-key",
+        response_model=EventLogKeyOut,
+        responses=_ERRORS,
+        tags=["event log"],
+        openapi_extra={
+            "requestBody": {"content": {"application/x-pem-file": {}, "text/plain": {}}}
+        },
+    )
+    async def put_eventlog_key(meter_id: str, request: Request) -> EventLogKeyOut:
+        """Register (or replace) the meter's event-log public key: the PEM as the body."""
+        pem = await _body(request, 4096)
+        now = clock()
+        await run_in_threadpool(repo.set_eventlog_key, meter_id, pem, now)
+        return await run_in_threadpool(get_eventlog_key, meter_id)
+
+    @app.get(
+        "/meters/{meter_id}/eventlog-key",
+        response_model=EventLogKeyOut,
+        responses=_ERRORS,
+        tags=["event log"],
+    )
+    def get_eventlog_key(meter_id: str) -> EventLogKeyOut:
+        key = repo.eventlog_key(meter_id)
+        if key is None:
+            raise HeadendError("not_found", f"no event-log key for meter {meter_id!r}")
+        return EventLogKeyOut(meter_id=meter_id, key_id=key[1], public_key_pem=key[0])
+
+    @app.post(
+        "/meters/{meter_id}/eventlog",
+        response_model=VerdictOut,
+        responses={
+            **_ERRORS,
+            413: {"model": ErrorOut},
+            422: {"model": VerdictOut, "description": "the log does not hold (alarm raised)"},
+        },
+        tags=["event log"],
+        openapi_extra={"requestBody": {"content": {"text/plain": {}}}},
+    )
+    async def upload_eventlog(meter_id: str, request: Request) -> Any:
+        """Upload a meter's exported event log (the `amistack log export` file as the body).
+        Verified on arrival against the meter's key and the last accepted head: 200 and stored
+        when it holds, 422 with the reason (and an alarm raised) when it does not."""
+        body = await _body(request, max_eventlog_bytes)
+        now = clock()
+
+        verdict, stored = await run_in_threadpool(intake.receive_counted, meter_id, body, now)
+        out = _verdict_out(verdict, stored if verdict.ok else 0)
+        if verdict.ok:
+            return out
+        return JSONResponse(status_code=422, content=out.model_dump())
+
+    @app.get(
+        "/meters/{meter_id}/eventlog/head",
+        response_model=EventLogHeadOut,
+        responses=_ERRORS,
+        tags=["event log"],
+    )
+    def eventlog_head(meter_id: str) -> EventLogHeadOut:
+        """The last signed head accepted from the meter: the next upload must extend it."""
+        row = repo.eventlog_head(meter_id)
+        if row is None:
+            raise HeadendError("not_found", f"no event-log head accepted for {meter_id!r}")
+        h = parse_head_line(row.head)
+        return EventLogHeadOut(
+            meter_id=row.meter_id,
+            mode=row.mode,
+            size=row.size,
+            root=h.root.hex(),
+            time=iso_ms(h.time_ms),
+            key_id=h.key_id.hex(),
+            head=row.head,
+            accepted_at=row.accepted_at,
+        )
 
     # -- readings ------------------------------------------------------------------------------
 

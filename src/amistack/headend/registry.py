@@ -9,8 +9,13 @@ meter is no longer collected. The transitions are one explicit table, like h11's
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from enum import StrEnum
+
+from cryptography.hazmat.primitives import serialization
+
+from amistack.meter.securemodule.base import SecureModuleError, load_p256_public_key
 
 
 class MeterState(StrEnum):
@@ -34,7 +39,8 @@ class HeadendError(Exception):
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
-        self.code = code  # "not_found" | "exists" | "invalid_transition" | "invalid"
+        # "not_found" | "exists" | "invalid_transition" | "invalid" | "no_key"
+        self.code = code
         self.message = message
 
 
@@ -67,3 +73,27 @@ def check_meter_fields(meter_id: str, ap_title: str, concentrator: str, cell: st
     for name, value in (("concentrator", concentrator), ("cell", cell)):
         if len(value) > MAX_ID or not value.isprintable():
             raise HeadendError("invalid", f"{name} must be at most 255 printable characters")
+
+
+MAX_KEY_PEM = 4096  # an EC P-256 SPKI PEM is ~180 bytes
+
+
+def check_eventlog_key(public_key_pem: str | bytes) -> tuple[str, str]:
+    """A meter's event-log public key (its secure module's SPKI PEM, EC P-256), normalised:
+    (PEM text, key id hex = SHA-256 of the DER SPKI, as the signed heads carry it)."""
+    raw = public_key_pem
+    if isinstance(raw, str):
+        raw = raw.encode("ascii", "replace")
+    if len(raw) > MAX_KEY_PEM:
+        raise HeadendError("invalid", "the event-log key is not a PEM public key (too long)")
+    try:
+        key = load_p256_public_key(raw)
+    except SecureModuleError as exc:
+        raise HeadendError("invalid", f"event-log key: {exc}") from None
+    pem = key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode("ascii")
+    der = key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return pem, hashlib.sha256(der).hexdigest()

@@ -80,6 +80,19 @@ CREATE TABLE IF NOT EXISTS alarms (
     acknowledged_at DOUBLE PRECISION
 );
 CREATE INDEX IF NOT EXISTS alarms_meter ON alarms (meter_id, id);
+CREATE TABLE IF NOT EXISTS eventlog_keys (
+    meter_id       TEXT PRIMARY KEY,         -- the meter whose secure module holds the key
+    public_key_pem TEXT NOT NULL,            -- SubjectPublicKeyInfo PEM, EC P-256
+    key_id         TEXT NOT NULL,            -- hex SHA-256 of the DER SPKI (the heads' key id)
+    updated_at     DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS eventlog_heads (
+    meter_id    TEXT PRIMARY KEY,            -- the last signed head accepted from this meter
+    mode        TEXT NOT NULL,               -- merkle | patent
+    size        BIGINT NOT NULL,             -- entries the head covers
+    head        TEXT NOT NULL,               -- its H/P line (docs/event-log.md)
+    accepted_at DOUBLE PRECISION NOT NULL
+);
 """
 
 _DIALECT_WORDS: dict[str, dict[str, str]] = {
@@ -226,6 +239,18 @@ class Command:
     confirmation: str | None
     relay_state: str | None
     reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventLogHead:
+    """The last event-log head the MDMS accepted for a meter (the `HeadStore` of
+    eventlog/verify.py kept in the repository): a later upload must extend it."""
+
+    meter_id: str
+    mode: str  # "merkle" | "patent" (eventlog.record.Mode values)
+    size: int
+    head: str  # the signed head's export line (H or P)
+    accepted_at: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from amistack.headend.registry import (
     HeadendError,
     Meter,
     MeterState,
+    check_eventlog_key,
     check_meter_fields,
     check_transition,
 )
@@ -42,6 +43,7 @@ from amistack.headend.schema import (
     CommandKind,
     CommandState,
     Dialect,
+    EventLogHead,
     IntervalReading,
     MeterEvent,
     StoredEvent,
@@ -68,6 +70,7 @@ _COMMAND = (
 )
 _EVENT = "id, meter_id, seq, at, kind, detail, received_at"
 _ALARM = "id, meter_id, kind, detail, raised_at, acknowledged_at"
+_HEAD = "meter_id, mode, size, head, accepted_at"
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,14 @@ class ReadingRepository(Protocol):
 
     # meters
     def register_meter(
-        self, meter_id: str, ap_title: str, concentrator: str, cell: str, now: float
+        self,
+        meter_id: str,
+        ap_title: str,
+        concentrator: str,
+        cell: str,
+        now: float,
+        *,
+        eventlog_key: str | bytes | None = None,
     ) -> Meter: ...
     def commission_meter(self, meter_id: str, now: float) -> Meter: ...
     def decommission_meter(self, meter_id: str, now: float) -> Meter: ...
@@ -154,6 +164,18 @@ class ReadingRepository(Protocol):
         after_id: int = 0,
         limit: int = 100,
     ) -> list[Alarm]: ...
+
+    # the event log's trust anchors: the meter's public key and the last head accepted
+    def set_eventlog_key(self, meter_id: str, public_key_pem: str | bytes, now: float) -> str: ...
+    def eventlog_key(self, meter_id: str) -> tuple[str, str] | None: ...
+    def eventlog_head(self, meter_id: str) -> EventLogHead | None: ...
+    def accept_eventlog(
+        self,
+        head: EventLogHead,
+        events: Sequence[MeterEvent],
+        previous_size: int | None,
+        received_at: float,
+    ) -> StoreResult: ...
     def close(self) -> None: ...
 
 
@@ -194,14 +216,28 @@ class _SqlRepository(ABC):
     # -- meters --------------------------------------------------------------------------------
 
     def register_meter(
-        self, meter_id: str, ap_title: str, concentrator: str, cell: str, now: float
+        self,
+        meter_id: str,
+        ap_title: str,
+        concentrator: str,
+        cell: str,
+        now: float,
+        *,
+        eventlog_key: str | bytes | None = None,
     ) -> Meter:
+        """Register an installed meter; `eventlog_key` (its secure module's public key, PEM)
+        may be given now or later (`set_eventlog_key`)."""
         check_meter_fields(meter_id, ap_title, concentrator, cell)
-        row = self._one(
-            f"INSERT INTO meters ({_METER}) VALUES (?, ?, ?, ?, ?, ?, NULL, NULL) "
-            f"ON CONFLICT DO NOTHING RETURNING {_METER}",
-            (meter_id, ap_title, concentrator, cell, MeterState.INSTALLED.value, now),
-        )
+        key = None if eventlog_key is None else check_eventlog_key(eventlog_key)
+        with self._tx() as tx:
+            rows = tx.run(
+                f"INSERT INTO meters ({_METER}) VALUES (?, ?, ?, ?, ?, ?, NULL, NULL) "
+                f"ON CONFLICT DO NOTHING RETURNING {_METER}",
+                (meter_id, ap_title, concentrator, cell, MeterState.INSTALLED.value, now),
+            )
+            if rows and key is not None:
+                self._put_key(tx, meter_id, key, now)
+        row = rows[0] if rows else None
         if row is None:
             raise HeadendError(
                 "exists", f"a meter with id {meter_id!r} or AP title {ap_title!r} exists"
@@ -368,6 +404,76 @@ class _SqlRepository(ABC):
                 params,
             )
         return [StoredEvent(*r) for r in rows]
+
+    # -- event-log trust anchors -------------------------------------------------------------
+
+    @staticmethod
+    def _put_key(tx: _Tx, meter_id: str, key: tuple[str, str], now: float) -> None:
+        tx.run(
+            "INSERT INTO eventlog_keys (meter_id, public_key_pem, key_id, updated_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (meter_id) DO UPDATE SET "
+            "public_key_pem = excluded.public_key_pem, key_id = excluded.key_id, "
+            "updated_at = excluded.updated_at",
+            (meter_id, key[0], key[1], now),
+        )
+
+    def set_eventlog_key(self, meter_id: str, public_key_pem: str | bytes, now: float) -> str:
+        """Register (or replace) the meter's event-log public key; returns its key id (hex).
+        The accepted head stays: a log signed by another key must still extend it."""
+        key = check_eventlog_key(public_key_pem)
+        with self._tx() as tx:
+            if not tx.run("SELECT 1 FROM meters WHERE meter_id = ?", (meter_id,)):
+                raise HeadendError("not_found", f"no meter {meter_id!r}")
+            self._put_key(tx, meter_id, key, now)
+        logger.info("event-log key set", extra={"meter_id": meter_id, "key_id": key[1]})
+        return key[1]
+
+    def eventlog_key(self, meter_id: str) -> tuple[str, str] | None:
+        """(PEM, key id hex) of the meter's event-log key, or None."""
+        row = self._one(
+            "SELECT public_key_pem, key_id FROM eventlog_keys WHERE meter_id = ?", (meter_id,)
+        )
+        return (row[0], row[1]) if row else None
+
+    def eventlog_head(self, meter_id: str) -> EventLogHead | None:
+        row = self._one(f"SELECT {_HEAD} FROM eventlog_heads WHERE meter_id = ?", (meter_id,))
+        return EventLogHead(*row) if row else None
+
+    def accept_eventlog(
+        self,
+        head: EventLogHead,
+        events: Sequence[MeterEvent],
+        previous_size: int | None,
+        received_at: float,
+    ) -> StoreResult:
+        """One transaction: store a verified upload's events (deduplicated on the meter's
+        sequence number) and make `head` the accepted one -- only if the accepted head is still
+        the one it was verified against (`previous_size`, None: none yet); otherwise nothing is
+        stored and HeadendError("invalid_transition") says another upload won the race."""
+        inserted = 0
+        with self._tx() as tx:
+            rows = tx.run("SELECT size FROM eventlog_heads WHERE meter_id = ?", (head.meter_id,))
+            now_size = int(rows[0][0]) if rows else None
+            if now_size != previous_size:
+                raise HeadendError(
+                    "invalid_transition",
+                    f"the accepted event-log head of {head.meter_id!r} changed meanwhile",
+                )
+            for e in events:
+                inserted += len(
+                    tx.run(
+                        "INSERT INTO events (meter_id, seq, at, kind, detail, received_at) "
+                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+                        (e.meter_id, e.seq, e.at, e.kind, e.detail, received_at),
+                    )
+                )
+            tx.run(
+                f"INSERT INTO eventlog_heads ({_HEAD}) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (meter_id) DO UPDATE SET mode = excluded.mode, "
+                "size = excluded.size, head = excluded.head, accepted_at = excluded.accepted_at",
+                (head.meter_id, head.mode, head.size, head.head, head.accepted_at),
+            )
+        return StoreResult(inserted, len(events) - inserted)
 
     # -- commands ------------------------------------------------------------------------------
 

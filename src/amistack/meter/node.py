@@ -13,6 +13,9 @@ virtual network. What it composes:
   drawn per boundary from a seeded hash (so a fleet spreads itself and a rerun is identical), the
   newest `intervals` values are written to the head-end's load-profile table. Each push carries a
   few intervals, so one lost push is repaired by the next;
+* the event-log upload: given `event_log_source` (the `eventlog.EventLog`), its signed export is
+  served as manufacturer table MT1 (`c1222.eventlog_table`), which the head-end reads in pieces
+  and verifies on arrival (`headend.eventlog_intake`);
 * the event stream: model events (power, cover, switch, clock), key rotations and C12.22
   authentication failures (rate-limited), appended to an `eventlog.EventLog` (any `EventSink`)
   when one is given, and reported by `next_event()` as they happen.
@@ -39,6 +42,7 @@ from amistack.addr import Addr
 from amistack.c1222.acse import AcseMessage, ApTitle
 from amistack.c1222.endpoint import C1222Server, EndpointConfig
 from amistack.c1222.errors import C1222DecodeError
+from amistack.c1222.eventlog_table import EventLogSource, EventLogTables
 from amistack.c1222.events import C1222Event, RequestTimedOut, ResponseReceived
 from amistack.c1222.security import ring_key_lookup, ring_send_key
 from amistack.c1222.tables import LP_INTERVALS, Identification
@@ -150,19 +154,27 @@ class MeterNode:
         *,
         identification: Identification | None = None,
         event_log: EventSink | None = None,
+        event_log_source: EventLogSource | None = None,
     ) -> None:
         self.config = config
         self.model = model
         self.ring = ring
         self.event_log = event_log
         self.tables = ModelTables(model, identification, time=config.time)
+        endpoint = config.endpoint or EndpointConfig(config.ap_title)
         self.server = C1222Server(
-            config.endpoint or EndpointConfig(config.ap_title),
+            endpoint,
             self.tables,
             ring_key_lookup(ring),
             ring_send_key(ring),
             rng,
         )
+        if event_log_source is not None:
+            # the signed event-log export as manufacturer table MT1 (c1222/eventlog_table.py),
+            # read in pieces by the head-end (headend.eventlog_intake.EventLogReader)
+            self.server.tables = EventLogTables(
+                self.tables, event_log_source, endpoint.ed_class or b"AMST"
+            )
         self.counters: Counter[str] = Counter()
         self._events: deque[NodeEvent] = deque()
         push = config.push
