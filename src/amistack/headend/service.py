@@ -32,6 +32,12 @@ from amistack.c1222.events import RequestReceived
 from amistack.crypto import RandomSource
 from amistack.headend.collector import Collector, CollectorConfig, MeterTarget, RegisterRead
 from amistack.headend.commands import CommandExecutor
+from amistack.headend.eventlog_intake import (
+    EventLogFetched,
+    EventLogFetchFailed,
+    EventLogIntake,
+    EventLogReader,
+)
 from amistack.headend.ingest import Ingestor
 from amistack.headend.keys import HeadendKeys
 from amistack.headend.registry import Meter, MeterState
@@ -52,6 +58,7 @@ class HeadEndConfig:
     meter_refresh_s: float = 60.0
     held_ack_ttl: float = 30.0
     max_parked: int = 10_000
+    eventlog_every_s: float = 3600.0  # fetch meters' signed event logs over C12.22 (0: never)
 
 
 @dataclass(frozen=True)
@@ -62,7 +69,7 @@ class KeyNeeded:
     key_byte: int | None
 
 
-HeadEndEvent = KeyNeeded | RegisterRead
+HeadEndEvent = KeyNeeded | RegisterRead | EventLogFetched | EventLogFetchFailed
 
 
 class HeadEnd:
@@ -90,6 +97,9 @@ class HeadEnd:
             config.collector, self.client, self.ingestor, now, send_key_byte=self._key_byte
         )
         self.commands = CommandExecutor(repo, self.client)
+        # meters' event logs (MT1) are fetched, verified on arrival and stored, or alarmed
+        self.eventlogs = EventLogReader(self.client, EventLogIntake(repo))
+        self._next_eventlogs = now + config.eventlog_every_s if config.eventlog_every_s else None
         self.counters: Counter[str] = Counter()
         self._out: list[tuple[bytes, Addr]] = []
         self._held: dict[Hashable, tuple[float, list[tuple[bytes, Addr]]]] = {}
@@ -172,7 +182,7 @@ class HeadEnd:
         reply = self.client.datagrams_to_send(now)
         hold: Hashable | None = None
         while (ev := self.client.next_event()) is not None:
-            if self.commands.handle_event(ev, now):
+            if self.commands.handle_event(ev, now) or self.eventlogs.handle_event(ev, now):
                 continue
             self._admit(ev, now)
             tag = self.collector.handle_event(ev, now)
@@ -208,7 +218,22 @@ class HeadEnd:
     def next_event(self) -> HeadEndEvent | None:
         if self.collector.register_reads:
             return self.collector.register_reads.popleft()
+        if (fetched := self.eventlogs.next_event()) is not None:
+            return fetched
         return self._events.popleft() if self._events else None
+
+    def fetch_event_logs(self, now: float) -> int:
+        """Start fetching the event log of every collected meter whose address is known and
+        whose event-log key is registered; returns how many fetches started."""
+        started = 0
+        for meter_id in self.collector.meter_ids():
+            target = self.collector.target(meter_id)
+            if target is None or target.addr is None or self.repo.eventlog_key(meter_id) is None:
+                continue
+            started += self.eventlogs.fetch(meter_id, target.addr, target.ap_title, now)
+        if self.config.eventlog_every_s:
+            self._next_eventlogs = now + self.config.eventlog_every_s
+        return started
 
     def get_timer(self) -> float | None:
         times = [
@@ -217,6 +242,7 @@ class HeadEnd:
             self.commands.get_timer(),
             self._next_commands,
             self._next_refresh,
+            self._next_eventlogs,
         ]
         if self._held:
             times.append(min(d for d, _ in self._held.values()))
@@ -225,7 +251,7 @@ class HeadEnd:
     def handle_timer(self, now: float) -> None:
         self.client.handle_timer(now)
         while (ev := self.client.next_event()) is not None:
-            if not self.commands.handle_event(ev, now):
+            if not (self.commands.handle_event(ev, now) or self.eventlogs.handle_event(ev, now)):
                 self.collector.handle_event(ev, now)
         self.collector.handle_timer(now)
         for cmd in self.commands.handle_timer(now):
@@ -236,6 +262,8 @@ class HeadEnd:
             self.refresh_meters(now)
         if now >= self._next_commands:
             self.poll_commands(now)
+        if self._next_eventlogs is not None and now >= self._next_eventlogs:
+            self.fetch_event_logs(now)
         for tag in [t for t, (d, _) in self._held.items() if d <= now]:
             del self._held[tag]
             self.counters["held-ack-expired"] += 1

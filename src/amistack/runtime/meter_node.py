@@ -125,7 +125,9 @@ async def run_meter_node(
             time=TimeScale(loop.time(), start_model, time_scale),
             endpoint=endpoint,
         )
-        node = MeterNode(node_config, model, ring, rng, event_log=event_log)
+        node = MeterNode(
+            node_config, model, ring, rng, event_log=event_log, event_log_source=event_log
+        )
         async with EngineDriver(node, on_event=on_event, capture=capture) as driver:
             for host in listen:
                 await driver.bind(host, port)
