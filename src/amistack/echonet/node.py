@@ -1,0 +1,532 @@
+"""The ECHONET Lite device node engine (sans-IO), per the System Design Guidelines, chapter 2.
+
+`EchonetNode` hosts a node profile (0x0EF001) and device objects and answers the request services
+Get (0x62), SetI (0x60), SetC (0x61), SetGet (0x6E), INF_REQ (0x63) and INFC (0x74). It has the
+engine shape of STYLE.md: `receive_datagram(data, addr, now, multicast=False)`,
+`datagrams_to_send(now)`, `get_timer()`, `handle_timer(now)`, `next_event()`; randomness comes from
+an injected `RandomSource`.
+
+Behaviour, by guideline section:
+
+- §2.1 (values a device cannot take): the object's `set` decides -- clamp to the device's range,
+  map to the nearest supported step, or ignore an unsupported step -- and the node answers with
+  the write response; the value stored is reported in `PropertiesWritten`.
+- §2.2 (values outside the property's range): answered with the not-possible response (SetI_SNA
+  0x50 / SetC_SNA 0x51 / SetGet_SNA 0x5E) echoing the rejected EDT. `NodeConfig.out_of_range =
+  OutOfRangeReply.ACCEPT` answers the ordinary response instead (the value is still not stored),
+  for controllers that treat any SNA as a fault.
+- §2.4 (multicast requests): answered unicast, after a random delay drawn per request from this
+  node's RandomSource, bounded by `NodeConfig.multicast_reply_delay`, so that the nodes of a home
+  do not answer in one burst. An INF_REQ that came by multicast is answered unicast as well: one
+  multicast request never triggers a multicast from every node (no storm).
+- §2.5: the instance lists D5/D6 carry at most 84 EOJs; the startup announcement of a node with
+  more is split into several INFs of at most 84 each.
+- §2.6 (SetGet): the writes are applied first, then the reads, so the reads see the writes. With
+  `NodeConfig.setget = False` a SetGet is answered 0x5E with OPCSet=0 and OPCGet=0 (the guideline's
+  answer for a node that cannot guarantee that order).
+- §2.7 / §6.11: no rate limit on requests -- a controller polling at 60 requests/min (or far more)
+  is always served -- but the work held for a source is bounded: at most
+  `max_pending_per_source` delayed answers and queued datagrams per source address, and
+  `max_pending` delayed answers in all; beyond that requests are dropped and counted.
+- §2.8: the identification number 0x83 is the node profile object's (unique per node).
+- §4.2: `start(now)` multicasts the instance list notification (INF of D5 from 0x0EF001 to
+  0x0EF001) after a random delay of at most `NodeConfig.startup_delay`.
+- Every answer goes to port 3610 (`NodeConfig.port`) of the requester's address, whatever the
+  request's source port.
+- Unknown DEOJ: a unicast request is answered with the not-possible response (SEOJ = the DEOJ
+  asked for; `UnknownObjectReply.DROP` discards it, as the ECHONET Lite specification's letter
+  allows); a multicast request for an object we do not host is always silently ignored. Unknown
+  or unreadable EPCs get the not-possible response with PDC=0 for those EPCs. A request with OPC=0
+  gets the not-possible response with OPC=0.
+- Malformed datagrams (truncated, wrong PDC, trailing bytes, not ECHONET Lite) are dropped and
+  counted in `counters`; the node keeps serving everyone else.
+- Property-change announcements: a successful write that changes the value of an EPC in the
+  object's announcement map is multicast as INF; the application calls `announce(eoj, epcs, now)`
+  for changes that come from the device itself (e.g. a new cumulative value).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections import Counter, deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+from amistack.addr import Addr
+from amistack.crypto.rand import RandomSource
+from amistack.echonet.errors import EchonetDecodeError
+from amistack.echonet.events import (
+    Announced,
+    EchonetEvent,
+    Format2Received,
+    NotificationReceived,
+    PropertiesWritten,
+    ResponseReceived,
+)
+from amistack.echonet.frame import EHD1, EHD2_FORMAT2, Eoj, Esv, Frame, Property
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "EL_PORT",
+    "MAX_INSTANCE_LIST",
+    "MULTICAST_V4",
+    "MULTICAST_V6",
+    "NODE_PROFILE",
+    "EchonetNode",
+    "HostedObject",
+    "NodeConfig",
+    "OutOfRangeReply",
+    "SetOutcome",
+    "UnknownObjectReply",
+]
+
+EL_PORT = 3610  # ECHONET Lite spec part 2, §4.2: UDP and TCP port 3610
+MULTICAST_V4: Addr = ("224.0.23.0", EL_PORT)  # spec part 2, §4.2 (IPv4 multicast group)
+MULTICAST_V6: Addr = ("ff02::1", EL_PORT)  # spec part 2, §4.2 (IPv6 all-nodes, link scope)
+NODE_PROFILE = Eoj(0x0E, 0xF0, 0x01)  # general node profile (spec part 2, §6.10.1)
+NODE_PROFILE_CLASS = 0x0EF0
+MAX_INSTANCE_LIST = 84  # guideline §2.5: D5/D6 carry at most 84 instances
+MAX_CLASS_LIST = 8  # spec part 2, §6.11.1: D7 lists at most 8 classes
+
+# Node profile EPCs the node computes from what it hosts (spec part 2, §6.11.1).
+EPC_INSTANCE_COUNT = 0xD3  # number of self-node instances (3 bytes)
+EPC_CLASS_COUNT = 0xD4  # number of self-node classes (2 bytes, node profile included)
+EPC_INSTANCE_LIST_INF = 0xD5  # instance list notification
+EPC_INSTANCE_LIST_S = 0xD6  # self-node instance list S
+EPC_CLASS_LIST_S = 0xD7  # self-node class list S
+EPC_INF_MAP = 0x9D  # status change announcement property map
+_NODE_EPCS = frozenset(
+    {
+        EPC_INSTANCE_COUNT,
+        EPC_CLASS_COUNT,
+        EPC_INSTANCE_LIST_INF,
+        EPC_INSTANCE_LIST_S,
+        EPC_CLASS_LIST_S,
+    }
+)
+
+_REQUESTS = frozenset({Esv.SETI, Esv.SETC, Esv.GET, Esv.INF_REQ, Esv.SETGET})
+_NOTIFICATIONS = frozenset({Esv.INF, Esv.INFC})
+_RESPONSES = frozenset(
+    {
+        Esv.SET_RES,
+        Esv.GET_RES,
+        Esv.INFC_RES,
+        Esv.SETGET_RES,
+        Esv.SETI_SNA,
+        Esv.SETC_SNA,
+        Esv.GET_SNA,
+        Esv.INF_SNA,
+        Esv.SETGET_SNA,
+    }
+)
+_SNA_OF = {
+    Esv.SETI: Esv.SETI_SNA,
+    Esv.SETC: Esv.SETC_SNA,
+    Esv.GET: Esv.GET_SNA,
+    Esv.INF_REQ: Esv.INF_SNA,
+    Esv.SETGET: Esv.SETGET_SNA,
+}
+
+
+class SetOutcome(Enum):
+    """What an object did with a write (guideline §2.1 / §2.2)."""
+
+    ACCEPTED = "accepted"  # stored as written
+    ADJUSTED = "adjusted"  # §2.1: clamped to the device range or mapped to the nearest step
+    IGNORED = "ignored"  # §2.1: an unsupported step, left unchanged but answered as written
+    OUT_OF_RANGE = "out_of_range"  # §2.2: outside the property's range
+    REFUSED = "refused"  # not settable, unknown EPC, wrong size
+
+
+class OutOfRangeReply(Enum):
+    """How a write outside the property's range is answered (guideline §2.2)."""
+
+    SNA = "sna"  # the not-possible response, echoing the rejected EDT (default)
+    ACCEPT = "accept"  # the ordinary response; the value is not stored
+
+
+class UnknownObjectReply(Enum):
+    """How a unicast request for an object this node does not host is answered."""
+
+    SNA = "sna"  # the not-possible response from the DEOJ asked for (default)
+    DROP = "drop"  # discarded without an answer
+
+
+class HostedObject(Protocol):
+    """What the node needs from an ECHONET Lite object it hosts."""
+
+    @property
+    def eoj(self) -> Eoj: ...
+
+    def get(self, epc: int, now: float) -> bytes | None:
+        """The EDT of a readable property, or None (not readable / unknown EPC)."""
+        ...
+
+    def set(self, epc: int, edt: bytes, now: float) -> SetOutcome:
+        """Write a property under the object's §2.1 rule; the outcome decides the answer."""
+        ...
+
+    def announces(self, epc: int) -> bool:
+        """True for EPCs in the status change announcement map (0x9D)."""
+        ...
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Tunables of a device node; the defaults follow the guidelines."""
+
+    port: int = EL_PORT
+    multicast_groups: tuple[Addr, ...] = (MULTICAST_V4,)
+    multicast_reply_delay: float = 1.0  # s, bound of the §2.4 random delay
+    startup_delay: float = 2.0  # s, bound of the §4.2 random delay
+    out_of_range: OutOfRangeReply = OutOfRangeReply.SNA
+    unknown_object: UnknownObjectReply = UnknownObjectReply.SNA
+    setget: bool = True  # §2.6: False -> 5E with OPCSet=0, OPCGet=0
+    max_pending_per_source: int = 64  # §2.7: queued answers held per source address
+    max_pending: int = 4096  # delayed (multicast) answers held in all
+
+
+@dataclass(frozen=True, slots=True)
+class _Delayed:
+    frame: Frame
+    addr: Addr
+
+
+class EchonetNode:
+    """A device node: a node profile plus device objects behind one ECHONET Lite address."""
+
+    def __init__(
+        self,
+        profile: HostedObject,
+        devices: Sequence[HostedObject],
+        rng: RandomSource,
+        config: NodeConfig | None = None,
+    ) -> None:
+        self.config = config or NodeConfig()
+        self.profile = profile
+        self.devices: tuple[HostedObject, ...] = tuple(devices)
+        self._rng = rng
+        self._objects: dict[Eoj, HostedObject] = {profile.eoj: profile}
+        for obj in self.devices:
+            if obj.eoj in self._objects:
+                raise ValueError(f"EOJ {obj.eoj} is hosted twice")
+            if obj.eoj.class_code == NODE_PROFILE_CLASS:
+                raise ValueError(f"EOJ {obj.eoj} is a node profile, not a device object")
+            self._objects[obj.eoj] = obj
+        self._outbox: list[tuple[bytes, Addr]] = []
+        self._queued_by_host: Counter[str] = Counter()
+        self._delayed: list[tuple[float, int, _Delayed]] = []
+        self._delayed_by_host: Counter[str] = Counter()
+        self._seq = 0
+        self._tid = 0
+        self._startup_at: float | None = None
+        self._events: deque[EchonetEvent] = deque()
+        self.counters: Counter[str] = Counter()
+
+    # -- public API ----------------------------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        """Schedule the §4.2 startup announcement (INF of D5, multicast, after a random delay)."""
+        self._startup_at = now + self._uniform(self.config.startup_delay)
+
+    def announce(self, eoj: Eoj, epcs: Iterable[int], now: float) -> None:
+        """Multicast an INF with the current values of `epcs` of object `eoj` (those readable)."""
+        obj = self._objects.get(eoj)
+        if obj is None:
+            raise KeyError(f"no object {eoj} on this node")
+        props = tuple(
+            Property(epc, v) for epc in epcs if (v := self._get(obj, epc, now)) is not None
+        )
+        if props:
+            self._multicast(Frame(self._next_tid(), eoj, NODE_PROFILE, Esv.INF, props))
+            self._events.append(Announced(eoj, tuple(p.epc for p in props)))
+
+    def instance_list(self) -> list[Eoj]:
+        """Every device object instance of this node (the node profile excluded)."""
+        return [obj.eoj for obj in self.devices]
+
+    def object(self, eoj: Eoj) -> HostedObject | None:
+        return self._objects.get(eoj)
+
+    # -- engine shape --------------------------------------------------------------------------
+
+    def receive_datagram(
+        self, data: bytes, addr: Addr, now: float, multicast: bool = False
+    ) -> None:
+        """Feed one datagram; `multicast` tells that it was sent to a multicast group (§2.4)."""
+        self.counters["rx"] += 1
+        if len(data) >= 2 and data[0] == EHD1 and data[1] == EHD2_FORMAT2:
+            if len(data) < 4:
+                self.counters["malformed"] += 1
+                return
+            self.counters["format2"] += 1
+            self._events.append(Format2Received((data[2] << 8) | data[3], bytes(data[4:]), addr))
+            return
+        try:
+            frame = Frame.decode(data)
+        except EchonetDecodeError as exc:
+            self.counters["malformed"] += 1
+            log.debug("dropped a malformed frame from %s: %s", addr, exc)
+            return
+        esv = frame.esv
+        if esv in _REQUESTS:
+            if multicast:
+                self._delay(frame, addr, now)
+            else:
+                self._serve(frame, addr, now, multicast=False)
+        elif esv in _NOTIFICATIONS:
+            self.counters["rx_inf"] += 1
+            if esv == Esv.INFC and not multicast:
+                self._answer_infc(frame, addr)
+            self._events.append(NotificationReceived(frame, addr))
+        elif esv in _RESPONSES:
+            self.counters["rx_response"] += 1
+            self._events.append(ResponseReceived(frame, addr))
+        else:  # spec part 2, §3.2.5: an unknown ESV is discarded
+            self.counters["unknown_esv"] += 1
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
+        out = self._outbox
+        self._outbox = []
+        self._queued_by_host.clear()
+        return out
+
+    def get_timer(self) -> float | None:
+        at = self._startup_at
+        if self._delayed:
+            due = self._delayed[0][0]
+            if at is None or due < at:
+                at = due
+        return at
+
+    def handle_timer(self, now: float) -> None:
+        if self._startup_at is not None and now >= self._startup_at:
+            self._startup_at = None
+            self._announce_instances(now)
+        while self._delayed and self._delayed[0][0] <= now:
+            _, _, item = heapq.heappop(self._delayed)
+            host = item.addr[0]
+            self._delayed_by_host[host] -= 1
+            if self._delayed_by_host[host] <= 0:
+                del self._delayed_by_host[host]
+            self._serve(item.frame, item.addr, now, multicast=True)
+
+    def next_event(self) -> EchonetEvent | None:
+        return self._events.popleft() if self._events else None
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def _delay(self, frame: Frame, addr: Addr, now: float) -> None:
+        """§2.4: hold a multicast request's answer for a random, bounded delay (§2.7 bounds)."""
+        if not self._targets(frame.deoj):  # not ours: silence, never an SNA to a multicast
+            self.counters["multicast_not_ours"] += 1
+            return
+        host = addr[0]
+        if (
+            self._delayed_by_host[host] >= self.config.max_pending_per_source
+            or len(self._delayed) >= self.config.max_pending
+        ):
+            self.counters["dropped_queue_full"] += 1
+            return
+        self._delayed_by_host[host] += 1
+        self._seq += 1
+        due = now + self._uniform(self.config.multicast_reply_delay)
+        heapq.heappush(self._delayed, (due, self._seq, _Delayed(frame, addr)))
+
+    def _targets(self, deoj: Eoj) -> list[HostedObject]:
+        if deoj.instance == 0:  # instance code 0x00: every instance of the class
+            cc = deoj.class_code
+            return [o for e, o in self._objects.items() if e.class_code == cc]
+        obj = self._objects.get(deoj)
+        return [] if obj is None else [obj]
+
+    def _serve(self, frame: Frame, addr: Addr, now: float, multicast: bool) -> None:
+        self.counters["rx_request"] += 1
+        dest = (addr[0], self.config.port)
+        targets = self._targets(frame.deoj)
+        if not targets:
+            self.counters["unknown_deoj"] += 1
+            if not multicast and self.config.unknown_object is UnknownObjectReply.SNA:
+                self._send(self._unknown_object_reply(frame), dest)
+            return
+        for obj in targets:
+            reply = self._answer(obj, frame, addr, now)
+            if reply is not None:
+                self._send(reply, dest)
+
+    def _answer(self, obj: HostedObject, req: Frame, addr: Addr, now: float) -> Frame | None:
+        esv = req.esv
+        if esv == Esv.GET or esv == Esv.INF_REQ:
+            props, ok = self._read(obj, req.props, now)
+            ok = ok and bool(req.props)
+            good = Esv.GET_RES if esv == Esv.GET else Esv.INF
+            return self._reply(req, obj.eoj, good if ok else _SNA_OF[Esv(esv)], props)
+        if esv == Esv.SETI or esv == Esv.SETC:
+            props, ok = self._write(obj, req.props, addr, now)
+            ok = ok and bool(req.props)
+            if ok and esv == Esv.SETI:
+                return None  # SetI is answered only when it fails
+            good = Esv.SET_RES
+            return self._reply(req, obj.eoj, good if ok else _SNA_OF[Esv(esv)], props)
+        # SetGet (§2.6)
+        if not self.config.setget:
+            self.counters["setget_refused"] += 1
+            return self._reply(req, obj.eoj, Esv.SETGET_SNA, ())
+        set_props, set_ok = self._write(obj, req.props, addr, now)
+        get_props, get_ok = self._read(obj, req.props_get, now)
+        ok = set_ok and get_ok and bool(req.props) and bool(req.props_get)
+        return self._reply(
+            req, obj.eoj, Esv.SETGET_RES if ok else Esv.SETGET_SNA, set_props, get_props
+        )
+
+    def _reply(
+        self,
+        req: Frame,
+        seoj: Eoj,
+        esv: Esv,
+        props: tuple[Property, ...],
+        props_get: tuple[Property, ...] = (),
+    ) -> Frame:
+        if esv in _SNA_OF.values():
+            self.counters["tx_sna"] += 1
+        return Frame(req.tid, seoj, req.seoj, esv, props, props_get)
+
+    def _unknown_object_reply(self, req: Frame) -> Frame:
+        esv = Esv(req.esv)
+        if esv in (Esv.GET, Esv.INF_REQ):
+            props = tuple(Property(p.epc) for p in req.props)
+            return Frame(req.tid, req.deoj, req.seoj, _SNA_OF[esv], props)
+        if esv == Esv.SETGET:
+            get = tuple(Property(p.epc) for p in req.props_get)
+            return Frame(req.tid, req.deoj, req.seoj, _SNA_OF[esv], req.props, get)
+        return Frame(req.tid, req.deoj, req.seoj, _SNA_OF[esv], req.props)
+
+    def _read(
+        self, obj: HostedObject, props: tuple[Property, ...], now: float
+    ) -> tuple[tuple[Property, ...], bool]:
+        out: list[Property] = []
+        ok = True
+        for p in props:
+            value = self._get(obj, p.epc, now)
+            if value is None:
+                ok = False
+                out.append(Property(p.epc))  # PDC=0 marks the EPC that could not be read
+            else:
+                out.append(Property(p.epc, value))
+        return tuple(out), ok
+
+    def _write(
+        self, obj: HostedObject, props: tuple[Property, ...], addr: Addr, now: float
+    ) -> tuple[tuple[Property, ...], bool]:
+        out: list[Property] = []
+        written: list[Property] = []
+        announce: list[int] = []
+        ok = True
+        for p in props:
+            before = obj.get(p.epc, now) if obj.announces(p.epc) else None
+            outcome = obj.set(p.epc, p.edt, now)
+            if outcome is SetOutcome.OUT_OF_RANGE:
+                self.counters["set_out_of_range"] += 1
+                if self.config.out_of_range is OutOfRangeReply.ACCEPT:
+                    out.append(Property(p.epc))
+                    continue
+            if outcome in (SetOutcome.OUT_OF_RANGE, SetOutcome.REFUSED):
+                ok = False
+                out.append(p)  # the not-possible response echoes the EDT it refused
+                continue
+            out.append(Property(p.epc))  # accepted: PDC=0
+            if outcome is SetOutcome.IGNORED:
+                self.counters["set_ignored_step"] += 1
+                continue
+            stored = obj.get(p.epc, now)
+            written.append(Property(p.epc, p.edt if stored is None else stored))
+            if obj.announces(p.epc) and stored is not None and stored != before:
+                announce.append(p.epc)
+        if written:
+            self._events.append(PropertiesWritten(obj.eoj, tuple(written), addr))
+        if announce:
+            self.announce(obj.eoj, announce, now)
+        return tuple(out), ok
+
+    def _answer_infc(self, frame: Frame, addr: Addr) -> None:
+        """INFC (0x74) is acknowledged with INFC_Res (0x7A), PDC=0 (spec part 2, §3.2.5)."""
+        targets = self._targets(frame.deoj)
+        for obj in targets:
+            props = tuple(Property(p.epc) for p in frame.props)
+            self._send(
+                Frame(frame.tid, obj.eoj, frame.seoj, Esv.INFC_RES, props),
+                (addr[0], self.config.port),
+            )
+
+    # -- node profile ----------------------------------------------------------------------------
+
+    def _get(self, obj: HostedObject, epc: int, now: float) -> bytes | None:
+        if obj is self.profile and epc in _NODE_EPCS:
+            return self._node_property(epc)
+        return obj.get(epc, now)
+
+    def _node_property(self, epc: int) -> bytes:
+        eojs = self.instance_list()
+        if epc == EPC_INSTANCE_COUNT:
+            return min(len(eojs), 0xFFFFFF).to_bytes(3, "big")
+        if epc == EPC_CLASS_COUNT:
+            return (len(self._classes()) + 1).to_bytes(2, "big")
+        if epc in (EPC_INSTANCE_LIST_INF, EPC_INSTANCE_LIST_S):
+            return _instance_list_edt(eojs)
+        classes = self._classes()
+        head = classes[:MAX_CLASS_LIST]
+        return bytes([min(len(classes), 0xFF)]) + b"".join(c.to_bytes(2, "big") for c in head)
+
+    def _classes(self) -> list[int]:
+        seen: dict[int, None] = {}
+        for eoj in self.instance_list():
+            seen.setdefault(eoj.class_code, None)
+        return list(seen)
+
+    def _announce_instances(self, now: float) -> None:
+        """§4.2 / §2.5: the instance list notification, split into INFs of at most 84 EOJs."""
+        eojs = self.instance_list()
+        chunks = [eojs[i : i + MAX_INSTANCE_LIST] for i in range(0, len(eojs), MAX_INSTANCE_LIST)]
+        for chunk in chunks or [[]]:
+            prop = Property(EPC_INSTANCE_LIST_INF, _instance_list_edt(chunk))
+            self._multicast(Frame(self._next_tid(), NODE_PROFILE, NODE_PROFILE, Esv.INF, (prop,)))
+        self.counters["startup_inf"] += 1
+        self._events.append(Announced(self.profile.eoj, (EPC_INSTANCE_LIST_INF,)))
+
+    # -- output --------------------------------------------------------------------------------
+
+    def _send(self, frame: Frame, dest: Addr) -> None:
+        host = dest[0]
+        if self._queued_by_host[host] >= self.config.max_pending_per_source:
+            self.counters["dropped_queue_full"] += 1
+            return
+        self._queued_by_host[host] += 1
+        self._outbox.append((frame.encode(), dest))
+        self.counters["tx"] += 1
+
+    def _multicast(self, frame: Frame) -> None:
+        data = frame.encode()
+        for group in self.config.multicast_groups:
+            self._outbox.append((data, group))
+            self.counters["tx_multicast"] += 1
+
+    def _next_tid(self) -> int:
+        self._tid = (self._tid + 1) & 0xFFFF
+        return self._tid
+
+    def _uniform(self, bound: float) -> float:
+        """A delay in [0, bound) from the injected RandomSource."""
+        if bound <= 0:
+            return 0.0
+        return bound * int.from_bytes(self._rng(4), "big") / 2**32
+
+
+def _instance_list_edt(eojs: Sequence[Eoj]) -> bytes:
+    """D5/D6 EDT: the number of instances, then at most 84 EOJs (guideline §2.5)."""
+    head = eojs[:MAX_INSTANCE_LIST]
+    return bytes([min(len(eojs), 0xFF)]) + b"".join(e.encode() for e in head)
