@@ -225,6 +225,7 @@ class EchonetNode:
         self._seq = 0
         self._tid = 0
         self._startup_at: float | None = None
+        self._pending_announce: list[tuple[Eoj, tuple[int, ...]]] = []
         self._events: deque[EchonetEvent] = deque()
         self.counters: Counter[str] = Counter()
 
@@ -358,6 +359,9 @@ class EchonetNode:
             reply = self._answer(obj, frame, addr, now)
             if reply is not None:
                 self._send(reply, dest)
+        while self._pending_announce:
+            eoj, epcs = self._pending_announce.pop(0)
+            self.announce(eoj, epcs, now)
 
     def _answer(self, obj: HostedObject, req: Frame, addr: Addr, now: float) -> Frame | None:
         esv = req.esv
@@ -449,8 +453,8 @@ class EchonetNode:
                 announce.append(p.epc)
         if written:
             self._events.append(PropertiesWritten(obj.eoj, tuple(written), addr))
-        if announce:
-            self.announce(obj.eoj, announce, now)
+        if announce:  # sent after the answer to the write (see `_serve`)
+            self._pending_announce.append((obj.eoj, tuple(announce)))
         return tuple(out), ok
 
     def _answer_infc(self, frame: Frame, addr: Addr) -> None:
