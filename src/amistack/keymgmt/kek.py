@@ -11,8 +11,6 @@ binding each blob to what it is and whose it is, so a blob moved to another row 
 from __future__ import annotations
 
 import hashlib
-import os
-import stat
 import struct
 from pathlib import Path
 from typing import Protocol
@@ -21,6 +19,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from amistack.crypto import RandomSource
+from amistack.crypto.secretfile import SecretFileError, read_secret_file, write_secret_file
 
 KEK_LENGTH = 32
 NONCE_LENGTH = 12
@@ -108,17 +107,9 @@ class FileKek:
         if len(key) != KEK_LENGTH:
             raise KekError("random source returned the wrong number of bytes")
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        except FileExistsError:
-            raise KekError(f"{path}: already exists; refusing to overwrite a KEK") from None
-        except OSError as exc:
-            raise KekError(f"{path}: cannot create KEK file: {exc.strerror}") from None
-        try:
-            os.fchmod(fd, 0o600)  # the umask can only narrow; make the mode exact anyway
-            os.write(fd, key)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            write_secret_file(path, key, "KEK")
+        except SecretFileError as exc:
+            raise KekError(str(exc)) from None
         return cls(key, rng, str(path))
 
     @classmethod
@@ -126,23 +117,9 @@ class FileKek:
         """Read the KEK at `path`; refuses a file that its group or others could read or write."""
         path = Path(path)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        except FileNotFoundError:
-            raise KekError(f"{path}: KEK file does not exist") from None
-        except OSError as exc:
-            raise KekError(f"{path}: cannot open KEK file: {exc.strerror}") from None
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise KekError(f"{path}: KEK is not a regular file")
-            if st.st_mode & 0o077:
-                raise KekError(
-                    f"{path}: KEK file mode is {stat.S_IMODE(st.st_mode):04o}; it must not be "
-                    f"accessible to group or others (run: chmod 600 {path})"
-                )
-            data = os.read(fd, KEK_LENGTH + 1)
-        finally:
-            os.close(fd)
+            data = read_secret_file(path, KEK_LENGTH, "KEK")
+        except SecretFileError as exc:
+            raise KekError(str(exc)) from None
         if len(data) != KEK_LENGTH:
             raise KekError(f"{path}: KEK file must hold exactly {KEK_LENGTH} bytes")
         return cls(data, rng, str(path))

@@ -7,14 +7,13 @@ as `keymgmt.kek.FileKek` does for the KEK.
 
 from __future__ import annotations
 
-import os
-import stat
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
+from amistack.crypto.secretfile import SecretFileError, read_secret_file, write_secret_file
 from amistack.meter.securemodule.base import (
     SecureModuleError,
     check_digest,
@@ -49,19 +48,9 @@ class SoftwareModule:
             serialization.NoEncryption(),
         )
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        except FileExistsError:
-            raise SecureModuleError(
-                f"{path}: already exists; refusing to overwrite a key"
-            ) from None
-        except OSError as exc:
-            raise SecureModuleError(f"{path}: cannot create key file: {exc.strerror}") from None
-        try:
-            os.fchmod(fd, 0o600)  # the umask can only narrow; make the mode exact anyway
-            os.write(fd, pem)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            write_secret_file(path, pem)
+        except SecretFileError as exc:
+            raise SecureModuleError(str(exc)) from None
         return cls(key, label or path.stem, str(path))
 
     @classmethod
@@ -69,23 +58,9 @@ class SoftwareModule:
         """Load the key at `path`; refuses a file its group or others could read or write."""
         path = Path(path)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-        except FileNotFoundError:
-            raise SecureModuleError(f"{path}: key file does not exist") from None
-        except OSError as exc:
-            raise SecureModuleError(f"{path}: cannot open key file: {exc.strerror}") from None
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise SecureModuleError(f"{path}: key is not a regular file")
-            if st.st_mode & 0o077:
-                raise SecureModuleError(
-                    f"{path}: key file mode is {stat.S_IMODE(st.st_mode):04o}; it must not be "
-                    f"accessible to group or others (run: chmod 600 {path})"
-                )
-            data = os.read(fd, _MAX_PEM + 1)
-        finally:
-            os.close(fd)
+            data = read_secret_file(path, _MAX_PEM)
+        except SecretFileError as exc:
+            raise SecureModuleError(str(exc)) from None
         if len(data) > _MAX_PEM:
             raise SecureModuleError(f"{path}: key file is too large to be a PEM key")
         try:
