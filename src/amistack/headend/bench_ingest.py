@@ -161,19 +161,7 @@ def make_readings(n_readings: int, meters: int, length_min: int = 30) -> list[In
 
 
 def _rows(readings: list[IntervalReading], received_at: float) -> list[tuple[Any, ...]]:
-    return [
-        (
-            r.meter_id,
-            r.interval_start,
-            r.length_min,
-            r.forward_wh,
-            r.reverse_wh,
-            r.status,
-            received_at,
-            r.key_id,
-        )
-        for r in readings
-    ]
+    return [r.row(received_at) for r in readings]
 
 
 def _baseline_sqlite(directory: Path, readings: list[IntervalReading], batch: int) -> float:

@@ -149,6 +149,19 @@ class IntervalReading:
     def key(self) -> tuple[str, int, int]:
         return (self.meter_id, self.interval_start, self.length_min)
 
+    def row(self, received_at: float) -> tuple[str, int, int, int, int, int, float, int]:
+        """The readings-table row, in the column order of storage.READING_COLUMNS."""
+        return (
+            self.meter_id,
+            self.interval_start,
+            self.length_min,
+            self.forward_wh,
+            self.reverse_wh,
+            self.status,
+            received_at,
+            self.key_id,
+        )
+
     def problem(self) -> str | None:
         """Why this reading cannot be stored, or None."""
         if self.length_min not in INTERVAL_LENGTHS:

@@ -309,18 +309,7 @@ class _SqlRepository(ABC):
             problem = r.problem()
             if problem is not None:
                 raise HeadendError("invalid", f"reading {r.key}: {problem}")
-            rows.append(
-                (
-                    r.meter_id,
-                    r.interval_start,
-                    r.length_min,
-                    r.forward_wh,
-                    r.reverse_wh,
-                    r.status,
-                    received_at,
-                    r.key_id,
-                )
-            )
+            rows.append(r.row(received_at))
         if not rows:
             return StoreResult(0, 0)
         inserted = self._insert_readings(rows)
