@@ -67,6 +67,8 @@ from amistack.echonet.events import (
     ResponseReceived,
 )
 from amistack.echonet.frame import EHD1, EHD2_FORMAT2, Eoj, Esv, Frame, Property
+from amistack.echonet.objects.base import SetResult, SetStatus
+from amistack.echonet.objects.node_profile import NodeProfile
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,6 @@ __all__ = [
     "HostedObject",
     "NodeConfig",
     "OutOfRangeReply",
-    "SetOutcome",
     "UnknownObjectReply",
 ]
 
@@ -90,24 +91,8 @@ MULTICAST_V6: Addr = ("ff02::1", EL_PORT)  # spec part 2, §4.2 (IPv6 all-nodes,
 NODE_PROFILE = Eoj(0x0E, 0xF0, 0x01)  # general node profile (spec part 2, §6.10.1)
 NODE_PROFILE_CLASS = 0x0EF0
 MAX_INSTANCE_LIST = 84  # guideline §2.5: D5/D6 carry at most 84 instances
-MAX_CLASS_LIST = 8  # spec part 2, §6.11.1: D7 lists at most 8 classes
 
-# Node profile EPCs the node computes from what it hosts (spec part 2, §6.11.1).
-EPC_INSTANCE_COUNT = 0xD3  # number of self-node instances (3 bytes)
-EPC_CLASS_COUNT = 0xD4  # number of self-node classes (2 bytes, node profile included)
-EPC_INSTANCE_LIST_INF = 0xD5  # instance list notification
-EPC_INSTANCE_LIST_S = 0xD6  # self-node instance list S
-EPC_CLASS_LIST_S = 0xD7  # self-node class list S
-EPC_INF_MAP = 0x9D  # status change announcement property map
-_NODE_EPCS = frozenset(
-    {
-        EPC_INSTANCE_COUNT,
-        EPC_CLASS_COUNT,
-        EPC_INSTANCE_LIST_INF,
-        EPC_INSTANCE_LIST_S,
-        EPC_CLASS_LIST_S,
-    }
-)
+EPC_INSTANCE_LIST_INF = 0xD5  # instance list notification (spec part 2, §6.11.1)
 
 _REQUESTS = frozenset({Esv.SETI, Esv.SETC, Esv.GET, Esv.INF_REQ, Esv.SETGET})
 _NOTIFICATIONS = frozenset({Esv.INF, Esv.INFC})
@@ -133,20 +118,12 @@ _SNA_OF = {
 }
 
 
-class SetOutcome(Enum):
-    """What an object did with a write (guideline §2.1 / §2.2)."""
-
-    ACCEPTED = "accepted"  # stored as written
-    ADJUSTED = "adjusted"  # §2.1: clamped to the device range or mapped to the nearest step
-    IGNORED = "ignored"  # §2.1: an unsupported step, left unchanged but answered as written
-    OUT_OF_RANGE = "out_of_range"  # §2.2: outside the property's range
-    REFUSED = "refused"  # not settable, unknown EPC, wrong size
-
-
 class OutOfRangeReply(Enum):
     """How a write outside the property's range is answered (guideline §2.2)."""
 
     SNA = "sna"  # the not-possible response, echoing the rejected EDT (default)
+    CLAMP = "clamp"  # §2.1: store the object's nearest value in range (`clamp`) and answer OK;
+    # the not-possible response when the object has no such value
     ACCEPT = "accept"  # the ordinary response; the value is not stored
 
 
@@ -158,21 +135,34 @@ class UnknownObjectReply(Enum):
 
 
 class HostedObject(Protocol):
-    """What the node needs from an ECHONET Lite object it hosts."""
+    """What the node needs from an ECHONET Lite object it hosts (`objects.base.DeviceObject`)."""
 
     @property
     def eoj(self) -> Eoj: ...
 
     def get(self, epc: int, now: float) -> bytes | None:
-        """The EDT of a readable property, or None (not readable / unknown EPC)."""
+        """The EDT for a Get, or None (not readable / unknown EPC)."""
         ...
 
-    def set(self, epc: int, edt: bytes, now: float) -> SetOutcome:
-        """Write a property under the object's §2.1 rule; the outcome decides the answer."""
+    def read(self, epc: int, now: float) -> bytes | None:
+        """The EDT of any property the object has, whatever its access rule (for INF)."""
         ...
 
-    def announces(self, epc: int) -> bool:
-        """True for EPCs in the status change announcement map (0x9D)."""
+    def set(self, epc: int, edt: bytes, now: float) -> SetResult:
+        """Write a property under the object's rules (nearest step, ignored steps: §2.1)."""
+        ...
+
+    def clamp(self, epc: int, edt: bytes) -> bytes | None:
+        """The nearest acceptable EDT for an out-of-range number, or None (§2.1)."""
+        ...
+
+    @property
+    def inf_map(self) -> frozenset[int]:
+        """EPCs with the announcement rule (0x9D)."""
+        ...
+
+    def pop_announcements(self) -> list[int]:
+        """EPCs of the announcement map (0x9D) whose value changed since the last call."""
         ...
 
 
@@ -218,6 +208,9 @@ class EchonetNode:
             if obj.eoj.class_code == NODE_PROFILE_CLASS:
                 raise ValueError(f"EOJ {obj.eoj} is a node profile, not a device object")
             self._objects[obj.eoj] = obj
+        if isinstance(profile, NodeProfile):  # D3-D7 describe exactly what this node hosts
+            profile.set_instances(self.instance_list())
+            profile.pop_announcements()  # the startup INF (`start`) announces them
         self._outbox: list[tuple[bytes, Addr]] = []
         self._queued_by_host: Counter[str] = Counter()
         self._delayed: list[tuple[float, int, _Delayed]] = []
@@ -225,7 +218,6 @@ class EchonetNode:
         self._seq = 0
         self._tid = 0
         self._startup_at: float | None = None
-        self._pending_announce: list[tuple[Eoj, tuple[int, ...]]] = []
         self._events: deque[EchonetEvent] = deque()
         self.counters: Counter[str] = Counter()
 
@@ -240,9 +232,7 @@ class EchonetNode:
         obj = self._objects.get(eoj)
         if obj is None:
             raise KeyError(f"no object {eoj} on this node")
-        props = tuple(
-            Property(epc, v) for epc in epcs if (v := self._get(obj, epc, now)) is not None
-        )
+        props = tuple(Property(epc, v) for epc in epcs if (v := obj.read(epc, now)) is not None)
         if props:
             self._multicast(Frame(self._next_tid(), eoj, NODE_PROFILE, Esv.INF, props))
             self._events.append(Announced(eoj, tuple(p.epc for p in props)))
@@ -316,6 +306,7 @@ class EchonetNode:
             if self._delayed_by_host[host] <= 0:
                 del self._delayed_by_host[host]
             self._serve(item.frame, item.addr, now, multicast=True)
+        self.poll_announcements(now)
 
     def next_event(self) -> EchonetEvent | None:
         return self._events.popleft() if self._events else None
@@ -359,14 +350,12 @@ class EchonetNode:
             reply = self._answer(obj, frame, addr, now)
             if reply is not None:
                 self._send(reply, dest)
-        while self._pending_announce:
-            eoj, epcs = self._pending_announce.pop(0)
-            self.announce(eoj, epcs, now)
+        self.poll_announcements(now)  # after the answer to the write
 
     def _answer(self, obj: HostedObject, req: Frame, addr: Addr, now: float) -> Frame | None:
         esv = req.esv
         if esv == Esv.GET or esv == Esv.INF_REQ:
-            props, ok = self._read(obj, req.props, now)
+            props, ok = self._read(obj, req.props, now, esv == Esv.INF_REQ)
             ok = ok and bool(req.props)
             good = Esv.GET_RES if esv == Esv.GET else Esv.INF
             return self._reply(req, obj.eoj, good if ok else _SNA_OF[Esv(esv)], props)
@@ -382,7 +371,7 @@ class EchonetNode:
             self.counters["setget_refused"] += 1
             return self._reply(req, obj.eoj, Esv.SETGET_SNA, ())
         set_props, set_ok = self._write(obj, req.props, addr, now)
-        get_props, get_ok = self._read(obj, req.props_get, now)
+        get_props, get_ok = self._read(obj, req.props_get, now, False)
         ok = set_ok and get_ok and bool(req.props) and bool(req.props_get)
         return self._reply(
             req, obj.eoj, Esv.SETGET_RES if ok else Esv.SETGET_SNA, set_props, get_props
@@ -411,12 +400,16 @@ class EchonetNode:
         return Frame(req.tid, req.deoj, req.seoj, _SNA_OF[esv], req.props)
 
     def _read(
-        self, obj: HostedObject, props: tuple[Property, ...], now: float
+        self, obj: HostedObject, props: tuple[Property, ...], now: float, inf: bool
     ) -> tuple[tuple[Property, ...], bool]:
+        """Values for a Get/SetGet (Get rule), or for an INF_REQ (Get or announcement rule: an
+        INF_REQ of D5 is how controllers discover nodes)."""
         out: list[Property] = []
         ok = True
         for p in props:
-            value = self._get(obj, p.epc, now)
+            value = obj.get(p.epc, now)
+            if value is None and inf and p.epc in obj.inf_map:
+                value = obj.read(p.epc, now)
             if value is None:
                 ok = False
                 out.append(Property(p.epc))  # PDC=0 marks the EPC that could not be read
@@ -429,32 +422,28 @@ class EchonetNode:
     ) -> tuple[tuple[Property, ...], bool]:
         out: list[Property] = []
         written: list[Property] = []
-        announce: list[int] = []
         ok = True
         for p in props:
-            before = obj.get(p.epc, now) if obj.announces(p.epc) else None
-            outcome = obj.set(p.epc, p.edt, now)
-            if outcome is SetOutcome.OUT_OF_RANGE:
-                self.counters["set_out_of_range"] += 1
-                if self.config.out_of_range is OutOfRangeReply.ACCEPT:
+            res = obj.set(p.epc, p.edt, now)
+            if res.status is SetStatus.INVALID:  # §2.2: size or range the property cannot take
+                self.counters["set_invalid"] += 1
+                policy = self.config.out_of_range
+                if policy is OutOfRangeReply.ACCEPT:
                     out.append(Property(p.epc))
                     continue
-            if outcome in (SetOutcome.OUT_OF_RANGE, SetOutcome.REFUSED):
+                if policy is OutOfRangeReply.CLAMP:
+                    fixed = obj.clamp(p.epc, p.edt)
+                    if fixed is not None:
+                        res = obj.set(p.epc, fixed, now)
+            if not res.ok:
                 ok = False
                 out.append(p)  # the not-possible response echoes the EDT it refused
                 continue
             out.append(Property(p.epc))  # accepted: PDC=0
-            if outcome is SetOutcome.IGNORED:
-                self.counters["set_ignored_step"] += 1
-                continue
-            stored = obj.get(p.epc, now)
+            stored = obj.read(p.epc, now)
             written.append(Property(p.epc, p.edt if stored is None else stored))
-            if obj.announces(p.epc) and stored is not None and stored != before:
-                announce.append(p.epc)
         if written:
             self._events.append(PropertiesWritten(obj.eoj, tuple(written), addr))
-        if announce:  # sent after the answer to the write (see `_serve`)
-            self._pending_announce.append((obj.eoj, tuple(announce)))
         return tuple(out), ok
 
     def _answer_infc(self, frame: Frame, addr: Addr) -> None:
@@ -467,30 +456,20 @@ class EchonetNode:
                 (addr[0], self.config.port),
             )
 
-    # -- node profile ----------------------------------------------------------------------------
+    # -- announcements ---------------------------------------------------------------------------
 
-    def _get(self, obj: HostedObject, epc: int, now: float) -> bytes | None:
-        if obj is self.profile and epc in _NODE_EPCS:
-            return self._node_property(epc)
-        return obj.get(epc, now)
-
-    def _node_property(self, epc: int) -> bytes:
-        eojs = self.instance_list()
-        if epc == EPC_INSTANCE_COUNT:
-            return min(len(eojs), 0xFFFFFF).to_bytes(3, "big")
-        if epc == EPC_CLASS_COUNT:
-            return (len(self._classes()) + 1).to_bytes(2, "big")
-        if epc in (EPC_INSTANCE_LIST_INF, EPC_INSTANCE_LIST_S):
-            return _instance_list_edt(eojs)
-        classes = self._classes()
-        head = classes[:MAX_CLASS_LIST]
-        return bytes([min(len(classes), 0xFF)]) + b"".join(c.to_bytes(2, "big") for c in head)
-
-    def _classes(self) -> list[int]:
-        seen: dict[int, None] = {}
-        for eoj in self.instance_list():
-            seen.setdefault(eoj.class_code, None)
-        return list(seen)
+    def poll_announcements(self, now: float) -> None:
+        """Multicast an INF for every announced property that changed since the last poll (the
+        node polls after every request and timer; call it after changing objects locally)."""
+        for obj in self._objects.values():
+            epcs = obj.pop_announcements()
+            if not epcs:
+                continue
+            if obj is self.profile and EPC_INSTANCE_LIST_INF in epcs:
+                self._announce_instances(now)
+                epcs = [e for e in epcs if e != EPC_INSTANCE_LIST_INF]
+            if epcs:
+                self.announce(obj.eoj, epcs, now)
 
     def _announce_instances(self, now: float) -> None:
         """§4.2 / §2.5: the instance list notification, split into INFs of at most 84 EOJs."""

