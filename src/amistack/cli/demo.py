@@ -413,9 +413,12 @@ def _print(report: Report) -> None:
     print(f"  remote reconnect: {report.reconnect}")
     if report.pcap:
         c = Path(report.pcap).with_name("c1222.pcap")
+        keys = c.with_name("c1222-keys.csv")
+        print(f"  pcap: {c}, keys {keys} (Wireshark's C12.22 decryption table), e.g.")
         print(
-            f"  pcap: {c} with {c.with_name('c1222-keys.csv')} (Wireshark's C12.22 "
-            "decryption table)"
+            f"    tshark -r {c} -d udp.port=={report.headend_port},c1222 -o c1222.decrypt:TRUE "
+            f'-o c1222.baseoid:2.16.124.113620.1.22 -o "uat:c1222_decryption_table:$(head -1 '
+            f'{keys})"'
         )
     print("amistack demo — chapter 3: tamper-evident event logs (signed Merkle tree heads)")
     for device, verdict in report.eventlog.items():
