@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
+import struct
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -22,7 +23,7 @@ from amistack.echonet.frame import Eoj, Esv, Frame, Property
 from amistack.echonet.node import NODE_PROFILE, EchonetNode, NodeConfig
 from amistack.echonet.objects import NodeProfile, SmartMeterObject
 from amistack.meter.model import MeterModel
-from amistack.runtime.echonet import EchonetDriver
+from amistack.runtime.echonet import EchonetDriver, multicast_socket
 from amistack.runtime.loop import new_event_loop
 
 CONTROLLER = Eoj(0x05, 0xFF, 0x01)
@@ -134,6 +135,83 @@ def test_meter_node_served_over_udp_3610() -> None:
             assert r.props_get == (Property(0xE5, b"\x02"),)
         finally:
             hems.close()
+            driver.close()
+
+    run(main)
+
+
+def _multicast_interface() -> tuple[str, str] | None:
+    """(name, IPv4 address) of an up, multicast-capable, non-loopback interface, if any."""
+    import fcntl
+
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for _, name in socket.if_nameindex():
+            req = struct.pack("16sH14s", name.encode()[:15], 0, bytes(14))
+            try:
+                flags = struct.unpack("16sH", fcntl.ioctl(probe, 0x8913, req)[:18])[
+                    1
+                ]  # SIOCGIFFLAGS
+                addr = fcntl.ioctl(probe, 0x8915, req)  # SIOCGIFADDR
+            except OSError:
+                continue
+            up, loopback, multicast = flags & 0x1, flags & 0x8, flags & 0x1000
+            if up and multicast and not loopback:
+                return name, socket.inet_ntoa(addr[20:24])
+    finally:
+        probe.close()
+    return None
+
+
+def test_multicast_get_answered_unicast_after_delay_and_startup_inf() -> None:  # §2.4, §4.2
+    found = _multicast_interface()
+    if found is None:
+        if IN_CI:
+            pytest.fail("no multicast-capable interface for the ECHONET Lite multicast scenario")
+        pytest.skip("no multicast-capable, non-loopback interface here")
+    ifname, host = found
+    group = "224.0.23.0"
+
+    async def main() -> None:
+        meter = SmartMeterObject(MeterModel(1))
+        config = NodeConfig(multicast_reply_delay=0.3, startup_delay=0.2)
+        node = EchonetNode(NodeProfile([]), [meter], seeded_random(5), config)
+        driver = EchonetDriver(node)
+        try:
+            # wildcard unicast socket: the controller's specific bind below takes its answers
+            await driver.open(ipv4="0.0.0.0", interface=ifname)
+        except OSError as exc:
+            driver.close()
+            if IN_CI:
+                raise
+            pytest.skip(f"cannot open UDP 3610 with multicast on {ifname}: {exc}")
+        loop = asyncio.get_running_loop()
+        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        _bind_or_skip(rx, (host, 3610))
+        rx.setblocking(False)
+        mrx = multicast_socket(group, 3610, ifname)
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(host))
+        tx.bind((host, 0))
+        try:
+            node.start(driver.now())
+            driver.kick()
+            inf = Frame.decode(await asyncio.wait_for(loop.sock_recv(mrx, 2048), 2.0))
+            assert inf.esv == Esv.INF and inf.seoj == inf.deoj == NODE_PROFILE
+            assert inf.props == (Property(0xD5, b"\x01" + METER.encode()),)
+
+            get = Frame(5, CONTROLLER, Eoj(0x0E, 0xF0, 0x00), Esv.GET, (Property(0xD6),))
+            sent = loop.time()
+            tx.sendto(get.encode(), (group, 3610))
+            r = Frame.decode(await asyncio.wait_for(loop.sock_recv(rx, 2048), 2.0))
+            assert loop.time() - sent < 0.3 + 0.2  # within the configured bound (+ slack)
+            assert r.esv == Esv.GET_RES and r.tid == 5
+            assert r.props == (Property(0xD6, b"\x01" + METER.encode()),)
+            assert node.counters["rx_request"] == 1  # seen once, on the group socket only
+        finally:
+            for s in (rx, mrx, tx):
+                s.close()
             driver.close()
 
     run(main)
