@@ -32,7 +32,7 @@ from amistack.runtime.udp import DEFAULT_RCVBUF, EngineDriver, _Endpoint
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EchonetDriver", "multicast_socket", "unicast_socket"]
+__all__ = ["EchonetDriver", "multicast_socket", "peer_addr", "unicast_socket"]
 
 # Linux socket options that Python's socket module may not name (linux/in.h, linux/in6.h).
 _IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
@@ -128,21 +128,40 @@ def multicast_socket(
     return sock
 
 
-class _MulticastEndpoint(_Endpoint):
-    """A group-bound socket: what it receives was sent to the group (guideline §2.4)."""
+def peer_addr(addr: Any) -> Addr:
+    """(host, port) of a sender; an IPv6 link-local host keeps its zone ("fe80::1%eth0") so that
+    the answer can be sent back to it (B-route and home-LAN peers are often link-local only)."""
+    host = str(addr[0])
+    if len(addr) >= 4 and addr[3] and "%" not in host:
+        try:
+            host = f"{host}%{socket.if_indextoname(int(addr[3]))}"
+        except OSError:
+            host = f"{host}%{int(addr[3])}"
+    return (host, int(addr[1]))
+
+
+class _NodeEndpoint(_Endpoint):
+    """A socket of an ECHONET Lite node: feeds the node, telling it whether the datagram came
+    to a multicast group (guideline §2.4)."""
+
+    multicast = False
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         d = self.driver
-        addr = (str(addr[0]), int(addr[1]))
+        peer = peer_addr(addr)
         if d._capture is not None:
-            d._capture(data, addr, self.local)
+            d._capture(data, peer, self.seen_as(peer))
         node: EchonetNode = d.engine
         try:
-            node.receive_datagram(data, addr, d.now(), multicast=True)
+            node.receive_datagram(data, peer, d.now(), multicast=self.multicast)
         except Exception:  # an engine bug must not take the socket down with it
             d.counters["engine_error"] += 1
-            log.exception("engine failed on a multicast datagram from %s", addr)
+            log.exception("engine failed on a datagram from %s", peer)
         d.kick_soon()
+
+
+class _MulticastEndpoint(_NodeEndpoint):
+    multicast = True
 
 
 class EchonetDriver(EngineDriver[EchonetNode]):
@@ -170,13 +189,26 @@ class EchonetDriver(EngineDriver[EchonetNode]):
         for host, group in ((ipv4, MULTICAST_V4[0]), (ipv6, MULTICAST_V6[0])):
             if host is None:
                 continue
-            opened.append(await self.attach(unicast_socket(host, port, interface, multicast_loop)))
+            sock = unicast_socket(host, port, interface, multicast_loop)
+            opened.append(await self.attach_unicast(sock))
             if multicast:
                 opened.append(await self.attach_multicast(multicast_socket(group, port, interface)))
         return opened
 
+    async def attach_unicast(self, sock: socket.socket) -> Addr:
+        """Drive the node over a unicast socket; the first of each family is the one it sends
+        from (answers, announcements)."""
+        loop = asyncio.get_running_loop()
+        _, proto = await loop.create_datagram_endpoint(lambda: _NodeEndpoint(self), sock=sock)
+        self._endpoints.append(proto)
+        if sock.family == socket.AF_INET6:
+            self._v6 = self._v6 or proto
+        else:
+            self._v4 = self._v4 or proto
+        return proto.local
+
     async def attach_multicast(self, sock: socket.socket) -> Addr:
-        """Drive the node over a group-bound socket too (receive only; sends use `attach`ed
+        """Drive the node over a group-bound socket too (receive only; sends go out of the
         unicast sockets)."""
         loop = asyncio.get_running_loop()
         _, proto = await loop.create_datagram_endpoint(lambda: _MulticastEndpoint(self), sock=sock)
