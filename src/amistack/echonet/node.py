@@ -30,7 +30,8 @@ Behaviour, by guideline section:
   `max_pending` delayed answers in all; beyond that requests are dropped and counted.
 - §2.8: the identification number 0x83 is the node profile object's (unique per node).
 - §4.2: `start(now)` multicasts the instance list notification (INF of D5 from 0x0EF001 to
-  0x0EF001) after a random delay of at most `NodeConfig.startup_delay`.
+  0x0EF001) after a random delay of at most `NodeConfig.startup_delay`; from then on a smart
+  meter's fixed-time values (EA, and EB on a two-way meter) are announced every 30 minutes.
 - Every answer goes to port 3610 (`NodeConfig.port`) of the requester's address, whatever the
   request's source port.
 - Unknown DEOJ: a unicast request is answered with the not-possible response (SEOJ = the DEOJ
@@ -69,6 +70,7 @@ from amistack.echonet.events import (
 from amistack.echonet.frame import EHD1, EHD2_FORMAT2, Eoj, Esv, Frame, Property
 from amistack.echonet.objects.base import SetResult, SetStatus
 from amistack.echonet.objects.node_profile import NodeProfile
+from amistack.echonet.objects.smart_meter import SmartMeterObject
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,12 @@ NODE_PROFILE_CLASS = 0x0EF0
 MAX_INSTANCE_LIST = 84  # guideline §2.5: D5/D6 carry at most 84 instances
 
 EPC_INSTANCE_LIST_INF = 0xD5  # instance list notification (spec part 2, §6.11.1)
+FIXED_TIME_EPCS = (
+    0xEA,
+    0xEB,
+)  # smart meter: cumulative amounts at fixed time, announced (APPENDIX)
+
+_RECENT_MULTICAST = 16  # own multicasts remembered, to drop them when the group loops them back
 
 _REQUESTS = frozenset({Esv.SETI, Esv.SETC, Esv.GET, Esv.INF_REQ, Esv.SETGET})
 _NOTIFICATIONS = frozenset({Esv.INF, Esv.INFC})
@@ -216,8 +224,10 @@ class EchonetNode:
         self._delayed: list[tuple[float, int, _Delayed]] = []
         self._delayed_by_host: Counter[str] = Counter()
         self._seq = 0
-        self._tid = 0
+        self._tid = int.from_bytes(rng(2), "big")  # unlike other nodes' TIDs from the start
+        self._recent_multicast: deque[bytes] = deque(maxlen=_RECENT_MULTICAST)
         self._startup_at: float | None = None
+        self._fixed_time: dict[Eoj, float] = {}  # smart meters: next 30-minute EA/EB announcement
         self._events: deque[EchonetEvent] = deque()
         self.counters: Counter[str] = Counter()
 
@@ -226,6 +236,9 @@ class EchonetNode:
     def start(self, now: float) -> None:
         """Schedule the §4.2 startup announcement (INF of D5, multicast, after a random delay)."""
         self._startup_at = now + self._uniform(self.config.startup_delay)
+        for obj in self.devices:
+            if isinstance(obj, SmartMeterObject):
+                self._fixed_time[obj.eoj] = obj.next_fixed_time(now)
 
     def announce(self, eoj: Eoj, epcs: Iterable[int], now: float) -> None:
         """Multicast an INF with the current values of `epcs` of object `eoj` (those readable)."""
@@ -251,6 +264,9 @@ class EchonetNode:
     ) -> None:
         """Feed one datagram; `multicast` tells that it was sent to a multicast group (§2.4)."""
         self.counters["rx"] += 1
+        if multicast and addr[1] == self.config.port and data in self._recent_multicast:
+            self.counters["own_multicast"] += 1  # our own INF, looped back by the group
+            return
         if len(data) >= 2 and data[0] == EHD1 and data[1] == EHD2_FORMAT2:
             if len(data) < 4:
                 self.counters["malformed"] += 1
@@ -289,6 +305,9 @@ class EchonetNode:
 
     def get_timer(self) -> float | None:
         at = self._startup_at
+        for due in self._fixed_time.values():
+            if at is None or due < at:
+                at = due
         if self._delayed:
             due = self._delayed[0][0]
             if at is None or due < at:
@@ -299,6 +318,13 @@ class EchonetNode:
         if self._startup_at is not None and now >= self._startup_at:
             self._startup_at = None
             self._announce_instances(now)
+        for eoj, due in list(self._fixed_time.items()):
+            if now >= due:
+                meter = self._objects[eoj]
+                if not isinstance(meter, SmartMeterObject):
+                    continue
+                self._fixed_time[eoj] = max(meter.next_fixed_time(now), now + 1.0)
+                self.announce(eoj, [e for e in FIXED_TIME_EPCS if e in meter.inf_map], now)
         while self._delayed and self._delayed[0][0] <= now:
             _, _, item = heapq.heappop(self._delayed)
             host = item.addr[0]
@@ -494,6 +520,7 @@ class EchonetNode:
 
     def _multicast(self, frame: Frame) -> None:
         data = frame.encode()
+        self._recent_multicast.append(data)
         for group in self.config.multicast_groups:
             self._outbox.append((data, group))
             self.counters["tx_multicast"] += 1

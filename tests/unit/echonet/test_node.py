@@ -369,3 +369,16 @@ def test_announce_api_sends_inf_of_readable_epcs() -> None:
     assert dest == MULTICAST_V4 and f.esv == Esv.INF and [p.epc for p in f.props] == [0xE7]
     with pytest.raises(KeyError):
         node.announce(Eoj(1, 2, 3), [0x80], 0.0)
+
+
+def test_own_multicast_looped_back_is_dropped_not_reported() -> None:
+    node = make_node(NodeConfig(startup_delay=0.0))
+    node.start(0.0)
+    node.handle_timer(0.0)
+    [(data, dest)] = node.datagrams_to_send(0.0)
+    events(node)
+    node.receive_datagram(data, ("192.0.2.2", 3610), 0.1, multicast=True)  # the group's loopback
+    assert node.counters["own_multicast"] == 1 and events(node) == []
+    other = Frame(0x4242, NODE_PROFILE, NODE_PROFILE, Esv.INF, (Property(0xD5, b"\x00"),))
+    node.receive_datagram(other.encode(), ("192.0.2.3", 3610), 0.2, multicast=True)
+    assert [type(e) for e in events(node)] == [NotificationReceived]
