@@ -376,6 +376,7 @@ def test_own_multicast_looped_back_is_dropped_not_reported() -> None:
     node.start(0.0)
     node.handle_timer(0.0)
     [(data, dest)] = node.datagrams_to_send(0.0)
+    assert dest == MULTICAST_V4
     events(node)
     node.receive_datagram(data, ("192.0.2.2", 3610), 0.1, multicast=True)  # the group's loopback
     assert node.counters["own_multicast"] == 1 and events(node) == []
