@@ -7,6 +7,8 @@ import datetime
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from amistack.echonet.frame import Eoj
 from amistack.echonet.objects import (
@@ -275,3 +277,20 @@ def test_time_scale_and_units(model: MeterModel) -> None:
         SmartMeterConfig(unit=0x05)
     with pytest.raises(ValueError):
         SmartMeterConfig(effective_digits=9)
+
+
+@given(st.binary(max_size=3))
+def test_e5_accepts_exactly_0_to_99(edt: bytes) -> None:
+    meter = SmartMeterObject(MeterModel(7, MeterConfig(outage_rate_per_year=0)))
+    res = meter.set(0xE5, edt, NOW)
+    assert res.ok == (len(edt) == 1 and edt[0] <= 99)
+    assert meter.get(0xE5, NOW) == (edt if res.ok else b"\x00")
+
+
+@given(st.sampled_from([0xED, 0xEF]), st.binary(min_size=0, max_size=8))
+def test_history_settings_never_raise(epc: int, edt: bytes) -> None:
+    meter = SmartMeterObject(MeterModel(7, MeterConfig(outage_rate_per_year=0)))
+    before = meter.get(epc, NOW)
+    res = meter.set(epc, edt, NOW)
+    after = meter.get(epc, NOW)
+    assert after == (edt if res.ok else before)
