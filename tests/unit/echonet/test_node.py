@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from amistack.crypto.rand import seeded_random
 from amistack.echonet.events import (
@@ -383,3 +385,24 @@ def test_own_multicast_looped_back_is_dropped_not_reported() -> None:
     other = Frame(0x4242, NODE_PROFILE, NODE_PROFILE, Esv.INF, (Property(0xD5, b"\x00"),))
     node.receive_datagram(other.encode(), ("192.0.2.3", 3610), 0.2, multicast=True)
     assert [type(e) for e in events(node)] == [NotificationReceived]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    esv=st.sampled_from([0x60, 0x61, 0x62, 0x63, 0x6E, 0x74, 0x73, 0x72, 0x5E, 0x64, 0x00]),
+    deoj=st.sampled_from([METER.encode(), NODE_PROFILE.encode(), b"\x02\x88\x00", b"\x0e\xf0\x00"]),
+    body=st.binary(max_size=40),
+    multicast=st.booleans(),
+)
+def test_any_input_never_escapes_and_answers_decode(
+    esv: int, deoj: bytes, body: bytes, multicast: bool
+) -> None:
+    node = make_node()
+    data = b"\x10\x81\x00\x01\x05\xff\x01" + deoj + bytes([esv]) + body
+    node.receive_datagram(data, HEMS, 0.0, multicast=multicast)
+    node.handle_timer(5.0)
+    for out, dest in node.datagrams_to_send(5.0):
+        Frame.decode(out)  # every answer is a well-formed frame
+        assert dest in ((HEMS[0], 3610), MULTICAST_V4)
+    [r] = request(node, Frame(2, CONTROLLER, METER, Esv.GET, (Property(0x80),)), 6.0)
+    assert r.esv == Esv.GET_RES
