@@ -246,6 +246,7 @@ def test_multicast_get_answered_unicast_after_delay_and_startup_inf(family: str)
             assert r.esv == Esv.GET_RES and r.tid == 5
             assert r.props == (Property(0xD6, b"\x01" + METER.encode()),)
             assert node.counters["rx_request"] == 1  # seen once, on the group socket only
+            assert node.counters["own_multicast"] == 1  # our INF looped back, dropped
         finally:
             for s in (rx, mrx, tx):
                 s.close()
