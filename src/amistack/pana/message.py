@@ -152,6 +152,13 @@ class PanaMessage:
 
 def decode_with_spans(data: bytes) -> tuple[PanaMessage, list[tuple[int, int]]]:
     """The message and, per AVP, (value offset, value length) in `data` (for AUTH checking)."""
+    data, (reserved, _, flags, msg_type, session_id, seq) = _header(data)
+    avps, spans = decode_avps(data, HEADER_LENGTH)
+    return _message(msg_type, flags, session_id, seq, avps, reserved), spans
+
+
+def _header(data: bytes) -> tuple[bytes, tuple[int, int, int, int, int, int]]:
+    """`data` as bytes and its header fields, once the Message Length matches the datagram."""
     if type(data) is not bytes:
         data = bytes(data)
     size = len(data)
@@ -164,8 +171,7 @@ def decode_with_spans(data: bytes) -> tuple[PanaMessage, list[tuple[int, int]]]:
         raise PanaDecodeError(2, f"Message Length {length} exceeds datagram ({size})")
     if length < size:
         raise PanaDecodeError(length, f"{size - length} octets after Message Length")
-    avps, spans = decode_avps(data, HEADER_LENGTH)
-    return _message(msg_type, flags, session_id, seq, avps, reserved), spans
+    return data, (reserved, length, flags, msg_type, session_id, seq)
 
 
 def _message(
@@ -186,18 +192,7 @@ def _message(
 
 def _decode(data: bytes) -> PanaMessage:
     """`decode_with_spans(data)[0]`, without collecting the spans."""
-    if type(data) is not bytes:
-        data = bytes(data)
-    size = len(data)
-    if size < HEADER_LENGTH:
-        raise PanaDecodeError(0, f"truncated header ({size} octets)")
-    reserved, length, flags, msg_type, session_id, seq = _HDR_UNPACK(data, 0)
-    if length < HEADER_LENGTH:
-        raise PanaDecodeError(2, f"Message Length {length} shorter than the header")
-    if length > size:
-        raise PanaDecodeError(2, f"Message Length {length} exceeds datagram ({size})")
-    if length < size:
-        raise PanaDecodeError(length, f"{size - length} octets after Message Length")
+    data, (reserved, _, flags, msg_type, session_id, seq) = _header(data)
     return _message(
         msg_type, flags, session_id, seq, decode_avp_tuple(data, HEADER_LENGTH), reserved
     )
