@@ -72,18 +72,8 @@ def request_header(identifier: int, type_: int, type_data_len: int) -> bytes:
     return struct.pack("!BBHB", EapCode.REQUEST, identifier, HEADER_LEN + 1 + type_data_len, type_)
 
 
-class PeerMethod(ABC):
-    """One run of a method on the peer. Created fresh per conversation by its factory."""
-
-    method_type: ClassVar[int]
-
-    def __init__(self) -> None:
-        self.state = MethodState.INIT
-        self.decision = Decision.FAIL
-
-    @abstractmethod
-    def process(self, request: EapPacket) -> bytes | None:
-        """Type-Data of the response to `request`, or None to discard it."""
+class _KeyingMaterial:
+    """What a method exports once it succeeds (RFC 5247): none until a subclass says so."""
 
     @property
     def msk(self) -> bytes | None:
@@ -96,6 +86,20 @@ class PeerMethod(ABC):
     @property
     def session_id(self) -> bytes | None:
         return None
+
+
+class PeerMethod(_KeyingMaterial, ABC):
+    """One run of a method on the peer. Created fresh per conversation by its factory."""
+
+    method_type: ClassVar[int]
+
+    def __init__(self) -> None:
+        self.state = MethodState.INIT
+        self.decision = Decision.FAIL
+
+    @abstractmethod
+    def process(self, request: EapPacket) -> bytes | None:
+        """Type-Data of the response to `request`, or None to discard it."""
 
 
 class ServerOutcome(Enum):
@@ -114,7 +118,7 @@ class ServerMethodStep:
     reason: str = ""
 
 
-class ServerMethod(ABC):
+class ServerMethod(_KeyingMaterial, ABC):
     """One run of a method on the authenticator. Created fresh per conversation."""
 
     method_type: ClassVar[int]
@@ -126,18 +130,6 @@ class ServerMethod(ABC):
     @abstractmethod
     def process(self, response: EapPacket, next_identifier: int) -> ServerMethodStep:
         """Handle a response of this method's type."""
-
-    @property
-    def msk(self) -> bytes | None:
-        return None
-
-    @property
-    def emsk(self) -> bytes | None:
-        return None
-
-    @property
-    def session_id(self) -> bytes | None:
-        return None
 
     @property
     def peer_id(self) -> bytes | None:
