@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from amistack.cli.common import CliError, add_data_dir
 from amistack.keymgmt import pki
+
+T = TypeVar("T")
 
 
 def register(sub: Any) -> None:
@@ -72,35 +75,38 @@ def _show(issued: pki.Issued) -> int:
     return 0
 
 
-def _init(args: argparse.Namespace) -> int:
+def _pki(call: Callable[[], T]) -> T:
+    """Run a PKI verb; its errors are one-line CLI errors."""
     try:
-        return _show(
-            pki.init_ca(
+        return call()
+    except pki.PkiError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _init(args: argparse.Namespace) -> int:
+    return _show(
+        _pki(
+            lambda: pki.init_ca(
                 args.data_dir, common_name=args.name, valid_days=args.days, force=args.force
             )
         )
-    except pki.PkiError as exc:
-        raise CliError(str(exc)) from None
+    )
 
 
 def _server(args: argparse.Namespace) -> int:
-    try:
-        return _show(pki.issue_server(args.data_dir, args.name, args.host, force=args.force))
-    except pki.PkiError as exc:
-        raise CliError(str(exc)) from None
+    return _show(
+        _pki(lambda: pki.issue_server(args.data_dir, args.name, args.host, force=args.force))
+    )
 
 
 def _client(args: argparse.Namespace) -> int:
-    try:
-        return _show(pki.issue_client(args.data_dir, args.name, args.purpose, force=args.force))
-    except pki.PkiError as exc:
-        raise CliError(str(exc)) from None
+    return _show(
+        _pki(lambda: pki.issue_client(args.data_dir, args.name, args.purpose, force=args.force))
+    )
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    try:
-        serial = pki.revoke(args.data_dir, args.name, kind="server" if args.server else "client")
-    except pki.PkiError as exc:
-        raise CliError(str(exc)) from None
+    kind = "server" if args.server else "client"
+    serial = _pki(lambda: pki.revoke(args.data_dir, args.name, kind=kind))
     print(f"revoked serial {serial:x}; the CRL in {args.data_dir}/pki is updated")
     return 0
