@@ -4,10 +4,14 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 APT_PKGS := hostapd eapoltest tshark softhsm2 postgresql
 STAMP   := $(VENV)/.amistack-setup
+# The npm `echonet-lite` package drives our ECHONET Lite node and controller in
+# tests/interop/test_echonet_npm.py; pinned by package.json + package-lock.json there.
+NODE_DIR   := tests/interop/node
+NODE_STAMP := $(NODE_DIR)/node_modules/.amistack-npm-ci
 
 .PHONY: setup test demo lint typecheck clean bench
 
-setup: $(STAMP)
+setup: $(STAMP) $(NODE_STAMP)
 
 $(STAMP): pyproject.toml
 	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
@@ -21,6 +25,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+$(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	@if ! command -v npm >/dev/null; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	    echo "apt: installing nodejs npm"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
+	  else echo "not root: skipping nodejs/npm; the echonet-lite interop tests will skip outside CI"; fi; \
+	fi
+	@if command -v npm >/dev/null; then \
+	  cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.amistack-npm-ci; \
+	fi
 
 test: setup
 	$(BIN)/ruff check src tests
