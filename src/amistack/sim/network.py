@@ -11,6 +11,12 @@ reproducible. Every datagram put on the wire is recorded in `capture` as (time, 
 bytes) -- also the ones the link then loses -- for pcap files and for assertions; `filters`
 can drop chosen datagrams (a function returning False drops it).
 
+Multicast: `join_group(group, member)` makes `member` receive what is sent to the address
+`group` (e.g. ECHONET Lite's 224.0.23.0:3610). A datagram to a group is captured and filtered once
+(with the group as destination), then crosses the link (src, member) to every member except its
+sender, which gets it with `receive_datagram(data, src, now, multicast=True)` -- engines use this to
+tell multicast requests apart (ECHONET Lite guideline §2.4). Members must accept that keyword.
+
 After calling a command on an engine from outside the loop (``pac.start(net.now)``), call
 `net.service(addr)` -- or use `net.call_at(t, addr, fn)` which does both at time t.
 """
@@ -22,7 +28,7 @@ import random
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, cast
 
 from amistack.addr import Addr
 from amistack.sim.clock import TimerHandle, VirtualClock
@@ -42,6 +48,14 @@ class SimEngine(Protocol):
     def handle_timer(self, now: float) -> None: ...
 
     def next_event(self) -> object | None: ...
+
+
+class MulticastEngine(Protocol):
+    """An engine that can be a group member: told which datagrams came to a group."""
+
+    def receive_datagram(
+        self, data: bytes, addr: Addr, now: float, multicast: bool = False
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -84,6 +98,7 @@ class VirtualNetwork:
         self.default_link = default_link or LinkConfig()
         self._links: dict[tuple[Addr, Addr], LinkConfig] = {}
         self._nodes: dict[Addr, _Node] = {}
+        self._groups: dict[Addr, list[Addr]] = {}
         self.capture_enabled = capture
         self.capture: list[CaptureRecord] = []
         self.capture_hooks: list[Callable[[float, Addr, Addr, bytes], None]] = []
@@ -108,6 +123,28 @@ class VirtualNetwork:
         node = self._nodes.pop(addr)
         if node.timer_handle is not None:
             node.timer_handle.cancel()
+        for group in list(self._groups):
+            self.leave_group(group, addr)
+
+    def join_group(self, group: Addr, member: Addr) -> None:
+        """Deliver datagrams sent to `group` to the node `member` too (with multicast=True)."""
+        if member not in self._nodes:
+            raise KeyError(f"no node at {member}")
+        if group in self._nodes:
+            raise ValueError(f"{group} is a node's address, not a group")
+        members = self._groups.setdefault(group, [])
+        if member not in members:
+            members.append(member)
+
+    def leave_group(self, group: Addr, member: Addr) -> None:
+        members = self._groups.get(group)
+        if members and member in members:
+            members.remove(member)
+            if not members:
+                del self._groups[group]
+
+    def members(self, group: Addr) -> list[Addr]:
+        return list(self._groups.get(group, ()))
 
     def engine(self, addr: Addr) -> SimEngine:
         return self._nodes[addr].engine
@@ -179,20 +216,35 @@ class VirtualNetwork:
         if not all(keep(now, src, dst, data) for keep in self.filters):
             self.counters["filtered"] += 1
             return
+        members = self._groups.get(dst)
+        if members is None:
+            self._cross(src, dst, data, now, multicast=False)
+            return
+        self.counters["multicast"] += 1
+        for member in list(members):  # each copy crosses its own link (own loss and latency)
+            if member != src:
+                self._cross(src, member, data, now, multicast=True)
+
+    def _cross(self, src: Addr, dst: Addr, data: bytes, now: float, multicast: bool) -> None:
         link = self.link(src, dst)
         if link.loss and self._rng.random() < link.loss:
             self.counters["lost"] += 1
             return
         delay = link.latency + (self._rng.random() * link.jitter if link.jitter else 0.0)
-        self.clock.call_at(now + delay, lambda: self._deliver(src, dst, data))
+        self.clock.call_at(now + delay, lambda: self._deliver(src, dst, data, multicast))
 
-    def _deliver(self, src: Addr, dst: Addr, data: bytes) -> None:
+    def _deliver(self, src: Addr, dst: Addr, data: bytes, multicast: bool = False) -> None:
         node = self._nodes.get(dst)
         if node is None:
             self.counters["undeliverable"] += 1
             return
         self.counters["delivered"] += 1
-        node.engine.receive_datagram(data, src, self.clock.now)
+        if multicast:
+            cast(MulticastEngine, node.engine).receive_datagram(
+                data, src, self.clock.now, multicast=True
+            )
+        else:
+            node.engine.receive_datagram(data, src, self.clock.now)
         self.service(dst)
 
     def inject(self, src: Addr, dst: Addr, data: bytes, when: float | None = None) -> None:
