@@ -48,6 +48,7 @@ NO_DATA_S16 = 0x7FFE  # signed short: no data
 U32_NO_DATA = NO_DATA_U32.to_bytes(4, "big")
 S32_MIN, S32_MAX = -2_147_483_647, 2_147_483_645  # E7 range (APPENDIX)
 S16_MIN, S16_MAX = -32_767, 32_765  # E8 range per phase (0.1 A)
+ROUTE_B_ID_LEN = 16  # C0: 0x00 + manufacturer code (3) + free area (12)
 HALF_HOUR = 1800
 MINUTE = 60
 DAY_S = 86400
@@ -84,9 +85,11 @@ class SmartMeterConfig:
     two_way: bool | None = None  # None: as the model (MeterConfig.two_way)
     one_way_mode: OneWayMode = OneWayMode.ABSENT
     manufacturer: bytes = b"\xff\xff\xff"  # 0x8A; 0xFFFFFF = experimental / unregistered
-    unique_id: bytes = b"amistack-meter"  # last 13 bytes of 0x83
+    unique_id: bytes = b"amistack-meter"  # 0x83: its first 13 bytes after FE + maker
     production_number: bytes = b"AMI000000001"  # 0x8D, 12 bytes ASCII
-    route_b_id: bytes | None = None  # 0xC0, 17 bytes; None: 0x00 + maker + unique id
+    # 0xC0, 16 bytes: 0x00, the 3-byte manufacturer code, a 12-byte free area (see
+    # docs/echonet.md "Verified layouts"); None: 0x00 + maker + the first 12 bytes of unique_id.
+    route_b_id: bytes | None = None
     release: str = "J"  # 0x82: APPENDIX release this object follows
     coefficient: int = 1  # 0xD3: 1..999999
     effective_digits: int = 6  # 0xD7: 1..8
@@ -104,8 +107,8 @@ class SmartMeterConfig:
             raise ValueError("manufacturer code is 3 bytes")
         if len(self.production_number) != 12:
             raise ValueError("production number (8D) is 12 bytes")
-        if self.route_b_id is not None and len(self.route_b_id) != 17:
-            raise ValueError("route B id (C0) is 17 bytes")
+        if self.route_b_id is not None and len(self.route_b_id) != ROUTE_B_ID_LEN:
+            raise ValueError(f"route B id (C0) is {ROUTE_B_ID_LEN} bytes")
         if not 1 <= self.instance <= 0x7F:
             raise ValueError("instance code must be 1..127")
 
@@ -173,8 +176,8 @@ class SmartMeterObject(DeviceObject):
         self.history_day = 0  # E5
         self.history2: tuple[float, int] | None = None  # ED: (model time, segments)
         self.history3: tuple[float, int] | None = None  # EF
-        route_b = cfg.route_b_id or b"\x00" + cfg.manufacturer + cfg.unique_id[:13].rjust(
-            13, b"\x00"
+        route_b = cfg.route_b_id or b"\x00" + cfg.manufacturer + cfg.unique_id[:12].rjust(
+            12, b"\x00"
         )
         self._values.update(
             {
