@@ -1,0 +1,448 @@
+"""`amistack bench echonet`: the ECHONET Lite codec against pychonet's, and Get round trips per
+second against our smart-meter node over loopback UDP.
+
+Two measurements, each with its baseline taken in the same run (shared machines are noisy: the
+ratios travel between machines, the raw rates do not):
+
+- **codec** -- frames decoded and re-encoded per second over one set of realistic frames (a Get
+  of E7, a multi-EPC Get, Get_Res with E7/E0 and the 194-byte E2 history, the startup INF of D5,
+  a SetGet of E5 + E2 and its SetGet_Res, all produced by a real `SmartMeterObject`), with our
+  `Frame.decode(...).encode()` and with pychonet's `decodeEchonetMsg` + `buildEchonetMsg` on the
+  same bytes. Rounds alternate between the two codecs; the best round of each is kept.
+  pychonet's builder always writes SEOJ 05FF01 and its decoder reads only the first property
+  block of a SetGet, so it does a little less work than ours on those frames.
+- **Get round trips** -- our meter (`EchonetNode` + `SmartMeterObject` on `EchonetDriver`) serves
+  on 127.0.40.1:3610 in this process; a controller in a spawned process (127.0.40.2:3610, where the
+  answers arrive) keeps `concurrency` Gets of E7 in flight. The controller is helper code of this
+  module: a lean one (one socket, prebuilt requests, each answer decoded with `Frame.decode`
+  and its TID checked) until the real `ControllerDriver` is used (`controller` in the result
+  says which). Baseline: a raw UDP echo (`runtime.echo`) at the same concurrency and payload size.
+
+The event loop is uvloop's when importable (`runtime.loop.new_event_loop`). This module touches
+sockets only through `amistack.runtime`, imported inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import multiprocessing
+import time
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+from amistack.addr import Addr
+from amistack.crypto.rand import seeded_random
+from amistack.echonet.frame import Eoj, Esv, Frame, Property
+from amistack.echonet.node import NODE_PROFILE, EchonetNode, NodeConfig
+from amistack.echonet.objects import NodeProfile, SmartMeterObject
+from amistack.meter.model import MeterModel
+from amistack.meter.tables import TimeScale
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CODEC_TARGET_RATIO",
+    "GET_RTT_TARGET",
+    "bench_codec",
+    "bench_echonet",
+    "bench_get_rtt",
+    "bench_pychonet_codec",
+    "realistic_frames",
+]
+
+CONTROLLER = Eoj(0x05, 0xFF, 0x01)
+METER = Eoj(0x02, 0x88, 0x01)
+NODE_HOST = "127.0.40.1"  # the benchmark's loopback addresses (tests use 127.0.40.0/24 too)
+CONTROLLER_HOST = "127.0.40.2"
+# Model time of the meter: ten days after the model's installation, mid-afternoon.
+MODEL_T = 1_704_034_800.0 + 10 * 86400 + 14 * 3600 + 1200
+CODEC_TARGET_RATIO = 5.0  # issue 3: >= 5x pychonet's codec
+GET_RTT_TARGET = 20_000.0  # issue 3: >= 20,000 Get round trips per second
+
+
+def _meter(time_scale: TimeScale | None = None) -> SmartMeterObject:
+    ts = time_scale if time_scale is not None else TimeScale(0.0, MODEL_T)
+    return SmartMeterObject(MeterModel(7), ts)
+
+
+def realistic_frames() -> list[bytes]:
+    """The frames both codecs work on: what a HEMS and a smart meter exchange, with values read
+    from a real meter object (E2 is the 194-byte history: day + 48 half-hour values)."""
+    meter = _meter()
+    now = 0.0
+    meter.set(0xE5, b"\x01", now)
+
+    def val(epc: int) -> bytes:
+        v = meter.get(epc, now)
+        assert v is not None, f"EPC 0x{epc:02X} unreadable"
+        return v
+
+    frames = [
+        Frame(0x0101, CONTROLLER, METER, Esv.GET, (Property(0xE7),)),
+        Frame(0x0102, CONTROLLER, METER, Esv.GET, tuple(map(Property, (0xE7, 0xE0, 0xE1, 0xD3)))),
+        Frame(0x0101, METER, CONTROLLER, Esv.GET_RES, (Property(0xE7, val(0xE7)),)),
+        Frame(
+            0x0103,
+            METER,
+            CONTROLLER,
+            Esv.GET_RES,
+            tuple(Property(e, val(e)) for e in (0xE7, 0xE0, 0xE2)),
+        ),
+        Frame(0x0104, METER, CONTROLLER, Esv.GET_RES, (Property(0xE2, val(0xE2)),)),
+        Frame(0x0001, NODE_PROFILE, NODE_PROFILE, Esv.INF, (Property(0xD5, b"\x01\x02\x88\x01"),)),
+        Frame(
+            0x0105,
+            CONTROLLER,
+            METER,
+            Esv.SETGET,
+            (Property(0xE5, b"\x01"),),
+            (Property(0xE2),),
+        ),
+        Frame(
+            0x0105,
+            METER,
+            CONTROLLER,
+            Esv.SETGET_RES,
+            (Property(0xE5),),
+            (Property(0xE2, val(0xE2)),),
+        ),
+    ]
+    return [f.encode() for f in frames]
+
+
+def _timed_rounds(one_pass: Callable[[], int], duration: float, rounds: int) -> tuple[float, int]:
+    """Best rate (frames/s) of `rounds` timed rounds of about duration/rounds seconds each."""
+    best = 0.0
+    total = 0
+    per_round = duration / rounds
+    for _ in range(rounds):
+        n = 0
+        start = time.perf_counter()
+        deadline = start + per_round
+        while True:
+            n += one_pass()
+            now = time.perf_counter()
+            if now >= deadline:
+                break
+        best = max(best, n / (now - start))
+        total += n
+    return best, total
+
+
+def _our_pass(frames: Sequence[bytes]) -> Callable[[], int]:
+    decode = Frame.decode
+
+    def one_pass() -> int:
+        for data in frames:
+            decode(data).encode()
+        return len(frames)
+
+    return one_pass
+
+
+def _pychonet_codec() -> tuple[Callable[[bytes], Any], Callable[[Any], Any]] | str:
+    """pychonet's decoder and builder, or why they cannot be had."""
+    try:
+        functions = importlib.import_module("pychonet.lib.functions")
+    except ImportError as exc:
+        return f"pychonet is not installed ({exc}); `pip install pychonet` or `make setup`"
+    return functions.decodeEchonetMsg, functions.buildEchonetMsg
+
+
+def _pychonet_pass(
+    frames: Sequence[bytes], decode: Callable[[bytes], Any], build: Callable[[Any], Any]
+) -> Callable[[], int]:
+    def one_pass() -> int:
+        for data in frames:
+            msg = decode(data)
+            # buildEchonetMsg takes the EDT as an int of PDC bytes (its wire builder is a bigint)
+            build(
+                {
+                    "TID": msg["TID"],
+                    "DEOJGC": msg["DEOJGC"],
+                    "DEOJCC": msg["DEOJCC"],
+                    "DEOJCI": msg["DEOJCI"],
+                    "ESV": msg["ESV"],
+                    "OPC": [
+                        {"EPC": p["EPC"], "PDC": p["PDC"], "EDT": int.from_bytes(p["EDT"], "big")}
+                        for p in msg["OPC"]
+                    ],
+                }
+            )
+        return len(frames)
+
+    return one_pass
+
+
+def bench_codec(frames: Sequence[bytes], duration: float = 1.0, rounds: int = 5) -> float:
+    """Our codec: frames decoded + encoded per second (best round)."""
+    for data in frames:  # the set must round-trip exactly
+        if Frame.decode(data).encode() != data:
+            raise AssertionError("a benchmark frame does not round-trip")
+    return _timed_rounds(_our_pass(frames), duration, rounds)[0]
+
+
+def bench_pychonet_codec(
+    frames: Sequence[bytes], duration: float = 1.0, rounds: int = 5
+) -> float | str:
+    """pychonet's codec on the same frames: frames/s, or the reason it could not run."""
+    codec = _pychonet_codec()
+    if isinstance(codec, str):
+        return codec
+    return _timed_rounds(_pychonet_pass(frames, *codec), duration, rounds)[0]
+
+
+def _codec_section(duration: float) -> dict[str, Any]:
+    frames = realistic_frames()
+    codec = _pychonet_codec()
+    ours_pass = _our_pass(frames)
+    bench_codec(frames, 0.05, 1)  # checks the round trip, warms up
+    rounds = 5
+    ours_best = 0.0
+    theirs_best = 0.0
+    theirs_pass = None if isinstance(codec, str) else _pychonet_pass(frames, *codec)
+    # Alternate the two codecs round by round so that a noisy neighbour hurts both alike.
+    for _ in range(rounds):
+        ours_best = max(ours_best, _timed_rounds(ours_pass, duration / rounds, 1)[0])
+        if theirs_pass is not None:
+            theirs_best = max(theirs_best, _timed_rounds(theirs_pass, duration / rounds, 1)[0])
+    out: dict[str, Any] = {
+        "codec_frames": len(frames),
+        "codec_frame_bytes": [len(f) for f in frames],
+        "codec_per_s": round(ours_best),
+    }
+    if isinstance(codec, str):
+        out.update(pychonet_codec_per_s=None, codec_ratio_vs_pychonet=None, pychonet_reason=codec)
+    else:
+        out.update(
+            pychonet_codec_per_s=round(theirs_best),
+            codec_ratio_vs_pychonet=round(ours_best / theirs_best, 2) if theirs_best else None,
+        )
+        with contextlib.suppress(ImportError, AttributeError):
+            out["pychonet_version"] = importlib.import_module("pychonet.version").__version__
+    return out
+
+
+# -- Get round trips ----------------------------------------------------------------------------
+
+
+def _get_request(tid: int) -> bytes:
+    return Frame(tid, CONTROLLER, METER, Esv.GET, (Property(0xE7),)).encode()
+
+
+class _LeanController(asyncio.DatagramProtocol):
+    """Keeps `concurrency` Gets of E7 in flight on one socket bound to port 3610 (where answers
+    come back); every answer is decoded and matched by TID, then the next Get is sent."""
+
+    def __init__(self, node: Addr, concurrency: int) -> None:
+        self.node = node
+        self.concurrency = concurrency
+        self.transport: Any = None
+        self.in_flight: set[int] = set()
+        self.next_tid = 1
+        self.done = 0
+        self.bad = 0
+        self.stop = False
+        self.last = time.perf_counter()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def send_one(self) -> None:
+        tid = self.next_tid
+        self.next_tid = (tid % 0xFFFF) + 1
+        self.in_flight.add(tid)
+        self.transport.sendto(_get_request(tid), self.node)
+
+    def fill(self) -> None:
+        self.in_flight.clear()
+        for _ in range(self.concurrency):
+            self.send_one()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        try:
+            frame = Frame.decode(data)
+        except ValueError:
+            self.bad += 1
+            return
+        if frame.esv != Esv.GET_RES or frame.tid not in self.in_flight:
+            self.bad += 1
+            return
+        self.in_flight.discard(frame.tid)
+        self.done += 1
+        self.last = time.perf_counter()
+        if not self.stop:
+            self.send_one()
+
+
+async def _lean_get_client(
+    node: Addr, host: str, concurrency: int, duration: float
+) -> dict[str, Any]:
+    from amistack.runtime.udp import make_udp_socket
+
+    loop = asyncio.get_running_loop()
+    sock = make_udp_socket(host, node[1])
+    _, client = await loop.create_datagram_endpoint(
+        lambda: _LeanController(node, concurrency), sock=sock
+    )
+    start = time.perf_counter()
+    client.fill()
+    refills = 0
+    deadline = start + duration
+    while (now := time.perf_counter()) < deadline:
+        await asyncio.sleep(min(0.05, deadline - now))
+        if time.perf_counter() - client.last > 0.2:  # everything in flight was lost
+            refills += 1
+            client.last = time.perf_counter()
+            client.fill()
+    client.stop = True
+    elapsed = time.perf_counter() - start
+    client.transport.close()
+    return {
+        "round_trips": client.done,
+        "elapsed_s": elapsed,
+        "per_s": client.done / elapsed if elapsed > 0 else 0.0,
+        "refills": refills,
+        "unexpected": client.bad,
+    }
+
+
+def _get_client_process(
+    node: Addr,
+    host: str,
+    concurrency: int,
+    duration: float,
+    prefer_uvloop: bool,
+    conn: Connection,
+) -> None:
+    """Entry point of the controller process: sends its result dict back."""
+    from amistack.runtime.loop import run
+
+    try:
+        result = run(lambda: _lean_get_client(node, host, concurrency, duration), prefer_uvloop)
+        result["controller"] = "lean raw-socket controller (amistack.echonet.bench)"
+        conn.send(result)
+    except BaseException as exc:  # report, don't hang the parent
+        conn.send({"error": repr(exc)})
+    finally:
+        conn.close()
+
+
+def _recv(conn: Connection, timeout: float) -> Any:
+    if not conn.poll(timeout):
+        raise TimeoutError("the controller process sent no result")
+    return conn.recv()
+
+
+async def _serve_and_measure(
+    concurrency: int,
+    duration: float,
+    node_host: str,
+    controller_host: str,
+    prefer_uvloop: bool,
+) -> dict[str, Any]:
+    from amistack.runtime.echonet import EchonetDriver
+
+    loop = asyncio.get_running_loop()
+    meter = _meter(TimeScale(loop.time(), MODEL_T))
+    node = EchonetNode(
+        NodeProfile([]),
+        [meter],
+        seeded_random(7),
+        NodeConfig(multicast_groups=(), max_pending_per_source=max(64, 2 * concurrency)),
+    )
+    driver = EchonetDriver(node)
+    await driver.open(ipv4=node_host, multicast=False)
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(
+        target=_get_client_process,
+        args=((node_host, 3610), controller_host, concurrency, duration, prefer_uvloop, child),
+        name="amistack-echonet-controller",
+        daemon=True,
+    )
+    proc.start()
+    child.close()
+    try:
+        result: dict[str, Any] = await loop.run_in_executor(None, _recv, parent, duration + 60.0)
+    finally:
+        driver.close()
+        await loop.run_in_executor(None, proc.join, 5.0)
+        if proc.is_alive():
+            proc.kill()
+        parent.close()
+    if "error" in result:
+        raise RuntimeError(f"controller process failed: {result['error']}")
+    result["node_counters"] = {
+        k: v
+        for k, v in node.counters.items()
+        if k in ("rx", "tx", "malformed", "dropped_queue_full")
+    }
+    return result
+
+
+def bench_get_rtt(
+    concurrency: int = 32,
+    duration: float = 2.0,
+    node_host: str = NODE_HOST,
+    controller_host: str = CONTROLLER_HOST,
+    prefer_uvloop: bool = True,
+) -> dict[str, Any]:
+    """Get round trips per second against our meter node (see the module docstring)."""
+    from amistack.runtime.loop import new_event_loop
+
+    loop = new_event_loop(prefer_uvloop)
+    try:
+        return loop.run_until_complete(
+            _serve_and_measure(concurrency, duration, node_host, controller_host, prefer_uvloop)
+        )
+    finally:
+        loop.close()
+
+
+def bench_echonet(
+    *,
+    codec_duration: float = 2.0,
+    rtt_duration: float = 2.0,
+    concurrency: int = 32,
+    prefer_uvloop: bool = True,
+    rtt: bool = True,
+) -> dict[str, Any]:
+    """The whole benchmark: codec rates and ratio, Get round trips and the UDP echo baseline."""
+    from amistack.runtime.echo import measure_udp_echo
+    from amistack.runtime.loop import is_uvloop, new_event_loop
+
+    result: dict[str, Any] = {"targets": {"codec_ratio_vs_pychonet": CODEC_TARGET_RATIO}}
+    result.update(_codec_section(codec_duration))
+    if not rtt:
+        return result
+    result["targets"]["get_rtt_per_s"] = GET_RTT_TARGET
+    get = bench_get_rtt(concurrency, rtt_duration, prefer_uvloop=prefer_uvloop)
+    loop = new_event_loop(prefer_uvloop)
+    try:
+        result["uvloop"] = is_uvloop(loop)
+        echo = loop.run_until_complete(
+            measure_udp_echo(
+                concurrency,
+                rtt_duration,
+                NODE_HOST,
+                payload_size=len(_get_request(1)),
+                sockets=1,
+                prefer_uvloop=prefer_uvloop,
+            )
+        )
+    finally:
+        loop.close()
+    result.update(
+        get_rtt_per_s=round(get["per_s"]),
+        get_rtt=get,
+        controller=get.get("controller"),
+        udp_echo_per_s=round(echo["per_s"]),
+        get_vs_udp_echo=round(get["per_s"] / echo["per_s"], 3) if echo["per_s"] else None,
+        concurrency=concurrency,
+    )
+    return result
