@@ -36,6 +36,7 @@ from typing import Any
 
 from amistack.addr import Addr
 from amistack.crypto.rand import seeded_random
+from amistack.echonet.errors import EchonetDecodeError
 from amistack.echonet.frame import Eoj, Esv, Frame, Property
 from amistack.echonet.node import NODE_PROFILE, EchonetNode, NodeConfig
 from amistack.echonet.objects import NodeProfile, SmartMeterObject
@@ -266,7 +267,7 @@ class _LeanController(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Any) -> None:
         try:
             frame = Frame.decode(data)
-        except ValueError:
+        except EchonetDecodeError:
             self.bad += 1
             return
         if frame.esv != Esv.GET_RES or frame.tid not in self.in_flight:
