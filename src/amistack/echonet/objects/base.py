@@ -13,7 +13,7 @@ import datetime
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import Enum, IntFlag
+from enum import Enum, IntEnum, IntFlag
 
 from amistack.echonet.frame import Eoj
 from amistack.echonet.propmap import encode_propmap
@@ -24,6 +24,8 @@ __all__ = [
     "Access",
     "DeviceObject",
     "PropertySpec",
+    "RemoteControl",
+    "RemoteControlPolicy",
     "SetResult",
     "SetStatus",
     "SuperEpc",
@@ -50,6 +52,7 @@ class SuperEpc:
     FAULT_STATUS = 0x88
     MANUFACTURER_CODE = 0x8A
     PRODUCTION_NUMBER = 0x8D
+    REMOTE_CONTROL_SETTING = 0x93
     CURRENT_TIME = 0x97
     CURRENT_DATE = 0x98
     INF_MAP = 0x9D
@@ -82,6 +85,50 @@ class SetStatus(Enum):
     ACCEPTED = "accepted"
     UNSUPPORTED = "unsupported"  # no such EPC, or not settable: the node answers not-possible
     INVALID = "invalid"  # wrong size or out of range: not-possible (or clamp, guideline §2.2)
+    REFUSED = "refused"  # a valid value the device will not take now (e.g. guideline §5):
+    # always the not-possible response, whatever the §2.2 policy
+
+
+class RemoteControl(IntEnum):
+    """EDT of 0x93, remote control setting (APPENDIX chapter 2, device super class; optional).
+
+    The codes as the APPENDIX defines them, checked against two independent implementations
+    (docs/echonet.md, "Verified layouts"): 0x41/0x42 say whether the operation at hand comes
+    through a public network, 0x61/0x62 report a normal communication line on which operation
+    through a public network is not / is possible."""
+
+    NOT_VIA_PUBLIC_NETWORK = 0x41
+    VIA_PUBLIC_NETWORK = 0x42
+    LINE_NORMAL_PUBLIC_DISABLED = 0x61
+    LINE_NORMAL_PUBLIC_ENABLED = 0x62
+
+
+@dataclass(frozen=True)
+class RemoteControlPolicy:
+    """How an object that carries 0x93 handles it (guideline §5, remote control).
+
+    A controller relaying an operation from outside the home over a public network writes 0x93 =
+    0x42 (VIA_PUBLIC_NETWORK) -- in the same SetC, before the properties it operates, or in an
+    earlier request -- and 0x41 when it operates locally again. While 0x93 reads 0x42 the object
+    refuses (not-possible response, SetStatus.REFUSED) a set of any EPC in `local_only`: the
+    properties the manufacturer allows to be operated from inside the home only (for safety,
+    e.g. switching on a heater nobody watches). 0x61/0x62 describe the line, not the operation,
+    and restrict nothing; with `line_status_settable` False a controller cannot write them
+    (the device reports its own line). The value persists until written again (it is a
+    setting); it is not announced."""
+
+    initial: RemoteControl = RemoteControl.NOT_VIA_PUBLIC_NETWORK
+    local_only: frozenset[int] = frozenset()
+    line_status_settable: bool = False
+
+    def accepted(self) -> frozenset[int]:
+        codes = {RemoteControl.NOT_VIA_PUBLIC_NETWORK, RemoteControl.VIA_PUBLIC_NETWORK}
+        if self.line_status_settable:
+            codes |= {
+                RemoteControl.LINE_NORMAL_PUBLIC_DISABLED,
+                RemoteControl.LINE_NORMAL_PUBLIC_ENABLED,
+            }
+        return frozenset(int(c) for c in codes)
 
 
 @dataclass(frozen=True)
@@ -120,6 +167,7 @@ class DeviceObject:
         *,
         manufacturer: bytes = b"\xff\xff\xff",
         tz_offset_s: int = 9 * 3600,
+        remote_control: RemoteControlPolicy | None = None,
     ) -> None:
         if len(manufacturer) != 3:
             raise ValueError("manufacturer code is 3 bytes")
@@ -131,6 +179,16 @@ class DeviceObject:
             self.specs.setdefault(epc, PropertySpec(epc, f"property map 0x{epc:02X}", Access.GET))
         self._values: dict[int, bytes] = {}
         self._pending: list[int] = []
+        self.remote_control = remote_control
+        if remote_control is not None:  # optional super-class property 0x93 (guideline §5)
+            self.specs[SuperEpc.REMOTE_CONTROL_SETTING] = PropertySpec(
+                SuperEpc.REMOTE_CONTROL_SETTING,
+                "remote control setting",
+                Access.GET | Access.SET,
+                (1,),
+                values=remote_control.accepted(),
+            )
+            self._values[SuperEpc.REMOTE_CONTROL_SETTING] = bytes((remote_control.initial,))
 
     # --- maps ----------------------------------------------------------------------------
 
@@ -209,7 +267,24 @@ class DeviceObject:
         reason = self._validate(epc, edt)
         if reason:
             return SetResult(SetStatus.INVALID, reason=reason)
+        if self.operated_via_public_network and epc in self._local_only():
+            return SetResult(
+                SetStatus.REFUSED,
+                reason=f"EPC 0x{epc:02X} is not operated through a public network (guideline §5)",
+            )
         return SetResult(SetStatus.ACCEPTED)
+
+    def _local_only(self) -> frozenset[int]:
+        rc = self.remote_control
+        return frozenset() if rc is None else rc.local_only
+
+    @property
+    def operated_via_public_network(self) -> bool:
+        """0x93 reads 0x42: the operation at hand comes through a public network (§5)."""
+        value = self._values.get(SuperEpc.REMOTE_CONTROL_SETTING)
+        return self.remote_control is not None and value == bytes(
+            (RemoteControl.VIA_PUBLIC_NETWORK,)
+        )
 
     def _validate(self, epc: int, edt: bytes) -> str:
         """Object-specific checks beyond size and range; a non-empty reason refuses the set."""

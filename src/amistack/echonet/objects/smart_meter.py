@@ -22,6 +22,7 @@ from amistack.echonet.objects.base import (
     Access,
     DeviceObject,
     PropertySpec,
+    RemoteControlPolicy,
     identification_number,
     local_date_time,
     super_specs,
@@ -95,6 +96,9 @@ class SmartMeterConfig:
     effective_digits: int = 6  # 0xD7: 1..8
     unit: int = 0x01  # 0xE1: 0.1 kWh
     installation_location: int = 0x00  # 0x81: not specified
+    # 0x93 remote control setting (guideline §5): optional in the super class and not among the
+    # meter's properties in the APPENDIX class table, so absent unless a policy is given.
+    remote_control: RemoteControlPolicy | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.coefficient <= 999_999:
@@ -171,6 +175,7 @@ class SmartMeterObject(DeviceObject):
             _meter_specs(keep_reverse),
             manufacturer=cfg.manufacturer,
             tz_offset_s=model.config.tz_offset_s,
+            remote_control=cfg.remote_control,
         )
         self.broute_opened_at = broute_opened_at
         self.history_day = 0  # E5
