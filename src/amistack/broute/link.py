@@ -57,6 +57,8 @@ __all__ = [
     "ReplayWindow",
     "SecuredFrame",
     "ccm_nonce",
+    "ccm_open",
+    "ccm_seal",
     "decode_frame",
     "open_frame",
     "random_eui64",
@@ -204,6 +206,19 @@ def _aead(key: bytes | AESCCM) -> AESCCM:
     return key if isinstance(key, AESCCM) else AESCCM(key, tag_length=MIC_LENGTH)
 
 
+def ccm_seal(key: bytes | AESCCM, nonce: bytes, aad: bytes, plaintext: bytes) -> bytes:
+    """AES-CCM* with an 8-octet MIC (802.15.4 levels 2 and 6): ciphertext | MIC."""
+    return _aead(key).encrypt(nonce, plaintext, aad)
+
+
+def ccm_open(key: bytes | AESCCM, nonce: bytes, aad: bytes, sealed: bytes) -> bytes:
+    """Inverse of `ccm_seal`; a wrong MIC raises LinkDecodeError(FORGED)."""
+    try:
+        return _aead(key).decrypt(nonce, sealed, aad)
+    except InvalidTag:
+        raise LinkDecodeError(HEADER_LENGTH, "MIC does not verify", DropReason.FORGED) from None
+
+
 def seal(
     key: bytes | AESCCM,
     key_id: KeyId,
@@ -219,16 +234,13 @@ def seal(
         raise ValueError("ports are 0..65535")
     frame = SecuredFrame(key_id, counter, source, multicast, b"")
     body = struct.pack("!HH", plaintext.src_port, plaintext.dst_port) + plaintext.payload
-    sealed = _aead(key).encrypt(frame.nonce(), body, frame.header())
+    sealed = ccm_seal(key, frame.nonce(), frame.header(), body)
     return SecuredFrame(key_id, counter, source, multicast, sealed)
 
 
 def open_frame(frame: SecuredFrame, key: bytes | AESCCM) -> Plaintext:
     """Verify and decrypt; a bad MIC raises LinkDecodeError(FORGED)."""
-    try:
-        body = _aead(key).decrypt(frame.nonce(), frame.sealed, frame.header())
-    except InvalidTag:
-        raise LinkDecodeError(HEADER_LENGTH, "MIC does not verify", DropReason.FORGED) from None
+    body = ccm_open(key, frame.nonce(), frame.header(), frame.sealed)
     src_port, dst_port = struct.unpack_from("!HH", body)
     return Plaintext(src_port, dst_port, body[PORTS_LENGTH:])
 
