@@ -1,0 +1,163 @@
+"""Guideline case 6.6 on the virtual clock: the controller never depends on the meter's startup
+INF and tolerates slow meters.
+
+The B route has no multicast, so the controller probes the meter's address (unicast). It may
+wait `inf_wait` for the meter's instance list notification (D5, §4.2); when that INF is lost it
+asks with a Get of D6 after the wait, and a meter that does not answer that gets an INF_REQ of
+D5. A slow meter (seconds of latency each way) is served by retries with the same TID; answers
+that come late -- even after the last attempt timed out, within `late_grace` -- complete the
+request once, the answers to the other attempts are counted as duplicates.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from amistack.addr import Addr
+from amistack.crypto.rand import seeded_random
+from amistack.echonet.controller import ControllerConfig, EchonetController
+from amistack.echonet.events import (
+    NodeDiscovered,
+    PropertyMapsRetrieved,
+    RequestCompleted,
+    RequestFailed,
+)
+from amistack.echonet.frame import Eoj, Esv, Frame
+from amistack.echonet.node import MULTICAST_V4, EchonetNode, NodeConfig
+from amistack.echonet.objects import NodeProfile, SmartMeterObject
+from amistack.meter.model import MeterModel
+from amistack.sim import LinkConfig, VirtualClock, VirtualNetwork
+
+METER = Eoj(0x02, 0x88, 0x01)
+HEMS: Addr = ("fe80::1", 3610)
+SM: Addr = ("fe80::2", 3610)
+T0 = 1_760_000_000.0
+
+
+def b_route(
+    config: ControllerConfig, latency: float = 0.05
+) -> tuple[VirtualNetwork, EchonetController, EchonetNode]:
+    net = VirtualNetwork(VirtualClock(T0), default_link=LinkConfig(latency=latency))
+    ctl = EchonetController(config, seeded_random(66))
+    meter = EchonetNode(
+        NodeProfile([]),
+        [SmartMeterObject(MeterModel(6))],
+        seeded_random(6),
+        NodeConfig(multicast_groups=(MULTICAST_V4,)),  # its startup INF goes to the group...
+    )
+    net.add_node(HEMS, ctl)
+    net.add_node(SM, meter)
+    net.join_group(MULTICAST_V4, HEMS)  # ...which reaches the controller, unless lost
+    return net, ctl, meter
+
+
+def is_startup_inf(data: bytes) -> bool:
+    f = Frame.decode(data)
+    return f.esv == Esv.INF and f.props[0].epc == 0xD5
+
+
+def read_e7(net: VirtualNetwork, ctl: EchonetController, max_s: float = 120.0) -> RequestCompleted:
+    h = ctl.get(SM, METER, [0xE7], net.now)
+    net.service(HEMS)
+
+    def waiting() -> bool:
+        return not any(
+            isinstance(e, RequestCompleted | RequestFailed) and e.handle == h
+            for e in net.events[HEMS]
+        )
+
+    net.run_while(waiting, net.now + max_s)
+    [ev] = [
+        e
+        for e in net.events[HEMS]
+        if isinstance(e, RequestCompleted | RequestFailed) and e.handle == h
+    ]
+    assert isinstance(ev, RequestCompleted) and ev.ok, ev
+    assert len(ev.value(0xE7) or b"") == 4
+    return ev
+
+
+def run_until_discovered(net: VirtualNetwork, max_s: float = 120.0) -> NodeDiscovered:
+    net.run_while(lambda: not net.events_of(HEMS, PropertyMapsRetrieved), net.now + max_s)
+    [ev] = net.events_of(HEMS, NodeDiscovered)
+    return ev
+
+
+def start_both(net: VirtualNetwork, ctl: EchonetController, meter: EchonetNode) -> None:
+    net.call_at(T0, SM, meter.start)
+    net.call_at(T0, HEMS, lambda now: ctl.probe(SM, now))
+
+
+def test_startup_inf_lost_controller_asks_after_the_wait() -> None:
+    net, ctl, meter = b_route(ControllerConfig(multicast_groups=(), inf_wait=5.0))
+    net.filters.append(
+        lambda _t, src, dst, data: not (dst == MULTICAST_V4 and is_startup_inf(data))
+    )
+    start_both(net, ctl, meter)
+    net.run_until(T0 + 4.9)
+    assert net.events_of(HEMS, NodeDiscovered) == []  # still waiting for the INF
+    assert meter.counters["startup_inf"] == 1 and net.counters["filtered"] == 1
+    ev = run_until_discovered(net)
+    assert ev.via == "get" and ev.addr == SM and ev.instances == (METER,)
+    assert ctl.counters["inf_wait_expired"] == 1
+    first_get = next(t for t, s, d, _ in net.capture if s == HEMS and d == SM)
+    assert first_get == pytest.approx(T0 + 5.0)
+    read_e7(net, ctl)
+
+
+def test_startup_inf_received_no_need_to_ask() -> None:
+    net, ctl, meter = b_route(ControllerConfig(multicast_groups=(), inf_wait=5.0))
+    start_both(net, ctl, meter)
+    ev = run_until_discovered(net)
+    assert ev.via == "inf" and net.now < T0 + 5.0
+    net.run_until(T0 + 30.0)
+    to_meter = [Frame.decode(d) for _, s, dst, d in net.capture if s == HEMS and dst == SM]
+    assert all(0xD6 not in {p.epc for p in f.props} for f in to_meter)  # never asked for D6
+    assert ctl.counters["inf_wait_expired"] == 0
+    read_e7(net, ctl)
+
+
+def test_meter_that_ignores_get_d6_is_found_by_inf_req() -> None:
+    net, ctl, meter = b_route(ControllerConfig(multicast_groups=(), request_timeout=2.0, retries=1))
+    net.filters.append(
+        lambda _t, src, dst, data: not (dst == MULTICAST_V4 and is_startup_inf(data))
+    )
+
+    def no_d6_get(_t: float, _s: Addr, dst: Addr, data: bytes) -> bool:
+        f = Frame.decode(data)
+        return not (dst == SM and f.esv == Esv.GET and f.props[0].epc == 0xD6)
+
+    net.filters.append(no_d6_get)
+    start_both(net, ctl, meter)
+    ev = run_until_discovered(net)
+    assert ev.via == "inf_req" and ev.instances == (METER,)
+    assert ctl.counters["probe_fallback_inf_req"] == 1
+    read_e7(net, ctl)
+
+
+def test_slow_meter_retries_do_not_duplicate_completions() -> None:
+    # 4 s each way: every answer comes 8 s after its request, 3 s after the retry went out.
+    cfg = ControllerConfig(multicast_groups=(), request_timeout=5.0, retries=2, late_grace=5.0)
+    net, ctl, meter = b_route(cfg, latency=4.0)
+    start_both(net, ctl, meter)
+    ev = run_until_discovered(net, max_s=300.0)
+    assert ev.via in ("get", "inf")
+    r = read_e7(net, ctl)
+    assert r.elapsed == pytest.approx(8.0)
+    net.run_until(net.now + 30.0)  # let the answers to the retries arrive
+    completions = [e for e in net.events[HEMS] if isinstance(e, RequestCompleted)]
+    assert len({e.handle for e in completions}) == len(completions)  # each request once
+    assert ctl.counters["retry"] >= 1 and ctl.counters["duplicate_response"] >= 1
+    assert ctl.counters["unmatched_response"] == 0 and ctl.counters["timeout"] == 0
+
+
+def test_answer_after_the_last_attempt_accepted_within_grace() -> None:
+    # 8.5 s each way: attempts at 0, 5, 10 s; the first answer arrives at 17 s, after the last
+    # attempt's 15 s timeout but within its 5 s grace.
+    cfg = ControllerConfig(multicast_groups=(), request_timeout=5.0, retries=2, late_grace=5.0)
+    net, ctl, _ = b_route(cfg, latency=0.01)
+    net.run_until(T0 + 1.0)
+    net.set_link(HEMS, SM, LinkConfig(latency=8.5))
+    r = read_e7(net, ctl)
+    assert r.elapsed == pytest.approx(17.0)
+    assert ctl.counters["retry"] == 2 and ctl.counters["timeout"] == 0
