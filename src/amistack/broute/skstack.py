@@ -8,7 +8,7 @@ SKLL64, SKJOIN, SKSENDTO, ...) can run against this engine unchanged; the runtim
 - `receive_serial(data, now)` takes whatever the host wrote; `serial_to_send()` returns what the
   module answers (echo-back, `OK` / `FAIL ERxx`, `EVENT nn`, `EPANDESC`, `ERXUDP`, ...);
 - the radio side is a `Radio` (what a scan hears, PANA as the PaC, UDP through the secured
-  link); `BrouteRadio` (in `broute.skstack_radio`-free form below) adapts the B-route HEMS engine;
+  link); `BrouteRadio` puts the B-route HEMS engine (`broute.hems.BrouteHems`) there;
 - the engine shape of every amistack engine (`receive_datagram`, `datagrams_to_send`,
   `get_timer`, `handle_timer`, `next_event`) passes the radio's datagrams through, so one
   `EngineDriver` runs module and radio together.
@@ -35,11 +35,28 @@ from enum import Enum, IntEnum
 from typing import Protocol
 
 from amistack.addr import Addr
+from amistack.broute.credentials import BrouteCredentials, CredentialError
+from amistack.broute.events import (
+    KeyRotated,
+    LinkDown,
+    LinkUp,
+    Received,
+    ReconnectFailed,
+    RescanRequested,
+)
+from amistack.broute.hems import BrouteHems, BrouteHemsConfig, NotConnected
+from amistack.broute.link import LinkDecodeError, PanaFrame, decode_frame
+from amistack.crypto import RandomSource
+from amistack.pana.constants import Flag, MessageType
+from amistack.pana.errors import PanaDecodeError
+from amistack.pana.message import PanaMessage
+from amistack.pana.pac import PacState, PanaClient
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "Beacon",
+    "BrouteRadio",
     "CommandHandled",
     "Dialect",
     "ErrorCode",
@@ -970,3 +987,159 @@ _COMMANDS: dict[str, _Handler] = {
     "ROPT": SkstackModule._cmd_ropt,
     "WOPT": SkstackModule._cmd_wopt,
 }
+
+
+# -- the radio over the B route ------------------------------------------------------------------
+
+
+class BrouteRadio:
+    """The module's radio as the HEMS end of our B route: the meter it hears (`beacon`, at UDP
+    address `meter`) and, once SKJOIN runs, a `BrouteHems` (PaC + secured link) with the
+    credentials SKSETRBID/SKSETPWD gave. Its events become the module's radio events:
+
+    - LinkUp -> EVENT 25; a failed first authentication -> EVENT 24, once: the HEMS engine is
+      dropped and the host software decides whether to SKJOIN again, as with the real module
+      (BrouteHems itself would retry and rescan, guideline §6.5, for software with no module);
+    - KeyRotated (a re-authentication before the session lifetime ends) -> EVENT 29 then 25;
+    - the link lost while up -> EVENT 29 and BrouteHems reconnects (EVENT 25, or EVENT 24 when
+      it falls back to rescanning); the meter ending the session -> EVENT 26;
+    - SKTERM: EVENT 27 when the meter's PTA arrives, EVENT 28 when the PTR goes unanswered.
+    """
+
+    def __init__(
+        self,
+        beacon: Beacon,
+        meter: Addr,
+        rng: RandomSource,
+        config: BrouteHemsConfig | None = None,
+    ) -> None:
+        self.beacon = beacon
+        self.meter = meter
+        self._rng = rng
+        self._config = config or BrouteHemsConfig()
+        self._hems: BrouteHems | None = None
+        self._up = False
+        self._seen_failures = 0
+        self._term_pac: PanaClient | None = None
+        self._term_answered = False
+        self._events: deque[RadioEvent] = deque()
+        self.counters: Counter[str] = Counter()
+
+    def beacons(self) -> Sequence[Beacon]:
+        return (self.beacon,)
+
+    def join(self, rbid: str, password: str, now: float) -> None:
+        self.reset(now)
+        try:
+            creds = BrouteCredentials(rbid, password)
+        except CredentialError:
+            # Not an ID/password a utility issues: no PSK the meter could share (EVENT 24).
+            self._events.append(PanaFailed("credentials"))
+            return
+        self._hems = BrouteHems(creds, self.meter, self._rng, self._config)
+        self._seen_failures = 0
+        self._hems.start(now)
+
+    def reauthenticate(self, now: float) -> bool:
+        hems = self._hems
+        if hems is None or not self._up or hems.pac is None:
+            return False
+        hems.pac.reauthenticate(now)
+        return True
+
+    def send(self, payload: bytes, src_port: int, dst_port: int, now: float) -> bool:
+        if self._hems is None or not self._up:
+            return False
+        try:
+            self._hems.send(payload, src_port, dst_port, now)
+        except NotConnected:
+            return False
+        return True
+
+    def terminate(self, now: float) -> bool:
+        hems = self._hems
+        if hems is None or not self._up or hems.pac is None:
+            return False
+        self._term_pac = hems.pac
+        self._term_answered = False
+        self._up = False
+        hems.terminate(now)
+        return True
+
+    def reset(self, now: float) -> None:
+        self._hems = None
+        self._up = False
+        self._term_pac = None
+        self._events.clear()
+
+    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
+        if self._term_pac is not None:
+            self._note_pta(data)
+        if self._hems is not None:
+            self._hems.receive_datagram(data, addr, now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
+        return self._hems.datagrams_to_send(now) if self._hems is not None else []
+
+    def get_timer(self) -> float | None:
+        return self._hems.get_timer() if self._hems is not None else None
+
+    def handle_timer(self, now: float) -> None:
+        if self._hems is not None:
+            self._hems.handle_timer(now)
+
+    def next_event(self) -> RadioEvent | None:
+        self._translate()
+        return self._events.popleft() if self._events else None
+
+    def _note_pta(self, data: bytes) -> None:
+        """Whether the meter answered our PTR (EVENT 27) or not (EVENT 28): BrouteHems ends the
+        link at once on terminate, so the answer is looked for here."""
+        try:
+            frame = decode_frame(data)
+            if isinstance(frame, PanaFrame):
+                msg = PanaMessage.decode(frame.message)
+                if msg.msg_type == MessageType.TERMINATION and not msg.flags & Flag.R:
+                    self._term_answered = True
+        except (LinkDecodeError, PanaDecodeError):
+            pass  # BrouteHems counts and drops it
+
+    def _translate(self) -> None:
+        hems = self._hems
+        if hems is None:
+            return
+        term = self._term_pac
+        if term is not None and term.state is PacState.CLOSED:
+            self._term_pac = None
+            self._events.append(PanaTerminated() if self._term_answered else PanaTerminateTimeout())
+            self._hems = None
+            return
+        while (event := hems.next_event()) is not None:
+            if isinstance(event, LinkUp):
+                self._up = True
+                self._events.append(PanaSucceeded())
+            elif isinstance(event, KeyRotated):
+                self._events.append(PanaReauthStarted())
+                self._events.append(PanaSucceeded())
+            elif isinstance(event, Received):
+                self._events.append(UdpReceived(event.payload, event.src_port, event.dst_port))
+            elif isinstance(event, LinkDown):
+                if term is not None:
+                    continue  # SKTERM: the outcome is the PTA (above)
+                self._up = False
+                if "terminated by PAA" in event.reason:
+                    self._events.append(PanaClosedByPeer())
+                    self._hems = None
+                    return
+                self._events.append(PanaReauthStarted())
+            elif isinstance(event, (RescanRequested, ReconnectFailed)):
+                self._events.append(PanaFailed("no answer"))
+                self._hems = None
+                return
+        failures = hems.counters["auth_failed"] + hems.counters["session_terminated"]
+        if not self._up and term is None and failures > self._seen_failures:
+            # BrouteHems retries a failed first authentication on its own and says nothing;
+            # the module reports it (EVENT 24) and leaves the retry to the host.
+            self._seen_failures = failures
+            self._events.append(PanaFailed("authentication failed"))
+            self._hems = None

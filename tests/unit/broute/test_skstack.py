@@ -1,0 +1,614 @@
+"""The SKSTACK-IP module emulator's command engine in both dialects, against the real B route:
+the module's radio is `BrouteRadio` (BrouteHems, the PaC) and its peer a real `BrouteMeter`
+(PAA + secured link + EchonetNode with the smart-meter object). Datagrams are handed between
+the two engines in memory on a virtual clock; the serial side is bytes in, bytes out.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from amistack.addr import Addr
+from amistack.broute.credentials import BrouteCredentials
+from amistack.broute.meter import BrouteMeter, BrouteMeterConfig
+from amistack.broute.skstack import (
+    Beacon,
+    BrouteRadio,
+    CommandHandled,
+    Dialect,
+    ModuleConfig,
+    SkstackModule,
+    format_ipv6,
+    link_local,
+)
+from amistack.crypto.rand import seeded_random
+from amistack.echonet.frame import Eoj, Esv, Frame, Property
+from amistack.echonet.node import EchonetNode
+from amistack.echonet.objects import NodeProfile, SmartMeterObject
+from amistack.meter.model import MeterModel
+from amistack.meter.tables import TimeScale
+from amistack.pana.paa import PaaConfig
+
+RBID = "0011223344556677889900AABBCCDDEE"
+PASSWORD = "0123456789AB"
+METER_MAC = bytes.fromhex("02AB3C4D5E6F7081")
+MODULE_MAC = bytes.fromhex("001D129012345678")
+METER_ADDR: Addr = ("127.0.30.1", 3610)
+MODULE_ADDR: Addr = ("127.0.30.2", 49152)
+CHANNEL, PAN_ID = 0x2A, 0x1234
+MODEL_T = 1_704_034_800.0 + 10 * 86400 + 14 * 3600
+METER_IP = format_ipv6(link_local(METER_MAC))
+OWN_IP = format_ipv6(link_local(MODULE_MAC))
+HEMS_EOJ = Eoj(0x05, 0xFF, 0x01)
+METER_EOJ = Eoj(0x02, 0x88, 0x01)
+
+
+class Bench:
+    """Module + radio + meter on a virtual clock; `write` what the host sends, `take` answers."""
+
+    def __init__(
+        self,
+        dialect: Dialect,
+        *,
+        lifetime: float = 3600.0,
+        tx_budget: float = 360.0,
+        ropt: bool = True,
+        hex_default: bool = False,
+    ) -> None:
+        self.now = 1000.0
+        rng = seeded_random(30)
+        model = MeterModel(7)
+        self.meter_object = SmartMeterObject(
+            model, TimeScale(origin_now=0.0, origin_model=MODEL_T, factor=1e-9)
+        )
+        node = EchonetNode(NodeProfile([]), [self.meter_object], rng)
+        self.meter = BrouteMeter(
+            node,
+            BrouteCredentials(RBID, PASSWORD),
+            rng,
+            BrouteMeterConfig(eui64=METER_MAC, paa=PaaConfig(session_lifetime=lifetime)),
+        )
+        self.meter.start(self.now)
+        beacon = Beacon(CHANNEL, PAN_ID, METER_MAC, RBID[-8:], lqi=0xA0)
+        self.radio = BrouteRadio(beacon, METER_ADDR, rng)
+        self.module = SkstackModule(
+            ModuleConfig(
+                dialect=dialect,
+                mac=MODULE_MAC,
+                time_scale=0.01,
+                tx_budget=tx_budget,
+                ropt_supported=ropt,
+                erxudp_hex=hex_default,
+            ),
+            self.radio,
+        )
+        self.a1 = dialect is Dialect.BP35A1
+        self.out = bytearray()
+
+    # -- driving ---------------------------------------------------------------------------------
+
+    def pump(self) -> None:
+        for _ in range(100):
+            moved = False
+            for data, addr in self.module.datagrams_to_send(self.now):
+                assert addr == METER_ADDR
+                self.meter.receive_datagram(data, MODULE_ADDR, self.now)
+                moved = True
+            for data, addr in self.meter.datagrams_to_send(self.now):
+                if addr[0] == MODULE_ADDR[0]:
+                    self.module.receive_datagram(data, METER_ADDR, self.now)
+                    moved = True
+            while self.meter.next_event() is not None:
+                pass
+            if not moved:
+                break
+        self.out += self.module.serial_to_send()
+
+    def write(self, data: bytes) -> None:
+        self.module.receive_serial(data, self.now)
+        self.pump()
+
+    def command(self, line: str) -> None:
+        self.write(line.encode() + b"\r\n")
+
+    def advance(self, seconds: float) -> None:
+        end = self.now + seconds
+        while True:
+            times = [t for t in (self.module.get_timer(), self.meter.get_timer()) if t is not None]
+            at = min(times, default=None)
+            if at is None or at > end:
+                break
+            self.now = max(self.now, at)
+            if (t := self.module.get_timer()) is not None and t <= self.now:
+                self.module.handle_timer(self.now)
+            if (t := self.meter.get_timer()) is not None and t <= self.now:
+                self.meter.handle_timer(self.now)
+            self.pump()
+        self.now = end
+        self.pump()
+
+    def take(self) -> bytes:
+        out = bytes(self.out)
+        self.out.clear()
+        return out
+
+    def lines(self) -> list[str]:
+        return [ln.decode("latin-1") for ln in self.take().split(b"\r\n") if ln]
+
+    # -- scripts ---------------------------------------------------------------------------------
+
+    def setup(self, echo: bool = False) -> None:
+        if not echo:
+            self.command("SKSREG SFE 0")
+        self.command(f"SKSETRBID {RBID}")
+        self.command(f"SKSETPWD C {PASSWORD}")
+        self.command(f"SKSREG S2 {CHANNEL:X}")
+        self.command(f"SKSREG S3 {PAN_ID:04X}")
+        self.take()
+
+    def join(self) -> list[str]:
+        self.setup()
+        self.command(f"SKJOIN {METER_IP}")
+        self.advance(5.0)
+        return self.lines()
+
+    def sendto(self, payload: bytes, handle: int = 1, port: int = 3610, sec: int = 1) -> None:
+        side = "" if self.a1 else " 0"
+        head = f"SKSENDTO {handle} {METER_IP} {port:04X} {sec}{side} {len(payload):04X} "
+        self.write(head.encode() + payload)
+
+
+def ev(bench: Bench, num: str, addr: str, param: str | None = None) -> str:
+    parts = [f"EVENT {num}", addr] + ([] if bench.a1 else ["0"]) + ([param] if param else [])
+    return " ".join(parts)
+
+
+def get_frame(tid: int, *epcs: int) -> bytes:
+    return Frame(tid, HEMS_EOJ, METER_EOJ, Esv.GET, [Property(e) for e in epcs]).encode()
+
+
+DIALECTS = [Dialect.BP35A1, Dialect.BP35C2]
+
+
+@pytest.fixture(params=DIALECTS, ids=[d.value for d in DIALECTS])
+def bench(request: pytest.FixtureRequest) -> Bench:
+    return Bench(request.param)
+
+
+# -- identity, registers, echo -------------------------------------------------------------------
+
+
+def test_version_and_info(bench: Bench) -> None:
+    bench.command("SKSREG SFE 0")
+    bench.take()
+    bench.command("SKVER")
+    bench.command("SKAPPVER")
+    bench.command("SKINFO")
+    lines = bench.lines()
+    assert lines[0].startswith("EVER ") and lines[1] == "OK"
+    assert lines[2] == "EAPPVER rev26e" and lines[3] == "OK"
+    last = "FFFE" if bench.a1 else "0"  # BP35A1: short address; BP35C2: side
+    assert lines[4] == f"EINFO {OWN_IP} {MODULE_MAC.hex().upper()} 21 FFFF {last}"
+    assert lines[5] == "OK"
+
+
+def test_echo_back_on_by_default_and_off_with_sfe(bench: Bench) -> None:
+    bench.command("SKVER")
+    assert bench.lines()[0] == "SKVER"
+    bench.command("SKSREG SFE 0")  # still echoed: echo was on when it arrived
+    assert bench.lines() == ["SKSREG SFE 0", "OK"]
+    bench.command("SKVER")
+    assert bench.lines()[0].startswith("EVER ")
+
+
+def test_registers_read_write_and_errors(bench: Bench) -> None:
+    bench.command("SKSREG SFE 0")
+    bench.take()
+    bench.command("SKSREG S2")
+    bench.command("SKSREG S02 2A")
+    bench.command("SKSREG S2")
+    bench.command("SKSREG S3 BEEF")
+    bench.command("SKSREG S3")
+    bench.command("SKSREG S16")
+    bench.command("SKSREG SFE")
+    assert bench.lines() == [
+        "ESREG 21", "OK", "OK", "ESREG 2A", "OK", "OK", "ESREG BEEF", "OK",
+        "ESREG 00000384", "OK", "ESREG 0", "OK",
+    ]  # fmt: skip
+    for bad in ("SKSREG S2 20", "SKSREG S2 3D", "SKSREG S2 XY", "SKSREG S16 3B", "SKSREG SFD 1",
+                "SKSREG SFE 2", "SKSREG S0A 123", "SKSREG SZZ 1", "SKSREG S99 1"):  # fmt: skip
+        bench.command(bad)
+        assert bench.lines() == ["FAIL ER06"], bad
+    bench.command("SKSREG")
+    bench.command("SKSREG S2 21 22")
+    bench.command("SKVER 1")
+    bench.command("SKFOO")
+    bench.command("skver")
+    assert bench.lines()[:4] == ["FAIL ER05", "FAIL ER05", "FAIL ER05", "FAIL ER04"]
+    assert bench.module.register("S2") == 0x2A
+    events = []
+    while (e := bench.module.next_event()) is not None:
+        events.append(e)
+    assert CommandHandled("SKFOO", "FAIL ER04") in events
+
+
+def test_credentials_set_pairing_id_and_are_checked(bench: Bench) -> None:
+    bench.command("SKSREG SFE 0")
+    bench.command(f"SKSETRBID {RBID}")
+    bench.command("SKSREG S0A")
+    bench.command("SKSETRBID 0011")
+    bench.command("SKSETPWD C 0123")
+    bench.command("SKSETPWD 4 0123")
+    bench.command("SKSETPWD 4")
+    assert bench.lines() == [
+        "SKSREG SFE 0", "OK", "OK", f"ESREG {RBID[-8:]}", "OK", "FAIL ER06", "FAIL ER06", "OK",
+        "FAIL ER05",
+    ]  # fmt: skip
+    events = []
+    while (e := bench.module.next_event()) is not None:
+        events.append(e.command)
+    assert not any(PASSWORD in c or RBID in c for c in events)  # secrets never in events
+
+
+def test_ropt_wopt_cr_terminated_and_persist_across_reset(bench: Bench) -> None:
+    bench.command("SKSREG SFE 0")
+    bench.take()
+    bench.write(b"ROPT\r")
+    assert bench.take() == b"OK 00\r"
+    bench.write(b"WOPT 01\r")
+    assert bench.take() == b"OK\r"
+    bench.write(b"WOPT 02\r")
+    assert bench.take() == b"FAIL ER06\r\n"
+    bench.command("SKRESET")
+    assert bench.take() == b"OK\r\n"  # not echoed: SFE was 0; the reset turns echo back on
+    bench.write(b"ROPT\r")
+    assert bench.take() == b"ROPT\rOK 01\r"
+    assert bench.module.erxudp_hex
+
+
+def test_firmware_without_ropt_answers_er04_and_writes_hex() -> None:
+    bench = Bench(Dialect.BP35C2, ropt=False)
+    bench.command("SKSREG SFE 0")
+    bench.take()
+    bench.write(b"ROPT\r")
+    bench.write(b"WOPT 01\r")
+    assert bench.lines() == ["FAIL ER04", "FAIL ER04"]
+    assert bench.module.erxudp_hex
+
+
+def test_uart_overflow_is_er09(bench: Bench) -> None:
+    bench.command("SKSREG SFE 0")
+    bench.take()
+    bench.write(b"X" * 2000)
+    assert bench.lines() == ["FAIL ER09"]
+    bench.command("SKVER")
+    assert bench.lines()[0].startswith("EVER")
+
+
+def test_skll64(bench: Bench) -> None:
+    bench.command("SKSREG SFE 0")
+    bench.take()
+    bench.command("SKLL64 001D129012345678")
+    bench.command("SKLL64 0011")
+    assert bench.lines() == ["FE80:0000:0000:0000:021D:1290:1234:5678", "FAIL ER06"]
+
+
+# -- scan ----------------------------------------------------------------------------------------
+
+
+def scan_cmd(bench: Bench, mode: int = 2, mask: str = "FFFFFFFF", duration: int = 6) -> str:
+    return f"SKSCAN {mode} {mask} {duration}" + ("" if bench.a1 else " 0")
+
+
+def test_active_scan_finds_the_meter(bench: Bench) -> None:
+    bench.setup()
+    bench.command(scan_cmd(bench))
+    assert bench.lines() == ["OK"]
+    bench.advance(60)
+    lines = bench.lines()
+    expected = [
+        ev(bench, "20", METER_IP),
+        "EPANDESC",
+        f"  Channel:{CHANNEL:02X}",
+        "  Channel Page:09",
+        f"  Pan ID:{PAN_ID:04X}",
+        f"  Addr:{METER_MAC.hex().upper()}",
+        "  LQI:A0",
+        *([] if bench.a1 else ["  Side:0"]),
+        f"  PairID:{RBID[-8:]}",
+        ev(bench, "22", OWN_IP),
+    ]
+    assert lines == expected
+
+
+def test_scan_takes_the_scaled_802154_time(bench: Bench) -> None:
+    bench.setup()
+    bench.command(scan_cmd(bench, duration=6))
+    bench.take()
+    per_channel = 0.0096 * (2**6 + 1) * 0.01
+    bench.advance(per_channel * 9.5)  # the meter is on channel 0x2A: the 10th of the mask
+    assert bench.lines() == []
+    bench.advance(per_channel)
+    assert bench.lines()[0] == ev(bench, "20", METER_IP)
+    bench.advance(per_channel * 18)
+    assert bench.lines() == [ev(bench, "22", OWN_IP)]
+
+
+def test_scan_with_another_pairing_id_hears_nothing(bench: Bench) -> None:
+    bench.command("SKSREG SFE 0")
+    bench.command(f"SKSETRBID {'F' * 32}")
+    bench.take()
+    bench.command(scan_cmd(bench))
+    bench.advance(60)
+    assert bench.lines() == ["OK", ev(bench, "22", OWN_IP)]
+
+
+def test_scan_mask_without_the_meter_channel(bench: Bench) -> None:
+    bench.setup()
+    bench.command(scan_cmd(bench, mask="00000001"))
+    bench.advance(60)
+    assert bench.lines() == ["OK", ev(bench, "22", OWN_IP)]
+
+
+def test_scan_without_pairing_ie_omits_pair_id(bench: Bench) -> None:
+    bench.setup()
+    bench.command(scan_cmd(bench, mode=3))
+    bench.advance(60)
+    lines = bench.lines()
+    assert "EPANDESC" in lines and not any("PairID" in ln for ln in lines)
+
+
+def test_energy_detect_scan(bench: Bench) -> None:
+    bench.setup()
+    bench.command(scan_cmd(bench, mode=0, mask="00000600"))  # channels 0x2A, 0x2B
+    bench.advance(60)
+    assert bench.lines() == ["OK", ev(bench, "1F", OWN_IP), "EEDSCAN", "2A A0 2B 1E"]
+
+
+def test_scan_argument_errors_per_dialect(bench: Bench) -> None:
+    bench.setup()
+    other = "SKSCAN 2 FFFFFFFF 6 0" if bench.a1 else "SKSCAN 2 FFFFFFFF 6"
+    bench.command(other)  # the other dialect's argument count
+    bench.command(scan_cmd(bench, mode=1))
+    bench.command(scan_cmd(bench, duration=15))
+    assert bench.lines() == ["FAIL ER05", "FAIL ER06", "FAIL ER06"]
+    bench.command(scan_cmd(bench))
+    bench.command(scan_cmd(bench))  # one scan at a time
+    assert bench.lines() == ["OK", "FAIL ER10"]
+
+
+# -- PANA ----------------------------------------------------------------------------------------
+
+
+def test_join_succeeds_event_25(bench: Bench) -> None:
+    lines = bench.join()
+    assert lines[0] == "OK"
+    assert ev(bench, "25", METER_IP) in lines
+    sent = lines[1 : lines.index(ev(bench, "25", METER_IP))]
+    assert sent and all(ln == ev(bench, "21", METER_IP, "00") for ln in sent)
+    assert bench.module.session_established
+    assert bench.meter.connected and bench.meter.connected[0].rbid == RBID
+
+
+def test_wrong_password_is_event_24(bench: Bench) -> None:
+    bench.command("SKSREG SFE 0")
+    bench.command(f"SKSETRBID {RBID}")
+    bench.command("SKSETPWD C 0123456789AC")
+    bench.command(f"SKSREG S2 {CHANNEL:X}")
+    bench.command(f"SKSREG S3 {PAN_ID:04X}")
+    bench.take()
+    bench.command(f"SKJOIN {METER_IP}")
+    bench.advance(10.0)
+    lines = bench.lines()
+    assert lines[0] == "OK" and lines[-1] == ev(bench, "24", METER_IP)
+    assert not any(ln.startswith("EVENT 25") for ln in lines)
+    assert not bench.module.session_established and not bench.meter.connected
+    bench.command("SKSETPWD C " + PASSWORD)  # the host retries with the right password
+    bench.command(f"SKJOIN {METER_IP}")
+    bench.advance(5.0)
+    assert ev(bench, "25", METER_IP) in bench.lines()
+
+
+def test_password_a_utility_would_not_issue_is_event_24(bench: Bench) -> None:
+    bench.setup()
+    bench.command("SKSETPWD 4 ABCD")
+    bench.command(f"SKJOIN {METER_IP}")
+    bench.advance(1.0)
+    assert bench.lines() == ["OK", "OK", ev(bench, "24", METER_IP)]
+
+
+def test_join_to_nobody_times_out_with_event_24(bench: Bench) -> None:
+    bench.setup()
+    bench.command("SKSREG S3 4321")  # a PAN nobody runs
+    bench.command(f"SKJOIN {METER_IP}")
+    assert bench.lines() == ["OK", "OK"]
+    bench.advance(0.3)  # join_timeout 40 s scaled by 0.01
+    assert bench.lines() == []
+    bench.advance(0.2)
+    assert bench.lines() == [ev(bench, "24", METER_IP)]
+
+
+def test_terminate_event_27_and_no_session_er10(bench: Bench) -> None:
+    bench.join()
+    bench.command("SKTERM")
+    bench.advance(5.0)
+    lines = bench.lines()
+    assert lines[0] == "OK" and lines[-1] == ev(bench, "27", METER_IP)
+    assert not bench.module.session_established
+    bench.command("SKTERM")
+    assert bench.lines() == ["FAIL ER10"]
+
+
+def test_terminate_unanswered_is_event_28(bench: Bench) -> None:
+    bench.join()
+    # the meter goes silent: the PTR and its retransmissions are lost until the PaC gives up
+    bench.module.receive_serial(b"SKTERM\r\n", bench.now)
+    for _ in range(200):
+        bench.module.datagrams_to_send(bench.now)
+        at = bench.module.get_timer()
+        if at is None:
+            break
+        bench.now = at
+        bench.module.handle_timer(bench.now)
+        bench.out += bench.module.serial_to_send()
+    assert ev(bench, "28", METER_IP) in bench.lines()
+
+
+def test_session_lifetime_reauth_is_event_29_then_25() -> None:
+    bench = Bench(Dialect.BP35A1, lifetime=120.0)
+    bench.join()
+    bench.advance(100.0)  # the PaC re-authenticates at 3/4 of the lifetime
+    assert bench.lines() == [ev(bench, "29", METER_IP), ev(bench, "25", METER_IP)]
+    assert bench.module.session_established
+
+
+def test_skrejoin(bench: Bench) -> None:
+    bench.command("SKSREG SFE 0")
+    bench.command("SKREJOIN")
+    assert bench.lines() == ["SKSREG SFE 0", "OK", "FAIL ER10"]
+    bench.join()
+    bench.command("SKREJOIN")
+    bench.advance(5.0)
+    lines = bench.lines()
+    assert lines[0] == "OK" and lines[-1] == ev(bench, "25", METER_IP)
+
+
+# -- UDP -----------------------------------------------------------------------------------------
+
+
+def erxudp_fields(line: bytes) -> list[bytes]:
+    return line.split(b" ")
+
+
+def test_sendto_binary_data_and_erxudp_binary(bench: Bench) -> None:
+    bench.join()
+    bench.write(b"WOPT 00\r")
+    bench.take()
+    # a TID whose bytes are CR LF: binary data must not be framed as lines
+    payload = get_frame(0x0D0A, 0xE7)
+    assert b"\r\n" in payload
+    bench.sendto(payload)
+    out = bench.take()
+    head, _, rest = out.partition(b"\r\n")
+    assert head.decode() == ev(bench, "21", METER_IP, "00")
+    assert rest.startswith(b"OK\r\n")
+    erx = rest[len(b"OK\r\n") :]
+    assert erx.startswith(b"ERXUDP ") and erx.endswith(b"\r\n")
+    fields = erx[:-2].split(b" ", 9 if bench.a1 else 10)
+    # A1: ERXUDP sender dest rport lport senderlla secured datalen data
+    # C2: ERXUDP sender dest rport lport senderlla secured side datalen data (SA2=0: no LQI)
+    assert fields[1].decode() == METER_IP and fields[2].decode() == OWN_IP
+    assert fields[3:6] == [b"0E1A", b"0E1A", METER_MAC.hex().upper().encode()]
+    tail = fields[6:]
+    if bench.a1:
+        secured, length, data = tail[0], tail[1], b" ".join(tail[2:])
+    else:
+        secured, side, length, data = tail[0], tail[1], tail[2], b" ".join(tail[3:])
+        assert side == b"0"
+    assert secured == b"1" and int(length, 16) == len(data)
+    answer = Frame.decode(data)
+    assert answer.tid == 0x0D0A and answer.esv == Esv.GET_RES
+    assert answer.props[0].edt == bench.meter_object.read(0xE7, bench.now)
+
+
+def test_erxudp_hex_and_c2_lqi_field(bench: Bench) -> None:
+    bench.join()
+    bench.write(b"WOPT 01\r")
+    bench.command("SKSREG SA2 1")
+    bench.take()
+    bench.sendto(get_frame(7, 0xE0, 0xE8))
+    lines = bench.lines()
+    erx = next(ln for ln in lines if ln.startswith("ERXUDP"))
+    parts = erx.split(" ")
+    if bench.a1:  # SA2 is accepted but the BP35A1 has no LQI field
+        assert len(parts) == 9
+        secured, length, data = parts[6], parts[7], parts[8]
+    else:
+        assert len(parts) == 11
+        lqi, secured, side, length, data = parts[6:11]
+        assert lqi == "A0" and side == "0"
+    assert secured == "1" and int(length, 16) * 2 == len(data)
+    answer = Frame.decode(bytes.fromhex(data))
+    assert [p.epc for p in answer.props] == [0xE0, 0xE8]
+    assert answer.props[0].edt == bench.meter_object.read(0xE0, bench.now)
+    assert answer.props[1].edt == bench.meter_object.read(0xE8, bench.now)
+
+
+def test_sendto_errors(bench: Bench) -> None:
+    bench.setup()
+    bench.sendto(get_frame(1, 0xE7))  # no PANA session: the transmission fails (EVENT 21 01)
+    assert bench.lines() == [ev(bench, "21", METER_IP, "01"), "OK"]
+    bench.join()
+    side = "" if bench.a1 else " 0"
+    bench.write(f"SKSENDTO 1 {METER_IP} 0E1A 1{side} 0000 ".encode())
+    assert bench.lines() == ["FAIL ER06"]
+    bench.write(f"SKSENDTO 9 {METER_IP} 0E1A 1{side} 0001 X".encode())
+    bench.write(f"SKSENDTO 1 NOTANADDRESS 0E1A 1{side} 0001 X".encode())
+    bench.write(f"SKSENDTO 1 {METER_IP} 0E1A 3{side} 0001 X".encode())
+    bench.command(f"SKSENDTO 1 {METER_IP} 0E1A")
+    assert bench.lines() == ["FAIL ER06", "FAIL ER06", "FAIL ER06", "FAIL ER05"]
+    bench.sendto(get_frame(2, 0xE7), sec=0)  # plaintext never leaves on the B route
+    assert bench.lines() == [ev(bench, "21", METER_IP, "01"), "OK"]
+    bench.sendto(get_frame(3, 0xE7))  # still serving
+    assert any(ln.startswith("ERXUDP") for ln in bench.lines())
+
+
+def test_sendto_echo_shows_header_not_data(bench: Bench) -> None:
+    bench.join()
+    bench.command("SKSREG SFE 1")
+    bench.take()
+    payload = get_frame(9, 0xE7)
+    bench.sendto(payload)
+    out = bench.take()
+    side = "" if bench.a1 else " 0"
+    assert out.startswith(f"SKSENDTO 1 {METER_IP} 0E1A 1{side} {len(payload):04X} \r\n".encode())
+    assert payload not in out.split(b"ERXUDP")[0]
+
+
+def test_other_dialect_sendto_is_refused(bench: Bench) -> None:
+    bench.join()
+    payload = get_frame(4, 0xE7)
+    side = " 0" if bench.a1 else ""  # the other dialect's field count
+    bench.write(f"SKSENDTO 1 {METER_IP} 0E1A 1{side} {len(payload):04X} ".encode() + payload)
+    bench.advance(1.0)
+    assert not any(ln.startswith("ERXUDP") for ln in bench.lines())
+
+
+def test_send_restriction_event_32_33() -> None:
+    bench = Bench(Dialect.BP35C2, tx_budget=0.02)  # 20 ms of airtime per hour
+    bench.join()
+    payload = get_frame(5, 0xE7)
+    airtime = (len(payload) + 60) * 8 / 100_000
+    n = int(0.02 / airtime) + 1
+    for i in range(n):
+        bench.sendto(get_frame(10 + i, 0xE7))
+    lines = bench.lines()
+    assert ev(bench, "32", OWN_IP) in lines
+    bench.command("SKSREG SFB")
+    assert bench.lines() == ["ESREG 1", "OK"]
+    bench.sendto(payload)
+    assert bench.lines() == ["FAIL ER10"]
+    bench.advance(3600.0)
+    lines = bench.lines()
+    assert ev(bench, "33", OWN_IP) in lines
+    bench.command("SKSREG SFD")
+    sfd = bench.lines()[0]
+    assert int(sfd.split()[1], 16) == int(n * airtime * 1000)
+
+
+def test_meter_inf_reaches_the_host_as_erxudp(bench: Bench) -> None:
+    lines = bench.join()
+    # BrouteMeter announces its instance list (D5) to a newly joined HEMS
+    erx = [ln for ln in lines if ln.startswith("ERXUDP")]
+    assert erx, lines
+
+
+def test_reset_drops_session_and_registers(bench: Bench) -> None:
+    bench.join()
+    bench.command("SKRESET")
+    bench.command("SKSREG S2")
+    lines = bench.lines()
+    assert lines[-2:] == ["ESREG 21", "OK"]
+    assert not bench.module.session_established
+    bench.sendto(get_frame(1, 0xE7))
+    assert ev(bench, "21", METER_IP, "01") in bench.lines()
