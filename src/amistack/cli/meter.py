@@ -1,11 +1,14 @@
-"""`amistack meter`: a smart meter's network access (PANA + EAP-PSK) against the key server."""
+"""`amistack meter`: a smart meter's network access (PANA + EAP-PSK) against the key server, its
+C12.22 endpoint (--headend) and its ECHONET Lite node on the home LAN (--echonet)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,7 @@ from amistack.cli.common import CliError, parse_hostport, parse_psk
 from amistack.runtime.keyserver import PANA_PORT
 from amistack.runtime.loop import new_event_loop
 from amistack.runtime.meter import KeyRotation, MeterResult, run_meter
+from amistack.runtime.meter_echonet import EchonetMeterReady, default_model, run_meter_echonet
 
 log = logging.getLogger("amistack.meter")
 
@@ -22,17 +26,21 @@ log = logging.getLogger("amistack.meter")
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "meter",
-        help="run a meter: authenticate to the key server and keep the keys fresh",
+        help="run a meter: network access and keys, C12.22 (--headend), ECHONET Lite (--echonet)",
         description="Run a smart meter's network access: it authenticates to the key server "
         "with PANA (RFC 5191) carrying EAP-PSK (RFC 4764), derives its application keys with "
         "the unified key-management function, re-authenticates before the session lifetime "
-        "ends (logging each key rotation) and starts over with back-off after a failure.",
+        "ends (logging each key rotation) and starts over with back-off after a failure. "
+        "--id, --psk and --keyserver are needed for that; with --echonet alone the meter only "
+        "serves its ECHONET Lite node on the home LAN (a LAN device needs no utility "
+        "credentials).",
+        epilog="examples: amistack meter --echonet --interface eth0 ; "
+        "amistack meter --id m1 --psk HEX --keyserver 192.0.2.1 --headend 192.0.2.2 --echonet",
     )
-    p.add_argument("--id", required=True, dest="device_id", help="device identity (EAP-PSK ID_P)")
-    p.add_argument("--psk", required=True, type=parse_psk, help="the device's PSK, 32 hex digits")
+    p.add_argument("--id", dest="device_id", help="device identity (EAP-PSK ID_P)")
+    p.add_argument("--psk", type=parse_psk, help="the device's PSK, 32 hex digits")
     p.add_argument(
         "--keyserver",
-        required=True,
         type=lambda t: parse_hostport(t, PANA_PORT),
         metavar="HOST:PORT",
         help=f"the key server's PANA address; [v6]:port for IPv6 (default port {PANA_PORT})",
@@ -65,7 +73,9 @@ def register(sub: Any) -> None:
         action="store_true",
         help="push each 15-minute interval to the head-end at a randomized offset",
     )
-    full.add_argument("--seed", type=int, help="metering model seed (default: from the id)")
+    full.add_argument(
+        "--seed", type=int, help="metering model seed (default: from the id; without --id, 1)"
+    )
     full.add_argument(
         "--time-scale",
         type=float,
@@ -78,7 +88,49 @@ def register(sub: Any) -> None:
         metavar="DIR",
         help="keep the meter's signed event log in DIR/meters/ID/",
     )
+    el = p.add_argument_group(
+        "ECHONET Lite on the home LAN",
+        "With --echonet the meter serves the node profile 0x0EF001 and the low-voltage smart "
+        "electric energy meter 0x028801 on UDP 3610 (unicast, and multicast 224.0.23.0 / "
+        "ff02::1), from the same metering model: the startup announcement of its instance list "
+        "and the fixed-time values EA/EB every 30 minutes, Get/Set/SetGet/INF_REQ answered "
+        "per the ECHONET Lite System Design Guidelines. Stops on Ctrl-C / SIGTERM.",
+    )
+    el.add_argument("--echonet", action="store_true", help="serve the ECHONET Lite node")
+    el.add_argument(
+        "--echonet-bind",
+        action="append",
+        type=_parse_bind,
+        metavar="ADDR",
+        help="address to serve on, once per family (repeatable; default 0.0.0.0 and ::, an "
+        "IPv6 socket that cannot open is skipped with a warning)",
+    )
+    el.add_argument(
+        "--interface",
+        metavar="IF",
+        help="network interface for multicast (join and send) on a multi-homed host; "
+        "an IPv6 link-local --echonet-bind needs it too",
+    )
+    el.add_argument(
+        "--no-multicast",
+        action="store_true",
+        help="unicast only: no group sockets, no announcements (for tests on loopback)",
+    )
+    el.add_argument(
+        "--one-way",
+        action="store_true",
+        help="a one-way meter: no reverse-direction EPCs E3/E4/EB (guideline §6.1)",
+    )
     p.set_defaults(handler=_run)
+
+
+def _parse_bind(text: str) -> str:
+    host = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 or IPv6 address") from None
+    return host
 
 
 def _print_rotation(rot: KeyRotation) -> None:
@@ -90,11 +142,72 @@ def _print_rotation(rot: KeyRotation) -> None:
     )
 
 
-async def _main(args: argparse.Namespace) -> MeterResult:
+def _print_echonet_ready(ready: EchonetMeterReady) -> None:
+    kind = "two-way" if ready.meter.two_way else "one-way"
+    where = ", ".join(f"{h}:{p}" if ":" not in h else f"[{h}]:{p}" for h, p in ready.addresses)
+    groups = ", ".join(h for h, _ in ready.groups) or "off"
+    print(
+        f"ECHONET Lite: smart meter {ready.meter.eoj} ({kind}) on {where}; multicast {groups}",
+        flush=True,
+    )
+    for host, why in ready.failed:
+        print(f"ECHONET Lite: not serving on {host}: {why}", flush=True)
+
+
+async def _echonet(args: argparse.Namespace, stop: asyncio.Event, start: float) -> None:
+    binds = args.echonet_bind or ["0.0.0.0", "::"]
+    if len({":" in b for b in binds}) != len(binds):
+        raise CliError("--echonet-bind: give at most one IPv4 and one IPv6 address")
+    model = default_model(_seed(args), start, two_way=not args.one_way)
+    try:
+        await run_meter_echonet(
+            model=model,
+            model_start=start,
+            time_scale=args.time_scale,
+            binds=binds,
+            interface=args.interface,
+            multicast=not args.no_multicast,
+            one_way=args.one_way,
+            stop=stop,
+            on_ready=_print_echonet_ready,
+        )
+    except OSError as exc:
+        raise CliError(f"ECHONET Lite: cannot serve on {', '.join(binds)}: {exc}") from None
+
+
+def _seed(args: argparse.Namespace) -> int | bytes:
+    if args.seed is not None:
+        return int(args.seed)
+    return args.device_id.encode() if args.device_id else 1
+
+
+async def _main(args: argparse.Namespace) -> MeterResult | None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if not args.echonet:
+        return await _access(args, stop, time.time())
+    start = time.time()
+    echonet = asyncio.ensure_future(_echonet(args, stop, start))
+    access = None
+    if args.device_id is not None:
+        access = asyncio.ensure_future(_access(args, stop, start))
+    tasks: list[asyncio.Future[Any]] = [echonet] if access is None else [echonet, access]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            task.result()  # an error in either side ends both
+    finally:
+        stop.set()
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return None if access is None else access.result()
+
+
+async def _access(args: argparse.Namespace, stop: asyncio.Event, start: float) -> MeterResult:
     if args.headend is not None:
         from amistack.meter.node import MeterNode
         from amistack.runtime.meter_node import run_meter_node
@@ -111,7 +224,9 @@ async def _main(args: argparse.Namespace) -> MeterResult:
             args.psk,
             args.keyserver,
             args.headend,
-            model_seed=args.seed,
+            model_seed=_seed(args),
+            model_start=start,
+            model_config=default_model(_seed(args), start, two_way=not args.one_way).config,
             time_scale=args.time_scale,
             push=args.push,
             listen=[args.listen[0]] if args.listen else None,
@@ -133,16 +248,34 @@ async def _main(args: argparse.Namespace) -> MeterResult:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.once and args.headend is not None:
-        raise CliError("--once checks network access only; it does not go with --headend")
+    access = {"--id": args.device_id, "--psk": args.psk, "--keyserver": args.keyserver}
+    missing = [name for name, value in access.items() if value is None]
+    if missing and (not args.echonet or len(missing) < len(access)):
+        need = "network access needs" if args.echonet else "the meter needs"
+        raise CliError(
+            f"{need} --id, --psk and --keyserver (missing {', '.join(missing)}); "
+            "--echonet alone serves the ECHONET Lite node without them"
+        )
+    if missing and args.headend is not None:
+        raise CliError("--headend needs --id, --psk and --keyserver")
+    if args.once and (args.headend is not None or args.echonet):
+        raise CliError(
+            "--once checks network access only; it goes with neither --headend nor --echonet"
+        )
     if args.time_scale <= 0:
         raise CliError("--time-scale must be > 0")
+    if not args.echonet and (
+        args.echonet_bind or args.interface or args.one_way or args.no_multicast
+    ):
+        raise CliError(
+            "--echonet-bind, --interface, --no-multicast and --one-way go with --echonet"
+        )
     loop = new_event_loop()
     try:
         result = loop.run_until_complete(_main(args))
     finally:
         loop.close()
-    if not args.once:
+    if not args.once or result is None:
         return 0
     if result.ok:
         print(result)

@@ -1,0 +1,133 @@
+"""The smart meter's ECHONET Lite node on the home LAN, over real UDP 3610.
+
+`run_meter_echonet(...)` builds a `NodeProfile` and a `SmartMeterObject` over a `MeterModel`,
+hosts them in an `EchonetNode` and drives it with `runtime.echonet.EchonetDriver` (a unicast
+socket per address family, plus a socket bound to the multicast group 224.0.23.0 / ff02::1 and
+joined on the chosen interface) until `stop` is set. The node itself sends the startup
+announcement (guideline §4.2: INF of D5, multicast, after a random delay) and the fixed-time
+values EA/EB every 30 minutes of model time.
+
+A LAN device needs no utility credentials: this runs on its own, or beside the meter's PaC and
+C12.22 endpoint (`cli/meter.py` runs both). The metering model runs on
+`model_start + (now - start) * time_scale`; built with the same seed, configuration and start as
+the C12.22 side's model, both report the same readings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from amistack.addr import Addr
+from amistack.crypto import RandomSource, system_random
+from amistack.echonet.node import EL_PORT, MULTICAST_V4, MULTICAST_V6, EchonetNode, NodeConfig
+from amistack.echonet.objects import NodeProfile, OneWayMode, SmartMeterConfig, SmartMeterObject
+from amistack.meter.model import DAY_S, MeterConfig, MeterModel
+from amistack.meter.tables import TimeScale
+from amistack.runtime.echonet import EchonetDriver
+from amistack.runtime.udp import is_ipv6
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EchonetMeterReady", "default_model", "run_meter_echonet"]
+
+INSTALL_DAYS_BEFORE_START = 35  # as runtime.meter_node: a fresh model has weeks of history
+
+
+@dataclass(frozen=True)
+class EchonetMeterReady:
+    """What `on_ready` is told once the sockets are bound."""
+
+    node: EchonetNode
+    meter: SmartMeterObject
+    addresses: list[Addr]  # unicast and group sockets, as bound
+    groups: tuple[Addr, ...]  # where the node multicasts (empty: multicast off)
+    failed: list[tuple[str, str]]  # (bind address, why) for addresses that could not be opened
+
+
+def default_model(seed: int | bytes, start: float, *, two_way: bool = True) -> MeterModel:
+    """The model the meter runs by default: installed five weeks before `start`."""
+    config = MeterConfig(install_time=start - INSTALL_DAYS_BEFORE_START * DAY_S, two_way=two_way)
+    return MeterModel(seed, config)
+
+
+async def run_meter_echonet(
+    *,
+    model: MeterModel,
+    model_start: float | None = None,
+    time_scale: float = 1.0,
+    binds: Sequence[str] = ("0.0.0.0",),
+    interface: str | None = None,
+    port: int = EL_PORT,
+    multicast: bool = True,
+    one_way: bool = False,
+    meter_config: SmartMeterConfig | None = None,
+    node_config: NodeConfig | None = None,
+    rng: RandomSource = system_random,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[EchonetMeterReady], None] | None = None,
+    on_event: Callable[[object], None] | None = None,
+) -> None:
+    """Serve the meter's node until `stop` is set (see the module docstring).
+
+    `binds`: one host per socket family to open (e.g. "0.0.0.0" and "::"); an address that
+    cannot be opened is skipped (reported in `EchonetMeterReady.failed`) as long as one opens,
+    else the last error is raised. `one_way`: a one-way meter, its reverse EPCs left out of the
+    maps (guideline §6.1) unless `meter_config` says otherwise."""
+    loop = asyncio.get_running_loop()
+    start_model = time.time() if model_start is None else model_start
+    cfg = meter_config or SmartMeterConfig(
+        two_way=False if one_way else None, one_way_mode=OneWayMode.ABSENT
+    )
+    scale = TimeScale(loop.time(), start_model, time_scale)
+    meter = SmartMeterObject(model, scale, cfg)
+    families = {is_ipv6(h) for h in binds}
+    groups: tuple[Addr, ...] = ()
+    if multicast:
+        groups = tuple(
+            g for v6, g in ((False, MULTICAST_V4), (True, MULTICAST_V6)) if v6 in families
+        )
+    node = EchonetNode(
+        NodeProfile([], manufacturer=cfg.manufacturer, unique_id=cfg.unique_id),
+        [meter],
+        rng,
+        dataclasses.replace(node_config or NodeConfig(), multicast_groups=groups),
+    )
+    driver = EchonetDriver(node, on_event=on_event)
+    async with driver:
+        opened: list[Addr] = []
+        failed: list[tuple[str, str]] = []
+        last_error: OSError | None = None
+        for host in binds:
+            v6 = is_ipv6(host)
+            try:
+                opened += await driver.open(
+                    ipv4=None if v6 else host,
+                    ipv6=host if v6 else None,
+                    interface=interface,
+                    port=port,
+                    multicast=multicast,
+                )
+            except OSError as exc:
+                last_error = exc
+                failed.append((host, str(exc)))
+                log.warning("ECHONET Lite: cannot serve on %s: %s", host, exc)
+        if not opened:
+            assert last_error is not None
+            raise last_error
+        if failed:  # a family that did not open must not be multicast to
+            ok = {is_ipv6(a[0]) for a in opened}
+            kept = tuple(g for g in groups if is_ipv6(g[0]) in ok)
+            node.config = dataclasses.replace(node.config, multicast_groups=kept)
+        node.start(driver.now())
+        driver.kick()
+        log.info(
+            "ECHONET Lite: smart meter %s on %s", meter.eoj, opened, extra={"eoj": str(meter.eoj)}
+        )
+        if on_ready is not None:
+            on_ready(EchonetMeterReady(node, meter, opened, node.config.multicast_groups, failed))
+        await (stop or asyncio.Event()).wait()
