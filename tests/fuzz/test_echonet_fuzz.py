@@ -1,5 +1,6 @@
 """ECHONET Lite under hostile input: Frame.decode, decode_any and decode_propmap raise only
-EchonetDecodeError, and whatever decodes re-encodes to the same bytes."""
+EchonetDecodeError, and whatever decodes re-encodes to the same bytes; the smart meter node
+answers any well-formed request with a decodable frame of the matching service."""
 
 from __future__ import annotations
 
@@ -8,9 +9,18 @@ import contextlib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from amistack.crypto.rand import seeded_random
 from amistack.echonet.errors import EchonetDecodeError
-from amistack.echonet.frame import Frame, decode_any
+from amistack.echonet.frame import Eoj, Esv, Frame, Property, decode_any
+from amistack.echonet.node import NODE_PROFILE, EchonetNode, NodeConfig
+from amistack.echonet.objects import (
+    NodeProfile,
+    RemoteControlPolicy,
+    SmartMeterConfig,
+    SmartMeterObject,
+)
 from amistack.echonet.propmap import decode_propmap
+from amistack.meter.model import MeterModel
 
 VALID = bytes.fromhex("1081000105ff010288016e01e5010101e200")
 
@@ -55,3 +65,59 @@ def test_random_propmaps(edt: bytes) -> None:
         decode_propmap(edt)
     except EchonetDecodeError as e:
         assert e.offset >= 0
+
+
+# -- the smart meter node under well-formed but arbitrary requests ---------------------------
+
+_REQUESTS = [Esv.SETI, Esv.SETC, Esv.GET, Esv.INF_REQ, Esv.SETGET]
+_ANSWERS = {
+    Esv.SETI: {Esv.SETI_SNA},
+    Esv.SETC: {Esv.SET_RES, Esv.SETC_SNA},
+    Esv.GET: {Esv.GET_RES, Esv.GET_SNA},
+    Esv.INF_REQ: {Esv.INF, Esv.INF_SNA},
+    Esv.SETGET: {Esv.SETGET_RES, Esv.SETGET_SNA},
+}
+_props = st.lists(
+    st.builds(Property, st.sampled_from(list(range(0x80, 0x100))), st.binary(max_size=12)),
+    max_size=6,
+)
+_METER_NODE: list[tuple[EchonetNode, SmartMeterObject]] = []
+
+
+def _meter_node() -> tuple[EchonetNode, SmartMeterObject]:
+    if not _METER_NODE:  # one node for every example: state carries over, as in the field
+        meter = SmartMeterObject(
+            MeterModel(5), config=SmartMeterConfig(remote_control=RemoteControlPolicy())
+        )
+        node = EchonetNode(NodeProfile([]), [meter], seeded_random(1), NodeConfig())
+        _METER_NODE.append((node, meter))
+    return _METER_NODE[0]
+
+
+@settings(max_examples=400)
+@given(
+    esv=st.sampled_from(_REQUESTS),
+    deoj=st.sampled_from([Eoj(0x02, 0x88, 0x01), Eoj(0x02, 0x88, 0x00), NODE_PROFILE]),
+    props=_props,
+    props_get=_props,
+    now=st.floats(1.7e9, 1.8e9),
+)
+def test_meter_node_answers_every_request_with_a_decodable_matching_service(
+    esv: Esv, deoj: Eoj, props: list[Property], props_get: list[Property], now: float
+) -> None:
+    node, meter = _meter_node()
+    pg = tuple(props_get) if esv == Esv.SETGET else ()
+    frame = Frame(0x1234, Eoj(0x05, 0xFF, 0x01), deoj, esv, tuple(props), pg)
+    node.receive_datagram(frame.encode(), ("127.0.50.99", 3610), now)
+    answers = [
+        Frame.decode(d)
+        for d, a in node.datagrams_to_send(now)
+        if a[1] == 3610 and a[0] == "127.0.50.99"
+    ]
+    if esv != Esv.SETI:
+        assert len(answers) == 1
+    for a in answers:
+        assert a.esv in _ANSWERS[esv] and a.tid == 0x1234
+        assert [p.epc for p in a.props] == [p.epc for p in props]
+    assert 0 <= (meter.get(0xE5, now) or b"\xff")[0] <= 99
+    assert len(meter.get(0xE2, now) or b"") == 194
