@@ -62,6 +62,14 @@ def test_scalars_e0_e1_d3_d7_e7_e8(meter: SmartMeterObject) -> None:
     assert cur["r phase current"] == pytest.approx(round(inst.current_r_a * 10) * 0.1)
 
 
+def test_82_release_reads_as_release_r(meter: SmartMeterObject) -> None:
+    assert Parser.parse_standard_version_information(edt(meter, 0x82)) == "R.0"
+    m = SmartMeterObject(MeterModel(7), config=SmartMeterConfig(release="R", revision=4))
+    assert Parser.parse_standard_version_information(edt(m, 0x82)) == "R.4"
+    with pytest.raises(ValueError):
+        SmartMeterConfig(release="RR")
+
+
 def test_every_e1_code_is_a_unit_momonga_knows() -> None:
     for code in (0x00, 0x01, 0x02, 0x03, 0x04, 0x0A, 0x0B, 0x0C, 0x0D):
         m = SmartMeterObject(MeterModel(7), config=SmartMeterConfig(unit=code))

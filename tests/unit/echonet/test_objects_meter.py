@@ -77,7 +77,7 @@ def test_every_get_epc_has_its_size(meter: SmartMeterObject) -> None:
         edt = meter.get(epc, NOW)
         assert edt is not None and len(edt) == size, hex(epc)
     assert meter.get(0x80, NOW) == b"\x30" and meter.get(0x88, NOW) == b"\x42"
-    assert meter.get(0x82, NOW) == b"\x00\x00J\x00"
+    assert meter.get(0x82, NOW) == b"\x00\x00R\x00"  # Release R: where C0/D0/EE/EF are defined
     ident = meter.get(0x83, NOW)
     assert ident is not None and ident[0] == 0xFE and ident[1:4] == meter.get(0x8A, NOW)
     assert meter.get(0xD3, NOW) == b"\x00\x00\x00\x01" and meter.get(0xD7, NOW) == b"\x06"

@@ -91,7 +91,11 @@ class SmartMeterConfig:
     # 0xC0, 16 bytes: 0x00, the 3-byte manufacturer code, a 12-byte free area (see
     # docs/echonet.md "Verified layouts"); None: 0x00 + maker + the first 12 bytes of unique_id.
     route_b_id: bytes | None = None
-    release: str = "J"  # 0x82: APPENDIX release this object follows
+    # 0x82: the APPENDIX release (and its revision) this object follows. C0, D0 and EE/EF are
+    # defined in Release R (B-route readers cite it for them), so an older letter would
+    # contradict the property map; momonga reads these bytes as "R.0".
+    release: str = "R"
+    revision: int = 0
     coefficient: int = 1  # 0xD3: 1..999999
     effective_digits: int = 6  # 0xD7: 1..8
     unit: int = 0x01  # 0xE1: 0.1 kWh
@@ -113,6 +117,12 @@ class SmartMeterConfig:
             raise ValueError("production number (8D) is 12 bytes")
         if self.route_b_id is not None and len(self.route_b_id) != ROUTE_B_ID_LEN:
             raise ValueError(f"route B id (C0) is {ROUTE_B_ID_LEN} bytes")
+        if (
+            len(self.release) != 1
+            or not "A" <= self.release <= "Z"
+            or not 0 <= self.revision <= 255
+        ):
+            raise ValueError("release (82) is one letter A-Z, revision 0..255")
         if not 1 <= self.instance <= 0x7F:
             raise ValueError("instance code must be 1..127")
 
@@ -188,7 +198,7 @@ class SmartMeterObject(DeviceObject):
             {
                 0x80: bytes((OPERATION_ON,)),
                 0x81: bytes((cfg.installation_location,)),
-                0x82: bytes((0x00, 0x00, ord(cfg.release), 0x00)),
+                0x82: bytes((0x00, 0x00, ord(cfg.release), cfg.revision)),
                 0x83: identification_number(cfg.manufacturer, cfg.unique_id),
                 0x88: bytes((NO_FAULT,)),
                 0x8A: cfg.manufacturer,
