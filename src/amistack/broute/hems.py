@@ -78,6 +78,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["BrouteHems", "BrouteHemsConfig", "LinkState", "NotConnected"]
 
+_BY_PAA = "terminated by PAA"  # PanaClient's SessionTerminated reason for a PTR from the PAA
+
 
 class NotConnected(Exception):
     """`send` without a link key (not authenticated yet, or the link is gone)."""
@@ -102,6 +104,9 @@ class BrouteHemsConfig:
     restart_delay: float = 1.0  # s before a new PCI after a failed attempt within a stage
     retry_interval: float = 60.0  # s after ReconnectFailed before stage 2 again
     auto_reconnect: bool = True
+    # the meter ended our session on purpose (PTR, e.g. §6.12: a newer HEMS took the B route):
+    # by default do not fight back; the application decides (start() again)
+    reconnect_after_meter_termination: bool = False
     link_overlap: float = 30.0  # s a superseded link key still decrypts
     key_switch_delay: float = 1.0  # s at most before sending under a re-authentication's key
     replay_window: int = 64
@@ -349,7 +354,10 @@ class BrouteHems:
                     self._attempt_failed(f"authentication failed: {ev.reason}", now)
                 elif isinstance(ev, SessionTerminated):
                     self.counters["session_terminated"] += 1
-                    self._attempt_failed(f"PANA session ended: {ev.reason}", now)
+                    if ev.reason.startswith(_BY_PAA) and self.state is LinkState.UP:
+                        self._terminated_by_meter(ev.reason, now)
+                    else:
+                        self._attempt_failed(f"PANA session ended: {ev.reason}", now)
             for raw, dst in pac.datagrams_to_send(now):
                 self._out.append((PanaFrame(raw).encode(), dst))
         if self.pac is not None and self.pac is not pac:
@@ -390,6 +398,20 @@ class BrouteHems:
             extra={"session_id": ev.session_id, "key_id": str(kid), "stage": int(stage)},
         )
         self._events.append(LinkUp(ev.session_id, kid, stage, elapsed, downtime))
+
+    def _terminated_by_meter(self, reason: str, now: float) -> None:
+        self.counters["terminated_by_meter"] += 1
+        sid = self.session_id
+        if sid is not None:
+            self._ring.retire(sid, now)
+        if self.config.reconnect_after_meter_termination:
+            self._link_down(f"PANA session ended: {reason}", now)
+            return
+        self.state = LinkState.CLOSED
+        self.stage = None
+        self._stage_deadline = self._restart_at = self._retry_at = self._ping_deadline = None
+        self._tx = self._tx_next = None
+        self._events.append(LinkDown(f"the meter ended the session: {reason}"))
 
     def _attempt_failed(self, reason: str, now: float) -> None:
         if self.state is LinkState.UP:
