@@ -169,6 +169,9 @@ def make_netns_pair() -> Iterator[NetnsPair]:
             _ip("-n", ns, "addr", "add", f"{v4}/24", "dev", ifname)
             _ip("-n", ns, "-6", "addr", "add", f"{v6}/64", "dev", ifname, "nodad")
             _ip("-n", ns, "link", "set", ifname, "up")
+            # peers that join 224.0.23.0 without naming an interface (npm echonet-lite) need a
+            # route for the group; it exists only in this namespace
+            _ip("-n", ns, "route", "add", "224.0.0.0/4", "dev", ifname)
         _wait_running(ns_a, if_a)
         _wait_running(ns_b, if_b)
         index_a = in_netns(ns_a, lambda: socket.if_nametoindex(if_a))
@@ -196,8 +199,12 @@ def meter_node(seed: int = SEED, config: NodeConfig = CONFIG) -> EchonetNode:
 class MeterInNetns:
     """Our meter node on its own event loop, in a thread that entered `ns`."""
 
-    def __init__(self, ns: str, interface: str, node: EchonetNode) -> None:
+    def __init__(
+        self, ns: str, interface: str, node: EchonetNode, ipv4: str = A4, ipv6: str | None = A6
+    ) -> None:
         self.ns = ns
+        self.ipv4 = ipv4
+        self.ipv6 = ipv6
         self.interface = interface
         self.node = node
         self.started_at = 0.0  # time.monotonic() when node.start ran
@@ -235,7 +242,9 @@ class MeterInNetns:
         self._stop = asyncio.Event()
         driver = EchonetDriver(self.node)
         try:
-            self.opened = await driver.open(ipv4=A4, ipv6=A6, interface=self.interface)
+            self.opened = await driver.open(
+                ipv4=self.ipv4, ipv6=self.ipv6, interface=self.interface
+            )
             self.node.start(driver.now())
             self.started_at = time.monotonic()
             driver.kick()
