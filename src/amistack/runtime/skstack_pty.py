@@ -183,6 +183,7 @@ class EmulatorConfig:
     time_scale: float = 0.05
     erxudp_hex: bool = False
     ropt_supported: bool = True
+    model_start: float | None = None  # the meter model's time at start (default: wall time)
     model_time_factor: float = 1.0  # the meter model runs at this multiple of real time
     module: ModuleConfig = field(default_factory=ModuleConfig)
 
@@ -301,7 +302,8 @@ def _builtin_meter(
 ) -> tuple[BrouteMeter, SmartMeterObject]:
     """BrouteMeter + EchonetNode + SmartMeterObject over a seeded MeterModel at wall time."""
     model = MeterModel(config.seed if config.seed is not None else rng(8))
-    scale = TimeScale(origin_now=now, origin_model=time.time(), factor=config.model_time_factor)
+    start = time.time() if config.model_start is None else config.model_start
+    scale = TimeScale(origin_now=now, origin_model=start, factor=config.model_time_factor)
     meter_object = SmartMeterObject(model, scale)
     node = EchonetNode(NodeProfile([]), [meter_object], rng)
     return BrouteMeter(node, creds, rng), meter_object
