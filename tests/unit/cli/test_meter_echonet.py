@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from tests.conftest import IN_CI
@@ -161,3 +162,52 @@ def test_options_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     for opt in ("--echonet", "--echonet-bind", "--interface", "--one-way", "--seed"):
         assert opt in out
+
+
+def test_beside_the_full_meter_network_access_and_echonet_both_run(tmp_path: Path) -> None:
+    """--echonet with --id/--psk/--keyserver: the PaC authenticates to a real key server
+    process while the ECHONET Lite node answers on the LAN; SIGTERM stops both (exit 0)."""
+    psk = "00112233445566778899aabbccddeeff"
+    data = tmp_path / "ks"
+    enroll = subprocess.run(
+        [PY, "-m", "amistack.cli.main", "keys", "enroll", "meter-e", "--psk", psk,
+         "--data-dir", str(data)],
+        capture_output=True, text=True, timeout=30, env=ENV,
+    )  # fmt: skip
+    assert enroll.returncode == 0, enroll.stderr
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.50.6", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "keyserver.log"
+    with open(log, "wb") as out:
+        keyserver = subprocess.Popen(
+            [PY, "-m", "amistack.cli.main", "keyserver", "--data-dir", str(data), "--listen",
+             f"127.0.50.6:{port}"],
+            stdout=out, stderr=subprocess.STDOUT, env=ENV,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20.0
+        while b"PANA on 127.0.50.6" not in log.read_bytes():
+            assert keyserver.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "key server did not start"
+            time.sleep(0.05)
+        meter = MeterProcess(
+            "127.0.50.7", "--id", "meter-e", "--psk", psk, "--keyserver", f"127.0.50.6:{port}"
+        )
+        hems = Controller("127.0.50.8", "127.0.50.7")
+        try:
+            r = hems.ask(METER, Esv.GET, (Property(0xE7),))
+            assert r.esv == Esv.GET_RES and len(r.props[0].edt) == 4
+            assert meter.proc.stdout is not None
+            deadline = time.monotonic() + 20.0
+            while b"meter-e: authenticated" not in meter.output:
+                assert time.monotonic() < deadline, meter.output
+                ready, _, _ = select.select([meter.proc.stdout], [], [], 0.1)
+                if ready:
+                    meter.output += os.read(meter.proc.stdout.fileno(), 4096)
+        finally:
+            hems.close()
+            assert meter.stop() == 0
+    finally:
+        keyserver.terminate()
+        keyserver.wait(10)
