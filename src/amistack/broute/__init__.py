@@ -11,6 +11,7 @@ docs/broute.md describes the design and the guideline chapter-6 cases.
 
 from amistack.broute.credentials import BrouteCredentials, CredentialError, psk_from_password
 from amistack.broute.events import (
+    AttemptFailed,
     HemsAuthFailed,
     HemsConnected,
     HemsDisconnected,
@@ -29,6 +30,7 @@ from amistack.broute.link import DropReason, LinkDecodeError
 from amistack.broute.meter import BrouteMeter, BrouteMeterConfig
 
 __all__ = [
+    "AttemptFailed",
     "BrouteCredentials",
     "BrouteHems",
     "BrouteHemsConfig",

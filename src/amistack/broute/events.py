@@ -1,7 +1,7 @@
 """What the B-route engines report (aioquic-style event classes); read them with `next_event()`.
 
 HEMS side (`BrouteHems`): LinkUp, LinkDown, Received, KeyRotated, ReconnectStage,
-ReconnectStageEnded, ReconnectFailed, RescanRequested.
+ReconnectStageEnded, ReconnectFailed, RescanRequested, AttemptFailed.
 Meter side (`BrouteMeter`): HemsConnected, HemsDisconnected, HemsAuthFailed (the ECHONET Lite
 node's own events are passed through unchanged).
 """
@@ -92,6 +92,15 @@ class RescanRequested:
 
 
 @dataclass(frozen=True)
+class AttemptFailed:
+    """One authentication attempt while connecting failed (EAP failure, no answer, the meter
+    restarted it); the HEMS retries within the stage (`restart_delay`)."""
+
+    stage: Stage
+    reason: str
+
+
+@dataclass(frozen=True)
 class ReconnectFailed:
     """All stages failed; the HEMS retries from stage 2 at `retry_at`."""
 
@@ -138,6 +147,7 @@ BrouteHemsEvent = (
     | ReconnectStage
     | ReconnectStageEnded
     | RescanRequested
+    | AttemptFailed
     | ReconnectFailed
 )
 BrouteMeterEvent = HemsConnected | HemsDisconnected | HemsAuthFailed

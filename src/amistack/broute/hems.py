@@ -37,6 +37,7 @@ from enum import Enum
 from amistack.addr import Addr
 from amistack.broute.credentials import BrouteCredentials
 from amistack.broute.events import (
+    AttemptFailed,
     BrouteHemsEvent,
     KeyRotated,
     LinkDown,
@@ -224,6 +225,12 @@ class BrouteHems:
             self._new_pac(now)
             self._pump(now)
 
+    def reauthenticate(self, now: float) -> None:
+        """PANA re-authentication now (fresh link key; KeyRotated when it completes)."""
+        if self.state is LinkState.UP:
+            self._reauthenticate(now)
+            self._pump(now)
+
     def reconnect(self, now: float) -> None:
         """Treat the link as down now (e.g. the radio lost the meter) and start at stage 1."""
         if self.state is LinkState.UP:
@@ -239,12 +246,16 @@ class BrouteHems:
         except LinkDecodeError as exc:
             self._drop(exc)
             return
-        if isinstance(frame, PanaFrame):
-            self.counters["rx_pana"] += 1
-            if self.pac is not None:
-                self.pac.receive_datagram(frame.message, addr, now)
-        else:
-            self._on_secured(frame, addr, now)
+        try:
+            if isinstance(frame, PanaFrame):
+                self.counters["rx_pana"] += 1
+                if self.pac is not None:
+                    self.pac.receive_datagram(frame.message, addr, now)
+            else:
+                self._on_secured(frame, addr, now)
+        except Exception:  # one datagram must never take the HEMS down
+            self.counters["internal_error"] += 1
+            logger.exception("B-route HEMS failed on a datagram")
         self._pump(now)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
@@ -417,6 +428,7 @@ class BrouteHems:
         if self.state is LinkState.UP:
             self._link_down(reason, now)
         elif self.state is LinkState.CONNECTING:
+            self._events.append(AttemptFailed(self.stage or Stage.INITIAL, reason))
             if self.stage is Stage.REAUTH:  # the session is gone: stage 1 cannot succeed
                 self._end_stage(False, now)
                 self._enter_stage(Stage.NEW_AUTH, now)

@@ -179,10 +179,14 @@ class BrouteMeter:
         except LinkDecodeError as exc:
             self._drop(exc, addr)
             return
-        if isinstance(frame, PanaFrame):
-            self._on_pana(frame.message, addr, now)
-        else:
-            self._on_secured(frame, addr, now)
+        try:
+            if isinstance(frame, PanaFrame):
+                self._on_pana(frame.message, addr, now)
+            else:
+                self._on_secured(frame, addr, now)
+        except Exception:  # one datagram must never stop the meter (guideline 6.9)
+            self.counters["internal_error"] += 1
+            logger.exception("B-route meter failed on a datagram")
         self._pump(now)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
