@@ -11,7 +11,11 @@ request once, the answers to the other attempts are counted as duplicates.
 
 from __future__ import annotations
 
+import asyncio
+import errno
+
 import pytest
+from tests.conftest import IN_CI
 
 from amistack.addr import Addr
 from amistack.crypto.rand import seeded_random
@@ -26,6 +30,9 @@ from amistack.echonet.frame import Eoj, Esv, Frame
 from amistack.echonet.node import MULTICAST_V4, EchonetNode, NodeConfig
 from amistack.echonet.objects import NodeProfile, SmartMeterObject
 from amistack.meter.model import MeterModel
+from amistack.runtime.echonet import EchonetDriver
+from amistack.runtime.echonet_controller import ControllerDriver, RequestTimeout
+from amistack.runtime.loop import new_event_loop
 from amistack.sim import LinkConfig, VirtualClock, VirtualNetwork
 
 METER = Eoj(0x02, 0x88, 0x01)
@@ -161,3 +168,67 @@ def test_answer_after_the_last_attempt_accepted_within_grace() -> None:
     r = read_e7(net, ctl)
     assert r.elapsed == pytest.approx(17.0)
     assert ctl.counters["retry"] == 2 and ctl.counters["timeout"] == 0
+
+
+# -- over real UDP: ControllerDriver against the EchonetDriver meter on loopback 127.0.10.x ------
+
+NODE_HOST = "127.0.10.1"
+HEMS_HOST = "127.0.10.2"
+NOBODY_HOST = "127.0.10.3"
+
+
+def test_controller_driver_against_the_meter_over_udp() -> None:
+    async def main() -> None:
+        node = EchonetNode(
+            NodeProfile([]),
+            [SmartMeterObject(MeterModel(1))],
+            seeded_random(3),
+            NodeConfig(multicast_groups=()),
+        )
+        meter = EchonetDriver(node)
+        ctl = EchonetController(
+            ControllerConfig(multicast_groups=(), request_timeout=0.2, retries=1, late_grace=0.1),
+            seeded_random(4),
+        )
+        driver = ControllerDriver(ctl)
+        try:
+            try:
+                await meter.open(ipv4=NODE_HOST, multicast=False)
+                opened = await driver.open(ipv4=HEMS_HOST, multicast=False, ephemeral_source=True)
+            except OSError as exc:
+                if IN_CI or exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+                    raise
+                pytest.skip(f"cannot bind loopback UDP 3610: {exc}")
+            assert opened[1] == (HEMS_HOST, 3610) and opened[0][1] != 3610
+            driver.start(probe=[(NODE_HOST, 3610)])
+            found = await driver.wait_for_node(0x0288, timeout=5.0)
+            assert found is not None and found.addr == (NODE_HOST, 3610)
+            assert 0xE7 in found.maps[METER].get
+            r = await driver.get(found.addr, METER, [0xE7, 0xE0, 0xE1, 0xD3])
+            assert r.ok and len(r.value(0xE7) or b"") == 4
+            r = await driver.set(found.addr, METER, [(0xE5, b"\x01")])
+            assert r.ok and r.esv == Esv.SET_RES
+            r = await driver.setget(found.addr, METER, [(0xE5, b"\x02")], [0xE2])
+            assert r.ok and (r.value(0xE2) or b"")[:2] == b"\x00\x02"
+            r = await driver.inf_req(found.addr, METER, [0x80])
+            assert r.ok and r.value(0x80) == b"\x30"
+            r = await driver.get(found.addr, METER, [0xE7, 0xAA])
+            assert not r.ok and r.unavailable == (0xAA,)  # partial, not an exception
+            rs = await asyncio.gather(*(driver.get(found.addr, METER, [0xE7]) for _ in range(50)))
+            assert all(x.ok for x in rs)
+            assert len({x.handle for x in rs}) == 50
+            with pytest.raises(RequestTimeout) as info:
+                await driver.get((NOBODY_HOST, 3610), METER, [0xE7])
+            assert info.value.event is not None and "2 attempts" in info.value.event.reason
+            with pytest.raises(RequestTimeout):
+                await driver.get((NOBODY_HOST, 3610), METER, [0xE7], timeout=0.05)
+            assert node.counters["malformed"] == 0 and ctl.counters["unmatched_response"] == 0
+        finally:
+            driver.close()
+            meter.close()
+
+    loop = new_event_loop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()

@@ -578,11 +578,15 @@ class EchonetController:
 
     # -- requests ------------------------------------------------------------------------------
 
-    def _next_tid(self) -> int:
-        tid = (self._tid + 1) & 0xFFFF
+    def _free_tid(self, after: int) -> int:
+        """The first TID after `after` that no request in flight uses."""
+        tid = (after + 1) & 0xFFFF
         while tid in self._parts or tid in self._multicast:
             tid = (tid + 1) & 0xFFFF
-        self._tid = tid
+        return tid
+
+    def _next_tid(self) -> int:
+        tid = self._tid = self._free_tid(self._tid)
         self._done.pop(tid, None)
         return tid
 
@@ -604,10 +608,19 @@ class EchonetController:
     ) -> int:
         if not props or (esv == Esv.SETGET and not props_get):
             raise ValueError("a request needs at least one property (and one of each for SetGet)")
-        # Encode once up front so that a bad EPC/EDT raises here, before any state changes.
-        Frame(0, self.seoj, deoj, esv, props, props_get).encode()
-        self._handle += 1
         dev = self._device(dest[0])
+        cfg = self.config
+        chunks = [props] if esv == Esv.SETGET else self._split(props, dev.opc_limit or cfg.max_opc)
+        # Encode every part before any state changes: a bad EPC/EDT raises ValueError here and
+        # leaves the engine as it was.
+        encoded: list[tuple[int, bytes, tuple[Property, ...]]] = []
+        tid = self._tid
+        for chunk in chunks:
+            tid = self._free_tid(tid)
+            encoded.append(
+                (tid, Frame(tid, self.seoj, deoj, esv, chunk, props_get).encode(), chunk)
+            )
+        self._handle += 1
         op = _Op(
             self._handle,
             dest,
@@ -619,18 +632,15 @@ class EchonetController:
             now,
             on_done,
         )
-        if esv == Esv.SETGET:
-            chunks = [props]
-        else:
-            chunks = self._split(props, dev.opc_limit or self.config.max_opc)
-        if (dev.queue or dev.outstanding >= self.config.max_outstanding_per_device) and len(
-            dev.queue
-        ) + len(chunks) > self.config.max_queued_per_device:
+        busy = dev.queue or dev.outstanding >= cfg.max_outstanding_per_device
+        if busy and len(dev.queue) + len(chunks) > cfg.max_queued_per_device:
             self.counters["queue_full"] += 1
             self._finish_failed(op, "queue full", now)
             return op.handle
-        for chunk in chunks:
-            self._add_part(op, chunk, props_get, False, now)
+        self._tid = tid
+        for tid, data, chunk in encoded:
+            self._done.pop(tid, None)
+            self._enqueue(_Part(op, tid, data, chunk, props_get, False), now)
         return op.handle
 
     @staticmethod
@@ -649,8 +659,12 @@ class EchonetController:
     ) -> None:
         tid = self._next_tid()
         data = Frame(tid, self.seoj, op.deoj, op.esv, props, props_get).encode()
-        part = _Part(op, tid, data, props, props_get, probe)
-        self._parts[tid] = part
+        self._enqueue(_Part(op, tid, data, props, props_get, probe), now)
+
+    def _enqueue(self, part: _Part, now: float) -> None:
+        """Register a part and send it now, or queue it behind the device's pacing."""
+        op = part.op
+        self._parts[part.tid] = part
         op.parts += 1
         dev = op.device
         cfg = self.config
