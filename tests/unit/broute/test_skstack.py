@@ -6,7 +6,13 @@ the two engines in memory on a virtual clock; the serial side is bytes in, bytes
 
 from __future__ import annotations
 
+import asyncio
+import os
+from pathlib import Path
+
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from amistack.addr import Addr
 from amistack.broute.credentials import BrouteCredentials
@@ -21,6 +27,7 @@ from amistack.broute.skstack import (
     format_ipv6,
     link_local,
 )
+from amistack.cli.main import main as cli_main
 from amistack.crypto.rand import seeded_random
 from amistack.echonet.frame import Eoj, Esv, Frame, Property
 from amistack.echonet.node import EchonetNode
@@ -28,6 +35,9 @@ from amistack.echonet.objects import NodeProfile, SmartMeterObject
 from amistack.meter.model import MeterModel
 from amistack.meter.tables import TimeScale
 from amistack.pana.paa import PaaConfig
+from amistack.runtime.loop import new_event_loop
+from amistack.runtime.skstack_pty import EmulatorConfig, EmulatorInfo, run_emulator
+from amistack.runtime.udp import EngineDriver
 
 RBID = "0011223344556677889900AABBCCDDEE"
 PASSWORD = "0123456789AB"
@@ -612,3 +622,182 @@ def test_reset_drops_session_and_registers(bench: Bench) -> None:
     assert not bench.module.session_established
     bench.sendto(get_frame(1, 0xE7))
     assert ev(bench, "21", METER_IP, "01") in bench.lines()
+
+
+# -- arbitrary serial input ----------------------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    chunks=st.lists(
+        st.one_of(
+            st.binary(max_size=64),
+            st.sampled_from([b"\r\n", b"\r", b"SKSENDTO 1 ", b"SKSREG S", b"ROPT\r", b" 0001 "]),
+        ),
+        max_size=20,
+    ),
+    dialect=st.sampled_from(DIALECTS),
+)
+def test_arbitrary_serial_bytes_never_break_the_module(
+    chunks: list[bytes], dialect: Dialect
+) -> None:
+    bench = Bench(dialect)
+    for chunk in chunks:
+        bench.write(chunk)
+    bench.advance(1.0)
+    # whatever came before, a fresh line after a complete pending SKSENDTO is served
+    bench.write(b"\r\n" + b"X" * 0x4D0 + b"\r\nSKSREG SFE 0\r\n")
+    bench.take()
+    bench.command("SKVER")
+    lines = bench.lines()
+    assert lines[-1] == "OK" and lines[-2].startswith("EVER ")
+
+
+# -- the pty runtime and the CLI -----------------------------------------------------------------
+
+
+async def _read_until(fd: int, marker: bytes, timeout: float = 5.0) -> bytes:
+    """Read until `marker` and then the end of that line."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    buf = b""
+    while marker not in buf or not buf.endswith(b"\r\n"):
+        if loop.time() > end:
+            raise AssertionError(f"no {marker!r} in {buf!r}")
+        try:
+            buf += os.read(fd, 4096)
+        except BlockingIOError:
+            await asyncio.sleep(0.01)
+    return buf
+
+
+async def _pty_session(info: EmulatorInfo, meter_ip: str) -> bytes:
+    fd = os.open(info.path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    try:
+        os.write(fd, b"SKSREG SFE 0\r\n")
+        await _read_until(fd, b"OK\r\n")
+        for line in (
+            f"SKSETRBID {RBID}",
+            f"SKSETPWD C {PASSWORD}",
+            "SKSREG S2 21",
+            "SKSREG S3 8888",
+        ):
+            os.write(fd, line.encode() + b"\r\n")
+            await _read_until(fd, b"OK\r\n")
+        os.write(fd, b"SKLL64 " + info.beacon.mac.hex().upper().encode() + b"\r\n")
+        assert (await _read_until(fd, b"\r\n")).strip().decode() == meter_ip
+        os.write(fd, f"SKJOIN {meter_ip}\r\n".encode())
+        await _read_until(fd, b"EVENT 25")
+        await asyncio.sleep(0.2)
+        while True:  # drop the meter's instance-list INF
+            try:
+                os.read(fd, 4096)
+            except BlockingIOError:
+                break
+        # ^C, XOFF, CR, LF, DEL in the TID: raw mode carries every byte both ways unchanged
+        payload = get_frame(0x0313, 0xE7)
+        os.write(fd, f"SKSENDTO 1 {meter_ip} 0E1A 1 {len(payload):04X} ".encode() + payload)
+        return await _read_until(fd, b"\x88\x01\x05\xff\x01\x72")
+    finally:
+        os.close(fd)
+
+
+def test_pty_carries_binary_both_ways_and_keeps_a_link(tmp_path: Path) -> None:
+    link = tmp_path / "ttyBP35"
+
+    async def main() -> bytes:
+        stop = asyncio.Event()
+        infos: list[EmulatorInfo] = []
+        config = EmulatorConfig(
+            dialect=Dialect.BP35A1,
+            rbid=RBID,
+            password=PASSWORD,
+            seed=4,
+            host="127.0.30.3",
+            link=link,
+            time_scale=0.01,
+        )
+        task = asyncio.create_task(run_emulator(config, stop=stop, on_ready=infos.append))
+        for _ in range(100):
+            if infos:
+                break
+            await asyncio.sleep(0.01)
+        info = infos[0]
+        assert link.is_symlink() and os.readlink(link) == info.path
+        try:
+            return await _pty_session(info, info.meter_ipv6)
+        finally:
+            stop.set()
+            await task
+
+    out = new_event_loop().run_until_complete(main())
+    assert not link.exists()  # the symlink goes with the emulator
+    erx = out[out.index(b"ERXUDP") :]
+    head = erx.split(b" ", 8)
+    assert head[3:5] == [b"0E1A", b"0E1A"] and head[6] == b"1"
+    data = head[8]
+    length = int(head[7], 16)
+    answer = Frame.decode(data[:length])
+    assert answer.tid == 0x0313 and answer.esv == Esv.GET_RES
+    assert data[2:4] == b"\x03\x13"
+
+
+def test_external_meter(tmp_path: Path) -> None:
+    async def main() -> bytes:
+        rng = seeded_random(8)
+        model = MeterModel(9)
+        obj = SmartMeterObject(model, TimeScale(origin_now=0.0, origin_model=MODEL_T, factor=1e-9))
+        meter = BrouteMeter(
+            EchonetNode(NodeProfile([]), [obj], rng), BrouteCredentials(RBID, PASSWORD), rng
+        )
+        meter_driver = EngineDriver(meter)
+        addr = await meter_driver.bind("127.0.30.4", 0)
+        meter.start(meter_driver.now())
+        stop = asyncio.Event()
+        infos: list[EmulatorInfo] = []
+        config = EmulatorConfig(
+            dialect=Dialect.BP35A1, rbid=RBID, password=PASSWORD, meter=addr,
+            meter_mac=meter.eui64, time_scale=0.01,
+        )  # fmt: skip
+        task = asyncio.create_task(run_emulator(config, stop=stop, on_ready=infos.append))
+        try:
+            for _ in range(100):
+                if infos:
+                    break
+                await asyncio.sleep(0.01)
+            assert infos[0].meter_addr == addr and infos[0].beacon.mac == meter.eui64
+            return await _pty_session(infos[0], infos[0].meter_ipv6)
+        finally:
+            stop.set()
+            await task
+            meter_driver.close()
+
+    out = new_event_loop().run_until_complete(main())
+    assert b"ERXUDP" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--rbid", RBID], "give both --rbid and --password"),
+        (["--rbid", "short", "--password", PASSWORD], "B-route ID must be exactly 32"),
+        (["--meter-mac", "0011223344556677"], "--meter-mac describes an external --meter"),
+        (["--time-scale", "0"], "--time-scale must be > 0"),
+    ],
+)
+def test_cli_errors_are_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli_main(["broute", "emulate", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and message in err
+
+
+def test_cli_link_over_a_file_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    f = tmp_path / "file"
+    f.write_text("keep me")
+    assert cli_main(["broute", "emulate", "--link", str(f)]) == 2
+    assert "not a symlink" in capsys.readouterr().err
+    assert f.read_text() == "keep me"
