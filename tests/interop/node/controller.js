@@ -45,7 +45,7 @@ const answerTo = (tid) => waitFor(
 
 async function main() {
 	setTimeout(() => { out({ event: 'timeout', facilities: EL.facilities }); process.exit(3); }, TIMEOUT_MS);
-	await EL.initialize(['05ff01'], (rinfo, els, err) => {
+	const sock = await EL.initialize(['05ff01'], (rinfo, els, err) => {
 		if (err) { out({ event: 'error', error: String(err) }); return; }
 		const r = {
 			from: rinfo.address,
@@ -56,6 +56,10 @@ async function main() {
 		out(Object.assign({ event: 'rx' }, r));
 	}, 4, { v4: local, ignoreMe: true, autoGetProperties: true, autoGetDelay: 20, debugMode: false });
 
+	// initialize() returns before its socket is bound (answers come to port 3610)
+	await new Promise((resolve) => {
+		try { sock.address(); setImmediate(resolve); } catch (e) { sock.once('listening', () => setImmediate(resolve)); }
+	});
 	EL.search();
 	// the crawl is done once the package holds a value for every EPC of the meter's get map
 	await waitFor(() => {
