@@ -7,6 +7,7 @@ frames, and forged / replayed / unauthenticated frames dropped and counted while
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from amistack.meter.tables import TimeScale
 from amistack.pana.constants import MessageType
 from amistack.pana.message import PanaMessage
 from amistack.pana.paa import PaaConfig
+from amistack.runtime.udp import EngineDriver
 from amistack.sim import LinkConfig, VirtualNetwork
 
 RBID = "00112233445566778899AABBCCDDEEFF"
@@ -501,3 +503,54 @@ def test_forged_and_replayed_frames_are_dropped_and_counted_while_the_meter_serv
     assert h.counters["rx_secured"] == rx_before  # no duplicate Received
     assert h.connected
     assert w.get(HEMS_A, (0xE7,)) is not None  # and the meter keeps serving
+
+
+def test_decrypt_failures_take_the_link_down_and_stage_1_recovers_it() -> None:
+    w = build()
+    h = connect(w, config=BrouteHemsConfig(decrypt_failures=3))
+    ours = [raw for _, src, dst, raw in w.net.capture if src == METER and raw[0] == 2]
+    stale = bytearray(ours[-1])
+    stale[9] ^= 0x7F  # a key generation the HEMS does not hold
+    for i in range(3):
+        stale[13] = i
+        w.net.inject(METER, HEMS_A, bytes(stale))
+    assert w.until(lambda: len(w.events(HEMS_A, LinkUp)) >= 2, 10.0)
+    [down] = w.events(HEMS_A, LinkDown)
+    assert isinstance(down, LinkDown) and "decrypt" in down.reason
+    up = w.events(HEMS_A, LinkUp)[-1]
+    assert isinstance(up, LinkUp) and up.stage is Stage.REAUTH and up.elapsed < 0.5
+    assert h.counters["drop_unknown_key_id"] == 3
+    w.net.run_until(w.net.now + 0.2)
+    assert w.get(HEMS_A, (0xE7,)) is not None
+
+
+# -- the same engines over real UDP on loopback (127.0.20.0/24) -----------------------------------
+
+
+def test_over_real_udp_on_loopback() -> None:
+    async def run() -> Frame:
+        w = build()  # the world supplies the meter engine; the virtual network is not used
+        meter = BrouteMeter(w.meter.node, (CREDS,), seeded_random(11))
+        got: asyncio.Queue[object] = asyncio.Queue()
+        async with EngineDriver(meter) as md:
+            meter_addr = await md.bind("127.0.20.1", 0)
+            hems = BrouteHems(CREDS, meter_addr, seeded_random(12))
+            async with EngineDriver(hems, events=got) as hd:
+                await hd.bind("127.0.20.2", 0)
+                meter.start(md.now())
+                md.kick()
+                hems.start(hd.now())
+                hd.kick()
+                while not isinstance(await asyncio.wait_for(got.get(), 5.0), LinkUp):
+                    pass
+                await asyncio.sleep(0.05)  # our last PAN reaches the meter
+                req = Frame(7, CONTROLLER, SMART_METER, Esv.GET, (Property(0xE7),))
+                hems.send(req.encode(), 3610, 3610, hd.now())
+                hd.kick()
+                while True:
+                    ev = await asyncio.wait_for(got.get(), 5.0)
+                    if isinstance(ev, Received) and not ev.multicast:
+                        return Frame.decode(ev.payload)
+
+    answer = asyncio.run(run())
+    assert answer.tid == 7 and answer.esv == Esv.GET_RES and len(answer.props[0].edt) == 4
