@@ -92,6 +92,7 @@ FIRST_CHANNEL = 0x21  # channel 33 (922.5 MHz); a scan mask's bit 0
 N_CHANNELS = 28  # channels 33..60
 CHANNEL_PAGE = 9  # IEEE 802.15.4g 920 MHz band
 SIDE_BROUTE = 0
+ALL_NODES = ipaddress.IPv6Address("ff02::1")  # where ECHONET Lite multicasts go on the B route
 
 
 class Dialect(Enum):
@@ -187,6 +188,7 @@ class UdpReceived:
     dst_port: int
     secured: bool = True
     lqi: int | None = None
+    multicast: bool = False  # sent to the all-nodes group (an INF): ERXUDP shows FF02::1
 
 
 RadioEvent = (
@@ -367,8 +369,6 @@ class SkstackModule:
         self,
         config: ModuleConfig,
         radio: Radio,
-        *,
-        on_secret: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
         self._radio = radio
@@ -384,7 +384,6 @@ class SkstackModule:
         self._restricted = False
         self._own = link_local(config.mac)
         self._state = _State()
-        self._on_secret = on_secret
         self.counters: Counter[str] = Counter()
         self._reset_registers()
 
@@ -552,7 +551,7 @@ class SkstackModule:
             return
         text = raw.decode("ascii", "replace").strip()
         tokens = text.split()
-        command = tokens[0].upper()
+        command = tokens[0]
         if command in ("ROPT", "WOPT"):
             # Product-setting commands: CR-terminated echo and status line.
             self._echo(raw + CR)
@@ -563,7 +562,7 @@ class SkstackModule:
     # -- commands ------------------------------------------------------------------------------
 
     def _run(self, tokens: list[str], raw: bytes, now: float, data: bytes | None) -> None:
-        command = tokens[0].upper()
+        command = tokens[0]  # the module knows its commands in upper case only
         handler = _COMMANDS.get(command)
         shown = command if command in ("SKSETPWD", "SKSETRBID") else " ".join(tokens)
         if handler is None:
@@ -666,8 +665,6 @@ class SkstackModule:
         self._state.rbid = rbid
         # The pairing ID a B-route active scan carries is the ID's last 8 characters (S0A).
         self._state.registers["S0A"] = rbid[-8:].upper()
-        if self._on_secret is not None:
-            self._on_secret("rbid")
         return self._ok()
 
     def _cmd_sksetpwd(self, args: list[str], now: float, data: bytes | None) -> str:
@@ -676,8 +673,6 @@ class SkstackModule:
         if not 1 <= length <= 32 or len(args[1]) != length:
             raise _CommandError(ErrorCode.ARGUMENT)
         self._state.password = args[1]
-        if self._on_secret is not None:
-            self._on_secret("password")
         return self._ok()
 
     def _cmd_skscan(self, args: list[str], now: float, data: bytes | None) -> str:
@@ -906,7 +901,7 @@ class SkstackModule:
         fields = [
             "ERXUDP",
             format_ipv6(sender),
-            format_ipv6(self._own),
+            format_ipv6(ALL_NODES if rx.multicast else self._own),
             f"{rx.src_port:04X}",
             f"{rx.dst_port:04X}",
             lla,
@@ -1122,7 +1117,11 @@ class BrouteRadio:
                 self._events.append(PanaReauthStarted())
                 self._events.append(PanaSucceeded())
             elif isinstance(event, Received):
-                self._events.append(UdpReceived(event.payload, event.src_port, event.dst_port))
+                self._events.append(
+                    UdpReceived(
+                        event.payload, event.src_port, event.dst_port, multicast=event.multicast
+                    )
+                )
             elif isinstance(event, LinkDown):
                 if term is not None:
                     continue  # SKTERM: the outcome is the PTA (above)

@@ -37,6 +37,7 @@ from amistack.broute.meter import BrouteMeter
 from amistack.broute.skstack import (
     Beacon,
     BrouteRadio,
+    CommandHandled,
     Dialect,
     ModuleConfig,
     SkstackModule,
@@ -263,7 +264,9 @@ async def run_emulator(
     module = SkstackModule(module_config, radio)
     ptys: list[SkstackPty] = []
     # After every flush (serial input, datagrams, timers) the module's answers go to the pty.
-    driver = EngineDriver(module, on_flush=lambda: ptys[0].flush() if ptys else None)
+    driver = EngineDriver(
+        module, on_event=_log_command, on_flush=lambda: ptys[0].flush() if ptys else None
+    )
     pty: SkstackPty | None = None
     try:
         await driver.bind(config.host if config.meter is None else _family_any(meter_addr), 0)
@@ -291,6 +294,11 @@ async def run_emulator(
         driver.close()
         if meter_driver is not None:
             meter_driver.close()
+
+
+def _log_command(event: object) -> None:
+    if isinstance(event, CommandHandled):  # never the secrets: the engine names those only
+        log.debug("serial command", extra={"command": event.command, "result": event.result})
 
 
 def _family_any(addr: Addr) -> str:
