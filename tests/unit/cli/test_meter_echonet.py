@@ -1,22 +1,28 @@
 """`amistack meter --echonet`: the meter's ECHONET Lite node as a real process on loopback UDP
-3610, unicast only (--no-multicast: nothing is ever multicast on a real interface), and the
-option checks in-process. Addresses: 127.0.50.0/24 (this helper's range)."""
+3610, unicast only (--no-multicast: nothing is ever multicast on a real interface), beside the
+full meter, and the option checks in-process. Addresses: 127.0.50.0/24 (this helper's range).
+Multicast runs only inside a pair of network namespaces the test creates and deletes."""
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
+import secrets
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
-from tests.conftest import IN_CI
+from tests.conftest import IN_CI, require_tool
 
 from amistack.cli.main import main
 from amistack.echonet.frame import Eoj, Esv, Frame, Property
@@ -26,6 +32,7 @@ from amistack.echonet.propmap import decode_propmap
 HEMS = Eoj(0x05, 0xFF, 0x01)
 METER = Eoj(0x02, 0x88, 0x01)
 PY = sys.executable
+T = TypeVar("T")
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
@@ -211,3 +218,146 @@ def test_beside_the_full_meter_network_access_and_echonet_both_run(tmp_path: Pat
     finally:
         keyserver.terminate()
         keyserver.wait(10)
+
+
+# -- multicast, only inside a network-namespace pair this test builds ------------------------
+
+CLONE_NEWNET = 0x40000000  # linux/sched.h
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+def _in_netns(ns: str, fn: Callable[[], T]) -> T:
+    """Run `fn` in a thread that entered netns `ns` (sockets stay in the namespace they were
+    created in, so the caller can use what `fn` made)."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(f"/var/run/netns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns({ns})")
+            finally:
+                os.close(fd)
+            box["value"] = fn()
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(30)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def netns_pair() -> Iterator[tuple[str, str, str, str]]:
+    """(ns_a, ns_b, if_a, if_b): 192.0.2.1/fe80::a in A, 192.0.2.2/fe80::b in B, one veth."""
+    require_tool("ip")
+    sfx = secrets.token_hex(4)
+    ns_a, ns_b, if_a, if_b = f"amime-a-{sfx}", f"amime-b-{sfx}", f"ma{sfx}", f"mb{sfx}"
+    created: list[str] = []
+    try:
+        for ns in (ns_a, ns_b):
+            _ip("netns", "add", ns)
+            created.append(ns)
+            _ip("-n", ns, "link", "set", "lo", "up")
+        _ip("link", "add", if_a, "netns", ns_a, "type", "veth", "peer", "name", if_b, "netns", ns_b)
+        for ns, ifname, v4, v6 in ((ns_a, if_a, "192.0.2.1", "fe80::a"),
+                                   (ns_b, if_b, "192.0.2.2", "fe80::b")):  # fmt: skip
+            _ip("-n", ns, "link", "set", ifname, "addrgenmode", "none")
+            _ip("-n", ns, "addr", "add", f"{v4}/24", "dev", ifname)
+            _ip("-n", ns, "-6", "addr", "add", f"{v6}/64", "dev", ifname, "nodad")
+            _ip("-n", ns, "link", "set", ifname, "up")
+        for ns, ifname in ((ns_a, if_a), (ns_b, if_b)):
+            deadline = time.monotonic() + 5
+            while True:  # until link-watch activates the qdisc, the veth drops everything
+                out = subprocess.run(["ip", "-n", ns, "link", "show", "dev", ifname],
+                                     capture_output=True, text=True, timeout=10).stdout  # fmt: skip
+                if "qdisc noop" not in out and "state UP" in out:
+                    break
+                assert time.monotonic() < deadline, out
+                time.sleep(0.05)
+        yield ns_a, ns_b, if_a, if_b
+    except subprocess.CalledProcessError as exc:
+        msg = f"cannot build the netns pair: {exc.stderr.decode(errors='replace').strip()}"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    finally:
+        for ns in created:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+
+
+def test_startup_inf_and_multicast_get_in_a_netns_pair(
+    netns_pair: tuple[str, str, str, str],
+) -> None:
+    """The command with its defaults (0.0.0.0 and ::, multicast on --interface) inside netns
+    A: B hears the §4.2 startup INF of D5 on 224.0.23.0 and ff02::1, and a multicast Get of D6
+    from B is answered unicast to B's port 3610 (after the §2.4 delay)."""
+    ns_a, ns_b, if_a, if_b = netns_pair
+
+    def sockets() -> tuple[socket.socket, socket.socket, socket.socket, socket.socket]:
+        index = socket.if_nametoindex(if_b)
+        g4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        g4.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        g4.bind(("224.0.23.0", 3610))
+        mreqn = struct.pack("4s4si", socket.inet_aton("224.0.23.0"), bytes(4), index)
+        g4.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+        g6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        g6.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        g6.bind(("ff02::1", 3610, 0, index))
+        mreq6 = socket.inet_pton(socket.AF_INET6, "ff02::1") + struct.pack("@I", index)
+        g6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq6)
+        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rx.bind(("192.0.2.2", 3610))
+        tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        tx.bind(("192.0.2.2", 0))
+        tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("192.0.2.2"))
+        tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+        return g4, g6, rx, tx
+
+    g4, g6, rx, tx = _in_netns(ns_b, sockets)
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", ns_a, PY, "-m", "amistack.cli.main", "meter", "--echonet",
+         "--interface", if_a, "--seed", "9"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=ENV,
+    )  # fmt: skip
+    try:
+        for sock in (g4, g6, rx):
+            sock.settimeout(6.0)
+        infs = []
+        for sock in (g4, g6):
+            data, src = sock.recvfrom(2048)
+            infs.append((Frame.decode(data), src[:2]))
+        for inf, _ in infs:
+            assert (inf.seoj, inf.deoj, inf.esv) == (NODE_PROFILE, NODE_PROFILE, Esv.INF)
+            assert inf.props == (Property(0xD5, b"\x01" + METER.encode()),)
+        assert infs[0][1] == ("192.0.2.1", 3610) and infs[1][1][0].startswith("fe80::a")
+
+        get = Frame(0x0D6D, HEMS, NODE_PROFILE, Esv.GET, (Property(0xD6),))
+        tx.sendto(get.encode(), ("224.0.23.0", 3610))
+        sent = time.monotonic()
+        data, src = rx.recvfrom(2048)
+        reply = Frame.decode(data)
+        assert (reply.tid, reply.esv) == (0x0D6D, Esv.GET_RES) and src == ("192.0.2.1", 3610)
+        assert reply.props == (Property(0xD6, b"\x01" + METER.encode()),)
+        assert time.monotonic() - sent < 2.0  # within the 1 s §2.4 bound (+ scheduling)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        assert proc.stdout is not None
+        out = proc.stdout.read().decode()
+        assert "multicast 224.0.23.0, ff02::1" in out, out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        for sock in (g4, g6, rx, tx):
+            sock.close()
