@@ -7,7 +7,7 @@ from typing import Any
 
 def register_all(sub: Any) -> None:
     """Add every sub-command to `sub` (argparse's sub-parsers action)."""
-    from amistack.cli import bench, broute, demo, headend, keys, keyserver, log, meter, pki
+    from amistack.cli import bench, broute, demo, headend, hems, keys, keyserver, log, meter, pki
 
-    for module in (demo, keyserver, keys, pki, meter, headend, log, bench, broute):
+    for module in (demo, keyserver, keys, pki, meter, headend, hems, log, bench, broute):
         module.register(sub)
