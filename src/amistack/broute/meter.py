@@ -254,13 +254,14 @@ class BrouteMeter:
             self._drop(exc, addr)
             return
         self.counters["rx_secured"] += 1
-        if addr != h.addr:
-            h.addr = addr  # authenticated: the HEMS moved (its PANA route moves the same way)
         if plain.dst_port != self.node.config.port:
             self.counters["port_unreachable"] += 1
             return
+        # The node sees the HEMS at the address of its PANA route, whatever address relayed
+        # this frame: its answer (to that host, port 3610) then goes to the HEMS whose key
+        # protected the request. (One HEMS per host address, as on the radio.)
         self.node.receive_datagram(
-            plain.payload, (addr[0], plain.src_port), now, multicast=frame.multicast
+            plain.payload, (h.addr[0], plain.src_port), now, multicast=frame.multicast
         )
 
     # -- PANA outcomes ----------------------------------------------------------------------------
@@ -278,6 +279,10 @@ class BrouteMeter:
                 if h is not None:
                     self._wipe(h, now)
                     self._events.append(HemsDisconnected(ev.session_id, ev.reason))
+        for h in self._hems.values():  # an authenticated PANA message may move a HEMS
+            route = self.paa.route_of(h.session_id)
+            if route is not None and route.relay is None:
+                h.addr = route.pac
         for raw, dst in self.paa.datagrams_to_send(now):
             self._note_start(raw, dst, now)
             self._out.append((PanaFrame(raw).encode(), dst))
