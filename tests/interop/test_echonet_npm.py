@@ -9,13 +9,18 @@ namespace. The scripts are in tests/interop/node/ (`make setup` runs `npm ci` th
 - the package as a CONTROLLER of our smart-meter node (controller.js): its multicast search and
   automatic crawl (D6, property maps, a Get of every EPC of the get map), Get of E7/E0/E1/D3,
   SetC of E5 and Get of E2, SetC of an out-of-range E5; every value it got is compared with what
-  our object says at the same (frozen) model time.
+  our object says at the same (frozen) model time;
+- the package as a DEVICE node (device.js: a smart meter 0x028801 whose 16-EPC get map goes out as
+  a bitmap, and a temperature sensor 0x001101) under our controller (`EchonetController` on
+  `ControllerDriver`): multicast discovery, both objects' property maps, Get E7/E0/E1/D3, SetC
+  E5 then Get E5, a Get the device can only partly answer (Get_SNA), the sensor's E0.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import subprocess
 import time
@@ -30,20 +35,31 @@ from tests.scenario.test_echonet_netns import (
     B4,
     MeterInNetns,
     NetnsPair,
+    in_netns,
     make_netns_pair,
 )
 
 from amistack.crypto.rand import seeded_random
+from amistack.echonet.controller import ControllerConfig, EchonetController
+from amistack.echonet.frame import Eoj, Esv, Property
 from amistack.echonet.node import MULTICAST_V4, EchonetNode, NodeConfig
 from amistack.echonet.objects import NodeProfile, SmartMeterObject
 from amistack.echonet.propmap import decode_propmap
 from amistack.meter.model import MeterModel
 from amistack.meter.tables import TimeScale
+from amistack.runtime.echonet_controller import ControllerDriver
+from amistack.runtime.loop import new_event_loop
 
 pytestmark = pytest.mark.interop
 
 NODE_DIR = REPO / "tests" / "interop" / "node"
 MODEL_T = 1_704_034_800.0 + 10 * 86400 + 14 * 3600 + 1200  # ten days after installation
+METER = Eoj(0x02, 0x88, 0x01)
+SENSOR = Eoj(0x00, 0x11, 0x01)
+# what device.js hosts (keep in step with it)
+NPM_METER_GET_MAP = frozenset(
+    (0x80, 0x81, 0x82, 0x83, 0x88, 0x8A, 0x9D, 0x9E, 0x9F, 0xD3, 0xD7, 0xE0, 0xE1, 0xE5, 0xE7, 0xE8)
+)
 
 
 def _node_script(name: str) -> tuple[str, Path]:
@@ -137,6 +153,110 @@ def test_npm_echonet_lite_controls_our_meter(netns_pair: NetnsPair) -> None:
     assert meter.history_day == 1
     assert node.counters["malformed"] == 0
     assert node.counters["rx_inf"] >= 1  # the package's startup INF reached us
+
+
+def _lines_until(proc: subprocess.Popen[str], event: str, timeout: float) -> list[dict[str, Any]]:
+    """JSON lines of `proc` up to and including the first with `event` (fails after `timeout`)."""
+    assert proc.stdout is not None
+    got: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if line.startswith("{"):
+            got.append(json.loads(line))
+            if got[-1]["event"] in (event, "failed"):
+                break
+    if not got or got[-1]["event"] != event:
+        proc.kill()
+        pytest.fail(f"no {event!r} from {proc.args}: {got[-3:]}")
+    return got
+
+
+def test_our_controller_drives_npm_echonet_lite_as_a_device(netns_pair: NetnsPair) -> None:
+    node_bin, script = _node_script("device.js")
+    pair = netns_pair
+    device = subprocess.Popen(
+        ["ip", "netns", "exec", pair.ns_b, node_bin, str(script), B4, "20000"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=NODE_DIR,
+    )
+    try:
+        _lines_until(device, "ready", 10.0)
+
+        async def hems() -> dict[str, Any]:
+            ctl = EchonetController(
+                ControllerConfig(
+                    discovery_window=1.0, request_timeout=1.0, rediscover_interval=None
+                ),
+                seeded_random(42),
+            )
+            async with ControllerDriver(ctl) as drv:
+                await drv.open(ipv4=A4, interface=pair.if_a)
+                drv.start()
+                found = await drv.wait_for_node(0x0288, timeout=5.0)
+                sensor = await drv.wait_for_node(0x0011, timeout=5.0)
+                assert found is not None and sensor is found
+                dest = found.addr
+                return {
+                    "node": found,
+                    "get": await drv.get(dest, METER, [0xE7, 0xE0, 0xE1, 0xD3], timeout=5),
+                    "set": await drv.set(dest, METER, [(0xE5, b"\x01")], timeout=5),
+                    "get_e5": await drv.get(dest, METER, [0xE5], timeout=5),
+                    "partial": await drv.get(dest, METER, [0xE7, 0xC0], timeout=5),
+                    "sensor": await drv.get(dest, SENSOR, [0xE0], timeout=5),
+                }
+
+        def run_hems() -> dict[str, Any]:
+            loop = new_event_loop()
+            try:
+                return loop.run_until_complete(hems())
+            finally:
+                loop.close()
+
+        res = in_netns(pair.ns_a, run_hems)
+    finally:
+        try:  # closing its stdin (communicate does) ends device.js
+            out, _ = device.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            device.kill()
+            out, _ = device.communicate()
+    seen = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+
+    found = res["node"]
+    assert found.addr == (B4, 3610)
+    assert found.instances == (METER, SENSOR)
+    assert found.maps[METER].get == NPM_METER_GET_MAP  # decoded from the bitmap
+    assert found.maps[METER].set == {0x81, 0xE5}
+    assert found.maps[SENSOR].get == {0x80, 0x81, 0x82, 0x83, 0x88, 0x8A, 0x9D, 0x9E, 0x9F, 0xE0}
+
+    get = res["get"]
+    assert get.esv == Esv.GET_RES
+    assert get.props == (
+        Property(0xE7, (1500).to_bytes(4, "big")),
+        Property(0xE0, (123456).to_bytes(4, "big")),
+        Property(0xE1, b"\x01"),
+        Property(0xD3, b"\x00\x00\x00\x01"),
+    )
+    assert res["set"].esv == Esv.SET_RES and res["set"].props == (Property(0xE5),)
+    assert res["get_e5"].props == (Property(0xE5, b"\x01"),)
+    partial = res["partial"]  # the device has no C0: Get_SNA, E7 still given
+    assert partial.esv == Esv.GET_SNA
+    assert partial.props == (Property(0xE7, (1500).to_bytes(4, "big")), Property(0xC0))
+    assert res["sensor"].props == (Property(0xE0, b"\x00\xdc"),)
+
+    # what the package saw: our requests, from our node's address
+    ours = [e for e in seen if e["event"] == "rx" and e["from"] == A4]
+    esvs = {e["els"]["ESV"] for e in ours}
+    assert {"62", "61"} <= esvs
+    assert any(e["els"]["DEOJ"] == "0ef001" and "d6" in e["els"]["DETAILs"] for e in ours)
 
 
 def test_node_scripts_are_pinned() -> None:
