@@ -447,8 +447,11 @@ class BrouteHems:
             # a request is outstanding (e.g. a re-authentication): its answer is the proof
             self._last_rx = now
             return
-        self.counters["keepalive_ping"] += 1
         pac.ping(now)
+        if pac.state is not PacState.WAIT_PNA_PING:  # refused (another request in flight)
+            self._last_rx = now
+            return
+        self.counters["keepalive_ping"] += 1
         self._ping_deadline = now + self.config.keepalive_timeout
 
     def _link_down(self, reason: str, now: float) -> None:
