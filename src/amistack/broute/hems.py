@@ -447,8 +447,9 @@ class BrouteHems:
             # a request is outstanding (e.g. a re-authentication): its answer is the proof
             self._last_rx = now
             return
+        refused = pac.counters["ping_refused"]
         pac.ping(now)
-        if pac.state is not PacState.WAIT_PNA_PING:  # refused (another request in flight)
+        if pac.counters["ping_refused"] != refused:  # another request is in flight
             self._last_rx = now
             return
         self.counters["keepalive_ping"] += 1
