@@ -12,10 +12,21 @@ request once, the answers to the other attempts are counted as duplicates.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
+import json
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
 
 import pytest
-from tests.conftest import IN_CI
+from tests.conftest import IN_CI, require_tool
 
 from amistack.addr import Addr
 from amistack.crypto.rand import seeded_random
@@ -27,7 +38,7 @@ from amistack.echonet.events import (
     RequestFailed,
 )
 from amistack.echonet.frame import Eoj, Esv, Frame
-from amistack.echonet.node import MULTICAST_V4, EchonetNode, NodeConfig
+from amistack.echonet.node import MULTICAST_V4, MULTICAST_V6, EchonetNode, NodeConfig
 from amistack.echonet.objects import NodeProfile, SmartMeterObject
 from amistack.meter.model import MeterModel
 from amistack.runtime.echonet import EchonetDriver
@@ -39,6 +50,7 @@ METER = Eoj(0x02, 0x88, 0x01)
 HEMS: Addr = ("fe80::1", 3610)
 SM: Addr = ("fe80::2", 3610)
 T0 = 1_760_000_000.0
+T = TypeVar("T")
 
 
 def b_route(
@@ -232,3 +244,192 @@ def test_controller_driver_against_the_meter_over_udp() -> None:
         loop.run_until_complete(main())
     finally:
         loop.close()
+
+
+# -- multicast for real: two network namespaces joined by a veth pair ----------------------------
+#
+# Multicast never leaves the machine: the meter runs in netns A, the controller in netns B, both
+# created here (random suffix) and deleted afterwards; 192.0.2.0/24 (TEST-NET-1) and fe80::a/b
+# exist only on that veth link. Each side runs its own event loop in a thread that entered its
+# namespace with setns(2); `amistack hems` runs as a process under `ip netns exec`.
+
+CLONE_NEWNET = 0x40000000  # linux/sched.h
+A4, B4 = "192.0.2.1", "192.0.2.2"
+A6, B6 = "fe80::a", "fe80::b"
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+def _enter(ns: str) -> None:
+    """Move the calling thread (network namespaces are per thread) into netns `ns`."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(f"/var/run/netns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({ns}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class Pair:
+    ns_a: str
+    ns_b: str
+    if_a: str
+    if_b: str
+
+
+@pytest.fixture
+def pair() -> Iterator[Pair]:
+    require_tool("ip")
+    if os.geteuid() != 0:
+        if IN_CI:
+            pytest.fail("network namespaces need root")
+        pytest.skip("network namespaces need root")
+    sfx = secrets.token_hex(4)
+    p = Pair(f"amictl-a-{sfx}", f"amictl-b-{sfx}", f"ca{sfx}", f"cb{sfx}")
+    created: list[str] = []
+    try:
+        for ns in (p.ns_a, p.ns_b):
+            _ip("netns", "add", ns)
+            created.append(ns)
+            _ip("-n", ns, "link", "set", "lo", "up")
+        _ip("link", "add", p.if_a, "netns", p.ns_a, "type", "veth", "peer", "name", p.if_b,
+            "netns", p.ns_b)  # fmt: skip
+        for ns, ifname, v4, v6 in ((p.ns_a, p.if_a, A4, A6), (p.ns_b, p.if_b, B4, B6)):
+            _ip("-n", ns, "link", "set", ifname, "addrgenmode", "none")
+            _ip("-n", ns, "addr", "add", f"{v4}/24", "dev", ifname)
+            _ip("-n", ns, "-6", "addr", "add", f"{v6}/64", "dev", ifname, "nodad")
+            _ip("-n", ns, "link", "set", ifname, "up")
+        for ns, ifname in ((p.ns_a, p.if_a), (p.ns_b, p.if_b)):
+            deadline = time.monotonic() + 5.0
+            while True:  # until link-watch activates the qdisc, the veth drops every packet
+                out = subprocess.run(
+                    ["ip", "-n", ns, "link", "show", "dev", ifname],
+                    capture_output=True, text=True, timeout=10, check=True,
+                ).stdout  # fmt: skip
+                if "qdisc noop" not in out and "state UP" in out:
+                    break
+                assert time.monotonic() < deadline, out
+                time.sleep(0.05)
+        yield p
+    except subprocess.CalledProcessError as exc:
+        msg = f"cannot build the netns pair: {exc.stderr.decode(errors='replace').strip()}"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    finally:
+        for ns in created:  # deleting a namespace deletes its end of the veth, and so the pair
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+
+
+class LoopInNetns:
+    """An event loop in a thread that entered netns `ns`; `call(coro_fn)` runs a coroutine on it."""
+
+    def __init__(self, ns: str) -> None:
+        self.loop = new_event_loop()
+        self._entered = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(ns,), daemon=True)
+        self._thread.start()
+        self._entered.wait(10)
+        if self._error is not None:
+            raise self._error
+
+    def _run(self, ns: str) -> None:
+        try:
+            _enter(ns)
+        except BaseException as exc:
+            self._error = exc
+            self._entered.set()
+            return
+        asyncio.set_event_loop(self.loop)
+        self._entered.set()
+        self.loop.run_forever()
+
+    def call(self, fn: Callable[[], Awaitable[T]], timeout: float = 30.0) -> T:
+        async def wrap() -> T:
+            return await fn()
+
+        return asyncio.run_coroutine_threadsafe(wrap(), self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()
+
+
+def test_multicast_discovery_ipv4_and_ipv6_link_local_then_hems_cli(pair: Pair) -> None:
+    meter_side = LoopInNetns(pair.ns_a)
+    hems_side = LoopInNetns(pair.ns_b)
+    node = EchonetNode(
+        NodeProfile([]),
+        [SmartMeterObject(MeterModel(8))],
+        seeded_random(8),
+        NodeConfig(multicast_groups=(MULTICAST_V4, MULTICAST_V6), multicast_reply_delay=0.3),
+    )
+    ctl = EchonetController(
+        ControllerConfig(multicast_groups=(MULTICAST_V4, MULTICAST_V6), discovery_window=2.0),
+        seeded_random(9),
+    )
+    meter: list[EchonetDriver] = []
+    driver: list[ControllerDriver] = []
+    try:
+
+        async def open_meter() -> None:
+            d = EchonetDriver(node, wall_clock=True)
+            meter.append(d)
+            await d.open(ipv4=A4, ipv6=A6, interface=pair.if_a)
+            node.start(d.now())
+            d.kick()
+
+        meter_side.call(open_meter)
+
+        async def discover() -> list[tuple[Addr, bytes | None]]:
+            d = ControllerDriver(ctl)
+            driver.append(d)
+            await d.open(ipv4=B4, ipv6=B6, interface=pair.if_b, multicast=True)
+            d.start()
+            deadline = time.monotonic() + 10.0
+            while len(ctl.nodes) < 2 or not all(METER in n.maps for n in ctl.nodes.values()):
+                assert time.monotonic() < deadline, dict(ctl.nodes)
+                await asyncio.sleep(0.05)
+            out = []
+            for addr in ctl.nodes:
+                r = await d.get(addr, METER, [0xE7, 0xE0])
+                assert r.ok
+                out.append((addr, r.value(0xE0)))
+            return out
+
+        found = hems_side.call(discover)
+        hosts = sorted(a[0] for a, _ in found)
+        assert hosts == [A4, f"{A6}%{pair.if_b}"]  # one node per family; link-local keeps its zone
+        assert all(e0 is not None and len(e0) == 4 for _, e0 in found)
+        assert ctl.counters["malformed"] == 0 and ctl.counters["unmatched_response"] == 0
+        hems_side.loop.call_soon_threadsafe(driver[0].close)
+        time.sleep(0.1)  # the controller's sockets are gone before the CLI binds 3610 in B
+
+        for bind in (B4, f"{B6}%{pair.if_b}"):
+            proc = subprocess.run(
+                ["ip", "netns", "exec", pair.ns_b, sys.executable, "-m", "amistack.cli.main",
+                 "hems", "--interface", pair.if_b, "--bind", bind, "--count", "1", "--json",
+                 "--timeout", "8"],
+                capture_output=True, text=True, timeout=60,
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+            )  # fmt: skip
+            assert proc.returncode == 0, proc.stderr
+            [line] = proc.stdout.splitlines()
+            obj = json.loads(line)
+            assert obj["eoj"] == "028801" and obj["energy_kwh"] > 0
+            assert obj["meter"] in (A4, f"{A6}%{pair.if_b}")
+    finally:
+        if meter:
+            meter_side.loop.call_soon_threadsafe(meter[0].close)
+        if driver:
+            hems_side.loop.call_soon_threadsafe(driver[0].close)
+        time.sleep(0.05)
+        meter_side.close()
+        hems_side.close()
