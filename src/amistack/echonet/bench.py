@@ -312,7 +312,73 @@ async def _lean_get_client(
     }
 
 
+async def _driver_get_client(
+    node: Addr, host: str, concurrency: int, duration: float
+) -> dict[str, Any]:
+    """`concurrency` tasks, each awaiting `ControllerDriver.get` of E7 in a loop: the real
+    controller engine (TID matching, pacing, timers) with its asyncio driver."""
+    from amistack.crypto import system_random
+    from amistack.echonet.controller import ControllerConfig, EchonetController
+    from amistack.runtime.echonet_controller import ControllerDriver
+
+    config = ControllerConfig(
+        multicast_groups=(),
+        request_timeout=1.0,
+        retries=2,
+        max_outstanding_per_device=concurrency,  # pacing off: the node is the one measured
+        rediscover_interval=None,
+        fetch_property_maps=False,
+    )
+    ctl = EchonetController(config, system_random)
+    done = 0
+    failed = 0
+    stop = False
+
+    driver = ControllerDriver(ctl)
+    try:
+        await driver.open(ipv4=host, port=node[1], multicast=False)
+
+        async def worker() -> None:
+            nonlocal done, failed
+            while not stop:
+                try:
+                    r = await driver.get(node, METER, (0xE7,))
+                except Exception:  # a timeout or a full queue counts, never ends the run
+                    failed += 1
+                    continue
+                if r.esv == Esv.GET_RES:
+                    done += 1
+                else:
+                    failed += 1
+
+        start = time.perf_counter()
+        tasks = [asyncio.create_task(worker()) for _ in range(concurrency)]
+        await asyncio.sleep(duration)
+        stop = True
+        elapsed = time.perf_counter() - start
+        n_done = done
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        driver.close()
+    return {
+        "round_trips": n_done,
+        "elapsed_s": elapsed,
+        "per_s": n_done / elapsed if elapsed > 0 else 0.0,
+        "failed": failed,
+        "controller_counters": dict(ctl.counters),
+    }
+
+
+CONTROLLERS: dict[str, tuple[str, Any]] = {
+    "driver": ("ControllerDriver + EchonetController (amistack.runtime)", _driver_get_client),
+    "lean": ("lean raw-socket controller (amistack.echonet.bench)", _lean_get_client),
+}
+
+
 def _get_client_process(
+    kind: str,
     node: Addr,
     host: str,
     concurrency: int,
@@ -323,9 +389,10 @@ def _get_client_process(
     """Entry point of the controller process: sends its result dict back."""
     from amistack.runtime.loop import run
 
+    label, client = CONTROLLERS[kind]
     try:
-        result = run(lambda: _lean_get_client(node, host, concurrency, duration), prefer_uvloop)
-        result["controller"] = "lean raw-socket controller (amistack.echonet.bench)"
+        result = run(lambda: client(node, host, concurrency, duration), prefer_uvloop)
+        result["controller"] = label
         conn.send(result)
     except BaseException as exc:  # report, don't hang the parent
         conn.send({"error": repr(exc)})
@@ -340,6 +407,7 @@ def _recv(conn: Connection, timeout: float) -> Any:
 
 
 async def _serve_and_measure(
+    kind: str,
     concurrency: int,
     duration: float,
     node_host: str,
@@ -362,7 +430,15 @@ async def _serve_and_measure(
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(
         target=_get_client_process,
-        args=((node_host, 3610), controller_host, concurrency, duration, prefer_uvloop, child),
+        args=(
+            kind,
+            (node_host, 3610),
+            controller_host,
+            concurrency,
+            duration,
+            prefer_uvloop,
+            child,
+        ),
         name="amistack-echonet-controller",
         daemon=True,
     )
@@ -387,6 +463,7 @@ async def _serve_and_measure(
 
 
 def bench_get_rtt(
+    kind: str = "driver",
     concurrency: int = 32,
     duration: float = 2.0,
     node_host: str = NODE_HOST,
@@ -399,7 +476,9 @@ def bench_get_rtt(
     loop = new_event_loop(prefer_uvloop)
     try:
         return loop.run_until_complete(
-            _serve_and_measure(concurrency, duration, node_host, controller_host, prefer_uvloop)
+            _serve_and_measure(
+                kind, concurrency, duration, node_host, controller_host, prefer_uvloop
+            )
         )
     finally:
         loop.close()
@@ -422,7 +501,8 @@ def bench_echonet(
     if not rtt:
         return result
     result["targets"]["get_rtt_per_s"] = GET_RTT_TARGET
-    get = bench_get_rtt(concurrency, rtt_duration, prefer_uvloop=prefer_uvloop)
+    get = bench_get_rtt("driver", concurrency, rtt_duration, prefer_uvloop=prefer_uvloop)
+    lean = bench_get_rtt("lean", concurrency, rtt_duration, prefer_uvloop=prefer_uvloop)
     loop = new_event_loop(prefer_uvloop)
     try:
         result["uvloop"] = is_uvloop(loop)
@@ -442,6 +522,8 @@ def bench_echonet(
         get_rtt_per_s=round(get["per_s"]),
         get_rtt=get,
         controller=get.get("controller"),
+        get_rtt_lean_per_s=round(lean["per_s"]),
+        get_rtt_lean=lean,
         udp_echo_per_s=round(echo["per_s"]),
         get_vs_udp_echo=round(get["per_s"] / echo["per_s"], 3) if echo["per_s"] else None,
         concurrency=concurrency,
