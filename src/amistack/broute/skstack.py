@@ -253,17 +253,19 @@ class ModuleConfig:
     """How the emulated module presents itself and how fast its radio seems to be.
 
     `erxudp_hex` is the factory WOPT setting (BP35A1 ships binary); WOPT changes it for the life
-    of the engine, across SKRESET, as the real module keeps it in flash. `ropt_supported=False`
-    answers ROPT/WOPT with FAIL ER04 and always writes ERXUDP data as hex, as firmware without the
-    product-setting commands does. `time_scale` shortens the radio's real timings (scan windows,
-    unanswered PANA) so that software written for the real module does not wait minutes."""
+    of the engine, across SKRESET, as the real module keeps it in flash. `ropt_supported` (None:
+    by dialect) says whether the product-setting commands ROPT/WOPT exist: the BP35A1 has them;
+    the BP35C2 is modelled without them (FAIL ER04, ERXUDP data always hex ASCII), as B-route
+    libraries expect of it; True gives a BP35C2 firmware that has them. `time_scale` shortens
+    the radio's real timings (scan windows, unanswered PANA) so that software written for the
+    real module does not wait minutes."""
 
     dialect: Dialect = Dialect.BP35C2
     mac: bytes = bytes.fromhex("001D129012345678")
     version: str | None = None
     app_version: str = "rev26e"
     erxudp_hex: bool = False
-    ropt_supported: bool = True
+    ropt_supported: bool | None = None
     time_scale: float = 0.05
     join_timeout: float = 40.0  # s before scaling: PANA retransmissions to a silent peer
     tx_budget: float = TX_BUDGET_S
@@ -373,6 +375,7 @@ class SkstackModule:
         self.config = config
         self._radio = radio
         self._a1 = config.dialect is Dialect.BP35A1
+        self._ropt = self._a1 if config.ropt_supported is None else config.ropt_supported
         self._in = bytearray()
         self._out = bytearray()
         self._skip_lf = False
@@ -453,7 +456,7 @@ class SkstackModule:
 
     @property
     def erxudp_hex(self) -> bool:
-        return bool(self._opt & 0x01) or not self.config.ropt_supported
+        return bool(self._opt & 0x01) or not self._ropt
 
     def _reset_registers(self) -> None:
         self._state.registers = {k: r.default for k, r in _REGISTERS.items()}
@@ -843,14 +846,14 @@ class SkstackModule:
 
     def _cmd_ropt(self, args: list[str], now: float, data: bytes | None) -> str:
         self._nargs(args, 0)
-        if not self.config.ropt_supported:
+        if not self._ropt:
             raise _CommandError(ErrorCode.UNSUPPORTED)
         self._write(f"OK {self._opt:02X}", CR)
         return f"OK {self._opt:02X}"
 
     def _cmd_wopt(self, args: list[str], now: float, data: bytes | None) -> str:
         self._nargs(args, 1)
-        if not self.config.ropt_supported:
+        if not self._ropt:
             raise _CommandError(ErrorCode.UNSUPPORTED)
         mode = _hex(args[0], 2)
         if mode not in (0, 1):

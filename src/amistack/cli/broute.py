@@ -25,8 +25,9 @@ port and give it the printed B-route ID and password. For example, with momonga:
       print(mo.get_instantaneous_power())
 
 Dialects: bp35c2 (the default) names a side (0 = B route) in SKSCAN, SKSENDTO, EVENT, ERXUDP,
-EPANDESC and SKINFO and puts the LQI into ERXUDP after 'SKSREG SA2 1'; bp35a1 has none of that
-and reports the short address FFFE in SKINFO. docs/skstack-emulator.md has the command list."""
+EPANDESC and SKINFO, puts the LQI into ERXUDP after 'SKSREG SA2 1' and has no ROPT/WOPT (ERXUDP
+data in hex); bp35a1 has none of the side fields, reports the short address FFFE in SKINFO and
+sets binary or hex ERXUDP data with WOPT. docs/skstack-emulator.md has the command list."""
 
 
 def register(sub: Any) -> None:
@@ -102,9 +103,10 @@ def register(sub: Any) -> None:
         help="the module's stored WOPT setting: ERXUDP data in binary (factory) or hex ASCII",
     )
     e.add_argument(
-        "--no-ropt",
-        action="store_true",
-        help="firmware without ROPT/WOPT (FAIL ER04; ERXUDP data always hex ASCII)",
+        "--ropt",
+        choices=("on", "off"),
+        help="whether the product-setting commands ROPT/WOPT exist (default: on for bp35a1, "
+        "off for bp35c2); off: FAIL ER04 and ERXUDP data always hex ASCII",
     )
     e.add_argument(
         "--time-scale",
@@ -177,7 +179,7 @@ def _emulate(args: argparse.Namespace) -> int:
         pan_id=args.pan_id,
         time_scale=args.time_scale,
         erxudp_hex=args.erxudp == "hex",
-        ropt_supported=not args.no_ropt,
+        ropt_supported=None if args.ropt is None else args.ropt == "on",
     )
 
     def ready(info: EmulatorInfo) -> None:

@@ -183,7 +183,7 @@ class EmulatorConfig:
     pan_id: int = 0x8888
     time_scale: float = 0.05
     erxudp_hex: bool = False
-    ropt_supported: bool = True
+    ropt_supported: bool | None = None  # None: as the dialect (BP35A1 yes, BP35C2 no)
     model_start: float | None = None  # the meter model's time at start (default: wall time)
     model_time_factor: float = 1.0  # the meter model runs at this multiple of real time
     module: ModuleConfig = field(default_factory=ModuleConfig)
