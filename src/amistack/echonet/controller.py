@@ -68,7 +68,7 @@ from amistack.echonet.events import (
     RequestCompleted,
     RequestFailed,
 )
-from amistack.echonet.frame import EHD1, EHD2_FORMAT2, Eoj, Esv, Frame, Property
+from amistack.echonet.frame import EHD1, EHD2_FORMAT1, EHD2_FORMAT2, Eoj, Esv, Frame, Property
 from amistack.echonet.node import (
     EL_PORT,
     MULTICAST_V4,
@@ -131,6 +131,8 @@ _REQUESTS_TO_US = frozenset(
     {Esv.SETI, Esv.SETC, Esv.GET, Esv.INF_REQ, Esv.SETGET, Esv.INFC}
 )  # handled by the hosted node
 
+_FORMAT1 = bytes((EHD1, EHD2_FORMAT1))  # the head of a format-1 frame (spec part 2, §3.2.1)
+_GET_CACHE = 256  # Get requests whose encoded form is kept
 _RECENT_MULTICAST = 32  # own multicasts remembered, to drop them when the group loops them back
 _DONE_MEMORY = 4096  # TIDs of finished requests remembered, to tell duplicates from strangers
 
@@ -378,6 +380,7 @@ class EchonetController:
         self._handle = 0
         self._tid = int.from_bytes(rng(2), "big")
         self._outbox: list[tuple[bytes, Addr]] = []
+        self._get_cache: dict[tuple[Eoj, tuple[int, ...]], tuple[tuple[Property, ...], bytes]] = {}
         self._recent_multicast: deque[bytes] = deque(maxlen=_RECENT_MULTICAST)
         self._groups = frozenset(cfg.multicast_groups)
         self._events: deque[EchonetEvent] = deque()
@@ -426,8 +429,19 @@ class EchonetController:
 
     def get(self, dest: Addr, deoj: Eoj, epcs: Sequence[int], now: float) -> int:
         """Get (0x62) `epcs` of object `deoj` at `dest`; returns the request's handle."""
-        props = tuple(Property(e) for e in epcs)
-        return self._submit(dest, deoj, Esv.GET, props, (), now, None)
+        # A controller polls the same few reads over and over: their properties and the frame
+        # after the TID are built once (and validated then) and reused.
+        key = (deoj, tuple(epcs))
+        hit = self._get_cache.get(key)
+        if hit is None:
+            props = tuple(Property(e) for e in epcs)
+            if not props:
+                raise ValueError("a request needs at least one property")
+            body = Frame(0, self.seoj, deoj, Esv.GET, props).encode()[4:]
+            if len(self._get_cache) >= _GET_CACHE:
+                self._get_cache.clear()
+            hit = self._get_cache[key] = (props, body)
+        return self._submit(dest, deoj, Esv.GET, hit[0], (), now, None, hit[1])
 
     def set(
         self,
@@ -605,7 +619,9 @@ class EchonetController:
         props_get: tuple[Property, ...],
         now: float,
         on_done: _Callback | None,
+        body: bytes = b"",
     ) -> int:
+        """Start a request; `body` is its encoded frame after the TID when the caller has it."""
         if not props or (esv == Esv.SETGET and not props_get):
             raise ValueError("a request needs at least one property (and one of each for SetGet)")
         dev = self._device(dest[0])
@@ -615,11 +631,14 @@ class EchonetController:
         # leaves the engine as it was.
         encoded: list[tuple[int, bytes, tuple[Property, ...]]] = []
         tid = self._tid
-        for chunk in chunks:
+        if body and len(chunks) == 1:
             tid = self._free_tid(tid)
-            encoded.append(
-                (tid, Frame(tid, self.seoj, deoj, esv, chunk, props_get).encode(), chunk)
-            )
+            encoded.append((tid, _FORMAT1 + tid.to_bytes(2, "big") + body, props))
+        else:
+            for chunk in chunks:
+                tid = self._free_tid(tid)
+                data = Frame(tid, self.seoj, deoj, esv, chunk, props_get).encode()
+                encoded.append((tid, data, chunk))
         self._handle += 1
         op = _Op(
             self._handle,
@@ -767,6 +786,17 @@ class EchonetController:
     def _merge(self, part: _Part, frame: Frame, good: bool, now: float) -> None:
         """Record one part's answer; §2.3: re-ask what a short or all-failed answer left out."""
         op = part.op
+        fp = frame.props
+        if good and len(fp) == len(part.props):  # the usual case: everything, in order
+            res = op.results
+            for p, q in zip(fp, part.props, strict=True):
+                if p.epc != q.epc:
+                    break
+                res[p.epc] = p
+            else:
+                if part.probe:
+                    self._probe_succeeded(op)
+                return
         dev = op.device
         asked = {p.epc for p in part.props}
         got = {p.epc: p for p in frame.props if p.epc in asked}
@@ -774,10 +804,7 @@ class EchonetController:
             self.counters["unasked_epc_in_response"] += 1
         reads = op.esv in _READS
         if part.probe and good:
-            if dev.opc_limit != 1:
-                self.counters["opc_adapted"] += 1
-                log.info("device %s takes one property per request (§2.3)", op.dest[0])
-            dev.opc_limit = 1
+            self._probe_succeeded(op)
         missing = tuple(p for p in part.props if p.epc not in got)
         if missing and got:
             # §2.3: fewer properties than asked -- ask for the rest, this many at a time.
@@ -808,6 +835,14 @@ class EchonetController:
             op.results[epc] = p
         if not good or missing:
             op.good = False
+
+    def _probe_succeeded(self, op: _Op) -> None:
+        """One of the single-property requests of a §2.3 probe worked: one at a time, then."""
+        dev = op.device
+        if dev.opc_limit != 1:
+            self.counters["opc_adapted"] += 1
+            log.info("device %s takes one property per request (§2.3)", op.dest[0])
+        dev.opc_limit = 1
 
     def _finish(self, op: _Op, now: float) -> None:
         op.done = True
