@@ -144,3 +144,30 @@ def test_momonga_reads_e7_e8_e0(emulator: EmulatorInfo) -> None:
         "t phase current": pytest.approx(_s16(e8[2:]) / 10),
     }
     assert energy == pytest.approx(int.from_bytes(e0, "big") * 0.1 * int.from_bytes(d3, "big"))
+
+
+def test_momonga_wrong_password_then_the_right_one() -> None:
+    """EVENT 24 reaches momonga as its join failure; the module and the meter keep serving, and
+    the next session (a new PANA run on the same module, guideline §6.7) reads the meter."""
+    momonga = _momonga()
+    config = EmulatorConfig(
+        rbid=RBID,
+        password=PASSWORD,
+        seed=5,
+        host="127.0.30.2",
+        time_scale=0.01,
+        model_start=MODEL_T,
+        model_time_factor=1e-9,
+    )
+    with Emulator(config) as info:
+        bad = momonga.Momonga(rbid=RBID, pwd="0123456789AC", dev=info.path, join_retries=1)
+        bad.internal_xmit_interval = 0
+        with pytest.raises(momonga.MomongaSkJoinFailure):
+            bad.open()
+        good = momonga.Momonga(rbid=RBID, pwd=PASSWORD, dev=info.path)
+        good.internal_xmit_interval = 0
+        with good:
+            power = good.get_instantaneous_power()
+        assert info.meter is not None
+        e7 = info.meter.read(0xE7, info.meter.time.origin_now + 5.0)
+        assert e7 is not None and power == int.from_bytes(e7, "big", signed=True)
