@@ -210,7 +210,8 @@ async def _find(driver: ControllerDriver, args: argparse.Namespace) -> tuple[Kno
     if node is None:
         raise CliError(f"no smart meter (class 0x0288) found {how} within {args.timeout:g} s")
     eoj = node.find(SMART_METER_CLASS)
-    assert eoj is not None
+    if eoj is None:  # wait_for_node returns only nodes that have one
+        raise CliError(f"the node at {node.addr[0]} has no smart meter object")
     return node, eoj
 
 

@@ -53,6 +53,7 @@ import logging
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from amistack.addr import Addr
 from amistack.crypto.rand import RandomSource
@@ -547,23 +548,20 @@ class EchonetController:
                 continue
             _, _, kind, obj, _ = entry
             if kind == _T_PART:
-                assert isinstance(obj, _Part)
-                self._on_part_timeout(obj, now)
+                self._on_part_timeout(cast(_Part, obj), now)
             elif kind == _T_PACE:
-                assert isinstance(obj, _Device)
-                obj.wake = None
-                self._pump(obj, now)
+                dev = cast(_Device, obj)
+                dev.wake = None
+                self._pump(dev, now)
             elif kind == _T_REDISCOVER:
                 self.discover(now)
             elif kind == _T_WINDOW:
-                assert isinstance(obj, int)
-                self._on_window_end(obj, now)
+                self._on_window_end(cast(int, obj), now)
             elif kind == _T_INF_WAIT:
-                assert isinstance(obj, tuple)
-                host = obj[0]
-                if self._awaiting_inf.pop(host, None) is not None:
+                addr = cast(Addr, obj)
+                if self._awaiting_inf.pop(addr[0], None) is not None:
                     self.counters["inf_wait_expired"] += 1  # §6.6: no D5 came; ask instead
-                    self._probe_now(obj, now)
+                    self._probe_now(addr, now)
 
     def next_event(self) -> EchonetEvent | None:
         if self._events:
