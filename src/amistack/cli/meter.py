@@ -127,7 +127,7 @@ def register(sub: Any) -> None:
 def _parse_bind(text: str) -> str:
     host = text[1:-1] if text.startswith("[") and text.endswith("]") else text
     try:
-        ipaddress.ip_address(host.split("%", 1)[0])
+        ipaddress.ip_address(host)  # no %zone: the interface comes from --interface
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 or IPv6 address") from None
     return host
@@ -158,6 +158,9 @@ async def _echonet(args: argparse.Namespace, stop: asyncio.Event, start: float) 
     binds = args.echonet_bind or ["0.0.0.0", "::"]
     if len({":" in b for b in binds}) != len(binds):
         raise CliError("--echonet-bind: give at most one IPv4 and one IPv6 address")
+    for host in binds:
+        if ipaddress.ip_address(host).is_link_local and ":" in host and not args.interface:
+            raise CliError(f"--echonet-bind {host}: a link-local address needs --interface")
     model = default_model(_seed(args), start, two_way=not args.one_way)
     try:
         await run_meter_echonet(

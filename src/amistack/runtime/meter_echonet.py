@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from amistack.echonet.node import EL_PORT, MULTICAST_V4, MULTICAST_V6, EchonetNo
 from amistack.echonet.objects import NodeProfile, OneWayMode, SmartMeterConfig, SmartMeterObject
 from amistack.meter.model import DAY_S, MeterConfig, MeterModel
 from amistack.meter.tables import TimeScale
-from amistack.runtime.echonet import EchonetDriver
+from amistack.runtime.echonet import EchonetDriver, multicast_socket, unicast_socket
 from amistack.runtime.udp import is_ipv6
 
 log = logging.getLogger(__name__)
@@ -103,19 +104,22 @@ async def run_meter_echonet(
         failed: list[tuple[str, str]] = []
         last_error: OSError | None = None
         for host in binds:
-            v6 = is_ipv6(host)
-            try:
-                opened += await driver.open(
-                    ipv4=None if v6 else host,
-                    ipv6=host if v6 else None,
-                    interface=interface,
-                    port=port,
-                    multicast=multicast,
-                )
+            group = (MULTICAST_V6 if is_ipv6(host) else MULTICAST_V4)[0]
+            socks: list[socket.socket] = []
+            try:  # both sockets of a family, or neither: no half-served family
+                socks.append(unicast_socket(host, port, interface))
+                if multicast:
+                    socks.append(multicast_socket(group, port, interface))
             except OSError as exc:
+                for sock in socks:
+                    sock.close()
                 last_error = exc
                 failed.append((host, str(exc)))
                 log.warning("ECHONET Lite: cannot serve on %s: %s", host, exc)
+                continue
+            opened.append(await driver.attach_unicast(socks[0]))
+            if multicast:
+                opened.append(await driver.attach_multicast(socks[1]))
         if not opened:
             assert last_error is not None
             raise last_error

@@ -165,6 +165,12 @@ def test_options_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 2 and "--once" in err
     code, _, err = run(capsys, "meter", "--echonet", "--echonet-bind", "nonsense")
     assert code == 2 and "not an IPv4 or IPv6 address" in err
+    code, _, err = run(capsys, "meter", "--echonet", "--echonet-bind", "fe80::1")
+    assert code == 2 and "link-local address needs --interface" in err
+    code, _, err = run(
+        capsys, "meter", "--echonet", "--echonet-bind", "::1", "--echonet-bind", "::"
+    )
+    assert code == 2 and "at most one IPv4 and one IPv6" in err
     code, out, _ = run(capsys, "meter", "--help")
     assert code == 0
     for opt in ("--echonet", "--echonet-bind", "--interface", "--one-way", "--seed"):
