@@ -35,7 +35,7 @@ from amistack.echonet.objects import NodeProfile, SmartMeterObject
 from amistack.meter.model import MeterModel
 from amistack.meter.tables import TimeScale
 from amistack.pana.paa import PaaConfig
-from amistack.runtime.loop import new_event_loop
+from amistack.runtime.loop import run
 from amistack.runtime.skstack_pty import EmulatorConfig, EmulatorInfo, run_emulator
 from amistack.runtime.udp import EngineDriver
 
@@ -739,7 +739,7 @@ def test_pty_carries_binary_both_ways_and_keeps_a_link(tmp_path: Path) -> None:
             stop.set()
             await task
 
-    out = new_event_loop().run_until_complete(main())
+    out = run(main)
     assert not link.exists()  # the symlink goes with the emulator
     erx = out[out.index(b"ERXUDP") :]
     head = erx.split(b" ", 8)
@@ -781,7 +781,7 @@ def test_external_meter(tmp_path: Path) -> None:
             await task
             meter_driver.close()
 
-    out = new_event_loop().run_until_complete(main())
+    out = run(main)
     assert b"ERXUDP" in out
 
 
