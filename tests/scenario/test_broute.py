@@ -12,6 +12,8 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pytest
+
 from amistack.addr import Addr
 from amistack.broute import (
     BrouteCredentials,
@@ -28,6 +30,7 @@ from amistack.broute import (
     LinkUp,
     NotConnected,
     Received,
+    ReconnectFailed,
     ReconnectStage,
     ReconnectStageEnded,
     RescanRequested,
@@ -554,3 +557,39 @@ def test_over_real_udp_on_loopback() -> None:
 
     answer = asyncio.run(run())
     assert answer.tid == 7 and answer.esv == Esv.GET_RES and len(answer.props[0].edt) == 4
+
+
+def test_6_5_all_stages_fail_then_the_hems_retries_from_stage_2() -> None:
+    w = build()
+    cfg = BrouteHemsConfig(
+        keepalive_interval=30.0, stage_timeouts=(20.0, 30.0, 60.0), retry_interval=100.0
+    )
+    h = connect(w, config=cfg)
+    w.net.remove_node(METER)  # the meter is gone and nobody answers the rescan
+    assert w.until(lambda: bool(w.events(HEMS_A, ReconnectFailed)), 400.0)
+    [failed] = w.events(HEMS_A, ReconnectFailed)
+    assert isinstance(failed, ReconnectFailed)
+    assert failed.downtime == pytest.approx(20.0 + 30.0 + 60.0)
+    assert h.state is LinkState.WAITING
+    with pytest.raises(NotConnected):
+        h.send(b"\x10\x81", 3610, 3610, w.net.now + 1e6)  # keys long gone by then
+    w.net.add_node(METER, w.meter)  # back before the retry
+    assert w.until(lambda: len(w.events(HEMS_A, LinkUp)) >= 2, 200.0)
+    up = w.events(HEMS_A, LinkUp)[-1]
+    assert isinstance(up, LinkUp) and up.stage is Stage.NEW_AUTH
+    assert abs(w.net.now - (failed.retry_at + up.elapsed)) < 0.1
+    assert up.downtime > failed.downtime + cfg.retry_interval - 1.0
+
+
+def test_without_auto_reconnect_the_application_decides() -> None:
+    w = build()
+    h = connect(w, config=BrouteHemsConfig(auto_reconnect=False, keepalive_interval=30.0))
+    restore = cut(w, METER, HEMS_A)
+    assert w.until(lambda: bool(w.events(HEMS_A, LinkDown)), 100.0)
+    w.net.run_until(w.net.now + 300.0)
+    assert h.state is LinkState.WAITING and not w.events(HEMS_A, ReconnectStage)
+    restore()
+    w.net.call_at(w.net.now, HEMS_A, h.reconnect)
+    assert w.until(lambda: h.connected, 60.0)
+    up = w.events(HEMS_A, LinkUp)[-1]
+    assert isinstance(up, LinkUp) and up.stage in (Stage.REAUTH, Stage.NEW_AUTH)

@@ -176,8 +176,8 @@ class BrouteHems:
 
     # -- commands -------------------------------------------------------------------------------
     def start(self, now: float) -> None:
-        """Authenticate to the meter (stage 0). Also restarts a terminated HEMS."""
-        if self.state is not LinkState.CLOSED:
+        """Authenticate to the meter (stage 0). Also restarts a terminated or waiting HEMS."""
+        if self.state not in (LinkState.CLOSED, LinkState.WAITING):
             self.counters["start_ignored"] += 1
             return
         self._down_since = None
@@ -232,10 +232,16 @@ class BrouteHems:
             self._pump(now)
 
     def reconnect(self, now: float) -> None:
-        """Treat the link as down now (e.g. the radio lost the meter) and start at stage 1."""
+        """Treat the link as down now (e.g. the radio lost the meter) and start at stage 1
+        (stage 2 without a PANA session); from WAITING, retry at once."""
         if self.state is LinkState.UP:
             self._link_down("reconnect requested", now)
-            self._pump(now)
+        elif self.state is LinkState.WAITING:
+            self._retry_at = None
+            pac = self.pac
+            has_session = pac is not None and pac.context is not None
+            self._enter_stage(Stage.REAUTH if has_session else Stage.NEW_AUTH, now)
+        self._pump(now)
 
     # -- engine shape ---------------------------------------------------------------------------
     def receive_datagram(
