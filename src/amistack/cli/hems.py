@@ -268,7 +268,14 @@ async def _main(args: argparse.Namespace) -> int:
             )
         except OSError as exc:
             raise CliError(f"cannot use UDP {bind} port {EL_PORT}: {exc.strerror or exc}") from None
-        node, eoj = await _find(driver, args)
+        find = asyncio.ensure_future(_find(driver, args))
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({find, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not find.done():  # Ctrl-C while still looking for the meter
+            find.cancel()
+            return 130
+        node, eoj = find.result()
         try:
             r = await driver.get(node.addr, eoj, [0xE1, 0xD3], timeout=args.timeout)
             scale = energy_scale(r)

@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ControllerDriver", "RequestError", "RequestTimeout"]
 
+_RESULTS = (RequestCompleted, RequestFailed)
+_DISCOVERY = (NodeDiscovered, PropertyMapsRetrieved)
+
 
 class RequestError(Exception):
     """A request of the controller failed; `event` is the engine's `RequestFailed` (None when
@@ -231,10 +234,11 @@ class ControllerDriver(EngineDriver[EchonetController]):
         maps: bool = True,
     ) -> KnownNode | None:
         """The first known node holding an object of `class_code` (any node if None) -- with
-        that object's property maps read when `maps` -- or None after `timeout` s. Call
-        `start()` first."""
+        that object's property maps read when `maps` and the engine reads maps -- or None after
+        `timeout` s. Call `start()` first."""
         loop = self._loop
         deadline = loop.time() + timeout
+        maps = maps and self.engine.config.fetch_property_maps
         while True:
             for node in self.engine.nodes.values():
                 eoj = node.instances[0] if class_code is None and node.instances else None
@@ -255,11 +259,11 @@ class ControllerDriver(EngineDriver[EchonetController]):
     # -- events --------------------------------------------------------------------------------
 
     def _deliver(self, event: object) -> None:
-        if isinstance(event, RequestCompleted | RequestFailed):
+        if isinstance(event, _RESULTS):
             fut = self._waiters.get(event.handle)
             if fut is not None and not fut.done():
                 fut.set_result(event)
-        elif isinstance(event, NodeDiscovered | PropertyMapsRetrieved):
+        elif isinstance(event, _DISCOVERY):
             self._changed.set()
         if self._queue is not None or self._on_event is not None:
             super()._deliver(event)

@@ -7,7 +7,13 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -159,3 +165,51 @@ def test_value_decoding() -> None:
     day, values = history(edt, EnergyScale())
     assert day == 1 and values[0] == 1.0 and values[1:] == [None] * 47
     assert history(b"\x00\x01", EnergyScale()) == (None, [])
+
+
+def _hems_process(*argv: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "amistack.cli.main", "hems", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def test_polls_forever_until_sigterm(meter: MeterThread) -> None:
+    proc = _hems_process("--meter", METER_HOST, "--bind", HEMS_HOST, "--interval", "0.1")
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(3)]  # blocks until three polls printed
+        assert all(f" {METER_HOST} power " in line for line in lines), lines
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+def _wait_bound(host: str, port: int, timeout: float = 15.0) -> None:
+    """Until a UDP socket is bound to host:port (as /proc/net/udp shows it)."""
+    packed = socket.inet_aton(host)
+    local = f"{int.from_bytes(packed, 'little'):08X}:{port:04X}"
+    deadline = time.monotonic() + timeout
+    while True:
+        with open("/proc/net/udp") as f:
+            if any(line.split()[1] == local for line in f.readlines()[1:]):
+                return
+        assert time.monotonic() < deadline, f"nothing bound {host}:{port}"
+        time.sleep(0.05)
+
+
+def test_ctrl_c_while_looking_for_the_meter() -> None:
+    proc = _hems_process("--meter", NOBODY_HOST, "--bind", HEMS_HOST, "--timeout", "60")
+    try:
+        _wait_bound(HEMS_HOST, 3610)  # its loop runs (signal handlers are set before binding)
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 130
+    finally:
+        proc.kill()
+        proc.communicate()
