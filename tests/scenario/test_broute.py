@@ -593,3 +593,20 @@ def test_without_auto_reconnect_the_application_decides() -> None:
     assert w.until(lambda: h.connected, 60.0)
     up = w.events(HEMS_A, LinkUp)[-1]
     assert isinstance(up, LinkUp) and up.stage in (Stage.REAUTH, Stage.NEW_AUTH)
+
+
+def test_6_7_a_pci_flood_from_many_sources_does_not_lock_a_new_hems_out() -> None:
+    w = build()
+    connect(w)
+    pci = b"\x01" + PanaMessage(MessageType.PCI, 0, 0, 0).encode()
+    for i in range(6000):  # spoofed sources that never answer
+        w.net.inject((f"fe80::f:{i:x}", 716), METER, pci, when=w.net.now + i * 0.001)
+    w.net.run_until(w.net.now + 6.5)
+    assert w.meter.paa.half_open_count == 6000
+    assert len(w.meter._in_progress) <= 4096  # bounded (half-open timeouts are silent)
+    assert w.get(HEMS_A, (0xE7,)) is not None  # the connected HEMS is served throughout
+    t0 = w.net.now
+    h = connect(w, HEMS_B, creds=CREDS_B, seed=6)
+    assert h.connected and w.net.now - t0 < 1.0
+    w.net.run_until(w.net.now + 60.0)  # the half-open sessions time out
+    assert w.meter.paa.half_open_count == 0

@@ -72,6 +72,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["BrouteMeter", "BrouteMeterConfig", "ConnectedHems"]
 
 EPC_INSTANCE_LIST = 0xD5
+_MAX_IN_PROGRESS = 4096  # sources with an authentication in progress that we remember (§6.9)
 _IN_EAP = frozenset({PaaState.WAIT_EAP_MSG, PaaState.WAIT_PAN_OR_PAR, PaaState.WAIT_SUCC_PAN})
 
 
@@ -297,6 +298,17 @@ class BrouteMeter:
             sid = int.from_bytes(raw[8:12], "big")
             if self._in_progress.get(dst, (None, 0.0))[0] != sid:
                 self._in_progress[dst] = (sid, now)
+                if len(self._in_progress) > _MAX_IN_PROGRESS:
+                    self._prune_progress()
+
+    def _prune_progress(self) -> None:
+        """Half-open sessions that time out end without an event: forget them here, so a PCI
+        flood from many (spoofed) sources leaves a bounded table."""
+        for a, (sid, _) in list(self._in_progress.items()):
+            if self.paa.state_of(sid) in (None, PaaState.CLOSED):
+                del self._in_progress[a]
+        while len(self._in_progress) > _MAX_IN_PROGRESS // 2:
+            del self._in_progress[next(iter(self._in_progress))]
 
     def _forget_progress(self, sid: int) -> None:
         for a in [a for a, (s, _) in self._in_progress.items() if s == sid]:
