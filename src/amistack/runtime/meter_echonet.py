@@ -34,7 +34,7 @@ from amistack.runtime.udp import is_ipv6
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EchonetMeterReady", "default_model", "run_meter_echonet"]
+__all__ = ["EchonetMeterReady", "default_ipv6_interface", "default_model", "run_meter_echonet"]
 
 INSTALL_DAYS_BEFORE_START = 35  # as runtime.meter_node: a fresh model has weeks of history
 
@@ -48,6 +48,31 @@ class EchonetMeterReady:
     addresses: list[Addr]  # unicast and group sockets, as bound
     groups: tuple[Addr, ...]  # where the node multicasts (empty: multicast off)
     failed: list[tuple[str, str]]  # (bind address, why) for addresses that could not be opened
+
+
+def default_ipv6_interface(
+    routes: str = "/proc/net/ipv6_route", addresses: str = "/proc/net/if_inet6"
+) -> str | None:
+    """The interface for the IPv6 group ff02::1 when none is given: ff02::1 is link-scoped, so
+    the kernel cannot choose one as it does for 224.0.23.0. The interface of the IPv6 default
+    route, else the only non-loopback interface with a link-local address; None when neither
+    tells (Linux /proc; elsewhere None)."""
+    try:
+        with open(routes) as f:
+            for line in f:
+                cols = line.split()
+                up = len(cols) >= 10 and int(cols[8], 16) & 0x1  # RTF_UP
+                if up and cols[0] == "0" * 32 and cols[1] == "00" and cols[9] != "lo":
+                    return cols[9]
+        with open(addresses) as f:
+            names = {
+                c[5]
+                for c in (line.split() for line in f)
+                if len(c) >= 6 and c[0].startswith("fe80") and c[5] != "lo"
+            }
+    except (OSError, ValueError):
+        return None
+    return names.pop() if len(names) == 1 else None
 
 
 def default_model(seed: int | bytes, start: float, *, two_way: bool = True) -> MeterModel:
@@ -87,6 +112,11 @@ async def run_meter_echonet(
     scale = TimeScale(loop.time(), start_model, time_scale)
     meter = SmartMeterObject(model, scale, cfg)
     families = {is_ipv6(h) for h in binds}
+    v6_interface = interface
+    if v6_interface is None and multicast and True in families:
+        v6_interface = default_ipv6_interface()
+        if v6_interface is not None:
+            log.info("ECHONET Lite: IPv6 multicast on %s (no interface given)", v6_interface)
     groups: tuple[Addr, ...] = ()
     if multicast:
         groups = tuple(
@@ -104,12 +134,16 @@ async def run_meter_echonet(
         failed: list[tuple[str, str]] = []
         last_error: OSError | None = None
         for host in binds:
-            group = (MULTICAST_V6 if is_ipv6(host) else MULTICAST_V4)[0]
+            v6 = is_ipv6(host)
+            group = (MULTICAST_V6 if v6 else MULTICAST_V4)[0]
+            ifname = v6_interface if v6 else interface
             socks: list[socket.socket] = []
             try:  # both sockets of a family, or neither: no half-served family
-                socks.append(unicast_socket(host, port, interface))
+                if v6 and multicast and ifname is None:
+                    raise OSError("IPv6 multicast (ff02::1) is link-scoped: give --interface")
+                socks.append(unicast_socket(host, port, ifname))
                 if multicast:
-                    socks.append(multicast_socket(group, port, interface))
+                    socks.append(multicast_socket(group, port, ifname))
             except OSError as exc:
                 for sock in socks:
                     sock.close()

@@ -28,6 +28,7 @@ from amistack.cli.main import main
 from amistack.echonet.frame import Eoj, Esv, Frame, Property
 from amistack.echonet.node import NODE_PROFILE
 from amistack.echonet.propmap import decode_propmap
+from amistack.runtime.meter_echonet import default_ipv6_interface
 
 HEMS = Eoj(0x05, 0xFF, 0x01)
 METER = Eoj(0x02, 0x88, 0x01)
@@ -300,13 +301,17 @@ def netns_pair() -> Iterator[tuple[str, str, str, str]]:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
 
 
+@pytest.mark.parametrize("with_interface", [True, False])
 def test_startup_inf_and_multicast_get_in_a_netns_pair(
-    netns_pair: tuple[str, str, str, str],
+    netns_pair: tuple[str, str, str, str], with_interface: bool
 ) -> None:
-    """The command with its defaults (0.0.0.0 and ::, multicast on --interface) inside netns
-    A: B hears the §4.2 startup INF of D5 on 224.0.23.0 and ff02::1, and a multicast Get of D6
-    from B is answered unicast to B's port 3610 (after the §2.4 delay)."""
+    """The command with its defaults (0.0.0.0 and ::) inside netns A, with --interface or
+    without (then IPv4 multicast follows the route and IPv6 takes the only interface with a
+    link-local address): B hears the §4.2 startup INF of D5 on 224.0.23.0 and ff02::1, and a
+    multicast Get of D6 from B is answered unicast to B's port 3610 (after the §2.4 delay)."""
     ns_a, ns_b, if_a, if_b = netns_pair
+    if not with_interface:
+        _ip("-n", ns_a, "route", "add", "224.0.0.0/4", "dev", if_a)
 
     def sockets() -> tuple[socket.socket, socket.socket, socket.socket, socket.socket]:
         index = socket.if_nametoindex(if_b)
@@ -331,7 +336,7 @@ def test_startup_inf_and_multicast_get_in_a_netns_pair(
     g4, g6, rx, tx = _in_netns(ns_b, sockets)
     proc = subprocess.Popen(
         ["ip", "netns", "exec", ns_a, PY, "-m", "amistack.cli.main", "meter", "--echonet",
-         "--interface", if_a, "--seed", "9"],
+         "--seed", "9", *(["--interface", if_a] if with_interface else [])],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=ENV,
     )  # fmt: skip
     try:
@@ -367,3 +372,21 @@ def test_startup_inf_and_multicast_get_in_a_netns_pair(
             proc.stdout.close()
         for sock in (g4, g6, rx, tx):
             sock.close()
+
+
+def test_default_ipv6_interface_from_the_default_route_or_the_only_link_local(
+    tmp_path: Path,
+) -> None:
+    routes, addrs = tmp_path / "ipv6_route", tmp_path / "if_inet6"
+    zero = "0" * 32
+    routes.write_text(
+        f"fe80{'0' * 28} 40 {zero} 00 {zero} 00000100 00000002 00000000 00000001     eth1\n"
+        f"{zero} 00 {zero} 00 fd{'0' * 29}1 00000400 00000003 00000000 00000003     eth0\n"
+    )
+    addrs.write_text(f"fe80{'0' * 27}a 04 40 20 80     eth1\n{'0' * 31}1 01 80 10 80       lo\n")
+    assert default_ipv6_interface(str(routes), str(addrs)) == "eth0"
+    routes.write_text("")
+    assert default_ipv6_interface(str(routes), str(addrs)) == "eth1"
+    addrs.write_text(addrs.read_text() + f"fe80{'0' * 27}b 05 40 20 80     eth2\n")
+    assert default_ipv6_interface(str(routes), str(addrs)) is None  # two links: ambiguous
+    assert default_ipv6_interface(str(tmp_path / "none"), str(addrs)) is None
