@@ -271,6 +271,12 @@ class ModuleConfig:
     tx_budget: float = TX_BUDGET_S
     tx_window: float = TX_WINDOW_S
 
+    def __post_init__(self) -> None:
+        if len(self.mac) != 8:
+            raise ValueError("the module's MAC is an EUI-64 (8 bytes)")
+        if not self.time_scale > 0:
+            raise ValueError("time_scale must be > 0")
+
 
 @dataclass
 class _Register:
@@ -550,10 +556,10 @@ class SkstackModule:
             self._out += raw
 
     def _line(self, raw: bytes, terminator: bytes, now: float) -> None:
-        if not raw.strip():
+        # Fields are separated by spaces (only: str.split() would also split on \x1c-\x1f).
+        tokens = [t for t in raw.decode("ascii", "replace").split(" ") if t]
+        if not tokens:
             return
-        text = raw.decode("ascii", "replace").strip()
-        tokens = text.split()
         command = tokens[0]
         if command in ("ROPT", "WOPT"):
             # Product-setting commands: CR-terminated echo and status line.
@@ -874,6 +880,7 @@ class SkstackModule:
                 st.session = True
                 self._event(EventNum.PANA_SUCCEEDED, peer)
             elif isinstance(event, PanaFailed):
+                log.info("PANA failed (EVENT 24)", extra={"reason": event.reason})
                 st.joining = False
                 st.join_deadline = None
                 st.session = False
@@ -891,6 +898,7 @@ class SkstackModule:
                 self._event(EventNum.PANA_TERM_RECEIVED, peer)
             elif isinstance(event, PanaReauthStarted):
                 st.joining = True
+                st.session = False  # until EVENT 25: SKSENDTO fails meanwhile
                 self._event(EventNum.SESSION_EXPIRED, peer)
             elif isinstance(event, UdpReceived):
                 self._erxudp(event, peer)

@@ -94,6 +94,7 @@ class Bench:
         )
         self.a1 = dialect is Dialect.BP35A1
         self.out = bytearray()
+        self.radio_silence = False  # the meter is out of reach: datagrams are lost both ways
 
     # -- driving ---------------------------------------------------------------------------------
 
@@ -102,10 +103,11 @@ class Bench:
             moved = False
             for data, addr in self.module.datagrams_to_send(self.now):
                 assert addr == METER_ADDR
-                self.meter.receive_datagram(data, MODULE_ADDR, self.now)
-                moved = True
+                if not self.radio_silence:
+                    self.meter.receive_datagram(data, MODULE_ADDR, self.now)
+                    moved = True
             for data, addr in self.meter.datagrams_to_send(self.now):
-                if addr[0] == MODULE_ADDR[0]:
+                if addr[0] == MODULE_ADDR[0] and not self.radio_silence:
                     self.module.receive_datagram(data, METER_ADDR, self.now)
                     moved = True
             while self.meter.next_event() is not None:
@@ -475,6 +477,39 @@ def test_session_lifetime_reauth_is_event_29_then_25() -> None:
     bench.advance(100.0)  # the PaC re-authenticates at 3/4 of the lifetime
     assert bench.lines() == [ev(bench, "29", METER_IP), ev(bench, "25", METER_IP)]
     assert bench.module.session_established
+
+
+def test_meter_ends_the_session_event_26(bench: Bench) -> None:
+    bench.join()
+    bench.meter.disconnect(bench.meter.connected[0].session_id, bench.now)
+    bench.pump()
+    bench.advance(1.0)
+    assert ev(bench, "26", METER_IP) in bench.lines()
+    assert not bench.module.session_established
+
+
+def test_link_lost_and_regained_event_29_then_25(bench: Bench) -> None:
+    bench.join()
+    bench.radio_silence = True  # the keep-alive ping (after 60 s of silence) goes unanswered
+    bench.advance(75.0)
+    lines = bench.lines()  # EVENT 29, then EVENT 21 for each PANA message of the re-auth
+    assert lines[0] == ev(bench, "29", METER_IP)
+    assert set(lines[1:]) <= {ev(bench, "21", METER_IP, "00")}
+    assert not bench.module.session_established
+    bench.radio_silence = False
+    bench.advance(30.0)
+    lines = bench.lines()
+    assert ev(bench, "25", METER_IP) in lines and ev(bench, "24", METER_IP) not in lines
+    assert bench.module.session_established
+
+
+def test_link_lost_for_good_event_24(bench: Bench) -> None:
+    bench.join()
+    bench.radio_silence = True
+    bench.advance(400.0)  # every §6.5 stage times out: BrouteHems would rescan
+    lines = [ln for ln in bench.lines() if not ln.startswith("EVENT 21")]
+    assert lines == [ev(bench, "29", METER_IP), ev(bench, "24", METER_IP)]
+    assert bench.module.get_timer() is None  # nothing left running in the module
 
 
 def test_skrejoin(bench: Bench) -> None:
