@@ -94,7 +94,8 @@ def register(sub: Any) -> None:
         "electric energy meter 0x028801 on UDP 3610 (unicast, and multicast 224.0.23.0 / "
         "ff02::1), from the same metering model: the startup announcement of its instance list "
         "and the fixed-time values EA/EB every 30 minutes, Get/Set/SetGet/INF_REQ answered "
-        "per the ECHONET Lite System Design Guidelines. Stops on Ctrl-C / SIGTERM.",
+        "per the ECHONET Lite System Design Guidelines. --seed and --time-scale (above) apply "
+        "to its model too. Stops on Ctrl-C / SIGTERM.",
     )
     el.add_argument("--echonet", action="store_true", help="serve the ECHONET Lite node")
     el.add_argument(
