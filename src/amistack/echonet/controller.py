@@ -349,14 +349,9 @@ class EchonetController:
     """An ECHONET Lite controller node (see the module docstring)."""
 
     def __init__(
-        self,
-        config: ControllerConfig | None = None,
-        rng: RandomSource | None = None,
-        seoj: Eoj = CONTROLLER_EOJ,
+        self, config: ControllerConfig, rng: RandomSource, seoj: Eoj = CONTROLLER_EOJ
     ) -> None:
-        if rng is None:
-            raise ValueError("a RandomSource is required (seeded_random(seed) in tests)")
-        cfg = config or ControllerConfig()
+        cfg = config
         self.config = cfg
         self.seoj = seoj
         self._rng = rng
