@@ -984,6 +984,8 @@ class EchonetController:
                 if edt[0] > len(listed):  # one of several D5 of a node with > 84 objects (§2.5)
                     eojs = tuple(dict.fromkeys(node.instances + eojs))
                 node.instances = eojs
+                for gone in [e for e in node.maps if e not in eojs]:
+                    del node.maps[gone]
                 self._events.append(NodeDiscovered(key, eojs, via))
         if self.config.fetch_property_maps:
             for eoj in node.instances:

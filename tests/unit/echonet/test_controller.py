@@ -24,6 +24,7 @@ from amistack.echonet.events import (
     NodeDiscovered,
     NotificationReceived,
     ProbeFailed,
+    PropertyMaps,
     PropertyMapsRetrieved,
     RequestCompleted,
     RequestFailed,
@@ -216,6 +217,16 @@ def test_inf_from_an_unknown_node_makes_the_controller_learn_it() -> None:
     evs = run_for(net, NodeDiscovered, 2)
     assert evs[1].addr == M2 and evs[1].via == "get"
     assert ctl.counters["inf_from_unknown"] == 1
+
+    # the first node now announces a changed instance list: learnt, old maps dropped, new read
+    second = Eoj(0x02, 0x88, 0x02)
+    d5 = Frame(1, NODE_PROFILE, NODE_PROFILE, Esv.INF, (Property(0xD5, b"\x01" + second.encode()),))
+    net.inject(M1, MULTICAST_V4, d5.encode())
+    evs = run_for(net, NodeDiscovered, 3)
+    assert evs[2].addr == M1 and evs[2].via == "inf" and evs[2].instances == (second,)
+    assert METER not in ctl.nodes[M1].maps
+    net.run_until(net.now + 10.0)  # the maps Get of 028802 is refused by the node (unknown EOJ)
+    assert ctl.nodes[M1].maps[second] == PropertyMaps()
 
 
 def test_probe_unicast_and_probe_failure() -> None:
