@@ -122,6 +122,12 @@ def register(sub: Any) -> None:
         "--duration", type=float, default=2.0, help="seconds per measurement (default 2)"
     )
     el.add_argument("--concurrency", type=int, default=32, help="Gets in flight (default 32)")
+    el.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="round-trip measurements alternate this many times; the best round counts",
+    )
     el.add_argument("--codec-only", action="store_true", help="skip the round-trip part")
     el.add_argument("--no-uvloop", action="store_true", help="plain asyncio event loop")
     el.add_argument("--json", action="store_true", help="print only the JSON document")
@@ -211,8 +217,10 @@ def _echonet(args: argparse.Namespace) -> int:
     from amistack.cli.common import CliError
     from amistack.echonet.bench import bench_echonet
 
-    if args.duration <= 0 or args.concurrency < 1:
-        raise CliError("amistack bench echonet: --duration must be > 0 and --concurrency >= 1")
+    if args.duration <= 0 or args.concurrency < 1 or args.rounds < 1:
+        raise CliError(
+            "amistack bench echonet: --duration must be > 0, --concurrency and --rounds >= 1"
+        )
     if not args.json:
         print(
             f"benchmark: ECHONET Lite codec and Get round trips, {args.duration} s each ...",
@@ -224,6 +232,7 @@ def _echonet(args: argparse.Namespace) -> int:
             codec_duration=args.duration,
             rtt_duration=args.duration,
             concurrency=args.concurrency,
+            rounds=args.rounds,
             prefer_uvloop=not args.no_uvloop,
             rtt=not args.codec_only,
         )
