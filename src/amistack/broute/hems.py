@@ -140,7 +140,7 @@ class BrouteHems:
         self._rng = rng
         self.eui64 = cfg.eui64 if cfg.eui64 is not None else random_eui64(rng)
         self._psk = PskKeys(credentials.psk)
-        self._ring = KeyRing(b"meter", PurposeRegistry([LINK]), overlap=cfg.link_overlap)
+        self._ring = self._new_ring()
         self._keys: dict[KeyId, LinkKey] = {}
         self._tx: KeyId | None = None
         self._tx_next: tuple[KeyId, float] | None = None  # (new key, switch at the latest)
@@ -380,8 +380,18 @@ class BrouteHems:
         if self.pac is not None and self.pac is not pac:
             self._pump(now)
 
+    def _new_ring(self) -> KeyRing:
+        return KeyRing(b"meter", PurposeRegistry([LINK]), overlap=self.config.link_overlap)
+
     def _on_authenticated(self, ev: Authenticated, now: float) -> None:
         kid = KeyId.of(ev.context)
+        if kid in self._ring.key_ids():
+            # A restarted meter drew the session id of the session it forgot: that session's
+            # keys are dead, so they go, not the new authentication.
+            self.counters["session_id_reused"] += 1
+            self._ring = self._new_ring()
+            self._keys.clear()
+            self._tx = self._tx_next = None
         self._ring.install(ev.context, ev.lifetime, now)
         key = self._ring.lookup(kid, LINK, now)
         assert key is not None  # just installed
