@@ -46,6 +46,11 @@ def test_demo_story_and_capture(tmp_path: Path) -> None:
     assert doc["demand_response"].startswith("confirmed")
     assert doc["disconnect"] == "confirmed, relay read back open"
     assert doc["reconnect"] == "confirmed, relay read back closed"
+    b = doc["broute"]  # chapter 4: the HEMS on the B route
+    assert b["wrong_password"].startswith("refused") and b["link_up"].startswith("PANA")
+    assert b["e5"] == "set" and b["history_day"] == 1 and b["history_matches"]
+    assert b["power_w"] is not None and b["secured_frames"] > 0 and b["clear_frames"] == 0
+    assert (tmp_path / "pcap" / "broute.pcap").stat().st_size > 0
     logs = sorted((tmp_path / "demo" / "meters").glob("*/events.log"))
     assert len(logs) == 3  # the demo leaves a few meters' logs in its data directory
 

@@ -4,16 +4,21 @@ Chapter 1, network access and keys: a key server and N meters; every meter authe
 PANA + EAP-PSK, its keys rotate twice in accelerated time (short session lifetime) and both ends
 hold the same application keys; a meter with the wrong PSK is refused; a meter revoked while
 online loses its session at once and is refused afterwards.
-Chapter 2, event logs: three meters log their key rotations and events under signed Merkle tree
+Chapter 2, metering: meters push interval data over ANSI C12.22 (EAX') to the head-end, which
+runs demand response and a remote disconnect/reconnect.
+Chapter 3, event logs: three meters log their key rotations and events under signed Merkle tree
 heads; the MDMS accepts each log only as an extension of the last one it accepted, and refuses
-an edited entry and a rollback. Later chapters (C12.22 and the head-end, ECHONET Lite on the B
-route, the mesh, the handheld) add to this.
+an edited entry and a rollback.
+Chapter 4, the B route: a HEMS authenticates to the meter with PANA (the meter is the PAA),
+reads the instantaneous power over ECHONET Lite in AES-CCM* link frames, sets E5 and reads
+yesterday's history (E2); a wrong B-route password is refused (`demo_broute`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import secrets
@@ -24,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from amistack.cli.common import CliError, open_store
+from amistack.cli.demo_broute import BrouteReport, chapter_broute
 from amistack.keymgmt import C1222, LINK, CredentialStore, KeyId, KeyRing, PurposeRegistry
 from amistack.runtime.keyserver import KeyServerRuntime, run_keyserver
 from amistack.runtime.loop import run
@@ -39,7 +45,10 @@ def register(sub: Any) -> None:
         help="run the whole system on this machine and print a report",
         description="Run the amistack story over real loopback UDP (IPv4 and IPv6) with the "
         "embedded SQLite store: a key server and N meters authenticate with PANA + EAP-PSK, "
-        "keys rotate twice in accelerated time, a wrong PSK and a revoked meter are refused. "
+        "keys rotate twice in accelerated time, a wrong PSK and a revoked meter are refused; "
+        "meters push interval data over C12.22 to the head-end, which runs demand response and "
+        "remote disconnect; signed event logs are verified and tampering caught; a HEMS reads "
+        "the smart meter over the PANA-secured B route with ECHONET Lite. "
         "The data directory is the demo's own: it is emptied at the start of each run.",
     )
     p.add_argument("--meters", type=int, default=20, help="number of meters (default 20)")
@@ -90,6 +99,7 @@ class Report:
     eventlog: dict[str, str] = field(default_factory=dict)
     tampered: str = ""
     rollback: str = ""
+    broute: BrouteReport = field(default_factory=BrouteReport)
     elapsed: float = 0.0
 
     def ok(self) -> bool:
@@ -107,6 +117,7 @@ class Report:
             and all(v == "accepted" for v in self.eventlog.values())
             and self.tampered == "edited-entry"
             and self.rollback == "rollback"
+            and self.broute.ok()
         )
 
 
@@ -428,6 +439,9 @@ def _print(report: Report) -> None:
     print(f"  an edited entry: refused, {report.tampered}")
     print(f"  the older export presented again: refused, {report.rollback}")
     print("  logs: DATA_DIR/meters/ID/ (amistack log verify FILE --pubkey PEM)")
+    print("amistack demo — chapter 4: the HEMS on the B route (PANA, then ECHONET Lite)")
+    for line in report.broute.lines():
+        print(line)
     print(f"  {'OK' if report.ok() else 'FAILED'} in {report.elapsed:.1f} s")
 
 
@@ -449,6 +463,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         run(lambda: _chapter_access(args, report, pcap))
         _chapter_eventlog(args.data_dir, report)
+        report.broute = run(lambda: chapter_broute(args.pcap))
     finally:
         if pcap is not None:
             pcap.close()
@@ -473,6 +488,7 @@ def _run(args: argparse.Namespace) -> int:
             "eventlog": report.eventlog,
             "eventlog_edited_entry": report.tampered,
             "eventlog_rollback": report.rollback,
+            "broute": dataclasses.asdict(report.broute),
         }
         args.json.write_text(json.dumps(doc, indent=1))
     return 0 if report.ok() else 1

@@ -503,7 +503,7 @@ class PanaClient:
         self._send(s.answer(msg, raw, Flag.C, (), s.key))
         if result != ResultCode.PANA_SUCCESS:
             name = ResultCode(result).name if result in _RESULT_CODES else "unknown result"
-            code, reason = result, f"refused by the key server ({name})"
+            code, reason = result, f"refused by the PAA ({name})"
         else:
             code = ResultCode.PANA_AUTHENTICATION_REJECTED
             reason = "EAP did not succeed at the PaC"

@@ -144,7 +144,7 @@ def test_wrong_psk_fails_both_ends() -> None:
     assert pf.result_code == af.result_code == ResultCode.PANA_AUTHENTICATION_REJECTED
     assert pf.session_id == af.session_id
     assert af.peer_id == b"meter-1"  # the claimed identity, for the audit trail
-    assert pf.reason == "refused by the key server (PANA_AUTHENTICATION_REJECTED)"
+    assert pf.reason == "refused by the PAA (PANA_AUTHENTICATION_REJECTED)"
 
 
 def test_unknown_identity_fails() -> None:
