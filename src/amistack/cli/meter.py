@@ -1,5 +1,6 @@
 """`amistack meter`: a smart meter's network access (PANA + EAP-PSK) against the key server, its
-C12.22 endpoint (--headend) and its ECHONET Lite node on the home LAN (--echonet)."""
+C12.22 endpoint (--headend), its ECHONET Lite node on the home LAN (--echonet) and its B route
+to the household's HEMS (--broute)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,30 @@ import argparse
 import asyncio
 import ipaddress
 import logging
+import os
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
 from amistack.addr import Addr
+from amistack.broute import (
+    BrouteCredentials,
+    CredentialError,
+    HemsAuthFailed,
+    HemsConnected,
+    HemsDisconnected,
+)
 from amistack.c1222.endpoint import C1222_PORT
 from amistack.cli.common import CliError, parse_hostport, parse_psk
 from amistack.runtime.keyserver import PANA_PORT
 from amistack.runtime.loop import new_event_loop
 from amistack.runtime.meter import KeyRotation, MeterResult, run_meter
+from amistack.runtime.meter_broute import BrouteMeterReady, run_meter_broute
 from amistack.runtime.meter_echonet import EchonetMeterReady, default_model, run_meter_echonet
+
+BROUTE_PORT = 716  # the B-route link frames carry PANA (RFC 5191 §1: UDP 716) and the rest
+PASSWORD_ENV = "AMISTACK_BROUTE_PASSWORD"
 
 log = logging.getLogger("amistack.meter")
 
@@ -26,15 +39,17 @@ log = logging.getLogger("amistack.meter")
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "meter",
-        help="run a meter: network access and keys, C12.22 (--headend), ECHONET Lite (--echonet)",
+        help="run a meter: network access and keys, C12.22 (--headend), ECHONET Lite (--echonet), "
+        "the B route (--broute)",
         description="Run a smart meter's network access: it authenticates to the key server "
         "with PANA (RFC 5191) carrying EAP-PSK (RFC 4764), derives its application keys with "
         "the unified key-management function, re-authenticates before the session lifetime "
         "ends (logging each key rotation) and starts over with back-off after a failure. "
-        "--id, --psk and --keyserver are needed for that; with --echonet alone the meter only "
-        "serves its ECHONET Lite node on the home LAN (a LAN device needs no utility "
-        "credentials).",
+        "--id, --psk and --keyserver are needed for that; with --echonet and/or --broute alone "
+        "the meter only serves its ECHONET Lite node on the home LAN and/or its B route to the "
+        "HEMS (neither needs the utility's network credentials).",
         epilog="examples: amistack meter --echonet --interface eth0 ; "
+        "amistack meter --broute [::1]:716 --broute-id RBID --broute-password PWD ; "
         "amistack meter --id m1 --psk HEX --keyserver 192.0.2.1 --headend 192.0.2.2 --echonet",
     )
     p.add_argument("--id", dest="device_id", help="device identity (EAP-PSK ID_P)")
@@ -122,7 +137,74 @@ def register(sub: Any) -> None:
         action="store_true",
         help="a one-way meter: no reverse-direction EPCs E3/E4/EB (guideline §6.1)",
     )
+    br = p.add_argument_group(
+        "the B route",
+        "With --broute the meter serves the household's HEMS on the B route: the HEMS "
+        "authenticates with PANA + EAP-PSK (the meter is the PAA; the PSK comes from the "
+        "B-route ID and password the utility issued: docs/broute.md), then speaks ECHONET Lite "
+        "to the meter's node inside AES-CCM* link frames keyed from that PANA session. Reach "
+        "it with 'amistack hems --broute' or 'amistack broute emulate --meter'. --seed, "
+        "--time-scale and --one-way apply to its model too.",
+    )
+    br.add_argument(
+        "--broute",
+        type=lambda t: parse_hostport(t, BROUTE_PORT),
+        metavar="HOST:PORT",
+        help=f"where the B-route link listens; [v6]:port for IPv6 (default port {BROUTE_PORT})",
+    )
+    br.add_argument("--broute-id", metavar="RBID", help="the B-route ID (32 characters)")
+    br.add_argument(
+        "--broute-password",
+        metavar="PWD",
+        help=f"the B-route password (12 characters); default: the {PASSWORD_ENV} environment "
+        "variable, which keeps it out of the process list",
+    )
     p.set_defaults(handler=_run)
+
+
+def _broute_credentials(args: argparse.Namespace) -> BrouteCredentials:
+    password = args.broute_password or os.environ.get(PASSWORD_ENV)
+    if not args.broute_id or not password:
+        raise CliError(f"--broute needs --broute-id and --broute-password (or {PASSWORD_ENV})")
+    try:
+        return BrouteCredentials(args.broute_id, password)
+    except CredentialError as exc:
+        raise CliError(f"B route: {exc}") from None
+
+
+def _print_broute_ready(ready: BrouteMeterReady) -> None:
+    host, port = ready.address
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    print(
+        f"B route: smart meter {ready.smart_meter.eoj} on {where} (PANA PAA, AES-CCM* link)",
+        flush=True,
+    )
+
+
+def _print_broute_event(event: object) -> None:
+    if isinstance(event, HemsConnected | HemsDisconnected | HemsAuthFailed):
+        print(f"B route: {event}", flush=True)
+
+
+async def _broute(args: argparse.Namespace, stop: asyncio.Event, start: float) -> None:
+    creds = _broute_credentials(args)
+    model = default_model(_seed(args), start, two_way=not args.one_way)
+    try:
+        await run_meter_broute(
+            model=model,
+            credentials=[creds],
+            bind=args.broute,
+            model_start=start,
+            time_scale=args.time_scale,
+            one_way=args.one_way,
+            stop=stop,
+            on_ready=_print_broute_ready,
+            on_event=_print_broute_event,
+        )
+    except OSError as exc:
+        raise CliError(
+            f"B route: cannot listen on {args.broute[0]}:{args.broute[1]}: {exc}"
+        ) from None
 
 
 def _parse_bind(text: str) -> str:
@@ -190,14 +272,18 @@ async def _main(args: argparse.Namespace) -> MeterResult | None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    if not args.echonet:
+    if not args.echonet and args.broute is None:
         return await _access(args, stop, time.time())
     start = time.time()
-    echonet = asyncio.ensure_future(_echonet(args, stop, start))
+    tasks: list[asyncio.Future[Any]] = []
+    if args.echonet:
+        tasks.append(asyncio.ensure_future(_echonet(args, stop, start)))
+    if args.broute is not None:
+        tasks.append(asyncio.ensure_future(_broute(args, stop, start)))
     access = None
     if args.device_id is not None:
         access = asyncio.ensure_future(_access(args, stop, start))
-    tasks: list[asyncio.Future[Any]] = [echonet] if access is None else [echonet, access]
+        tasks.append(access)
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         for task in done:
@@ -254,26 +340,29 @@ async def _access(args: argparse.Namespace, stop: asyncio.Event, start: float) -
 def _run(args: argparse.Namespace) -> int:
     access = {"--id": args.device_id, "--psk": args.psk, "--keyserver": args.keyserver}
     missing = [name for name, value in access.items() if value is None]
-    if missing and (not args.echonet or len(missing) < len(access)):
-        need = "network access needs" if args.echonet else "the meter needs"
+    local = args.echonet or args.broute is not None
+    if missing and (not local or len(missing) < len(access)):
+        need = "network access needs" if local else "the meter needs"
         raise CliError(
             f"{need} --id, --psk and --keyserver (missing {', '.join(missing)}); "
-            "--echonet alone serves the ECHONET Lite node without them"
+            "--echonet or --broute alone serve the ECHONET Lite node / the B route without them"
         )
+    if args.broute is not None:
+        _broute_credentials(args)  # a bad ID or password: say so before anything starts
+    elif args.broute_id or args.broute_password:
+        raise CliError("--broute-id and --broute-password go with --broute")
     if missing and args.headend is not None:
         raise CliError("--headend needs --id, --psk and --keyserver")
-    if args.once and (args.headend is not None or args.echonet):
+    if args.once and (args.headend is not None or local):
         raise CliError(
-            "--once checks network access only; it goes with neither --headend nor --echonet"
+            "--once checks network access only; it goes with none of --headend, --echonet, --broute"
         )
     if args.time_scale <= 0:
         raise CliError("--time-scale must be > 0")
-    if not args.echonet and (
-        args.echonet_bind or args.interface or args.one_way or args.no_multicast
-    ):
-        raise CliError(
-            "--echonet-bind, --interface, --no-multicast and --one-way go with --echonet"
-        )
+    if not args.echonet and (args.echonet_bind or args.interface or args.no_multicast):
+        raise CliError("--echonet-bind, --interface and --no-multicast go with --echonet")
+    if not local and args.one_way:
+        raise CliError("--one-way goes with --echonet or --broute")
     loop = new_event_loop()
     try:
         result = loop.run_until_complete(_main(args))

@@ -156,12 +156,12 @@ def test_one_way_meter_has_no_reverse_epcs() -> None:
 
 def test_options_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "meter")
-    assert code == 2 and "--echonet alone" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "--echonet or --broute alone" in err and len(err.strip().splitlines()) == 1
     code, _, err = run(capsys, "meter", "--echonet", "--id", "m1")
     assert code == 2 and "missing --psk, --keyserver" in err
     code, _, err = run(capsys, "meter", "--id", "m1", "--psk", "00" * 16, "--keyserver",
                        "127.0.50.9", "--one-way")  # fmt: skip
-    assert code == 2 and "go with --echonet" in err
+    assert code == 2 and "goes with --echonet" in err
     code, _, err = run(capsys, "meter", "--echonet", "--once")
     assert code == 2 and "--once" in err
     code, _, err = run(capsys, "meter", "--echonet", "--echonet-bind", "nonsense")
