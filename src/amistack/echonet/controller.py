@@ -134,6 +134,7 @@ _REQUESTS_TO_US = frozenset(
 
 _FORMAT1 = bytes((EHD1, EHD2_FORMAT1))  # the head of a format-1 frame (spec part 2, §3.2.1)
 _GET_CACHE = 256  # Get requests whose encoded form is kept
+_MAX_PROBES = 64  # unicast probes in flight at once
 _RECENT_MULTICAST = 32  # own multicasts remembered, to drop them when the group loops them back
 _DONE_MEMORY = 4096  # TIDs of finished requests remembered, to tell duplicates from strangers
 
@@ -914,6 +915,9 @@ class EchonetController:
     def _probe_now(self, addr: Addr, now: float) -> None:
         host = addr[0]
         if host in self._probing:
+            return
+        if len(self._probing) >= _MAX_PROBES:  # e.g. a flood of INFs from forged sources
+            self.counters["probe_dropped"] += 1
             return
         self._probing.add(host)
         dest = (host, self.config.port)

@@ -455,6 +455,16 @@ def test_malformed_datagrams_are_counted_and_dropped() -> None:
     assert completed(net, request(net, ctl, ctl.get, M1, METER, [0xE7])).ok
 
 
+def test_infs_from_many_unknown_sources_probe_a_bounded_number() -> None:
+    ctl = EchonetController(ControllerConfig(multicast_groups=()), seeded_random(3))
+    inf = Frame(1, METER, NODE_PROFILE, Esv.INF, (Property(0x80, b"\x30"),)).encode()
+    for i in range(200):
+        ctl.receive_datagram(inf, (f"10.9.{i // 250}.{i % 250}", 3610), 1.0, multicast=True)
+    sent = ctl.datagrams_to_send(1.0)
+    assert len(sent) == 64 and ctl.counters["probe_dropped"] == 136
+    assert ctl.counters["inf_from_unknown"] == 200
+
+
 def test_instance_list_decoding() -> None:
     assert decode_instance_list(b"\x01\x02\x88\x01") == (METER,)
     assert decode_instance_list(b"\x55" + METER.encode()) == (METER,)  # one of several D5
