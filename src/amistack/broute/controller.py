@@ -19,12 +19,14 @@ Events: the controller's (`NodeDiscovered`, `RequestCompleted`, ...) and the lin
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Mapping, Sequence
 
 from amistack.addr import Addr
 from amistack.broute.events import BrouteHemsEvent, LinkUp, Received
 from amistack.broute.hems import BrouteHems, NotConnected
-from amistack.echonet.controller import EchonetController
+from amistack.echonet.controller import ControllerConfig, EchonetController, KnownNode
 from amistack.echonet.events import EchonetEvent
+from amistack.echonet.frame import Eoj
 from amistack.echonet.node import EL_PORT
 
 __all__ = ["BrouteController"]
@@ -45,6 +47,14 @@ class BrouteController:
         """The meter's ECHONET Lite address, as the controller addresses it."""
         return (self.hems.meter[0], EL_PORT)
 
+    @property
+    def config(self) -> ControllerConfig:
+        return self.controller.config
+
+    @property
+    def nodes(self) -> Mapping[Addr, KnownNode]:
+        return self.controller.nodes
+
     # -- commands -------------------------------------------------------------------------------
     def start(self, now: float) -> None:
         """Authenticate to the meter; the controller probes it once the link is up."""
@@ -55,8 +65,51 @@ class BrouteController:
         self.hems.terminate(now)
         self._pump(now)
 
+    # The controller's commands, so that `runtime.echonet_controller.ControllerDriver` drives
+    # this engine as it drives a plain controller; handles are the controller's.
+    def probe(self, addr: Addr, now: float) -> None:
+        self.controller.probe(addr, now)
+        self._pump(now)
+
+    def get(self, dest: Addr, deoj: Eoj, epcs: Sequence[int], now: float) -> int:
+        handle = self.controller.get(dest, deoj, epcs, now)
+        self._pump(now)
+        return handle
+
+    def set(
+        self,
+        dest: Addr,
+        deoj: Eoj,
+        props: Sequence[tuple[int, bytes]],
+        now: float,
+        ack: bool = True,
+    ) -> int:
+        handle = self.controller.set(dest, deoj, props, now, ack)
+        self._pump(now)
+        return handle
+
+    def setget(
+        self,
+        dest: Addr,
+        deoj: Eoj,
+        set_props: Sequence[tuple[int, bytes]],
+        get_epcs: Sequence[int],
+        now: float,
+    ) -> int:
+        handle = self.controller.setget(dest, deoj, set_props, get_epcs, now)
+        self._pump(now)
+        return handle
+
+    def inf_req(self, dest: Addr, deoj: Eoj, epcs: Sequence[int], now: float) -> int:
+        handle = self.controller.inf_req(dest, deoj, epcs, now)
+        self._pump(now)
+        return handle
+
     # -- engine shape ---------------------------------------------------------------------------
-    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
+    def receive_datagram(
+        self, data: bytes, addr: Addr, now: float, multicast: bool = False
+    ) -> None:
+        """A link frame from the meter (`multicast` is the socket's; the frame says its own)."""
         self.hems.receive_datagram(data, addr, now)
         self._pump(now)
 

@@ -7,15 +7,22 @@ never waiting for the meter's startup INF). Each poll reads E7 (instantaneous po
 coefficient read once and applied: kWh); with --history-day N it also sets E5 = N (SetC) and reads
 E2 (48 half-hour values of that day). Output: one line per poll, or one JSON object per poll
 (--json, JSON Lines). No-data codes (0x7FFFFFFE, 0x7FFE, 0xFFFFFFFE) print as "-" / null.
+
+With --broute the same controller runs over the B route (`broute.controller.BrouteController`):
+it authenticates to the meter with PANA + EAP-PSK from the B-route ID and password, then probes
+and polls it inside AES-CCM* link frames; the link's keep-alive and reconnection stages
+(guideline §6.4, §6.5) run underneath.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime
 import ipaddress
 import json
+import os
 import signal
 import sys
 import time
@@ -23,6 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from amistack.addr import Addr
+from amistack.broute import BrouteCredentials, BrouteHems, CredentialError
+from amistack.broute.controller import BrouteController
 from amistack.cli.common import CliError, parse_hostport
 from amistack.crypto.rand import system_random
 from amistack.echonet.controller import ControllerConfig, EchonetController, KnownNode
@@ -35,11 +44,13 @@ from amistack.echonet.objects.smart_meter import (
     NO_DATA_U32,
     UNIT_TENTHS_WH,
 )
-from amistack.runtime.echonet_controller import ControllerDriver, RequestError
+from amistack.runtime.echonet_controller import ControllerDriver, ControllerEngine, RequestError
 from amistack.runtime.loop import new_event_loop
 
 SMART_METER_CLASS = 0x0288
 HISTORY_SLOTS = 48
+BROUTE_PORT = 716  # as `amistack meter --broute`
+PASSWORD_ENV = "AMISTACK_BROUTE_PASSWORD"
 
 
 def register(sub: Any) -> None:
@@ -55,7 +66,8 @@ def register(sub: Any) -> None:
         "a poll got no answer, 2 when no meter was found within --timeout.",
         epilog="examples: amistack hems --interface eth0 ; "
         "amistack hems --meter 192.168.1.20 --count 1 --json ; "
-        "amistack hems --meter fe80::1%%eth0 --bind fe80::2%%eth0 --history-day 1",
+        "amistack hems --meter fe80::1%%eth0 --bind fe80::2%%eth0 --history-day 1 ; "
+        "amistack hems --broute [::1]:716 --broute-id RBID --count 1",
     )
     p.add_argument(
         "--meter",
@@ -96,7 +108,36 @@ def register(sub: Any) -> None:
         metavar="S",
         help="give up finding the meter after S seconds (exit 2); also the per-request limit",
     )
+    br = p.add_argument_group(
+        "the B route",
+        "With --broute the HEMS reaches the meter over the B route instead of the LAN: PANA + "
+        "EAP-PSK with the B-route ID and password (the meter is the PAA), then ECHONET Lite in "
+        "AES-CCM* link frames (a meter started with 'amistack meter --broute').",
+    )
+    br.add_argument(
+        "--broute",
+        type=lambda t: parse_hostport(t, BROUTE_PORT),
+        metavar="HOST:PORT",
+        help=f"the meter's B-route link address (default port {BROUTE_PORT})",
+    )
+    br.add_argument("--broute-id", metavar="RBID", help="the B-route ID (32 characters)")
+    br.add_argument(
+        "--broute-password",
+        metavar="PWD",
+        help=f"the B-route password (12 characters); default: the {PASSWORD_ENV} environment "
+        "variable, which keeps it out of the process list",
+    )
     p.set_defaults(handler=_run)
+
+
+def _broute_credentials(args: argparse.Namespace) -> BrouteCredentials:
+    password = args.broute_password or os.environ.get(PASSWORD_ENV)
+    if not args.broute_id or not password:
+        raise CliError(f"--broute needs --broute-id and --broute-password (or {PASSWORD_ENV})")
+    try:
+        return BrouteCredentials(args.broute_id, password)
+    except CredentialError as exc:
+        raise CliError(f"B route: {exc}") from None
 
 
 def _parse_meter(text: str) -> Addr:
@@ -207,6 +248,13 @@ async def _find(driver: ControllerDriver, args: argparse.Namespace) -> tuple[Kno
     driver.start(probe=[args.meter] if args.meter else [])
     node = await driver.wait_for_node(SMART_METER_CLASS, timeout=args.timeout, maps=False)
     how = f"at {args.meter[0]}" if args.meter else "by multicast discovery"
+    if isinstance(driver.engine, BrouteController):
+        how = f"over the B route at {args.broute[0]} port {args.broute[1]}"
+        hems = driver.engine.hems
+        if node is None and not hems.connected:
+            failed = hems.counters["auth_failed"]
+            why = "authentication refused (B-route ID/password?)" if failed else "no answer"
+            raise CliError(f"B route: not connected within {args.timeout:g} s: {why}")
     if node is None:
         raise CliError(f"no smart meter (class 0x0288) found {how} within {args.timeout:g} s")
     eoj = node.find(SMART_METER_CLASS)
@@ -257,15 +305,23 @@ async def _main(args: argparse.Namespace) -> int:
         rediscover_interval=None if args.meter else 600.0,
     )
     ctl = EchonetController(config, system_random)
-    driver = ControllerDriver(ctl)
+    engine: ControllerEngine = ctl
+    if args.broute is not None:
+        config = dataclasses.replace(config, multicast_groups=(), rediscover_interval=None)
+        hems = BrouteHems(_broute_credentials(args), args.broute, system_random)
+        engine = BrouteController(hems, EchonetController(config, system_random))
+    driver = ControllerDriver(engine)
     try:
         try:
-            await driver.open(
-                ipv4=None if v6 else bind,
-                ipv6=bind if v6 else None,
-                interface=args.interface,
-                multicast=multicast,
-            )
+            if args.broute is not None:
+                await driver.bind("::" if ":" in args.broute[0] else "0.0.0.0", 0)
+            else:
+                await driver.open(
+                    ipv4=None if v6 else bind,
+                    ipv6=bind if v6 else None,
+                    interface=args.interface,
+                    multicast=multicast,
+                )
         except OSError as exc:
             raise CliError(f"cannot use UDP {bind} port {EL_PORT}: {exc.strerror or exc}") from None
         find = asyncio.ensure_future(_find(driver, args))
@@ -312,6 +368,12 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError("--history-day must be 0..99 (E5)")
     if args.meter and args.bind and (":" in args.meter[0]) != (":" in args.bind):
         raise CliError("--meter and --bind must be of one family (IPv4 or IPv6)")
+    if args.broute is not None:
+        if args.meter or args.bind or args.interface:
+            raise CliError("--broute reaches the meter itself: no --meter, --bind, --interface")
+        _broute_credentials(args)  # a bad ID or password: say so before anything starts
+    elif args.broute_id or args.broute_password:
+        raise CliError("--broute-id and --broute-password go with --broute")
     loop = new_event_loop()
     try:
         return loop.run_until_complete(_main(args))

@@ -1,5 +1,9 @@
 """Drive an `EchonetController` over real UDP (IPv4 and IPv6), with awaitable requests.
 
+The driver drives any `ControllerEngine`: the plain controller on the LAN (`open` its sockets),
+or one carried by another link, such as the HEMS on the B route
+(`broute.controller.BrouteController`, on one socket from `bind`).
+
 `ControllerDriver` is `runtime.udp.EngineDriver` plus the sockets an ECHONET Lite controller
 needs and a future per request:
 
@@ -25,11 +29,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from amistack.addr import Addr
-from amistack.echonet.controller import EchonetController, KnownNode
+from amistack.echonet.controller import ControllerConfig, KnownNode
 from amistack.echonet.events import (
     NodeDiscovered,
     PropertyMapsRetrieved,
@@ -43,7 +47,7 @@ from amistack.runtime.udp import EngineDriver, _Endpoint
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ControllerDriver", "RequestError", "RequestTimeout"]
+__all__ = ["ControllerDriver", "ControllerEngine", "RequestError", "RequestTimeout"]
 
 _RESULTS = (RequestCompleted, RequestFailed)
 _DISCOVERY = (NodeDiscovered, PropertyMapsRetrieved)
@@ -62,6 +66,49 @@ class RequestTimeout(RequestError):
     """No answer: the engine's retries and grace period ran out, or the caller's timeout."""
 
 
+class ControllerEngine(Protocol):
+    """What `ControllerDriver` drives: `EchonetController`'s commands and engine shape."""
+
+    @property
+    def config(self) -> ControllerConfig: ...
+
+    @property
+    def nodes(self) -> Mapping[Addr, KnownNode]: ...
+
+    def start(self, now: float) -> None: ...
+
+    def probe(self, addr: Addr, now: float) -> None: ...
+
+    def get(self, dest: Addr, deoj: Eoj, epcs: Sequence[int], now: float) -> int: ...
+
+    def set(
+        self, dest: Addr, deoj: Eoj, props: Sequence[tuple[int, bytes]], now: float, ack: bool
+    ) -> int: ...
+
+    def setget(
+        self,
+        dest: Addr,
+        deoj: Eoj,
+        set_props: Sequence[tuple[int, bytes]],
+        get_epcs: Sequence[int],
+        now: float,
+    ) -> int: ...
+
+    def inf_req(self, dest: Addr, deoj: Eoj, epcs: Sequence[int], now: float) -> int: ...
+
+    def receive_datagram(
+        self, data: bytes, addr: Addr, now: float, multicast: bool = False
+    ) -> None: ...
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]: ...
+
+    def get_timer(self) -> float | None: ...
+
+    def handle_timer(self, now: float) -> None: ...
+
+    def next_event(self) -> object | None: ...
+
+
 class _ControllerEndpoint(_Endpoint):
     """A socket of the controller: feeds the engine, telling it whether the datagram came to a
     multicast group."""
@@ -73,7 +120,7 @@ class _ControllerEndpoint(_Endpoint):
         peer: Addr = addr if len(addr) == 2 else peer_addr(addr)
         if d._capture is not None:
             d._capture(data, peer, self.seen_as(peer))
-        engine: EchonetController = d.engine
+        engine: ControllerEngine = d.engine
         try:
             engine.receive_datagram(data, peer, d._loop.time() + d._offset, self.multicast)
         except Exception:  # an engine bug must not take the socket down with it
@@ -88,8 +135,8 @@ class _GroupEndpoint(_ControllerEndpoint):
     multicast = True
 
 
-class ControllerDriver(EngineDriver[EchonetController]):
-    """Runs an `EchonetController` over UDP (see the module docstring). Typical use::
+class ControllerDriver(EngineDriver[ControllerEngine]):
+    """Runs an `EchonetController` (any `ControllerEngine`) over UDP (module docstring)::
 
     ctl = EchonetController(ControllerConfig(), system_random)
     async with ControllerDriver(ctl) as driver:
@@ -98,7 +145,7 @@ class ControllerDriver(EngineDriver[EchonetController]):
         r = await driver.get(meter.addr, meter.find(0x0288), [0xE7])
     """
 
-    def __init__(self, engine: EchonetController, **kw: Any) -> None:
+    def __init__(self, engine: ControllerEngine, **kw: Any) -> None:
         super().__init__(engine, **kw)
         self._waiters: dict[int, asyncio.Future[RequestCompleted | RequestFailed]] = {}
         self._changed = asyncio.Event()

@@ -5,6 +5,7 @@ ID and password and reads E7; a wrong password is refused; and the option checks
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import select
@@ -118,11 +119,14 @@ def test_hems_reads_the_meter_process_over_the_broute(bind: str, host: str) -> N
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    """Run the CLI in-process: exit code and stderr (stdout stays in `capsys.readouterr()`)."""
     try:
         code = main(list(argv))
     except SystemExit as exc:
         code = int(exc.code or 0)
-    return code, capsys.readouterr().err
+    out, err = capsys.readouterr()
+    print(out, end="")  # back into the capture, for the test to read
+    return code, err
 
 
 def test_broute_options_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
@@ -135,3 +139,33 @@ def test_broute_options_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 2 and err.startswith("amistack") and "32" in err
     code, err = run(capsys, "meter", "--echonet", "--broute-id", RBID)
     assert code == 2 and "go with --broute" in err
+
+
+def test_amistack_hems_over_the_broute(capsys: pytest.CaptureFixture[str]) -> None:
+    """`amistack hems --broute` against `amistack meter --broute`: one poll with history."""
+    proc, (host, port) = _start_meter("127.0.50.23:0")
+    try:
+        os.environ["AMISTACK_BROUTE_PASSWORD"] = PASSWORD
+        code, _ = run(
+            capsys, "hems", "--broute", f"{host}:{port}", "--broute-id", RBID, "--count", "1",
+            "--history-day", "1", "--json",
+        )  # fmt: skip
+    finally:
+        os.environ.pop("AMISTACK_BROUTE_PASSWORD", None)
+        assert _stop(proc) == 0
+    assert code == 0
+    doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert doc["meter"] == host and isinstance(doc["power_w"], int)
+    assert doc["history"]["day"] == 1 and len(doc["history"]["kwh"]) == 48
+
+
+def test_amistack_hems_broute_wrong_password(capsys: pytest.CaptureFixture[str]) -> None:
+    proc, (host, port) = _start_meter("127.0.50.24:0")
+    try:
+        code, err = run(
+            capsys, "hems", "--broute", f"{host}:{port}", "--broute-id", RBID,
+            "--broute-password", "WRONGPASS123", "--timeout", "3",
+        )  # fmt: skip
+    finally:
+        assert _stop(proc) == 0
+    assert code == 2 and "authentication refused" in err
