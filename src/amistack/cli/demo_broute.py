@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 import string
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +29,14 @@ from amistack.broute import (
 )
 from amistack.broute.controller import BrouteController
 from amistack.broute.link import FrameType
+from amistack.cli.hems import energy_scale, history, signed
 from amistack.crypto import seeded_random, system_random
 from amistack.echonet.controller import ControllerConfig, EchonetController
 from amistack.echonet.events import PropertyMapsRetrieved, RequestCompleted, RequestFailed
 from amistack.echonet.frame import Eoj, Esv
 from amistack.echonet.node import EchonetNode
 from amistack.echonet.objects import NodeProfile, SmartMeterObject
+from amistack.echonet.objects.smart_meter import NO_DATA_S32
 from amistack.meter.model import MeterConfig, MeterModel
 from amistack.meter.tables import TimeScale
 from amistack.runtime.pcap import PcapWriter
@@ -43,10 +44,6 @@ from amistack.runtime.udp import EngineDriver
 
 SMART_METER = Eoj(0x02, 0x88, 0x01)
 DAY = 86400.0
-NO_DATA = 0xFFFFFFFE
-# E1 (unit for cumulative amounts) code -> kWh per unit (APPENDIX, class 0x0288)
-E1_KWH = {0x00: 1.0, 0x01: 0.1, 0x02: 0.01, 0x03: 0.001, 0x04: 0.0001}
-E1_KWH.update({0x0A: 10.0, 0x0B: 100.0, 0x0C: 1000.0, 0x0D: 10000.0})
 
 
 @dataclass
@@ -194,21 +191,16 @@ async def chapter_broute(pcap_dir: Path | None, seed: int = 1) -> BrouteReport:
 
         now = hems_driver.now
         got = await request(controller.get(hems.meter, SMART_METER, [0xE7, 0xE1, 0xD3], now()))
-        values = {p.epc: p.edt for p in got.props}
-        if got.esv == Esv.GET_RES:
-            report.power_w = struct.unpack(">i", values[0xE7])[0]
-        kwh_per_unit = E1_KWH.get(values.get(0xE1, b"\x01")[0], 0.1)
-        kwh_per_unit *= struct.unpack(">I", values.get(0xD3, b"\0\0\0\1"))[0]
+        report.power_w = signed(got.value(0xE7), NO_DATA_S32)
+        units = energy_scale(got)
         setc = await request(controller.set(hems.meter, SMART_METER, [(0xE5, b"\x01")], now()))
         report.e5 = "set" if setc.esv == Esv.SET_RES else f"refused (ESV {setc.esv:#04x})"
         e2 = await request(controller.get(hems.meter, SMART_METER, [0xE2], now()))
-        edt = e2.props[0].edt
-        if e2.esv == Esv.GET_RES and len(edt) == 194:
-            report.history_day = struct.unpack(">H", edt[:2])[0]
-            regs = [v for v in struct.unpack(">48I", edt[2:]) if v != NO_DATA]
-            if len(regs) >= 2:
-                report.history_kwh = (regs[-1] - regs[0]) * kwh_per_unit
-            report.history_matches = edt == obj.get(0xE2, meter_driver.now())
+        report.history_day, kwh = history(e2.value(0xE2), units)
+        known = [v for v in kwh if v is not None]
+        if len(known) >= 2:
+            report.history_kwh = known[-1] - known[0]
+        report.history_matches = e2.value(0xE2) == obj.get(0xE2, meter_driver.now())
         hems.terminate(hems_driver.now())
         hems_driver.kick()
         await asyncio.sleep(0.05)  # let the PTR go out
