@@ -78,7 +78,7 @@ def register(sub: Any) -> None:
         "--meter",
         type=lambda t: parse_hostport(t),
         metavar="HOST:PORT",
-        help="an external B-route meter (BrouteMeter on UDP) instead of the built-in one",
+        help="an external B-route meter (`amistack meter --broute`) instead of the built-in one",
     )
     e.add_argument(
         "--meter-mac",
