@@ -53,6 +53,7 @@ from amistack.echonet.node import (
 )
 from amistack.echonet.objects import NodeProfile, SmartMeterObject
 from amistack.meter.model import MeterModel
+from amistack.meter.tables import TimeScale
 from amistack.runtime.echonet import EchonetDriver, multicast_socket
 from amistack.runtime.loop import new_event_loop
 
@@ -64,6 +65,7 @@ METER = Eoj(0x02, 0x88, 0x01)
 A4, B4 = "192.0.2.1", "192.0.2.2"
 A6, B6 = "fe80::a", "fe80::b"
 SEED = 23
+MODEL_T = 1_704_034_800.0 + 10 * 86400 + 14 * 3600 + 1200
 CONFIG = NodeConfig(
     multicast_groups=(MULTICAST_V4, MULTICAST_V6),
     multicast_reply_delay=0.6,
@@ -191,9 +193,10 @@ def make_netns_pair() -> Iterator[NetnsPair]:
 
 
 def meter_node(seed: int = SEED, config: NodeConfig = CONFIG) -> EchonetNode:
-    return EchonetNode(
-        NodeProfile([]), [SmartMeterObject(MeterModel(seed))], seeded_random(seed), config
-    )
+    """Our smart-meter node. Its model time is all but frozen mid-afternoon, ten days after
+    installation, so no 30-minute EA/EB announcement falls inside a test."""
+    meter = SmartMeterObject(MeterModel(seed), TimeScale(0.0, MODEL_T, factor=1e-9))
+    return EchonetNode(NodeProfile([]), [meter], seeded_random(seed), config)
 
 
 class MeterInNetns:
@@ -441,4 +444,43 @@ def test_ipv6_link_local_multicast_and_unicast_on_the_chosen_interface(
             assert all(len(p.edt) == 4 for p in frame.props)
             assert _recv(hems.tx6, 0.05) is None
     finally:
+        hems.close()
+
+
+def test_multicast_inf_req_answered_unicast_and_unknown_objects_ignored(
+    netns_pair: NetnsPair,
+) -> None:
+    """A multicast INF_REQ of D5 is answered by a unicast INF to the requester's port 3610, not
+    by a multicast (one request must not make every node of the home multicast: §2.4 of
+    docs/echonet.md); a multicast Get for an object the node does not host gets no answer at all,
+    and the node keeps serving."""
+    pair = netns_pair
+    hems = hems_sockets(pair)
+    group = in_netns(pair.ns_b, lambda: multicast_socket(MULTICAST_V4[0], 3610, pair.if_b))
+    try:
+        with MeterInNetns(pair.ns_a, pair.if_a, meter_node()) as meter:
+            startup = _recv_d5(group, 3.0)  # the startup INF, out of the way first
+            assert startup is not None
+            aircon = Eoj(0x01, 0x30, 0x01)
+            hems.tx4.sendto(
+                Frame(0x0C01, CONTROLLER, aircon, Esv.GET, (Property(0x80),)).encode(),
+                (MULTICAST_V4[0], 3610),
+            )
+            hems.tx4.sendto(
+                Frame(0x0C02, CONTROLLER, NODE_PROFILE, Esv.INF_REQ, (Property(0xD5),)).encode(),
+                (MULTICAST_V4[0], 3610),
+            )
+            got = _recv(hems.rx4, CONFIG.multicast_reply_delay + 0.5)
+            assert got is not None, "no answer to the multicast INF_REQ"
+            frame = Frame.decode(got[0])
+            assert got[1] == (A4, 3610)
+            assert (frame.tid, frame.esv, frame.seoj) == (0x0C02, Esv.INF, NODE_PROFILE)
+            assert frame.props == (Property(0xD5, b"\x01" + METER.encode()),)
+            # nothing more: no answer for the air conditioner, no INF on the group
+            assert _recv(hems.rx4, CONFIG.multicast_reply_delay + 0.2) is None
+            assert _recv(group, 0.05) is None
+            assert meter.node.counters["multicast_not_ours"] == 1
+            assert meter.node.counters["tx_multicast"] == 2  # the startup INF, v4 and v6
+    finally:
+        group.close()
         hems.close()
