@@ -10,6 +10,9 @@ the node by its address (`discover(host)`), never by multicast. pychonet's const
 
 pychonet keeps the raw EDT of every answer in its state; each one is compared byte for byte with
 what our object says at the same (frozen) model time.
+
+pychonet's default, multicast discovery runs in the second test, inside a network namespace pair
+(never on the host).
 """
 
 from __future__ import annotations
@@ -155,3 +158,67 @@ def test_pychonet_discovers_reads_and_sets_our_meter() -> None:
             await asyncio.sleep(0)
 
     _run(main)
+
+
+def test_pychonet_finds_our_meter_by_multicast_in_a_netns_pair() -> None:
+    """pychonet's default discovery, which must not run on the host: our meter in netns A,
+    pychonet on 192.0.2.2:3610 in netns B (the netns pair of tests/scenario/test_echonet_netns.py).
+    As in Home Assistant's integration: a multicast Get of D6 to 224.0.23.0; our node answers
+    unicast after its §2.4 delay; pychonet reports the unknown host to `discover_callback`, which
+    runs the unicast discovery of that host; then maps and E7."""
+    pychonet, udp_server = _pychonet()
+    from tests.scenario.test_echonet_netns import (
+        A4,
+        B4,
+        MeterInNetns,
+        in_netns,
+        make_netns_pair,
+        meter_node,
+    )
+
+    pairs = make_netns_pair()
+    pair = next(pairs)
+    try:
+        node = meter_node(config=NodeConfig(multicast_reply_delay=0.3))
+
+        async def hems() -> dict[str, Any]:
+            loop = asyncio.get_running_loop()
+            server = udp_server(local_ip=B4)
+            server.run(B4, 3610, loop)
+            try:
+                api = pychonet.ECHONETAPIClient(server)
+                found: list[str] = []
+
+                async def on_unknown(host: str) -> None:
+                    found.append(host)
+
+                api.configure(message_timeout=10, logger=lambda *a: None)
+                api.configure(discover_callback=on_unknown)
+                await api.discover()  # multicast: 224.0.23.0, from pychonet's socket
+                assert found == [A4], found
+                api.configure(message_timeout=30)
+                assert await api.discover(A4) is True
+                state = api.state.get(A4, {})
+                if state:
+                    await api.getAllPropertyMaps(A4, 0x02, 0x88, 0x01)
+                    lvsm = pychonet.LowVoltageSmartElectricEnergyMeter(A4, api, 0x01)
+                    state = dict(state, e7=await lvsm.update(0xE7))
+                return state
+            finally:
+                server.close()
+                await asyncio.sleep(0)
+
+        def run_hems() -> dict[str, Any]:
+            return _run(hems)
+
+        with MeterInNetns(pair.ns_a, pair.if_a, node, ipv6=None):
+            state = in_netns(pair.ns_b, run_hems)
+    finally:
+        for _ in pairs:
+            pass
+    assert state, "pychonet found nothing"
+    assert list(state["instances"]) == [0x02]
+    maps = state["instances"][0x02][0x88][0x01]
+    assert 0xE7 in maps[0x9F]
+    assert isinstance(state["e7"], int)
+    assert node.counters["rx_request"] >= 3
