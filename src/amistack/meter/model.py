@@ -278,6 +278,9 @@ def _u(b: bytes) -> float:
     return int.from_bytes(b, "big") / (1 << (8 * len(b)))
 
 
+_OUTAGE_CACHE = 64  # days of seeded outages a model remembers (a few for live reads)
+
+
 class MeterModel:
     """A household's meter; see the module docstring for the API."""
 
@@ -296,6 +299,9 @@ class MeterModel:
         self._dmax: dict[int, tuple[int, int]] = {}  # day -> (max block Wh, its block index)
         self._raw: OrderedDict[int, _Raw] = OrderedDict()
         self._days: OrderedDict[int, _Day] = OrderedDict()
+        # day -> its seeded outage: every instantaneous read asks about two days, and hashing
+        # them each time was a third of a read's cost (benchmarks/README.md, ECHONET Lite)
+        self._outage_days: dict[int, tuple[float, float] | None] = {}
         self.switch = RemoteSwitch()
         self._settled = self.install_time  # load-limit trips decided up to here
         self._last_command = float("-inf")
@@ -373,6 +379,16 @@ class MeterModel:
     # --- outages and cover openings (seeded) -----------------------------------------------
 
     def _day_outage(self, day: int) -> tuple[float, float] | None:
+        try:
+            return self._outage_days[day]
+        except KeyError:
+            pass
+        if len(self._outage_days) >= _OUTAGE_CACHE:
+            self._outage_days.clear()
+        outage = self._outage_days[day] = self._seeded_outage(day)
+        return outage
+
+    def _seeded_outage(self, day: int) -> tuple[float, float] | None:
         rate = self.config.outage_rate_per_year
         if rate <= 0:
             return None
