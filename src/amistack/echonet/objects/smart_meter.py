@@ -1,5 +1,6 @@
 """The low-voltage smart electric energy meter class 0x0288 (APPENDIX "Detailed Requirements for
-ECHONET Device objects", §3.3.25), with the values of an `amistack.meter.model.MeterModel`.
+ECHONET Device objects", §3.3.25), with the values of a metering source (`objects.metering`;
+amistack's is `amistack.meter.model.MeterModel`).
 
 Every reading is taken at model time `time.model(now)`. No-data codes (APPENDIX §3.3.25 and the
 System Design Guidelines chapter 6): unsigned 4-byte values read 0xFFFFFFFE, signed 4-byte
@@ -27,8 +28,7 @@ from amistack.echonet.objects.base import (
     local_date_time,
     super_specs,
 )
-from amistack.meter.model import MeterModel
-from amistack.meter.tables import TimeScale
+from amistack.echonet.objects.metering import IDENTITY_CLOCK, MeteringSource, ModelClock
 
 logger = logging.getLogger(__name__)
 
@@ -164,20 +164,22 @@ def _s(v: float | None, lo: int, hi: int, nodata: int, size: int) -> bytes:
 
 
 class SmartMeterObject(DeviceObject):
-    """0x0288xx backed by a MeterModel. `broute_opened_at` (model time) is when the B route
-    opened: history before it reads no-data (guideline §6.8); None means installation time."""
+    """0x0288xx backed by a metering source (a MeterModel); `time` maps engine time to its
+    model time (a `meter.tables.TimeScale`; default: the same). `broute_opened_at` (model
+    time) is when the B route opened: history before it reads no-data (guideline §6.8); None
+    means installation time."""
 
     def __init__(
         self,
-        model: MeterModel,
-        time: TimeScale | None = None,
+        model: MeteringSource,
+        time: ModelClock | None = None,
         config: SmartMeterConfig | None = None,
         broute_opened_at: float | None = None,
     ) -> None:
         cfg = config if config is not None else SmartMeterConfig()
         self.config = cfg
         self.model = model
-        self.time = time if time is not None else TimeScale()
+        self.time = time if time is not None else IDENTITY_CLOCK
         self.two_way = model.config.two_way if cfg.two_way is None else cfg.two_way
         keep_reverse = self.two_way or cfg.one_way_mode is OneWayMode.NO_DATA
         super().__init__(
