@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from amistack.addr import Addr
+from amistack.broute import BrouteCredentials, CredentialError
 from amistack.crypto import system_random
 from amistack.keymgmt import CredentialStore, FileKek, KekError, KeyEncryptionKey, StoreError
 
@@ -114,3 +115,39 @@ def parse_psk(text: str) -> bytes:
     if len(psk) != 16:
         raise argparse.ArgumentTypeError(f"PSK must be 16 bytes (32 hex digits), got {len(psk)}")
     return psk
+
+
+BROUTE_PORT = 716  # the B-route link frames carry PANA (RFC 5191 §1: UDP 716) and the rest
+BROUTE_PASSWORD_ENV = "AMISTACK_BROUTE_PASSWORD"
+
+
+def add_broute_options(parser: argparse.ArgumentParser, description: str, where: str) -> None:
+    """The B-route options of `amistack meter` and `amistack hems`: --broute (`where` says
+    what the address is), --broute-id, --broute-password."""
+    group = parser.add_argument_group("the B route", description)
+    group.add_argument(
+        "--broute",
+        type=lambda t: parse_hostport(t, BROUTE_PORT),
+        metavar="HOST:PORT",
+        help=f"{where}; [v6]:port for IPv6 (default port {BROUTE_PORT})",
+    )
+    group.add_argument("--broute-id", metavar="RBID", help="the B-route ID (32 characters)")
+    group.add_argument(
+        "--broute-password",
+        metavar="PWD",
+        help=f"the B-route password (12 characters); default: the {BROUTE_PASSWORD_ENV} "
+        "environment variable, which keeps it out of the process list",
+    )
+
+
+def broute_credentials(args: argparse.Namespace) -> BrouteCredentials:
+    """The B-route ID and password of `add_broute_options`, checked (one-line CliError)."""
+    password = args.broute_password or os.environ.get(BROUTE_PASSWORD_ENV)
+    if not args.broute_id or not password:
+        raise CliError(
+            f"--broute needs --broute-id and --broute-password (or {BROUTE_PASSWORD_ENV})"
+        )
+    try:
+        return BrouteCredentials(args.broute_id, password)
+    except CredentialError as exc:
+        raise CliError(f"B route: {exc}") from None

@@ -22,7 +22,6 @@ import dataclasses
 import datetime
 import ipaddress
 import json
-import os
 import signal
 import sys
 import time
@@ -30,9 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from amistack.addr import Addr
-from amistack.broute import BrouteCredentials, BrouteHems, CredentialError
+from amistack.broute import BrouteHems
 from amistack.broute.controller import BrouteController
-from amistack.cli.common import CliError, parse_hostport
+from amistack.cli.common import CliError, add_broute_options, broute_credentials, parse_hostport
 from amistack.crypto.rand import system_random
 from amistack.echonet.controller import ControllerConfig, EchonetController, KnownNode
 from amistack.echonet.events import RequestCompleted
@@ -49,8 +48,6 @@ from amistack.runtime.loop import new_event_loop
 
 SMART_METER_CLASS = 0x0288
 HISTORY_SLOTS = 48
-BROUTE_PORT = 716  # as `amistack meter --broute`
-PASSWORD_ENV = "AMISTACK_BROUTE_PASSWORD"
 
 
 def register(sub: Any) -> None:
@@ -66,7 +63,7 @@ def register(sub: Any) -> None:
         "a poll got no answer, 2 when no meter was found within --timeout.",
         epilog="examples: amistack hems --interface eth0 ; "
         "amistack hems --meter 192.168.1.20 --count 1 --json ; "
-        "amistack hems --meter fe80::1%%eth0 --bind fe80::2%%eth0 --history-day 1 ; "
+        "amistack hems --meter fe80::1%eth0 --bind fe80::2%eth0 --history-day 1 ; "
         "amistack hems --broute [::1]:716 --broute-id RBID --count 1",
     )
     p.add_argument(
@@ -108,36 +105,14 @@ def register(sub: Any) -> None:
         metavar="S",
         help="give up finding the meter after S seconds (exit 2); also the per-request limit",
     )
-    br = p.add_argument_group(
-        "the B route",
+    add_broute_options(
+        p,
         "With --broute the HEMS reaches the meter over the B route instead of the LAN: PANA + "
         "EAP-PSK with the B-route ID and password (the meter is the PAA), then ECHONET Lite in "
         "AES-CCM* link frames (a meter started with 'amistack meter --broute').",
-    )
-    br.add_argument(
-        "--broute",
-        type=lambda t: parse_hostport(t, BROUTE_PORT),
-        metavar="HOST:PORT",
-        help=f"the meter's B-route link address (default port {BROUTE_PORT})",
-    )
-    br.add_argument("--broute-id", metavar="RBID", help="the B-route ID (32 characters)")
-    br.add_argument(
-        "--broute-password",
-        metavar="PWD",
-        help=f"the B-route password (12 characters); default: the {PASSWORD_ENV} environment "
-        "variable, which keeps it out of the process list",
+        "the meter's B-route link address",
     )
     p.set_defaults(handler=_run)
-
-
-def _broute_credentials(args: argparse.Namespace) -> BrouteCredentials:
-    password = args.broute_password or os.environ.get(PASSWORD_ENV)
-    if not args.broute_id or not password:
-        raise CliError(f"--broute needs --broute-id and --broute-password (or {PASSWORD_ENV})")
-    try:
-        return BrouteCredentials(args.broute_id, password)
-    except CredentialError as exc:
-        raise CliError(f"B route: {exc}") from None
 
 
 def _parse_meter(text: str) -> Addr:
@@ -308,7 +283,7 @@ async def _main(args: argparse.Namespace) -> int:
     engine: ControllerEngine = ctl
     if args.broute is not None:
         config = dataclasses.replace(config, multicast_groups=(), rediscover_interval=None)
-        hems = BrouteHems(_broute_credentials(args), args.broute, system_random)
+        hems = BrouteHems(broute_credentials(args), args.broute, system_random)
         engine = BrouteController(hems, EchonetController(config, system_random))
     driver = ControllerDriver(engine)
     try:
@@ -371,7 +346,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.broute is not None:
         if args.meter or args.bind or args.interface:
             raise CliError("--broute reaches the meter itself: no --meter, --bind, --interface")
-        _broute_credentials(args)  # a bad ID or password: say so before anything starts
+        broute_credentials(args)  # a bad ID or password: say so before anything starts
     elif args.broute_id or args.broute_password:
         raise CliError("--broute-id and --broute-password go with --broute")
     loop = new_event_loop()

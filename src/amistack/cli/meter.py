@@ -8,30 +8,26 @@ import argparse
 import asyncio
 import ipaddress
 import logging
-import os
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
 from amistack.addr import Addr
-from amistack.broute import (
-    BrouteCredentials,
-    CredentialError,
-    HemsAuthFailed,
-    HemsConnected,
-    HemsDisconnected,
-)
+from amistack.broute import HemsAuthFailed, HemsConnected, HemsDisconnected
 from amistack.c1222.endpoint import C1222_PORT
-from amistack.cli.common import CliError, parse_hostport, parse_psk
+from amistack.cli.common import (
+    CliError,
+    add_broute_options,
+    broute_credentials,
+    parse_hostport,
+    parse_psk,
+)
 from amistack.runtime.keyserver import PANA_PORT
 from amistack.runtime.loop import new_event_loop
 from amistack.runtime.meter import KeyRotation, MeterResult, run_meter
 from amistack.runtime.meter_broute import BrouteMeterReady, run_meter_broute
 from amistack.runtime.meter_echonet import EchonetMeterReady, default_model, run_meter_echonet
-
-BROUTE_PORT = 716  # the B-route link frames carry PANA (RFC 5191 §1: UDP 716) and the rest
-PASSWORD_ENV = "AMISTACK_BROUTE_PASSWORD"
 
 log = logging.getLogger("amistack.meter")
 
@@ -137,39 +133,17 @@ def register(sub: Any) -> None:
         action="store_true",
         help="a one-way meter: no reverse-direction EPCs E3/E4/EB (guideline §6.1)",
     )
-    br = p.add_argument_group(
-        "the B route",
+    add_broute_options(
+        p,
         "With --broute the meter serves the household's HEMS on the B route: the HEMS "
         "authenticates with PANA + EAP-PSK (the meter is the PAA; the PSK comes from the "
         "B-route ID and password the utility issued: docs/broute.md), then speaks ECHONET Lite "
         "to the meter's node inside AES-CCM* link frames keyed from that PANA session. Reach "
         "it with 'amistack hems --broute' or 'amistack broute emulate --meter'. --seed, "
         "--time-scale and --one-way apply to its model too.",
-    )
-    br.add_argument(
-        "--broute",
-        type=lambda t: parse_hostport(t, BROUTE_PORT),
-        metavar="HOST:PORT",
-        help=f"where the B-route link listens; [v6]:port for IPv6 (default port {BROUTE_PORT})",
-    )
-    br.add_argument("--broute-id", metavar="RBID", help="the B-route ID (32 characters)")
-    br.add_argument(
-        "--broute-password",
-        metavar="PWD",
-        help=f"the B-route password (12 characters); default: the {PASSWORD_ENV} environment "
-        "variable, which keeps it out of the process list",
+        "where the B-route link listens",
     )
     p.set_defaults(handler=_run)
-
-
-def _broute_credentials(args: argparse.Namespace) -> BrouteCredentials:
-    password = args.broute_password or os.environ.get(PASSWORD_ENV)
-    if not args.broute_id or not password:
-        raise CliError(f"--broute needs --broute-id and --broute-password (or {PASSWORD_ENV})")
-    try:
-        return BrouteCredentials(args.broute_id, password)
-    except CredentialError as exc:
-        raise CliError(f"B route: {exc}") from None
 
 
 def _print_broute_ready(ready: BrouteMeterReady) -> None:
@@ -187,7 +161,7 @@ def _print_broute_event(event: object) -> None:
 
 
 async def _broute(args: argparse.Namespace, stop: asyncio.Event, start: float) -> None:
-    creds = _broute_credentials(args)
+    creds = broute_credentials(args)
     model = default_model(_seed(args), start, two_way=not args.one_way)
     try:
         await run_meter_broute(
@@ -348,7 +322,7 @@ def _run(args: argparse.Namespace) -> int:
             "--echonet or --broute alone serve the ECHONET Lite node / the B route without them"
         )
     if args.broute is not None:
-        _broute_credentials(args)  # a bad ID or password: say so before anything starts
+        broute_credentials(args)  # a bad ID or password: say so before anything starts
     elif args.broute_id or args.broute_password:
         raise CliError("--broute-id and --broute-password go with --broute")
     if missing and args.headend is not None:
