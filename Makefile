@@ -13,7 +13,9 @@ NODE_STAMP := $(NODE_DIR)/node_modules/.amistack-npm-ci
 
 setup: $(STAMP) $(NODE_STAMP)
 
-$(STAMP): pyproject.toml
+# setup.py compiles echonet/frame.py with mypyc into src/ (an editable install imports the .so
+# before the .py), so an edited frame.py needs this rule again: it is a prerequisite.
+$(STAMP): pyproject.toml setup.py src/amistack/echonet/frame.py
 	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
 	  missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	  if [ -n "$$missing" ]; then \

@@ -109,10 +109,14 @@ def register(sub: Any) -> None:
     el = bsub.add_parser(
         "echonet",
         help="ECHONET Lite: codec frames/s against pychonet's, Get round trips/s to our meter",
-        description="ECHONET Lite. (a) Frames decoded + re-encoded per second by our codec and "
-        "by pychonet's on the same realistic frames (Get, Get_Res with E7/E0/E2 history, INF "
-        "of D5, SetGet), measured alternately in one run: codec_per_s, pychonet_codec_per_s, "
-        "codec_ratio_vs_pychonet (null, with pychonet_reason, when pychonet is not installed). "
+        description="ECHONET Lite. (a) Codec: frames per second on the same realistic frames "
+        "(Get, Get_Res with E7/E0/E2 history, INF of D5, SetGet), measured alternately in one "
+        "run. Per frame: decode, read every field (tid, seoj, deoj, esv, epc + edt of every "
+        "property), encode: codec_per_s (encode() of the decoded frame, which returns the "
+        "datagram it came from), codec_built_per_s (a Frame constructed anew from the fields "
+        "and encoded from them), pychonet_codec_per_s, codec_ratio_vs_pychonet and "
+        "codec_built_ratio_vs_pychonet (null, with pychonet_reason, without pychonet); "
+        "codec_compiled says whether the mypyc-compiled codec is loaded. "
         "(b) Get round trips per second against our smart-meter node over loopback UDP 3610 "
         "(127.0.40.1; the controller runs in a separate process on 127.0.40.2:3610): "
         "get_rtt_per_s, with udp_echo_per_s (raw UDP echo at the same concurrency and payload "
@@ -215,7 +219,7 @@ def _ingest(args: argparse.Namespace) -> int:
 
 def _echonet(args: argparse.Namespace) -> int:
     from amistack.cli.common import CliError
-    from amistack.echonet.bench import bench_echonet
+    from amistack.runtime.bench_echonet import bench_echonet
 
     if args.duration <= 0 or args.concurrency < 1 or args.rounds < 1:
         raise CliError(
