@@ -144,3 +144,86 @@ def test_every_truncation_is_typed(f: Frame, data: st.DataObject) -> None:
     with pytest.raises(EchonetDecodeError) as ei:
         Frame.decode(raw[:cut])
     assert 0 <= ei.value.offset <= cut
+
+
+# -- the frozen-dataclass behaviour of the hand-written (mypyc-compilable) classes -----------
+
+
+def test_values_are_immutable_and_compare_by_fields() -> None:
+    import copy
+    import pickle
+    from dataclasses import FrozenInstanceError
+
+    f = Frame.decode(GET_E7)
+    built = Frame(1, Eoj(0x05, 0xFF, 0x01), Eoj(0x02, 0x88, 0x01), Esv.GET, (Property(0xE7),))
+    assert f == built and hash(f) == hash(built) and f is not built
+    assert hash(METER) == hash((0x02, 0x88, 0x01))
+    assert hash(Property(0xE7, b"\x01")) == hash((0xE7, b"\x01"))
+    assert f != Frame(2, CONTROLLER, METER, Esv.GET, (Property(0xE7),))
+    assert Property(0xE7) != (0xE7, b"") and METER != (0x02, 0x88, 0x01)
+    for obj, field in ((f, "tid"), (METER, "group"), (Property(1), "edt"), (Frame2(1, b""), "tid")):
+        with pytest.raises(FrozenInstanceError):
+            setattr(obj, field, 0)
+        with pytest.raises(FrozenInstanceError):
+            delattr(obj, field)
+    assert copy.deepcopy(f) == f and copy.copy(METER) == METER
+    assert pickle.loads(pickle.dumps(f)) == f
+    assert repr(Property(0xE7)) == "Property(epc=231, edt=b'')"
+    assert repr(METER) == "Eoj(group=2, cls=136, instance=1)"
+    assert repr(Frame2(1, b"x")) == "Frame2(tid=1, payload=b'x')"
+    assert repr(built).startswith("Frame(tid=1, seoj=Eoj(group=5, cls=255, instance=1), ")
+    match f:
+        case Frame(tid, _, Eoj(0x02, 0x88, inst), _, (Property(epc, edt),)):
+            assert (tid, inst, epc, edt) == (1, 1, 0xE7, b"")
+        case _:
+            pytest.fail("positional patterns follow the field order")
+
+
+def test_sequences_are_stored_as_tuples() -> None:
+    f = Frame(1, CONTROLLER, METER, Esv.GET, [Property(0xE7)])
+    assert f.props == (Property(0xE7),) and isinstance(f.props, tuple)
+    assert f == Frame(1, CONTROLLER, METER, Esv.GET, (Property(0xE7),))
+    assert hash(f) == hash(Frame(1, CONTROLLER, METER, Esv.GET, (Property(0xE7),)))
+    assert f.encode() == GET_E7
+
+
+def test_buffers_decode_like_bytes() -> None:
+    for buf in (bytearray(GET_E7), memoryview(GET_E7)):
+        assert Frame.decode(buf) == Frame.decode(GET_E7)
+        assert Frame.decode(buf).encode() == GET_E7
+        assert decode_any(buf) == Frame.decode(GET_E7)
+    assert Frame2.decode(bytearray(b"\x10\x82\x00\x01ab")) == Frame2(1, b"ab")
+
+
+def test_encode_refuses_eoj_and_esv_that_are_not_bytes() -> None:
+    for seoj, deoj in ((Eoj(0x100, 0, 1), METER), (CONTROLLER, Eoj(2, -1, 1))):
+        with pytest.raises(ValueError, match="EOJ"):
+            Frame(1, seoj, deoj, Esv.GET, (Property(0xE7),)).encode()
+    with pytest.raises(ValueError, match="ESV"):
+        Frame(1, CONTROLLER, METER, 0x162, (Property(0xE7),)).encode()
+    with pytest.raises(ValueError, match="EPC"):
+        Frame(1, CONTROLLER, METER, Esv.GET, (Property(0xE7), Property(-1))).encode()
+    with pytest.raises(ValueError, match="OPC"):
+        Frame(1, CONTROLLER, METER, Esv.GET, tuple(Property(0x80) for _ in range(256))).encode()
+    # a frame that failed to encode once still fails (nothing half-cached on the way)
+    bad = Eoj(0x100, 0, 1)
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            Frame(1, bad, METER, Esv.GET, ()).encode()
+
+
+@given(frames())
+def test_decoded_frame_and_frame_built_anew_encode_alike(f: Frame) -> None:
+    raw = f.encode()
+    d = Frame.decode(raw)
+    anew = Frame(d.tid, d.seoj, d.deoj, d.esv, d.props, d.props_get)
+    assert d.encode() == anew.encode() == raw
+    # shared (interned) values are equal values, whatever was decoded before
+    assert (d.seoj, d.deoj) == (f.seoj, f.deoj) and d.props == f.props
+
+
+def test_many_props_and_long_lists_round_trip() -> None:
+    props = tuple(Property(0x80 + i, bytes([i]) * (i % 5)) for i in range(40))
+    for esv, get in ((Esv.SETC, ()), (Esv.SETGET, props[:7]), (Esv.SETGET_RES, ())):
+        f = Frame(0xFFFF, CONTROLLER, METER, esv, props, get)
+        assert Frame.decode(f.encode()) == f
