@@ -16,12 +16,21 @@ interpreted when no compiler was available. A decoded `Frame` keeps the datagram
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import FrozenInstanceError
 from enum import IntEnum
-from typing import ClassVar, Final, final
+from typing import ClassVar, Final, TypeVar, final
 
 from amistack.echonet.errors import EchonetDecodeError
+
+try:
+    from mypy_extensions import mypyc_attr
+except ImportError:  # interpreted without mypy installed: the decorator only speaks to mypyc
+    _C = TypeVar("_C")
+
+    def mypyc_attr(*attrs: str, **kwattrs: object) -> Callable[[_C], _C]:
+        return lambda cls: cls
+
 
 __all__ = [
     "EHD1",
@@ -79,6 +88,11 @@ def _frozen(name: str) -> FrozenInstanceError:
     return FrozenInstanceError(f"cannot assign to field {name!r}")
 
 
+# For mypyc: `acyclic` because these objects only hold ints, bytes and tuples of each other and
+# so can never close a reference cycle (no cycle-GC bookkeeping per object; a caller who puts
+# foreign objects into `props` that point back would leak, not crash); `free_list_len=1` keeps
+# one freed instance for the next allocation, as decoding allocates and drops them per frame.
+@mypyc_attr(acyclic=True, free_list_len=1)
 @final
 class Property:
     """One EPC with its EDT; PDC on the wire = len(edt) (0 in a Get request)."""
@@ -115,6 +129,7 @@ class Property:
         return (Property, (self.epc, self.edt))
 
 
+@mypyc_attr(acyclic=True)
 @final
 class Eoj:
     """ECHONET object: class group code, class code, instance code (spec part 2, §3.2.4)."""
@@ -302,6 +317,7 @@ def _decode_header(data: bytes) -> int:
     return data[1]
 
 
+@mypyc_attr(acyclic=True, free_list_len=1)
 @final
 class Frame:
     """A format-1 ECHONET Lite frame. For SetGet services (6E/7E/5E) `props` is the OPCSet part
@@ -448,6 +464,7 @@ class Frame:
         return frame
 
 
+@mypyc_attr(acyclic=True)
 @final
 class Frame2:
     """A format-2 frame (EHD 0x1082): TID and an opaque payload, passed through unchanged."""
