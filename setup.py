@@ -1,7 +1,7 @@
 """Build step beyond pyproject.toml: compile the ECHONET Lite frame codec with mypyc.
 
 `src/amistack/echonet/frame.py` is ordinary typed Python; mypyc turns it into a C extension that
-is 5 - 8x faster than pychonet's codec where the interpreted module is at par
+is 5 - 9x faster than pychonet's codec where the interpreted module is at par
 (benchmarks/README.md, "ECHONET Lite"). The extension is optional: without mypy/mypyc or a C
 compiler, or with AMISTACK_PURE_PYTHON=1 in the environment, the build carries on and the same
 module runs interpreted (`amistack bench echonet` reports which one is loaded as
