@@ -39,8 +39,6 @@ from amistack.echonet import frame as frame_module
 from amistack.echonet.frame import Eoj, Esv, Frame, Property
 from amistack.echonet.node import NODE_PROFILE
 from amistack.echonet.objects import SmartMeterObject
-from amistack.meter.model import MeterModel
-from amistack.meter.tables import TimeScale
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +51,6 @@ __all__ = [
     "bench_pychonet_codec",
     "codec_compiled",
     "codec_section",
-    "meter_object",
     "realistic_frames",
 ]
 
@@ -71,17 +68,10 @@ def codec_compiled() -> bool:
     return origin.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
 
 
-def meter_object(time_scale: TimeScale | None = None) -> SmartMeterObject:
-    """The smart meter whose values the frames carry (and which the Get benchmark serves)."""
-    ts = time_scale if time_scale is not None else TimeScale(0.0, MODEL_T)
-    return SmartMeterObject(MeterModel(7), ts)
-
-
-def realistic_frames() -> list[bytes]:
+def realistic_frames(meter: SmartMeterObject, now: float) -> list[bytes]:
     """The frames both codecs work on: what a HEMS and a smart meter exchange, with values read
-    from a real meter object (E2 is the 194-byte history: day + 48 half-hour values)."""
-    meter = meter_object()
-    now = 0.0
+    from a real meter object at `now` (E2 is the 194-byte history: day + 48 half-hour values).
+    Sets the meter's E5 to 1."""
     meter.set(0xE5, b"\x01", now)
 
     def val(epc: int) -> bytes:
@@ -250,10 +240,9 @@ def bench_pychonet_codec(
     return _timed_rounds(_pychonet_pass(frames, *codec), duration, rounds)[0]
 
 
-def codec_section(duration: float) -> dict[str, Any]:
-    """The codec half of `amistack bench echonet` (keys in the module docstring); each pass runs
-    about `duration` seconds in total."""
-    frames = realistic_frames()
+def codec_section(frames: list[bytes], duration: float) -> dict[str, Any]:
+    """The codec half of `amistack bench echonet` (keys in the module docstring) over `frames`
+    (`realistic_frames`); each pass runs about `duration` seconds in total."""
     _check_round_trips(frames)
     codec = _pychonet_codec()
     passes: dict[str, Callable[[], int]] = {

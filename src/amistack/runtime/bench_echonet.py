@@ -25,13 +25,20 @@ from typing import Any
 from amistack.addr import Addr
 from amistack.crypto import system_random
 from amistack.crypto.rand import seeded_random
-from amistack.echonet.bench import CODEC_TARGET_RATIO, CONTROLLER, METER, MODEL_T, codec_section
-from amistack.echonet.bench import meter_object as _meter
+from amistack.echonet.bench import (
+    CODEC_TARGET_RATIO,
+    CONTROLLER,
+    METER,
+    MODEL_T,
+    codec_section,
+    realistic_frames,
+)
 from amistack.echonet.controller import ControllerConfig, EchonetController
 from amistack.echonet.errors import EchonetDecodeError
 from amistack.echonet.frame import Esv, Frame, Property
 from amistack.echonet.node import EchonetNode, NodeConfig
-from amistack.echonet.objects import NodeProfile
+from amistack.echonet.objects import NodeProfile, SmartMeterObject
+from amistack.meter.model import MeterModel
 from amistack.meter.tables import TimeScale
 from amistack.runtime.echo import measure_udp_echo
 from amistack.runtime.echonet import EchonetDriver
@@ -46,6 +53,11 @@ __all__ = ["GET_RTT_TARGET", "bench_echonet", "bench_get_rtt"]
 NODE_HOST = "127.0.40.1"  # the benchmark's loopback addresses (tests use 127.0.40.0/24 too)
 CONTROLLER_HOST = "127.0.40.2"
 GET_RTT_TARGET = 20_000.0  # issue 3: >= 20,000 Get round trips per second
+
+
+def _meter(time_scale: TimeScale) -> SmartMeterObject:
+    """The smart meter whose values the codec frames carry and which the Get benchmark serves."""
+    return SmartMeterObject(MeterModel(7), time_scale)
 
 
 def _get_request(tid: int) -> bytes:
@@ -321,7 +333,8 @@ def bench_echonet(
     turn, `rounds` times; each reports its best round (all rounds are listed too), so that a
     busy neighbour during one round does not decide the result."""
     result: dict[str, Any] = {"targets": {"codec_ratio_vs_pychonet": CODEC_TARGET_RATIO}}
-    result.update(codec_section(codec_duration))
+    frames = realistic_frames(_meter(TimeScale(0.0, MODEL_T)), 0.0)
+    result.update(codec_section(frames, codec_duration))
     if not rtt:
         return result
     result["targets"]["get_rtt_per_s"] = GET_RTT_TARGET

@@ -1,0 +1,17 @@
+"""`amistack bench echonet` still runs (a smoke test: benchmarks are measured, never asserted)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from amistack.cli.main import main
+
+
+def test_bench_echonet_codec_only_prints_its_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "echonet", "--codec-only", "--duration", "0.2", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["codec_frames"] == 8 and doc["codec_per_s"] > 0 and doc["codec_built_per_s"] > 0
+    assert isinstance(doc["codec_compiled"], bool)
+    assert "codec_ratio_vs_pychonet" in doc and "get_rtt_per_s" not in doc
