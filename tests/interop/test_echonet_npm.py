@@ -1,7 +1,7 @@
 """The npm `echonet-lite` package (Node.js) against our ECHONET Lite stack.
 
 The package binds 0.0.0.0:3610, joins 224.0.23.0 and multicasts its startup INF, so it never runs
-in the host's namespace: each test builds the netns pair of tests/scenario/test_echonet_netns.py
+in the host's namespace: each test builds the netns pair of tests/netns.py
 (two fresh namespaces joined by a veth pair, 192.0.2.0/24 and fe80::/64 on the link, deleted
 afterwards) and runs the package there with `ip netns exec`; our side runs in the other
 namespace. The scripts are in tests/interop/node/ (`make setup` runs `npm ci` there).
@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 from tests.conftest import IN_CI, REPO, require_tool
-from tests.scenario.test_echonet_netns import (
+from tests.netns import (
     A4,
     B4,
     MeterInNetns,

@@ -162,12 +162,12 @@ def test_pychonet_discovers_reads_and_sets_our_meter() -> None:
 
 def test_pychonet_finds_our_meter_by_multicast_in_a_netns_pair() -> None:
     """pychonet's default discovery, which must not run on the host: our meter in netns A,
-    pychonet on 192.0.2.2:3610 in netns B (the netns pair of tests/scenario/test_echonet_netns.py).
+    pychonet on 192.0.2.2:3610 in netns B (the netns pair of tests/netns.py).
     As in Home Assistant's integration: a multicast Get of D6 to 224.0.23.0; our node answers
     unicast after its §2.4 delay; pychonet reports the unknown host to `discover_callback`, which
     runs the unicast discovery of that host; then maps and E7."""
     pychonet, udp_server = _pychonet()
-    from tests.scenario.test_echonet_netns import (
+    from tests.netns import (
         A4,
         B4,
         MeterInNetns,
@@ -179,7 +179,7 @@ def test_pychonet_finds_our_meter_by_multicast_in_a_netns_pair() -> None:
     pairs = make_netns_pair()
     pair = next(pairs)
     try:
-        node = meter_node(config=NodeConfig(multicast_reply_delay=0.3))
+        node = meter_node(23, NodeConfig(multicast_reply_delay=0.3))
 
         async def hems() -> dict[str, Any]:
             loop = asyncio.get_running_loop()

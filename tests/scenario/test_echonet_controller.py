@@ -12,21 +12,19 @@ request once, the answers to the other attempts are counted as duplicates.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import json
 import os
-import secrets
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from typing import TypeVar
 
 import pytest
-from tests.conftest import IN_CI, require_tool
+from tests.conftest import IN_CI
+from tests.netns import A4, A6, B4, B6, NetnsPair, enter, make_netns_pair
 
 from amistack.addr import Addr
 from amistack.crypto.rand import seeded_random
@@ -253,77 +251,10 @@ def test_controller_driver_against_the_meter_over_udp() -> None:
 # exist only on that veth link. Each side runs its own event loop in a thread that entered its
 # namespace with setns(2); `amistack hems` runs as a process under `ip netns exec`.
 
-CLONE_NEWNET = 0x40000000  # linux/sched.h
-A4, B4 = "192.0.2.1", "192.0.2.2"
-A6, B6 = "fe80::a", "fe80::b"
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
-
-
-def _enter(ns: str) -> None:
-    """Move the calling thread (network namespaces are per thread) into netns `ns`."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(f"/var/run/netns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({ns}): {os.strerror(err)}")
-    finally:
-        os.close(fd)
-
-
-@dataclass(frozen=True)
-class Pair:
-    ns_a: str
-    ns_b: str
-    if_a: str
-    if_b: str
-
 
 @pytest.fixture
-def pair() -> Iterator[Pair]:
-    require_tool("ip")
-    if os.geteuid() != 0:
-        if IN_CI:
-            pytest.fail("network namespaces need root")
-        pytest.skip("network namespaces need root")
-    sfx = secrets.token_hex(4)
-    p = Pair(f"amictl-a-{sfx}", f"amictl-b-{sfx}", f"ca{sfx}", f"cb{sfx}")
-    created: list[str] = []
-    try:
-        for ns in (p.ns_a, p.ns_b):
-            _ip("netns", "add", ns)
-            created.append(ns)
-            _ip("-n", ns, "link", "set", "lo", "up")
-        _ip("link", "add", p.if_a, "netns", p.ns_a, "type", "veth", "peer", "name", p.if_b,
-            "netns", p.ns_b)  # fmt: skip
-        for ns, ifname, v4, v6 in ((p.ns_a, p.if_a, A4, A6), (p.ns_b, p.if_b, B4, B6)):
-            _ip("-n", ns, "link", "set", ifname, "addrgenmode", "none")
-            _ip("-n", ns, "addr", "add", f"{v4}/24", "dev", ifname)
-            _ip("-n", ns, "-6", "addr", "add", f"{v6}/64", "dev", ifname, "nodad")
-            _ip("-n", ns, "link", "set", ifname, "up")
-        for ns, ifname in ((p.ns_a, p.if_a), (p.ns_b, p.if_b)):
-            deadline = time.monotonic() + 5.0
-            while True:  # until link-watch activates the qdisc, the veth drops every packet
-                out = subprocess.run(
-                    ["ip", "-n", ns, "link", "show", "dev", ifname],
-                    capture_output=True, text=True, timeout=10, check=True,
-                ).stdout  # fmt: skip
-                if "qdisc noop" not in out and "state UP" in out:
-                    break
-                assert time.monotonic() < deadline, out
-                time.sleep(0.05)
-        yield p
-    except subprocess.CalledProcessError as exc:
-        msg = f"cannot build the netns pair: {exc.stderr.decode(errors='replace').strip()}"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
-    finally:
-        for ns in created:  # deleting a namespace deletes its end of the veth, and so the pair
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+def pair() -> Iterator[NetnsPair]:
+    yield from make_netns_pair("amictl", group_routes=False)
 
 
 class LoopInNetns:
@@ -341,7 +272,7 @@ class LoopInNetns:
 
     def _run(self, ns: str) -> None:
         try:
-            _enter(ns)
+            enter(ns)
         except BaseException as exc:
             self._error = exc
             self._entered.set()
@@ -362,7 +293,7 @@ class LoopInNetns:
         self.loop.close()
 
 
-def test_multicast_discovery_ipv4_and_ipv6_link_local_then_hems_cli(pair: Pair) -> None:
+def test_multicast_discovery_ipv4_and_ipv6_link_local_then_hems_cli(pair: NetnsPair) -> None:
     meter_side = LoopInNetns(pair.ns_a)
     hems_side = LoopInNetns(pair.ns_b)
     node = EchonetNode(

@@ -25,47 +25,41 @@ thread. Cases:
 
 from __future__ import annotations
 
-import asyncio
-import ctypes
-import os
-import secrets
 import select
 import socket
 import struct
-import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pytest
-from tests.conftest import IN_CI, require_tool
+from tests.netns import (
+    A4,
+    A6,
+    B4,
+    B6,
+    MeterInNetns,
+    NetnsPair,
+    in_netns,
+    make_netns_pair,
+    meter_node,
+)
 
-from amistack.crypto.rand import seeded_random
 from amistack.echonet.frame import Eoj, Esv, Frame, Property
 from amistack.echonet.node import (
     MULTICAST_V4,
     MULTICAST_V6,
     NODE_PROFILE,
-    EchonetNode,
     NodeConfig,
 )
-from amistack.echonet.objects import NodeProfile, SmartMeterObject
-from amistack.meter.model import MeterModel
-from amistack.meter.tables import TimeScale
-from amistack.runtime.echonet import EchonetDriver, multicast_socket
-from amistack.runtime.loop import new_event_loop
+from amistack.runtime.echonet import multicast_socket
 
 T = TypeVar("T")
 
-CLONE_NEWNET = 0x40000000  # linux/sched.h
 CONTROLLER = Eoj(0x05, 0xFF, 0x01)
 METER = Eoj(0x02, 0x88, 0x01)
-A4, B4 = "192.0.2.1", "192.0.2.2"
-A6, B6 = "fe80::a", "fe80::b"
 SEED = 23
-MODEL_T = 1_704_034_800.0 + 10 * 86400 + 14 * 3600 + 1200
 CONFIG = NodeConfig(
     multicast_groups=(MULTICAST_V4, MULTICAST_V6),
     multicast_reply_delay=0.6,
@@ -76,185 +70,12 @@ CONFIG = NodeConfig(
 # -- network namespaces ----------------------------------------------------------------------
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
-
-
-def _enter(ns: str) -> None:
-    """Move the calling thread (only it: network namespaces are per thread) into netns `ns`."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(f"/var/run/netns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({ns}): {os.strerror(err)}")
-    finally:
-        os.close(fd)
-
-
-def in_netns(ns: str, fn: Callable[[], T]) -> T:
-    """Run `fn` in a fresh thread that has entered netns `ns` (the caller stays where it is)."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            _enter(ns)
-            box["value"] = fn()
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=target, name=f"netns-{ns}")
-    thread.start()
-    thread.join(30)
-    if "error" in box:
-        raise box["error"]
-    if "value" not in box:
-        raise TimeoutError(f"nothing came back from netns {ns}")
-    return box["value"]  # type: ignore[no-any-return]
-
-
-def _wait_running(ns: str, ifname: str, timeout: float = 5.0) -> None:
-    """Wait until the kernel has activated the veth's queueing discipline: until the link-watch
-    event does (rate-limited to about once a second) it is `noop` and drops every packet."""
-    deadline = time.monotonic() + timeout
-    while True:
-        out = subprocess.run(
-            ["ip", "-n", ns, "link", "show", "dev", ifname],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
-        if "qdisc noop" not in out and "state UP" in out:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{ifname} in {ns} is not running: {out.strip()}")
-        time.sleep(0.05)
-
-
-@dataclass(frozen=True)
-class NetnsPair:
-    ns_a: str
-    ns_b: str
-    if_a: str
-    if_b: str
-    index_a: int  # of if_a, inside ns_a
-    index_b: int  # of if_b, inside ns_b
-
-
 @pytest.fixture
 def netns_pair() -> Iterator[NetnsPair]:
-    yield from make_netns_pair()
-
-
-def make_netns_pair() -> Iterator[NetnsPair]:
-    """Two fresh namespaces joined by a veth pair (see the module docstring); deleted after."""
-    require_tool("ip")
-    if os.geteuid() != 0:
-        msg = "network namespaces need root"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
-    sfx = secrets.token_hex(4)
-    ns_a, ns_b = f"amiel-a-{sfx}", f"amiel-b-{sfx}"
-    if_a, if_b = f"va{sfx}", f"vb{sfx}"  # <= 15 characters (IFNAMSIZ)
-    created: list[str] = []
-    try:
-        for ns in (ns_a, ns_b):
-            _ip("netns", "add", ns)
-            created.append(ns)
-            _ip("-n", ns, "link", "set", "lo", "up")
-        _ip("link", "add", if_a, "netns", ns_a, "type", "veth", "peer", "name", if_b, "netns", ns_b)
-        for ns, ifname, v4, v6 in ((ns_a, if_a, A4, A6), (ns_b, if_b, B4, B6)):
-            # One well-known link-local address, usable at once (no DAD wait, no EUI-64 twin).
-            _ip("-n", ns, "link", "set", ifname, "addrgenmode", "none")
-            _ip("-n", ns, "addr", "add", f"{v4}/24", "dev", ifname)
-            _ip("-n", ns, "-6", "addr", "add", f"{v6}/64", "dev", ifname, "nodad")
-            _ip("-n", ns, "link", "set", ifname, "up")
-            # peers that join 224.0.23.0 without naming an interface (npm echonet-lite) need a
-            # route for the group; it exists only in this namespace
-            _ip("-n", ns, "route", "add", "224.0.0.0/4", "dev", ifname)
-        _wait_running(ns_a, if_a)
-        _wait_running(ns_b, if_b)
-        index_a = in_netns(ns_a, lambda: socket.if_nametoindex(if_a))
-        index_b = in_netns(ns_b, lambda: socket.if_nametoindex(if_b))
-        yield NetnsPair(ns_a, ns_b, if_a, if_b, index_a, index_b)
-    except subprocess.CalledProcessError as exc:
-        msg = f"cannot build the netns pair: {exc.stderr.decode(errors='replace').strip()}"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
-    finally:
-        for ns in created:  # deleting a namespace deletes its end of the veth, and so the pair
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+    yield from make_netns_pair("amiel")
 
 
 # -- the meter, inside netns A ---------------------------------------------------------------
-
-
-def meter_node(seed: int = SEED, config: NodeConfig = CONFIG) -> EchonetNode:
-    """Our smart-meter node. Its model time is all but frozen mid-afternoon, ten days after
-    installation, so no 30-minute EA/EB announcement falls inside a test."""
-    meter = SmartMeterObject(MeterModel(seed), TimeScale(0.0, MODEL_T, factor=1e-9))
-    return EchonetNode(NodeProfile([]), [meter], seeded_random(seed), config)
-
-
-class MeterInNetns:
-    """Our meter node on its own event loop, in a thread that entered `ns`."""
-
-    def __init__(
-        self, ns: str, interface: str, node: EchonetNode, ipv4: str = A4, ipv6: str | None = A6
-    ) -> None:
-        self.ns = ns
-        self.ipv4 = ipv4
-        self.ipv6 = ipv6
-        self.interface = interface
-        self.node = node
-        self.started_at = 0.0  # time.monotonic() when node.start ran
-        self.opened: list[Any] = []
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, name=f"meter-{ns}", daemon=True)
-
-    def __enter__(self) -> MeterInNetns:
-        self._thread.start()
-        if not self._ready.wait(15):
-            raise TimeoutError("the meter did not start")
-        if self._error is not None:
-            raise self._error
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        try:
-            _enter(self.ns)
-            loop = self._loop = new_event_loop()
-            loop.run_until_complete(self._main())
-            loop.close()
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-
-    async def _main(self) -> None:
-        self._stop = asyncio.Event()
-        driver = EchonetDriver(self.node)
-        try:
-            self.opened = await driver.open(
-                ipv4=self.ipv4, ipv6=self.ipv6, interface=self.interface
-            )
-            self.node.start(driver.now())
-            self.started_at = time.monotonic()
-            driver.kick()
-            self._ready.set()
-            await self._stop.wait()
-        finally:
-            driver.close()
 
 
 # -- the test side's sockets, inside netns B -------------------------------------------------
@@ -317,7 +138,7 @@ def hems_sockets(pair: NetnsPair) -> HemsSockets:
 def twin_reply_delays(requests: list[bytes], src: tuple[str, int]) -> list[float]:
     """The §2.4 delays our meter draws for `requests` multicast at once, right after start:
     a twin node with the same seed and config, on virtual time."""
-    twin = meter_node()
+    twin = meter_node(SEED, CONFIG)
     twin.start(0.0)
     for data in requests:
         twin.receive_datagram(data, src, 0.0, multicast=True)
@@ -360,7 +181,7 @@ def test_startup_inf_reaches_both_groups_in_the_other_namespace(netns_pair: Netn
 
     g4, g6 = in_netns(pair.ns_b, listeners)
     try:
-        with MeterInNetns(pair.ns_a, pair.if_a, meter_node()) as meter:
+        with MeterInNetns(pair.ns_a, pair.if_a, meter_node(SEED, CONFIG)) as meter:
             got4 = _recv_d5(g4, 3.0)
             got6 = _recv_d5(g6, 3.0)
             assert got4 is not None, "no startup INF on 224.0.23.0"
@@ -389,7 +210,7 @@ def test_multicast_get_answered_unicast_to_3610_after_the_random_delay(
     expected = twin_reply_delays(requests, (B4, 40000))
     assert len(expected) == 3 and len(set(expected)) == 3
     try:
-        with MeterInNetns(pair.ns_a, pair.if_a, meter_node()) as meter:
+        with MeterInNetns(pair.ns_a, pair.if_a, meter_node(SEED, CONFIG)) as meter:
             sent = time.monotonic()
             for data in requests:
                 hems.tx4.sendto(data, (MULTICAST_V4[0], 3610))
@@ -419,7 +240,7 @@ def test_ipv6_link_local_multicast_and_unicast_on_the_chosen_interface(
     hems = hems_sockets(pair)
     idx = pair.index_b
     try:
-        with MeterInNetns(pair.ns_a, pair.if_a, meter_node()):
+        with MeterInNetns(pair.ns_a, pair.if_a, meter_node(SEED, CONFIG)):
             # multicast Get of D6 to ff02::1 on B's link: answered unicast to [fe80::b]:3610
             req = Frame(0x0B01, CONTROLLER, NODE_PROFILE, Esv.GET, (Property(0xD6),))
             sent = time.monotonic()
@@ -458,7 +279,7 @@ def test_multicast_inf_req_answered_unicast_and_unknown_objects_ignored(
     hems = hems_sockets(pair)
     group = in_netns(pair.ns_b, lambda: multicast_socket(MULTICAST_V4[0], 3610, pair.if_b))
     try:
-        with MeterInNetns(pair.ns_a, pair.if_a, meter_node()) as meter:
+        with MeterInNetns(pair.ns_a, pair.if_a, meter_node(SEED, CONFIG)) as meter:
             startup = _recv_d5(group, 3.0)  # the startup INF, out of the way first
             assert startup is not None
             aircon = Eoj(0x01, 0x30, 0x01)

@@ -5,24 +5,22 @@ Multicast runs only inside a pair of network namespaces the test creates and del
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
-import secrets
 import select
 import signal
 import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
-from tests.conftest import IN_CI, require_tool
+from tests.conftest import IN_CI
+from tests.netns import NetnsPair, in_netns, ip, make_netns_pair
 
 from amistack.cli.main import main
 from amistack.echonet.frame import Eoj, Esv, Frame, Property
@@ -229,89 +227,24 @@ def test_beside_the_full_meter_network_access_and_echonet_both_run(tmp_path: Pat
 
 # -- multicast, only inside a network-namespace pair this test builds ------------------------
 
-CLONE_NEWNET = 0x40000000  # linux/sched.h
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
-
-
-def _in_netns(ns: str, fn: Callable[[], T]) -> T:
-    """Run `fn` in a thread that entered netns `ns` (sockets stay in the namespace they were
-    created in, so the caller can use what `fn` made)."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            fd = os.open(f"/var/run/netns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if libc.setns(fd, CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), f"setns({ns})")
-            finally:
-                os.close(fd)
-            box["value"] = fn()
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join(30)
-    if "error" in box:
-        raise box["error"]
-    return box["value"]  # type: ignore[no-any-return]
-
 
 @pytest.fixture
-def netns_pair() -> Iterator[tuple[str, str, str, str]]:
-    """(ns_a, ns_b, if_a, if_b): 192.0.2.1/fe80::a in A, 192.0.2.2/fe80::b in B, one veth."""
-    require_tool("ip")
-    sfx = secrets.token_hex(4)
-    ns_a, ns_b, if_a, if_b = f"amime-a-{sfx}", f"amime-b-{sfx}", f"ma{sfx}", f"mb{sfx}"
-    created: list[str] = []
-    try:
-        for ns in (ns_a, ns_b):
-            _ip("netns", "add", ns)
-            created.append(ns)
-            _ip("-n", ns, "link", "set", "lo", "up")
-        _ip("link", "add", if_a, "netns", ns_a, "type", "veth", "peer", "name", if_b, "netns", ns_b)
-        for ns, ifname, v4, v6 in ((ns_a, if_a, "192.0.2.1", "fe80::a"),
-                                   (ns_b, if_b, "192.0.2.2", "fe80::b")):  # fmt: skip
-            _ip("-n", ns, "link", "set", ifname, "addrgenmode", "none")
-            _ip("-n", ns, "addr", "add", f"{v4}/24", "dev", ifname)
-            _ip("-n", ns, "-6", "addr", "add", f"{v6}/64", "dev", ifname, "nodad")
-            _ip("-n", ns, "link", "set", ifname, "up")
-        for ns, ifname in ((ns_a, if_a), (ns_b, if_b)):
-            deadline = time.monotonic() + 5
-            while True:  # until link-watch activates the qdisc, the veth drops everything
-                out = subprocess.run(["ip", "-n", ns, "link", "show", "dev", ifname],
-                                     capture_output=True, text=True, timeout=10).stdout  # fmt: skip
-                if "qdisc noop" not in out and "state UP" in out:
-                    break
-                assert time.monotonic() < deadline, out
-                time.sleep(0.05)
-        yield ns_a, ns_b, if_a, if_b
-    except subprocess.CalledProcessError as exc:
-        msg = f"cannot build the netns pair: {exc.stderr.decode(errors='replace').strip()}"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
-    finally:
-        for ns in created:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+def netns_pair() -> Iterator[NetnsPair]:
+    # no group routes: the case without --interface adds one, the case with it proves it is used
+    yield from make_netns_pair("amime", group_routes=False)
 
 
 @pytest.mark.parametrize("with_interface", [True, False])
 def test_startup_inf_and_multicast_get_in_a_netns_pair(
-    netns_pair: tuple[str, str, str, str], with_interface: bool
+    netns_pair: NetnsPair, with_interface: bool
 ) -> None:
     """The command with its defaults (0.0.0.0 and ::) inside netns A, with --interface or
     without (then IPv4 multicast follows the route and IPv6 takes the only interface with a
     link-local address): B hears the §4.2 startup INF of D5 on 224.0.23.0 and ff02::1, and a
     multicast Get of D6 from B is answered unicast to B's port 3610 (after the §2.4 delay)."""
-    ns_a, ns_b, if_a, if_b = netns_pair
+    ns_a, ns_b, if_a, if_b = netns_pair.ns_a, netns_pair.ns_b, netns_pair.if_a, netns_pair.if_b
     if not with_interface:
-        _ip("-n", ns_a, "route", "add", "224.0.0.0/4", "dev", if_a)
+        ip("-n", ns_a, "route", "add", "224.0.0.0/4", "dev", if_a)
 
     def sockets() -> tuple[socket.socket, socket.socket, socket.socket, socket.socket]:
         index = socket.if_nametoindex(if_b)
@@ -333,7 +266,7 @@ def test_startup_inf_and_multicast_get_in_a_netns_pair(
         tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
         return g4, g6, rx, tx
 
-    g4, g6, rx, tx = _in_netns(ns_b, sockets)
+    g4, g6, rx, tx = in_netns(ns_b, sockets)
     proc = subprocess.Popen(
         ["ip", "netns", "exec", ns_a, PY, "-m", "amistack.cli.main", "meter", "--echonet",
          "--seed", "9", *(["--interface", if_a] if with_interface else [])],
