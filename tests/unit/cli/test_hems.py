@@ -17,10 +17,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from tests.cli import run_cli as run
 from tests.conftest import IN_CI
 
 from amistack.cli.hems import EnergyScale, current_amps, history, signed
-from amistack.cli.main import main
 from amistack.crypto.rand import seeded_random
 from amistack.echonet.frame import Eoj
 from amistack.echonet.node import EchonetNode, NodeConfig
@@ -33,15 +33,6 @@ METER_HOST = "127.0.10.21"
 HEMS_HOST = "127.0.10.22"
 NOBODY_HOST = "127.0.10.23"
 METER = Eoj(0x02, 0x88, 0x01)
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 class MeterThread:

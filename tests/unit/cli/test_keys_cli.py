@@ -8,21 +8,11 @@ import stat
 from pathlib import Path
 
 import pytest
+from tests.cli import run_cli as run
 
 from amistack.cli.common import KEK_FILE, KEYSERVER_DB, open_store
-from amistack.cli.main import main
 
 PSK = "00112233445566778899aabbccddeeff"
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """main(argv) -> (exit status, stdout, stderr); argparse errors exit via SystemExit."""
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

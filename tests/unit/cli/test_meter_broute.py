@@ -16,10 +16,10 @@ import time
 from typing import Any
 
 import pytest
+from tests.cli import run_cli as run
 
 from amistack.broute import AttemptFailed, BrouteCredentials, BrouteHems, LinkUp
 from amistack.broute.controller import BrouteController
-from amistack.cli.main import main
 from amistack.crypto import seeded_random
 from amistack.echonet.controller import ControllerConfig, EchonetController
 from amistack.echonet.events import PropertyMapsRetrieved, RequestCompleted
@@ -118,26 +118,15 @@ def test_hems_reads_the_meter_process_over_the_broute(bind: str, host: str) -> N
         assert _stop(proc) == 0
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    """Run the CLI in-process: exit code and stderr (stdout stays in `capsys.readouterr()`)."""
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    print(out, end="")  # back into the capture, for the test to read
-    return code, err
-
-
 def test_broute_options_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
-    code, err = run(capsys, "meter", "--broute", "127.0.50.22:0")
+    code, _, err = run(capsys, "meter", "--broute", "127.0.50.22:0")
     assert code == 2 and "--broute needs --broute-id and --broute-password" in err
-    code, err = run(
+    code, _, err = run(
         capsys, "meter", "--broute", "127.0.50.22:0", "--broute-id", "short",
         "--broute-password", PASSWORD,
     )  # fmt: skip
     assert code == 2 and err.startswith("amistack") and "32" in err
-    code, err = run(capsys, "meter", "--echonet", "--broute-id", RBID)
+    code, _, err = run(capsys, "meter", "--echonet", "--broute-id", RBID)
     assert code == 2 and "go with --broute" in err
 
 
@@ -146,7 +135,7 @@ def test_amistack_hems_over_the_broute(capsys: pytest.CaptureFixture[str]) -> No
     proc, (host, port) = _start_meter("127.0.50.23:0")
     try:
         os.environ["AMISTACK_BROUTE_PASSWORD"] = PASSWORD
-        code, _ = run(
+        code, out, _ = run(
             capsys, "hems", "--broute", f"{host}:{port}", "--broute-id", RBID, "--count", "1",
             "--history-day", "1", "--json",
         )  # fmt: skip
@@ -154,7 +143,7 @@ def test_amistack_hems_over_the_broute(capsys: pytest.CaptureFixture[str]) -> No
         os.environ.pop("AMISTACK_BROUTE_PASSWORD", None)
         assert _stop(proc) == 0
     assert code == 0
-    doc = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    doc = json.loads(out.strip().splitlines()[-1])
     assert doc["meter"] == host and isinstance(doc["power_w"], int)
     assert doc["history"]["day"] == 1 and len(doc["history"]["kwh"]) == 48
 
@@ -162,7 +151,7 @@ def test_amistack_hems_over_the_broute(capsys: pytest.CaptureFixture[str]) -> No
 def test_amistack_hems_broute_wrong_password(capsys: pytest.CaptureFixture[str]) -> None:
     proc, (host, port) = _start_meter("127.0.50.24:0")
     try:
-        code, err = run(
+        code, _, err = run(
             capsys, "hems", "--broute", f"{host}:{port}", "--broute-id", RBID,
             "--broute-password", "WRONGPASS123", "--timeout", "3",
         )  # fmt: skip

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from tests.cli import run_cli as run
 from tests.conftest import IN_CI
 from tests.netns import NetnsPair, in_netns, ip, make_netns_pair
 
-from amistack.cli.main import main
 from amistack.echonet.frame import Eoj, Esv, Frame, Property
 from amistack.echonet.node import NODE_PROFILE
 from amistack.echonet.propmap import decode_propmap
@@ -33,15 +33,6 @@ METER = Eoj(0x02, 0x88, 0x01)
 PY = sys.executable
 T = TypeVar("T")
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 class MeterProcess:
