@@ -41,9 +41,11 @@ class LinkUp:
 
 @dataclass(frozen=True)
 class LinkDown:
-    """The link is considered down: reconnection (§6.5) begins unless terminated locally."""
+    """The link is considered down: reconnection (§6.5) begins unless terminated locally.
+    `by_meter`: the meter ended the PANA session (PTR); no reconnection unless configured."""
 
     reason: str
+    by_meter: bool = False
 
 
 @dataclass(frozen=True)

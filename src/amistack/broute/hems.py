@@ -79,8 +79,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["BrouteHems", "BrouteHemsConfig", "LinkState", "NotConnected"]
 
-_BY_PAA = "terminated by PAA"  # PanaClient's SessionTerminated reason for a PTR from the PAA
-
 
 class NotConnected(Exception):
     """`send` without a link key (not authenticated yet, or the link is gone)."""
@@ -371,7 +369,7 @@ class BrouteHems:
                     self._attempt_failed(f"authentication failed: {ev.reason}", now)
                 elif isinstance(ev, SessionTerminated):
                     self.counters["session_terminated"] += 1
-                    if ev.reason.startswith(_BY_PAA) and self.state is LinkState.UP:
+                    if ev.by_peer and self.state is LinkState.UP:
                         self._terminated_by_meter(ev.reason, now)
                     else:
                         self._attempt_failed(f"PANA session ended: {ev.reason}", now)
@@ -438,7 +436,7 @@ class BrouteHems:
         self.stage = None
         self._stage_deadline = self._restart_at = self._retry_at = self._ping_deadline = None
         self._tx = self._tx_next = None
-        self._events.append(LinkDown(f"the meter ended the session: {reason}"))
+        self._events.append(LinkDown(f"the meter ended the session: {reason}", by_meter=True))
 
     def _attempt_failed(self, reason: str, now: float) -> None:
         if self.state is LinkState.UP:

@@ -1137,7 +1137,7 @@ class BrouteRadio:
                 if term is not None:
                     continue  # SKTERM: the outcome is the PTA (above)
                 self._up = False
-                if "terminated by PAA" in event.reason:
+                if event.by_meter:
                     self._events.append(PanaClosedByPeer())
                     self._hems = None
                     return

@@ -33,10 +33,12 @@ class AuthenticationFailed:
 
 @dataclass(frozen=True)
 class SessionTerminated:
-    """The session is gone: PTR/PTA, lifetime expiry, revocation, retransmission give-up."""
+    """The session is gone: PTR/PTA, lifetime expiry, revocation, retransmission give-up.
+    `by_peer`: the other end ended it with a PTR (its Termination-Cause in `reason`)."""
 
     session_id: int
     reason: str
+    by_peer: bool = False
 
 
 @dataclass(frozen=True)

@@ -459,7 +459,8 @@ class PanaAuthAgent:
             self._send(s, s.core.answer(msg, raw, 0, (), key))
             cause = msg.u32(AvpCode.TERMINATION_CAUSE)
             if not s.term_reported:
-                self._events.append(SessionTerminated(s.sid, f"terminated by PaC (cause {cause})"))
+                reason = f"terminated by PaC (cause {cause})"
+                self._events.append(SessionTerminated(s.sid, reason, by_peer=True))
                 s.term_reported = True
             self._close(s, now)
         else:  # a PAR from the PaC: its EAP response sent separately (RFC 5191 §4.2)

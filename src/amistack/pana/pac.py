@@ -411,7 +411,7 @@ class PanaClient:
             cause = msg.u32(AvpCode.TERMINATION_CAUSE)
             self._close()
             self._events.append(
-                SessionTerminated(s.session_id, f"terminated by PAA (cause {cause})")
+                SessionTerminated(s.session_id, f"terminated by PAA (cause {cause})", by_peer=True)
             )
 
     def _on_par(self, s: SessionCore, msg: PanaMessage, raw: bytes, now: float) -> None:
