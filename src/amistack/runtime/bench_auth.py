@@ -332,6 +332,8 @@ async def bench_auth_async(
     processes = min(processes, sessions, concurrency)
     n_devices = devices or min(sessions, concurrency)
     n_sockets = sockets or max(1, min(concurrency, 32))
+    if profile_dir is not None:
+        os.makedirs(profile_dir, exist_ok=True)
     with contextlib.ExitStack() as stack:
         if server == "keyserver":
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="amistack-bench-"))
