@@ -29,12 +29,13 @@ from typing import Protocol
 from amistack.addr import Addr
 from amistack.crypto import RandomSource
 from amistack.eap.psk import EapPskServer, PskKeys
-from amistack.keymgmt.events import KeyEvent, KeysShortened
+from amistack.keymgmt.events import KeyEvent, KeysInstalled, KeysShortened
 from amistack.keymgmt.keyring import DEFAULT_OVERLAP, KeyRingDirectory, KeyRingError
 from amistack.keymgmt.store import (
     MAX_DEVICE_ID,
     AuditKind,
     CredentialStore,
+    InactiveDevices,
     StoreError,
     WriteBatch,
 )
@@ -272,8 +273,13 @@ class KeyServer:
         self._held: list[tuple[int, AaaAnswer]] = []
         self._pending_events: list[KeyServerEvent] = []
         self._uncommitted: dict[KeyId, tuple[bytes, int]] = {}  # key id -> (peer, session)
+        self._success_entries: dict[KeyId, tuple[str, bytes | None, str, float]] = {}
         if directory._persistence is None:
             directory._persistence = batch
+        # Keys that wait in the batch are checked against revocation inside the commit (one
+        # query per batch, `_refuse_inactive`); keys a directory persists itself at install
+        # time are checked before installing, as they are written at once.
+        self._check_at_commit = directory._persistence is batch
 
     # -- the engine surface (forwarded) --------------------------------------------------------
 
@@ -340,14 +346,27 @@ class KeyServer:
         ):
             return False
         batch, held, events = self._batch, self._held, self._pending_events
-        uncommitted = self._uncommitted
+        uncommitted, successes = self._uncommitted, self._success_entries
         self._batch_since = None
         self._held, self._pending_events, self._uncommitted = [], [], {}
+        self._success_entries = {}
         if not batch and not held:
             self._events.extend(events)
             return False
         try:
-            self.store.commit(batch, durable=durable)
+            while True:
+                # keys go on disk only for devices still enrolled and not revoked (checked in
+                # the commit's own transaction); the sessions of any others are refused
+                check = (
+                    {peer for peer, _ in uncommitted.values()}
+                    if self.require_enrolled and self._check_at_commit
+                    else ()
+                )
+                try:
+                    self.store.commit(batch, durable=durable, require_active=check)
+                    break
+                except InactiveDevices as exc:
+                    self._refuse_inactive(exc.device_ids, uncommitted, successes, events, now)
         except StoreError as exc:
             lost = len(batch.audits)
             batch.clear()
@@ -365,6 +384,41 @@ class KeyServer:
             self._pump(now)
             self._after_call(now)
         return True
+
+    def _refuse_inactive(
+        self,
+        inactive: set[bytes],
+        uncommitted: dict[KeyId, tuple[bytes, int]],
+        successes: dict[KeyId, tuple[str, bytes | None, str, float]],
+        events: list[KeyServerEvent],
+        now: float,
+    ) -> None:
+        """Devices revoked (or removed) while their authentication was in flight, found by the
+        commit: as if refused when their PAN with the C flag arrived - the new generation is
+        dropped (wiped, never written), its `auth-success` entry is replaced by an
+        `auth-failure`, its `Authenticated`/`KeysInstalled` never become readable, and the
+        session is ended. What ending it writes joins the batch being committed."""
+        refused = {kid: ps for kid, ps in uncommitted.items() if ps[0] in inactive}
+        batch = self._batch
+        for key_id, (peer, sid) in refused.items():
+            del uncommitted[key_id]
+            self.directory.drop(peer, key_id, now)  # its keys leave the batch, wiped
+            entry = successes.pop(key_id, None)
+            if entry is not None:
+                batch.audits.remove(entry)
+                self.counters[entry[0]] -= 1
+            self._peer_of_session.pop(sid, None)
+            self._refuse_session(sid, peer, "device is not enrolled or was revoked", now)
+        sessions = {sid for _, sid in refused.values()}
+        events[:] = [
+            e
+            for e in events
+            if not (isinstance(e, Authenticated) and e.session_id in sessions)
+            and not (isinstance(e, KeysInstalled) and e.key_id in refused)
+        ]
+        self._pump(now)  # the session ends: its events go out with this commit
+        events.extend(self._pending_events)
+        self._pending_events.clear()
 
     def _commit_for_export(self, now: float) -> None:
         """A key still in the batch is asked for (head-end): commit now rather than answer
@@ -551,8 +605,9 @@ class KeyServer:
         if peer is None:
             self._refuse(ev, None, "authenticated without an EAP peer identity", now)
             return
-        if self.require_enrolled and not self.store.is_active(peer):
-            # Revoked (or removed) while its authentication was in flight.
+        if self.require_enrolled and not self._check_at_commit and not self.store.is_active(peer):
+            # Revoked (or removed) while its authentication was in flight. (Keys that wait
+            # for the group commit are checked there instead: `_refuse_inactive`.)
             self._refuse(ev, peer, "device is not enrolled or was revoked", now)
             return
         try:
@@ -561,8 +616,9 @@ class KeyServer:
             # Fail closed: a session whose keys could not be issued (or persisted) is ended.
             self._refuse(ev, peer, f"keys not installed: {exc}", now)
             return
+        key_id = KeyId.of(ev.context)
         self._peer_of_session[ev.session_id] = peer
-        self._uncommitted[KeyId.of(ev.context)] = (peer, ev.session_id)
+        self._uncommitted[key_id] = (peer, ev.session_id)
         self._pending_events.append(ev)
         self._pending_events.extend(key_events)
         kind = AuditKind.REKEY if ev.reauth else AuditKind.AUTH_SUCCESS
@@ -570,16 +626,20 @@ class KeyServer:
         self._audit(
             kind,
             peer,
-            f"session {sid} key id {KeyId.of(ev.context)} lifetime {ev.lifetime:g}s "
+            f"session {sid} key id {key_id} lifetime {ev.lifetime:g}s "
             f"from {ev.addr[0]}:{ev.addr[1]}",
             now,
         )
+        self._success_entries[key_id] = self._batch.audits[-1]  # (withdrawn if refused)
 
     def _refuse(self, ev: Authenticated, peer: bytes | None, why: str, now: float) -> None:
+        self._refuse_session(ev.session_id, peer, why, now)
+
+    def _refuse_session(self, session_id: int, peer: bytes | None, why: str, now: float) -> None:
         self.counters["authenticated_refused"] += 1
-        logger.warning("authenticated session refused", extra={"session_id": ev.session_id})
-        self._audit(AuditKind.AUTH_FAILURE, peer, f"session {ev.session_id:#010x}: {why}", now)
-        self.agent.terminate(ev.session_id, now, why)
+        logger.warning("authenticated session refused", extra={"session_id": session_id})
+        self._audit(AuditKind.AUTH_FAILURE, peer, f"session {session_id:#010x}: {why}", now)
+        self.agent.terminate(session_id, now, why)
 
     def _on_failed(self, ev: AuthenticationFailed, now: float) -> None:
         self.counters[AuditKind.AUTH_FAILURE.value] += 1

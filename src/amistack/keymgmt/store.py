@@ -17,7 +17,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from enum import StrEnum
@@ -110,6 +110,15 @@ class DeviceRevoked(StoreError):
     def __init__(self, device_id: bytes) -> None:
         super().__init__(f"device {_show(device_id)} is revoked")
         self.device_id = device_id
+
+
+class InactiveDevices(StoreError):
+    """`CredentialStore.commit(require_active=...)` found these devices revoked or removed; the
+    batch was rolled back, nothing of it written."""
+
+    def __init__(self, device_ids: set[bytes]) -> None:
+        super().__init__(f"{len(device_ids)} device(s) no longer enrolled or revoked")
+        self.device_ids = device_ids
 
 
 class AuditKind(StrEnum):
@@ -736,8 +745,19 @@ class CredentialStore:
                     ),
                 )
 
-    def commit(self, batch: WriteBatch, *, durable: bool = False) -> None:
+    def commit(
+        self,
+        batch: WriteBatch,
+        *,
+        durable: bool = False,
+        require_active: Collection[bytes] = (),
+    ) -> None:
         """Write `batch` (key deletions, key saves, audit entries) in ONE transaction.
+
+        `require_active`: devices that must still be enrolled and not revoked for the batch to
+        be written, checked inside the transaction (one query, under the write lock, so no
+        revocation by another process can fall between the check and the write); if any is
+        not, raises `InactiveDevices` and writes nothing.
 
         `durable=False` commits with synchronous=NORMAL: in WAL mode that survives a crash of
         the process (the WAL is in the OS page cache); only an OS crash or power loss can undo
@@ -771,6 +791,8 @@ class CredentialStore:
         ]
         try:
             with self._tx("FULL" if durable else "NORMAL") as db:
+                if require_active:
+                    self._check_active(db, require_active)
                 if batch.deletes:
                     db.executemany(
                         "DELETE FROM app_keys WHERE session_id = ? AND generation = ? "
@@ -791,6 +813,24 @@ class CredentialStore:
                     )
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: database error: {exc}") from exc
+
+    @staticmethod
+    def _check_active(db: sqlite3.Connection, device_ids: Collection[bytes]) -> None:
+        wanted = list(set(device_ids))
+        active: set[bytes] = set()
+        for i in range(0, len(wanted), 500):  # below any SQLITE_MAX_VARIABLE_NUMBER
+            chunk = wanted[i : i + 500]
+            active.update(
+                bytes(r[0])
+                for r in db.execute(
+                    "SELECT device_id FROM devices WHERE revoked_at IS NULL AND device_id IN ("
+                    + ",".join("?" * len(chunk))
+                    + ")",
+                    chunk,
+                )
+            )
+        if len(active) != len(wanted):
+            raise InactiveDevices(set(wanted) - active)
 
     def delete_keys(self, keys: Sequence[AppKey]) -> None:
         if not keys:

@@ -24,6 +24,7 @@ from amistack.keymgmt.store import (
     AuditKind,
     CredentialStore,
     DeviceRevoked,
+    InactiveDevices,
     StoreError,
     UnknownDevice,
     WriteBatch,
@@ -447,3 +448,27 @@ def test_commit_wraps_every_live_key_once_under_its_own_aad(
     assert len(rows) == len(keys) - 1 and len({bytes(r[0])[1:13] for r in rows}) == len(rows)
     loaded = {(k.key_id, k.purpose.name): k.key for _, k in store.load_keys(reg, 0.0)}
     assert loaded == {(k.key_id, k.purpose.name): k.key for k in keys[1:]}
+
+
+def test_commit_requiring_active_devices_writes_nothing_for_a_revoked_one(
+    store: CredentialStore,
+) -> None:
+    store.enroll(b"m1", b"\x01" * 16, now=0.0)
+    store.enroll(b"m2", b"\x02" * 16, now=0.0)
+    reg = PurposeRegistry()
+    batch = WriteBatch()
+    batch.save_keys(b"m2", [AppKey(KeyId(2, 1), p, b"\x05" * 16, 0.0, 99.0) for p in reg])
+    batch.audit(AuditKind.AUTH_SUCCESS, b"m2", "session 2", 1.0)
+    store.commit(batch, require_active=[b"m1", b"m2"])  # both active: written
+    assert len(store.load_keys(reg, 0.0)) == len(reg)
+    batch.clear()
+    batch.save_keys(b"m1", [AppKey(KeyId(1, 1), p, b"\x06" * 16, 0.0, 99.0) for p in reg])
+    batch.audit(AuditKind.AUTH_SUCCESS, b"m1", "session 1", 1.0)
+    store.revoke(b"m1", "stolen", now=2.0)
+    with pytest.raises(InactiveDevices) as exc:
+        store.commit(batch, require_active=[b"m1", b"m2", b"never-enrolled"])
+    assert exc.value.device_ids == {b"m1", b"never-enrolled"}
+    assert len(store.load_keys(reg, 0.0)) == len(reg)  # rolled back: none of the batch
+    assert [e.kind for e in store.audit_log(device_id=b"m1")] == ["revoke", "enroll"]
+    store.commit(batch, require_active=[b"m2"])  # (the caller refuses m1's session instead)
+    assert not store._db.in_transaction

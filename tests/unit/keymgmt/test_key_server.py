@@ -545,3 +545,45 @@ def test_revocation_while_the_success_is_held_never_sends_it(store: CredentialSt
     assert server.directory.get(b"meter-1") is None and not net.of(Authenticated)
     assert kinds(store)[:3] == ["enroll", "auth-accepted", "revoke"]
     assert "auth-success" not in kinds(store)
+
+
+def test_revoked_by_another_process_before_the_commit_gets_no_keys(
+    tmp_path: Path, kek: FileKek, store: CredentialStore
+) -> None:
+    # The enrolment check of a group-committed session runs in the commit's own transaction
+    # (one query per batch, not one per authentication): a revocation that lands after the
+    # PAN with the C flag but before the commit still refuses the session, and only it.
+    server = batched_server(store, interval=60.0)
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    meters = [
+        Meter(name, psk, 40000 + i, seed=10 + i) for i, (name, psk) in enumerate(PSKS.items())
+    ]
+    net = Net(server, meters)
+    for m in meters:
+        m.pac.start(0.0)
+    step_without_commit(net)
+    server.flush(0.0, force=True)  # the auth-accepted entries: the PARs with the C flag go out
+    step_without_commit(net)  # both PANs with the C flag are in: keys wait in the batch
+    assert server.directory.get(b"meter-2") is not None and key_rows(store) == 0
+    other = CredentialStore(tmp_path / "ks.db", kek)  # `amistack keys revoke` elsewhere
+    other.revoke(b"meter-2", "stolen", now=0.5)
+    other.close()
+    assert server.flush(1.0, force=True)
+    net.run_until(5.0)  # the PTR to meter-2 and its answer
+    server.flush(5.0, force=True)  # (the session's end is audited in a batch too)
+    net.step()
+    assert [e.peer_id for e in net.of(Authenticated)] == [b"meter-1"]
+    assert [e.peer_id for e in net.of(KeysInstalled)] == [b"meter-1"]
+    assert server.directory.get(b"meter-2") is None and server.directory.get(b"meter-1")
+    assert key_rows(store) == len(PurposeRegistry())  # meter-1's generation only
+    assert kinds(store, b"meter-2")[:4] == ["enroll", "auth-accepted", "revoke", "auth-failure"]
+    assert "revoked" in store.audit_log(1, kind=AuditKind.AUTH_FAILURE)[0].detail
+    assert kinds(store)[-1] == "auth-success"
+    assert server.counters["authenticated_refused"] == 1 and server.counters["auth-success"] == 1
+    ended = net.of(SessionTerminated)
+    assert len(ended) == 1 and ended[0].session_id not in server._peer_of_session
+    assert [e for e in meters[1].events if isinstance(e, SessionTerminated)]  # the meter is told
+    # no per-authentication enrolment query; one check inside each commit that carried keys
+    assert not [s for s in statements if s.startswith("SELECT revoked_at FROM devices")]
+    assert len([s for s in statements if "revoked_at IS NULL AND device_id IN" in s]) == 2
