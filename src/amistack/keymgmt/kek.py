@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -140,20 +139,6 @@ class FileKek:
         return (
             bytes([BLOB_VERSION]) + nonce + self._aead.encrypt(nonce, plaintext, _AAD_DOMAIN + aad)
         )
-
-    def wrap_many(self, items: Sequence[tuple[bytes, bytes]]) -> list[bytes]:
-        """`wrap` of several (plaintext, aad) records, their nonces drawn in one call of the
-        random source (a group commit wraps a few dozen keys: one getrandom system call instead
-        of one per key). Each record still gets its own fresh random 96-bit nonce, used once."""
-        nonces = self._rng(NONCE_LENGTH * len(items))
-        if len(nonces) != NONCE_LENGTH * len(items):
-            raise KekError("random source returned the wrong number of bytes")
-        encrypt, head = self._aead.encrypt, bytes([BLOB_VERSION])
-        out = []
-        for i, (plaintext, aad) in enumerate(items):
-            nonce = nonces[i * NONCE_LENGTH : (i + 1) * NONCE_LENGTH]
-            out.append(head + nonce + encrypt(nonce, plaintext, _AAD_DOMAIN + aad))
-        return out
 
     def unwrap(self, blob: bytes, aad: bytes) -> bytes:
         if len(blob) < 1 + NONCE_LENGTH + TAG_LENGTH or blob[0] != BLOB_VERSION:

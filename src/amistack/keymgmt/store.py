@@ -769,26 +769,16 @@ class CredentialStore:
             return
         kek, label = self._kek, self._kek.label
         rows = []
-        to_wrap = []
         for (sid, gen, name), (peer_id, key) in batch.saves.items():
             if key.wiped:
                 continue  # expired before the commit; its delete is in the batch if needed
             aad = self._key_aad(peer_id, key.key_id, name, key.not_before, key.not_after)
-            to_wrap.append((key.key, aad))
-            rows.append((sid, gen, name, peer_id, label, key.not_before, key.not_after, key))
-        wrap_many = getattr(kek, "wrap_many", None)  # FileKek: one nonce draw per batch
-        try:
-            if wrap_many is not None:
-                blobs = wrap_many(to_wrap)
-            else:
-                blobs = [kek.wrap(material, aad) for material, aad in to_wrap]
-        except KekError as exc:
-            raise StoreError(f"keys of this batch cannot be wrapped: {exc}") from None
-        del to_wrap  # the plaintext copies go now, not at the end of the transaction
-        table = [
-            (sid, gen, name, peer_id, blob, label, nb, na, key.superseded_at)
-            for (sid, gen, name, peer_id, label, nb, na, key), blob in zip(rows, blobs, strict=True)
-        ]
+            try:
+                blob = kek.wrap(key.key, aad)
+            except KekError as exc:
+                raise StoreError(f"key {key.key_id}/{name} cannot be wrapped: {exc}") from None
+            row = (sid, gen, name, peer_id, blob, label, key.not_before, key.not_after)
+            rows.append((*row, key.superseded_at))
         try:
             with self._tx("FULL" if durable else "NORMAL") as db:
                 if require_active:
@@ -799,12 +789,12 @@ class CredentialStore:
                         "AND purpose = ?",
                         batch.deletes,
                     )
-                if table:
+                if rows:
                     db.executemany(
                         "INSERT OR REPLACE INTO app_keys (session_id, generation, purpose, "
                         "peer_id, key_blob, kek_label, not_before, not_after, superseded_at) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        table,
+                        rows,
                     )
                 if batch.audits:
                     db.executemany(

@@ -56,7 +56,7 @@ from amistack.pana.keys import PanaSecurityContext, pana_auth_key
 from amistack.pana.message import PanaMessage
 from amistack.pana.relay import unwrap_relay, wrap_relay
 from amistack.pana.session import SessionCore
-from amistack.pana.timers import REQ_RETRANSMIT, JitterSource, RetransmitParams
+from amistack.pana.timers import REQ_RETRANSMIT, RetransmitParams
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +161,6 @@ class PanaAuthAgent:
         self.counters: Counter[str] = Counter()
         self._backend = backend
         self._rng = rng
-        self._jitter = JitterSource(rng)  # retransmission RAND only (pana/timers.py)
         self._sessions: dict[int, _Session] = {}
         self._by_route: dict[Route, int] = {}
         self._by_peer: dict[bytes, set[int]] = {}
@@ -825,7 +824,7 @@ class PanaAuthAgent:
         retransmit: bool = True,
     ) -> bytes:
         params = self.config.req_retransmit if retransmit else None
-        raw = s.core.request(msg_type, flags, avps, key, params, self._jitter, now)
+        raw = s.core.request(msg_type, flags, avps, key, params, self._rng, now)
         self._send(s, raw)
         return raw
 

@@ -24,34 +24,6 @@ PCI_RETRANSMIT = RetransmitParams(irt=1.0, mrt=120.0, mrc=0, mrd=0.0)
 REQ_RETRANSMIT = RetransmitParams(irt=1.0, mrt=30.0, mrc=10, mrd=0.0)
 
 
-class JitterSource:
-    """A `RandomSource` for RAND alone, drawing the injected source in blocks.
-
-    Retransmission jitter is not secret (it only spreads retries out), yet one draw per PANA
-    request was one getrandom system call each, ~4% of a loaded PAA's CPU. Keys, nonces and
-    session ids keep drawing from the engine's own source directly."""
-
-    __slots__ = ("_buf", "_pos", "_rng")
-
-    BLOCK = 256
-
-    def __init__(self, rng: RandomSource) -> None:
-        self._rng = rng
-        self._buf = b""
-        self._pos = 0
-
-    def __call__(self, n: int) -> bytes:
-        pos = self._pos
-        end = pos + n
-        if end > len(self._buf):
-            if n > self.BLOCK:
-                return self._rng(n)
-            self._buf = self._rng(self.BLOCK)  # drawn lazily: an idle engine draws nothing
-            pos, end = 0, n
-        self._pos = end
-        return self._buf[pos:end]
-
-
 def _rand(rng: RandomSource) -> float:
     return int.from_bytes(rng(2), "big") / 0xFFFF * 0.2 - 0.1
 

@@ -412,44 +412,6 @@ def test_group_commit_and_background_checkpoints(tmp_path: Path, kek: FileKek) -
     again.close()
 
 
-class _WrapOnlyKek:
-    """A KEK with only the protocol's `wrap` (as the PKCS#11 backend): no `wrap_many`."""
-
-    def __init__(self, inner: FileKek) -> None:
-        self.inner = inner
-        self.wraps = 0
-
-    @property
-    def label(self) -> str:
-        return self.inner.label
-
-    def wrap(self, plaintext: bytes, aad: bytes) -> bytes:
-        self.wraps += 1
-        return self.inner.wrap(plaintext, aad)
-
-    def unwrap(self, blob: bytes, aad: bytes) -> bytes:
-        return self.inner.unwrap(blob, aad)
-
-
-@pytest.mark.parametrize("batched", [True, False])
-def test_commit_wraps_every_live_key_once_under_its_own_aad(
-    tmp_path: Path, kek: FileKek, batched: bool
-) -> None:
-    wrapper = _WrapOnlyKek(kek)
-    store = CredentialStore(tmp_path / "ks.db", kek if batched else wrapper)
-    reg = PurposeRegistry()
-    batch = WriteBatch()
-    keys = [AppKey(KeyId(n, 1), p, bytes([n + 1]) * 16, 0.0, 99.0) for n in range(4) for p in reg]
-    batch.save_keys(b"m1", keys)
-    keys[0].wipe()  # expired before the commit: never written
-    store.commit(batch)
-    assert wrapper.wraps == (0 if batched else len(keys) - 1)
-    rows = store._db.execute("SELECT key_blob FROM app_keys").fetchall()
-    assert len(rows) == len(keys) - 1 and len({bytes(r[0])[1:13] for r in rows}) == len(rows)
-    loaded = {(k.key_id, k.purpose.name): k.key for _, k in store.load_keys(reg, 0.0)}
-    assert loaded == {(k.key_id, k.purpose.name): k.key for k in keys[1:]}
-
-
 def test_commit_requiring_active_devices_writes_nothing_for_a_revoked_one(
     store: CredentialStore,
 ) -> None:

@@ -100,25 +100,3 @@ def test_repr_has_no_key(tmp_path: Path) -> None:
     kek: KeyEncryptionKey = FileKek.create(path, system_random)
     raw = path.read_bytes()
     assert raw.hex() not in repr(kek) and repr(raw) not in repr(kek)
-
-
-def test_wrap_many_one_draw_fresh_nonces_each_blob_bound_to_its_aad() -> None:
-    draws: list[int] = []
-
-    def rng(n: int) -> bytes:
-        draws.append(n)
-        return os.urandom(n)
-
-    kek = FileKek(os.urandom(32), rng)
-    items = [(bytes([i]) * 16, record_aad("app-key", b"meter-1", i)) for i in range(20)]
-    blobs = kek.wrap_many(items)
-    assert draws == [12 * 20]  # one call of the random source for the whole group commit
-    assert len({b[1:13] for b in blobs}) == 20  # a distinct nonce per record
-    for (plaintext, aad), blob in zip(items, blobs, strict=True):
-        assert blob[0] == 1 and len(blob) == 1 + 12 + 16 + 16 and plaintext not in blob
-        assert kek.unwrap(blob, aad) == plaintext  # the same format as `wrap`
-    with pytest.raises(KekError, match="altered or moved"):
-        kek.unwrap(blobs[0], items[1][1])
-    assert kek.wrap_many([]) == []
-    with pytest.raises(KekError, match="wrong number"):
-        FileKek(os.urandom(32), lambda n: b"\x01" * (n - 1)).wrap_many(items[:2])

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import os
-
-from tests.unit.pana.pana_harness import (
-    PAA_ADDR,
-    PSK,
-    World,
-    make_backend,
-    make_paa,
-    make_pac,
-    pac_addr,
-)
+from tests.unit.pana.pana_harness import PAA_ADDR, World, make_paa, make_pac, pac_addr
 
 from amistack.pana.constants import MessageType
 from amistack.pana.events import Authenticated, PingCompleted, SessionTerminated
 from amistack.pana.message import PanaMessage
-from amistack.pana.paa import PaaConfig, PaaState, PanaAuthAgent, Route
+from amistack.pana.paa import PaaState, Route
 from amistack.pana.pac import PacConfig, PacState
-from amistack.pana.timers import JitterSource, Retransmission, RetransmitParams
+from amistack.pana.timers import Retransmission, RetransmitParams
 
 A1 = pac_addr(1)
 
@@ -58,39 +48,6 @@ def test_retransmission_schedule_is_rfc3315() -> None:
         deadlines.append(r.deadline)
     gaps = [round(b - a, 2) for a, b in zip([0.0, *deadlines], deadlines, strict=False)]
     assert gaps[:6] == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0] and len(deadlines) == 11
-
-
-def test_jitter_source_draws_in_blocks() -> None:
-    draws: list[int] = []
-
-    def rng(n: int) -> bytes:
-        draws.append(n)
-        return bytes(i % 256 for i in range(n))
-
-    jitter = JitterSource(rng)
-    assert draws == []  # nothing drawn until a timer needs it
-    got = b"".join(jitter(2) for _ in range(JitterSource.BLOCK // 2))
-    assert draws == [JitterSource.BLOCK] and got == bytes(range(256))  # every byte used once
-    jitter(2)
-    assert draws == [JitterSource.BLOCK] * 2
-    assert len(jitter(1000)) == 1000 and draws[-1] == 1000  # larger than a block: passed through
-    r = Retransmission(RetransmitParams(1.0, 30.0, 10, 0.0), jitter, 0.0)
-    assert 0.9 <= r.deadline <= 1.1
-
-
-def test_paa_draws_timer_jitter_in_blocks_and_secrets_directly() -> None:
-    sizes: list[int] = []
-
-    def rng(n: int) -> bytes:
-        sizes.append(n)
-        return os.urandom(n)
-
-    paa = PanaAuthAgent(PaaConfig(), make_backend({b"meter-1": PSK}), rng)
-    for i in range(5):
-        paa.receive_datagram(PanaMessage(MessageType.PCI, 0, 0, 0).encode(), pac_addr(i), 0.0)
-    assert len(paa.datagrams_to_send(0.0)) == 5
-    assert 2 not in sizes and sizes.count(JitterSource.BLOCK) == 1  # 5 PARs, one jitter draw
-    assert sizes.count(4) >= 5  # session ids (and sequence numbers) still drawn one by one
 
 
 def test_duplicate_pci_gets_the_same_par() -> None:

@@ -18,7 +18,6 @@ from amistack.pana.local_backend import LocalEapBackend
 from amistack.pana.message import PanaMessage
 from amistack.pana.paa import PaaConfig, PanaAuthAgent
 from amistack.pana.pac import PacConfig, PanaClient
-from amistack.pana.timers import JitterSource
 
 PAA = ("192.0.2.1", 716)
 PAC = ("192.0.2.2", 50000)
@@ -34,8 +33,8 @@ def scripted(by_size: dict[int, list[bytes]]) -> RandomSource:
     queues = {n: list(v) for n, v in by_size.items()}
 
     def rng(n: int) -> bytes:
-        if n in (2, JitterSource.BLOCK):  # the timers' RAND (drawn in blocks by the PAA)
-            return b"\x7f\xff" * (n // 2)
+        if n == 2:
+            return b"\x7f\xff"
         return queues[n].pop(0)
 
     return rng
