@@ -32,13 +32,13 @@ from amistack.broute.link import FrameType
 from amistack.cli.hems import energy_scale, history, signed
 from amistack.crypto import seeded_random, system_random
 from amistack.echonet.controller import ControllerConfig, EchonetController
-from amistack.echonet.events import PropertyMapsRetrieved, RequestCompleted, RequestFailed
 from amistack.echonet.frame import Eoj, Esv
 from amistack.echonet.node import EchonetNode
 from amistack.echonet.objects import NodeProfile, SmartMeterObject
 from amistack.echonet.objects.smart_meter import NO_DATA_S32
 from amistack.meter.model import MeterConfig, MeterModel
 from amistack.meter.tables import TimeScale
+from amistack.runtime.echonet_controller import ControllerDriver
 from amistack.runtime.pcap import PcapWriter
 from amistack.runtime.udp import EngineDriver
 
@@ -166,36 +166,23 @@ async def chapter_broute(pcap_dir: Path | None, seed: int = 1) -> BrouteReport:
             ControllerConfig(multicast_groups=(), rediscover_interval=None), seeded_random(seed)
         )
         hems = BrouteController(BrouteHems(creds, meter_addr, system_random), controller)
-        hems_driver = EngineDriver(hems, events=events, capture=wire.capture)
+        hems_driver = ControllerDriver(hems, events=events, capture=wire.capture)
         drivers.append(hems_driver)
         await hems_driver.bind("::1", 0)
-        hems.start(hems_driver.now())
-        hems_driver.kick()
-        up = await _until(events, lambda e: isinstance(e, LinkUp), 10.0)
+        hems_driver.start()  # PANA first; the controller probes the meter once the link is up
+        if await hems_driver.wait_for_node(SMART_METER.class_code, timeout=10.0) is None:
+            raise RuntimeError("the HEMS did not find the smart meter over the B route")
+        up = await _until(events, lambda e: isinstance(e, LinkUp), 1.0)
         report.link_up = (
             f"PANA + EAP-PSK in {up.elapsed * 1000:.0f} ms, link key {up.key_id} (AES-CCM*)"
         )
-        await _until(events, lambda e: isinstance(e, PropertyMapsRetrieved), 10.0)
 
-        async def request(handle: int) -> RequestCompleted:
-            hems_driver.kick()
-            ev = await _until(
-                events,
-                lambda e: isinstance(e, RequestCompleted | RequestFailed) and e.handle == handle,
-                30.0,
-            )
-            if isinstance(ev, RequestFailed):
-                raise RuntimeError(f"request failed: {ev.reason}")
-            assert isinstance(ev, RequestCompleted)
-            return ev
-
-        now = hems_driver.now
-        got = await request(controller.get(hems.meter, SMART_METER, [0xE7, 0xE1, 0xD3], now()))
+        got = await hems_driver.get(hems.meter, SMART_METER, [0xE7, 0xE1, 0xD3], timeout=30.0)
         report.power_w = signed(got.value(0xE7), NO_DATA_S32)
         units = energy_scale(got)
-        setc = await request(controller.set(hems.meter, SMART_METER, [(0xE5, b"\x01")], now()))
+        setc = await hems_driver.set(hems.meter, SMART_METER, [(0xE5, b"\x01")], timeout=30.0)
         report.e5 = "set" if setc.esv == Esv.SET_RES else f"refused (ESV {setc.esv:#04x})"
-        e2 = await request(controller.get(hems.meter, SMART_METER, [0xE2], now()))
+        e2 = await hems_driver.get(hems.meter, SMART_METER, [0xE2], timeout=30.0)
         report.history_day, kwh = history(e2.value(0xE2), units)
         known = [v for v in kwh if v is not None]
         if len(known) >= 2:
