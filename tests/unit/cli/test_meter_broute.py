@@ -22,8 +22,8 @@ from amistack.broute import AttemptFailed, BrouteCredentials, BrouteHems, LinkUp
 from amistack.broute.controller import BrouteController
 from amistack.crypto import seeded_random
 from amistack.echonet.controller import ControllerConfig, EchonetController
-from amistack.echonet.events import PropertyMapsRetrieved, RequestCompleted
 from amistack.echonet.frame import Eoj, Esv
+from amistack.runtime.echonet_controller import ControllerDriver
 from amistack.runtime.loop import new_event_loop
 from amistack.runtime.udp import EngineDriver
 
@@ -63,26 +63,19 @@ def _stop(proc: subprocess.Popen[bytes]) -> int:
 
 
 async def _read_e7(meter: tuple[str, int], host: str) -> bytes:
-    events: asyncio.Queue[Any] = asyncio.Queue()
     config = ControllerConfig(multicast_groups=(), rediscover_interval=None)
     hems = BrouteController(
         BrouteHems(BrouteCredentials(RBID, PASSWORD), meter, seeded_random(1)),
         EchonetController(config, seeded_random(2)),
     )
-    driver = EngineDriver(hems, events=events)
+    driver = ControllerDriver(hems)
     try:
         await driver.bind(host, 0)
-        hems.start(driver.now())
-        driver.kick()
-        while not isinstance(await asyncio.wait_for(events.get(), 10), PropertyMapsRetrieved):
-            pass
-        handle = hems.controller.get(hems.meter, SMART_METER, [0xE7], driver.now())
-        driver.kick()
-        while True:
-            ev = await asyncio.wait_for(events.get(), 10)
-            if isinstance(ev, RequestCompleted) and ev.handle == handle:
-                assert ev.esv == Esv.GET_RES
-                return ev.props[0].edt
+        driver.start()
+        assert await driver.wait_for_node(SMART_METER.class_code, timeout=10) is not None
+        answer = await driver.get(hems.meter, SMART_METER, [0xE7], timeout=10)
+        assert answer.esv == Esv.GET_RES
+        return answer.props[0].edt
     finally:
         driver.close()
 
