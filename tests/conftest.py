@@ -1,4 +1,4 @@
-"""Shared test fixtures: the known-answer vectors in ../shared/vectors and peer discovery."""
+"""Shared test fixtures: the known-answer vectors in tests/vectors and peer discovery."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-VECTORS = REPO.parent / "shared" / "vectors"
+VECTORS = REPO / "tests" / "vectors"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def load_vector(name: str) -> Any:
     path = VECTORS / name
     if not path.exists():
-        pytest.fail(f"known-answer vector {path} is missing (shared/ must sit beside the checkout)")
+        pytest.fail(f"known-answer vector {path} is missing from tests/vectors")
     return json.loads(path.read_text())
 
 

@@ -3,7 +3,7 @@
 EAX' is EAX with one CMAC pass saved: the "nonce" is the cleartext (the canonified ACSE header
 elements, never secret), the header is empty, and the tag is 4 bytes. It differs from EAX in
 ways that matter for interoperability, all pinned by the four published vectors
-(`../shared/vectors/eax_prime.json`, reproduced by Wireshark's `wsutil/eax.c`):
+(`tests/vectors/eax_prime.json`, reproduced by Wireshark's `wsutil/eax.c`):
 
 - the doubling treats a block as a LITTLE-endian integer (byte 0 least significant): shift left
   by one, and on carry out of byte 15 XOR 0x87 into byte 0 (not the big-endian CMAC doubling);
