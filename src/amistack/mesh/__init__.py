@@ -1,1 +1,1 @@
-"""The field network: IEEE 802.15.4 link frames and security, 6LoWPAN, RPL, joining through relays."""
+"""The field network: 802.15.4 link frames and security, 6LoWPAN, RPL, joining through relays."""
