@@ -36,11 +36,11 @@ from amistack.keymgmt.kek import FileKek
 from amistack.keymgmt.server import IssuedKey
 from amistack.keymgmt.store import CredentialStore
 from amistack.keymgmt.ukmf import C1222
+from amistack.meter.events import AccessGranted
 from amistack.meter.node import MeterNode, PushConfig
 from amistack.pana.pac import PacConfig
 from amistack.runtime.keyserver import build_key_server, start_keyserver
 from amistack.runtime.loop import new_event_loop
-from amistack.runtime.meter import KeyRotation
 from amistack.runtime.meter_node import run_meter_node
 from amistack.runtime.udp import EngineDriver
 
@@ -115,7 +115,7 @@ async def _scenario(host: str, data_dir: Path, store: CredentialStore) -> dict[s
     try:
         headend_addr = await headend.bind(host, 0)
 
-        def on_rotation(r: KeyRotation) -> None:
+        def on_rotation(r: AccessGranted) -> None:
             out["rotations"].append(r)
             authenticated.set()
 

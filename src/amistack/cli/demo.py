@@ -31,9 +31,10 @@ from typing import Any
 from amistack.cli.common import CliError, open_store
 from amistack.cli.demo_broute import BrouteReport, chapter_broute
 from amistack.keymgmt import C1222, LINK, CredentialStore, KeyId, KeyRing, PurposeRegistry
+from amistack.meter.events import AccessGranted
 from amistack.runtime.keyserver import KeyServerRuntime, run_keyserver
 from amistack.runtime.loop import run
-from amistack.runtime.meter import KeyRotation, MeterResult, run_meter
+from amistack.runtime.meter import MeterResult, run_meter
 from amistack.runtime.pcap import PcapWriter
 
 MARKER = ".amistack-demo"
@@ -169,7 +170,7 @@ async def _chapter_access(
     def watcher(device: str, ring: KeyRing) -> Any:
         log = report.logs.setdefault(device, MeterLog(device))
 
-        def on_rotation(rot: KeyRotation) -> None:
+        def on_rotation(rot: AccessGranted) -> None:
             kid = KeyId(rot.session_id, rot.key_id)
             log.rotations.append(str(kid))
             for purpose in (C1222, LINK):
@@ -198,7 +199,7 @@ async def _chapter_access(
     fleet = asyncio.gather(*meters)
 
     # the stolen meter is online; the operator revokes it ('amistack keys revoke' does this)
-    stolen_rotations: list[KeyRotation] = []
+    stolen_rotations: list[AccessGranted] = []
     stolen_stop = asyncio.Event()
     stolen = asyncio.create_task(
         run_meter(
@@ -291,7 +292,7 @@ async def _chapter_metering(
         he.repo.commission_meter(device, now)
     keys: dict[KeyId, bytes] = {}
 
-    def remember_key(rot: KeyRotation) -> None:  # for the Wireshark decryption table
+    def remember_key(rot: AccessGranted) -> None:  # for the Wireshark decryption table
         kid = KeyId(rot.session_id, rot.key_id)
         issued = rt.engine.key_for(kid, C1222, rt.pana.now())
         if issued is not None:

@@ -23,9 +23,10 @@ from amistack.cli.common import (
     parse_hostport,
     parse_psk,
 )
+from amistack.meter.events import AccessGranted
 from amistack.runtime.keyserver import PANA_PORT
 from amistack.runtime.loop import new_event_loop
-from amistack.runtime.meter import KeyRotation, MeterResult, run_meter
+from amistack.runtime.meter import MeterResult, run_meter
 from amistack.runtime.meter_broute import BrouteMeterReady, run_meter_broute
 from amistack.runtime.meter_echonet import EchonetMeterReady, default_model, run_meter_echonet
 
@@ -190,7 +191,7 @@ def _parse_bind(text: str) -> str:
     return host
 
 
-def _print_rotation(rot: KeyRotation) -> None:
+def _print_rotation(rot: AccessGranted) -> None:
     what = "re-authenticated" if rot.reauth else "authenticated"
     print(
         f"{rot.device_id}: {what}; keys rotated to key id {rot.session_id:08x}.{rot.key_id:08x} "

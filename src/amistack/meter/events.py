@@ -1,4 +1,4 @@
-"""The meter's typed event stream, handed to the event log (`amistack.eventlog`).
+"""The meter's typed event streams: what goes into the event log, and what network access did.
 
 Each event is a small frozen dataclass with the time it happened (`time`, seconds since the Unix
 epoch, the meter's clock) and maps onto one `amistack.eventlog.record.EventType` with a compact,
@@ -8,6 +8,10 @@ documented binary `data()` payload, so a meter appends it with
 Power failures and cover openings come from the metering model (seeded); switch operations from the
 remote switch; clock adjustments, authentication failures and key rotations are recorded by the
 meter composition through `EventQueue.record`.
+
+The access events at the end (`AccessGranted` ...) are what `meter.access.MeterAccess` reports:
+sessions and key generations, carrying the key ring's own events (`keymgmt.events`, no key
+material); they are not log records themselves.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from amistack.keymgmt.events import KeyEvent
 from amistack.meter.eventtypes import EventType
 
 
@@ -195,3 +200,78 @@ class EventQueue:
 
     def __len__(self) -> int:
         return len(self._heap)
+
+
+# -- network access (meter.access) --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AccessGranted:
+    """A (re-)authentication succeeded and its key generation is installed in the key ring."""
+
+    device_id: str
+    session_id: int
+    key_id: int
+    lifetime: float
+    reauth: bool
+    key_events: tuple[KeyEvent, ...] = ()  # what the meter's key ring did
+
+    def __str__(self) -> str:
+        what = "keys rotated" if self.reauth else "authenticated"
+        return (
+            f"{self.device_id}: {what}, session {self.session_id:#010x} key id {self.key_id} "
+            f"lifetime {self.lifetime:g} s"
+        )
+
+
+@dataclass(frozen=True)
+class AccessRefused:
+    """The authentication failed (the PAA refused, or the run could not complete)."""
+
+    device_id: str
+    session_id: int
+    reason: str
+    result_code: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.device_id}: authentication failed ({self.reason}, result code "
+            f"{self.result_code})"
+        )
+
+
+@dataclass(frozen=True)
+class AccessLost:
+    """The session ended (PTR from either side, lifetime expiry, retransmission give-up); its
+    keys only decrypt for the overlap window from now on."""
+
+    device_id: str
+    session_id: int
+    reason: str
+    by_peer: bool
+    key_events: tuple[KeyEvent, ...] = ()
+
+    def __str__(self) -> str:
+        return f"{self.device_id}: session ended: {self.reason}"
+
+
+@dataclass(frozen=True)
+class RetryScheduled:
+    """A new session starts after `pause` seconds (back-off with jitter)."""
+
+    device_id: str
+    pause: float
+
+    def __str__(self) -> str:
+        return f"{self.device_id}: new session in {self.pause:.3g} s"
+
+
+@dataclass(frozen=True)
+class KeysChanged:
+    """The key ring acted on its own timer (expired generations wiped)."""
+
+    device_id: str
+    key_events: tuple[KeyEvent, ...]
+
+
+AccessEvent = AccessGranted | AccessRefused | AccessLost | RetryScheduled | KeysChanged

@@ -8,6 +8,7 @@ Layout (aioquic-style split of codec and state):
   session.py, timers.py   per-session sequence numbers, answer cache, retransmission (§4.2, §9)
   pac.py        PanaClient (PaC)          paa.py   PanaAuthAgent (PAA, one engine, all sessions)
   relay.py      PanaRelay (PRE) and the PRY codec (RFC 6345)
+  mux.py        PacMux: many PaCs over one socket, demultiplexed by session id (load, fleets)
   aaa.py, local_backend.py   the AAA seam and the in-process EAP server backend
   events.py     Authenticated, AuthenticationFailed, SessionTerminated, PingCompleted
 

@@ -6,7 +6,6 @@ ARCHITECTURE.md. Heavier entry points (`meter.run_meter`, `keyserver.run_keyserv
 """
 
 from amistack.runtime.loop import install_uvloop, is_uvloop, new_event_loop, uvloop_available
-from amistack.runtime.mux import PacMux
 from amistack.runtime.pcap import PcapWriter, read_udp_pcap, udp_packet
 from amistack.runtime.udp import Capture, DatagramEngine, EngineDriver, normalize_addr
 
@@ -14,7 +13,6 @@ __all__ = [
     "Capture",
     "DatagramEngine",
     "EngineDriver",
-    "PacMux",
     "PcapWriter",
     "install_uvloop",
     "is_uvloop",

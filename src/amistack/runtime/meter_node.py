@@ -30,12 +30,13 @@ from amistack.eventlog import layout
 from amistack.eventlog.log import EventLog
 from amistack.keymgmt.keyring import DEFAULT_OVERLAP, KeyRing
 from amistack.keymgmt.ukmf import PurposeRegistry
+from amistack.meter.events import AccessGranted
 from amistack.meter.model import DAY_S, MeterConfig, MeterModel
 from amistack.meter.node import MeterNode, MeterNodeConfig, PushConfig, ap_title_for
 from amistack.meter.securemodule import SecureModule
 from amistack.meter.securemodule.software import SoftwareModule
 from amistack.meter.tables import TimeScale
-from amistack.runtime.meter import KeyRotation, MeterResult, run_meter
+from amistack.runtime.meter import MeterResult, run_meter
 from amistack.runtime.udp import Capture, EngineDriver, is_ipv6
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ async def run_meter_node(
     rng: RandomSource = system_random,
     capture: Capture | None = None,
     stop: asyncio.Event | None = None,
-    on_rotation: Callable[[KeyRotation], None] | None = None,
+    on_rotation: Callable[[AccessGranted], None] | None = None,
     on_ready: Callable[[MeterNode, list[Addr]], None] | None = None,
     on_event: Callable[[object], None] | None = None,
 ) -> MeterResult:
@@ -143,7 +144,7 @@ async def run_meter_node(
             if on_ready is not None:
                 on_ready(node, driver.local_addresses)
 
-            def rotation(r: KeyRotation) -> None:
+            def rotation(r: AccessGranted) -> None:
                 node.key_events(r.key_events, driver.now())
                 driver.kick_soon()  # new keys: pushes and answers may go out now
                 if on_rotation is not None:

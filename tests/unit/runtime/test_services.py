@@ -20,6 +20,7 @@ from amistack.keymgmt.kek import FileKek
 from amistack.keymgmt.keyring import KeyRing
 from amistack.keymgmt.store import CredentialStore
 from amistack.keymgmt.ukmf import KeyId, PurposeRegistry
+from amistack.meter.events import AccessGranted
 from amistack.pana.events import Authenticated
 from amistack.pana.pac import PacConfig
 from amistack.radius.packet import RadiusAttr, RadiusCode, RadiusPacket, build_request
@@ -32,7 +33,7 @@ from amistack.runtime.keyserver import (
     start_keyserver,
 )
 from amistack.runtime.loop import new_event_loop
-from amistack.runtime.meter import KeyRotation, run_meter
+from amistack.runtime.meter import run_meter
 from amistack.runtime.udp import EngineDriver
 
 T = TypeVar("T")
@@ -114,12 +115,12 @@ def test_run_keyserver_until_stopped(store: CredentialStore) -> None:
 
 
 def test_meter_rotates_keys_on_reauthentication(store: CredentialStore) -> None:
-    async def main() -> tuple[list[KeyRotation], KeyRing, Any]:
-        rotations: list[KeyRotation] = []
+    async def main() -> tuple[list[AccessGranted], KeyRing, Any]:
+        rotations: list[AccessGranted] = []
         stop = asyncio.Event()
         ring = KeyRing(b"meter-1", PurposeRegistry(), overlap=5.0)
 
-        def on_rotation(r: KeyRotation) -> None:
+        def on_rotation(r: AccessGranted) -> None:
             rotations.append(r)
             if len(rotations) == 3:
                 stop.set()

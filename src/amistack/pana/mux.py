@@ -1,9 +1,10 @@
 """Many PANA clients over one UDP socket, demultiplexed by PANA Session Identifier.
 
-`PacMux` is itself a datagram engine (the shape `EngineDriver` drives), so a load generator runs
-thousands of `PanaClient` engines over a few sockets. The PaC learns its session identifier from
-the PAA's first PAR (the one with the 'S' flag, RFC 5191 §4.1); until then nothing on the wire says
-which client a PAR belongs to, so each socket has at most one client in that starting phase.
+`PacMux` is itself a datagram engine (the shape `runtime.EngineDriver` and `sim/` drive), so a
+load generator or a simulated fleet runs thousands of `PanaClient` engines over a few sockets. The
+PaC learns its session identifier from the PAA's first PAR (the one with the 'S' flag, RFC 5191
+§4.1); until then nothing on the wire says which client a PAR belongs to, so each socket has at
+most one client in that starting phase.
 """
 
 from __future__ import annotations

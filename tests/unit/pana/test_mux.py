@@ -8,7 +8,7 @@ from collections import deque
 import pytest
 
 from amistack.addr import Addr
-from amistack.runtime.mux import Bound, MuxEvent, PacMux
+from amistack.pana.mux import Bound, MuxEvent, PacMux
 
 PAA: Addr = ("127.0.0.1", 716)
 

@@ -1,0 +1,215 @@
+"""The meter's network-access policy as a sans-IO engine: one PANA session after another.
+
+`MeterAccess` owns the meter's side of network access (AMSO's "automatic renewal"): it runs a
+PANA client (PaC) with EAP against the key server, installs each authentication's key generation
+(UKMF) in the meter's `KeyRing`, lets old generations expire on the ring's own timer, retires the
+keys of a session that ended, and after a failure or termination starts a new session after an
+exponential back-off with jitter. Re-authentication before the session lifetime ends is the PaC's
+own timer (`pana.pac`); this engine adds what happens *between* sessions.
+
+It has the shape of every amistack engine (`receive_datagram / datagrams_to_send / get_timer /
+handle_timer / next_event`), so `runtime.meter` drives it over a real UDP socket and `sim/` over
+the virtual clock, and both run the same decisions. Its events are in `meter.events`:
+`AccessGranted` (a generation installed), `AccessRefused`, `AccessLost`, `RetryScheduled` and
+`KeysChanged` (what the ring did on its own: expiry).
+
+Back-off: the first pause is `retry_backoff[0]`, each failure doubles it up to
+`retry_backoff[1]`, and a success resets it. Each pause is drawn from
+[(1 - jitter) x pause, pause] with the injected random source, so a fleet that lost its sessions
+together (a blackout, a key-server restart) does not come back together.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from amistack.addr import Addr
+from amistack.crypto import RandomSource
+from amistack.keymgmt.keyring import KeyRing
+from amistack.meter.events import (
+    AccessEvent,
+    AccessGranted,
+    AccessLost,
+    AccessRefused,
+    KeysChanged,
+    RetryScheduled,
+)
+from amistack.pana.events import Authenticated, AuthenticationFailed, SessionTerminated
+
+
+@dataclass(frozen=True)
+class AccessConfig:
+    """When the meter tries again. `retry_backoff`: (first, longest) pause in seconds before a new
+    session after a refusal or a lost session; `jitter`: the random share of each pause (0 = the
+    pause exactly, 0.5 = uniform in [pause/2, pause])."""
+
+    retry_backoff: tuple[float, float] = (1.0, 60.0)
+    jitter: float = 0.5
+
+    def __post_init__(self) -> None:
+        first, longest = self.retry_backoff
+        if not 0 < first <= longest:
+            raise ValueError(f"retry_backoff {self.retry_backoff}: need 0 < first <= longest")
+        if not 0.0 <= self.jitter <= 1.0:
+            raise ValueError(f"jitter {self.jitter}: need 0 <= jitter <= 1")
+
+
+class MeterAccess:
+    """The meter's network access: PaC sessions, their keys, and the pauses between them.
+
+    `new_pac()` builds a fresh PaC (a `pana.pac.PanaClient` or anything of its shape) for each
+    session. Commands: `start(now)` once, `stop(now)` to leave the network (terminates a live
+    session with a PTR and schedules nothing more)."""
+
+    def __init__(
+        self,
+        device_id: str,
+        new_pac: Callable[[], Any],
+        keyring: KeyRing,
+        rng: RandomSource,
+        config: AccessConfig | None = None,
+    ) -> None:
+        self.device_id = device_id
+        self.keyring = keyring
+        self.config = config or AccessConfig()
+        self._new_pac = new_pac
+        self._rng = rng
+        self._pac: Any | None = None
+        self._closing: list[Any] = []  # ended PaCs whose last datagrams are still to be sent
+        self._backoff = self.config.retry_backoff[0]
+        self._retry_at: float | None = None
+        self._stopped = False
+        self._events: deque[AccessEvent] = deque()
+        self.sessions = 0  # PaCs started
+        self.authentications = 0
+
+    @property
+    def pac(self) -> Any | None:
+        """The PaC of the current session (None between sessions)."""
+        return self._pac
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        if self._pac is not None or self._retry_at is not None:
+            raise RuntimeError("network access already started")
+        self._stopped = False
+        self._begin(now)
+
+    def stop(self, now: float) -> None:
+        """Leave the network: end a live session (PTR) and start no new one."""
+        self._stopped = True
+        self._retry_at = None
+        if self._pac is not None:
+            self._pac.terminate(now)
+
+    # -- engine interface ----------------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
+        if self._pac is not None:
+            self._pac.receive_datagram(data, addr, now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
+        out: list[tuple[bytes, Addr]] = []
+        if self._closing:
+            for pac in self._closing:
+                out.extend(pac.datagrams_to_send(now))
+            self._closing.clear()
+        if self._pac is not None:
+            out.extend(self._pac.datagrams_to_send(now))
+            self._pump(now)
+            if self._closing:  # the session ended just now: its answer (e.g. a PTA) goes too
+                for pac in self._closing:
+                    out.extend(pac.datagrams_to_send(now))
+                self._closing.clear()
+        return out
+
+    def get_timer(self) -> float | None:
+        timers = [self._retry_at, self.keyring.get_timer()]
+        if self._pac is not None:
+            timers.append(self._pac.get_timer())
+        return min((t for t in timers if t is not None), default=None)
+
+    def handle_timer(self, now: float) -> None:
+        at = self.keyring.get_timer()
+        if at is not None and at <= now:
+            changed = self.keyring.expire(now)
+            if changed:
+                self._events.append(KeysChanged(self.device_id, tuple(changed)))
+        if self._retry_at is not None and self._retry_at <= now:
+            self._retry_at = None
+            self._begin(now)
+        pac = self._pac
+        if pac is not None:
+            at = pac.get_timer()
+            if at is not None and at <= now:
+                pac.handle_timer(now)
+            self._pump(now)
+
+    def next_event(self) -> AccessEvent | None:
+        return self._events.popleft() if self._events else None
+
+    # -- the policy ----------------------------------------------------------------------------
+
+    def _begin(self, now: float) -> None:
+        self._pac = self._new_pac()
+        self.sessions += 1
+        self._pac.start(now)
+
+    def _pump(self, now: float) -> None:
+        """Act on what the PaC reported."""
+        pac = self._pac
+        while pac is not None and (event := pac.next_event()) is not None:
+            if isinstance(event, Authenticated):
+                self.authentications += 1
+                self._backoff = self.config.retry_backoff[0]
+                changed = self.keyring.install(event.context, event.lifetime, now)
+                self._events.append(
+                    AccessGranted(
+                        self.device_id,
+                        event.session_id,
+                        event.context.key_id,
+                        event.lifetime,
+                        event.reauth,
+                        tuple(changed),
+                    )
+                )
+            elif isinstance(event, AuthenticationFailed):
+                self._events.append(
+                    AccessRefused(self.device_id, event.session_id, event.reason, event.result_code)
+                )
+                self._end(now)
+                return
+            elif isinstance(event, SessionTerminated):
+                changed = self.keyring.retire(event.session_id, now)
+                self._events.append(
+                    AccessLost(
+                        self.device_id,
+                        event.session_id,
+                        event.reason,
+                        event.by_peer,
+                        tuple(changed),
+                    )
+                )
+                self._end(now)
+                return
+
+    def _end(self, now: float) -> None:
+        """The session is over: keep its PaC until its last datagrams are out, then pause."""
+        assert self._pac is not None
+        self._closing.append(self._pac)
+        self._pac = None
+        if self._stopped:
+            return
+        pause = self._backoff * (1.0 - self.config.jitter * _unit(self._rng))
+        self._retry_at = now + pause
+        self._events.append(RetryScheduled(self.device_id, pause))
+        self._backoff = min(self._backoff * 2, self.config.retry_backoff[1])
+
+
+def _unit(rng: RandomSource) -> float:
+    """A uniform draw in [0, 1) from the injected source."""
+    return int.from_bytes(rng(4), "big") / 2**32
