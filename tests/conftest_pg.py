@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from amistack.headend.bench_ingest import PostgresUnavailable, TemporaryPostgres, postgres_bindir
+from amistack.bench.postgres import PostgresUnavailable, TemporaryPostgres, postgres_bindir
 from tests.conftest import IN_CI
 
 _db_numbers = itertools.count()

@@ -69,7 +69,7 @@ def _capture_authentication(pcap: Path, host: str) -> tuple[int, int]:
     """A real PaC <-> PAA authentication over loopback sockets, both ends captured."""
     import asyncio
 
-    from amistack.runtime.bench_auth import bench_key_server_engine, bench_psk
+    from amistack.bench.auth import bench_key_server_engine, bench_psk
     from amistack.runtime.loop import new_event_loop
     from amistack.runtime.meter import run_meter
     from amistack.runtime.udp import EngineDriver

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from amistack.bench.auth import bench_device_id, bench_psk
 from amistack.cli.common import KEYSERVER_DB, open_store
-from amistack.runtime.bench_auth import bench_device_id, bench_psk
 
 PSK_A = "00112233445566778899aabbccddeeff"
 FLEET = 16  # bench devices 0..15
@@ -141,7 +141,7 @@ def meter_once(port: int, device: str = "meter-a", timeout: float = 5.0) -> int:
 # 32 sockets on 127.0.0.2-33: the key server's per-source PCI rate limit (5/s) sees 32 meters
 FLEET_SCRIPT = f"""
 import asyncio, sys
-from amistack.runtime.bench_auth import pac_fleet
+from amistack.bench.auth import pac_fleet
 hosts = [f"127.0.0.{{i}}" for i in range(2, 34)]
 asyncio.run(pac_fleet(("127.0.0.1", int(sys.argv[1])), 100000, 32, {FLEET}, 32, timeout=30.0,
                       local_hosts=hosts))

@@ -139,7 +139,7 @@ def register(sub: Any) -> None:
 
 
 def _auth(args: argparse.Namespace) -> int:
-    from amistack.runtime.bench_auth import bench_auth
+    from amistack.bench.auth import bench_auth
 
     if args.sessions < 1 or args.concurrency < 1 or args.processes < 1:
         print(
@@ -167,7 +167,7 @@ def _auth(args: argparse.Namespace) -> int:
 
 
 def _eventlog(args: argparse.Namespace) -> int:
-    from amistack.eventlog.bench import bench_eventlog
+    from amistack.bench.eventlog import bench_eventlog
 
     if args.entries < 1 or args.big < 1:
         print("amistack bench eventlog: --entries and --big must be >= 1", file=sys.stderr)
@@ -184,7 +184,7 @@ def _eventlog(args: argparse.Namespace) -> int:
 
 
 def _meter(args: argparse.Namespace) -> int:
-    from amistack.meter.model_bench import bench_model
+    from amistack.bench.meter import bench_model
 
     if args.meters < 1 or args.days < 1:
         print("amistack bench meter: --meters and --days must be >= 1", file=sys.stderr)
@@ -195,7 +195,7 @@ def _meter(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from amistack.headend.bench_ingest import bench_ingest
+    from amistack.bench.ingest import bench_ingest
 
     if args.readings < 1 or args.per_message < 1:
         print("amistack bench ingest: --readings and --per-message must be >= 1", file=sys.stderr)
@@ -218,8 +218,8 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _echonet(args: argparse.Namespace) -> int:
+    from amistack.bench.echonet import bench_echonet
     from amistack.cli.common import CliError
-    from amistack.runtime.bench_echonet import bench_echonet
 
     if args.duration <= 0 or args.concurrency < 1 or args.rounds < 1:
         raise CliError(
@@ -247,7 +247,8 @@ def _echonet(args: argparse.Namespace) -> int:
 
 
 def _collection(args: argparse.Namespace) -> int:
-    from amistack.sim.fleet import CellConfig, bench_collection
+    from amistack.bench.collection import bench_collection
+    from amistack.sim.fleet import CellConfig
 
     try:
         sizes = [int(x) for x in args.sizes.split(",")]

@@ -1,8 +1,9 @@
 """amistack.runtime: asyncio adapters that drive the sans-IO engines over real UDP sockets.
 
 The only package (besides `sim/`) that touches sockets, clocks and the event loop. See
-ARCHITECTURE.md. Heavier entry points (`meter.run_meter`, `keyserver.run_keyserver`,
-`bench_auth.bench_auth`) live in their modules and import the protocol engines lazily.
+ARCHITECTURE.md. Heavier entry points (`meter.run_meter`, `keyserver.run_keyserver`) live in
+their modules and import the protocol engines lazily; the benchmarks that drive them are in
+`amistack.bench`.
 """
 
 from amistack.runtime.loop import install_uvloop, is_uvloop, new_event_loop, uvloop_available

@@ -3,8 +3,9 @@
 `run_fleet(FleetConfig(...))` builds N `meter.node.MeterNode`s (metering model, C12.22 server,
 push schedule; UKMF keys from PANA security contexts in each meter's ring and in a key-server
 `KeyRingDirectory`), a `headend.service.HeadEnd` (C12.22 client, collector, Ingestor into
-SQLite) and runs them over `CellNetwork` for a number of interval slots. `bench_collection`
-runs it for several fleet sizes and both modes (for `amistack bench collection --json`).
+SQLite) and runs them over `CellNetwork` for a number of interval slots.
+`amistack.bench.collection.bench_collection` runs it for several fleet sizes and both modes
+(for `amistack bench collection --json`).
 
 The cell model (`CellConfig`): the meters of one cell share one channel (a concentrator's RF or
 PLC cell, half duplex, both directions) that carries `rate_pps` packets per second; a packet
@@ -308,7 +309,7 @@ def run(fleet: Fleet) -> float:
 
 
 def run_fleet(config: FleetConfig) -> dict[str, Any]:
-    """Build and run a fleet; the measured findings (see `bench_collection`)."""
+    """Build and run a fleet; the measured findings (see `amistack.bench.collection`)."""
     t_build = time.process_time()
     fleet = build_fleet(config)
     t_run = time.process_time()
@@ -386,36 +387,11 @@ def summarize(
     }
 
 
-def bench_collection(
-    sizes: Sequence[int] = (100, 1000, 10_000),
-    modes: Sequence[Mode | str] = (Mode.POLLED, Mode.PUSHED),
-    *,
-    cells: int = 4,
-    slots: int = 1,
-    cell: CellConfig | None = None,
-    seed: int = 1,
-) -> dict[str, Any]:
-    """Polled vs pushed collection at each fleet size over a fixed number of shared cells
-    (so the meters per cell grow with the fleet); for `amistack bench collection --json`."""
-    runs = []
-    for n in sizes:
-        for mode in modes:
-            cfg = FleetConfig(
-                meters=n, cells=cells, mode=Mode(mode), slots=slots, seed=seed,
-                cell=cell or CellConfig(),
-            )  # fmt: skip
-            result = run_fleet(cfg)
-            log.info("collection bench", extra={"result": result})
-            runs.append(result)
-    return {"benchmark": "collection", "runs": runs}
-
-
 __all__ = [
     "CellConfig",
     "CellNetwork",
     "Fleet",
     "FleetConfig",
-    "bench_collection",
     "build_fleet",
     "measured_slots",
     "meter_id",

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from amistack.bench.echonet_codec import codec_compiled
 from amistack.echonet import frame as loaded
-from amistack.echonet.bench import codec_compiled
 from amistack.echonet.errors import EchonetDecodeError
 
 SOURCE = Path(__file__).resolve().parents[3] / "src" / "amistack" / "echonet" / "frame.py"

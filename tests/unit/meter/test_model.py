@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from amistack.bench.meter import bench_model
 from amistack.eventlog.record import EventRecord, EventType
 from amistack.meter.events import (
     ClockAdjusted,
@@ -28,7 +29,6 @@ from amistack.meter.model import (
     MeterModel,
     ModelTimeError,
 )
-from amistack.meter.model_bench import bench_model
 from amistack.meter.model_shapes import TariffError, TariffTable
 from amistack.meter.switch import SwitchState
 

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
 
+from amistack.bench.sign import bench_sign
 from amistack.meter.securemodule import (
     SecureModule,
     SecureModuleError,
@@ -19,7 +20,6 @@ from amistack.meter.securemodule import (
     open_module,
     verify_digest,
 )
-from amistack.meter.securemodule.bench import bench_sign
 from amistack.meter.securemodule.spec import parse_pkcs11_spec
 
 DIGEST = hashlib.sha256(b"meter-0001 event log, entries 0..41").digest()

@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from amistack.bench.auth import bench_auth, bench_key_server_engine, bench_psk, pac_fleet
 from amistack.pana import events as pana_events
-from amistack.runtime.bench_auth import bench_auth, bench_key_server_engine, bench_psk, pac_fleet
 from amistack.runtime.loop import new_event_loop
 from amistack.runtime.meter import MeterResult, run_meter
 from amistack.runtime.udp import EngineDriver

@@ -22,9 +22,9 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from amistack.addr import Addr
+from amistack.bench.echo import measure_udp_echo
 from amistack.crypto import system_random
 from amistack.pana.mux import Bound, MuxEvent, PacMux
-from amistack.runtime.echo import measure_udp_echo
 from amistack.runtime.loop import is_uvloop, new_event_loop, run
 from amistack.runtime.udp import EngineDriver
 

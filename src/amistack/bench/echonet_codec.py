@@ -1,6 +1,6 @@
 """`amistack bench echonet`, the codec half: our ECHONET Lite codec against pychonet's on the same
-realistic frames, in one process (the Get round-trip half, which needs sockets, is
-`amistack.runtime.bench_echonet`).
+realistic frames, in one process (the Get round-trip half, over sockets, is
+`amistack.bench.echonet`).
 
 The frames: a Get of E7, a multi-EPC Get, Get_Res with E7/E0 and the 194-byte E2 history, the
 startup INF of D5, a SetGet of E5 + E2 and its SetGet_Res, all produced by a real

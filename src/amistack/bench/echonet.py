@@ -1,6 +1,6 @@
 """`amistack bench echonet`, the Get round-trip half and the whole run: Get round trips per second
 against our smart-meter node over loopback UDP, after the codec comparison of
-`amistack.echonet.bench` (protocol packages never touch sockets, so the socket half lives here).
+`amistack.bench.echonet_codec`.
 
 - **Get round trips** -- our meter (`EchonetNode` + `SmartMeterObject` on `EchonetDriver`) serves
   on 127.0.40.1:3610 in this process; a controller in a spawned process (127.0.40.2:3610, where the
@@ -8,7 +8,7 @@ against our smart-meter node over loopback UDP, after the codec comparison of
   (`EchonetController` on `ControllerDriver`, `get_rtt_per_s`) or a lean raw-socket one (one socket,
   prebuilt requests, each answer decoded with `Frame.decode` and its TID checked,
   `get_rtt_lean_per_s`) that shows the node's own ceiling. Baseline: a raw UDP echo
-  (`runtime.echo`) at the same concurrency and payload size.
+  (`bench.echo`) at the same concurrency and payload size.
 
 The event loop is uvloop's when importable (`runtime.loop.new_event_loop`).
 """
@@ -23,9 +23,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from amistack.addr import Addr
-from amistack.crypto import system_random
-from amistack.crypto.rand import seeded_random
-from amistack.echonet.bench import (
+from amistack.bench.echo import measure_udp_echo
+from amistack.bench.echonet_codec import (
     CODEC_TARGET_RATIO,
     CONTROLLER,
     METER,
@@ -33,6 +32,8 @@ from amistack.echonet.bench import (
     codec_section,
     realistic_frames,
 )
+from amistack.crypto import system_random
+from amistack.crypto.rand import seeded_random
 from amistack.echonet.controller import ControllerConfig, EchonetController
 from amistack.echonet.errors import EchonetDecodeError
 from amistack.echonet.frame import Esv, Frame, Property
@@ -40,7 +41,6 @@ from amistack.echonet.node import EchonetNode, NodeConfig
 from amistack.echonet.objects import NodeProfile, SmartMeterObject
 from amistack.meter.model import MeterModel
 from amistack.meter.tables import TimeScale
-from amistack.runtime.echo import measure_udp_echo
 from amistack.runtime.echonet import EchonetDriver
 from amistack.runtime.echonet_controller import ControllerDriver
 from amistack.runtime.loop import is_uvloop, new_event_loop, run
@@ -196,7 +196,7 @@ async def _driver_get_client(
 
 CONTROLLERS: dict[str, tuple[str, Any]] = {
     "driver": ("ControllerDriver + EchonetController (amistack.runtime)", _driver_get_client),
-    "lean": ("lean raw-socket controller (amistack.runtime.bench_echonet)", _lean_get_client),
+    "lean": ("lean raw-socket controller (amistack.bench.echonet)", _lean_get_client),
 }
 
 

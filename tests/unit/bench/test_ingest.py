@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from amistack.headend import bench_ingest as b
+from amistack.bench import ingest as b
 
 
 def _setup(
