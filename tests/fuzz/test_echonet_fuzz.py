@@ -89,7 +89,9 @@ def _meter_node() -> tuple[EchonetNode, SmartMeterObject]:
         meter = SmartMeterObject(
             MeterModel(5), config=SmartMeterConfig(remote_control=RemoteControlPolicy())
         )
-        node = EchonetNode(NodeProfile([]), [meter], seeded_random(1), NodeConfig())
+        # every request must be answered here: no reply budget (tests/unit/echonet/test_budget.py)
+        config = NodeConfig(reply_rate=None)
+        node = EchonetNode(NodeProfile([]), [meter], seeded_random(1), config)
         _METER_NODE.append((node, meter))
     return _METER_NODE[0]
 

@@ -509,6 +509,74 @@ def test_6_11_a_controller_at_60_per_minute_is_served_for_an_hour_despite_a_floo
     assert home.get(flood, 0xE7)[0xE7]
 
 
+def test_6_11_a_get_flood_from_one_source_gets_back_less_than_it_sends() -> None:
+    """Amplification (issue 10): a 16-byte Get of E2+E4 is answered with 404 bytes. A source
+    sending 500 of them a second, in receive batches of 50 (as a socket delivers them), for a
+    minute gets back fewer bytes than it sent -- the per-source reply budget -- while a
+    controller at 60 requests/min (§6.11) is answered every time, and the flooder is served
+    again once it calms down (no lockout)."""
+    home = Home(make_meter())
+    good = home.controller("127.0.50.11")
+    flood = home.controller("127.0.50.67")
+    tids: list[int] = []
+    start = 5.0
+
+    def burst() -> None:
+        for _ in range(50):
+            flood.request(Esv.GET, [Property(0xE2), Property(0xE4)])
+        home.net.service(flood.addr)
+
+    for k in range(60):
+        home.net.call_at(
+            start + k, good.addr, lambda now: tids.append(good.request(Esv.GET, [Property(0xE7)]))
+        )
+    for k in range(600):
+        home.net.clock.call_at(start + k * 0.1, burst)
+    home.run_to(start + 62)
+
+    sent = 600 * 50 * 16
+    received = sum(len(f.encode()) for _, f, _ in flood.received if f.esv != Esv.INF)
+    assert received <= sent  # before the budget: 25 times as much (404 bytes per 16)
+    cfg = home.config
+    assert cfg.reply_rate is not None
+    assert received <= cfg.reply_burst + cfg.reply_rate * 62 + 404
+    assert home.node.counters["dropped_rate_limited"] > 0
+    answers = [good.answer(t) for t in tids]
+    assert len(tids) == 60 and all(a is not None and a.esv == Esv.GET_RES for a in answers)
+    home.run_to(start + 70)
+    assert home.get(flood, 0xE7)[0xE7]
+
+
+def test_6_11_a_spoofed_flood_keeps_state_bounded_and_the_controller_served() -> None:
+    """A Get flood where every datagram claims a new source address (spoofed, one-off): the
+    node keeps at most `max_budget_sources` budgets, newcomers share one, so the flood gets back
+    less than it sends in all, and the controller that was talking before is answered every
+    second. The node is fed directly (20,000 addresses are too many virtual hosts)."""
+    node = EchonetNode(
+        NodeProfile([]), [make_meter()], seeded_random(3), NodeConfig(max_budget_sources=32)
+    )
+    get = Frame(7, HEMS, METER, Esv.GET, (Property(0xE2), Property(0xE4))).encode()
+    poll = Frame(8, HEMS, METER, Esv.GET, (Property(0xE7),)).encode()
+    good = ("127.0.50.12", 3610)
+    sent = received = answered = 0
+    for k in range(1000):  # 20 s of 1,000 one-off sources a second, batches of 20
+        now = 10.0 + k * 0.02
+        if k % 50 == 0:
+            node.receive_datagram(poll, good, now)
+        for _ in range(20):
+            sent += len(get)
+            node.receive_datagram(get, (f"10.1.{sent // 4096}.{sent // 16 % 256}", 3610), now)
+        for data, dest in node.datagrams_to_send(now):
+            if dest[0] == good[0]:
+                answered += 1
+            else:
+                received += len(data)
+    assert received <= sent  # before the budget: 25 times as much
+    budget = node.reply_budget
+    assert budget is not None and len(budget) <= 32 and good[0] in budget
+    assert answered == 20
+
+
 # -- bad input -------------------------------------------------------------------------------
 
 

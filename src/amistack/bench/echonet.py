@@ -241,7 +241,12 @@ async def _serve_and_measure(
         NodeProfile([]),
         [meter],
         seeded_random(7),
-        NodeConfig(multicast_groups=(), max_pending_per_source=max(64, 2 * concurrency)),
+        # a round-trip rate, not a flood: no per-source reply budget (bench echonet-flood)
+        NodeConfig(
+            multicast_groups=(),
+            max_pending_per_source=max(64, 2 * concurrency),
+            reply_rate=None,
+        ),
     )
     driver = EchonetDriver(node)
     await driver.open(ipv4=node_host, multicast=False)

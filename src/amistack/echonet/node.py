@@ -24,10 +24,18 @@ Behaviour, by guideline section:
 - §2.6 (SetGet): the writes are applied first, then the reads, so the reads see the writes. With
   `NodeConfig.setget = False` a SetGet is answered 0x5E with OPCSet=0 and OPCGet=0 (the guideline's
   answer for a node that cannot guarantee that order).
-- §2.7 / §6.11: no rate limit on requests -- a controller polling at 60 requests/min (or far more)
-  is always served -- but the work held for a source is bounded: at most
-  `max_pending_per_source` delayed answers and queued datagrams per source address, and
-  `max_pending` delayed answers in all; beyond that requests are dropped and counted.
+- §2.7 / §6.11: no limit on the number of requests -- §6.11 records meters that went deaf for
+  10 minutes after 60 requests in a minute and asks for no such restriction, so a controller
+  polling at 60 requests/min (or far more) is always served -- but the work held for a source is
+  bounded: at most `max_pending_per_source` delayed answers and queued datagrams per source
+  address, and `max_pending` delayed answers in all; beyond that requests are dropped and counted
+  (`dropped_queue_full`).
+- Amplification: what a source gets back is limited in *bytes* (`echonet.budget.ReplyBudget`):
+  `reply_burst` bytes at once, then `reply_rate` bytes per second, per source host (at most
+  `max_budget_sources` tracked; the rest share one bucket). A request from a source whose budget
+  is spent is dropped before any work (`dropped_rate_limited`). A 16-byte Get of E2+E4 is
+  answered with 404 bytes; over a one-source flood the bytes out per byte in fall from 25 to
+  below 0.2 (`amistack bench echonet-flood`). `reply_rate=None` turns the limit off.
 - §2.8: the identification number 0x83 is the node profile object's (unique per node).
 - §4.2: `start(now)` multicasts the instance list notification (INF of D5 from 0x0EF001 to
   0x0EF001) after a random delay of at most `NodeConfig.startup_delay`; from then on a smart
@@ -58,6 +66,7 @@ from typing import Protocol
 
 from amistack.addr import Addr
 from amistack.crypto.rand import RandomSource
+from amistack.echonet.budget import ReplyBudget
 from amistack.echonet.errors import EchonetDecodeError
 from amistack.echonet.events import (
     Announced,
@@ -187,6 +196,12 @@ class NodeConfig:
     setget: bool = True  # §2.6: False -> 5E with OPCSet=0, OPCGet=0
     max_pending_per_source: int = 64  # §2.7: queued answers held per source address
     max_pending: int = 4096  # delayed (multicast) answers held in all
+    # Bytes answered per source host (token bucket; None: unlimited). 2048 B/s is ten of the
+    # largest smart-meter answers (E2, 208 bytes) a second, ten times what a controller pacing
+    # itself at one request a second (§2.7) reads; a quiet source may draw `reply_burst` at once.
+    reply_rate: float | None = 2048.0
+    reply_burst: int = 16384
+    max_budget_sources: int = 256  # sources with a budget of their own (bounded state)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +244,12 @@ class EchonetNode:
         self._startup_at: float | None = None
         self._fixed_time: dict[Eoj, float] = {}  # smart meters: next 30-minute EA/EB announcement
         self._events: deque[EchonetEvent] = deque()
+        cfg = self.config
+        self.reply_budget = (
+            None
+            if cfg.reply_rate is None
+            else ReplyBudget(cfg.reply_rate, cfg.reply_burst, cfg.max_budget_sources)
+        )
         self.counters: Counter[str] = Counter()
 
     # -- public API ----------------------------------------------------------------------------
@@ -281,6 +302,14 @@ class EchonetNode:
             log.debug("dropped a malformed frame from %s: %s", addr, exc)
             return
         esv = frame.esv
+        answered = esv in _REQUESTS or (esv == Esv.INFC and not multicast)
+        if (
+            answered
+            and self.reply_budget is not None
+            and not self.reply_budget.allows(addr[0], now)
+        ):
+            self.counters["dropped_rate_limited"] += 1  # before any work: no reflection
+            return
         if esv in _REQUESTS:
             if multicast:
                 self._delay(frame, addr, now)
@@ -515,7 +544,10 @@ class EchonetNode:
             self.counters["dropped_queue_full"] += 1
             return
         self._queued_by_host[host] += 1
-        self._outbox.append((frame.encode(), dest))
+        data = frame.encode()
+        if self.reply_budget is not None:
+            self.reply_budget.charge(host, len(data))
+        self._outbox.append((data, dest))
         self.counters["tx"] += 1
 
     def _multicast(self, frame: Frame) -> None:
