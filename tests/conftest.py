@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,36 @@ def require_tool(name: str) -> str:
         (p for p in (f"/usr/sbin/{name}", f"/sbin/{name}") if os.access(p, os.X_OK)), None
     )
     if found is None:
-        msg = f"interop peer {name!r} is not installed (make setup installs it as root)"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
+        unavailable(f"interop peer {name!r} is not installed (make setup installs it as root)")
     return found
+
+
+def unavailable(msg: str) -> None:
+    """A missing peer or host feature: skip outside CI, fail under CI=true."""
+    if IN_CI:
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+def has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def require_ipv6_loopback() -> None:
+    """Skip outside CI on a host without ::1; under CI=true the IPv6 half must run."""
+    if not has_ipv6_loopback():
+        unavailable("no IPv6 loopback (::1) on this host")
+
+
+def loopback_hosts() -> list[str]:
+    """127.0.0.1 and ::1; IPv4 alone outside CI on a host without ::1 (under CI=true: a failure)."""
+    if has_ipv6_loopback():
+        return ["127.0.0.1", "::1"]
+    if IN_CI:
+        pytest.fail("no IPv6 loopback (::1) on the CI host")
+    return ["127.0.0.1"]

@@ -26,8 +26,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import pytest
-
 from amistack.crypto.rand import seeded_random
 from amistack.echonet.node import EchonetNode, NodeConfig
 from amistack.echonet.objects import NodeProfile, SmartMeterObject
@@ -35,7 +33,7 @@ from amistack.meter.model import MeterModel
 from amistack.meter.tables import TimeScale
 from amistack.runtime.echonet import EchonetDriver
 from amistack.runtime.loop import new_event_loop
-from tests.conftest import IN_CI, require_tool
+from tests.conftest import require_tool, unavailable
 
 T = TypeVar("T")
 
@@ -116,10 +114,7 @@ def make_netns_pair(prefix: str = "amiel", group_routes: bool = True) -> Iterato
     names start with `prefix`. `group_routes`: a route for 224.0.0.0/4 on each veth."""
     require_tool("ip")
     if os.geteuid() != 0:
-        msg = "network namespaces need root"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
+        unavailable("network namespaces need root")
     sfx = secrets.token_hex(4)
     ns_a, ns_b = f"{prefix}-a-{sfx}", f"{prefix}-b-{sfx}"
     if_a, if_b = f"va{sfx}", f"vb{sfx}"  # <= 15 characters (IFNAMSIZ)
@@ -146,10 +141,7 @@ def make_netns_pair(prefix: str = "amiel", group_routes: bool = True) -> Iterato
         index_b = in_netns(ns_b, lambda: socket.if_nametoindex(if_b))
         yield NetnsPair(ns_a, ns_b, if_a, if_b, index_a, index_b)
     except subprocess.CalledProcessError as exc:
-        msg = f"cannot build the netns pair: {exc.stderr.decode(errors='replace').strip()}"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
+        unavailable(f"cannot build the netns pair: {exc.stderr.decode(errors='replace').strip()}")
     finally:
         for ns in created:  # deleting a namespace deletes its end of the veth, and so the pair
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.conftest import require_ipv6_loopback
 
 from amistack.addr import Addr
 from amistack.c1222.acse import ApTitle
@@ -48,15 +48,6 @@ PSK = bytes.fromhex("00112233445566778899aabbccddeeff")
 DEVICE = "meter-1"
 METER_TITLE = ApTitle.parse(".0.7.1")
 HEADEND_TITLE = ApTitle.parse(".0.1")
-
-
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 @pytest.fixture
@@ -199,8 +190,8 @@ async def _scenario(host: str, data_dir: Path, store: CredentialStore) -> dict[s
 def test_meter_node_over_udp_with_a_real_key_server(
     host: str, tmp_path: Path, store: CredentialStore
 ) -> None:
-    if host == "::1" and not _has_ipv6_loopback():
-        pytest.skip("no IPv6 loopback on this host")
+    if host == "::1":
+        require_ipv6_loopback()
     loop = new_event_loop()
     try:
         out = loop.run_until_complete(

@@ -5,15 +5,14 @@ current where it must be (CI builds it from a fresh clone with `make setup`)."""
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.conftest import unavailable
 
 from amistack.bench.echonet_codec import codec_compiled
 from amistack.echonet import frame as loaded
@@ -40,21 +39,22 @@ def _interpreted() -> ModuleType:
 pure = _interpreted()
 
 
-def test_the_compiled_codec_is_built_under_ci() -> None:
+def _require_compiled() -> None:
     if not codec_compiled():
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(
-                "amistack.echonet.frame is not compiled: `pip install -e .` (make setup) "
-                "should have built it with mypyc (setup.py)"
-            )
-        pytest.skip("the interpreted codec is loaded (no mypyc build here)")
+        unavailable(
+            "amistack.echonet.frame is not compiled: `pip install -e .` (make setup) "
+            "builds it with mypyc (setup.py)"
+        )
+
+
+def test_the_compiled_codec_is_built_under_ci() -> None:
+    _require_compiled()
     assert not pure.__file__.endswith(".so")
 
 
 def test_the_compiled_codec_is_not_older_than_its_source() -> None:
     # An editable install imports the .so before the .py: an edited frame.py needs a rebuild.
-    if not codec_compiled():
-        pytest.skip("the interpreted codec is loaded")
+    _require_compiled()
     built = Path(loaded.__file__).stat().st_mtime
     assert built >= SOURCE.stat().st_mtime, (
         f"{loaded.__file__} is older than {SOURCE}: rebuild with `make setup` or `pip install -e .`"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import stat
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from tests.conftest import loopback_hosts, require_ipv6_loopback
 
 from amistack.crypto import PrfHash, seeded_random
 from amistack.keymgmt import pki
@@ -47,15 +47,6 @@ T0 = 1_790_000_000.0  # the key server's (epoch-aligned) clock at the start of e
 LIFETIME = 600.0
 METER = b"meter-1"
 PSK = bytes.fromhex("11112222333344445555666677778888")
-
-
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 def run(coro_fn: Callable[[], Awaitable[T]], uv: bool = False) -> T:
@@ -171,10 +162,8 @@ def audit_kinds(store: CredentialStore) -> list[tuple[str, bytes | None, str]]:
 def test_authorised_client_gets_the_key_the_meter_derived(
     lab: Path, key_server: KeyServer, store: CredentialStore, host: str, uv: bool
 ) -> None:
-    if host == "::1" and not _has_ipv6_loopback():
-        if os.environ.get("CI") == "true":
-            pytest.fail("no IPv6 loopback on the CI host")
-        pytest.skip("no IPv6 loopback on this host")
+    if host == "::1":
+        require_ipv6_loopback()
     ctx = context()
     meter = install(key_server, ctx)
     meter_key = meter.current("c1222", T0)
@@ -544,7 +533,7 @@ def test_audit_failure_fails_closed_and_start_keydist_wires_a_key_server(
         server = await start_keydist(
             key_server,
             TlsFiles.server(lab),
-            ["127.0.0.1", "::1"] if _has_ipv6_loopback() else ["127.0.0.1"],
+            loopback_hosts(),
             0,
             clock=clock,
         )

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from tests.conftest import require_ipv6_loopback
 
 from amistack.bench.auth import bench_auth, bench_key_server_engine, bench_psk, pac_fleet
 from amistack.pana import events as pana_events
@@ -18,15 +19,6 @@ from amistack.runtime.meter import MeterResult, run_meter
 from amistack.runtime.udp import EngineDriver
 
 T = TypeVar("T")
-
-
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 def run_loop(fn: Callable[[], Awaitable[T]], timeout: float = 20.0) -> T:
@@ -55,8 +47,8 @@ async def _meter_against_paa(
     "host", [pytest.param("127.0.0.1", id="ipv4"), pytest.param("::1", id="ipv6")]
 )
 def test_meter_once_authenticates(host: str) -> None:
-    if host == "::1" and not _has_ipv6_loopback():
-        pytest.skip("no IPv6 loopback on this host")
+    if host == "::1":
+        require_ipv6_loopback()
     result, server_events = run_loop(lambda: _meter_against_paa(host, bench_psk(1)))
     assert result.ok, result.reason
     assert result.session_id is not None and result.key_id is not None

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from tests.conftest import loopback_hosts
 
 from amistack.crypto import system_random
 from amistack.eap.packet import EapCode, EapPacket, EapType
@@ -40,18 +41,6 @@ T = TypeVar("T")
 PSK = bytes.fromhex("00112233445566778899aabbccddeeff")
 
 
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-HOSTS = ["127.0.0.1", "::1"] if _has_ipv6_loopback() else ["127.0.0.1"]
-
-
 def run_loop(fn: Callable[[], Awaitable[T]], timeout: float = 20.0) -> T:
     loop = new_event_loop()
     try:
@@ -69,10 +58,12 @@ def store(tmp_path: Path) -> Iterator[CredentialStore]:
 
 
 def test_key_server_serves_ipv4_and_ipv6_on_one_port(store: CredentialStore) -> None:
+    hosts = loopback_hosts()
+
     async def main() -> tuple[KeyServerRuntime, list[object], list[Any]]:
         events: list[object] = []
         engine = build_key_server(store, session_lifetime=600.0)
-        rt = await start_keyserver(engine, HOSTS, 0, on_event=events.append)
+        rt = await start_keyserver(engine, hosts, 0, on_event=events.append)
         try:
             results = []
             for addr in rt.pana_addresses:
@@ -85,14 +76,14 @@ def test_key_server_serves_ipv4_and_ipv6_on_one_port(store: CredentialStore) -> 
 
     rt, events, results = run_loop(main)
     assert len({port for _, port in rt.pana_addresses}) == 1  # both families share the port
-    assert [a[0] for a in rt.pana_addresses] == HOSTS
+    assert [a[0] for a in rt.pana_addresses] == hosts
     *good, unknown = results
     assert all(r.ok for r in good), [str(r) for r in good]
     assert not unknown.ok and unknown.reason  # not enrolled: a clear failure
     auth = [e for e in events if isinstance(e, Authenticated)]
-    assert sorted(e.addr[0] for e in auth) == sorted(HOSTS)
+    assert sorted(e.addr[0] for e in auth) == sorted(hosts)
     installed = [e for e in events if isinstance(e, KeysInstalled)]
-    assert [e.peer_id for e in installed] == [b"meter-1"] * len(HOSTS)
+    assert [e.peer_id for e in installed] == [b"meter-1"] * len(hosts)
     # the key server's clock is epoch-aligned: persisted expiry means the same after a restart
     assert abs(installed[0].not_after - (time.time() + 600.0)) < 30.0
 
@@ -249,7 +240,7 @@ def test_pass_through_paa_authenticates_via_the_radius_listener(
         )
         edge = await start_keyserver(
             engine,
-            ["::1"] if "::1" in HOSTS else ["127.0.0.1"],
+            loopback_hosts()[-1:],
             0,
             aaa_backend=backend,
             aaa_server=home.radius_addresses[0],

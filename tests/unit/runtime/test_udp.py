@@ -9,20 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tests.conftest import require_ipv6_loopback
 
 from amistack.addr import Addr
 from amistack.runtime.loop import is_uvloop, new_event_loop
 from amistack.runtime.pcap import PcapWriter, read_udp_pcap
 from amistack.runtime.udp import EngineDriver, normalize_addr
-
-
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 @dataclass(frozen=True)
@@ -130,8 +122,8 @@ FAMILIES = [pytest.param("127.0.0.1", id="ipv4"), pytest.param("::1", id="ipv6")
 @pytest.mark.parametrize("host", FAMILIES)
 @pytest.mark.parametrize("uv", [True, False], ids=["uvloop", "asyncio"])
 def test_round_trip_and_retransmission(host: str, uv: bool) -> None:
-    if host == "::1" and not _has_ipv6_loopback():
-        pytest.skip("no IPv6 loopback on this host")
+    if host == "::1":
+        require_ipv6_loopback()
 
     async def main() -> tuple[list[object], PongEngine, Addr, Addr, bool]:
         server = PongEngine(drop=1)  # the first ping is lost: the client timer must retransmit
@@ -191,8 +183,7 @@ def test_gives_up_after_retries_and_timer_never_sees_early_time() -> None:
 
 
 def test_async_event_handler_and_dual_stack_routing() -> None:
-    if not _has_ipv6_loopback():
-        pytest.skip("no IPv6 loopback on this host")
+    require_ipv6_loopback()
 
     async def main() -> tuple[list[Addr], PongEngine, list[Addr]]:
         server = PongEngine()
