@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import signal
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 from amistack.addr import Addr
 from amistack.cli.common import CliError, add_data_dir, open_store, parse_hostport
+from amistack.pana.paa import PaaConfig
 from amistack.runtime.keyserver import PANA_PORT, RADIUS_AUTH_PORT, KeyServerRuntime, run_keyserver
 from amistack.runtime.loop import run
 from amistack.runtime.pcap import PcapWriter
@@ -69,8 +71,24 @@ def register(sub: Any) -> None:
         help="serve application keys by key id over mutual TLS (needs 'amistack pki' first; "
         "see docs/key-distribution.md)",
     )
+    p.add_argument(
+        "--relay",
+        action="append",
+        default=[],
+        type=_ip_literal,
+        metavar="ADDRESS",
+        help="accept PANA-Relay (RFC 6345) messages from this relay's IP address (repeatable; "
+        "default: none, every PRY is dropped); each relay's PCIs are rate-limited as a whole",
+    )
     p.add_argument("--pcap", type=Path, metavar="FILE", help="write the PANA traffic to FILE")
     p.set_defaults(handler=_run)
+
+
+def _ip_literal(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from None
 
 
 def _one_port(addrs: list[Addr], what: str) -> tuple[list[str], int]:
@@ -115,6 +133,8 @@ def _run(args: argparse.Namespace) -> int:
         ):
             for host, bound in addrs:
                 print(f"key server: {what} on {host} port {bound}", flush=True)
+        relays = ", ".join(args.relay) if args.relay else "none (PANA-Relay messages dropped)"
+        print(f"key server: PANA relays accepted from {relays}", flush=True)
         if pcap is not None:
             print(f"key server: capturing to {args.pcap}", flush=True)
 
@@ -136,6 +156,7 @@ def _run(args: argparse.Namespace) -> int:
             ready=ready,
             keydist=keydist,
             session_lifetime=args.lifetime,
+            paa_config=PaaConfig(allowed_relays=frozenset(args.relay)),
             now=time.time(),
         )
 

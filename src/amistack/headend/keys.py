@@ -10,6 +10,14 @@ their `not_after`, and answers the engines synchronously from that cache:
   key server's overlap window, so a rollover in flight loses no message (the EAX' tag decides);
 - `send_key(ap_device_id, now)`: the newest valid generation.
 
+Unauthenticated input must not drive work at the key server (each key-distribution request is
+audited there): a C12.22 datagram names a registered AP title and a key byte before anything is
+verified, so a forger could otherwise make the head-end fetch for every datagram. A miss is
+therefore cached negatively (`negative_ttl` s per device and key byte: no fetch, no miss
+reported again), and fetches on misses are limited per device (a token bucket: `fetch_burst`,
+then one per `fetch_interval` s); a miss beyond the budget is counted (`fetch-limited`) and
+dropped. A meter whose key really rotated waits at most `fetch_interval` s for its new key.
+
 Sources (docs/key-distribution.md): a `SyncKeySource` is asked at once on a miss (the in-process
 `KeyServer`, or `DirectorySource` over a `KeyRingDirectory`); an asynchronous source
 (`KeyDistClient` over mTLS) cannot be awaited from a sans-IO engine, so a miss is recorded
@@ -20,6 +28,7 @@ per meter (`prefetch_async`) before head-end initiated traffic.
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -32,6 +41,7 @@ from amistack.keymgmt.ukmf import C1222, KeyId
 log = logging.getLogger(__name__)
 
 PURPOSE = C1222.name
+_MAX_NEGATIVE = 65536
 
 
 class IssuedLike(Protocol):
@@ -122,6 +132,9 @@ class HeadendKeys:
         *,
         max_generations: int = 4,
         refresh_s: float = 30.0,
+        negative_ttl: float = 10.0,
+        fetch_burst: float = 3.0,
+        fetch_interval: float = 10.0,
     ) -> None:
         self.resolve = resolve
         self.source = source
@@ -129,9 +142,16 @@ class HeadendKeys:
         # a sync source is asked again after this long: a rotation the meter has not yet used
         # towards us, and the cut not_after of superseded generations, become known
         self.refresh_s = refresh_s
+        self.negative_ttl = negative_ttl
+        self.fetch_burst = fetch_burst
+        self.fetch_interval = fetch_interval
         self._fetched: dict[bytes, float] = {}
         self._keys: dict[bytes, list[CachedKey]] = {}  # device id -> newest first
         self._misses: list[tuple[bytes, int | None]] = []
+        # (device, key byte) -> until when a miss is not looked up again; registered devices
+        # only (the resolver comes first), so at most 256 entries per meter
+        self._negative: dict[tuple[bytes, int], float] = {}
+        self._budget: dict[bytes, tuple[float, float]] = {}  # device -> (tokens, at)
         self.counters: Counter[str] = Counter()
 
     # -- the c1222 hooks ---------------------------------------------------------------------
@@ -143,12 +163,21 @@ class HeadendKeys:
             return []
         self._maybe_refresh(device, now)
         found = self._matching(device, key_byte, now)
-        if not found and self.source is not None:
+        if found:
+            return found
+        if self._negative.get((device, key_byte), -math.inf) > now:
+            self.counters["negative-hit"] += 1
+            return []
+        if not self._take_fetch_token(device, now):
+            self.counters["fetch-limited"] += 1
+            return []
+        if self.source is not None:
             self._fetch_sync(device, key_byte, now)
             found = self._matching(device, key_byte, now)
         if not found:
             self.counters["key-miss"] += 1
             self._misses.append((device, key_byte))
+            self._remember_miss(device, key_byte, now)
         return found
 
     def send_key(self, ap_device_id: bytes, now: float) -> tuple[int, bytes] | None:
@@ -173,6 +202,25 @@ class HeadendKeys:
         keys.append(CachedKey(key_id, key, not_after))
         keys.sort(key=lambda k: k.key_id, reverse=True)
         self._keys[device] = keys[: self.max_generations]
+        self._negative.pop((device, key_id_byte(key_id)), None)
+
+    def _remember_miss(self, device: bytes, key_byte: int, now: float) -> None:
+        if len(self._negative) >= _MAX_NEGATIVE:  # bounded: forget what has run out
+            self._negative = {k: t for k, t in self._negative.items() if t > now}
+            if len(self._negative) >= _MAX_NEGATIVE:
+                self._negative.clear()
+        self._negative[(device, key_byte)] = now + self.negative_ttl
+
+    def _take_fetch_token(self, device: bytes, now: float) -> bool:
+        """A fetch on a miss for `device` within its budget (token bucket)."""
+        burst = self.fetch_burst
+        tokens, at = self._budget.get(device, (burst, now))
+        tokens = min(burst, tokens + max(0.0, now - at) / self.fetch_interval)
+        if tokens < 1.0:
+            self._budget[device] = (tokens, now)
+            return False
+        self._budget[device] = (tokens - 1.0, now)
+        return True
 
     def forget(self, device: bytes) -> None:
         self._keys.pop(device, None)

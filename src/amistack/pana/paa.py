@@ -7,12 +7,19 @@ Protection against PCI floods (RFC 5191 §4.1 leaves this to the PAA):
   * a PCI creates a *half-open* session; half-open sessions are bounded by `max_half_open`; when
     full, the OLDEST half-open session is evicted (rather than refusing new PCIs, which would let
     a flood lock legitimate PaCs out for as long as it lasts);
-  * `per_source_limit` half-open sessions per source address at most, and a token bucket
-    (`pci_rate`/s, burst `pci_burst`) per source address: one address flooding PCIs only ever
-    occupies its own share and cannot evict many others;
-  * a repeated PCI from the same address gets the same PAR(S) again (no new session), and the
-    PAR(S) retransmissions of a half-open session stop at `half_open_timeout`, which bounds what
-    spoofed PCIs can make the PAA send;
+  * every PCI first takes a token from its source's bucket (`pci_rate`/s, burst `pci_burst`),
+    before anything is answered: one address flooding PCIs gets at most that many PAR(S) back
+    (a flood of 16-octet PCIs never gets more octets back than it sent);
+  * `per_source_limit` half-open sessions per source address at most: one address flooding PCIs
+    only ever occupies its own share and cannot evict many others;
+  * RFC 6345 relays: PRY messages are accepted only from `allowed_relays` (none by default: a
+    PAA on a wide-area network has no relays until they are configured), and what one relay
+    carries is limited per relay (`relay_pci_rate`/`relay_pci_burst`, `per_relay_limit`
+    half-open sessions) as well as per PaC behind it, so ever new inner PaC addresses buy a
+    relay nothing;
+  * a repeated PCI (within its source's budget) gets the same PAR(S) again (no new session), and
+    the PAR(S) retransmissions of a half-open session stop at `half_open_timeout`, which bounds
+    what spoofed PCIs can make the PAA send;
   * no AAA (EAP) state exists until the PaC proves return routability with its PAN(S), and a
     half-open session dies after `half_open_timeout` s in INITIAL / `auth_timeout` s in EAP.
 """
@@ -61,6 +68,9 @@ from amistack.pana.timers import REQ_RETRANSMIT, RetransmitParams
 logger = logging.getLogger(__name__)
 
 _MAX_BUCKETS = 65536
+# RFC 5191 §6.2: the Message Type is octets 6-7 of the header
+_PCI_TYPE = MessageType.PCI.to_bytes(2, "big")
+_PRY_TYPE = MessageType.RELAY.to_bytes(2, "big")
 
 
 class PaaState(Enum):
@@ -97,9 +107,12 @@ class PaaConfig:
     req_retransmit: RetransmitParams = REQ_RETRANSMIT
     closed_linger: float = 30.0  # s a closed session still answers retransmitted requests
     nonce_length: int = NONCE_LENGTH
-    # RFC 6345 relays whose PRY messages are accepted (host strings); None = any. Without a
+    # RFC 6345 relays whose PRY messages are accepted (host strings); none by default. Without a
     # PRE-PAA security association this is the only check on who may claim to relay.
-    allowed_relays: frozenset[str] | None = None
+    allowed_relays: frozenset[str] = frozenset()
+    relay_pci_rate: float = 50.0  # relayed PCIs per second per relay (token bucket)
+    relay_pci_burst: float = 100.0
+    per_relay_limit: int = 256  # half-open sessions through one relay
 
 
 @dataclass(frozen=True)
@@ -166,7 +179,9 @@ class PanaAuthAgent:
         self._by_peer: dict[bytes, set[int]] = {}
         self._half_open: OrderedDict[int, None] = OrderedDict()
         self._half_open_by_source: Counter[tuple[str | None, str]] = Counter()
+        self._half_open_by_relay: Counter[str] = Counter()
         self._buckets: dict[tuple[str | None, str], tuple[float, float]] = {}
+        self._relay_buckets: dict[tuple[str | None, str], tuple[float, float]] = {}
         self._heap: list[tuple[float, int]] = []
         self._out: list[tuple[bytes, Addr]] = []
         self._events: deque[PanaEvent] = deque()
@@ -204,14 +219,21 @@ class PanaAuthAgent:
     # -- sans-IO surface ------------------------------------------------------------------------
     def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
         try:
+            kind = data[6:8]
+            if kind == _PCI_TYPE:
+                # a source out of PCI tokens: dropped before any decoding, so that a one-source
+                # flood costs the server as little as possible (the bucket is not touched)
+                bucket = self._buckets.get((None, addr[0]))
+                if bucket is not None and bucket[0] + (now - bucket[1]) * self.config.pci_rate < 1:
+                    self.counters["pci_rate_limited"] += 1
+                    return
+            elif kind == _PRY_TYPE and addr[0] not in self.config.allowed_relays:
+                self.counters["relay_not_allowed"] += 1
+                return
             msg = PanaMessage.decode(data)
             raw = bytes(data)
             route = Route(addr)
             if msg.msg_type == MessageType.RELAY:  # RFC 6345: unwrap, remember the relay
-                allowed = self.config.allowed_relays
-                if allowed is not None and addr[0] not in allowed:
-                    self.counters["relay_not_allowed"] += 1
-                    return
                 pac, raw = unwrap_relay(msg)
                 msg = PanaMessage.decode(raw)
                 if msg.msg_type == MessageType.RELAY:
@@ -361,17 +383,28 @@ class PanaAuthAgent:
         if msg.is_request or msg.session_id != 0 or msg.seq != 0:
             self.counters["malformed_pci"] += 1  # RFC 5191 §7.1: both fields are zero
             return
+        cfg = self.config
+        relay = route.relay[0] if route.relay else None
+        source = (relay, route.pac[0])
+        # rate limits first: nothing is answered, not even a cached PAR, beyond the budget
+        if relay is not None and not self._take_token(
+            self._relay_buckets, (None, relay), cfg.relay_pci_rate, cfg.relay_pci_burst, now
+        ):
+            self.counters["pci_relay_rate_limited"] += 1
+            return
+        if not self._take_token(self._buckets, source, cfg.pci_rate, cfg.pci_burst, now):
+            self.counters["pci_rate_limited"] += 1
+            return
         existing = self._sessions.get(self._by_route.get(route, -1))
         if existing is not None and existing.state is PaaState.INITIAL:
             self.counters["pci_duplicate"] += 1
             self._send(existing, existing.core.i_par)
             return
-        source = (route.relay[0] if route.relay else None, route.pac[0])
-        if not self._take_token(source, now):
-            self.counters["pci_rate_limited"] += 1
-            return
-        if self._half_open_by_source[source] >= self.config.per_source_limit:
+        if self._half_open_by_source[source] >= cfg.per_source_limit:
             self.counters["pci_source_limit"] += 1
+            return
+        if relay is not None and self._half_open_by_relay[relay] >= cfg.per_relay_limit:
+            self.counters["pci_relay_limit"] += 1
             return
         while self._half_open and len(self._half_open) >= self.config.max_half_open:
             oldest = next(iter(self._half_open))
@@ -385,6 +418,8 @@ class PanaAuthAgent:
         self._by_route[route] = sid
         self._half_open[sid] = None
         self._half_open_by_source[source] += 1
+        if relay is not None:
+            self._half_open_by_relay[relay] += 1
         avps = tuple(
             [Avp.u32(AvpCode.INTEGRITY_ALGORITHM, a) for a in self.config.integrity_algorithms]
             + [Avp.u32(AvpCode.PRF_ALGORITHM, a) for a in self.config.prf_algorithms]
@@ -393,23 +428,29 @@ class PanaAuthAgent:
         self.counters["pci_accepted"] += 1
         self._schedule(s)
 
-    def _take_token(self, source: tuple[str | None, str], now: float) -> bool:
-        rate, burst = self.config.pci_rate, self.config.pci_burst
-        tokens, last = self._buckets.get(source, (burst, now))
+    @staticmethod
+    def _take_token(
+        buckets: dict[tuple[str | None, str], tuple[float, float]],
+        source: tuple[str | None, str],
+        rate: float,
+        burst: float,
+        now: float,
+    ) -> bool:
+        tokens, last = buckets.get(source, (burst, now))
         tokens = min(burst, tokens + max(0.0, now - last) * rate)
         if tokens < 1.0:
-            self._buckets[source] = (tokens, now)
+            buckets[source] = (tokens, now)
             return False
-        if len(self._buckets) >= _MAX_BUCKETS and source not in self._buckets:
+        if len(buckets) >= _MAX_BUCKETS and source not in buckets:
             # forget the full buckets (they would refill to full anyway); under a flood of
             # distinct (spoofed) sources, forget the oldest half: the table stays bounded
-            self._buckets = {
-                k: v for k, v in self._buckets.items() if v[0] + (now - v[1]) * rate < burst
-            }
-            if len(self._buckets) >= _MAX_BUCKETS // 2:
-                for k in list(self._buckets)[: len(self._buckets) // 2]:
-                    del self._buckets[k]
-        self._buckets[source] = (tokens - 1.0, now)
+            for k, v in list(buckets.items()):
+                if v[0] + (now - v[1]) * rate >= burst:
+                    del buckets[k]
+            if len(buckets) >= _MAX_BUCKETS // 2:
+                for k in list(buckets)[: len(buckets) // 2]:
+                    del buckets[k]
+        buckets[source] = (tokens - 1.0, now)
         return True
 
     def _new_session_id(self) -> int:
@@ -778,6 +819,11 @@ class PanaAuthAgent:
             self._half_open_by_source[s.source] -= 1
             if self._half_open_by_source[s.source] <= 0:
                 del self._half_open_by_source[s.source]
+            relay = s.source[0]
+            if relay is not None:
+                self._half_open_by_relay[relay] -= 1
+                if self._half_open_by_relay[relay] <= 0:
+                    del self._half_open_by_relay[relay]
 
     def _close(self, s: _Session, now: float) -> None:
         """CLOSED: keys gone; kept `closed_linger` s to answer a retransmitted request."""

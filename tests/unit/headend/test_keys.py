@@ -124,3 +124,68 @@ def test_async_source_parks_the_push_until_the_key_is_fetched(repo: SqliteReposi
     headend.handle_timer(T0 + 0.2)  # the Ingestor's latency bound
     assert len(headend.datagrams_to_send(T0 + 0.2)) == 1
     assert repo.count_readings("m-42") == 4
+
+
+class CountingSource(DirectorySource):
+    """A sync source counting what it is asked (each ask is an audited request at the key
+    server when it is the key-distribution service)."""
+
+    def __init__(self, directory: KeyRingDirectory) -> None:
+        super().__init__(directory)
+        self.asks = 0
+
+    def key_for(self, key_id: KeyId, purpose: str, now: float) -> object:
+        self.asks += 1
+        return super().key_for(key_id, purpose, now)
+
+    def current_key(self, device_id: bytes, purpose: str, now: float) -> object:
+        self.asks += 1
+        return super().current_key(device_id, purpose, now)
+
+
+def test_forged_key_bytes_do_not_drive_fetches(repo: SqliteRepository) -> None:
+    """10,000 lookups naming a registered AP title with key bytes the meter never had, over
+    100 s: the key source is asked a bounded number of times, and the real key still works."""
+    directory = KeyRingDirectory(PurposeRegistry())
+    ctx = _ctx(random.Random(4), 0x42, 1)
+    directory.install(b"m-42", ctx, 3600.0, T0)
+    source = CountingSource(directory)
+    keys = HeadendKeys(repository_resolver(repo.meter_by_ap_title), source)  # type: ignore[arg-type]
+    for i in range(10_000):
+        assert keys.lookup(AP, 2 + i % 200, T0 + i / 100) == []
+    # refreshes every 30 s (4 x up to 2 asks) + the fetch budget (3 + 100 s / 10 s, 3 asks each)
+    assert source.asks <= 8 + 3 * 13
+    assert keys.counters["fetch-limited"] + keys.counters["negative-hit"] >= 9_900
+    assert keys.lookup(AP, 1, T0 + 100) == [derive(ctx, C1222)]
+    # a rotation the meter used first is fetched once the budget allows (within 10 s)
+    g2 = _ctx(random.Random(5), 0x42, 2)
+    directory.install(b"m-42", g2, 3600.0, T0 + 101)
+    assert keys.lookup(AP, 2, T0 + 112) == [derive(g2, C1222)]
+
+
+def test_forged_pushes_do_not_flood_the_async_key_source(repo: SqliteRepository) -> None:
+    """Pushes under a registered AP title and a key id unknown to the key server: one
+    KeyNeeded (one fetch) per budget, not one per datagram; nothing parked beyond that."""
+    repo.commission_meter("m-42", T0)
+    forged_ring = KeyRing(b"m-42", PurposeRegistry())
+    forged_ring.install(_ctx(random.Random(6), 0x42, 9), 3600.0, T0)  # key byte 9, unknown
+    keys = HeadendKeys(repository_resolver(repo.meter_by_ap_title), None)
+    headend = HeadEnd(HeadEndConfig(HEADEND_TITLE), repo, keys, seeded_random(1), T0)
+    forger = MeterNode(
+        MeterNodeConfig(TITLE, HEADEND_TITLE, HEADEND_ADDR),
+        MeterModel(1, MeterConfig(install_time=T0 - 40 * DAY_S)),
+        forged_ring,
+        seeded_random(7),
+    )
+    full = forger.tables.load_profile(15, T0)
+    data = LoadProfile(15, full.end_time, full.intervals[-4:]).encode()
+    needed = 0
+    for i in range(300):
+        now = T0 + i / 10  # 30 s
+        forger.server.push(HEADEND_ADDR, HEADEND_TITLE, 64, data, now)
+        for dgram, _ in forger.datagrams_to_send(now):
+            headend.receive_datagram(dgram, ("10.6.6.6", 1153), now)
+        while (ev := headend.next_event()) is not None:
+            needed += isinstance(ev, KeyNeeded)
+    assert 1 <= needed <= 3 + 3
+    assert headend.counters["parked"] == needed

@@ -50,6 +50,20 @@ def test_retransmission_schedule_is_rfc3315() -> None:
     assert gaps[:6] == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0] and len(deadlines) == 11
 
 
+def test_repeated_pci_is_rate_limited_before_the_par_cache() -> None:
+    """A flood of one repeated PCI gets at most the source's token budget of PAR(S) back, and
+    never more octets than it sent."""
+    paa = make_paa()
+    pci = PanaMessage(MessageType.PCI, 0, 0, 0).encode()
+    for i in range(20000):
+        paa.receive_datagram(pci, A1, i / 1000)  # 1000 PCIs/s for 20 s
+    out = paa.datagrams_to_send(20.0)
+    burst, rate = paa.config.pci_burst, paa.config.pci_rate
+    assert len(out) <= burst + 20 * rate + 1
+    assert sum(len(d) for d, _ in out) <= len(pci) * 20000 // 10
+    assert paa.half_open_count == 1 and paa.counters["pci_rate_limited"] >= 19800
+
+
 def test_duplicate_pci_gets_the_same_par() -> None:
     paa = make_paa()
     pci = PanaMessage(MessageType.PCI, 0, 0, 0).encode()

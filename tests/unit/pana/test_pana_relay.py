@@ -17,7 +17,7 @@ from amistack.pana.constants import AvpCode, Flag, MessageType
 from amistack.pana.errors import PanaDecodeError
 from amistack.pana.events import Authenticated, PingCompleted
 from amistack.pana.message import PanaMessage
-from amistack.pana.paa import Route
+from amistack.pana.paa import PaaConfig, Route
 from amistack.pana.relay import (
     PanaRelay,
     decode_pac_information,
@@ -61,8 +61,12 @@ def test_pry_wrap_unwrap() -> None:
         unwrap_relay(PanaMessage.decode(inner))
 
 
+RELAYS = PaaConfig(allowed_relays=frozenset({RELAY_ADDR[0]}))
+
+
 def test_pac_authenticates_through_relay_unchanged() -> None:
-    w = World(make_paa({b"meter-1": PSK, b"meter-2": PSK}), relay=PanaRelay(PAA_ADDR))
+    paa = make_paa({b"meter-1": PSK, b"meter-2": PSK}, config=RELAYS)
+    w = World(paa, relay=PanaRelay(PAA_ADDR))
     relayed = w.add(A1, make_pac(b"meter-1", paa=RELAY_ADDR))
     direct = w.add(A2, make_pac(b"meter-2", seed=5))
     relayed.start(0.0)
@@ -112,7 +116,7 @@ def test_relay_drops_what_it_must() -> None:
 
 
 def test_paa_rejects_nested_relay_and_bad_pry() -> None:
-    paa = make_paa()
+    paa = make_paa(config=RELAYS)
     pci = PanaMessage(MessageType.PCI, 0, 0, 0).encode()
     paa.receive_datagram(wrap_relay(A1, wrap_relay(A1, pci)), RELAY_ADDR, 0.0)
     assert paa.counters["nested_relay"] == 1
@@ -126,14 +130,45 @@ def test_paa_rejects_nested_relay_and_bad_pry() -> None:
 
 
 def test_paa_accepts_only_allowed_relays() -> None:
-    from dataclasses import replace
-
-    from amistack.pana.paa import PaaConfig
-
-    config = replace(PaaConfig(), allowed_relays=frozenset({RELAY_ADDR[0]}))
-    paa = make_paa(config=config)
     pci = PanaMessage(MessageType.PCI, 0, 0, 0).encode()
+    default = make_paa()  # a PAA without configured relays accepts none
+    default.receive_datagram(wrap_relay(A1, pci), RELAY_ADDR, 0.0)
+    assert default.counters["relay_not_allowed"] == 1 and default.datagrams_to_send(0.0) == []
+    assert default.half_open_count == 0
+    paa = make_paa(config=RELAYS)
     paa.receive_datagram(wrap_relay(A1, pci), ("10.9.9.9", 716), 0.0)
     assert paa.counters["relay_not_allowed"] == 1 and paa.datagrams_to_send(0.0) == []
     paa.receive_datagram(wrap_relay(A1, pci), RELAY_ADDR, 0.0)
     assert len(paa.datagrams_to_send(0.0)) == 1
+
+
+def test_pry_flood_is_limited_per_relay_as_well_as_per_pac() -> None:
+    """One relay wrapping PCIs from ever new PaC addresses (each with a fresh per-PaC budget)
+    gets the relay's budget only, and a meter authenticates meanwhile."""
+    other_relay = ("10.0.2.2", 716)
+    config = PaaConfig(
+        allowed_relays=frozenset({RELAY_ADDR[0], other_relay[0]}),
+        relay_pci_rate=10.0,
+        relay_pci_burst=20.0,
+        per_relay_limit=15,
+    )
+    w = World(make_paa(config=config), relay=PanaRelay(PAA_ADDR))
+    pci = PanaMessage(MessageType.PCI, 0, 0, 0).encode()
+    sent = answered = 0
+    for i in range(5000):
+        data = wrap_relay((f"10.{i >> 8}.{i & 0xFF}.9", 2000 + i), pci)
+        w.paa.receive_datagram(data, RELAY_ADDR, w.now + i / 1000)
+        sent += len(data)
+    out = w.paa.datagrams_to_send(w.now)
+    answered = sum(len(d) for d, _ in out)
+    assert w.paa.half_open_count <= 15
+    assert len(out) <= 20 + 10 * 5 and answered < sent
+    assert w.paa.counters["pci_relay_rate_limited"] + w.paa.counters["pci_relay_limit"] >= 4900
+    # another relay and a direct meter are untouched
+    w.now = 5.0
+    w.add(A1, make_pac(b"meter-1"))
+    w.pacs[A1].start(w.now)
+    w.run_until(w.now + 5)
+    assert len(w.of(A1, Authenticated)) == 1
+    w.paa.receive_datagram(wrap_relay(A2, pci), other_relay, w.now)
+    assert w.paa.counters["pci_accepted"] >= 2
