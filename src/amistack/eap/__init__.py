@@ -1,7 +1,8 @@
-"""EAP (RFC 3748) peer and authenticator, sans-IO, with EAP-PSK (RFC 4764).
+"""EAP (RFC 3748) peer and authenticator, sans-IO, with EAP-PSK (RFC 4764) and EAP-TLS.
 
 packet.py is the codec, method.py the interface a method implements, peer.py and
-authenticator.py the EAP layer, psk.py the EAP-PSK method.
+authenticator.py the EAP layer, psk.py the EAP-PSK method, tls.py the EAP-TLS method (RFC 5216,
+RFC 9190; import it from `amistack.eap.tls`: it loads OpenSSL, which PSK-only users need not).
 """
 
 from amistack.eap.authenticator import EapAuthenticator, EapOutcome, EapStep

@@ -175,7 +175,10 @@ class EapAuthenticator:
                 return self._drop("unexpected_type")
             self._answered.add(packet.identifier)
             self.identity = packet.type_data
-            return self._propose(self._candidates[0], packet.identifier)
+            for candidate in self._candidates:
+                if candidate.accepts(self.identity):
+                    return self._propose(candidate, packet.identifier)
+            return self._failure(packet.identifier, "no method is offered to this identity")
         method = self.method
         if method is None:  # cannot happen past IDENTITY; keeps the types honest
             return self._drop("no_method")
@@ -204,7 +207,7 @@ class EapAuthenticator:
         wanted = set(nak.type_data)  # legacy Nak: one byte per acceptable type (§5.3.1)
         for candidate in self._candidates:
             t = candidate.method_type
-            if t in wanted and t not in self._tried:
+            if t in wanted and t not in self._tried and candidate.accepts(self.identity):
                 logger.info("EAP peer naked; trying %s", type_name(t))
                 return self._propose(candidate, nak.identifier)
         return self._failure(nak.identifier, f"no acceptable method (peer wants {sorted(wanted)})")

@@ -27,6 +27,10 @@ Server side -- subclass `ServerMethod`:
       (its Type-Data, sent with `next_identifier`), SUCCESS, FAILURE (with a reason) or
       IGNORE (drop the response, keep waiting).
     * `msk`, `emsk`, `session_id`, `peer_id` after SUCCESS.
+    * `accepts(identity) -> bool` (default True): whether the method may be offered to the
+      peer that sent this Response/Identity. It is the method-selection seam: the
+      authenticator proposes the first method that accepts the identity (EAP-TLS accepts only
+      devices enrolled for it), and a Nak can only move to another method that accepts it.
 
 An `EapAuthenticator` takes `ServerMethodFactory`s (zero-argument callables returning a fresh
 `ServerMethod`, e.g. ``lambda: EapPskServer(b"ks", store.get_psk, rng)``) in preference order;
@@ -134,6 +138,10 @@ class ServerMethod(_KeyingMaterial, ABC):
     @property
     def peer_id(self) -> bytes | None:
         return None
+
+    def accepts(self, identity: bytes | None) -> bool:
+        """May this method be offered to the peer that claimed `identity`?"""
+        return True
 
 
 ServerMethodFactory = Callable[[], ServerMethod]

@@ -9,7 +9,12 @@ One CA (EC P-256, self-signed) issues two kinds of end-entity certificates:
   may fetch as subjectAltName URIs ``urn:amistack:purpose:<name>`` (one per purpose). The
   authorisation rides in the certificate the CA signed, so the key server needs no access list of
   its own and a stolen list cannot widen it. See docs/key-distribution.md for why SAN URIs and
-  not the subject OU.
+  not the subject OU;
+- **device** certificates for meters authenticating with EAP-TLS (RFC 5216/9190): subject
+  CN = the device id, extendedKeyUsage clientAuth, and the device named once more as the
+  subjectAltName URI ``urn:amistack:device:<id>``, which is where the key server takes the
+  authenticated peer id from (`amistack.eap.tls.device_id_of`). A client certificate of an
+  application server carries no such URI, so it can never pass for a meter.
 
 Re-issuing a certificate (``force=True``) revokes the one it replaces in ``crl.pem``, so taking a
 purpose away from a client takes effect even though the old certificate has not expired;
@@ -20,9 +25,12 @@ Layout under ``<data-dir>/pki/`` (directory 0700; private keys 0600, certificate
     ca.crt  ca.key  crl.pem
     servers/<name>.crt  servers/<name>.key
     clients/<name>.crt  clients/<name>.key
+    devices/<id>.crt    devices/<id>.key
 
 One function per CLI verb: ``init_ca`` (``amistack pki init``), ``issue_server``
-(``pki issue-server``), ``issue_client`` (``pki issue-client``), ``revoke`` (``pki revoke``).
+(``pki issue-server``), ``issue_client`` (``pki issue-client``), ``issue_device``
+(``pki issue-device``), ``revoke`` (``pki revoke``); ``RevocationList`` is the CRL check the
+key server's EAP-TLS method asks on every authentication.
 Every error is a ``PkiError`` whose message is fit for a CLI user. Private keys are stored
 unencrypted (lab PKI; the file mode is the protection) and refused when group/others can read them.
 """
@@ -46,6 +54,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from amistack.eap.tls import DEVICE_URI_PREFIX
+
 PKI_DIR = "pki"
 PURPOSE_URI_PREFIX = "urn:amistack:purpose:"
 NEVER_EXPORTED = frozenset({"pana-auth"})  # PANA_AUTH_KEY never leaves the PAA (key-hierarchy.md)
@@ -53,6 +63,7 @@ NEVER_EXPORTED = frozenset({"pana-auth"})  # PANA_AUTH_KEY never leaves the PAA 
 DEFAULT_CA_DAYS = 3650
 DEFAULT_SERVER_DAYS = 825
 DEFAULT_CLIENT_DAYS = 365
+DEFAULT_DEVICE_DAYS = 3650  # a meter's certificate lives about as long as the meter
 _BACKDATE = dt.timedelta(minutes=5)  # tolerate small clock differences between hosts
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -79,6 +90,7 @@ class PkiNotInitialised(PkiError):
 class CertKind(StrEnum):
     SERVER = "server"
     CLIENT = "client"
+    DEVICE = "device"
 
 
 @dataclass(frozen=True)
@@ -251,6 +263,31 @@ def issue_client(
     )
 
 
+def issue_device(
+    data_dir: Path | str,
+    device_id: str,
+    *,
+    valid_days: int = DEFAULT_DEVICE_DAYS,
+    force: bool = False,
+    now: float | None = None,
+) -> Issued:
+    """`amistack pki issue-device ID`: an EAP-TLS device certificate (ECDSA P-256) for the
+    meter `device_id`, under ``devices/``. Enroll the device with ``keys enroll ID --method
+    tls`` for the key server to accept it."""
+    san = [x509.UniformResourceIdentifier(DEVICE_URI_PREFIX + _check_name(device_id))]
+    return _issue(
+        data_dir,
+        CertKind.DEVICE,
+        device_id,
+        san,
+        ExtendedKeyUsageOID.CLIENT_AUTH,
+        frozenset(),
+        valid_days=valid_days,
+        force=force,
+        now=now,
+    )
+
+
 def revoke(
     data_dir: Path | str,
     name: str,
@@ -298,6 +335,18 @@ def check_private_key_file(path: Path | str) -> Path:
             f"(mode {stat.S_IMODE(st.st_mode):o}); chmod 600 it"
         )
     return path
+
+
+def load_private_key(path: Path | str) -> ec.EllipticCurvePrivateKey:
+    """An EC private key from a PEM file only its owner can read; PkiError otherwise."""
+    path = check_private_key_file(path)
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise PkiError(f"{path}: cannot load the private key ({exc})") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise PkiError(f"{path}: not an EC private key")
+    return key
 
 
 def client_identity(cert: x509.Certificate) -> ClientIdentity:
@@ -357,6 +406,34 @@ def load_revoked_serials(crl_path: Path | str, ca_cert: x509.Certificate) -> fro
     except (InvalidSignature, TypeError):
         raise PkiError(f"{path}: CRL signature does not verify") from None
     return frozenset(r.serial_number for r in crl)
+
+
+class RevocationList:
+    """`is_revoked(cert)` against the CRL file, re-read whenever the file changes (one stat per
+    question), so `pki revoke` reaches a running key server without a restart. Fails closed: a
+    missing, broken or foreign CRL, or a certificate of another issuer, counts as revoked."""
+
+    def __init__(self, crl_path: Path | str, ca_cert: x509.Certificate) -> None:
+        self.path = Path(crl_path)
+        self.ca_cert = ca_cert
+        self._seen: tuple[int, int] | None = None
+        self._serials: frozenset[int] | None = None
+
+    def is_revoked(self, cert: x509.Certificate) -> bool:
+        if cert.issuer != self.ca_cert.subject:
+            return True
+        try:
+            st = self.path.stat()
+        except OSError:
+            return True
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp != self._seen:
+            try:
+                self._serials = load_revoked_serials(self.path, self.ca_cert)
+            except PkiError:
+                self._serials = None
+            self._seen = stamp
+        return self._serials is None or cert.serial_number in self._serials
 
 
 # -- internals ---------------------------------------------------------------------------------

@@ -22,12 +22,13 @@ import dataclasses
 import logging
 import math
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from amistack.addr import Addr
 from amistack.crypto import RandomSource
+from amistack.eap.method import ServerMethodFactory
 from amistack.eap.psk import EapPskServer, PskKeys
 from amistack.keymgmt.events import KeyEvent, KeysInstalled, KeysShortened
 from amistack.keymgmt.keyring import DEFAULT_OVERLAP, KeyRingDirectory, KeyRingError
@@ -156,6 +157,7 @@ class KeyServer:
         overlap: float = DEFAULT_OVERLAP,
         server_id: bytes = DEFAULT_SERVER_ID,
         backend: AaaBackend | None = None,
+        extra_methods: Sequence[ServerMethodFactory] = (),
         require_enrolled: bool = True,
         exportable: frozenset[str] | None = None,
         retire_on_termination: bool = True,
@@ -163,7 +165,9 @@ class KeyServer:
         now: float | None = None,
     ) -> None:
         """`session_lifetime` overrides `paa_config.session_lifetime` (the default for devices
-        without their own). `backend` replaces the built-in EAP-PSK server. `now` drops keys
+        without their own). `backend` replaces the built-in EAP-PSK server. `extra_methods`
+        are offered before EAP-PSK by the built-in one, each to the devices its `accepts`
+        takes (EAP-TLS: those enrolled for it; keymgmt/eap_tls.py builds it). `now` drops keys
         that expired while the server was down at once; without it they go at the first timer.
 
         `commit_interval`: None writes each call's keys and audit entries before it returns
@@ -186,8 +190,9 @@ class KeyServer:
             batch.clear()
         if backend is None:
             psk_lookup, lifetime_for = _psk_with_lifetime(store)
+            methods = [*extra_methods, lambda: EapPskServer(server_id, psk_lookup, rng)]
             backend = LocalEapBackend(
-                lambda: [lambda: EapPskServer(server_id, psk_lookup, rng)],
+                lambda: methods,
                 rng,
                 lifetime_for=lifetime_for,
             )

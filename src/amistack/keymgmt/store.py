@@ -1,5 +1,10 @@
 """The credential store: enrolled devices and their PSKs, application keys, and the audit trail.
 
+Each device is enrolled for one EAP method (`devices.eap_method`): ``psk`` with its PSK, or
+``tls`` with no secret here at all (its device certificate comes from the PKI, `pki
+issue-device`). A device enrolled for one method is refused by the other, so a TLS meter cannot
+be downgraded to EAP-PSK.
+
 One SQLite database (WAL, synchronous=FULL: a credential acknowledged is a credential on disk).
 Every secret is wrapped under the key-encryption key with associated data naming its row, so a
 blob copied to another row, another device or another PSK generation does not unwrap. Each
@@ -34,6 +39,9 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 2  # 2: no index on the per-authentication path but the primary keys
 PSK_LENGTH = 16  # EAP-PSK PSKs are 16 octets (RFC 4764 §2.1)
 MAX_DEVICE_ID = 255  # an EAP-PSK ID_P fits any reasonable NAI
+METHOD_PSK = "psk"  # EAP-PSK, RFC 4764
+METHOD_TLS = "tls"  # EAP-TLS, RFC 5216 / RFC 9190
+EAP_METHODS = (METHOD_PSK, METHOD_TLS)
 PSK_KEYS_CACHE = 100_000  # devices whose derived EAP-PSK keys are kept (get_psk_keys_and_lifetime)
 
 _SCHEMA = """
@@ -146,6 +154,7 @@ class DeviceInfo:
     revoke_reason: str | None
     psk_generation: int
     session_lifetime: float | None
+    method: str = METHOD_PSK  # the EAP method the device is enrolled for
 
 
 @dataclass(frozen=True)
@@ -272,11 +281,21 @@ class CredentialStore:
             f"UPDATE schema_version SET version = {SCHEMA_VERSION} WHERE version = 1;"
             "COMMIT;"
         )
+        self._add_method_column()
         version = self.schema_version()
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path}: schema version {version} is newer than this amistack "
                 f"understands ({SCHEMA_VERSION})"
+            )
+
+    def _add_method_column(self) -> None:
+        """devices.eap_method, added in place to stores made before EAP-TLS (every existing
+        device is an EAP-PSK device)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(devices)")}
+        if "eap_method" not in columns:
+            self._db.execute(
+                f"ALTER TABLE devices ADD COLUMN eap_method TEXT NOT NULL DEFAULT '{METHOD_PSK}'"
             )
 
     def _synchronous(self, mode: str) -> None:
@@ -401,6 +420,60 @@ class CredentialStore:
         logger.info("device enrolled", extra={"device_id": did, "psk_generation": generation})
         return self.device(did)
 
+    def enroll_tls(
+        self,
+        device_id: bytes | str,
+        now: float,
+        *,
+        replace: bool = False,
+        session_lifetime: float | None = None,
+    ) -> DeviceInfo:
+        """Enroll a device for EAP-TLS: no secret is stored (its certificate, from `pki
+        issue-device`, names it); a PSK it had is destroyed. Refuses a known one unless
+        `replace`."""
+        did = _device_id(device_id)
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT psk_generation FROM devices WHERE device_id = ?", (did,)
+            ).fetchone()
+            if row is not None and not replace:
+                raise AlreadyEnrolled(did)
+            generation = 0 if row is None else int(row[0])
+            self._psk_keys.pop(did, None)
+            db.execute(
+                "INSERT OR REPLACE INTO devices (device_id, psk_blob, psk_generation, kek_label, "
+                "enrolled_at, revoked_at, revoke_reason, session_lifetime, eap_method) "
+                "VALUES (?, NULL, ?, ?, ?, NULL, NULL, ?, ?)",
+                (did, generation, self._kek.label, now, session_lifetime, METHOD_TLS),
+            )
+            detail = f"method {METHOD_TLS}" + (" (re-enrolled)" if row is not None else "")
+            self._audit(db, AuditKind.ENROLL, did, detail, now)
+        logger.info("device enrolled", extra={"device_id": did, "method": METHOD_TLS})
+        return self.device(did)
+
+    def eap_method(self, device_id: bytes | str) -> str | None:
+        """The EAP method the device is enrolled for; None if unknown. Never raises."""
+        try:
+            did = _device_id(device_id)
+            row = self._db.execute(
+                "SELECT eap_method FROM devices WHERE device_id = ?", (did,)
+            ).fetchone()
+        except (StoreError, sqlite3.Error):
+            return None
+        return None if row is None else str(row[0])
+
+    def is_enrolled_for(self, device_id: bytes | str, method: str) -> bool:
+        """Enrolled for `method` and not revoked (the EAP-TLS server's question, asked at the
+        identity and again for the certificate's device); False on any error."""
+        try:
+            did = _device_id(device_id)
+            row = self._db.execute(
+                "SELECT revoked_at, eap_method FROM devices WHERE device_id = ?", (did,)
+            ).fetchone()
+        except (StoreError, sqlite3.Error):
+            return False
+        return row is not None and row[0] is None and row[1] == method
+
     def get_psk(self, device_id: bytes | str) -> bytes | None:
         """The device's PSK, or None for an unknown or revoked device (EAP-PSK's psk_lookup).
 
@@ -517,7 +590,7 @@ class CredentialStore:
         did = _device_id(device_id)
         row = self._db.execute(
             "SELECT device_id, enrolled_at, revoked_at, revoke_reason, psk_generation, "
-            "session_lifetime FROM devices WHERE device_id = ?",
+            "session_lifetime, eap_method FROM devices WHERE device_id = ?",
             (did,),
         ).fetchone()
         if row is None:
@@ -527,13 +600,13 @@ class CredentialStore:
     def list_devices(self) -> list[DeviceInfo]:
         rows = self._db.execute(
             "SELECT device_id, enrolled_at, revoked_at, revoke_reason, psk_generation, "
-            "session_lifetime FROM devices ORDER BY device_id"
+            "session_lifetime, eap_method FROM devices ORDER BY device_id"
         ).fetchall()
         return [self._info(r) for r in rows]
 
     @staticmethod
     def _info(row: Any) -> DeviceInfo:
-        did, enrolled_at, revoked_at, reason, generation, lifetime = row
+        did, enrolled_at, revoked_at, reason, generation, lifetime, method = row
         return DeviceInfo(
             device_id=bytes(did),
             enrolled_at=float(enrolled_at),
@@ -542,6 +615,7 @@ class CredentialStore:
             revoke_reason=None if reason is None else str(reason),
             psk_generation=int(generation),
             session_lifetime=None if lifetime is None else float(lifetime),
+            method=str(method),
         )
 
     def revoke(
@@ -598,12 +672,15 @@ class CredentialStore:
         self._check_psk(new_psk)
         with self._tx() as db:
             row = db.execute(
-                "SELECT psk_generation, revoked_at FROM devices WHERE device_id = ?", (did,)
+                "SELECT psk_generation, revoked_at, eap_method FROM devices WHERE device_id = ?",
+                (did,),
             ).fetchone()
             if row is None:
                 raise UnknownDevice(did)
             if row[1] is not None:
                 raise DeviceRevoked(did)
+            if row[2] != METHOD_PSK:
+                raise StoreError(f"device {_show(did)} is enrolled for EAP-{str(row[2]).upper()}")
             generation = int(row[0]) + 1
             blob = self._kek.wrap(new_psk, record_aad("psk", did, generation))
             self._psk_keys.pop(did, None)
