@@ -27,7 +27,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from amistack.addr import Addr
-from amistack.runtime.bench_auth import (
+from amistack.bench.auth import (
     bench_device_id,
     bench_psk,
     pac_fleet,
