@@ -95,8 +95,12 @@ def audit_rows(db: Path) -> list[tuple[int, float, str, bytes | None, str]]:
 
 
 def key_rows(db: Path) -> list[tuple[int, int, str]]:
+    """(session id, generation, purpose) of every stored key (one row holds a generation)."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        return conn.execute("SELECT session_id, generation, purpose FROM app_keys").fetchall()
+        rows = conn.execute("SELECT session_id, generation, purposes FROM key_generations")
+        return [
+            (sid, gen, item.split(":")[0]) for sid, gen, text in rows for item in text.split(",")
+        ]
 
 
 def count(db: Path, kind: str) -> int:

@@ -14,6 +14,7 @@ import gc
 import logging
 import multiprocessing
 import os
+import statistics
 import tempfile
 import time
 from collections import deque
@@ -31,6 +32,7 @@ from amistack.runtime.udp import EngineDriver
 log = logging.getLogger(__name__)
 
 BENCH_PSK_SEED = b"amistack-bench-psk"
+AUTH_TARGET = 3000.0  # issue 12: full authentications/s of one key-server process (2 cores)
 
 
 def bench_device_id(i: int) -> str:
@@ -535,4 +537,66 @@ def bench_auth(
         loop.close()
 
 
-__all__ = ["bench_auth", "bench_auth_async", "pac_fleet", "percentile"]
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    rates = [r["auths_per_s"] for r in runs]
+    cpu = [round(r["server_cpu_s"] / max(r["completed"], 1) * 1e6, 1) for r in runs]
+    return {
+        "auths_per_s": rates,
+        "auths_per_s_median": statistics.median(rates),
+        "server_cpu_us_per_auth": cpu,
+        "server_cpu_us_per_auth_median": statistics.median(cpu),
+        "p50_ms": [r["p50_ms"] for r in runs],
+        "p99_ms": [r["p99_ms"] for r in runs],
+    }
+
+
+def bench_auth_compared(
+    sessions: int = 3000, concurrency: int = 64, *, rounds: int = 3, **options: Any
+) -> dict[str, Any]:
+    """The whole key server against its baseline, the protocol path alone, in one run.
+
+    `rounds` pairs of `bench_auth(server="keyserver")` and `bench_auth(server="paa")`,
+    alternating (a shared machine's load changes by the second, so each pair is measured under
+    about the same load); per round `keyserver_vs_paa` is the ratio of their rates. `options`
+    go to `bench_auth` (echo_seconds, processes, ...); the UDP echo runs with every round.
+    """
+    if rounds < 1:
+        raise ValueError("rounds must be >= 1")
+    runs: dict[str, list[dict[str, Any]]] = {"keyserver": [], "paa": []}
+    for _ in range(rounds):
+        for kind in ("keyserver", "paa"):
+            runs[kind].append(bench_auth(sessions, concurrency, server=kind, **options))
+    ratios = [
+        round(k["auths_per_s"] / p["auths_per_s"], 3) if p["auths_per_s"] else None
+        for k, p in zip(runs["keyserver"], runs["paa"], strict=True)
+    ]
+    every = runs["keyserver"] + runs["paa"]
+    return {
+        "benchmark": "auth",
+        "server": "both",
+        "rounds": rounds,
+        "sessions": sessions,
+        "concurrency": concurrency,
+        "target_auths_per_s": AUTH_TARGET,
+        "keyserver": _summary(runs["keyserver"]),
+        "paa": _summary(runs["paa"]),
+        "keyserver_vs_paa": ratios,
+        "udp_echo_per_s": [r["udp_echo_per_s"] for r in every],
+        "failures": sum(r["failures"] for r in every),
+        "failure_reasons": {
+            k: sum(r["failure_reasons"].get(k, 0) for r in every)
+            for k in {k for r in every for k in r["failure_reasons"]}
+        },
+        "uvloop": all(r["uvloop"] for r in every),
+        "runs": every,
+    }
+
+
+__all__ = [
+    "AUTH_TARGET",
+    "bench_auth",
+    "bench_auth_async",
+    "bench_auth_compared",
+    "pac_fleet",
+    "percentile",
+]

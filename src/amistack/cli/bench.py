@@ -21,19 +21,24 @@ def register(sub: Any) -> None:
         "auth",
         help="full PANA + EAP-PSK authentications per second against one key-server process",
         description="Full PANA (RFC 5191) + EAP-PSK (RFC 4764) authentications per second: one "
-        "key-server process, the PaCs in separate process(es), over loopback UDP. Prints "
-        "auths_per_s, p50_ms/p99_ms latency, and udp_echo_per_s (raw UDP echo round trips per "
-        "second at the same concurrency, measured in the same run) as the baseline.",
+        "key-server process, the PaCs in separate process(es), over loopback UDP. By default "
+        "(--server both) the whole key server and its baseline, the protocol path alone (paa), "
+        "alternate for --rounds pairs: per path auths_per_s, server_cpu_us_per_auth, "
+        "p50_ms/p99_ms per round and their medians, keyserver_vs_paa (the ratio per round) and "
+        "udp_echo_per_s (raw UDP echo round trips per second at the same concurrency). With "
+        "--server keyserver or paa: one run of that path, flat keys.",
     )
     a.add_argument("--sessions", type=int, default=3000, help="authentications to run")
     a.add_argument("--concurrency", type=int, default=64, help="authentications in flight")
     a.add_argument(
         "--server",
-        choices=("keyserver", "paa"),
-        default="keyserver",
+        choices=("both", "keyserver", "paa"),
+        default="both",
         help="keyserver: the whole key server (SQLite store, key rings, audit); "
-        "paa: the PANA agent with PSKs in memory (protocol cost only)",
+        "paa: the PANA agent with PSKs in memory (protocol cost only); "
+        "both (default): the two alternating, for --rounds pairs",
     )
+    a.add_argument("--rounds", type=int, default=3, help="pairs of runs with --server both")
     a.add_argument("--processes", type=int, default=1, help="PaC processes (default 1)")
     a.add_argument("--no-uvloop", action="store_true", help="plain asyncio event loop")
     a.add_argument("--profile-dir", metavar="DIR", help="write cProfile stats of each process")
@@ -180,13 +185,16 @@ def register(sub: Any) -> None:
 
 
 def _auth(args: argparse.Namespace) -> int:
-    from amistack.bench.auth import bench_auth
+    from amistack.bench.auth import bench_auth, bench_auth_compared
 
-    if args.sessions < 1 or args.concurrency < 1 or args.processes < 1:
+    if min(args.sessions, args.concurrency, args.processes, args.rounds) < 1:
         print(
-            "amistack bench auth: --sessions, --concurrency and --processes must be >= 1",
+            "amistack bench auth: --sessions, --concurrency, --processes and --rounds must be >= 1",
             file=sys.stderr,
         )
+        return 2
+    if args.profile_dir and args.server == "both":
+        print("amistack bench auth: --profile-dir needs --server keyserver or paa", file=sys.stderr)
         return 2
     if not args.json:
         print(
@@ -195,14 +203,15 @@ def _auth(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-    result = bench_auth(
-        args.sessions,
-        args.concurrency,
-        processes=args.processes,
-        server=args.server,
-        prefer_uvloop=not args.no_uvloop,
-        profile_dir=args.profile_dir,
-    )
+    options: dict[str, Any] = {
+        "processes": args.processes,
+        "prefer_uvloop": not args.no_uvloop,
+        "profile_dir": args.profile_dir,
+    }
+    if args.server == "both":
+        result = bench_auth_compared(args.sessions, args.concurrency, rounds=args.rounds, **options)
+    else:
+        result = bench_auth(args.sessions, args.concurrency, server=args.server, **options)
     print(json.dumps(result, indent=None if args.json else 1, sort_keys=True))
     return 0 if not result.get("failures") else 1
 

@@ -36,7 +36,8 @@ from amistack.keymgmt.ukmf import KeyId, PurposeError, PurposeRegistry
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # 2: no index on the per-authentication path but the primary keys
+# 2: no index on the per-authentication path but the primary keys; 3: one row per key generation
+SCHEMA_VERSION = 3
 PSK_LENGTH = 16  # EAP-PSK PSKs are 16 octets (RFC 4764 §2.1)
 MAX_DEVICE_ID = 255  # an EAP-PSK ID_P fits any reasonable NAI
 METHOD_PSK = "psk"  # EAP-PSK, RFC 4764
@@ -59,22 +60,24 @@ CREATE TABLE IF NOT EXISTS devices (
     revoke_keys_until REAL,             -- revocation: issued keys end by then (NULL = at once)
     session_lifetime REAL               -- seconds; NULL = the PAA's default
 );
-CREATE TABLE IF NOT EXISTS app_keys (
+-- One row per key generation (PANA Key-Id of one authentication): every purpose's key in ONE
+-- blob, wrapped once, with the purposes and lengths in `purposes` ("name:len,...", bound in the
+-- AAD). The keys of a generation share their lifetime, so they are written and dropped together:
+-- one row and one wrap per authentication instead of one per purpose (docs/key-hierarchy.md).
+-- Only scanned whole (load_keys, at start-up) or reached by its primary key: no other index,
+-- and WITHOUT ROWID so that key is the only B-tree an insert touches.
+CREATE TABLE IF NOT EXISTS key_generations (
     session_id    INTEGER NOT NULL,
     generation    INTEGER NOT NULL,
-    purpose       TEXT NOT NULL,
     peer_id       BLOB NOT NULL,
-    key_blob      BLOB NOT NULL,
+    purposes      TEXT NOT NULL,
+    keys_blob     BLOB NOT NULL,
     kek_label     TEXT NOT NULL,
     not_before    REAL NOT NULL,
     not_after     REAL NOT NULL,
     superseded_at REAL,
-    PRIMARY KEY (session_id, generation, purpose)
-);
--- Every index is one more B-tree page written per authentication (group commit): app_keys is
--- only scanned whole (load_keys, at start-up) or reached by its primary key, so it has no other.
-DROP INDEX IF EXISTS app_keys_not_after;
-DROP INDEX IF EXISTS app_keys_peer;
+    PRIMARY KEY (session_id, generation)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS audit (
     seq       INTEGER PRIMARY KEY AUTOINCREMENT,
     at        REAL NOT NULL,
@@ -172,24 +175,30 @@ class WriteBatch:
     """Per-authentication writes gathered for one group commit (`CredentialStore.commit`).
 
     It is also a `KeyPersistence`: key rings "save" into it, and the key server commits it once
-    per event-loop flush. Keys are wrapped at commit time from their state then (a key saved,
-    then superseded, is written once, superseded); a key wiped before the commit is not saved.
+    per event-loop flush. A generation is wrapped at commit time from its keys' state then (keys
+    saved, then superseded, are written once, superseded); keys wiped before the commit are not
+    saved.
     """
 
     __slots__ = ("audits", "deletes", "saves")
 
     def __init__(self) -> None:
-        self.saves: dict[tuple[int, int, str], tuple[bytes, AppKey]] = {}
-        self.deletes: list[tuple[int, int, str]] = []
+        self.saves: dict[tuple[int, int], tuple[bytes, dict[str, AppKey]]] = {}
+        self.deletes: list[tuple[int, int]] = []
         self.audits: list[tuple[str, bytes | None, str, float]] = []
 
     def save_keys(self, peer_id: bytes, keys: Sequence[AppKey]) -> None:
+        saves = self.saves
         for k in keys:
-            self.saves[(k.key_id.session_id, k.key_id.generation, k.purpose.name)] = (peer_id, k)
+            pk = (k.key_id.session_id, k.key_id.generation)
+            entry = saves.get(pk)
+            if entry is None:
+                saves[pk] = (peer_id, {k.purpose.name: k})
+            else:
+                entry[1][k.purpose.name] = k
 
     def delete_keys(self, keys: Sequence[AppKey]) -> None:
-        for k in keys:
-            pk = (k.key_id.session_id, k.key_id.generation, k.purpose.name)
+        for pk in {(k.key_id.session_id, k.key_id.generation) for k in keys}:
             self.saves.pop(pk, None)
             self.deletes.append(pk)
 
@@ -223,6 +232,17 @@ class AuditEntry:
     kind: str
     device_id: bytes | None
     detail: str
+
+
+def _parse_purposes(text: str, key_id: KeyId) -> list[tuple[str, int]]:
+    """`key_generations.purposes` ("c1222:16,link:16,...") as (name, length) pairs."""
+    out = []
+    for item in text.split(","):
+        name, _, length = item.partition(":")
+        if not name or not length.isdigit():
+            raise StoreError(f"keys {key_id}: malformed purpose list {text!r}")
+        out.append((name, int(length)))
+    return out
 
 
 def _show(device_id: bytes) -> str:
@@ -271,17 +291,24 @@ class CredentialStore:
             raise StoreError(f"{self.path}: cannot open credential store: {exc}") from None
 
     def _migrate(self) -> None:
-        # One script, one transaction: a crash while creating the schema leaves no half of it.
-        self._db.executescript(
+        # One transaction: a crash while creating or converting the schema leaves no half of it.
+        db = self._db
+        db.executescript(
             "BEGIN IMMEDIATE;"
             + _SCHEMA
             + f"INSERT INTO schema_version (version) SELECT {SCHEMA_VERSION} "
             "WHERE NOT EXISTS (SELECT 1 FROM schema_version);"
-            # 1 -> 2 is the index changes above (idempotent)
-            f"UPDATE schema_version SET version = {SCHEMA_VERSION} WHERE version = 1;"
-            "COMMIT;"
         )
-        self._add_method_column()
+        try:
+            # 1 -> 2 is the index changes above (idempotent); 2 -> 3 regroups the keys
+            if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'app_keys'").fetchone():
+                self._regroup_app_keys(db)
+            self._add_method_column()
+            db.execute(f"UPDATE schema_version SET version = {SCHEMA_VERSION} WHERE version < 3")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
         version = self.schema_version()
         if version > SCHEMA_VERSION:
             raise StoreError(
@@ -297,6 +324,35 @@ class CredentialStore:
             self._db.execute(
                 f"ALTER TABLE devices ADD COLUMN eap_method TEXT NOT NULL DEFAULT '{METHOD_PSK}'"
             )
+
+    def _regroup_app_keys(self, db: sqlite3.Connection) -> None:
+        """Schema 2 -> 3: the per-purpose `app_keys` rows become one `key_generations` row per
+        generation (unwrapped and wrapped again under the same KEK), then the table goes."""
+        gens: dict[tuple[int, int], list[tuple[Any, ...]]] = {}
+        for row in db.execute(
+            "SELECT session_id, generation, purpose, peer_id, key_blob, kek_label, not_before, "
+            "not_after, superseded_at FROM app_keys ORDER BY session_id, generation, purpose"
+        ):
+            gens.setdefault((int(row[0]), int(row[1])), []).append(row)
+        for (sid, gen), rows in gens.items():
+            peer = bytes(rows[0][3])
+            not_before = float(rows[0][6])
+            not_after = min(float(r[7]) for r in rows)
+            sups = [float(r[8]) for r in rows if r[8] is not None]
+            materials, names = [], []
+            for _, _, name, _, blob, label, nb, na, _ in rows:
+                aad = record_aad("app-key", peer, sid, gen, str(name), float(nb), float(na))
+                materials.append(self._unwrap(bytes(blob), str(label), aad, f"key {sid}/{name}"))
+                names.append(f"{name}:{len(materials[-1])}")
+            purposes = ",".join(names)
+            aad = self._generation_aad(peer, sid, gen, purposes, not_before, not_after)
+            db.execute(
+                self._INSERT_GENERATION,
+                (sid, gen, peer, purposes, self._kek.wrap(b"".join(materials), aad),
+                 self._kek.label, not_before, not_after, min(sups) if sups else None),
+            )  # fmt: skip
+        db.execute("DROP TABLE app_keys")
+        logger.info("application keys regrouped by generation", extra={"count": len(gens)})
 
     def _synchronous(self, mode: str) -> None:
         """Set PRAGMA synchronous only when it changes: a run of group commits (NORMAL) pays
@@ -782,45 +838,62 @@ class CredentialStore:
     # -- application keys (the key rings' persistence hook) ----------------------------------
 
     @staticmethod
-    def _key_aad(
-        peer_id: bytes, key_id: KeyId, purpose: str, not_before: float, not_after: float
+    def _generation_aad(
+        peer_id: bytes, sid: int, gen: int, purposes: str, not_before: float, not_after: float
     ) -> bytes:
-        # The lifetime is bound too: editing not_after in the database breaks the blob.
-        return record_aad(
-            "app-key",
-            peer_id,
-            key_id.session_id,
-            key_id.generation,
-            purpose,
-            not_before,
-            not_after,
-        )
+        # The purposes and the lifetime are bound too: editing not_after (or the purpose list)
+        # in the database breaks the blob.
+        return record_aad("app-keys", peer_id, sid, gen, purposes, not_before, not_after)
+
+    def _generation_row(self, peer_id: bytes, keys: Collection[AppKey]) -> tuple[Any, ...] | None:
+        """One `key_generations` row for the keys of one generation: every key in one blob,
+        wrapped once. None if they were wiped (expired before being written)."""
+        first = next(iter(keys))
+        if first.wiped:
+            return None
+        key_id, nb, na, sup = first.key_id, first.not_before, first.not_after, first.superseded_at
+        materials = []
+        names = []
+        for k in keys:
+            if (k.key_id, k.not_before, k.not_after, k.superseded_at) != (key_id, nb, na, sup):
+                # the ring changes a generation's keys together; anything else is a bug
+                raise StoreError(f"keys of generation {key_id} differ in lifetime")
+            material = k.key
+            materials.append(material)
+            names.append(f"{k.purpose.name}:{len(material)}")
+        purposes = ",".join(names)
+        sid, gen = key_id.session_id, key_id.generation
+        aad = self._generation_aad(peer_id, sid, gen, purposes, nb, na)
+        try:
+            blob = self._kek.wrap(b"".join(materials), aad)
+        except KekError as exc:
+            raise StoreError(f"keys {key_id} cannot be wrapped: {exc}") from None
+        return (sid, gen, peer_id, purposes, blob, self._kek.label, nb, na, sup)
+
+    _INSERT_GENERATION = (
+        "INSERT OR REPLACE INTO key_generations (session_id, generation, peer_id, purposes, "
+        "keys_blob, kek_label, not_before, not_after, superseded_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+    _DELETE_GENERATION = "DELETE FROM key_generations WHERE session_id = ? AND generation = ?"
+
+    @staticmethod
+    def _by_generation(keys: Sequence[AppKey]) -> dict[KeyId, list[AppKey]]:
+        out: dict[KeyId, list[AppKey]] = {}
+        for k in keys:
+            out.setdefault(k.key_id, []).append(k)
+        return out
 
     def save_keys(self, peer_id: bytes, keys: Sequence[AppKey]) -> None:
-        if not keys:
+        rows = [
+            row
+            for gen in self._by_generation(keys).values()
+            if (row := self._generation_row(peer_id, gen)) is not None
+        ]
+        if not rows:
             return
         with self._tx() as db:
-            for key in keys:
-                aad = self._key_aad(
-                    peer_id, key.key_id, key.purpose.name, key.not_before, key.not_after
-                )
-                blob = self._kek.wrap(key.key, aad)
-                db.execute(
-                    "INSERT OR REPLACE INTO app_keys (session_id, generation, purpose, peer_id, "
-                    "key_blob, kek_label, not_before, not_after, superseded_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        key.key_id.session_id,
-                        key.key_id.generation,
-                        key.purpose.name,
-                        peer_id,
-                        blob,
-                        self._kek.label,
-                        key.not_before,
-                        key.not_after,
-                        key.superseded_at,
-                    ),
-                )
+            db.executemany(self._INSERT_GENERATION, rows)
 
     def commit(
         self,
@@ -844,35 +917,19 @@ class CredentialStore:
         """
         if not batch:
             return
-        kek, label = self._kek, self._kek.label
-        rows = []
-        for (sid, gen, name), (peer_id, key) in batch.saves.items():
-            if key.wiped:
-                continue  # expired before the commit; its delete is in the batch if needed
-            aad = self._key_aad(peer_id, key.key_id, name, key.not_before, key.not_after)
-            try:
-                blob = kek.wrap(key.key, aad)
-            except KekError as exc:
-                raise StoreError(f"key {key.key_id}/{name} cannot be wrapped: {exc}") from None
-            row = (sid, gen, name, peer_id, blob, label, key.not_before, key.not_after)
-            rows.append((*row, key.superseded_at))
+        rows = [
+            row
+            for peer_id, keys in batch.saves.values()
+            if (row := self._generation_row(peer_id, keys.values())) is not None
+        ]
         try:
             with self._tx("FULL" if durable else "NORMAL") as db:
                 if require_active:
                     self._check_active(db, require_active)
                 if batch.deletes:
-                    db.executemany(
-                        "DELETE FROM app_keys WHERE session_id = ? AND generation = ? "
-                        "AND purpose = ?",
-                        batch.deletes,
-                    )
+                    db.executemany(self._DELETE_GENERATION, batch.deletes)
                 if rows:
-                    db.executemany(
-                        "INSERT OR REPLACE INTO app_keys (session_id, generation, purpose, "
-                        "peer_id, key_blob, kek_label, not_before, not_after, superseded_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        rows,
-                    )
+                    db.executemany(self._INSERT_GENERATION, rows)
                 if batch.audits:
                     db.executemany(
                         "INSERT INTO audit (kind, device_id, detail, at) VALUES (?, ?, ?, ?)",
@@ -904,8 +961,8 @@ class CredentialStore:
             return
         with self._tx() as db:
             db.executemany(
-                "DELETE FROM app_keys WHERE session_id = ? AND generation = ? AND purpose = ?",
-                [(k.key_id.session_id, k.key_id.generation, k.purpose.name) for k in keys],
+                self._DELETE_GENERATION,
+                [(k.session_id, k.generation) for k in self._by_generation(keys)],
             )
 
     def load_keys(self, registry: PurposeRegistry, now: float) -> list[tuple[bytes, AppKey]]:
@@ -915,34 +972,41 @@ class CredentialStore:
         (KeyRing.restore derives it from its successor), so a key ring restores from
         `now=-math.inf` (every row) and expires afterwards, as KeyServer does."""
         with self._tx() as db:
-            gone = db.execute("DELETE FROM app_keys WHERE not_after <= ?", (now,)).rowcount
+            gone = db.execute("DELETE FROM key_generations WHERE not_after <= ?", (now,)).rowcount
             rows = db.execute(
-                "SELECT session_id, generation, purpose, peer_id, key_blob, kek_label, "
-                "not_before, not_after, superseded_at FROM app_keys ORDER BY not_before"
+                "SELECT session_id, generation, peer_id, purposes, keys_blob, kek_label, "
+                "not_before, not_after, superseded_at FROM key_generations ORDER BY not_before"
             ).fetchall()
         if gone:
             logger.info("expired application keys dropped at load", extra={"count": gone})
         out: list[tuple[bytes, AppKey]] = []
-        for sid, gen, name, peer, blob, label, nb, na, sup in rows:
-            try:
-                purpose = registry.get(str(name))
-            except PurposeError:
-                logger.warning(
-                    "stored key of an unregistered purpose skipped", extra={"purpose": name}
-                )
-                continue
+        for sid, gen, peer, purposes, blob, label, nb, na, sup in rows:
             key_id = KeyId(int(sid), int(gen))
             peer_id, not_before, not_after = bytes(peer), float(nb), float(na)
+            superseded_at = None if sup is None else float(sup)
             material = self._unwrap(
                 bytes(blob),
                 str(label),
-                self._key_aad(peer_id, key_id, purpose.name, not_before, not_after),
-                f"key {key_id}/{purpose.name}",
-            )
-            superseded_at = None if sup is None else float(sup)
-            out.append(
-                (peer_id, AppKey(key_id, purpose, material, not_before, not_after, superseded_at))
-            )
+                self._generation_aad(peer_id, key_id.session_id, key_id.generation, purposes,
+                                     not_before, not_after),
+                f"keys {key_id}",
+            )  # fmt: skip
+            offset = 0
+            for name, length in _parse_purposes(str(purposes), key_id):
+                piece = material[offset : offset + length]
+                offset += length
+                try:
+                    purpose = registry.get(name)
+                except PurposeError:
+                    logger.warning(
+                        "stored key of an unregistered purpose skipped", extra={"purpose": name}
+                    )
+                    continue
+                out.append(
+                    (peer_id, AppKey(key_id, purpose, piece, not_before, not_after, superseded_at))
+                )
+            if offset != len(material):
+                raise StoreError(f"keys {key_id}: stored lengths do not match the blob")
         return out
 
     def _unwrap(self, blob: bytes, label: str, aad: bytes, what: str) -> bytes:

@@ -16,7 +16,7 @@ import pytest
 
 from amistack.crypto import seeded_random
 from amistack.eap.psk import PskKeys
-from amistack.keymgmt.kek import FileKek
+from amistack.keymgmt.kek import FileKek, record_aad
 from amistack.keymgmt.keyring import AppKey, KeyRingDirectory
 from amistack.keymgmt.store import (
     SCHEMA_VERSION,
@@ -174,23 +174,47 @@ def test_psk_keys_cache_never_outlives_revocation_or_rotation(
     other.close()
 
 
+LEGACY_APP_KEYS = """CREATE TABLE app_keys (
+    session_id INTEGER NOT NULL, generation INTEGER NOT NULL, purpose TEXT NOT NULL,
+    peer_id BLOB NOT NULL, key_blob BLOB NOT NULL, kek_label TEXT NOT NULL,
+    not_before REAL NOT NULL, not_after REAL NOT NULL, superseded_at REAL,
+    PRIMARY KEY (session_id, generation, purpose))"""
+
+
 def test_version_1_store_is_migrated(tmp_path: Path, kek: FileKek) -> None:
     old = CredentialStore(tmp_path / "v1.db", kek)
     old.enroll(b"m", PSK1, now=1.0)
     old.close()
+    reg = PurposeRegistry()
+    legacy = {p.name: bytes([i + 1]) * 16 for i, p in enumerate(reg)}
     with sqlite3.connect(tmp_path / "v1.db") as db:  # the schema as version 1 had it
         db.execute("DROP INDEX audit_revoke")
         db.execute("CREATE INDEX audit_kind ON audit (kind, seq)")
         db.execute("CREATE INDEX IF NOT EXISTS audit_device ON audit (device_id, seq)")
+        db.execute("DROP TABLE key_generations")
+        db.execute(LEGACY_APP_KEYS)  # one row per purpose, each wrapped on its own
+        for name, material in legacy.items():
+            aad = record_aad("app-key", b"m", 7, 2, name, 5.0, 500.0)
+            db.execute(
+                "INSERT INTO app_keys VALUES (7, 2, ?, ?, ?, ?, 5.0, 500.0, NULL)",
+                (name, b"m", kek.wrap(material, aad), kek.label),
+            )
         db.execute("CREATE INDEX app_keys_peer ON app_keys (peer_id)")
         db.execute("CREATE INDEX app_keys_not_after ON app_keys (not_after)")
         db.execute("UPDATE schema_version SET version = 1")
     store = CredentialStore(tmp_path / "v1.db", kek)
-    assert store.schema_version() == SCHEMA_VERSION == 2
+    assert store.schema_version() == SCHEMA_VERSION == 3
     indexes = {r[0] for r in store._db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert "audit_revoke" in indexes
     assert "audit_device" in indexes  # operators query one device's history
     assert not indexes & {"audit_kind", "app_keys_peer", "app_keys_not_after"}
+    tables = {r[0] for r in store._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "app_keys" not in tables
+    # the per-purpose rows became one row of the generation, every key intact
+    assert store._db.execute("SELECT count(*) FROM key_generations").fetchone()[0] == 1
+    restored = {k.purpose.name: k for _, k in store.load_keys(reg, 0.0)}
+    assert {n: k.key for n, k in restored.items()} == legacy
+    assert all(k.key_id == KeyId(7, 2) and k.not_after == 500.0 for k in restored.values())
     assert store.get_psk(b"m") == PSK1
     store.revoke(b"m", "gone", now=2.0)
     plan = store._db.execute(
@@ -284,15 +308,18 @@ def test_restart_restores_credentials_and_unexpired_keys(
     assert old is not None and old.superseded_at == 50.0 and old.key == derive(g1, LINK)
     assert d2.lookup(KeyId(2, 1), C1222, 55.0) is None
     assert (
-        store2._db.execute("SELECT count(*) FROM app_keys WHERE session_id = 2").fetchone()[0] == 0
+        store2._db.execute("SELECT count(*) FROM key_generations WHERE session_id = 2").fetchone()[
+            0
+        ]
+        == 0
     )
     # expiry removes the keys from the database too
     assert d2.get_timer() == 60.0
     d2.expire(60.0)
-    rows = store2._db.execute("SELECT DISTINCT generation FROM app_keys").fetchall()
+    rows = store2._db.execute("SELECT DISTINCT generation FROM key_generations").fetchall()
     assert rows == [(2,)]
     d2.expire(150.0)
-    assert store2._db.execute("SELECT count(*) FROM app_keys").fetchone()[0] == 0
+    assert store2._db.execute("SELECT count(*) FROM key_generations").fetchone()[0] == 0
 
 
 def test_shortened_lifetime_persists_and_cannot_be_edited_back(
@@ -302,18 +329,47 @@ def test_shortened_lifetime_persists_and_cannot_be_edited_back(
     d = KeyRingDirectory(reg, persistence=store)
     d.install(b"hh", make_ctx(), 3600.0, now=0.0)
     d.shorten(b"hh", 100.0, now=10.0)
-    assert {r[0] for r in store._db.execute("SELECT not_after FROM app_keys")} == {100.0}
+    assert {r[0] for r in store._db.execute("SELECT not_after FROM key_generations")} == {100.0}
     # someone with write access to the DB tries to give the lost handheld its lifetime back
-    store._db.execute("UPDATE app_keys SET not_after = 3600.0")
+    store._db.execute("UPDATE key_generations SET not_after = 3600.0")
     with pytest.raises(StoreError, match="does not unwrap"):
         store.load_keys(reg, now=20.0)
 
 
-def test_app_keys_wrapped_at_rest(
+def test_generation_row_edits_and_swaps_do_not_unwrap(
+    store: CredentialStore, make_ctx: CtxFactory
+) -> None:
+    """An attacker with write access to the database reorders the purposes of a generation
+    (so the C12.22 key would be read as the link key) or moves one generation's blob onto
+    another's row: neither loads."""
+    reg = PurposeRegistry()
+    d = KeyRingDirectory(reg, persistence=store)
+    d.install(b"a", make_ctx(session_id=1), 3600.0, now=0.0)
+    d.install(b"b", make_ctx(session_id=2), 3600.0, now=0.0)
+    (purposes,) = store._db.execute(
+        "SELECT purposes FROM key_generations WHERE session_id = 1"
+    ).fetchone()
+    swapped = ",".join(reversed(purposes.split(",")))
+    store._db.execute("UPDATE key_generations SET purposes = ? WHERE session_id = 1", (swapped,))
+    with pytest.raises(StoreError, match="does not unwrap"):
+        store.load_keys(reg, now=1.0)
+    store._db.execute("UPDATE key_generations SET purposes = ? WHERE session_id = 1", (purposes,))
+    assert len(store.load_keys(reg, now=1.0)) == 2 * len(reg)
+    store._db.execute(
+        "UPDATE key_generations SET keys_blob = "
+        "(SELECT keys_blob FROM key_generations WHERE session_id = 2) WHERE session_id = 1"
+    )
+    with pytest.raises(StoreError, match="does not unwrap"):
+        store.load_keys(reg, now=1.0)
+
+
+def test_app_keys_wrapped_at_rest_one_row_per_generation(
     tmp_path: Path, store: CredentialStore, make_ctx: CtxFactory
 ) -> None:
     ctx = make_ctx()
     KeyRingDirectory(PurposeRegistry(), persistence=store).install(b"m", ctx, 60.0, now=0.0)
+    rows = store._db.execute("SELECT purposes FROM key_generations").fetchall()
+    assert rows == [(",".join(f"{p.name}:{len(derive(ctx, p))}" for p in PurposeRegistry()),)]
     store.close()
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("ks.db*"))
     assert derive(ctx, C1222) not in raw and derive(ctx, LINK) not in raw
@@ -325,7 +381,7 @@ def test_failed_save_is_all_or_nothing(store: CredentialStore, make_ctx: CtxFact
     keys[2].wipe()  # the third key cannot be wrapped: the operation fails half way
     with pytest.raises(Exception, match="wiped"):
         store.save_keys(b"m", keys)
-    assert store._db.execute("SELECT count(*) FROM app_keys").fetchone()[0] == 0
+    assert store._db.execute("SELECT count(*) FROM key_generations").fetchone()[0] == 0
 
 
 CRASH_CHILD = textwrap.dedent(
@@ -334,45 +390,40 @@ CRASH_CHILD = textwrap.dedent(
     from amistack.crypto import system_random
     from amistack.keymgmt.kek import FileKek
     from amistack.keymgmt.keyring import KeyRingDirectory
-    from amistack.keymgmt.store import CredentialStore
+    from amistack.keymgmt.store import AuditKind, CredentialStore, WriteBatch
     from amistack.keymgmt.ukmf import PurposeRegistry
     from amistack.pana.keys import PanaSecurityContext
     from amistack.crypto import PrfHash
 
-    class DyingKek:
-        # The real KEK, except that the process dies (no cleanup at all) on the 2nd wrap.
-        def __init__(self, inner):
-            self.inner, self.calls = inner, 0
-            self.label = inner.label
-        def wrap(self, plaintext, aad):
-            self.calls += 1
-            if self.calls == int(sys.argv[3]):
-                os._exit(17)
-            return self.inner.wrap(plaintext, aad)
-        def unwrap(self, blob, aad):
-            return self.inner.unwrap(blob, aad)
-
-    kek = DyingKek(FileKek.load(sys.argv[2], system_random))
-    store = CredentialStore(sys.argv[1], kek)
-    store.enroll(b"m1", bytes(range(1, 17)), now=1.0)          # wrap 1: committed
+    store = CredentialStore(sys.argv[1], FileKek.load(sys.argv[2], system_random))
+    store.enroll(b"m1", bytes(range(1, 17)), now=1.0)          # committed
+    # The process dies (no cleanup at all) inside the group commit's transaction: after the
+    # key generation's row is written, at the audit entry that goes with it.
+    store._db.create_function("die", 0, lambda: os._exit(17))
+    store._db.execute(
+        "CREATE TEMP TRIGGER crash AFTER INSERT ON audit WHEN NEW.kind = 'auth-success' "
+        "BEGIN SELECT die(); END"
+    )
+    batch = WriteBatch()
     ctx = PanaSecurityContext(7, 1, PrfHash.SHA256, b"k" * 64, b"n" * 16, b"N" * 16, b"p", b"q")
-    KeyRingDirectory(PurposeRegistry(), persistence=store).install(b"m1", ctx, 60.0, now=2.0)
+    KeyRingDirectory(PurposeRegistry(), persistence=batch).install(b"m1", ctx, 60.0, now=2.0)
+    batch.audit(AuditKind.AUTH_SUCCESS, b"m1", "session 7", 2.0)
+    store.commit(batch)
     """
 )
 
 
 def test_crash_mid_transaction_leaves_nothing_half_written(tmp_path: Path, kek: FileKek) -> None:
     db_path, kek_path = tmp_path / "ks.db", tmp_path / "kek.key"
-    # dies on wrap 3: the enrolment and the first application key row are written, not committed
     proc = subprocess.run(
-        [sys.executable, "-c", CRASH_CHILD, str(db_path), str(kek_path), "3"],
+        [sys.executable, "-c", CRASH_CHILD, str(db_path), str(kek_path)],
         capture_output=True,
         timeout=60,
     )
     assert proc.returncode == 17, proc.stderr.decode()
     store = CredentialStore(db_path, kek)
     assert store.get_psk(b"m1") == bytes(range(1, 17))
-    assert store._db.execute("SELECT count(*) FROM app_keys").fetchone()[0] == 0
+    assert store._db.execute("SELECT count(*) FROM key_generations").fetchone()[0] == 0
     assert store.load_keys(PurposeRegistry(), now=3.0) == []
     assert [e.kind for e in store.audit_log()] == ["enroll"]
 

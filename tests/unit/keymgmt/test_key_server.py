@@ -205,7 +205,7 @@ def test_reauthentication_rotates_with_overlap(store: CredentialStore) -> None:
     net.run_until(rekey_at + 30.0)  # the key server's timer drops the old generation
     expired = net.of(KeysExpired)
     assert [e.key_id for e in expired] == [first_id]
-    rows = store._db.execute("SELECT DISTINCT generation FROM app_keys").fetchall()
+    rows = store._db.execute("SELECT DISTINCT generation FROM key_generations").fetchall()
     assert rows == [(second.key_id.generation,)]
 
 
@@ -240,7 +240,9 @@ def test_revocation_ends_sessions_cuts_keys_and_refuses_reauth(store: Credential
     assert server.key_for(kid, C1222, now + 9.0) is not None  # in-flight traffic drains
     net.run_until(now + 10.0)
     assert server.key_for(kid, C1222, now + 10.0) is None
-    left = store._db.execute("SELECT count(*) FROM app_keys WHERE peer_id = ?", (b"meter-1",))
+    left = store._db.execute(
+        "SELECT count(*) FROM key_generations WHERE peer_id = ?", (b"meter-1",)
+    )
     assert left.fetchone()[0] == 0
     # the device tries again: EAP-PSK fails, no keys
     lost.pac = Meter(b"meter-1", PSKS[b"meter-1"], 40000, seed=9).pac
@@ -350,7 +352,7 @@ def test_session_end_retires_its_keys(store: CredentialStore) -> None:
     net.run_until(t_end)
     assert server.key_for(kid, C1222, t_end) is None
     assert net.of(KeysExpired)[-1].key_id == kid
-    assert store._db.execute("SELECT count(*) FROM app_keys").fetchone()[0] == 0
+    assert store._db.execute("SELECT count(*) FROM key_generations").fetchone()[0] == 0
     assert "session-end" in [e.kind for e in store.audit_log(device_id=b"meter-1")]
 
 
@@ -506,7 +508,7 @@ def test_a_failed_commit_ends_the_session_and_drops_its_keys(
     server = batched_server(store, interval=0.0)
     with sqlite3.connect(tmp_path / "ks.db") as other:  # e.g. a full disk, seen as an error
         other.execute(
-            "CREATE TRIGGER no_keys BEFORE INSERT ON app_keys "
+            "CREATE TRIGGER no_keys BEFORE INSERT ON key_generations "
             "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
         )
     meter = Meter(b"meter-1", PSKS[b"meter-1"], 40000, seed=2)
