@@ -35,9 +35,9 @@ import struct
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 
+from amistack.addr import EUI64_LENGTH, Eui64
 from amistack.crypto import RandomSource
 from amistack.crypto.ccm_star import (
-    EUI64_LENGTH,
     KEY_LENGTH,
     CcmStar,
     CcmStarAuthError,
@@ -232,10 +232,8 @@ def open_frame(frame: SecuredFrame, key: bytes | CcmStar) -> Plaintext:
 
 
 def random_eui64(rng: RandomSource) -> bytes:
-    """A locally administered unicast EUI-64 from `rng` (IEEE 802: U/L bit set, I/G clear)."""
-    raw = bytearray(rng(EUI64_LENGTH))
-    raw[0] = (raw[0] | 0x02) & ~0x01 & 0xFF
-    return bytes(raw)
+    """A locally administered unicast EUI-64 from `rng` (`amistack.addr.Eui64.random`)."""
+    return Eui64.random(rng).value
 
 
 class LinkKey:

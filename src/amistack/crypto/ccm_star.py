@@ -27,8 +27,9 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
+from amistack.addr import EUI64_LENGTH
+
 __all__ = [
-    "EUI64_LENGTH",
     "KEY_LENGTH",
     "NONCE_LENGTH",
     "CcmStar",
@@ -38,7 +39,6 @@ __all__ = [
 ]
 
 KEY_LENGTH = 16  # AES-128 only (802.15.4-2006 §7.6.3)
-EUI64_LENGTH = 8
 NONCE_LENGTH = 13  # 802.15.4-2006 §7.6.3.2: 8 + 4 + 1
 _L_FLAGS = 0x01  # RFC 3610 §2.3: flags of A_i = L - 1, L = 15 - 13 = 2
 
