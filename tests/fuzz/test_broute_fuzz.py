@@ -91,7 +91,7 @@ class _Connected:
     """One authenticated meter/HEMS pair that has exchanged a Get, shared by the examples."""
 
     def __init__(self) -> None:
-        self.net = VirtualNetwork(default_link=LinkConfig(latency=0.01))
+        self.net = VirtualNetwork(default_link=LinkConfig(latency=0.01), capture=100_000)
         model = MeterModel(3, MeterConfig(two_way=True))
         node = EchonetNode(NodeProfile([]), [SmartMeterObject(model)], seeded_random(3))
         self.meter = BrouteMeter(node, CREDS, seeded_random(4))

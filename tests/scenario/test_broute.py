@@ -121,7 +121,7 @@ def build(
     credentials: tuple[BrouteCredentials, ...] = (CREDS, CREDS_B),
     seed: int = 1,
 ) -> World:
-    net = VirtualNetwork(seed=seed, default_link=link or LinkConfig(latency=0.02))
+    net = VirtualNetwork(seed=seed, default_link=link or LinkConfig(latency=0.02), capture=100_000)
     model = MeterModel(seed, MeterConfig(two_way=True))
     # engine time 0 = 30 days after installation, so the meter has history and values
     scale = TimeScale(origin_now=0.0, origin_model=model.install_time + 30 * DAY)

@@ -64,7 +64,7 @@ def _request(net: VirtualNetwork, handle: int) -> RequestCompleted:
 
 
 def test_hems_reads_power_sets_e5_and_reads_that_days_history() -> None:
-    net = VirtualNetwork(seed=3, default_link=LinkConfig(latency=0.02))
+    net = VirtualNetwork(seed=3, default_link=LinkConfig(latency=0.02), capture=100_000)
     meter, obj = _meter(7)
     hc = _hems(11)
     net.add_node(METER, meter)
@@ -91,7 +91,7 @@ def test_hems_reads_power_sets_e5_and_reads_that_days_history() -> None:
 
 
 def test_meter_restart_is_learned_again_through_the_new_session() -> None:
-    net = VirtualNetwork(seed=4, default_link=LinkConfig(latency=0.02))
+    net = VirtualNetwork(seed=4, default_link=LinkConfig(latency=0.02), capture=100_000)
     meter, _ = _meter(8)
     hc = _hems(12)
     net.add_node(METER, meter)

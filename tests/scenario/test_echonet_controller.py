@@ -54,7 +54,9 @@ T = TypeVar("T")
 def b_route(
     config: ControllerConfig, latency: float = 0.05
 ) -> tuple[VirtualNetwork, EchonetController, EchonetNode]:
-    net = VirtualNetwork(VirtualClock(T0), default_link=LinkConfig(latency=latency))
+    net = VirtualNetwork(
+        VirtualClock(T0), default_link=LinkConfig(latency=latency), capture=100_000
+    )
     ctl = EchonetController(config, seeded_random(66))
     meter = EchonetNode(
         NodeProfile([]),

@@ -60,7 +60,7 @@ def build_fleet(
     seed: int = 1,
     start_spread: float = 0.0,
 ) -> Fleet:
-    net = VirtualNetwork(seed=seed, default_link=link or LinkConfig(latency=0.01))
+    net = VirtualNetwork(seed=seed, default_link=link or LinkConfig(latency=0.01), capture=100_000)
     rng = seeded_random(seed)
     table = {device(i): psk(i) for i in range(n)}
     backend = LocalEapBackend(

@@ -35,10 +35,16 @@ import struct
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESCCM
-
+from amistack.addr import EUI64_LENGTH, Eui64
 from amistack.crypto import RandomSource
+from amistack.crypto.ccm_star import (
+    KEY_LENGTH,
+    CcmStar,
+    CcmStarAuthError,
+    SecurityLevel,
+    ccm_star_nonce,
+)
+from amistack.crypto.replay import DEFAULT_WINDOW, Replay, ReplayWindows
 from amistack.keymgmt.ukmf import KeyId
 
 __all__ = [
@@ -54,28 +60,21 @@ __all__ = [
     "LinkKey",
     "PanaFrame",
     "Plaintext",
-    "ReplayWindow",
     "SecuredFrame",
-    "ccm_nonce",
-    "ccm_open",
-    "ccm_seal",
     "decode_frame",
     "open_frame",
     "random_eui64",
     "seal",
 ]
 
-SECURITY_LEVEL = 6  # IEEE 802.15.4 ENC-MIC-64
-MIC_LENGTH = 8
-EUI64_LENGTH = 8
-KEY_LENGTH = 16  # AES-128
+SECURITY_LEVEL = SecurityLevel.ENC_MIC_64
+MIC_LENGTH = SECURITY_LEVEL.mic_length
 FLAG_MULTICAST = 0x01
 _HEADER = struct.Struct("!BB8sI8s")
 HEADER_LENGTH = _HEADER.size  # 22
 PORTS_LENGTH = 4
 MIN_SECURED_LENGTH = HEADER_LENGTH + PORTS_LENGTH + MIC_LENGTH
 MAX_FRAME_COUNTER = 0xFFFFFFFE  # 0xFFFFFFFF means "exhausted" (802.15.4 §9.2.2)
-REPLAY_WINDOW = 64
 
 
 class FrameType(IntEnum):
@@ -145,7 +144,7 @@ class SecuredFrame:
         )
 
     def nonce(self) -> bytes:
-        return ccm_nonce(self.source, self.counter)
+        return ccm_star_nonce(self.source, self.counter, SECURITY_LEVEL)
 
     def encode(self) -> bytes:
         return self.header() + self.sealed
@@ -195,32 +194,19 @@ def decode_frame(data: bytes) -> PanaFrame | SecuredFrame:
     raise LinkDecodeError(0, f"unknown frame type {data[0]:#04x}")
 
 
-def ccm_nonce(source: bytes, counter: int, level: int = SECURITY_LEVEL) -> bytes:
-    """The 802.15.4 CCM* nonce: source EUI-64 | frame counter | security level (13 octets)."""
-    if len(source) != EUI64_LENGTH:
-        raise ValueError("the source address must be an EUI-64 (8 octets)")
-    return source + counter.to_bytes(4, "big") + bytes((level,))
-
-
-def _aead(key: bytes | AESCCM) -> AESCCM:
-    return key if isinstance(key, AESCCM) else AESCCM(key, tag_length=MIC_LENGTH)
-
-
-def ccm_seal(key: bytes | AESCCM, nonce: bytes, aad: bytes, plaintext: bytes) -> bytes:
-    """AES-CCM* with an 8-octet MIC (802.15.4 levels 2 and 6): ciphertext | MIC."""
-    return _aead(key).encrypt(nonce, plaintext, aad)
-
-
-def ccm_open(key: bytes | AESCCM, nonce: bytes, aad: bytes, sealed: bytes) -> bytes:
-    """Inverse of `ccm_seal`; a wrong MIC raises LinkDecodeError(FORGED)."""
+def _open(cipher: CcmStar, nonce: bytes, aad: bytes, sealed: bytes) -> bytes:
     try:
-        return _aead(key).decrypt(nonce, sealed, aad)
-    except InvalidTag:
+        return cipher.open(nonce, aad, sealed)
+    except CcmStarAuthError:
         raise LinkDecodeError(HEADER_LENGTH, "MIC does not verify", DropReason.FORGED) from None
 
 
+def _cipher(key: bytes | CcmStar) -> CcmStar:
+    return key if isinstance(key, CcmStar) else CcmStar(key, SECURITY_LEVEL)
+
+
 def seal(
-    key: bytes | AESCCM,
+    key: bytes | CcmStar,
     key_id: KeyId,
     counter: int,
     source: bytes,
@@ -234,57 +220,20 @@ def seal(
         raise ValueError("ports are 0..65535")
     frame = SecuredFrame(key_id, counter, source, multicast, b"")
     body = struct.pack("!HH", plaintext.src_port, plaintext.dst_port) + plaintext.payload
-    sealed = ccm_seal(key, frame.nonce(), frame.header(), body)
+    sealed = _cipher(key).seal(frame.nonce(), frame.header(), body)
     return SecuredFrame(key_id, counter, source, multicast, sealed)
 
 
-def open_frame(frame: SecuredFrame, key: bytes | AESCCM) -> Plaintext:
+def open_frame(frame: SecuredFrame, key: bytes | CcmStar) -> Plaintext:
     """Verify and decrypt; a bad MIC raises LinkDecodeError(FORGED)."""
-    body = ccm_open(key, frame.nonce(), frame.header(), frame.sealed)
+    body = _open(_cipher(key), frame.nonce(), frame.header(), frame.sealed)
     src_port, dst_port = struct.unpack_from("!HH", body)
     return Plaintext(src_port, dst_port, body[PORTS_LENGTH:])
 
 
 def random_eui64(rng: RandomSource) -> bytes:
-    """A locally administered unicast EUI-64 from `rng` (IEEE 802: U/L bit set, I/G clear)."""
-    raw = bytearray(rng(EUI64_LENGTH))
-    raw[0] = (raw[0] | 0x02) & ~0x01 & 0xFF
-    return bytes(raw)
-
-
-class ReplayWindow:
-    """A sliding window over frame counters (RFC 4303 §3.4.3 style, 64 frames by default)."""
-
-    __slots__ = ("_bitmap", "_mask", "highest", "size")
-
-    def __init__(self, size: int = REPLAY_WINDOW) -> None:
-        if size < 1:
-            raise ValueError("window size must be >= 1")
-        self.size = size
-        self.highest = -1
-        self._bitmap = 0  # bit i: counter `highest - i` was accepted
-        self._mask = (1 << size) - 1
-
-    def check(self, counter: int) -> None:
-        """Raise LinkDecodeError(REPLAYED / OUT_OF_WINDOW) unless `counter` may be accepted."""
-        if counter > self.highest:
-            return
-        behind = self.highest - counter
-        if behind >= self.size:
-            raise LinkDecodeError(
-                10, f"counter {counter} is older than the window", DropReason.OUT_OF_WINDOW
-            )
-        if (self._bitmap >> behind) & 1:
-            raise LinkDecodeError(10, f"counter {counter} was seen before", DropReason.REPLAYED)
-
-    def accept(self, counter: int) -> None:
-        """Record `counter` (call only after the MIC verified)."""
-        if counter > self.highest:
-            shift = counter - self.highest
-            self._bitmap = ((self._bitmap << shift) | 1) & self._mask if shift < self.size else 1
-            self.highest = counter
-        else:
-            self._bitmap |= 1 << (self.highest - counter)
+    """A locally administered unicast EUI-64 from `rng` (`amistack.addr.Eui64.random`)."""
+    return Eui64.random(rng).value
 
 
 class LinkKey:
@@ -295,7 +244,7 @@ class LinkKey:
         key_id: KeyId,
         key: bytes,
         own_source: bytes,
-        window: int = REPLAY_WINDOW,
+        window: int = DEFAULT_WINDOW,
         max_senders: int = 16,
     ) -> None:
         if len(key) != KEY_LENGTH:
@@ -304,10 +253,8 @@ class LinkKey:
             raise ValueError("the own source address must be an EUI-64 (8 octets)")
         self.key_id = key_id
         self.own_source = own_source
-        self._aead = AESCCM(key, tag_length=MIC_LENGTH)
-        self._window_size = window
-        self._max_senders = max_senders
-        self._windows: dict[bytes, ReplayWindow] = {}
+        self._cipher = CcmStar(key, SECURITY_LEVEL)
+        self._windows: ReplayWindows[bytes] = ReplayWindows(window, max_senders)
         self.next_counter = 0
 
     @property
@@ -320,7 +267,7 @@ class LinkKey:
         if counter > MAX_FRAME_COUNTER:
             raise CounterExhausted(f"key {self.key_id} has sent {counter} frames")
         self.next_counter = counter + 1
-        return seal(self._aead, self.key_id, counter, self.own_source, plaintext, multicast)
+        return seal(self._cipher, self.key_id, counter, self.own_source, plaintext, multicast)
 
     def unprotect(self, frame: SecuredFrame) -> Plaintext:
         """Replay check, MIC check, then move that sender's window; raises LinkDecodeError."""
@@ -329,15 +276,17 @@ class LinkKey:
         if frame.source == self.own_source:
             # both ends share the key: a frame claiming our address would reuse our nonces
             raise LinkDecodeError(14, "frame claims our own source address", DropReason.OWN_SOURCE)
-        window = self._windows.get(frame.source)
-        if window is not None:
-            window.check(frame.counter)
-        plain = open_frame(frame, self._aead)
-        if window is None:
-            if len(self._windows) >= self._max_senders:  # bounded; forget the oldest sender
-                del self._windows[next(iter(self._windows))]
-            window = self._windows[frame.source] = ReplayWindow(self._window_size)
-        window.accept(frame.counter)
+        verdict = self._windows.check(frame.source, frame.counter)
+        if verdict is Replay.REPLAYED:
+            raise LinkDecodeError(
+                10, f"counter {frame.counter} was seen before", DropReason.REPLAYED
+            )
+        if verdict is Replay.STALE:
+            raise LinkDecodeError(
+                10, f"counter {frame.counter} is older than the window", DropReason.OUT_OF_WINDOW
+            )
+        plain = open_frame(frame, self._cipher)
+        self._windows.accept(frame.source, frame.counter)  # bounded: least recent forgotten
         return plain
 
     def __repr__(self) -> str:  # never the key

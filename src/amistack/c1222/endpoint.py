@@ -35,7 +35,6 @@ from amistack.c1222.events import C1222Event, RequestReceived, RequestTimedOut, 
 from amistack.c1222.security import (
     C1222SecurityError,
     KeyLookup,
-    ReplayWindow,
     SendKey,
     Unprotected,
     protect,
@@ -64,6 +63,7 @@ from amistack.c1222.services import (
 )
 from amistack.c1222.tables import MeterTables, ProcedureInitiate, Table, TableProvider
 from amistack.crypto import RandomSource
+from amistack.crypto.replay import ReplayWindows
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class _Endpoint:
         self._send_key = send_key
         self._rng = rng
         self.counters: Counter[str] = Counter()
-        self._replay = ReplayWindow(config.replay_window)
+        self._replay: ReplayWindows[bytes] = ReplayWindows(config.replay_window)
         self._reassembler = Reassembler(
             config.reassembly_timeout, config.max_apdu, config.max_reassembly
         )

@@ -7,13 +7,13 @@
 - The key-id byte of a message is the UKMF `KeyId.generation & 0xFF` (`key_id_byte`); the
   receiver resolves the sender's device from the calling AP title and tries that device's valid
   keys carrying that byte (`KeyLookup`); the tag decides which, if any, is right.
-- `ReplayWindow`: per sender, the calling AP invocation ids already accepted; a repeated id is a
-  replay, one below the window a stale message. Both are refused.
+- Replays: the endpoint keeps `amistack.crypto.replay.ReplayWindows` over the calling AP
+  invocation ids per sender; a repeated id is a replay, one below the window a stale message.
+  Both are refused.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -114,48 +114,6 @@ def unprotect(msg: AcseMessage, keys: Sequence[bytes]) -> Unprotected:
             continue
         return Unprotected(Epsem.decode_body(control, body), key, msg.auth.key_id)
     raise C1222SecurityError("auth-failed", "no key verified the EAX' tag")
-
-
-class ReplayWindow:
-    """Calling AP invocation ids seen per sender: a sliding window of `size` ids below the
-    highest accepted one. An id inside the window that was seen is a replay; one below it is
-    stale. `check` before the (costlier) crypto, `accept` only after it verified, so a forged
-    message cannot move the window. At most `max_senders` senders are tracked (least recently
-    heard forgotten first)."""
-
-    def __init__(self, size: int = 64, max_senders: int = 1_000_000) -> None:
-        if size < 1:
-            raise ValueError("window size must be positive")
-        self.size = size
-        self.max_senders = max_senders
-        self._state: OrderedDict[bytes, tuple[int, int]] = OrderedDict()  # (highest, bitmap)
-
-    def check(self, sender: bytes, invocation_id: int) -> str | None:
-        """None if acceptable, else "replayed" or "stale"."""
-        state = self._state.get(sender)
-        if state is None:
-            return None
-        highest, bitmap = state
-        if invocation_id > highest:
-            return None
-        behind = highest - invocation_id
-        if behind >= self.size:
-            return "stale"
-        return "replayed" if bitmap >> behind & 1 else None
-
-    def accept(self, sender: bytes, invocation_id: int) -> None:
-        highest, bitmap = self._state.pop(sender, (invocation_id, 0))
-        if invocation_id > highest:
-            bitmap = (bitmap << (invocation_id - highest)) | 1
-            highest = invocation_id
-        else:
-            bitmap |= 1 << (highest - invocation_id)
-        self._state[sender] = (highest, bitmap & ((1 << self.size) - 1))
-        while len(self._state) > self.max_senders:
-            self._state.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._state)
 
 
 def ring_key_lookup(ring: KeyRing) -> KeyLookup:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from amistack.addr import Addr
+from amistack.addr import Addr, Engine
 from amistack.crypto import RandomSource
 from amistack.eap.method import ServerMethodFactory
 from amistack.eap.psk import EapPskServer, PskKeys
@@ -58,13 +58,9 @@ DEFAULT_SERVER_ID = b"amistack-key-server"
 KeyServerEvent = PanaEvent | KeyEvent
 
 
-class PaaEngine(Protocol):
+class PaaEngine(Engine, Protocol):
     """What the key server needs of `amistack.pana.paa.PanaAuthAgent`."""
 
-    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None: ...
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]: ...
-    def get_timer(self) -> float | None: ...
-    def handle_timer(self, now: float) -> None: ...
     def next_event(self) -> PanaEvent | None: ...
     def terminate(self, session_id: int, now: float, reason: str) -> None: ...
     def sessions_for_peer(self, peer_id: bytes) -> list[int]: ...

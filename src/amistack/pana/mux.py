@@ -13,7 +13,7 @@ import heapq
 import logging
 from collections import Counter, deque
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from amistack.addr import Addr
 
@@ -23,18 +23,6 @@ log = logging.getLogger(__name__)
 _HEADER = 16
 _FLAG_REQUEST = 0x8000
 _FLAG_START = 0x4000
-
-
-class ClientEngine(Protocol):
-    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None: ...
-
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]: ...
-
-    def get_timer(self) -> float | None: ...
-
-    def handle_timer(self, now: float) -> None: ...
-
-    def next_event(self) -> object | None: ...
 
 
 @dataclass(frozen=True)

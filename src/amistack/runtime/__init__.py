@@ -8,11 +8,10 @@ their modules and import the protocol engines lazily; the benchmarks that drive 
 
 from amistack.runtime.loop import install_uvloop, is_uvloop, new_event_loop, uvloop_available
 from amistack.runtime.pcap import PcapWriter, read_udp_pcap, udp_packet
-from amistack.runtime.udp import Capture, DatagramEngine, EngineDriver, normalize_addr
+from amistack.runtime.udp import Capture, EngineDriver, normalize_addr
 
 __all__ = [
     "Capture",
-    "DatagramEngine",
     "EngineDriver",
     "PcapWriter",
     "install_uvloop",

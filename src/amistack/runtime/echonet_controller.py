@@ -32,7 +32,7 @@ import socket
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from amistack.addr import Addr
+from amistack.addr import Addr, MulticastEngine
 from amistack.echonet.controller import ControllerConfig, KnownNode
 from amistack.echonet.events import (
     NodeDiscovered,
@@ -66,7 +66,7 @@ class RequestTimeout(RequestError):
     """No answer: the engine's retries and grace period ran out, or the caller's timeout."""
 
 
-class ControllerEngine(Protocol):
+class ControllerEngine(MulticastEngine, Protocol):
     """What `ControllerDriver` drives: `EchonetController`'s commands and engine shape."""
 
     @property
@@ -95,18 +95,6 @@ class ControllerEngine(Protocol):
     ) -> int: ...
 
     def inf_req(self, dest: Addr, deoj: Eoj, epcs: Sequence[int], now: float) -> int: ...
-
-    def receive_datagram(
-        self, data: bytes, addr: Addr, now: float, multicast: bool = False
-    ) -> None: ...
-
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]: ...
-
-    def get_timer(self) -> float | None: ...
-
-    def handle_timer(self, now: float) -> None: ...
-
-    def next_event(self) -> object | None: ...
 
 
 class _ControllerEndpoint(_Endpoint):

@@ -19,9 +19,9 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, Protocol, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
-from amistack.addr import Addr
+from amistack.addr import Addr, Engine
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +35,7 @@ _EARLY_FIRE = 0.002  # s; a loop timer may fire this much before its time (uvloo
 DEFAULT_RCVBUF = 4 * 1024 * 1024  # absorbs bursts of a few thousand PANA messages at benchmark load
 
 
-class DatagramEngine(Protocol):
-    """What the driver needs from an engine (every amistack protocol engine has this shape)."""
-
-    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None: ...
-
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]: ...
-
-    def get_timer(self) -> float | None: ...
-
-    def handle_timer(self, now: float) -> None: ...
-
-    def next_event(self) -> object | None: ...
-
-
-E = TypeVar("E", bound=DatagramEngine)
+E = TypeVar("E", bound=Engine)
 
 
 def normalize_addr(addr: Any) -> Addr:
@@ -160,7 +146,7 @@ class EngineDriver(Generic[E]):
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.engine = engine
-        self._engine: DatagramEngine = engine
+        self._engine: Engine = engine
         self._loop = loop or asyncio.get_running_loop()
         self._capture = capture
         self._batch = batch

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from amistack.addr import Addr
+from amistack.addr import Addr, Engine
 from amistack.c1222.acse import ApTitle
 from amistack.crypto import PrfHash, seeded_random
 from amistack.headend.collector import CollectorConfig, Mode, SlotStats
@@ -39,7 +39,7 @@ from amistack.meter.model import DAY_S, MeterConfig, MeterModel
 from amistack.meter.node import MeterNode, MeterNodeConfig, PushConfig
 from amistack.pana.keys import PanaSecurityContext
 from amistack.sim.clock import VirtualClock
-from amistack.sim.network import SimEngine
+from amistack.sim.drive import Host
 
 log = logging.getLogger(__name__)
 
@@ -79,17 +79,6 @@ class FleetConfig:
     data_dir: Path | None = None  # None: SQLite in memory
 
 
-class _Node:
-    __slots__ = ("addr", "cell", "engine", "handle", "timer_at")
-
-    def __init__(self, addr: Addr, engine: SimEngine, cell: int | None) -> None:
-        self.addr = addr
-        self.engine = engine
-        self.cell = cell
-        self.timer_at: float | None = None
-        self.handle: Any = None
-
-
 class _Cell:
     def __init__(self, cfg: CellConfig) -> None:
         self.cfg = cfg
@@ -109,55 +98,40 @@ class CellNetwork:
         self.clock = clock
         self.cells = [_Cell(cell) for _ in range(cells)]
         self._rng = random.Random(seed)
-        self._nodes: dict[Addr, _Node] = {}
+        self._hosts: dict[Addr, Host] = {}
+        self._cell_of: dict[Addr, int | None] = {}
         self.down: set[Addr] = set()
         self.counters: Counter[str] = Counter()
         self.on_event: list[Callable[[Addr, object, float], None]] = []
 
-    def add(self, addr: Addr, engine: SimEngine, cell: int | None) -> None:
-        self._nodes[addr] = _Node(addr, engine, cell)
-        self.service(addr)
+    def add(self, addr: Addr, engine: Engine, cell: int | None) -> None:
+        self._cell_of[addr] = cell
+        host = self._hosts[addr] = Host(addr, engine, self.clock, self._send, self._event)
+        host.service()
 
-    def replace(self, addr: Addr, engine: SimEngine) -> None:
+    def replace(self, addr: Addr, engine: Engine) -> None:
         """Put a new engine at `addr` (a restarted process); the old one's timer is dropped."""
-        old = self._nodes[addr]
-        if old.handle is not None:
-            old.handle.cancel()
-        self._nodes[addr] = _Node(addr, engine, old.cell)
-        self.service(addr)
+        self._hosts[addr].detach()
+        self.add(addr, engine, self._cell_of[addr])
 
     def service(self, addr: Addr) -> None:
-        node = self._nodes[addr]
-        now = self.clock.now
-        for data, dst in node.engine.datagrams_to_send(now):
-            self._send(node, dst, data, now)
-        while (ev := node.engine.next_event()) is not None:
-            for hook in self.on_event:
-                hook(addr, ev, now)
-        when = node.engine.get_timer()
-        if when == node.timer_at and node.handle is not None:
-            return
-        if node.handle is not None:
-            node.handle.cancel()
-        node.timer_at = when
-        node.handle = None if when is None else self.clock.call_at(when, lambda: self._fire(node))
+        self._hosts[addr].service()
 
-    def _fire(self, node: _Node) -> None:
-        node.handle = None
-        node.timer_at = None
-        node.engine.handle_timer(self.clock.now)
-        self.service(node.addr)
+    def _event(self, addr: Addr, event: object, now: float) -> None:
+        for hook in self.on_event:
+            hook(addr, event, now)
 
-    def _send(self, src: _Node, dst_addr: Addr, data: bytes, now: float) -> None:
+    def _send(self, src: Addr, dst_addr: Addr, data: bytes, now: float) -> None:
         self.counters["sent"] += 1
-        dst = self._nodes.get(dst_addr)
+        dst = self._hosts.get(dst_addr)
         if dst is None:
             self.counters["undeliverable"] += 1
             return
-        if src.addr in self.down or dst_addr in self.down:
+        if src in self.down or dst_addr in self.down:
             self.counters["unreachable"] += 1
             return
-        index = src.cell if src.cell is not None else dst.cell
+        src_cell = self._cell_of[src]
+        index = src_cell if src_cell is not None else self._cell_of[dst_addr]
         at = now
         if index is not None:
             cell = self.cells[index]
@@ -178,12 +152,11 @@ class CellNetwork:
             if cfg.loss and self._rng.random() < cfg.loss:
                 self.counters["radio-lost"] += 1
                 return
-        self.clock.call_at(at, lambda: self._deliver(src.addr, dst, data))
+        self.clock.call_at(at, lambda: self._deliver(src, dst, data))
 
-    def _deliver(self, src: Addr, dst: _Node, data: bytes) -> None:
+    def _deliver(self, src: Addr, dst: Host, data: bytes) -> None:
         self.counters["delivered"] += 1
-        dst.engine.receive_datagram(data, src, self.clock.now)
-        self.service(dst.addr)
+        dst.receive(data, src)
 
 
 def _ctx(rng: random.Random, session_id: int, key_id: int) -> PanaSecurityContext:

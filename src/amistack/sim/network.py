@@ -1,15 +1,17 @@
-"""A virtual datagram network that drives sans-IO engines on a `VirtualClock`.
+"""Networks of sans-IO engines on a `VirtualClock`, over a medium; the virtual UDP network.
 
-Every node is one engine at one address. The network does for it what `runtime.udp` does over
-real sockets: hands it datagrams (`receive_datagram`), collects what it wants to send
-(`datagrams_to_send`), keeps exactly one pending wake-up at `get_timer()` (`handle_timer`) and
-drains its events (`next_event`) into `events[addr]` and the `on_event` hooks.
+`Network` holds one engine per address and drives each through `sim.drive.Host` (datagrams out,
+events into `events[addr]` and the `on_event` hooks, one pending timer). Where a datagram goes is
+the medium's business (`sim.medium.Medium`): `UdpMedium` here, `sim.radio.RadioMedium` for a
+radio mesh. Every datagram put on the wire passes the `capture_hooks` (pcap writers) and, when
+`capture=N` is given, is kept in the bounded `capture` deque (the last N) as (time, src, dst,
+bytes) -- also the ones the medium then loses. `filters` can drop chosen datagrams (a function
+returning False drops it). Counters: sent, filtered, delivered, undeliverable, timers, plus the
+medium's own (lost, multicast, collided, ...).
 
-Links are directional, (src, dst) -> `LinkConfig(latency, jitter, loss)`, with a default for
-every pair not configured. Loss and jitter draw from one `random.Random(seed)`, so a run is
-reproducible. Every datagram put on the wire is recorded in `capture` as (time, src, dst,
-bytes) -- also the ones the link then loses -- for pcap files and for assertions; `filters`
-can drop chosen datagrams (a function returning False drops it).
+`VirtualNetwork` is a `Network` over `UdpMedium`: links are directional, (src, dst) ->
+`LinkConfig(latency, jitter, loss)`, with a default for every pair not configured. Loss and
+jitter draw from one `random.Random(seed)`, so a run is reproducible.
 
 Multicast: `join_group(group, member)` makes `member` receive what is sent to the address
 `group` (e.g. ECHONET Lite's 224.0.23.0:3610). A datagram to a group is captured and filtered once
@@ -25,37 +27,19 @@ from __future__ import annotations
 
 import logging
 import random
-from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar, cast
+from typing import Generic, Protocol, TypeVar
 
-from amistack.addr import Addr
+from amistack.addr import Addr, Engine
 from amistack.sim.clock import TimerHandle, VirtualClock
+from amistack.sim.drive import EventHook, Host
+from amistack.sim.medium import Delivery, Medium
+
+__all__ = ["LinkConfig", "Network", "UdpMedium", "VirtualNetwork"]
 
 logger = logging.getLogger(__name__)
-
-
-class SimEngine(Protocol):
-    """What the network drives: the common sans-IO engine shape (ARCHITECTURE.md)."""
-
-    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None: ...
-
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]: ...
-
-    def get_timer(self) -> float | None: ...
-
-    def handle_timer(self, now: float) -> None: ...
-
-    def next_event(self) -> object | None: ...
-
-
-class MulticastEngine(Protocol):
-    """An engine that can be a group member: told which datagrams came to a group."""
-
-    def receive_datagram(
-        self, data: bytes, addr: Addr, now: float, multicast: bool = False
-    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -71,94 +55,56 @@ class LinkConfig:
 
 CaptureRecord = tuple[float, Addr, Addr, bytes]
 DatagramFilter = Callable[[float, Addr, Addr, bytes], bool]
-EventHook = Callable[[Addr, object, float], None]
 T = TypeVar("T")
 
 
-class _Node:
-    __slots__ = ("addr", "engine", "timer_at", "timer_handle")
-
-    def __init__(self, addr: Addr, engine: SimEngine) -> None:
-        self.addr = addr
-        self.engine = engine
-        self.timer_at: float | None = None
-        self.timer_handle: TimerHandle | None = None
+class CountingMedium(Medium, Protocol):
+    counters: Counter[str]
 
 
-class VirtualNetwork:
-    def __init__(
-        self,
-        clock: VirtualClock | None = None,
-        seed: int = 0,
-        default_link: LinkConfig | None = None,
-        capture: bool = True,
-    ) -> None:
+M = TypeVar("M", bound=CountingMedium)
+
+
+class Network(Generic[M]):
+    """Engines at addresses over one medium, on one virtual clock (module docstring)."""
+
+    def __init__(self, medium: M, clock: VirtualClock | None = None, capture: int = 0) -> None:
+        if capture < 0:
+            raise ValueError("capture is a number of datagrams to keep (0: none)")
+        self.medium = medium
         self.clock = clock or VirtualClock()
-        self._rng = random.Random(seed)
-        self.default_link = default_link or LinkConfig()
-        self._links: dict[tuple[Addr, Addr], LinkConfig] = {}
-        self._nodes: dict[Addr, _Node] = {}
-        self._groups: dict[Addr, list[Addr]] = {}
-        self.capture_enabled = capture
-        self.capture: list[CaptureRecord] = []
+        self._hosts: dict[Addr, Host] = {}
+        self.capture: deque[CaptureRecord] = deque(maxlen=capture)
         self.capture_hooks: list[Callable[[float, Addr, Addr, bytes], None]] = []
         self.filters: list[DatagramFilter] = []
         self.events: defaultdict[Addr, list[object]] = defaultdict(list)
         self.on_event: list[EventHook] = []
-        self.counters: Counter[str] = Counter()
-
-    # -- topology ---------------------------------------------------------------------------
+        self.counters: Counter[str] = medium.counters
 
     @property
     def now(self) -> float:
         return self.clock.now
 
-    def add_node(self, addr: Addr, engine: SimEngine) -> None:
-        if addr in self._nodes:
+    # -- nodes ------------------------------------------------------------------------------
+
+    def add_node(self, addr: Addr, engine: Engine) -> None:
+        if addr in self._hosts:
             raise ValueError(f"address {addr} is already in use")
-        self._nodes[addr] = _Node(addr, engine)
-        self.service(addr)
+        host = self._hosts[addr] = Host(addr, engine, self.clock, self._transmit, self._event)
+        host.service()
 
     def remove_node(self, addr: Addr) -> None:
-        node = self._nodes.pop(addr)
-        if node.timer_handle is not None:
-            node.timer_handle.cancel()
-        for group in list(self._groups):
-            self.leave_group(group, addr)
+        self._hosts.pop(addr).detach()
+        self.medium.remove(addr)
 
-    def join_group(self, group: Addr, member: Addr) -> None:
-        """Deliver datagrams sent to `group` to the node `member` too (with multicast=True)."""
-        if member not in self._nodes:
-            raise KeyError(f"no node at {member}")
-        if group in self._nodes:
-            raise ValueError(f"{group} is a node's address, not a group")
-        members = self._groups.setdefault(group, [])
-        if member not in members:
-            members.append(member)
-
-    def leave_group(self, group: Addr, member: Addr) -> None:
-        members = self._groups.get(group)
-        if members and member in members:
-            members.remove(member)
-            if not members:
-                del self._groups[group]
-
-    def members(self, group: Addr) -> list[Addr]:
-        return list(self._groups.get(group, ()))
-
-    def engine(self, addr: Addr) -> SimEngine:
-        return self._nodes[addr].engine
+    def engine(self, addr: Addr) -> Engine:
+        return self._hosts[addr].engine
 
     def addresses(self) -> list[Addr]:
-        return list(self._nodes)
+        return list(self._hosts)
 
-    def set_link(self, a: Addr, b: Addr, config: LinkConfig, symmetric: bool = True) -> None:
-        self._links[(a, b)] = config
-        if symmetric:
-            self._links[(b, a)] = config
-
-    def link(self, src: Addr, dst: Addr) -> LinkConfig:
-        return self._links.get((src, dst), self.default_link)
+    def __contains__(self, addr: object) -> bool:
+        return addr in self._hosts
 
     # -- driving ----------------------------------------------------------------------------
 
@@ -173,79 +119,41 @@ class VirtualNetwork:
 
     def service(self, addr: Addr) -> None:
         """Collect `addr`'s datagrams and events and re-arm its timer; call after a command."""
-        node = self._nodes.get(addr)
-        if node is None:
-            return
-        now = self.clock.now
-        engine = node.engine
-        for data, dst in engine.datagrams_to_send(now):
-            self._transmit(addr, dst, data, now)
-        while (event := engine.next_event()) is not None:
-            self.events[addr].append(event)
-            for hook in self.on_event:
-                hook(addr, event, now)
-        self._arm(node)
+        host = self._hosts.get(addr)
+        if host is not None:
+            host.service()
 
-    def _arm(self, node: _Node) -> None:
-        when = node.engine.get_timer()
-        if when == node.timer_at and node.timer_handle is not None:
-            return
-        if node.timer_handle is not None:
-            node.timer_handle.cancel()
-            node.timer_handle = None
-        node.timer_at = when
-        if when is not None:
-            node.timer_handle = self.clock.call_at(when, lambda: self._fire(node))
-
-    def _fire(self, node: _Node) -> None:
-        if self._nodes.get(node.addr) is not node:
-            return
-        node.timer_handle = None
-        node.timer_at = None
-        self.counters["timers"] += 1
-        node.engine.handle_timer(self.clock.now)
-        self.service(node.addr)
+    def _event(self, addr: Addr, event: object, now: float) -> None:
+        self.events[addr].append(event)
+        for hook in self.on_event:
+            hook(addr, event, now)
 
     def _transmit(self, src: Addr, dst: Addr, data: bytes, now: float) -> None:
         data = bytes(data)
         self.counters["sent"] += 1
-        if self.capture_enabled:
+        if self.capture.maxlen:
             self.capture.append((now, src, dst, data))
         for hook in self.capture_hooks:
             hook(now, src, dst, data)
         if not all(keep(now, src, dst, data) for keep in self.filters):
             self.counters["filtered"] += 1
             return
-        members = self._groups.get(dst)
-        if members is None:
-            self._cross(src, dst, data, now, multicast=False)
-            return
-        self.counters["multicast"] += 1
-        for member in list(members):  # each copy crosses its own link (own loss and latency)
-            if member != src:
-                self._cross(src, member, data, now, multicast=True)
+        for delivery in self.medium.transmit(src, dst, len(data), now):
+            self._schedule(src, delivery, data, now)
 
-    def _cross(self, src: Addr, dst: Addr, data: bytes, now: float, multicast: bool) -> None:
-        link = self.link(src, dst)
-        if link.loss and self._rng.random() < link.loss:
-            self.counters["lost"] += 1
-            return
-        delay = link.latency + (self._rng.random() * link.jitter if link.jitter else 0.0)
-        self.clock.call_at(now + delay, lambda: self._deliver(src, dst, data, multicast))
+    def _schedule(self, src: Addr, delivery: Delivery, data: bytes, now: float) -> None:
+        self.clock.call_at(now + delivery.delay, lambda: self._deliver(src, delivery, data))
 
-    def _deliver(self, src: Addr, dst: Addr, data: bytes, multicast: bool = False) -> None:
-        node = self._nodes.get(dst)
-        if node is None:
+    def _deliver(self, src: Addr, delivery: Delivery, data: bytes) -> None:
+        self.medium.delivered(src, delivery)
+        if delivery.collided:
+            return
+        host = self._hosts.get(delivery.dst)
+        if host is None:
             self.counters["undeliverable"] += 1
             return
         self.counters["delivered"] += 1
-        if multicast:
-            cast(MulticastEngine, node.engine).receive_datagram(
-                data, src, self.clock.now, multicast=True
-            )
-        else:
-            node.engine.receive_datagram(data, src, self.clock.now)
-        self.service(dst)
+        host.receive(data, src, delivery.multicast)
 
     def inject(self, src: Addr, dst: Addr, data: bytes, when: float | None = None) -> None:
         """Put a datagram on the wire from `src` (which need not be a node): traffic, attacks."""
@@ -268,3 +176,105 @@ class VirtualNetwork:
     def events_of(self, addr: Addr, kind: type[T]) -> list[T]:
         """The events `addr`'s engine has produced so far that are instances of `kind`."""
         return [e for e in self.events[addr] if isinstance(e, kind)]
+
+    @property
+    def timers_fired(self) -> int:
+        return sum(h.timers for h in self._hosts.values())
+
+
+class UdpMedium:
+    """The virtual UDP/IP network: per-pair links and multicast groups (module docstring)."""
+
+    def __init__(self, seed: int = 0, default_link: LinkConfig | None = None) -> None:
+        self._rng = random.Random(seed)
+        self.default_link = default_link or LinkConfig()
+        self._links: dict[tuple[Addr, Addr], LinkConfig] = {}
+        self._groups: dict[Addr, list[Addr]] = {}
+        self.counters: Counter[str] = Counter()
+
+    def set_link(self, a: Addr, b: Addr, config: LinkConfig, symmetric: bool = True) -> None:
+        self._links[(a, b)] = config
+        if symmetric:
+            self._links[(b, a)] = config
+
+    def link(self, src: Addr, dst: Addr) -> LinkConfig:
+        return self._links.get((src, dst), self.default_link)
+
+    def join_group(self, group: Addr, member: Addr) -> None:
+        members = self._groups.setdefault(group, [])
+        if member not in members:
+            members.append(member)
+
+    def leave_group(self, group: Addr, member: Addr) -> None:
+        members = self._groups.get(group)
+        if members and member in members:
+            members.remove(member)
+            if not members:
+                del self._groups[group]
+
+    def members(self, group: Addr) -> list[Addr]:
+        return list(self._groups.get(group, ()))
+
+    def transmit(self, src: Addr, dst: Addr, size: int, now: float) -> Sequence[Delivery]:
+        members = self._groups.get(dst)
+        if members is None:
+            crossed = self._cross(src, dst, multicast=False)
+            return [] if crossed is None else [crossed]
+        self.counters["multicast"] += 1
+        out = []
+        for member in list(members):  # each copy crosses its own link (own loss and latency)
+            if member != src and (crossed := self._cross(src, member, multicast=True)):
+                out.append(crossed)
+        return out
+
+    def _cross(self, src: Addr, dst: Addr, multicast: bool) -> Delivery | None:
+        link = self.link(src, dst)
+        if link.loss and self._rng.random() < link.loss:
+            self.counters["lost"] += 1
+            return None
+        delay = link.latency + (self._rng.random() * link.jitter if link.jitter else 0.0)
+        return Delivery(dst, delay, multicast)
+
+    def delivered(self, src: Addr, delivery: Delivery) -> None:
+        pass  # links keep no statistics beyond the counters
+
+    def remove(self, addr: Addr) -> None:
+        for group in list(self._groups):
+            self.leave_group(group, addr)
+
+
+class VirtualNetwork(Network[UdpMedium]):
+    """A `Network` over the virtual UDP medium (module docstring)."""
+
+    def __init__(
+        self,
+        clock: VirtualClock | None = None,
+        seed: int = 0,
+        default_link: LinkConfig | None = None,
+        capture: int = 0,
+    ) -> None:
+        super().__init__(UdpMedium(seed, default_link), clock, capture)
+
+    @property
+    def default_link(self) -> LinkConfig:
+        return self.medium.default_link
+
+    def join_group(self, group: Addr, member: Addr) -> None:
+        """Deliver datagrams sent to `group` to the node `member` too (with multicast=True)."""
+        if member not in self:
+            raise KeyError(f"no node at {member}")
+        if group in self:
+            raise ValueError(f"{group} is a node's address, not a group")
+        self.medium.join_group(group, member)
+
+    def leave_group(self, group: Addr, member: Addr) -> None:
+        self.medium.leave_group(group, member)
+
+    def members(self, group: Addr) -> list[Addr]:
+        return self.medium.members(group)
+
+    def set_link(self, a: Addr, b: Addr, config: LinkConfig, symmetric: bool = True) -> None:
+        self.medium.set_link(a, b, config, symmetric)
+
+    def link(self, src: Addr, dst: Addr) -> LinkConfig:
+        return self.medium.link(src, dst)

@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 from tests.unit.c1222.c1222_harness import T0, FakeMeter
 
 from amistack.c1222.errors import C1222DecodeError
-from amistack.c1222.security import ReplayWindow
 from amistack.c1222.segmentation import Reassembler, Segment, segment
 from amistack.c1222.services import ResponseCode
 from amistack.c1222.tables import (
@@ -162,20 +161,3 @@ def test_reassembly_bounds_and_timeout() -> None:
         r.receive(Segment(2, 11, 3, b"x"), "a", T0)
     assert r.get_timer() == T0 + 10.0
     assert r.expire(T0 + 10.0) == 1 and len(r) == 0
-
-
-def test_replay_window() -> None:
-    w = ReplayWindow(size=4)
-    assert w.check(b"m", 10) is None
-    w.accept(b"m", 10)
-    assert w.check(b"m", 10) == "replayed"
-    assert w.check(b"m", 9) is None and w.check(b"m", 11) is None
-    w.accept(b"m", 8)
-    assert w.check(b"m", 8) == "replayed"
-    w.accept(b"m", 14)
-    assert w.check(b"m", 10) == "stale" and w.check(b"m", 11) is None
-    assert w.check(b"other", 10) is None  # per sender
-    small = ReplayWindow(size=4, max_senders=2)
-    for s in (b"a", b"b", b"c"):
-        small.accept(s, 1)
-    assert len(small) == 2

@@ -32,12 +32,27 @@ def test_cmac_rfc4493(msg: str, mac: str) -> None:
 
 # Bellare, Rogaway, Wagner, "The EAX Mode of Operation", Appendix: test vectors.
 EAX_VECTORS = [
-    ("233952dee4d5ed5f9b9c6d6ff80ff478", "62ec67f9c3a4a407fcb2a8c49031a8b3", "6bfb914fd07eae6b",
-     "", "e037830e8389f27b025a2d6527e79d01"),
-    ("91945d3f4dcbee0bf45ef52255f095a4", "becaf043b0a23d843194ba972c66debd", "fa3bfd4806eb53fa",
-     "f7fb", "19dd5c4c9331049d0bdab0277408f67967e5"),
-    ("01f74ad64077f2e704c0f60ada3dd523", "70c3db4f0d26368400a10ed05d2bff5e", "234a3463c1264ac6",
-     "1a47cb4933", "d851d5bae03a59f238a23e39199dc9266626c40f80"),
+    (
+        "233952dee4d5ed5f9b9c6d6ff80ff478",
+        "62ec67f9c3a4a407fcb2a8c49031a8b3",
+        "6bfb914fd07eae6b",
+        "",
+        "e037830e8389f27b025a2d6527e79d01",
+    ),
+    (
+        "91945d3f4dcbee0bf45ef52255f095a4",
+        "becaf043b0a23d843194ba972c66debd",
+        "fa3bfd4806eb53fa",
+        "f7fb",
+        "19dd5c4c9331049d0bdab0277408f67967e5",
+    ),
+    (
+        "01f74ad64077f2e704c0f60ada3dd523",
+        "70c3db4f0d26368400a10ed05d2bff5e",
+        "234a3463c1264ac6",
+        "1a47cb4933",
+        "d851d5bae03a59f238a23e39199dc9266626c40f80",
+    ),
 ]
 
 
@@ -49,8 +64,12 @@ def test_eax_paper_vectors(key: str, nonce: str, header: str, msg: str, ct_tag: 
     assert eax.decrypt(bytes.fromhex(nonce), ct, tag, bytes.fromhex(header)).hex() == msg
 
 
-@given(st.binary(min_size=16, max_size=16), st.binary(min_size=1, max_size=32),
-       st.binary(max_size=64), st.binary(max_size=200))
+@given(
+    st.binary(min_size=16, max_size=16),
+    st.binary(min_size=1, max_size=32),
+    st.binary(max_size=64),
+    st.binary(max_size=200),
+)
 def test_eax_matches_pycryptodome(key: bytes, nonce: bytes, header: bytes, msg: bytes) -> None:
     ref = AES.new(key, AES.MODE_EAX, nonce=nonce, mac_len=16)
     ref.update(header)

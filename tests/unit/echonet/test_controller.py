@@ -82,7 +82,9 @@ def network(
     start: bool = True,
     latency: float = 0.005,
 ) -> tuple[VirtualNetwork, EchonetController]:
-    net = VirtualNetwork(VirtualClock(T0), default_link=LinkConfig(latency=latency))
+    net = VirtualNetwork(
+        VirtualClock(T0), default_link=LinkConfig(latency=latency), capture=100_000
+    )
     ctl = EchonetController(config or ControllerConfig(), seeded_random(7))
     net.add_node(HEMS, ctl)
     net.join_group(MULTICAST_V4, HEMS)
@@ -393,7 +395,7 @@ def test_pacing_one_outstanding_and_min_interval() -> None:
     net.service(HEMS)
     rs = [completed(net, h) for h in handles]
     assert all(r.ok for r in rs)
-    sent = [r[0] for r in net.capture[start:] if r[2] == M1]
+    sent = [r[0] for r in list(net.capture)[start:] if r[2] == M1]
     assert len(sent) == 4
     gaps = [b - a for a, b in itertools.pairwise(sent)]
     assert all(g >= 0.5 - 1e-9 for g in gaps)
@@ -403,7 +405,7 @@ def test_pacing_one_outstanding_and_min_interval() -> None:
     start = len(net.capture)
     handles = [ctl.get(M1, METER, [0xE7], net.now) for _ in range(5)]
     net.service(HEMS)
-    in_flight_now = [r for r in net.capture[start:] if r[2] == M1]
+    in_flight_now = [r for r in list(net.capture)[start:] if r[2] == M1]
     assert len(in_flight_now) == 2  # the other three wait in the device queue
     assert all(completed(net, h).ok for h in handles)
 

@@ -43,7 +43,7 @@ class Recorder:
 
 
 def test_group_datagram_reaches_every_member_but_the_sender() -> None:
-    net = VirtualNetwork(default_link=LinkConfig(latency=0.01))
+    net = VirtualNetwork(default_link=LinkConfig(latency=0.01), capture=100)
     a, b, c, d = (Recorder() for _ in range(4))
     addrs: list[Addr] = [(f"10.0.0.{i}", 3610) for i in range(1, 5)]
     for addr, eng in zip(addrs, (a, b, c, d), strict=True):

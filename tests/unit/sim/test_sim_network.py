@@ -136,7 +136,7 @@ def build(
 
 
 def test_authentication_over_the_network_with_latency() -> None:
-    net = VirtualNetwork(default_link=LinkConfig(latency=0.010))
+    net = VirtualNetwork(default_link=LinkConfig(latency=0.010), capture=100)
     (peer,), _ = build(net)
     end = net.run_until_idle()
     # 3 round trips (identity, PSK 1/2, PSK 3/4) then Success: 7 one-way trips of 10 ms
@@ -171,18 +171,18 @@ def test_loss_is_recovered_by_retransmission_and_duplicate_detection() -> None:
 def test_same_seed_same_run_other_seed_other_run() -> None:
     def run(seed: int) -> list[tuple[float, Addr, Addr, bytes]]:
         net = VirtualNetwork(
-            seed=seed, default_link=LinkConfig(latency=0.002, jitter=0.003, loss=0.2)
+            seed=seed, default_link=LinkConfig(latency=0.002, jitter=0.003, loss=0.2), capture=1000
         )
         build(net, n=5)
         net.run_until_idle(max_time=30.0)
-        return net.capture
+        return list(net.capture)
 
     assert run(1) == run(1)
     assert run(1) != run(2)
 
 
 def test_filters_links_and_undeliverable() -> None:
-    net = VirtualNetwork(default_link=LinkConfig(latency=0.001))
+    net = VirtualNetwork(default_link=LinkConfig(latency=0.001), capture=100)
     peer = ("10.1.0.2", 5000)
     net.set_link(SERVER, peer, LinkConfig(latency=0.5), symmetric=False)
     dropped: list[bytes] = []
@@ -222,7 +222,7 @@ def test_capture_hook_writes_a_pcap_in_virtual_time(tmp_path: Path) -> None:
     """The demo's path: a capture hook streams the simulated wire into a pcap file."""
     epoch = 1_700_000_000.0  # virtual t=0 stamped as a fixed wall-clock instant
     path = tmp_path / "eap.pcap"
-    net = VirtualNetwork(default_link=LinkConfig(latency=0.010))
+    net = VirtualNetwork(default_link=LinkConfig(latency=0.010), capture=100)
     with PcapWriter(path) as pcap:
         net.capture_hooks.append(lambda t, s, d, data: pcap.write(s, d, data, ts=epoch + t))
         build(net)
