@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.contexts import pana_context
 
 from amistack.addr import Addr
 from amistack.c1222.acse import ApTitle
@@ -25,7 +26,7 @@ from amistack.meter.model import DAY_S, MeterConfig, MeterModel
 from amistack.meter.node import MeterNode, MeterNodeConfig
 from amistack.runtime.headend import HeadEndRuntime, run_headend
 from amistack.runtime.udp import EngineDriver
-from amistack.sim.fleet import CellConfig, FleetConfig, _ctx, run_fleet
+from amistack.sim.fleet import CellConfig, FleetConfig, run_fleet
 
 NARROW = CellConfig(rate_pps=5.0, queue=20)  # a constrained concentrator cell
 
@@ -70,7 +71,7 @@ async def _service(tmp_path: Path, kind: str, relay: str) -> None:
     repo.close()
     directory = KeyRingDirectory(PurposeRegistry())
     ring = KeyRing(b"m-1", PurposeRegistry())
-    ctx = _ctx(random.Random(11), 0x4242, 1)
+    ctx = pana_context(random.Random(11), 0x4242, 1)
     directory.install(b"m-1", ctx, 3600.0, now)
     ring.install(ctx, 3600.0, now)
     node = MeterNode(

@@ -7,7 +7,19 @@ from typing import Any
 
 def register_all(sub: Any) -> None:
     """Add every sub-command to `sub` (argparse's sub-parsers action)."""
-    from amistack.cli import bench, broute, demo, headend, hems, keys, keyserver, log, meter, pki
+    from amistack.cli import (
+        bench,
+        broute,
+        demo,
+        headend,
+        hems,
+        keys,
+        keyserver,
+        log,
+        meter,
+        pki,
+        sim,
+    )
 
-    for module in (demo, keyserver, keys, pki, meter, headend, hems, log, bench, broute):
+    for module in (demo, keyserver, keys, pki, meter, headend, hems, log, bench, broute, sim):
         module.register(sub)

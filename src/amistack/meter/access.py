@@ -106,6 +106,17 @@ class MeterAccess:
         if self._pac is not None:
             self._pac.terminate(now)
 
+    def reboot(self, now: float) -> None:
+        """The meter lost power and came back: its session is gone without a word (no PTR, the
+        key server finds out by itself), the back-off starts afresh, a new session starts now.
+        Keys already in the ring stay until they expire or the new generation supersedes them."""
+        self._pac = None
+        self._closing.clear()
+        self._retry_at = None
+        self._stopped = False
+        self._backoff = self.config.retry_backoff[0]
+        self._begin(now)
+
     # -- engine interface ----------------------------------------------------------------------
 
     def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:

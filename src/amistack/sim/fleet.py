@@ -1,9 +1,13 @@
-"""A fleet of meters under a head-end on the virtual clock, with shared radio cells.
+"""A fleet of meters under a key server and a head-end on the virtual clock, with shared cells.
 
-`run_fleet(FleetConfig(...))` builds N `meter.node.MeterNode`s (metering model, C12.22 server,
-push schedule; UKMF keys from PANA security contexts in each meter's ring and in a key-server
-`KeyRingDirectory`), a `headend.service.HeadEnd` (C12.22 client, collector, Ingestor into
-SQLite) and runs them over `CellNetwork` for a number of interval slots.
+`run_fleet(FleetConfig(...))` builds the real engines and runs them over `CellNetwork` for a
+number of interval slots: per meter a `meter.access.MeterAccess` (PANA PaC + EAP-PSK, the
+access policy, the meter's key ring) on UDP 716 and a `meter.node.MeterNode` (metering model,
+C12.22 server, push schedule) on UDP 1153 sharing that ring; one `keymgmt.KeyServer` (PAA +
+EAP-PSK + UKMF + an in-memory credential store with every meter enrolled), optionally behind a
+`ServiceQueue` of finite capacity; and a `headend.service.HeadEnd` (C12.22 client, collector,
+Ingestor into SQLite) that takes its keys from the key server by key id. No key or session is
+made up: every meter authenticates before it can answer or push.
 `amistack.bench.collection.bench_collection` runs it for several fleet sizes and both modes
 (for `amistack bench collection --json`).
 
@@ -16,6 +20,7 @@ WAN side is not a bottleneck here. Utilisation = busy time / elapsed time per ce
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import statistics
@@ -28,16 +33,25 @@ from typing import Any
 
 from amistack.addr import Addr, Engine
 from amistack.c1222.acse import ApTitle
-from amistack.crypto import PrfHash, seeded_random
+from amistack.crypto import RandomSource, seeded_random
+from amistack.eap.packet import EapType
+from amistack.eap.peer import EapPeer
+from amistack.eap.psk import EapPskPeer, PskKeys
 from amistack.headend.collector import CollectorConfig, Mode, SlotStats
-from amistack.headend.keys import DirectorySource, HeadendKeys, repository_resolver
+from amistack.headend.keys import HeadendKeys, repository_resolver
 from amistack.headend.service import HeadEnd, HeadEndConfig
 from amistack.headend.storage import SqliteRepository
-from amistack.keymgmt.keyring import KeyRing, KeyRingDirectory
+from amistack.keymgmt.kek import FileKek
+from amistack.keymgmt.keyring import KeyRing
+from amistack.keymgmt.server import KeyServer
+from amistack.keymgmt.store import CredentialStore
 from amistack.keymgmt.ukmf import PurposeRegistry
+from amistack.meter.access import AccessConfig, MeterAccess
+from amistack.meter.events import AccessGranted
 from amistack.meter.model import DAY_S, MeterConfig, MeterModel
 from amistack.meter.node import MeterNode, MeterNodeConfig, PushConfig
-from amistack.pana.keys import PanaSecurityContext
+from amistack.pana.pac import PacConfig, PanaClient
+from amistack.sim.capacity import ServiceQueue
 from amistack.sim.clock import VirtualClock
 from amistack.sim.drive import Host
 
@@ -45,7 +59,12 @@ log = logging.getLogger(__name__)
 
 HEADEND_TITLE = ApTitle.parse("2.16.124.113620.1.22.0.1")
 HEADEND_ADDR: Addr = ("10.255.255.1", 1153)
+KEYSERVER_ADDR: Addr = ("10.255.255.2", 716)
+PANA_PORT = 716  # RFC 5191 §6.1
+C1222_PORT = 1153  # ANSI C12.22 over UDP
 UTIL_WINDOW = 10.0  # seconds: peak utilisation is the busiest such window of a cell
+JOIN_SETTLE = 30.0  # seconds between the last meter's power-on and the fleet's start
+JOIN_PACKETS = 10  # datagrams of one PANA + EAP-PSK authentication, both directions (9, rounded)
 T0 = 1_790_000_100.0  # 2026-09-21, a little after a 15-minute boundary
 
 
@@ -77,6 +96,15 @@ class FleetConfig:
     silent: Sequence[tuple[int, float, float]] = ()  # (meter index, from, to): unreachable
     retention_days: int = 1
     data_dir: Path | None = None  # None: SQLite in memory
+    # Meters power on (start PANA) spread over this many seconds before the start; None: long
+    # enough that joining loads each cell to about 1/4 of its rate (see join_window_s).
+    join_window: float | None = None
+    access: AccessConfig = field(default_factory=AccessConfig)
+    pac: PacConfig = field(default_factory=PacConfig)
+    # The key server's capacity: simulated seconds per datagram it takes in (None: unlimited)
+    # and how many may wait (its socket buffer); see sim/capacity.py.
+    keyserver_service_s: float | None = None
+    keyserver_queue: int = 2000
 
 
 class _Cell:
@@ -116,6 +144,21 @@ class CellNetwork:
 
     def service(self, addr: Addr) -> None:
         self._hosts[addr].service()
+
+    def reset_statistics(self) -> dict[str, Any]:
+        """Start the cells' and the network's figures afresh; the old ones, summed."""
+        old = {
+            "sent": self.counters["sent"],
+            "cell_packets": sum(c.packets for c in self.cells),
+            "cell_dropped": sum(c.dropped for c in self.cells),
+            "cell_max_wait_s": max((c.max_wait for c in self.cells), default=0.0),
+        }
+        self.counters.clear()
+        for c in self.cells:
+            c.busy = c.max_wait = 0.0
+            c.packets = c.dropped = 0
+            c.windows.clear()
+        return old
 
     def _event(self, addr: Addr, event: object, now: float) -> None:
         for hook in self.on_event:
@@ -159,16 +202,6 @@ class CellNetwork:
         dst.receive(data, src)
 
 
-def _ctx(rng: random.Random, session_id: int, key_id: int) -> PanaSecurityContext:
-    def b(n: int) -> bytes:
-        return rng.getrandbits(8 * n).to_bytes(n, "big")
-
-    return PanaSecurityContext(
-        session_id=session_id, key_id=key_id, prf=PrfHash.SHA256, msk=b(64), pac_nonce=b(16),
-        paa_nonce=b(16), i_par=b"\x00\x00\x00\x10PAR" + b(13), i_pan=b"\x00\x00\x00\x10PAN" + b(13),
-    )  # fmt: skip
-
-
 @dataclass
 class Fleet:
     config: FleetConfig
@@ -177,27 +210,79 @@ class Fleet:
     headend: HeadEnd
     repo: SqliteRepository
     nodes: list[MeterNode]
-    addrs: list[Addr]
-    directory: KeyRingDirectory
+    addrs: list[Addr]  # each meter's C12.22 address
+    access: list[MeterAccess]  # each meter's network access, on its PANA address
+    keyserver: KeyServer
+    keyserver_queue: ServiceQueue | None
     start: float
+    granted_at: dict[int, list[float]] = field(default_factory=dict)  # meter -> grant times
+    join: dict[str, Any] = field(default_factory=dict)  # the cells' figures while joining
+
+    def pana_addr(self, i: int) -> Addr:
+        return (self.addrs[i][0], PANA_PORT)
 
 
 def meter_id(i: int) -> str:
     return f"meter-{i:05d}"
 
 
+def meter_psk(seed: int, i: int) -> bytes:
+    """The PSK enrolled for meter `i` (simulation only: derived from the seed)."""
+    return random.Random(seed * 1_000_033 + i).randbytes(16)
+
+
+def _new_pac(
+    mid: str, keys: PskKeys, rng: RandomSource, config: PacConfig
+) -> Callable[[], PanaClient]:
+    """What `MeterAccess` calls for each new session: a PaC doing EAP-PSK to the key server."""
+    ident = mid.encode()
+
+    def eap() -> EapPeer:
+        return EapPeer(ident, {EapType.PSK: lambda: EapPskPeer(ident, keys, rng)})
+
+    return lambda: PanaClient(config, eap, rng, KEYSERVER_ADDR)
+
+
+def build_keyserver(config: FleetConfig, registry: PurposeRegistry, start: float) -> KeyServer:
+    """The real key server engine over an in-memory store with every meter enrolled."""
+    kek = FileKek(random.Random(config.seed * 17).randbytes(32), seeded_random(config.seed * 19))
+    store = CredentialStore(":memory:", kek)
+    for i in range(config.meters):
+        store.enroll(meter_id(i), meter_psk(config.seed, i), start)
+    return KeyServer(
+        store,
+        rng=seeded_random(config.seed * 23),
+        session_lifetime=config.key_lifetime,
+        registry=registry,
+        overlap=config.key_overlap,
+        now=start,
+    )
+
+
 def build_fleet(config: FleetConfig, repo: SqliteRepository | None = None) -> Fleet:
-    """The fleet at its start time, not yet run (`repo`: a repository of your own)."""
+    """The fleet at its start time (`repo`: a repository of your own). The meters powered on
+    over the `join_window` before it and have run PANA with the key server since (JOIN_SETTLE
+    more seconds), so at the start they normally hold keys; nothing else has run yet."""
     start = T0
-    clock = VirtualClock(start)
+    window = join_window_s(config)
+    power_on = start - window - JOIN_SETTLE
+    clock = VirtualClock(power_on)
     net = CellNetwork(clock, config.cell, config.cells, config.seed)
     if repo is None:
         repo = SqliteRepository(config.data_dir if config.data_dir else Path(":memory:"))
     registry = PurposeRegistry()
-    directory = KeyRingDirectory(registry, overlap=config.key_overlap)
+    keyserver = build_keyserver(config, registry, start)
+    queue = None
+    ks_engine: Engine = keyserver
+    if config.keyserver_service_s is not None:
+        ks_engine = queue = ServiceQueue(
+            keyserver, config.keyserver_service_s, config.keyserver_queue
+        )
+    net.add(KEYSERVER_ADDR, ks_engine, None)
     rng = random.Random(config.seed)
     nodes: list[MeterNode] = []
     addrs: list[Addr] = []
+    access: list[MeterAccess] = []
     mcfg = MeterConfig(install_time=start - 40 * DAY_S, outage_rate_per_year=0.0)
     push = replace(config.push, enabled=config.mode == Mode.PUSHED)
     for i in range(config.meters):
@@ -208,21 +293,22 @@ def build_fleet(config: FleetConfig, repo: SqliteRepository | None = None) -> Fl
         repo.register_meter(mid, str(title.absolute()), f"conc-{cell}", f"cell-{cell}", start)
         repo.commission_meter(mid, start)
         ring = KeyRing(mid.encode(), registry, overlap=config.key_overlap)
-        ctx = _ctx(rng, 0x10000 + i, 1)
-        ring.install(ctx, config.key_lifetime, start)
-        directory.install(mid.encode(), ctx, config.key_lifetime, start)
+        m_rng = seeded_random(config.seed * 7919 + i)
+        psk_keys = PskKeys(meter_psk(config.seed, i))
+        new_pac = _new_pac(mid, psk_keys, m_rng, config.pac)
+        access.append(MeterAccess(mid, new_pac, ring, m_rng, config.access))
         node = MeterNode(
             MeterNodeConfig(title, HEADEND_TITLE, HEADEND_ADDR, push=push, event_poll_s=900.0),
             MeterModel(config.seed * 1_000_003 + i, mcfg),
             ring,
-            seeded_random(config.seed * 7919 + i),
+            m_rng,
         )
         node.tables.retention_days = config.retention_days
         node.start(start)
         nodes.append(node)
         addrs.append(addr)
     by_id = {meter_id(i): addrs[i] for i in range(config.meters)}
-    keys = HeadendKeys(repository_resolver(repo.meter_by_ap_title), DirectorySource(directory))
+    keys = HeadendKeys(repository_resolver(repo.meter_by_ap_title), keyserver)
     collector = replace(config.collector, mode=config.mode, retention_days=config.retention_days)
     headend = HeadEnd(
         HeadEndConfig(HEADEND_TITLE, collector),
@@ -233,14 +319,47 @@ def build_fleet(config: FleetConfig, repo: SqliteRepository | None = None) -> Fl
         addr_of=lambda m: by_id.get(m.meter_id),
     )
     net.add(HEADEND_ADDR, headend, None)
+    fleet = Fleet(config, clock, net, headend, repo, nodes, addrs, access, keyserver, queue, start)
+    index = {fleet.pana_addr(i): i for i in range(config.meters)}
+
+    def on_event(addr: Addr, event: object, now: float) -> None:
+        # The meter composition: a key generation installed by network access reaches the
+        # C12.22 node that shares the ring (runtime/meter_node.py does the same).
+        if isinstance(event, AccessGranted):
+            i = index[addr]
+            fleet.granted_at.setdefault(i, []).append(now)
+            nodes[i].key_events(list(event.key_events), now)
+            net.service(addrs[i])
+
+    net.on_event.append(on_event)
     for i, node in enumerate(nodes):
         net.add(addrs[i], node, i % config.cells)
-    fleet = Fleet(config, clock, net, headend, repo, nodes, addrs, directory, start)
+        net.add(fleet.pana_addr(i), access[i], i % config.cells)
+        at = power_on + window * rng.random()
+        clock.call_at(at, functools.partial(start_access, fleet, i))
     if config.rotate_at is not None:
-        clock.call_at(start + config.rotate_at, lambda: rotate_keys(fleet, rng))
+        clock.call_at(start + config.rotate_at, lambda: rotate_keys(fleet))
     for idx, a, b in config.silent:
-        _silence(net, addrs[idx], start + a, start + b)
+        for addr in (addrs[idx], fleet.pana_addr(idx)):
+            _silence(net, addr, start + a, start + b)
+    clock.run_until(start)
+    fleet.join = net.reset_statistics()  # the cells' figures from here on describe collection
     return fleet
+
+
+def join_window_s(config: FleetConfig) -> float:
+    """The power-on window: the configured one, or one that loads each cell to ~1/4 of its rate
+    with authentications (a fleet installed over time, not a blackout): PANA's 1 s
+    retransmission timer (RFC 5191 §9) on a busier shared cell retransmits into its own queue."""
+    if config.join_window is not None:
+        return config.join_window
+    per_cell = -(-config.meters // max(config.cells, 1))
+    return max(JOIN_SETTLE, 4.0 * JOIN_PACKETS * per_cell / config.cell.rate_pps)
+
+
+def start_access(fleet: Fleet, i: int) -> None:
+    fleet.access[i].start(fleet.clock.now)
+    fleet.net.service(fleet.pana_addr(i))
 
 
 def _silence(net: CellNetwork, addr: Addr, a: float, b: float) -> None:
@@ -248,15 +367,13 @@ def _silence(net: CellNetwork, addr: Addr, a: float, b: float) -> None:
     net.clock.call_at(b, lambda: net.down.discard(addr))
 
 
-def rotate_keys(fleet: Fleet, rng: random.Random) -> None:
-    """Every meter re-authenticates: a new generation in its ring and at the key server."""
+def rotate_keys(fleet: Fleet) -> None:
+    """Every meter's PaC re-authenticates now (PNR with the A flag): a new generation."""
     now = fleet.clock.now
-    for i, node in enumerate(fleet.nodes):
-        mid = meter_id(i).encode()
-        ctx = _ctx(rng, 0x10000 + i, 2)
-        node.key_events(node.ring.install(ctx, fleet.config.key_lifetime, now), now)
-        fleet.directory.install(mid, ctx, fleet.config.key_lifetime, now)
-        fleet.net.service(fleet.addrs[i])
+    for i, access in enumerate(fleet.access):
+        if access.pac is not None:
+            access.pac.reauthenticate(now)
+            fleet.net.service(fleet.pana_addr(i))
 
 
 def _quantile(values: list[float], q: float) -> float | None:
@@ -270,6 +387,11 @@ def measured_slots(fleet: Fleet) -> list[int]:
     step = fleet.config.collector.interval_minutes * 60
     first = (int(fleet.start) // step + 1) * step
     return [first + k * step for k in range(fleet.config.slots)]
+
+
+def authenticated(fleet: Fleet) -> int:
+    """Meters holding a current key generation now."""
+    return sum(1 for a in fleet.access if a.pac is not None and a.pac.context is not None)
 
 
 def run(fleet: Fleet) -> float:
@@ -354,6 +476,9 @@ def summarize(
             },
         },
         "meters_pushes_lost": sum(n.counters["pushes-lost"] for n in fleet.nodes),
+        "authentications": sum(a.authentications for a in fleet.access),
+        "meters_authenticated": authenticated(fleet),
+        "join": fleet.join,
         "cpu_s": round(cpu_run, 2),
         "cpu_build_s": round(cpu_build, 2),
         "simulated_s": elapsed,
@@ -365,10 +490,14 @@ __all__ = [
     "CellNetwork",
     "Fleet",
     "FleetConfig",
+    "authenticated",
     "build_fleet",
+    "build_keyserver",
     "measured_slots",
     "meter_id",
+    "meter_psk",
     "rotate_keys",
     "run",
     "run_fleet",
+    "start_access",
 ]

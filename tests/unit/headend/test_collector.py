@@ -189,7 +189,7 @@ def test_run_fleet_report_shape() -> None:
 
 def test_restarted_headend_backfills_what_it_missed_while_down() -> None:
     from amistack.crypto import seeded_random
-    from amistack.headend.keys import DirectorySource, HeadendKeys, repository_resolver
+    from amistack.headend.keys import HeadendKeys, repository_resolver
     from amistack.headend.service import HeadEnd, HeadEndConfig
     from amistack.sim.fleet import HEADEND_ADDR, HEADEND_TITLE
 
@@ -200,9 +200,7 @@ def test_restarted_headend_backfills_what_it_missed_while_down() -> None:
     fleet.net.down.add(HEADEND_ADDR)  # the head-end process dies before slot 2
     fleet.clock.run_until(b2 + 200)
     assert fleet.repo.count_readings() == 3
-    keys = HeadendKeys(
-        repository_resolver(fleet.repo.meter_by_ap_title), DirectorySource(fleet.directory)
-    )
+    keys = HeadendKeys(repository_resolver(fleet.repo.meter_by_ap_title), fleet.keyserver)
     by_id = {meter_id(i): a for i, a in enumerate(fleet.addrs)}
     restarted = HeadEnd(
         HeadEndConfig(HEADEND_TITLE, CollectorConfig(retention_days=1)),

@@ -5,8 +5,10 @@ reads back the wrong state fails the command; timeouts fail it after the retries
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 
+from tests.contexts import pana_context
 from tests.unit.c1222.c1222_harness import FakeMeter
 
 from amistack.c1222.acse import ApTitle
@@ -29,7 +31,6 @@ from amistack.sim.fleet import (
     CellNetwork,
     Fleet,
     FleetConfig,
-    _ctx,
     build_fleet,
     meter_id,
 )
@@ -132,7 +133,7 @@ def test_relay_read_back_mismatch_fails_the_command(tmp_path: object) -> None:
     repo.commission_meter("welded", T0)
     directory = KeyRingDirectory(PurposeRegistry())
     ring = KeyRing(b"welded", PurposeRegistry())
-    ctx = _ctx(__import__("random").Random(5), 0x99, 1)
+    ctx = pana_context(random.Random(5), 0x99, 1)
     ring.install(ctx, 3600.0, T0)
     directory.install(b"welded", ctx, 3600.0, T0)
     meter = WeldedRelay()

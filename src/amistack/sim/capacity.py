@@ -1,0 +1,73 @@
+"""A server of finite capacity on the virtual clock: one engine behind a FIFO of its input.
+
+On the virtual clock an engine answers in zero time, so a simulated key server could serve a
+million meters in one instant. `ServiceQueue` wraps the engine (it has the engine shape itself)
+and lets it take datagrams one at a time, each costing `service_s` seconds of simulated time:
+a datagram waits behind the ones before it and is dropped (and counted) when `limit` are
+already waiting, as a real server's socket buffer overflows. The engine's own timers run
+unchanged. `service_s` comes from the measured CPU cost of the real engine per datagram (see
+`docs/simulator.md`), so a blackout builds the queue a real key server would see.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+
+from amistack.addr import Addr, Engine
+
+
+class ServiceQueue:
+    """`engine` served at 1 / `service_s` datagrams per simulated second, `limit` waiting."""
+
+    def __init__(self, engine: Engine, service_s: float, limit: int) -> None:
+        if service_s < 0 or limit < 1:
+            raise ValueError(f"service_s {service_s} must be >= 0 and limit {limit} >= 1")
+        self.engine = engine
+        self.service_s = service_s
+        self.limit = limit
+        self._queue: deque[tuple[bytes, Addr]] = deque()
+        self._busy_until = 0.0  # when the datagram in service is done
+        self.counters: Counter[str] = Counter()
+        self.max_depth = 0
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
+        if len(self._queue) >= self.limit:
+            self.counters["dropped"] += 1
+            return
+        if not self._queue:
+            self._busy_until = max(self._busy_until, now) + self.service_s
+        self._queue.append((data, addr))
+        self.max_depth = max(self.max_depth, len(self._queue))
+        self._serve(now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
+        return self.engine.datagrams_to_send(now)
+
+    def get_timer(self) -> float | None:
+        at = self.engine.get_timer()
+        if self._queue:
+            return self._busy_until if at is None else min(at, self._busy_until)
+        return at
+
+    def handle_timer(self, now: float) -> None:
+        self._serve(now)
+        at = self.engine.get_timer()
+        if at is not None and at <= now:
+            self.engine.handle_timer(now)
+
+    def next_event(self) -> object | None:
+        return self.engine.next_event()
+
+    def _serve(self, now: float) -> None:
+        """Hand the engine every datagram whose service time has passed."""
+        queue = self._queue
+        while queue and self._busy_until <= now:
+            data, addr = queue.popleft()
+            self.counters["served"] += 1
+            self.engine.receive_datagram(data, addr, now)
+            if queue:
+                self._busy_until += self.service_s

@@ -1,0 +1,394 @@
+"""A utility in a box: fleet scenarios on the virtual clock with the real engines (sim/fleet.py).
+
+Each scenario builds a star-topology fleet (meters in shared cells, one key server, one
+head-end; see `sim.fleet`) from a seed, runs it, samples it every `sample_s` simulated seconds
+and returns a report: `simulated` holds what the simulation found and is the same for the same
+seed and parameters; `wall` holds what this machine measured (wall time, events/s, peak RSS,
+the key server's CPU per datagram) and differs from run to run.
+
+- `day`: `days` x 48 half-hour slots; per-slot completeness (backfill counted), packets per
+  reading, p99 lateness of a reading after its slot boundary.
+- `blackout`: after the first slot every meter loses power at once and comes back within
+  `return_window` seconds (a rebooted meter starts a new PANA session); time until 50/95/100 %
+  are authenticated again and the first complete slot after, against the key server's
+  capacity; the same blackout run again with the meters' back-off disabled, for comparison.
+- `rollover`: key lifetime `rollover_lifetime`, so every meter re-authenticates (and rotates
+  its keys) several times a day: readings refused although sent under a valid key must be 0.
+- `revocation`: `revoke_fraction` of the meters revoked halfway through `days`: time until each
+  is shut out (its session ended at the meter) and readings accepted from them afterwards
+  (must be 0). `days` also sets how long `rollover` runs.
+
+The key server's capacity (`keyserver_auth_rate` full authentications per second) becomes a
+service time per datagram it takes in (`sim.capacity.ServiceQueue`, DATAGRAMS_PER_AUTH in a
+full PANA + EAP-PSK authentication); the CPU the real engine spent per datagram in the same run
+is reported beside it (`wall.keyserver_cpu_us_per_datagram`), so the model can be checked
+against this machine without making the simulated results depend on how busy it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import random
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from amistack.headend.collector import CollectorConfig, Mode
+from amistack.meter.access import AccessConfig
+from amistack.meter.events import AccessLost
+from amistack.meter.node import PushConfig
+from amistack.pana.pac import PacConfig
+from amistack.pana.timers import RetransmitParams
+from amistack.sim.fleet import (
+    KEYSERVER_ADDR,
+    CellConfig,
+    Fleet,
+    FleetConfig,
+    authenticated,
+    build_fleet,
+    meter_id,
+)
+
+SCENARIOS = ("day", "blackout", "rollover", "revocation")
+SLOT_S = 1800  # half-hour slots (the B route's and TEPCO's collection interval)
+DATAGRAMS_PER_AUTH = 5  # what a key server takes in per authentication: PCI + 4 PAN
+NO_BACKOFF_PCI = RetransmitParams(irt=1.0, mrt=1.0, mrc=0, mrd=0.0)  # every second, for ever
+
+ProgressHook = Callable[[float, float, int], None]  # (simulated s done, total, events run)
+
+
+@dataclass(frozen=True)
+class ScenarioConfig:
+    scenario: str = "day"
+    meters: int = 1000
+    cells: int = 10
+    seed: int = 1
+    days: float = 1.0  # `day`: how many days of slots
+    mode: Mode = Mode.POLLED
+    cell_rate_pps: float = 50.0  # each cell's shared channel (see sim.fleet.CellConfig)
+    keyserver_auth_rate: float = 3000.0  # full authentications per second it can serve
+    keyserver_queue: int = 4000  # datagrams that may wait for it
+    return_window: float = 60.0  # `blackout`: power returns within this many seconds
+    rollover_lifetime: float = 7200.0  # `rollover`: the session (key) lifetime
+    revoke_fraction: float = 0.01  # `revocation`
+    sample_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.scenario not in SCENARIOS:
+            raise ValueError(f"unknown scenario {self.scenario!r} (one of {', '.join(SCENARIOS)})")
+        if self.meters < 1 or self.cells < 1 or self.cells > self.meters:
+            raise ValueError("need 1 <= cells <= meters")
+        if self.days <= 0 or self.keyserver_auth_rate <= 0 or self.cell_rate_pps <= 0:
+            raise ValueError("days, keyserver_auth_rate and cell_rate_pps must be > 0")
+        if not 0 < self.revoke_fraction <= 1:
+            raise ValueError("revoke_fraction must be in (0, 1]")
+
+
+def fleet_config(sc: ScenarioConfig, *, backoff: bool = True, slots: int = 1) -> FleetConfig:
+    access = AccessConfig() if backoff else AccessConfig(retry_backoff=(1.0, 1.0), jitter=0.0)
+    pac = PacConfig() if backoff else PacConfig(pci_retransmit=NO_BACKOFF_PCI)
+    lifetime = sc.rollover_lifetime if sc.scenario == "rollover" else 24 * 3600.0
+    return FleetConfig(
+        meters=sc.meters,
+        cells=sc.cells,
+        mode=sc.mode,
+        slots=slots,
+        seed=sc.seed,
+        cell=CellConfig(rate_pps=sc.cell_rate_pps, queue=200),
+        collector=CollectorConfig(interval_minutes=SLOT_S // 60),
+        push=PushConfig(
+            enabled=True,
+            interval_minutes=SLOT_S // 60,
+            intervals=4,
+            min_offset_s=5.0,
+            max_offset_s=600.0,
+        ),
+        key_lifetime=lifetime,
+        access=access,
+        pac=pac,
+        keyserver_service_s=1.0 / (sc.keyserver_auth_rate * DATAGRAMS_PER_AUTH),
+        keyserver_queue=sc.keyserver_queue,
+    )
+
+
+class Sampler:
+    """Every `every` simulated seconds: authenticated meters, the key server's queue, readings."""
+
+    def __init__(self, fleet: Fleet, every: float) -> None:
+        self.fleet = fleet
+        self.every = every
+        self.rows: list[dict[str, float]] = []
+        fleet.clock.call_at(fleet.clock.now, self._sample)
+
+    def _sample(self) -> None:
+        f = self.fleet
+        q = f.keyserver_queue
+        self.rows.append(
+            {
+                "t": round(f.clock.now - f.start, 3),
+                "authenticated": authenticated(f),
+                "keyserver_queue": q.depth if q is not None else 0,
+                "keyserver_dropped": q.counters["dropped"] if q is not None else 0,
+                "readings": f.headend.ingestor.counters["inserted"],
+                "authentications": sum(a.authentications for a in f.access),
+            }
+        )
+        f.clock.call_at(f.clock.now + self.every, self._sample)
+
+
+def run_for(
+    fleet: Fleet, until: float, progress: ProgressHook | None, chunk: float = 600.0
+) -> None:
+    """Run the clock to `until` (absolute), reporting progress every `chunk` simulated s."""
+    clock = fleet.clock
+    begin = clock.now
+    while clock.now < until:
+        clock.run_until(min(until, clock.now + chunk))
+        if progress is not None:
+            progress(clock.now - begin, until - begin, clock.callbacks_run)
+
+
+def _quantile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    return round(values[min(len(values) - 1, int(q * len(values)))], 3)
+
+
+def slot_figures(fleet: Fleet, boundaries: list[int]) -> dict[str, Any]:
+    """Completeness and lateness of the slots whose interval ends at `boundaries`."""
+    collector = fleet.headend.collector
+    complete, late_p99, backfilled = [], [], 0
+    lateness: list[float] = []
+    for b in boundaries:
+        s = collector.slots.get(b)
+        if s is None:
+            complete.append(0.0)
+            continue
+        got = [d for mid, d in s.delivered.items() if mid in s.expected]
+        complete.append(round(len(got) / max(len(s.expected), 1), 6))
+        backfilled += sum(1 for d in got if d.via == "backfill")
+        times = [d.at - b for d in got]
+        lateness.extend(times)
+        late_p99.append(_quantile(times, 0.99) or 0.0)
+    return {
+        "slots": len(boundaries),
+        "slots_complete": sum(1 for c in complete if c >= 1.0),
+        "completeness": complete,
+        "lateness_p99_s_by_slot": late_p99,
+        "lateness_p50_s": _quantile(lateness, 0.5),
+        "lateness_p99_s": _quantile(lateness, 0.99),
+        "readings_backfilled": backfilled,
+    }
+
+
+def _slot_boundaries(fleet: Fleet, start: float, end: float) -> list[int]:
+    first = (int(start) // SLOT_S + 1) * SLOT_S
+    return list(range(first, int(end) - SLOT_S + 1, SLOT_S))
+
+
+def _headend_figures(fleet: Fleet) -> dict[str, Any]:
+    he = fleet.headend
+    c = he.client.counters
+    return {
+        "readings_stored": fleet.repo.count_readings(),
+        "packets_sent": fleet.net.counters["sent"],
+        "c1222_auth_failed": c["auth-failed"],
+        "c1222_no_key": c["no-key"],
+        "c1222_replayed": c["replayed"],
+        "meters_refused_requests": sum(n.counters["auth-failures"] for n in fleet.nodes),
+    }
+
+
+def _keyserver_figures(fleet: Fleet) -> dict[str, Any]:
+    q = fleet.keyserver_queue
+    return {
+        "authentications": sum(a.authentications for a in fleet.access),
+        "queue_max": q.max_depth if q is not None else 0,
+        "dropped": q.counters["dropped"] if q is not None else 0,
+        "served": q.counters["served"] if q is not None else 0,
+    }
+
+
+def _shares(times: list[float], total: int) -> dict[str, float | None]:
+    times = sorted(times)
+
+    def at(share: float) -> float | None:
+        need = max(1, round(share * total))
+        return round(times[need - 1], 3) if len(times) >= need else None
+
+    return {"t50_s": at(0.5), "t95_s": at(0.95), "t100_s": at(1.0)}
+
+
+# -- the scenarios -------------------------------------------------------------------------------
+
+
+def _day(sc: ScenarioConfig, progress: ProgressHook | None) -> tuple[Fleet, dict[str, Any]]:
+    fleet = build_fleet(fleet_config(sc))
+    sampler = Sampler(fleet, sc.sample_s)
+    sent0 = fleet.net.counters["sent"]
+    end = fleet.start + sc.days * 86400 + 2 * SLOT_S  # two more slots: backfill, acks
+    run_for(fleet, end, progress)
+    boundaries = _slot_boundaries(fleet, fleet.start, end)[: round(sc.days * 86400 / SLOT_S)]
+    slots = slot_figures(fleet, boundaries)
+    stored = fleet.repo.count_readings()
+    out = {
+        "slots": slots,
+        "packets_per_reading": round((fleet.net.counters["sent"] - sent0) / max(stored, 1), 3),
+        "headend": _headend_figures(fleet),
+        "keyserver": _keyserver_figures(fleet),
+        "series": sampler.rows,
+    }
+    return fleet, out
+
+
+def _blackout_run(
+    sc: ScenarioConfig, backoff: bool, progress: ProgressHook | None
+) -> dict[str, Any]:
+    fleet = build_fleet(fleet_config(sc, backoff=backoff))
+    sampler = Sampler(fleet, 1.0)  # seconds matter in a recovery
+    clock = fleet.clock
+    first = (int(fleet.start) // SLOT_S + 1) * SLOT_S
+    t_black = first + 600.0  # after the first slot was collected
+    run_for(fleet, t_black, progress)
+    rng = random.Random(sc.seed * 101 + backoff)
+    back: dict[int, float] = {}
+    for i in range(sc.meters):
+        for addr in (fleet.addrs[i], fleet.pana_addr(i)):
+            fleet.net.down.add(addr)
+        back[i] = t_black + 1.0 + sc.return_window * rng.random()
+        clock.call_at(back[i], functools.partial(_power_returns, fleet, i))
+    granted_before = {i: len(fleet.granted_at.get(i, [])) for i in range(sc.meters)}
+    end = t_black + max(3600.0, 4 * sc.return_window) + 2 * SLOT_S
+    run_for(fleet, end, progress)
+    again = [
+        fleet.granted_at[i][granted_before[i]] - t_black
+        for i in range(sc.meters)
+        if len(fleet.granted_at.get(i, [])) > granted_before[i]
+    ]
+    boundaries = _slot_boundaries(fleet, t_black, end)
+    slots = slot_figures(fleet, boundaries)
+    first_complete = next(
+        (b - t_black for b, c in zip(boundaries, slots["completeness"], strict=True) if c >= 1.0),
+        None,
+    )
+    return {
+        "backoff": backoff,
+        "reauthenticated": len(again),
+        **_shares(again, sc.meters),
+        "first_complete_slot_after_s": first_complete,
+        "keyserver": _keyserver_figures(fleet),
+        "slots": slots,
+        "blackout_at_s": round(t_black - fleet.start, 3),
+        # the recovery, second by second: from 10 s before the blackout to 10 minutes after
+        "series": [r for r in sampler.rows if -10 <= r["t"] - (t_black - fleet.start) <= 600],
+    }
+
+
+def _power_returns(fleet: Fleet, i: int) -> None:
+    """A rebooted meter: reachable again, its old session forgotten, a new one started."""
+    for addr in (fleet.addrs[i], fleet.pana_addr(i)):
+        fleet.net.down.discard(addr)
+    fleet.access[i].reboot(fleet.clock.now)
+    fleet.net.service(fleet.pana_addr(i))
+
+
+def _blackout(sc: ScenarioConfig, progress: ProgressHook | None) -> tuple[None, dict[str, Any]]:
+    with_backoff = _blackout_run(sc, True, progress)
+    without = _blackout_run(sc, False, progress)
+    return None, {"with_backoff": with_backoff, "without_backoff": without}
+
+
+def _rollover(sc: ScenarioConfig, progress: ProgressHook | None) -> tuple[Fleet, dict[str, Any]]:
+    fleet, out = _day(dataclasses.replace(sc, scenario="rollover"), progress)
+    per_meter = [len(fleet.granted_at.get(i, [])) for i in range(sc.meters)]
+    out["rotations_per_meter_min"] = min(per_meter)
+    out["rotations_per_meter_max"] = max(per_meter)
+    he = out["headend"]
+    out["readings_refused_with_valid_key"] = (
+        he["c1222_auth_failed"] + he["c1222_no_key"] + he["meters_refused_requests"]
+    )
+    return fleet, out
+
+
+def _revocation(sc: ScenarioConfig, progress: ProgressHook | None) -> tuple[Fleet, dict[str, Any]]:
+    fleet = build_fleet(fleet_config(sc))
+    sampler = Sampler(fleet, sc.sample_s)
+    count = max(1, int(sc.meters * sc.revoke_fraction))
+    step = max(1, sc.meters // count)
+    revoked = list(range(0, sc.meters, step))[:count]
+    t_rev = fleet.start + sc.days * 86400 / 2  # midday
+    lost_at: dict[int, float] = {}
+    index = {fleet.pana_addr(i): i for i in revoked}
+
+    def on_event(addr: Any, event: object, now: float) -> None:
+        if isinstance(event, AccessLost) and addr in index and now >= t_rev:
+            lost_at.setdefault(index[addr], now)
+
+    fleet.net.on_event.append(on_event)
+
+    def revoke() -> None:
+        for i in revoked:
+            fleet.keyserver.revoke(meter_id(i), fleet.clock.now, reason="fleet scenario")
+            fleet.net.service(KEYSERVER_ADDR)
+
+    fleet.clock.call_at(t_rev, revoke)
+    end = fleet.start + sc.days * 86400 + 2 * SLOT_S
+    run_for(fleet, end, progress)
+    shut = [lost_at[i] - t_rev for i in revoked if i in lost_at]
+    after = sum(
+        1
+        for i in revoked
+        for r in fleet.repo.readings(meter_id(i), 0, 2**40, limit=10_000)
+        if r.received_at > t_rev + 1e-6
+    )
+    boundaries = _slot_boundaries(fleet, fleet.start, end)
+    return fleet, {
+        "revoked": len(revoked),
+        "shut_out": len(shut),
+        "shut_out_max_s": round(max(shut), 3) if shut else None,
+        "reauthenticated_after_revocation": sum(
+            1 for i in revoked if any(t > t_rev for t in fleet.granted_at.get(i, []))
+        ),
+        "readings_accepted_after_revocation": after,
+        "slots_others": slot_figures(fleet, boundaries),
+        "series": sampler.rows,
+    }
+
+
+_RUNNERS: dict[str, Callable[[ScenarioConfig, ProgressHook | None], tuple[Any, dict[str, Any]]]] = {
+    "day": _day,
+    "blackout": _blackout,
+    "rollover": _rollover,
+    "revocation": _revocation,
+}
+
+
+def run_scenario(sc: ScenarioConfig, progress: ProgressHook | None = None) -> dict[str, Any]:
+    """Run one scenario; {"scenario", "parameters", "simulated", "wall"} (see the module doc)."""
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    _, simulated = _RUNNERS[sc.scenario](sc, progress)
+    wall = time.perf_counter() - wall0
+    return {
+        "scenario": sc.scenario,
+        "parameters": {
+            k: (v.value if isinstance(v, Mode) else v) for k, v in dataclasses.asdict(sc).items()
+        },
+        "model": {
+            "topology": "star: meters in shared cells (FIFO channel, rate_pps, bounded queue)",
+            "keyserver_service_s_per_datagram": 1.0 / (sc.keyserver_auth_rate * DATAGRAMS_PER_AUTH),
+            "datagrams_per_auth": DATAGRAMS_PER_AUTH,
+        },
+        "simulated": simulated,
+        "wall": {
+            "wall_s": round(wall, 3),
+            "cpu_s": round(time.process_time() - cpu0, 3),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        },
+    }
+
+
+__all__ = ["SCENARIOS", "ScenarioConfig", "run_scenario", "slot_figures"]
