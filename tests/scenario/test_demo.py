@@ -51,6 +51,9 @@ def test_demo_story_and_capture(tmp_path: Path) -> None:
     assert b["e5"] == "set" and b["history_day"] == 1 and b["history_matches"]
     assert b["power_w"] is not None and b["secured_frames"] > 0 and b["clear_frames"] == 0
     assert (tmp_path / "pcap" / "broute.pcap").stat().st_size > 0
+    f = doc["fleet"]  # chapter 5: the fleet simulator with the real engines
+    assert f["complete"] and f["blackout"]["with_backoff"]["reauthenticated"] == 50
+    assert all(Path(r).read_bytes()[:4] == b"\x89PNG" for r in f["reports"])
     logs = sorted((tmp_path / "demo" / "meters").glob("*/events.log"))
     assert len(logs) == 3  # the demo leaves a few meters' logs in its data directory
 

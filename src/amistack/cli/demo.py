@@ -30,6 +30,7 @@ from typing import Any
 
 from amistack.cli.common import CliError, open_store
 from amistack.cli.demo_broute import BrouteReport, chapter_broute
+from amistack.cli.demo_fleet import FleetReport, chapter_fleet
 from amistack.keymgmt import C1222, LINK, CredentialStore, KeyId, KeyRing, PurposeRegistry
 from amistack.meter.events import AccessGranted
 from amistack.runtime.keyserver import KeyServerRuntime, run_keyserver
@@ -101,6 +102,7 @@ class Report:
     tampered: str = ""
     rollback: str = ""
     broute: BrouteReport = field(default_factory=BrouteReport)
+    fleet: FleetReport = field(default_factory=FleetReport)
     elapsed: float = 0.0
 
     def ok(self) -> bool:
@@ -119,6 +121,7 @@ class Report:
             and self.tampered == "edited-entry"
             and self.rollback == "rollback"
             and self.broute.ok()
+            and self.fleet.ok()
         )
 
 
@@ -443,6 +446,9 @@ def _print(report: Report) -> None:
     print("amistack demo — chapter 4: the HEMS on the B route (PANA, then ECHONET Lite)")
     for line in report.broute.lines():
         print(line)
+    print("amistack demo — chapter 5: a utility in a box (the fleet simulator, virtual clock)")
+    for line in report.fleet.lines():
+        print(line)
     print(f"  {'OK' if report.ok() else 'FAILED'} in {report.elapsed:.1f} s")
 
 
@@ -465,6 +471,7 @@ def _run(args: argparse.Namespace) -> int:
         run(lambda: _chapter_access(args, report, pcap))
         _chapter_eventlog(args.data_dir, report)
         report.broute = run(lambda: chapter_broute(args.pcap))
+        report.fleet = chapter_fleet(args.data_dir)
     finally:
         if pcap is not None:
             pcap.close()
@@ -490,6 +497,7 @@ def _run(args: argparse.Namespace) -> int:
             "eventlog_edited_entry": report.tampered,
             "eventlog_rollback": report.rollback,
             "broute": dataclasses.asdict(report.broute),
+            "fleet": dataclasses.asdict(report.fleet),
         }
         args.json.write_text(json.dumps(doc, indent=1))
     return 0 if report.ok() else 1
