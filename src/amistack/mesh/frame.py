@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 MAX_PHY_PACKET_SIZE = 127  # aMaxPHYPacketSize, 802.15.4-2006 §6.4.1 (MAC frame + 2-octet FCS)
-FCS_LENGTH = 2
+FCS_LENGTH = 2  # 802.15.4-2006 §7.2.1.9
 _FCF = struct.Struct("<HB")  # frame control, sequence number
 
 
