@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import ipaddress
 
+from hypothesis import example, given
+from hypothesis import strategies as st
+
 from amistack.addr import Addr, Eui64, PanId
 from amistack.crypto import seeded_random
 from amistack.mesh.ipv6 import Ipv6Packet, UdpDatagram
@@ -152,3 +155,42 @@ def test_a_lost_fragment_times_out_and_frees_the_buffer() -> None:
     net.run_until(70.0)
     assert len(b.link.reassembler) == 0
     assert b.link.reassembler.counters["reassembly-timeouts"] == 1
+
+
+_SAMPLE: list[bytes] = []
+
+
+def _sample(index: int) -> bytes:
+    """Frames from ...01 to ...02: a packet in fragments, one in one frame, one in the clear."""
+    if not _SAMPLE:
+        a = LinkNode(Eui64(bytes([2, 0, 0, 0, 0, 0, 0, 1])))
+        b = LinkNode(Eui64(bytes([2, 0, 0, 0, 0, 0, 0, 2])))
+        _SAMPLE.extend(a.link.send(c1222_packet(a, b, 300), b.eui))
+        _SAMPLE.extend(a.link.send(c1222_packet(a, b, 10), b.eui))
+        _SAMPLE.extend(a.link.send(c1222_packet(a, b, 10), None, secure=False))
+    return _SAMPLE[index % len(_SAMPLE)]
+
+
+def _mutated(index: int, value: int, position: int) -> bytes:
+    frame = bytearray(_sample(index))
+    frame[position % len(frame)] = value
+    return bytes(frame)
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=130),
+        st.tuples(st.integers(0, 200), st.integers(0, 255), st.integers(0, 130)).map(
+            lambda t: _mutated(*t)
+        ),
+    )
+)
+@example(_sample(0))  # a first fragment: kept
+@example(_sample(-2))  # a one-frame packet: received
+@example(_sample(-1))  # in the clear: dropped
+def test_fuzz_receive_never_raises_and_counts_every_drop(data: bytes) -> None:
+    node = LinkNode(Eui64(bytes([2, 0, 0, 0, 0, 0, 0, 2])))
+    got = node.link.receive(data, 0.0)
+    dropped = sum(v for k, v in node.link.counters.items() if k != "packets-received") > 0
+    kept_fragment = len(node.link.reassembler) == 1
+    assert (got is not None) + dropped + kept_fragment == 1  # exactly one of the three
