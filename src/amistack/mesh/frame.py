@@ -70,6 +70,10 @@ class KeyIdMode(IntEnum):
     SOURCE8 = 3
 
 
+_LEVELS = tuple(SecurityLevel)  # by value: decoding without the enum call per frame
+_KEY_ID_MODES = tuple(KeyIdMode)
+_FRAME_TYPES = tuple(FrameType)
+_ADDR_MODES = (AddrMode.NONE, None, AddrMode.SHORT, AddrMode.EXTENDED)  # 1 is reserved
 _KEY_SOURCE_LENGTH = {KeyIdMode.IMPLICIT: 0, KeyIdMode.INDEX: 0, KeyIdMode.SOURCE4: 4,
                       KeyIdMode.SOURCE8: 8}  # fmt: skip
 _FC_SECURITY = 1 << 3
@@ -99,6 +103,12 @@ class AuxSecurityHeader:
         if len(self.key_source) != _KEY_SOURCE_LENGTH[self.key_id_mode]:
             raise ValueError(f"key id mode {self.key_id_mode.name} needs another key source")
 
+    @property
+    def length(self) -> int:
+        """Octets on the wire: 5, or 6 / 10 / 14 with a key identifier."""
+        extra = 0 if self.key_id_mode == KeyIdMode.IMPLICIT else 1 + len(self.key_source)
+        return 5 + extra
+
     def encode(self) -> bytes:
         out = bytes((self.level | self.key_id_mode << 3,)) + self.counter.to_bytes(4, "little")
         if self.key_id_mode != KeyIdMode.IMPLICIT:
@@ -112,10 +122,10 @@ class AuxSecurityHeader:
         control = data[offset]
         if control & 0xE0:
             raise MeshFrameDecodeError(offset, f"reserved security control bits ({control:#04x})")
-        level = SecurityLevel(control & 7)
+        level = _LEVELS[control & 7]
         if level == SecurityLevel.NONE:
             raise MeshFrameDecodeError(offset, "security enabled with security level 0")
-        mode = KeyIdMode(control >> 3 & 3)
+        mode = _KEY_ID_MODES[control >> 3 & 3]
         counter = int.from_bytes(data[offset + 1 : offset + 5], "little")
         pos = offset + 5
         source, index = b"", 0
@@ -216,13 +226,9 @@ class Frame:
         version = fc >> 12 & 3
         if version > FRAME_VERSION_2006:
             raise MeshFrameDecodeError(1, f"frame version {version} is not supported")
-        modes = []
-        for shift in (10, 14):
-            raw = fc >> shift & 3
-            if raw == 1:
-                raise MeshFrameDecodeError(1, "reserved addressing mode 1")
-            modes.append(AddrMode(raw))
-        dst_mode, src_mode = modes
+        dst_mode, src_mode = _ADDR_MODES[fc >> 10 & 3], _ADDR_MODES[fc >> 14 & 3]
+        if dst_mode is None or src_mode is None:
+            raise MeshFrameDecodeError(1, "reserved addressing mode 1")
         compression = bool(fc & _FC_PAN_COMPRESSION)
         if compression and (dst_mode == AddrMode.NONE or src_mode == AddrMode.NONE):
             raise MeshFrameDecodeError(0, "PAN ID compression without both addresses")
@@ -243,7 +249,7 @@ class Frame:
                 )
             security, pos = AuxSecurityHeader.decode(data, pos)
         return cls(
-            FrameType(ftype), seq, dst_pan, dst, src_pan, src, bytes(data[pos:]), security,
+            _FRAME_TYPES[ftype], seq, dst_pan, dst, src_pan, src, bytes(data[pos:]), security,
             compression, bool(fc & _FC_PENDING), bool(fc & _FC_ACK_REQUEST), version,
         )  # fmt: skip
 

@@ -110,7 +110,7 @@ class MeshLink:
             if frame.src is None or frame.dst is None:
                 self.counters["no-address"] += 1
                 return None
-            plain = self.security.unprotect(frame, allow_unsecured)
+            plain = self.security.unprotect(frame, allow_unsecured, data)
             packet = self.reassembler.receive(plain.payload, frame.src, frame.dst, now)
         except MeshDecodeError as exc:
             self.counters[exc.kind] += 1

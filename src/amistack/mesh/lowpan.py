@@ -223,7 +223,8 @@ def _decompress_header(
             raise MeshLowpanDecodeError(nhc_at, "elided UDP checksum is not accepted")
         ports = nhc & 3
         if ports == 0b00:
-            sport, dport = (int.from_bytes(r.take(2, "UDP port"), "big") for _ in range(2))
+            sport = int.from_bytes(r.take(2, "UDP port"), "big")
+            dport = int.from_bytes(r.take(2, "UDP port"), "big")
         elif ports == 0b01:
             sport = int.from_bytes(r.take(2, "UDP port"), "big")
             dport = 0xF000 | r.take(1, "UDP port")[0]

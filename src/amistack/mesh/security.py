@@ -217,23 +217,29 @@ class LinkSecurity:
         self.counters["protected"] += 1
         return frame.with_payload(frame.payload[:n_open] + sealed, aux)
 
-    def unprotect(self, frame: Frame, allow_unsecured: bool = False) -> Frame:
+    def unprotect(
+        self, frame: Frame, allow_unsecured: bool = False, received: bytes | None = None
+    ) -> Frame:
         """The frame with its plaintext payload (security header kept, for the caller to see
-        the key index and level); raises MeshSecurityError, counted in `counters`."""
+        the key index and level); raises MeshSecurityError, counted in `counters`. `received`:
+        the bytes `frame` was decoded from, whose MHR is then used as it is (not re-encoded)."""
         try:
-            return self._unprotect(frame, allow_unsecured)
+            return self._unprotect(frame, allow_unsecured, received)
         except MeshSecurityError as exc:
             self.counters[exc.kind] += 1
             raise
 
-    def _unprotect(self, frame: Frame, allow_unsecured: bool) -> Frame:
+    def _unprotect(self, frame: Frame, allow_unsecured: bool, received: bytes | None) -> Frame:
         aux = frame.security
         if aux is None:
             if allow_unsecured:
                 return frame
             raise MeshSecurityError(0, "unsecured frame", "unsecured")
-        header = frame.with_payload(b"", aux).header()
-        at = len(header) - len(aux.encode())  # where the auxiliary security header starts
+        if received is not None:
+            header = received[: len(received) - len(frame.payload)]
+        else:
+            header = frame.header()
+        at = len(header) - aux.length  # where the auxiliary security header starts
         if not _at_least(aux.level, self.config.min_level):
             raise MeshSecurityError(at, f"security level {aux.level.name}", "level-too-low")
         if aux.key_id_mode != KeyIdMode.INDEX:
