@@ -123,43 +123,34 @@ def test_without_the_key_tshark_sees_only_ciphertext(tmp_path: Path) -> None:
 
 
 def test_a_simulated_radio_capture_decodes(tmp_path: Path) -> None:
-    """The simulator's path: three MeshLink nodes on the virtual radio, the capture hook writes
-    every transmitted frame; tshark with the key reads RPL DIS, C12.22 and fragments cleanly."""
+    """The simulator's path: MeshLink nodes on the virtual radio, the capture hook writes every
+    frame on the air (data, ACKs); tshark with the key reads RPL DIS, C12.22, fragments, ACKs."""
     import ipaddress
 
-    from amistack.crypto import seeded_random
+    from tests.unit.mesh.mesh_link_harness import GROUP_KEY, mesh, radio_addr
+
     from amistack.mesh.icmpv6 import Icmpv6Message
     from amistack.mesh.ipv6 import Ipv6Packet
-    from amistack.mesh.link import MeshLink
-    from amistack.sim import Network
-    from amistack.sim.radio import BROADCAST, RadioMedium, UnitDisk
 
     tshark = require_tool("tshark")
     pcap = tmp_path / "radio.pcap"
-    medium = RadioMedium(UnitDisk(100.0), seed=1)
-    net: Network[RadioMedium] = Network(medium)
-    links = []
-    for i in range(3):
-        sec = LinkSecurity(Eui64(bytes([2, 0, 0, 0, 0, 0, 0, i + 1])), MemoryCounterStore())
-        sec.install_key(1, KEY)
-        links.append(MeshLink(sec, PAN, seeded_random(i)))
-        medium.place((f"node{i}", 0), 40.0 * i, 0.0)
+    net, (a, b, _c) = mesh([0.0, 50.0, 90.0])
     epoch = 1_700_000_000.0
     with PcapWriter(pcap, linktype=LINKTYPE_IEEE802_15_4_WITHFCS) as w:
         net.capture_hooks.append(lambda t, s, d, frame: w.write_frame(frame, epoch + t))
-        a, b = links[0], links[1]
-        src = a.own.link_local()
-        dis = Icmpv6Message(155, 0x00, b"\x00\x00").encode(
-            src.packed, bytes.fromhex("ff02" + "00" * 13 + "1a")
-        )
-        frames = a.send(Ipv6Packet(src, ipaddress.IPv6Address("ff02::1a"), 58, dis, 255), None)
-        packet = UdpDatagram(C1222_PORT, C1222_PORT, c1222(400, 7)).packet(src, b.own.link_local())
-        frames += a.send(packet, b.own)
-        for f in frames:
-            net.inject(("node0", 0), BROADCAST, f)
+        src = a.eui.link_local()
+        all_rpl_nodes = ipaddress.IPv6Address("ff02::1a")
+        dis = Icmpv6Message(155, 0x00, b"\x00\x00").encode(src.packed, all_rpl_nodes.packed)
+        a.send(Ipv6Packet(src, all_rpl_nodes, 58, dis, 255), None)
+        a.send(UdpDatagram(C1222_PORT, C1222_PORT, c1222(400, 7)).packet(src, b.eui.link_local()),
+               b.eui)  # fmt: skip
+        net.service(radio_addr(a.eui))
         net.run_until_idle()
-    fields = ["frame.protocols", "_ws.malformed", "_ws.expert.severity"]
-    rows = tshark_rows(tshark, pcap, fields, "-o", TSHARK_KEY)
-    assert len(rows) == len(frames) >= 6
-    assert rows[0][0].endswith("ipv6:icmpv6") and rows[-1][0].endswith("udp:c1222")
-    assert not any(r[1] or r[2] for r in rows)
+    fields = ["frame.protocols", "wpan.frame_type", "_ws.malformed", "_ws.expert.severity"]
+    key = f'uat:ieee802154_keys:"{GROUP_KEY.hex()}","1","No hash"'
+    rows = tshark_rows(tshark, pcap, fields, "-o", key)
+    data = [r for r in rows if int(r[1], 16) == FrameType.DATA]
+    acks = [r for r in rows if int(r[1], 16) == FrameType.ACK]
+    assert len(data) >= 6 and len(acks) == len(data) - 1  # every unicast frame acknowledged
+    assert data[0][0].endswith("ipv6:icmpv6") and data[-1][0].endswith("udp:c1222")
+    assert not any(r[2] or r[3] for r in rows)

@@ -1,6 +1,7 @@
 """The link layer of a node on the simulated radio: packets to a neighbour (fragmented when
 large) and to all neighbours, frames for others ignored, replays, forgeries, outsiders and
-unsecured frames dropped and counted while the link keeps working; a lost fragment times out."""
+unsecured frames dropped and counted while the link keeps working; ACKs and retransmissions
+with their Transmitted feedback; a lost fragment times out."""
 
 from __future__ import annotations
 
@@ -8,70 +9,13 @@ import ipaddress
 
 from hypothesis import example, given
 from hypothesis import strategies as st
+from tests.unit.mesh.mesh_link_harness import LinkNode, all_frames, mesh, radio_addr
 
-from amistack.addr import Addr, Eui64, PanId
-from amistack.crypto import seeded_random
+from amistack.addr import Addr, Eui64
 from amistack.mesh.ipv6 import Ipv6Packet, UdpDatagram
-from amistack.mesh.link import MeshLink, Received
-from amistack.mesh.security import LinkSecurity, MemoryCounterStore
+from amistack.mesh.link import Transmitted
 from amistack.sim import Network
-from amistack.sim.radio import BROADCAST, RadioMedium, UnitDisk
-
-PAN = PanId(0xFACE)
-GROUP_KEY = bytes(range(16))
-
-
-class LinkNode:
-    """A test engine: a MeshLink that sends what it is told and keeps what it receives."""
-
-    def __init__(self, eui: Eui64, key: bytes = GROUP_KEY, seed: int = 1) -> None:
-        sec = LinkSecurity(eui, MemoryCounterStore())
-        sec.install_key(1, key)
-        self.link = MeshLink(sec, PAN, seeded_random(seed))
-        self.eui = eui
-        self.got: list[Received] = []
-        self.out: list[tuple[bytes, Addr]] = []
-        self.allow_unsecured = False
-
-    def send(self, packet: Ipv6Packet, next_hop: Eui64 | None, secure: bool = True) -> None:
-        self.out += [(f, BROADCAST) for f in self.link.send(packet, next_hop, secure)]
-
-    def receive_datagram(
-        self, data: bytes, addr: Addr, now: float, multicast: bool = False
-    ) -> None:
-        got = self.link.receive(data, now, self.allow_unsecured)
-        if got is not None:
-            self.got.append(got)
-
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
-        out, self.out = self.out, []
-        return out
-
-    def get_timer(self) -> float | None:
-        return self.link.get_timer()
-
-    def handle_timer(self, now: float) -> None:
-        self.link.handle_timer(now)
-
-    def next_event(self) -> object | None:
-        return None
-
-
-def radio_addr(eui: Eui64) -> Addr:
-    return (str(eui.link_local()), 0)
-
-
-def mesh(xs: list[float], loss: float = 0.0) -> tuple[Network[RadioMedium], list[LinkNode]]:
-    medium = RadioMedium(UnitDisk(100.0, loss=loss), seed=3)
-    net = Network(medium, capture=1000)
-    nodes = []
-    for i, x in enumerate(xs):
-        eui = Eui64(bytes([2, 0, 0, 0, 0, 0, 0, i + 1]))
-        node = LinkNode(eui, seed=i)
-        medium.place(radio_addr(eui), x, 0.0)
-        net.add_node(radio_addr(eui), node)
-        nodes.append(node)
-    return net, nodes
+from amistack.sim.radio import BROADCAST, RadioMedium
 
 
 def c1222_packet(a: LinkNode, b: LinkNode, size: int) -> Ipv6Packet:
@@ -93,7 +37,11 @@ def test_unicast_large_packet_crosses_in_fragments_and_others_ignore_it() -> Non
     assert [r.packet for r in b.got] == [packet] and b.got[0].secured and b.got[0].src == a.eui
     frames = a.link.counters["frames-sent"]
     assert frames == 8 and all(len(f) <= 125 for _, _, _, f in net.capture)
+    # one frame at a time, each acknowledged at the first attempt
+    assert net.events_of(radio_addr(a.eui), Transmitted) == [Transmitted(b.eui, True, 1)] * 8
+    assert b.link.counters["acks-sent"] == 8 and a.link.counters["acked"] == 8
     assert c.got == [] and c.link.counters["not-for-us"] == frames  # heard, not for it
+    assert c.link.counters["stray-acks"] == 8  # and b's ACKs too
     assert b.link.reassembler.counters["reassembled"] == 1
 
 
@@ -112,7 +60,7 @@ def test_replays_forgeries_outsiders_and_cleartext_are_dropped_and_counted() -> 
     packet = c1222_packet(a, b, 20)
     send(net, a, packet, b.eui)
     net.run_until_idle()
-    [frame] = [f for _, _, _, f in net.capture]
+    [frame] = [f for _, _, _, f in net.capture if len(f) > 5]  # not the ACK
     attacker: Addr = ("fe80::bad", 0)
     net.medium.place(attacker, 40.0, 0.0)
     net.inject(attacker, BROADCAST, frame)  # replay
@@ -120,8 +68,9 @@ def test_replays_forgeries_outsiders_and_cleartext_are_dropped_and_counted() -> 
     forged[-1] ^= 1
     net.inject(attacker, BROADCAST, bytes(forged))  # (its counter was replayed too: replayed)
     outsider = LinkNode(Eui64.parse("02:00:00:00:00:00:0b:ad"), key=bytes(16))
-    outsider_frames = outsider.link.send(c1222_packet(outsider, b, 20), b.eui)
-    clear = LinkNode(Eui64.parse("02:00:00:00:00:00:0c:1e")).link.send(packet, b.eui, secure=False)
+    outsider_frames = all_frames(outsider.link, c1222_packet(outsider, b, 20), b.eui)
+    stranger = LinkNode(Eui64.parse("02:00:00:00:00:00:0c:1e"))
+    clear = all_frames(stranger.link, packet, b.eui, secure=False)
     for f in outsider_frames + clear:
         net.inject(attacker, BROADCAST, f)
     net.inject(attacker, BROADCAST, b"\x41\x88")  # truncated garbage
@@ -140,18 +89,49 @@ def test_replays_forgeries_outsiders_and_cleartext_are_dropped_and_counted() -> 
     assert len(b.got) == 3 and not b.got[-1].secured
 
 
+def test_lost_frames_are_sent_again_and_a_gone_neighbour_is_reported() -> None:
+    net, (a, b) = mesh([0.0, 50.0])
+    seen: list[bytes] = []
+
+    def lose_first_copy(t: float, src: Addr, dst: Addr, data: bytes) -> bool:
+        first = data not in seen
+        seen.append(data)
+        return not (first and src == radio_addr(a.eui) and len(seen) == 1)
+
+    net.filters.append(lose_first_copy)
+    send(net, a, c1222_packet(a, b, 20), b.eui)
+    net.run_until_idle()
+    at_a = radio_addr(a.eui)
+    assert net.events_of(at_a, Transmitted) == [Transmitted(b.eui, True, 2)]
+    assert a.link.counters["retransmissions"] == 1 and len(b.got) == 1
+    # b leaves: four attempts (macMaxFrameRetries = 3), then the rest of the packet is dropped
+    net.remove_node(radio_addr(b.eui))
+    send(net, a, c1222_packet(a, b, 300), b.eui)
+    net.run_until_idle()
+    assert net.events_of(at_a, Transmitted)[1:] == [Transmitted(b.eui, False, 4)]
+    assert a.link.counters["tx-failed"] == 1 and a.link.get_timer() is None
+    # and the link goes on with the next packet
+    send(net, a, c1222_packet(a, b, 20), None)
+    net.run_until_idle()
+    assert a.link.counters["packets-sent"] == 3
+
+
 def test_a_lost_fragment_times_out_and_frees_the_buffer() -> None:
     net, (a, b) = mesh([0.0, 50.0])
-    sent: list[bytes] = []
+    data_frames: list[bytes] = []
 
-    def drop_second_frame(t: float, src: Addr, dst: Addr, data: bytes) -> bool:
-        sent.append(data)
-        return len(sent) != 2
+    def lose_the_second_fragment(t: float, src: Addr, dst: Addr, data: bytes) -> bool:
+        if src != radio_addr(a.eui):
+            return True
+        if data not in data_frames:
+            data_frames.append(data)
+        return data != data_frames[1] if len(data_frames) > 1 else True  # every copy of it
 
-    net.filters.append(drop_second_frame)
+    net.filters.append(lose_the_second_fragment)
     send(net, a, c1222_packet(a, b, 300), b.eui)
     net.run_until(1.0)
     assert b.got == [] and len(b.link.reassembler) == 1
+    assert net.events_of(radio_addr(a.eui), Transmitted)[-1] == Transmitted(b.eui, False, 4)
     net.run_until(70.0)
     assert len(b.link.reassembler) == 0
     assert b.link.reassembler.counters["reassembly-timeouts"] == 1
@@ -165,9 +145,9 @@ def _sample(index: int) -> bytes:
     if not _SAMPLE:
         a = LinkNode(Eui64(bytes([2, 0, 0, 0, 0, 0, 0, 1])))
         b = LinkNode(Eui64(bytes([2, 0, 0, 0, 0, 0, 0, 2])))
-        _SAMPLE.extend(a.link.send(c1222_packet(a, b, 300), b.eui))
-        _SAMPLE.extend(a.link.send(c1222_packet(a, b, 10), b.eui))
-        _SAMPLE.extend(a.link.send(c1222_packet(a, b, 10), None, secure=False))
+        _SAMPLE.extend(all_frames(a.link, c1222_packet(a, b, 300), b.eui))
+        _SAMPLE.extend(all_frames(a.link, c1222_packet(a, b, 10), b.eui))
+        _SAMPLE.extend(all_frames(a.link, c1222_packet(a, b, 10), None, secure=False))
     return _SAMPLE[index % len(_SAMPLE)]
 
 
@@ -191,6 +171,7 @@ def _mutated(index: int, value: int, position: int) -> bytes:
 def test_fuzz_receive_never_raises_and_counts_every_drop(data: bytes) -> None:
     node = LinkNode(Eui64(bytes([2, 0, 0, 0, 0, 0, 0, 2])))
     got = node.link.receive(data, 0.0)
-    dropped = sum(v for k, v in node.link.counters.items() if k != "packets-received") > 0
+    not_drops = ("packets-received", "acks-sent")
+    dropped = sum(v for k, v in node.link.counters.items() if k not in not_drops) > 0
     kept_fragment = len(node.link.reassembler) == 1
     assert (got is not None) + dropped + kept_fragment == 1  # exactly one of the three
