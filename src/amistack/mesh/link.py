@@ -13,7 +13,9 @@ values drawn from the injected random source and wrap (802.15.4-2006 §7.5.6.1: 
 §5.3: datagram_tag).
 
 Acknowledgements (802.15.4-2006 §7.5.6.4): a unicast frame waits for an ACK carrying its sequence
-number for `ack_wait` seconds and is sent again up to `max_retries` times (macMaxFrameRetries, 3);
+number for `ack_wait` seconds and is sent again up to `max_retries` times (macMaxFrameRetries, 3),
+each time after a random back-off of 0..2^n - 1 units of `backoff` (n = 3, 4, 5, 5: macMinBE 3 to
+macMaxBE 5, §7.5.1.4; the simulated radio has no carrier sense, so the unit is a frame time);
 one unicast frame is in flight at a time, later frames queue behind it (at most `max_queue`).
 When a frame fails for good, the rest of its packet is dropped. Each unicast frame ends in one
 `Transmitted` event, what RPL's link metric (ETX, RFC 6719) counts. A receiver acknowledges a
@@ -43,17 +45,19 @@ __all__ = ["AUX_HEADER_LENGTH", "LinkConfig", "MeshLink", "Received", "Transmitt
 
 AUX_HEADER_LENGTH = 6  # security control + frame counter + key index (key id mode 1)
 MAC_MAX_FRAME_RETRIES = 3  # macMaxFrameRetries default, 802.15.4-2006 table 86
+MAC_MIN_BE, MAC_MAX_BE = 3, 5  # macMinBE, macMaxBE defaults, 802.15.4-2006 table 86
 
 
 @dataclass(frozen=True)
 class LinkConfig:
     ack_wait: float = 0.05  # s: covers the frame's and the ACK's airtime at 100 kbit/s, queueing
     max_retries: int = MAC_MAX_FRAME_RETRIES
+    backoff: float = 0.012  # s: about one 127-octet frame at 100 kbit/s (see the module doc)
     max_queue: int = 64  # frames waiting to be sent
     key_index: int = 1  # the key frames are sent under
 
     def __post_init__(self) -> None:
-        if self.ack_wait <= 0 or self.max_retries < 0 or self.max_queue < 1:
+        if self.ack_wait <= 0 or self.backoff < 0 or self.max_retries < 0 or self.max_queue < 1:
             raise ValueError("invalid link configuration")
 
 
@@ -73,7 +77,8 @@ class _Outgoing:
     seq: int
     packet: int  # which packet it belongs to (dropped together)
     attempts: int = 0
-    deadline: float = 0.0
+    deadline: float = 0.0  # the ACK is due (or, backing off, the next attempt)
+    backing_off: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,7 @@ class MeshLink:
         reassembly: ReassemblyConfig | None = None,
     ) -> None:
         self.security = security
+        self._rng = rng
         self.own: Eui64 = security.own
         self.pan = pan
         self.config = config or LinkConfig()
@@ -222,6 +228,14 @@ class MeshLink:
         if item.attempts > self.config.max_retries:
             self._finish(item, False)
             return
+        if not item.backing_off:  # the ACK did not come: back off, then send again
+            exponent = min(MAC_MIN_BE + item.attempts - 1, MAC_MAX_BE)
+            slots = int.from_bytes(self._rng(2), "big") % (1 << exponent)
+            item.backing_off = True
+            item.deadline = now + slots * self.config.backoff
+            if slots:
+                return
+        item.backing_off = False
         item.attempts += 1
         item.deadline = now + self.config.ack_wait
         self._out.append((item.frame, item.dst))

@@ -71,8 +71,11 @@ def radio_addr(eui: Eui64) -> Addr:
     return (str(eui.link_local()), 0)
 
 
-def mesh(xs: list[float], loss: float = 0.0) -> tuple[Network[RadioMedium], list[LinkNode]]:
-    medium = RadioMedium(UnitDisk(100.0, loss=loss), seed=3)
+def mesh(
+    xs: list[float], loss: float = 0.0, collisions: bool = False
+) -> tuple[Network[RadioMedium], list[LinkNode]]:
+    """Nodes 02:..:01, 02:..:02, ... at the positions `xs` on a line (100 m radio range)."""
+    medium = RadioMedium(UnitDisk(100.0, loss=loss), seed=3, collisions=collisions)
     net = Network(medium, capture=1000)
     nodes = []
     for i, x in enumerate(xs):

@@ -175,3 +175,16 @@ def test_fuzz_receive_never_raises_and_counts_every_drop(data: bytes) -> None:
     dropped = sum(v for k, v in node.link.counters.items() if k not in not_drops) > 0
     kept_fragment = len(node.link.reassembler) == 1
     assert (got is not None) + dropped + kept_fragment == 1  # exactly one of the three
+
+
+def test_hidden_terminals_collide_and_back_off_until_both_get_through() -> None:
+    """a and c cannot hear each other; both send to b at once: their frames collide at b, the
+    random back-off (macMinBE .. macMaxBE) separates the retries."""
+    net, (a, b, c) = mesh([0.0, 80.0, 160.0], collisions=True)
+    send(net, a, c1222_packet(a, b, 40), b.eui)
+    send(net, c, c1222_packet(c, b, 40), b.eui)
+    net.run_until_idle()
+    assert net.medium.counters["collided"] >= 2
+    done = [net.events_of(radio_addr(n.eui), Transmitted) for n in (a, c)]
+    assert all(len(d) == 1 and d[0].acked and d[0].attempts >= 2 for d in done)
+    assert len(b.got) == 2
