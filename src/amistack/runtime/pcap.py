@@ -2,7 +2,9 @@
 
 The runtime sees only UDP payloads and addresses, so each record gets synthesised IPv4 (RFC 791) or
 IPv6 (RFC 8200) and UDP (RFC 768) headers with correct lengths and checksums, on LINKTYPE_RAW
-(101: the packet starts at the IP header, version nibble tells v4 from v6).
+(101: the packet starts at the IP header, version nibble tells v4 from v6). Link frames that
+exist as bytes already (the mesh's IEEE 802.15.4 frames) go in as they are with `write_packet` on
+a writer opened with their link type (195 with FCS, 230 without).
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ from pathlib import Path
 from typing import BinaryIO
 
 from amistack.addr import Addr
+from amistack.mesh.frame import fcs
 
 PCAP_MAGIC = 0xA1B2C3D4  # microsecond timestamps
 PCAP_VERSION = (2, 4)
 LINKTYPE_RAW = 101  # https://www.tcpdump.org/linktypes.html
+LINKTYPE_IEEE802_15_4_WITHFCS = 195  # the MAC frame and its 2-octet FCS
+LINKTYPE_IEEE802_15_4_NOFCS = 230  # the MAC frame alone
 SNAPLEN = 65535
 IPPROTO_UDP = 17
 IPV4_HEADER = 20
@@ -79,7 +84,9 @@ def udp_packet(src: Addr, dst: Addr, payload: bytes, ident: int = 0) -> bytes:
 class PcapWriter:
     """Appends UDP datagrams to a pcap file; `capture` plugs into `EngineDriver(capture=...)`."""
 
-    def __init__(self, target: str | Path | BinaryIO, snaplen: int = SNAPLEN) -> None:
+    def __init__(
+        self, target: str | Path | BinaryIO, snaplen: int = SNAPLEN, linktype: int = LINKTYPE_RAW
+    ) -> None:
         if isinstance(target, str | Path):
             self._fh: BinaryIO = open(target, "wb")  # noqa: SIM115 -- closed by close()
             self._owned = True
@@ -89,20 +96,34 @@ class PcapWriter:
         self._snaplen = snaplen
         self._ident = 0
         self.count = 0
-        self._fh.write(_GLOBAL.pack(PCAP_MAGIC, *PCAP_VERSION, 0, 0, snaplen, LINKTYPE_RAW))
+        self.linktype = linktype
+        self._fh.write(_GLOBAL.pack(PCAP_MAGIC, *PCAP_VERSION, 0, 0, snaplen, linktype))
 
     def write(self, src: Addr, dst: Addr, payload: bytes, ts: float | None = None) -> None:
         """One datagram from `src` to `dst`; `ts` is wall-clock seconds (now when omitted)."""
+        if self.linktype != LINKTYPE_RAW:
+            raise ValueError("UDP datagrams go into a LINKTYPE_RAW capture")
+        self._ident = (self._ident + 1) & 0xFFFF
+        self.write_packet(udp_packet(src, dst, payload, self._ident), ts)
+
+    def write_packet(self, packet: bytes, ts: float | None = None) -> None:
+        """One record as it is (a packet of the writer's link type)."""
         if ts is None:
             ts = time.time()
-        self._ident = (self._ident + 1) & 0xFFFF
-        packet = udp_packet(src, dst, payload, self._ident)
         sec = int(ts)
         usec = min(round((ts - sec) * 1e6), 999_999)
         caplen = min(len(packet), self._snaplen)
         self._fh.write(_RECORD.pack(sec, usec, caplen, len(packet)))
         self._fh.write(packet[:caplen])
         self.count += 1
+
+    def write_frame(self, frame: bytes, ts: float | None = None) -> None:
+        """One IEEE 802.15.4 MAC frame (without FCS); the FCS is added for link type 195."""
+        if self.linktype == LINKTYPE_IEEE802_15_4_WITHFCS:
+            frame += fcs(frame)
+        elif self.linktype != LINKTYPE_IEEE802_15_4_NOFCS:
+            raise ValueError("802.15.4 frames go into a capture of link type 195 or 230")
+        self.write_packet(frame, ts)
 
     def capture(self, payload: bytes, src: Addr, dst: Addr) -> None:
         """The `EngineDriver` capture hook: (payload, src, dst), stamped with the wall clock."""

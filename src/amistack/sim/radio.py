@@ -4,10 +4,10 @@
 channel for its airtime (`Phy`: bit rate and the PHY's synchronisation header and PHY header
 octets) and reaches every neighbour of the sender: a datagram to `BROADCAST` is delivered to all
 of them, one to a node only to that node (the others still hear the channel busy, which matters
-for collisions). Each copy is lost with the link's loss probability (one `random.Random(seed)`,
-so a run is a pure function of the seed). With `collisions=True` two receptions overlapping in
-time at one receiver spoil each other (no capture effect, no carrier sense: the pessimistic
-ALOHA model; MAC back-off belongs to the engines).
+for collisions); one node's frames go out one after another. Each copy is lost with the link's
+loss probability (one `random.Random(seed)`, so a run is a pure function of the seed). With
+`collisions=True` two receptions overlapping in time at one receiver spoil each other (no capture
+effect, no carrier sense: the pessimistic ALOHA model; MAC back-off belongs to the engines).
 
 Link models (`LinkModel`): `UnitDisk(radius, loss)` -- a link exists within `radius` metres, with
 one loss probability for all links and per-link overrides (`set_loss`); `LogDistance` -- received
@@ -183,6 +183,7 @@ class RadioMedium:
         self._grid: dict[tuple[int, int], list[Addr]] = {}
         self._neighbours: dict[Addr, list[tuple[Addr, float]]] = {}
         self._rx_end: dict[Addr, tuple[float, Delivery | None]] = {}
+        self._tx_end: dict[Addr, float] = {}
         self._stats: dict[tuple[Addr, Addr], LinkStats] = {}
         self.counters: Counter[str] = Counter()
 
@@ -210,6 +211,7 @@ class RadioMedium:
         cell.remove(addr)
         self._neighbours.clear()
         self._rx_end.pop(addr, None)
+        self._tx_end.pop(addr, None)
 
     def position(self, addr: Addr) -> tuple[float, float]:
         return self._pos[addr]
@@ -252,6 +254,8 @@ class RadioMedium:
             return []
         airtime = self.phy.airtime(size)
         self.counters["airtime_us"] += round(airtime * 1e6)
+        start = max(now, self._tx_end.get(src, now))  # one radio: its frames go one after another
+        end = self._tx_end[src] = start + airtime
         to_all = dst == self.broadcast
         out: list[Delivery] = []
         reached = False
@@ -268,10 +272,10 @@ class RadioMedium:
                     stats.lost += 1
                     self.counters["radio_lost"] += 1
                 else:
-                    delivery = Delivery(other, airtime, multicast=to_all)
+                    delivery = Delivery(other, end - now, multicast=to_all)
                     out.append(delivery)
             if self.collisions:
-                self._hear(other, now, now + airtime, delivery)
+                self._hear(other, start, end, delivery)
             elif not to_all and reached:
                 break
         if not reached:

@@ -177,3 +177,16 @@ def test_placement_is_validated_and_unplaced_senders_counted() -> None:
     medium.place(node(1), 1.0, 1.0)
     medium.place(node(1), 5.0, 5.0)  # a move
     assert medium.position(node(1)) == (5.0, 5.0) and medium.nodes() == [node(1)]
+
+
+def test_one_radio_sends_its_frames_one_after_another() -> None:
+    medium = RadioMedium(UnitDisk(100.0), phy=OQPSK_2450)
+    net, b = line(medium, [0.0, 50.0])
+    for size in (100, 10, 50):  # a short frame queued behind a long one still arrives after it
+        b[0].send(bytes(size), BROADCAST)
+    net.service(node(0))
+    net.run_until_idle()
+    assert [len(d) for d, _, _ in b[1].heard] == [100, 10, 50]
+    ends = [t for _, _, t in b[1].heard]
+    assert ends[0] == pytest.approx(106 * 8 / 250_000)
+    assert ends[2] == pytest.approx((106 + 16 + 56) * 8 / 250_000)
