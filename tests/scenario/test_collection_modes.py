@@ -5,14 +5,13 @@ UDP, the REST API, a command created through the API executed against a meter ov
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from tests.contexts import pana_context
+from tests.contexts import make_ctx
 
 from amistack.addr import Addr
 from amistack.c1222.acse import ApTitle
@@ -71,7 +70,7 @@ async def _service(tmp_path: Path, kind: str, relay: str) -> None:
     repo.close()
     directory = KeyRingDirectory(PurposeRegistry())
     ring = KeyRing(b"m-1", PurposeRegistry())
-    ctx = pana_context(random.Random(11), 0x4242, 1)
+    ctx = make_ctx(0x4242, 1, seed=11)
     directory.install(b"m-1", ctx, 3600.0, now)
     ring.install(ctx, 3600.0, now)
     node = MeterNode(

@@ -5,36 +5,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tests.contexts import make_ctx
+
 from amistack.addr import Addr
 from amistack.c1222.acse import ApTitle
 from amistack.c1222.endpoint import C1222Client, C1222Server, EndpointConfig
 from amistack.c1222.security import ring_key_lookup, ring_send_key
 from amistack.c1222.tables import CurrentRegisters, Identification, Interval, LoadProfile
-from amistack.crypto import PrfHash, seeded_random
+from amistack.crypto import seeded_random
 from amistack.keymgmt.keyring import KeyRing
 from amistack.keymgmt.ukmf import PurposeRegistry
-from amistack.pana.keys import PanaSecurityContext
 
 METER_TITLE = ApTitle.parse(".0.7.1")
 HEADEND_TITLE = ApTitle.parse("2.16.124.113620.1.22.0.1")
 METER_ADDR: Addr = ("192.0.2.10", 1153)
 HEADEND_ADDR: Addr = ("192.0.2.1", 1153)
 T0 = 1_790_000_000.0  # 2026-09-21
-
-
-def make_ctx(session_id: int = 0x1000, key_id: int = 1, seed: int = 7) -> PanaSecurityContext:
-    """Like tests/unit/keymgmt: the same arguments give the same context on both ends."""
-    rng = seeded_random(seed * 1_000_003 + session_id * 31 + key_id)
-    return PanaSecurityContext(
-        session_id=session_id,
-        key_id=key_id,
-        prf=PrfHash.SHA256,
-        msk=rng(64),
-        pac_nonce=rng(16),
-        paa_nonce=rng(16),
-        i_par=b"\x00\x00\x00\x10PAR" + rng(13),
-        i_pan=b"\x00\x00\x00\x10PAN" + rng(13),
-    )
 
 
 @dataclass

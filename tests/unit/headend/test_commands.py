@@ -5,10 +5,9 @@ reads back the wrong state fails the command; timeouts fail it after the retries
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import dataclass
 
-from tests.contexts import pana_context
+from tests.contexts import make_ctx
 from tests.unit.c1222.c1222_harness import FakeMeter
 
 from amistack.c1222.acse import ApTitle
@@ -133,7 +132,7 @@ def test_relay_read_back_mismatch_fails_the_command(tmp_path: object) -> None:
     repo.commission_meter("welded", T0)
     directory = KeyRingDirectory(PurposeRegistry())
     ring = KeyRing(b"welded", PurposeRegistry())
-    ctx = pana_context(random.Random(5), 0x99, 1)
+    ctx = make_ctx(0x99, 1, seed=5)
     ring.install(ctx, 3600.0, T0)
     directory.install(b"welded", ctx, 3600.0, T0)
     meter = WeldedRelay()

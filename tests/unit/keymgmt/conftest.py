@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests import contexts
 from tests.conftest import load_vector
 
 from amistack.crypto import PrfHash, seeded_random
@@ -47,23 +48,7 @@ def openpana() -> tuple[PanaSecurityContext, dict[str, Any]]:
 @pytest.fixture
 def make_ctx() -> CtxFactory:
     """Synthetic contexts: the same arguments give the same context on 'both ends'."""
-
-    def make(
-        session_id: int = 0x1000, key_id: int = 1, seed: int = 7, prf: PrfHash = PrfHash.SHA256
-    ) -> PanaSecurityContext:
-        rng = seeded_random(seed * 1_000_003 + session_id * 31 + key_id)
-        return PanaSecurityContext(
-            session_id=session_id,
-            key_id=key_id,
-            prf=prf,
-            msk=rng(64),
-            pac_nonce=rng(16),
-            paa_nonce=rng(16),
-            i_par=b"\x00\x00\x00\x10PAR" + rng(13),
-            i_pan=b"\x00\x00\x00\x10PAN" + rng(13),
-        )
-
-    return make
+    return contexts.make_ctx
 
 
 @pytest.fixture
