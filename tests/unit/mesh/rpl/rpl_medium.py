@@ -55,7 +55,9 @@ class Medium:
         self._queue: list[tuple[float, int, int, int, Packet]] = []
         self._seq = 0
         self.delivered = 0
+        self._unreachable_reported: list[int] = []
         self.extra_links: dict[int, list[int]] = {}  # injector id -> neighbours it reaches
+        self.captured: dict[int, list[Packet]] = {}  # what nodes sent to an injector
 
     @property
     def root(self) -> RplNode:
@@ -93,35 +95,43 @@ class Medium:
             for j in self.topology[i]:
                 self._push(self.now + LATENCY, i, j, tx.packet)
             return
+        for evil, reach in self.extra_links.items():
+            if tx.next_hop == ll(evil) and i in reach:
+                self.captured.setdefault(evil, []).append(tx.packet)
+                return
         j = self.by_address.get(tx.next_hop)
         if j is None or j not in self.topology[i] or j not in self.alive:
             self.nodes[i].neighbor_unreachable(tx.next_hop, self.now)
+            self._unreachable_reported.append(i)
             return
         self._push(self.now + LATENCY, i, j, tx.packet)
 
     def run(self, until: float) -> None:
         self._flush()
+        timers = {i: self.nodes[i].get_timer() for i in self.alive}
         while True:
-            timers = [
-                (t, i)
-                for i, n in self.nodes.items()
-                if i in self.alive and (t := n.get_timer()) is not None
-            ]
-            next_timer = min(timers, default=(float("inf"), -1))
+            pending = [(t, i) for i, t in timers.items() if t is not None and i in self.alive]
+            next_timer = min(pending, default=(float("inf"), -1))
             next_packet = self._queue[0][0] if self._queue else float("inf")
             when = min(next_timer[0], next_packet)
             if when > until:
                 self.now = until
                 return
             self.now = when
+            touched = []
             if next_packet <= next_timer[0]:
                 _, _, sender, receiver, packet = heapq.heappop(self._queue)
                 if receiver in self.alive and receiver in self.nodes:
                     self.nodes[receiver].receive_packet(packet, ll(sender), self.now)
                     self.delivered += 1
+                    touched.append(receiver)
             else:
                 self.nodes[next_timer[1]].handle_timer(self.now)
+                touched.append(next_timer[1])
             self._flush()
+            for i in touched + self._unreachable_reported:
+                timers[i] = self.nodes[i].get_timer()
+            self._unreachable_reported.clear()
 
     def send(self, i: int, dst: bytes, payload: bytes) -> None:
         self.nodes[i].send(dst, payload, self.now)
