@@ -606,10 +606,27 @@ class RplNode:
             if storing:
                 self._unicast(ack, sender, now)
             else:
-                assert self.global_address is not None
-                self._send_message(ack, self.global_address, packet.src, now)
+                self._ack_along_transit(ack, packet.src, transits, now)
         if storing and not self.is_root:
             self._schedule_dao(now)
+
+    def _ack_along_transit(
+        self, ack: DaoAck, dst: bytes, transits: tuple[TransitInformation, ...], now: float
+    ) -> None:
+        """Non-storing root: a DAO-ACK goes back by source route; a rejected target has no
+        stored route, so the path is the one its Transit parent announces (§9.7)."""
+        assert self.global_address is not None
+        message = Packet(self.global_address, dst, to_icmpv6(ack, self.global_address, dst))
+        self.counters["tx_daoack"] += 1
+        hops = self.source_route(dst, now)
+        parent = transits[-1].parent if transits else None
+        if hops is None and parent is not None:
+            above = [] if parent == self.global_address else self.source_route(parent, now)
+            hops = None if above is None else [*above, dst]
+        if hops is None:
+            self.counters["no_route"] += 1
+        else:
+            self._source_routed(message, hops)
 
     def _store_route(
         self, target: bytes, via: bytes, transit: TransitInformation, now: float
@@ -692,13 +709,8 @@ class RplNode:
             hops = self.source_route(dst, now)
             if hops is None:
                 self.counters["no_route"] += 1
-                return
-            if len(hops) == 1:
-                self._out.append(Transmission(link_local_of(dst), replace(packet, hop_option=None)))
-                return
-            first, srh = SourceRoutingHeader.route(hops)
-            hop = replace(packet, dst=first, srh=srh, hop_option=None)
-            self._out.append(Transmission(link_local_of(first), hop))
+            else:
+                self._source_routed(packet, hops)
             return
         route = self.routes.get(dst)
         if route is not None:  # storing mode: down
@@ -720,6 +732,15 @@ class RplNode:
             return
         option = self._option(False, packet.hop_option)
         self._out.append(Transmission(self.preferred, replace(packet, hop_option=option)))
+
+    def _source_routed(self, packet: Packet, hops: list[bytes]) -> None:
+        """Root, non-storing: send along `hops` with an RFC 6554 header (§4.1)."""
+        if len(hops) == 1:
+            self._out.append(Transmission(link_local_of(hops[0]), replace(packet, hop_option=None)))
+            return
+        first, srh = SourceRoutingHeader.route(hops)
+        hop = replace(packet, dst=first, srh=srh, hop_option=None)
+        self._out.append(Transmission(link_local_of(first), hop))
 
     def _forwarding_error_returned(self, packet: Packet, neighbor: bytes) -> None:
         """§11.2.2.3: a child had no route for `packet.dst`: forget the route through it."""
