@@ -63,9 +63,9 @@ from amistack.mesh.rpl.messages import (
     to_icmpv6,
 )
 from amistack.mesh.rpl.of import LinkStats, ObjectiveFunction, dag_rank, objective_function
-from amistack.mesh.rpl.packet import Packet, Transmission, is_multicast, link_local_of
-from amistack.mesh.rpl.srh import RplHopOption, SourceRoutingHeader
-from amistack.mesh.rpl.trickle import Trickle
+from amistack.mesh.rpl.packet import LINK_LOCAL_PREFIX, Packet, Transmission, link_local_of
+from amistack.mesh.rpl.srh import RplHopOption, SourceRoutingHeader, is_multicast
+from amistack.mesh.rpl.trickle import Trickle, uniform
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class RplNode:
             self.joined = True
             self.trickle.start(now)
         else:
-            self._dis_at = now + self._uniform()  # a short random delay desynchronises nodes
+            self._dis_at = now + uniform(self._random)  # a short random delay desynchronises nodes
 
     def transmissions(self) -> list[Transmission]:
         out, self._out = self._out, []
@@ -272,7 +272,7 @@ class RplNode:
             self._forward_source_routed(packet, now)
         elif mine or packet.dst == ALL_RPL_NODES:
             self._deliver(packet, neighbor, now)
-        elif is_multicast(packet.dst) or packet.dst[:2] == b"\xfe\x80":
+        elif is_multicast(packet.dst) or packet.dst[:2] == LINK_LOCAL_PREFIX[:2]:
             self.counters["not_for_us"] += 1
         else:
             self._forward(packet, neighbor, now)
@@ -504,7 +504,7 @@ class RplNode:
     def _schedule_dao(self, now: float) -> None:
         if self.is_root or not self.joined or self.config.mop == Mop.NO_DOWNWARD_ROUTES:
             return
-        when = now + self.config.dao_delay * (0.5 + self._uniform())
+        when = now + self.config.dao_delay * (0.5 + uniform(self._random))
         if self._dao_at is None or when < self._dao_at:
             self._dao_at = when
 
@@ -769,9 +769,6 @@ class RplNode:
             self._event(RouteRemoved(target, "lifetime expired"))
         for address in [a for a, until in self._blocked.items() if until <= now]:
             del self._blocked[address]
-
-    def _uniform(self) -> float:
-        return int.from_bytes(self._random(4), "big") / (1 << 32)
 
     def _event(self, event: RplEvent) -> None:
         if len(self._events) >= MAX_EVENTS:

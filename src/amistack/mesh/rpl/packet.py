@@ -21,10 +21,6 @@ def link_local_of(address: bytes) -> bytes:
     return LINK_LOCAL_PREFIX + address[8:]
 
 
-def is_multicast(address: bytes) -> bool:
-    return address[0] == 0xFF
-
-
 @dataclass(frozen=True)
 class Packet:
     src: bytes
