@@ -328,7 +328,8 @@ class RplNode:
         if until is not None and until > now:
             self.counters["dio_from_blocked"] += 1
             return False
-        config = dio.configuration
+        # once joined, the root's MinHopRankIncrease counts, not what this DIO claims
+        config = None if self.joined else dio.configuration
         step = config.min_hop_rank_increase if config else self.config.min_hop_rank_increase
         if dio.rank == INFINITE_RANK or step == 0:
             return step != 0
@@ -480,6 +481,9 @@ class RplNode:
             self.counters["parent_changed"] += 1
             self._event(ParentChanged(old, choice.preferred, self.rank))
             self.trickle.hear_inconsistent(now)
+            storing = self.config.mop in (Mop.STORING_NO_MULTICAST, Mop.STORING_MULTICAST)
+            if storing and old in self.neighbors and self.global_address is not None:
+                self._send_storing_daos(old, ZERO_LIFETIME, False, now)  # §9.8: un-announce
             self._schedule_dao(now)
 
     def _detach(self, now: float, reason: str) -> None:
@@ -524,16 +528,25 @@ class RplNode:
             assert self.dodag_id is not None
             self._send_message(dao, self.global_address, self.dodag_id, now)
         else:
-            targets = [self.global_address, *self.routes]
-            size = self.config.max_targets_per_dao
-            for start in range(0, len(targets), size):
-                chunk = tuple(RplTarget(t) for t in targets[start : start + size])
-                transit = TransitInformation(self.path_sequence, self._path_lifetime())
-                dao = self._new_dao((*chunk, transit), self.config.dao_ack and start == 0, now)
-                self._unicast(dao, self.preferred, now)
+            self._send_storing_daos(self.preferred, self._path_lifetime(), self.config.dao_ack, now)
         lifetime = self.config.route_lifetime
         if lifetime is not None:
             self._refresh_at = now + lifetime * DAO_REFRESH_FRACTION
+
+    def _send_storing_daos(self, to: bytes, lifetime: int, ack: bool, now: float) -> None:
+        """Storing mode (§9.4): this node and every target below it, each Target followed by
+        a Transit carrying the originator's Path Sequence, in DAOs of bounded size. A zero
+        lifetime makes them No-Path DAOs (§9.8)."""
+        assert self.global_address is not None
+        entries = [(self.global_address, self.path_sequence)]
+        entries += [(t, r.path_sequence) for t, r in self.routes.items()]
+        size = self.config.max_targets_per_dao
+        for start in range(0, len(entries), size):
+            options: list[RplTarget | TransitInformation] = []
+            for target, sequence in entries[start : start + size]:
+                options += [RplTarget(target), TransitInformation(sequence, lifetime)]
+            dao = self._new_dao(tuple(options), ack and start == 0, now)
+            self._unicast(dao, to, now)
 
     def _new_dao(
         self, options: tuple[RplTarget | TransitInformation, ...], ack: bool, now: float
@@ -590,8 +603,7 @@ class RplNode:
             return
         transits = dao.transits
         status = DAO_ACK_UNQUALIFIED_ACCEPT
-        for target in dao.targets:
-            transit = transits[-1] if transits else None
+        for target, transit in _target_transits(dao):
             if transit is None or target.prefix_length != 128:
                 self.counters["dao_target_ignored"] += 1
                 continue
@@ -631,11 +643,13 @@ class RplNode:
     def _store_route(
         self, target: bytes, via: bytes, transit: TransitInformation, now: float
     ) -> bool:
+        known = self.routes.get(target)
         if transit.path_lifetime == ZERO_LIFETIME:  # a No-Path DAO (§9.8)
-            if self.routes.pop(target, None) is not None:
+            if known is not None and known.via == via:  # only the route's own next hop can
+                del self.routes[target]
+                self.counters["route_removed_no_path"] += 1
                 self._event(RouteRemoved(target, "no-path DAO"))
             return True
-        known = self.routes.get(target)
         if known is None and len(self.routes) >= self.config.max_routes:
             self.counters["route_table_full"] += 1
             return False
@@ -790,3 +804,21 @@ class RplNode:
         self.counters[f"tx_{type(message).__name__.lower()}"] += 1
         payload = to_icmpv6(message, self.link_local, ALL_RPL_NODES)
         self._out.append(Transmission(None, Packet(self.link_local, ALL_RPL_NODES, payload)))
+
+
+def _target_transits(dao: Dao) -> list[tuple[RplTarget, TransitInformation | None]]:
+    """§9.4 / §6.7.8: a group of Targets is described by the Transit options that follow it."""
+    pairs: list[tuple[RplTarget, TransitInformation | None]] = []
+    group: list[RplTarget] = []
+    transit_seen = False
+    for option in dao.options:
+        if isinstance(option, RplTarget):
+            if transit_seen:
+                group, transit_seen = [], False
+            group.append(option)
+        elif isinstance(option, TransitInformation) and group and not transit_seen:
+            pairs += [(t, option) for t in group]
+            transit_seen = True
+    if not transit_seen:
+        pairs += [(t, None) for t in group]
+    return pairs

@@ -206,3 +206,28 @@ def test_a_looping_source_route_is_dropped() -> None:
     assert medium.nodes[1].counters["loop_detected"] == 1
     assert b"loop" not in medium.received(3)
     assert not any(isinstance(e, DataReceived) and e.payload == b"loop" for e in medium.events[3])
+
+
+def test_a_forged_no_path_dao_from_another_neighbour_removes_nothing() -> None:
+    medium = formed(Medium(line(5), STORING))
+    node = medium.nodes[1]
+    assert gua(4) in node.routes
+    medium.extra_links[EVIL] = [1]
+    no_path = Dao(0, 9, False, None, (RplTarget(gua(4)), TransitInformation(250, 0)))
+    medium.inject(EVIL, 1, packet(no_path, ll(EVIL), ll(1)))
+    medium.run(medium.now + 1.0)
+    assert gua(4) in node.routes and node.routes[gua(4)].via == ll(2)
+
+
+def test_a_joined_node_judges_rank_by_the_roots_min_hop_rank_increase() -> None:
+    # the liar advertises MinHopRankIncrease 1 so that rank 10 would look like DAGRank 10
+    medium = formed(Medium(line(4), NON_STORING))
+    medium.extra_links[EVIL] = [3]
+    root = medium.root
+    assert root.dodag_id is not None
+    options = (replace(root.config.dodag_configuration(), min_hop_rank_increase=1),)
+    dio = Dio(0, root.version, 10, root.dodag_id, Mop.NON_STORING, options=options)
+    medium.inject(EVIL, None, packet(dio, ll(EVIL), ALL_RPL_NODES))
+    medium.run(medium.now + 1.0)
+    assert medium.nodes[3].counters["bogus_rank"] == 1
+    assert medium.nodes[3].preferred == ll(2)

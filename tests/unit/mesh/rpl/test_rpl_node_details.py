@@ -20,8 +20,16 @@ from amistack.mesh.rpl.config import (
 )
 from amistack.mesh.rpl.constants import ALL_RPL_NODES, Mop, Ocp
 from amistack.mesh.rpl.events import DaoFailed, ParentChanged, RouteRemoved
-from amistack.mesh.rpl.messages import Dao, Dio, PrefixInformation, from_icmpv6, to_icmpv6
-from amistack.mesh.rpl.node import RplNode
+from amistack.mesh.rpl.messages import (
+    Dao,
+    Dio,
+    PrefixInformation,
+    RplTarget,
+    TransitInformation,
+    from_icmpv6,
+    to_icmpv6,
+)
+from amistack.mesh.rpl.node import RplNode, _target_transits
 from amistack.mesh.rpl.packet import Packet
 
 NON_STORING = replace(RFC6550, mop=Mop.NON_STORING)
@@ -173,3 +181,30 @@ def test_preset_values_match_their_sources() -> None:
     assert CONTIKI_NG.trickle.imax == pytest.approx(4.096 * 256)
     advertised = WSBRD_SMALL.dodag_configuration()
     assert RFC6550.adopt(advertised, Mop.NON_STORING).trickle == WSBRD_SMALL.trickle
+
+
+def test_storing_mode_parent_switch_unannounces_and_stays_reachable() -> None:
+    medium = formed(Medium(grid(3, 3), STORING))
+    node = medium.nodes[4]  # the centre: parents (0, 1) or (1, 0)
+    old = node.preferred
+    assert old is not None
+    old_id = medium.by_address[old]
+    assert gua(4) in medium.nodes[old_id].routes
+    for _ in range(4):
+        node.record_transmission(old, attempts=1, acked=False, now=medium.now)
+    assert node.preferred not in (None, old)
+    medium.run(medium.now + 10.0)
+    assert gua(4) not in medium.nodes[old_id].routes  # the No-Path DAO took it away
+    assert medium.nodes[old_id].counters["route_removed_no_path"] >= 1
+    for i in range(1, 9):
+        medium.send(0, gua(i), b"after %d" % i)
+    medium.run(medium.now + 2.0)
+    assert all(b"after %d" % i in medium.received(i) for i in range(1, 9))
+
+
+def test_targets_take_the_transit_that_follows_their_group() -> None:
+    a, b, c = (RplTarget(PREFIX[:8] + bytes([0] * 7 + [k])) for k in (1, 2, 3))
+    t1, t2 = TransitInformation(1), TransitInformation(2)
+    dao = Dao(0, 1, options=(a, b, t1, c, t2))
+    assert _target_transits(dao) == [(a, t1), (b, t1), (c, t2)]
+    assert _target_transits(Dao(0, 1, options=(a,))) == [(a, None)]
