@@ -62,7 +62,7 @@ class RplConfig:
     detach_hold_down: float = 5.0  # after poisoning, ignore DIOs this long (§8.2.2.5)
     # bounds on what untrusted neighbours can make this node store (never unbounded)
     max_neighbors: int = 64
-    max_routes: int = 4096
+    max_routes: int = 16384  # a concentrator serves thousands of meters (the 10,000-node bench)
     max_targets_per_dao: int = 16
     dao_rate_per_source: float = 1.0  # DAOs per second a single source may sustain
     dao_burst_per_source: int = 5
