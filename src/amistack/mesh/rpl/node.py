@@ -281,6 +281,9 @@ class RplNode:
         rpl = packet.next_header == ICMPV6_NEXT_HEADER and packet.payload[:1] == bytes(
             (ICMPV6_TYPE_RPL,)
         )
+        if not rpl and packet.dst == ALL_RPL_NODES:
+            self.counters["not_for_us"] += 1  # ff02::1a carries RPL control messages only
+            return
         if not rpl:
             self._event(DataReceived(packet.src, packet.payload, packet.next_header))
             return

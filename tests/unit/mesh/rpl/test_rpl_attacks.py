@@ -231,3 +231,11 @@ def test_a_joined_node_judges_rank_by_the_roots_min_hop_rank_increase() -> None:
     medium.run(medium.now + 1.0)
     assert medium.nodes[3].counters["bogus_rank"] == 1
     assert medium.nodes[3].preferred == ll(2)
+
+
+def test_data_to_the_all_rpl_nodes_group_is_not_delivered() -> None:
+    medium = formed(Medium(line(3), NON_STORING))
+    medium.extra_links[EVIL] = [1]
+    medium.inject(EVIL, 1, Packet(ll(EVIL), ALL_RPL_NODES, b"spam", next_header=17))
+    medium.run(medium.now + 1.0)
+    assert medium.received(1) == [] and medium.nodes[1].counters["not_for_us"] == 1
