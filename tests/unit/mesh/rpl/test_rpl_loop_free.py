@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.unit.mesh.rpl.rpl_medium import Medium, gua
 
-from amistack.mesh.rpl.config import RFC6550
+from amistack.mesh.rpl.config import RFC6550, RplConfig
 from amistack.mesh.rpl.constants import Mop
 from amistack.mesh.rpl.of import dag_rank
 
 CONFIG = replace(RFC6550, mop=Mop.NON_STORING)
+MODES = [CONFIG, replace(RFC6550, mop=Mop.STORING_NO_MULTICAST)]
 
 
 @st.composite
@@ -59,12 +61,13 @@ def assert_loop_free(medium: Medium) -> None:
             current = parent
 
 
+@pytest.mark.parametrize("config", MODES, ids=["non-storing", "storing"])
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(topologies(), st.data())
+@given(topology=topologies(), data=st.data())
 def test_dodags_are_loop_free_before_and_after_a_failure(
-    topology: dict[int, list[int]], data: st.DataObject
+    config: RplConfig, topology: dict[int, list[int]], data: st.DataObject
 ) -> None:
-    medium = Medium(topology, CONFIG)
+    medium = Medium(topology, config)
     medium.start()
     medium.run(60.0)
     assert all(node.joined for node in medium.nodes.values())
@@ -82,3 +85,8 @@ def test_dodags_are_loop_free_before_and_after_a_failure(
     assert_loop_free(medium)
     for i in medium.alive - {0}:
         assert medium.nodes[i].joined == (i in reachable), f"node {i}"
+    for i in reachable - {0}:  # and the root's downward routes followed the repair
+        medium.send(0, gua(i), b"down %d" % i)
+    medium.run(medium.now + 5.0)
+    for i in reachable - {0}:
+        assert b"down %d" % i in medium.received(i), f"root cannot reach node {i}"
