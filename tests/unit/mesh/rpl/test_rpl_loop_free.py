@@ -62,7 +62,7 @@ def assert_loop_free(medium: Medium) -> None:
 
 
 @pytest.mark.parametrize("config", MODES, ids=["non-storing", "storing"])
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(topology=topologies(), data=st.data())
 def test_dodags_are_loop_free_before_and_after_a_failure(
     config: RplConfig, topology: dict[int, list[int]], data: st.DataObject
