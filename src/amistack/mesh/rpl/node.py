@@ -368,6 +368,11 @@ class RplNode:
             self.counters["dio_other_dodag"] += 1
             return
         if lollipop_greater(dio.version, self.version):
+            # only the root starts a version and it flows down the tree, so a parent always
+            # has it first: one from elsewhere is a forgery (a version-number attack) or early
+            if sender not in self.parents:
+                self.counters["new_version_not_from_parent"] += 1
+                return
             self._new_version(dio, sender, now)
             return
         if dio.version != self.version:

@@ -239,3 +239,20 @@ def test_data_to_the_all_rpl_nodes_group_is_not_delivered() -> None:
     medium.inject(EVIL, 1, Packet(ll(EVIL), ALL_RPL_NODES, b"spam", next_header=17))
     medium.run(medium.now + 1.0)
     assert medium.received(1) == [] and medium.nodes[1].counters["not_for_us"] == 1
+
+
+def test_a_forged_dodag_version_does_not_pull_nodes_away() -> None:
+    # the version-number attack: a newer version makes nodes drop their ranks and rejoin
+    # through whoever announced it; only a parent's announcement counts
+    medium = formed(Medium(grid(3, 3), NON_STORING))
+    medium.extra_links[EVIL] = [4, 5, 8]
+    root = medium.root
+    assert root.dodag_id is not None
+    options = (root.config.dodag_configuration(), PrefixInformation(PREFIX, 64))
+    newer = Dio(0, root.version + 1, 512, root.dodag_id, Mop.NON_STORING, options=options)
+    medium.inject(EVIL, None, packet(newer, ll(EVIL), ALL_RPL_NODES))
+    medium.run(medium.now + 2.0)
+    for i in (4, 5, 8):
+        node = medium.nodes[i]
+        assert node.version == root.version and node.preferred != ll(EVIL)
+        assert node.counters["new_version_not_from_parent"] == 1
