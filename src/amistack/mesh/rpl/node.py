@@ -309,12 +309,13 @@ class RplNode:
     def _on_dis(self, packet: Packet, sender: bytes, now: float) -> None:
         if not self.joined or self.leaf:
             return
-        if packet.dst == ALL_RPL_NODES:
+        # a DIO is larger than the DIS that asks for it: answers are bounded per sender
+        if not self._allowed("dis", sender, now):
+            self.counters["dis_rate_limited"] += 1
+        elif packet.dst == ALL_RPL_NODES:
             self.trickle.reset(now)  # §8.3: a multicast DIS is an inconsistency
-        elif self._allowed("dis", sender, now):
-            self._unicast(self._dio(), sender, now)  # §8.3: answer a unicast DIS directly
         else:
-            self.counters["dis_rate_limited"] += 1  # a DIO is larger than the DIS: bounded
+            self._unicast(self._dio(), sender, now)  # §8.3: answer a unicast DIS directly
 
     def _dio(self, rank: int | None = None) -> Dio:
         assert self.dodag_id is not None

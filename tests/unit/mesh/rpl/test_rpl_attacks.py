@@ -175,6 +175,13 @@ def test_a_unicast_dis_flood_gets_bounded_answers() -> None:
     answered = 300 - node.counters["dis_rate_limited"]
     assert answered <= RFC6550.dao_burst_per_source + 2
     assert node.counters["dis_rate_limited"] >= 290
+    # multicast DIS resets trickle (§8.3); a flood of them resets it only so often
+    before = node.counters["tx_dio"]
+    for _ in range(300):
+        medium.inject(EVIL, 1, packet(Dis(), ll(EVIL), ALL_RPL_NODES))
+    medium.run(medium.now + 1.0)
+    assert node.counters["dis_rate_limited"] >= 580
+    assert node.counters["tx_dio"] - before <= 2 * RFC6550.dao_burst_per_source
 
 
 def test_malformed_control_messages_are_counted_and_dropped() -> None:
