@@ -81,8 +81,9 @@ class Medium:
         self._seq += 1
         heapq.heappush(self._queue, (when, self._seq, sender, receiver, packet))
 
-    def _flush(self) -> None:
-        for i, node in self.nodes.items():
+    def _flush(self, only: list[int] | None = None) -> None:
+        for i in self.nodes if only is None else only:
+            node = self.nodes[i]
             for tx in node.transmissions():
                 self._transmit(i, tx)
             while (event := node.next_event()) is not None:
@@ -110,8 +111,10 @@ class Medium:
         self._flush()
         timers = {i: self.nodes[i].get_timer() for i in self.alive}
         while True:
-            pending = [(t, i) for i, t in timers.items() if t is not None and i in self.alive]
-            next_timer = min(pending, default=(float("inf"), -1))
+            next_timer = min(
+                ((t, i) for i, t in timers.items() if t is not None and i in self.alive),
+                default=(float("inf"), -1),
+            )
             next_packet = self._queue[0][0] if self._queue else float("inf")
             when = min(next_timer[0], next_packet)
             if when > until:
@@ -128,14 +131,14 @@ class Medium:
             else:
                 self.nodes[next_timer[1]].handle_timer(self.now)
                 touched.append(next_timer[1])
-            self._flush()
+            self._flush(touched)
             for i in touched + self._unreachable_reported:
                 timers[i] = self.nodes[i].get_timer()
             self._unreachable_reported.clear()
 
     def send(self, i: int, dst: bytes, payload: bytes) -> None:
         self.nodes[i].send(dst, payload, self.now)
-        self._flush()
+        self._flush([i])
 
     def received(self, i: int) -> list[bytes]:
         return [e.payload for e in self.events[i] if isinstance(e, DataReceived)]
