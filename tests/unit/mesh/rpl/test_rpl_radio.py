@@ -97,21 +97,23 @@ class RadioMesh:
     def run(self, until: float) -> None:
         for i in range(len(self.nodes)):
             self._air(i)
+        timers = {i: n.get_timer() for i, n in enumerate(self.nodes)}
         while True:
-            timers = [(t, i) for i, n in enumerate(self.nodes) if (t := n.get_timer()) is not None]
-            next_timer = min(timers, default=(float("inf"), -1))
+            next_timer = min(
+                ((t, i) for i, t in timers.items() if t is not None), default=(float("inf"), -1)
+            )
             next_packet = self.queue[0][0] if self.queue else float("inf")
             if min(next_timer[0], next_packet) > until:
                 self.now = until
                 return
             if next_packet <= next_timer[0]:
-                self.now, _, sender, receiver, packet = heapq.heappop(self.queue)
-                self.nodes[receiver].receive_packet(packet, ll(sender), self.now)
-                self._air(receiver)
+                self.now, _, sender, acting, packet = heapq.heappop(self.queue)
+                self.nodes[acting].receive_packet(packet, ll(sender), self.now)
             else:
-                self.now = next_timer[0]
-                self.nodes[next_timer[1]].handle_timer(self.now)
-                self._air(next_timer[1])
+                self.now, acting = next_timer
+                self.nodes[acting].handle_timer(self.now)
+            self._air(acting)
+            timers[acting] = self.nodes[acting].get_timer()
 
 
 def test_a_lossy_random_mesh_forms_over_the_virtual_radio() -> None:
