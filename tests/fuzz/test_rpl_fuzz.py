@@ -14,7 +14,7 @@ from amistack.crypto import seeded_random
 from amistack.mesh.icmpv6 import Icmpv6DecodeError, Icmpv6Message
 from amistack.mesh.rpl.config import RplConfig
 from amistack.mesh.rpl.constants import ALL_RPL_NODES
-from amistack.mesh.rpl.errors import RplDecodeError
+from amistack.mesh.rpl.errors import RplDecodeError, RplRoutingError
 from amistack.mesh.rpl.messages import (
     Dio,
     PrefixInformation,
@@ -135,3 +135,21 @@ def test_a_joined_node_survives_hostile_control_traffic(
         node.receive_packet(Packet(attacker, dst, wire), attacker, 1.0)
     assert node.joined and node.preferred == ROOT_LL
     assert len(node.routes) == 0  # a router in non-storing mode stores nothing from DAOs
+
+
+@given(source_routes(), st.data())
+def test_srh_processing_advances_or_refuses(
+    case: tuple[bytes, SourceRoutingHeader], data: st.DataObject
+) -> None:
+    """RFC 6554 §4.2 on arbitrary headers: either one step along the route (the old
+    destination written back in place of the new one) or a typed refusal."""
+    dst, srh = case
+    own = frozenset({dst} | set(data.draw(st.lists(st.sampled_from(srh.addresses), max_size=3))))
+    try:
+        new_dst, after = srh.advance(dst, own)
+    except RplRoutingError as exc:
+        assert exc.reason
+        return
+    assert after.segments_left == srh.segments_left - 1
+    i = len(srh.addresses) - srh.segments_left
+    assert new_dst == srh.addresses[i] and after.addresses[i] == dst
