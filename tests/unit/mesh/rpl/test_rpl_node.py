@@ -89,8 +89,9 @@ def test_a_line_cut_detaches_the_far_side_with_poison() -> None:
         assert medium.nodes[i].joined
 
 
-def test_global_repair_moves_everyone_to_the_new_version() -> None:
-    medium = formed(Medium(grid(5, 6), NON_STORING))
+@pytest.mark.parametrize("config", [NON_STORING, STORING], ids=["non-storing", "storing"])
+def test_global_repair_moves_everyone_to_the_new_version(config: RplConfig) -> None:
+    medium = formed(Medium(grid(5, 6), config))
     old = medium.root.version
     medium.root.global_repair(medium.now)
     medium.run(medium.now + 60.0)
