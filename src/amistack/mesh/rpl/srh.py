@@ -21,7 +21,7 @@ _HBH_PAD1 = 0x00  # RFC 8200 §4.2
 _HBH_PADN = 0x01
 
 
-def _is_multicast(address: bytes) -> bool:
+def is_multicast(address: bytes) -> bool:
     return address[0] == 0xFF  # RFC 4291 §2.7
 
 
@@ -113,7 +113,7 @@ class SourceRoutingHeader:
         n = len(self.addresses)
         i = n - self.segments_left  # 0-based index of Address[i] after the decrement
         nxt = self.addresses[i]
-        if _is_multicast(nxt) or _is_multicast(dst):
+        if is_multicast(nxt) or is_multicast(dst):
             raise RplRoutingError("multicast address in the source route")
         mine = [k for k, a in enumerate(self.addresses) if a in own]
         if len(mine) >= 2 and any(b - a > 1 for a, b in itertools.pairwise(mine)):

@@ -12,6 +12,11 @@ from amistack.crypto.rand import RandomSource
 _RANDOM_SCALE = 1 << 32
 
 
+def uniform(random: RandomSource) -> float:
+    """A float in [0, 1) from 32 bits of the injected random source."""
+    return int.from_bytes(random(4), "big") / _RANDOM_SCALE
+
+
 @dataclass(frozen=True)
 class TrickleConfig:
     """RFC 6206 §4.1: Imin (seconds), the number of doublings to Imax, and k."""
@@ -58,14 +63,11 @@ class Trickle:
     def stop(self) -> None:
         self.running = False
 
-    def _uniform(self) -> float:
-        return int.from_bytes(self._random(4), "big") / _RANDOM_SCALE
-
     def _begin_interval(self, now: float) -> None:
         """Rule 2: c = 0 and t uniform in [I/2, I)."""
         self.interval_start = now
         self.counter = 0
-        self.transmit_at = now + self.interval / 2 + self._uniform() * self.interval / 2
+        self.transmit_at = now + self.interval / 2 + uniform(self._random) * self.interval / 2
         self._fired = False
 
     @property
