@@ -137,7 +137,7 @@ def test_a_second_meter_or_a_hems_on_the_meters_address_is_refused(
     """Issue 10: a second node on the same host and address used to bind UDP 3610 beside the
     first (SO_REUSEADDR) and steal its unicast traffic; now it exits 2 with one line naming
     the address, and the first meter keeps answering."""
-    meter, hems = two_way
+    _, hems = two_way
     for argv in (
         ["meter", "--echonet", "--echonet-bind", "127.0.50.1", "--no-multicast"],
         ["meter", "--echonet", "--echonet-bind", "127.0.50.1"],
