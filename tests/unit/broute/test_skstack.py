@@ -921,6 +921,7 @@ def test_external_meter(tmp_path: Path) -> None:
         (["--rbid", "short", "--password", PASSWORD], "B-route ID must be exactly 32"),
         (["--meter-mac", "0011223344556677"], "--meter-mac describes an external --meter"),
         (["--time-scale", "0"], "--time-scale must be > 0"),
+        (["--rx-latency", "-5"], "--rx-latency must be 0..10000 ms"),
     ],
 )
 def test_cli_errors_are_one_line(
