@@ -104,6 +104,7 @@ NODE_PROFILE_CLASS = 0x0EF0
 MAX_INSTANCE_LIST = 84  # guideline §2.5: D5/D6 carry at most 84 instances
 
 EPC_INSTANCE_LIST_INF = 0xD5  # instance list notification (spec part 2, §6.11.1)
+EPC_REMOTE_CONTROL = 0x93  # remote control setting (APPENDIX super class; guideline §5)
 FIXED_TIME_EPCS = (
     0xEA,
     0xEB,
@@ -171,6 +172,11 @@ class HostedObject(Protocol):
 
     def clamp(self, epc: int, edt: bytes) -> bytes | None:
         """The nearest acceptable EDT for an out-of-range number, or None (§2.1)."""
+        ...
+
+    def begin_write(self, marks: Iterable[bytes]) -> None:
+        """A write request is about to be applied; `marks`: the EDTs of its 0x93 properties
+        (guideline §5: a request is remote or local as a whole)."""
         ...
 
     @property
@@ -478,6 +484,7 @@ class EchonetNode:
         out: list[Property] = []
         written: list[Property] = []
         ok = True
+        obj.begin_write(p.edt for p in props if p.epc == EPC_REMOTE_CONTROL)
         for p in props:
             res = obj.set(p.epc, p.edt, now)
             if res.status is SetStatus.INVALID:  # §2.2: size or range the property cannot take
