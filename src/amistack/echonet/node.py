@@ -11,10 +11,12 @@ Behaviour, by guideline section:
 - §2.1 (values a device cannot take): the object's `set` decides -- clamp to the device's range,
   map to the nearest supported step, or ignore an unsupported step -- and the node answers with
   the write response; the value stored is reported in `PropertiesWritten`.
-- §2.2 (values outside the property's range): answered with the not-possible response (SetI_SNA
-  0x50 / SetC_SNA 0x51 / SetGet_SNA 0x5E) echoing the rejected EDT. `NodeConfig.out_of_range =
-  OutOfRangeReply.ACCEPT` answers the ordinary response instead (the value is still not stored),
-  for controllers that treat any SNA as a fault.
+- §2.2 (values outside the property's range): the guideline recommends answering as if
+  accepted, and allows the not-possible response from a node that checks before answering, as
+  this one does. Default: the not-possible response (SetI_SNA 0x50 / SetC_SNA 0x51 / SetGet_SNA
+  0x5E) echoing the rejected EDT, so the controller learns the value was not stored.
+  `NodeConfig.out_of_range = OutOfRangeReply.ACCEPT` answers the ordinary response instead (the
+  value is still not stored), the guideline's recommendation.
 - §2.4 (multicast requests): answered unicast, after a random delay drawn per request from this
   node's RandomSource, bounded by `NodeConfig.multicast_reply_delay`, so that the nodes of a home
   do not answer in one burst. An INF_REQ that came by multicast is answered unicast as well: one
@@ -43,8 +45,9 @@ Behaviour, by guideline section:
 - Every answer goes to port 3610 (`NodeConfig.port`) of the requester's address, whatever the
   request's source port.
 - Unknown DEOJ: a unicast request is answered with the not-possible response (SEOJ = the DEOJ
-  asked for; `UnknownObjectReply.DROP` discards it, as the ECHONET Lite specification's letter
-  allows); a multicast request for an object we do not host is always silently ignored. Unknown
+  asked for; `UnknownObjectReply.DROP` discards it; the guideline does not settle the unicast
+  case); a multicast request for an object we do not host is always silently ignored (§4.3:
+  a node answers discovery requests that concern objects or properties it has). Unknown
   or unreadable EPCs get the not-possible response with PDC=0 for those EPCs. A request with OPC=0
   gets the not-possible response with OPC=0.
 - Malformed datagrams (truncated, wrong PDC, trailing bytes, not ECHONET Lite) are dropped and
