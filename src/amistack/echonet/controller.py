@@ -900,7 +900,7 @@ class EchonetController:
         epc = EPC_INSTANCE_LIST if mc.kind == _P_D6 else EPC_INSTANCE_LIST_INF
         for p in frame.props:
             if p.epc == epc and p.edt:
-                self._learn(addr, p.edt, "get" if mc.kind == _P_D6 else "inf_req", now)
+                self._learn(addr, [p.edt], "get" if mc.kind == _P_D6 else "inf_req", now)
                 return
         self.counters["discovery_answer_without_list"] += 1
 
@@ -926,7 +926,7 @@ class EchonetController:
 
         def after_d6(op: _Op, ok: bool, reason: str, t: float) -> None:
             edt = _read(op, EPC_INSTANCE_LIST)
-            if edt is not None and self._learn(dest, edt, "get", t):
+            if edt is not None and self._learn(dest, [edt], "get", t):
                 self._probing.discard(host)
                 return
             # §6.6: no usable D6 -- ask the node to announce its instance list instead.
@@ -944,7 +944,7 @@ class EchonetController:
         def after_d5(op: _Op, ok: bool, reason: str, t: float) -> None:
             self._probing.discard(host)
             edt = _read(op, EPC_INSTANCE_LIST_INF)
-            if edt is not None and self._learn(dest, edt, "inf_req", t):
+            if edt is not None and self._learn(dest, [edt], "inf_req", t):
                 return
             self._events.append(ProbeFailed(dest, reason or "no instance list in the answers"))
 
@@ -955,11 +955,13 @@ class EchonetController:
         self._events.append(NotificationReceived(frame, addr))
         key = (addr[0], self.config.port)
         if frame.seoj.class_code == NODE_PROFILE_CLASS:
-            for p in frame.props:
-                if p.epc == EPC_INSTANCE_LIST_INF and p.edt:
-                    self._awaiting_inf.pop(addr[0], None)
-                    self._learn(key, p.edt, "inf", now)
-                    return
+            # §2.5: a node with more than 84 objects may list them all in one INF, one D5
+            # property (of at most 84 EOJs each) after the other.
+            lists = [p.edt for p in frame.props if p.epc == EPC_INSTANCE_LIST_INF and p.edt]
+            if lists:
+                self._awaiting_inf.pop(addr[0], None)
+                self._learn(key, lists, "inf", now)
+                return
         node = self._nodes.get(key)
         if node is None:
             self.counters["inf_from_unknown"] += 1
@@ -967,10 +969,11 @@ class EchonetController:
         else:
             node.last_seen = now
 
-    def _learn(self, addr: Addr, edt: bytes, via: str, now: float) -> bool:
-        """A node's instance list arrived; False when it was malformed."""
+    def _learn(self, addr: Addr, edts: Sequence[bytes], via: str, now: float) -> bool:
+        """A node's instance list arrived (the EDTs of the D5/D6 properties of one message);
+        False when it was malformed."""
         try:
-            listed = decode_instance_list(edt)
+            listed = tuple(e for edt in edts for e in decode_instance_list(edt))
         except EchonetDecodeError as exc:
             self.counters["bad_instance_list"] += 1
             log.debug("bad instance list from %s: %s", addr, exc)
@@ -985,7 +988,7 @@ class EchonetController:
         else:
             node.last_seen = now
             if set(eojs) != set(node.instances):
-                if edt[0] > len(listed):  # one of several D5 of a node with > 84 objects (§2.5)
+                if len(edts) == 1 and edts[0][0] > len(listed):  # one D5 of several INFs (§2.5)
                     eojs = tuple(dict.fromkeys(node.instances + eojs))
                 node.instances = eojs
                 for gone in [e for e in node.maps if e not in eojs]:

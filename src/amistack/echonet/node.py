@@ -22,7 +22,8 @@ Behaviour, by guideline section:
   do not answer in one burst. An INF_REQ that came by multicast is answered unicast as well: one
   multicast request never triggers a multicast from every node (no storm).
 - §2.5: the instance lists D5/D6 carry at most 84 EOJs; the startup announcement of a node with
-  more is split into several INFs of at most 84 each.
+  more is one INF with several D5 properties of at most 84 EOJs each (OPC >= 2: the form §2.5
+  recommends for 85 or more; a receiver that reads only the first D5 still gets 84).
 - §2.6 (SetGet): the writes are applied first, then the reads, so the reads see the writes. With
   `NodeConfig.setget = False` a SetGet is answered 0x5E with OPCSet=0 and OPCGet=0 (the guideline's
   answer for a node that cannot guarantee that order).
@@ -537,12 +538,14 @@ class EchonetNode:
                 self.announce(obj.eoj, epcs, now)
 
     def _announce_instances(self, now: float) -> None:
-        """§4.2 / §2.5: the instance list notification, split into INFs of at most 84 EOJs."""
+        """§4.2 / §2.5: the instance list notification; more than 84 EOJs go in one INF with a
+        D5 property per 84 (OPC >= 2), the form §2.5 recommends."""
         eojs = self.instance_list()
         chunks = [eojs[i : i + MAX_INSTANCE_LIST] for i in range(0, len(eojs), MAX_INSTANCE_LIST)]
-        for chunk in chunks or [[]]:
-            prop = Property(EPC_INSTANCE_LIST_INF, _instance_list_edt(chunk))
-            self._multicast(Frame(self._next_tid(), NODE_PROFILE, NODE_PROFILE, Esv.INF, (prop,)))
+        props = tuple(
+            Property(EPC_INSTANCE_LIST_INF, _instance_list_edt(chunk)) for chunk in chunks or [[]]
+        )
+        self._multicast(Frame(self._next_tid(), NODE_PROFILE, NODE_PROFILE, Esv.INF, props))
         self.counters["startup_inf"] += 1
         self._events.append(Announced(self.profile.eoj, (EPC_INSTANCE_LIST_INF,)))
 

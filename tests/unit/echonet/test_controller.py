@@ -231,6 +231,23 @@ def test_inf_from_an_unknown_node_makes_the_controller_learn_it() -> None:
     assert ctl.nodes[M1].maps[second] == PropertyMaps()
 
 
+def test_one_inf_with_several_d5_lists_every_instance() -> None:
+    """§2.5: a node with more than 84 objects announces them in one INF, a D5 property per 84
+    (OPC >= 2); the controller learns all of them, not just the first 84."""
+    net, ctl = network(meters={}, config=ControllerConfig(fetch_property_maps=False))
+    net.run_until(T0 + 10.0)
+    eojs = [Eoj(0x02, 0x88, i) for i in range(1, 101)]
+
+    def d5(part: list[Eoj]) -> Property:
+        return Property(0xD5, bytes([len(part)]) + b"".join(e.encode() for e in part))
+
+    inf = Frame(1, NODE_PROFILE, NODE_PROFILE, Esv.INF, (d5(eojs[:84]), d5(eojs[84:])))
+    net.inject(M1, MULTICAST_V4, inf.encode())
+    [ev] = run_for(net, NodeDiscovered)
+    assert ev.via == "inf" and ev.instances == tuple(eojs)
+    assert ctl.nodes[M1].instances == tuple(eojs)
+
+
 def test_probe_unicast_and_probe_failure() -> None:
     net, ctl = network(
         ControllerConfig(multicast_groups=(), request_timeout=1.0, retries=1, late_grace=0.5),
