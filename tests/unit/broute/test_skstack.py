@@ -750,6 +750,15 @@ async def _read_until(fd: int, marker: bytes, timeout: float = 5.0) -> bytes:
     return buf
 
 
+async def _ready(infos: list[EmulatorInfo]) -> EmulatorInfo:
+    """The emulator's `on_ready` report, once `run_emulator` has made it (within a second)."""
+    for _ in range(100):
+        if infos:
+            return infos[0]
+        await asyncio.sleep(0.01)
+    raise AssertionError("the emulator did not get ready")
+
+
 async def _pty_join(fd: int, info: EmulatorInfo, meter_ip: str) -> None:
     """Credentials, SKLL64 and SKJOIN over the pty; returns with the serial line quiet."""
     os.write(fd, b"SKSREG SFE 0\r\n")
@@ -796,11 +805,7 @@ async def _reads_after_sendto(rx_latency: float) -> list[bytes]:
     )  # fmt: skip
     task = asyncio.create_task(run_emulator(config, stop=stop, on_ready=infos.append))
     try:
-        for _ in range(100):
-            if infos:
-                break
-            await asyncio.sleep(0.01)
-        info = infos[0]
+        info = await _ready(infos)
         fd = os.open(info.path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
         try:
             await _pty_join(fd, info, info.meter_ipv6)
@@ -856,11 +861,7 @@ def test_pty_carries_binary_both_ways_and_keeps_a_link(tmp_path: Path) -> None:
             time_scale=0.01,
         )
         task = asyncio.create_task(run_emulator(config, stop=stop, on_ready=infos.append))
-        for _ in range(100):
-            if infos:
-                break
-            await asyncio.sleep(0.01)
-        info = infos[0]
+        info = await _ready(infos)
         assert link.is_symlink() and os.readlink(link) == info.path
         try:
             return await _pty_session(info, info.meter_ipv6)
@@ -899,10 +900,7 @@ def test_external_meter(tmp_path: Path) -> None:
         )  # fmt: skip
         task = asyncio.create_task(run_emulator(config, stop=stop, on_ready=infos.append))
         try:
-            for _ in range(100):
-                if infos:
-                    break
-                await asyncio.sleep(0.01)
+            await _ready(infos)
             assert infos[0].meter_addr == addr and infos[0].beacon.mac == meter.eui64
             return await _pty_session(infos[0], infos[0].meter_ipv6)
         finally:
