@@ -18,7 +18,7 @@ from amistack.runtime.echonet import AddressInUse, multicast_socket, unicast_soc
 @pytest.fixture
 def port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.52.1", 0))
+        probe.bind(("0.0.0.0", 0))  # free on every address, the wildcard tests included
         return int(probe.getsockname()[1])
 
 
