@@ -30,6 +30,7 @@ from amistack.broute.skstack import (
 )
 from amistack.cli.main import main as cli_main
 from amistack.crypto.rand import seeded_random
+from amistack.echonet.errors import EchonetDecodeError
 from amistack.echonet.frame import Eoj, Esv, Frame, Property
 from amistack.echonet.node import EchonetNode
 from amistack.echonet.objects import NodeProfile, SmartMeterObject
@@ -827,22 +828,47 @@ async def _reads_after_sendto(rx_latency: float) -> list[bytes]:
         await task
 
 
-def _node_echonet_lite_erxudps(reads: list[bytes]) -> int:
-    """ERXUDPs that node-echonet-lite's B-route client gets out of these serial reads: a read
-    that holds an EVENT line is handled as events only, an ERXUDP in it is lost (issue 10)."""
-    return sum(r.count(b"ERXUDP") for r in reads if b"EVENT" not in r)
+def _node_echonet_lite_erxudps(reads: list[bytes]) -> list[bytes]:
+    """The ECHONET Lite frames node-echonet-lite 0.6.0's B-route client (BP35A1) gets out of
+    these serial reads -- its reading rule, ported from lib/net/wisunb.js and
+    wisunb-bp35a1.js: reads are appended until the text ends in CR LF, then the whole text is
+    one response; an ERXUDP is parsed from the *start* of it (the first 8 space-separated
+    fields, the 8th the data length), so one behind EVENT and OK lines in the same response is
+    read at the wrong place and lost (issue 10)."""
+    frames: list[bytes] = []
+    pending = b""
+    for chunk in reads:
+        pending += chunk
+        if not pending.endswith(b"\r\n"):
+            continue
+        response, pending = pending, b""
+        if b"ERXUDP " not in response:
+            continue
+        parts = response.split(b" ")
+        if len(parts) < 9:
+            continue
+        offset = sum(len(p) + 1 for p in parts[:8])
+        try:
+            length = int(parts[7], 16)
+            frame = Frame.decode(response[offset : offset + length])
+        except (ValueError, EchonetDecodeError):
+            continue  # what it read there is no ECHONET Lite frame: the answer is lost
+        frames.append(frame.encode())
+    return frames
 
 
 def test_erxudp_reaches_the_host_in_a_later_read_than_sendtos_events() -> None:
     """Issue 10: a real module's answer takes tens of milliseconds over the air, so the EVENT 21
     and OK of a SKSENDTO are read before its ERXUDP. With the default rx_latency (30 ms) a host
-    polling the serial line every 5 ms reads them apart and keeps the answer; with 0 (the
-    emulator before) they come in one read and that client loses it."""
+    polling the serial line every 5 ms reads them apart and node-echonet-lite's rule keeps the
+    answer; with 0 (the emulator before) they come in one response and it is lost."""
     reads = run(lambda: _reads_after_sendto(0.03))
     first = next(r for r in reads if b"EVENT 21" in r)
-    assert b"ERXUDP" not in first and _node_echonet_lite_erxudps(reads) == 1
+    assert b"ERXUDP" not in first
+    [answer] = _node_echonet_lite_erxudps(reads)
+    assert Frame.decode(answer).tid == 0x0404
     at_once = run(lambda: _reads_after_sendto(0.0))
-    assert _node_echonet_lite_erxudps(at_once) == 0
+    assert _node_echonet_lite_erxudps(at_once) == []
 
 
 def test_pty_carries_binary_both_ways_and_keeps_a_link(tmp_path: Path) -> None:
