@@ -13,7 +13,8 @@ address, so each family gets two sockets, both on port 3610:
   first. Only once it is bound, and only when the node also listens to the group, is
   SO_REUSEADDR switched on: Linux checks the flag of both sockets when the *later* one binds,
   so the group socket below (and other local nodes' group sockets) may then share the port,
-  while an exclusive bind of the same address still fails;
+  while an exclusive bind of the same address still fails (a program that itself sets
+  SO_REUSEADDR before binding could still join it; amistack's unicast sockets never do);
 - the *multicast* socket, bound to the group address itself with SO_REUSEADDR (every ECHONET
   Lite node on the host may listen to the group) and joined to the group on the chosen
   interface: the kernel hands it only datagrams sent to the group, which the node is fed with
