@@ -5,7 +5,8 @@ BIN     := $(VENV)/bin
 APT_PKGS := hostapd eapoltest tshark softhsm2 postgresql
 STAMP   := $(VENV)/.amistack-setup
 # The npm `echonet-lite` package drives our ECHONET Lite node and controller in
-# tests/interop/test_echonet_npm.py; pinned by package.json + package-lock.json there.
+# tests/interop/test_echonet_npm.py, and node-echonet-lite the SKSTACK-IP emulator in
+# tests/interop/test_node_echonet_wisunb.py; pinned by package.json + package-lock.json there.
 NODE_DIR   := tests/interop/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.amistack-npm-ci
 

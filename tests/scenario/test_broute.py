@@ -411,6 +411,38 @@ def test_6_9_unexpected_pana_during_authentication_restarts_it_and_never_stops_t
     assert w.get(HEMS_B, (0xE7,), wait=2.0) is not None
 
 
+def test_6_9_a_hems_giving_up_mid_authentication_discards_it_at_once() -> None:
+    """Guideline §6.9: on an unexpected PANA packet the meter does not stop; it discards the
+    PANA authentication and starts again. A HEMS that, mid-run, sends a termination (or
+    notification) request for its own run -- it has no PANA SA yet, so no AUTH -- has given
+    it up: the half-open session ends at once (it used to linger until its timeout, holding a
+    per-source slot), the same packet from another address changes nothing, A is served
+    throughout and B's next PCI connects."""
+    w = build(meter_config=BrouteMeterConfig(max_sessions=2))
+    connect(w)
+    w.net.set_link(METER, HEMS_B, LinkConfig(latency=0.5))
+    b1 = w.add_hems(HEMS_B, CREDS_B, seed=5)
+    w.net.run_until(w.net.now + 3.2)
+    assert not b1.connected and w.meter.paa.half_open_count == 1
+    sid_b = next(
+        PanaMessage.decode(raw[1:]).session_id
+        for _, src, dst, raw in w.net.capture
+        if src == METER and dst == HEMS_B and raw[0] == 1
+    )
+    give_up = b"\x01" + PanaMessage(MessageType.TERMINATION, 0x8000, sid_b, 7).encode()
+    w.net.inject(("fe80::bad", 716), METER, give_up)  # a stranger cannot cancel B's run
+    w.net.run_until(w.net.now + 0.01)
+    assert w.meter.paa.half_open_count == 1 and w.meter.counters["auth_abandoned"] == 0
+    w.net.remove_node(HEMS_B)
+    w.net.inject(HEMS_B, METER, give_up)
+    w.net.run_until(w.net.now + 0.6)  # B's link has 0.5 s latency
+    assert w.meter.paa.half_open_count == 0 and w.meter.counters["auth_abandoned"] == 1
+    assert w.get(HEMS_A, (0xE7,), wait=0.2) is not None  # the node never stops
+    b2 = w.add_hems(HEMS_B, CREDS_B, seed=6)
+    assert w.until(lambda: b2.connected, 30.0)
+    assert w.get(HEMS_B, (0xE7,), wait=2.0) is not None
+
+
 # -- 6.12 a newcomer does not drop the connected HEMS until its PANA succeeds ----------------------
 
 

@@ -356,7 +356,12 @@ def test_6_2_e2_e4_start_with_e5_across_reconnects_and_outages() -> None:
     # A new E5 takes effect for whoever asks next.
     reply = home.ask(b, Esv.SETC, [Property(0xE5, b"\x00")])
     assert reply.esv == Esv.SET_RES
-    assert home.get(b, 0xE2)[0xE2][:2] == b"\x00\x00"
+    e2 = home.get(b, 0xE2)[0xE2]
+    assert e2[:2] == b"\x00\x00"
+    # E5 names the day of the outage itself (§6.2's 0x00FF case): the day field is still E5's,
+    # the half hours inside the outage (12:30, 13:00, 13:30) read no data, the others values.
+    slots = u32s(e2[2:])
+    assert slots[25:28] == [NO_DATA_U32] * 3 and NO_DATA_U32 not in slots[:25]
 
 
 # -- 6.3 outages read no-data ------------------------------------------------------------------

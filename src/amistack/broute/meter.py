@@ -14,10 +14,13 @@ Guideline chapter 6 cases handled here:
   * §6.7: a new HEMS can connect at any time; nothing locks a B-route ID or a source out after
     failures -- the PAA's only limits are per source and short (PCI token bucket, half-open
     bound; amistack.pana.paa), and no power cycle is needed to accept a new controller.
-  * §6.9: an unexpected PANA message never stops the node: the PAA drops and counts what does
-    not fit (bad sequence, wrong session, stray source, bad AUTH) and the authentication carries
-    on; a new PCI from a source whose authentication is in progress *restarts* it (the old
-    half-open session is ended at once so it does not hold a per-source slot).
+  * §6.9 (the meter should not stop on an unexpected PANA packet, but discard the PANA
+    authentication and start it again): nothing stops the node; the PAA drops and counts what
+    does not fit (bad sequence, wrong session, stray source, bad AUTH) and the authentication
+    carries on; a new PCI from a source whose authentication is in progress *restarts* it (the
+    old half-open session is ended at once so it does not hold a per-source slot), and a
+    termination or notification request from that source naming its run -- the HEMS giving
+    it up -- discards the run at once, ready for the next PCI.
   * §6.12: while HEMS A is connected, a newcomer's PANA exchange does not touch A; only when
     the newcomer *succeeds* are the oldest sessions beyond `max_sessions` (default 1: the B
     route serves one HEMS) ended with a PTR. A newcomer that fails leaves A as it was.
@@ -74,6 +77,8 @@ __all__ = ["BrouteMeter", "BrouteMeterConfig", "ConnectedHems"]
 EPC_INSTANCE_LIST = 0xD5
 _MAX_IN_PROGRESS = 4096  # sources with an authentication in progress that we remember (§6.9)
 _IN_EAP = frozenset({PaaState.WAIT_EAP_MSG, PaaState.WAIT_PAN_OR_PAR, PaaState.WAIT_SUCC_PAN})
+# What a HEMS sends to give an authentication up before it has a PANA SA (guideline §6.9).
+_ABANDON_TYPES = frozenset({MessageType.TERMINATION, MessageType.NOTIFICATION})
 
 
 @dataclass(frozen=True)
@@ -227,7 +232,28 @@ class BrouteMeter:
             msg = None  # the PAA counts it
         if msg is not None and msg.msg_type == MessageType.PCI:
             self._maybe_restart(addr, now)
+        elif msg is not None and self._abandoned(msg, addr, now):
+            return
         self.paa.receive_datagram(message, addr, now)
+
+    def _abandoned(self, msg: PanaMessage, addr: Addr, now: float) -> bool:
+        """§6.9: a HEMS that, in the middle of its authentication, sends a termination or
+        notification request for it (its "error" -- no PANA SA exists yet, so it cannot carry
+        AUTH) has given this run up: discard the authentication at once, so that its next PCI
+        starts a fresh one, rather than keeping the run until it times out. Only from the
+        source the run belongs to; the same from any other address is dropped by the PAA."""
+        if msg.msg_type not in _ABANDON_TYPES or not msg.flags & Flag.R:
+            return False
+        entry = self._in_progress.get(addr)
+        if entry is None or entry[0] != msg.session_id or msg.session_id in self._hems:
+            return False
+        if self.paa.state_of(msg.session_id) not in _IN_EAP:
+            return False
+        self.counters["auth_abandoned"] += 1
+        logger.info("authentication abandoned by the HEMS", extra={"session_id": msg.session_id})
+        self.paa.terminate(msg.session_id, now, "the HEMS gave the authentication up (6.9)")
+        del self._in_progress[addr]
+        return True
 
     def _maybe_restart(self, addr: Addr, now: float) -> None:
         """§6.9: a new PCI while this source's authentication is in its EAP run restarts it."""

@@ -258,7 +258,15 @@ class ModuleConfig:
     the BP35C2 is modelled without them (FAIL ER04, ERXUDP data always hex ASCII), as B-route
     libraries expect of it; True gives a BP35C2 firmware that has them. `time_scale` shortens
     the radio's real timings (scan windows, unanswered PANA) so that software written for the
-    real module does not wait minutes."""
+    real module does not wait minutes.
+
+    `rx_latency` (s, not scaled) is how long after its datagram reached the radio an ERXUDP is
+    written to the serial line: a real module's answer from the meter takes tens of
+    milliseconds over the air (a 100 kbit/s radio, CSMA, the meter's own processing), so the
+    `EVENT 21` and `OK` of a SKSENDTO always reach the host well before the answer's ERXUDP.
+    Some host software relies on that (it drops an ERXUDP read in the same chunk as the EVENT
+    lines before it); 0 writes it at once. Radio events behind a held ERXUDP wait for it, so
+    the order on the serial line is the radio's."""
 
     dialect: Dialect = Dialect.BP35C2
     mac: bytes = bytes.fromhex("001D129012345678")
@@ -268,6 +276,7 @@ class ModuleConfig:
     ropt_supported: bool | None = None
     time_scale: float = 0.05
     join_timeout: float = 40.0  # s before scaling: PANA retransmissions to a silent peer
+    rx_latency: float = 0.03  # s from a datagram's arrival to its ERXUDP on the serial line
     tx_budget: float = TX_BUDGET_S
     tx_window: float = TX_WINDOW_S
 
@@ -276,6 +285,8 @@ class ModuleConfig:
             raise ValueError("the module's MAC is an EUI-64 (8 bytes)")
         if not self.time_scale > 0:
             raise ValueError("time_scale must be > 0")
+        if not 0 <= self.rx_latency <= 10:
+            raise ValueError("rx_latency must be 0..10 s")
 
 
 @dataclass
@@ -384,6 +395,7 @@ class SkstackModule:
         self._ropt = self._a1 if config.ropt_supported is None else config.ropt_supported
         self._in = bytearray()
         self._out = bytearray()
+        self._held: deque[tuple[float, bytes]] = deque()  # radio output not yet due (rx_latency)
         self._skip_lf = False
         self._sendto: tuple[list[str], int, bytes] | None = None  # header tokens, length, raw
         self._opt = 0x01 if config.erxudp_hex else 0x00
@@ -443,6 +455,7 @@ class SkstackModule:
                 self._event(EventNum.PANA_FAILED, st.peer or self._own)
         self._release_tx(now)
         self._pump_radio(now)
+        self._release_held(now)
 
     def next_event(self) -> CommandHandled | None:
         return self._events.popleft() if self._events else None
@@ -625,6 +638,7 @@ class SkstackModule:
     def _cmd_skreset(self, args: list[str], now: float, data: bytes | None) -> str:
         self._nargs(args, 0)
         self._radio.reset(now)
+        self._held.clear()  # what the radio had not delivered yet is lost with it
         self._state = _State()
         self._reset_registers()
         self._sendto = None
@@ -874,6 +888,12 @@ class SkstackModule:
         st = self._state
         while (event := self._radio.next_event()) is not None:
             peer = st.peer or self._own
+            mark = len(self._out)
+            if isinstance(event, UdpReceived):
+                self._erxudp(event, peer)
+                if len(self._out) > mark:  # held for rx_latency, behind anything held before
+                    self._hold(now + self.config.rx_latency, mark)
+                continue
             if isinstance(event, PanaSucceeded):
                 st.joining = False
                 st.join_deadline = None
@@ -900,8 +920,21 @@ class SkstackModule:
                 st.joining = True
                 st.session = False  # until EVENT 25: SKSENDTO fails meanwhile
                 self._event(EventNum.SESSION_EXPIRED, peer)
-            elif isinstance(event, UdpReceived):
-                self._erxudp(event, peer)
+            if self._held:  # an ERXUDP before it is still held: keep the radio's order
+                self._hold(now, mark)
+        self._release_held(now)
+
+    def _hold(self, due: float, mark: int) -> None:
+        """Move what was written from `mark` on into the held queue, due at `due` at the
+        earliest and never before what is held already."""
+        if self._held:
+            due = max(due, self._held[-1][0])
+        self._held.append((due, bytes(self._out[mark:])))
+        del self._out[mark:]
+
+    def _release_held(self, now: float) -> None:
+        while self._held and self._held[0][0] <= now:
+            self._out += self._held.popleft()[1]
 
     def _erxudp(self, rx: UdpReceived, sender: ipaddress.IPv6Address) -> None:
         if rx.dst_port not in self._state.ports.values():
@@ -967,6 +1000,8 @@ class SkstackModule:
             times.append(st.join_deadline)
         if self._restricted and self._tx:
             times.append(self._tx[0].when + self.config.tx_window)
+        if self._held:
+            times.append(self._held[0][0])
         return min(times) if times else None
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from amistack.broute.credentials import BrouteCredentials, CredentialError
-from amistack.broute.skstack import Dialect
+from amistack.broute.skstack import Dialect, ModuleConfig
 from amistack.cli.common import CliError, parse_hostport
 from amistack.runtime.loop import run
 from amistack.runtime.skstack_pty import EmulatorConfig, EmulatorInfo, run_emulator
@@ -116,6 +116,15 @@ def register(sub: Any) -> None:
         help="radio timings (scan windows, unanswered PANA) times F (default 0.05; 1 = real)",
     )
     e.add_argument(
+        "--rx-latency",
+        type=float,
+        default=30.0,
+        metavar="MS",
+        help="milliseconds from SKSENDTO's answer reaching the radio to its ERXUDP on the serial "
+        "line, as over the air (default 30, not scaled by --time-scale; 0: at once). Some "
+        "software loses an ERXUDP read together with the EVENT lines before it",
+    )
+    e.add_argument(
         "--host",
         default="127.0.0.1",
         metavar="ADDR",
@@ -164,6 +173,8 @@ def _emulate(args: argparse.Namespace) -> int:
         raise CliError("--meter-mac describes an external --meter")
     if not args.time_scale > 0:
         raise CliError("--time-scale must be > 0")
+    if not 0 <= args.rx_latency <= 10_000:
+        raise CliError("--rx-latency must be 0..10000 ms")
     if args.link is not None and args.link.exists() and not args.link.is_symlink():
         raise CliError(f"--link {args.link}: exists and is not a symlink")
     config = EmulatorConfig(
@@ -180,6 +191,7 @@ def _emulate(args: argparse.Namespace) -> int:
         time_scale=args.time_scale,
         erxudp_hex=args.erxudp == "hex",
         ropt_supported=None if args.ropt is None else args.ropt == "on",
+        module=ModuleConfig(rx_latency=args.rx_latency / 1000),
     )
 
     def ready(info: EmulatorInfo) -> None:

@@ -43,6 +43,7 @@ from amistack.echonet.objects.smart_meter import (
     NO_DATA_U32,
     UNIT_TENTHS_WH,
 )
+from amistack.runtime.echonet import AddressInUse
 from amistack.runtime.echonet_controller import ControllerDriver, ControllerEngine, RequestError
 from amistack.runtime.loop import new_event_loop
 
@@ -297,6 +298,8 @@ async def _main(args: argparse.Namespace) -> int:
                     interface=args.interface,
                     multicast=multicast,
                 )
+        except AddressInUse as exc:
+            raise CliError(str(exc)) from None
         except OSError as exc:
             raise CliError(f"cannot use UDP {bind} port {EL_PORT}: {exc.strerror or exc}") from None
         find = asyncio.ensure_future(_find(driver, args))

@@ -24,6 +24,7 @@ from amistack.cli.common import (
     parse_psk,
 )
 from amistack.meter.events import AccessGranted
+from amistack.runtime.echonet import AddressInUse
 from amistack.runtime.keyserver import PANA_PORT
 from amistack.runtime.loop import new_event_loop
 from amistack.runtime.meter import MeterResult, run_meter
@@ -232,6 +233,8 @@ async def _echonet(args: argparse.Namespace, stop: asyncio.Event, start: float) 
             stop=stop,
             on_ready=_print_echonet_ready,
         )
+    except AddressInUse as exc:
+        raise CliError(f"ECHONET Lite: {exc}") from None
     except OSError as exc:
         raise CliError(f"ECHONET Lite: cannot serve on {', '.join(binds)}: {exc}") from None
 

@@ -18,11 +18,13 @@ Behaviour, by guideline section:
   the property maps 9D/9E/9F are read (both encodings: `echonet.propmap`).
 - §6.6 (no dependence on the partner's startup INF): nothing waits for a D5 announcement unless
   `inf_wait` > 0 asks to; even then, when none arrives within `inf_wait`, the controller asks with
-  a Get of D6, and when that gets no usable answer, with an INF_REQ of D5. A multicast discovery
-  nobody answered is followed by a multicast INF_REQ of D5. Slow partners are tolerated: a
-  request is retried (same TID) after `request_timeout`, up to `retries` times, and an answer to
-  any attempt -- even one arriving `late_grace` s after the last attempt timed out -- completes
-  it; the answers to the other attempts are counted as duplicates, never completed twice.
+  a Get of D6, and when that gets no usable answer, with a unicast INF_REQ of D5. A multicast
+  discovery nobody answered is asked once more (a Get of D6 again: §2.4.1 and §4.3 advise
+  against a multicast INF_REQ, which every node would answer by multicast). Slow partners are
+  tolerated: a request is retried (same TID) after `request_timeout`, up to `retries` times, and
+  an answer to any attempt -- even one arriving `late_grace` s after the last attempt timed out
+  -- completes it; the answers to the other attempts are counted as duplicates, never completed
+  twice.
 - TID matching: a response completes a request only if its TID, its source host and its SEOJ
   (the DEOJ asked, or any instance of that class for instance code 0) match and its ESV answers
   the request's service. The source *port* is not checked: answers should come from 3610, but
@@ -146,8 +148,6 @@ _T_WINDOW = 3
 _T_INF_WAIT = 4
 
 # Internal purposes of a request (None: the application's).
-_P_D6 = "d6"
-_P_D5 = "d5"
 _P_MAPS = "maps"
 
 
@@ -327,8 +327,9 @@ class _Part:
 class _Multicast:
     """A multicast discovery request whose answers are being collected."""
 
-    kind: str  # _P_D6 or _P_D5
+    group: Addr
     until: float
+    retry: bool = False  # the second (last) Get of D6 to this group
     answered: int = 0
 
 
@@ -406,7 +407,7 @@ class EchonetController:
         """Multicast a Get of D6 to the node profile of every node, and re-probe every address
         given to `probe`."""
         for group in self.config.multicast_groups:
-            self._send_multicast(_P_D6, Esv.GET, group, now)
+            self._send_multicast(group, now)
         for addr in list(self._probed.values()):
             self._probe_now(addr, now)
         if self.config.rediscover_interval:
@@ -884,12 +885,13 @@ class EchonetController:
 
     # -- discovery -----------------------------------------------------------------------------
 
-    def _send_multicast(self, kind: str, esv: int, group: Addr, now: float) -> None:
+    def _send_multicast(self, group: Addr, now: float, retry: bool = False) -> None:
+        """The §4.3 node discovery message: a Get of D6 to the node profile, multicast."""
         tid = self._next_tid()
-        epc = EPC_INSTANCE_LIST if kind == _P_D6 else EPC_INSTANCE_LIST_INF
-        data = Frame(tid, self.seoj, NODE_PROFILE, esv, (Property(epc),)).encode()
+        props = (Property(EPC_INSTANCE_LIST),)
+        data = Frame(tid, self.seoj, NODE_PROFILE, Esv.GET, props).encode()
         until = now + self.config.discovery_window
-        self._multicast[tid] = _Multicast(kind, until)
+        self._multicast[tid] = _Multicast(group, until, retry)
         self._push(until, _T_WINDOW, tid, 0)
         self._recent_multicast.append(data)
         self._outbox.append((data, group))
@@ -897,20 +899,21 @@ class EchonetController:
 
     def _on_multicast_answer(self, mc: _Multicast, frame: Frame, addr: Addr, now: float) -> None:
         mc.answered += 1
-        epc = EPC_INSTANCE_LIST if mc.kind == _P_D6 else EPC_INSTANCE_LIST_INF
         for p in frame.props:
-            if p.epc == epc and p.edt:
-                self._learn(addr, p.edt, "get" if mc.kind == _P_D6 else "inf_req", now)
+            if p.epc == EPC_INSTANCE_LIST and p.edt:
+                self._learn(addr, [p.edt], "get", now)
                 return
         self.counters["discovery_answer_without_list"] += 1
 
     def _on_window_end(self, tid: int, now: float) -> None:
         mc = self._multicast.pop(tid)
-        if mc.kind == _P_D6 and mc.answered == 0:
-            # §6.6: nobody answered the Get of D6; some nodes only answer an INF_REQ of D5.
-            self.counters["discovery_fallback"] += 1
-            for group in self.config.multicast_groups:
-                self._send_multicast(_P_D5, Esv.INF_REQ, group, now)
+        if mc.answered == 0 and not mc.retry:
+            # Nobody answered: the Get may have been lost, so ask once more. Never a multicast
+            # INF_REQ -- guideline §2.4.1 and §4.3 advise against it (every node would answer
+            # by multicast); §6.6's INF_REQ of D5 is unicast, in `probe`. Nodes that stay
+            # silent are still learnt from their startup INF (§4.2) or the next rediscovery.
+            self.counters["discovery_retry"] += 1
+            self._send_multicast(mc.group, now, retry=True)
 
     def _probe_now(self, addr: Addr, now: float) -> None:
         host = addr[0]
@@ -926,7 +929,7 @@ class EchonetController:
 
         def after_d6(op: _Op, ok: bool, reason: str, t: float) -> None:
             edt = _read(op, EPC_INSTANCE_LIST)
-            if edt is not None and self._learn(dest, edt, "get", t):
+            if edt is not None and self._learn(dest, [edt], "get", t):
                 self._probing.discard(host)
                 return
             # §6.6: no usable D6 -- ask the node to announce its instance list instead.
@@ -944,7 +947,7 @@ class EchonetController:
         def after_d5(op: _Op, ok: bool, reason: str, t: float) -> None:
             self._probing.discard(host)
             edt = _read(op, EPC_INSTANCE_LIST_INF)
-            if edt is not None and self._learn(dest, edt, "inf_req", t):
+            if edt is not None and self._learn(dest, [edt], "inf_req", t):
                 return
             self._events.append(ProbeFailed(dest, reason or "no instance list in the answers"))
 
@@ -955,11 +958,13 @@ class EchonetController:
         self._events.append(NotificationReceived(frame, addr))
         key = (addr[0], self.config.port)
         if frame.seoj.class_code == NODE_PROFILE_CLASS:
-            for p in frame.props:
-                if p.epc == EPC_INSTANCE_LIST_INF and p.edt:
-                    self._awaiting_inf.pop(addr[0], None)
-                    self._learn(key, p.edt, "inf", now)
-                    return
+            # §2.5: a node with more than 84 objects may list them all in one INF, one D5
+            # property (of at most 84 EOJs each) after the other.
+            lists = [p.edt for p in frame.props if p.epc == EPC_INSTANCE_LIST_INF and p.edt]
+            if lists:
+                self._awaiting_inf.pop(addr[0], None)
+                self._learn(key, lists, "inf", now)
+                return
         node = self._nodes.get(key)
         if node is None:
             self.counters["inf_from_unknown"] += 1
@@ -967,10 +972,11 @@ class EchonetController:
         else:
             node.last_seen = now
 
-    def _learn(self, addr: Addr, edt: bytes, via: str, now: float) -> bool:
-        """A node's instance list arrived; False when it was malformed."""
+    def _learn(self, addr: Addr, edts: Sequence[bytes], via: str, now: float) -> bool:
+        """A node's instance list arrived (the EDTs of the D5/D6 properties of one message);
+        False when it was malformed."""
         try:
-            listed = decode_instance_list(edt)
+            listed = tuple(e for edt in edts for e in decode_instance_list(edt))
         except EchonetDecodeError as exc:
             self.counters["bad_instance_list"] += 1
             log.debug("bad instance list from %s: %s", addr, exc)
@@ -985,7 +991,7 @@ class EchonetController:
         else:
             node.last_seen = now
             if set(eojs) != set(node.instances):
-                if edt[0] > len(listed):  # one of several D5 of a node with > 84 objects (§2.5)
+                if len(edts) == 1 and edts[0][0] > len(listed):  # one D5 of several INFs (§2.5)
                     eojs = tuple(dict.fromkeys(node.instances + eojs))
                 node.instances = eojs
                 for gone in [e for e in node.maps if e not in eojs]:

@@ -11,16 +11,19 @@ Behaviour, by guideline section:
 - §2.1 (values a device cannot take): the object's `set` decides -- clamp to the device's range,
   map to the nearest supported step, or ignore an unsupported step -- and the node answers with
   the write response; the value stored is reported in `PropertiesWritten`.
-- §2.2 (values outside the property's range): answered with the not-possible response (SetI_SNA
-  0x50 / SetC_SNA 0x51 / SetGet_SNA 0x5E) echoing the rejected EDT. `NodeConfig.out_of_range =
-  OutOfRangeReply.ACCEPT` answers the ordinary response instead (the value is still not stored),
-  for controllers that treat any SNA as a fault.
+- §2.2 (values outside the property's range): the guideline recommends answering as if
+  accepted, and allows the not-possible response from a node that checks before answering, as
+  this one does. Default: the not-possible response (SetI_SNA 0x50 / SetC_SNA 0x51 / SetGet_SNA
+  0x5E) echoing the rejected EDT, so the controller learns the value was not stored.
+  `NodeConfig.out_of_range = OutOfRangeReply.ACCEPT` answers the ordinary response instead (the
+  value is still not stored), the guideline's recommendation.
 - §2.4 (multicast requests): answered unicast, after a random delay drawn per request from this
   node's RandomSource, bounded by `NodeConfig.multicast_reply_delay`, so that the nodes of a home
   do not answer in one burst. An INF_REQ that came by multicast is answered unicast as well: one
   multicast request never triggers a multicast from every node (no storm).
 - §2.5: the instance lists D5/D6 carry at most 84 EOJs; the startup announcement of a node with
-  more is split into several INFs of at most 84 each.
+  more is one INF with several D5 properties of at most 84 EOJs each (OPC >= 2: the form §2.5
+  recommends for 85 or more; a receiver that reads only the first D5 still gets 84).
 - §2.6 (SetGet): the writes are applied first, then the reads, so the reads see the writes. With
   `NodeConfig.setget = False` a SetGet is answered 0x5E with OPCSet=0 and OPCGet=0 (the guideline's
   answer for a node that cannot guarantee that order).
@@ -43,8 +46,9 @@ Behaviour, by guideline section:
 - Every answer goes to port 3610 (`NodeConfig.port`) of the requester's address, whatever the
   request's source port.
 - Unknown DEOJ: a unicast request is answered with the not-possible response (SEOJ = the DEOJ
-  asked for; `UnknownObjectReply.DROP` discards it, as the ECHONET Lite specification's letter
-  allows); a multicast request for an object we do not host is always silently ignored. Unknown
+  asked for; `UnknownObjectReply.DROP` discards it; the guideline does not settle the unicast
+  case); a multicast request for an object we do not host is always silently ignored (§4.3:
+  a node answers discovery requests that concern objects or properties it has). Unknown
   or unreadable EPCs get the not-possible response with PDC=0 for those EPCs. A request with OPC=0
   gets the not-possible response with OPC=0.
 - Malformed datagrams (truncated, wrong PDC, trailing bytes, not ECHONET Lite) are dropped and
@@ -104,6 +108,7 @@ NODE_PROFILE_CLASS = 0x0EF0
 MAX_INSTANCE_LIST = 84  # guideline §2.5: D5/D6 carry at most 84 instances
 
 EPC_INSTANCE_LIST_INF = 0xD5  # instance list notification (spec part 2, §6.11.1)
+EPC_REMOTE_CONTROL = 0x93  # remote control setting (APPENDIX super class; guideline §5)
 FIXED_TIME_EPCS = (
     0xEA,
     0xEB,
@@ -171,6 +176,11 @@ class HostedObject(Protocol):
 
     def clamp(self, epc: int, edt: bytes) -> bytes | None:
         """The nearest acceptable EDT for an out-of-range number, or None (§2.1)."""
+        ...
+
+    def begin_write(self, marks: Iterable[bytes]) -> None:
+        """A write request is about to be applied; `marks`: the EDTs of its 0x93 properties
+        (guideline §5: a request is remote or local as a whole)."""
         ...
 
     @property
@@ -478,6 +488,7 @@ class EchonetNode:
         out: list[Property] = []
         written: list[Property] = []
         ok = True
+        obj.begin_write(p.edt for p in props if p.epc == EPC_REMOTE_CONTROL)
         for p in props:
             res = obj.set(p.epc, p.edt, now)
             if res.status is SetStatus.INVALID:  # §2.2: size or range the property cannot take
@@ -527,12 +538,14 @@ class EchonetNode:
                 self.announce(obj.eoj, epcs, now)
 
     def _announce_instances(self, now: float) -> None:
-        """§4.2 / §2.5: the instance list notification, split into INFs of at most 84 EOJs."""
+        """§4.2 / §2.5: the instance list notification; more than 84 EOJs go in one INF with a
+        D5 property per 84 (OPC >= 2), the form §2.5 recommends."""
         eojs = self.instance_list()
         chunks = [eojs[i : i + MAX_INSTANCE_LIST] for i in range(0, len(eojs), MAX_INSTANCE_LIST)]
-        for chunk in chunks or [[]]:
-            prop = Property(EPC_INSTANCE_LIST_INF, _instance_list_edt(chunk))
-            self._multicast(Frame(self._next_tid(), NODE_PROFILE, NODE_PROFILE, Esv.INF, (prop,)))
+        props = tuple(
+            Property(EPC_INSTANCE_LIST_INF, _instance_list_edt(chunk)) for chunk in chunks or [[]]
+        )
+        self._multicast(Frame(self._next_tid(), NODE_PROFILE, NODE_PROFILE, Esv.INF, props))
         self.counters["startup_inf"] += 1
         self._events.append(Announced(self.profile.eoj, (EPC_INSTANCE_LIST_INF,)))
 

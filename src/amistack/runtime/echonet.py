@@ -2,13 +2,21 @@
 
 The node must know whether a request came by multicast (guideline §2.4: such requests are
 answered after a random delay). asyncio's datagram transports do not expose the destination
-address, so each family gets two sockets, both on port 3610 with SO_REUSEADDR:
+address, so each family gets two sockets, both on port 3610:
 
 - the *unicast* socket, bound to the interface address (or the wildcard), which is also the one
   every datagram is sent from (so answers and announcements leave from port 3610). On Linux it is
   opted out of multicast delivery (IP_MULTICAST_ALL / IPV6_MULTICAST_ALL = 0), so it only ever sees
-  datagrams addressed to us;
-- the *multicast* socket, bound to the group address itself and joined to the group on the chosen
+  datagrams addressed to us. It is bound *without* SO_REUSEADDR, so the kernel refuses it when
+  any socket already holds that address and port -- a second meter or a HEMS on the same host
+  gets `AddressInUse` instead of silently sharing the port and losing the unicast answers to the
+  first. Only once it is bound, and only when the node also listens to the group, is
+  SO_REUSEADDR switched on: Linux checks the flag of both sockets when the *later* one binds,
+  so the group socket below (and other local nodes' group sockets) may then share the port,
+  while an exclusive bind of the same address still fails (a program that itself sets
+  SO_REUSEADDR before binding could still join it; amistack's unicast sockets never do);
+- the *multicast* socket, bound to the group address itself with SO_REUSEADDR (every ECHONET
+  Lite node on the host may listen to the group) and joined to the group on the chosen
   interface: the kernel hands it only datagrams sent to the group, which the node is fed with
   `multicast=True`.
 
@@ -20,6 +28,7 @@ sockets.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 import struct
@@ -32,12 +41,29 @@ from amistack.runtime.udp import DEFAULT_RCVBUF, EngineDriver, _Endpoint
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EchonetDriver", "multicast_socket", "peer_addr", "unicast_socket"]
+__all__ = ["AddressInUse", "EchonetDriver", "multicast_socket", "peer_addr", "unicast_socket"]
 
 # Linux socket options that Python's socket module may not name (linux/in.h, linux/in6.h).
 _IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)
 _IPV6_MULTICAST_ALL = getattr(socket, "IPV6_MULTICAST_ALL", 29)
 _LINUX = sys.platform.startswith("linux")
+
+
+class AddressInUse(OSError):
+    """The unicast address and port of a node is already bound (errno EADDRINUSE)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        shown = f"[{host}]" if ":" in host else host
+        super().__init__(
+            errno.EADDRINUSE,
+            f"UDP {shown}:{port} is already in use (another ECHONET Lite node on this host? "
+            "give each its own address)",
+        )
+        self.host = host
+        self.port = port
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 def _ifindex(interface: str | None) -> int:
@@ -47,7 +73,6 @@ def _ifindex(interface: str | None) -> int:
 def _base_socket(family: socket.AddressFamily, rcvbuf: int | None) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         if rcvbuf:
@@ -67,9 +92,12 @@ def unicast_socket(
     interface: str | None = None,
     multicast_loop: bool = True,
     rcvbuf: int | None = DEFAULT_RCVBUF,
+    group: bool = True,
 ) -> socket.socket:
     """The socket a node receives unicast on and sends everything from (multicasts leave on
-    `interface`, hop limit 1: ECHONET Lite multicast stays on the link)."""
+    `interface`, hop limit 1: ECHONET Lite multicast stays on the link). Bound exclusively
+    (`AddressInUse` when taken); `group`: the node will also bind a group socket on this port,
+    so the port is opened to sharing once bound (module docstring)."""
     v6 = ":" in host
     sock = _base_socket(socket.AF_INET6 if v6 else socket.AF_INET, rcvbuf)
     try:
@@ -82,7 +110,7 @@ def unicast_socket(
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, loop)
-            sock.bind((host, port, 0, index if host.lower().startswith("fe80") else 0))
+            _bind(sock, (host, port, 0, index if host.lower().startswith("fe80") else 0))
         else:
             if _LINUX:
                 sock.setsockopt(socket.IPPROTO_IP, _IP_MULTICAST_ALL, 0)
@@ -93,7 +121,9 @@ def unicast_socket(
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(host))
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, loop)
-            sock.bind((host, port))
+            _bind(sock, (host, port))
+        if group:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setblocking(False)
     except BaseException:
         sock.close()
@@ -112,6 +142,7 @@ def multicast_socket(
     v6 = ":" in group
     sock = _base_socket(socket.AF_INET6 if v6 else socket.AF_INET, rcvbuf)
     try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # one per node on the host
         index = _ifindex(interface)
         if v6:
             sock.bind((group, port, 0, index))
@@ -126,6 +157,15 @@ def multicast_socket(
         sock.close()
         raise
     return sock
+
+
+def _bind(sock: socket.socket, addr: tuple[Any, ...]) -> None:
+    try:
+        sock.bind(addr)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise AddressInUse(str(addr[0]), int(addr[1])) from None
+        raise
 
 
 def peer_addr(addr: Any) -> Addr:
@@ -189,7 +229,7 @@ class EchonetDriver(EngineDriver[EchonetNode]):
         for host, group in ((ipv4, MULTICAST_V4[0]), (ipv6, MULTICAST_V6[0])):
             if host is None:
                 continue
-            sock = unicast_socket(host, port, interface, multicast_loop)
+            sock = unicast_socket(host, port, interface, multicast_loop, group=multicast)
             opened.append(await self.attach_unicast(sock))
             if multicast:
                 opened.append(await self.attach_multicast(multicast_socket(group, port, interface)))

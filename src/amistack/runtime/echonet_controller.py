@@ -162,10 +162,11 @@ class ControllerDriver(EngineDriver[ControllerEngine]):
             if ephemeral_source:  # attached first: the first socket of a family sends
                 opened.append(
                     await self._attach(
-                        unicast_socket(host, 0, interface, multicast_loop), _ControllerEndpoint
+                        unicast_socket(host, 0, interface, multicast_loop, group=False),
+                        _ControllerEndpoint,
                     )
                 )
-            sock = unicast_socket(host, port, interface, multicast_loop)
+            sock = unicast_socket(host, port, interface, multicast_loop, group=multicast)
             opened.append(await self._attach(sock, _ControllerEndpoint))
             if multicast:
                 msock = multicast_socket(group, port, interface)

@@ -29,7 +29,12 @@ from amistack.echonet.node import EL_PORT, MULTICAST_V4, MULTICAST_V6, EchonetNo
 from amistack.echonet.objects import NodeProfile, OneWayMode, SmartMeterConfig, SmartMeterObject
 from amistack.meter.model import DAY_S, MeterConfig, MeterModel
 from amistack.meter.tables import TimeScale
-from amistack.runtime.echonet import EchonetDriver, multicast_socket, unicast_socket
+from amistack.runtime.echonet import (
+    AddressInUse,
+    EchonetDriver,
+    multicast_socket,
+    unicast_socket,
+)
 from amistack.runtime.udp import is_ipv6
 
 log = logging.getLogger(__name__)
@@ -141,12 +146,14 @@ async def run_meter_echonet(
             try:  # both sockets of a family, or neither: no half-served family
                 if v6 and multicast and ifname is None:
                     raise OSError("IPv6 multicast (ff02::1) is link-scoped: give --interface")
-                socks.append(unicast_socket(host, port, ifname))
+                socks.append(unicast_socket(host, port, ifname, group=multicast))
                 if multicast:
                     socks.append(multicast_socket(group, port, ifname))
             except OSError as exc:
                 for sock in socks:
                     sock.close()
+                if isinstance(exc, AddressInUse):  # never serve beside another node
+                    raise
                 last_error = exc
                 failed.append((host, str(exc)))
                 log.warning("ECHONET Lite: cannot serve on %s: %s", host, exc)

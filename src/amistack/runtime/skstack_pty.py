@@ -259,6 +259,7 @@ async def run_emulator(
         join_timeout=config.module.join_timeout,
         tx_budget=config.module.tx_budget,
         tx_window=config.module.tx_window,
+        rx_latency=config.module.rx_latency,
     )
     radio = BrouteRadio(beacon, meter_addr, rng)
     module = SkstackModule(module_config, radio)

@@ -7,6 +7,7 @@ the two engines in memory on a virtual clock; the serial side is bytes in, bytes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from amistack.broute.skstack import (
 )
 from amistack.cli.main import main as cli_main
 from amistack.crypto.rand import seeded_random
+from amistack.echonet.errors import EchonetDecodeError
 from amistack.echonet.frame import Eoj, Esv, Frame, Property
 from amistack.echonet.node import EchonetNode
 from amistack.echonet.objects import NodeProfile, SmartMeterObject
@@ -64,6 +66,7 @@ class Bench:
         tx_budget: float = 360.0,
         ropt: bool | None = None,
         hex_default: bool = False,
+        rx_latency: float = 0.03,
     ) -> None:
         self.now = 1000.0
         rng = seeded_random(30)
@@ -89,6 +92,7 @@ class Bench:
                 tx_budget=tx_budget,
                 ropt_supported=ropt,
                 erxudp_hex=hex_default,
+                rx_latency=rx_latency,
             ),
             self.radio,
         )
@@ -164,10 +168,15 @@ class Bench:
         self.advance(5.0)
         return self.lines()
 
-    def sendto(self, payload: bytes, handle: int = 1, port: int = 3610, sec: int = 1) -> None:
+    def sendto(
+        self, payload: bytes, handle: int = 1, port: int = 3610, sec: int = 1, wait: float = 0.1
+    ) -> None:
+        """SKSENDTO, then `wait` seconds for the answer (the module's rx_latency is 30 ms)."""
         side = "" if self.a1 else " 0"
         head = f"SKSENDTO {handle} {METER_IP} {port:04X} {sec}{side} {len(payload):04X} "
         self.write(head.encode() + payload)
+        if wait:
+            self.advance(wait)
 
 
 def ev(bench: Bench, num: str, addr: str, param: str | None = None) -> str:
@@ -488,6 +497,30 @@ def test_meter_ends_the_session_event_26(bench: Bench) -> None:
     assert not bench.module.session_established
 
 
+def test_radio_events_wait_behind_a_held_erxudp(bench: Bench) -> None:
+    """rx_latency holds an ERXUDP; what the radio reports after it (here the meter ending the
+    session right after its answer: EVENT 26) comes after it on the serial line, not before."""
+    bench.join()
+    bench.sendto(get_frame(9, 0xE7), wait=0.0)
+    bench.meter.disconnect(bench.meter.connected[0].session_id, bench.now)
+    bench.pump()
+    lines = bench.lines()
+    assert lines[-1] == "OK" and not any(ln.startswith(("ERXUDP", "EVENT 26")) for ln in lines)
+    bench.advance(1.0)
+    lines = [ln for ln in bench.lines() if ln.startswith(("ERXUDP", "EVENT 26"))]
+    assert [ln.split(" ")[0] for ln in lines] == ["ERXUDP", "EVENT"]
+    assert not bench.module.session_established
+
+
+def test_rx_latency_zero_writes_erxudp_with_the_command_answer() -> None:
+    bench = Bench(Dialect.BP35C2, rx_latency=0.0)
+    bench.join()
+    bench.sendto(get_frame(10, 0xE7), wait=0.0)
+    assert [ln.split(" ")[0] for ln in bench.lines()] == ["EVENT", "OK", "ERXUDP"]
+    with pytest.raises(ValueError):
+        ModuleConfig(rx_latency=-1.0)
+
+
 def test_link_lost_and_regained_event_29_then_25(bench: Bench) -> None:
     bench.join()
     bench.radio_silence = True  # the keep-alive ping (after 60 s of silence) goes unanswered
@@ -539,12 +572,15 @@ def test_sendto_binary_data_and_erxudp_binary(dialect: Dialect) -> None:
     # a TID whose bytes are CR LF: binary data must not be framed as lines
     payload = get_frame(0x0D0A, 0xE7)
     assert b"\r\n" in payload
-    bench.sendto(payload)
+    bench.sendto(payload, wait=0.0)
     out = bench.take()
     head, _, rest = out.partition(b"\r\n")
     assert head.decode() == ev(bench, "21", METER_IP, "00")
-    assert rest.startswith(b"OK\r\n")
-    erx = rest[len(b"OK\r\n") :]
+    assert rest == b"OK\r\n"  # the meter's answer is on the air yet (rx_latency)
+    bench.advance(0.029)
+    assert bench.take() == b""
+    bench.advance(0.001)
+    erx = bench.take()
     assert erx.startswith(b"ERXUDP ") and erx.endswith(b"\r\n")
     fields = erx[:-2].split(b" ", 9 if bench.a1 else 10)
     # A1: ERXUDP sender dest rport lport senderlla secured datalen data
@@ -715,35 +751,129 @@ async def _read_until(fd: int, marker: bytes, timeout: float = 5.0) -> bytes:
     return buf
 
 
+async def _ready(infos: list[EmulatorInfo]) -> EmulatorInfo:
+    """The emulator's `on_ready` report, once `run_emulator` has made it (within a second)."""
+    for _ in range(100):
+        if infos:
+            return infos[0]
+        await asyncio.sleep(0.01)
+    raise AssertionError("the emulator did not get ready")
+
+
+async def _pty_join(fd: int, info: EmulatorInfo, meter_ip: str) -> None:
+    """Credentials, SKLL64 and SKJOIN over the pty; returns with the serial line quiet."""
+    os.write(fd, b"SKSREG SFE 0\r\n")
+    await _read_until(fd, b"OK\r\n")
+    for line in (
+        f"SKSETRBID {RBID}",
+        f"SKSETPWD C {PASSWORD}",
+        "SKSREG S2 21",
+        "SKSREG S3 8888",
+    ):
+        os.write(fd, line.encode() + b"\r\n")
+        await _read_until(fd, b"OK\r\n")
+    os.write(fd, b"SKLL64 " + info.beacon.mac.hex().upper().encode() + b"\r\n")
+    assert (await _read_until(fd, b"\r\n")).strip().decode() == meter_ip
+    os.write(fd, f"SKJOIN {meter_ip}\r\n".encode())
+    await _read_until(fd, b"EVENT 25")
+    await asyncio.sleep(0.2)
+    while True:  # drop the meter's instance-list INF
+        try:
+            os.read(fd, 4096)
+        except BlockingIOError:
+            break
+
+
 async def _pty_session(info: EmulatorInfo, meter_ip: str) -> bytes:
     fd = os.open(info.path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
     try:
-        os.write(fd, b"SKSREG SFE 0\r\n")
-        await _read_until(fd, b"OK\r\n")
-        for line in (
-            f"SKSETRBID {RBID}",
-            f"SKSETPWD C {PASSWORD}",
-            "SKSREG S2 21",
-            "SKSREG S3 8888",
-        ):
-            os.write(fd, line.encode() + b"\r\n")
-            await _read_until(fd, b"OK\r\n")
-        os.write(fd, b"SKLL64 " + info.beacon.mac.hex().upper().encode() + b"\r\n")
-        assert (await _read_until(fd, b"\r\n")).strip().decode() == meter_ip
-        os.write(fd, f"SKJOIN {meter_ip}\r\n".encode())
-        await _read_until(fd, b"EVENT 25")
-        await asyncio.sleep(0.2)
-        while True:  # drop the meter's instance-list INF
-            try:
-                os.read(fd, 4096)
-            except BlockingIOError:
-                break
+        await _pty_join(fd, info, meter_ip)
         # ^C, XOFF, CR, LF, DEL in the TID: raw mode carries every byte both ways unchanged
         payload = get_frame(0x0313, 0xE7)
         os.write(fd, f"SKSENDTO 1 {meter_ip} 0E1A 1 {len(payload):04X} ".encode() + payload)
         return await _read_until(fd, b"\x88\x01\x05\xff\x01\x72")
     finally:
         os.close(fd)
+
+
+async def _reads_after_sendto(rx_latency: float) -> list[bytes]:
+    """The serial reads a host polling every 5 ms sees after one SKSENDTO, until the ERXUDP."""
+    stop = asyncio.Event()
+    infos: list[EmulatorInfo] = []
+    config = EmulatorConfig(
+        dialect=Dialect.BP35A1, rbid=RBID, password=PASSWORD, seed=5, host="127.0.30.5",
+        time_scale=0.01, module=ModuleConfig(rx_latency=rx_latency),
+    )  # fmt: skip
+    task = asyncio.create_task(run_emulator(config, stop=stop, on_ready=infos.append))
+    try:
+        info = await _ready(infos)
+        fd = os.open(info.path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        try:
+            await _pty_join(fd, info, info.meter_ipv6)
+            await asyncio.sleep(rx_latency)  # the meter's instance-list INF, held as well
+            with contextlib.suppress(BlockingIOError):
+                os.read(fd, 4096)
+            payload = get_frame(0x0404, 0xE7)
+            head = f"SKSENDTO 1 {info.meter_ipv6} 0E1A 1 {len(payload):04X} "
+            os.write(fd, head.encode() + payload)
+            reads: list[bytes] = []
+            end = asyncio.get_running_loop().time() + 5.0
+            while not any(b"ERXUDP" in r for r in reads):
+                assert asyncio.get_running_loop().time() < end, reads
+                await asyncio.sleep(0.005)
+                with contextlib.suppress(BlockingIOError):
+                    reads.append(os.read(fd, 4096))
+            return reads
+        finally:
+            os.close(fd)
+    finally:
+        stop.set()
+        await task
+
+
+def _node_echonet_lite_erxudps(reads: list[bytes]) -> list[bytes]:
+    """The ECHONET Lite frames node-echonet-lite 0.6.0's B-route client (BP35A1) gets out of
+    these serial reads -- its reading rule, ported from lib/net/wisunb.js and
+    wisunb-bp35a1.js: reads are appended until the text ends in CR LF, then the whole text is
+    one response; an ERXUDP is parsed from the *start* of it (the first 8 space-separated
+    fields, the 8th the data length), so one behind EVENT and OK lines in the same response is
+    read at the wrong place and lost (issue 10)."""
+    frames: list[bytes] = []
+    pending = b""
+    for chunk in reads:
+        pending += chunk
+        if not pending.endswith(b"\r\n"):
+            continue
+        response, pending = pending, b""
+        if b"ERXUDP " not in response:
+            continue
+        parts = response.split(b" ")
+        if len(parts) < 9:
+            continue
+        offset = sum(len(p) + 1 for p in parts[:8])
+        try:
+            length = int(parts[7], 16)
+            frame = Frame.decode(response[offset : offset + length])
+        except (ValueError, EchonetDecodeError):
+            continue  # what it read there is no ECHONET Lite frame: the answer is lost
+        frames.append(frame.encode())
+    return frames
+
+
+def test_erxudp_reaches_the_host_in_a_later_read_than_sendtos_events() -> None:
+    """Issue 10: a real module's answer takes tens of milliseconds over the air, so the EVENT 21
+    and OK of a SKSENDTO are read before its ERXUDP. With rx_latency a host polling the serial
+    line every 5 ms reads them apart and node-echonet-lite's rule keeps the answer; with 0 (the
+    emulator before) they come in one response and it is lost."""
+    # 0.3 s here rather than the default 0.03 s (checked on the virtual clock above), so that a
+    # loaded machine stalling this process for tens of milliseconds cannot merge the reads.
+    reads = run(lambda: _reads_after_sendto(0.3))
+    first = next(r for r in reads if b"EVENT 21" in r)
+    assert b"ERXUDP" not in first
+    [answer] = _node_echonet_lite_erxudps(reads)
+    assert Frame.decode(answer).tid == 0x0404
+    at_once = run(lambda: _reads_after_sendto(0.0))
+    assert _node_echonet_lite_erxudps(at_once) == []
 
 
 def test_pty_carries_binary_both_ways_and_keeps_a_link(tmp_path: Path) -> None:
@@ -762,11 +892,7 @@ def test_pty_carries_binary_both_ways_and_keeps_a_link(tmp_path: Path) -> None:
             time_scale=0.01,
         )
         task = asyncio.create_task(run_emulator(config, stop=stop, on_ready=infos.append))
-        for _ in range(100):
-            if infos:
-                break
-            await asyncio.sleep(0.01)
-        info = infos[0]
+        info = await _ready(infos)
         assert link.is_symlink() and os.readlink(link) == info.path
         try:
             return await _pty_session(info, info.meter_ipv6)
@@ -805,10 +931,7 @@ def test_external_meter(tmp_path: Path) -> None:
         )  # fmt: skip
         task = asyncio.create_task(run_emulator(config, stop=stop, on_ready=infos.append))
         try:
-            for _ in range(100):
-                if infos:
-                    break
-                await asyncio.sleep(0.01)
+            await _ready(infos)
             assert infos[0].meter_addr == addr and infos[0].beacon.mac == meter.eui64
             return await _pty_session(infos[0], infos[0].meter_ipv6)
         finally:
@@ -827,6 +950,7 @@ def test_external_meter(tmp_path: Path) -> None:
         (["--rbid", "short", "--password", PASSWORD], "B-route ID must be exactly 32"),
         (["--meter-mac", "0011223344556677"], "--meter-mac describes an external --meter"),
         (["--time-scale", "0"], "--time-scale must be > 0"),
+        (["--rx-latency", "-5"], "--rx-latency must be 0..10000 ms"),
     ],
 )
 def test_cli_errors_are_one_line(

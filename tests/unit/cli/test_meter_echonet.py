@@ -131,6 +131,28 @@ def test_serves_get_e7_standalone_and_stops_on_sigterm(
     assert meter.stop() == 0
 
 
+def test_a_second_meter_or_a_hems_on_the_meters_address_is_refused(
+    two_way: tuple[MeterProcess, Controller],
+) -> None:
+    """Issue 10: a second node on the same host and address used to bind UDP 3610 beside the
+    first (SO_REUSEADDR) and steal its unicast traffic; now it exits 2 with one line naming
+    the address, and the first meter keeps answering."""
+    _, hems = two_way
+    for argv in (
+        ["meter", "--echonet", "--echonet-bind", "127.0.50.1", "--no-multicast"],
+        ["meter", "--echonet", "--echonet-bind", "127.0.50.1"],
+        ["hems", "--meter", "127.0.50.1", "--bind", "127.0.50.1", "--count", "1"],
+    ):
+        done = subprocess.run(
+            [PY, "-m", "amistack.cli.main", *argv], capture_output=True, env=ENV, timeout=30
+        )
+        err = done.stderr.decode()
+        assert done.returncode == 2, err
+        assert err.count("\n") == 1 and "UDP 127.0.50.1:3610 is already in use" in err, err
+    r = hems.ask(METER, Esv.GET, (Property(0xE7),))
+    assert r.esv == Esv.GET_RES
+
+
 def test_one_way_meter_has_no_reverse_epcs() -> None:
     meter = MeterProcess("127.0.50.3", "--one-way")
     hems = Controller("127.0.50.4", "127.0.50.3")

@@ -185,18 +185,38 @@ def test_rediscovery_is_periodic_and_reports_only_changes() -> None:
     assert len(net.events_of(HEMS, PropertyMapsRetrieved)) == 1  # maps not read again
 
 
-def test_unanswered_multicast_get_falls_back_to_inf_req_of_d5() -> None:  # §6.6
+def test_unanswered_multicast_get_is_asked_again_never_a_multicast_inf_req() -> None:
+    """Guideline §2.4.1 / §4.3: a multicast INF_REQ makes every node answer by multicast, so
+    discovery never sends one (it used to, when nobody answered the Get of D6). A discovery
+    nobody answered is asked once more with a Get of D6; a lost first Get is then recovered."""
     net, ctl = network(start=False)
+    sent: list[Frame] = []
+    dropped = 0
 
-    def no_d6(_t: float, _s: Addr, dst: Addr, data: bytes) -> bool:
+    def watch(_t: float, _s: Addr, dst: Addr, data: bytes) -> bool:
+        nonlocal dropped
+        if dst != MULTICAST_V4:
+            return True
         f = Frame.decode(data)
-        return not (dst == MULTICAST_V4 and f.esv == Esv.GET)
+        sent.append(f)
+        if f.esv == Esv.GET and not dropped:
+            dropped += 1
+            return False  # the first discovery Get is lost
+        return True
 
-    net.filters.append(no_d6)
+    net.filters.append(watch)
     net.call_at(T0, HEMS, ctl.start)
     [ev] = run_for(net, NodeDiscovered)
-    assert ev.via == "inf_req" and ev.addr == M1 and ev.instances == (METER,)
-    assert ctl.counters["discovery_fallback"] == 1
+    assert ev.via == "get" and ev.addr == M1 and ev.instances == (METER,)
+    assert ctl.counters["discovery_retry"] == 1
+    assert Esv.INF_REQ not in [f.esv for f in sent]
+    gets = [f for f in sent if f.esv == Esv.GET]
+    assert len(gets) == 2 and all(f.props == (Property(0xD6),) for f in gets)
+
+    # nobody at all: two Gets per discovery round, still no INF_REQ
+    quiet, ctl2 = network(meters={})
+    quiet.run_until(T0 + 60.0)
+    assert ctl2.counters["discovery_retry"] == 1 and ctl2.counters["tx_discovery"] == 2
 
 
 def test_inf_from_an_unknown_node_makes_the_controller_learn_it() -> None:
@@ -229,6 +249,23 @@ def test_inf_from_an_unknown_node_makes_the_controller_learn_it() -> None:
     assert METER not in ctl.nodes[M1].maps
     net.run_until(net.now + 10.0)  # the maps Get of 028802 is refused by the node (unknown EOJ)
     assert ctl.nodes[M1].maps[second] == PropertyMaps()
+
+
+def test_one_inf_with_several_d5_lists_every_instance() -> None:
+    """§2.5: a node with more than 84 objects announces them in one INF, a D5 property per 84
+    (OPC >= 2); the controller learns all of them, not just the first 84."""
+    net, ctl = network(meters={}, config=ControllerConfig(fetch_property_maps=False))
+    net.run_until(T0 + 10.0)
+    eojs = [Eoj(0x02, 0x88, i) for i in range(1, 101)]
+
+    def d5(part: list[Eoj]) -> Property:
+        return Property(0xD5, bytes([len(part)]) + b"".join(e.encode() for e in part))
+
+    inf = Frame(1, NODE_PROFILE, NODE_PROFILE, Esv.INF, (d5(eojs[:84]), d5(eojs[84:])))
+    net.inject(M1, MULTICAST_V4, inf.encode())
+    [ev] = run_for(net, NodeDiscovered)
+    assert ev.via == "inf" and ev.instances == tuple(eojs)
+    assert ctl.nodes[M1].instances == tuple(eojs)
 
 
 def test_probe_unicast_and_probe_failure() -> None:

@@ -279,10 +279,13 @@ def test_instance_lists_capped_at_84_and_startup_inf_split() -> None:  # §2.5, 
     at = node.get_timer()
     assert at is not None and 5.0 <= at < 8.0
     node.handle_timer(at)
-    infs = [Frame.decode(d) for d, a in node.datagrams_to_send(at) if a == MULTICAST_V4]
-    assert [f.props[0].edt[0] for f in infs] == [84, 16]
-    assert all(f.esv == Esv.INF and f.seoj == f.deoj == NODE_PROFILE for f in infs)
-    assert all(f.props[0].epc == 0xD5 for f in infs)
+    # §2.5: 85 or more in one message, a D5 property per 84 (OPC 2), not several INFs
+    [inf] = [Frame.decode(d) for d, a in node.datagrams_to_send(at) if a == MULTICAST_V4]
+    assert inf.esv == Esv.INF and inf.seoj == inf.deoj == NODE_PROFILE
+    assert [(p.epc, p.edt[0], len(p.edt)) for p in inf.props] == [
+        (0xD5, 84, 1 + 3 * 84),
+        (0xD5, 16, 1 + 3 * 16),
+    ]
     assert any(isinstance(e, Announced) for e in events(node))
 
 

@@ -131,3 +131,55 @@ def test_node_answers_a_refused_remote_operation_not_possible(policy: OutOfRange
     )  # fmt: skip
     assert r.esv == Esv.SETGET_RES
     assert r.props_get == (Property(0x80, b"\x30"), Property(0x93, LOCAL))
+
+
+def test_each_request_is_judged_remote_or_local_on_its_own() -> None:
+    """Guideline §5.2 (APPENDIX Release C): a remote operation carries 0x93 = 0x42 as the first
+    property of the same request; a local one carries no 0x93. So a request without 0x93 after
+    a remote one is local again (it used to stay remote until 0x41 was written), and a Get of
+    0x93 tells what the last operation was (§5.1)."""
+    node, obj = _node(OutOfRangeReply.SNA)
+    remote = (Property(0x93, VIA), Property(0xB0, b"\x42"))
+    assert _ask(node, Frame(1, HEMS, HEATER, Esv.SETC, remote)).esv == Esv.SET_RES
+    get93 = Frame(2, HEMS, HEATER, Esv.GET, (Property(0x93),))
+    assert _ask(node, get93).props == (Property(0x93, VIA),)
+    local = (Property(0x80, b"\x30"),)
+    r = _ask(node, Frame(3, HEMS, HEATER, Esv.SETC, local))
+    assert r.esv == Esv.SET_RES and obj.get(0x80, 0.0) == b"\x30"
+    assert _ask(node, get93).props == (Property(0x93, LOCAL),)
+
+
+def test_a_remote_mark_later_in_the_request_still_makes_all_of_it_remote() -> None:
+    """0x93 = 0x42 belongs first (§5.2); a controller that puts it after the operation is judged
+    on the safe side: the whole request is remote, the local-only EPC before it is refused."""
+    node, obj = _node(OutOfRangeReply.SNA)
+    props = (Property(0x80, b"\x30"), Property(0x93, VIA))
+    r = _ask(node, Frame(1, HEMS, HEATER, Esv.SETC, props))
+    assert r.esv == Esv.SETC_SNA and r.props == (Property(0x80, b"\x30"), Property(0x93))
+    assert obj.get(0x80, 0.0) == b"\x31"
+
+
+def test_unmarked_requests_as_remote_on_the_safe_side() -> None:
+    """§5.1: where controllers do not send 0x93 the device cannot tell, and should treat every
+    operation as coming through a public network (`unmarked=VIA_PUBLIC_NETWORK`); an explicit
+    0x93 = 0x41 still marks a local one."""
+    obj = heater(
+        RemoteControlPolicy(local_only=frozenset({0x80}), unmarked=RemoteControl.VIA_PUBLIC_NETWORK)
+    )
+    node = EchonetNode(NodeProfile([]), [obj], seeded_random(4), NodeConfig(multicast_groups=()))
+    r = _ask(node, Frame(1, HEMS, HEATER, Esv.SETC, (Property(0x80, b"\x30"),)))
+    assert r.esv == Esv.SETC_SNA and obj.get(0x80, 0.0) == b"\x31"
+    marked = (Property(0x93, LOCAL), Property(0x80, b"\x30"))
+    assert _ask(node, Frame(2, HEMS, HEATER, Esv.SETC, marked)).esv == Esv.SET_RES
+    with pytest.raises(ValueError):
+        RemoteControlPolicy(unmarked=RemoteControl.LINE_NORMAL_PUBLIC_ENABLED)
+
+
+def test_an_unmarked_local_request_keeps_the_devices_line_report() -> None:
+    obj = heater(RemoteControlPolicy(local_only=frozenset({0x80})))
+    obj.update(0x93, b"\x62")
+    node = EchonetNode(NodeProfile([]), [obj], seeded_random(4), NodeConfig(multicast_groups=()))
+    assert _ask(node, Frame(1, HEMS, HEATER, Esv.SETC, (Property(0xB0, b"\x41"),))).esv == (
+        Esv.SET_RES
+    )
+    assert obj.get(0x93, 0.0) == b"\x62"

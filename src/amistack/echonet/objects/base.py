@@ -107,19 +107,34 @@ class RemoteControl(IntEnum):
 class RemoteControlPolicy:
     """How an object that carries 0x93 handles it (guideline §5, remote control).
 
-    A controller relaying an operation from outside the home over a public network writes 0x93 =
-    0x42 (VIA_PUBLIC_NETWORK) -- in the same SetC, before the properties it operates, or in an
-    earlier request -- and 0x41 when it operates locally again. While 0x93 reads 0x42 the object
-    refuses (not-possible response, SetStatus.REFUSED) a set of any EPC in `local_only`: the
-    properties the manufacturer allows to be operated from inside the home only (for safety,
-    e.g. switching on a heater nobody watches). 0x61/0x62 describe the line, not the operation,
-    and restrict nothing; with `line_status_settable` False a controller cannot write them
-    (the device reports its own line). The value persists until written again (it is a
-    setting); it is not announced."""
+    Guideline §5.2 (quoting APPENDIX Release C): a controller operating through a public network
+    puts 0x93 = 0x42 (VIA_PUBLIC_NETWORK) as the *first* property of the very request that
+    carries the operation; an operation not through a public network is sent *without* 0x93.
+    So each write request is judged on its own (`begin_write`, which the node calls before
+    applying one): it is remote when it carries 0x93 = 0x42 (anywhere in it: a controller that
+    puts it later is still judged remote, the safe side), local when it carries 0x93 = 0x41,
+    and `unmarked` when it carries no 0x93. §5.1: in a system whose controllers do not send 0x93
+    the device cannot tell, and should act as if every operation came through a public network
+    -- `unmarked = VIA_PUBLIC_NETWORK`; the default follows the Release C rule (no 0x93 = local).
+    A Get of 0x93 tells which the last operation was (§5.1: whether the device recognised it as
+    remote, 0x42, or not, 0x41). In a remote request the object refuses (not-possible response,
+    SetStatus.REFUSED) a set of any EPC in `local_only`: the properties the manufacturer allows
+    to be operated from inside the home only (for safety, e.g. a heater nobody watches).
+    0x61/0x62 describe the line, not the operation, and restrict nothing; with
+    `line_status_settable` False a controller cannot write them (the device reports its own
+    line, and an unmarked local request leaves that report as it is). 0x93 is not announced."""
 
     initial: RemoteControl = RemoteControl.NOT_VIA_PUBLIC_NETWORK
     local_only: frozenset[int] = frozenset()
     line_status_settable: bool = False
+    unmarked: RemoteControl = RemoteControl.NOT_VIA_PUBLIC_NETWORK
+
+    def __post_init__(self) -> None:
+        if self.unmarked not in (
+            RemoteControl.NOT_VIA_PUBLIC_NETWORK,
+            RemoteControl.VIA_PUBLIC_NETWORK,
+        ):
+            raise ValueError("unmarked is 0x41 (local, APPENDIX Release C) or 0x42 (§5.1)")
 
     def accepted(self) -> frozenset[int]:
         codes = {RemoteControl.NOT_VIA_PUBLIC_NETWORK, RemoteControl.VIA_PUBLIC_NETWORK}
@@ -273,6 +288,25 @@ class DeviceObject:
                 reason=f"EPC 0x{epc:02X} is not operated through a public network (guideline §5)",
             )
         return SetResult(SetStatus.ACCEPTED)
+
+    def begin_write(self, marks: Iterable[bytes]) -> None:
+        """A write request is about to be applied; `marks` are the EDTs of the 0x93 properties
+        it carries. Decides whether it is an operation through a public network (guideline §5,
+        `RemoteControlPolicy`); nothing to do for an object without 0x93."""
+        rc = self.remote_control
+        if rc is None:
+            return
+        seen = set(marks)
+        if bytes((RemoteControl.VIA_PUBLIC_NETWORK,)) in seen:
+            state = RemoteControl.VIA_PUBLIC_NETWORK
+        elif bytes((RemoteControl.NOT_VIA_PUBLIC_NETWORK,)) in seen:
+            state = RemoteControl.NOT_VIA_PUBLIC_NETWORK
+        else:
+            state = rc.unmarked
+            current = self._values.get(SuperEpc.REMOTE_CONTROL_SETTING, b"")
+            if state is RemoteControl.NOT_VIA_PUBLIC_NETWORK and current in (b"\x61", b"\x62"):
+                return  # the device's line report stays: a local operation restricts nothing
+        self._values[SuperEpc.REMOTE_CONTROL_SETTING] = bytes((state,))
 
     def _local_only(self) -> frozenset[int]:
         rc = self.remote_control

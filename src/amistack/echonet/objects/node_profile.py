@@ -71,7 +71,7 @@ class NodeProfile(DeviceObject):
         return list(dict.fromkeys(e.class_code for e in self.instances))
 
     def instance_list(self) -> bytes:
-        """D5/D6: count + EOJs, the first 84 (a node with more sends several D5, §2.5)."""
+        """D5/D6: count + EOJs, the first 84 (a node with more announces a D5 per 84, §2.5)."""
         listed = self.instances[:MAX_LISTED_INSTANCES]
         return bytes((len(listed),)) + b"".join(e.encode() for e in listed)
 
