@@ -23,7 +23,9 @@ from amistack.cli.common import (
     parse_hostport,
     parse_psk,
 )
+from amistack.eventlog.log import LogStoreError
 from amistack.meter.events import AccessGranted
+from amistack.meter.securemodule import SecureModuleError
 from amistack.runtime.keyserver import PANA_PORT
 from amistack.runtime.loop import new_event_loop
 from amistack.runtime.meter import MeterResult, run_meter
@@ -284,23 +286,26 @@ async def _access(args: argparse.Namespace, stop: asyncio.Event, start: float) -
                     f"{args.device_id}: C12.22 AP title {title} on {host} port {port}", flush=True
                 )
 
-        return await run_meter_node(
-            args.device_id,
-            args.psk,
-            args.keyserver,
-            args.headend,
-            model_seed=_seed(args),
-            model_start=start,
-            model_config=default_model(_seed(args), start, two_way=not args.one_way).config,
-            time_scale=args.time_scale,
-            push=args.push,
-            listen=[args.listen[0]] if args.listen else None,
-            port=args.listen[1] if args.listen else 0,
-            data_dir=args.data_dir,
-            stop=stop,
-            on_rotation=_print_rotation,
-            on_ready=ready,
-        )
+        try:
+            return await run_meter_node(
+                args.device_id,
+                args.psk,
+                args.keyserver,
+                args.headend,
+                model_seed=_seed(args),
+                model_start=start,
+                model_config=default_model(_seed(args), start, two_way=not args.one_way).config,
+                time_scale=args.time_scale,
+                push=args.push,
+                listen=[args.listen[0]] if args.listen else None,
+                port=args.listen[1] if args.listen else 0,
+                data_dir=args.data_dir,
+                stop=stop,
+                on_rotation=_print_rotation,
+                on_ready=ready,
+            )
+        except (LogStoreError, SecureModuleError) as exc:  # damage is recorded, not raised
+            raise CliError(f"{args.device_id}: event log: {exc}") from None
     return await run_meter(
         args.device_id,
         args.psk,

@@ -10,6 +10,12 @@ process is serialised by one lock (`amistack.crypto.pkcs11_token.PKCS11_LOCK`: p
 initialises the library without OS locking, and SoftHSM2 fails under concurrent calls otherwise).
 So a module object may be shared by threads, or each thread may open its own; either way signing is
 safe and runs one signature at a time per process.
+
+The anchor (`write_anchor`, the event log's last signed head) is a private token data object
+(CKO_DATA, label `<key label>/anchor`) readable and writable only after login. SoftHSM2 keeps a
+data object's CKA_VALUE read-only once created, so a write creates a new object holding the next
+generation and then destroys the older ones; a crash between the two leaves both, and the
+highest generation wins.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from pkcs11 import Attribute, Mechanism, ObjectClass
+from pkcs11 import exceptions as p11e
 
 from amistack.crypto.pkcs11_token import (
     P256_EC_PARAMS,
@@ -31,12 +38,15 @@ from amistack.meter.securemodule.base import (
     SIGNATURE_LENGTH,
     SecureModuleError,
     check_digest,
+    decode_anchor,
+    encode_anchor,
     public_key_to_pem,
 )
 
 logger = logging.getLogger(__name__)
 
 KEY_ID_LENGTH = 16
+ANCHOR_APPLICATION = "amistack secure-module anchor"  # CKA_APPLICATION of the anchor objects
 
 
 class Pkcs11Module:
@@ -167,6 +177,50 @@ class Pkcs11Module:
                 f"signature, expected raw r||s of {SIGNATURE_LENGTH}"
             )
         return signature
+
+    @property
+    def anchor_label(self) -> str:
+        return f"{self.label}/anchor"
+
+    def _anchors(self) -> list[tuple[int, bytes, Any]]:
+        """(generation, value, object) of every anchor object, newest first."""
+        found = []
+        for obj in self._session.find(ObjectClass.DATA, self.anchor_label):
+            with self._session.use():
+                blob = bytes(obj[Attribute.VALUE])
+            generation, value = decode_anchor(blob, f"PKCS#11 object {self.anchor_label!r}")
+            found.append((generation, value, obj))
+        return sorted(found, key=lambda a: a[0], reverse=True)
+
+    def read_anchor(self) -> bytes | None:
+        try:
+            anchors = self._anchors()
+        except Pkcs11TokenError as exc:
+            raise SecureModuleError(f"secure module {self.label!r}: {exc}") from None
+        return anchors[0][1] if anchors else None
+
+    def write_anchor(self, value: bytes) -> None:
+        try:
+            old = self._anchors()
+            blob = encode_anchor(old[0][0] + 1 if old else 1, value)
+            with self._session.use() as session:
+                session.create_object(
+                    {
+                        Attribute.CLASS: ObjectClass.DATA,
+                        Attribute.TOKEN: True,
+                        Attribute.PRIVATE: True,
+                        Attribute.LABEL: self.anchor_label,
+                        Attribute.APPLICATION: ANCHOR_APPLICATION,
+                        Attribute.VALUE: blob,
+                    }
+                )
+                for _, _, obj in old:
+                    try:
+                        obj.destroy()
+                    except p11e.PKCS11Error as exc:  # the newer one is in place: only untidy
+                        logger.warning("old anchor object not destroyed: %s", exc)
+        except Pkcs11TokenError as exc:
+            raise SecureModuleError(f"secure module {self.label!r}: {exc}") from None
 
     def close(self) -> None:
         self._session.close()

@@ -2,11 +2,14 @@
 
 For machines without a token. The private key is only as safe as the file: it is created 0600
 with O_EXCL|O_NOFOLLOW and a file that group or others could read or write is refused on open,
-as `keymgmt.kek.FileKek` does for the KEK.
+as `keymgmt.kek.FileKek` does for the KEK. The anchor (`write_anchor`) lives beside the key in
+`<key file>.anchor` (0600, replaced atomically): it protects against restoring an old copy of
+the event log alone; whoever can rewrite both files can roll both back (use a token for that).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -15,8 +18,11 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from amistack.crypto.secretfile import SecretFileError, read_secret_file, write_secret_file
 from amistack.meter.securemodule.base import (
+    MAX_ANCHOR,
     SecureModuleError,
     check_digest,
+    decode_anchor,
+    encode_anchor,
     public_key_to_pem,
     raw_from_der,
 )
@@ -28,7 +34,11 @@ class SoftwareModule:
     """EC P-256 signing key from a PEM file. Thread-safe (cryptography's keys are)."""
 
     def __init__(
-        self, key: ec.EllipticCurvePrivateKey, label: str, source: str = "<memory>"
+        self,
+        key: ec.EllipticCurvePrivateKey,
+        label: str,
+        source: str = "<memory>",
+        anchor_path: Path | None = None,
     ) -> None:
         if not isinstance(key.curve, ec.SECP256R1):
             raise SecureModuleError(f"{source}: the key is not on curve P-256")
@@ -36,6 +46,9 @@ class SoftwareModule:
         self._key: ec.EllipticCurvePrivateKey | None = key
         self._source = source
         self._pem = public_key_to_pem(key.public_key())
+        self.anchor_path = anchor_path  # None: the anchor is kept in memory only
+        self._anchor: tuple[int, bytes] | None = None
+        self._anchor_read = anchor_path is None
 
     @classmethod
     def create(cls, path: Path | str, label: str | None = None) -> SoftwareModule:
@@ -51,7 +64,7 @@ class SoftwareModule:
             write_secret_file(path, pem)
         except SecretFileError as exc:
             raise SecureModuleError(str(exc)) from None
-        return cls(key, label or path.stem, str(path))
+        return cls(key, label or path.stem, str(path), anchor_file(path))
 
     @classmethod
     def open(cls, path: Path | str, label: str | None = None) -> SoftwareModule:
@@ -69,7 +82,7 @@ class SoftwareModule:
             raise SecureModuleError(f"{path}: not an unencrypted PEM private key: {exc}") from None
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise SecureModuleError(f"{path}: the key is not an EC key")
-        return cls(key, label or path.stem, str(path))
+        return cls(key, label or path.stem, str(path), anchor_file(path))
 
     @classmethod
     def open_or_create(cls, path: Path | str, label: str | None = None) -> SoftwareModule:
@@ -89,6 +102,26 @@ class SoftwareModule:
         der = key.sign(bytes(digest), ec.ECDSA(Prehashed(hashes.SHA256())))
         return raw_from_der(der)
 
+    def read_anchor(self) -> bytes | None:
+        if not self._anchor_read and self.anchor_path is not None:
+            path = self.anchor_path
+            if path.exists() or path.is_symlink():
+                try:
+                    blob = read_secret_file(path, 64 + MAX_ANCHOR, "anchor")
+                except SecretFileError as exc:
+                    raise SecureModuleError(str(exc)) from None
+                self._anchor = decode_anchor(blob, str(path))
+            self._anchor_read = True
+        return None if self._anchor is None else self._anchor[1]
+
+    def write_anchor(self, value: bytes) -> None:
+        self.read_anchor()
+        generation = 1 if self._anchor is None else self._anchor[0] + 1
+        blob = encode_anchor(generation, value)
+        if self.anchor_path is not None:
+            _replace_secret_file(self.anchor_path, blob)
+        self._anchor = (generation, bytes(value))
+
     def close(self) -> None:
         self._key = None
 
@@ -100,3 +133,24 @@ class SoftwareModule:
 
     def __repr__(self) -> str:
         return f"SoftwareModule(label={self.label!r}, source={self._source!r})"
+
+
+def anchor_file(key_path: Path) -> Path:
+    """Where the software module for `key_path` keeps its anchor."""
+    return key_path.with_name(key_path.name + ".anchor")
+
+
+def _replace_secret_file(path: Path, data: bytes) -> None:
+    """Atomically replace `path` with a 0600 file holding `data`, durable when this returns."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.unlink(missing_ok=True)  # left by a crash between write and rename
+        write_secret_file(tmp, data, "anchor")
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except (SecretFileError, OSError) as exc:
+        raise SecureModuleError(f"{path}: cannot store the anchor: {exc}") from None
