@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pkcs11 import Attribute, ObjectClass
 from tests.unit.eventlog.conftest import METER, T0, config, fill
 from tests.unit.meter.conftest import SoftHsmToken, softhsm_token
 
@@ -21,7 +22,13 @@ from amistack.eventlog import EventLog, EventRecord, EventType, LogStoreError, R
 from amistack.eventlog.log import _frame_at, _scan
 from amistack.eventlog.record import Mode
 from amistack.eventlog.verify import TrustedHead
-from amistack.meter.securemodule import Pkcs11Module, SecureModule, SoftwareModule
+from amistack.meter.securemodule import (
+    Pkcs11Module,
+    SecureModule,
+    SecureModuleError,
+    SoftwareModule,
+)
+from amistack.meter.securemodule.software import SLOT_SIZE
 
 __all__ = ["softhsm_token"]
 
@@ -137,6 +144,22 @@ def test_the_software_anchor_is_an_owner_only_file_that_outlives_the_process(
     assert reopened.read_anchor() == struct.pack(">Q", head.size) + head.digest(METER)
 
 
+def test_a_torn_anchor_write_leaves_the_previous_anchor(tmp_path: Path) -> None:
+    key = tmp_path / "module.pem"
+    module = SoftwareModule.create(key, "m")
+    module.write_anchor(b"first")
+    module.write_anchor(b"second")  # generation 2: slot 0
+    path = tmp_path / "module.pem.anchor"
+    raw = bytearray(path.read_bytes())
+    raw[20] ^= 0xFF  # the power cut hit the newer slot
+    path.write_bytes(bytes(raw))
+    assert SoftwareModule.open(key, "m").read_anchor() == b"first"
+    raw[SLOT_SIZE + 20] ^= 0xFF  # both slots spoilt: a damaged anchor, said so
+    path.write_bytes(bytes(raw))
+    with pytest.raises(SecureModuleError, match="damaged anchor"):
+        SoftwareModule.open(key, "m").read_anchor()
+
+
 def test_the_token_anchor_is_a_private_object_in_the_token(
     tmp_path: Path, softhsm_token: SoftHsmToken
 ) -> None:
@@ -147,12 +170,14 @@ def test_the_token_anchor_is_a_private_object_in_the_token(
             module.write_anchor(value)
     with Pkcs11Module.open(t.library, t.label, t.pin, "m/eventlog") as module:
         assert module.read_anchor() == b"three"
-        from pkcs11 import Attribute, ObjectClass
-
-        objects = module._session.find(ObjectClass.DATA, "m/eventlog/anchor")
-        assert len(objects) == 1  # older generations are destroyed
-        with module._session.use():
-            assert objects[0][Attribute.PRIVATE] is True
+        template = {
+            Attribute.CLASS: ObjectClass.DATA,
+            Attribute.APPLICATION: module.anchor_application,
+        }
+        with module._session.use() as session:
+            objects = list(session.get_objects(template))
+            assert len(objects) == 1  # updated in place
+            assert objects[0][Attribute.PRIVATE] is True  # visible only after login
             assert objects[0][Attribute.TOKEN] is True
 
 

@@ -3,13 +3,15 @@
 For machines without a token. The private key is only as safe as the file: it is created 0600
 with O_EXCL|O_NOFOLLOW and a file that group or others could read or write is refused on open,
 as `keymgmt.kek.FileKek` does for the KEK. The anchor (`write_anchor`) lives beside the key in
-`<key file>.anchor` (0600, replaced atomically): it protects against restoring an old copy of
+`<key file>.anchor` (0600, two alternating slots): it protects against restoring an old copy of
 the event log alone; whoever can rewrite both files can roll both back (use a token for that).
 """
 
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -18,7 +20,6 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from amistack.crypto.secretfile import SecretFileError, read_secret_file, write_secret_file
 from amistack.meter.securemodule.base import (
-    MAX_ANCHOR,
     SecureModuleError,
     check_digest,
     decode_anchor,
@@ -28,6 +29,9 @@ from amistack.meter.securemodule.base import (
 )
 
 _MAX_PEM = 64 * 1024
+SLOT_SIZE = 512  # one anchor slot per sector: a torn write spoils only one
+_LEN = struct.Struct(">H")
+_CRC = struct.Struct(">I")
 
 
 class SoftwareModule:
@@ -49,6 +53,9 @@ class SoftwareModule:
         self.anchor_path = anchor_path  # None: the anchor is kept in memory only
         self._anchor: tuple[int, bytes] | None = None
         self._anchor_read = anchor_path is None
+        # Written in place, not fsynced: the log writes (and fsyncs) its head first, so a crash
+        # can only leave the anchor behind the store, never ahead of it.
+        self._anchor_fd = -1
 
     @classmethod
     def create(cls, path: Path | str, label: str | None = None) -> SoftwareModule:
@@ -104,26 +111,30 @@ class SoftwareModule:
 
     def read_anchor(self) -> bytes | None:
         if not self._anchor_read and self.anchor_path is not None:
-            path = self.anchor_path
-            if path.exists() or path.is_symlink():
-                try:
-                    blob = read_secret_file(path, 64 + MAX_ANCHOR, "anchor")
-                except SecretFileError as exc:
-                    raise SecureModuleError(str(exc)) from None
-                self._anchor = decode_anchor(blob, str(path))
+            self._anchor = _read_slots(self.anchor_path)
             self._anchor_read = True
         return None if self._anchor is None else self._anchor[1]
 
     def write_anchor(self, value: bytes) -> None:
         self.read_anchor()
         generation = 1 if self._anchor is None else self._anchor[0] + 1
-        blob = encode_anchor(generation, value)
+        slot = _slot(generation, value)
         if self.anchor_path is not None:
-            _replace_secret_file(self.anchor_path, blob)
+            if self._anchor_fd < 0:
+                self._anchor_fd = _open_anchor_file(self.anchor_path)
+            try:
+                os.pwrite(self._anchor_fd, slot, generation % 2 * SLOT_SIZE)
+            except OSError as exc:
+                raise SecureModuleError(
+                    f"{self.anchor_path}: cannot store the anchor: {exc.strerror}"
+                ) from None
         self._anchor = (generation, bytes(value))
 
     def close(self) -> None:
         self._key = None
+        if self._anchor_fd >= 0:
+            os.close(self._anchor_fd)
+            self._anchor_fd = -1
 
     def __enter__(self) -> SoftwareModule:
         return self
@@ -140,17 +151,48 @@ def anchor_file(key_path: Path) -> Path:
     return key_path.with_name(key_path.name + ".anchor")
 
 
-def _replace_secret_file(path: Path, data: bytes) -> None:
-    """Atomically replace `path` with a 0600 file holding `data`, durable when this returns."""
-    tmp = path.with_name(path.name + ".tmp")
+def _slot(generation: int, value: bytes) -> bytes:
+    blob = encode_anchor(generation, value)
+    body = _LEN.pack(len(blob)) + blob
+    return (body + _CRC.pack(zlib.crc32(body))).ljust(SLOT_SIZE, b"\x00")
+
+
+def _read_slots(path: Path) -> tuple[int, bytes] | None:
+    """The newest intact slot of the anchor file (generation, value); None if there is none.
+
+    Two slots written alternately, each in its own 512-byte sector with a CRC: a write torn by
+    a power cut spoils only the slot being written, and the other one is the previous anchor."""
+    if not (path.exists() or path.is_symlink()):
+        return None
     try:
-        tmp.unlink(missing_ok=True)  # left by a crash between write and rename
-        write_secret_file(tmp, data, "anchor")
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except (SecretFileError, OSError) as exc:
-        raise SecureModuleError(f"{path}: cannot store the anchor: {exc}") from None
+        data = read_secret_file(path, 2 * SLOT_SIZE, "anchor")
+    except SecretFileError as exc:
+        raise SecureModuleError(str(exc)) from None
+    best: tuple[int, bytes] | None = None
+    for off in (0, SLOT_SIZE):
+        raw = data[off : off + SLOT_SIZE]
+        if len(raw) < _LEN.size:
+            continue
+        n = _LEN.unpack_from(raw)[0]
+        end = _LEN.size + n
+        if end + _CRC.size > len(raw) or n > SLOT_SIZE:
+            continue
+        if zlib.crc32(raw[:end]) != _CRC.unpack_from(raw, end)[0]:
+            continue
+        found = decode_anchor(raw[_LEN.size : end], str(path))
+        if best is None or found[0] > best[0]:
+            best = found
+    if best is None and data.strip(b"\x00"):
+        raise SecureModuleError(f"{path}: no intact anchor slot (damaged anchor file)")
+    return best
+
+
+def _open_anchor_file(path: Path) -> int:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise SecureModuleError(f"{path}: cannot store the anchor: {exc.strerror}") from None
+    if os.fstat(fd).st_mode & 0o077:
+        os.close(fd)
+        raise SecureModuleError(f"{path}: anchor file is accessible to group or others")
+    return fd
