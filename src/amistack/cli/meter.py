@@ -17,11 +17,13 @@ from amistack.addr import Addr
 from amistack.broute import HemsAuthFailed, HemsConnected, HemsDisconnected
 from amistack.c1222.endpoint import C1222_PORT
 from amistack.cli.common import (
+    PSK_ENV,
     CliError,
     add_broute_options,
+    add_psk_options,
     broute_credentials,
     parse_hostport,
-    parse_psk,
+    resolve_psk,
 )
 from amistack.eventlog.log import LogStoreError
 from amistack.meter.events import AccessGranted
@@ -44,15 +46,17 @@ def register(sub: Any) -> None:
         "with PANA (RFC 5191) carrying EAP-PSK (RFC 4764), derives its application keys with "
         "the unified key-management function, re-authenticates before the session lifetime "
         "ends (logging each key rotation) and starts over with back-off after a failure. "
-        "--id, --psk and --keyserver are needed for that; with --echonet and/or --broute alone "
+        "--id, a PSK (--psk-file or $AMISTACK_PSK) and --keyserver are needed for that; with "
+        "--echonet and/or --broute alone "
         "the meter only serves its ECHONET Lite node on the home LAN and/or its B route to the "
         "HEMS (neither needs the utility's network credentials).",
         epilog="examples: amistack meter --echonet --interface eth0 ; "
         "amistack meter --broute [::1]:716 --broute-id RBID --broute-password PWD ; "
-        "amistack meter --id m1 --psk HEX --keyserver 192.0.2.1 --headend 192.0.2.2 --echonet",
+        "amistack meter --id m1 --psk-file m1.psk --keyserver 192.0.2.1 --headend 192.0.2.2 "
+        "--echonet",
     )
     p.add_argument("--id", dest="device_id", help="device identity (EAP-PSK ID_P)")
-    p.add_argument("--psk", type=parse_psk, help="the device's PSK, 32 hex digits")
+    add_psk_options(p, "needed with --id", env=True)
     p.add_argument(
         "--keyserver",
         type=lambda t: parse_hostport(t, PANA_PORT),
@@ -318,13 +322,16 @@ async def _access(args: argparse.Namespace, stop: asyncio.Event, start: float) -
 
 
 def _run(args: argparse.Namespace) -> int:
+    # $AMISTACK_PSK counts only for a meter given an identity: --echonet alone ignores it
+    args.psk = resolve_psk(args, env=args.device_id is not None)
     access = {"--id": args.device_id, "--psk": args.psk, "--keyserver": args.keyserver}
     missing = [name for name, value in access.items() if value is None]
     local = args.echonet or args.broute is not None
     if missing and (not local or len(missing) < len(access)):
         need = "network access needs" if local else "the meter needs"
         raise CliError(
-            f"{need} --id, --psk and --keyserver (missing {', '.join(missing)}); "
+            f"{need} --id, --psk and --keyserver (missing {', '.join(missing)}; the PSK "
+            f"comes from --psk-file, ${PSK_ENV} or --psk); "
             "--echonet or --broute alone serve the ECHONET Lite node / the B route without them"
         )
     if args.broute is not None:
