@@ -196,27 +196,38 @@ def _scan(data: bytes, path: Path) -> _Scan:
             # intact length and CRC but not a record: written so, not torn by a crash
             return _Scan(header, items, body, pos, 0, f"{exc.reason} at offset {pos}")
         if isinstance(item, EventRecord) and item.seq != entries:
-            return _Scan(
-                header,
-                items,
-                body,
-                pos,
-                0,
-                f"entry {item.seq} at offset {pos} where {entries} was due",
-            )
-        if isinstance(item, SignedHead) and item.size != entries:
-            return _Scan(
-                header,
-                items,
-                body,
-                pos,
-                0,
-                f"head for size {item.size} at offset {pos} after {entries} entries",
-            )
+            bad = f"entry {item.seq} at offset {pos} where {entries} was due"
+        elif isinstance(item, SignedHead) and item.size != entries:
+            bad = f"head for size {item.size} at offset {pos} after {entries} entries"
+        else:
+            bad = ""
+        if bad:  # intact frames out of sequence: moved, removed or repeated, never torn
+            return _Scan(header, items, body, pos, 0, bad)
         entries += isinstance(item, EventRecord)
         items.append(item)
         pos = frame_end
     return _Scan(header, items, body, pos, 0, None)
+
+
+STORE_FAULTS = frozenset({EventType.LOG_STORE_DAMAGED, EventType.LOG_ROLLED_BACK})
+
+
+def describe_store_fault(rec: EventRecord) -> str | None:
+    """What a LOG_STORE_DAMAGED / LOG_ROLLED_BACK entry (as `EventLog.open` writes them) says,
+    in one line; None for any other entry."""
+    if rec.type == EventType.LOG_STORE_DAMAGED and len(rec.data) >= 2 * _U64.size:
+        offset, aside = _U64.unpack_from(rec.data)[0], _U64.unpack_from(rec.data, 8)[0]
+        what = rec.data[16:].decode("ascii", "replace")
+        return f"store damaged at offset {offset} ({aside} bytes set aside): {what}"
+    if rec.type == EventType.LOG_ROLLED_BACK and len(rec.data) == ANCHOR_LENGTH + _U64.size:
+        expected, found = _U64.unpack_from(rec.data)[0], _U64.unpack_from(rec.data, 40)[0]
+        return (
+            f"store rolled back: the secure module's last signed head covers {expected} "
+            f"entries, the store held {found}"
+        )
+    if rec.type in STORE_FAULTS:
+        return f"{rec.type_name()} (data {rec.data.hex()})"
+    return None
 
 
 def _head_anchor(meter_id: str, head: SignedHead) -> bytes:
@@ -605,11 +616,13 @@ def naive_whole_log_digest(records: list[bytes]) -> bytes:
 
 
 __all__ = [
+    "STORE_FAULTS",
     "Appended",
     "CheckpointPolicy",
     "EventLog",
     "FsyncPolicy",
     "LogConfig",
     "LogStoreError",
+    "describe_store_fault",
     "naive_whole_log_digest",
 ]
