@@ -27,7 +27,7 @@ from amistack.cli.common import (
 )
 from amistack.eventlog.log import LogStoreError
 from amistack.meter.events import AccessGranted
-from amistack.meter.securemodule import SecureModuleError
+from amistack.meter.securemodule import PIN_ENV, SecureModule, SecureModuleError, open_module
 from amistack.runtime.keyserver import PANA_PORT
 from amistack.runtime.loop import new_event_loop
 from amistack.runtime.meter import MeterResult, run_meter
@@ -105,6 +105,13 @@ def register(sub: Any) -> None:
         type=Path,
         metavar="DIR",
         help="keep the meter's signed event log in DIR/meters/ID/",
+    )
+    full.add_argument(
+        "--module",
+        metavar="SPEC",
+        help="with --data-dir: the secure module that signs the event log and keeps its last "
+        "signed head: software:PATH or pkcs11:LIB?token=T&label=L (PIN from "
+        f"${PIN_ENV}); default software:DIR/meters/ID/module.pem (docs/event-log.md)",
     )
     el = p.add_argument_group(
         "ECHONET Lite on the home LAN",
@@ -290,6 +297,7 @@ async def _access(args: argparse.Namespace, stop: asyncio.Event, start: float) -
                     f"{args.device_id}: C12.22 AP title {title} on {host} port {port}", flush=True
                 )
 
+        module = _secure_module(args)
         try:
             return await run_meter_node(
                 args.device_id,
@@ -304,12 +312,16 @@ async def _access(args: argparse.Namespace, stop: asyncio.Event, start: float) -
                 listen=[args.listen[0]] if args.listen else None,
                 port=args.listen[1] if args.listen else 0,
                 data_dir=args.data_dir,
+                secure_module=module,
                 stop=stop,
                 on_rotation=_print_rotation,
                 on_ready=ready,
             )
         except (LogStoreError, SecureModuleError) as exc:  # damage is recorded, not raised
             raise CliError(f"{args.device_id}: event log: {exc}") from None
+        finally:
+            if module is not None:
+                module.close()
     return await run_meter(
         args.device_id,
         args.psk,
@@ -319,6 +331,16 @@ async def _access(args: argparse.Namespace, stop: asyncio.Event, start: float) -
         stop=stop,
         on_rotation=_print_rotation,
     )
+
+
+def _secure_module(args: argparse.Namespace) -> SecureModule | None:
+    """The module named by --module (None: run_meter_node opens the default software key)."""
+    if args.module is None:
+        return None
+    try:
+        return open_module(args.module, create=True, label=f"{args.device_id}/eventlog")
+    except SecureModuleError as exc:
+        raise CliError(f"--module: {exc}") from None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -340,6 +362,8 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError("--broute-id and --broute-password go with --broute")
     if missing and args.headend is not None:
         raise CliError("--headend needs --id, --psk and --keyserver")
+    if args.module is not None and (args.headend is None or args.data_dir is None):
+        raise CliError("--module goes with --headend and --data-dir (it signs the event log)")
     if args.once and (args.headend is not None or local):
         raise CliError(
             "--once checks network access only; it goes with none of --headend, --echonet, --broute"
