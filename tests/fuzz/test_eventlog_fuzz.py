@@ -152,3 +152,39 @@ def test_a_damaged_store_opens_with_its_module_and_says_so(
         assert lg.size == sum(isinstance(i, EventRecord) for i in items)
     with EventLog.open(d / "s", "fuzz-meter", module, 1.8e9 + 1) as again:  # now quiet
         assert again.size == lg.size and again.torn_bytes == 0
+
+
+def _anchor_files() -> st.SearchStrategy[bytes]:
+    from amistack.meter.securemodule.software import SLOT_SIZE, _slot
+
+    valid = _slot(2, b"a" * 40) + _slot(1, b"b" * 40)[:SLOT_SIZE]
+    mutated = st.lists(st.tuples(st.integers(0, 2 * SLOT_SIZE - 1), st.integers(0, 255))).map(
+        lambda edits: bytes(_apply(bytearray(valid), edits))
+    )
+    truncated = st.integers(0, len(valid)).map(lambda n: valid[:n])
+    return st.one_of(st.binary(max_size=1100), mutated, truncated)
+
+
+def _apply(raw: bytearray, edits: list[tuple[int, int]]) -> bytearray:
+    for i, v in edits:
+        raw[i] = v
+    return raw
+
+
+@given(_anchor_files())
+@settings(max_examples=200, deadline=None)
+def test_anchor_file_reader_raises_only_its_error(data: bytes) -> None:
+    """The software module's anchor file (two CRC'd slots) from arbitrary or damaged bytes: a
+    value, None, or SecureModuleError -- never anything else."""
+    import tempfile
+
+    from amistack.meter.securemodule import SecureModuleError
+    from amistack.meter.securemodule.software import _read_slots
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "module.pem.anchor"
+        path.write_bytes(data)
+        path.chmod(0o600)
+        with contextlib.suppress(SecureModuleError):
+            found = _read_slots(path)
+            assert found is None or found[1] in (b"a" * 40, b"b" * 40)  # never a corrupt value
