@@ -35,7 +35,7 @@ def test_a_flipped_payload_bit_is_recorded_and_the_meter_keeps_metering(
     assert cli("keys", "enroll", METER, "--psk", PSK, "--data-dir", str(ks_dir)).returncode == 0
     layout.meter_dir(data, METER).mkdir(parents=True)
     store = layout.log_path(data, METER)
-    env, argv = dict(ENV), []
+    env, argv = {**ENV, "AMISTACK_PSK": PSK}, []
     if backend == "pkcs11":
         token = init_token(tmp_path, monkeypatch)
         spec = token.spec(f"{METER}/eventlog", with_pin=False)
@@ -61,7 +61,7 @@ def test_a_flipped_payload_bit_is_recorded_and_the_meter_keeps_metering(
     keyserver = KeyServerProcess(ks_dir, free_port(), tmp_path / "keyserver.log")
     try:
         meter = subprocess.Popen(
-            [PY, "-m", "amistack.cli.main", "meter", "--id", METER, "--psk", PSK,
+            [PY, "-m", "amistack.cli.main", "meter", "--id", METER,
              "--keyserver", f"127.0.0.1:{keyserver.port}", "--headend",
              f"127.0.0.1:{free_port()}", "--listen", "127.0.0.1:0", "--data-dir", str(data),
              *argv],
