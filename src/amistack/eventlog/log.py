@@ -462,6 +462,10 @@ class EventLog:
             )
             data = _U64.pack(size) + digest + _U64.pack(self.size)
             self.append(EventType.LOG_ROLLED_BACK, data, now)
+        if self.unsigned_entries and (damaged or self.torn_bytes or rolled_back):
+            # signed whatever the policy: the records are evidence, and the module must move
+            # to a head that holds them or the next open would report the same rollback again
+            self.checkpoint(now)
         if damaged is None and not self.torn_bytes and rolled_back is None and self.heads:
             assert self._module is not None
             newest = _head_anchor(self.meter_id, self.heads[-1])

@@ -18,7 +18,16 @@ from pkcs11 import Attribute, ObjectClass
 from tests.unit.eventlog.conftest import METER, T0, config, fill
 from tests.unit.meter.conftest import SoftHsmToken, softhsm_token
 
-from amistack.eventlog import EventLog, EventRecord, EventType, LogStoreError, Reason, verify_lines
+from amistack.eventlog import (
+    CheckpointPolicy,
+    EventLog,
+    EventRecord,
+    EventType,
+    LogConfig,
+    LogStoreError,
+    Reason,
+    verify_lines,
+)
 from amistack.eventlog.log import _frame_at, _scan
 from amistack.eventlog.record import Mode
 from amistack.eventlog.verify import TrustedHead
@@ -102,6 +111,22 @@ def test_cutting_at_a_frame_boundary_is_detected(tmp_path: Path, boundary: int) 
     with EventLog.open(path, METER, module, T0 + 100, config(every=2)) as lg:
         assert lg.torn_bytes == 0
         assert types(lg)[-1] == EventType.LOG_ROLLED_BACK
+
+
+def test_the_records_are_signed_whatever_the_signing_policy(tmp_path: Path) -> None:
+    module = SoftwareModule.create(tmp_path / "module.pem", "m")
+    path = tmp_path / "events.log"
+    quiet = LogConfig(
+        checkpoint=CheckpointPolicy(sign_on=frozenset(), every_entries=None, every_seconds=None)
+    )
+    with EventLog.open(path, METER, module, T0, quiet) as lg:
+        fill(lg, 3)
+        lg.checkpoint(T0 + 3)
+    path.unlink()
+    for t in (100, 200):
+        with EventLog.open(path, METER, module, T0 + t, quiet) as lg:
+            assert types(lg) == [EventType.LOG_ROLLED_BACK]  # once, signed: the next open is quiet
+            assert lg.heads[-1].size == 1
 
 
 def test_deleting_the_store_is_detected(tmp_path: Path, backend: SecureModule) -> None:
