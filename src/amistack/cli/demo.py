@@ -362,6 +362,8 @@ class C1222Captures:
     def __init__(self, pcap_dir: Path) -> None:
         self.dir = pcap_dir / "c1222"
         self.dir.mkdir(parents=True, exist_ok=True)
+        # an earlier version's one table for all meters (0644, and it could not work): gone
+        (pcap_dir / "c1222-keys.csv").unlink(missing_ok=True)
         self.all = PcapWriter(pcap_dir / "c1222.pcap")
         self.ports: dict[int, str] = {}  # a meter's C12.22 port -> the meter
         self.writers: dict[str, PcapWriter] = {}
