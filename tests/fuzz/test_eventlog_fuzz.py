@@ -1,14 +1,16 @@
 """Untrusted input into the event-log parsers and verifier: only the typed errors escape.
 
-The line parser and record/head decoders raise only LogFormatError; the store scanner only
-LogStoreError; the verifier never raises on a file's content, it returns a Verdict (MALFORMED
-or a tampering reason)."""
+The line parser and record/head decoders raise only LogFormatError; the store scanner never
+raises (it reports a torn tail or the damage); opening a damaged store with its module always
+succeeds and records what it found, signed; the verifier never raises on a file's content, it
+returns a Verdict (MALFORMED or a tampering reason)."""
 
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -109,9 +111,7 @@ def test_trusted_head_parser(data: bytes) -> None:
         TrustedHead.from_text(data.decode("latin-1"))
 
 
-@given(st.data())
-@settings(max_examples=300)
-def test_store_scanner_raises_only_store_error(data: st.DataObject) -> None:
+def _mutated_store(data: st.DataObject) -> bytes:
     _, store, _ = _sample()
     raw = bytearray(store)
     for _ in range(data.draw(st.integers(1, 4))):
@@ -119,5 +119,72 @@ def test_store_scanner_raises_only_store_error(data: st.DataObject) -> None:
         raw[i] = data.draw(st.integers(0, 255))
     if data.draw(st.booleans()):
         raw = raw[: data.draw(st.integers(0, len(raw)))]
-    with contextlib.suppress(LogStoreError):
-        _scan(bytes(raw), Path("fuzz"))
+    return bytes(raw)
+
+
+@given(st.data())
+@settings(max_examples=300)
+def test_store_scanner_never_raises(data: st.DataObject) -> None:
+    raw = _mutated_store(data)
+    scan = _scan(raw, Path("fuzz"))
+    assert scan.good_end + scan.torn_bytes <= len(raw)
+    assert scan.damage is None or scan.torn_bytes == 0
+
+
+@given(st.data())
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_a_damaged_store_opens_with_its_module_and_says_so(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    raw = _mutated_store(data)
+    d = tmp_path_factory.mktemp("store")
+    module = SoftwareModule.create(d / "k.pem", "fuzz")
+    (d / "s").write_bytes(raw)
+    try:
+        lg = EventLog.open(d / "s", "fuzz-meter", module, 1.8e9)
+    except LogStoreError as exc:  # only a header naming another meter or mode, intact
+        assert "belongs to meter" in str(exc) or "-mode log" in str(exc)
+        return
+    with lg:
+        items = list(lg.items())
+        assert lg.size == sum(isinstance(i, EventRecord) for i in items)
+    with EventLog.open(d / "s", "fuzz-meter", module, 1.8e9 + 1) as again:  # now quiet
+        assert again.size == lg.size and again.torn_bytes == 0
+
+
+def _anchor_files() -> st.SearchStrategy[bytes]:
+    from amistack.meter.securemodule.software import SLOT_SIZE, _slot
+
+    valid = _slot(2, b"a" * 40) + _slot(1, b"b" * 40)[:SLOT_SIZE]
+    mutated = st.lists(st.tuples(st.integers(0, 2 * SLOT_SIZE - 1), st.integers(0, 255))).map(
+        lambda edits: bytes(_apply(bytearray(valid), edits))
+    )
+    truncated = st.integers(0, len(valid)).map(lambda n: valid[:n])
+    return st.one_of(st.binary(max_size=1100), mutated, truncated)
+
+
+def _apply(raw: bytearray, edits: list[tuple[int, int]]) -> bytearray:
+    for i, v in edits:
+        raw[i] = v
+    return raw
+
+
+@given(_anchor_files())
+@settings(max_examples=200, deadline=None)
+def test_anchor_file_reader_raises_only_its_error(data: bytes) -> None:
+    """The software module's anchor file (two CRC'd slots) from arbitrary or damaged bytes: a
+    value, None, or SecureModuleError -- never anything else."""
+    import tempfile
+
+    from amistack.meter.securemodule import SecureModuleError
+    from amistack.meter.securemodule.software import _read_slots
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "module.pem.anchor"
+        path.write_bytes(data)
+        path.chmod(0o600)
+        with contextlib.suppress(SecureModuleError):
+            found = _read_slots(path)
+            assert found is None or found[1] in (b"a" * 40, b"b" * 40)  # never a corrupt value

@@ -157,7 +157,6 @@ def bench_eventlog(
     }
     try:
         module = SoftwareModule.create(work / "module.pem", "bench/eventlog")
-        pem = module.public_key_pem()
         result["appends_per_s"] = round(_appends(module, entries, work, policy))
         hsm = _softhsm(work) if softhsm else None
         if hsm is not None:
@@ -180,7 +179,10 @@ def bench_eventlog(
             store = work / f"big-{mode.value}.log"
             out = work / f"big-{mode.value}.txt"
             cfg = LogConfig(mode=mode, checkpoint=fast.checkpoint, fsync=fast.fsync)
-            with EventLog.open(store, METER, module, 1.7e9, cfg) as lg:
+            # one module per log: a module keeps the last signed head of *its* log (the anchor)
+            big_module = SoftwareModule.create(work / f"big-{mode.value}.pem", "bench/eventlog")
+            pem = big_module.public_key_pem()
+            with EventLog.open(store, METER, big_module, 1.7e9, cfg) as lg:
                 _fill(lg, big, 1.7e9)
                 if lg.unsigned_entries:
                     lg.checkpoint(1.7e9 + big)
@@ -219,6 +221,7 @@ def bench_eventlog(
                 )
             store.unlink()
             out.unlink()
+            big_module.close()
         module.close()
         result["targets"] = {
             "appends_per_s": ">= 20000",

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import sys
 from pathlib import Path
 
 from amistack.addr import Addr
 from amistack.broute import BrouteCredentials, CredentialError
 from amistack.crypto import system_random
+from amistack.crypto.secretfile import SecretFileError, read_secret_file
 from amistack.keymgmt import CredentialStore, FileKek, KekError, KeyEncryptionKey, StoreError
 
 DEFAULT_DATA_DIR = Path("./amistack-data")
@@ -115,6 +117,72 @@ def parse_psk(text: str) -> bytes:
     if len(psk) != 16:
         raise argparse.ArgumentTypeError(f"PSK must be 16 bytes (32 hex digits), got {len(psk)}")
     return psk
+
+
+PSK_ENV = "AMISTACK_PSK"
+MAX_PSK_FILE = 1024
+
+
+def add_psk_options(parser: argparse.ArgumentParser, omitted: str, *, env: bool) -> None:
+    """--psk-file FILE (or '-' for standard input) and --psk HEX; with `env`, $AMISTACK_PSK
+    too. `omitted` says what happens when no PSK is given."""
+    source = f"--psk-file or ${PSK_ENV}" if env else "--psk-file"
+    parser.add_argument(
+        "--psk-file",
+        type=Path,
+        metavar="FILE",
+        help="the device's PSK (32 hex digits) from FILE, which only its owner may read "
+        f"(chmod 600), or from standard input with '-'{f'; or set ${PSK_ENV}' if env else ''}; "
+        f"{omitted}",
+    )
+    parser.add_argument(
+        "--psk",
+        metavar="HEX",
+        help="the PSK on the command line (warns: every local user can read it in the process "
+        f"list); prefer {source}",
+    )
+
+
+def resolve_psk(args: argparse.Namespace, *, env: bool) -> bytes | None:
+    """The PSK given by `add_psk_options`, or None. --psk warns on stderr (it is visible in
+    /proc/PID/cmdline to every local user); a bad value is a one-line CliError."""
+    if args.psk is not None and args.psk_file is not None:
+        raise CliError("give the PSK once: --psk-file or --psk, not both")
+    if args.psk is not None:
+        print(
+            "amistack: warning: --psk puts the key in the process list (ps, /proc/PID/cmdline);"
+            f" use --psk-file{f' or ${PSK_ENV}' if env else ''}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return _psk(args.psk, "--psk")
+    if args.psk_file is not None:
+        return _psk(_read_psk_file(args.psk_file), f"--psk-file {args.psk_file}")
+    if env and os.environ.get(PSK_ENV):
+        return _psk(os.environ[PSK_ENV], f"${PSK_ENV}")
+    return None
+
+
+def _psk(text: str, source: str) -> bytes:
+    try:
+        return parse_psk(text.strip())
+    except argparse.ArgumentTypeError as exc:
+        raise CliError(f"{source}: {exc}") from None
+
+
+def _read_psk_file(path: Path) -> str:
+    if str(path) == "-":
+        return sys.stdin.readline(MAX_PSK_FILE)
+    try:
+        raw = read_secret_file(path, MAX_PSK_FILE, "PSK")
+    except SecretFileError as exc:
+        raise CliError(str(exc)) from None
+    if len(raw) > MAX_PSK_FILE:
+        raise CliError(f"{path}: too long to be a PSK file")
+    try:
+        return raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise CliError(f"{path}: a PSK file holds 32 hex digits") from None
 
 
 BROUTE_PORT = 716  # the B-route link frames carry PANA (RFC 5191 §1: UDP 716) and the rest

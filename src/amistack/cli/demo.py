@@ -21,13 +21,17 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from amistack.addr import Addr
+from amistack.c1222.security import key_id_byte
 from amistack.cli.common import CliError, open_store
 from amistack.cli.demo_broute import BrouteReport, chapter_broute
 from amistack.cli.demo_fleet import FleetReport, chapter_fleet
@@ -92,6 +96,7 @@ class Report:
     audit: dict[str, int] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
     pcap: str | None = None
+    c1222_captures: dict[str, tuple[str, str]] = field(default_factory=dict)  # pcap, key table
     metering_meters: int = 0
     headend_port: int = 0
     readings: dict[str, int] = field(default_factory=dict)
@@ -150,6 +155,8 @@ async def _chapter_access(
     psks = _enroll(store, args.meters)
     started: asyncio.Future[KeyServerRuntime] = asyncio.get_running_loop().create_future()
     stop_server = asyncio.Event()
+    # only the key server captures: it sees every PANA datagram once (in or out); a meter
+    # capturing too would record each one a second time
     capture = pcap.capture if pcap else None
     server = asyncio.create_task(
         run_keyserver(
@@ -196,7 +203,6 @@ async def _chapter_access(
                 stop=stop_meters,
                 on_rotation=watcher(device, ring),
                 keyring=ring,
-                capture=capture,
             )
         )
     fleet = asyncio.gather(*meters)
@@ -268,8 +274,8 @@ async def _chapter_metering(
     from amistack.runtime.meter_node import run_meter_node
 
     loop = asyncio.get_running_loop()
-    c1222_pcap = PcapWriter(args.pcap / "c1222.pcap") if args.pcap else None
-    capture = c1222_pcap.capture if c1222_pcap else None
+    c1222_pcap = C1222Captures(args.pcap) if args.pcap else None
+    capture = c1222_pcap.capture if c1222_pcap else None  # the head-end's: each datagram once
     ready: asyncio.Future[HeadEndRuntime] = loop.create_future()
     stop_headend = asyncio.Event()
     headend = asyncio.create_task(
@@ -293,13 +299,12 @@ async def _chapter_metering(
             device, str(ap_title_for(device).absolute()), "conc-1", "cell-1", now
         )
         he.repo.commission_meter(device, now)
-    keys: dict[KeyId, bytes] = {}
 
-    def remember_key(rot: AccessGranted) -> None:  # for the Wireshark decryption table
+    def remember_key(rot: AccessGranted) -> None:  # for the Wireshark decryption tables
         kid = KeyId(rot.session_id, rot.key_id)
         issued = rt.engine.key_for(kid, C1222, rt.pana.now())
-        if issued is not None:
-            keys[kid] = issued.key
+        if issued is not None and c1222_pcap is not None:
+            c1222_pcap.add_key(rot.device_id, kid, issued.key)
 
     stop_nodes = asyncio.Event()
     nodes = asyncio.gather(
@@ -313,7 +318,7 @@ async def _chapter_metering(
                 time_scale=900.0,  # a 15-minute interval every second
                 stop=stop_nodes,
                 on_rotation=remember_key,
-                capture=capture,
+                on_ready=c1222_pcap.meter_ready(device) if c1222_pcap else None,
             )
             for device in devices
         )
@@ -343,11 +348,71 @@ async def _chapter_metering(
     stop_headend.set()
     await headend
     if c1222_pcap is not None:
-        c1222_pcap.close()
-        # Wireshark's C12.22 decryption table: "key id",key — one line per key (key ids repeat
-        # across meters, so Wireshark decrypts the meters whose key it tries first)
-        lines = [f'"{kid.generation & 0xFF:02x}",{key.hex()}' for kid, key in keys.items()]
-        (args.pcap / "c1222-keys.csv").write_text("\n".join(lines) + "\n")
+        report.c1222_captures = c1222_pcap.close()
+
+
+class C1222Captures:
+    """The head-end's C12.22 traffic (it sees every datagram once, in or out): all of it in
+    `DIR/c1222.pcap`, and each meter's own in `DIR/c1222/<meter>.pcap` beside
+    `DIR/c1222/<meter>-keys.csv`, the Wireshark C12.22 decryption table for it. Wireshark keys
+    that table by the one-byte key id, and every meter's ids count 1, 2, 3... from the same
+    start, so no one table decrypts several meters; one capture per meter does (docs/c1222.md).
+    The key tables are written owner-only (0600): they hold the keys."""
+
+    def __init__(self, pcap_dir: Path) -> None:
+        self.dir = pcap_dir / "c1222"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        # an earlier version's one table for all meters (0644, and it could not work): gone
+        (pcap_dir / "c1222-keys.csv").unlink(missing_ok=True)
+        self.all = PcapWriter(pcap_dir / "c1222.pcap")
+        self.ports: dict[int, str] = {}  # a meter's C12.22 port -> the meter
+        self.writers: dict[str, PcapWriter] = {}
+        self.keys: dict[str, dict[KeyId, bytes]] = {}
+
+    def meter_ready(self, device: str) -> Callable[[Any, list[Addr]], None]:
+        """`run_meter_node(on_ready=...)`: where the meter's C12.22 socket is."""
+
+        def ready(_node: Any, addresses: list[Addr]) -> None:
+            for _, port in addresses:
+                self.ports[port] = device
+
+        return ready
+
+    def capture(self, payload: bytes, src: Addr, dst: Addr) -> None:
+        self.all.capture(payload, src, dst)
+        device = self.ports.get(src[1]) or self.ports.get(dst[1])
+        if device is not None:
+            if device not in self.writers:
+                self.writers[device] = PcapWriter(self.dir / f"{device}.pcap")
+            self.writers[device].capture(payload, src, dst)
+
+    def add_key(self, device: str, kid: KeyId, key: bytes) -> None:
+        self.keys.setdefault(device, {})[kid] = key
+
+    def close(self) -> dict[str, tuple[str, str]]:
+        """Close the captures, write the key tables; {meter: (its pcap, its key table)}."""
+        self.all.close()
+        files = {}
+        for device, writer in sorted(self.writers.items()):
+            writer.close()
+            table = self.dir / f"{device}-keys.csv"
+            # one UAT record a line: "key id",key (the id byte as two hex digits, quoted)
+            lines = [
+                f'"{key_id_byte(kid):02x}",{key.hex()}'
+                for kid, key in self.keys.get(device, {}).items()
+            ]
+            _write_owner_only(table, "".join(line + "\n" for line in lines))
+            files[device] = (str(self.dir / f"{device}.pcap"), str(table))
+        return files
+
+
+def _write_owner_only(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # also when the file was there (a previous run) with another mode
+        os.write(fd, text.encode("ascii"))
+    finally:
+        os.close(fd)
 
 
 def _chapter_eventlog(data_dir: Path, report: Report) -> None:
@@ -426,14 +491,17 @@ def _print(report: Report) -> None:
     print(f"  demand response (curtailment by the remote switch): {report.dr}")
     print(f"  remote disconnect: {report.disconnect}")
     print(f"  remote reconnect: {report.reconnect}")
-    if report.pcap:
+    if report.pcap and report.c1222_captures:
         c = Path(report.pcap).with_name("c1222.pcap")
-        keys = c.with_name("c1222-keys.csv")
-        print(f"  pcap: {c}, keys {keys} (Wireshark's C12.22 decryption table), e.g.")
+        device, (one, keys) = next(iter(report.c1222_captures.items()))
         print(
-            f"    tshark -r {c} -d udp.port=={report.headend_port},c1222 -o c1222.decrypt:TRUE "
-            f'-o c1222.baseoid:2.16.124.113620.1.22 -o "uat:c1222_decryption_table:$(head -1 '
-            f'{keys})"'
+            f"  pcap: {c} (all meters); one capture and one Wireshark C12.22 decryption table "
+            f"per meter in {Path(one).parent}/ (docs/c1222.md), e.g. {device}:"
+        )
+        print(
+            f"    tshark -r {one} -d udp.port=={report.headend_port},c1222 -o c1222.decrypt:TRUE "
+            f"-o c1222.baseoid:2.16.124.113620.1.22 "
+            f"$(sed 's/^/-o uat:c1222_decryption_table:/' {keys})"
         )
     print("amistack demo — chapter 3: tamper-evident event logs (signed Merkle tree heads)")
     for device, verdict in report.eventlog.items():
@@ -490,6 +558,9 @@ def _run(args: argparse.Namespace) -> int:
             "key_server_counters": report.counters,
             "metering_readings": report.readings,
             "headend_port": report.headend_port,
+            "c1222_captures": {
+                d: {"pcap": pcap, "keys": keys} for d, (pcap, keys) in report.c1222_captures.items()
+            },
             "demand_response": report.dr,
             "disconnect": report.disconnect,
             "reconnect": report.reconnect,

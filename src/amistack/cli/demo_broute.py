@@ -149,9 +149,8 @@ async def chapter_broute(pcap_dir: Path | None, seed: int = 1) -> BrouteReport:
         # a HEMS that was given the wrong password: EAP-PSK fails, the meter keeps serving
         wrong = BrouteCredentials(creds.rbid, "WRONGPASSWD0")
         failures: asyncio.Queue[Any] = asyncio.Queue()
-        intruder = EngineDriver(
-            BrouteHems(wrong, meter_addr, system_random), events=failures, capture=wire.capture
-        )
+        # only the meter's driver captures: it sees every frame once (in or out)
+        intruder = EngineDriver(BrouteHems(wrong, meter_addr, system_random), events=failures)
         drivers.append(intruder)
         await intruder.bind("::1", 0)
         intruder.engine.start(intruder.now())
@@ -166,7 +165,7 @@ async def chapter_broute(pcap_dir: Path | None, seed: int = 1) -> BrouteReport:
             ControllerConfig(multicast_groups=(), rediscover_interval=None), seeded_random(seed)
         )
         hems = BrouteController(BrouteHems(creds, meter_addr, system_random), controller)
-        hems_driver = ControllerDriver(hems, events=events, capture=wire.capture)
+        hems_driver = ControllerDriver(hems, events=events)
         drivers.append(hems_driver)
         await hems_driver.bind("::1", 0)
         hems_driver.start()  # PANA first; the controller probes the meter once the link is up

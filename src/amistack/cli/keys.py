@@ -10,7 +10,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from amistack.cli.common import CliError, add_data_dir, open_store, parse_psk
+from amistack.cli.common import CliError, add_data_dir, add_psk_options, open_store, resolve_psk
 from amistack.keymgmt import StoreError
 
 
@@ -34,9 +34,7 @@ def register(sub: Any) -> None:
         description="Enroll a device with its 16-byte EAP-PSK key.",
     )
     p.add_argument("device_id", metavar="ID", help="the device identity (EAP-PSK ID_P)")
-    p.add_argument(
-        "--psk", type=parse_psk, help="32 hex digits; omitted: a random PSK, printed once"
-    )
+    add_psk_options(p, "omitted: a random PSK, printed once", env=False)
     p.add_argument(
         "--lifetime",
         type=float,
@@ -77,7 +75,7 @@ def register(sub: Any) -> None:
         description="Give a device a new PSK (its next authentication needs it).",
     )
     p.add_argument("device_id", metavar="ID")
-    p.add_argument("--psk", type=parse_psk, help="32 hex digits; omitted: random, printed once")
+    add_psk_options(p, "omitted: a random PSK, printed once", env=False)
     add_data_dir(p)
     p.set_defaults(handler=_rotate)
 
@@ -90,7 +88,8 @@ def register(sub: Any) -> None:
 
 
 def _enroll(args: argparse.Namespace) -> int:
-    psk: bytes = args.psk or secrets.token_bytes(16)
+    given = resolve_psk(args, env=False)
+    psk = given or secrets.token_bytes(16)
     with open_store(args.data_dir, create=True, kek=args.kek) as store:
         try:
             store.enroll(
@@ -103,7 +102,7 @@ def _enroll(args: argparse.Namespace) -> int:
         except StoreError as exc:
             raise CliError(str(exc)) from None
     print(f"enrolled {args.device_id} in {args.data_dir}")
-    if args.psk is None:
+    if given is None:
         print(f"psk {psk.hex()}  (shown once: configure it in the device now)")
     return 0
 
@@ -148,14 +147,15 @@ def _revoke(args: argparse.Namespace) -> int:
 
 
 def _rotate(args: argparse.Namespace) -> int:
-    psk: bytes = args.psk or secrets.token_bytes(16)
+    given = resolve_psk(args, env=False)
+    psk = given or secrets.token_bytes(16)
     with open_store(args.data_dir, create=False, kek=args.kek) as store:
         try:
             gen = store.rotate_psk(args.device_id, psk, time.time())
         except StoreError as exc:
             raise CliError(str(exc)) from None
     print(f"{args.device_id}: PSK generation {gen}")
-    if args.psk is None:
+    if given is None:
         print(f"psk {psk.hex()}  (shown once)")
     return 0
 

@@ -17,13 +17,17 @@ from amistack.addr import Addr
 from amistack.broute import HemsAuthFailed, HemsConnected, HemsDisconnected
 from amistack.c1222.endpoint import C1222_PORT
 from amistack.cli.common import (
+    PSK_ENV,
     CliError,
     add_broute_options,
+    add_psk_options,
     broute_credentials,
     parse_hostport,
-    parse_psk,
+    resolve_psk,
 )
+from amistack.eventlog.log import LogStoreError
 from amistack.meter.events import AccessGranted
+from amistack.meter.securemodule import PIN_ENV, SecureModule, SecureModuleError, open_module
 from amistack.runtime.echonet import AddressInUse
 from amistack.runtime.keyserver import PANA_PORT
 from amistack.runtime.loop import new_event_loop
@@ -43,15 +47,17 @@ def register(sub: Any) -> None:
         "with PANA (RFC 5191) carrying EAP-PSK (RFC 4764), derives its application keys with "
         "the unified key-management function, re-authenticates before the session lifetime "
         "ends (logging each key rotation) and starts over with back-off after a failure. "
-        "--id, --psk and --keyserver are needed for that; with --echonet and/or --broute alone "
+        "--id, a PSK (--psk-file or $AMISTACK_PSK) and --keyserver are needed for that; with "
+        "--echonet and/or --broute alone "
         "the meter only serves its ECHONET Lite node on the home LAN and/or its B route to the "
         "HEMS (neither needs the utility's network credentials).",
         epilog="examples: amistack meter --echonet --interface eth0 ; "
         "amistack meter --broute [::1]:716 --broute-id RBID --broute-password PWD ; "
-        "amistack meter --id m1 --psk HEX --keyserver 192.0.2.1 --headend 192.0.2.2 --echonet",
+        "amistack meter --id m1 --psk-file m1.psk --keyserver 192.0.2.1 --headend 192.0.2.2 "
+        "--echonet",
     )
     p.add_argument("--id", dest="device_id", help="device identity (EAP-PSK ID_P)")
-    p.add_argument("--psk", type=parse_psk, help="the device's PSK, 32 hex digits")
+    add_psk_options(p, "needed with --id", env=True)
     p.add_argument(
         "--keyserver",
         type=lambda t: parse_hostport(t, PANA_PORT),
@@ -100,6 +106,13 @@ def register(sub: Any) -> None:
         type=Path,
         metavar="DIR",
         help="keep the meter's signed event log in DIR/meters/ID/",
+    )
+    full.add_argument(
+        "--module",
+        metavar="SPEC",
+        help="with --data-dir: the secure module that signs the event log and keeps its last "
+        "signed head: software:PATH or pkcs11:LIB?token=T&label=L (PIN from "
+        f"${PIN_ENV}); default software:DIR/meters/ID/module.pem (docs/event-log.md)",
     )
     el = p.add_argument_group(
         "ECHONET Lite on the home LAN",
@@ -287,23 +300,31 @@ async def _access(args: argparse.Namespace, stop: asyncio.Event, start: float) -
                     f"{args.device_id}: C12.22 AP title {title} on {host} port {port}", flush=True
                 )
 
-        return await run_meter_node(
-            args.device_id,
-            args.psk,
-            args.keyserver,
-            args.headend,
-            model_seed=_seed(args),
-            model_start=start,
-            model_config=default_model(_seed(args), start, two_way=not args.one_way).config,
-            time_scale=args.time_scale,
-            push=args.push,
-            listen=[args.listen[0]] if args.listen else None,
-            port=args.listen[1] if args.listen else 0,
-            data_dir=args.data_dir,
-            stop=stop,
-            on_rotation=_print_rotation,
-            on_ready=ready,
-        )
+        module = _secure_module(args)
+        try:
+            return await run_meter_node(
+                args.device_id,
+                args.psk,
+                args.keyserver,
+                args.headend,
+                model_seed=_seed(args),
+                model_start=start,
+                model_config=default_model(_seed(args), start, two_way=not args.one_way).config,
+                time_scale=args.time_scale,
+                push=args.push,
+                listen=[args.listen[0]] if args.listen else None,
+                port=args.listen[1] if args.listen else 0,
+                data_dir=args.data_dir,
+                secure_module=module,
+                stop=stop,
+                on_rotation=_print_rotation,
+                on_ready=ready,
+            )
+        except (LogStoreError, SecureModuleError) as exc:  # damage is recorded, not raised
+            raise CliError(f"{args.device_id}: event log: {exc}") from None
+        finally:
+            if module is not None:
+                module.close()
     return await run_meter(
         args.device_id,
         args.psk,
@@ -315,14 +336,27 @@ async def _access(args: argparse.Namespace, stop: asyncio.Event, start: float) -
     )
 
 
+def _secure_module(args: argparse.Namespace) -> SecureModule | None:
+    """The module named by --module (None: run_meter_node opens the default software key)."""
+    if args.module is None:
+        return None
+    try:
+        return open_module(args.module, create=True, label=f"{args.device_id}/eventlog")
+    except SecureModuleError as exc:
+        raise CliError(f"--module: {exc}") from None
+
+
 def _run(args: argparse.Namespace) -> int:
+    # $AMISTACK_PSK counts only for a meter given an identity: --echonet alone ignores it
+    args.psk = resolve_psk(args, env=args.device_id is not None)
     access = {"--id": args.device_id, "--psk": args.psk, "--keyserver": args.keyserver}
     missing = [name for name, value in access.items() if value is None]
     local = args.echonet or args.broute is not None
     if missing and (not local or len(missing) < len(access)):
         need = "network access needs" if local else "the meter needs"
         raise CliError(
-            f"{need} --id, --psk and --keyserver (missing {', '.join(missing)}); "
+            f"{need} --id, --psk and --keyserver (missing {', '.join(missing)}; the PSK "
+            f"comes from --psk-file, ${PSK_ENV} or --psk); "
             "--echonet or --broute alone serve the ECHONET Lite node / the B route without them"
         )
     if args.broute is not None:
@@ -331,6 +365,8 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError("--broute-id and --broute-password go with --broute")
     if missing and args.headend is not None:
         raise CliError("--headend needs --id, --psk and --keyserver")
+    if args.module is not None and (args.headend is None or args.data_dir is None):
+        raise CliError("--module goes with --headend and --data-dir (it signs the event log)")
     if args.once and (args.headend is not None or local):
         raise CliError(
             "--once checks network access only; it goes with none of --headend, --echonet, --broute"

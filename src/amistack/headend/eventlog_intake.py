@@ -14,7 +14,10 @@ C12.22 read of the meter's event-log table (`EventLogReader` below) -- and:
    that head the accepted one, in ONE transaction. Entries after the last signed head are not
    evidence: they are stored when a later upload's head covers them;
 3. when it does not: raises an alarm (`ALARM_KIND`, detail `<reason> (line N): <detail>`) and
-   stores nothing from that upload.
+   stores nothing from that upload;
+4. a log that holds but records an attack on the meter's own store (LOG_STORE_DAMAGED,
+   LOG_ROLLED_BACK, written and signed by the meter when it opens a damaged or rolled-back
+   store) raises `STORE_ALARM_KIND` for each such new entry.
 
 An unknown meter or one without a registered key also raises the alarm (reason `unknown-meter`
 / `no-key`) and then `HeadendError` ("not_found" / "no_key"). Sans-IO apart from the repository:
@@ -39,6 +42,7 @@ from amistack.c1222.eventlog_table import (
 )
 from amistack.c1222.events import C1222Event, RequestTimedOut, ResponseReceived
 from amistack.c1222.services import ReadResult
+from amistack.eventlog.log import STORE_FAULTS, describe_store_fault
 from amistack.eventlog.record import (
     EventRecord,
     HeadKind,
@@ -55,6 +59,7 @@ from amistack.headend.storage import ReadingRepository
 log = logging.getLogger(__name__)
 
 ALARM_KIND = "eventlog_verification_failed"
+STORE_ALARM_KIND = "eventlog_store_tampered"  # the meter found its own store damaged/rolled back
 MAX_EXPORT_BYTES = 64 * 1024 * 1024  # ~2M entries; the API refuses larger bodies (413)
 _RACE_RETRIES = 3
 
@@ -158,6 +163,7 @@ class EventLogIntake:
         assert head is not None  # an OK verdict has a signed head
         start = accepted.size if accepted is not None else 0
         events: list[MeterEvent] = []
+        faults: list[EventRecord] = []  # the meter's records of attacks on its own store
         for n, line in enumerate(lines, 1):
             if not line.startswith("E "):
                 continue
@@ -166,6 +172,8 @@ class EventLogIntake:
             if rec.seq >= head.size:
                 break  # the unsigned tail
             if rec.seq >= start:
+                if rec.type in STORE_FAULTS:
+                    faults.append(rec)
                 events.append(
                     MeterEvent(
                         meter_id,
@@ -180,6 +188,11 @@ class EventLogIntake:
         result = self.repo.accept_eventlog(
             row, events, accepted.size if accepted is not None else None, now
         )
+        for rec in faults:
+            self.repo.raise_alarm(
+                meter_id, STORE_ALARM_KIND, f"entry {rec.seq}: {describe_store_fault(rec)}", now
+            )
+            self.counters["store-faults"] += 1
         self.counters["accepted"] += 1
         self.counters["events-stored"] += result.inserted
         log.info(

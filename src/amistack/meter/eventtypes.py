@@ -25,3 +25,5 @@ class EventType(IntEnum):
     LOG_OPENED = 14  # the store was opened (after a restart: a power cycle is evidence too)
     LOG_CHECKPOINT = 15  # a signed head was made
     LOG_TAIL_REPAIRED = 16  # a torn tail from a crash was cut off on open
+    LOG_STORE_DAMAGED = 17  # damage before the end of the store: set aside, log continued
+    LOG_ROLLED_BACK = 18  # the store lacks the last head the secure module saw signed

@@ -21,7 +21,16 @@ def d(tmp_path: Path) -> Path:
 
 
 def keys(capsys: pytest.CaptureFixture[str], d: Path, *argv: str) -> tuple[int, str, str]:
-    return run(capsys, "keys", *argv, "--data-dir", str(d))
+    """`amistack keys ARGV --data-dir D`, a `--psk HEX` given as an owner-only --psk-file (as an
+    operator should: --psk itself warns, see test_psk_sources.py)."""
+    args = list(argv)
+    if "--psk" in args:
+        i = args.index("--psk")
+        path = d.parent / f"psk-{args[i + 1]}"
+        path.write_text(args[i + 1] + "\n")
+        path.chmod(0o600)
+        args[i : i + 2] = ["--psk-file", str(path)]
+    return run(capsys, "keys", *args, "--data-dir", str(d))
 
 
 def test_enroll_with_a_psk_creates_owner_only_files(

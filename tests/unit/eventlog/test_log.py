@@ -1,4 +1,5 @@
-"""The on-disk log store: signing policy, reopen, torn tails repaired, mid-file damage refused."""
+"""The on-disk log store: signing policy, reopen, torn tails repaired (attacks on the store:
+test_store_attacks.py)."""
 
 from __future__ import annotations
 
@@ -100,17 +101,6 @@ def test_zero_filled_tail_after_power_cut_is_a_torn_tail(
         f.write(bytes(4096))
     with EventLog.open(path, METER, None, T0, config()) as lg:
         assert lg.size == 3 and lg.torn_bytes == 4096
-
-
-def test_damage_in_the_middle_is_never_accepted(tmp_path: Path, module: SoftwareModule) -> None:
-    path = tmp_path / "s"
-    with EventLog.open(path, METER, module, T0, config()) as lg:
-        fill(lg, 10)
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x40
-    path.write_bytes(bytes(data))
-    with pytest.raises(LogStoreError, match="with data after it"):
-        EventLog.open(path, METER, module, T0, config())
 
 
 def test_patent_mode_signs_the_whole_range_on_specified_events(

@@ -4,6 +4,8 @@ refused with its own reason, raises an alarm and stores nothing. Then the REST u
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from fastapi.testclient import TestClient
 from amistack.eventlog import CheckpointPolicy, EventLog, EventType, FsyncPolicy, LogConfig
 from amistack.eventlog.verify import Reason
 from amistack.headend.api import create_app
-from amistack.headend.eventlog_intake import ALARM_KIND, EventLogIntake
+from amistack.headend.eventlog_intake import ALARM_KIND, STORE_ALARM_KIND, EventLogIntake
 from amistack.headend.registry import HeadendError
 from amistack.headend.storage import ReadingRepository
 from amistack.meter.securemodule import SoftwareModule
@@ -276,3 +278,28 @@ def test_eventlog_key_over_the_api(client: TestClient, module: SoftwareModule) -
     bad = client.post("/meters", json={"meter_id": "m2", "ap_title": AP + "2", "eventlog_key": "x"})
     assert bad.status_code == 400
     assert client.get("/meters/m2").status_code == 404  # nothing registered with a bad key
+
+
+def test_a_meter_reporting_its_store_rolled_back_raises_the_store_alarm(
+    registered: ReadingRepository, tmp_path: Path, module: SoftwareModule
+) -> None:
+    """The log holds (it is genuine, and extends what was accepted), but the meter recorded in
+    it, signed, that its store had been restored from an old copy: the MDMS is told."""
+    intake = EventLogIntake(registered)
+    path = tmp_path / "store.log"
+    with EventLog.open(path, METER, module, T0, CONFIG) as lg:
+        fill(lg, 5)
+        assert intake.receive(METER, export(lg), NOW).ok
+        shutil.copy(path, tmp_path / "backup")
+        fill(lg, 5)  # a head at 10 the attacker wants gone
+    os.replace(tmp_path / "backup", path)
+    with EventLog.open(path, METER, module, T0 + 50, CONFIG) as lg:
+        verdict = intake.receive(METER, export(lg), NOW + 1)
+    assert verdict.ok and not alarms(registered)
+    store = [a.detail for a in registered.alarms(meter_id=METER) if a.kind == STORE_ALARM_KIND]
+    assert store == [
+        "entry 5: store rolled back: the secure module's last signed head covers 10 entries, "
+        "the store held 5"
+    ]
+    kinds = [e.kind for e in registered.events(meter_id=METER, limit=100)]
+    assert "LOG_ROLLED_BACK" in kinds

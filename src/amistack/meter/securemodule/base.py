@@ -9,6 +9,7 @@ r || s, 32 octets each, big-endian (the PKCS#11 CKM_ECDSA output format, also IE
 
 from __future__ import annotations
 
+import struct
 from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature
@@ -23,6 +24,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 DIGEST_LENGTH = 32  # SHA-256
 SCALAR_LENGTH = 32  # P-256
 SIGNATURE_LENGTH = 2 * SCALAR_LENGTH
+MAX_ANCHOR = 256  # octets a module keeps for `write_anchor`
+ANCHOR_MAGIC = b"AMIANCH\x01"
+_GENERATION = struct.Struct(">Q")
 
 
 class SecureModuleError(Exception):
@@ -42,6 +46,18 @@ class SecureModule(Protocol):
         """ECDSA P-256 over a 32-octet SHA-256 digest computed outside; raw r || s (64 octets)."""
         ...
 
+    def read_anchor(self) -> bytes | None:
+        """The value last stored with `write_anchor`; None if there never was one."""
+        ...
+
+    def write_anchor(self, value: bytes) -> None:
+        """Keep `value` (at most MAX_ANCHOR octets) inside the module, durably, before returning.
+
+        The event log keeps its last signed head here, out of reach of whoever can rewrite the
+        meter's files, as a TPM keeps a monotonic counter in an NV index: a restored old copy
+        of the log is then told apart from the current one (eventlog/log.py)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -51,6 +67,21 @@ def check_digest(digest: bytes) -> None:
             f"sign_digest takes a {DIGEST_LENGTH}-octet SHA-256 digest, got "
             f"{len(digest) if isinstance(digest, bytes | bytearray) else type(digest).__name__}"
         )
+
+
+def encode_anchor(generation: int, value: bytes) -> bytes:
+    """What a backend stores: magic | generation u64 (one more on every write) | value."""
+    if len(value) > MAX_ANCHOR:
+        raise SecureModuleError(f"an anchor holds at most {MAX_ANCHOR} octets, not {len(value)}")
+    return ANCHOR_MAGIC + _GENERATION.pack(generation) + bytes(value)
+
+
+def decode_anchor(blob: bytes, where: str) -> tuple[int, bytes]:
+    """(generation, value) from what `encode_anchor` wrote; SecureModuleError if it is not that."""
+    head = len(ANCHOR_MAGIC) + _GENERATION.size
+    if len(blob) < head or len(blob) > head + MAX_ANCHOR or not blob.startswith(ANCHOR_MAGIC):
+        raise SecureModuleError(f"{where}: the stored anchor is damaged")
+    return _GENERATION.unpack_from(blob, len(ANCHOR_MAGIC))[0], blob[head:]
 
 
 def raw_from_der(der: bytes) -> bytes:
