@@ -36,12 +36,13 @@ from amistack.addr import Addr
 from amistack.crypto import RandomSource
 from amistack.pana.aaa import AaaAnswer, AaaBackend, AaaOutcome
 from amistack.pana.auth import prf_hash
-from amistack.pana.avp import Avp
+from amistack.pana.avp import Avp, find_value_span
 from amistack.pana.common import check_avp_lengths
 from amistack.pana.constants import (
     FLAG_C,
     FLAG_P,
     FLAG_S,
+    HEADER_LENGTH,
     NONCE_LENGTH,
     AvpCode,
     Flag,
@@ -227,9 +228,21 @@ class PanaAuthAgent:
                 if bucket is not None and bucket[0] + (now - bucket[1]) * self.config.pci_rate < 1:
                     self.counters["pci_rate_limited"] += 1
                     return
-            elif kind == _PRY_TYPE and addr[0] not in self.config.allowed_relays:
-                self.counters["relay_not_allowed"] += 1
-                return
+            elif kind == _PRY_TYPE:
+                if addr[0] not in self.config.allowed_relays:
+                    self.counters["relay_not_allowed"] += 1
+                    return
+                bucket = self._relay_buckets.get((None, addr[0]))
+                if (
+                    bucket is not None
+                    and bucket[0] + (now - bucket[1]) * self.config.relay_pci_rate < 1
+                ):
+                    # a relay out of PCI tokens: its relayed PCIs are dropped after a look at
+                    # the inner header only (its PaCs' other messages still pass)
+                    span = find_value_span(data, HEADER_LENGTH, AvpCode.RELAYED_MESSAGE)
+                    if span is not None and data[span[0] + 6 : span[0] + 8] == _PCI_TYPE:
+                        self.counters["pci_relay_rate_limited"] += 1
+                        return
             msg = PanaMessage.decode(data)
             raw = bytes(data)
             route = Route(addr)
