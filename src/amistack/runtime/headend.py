@@ -38,6 +38,7 @@ from amistack.headend.collector import CollectorConfig
 from amistack.headend.keys import AsyncKeySource, HeadendKeys, SyncKeySource, repository_resolver
 from amistack.headend.service import HeadEnd, HeadEndConfig, KeyNeeded
 from amistack.headend.storage import ReadingRepository, open_repository
+from amistack.runtime.eventtext import event_text
 from amistack.runtime.udp import Capture, EngineDriver
 
 log = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ async def run_headend(
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         else:
-            log.info("head-end event %s", ev)
+            log.info("head-end: %s", event_text(ev))
 
     async def prefetch() -> None:
         assert async_source is not None
