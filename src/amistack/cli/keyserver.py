@@ -41,7 +41,8 @@ def register(sub: Any) -> None:
         "--init",
         action="store_true",
         help="create an empty credential store in DIR if there is none (without it, a DIR "
-        "with no store is refused: a mistyped path must not start an empty key server)",
+        "with no store is refused unless --aaa-radius: a mistyped path must not start an "
+        "empty key server)",
     )
     p.add_argument(
         "--listen",
@@ -177,7 +178,8 @@ def _run(args: argparse.Namespace) -> int:
             ) from None
         kd_hosts, kd_port = _one_port(args.keydist_listen, "--keydist-listen")
         keydist = (tls, kd_hosts, kd_port)
-    if not args.init and not (args.data_dir / KEYSERVER_DB).exists():
+    # (with --aaa-radius the credentials live in the RADIUS server: no enrolment needed here)
+    if not args.init and not args.aaa_radius and not (args.data_dir / KEYSERVER_DB).exists():
         raise CliError(
             f"no key server data in {args.data_dir} (enroll a device with 'amistack keys enroll "
             "--data-dir DIR', or give --init to start with an empty store)"
