@@ -1,4 +1,5 @@
-"""One readable log line per engine event: `Name field=value ...`, never a dataclass repr.
+"""One readable log line per engine event: `Name field=value ...`, never a dataclass repr (an
+event class with its own `__str__` is shown by that).
 
 Session ids in hex (PANA's Unsigned32 as 0x%08x, EAP/RADIUS Session-Ids as hex octets), device
 ids and other text as text (bytes that are not printable UTF-8 as hex, never mojibake),
@@ -56,8 +57,10 @@ def text_or_hex(data: bytes, *, force_hex: bool = False) -> str:
 def event_text(event: object) -> str:
     """`Name field=value ...` (see the module docstring)."""
     name = type(event).__name__
+    if type(event).__str__ is not object.__str__:
+        return str(event)  # the event says it best itself (e.g. meter.events.AccessRefused)
     if not dataclasses.is_dataclass(event):
-        return f"{name} {event}"
+        return f"{name} {event!r}"
     parts = [name]
     for f in dataclasses.fields(event):
         if f.name in _HIDDEN:

@@ -36,3 +36,9 @@ def test_device_ids_and_binary() -> None:
     assert text_or_hex(b"\x00\xffab") == "00ff6162"
     line = event_text(KeysInstalled(b"meter-1", KeyId(1, 2), ("c1222",), 0.0, 3600.5, None))
     assert "peer_id=meter-1" in line and "b'" not in line
+
+
+def test_an_event_that_says_it_itself() -> None:
+    from amistack.meter.events import RetryScheduled
+
+    assert event_text(RetryScheduled("meter-1", 2.5)) == "meter-1: new session in 2.5 s"
