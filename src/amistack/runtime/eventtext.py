@@ -34,6 +34,8 @@ def _value(name: str, value: object) -> str:
     ):
         host, port = value
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+        return ",".join(value) or "-"  # e.g. the purposes of a key generation
     key_id = getattr(value, "key_id", None)
     if key_id is not None and not isinstance(value, str) and dataclasses.is_dataclass(value):
         return str(key_id)  # a security context: its key id, never its keys

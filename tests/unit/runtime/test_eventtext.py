@@ -36,6 +36,7 @@ def test_device_ids_and_binary() -> None:
     assert text_or_hex(b"\x00\xffab") == "00ff6162"
     line = event_text(KeysInstalled(b"meter-1", KeyId(1, 2), ("c1222",), 0.0, 3600.5, None))
     assert "peer_id=meter-1" in line and "b'" not in line
+    assert "purposes=c1222 " in line and "not_after=3600.5" in line
 
 
 def test_an_event_that_says_it_itself() -> None:
