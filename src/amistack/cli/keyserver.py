@@ -95,6 +95,14 @@ def register(sub: Any) -> None:
         "default: none, every PRY is dropped); each relay's PCIs are rate-limited as a whole",
     )
     p.add_argument(
+        "--relay-rate",
+        type=float,
+        default=PaaConfig().relay_pci_rate,
+        metavar="PCIS_PER_S",
+        help="PCIs per second one relay may carry, all its PaCs together (burst: twice that; "
+        f"default {PaaConfig().relay_pci_rate:g}); raise it for relays that serve large cells",
+    )
+    p.add_argument(
         "--pana-algorithms",
         type=_suites,
         default=_suites("sha256,sha1"),
@@ -151,8 +159,12 @@ def _paa_config(args: argparse.Namespace) -> PaaConfig:
     """The PAA settings the options give (relays, algorithm order, lifetime grace)."""
     if not args.lifetime_grace >= 0:
         raise CliError("--lifetime-grace must be >= 0")
+    if not args.relay_rate > 0:
+        raise CliError("--relay-rate must be > 0")
     return PaaConfig(
         allowed_relays=frozenset(args.relay),
+        relay_pci_rate=args.relay_rate,
+        relay_pci_burst=2.0 * args.relay_rate,
         prf_algorithms=tuple(prf for prf, _ in args.pana_algorithms),
         integrity_algorithms=tuple(integ for _, integ in args.pana_algorithms),
         lifetime_grace=args.lifetime_grace,

@@ -43,6 +43,8 @@ def test_paa_options_reach_the_paa() -> None:
     assert openpana.integrity_algorithms[0] == IntegrityAlgorithm.AUTH_HMAC_SHA1_160
     assert openpana.allowed_relays == frozenset({"::1", "10.0.0.7"})
     assert _paa_config(_args("--lifetime-grace", "0")).lifetime_grace == 0.0
+    big_cells = _paa_config(_args("--relay-rate", "400"))
+    assert (big_cells.relay_pci_rate, big_cells.relay_pci_burst) == (400.0, 800.0)
 
 
 @pytest.mark.parametrize(
@@ -52,6 +54,7 @@ def test_paa_options_reach_the_paa() -> None:
         (("--pana-algorithms", "md5"), "comma-separated list of sha256 and sha1"),
         (("--pana-algorithms", "sha1,sha1"), "each at most once"),
         (("--lifetime-grace", "-1"), "--lifetime-grace must be >= 0"),
+        (("--relay-rate", "0"), "--relay-rate must be > 0"),
     ],
 )
 def test_bad_paa_options_are_one_line_errors(
