@@ -12,7 +12,6 @@ restarted on the same data directory and port.
 from __future__ import annotations
 
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.unit.c1222.c1222_harness import make_ctx
 
 from amistack.c1222.acse import ApTitle
 from amistack.c1222.events import ResponseReceived
@@ -34,7 +34,6 @@ from amistack.meter.model import DAY_S, MeterConfig, MeterModel
 from amistack.meter.node import MeterNode, MeterNodeConfig
 from amistack.pana.keys import PanaSecurityContext
 from amistack.runtime.headend import DEFAULT_TITLE, INVOCATION_ID_FILE
-from amistack.sim.fleet import _ctx
 
 REPO = Path(__file__).resolve().parents[2]
 TITLE = ApTitle((0, 7), relative=True)
@@ -63,7 +62,7 @@ asyncio.run(run_headend(sys.argv[1], listen=[("127.0.0.1", int(sys.argv[2]))], a
 
 def context() -> PanaSecurityContext:
     """The meter's PANA session (both processes derive the same C12.22 key from it)."""
-    return _ctx(random.Random(7), 0x77, 1)
+    return make_ctx(0x77, 1, seed=7)
 
 
 def _start(data_dir: Path, port: int, t_keys: float) -> subprocess.Popen[str]:

@@ -5,10 +5,10 @@ cut lifetimes, and the asynchronous path (miss recorded, fetched, datagram fed a
 from __future__ import annotations
 
 import asyncio
-import random
 from pathlib import Path
 
 import pytest
+from tests.unit.c1222.c1222_harness import make_ctx
 
 from amistack.c1222.acse import ApTitle
 from amistack.c1222.tables import LoadProfile
@@ -20,7 +20,7 @@ from amistack.keymgmt.keyring import KeyRing, KeyRingDirectory
 from amistack.keymgmt.ukmf import C1222, KeyId, PurposeRegistry, derive
 from amistack.meter.model import DAY_S, MeterConfig, MeterModel
 from amistack.meter.node import MeterNode, MeterNodeConfig
-from amistack.sim.fleet import HEADEND_ADDR, HEADEND_TITLE, T0, _ctx
+from amistack.sim.fleet import HEADEND_ADDR, HEADEND_TITLE, T0
 
 TITLE = ApTitle((0, 42), relative=True)
 AP = TITLE.device_id
@@ -41,7 +41,7 @@ def _setup(repo: SqliteRepository, overlap: float = 30.0) -> tuple[HeadendKeys, 
 
 def test_lookup_resolves_title_to_device_and_key_byte(repo: SqliteRepository) -> None:
     keys, directory = _setup(repo)
-    ctx = _ctx(random.Random(1), 0x42, 1)
+    ctx = make_ctx(0x42, 1, seed=1)
     directory.install(b"m-42", ctx, 3600.0, T0)
     assert keys.lookup(AP, 1, T0) == [derive(ctx, C1222)]
     assert keys.lookup(AP, 2, T0) == []  # no generation 2
@@ -53,8 +53,7 @@ def test_lookup_resolves_title_to_device_and_key_byte(repo: SqliteRepository) ->
 
 def test_rollover_overlap_then_old_generation_dropped(repo: SqliteRepository) -> None:
     keys, directory = _setup(repo, overlap=30.0)
-    rng = random.Random(2)
-    g1, g2 = _ctx(rng, 0x42, 1), _ctx(rng, 0x42, 2)
+    g1, g2 = make_ctx(0x42, 1, seed=2), make_ctx(0x42, 2, seed=2)
     directory.install(b"m-42", g1, 3600.0, T0)
     assert keys.send_key(AP, T0) == (1, derive(g1, C1222))
     directory.install(b"m-42", g2, 3600.0, T0 + 10)
@@ -95,7 +94,7 @@ class AsyncDirectory:
 def test_async_source_parks_the_push_until_the_key_is_fetched(repo: SqliteRepository) -> None:
     repo.commission_meter("m-42", T0)
     directory = KeyRingDirectory(PurposeRegistry())
-    ctx = _ctx(random.Random(3), 0x42, 1)
+    ctx = make_ctx(0x42, 1, seed=3)
     directory.install(b"m-42", ctx, 3600.0, T0)
     ring = KeyRing(b"m-42", PurposeRegistry())
     ring.install(ctx, 3600.0, T0)
@@ -147,7 +146,7 @@ def test_forged_key_bytes_do_not_drive_fetches(repo: SqliteRepository) -> None:
     """10,000 lookups naming a registered AP title with key bytes the meter never had, over
     100 s: the key source is asked a bounded number of times, and the real key still works."""
     directory = KeyRingDirectory(PurposeRegistry())
-    ctx = _ctx(random.Random(4), 0x42, 1)
+    ctx = make_ctx(0x42, 1, seed=4)
     directory.install(b"m-42", ctx, 3600.0, T0)
     source = CountingSource(directory)
     keys = HeadendKeys(repository_resolver(repo.meter_by_ap_title), source)  # type: ignore[arg-type]
@@ -158,7 +157,7 @@ def test_forged_key_bytes_do_not_drive_fetches(repo: SqliteRepository) -> None:
     assert keys.counters["fetch-limited"] + keys.counters["negative-hit"] >= 9_900
     assert keys.lookup(AP, 1, T0 + 100) == [derive(ctx, C1222)]
     # a rotation the meter used first is fetched once the budget allows (within 10 s)
-    g2 = _ctx(random.Random(5), 0x42, 2)
+    g2 = make_ctx(0x42, 2, seed=5)
     directory.install(b"m-42", g2, 3600.0, T0 + 101)
     assert keys.lookup(AP, 2, T0 + 112) == [derive(g2, C1222)]
 
@@ -168,7 +167,7 @@ def test_forged_pushes_do_not_flood_the_async_key_source(repo: SqliteRepository)
     KeyNeeded (one fetch) per budget, not one per datagram; nothing parked beyond that."""
     repo.commission_meter("m-42", T0)
     forged_ring = KeyRing(b"m-42", PurposeRegistry())
-    forged_ring.install(_ctx(random.Random(6), 0x42, 9), 3600.0, T0)  # key byte 9, unknown
+    forged_ring.install(make_ctx(0x42, 9, seed=6), 3600.0, T0)  # key byte 9, unknown
     keys = HeadendKeys(repository_resolver(repo.meter_by_ap_title), None)
     headend = HeadEnd(HeadEndConfig(HEADEND_TITLE), repo, keys, seeded_random(1), T0)
     forger = MeterNode(
