@@ -12,6 +12,7 @@ from tests.conftest import load_vector
 from tests.unit.pana.pana_harness import (
     PAA_ADDR,
     PSK,
+    RELAY_ADDR,
     World,
     make_backend,
     make_paa,
@@ -20,11 +21,13 @@ from tests.unit.pana.pana_harness import (
 )
 
 from amistack.pana.avp import Avp
+from amistack.pana.constants import AvpCode, MessageType
 from amistack.pana.errors import PanaDecodeError
 from amistack.pana.events import Authenticated, PingCompleted
 from amistack.pana.message import PanaMessage
-from amistack.pana.paa import PaaState
+from amistack.pana.paa import PaaConfig, PaaState
 from amistack.pana.pac import PacConfig, PacState
+from amistack.pana.relay import decode_pac_information, wrap_relay
 
 A1 = pac_addr(1)
 
@@ -171,3 +174,32 @@ def test_lossy_network_converges_to_one_shared_key(rnd: Random, loss: float) -> 
     assert sid is not None and pac.state is PacState.OPEN, (pac.state, pac.counters)
     assert w.paa.state_of(sid) is PaaState.OPEN and w.paa.context(sid) == pac.context
     assert pac.counters["internal_error"] == 0 == w.paa.counters["internal_error"]
+
+
+@given(st.binary(max_size=40))
+def test_pac_information_decodes_or_raises_the_typed_error(value: bytes) -> None:
+    try:
+        host, port = decode_pac_information(value)
+    except PanaDecodeError:
+        assert len(value) not in (6, 8, 18, 20)
+    else:
+        assert 0 <= port <= 0xFFFF and host
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=120), st.binary(max_size=40))
+def test_a_configured_relay_cannot_break_the_paa(inner: bytes, info: bytes) -> None:
+    """Hostile PRYs from an allowed relay (also past its PCI budget, where only the inner header
+    is looked at): counted and dropped or answered, never an internal error."""
+    paa = make_paa(config=PaaConfig(allowed_relays=frozenset({RELAY_ADDR[0]}), relay_pci_burst=1))
+    pry = PanaMessage(
+        MessageType.RELAY,
+        0,
+        0,
+        0,
+        (Avp(AvpCode.PAC_INFORMATION, info), Avp(AvpCode.RELAYED_MESSAGE, inner)),
+    ).encode()
+    pci = PanaMessage(MessageType.PCI, 0, 0, 0).encode()
+    for data in (wrap_relay(A1, pci), pry, pry[:-3], wrap_relay(A1, pci), pry):
+        paa.receive_datagram(data, RELAY_ADDR, 0.0)
+    assert paa.counters["internal_error"] == 0

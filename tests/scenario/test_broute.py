@@ -16,6 +16,7 @@ import pytest
 
 from amistack.addr import Addr
 from amistack.broute import (
+    AttemptFailed,
     BrouteCredentials,
     BrouteHems,
     BrouteHemsConfig,
@@ -347,8 +348,13 @@ def test_6_5_stage_3_rescan_finds_the_meter_at_a_new_address() -> None:
 def test_6_7_no_lockout_after_failures_and_a_new_hems_connects_any_time() -> None:
     w = build()
     a = connect(w)
-    # a HEMS with a wrong password hammers the meter for ten minutes from one address
-    bad = w.add_hems(HEMS_B, WRONG, BrouteHemsConfig(restart_delay=0.5, initial_timeout=1e9))
+    # a HEMS with a wrong password hammers the meter for ten minutes from one address (ours
+    # stops at the first refusal unless told to retry: an attacker's would not)
+    bad = w.add_hems(
+        HEMS_B,
+        WRONG,
+        BrouteHemsConfig(restart_delay=0.5, initial_timeout=1e9, retry_refused=True),
+    )
     w.net.run_until(w.net.now + 600.0)
     failures = len(w.events(METER, HemsAuthFailed))
     assert failures >= 100 and not bad.connected
@@ -367,6 +373,20 @@ def test_6_7_no_lockout_after_failures_and_a_new_hems_connects_any_time() -> Non
     h = connect(w, late, seed=9)
     assert h.connected and w.net.now - t0 < 1.0
     assert w.get(late, (0xE7,)) is not None
+
+
+def test_a_wrong_password_stops_at_the_first_refusal() -> None:
+    """The meter's refusal is immediate and final for these credentials: one attempt, one
+    AttemptFailed(final=True), the link CLOSED -- not ten retries over ten seconds."""
+    w = build()
+    bad = w.add_hems(HEMS_B, WRONG, BrouteHemsConfig(restart_delay=0.5))
+    w.net.run_until(w.net.now + 30.0)
+    assert len(w.events(METER, HemsAuthFailed)) == 1
+    failed = w.events(HEMS_B, AttemptFailed)
+    assert len(failed) == 1
+    assert isinstance(failed[0], AttemptFailed) and failed[0].final
+    assert "refused" in failed[0].reason
+    assert bad.state is LinkState.CLOSED and bad.counters["pci"] == 1
 
 
 # -- 6.9 unexpected PANA during authentication -----------------------------------------------------

@@ -95,11 +95,14 @@ class RescanRequested:
 
 @dataclass(frozen=True)
 class AttemptFailed:
-    """One authentication attempt while connecting failed (EAP failure, no answer, the meter
-    restarted it); the HEMS retries within the stage (`restart_delay`)."""
+    """One authentication attempt while connecting failed (no answer, the meter restarted it);
+    the HEMS retries within the stage (`restart_delay`). `final`: the meter refused our
+    credentials (EAP failure): the HEMS stops at once (link CLOSED; `start()` to try again),
+    since the same B-route ID and password would only be refused again."""
 
     stage: Stage
     reason: str
+    final: bool = False
 
 
 @dataclass(frozen=True)

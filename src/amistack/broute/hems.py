@@ -18,9 +18,12 @@ re-authentication failed, or `decrypt_failures` secured frames in a row did not 
 Each stage has a timeout (`stage_timeouts`); `ReconnectStage` marks a stage's start and
 `ReconnectStageEnded` its end with the time it took; `LinkUp` says which stage brought the link
 back. After stage 3 fails, `ReconnectFailed` and a retry from stage 2 after `retry_interval`.
-A failed attempt inside stage 2 or 3 (EAP failure, an unexpected PANA packet that made the meter
+A failed attempt inside stage 2 or 3 (no answer, an unexpected PANA packet that made the meter
 restart the authentication: §6.9) is retried with a new PCI after `restart_delay` s while the
-stage's time lasts.
+stage's time lasts. A refusal of our credentials (the meter's PAR with the C flag and a failure
+Result-Code: a wrong B-route ID or password) is not: the HEMS stops at the first one
+(`AttemptFailed(final=True)`, link CLOSED) unless `retry_refused`, since retrying the same
+password only repeats the refusal (and would look like guessing to the meter).
 
 Key switch on re-authentication: the PaC has the new key one message (its PAN) before the meter,
 so the HEMS keeps sending under the previous key until a frame under the new key arrives or
@@ -109,6 +112,7 @@ class BrouteHemsConfig:
     link_overlap: float = 30.0  # s a superseded link key still decrypts
     key_switch_delay: float = 1.0  # s at most before sending under a re-authentication's key
     replay_window: int = 64
+    retry_refused: bool = False  # retry after the meter refused our credentials (see above)
 
     def __post_init__(self) -> None:
         if self.eui64 is not None and len(self.eui64) != EUI64_LENGTH:
@@ -366,7 +370,15 @@ class BrouteHems:
                         self._reauthenticate(now)
                 elif isinstance(ev, AuthenticationFailed):
                     self.counters["auth_failed"] += 1
-                    self._attempt_failed(f"authentication failed: {ev.reason}", now)
+                    reason = f"authentication failed: {ev.reason}"
+                    if (
+                        ev.refused
+                        and self.state is LinkState.CONNECTING
+                        and not self.config.retry_refused
+                    ):
+                        self._refused(reason)
+                    else:
+                        self._attempt_failed(reason, now)
                 elif isinstance(ev, SessionTerminated):
                     self.counters["session_terminated"] += 1
                     if ev.by_peer and self.state is LinkState.UP:
@@ -437,6 +449,17 @@ class BrouteHems:
         self._stage_deadline = self._restart_at = self._retry_at = self._ping_deadline = None
         self._tx = self._tx_next = None
         self._events.append(LinkDown(f"the meter ended the session: {reason}", by_meter=True))
+
+    def _refused(self, reason: str) -> None:
+        """The meter refused our credentials: stop (the module docstring says why)."""
+        self.counters["refused"] += 1
+        self._events.append(AttemptFailed(self.stage or Stage.INITIAL, reason, final=True))
+        logger.warning("B-route authentication refused; not retrying: %s", reason)
+        self.state = LinkState.CLOSED
+        self.stage = None
+        self.pac = None
+        self._stage_deadline = self._restart_at = self._retry_at = self._ping_deadline = None
+        self._tx = self._tx_next = None
 
     def _attempt_failed(self, reason: str, now: float) -> None:
         if self.state is LinkState.UP:

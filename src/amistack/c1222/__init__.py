@@ -6,7 +6,13 @@ Modules: `acse` (BER ACSE APDU), `epsem`, `services`, `tables` (C12.19 subset, `
 """
 
 from amistack.c1222.acse import AcseMessage, ApTitle, AuthValue
-from amistack.c1222.endpoint import C1222_PORT, C1222Client, C1222Server, EndpointConfig
+from amistack.c1222.endpoint import (
+    C1222_PORT,
+    C1222Client,
+    C1222Server,
+    EndpointConfig,
+    InvocationIdStore,
+)
 from amistack.c1222.epsem import Epsem, ResponseControl, SecurityMode
 from amistack.c1222.errors import C1222DecodeError
 from amistack.c1222.events import C1222Event, RequestReceived, RequestTimedOut, ResponseReceived
@@ -34,6 +40,7 @@ __all__ = [
     "C1222Server",
     "EndpointConfig",
     "Epsem",
+    "InvocationIdStore",
     "KeyLookup",
     "MeterTables",
     "RequestReceived",

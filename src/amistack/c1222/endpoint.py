@@ -14,6 +14,14 @@ pushes interval data as a write to the head-end) and answer requests. Every data
 5. only then is the id entered in the window and the EPSEM served or matched to our request
    (responses carry our invocation id as their called AP invocation id).
 
+Our own calling AP invocation ids only ever grow, across restarts too: a peer's replay window
+(per sender and key) refuses an id at or below what it has seen as stale, so an endpoint that
+started again at 1 under the same keys (a restarted head-end; the meters' PANA sessions and keys
+live on) would be refused for as long as its ids stay behind. With an `InvocationIdStore` the
+endpoint starts at the id the store says was reserved, and reserves `invocation_block` ids
+ahead (the store writes the mark durably before the first of them is used), as wisun-br-linux
+stores frame counters ahead: at most a block is skipped per restart, none is ever reused.
+
 Whatever is refused is counted in `counters` and dropped; nothing is raised to the caller.
 A reply uses the key generation that authenticated the request, so a rotation never strands a
 request in flight.
@@ -26,6 +34,7 @@ import logging
 from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from amistack.addr import Addr
 from amistack.c1222.acse import AcseMessage, ApTitle
@@ -68,6 +77,7 @@ from amistack.crypto.replay import ReplayWindows
 log = logging.getLogger(__name__)
 
 C1222_PORT = 1153  # IANA ansi-c12-22, TCP and UDP
+_MAX_INVOCATION_ID = 0xFFFFFFFF  # ids are sent as 32-bit unsigned values
 
 
 def _key_tag(key: bytes) -> bytes:
@@ -89,6 +99,7 @@ class EndpointConfig:
     max_reassembly: int = 64
     max_outstanding: int = 100_000
     first_invocation_id: int = 1
+    invocation_block: int = 1024  # ids reserved ahead in the InvocationIdStore at a time
     calling_ae_qualifier: int | None = None
     ed_class: bytes | None = None
     session_idle_timeout: int = 60  # seconds, granted at logon
@@ -107,6 +118,18 @@ class _Pending:
     invocation_ids: list[int] = field(default_factory=list)
 
 
+class InvocationIdStore(Protocol):
+    """Where an endpoint keeps its invocation-id mark across restarts (e.g. a file)."""
+
+    def reserved(self) -> int:
+        """The mark last reserved: ids below it may have been used (0: none yet)."""
+        ...
+
+    def reserve(self, mark: int) -> None:
+        """Make `mark` durable: ids below it may be used from the moment this returns."""
+        ...
+
+
 class _Endpoint:
     def __init__(
         self,
@@ -114,8 +137,11 @@ class _Endpoint:
         key_lookup: KeyLookup,
         send_key: SendKey,
         rng: RandomSource,
+        *,
+        invocation_ids: InvocationIdStore | None = None,
     ) -> None:
         self.config = config
+        self._id_store = invocation_ids
         self._key_lookup = key_lookup
         self._send_key = send_key
         self._rng = rng
@@ -129,6 +155,13 @@ class _Endpoint:
         self._pending: dict[int, _Pending] = {}
         self._by_invocation: dict[int, int] = {}
         self._next_invocation = config.first_invocation_id & 0xFFFFFFFF
+        self._reserved_until = 0
+        if invocation_ids is not None:
+            start = invocation_ids.reserved()
+            if not 0 <= start <= _MAX_INVOCATION_ID:
+                raise ValueError(f"invocation-id mark {start} out of range")
+            self._next_invocation = max(self._next_invocation, start)
+            self._reserved_until = start
         self._next_request = 1
         self._apdu_seq = 0
 
@@ -223,7 +256,13 @@ class _Endpoint:
 
     def _invocation_id(self) -> int:
         inv = self._next_invocation
-        self._next_invocation = (inv + 1) & 0xFFFFFFFF
+        store = self._id_store
+        if store is not None and inv >= self._reserved_until:
+            # durable before use; near the top of the range the mark stops there (a wrap
+            # would be refused as stale by every peer until its keys change)
+            self._reserved_until = min(inv + self.config.invocation_block, _MAX_INVOCATION_ID)
+            store.reserve(self._reserved_until)
+        self._next_invocation = (inv + 1) & _MAX_INVOCATION_ID
         return inv
 
     def _transmit(self, pending: _Pending, now: float) -> int | None:
@@ -428,8 +467,10 @@ class C1222Server(_Endpoint):
         key_lookup: KeyLookup,
         send_key: SendKey,
         rng: RandomSource,
+        *,
+        invocation_ids: InvocationIdStore | None = None,
     ) -> None:
-        super().__init__(config, key_lookup, send_key, rng)
+        super().__init__(config, key_lookup, send_key, rng, invocation_ids=invocation_ids)
         self.tables = MeterTables(tables, config.ed_class or b"AMST")
         self._sessions: dict[bytes, _Session] = {}
 

@@ -167,7 +167,7 @@ def register(sub: Any) -> None:
         "one socket, 'pry' is a configured PANA relay wrapping PCIs from ever new PaC "
         "addresses. Prints per flood p50_ms/p99_ms, ratio_to_idle_p50 (target <= 2), what the "
         "flooder sent and got back (amplification, target <= 1) and the key server's CPU and "
-        "counters. Three processes; loopback only (127.0.0.1-3).",
+        "counters. Three processes; loopback only (127.0.0.1-3, meters on 127.0.1.1-250).",
     )
     f.add_argument("--duration", type=float, default=20.0, help="seconds per flood (default 20)")
     f.add_argument(

@@ -222,7 +222,21 @@ def _print_poll(obj: dict[str, Any], as_json: bool) -> None:
 
 async def _find(driver: ControllerDriver, args: argparse.Namespace) -> tuple[KnownNode, Eoj]:
     driver.start(probe=[args.meter] if args.meter else [])
-    node = await driver.wait_for_node(SMART_METER_CLASS, timeout=args.timeout, maps=False)
+    waiting = asyncio.ensure_future(
+        driver.wait_for_node(SMART_METER_CLASS, timeout=args.timeout, maps=False)
+    )
+    if isinstance(driver.engine, BrouteController):
+        # the meter's refusal of our B-route ID/password is final: say so at once
+        hems = driver.engine.hems
+        while not waiting.done() and not hems.counters["refused"]:
+            await asyncio.wait({waiting}, timeout=0.05)
+        if not waiting.done():
+            waiting.cancel()
+            raise CliError(
+                f"B route: the meter at {args.broute[0]} port {args.broute[1]} refused the "
+                "B-route ID/password (authentication failed; not retrying)"
+            )
+    node = await waiting
     how = f"at {args.meter[0]}" if args.meter else "by multicast discovery"
     if isinstance(driver.engine, BrouteController):
         how = f"over the B route at {args.broute[0]} port {args.broute[1]}"

@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from amistack.addr import Addr
-from amistack.cli.common import CliError, add_data_dir, open_store, parse_hostport
+from amistack.cli.common import (
+    KEYSERVER_DB,
+    CliError,
+    add_data_dir,
+    open_store,
+    parse_hostport,
+)
+from amistack.pana.constants import IntegrityAlgorithm, PrfAlgorithm
 from amistack.pana.paa import PaaConfig
 from amistack.runtime.keyserver import PANA_PORT, RADIUS_AUTH_PORT, KeyServerRuntime, run_keyserver
 from amistack.runtime.loop import run
@@ -30,6 +37,13 @@ def register(sub: Any) -> None:
         "'amistack keys revoke' lose their sessions and keys at once.",
     )
     add_data_dir(p)
+    p.add_argument(
+        "--init",
+        action="store_true",
+        help="create an empty credential store in DIR if there is none (without it, a DIR "
+        "with no store is refused unless --aaa-radius: a mistyped path must not start an "
+        "empty key server)",
+    )
     p.add_argument(
         "--listen",
         action="append",
@@ -80,8 +94,51 @@ def register(sub: Any) -> None:
         help="accept PANA-Relay (RFC 6345) messages from this relay's IP address (repeatable; "
         "default: none, every PRY is dropped); each relay's PCIs are rate-limited as a whole",
     )
+    p.add_argument(
+        "--relay-rate",
+        type=float,
+        default=PaaConfig().relay_pci_rate,
+        metavar="PCIS_PER_S",
+        help="PCIs per second one relay may carry, all its PaCs together (burst: twice that; "
+        f"default {PaaConfig().relay_pci_rate:g}); raise it for relays that serve large cells",
+    )
+    p.add_argument(
+        "--pana-algorithms",
+        type=_suites,
+        default=_suites("sha256,sha1"),
+        metavar="LIST",
+        help="PRF and integrity algorithms offered in the PAR(S), in this order (default "
+        "sha256,sha1); OpenPANA's PaC reads only the first offered and needs sha1,sha256 "
+        "(see docs/network-access.md, Interoperability)",
+    )
+    p.add_argument(
+        "--lifetime-grace",
+        type=float,
+        default=PaaConfig().lifetime_grace,
+        metavar="SECONDS",
+        help="keep a session this long past its lifetime for a late re-authentication "
+        f"(OpenPANA's PaC re-authenticates only at expiry; default {PaaConfig().lifetime_grace:g}"
+        ", 0 = none)",
+    )
     p.add_argument("--pcap", type=Path, metavar="FILE", help="write the PANA traffic to FILE")
     p.set_defaults(handler=_run)
+
+
+# PRF-Algorithm (RFC 5191 §8.6) and Integrity-Algorithm (§8.3) pairs a PaC may choose from
+_SUITES = {
+    "sha256": (PrfAlgorithm.PRF_HMAC_SHA2_256, IntegrityAlgorithm.AUTH_HMAC_SHA2_256_128),
+    "sha1": (PrfAlgorithm.PRF_HMAC_SHA1, IntegrityAlgorithm.AUTH_HMAC_SHA1_160),
+}
+
+
+def _suites(text: str) -> tuple[tuple[PrfAlgorithm, IntegrityAlgorithm], ...]:
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in _SUITES]
+    if not names or unknown or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a comma-separated list of {' and '.join(_SUITES)}, each at most once"
+        )
+    return tuple(_SUITES[n] for n in names)
 
 
 def _ip_literal(text: str) -> str:
@@ -96,6 +153,22 @@ def _one_port(addrs: list[Addr], what: str) -> tuple[list[str], int]:
     if len(ports) != 1:
         raise CliError(f"all {what} addresses must use one port, got {sorted(ports)}")
     return [host for host, _ in addrs], ports.pop()
+
+
+def _paa_config(args: argparse.Namespace) -> PaaConfig:
+    """The PAA settings the options give (relays, algorithm order, lifetime grace)."""
+    if not args.lifetime_grace >= 0:
+        raise CliError("--lifetime-grace must be >= 0")
+    if not args.relay_rate > 0:
+        raise CliError("--relay-rate must be > 0")
+    return PaaConfig(
+        allowed_relays=frozenset(args.relay),
+        relay_pci_rate=args.relay_rate,
+        relay_pci_burst=2.0 * args.relay_rate,
+        prf_algorithms=tuple(prf for prf, _ in args.pana_algorithms),
+        integrity_algorithms=tuple(integ for _, integ in args.pana_algorithms),
+        lifetime_grace=args.lifetime_grace,
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -117,6 +190,13 @@ def _run(args: argparse.Namespace) -> int:
             ) from None
         kd_hosts, kd_port = _one_port(args.keydist_listen, "--keydist-listen")
         keydist = (tls, kd_hosts, kd_port)
+    # (with --aaa-radius the credentials live in the RADIUS server: no enrolment needed here)
+    if not args.init and not args.aaa_radius and not (args.data_dir / KEYSERVER_DB).exists():
+        raise CliError(
+            f"no key server data in {args.data_dir} (enroll a device with 'amistack keys enroll "
+            "--data-dir DIR', or give --init to start with an empty store)"
+        )
+    paa_config = _paa_config(args)
     store = open_store(args.data_dir, create=True, kek=args.kek)
     pcap = PcapWriter(args.pcap) if args.pcap else None
 
@@ -156,7 +236,7 @@ def _run(args: argparse.Namespace) -> int:
             ready=ready,
             keydist=keydist,
             session_lifetime=args.lifetime,
-            paa_config=PaaConfig(allowed_relays=frozenset(args.relay)),
+            paa_config=paa_config,
             now=time.time(),
         )
 

@@ -29,6 +29,7 @@ from amistack.eventlog.log import LogStoreError
 from amistack.meter.events import AccessGranted
 from amistack.meter.securemodule import PIN_ENV, SecureModule, SecureModuleError, open_module
 from amistack.runtime.echonet import AddressInUse
+from amistack.runtime.eventtext import event_text
 from amistack.runtime.keyserver import PANA_PORT
 from amistack.runtime.loop import new_event_loop
 from amistack.runtime.meter import MeterResult, run_meter
@@ -172,7 +173,7 @@ def _print_broute_ready(ready: BrouteMeterReady) -> None:
 
 def _print_broute_event(event: object) -> None:
     if isinstance(event, HemsConnected | HemsDisconnected | HemsAuthFailed):
-        print(f"B route: {event}", flush=True)
+        print(f"B route: {event_text(event)}", flush=True)
 
 
 async def _broute(args: argparse.Namespace, stop: asyncio.Event, start: float) -> None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from amistack.addr import Addr
 from amistack.c1222.acse import ApTitle
-from amistack.c1222.endpoint import C1222Client, EndpointConfig
+from amistack.c1222.endpoint import C1222Client, EndpointConfig, InvocationIdStore
 from amistack.c1222.events import RequestReceived
 from amistack.crypto import RandomSource
 from amistack.headend.collector import Collector, CollectorConfig, MeterTarget, RegisterRead
@@ -82,13 +82,20 @@ class HeadEnd:
         now: float,
         *,
         addr_of: Callable[[Meter], Addr | None] | None = None,
+        invocation_ids: InvocationIdStore | None = None,
     ) -> None:
+        """`invocation_ids`: where the C12.22 client keeps its invocation-id mark, so that after
+        a restart meters accept its messages at once (c1222.endpoint)."""
         self.config = config
         self.repo = repo
         self.keys = keys
         self.addr_of = addr_of or (lambda m: None)
         self.client = C1222Client(
-            config.endpoint or EndpointConfig(config.ap_title), keys.lookup, keys.send_key, rng
+            config.endpoint or EndpointConfig(config.ap_title),
+            keys.lookup,
+            keys.send_key,
+            rng,
+            invocation_ids=invocation_ids,
         )
         self.ingestor = Ingestor(
             repo, max_batch=config.ingest_max_batch, max_delay=config.ingest_max_delay

@@ -650,10 +650,19 @@ class KeyServer:
         claimed = ev.peer_id
         if peer is None and claimed:
             peer = claimed
+        reason = ev.reason
+        if peer is not None and 1 <= len(peer) <= MAX_DEVICE_ID and not self.store.is_active(peer):
+            # EAP-PSK says only "unknown_peer" (no PSK to look up): name a revoked device as such
+            try:
+                info = self.store.device(peer)
+            except StoreError:
+                info = None
+            if info is not None and info.revoked:
+                reason = f"device revoked ({info.revoke_reason or 'no reason given'})"
         self._audit(
             AuditKind.AUTH_FAILURE,
             peer,
-            f"session {ev.session_id:#010x} result-code {ev.result_code} {ev.reason} "
+            f"session {ev.session_id:#010x} result-code {ev.result_code} {reason} "
             f"from {ev.addr[0]}:{ev.addr[1]}",
             now,
         )

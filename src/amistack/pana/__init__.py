@@ -26,7 +26,8 @@ Choices:
     fields, truncation, padding, Message Length != datagram length, wrong-size Unsigned32 AVPs)
     raises PanaDecodeError. AUTH is verified over the received octets, never a re-encoding.
   * Algorithms: the PAA offers both suites in the PAR(S) (PRF 5 and 2, integrity 12 and 7, in
-    config order); the PaC picks by its preference and echoes one of each in its PAN(S).
+    config order: SHA-1 first for OpenPANA's PaC, which reads only the first); the PaC picks by
+    its preference and echoes one of each in its PAN(S).
   * Keys: PANA_AUTH_KEY per RFC 5191 §5.3 with I_PAR/I_PAN of the session's first exchange and the
     nonces of the current EAP run; the C-flag PAR/PAN are protected with the NEW key; every other
     message after the first success carries AUTH under the key in force. Key-Id counts 1, 2, 3...
@@ -39,13 +40,15 @@ Choices:
     session (SessionTerminated).
   * Lifetime: Session-Lifetime in the success PAR; the PaC re-authenticates (PNR with A) at
     `reauth_fraction` of it; at expiry each end deletes the session on its own (SessionTerminated
-    "session lifetime expired") without PTR. Explicit termination (PaC.terminate: LOGOUT,
+    "session lifetime expired") without PTR -- the PAA after `lifetime_grace` s, for PaCs that
+    re-authenticate only at expiry (OpenPANA). Explicit termination (PaC.terminate: LOGOUT,
     PAA.terminate e.g. on revocation: ADMINISTRATIVE) uses PTR/PTA.
   * Failures (EAP failure, authorization refused = backend lifetime <= 0, no MSK) go out as a
     C-flag PAR with Result-Code and produce AuthenticationFailed on both ends; a failed
     re-authentication also ends the session.
-  * PAA DoS limits: see paa.py (half-open bound with oldest-eviction, per-source limit and PCI
-    token bucket, half-open and EAP-run timeouts). Bad AUTH, wrong session, bad sequence number,
+  * PAA DoS limits: see paa.py (PCI token bucket per source before anything is answered,
+    half-open bound with oldest-eviction, per-source limit, PRY only from `allowed_relays` with a
+    per-relay budget, half-open and EAP-run timeouts). Bad AUTH, wrong session, bad sequence number,
     unexpected types: dropped and counted in `counters`, never raised.
 """
 

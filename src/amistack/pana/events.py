@@ -29,6 +29,9 @@ class AuthenticationFailed:
     reason: str
     addr: Addr
     peer_id: bytes | None = None  # the identity the failed run claimed (PAA side; unverified)
+    # PaC side: the PAA answered with a failure Result-Code (PAR with the C flag), rather than
+    # a timeout or a check of our own: trying the same credentials again will not help
+    refused: bool = False
 
 
 @dataclass(frozen=True)

@@ -36,12 +36,13 @@ from amistack.addr import Addr
 from amistack.crypto import RandomSource
 from amistack.pana.aaa import AaaAnswer, AaaBackend, AaaOutcome
 from amistack.pana.auth import prf_hash
-from amistack.pana.avp import Avp
+from amistack.pana.avp import Avp, find_value_span
 from amistack.pana.common import check_avp_lengths
 from amistack.pana.constants import (
     FLAG_C,
     FLAG_P,
     FLAG_S,
+    HEADER_LENGTH,
     NONCE_LENGTH,
     AvpCode,
     Flag,
@@ -106,6 +107,10 @@ class PaaConfig:
     auth_timeout: float = 120.0  # s for one EAP run (initial or re-authentication)
     req_retransmit: RetransmitParams = REQ_RETRANSMIT
     closed_linger: float = 30.0  # s a closed session still answers retransmitted requests
+    # s a session outlives its lifetime for a re-authentication that starts late (OpenPANA's
+    # PaC starts it only when the lifetime expires); a run begun in the grace has its own
+    # `auth_timeout`. 0 = delete at expiry, as RFC 5191 §4.4 has it.
+    lifetime_grace: float = 10.0
     nonce_length: int = NONCE_LENGTH
     # RFC 6345 relays whose PRY messages are accepted (host strings); none by default. Without a
     # PRE-PAA security association this is the only check on who may claim to relay.
@@ -147,6 +152,7 @@ class _Session:
     term_reason: str = ""
     term_reported: bool = False
     scheduled: float | None = None
+    in_grace: bool = False  # past the lifetime, within PaaConfig.lifetime_grace
 
     @property
     def sid(self) -> int:
@@ -227,9 +233,21 @@ class PanaAuthAgent:
                 if bucket is not None and bucket[0] + (now - bucket[1]) * self.config.pci_rate < 1:
                     self.counters["pci_rate_limited"] += 1
                     return
-            elif kind == _PRY_TYPE and addr[0] not in self.config.allowed_relays:
-                self.counters["relay_not_allowed"] += 1
-                return
+            elif kind == _PRY_TYPE:
+                if addr[0] not in self.config.allowed_relays:
+                    self.counters["relay_not_allowed"] += 1
+                    return
+                bucket = self._relay_buckets.get((None, addr[0]))
+                if (
+                    bucket is not None
+                    and bucket[0] + (now - bucket[1]) * self.config.relay_pci_rate < 1
+                ):
+                    # a relay out of PCI tokens: its relayed PCIs are dropped after a look at
+                    # the inner header only (its PaCs' other messages still pass)
+                    span = find_value_span(data, HEADER_LENGTH, AvpCode.RELAYED_MESSAGE)
+                    if span is not None and data[span[0] + 6 : span[0] + 8] == _PCI_TYPE:
+                        self.counters["pci_relay_rate_limited"] += 1
+                        return
             msg = PanaMessage.decode(data)
             raw = bytes(data)
             route = Route(addr)
@@ -730,6 +748,7 @@ class PanaAuthAgent:
         s.state = PaaState.OPEN
         s.lifetime = lifetime
         s.expires_at = now + lifetime
+        s.in_grace = False
         self._backend.end(s.sid)
         if s.half_open:
             self._leave_half_open(s)
@@ -806,6 +825,15 @@ class PanaAuthAgent:
             self._close(s, now)
             return
         if s.expires_at is not None and now >= s.expires_at:
+            grace = self.config.lifetime_grace
+            if not s.in_grace and grace > 0:
+                s.in_grace = True  # a late re-authentication may still save the session
+                s.expires_at = now + grace
+                self.counters["lifetime_grace"] += 1
+                return
+            if s.in_grace and s.run_active and s.run_deadline is not None:
+                s.expires_at = None  # a re-authentication in flight: its deadline bounds it
+                return
             # RFC 5191 §4.4 (session lifetime): both ends delete the session on their own; the
             # PaC's timer started first, so a PTR would only meet a closed PaC.
             self._events.append(SessionTerminated(s.sid, "session lifetime expired"))

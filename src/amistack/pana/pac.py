@@ -501,14 +501,17 @@ class PanaClient:
         if s.key is not None and not self._authentic(s, raw):
             return
         self._send(s.answer(msg, raw, Flag.C, (), s.key))
-        if result != ResultCode.PANA_SUCCESS:
+        refused = result != ResultCode.PANA_SUCCESS
+        if refused:
             name = ResultCode(result).name if result in _RESULT_CODES else "unknown result"
             code, reason = result, f"refused by the PAA ({name})"
         else:
             code = ResultCode.PANA_AUTHENTICATION_REJECTED
             reason = "EAP did not succeed at the PaC"
         self._close()
-        self._events.append(AuthenticationFailed(s.session_id, code, reason, self.paa))
+        self._events.append(
+            AuthenticationFailed(s.session_id, code, reason, self.paa, refused=refused)
+        )
         if reauth:
             self._events.append(SessionTerminated(s.session_id, "re-authentication failed"))
 

@@ -39,14 +39,23 @@ def encode_pac_information(addr: Addr) -> bytes:
     return ip.packed + port.to_bytes(2, "big")
 
 
+# PaC-Information value lengths (RFC 6345 §5: address + 2-octet port). OpenPANA 0.2.4's relay
+# counts the AVP's padding in its length (8 for IPv4, 20 for IPv6): accepted, padding ignored.
+_PAC_INFO_IPV4 = (6, 8)
+_PAC_INFO_IPV6 = (18, 20)
+
+
 def decode_pac_information(value: bytes) -> Addr:
-    if len(value) == 6:
+    n = len(value)
+    if n in _PAC_INFO_IPV4:
         host = str(ipaddress.IPv4Address(value[:4]))
-    elif len(value) == 18:
+        port = value[4:6]
+    elif n in _PAC_INFO_IPV6:
         host = str(ipaddress.IPv6Address(value[:16]))
+        port = value[16:18]
     else:
-        raise PanaDecodeError(0, f"PaC-Information of {len(value)} octets (want 6 or 18)")
-    return host, int.from_bytes(value[-2:], "big")
+        raise PanaDecodeError(0, f"PaC-Information of {n} octets (want 6 or 18, or 8 or 20)")
+    return host, int.from_bytes(port, "big")
 
 
 def wrap_relay(pac: Addr, relayed: bytes) -> bytes:

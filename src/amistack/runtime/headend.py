@@ -13,6 +13,9 @@ loop.
   command created through it is picked up by the engine within `command_poll_s` and executed.
 - Meter addresses: `addresses` (meter id -> (host, port)) for polled meters; otherwise learned
   from each meter's pushes.
+- The C12.22 invocation-id mark lives in `DIR/c1222-invocation-id` (`InvocationIdFile`), so a
+  restarted head-end (kill -9 included) goes on above every id it used: meters accept its acks
+  and commands at once instead of refusing them as stale.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +38,7 @@ from amistack.headend.collector import CollectorConfig
 from amistack.headend.keys import AsyncKeySource, HeadendKeys, SyncKeySource, repository_resolver
 from amistack.headend.service import HeadEnd, HeadEndConfig, KeyNeeded
 from amistack.headend.storage import ReadingRepository, open_repository
+from amistack.runtime.eventtext import event_text
 from amistack.runtime.udp import Capture, EngineDriver
 
 log = logging.getLogger(__name__)
@@ -42,6 +47,40 @@ DEFAULT_TITLE = "2.16.124.113620.1.22.0.1"
 DEFAULT_LISTEN: tuple[Addr, ...] = (("0.0.0.0", C1222_PORT), ("::", C1222_PORT))
 PREFETCH_EVERY = 10.0  # seconds between key prefetch rounds
 PREFETCH_MARGIN = 60.0  # fetch a meter's current key when its newest expires within this
+INVOCATION_ID_FILE = "c1222-invocation-id"
+
+
+class InvocationIdFile:
+    """A `c1222.endpoint.InvocationIdStore` in a small file: the mark in decimal, replaced
+    atomically and fsynced (file and directory) before `reserve` returns."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def reserved(self) -> int:
+        try:
+            text = self.path.read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            return 0
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"{self.path}: not an invocation-id mark: {text[:40]!r}") from None
+
+    def reserve(self, mark: int) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, f"{mark}\n".encode("ascii"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        dirfd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
 
 
 @dataclass
@@ -94,6 +133,7 @@ async def run_headend(
         rng,
         time.time(),
         addr_of=lambda m: known.get(m.meter_id),
+        invocation_ids=InvocationIdFile(data / INVOCATION_ID_FILE),
     )
     tasks: set[asyncio.Task[Any]] = set()
     driver: EngineDriver[HeadEnd]
@@ -111,7 +151,7 @@ async def run_headend(
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         else:
-            log.info("head-end event %s", ev)
+            log.info("head-end: %s", event_text(ev))
 
     async def prefetch() -> None:
         assert async_source is not None
@@ -176,4 +216,10 @@ async def run_headend(
         log.info("head-end stopped; collector counters %s", counters)
 
 
-__all__ = ["DEFAULT_LISTEN", "DEFAULT_TITLE", "HeadEndRuntime", "run_headend"]
+__all__ = [
+    "DEFAULT_LISTEN",
+    "DEFAULT_TITLE",
+    "HeadEndRuntime",
+    "InvocationIdFile",
+    "run_headend",
+]

@@ -52,6 +52,7 @@ from amistack.keymgmt.pki import (
     load_revoked_serials,
 )
 from amistack.keymgmt.ukmf import KeyId, KeyIdError
+from amistack.runtime.eventtext import text_or_hex
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +222,7 @@ class KeyDistService:
                 "need device (or device_hex, 1..255 octets) and purpose",
                 "",
             )
-        what = f"current_key {device[:64]!r} {purpose[:40]!r}"
+        what = f"current_key {text_or_hex(device[:64])} {purpose[:40]!r}"
         if not _PURPOSE.fullmatch(purpose):
             return self.error(client, now, rid, "bad-request", "malformed purpose", what)
         if not client.may_fetch(purpose):

@@ -18,6 +18,7 @@ from typing import Any, cast
 
 from amistack.addr import Addr
 from amistack.crypto import RandomSource, system_random
+from amistack.runtime.eventtext import event_text
 from amistack.runtime.udp import Capture, EngineDriver, is_ipv6
 
 log = logging.getLogger(__name__)
@@ -49,19 +50,8 @@ def group_commit(engine: Any, driver: Callable[[], EngineDriver[Any]]) -> Callab
 def log_key_server_event(event: object) -> None:
     """One log line per event of the key server's engines (never key material)."""
     name = type(event).__name__
-    fields = getattr(event, "__dataclass_fields__", {})
-    detail: dict[str, Any] = {}
-    for key in fields:
-        value = getattr(event, key)
-        if key in ("context",):
-            detail["key_id"] = getattr(value, "key_id", None)
-            continue
-        if isinstance(value, bytes):
-            value = value.decode("utf-8", "replace")
-        detail[key] = value
     level = logging.WARNING if name in ("AuthenticationFailed", "AccessRejected") else logging.INFO
-    text = " ".join(f"{k}={v}" for k, v in detail.items())
-    log.log(level, "%s %s", name, text, extra={"event": name})
+    log.log(level, "%s", event_text(event), extra={"event": name})
 
 
 @dataclass

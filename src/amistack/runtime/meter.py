@@ -21,6 +21,7 @@ from amistack.addr import Addr
 from amistack.crypto import RandomSource, system_random
 from amistack.meter.access import AccessConfig, MeterAccess
 from amistack.meter.events import AccessGranted, AccessLost, AccessRefused, KeysChanged
+from amistack.runtime.eventtext import event_text
 from amistack.runtime.udp import Capture, EngineDriver, is_ipv6
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ async def run_meter(
 
     def log_key_events(key_events: tuple[Any, ...]) -> None:
         for kev in key_events:
-            log.info("meter %s: %s", device_id, kev, extra={"device_id": device_id})
+            log.info("meter %s: %s", device_id, event_text(kev), extra={"device_id": device_id})
 
     async with EngineDriver(access, events=events, capture=capture) as driver:
         await driver.bind(host, 0)

@@ -153,12 +153,16 @@ def test_amistack_hems_over_the_broute(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_amistack_hems_broute_wrong_password(capsys: pytest.CaptureFixture[str]) -> None:
+    """The meter's refusal is final: one line at once, not retries until --timeout."""
     proc, (host, port) = _start_meter("127.0.50.24:0")
     try:
+        t0 = time.monotonic()
         code, _, err = run(
             capsys, "hems", "--broute", f"{host}:{port}", "--broute-id", RBID,
-            "--broute-password", "WRONGPASS123", "--timeout", "3",
+            "--broute-password", "WRONGPASS123", "--timeout", "20",
         )  # fmt: skip
+        took = time.monotonic() - t0
     finally:
         assert _stop(proc) == 0
-    assert code == 2 and "authentication refused" in err
+    assert code == 2 and "refused the B-route ID/password" in err and err.count("\n") == 1
+    assert took < 5.0

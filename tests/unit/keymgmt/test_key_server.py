@@ -258,6 +258,25 @@ def test_revocation_ends_sessions_cuts_keys_and_refuses_reauth(store: Credential
         server.revoke(b"ghost", net.now)
 
 
+def test_a_revoked_device_trying_again_is_audited_as_revoked(store: CredentialStore) -> None:
+    """EAP-PSK only knows there is no PSK ("unknown_peer"); the audit trail names the device
+    and says it was revoked."""
+    server = make_server(store)
+    store.revoke(b"meter-1", "stolen", now=0.0)
+    meter = Meter(b"meter-1", PSKS[b"meter-1"], 40000, seed=2)
+    net = Net(server, [])
+    start(net, meter)
+    failures = [e for e in store.audit_log(device_id=b"meter-1") if e.kind == "auth-failure"]
+    assert len(failures) == 1
+    assert "device revoked (stolen)" in failures[0].detail
+    assert "unknown_peer" not in failures[0].detail
+    # an identity nobody enrolled stays "unknown_peer"
+    ghost = Meter(b"ghost-9", PSKS[b"meter-1"], 40009, seed=3)
+    start(net, ghost)
+    (entry,) = [e for e in store.audit_log(device_id=b"ghost-9") if e.kind == "auth-failure"]
+    assert "unknown_peer" in entry.detail
+
+
 def test_revocation_without_grace_wipes_keys_now(store: CredentialStore) -> None:
     server = make_server(store)
     meter = Meter(b"meter-1", PSKS[b"meter-1"], 40000, seed=2)

@@ -200,6 +200,9 @@ def test_authorised_client_gets_the_key_the_meter_derived(
     assert device == METER
     assert "'headend'" in detail and str(KeyId.of(ctx)) in detail and "granted" in detail
     assert meter_key.key.hex() not in detail
+    # the device id reads as text in the audit trail, not as a Python bytes literal
+    current = exports[1][2]
+    assert "current_key meter-1 " in current and "b'" not in current
 
 
 def test_rotation_overlap_and_many_concurrent_clients(
