@@ -761,7 +761,7 @@ class RplNode:
         if len(hops) == 1:
             self._out.append(Transmission(link_local_of(hops[0]), replace(packet, hop_option=None)))
             return
-        first, srh = SourceRoutingHeader.route(hops)
+        first, srh = SourceRoutingHeader.route(hops, packet.next_header)
         hop = replace(packet, dst=first, srh=srh, hop_option=None)
         self._out.append(Transmission(link_local_of(first), hop))
 

@@ -1,18 +1,25 @@
 """The IPv6 view the RPL engine exchanges with its link layer: one packet per hop.
 
-Until the 6LoWPAN/IPv6 layer carries them as bytes, the two RPL extension headers travel as
-their decoded objects (both have byte codecs in `srh.py`); the payload is bytes (an RPL
-control message is the ICMPv6 encoding with its checksum, checked on receipt)."""
+The two RPL extension headers travel as decoded objects, the payload as bytes (an RPL control
+message is the ICMPv6 encoding with its checksum, checked on receipt). `to_ipv6()` and
+`from_ipv6()` turn a packet into the `mesh.ipv6.Ipv6Packet` that `mesh.link.MeshLink` carries
+(6LoWPAN, 802.15.4) and back: Hop-by-Hop header with the RPL Option (RFC 6553) first, then the
+RPL Source Routing Header (RFC 6554), then the upper layer (RFC 8200 §4.1 order)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import ipaddress
+from dataclasses import dataclass, replace
 
 from amistack.mesh.icmpv6 import ICMPV6_NEXT_HEADER
+from amistack.mesh.ipv6 import IPV6_HEADER_LENGTH, Ipv6Packet
+from amistack.mesh.rpl.constants import IPV6_NEXT_HEADER_HOP_BY_HOP, IPV6_NEXT_HEADER_ROUTING
+from amistack.mesh.rpl.errors import RplDecodeError
 from amistack.mesh.rpl.srh import RplHopOption, SourceRoutingHeader
 
 DEFAULT_HOP_LIMIT = 64  # RFC 8200 §3 leaves it to the node; IANA's default is 64
 LINK_LOCAL_PREFIX = bytes.fromhex("fe800000000000000000000000000000")[:8]
+_EXTENSION_MIN = 8  # every extension header is a multiple of 8 octets (RFC 8200 §4.3, §4.4)
 
 
 def link_local_of(address: bytes) -> bytes:
@@ -29,7 +36,39 @@ class Packet:
     next_header: int = ICMPV6_NEXT_HEADER
     hop_limit: int = DEFAULT_HOP_LIMIT
     hop_option: RplHopOption | None = None  # RFC 6553, in a Hop-by-Hop header
-    srh: SourceRoutingHeader | None = None  # RFC 6554
+    srh: SourceRoutingHeader | None = None  # RFC 6554; its Next Header is `next_header`
+
+    def to_ipv6(self) -> Ipv6Packet:
+        payload, next_header = self.payload, self.next_header
+        if self.srh is not None:
+            srh = replace(self.srh, next_header=next_header)
+            payload, next_header = srh.encode(self.dst) + payload, IPV6_NEXT_HEADER_ROUTING
+        if self.hop_option is not None:
+            payload = self.hop_option.to_hop_by_hop(next_header) + payload
+            next_header = IPV6_NEXT_HEADER_HOP_BY_HOP
+        src, dst = ipaddress.IPv6Address(self.src), ipaddress.IPv6Address(self.dst)
+        return Ipv6Packet(src, dst, next_header, payload, self.hop_limit)
+
+    @classmethod
+    def from_ipv6(cls, packet: Ipv6Packet) -> Packet:
+        """Peel the RPL extension headers; any other extension header is the upper layer's
+        business. Raises RplDecodeError (offsets from the start of the IPv6 header)."""
+        data, next_header, at = packet.payload, packet.next_header, IPV6_HEADER_LENGTH
+        hop_option = srh = None
+        dst = packet.dst.packed
+        try:
+            if next_header == IPV6_NEXT_HEADER_HOP_BY_HOP:
+                hop_option, next_header = RplHopOption.from_hop_by_hop(data)
+                size = _EXTENSION_MIN + 8 * data[1]
+                data, at = data[size:], at + size
+            if next_header == IPV6_NEXT_HEADER_ROUTING:
+                srh = SourceRoutingHeader.decode(data, dst)
+                size = _EXTENSION_MIN + 8 * data[1]
+                data, at, next_header = data[size:], at + size, srh.next_header
+        except RplDecodeError as exc:
+            raise RplDecodeError(at + exc.offset, exc.reason) from None
+        return cls(packet.src.packed, dst, bytes(data), next_header, packet.hop_limit,
+                   hop_option, srh)  # fmt: skip
 
 
 @dataclass(frozen=True)
