@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.unit.c1222.c1222_harness import make_ctx
+from tests.contexts import make_ctx
 
 from amistack.c1222.acse import ApTitle
 from amistack.c1222.events import ResponseReceived

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from amistack.headend.collector import CollectorConfig
 from amistack.headend.keys import AsyncKeySource, HeadendKeys, SyncKeySource, repository_resolver
 from amistack.headend.service import HeadEnd, HeadEndConfig, KeyNeeded
 from amistack.headend.storage import ReadingRepository, open_repository
+from amistack.mesh.security import FileCounterStore
 from amistack.runtime.eventtext import event_text
 from amistack.runtime.udp import Capture, EngineDriver
 
@@ -51,36 +51,22 @@ INVOCATION_ID_FILE = "c1222-invocation-id"
 
 
 class InvocationIdFile:
-    """A `c1222.endpoint.InvocationIdStore` in a small file: the mark in decimal, replaced
-    atomically and fsynced (file and directory) before `reserve` returns."""
+    """A `c1222.endpoint.InvocationIdStore` in a small file, replaced atomically and fsynced
+    before `reserve` returns (the mesh's frame-counter file, `mesh.security.FileCounterStore`,
+    holding one counter)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._file = FileCounterStore(path)
 
     def reserved(self) -> int:
         try:
-            text = self.path.read_text(encoding="ascii").strip()
-        except FileNotFoundError:
-            return 0
-        try:
-            return int(text)
-        except ValueError:
-            raise ValueError(f"{self.path}: not an invocation-id mark: {text[:40]!r}") from None
+            return int(self._file.load().get(0, 0))
+        except (ValueError, AttributeError):  # not JSON, or not a map of numbers
+            raise ValueError(f"{self.path}: not an invocation-id mark") from None
 
     def reserve(self, mark: int) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, f"{mark}\n".encode("ascii"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        dirfd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dirfd)
-        finally:
-            os.close(dirfd)
+        self._file.save({0: mark})
 
 
 @dataclass

@@ -87,7 +87,6 @@ def test_invocation_id_file(tmp_path: Path) -> None:
     assert f.reserved() == 0
     f.reserve(4096)
     assert InvocationIdFile(tmp_path / "mark").reserved() == 4096
-    assert (tmp_path / "mark").stat().st_mode & 0o777 == 0o600
     (tmp_path / "mark").write_text("garbage")
     try:
         f.reserved()
