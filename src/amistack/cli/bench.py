@@ -49,7 +49,7 @@ def register(sub: Any) -> None:
         "eventlog",
         help="tamper-evident event log: appends/s, 1M-entry verification, proof size",
         description="The Merkle event log against the naive whole-log signature on the same data: "
-        "appends per second with a signed head on 1%% of events (software key and SoftHSM2), "
+        "appends per second with a signed head on 1% of events (software key and SoftHSM2), "
         "verification time of a 1,000,000-entry log, inclusion-proof size at 1M entries.",
     )
     e.add_argument("--entries", type=int, default=200_000, help="entries for the append rates")
