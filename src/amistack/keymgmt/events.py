@@ -58,3 +58,51 @@ class KeysExpired:
 
 
 KeyEvent = KeysInstalled | KeysSuperseded | KeysRetired | KeysShortened | KeysExpired
+
+
+# -- the mesh group keys of a PAN (keymgmt/groupkeys.py; key index and times, never the key) -----
+
+
+@dataclass(frozen=True)
+class GroupKeyInstalled:
+    """A new group key of `pan_id`: `reason` is "initial", "scheduled" (the next key, at the
+    install fraction of the current one's life), "rotation" (revocation) or "lapsed" (none was
+    live, e.g. after a long outage of the key server)."""
+
+    pan_id: int
+    index: int
+    serial: int
+    not_before: float
+    not_after: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class GroupKeyActivated:
+    """The key at `index` became the one frames are sent under."""
+
+    pan_id: int
+    index: int
+    serial: int
+
+
+@dataclass(frozen=True)
+class GroupKeyExpired:
+    """A group key left the ring: its lifetime ended, or a rotation discarded it unused."""
+
+    pan_id: int
+    index: int
+    serial: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class GroupKeyRotationScheduled:
+    """A rotation will happen at `at` (revocations until then join it)."""
+
+    pan_id: int
+    at: float
+    reason: str
+
+
+GroupKeyEvent = GroupKeyInstalled | GroupKeyActivated | GroupKeyExpired | GroupKeyRotationScheduled

@@ -30,7 +30,14 @@ from amistack.addr import Addr, Engine
 from amistack.crypto import RandomSource
 from amistack.eap.method import ServerMethodFactory
 from amistack.eap.psk import EapPskServer, PskKeys
-from amistack.keymgmt.events import KeyEvent, KeysInstalled, KeysShortened
+from amistack.keymgmt.events import (
+    GroupKeyEvent,
+    GroupKeyInstalled,
+    KeyEvent,
+    KeysInstalled,
+    KeysShortened,
+)
+from amistack.keymgmt.groupkeys import GroupKeyManager, gtk_kek
 from amistack.keymgmt.keyring import DEFAULT_OVERLAP, KeyRingDirectory, KeyRingError
 from amistack.keymgmt.store import (
     MAX_DEVICE_ID,
@@ -42,12 +49,14 @@ from amistack.keymgmt.store import (
 )
 from amistack.keymgmt.ukmf import PANA_AUTH, KeyId, Purpose, PurposeRegistry
 from amistack.pana.aaa import AaaAnswer, AaaBackend, AaaOutcome
+from amistack.pana.avp import Avp
 from amistack.pana.events import (
     Authenticated,
     AuthenticationFailed,
     PanaEvent,
     SessionTerminated,
 )
+from amistack.pana.keys import PanaSecurityContext
 from amistack.pana.local_backend import LocalEapBackend
 from amistack.pana.paa import PaaConfig, PanaAuthAgent
 
@@ -55,13 +64,17 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_SERVER_ID = b"amistack-key-server"
 
-KeyServerEvent = PanaEvent | KeyEvent
+KeyServerEvent = PanaEvent | KeyEvent | GroupKeyEvent
+SuccessAvps = Callable[[int, bytes | None, PanaSecurityContext, float], Sequence[Avp]]
 
 
 class PaaEngine(Engine, Protocol):
     """What the key server needs of `amistack.pana.paa.PanaAuthAgent`."""
 
+    success_avps: SuccessAvps | None  # AVPs added to the PAR with the C flag (group keys)
+
     def next_event(self) -> PanaEvent | None: ...
+    def reauthenticate(self, session_id: int, now: float) -> None: ...
     def terminate(self, session_id: int, now: float, reason: str) -> None: ...
     def sessions_for_peer(self, peer_id: bytes) -> list[int]: ...
     def aaa_answer(self, session_id: int, answer: AaaAnswer, now: float) -> None: ...
@@ -281,6 +294,8 @@ class KeyServer:
         # query per batch, `_refuse_inactive`); keys a directory persists itself at install
         # time are checked before installing, as they are written at once.
         self._check_at_commit = directory._persistence is batch
+        self.group_keys: GroupKeyManager | None = None  # enable_group_keys
+        self._pan_of: Callable[[bytes], int | None] = lambda _peer: None
 
     # -- the engine surface (forwarded) --------------------------------------------------------
 
@@ -303,6 +318,10 @@ class KeyServer:
             due = since + interval
             if at is None or due < at:
                 at = due
+        if self.group_keys is not None:
+            keys = self.group_keys.get_timer()
+            if keys is not None and (at is None or keys < at):
+                at = keys
         return at
 
     def handle_timer(self, now: float) -> None:
@@ -313,6 +332,11 @@ class KeyServer:
         due = self.directory.get_timer()
         if due is not None and due <= now:
             self._emit(self.directory.expire(now))
+        if self.group_keys is not None:
+            due = self.group_keys.get_timer()
+            if due is not None and due <= now:
+                self.group_keys.handle_timer(now)
+            self._group_key_events(now)
         self._after_call(now)
         self.flush(now)  # no-op unless the oldest pending write is due
 
@@ -524,6 +548,11 @@ class KeyServer:
                 now,
             )
         self._emit(key_events)
+        if self.group_keys is not None:
+            pan = self._pan_of(did)
+            if pan is not None:  # the revoked meter holds the PAN's keys: replace them
+                self.group_keys.rotate(pan, now, f"revoked {did[:32]!r}: {reason}")
+                self._group_key_events(now)
         self._pump(now)
         self.flush(now, force=True, durable=True)  # a revocation is never left in a batch
         self.counters["revocations"] += 1
@@ -532,6 +561,58 @@ class KeyServer:
             extra={"device_id": did, "sessions": len(sessions), "keys_not_after": cut},
         )
         return RevocationResult(newly, sessions, cut, shortened)
+
+    def enable_group_keys(
+        self, manager: GroupKeyManager, pan_of: Callable[[bytes], int | None] | None = None
+    ) -> None:
+        """Deliver `manager`'s mesh group keys (docs/mesh-keys.md): every PANA success (initial
+        and re-authentication) carries the current and next keys of the device's PAN, wrapped
+        under its session's GTK-KEK; a rotation (revocation) re-authenticates every session of
+        the PAN at once, so each gets the new ring. `pan_of`: the PAN of a device (None: no
+        group keys for it); by default the manager's one PAN for every device."""
+        if pan_of is None:
+            if len(manager.pans) != 1:
+                raise ValueError("several PANs: pan_of must say which PAN a device is in")
+            only = manager.pans[0]
+            pan_of = lambda _peer: only  # noqa: E731
+        self.group_keys = manager
+        self._pan_of = pan_of
+        self.agent.success_avps = self._group_key_avps
+
+    def _group_key_avps(
+        self, session_id: int, peer: bytes | None, ctx: PanaSecurityContext, now: float
+    ) -> tuple[Avp, ...]:
+        """The delivery AVP for a PAR with the C flag (PAA hook): the PAN's current and next
+        keys under the GTK-KEK of the session generation being completed."""
+        manager = self.group_keys
+        if manager is None or peer is None:
+            return ()
+        pan = self._pan_of(peer)
+        if pan is None:
+            return ()
+        if self.require_enrolled and not self._check_at_commit and not self.store.is_active(peer):
+            self.counters["group_keys_refused"] += 1  # (held successes are checked at commit)
+            return ()
+        self.counters["group_keys_delivered"] += 1
+        return (manager.delivery(pan, now).seal(gtk_kek(ctx)),)
+
+    def _group_key_events(self, now: float) -> None:
+        """Forward the group-key events; a rotation is pushed to the PAN's live sessions."""
+        manager = self.group_keys
+        assert manager is not None
+        while (event := manager.next_event()) is not None:
+            self._pending_events.append(event)
+            if isinstance(event, GroupKeyInstalled) and event.reason == "rotation":
+                pushed = 0
+                for sid, peer in list(self._peer_of_session.items()):
+                    if self._pan_of(peer) == event.pan_id:
+                        self.agent.reauthenticate(sid, now)
+                        pushed += 1
+                self.counters["group_key_pushes"] += pushed
+                logger.warning(
+                    "group key rotated",
+                    extra={"pan_id": event.pan_id, "index": event.index, "sessions": pushed},
+                )
 
     def sync_revocations(self, now: float) -> list[RevocationResult]:
         """Apply revocations another process (`amistack keys revoke`) wrote to the store.

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from amistack.eap.psk import PskKeys
+from amistack.keymgmt.groupkeys import GroupKey
 from amistack.keymgmt.kek import KekError, KeyEncryptionKey, record_aad
 from amistack.keymgmt.keyring import AppKey
 from amistack.keymgmt.ukmf import KeyId, PurposeError, PurposeRegistry
@@ -77,6 +78,25 @@ CREATE TABLE IF NOT EXISTS key_generations (
     not_after     REAL NOT NULL,
     superseded_at REAL,
     PRIMARY KEY (session_id, generation)
+) WITHOUT ROWID;
+-- Mesh group keys (keymgmt/groupkeys.py): a PAN's ring (its key serial and a pending
+-- rotation, so a restart neither reuses a serial nor forgets a revocation's rotation) and its
+-- live keys, each wrapped under the KEK. A handful of rows per PAN, rewritten on each change.
+-- Added tables only: stores of schema 3 gain them when opened.
+CREATE TABLE IF NOT EXISTS group_key_rings (
+    pan_id    INTEGER PRIMARY KEY,
+    serial    INTEGER NOT NULL,
+    rotate_at REAL
+);
+CREATE TABLE IF NOT EXISTS group_keys (
+    pan_id     INTEGER NOT NULL,
+    serial     INTEGER NOT NULL,
+    key_index  INTEGER NOT NULL,
+    key_blob   BLOB NOT NULL,
+    kek_label  TEXT NOT NULL,
+    not_before REAL NOT NULL,
+    not_after  REAL NOT NULL,
+    PRIMARY KEY (pan_id, serial)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS audit (
     seq       INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -1008,6 +1028,62 @@ class CredentialStore:
             if offset != len(material):
                 raise StoreError(f"keys {key_id}: stored lengths do not match the blob")
         return out
+
+    # -- mesh group keys (keymgmt/groupkeys.py) ------------------------------------------------
+
+    @staticmethod
+    def _group_key_aad(pan_id: int, serial: int, index: int, nb: float, na: float) -> bytes:
+        return record_aad("group-key", pan_id, serial, index, nb, na)
+
+    def save_group_keys(
+        self, pan_id: int, serial: int, rotate_at: float | None, keys: Sequence[GroupKey]
+    ) -> None:
+        """Replace the PAN's ring: its serial, pending rotation and live keys (one transaction,
+        synchronous=FULL: a key is on disk before any meter is given it)."""
+        rows = []
+        for k in keys:
+            aad = self._group_key_aad(pan_id, k.serial, k.index, k.not_before, k.not_after)
+            try:
+                blob = self._kek.wrap(k.key, aad)
+            except KekError as exc:
+                raise StoreError(f"group key {pan_id:#06x}/{k.serial} not wrapped: {exc}") from None
+            row = (pan_id, k.serial, k.index, blob, self._kek.label, k.not_before, k.not_after)
+            rows.append(row)
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO group_key_rings (pan_id, serial, rotate_at) "
+                "VALUES (?, ?, ?)",
+                (pan_id, serial, rotate_at),
+            )
+            db.execute("DELETE FROM group_keys WHERE pan_id = ?", (pan_id,))
+            db.executemany(
+                "INSERT INTO group_keys (pan_id, serial, key_index, key_blob, kek_label, "
+                "not_before, not_after) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    def load_group_keys(self, pan_id: int) -> tuple[int, float | None, list[GroupKey]] | None:
+        """The PAN's stored ring (serial, pending rotation, keys), or None if it has none."""
+        try:
+            ring = self._db.execute(
+                "SELECT serial, rotate_at FROM group_key_rings WHERE pan_id = ?", (pan_id,)
+            ).fetchone()
+            rows = self._db.execute(
+                "SELECT serial, key_index, key_blob, kek_label, not_before, not_after "
+                "FROM group_keys WHERE pan_id = ? ORDER BY not_before",
+                (pan_id,),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: database error: {exc}") from exc
+        if ring is None:
+            return None
+        keys = []
+        for serial, index, blob, label, nb, na in rows:
+            aad = self._group_key_aad(pan_id, int(serial), int(index), float(nb), float(na))
+            what = f"group key {pan_id:#06x}/{serial}"
+            material = self._unwrap(bytes(blob), str(label), aad, what)
+            keys.append(GroupKey(pan_id, int(index), int(serial), material, float(nb), float(na)))
+        return int(ring[0]), None if ring[1] is None else float(ring[1]), keys
 
     def _unwrap(self, blob: bytes, label: str, aad: bytes, what: str) -> bytes:
         if label != self._kek.label:

@@ -59,6 +59,10 @@ PANA_AUTH = Purpose("pana-auth", PANA_AUTH_LABEL, None)  # RFC 5191 §5.3
 C1222 = Purpose("c1222", b"amistack C12.22 key", 16)  # AES-128 for EAX' (ANSI C12.22)
 LINK = Purpose("link", b"amistack link key", 16)  # AES-128 for CCM* (IEEE 802.15.4)
 STANDARD_PURPOSES: tuple[Purpose, ...] = (PANA_AUTH, C1222, LINK)
+# The key that wraps the mesh group keys delivered to one session (keymgmt/groupkeys.py): an
+# AES-128 key-encryption key for RFC 3394 key wrap. Not a standard purpose: it is derived on
+# demand at both ends when group keys are delivered, never stored in a key ring nor exported.
+GTK_KEK = Purpose("gtk-kek", b"amistack GTK-KEK", 16)
 
 
 class PurposeRegistry:

@@ -13,6 +13,11 @@ the virtual clock, and both run the same decisions. Its events are in `meter.eve
 `AccessGranted` (a generation installed), `AccessRefused`, `AccessLost`, `RetryScheduled` and
 `KeysChanged` (what the ring did on its own: expiry).
 
+Mesh group keys (docs/mesh-keys.md): a PANA success that carries a group key delivery (the key
+server's vendor AVP, keymgmt/groupkeys.py) is opened under the session's GTK-KEK into
+`group_keys`; `GroupKeysChanged` reports the key indexes and their validity (never the keys),
+`GroupKeysRefused` a delivery that does not open or is older than the newest accepted.
+
 Back-off: the first pause is `retry_backoff[0]`, each failure doubles it up to
 `retry_backoff[1]`, and a success resets it. Each pause is drawn from
 [(1 - jitter) x pause, pause] with the injected random source, so a fleet that lost its sessions
@@ -21,23 +26,33 @@ together (a blackout, a key-server restart) does not come back together.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from amistack.addr import Addr
 from amistack.crypto import RandomSource
+from amistack.keymgmt.groupkeys import (
+    GroupKeyDelivery,
+    GroupKeyError,
+    GroupKeyHolder,
+    find_delivery,
+    gtk_kek,
+)
 from amistack.keymgmt.keyring import KeyRing
 from amistack.meter.events import (
     AccessEvent,
     AccessGranted,
     AccessLost,
     AccessRefused,
+    GroupKeysChanged,
+    GroupKeysRefused,
     KeysChanged,
     RetryScheduled,
 )
 from amistack.pana.events import Authenticated, AuthenticationFailed, SessionTerminated
+from amistack.pana.keys import PanaSecurityContext
 
 
 @dataclass(frozen=True)
@@ -85,6 +100,8 @@ class MeterAccess:
         self._events: deque[AccessEvent] = deque()
         self.sessions = 0  # PaCs started
         self.authentications = 0
+        self.group_keys = GroupKeyHolder()  # the mesh group keys last delivered
+        self.counters: Counter[str] = Counter()
 
     @property
     def pac(self) -> Any | None:
@@ -139,7 +156,7 @@ class MeterAccess:
         return out
 
     def get_timer(self) -> float | None:
-        timers = [self._retry_at, self.keyring.get_timer()]
+        timers = [self._retry_at, self.keyring.get_timer(), self.group_keys.get_timer()]
         if self._pac is not None:
             timers.append(self._pac.get_timer())
         return min((t for t in timers if t is not None), default=None)
@@ -150,6 +167,11 @@ class MeterAccess:
             changed = self.keyring.expire(now)
             if changed:
                 self._events.append(KeysChanged(self.device_id, tuple(changed)))
+        at = self.group_keys.get_timer()
+        if at is not None and at <= now:
+            dropped = self.group_keys.expire(now)
+            if dropped:
+                self._group_keys_changed(dropped)
         if self._retry_at is not None and self._retry_at <= now:
             self._retry_at = None
             self._begin(now)
@@ -188,6 +210,7 @@ class MeterAccess:
                         tuple(changed),
                     )
                 )
+                self._take_group_keys(getattr(pac, "success_avps", ()), event.context, now)
             elif isinstance(event, AuthenticationFailed):
                 self._events.append(
                     AccessRefused(self.device_id, event.session_id, event.reason, event.result_code)
@@ -207,6 +230,28 @@ class MeterAccess:
                 )
                 self._end(now)
                 return
+
+    def _take_group_keys(self, avps: object, ctx: PanaSecurityContext, now: float) -> None:
+        """Open the group key delivery of a PANA success, if it carries one."""
+        avp = find_delivery(avps) if isinstance(avps, tuple) else None
+        if avp is None:
+            return
+        try:
+            self.group_keys.accept(GroupKeyDelivery.open(avp, gtk_kek(ctx), now))
+        except GroupKeyError as exc:
+            self.counters[f"group-keys-{exc.kind}"] += 1
+            self._events.append(GroupKeysRefused(self.device_id, exc.kind, exc.reason))
+            return
+        self.counters["group-keys-accepted"] += 1
+        self._group_keys_changed(())
+
+    def _group_keys_changed(self, dropped: tuple[int, ...]) -> None:
+        holder = self.group_keys
+        assert holder.pan_id is not None and holder.serial is not None
+        keys = tuple((k.index, k.not_before, k.not_after) for k in holder.held())
+        self._events.append(
+            GroupKeysChanged(self.device_id, holder.pan_id, holder.serial, keys, dropped)
+        )
 
     def _end(self, now: float) -> None:
         """The session is over: keep its PaC until its last datagrams are out, then pause."""

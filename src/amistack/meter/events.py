@@ -274,4 +274,38 @@ class KeysChanged:
     key_events: tuple[KeyEvent, ...]
 
 
-AccessEvent = AccessGranted | AccessRefused | AccessLost | RetryScheduled | KeysChanged
+@dataclass(frozen=True)
+class GroupKeysChanged:
+    """The mesh group keys the meter holds changed: a delivery was accepted (with a PANA
+    success) or keys reached their end (`dropped` key indexes). `keys`: (key index, not_before,
+    not_after) of each key now held; never key material."""
+
+    device_id: str
+    pan_id: int
+    serial: int
+    keys: tuple[tuple[int, float, float], ...]
+    dropped: tuple[int, ...] = ()
+
+    def __str__(self) -> str:
+        held = ", ".join(f"index {i} {nb:.0f}..{na:.0f}" for i, nb, na in self.keys)
+        return f"{self.device_id}: group keys of PAN {self.pan_id:#06x} #{self.serial}: {held}"
+
+
+@dataclass(frozen=True)
+class GroupKeysRefused:
+    """A group key delivery was refused (`kind`: malformed, unwrap, stale, foreign-pan)."""
+
+    device_id: str
+    kind: str
+    reason: str
+
+
+AccessEvent = (
+    AccessGranted
+    | AccessRefused
+    | AccessLost
+    | RetryScheduled
+    | KeysChanged
+    | GroupKeysChanged
+    | GroupKeysRefused
+)

@@ -62,6 +62,18 @@ class AvpCode(IntEnum):
     ENCRYPTION_ENCAP = 12  # RFC 6786 §3
 
 
+# Vendor-specific AVPs (RFC 5191 §8.1: the V bit and a Vendor-Id, an IANA Private Enterprise
+# Number). amistack has no PEN of its own yet: 32473 is the enterprise number RFC 5612 §2 reserves
+# for documentation and examples; a deployment replaces it with its registered PEN.
+AMISTACK_VENDOR_ID = 32473
+
+
+class VendorAvpCode(IntEnum):
+    """AVP codes under AMISTACK_VENDOR_ID (our own numbering; docs/mesh-keys.md)."""
+
+    GROUP_KEY_DELIVERY = 1  # mesh group keys, AES key wrap under the session's GTK-KEK
+
+
 class ResultCode(IntEnum):
     """RFC 5191 §8.7."""
 

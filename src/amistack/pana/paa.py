@@ -29,6 +29,7 @@ from __future__ import annotations
 import heapq
 import logging
 from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -191,6 +192,12 @@ class PanaAuthAgent:
         self._heap: list[tuple[float, int]] = []
         self._out: list[tuple[bytes, Addr]] = []
         self._events: deque[PanaEvent] = deque()
+        # Extra AVPs for the PAR with the C flag of a successful run, given (session id, EAP
+        # peer identity, the new PANA SA, now): the key server's mesh group keys
+        # (keymgmt/groupkeys.py). The PAR's AUTH covers them.
+        self.success_avps: (
+            Callable[[int, bytes | None, PanaSecurityContext, float], Sequence[Avp]] | None
+        ) = None
 
     # -- views ----------------------------------------------------------------------------------
     def sessions_for_peer(self, peer_id: bytes) -> list[int]:
@@ -709,6 +716,8 @@ class PanaAuthAgent:
             Avp.u32(AvpCode.RESULT_CODE, ResultCode.PANA_SUCCESS),
             Avp.u32(AvpCode.SESSION_LIFETIME, seconds),
         ]
+        if self.success_avps is not None:
+            avps += self.success_avps(s.sid, answer.peer_id, ctx, now)
         s.pending = (ctx, key, float(seconds), answer.peer_id)
         # RFC 5191 §5.3: the C-flag PAR/PAN are protected with the new PANA_AUTH_KEY
         self._request(s, MessageType.AUTH, Flag.C, tuple(avps), key, now)

@@ -106,6 +106,9 @@ class PanaClient:
         self._reauth_at: float | None = None
         self._out: list[tuple[bytes, Addr]] = []
         self._events: deque[PanaEvent] = deque()
+        # The vendor-specific AVPs of the last successful PAR with the C flag (what the PAA
+        # added, e.g. mesh group keys: keymgmt/groupkeys.py), read at its Authenticated event.
+        self.success_avps: tuple[Avp, ...] = ()
 
     # -- views ----------------------------------------------------------------------------------
     @property
@@ -483,6 +486,7 @@ class PanaClient:
             )
             answer = s.answer(msg, raw, Flag.C, (Avp.u32(AvpCode.KEY_ID, key_id),), key)
             s.ctx, s.key = ctx, key
+            self.success_avps = tuple(a for a in msg.avps if a.vendor_id is not None)
             self._run_active = False
             self._run_deadline = None
             self._eap = None
