@@ -26,8 +26,9 @@ GTK-KEK, of
     count x [ index(1) | reserved(3) | starts_in(4) | expires_in(4) | reserved(4) | key(16) ]
 
 Everything is inside the wrap, so RFC 3394's integrity check covers the metadata too; times are
-seconds relative to the message (the two clocks need not agree). `serial` counts the keys a PAN
-ever installed: a meter refuses a delivery older than the newest it accepted.
+whole seconds (rounded up) relative to the message (the two clocks need not agree). `serial`
+counts the keys a PAN ever installed: a meter refuses a delivery older than the newest it
+accepted.
 """
 
 from __future__ import annotations
@@ -342,8 +343,9 @@ class GroupKeyDelivery:
             raise ValueError(f"a delivery carries 1..{MAX_DELIVERED} keys")
         out = bytearray(_HEAD.pack(DELIVERY_VERSION, len(self.keys), self.pan_id, self.serial))
         for k in self.keys:
+            # both rounded up alike: one key's end and the next's start stay one instant
             starts_in = max(0, math.ceil(k.not_before - self.at))
-            expires_in = max(0, math.floor(k.not_after - self.at))
+            expires_in = max(0, math.ceil(k.not_after - self.at))
             out += _ENTRY.pack(k.index, min(starts_in, _U32), min(expires_in, _U32)) + k.key
         wrapped = aes_key_wrap(kek, bytes(out))
         return Avp(VendorAvpCode.GROUP_KEY_DELIVERY, wrapped, AMISTACK_VENDOR_ID)
