@@ -111,6 +111,23 @@ def register(sub: Any) -> None:
     c.add_argument("--json", action="store_true", help="print only the JSON document")
     c.set_defaults(handler=_collection)
 
+    gk = bsub.add_parser(
+        "group-keys",
+        help="a revocation's mesh group-key rotation reaching a fleet (simulated cells)",
+        description="Revoke one meter of a joined fleet and measure, on the virtual clock, how "
+        "long the rotated group keys take to reach every other meter (paced PANA "
+        "re-authentications), against every meter re-authenticating at once. See "
+        "docs/mesh-keys.md.",
+    )
+    gk.add_argument("--meters", type=int, default=1000, help="fleet size (default 1000)")
+    gk.add_argument("--cells", type=int, default=4, help="cells the fleet shares (default 4)")
+    gk.add_argument("--cell-pps", type=float, help="packets per second a cell carries")
+    gk.add_argument(
+        "--push-rate", type=float, default=5.0, help="sessions re-authenticated per second"
+    )
+    gk.add_argument("--json", action="store_true", help="print only the JSON document")
+    gk.set_defaults(handler=_group_keys)
+
     el = bsub.add_parser(
         "echonet",
         help="ECHONET Lite: codec frames/s against pychonet's, Get round trips/s to our meter",
@@ -329,6 +346,22 @@ def _flood(args: argparse.Namespace) -> int:
         )
     result = bench_flood(args.duration, floods, args.rate, prefer_uvloop=not args.no_uvloop)
     print(json.dumps(result, indent=None if args.json else 1, sort_keys=True))
+    return 0
+
+
+def _group_keys(args: argparse.Namespace) -> int:
+    from amistack.bench.group_keys import bench_group_keys
+
+    if args.meters < 2 or args.cells < 1 or not args.push_rate > 0:
+        print(
+            "amistack bench group-keys: --meters >= 2, --cells >= 1, --push-rate > 0",
+            file=sys.stderr,
+        )
+        return 2
+    result = bench_group_keys(
+        args.meters, cells=args.cells, cell_pps=args.cell_pps, push_rate=args.push_rate
+    )
+    print(json.dumps(result, indent=None if args.json else 1, sort_keys=True, default=str))
     return 0
 
 

@@ -63,6 +63,9 @@ from amistack.pana.paa import PaaConfig, PanaAuthAgent
 logger = logging.getLogger(__name__)
 
 DEFAULT_SERVER_ID = b"amistack-key-server"
+# Sessions per second a group-key rotation re-authenticates (KeyServer.enable_group_keys): about
+# what a few concentrator cells carry (ten datagrams per EAP-PSK run; docs/mesh-keys.md).
+DEFAULT_PUSH_RATE = 5.0
 
 KeyServerEvent = PanaEvent | KeyEvent | GroupKeyEvent
 SuccessAvps = Callable[[int, bytes | None, PanaSecurityContext, float], Sequence[Avp]]
@@ -296,6 +299,9 @@ class KeyServer:
         self._check_at_commit = directory._persistence is batch
         self.group_keys: GroupKeyManager | None = None  # enable_group_keys
         self._pan_of: Callable[[bytes], int | None] = lambda _peer: None
+        self._push_queue: deque[int] = deque()  # sessions a rotation still has to reach
+        self._push_at: float | None = None
+        self._push_interval = 0.0
 
     # -- the engine surface (forwarded) --------------------------------------------------------
 
@@ -322,6 +328,9 @@ class KeyServer:
             keys = self.group_keys.get_timer()
             if keys is not None and (at is None or keys < at):
                 at = keys
+            push = self._push_at
+            if push is not None and (at is None or push < at):
+                at = push
         return at
 
     def handle_timer(self, now: float) -> None:
@@ -337,6 +346,8 @@ class KeyServer:
             if due is not None and due <= now:
                 self.group_keys.handle_timer(now)
             self._group_key_events(now)
+            if self._push_at is not None and self._push_at <= now:
+                self._push(now)
         self._after_call(now)
         self.flush(now)  # no-op unless the oldest pending write is due
 
@@ -563,13 +574,20 @@ class KeyServer:
         return RevocationResult(newly, sessions, cut, shortened)
 
     def enable_group_keys(
-        self, manager: GroupKeyManager, pan_of: Callable[[bytes], int | None] | None = None
+        self,
+        manager: GroupKeyManager,
+        pan_of: Callable[[bytes], int | None] | None = None,
+        *,
+        push_rate: float = DEFAULT_PUSH_RATE,
     ) -> None:
         """Deliver `manager`'s mesh group keys (docs/mesh-keys.md): every PANA success (initial
         and re-authentication) carries the current and next keys of the device's PAN, wrapped
         under its session's GTK-KEK; a rotation (revocation) re-authenticates every session of
-        the PAN at once, so each gets the new ring. `pan_of`: the PAN of a device (None: no
-        group keys for it); by default the manager's one PAN for every device."""
+        the PAN (PAA-initiated, RFC 5191 §4.3), `push_rate` sessions per second so the push
+        does not flood the mesh, and each success brings the new ring. `pan_of`: the PAN of a
+        device (None: no group keys for it); by default the manager's one PAN for every one."""
+        if not push_rate > 0:
+            raise ValueError("push_rate must be > 0 sessions per second")
         if pan_of is None:
             if len(manager.pans) != 1:
                 raise ValueError("several PANs: pan_of must say which PAN a device is in")
@@ -577,6 +595,7 @@ class KeyServer:
             pan_of = lambda _peer: only  # noqa: E731
         self.group_keys = manager
         self._pan_of = pan_of
+        self._push_interval = 1.0 / push_rate
         self.agent.success_avps = self._group_key_avps
 
     def _group_key_avps(
@@ -603,16 +622,28 @@ class KeyServer:
         while (event := manager.next_event()) is not None:
             self._pending_events.append(event)
             if isinstance(event, GroupKeyInstalled) and event.reason == "rotation":
-                pushed = 0
-                for sid, peer in list(self._peer_of_session.items()):
-                    if self._pan_of(peer) == event.pan_id:
-                        self.agent.reauthenticate(sid, now)
-                        pushed += 1
-                self.counters["group_key_pushes"] += pushed
+                sessions = [
+                    sid
+                    for sid, peer in self._peer_of_session.items()
+                    if self._pan_of(peer) == event.pan_id
+                ]  # fmt: skip (a session queued twice: its second push finds the run active)
+                self._push_queue.extend(sessions)
+                if self._push_at is None and self._push_queue:
+                    self._push_at = now
                 logger.warning(
                     "group key rotated",
-                    extra={"pan_id": event.pan_id, "index": event.index, "sessions": pushed},
+                    extra={"pan_id": event.pan_id, "index": event.index, "sessions": len(sessions)},
                 )
+
+    def _push(self, now: float) -> None:
+        """Re-authenticate the next session waiting for a rotation's keys (paced)."""
+        while self._push_queue:
+            sid = self._push_queue.popleft()
+            if sid in self._peer_of_session:  # (ended meanwhile: its next session gets them)
+                self.agent.reauthenticate(sid, now)
+                self.counters["group_key_pushes"] += 1
+                break
+        self._push_at = now + self._push_interval if self._push_queue else None
 
     def sync_revocations(self, now: float) -> list[RevocationResult]:
         """Apply revocations another process (`amistack keys revoke`) wrote to the store.
