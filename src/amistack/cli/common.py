@@ -219,3 +219,15 @@ def broute_credentials(args: argparse.Namespace) -> BrouteCredentials:
         return BrouteCredentials(args.broute_id, password)
     except CredentialError as exc:
         raise CliError(f"B route: {exc}") from None
+
+
+def pan_id_arg(text: str) -> int:
+    """An 802.15.4 PAN id option (`0xface`, `64206`); 0xFFFF is the broadcast PAN id
+    (802.15.4-2006 §7.2.1.3), never a network's own."""
+    try:
+        pan = int(text, 0)
+    except ValueError:
+        pan = -1
+    if not 0 <= pan <= 0xFFFE:
+        raise argparse.ArgumentTypeError(f"PAN id {text!r}: need 0..0xfffe (e.g. 0xface)")
+    return pan

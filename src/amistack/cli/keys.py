@@ -10,7 +10,14 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from amistack.cli.common import CliError, add_data_dir, add_psk_options, open_store, resolve_psk
+from amistack.cli.common import (
+    CliError,
+    add_data_dir,
+    add_psk_options,
+    open_store,
+    pan_id_arg,
+    resolve_psk,
+)
 from amistack.keymgmt import StoreError
 
 
@@ -79,6 +86,20 @@ def register(sub: Any) -> None:
     add_data_dir(p)
     p.set_defaults(handler=_rotate)
 
+    p = ksub.add_parser(
+        "group-keys",
+        help="show a PAN's mesh group keys (key index, validity; --tshark: the keys)",
+        description="The mesh group keys the key server holds for a PAN (docs/mesh-keys.md): "
+        "key index, serial and validity. --tshark prints instead the tshark options that "
+        "decrypt a capture of that mesh - the keys themselves, so keep that output private.",
+    )
+    p.add_argument("--pan", required=True, type=pan_id_arg, metavar="PANID", help="e.g. 0xface")
+    p.add_argument(
+        "--tshark", action="store_true", help="print -o uat:ieee802154_keys options (secret!)"
+    )
+    add_data_dir(p)
+    p.set_defaults(handler=_group_keys)
+
     p = ksub.add_parser("audit", help="show the audit trail, newest first")
     p.add_argument("--device", metavar="ID")
     p.add_argument("--limit", type=int, default=50)
@@ -104,6 +125,24 @@ def _enroll(args: argparse.Namespace) -> int:
     print(f"enrolled {args.device_id} in {args.data_dir}")
     if given is None:
         print(f"psk {psk.hex()}  (shown once: configure it in the device now)")
+    return 0
+
+
+def _group_keys(args: argparse.Namespace) -> int:
+    with open_store(args.data_dir, create=False, kek=args.kek) as store:
+        ring = store.load_group_keys(args.pan)
+    if ring is None:
+        raise CliError(f"no group keys for PAN {args.pan:#06x} (key server run with --mesh-pan?)")
+    serial, rotate_at, keys = ring
+    if args.tshark:
+        for k in keys:
+            print(f'-o \'uat:ieee802154_keys:"{k.key.hex()}","{k.index}","No hash"\'')
+        return 0
+    print(f"{'INDEX':>5} {'SERIAL':>7}  {'FROM':<21} {'UNTIL':<21}")
+    for k in keys:
+        print(f"{k.index:>5} {k.serial:>7}  {_when(k.not_before):<21} {_when(k.not_after):<21}")
+    pending = "" if rotate_at is None else f", rotation due {_when(rotate_at)}"
+    print(f"PAN {args.pan:#06x}: {len(keys)} key(s), serial {serial}{pending}")
     return 0
 
 

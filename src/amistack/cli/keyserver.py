@@ -16,6 +16,7 @@ from amistack.cli.common import (
     CliError,
     add_data_dir,
     open_store,
+    pan_id_arg,
     parse_hostport,
 )
 from amistack.pana.constants import IntegrityAlgorithm, PrfAlgorithm
@@ -120,6 +121,13 @@ def register(sub: Any) -> None:
         f"(OpenPANA's PaC re-authenticates only at expiry; default {PaaConfig().lifetime_grace:g}"
         ", 0 = none)",
     )
+    p.add_argument(
+        "--mesh-pan",
+        type=pan_id_arg,
+        metavar="PANID",
+        help="deliver the mesh group keys of this PAN (e.g. 0xface) with every PANA success and "
+        "rotate them when a device is revoked (docs/mesh-keys.md; not with --aaa-radius)",
+    )
     p.add_argument("--pcap", type=Path, metavar="FILE", help="write the PANA traffic to FILE")
     p.set_defaults(handler=_run)
 
@@ -176,6 +184,8 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError("--radius-listen needs --radius-secret")
     if args.aaa_radius and not args.aaa_secret:
         raise CliError("--aaa-radius needs --aaa-secret")
+    if args.aaa_radius and args.mesh_pan is not None:
+        raise CliError("--mesh-pan is not available with --aaa-radius")
     hosts, port = _one_port(args.listen or [("0.0.0.0", PANA_PORT), ("::", PANA_PORT)], "--listen")
     keydist = None
     if args.keydist_listen:
@@ -238,6 +248,7 @@ def _run(args: argparse.Namespace) -> int:
             session_lifetime=args.lifetime,
             paa_config=paa_config,
             now=time.time(),
+            **({} if args.mesh_pan is None else {"mesh_pan": args.mesh_pan}),
         )
 
     try:
