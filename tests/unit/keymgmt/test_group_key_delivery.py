@@ -84,8 +84,11 @@ def test_revocation_rotates_and_the_push_reaches_every_other_meter(tmp_path: Pat
     for m in bed.meters[:2]:  # revoked: still the old ring only
         assert m.group_keys.serial == 1 and material(m.group_keys.held()) == old
     bed.net.run_until(installed[0].not_before + 1)
-    for m in bed.meters[2:]:
+    for i, m in enumerate(bed.meters[2:], start=2):
         assert [k.serial for k in m.group_keys.held()] == [serial]
+        # the cut key left the meter at the activation, on the meter's own timer
+        dropped = bed.net.events_of(meter_addr(i), GroupKeysChanged)[-1]
+        assert dropped.dropped == (1,) and [k[0] for k in dropped.keys] == [installed[0].index]
     for m in bed.meters[:2]:
         assert not set(material(m.group_keys.held())) & set(material(bed.manager.keys(PAN_ID)))
 
@@ -165,3 +168,30 @@ def test_key_server_restart_keeps_the_pan_keys(tmp_path: Path) -> None:
     bed.net.run_until(T0 + 30)
     assert bed.meters[0].authentications == 2
     assert material(bed.meters[0].group_keys.held()) == keys
+
+
+def test_attack_on_path_tampering_with_the_wrapped_keys_is_refused(tmp_path: Path) -> None:
+    """An attacker on the path flips a bit of the wrapped keys in the PAR with the C flag: the
+    PANA AUTH of the message fails first, so the meter neither authenticates on it nor opens it."""
+    bed = Bed(1, tmp_path)
+    tampered: list[bytes] = []
+
+    def tamper(now: float, src: object, dst: object, data: bytes) -> bool:
+        msg = PanaMessage.decode(data)
+        avp = find_delivery(msg.avps) if msg.is_request else None
+        if avp is None or tampered:
+            return True
+        at = data.index(avp.value) + 5
+        tampered.append(data[:at] + bytes([data[at] ^ 0x80]) + data[at + 1 :])
+        bed.net.inject(KS, meter_addr(0), tampered[-1])
+        return False  # the real one never arrives; PANA retransmits it unchanged
+
+    bed.net.filters.append(tamper)
+    bed.net.run_until(T0 + 10)
+    meter = bed.meters[0]
+    pac = meter.pac
+    assert tampered and pac is not None and pac.counters["bad_auth"] >= 1
+    assert meter.counters["group-keys-unwrap"] == 0  # never reached the unwrap
+    # the retransmitted (intact) PAR completes the authentication and delivers the keys
+    assert meter.group_keys.serial == 1
+    assert material(meter.group_keys.held()) == material(bed.manager.keys(PAN_ID))
