@@ -612,8 +612,14 @@ class KeyServer:
         if self.require_enrolled and not self._check_at_commit and not self.store.is_active(peer):
             self.counters["group_keys_refused"] += 1  # (held successes are checked at commit)
             return ()
+        try:
+            avp = manager.delivery(pan, now).seal(gtk_kek(ctx))
+        except (KeyError, ValueError) as exc:  # e.g. pan_of named a PAN the manager lacks
+            self.counters["group_keys_errors"] += 1
+            logger.error("no group keys delivered", extra={"pan_id": pan, "error": str(exc)})
+            return ()
         self.counters["group_keys_delivered"] += 1
-        return (manager.delivery(pan, now).seal(gtk_kek(ctx)),)
+        return (avp,)
 
     def _group_key_events(self, now: float) -> None:
         """Forward the group-key events; a rotation is pushed to the PAN's live sessions."""

@@ -195,3 +195,14 @@ def test_attack_on_path_tampering_with_the_wrapped_keys_is_refused(tmp_path: Pat
     # the retransmitted (intact) PAR completes the authentication and delivers the keys
     assert meter.group_keys.serial == 1
     assert material(meter.group_keys.held()) == material(bed.manager.keys(PAN_ID))
+
+
+def test_a_device_of_an_unknown_pan_authenticates_without_group_keys(tmp_path: Path) -> None:
+    bed = Bed(2, tmp_path)
+    bed.server.enable_group_keys(
+        bed.manager, pan_of=lambda peer: 0x1234 if peer.endswith(b"1") else PAN_ID
+    )
+    bed.net.run_until(T0 + 5)
+    assert [m.authentications for m in bed.meters] == [1, 1]  # PANA is not held up by it
+    assert bed.meters[0].group_keys.serial == 1 and bed.meters[1].group_keys.serial is None
+    assert bed.server.counters["group_keys_errors"] == 1
