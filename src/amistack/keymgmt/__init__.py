@@ -1,7 +1,8 @@
 """Key management: the UKMF, key rings with lifetimes, the credential store and the key server.
 
 See docs/key-hierarchy.md for the hierarchy (PSK -> MSK -> UKMF -> application keys), key ids,
-lifetimes, revocation and distribution to application servers.
+lifetimes, revocation and distribution to application servers; docs/mesh-keys.md for the mesh
+group keys (a ring per PAN, delivered wrapped under each session's GTK-KEK).
 """
 
 from amistack.keymgmt.events import (
@@ -11,6 +12,14 @@ from amistack.keymgmt.events import (
     KeysRetired,
     KeysShortened,
     KeysSuperseded,
+)
+from amistack.keymgmt.groupkeys import (
+    GroupKey,
+    GroupKeyConfig,
+    GroupKeyDelivery,
+    GroupKeyError,
+    GroupKeyHolder,
+    GroupKeyManager,
 )
 from amistack.keymgmt.kek import FileKek, KekError, KeyEncryptionKey, record_aad
 from amistack.keymgmt.keyring import (
@@ -59,6 +68,12 @@ __all__ = [
     "DeviceInfo",
     "DeviceRevoked",
     "FileKek",
+    "GroupKey",
+    "GroupKeyConfig",
+    "GroupKeyDelivery",
+    "GroupKeyError",
+    "GroupKeyHolder",
+    "GroupKeyManager",
     "IssuedKey",
     "KekError",
     "KeyEncryptionKey",
