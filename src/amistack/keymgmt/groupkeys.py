@@ -418,11 +418,6 @@ class GroupKeyHolder:
         """The keys held, by start time."""
         return tuple(sorted(self._keys.values(), key=lambda k: k.not_before))
 
-    def send_key(self, now: float) -> GroupKey | None:
-        """The key to send under at `now`: the newest that has started."""
-        started = [k for k in self._keys.values() if k.not_before <= now < k.not_after]
-        return max(started, key=lambda k: k.not_before, default=None)
-
     def get_timer(self) -> float | None:
         return min((k.not_after for k in self._keys.values()), default=None)
 
@@ -432,9 +427,6 @@ class GroupKeyHolder:
         for i in gone:
             del self._keys[i]
         return gone
-
-    def clear(self) -> None:
-        self._keys.clear()
 
     def __repr__(self) -> str:
         return f"GroupKeyHolder(pan={self.pan_id}, serial={self.serial}, keys={sorted(self._keys)})"
