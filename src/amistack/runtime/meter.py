@@ -20,7 +20,13 @@ from typing import Any
 from amistack.addr import Addr
 from amistack.crypto import RandomSource, system_random
 from amistack.meter.access import AccessConfig, MeterAccess
-from amistack.meter.events import AccessGranted, AccessLost, AccessRefused, KeysChanged
+from amistack.meter.events import (
+    AccessGranted,
+    AccessLost,
+    AccessRefused,
+    GroupKeysRefused,
+    KeysChanged,
+)
 from amistack.runtime.eventtext import event_text
 from amistack.runtime.udp import Capture, EngineDriver, is_ipv6
 
@@ -202,7 +208,11 @@ async def run_meter(
             elif isinstance(event, KeysChanged):
                 log_key_events(event.key_events)
                 continue
-            else:  # RetryScheduled
+            elif isinstance(event, GroupKeysRefused):  # a delivery that did not open: an attack?
+                log.warning("meter %s: group keys refused: %s", device_id, event.reason,
+                            extra={"device_id": device_id, "kind": event.kind})  # fmt: skip
+                continue
+            else:  # RetryScheduled, GroupKeysChanged (key indexes and validity, no keys)
                 log.info("meter %s", event, extra={"device_id": device_id})
                 continue
             if once:
