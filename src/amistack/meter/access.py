@@ -54,6 +54,10 @@ from amistack.meter.events import (
 from amistack.pana.events import Authenticated, AuthenticationFailed, SessionTerminated
 from amistack.pana.keys import PanaSecurityContext
 
+# s between two requests for the group keys (request_group_keys): wsbrd DEFAULT_GTK_REQUEST_IMIN,
+# 4 minutes (a Wi-SUN node's first GTK request interval)
+GROUP_KEY_REQUEST_INTERVAL = 240.0
+
 
 @dataclass(frozen=True)
 class AccessConfig:
@@ -102,6 +106,7 @@ class MeterAccess:
         self.authentications = 0
         self.group_keys = GroupKeyHolder()  # the mesh group keys last delivered
         self.counters: Counter[str] = Counter()
+        self._group_keys_asked: float | None = None  # when request_group_keys last asked
 
     @property
     def pac(self) -> Any | None:
@@ -122,6 +127,21 @@ class MeterAccess:
         self._retry_at = None
         if self._pac is not None:
             self._pac.terminate(now)
+
+    def request_group_keys(self, now: float) -> bool:
+        """Ask for the current group keys now (a PaC-initiated re-authentication, whose success
+        carries them): for the mesh layer when neighbours send under a key index this meter
+        lacks, i.e. it missed a rotation's push. At most once per GROUP_KEY_REQUEST_INTERVAL
+        (wsbrd's DEFAULT_GTK_REQUEST_IMIN); True if it asked."""
+        asked = self._group_keys_asked
+        pac = self._pac
+        if pac is None or (asked is not None and now < asked + GROUP_KEY_REQUEST_INTERVAL):
+            self.counters["group-keys-request-held"] += 1
+            return False
+        self._group_keys_asked = now
+        self.counters["group-keys-requested"] += 1
+        pac.reauthenticate(now)
+        return True
 
     def reboot(self, now: float) -> None:
         """The meter lost power and came back: its session is gone without a word (no PTR, the

@@ -206,3 +206,22 @@ def test_a_device_of_an_unknown_pan_authenticates_without_group_keys(tmp_path: P
     assert [m.authentications for m in bed.meters] == [1, 1]  # PANA is not held up by it
     assert bed.meters[0].group_keys.serial == 1 and bed.meters[1].group_keys.serial is None
     assert bed.server.counters["group_keys_errors"] == 1
+
+
+def test_a_meter_that_missed_the_push_asks_and_gets_the_new_ring(tmp_path: Path) -> None:
+    bed = Bed(2, tmp_path)
+    bed.net.run_until(T0 + 5)
+    lost = meter_addr(1)
+    bed.net.filters.append(lambda now, src, dst, data: dst != lost or now > T0 + 200)
+    bed.server.revoke("meter-0000", bed.net.now)
+    bed.net.service(KS)
+    bed.net.run_until(T0 + 201)  # its push was lost on the way: the PAA gave the run up
+    assert bed.server.agent.counters["auth_timeout"] == 1
+    meter = bed.meters[1]
+    assert meter.group_keys.serial == 1  # past the activation, still on the old ring
+    # its mesh layer hears frames under a key index it lacks: it asks, once per interval
+    assert meter.request_group_keys(bed.net.now) is True
+    assert meter.request_group_keys(bed.net.now + 1) is False
+    bed.net.service(lost)
+    bed.net.run_until(T0 + 600)  # (the PAA forgot the session: a new one, after back-off)
+    assert meter.group_keys.serial == bed.manager.serial(PAN_ID) == 2
