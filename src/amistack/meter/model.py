@@ -307,6 +307,9 @@ class MeterModel:
         self._last_command = float("-inf")
         self._resets: list[float] = []
         self._clock_adjustments: list[float] = []
+        # Bumped whenever computed days are dropped (a command, a load-limit trip): completed
+        # intervals are a pure function of (interval, revision), so readers may cache them.
+        self.revision = 0
         self.events = EventQueue()
         self._polled = self.install_time
         self._reported_at_polled: set[int] = set()  # switch events at exactly `_polled`
@@ -674,7 +677,9 @@ class MeterModel:
             flags,
         )
 
-    def _window(self, start: float, end: float, now: float | None, step: int) -> range:
+    def window(self, start: float, end: float, now: float | None, step: int) -> range:
+        """Indices k of the `step`-second intervals [k*step, (k+1)*step) inside [start, end),
+        complete and kept (30 days) at `now`."""
         lo = max(start, self.install_time)
         hi = end
         if now is not None:
@@ -686,36 +691,34 @@ class MeterModel:
 
     def load_profile(self, start: float, end: float, now: float | None = None) -> list[Interval]:
         """15-minute intervals inside [start, end), complete and kept at `now` (30 days)."""
-        return [self.interval(k) for k in self._window(start, end, now, INTERVAL_S)]
+        return [self.interval(k) for k in self.window(start, end, now, INTERVAL_S)]
 
     def load_profile_30min(
         self, start: float, end: float, now: float | None = None
     ) -> list[Interval]:
-        """30-minute values, each the sum of its two 15-minute intervals; no data only when both
-        halves have none (one missing half: PARTIAL)."""
-        out = []
-        for b in self._window(start, end, now, BLOCK_S):
-            x, y = self.interval(2 * b), self.interval(2 * b + 1)
-            flags = x.flags | y.flags
-            halves = [h for h in (x, y) if not h.no_data]
-            if not halves:
-                out.append(Interval(x.start, y.end, None, None, None, None, flags))
-                continue
-            if len(halves) == 1:
-                flags |= IntervalFlag.PARTIAL | IntervalFlag.OUTAGE
-            rev = None if not self.config.two_way else sum(h.reverse_wh or 0 for h in halves)
-            out.append(
-                Interval(
-                    x.start,
-                    y.end,
-                    sum(h.forward_wh or 0 for h in halves),
-                    rev,
-                    sum(h.lagging_varh or 0 for h in halves),
-                    sum(h.leading_varh or 0 for h in halves),
-                    flags,
-                )
-            )
-        return out
+        """30-minute values (see `interval_30min`) inside [start, end), complete and kept."""
+        return [self.interval_30min(b) for b in self.window(start, end, now, BLOCK_S)]
+
+    def interval_30min(self, b: int) -> Interval:
+        """The 30-minute value [b*1800, (b+1)*1800): the sum of its two 15-minute intervals; no
+        data only when both halves have none (one missing half: PARTIAL)."""
+        x, y = self.interval(2 * b), self.interval(2 * b + 1)
+        flags = x.flags | y.flags
+        halves = [h for h in (x, y) if not h.no_data]
+        if not halves:
+            return Interval(x.start, y.end, None, None, None, None, flags)
+        if len(halves) == 1:
+            flags |= IntervalFlag.PARTIAL | IntervalFlag.OUTAGE
+        rev = None if not self.config.two_way else sum(h.reverse_wh or 0 for h in halves)
+        return Interval(
+            x.start,
+            y.end,
+            sum(h.forward_wh or 0 for h in halves),
+            rev,
+            sum(h.lagging_varh or 0 for h in halves),
+            sum(h.leading_varh or 0 for h in halves),
+            flags,
+        )
 
     def fixed_time_reading(self, t: float, reverse: bool = False) -> tuple[float, int | None]:
         """The latest 30-minute boundary at or before `t` and the register value there
@@ -894,6 +897,7 @@ class MeterModel:
     # --- commands --------------------------------------------------------------------------
 
     def _invalidate(self, t: float) -> None:
+        self.revision += 1
         day = max(self.local_day(t), self.install_day)
         for d in [d for d in self._days if d >= day]:
             del self._days[d]
