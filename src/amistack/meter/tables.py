@@ -138,6 +138,7 @@ class ModelTables:
         # intervals never change while the model's revision stands, so a read builds only the
         # ones that completed since the last (each read used to rebuild the whole window)
         self._lp_cache: dict[int, tuple[int, dict[int, Interval]]] = {}
+        self._lp_last: dict[int, tuple[tuple[int, int, int, float], LoadProfile]] = {}
 
     def model_time(self, now: float) -> float:
         return self.time.model(now)
@@ -202,6 +203,14 @@ class ModelTables:
         step = interval_minutes * 60
         window = model.window(start, end, model_now, step)
         revision = model.revision
+        if window:
+            newest_end = float((window[-1] + 1) * step)
+        else:
+            newest_end = math.floor(min(end, model_now) / step) * step
+        key = (revision, window.start, window.stop, newest_end)
+        last = self._lp_last.get(interval_minutes)
+        if last is not None and last[0] == key:  # a read of the header, then of the slice
+            return last[1]
         cached = self._lp_cache.get(interval_minutes)
         cache = cached[1] if cached is not None and cached[0] == revision else {}
         if len(cache) > LP_CACHE_MAX:
@@ -218,11 +227,10 @@ class ModelTables:
             self._lp_cache[interval_minutes] = (revision, cache)
         else:  # computing settled a load-limit trip: keep nothing that might predate it
             self._lp_cache.pop(interval_minutes, None)
-        if window:
-            newest_end = float((window[-1] + 1) * step)
-        else:
-            newest_end = math.floor(min(end, model_now) / step) * step
-        return LoadProfile(interval_minutes, newest_end, tuple(ivs))
+        profile = LoadProfile(interval_minutes, newest_end, tuple(ivs))
+        if model.revision == revision:
+            self._lp_last[interval_minutes] = (key, profile)
+        return profile
 
     def switch_connected(self, now: float) -> bool:
         return self.model.switch.relay_closed(self.model_time(now))
