@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import pytest
+from distributed import LocalCluster
 from tests.cli import run_cli
 
 from amistack.sim.scenarios import ScenarioConfig, run_scenario
@@ -21,8 +22,12 @@ def _run(**kw: Any) -> dict[str, Any]:
 
 @pytest.mark.slow  # starts two LocalClusters (worker processes)
 def test_shards_on_one_or_two_workers_simulate_the_same() -> None:
-    one = _run(shards=2, workers=1)
-    two = _run(shards=2, workers=2)
+    one = _run(shards=2, workers=1)  # a LocalCluster of one worker, started for the run
+    # a running cluster of two workers, as `--cluster tcp://scheduler:8786` reaches one
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
+        two = _run(shards=2, cluster=cluster.scheduler_address)
     assert one["simulated"] == two["simulated"]
     sim = one["simulated"]
     assert sim["slots"]["slots"] == sim["slots"]["slots_complete"] == 2
