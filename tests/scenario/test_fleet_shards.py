@@ -25,7 +25,7 @@ def test_shards_on_one_or_two_workers_simulate_the_same() -> None:
     one = _run(shards=2, workers=1)  # a LocalCluster of one worker, started for the run
     # a running cluster of two workers, as `--cluster tcp://scheduler:8786` reaches one
     with LocalCluster(
-        n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
+        n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0"
     ) as cluster:
         two = _run(shards=2, cluster=cluster.scheduler_address)
     assert one["simulated"] == two["simulated"]

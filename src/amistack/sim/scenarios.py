@@ -270,6 +270,22 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+def fleet_wall(fleet: Fleet) -> dict[str, Any]:
+    """What this machine spent on a fleet: events run, the key server engine's CPU."""
+    q = fleet.keyserver_queue
+    return {
+        "events": fleet.clock.callbacks_run,
+        "keyserver_cpu_s": q.engine_cpu_s if q is not None else 0.0,
+        "keyserver_datagrams": q.counters["served"] if q is not None else 0,
+    }
+
+
+def sum_walls(walls: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        k: sum(w[k] for w in walls) for k in ("events", "keyserver_cpu_s", "keyserver_datagrams")
+    }
+
+
 def _slot_boundaries(fleet: Fleet, start: float, end: float) -> list[int]:
     first = (int(start) // SLOT_S + 1) * SLOT_S
     return list(range(first, int(end) - SLOT_S + 1, SLOT_S))
@@ -326,7 +342,7 @@ def day_part(
     boundaries = _slot_boundaries(fleet, fleet.start, end)[: round(sc.days * 86400 / SLOT_S)]
     return fleet, {
         "wall": {
-            "events": fleet.clock.callbacks_run,
+            **fleet_wall(fleet),
             "cpu_s": round(time.process_time() - cpu0, 3),
             "peak_rss_mb": peak_rss_mb(),
         },
@@ -365,7 +381,7 @@ def _day(sc: ScenarioConfig, progress: ProgressHook | None) -> tuple[None, dict[
 
         parts = run_shards(sc, progress)
     out = merge_day(parts)
-    out["_wall"] = {"events": sum(p["wall"]["events"] for p in parts)}
+    out["_wall"] = sum_walls([p["wall"] for p in parts])
     if sc.shards > 1:  # each shard's own figures, measured in its worker process
         out["_wall"]["shards"] = [p["wall"] for p in parts]
     return None, out
@@ -402,6 +418,7 @@ def _blackout_run(
         None,
     )
     return {
+        "_wall": fleet_wall(fleet),
         "backoff": backoff,
         "reauthenticated": len(again),
         **_shares(again, sc.meters),
@@ -425,12 +442,18 @@ def _power_returns(fleet: Fleet, i: int) -> None:
 def _blackout(sc: ScenarioConfig, progress: ProgressHook | None) -> tuple[None, dict[str, Any]]:
     with_backoff = _blackout_run(sc, True, progress)
     without = _blackout_run(sc, False, progress)
-    return None, {"with_backoff": with_backoff, "without_backoff": without}
+    walls = [with_backoff.pop("_wall"), without.pop("_wall")]
+    return None, {
+        "with_backoff": with_backoff,
+        "without_backoff": without,
+        "_wall": sum_walls(walls),
+    }
 
 
 def _rollover(sc: ScenarioConfig, progress: ProgressHook | None) -> tuple[Fleet, dict[str, Any]]:
     fleet, part = day_part(sc, 0, progress)
     out = merge_day([part])
+    out["_wall"] = sum_walls([part["wall"]])
     per_meter = [len(fleet.granted_at.get(i, [])) for i in range(sc.meters)]
     out["rotations_per_meter_min"] = min(per_meter)
     out["rotations_per_meter_max"] = max(per_meter)
@@ -474,6 +497,7 @@ def _revocation(sc: ScenarioConfig, progress: ProgressHook | None) -> tuple[Flee
     )
     boundaries = _slot_boundaries(fleet, fleet.start, end)
     return fleet, {
+        "_wall": fleet_wall(fleet),
         "revoked": len(revoked),
         "shut_out": len(shut),
         "shut_out_max_s": round(max(shut), 3) if shut else None,
@@ -499,8 +523,9 @@ def run_scenario(sc: ScenarioConfig, progress: ProgressHook | None = None) -> di
     wall0, cpu0 = time.perf_counter(), time.process_time()
     _, simulated = _RUNNERS[sc.scenario](sc, progress)
     wall = time.perf_counter() - wall0
-    extra = simulated.pop("_wall", {})
-    events = extra.pop("events", None)
+    extra = simulated.pop("_wall")
+    events = extra.pop("events")
+    ks_cpu, ks_datagrams = extra.pop("keyserver_cpu_s"), extra.pop("keyserver_datagrams")
     return {
         "scenario": sc.scenario,
         "parameters": {
@@ -516,7 +541,11 @@ def run_scenario(sc: ScenarioConfig, progress: ProgressHook | None = None) -> di
             "wall_s": round(wall, 3),
             "cpu_s": round(time.process_time() - cpu0, 3),
             "peak_rss_mb": peak_rss_mb(),
-            **({"events": events, "events_per_s": round(events / wall)} if events else {}),
+            "events": events,
+            "events_per_s": round(events / max(wall, 1e-9)),
+            # the real key server engine's CPU per datagram on this machine, beside the
+            # modelled service time (model.keyserver_service_s_per_datagram)
+            "keyserver_cpu_us_per_datagram": round(1e6 * ks_cpu / max(ks_datagrams, 1), 1),
             **extra,
         },
     }

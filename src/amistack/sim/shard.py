@@ -48,7 +48,7 @@ def run_shards(sc: ScenarioConfig, progress: ProgressHook | None = None) -> list
             threads_per_worker=1,  # the simulation is pure Python: one process per core
             processes=True,
             host="127.0.0.1",  # the local cluster talks over loopback only
-            dashboard_address=None,
+            dashboard_address=":0",  # its HTTP server on a free loopback port
             silence_logs=logging.WARNING,
         )
     try:
