@@ -28,7 +28,11 @@ def test_day_collects_every_slot_and_is_deterministic() -> None:
     assert sim["headend"]["c1222_auth_failed"] == sim["headend"]["c1222_no_key"] == 0
     assert sim["packets_per_reading"] == pytest.approx(2.0)  # request + response per slot
     assert a["simulated"] == b["simulated"]  # the same seed, the same simulation
-    assert a["wall"].keys() == {"wall_s", "cpu_s", "peak_rss_mb"}
+    assert a["wall"].keys() == {
+        "wall_s", "cpu_s", "peak_rss_mb", "events", "events_per_s", "keyserver_cpu_us_per_datagram"
+    }  # fmt: skip
+    assert a["wall"]["keyserver_cpu_us_per_datagram"] > 0  # the real engine, measured
+    assert len(sim["series"]) == 4 * 3600 / 300 + 1  # a fixed period (3 h + 2 slots), not per event
 
 
 def test_blackout_recovers_and_back_off_spares_a_small_key_server() -> None:

@@ -21,7 +21,7 @@ from amistack.c1222.acse import AcseMessage, AuthValue
 from amistack.c1222.epsem import MAC_LEN, Epsem, EpsemControl, SecurityMode
 from amistack.c1222.errors import C1222DecodeError
 from amistack.crypto.eax import EaxAuthError
-from amistack.crypto.eax_prime import EaxPrime, EaxPrimeError
+from amistack.crypto.eax_prime import EaxPrimeError, eax_prime
 from amistack.keymgmt.keyring import KeyRing
 from amistack.keymgmt.ukmf import C1222, KeyId
 
@@ -76,7 +76,7 @@ def protect(
         user_information=bytes([control.encode()]) + bytes(len(body) + MAC_LEN),
     )
     cleartext = shell.canonical_cleartext()
-    eax = EaxPrime(key)
+    eax = eax_prime(bytes(key))
     if epsem.security_mode == SecurityMode.CIPHERTEXT_AUTH:
         sealed, tag = eax.encrypt(cleartext, body)
     else:
@@ -101,7 +101,7 @@ def unprotect(msg: AcseMessage, keys: Sequence[bytes]) -> Unprotected:
     cleartext = msg.canonical_cleartext()
     sealed, tag = ui[1:-MAC_LEN], ui[-MAC_LEN:]
     for key in keys:
-        eax = EaxPrime(key)
+        eax = eax_prime(bytes(key))
         try:
             if control.security_mode == SecurityMode.CIPHERTEXT_AUTH:
                 body = eax.decrypt(cleartext, sealed, tag)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,10 @@ _SCENARIO_HELP = """scenarios:
   revocation  --revoke-fraction of the meters revoked at midday: time to shut-out, readings
               accepted from them afterwards (must be 0)
   all         each of the above in turn (one report directory each under --report)
+
+Scale: a day of 100,000 meters takes hours in one process (docs/simulator.md, "What it
+costs"); --shards K runs K shards by cell in parallel on Dask (a local cluster of --workers
+processes, or --cluster ADDR), each shard with its own key server and head-end.
 
 Every meter runs PANA + EAP-PSK with the key server engine (UKMF keys, an in-memory store) and
 ANSI C12.22 with the head-end's collector, which ingests into SQLite: nothing is made up. The
@@ -77,6 +82,25 @@ def register(sub: Any) -> None:
     f.add_argument(
         "--revoke-fraction", type=float, default=0.01, help="revocation: share revoked (0.01)"
     )
+    f.add_argument(
+        "--shards",
+        type=int,
+        default=1,
+        help="day: split the fleet by cell into this many independent shards, each with its "
+        "own key server (1/shards of the capacity) and head-end, run on Dask (default 1: "
+        "in this process); the results depend on the seed and --shards, not on the workers",
+    )
+    f.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="with --shards: worker processes of the local Dask cluster (default 2)",
+    )
+    f.add_argument(
+        "--cluster",
+        metavar="ADDR",
+        help="with --shards: run on this Dask scheduler (tcp://scheduler:8786) instead",
+    )
     f.add_argument("--report", type=Path, help="directory for report.json and report.png")
     f.add_argument("--json", action="store_true", help="print only the JSON (no progress bar)")
     f.set_defaults(handler=_fleet)
@@ -87,6 +111,11 @@ def _fleet(args: argparse.Namespace) -> int:
     from amistack.sim.scenarios import SCENARIOS, ScenarioConfig
 
     names = SCENARIOS if args.scenario == "all" else (args.scenario,)
+    if args.shards > 1:
+        import distributed  # noqa: F401  (it sets its loggers up on import)
+
+        # Dask's scheduler and nannies log every step at INFO: only their warnings here
+        logging.getLogger("distributed").setLevel(max(logging.WARNING, logging.root.level))
     results = []
     for name in names:
         try:
@@ -102,6 +131,9 @@ def _fleet(args: argparse.Namespace) -> int:
                 return_window=args.return_window,
                 rollover_lifetime=args.rollover_lifetime,
                 revoke_fraction=args.revoke_fraction,
+                shards=args.shards,
+                workers=args.workers,
+                cluster=args.cluster,
             )
         except ValueError as exc:
             raise CliError(str(exc)) from None

@@ -21,6 +21,7 @@ refused here. A real C12.22 header (called AP title + invocation id + ...) is al
 
 from __future__ import annotations
 
+import functools
 import hmac
 import threading
 
@@ -37,7 +38,15 @@ _TAG_MASK = (1 << (8 * TAG_LEN)) - 1
 # big-endian integer), so that the 32-bit words never carry.
 _CTR_MASK = _MASK128 ^ (0x80 << 24) ^ (0x80 << 8)
 
-__all__ = ["MIN_CLEARTEXT", "TAG_LEN", "EaxAuthError", "EaxPrime", "EaxPrimeError", "dbl_le"]
+__all__ = [
+    "MIN_CLEARTEXT",
+    "TAG_LEN",
+    "EaxAuthError",
+    "EaxPrime",
+    "EaxPrimeError",
+    "dbl_le",
+    "eax_prime",
+]
 
 
 class EaxPrimeError(ValueError):
@@ -156,3 +165,15 @@ class EaxPrime:
         expected = self.authenticate(cleartext, plaintext)
         if len(tag) != TAG_LEN or not hmac.compare_digest(expected, tag):
             raise EaxAuthError("EAX' tag mismatch")
+
+
+EAX_CACHE = 4096  # keys whose EaxPrime is kept (a head-end talks to many meters in turn)
+
+
+@functools.lru_cache(maxsize=EAX_CACHE)
+def eax_prime(key: bytes) -> EaxPrime:
+    """The EaxPrime of `key`, shared by the recent users of that key: building one (an AES
+    context, D and Q) costs more than protecting a short C12.22 message, and a request, its
+    response and their checks use the same key. At most EAX_CACHE keys stay expanded in memory
+    after their last use (in a process that holds them in its key rings anyway)."""
+    return EaxPrime(key)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntFlag
 
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 DAY_S = 86400
 U32_MAX = 0xFFFF_FFFF
+LP_CACHE_MAX = RETENTION_DAYS * DAY_S // 900 + 96  # a full 15-minute window and a day more
 LTIME_NEVER = 946684800.0  # 2000-01-01T00:00:00Z: C12.19 "no time" in our LTIME_DATE
 
 
@@ -132,6 +134,11 @@ class ModelTables:
         self.clock_offset = 0.0  # meter clock - true (model) time, moved by time syncs
         self.cumulative_demand_w = 0  # C12.19 CUM_DEMAND: sum of max demands at resets
         self.failed_commands = 0
+        # interval minutes -> (model revision, {interval index: C12.19 interval}): completed
+        # intervals never change while the model's revision stands, so a read builds only the
+        # ones that completed since the last (each read used to rebuild the whole window)
+        self._lp_cache: dict[int, tuple[int, dict[int, Interval]]] = {}
+        self._lp_last: dict[int, tuple[tuple[int, int, int, float], LoadProfile]] = {}
 
     def model_time(self, now: float) -> float:
         return self.time.model(now)
@@ -185,15 +192,45 @@ class ModelTables:
     ) -> LoadProfile:
         """The complete intervals in model time [start, end) kept at `model_now`, as a
         C12.19 load profile whose end time is `end` (the newest interval ends there)."""
+        model = self.model
+        compute: Callable[[int], ModelInterval]
         if interval_minutes == INTERVAL_S // 60:
-            ivs = self.model.load_profile(start, end, model_now)
+            compute = model.interval
         elif interval_minutes == BLOCK_S // 60:
-            ivs = self.model.load_profile_30min(start, end, model_now)
+            compute = model.interval_30min
         else:
             raise ValueError(f"no {interval_minutes}-minute load profile")
         step = interval_minutes * 60
-        newest_end = ivs[-1].end if ivs else math.floor(min(end, model_now) / step) * step
-        return LoadProfile(interval_minutes, newest_end, tuple(lp_interval(iv) for iv in ivs))
+        window = model.window(start, end, model_now, step)
+        revision = model.revision
+        if window:
+            newest_end = float((window[-1] + 1) * step)
+        else:
+            newest_end = math.floor(min(end, model_now) / step) * step
+        key = (revision, window.start, window.stop, newest_end)
+        last = self._lp_last.get(interval_minutes)
+        if last is not None and last[0] == key:  # a read of the header, then of the slice
+            return last[1]
+        cached = self._lp_cache.get(interval_minutes)
+        cache = cached[1] if cached is not None and cached[0] == revision else {}
+        if len(cache) > LP_CACHE_MAX:
+            cache = {}
+        ivs = []
+        for k in window:
+            iv = cache.get(k)
+            if iv is None:
+                iv = cache[k] = lp_interval(compute(k))
+            ivs.append(iv)
+        for k in [k for k in cache if k < window.start]:  # out of the window for good
+            del cache[k]
+        if model.revision == revision:
+            self._lp_cache[interval_minutes] = (revision, cache)
+        else:  # computing settled a load-limit trip: keep nothing that might predate it
+            self._lp_cache.pop(interval_minutes, None)
+        profile = LoadProfile(interval_minutes, newest_end, tuple(ivs))
+        if model.revision == revision:
+            self._lp_last[interval_minutes] = (key, profile)
+        return profile
 
     def switch_connected(self, now: float) -> bool:
         return self.model.switch.relay_closed(self.model_time(now))

@@ -105,6 +105,23 @@ class FleetConfig:
     # and how many may wait (its socket buffer); see sim/capacity.py.
     keyserver_service_s: float | None = None
     keyserver_queue: int = 2000
+    # How often the head-end looks for new commands and meters in its repository (each look
+    # is a query; a scenario whose registry does not change looks rarely).
+    command_poll_s: float = 1.0
+    meter_refresh_s: float = 60.0
+    # This fleet is shard `shard` of `shards` (sim/shard.py): it holds the meters of the cells
+    # c with c % shards == shard, and its own key server with 1/shards of the capacity.
+    shard: int = 0
+    shards: int = 1
+
+    def members(self) -> list[int]:
+        """The (fleet-wide) indices of this shard's meters; meter i is in cell i % cells."""
+        return [i for i in range(self.meters) if (i % self.cells) % self.shards == self.shard]
+
+    @property
+    def shard_seed(self) -> int:
+        """The seed of this shard's shared parts (key server, head-end, cells, power-on)."""
+        return self.seed + 7_777_777 * self.shard
 
 
 class _Cell:
@@ -215,6 +232,7 @@ class Fleet:
     keyserver: KeyServer
     keyserver_queue: ServiceQueue | None
     start: float
+    ids: list[int]  # each meter's fleet-wide index (its id, address and seeds come from it)
     granted_at: dict[int, list[float]] = field(default_factory=dict)  # meter -> grant times
     join: dict[str, Any] = field(default_factory=dict)  # the cells' figures while joining
 
@@ -244,14 +262,16 @@ def _new_pac(
 
 
 def build_keyserver(config: FleetConfig, registry: PurposeRegistry, start: float) -> KeyServer:
-    """The real key server engine over an in-memory store with every meter enrolled."""
-    kek = FileKek(random.Random(config.seed * 17).randbytes(32), seeded_random(config.seed * 19))
+    """The real key server engine over an in-memory store with every meter (of the shard)
+    enrolled."""
+    seed = config.shard_seed
+    kek = FileKek(random.Random(seed * 17).randbytes(32), seeded_random(seed * 19))
     store = CredentialStore(":memory:", kek)
-    for i in range(config.meters):
+    for i in config.members():
         store.enroll(meter_id(i), meter_psk(config.seed, i), start)
     return KeyServer(
         store,
-        rng=seeded_random(config.seed * 23),
+        rng=seeded_random(seed * 23),
         session_lifetime=config.key_lifetime,
         registry=registry,
         overlap=config.key_overlap,
@@ -267,25 +287,28 @@ def build_fleet(config: FleetConfig, repo: SqliteRepository | None = None) -> Fl
     window = join_window_s(config)
     power_on = start - window - JOIN_SETTLE
     clock = VirtualClock(power_on)
-    net = CellNetwork(clock, config.cell, config.cells, config.seed)
+    net = CellNetwork(clock, config.cell, config.cells, config.shard_seed)
     if repo is None:
         repo = SqliteRepository(config.data_dir if config.data_dir else Path(":memory:"))
     registry = PurposeRegistry()
     keyserver = build_keyserver(config, registry, start)
     queue = None
     ks_engine: Engine = keyserver
-    if config.keyserver_service_s is not None:
+    if config.keyserver_service_s is not None:  # a shard has 1/shards of the capacity
         ks_engine = queue = ServiceQueue(
-            keyserver, config.keyserver_service_s, config.keyserver_queue
+            keyserver,
+            config.keyserver_service_s * config.shards,
+            max(1, config.keyserver_queue // config.shards),
         )
     net.add(KEYSERVER_ADDR, ks_engine, None)
-    rng = random.Random(config.seed)
+    rng = random.Random(config.shard_seed)
+    ids = config.members()
     nodes: list[MeterNode] = []
     addrs: list[Addr] = []
     access: list[MeterAccess] = []
     mcfg = MeterConfig(install_time=start - 40 * DAY_S, outage_rate_per_year=0.0)
     push = replace(config.push, enabled=config.mode == Mode.PUSHED)
-    for i in range(config.meters):
+    for i in ids:
         mid = meter_id(i)
         title = ApTitle((0, 1000 + i), relative=True)
         addr: Addr = (f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", 1153)
@@ -307,20 +330,27 @@ def build_fleet(config: FleetConfig, repo: SqliteRepository | None = None) -> Fl
         node.start(start)
         nodes.append(node)
         addrs.append(addr)
-    by_id = {meter_id(i): addrs[i] for i in range(config.meters)}
+    by_id = {meter_id(i): addr for i, addr in zip(ids, addrs, strict=True)}
     keys = HeadendKeys(repository_resolver(repo.meter_by_ap_title), keyserver)
     collector = replace(config.collector, mode=config.mode, retention_days=config.retention_days)
     headend = HeadEnd(
-        HeadEndConfig(HEADEND_TITLE, collector),
+        HeadEndConfig(
+            HEADEND_TITLE,
+            collector,
+            command_poll_s=config.command_poll_s,
+            meter_refresh_s=config.meter_refresh_s,
+        ),
         repo,
         keys,
-        seeded_random(config.seed),
+        seeded_random(config.shard_seed),
         start,
         addr_of=lambda m: by_id.get(m.meter_id),
     )
     net.add(HEADEND_ADDR, headend, None)
-    fleet = Fleet(config, clock, net, headend, repo, nodes, addrs, access, keyserver, queue, start)
-    index = {fleet.pana_addr(i): i for i in range(config.meters)}
+    fleet = Fleet(
+        config, clock, net, headend, repo, nodes, addrs, access, keyserver, queue, start, ids
+    )
+    index = {fleet.pana_addr(i): i for i in range(len(ids))}
 
     def on_event(addr: Addr, event: object, now: float) -> None:
         # The meter composition: a key generation installed by network access reaches the
@@ -333,8 +363,8 @@ def build_fleet(config: FleetConfig, repo: SqliteRepository | None = None) -> Fl
 
     net.on_event.append(on_event)
     for i, node in enumerate(nodes):
-        net.add(addrs[i], node, i % config.cells)
-        net.add(fleet.pana_addr(i), access[i], i % config.cells)
+        net.add(addrs[i], node, ids[i] % config.cells)
+        net.add(fleet.pana_addr(i), access[i], ids[i] % config.cells)
         at = power_on + window * rng.random()
         clock.call_at(at, functools.partial(start_access, fleet, i))
     if config.rotate_at is not None:

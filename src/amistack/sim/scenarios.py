@@ -32,6 +32,7 @@ import functools
 import random
 import resource
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -74,7 +75,12 @@ class ScenarioConfig:
     return_window: float = 60.0  # `blackout`: power returns within this many seconds
     rollover_lifetime: float = 7200.0  # `rollover`: the session (key) lifetime
     revoke_fraction: float = 0.01  # `revocation`
-    sample_s: float = 60.0
+    sample_s: float = 300.0  # each sample counts every meter: a day has 288
+    shards: int = 1  # `day` only: independent shards by cell (sim/shard.py)
+    # Where the shards run (they change no simulated figure): a Dask scheduler's address, or
+    # a LocalCluster of `workers` processes.
+    cluster: str | None = None
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
@@ -83,11 +89,19 @@ class ScenarioConfig:
             raise ValueError("need 1 <= cells <= meters")
         if self.days <= 0 or self.keyserver_auth_rate <= 0 or self.cell_rate_pps <= 0:
             raise ValueError("days, keyserver_auth_rate and cell_rate_pps must be > 0")
+        if not 1 <= self.shards <= self.cells:
+            raise ValueError("need 1 <= shards <= cells")
+        if self.workers < 1:
+            raise ValueError("workers must be >= 1")
+        if self.shards > 1 and self.scenario != "day":
+            raise ValueError("only the day scenario runs in shards")
         if not 0 < self.revoke_fraction <= 1:
             raise ValueError("revoke_fraction must be in (0, 1]")
 
 
-def fleet_config(sc: ScenarioConfig, *, backoff: bool = True, slots: int = 1) -> FleetConfig:
+def fleet_config(
+    sc: ScenarioConfig, *, backoff: bool = True, slots: int = 1, shard: int = 0
+) -> FleetConfig:
     access = AccessConfig() if backoff else AccessConfig(retry_backoff=(1.0, 1.0), jitter=0.0)
     pac = PacConfig() if backoff else PacConfig(pci_retransmit=NO_BACKOFF_PCI)
     lifetime = sc.rollover_lifetime if sc.scenario == "rollover" else 24 * 3600.0
@@ -111,6 +125,10 @@ def fleet_config(sc: ScenarioConfig, *, backoff: bool = True, slots: int = 1) ->
         pac=pac,
         keyserver_service_s=1.0 / (sc.keyserver_auth_rate * DATAGRAMS_PER_AUTH),
         keyserver_queue=sc.keyserver_queue,
+        command_poll_s=60.0,  # nothing changes the registry or queues commands in a scenario
+        meter_refresh_s=3600.0,
+        shard=shard,
+        shards=sc.shards,
     )
 
 
@@ -151,37 +169,120 @@ def run_for(
             progress(clock.now - begin, until - begin, clock.callbacks_run)
 
 
-def _quantile(values: list[float], q: float) -> float | None:
-    if not values:
+LATENESS_BIN_S = 0.1  # lateness is counted in bins of this width (bounded memory, mergeable)
+KEEP_SLOTS = 8  # slots the collector keeps; each is digested into counts 6 slots after it
+
+
+def _quantile(hist: Counter[int], q: float) -> float | None:
+    """The q-quantile (seconds) of a histogram of LATENESS_BIN_S bins."""
+    n = sum(hist.values())
+    if not n:
         return None
-    values = sorted(values)
-    return round(values[min(len(values) - 1, int(q * len(values)))], 3)
+    rank = min(n - 1, int(q * n))
+    for b in sorted(hist):
+        rank -= hist[b]
+        if rank < 0:
+            return round(b * LATENESS_BIN_S, 3)
+    raise AssertionError("unreachable")
+
+
+class SlotDigest:
+    """Each slot's expected and delivered readings and their lateness, counted as the slot
+    ages (the collector then forgets it: memory stays bounded by KEEP_SLOTS, not the run).
+    The counts of several shards add up (`merge_slot_counts`)."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        self.end = 0.0
+        self.counts: dict[int, tuple[int, int, int, Counter[int]]] = {}
+
+    def follow(self, end: float) -> None:
+        """Count slots as they age until `end`; the collector keeps only KEEP_SLOTS."""
+        self.end = end
+        self.fleet.headend.collector.keep_slots = KEEP_SLOTS
+        self.fleet.clock.call_at(self.fleet.clock.now + SLOT_S, self._tick)
+
+    def _tick(self) -> None:
+        self.take(self.fleet.clock.now - (KEEP_SLOTS - 2) * SLOT_S)
+        if self.fleet.clock.now + SLOT_S < self.end:
+            self.fleet.clock.call_at(self.fleet.clock.now + SLOT_S, self._tick)
+
+    def take(self, before: float) -> None:
+        """Count the slots whose boundary is at or before `before`."""
+        slots = self.fleet.headend.collector.slots
+        for b in sorted(b for b in slots if b <= before and b not in self.counts):
+            s = slots[b]
+            got = [d for mid, d in s.delivered.items() if mid in s.expected]
+            late = Counter(int((d.at - b) / LATENESS_BIN_S) for d in got)
+            backfilled = sum(1 for d in got if d.via == "backfill")
+            self.counts[b] = (len(s.expected), len(got), backfilled, late)
+
+    def part(self, boundaries: list[int]) -> list[tuple[int, int, int, Counter[int]]]:
+        self.take(self.fleet.clock.now)
+        return [self.counts.get(b, (0, 0, 0, Counter())) for b in boundaries]
+
+
+SlotCounts = list[tuple[int, int, int, Counter[int]]]
+
+
+def merge_slot_counts(parts: list[SlotCounts]) -> SlotCounts:
+    out: SlotCounts = []
+    for per_slot in zip(*parts, strict=True):
+        late: Counter[int] = Counter()
+        for _, _, _, c in per_slot:
+            late.update(c)
+        out.append(
+            (
+                sum(p[0] for p in per_slot),
+                sum(p[1] for p in per_slot),
+                sum(p[2] for p in per_slot),
+                late,
+            )
+        )
+    return out
+
+
+def slot_summary(counts: SlotCounts) -> dict[str, Any]:
+    """Completeness and lateness of slots from their counts."""
+    complete = [round(got / max(expected, 1), 6) for expected, got, _, _ in counts]
+    lateness: Counter[int] = Counter()
+    for _, _, _, c in counts:
+        lateness.update(c)
+    return {
+        "slots": len(counts),
+        "slots_complete": sum(1 for c in complete if c >= 1.0),
+        "completeness": complete,
+        "lateness_p99_s_by_slot": [_quantile(c, 0.99) or 0.0 for _, _, _, c in counts],
+        "lateness_p50_s": _quantile(lateness, 0.5),
+        "lateness_p99_s": _quantile(lateness, 0.99),
+        "readings_backfilled": sum(b for _, _, b, _ in counts),
+    }
 
 
 def slot_figures(fleet: Fleet, boundaries: list[int]) -> dict[str, Any]:
-    """Completeness and lateness of the slots whose interval ends at `boundaries`."""
-    collector = fleet.headend.collector
-    complete, late_p99, backfilled = [], [], 0
-    lateness: list[float] = []
-    for b in boundaries:
-        s = collector.slots.get(b)
-        if s is None:
-            complete.append(0.0)
-            continue
-        got = [d for mid, d in s.delivered.items() if mid in s.expected]
-        complete.append(round(len(got) / max(len(s.expected), 1), 6))
-        backfilled += sum(1 for d in got if d.via == "backfill")
-        times = [d.at - b for d in got]
-        lateness.extend(times)
-        late_p99.append(_quantile(times, 0.99) or 0.0)
+    """Completeness and lateness of the slots whose interval ends at `boundaries` (the
+    collector's slots as they stand)."""
+    return slot_summary(SlotDigest(fleet).part(boundaries))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set (Linux reports KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def fleet_wall(fleet: Fleet) -> dict[str, Any]:
+    """What this machine spent on a fleet: events run, the key server engine's CPU."""
+    q = fleet.keyserver_queue
     return {
-        "slots": len(boundaries),
-        "slots_complete": sum(1 for c in complete if c >= 1.0),
-        "completeness": complete,
-        "lateness_p99_s_by_slot": late_p99,
-        "lateness_p50_s": _quantile(lateness, 0.5),
-        "lateness_p99_s": _quantile(lateness, 0.99),
-        "readings_backfilled": backfilled,
+        "events": fleet.clock.callbacks_run,
+        "keyserver_cpu_s": q.engine_cpu_s if q is not None else 0.0,
+        "keyserver_datagrams": q.counters["served"] if q is not None else 0,
+    }
+
+
+def sum_walls(walls: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        k: sum(w[k] for w in walls) for k in ("events", "keyserver_cpu_s", "keyserver_datagrams")
     }
 
 
@@ -226,23 +327,64 @@ def _shares(times: list[float], total: int) -> dict[str, float | None]:
 # -- the scenarios -------------------------------------------------------------------------------
 
 
-def _day(sc: ScenarioConfig, progress: ProgressHook | None) -> tuple[Fleet, dict[str, Any]]:
-    fleet = build_fleet(fleet_config(sc))
+def day_part(
+    sc: ScenarioConfig, shard: int = 0, progress: ProgressHook | None = None
+) -> tuple[Fleet, dict[str, Any]]:
+    """Shard `shard` of a `day` (all of it when sc.shards is 1): its counts, which add up."""
+    cpu0 = time.process_time()
+    fleet = build_fleet(fleet_config(sc, shard=shard))
     sampler = Sampler(fleet, sc.sample_s)
     sent0 = fleet.net.counters["sent"]
     end = fleet.start + sc.days * 86400 + 2 * SLOT_S  # two more slots: backfill, acks
+    digest = SlotDigest(fleet)
+    digest.follow(end)
     run_for(fleet, end, progress)
     boundaries = _slot_boundaries(fleet, fleet.start, end)[: round(sc.days * 86400 / SLOT_S)]
-    slots = slot_figures(fleet, boundaries)
-    stored = fleet.repo.count_readings()
-    out = {
-        "slots": slots,
-        "packets_per_reading": round((fleet.net.counters["sent"] - sent0) / max(stored, 1), 3),
+    return fleet, {
+        "wall": {
+            **fleet_wall(fleet),
+            "cpu_s": round(time.process_time() - cpu0, 3),
+            "peak_rss_mb": peak_rss_mb(),
+        },
+        "slot_counts": digest.part(boundaries),
+        "packets": fleet.net.counters["sent"] - sent0,
         "headend": _headend_figures(fleet),
         "keyserver": _keyserver_figures(fleet),
         "series": sampler.rows,
     }
-    return fleet, out
+
+
+def merge_day(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The `day` figures of the whole fleet from its shards' parts."""
+    stored = sum(p["headend"]["readings_stored"] for p in parts)
+    keyservers = [p["keyserver"] for p in parts]
+    return {
+        "slots": slot_summary(merge_slot_counts([p["slot_counts"] for p in parts])),
+        "packets_per_reading": round(sum(p["packets"] for p in parts) / max(stored, 1), 3),
+        "headend": {k: sum(p["headend"][k] for p in parts) for k in parts[0]["headend"]},
+        "keyserver": {
+            **{k: sum(ks[k] for ks in keyservers) for k in keyservers[0]},
+            "queue_max": max(ks["queue_max"] for ks in keyservers),  # the busiest shard's
+        },
+        "series": [
+            {k: (rows[0][k] if k == "t" else sum(r[k] for r in rows)) for k in rows[0]}
+            for rows in zip(*(p["series"] for p in parts), strict=True)
+        ],
+    }
+
+
+def _day(sc: ScenarioConfig, progress: ProgressHook | None) -> tuple[None, dict[str, Any]]:
+    if sc.shards == 1:
+        parts = [day_part(sc, 0, progress)[1]]
+    else:
+        from amistack.sim.shard import run_shards
+
+        parts = run_shards(sc, progress)
+    out = merge_day(parts)
+    out["_wall"] = sum_walls([p["wall"] for p in parts])
+    if sc.shards > 1:  # each shard's own figures, measured in its worker process
+        out["_wall"]["shards"] = [p["wall"] for p in parts]
+    return None, out
 
 
 def _blackout_run(
@@ -276,6 +418,7 @@ def _blackout_run(
         None,
     )
     return {
+        "_wall": fleet_wall(fleet),
         "backoff": backoff,
         "reauthenticated": len(again),
         **_shares(again, sc.meters),
@@ -299,11 +442,18 @@ def _power_returns(fleet: Fleet, i: int) -> None:
 def _blackout(sc: ScenarioConfig, progress: ProgressHook | None) -> tuple[None, dict[str, Any]]:
     with_backoff = _blackout_run(sc, True, progress)
     without = _blackout_run(sc, False, progress)
-    return None, {"with_backoff": with_backoff, "without_backoff": without}
+    walls = [with_backoff.pop("_wall"), without.pop("_wall")]
+    return None, {
+        "with_backoff": with_backoff,
+        "without_backoff": without,
+        "_wall": sum_walls(walls),
+    }
 
 
 def _rollover(sc: ScenarioConfig, progress: ProgressHook | None) -> tuple[Fleet, dict[str, Any]]:
-    fleet, out = _day(dataclasses.replace(sc, scenario="rollover"), progress)
+    fleet, part = day_part(sc, 0, progress)
+    out = merge_day([part])
+    out["_wall"] = sum_walls([part["wall"]])
     per_meter = [len(fleet.granted_at.get(i, [])) for i in range(sc.meters)]
     out["rotations_per_meter_min"] = min(per_meter)
     out["rotations_per_meter_max"] = max(per_meter)
@@ -347,6 +497,7 @@ def _revocation(sc: ScenarioConfig, progress: ProgressHook | None) -> tuple[Flee
     )
     boundaries = _slot_boundaries(fleet, fleet.start, end)
     return fleet, {
+        "_wall": fleet_wall(fleet),
         "revoked": len(revoked),
         "shut_out": len(shut),
         "shut_out_max_s": round(max(shut), 3) if shut else None,
@@ -372,6 +523,9 @@ def run_scenario(sc: ScenarioConfig, progress: ProgressHook | None = None) -> di
     wall0, cpu0 = time.perf_counter(), time.process_time()
     _, simulated = _RUNNERS[sc.scenario](sc, progress)
     wall = time.perf_counter() - wall0
+    extra = simulated.pop("_wall")
+    events = extra.pop("events")
+    ks_cpu, ks_datagrams = extra.pop("keyserver_cpu_s"), extra.pop("keyserver_datagrams")
     return {
         "scenario": sc.scenario,
         "parameters": {
@@ -386,7 +540,13 @@ def run_scenario(sc: ScenarioConfig, progress: ProgressHook | None = None) -> di
         "wall": {
             "wall_s": round(wall, 3),
             "cpu_s": round(time.process_time() - cpu0, 3),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_rss_mb": peak_rss_mb(),
+            "events": events,
+            "events_per_s": round(events / max(wall, 1e-9)),
+            # the real key server engine's CPU per datagram on this machine, beside the
+            # modelled service time (model.keyserver_service_s_per_datagram)
+            "keyserver_cpu_us_per_datagram": round(1e6 * ks_cpu / max(ks_datagrams, 1), 1),
+            **extra,
         },
     }
 

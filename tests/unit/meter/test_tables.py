@@ -91,6 +91,25 @@ def test_load_profile_15_and_30_minutes_equal_the_model() -> None:
     assert lp30.end_time == end30 and len(lp30.intervals) == len(want30) >= RETENTION_DAYS * 48 - 1
 
 
+def test_cached_profile_equals_a_fresh_one_as_time_passes_and_after_commands() -> None:
+    # a read builds only the intervals completed since the last; a command (which may change
+    # what the model computes from its time on) starts the cache afresh
+    def commands(tab: ModelTables) -> None:
+        tab.set_switch(False, T + 4800)
+        tab.set_load_limit(500, T + 5100)
+
+    tab = _tables(MeterModel(9, OUTAGES), retention_days=2)
+    for k, t in enumerate(T + 1800.0 * j for j in range(6)):
+        if k == 3:
+            commands(tab)
+        for minutes in (15, 30):
+            fresh = _tables(MeterModel(9, OUTAGES), retention_days=2)
+            if k >= 3:
+                commands(fresh)
+            assert tab.load_profile(minutes, t) == fresh.load_profile(minutes, t)
+    assert max(len(c) for _, c in tab._lp_cache.values()) <= 2 * 96  # bounded by the window
+
+
 def test_outage_intervals_are_flagged_no_data() -> None:
     m = MeterModel(11, OUTAGES)
     tab = _tables(m)
