@@ -74,6 +74,10 @@ LABEL_TLS12 = b"client EAP encryption"  # RFC 5216 §2.3
 LABEL_KEY_MATERIAL = b"EXPORTER_EAP_TLS_Key_Material"  # RFC 9190 §2.3
 LABEL_METHOD_ID = b"EXPORTER_EAP_TLS_Method-Id"  # RFC 9190 §2.3
 COMMITMENT_MESSAGE = b"\x00"  # RFC 9190 §2.5: protected success indication
+TLS13_CONTEXT_RFC9190 = b""  # RFC 9190 §2.3: the exporters' context is empty
+# The drafts before RFC 9190 (and hostapd / wpa_supplicant up to 2.10, Debian's today) give the
+# exporters the Type-Code as context: a TLS 1.3 run with them needs this on our side.
+TLS13_CONTEXT_DRAFT = bytes([EapType.TLS])
 _SESSION_ID_TYPE = bytes([EapType.TLS])  # RFC 5216 §2.3, RFC 9190 §2.3: 0x0D || ...
 
 # OpenSSL verify errors that mean "invalid at the host's clock": judged again at `now`.
@@ -292,6 +296,7 @@ class TlsServerConfig:
     is_revoked: Callable[[x509.Certificate], bool]  # on the CRL (fails closed: True)
     fragment_size: int = DEFAULT_FRAGMENT_SIZE
     max_message: int = MAX_TLS_MESSAGE
+    tls13_context: bytes = TLS13_CONTEXT_RFC9190
 
     @classmethod
     def build(
@@ -304,9 +309,18 @@ class TlsServerConfig:
         *,
         max_version: str = "1.3",
         fragment_size: int = DEFAULT_FRAGMENT_SIZE,
+        tls13_context: bytes = TLS13_CONTEXT_RFC9190,
     ) -> TlsServerConfig:
         ctx = _context(SSL.TLS_SERVER_METHOD, certificate, private_key, trusted, max_version)
-        return cls(ctx, tuple(trusted), is_enrolled, is_revoked, fragment_size)
+        return cls(
+            ctx,
+            tuple(trusted),
+            is_enrolled,
+            is_revoked,
+            fragment_size,
+            MAX_TLS_MESSAGE,
+            tls13_context,
+        )
 
 
 @dataclass(frozen=True)
@@ -319,6 +333,7 @@ class TlsPeerConfig:
     server_name: str | None = None
     fragment_size: int = DEFAULT_FRAGMENT_SIZE
     max_message: int = MAX_TLS_MESSAGE
+    tls13_context: bytes = TLS13_CONTEXT_RFC9190
 
     @classmethod
     def build(
@@ -330,9 +345,10 @@ class TlsPeerConfig:
         server_name: str | None = None,
         max_version: str = "1.3",
         fragment_size: int = DEFAULT_FRAGMENT_SIZE,
+        tls13_context: bytes = TLS13_CONTEXT_RFC9190,
     ) -> TlsPeerConfig:
         ctx = _context(SSL.TLS_CLIENT_METHOD, certificate, private_key, trusted, max_version)
-        return cls(ctx, tuple(trusted), server_name, fragment_size)
+        return cls(ctx, tuple(trusted), server_name, fragment_size, MAX_TLS_MESSAGE, tls13_context)
 
 
 # -- the handshake over memory BIOs --------------------------------------------------------------
@@ -346,12 +362,12 @@ class TlsKeys:
     version: str
 
 
-def derive_keys(conn: SSL.Connection) -> TlsKeys:
+def derive_keys(conn: SSL.Connection, tls13_context: bytes = TLS13_CONTEXT_RFC9190) -> TlsKeys:
     """MSK, EMSK and Session-Id of a finished handshake (RFC 5216 §2.3, RFC 9190 §2.3)."""
     version = conn.get_protocol_version_name()
     if version == "TLSv1.3":
-        km = conn.export_keying_material(LABEL_KEY_MATERIAL, KEY_MATERIAL_LEN, b"")
-        method_id = conn.export_keying_material(LABEL_METHOD_ID, METHOD_ID_LEN, b"")
+        km = conn.export_keying_material(LABEL_KEY_MATERIAL, KEY_MATERIAL_LEN, tls13_context)
+        method_id = conn.export_keying_material(LABEL_METHOD_ID, METHOD_ID_LEN, tls13_context)
         sid = _SESSION_ID_TYPE + method_id
     else:
         km = conn.export_keying_material(LABEL_TLS12, KEY_MATERIAL_LEN)
@@ -570,7 +586,7 @@ class EapTlsPeer(_TlsRun, PeerMethod):
 
     def _succeed(self, out: bytes) -> bytes:
         assert self.conn is not None
-        self.keys = derive_keys(self.conn)
+        self.keys = derive_keys(self.conn, self.config.tls13_context)
         self._phase = _PeerPhase.DONE
         self.state = MethodState.DONE
         self.decision = Decision.UNCOND_SUCC
@@ -716,7 +732,7 @@ class EapTlsServer(_TlsRun, ServerMethod):
                 return self._request(out)
             if self._peer_id is None:  # cannot happen with VERIFY_FAIL_IF_NO_PEER_CERT
                 return self._failure("no device certificate")
-            self.keys = derive_keys(self.conn)
+            self.keys = derive_keys(self.conn, self.config.tls13_context)
             if self.keys.version == "TLSv1.3":
                 self.conn.send(COMMITMENT_MESSAGE)  # RFC 9190 §2.5
         except SSL.Error as exc:
