@@ -7,7 +7,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,8 +61,11 @@ class HostapdRadius:
     log: Path
 
 
-def _start_hostapd(hostapd: str, tmp_path: Path, port: int) -> subprocess.Popen[bytes] | None:
-    """hostapd listening on `port`, or None when it could not bind (the port was taken)."""
+def _start_hostapd(
+    hostapd: str, tmp_path: Path, port: int, extra: Sequence[str] = ()
+) -> subprocess.Popen[bytes] | None:
+    """hostapd listening on `port`, or None when it could not bind (the port was taken).
+    `extra`: more hostapd.conf lines (the EAP-TLS server's certificates)."""
     conf = tmp_path / f"hostapd-{port}.conf"
     conf.write_text(
         "\n".join(
@@ -76,6 +79,7 @@ def _start_hostapd(hostapd: str, tmp_path: Path, port: int) -> subprocess.Popen[
                 f"radius_server_clients={tmp_path / 'radius_clients'}",
                 f"radius_server_auth_port={port}",
                 "server_id=hostapd",
+                *extra,
                 "",
             ]
         )

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable, Mapping
 
 import pytest
 from tests.interop.conftest import HostapdRadius
 
 from amistack.crypto.rand import system_random
+from amistack.eap.method import PeerMethod
 from amistack.eap.packet import EapType
 from amistack.eap.peer import EapPeer
 from amistack.eap.psk import EapPskPeer
@@ -29,7 +31,12 @@ PAC = ("127.0.0.1", 40001)
 PAA = ("127.0.0.1", 716)
 
 
-def run_pana(hostapd: HostapdRadius, psk: bytes) -> tuple[list[object], list[object], EapPeer]:
+def run_pana(
+    hostapd: HostapdRadius,
+    psk: bytes,
+    methods: Mapping[int, Callable[[], PeerMethod]] | None = None,
+) -> tuple[list[object], list[object], EapPeer]:
+    """One PANA run through the PAA to hostapd; `methods` replaces the EAP-PSK peer method."""
     backend = RadiusPassthroughBackend(
         hostapd.addr, hostapd.secret, system_random, initial_timeout=0.5
     )
@@ -38,7 +45,7 @@ def run_pana(hostapd: HostapdRadius, psk: bytes) -> tuple[list[object], list[obj
     def eap_factory() -> EapPeer:
         peer = EapPeer(
             hostapd.identity,
-            {EapType.PSK: lambda: EapPskPeer(hostapd.identity, psk, system_random)},
+            methods or {EapType.PSK: lambda: EapPskPeer(hostapd.identity, psk, system_random)},
         )
         peers.append(peer)
         return peer

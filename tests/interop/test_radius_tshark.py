@@ -8,12 +8,14 @@ EAP inside, and finds nothing malformed.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from tests.conftest import require_tool
 
 from amistack.crypto.rand import seeded_random
+from amistack.eap.method import ServerMethodFactory
 from amistack.eap.packet import EapType
 from amistack.eap.peer import EapPeer
 from amistack.eap.psk import EapPskPeer, EapPskServer
@@ -31,17 +33,24 @@ PSK = bytes(range(16))
 ID_P = b"meter-42"
 
 
-def capture_conversation(pcap: Path) -> None:
+def capture_conversation(
+    pcap: Path,
+    methods: Sequence[ServerMethodFactory] | None = None,
+    peer: EapPeer | None = None,
+    now: float = 1_700_000_000.0,
+    rounds: int = 10,
+) -> None:
+    """One EAP conversation (EAP-PSK unless `methods` and `peer` say otherwise) between our
+    pass-through backend and our RADIUS server, written to `pcap`."""
     rng = seeded_random(11)
-    server = RadiusEapServer(
-        SECRET, lambda: [lambda: EapPskServer(b"ks", {ID_P: PSK}.get, rng)], rng
-    )
+    server_methods = methods or [lambda: EapPskServer(b"ks", {ID_P: PSK}.get, rng)]
+    server = RadiusEapServer(SECRET, lambda: server_methods, rng)
     backend = RadiusPassthroughBackend(AAA, SECRET, seeded_random(12))
-    peer = EapPeer(ID_P, {EapType.PSK: lambda: EapPskPeer(ID_P, PSK, seeded_random(13))})
-    now = 1_700_000_000.0
+    if peer is None:
+        peer = EapPeer(ID_P, {EapType.PSK: lambda: EapPskPeer(ID_P, PSK, seeded_random(13))})
     with PcapWriter(pcap) as writer:
         answer = backend.begin(1, now)
-        for _ in range(10):
+        for _ in range(rounds):
             assert answer is not None
             if answer.outcome is not AaaOutcome.CONTINUE:
                 peer.receive(answer.eap or b"")  # the EAP-Success
