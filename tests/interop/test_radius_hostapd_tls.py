@@ -11,7 +11,7 @@ uses `TLS13_CONTEXT_DRAFT` against it, as a meter would against such a server.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +27,7 @@ from tests.interop.test_radius_eapol_test_tls import supplicant_tls13_context
 from tests.interop.test_radius_pana_passthrough import run_pana
 from tests.tls_pki import SERVER_NAME, LabPki
 
+from amistack.eap.method import PeerMethod
 from amistack.eap.packet import EapType
 from amistack.eap.tls import EapTlsPeer
 from amistack.keymgmt import pki
@@ -76,7 +77,9 @@ def test_our_tls_peer_through_paa_and_hostapd(
 ) -> None:
     hostapd, lab = hostapd_tls
     config = lab.peer_config(DEVICE, max_version=version, tls13_context=supplicant_tls13_context())
-    methods = {EapType.TLS: lambda: EapTlsPeer(config, time.time)}
+    methods: dict[int, Callable[[], PeerMethod]] = {
+        EapType.TLS: lambda: EapTlsPeer(config, time.time)
+    }
     pac_events, paa_events, peer = run_pana(hostapd, b"", methods)
     pac_ok = [e for e in pac_events if isinstance(e, Authenticated)]
     paa_ok = [e for e in paa_events if isinstance(e, Authenticated)]
@@ -97,7 +100,9 @@ def test_hostapd_refuses_a_certificate_of_another_ca(
     from amistack.eap.tls import TlsPeerConfig
 
     config = TlsPeerConfig.build(cert, key, [lab.ca])
-    methods = {EapType.TLS: lambda: EapTlsPeer(config, time.time)}
+    methods: dict[int, Callable[[], PeerMethod]] = {
+        EapType.TLS: lambda: EapTlsPeer(config, time.time)
+    }
     pac_events, paa_events, peer = run_pana(hostapd, b"", methods)
     assert not any(isinstance(e, Authenticated) for e in pac_events + paa_events)
     assert any(isinstance(e, AuthenticationFailed) for e in pac_events + paa_events)
