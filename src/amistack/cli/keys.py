@@ -19,6 +19,7 @@ from amistack.cli.common import (
     resolve_psk,
 )
 from amistack.keymgmt import StoreError
+from amistack.keymgmt.store import EAP_METHODS, METHOD_PSK, METHOD_TLS
 
 
 def _when(t: float | None) -> str:
@@ -38,9 +39,17 @@ def register(sub: Any) -> None:
     p = ksub.add_parser(
         "enroll",
         help="add a device and its PSK",
-        description="Enroll a device with its 16-byte EAP-PSK key.",
+        description="Enroll a device with its 16-byte EAP-PSK key, or (--method tls) for "
+        "EAP-TLS with the device certificate 'amistack pki issue-device ID' gives it; a "
+        "device enrolled for one method is refused by the other.",
     )
     p.add_argument("device_id", metavar="ID", help="the device identity (EAP-PSK ID_P)")
+    p.add_argument(
+        "--method",
+        choices=EAP_METHODS,
+        default=METHOD_PSK,
+        help="the EAP method it authenticates with (default psk)",
+    )
     add_psk_options(p, "omitted: a random PSK, printed once", env=False)
     p.add_argument(
         "--lifetime",
@@ -110,20 +119,32 @@ def register(sub: Any) -> None:
 
 def _enroll(args: argparse.Namespace) -> int:
     given = resolve_psk(args, env=False)
+    if args.method == METHOD_TLS and given is not None:
+        raise CliError("--psk goes with --method psk (an EAP-TLS device has no PSK)")
     psk = given or secrets.token_bytes(16)
     with open_store(args.data_dir, create=True, kek=args.kek) as store:
         try:
-            store.enroll(
-                args.device_id,
-                psk,
-                time.time(),
-                replace=args.replace,
-                session_lifetime=args.lifetime,
-            )
+            if args.method == METHOD_TLS:
+                store.enroll_tls(
+                    args.device_id,
+                    time.time(),
+                    replace=args.replace,
+                    session_lifetime=args.lifetime,
+                )
+            else:
+                store.enroll(
+                    args.device_id,
+                    psk,
+                    time.time(),
+                    replace=args.replace,
+                    session_lifetime=args.lifetime,
+                )
         except StoreError as exc:
             raise CliError(str(exc)) from None
-    print(f"enrolled {args.device_id} in {args.data_dir}")
-    if given is None:
+    print(f"enrolled {args.device_id} for EAP-{args.method.upper()} in {args.data_dir}")
+    if args.method == METHOD_TLS:
+        print(f"its certificate: amistack pki issue-device {args.device_id}")
+    elif given is None:
         print(f"psk {psk.hex()}  (shown once: configure it in the device now)")
     return 0
 
@@ -157,6 +178,7 @@ def _list(args: argparse.Namespace) -> int:
             "revoke_reason": d.revoke_reason,
             "psk_generation": d.psk_generation,
             "session_lifetime": d.session_lifetime,
+            "method": d.method,
         }
         for d in devices
     ]
@@ -164,10 +186,13 @@ def _list(args: argparse.Namespace) -> int:
         json.dump(rows, sys.stdout, indent=1)
         print()
         return 0
-    print(f"{'DEVICE':<24} {'ENROLLED':<21} {'PSK GEN':>7}  STATUS")
+    print(f"{'DEVICE':<24} {'ENROLLED':<21} {'METHOD':<6} {'PSK GEN':>7}  STATUS")
     for r in rows:
         status = "active" if r["revoked_at"] is None else f"revoked {r['revoked_at']}"
-        print(f"{r['device_id']:<24} {r['enrolled_at']:<21} {r['psk_generation']:>7}  {status}")
+        print(
+            f"{r['device_id']:<24} {r['enrolled_at']:<21} {r['method']:<6} "
+            f"{r['psk_generation']:>7}  {status}"
+        )
     print(f"{len(rows)} device(s) in {args.data_dir}")
     return 0
 

@@ -1,4 +1,4 @@
-"""`amistack keyserver`: the PAA + EAP-PSK server + UKMF key server over UDP."""
+"""`amistack keyserver`: the PAA + EAP-PSK (and EAP-TLS) server + UKMF key server over UDP."""
 
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ def register(sub: Any) -> None:
         "authentication it derives the session's application keys (PANA_AUTH_KEY, C12.22, "
         "link) with the unified key-management function, expires them with the session and "
         "audits every success, failure, rekey and revocation. Devices revoked with "
-        "'amistack keys revoke' lose their sessions and keys at once.",
+        "'amistack keys revoke' lose their sessions and keys at once. With --eap-tls it also "
+        "runs EAP-TLS for the devices enrolled for it, side by side with EAP-PSK.",
     )
     add_data_dir(p)
     p.add_argument(
@@ -128,6 +129,20 @@ def register(sub: Any) -> None:
         help="deliver the mesh group keys of this PAN (e.g. 0xface) with every PANA success and "
         "rotate them when a device is revoked (docs/mesh-keys.md; not with --aaa-radius)",
     )
+    p.add_argument(
+        "--eap-tls",
+        action="store_true",
+        help="also authenticate devices enrolled with 'keys enroll ID --method tls' by EAP-TLS "
+        "(RFC 5216 / RFC 9190) with their device certificates, beside EAP-PSK; needs 'amistack "
+        "pki init' and 'amistack pki issue-server keyserver' (see docs/network-access.md)",
+    )
+    p.add_argument(
+        "--eap-tls-cert",
+        default="keyserver",
+        metavar="NAME",
+        help="the server certificate EAP-TLS presents: DIR/pki/servers/NAME.crt (default "
+        "keyserver)",
+    )
     p.add_argument("--pcap", type=Path, metavar="FILE", help="write the PANA traffic to FILE")
     p.set_defaults(handler=_run)
 
@@ -179,6 +194,24 @@ def _paa_config(args: argparse.Namespace) -> PaaConfig:
     )
 
 
+def _extra_methods(args: argparse.Namespace, store: Any) -> list[Any]:
+    """EAP-TLS beside EAP-PSK with --eap-tls (the PKI's server certificate, the CRL)."""
+    if not args.eap_tls:
+        return []
+    from amistack.keymgmt.eap_tls import eap_tls_method, tls_server_config
+    from amistack.keymgmt.pki import PkiError
+
+    try:
+        config = tls_server_config(args.data_dir, store, server_cert=args.eap_tls_cert)
+    except (PkiError, ValueError) as exc:
+        store.close()
+        raise CliError(
+            f"--eap-tls: {exc} (run 'amistack pki init' and "
+            f"'amistack pki issue-server {args.eap_tls_cert} --host ...')"
+        ) from None
+    return [eap_tls_method(config, time.time)]
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.radius_listen and not args.radius_secret:
         raise CliError("--radius-listen needs --radius-secret")
@@ -208,6 +241,7 @@ def _run(args: argparse.Namespace) -> int:
         )
     paa_config = _paa_config(args)
     store = open_store(args.data_dir, create=True, kek=args.kek)
+    methods = _extra_methods(args, store)
     pcap = PcapWriter(args.pcap) if args.pcap else None
 
     def ready(rt: KeyServerRuntime) -> None:
@@ -223,6 +257,8 @@ def _run(args: argparse.Namespace) -> int:
         ):
             for host, bound in addrs:
                 print(f"key server: {what} on {host} port {bound}", flush=True)
+        kinds = "EAP-TLS and EAP-PSK" if methods else "EAP-PSK"
+        print(f"key server: methods {kinds}", flush=True)
         relays = ", ".join(args.relay) if args.relay else "none (PANA-Relay messages dropped)"
         print(f"key server: PANA relays accepted from {relays}", flush=True)
         if pcap is not None:
@@ -246,6 +282,7 @@ def _run(args: argparse.Namespace) -> int:
             ready=ready,
             keydist=keydist,
             session_lifetime=args.lifetime,
+            extra_methods=methods,
             paa_config=paa_config,
             now=time.time(),
             **({} if args.mesh_pan is None else {"mesh_pan": args.mesh_pan}),

@@ -48,8 +48,8 @@ def register(sub: Any) -> None:
         "with PANA (RFC 5191) carrying EAP-PSK (RFC 4764), derives its application keys with "
         "the unified key-management function, re-authenticates before the session lifetime "
         "ends (logging each key rotation) and starts over with back-off after a failure. "
-        "--id, a PSK (--psk-file or $AMISTACK_PSK) and --keyserver are needed for that; with "
-        "--echonet and/or --broute alone "
+        "--id, a PSK (--psk-file or $AMISTACK_PSK; or --cert/--key/--ca for EAP-TLS) and "
+        "--keyserver are needed for that; with --echonet and/or --broute alone "
         "the meter only serves its ECHONET Lite node on the home LAN and/or its B route to the "
         "HEMS (neither needs the utility's network credentials).",
         epilog="examples: amistack meter --echonet --interface eth0 ; "
@@ -59,6 +59,20 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--id", dest="device_id", help="device identity (EAP-PSK ID_P)")
     add_psk_options(p, "needed with --id", env=True)
+    tls = p.add_argument_group(
+        "EAP-TLS instead of EAP-PSK",
+        "A meter enrolled with 'keys enroll ID --method tls' authenticates with its device "
+        "certificate ('pki issue-device ID': DIR/pki/devices/ID.crt and .key) instead of a PSK "
+        "(RFC 5216 / RFC 9190); it checks the key server's certificate against --ca.",
+    )
+    tls.add_argument("--cert", type=Path, metavar="FILE", help="the device certificate (PEM)")
+    tls.add_argument("--key", type=Path, metavar="FILE", help="its private key (PEM, mode 0600)")
+    tls.add_argument("--ca", type=Path, metavar="FILE", help="the CA certificate (DIR/pki/ca.crt)")
+    tls.add_argument(
+        "--server-name",
+        metavar="NAME",
+        help="a DNS name or IP address the key server's certificate must carry",
+    )
     p.add_argument(
         "--keyserver",
         type=lambda t: parse_hostport(t, PANA_PORT),
@@ -305,7 +319,7 @@ async def _access(args: argparse.Namespace, stop: asyncio.Event, start: float) -
         try:
             return await run_meter_node(
                 args.device_id,
-                args.psk,
+                args.credential,
                 args.keyserver,
                 args.headend,
                 model_seed=_seed(args),
@@ -328,7 +342,7 @@ async def _access(args: argparse.Namespace, stop: asyncio.Event, start: float) -
                 module.close()
     return await run_meter(
         args.device_id,
-        args.psk,
+        args.credential,
         args.keyserver,
         once=args.once,
         timeout=args.timeout,
@@ -347,10 +361,34 @@ def _secure_module(args: argparse.Namespace) -> SecureModule | None:
         raise CliError(f"--module: {exc}") from None
 
 
+def _tls_credential(args: argparse.Namespace) -> Any:
+    """The EAP-TLS peer configuration from --cert/--key/--ca (one-line errors)."""
+    from amistack.eap.tls import TlsPeerConfig
+    from amistack.keymgmt import pki
+
+    if args.cert is None or args.key is None or args.ca is None:
+        raise CliError("EAP-TLS needs --cert, --key and --ca together")
+    if args.psk is not None:
+        raise CliError("give either a PSK (EAP-PSK) or --cert/--key/--ca (EAP-TLS), not both")
+    try:
+        cert, key = pki.load_certificate(args.cert), pki.load_private_key(args.key)
+        return TlsPeerConfig.build(
+            cert, key, [pki.load_certificate(args.ca)], server_name=args.server_name
+        )
+    except (pki.PkiError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    except Exception as exc:  # OpenSSL: the key does not match the certificate, ...
+        raise CliError(f"{args.cert}: cannot use it with {args.key}: {exc}") from None
+
+
 def _run(args: argparse.Namespace) -> int:
-    # $AMISTACK_PSK counts only for a meter given an identity: --echonet alone ignores it
-    args.psk = resolve_psk(args, env=args.device_id is not None)
-    access = {"--id": args.device_id, "--psk": args.psk, "--keyserver": args.keyserver}
+    tls = bool(args.cert or args.key or args.ca or args.server_name)
+    # $AMISTACK_PSK counts only for a meter given an identity and no certificate: --echonet
+    # alone, or an EAP-TLS meter, ignores it
+    args.psk = resolve_psk(args, env=args.device_id is not None and not tls)
+    args.credential = _tls_credential(args) if tls else args.psk
+    access = {"--id": args.device_id, "--psk": args.credential, "--keyserver": args.keyserver}
+    # (--psk stands for either credential in the messages below: --cert/--key/--ca replace it)
     missing = [name for name, value in access.items() if value is None]
     local = args.echonet or args.broute is not None
     if missing and (not local or len(missing) < len(access)):

@@ -1,4 +1,4 @@
-"""`amistack pki`: the lab PKI for key distribution to application servers over mutual TLS."""
+"""`amistack pki`: the lab PKI for key distribution over mutual TLS and EAP-TLS devices."""
 
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ T = TypeVar("T")
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "pki",
-        help="certificates for key distribution over mutual TLS",
+        help="certificates for key distribution over mutual TLS and for EAP-TLS meters",
         description="A small lab PKI under DIR/pki/: a CA, the key server's TLS certificate and "
         "client certificates for application servers (the head-end). A client certificate names "
-        "the key purposes its holder may fetch (SAN URIs urn:amistack:purpose:NAME). "
-        "See docs/key-distribution.md.",
+        "the key purposes its holder may fetch (SAN URIs urn:amistack:purpose:NAME); a device "
+        "certificate names the meter that authenticates with it over EAP-TLS. "
+        "See docs/key-distribution.md and docs/network-access.md.",
     )
     psub = p.add_subparsers(dest="pki_command", metavar="ACTION", required=True)
 
@@ -57,9 +58,26 @@ def register(sub: Any) -> None:
     add_data_dir(c, kek=False)
     c.set_defaults(handler=_client)
 
+    c = psub.add_parser(
+        "issue-device",
+        help="an EAP-TLS device certificate for a meter",
+        description="An ECDSA P-256 certificate for the meter ID (CN and subjectAltName URI "
+        "urn:amistack:device:ID, extendedKeyUsage clientAuth) under DIR/pki/devices/. The key "
+        "server takes the authenticated device id from it. Enroll the device with 'amistack "
+        "keys enroll ID --method tls' and run it with 'amistack meter --id ID --cert ... --key "
+        "... --ca DIR/pki/ca.crt'. See docs/network-access.md.",
+    )
+    c.add_argument("device_id", metavar="ID", help="the device id, e.g. meter-0001")
+    c.add_argument("--days", type=int, default=pki.DEFAULT_DEVICE_DAYS, help="validity in days")
+    c.add_argument("--force", action="store_true", help="replace (the old one is revoked)")
+    add_data_dir(c, kek=False)
+    c.set_defaults(handler=_device)
+
     c = psub.add_parser("revoke", help="put a certificate on the CRL")
     c.add_argument("name")
-    c.add_argument("--server", action="store_true", help="a server certificate (default client)")
+    kind = c.add_mutually_exclusive_group()
+    kind.add_argument("--server", action="store_true", help="a server certificate (default client)")
+    kind.add_argument("--device", action="store_true", help="a device (EAP-TLS) certificate")
     add_data_dir(c, kek=False)
     c.set_defaults(handler=_revoke)
 
@@ -105,8 +123,18 @@ def _client(args: argparse.Namespace) -> int:
     )
 
 
+def _device(args: argparse.Namespace) -> int:
+    return _show(
+        _pki(
+            lambda: pki.issue_device(
+                args.data_dir, args.device_id, valid_days=args.days, force=args.force
+            )
+        )
+    )
+
+
 def _revoke(args: argparse.Namespace) -> int:
-    kind = "server" if args.server else "client"
+    kind = "server" if args.server else "device" if args.device else "client"
     serial = _pki(lambda: pki.revoke(args.data_dir, args.name, kind=kind))
     print(f"revoked serial {serial:x}; the CRL in {args.data_dir}/pki is updated")
     return 0

@@ -78,7 +78,10 @@ def build_pac(
 
     `psk`: the 16-byte PSK or `eap.psk.PskKeys` derived from it; either way AK and KDK are
     derived once per client (not per authentication), and a caller building many clients for
-    one device may pass the same `PskKeys` to all of them."""
+    one device may pass the same `PskKeys` to all of them. An `eap.tls.TlsPeerConfig` (the
+    device certificate) instead makes it EAP-TLS, with certificate validity at wall-clock time.
+    """
+    from amistack.eap.method import PeerMethod
     from amistack.eap.packet import EapType
     from amistack.eap.peer import EapPeer
     from amistack.eap.psk import PSK_LEN, EapPskPeer, PskKeys
@@ -87,16 +90,25 @@ def build_pac(
     ident = device_id.encode()
     if isinstance(psk, bytes | bytearray) and len(psk) == PSK_LEN:
         psk = PskKeys(bytes(psk))  # (a bad PSK still fails in EapPskPeer, as before)
+    methods: dict[int, Callable[[], PeerMethod]] = {
+        EapType.PSK: lambda: EapPskPeer(ident, psk, rng)
+    }
+    if not isinstance(psk, bytes | bytearray | PskKeys):
+        from amistack.eap.tls import EapTlsPeer, TlsPeerConfig
+
+        if isinstance(psk, TlsPeerConfig):
+            tls: TlsPeerConfig = psk
+            methods = {EapType.TLS: lambda: EapTlsPeer(tls, time.time)}
 
     def eap_factory() -> EapPeer:
-        return EapPeer(ident, {EapType.PSK: lambda: EapPskPeer(ident, psk, rng)})
+        return EapPeer(ident, methods)
 
     return PanaClient(config or PacConfig(), eap_factory, rng, paa)
 
 
 async def run_meter(
     device_id: str,
-    psk: bytes,
+    psk: Any,
     paa: Addr,
     *,
     once: bool = False,
@@ -111,7 +123,7 @@ async def run_meter(
     keyring: Any | None = None,
 ) -> MeterResult:
     """Run the meter's network access (`meter.access.MeterAccess`) against the key server at
-    `paa` over UDP (IPv4 or IPv6).
+    `paa` over UDP (IPv4 or IPv6). `psk`: the device's PSK, or its `eap.tls.TlsPeerConfig`.
 
     once=True: the result of the first authentication (or `timeout` s without one).
     once=False: run until `stop` is set; the result describes the last state.
@@ -122,7 +134,9 @@ async def run_meter(
     from amistack.keymgmt.keyring import KeyRing
     from amistack.keymgmt.ukmf import PurposeRegistry
 
-    keys: Any = PskKeys(bytes(psk)) if len(psk) == PSK_LEN else psk  # derived once, not per session
+    keys: Any = psk  # an EAP-TLS configuration, or a PSK whose keys are derived once:
+    if isinstance(psk, bytes | bytearray) and len(psk) == PSK_LEN:
+        keys = PskKeys(bytes(psk))
     ring = keyring if keyring is not None else KeyRing(device_id.encode(), PurposeRegistry())
     access = MeterAccess(
         device_id,

@@ -68,7 +68,7 @@ def open_event_log(
 
 async def run_meter_node(
     device_id: str,
-    psk: bytes,
+    psk: Any,  # the PSK, or an eap.tls.TlsPeerConfig (runtime.meter.build_pac)
     keyserver_addr: Addr,
     headend_addr: Addr | None,
     *,
