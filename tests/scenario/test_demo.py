@@ -41,6 +41,9 @@ def test_demo_story_and_capture(tmp_path: Path) -> None:
     assert all(len(gens) >= 3 for gens in doc["key_generations"].values())  # two rotations
     assert all(doc["keys_match"].values())
     assert doc["wrong_psk"].startswith("refused")
+    tls = doc["tls_meter"]  # chapter 1's EAP-TLS meter beside the EAP-PSK ones
+    assert len(tls["rotations"]) >= 3 and tls["keys_match"] and all(tls["keys_match"])
+    assert doc["tls_downgrade"].startswith("refused")
     assert doc["revoked_again"].startswith("refused")
     assert doc["audit"]["revoke"] == 1 and doc["audit"]["auth-failure"] >= 2
     assert set(doc["eventlog"].values()) == {"accepted"} and len(doc["eventlog"]) == 3

@@ -3,7 +3,9 @@
 Chapter 1, network access and keys: a key server and N meters; every meter authenticates with
 PANA + EAP-PSK, its keys rotate twice in accelerated time (short session lifetime) and both ends
 hold the same application keys; a meter with the wrong PSK is refused; a meter revoked while
-online loses its session at once and is refused afterwards.
+online loses its session at once and is refused afterwards. One more meter authenticates with
+EAP-TLS and its device certificate (the demo's own PKI) to the same key server, rotates its keys
+the same way, and an EAP-PSK attempt under its identity (a downgrade) is refused.
 Chapter 2, metering: meters push interval data over ANSI C12.22 (EAX') to the head-end, which
 runs demand response and a remote disconnect/reconnect.
 Chapter 3, event logs: three meters log their key rotations and events under signed Merkle tree
@@ -43,6 +45,7 @@ from amistack.runtime.meter import MeterResult, run_meter
 from amistack.runtime.pcap import PcapWriter
 
 MARKER = ".amistack-demo"
+TLS_METER = "meter-tls-0001"  # chapter 1's EAP-TLS meter
 
 
 def register(sub: Any) -> None:
@@ -50,7 +53,8 @@ def register(sub: Any) -> None:
         "demo",
         help="run the whole system on this machine and print a report",
         description="Run the amistack story over real loopback UDP (IPv4 and IPv6) with the "
-        "embedded SQLite store: a key server and N meters authenticate with PANA + EAP-PSK, "
+        "embedded SQLite store: a key server and N meters authenticate with PANA + EAP-PSK "
+        "(and one more with EAP-TLS and a device certificate), "
         "keys rotate twice in accelerated time, a wrong PSK and a revoked meter are refused; "
         "meters push interval data over C12.22 to the head-end, which runs demand response and "
         "remote disconnect; signed event logs are verified and tampering caught; a HEMS reads "
@@ -108,6 +112,8 @@ class Report:
     rollback: str = ""
     broute: BrouteReport = field(default_factory=BrouteReport)
     fleet: FleetReport = field(default_factory=FleetReport)
+    tls: MeterLog = field(default_factory=lambda: MeterLog(TLS_METER))
+    tls_downgrade: str = ""
     elapsed: float = 0.0
 
     def ok(self) -> bool:
@@ -127,6 +133,9 @@ class Report:
             and self.rollback == "rollback"
             and self.broute.ok()
             and self.fleet.ok()
+            and len(self.tls.rotations) >= 3
+            and all(self.tls.keys_match)
+            and self.tls_downgrade.startswith("refused")
         )
 
 
@@ -148,11 +157,30 @@ def _enroll(store: CredentialStore, n: int) -> dict[str, bytes]:
     return psks
 
 
+def _tls_meter(data_dir: Path, store: CredentialStore) -> tuple[list[Any], Any]:
+    """The demo's PKI, one EAP-TLS meter enrolled for it: (key server methods, meter config)."""
+    from amistack.eap.tls import TlsPeerConfig
+    from amistack.keymgmt import pki
+    from amistack.keymgmt.eap_tls import eap_tls_method, tls_server_config
+
+    pki.init_ca(data_dir)
+    pki.issue_server(data_dir, "keyserver", ["127.0.0.1", "::1"])
+    issued = pki.issue_device(data_dir, TLS_METER)
+    store.enroll_tls(TLS_METER, time.time())
+    peer = TlsPeerConfig.build(
+        pki.load_certificate(issued.cert_path),
+        pki.load_private_key(issued.key_path),
+        [pki.load_certificate(pki.PkiLayout.of(data_dir).ca_cert)],
+    )
+    return [eap_tls_method(tls_server_config(data_dir, store), time.time)], peer
+
+
 async def _chapter_access(
     args: argparse.Namespace, report: Report, pcap: PcapWriter | None
 ) -> None:
     store = open_store(args.data_dir, create=True)
     psks = _enroll(store, args.meters)
+    tls_methods, tls_peer = _tls_meter(args.data_dir, store)
     started: asyncio.Future[KeyServerRuntime] = asyncio.get_running_loop().create_future()
     stop_server = asyncio.Event()
     # only the key server captures: it sees every PANA datagram once (in or out); a meter
@@ -168,6 +196,7 @@ async def _chapter_access(
             ready=started.set_result,
             session_lifetime=args.lifetime,
             revocation_poll=0.2,
+            extra_methods=tls_methods,
             now=time.time(),
         )
     )
@@ -177,8 +206,8 @@ async def _chapter_access(
     loop = asyncio.get_running_loop()
     stop_meters = asyncio.Event()
 
-    def watcher(device: str, ring: KeyRing) -> Any:
-        log = report.logs.setdefault(device, MeterLog(device))
+    def watcher(device: str, ring: KeyRing, log: MeterLog | None = None) -> Any:
+        log = log or report.logs.setdefault(device, MeterLog(device))
 
         def on_rotation(rot: AccessGranted) -> None:
             kid = KeyId(rot.session_id, rot.key_id)
@@ -205,6 +234,18 @@ async def _chapter_access(
                 keyring=ring,
             )
         )
+    tls_ring = KeyRing(TLS_METER.encode(), PurposeRegistry())
+    meters.append(
+        run_meter(
+            TLS_METER,
+            tls_peer,  # its device certificate instead of a PSK: EAP-TLS
+            v4,
+            stop=stop_meters,
+            on_rotation=watcher(TLS_METER, tls_ring, report.tls),
+            keyring=tls_ring,
+            capture=capture,
+        )
+    )
     fleet = asyncio.gather(*meters)
 
     # the stolen meter is online; the operator revokes it ('amistack keys revoke' does this)
@@ -222,10 +263,13 @@ async def _chapter_access(
     )
     wrong = await run_meter("meter-impostor", secrets.token_bytes(16), v4, once=True, timeout=5)
     report.wrong_psk = _outcome(wrong)
+    downgrade = await run_meter(TLS_METER, secrets.token_bytes(16), v4, once=True, timeout=5)
+    report.tls_downgrade = _outcome(downgrade)
 
     deadline = loop.time() + args.lifetime * 2 + 5
     while loop.time() < deadline and not (
-        len(report.logs) == args.meters and all(len(m.rotations) >= 3 for m in report.logs.values())
+        len(report.logs) == args.meters
+        and all(len(m.rotations) >= 3 for m in [*report.logs.values(), report.tls])
     ):
         await asyncio.sleep(0.1)
 
@@ -473,6 +517,13 @@ def _print(report: Report) -> None:
         f"(3 = two rotations)"
     )
     print(f"  C12.22 and link keys identical at meter and key server: {matched}/{report.meters}")
+    tls = report.tls
+    print(
+        f"  EAP-TLS meter {tls.device_id} (device certificate, same key server): "
+        f"{len(tls.rotations)} key generations, keys identical: "
+        f"{'yes' if tls.keys_match and all(tls.keys_match) else 'NO'}"
+    )
+    print(f"  EAP-PSK under the EAP-TLS meter's identity (downgrade): {report.tls_downgrade}")
     print(f"  wrong PSK: {report.wrong_psk}")
     print(f"  revoked while online: {report.revoked_live}")
     print(f"  revoked meter tries again: {report.revoked_again}")
@@ -552,6 +603,8 @@ def _run(args: argparse.Namespace) -> int:
             "key_generations": {d: m.rotations for d, m in report.logs.items()},
             "keys_match": {d: all(m.keys_match) for d, m in report.logs.items()},
             "wrong_psk": report.wrong_psk,
+            "tls_meter": dataclasses.asdict(report.tls),
+            "tls_downgrade": report.tls_downgrade,
             "revoked_live": report.revoked_live,
             "revoked_again": report.revoked_again,
             "audit": report.audit,
