@@ -1,5 +1,8 @@
 """`amistack bench auth`: full PANA + EAP-PSK authentications per second over real UDP.
 
+`--method tls`: the same with EAP-TLS (ECDSA P-256 device certificates of a bench PKI), EAP-PSK
+measured beside it in the same run (`bench_auth_methods`).
+
 The key server runs on this process's event loop; the meters (PaCs) run in a separate process,
 `sockets` UDP sockets each multiplexing many `PanaClient` engines (`PacMux`), keeping `concurrency`
 authentications in flight until `sessions` have finished. A raw UDP echo at the same concurrency,
@@ -46,6 +49,33 @@ def bench_psk(i: int) -> bytes:
     return hashlib.sha256(BENCH_PSK_SEED + i.to_bytes(4, "big")).digest()[:16]
 
 
+METHODS = ("psk", "tls")
+
+
+def bench_tls_pki(data_dir: str, devices: int) -> str:
+    """A PKI for the EAP-TLS bench under `data_dir`: the CA, the key server's certificate and
+    one ECDSA P-256 device certificate per bench meter. Both processes read it from there."""
+    from amistack.keymgmt import pki
+
+    pki.init_ca(data_dir)
+    pki.issue_server(data_dir, "keyserver", ["127.0.0.1", "::1"])
+    for i in range(devices):
+        pki.issue_device(data_dir, bench_device_id(i))
+    return data_dir
+
+
+def _bench_tls_peer(tls_dir: str, device: str) -> Any:
+    from amistack.eap.tls import TlsPeerConfig
+    from amistack.keymgmt import pki
+
+    layout = pki.PkiLayout.of(tls_dir)
+    return TlsPeerConfig.build(
+        pki.load_certificate(layout.cert(pki.CertKind.DEVICE, device)),
+        pki.load_private_key(layout.key(pki.CertKind.DEVICE, device)),
+        [pki.load_certificate(layout.ca_cert)],
+    )
+
+
 def percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile of an ascending list (0 for an empty one)."""
     if not sorted_values:
@@ -67,12 +97,14 @@ async def pac_fleet(
     pac_config: Any | None = None,
     keep_latencies: bool = False,
     local_hosts: Sequence[str] = (),
+    tls_dir: str | None = None,
 ) -> dict[str, Any]:
     """Run PaC authentications against `paa`, `concurrency` at a time, over `sockets` sockets.
 
     `sessions` is a count or the session numbers to run; session n authenticates bench device
     n % `devices`. `local_hosts`: addresses the sockets bind to in turn (e.g. 127.0.0.2,
-    127.0.0.3, ...: a PAA with its per-source limits sees many meters, not one)."""
+    127.0.0.3, ...: a PAA with its per-source limits sees many meters, not one). `tls_dir`: a
+    `bench_tls_pki` directory; the meters then authenticate with EAP-TLS."""
     from amistack.eap.psk import PskKeys
     from amistack.pana.events import Authenticated, AuthenticationFailed, SessionTerminated
     from amistack.runtime.meter import build_pac
@@ -91,7 +123,7 @@ async def pac_fleet(
     perf = time.perf_counter
     current: list[int] = [-1]  # index of the driver whose events are being handled
     # a meter derives AK/KDK from its PSK once, not per authentication
-    psk_keys: dict[int, PskKeys] = {}
+    psk_keys: dict[int, Any] = {}  # PskKeys, or with tls_dir each device's TlsPeerConfig
 
     def fill() -> None:
         nonlocal in_flight
@@ -106,7 +138,11 @@ async def pac_fleet(
             n = i % devices
             keys = psk_keys.get(n)
             if keys is None:
-                keys = psk_keys[n] = PskKeys(bench_psk(n))
+                keys = psk_keys[n] = (
+                    PskKeys(bench_psk(n))
+                    if tls_dir is None
+                    else _bench_tls_peer(tls_dir, bench_device_id(n))
+                )
             pac = build_pac(bench_device_id(n), keys, paa, rng, pac_config)
             mux.add(pac)
             started_at[id(pac)] = perf()
@@ -197,12 +233,20 @@ def _fleet_process(
     prefer_uvloop: bool,
     conn: Connection,
     profile_to: str | None = None,
+    tls_dir: str | None = None,
 ) -> None:
     try:
         with _quiet_gc(), _profiled(profile_to):
             result = run(
                 lambda: pac_fleet(
-                    paa, sessions, concurrency, devices, sockets, timeout, keep_latencies=True
+                    paa,
+                    sessions,
+                    concurrency,
+                    devices,
+                    sockets,
+                    timeout,
+                    keep_latencies=True,
+                    tls_dir=tls_dir,
                 ),
                 prefer_uvloop,
             )
@@ -233,27 +277,48 @@ def bench_paa_config(session_lifetime: float = 3600.0) -> Any:
     )
 
 
-def bench_key_server_engine(devices: int, session_lifetime: float = 3600.0) -> Any:
+def bench_key_server_engine(
+    devices: int, session_lifetime: float = 3600.0, tls_dir: str | None = None
+) -> Any:
     """The PAA engine the benchmark authenticates against, PSKs for `devices` bench meters.
 
     A `PanaAuthAgent` with the built-in EAP-PSK server; PSKs come from an in-memory table so the
-    benchmark measures the protocol path, not credential storage.
+    benchmark measures the protocol path, not credential storage. With `tls_dir` (a
+    `bench_tls_pki`) EAP-TLS is offered first to the same devices (enrolment in memory, the CRL
+    checked as the key server does).
     """
+    from amistack.eap.method import ServerMethodFactory
     from amistack.eap.psk import EapPskServer
     from amistack.pana.local_backend import LocalEapBackend
     from amistack.pana.paa import PanaAuthAgent
 
     table = {bench_device_id(i).encode(): bench_psk(i) for i in range(devices)}
     rng = system_random
-    backend = LocalEapBackend(
-        lambda: [lambda: EapPskServer(b"bench-key-server", table.get, rng)], rng
-    )
+    methods: list[ServerMethodFactory] = [lambda: EapPskServer(b"bench-key-server", table.get, rng)]
+    if tls_dir is not None:
+        from amistack.eap.tls import EapTlsServer, TlsServerConfig
+        from amistack.keymgmt import pki
+
+        layout = pki.PkiLayout.of(tls_dir)
+        ca = pki.load_certificate(layout.ca_cert)
+        config = TlsServerConfig.build(
+            pki.load_certificate(layout.cert(pki.CertKind.SERVER, "keyserver")),
+            pki.load_private_key(layout.key(pki.CertKind.SERVER, "keyserver")),
+            [ca],
+            table.__contains__,
+            pki.RevocationList(layout.crl, ca).is_revoked,
+        )
+        methods.insert(0, lambda: EapTlsServer(config, time.time))
+    backend = LocalEapBackend(lambda: methods, rng)
     return PanaAuthAgent(bench_paa_config(session_lifetime), backend, rng)
 
 
-def bench_store_key_server(devices: int, data_dir: str, session_lifetime: float = 3600.0) -> Any:
+def bench_store_key_server(
+    devices: int, data_dir: str, session_lifetime: float = 3600.0, tls_dir: str | None = None
+) -> Any:
     """The full `keymgmt.KeyServer` (SQLite credential store, KEK-wrapped PSKs, key rings persisted
-    per authentication) in `data_dir`, with the bench meters enrolled."""
+    per authentication) in `data_dir`, with the bench meters enrolled: for EAP-PSK, or with
+    `tls_dir` (a `bench_tls_pki`) for EAP-TLS, its method beside EAP-PSK (`--eap-tls`)."""
     from pathlib import Path
 
     from amistack.keymgmt.kek import FileKek
@@ -265,16 +330,25 @@ def bench_store_key_server(devices: int, data_dir: str, session_lifetime: float 
         Path(data_dir) / "bench-keys.db", FileKek(os.urandom(32), system_random)
     )
     for i in range(devices):
-        store.enroll(bench_device_id(i), bench_psk(i), now)
+        if tls_dir is None:
+            store.enroll(bench_device_id(i), bench_psk(i), now)
+        else:
+            store.enroll_tls(bench_device_id(i), now)
     store.start_checkpointer()  # as run_keyserver does
     from amistack.runtime.keyserver import DEFAULT_COMMIT_INTERVAL
 
+    extra: list[Any] = []
+    if tls_dir is not None:
+        from amistack.keymgmt.eap_tls import eap_tls_method, tls_server_config
+
+        extra = [eap_tls_method(tls_server_config(tls_dir, store), time.time)]
     return KeyServer(
         store,
         rng=system_random,
         paa_config=bench_paa_config(session_lifetime),
         commit_interval=DEFAULT_COMMIT_INTERVAL,
         now=now,
+        extra_methods=extra,
     )
 
 
@@ -324,10 +398,13 @@ async def bench_auth_async(
     timeout: float = 120.0,
     prefer_uvloop: bool = True,
     profile_dir: str | None = None,
+    method: str = "psk",
 ) -> dict[str, Any]:
     """Run the benchmark on the running loop; see `bench_auth`."""
     if sessions < 1 or concurrency < 1 or processes < 1:
         raise ValueError("sessions, concurrency and processes must be >= 1")
+    if method not in METHODS:
+        raise ValueError(f"unknown EAP method {method!r} ({' or '.join(METHODS)})")
     if server not in ("paa", "keyserver"):
         raise ValueError(f"unknown server kind {server!r} (paa or keyserver)")
     loop = asyncio.get_running_loop()
@@ -337,12 +414,13 @@ async def bench_auth_async(
     if profile_dir is not None:
         os.makedirs(profile_dir, exist_ok=True)
     with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="amistack-bench-"))
+        tls_dir = bench_tls_pki(tmp, n_devices) if method == "tls" else None
         if server == "keyserver":
-            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="amistack-bench-"))
-            engine = bench_store_key_server(n_devices, tmp)
+            engine = bench_store_key_server(n_devices, tmp, tls_dir=tls_dir)
             stack.callback(engine.store.close)
         else:
-            engine = bench_key_server_engine(n_devices)
+            engine = bench_key_server_engine(n_devices, tls_dir=tls_dir)
         fleet = await _run_fleets(
             engine,
             host,
@@ -355,6 +433,7 @@ async def bench_auth_async(
             prefer_uvloop,
             server == "keyserver",
             profile_dir,
+            tls_dir,
         )
     echo = await measure_udp_echo(
         concurrency, echo_seconds, host, sockets=n_sockets, prefer_uvloop=prefer_uvloop
@@ -373,6 +452,7 @@ async def bench_auth_async(
         "failure_reasons": fleet["failure_reasons"],
         "uvloop": is_uvloop(loop) and fleet["uvloop"],
         "server": server,
+        "method": method,
         "client_processes": processes,
         "sockets_per_process": n_sockets,
         "devices": n_devices,
@@ -397,6 +477,7 @@ async def _run_fleets(
     prefer_uvloop: bool,
     wall_clock: bool,
     profile_dir: str | None = None,
+    tls_dir: str | None = None,
 ) -> dict[str, Any]:
     """Serve `engine` here while `processes` child processes run their share of the PaCs."""
     loop = asyncio.get_running_loop()
@@ -427,6 +508,7 @@ async def _run_fleets(
                     prefer_uvloop,
                     child,
                     None if profile_dir is None else os.path.join(profile_dir, f"pacs-{k}.pstats"),
+                    tls_dir,
                 ),
                 name=f"amistack-bench-pacs-{k}",
                 daemon=True,
@@ -504,10 +586,12 @@ def bench_auth(
     timeout: float = 120.0,
     prefer_uvloop: bool = True,
     profile_dir: str | None = None,
+    method: str = "psk",
 ) -> dict[str, Any]:
-    """Full PANA + EAP-PSK authentications per second, latency percentiles and the UDP echo
-    baseline, as a JSON-ready dict (`auths_per_s`, `udp_echo_per_s`, `p50_ms`, `p99_ms`,
-    `sessions`, `concurrency`, `failures`, `uvloop`, and detail keys).
+    """Full PANA + EAP-PSK (`method="tls"`: EAP-TLS) authentications per second, latency
+    percentiles and the UDP echo baseline, as a JSON-ready dict (`auths_per_s`,
+    `udp_echo_per_s`, `p50_ms`, `p99_ms`, `sessions`, `concurrency`, `failures`, `uvloop`,
+    and detail keys).
 
     sockets: UDP sockets per PaC process (default min(concurrency, 32)); devices: distinct bench
     meter identities (default min(sessions, concurrency)); processes: PaC processes sharing the
@@ -531,6 +615,7 @@ def bench_auth(
                 timeout=timeout,
                 prefer_uvloop=prefer_uvloop,
                 profile_dir=profile_dir,
+                method=method,
             )
         )
     finally:
@@ -592,11 +677,64 @@ def bench_auth_compared(
     }
 
 
+def bench_auth_methods(
+    sessions: int = 1000,
+    concurrency: int = 64,
+    *,
+    rounds: int = 3,
+    server: str = "keyserver",
+    **options: Any,
+) -> dict[str, Any]:
+    """EAP-TLS (ECDSA P-256 device certificates) beside EAP-PSK, on the same `server` path, in
+    one run: `rounds` pairs alternating tls and psk (each pair under about the same load). Per
+    method auths_per_s and server_cpu_us_per_auth per round and their medians; `tls_vs_psk` is
+    the ratio of rates per round, `tls_cpu_per_psk` of server CPU per authentication."""
+    if rounds < 1:
+        raise ValueError("rounds must be >= 1")
+    runs: dict[str, list[dict[str, Any]]] = {"tls": [], "psk": []}
+    for _ in range(rounds):
+        for method in ("tls", "psk"):
+            runs[method].append(
+                bench_auth(sessions, concurrency, server=server, method=method, **options)
+            )
+    tls, psk = _summary(runs["tls"]), _summary(runs["psk"])
+    every = runs["tls"] + runs["psk"]
+    return {
+        "benchmark": "auth",
+        "method": "tls",
+        "baseline_method": "psk",
+        "server": server,
+        "certificates": "ECDSA P-256 (amistack pki issue-device)",
+        "rounds": rounds,
+        "sessions": sessions,
+        "concurrency": concurrency,
+        "tls": tls,
+        "psk": psk,
+        "tls_vs_psk": [
+            round(t["auths_per_s"] / p["auths_per_s"], 3) if p["auths_per_s"] else None
+            for t, p in zip(runs["tls"], runs["psk"], strict=True)
+        ],
+        "tls_cpu_per_psk": round(
+            tls["server_cpu_us_per_auth_median"] / max(psk["server_cpu_us_per_auth_median"], 1e-9),
+            2,
+        ),
+        "udp_echo_per_s": [r["udp_echo_per_s"] for r in every],
+        "failures": sum(r["failures"] for r in every),
+        "failure_reasons": {
+            k: sum(r["failure_reasons"].get(k, 0) for r in every)
+            for k in {k for r in every for k in r["failure_reasons"]}
+        },
+        "uvloop": all(r["uvloop"] for r in every),
+        "runs": every,
+    }
+
+
 __all__ = [
     "AUTH_TARGET",
     "bench_auth",
     "bench_auth_async",
     "bench_auth_compared",
+    "bench_auth_methods",
     "pac_fleet",
     "percentile",
 ]

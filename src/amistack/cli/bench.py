@@ -38,6 +38,14 @@ def register(sub: Any) -> None:
         "paa: the PANA agent with PSKs in memory (protocol cost only); "
         "both (default): the two alternating, for --rounds pairs",
     )
+    a.add_argument(
+        "--method",
+        choices=("psk", "tls"),
+        default="psk",
+        help="tls: EAP-TLS with ECDSA P-256 device certificates, EAP-PSK measured beside it "
+        "in the same run (--rounds pairs on the --server path; both means keyserver): "
+        "tls/psk auths_per_s and server_cpu_us_per_auth, tls_vs_psk, tls_cpu_per_psk",
+    )
     a.add_argument("--rounds", type=int, default=3, help="pairs of runs with --server both")
     a.add_argument("--processes", type=int, default=1, help="PaC processes (default 1)")
     a.add_argument("--no-uvloop", action="store_true", help="plain asyncio event loop")
@@ -202,7 +210,7 @@ def register(sub: Any) -> None:
 
 
 def _auth(args: argparse.Namespace) -> int:
-    from amistack.bench.auth import bench_auth, bench_auth_compared
+    from amistack.bench.auth import bench_auth, bench_auth_compared, bench_auth_methods
 
     if min(args.sessions, args.concurrency, args.processes, args.rounds) < 1:
         print(
@@ -210,13 +218,16 @@ def _auth(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.profile_dir and args.server == "both":
-        print("amistack bench auth: --profile-dir needs --server keyserver or paa", file=sys.stderr)
+    if args.profile_dir and (args.server == "both" or args.method == "tls"):
+        print(
+            "amistack bench auth: --profile-dir needs --server keyserver or paa (and psk)",
+            file=sys.stderr,
+        )
         return 2
     if not args.json:
         print(
             f"benchmark: {args.sessions} authentications, concurrency {args.concurrency}, "
-            f"server={args.server} ...",
+            f"server={args.server}, method={args.method} ...",
             file=sys.stderr,
             flush=True,
         )
@@ -225,7 +236,12 @@ def _auth(args: argparse.Namespace) -> int:
         "prefer_uvloop": not args.no_uvloop,
         "profile_dir": args.profile_dir,
     }
-    if args.server == "both":
+    if args.method == "tls":
+        server = "keyserver" if args.server == "both" else args.server
+        result = bench_auth_methods(
+            args.sessions, args.concurrency, rounds=args.rounds, server=server, **options
+        )
+    elif args.server == "both":
         result = bench_auth_compared(args.sessions, args.concurrency, rounds=args.rounds, **options)
     else:
         result = bench_auth(args.sessions, args.concurrency, server=args.server, **options)
