@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.tls_pki import LabPki, tls_auth, tls_peer
 
-from amistack.eap import EapCode, EapPacket, EapStep, EapType
+from amistack.eap import EapAuthenticator, EapCode, EapPacket, EapPeer, EapStep, EapType
 from amistack.eap.tls import MAX_TLS_MESSAGE, EapTlsPeer, EapTlsServer, TlsFlags
 
 DEVICE = b"meter-fuzz"
@@ -43,19 +43,23 @@ FUZZ = settings(
 )
 
 
-@FUZZ
-@given(st.lists(tls_type_data(), max_size=6), st.integers(0, 3))
-def test_authenticator_never_raises(lab: LabPki, inputs: list[bytes], depth: int) -> None:
-    peer, auth = (
-        tls_peer(DEVICE, lab.peer_config(DEVICE.decode())),
-        tls_auth(lab.server_config({DEVICE})),
-    )
+def advanced(lab: LabPki, depth: int) -> tuple[EapPeer, EapAuthenticator, bytes]:
+    """A peer and an authenticator `depth` steps into a real conversation; the last request."""
+    peer = tls_peer(DEVICE, lab.peer_config(DEVICE.decode()))
+    auth = tls_auth(lab.server_config({DEVICE}))
     send = auth.start()
-    for _ in range(depth):  # a real conversation up to some point, then junk
+    for _ in range(depth):
         response = peer.receive(send)
         if response is None:
             break
         send = auth.receive(response).send or send
+    return peer, auth, send
+
+
+@FUZZ
+@given(st.lists(tls_type_data(), max_size=6), st.integers(0, 3))
+def test_authenticator_never_raises(lab: LabPki, inputs: list[bytes], depth: int) -> None:
+    _, auth, send = advanced(lab, depth)
     ident = EapPacket.decode(send).identifier if send else 0
     for data in inputs:
         response = EapPacket.response(ident, EapType.TLS, data).encode()
@@ -73,16 +77,7 @@ def test_authenticator_never_raises(lab: LabPki, inputs: list[bytes], depth: int
 @FUZZ
 @given(st.lists(tls_type_data(), max_size=6), st.integers(0, 3))
 def test_peer_never_raises(lab: LabPki, inputs: list[bytes], depth: int) -> None:
-    peer, auth = (
-        tls_peer(DEVICE, lab.peer_config(DEVICE.decode())),
-        tls_auth(lab.server_config({DEVICE})),
-    )
-    send = auth.start()
-    for _ in range(depth):
-        response = peer.receive(send)
-        if response is None:
-            break
-        send = auth.receive(response).send or send
+    peer, _, _ = advanced(lab, depth)
     for n, data in enumerate(inputs):
         out = peer.receive(EapPacket.request(100 + n, EapType.TLS, data).encode())
         assert out is None or EapPacket.decode(out).code is EapCode.RESPONSE

@@ -76,21 +76,30 @@ def run_eapol_test(conf: Path, port: int) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_eapol_test_psk_success_same_msk(
-    tmp_path: Path, threaded_radius_server: Callable[[RadiusEapServer], ThreadedRadiusServer]
-) -> None:
-    server, methods = our_server()
-    runner = threaded_radius_server(server)
-    result = run_eapol_test(peer_config(tmp_path, PSK_HEX), runner.port)
+def succeeded(
+    result: subprocess.CompletedProcess[str],
+    runner: ThreadedRadiusServer,
+    msk_line: re.Pattern[str],
+) -> bytes:
+    """Stop `runner`; check eapol_test succeeded with matching MPPE keys; its MSK."""
     out = result.stdout
     runner.__exit__()
     assert not runner.errors
     assert result.returncode == 0, out[-3000:]
     assert "SUCCESS" in out.splitlines()[-1]
     assert "MPPE keys OK: 1  mismatch: 0" in out
-    found = MSK_LINE.search(out)
+    found = msk_line.search(out)
     assert found is not None, out[-3000:]
-    peer_msk = bytes.fromhex(found.group(1).replace(" ", ""))
+    return bytes.fromhex(found.group(1).replace(" ", ""))
+
+
+def test_eapol_test_psk_success_same_msk(
+    tmp_path: Path, threaded_radius_server: Callable[[RadiusEapServer], ThreadedRadiusServer]
+) -> None:
+    server, methods = our_server()
+    runner = threaded_radius_server(server)
+    result = run_eapol_test(peer_config(tmp_path, PSK_HEX), runner.port)
+    peer_msk = succeeded(result, runner, MSK_LINE)
     ours = [m.msk for m in methods if m.msk is not None]
     assert ours == [peer_msk]
     assert server.counters["access_accept"] == 1

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from tests.conftest import require_tool
 from tests.interop.conftest import RADIUS_SECRET, ThreadedRadiusServer
-from tests.interop.test_radius_eapol_test import run_eapol_test
+from tests.interop.test_radius_eapol_test import run_eapol_test, succeeded
 from tests.tls_pki import LabPki
 
 from amistack.crypto.rand import system_random
@@ -88,15 +88,7 @@ def test_eapol_test_tls_success_same_msk(
     server, methods = our_server(lab, supplicant_tls13_context())
     runner = threaded_radius_server(server)
     result = run_eapol_test(peer_config(tmp_path, lab, DEVICE, version), runner.port)
-    out = result.stdout
-    runner.__exit__()
-    assert not runner.errors
-    assert result.returncode == 0, out[-3000:]
-    assert "SUCCESS" in out.splitlines()[-1]
-    assert "MPPE keys OK: 1  mismatch: 0" in out
-    found = MSK_LINE.search(out)
-    assert found is not None, out[-3000:]
-    peer_msk = bytes.fromhex(found.group(1).replace(" ", ""))
+    peer_msk = succeeded(result, runner, MSK_LINE)
     done = [m for m in methods if m.msk is not None]
     assert [m.msk for m in done] == [peer_msk]
     assert done[0].peer_id == DEVICE.encode()

@@ -635,6 +635,20 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _totals(every: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a document of several runs reports about all of them together."""
+    return {
+        "udp_echo_per_s": [r["udp_echo_per_s"] for r in every],
+        "failures": sum(r["failures"] for r in every),
+        "failure_reasons": {
+            k: sum(r["failure_reasons"].get(k, 0) for r in every)
+            for k in {k for r in every for k in r["failure_reasons"]}
+        },
+        "uvloop": all(r["uvloop"] for r in every),
+        "runs": every,
+    }
+
+
 def bench_auth_compared(
     sessions: int = 3000, concurrency: int = 64, *, rounds: int = 3, **options: Any
 ) -> dict[str, Any]:
@@ -666,14 +680,7 @@ def bench_auth_compared(
         "keyserver": _summary(runs["keyserver"]),
         "paa": _summary(runs["paa"]),
         "keyserver_vs_paa": ratios,
-        "udp_echo_per_s": [r["udp_echo_per_s"] for r in every],
-        "failures": sum(r["failures"] for r in every),
-        "failure_reasons": {
-            k: sum(r["failure_reasons"].get(k, 0) for r in every)
-            for k in {k for r in every for k in r["failure_reasons"]}
-        },
-        "uvloop": all(r["uvloop"] for r in every),
-        "runs": every,
+        **_totals(every),
     }
 
 
@@ -718,14 +725,7 @@ def bench_auth_methods(
             tls["server_cpu_us_per_auth_median"] / max(psk["server_cpu_us_per_auth_median"], 1e-9),
             2,
         ),
-        "udp_echo_per_s": [r["udp_echo_per_s"] for r in every],
-        "failures": sum(r["failures"] for r in every),
-        "failure_reasons": {
-            k: sum(r["failure_reasons"].get(k, 0) for r in every)
-            for k in {k for r in every for k in r["failure_reasons"]}
-        },
-        "uvloop": all(r["uvloop"] for r in every),
-        "runs": every,
+        **_totals(every),
     }
 
 
