@@ -722,6 +722,10 @@ class EapTlsServer(_TlsRun, ServerMethod):
             return ServerMethodStep(ServerOutcome.REQUEST, ACK.encode())
         return self._advance(message)
 
+    def _commit(self, conn: SSL.Connection) -> None:
+        """TLS 1.3: no more handshake messages from here (RFC 9190 §2.5)."""
+        conn.send(COMMITMENT_MESSAGE)
+
     def _advance(self, incoming: bytes) -> ServerMethodStep:
         assert self.conn is not None
         try:
@@ -734,7 +738,7 @@ class EapTlsServer(_TlsRun, ServerMethod):
                 return self._failure("no device certificate")
             self.keys = derive_keys(self.conn, self.config.tls13_context)
             if self.keys.version == "TLSv1.3":
-                self.conn.send(COMMITMENT_MESSAGE)  # RFC 9190 §2.5
+                self._commit(self.conn)
         except SSL.Error as exc:
             return self._failure(f"TLS: {self.rejected or _ssl_reason(exc)}")
         self._phase = _ServerPhase.WAIT_FINAL_ACK

@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.tls_pki import LabPki, converse, tls_auth, tls_peer
+from OpenSSL import SSL
+from tests.tls_pki import NOW, LabPki, converse, tls_auth, tls_peer
 
-from amistack.eap import EapOutcome, EapPacket, EapPeerState, EapType
+from amistack.crypto import seeded_random
+from amistack.eap import EapAuthenticator, EapOutcome, EapPacket, EapPeerState, EapType
 from amistack.eap.tls import (
     ACK,
     EapTlsDecodeError,
@@ -170,6 +172,37 @@ def test_tls13_peer_waits_for_the_commitment_message(lab: LabPki) -> None:
     converse(peer, auth, tamper=early_success)
     assert peer.state is not EapPeerState.SUCCESS and peer.msk is None
     assert peer.counters["early_success"] == 1
+
+
+class CloseNotifyServer(EapTlsServer):
+    """A server of the drafts before RFC 9190: close_notify where the commitment goes."""
+
+    def _commit(self, conn: SSL.Connection) -> None:
+        conn.shutdown()
+
+
+class WrongCommitmentServer(EapTlsServer):
+    def _commit(self, conn: SSL.Connection) -> None:
+        conn.send(b"\x01")
+
+
+@pytest.mark.parametrize(
+    ("server", "reason"),
+    [
+        (CloseNotifyServer, "close_notify instead of the commitment message"),
+        (WrongCommitmentServer, "other than the commitment message"),
+    ],
+)
+def test_tls13_success_needs_exactly_the_commitment_message(
+    lab: LabPki, server: type[EapTlsServer], reason: str
+) -> None:
+    peer = tls_peer(DEVICE, lab.peer_config(DEVICE.decode(), max_version="1.3"))
+    config = lab.server_config({DEVICE})
+    auth = EapAuthenticator([lambda: server(config, lambda: NOW)], seeded_random(5), 0)
+    converse(peer, auth)
+    method = peer.method
+    assert isinstance(method, EapTlsPeer) and reason in method.failure_reason
+    assert peer.state is EapPeerState.FAILURE and peer.msk is None
 
 
 def test_server_method_is_cheap_until_offered(lab: LabPki) -> None:
