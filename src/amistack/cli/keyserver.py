@@ -67,7 +67,8 @@ def register(sub: Any) -> None:
         default=[],
         type=lambda t: parse_hostport(t, RADIUS_AUTH_PORT),
         metavar="HOST:PORT",
-        help="also be a RADIUS EAP-PSK server for 802.1X authenticators (repeatable)",
+        help="also be a RADIUS EAP server (EAP-PSK; with --eap-tls EAP-TLS too) for 802.1X "
+        "authenticators (repeatable)",
     )
     p.add_argument("--radius-secret", help="shared secret of --radius-listen")
     p.add_argument(

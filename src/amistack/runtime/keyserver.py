@@ -144,13 +144,19 @@ def build_passthrough_key_server(
     return engine, backend
 
 
-def build_radius_server(store: Any, secret: bytes, rng: RandomSource = system_random) -> Any:
-    """A RADIUS EAP server (EAP-PSK) authenticating the devices of `store` for 802.1X / NAS use."""
+def build_radius_server(
+    store: Any,
+    secret: bytes,
+    rng: RandomSource = system_random,
+    extra_methods: Sequence[Callable[[], Any]] = (),
+) -> Any:
+    """A RADIUS EAP server (EAP-PSK, and `extra_methods` such as EAP-TLS before it, as the key
+    server offers them) authenticating the devices of `store` for 802.1X / NAS use."""
     from amistack.eap.psk import EapPskServer
     from amistack.radius.server import RadiusEapServer
 
     def methods() -> list[Callable[[], Any]]:
-        return [lambda: EapPskServer(b"amistack-key-server", store.get_psk, rng)]
+        return [*extra_methods, lambda: EapPskServer(b"amistack-key-server", store.get_psk, rng)]
 
     return RadiusEapServer(secret, methods, rng, lifetime_for=store.session_lifetime)
 
@@ -296,7 +302,9 @@ async def run_keyserver(
     if radius_listen:
         if radius_secret is None:
             raise ValueError("--radius-listen needs a RADIUS shared secret")
-        radius_engine = build_radius_server(store, radius_secret, rng)
+        radius_engine = build_radius_server(
+            store, radius_secret, rng, options.get("extra_methods", ())
+        )
     rt = await start_keyserver(
         engine,
         listen,
