@@ -290,8 +290,7 @@ class TlsServerConfig:
     """The key server's side: its certificate, the device CA, and the two questions it asks
     the credential store and the PKI about a device certificate."""
 
-    context: SSL.Context
-    trusted: tuple[x509.Certificate, ...]
+    context: SSL.Context  # our certificate and key, the CA as the only trust anchor
     is_enrolled: Callable[[bytes], bool]  # enrolled for EAP-TLS and not revoked
     is_revoked: Callable[[x509.Certificate], bool]  # on the CRL (fails closed: True)
     fragment_size: int = DEFAULT_FRAGMENT_SIZE
@@ -314,7 +313,6 @@ class TlsServerConfig:
         ctx = _context(SSL.TLS_SERVER_METHOD, certificate, private_key, trusted, max_version)
         return cls(
             ctx,
-            tuple(trusted),
             is_enrolled,
             is_revoked,
             fragment_size,
@@ -328,8 +326,7 @@ class TlsPeerConfig:
     """The meter's side: its device certificate and key, the CA it trusts for the server, and
     optionally the name the server certificate must carry (subjectAltName DNS or IP)."""
 
-    context: SSL.Context
-    trusted: tuple[x509.Certificate, ...]
+    context: SSL.Context  # the device certificate and key, the CA as the only trust anchor
     server_name: str | None = None
     fragment_size: int = DEFAULT_FRAGMENT_SIZE
     max_message: int = MAX_TLS_MESSAGE
@@ -348,7 +345,7 @@ class TlsPeerConfig:
         tls13_context: bytes = TLS13_CONTEXT_RFC9190,
     ) -> TlsPeerConfig:
         ctx = _context(SSL.TLS_CLIENT_METHOD, certificate, private_key, trusted, max_version)
-        return cls(ctx, tuple(trusted), server_name, fragment_size, MAX_TLS_MESSAGE, tls13_context)
+        return cls(ctx, server_name, fragment_size, MAX_TLS_MESSAGE, tls13_context)
 
 
 # -- the handshake over memory BIOs --------------------------------------------------------------
@@ -386,13 +383,11 @@ class _TlsRun:
     def __init__(
         self,
         context: SSL.Context,
-        trusted: tuple[x509.Certificate, ...],
         now: Callable[[], float],
         fragment_size: int,
         max_message: int,
     ) -> None:
         self._context = context
-        self._trusted = trusted
         self._now = now
         self.conn: SSL.Connection | None = None
         self.out = Fragmenter(fragment_size)
@@ -470,9 +465,7 @@ class EapTlsPeer(_TlsRun, PeerMethod):
 
     def __init__(self, config: TlsPeerConfig, now: Callable[[], float]) -> None:
         PeerMethod.__init__(self)
-        _TlsRun.__init__(
-            self, config.context, config.trusted, now, config.fragment_size, config.max_message
-        )
+        _TlsRun.__init__(self, config.context, now, config.fragment_size, config.max_message)
         self.config = config
         self._phase = _PeerPhase.WAIT_START
         self.failure_reason = ""
@@ -628,9 +621,7 @@ class EapTlsServer(_TlsRun, ServerMethod):
     is_server = True
 
     def __init__(self, config: TlsServerConfig, now: Callable[[], float]) -> None:
-        _TlsRun.__init__(
-            self, config.context, config.trusted, now, config.fragment_size, config.max_message
-        )
+        _TlsRun.__init__(self, config.context, now, config.fragment_size, config.max_message)
         self.config = config
         self._phase = _ServerPhase.START
         self._identity: bytes | None = None
