@@ -243,7 +243,6 @@ async def _chapter_access(
             stop=stop_meters,
             on_rotation=watcher(TLS_METER, tls_ring, report.tls),
             keyring=tls_ring,
-            capture=capture,
         )
     )
     fleet = asyncio.gather(*meters)
