@@ -6,6 +6,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from amistack.mesh.ipv6 import pseudo_header_checksum
+
 ICMPV6_NEXT_HEADER = 58  # RFC 8200 §8.1: the pseudo-header's Next Header value for ICMPv6
 ICMPV6_HEADER_LEN = 4  # Type, Code, Checksum (RFC 4443 §2.1)
 IPV6_ADDR_LEN = 16
@@ -22,23 +24,12 @@ class Icmpv6DecodeError(Exception):
         self.reason = reason
 
 
-def _ones_complement_sum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\x00"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
-
-
 def checksum(src: bytes, dst: bytes, message: bytes) -> int:
     """The ICMPv6 checksum of `message` (its checksum field zero) from `src` to `dst`
     (RFC 4443 §2.3: one's complement of the one's complement sum of pseudo-header + message)."""
     if len(src) != IPV6_ADDR_LEN or len(dst) != IPV6_ADDR_LEN:
         raise ValueError("IPv6 addresses are 16 bytes")
-    pseudo = src + dst + struct.pack("!I3xB", len(message), ICMPV6_NEXT_HEADER)
-    value = 0xFFFF - _ones_complement_sum(pseudo + message)
-    return value
+    return pseudo_header_checksum(src, dst, ICMPV6_NEXT_HEADER, message)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ import struct
 from dataclasses import dataclass
 
 from amistack.mesh.errors import MeshLowpanDecodeError
-from amistack.mesh.icmpv6 import _ones_complement_sum
 
 __all__ = [
     "IPV6_HEADER_LENGTH",
@@ -17,6 +16,7 @@ __all__ = [
     "UDP_HEADER_LENGTH",
     "Ipv6Packet",
     "UdpDatagram",
+    "pseudo_header_checksum",
     "upper_layer_checksum",
 ]
 
@@ -31,11 +31,26 @@ _UDP = struct.Struct("!HHHH")
 Ipv6Address = ipaddress.IPv6Address
 
 
+def _ones_complement_sum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\x00"
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def pseudo_header_checksum(src: bytes, dst: bytes, next_header: int, data: bytes) -> int:
+    """RFC 8200 §8.1: the one's complement of the one's complement sum of the pseudo-header
+    (`src`, `dst` as 16 bytes each) and `data` (its checksum field zero). ICMPv6 (RFC 4443
+    §2.3) sends it as it is; UDP sends a computed 0 as all ones (`upper_layer_checksum`)."""
+    pseudo = src + dst + struct.pack("!I3xB", len(data), next_header)
+    return 0xFFFF - _ones_complement_sum(pseudo + data)
+
+
 def upper_layer_checksum(src: Ipv6Address, dst: Ipv6Address, next_header: int, data: bytes) -> int:
-    """RFC 8200 §8.1: the checksum over the pseudo-header and `data` (its checksum field zero)."""
-    pseudo = src.packed + dst.packed + struct.pack("!I3xB", len(data), next_header)
-    value = 0xFFFF - _ones_complement_sum(pseudo + data)
-    return value or 0xFFFF  # RFC 768: a computed 0 is sent as all ones
+    """The UDP checksum (RFC 8200 §8.1) of `data` (its checksum field zero)."""
+    return pseudo_header_checksum(src.packed, dst.packed, next_header, data) or 0xFFFF  # RFC 768
 
 
 @dataclass(frozen=True)
