@@ -1,0 +1,373 @@
+"""A meter mesh forming on the virtual clock: every meter joins through PANA relays.
+
+`build_mesh(MeshConfig)` places a concentrator at the centre of a square and `nodes` meters
+uniformly at random in it (random geometric placement from the seed; the side is chosen for an
+expected `degree` neighbours per node under the unit-disk radius). The radio is
+`sim.radio.RadioMedium` with `UnitDisk(radius, loss)`, no collisions (stated in every report).
+The concentrator is a `mesh.node.MeshNode` (DODAG root, border router, PANA relay); the key
+server is the real `keymgmt.KeyServer` (PAA + EAP-PSK over an in-memory credential store with
+every meter enrolled) behind an IPv6 address on the WAN, `WAN_LATENCY` away; its PAA accepts
+relayed PANA only from the concentrator and the meters' own addresses (`allowed_relays`). Every
+meter is a `MeshNode` with a real PaC (EAP-PSK); `wrong_psk` meters hold a PSK the server does
+not have.
+
+`MeshSim.run(max_time)` runs until every meter that can be reached over the radio graph and holds
+the right PSK is relay-ready (authenticated, in the DODAG, routable), or `max_time`; `report()`
+gives the DODAG, join times and frame counts as a JSON-able dict.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import random
+import statistics
+from collections import Counter, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from amistack.addr import Addr, Eui64, PanId
+from amistack.crypto import seeded_random
+from amistack.eap.packet import EapType
+from amistack.eap.peer import EapPeer
+from amistack.eap.psk import EapPskPeer
+from amistack.keymgmt.kek import FileKek
+from amistack.keymgmt.server import KeyServer
+from amistack.keymgmt.store import CredentialStore
+from amistack.mesh.link import LinkConfig, MeshLink
+from amistack.mesh.node import MeshNode, ParentChosen, RelayReady, radio_addr
+from amistack.mesh.rpl.config import RplConfig
+from amistack.mesh.rpl.messages import PrefixInformation
+from amistack.mesh.rpl.node import RplNode
+from amistack.mesh.rpl.packet import LINK_LOCAL_PREFIX
+from amistack.mesh.security import LinkSecurity, MemoryCounterStore
+from amistack.mesh.wan import Ipv6Host
+from amistack.pana.constants import PANA_PORT
+from amistack.pana.events import Authenticated
+from amistack.pana.paa import PaaConfig
+from amistack.pana.pac import PacConfig, PanaClient
+from amistack.sim.medium import Delivery
+from amistack.sim.network import Network
+from amistack.sim.radio import RadioMedium, UnitDisk
+
+__all__ = ["MeshConfig", "MeshSim", "build_mesh", "percentile_time", "radio_hops"]
+
+PAN = PanId(0x0AB1)
+MESH_PREFIX = bytes.fromhex("20010db8000100000000000000000000")
+KEYSERVER_IP = "2001:db8:ffff::1"
+KEYSERVER_HOST: Addr = ("wan:keyserver", 0)
+WAN_LATENCY = 0.010  # s one way between concentrator and key server
+GROUP_KEY_INDEX = 1
+SESSION_LIFETIME = 86_400.0  # s: no re-authentication inside a formation run
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    nodes: int = 100
+    seed: int = 1
+    radius: float = 100.0  # m, unit-disk range
+    loss: float = 0.05  # probability that one frame copy is lost on any link
+    degree: float = 12.0  # expected neighbours per node (sets the area)
+    wrong_psk: frozenset[int] = frozenset()  # meter indexes (1..nodes) with a PSK the server lacks
+    rpl: RplConfig = field(
+        default_factory=lambda: RplConfig(
+            dio_interval_min=10, dio_interval_doublings=8, dio_redundancy_constant=3,
+            dao_ack_timeout=4.0, dis_interval=5.0,
+        )
+    )  # fmt: skip
+
+    def __post_init__(self) -> None:
+        if self.nodes < 1 or self.radius <= 0 or not 0 <= self.loss < 1 or self.degree <= 0:
+            raise ValueError("invalid mesh configuration")
+
+    @property
+    def side(self) -> float:
+        """The square's side for `degree` expected neighbours: n pi r^2 / side^2 = degree."""
+        return math.sqrt((self.nodes + 1) * math.pi * self.radius**2 / self.degree)
+
+    def radio_model(self) -> dict[str, Any]:
+        return {
+            "model": "unit-disk",
+            "radius_m": self.radius,
+            "loss_per_frame": self.loss,
+            "collisions": False,
+            "phy": "FSK 920 MHz, 100 kbit/s (sim.radio.FSK_920)",
+            "area_m": round(self.side, 1),
+            "expected_degree": self.degree,
+            "placement": f"uniform random (seed {self.seed}), concentrator at the centre",
+        }
+
+
+def meter_id(i: int) -> str:
+    return f"mesh-meter-{i:05d}"
+
+
+def meter_psk(seed: int, i: int) -> bytes:
+    """The PSK enrolled for meter `i` (simulation only: derived from the seed)."""
+    return random.Random(seed * 1_000_003 + i).randbytes(16)
+
+
+def node_eui(i: int) -> Eui64:
+    """Node 0 is the concentrator, 1..N the meters."""
+    return Eui64(b"\x02\x00\x00\x00\x00" + i.to_bytes(3, "big"))
+
+
+def global_of(eui: Eui64) -> bytes:
+    return MESH_PREFIX[:8] + eui.interface_id()
+
+
+def group_key(seed: int) -> bytes:
+    """The fixed mesh group key of a run: the stand-in until the key server hands out group
+    keys after PANA success (the `group_keys` hook of `MeshNode`)."""
+    return random.Random(seed * 7_919).randbytes(16)
+
+
+class MeshMedium:
+    """The radio for the mesh, plus the wired WAN between the concentrator and the key
+    server (every datagram from or to a WAN address takes `WAN_LATENCY`)."""
+
+    def __init__(self, radio: RadioMedium, wan: frozenset[Addr]) -> None:
+        self.radio = radio
+        self.wan = wan
+        self.counters: Counter[str] = radio.counters
+
+    def transmit(self, src: Addr, dst: Addr, size: int, now: float) -> Sequence[Delivery]:
+        if src in self.wan or dst in self.wan:
+            self.counters["wan"] += 1
+            return [Delivery(dst, WAN_LATENCY)]
+        return self.radio.transmit(src, dst, size, now)
+
+    def delivered(self, src: Addr, delivery: Delivery) -> None:
+        if src not in self.wan and delivery.dst not in self.wan:
+            self.radio.delivered(src, delivery)
+
+    def remove(self, addr: Addr) -> None:
+        self.radio.remove(addr)
+
+
+class MeshSim:
+    def __init__(
+        self,
+        config: MeshConfig,
+        net: Network[MeshMedium],
+        concentrator: MeshNode,
+        meters: list[MeshNode],
+        keyserver: KeyServer,
+        radio_distance: dict[int, int],
+    ) -> None:
+        self.config = config
+        self.net = net
+        self.concentrator = concentrator
+        self.meters = meters
+        self.keyserver = keyserver
+        self.radio_distance = radio_distance  # meter index (1..N) -> radio hops to the root
+        self.reachable = set(radio_distance)  # the meters with a radio path to the concentrator
+        self.authenticated_at: dict[int, float] = {}
+        self.ready_at: dict[int, float] = {}
+        self.parent_chosen: Counter[int] = Counter()
+        self._index = {radio_addr(m.eui): i for i, m in enumerate(meters, 1)}
+        net.on_event.append(self._on_event)
+
+    @property
+    def expected(self) -> set[int]:
+        """The meters that can join: reachable and holding the enrolled PSK."""
+        return self.reachable - self.config.wrong_psk
+
+    def _on_event(self, addr: Addr, event: object, now: float) -> None:
+        i = self._index.get(addr)
+        if i is None:
+            return
+        if isinstance(event, Authenticated):
+            self.authenticated_at.setdefault(i, now)
+        elif isinstance(event, RelayReady):
+            self.ready_at.setdefault(i, now)
+        elif isinstance(event, ParentChosen):
+            self.parent_chosen[i] += 1
+
+    def run(self, max_time: float) -> bool:
+        """Run until every expected meter is relay-ready; False if `max_time` came first."""
+        expected = self.expected
+        return self.net.run_while(lambda: not expected <= self.ready_at.keys(), max_time)
+
+    def frames_sent(self, node: MeshNode) -> int:
+        c = node.link.counters
+        return c["frames-sent"] + c["retransmissions"] + c["acks-sent"]
+
+    def dodag(self) -> list[dict[str, Any]]:
+        """Every node: its EUI-64, position, preferred parent, rank and hop count."""
+        nodes = [self.concentrator, *self.meters]
+        parent_of: dict[Eui64, Eui64 | None] = {}
+        for node in nodes:
+            pref = node.rpl.preferred if node.rpl.joined else None
+            parent_of[node.eui] = None if pref is None else Eui64.from_interface_id(pref[8:])
+        out = []
+        for i, node in enumerate(nodes):
+            hops: int | None = 0
+            at: Eui64 | None = node.eui
+            seen = set()
+            while at is not None and at != self.concentrator.eui:
+                if at in seen or not nodes[0].rpl.joined:
+                    hops = None
+                    break
+                seen.add(at)
+                at = parent_of.get(at)
+                hops = None if at is None or hops is None else hops + 1
+            x, y = self.net.medium.radio.position(radio_addr(node.eui))
+            parent = parent_of[node.eui]
+            out.append({
+                "node": i,
+                "eui64": str(node.eui),
+                "x": round(x, 1),
+                "y": round(y, 1),
+                "parent": None if parent is None else str(parent),
+                "rank": node.rpl.rank if node.rpl.joined else None,
+                "hops": hops,
+                "authenticated": node.authenticated,
+            })  # fmt: skip
+        return out
+
+    def report(self, include_dodag: bool = True) -> dict[str, Any]:
+        n = len(self.meters)
+        auth = sorted(self.authenticated_at.values())
+        ready = sorted(self.ready_at.values())
+        expected = len(self.expected)
+        frames = [self.frames_sent(m) for m in [self.concentrator, *self.meters]]
+        hops = [d["hops"] for d in self.dodag() if d["hops"]]
+        report: dict[str, Any] = {
+            "nodes": n,
+            "seed": self.config.seed,
+            "radio": self.config.radio_model(),
+            "rpl": {
+                "mop": self.config.rpl.mop.name,
+                "dio_interval_min": self.config.rpl.dio_interval_min,
+                "dio_interval_doublings": self.config.rpl.dio_interval_doublings,
+                "dio_redundancy_constant": self.config.rpl.dio_redundancy_constant,
+            },
+            "reachable": len(self.reachable),
+            "wrong_psk": len(self.config.wrong_psk),
+            "expected_to_join": expected,
+            "authenticated": len(auth),
+            "relay_ready": len(ready),
+            "simulated_s": round(self.net.now, 3),
+            "authenticated_s": {
+                f"p{p}": percentile_time(auth, expected, p / 100) for p in (50, 95, 100)
+            },
+            "relay_ready_s": {
+                f"p{p}": percentile_time(ready, expected, p / 100) for p in (50, 95, 100)
+            },
+            "frames_per_node": round(sum(frames) / len(frames), 1),
+            "frames_max_node": max(frames),
+            "hops": {"max": max(hops, default=0), "mean": round(statistics.fmean(hops or [0]), 2)},
+            "pana_runs": sum(self.parent_chosen.values()),
+            "keyserver": dict(sorted(self.keyserver.counters.items())),
+            "mesh": _sum_counters(self.concentrator, self.meters),
+            "radio_counters": dict(sorted(self.net.medium.counters.items())),
+        }
+        if include_dodag:
+            report["dodag"] = self.dodag()
+        return report
+
+
+def _sum_counters(concentrator: MeshNode, meters: list[MeshNode]) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for node in [concentrator, *meters]:
+        total.update(node.counters)
+        total.update({f"relay-{k}": v for k, v in node.relay.counters.items()})
+        total.update({f"link-{k}": v for k, v in node.link.counters.items()})
+    return dict(sorted(total.items()))
+
+
+def percentile_time(times: list[float], expected: int, fraction: float) -> float | None:
+    """When `fraction` of the `expected` nodes had got there (`times` sorted), or None."""
+    if expected == 0:
+        return 0.0
+    k = max(1, math.ceil(fraction * expected))
+    return round(times[k - 1], 3) if len(times) >= k else None
+
+
+def radio_hops(radio: RadioMedium, start: Addr, index: dict[Addr, int]) -> dict[int, int]:
+    """Meter index -> hops over the radio graph from `start` (breadth first), for the meters
+    that have a path at all."""
+    hops = {start: 0}
+    todo = deque([start])
+    while todo:
+        at = todo.popleft()
+        for other, _ in radio.neighbours(at):
+            if other not in hops:
+                hops[other] = hops[at] + 1
+                todo.append(other)
+    return {index[a]: h for a, h in hops.items() if a in index}
+
+
+def _link(eui: Eui64, key: bytes | None, seed: int) -> MeshLink:
+    security = LinkSecurity(eui, MemoryCounterStore())
+    if key is not None:
+        security.install_key(GROUP_KEY_INDEX, key)
+    return MeshLink(security, PAN, seeded_random(seed), LinkConfig(key_index=GROUP_KEY_INDEX))
+
+
+def _new_pac(ident: bytes, psk: bytes, seed: int) -> Any:
+    rng = seeded_random(seed)
+
+    def eap() -> EapPeer:
+        return EapPeer(ident, {EapType.PSK: lambda: EapPskPeer(ident, psk, rng)})
+
+    def new(parent: Addr) -> PanaClient:
+        return PanaClient(PacConfig(), eap, rng, parent)
+
+    return new
+
+
+def build_mesh(config: MeshConfig) -> MeshSim:
+    rng = random.Random(config.seed)
+    side = config.side
+    radio = RadioMedium(UnitDisk(config.radius, config.loss), seed=config.seed)
+    net = Network(MeshMedium(radio, frozenset({KEYSERVER_HOST})))
+    key = group_key(config.seed)
+    paa: Addr = (KEYSERVER_IP, PANA_PORT)
+    root_eui = node_eui(0)
+    root_rpl = RplNode(LINK_LOCAL_PREFIX + root_eui.interface_id(), config.rpl,
+                       seeded_random(config.seed * 31), root_prefix=PrefixInformation(
+                           MESH_PREFIX, 64))  # fmt: skip
+    concentrator = MeshNode.concentrator(
+        _link(root_eui, key, config.seed * 37), root_rpl, paa, seeded_random(config.seed * 41),
+        KEYSERVER_HOST, [(GROUP_KEY_INDEX, key)],
+    )  # fmt: skip
+    radio.place(radio_addr(root_eui), side / 2, side / 2)
+    allowed = {str(ipaddress.IPv6Address(global_of(root_eui)))}
+    kek = FileKek(random.Random(config.seed * 17).randbytes(32), seeded_random(config.seed * 19))
+    store = CredentialStore(":memory:", kek)
+    meters = []
+    for i in range(1, config.nodes + 1):
+        eui = node_eui(i)
+        store.enroll(meter_id(i), meter_psk(config.seed, i), 0.0)
+        allowed.add(str(ipaddress.IPv6Address(global_of(eui))))
+        psk = meter_psk(config.seed + 1, i) if i in config.wrong_psk else meter_psk(config.seed, i)
+        rpl = RplNode(LINK_LOCAL_PREFIX + eui.interface_id(), config.rpl,
+                      seeded_random(config.seed * 1_000 + i))  # fmt: skip
+        meter = MeshNode(
+            _link(eui, None, config.seed * 2_000 + i), rpl, paa,
+            seeded_random(config.seed * 3_000 + i),
+            new_pac=_new_pac(meter_id(i).encode(), psk, config.seed * 4_000 + i),
+            group_keys=lambda _ev: [(GROUP_KEY_INDEX, key)],
+        )  # fmt: skip
+        radio.place(radio_addr(eui), rng.uniform(0.0, side), rng.uniform(0.0, side))
+        meters.append(meter)
+    keyserver = KeyServer(
+        store,
+        rng=seeded_random(config.seed * 23),
+        paa_config=PaaConfig(allowed_relays=frozenset(allowed)),
+        session_lifetime=SESSION_LIFETIME,
+        now=0.0,
+    )
+    root_addr = radio_addr(root_eui)
+    net.add_node(KEYSERVER_HOST, Ipv6Host(keyserver, (KEYSERVER_IP, PANA_PORT), root_addr))
+    index = {radio_addr(m.eui): i for i, m in enumerate(meters, 1)}
+    distance = radio_hops(radio, radio_addr(root_eui), index)
+    net.add_node(radio_addr(root_eui), concentrator)
+    for meter in meters:
+        net.add_node(radio_addr(meter.eui), meter)
+    sim = MeshSim(config, net, concentrator, meters, keyserver, distance)
+    net.call_at(0.0, radio_addr(root_eui), concentrator.start)
+    return sim

@@ -1,0 +1,170 @@
+"""Joining through relays: meters authenticate with real PANA + EAP-PSK against the real key
+server through their DODAG parents (RFC 6345 relays), on the virtual clock; and what an attacker
+without the group key can and cannot make the mesh do."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from amistack.addr import Addr, Eui64
+from amistack.crypto import seeded_random
+from amistack.mesh.ipv6 import UdpDatagram
+from amistack.mesh.link import MeshLink
+from amistack.mesh.node import MeshNode, radio_addr
+from amistack.mesh.security import LinkSecurity, MemoryCounterStore
+from amistack.pana.constants import PANA_PORT, MessageType
+from amistack.pana.events import AuthenticationFailed
+from amistack.pana.message import PanaMessage
+from amistack.pana.paa import PanaAuthAgent
+from amistack.pana.relay import PanaRelay
+from amistack.sim.mesh import (
+    KEYSERVER_HOST,
+    KEYSERVER_IP,
+    PAN,
+    MeshConfig,
+    MeshSim,
+    build_mesh,
+    meter_id,
+)
+
+ATTACKER = Eui64(bytes.fromhex("02aaaaaaaaaaaa01"))
+
+
+def paa_counters(sim: MeshSim) -> dict[str, int]:
+    agent = sim.keyserver.agent
+    assert isinstance(agent, PanaAuthAgent)
+    return dict(agent.counters)
+
+
+def test_every_meter_authenticates_through_relays_and_joins_the_dodag() -> None:
+    sim = build_mesh(MeshConfig(nodes=30, seed=1))
+    assert sim.run(300.0)
+    assert sim.expected == set(range(1, 31))
+    assert set(sim.authenticated_at) == set(sim.ready_at) == sim.expected
+    dodag = {d["eui64"]: d for d in sim.dodag()}
+    root = str(sim.concentrator.eui)
+    for d in dodag.values():
+        assert d["hops"] is not None and d["rank"] is not None
+        if d["eui64"] != root:  # ranks fall strictly toward the root: no loop
+            assert dodag[d["parent"]]["rank"] < d["rank"]
+    far = [i for i, h in sim.radio_distance.items() if h >= 2]
+    assert far, "the topology must have meters out of the concentrator's range"
+    # those meters' PANA went through a meter acting as relay, and the PAA saw it relayed
+    relays = sum(m.relay.counters["to_paa"] for m in sim.meters)
+    assert relays > 0 and paa_counters(sim)["relayed_in"] > 0
+    # nothing any meter sent before PANA success was refused as a secured frame, and every
+    # DODAG frame ran under CCM*: unknown-key is only what newcomers heard before their key
+    report = sim.report(include_dodag=False)
+    assert report["authenticated_s"]["p100"] is not None
+    assert report["frames_per_node"] > 0 and report["radio"]["model"] == "unit-disk"
+
+
+def test_a_wrong_psk_meter_is_refused_through_relays_and_the_rest_join() -> None:
+    probe = build_mesh(MeshConfig(nodes=30, seed=1))
+    deep = max(probe.radio_distance, key=lambda i: probe.radio_distance[i])
+    assert probe.radio_distance[deep] >= 3  # PaC -> meter relay -> meter(s) -> concentrator
+    sim = build_mesh(MeshConfig(nodes=30, seed=1, wrong_psk=frozenset({deep})))
+    assert sim.run(300.0)
+    sim.net.run_until(sim.net.now + 60.0)
+    bad = sim.meters[deep - 1]
+    assert deep not in sim.authenticated_at and not bad.authenticated
+    assert bad.counters["pana-refused"] + bad.counters["pana-failed"] >= 1
+    assert bad.link.security.key_indexes() == []  # never got the group key
+    assert set(sim.ready_at) == sim.expected
+    refused = sim.net.events_of(KEYSERVER_HOST, AuthenticationFailed)
+    assert {e.peer_id for e in refused} == {meter_id(deep).encode()}  # by the key server
+    # its parent relayed for it: the refusal came back through the mesh
+    parent = next(m for m in sim.meters if m.eui == bad.parent)
+    assert parent.relay.counters["to_pac"] > 0
+
+
+def _attacker_frames(
+    sim: MeshSim, victim: MeshNode, packets: list[tuple[bytes, ipaddress.IPv6Address, int]]
+) -> list[bytes]:
+    """Unsecured frames from a node without the group key, to `victim`."""
+    link = MeshLink(LinkSecurity(ATTACKER, MemoryCounterStore()), PAN, seeded_random(9))
+    src = ATTACKER.link_local()
+    frames = []
+    for payload, dst, port in packets:
+        link.send(UdpDatagram(PANA_PORT, port, payload).packet(src, dst), victim.eui, False)
+        frames += [f for f, _ in link.frames_to_send(0.0)]
+        link._in_flight = None  # the attacker does not wait for ACKs
+    return frames
+
+
+def test_an_unauthenticated_node_gets_nothing_but_pana_forwarded() -> None:
+    sim = build_mesh(MeshConfig(nodes=30, seed=1))
+    assert sim.run(300.0)
+    victim = sim.meters[0]
+    x, y = sim.net.medium.radio.position(radio_addr(victim.eui))
+    attacker: Addr = radio_addr(ATTACKER)
+    sim.net.medium.radio.place(attacker, x + 1.0, y)
+    wan_before = sum(n.counters["wan-out"] for n in [sim.concentrator])
+    relayed_before = victim.relay.counters["to_paa"]
+    pana = PanaMessage(MessageType.PCI, 0, 0, 0).encode()
+    keyserver = ipaddress.IPv6Address(KEYSERVER_IP)
+    victim_ll = victim.eui.link_local()
+    frames = _attacker_frames(
+        sim,
+        victim,
+        [
+            (pana, keyserver, PANA_PORT),  # PANA, but routed past the parent to the WAN
+            (b"GET /meter HTTP/1.0", keyserver, 80),  # anything else to the WAN
+            (b"\x00" * 20, victim_ll, 5683),  # to the relay itself, not PANA
+            (b"not pana at all", victim_ll, PANA_PORT),  # PANA port, not PANA
+        ],
+    )
+    for frame in frames:
+        sim.net.inject(attacker, radio_addr(victim.eui), frame)
+    sim.net.run_until(sim.net.now + 5.0)
+    assert victim.counters["unsecured-dropped"] >= 3
+    assert victim.relay.counters["decode_error"] >= 1
+    assert victim.relay.counters["to_paa"] == relayed_before  # nothing relayed
+    assert sim.concentrator.counters["wan-out"] == wan_before  # nothing reached the WAN
+    # and a real PCI to the relay's link-local address is relayed (the only thing that is)
+    for frame in _attacker_frames(sim, victim, [(pana, victim_ll, PANA_PORT)]):
+        sim.net.inject(attacker, radio_addr(victim.eui), frame)
+    sim.net.run_until(sim.net.now + 5.0)
+    assert victim.relay.counters["to_paa"] == relayed_before + 1
+
+
+class SilentRelay(PanaRelay):
+    def receive_from_paa(self, data: bytes, now: float) -> None:
+        self.counters["kept"] += 1
+
+
+@pytest.mark.slow
+def test_a_relay_for_thousands_of_fake_pacs_is_limited_at_the_paa() -> None:
+    sim = build_mesh(MeshConfig(nodes=30, seed=1))
+    assert sim.run(300.0)
+    rogue = next(m for m in sim.meters if m.relay_ready)
+    rogue.relay = SilentRelay(rogue.paa)  # compromised: it keeps the answers to itself
+    pci = PanaMessage(MessageType.PCI, 0, 0, 0).encode()
+    start = sim.net.now
+    fakes, per_burst, every = 600, 10, 0.5  # 20 fake PaCs a second, what the link carries
+
+    agent = sim.keyserver.agent
+    assert isinstance(agent, PanaAuthAgent)
+    half_open = [0]
+
+    def burst(k: int) -> None:
+        def relay(now: float) -> None:
+            half_open[0] = max(half_open[0], agent.half_open_count)
+            for j in range(k * per_burst, (k + 1) * per_burst):
+                fake = f"fe80::dead:{j >> 16:x}:{j & 0xFFFF:x}"
+                rogue.relay.receive_from_pac(pci, (fake, PANA_PORT), now)
+
+        sim.net.call_at(start + every * k, radio_addr(rogue.eui), relay)
+
+    for k in range(fakes // per_burst):
+        burst(k)
+    sim.net.run_until(start + every * (fakes // per_burst) + 10.0)
+    counters = paa_counters(sim)
+    limited = counters.get("pci_relay_rate_limited", 0) + counters.get("pci_relay_limit", 0)
+    assert limited > 0
+    assert 0 < half_open[0] <= 256  # PaaConfig.per_relay_limit: half-open through one relay
+    assert rogue.relay.counters["to_paa"] == fakes
+    # the honest meters' sessions stand
+    assert all(m.authenticated for m in sim.meters)
