@@ -36,6 +36,7 @@ its link-local address with port 0; a frame for every neighbour goes to `BROADCA
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 from collections import Counter, OrderedDict, deque
@@ -77,6 +78,7 @@ BROADCAST_ADDR: Addr = ("ff02::1", 0)  # link-local all-nodes: 802.15.4 broadcas
 RPL_DIO_CODE = 0x01  # RFC 6550 §6.3
 
 
+@functools.lru_cache(maxsize=65536)
 def radio_addr(eui: Eui64) -> Addr:
     return (str(eui.link_local()), 0)
 
@@ -159,6 +161,7 @@ class MeshNode:
         self._choose_at: float | None = None
         self._pause = self.config.retry_backoff[0]
         self._wan_out: list[bytes] = []
+        self._last_dio: Ipv6Packet | None = None
         self._events: deque[MeshNodeEvent] = deque()
 
     def start(self, now: float) -> None:
@@ -363,15 +366,22 @@ class MeshNode:
                 hop = None if tx.next_hop is None else Eui64.from_interface_id(tx.next_hop[8:])
                 ip = tx.packet.to_ipv6()
                 self.link.send(ip, hop)
-                if hop is None and self.relay_ready and _is_dio(tx.packet):
-                    self.link.send(ip, None, secure=False)  # the join beacon
-                    self.counters["beacons-sent"] += 1
+                if hop is None and _is_dio(tx.packet):
+                    self._last_dio = ip
+                    if self.relay_ready:
+                        self._beacon_out()
             while (sent := self.link.next_event()) is not None:
                 self._on_transmitted(sent, now)
             event = self.rpl.next_event()
             if event is None:
                 return
             self._on_rpl(event, now)
+
+    def _beacon_out(self) -> None:
+        """The join beacon: this node's latest DIO, unsecured, to every neighbour."""
+        if self._last_dio is not None:
+            self.link.send(self._last_dio, None, secure=False)
+            self.counters["beacons-sent"] += 1
 
     def _on_transmitted(self, sent: Transmitted, now: float) -> None:
         neighbor = LINK_LOCAL_PREFIX + sent.next_hop.interface_id()
@@ -384,6 +394,7 @@ class MeshNode:
         if isinstance(event, DaoAcknowledged) and event.status < 128 and not self.relay_ready:
             self.relay_ready = True
             self._events.append(RelayReady(self.rpl.rank))
+            self._beacon_out()  # announce at once: trickle may be suppressing its DIOs
         elif isinstance(event, DataReceived) and event.next_header == NEXT_HEADER_UDP:
             self._udp_for_me(event.src, event.payload, now)
 

@@ -24,7 +24,7 @@ import random
 import statistics
 from collections import Counter, deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from amistack.addr import Addr, Eui64, PanId
@@ -47,6 +47,7 @@ from amistack.pana.constants import PANA_PORT
 from amistack.pana.events import Authenticated
 from amistack.pana.paa import PaaConfig
 from amistack.pana.pac import PacConfig, PanaClient
+from amistack.pana.timers import PCI_RETRANSMIT, REQ_RETRANSMIT
 from amistack.sim.medium import Delivery
 from amistack.sim.network import Network
 from amistack.sim.radio import RadioMedium, UnitDisk
@@ -60,6 +61,11 @@ KEYSERVER_HOST: Addr = ("wan:keyserver", 0)
 WAN_LATENCY = 0.010  # s one way between concentrator and key server
 GROUP_KEY_INDEX = 1
 SESSION_LIFETIME = 86_400.0  # s: no re-authentication inside a formation run
+# PANA retransmission over a multi-hop mesh: a round trip through a few hops of fragmented,
+# acknowledged frames takes seconds, so the first retransmission waits 4 s instead of RFC 5191
+# §9's 1 s (the other parameters stay; Wi-SUN lengthens its EAPOL timers the same way)
+MESH_PCI_RETRANSMIT = replace(PCI_RETRANSMIT, irt=4.0)
+MESH_REQ_RETRANSMIT = replace(REQ_RETRANSMIT, irt=4.0)
 
 
 @dataclass(frozen=True)
@@ -314,7 +320,8 @@ def _new_pac(ident: bytes, psk: bytes, seed: int) -> Any:
         return EapPeer(ident, {EapType.PSK: lambda: EapPskPeer(ident, psk, rng)})
 
     def new(parent: Addr) -> PanaClient:
-        return PanaClient(PacConfig(), eap, rng, parent)
+        config = PacConfig(pci_retransmit=MESH_PCI_RETRANSMIT, req_retransmit=MESH_REQ_RETRANSMIT)
+        return PanaClient(config, eap, rng, parent)
 
     return new
 
@@ -357,7 +364,7 @@ def build_mesh(config: MeshConfig) -> MeshSim:
     keyserver = KeyServer(
         store,
         rng=seeded_random(config.seed * 23),
-        paa_config=PaaConfig(allowed_relays=frozenset(allowed)),
+        paa_config=PaaConfig(allowed_relays=frozenset(allowed), req_retransmit=MESH_REQ_RETRANSMIT),
         session_lifetime=SESSION_LIFETIME,
         now=0.0,
     )
