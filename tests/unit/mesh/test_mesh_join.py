@@ -28,6 +28,7 @@ from amistack.sim.mesh import (
     build_mesh,
     meter_id,
 )
+from amistack.sim.radio import UnitDisk
 
 ATTACKER = Eui64(bytes.fromhex("02aaaaaaaaaaaa01"))
 
@@ -100,7 +101,10 @@ def test_an_unauthenticated_node_gets_nothing_but_pana_forwarded() -> None:
     victim = sim.meters[0]
     x, y = sim.net.medium.radio.position(radio_addr(victim.eui))
     attacker: Addr = radio_addr(ATTACKER)
-    sim.net.medium.radio.place(attacker, x + 1.0, y)
+    radio = sim.net.medium.radio
+    radio.place(attacker, x + 1.0, y)
+    assert isinstance(radio.model, UnitDisk)
+    radio.model.set_loss(attacker, radio_addr(victim.eui), 0.0)  # every attack frame arrives
     wan_before = sum(n.counters["wan-out"] for n in [sim.concentrator])
     relayed_before = victim.relay.counters["to_paa"]
     pana = PanaMessage(MessageType.PCI, 0, 0, 0).encode()
