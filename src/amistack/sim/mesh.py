@@ -79,7 +79,8 @@ class MeshConfig:
     rpl: RplConfig = field(
         default_factory=lambda: RplConfig(
             dio_interval_min=10, dio_interval_doublings=8, dio_redundancy_constant=3,
-            dao_ack_timeout=4.0, dis_interval=5.0,
+            dao_ack_timeout=4.0, dao_retransmissions=6, dis_interval=5.0,
+            default_lifetime=30, lifetime_unit=60,
         )
     )  # fmt: skip
 
@@ -246,6 +247,8 @@ class MeshSim:
             "radio": self.config.radio_model(),
             "rpl": {
                 "mop": self.config.rpl.mop.name,
+                "route_lifetime_s": self.config.rpl.route_lifetime,
+                "dao_retransmissions": self.config.rpl.dao_retransmissions,
                 "dio_interval_min": self.config.rpl.dio_interval_min,
                 "dio_interval_doublings": self.config.rpl.dio_interval_doublings,
                 "dio_redundancy_constant": self.config.rpl.dio_redundancy_constant,
