@@ -17,8 +17,9 @@ up the DODAG, secured, to the PAA's address on the WAN; the PAA's PRY answers co
 and the Relayed-Message goes back to the newcomer in the clear. Nothing else a stranger sends is
 forwarded: every frame the DODAG carries is CCM*-secured under the group key.
 
-After PANA success (`Authenticated`) the node installs the group keys (`group_keys`: the hook
-the key server's mesh group keys will fill; a fixed key until then), starts its RPL engine,
+After PANA success (`Authenticated`) the node opens the group key delivery the key server put
+in the final PAR (keymgmt/groupkeys.py: wrapped under the session's GTK-KEK; docs/mesh-keys.md),
+installs the keys in its link (`mesh.groupkeys.apply_group_keys`), starts its RPL engine,
 joins the DODAG as a router, and once its DAO is acknowledged (the root has a route down to it)
 is relay-ready: it sends join beacons and relays for its own neighbours (`RelayReady`). A refused
 or timed-out PANA run is tried again after an exponential back-off with jitter; a run that timed
@@ -45,7 +46,16 @@ from dataclasses import dataclass
 
 from amistack.addr import Addr, Eui64
 from amistack.crypto.rand import RandomSource
+from amistack.keymgmt.groupkeys import (
+    GroupKey,
+    GroupKeyDelivery,
+    GroupKeyError,
+    GroupKeyHolder,
+    find_delivery,
+    gtk_kek,
+)
 from amistack.mesh.errors import MeshDecodeError
+from amistack.mesh.groupkeys import apply_group_keys, next_switch
 from amistack.mesh.icmpv6 import ICMPV6_NEXT_HEADER, Icmpv6DecodeError
 from amistack.mesh.ipv6 import NEXT_HEADER_UDP, Ipv6Packet, UdpDatagram
 from amistack.mesh.link import MeshLink, Received, Transmitted
@@ -63,7 +73,6 @@ from amistack.pana.relay import PanaRelay
 
 __all__ = [
     "BROADCAST_ADDR",
-    "GroupKeys",
     "JoinConfig",
     "MeshNode",
     "MeshNodeEvent",
@@ -81,10 +90,6 @@ RPL_DIO_CODE = 0x01  # RFC 6550 §6.3
 @functools.lru_cache(maxsize=65536)
 def radio_addr(eui: Eui64) -> Addr:
     return (str(eui.link_local()), 0)
-
-
-GroupKeys = Callable[[Authenticated], Sequence[tuple[int, bytes]]]
-"""(key index, key) pairs to install after a PANA success (802.15.4 key id mode 1)."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +138,6 @@ class MeshNode:
         rng: RandomSource,
         *,
         new_pac: Callable[[Addr], PanaClient] | None = None,
-        group_keys: GroupKeys | None = None,
         config: JoinConfig | None = None,
         wan: Addr | None = None,
     ) -> None:
@@ -148,7 +152,8 @@ class MeshNode:
         self._paa_ip = ipaddress.IPv6Address(paa[0]).packed
         self._rng = rng
         self._new_pac = new_pac
-        self._group_keys = group_keys
+        self.group_keys = GroupKeyHolder()
+        self._key_switch: float | None = None  # when a held key starts or ends
         self.config = config or JoinConfig()
         self.wan = wan
         self.relay = PanaRelay(paa)
@@ -157,6 +162,7 @@ class MeshNode:
         self.parent: Eui64 | None = None
         self.authenticated = wan is not None
         self.relay_ready = wan is not None
+        self._held: tuple[GroupKey, ...] = ()  # the concentrator's keys (meters: group_keys)
         self.candidates: OrderedDict[Eui64, int] = OrderedDict()  # beacon sender -> rank
         self._choose_at: float | None = None
         self._pause = self.config.retry_backoff[0]
@@ -177,13 +183,22 @@ class MeshNode:
         paa: Addr,
         rng: RandomSource,
         wan: Addr,
-        group_keys: Sequence[tuple[int, bytes]],
+        group_keys: Sequence[GroupKey],
+        now: float,
     ) -> MeshNode:
+        """`group_keys`: the PAN's live keys as the key server holds them (the concentrator
+        takes them from its key server over the WAN; `update_group_keys` after a rotation)."""
         if not rpl.is_root:
             raise ValueError("the concentrator is the DODAG root")
-        for index, key in group_keys:
-            link.security.install_key(index, key)
-        return cls(link, rpl, paa, rng, wan=wan)
+        node = cls(link, rpl, paa, rng, wan=wan)
+        node.update_group_keys(group_keys, now)
+        return node
+
+    def update_group_keys(self, keys: Sequence[GroupKey], now: float) -> None:
+        """Concentrator: use these group keys from now on."""
+        apply_group_keys(self.link, keys, now)
+        self._key_switch = next_switch(keys, now)
+        self._held = tuple(keys)
 
     @property
     def global_address(self) -> bytes | None:
@@ -400,12 +415,12 @@ class MeshNode:
 
     def _on_pana(self, event: PanaEvent, now: float) -> None:
         self._events.append(event)
-        if isinstance(event, Authenticated) and not self.authenticated:
-            self.authenticated = True
-            for index, key in self._group_keys(event) if self._group_keys else ():
-                self.link.security.install_key(index, key)
-            self.rpl.start(now)
-            self._pause = self.config.retry_backoff[0]
+        if isinstance(event, Authenticated):
+            self._take_group_keys(event, now)
+            if not self.authenticated:
+                self.authenticated = True
+                self.rpl.start(now)
+                self._pause = self.config.retry_backoff[0]
         elif isinstance(event, AuthenticationFailed) and not self.authenticated:
             self.counters["pana-refused" if event.refused else "pana-failed"] += 1
             if not event.refused and self.parent is not None:
@@ -414,6 +429,24 @@ class MeshNode:
             pause = self._pause * (0.5 + 0.5 * _fraction(self._rng))
             self._pause = min(2 * self._pause, self.config.retry_backoff[1])
             self._choose_at = now + pause
+
+    def _take_group_keys(self, event: Authenticated, now: float) -> None:
+        """Open the group key delivery of a PANA success (initial or re-authentication: a
+        rotation's push) and give the link the keys."""
+        pac = self.pac
+        avp = find_delivery(pac.success_avps) if pac is not None else None
+        if avp is None:
+            self.counters["group-keys-missing"] += 1
+            return
+        try:
+            self.group_keys.accept(GroupKeyDelivery.open(avp, gtk_kek(event.context), now))
+        except GroupKeyError as exc:
+            self.counters[f"group-keys-{exc.kind}"] += 1
+            return
+        self.counters["group-keys-accepted"] += 1
+        self._held = self.group_keys.held()
+        apply_group_keys(self.link, self._held, now)
+        self._key_switch = next_switch(self._held, now)
 
     def _choose_parent(self, now: float) -> None:
         self._choose_at = None
@@ -440,7 +473,7 @@ class MeshNode:
         return out
 
     def get_timer(self) -> float | None:
-        times = [self.link.get_timer(), self._choose_at]
+        times = [self.link.get_timer(), self._choose_at, self._key_switch]
         if self.authenticated:
             times.append(self.rpl.get_timer())
         if self.pac is not None:
@@ -459,6 +492,11 @@ class MeshNode:
             when = self.pac.get_timer()
             if when is not None and when <= now:
                 self.pac.handle_timer(now)
+        if self._key_switch is not None and self._key_switch <= now:  # a key starts or ends
+            self.group_keys.expire(now)
+            self._held = tuple(k for k in self._held if k.not_after > now)
+            apply_group_keys(self.link, self._held, now)
+            self._key_switch = next_switch(self._held, now)
         if self._choose_at is not None and self._choose_at <= now and not self.authenticated:
             self._choose_parent(now)
 

@@ -32,10 +32,11 @@ from amistack.crypto import seeded_random
 from amistack.eap.packet import EapType
 from amistack.eap.peer import EapPeer
 from amistack.eap.psk import EapPskPeer
+from amistack.keymgmt.groupkeys import GroupKeyManager
 from amistack.keymgmt.kek import FileKek
 from amistack.keymgmt.server import KeyServer
 from amistack.keymgmt.store import CredentialStore
-from amistack.mesh.link import LinkConfig, MeshLink
+from amistack.mesh.link import MeshLink
 from amistack.mesh.node import MeshNode, ParentChosen, RelayReady, radio_addr
 from amistack.mesh.rpl.config import RplConfig
 from amistack.mesh.rpl.messages import PrefixInformation
@@ -59,7 +60,6 @@ MESH_PREFIX = bytes.fromhex("20010db8000100000000000000000000")
 KEYSERVER_IP = "2001:db8:ffff::1"
 KEYSERVER_HOST: Addr = ("wan:keyserver", 0)
 WAN_LATENCY = 0.010  # s one way between concentrator and key server
-GROUP_KEY_INDEX = 1
 SESSION_LIFETIME = 86_400.0  # s: no re-authentication inside a formation run
 # PANA retransmission over a multi-hop mesh: a round trip through a few hops of fragmented,
 # acknowledged frames takes seconds, so the first retransmission waits 4 s instead of RFC 5191
@@ -122,12 +122,6 @@ def node_eui(i: int) -> Eui64:
 
 def global_of(eui: Eui64) -> bytes:
     return MESH_PREFIX[:8] + eui.interface_id()
-
-
-def group_key(seed: int) -> bytes:
-    """The fixed mesh group key of a run: the stand-in until the key server hands out group
-    keys after PANA success (the `group_keys` hook of `MeshNode`)."""
-    return random.Random(seed * 7_919).randbytes(16)
 
 
 class MeshMedium:
@@ -309,11 +303,9 @@ def radio_hops(radio: RadioMedium, start: Addr, index: dict[Addr, int]) -> dict[
     return {index[a]: h for a, h in hops.items() if a in index}
 
 
-def _link(eui: Eui64, key: bytes | None, seed: int) -> MeshLink:
-    security = LinkSecurity(eui, MemoryCounterStore())
-    if key is not None:
-        security.install_key(GROUP_KEY_INDEX, key)
-    return MeshLink(security, PAN, seeded_random(seed), LinkConfig(key_index=GROUP_KEY_INDEX))
+def _link(eui: Eui64, seed: int) -> MeshLink:
+    """A link with no key yet (the group keys are installed from the key server's)."""
+    return MeshLink(LinkSecurity(eui, MemoryCounterStore()), PAN, seeded_random(seed))
 
 
 def _new_pac(ident: bytes, psk: bytes, seed: int) -> Any:
@@ -334,15 +326,15 @@ def build_mesh(config: MeshConfig) -> MeshSim:
     side = config.side
     radio = RadioMedium(UnitDisk(config.radius, config.loss), seed=config.seed)
     net = Network(MeshMedium(radio, frozenset({KEYSERVER_HOST})))
-    key = group_key(config.seed)
+    manager = GroupKeyManager([PAN.value], rng=seeded_random(config.seed * 43), now=0.0)
     paa: Addr = (KEYSERVER_IP, PANA_PORT)
     root_eui = node_eui(0)
     root_rpl = RplNode(LINK_LOCAL_PREFIX + root_eui.interface_id(), config.rpl,
                        seeded_random(config.seed * 31), root_prefix=PrefixInformation(
                            MESH_PREFIX, 64))  # fmt: skip
     concentrator = MeshNode.concentrator(
-        _link(root_eui, key, config.seed * 37), root_rpl, paa, seeded_random(config.seed * 41),
-        KEYSERVER_HOST, [(GROUP_KEY_INDEX, key)],
+        _link(root_eui, config.seed * 37), root_rpl, paa, seeded_random(config.seed * 41),
+        KEYSERVER_HOST, manager.keys(PAN.value), 0.0,
     )  # fmt: skip
     radio.place(radio_addr(root_eui), side / 2, side / 2)
     allowed = {str(ipaddress.IPv6Address(global_of(root_eui)))}
@@ -357,10 +349,9 @@ def build_mesh(config: MeshConfig) -> MeshSim:
         rpl = RplNode(LINK_LOCAL_PREFIX + eui.interface_id(), config.rpl,
                       seeded_random(config.seed * 1_000 + i))  # fmt: skip
         meter = MeshNode(
-            _link(eui, None, config.seed * 2_000 + i), rpl, paa,
+            _link(eui, config.seed * 2_000 + i), rpl, paa,
             seeded_random(config.seed * 3_000 + i),
             new_pac=_new_pac(meter_id(i).encode(), psk, config.seed * 4_000 + i),
-            group_keys=lambda _ev: [(GROUP_KEY_INDEX, key)],
         )  # fmt: skip
         radio.place(radio_addr(eui), rng.uniform(0.0, side), rng.uniform(0.0, side))
         meters.append(meter)
@@ -371,6 +362,7 @@ def build_mesh(config: MeshConfig) -> MeshSim:
         session_lifetime=SESSION_LIFETIME,
         now=0.0,
     )
+    keyserver.enable_group_keys(manager)
     root_addr = radio_addr(root_eui)
     net.add_node(KEYSERVER_HOST, Ipv6Host(keyserver, (KEYSERVER_IP, PANA_PORT), root_addr))
     index = {radio_addr(m.eui): i for i, m in enumerate(meters, 1)}

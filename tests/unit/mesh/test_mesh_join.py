@@ -50,7 +50,14 @@ def test_every_meter_authenticates_through_relays_and_joins_the_dodag() -> None:
         assert d["hops"] is not None and d["rank"] is not None
         if d["eui64"] != root:  # ranks fall strictly toward the root: no loop
             assert dodag[d["parent"]]["rank"] < d["rank"]
+    # the link keys are the key server's group keys, delivered wrapped in each PANA success
+    root_keys = sim.concentrator.link.security.key_indexes()
+    assert root_keys and sim.keyserver.counters["group_keys_delivered"] == 30
+    for m in sim.meters:
+        assert m.counters["group-keys-accepted"] == 1
+        assert m.link.security.key_indexes() == root_keys
     far = [i for i, h in sim.radio_distance.items() if h >= 2]
+
     assert far, "the topology must have meters out of the concentrator's range"
     # those meters' PANA went through a meter acting as relay, and the PAA saw it relayed
     relays = sum(m.relay.counters["to_paa"] for m in sim.meters)
