@@ -258,11 +258,11 @@ class MeshNode:
             self.counters["unsecured-dropped"] += 1
             return
         source: Addr = (str(packet.src), udp.src_port)
-        if self.relay_ready:
+        if self.pac is not None and got.src == self.parent:  # our own session, relayed to us
+            self.pac.receive_datagram(udp.payload, source, now)
+        elif self.relay_ready:
             self.relay.receive_from_pac(udp.payload, source, now)
             self.counters["relayed-from-pac"] += 1
-        elif self.pac is not None and got.src == self.parent:
-            self.pac.receive_datagram(udp.payload, source, now)
         else:
             self.counters["unsecured-dropped"] += 1
 

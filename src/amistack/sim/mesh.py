@@ -32,6 +32,7 @@ from amistack.crypto import seeded_random
 from amistack.eap.packet import EapType
 from amistack.eap.peer import EapPeer
 from amistack.eap.psk import EapPskPeer
+from amistack.keymgmt.events import GroupKeyExpired, GroupKeyInstalled
 from amistack.keymgmt.groupkeys import GroupKeyManager
 from amistack.keymgmt.kek import FileKek
 from amistack.keymgmt.server import KeyServer
@@ -176,6 +177,12 @@ class MeshSim:
         return self.reachable - self.config.wrong_psk
 
     def _on_event(self, addr: Addr, event: object, now: float) -> None:
+        manager = self.keyserver.group_keys
+        if addr == KEYSERVER_HOST and isinstance(event, GroupKeyInstalled | GroupKeyExpired):
+            assert manager is not None  # the concentrator follows the key server's ring
+            self.concentrator.update_group_keys(manager.keys(PAN.value), now)
+            self.net.service(radio_addr(self.concentrator.eui))
+            return
         i = self._index.get(addr)
         if i is None:
             return

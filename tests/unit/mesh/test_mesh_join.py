@@ -179,3 +179,26 @@ def test_a_relay_for_thousands_of_fake_pacs_is_limited_at_the_paa() -> None:
     assert rogue.relay.counters["to_paa"] == fakes
     # the honest meters' sessions stand
     assert all(m.authenticated for m in sim.meters)
+
+
+def test_a_revoked_meter_is_shut_out_of_the_next_group_key() -> None:
+    sim = build_mesh(MeshConfig(nodes=30, seed=1))
+    assert sim.run(300.0)
+    revoked = sim.meters[-1]
+    old = set(sim.concentrator.link.security.key_indexes())
+
+    def revoke(now: float) -> None:
+        sim.keyserver.revoke(meter_id(30), now)
+
+    sim.net.call_at(sim.net.now, KEYSERVER_HOST, revoke)
+    sim.net.run_until(sim.net.now + 400.0)  # rotation delay, the push, the activation
+    new = set(sim.concentrator.link.security.key_indexes())
+    assert new and new.isdisjoint(old)  # the old key was cut at the activation
+    send = sim.concentrator.link.config.key_index
+    pushed = [m for m in sim.meters if m is not revoked]
+    assert all(m.link.config.key_index == send for m in pushed)  # re-authenticated via relays
+    assert send not in revoked.link.security.key_indexes()
+    before = sum(m.link.counters["unknown-key"] for m in pushed)
+    sim.net.call_at(sim.net.now, radio_addr(revoked.eui), revoked.rpl.trickle.reset)
+    sim.net.run_until(sim.net.now + 30.0)  # its DIOs, under a key nobody holds any more
+    assert sum(m.link.counters["unknown-key"] for m in pushed) > before
