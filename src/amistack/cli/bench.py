@@ -89,13 +89,13 @@ def register(sub: Any) -> None:
         description="Meshes of --sizes meters (random geometric placement, seeded; unit-disk "
         "radio with per-frame loss, stated in the output) form on the virtual clock while every "
         "meter authenticates with PANA + EAP-PSK against the real key-server engine through "
-        "its parent relay: simulated time to 50/95/100 %% authenticated and relay-ready, link "
+        "its parent relay: simulated time to 50/95/100 % authenticated and relay-ready, link "
         "frames per node, wall time, link frames per wall second (CCM* on every secured "
-        "frame) against a CCM*-only baseline, and wall time over N log N.",
+        "frame) against a CCM*-only baseline, CPU time, and wall and CPU over N log N.",
     )
     mesh.add_argument("--sizes", default="100,1000", help="comma-separated sizes (100,1000)")
     mesh.add_argument("--seed", type=int, default=1, help="placement and engines' seed")
-    mesh.add_argument("--max-time", type=float, default=7200.0, help="simulated s per size")
+    mesh.add_argument("--max-time", type=float, default=7200.0, help="simulated s per size (7200)")
     mesh.add_argument("--json", action="store_true", help="print only the JSON document")
     mesh.set_defaults(handler=_mesh)
 

@@ -112,12 +112,12 @@ def register(sub: Any) -> None:
         "radio (unit disk, per-frame loss, stated in the output) form an RPL DODAG; each meter "
         "authenticates with PANA + EAP-PSK against the real key-server engine through its "
         "parent (RFC 6345 relay) before it may send anything else. Prints the DODAG (parent, "
-        "rank, hops per node), the simulated times at which 50/95/100 %% of the meters were "
+        "rank, hops per node), the simulated times at which 50/95/100 % of the meters were "
         "authenticated and relay-ready, and link frames per node.",
     )
     m.add_argument("--nodes", type=int, default=100, help="meters (default 100)")
     m.add_argument("--seed", type=int, default=1, help="placement and engines' seed (default 1)")
-    m.add_argument("--max-time", type=float, default=3600.0, help="simulated s to stop at")
+    m.add_argument("--max-time", type=float, default=3600.0, help="simulated s (3600)")
     m.add_argument("--json", action="store_true", help="print the whole report as JSON")
     m.add_argument("--png", type=Path, metavar="FILE", help="draw the DODAG (matplotlib)")
     m.add_argument("--graphml", type=Path, metavar="FILE", help="write the DODAG as GraphML")
