@@ -5,6 +5,7 @@ without the group key can and cannot make the mesh do."""
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 
 import pytest
 
@@ -13,6 +14,7 @@ from amistack.crypto import seeded_random
 from amistack.mesh.ipv6 import UdpDatagram
 from amistack.mesh.link import MeshLink
 from amistack.mesh.node import MeshNode, radio_addr
+from amistack.mesh.rpl.constants import Mop
 from amistack.mesh.security import LinkSecurity, MemoryCounterStore
 from amistack.pana.constants import PANA_PORT, MessageType
 from amistack.pana.events import AuthenticationFailed
@@ -202,3 +204,12 @@ def test_a_revoked_meter_is_shut_out_of_the_next_group_key() -> None:
     sim.net.call_at(sim.net.now, radio_addr(revoked.eui), revoked.rpl.trickle.reset)
     sim.net.run_until(sim.net.now + 30.0)  # its DIOs, under a key nobody holds any more
     assert sum(m.link.counters["unknown-key"] for m in pushed) > before
+
+
+def test_joining_works_in_storing_mode_too() -> None:
+    config = MeshConfig(nodes=20, seed=4)
+    config = replace(config, rpl=replace(config.rpl, mop=Mop.STORING_NO_MULTICAST))
+    sim = build_mesh(config)
+    assert sim.run(300.0)
+    assert set(sim.authenticated_at) == set(sim.ready_at) == sim.expected
+    assert any(h >= 2 for h in sim.radio_distance.values())
