@@ -97,10 +97,21 @@ class JoinConfig:
     listen: float = 1.0  # s from the first beacon heard to choosing a parent
     retry_backoff: tuple[float, float] = (2.0, 120.0)  # first and longest pause between PANA runs
     max_candidates: int = 16  # join beacons remembered (the lowest ranks are kept)
+    # PANA relayed per neighbour (token bucket per link source, bounded table): one join is
+    # about 5 PaC messages in 10 s; a neighbour flooding its relay is cut off here, before
+    # the PAA's per-relay limit would hold back every newcomer behind this relay
+    relay_rate: float = 2.0  # messages per second
+    relay_burst: float = 8.0
+    relay_neighbors: int = 64  # buckets kept (the least recently used is forgotten)
 
     def __post_init__(self) -> None:
         first, longest = self.retry_backoff
-        if self.listen < 0 or not 0 < first <= longest or self.max_candidates < 1:
+        if (
+            self.listen < 0
+            or not 0 < first <= longest
+            or self.max_candidates < 1
+            or not (self.relay_rate > 0 and self.relay_burst >= 1 and self.relay_neighbors >= 1)
+        ):
             raise ValueError("invalid join configuration")
 
 
@@ -164,6 +175,7 @@ class MeshNode:
         self.relay_ready = wan is not None
         self._held: tuple[GroupKey, ...] = ()  # the concentrator's keys (meters: group_keys)
         self.candidates: OrderedDict[Eui64, int] = OrderedDict()  # beacon sender -> rank
+        self._relay_buckets: OrderedDict[Eui64, tuple[float, float]] = OrderedDict()
         self._choose_at: float | None = None
         self._pause = self.config.retry_backoff[0]
         self._wan_out: list[bytes] = []
@@ -260,11 +272,23 @@ class MeshNode:
         source: Addr = (str(packet.src), udp.src_port)
         if self.pac is not None and got.src == self.parent:  # our own session, relayed to us
             self.pac.receive_datagram(udp.payload, source, now)
+        elif self.relay_ready and not self._relay_allowed(got.src, now):
+            self.counters["relay-rate-limited"] += 1
         elif self.relay_ready:
             self.relay.receive_from_pac(udp.payload, source, now)
             self.counters["relayed-from-pac"] += 1
         else:
             self.counters["unsecured-dropped"] += 1
+
+    def _relay_allowed(self, neighbor: Eui64, now: float) -> bool:
+        cfg = self.config
+        tokens, since = self._relay_buckets.pop(neighbor, (cfg.relay_burst, now))
+        tokens = min(cfg.relay_burst, tokens + (now - since) * cfg.relay_rate)
+        allowed = tokens >= 1.0
+        self._relay_buckets[neighbor] = (tokens - 1.0 if allowed else tokens, now)
+        if len(self._relay_buckets) > cfg.relay_neighbors:
+            self._relay_buckets.popitem(last=False)
+        return allowed
 
     def _beacon(self, packet: Ipv6Packet, sender: Eui64, now: float) -> None:
         try:

@@ -143,6 +143,29 @@ def test_an_unauthenticated_node_gets_nothing_but_pana_forwarded() -> None:
     assert victim.relay.counters["to_paa"] == relayed_before + 1
 
 
+def test_a_neighbour_flooding_its_relay_with_pana_is_cut_off_at_the_relay() -> None:
+    sim = build_mesh(MeshConfig(nodes=30, seed=1))
+    assert sim.run(300.0)
+    victim = sim.meters[0]
+    x, y = sim.net.medium.radio.position(radio_addr(victim.eui))
+    attacker: Addr = radio_addr(ATTACKER)
+    radio = sim.net.medium.radio
+    radio.place(attacker, x + 1.0, y)
+    assert isinstance(radio.model, UnitDisk)
+    radio.model.set_loss(attacker, radio_addr(victim.eui), 0.0)
+    relayed_before = victim.relay.counters["to_paa"]
+    pana = PanaMessage(MessageType.PCI, 0, 0, 0).encode()
+    victim_ll = victim.eui.link_local()
+    start = sim.net.now
+    for frame in _attacker_frames(sim, victim, [(pana, victim_ll, PANA_PORT)] * 100):
+        sim.net.inject(attacker, radio_addr(victim.eui), frame, start)
+    sim.net.run_until(start + 5.0)
+    relayed = victim.relay.counters["to_paa"] - relayed_before
+    assert 1 <= relayed <= victim.config.relay_burst + 1  # the bucket refills 2/s meanwhile
+    assert victim.counters["relay-rate-limited"] >= 100 - relayed
+    assert all(m.authenticated for m in sim.meters)  # the rest of the mesh is untouched
+
+
 class SilentRelay(PanaRelay):
     def receive_from_paa(self, data: bytes, now: float) -> None:
         self.counters["kept"] += 1
