@@ -16,7 +16,7 @@ _SCENARIO_HELP = """scenarios:
   day         DAYS x 48 half-hour slots: completeness per slot (backfill counted), packets per
               reading, p99 lateness after the slot boundary
   blackout    every meter loses power at once after the first slot and returns within
-              --return-window s: time until 50/95/100 %% hold keys again and the first complete
+              --return-window s: time until 50/95/100 % hold keys again and the first complete
               slot, against the key server's capacity; run twice, with and without back-off
   rollover    session lifetime --rollover-lifetime: every meter re-authenticates (new keys)
               several times a day; readings refused though sent under a valid key must be 0
@@ -24,7 +24,7 @@ _SCENARIO_HELP = """scenarios:
               accepted from them afterwards (must be 0)
   all         each of the above in turn (one report directory each under --report)
 
-Scale: a day of 100,000 meters takes hours in one process (docs/simulator.md, "What it
+Scale: a day of 100,000 meters takes over an hour of CPU in one process (docs/simulator.md, "What it
 costs"); --shards K runs K shards by cell in parallel on Dask (a local cluster of --workers
 processes, or --cluster ADDR), each shard with its own key server and head-end.
 
