@@ -16,6 +16,9 @@ loop.
 - The C12.22 invocation-id mark lives in `DIR/c1222-invocation-id` (`InvocationIdFile`), so a
   restarted head-end (kill -9 included) goes on above every id it used: meters accept its acks
   and commands at once instead of refusing them as stale.
+- Database work stays off the loop where it waits: ingest batches commit on their own thread
+  (`runtime.ingest_writer`), and the API's queries run on reader connections of their own
+  threads (`headend.storage`), never behind the ingest's writer lock.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from amistack.headend.service import HeadEnd, HeadEndConfig, KeyNeeded
 from amistack.headend.storage import ReadingRepository, open_repository
 from amistack.mesh.security import FileCounterStore
 from amistack.runtime.eventtext import event_text
+from amistack.runtime.ingest_writer import ThreadedBatchWriter
 from amistack.runtime.udp import Capture, EngineDriver
 
 log = logging.getLogger(__name__)
@@ -112,6 +116,8 @@ async def run_headend(
     keys = HeadendKeys(repository_resolver(repo.meter_by_ap_title), key_source)
     title = ap_title if isinstance(ap_title, ApTitle) else ApTitle.parse(ap_title)
     known = dict(addresses or {})
+    # ingest commits on a thread of their own: the loop never waits for an fsync
+    writer = ThreadedBatchWriter(repo)
     engine = HeadEnd(
         HeadEndConfig(title, collector or CollectorConfig()),
         repo,
@@ -120,6 +126,7 @@ async def run_headend(
         time.time(),
         addr_of=lambda m: known.get(m.meter_id),
         invocation_ids=InvocationIdFile(data / INVOCATION_ID_FILE),
+        writer=writer,
     )
     tasks: set[asyncio.Task[Any]] = set()
     driver: EngineDriver[HeadEnd]
@@ -152,6 +159,12 @@ async def run_headend(
     server: Any = None
     api_task: asyncio.Task[Any] | None = None
     driver = EngineDriver(engine, on_event=on_event, capture=capture, wall_clock=True)
+    loop = asyncio.get_running_loop()
+
+    def wake() -> None:  # on the writer's thread: a batch is durable, report it (acks)
+        loop.call_soon_threadsafe(driver.kick)
+
+    writer.wake = wake
     rt = HeadEndRuntime(engine, driver, repo)
     try:
         for host, port in listen:
@@ -192,6 +205,7 @@ async def run_headend(
             engine.flush(driver.now())  # what was received becomes durable and is acked
             driver.kick()
         driver.close()
+        writer.close()
         if async_source is not None:
             close = getattr(async_source, "close", None)
             if close is not None:
