@@ -10,9 +10,11 @@ Sans-IO in the aioquic manner: `now` is passed in, `get_timer()`/`handle_timer(n
 driver when the latency bound falls due. Where a batch is written is a `BatchWriter`'s business:
 by default at once, in the caller (the simulator, tests: the call returns when it is durable);
 the runtime gives one that commits on a thread of its own (`runtime.ingest_writer`), so the
-event loop never waits for a commit's fsync. Then one batch is in flight at a time, the next
-gathers meanwhile, and a finished batch is reported by the next call (`get_timer` falls due at
-once when one has finished; the writer wakes the driver).
+event loop never waits for a commit's fsync. Then one batch (at most `max_batch` readings, whole
+messages) is in flight at a time, the next gathers meanwhile, and a finished batch is reported
+by the next call (`get_timer` falls due at once when one has finished; the writer wakes the
+driver). Memory stays bounded: with `QUEUE_BATCHES` batches' worth waiting behind the one in
+flight, `submit` waits for it (under overload the caller is held, as with an immediate write).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from amistack.headend.schema import IntervalReading
 from amistack.headend.storage import ReadingRepository, StoreResult
 
 logger = logging.getLogger(__name__)
+
+QUEUE_BATCHES = 4  # batches' worth of readings that may wait behind the one being written
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class _Batch:
     readings: list[IntervalReading]
     rejected: list[tuple[Hashable, IntervalReading, str]]
     oldest: float
+    sizes: list[int]
 
 
 class Ingestor:
@@ -97,6 +102,7 @@ class Ingestor:
         self.writer: BatchWriter = writer or ImmediateWriter(repo)
         self.counters: collections.Counter[str] = collections.Counter()
         self._tags: list[Hashable] = []
+        self._sizes: list[int] = []  # storable readings of each tag's message, in order
         self._pending: list[IntervalReading] = []
         self._rejected: list[tuple[Hashable, IntervalReading, str]] = []
         self._oldest: float | None = None
@@ -111,6 +117,7 @@ class Ingestor:
         self, tag: Hashable, readings: Sequence[IntervalReading], now: float
     ) -> IngestReport | None:
         """Queue one message's readings; returns a report if a batch became durable."""
+        before = len(self._pending)
         for r in readings:
             problem = r.problem()
             if problem is None:
@@ -119,9 +126,14 @@ class Ingestor:
                 self._rejected.append((tag, r, problem))
                 self.counters["rejected"] += 1
         self._tags.append(tag)
+        self._sizes.append(len(self._pending) - before)
         if self._oldest is None:
             self._oldest = now
-        return self._progress(now)
+        backlog = self._inflight is not None and (
+            len(self._pending) >= QUEUE_BATCHES * self.max_batch
+        )
+        report = self._collect(wait=backlog)  # overload: hold the caller, bound the memory
+        return _merge(report, self._progress(now))
 
     def get_timer(self) -> float | None:
         if self._inflight is not None:
@@ -136,12 +148,11 @@ class Ingestor:
         """Write everything pending (waiting for a batch in flight first); returns once it is
         all durable. If storage fails the submissions stay pending (nothing is acked) and the
         error propagates."""
-        first = self._collect(wait=True)
-        second = None
-        if self._tags or self._pending:
+        report = self._collect(wait=True)
+        while self._tags:
             self._start(now)
-            second = self._collect(wait=True)
-        return _merge(first, second) or IngestReport([], 0, 0, 0)
+            report = _merge(report, self._collect(wait=True))
+        return report or IngestReport([], 0, 0, 0)
 
     def _progress(self, now: float) -> IngestReport | None:
         report = self._collect()
@@ -153,9 +164,23 @@ class Ingestor:
         return report
 
     def _start(self, now: float) -> None:
+        """Begin writing the oldest whole messages, up to `max_batch` readings (at least one
+        message); the rest waits for the next batch."""
         assert self._oldest is not None
-        batch = _Batch(self._tags, self._pending, self._rejected, self._oldest)
-        self._tags, self._pending, self._rejected, self._oldest = [], [], [], None
+        count = taken = 0
+        while taken < len(self._sizes) and (taken == 0 or count < self.max_batch):
+            count += self._sizes[taken]
+            taken += 1
+        batch = _Batch(
+            self._tags[:taken],
+            self._pending[:count],
+            self._rejected,
+            self._oldest,
+            self._sizes[:taken],
+        )
+        self._tags, self._sizes = self._tags[taken:], self._sizes[taken:]
+        self._pending, self._rejected = self._pending[count:], []
+        self._oldest = self._oldest if self._tags else None  # (an approximation: as old)
         self._inflight = batch
         self.writer.start(batch.readings, now)
 
@@ -169,6 +194,7 @@ class Ingestor:
         self._inflight = None
         if not isinstance(outcome, StoreResult):
             self._tags = batch.tags + self._tags
+            self._sizes = batch.sizes + self._sizes
             self._pending = batch.readings + self._pending
             self._rejected = batch.rejected + self._rejected
             self._oldest = batch.oldest

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from tests.unit.headend.conftest import reading
 
-from amistack.headend.ingest import Ingestor
-from amistack.headend.storage import SqliteRepository
+from amistack.headend.ingest import QUEUE_BATCHES, Ingestor
+from amistack.headend.schema import IntervalReading
+from amistack.headend.storage import SqliteRepository, StoreResult
 from amistack.runtime.ingest_writer import ThreadedBatchWriter
 
 
@@ -82,4 +83,44 @@ def test_flush_waits_for_the_batch_in_flight(tmp_path: Path) -> None:
     ing.submit("b", [reading("m1", 1)], 0.0)
     report = ing.flush(0.0)  # shutdown: everything durable before it returns
     assert sorted(report.durable) == ["a", "b"] and repo.count_readings() == 2
+    writer.close()
+
+
+def test_batches_are_bounded_and_an_overload_holds_the_caller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A producer faster than the disk: each batch carries at most max_batch readings, and
+    once QUEUE_BATCHES batches' worth wait behind the one in flight, submit waits for it
+    (memory stays bounded; under overload the caller is held as with an immediate write)."""
+    repo = SqliteRepository(tmp_path)
+    gate = threading.Event()
+    real = repo.store_readings
+    sizes: list[int] = []
+
+    def slow_disk(readings: list[IntervalReading], received_at: float) -> StoreResult:
+        gate.wait(10.0)
+        sizes.append(len(readings))
+        return real(readings, received_at)
+
+    monkeypatch.setattr(repo, "store_readings", slow_disk)
+    writer = ThreadedBatchWriter(repo)
+    ing = Ingestor(repo, max_batch=3, writer=writer)
+    submitted: list[int] = []
+
+    def produce() -> None:
+        for n in range(3 + QUEUE_BATCHES * 3 + 1):
+            ing.submit(n, [reading("m1", n)], 0.0)
+            submitted.append(n)
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    producer.join(0.5)
+    assert producer.is_alive()  # held: the backlog is full while the disk is stuck
+    assert len(submitted) == 3 + QUEUE_BATCHES * 3 - 1
+    gate.set()
+    producer.join(10.0)
+    report = ing.flush(0.0)
+    assert ing.pending == 0 and repo.count_readings() == len(submitted) == 16
+    assert max(sizes) <= 3 and sum(sizes) == 16
+    assert report.durable  # the rest, durable at flush
     writer.close()
