@@ -37,6 +37,7 @@ from amistack.bench.ingest import T0
 from amistack.headend.ingest import BatchWriter, Ingestor
 from amistack.headend.schema import IntervalReading
 from amistack.headend.storage import SqliteRepository
+from amistack.runtime.asgi import serve_asgi
 from amistack.runtime.ingest_writer import ThreadedBatchWriter
 from amistack.runtime.loop import new_event_loop
 
@@ -162,8 +163,6 @@ async def _phase(
     batch: int,
     first_meter: int,
 ) -> dict[str, Any]:
-    import uvicorn
-
     from amistack.headend.api import create_app
 
     ingest = name != "api_alone"
@@ -172,24 +171,16 @@ async def _phase(
     repo = _OneConnection(directory) if on_loop else SqliteRepository(directory)
     writer: BatchWriter | None = None if on_loop else ThreadedBatchWriter(repo)
     ingestor = Ingestor(repo, max_batch=batch, max_delay=0.05, writer=writer)
-    server: Any = None
-    api_task: asyncio.Task[Any] | None = None
+    api_stack = contextlib.AsyncExitStack()
     proc = parent = None
     lags: list[float] = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     try:
         if api:
-            config = uvicorn.Config(
-                create_app(repo), host="127.0.0.1", port=0, log_level="warning", lifespan="off"
+            _, port = await api_stack.enter_async_context(
+                serve_asgi(create_app(repo), "127.0.0.1", 0)
             )
-            server = uvicorn.Server(config)
-            api_task = asyncio.create_task(server.serve())
-            while not server.started and not api_task.done():
-                await asyncio.sleep(0.01)
-            if api_task.done():
-                api_task.result()
-            port = int(server.servers[0].sockets[0].getsockname()[1])
             ctx = multiprocessing.get_context("spawn")
             parent, child = ctx.Pipe()
             proc = ctx.Process(
@@ -215,11 +206,7 @@ async def _phase(
         if parent is not None:
             client = await loop.run_in_executor(None, parent.recv)
     finally:
-        if server is not None:
-            server.should_exit = True
-        if api_task is not None:
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(api_task, 5.0)
+        await api_stack.aclose()
         if proc is not None:
             await loop.run_in_executor(None, proc.join, 5.0)
             if proc.is_alive():

@@ -41,6 +41,7 @@ from amistack.headend.keys import AsyncKeySource, HeadendKeys, SyncKeySource, re
 from amistack.headend.service import HeadEnd, HeadEndConfig, KeyNeeded
 from amistack.headend.storage import ReadingRepository, open_repository
 from amistack.mesh.security import FileCounterStore
+from amistack.runtime.asgi import serve_asgi
 from amistack.runtime.eventtext import event_text
 from amistack.runtime.ingest_writer import ThreadedBatchWriter
 from amistack.runtime.udp import Capture, EngineDriver
@@ -156,8 +157,7 @@ async def run_headend(
                 driver.kick()
             await asyncio.sleep(PREFETCH_EVERY)
 
-    server: Any = None
-    api_task: asyncio.Task[Any] | None = None
+    api_stack = contextlib.AsyncExitStack()
     driver = EngineDriver(engine, on_event=on_event, capture=capture, wall_clock=True)
     loop = asyncio.get_running_loop()
 
@@ -174,31 +174,17 @@ async def run_headend(
             pf = asyncio.create_task(prefetch())
             tasks.add(pf)
         if api is not None:
-            import uvicorn
-
             from amistack.headend.api import create_app
 
-            config = uvicorn.Config(
-                create_app(repo), host=api[0], port=api[1], log_level="warning", lifespan="off"
+            rt.api = await api_stack.enter_async_context(
+                serve_asgi(create_app(repo), api[0], api[1])
             )
-            server = uvicorn.Server(config)
-            api_task = asyncio.create_task(server.serve())
-            while not server.started and not api_task.done():
-                await asyncio.sleep(0.01)
-            if api_task.done():
-                api_task.result()  # raises why it did not start (port in use ...)
-            sock = server.servers[0].sockets[0].getsockname()
-            rt.api = (str(sock[0]), int(sock[1]))
         log.info("head-end: C12.22 on %s, API on %s, data in %s", rt.udp, rt.api, data)
         if ready is not None:
             ready(rt)
         await (stop or asyncio.Event()).wait()
     finally:
-        if server is not None:
-            server.should_exit = True
-        if api_task is not None:
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(api_task, 5.0)
+        await api_stack.aclose()
         for t in list(tasks):
             t.cancel()
         with contextlib.suppress(Exception):
