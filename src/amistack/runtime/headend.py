@@ -190,6 +190,7 @@ async def run_headend(
         with contextlib.suppress(Exception):
             engine.flush(driver.now())  # what was received becomes durable and is acked
             driver.kick()
+        writer.wake = None  # (a batch finishing now has nobody left to tell)
         driver.close()
         writer.close()
         if async_source is not None:
