@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from tests.unit.headend.conftest import T0, reading
@@ -220,3 +221,19 @@ def test_queries_do_not_wait_for_the_writer(repo: ReadingRepository) -> None:
         assert repo.get_meter("m1") is not None and repo.count_readings("m1") == 2
     repo.store_readings([reading("m1", 2)], 6.0)
     assert repo.count_readings("m1") == 3  # a reader sees every commit before it
+
+
+def test_reader_connections_cannot_write(tmp_path: Path) -> None:
+    """A query path that went wrong (or was talked into it) cannot change anything: SQLite's
+    readers are query_only; writes only go through the writer's transactions."""
+    import sqlite3
+
+    from amistack.headend.storage import SqliteRepository
+
+    repo = SqliteRepository(tmp_path)
+    repo.register_meter("m1", AP + "1", "c", "x", 1.0)
+    reader = repo._readers.get()  # type: ignore[union-attr]
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        reader.execute("DELETE FROM meters")
+    assert repo.get_meter("m1") is not None
+    repo.close()
