@@ -34,7 +34,12 @@ from amistack.headend.storage import open_repository
 from tests.scenario.test_headend_durability import message
 
 repo = open_repository(sys.argv[1])
-ing = Ingestor(repo, max_batch=int(sys.argv[2]), max_delay=1e9)
+writer = None
+if sys.argv[3] == "threaded":  # as the runtime commits: on a writer thread
+    from amistack.runtime.ingest_writer import ThreadedBatchWriter
+
+    writer = ThreadedBatchWriter(repo)
+ing = Ingestor(repo, max_batch=int(sys.argv[2]), max_delay=1e9, writer=writer)
 n = 0
 while True:
     report = ing.submit(n, message(n), float(n))
@@ -58,10 +63,12 @@ def message(n: int) -> list[IntervalReading]:
     ]
 
 
-def _kill_mid_ingest(target: str, batch: int, want_batches: int) -> list[tuple[int, int]]:
+def _kill_mid_ingest(
+    target: str, batch: int, want_batches: int, writer: str = "inline"
+) -> list[tuple[int, int]]:
     env = {**os.environ, "PYTHONPATH": f"{REPO}:{REPO / 'src'}"}
     proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, target, str(batch)],
+        [sys.executable, "-c", CHILD, target, str(batch), writer],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -118,8 +125,9 @@ def _check(target: str, acked: list[tuple[int, int]]) -> None:
         repo.close()
 
 
-def test_sqlite_kill9_mid_ingest_loses_no_acked_reading(tmp_path: Path) -> None:
-    acked = _kill_mid_ingest(str(tmp_path), batch=400, want_batches=25)
+@pytest.mark.parametrize("writer", ["inline", "threaded"])
+def test_sqlite_kill9_mid_ingest_loses_no_acked_reading(tmp_path: Path, writer: str) -> None:
+    acked = _kill_mid_ingest(str(tmp_path), batch=400, want_batches=25, writer=writer)
     assert len(acked) >= 25
     _check(str(tmp_path), acked)
     import sqlite3
@@ -129,5 +137,5 @@ def test_sqlite_kill9_mid_ingest_loses_no_acked_reading(tmp_path: Path) -> None:
 
 
 def test_postgres_kill9_mid_ingest_loses_no_acked_reading(pg_dsn: str) -> None:  # noqa: F811
-    acked = _kill_mid_ingest(pg_dsn, batch=400, want_batches=25)
+    acked = _kill_mid_ingest(pg_dsn, batch=400, want_batches=25, writer="threaded")
     _check(pg_dsn, acked)

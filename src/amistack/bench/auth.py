@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import multiprocessing
 import os
@@ -29,7 +28,7 @@ from amistack.addr import Addr
 from amistack.bench.echo import measure_udp_echo
 from amistack.crypto import system_random
 from amistack.pana.mux import Bound, MuxEvent, PacMux
-from amistack.runtime.loop import is_uvloop, new_event_loop, run
+from amistack.runtime.loop import is_uvloop, new_event_loop, run, service_gc
 from amistack.runtime.udp import EngineDriver
 
 log = logging.getLogger(__name__)
@@ -236,7 +235,7 @@ def _fleet_process(
     tls_dir: str | None = None,
 ) -> None:
     try:
-        with _quiet_gc(), _profiled(profile_to):
+        with service_gc(), _profiled(profile_to):
             result = run(
                 lambda: pac_fleet(
                     paa,
@@ -368,21 +367,6 @@ def _profiled(path: str | None) -> Iterator[None]:
         profiler.disable()
         profiler.dump_stats(path)
         log.info("profile written to %s", path)
-
-
-@contextlib.contextmanager
-def _quiet_gc() -> Iterator[None]:
-    """Fewer, later collections while measuring: the engines allocate many short-lived objects
-    and the objects built before the run never need scanning again."""
-    old = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 50, 100)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*old)
-        gc.unfreeze()
 
 
 async def bench_auth_async(
@@ -517,7 +501,7 @@ async def _run_fleets(
             child.close()
             procs.append((proc, parent))
         server_profile = None if profile_dir is None else os.path.join(profile_dir, "server.pstats")
-        with _quiet_gc(), _profiled(server_profile):
+        with service_gc(), _profiled(server_profile):
             cpu_start = time.process_time()  # the children's start-up wait costs next to no CPU
             for _, conn in procs:
                 results.append(await _receive(conn, timeout + 60.0))

@@ -22,7 +22,7 @@ from amistack.cli.common import (
 from amistack.pana.constants import IntegrityAlgorithm, PrfAlgorithm
 from amistack.pana.paa import PaaConfig
 from amistack.runtime.keyserver import PANA_PORT, RADIUS_AUTH_PORT, KeyServerRuntime, run_keyserver
-from amistack.runtime.loop import run
+from amistack.runtime.loop import run, service_gc
 from amistack.runtime.pcap import PcapWriter
 
 
@@ -290,7 +290,8 @@ def _run(args: argparse.Namespace) -> int:
         )
 
     try:
-        run(main)
+        with service_gc():  # fewer full collections over the key rings (runtime.loop)
+            run(main)
     except OSError as exc:
         raise CliError(f"cannot listen: {exc}") from None
     finally:

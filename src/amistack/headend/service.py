@@ -38,7 +38,7 @@ from amistack.headend.eventlog_intake import (
     EventLogIntake,
     EventLogReader,
 )
-from amistack.headend.ingest import Ingestor
+from amistack.headend.ingest import BatchWriter, Ingestor
 from amistack.headend.keys import HeadendKeys
 from amistack.headend.registry import Meter, MeterState
 from amistack.headend.schema import CommandState
@@ -83,9 +83,12 @@ class HeadEnd:
         *,
         addr_of: Callable[[Meter], Addr | None] | None = None,
         invocation_ids: InvocationIdStore | None = None,
+        writer: BatchWriter | None = None,
     ) -> None:
         """`invocation_ids`: where the C12.22 client keeps its invocation-id mark, so that after
-        a restart meters accept its messages at once (c1222.endpoint)."""
+        a restart meters accept its messages at once (c1222.endpoint). `writer`: where ingest
+        batches are written (default: at once, in the caller; the runtime passes a
+        `runtime.ingest_writer.ThreadedBatchWriter`)."""
         self.config = config
         self.repo = repo
         self.keys = keys
@@ -98,7 +101,10 @@ class HeadEnd:
             invocation_ids=invocation_ids,
         )
         self.ingestor = Ingestor(
-            repo, max_batch=config.ingest_max_batch, max_delay=config.ingest_max_delay
+            repo,
+            max_batch=config.ingest_max_batch,
+            max_delay=config.ingest_max_delay,
+            writer=writer,
         )
         self.collector = Collector(
             config.collector, self.client, self.ingestor, now, send_key_byte=self._key_byte

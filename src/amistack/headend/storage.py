@@ -20,7 +20,7 @@ import logging
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,6 +213,17 @@ class _SqlRepository(ABC):
             rows = tx.run(sql, params)
         return rows[0] if rows else None
 
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """A query that writes nothing. Backends run it on a reader connection of the calling
+        thread (never behind the writer's lock): an API range query does not wait for the
+        ingest commit, and the commit does not wait for it."""
+        with self._tx() as tx:
+            return tx.run(sql, params)
+
+    def _read_one(self, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+        rows = self._read(sql, params)
+        return rows[0] if rows else None
+
     # -- meters --------------------------------------------------------------------------------
 
     def register_meter(
@@ -269,11 +280,11 @@ class _SqlRepository(ABC):
         return self._move(meter_id, MeterState.DECOMMISSIONED, "decommissioned_at", now)
 
     def get_meter(self, meter_id: str) -> Meter | None:
-        row = self._one(f"SELECT {_METER} FROM meters WHERE meter_id = ?", (meter_id,))
+        row = self._read_one(f"SELECT {_METER} FROM meters WHERE meter_id = ?", (meter_id,))
         return _meter(row) if row else None
 
     def meter_by_ap_title(self, ap_title: str) -> Meter | None:
-        row = self._one(f"SELECT {_METER} FROM meters WHERE ap_title = ?", (ap_title,))
+        row = self._read_one(f"SELECT {_METER} FROM meters WHERE ap_title = ?", (ap_title,))
         return _meter(row) if row else None
 
     def list_meters(
@@ -291,12 +302,11 @@ class _SqlRepository(ABC):
         if concentrator is not None:
             where.append("concentrator = ?")
             params.append(concentrator)
-        with self._tx() as tx:
-            rows = tx.run(
-                f"SELECT {_METER} FROM meters WHERE {' AND '.join(where)} "
-                f"ORDER BY meter_id LIMIT {_limit(limit)}",
-                params,
-            )
+        rows = self._read(
+            f"SELECT {_METER} FROM meters WHERE {' AND '.join(where)} "
+            f"ORDER BY meter_id LIMIT {_limit(limit)}",
+            params,
+        )
         return [_meter(r) for r in rows]
 
     # -- readings ------------------------------------------------------------------------------
@@ -334,19 +344,18 @@ class _SqlRepository(ABC):
         if after is not None:
             where.append("(interval_start > ? OR (interval_start = ? AND length_min > ?))")
             params += [after[0], after[0], after[1]]
-        with self._tx() as tx:
-            rows = tx.run(
-                f"SELECT {_STORED_READING} FROM readings WHERE {' AND '.join(where)} "
-                f"ORDER BY interval_start, length_min LIMIT {_limit(limit)}",
-                params,
-            )
+        rows = self._read(
+            f"SELECT {_STORED_READING} FROM readings WHERE {' AND '.join(where)} "
+            f"ORDER BY interval_start, length_min LIMIT {_limit(limit)}",
+            params,
+        )
         return [StoredReading(*r) for r in rows]
 
     def count_readings(self, meter_id: str | None = None) -> int:
         if meter_id is None:
-            row = self._one("SELECT COUNT(*) FROM readings", ())
+            row = self._read_one("SELECT COUNT(*) FROM readings", ())
         else:
-            row = self._one("SELECT COUNT(*) FROM readings WHERE meter_id = ?", (meter_id,))
+            row = self._read_one("SELECT COUNT(*) FROM readings WHERE meter_id = ?", (meter_id,))
         assert row is not None  # COUNT always answers one row
         return int(row[0])
 
@@ -386,12 +395,11 @@ class _SqlRepository(ABC):
         if meter_id is not None:
             where.append("meter_id = ?")
             params.append(meter_id)  # type: ignore[arg-type]
-        with self._tx() as tx:
-            rows = tx.run(
-                f"SELECT {_EVENT} FROM events WHERE {' AND '.join(where)} "
-                f"ORDER BY id LIMIT {_limit(limit)}",
-                params,
-            )
+        rows = self._read(
+            f"SELECT {_EVENT} FROM events WHERE {' AND '.join(where)} "
+            f"ORDER BY id LIMIT {_limit(limit)}",
+            params,
+        )
         return [StoredEvent(*r) for r in rows]
 
     # -- event-log trust anchors -------------------------------------------------------------
@@ -419,13 +427,13 @@ class _SqlRepository(ABC):
 
     def eventlog_key(self, meter_id: str) -> tuple[str, str] | None:
         """(PEM, key id hex) of the meter's event-log key, or None."""
-        row = self._one(
+        row = self._read_one(
             "SELECT public_key_pem, key_id FROM eventlog_keys WHERE meter_id = ?", (meter_id,)
         )
         return (row[0], row[1]) if row else None
 
     def eventlog_head(self, meter_id: str) -> EventLogHead | None:
-        row = self._one(f"SELECT {_HEAD} FROM eventlog_heads WHERE meter_id = ?", (meter_id,))
+        row = self._read_one(f"SELECT {_HEAD} FROM eventlog_heads WHERE meter_id = ?", (meter_id,))
         return EventLogHead(*row) if row else None
 
     def accept_eventlog(
@@ -536,7 +544,7 @@ class _SqlRepository(ABC):
         return _command(rows[0])
 
     def get_command(self, command_id: int) -> Command | None:
-        row = self._one(f"SELECT {_COMMAND} FROM commands WHERE id = ?", (command_id,))
+        row = self._read_one(f"SELECT {_COMMAND} FROM commands WHERE id = ?", (command_id,))
         return _command(row) if row else None
 
     def commands(
@@ -555,12 +563,11 @@ class _SqlRepository(ABC):
         if state is not None:
             where.append("state = ?")
             params.append(CommandState(state).value)
-        with self._tx() as tx:
-            rows = tx.run(
-                f"SELECT {_COMMAND} FROM commands WHERE {' AND '.join(where)} "
-                f"ORDER BY id LIMIT {_limit(limit)}",
-                params,
-            )
+        rows = self._read(
+            f"SELECT {_COMMAND} FROM commands WHERE {' AND '.join(where)} "
+            f"ORDER BY id LIMIT {_limit(limit)}",
+            params,
+        )
         return [_command(r) for r in rows]
 
     # -- alarms --------------------------------------------------------------------------------
@@ -600,13 +607,46 @@ class _SqlRepository(ABC):
             params.append(meter_id)
         if unacknowledged:
             where.append("acknowledged_at IS NULL")
-        with self._tx() as tx:
-            rows = tx.run(
-                f"SELECT {_ALARM} FROM alarms WHERE {' AND '.join(where)} "
-                f"ORDER BY id LIMIT {_limit(limit)}",
-                params,
-            )
+        rows = self._read(
+            f"SELECT {_ALARM} FROM alarms WHERE {' AND '.join(where)} "
+            f"ORDER BY id LIMIT {_limit(limit)}",
+            params,
+        )
         return [Alarm(*r) for r in rows]
+
+
+class _Readers:
+    """One reader connection per thread, opened on first use; `close` closes them all.
+
+    The writer (ingest, registrations, commands) keeps its own connection and lock; queries
+    that write nothing use these, so a long API range query never holds the writer's lock and a
+    commit's fsync never stalls a query (SQLite WAL and PostgreSQL both let readers run beside
+    one writer, each query on a committed snapshot)."""
+
+    def __init__(self, connect: Callable[[], Any]) -> None:
+        self._connect = connect
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all: list[Any] = []
+        self._closed = False
+
+    def get(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            with self._lock:
+                if self._closed:  # as a closed connection says it
+                    raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+                conn = self._connect()
+                self._all.append(conn)
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()
 
 
 # -- SQLite ------------------------------------------------------------------------------------
@@ -623,8 +663,9 @@ class _SqliteTx:
 class SqliteRepository(_SqlRepository):
     """The embedded default: one SQLite database in WAL mode, synchronous=FULL.
 
-    One connection behind a lock (the API's threads and the ingest loop share it); SQLite runs
-    one writer at a time anyway, and a batch is one transaction, so the lock costs nothing.
+    Writes go through one connection behind a lock (SQLite runs one writer at a time anyway,
+    and a batch is one transaction); queries run on a read-only connection of their own thread
+    (`_Readers`), beside the writer, never waiting for its commit.
     """
 
     dialect: Dialect = "sqlite"
@@ -644,6 +685,8 @@ class SqliteRepository(_SqlRepository):
         self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA busy_timeout=10000")
         self._conn.execute("PRAGMA cache_size=-65536")
+        # an in-memory database (the simulator's) is one connection's: queries share the writer's
+        self._readers = None if str(path) == ":memory:" else _Readers(self._reader)
         with self._tx() as tx:
             stmt = ""
             for line in schema_sql("sqlite").splitlines(keepends=True):
@@ -669,6 +712,18 @@ class SqliteRepository(_SqlRepository):
             finally:
                 cur.close()
 
+    def _reader(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA query_only=1")
+        conn.execute("PRAGMA busy_timeout=10000")
+        return conn
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        if self._readers is None:
+            return super()._read(sql, params)
+        rows: list[tuple[Any, ...]] = self._readers.get().execute(sql, params).fetchall()
+        return rows
+
     def _insert_readings(self, rows: list[tuple[Any, ...]]) -> int:
         with self._lock:
             cur = self._conn.cursor()
@@ -689,6 +744,8 @@ class SqliteRepository(_SqlRepository):
         return inserted
 
     def close(self) -> None:
+        if self._readers is not None:
+            self._readers.close()
         with self._lock:
             self._conn.close()
 
@@ -736,6 +793,7 @@ class PostgresRepository(_SqlRepository):
         self._psycopg = psycopg
         self._lock = threading.Lock()
         self._conn = psycopg.connect(dsn, autocommit=True)
+        self._readers = _Readers(lambda: psycopg.connect(dsn, autocommit=True))
         with self._tx() as tx:
             tx.run(f"SELECT pg_advisory_xact_lock({self._SCHEMA_LOCK})")
             tx.run(schema_sql("postgresql"))
@@ -750,6 +808,10 @@ class PostgresRepository(_SqlRepository):
     def _tx(self) -> Iterator[_Tx]:
         with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
             yield _PgTx(cur)
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._readers.get().cursor() as cur:
+            return _PgTx(cur).run(sql, params)
 
     def _insert_readings(self, rows: list[tuple[Any, ...]]) -> int:
         with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
@@ -768,6 +830,7 @@ class PostgresRepository(_SqlRepository):
         return inserted
 
     def close(self) -> None:
+        self._readers.close()
         with self._lock:
             self._conn.close()
 

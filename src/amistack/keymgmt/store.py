@@ -259,7 +259,7 @@ def _parse_purposes(text: str, key_id: KeyId) -> list[tuple[str, int]]:
     out = []
     for item in text.split(","):
         name, _, length = item.partition(":")
-        if not name or not length.isdigit():
+        if not name or not (length.isascii() and length.isdigit()):
             raise StoreError(f"keys {key_id}: malformed purpose list {text!r}")
         out.append((name, int(length)))
     return out

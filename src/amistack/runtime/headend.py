@@ -16,6 +16,9 @@ loop.
 - The C12.22 invocation-id mark lives in `DIR/c1222-invocation-id` (`InvocationIdFile`), so a
   restarted head-end (kill -9 included) goes on above every id it used: meters accept its acks
   and commands at once instead of refusing them as stale.
+- Database work stays off the loop where it waits: ingest batches commit on their own thread
+  (`runtime.ingest_writer`), and the API's queries run on reader connections of their own
+  threads (`headend.storage`), never behind the ingest's writer lock.
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ from amistack.headend.keys import AsyncKeySource, HeadendKeys, SyncKeySource, re
 from amistack.headend.service import HeadEnd, HeadEndConfig, KeyNeeded
 from amistack.headend.storage import ReadingRepository, open_repository
 from amistack.mesh.security import FileCounterStore
+from amistack.runtime.asgi import serve_asgi
 from amistack.runtime.eventtext import event_text
+from amistack.runtime.ingest_writer import ThreadedBatchWriter
 from amistack.runtime.udp import Capture, EngineDriver
 
 log = logging.getLogger(__name__)
@@ -112,6 +117,8 @@ async def run_headend(
     keys = HeadendKeys(repository_resolver(repo.meter_by_ap_title), key_source)
     title = ap_title if isinstance(ap_title, ApTitle) else ApTitle.parse(ap_title)
     known = dict(addresses or {})
+    # ingest commits on a thread of their own: the loop never waits for an fsync
+    writer = ThreadedBatchWriter(repo)
     engine = HeadEnd(
         HeadEndConfig(title, collector or CollectorConfig()),
         repo,
@@ -120,6 +127,7 @@ async def run_headend(
         time.time(),
         addr_of=lambda m: known.get(m.meter_id),
         invocation_ids=InvocationIdFile(data / INVOCATION_ID_FILE),
+        writer=writer,
     )
     tasks: set[asyncio.Task[Any]] = set()
     driver: EngineDriver[HeadEnd]
@@ -149,9 +157,14 @@ async def run_headend(
                 driver.kick()
             await asyncio.sleep(PREFETCH_EVERY)
 
-    server: Any = None
-    api_task: asyncio.Task[Any] | None = None
+    api_stack = contextlib.AsyncExitStack()
     driver = EngineDriver(engine, on_event=on_event, capture=capture, wall_clock=True)
+    loop = asyncio.get_running_loop()
+
+    def wake() -> None:  # on the writer's thread: a batch is durable, report it (acks)
+        loop.call_soon_threadsafe(driver.kick)
+
+    writer.wake = wake
     rt = HeadEndRuntime(engine, driver, repo)
     try:
         for host, port in listen:
@@ -161,37 +174,25 @@ async def run_headend(
             pf = asyncio.create_task(prefetch())
             tasks.add(pf)
         if api is not None:
-            import uvicorn
-
             from amistack.headend.api import create_app
 
-            config = uvicorn.Config(
-                create_app(repo), host=api[0], port=api[1], log_level="warning", lifespan="off"
+            rt.api = await api_stack.enter_async_context(
+                serve_asgi(create_app(repo), api[0], api[1])
             )
-            server = uvicorn.Server(config)
-            api_task = asyncio.create_task(server.serve())
-            while not server.started and not api_task.done():
-                await asyncio.sleep(0.01)
-            if api_task.done():
-                api_task.result()  # raises why it did not start (port in use ...)
-            sock = server.servers[0].sockets[0].getsockname()
-            rt.api = (str(sock[0]), int(sock[1]))
         log.info("head-end: C12.22 on %s, API on %s, data in %s", rt.udp, rt.api, data)
         if ready is not None:
             ready(rt)
         await (stop or asyncio.Event()).wait()
     finally:
-        if server is not None:
-            server.should_exit = True
-        if api_task is not None:
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(api_task, 5.0)
+        await api_stack.aclose()
         for t in list(tasks):
             t.cancel()
         with contextlib.suppress(Exception):
             engine.flush(driver.now())  # what was received becomes durable and is acked
             driver.kick()
+        writer.wake = None  # (a batch finishing now has nobody left to tell)
         driver.close()
+        writer.close()
         if async_source is not None:
             close = getattr(async_source, "close", None)
             if close is not None:

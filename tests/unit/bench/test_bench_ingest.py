@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from amistack.bench import ingest as b
 
 
@@ -45,3 +47,10 @@ def test_tiny_runs_report_both_rates(tmp_path: Path) -> None:
         out = b.bench_ingest("sqlite", 400, data_dir=tmp_path, batch=100, workers=0, path=path)
         assert out["readings"] == 400 and out["path"] == path
         assert out["reads_per_s"] > 0 and out["baseline_rows_per_s"] > 0
+        if path == "e2e":  # CPU per message: the rate on idle cores, whatever the machine's load
+            assert out["cpu_us_per_message"] > 0
+            assert out["cpu_us_per_message"] == pytest.approx(
+                out["main_cpu_us_per_message"] + out["worker_cpu_us_per_message"], abs=0.2
+            )
+        else:
+            assert "cpu_us_per_message" not in out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from tests.unit.headend.conftest import T0, reading
@@ -199,3 +200,40 @@ def test_alarms(repo: ReadingRepository) -> None:
     assert [x.kind for x in repo.alarms(meter_id="m1")] == ["eventlog_verification_failed"]
     with pytest.raises(HeadendError):
         repo.acknowledge_alarm(999, 1.0)
+
+
+def test_queries_do_not_wait_for_the_writer(repo: ReadingRepository) -> None:
+    """A dashboard's range query runs beside a commit in progress (its own reader connection,
+    on the last committed snapshot), instead of queueing behind the ingest's writer lock."""
+    import threading
+
+    repo.register_meter("m1", AP + "1", "c", "x", 1.0)
+    repo.store_readings([reading("m1", 0), reading("m1", 1)], 5.0)
+    writer_lock: threading.Lock = repo._lock  # type: ignore[attr-defined]
+    answered: list[int] = []
+    with writer_lock:  # the writer is busy (a commit waiting for its fsync)
+        t = threading.Thread(
+            target=lambda: answered.append(len(repo.readings("m1", T0, T0 + 86400))), daemon=True
+        )
+        t.start()
+        t.join(5.0)
+        assert answered == [2]
+        assert repo.get_meter("m1") is not None and repo.count_readings("m1") == 2
+    repo.store_readings([reading("m1", 2)], 6.0)
+    assert repo.count_readings("m1") == 3  # a reader sees every commit before it
+
+
+def test_reader_connections_cannot_write(tmp_path: Path) -> None:
+    """A query path that went wrong (or was talked into it) cannot change anything: SQLite's
+    readers are query_only; writes only go through the writer's transactions."""
+    import sqlite3
+
+    from amistack.headend.storage import SqliteRepository
+
+    repo = SqliteRepository(tmp_path)
+    repo.register_meter("m1", AP + "1", "c", "x", 1.0)
+    reader = repo._readers.get()  # type: ignore[union-attr]
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        reader.execute("DELETE FROM meters")
+    assert repo.get_meter("m1") is not None
+    repo.close()

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from amistack.crypto import seeded_random
 from amistack.eap.psk import PskKeys
@@ -28,6 +30,7 @@ from amistack.keymgmt.store import (
     StoreError,
     UnknownDevice,
     WriteBatch,
+    _parse_purposes,
 )
 from amistack.keymgmt.ukmf import C1222, LINK, KeyId, PurposeRegistry, derive
 from amistack.pana.keys import PanaSecurityContext
@@ -485,3 +488,18 @@ def test_commit_requiring_active_devices_writes_nothing_for_a_revoked_one(
     assert [e.kind for e in store.audit_log(device_id=b"m1")] == ["revoke", "enroll"]
     store.commit(batch, require_active=[b"m2"])  # (the caller refuses m1's session instead)
     assert not store._db.in_transaction
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80) | st.text(alphabet="ab:,019\u00b2\u0663", max_size=40))
+@example("c1222:\u00b2")  # a Unicode digit int() refuses
+@example("c1222:16,")
+def test_a_stored_purpose_list_parses_or_is_refused(text: str) -> None:
+    """`key_generations.purposes` is read back only after its AAD verified, but a damaged store
+    still gets a StoreError, never anything else (fuzz)."""
+    try:
+        pairs = _parse_purposes(text, KeyId(1, 1))
+    except StoreError:
+        return
+    assert pairs and all(name and length >= 0 for name, length in pairs)
+    assert ",".join(f"{n}:{n2}" for n, n2 in pairs).count(",") == text.count(",")
