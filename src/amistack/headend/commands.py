@@ -10,9 +10,13 @@ also written to the meter's event stream (`events`, kind `command_<state>`) as t
   for (`open` for a disconnect, `closed` for a reconnect), failed with the state read otherwise.
 - demand_response: params `{"limit_w": W}` runs MP3 (set load limit, u32 W, 0 = none);
   `{"curtail_s": D}` opens the relay (confirmed by read-back) and creates a reconnect command
-  due D seconds later (direct load control).
+  due D seconds later (direct load control, 1 s .. 7 days).
 - time_sync: SP10 with the head-end's time, ST8 and ST52 read in the same EPSEM; the
   confirmation records the meter's clock after the set.
+
+Parameters are checked per kind by `check_params` before a command is queued (the API calls it);
+the executor checks them again and fails a command whose stored parameters do not hold, so no
+parameter can make it raise inside the timer loop.
 
 A step that times out (after the C12.22 engine's own retransmissions) is retried `attempts`
 times (switching is idempotent by target state), then the command fails with the reason.
@@ -23,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +50,41 @@ from amistack.headend.schema import Command, CommandKind, CommandState, MeterEve
 from amistack.headend.storage import ReadingRepository
 
 log = logging.getLogger(__name__)
+
+
+MAX_LIMIT_W = 0xFFFFFFFF  # MP3's load limit is a u32 in watts
+MAX_CURTAIL_S = 7 * 86400
+
+
+def _number(params: Mapping[str, Any], name: str, low: float, high: float) -> float:
+    value = params[name]
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise HeadendError("invalid", f"{name} must be a number")
+    if not low <= value <= high:
+        raise HeadendError("invalid", f"{name} must be between {low:g} and {high:g}")
+    return value
+
+
+def check_params(kind: CommandKind, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters of a `kind` command, checked and normalised; HeadendError("invalid")
+    says what is wrong. demand_response takes exactly one of limit_w (integer watts) and
+    curtail_s (seconds); the other kinds take none."""
+    kind = CommandKind(kind)
+    if kind is not CommandKind.DEMAND_RESPONSE:
+        if params:
+            raise HeadendError("invalid", f"a {kind.value} command takes no parameters")
+        return {}
+    names = set(params)
+    if names not in ({"limit_w"}, {"curtail_s"}):
+        raise HeadendError(
+            "invalid", 'demand_response takes exactly one of {"limit_w": W} or {"curtail_s": S}'
+        )
+    if "limit_w" in params:
+        watts = _number(params, "limit_w", 0, MAX_LIMIT_W)
+        if watts != int(watts):
+            raise HeadendError("invalid", "limit_w must be a whole number of watts")
+        return {"limit_w": int(watts)}
+    return {"curtail_s": _number(params, "curtail_s", 1, MAX_CURTAIL_S)}
 
 
 def relay_text(connected: bool) -> str:
@@ -89,10 +128,13 @@ class CommandExecutor:
     def execute(self, command: Command, target: MeterTarget, now: float) -> None:
         """Start a pending command: sent now, confirmed or failed when the meter answers."""
         try:
-            params = json.loads(command.params) if command.params else {}
-        except ValueError:
-            params = {}
-        ex = _Exec(command, target, params if isinstance(params, dict) else {}, "operate")
+            raw = json.loads(command.params) if command.params else {}
+            params = check_params(command.kind, raw if isinstance(raw, dict) else {"?": raw})
+        except (ValueError, HeadendError) as exc:
+            ex = _Exec(command, target, {}, "operate")
+            self._fail(ex, f"bad parameters: {getattr(exc, 'message', exc)}", now)
+            return
+        ex = _Exec(command, target, params, "operate")
         if not self._send(ex, now):
             return
         self._move(ex, CommandState.SENT, now)
@@ -261,4 +303,4 @@ class CommandExecutor:
         return len(self._by_request)
 
 
-__all__ = ["CommandExecutor", "relay_text"]
+__all__ = ["CommandExecutor", "check_params", "relay_text"]

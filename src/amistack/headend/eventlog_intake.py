@@ -19,9 +19,15 @@ C12.22 read of the meter's event-log table (`EventLogReader` below) -- and:
    LOG_ROLLED_BACK, written and signed by the meter when it opens a damaged or rolled-back
    store) raises `STORE_ALARM_KIND` for each such new entry.
 
-An unknown meter or one without a registered key also raises the alarm (reason `unknown-meter`
-/ `no-key`) and then `HeadendError` ("not_found" / "no_key"). Sans-IO apart from the repository:
-`now` is passed in.
+A registered meter without a key raises the alarm (reason `no-key`) and then `HeadendError`
+("no_key"). An upload for an unregistered meter raises NO alarm (only a counter and
+HeadendError "not_found"): alarms are for meters the utility knows, and anyone able to upload
+could otherwise flood the alarm list with invented meter ids.
+
+After the meter's key was replaced, the accepted head (signed under the old key) stays the
+anchor: an upload signed by the new key is refused (`wrong-key`, an alarm naming both key ids)
+until a SECADM resets the accepted head, so swapping a key cannot silently make a forged log
+acceptable. Sans-IO apart from the repository: `now` is passed in.
 """
 
 from __future__ import annotations
@@ -110,7 +116,7 @@ class EventLogIntake:
         """`receive`, also saying how many events were new to the head-end (thread-safe: the
         API's worker threads share one intake)."""
         if self.repo.get_meter(meter_id) is None:
-            self._alarm(meter_id, "unknown-meter", "an event log for an unregistered meter", now)
+            self.counters["rejected-unknown-meter"] += 1
             raise HeadendError("not_found", f"no meter {meter_id!r}")
         key = self.repo.eventlog_key(meter_id)
         if key is None:
@@ -129,6 +135,15 @@ class EventLogIntake:
                 trusted = _trusted(accepted)
             except (LogFormatError, ValueError) as exc:  # our own row: should never happen
                 raise HeadendError("invalid", f"stored head of {meter_id!r}: {exc}") from None
+            if trusted is not None and trusted.head.key_id.hex() != key[1]:
+                changed = Verdict(
+                    Reason.WRONG_KEY,
+                    f"the accepted head was signed by key {trusted.head.key_id.hex()}, but the "
+                    f"meter's event-log key was replaced by {key[1]}: refused until a SECADM "
+                    "resets the accepted head",
+                    meter_id=meter_id,
+                )
+                return self._refuse(meter_id, changed, now), 0
             verdict = verify_lines(lines, key[0].encode(), trusted=trusted, meter_id=meter_id)
             if not verdict.ok:
                 return self._refuse(meter_id, verdict, now), 0

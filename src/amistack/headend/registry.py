@@ -3,8 +3,10 @@
 A meter is registered when it is installed (its device id, the key server's identity for it, its
 ANSI C12.22 AP title, and where it hangs: concentrator and cell). It is commissioned once it
 has authenticated and answered a first read; only then does the head-end schedule its reads.
-Decommissioning is final: the row stays (its readings and events keep their owner) but the
-meter is no longer collected. The transitions are one explicit table, like h11's `_state.py`.
+Decommissioning stops collection; the row stays (its readings and events keep their owner), and
+it is reversible: a decommissioned meter can be commissioned again (re-commission, by an
+INSTALLER or SECADM), so a mistaken or malicious decommission never locks a meter out. The
+transitions are one explicit table, like h11's `_state.py`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ class MeterState(StrEnum):
 TRANSITIONS: dict[MeterState, frozenset[MeterState]] = {
     MeterState.INSTALLED: frozenset({MeterState.COMMISSIONED, MeterState.DECOMMISSIONED}),
     MeterState.COMMISSIONED: frozenset({MeterState.DECOMMISSIONED}),
-    MeterState.DECOMMISSIONED: frozenset(),
+    MeterState.DECOMMISSIONED: frozenset({MeterState.COMMISSIONED}),  # re-commission
 }
 
 MAX_ID = 255  # device ids are EAP-PSK ID_Ps / NAIs: short printable strings

@@ -93,6 +93,16 @@ CREATE TABLE IF NOT EXISTS eventlog_heads (
     head        TEXT NOT NULL,               -- its H/P line (docs/event-log.md)
     accepted_at DOUBLE PRECISION NOT NULL
 );
+CREATE TABLE IF NOT EXISTS eventlog_head_history (
+    meter_id    TEXT NOT NULL,               -- heads retired by a SECADM reset, never erased
+    mode        TEXT NOT NULL,
+    size        BIGINT NOT NULL,
+    head        TEXT NOT NULL,
+    accepted_at DOUBLE PRECISION NOT NULL,
+    retired_at  DOUBLE PRECISION NOT NULL,
+    reason      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS eventlog_head_history_meter ON eventlog_head_history (meter_id);
 """
 
 _DIALECT_WORDS: dict[str, dict[str, str]] = {

@@ -169,6 +169,10 @@ class ReadingRepository(Protocol):
     def set_eventlog_key(self, meter_id: str, public_key_pem: str | bytes, now: float) -> str: ...
     def eventlog_key(self, meter_id: str) -> tuple[str, str] | None: ...
     def eventlog_head(self, meter_id: str) -> EventLogHead | None: ...
+    def reset_eventlog_head(
+        self, meter_id: str, now: float, reason: str
+    ) -> EventLogHead | None: ...
+    def eventlog_head_history(self, meter_id: str) -> list[EventLogHead]: ...
     def accept_eventlog(
         self,
         head: EventLogHead,
@@ -435,6 +439,32 @@ class _SqlRepository(ABC):
     def eventlog_head(self, meter_id: str) -> EventLogHead | None:
         row = self._read_one(f"SELECT {_HEAD} FROM eventlog_heads WHERE meter_id = ?", (meter_id,))
         return EventLogHead(*row) if row else None
+
+    def reset_eventlog_head(self, meter_id: str, now: float, reason: str) -> EventLogHead | None:
+        """Retire the accepted head into `eventlog_head_history` (nothing is erased); the next
+        upload is trusted on first use. Returns the retired head (None: there was none)."""
+        with self._tx() as tx:
+            rows = tx.run(f"SELECT {_HEAD} FROM eventlog_heads WHERE meter_id = ?", (meter_id,))
+            if not rows:
+                return None
+            tx.run(
+                f"INSERT INTO eventlog_head_history ({_HEAD}, retired_at, reason) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (*rows[0], now, reason),
+            )
+            tx.run("DELETE FROM eventlog_heads WHERE meter_id = ?", (meter_id,))
+        logger.warning("event-log head reset", extra={"meter_id": meter_id, "reason": reason})
+        return EventLogHead(*rows[0])
+
+    def eventlog_head_history(self, meter_id: str) -> list[EventLogHead]:
+        """The heads retired by resets, oldest first."""
+        with self._tx() as tx:
+            rows = tx.run(
+                f"SELECT {_HEAD} FROM eventlog_head_history WHERE meter_id = ? "
+                "ORDER BY retired_at",
+                (meter_id,),
+            )
+        return [EventLogHead(*r) for r in rows]
 
     def accept_eventlog(
         self,

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from amistack.access.http import AccessControl
 from amistack.addr import Addr
 from amistack.c1222.acse import ApTitle
 from amistack.c1222.endpoint import C1222_PORT
@@ -74,6 +75,13 @@ class InvocationIdFile:
         self._file.save({0: mark})
 
 
+def open_access(data_dir: Path, clock: Callable[[], float]) -> AccessControl:
+    """The head-end's identities (DIR/access.db) and operator audit trail (DIR/audit/)."""
+    from amistack.access import AccessStore, AuditTrail
+
+    return AccessControl(AccessStore(data_dir), AuditTrail.open(data_dir, clock()), clock)
+
+
 @dataclass
 class HeadEndRuntime:
     engine: HeadEnd
@@ -96,6 +104,7 @@ async def run_headend(
     collector: CollectorConfig | None = None,
     addresses: Mapping[str, Addr] | None = None,
     capture: Capture | None = None,
+    access: AccessControl | None = None,
     rng: RandomSource = system_random,
     stop: asyncio.Event | None = None,
     ready: Callable[[HeadEndRuntime], None] | None = None,
@@ -176,8 +185,10 @@ async def run_headend(
         if api is not None:
             from amistack.headend.api import create_app
 
+            if access is None:
+                access = open_access(data, time.time)
             rt.api = await api_stack.enter_async_context(
-                serve_asgi(create_app(repo), api[0], api[1])
+                serve_asgi(create_app(repo, access), api[0], api[1])
             )
         log.info("head-end: C12.22 on %s, API on %s, data in %s", rt.udp, rt.api, data)
         if ready is not None:

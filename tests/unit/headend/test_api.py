@@ -14,8 +14,10 @@ import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-from tests.unit.headend.conftest import T0, reading
+from tests.unit.headend.conftest import T0, auth, make_access, reading
 
+from amistack.access import Role
+from amistack.access.http import AccessControl
 from amistack.headend.api import create_app
 from amistack.headend.export import CSV_FIELDS, export_readings
 from amistack.headend.storage import ReadingRepository, SqliteRepository
@@ -24,8 +26,9 @@ AP = "2.16.124.113620.1.22.0."
 
 
 @pytest.fixture
-def client(repo: ReadingRepository) -> Iterator[TestClient]:
-    with TestClient(create_app(repo, clock=lambda: 1000.0)) as c:
+def client(repo: ReadingRepository, access: AccessControl) -> Iterator[TestClient]:
+    with TestClient(create_app(repo, access, clock=lambda: 1000.0)) as c:
+        c.headers.update(auth(access, "admin"))
         yield c
 
 
@@ -139,11 +142,13 @@ def test_export_to_file(tmp_path: Path) -> None:
 def test_served_by_uvicorn_on_loopback(tmp_path: Path) -> None:
     repo = SqliteRepository(tmp_path)
     repo.register_meter("m1", AP + "1", "c", "x", 1.0)
+    access = make_access(tmp_path, time.time)
+    headers = auth(access, "viewer", Role.VIEWER)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = uvicorn.Server(
-        uvicorn.Config(create_app(repo), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.Config(create_app(repo, access), host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -152,7 +157,8 @@ def test_served_by_uvicorn_on_loopback(tmp_path: Path) -> None:
         while not server.started:
             assert time.monotonic() < deadline, "uvicorn did not start"
             time.sleep(0.02)
-        r = httpx.get(f"http://127.0.0.1:{port}/meters/m1", timeout=5)
+        assert httpx.get(f"http://127.0.0.1:{port}/meters/m1", timeout=5).status_code == 401
+        r = httpx.get(f"http://127.0.0.1:{port}/meters/m1", headers=headers, timeout=5)
         assert r.status_code == 200 and r.json()["ap_title"] == AP + "1"
         assert httpx.get(f"http://127.0.0.1:{port}/openapi.json", timeout=5).json()["paths"]
     finally:

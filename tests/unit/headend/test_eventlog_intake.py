@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from tests.unit.headend.conftest import auth, make_access
 
 from amistack.eventlog import CheckpointPolicy, EventLog, EventType, FsyncPolicy, LogConfig
 from amistack.eventlog.verify import Reason
@@ -182,7 +183,7 @@ def test_malformed_uploads_are_refused(registered: ReadingRepository, log: Event
     assert registered.eventlog_head(METER) is None
 
 
-def test_unknown_meter_or_no_key_raise_an_alarm_and_a_clear_error(
+def test_unknown_meter_is_refused_without_an_alarm_no_key_with_one(
     repo: ReadingRepository, log: EventLog, module: SoftwareModule
 ) -> None:
     fill(log, 5)
@@ -190,14 +191,13 @@ def test_unknown_meter_or_no_key_raise_an_alarm_and_a_clear_error(
     with pytest.raises(HeadendError) as exc:
         intake.receive(METER, export(log), NOW)
     assert exc.value.code == "not_found"
+    assert repo.alarms() == []  # red team's alarm flood: invented meter ids raise nothing
+    assert intake.counters["rejected-unknown-meter"] == 1
     repo.register_meter(METER, AP, "c1", "cell", T0)
     with pytest.raises(HeadendError) as exc:
         intake.receive(METER, export(log), NOW)
     assert exc.value.code == "no_key" and "eventlog-key" in exc.value.message
-    assert [a.detail.split(":")[0] for a in repo.alarms(meter_id=METER)] == [
-        "unknown-meter",
-        "no-key",
-    ]
+    assert [a.detail.split(":")[0] for a in repo.alarms(meter_id=METER)] == ["no-key"]
     key_id = repo.set_eventlog_key(METER, module.public_key_pem(), T0)
     assert repo.eventlog_key(METER) == (module.public_key_pem().decode(), key_id)
     assert intake.receive(METER, export(log), NOW).ok
@@ -227,8 +227,10 @@ def test_a_stale_verification_does_not_overwrite_a_newer_head(
 
 
 @pytest.fixture
-def client(repo: ReadingRepository) -> Iterator[TestClient]:
-    with TestClient(create_app(repo, clock=lambda: NOW, max_eventlog_bytes=20_000)) as c:
+def client(repo: ReadingRepository, tmp_path: Path) -> Iterator[TestClient]:
+    access = make_access(tmp_path, lambda: NOW)
+    with TestClient(create_app(repo, access, clock=lambda: NOW, max_eventlog_bytes=20_000)) as c:
+        c.headers.update(auth(access, "admin"))
         yield c
 
 

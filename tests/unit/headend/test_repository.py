@@ -30,11 +30,18 @@ def test_meter_life_cycle(repo: ReadingRepository) -> None:
     assert e.value.code == "invalid_transition"
     m = repo.decommission_meter("m1", 30.0)
     assert (m.state, m.decommissioned_at) == (MeterState.DECOMMISSIONED, 30.0)
-    with pytest.raises(HeadendError) as e:
-        repo.commission_meter("m1", 31.0)
-    assert e.value.code == "invalid_transition"
     assert repo.get_meter("m1") == m
     assert repo.meter_by_ap_title(AP + "1") == m
+    with pytest.raises(HeadendError) as e:
+        repo.decommission_meter("m1", 31.0)
+    assert e.value.code == "invalid_transition"
+    # reversible (the red team's lock-out): re-commissioning keeps the row and its history
+    m = repo.commission_meter("m1", 40.0)
+    assert (m.state, m.commissioned_at, m.decommissioned_at) == (
+        MeterState.COMMISSIONED,
+        40.0,
+        30.0,
+    )
     assert repo.get_meter("nope") is None
 
 

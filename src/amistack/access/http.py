@@ -1,0 +1,188 @@
+"""Access control for HTTP APIs (FastAPI): who is calling, may they, and the audit entry.
+
+`AccessControl.require(right)` is a FastAPI dependency: it authenticates the request by
+
+1. a bearer token (`Authorization: Bearer ...`, RFC 6750), an API token or a login session's;
+2. the login session cookie (`amistack_session`, HttpOnly, SameSite=Strict) for browsers;
+3. a TLS client certificate from the project's PKI whose IECUserRoles extension carries the
+   roles (IEC 62351-8), read from the ASGI TLS extension (`scope["extensions"]["tls"]`); the TLS
+   handshake verified it against the CA, this checks the CRL and that the user is not disabled;
+
+then answers 401 (`AccessDenied`, no credentials or bad ones; `WWW-Authenticate: Bearer`) or
+403 (authenticated, but no role grants the right; audited). The OpenAPI document declares the
+bearer and cookie schemes (FastAPI's security classes) and `mutualTLS` (added by the app).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+from cryptography import x509
+from fastapi import Request, Security
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+
+from amistack.access.audit import AuditTrail
+from amistack.access.certroles import CertRolesError, roles_of_certificate
+from amistack.access.rights import Right, role_names
+from amistack.access.users import AccessStore, Principal
+from amistack.keymgmt.pki import PkiError, load_revoked_serials
+
+log = logging.getLogger(__name__)
+
+SESSION_COOKIE = "amistack_session"
+
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="an API token (`amistack users token NAME`) or a login session's token "
+    "(POST /auth/login)",
+)
+cookie_scheme = APIKeyCookie(
+    name=SESSION_COOKIE,
+    auto_error=False,
+    scheme_name="session",
+    description="the login session cookie set by POST /auth/login",
+)
+MUTUAL_TLS_SCHEME = {
+    "type": "mutualTLS",
+    "description": "a client certificate from the project's PKI carrying IEC 62351-8 roles "
+    "(`amistack pki issue-client NAME --role OPERATOR`)",
+}
+
+
+class AccessDenied(Exception):
+    """401 (`unauthenticated`) or 403 (`forbidden`); the API answers {"error", "detail"}."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+
+class AccessControl:
+    """Identities (the `AccessStore`), the audit trail and, with TLS, the CA's CRL."""
+
+    def __init__(
+        self,
+        store: AccessStore,
+        audit: AuditTrail,
+        clock: Callable[[], float],
+        *,
+        ca_cert: x509.Certificate | None = None,
+        crl_path: Path | None = None,
+    ) -> None:
+        self.store = store
+        self.audit = audit
+        self.clock = clock
+        self.ca_cert = ca_cert
+        self.crl_path = crl_path
+        self.route_rights: dict[tuple[str, str], Right | None] = {}
+
+    # -- authentication ------------------------------------------------------------------------
+
+    def authenticate(
+        self, request: Request, bearer: str | None, cookie: str | None
+    ) -> Principal | None:
+        now = self.clock()
+        for token in (bearer, cookie):
+            if token:
+                principal = self.store.authenticate_token(token, now)
+                if principal is None:
+                    raise AccessDenied(401, "unauthenticated", "invalid or expired token")
+                return principal
+        return self._certificate(request)
+
+    def _certificate(self, request: Request) -> Principal | None:
+        tls = request.scope.get("extensions", {}).get("tls") or {}
+        chain = tls.get("client_cert_chain") or []
+        if not chain:
+            return None
+        try:
+            cert = x509.load_pem_x509_certificate(str(chain[0]).encode())
+            roles = roles_of_certificate(cert)
+            names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+            name = str(names[0].value) if len(names) == 1 else ""
+        except (ValueError, CertRolesError) as exc:
+            raise AccessDenied(401, "unauthenticated", f"client certificate: {exc}") from None
+        if not name or not roles.roles:
+            raise AccessDenied(
+                401, "unauthenticated", "the client certificate carries no IEC 62351-8 role"
+            )
+        if self.ca_cert is not None and self.crl_path is not None:
+            try:
+                revoked = cert.serial_number in load_revoked_serials(self.crl_path, self.ca_cert)
+            except PkiError as exc:  # fail closed
+                log.warning("API: CRL unusable: %s", exc)
+                raise AccessDenied(
+                    401, "unauthenticated", "revocation status unavailable"
+                ) from None
+            if revoked:
+                raise AccessDenied(401, "unauthenticated", "the client certificate is revoked")
+        user = self.store.get_user(name)
+        if user is not None and user.disabled:
+            raise AccessDenied(401, "unauthenticated", f"user {name!r} is disabled")
+        return Principal(name, roles.roles, "certificate", f"cert:{cert.serial_number:x}")
+
+    # -- authorisation -------------------------------------------------------------------------
+
+    def require(self, right: Right | None) -> Callable[..., Principal]:
+        """A dependency admitting principals whose roles grant `right` (None: any principal)."""
+
+        def dependency(
+            request: Request,
+            bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
+            cookie: Annotated[str | None, Security(cookie_scheme)],
+        ) -> Principal:
+            principal = self.authenticate(
+                request, bearer.credentials if bearer is not None else None, cookie
+            )
+            if principal is None:
+                raise AccessDenied(401, "unauthenticated", "credentials required")
+            if right is not None and not principal.may(right):
+                self.record(
+                    principal,
+                    "access.denied",
+                    target=f"{request.method} {request.url.path}",
+                    outcome="denied",
+                    detail={"right": right.value, "roles": role_names(principal.roles)},
+                )
+                raise AccessDenied(
+                    403,
+                    "forbidden",
+                    f"{right.value!r} is needed; {principal.name} holds "
+                    f"{', '.join(role_names(principal.roles)) or 'no role'}",
+                )
+            request.state.principal = principal
+            return principal
+
+        dependency.required_right = right  # type: ignore[attr-defined]
+        return dependency
+
+    # -- audit ---------------------------------------------------------------------------------
+
+    def record(
+        self,
+        who: Principal | str,
+        action: str,
+        *,
+        target: str = "",
+        outcome: str = "ok",
+        detail: dict[str, Any] | str = "",
+    ) -> int:
+        if isinstance(who, Principal):
+            return self.audit.record(
+                self.clock(),
+                who.name,
+                action,
+                via=who.via,
+                target=target,
+                outcome=outcome,
+                detail=detail,
+            )
+        return self.audit.record(
+            self.clock(), who, action, target=target, outcome=outcome, detail=detail
+        )
