@@ -154,3 +154,19 @@ def test_relay_read_back_mismatch_fails_the_command(tmp_path: object) -> None:
     assert got.reason == "relay read back closed, expected open"
     kinds = [e.kind for e in repo.events(meter_id="welded")]
     assert kinds == ["command_sent", "command_readback", "command_failed"]
+
+
+def test_red_team_parameter_jam_fails_the_command_and_later_ones_still_run() -> None:
+    """`{"limit_w": [1]}` used to raise inside the timer loop on every poll (jamming every later
+    command) and `{"curtail_s": [1]}` opened the relay and never scheduled the reconnect. Stored
+    bypassing the API's checks, they now fail at once and change nothing in the meter."""
+    fleet = _fleet()
+    model = fleet.nodes[0].model
+    jam = _run_command(fleet, CommandKind.DEMAND_RESPONSE, {"limit_w": [1]})
+    assert jam.state is CommandState.FAILED and "limit_w must be a number" in (jam.reason or "")
+    open_forever = _run_command(fleet, CommandKind.DEMAND_RESPONSE, {"curtail_s": [1]})
+    assert open_forever.state is CommandState.FAILED
+    assert model.switch.relay_closed(fleet.clock.now)  # the relay was never opened
+    later = _run_command(fleet, CommandKind.DISCONNECT)
+    assert later.state is CommandState.CONFIRMED and later.relay_state == "open"
+    assert fleet.headend.commands.get_timer() is None  # nothing left to spin on
