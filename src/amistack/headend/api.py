@@ -18,7 +18,6 @@ trail. Request bodies are size-limited before they are read.
 registrations, commands and acknowledgements (the API is the I/O edge, so it may read one).
 """
 
-
 import json
 import re
 import time

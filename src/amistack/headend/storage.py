@@ -460,8 +460,7 @@ class _SqlRepository(ABC):
         """The heads retired by resets, oldest first."""
         with self._tx() as tx:
             rows = tx.run(
-                f"SELECT {_HEAD} FROM eventlog_head_history WHERE meter_id = ? "
-                "ORDER BY retired_at",
+                f"SELECT {_HEAD} FROM eventlog_head_history WHERE meter_id = ? ORDER BY retired_at",
                 (meter_id,),
             )
         return [EventLogHead(*r) for r in rows]
