@@ -19,7 +19,10 @@ def register_all(sub: Any) -> None:
         meter,
         pki,
         sim,
+        users,
     )
 
-    for module in (demo, keyserver, keys, pki, meter, headend, hems, log, bench, broute, sim):
+    for module in (
+        demo, keyserver, keys, pki, meter, headend, users, hems, log, bench, broute, sim,
+    ):  # fmt: skip
         module.register(sub)

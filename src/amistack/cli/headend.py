@@ -11,6 +11,13 @@ from typing import Any
 from amistack.c1222.endpoint import C1222_PORT
 from amistack.cli.common import CliError, parse_hostport
 from amistack.headend.collector import CollectorConfig, Mode
+from amistack.runtime.api_server import (
+    DEFAULT_API_CERT,
+    ApiRefused,
+    ApiTls,
+    BindError,
+    check_api_address,
+)
 from amistack.runtime.headend import DEFAULT_TITLE, HeadEndRuntime, run_headend
 from amistack.runtime.keydist import DEFAULT_KEYDIST_PORT
 from amistack.runtime.loop import run
@@ -26,7 +33,9 @@ def register(sub: Any) -> None:
         "meters, backfills gaps, executes demand-response, disconnect/reconnect and time-sync "
         "commands with relay read-back, stores every acknowledged reading durably (SQLite in "
         "DIR/headend.db, or PostgreSQL with --db) and serves a REST API with an OpenAPI "
-        "document at /docs. See docs/headend.md and docs/collection.md.",
+        "document at /docs. Every API call needs credentials ('amistack users add' makes the "
+        "first user) and is recorded in the operator audit trail (DIR/audit/). See "
+        "docs/headend.md, docs/collection.md and docs/access-control.md.",
     )
     p.add_argument(
         "--data-dir",
@@ -48,14 +57,25 @@ def register(sub: Any) -> None:
         type=lambda t: parse_hostport(t, 8080),
         default=("127.0.0.1", 8080),
         metavar="HOST:PORT",
-        help="REST API address (default 127.0.0.1:8080)",
+        help="REST API address (default 127.0.0.1:8080); a non-loopback address needs --api-tls",
+    )
+    p.add_argument(
+        "--api-tls",
+        nargs="?",
+        const=DEFAULT_API_CERT,
+        metavar="NAME",
+        help="serve the API over HTTPS with the PKI's server certificate DIR/pki/servers/NAME.crt "
+        f"(default {DEFAULT_API_CERT}: 'amistack pki issue-server {DEFAULT_API_CERT} --host H'); "
+        "clients may then also authenticate with certificates carrying IEC 62351-8 roles "
+        "('amistack pki issue-client NAME --role OPERATOR')",
     )
     p.add_argument(
         "--keyserver",
         type=lambda t: parse_hostport(t, DEFAULT_KEYDIST_PORT),
         metavar="HOST:PORT",
         help="the key server's key-distribution (mTLS) address; the client certificate is "
-        "DIR/pki/clients/headend.crt ('amistack pki issue-client headend --purpose c1222')",
+        "DIR/pki/clients/headend.crt ('amistack pki issue-client headend --purpose c1222 "
+        "--meters SELECTOR')",
     )
     p.add_argument(
         "--mode",
@@ -70,6 +90,17 @@ def register(sub: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     if args.keyserver is None:
         raise CliError("--keyserver is required: the head-end gets meter keys from the key server")
+    tls = ApiTls.from_pki(args.data_dir, args.api_tls) if args.api_tls else None
+    try:
+        check_api_address(args.api[0], tls)
+    except ApiRefused as exc:
+        raise CliError(str(exc)) from None
+    if tls is not None:
+        for path in (tls.cert, tls.key, tls.ca):
+            if not path.exists():
+                raise CliError(
+                    f"{path}: missing (run 'amistack pki issue-server {args.api_tls} --host H')"
+                )
     from amistack.keymgmt.pki import PkiError
     from amistack.runtime.keydist import TlsFiles, client_ssl_context
 
@@ -78,7 +109,8 @@ def _run(args: argparse.Namespace) -> int:
         client_ssl_context(files.ca, files.cert, files.key)
     except PkiError as exc:
         raise CliError(
-            f"{exc} (run 'amistack pki issue-client headend --purpose c1222' for DIR)"
+            f"{exc} (run 'amistack pki issue-client headend --purpose c1222 --meters SELECTOR' "
+            "for DIR)"
         ) from None
 
     def ready(rt: HeadEndRuntime) -> None:
@@ -87,7 +119,8 @@ def _run(args: argparse.Namespace) -> int:
         for host, port in rt.udp:
             print(f"head-end: C12.22 on {host} port {port}", flush=True)
         if rt.api is not None:
-            print(f"head-end: REST API on http://{rt.api[0]}:{rt.api[1]}/docs", flush=True)
+            scheme = "https" if tls is not None else "http"
+            print(f"head-end: REST API on {scheme}://{rt.api[0]}:{rt.api[1]}/docs", flush=True)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -102,12 +135,15 @@ def _run(args: argparse.Namespace) -> int:
             keyserver=args.keyserver,
             ap_title=args.ap_title,
             collector=CollectorConfig(mode=Mode(args.mode)),
+            api_tls=tls,
             stop=stop,
             ready=ready,
         )
 
     try:
         run(main)
+    except BindError as exc:
+        raise CliError(str(exc)) from None
     except OSError as exc:
         raise CliError(f"cannot start: {exc}") from None
     print("head-end: stopped", flush=True)

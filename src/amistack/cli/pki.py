@@ -18,10 +18,12 @@ def register(sub: Any) -> None:
         "pki",
         help="certificates for key distribution over mutual TLS and for EAP-TLS meters",
         description="A small lab PKI under DIR/pki/: a CA, the key server's TLS certificate and "
-        "client certificates for application servers (the head-end). A client certificate names "
-        "the key purposes its holder may fetch (SAN URIs urn:amistack:purpose:NAME); a device "
+        "client certificates for application servers (the head-end) and for people. A client "
+        "certificate names the key purposes its holder may fetch (SAN URIs "
+        "urn:amistack:purpose:NAME) and the meters it serves (urn:amistack:meters:SELECTOR), or "
+        "the IEC 62351-8 roles of an operator (the IECUserRoles extension); a device "
         "certificate names the meter that authenticates with it over EAP-TLS. "
-        "See docs/key-distribution.md and docs/network-access.md.",
+        "See docs/key-distribution.md, docs/access-control.md and docs/network-access.md.",
     )
     psub = p.add_subparsers(dest="pki_command", metavar="ACTION", required=True)
 
@@ -45,14 +47,37 @@ def register(sub: Any) -> None:
     add_data_dir(c, kek=False)
     c.set_defaults(handler=_server)
 
-    c = psub.add_parser("issue-client", help="a client certificate for an application server")
-    c.add_argument("name", help="the application server's name, e.g. headend")
+    c = psub.add_parser(
+        "issue-client",
+        help="a client certificate for an application server or an operator",
+        description="Issue a client certificate. An application server (the head-end) gets "
+        "--purpose and --meters: the key purposes it may fetch from the key server and the "
+        "meters whose keys it may fetch. A person gets --role: IEC 62351-8 roles carried in the "
+        "certificate, accepted by the head-end's API over TLS (amistack headend --api-tls).",
+    )
+    c.add_argument("name", help="the application server's name (headend) or the user's name")
     c.add_argument(
         "--purpose",
         action="append",
-        required=True,
+        default=[],
         metavar="PURPOSE",
         help="a key purpose it may fetch, e.g. c1222 or link (repeatable)",
+    )
+    c.add_argument(
+        "--meters",
+        action="append",
+        default=[],
+        metavar="SELECTOR",
+        help="meters it serves: a device id, a prefix ending in * ('meter-*'), or '*' for all "
+        "(repeatable; required with --purpose)",
+    )
+    c.add_argument(
+        "--role",
+        action="append",
+        default=[],
+        metavar="ROLE",
+        help="an IEC 62351-8 role for a person: VIEWER, OPERATOR, ENGINEER, INSTALLER, SECADM, "
+        "SECAUD or RBACMNT (repeatable, or comma-separated)",
     )
     c.add_argument("--force", action="store_true", help="replace (the old one is revoked)")
     add_data_dir(c, kek=False)
@@ -88,6 +113,8 @@ def _show(issued: pki.Issued) -> int:
     print(f"  certificate {issued.cert_path}\n  private key {issued.key_path} (0600)")
     if issued.purposes:
         print(f"  may fetch: {', '.join(sorted(issued.purposes))}")
+    if issued.meters:
+        print(f"  for meters: {', '.join(sorted(issued.meters))}")
     if issued.revoked_serial is not None:
         print(f"  replaced serial {issued.revoked_serial:x}, now on the CRL")
     return 0
@@ -118,9 +145,31 @@ def _server(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace) -> int:
-    return _show(
-        _pki(lambda: pki.issue_client(args.data_dir, args.name, args.purpose, force=args.force))
+    from amistack.access.certroles import user_roles_extension
+    from amistack.access.rights import parse_roles, role_names
+
+    try:
+        roles = parse_roles(args.role)
+    except ValueError as exc:
+        raise CliError(f"--role: {exc}") from None
+    if not args.purpose and not roles:
+        raise CliError("give --purpose (an application server) or --role (a person)")
+    extensions = [user_roles_extension(roles)] if roles else []
+    shown = _show(
+        _pki(
+            lambda: pki.issue_client(
+                args.data_dir,
+                args.name,
+                args.purpose,
+                meters=args.meters,
+                extensions=extensions,
+                force=args.force,
+            )
+        )
     )
+    if roles:
+        print(f"  roles (IEC 62351-8): {', '.join(role_names(roles))}")
+    return shown
 
 
 def _device(args: argparse.Namespace) -> int:

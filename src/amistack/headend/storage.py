@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
@@ -704,7 +705,9 @@ class SqliteRepository(_SqlRepository):
         path = Path(path)
         if path.is_dir():
             path = path / self.FILENAME
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not path.exists():  # 0600 from birth (SQLite gives its -wal/-shm files the same mode)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         self.path = path
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)

@@ -9,7 +9,11 @@ One CA (EC P-256, self-signed) issues two kinds of end-entity certificates:
   may fetch as subjectAltName URIs ``urn:amistack:purpose:<name>`` (one per purpose). The
   authorisation rides in the certificate the CA signed, so the key server needs no access list of
   its own and a stolen list cannot widen it. See docs/key-distribution.md for why SAN URIs and
-  not the subject OU;
+  not the subject OU. The **meters** whose keys it may fetch ride the same way, as SAN URIs
+  ``urn:amistack:meters:<selector>`` (a device id, a prefix ending in ``*``, or ``*`` for all):
+  a head-end's certificate is scoped to the meters it serves, and one naming no meters gets no
+  meter's key. Further extensions (e.g. IEC 62351-8 roles for people, `access.certroles`) are
+  passed in by the caller;
 - **device** certificates for meters authenticating with EAP-TLS (RFC 5216/9190): subject
   CN = the device id, extendedKeyUsage clientAuth, and the device named once more as the
   subjectAltName URI ``urn:amistack:device:<id>``, which is where the key server takes the
@@ -37,6 +41,7 @@ unencrypted (lab PKI; the file mode is the protection) and refused when group/ot
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import ipaddress
 import os
@@ -58,6 +63,7 @@ from amistack.eap.tls import DEVICE_URI_PREFIX
 
 PKI_DIR = "pki"
 PURPOSE_URI_PREFIX = "urn:amistack:purpose:"
+METERS_URI_PREFIX = "urn:amistack:meters:"
 NEVER_EXPORTED = frozenset({"pana-auth"})  # PANA_AUTH_KEY never leaves the PAA (key-hierarchy.md)
 
 DEFAULT_CA_DAYS = 3650
@@ -68,6 +74,7 @@ _BACKDATE = dt.timedelta(minutes=5)  # tolerate small clock differences between 
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _PURPOSE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")  # as ukmf.Purpose.name
+_METERS = re.compile(r"\*|[A-Za-z0-9][A-Za-z0-9_.:@-]{0,200}\*?")  # device id, prefix*, or *
 _DNS = re.compile(r"(?=.{1,253}\Z)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+")
 
 
@@ -133,6 +140,7 @@ class Issued:
     not_after: float  # Unix time
     purposes: frozenset[str] = frozenset()
     revoked_serial: int | None = None  # the certificate this one replaced, now in the CRL
+    meters: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -143,9 +151,22 @@ class ClientIdentity:
     purposes: frozenset[str]
     serial: int
     not_after: float  # Unix time
+    meters: frozenset[str] = frozenset()  # selectors: device id, prefix*, or *
 
     def may_fetch(self, purpose: str) -> bool:
         return purpose in self.purposes and purpose not in NEVER_EXPORTED
+
+    def may_serve(self, device: bytes) -> bool:
+        """Whether the certificate's meter selectors cover `device` (none: no meter)."""
+        if "*" in self.meters:
+            return True
+        try:
+            text = device.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        return any(
+            text.startswith(sel[:-1]) if sel.endswith("*") else text == sel for sel in self.meters
+        )
 
 
 # -- the verbs ----------------------------------------------------------------------------------
@@ -235,22 +256,40 @@ def issue_client(
     name: str,
     purposes: Iterable[str],
     *,
+    meters: Iterable[str] = (),
+    extensions: Sequence[x509.Extension[x509.ExtensionType]] = (),
     valid_days: int = DEFAULT_CLIENT_DAYS,
     force: bool = False,
     now: float | None = None,
 ) -> Issued:
-    """`amistack pki issue-client NAME --purpose P...`: a client certificate for the application
-    server `name` allowed to fetch keys of `purposes` (e.g. ``["c1222"]``)."""
+    """`amistack pki issue-client NAME --purpose P... --meters SEL...`: a client certificate for
+    the application server `name` allowed to fetch keys of `purposes` (e.g. ``["c1222"]``) for
+    the meters `meters` selects (``["meter-*"]``; ``["*"]`` for all). `extensions` are added
+    as given (IEC 62351-8 roles for an operator: then no purpose is needed)."""
     wanted = frozenset(purposes)
-    if not wanted:
-        raise PkiError("a client certificate needs at least one purpose (e.g. c1222)")
+    scope = frozenset(meters)
+    if not wanted and not extensions:
+        raise PkiError("a client certificate needs at least one purpose (e.g. c1222) or role")
+    if wanted and not scope:
+        raise PkiError(
+            "a key-fetching certificate must name the meters it serves "
+            "(e.g. --meters 'meter-*', or '*' for every meter)"
+        )
     for p in sorted(wanted):
         if not _PURPOSE.fullmatch(p):
             raise PkiError(f"purpose {p!r} must be 1-32 of [a-z0-9_.-]")
         if p in NEVER_EXPORTED:
             raise PkiError(f"purpose {p!r} is never exported by the key server")
-    sans = [x509.UniformResourceIdentifier(PURPOSE_URI_PREFIX + p) for p in sorted(wanted)]
-    return _issue(
+    for sel in sorted(scope):
+        if not _METERS.fullmatch(sel):
+            raise PkiError(f"meter selector {sel!r}: a device id, a prefix ending in *, or *")
+    sans: list[x509.GeneralName] = [
+        x509.UniformResourceIdentifier(PURPOSE_URI_PREFIX + p) for p in sorted(wanted)
+    ]
+    sans += [x509.UniformResourceIdentifier(METERS_URI_PREFIX + m) for m in sorted(scope)]
+    if not sans:  # operators: the certificate names them by CN; SAN must not be empty
+        sans = [x509.UniformResourceIdentifier(f"urn:amistack:user:{_check_name(name)}")]
+    issued = _issue(
         data_dir,
         CertKind.CLIENT,
         name,
@@ -260,7 +299,9 @@ def issue_client(
         valid_days=valid_days,
         force=force,
         now=now,
+        extensions=extensions,
     )
+    return dataclasses.replace(issued, meters=scope)
 
 
 def issue_device(
@@ -367,6 +408,7 @@ def client_identity(cert: x509.Certificate) -> ClientIdentity:
         purposes=purposes_of(cert),
         serial=cert.serial_number,
         not_after=cert.not_valid_after_utc.timestamp(),
+        meters=meters_of(cert),
     )
 
 
@@ -383,6 +425,19 @@ def purposes_of(cert: x509.Certificate) -> frozenset[str]:
             if _PURPOSE.fullmatch(name) and name not in NEVER_EXPORTED:
                 out.add(name)
     return frozenset(out)
+
+
+def meters_of(cert: x509.Certificate) -> frozenset[str]:
+    """The meter selectors named by `urn:amistack:meters:` SAN URIs (malformed ones ignored)."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return frozenset()
+    return frozenset(
+        uri[len(METERS_URI_PREFIX) :]
+        for uri in san.get_values_for_type(x509.UniformResourceIdentifier)
+        if uri.startswith(METERS_URI_PREFIX) and _METERS.fullmatch(uri[len(METERS_URI_PREFIX) :])
+    )
 
 
 def load_revoked_serials(crl_path: Path | str, ca_cert: x509.Certificate) -> frozenset[int]:
@@ -450,6 +505,7 @@ def _issue(
     valid_days: int,
     force: bool,
     now: float | None,
+    extensions: Sequence[x509.Extension[x509.ExtensionType]] = (),
 ) -> Issued:
     layout = PkiLayout.of(data_dir)
     _check_days(valid_days)
@@ -473,7 +529,7 @@ def _issue(
         ]
     )
     ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(ca_cert.subject)
@@ -489,8 +545,10 @@ def _issue(
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
         )
-        .sign(ca_key, hashes.SHA256())
     )
+    for ext in extensions:
+        builder = builder.add_extension(ext.value, critical=ext.critical)
+    cert = builder.sign(ca_key, hashes.SHA256())
     _make_dirs(cert_path.parent)
     revoked = None
     if old is not None and old.issuer == ca_cert.subject:

@@ -9,8 +9,11 @@ loop.
   mutual TLS (`TlsFiles.client(data_dir, "headend")` by default) fetches a key when a datagram
   missed one (the datagram is parked and fed again) and prefetches the current key of every
   collected meter whose key is missing or due to expire.
-- The API (`headend.api.create_app`) runs as `uvicorn.Server(config).serve()` in a task; a
-  command created through it is picked up by the engine within `command_poll_s` and executed.
+- The API (`headend.api.create_app`) runs as `uvicorn.Server(config).serve()` in a task, behind
+  access control (`access`: identities in DIR/access.db, the audit trail in DIR/audit/, sealed
+  daily and at shutdown); on a non-loopback address only with `api_tls` (runtime/api_server.py).
+  A command created through it is picked up by the engine within `command_poll_s` and executed.
+- An address in use (C12.22 or API) is a `BindError` naming it.
 - Meter addresses: `addresses` (meter id -> (host, port)) for polled meters; otherwise learned
   from each meter's pushes.
 - The C12.22 invocation-id mark lives in `DIR/c1222-invocation-id` (`InvocationIdFile`), so a
@@ -42,7 +45,13 @@ from amistack.headend.keys import AsyncKeySource, HeadendKeys, SyncKeySource, re
 from amistack.headend.service import HeadEnd, HeadEndConfig, KeyNeeded
 from amistack.headend.storage import ReadingRepository, open_repository
 from amistack.mesh.security import FileCounterStore
-from amistack.runtime.asgi import serve_asgi
+from amistack.runtime.api_server import (
+    ApiTls,
+    BindError,
+    api_server,
+    bind_api,
+    check_api_address,
+)
 from amistack.runtime.eventtext import event_text
 from amistack.runtime.ingest_writer import ThreadedBatchWriter
 from amistack.runtime.udp import Capture, EngineDriver
@@ -75,11 +84,30 @@ class InvocationIdFile:
         self._file.save({0: mark})
 
 
-def open_access(data_dir: Path, clock: Callable[[], float]) -> AccessControl:
-    """The head-end's identities (DIR/access.db) and operator audit trail (DIR/audit/)."""
+def open_access(
+    data_dir: Path, clock: Callable[[], float], tls: ApiTls | None = None
+) -> AccessControl:
+    """The head-end's identities (DIR/access.db) and operator audit trail (DIR/audit/); with
+    TLS, client certificates are checked against the PKI's CRL too."""
     from amistack.access import AccessStore, AuditTrail
+    from amistack.keymgmt.pki import load_certificate
 
-    return AccessControl(AccessStore(data_dir), AuditTrail.open(data_dir, clock()), clock)
+    return AccessControl(
+        AccessStore(data_dir),
+        AuditTrail.open(data_dir, clock()),
+        clock,
+        ca_cert=load_certificate(tls.ca) if tls is not None else None,
+        crl_path=tls.crl if tls is not None else None,
+    )
+
+
+async def _seal_daily(access: AccessControl) -> None:
+    """Sign the operator audit trail's head at each UTC midnight that has entries before it."""
+    while True:
+        due = access.audit.next_seal(time.time())
+        await asyncio.sleep(60.0 if due is None else max(1.0, min(due - time.time(), 3600.0)))
+        if due is not None and time.time() >= due:
+            access.audit.seal(time.time())
 
 
 @dataclass
@@ -105,6 +133,7 @@ async def run_headend(
     addresses: Mapping[str, Addr] | None = None,
     capture: Capture | None = None,
     access: AccessControl | None = None,
+    api_tls: ApiTls | None = None,
     rng: RandomSource = system_random,
     stop: asyncio.Event | None = None,
     ready: Callable[[HeadEndRuntime], None] | None = None,
@@ -113,7 +142,7 @@ async def run_headend(
     SQLite under `data_dir`. `keyserver`: the key distribution service (mutual TLS) to fetch
     C12.22 keys from (`tls`: a `runtime.keydist.TlsFiles`); `key_source`: an in-process one."""
     data = Path(data_dir)
-    data.mkdir(parents=True, exist_ok=True)
+    data.mkdir(mode=0o700, parents=True, exist_ok=True)
     repo = open_repository(db or data)
     async_source: AsyncKeySource | None = None
     if keyserver is not None:
@@ -166,7 +195,9 @@ async def run_headend(
                 driver.kick()
             await asyncio.sleep(PREFETCH_EVERY)
 
-    api_stack = contextlib.AsyncExitStack()
+    server: Any = None
+    api_task: asyncio.Task[Any] | None = None
+    owned: AccessControl | None = None
     driver = EngineDriver(engine, on_event=on_event, capture=capture, wall_clock=True)
     loop = asyncio.get_running_loop()
 
@@ -177,7 +208,11 @@ async def run_headend(
     rt = HeadEndRuntime(engine, driver, repo)
     try:
         for host, port in listen:
-            rt.udp.append(await driver.bind(host, port))
+            try:
+                rt.udp.append(await driver.bind(host, port))
+            except OSError as exc:
+                why = (exc.strerror or str(exc)).lower()
+                raise BindError(f"cannot listen on {host} port {port} (C12.22): {why}") from None
         driver.kick()
         if async_source is not None:
             pf = asyncio.create_task(prefetch())
@@ -185,17 +220,30 @@ async def run_headend(
         if api is not None:
             from amistack.headend.api import create_app
 
+            check_api_address(api[0], api_tls)
+            api_sock = bind_api(*api)
             if access is None:
-                access = open_access(data, time.time)
-            rt.api = await api_stack.enter_async_context(
-                serve_asgi(create_app(repo, access), api[0], api[1])
-            )
+                access = owned = open_access(data, time.time, api_tls)
+            seal = asyncio.create_task(_seal_daily(access))
+            tasks.add(seal)
+            server = api_server(create_app(repo, access), api_tls)
+            api_task = asyncio.create_task(server.serve(sockets=[api_sock]))
+            while not server.started and not api_task.done():
+                await asyncio.sleep(0.01)
+            if api_task.done():
+                api_task.result()  # raises why it did not start
+            sock = api_sock.getsockname()
+            rt.api = (str(sock[0]), int(sock[1]))
         log.info("head-end: C12.22 on %s, API on %s, data in %s", rt.udp, rt.api, data)
         if ready is not None:
             ready(rt)
         await (stop or asyncio.Event()).wait()
     finally:
-        await api_stack.aclose()
+        if server is not None:
+            server.should_exit = True
+        if api_task is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(api_task, 5.0)
         for t in list(tasks):
             t.cancel()
         with contextlib.suppress(Exception):
@@ -210,6 +258,12 @@ async def run_headend(
                 with contextlib.suppress(Exception):
                     await close()
         repo.close()
+        if access is not None:  # the audit trail's last entries get their signed head
+            with contextlib.suppress(Exception):
+                access.audit.seal(time.time())
+        if owned is not None:
+            owned.audit.close()
+            owned.store.close()
         counters = {k: v for k, v in engine.collector.counters.items() if v}
         log.info("head-end stopped; collector counters %s", counters)
 

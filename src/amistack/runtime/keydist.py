@@ -14,8 +14,9 @@ The protocol is one JSON object per line each way (UTF-8, `\\n`-terminated, at m
  -> {"ok": false, "id": 7, "error": "forbidden", "detail": "..."}
 
 Error codes: `bad-request`, `unknown-op`, `forbidden` (the client's certificate does not carry
-the purpose, or the certificate was revoked/expired), `not-found` (unknown, expired, revoked or
-not exportable: deliberately one answer), `too-large`, `internal`.
+the purpose, does not cover the meter -- its `urn:amistack:meters:` selectors scope a head-end to
+the meters it serves -- or the certificate was revoked/expired), `not-found` (unknown, expired,
+revoked or not exportable: deliberately one answer), `too-large`, `internal`.
 
 `KeyDistService` is the protocol (sans-IO: bytes + identity + now in, bytes out);
 `KeyDistServer` drives it over asyncio TLS; `KeyDistClient` is the head-end side with a cache
@@ -160,6 +161,7 @@ class KeyDistService:
                     "id": rid,
                     "client": client.name,
                     "purposes": sorted(client.purposes),
+                    "meters": sorted(client.meters),
                     "now": now,
                 }
             )
@@ -234,6 +236,10 @@ class KeyDistService:
                 f"certificate does not allow purpose {purpose!r}",
                 what,
             )
+        if not client.may_serve(device):
+            return self.error(
+                client, now, rid, "forbidden", "certificate does not cover this meter", what
+            )
         try:
             key = self.current(device, purpose, now)
         except Exception:
@@ -274,6 +280,10 @@ class KeyDistService:
         peer = getattr(key, "peer_id", None)
         if isinstance(peer, bytes):
             device = peer
+        if not (client.may_serve(device) if device is not None else "*" in client.meters):
+            return self.error(
+                client, now, rid, "forbidden", "certificate does not cover this meter", what
+            )
         try:
             material = key.key
         except Exception:  # wiped between lookup and use

@@ -63,9 +63,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("lab")
     pki.init_ca(d)
     pki.issue_server(d, "keyserver", ["localhost", "127.0.0.1", "::1"])
-    pki.issue_client(d, "headend", ["c1222"])
-    pki.issue_client(d, "concentrator", ["link"])
-    pki.issue_client(d, "ops", ["c1222", "link"])
+    pki.issue_client(d, "headend", ["c1222"], meters=["meter-*"])
+    pki.issue_client(d, "concentrator", ["link"], meters=["*"])
+    pki.issue_client(d, "ops", ["c1222", "link"], meters=["*"])
     return d
 
 
@@ -74,7 +74,7 @@ def rogue(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Another CA, with a client certificate for the same name and purpose as the head-end."""
     d = tmp_path_factory.mktemp("rogue")
     pki.init_ca(d, common_name="amistack lab CA")  # same CA name: only the key differs
-    pki.issue_client(d, "headend", ["c1222"])
+    pki.issue_client(d, "headend", ["c1222"], meters=["*"])
     return d
 
 
@@ -483,7 +483,7 @@ def test_revoked_or_reissued_client_certificate_is_refused_on_a_live_connection(
     lab = tmp_path / "lab2"
     pki.init_ca(lab)
     pki.issue_server(lab, "keyserver", ["127.0.0.1"])
-    pki.issue_client(lab, "headend", ["c1222", "link"])
+    pki.issue_client(lab, "headend", ["c1222", "link"], meters=["*"])
     ctx = context()
     install(key_server, ctx)
     clock = Clock()
@@ -496,7 +496,7 @@ def test_revoked_or_reissued_client_certificate_is_refused_on_a_live_connection(
             old.max_cache_ttl = 0.0
             assert len(await old.get_key(KeyId.of(ctx), "link")) == 16
             # Re-issued without "link": the old certificate (wider) is revoked at once.
-            issued = pki.issue_client(lab, "headend", ["c1222"], force=True)
+            issued = pki.issue_client(lab, "headend", ["c1222"], meters=["*"], force=True)
             assert issued.revoked_serial is not None
             with pytest.raises(KeyDistRefused) as info:
                 await old.get_key(KeyId.of(ctx), "c1222")
@@ -513,7 +513,7 @@ def test_revoked_or_reissued_client_certificate_is_refused_on_a_live_connection(
                 with pytest.raises(KeyDistRefused):
                     await new.get_key(KeyId.of(ctx), "c1222")
             # A damaged CRL fails closed.
-            pki.issue_client(lab, "ops", ["c1222"])
+            pki.issue_client(lab, "ops", ["c1222"], meters=["*"])
             pki.PkiLayout.of(lab).crl.write_bytes(b"garbage")
             async with client(lab, "ops", addr) as ops:
                 with pytest.raises(KeyDistRefused) as info:
@@ -574,13 +574,19 @@ def test_pki_files_modes_contents_and_refusals(tmp_path: Path) -> None:
     cert = pki.load_certificate(srv.cert_path)
     with pytest.raises(pki.PkiError, match="not for TLS client"):
         pki.client_identity(cert)
-    cl = pki.issue_client(d, "headend-1", ["c1222", "link"], now=T0)
+    cl = pki.issue_client(d, "headend-1", ["c1222", "link"], meters=["meter-*"], now=T0)
     ident = pki.client_identity(pki.load_certificate(cl.cert_path))
     assert ident.name == "headend-1" and ident.purposes == {"c1222", "link"}
     assert ident.may_fetch("c1222") and not ident.may_fetch("pana-auth")
     assert ident.serial == cl.serial and ident.not_after == cl.not_after
     with pytest.raises(pki.PkiExists):
-        pki.issue_client(d, "headend-1", ["c1222"])
+        pki.issue_client(d, "headend-1", ["c1222"], meters=["*"])
+    assert ident.meters == {"meter-*"} and ident.may_serve(b"meter-7")
+    assert not ident.may_serve(b"other-7") and not ident.may_serve(b"\xff")
+    with pytest.raises(pki.PkiError, match="must name the meters"):
+        pki.issue_client(d, "z", ["c1222"])
+    with pytest.raises(pki.PkiError, match="meter selector"):
+        pki.issue_client(d, "z", ["c1222"], meters=["a*b"])
     for bad_args in (
         ("../evil", ["c1222"]),
         ("x", []),
@@ -592,11 +598,11 @@ def test_pki_files_modes_contents_and_refusals(tmp_path: Path) -> None:
     with pytest.raises(pki.PkiError, match="neither an IP"):
         pki.issue_server(d, "s2", ["bad host!"])
     with pytest.raises(pki.PkiNotInitialised):
-        pki.issue_client(tmp_path / "empty", "x", ["c1222"])
+        pki.issue_client(tmp_path / "empty", "x", ["c1222"], meters=["*"])
     # A private key readable by others is refused (for the CA key, and for TLS use).
     os.chmod(lay.ca_key, 0o644)
     with pytest.raises(pki.PkiError, match="chmod 600"):
-        pki.issue_client(d, "y", ["c1222"])
+        pki.issue_client(d, "y", ["c1222"], meters=["*"])
     os.chmod(lay.ca_key, 0o600)
     os.chmod(cl.key_path, 0o640)
     with pytest.raises(pki.PkiError, match="chmod 600"):
@@ -618,7 +624,7 @@ def test_service_answers_without_any_network(key_server: KeyServer) -> None:
     key = meter.current("c1222", T0)
     assert key is not None
     svc = service_for(key_server)
-    who = pki.ClientIdentity("headend", frozenset({"c1222"}), 1, T0 + 1e6)
+    who = pki.ClientIdentity("headend", frozenset({"c1222"}), 1, T0 + 1e6, frozenset({"meter-*"}))
     line = json.dumps({"op": "get_key", "key_id": str(KeyId.of(ctx)), "purpose": "c1222"})
     answer = json.loads(svc.handle(line.encode(), who, T0))
     assert bytes.fromhex(answer["key"]) == key.key and answer["device"] == "meter-1"
@@ -631,3 +637,31 @@ def test_service_answers_without_any_network(key_server: KeyServer) -> None:
     }
     with pytest.raises(KeyDistError):
         raise KeyDistRefused("x", "y")
+
+
+def test_a_head_end_certificate_is_scoped_to_the_meters_it_serves(
+    key_server: KeyServer, store: CredentialStore
+) -> None:
+    """Red team: any head-end certificate could fetch every meter's key. Now its
+    `urn:amistack:meters:` selectors scope it; outside them the answer is `forbidden`, audited."""
+    ctx = context()
+    install(key_server, ctx)
+    svc = service_for(key_server)
+    line = json.dumps({"op": "get_key", "key_id": str(KeyId.of(ctx)), "purpose": "c1222"})
+    current = json.dumps({"op": "current_key", "device": "meter-1", "purpose": "c1222"})
+    other_cell = pki.ClientIdentity(
+        "headend-2", frozenset({"c1222"}), 2, T0 + 1e6, frozenset({"meter-2*"})
+    )
+    unscoped = pki.ClientIdentity("old", frozenset({"c1222"}), 3, T0 + 1e6)
+    for who in (other_cell, unscoped):
+        for req in (line, current):
+            answer = json.loads(svc.handle(req.encode(), who, T0))
+            assert answer["error"] == "forbidden", (who.name, req)
+            assert answer["detail"] == "certificate does not cover this meter"
+    refused = [e for e in store.audit_log() if e.kind == AUDIT_KEY_REFUSED]
+    assert len(refused) == 4 and any("headend-2" in e.detail for e in refused)
+    mine = pki.ClientIdentity(
+        "headend-1", frozenset({"c1222"}), 4, T0 + 1e6, frozenset({"meter-1"})
+    )
+    assert json.loads(svc.handle(line.encode(), mine, T0))["ok"] is True
+    assert json.loads(svc.handle(current.encode(), mine, T0))["ok"] is True
