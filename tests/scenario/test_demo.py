@@ -53,6 +53,8 @@ def test_demo_story_and_capture(tmp_path: Path) -> None:
     assert doc["demand_response"].startswith("confirmed")
     assert doc["disconnect"] == "confirmed, relay read back open"
     assert doc["reconnect"] == "confirmed, relay read back closed"
+    assert doc["api_anonymous_disconnect"] == "refused (401)"  # the head-end API's access control
+    assert doc["api_audit_entries"] >= 3 * 6  # logins, registrations, commissions, commands
     b = doc["broute"]  # chapter 4: the HEMS on the B route
     assert b["wrong_password"].startswith("refused") and b["link_up"].startswith("PANA")
     assert b["e5"] == "set" and b["history_day"] == 1 and b["history_matches"]

@@ -7,7 +7,10 @@ online loses its session at once and is refused afterwards. One more meter authe
 EAP-TLS and its device certificate (the demo's own PKI) to the same key server, rotates its keys
 the same way, and an EAP-PSK attempt under its identity (a downgrade) is refused.
 Chapter 2, metering: meters push interval data over ANSI C12.22 (EAX') to the head-end, which
-runs demand response and a remote disconnect/reconnect.
+runs demand response and a remote disconnect/reconnect. The head-end's REST API runs with access
+control on: the demo creates an installer and an operator (as `amistack users add` does), they
+log in, register and commission the meters and send the commands through the API; an anonymous
+disconnect is refused, and every action is in the operator audit trail.
 Chapter 3, event logs: three meters log their key rotations and events under signed Merkle tree
 heads; the MDMS accepts each log only as an extension of the last one it accepted, and refuses
 an edited entry and a rollback.
@@ -107,6 +110,8 @@ class Report:
     dr: str = ""
     disconnect: str = ""
     reconnect: str = ""
+    api_anonymous: str = ""  # an anonymous disconnect through the API
+    api_audit: int = 0  # operator audit trail entries the API wrote
     eventlog: dict[str, str] = field(default_factory=dict)
     tampered: str = ""
     rollback: str = ""
@@ -127,6 +132,8 @@ class Report:
             and self.dr.startswith("confirmed")
             and self.disconnect == "confirmed, relay read back open"
             and self.reconnect == "confirmed, relay read back closed"
+            and self.api_anonymous == "refused (401)"
+            and self.api_audit > 0
             and bool(self.eventlog)
             and all(v == "accepted" for v in self.eventlog.values())
             and self.tampered == "edited-entry"
@@ -137,6 +144,46 @@ class Report:
             and all(self.tls.keys_match)
             and self.tls_downgrade.startswith("refused")
         )
+
+
+class _Api:
+    """The head-end's REST API as the demo's people use it (stdlib HTTP, off the event loop)."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def _request(self, method: str, path: str, token: str | None, body: object) -> tuple[int, Any]:
+        import urllib.error
+        import urllib.request
+
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        if token is not None:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+
+    async def status(self, method: str, path: str, body: object = None) -> int:
+        return (await asyncio.to_thread(self._request, method, path, None, body))[0]
+
+    async def call(
+        self, method: str, path: str, token: str, body: object = None, *, expect: int
+    ) -> Any:
+        status, doc = await asyncio.to_thread(self._request, method, path, token, body)
+        if status != expect:
+            raise CliError(f"head-end API {method} {path}: {status} {doc}")
+        return doc
+
+    async def login(self, name: str, password: str) -> str:
+        body = {"username": name, "password": password}
+        status, doc = await asyncio.to_thread(self._request, "POST", "/auth/login", None, body)
+        if status != 200:
+            raise CliError(f"head-end API login of {name}: {status} {doc}")
+        return str(doc["token"])
 
 
 def _prepare(data_dir: Path) -> None:
@@ -310,6 +357,7 @@ async def _chapter_metering(
     keyserver: tuple[str, int],
 ) -> None:
     """Meters push interval data over C12.22 to the head-end; commands run and are confirmed."""
+    from amistack.access import AccessStore, Role
     from amistack.headend.collector import CollectorConfig, Mode
     from amistack.headend.schema import CommandKind, CommandState
     from amistack.meter.node import ap_title_for
@@ -317,15 +365,23 @@ async def _chapter_metering(
     from amistack.runtime.meter_node import run_meter_node
 
     loop = asyncio.get_running_loop()
+    headend_dir = args.data_dir / "headend"
+    # The people who use the API, as `amistack users add` makes them (random demo passwords).
+    people = {"ian": Role.INSTALLER, "olga": Role.OPERATOR, "sue": Role.SECAUD}
+    passwords = {name: secrets.token_urlsafe(16) for name in people}
+    access_store = AccessStore(headend_dir)
+    for name, role in people.items():
+        access_store.add_user(name, passwords[name], {role}, time.time())
+    access_store.close()
     c1222_pcap = C1222Captures(args.pcap) if args.pcap else None
     capture = c1222_pcap.capture if c1222_pcap else None  # the head-end's: each datagram once
     ready: asyncio.Future[HeadEndRuntime] = loop.create_future()
     stop_headend = asyncio.Event()
     headend = asyncio.create_task(
         run_headend(
-            args.data_dir / "headend",
+            headend_dir,
             listen=[("127.0.0.1", 0)],
-            api=None,
+            api=("127.0.0.1", 0),
             key_source=rt.engine,  # in-process key distribution (docs/key-distribution.md)
             collector=CollectorConfig(mode=Mode.PUSHED),
             capture=capture,
@@ -335,13 +391,15 @@ async def _chapter_metering(
     )
     he = await asyncio.wait_for(ready, 10)
     report.headend_port = he.udp[0][1]
+    assert he.api is not None
+    api = _Api(f"http://{he.api[0]}:{he.api[1]}")
+    tokens = {name: await api.login(name, passwords[name]) for name in people}
     devices = sorted(d for d in psks if d.startswith("meter-0"))[: min(8, args.meters)]
-    now = time.time()
     for device in devices:
-        he.repo.register_meter(
-            device, str(ap_title_for(device).absolute()), "conc-1", "cell-1", now
-        )
-        he.repo.commission_meter(device, now)
+        body = {"meter_id": device, "ap_title": str(ap_title_for(device).absolute()),
+                "concentrator": "conc-1", "cell": "cell-1"}  # fmt: skip
+        await api.call("POST", "/meters", tokens["ian"], body, expect=201)
+        await api.call("POST", f"/meters/{device}/commission", tokens["ian"], expect=200)
 
     def remember_key(rot: AccessGranted) -> None:  # for the Wireshark decryption tables
         kid = KeyId(rot.session_id, rot.key_id)
@@ -372,20 +430,26 @@ async def _chapter_metering(
     report.metering_meters = len(devices)
 
     async def execute(device: str, kind: CommandKind, params: dict[str, float]) -> str:
-        cmd = he.repo.create_command(device, kind, params, time.time())
+        body = {"meter_id": device, "kind": kind.value, "params": params}
+        cmd = await api.call("POST", "/commands", tokens["olga"], body, expect=201)
         until = loop.time() + 20
         while loop.time() < until:
-            got = he.repo.get_command(cmd.id)
-            if got is not None and got.state in (CommandState.CONFIRMED, CommandState.FAILED):
-                relay = f", relay read back {got.relay_state}" if got.relay_state else ""
-                return f"{got.state.value}{relay}"
+            got = await api.call("GET", f"/commands/{cmd['id']}", tokens["olga"], expect=200)
+            if got["state"] in (CommandState.CONFIRMED.value, CommandState.FAILED.value):
+                relay = f", relay read back {got['relay_state']}" if got["relay_state"] else ""
+                return f"{got['state']}{relay}"
             await asyncio.sleep(0.1)
         return "no confirmation within 20 s"
+
+    status = await api.status("POST", "/commands", {"meter_id": devices[-1], "kind": "disconnect"})
+    report.api_anonymous = f"refused ({status})" if status == 401 else f"answered {status}"
 
     report.dr = await execute(devices[0], CommandKind.DEMAND_RESPONSE, {"curtail_s": 1.0})
     report.disconnect = await execute(devices[-1], CommandKind.DISCONNECT, {})
     report.reconnect = await execute(devices[-1], CommandKind.RECONNECT, {})
     report.readings = {d: he.repo.count_readings(d) for d in devices}
+    audit = await api.call("GET", "/audit?limit=10000", tokens["sue"], expect=200)
+    report.api_audit = len(audit["items"])
     stop_nodes.set()
     await nodes
     stop_headend.set()
@@ -541,6 +605,11 @@ def _print(report: Report) -> None:
     print(f"  demand response (curtailment by the remote switch): {report.dr}")
     print(f"  remote disconnect: {report.disconnect}")
     print(f"  remote reconnect: {report.reconnect}")
+    print(
+        "  REST API with access control: installer ian registered and commissioned the meters, "
+        f"operator olga sent the commands; an anonymous disconnect was {report.api_anonymous}; "
+        f"{report.api_audit} entries in the signed operator audit trail"
+    )
     if report.pcap and report.c1222_captures:
         c = Path(report.pcap).with_name("c1222.pcap")
         device, (one, keys) = next(iter(report.c1222_captures.items()))
@@ -616,6 +685,8 @@ def _run(args: argparse.Namespace) -> int:
             "demand_response": report.dr,
             "disconnect": report.disconnect,
             "reconnect": report.reconnect,
+            "api_anonymous_disconnect": report.api_anonymous,
+            "api_audit_entries": report.api_audit,
             "eventlog": report.eventlog,
             "eventlog_edited_entry": report.tampered,
             "eventlog_rollback": report.rollback,
