@@ -13,6 +13,7 @@ import httpx
 import pytest
 from tests.contexts import make_ctx
 
+from amistack.access import AccessStore, Role
 from amistack.addr import Addr
 from amistack.c1222.acse import ApTitle
 from amistack.crypto import seeded_random
@@ -68,6 +69,10 @@ async def _service(tmp_path: Path, kind: str, relay: str) -> None:
     repo.register_meter("m-1", str(title.absolute()), "c1", "cell-1", now)
     repo.commission_meter("m-1", now)
     repo.close()
+    users = AccessStore(tmp_path)  # what `amistack users add` + `users token` write
+    users.add_user("olga", "correct horse battery", {Role.OPERATOR}, now)
+    token = users.issue_token("olga", now).token
+    users.close()
     directory = KeyRingDirectory(PurposeRegistry())
     ring = KeyRing(b"m-1", PurposeRegistry())
     ctx = make_ctx(0x4242, 1, seed=11)
@@ -99,7 +104,11 @@ async def _service(tmp_path: Path, kind: str, relay: str) -> None:
         rt = await asyncio.wait_for(ready, 10)
         assert rt.api is not None and rt.udp
         base = f"http://{rt.api[0]}:{rt.api[1]}"
-        async with httpx.AsyncClient(base_url=base) as http:
+        async with httpx.AsyncClient(base_url=base) as anonymous:
+            refused = await anonymous.post("/commands", json={"meter_id": "m-1", "kind": kind})
+            assert refused.status_code == 401
+        bearer = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=base, headers=bearer) as http:
             made = await http.post("/commands", json={"meter_id": "m-1", "kind": kind})
             assert made.status_code == 201, made.text
             cid = made.json()["id"]
