@@ -9,6 +9,8 @@
 - Failed logins: after `LoginPolicy.max_failures` consecutive failures a user is locked for
   `lockout_s` seconds; a success resets the count. An unknown user costs the same hash as a
   known one, so the answer's timing does not tell which names exist.
+- At most `LoginPolicy.max_concurrent_hashes` Argon2 computations run at once (each takes
+  64 MiB): a flood of anonymous logins queues instead of exhausting the head-end's memory.
 
 Sans-IO apart from its database: `now` is passed in and randomness comes from an injected source.
 Every error is an `AccessError` whose message is fit for a CLI user or an API answer.
@@ -86,6 +88,7 @@ class LoginPolicy:
     session_ttl_s: float = 8 * 3600.0  # a login session (one working shift)
     token_ttl_s: float = 30 * 86400.0  # an API token's default life
     max_token_ttl_s: float = 366 * 86400.0
+    max_concurrent_hashes: int = 2
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,7 @@ class AccessStore:
         # An unknown user is answered after the same work as a known one.
         self._dummy = self.hasher.hash(base64.b64encode(rng(16)).decode())
         self._lock = threading.Lock()
+        self._hashing = threading.BoundedSemaphore(self.policy.max_concurrent_hashes)
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
@@ -373,7 +377,8 @@ class AccessStore:
                 "too many failed logins; try again later", retry_after=locked_until - now
             )
         try:
-            self.hasher.verify(hashed, password)
+            with self._hashing:
+                self.hasher.verify(hashed, password)
         except (VerificationError, InvalidHashError):
             failures += 1
             lock = now + self.policy.lockout_s if failures >= self.policy.max_failures else 0.0
@@ -396,5 +401,5 @@ class AccessStore:
         return Principal(name, _roles(roles), "session", issued.token_id), issued
 
     def _burn(self, password: str) -> None:
-        with suppress(VerificationError, InvalidHashError):
+        with self._hashing, suppress(VerificationError, InvalidHashError):
             self.hasher.verify(self._dummy, password)

@@ -8,7 +8,10 @@ import contextlib
 import json
 import sqlite3
 import stat
+import threading
+import time
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from argon2 import PasswordHasher
@@ -198,3 +201,41 @@ def test_audit_trail_signs_one_head_per_day_and_survives_reopen(tmp_path: Path) 
     assert stat.S_IMODE((tmp_path / "audit/audit.log").stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "audit/module.pem").stat().st_mode) == 0o600
     trail.close()
+
+
+class _CountingHasher(PasswordHasher):
+    """Records how many verifications overlap."""
+
+    def __init__(self) -> None:
+        super().__init__(time_cost=1, memory_cost=8, parallelism=1)
+        self.active = 0
+        self.most = 0
+        self.lock = threading.Lock()
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
+        with self.lock:
+            self.active += 1
+            self.most = max(self.most, self.active)
+        try:
+            time.sleep(0.02)
+            return super().verify(hash, password)
+        finally:
+            with self.lock:
+                self.active -= 1
+
+
+def test_a_login_flood_runs_at_most_two_hashes_at_once(tmp_path: Path) -> None:
+    hasher = _CountingHasher()
+    store = AccessStore(tmp_path, hasher=hasher)
+    store.add_user("alice", PASSWORD, {Role.VIEWER}, 0.0)
+
+    def attempt(i: int) -> None:
+        with contextlib.suppress(LoginRefused):
+            store.login("alice" if i % 2 else f"ghost{i}", "wrong guess", 1.0)
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert hasher.most == store.policy.max_concurrent_hashes == 2
