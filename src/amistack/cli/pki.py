@@ -154,6 +154,11 @@ def _client(args: argparse.Namespace) -> int:
         raise CliError(f"--role: {exc}") from None
     if not args.purpose and not roles:
         raise CliError("give --purpose (an application server) or --role (a person)")
+    if args.purpose and not args.meters:
+        raise CliError(
+            "a key-fetching certificate must name the meters it serves "
+            "(e.g. --meters 'meter-*', or '*' for every meter)"
+        )
     extensions = [user_roles_extension(roles)] if roles else []
     shown = _show(
         _pki(

@@ -264,17 +264,13 @@ def issue_client(
 ) -> Issued:
     """`amistack pki issue-client NAME --purpose P... --meters SEL...`: a client certificate for
     the application server `name` allowed to fetch keys of `purposes` (e.g. ``["c1222"]``) for
-    the meters `meters` selects (``["meter-*"]``; ``["*"]`` for all). `extensions` are added
-    as given (IEC 62351-8 roles for an operator: then no purpose is needed)."""
+    the meters `meters` selects (``["meter-*"]``; ``["*"]`` for all; none: no meter's key, the
+    CLI insists on at least one). `extensions` are added as given (IEC 62351-8 roles for an
+    operator: then no purpose is needed)."""
     wanted = frozenset(purposes)
     scope = frozenset(meters)
     if not wanted and not extensions:
         raise PkiError("a client certificate needs at least one purpose (e.g. c1222) or role")
-    if wanted and not scope:
-        raise PkiError(
-            "a key-fetching certificate must name the meters it serves "
-            "(e.g. --meters 'meter-*', or '*' for every meter)"
-        )
     for p in sorted(wanted):
         if not _PURPOSE.fullmatch(p):
             raise PkiError(f"purpose {p!r} must be 1-32 of [a-z0-9_.-]")
