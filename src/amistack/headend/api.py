@@ -33,7 +33,7 @@ from pydantic import AfterValidator, BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from amistack.access import AccessError, LoginRefused, Principal, Right, role_names
+from amistack.access import AccessError, LoginRefused, Principal, Right, Role, User, role_names
 from amistack.access.http import MUTUAL_TLS_SCHEME, SESSION_COOKIE, AccessControl, AccessDenied
 from amistack.eventlog.record import iso_ms, parse_head_line
 from amistack.eventlog.verify import Verdict
@@ -259,6 +259,35 @@ class TokenOut(BaseModel):
 class TokenIn(BaseModel):
     label: Text = Field("", max_length=64)
     ttl_s: float = Field(30 * 86400.0, gt=0, le=366 * 86400.0)
+
+
+RoleName = Literal["VIEWER", "OPERATOR", "ENGINEER", "INSTALLER", "SECADM", "SECAUD", "RBACMNT"]
+
+
+class UserIn(BaseModel):
+    name: Text = Field(min_length=1, max_length=64)
+    password: Text = Field(min_length=1, max_length=1024)
+    roles: list[RoleName] = Field(min_length=1, max_length=7)
+
+
+class RolesIn(BaseModel):
+    roles: list[RoleName] = Field(min_length=1, max_length=7)
+
+
+class UserOut(BaseModel):
+    name: str
+    roles: list[str]
+    disabled: bool
+    locked_until: float
+
+
+def _user_out(user: User) -> UserOut:
+    return UserOut(
+        name=user.name,
+        roles=role_names(user.roles),
+        disabled=user.disabled,
+        locked_until=user.locked_until,
+    )
 
 
 class WhoAmI(BaseModel):
@@ -532,6 +561,85 @@ def create_app(
             who, "token.revoke", target=",".join(sorted(owners)), detail={"token_id": token_id}
         )
         return Response(status_code=204)
+
+    # -- users and roles (SECADM; role assignment also RBACMNT) --------------------------------
+
+    def _access_call(fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except AccessError as exc:
+            raise HeadendError(exc.code, exc.message) from None
+
+    @app.get("/users", response_model=list[UserOut], responses=_ERRORS, tags=["users"])
+    def list_users(who: Annotated[Principal, need(Right.USERS)]) -> list[UserOut]:
+        return [_user_out(u) for u in access.store.list_users()]
+
+    @app.post("/users", status_code=201, response_model=UserOut, responses=_ERRORS, tags=["users"])
+    def add_user(body: UserIn, who: Annotated[Principal, need(Right.USERS)]) -> UserOut:
+        """Add a user with roles (assigning roles needs the `roles` right as well)."""
+        if not who.may(Right.ROLES):
+            raise AccessDenied(403, "forbidden", "'roles' is needed to assign roles")
+        roles = frozenset(Role[r] for r in body.roles)
+        user: User = audited(
+            who,
+            "user.add",
+            body.name,
+            lambda: _access_call(
+                lambda: access.store.add_user(body.name, body.password, roles, clock())
+            ),
+            roles=role_names(roles),
+        )
+        return _user_out(user)
+
+    @app.put("/users/{name}/roles", response_model=UserOut, responses=_ERRORS, tags=["users"])
+    def set_roles(
+        name: Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")],
+        body: RolesIn,
+        who: Annotated[Principal, need(Right.ROLES)],
+    ) -> UserOut:
+        roles = frozenset(Role[r] for r in body.roles)
+        audited(
+            who,
+            "user.roles",
+            name,
+            lambda: _access_call(lambda: access.store.set_roles(name, roles)),
+            roles=role_names(roles),
+        )
+        user = access.store.get_user(name)
+        assert user is not None  # set_roles raised otherwise
+        return _user_out(user)
+
+    @app.post("/users/{name}/disable", response_model=UserOut, responses=_ERRORS, tags=["users"])
+    def disable_user(
+        name: Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")],
+        who: Annotated[Principal, need(Right.USERS)],
+    ) -> UserOut:
+        """Disable a user: every token it holds is revoked at once."""
+        revoked = audited(
+            who,
+            "user.disable",
+            name,
+            lambda: _access_call(lambda: access.store.set_disabled(name, True)),
+        )
+        access.record(who, "user.tokens.revoked", target=name, detail={"revoked": revoked})
+        user = access.store.get_user(name)
+        assert user is not None
+        return _user_out(user)
+
+    @app.post("/users/{name}/enable", response_model=UserOut, responses=_ERRORS, tags=["users"])
+    def enable_user(
+        name: Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")],
+        who: Annotated[Principal, need(Right.USERS)],
+    ) -> UserOut:
+        audited(
+            who,
+            "user.enable",
+            name,
+            lambda: _access_call(lambda: access.store.set_disabled(name, False)),
+        )
+        user = access.store.get_user(name)
+        assert user is not None
+        return _user_out(user)
 
     # -- meters --------------------------------------------------------------------------------
 

@@ -29,7 +29,13 @@ def client(repo: ReadingRepository, access: AccessControl) -> Iterator[TestClien
 
 
 def concrete(path: str) -> str:
-    values = {"meter_id": "m1", "command_id": "1", "alarm_id": "1", "token_id": "0" * 12}
+    values = {
+        "meter_id": "m1",
+        "command_id": "1",
+        "alarm_id": "1",
+        "token_id": "0" * 12,
+        "name": "someone",
+    }
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
 
 
@@ -201,3 +207,34 @@ def test_audit_trail_is_readable_by_secaud_and_verifies_as_an_event_log(
     tampered = export.replace(b"meter.register".hex(), b"meter.regist3r".hex(), 1)
     assert tampered != export
     assert not verify_lines(tampered.split("\n"), pem).ok
+
+
+def test_users_and_roles_over_the_api(client: TestClient, access: AccessControl) -> None:
+    secadm = auth(access, "sam", Role.SECADM)
+    rbac = auth(access, "rita", Role.RBACMNT)
+    body = {"name": "olga", "password": PASSWORD, "roles": ["OPERATOR"]}
+    assert client.post("/users", json=body, headers=rbac).status_code == 403  # no `users`
+    made = client.post("/users", json=body, headers=secadm)
+    assert made.status_code == 201 and made.json()["roles"] == ["OPERATOR"]
+    assert client.post("/users", json=body, headers=secadm).status_code == 409
+    bad = {**body, "name": "x", "roles": ["ROOT"]}
+    assert client.post("/users", json=bad, headers=secadm).status_code == 422
+    r = client.put("/users/olga/roles", json={"roles": ["OPERATOR", "VIEWER"]}, headers=rbac)
+    assert r.status_code == 200 and r.json()["roles"] == ["VIEWER", "OPERATOR"]
+    assert (
+        client.put("/users/ghost/roles", json={"roles": ["VIEWER"]}, headers=rbac).status_code
+        == 404
+    )
+    token = access.store.issue_token("olga", 1000.0).token
+    olga = {"Authorization": f"Bearer {token}"}
+    assert client.get("/meters", headers=olga).status_code == 200
+    assert client.post("/users/olga/disable", headers=rbac).status_code == 403
+    off = client.post("/users/olga/disable", headers=secadm)
+    assert off.status_code == 200 and off.json()["disabled"] is True
+    assert client.get("/meters", headers=olga).status_code == 401  # her tokens went with her
+    assert client.post("/users/olga/enable", headers=secadm).json()["disabled"] is False
+    listed = {u["name"]: u["roles"] for u in client.get("/users", headers=secadm).json()}
+    assert listed["olga"] == ["VIEWER", "OPERATOR"] and listed["rita"] == ["RBACMNT"]
+    actions = [(e.who, e.action, e.target) for e in access.audit.entries(limit=100)]
+    assert ("sam", "user.add", "olga") in actions and ("rita", "user.roles", "olga") in actions
+    assert ("sam", "user.disable", "olga") in actions and ("sam", "user.enable", "olga") in actions
