@@ -11,16 +11,11 @@ from typing import Any
 from amistack.c1222.endpoint import C1222_PORT
 from amistack.cli.common import CliError, parse_hostport
 from amistack.headend.collector import CollectorConfig, Mode
-from amistack.runtime.api_server import (
-    DEFAULT_API_CERT,
-    ApiRefused,
-    ApiTls,
-    BindError,
-    check_api_address,
-)
 from amistack.runtime.headend import DEFAULT_TITLE, HeadEndRuntime, run_headend
 from amistack.runtime.keydist import DEFAULT_KEYDIST_PORT
 from amistack.runtime.loop import run
+
+DEFAULT_API_CERT = "headend-api"  # DIR/pki/servers/headend-api.crt for --api-tls
 
 
 def register(sub: Any) -> None:
@@ -90,6 +85,8 @@ def register(sub: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     if args.keyserver is None:
         raise CliError("--keyserver is required: the head-end gets meter keys from the key server")
+    from amistack.runtime.api_server import ApiRefused, ApiTls, BindError, check_api_address
+
     tls = ApiTls.from_pki(args.data_dir, args.api_tls) if args.api_tls else None
     try:
         check_api_address(args.api[0], tls)
@@ -121,6 +118,12 @@ def _run(args: argparse.Namespace) -> int:
         if rt.api is not None:
             scheme = "https" if tls is not None else "http"
             print(f"head-end: REST API on {scheme}://{rt.api[0]}:{rt.api[1]}/docs", flush=True)
+        if rt.access is not None and not rt.access.store.list_users():
+            print(
+                "head-end: no API users yet: amistack users add NAME --role OPERATOR "
+                f"--data-dir {args.data_dir} (docs/access-control.md)",
+                flush=True,
+            )
 
     async def main() -> None:
         stop = asyncio.Event()

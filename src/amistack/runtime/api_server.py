@@ -26,8 +26,6 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from amistack.keymgmt.pki import CertKind, PkiLayout
 
-DEFAULT_API_CERT = "headend-api"
-
 
 class ApiRefused(Exception):
     """The API may not be served as asked; the message says why, in one line."""
@@ -45,7 +43,7 @@ class ApiTls:
     crl: Path | None
 
     @classmethod
-    def from_pki(cls, data_dir: Path | str, name: str = DEFAULT_API_CERT) -> ApiTls:
+    def from_pki(cls, data_dir: Path | str, name: str) -> ApiTls:
         layout = PkiLayout.of(data_dir)
         return cls(
             layout.cert(CertKind.SERVER, name),

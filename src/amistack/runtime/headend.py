@@ -33,9 +33,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from amistack.access.http import AccessControl
 from amistack.addr import Addr
 from amistack.c1222.acse import ApTitle
 from amistack.c1222.endpoint import C1222_PORT
@@ -45,16 +44,13 @@ from amistack.headend.keys import AsyncKeySource, HeadendKeys, SyncKeySource, re
 from amistack.headend.service import HeadEnd, HeadEndConfig, KeyNeeded
 from amistack.headend.storage import ReadingRepository, open_repository
 from amistack.mesh.security import FileCounterStore
-from amistack.runtime.api_server import (
-    ApiTls,
-    BindError,
-    api_server,
-    bind_api,
-    check_api_address,
-)
 from amistack.runtime.eventtext import event_text
 from amistack.runtime.ingest_writer import ThreadedBatchWriter
 from amistack.runtime.udp import Capture, EngineDriver
+
+if TYPE_CHECKING:  # FastAPI and uvicorn load only when the API is served (CLI start-up time)
+    from amistack.access.http import AccessControl
+    from amistack.runtime.api_server import ApiTls
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +86,7 @@ def open_access(
     """The head-end's identities (DIR/access.db) and operator audit trail (DIR/audit/); with
     TLS, client certificates are checked against the PKI's CRL too."""
     from amistack.access import AccessStore, AuditTrail
+    from amistack.access.http import AccessControl
     from amistack.keymgmt.pki import load_certificate
 
     return AccessControl(
@@ -117,6 +114,7 @@ class HeadEndRuntime:
     repo: ReadingRepository
     udp: list[Addr] = field(default_factory=list)
     api: Addr | None = None
+    access: AccessControl | None = None  # the API's identities and audit trail
 
 
 async def run_headend(
@@ -143,6 +141,7 @@ async def run_headend(
     C12.22 keys from (`tls`: a `runtime.keydist.TlsFiles`); `key_source`: an in-process one."""
     data = Path(data_dir)
     data.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data.chmod(0o700)  # like the key server's: the database and the audit key live here
     repo = open_repository(db or data)
     async_source: AsyncKeySource | None = None
     if keyserver is not None:
@@ -207,6 +206,8 @@ async def run_headend(
     writer.wake = wake
     rt = HeadEndRuntime(engine, driver, repo)
     try:
+        from amistack.runtime.api_server import BindError
+
         for host, port in listen:
             try:
                 rt.udp.append(await driver.bind(host, port))
@@ -219,6 +220,7 @@ async def run_headend(
             tasks.add(pf)
         if api is not None:
             from amistack.headend.api import create_app
+            from amistack.runtime.api_server import api_server, bind_api, check_api_address
 
             check_api_address(api[0], api_tls)
             api_sock = bind_api(*api)
@@ -234,6 +236,7 @@ async def run_headend(
                 api_task.result()  # raises why it did not start
             sock = api_sock.getsockname()
             rt.api = (str(sock[0]), int(sock[1]))
+            rt.access = access
         log.info("head-end: C12.22 on %s, API on %s, data in %s", rt.udp, rt.api, data)
         if ready is not None:
             ready(rt)

@@ -126,6 +126,7 @@ def test_headend_ports_in_use_are_one_line_naming_the_address(
         "address already in use\n"
     )
     assert stat.S_IMODE((lab / "headend.db").stat().st_mode) == 0o600
+    assert stat.S_IMODE(lab.stat().st_mode) == 0o700  # made by `pki init`, tightened
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         udp.bind(("127.0.0.1", 0))
         port = udp.getsockname()[1]

@@ -36,7 +36,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def served(lab: Path, tmp_path: Path) -> Iterator[tuple[str, AccessControl]]:
-    tls = ApiTls.from_pki(lab)
+    tls = ApiTls.from_pki(lab, "headend-api")
     repo = SqliteRepository(tmp_path)
     access = AccessControl(
         AccessStore(tmp_path, hasher=CHEAP_HASHER),
@@ -99,4 +99,4 @@ def test_public_address_needs_tls(lab: Path) -> None:
         check_api_address("2001:db8::1", None)
     check_api_address("::1", None)
     check_api_address("localhost", None)
-    check_api_address("0.0.0.0", ApiTls.from_pki(lab))
+    check_api_address("0.0.0.0", ApiTls.from_pki(lab, "headend-api"))
