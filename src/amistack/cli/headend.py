@@ -37,7 +37,8 @@ def register(sub: Any) -> None:
         type=Path,
         default=Path("./amistack-data"),
         metavar="DIR",
-        help="database (SQLite default) and TLS client files (default ./amistack-data)",
+        help="database (SQLite default), TLS client files, API users (access.db) and the operator "
+        "audit trail (audit/) (default ./amistack-data)",
     )
     p.add_argument("--db", metavar="URL", help="postgresql://... instead of DIR/headend.db")
     p.add_argument(
