@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from amistack.eventlog.log import CheckpointPolicy, EventLog, LogConfig
+from amistack.eventlog.log import CheckpointPolicy, EventLog, FsyncPolicy, LogConfig
 from amistack.eventlog.record import EventRecord, SignedHead, iso_ms
 from amistack.meter.securemodule import SecureModule
 from amistack.meter.securemodule.software import SoftwareModule
@@ -37,9 +37,12 @@ AUDIT_DIR = "audit"
 DAY_S = 86400
 MAX_DETAIL = 4096  # characters of JSON detail kept per entry
 
-# No automatic signing by the store: the trail decides (per day, on seal).
+# No automatic signing by the store: the trail decides (per day, on seal). Every entry is fsynced
+# before the action it records is answered: people act at human rates, and an audit entry lost
+# in a power cut would be an action nobody did.
 _CONFIG = LogConfig(
-    checkpoint=CheckpointPolicy(sign_on=frozenset(), every_entries=None, every_seconds=None)
+    checkpoint=CheckpointPolicy(sign_on=frozenset(), every_entries=None, every_seconds=None),
+    fsync=FsyncPolicy.ALWAYS,
 )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -16,10 +17,18 @@ from amistack.access import ROLE_RIGHTS, Right, Role
 from amistack.access.http import SESSION_COOKIE, AccessControl
 from amistack.eventlog.verify import verify_lines
 from amistack.headend.api import PUBLIC_ROUTES, create_app
-from amistack.headend.storage import ReadingRepository
+from amistack.headend.storage import ReadingRepository, SqliteRepository
 
 AP = "2.16.124.113620.1.22.0.1"
 PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Iterator[ReadingRepository]:
+    """Access control does not depend on the backend: SQLite only (test_api.py runs both)."""
+    r = SqliteRepository(tmp_path)
+    yield r
+    r.close()
 
 
 @pytest.fixture
