@@ -317,6 +317,12 @@ class EventLogResetIn(BaseModel):
     reason: Text = Field(min_length=1, max_length=500, description="why (kept in the audit trail)")
 
 
+class RetiredHeadOut(BaseModel):
+    size: int
+    head: str
+    accepted_at: float
+
+
 class HeadResetOut(BaseModel):
     meter_id: str
     retired_head: str | None
@@ -841,6 +847,21 @@ def create_app(
             head=row.head,
             accepted_at=row.accepted_at,
         )
+
+    @app.get(
+        "/meters/{meter_id}/eventlog/head/history",
+        response_model=list[RetiredHeadOut],
+        responses=_ERRORS,
+        tags=["event log"],
+    )
+    def eventlog_head_history(meter_id: MeterId, who: Reader) -> list[RetiredHeadOut]:
+        """The heads retired by resets, oldest first: a reset never erases what was accepted."""
+        if repo.get_meter(meter_id) is None:
+            raise HeadendError("not_found", f"no meter {meter_id!r}")
+        return [
+            RetiredHeadOut(size=h.size, head=h.head, accepted_at=h.accepted_at)
+            for h in repo.eventlog_head_history(meter_id)
+        ]
 
     @app.post(
         "/meters/{meter_id}/eventlog/head/reset",

@@ -130,7 +130,8 @@ def test_event_log_key_swap_needs_secadm_is_audited_alarmed_and_cannot_launder_a
         f"/meters/{METER}/eventlog/head/reset", json={"reason": "new module"}, headers=secadm
     )
     assert reset.status_code == 200 and reset.json()["retired_size"] == 10
-    assert [h.size for h in repo.eventlog_head_history(METER)] == [10]
+    history = client.get(f"/meters/{METER}/eventlog/head/history", headers=uploader).json()
+    assert [h["size"] for h in history] == [10] and history[0]["head"] == real.heads[-1].to_line()
     assert [e.action for e in access.audit.entries(limit=100)][-1] == "eventlog.head.reset"
     assert repo.alarms(meter_id=METER)[-1].kind == EVENTLOG_KEY_ALARM
 
