@@ -2,7 +2,7 @@
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
-APT_PKGS := hostapd eapoltest tshark softhsm2 postgresql
+APT_PKGS := hostapd eapoltest tshark softhsm2 postgresql openssl
 STAMP   := $(VENV)/.amistack-setup
 # The npm `echonet-lite` package drives our ECHONET Lite node and controller in
 # tests/interop/test_echonet_npm.py, and node-echonet-lite the SKSTACK-IP emulator in
