@@ -6,8 +6,8 @@ acknowledgements, logins and failed logins, user and token changes) is one entry
 DIR/audit/: `audit.log` (the store, 0600) and `module.pem` (its software signing key, 0600). An
 entry is an event of type `AUDIT_EVENT_TYPE` whose data is a compact JSON object:
 
-    {"who": "alice", "via": "session", "action": "command.create", "target": "meter-1",
-     "outcome": "ok", "detail": {...}}
+    {"who": "alice", "via": "session", "from": "192.0.2.7", "action": "command.create",
+     "target": "meter-1", "outcome": "ok", "detail": {...}}
 
 A head is signed when the first entry of a new UTC day is appended (so each day's entries are
 covered by a head before the next day's start), on `seal(now)` (the runtime calls it at midnight
@@ -56,6 +56,7 @@ class AuditEntry:
     target: str
     outcome: str
     detail: Any
+    source: str = ""  # where the request came from (the client's address), if known
 
 
 def _day(time_ms: int) -> int:
@@ -102,10 +103,11 @@ class AuditTrail:
         target: str = "",
         outcome: str = "ok",
         detail: Mapping[str, Any] | str = "",
+        source: str = "",
     ) -> int:
-        """Append one entry; returns its sequence number. Raises (and nothing else happens) if
-        the store cannot be written: an action whose audit entry is lost must not proceed."""
-        body = {
+        """Append one entry (fsynced); returns its sequence number. Raises if the store cannot
+        be written, and the caller's request then fails loudly rather than unrecorded."""
+        body: dict[str, Any] = {
             "who": who,
             "via": via,
             "action": action,
@@ -113,6 +115,8 @@ class AuditTrail:
             "outcome": outcome,
             "detail": detail,
         }
+        if source:
+            body["from"] = source
         data = json.dumps(body, separators=(",", ":"), sort_keys=True, ensure_ascii=True)
         if len(data) > MAX_DETAIL:
             body["detail"] = {"truncated": data[:MAX_DETAIL]}
@@ -185,4 +189,5 @@ def _entry(rec: EventRecord) -> AuditEntry:
         str(body.get("target", "")),
         str(body.get("outcome", "")),
         body.get("detail", ""),
+        str(body.get("from", "")),
     )

@@ -15,6 +15,7 @@ bearer and cookie schemes (FastAPI's security classes) and `mutualTLS` (added by
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -142,6 +143,7 @@ class AccessControl:
             )
             if principal is None:
                 raise AccessDenied(401, "unauthenticated", "credentials required")
+            principal = dataclasses.replace(principal, source=client_address(request))
             if right is not None and not principal.may(right):
                 self.record(
                     principal,
@@ -172,6 +174,7 @@ class AccessControl:
         target: str = "",
         outcome: str = "ok",
         detail: dict[str, Any] | str = "",
+        source: str = "",
     ) -> int:
         if isinstance(who, Principal):
             return self.audit.record(
@@ -182,7 +185,14 @@ class AccessControl:
                 target=target,
                 outcome=outcome,
                 detail=detail,
+                source=who.source,
             )
         return self.audit.record(
-            self.clock(), who, action, target=target, outcome=outcome, detail=detail
+            self.clock(), who, action, target=target, outcome=outcome, detail=detail, source=source
         )
+
+
+def client_address(request: Request) -> str:
+    """The peer's address as the server saw it (no X-Forwarded-For: nothing here trusts a
+    proxy's header)."""
+    return request.client.host if request.client is not None else ""

@@ -99,6 +99,7 @@ class Principal:
     roles: frozenset[Role]
     via: str
     token_id: str | None = None
+    source: str = ""  # the client's address, set by the HTTP layer (for the audit trail)
 
     @property
     def rights(self) -> frozenset[Right]:

@@ -18,6 +18,7 @@ trail. Request bodies are size-limited before they are read.
 registrations, commands and acknowledgements (the API is the I/O edge, so it may read one).
 """
 
+import dataclasses
 import json
 import re
 import time
@@ -34,7 +35,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from amistack.access import AccessError, LoginRefused, Principal, Right, Role, User, role_names
-from amistack.access.http import MUTUAL_TLS_SCHEME, SESSION_COOKIE, AccessControl, AccessDenied
+from amistack.access.http import (
+    MUTUAL_TLS_SCHEME,
+    SESSION_COOKIE,
+    AccessControl,
+    AccessDenied,
+    client_address,
+)
 from amistack.eventlog.record import iso_ms, parse_head_line
 from amistack.eventlog.verify import Verdict
 from amistack.headend.commands import check_params
@@ -306,6 +313,7 @@ class AuditEntryOut(BaseModel):
     target: str
     outcome: str
     detail: Any
+    source: str = Field(description="the client's address")
 
 
 class AuditPage(BaseModel):
@@ -502,12 +510,19 @@ def create_app(
             principal, issued = access.store.login(body.username, body.password, clock())
         except LoginRefused as exc:
             shown = body.username if re.fullmatch(r"[A-Za-z0-9_.@-]{1,64}", body.username) else "?"
-            access.record(shown, "login", outcome="failed", detail={"reason": exc.message})
+            access.record(
+                shown,
+                "login",
+                outcome="failed",
+                detail={"reason": exc.message},
+                source=client_address(request),
+            )
             if exc.retry_after:
                 return _error(
                     429, "locked", exc.message, {"Retry-After": str(int(exc.retry_after) + 1)}
                 )
             return _error(401, "login_failed", exc.message, {"WWW-Authenticate": "Bearer"})
+        principal = dataclasses.replace(principal, source=client_address(request))
         access.record(principal, "login", detail={"token_id": issued.token_id})
         response.set_cookie(
             SESSION_COOKIE,

@@ -116,6 +116,7 @@ def test_red_team_anonymous_disconnect_is_refused(
     made = client.post("/commands", json=body, headers=operator)
     assert made.status_code == 201 and made.json()["params"] == {}
     entry = access.audit.entries(limit=100)[-1]
+    assert entry.source == "testclient" and entry.via == "api"
     assert (entry.who, entry.action, entry.target, entry.outcome) == (
         "olga",
         "command.create",
@@ -173,6 +174,7 @@ def test_failed_logins_lock_the_account_and_are_audited(
     failed = [e for e in access.audit.entries(limit=100) if e.action == "login"]
     assert [e.outcome for e in failed] == ["failed"] * 7
     assert failed[0].who == "olga" and failed[5].who == "nobody"
+    assert failed[0].source == "testclient"  # where each attempt came from
 
 
 def test_disabled_user_and_expired_token_are_refused(
