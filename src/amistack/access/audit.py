@@ -14,14 +14,19 @@ covered by a head before the next day's start), on `seal(now)` (the runtime call
 and at shutdown) and never otherwise: one signed head per day. `amistack log verify` verifies an
 export of the trail like a meter's log (`export_lines`, the key from `public_key_pem`).
 
-Not thread-safe by itself; the one lock here serialises the API's worker threads.
+Thread-safe (one lock serialises the API's worker threads) and safe for several processes
+(`amistack users` beside a running head-end): each append holds an flock on `audit.lock` and
+first re-reads the log if another process wrote to it since.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import threading
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,16 +71,38 @@ def _day(time_ms: int) -> int:
 class AuditTrail:
     """Append-only operator audit trail (see the module docstring)."""
 
-    def __init__(self, log: EventLog, module: SecureModule) -> None:
-        self._log = log
+    def __init__(self, path: Path, module: SecureModule, now: float) -> None:
+        self._path = path
         self._module = module
         self._lock = threading.Lock()
-        self._first_unsigned_ms: int | None = None
+        # Other processes append too (`amistack users` beside a running head-end): every write
+        # holds an flock on this file and first re-reads the log if someone else wrote to it.
+        self._flock = os.open(path.with_name("audit.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        self._log = self._open(now)
+
+    def _open(self, now: float) -> EventLog:
+        log = EventLog.open(self._path, AUDIT_LOG_ID, self._module, now, _CONFIG)
+        self._first_unsigned_ms = None
         if log.unsigned_entries:
             for item in log.items():
                 if isinstance(item, EventRecord) and item.seq == log.size - log.unsigned_entries:
                     self._first_unsigned_ms = item.time_ms
                     break
+        self._seen = self._path.stat().st_size
+        return log
+
+    @contextmanager
+    def _writing(self, now: float) -> Iterator[EventLog]:
+        with self._lock:
+            fcntl.flock(self._flock, fcntl.LOCK_EX)
+            try:
+                if self._path.stat().st_size != self._seen:  # another process appended
+                    self._log.close()
+                    self._log = self._open(now)
+                yield self._log
+                self._seen = self._path.stat().st_size
+            finally:
+                fcntl.flock(self._flock, fcntl.LOCK_UN)
 
     @classmethod
     def open(cls, data_dir: Path | str, now: float) -> AuditTrail:
@@ -84,7 +111,7 @@ class AuditTrail:
         where.mkdir(mode=0o700, parents=True, exist_ok=True)
         where.chmod(0o700)
         module = SoftwareModule.open_or_create(where / "module.pem", "operator audit")
-        return cls(EventLog.open(where / "audit.log", AUDIT_LOG_ID, module, now, _CONFIG), module)
+        return cls(where / "audit.log", module, now)
 
     def public_key_pem(self) -> bytes:
         return self._module.public_key_pem()
@@ -122,23 +149,23 @@ class AuditTrail:
             body["detail"] = {"truncated": data[:MAX_DETAIL]}
             data = json.dumps(body, separators=(",", ":"), sort_keys=True, ensure_ascii=True)
         t_ms = round(now * 1000)
-        with self._lock:
+        with self._writing(now) as log:
             first = self._first_unsigned_ms
             if first is not None and _day(t_ms) > _day(first):
-                self._log.checkpoint(now)  # the previous day's entries get their head first
+                log.checkpoint(now)  # the previous day's entries get their head first
                 self._first_unsigned_ms = None
-            seq = self._log.append(AUDIT_EVENT_TYPE, data.encode("ascii"), now).record.seq
+            seq = log.append(AUDIT_EVENT_TYPE, data.encode("ascii"), now).record.seq
             if self._first_unsigned_ms is None:
                 self._first_unsigned_ms = t_ms
         return seq
 
     def seal(self, now: float) -> SignedHead | None:
         """Sign a head over everything appended so far (None: nothing new to sign)."""
-        with self._lock:
-            if not self._log.unsigned_entries:
+        with self._writing(now) as log:
+            if not log.unsigned_entries:
                 return None
             self._first_unsigned_ms = None
-            return self._log.checkpoint(now)
+            return log.checkpoint(now)
 
     def next_seal(self, now: float) -> float | None:
         """When the next daily head is due (the next UTC midnight), None if nothing waits."""
@@ -171,6 +198,7 @@ class AuditTrail:
         with self._lock:
             self._log.close()
             self._module.close()
+            os.close(self._flock)
 
 
 def _entry(rec: EventRecord) -> AuditEntry:

@@ -239,3 +239,22 @@ def test_a_login_flood_runs_at_most_two_hashes_at_once(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert hasher.most == store.policy.max_concurrent_hashes == 2
+
+
+def test_two_writers_share_the_trail_without_breaking_it(tmp_path: Path) -> None:
+    """`amistack users` appends while the head-end runs: both go through the flock and re-read
+    what the other wrote, so sequence numbers stay gapless and every head verifies."""
+    headend = AuditTrail.open(tmp_path, 100.0)
+    cli = AuditTrail.open(tmp_path, 100.0)
+    for i in range(6):
+        (headend if i % 2 else cli).record(100.0 + i, "x", f"action.{i}")
+    assert cli.seal(110.0) is not None
+    headend.record(111.0, "x", "action.6")
+    assert headend.seal(112.0) is not None
+    entries = headend.entries()
+    assert [e.seq for e in entries] == list(range(7))
+    assert [e.action for e in entries] == [f"action.{i}" for i in range(7)]
+    verdict = verify_lines(list(headend.export_lines()), headend.public_key_pem())
+    assert verdict.ok and verdict.heads == 2 and verdict.entries == 7
+    cli.close()
+    headend.close()
