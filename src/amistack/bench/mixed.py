@@ -71,7 +71,13 @@ def _prepare(directory: Path, meters: int, days: int) -> None:
 
 
 def _query_client(
-    port: int, meters: int, days: int, clients: int, duration: float, conn: Connection
+    port: int,
+    token: str,
+    meters: int,
+    days: int,
+    clients: int,
+    duration: float,
+    conn: Connection,
 ) -> None:
     """The dashboard: `clients` threads, each one range query at a time, for `duration`."""
     done: list[list[float]] = [[] for _ in range(clients)]
@@ -90,7 +96,9 @@ def _query_client(
             path = f"/meters/m{m:05d}/readings?start={first}&end={first + QUERY_DAYS * DAY}"
             t = time.perf_counter()
             try:
-                session.request("GET", path + "&limit=1000")
+                session.request(
+                    "GET", path + "&limit=1000", headers={"Authorization": f"Bearer {token}"}
+                )
                 resp = session.getresponse()
                 resp.read()
                 ok = resp.status == 200
@@ -163,6 +171,8 @@ async def _phase(
     batch: int,
     first_meter: int,
 ) -> dict[str, Any]:
+    from amistack.access import AccessStore, AuditTrail, Role
+    from amistack.access.http import AccessControl
     from amistack.headend.api import create_app
 
     ingest = name != "api_alone"
@@ -178,14 +188,20 @@ async def _phase(
     loop = asyncio.get_running_loop()
     try:
         if api:
+            # the dashboard is a VIEWER with a bearer token, as in production
+            users = AccessStore(directory / "access")
+            if users.get_user("dashboard") is None:
+                users.add_user("dashboard", "bench dashboard password", {Role.VIEWER}, time.time())
+            token = users.issue_token("dashboard", time.time()).token
+            access = AccessControl(users, AuditTrail.open(directory, time.time()), time.time)
             _, port = await api_stack.enter_async_context(
-                serve_asgi(create_app(repo), "127.0.0.1", 0)
+                serve_asgi(create_app(repo, access), "127.0.0.1", 0)
             )
             ctx = multiprocessing.get_context("spawn")
             parent, child = ctx.Pipe()
             proc = ctx.Process(
                 target=_query_client,
-                args=(port, meters, days, clients, duration, child),
+                args=(port, token, meters, days, clients, duration, child),
                 daemon=True,
             )
             proc.start()
