@@ -611,14 +611,6 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def naive_whole_log_digest(records: list[bytes]) -> bytes:
-    """The literal patent scheme: hash the whole log from its first entry (for the benchmark)."""
-    h = range_hasher()
-    for r in records:
-        range_update(h, r)
-    return h.digest()
-
-
 __all__ = [
     "STORE_FAULTS",
     "Appended",
@@ -628,5 +620,4 @@ __all__ = [
     "LogConfig",
     "LogStoreError",
     "describe_store_fault",
-    "naive_whole_log_digest",
 ]
