@@ -53,8 +53,9 @@ from amistack.pana.timers import PCI_RETRANSMIT, REQ_RETRANSMIT
 from amistack.sim.medium import Delivery
 from amistack.sim.network import Network
 from amistack.sim.radio import RadioMedium, UnitDisk
+from amistack.sim.stats import percentile_time
 
-__all__ = ["MeshConfig", "MeshSim", "build_mesh", "percentile_time", "radio_hops"]
+__all__ = ["MeshConfig", "MeshSim", "build_mesh", "radio_hops"]
 
 PAN = PanId(0x0AB1)
 MESH_PREFIX = bytes.fromhex("20010db8000100000000000000000000")
@@ -286,14 +287,6 @@ def _sum_counters(concentrator: MeshNode, meters: list[MeshNode]) -> dict[str, i
         total.update({f"relay-{k}": v for k, v in node.relay.counters.items()})
         total.update({f"link-{k}": v for k, v in node.link.counters.items()})
     return dict(sorted(total.items()))
-
-
-def percentile_time(times: list[float], expected: int, fraction: float) -> float | None:
-    """When `fraction` of the `expected` nodes had got there (`times` sorted), or None."""
-    if expected == 0:
-        return 0.0
-    k = max(1, math.ceil(fraction * expected))
-    return round(times[k - 1], 3) if len(times) >= k else None
 
 
 def radio_hops(radio: RadioMedium, start: Addr, index: dict[Addr, int]) -> dict[int, int]:

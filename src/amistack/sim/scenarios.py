@@ -52,6 +52,7 @@ from amistack.sim.fleet import (
     build_fleet,
     meter_id,
 )
+from amistack.sim.stats import percentile_time
 
 SCENARIOS = ("day", "blackout", "rollover", "revocation")
 SLOT_S = 1800  # half-hour slots (the B route's and TEPCO's collection interval)
@@ -286,7 +287,7 @@ def sum_walls(walls: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _slot_boundaries(fleet: Fleet, start: float, end: float) -> list[int]:
+def _slot_boundaries(start: float, end: float) -> list[int]:
     first = (int(start) // SLOT_S + 1) * SLOT_S
     return list(range(first, int(end) - SLOT_S + 1, SLOT_S))
 
@@ -316,12 +317,7 @@ def _keyserver_figures(fleet: Fleet) -> dict[str, Any]:
 
 def _shares(times: list[float], total: int) -> dict[str, float | None]:
     times = sorted(times)
-
-    def at(share: float) -> float | None:
-        need = max(1, round(share * total))
-        return round(times[need - 1], 3) if len(times) >= need else None
-
-    return {"t50_s": at(0.5), "t95_s": at(0.95), "t100_s": at(1.0)}
+    return {f"t{p}_s": percentile_time(times, total, p / 100) for p in (50, 95, 100)}
 
 
 # -- the scenarios -------------------------------------------------------------------------------
@@ -339,7 +335,7 @@ def day_part(
     digest = SlotDigest(fleet)
     digest.follow(end)
     run_for(fleet, end, progress)
-    boundaries = _slot_boundaries(fleet, fleet.start, end)[: round(sc.days * 86400 / SLOT_S)]
+    boundaries = _slot_boundaries(fleet.start, end)[: round(sc.days * 86400 / SLOT_S)]
     return fleet, {
         "wall": {
             **fleet_wall(fleet),
@@ -411,7 +407,7 @@ def _blackout_run(
         for i in range(sc.meters)
         if len(fleet.granted_at.get(i, [])) > granted_before[i]
     ]
-    boundaries = _slot_boundaries(fleet, t_black, end)
+    boundaries = _slot_boundaries(t_black, end)
     slots = slot_figures(fleet, boundaries)
     first_complete = next(
         (b - t_black for b, c in zip(boundaries, slots["completeness"], strict=True) if c >= 1.0),
@@ -495,7 +491,7 @@ def _revocation(sc: ScenarioConfig, progress: ProgressHook | None) -> tuple[Flee
         for r in fleet.repo.readings(meter_id(i), 0, 2**40, limit=10_000)
         if r.received_at > t_rev + 1e-6
     )
-    boundaries = _slot_boundaries(fleet, fleet.start, end)
+    boundaries = _slot_boundaries(fleet.start, end)
     return fleet, {
         "_wall": fleet_wall(fleet),
         "revoked": len(revoked),
