@@ -8,6 +8,7 @@ which `mesh.frame` handles. `Engine` is
 the shape of every protocol engine (ARCHITECTURE.md, "One rule for every protocol engine"): the
 drivers in `runtime/` (asyncio, real sockets) and `sim/` (virtual clock) drive anything of this
 shape; a package that needs more of an engine extends the Protocol instead of copying it.
+`text_or_hex` shows a device id (an EAP identity, octets) in logs and audit entries.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "MulticastEngine",
     "PanId",
     "ShortAddr",
+    "text_or_hex",
 ]
 
 Addr = tuple[str, int]
@@ -151,3 +153,16 @@ class MulticastEngine(Engine, Protocol):
     def receive_datagram(
         self, data: bytes, addr: Addr, now: float, multicast: bool = False
     ) -> None: ...
+
+
+def text_or_hex(data: bytes, *, force_hex: bool = False) -> str:
+    """Printable UTF-8 as text (a device id), anything else as hex octets."""
+    if not force_hex:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            if text.isprintable():
+                return text
+    return data.hex()

@@ -11,8 +11,8 @@ from typing import Any
 from amistack.c1222.endpoint import C1222_PORT
 from amistack.cli.common import CliError, parse_hostport
 from amistack.headend.collector import CollectorConfig, Mode
+from amistack.keymgmt.keydist import DEFAULT_KEYDIST_PORT
 from amistack.runtime.headend import DEFAULT_TITLE, HeadEndRuntime, run_headend
-from amistack.runtime.keydist import DEFAULT_KEYDIST_PORT
 from amistack.runtime.loop import run
 
 DEFAULT_API_CERT = "headend-api"  # DIR/pki/servers/headend-api.crt for --api-tls

@@ -45,7 +45,7 @@ _MAX_NEGATIVE = 65536
 
 
 class IssuedLike(Protocol):
-    """`keymgmt.server.IssuedKey` / `runtime.keydist.DistributedKey` shape."""
+    """`keymgmt.server.IssuedKey` / `keymgmt.keydist.DistributedKey` shape."""
 
     @property
     def key_id(self) -> KeyId | None: ...

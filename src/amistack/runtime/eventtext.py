@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 from enum import Enum
 
+from amistack.addr import text_or_hex
+
 _HIDDEN = frozenset({"key", "msk", "psk", "emsk"})  # never logged, whatever the event
 
 
@@ -41,19 +43,6 @@ def _value(name: str, value: object) -> str:
         return str(key_id)  # a security context: its key id, never its keys
     text = str(value)
     return repr(text) if " " in text else text
-
-
-def text_or_hex(data: bytes, *, force_hex: bool = False) -> str:
-    """Printable UTF-8 as text (a device id), anything else as hex octets."""
-    if not force_hex:
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            pass
-        else:
-            if text.isprintable():
-                return text
-    return data.hex()
 
 
 def event_text(event: object) -> str:

@@ -21,21 +21,23 @@ from tests.conftest import loopback_hosts, require_ipv6_loopback
 from amistack.crypto import PrfHash, seeded_random
 from amistack.keymgmt import pki
 from amistack.keymgmt.kek import FileKek
+from amistack.keymgmt.keydist import (
+    AUDIT_KEY_EXPORT,
+    AUDIT_KEY_REFUSED,
+    KeyDistConfig,
+    KeyDistError,
+    KeyDistRefused,
+    KeyDistService,
+    KeyDistUnavailable,
+)
 from amistack.keymgmt.keyring import KeyRing
 from amistack.keymgmt.server import KeyServer
 from amistack.keymgmt.store import CredentialStore
 from amistack.keymgmt.ukmf import KeyId, PurposeRegistry
 from amistack.pana.keys import PanaSecurityContext
 from amistack.runtime.keydist import (
-    AUDIT_KEY_EXPORT,
-    AUDIT_KEY_REFUSED,
     KeyDistClient,
-    KeyDistConfig,
-    KeyDistError,
-    KeyDistRefused,
     KeyDistServer,
-    KeyDistService,
-    KeyDistUnavailable,
     TlsFiles,
     client_ssl_context,
     start_keydist,
