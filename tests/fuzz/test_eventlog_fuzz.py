@@ -29,7 +29,7 @@ from amistack.eventlog import (
 from amistack.eventlog.log import _scan
 from amistack.eventlog.record import EventRecord, SignedHead, parse_header, parse_line
 from amistack.eventlog.verify import InclusionProof
-from amistack.meter.securemodule import SoftwareModule
+from amistack.securemodule import SoftwareModule
 
 _STATE: dict[str, object] = {}
 
@@ -155,7 +155,7 @@ def test_a_damaged_store_opens_with_its_module_and_says_so(
 
 
 def _anchor_files() -> st.SearchStrategy[bytes]:
-    from amistack.meter.securemodule.software import SLOT_SIZE, _slot
+    from amistack.securemodule.software import SLOT_SIZE, _slot
 
     valid = _slot(2, b"a" * 40) + _slot(1, b"b" * 40)[:SLOT_SIZE]
     mutated = st.lists(st.tuples(st.integers(0, 2 * SLOT_SIZE - 1), st.integers(0, 255))).map(
@@ -178,8 +178,8 @@ def test_anchor_file_reader_raises_only_its_error(data: bytes) -> None:
     value, None, or SecureModuleError -- never anything else."""
     import tempfile
 
-    from amistack.meter.securemodule import SecureModuleError
-    from amistack.meter.securemodule.software import _read_slots
+    from amistack.securemodule import SecureModuleError
+    from amistack.securemodule.software import _read_slots
 
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "module.pem.anchor"

@@ -13,8 +13,8 @@ import pytest
 from tests.conftest import REPO, require_tool
 from tests.unit.meter.conftest import SoftHsmToken, softhsm_token
 
-from amistack.meter.securemodule import Pkcs11Module, open_module, verify_digest
-from amistack.meter.securemodule.base import SCALAR_LENGTH
+from amistack.securemodule import Pkcs11Module, open_module, verify_digest
+from amistack.securemodule.base import SCALAR_LENGTH
 
 pytestmark = pytest.mark.interop
 __all__ = ["softhsm_token"]
@@ -83,7 +83,7 @@ def test_another_process_signs_with_the_same_token_key(softhsm_token: SoftHsmTok
     digest = hashlib.sha256(b"signed in another process").digest()
     script = (
         "import sys\n"
-        "from amistack.meter.securemodule import open_module\n"
+        "from amistack.securemodule import open_module\n"
         "m = open_module(sys.argv[1])\n"
         "sys.stdout.write(m.public_key_pem().decode() + '\\n' + m.sign_digest("
         "bytes.fromhex(sys.argv[2])).hex())\n"

@@ -40,7 +40,7 @@ from amistack.keymgmt.keyring import KeyRing
 from amistack.keymgmt.ukmf import PurposeRegistry
 from amistack.meter.model import DAY_S, MeterConfig, MeterModel
 from amistack.meter.node import MeterNode, MeterNodeConfig
-from amistack.meter.securemodule import SoftwareModule
+from amistack.securemodule import SoftwareModule
 
 METER = "meter-1"
 CONFIG = LogConfig(

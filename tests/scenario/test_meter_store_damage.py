@@ -20,7 +20,7 @@ from tests.unit.eventlog.test_store_attacks import frame_offsets
 from tests.unit.meter.conftest import init_token
 
 from amistack.eventlog import EventLog, EventRecord, EventType, layout
-from amistack.meter.securemodule import PIN_ENV, SecureModule, SoftwareModule, open_module
+from amistack.securemodule import PIN_ENV, SecureModule, SoftwareModule, open_module
 
 PSK = "00112233445566778899aabbccddeeff"
 METER = "meter-d"

@@ -33,11 +33,11 @@ from typing import Any
 
 from amistack.eventlog.log import CheckpointPolicy, EventLog, FsyncPolicy, LogConfig
 from amistack.eventlog.record import EventRecord, SignedHead, iso_ms
-from amistack.meter.securemodule import SecureModule
-from amistack.meter.securemodule.software import SoftwareModule
+from amistack.securemodule import SecureModule
+from amistack.securemodule.software import SoftwareModule
 
 AUDIT_LOG_ID = "operator-audit"  # the log's id in its header and signed heads
-AUDIT_EVENT_TYPE = 0x8A00  # amistack's vendor range (meter/eventtypes.py: 0x8000-0xFFFF)
+AUDIT_EVENT_TYPE = 0x8A00  # amistack's vendor range (eventtypes.py: 0x8000-0xFFFF)
 AUDIT_DIR = "audit"
 DAY_S = 86400
 MAX_DETAIL = 4096  # characters of JSON detail kept per entry

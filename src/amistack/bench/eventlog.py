@@ -34,7 +34,7 @@ from amistack.eventlog.verify import (
     verify_event,
     verify_file,
 )
-from amistack.meter.securemodule import SecureModule, SecureModuleError, SoftwareModule
+from amistack.securemodule import SecureModule, SecureModuleError, SoftwareModule
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def _softhsm(workdir: Path) -> tuple[SecureModule, str] | None:
     util = shutil.which("softhsm2-util")
     if lib is None or util is None:
         return None
-    from amistack.meter.securemodule import Pkcs11Module
+    from amistack.securemodule import Pkcs11Module
 
     tokens = workdir / "tokens"
     tokens.mkdir()

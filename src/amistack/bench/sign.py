@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 
-from amistack.meter.securemodule.base import SecureModule
+from amistack.securemodule.base import SecureModule
 
 
 def bench_sign(module: SecureModule, n: int) -> float:

@@ -52,8 +52,8 @@ def open_kek(data_dir: Path, spec: str, *, create: bool) -> KeyEncryptionKey:
     if not spec.startswith("pkcs11:"):
         raise CliError(f"--kek {spec!r}: expected 'file' or 'pkcs11:LIB?token=T&label=L'")
     from amistack.keymgmt.kek_pkcs11 import Pkcs11Kek
-    from amistack.meter.securemodule import SecureModuleError
-    from amistack.meter.securemodule.spec import parse_pkcs11_spec, resolve_pin
+    from amistack.securemodule import SecureModuleError
+    from amistack.securemodule.spec import parse_pkcs11_spec, resolve_pin
 
     try:
         library, params = parse_pkcs11_spec(spec.removeprefix("pkcs11:"), spec)

@@ -528,7 +528,7 @@ def _chapter_eventlog(data_dir: Path, report: Report) -> None:
     from amistack.eventlog.log import EventLog
     from amistack.eventlog.record import EventType
     from amistack.eventlog.verify import HeadStore, verify_file
-    from amistack.meter.securemodule import SoftwareModule
+    from amistack.securemodule import SoftwareModule
 
     mdms = HeadStore(data_dir / "mdms" / "trusted-heads")
     now = time.time()

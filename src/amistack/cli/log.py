@@ -34,7 +34,7 @@ from amistack.eventlog.record import (
     parse_header,
     parse_line,
 )
-from amistack.meter.securemodule import SecureModule, SecureModuleError, open_module
+from amistack.securemodule import SecureModule, SecureModuleError, open_module
 
 EXIT_REFUSED = 1  # `log verify`: the log does not hold
 

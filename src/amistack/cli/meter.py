@@ -27,7 +27,6 @@ from amistack.cli.common import (
 )
 from amistack.eventlog.log import LogStoreError
 from amistack.meter.events import AccessGranted
-from amistack.meter.securemodule import PIN_ENV, SecureModule, SecureModuleError, open_module
 from amistack.runtime.echonet import AddressInUse
 from amistack.runtime.eventtext import event_text
 from amistack.runtime.keyserver import PANA_PORT
@@ -35,6 +34,7 @@ from amistack.runtime.loop import new_event_loop
 from amistack.runtime.meter import MeterResult, run_meter
 from amistack.runtime.meter_broute import BrouteMeterReady, run_meter_broute
 from amistack.runtime.meter_echonet import EchonetMeterReady, default_model, run_meter_echonet
+from amistack.securemodule import PIN_ENV, SecureModule, SecureModuleError, open_module
 
 log = logging.getLogger("amistack.meter")
 

@@ -1,7 +1,7 @@
 """A PKCS#11 token as amistack uses it: load the library, open a token by label, log in, find or
 generate the few key objects we keep there (an EC P-256 signing key pair, an AES-256 KEK).
 
-Both the meter's secure module (`amistack.meter.securemodule.pkcs11_module`) and the key server's
+Both the meter's secure module (`amistack.securemodule.pkcs11_module`) and the key server's
 key-encryption key (`amistack.keymgmt.kek_pkcs11`) sit on this, so it lives at the bottom layer.
 
 Why there is process-wide state here, against the usual rule: PKCS#11 makes it so. A library is

@@ -42,8 +42,8 @@ from amistack.eventlog.record import (
     range_update,
     valid_meter_id,
 )
-from amistack.meter.securemodule import SecureModule, SecureModuleError
-from amistack.meter.securemodule.base import load_p256_public_key
+from amistack.securemodule import SecureModule, SecureModuleError
+from amistack.securemodule.base import load_p256_public_key
 
 log = logging.getLogger(__name__)
 

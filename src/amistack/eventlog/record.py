@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from enum import Enum
 
-from amistack.meter.eventtypes import EventType as EventType  # re-exported: the log speaks it
+from amistack.eventtypes import EventType as EventType  # re-exported: the log speaks it
 
 FORMAT_VERSION = 1
 FILE_MAGIC = "AMISTACK-EVENTLOG"

@@ -44,7 +44,7 @@ from amistack.eventlog.record import (
     parse_line,
     range_hasher,
 )
-from amistack.meter.securemodule.base import SecureModuleError, load_p256_public_key
+from amistack.securemodule.base import SecureModuleError, load_p256_public_key
 
 
 class Reason(Enum):

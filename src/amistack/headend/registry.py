@@ -17,7 +17,7 @@ from enum import StrEnum
 
 from cryptography.hazmat.primitives import serialization
 
-from amistack.meter.securemodule.base import SecureModuleError, load_p256_public_key
+from amistack.securemodule.base import SecureModuleError, load_p256_public_key
 
 
 class MeterState(StrEnum):

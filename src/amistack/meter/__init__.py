@@ -1,1 +1,1 @@
-"""The smart meter: metering model, switch, events, and the secure module that holds its keys."""
+"""The smart meter: metering model, switch, events (its secure module: `amistack.securemodule`)."""

@@ -22,8 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from amistack.eventtypes import EventType
 from amistack.keymgmt.events import KeyEvent
-from amistack.meter.eventtypes import EventType
 
 
 class SwitchReason(IntEnum):

@@ -33,11 +33,11 @@ from amistack.keymgmt.ukmf import PurposeRegistry
 from amistack.meter.events import AccessGranted
 from amistack.meter.model import DAY_S, MeterConfig, MeterModel
 from amistack.meter.node import MeterNode, MeterNodeConfig, PushConfig, ap_title_for
-from amistack.meter.securemodule import SecureModule
-from amistack.meter.securemodule.software import SoftwareModule
 from amistack.meter.tables import TimeScale
 from amistack.runtime.meter import MeterResult, run_meter
 from amistack.runtime.udp import Capture, EngineDriver, is_ipv6
+from amistack.securemodule import SecureModule
+from amistack.securemodule.software import SoftwareModule
 
 log = logging.getLogger(__name__)
 

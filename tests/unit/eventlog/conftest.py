@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from amistack.eventlog import CheckpointPolicy, EventLog, EventType, FsyncPolicy, LogConfig, Mode
-from amistack.meter.securemodule import SoftwareModule
+from amistack.securemodule import SoftwareModule
 
 METER = "meter-0001"
 T0 = 1_790_000_000.0

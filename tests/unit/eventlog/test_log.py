@@ -21,7 +21,7 @@ from amistack.eventlog import (
     verify_lines,
 )
 from amistack.eventlog.record import range_hasher, range_update
-from amistack.meter.securemodule import SoftwareModule, verify_digest
+from amistack.securemodule import SoftwareModule, verify_digest
 
 
 def test_specified_events_and_every_n_entries_trigger_signatures(

@@ -31,13 +31,13 @@ from amistack.eventlog import (
 from amistack.eventlog.log import _frame_at, _scan
 from amistack.eventlog.record import Mode
 from amistack.eventlog.verify import TrustedHead
-from amistack.meter.securemodule import (
+from amistack.securemodule import (
     Pkcs11Module,
     SecureModule,
     SecureModuleError,
     SoftwareModule,
 )
-from amistack.meter.securemodule.software import SLOT_SIZE
+from amistack.securemodule.software import SLOT_SIZE
 
 __all__ = ["softhsm_token"]
 

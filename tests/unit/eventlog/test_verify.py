@@ -26,7 +26,7 @@ from amistack.eventlog import (
 from amistack.eventlog.merkle import MerkleTree
 from amistack.eventlog.record import parse_line
 from amistack.eventlog.verify import InclusionProof, build_tree
-from amistack.meter.securemodule import Pkcs11Module, SoftwareModule
+from amistack.securemodule import Pkcs11Module, SoftwareModule
 
 
 def idx(lines: list[str], prefix: str) -> int:

@@ -18,7 +18,7 @@ from amistack.eventlog import CheckpointPolicy, EventLog, EventType, FsyncPolicy
 from amistack.headend.api import EVENTLOG_KEY_ALARM, MAX_JSON_BODY, create_app
 from amistack.headend.eventlog_intake import ALARM_KIND
 from amistack.headend.storage import SqliteRepository
-from amistack.meter.securemodule import SoftwareModule
+from amistack.securemodule import SoftwareModule
 
 METER = "meter-0001"
 AP = "2.16.124.113620.1.22.0.1"

@@ -9,7 +9,7 @@ from amistack.c1222.eventlog_table import EventLogTables
 from amistack.eventlog import EventLog, EventType
 from amistack.headend.collector import Mode
 from amistack.headend.eventlog_intake import ALARM_KIND
-from amistack.meter.securemodule import SoftwareModule
+from amistack.securemodule import SoftwareModule
 from amistack.sim.fleet import FleetConfig, build_fleet, meter_id
 
 

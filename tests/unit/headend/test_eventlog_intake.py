@@ -19,7 +19,7 @@ from amistack.headend.api import create_app
 from amistack.headend.eventlog_intake import ALARM_KIND, STORE_ALARM_KIND, EventLogIntake
 from amistack.headend.registry import HeadendError
 from amistack.headend.storage import ReadingRepository
-from amistack.meter.securemodule import SoftwareModule
+from amistack.securemodule import SoftwareModule
 
 METER = "meter-0001"
 AP = "2.16.124.113620.1.22.0.1"

@@ -49,8 +49,8 @@ from amistack.meter.node import (
     ap_title_for,
     push_offset,
 )
-from amistack.meter.securemodule.software import SoftwareModule
 from amistack.meter.tables import TimeScale
+from amistack.securemodule.software import SoftwareModule
 
 CONFIG = MeterConfig(install_time=T0 - 40 * DAY_S, outage_rate_per_year=0.0)
 LIFETIME = 86400.0

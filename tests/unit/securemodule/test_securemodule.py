@@ -13,14 +13,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
 
 from amistack.bench.sign import bench_sign
-from amistack.meter.securemodule import (
+from amistack.securemodule import (
     SecureModule,
     SecureModuleError,
     SoftwareModule,
     open_module,
     verify_digest,
 )
-from amistack.meter.securemodule.spec import parse_pkcs11_spec
+from amistack.securemodule.spec import parse_pkcs11_spec
 
 DIGEST = hashlib.sha256(b"meter-0001 event log, entries 0..41").digest()
 

@@ -34,7 +34,7 @@ from amistack.crypto.pkcs11_token import (
     TokenSession,
     ec_point_from_attribute,
 )
-from amistack.meter.securemodule.base import (
+from amistack.securemodule.base import (
     SIGNATURE_LENGTH,
     SecureModuleError,
     check_digest,

@@ -1,6 +1,7 @@
 """The meter's event types: what it records in its tamper-evident log (amistack.eventlog).
 
-Defined with the meter, which produces the events; the log and its verifier import them.
+Below both the meter, which produces the events, and the log, which records and verifies them,
+so the generic log does not import the meter.
 """
 
 from enum import IntEnum

@@ -14,9 +14,9 @@ import os
 from collections.abc import Mapping
 from urllib.parse import parse_qs
 
-from amistack.meter.securemodule.base import SecureModule, SecureModuleError
-from amistack.meter.securemodule.pkcs11_module import Pkcs11Module
-from amistack.meter.securemodule.software import SoftwareModule
+from amistack.securemodule.base import SecureModule, SecureModuleError
+from amistack.securemodule.pkcs11_module import Pkcs11Module
+from amistack.securemodule.software import SoftwareModule
 
 PIN_ENV = "AMISTACK_PKCS11_PIN"
 _PKCS11_KEYS = frozenset({"token", "pin", "label"})

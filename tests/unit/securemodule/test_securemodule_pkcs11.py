@@ -10,11 +10,11 @@ import pytest
 from pkcs11 import Attribute, KeyType
 from pkcs11 import exceptions as p11e
 from tests.unit.meter.conftest import SoftHsmToken, softhsm_token
-from tests.unit.meter.test_securemodule import cryptography_verifies
+from tests.unit.securemodule.test_securemodule import cryptography_verifies
 
 from amistack.crypto import pkcs11_token
 from amistack.crypto.pkcs11_token import TokenSession
-from amistack.meter.securemodule import (
+from amistack.securemodule import (
     Pkcs11Module,
     SecureModule,
     SecureModuleError,

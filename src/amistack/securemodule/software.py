@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from amistack.crypto.secretfile import SecretFileError, read_secret_file, write_secret_file
-from amistack.meter.securemodule.base import (
+from amistack.securemodule.base import (
     SecureModuleError,
     check_digest,
     decode_anchor,
