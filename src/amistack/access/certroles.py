@@ -13,20 +13,27 @@ OID 1.2.840.10070.8.1 (`IEC_USER_ROLES_OID`), whose value is a SEQUENCE OF UserR
 
 The mandatory roles are RoleIds 0..6 (`rights.Role`); negative ids are vendor roles and other
 values are ignored (never an error: a certificate may carry roles meant for other systems). We
-write one UserRoleInfo with our roles, `aor` "*" (all meters), revision 1 and roleDefinition
-"IEC62351-8". The standard's own ASN.1 module was not at hand: the layout follows the published
-field order, and the known-answer test decodes an extension written by another implementation
-(FreeIPA's test suite, tests/vectors/iec62351-8/).
+write one UserRoleInfo per area of responsibility, each with our roles, revision 1 and
+roleDefinition "IEC62351-8". The `aor` is a meter selector as the key server's
+(`urn:amistack:meters:`): a device id, a prefix ending in "*" ("grpA-*") or "*" (all meters);
+`principal_from_certificate` turns the certificate into a `Principal` whose `aor` limits which
+meters it may act on (the head-end's API, the key server's admin endpoint).
+
+The standard's own ASN.1 module was not at hand: the layout follows the published field order,
+and the known-answer test decodes an extension written by another implementation (FreeIPA's
+test suite, tests/vectors/iec62351-8/).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from asn1crypto import core
 from cryptography import x509
 
 from amistack.access.rights import Role
+from amistack.access.users import Principal
 
 IEC_USER_ROLES_OID = x509.ObjectIdentifier("1.2.840.10070.8.1")
 ROLE_DEFINITION = "IEC62351-8"
@@ -64,25 +71,33 @@ class CertRoles:
     aor: tuple[str, ...]  # the areas of responsibility named with them
 
 
-def encode_user_roles(roles: frozenset[Role] | set[Role], aor: str = "*") -> bytes:
-    """The DER value of an IECUserRoles extension carrying `roles`."""
+def encode_user_roles(roles: frozenset[Role] | set[Role], aor: Sequence[str] = ("*",)) -> bytes:
+    """The DER value of an IECUserRoles extension carrying `roles` for each area in `aor`."""
+    if isinstance(aor, str):
+        aor = (aor,)
     if not roles:
         raise ValueError("at least one role")
-    if not 1 <= len(aor) <= 64:
-        raise ValueError("aor must be 1..64 characters")
-    info = _UserRoleInfo(
-        {
-            "userRole": [int(r) for r in sorted(roles)],
-            "aor": aor,
-            "revision": 1,
-            "roleDefinition": ROLE_DEFINITION,
-        }
-    )
-    return bytes(_IecUserRoles([info]).dump())
+    if not 1 <= len(aor) <= MAX_ROLE_INFOS:
+        raise ValueError(f"1..{MAX_ROLE_INFOS} areas of responsibility")
+    infos = []
+    for area in aor:
+        if not 1 <= len(area) <= 64:
+            raise ValueError("an area of responsibility is 1..64 characters")
+        infos.append(
+            _UserRoleInfo(
+                {
+                    "userRole": [int(r) for r in sorted(roles)],
+                    "aor": area,
+                    "revision": 1,
+                    "roleDefinition": ROLE_DEFINITION,
+                }
+            )
+        )
+    return bytes(_IecUserRoles(infos).dump())
 
 
 def user_roles_extension(
-    roles: frozenset[Role] | set[Role], aor: str = "*"
+    roles: frozenset[Role] | set[Role], aor: Sequence[str] = ("*",)
 ) -> x509.Extension[x509.UnrecognizedExtension]:
     """The extension for `keymgmt.pki.issue_client(..., extensions=[...])` (non-critical, as a
     relying party that does not know it must still accept the certificate)."""
@@ -125,3 +140,22 @@ def roles_of_certificate(cert: x509.Certificate) -> CertRoles:
     if not isinstance(value, x509.UnrecognizedExtension):
         raise CertRolesError("IECUserRoles is not an opaque extension")
     return decode_user_roles(value.value)
+
+
+def principal_from_certificate(cert: x509.Certificate, source: str = "") -> Principal:
+    """The operator a role certificate names: its CN, its IEC 62351-8 roles and their areas of
+    responsibility. CertRolesError if it names no one or carries no role. The signature, expiry
+    and revocation are the caller's to check (the TLS handshake, the CRL)."""
+    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    name = str(names[0].value) if len(names) == 1 else ""
+    roles = roles_of_certificate(cert)
+    if not name or not roles.roles:
+        raise CertRolesError("the client certificate carries no IEC 62351-8 role")
+    return Principal(
+        name,
+        roles.roles,
+        "certificate",
+        f"cert:{cert.serial_number:x}",
+        source,
+        aor=frozenset(roles.aor),
+    )

@@ -26,7 +26,7 @@ from fastapi import Request, Security
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
 from amistack.access.audit import AuditTrail
-from amistack.access.certroles import CertRolesError, roles_of_certificate
+from amistack.access.certroles import CertRolesError, principal_from_certificate
 from amistack.access.rights import Right, role_names
 from amistack.access.users import AccessStore, Principal
 from amistack.keymgmt.pki import PkiError, load_revoked_serials
@@ -104,15 +104,9 @@ class AccessControl:
             return None
         try:
             cert = x509.load_pem_x509_certificate(str(chain[0]).encode())
-            roles = roles_of_certificate(cert)
-            names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-            name = str(names[0].value) if len(names) == 1 else ""
+            principal = principal_from_certificate(cert)
         except (ValueError, CertRolesError) as exc:
             raise AccessDenied(401, "unauthenticated", f"client certificate: {exc}") from None
-        if not name or not roles.roles:
-            raise AccessDenied(
-                401, "unauthenticated", "the client certificate carries no IEC 62351-8 role"
-            )
         if self.ca_cert is not None and self.crl_path is not None:
             try:
                 revoked = cert.serial_number in load_revoked_serials(self.crl_path, self.ca_cert)
@@ -123,10 +117,10 @@ class AccessControl:
                 ) from None
             if revoked:
                 raise AccessDenied(401, "unauthenticated", "the client certificate is revoked")
-        user = self.store.get_user(name)
+        user = self.store.get_user(principal.name)
         if user is not None and user.disabled:
-            raise AccessDenied(401, "unauthenticated", f"user {name!r} is disabled")
-        return Principal(name, roles.roles, "certificate", f"cert:{cert.serial_number:x}")
+            raise AccessDenied(401, "unauthenticated", f"user {principal.name!r} is disabled")
+        return principal
 
     # -- authorisation -------------------------------------------------------------------------
 

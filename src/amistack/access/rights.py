@@ -37,7 +37,9 @@ class Right(StrEnum):
     SECURITY = "security"  # replace an event-log key, reset an accepted head, certificates
     USERS = "users"  # add/disable users, issue tokens for others
     ROLES = "roles"  # assign roles
-    AUDIT = "audit"  # read and export the operator audit trail
+    AUDIT = "audit"  # read and export the operator audit trail (the key server's too)
+    KEYS = "keys"  # key server: enroll, revoke, rotate PSKs, export mesh group keys
+    KEY_INVENTORY = "key_inventory"  # key server: list devices and group-key validity (no keys)
 
 
 ROLE_RIGHTS: dict[Role, frozenset[Right]] = {
@@ -46,9 +48,17 @@ ROLE_RIGHTS: dict[Role, frozenset[Right]] = {
     Role.ENGINEER: frozenset({Right.READ, Right.CONFIGURE, Right.REGISTER, Right.UPLOAD_LOG}),
     Role.INSTALLER: frozenset({Right.READ, Right.REGISTER, Right.COMMISSION, Right.UPLOAD_LOG}),
     Role.SECADM: frozenset(
-        {Right.READ, Right.COMMISSION, Right.SECURITY, Right.USERS, Right.ROLES}
+        {
+            Right.READ,
+            Right.COMMISSION,
+            Right.SECURITY,
+            Right.USERS,
+            Right.ROLES,
+            Right.KEYS,
+            Right.KEY_INVENTORY,
+        }
     ),
-    Role.SECAUD: frozenset({Right.READ, Right.AUDIT}),
+    Role.SECAUD: frozenset({Right.READ, Right.AUDIT, Right.KEY_INVENTORY}),
     Role.RBACMNT: frozenset({Right.ROLES}),
 }
 

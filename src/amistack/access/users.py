@@ -34,6 +34,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from amistack.access.rights import Right, Role, rights_of
 from amistack.crypto import RandomSource, system_random
+from amistack.keymgmt.pki import meters_cover
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 TOKEN_OCTETS = 32
@@ -100,6 +101,9 @@ class Principal:
     via: str
     token_id: str | None = None
     source: str = ""  # the client's address, set by the HTTP layer (for the audit trail)
+    # Area of responsibility (IEC 62351-8 `aor`): meter selectors as keymgmt.pki's (a device id,
+    # a prefix ending in *, or *). A role certificate names it; users of this store are unscoped.
+    aor: frozenset[str] = frozenset({"*"})
 
     @property
     def rights(self) -> frozenset[Right]:
@@ -107,6 +111,10 @@ class Principal:
 
     def may(self, right: Right) -> bool:
         return right in self.rights
+
+    def covers(self, meter: bytes | str) -> bool:
+        """Whether `meter` lies in this principal's area of responsibility."""
+        return meters_cover(self.aor, meter)
 
 
 @dataclass(frozen=True)

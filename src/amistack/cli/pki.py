@@ -69,7 +69,8 @@ def register(sub: Any) -> None:
         default=[],
         metavar="SELECTOR",
         help="meters it serves: a device id, a prefix ending in * ('meter-*'), or '*' for all "
-        "(repeatable; required with --purpose)",
+        "(repeatable; required with --purpose). With --role: the area of responsibility, the "
+        "only meters the person may act on (default '*')",
     )
     c.add_argument(
         "--role",
@@ -159,7 +160,8 @@ def _client(args: argparse.Namespace) -> int:
             "a key-fetching certificate must name the meters it serves "
             "(e.g. --meters 'meter-*', or '*' for every meter)"
         )
-    extensions = [user_roles_extension(roles)] if roles else []
+    # a person's --meters is the area of responsibility of the roles (IEC 62351-8 `aor`)
+    extensions = [user_roles_extension(roles, args.meters or ["*"])] if roles else []
     shown = _show(
         _pki(
             lambda: pki.issue_client(
@@ -174,6 +176,7 @@ def _client(args: argparse.Namespace) -> int:
     )
     if roles:
         print(f"  roles (IEC 62351-8): {', '.join(role_names(roles))}")
+        print(f"  area of responsibility: {', '.join(sorted(args.meters or ['*']))}")
     return shown
 
 

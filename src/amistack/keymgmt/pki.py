@@ -158,15 +158,20 @@ class ClientIdentity:
 
     def may_serve(self, device: bytes) -> bool:
         """Whether the certificate's meter selectors cover `device` (none: no meter)."""
-        if "*" in self.meters:
-            return True
-        try:
-            text = device.decode("utf-8")
-        except UnicodeDecodeError:
-            return False
-        return any(
-            text.startswith(sel[:-1]) if sel.endswith("*") else text == sel for sel in self.meters
-        )
+        return meters_cover(self.meters, device)
+
+
+def meters_cover(selectors: Iterable[str], device: bytes | str) -> bool:
+    """Whether meter `selectors` (a device id, a prefix ending in ``*``, or ``*``) cover
+    `device`; no selector covers nothing, and a device id that is not UTF-8 only ``*``."""
+    selectors = frozenset(selectors)
+    if "*" in selectors:
+        return True
+    try:
+        text = device.decode("utf-8") if isinstance(device, bytes) else device
+    except UnicodeDecodeError:
+        return False
+    return any(text.startswith(sel[:-1]) if sel.endswith("*") else text == sel for sel in selectors)
 
 
 # -- the verbs ----------------------------------------------------------------------------------
