@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -62,3 +63,36 @@ def loopback_hosts() -> list[str]:
     if IN_CI:
         pytest.fail("no IPv6 loopback (::1) on the CI host")
     return ["127.0.0.1"]
+
+
+KEY_OPERATOR = "keyops"
+
+
+def key_operator(data_dir: Path, *roles: Any, name: str = KEY_OPERATOR) -> Path:
+    """A user `name` holding `roles` (default SECADM and SECAUD) in DATA_DIR/access.db, and an
+    owner-only file with a bearer token of it: what `amistack keys --token-file` takes."""
+    import time
+
+    from argon2 import PasswordHasher
+
+    from amistack.access import AccessError, AccessStore, Role
+
+    store = AccessStore(data_dir, hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+    try:
+        with contextlib.suppress(AccessError):  # already there
+            store.add_user(name, "correct horse battery", roles or {Role.SECADM, Role.SECAUD}, 0)
+        token = store.issue_token(name, time.time()).token
+    finally:
+        store.close()
+    path = data_dir.parent / f"{data_dir.name}-{name}.token"
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def secret_file(directory: Path, text: str, name: str = "psk") -> Path:
+    """An owner-only file holding `text` (a PSK for --psk-file)."""
+    path = directory / f"{name}-{text[:8]}"
+    path.write_text(text + "\n")
+    path.chmod(0o600)
+    return path

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from tests.cli import run_cli as run
+from tests.cli import run_keys
 from tests.interop.conftest import PSK_HEX, PSK_IDENTITY
 from tests.interop.test_radius_eapol_test import peer_config, run_eapol_test
 
@@ -47,10 +48,14 @@ def test_keyserver_radius_listener_runs_eap_tls(
         ("pki", "init"),
         ("pki", "issue-server", "keyserver", "--host", HOST),
         ("pki", "issue-device", "meter-r1"),
-        ("keys", "enroll", "meter-r1", "--method", "tls"),
-        ("keys", "enroll", PSK_IDENTITY.decode(), "--psk", PSK_HEX),
     ):
         code, out, err = run(capsys, *argv, "--data-dir", str(d))
+        assert code == 0, (argv, out, err)
+    for argv in (
+        ("enroll", "meter-r1", "--method", "tls"),
+        ("enroll", PSK_IDENTITY.decode(), "--psk", PSK_HEX),
+    ):
+        code, out, err = run_keys(capsys, d, *argv)
         assert code == 0, (argv, out, err)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))  # where run_eapol_test sends

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.cli import run_cli
+from tests.cli import run_keys
 from tests.conftest import require_tool
 from tests.interop.test_tshark_mesh_link import C1222_PORT, METER, ROOT, c1222, tshark_rows
 
@@ -41,8 +41,7 @@ def test_tshark_decrypts_with_the_printed_group_keys(
         manager.handle_timer(now + manager.config.rotation_delay)
         keys = manager.keys(PAN_ID)
     assert [k.index for k in keys] == [1, 2]
-    code, out, _ = run_cli(capsys, "keys", "group-keys", "--pan", "0xface", "--tshark",
-                           "--data-dir", str(d))  # fmt: skip
+    code, out, _ = run_keys(capsys, d, "group-keys", "--pan", "0xface", "--tshark")
     assert code == 0
     options = [word for line in out.splitlines() for word in shlex.split(line)]
     assert options.count("-o") == 2

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.cli import keys_argv
 from tests.scenario.test_keyserver_process import ENV, PSK_A, PY, cli, free_port
 
 from amistack.cli.common import open_store
@@ -29,7 +30,7 @@ def wait_for(log: Path, text: bytes, proc: subprocess.Popen[bytes], seconds: flo
 def test_revocation_rotates_the_group_keys_of_a_live_fleet(tmp_path: Path) -> None:
     d = tmp_path / "ks"
     for dev, psk in (("meter-a", PSK_A), ("meter-b", PSK_B)):
-        assert cli("keys", "enroll", dev, "--psk", psk, "--data-dir", str(d)).returncode == 0
+        assert cli(*keys_argv(d, "enroll", dev, "--psk", psk)).returncode == 0
     port = free_port()
     logs = {name: tmp_path / f"{name}.log" for name in ("ks", "meter-a", "meter-b")}
     procs: list[subprocess.Popen[bytes]] = []
@@ -53,11 +54,11 @@ def test_revocation_rotates_the_group_keys_of_a_live_fleet(tmp_path: Path) -> No
             procs.append(meters[dev])
         for dev, proc in meters.items():
             wait_for(logs[dev], b"group keys of PAN 0xface #1: index 1", proc, 15.0)
-        revoked = cli("keys", "revoke", "meter-a", "--data-dir", str(d))
+        revoked = cli(*keys_argv(d, "revoke", "meter-a"))
         assert revoked.returncode == 0
         wait_for(logs["meter-b"], b"group keys of PAN 0xface #2", meters["meter-b"], 20.0)
         assert b"#2" not in logs["meter-a"].read_bytes()
-        shown = cli("keys", "group-keys", "--pan", "0xface", "--data-dir", str(d))
+        shown = cli(*keys_argv(d, "group-keys", "--pan", "0xface"))
         assert shown.returncode == 0 and "serial 2" in shown.stdout
     finally:
         for proc in procs:

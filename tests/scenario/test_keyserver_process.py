@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.cli import keys_argv
 
 from amistack.bench.auth import bench_device_id, bench_psk
 from amistack.cli.common import KEYSERVER_DB, open_store
@@ -111,7 +112,7 @@ def count(db: Path, kind: str) -> int:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     d = tmp_path / "ks"
-    r = cli("keys", "enroll", "meter-a", "--psk", PSK_A, "--data-dir", str(d))
+    r = cli(*keys_argv(d, "enroll", "meter-a", "--psk", PSK_A))
     assert r.returncode == 0, r.stderr
     with open_store(d, create=False) as store:  # the fleet in-process: 16 CLI runs cost seconds
         for i in range(FLEET):
@@ -189,7 +190,7 @@ def test_kill_9_in_a_burst_loses_nothing_committed_and_leaves_no_half_session(
         t0 = time.monotonic()
         assert meter_once(restarted.port) == 0  # at once
         assert time.monotonic() - t0 < 5.0
-        listed = cli("keys", "list", "--json", "--data-dir", str(data_dir))
+        listed = cli(*keys_argv(data_dir, "list", "--json"))
         assert listed.returncode == 0
         assert listed.stdout.count('"device_id"') == FLEET + 1  # every credential is still there
         final = audit_rows(db)
@@ -231,7 +232,7 @@ def test_revoking_a_live_device_ends_its_session_and_refuses_it(
             assert time.monotonic() < deadline and meter.poll() is None, log.read_text()
             time.sleep(0.05)
         ends_before = count(db, "session-end")
-        revoked = cli("keys", "revoke", "meter-a", "--data-dir", str(data_dir))
+        revoked = cli(*keys_argv(data_dir, "revoke", "meter-a"))
         assert revoked.returncode == 0 and "revoked meter-a" in revoked.stdout
         t0 = time.monotonic()
         while count(db, "session-end") == ends_before:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.cli import run_cli
+from tests.cli import keys_argv, run_cli
 from tests.scenario.test_keyserver_process import ENV, PY, KeyServerProcess, cli, free_port
 from tests.unit.eventlog.test_store_attacks import frame_offsets
 from tests.unit.meter.conftest import init_token
@@ -32,7 +32,7 @@ def test_a_flipped_payload_bit_is_recorded_and_the_meter_keeps_metering(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
 ) -> None:
     ks_dir, data = tmp_path / "ks", tmp_path / "meter"
-    assert cli("keys", "enroll", METER, "--psk", PSK, "--data-dir", str(ks_dir)).returncode == 0
+    assert cli(*keys_argv(ks_dir, "enroll", METER, "--psk", PSK)).returncode == 0
     layout.meter_dir(data, METER).mkdir(parents=True)
     store = layout.log_path(data, METER)
     env, argv = {**ENV, "AMISTACK_PSK": PSK}, []

@@ -197,8 +197,9 @@ class AccessStore:
         self.rng = rng
         self.hasher = hasher or PasswordHasher()
         self.policy = policy or LoginPolicy()
-        # An unknown user is answered after the same work as a known one.
-        self._dummy = self.hasher.hash(base64.b64encode(rng(16)).decode())
+        # An unknown user is answered after the same work as a known one (the hash is made at
+        # the first login attempt: token-only users of the store, `amistack keys`, skip it).
+        self._dummy = ""
         self._lock = threading.Lock()
         self._hashing = threading.BoundedSemaphore(self.policy.max_concurrent_hashes)
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -410,5 +411,7 @@ class AccessStore:
         return Principal(name, _roles(roles), "session", issued.token_id), issued
 
     def _burn(self, password: str) -> None:
+        if not self._dummy:
+            self._dummy = self.hasher.hash(base64.b64encode(self.rng(16)).decode())
         with self._hashing, suppress(VerificationError, InvalidHashError):
             self.hasher.verify(self._dummy, password)

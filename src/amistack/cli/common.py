@@ -123,9 +123,12 @@ PSK_ENV = "AMISTACK_PSK"
 MAX_PSK_FILE = 1024
 
 
-def add_psk_options(parser: argparse.ArgumentParser, omitted: str, *, env: bool) -> None:
+def add_psk_options(
+    parser: argparse.ArgumentParser, omitted: str, *, env: bool, argv: bool = True
+) -> None:
     """--psk-file FILE (or '-' for standard input) and --psk HEX; with `env`, $AMISTACK_PSK
-    too. `omitted` says what happens when no PSK is given."""
+    too. `omitted` says what happens when no PSK is given. Without `argv`, --psk is refused
+    (with a one-line reason) instead of warned about: `resolve_psk(..., argv=False)`."""
     source = f"--psk-file or ${PSK_ENV}" if env else "--psk-file"
     parser.add_argument(
         "--psk-file",
@@ -138,14 +141,24 @@ def add_psk_options(parser: argparse.ArgumentParser, omitted: str, *, env: bool)
     parser.add_argument(
         "--psk",
         metavar="HEX",
-        help="the PSK on the command line (warns: every local user can read it in the process "
-        f"list); prefer {source}",
+        help=(
+            "the PSK on the command line (warns: every local user can read it in the process "
+            f"list); prefer {source}"
+        )
+        if argv
+        else f"refused: a PSK on the command line shows in ps; use {source}",
     )
 
 
-def resolve_psk(args: argparse.Namespace, *, env: bool) -> bytes | None:
+def resolve_psk(args: argparse.Namespace, *, env: bool, argv: bool = True) -> bytes | None:
     """The PSK given by `add_psk_options`, or None. --psk warns on stderr (it is visible in
-    /proc/PID/cmdline to every local user); a bad value is a one-line CliError."""
+    /proc/PID/cmdline to every local user), or without `argv` is refused; a bad value is a
+    one-line CliError."""
+    if args.psk is not None and not argv:
+        raise CliError(
+            "--psk: a PSK on the command line is visible to every local user (ps, "
+            "/proc/PID/cmdline); give it with --psk-file FILE or --psk-file - (standard input)"
+        )
     if args.psk is not None and args.psk_file is not None:
         raise CliError("give the PSK once: --psk-file or --psk, not both")
     if args.psk is not None:

@@ -89,6 +89,16 @@ def register(sub: Any) -> None:
         "see docs/key-distribution.md)",
     )
     p.add_argument(
+        "--admin-listen",
+        action="append",
+        default=[],
+        type=lambda t: parse_hostport(t, 7717),
+        metavar="HOST:PORT",
+        help="serve key administration ('amistack keys --server') to operators over mutual TLS "
+        "with role certificates ('amistack pki issue-client NAME --role SECADM'); every action "
+        "is written to the operator audit trail DIR/audit/ first (see docs/access-control.md)",
+    )
+    p.add_argument(
         "--relay",
         action="append",
         default=[],
@@ -234,6 +244,17 @@ def _run(args: argparse.Namespace) -> int:
             ) from None
         kd_hosts, kd_port = _one_port(args.keydist_listen, "--keydist-listen")
         keydist = (tls, kd_hosts, kd_port)
+    admin_tls = None
+    if args.admin_listen:
+        from amistack.keymgmt.pki import PkiError
+        from amistack.runtime.keydist import TlsFiles
+
+        try:
+            admin_tls = TlsFiles.server(args.data_dir, "keyserver")
+        except PkiError as exc:
+            raise CliError(
+                f"{exc} (run 'amistack pki init' and 'amistack pki issue-server keyserver')"
+            ) from None
     # (with --aaa-radius the credentials live in the RADIUS server: no enrolment needed here)
     if not args.init and not args.aaa_radius and not (args.data_dir / KEYSERVER_DB).exists():
         raise CliError(
@@ -255,6 +276,7 @@ def _run(args: argparse.Namespace) -> int:
             ("PANA", rt.pana_addresses),
             ("RADIUS", rt.radius_addresses),
             ("key distribution (mTLS)", rt.keydist_addresses),
+            ("key administration (mTLS, audited)", rt.admin_addresses),
         ):
             for host, bound in addrs:
                 print(f"key server: {what} on {host} port {bound}", flush=True)
@@ -264,6 +286,13 @@ def _run(args: argparse.Namespace) -> int:
         print(f"key server: PANA relays accepted from {relays}", flush=True)
         if pcap is not None:
             print(f"key server: capturing to {args.pcap}", flush=True)
+
+    admin = None
+    if admin_tls is not None:
+        from amistack.access import AuditTrail
+
+        ka_hosts, ka_port = _one_port(args.admin_listen, "--admin-listen")
+        admin = (admin_tls, ka_hosts, ka_port, AuditTrail.open(args.data_dir, time.time()))
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -282,6 +311,7 @@ def _run(args: argparse.Namespace) -> int:
             stop=stop,
             ready=ready,
             keydist=keydist,
+            admin=admin,
             session_lifetime=args.lifetime,
             extra_methods=methods,
             paa_config=paa_config,
@@ -297,6 +327,8 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         if pcap is not None:
             pcap.close()
+        if admin is not None:
+            admin[3].close()
         store.close()
     print("key server: stopped", flush=True)
     return 0

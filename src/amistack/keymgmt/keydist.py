@@ -91,6 +91,7 @@ class KeyDistConfig:
     handshake_timeout: float = 10.0
     write_timeout: float = 10.0  # a client that does not read its answers is dropped
     max_connections: int = 1024
+    max_connections_per_source: int = 256  # open connections from one IP address
 
 
 class KeyDistService:

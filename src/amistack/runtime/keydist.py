@@ -22,7 +22,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
 
@@ -142,6 +142,23 @@ class _Revocation:
 # -- the server --------------------------------------------------------------------------------
 
 
+class LineService(Protocol):
+    """What the listener drives: `keymgmt.keydist.KeyDistService`, `access.KeyAdminService`.
+    `client` is what the listener's `identify` made of the peer's certificate."""
+
+    def handle(self, line: bytes, client: Any, now: float) -> bytes: ...
+
+    def error(
+        self, client: Any, now: float, rid: object, code: str, detail: str, what: str
+    ) -> bytes: ...
+
+    def refuse_client(self, client: Any, now: float, why: str) -> bytes: ...
+
+
+# What the service sees of a client: made from its (verified) certificate and address.
+Identify = Callable[[x509.Certificate, str], object]
+
+
 class KeyDistServer:
     """The key-distribution listener: TLS 1.3 with client certificates, on IPv4 and/or IPv6.
 
@@ -155,17 +172,25 @@ class KeyDistServer:
         await kd.close()
 
     `clock` must be the key server's engine clock (the `now` its keys' `not_after` is on).
+    The same listener serves the key server's admin endpoint (`start_keyadmin`): `service` is
+    then a `KeyAdminService` and `identify` turns the certificate into the operator it names
+    (refusing one without a role). Expiry and the CRL are checked here before every request
+    either way.
     """
 
     def __init__(
         self,
-        service: KeyDistService,
+        service: LineService,
         tls: TlsFiles,
         *,
         clock: Callable[[], float] = time.time,
         config: KeyDistConfig | None = None,
+        identify: Identify | None = None,
+        name: str = "key distribution",
     ) -> None:
         self.service = service
+        self.identify = identify
+        self.name = name
         self.config = config or KeyDistConfig()
         self.clock = clock
         self._ctx = server_ssl_context(tls.ca, tls.cert, tls.key)
@@ -177,6 +202,7 @@ class KeyDistServer:
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        self._per_source: Counter[str] = Counter()
 
     async def start(self, hosts: Sequence[str] = ("127.0.0.1",), port: int = 0) -> list[Addr]:
         """Listen on every host at `port` (0 = ephemeral, shared by all hosts when possible)."""
@@ -193,7 +219,7 @@ class KeyDistServer:
             await self.close()
             raise
         for host, bport in self.addresses:
-            log.info("key distribution (mutual TLS) on %s port %d", host, bport)
+            log.info("%s (mutual TLS) on %s port %d", self.name, host, bport)
         return list(self.addresses)
 
     async def close(self) -> None:
@@ -223,12 +249,17 @@ class KeyDistServer:
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
-        where = f"{peer[0]}:{peer[1]}" if peer else "?"
+        host = str(peer[0]) if peer else "?"
+        where = f"{host}:{peer[1]}" if peer else "?"
         self._writers.add(writer)
+        self._per_source[host] += 1
         tls = _ServerTls(reader, writer, self._ctx)
         try:
             if len(self._tasks) > self.config.max_connections:
                 self.counters["busy"] += 1
+                return
+            if self._per_source[host] > self.config.max_connections_per_source:
+                self.counters["busy_source"] += 1  # one host cannot take every slot
                 return
             self.counters["connections"] += 1
             try:
@@ -236,27 +267,35 @@ class KeyDistServer:
             except (ssl.SSLError, OSError, TimeoutError, EOFError) as exc:
                 # Unauthenticated: logged and counted, not audited (no audit flood from anyone).
                 self.counters["handshake_refused"] += 1
-                log.warning("key distribution: TLS handshake from %s refused: %s", where, exc)
+                log.warning("%s: TLS handshake from %s refused: %s", self.name, where, exc)
                 return
-            client = self._identity(tls.peer_certificate())
-            if client is None:
+            identified = self._identity(tls.peer_certificate(), host)
+            if identified is None:
                 self.counters["bad_client_cert"] += 1
                 return
-            log.info("key distribution: %s connected from %s", client.name, where)
-            await self._serve(tls, client)
+            client, principal = identified
+            log.info("%s: %s connected from %s", self.name, client.name, where)
+            await self._serve(tls, client, principal)
         except (ConnectionError, TimeoutError, ssl.SSLError, EOFError):
             self.counters["connections_lost"] += 1
         finally:
             self._writers.discard(writer)
+            self._per_source[host] -= 1
+            if self._per_source[host] <= 0:
+                del self._per_source[host]
             await tls.close()
 
-    def _identity(self, der: bytes | None) -> ClientIdentity | None:
+    def _identity(self, der: bytes | None, host: str) -> tuple[ClientIdentity, object] | None:
+        """The certificate's identity (for the expiry and CRL checks) and what the service is
+        given (the same, or what `identify` makes of it)."""
         if not der:
             return None
         try:
-            return client_identity(x509.load_der_x509_certificate(der))
+            cert = x509.load_der_x509_certificate(der)
+            client = client_identity(cert)
+            return client, (self.identify(cert, host) if self.identify else client)
         except (PkiError, ValueError) as exc:
-            log.warning("key distribution: unusable client certificate: %s", exc)
+            log.warning("%s: unusable client certificate: %s", self.name, exc)
             return None
 
     def _check(self, client: ClientIdentity) -> str:
@@ -269,7 +308,7 @@ class KeyDistServer:
             return "revocation status unavailable"
         return "client certificate is revoked" if revoked else ""
 
-    async def _serve(self, tls: _ServerTls, client: ClientIdentity) -> None:
+    async def _serve(self, tls: _ServerTls, client: ClientIdentity, principal: object) -> None:
         cfg = self.config
         while True:
             try:
@@ -282,7 +321,7 @@ class KeyDistServer:
             except _TooLarge:
                 self.counters["too_large"] += 1
                 reply = self.service.error(
-                    client,
+                    principal,
                     self.clock(),
                     None,
                     "too-large",
@@ -295,11 +334,11 @@ class KeyDistServer:
             why = self._check(client)
             if why:
                 self.counters["client_refused"] += 1
-                reply = self.service.refuse_client(client, now, why)
+                reply = self.service.refuse_client(principal, now, why)
                 await asyncio.wait_for(tls.write(reply), cfg.write_timeout)
                 return
             self.counters["requests"] += 1
-            reply = self.service.handle(line, client, now)
+            reply = self.service.handle(line, principal, now)
             await asyncio.wait_for(tls.write(reply), cfg.write_timeout)
 
 
@@ -594,3 +633,84 @@ async def start_keydist(
     server = KeyDistServer(service, tls, clock=clock, config=config)
     await server.start(listen, port)
     return server
+
+
+# -- the key server's admin endpoint -------------------------------------------------------------
+
+DEFAULT_KEYADMIN_PORT = 7717  # lab choice (unassigned), beside key distribution's 7716
+# An operator is one person at a console: a few connections from one host are plenty.
+KEYADMIN_CONFIG = KeyDistConfig(max_connections=64, max_connections_per_source=4)
+
+
+async def start_keyadmin(
+    service: Any,
+    tls: TlsFiles,
+    listen: Sequence[str] = ("127.0.0.1", "::1"),
+    port: int = DEFAULT_KEYADMIN_PORT,
+    *,
+    clock: Callable[[], float],
+    config: KeyDistConfig = KEYADMIN_CONFIG,
+) -> KeyDistServer:
+    """Serve `service` (an `access.keyadmin.KeyAdminService`) to operators over mutual TLS: the
+    client certificate must come from our CA, not be revoked or expired, and carry IEC 62351-8
+    roles (`amistack pki issue-client NAME --role SECADM`); its CN, roles and area of
+    responsibility become the `Principal` the service checks and audits."""
+    from amistack.access.certroles import principal_from_certificate
+
+    server = KeyDistServer(
+        service,
+        tls,
+        clock=clock,
+        config=config,
+        identify=lambda cert, host: principal_from_certificate(cert, host),
+        name="key administration",
+    )
+    await server.start(listen, port)
+    return server
+
+
+async def admin_request(
+    host: str,
+    port: int,
+    tls: TlsFiles,
+    request: dict[str, Any],
+    *,
+    server_hostname: str | None = None,
+    timeout: float = 10.0,
+) -> dict[str, Any]:
+    """One request to the admin endpoint on a connection of its own (never retried: a change
+    is not idempotent, and the server refuses its nonce a second time anyway). Raises
+    `KeyDistRefused` (the server said no) or `KeyDistUnavailable` (no answer)."""
+    host = host.strip("[]")
+    ctx = client_ssl_context(tls.ca, tls.cert, tls.key)
+    opened: asyncio.StreamWriter | None = None
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                host,
+                port,
+                ssl=ctx,
+                server_hostname=server_hostname or host,
+                ssl_handshake_timeout=timeout,
+                limit=1 << 20,
+            ),
+            timeout,
+        )
+        opened = writer
+        writer.write(encode_request(request))
+        await asyncio.wait_for(writer.drain(), timeout)
+        line = await asyncio.wait_for(reader.readuntil(b"\n"), timeout)
+    except (
+        OSError,
+        ssl.SSLError,
+        TimeoutError,
+        asyncio.IncompleteReadError,
+        asyncio.LimitOverrunError,
+    ) as exc:
+        raise KeyDistUnavailable(f"key server {host} port {port}: {_why(exc)}") from exc
+    finally:
+        if opened is not None:
+            opened.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(opened.wait_closed(), 1.0)
+    return decode_answer(line, request.get("id"))

@@ -66,6 +66,7 @@ class KeyServerRuntime:
     pana_addresses: list[Addr] = field(default_factory=list)
     radius_addresses: list[Addr] = field(default_factory=list)
     keydist_addresses: list[Addr] = field(default_factory=list)
+    admin_addresses: list[Addr] = field(default_factory=list)
 
     def close(self) -> None:
         self.pana.close()
@@ -273,6 +274,7 @@ async def run_keyserver(
     stop: asyncio.Event | None = None,
     ready: Callable[[KeyServerRuntime], None] | None = None,
     keydist: tuple[Any, Sequence[str], int] | None = None,
+    admin: tuple[Any, Sequence[str], int, Any] | None = None,
     revocation_poll: float = 1.0,
     **options: Any,
 ) -> None:
@@ -282,6 +284,9 @@ async def run_keyserver(
     by another process (`amistack keys revoke`) loses its sessions and keys at once.
     `keydist` = (TlsFiles, hosts, port): also serve keys to application servers over mutual
     TLS (runtime.keydist), on the key server's clock.
+    `admin` = (TlsFiles, hosts, port, audit trail): also serve key administration to operators
+    with role certificates over mutual TLS (`access.keyadmin`, docs/access-control.md); each
+    change is written to `audit` (an `access.AuditTrail`) before it reaches `store`.
 
     `radius_server`: run EAP on that RADIUS server (pass-through) instead of the built-in
     EAP-PSK server; `radius_listen`: also be a RADIUS EAP server for NASes (802.1X, other PAAs).
@@ -316,6 +321,7 @@ async def run_keyserver(
         capture=capture,
     )
     kd = None
+    ka = None
     poller = None
     try:
         if keydist is not None:
@@ -324,6 +330,14 @@ async def run_keyserver(
             tls, kd_hosts, kd_port = keydist
             kd = await start_keydist(engine, tls, kd_hosts, kd_port, clock=rt.pana.now)
             rt.keydist_addresses = list(kd.addresses)
+        if admin is not None:
+            from amistack.access.keyadmin import KeyAdminService
+            from amistack.runtime.keydist import start_keyadmin
+
+            tls, ka_hosts, ka_port, trail = admin
+            service = KeyAdminService(store, trail, rng=rng)
+            ka = await start_keyadmin(service, tls, ka_hosts, ka_port, clock=rt.pana.now)
+            rt.admin_addresses = list(ka.addresses)
         poller = asyncio.create_task(_apply_revocations(engine, rt.pana, revocation_poll))
         if ready is not None:
             ready(rt)
@@ -333,6 +347,8 @@ async def run_keyserver(
             poller.cancel()
         if kd is not None:
             await kd.close()
+        if ka is not None:
+            await ka.close()
         final = getattr(engine, "flush", None)
         if final is not None:
             with contextlib.suppress(Exception):  # nothing a stopping server can do about it

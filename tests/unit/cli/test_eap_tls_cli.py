@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from tests.cli import run_cli as run
+from tests.cli import run_keys
 
 PY = sys.executable
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -30,26 +31,25 @@ def setup_pki(capsys: pytest.CaptureFixture[str], d: Path) -> None:
         ("pki", "init"),
         ("pki", "issue-server", "keyserver", "--host", HOST),
         ("pki", "issue-device", "meter-t1"),
-        ("keys", "enroll", "meter-t1", "--method", "tls"),
-        ("keys", "enroll", "meter-p1", "--psk", PSK),
     ):
         code, out, err = run(capsys, *argv, "--data-dir", str(d))
+        assert code == 0, (argv, out, err)
+    for argv in (("enroll", "meter-t1", "--method", "tls"), ("enroll", "meter-p1", "--psk", PSK)):
+        code, out, err = run_keys(capsys, d, *argv)
         assert code == 0, (argv, out, err)
 
 
 def test_enrol_list_and_option_errors(capsys: pytest.CaptureFixture[str], d: Path) -> None:
     setup_pki(capsys, d)
-    code, out, _ = run(capsys, "keys", "list", "--data-dir", str(d))
+    code, out, _ = run_keys(capsys, d, "list")
     assert code == 0
     rows = {line.split()[0]: line.split() for line in out.splitlines()[1:-1]}
     assert rows["meter-t1"][2] == "tls" and rows["meter-p1"][2] == "psk"
     assert (d / "pki" / "devices" / "meter-t1.crt").exists()
     assert (d / "pki" / "devices" / "meter-t1.key").stat().st_mode & 0o777 == 0o600
-    code, _, err = run(
-        capsys, "keys", "enroll", "m2", "--method", "tls", "--psk", PSK, "--data-dir", str(d)
-    )
-    assert code == 2 and "--psk goes with --method psk" in err
-    code, _, err = run(capsys, "keys", "rotate-psk", "meter-t1", "--data-dir", str(d))
+    code, _, err = run_keys(capsys, d, "enroll", "m2", "--method", "tls", "--psk", PSK)
+    assert code == 2 and "--psk-file goes with --method psk" in err
+    code, _, err = run_keys(capsys, d, "rotate-psk", "meter-t1")
     assert code == 2 and "EAP-TLS" in err
     code, _, err = run(capsys, "pki", "issue-device", "bad id!", "--data-dir", str(d))
     assert code == 2 and "must be 1-64" in err
@@ -111,5 +111,5 @@ def test_tls_and_psk_meters_against_one_keyserver_process(
     finally:
         keyserver.terminate()
         keyserver.wait(timeout=10)
-    code, out, _ = run(capsys, "keys", "audit", "--device", "meter-t1", "--data-dir", str(d))
+    code, out, _ = run_keys(capsys, d, "audit", "--device", "meter-t1")
     assert "auth-success" in out and "revoked (CRL)" in out

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from tests.cli import run_cli as run
+from tests.cli import run_keys as keys
 
 from amistack.cli.common import KEK_FILE, KEYSERVER_DB, open_store
 
@@ -18,19 +19,6 @@ PSK = "00112233445566778899aabbccddeeff"
 @pytest.fixture
 def d(tmp_path: Path) -> Path:
     return tmp_path / "data"
-
-
-def keys(capsys: pytest.CaptureFixture[str], d: Path, *argv: str) -> tuple[int, str, str]:
-    """`amistack keys ARGV --data-dir D`, a `--psk HEX` given as an owner-only --psk-file (as an
-    operator should: --psk itself warns, see test_psk_sources.py)."""
-    args = list(argv)
-    if "--psk" in args:
-        i = args.index("--psk")
-        path = d.parent / f"psk-{args[i + 1]}"
-        path.write_text(args[i + 1] + "\n")
-        path.chmod(0o600)
-        args[i : i + 2] = ["--psk-file", str(path)]
-    return run(capsys, "keys", *args, "--data-dir", str(d))
 
 
 def test_enroll_with_a_psk_creates_owner_only_files(
@@ -92,7 +80,7 @@ def test_duplicate_enrolment_is_refused_unless_replace(
     assert keys(capsys, d, "enroll", "meter-1", "--psk", PSK)[0] == 0
     code, out, err = keys(capsys, d, "enroll", "meter-1", "--psk", "11" * 16)
     assert code == 2 and out == "" and err.count("\n") == 1
-    assert "already enrolled" in err and "'meter-1'" in err
+    assert "exists: " in err and "already enrolled" in err and "'meter-1'" in err
     with open_store(d, create=False) as store:
         assert store.psk("meter-1") == bytes.fromhex(PSK)  # unchanged
     assert keys(capsys, d, "enroll", "meter-1", "--psk", "11" * 16, "--replace")[0] == 0
@@ -108,16 +96,16 @@ def test_unknown_device_is_one_line_error(
     assert keys(capsys, d, "enroll", "meter-1", "--psk", PSK)[0] == 0
     code, out, err = keys(capsys, d, *action)
     assert (code, out) == (2, "")
-    assert err == "amistack keys: error: unknown device 'ghost'\n"
+    assert err == "amistack keys: error: not-found: unknown device 'ghost'\n"
 
 
-def test_commands_on_a_missing_data_dir_fail_without_creating_it(
+def test_commands_on_a_missing_store_fail_without_creating_it(
     capsys: pytest.CaptureFixture[str], d: Path
 ) -> None:
     for argv in (("list",), ("audit",), ("revoke", "x"), ("rotate-psk", "x")):
         code, _, err = keys(capsys, d, *argv)
         assert code == 2 and "no key server data" in err and err.count("\n") == 1
-    assert not d.exists()
+    assert not (d / KEYSERVER_DB).exists() and not (d / KEK_FILE).exists()
 
 
 def test_list_shows_status_and_json(capsys: pytest.CaptureFixture[str], d: Path) -> None:
@@ -142,7 +130,7 @@ def test_revoke_twice_and_rotate_a_revoked_device(
     assert keys(capsys, d, "revoke", "meter-1") == (0, "revoked meter-1\n", "")
     assert keys(capsys, d, "revoke", "meter-1") == (0, "meter-1 was already revoked\n", "")
     code, _, err = keys(capsys, d, "rotate-psk", "meter-1")
-    assert code == 2 and err == "amistack keys: error: device 'meter-1' is revoked\n"
+    assert code == 2 and err == "amistack keys: error: revoked: device 'meter-1' is revoked\n"
     with open_store(d, create=False) as store:
         assert store.psk("meter-1") is None  # destroyed
         [rev] = store.revocations_after(0)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from tests.cli import keys_argv
 from tests.cli import run_cli as run
 from tests.conftest import IN_CI
 from tests.netns import NetnsPair, in_netns, ip, make_netns_pair
@@ -195,8 +196,7 @@ def test_beside_the_full_meter_network_access_and_echonet_both_run(tmp_path: Pat
     psk = "00112233445566778899aabbccddeeff"
     data = tmp_path / "ks"
     enroll = subprocess.run(
-        [PY, "-m", "amistack.cli.main", "keys", "enroll", "meter-e", "--psk", psk,
-         "--data-dir", str(data)],
+        [PY, "-m", "amistack.cli.main", *keys_argv(data, "enroll", "meter-e", "--psk", psk)],
         capture_output=True, text=True, timeout=30, env=ENV,
     )  # fmt: skip
     assert enroll.returncode == 0, enroll.stderr

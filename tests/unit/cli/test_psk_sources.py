@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from tests.cli import run_cli as run
+from tests.conftest import key_operator
 from tests.scenario.test_keyserver_process import free_port
 
 from amistack.cli.common import open_store
@@ -40,25 +41,32 @@ def test_enroll_and_rotate_from_a_file_or_stdin_say_nothing_of_the_key(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     d = tmp_path / "data"
+    token = str(key_operator(d))
     code, out, err = run(capsys, "keys", "enroll", "m1", "--psk-file", str(psk_file(tmp_path)),
-                         "--data-dir", str(d))  # fmt: skip
+                         "--data-dir", str(d), "--token-file", token)  # fmt: skip
     assert (code, err) == (0, "") and PSK not in out
     assert stored_psk(d, "m1") == bytes.fromhex(PSK)
     monkeypatch.setattr(sys, "stdin", io.StringIO("22" * 16 + "\n"))
     code, out, err = run(
-        capsys, "keys", "rotate-psk", "m1", "--psk-file", "-", "--data-dir", str(d)
-    )
+        capsys, "keys", "rotate-psk", "m1", "--psk-file", "-", "--data-dir", str(d),
+        "--token-file", token,
+    )  # fmt: skip
     assert (code, err) == (0, "") and "22" * 16 not in out
     assert stored_psk(d, "m1") == bytes.fromhex("22" * 16)
 
 
-def test_psk_on_the_command_line_still_works_but_warns(
+def test_keys_refuses_a_psk_on_the_command_line(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
+    """Attack: a PSK in argv is in /proc/PID/cmdline for every local user to read. `keys`
+    refuses it outright (the meter, which may run unattended from a unit file, only warns)."""
     d = tmp_path / "data"
-    code, _, err = run(capsys, "keys", "enroll", "m1", "--psk", PSK, "--data-dir", str(d))
-    assert code == 0 and stored_psk(d, "m1") == bytes.fromhex(PSK)
-    assert "warning: --psk puts the key in the process list" in err
+    token = str(key_operator(d))
+    for verb in ("enroll", "rotate-psk"):
+        code, out, err = run(capsys, "keys", verb, "m1", "--psk", PSK, "--data-dir", str(d),
+                             "--token-file", token)  # fmt: skip
+        assert (code, out) == (2, "") and "--psk-file" in err and err.count("\n") == 1
+    assert not (d / "keyserver.db").exists()
 
 
 @pytest.mark.parametrize(
@@ -81,7 +89,8 @@ def test_bad_psk_sources_are_one_line_errors(
     }
     argv = [a.format(**files) for a in argv]
     code, _, err = run(capsys, "keys", "enroll", "m1", *argv, "--data-dir", str(tmp_path / "d"))
-    assert code == 2 and message in err and len(err.strip().splitlines()) <= 2, err
+    keys_message = "on the command line is visible" if "--psk" in argv else message
+    assert code == 2 and keys_message in err and len(err.strip().splitlines()) <= 2, err
     code, _, err = run(capsys, "meter", "--id", "m1", *argv, "--keyserver", "127.0.0.1:9")
     assert code == 2 and message in err, err
 
