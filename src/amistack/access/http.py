@@ -139,26 +139,58 @@ class AccessControl:
                 raise AccessDenied(401, "unauthenticated", "credentials required")
             principal = dataclasses.replace(principal, source=client_address(request))
             if right is not None and not principal.may(right):
-                self.record(
+                self.deny(
                     principal,
-                    "access.denied",
-                    target=f"{request.method} {request.url.path}",
-                    outcome="denied",
-                    detail={"right": right.value, "roles": role_names(principal.roles)},
-                )
-                raise AccessDenied(
-                    403,
-                    "forbidden",
+                    request,
+                    {"right": right.value, "roles": role_names(principal.roles)},
                     f"{right.value!r} is needed; {principal.name} holds "
                     f"{', '.join(role_names(principal.roles)) or 'no role'}",
                 )
+            meter = request.path_params.get("meter_id")
+            if isinstance(meter, str):
+                self.check_scope(principal, meter, request)
             request.state.principal = principal
             return principal
 
         dependency.required_right = right  # type: ignore[attr-defined]
         return dependency
 
+    def check_scope(self, principal: Principal, meter: str, request: Request) -> None:
+        """403 (audited) unless `meter` lies in the principal's area of responsibility (a role
+        certificate's IECUserRoles aor; users and tokens are unscoped)."""
+        if not principal.covers(meter):
+            self.deny(
+                principal,
+                request,
+                {"meter": meter, "aor": sorted(principal.aor)},
+                f"meter {meter!r} is outside {principal.name}'s area of responsibility",
+            )
+
+    def deny(
+        self, principal: Principal, request: Request, detail: dict[str, Any], why: str
+    ) -> None:
+        """Refuse with 403, audited as `access.denied` (a refusal stands even if the trail
+        cannot be written: that is logged)."""
+        self.try_record(
+            principal,
+            "access.denied",
+            target=f"{request.method} {request.url.path}",
+            outcome="denied",
+            detail=detail,
+        )
+        raise AccessDenied(403, "forbidden", why)
+
     # -- audit ---------------------------------------------------------------------------------
+
+    def try_record(self, who: Principal | str, action: str, **fields: Any) -> bool:
+        """`record`, logging instead of raising when the trail cannot be written: for entries
+        that follow what already happened (an outcome) or did not (a refusal)."""
+        try:
+            self.record(who, action, **fields)
+        except Exception:
+            log.exception("operator audit entry lost", extra={"action": action})
+            return False
+        return True
 
     def record(
         self,

@@ -166,8 +166,9 @@ class KeyAdminService:
     def error(
         self, who: Principal, now: float, rid: object, code: str, detail: str, what: str
     ) -> bytes:
-        """An audited error answer (the transport's: `too-large`)."""
-        self._refusal(who, now, what or "request", {}, _Refused(code, detail))
+        """An audited error answer (the transport's: `too-large`, a certificate gone bad)."""
+        self.counters[code] += 1
+        self._record(who, now, f"keys.{what or 'request'}", "", f"refused: {code}", detail)
         return _answer(rid, {"ok": False, "error": code, "detail": detail})
 
     def refuse_client(self, who: Principal, now: float, why: str) -> bytes:

@@ -20,6 +20,7 @@ registrations, commands and acknowledgements (the API is the I/O edge, so it may
 
 import dataclasses
 import json
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -58,6 +59,8 @@ from amistack.headend.schema import (
 from amistack.headend.storage import MAX_PAGE, ReadingRepository
 from amistack.headend.vee import VeeConfig, run_vee
 
+log = logging.getLogger(__name__)
+
 _STATUS = {
     "not_found": 404,
     "exists": 409,
@@ -65,6 +68,7 @@ _STATUS = {
     "invalid": 400,
     "no_key": 409,
     "too_large": 413,
+    "unavailable": 503,
 }
 MAX_JSON_BODY = 64 * 1024  # octets: every JSON body here is a few hundred
 MAX_KEY_BODY = 4096
@@ -482,23 +486,43 @@ def create_app(
 
     Reader = Annotated[Principal, need(Right.READ)]
 
+    def before(who: Principal, action: str, target: str = "", **detail: Any) -> None:
+        """The audit entry that must exist before `action` takes effect: if the trail cannot
+        be written, nothing is done (503)."""
+        try:
+            access.record(who, action, target=target, outcome="requested", detail=detail)
+        except Exception:
+            log.exception("operator audit trail unavailable", extra={"action": action})
+            raise HeadendError(
+                "unavailable", "the audit trail is unavailable; nothing done"
+            ) from None
+
     def audited(
         who: Principal, action: str, target: str, fn: Callable[[], Any], **detail: Any
     ) -> Any:
-        """Run a state-changing action and record it (refusals too) in the audit trail."""
+        """Audit-before-action: record the request, run it, record the outcome (`ok` or
+        `refused: <code>`; best effort, as the action has happened or not by then)."""
+        before(who, action, target, **detail)
         try:
             result = fn()
         except HeadendError as exc:
-            access.record(
-                who,
-                action,
-                target=target,
-                outcome=f"refused: {exc.code}",
-                detail={**detail, "reason": exc.message},
-            )
+            access.try_record(
+                who, action, target=target, outcome=f"refused: {exc.code}",
+                detail={"reason": exc.message},
+            )  # fmt: skip
             raise
-        access.record(who, action, target=target, detail=detail)
+        access.try_record(who, action, target=target, outcome="ok")
         return result
+
+    def scoped(who: Principal, meter_id: str, request: Request) -> None:
+        access.check_scope(who, meter_id, request)
+
+    def undo_unless_audited(who: Principal, action: str, undo: Callable[[], Any], **f: Any) -> None:
+        """For an action whose audit detail exists only once done (a new token's id): record
+        it, and if that fails undo it and answer 503."""
+        if not access.try_record(who, action, **f):
+            undo()
+            raise HeadendError("unavailable", "the audit trail is unavailable; nothing done")
 
     # -- login, tokens -------------------------------------------------------------------------
 
@@ -523,7 +547,12 @@ def create_app(
                 )
             return _error(401, "login_failed", exc.message, {"WWW-Authenticate": "Bearer"})
         principal = dataclasses.replace(principal, source=client_address(request))
-        access.record(principal, "login", detail={"token_id": issued.token_id})
+        undo_unless_audited(
+            principal,
+            "login",
+            lambda: access.store.revoke_token(issued.token_id),
+            detail={"token_id": issued.token_id},
+        )
         response.set_cookie(
             SESSION_COOKIE,
             issued.token,
@@ -537,9 +566,9 @@ def create_app(
     @app.post("/auth/logout", status_code=204, responses=_ERRORS, tags=["auth"])
     def logout(who: Annotated[Principal, need(None)], response: Response) -> Response:
         """End the session (revoke the token this request presented)."""
+        before(who, "logout", token_id=who.token_id)
         if who.token_id and not who.token_id.startswith("cert:"):
             access.store.revoke_token(who.token_id)
-        access.record(who, "logout", detail={"token_id": who.token_id})
         response.delete_cookie(SESSION_COOKIE)
         response.status_code = 204
         return response
@@ -561,10 +590,13 @@ def create_app(
         try:
             issued = access.store.issue_token(who.name, clock(), ttl_s=body.ttl_s, label=body.label)
         except AccessError as exc:
-            access.record(who, "token.create", outcome=f"refused: {exc.code}")
+            access.try_record(who, "token.create", outcome=f"refused: {exc.code}")
             raise HeadendError(exc.code, exc.message) from None
-        access.record(
-            who, "token.create", detail={"token_id": issued.token_id, "label": body.label}
+        undo_unless_audited(
+            who,
+            "token.create",
+            lambda: access.store.revoke_token(issued.token_id),
+            detail={"token_id": issued.token_id, "label": body.label},
         )
         return TokenOut(**{k: getattr(issued, k) for k in TokenOut.model_fields})
 
@@ -577,10 +609,8 @@ def create_app(
         owners = {t.user for t in access.store.list_tokens() if t.token_id == token_id}
         if not owners or (who.name not in owners and not who.may(Right.USERS)):
             raise HeadendError("not_found", f"no token {token_id} of yours")
+        before(who, "token.revoke", ",".join(sorted(owners)), token_id=token_id)
         access.store.revoke_token(token_id)
-        access.record(
-            who, "token.revoke", target=",".join(sorted(owners)), detail={"token_id": token_id}
-        )
         return Response(status_code=204)
 
     # -- users and roles (SECADM; role assignment also RBACMNT) --------------------------------
@@ -642,7 +672,7 @@ def create_app(
             name,
             lambda: _access_call(lambda: access.store.set_disabled(name, True)),
         )
-        access.record(who, "user.tokens.revoked", target=name, detail={"revoked": revoked})
+        access.try_record(who, "user.tokens.revoked", target=name, detail={"revoked": revoked})
         user = access.store.get_user(name)
         assert user is not None
         return _user_out(user)
@@ -676,11 +706,15 @@ def create_app(
     ) -> MeterPage:
         items = repo.list_meters(state=state, concentrator=concentrator, after=after, limit=limit)
         return MeterPage(
-            items=items, next_after=items[-1].meter_id if len(items) == limit else None
+            items=[m for m in items if who.covers(m.meter_id)],
+            next_after=items[-1].meter_id if len(items) == limit else None,
         )
 
     @app.post("/meters", status_code=201, response_model=Meter, responses=_ERRORS, tags=["meters"])
-    def register_meter(body: MeterIn, who: Annotated[Principal, need(Right.REGISTER)]) -> Meter:
+    def register_meter(
+        body: MeterIn, request: Request, who: Annotated[Principal, need(Right.REGISTER)]
+    ) -> Meter:
+        scoped(who, body.meter_id, request)
         result: Meter = audited(
             who,
             "meter.register",
@@ -778,7 +812,7 @@ def create_app(
         )
         out = await run_in_threadpool(get_eventlog_key, meter_id, who)
         await run_in_threadpool(
-            access.record,
+            access.try_record,
             who,
             "eventlog.key.fingerprints",
             target=meter_id,
@@ -816,11 +850,12 @@ def create_app(
         when it holds, 422 with the reason (and an alarm raised) when it does not."""
         body = await _body(request, max_eventlog_bytes)
         now = clock()
+        await run_in_threadpool(before, who, "eventlog.upload", meter_id, octets=len(body))
         try:
             verdict, stored = await run_in_threadpool(intake.receive_counted, meter_id, body, now)
         except HeadendError as exc:
             await run_in_threadpool(
-                access.record,
+                access.try_record,
                 who,
                 "eventlog.upload",
                 target=meter_id,
@@ -829,7 +864,7 @@ def create_app(
             raise
         out = _verdict_out(verdict, stored if verdict.ok else 0)
         await run_in_threadpool(
-            access.record,
+            access.try_record,
             who,
             "eventlog.upload",
             target=meter_id,
@@ -1000,9 +1035,10 @@ def create_app(
         tags=["commands"],
     )
     def create_command(
-        body: CommandIn, who: Annotated[Principal, need(Right.CONTROL)]
+        body: CommandIn, request: Request, who: Annotated[Principal, need(Right.CONTROL)]
     ) -> CommandOut:
         """Queue a command; its parameters are checked for its kind before anything is queued."""
+        scoped(who, body.meter_id, request)
 
         def create() -> Command:
             params = check_params(body.kind, body.params)
@@ -1023,7 +1059,7 @@ def create_app(
     ) -> CommandPage:
         items = repo.commands(meter_id=meter_id, state=state, after_id=after, limit=limit)
         return CommandPage(
-            items=[_command_out(c) for c in items],
+            items=[_command_out(c) for c in items if who.covers(c.meter_id)],
             next_after=items[-1].id if len(items) == limit else None,
         )
 
@@ -1044,9 +1080,13 @@ def create_app(
     )
     def cancel_command(
         command_id: Annotated[int, Path(ge=0, le=2**62)],
+        request: Request,
         who: Annotated[Principal, need(Right.CONTROL)],
     ) -> CommandOut:
         """Cancel a command that is still pending (409 once it was sent)."""
+        known = repo.get_command(command_id)
+        if known is not None:
+            scoped(who, known.meter_id, request)
         cmd: Command = audited(
             who,
             "command.cancel",
@@ -1067,7 +1107,10 @@ def create_app(
         limit: int = Query(100, ge=1, le=MAX_PAGE),
     ) -> EventPage:
         items = repo.events(meter_id=meter_id, after_id=after, limit=limit)
-        return EventPage(items=items, next_after=items[-1].id if len(items) == limit else None)
+        return EventPage(
+            items=[e for e in items if who.covers(e.meter_id)],
+            next_after=items[-1].id if len(items) == limit else None,
+        )
 
     @app.get("/alarms", response_model=AlarmPage, responses=_ERRORS, tags=["alarms"])
     def list_alarms(
@@ -1080,15 +1123,22 @@ def create_app(
         items = repo.alarms(
             meter_id=meter_id, unacknowledged=unacknowledged, after_id=after, limit=limit
         )
-        return AlarmPage(items=items, next_after=items[-1].id if len(items) == limit else None)
+        return AlarmPage(
+            items=[a for a in items if who.covers(a.meter_id or "*")],
+            next_after=items[-1].id if len(items) == limit else None,
+        )
 
     @app.post(
         "/alarms/{alarm_id}/acknowledge", response_model=Alarm, responses=_ERRORS, tags=["alarms"]
     )
     def acknowledge_alarm(
         alarm_id: Annotated[int, Path(ge=0, le=2**62)],
+        request: Request,
         who: Annotated[Principal, need(Right.CONTROL)],
     ) -> Alarm:
+        found = repo.alarms(after_id=alarm_id - 1, limit=1) if alarm_id else []
+        if found and found[0].id == alarm_id and found[0].meter_id is not None:
+            scoped(who, found[0].meter_id, request)
         result: Alarm = audited(
             who,
             "alarm.acknowledge",

@@ -206,7 +206,9 @@ def test_audit_trail_is_readable_by_secaud_and_verifies_as_an_event_log(
     assert client.get("/audit", headers=installer).status_code == 403
     page = client.get("/audit", headers=auditor).json()["items"]
     assert [(e["action"], e["outcome"]) for e in page] == [
+        ("meter.register", "requested"),  # audit-before-action: written before the change
         ("meter.register", "ok"),
+        ("meter.register", "requested"),
         ("meter.register", "refused: exists"),
         ("access.denied", "denied"),
     ]
@@ -214,7 +216,7 @@ def test_audit_trail_is_readable_by_secaud_and_verifies_as_an_event_log(
     export = client.get("/audit/export", headers=auditor).text
     pem = client.get("/audit/public-key", headers=auditor).text.encode()
     verdict = verify_lines(export.split("\n"), pem)
-    assert verdict.ok and verdict.entries == 3 and verdict.heads == 1
+    assert verdict.ok and verdict.entries == 5 and verdict.heads == 1
     tampered = export.replace(b"meter.register".hex(), b"meter.regist3r".hex(), 1)
     assert tampered != export
     assert not verify_lines(tampered.split("\n"), pem).ok
@@ -249,3 +251,57 @@ def test_users_and_roles_over_the_api(client: TestClient, access: AccessControl)
     actions = [(e.who, e.action, e.target) for e in access.audit.entries(limit=100)]
     assert ("sam", "user.add", "olga") in actions and ("rita", "user.roles", "olga") in actions
     assert ("sam", "user.disable", "olga") in actions and ("sam", "user.enable", "olga") in actions
+
+
+class _FlakyTrail:
+    """Stands in front of the real trail's `record`: the calls listed in `fail` raise, as a full
+    disk or a lost volume would."""
+
+    def __init__(self, access: AccessControl, fail: set[int]) -> None:
+        self.real = access.audit.record
+        self.fail = fail
+        self.calls = 0
+
+    def record(self, *args: object, **kwargs: object) -> int:
+        self.calls += 1
+        if self.calls in self.fail:
+            raise OSError("No space left on device")
+        return self.real(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def test_audit_before_action_nothing_happens_when_the_trail_cannot_be_written(
+    client: TestClient,
+    repo: ReadingRepository,
+    access: AccessControl,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Audit-before-action: with the trail down, a disconnect, a registration and a new token
+    are refused (503) and nothing is queued, registered or issued."""
+    repo.register_meter("m1", AP, "c", "x", 1.0)
+    operator = auth(access, "olga", Role.OPERATOR, Role.INSTALLER)
+    monkeypatch.setattr(access.audit, "record", _FlakyTrail(access, set(range(1, 100))).record)
+    made = client.post("/commands", json={"meter_id": "m1", "kind": "disconnect"}, headers=operator)
+    assert made.status_code == 503 and made.json()["error"] == "unavailable"
+    assert repo.commands() == []
+    reg = client.post("/meters", json={"meter_id": "m2", "ap_title": AP}, headers=operator)
+    assert reg.status_code == 503 and repo.get_meter("m2") is None
+    tokens_before = {t.token_id for t in access.store.list_tokens() if not t.revoked}
+    assert client.post("/auth/tokens", json={}, headers=operator).status_code == 503
+    assert {t.token_id for t in access.store.list_tokens() if not t.revoked} == tokens_before
+
+
+def test_an_outcome_entry_lost_after_the_action_is_no_500(
+    client: TestClient,
+    repo: ReadingRepository,
+    access: AccessControl,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The old order answered 500 after queueing when the entry written after the action
+    failed. Now the request entry is on disk first; losing the outcome entry is logged."""
+    repo.register_meter("m1", AP, "c", "x", 1.0)
+    operator = auth(access, "olga", Role.OPERATOR)
+    monkeypatch.setattr(access.audit, "record", _FlakyTrail(access, {2}).record)
+    made = client.post("/commands", json={"meter_id": "m1", "kind": "disconnect"}, headers=operator)
+    assert made.status_code == 201 and len(repo.commands()) == 1
+    [entry] = [e for e in access.audit.entries(limit=10) if e.action == "command.create"]
+    assert (entry.who, entry.target, entry.outcome) == ("olga", "m1", "requested")

@@ -18,6 +18,7 @@ from amistack.access import AccessStore, AuditTrail, Role
 from amistack.access.certroles import user_roles_extension
 from amistack.access.http import AccessControl
 from amistack.headend.api import create_app
+from amistack.headend.schema import CommandKind
 from amistack.headend.storage import SqliteRepository
 from amistack.keymgmt import pki
 from amistack.runtime.api_server import ApiRefused, ApiTls, api_server, bind_api, check_api_address
@@ -31,6 +32,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pki.issue_client(d, "olga", [], extensions=[user_roles_extension({Role.OPERATOR})])
     pki.issue_client(d, "mallory", [], extensions=[user_roles_extension({Role.SECADM})])
     pki.issue_client(d, "headend", ["c1222"], meters=["*"])  # a machine: no role
+    ext = [user_roles_extension({Role.OPERATOR}, ["grpA-*"])]
+    pki.issue_client(d, "ola", [], meters=["grpA-*"], extensions=ext)  # group A's operator
     return d
 
 
@@ -100,3 +103,30 @@ def test_public_address_needs_tls(lab: Path) -> None:
     check_api_address("::1", None)
     check_api_address("localhost", None)
     check_api_address("0.0.0.0", ApiTls.from_pki(lab, "headend-api"))
+
+
+def test_a_role_certificate_acts_only_within_its_area_of_responsibility(
+    lab: Path, served: tuple[str, AccessControl], tmp_path: Path
+) -> None:
+    """An OPERATOR whose certificate names group A (IECUserRoles aor 'grpA-*') may disconnect
+    group A's meters and is refused (403, audited) on group B's: nothing is queued for it."""
+    url, access = served
+    repo = SqliteRepository(tmp_path)  # the served head-end's database
+    try:
+        for i, meter in enumerate(("grpA-1", "grpB-1")):
+            repo.register_meter(meter, f"2.16.124.113620.1.22.0.{i + 1}", "c", "x", 1.0)
+            repo.create_command(meter, CommandKind.TIME_SYNC, {}, 2.0)
+    finally:
+        repo.close()
+    with client(lab, "ola") as c:
+        ok = c.post(f"{url}/commands", json={"meter_id": "grpA-1", "kind": "disconnect"})
+        assert ok.status_code == 201, ok.text
+        no = c.post(f"{url}/commands", json={"meter_id": "grpB-1", "kind": "disconnect"})
+        assert no.status_code == 403 and "area of responsibility" in no.json()["detail"]
+        assert c.get(f"{url}/meters/grpB-1").status_code == 403
+        assert c.get(f"{url}/meters/grpA-1").status_code == 200
+        listed = c.get(f"{url}/commands").json()["items"]
+        assert {cmd["meter_id"] for cmd in listed} == {"grpA-1"}  # B's are not shown
+        assert [m["meter_id"] for m in c.get(f"{url}/meters").json()["items"]] == ["grpA-1"]
+    denied = [e for e in access.audit.entries(limit=100) if e.action == "access.denied"]
+    assert [(e.who, e.detail["meter"]) for e in denied] == [("ola", "grpB-1"), ("ola", "grpB-1")]
