@@ -45,6 +45,9 @@ def test_demo_story_and_capture(tmp_path: Path) -> None:
     assert len(tls["rotations"]) >= 3 and tls["keys_match"] and all(tls["keys_match"])
     assert doc["tls_downgrade"].startswith("refused")
     assert doc["revoked_again"].startswith("refused")
+    # the devices were enrolled and the stolen one revoked by the SECADM over the admin endpoint
+    assert "enrolled 9 devices and revoked 1" in doc["key_admin"]
+    assert doc["key_admin_audit_entries"] == 2 * (9 + 1)  # requested + ok, each
     assert doc["audit"]["revoke"] == 1 and doc["audit"]["auth-failure"] >= 2
     assert set(doc["eventlog"].values()) == {"accepted"} and len(doc["eventlog"]) == 3
     assert doc["eventlog_edited_entry"] == "edited-entry"

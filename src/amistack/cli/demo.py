@@ -3,9 +3,13 @@
 Chapter 1, network access and keys: a key server and N meters; every meter authenticates with
 PANA + EAP-PSK, its keys rotate twice in accelerated time (short session lifetime) and both ends
 hold the same application keys; a meter with the wrong PSK is refused; a meter revoked while
-online loses its session at once and is refused afterwards. One more meter authenticates with
-EAP-TLS and its device certificate (the demo's own PKI) to the same key server, rotates its keys
-the same way, and an EAP-PSK attempt under its identity (a downgrade) is refused.
+online loses its session at once and is refused afterwards. The devices are enrolled and the
+stolen one revoked by the demo's security administrator `demo-secadm` (a SECADM role
+certificate from the demo's PKI) over the key server's admin endpoint (mutual TLS), each action
+in the signed operator audit trail first (`amistack keys --server`). One more meter
+authenticates with EAP-TLS and its device certificate (the demo's own PKI) to the same key
+server, rotates its keys the same way, and an EAP-PSK attempt under its identity (a downgrade)
+is refused.
 Chapter 2, metering: meters push interval data over ANSI C12.22 (EAX') to the head-end, which
 runs demand response and a remote disconnect/reconnect. The head-end's REST API runs with access
 control on: the demo creates an installer and an operator (as `amistack users add` does), they
@@ -30,7 +34,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +44,7 @@ from amistack.c1222.security import key_id_byte
 from amistack.cli.common import CliError, open_store
 from amistack.cli.demo_broute import BrouteReport, chapter_broute
 from amistack.cli.demo_fleet import FleetReport, chapter_fleet
-from amistack.keymgmt import C1222, LINK, CredentialStore, KeyId, KeyRing, PurposeRegistry
+from amistack.keymgmt import C1222, LINK, KeyId, KeyRing, PurposeRegistry
 from amistack.meter.events import AccessGranted
 from amistack.runtime.keyserver import KeyServerRuntime, run_keyserver
 from amistack.runtime.loop import run
@@ -112,6 +116,8 @@ class Report:
     reconnect: str = ""
     api_anonymous: str = ""  # an anonymous disconnect through the API
     api_audit: int = 0  # operator audit trail entries the API wrote
+    key_admin: str = ""  # what the security administrator did over the admin endpoint
+    key_admin_audit: int = 0  # operator audit trail entries of the key server's admin
     eventlog: dict[str, str] = field(default_factory=dict)
     tampered: str = ""
     rollback: str = ""
@@ -127,6 +133,7 @@ class Report:
             and self.wrong_psk.startswith("refused")
             and self.revoked_live.startswith("session ended")
             and self.revoked_again.startswith("refused")
+            and self.key_admin_audit > 0
             and bool(self.readings)
             and min(self.readings.values()) >= 4
             and self.dr.startswith("confirmed")
@@ -194,26 +201,54 @@ def _prepare(data_dir: Path) -> None:
     (data_dir / MARKER).write_text("written by 'amistack demo'; emptied on every run\n")
 
 
-def _enroll(store: CredentialStore, n: int) -> dict[str, bytes]:
-    now = time.time()
+SECADM = "demo-secadm"  # the demo's security administrator (a role certificate)
+
+AdminCall = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def _demo_pki(data_dir: Path) -> None:
+    """The demo's PKI: the CA, the key server's certificate (PANA's EAP-TLS and the admin
+    endpoint) and the security administrator's role certificate (IEC 62351-8 SECADM)."""
+    from amistack.access import Role
+    from amistack.access.certroles import user_roles_extension
+    from amistack.keymgmt import pki
+
+    pki.init_ca(data_dir)
+    pki.issue_server(data_dir, "keyserver", ["127.0.0.1", "::1"])
+    pki.issue_client(data_dir, SECADM, [], extensions=[user_roles_extension({Role.SECADM})])
+
+
+def _admin(data_dir: Path, port: int) -> AdminCall:
+    """Requests to the key server's admin endpoint as `demo-secadm` (what `amistack keys
+    --server 127.0.0.1:PORT --cert demo-secadm` sends)."""
+    from amistack.runtime.keydist import TlsFiles, admin_request
+
+    files = TlsFiles.client(data_dir, SECADM)
+
+    async def call(request: dict[str, Any]) -> dict[str, Any]:
+        body = {**request, "at": time.time(), "nonce": secrets.token_hex(16)}
+        return await admin_request("127.0.0.1", port, files, body)
+
+    return call
+
+
+async def _enroll(admin: AdminCall, n: int) -> dict[str, bytes]:
     psks = {f"meter-{i:04d}": secrets.token_bytes(16) for i in range(1, n + 1)}
     psks["meter-stolen"] = secrets.token_bytes(16)  # revoked while online
     psks["meter-impostor"] = secrets.token_bytes(16)  # someone tries it with a wrong PSK
     for device, psk in psks.items():
-        store.enroll(device, psk, now)
+        await admin({"op": "enroll", "device": device, "psk": psk.hex()})
+    await admin({"op": "enroll", "device": TLS_METER, "method": "tls"})
     return psks
 
 
-def _tls_meter(data_dir: Path, store: CredentialStore) -> tuple[list[Any], Any]:
-    """The demo's PKI, one EAP-TLS meter enrolled for it: (key server methods, meter config)."""
+def _tls_meter(data_dir: Path, store: Any) -> tuple[list[Any], Any]:
+    """The EAP-TLS meter's certificate: (key server methods, meter config)."""
     from amistack.eap.tls import TlsPeerConfig
     from amistack.keymgmt import pki
     from amistack.keymgmt.eap_tls import eap_tls_method, tls_server_config
 
-    pki.init_ca(data_dir)
-    pki.issue_server(data_dir, "keyserver", ["127.0.0.1", "::1"])
     issued = pki.issue_device(data_dir, TLS_METER)
-    store.enroll_tls(TLS_METER, time.time())
     peer = TlsPeerConfig.build(
         pki.load_certificate(issued.cert_path),
         pki.load_private_key(issued.key_path),
@@ -225,9 +260,16 @@ def _tls_meter(data_dir: Path, store: CredentialStore) -> tuple[list[Any], Any]:
 async def _chapter_access(
     args: argparse.Namespace, report: Report, pcap: PcapWriter | None
 ) -> None:
+    from amistack.access import AuditTrail
+    from amistack.access.keyadmin import KeyAdminConfig, KeyAdminService
+    from amistack.runtime.keydist import TlsFiles
+
     store = open_store(args.data_dir, create=True)
-    psks = _enroll(store, args.meters)
+    _demo_pki(args.data_dir)
     tls_methods, tls_peer = _tls_meter(args.data_dir, store)
+    trail = AuditTrail.open(args.data_dir, time.time())
+    # the fleet is enrolled in one go: a budget of its size (the default is for a person)
+    admin_service = KeyAdminService(store, trail, config=KeyAdminConfig(burst=args.meters + 20))
     started: asyncio.Future[KeyServerRuntime] = asyncio.get_running_loop().create_future()
     stop_server = asyncio.Event()
     # only the key server captures: it sees every PANA datagram once (in or out); a meter
@@ -244,10 +286,13 @@ async def _chapter_access(
             session_lifetime=args.lifetime,
             revocation_poll=0.2,
             extra_methods=tls_methods,
+            admin=(TlsFiles.server(args.data_dir), ["127.0.0.1"], 0, admin_service),
             now=time.time(),
         )
     )
     rt = await asyncio.wait_for(started, 10)
+    admin = _admin(args.data_dir, rt.admin_addresses[0][1])
+    psks = await _enroll(admin, args.meters)
     report.addresses = [f"{h} port {p}" for h, p in rt.pana_addresses]
     v4, v6 = rt.pana_addresses[0], rt.pana_addresses[-1]
     loop = asyncio.get_running_loop()
@@ -294,7 +339,8 @@ async def _chapter_access(
     )
     fleet = asyncio.gather(*meters)
 
-    # the stolen meter is online; the operator revokes it ('amistack keys revoke' does this)
+    # the stolen meter is online; the security administrator revokes it over the admin
+    # endpoint ('amistack keys revoke meter-stolen --server ... --cert demo-secadm')
     stolen_rotations: list[AccessGranted] = []
     stolen_stop = asyncio.Event()
     stolen = asyncio.create_task(
@@ -319,8 +365,7 @@ async def _chapter_access(
     ):
         await asyncio.sleep(0.1)
 
-    with open_store(args.data_dir, create=False) as operator:  # as 'amistack keys revoke'
-        operator.revoke("meter-stolen", "reported stolen", time.time())
+    await admin({"op": "revoke", "device": "meter-stolen", "reason": "reported stolen"})
     revoked_at = loop.time()
     while loop.time() < revoked_at + 3 and rt.engine.agent.sessions_for_peer(b"meter-stolen"):
         await asyncio.sleep(0.05)
@@ -328,7 +373,7 @@ async def _chapter_access(
     sessions_left = rt.engine.agent.sessions_for_peer(b"meter-stolen")
     key_left = rt.engine.current_key(b"meter-stolen", C1222, rt.pana.now())
     report.revoked_live = (
-        f"session ended and keys destroyed {took:.1f} s after 'keys revoke'"
+        f"session ended and keys destroyed {took:.1f} s after 'keys revoke' by {SECADM}"
         if not sessions_left and key_left is None and stolen_rotations
         else f"NOT ended: sessions {sessions_left}, key {'kept' if key_left else 'gone'}"
     )
@@ -347,6 +392,14 @@ async def _chapter_access(
     for entry in store.audit_log(100_000):
         report.audit[entry.kind] = report.audit.get(entry.kind, 0) + 1
     store.close()
+    done = [e for e in trail.entries(limit=100_000) if e.action.startswith("keys.")]
+    trail.close()
+    report.key_admin_audit = len(done)
+    ok = [e.action for e in done if e.who == SECADM and e.outcome == "ok"]
+    report.key_admin = (
+        f"{SECADM} (role certificate, SECADM) enrolled {ok.count('keys.enroll')} devices and "
+        f"revoked {ok.count('keys.revoke')} over the admin endpoint (mutual TLS)"
+    )
 
 
 async def _chapter_metering(
@@ -590,6 +643,10 @@ def _print(report: Report) -> None:
     print(f"  wrong PSK: {report.wrong_psk}")
     print(f"  revoked while online: {report.revoked_live}")
     print(f"  revoked meter tries again: {report.revoked_again}")
+    print(
+        f"  key administration: {report.key_admin}; {report.key_admin_audit} entries in the "
+        "signed operator audit trail, each written before its action"
+    )
     print(f"  audit trail: {', '.join(f'{k} {v}' for k, v in sorted(report.audit.items()))}")
     if report.pcap:
         port = report.addresses[0].rsplit(" ", 1)[-1] if report.addresses else "PORT"
@@ -675,6 +732,8 @@ def _run(args: argparse.Namespace) -> int:
             "tls_downgrade": report.tls_downgrade,
             "revoked_live": report.revoked_live,
             "revoked_again": report.revoked_again,
+            "key_admin": report.key_admin,
+            "key_admin_audit_entries": report.key_admin_audit,
             "audit": report.audit,
             "key_server_counters": report.counters,
             "metering_readings": report.readings,

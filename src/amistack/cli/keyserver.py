@@ -288,11 +288,14 @@ def _run(args: argparse.Namespace) -> int:
             print(f"key server: capturing to {args.pcap}", flush=True)
 
     admin = None
+    trail = None
     if admin_tls is not None:
         from amistack.access import AuditTrail
+        from amistack.access.keyadmin import KeyAdminService
 
         ka_hosts, ka_port = _one_port(args.admin_listen, "--admin-listen")
-        admin = (admin_tls, ka_hosts, ka_port, AuditTrail.open(args.data_dir, time.time()))
+        trail = AuditTrail.open(args.data_dir, time.time())
+        admin = (admin_tls, ka_hosts, ka_port, KeyAdminService(store, trail))
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -327,8 +330,8 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         if pcap is not None:
             pcap.close()
-        if admin is not None:
-            admin[3].close()
+        if trail is not None:
+            trail.close()
         store.close()
     print("key server: stopped", flush=True)
     return 0

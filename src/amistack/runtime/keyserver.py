@@ -284,9 +284,9 @@ async def run_keyserver(
     by another process (`amistack keys revoke`) loses its sessions and keys at once.
     `keydist` = (TlsFiles, hosts, port): also serve keys to application servers over mutual
     TLS (runtime.keydist), on the key server's clock.
-    `admin` = (TlsFiles, hosts, port, audit trail): also serve key administration to operators
-    with role certificates over mutual TLS (`access.keyadmin`, docs/access-control.md); each
-    change is written to `audit` (an `access.AuditTrail`) before it reaches `store`.
+    `admin` = (TlsFiles, hosts, port, service): also serve key administration to operators
+    with role certificates over mutual TLS; `service` is an `access.keyadmin.KeyAdminService`
+    on `store` and the operator audit trail (docs/access-control.md).
 
     `radius_server`: run EAP on that RADIUS server (pass-through) instead of the built-in
     EAP-PSK server; `radius_listen`: also be a RADIUS EAP server for NASes (802.1X, other PAAs).
@@ -331,11 +331,9 @@ async def run_keyserver(
             kd = await start_keydist(engine, tls, kd_hosts, kd_port, clock=rt.pana.now)
             rt.keydist_addresses = list(kd.addresses)
         if admin is not None:
-            from amistack.access.keyadmin import KeyAdminService
             from amistack.runtime.keydist import start_keyadmin
 
-            tls, ka_hosts, ka_port, trail = admin
-            service = KeyAdminService(store, trail, rng=rng)
+            tls, ka_hosts, ka_port, service = admin
             ka = await start_keyadmin(service, tls, ka_hosts, ka_port, clock=rt.pana.now)
             rt.admin_addresses = list(ka.addresses)
         poller = asyncio.create_task(_apply_revocations(engine, rt.pana, revocation_poll))
