@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from amistack.access.users import Principal
 from amistack.eventlog.log import CheckpointPolicy, EventLog, FsyncPolicy, LogConfig
 from amistack.eventlog.record import EventRecord, SignedHead, iso_ms
 from amistack.securemodule import SecureModule
@@ -158,6 +159,28 @@ class AuditTrail:
             if self._first_unsigned_ms is None:
                 self._first_unsigned_ms = t_ms
         return seq
+
+    def record_by(
+        self,
+        now: float,
+        who: Principal,
+        action: str,
+        *,
+        target: str = "",
+        outcome: str = "ok",
+        detail: Mapping[str, Any] | str = "",
+    ) -> int:
+        """`record` for an authenticated principal: its name, how it authenticated, from where."""
+        return self.record(
+            now,
+            who.name,
+            action,
+            via=who.via,
+            target=target,
+            outcome=outcome,
+            detail=detail,
+            source=who.source,
+        )
 
     def seal(self, now: float) -> SignedHead | None:
         """Sign a head over everything appended so far (None: nothing new to sign)."""

@@ -203,15 +203,8 @@ class AccessControl:
         source: str = "",
     ) -> int:
         if isinstance(who, Principal):
-            return self.audit.record(
-                self.clock(),
-                who.name,
-                action,
-                via=who.via,
-                target=target,
-                outcome=outcome,
-                detail=detail,
-                source=who.source,
+            return self.audit.record_by(
+                self.clock(), who, action, target=target, outcome=outcome, detail=detail
             )
         return self.audit.record(
             self.clock(), who, action, target=target, outcome=outcome, detail=detail, source=source

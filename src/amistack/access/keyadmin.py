@@ -39,8 +39,9 @@ import re
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
+from amistack.access.audit import AuditTrail
 from amistack.access.rights import Right, role_names
 from amistack.access.users import Principal
 from amistack.crypto import RandomSource, system_random
@@ -71,23 +72,6 @@ class KeyAdminConfig:
     burst: int = 30  # requests an operator may send at once
     max_operators: int = 1024  # token buckets kept (bounded memory)
     max_nonces: int = 100_000  # nonces remembered (a change past this is refused, not forgotten)
-
-
-class AuditSink(Protocol):
-    """`access.audit.AuditTrail.record`'s shape."""
-
-    def record(
-        self,
-        now: float,
-        who: str,
-        action: str,
-        *,
-        via: str = "",
-        target: str = "",
-        outcome: str = "ok",
-        detail: Mapping[str, Any] | str = "",
-        source: str = "",
-    ) -> int: ...
 
 
 class _Refused(Exception):
@@ -123,7 +107,7 @@ class KeyAdminService:
     def __init__(
         self,
         store: Any,
-        audit: AuditSink,
+        audit: AuditTrail,
         *,
         rng: RandomSource = system_random,
         config: KeyAdminConfig | None = None,
@@ -231,7 +215,8 @@ class KeyAdminService:
         if name == "whoami":
             return _answer(rid, _whoami(who))
         if name == "list":
-            return self._read(who, now, rid, "keys.list", "", {}, lambda: self._list(who))
+            self._read(who, now, "keys.list")
+            return _answer(rid, {"ok": True, **self._list(who)})
         if name == "audit":
             return self._audit_rows(req, who, now, rid)
         if name == "group_keys":
@@ -329,20 +314,11 @@ class KeyAdminService:
         self.counters["done"] += 1
         return _answer(rid, {"ok": True, "device": target, **result})
 
-    def _read(
-        self,
-        who: Principal,
-        now: float,
-        rid: object,
-        action: str,
-        target: str,
-        detail: dict[str, Any],
-        read: Callable[[], dict[str, Any]],
-    ) -> bytes:
+    def _read(self, who: Principal, now: float, action: str, **detail: Any) -> None:
         """Reads are audited too, and not answered if the entry cannot be written."""
+        target = str(detail.pop("target", ""))
         if not self._record(who, now, action, target, "ok", detail):
             raise _AuditDown
-        return _answer(rid, {"ok": True, **read()})
 
     def _list(self, who: Principal) -> dict[str, Any]:
         rows = []
@@ -372,25 +348,16 @@ class KeyAdminService:
                 "forbidden", f"{device!r} is outside {who.name}'s area of responsibility"
             )
 
-        def rows() -> dict[str, Any]:
-            out = []
-            for e in self.store.audit_log(limit, device_id=device):
-                if not who.covers(e.device_id if e.device_id is not None else "*"):
-                    continue
-                out.append(
-                    {
-                        "seq": e.seq,
-                        "at": e.at,
-                        "kind": str(e.kind),
-                        "device": None
-                        if e.device_id is None
-                        else e.device_id.decode("utf-8", "replace"),
-                        "detail": e.detail,
-                    }
-                )
-            return {"entries": out}
-
-        return self._read(who, now, rid, "keys.audit", device or "", {"limit": limit}, rows)
+        self._read(who, now, "keys.audit", target=device or "", limit=limit)
+        out = []
+        for e in self.store.audit_log(limit, device_id=device):
+            if not who.covers(e.device_id if e.device_id is not None else "*"):
+                continue
+            shown = None if e.device_id is None else e.device_id.decode("utf-8", "replace")
+            out.append(
+                {"seq": e.seq, "at": e.at, "kind": str(e.kind), "device": shown, "detail": e.detail}
+            )
+        return _answer(rid, {"ok": True, "entries": out})
 
     def _group_keys(self, req: dict[str, Any], who: Principal, now: float, rid: object) -> bytes:
         pan, material = req.get("pan"), req.get("material", False)
@@ -399,25 +366,24 @@ class KeyAdminService:
         if material and "*" not in who.aor:  # a PAN's group key covers every meter in it
             raise _Refused("forbidden", "group key material needs an area of responsibility '*'")
 
-        def ring() -> dict[str, Any]:
-            found = self.store.load_group_keys(pan)
-            if found is None:
-                return {"pan": pan, "keys": None}
-            serial, rotate_at, keys = found
-            rows = [
-                {
-                    "index": k.index,
-                    "serial": k.serial,
-                    "not_before": k.not_before,
-                    "not_after": k.not_after,
-                    **({"key": k.key.hex()} if material else {}),
-                }
-                for k in keys
-            ]
-            return {"pan": pan, "serial": serial, "rotate_at": rotate_at, "keys": rows}
-
         action = "keys.group_keys.export" if material else "keys.group_keys"
-        return self._read(who, now, rid, action, f"pan:{pan:#06x}", {}, ring)
+        self._read(who, now, action, target=f"pan:{pan:#06x}")
+        found = self.store.load_group_keys(pan)
+        if found is None:
+            return _answer(rid, {"ok": True, "pan": pan, "keys": None})
+        serial, rotate_at, keys = found
+        rows = [
+            {
+                "index": k.index,
+                "serial": k.serial,
+                "not_before": k.not_before,
+                "not_after": k.not_after,
+                **({"key": k.key.hex()} if material else {}),
+            }
+            for k in keys
+        ]
+        body = {"ok": True, "pan": pan, "serial": serial, "rotate_at": rotate_at, "keys": rows}
+        return _answer(rid, body)
 
     # -- the audit trail ----------------------------------------------------------------------
 
@@ -431,16 +397,7 @@ class KeyAdminService:
         detail: Mapping[str, Any] | str,
     ) -> bool:
         try:
-            self.audit.record(
-                now,
-                who.name,
-                action,
-                via=who.via,
-                target=target,
-                outcome=outcome,
-                detail=detail,
-                source=who.source,
-            )
+            self.audit.record_by(now, who, action, target=target, outcome=outcome, detail=detail)
         except Exception:  # the caller decides: no change (and no read) without its entry
             self.counters["audit_errors"] += 1
             log.exception("key admin: audit entry lost", extra={"action": action})

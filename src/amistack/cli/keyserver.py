@@ -223,6 +223,20 @@ def _extra_methods(args: argparse.Namespace, store: Any) -> list[Any]:
     return [eap_tls_method(config, time.time)]
 
 
+def _server_tls(args: argparse.Namespace) -> Any:
+    """The key server's TLS files (`pki init`, `pki issue-server keyserver`) for its mutual-TLS
+    listeners (key distribution, administration)."""
+    from amistack.keymgmt.pki import PkiError
+    from amistack.runtime.keydist import TlsFiles
+
+    try:
+        return TlsFiles.server(args.data_dir, "keyserver")
+    except PkiError as exc:
+        raise CliError(
+            f"{exc} (run 'amistack pki init' and 'amistack pki issue-server keyserver')"
+        ) from None
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.radius_listen and not args.radius_secret:
         raise CliError("--radius-listen needs --radius-secret")
@@ -233,28 +247,9 @@ def _run(args: argparse.Namespace) -> int:
     hosts, port = _one_port(args.listen or [("0.0.0.0", PANA_PORT), ("::", PANA_PORT)], "--listen")
     keydist = None
     if args.keydist_listen:
-        from amistack.keymgmt.pki import PkiError
-        from amistack.runtime.keydist import TlsFiles
-
-        try:
-            tls = TlsFiles.server(args.data_dir, "keyserver")
-        except PkiError as exc:
-            raise CliError(
-                f"{exc} (run 'amistack pki init' and 'amistack pki issue-server keyserver')"
-            ) from None
         kd_hosts, kd_port = _one_port(args.keydist_listen, "--keydist-listen")
-        keydist = (tls, kd_hosts, kd_port)
-    admin_tls = None
-    if args.admin_listen:
-        from amistack.keymgmt.pki import PkiError
-        from amistack.runtime.keydist import TlsFiles
-
-        try:
-            admin_tls = TlsFiles.server(args.data_dir, "keyserver")
-        except PkiError as exc:
-            raise CliError(
-                f"{exc} (run 'amistack pki init' and 'amistack pki issue-server keyserver')"
-            ) from None
+        keydist = (_server_tls(args), kd_hosts, kd_port)
+    admin_tls = _server_tls(args) if args.admin_listen else None
     # (with --aaa-radius the credentials live in the RADIUS server: no enrolment needed here)
     if not args.init and not args.aaa_radius and not (args.data_dir / KEYSERVER_DB).exists():
         raise CliError(

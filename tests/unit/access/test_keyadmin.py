@@ -185,15 +185,17 @@ def test_a_flood_from_one_operator_is_cut_and_audited_once(env: Env) -> None:
 
 
 def test_no_change_when_the_audit_trail_cannot_be_written(env: Env) -> None:
-    class Broken:
+    class Broken(AuditTrail):
         def record(self, *a: object, **k: object) -> int:
             raise OSError("disk full")
 
-    env.svc = KeyAdminService(env.store, Broken())
+    broken = Broken.open(env.tmp / "full", T0)
+    env.svc = KeyAdminService(env.store, broken)
     out = env.call(SAM, "enroll", device="m-1", psk=PSK.hex())
     assert (out["error"], out["detail"]) == ("internal", "audit unavailable; nothing done")
     assert env.store.list_devices() == []
     assert env.call(SAM, "list")["error"] == "internal"  # no unaudited read either
+    broken.close()
 
 
 def test_the_audit_trail_tampered_at_rest_is_caught(env: Env) -> None:
