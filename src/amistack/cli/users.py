@@ -9,20 +9,22 @@ by `cli:<login name>`. See docs/access-control.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from amistack.access import AccessError, AccessStore, AuditTrail, parse_roles, role_names
 from amistack.access.rights import Role
 from amistack.cli.common import CliError, add_data_dir
 
 PASSWORD_ENV = "AMISTACK_PASSWORD"
+T = TypeVar("T")
 
 
 def register(sub: Any) -> None:
@@ -104,6 +106,30 @@ def _opened(args: argparse.Namespace) -> Iterator[tuple[AccessStore, AuditTrail]
         store.close()
 
 
+def _audited(audit: AuditTrail, action: str, target: str, fn: Callable[[], T], **detail: Any) -> T:
+    """Audit-before-action, as the API: the request entry first (nothing is done if it cannot
+    be written), then the change, then its outcome."""
+    who = _who()
+    try:
+        audit.record(time.time(), who, action, target=target, outcome="requested", detail=detail)
+    except Exception as exc:
+        raise CliError(f"the audit trail is unavailable ({exc}); nothing done") from None
+    try:
+        result = fn()
+    except AccessError as exc:
+        _after(audit, who, action, target, f"refused: {exc.code}", {"reason": exc.message})
+        raise
+    _after(audit, who, action, target, "ok", {})
+    return result
+
+
+def _after(
+    audit: AuditTrail, who: str, action: str, target: str, outcome: str, detail: dict[str, Any]
+) -> None:
+    with contextlib.suppress(Exception):  # the change stands; its request entry names it
+        audit.record(time.time(), who, action, target=target, outcome=outcome, detail=detail)
+
+
 def _who() -> str:
     try:
         return f"cli:{getpass.getuser()}"
@@ -136,9 +162,12 @@ def _add(args: argparse.Namespace) -> int:
     roles = _parse_roles(args.role)
     password = _password()
     with _opened(args) as (store, audit):
-        user = store.add_user(args.name, password, roles, time.time())
-        audit.record(
-            time.time(), _who(), "user.add", target=user.name, detail={"roles": role_names(roles)}
+        user = _audited(
+            audit,
+            "user.add",
+            args.name,
+            lambda: store.add_user(args.name, password, roles, time.time()),
+            roles=role_names(roles),
         )
     print(f"user {user.name}: {', '.join(role_names(user.roles))}")
     return 0
@@ -164,9 +193,10 @@ def _list(args: argparse.Namespace) -> int:
 
 def _set_disabled(args: argparse.Namespace, disabled: bool) -> int:
     with _opened(args) as (store, audit):
-        revoked = store.set_disabled(args.name, disabled)
         action = "user.disable" if disabled else "user.enable"
-        audit.record(time.time(), _who(), action, target=args.name, detail={"revoked": revoked})
+        revoked = _audited(
+            audit, action, args.name, lambda: store.set_disabled(args.name, disabled)
+        )
     print(f"user {args.name}: {'disabled' if disabled else 'enabled'}", end="")
     print(f"; {revoked} token(s) revoked" if disabled else "")
     return 0
@@ -183,13 +213,12 @@ def _enable(args: argparse.Namespace) -> int:
 def _roles(args: argparse.Namespace) -> int:
     roles = _parse_roles(args.role)
     with _opened(args) as (store, audit):
-        store.set_roles(args.name, roles)
-        audit.record(
-            time.time(),
-            _who(),
+        _audited(
+            audit,
             "user.roles",
-            target=args.name,
-            detail={"roles": role_names(roles)},
+            args.name,
+            lambda: store.set_roles(args.name, roles),
+            roles=role_names(roles),
         )
     print(f"user {args.name}: {', '.join(role_names(roles))}")
     return 0
@@ -198,10 +227,10 @@ def _roles(args: argparse.Namespace) -> int:
 def _token(args: argparse.Namespace) -> int:
     if args.revoke:
         with _opened(args) as (store, audit):
-            user = store.revoke_token(args.revoke)
-            audit.record(
-                time.time(), _who(), "token.revoke", target=user, detail={"token_id": args.revoke}
-            )
+            user = _audited(
+                audit, "token.revoke", "", lambda: store.revoke_token(args.revoke),
+                token_id=args.revoke,
+            )  # fmt: skip
         print(f"token {args.revoke} of {user}: revoked")
         return 0
     if not args.name:
@@ -210,13 +239,17 @@ def _token(args: argparse.Namespace) -> int:
         issued = store.issue_token(
             args.name, time.time(), ttl_s=args.days * 86400, label=args.label
         )
-        audit.record(
-            time.time(),
-            _who(),
-            "token.create",
-            target=args.name,
-            detail={"token_id": issued.token_id, "label": args.label},
-        )
+        try:  # the token's id exists only now: recorded at once, or the token is revoked
+            audit.record(
+                time.time(),
+                _who(),
+                "token.create",
+                target=args.name,
+                detail={"token_id": issued.token_id, "label": args.label},
+            )
+        except Exception as exc:
+            store.revoke_token(issued.token_id)
+            raise CliError(f"the audit trail is unavailable ({exc}); no token issued") from None
     print(issued.token)
     print(
         f"token {issued.token_id} for {issued.user}, valid until {_date(issued.expires_at)} UTC "

@@ -55,9 +55,19 @@ def test_first_user_token_list_disable(
     code, _, err = users(capsys, d, "add", "bob", "--role", "VIEWER")
     assert code == 2 and "password" in err
     trail = AuditTrail.open(d, time.time())
-    actions = [(e.action, e.target) for e in trail.entries()]
+    actions = [(e.action, e.target, e.outcome) for e in trail.entries()]
     trail.close()
-    assert actions == [("user.add", "alice"), ("token.create", "alice"), ("user.disable", "alice")]
+    assert actions == [  # audit-before-action: each change's request, then its outcome
+        ("user.add", "alice", "requested"),
+        ("user.add", "alice", "ok"),
+        ("token.create", "alice", "ok"),
+        ("user.disable", "alice", "requested"),
+        ("user.disable", "alice", "ok"),
+        ("user.add", "alice", "requested"),
+        ("user.add", "alice", "refused: exists"),
+        ("user.add", "bob", "requested"),
+        ("user.add", "bob", "refused: invalid"),
+    ]
 
 
 def test_issue_client_with_roles_and_meters(capsys: pytest.CaptureFixture[str], d: Path) -> None:
@@ -138,3 +148,26 @@ def test_headend_ports_in_use_are_one_line_naming_the_address(
         f"amistack headend: error: cannot listen on 127.0.0.1 port {port} (C12.22): "
         "address already in use\n"
     )
+
+
+def test_no_user_change_when_the_audit_trail_cannot_be_written(
+    capsys: pytest.CaptureFixture[str], d: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AMISTACK_PASSWORD", "correct horse battery")
+    assert users(capsys, d, "add", "alice", "--role", "VIEWER")[0] == 0
+
+    def full(*args: object, **kwargs: object) -> int:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(AuditTrail, "record", full)
+    for argv in (("add", "carol", "--role", "VIEWER"), ("disable", "alice"), ("token", "alice")):
+        code, _, err = users(capsys, d, *argv)
+        assert code == 2 and "audit trail is unavailable" in err, argv
+    store = AccessStore(d)
+    try:
+        assert store.get_user("carol") is None
+        alice = store.get_user("alice")
+        assert alice is not None and not alice.disabled
+        assert [t for t in store.list_tokens("alice") if not t.revoked] == []
+    finally:
+        store.close()
