@@ -46,6 +46,7 @@ from amistack.headend.storage import ReadingRepository, open_repository
 from amistack.mesh.security import FileCounterStore
 from amistack.runtime.eventtext import event_text
 from amistack.runtime.ingest_writer import ThreadedBatchWriter
+from amistack.runtime.loop import seal_audit_daily
 from amistack.runtime.udp import Capture, EngineDriver
 
 if TYPE_CHECKING:  # FastAPI and uvicorn load only when the API is served (CLI start-up time)
@@ -96,15 +97,6 @@ def open_access(
         ca_cert=load_certificate(tls.ca) if tls is not None else None,
         crl_path=tls.crl if tls is not None else None,
     )
-
-
-async def _seal_daily(access: AccessControl) -> None:
-    """Sign the operator audit trail's head at each UTC midnight that has entries before it."""
-    while True:
-        due = access.audit.next_seal(time.time())
-        await asyncio.sleep(60.0 if due is None else max(1.0, min(due - time.time(), 3600.0)))
-        if due is not None and time.time() >= due:
-            access.audit.seal(time.time())
 
 
 @dataclass
@@ -226,7 +218,7 @@ async def run_headend(
             api_sock = bind_api(*api)
             if access is None:
                 access = owned = open_access(data, time.time, api_tls)
-            seal = asyncio.create_task(_seal_daily(access))
+            seal = asyncio.create_task(seal_audit_daily(access.audit))
             tasks.add(seal)
             server = api_server(create_app(repo, access), api_tls)
             api_task = asyncio.create_task(server.serve(sockets=[api_sock]))

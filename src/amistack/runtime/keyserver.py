@@ -19,6 +19,7 @@ from typing import Any, cast
 from amistack.addr import Addr
 from amistack.crypto import RandomSource, system_random
 from amistack.runtime.eventtext import event_text
+from amistack.runtime.loop import seal_audit_daily
 from amistack.runtime.udp import Capture, EngineDriver, is_ipv6
 
 log = logging.getLogger(__name__)
@@ -323,6 +324,7 @@ async def run_keyserver(
     kd = None
     ka = None
     poller = None
+    sealer = None
     try:
         if keydist is not None:
             from amistack.runtime.keydist import start_keydist
@@ -336,6 +338,7 @@ async def run_keyserver(
             tls, ka_hosts, ka_port, service = admin
             ka = await start_keyadmin(service, tls, ka_hosts, ka_port, clock=rt.pana.now)
             rt.admin_addresses = list(ka.addresses)
+            sealer = asyncio.create_task(seal_audit_daily(service.audit))
         poller = asyncio.create_task(_apply_revocations(engine, rt.pana, revocation_poll))
         if ready is not None:
             ready(rt)
@@ -347,6 +350,10 @@ async def run_keyserver(
             await kd.close()
         if ka is not None:
             await ka.close()
+        if sealer is not None and admin is not None:
+            sealer.cancel()
+            with contextlib.suppress(Exception):  # the last entries get their signed head
+                admin[3].audit.seal(time.time())
         final = getattr(engine, "flush", None)
         if final is not None:
             with contextlib.suppress(Exception):  # nothing a stopping server can do about it

@@ -6,8 +6,12 @@ import asyncio
 import contextlib
 import gc
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from amistack.access.audit import AuditTrail
 
 log = logging.getLogger(__name__)
 
@@ -83,3 +87,13 @@ def run(main: Callable[[], Awaitable[T]], prefer_uvloop: bool = True) -> T:
         finally:
             asyncio.set_event_loop(None)
             loop.close()
+
+
+async def seal_audit_daily(trail: AuditTrail) -> None:
+    """Sign the operator audit trail's head at each UTC midnight that has entries before it
+    (the head-end's and the key server's trails; each also seals at shutdown)."""
+    while True:
+        due = trail.next_seal(time.time())
+        await asyncio.sleep(60.0 if due is None else max(1.0, min(due - time.time(), 3600.0)))
+        if due is not None and time.time() >= due:
+            trail.seal(time.time())

@@ -217,3 +217,32 @@ def test_cli_keys_acts_through_the_admin_endpoint(
         assert a.store.is_active("grpA-5")
 
     with_admin(pki_dir, store, body)
+
+
+def test_the_key_server_serves_admin_and_seals_the_trail_at_shutdown(
+    pki_dir: Path, store: tuple[CredentialStore, AuditTrail]
+) -> None:
+    from amistack.eventlog.verify import verify_lines
+    from amistack.runtime.keyserver import KeyServerRuntime, run_keyserver
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        started: asyncio.Future[KeyServerRuntime] = asyncio.get_running_loop().create_future()
+        service = KeyAdminService(store[0], store[1])
+        task = asyncio.create_task(
+            run_keyserver(
+                store[0], [HOST], 0, stop=stop, ready=started.set_result, now=time.time(),
+                admin=(TlsFiles.server(pki_dir), [HOST], 0, service),
+            )
+        )  # fmt: skip
+        rt = await asyncio.wait_for(started, 10)
+        port = rt.admin_addresses[0][1]
+        body = {"op": "enroll", "device": "m-1", "psk": PSK, "at": time.time(), "nonce": "cd" * 16}
+        assert (await admin_request(HOST, port, TlsFiles.client(pki_dir, "sam"), body))["ok"]
+        stop.set()
+        await task
+
+    run(main)
+    trail = store[1]
+    assert trail.heads() and trail.heads()[-1].size == trail.size  # sealed at shutdown
+    assert verify_lines(list(trail.export_lines()), trail.public_key_pem()).ok
