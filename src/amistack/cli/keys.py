@@ -245,6 +245,8 @@ def _login() -> str:
 def _token(args: argparse.Namespace) -> str:
     from amistack.crypto.secretfile import SecretFileError, read_secret_file
 
+    if str(args.token_file) == "-" and str(getattr(args, "psk_file", "")) == "-":
+        raise CliError("standard input can carry the PSK or the token, not both")
     if args.token_file is None:
         text = os.environ.get(TOKEN_ENV, "")
     elif str(args.token_file) == "-":
