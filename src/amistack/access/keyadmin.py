@@ -27,7 +27,7 @@ to an enroll/rotate_psk without a PSK carries the generated one, once, to the op
     {"op": "revoke", "device": "meter-1", "reason": "stolen", "keys_valid_for": 0, "at", "nonce"}
     {"op": "rotate_psk", "device": "meter-1", "psk": "<32 hex>"?, "at", "nonce"}
     {"op": "list"}  {"op": "audit", "device": "meter-1"?, "limit": 50}
-    {"op": "group_keys", "pan": 64206, "material": false}  {"op": "whoami"}
+    {"op": "group_keys", "pan": 64206, "material": false}  {"op": "trail"}  {"op": "whoami"}
  -> {"ok": true, "id": 1, ...}  or  {"ok": false, "id": 1, "error": "forbidden", "detail": ...}
 """
 
@@ -94,6 +94,7 @@ _OPS: dict[str, _Op] = {
     "list": _Op(Right.KEY_INVENTORY, False),
     "audit": _Op(Right.AUDIT, False),
     "group_keys": _Op(Right.KEY_INVENTORY, False),  # with "material": Right.KEYS and aor *
+    "trail": _Op(Right.AUDIT, False),  # the operator audit trail itself, to verify offline
     "whoami": _Op(None, False),
 }
 
@@ -221,6 +222,8 @@ class KeyAdminService:
             return self._audit_rows(req, who, now, rid)
         if name == "group_keys":
             return self._group_keys(req, who, now, rid)
+        if name == "trail":
+            return self._trail(who, now, rid)
         assert device is not None
         nonce = self._fresh(req, who, now)
         detail, apply = self._change(name, req, device, now)
@@ -384,6 +387,22 @@ class KeyAdminService:
         ]
         body = {"ok": True, "pan": pan, "serial": serial, "rotate_at": rotate_at, "keys": rows}
         return _answer(rid, body)
+
+    def _trail(self, who: Principal, now: float, rid: object) -> bytes:
+        """The operator audit trail as an event-log export and its public key: `amistack log
+        verify FILE --pubkey PEM` checks it. A head is signed first (beside the daily ones), so
+        the export verifies up to this request. Every operator's actions: area '*' only."""
+        if "*" not in who.aor:
+            raise _Refused("forbidden", "the whole audit trail needs an area of responsibility '*'")
+        self._read(who, now, "keys.trail")
+        try:  # a head over everything so far (this request too), so all of it verifies now
+            self.audit.seal(now)
+        except Exception:
+            log.exception("key admin: sealing the audit trail failed")
+            raise _AuditDown from None
+        export = "".join(self.audit.export_lines())
+        pem = self.audit.public_key_pem().decode("ascii")
+        return _answer(rid, {"ok": True, "export": export, "public_key": pem})
 
     # -- the audit trail ----------------------------------------------------------------------
 

@@ -159,6 +159,18 @@ def register(sub: Any) -> None:
     _add_identity(p)
     p.set_defaults(handler=_group_keys)
 
+    p = ksub.add_parser(
+        "trail",
+        help="export the operator audit trail to verify it (SECAUD)",
+        description="Write the key server's operator audit trail (who enrolled, revoked, "
+        "rotated, listed, and every refusal) as an event-log export to FILE and its public key "
+        "to FILE.pem; 'amistack log verify FILE --pubkey FILE.pem' checks that nothing in it "
+        "was changed or cut.",
+    )
+    p.add_argument("--out", type=Path, required=True, metavar="FILE")
+    _add_identity(p)
+    p.set_defaults(handler=_trail)
+
     p = ksub.add_parser("audit", help="show the store's audit trail, newest first (SECAUD)")
     p.add_argument("--device", metavar="ID")
     p.add_argument("--limit", type=int, default=50)
@@ -396,4 +408,18 @@ def _audit(args: argparse.Namespace) -> int:
             print(
                 f"{r['seq']:>6} {r['at']} {r['kind']:<16} {r['device_id'] or '-':<20} {r['detail']}"
             )
+    return 0
+
+
+def _trail(args: argparse.Namespace) -> int:
+    answer = _call(args, {"op": "trail"})
+    pem = args.out.with_name(args.out.name + ".pem")
+    try:
+        args.out.write_text(answer["export"])
+        pem.write_text(answer["public_key"])
+    except OSError as exc:
+        raise CliError(f"cannot write {exc.filename}: {exc.strerror}") from None
+    print(
+        f"operator audit trail: {args.out} (verify: amistack log verify {args.out} --pubkey {pem})"
+    )
     return 0

@@ -640,6 +640,7 @@ async def start_keydist(
 DEFAULT_KEYADMIN_PORT = 7717  # lab choice (unassigned), beside key distribution's 7716
 # An operator is one person at a console: a few connections from one host are plenty.
 KEYADMIN_CONFIG = KeyDistConfig(max_connections=64, max_connections_per_source=4)
+MAX_ADMIN_ANSWER = 64 << 20  # octets: the `trail` answer carries the whole audit trail
 
 
 async def start_keyadmin(
@@ -692,7 +693,7 @@ async def admin_request(
                 ssl=ctx,
                 server_hostname=server_hostname or host,
                 ssl_handshake_timeout=timeout,
-                limit=1 << 20,
+                limit=MAX_ADMIN_ANSWER,
             ),
             timeout,
         )

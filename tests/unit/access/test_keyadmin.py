@@ -236,3 +236,13 @@ def test_admin_request_decoder_fuzz(tmp_path: Path) -> None:
     finally:
         e.audit.close()
         e.store.close()
+
+
+def test_secaud_exports_the_trail_and_it_verifies(env: Env) -> None:
+    env.call(SAM, "enroll", device="m-1", psk=PSK.hex())
+    assert env.call(SAM, "trail")["error"] == "forbidden"  # the administrator cannot fetch it
+    scoped = who("al", Role.SECAUD, aor=("grpA-*",))
+    assert env.call(scoped, "trail")["error"] == "forbidden"  # it holds every meter's actions
+    got = env.call(SUE, "trail")
+    verdict = verify_lines(got["export"].split("\n"), got["public_key"].encode())
+    assert verdict.ok and verdict.entries >= 4

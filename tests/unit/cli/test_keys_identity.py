@@ -111,3 +111,17 @@ def test_psks_stay_out_of_the_trail_the_log_and_readable_files(
         ("keys.rotate_psk", "requested"),
         ("keys.rotate_psk", "ok"),
     ]
+
+
+def test_the_trail_export_verifies_with_log_verify(
+    capsys: pytest.CaptureFixture[str], d: Path, tmp_path: Path
+) -> None:
+    assert run_keys(capsys, d, "enroll", "m-1")[0] == 0
+    out = tmp_path / "trail.txt"
+    code, printed, _ = run_keys(capsys, d, "trail", "--out", str(out))
+    assert code == 0 and "amistack log verify" in printed
+    code, _, _ = run(capsys, "log", "verify", str(out), "--pubkey", f"{out}.pem")
+    assert code == 0
+    out.write_text(out.read_text().replace(b"keys.enroll".hex(), b"keys.enrol1".hex(), 1))
+    code, _, _ = run(capsys, "log", "verify", str(out), "--pubkey", f"{out}.pem")
+    assert code == 1  # an edited entry is caught
