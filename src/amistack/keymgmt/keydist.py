@@ -384,7 +384,8 @@ def key_from_answer(answer: dict[str, Any], purpose: str) -> DistributedKey:
         not_after = float(answer["not_after"])
         kid = None if answer.get("key_id") is None else KeyId.parse(answer["key_id"])
         device = bytes.fromhex(answer["device_hex"]) if "device_hex" in answer else None
-    except (KeyError, TypeError, ValueError, KeyIdError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, KeyIdError) as exc:
+        # (AttributeError: a key_id that is not a string; found by tests/fuzz/test_keydist_fuzz)
         raise KeyDistError(f"malformed answer from the key server: {exc}") from None
     if answer.get("purpose") != purpose or not key:
         raise KeyDistError("malformed answer from the key server: wrong purpose or no key")
