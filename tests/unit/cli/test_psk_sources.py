@@ -1,7 +1,8 @@
 """PSKs out of the process list: `amistack meter` and `amistack keys enroll/rotate-psk` take
 the PSK from a file (--psk-file, owner-only, or '-' for standard input) or, for the meter,
-from $AMISTACK_PSK; --psk still works (tests, labs) but warns. What an attacker on the same
-host sees is checked where they would look: /proc/PID/cmdline of the running process."""
+from $AMISTACK_PSK; the meter's --psk still works (tests, labs) but warns, `keys` refuses it.
+What an attacker on the same host sees is checked where they would look: /proc/PID/cmdline of
+the running process."""
 
 from __future__ import annotations
 
