@@ -209,10 +209,8 @@ class KeyAdminService:
             op = _Op(Right.KEYS, False)
         self._authorise(who, op.right)
         device = _device(req) if name in ("enroll", "revoke", "rotate_psk") else None
-        if device is not None and not who.covers(device):
-            raise _Refused(
-                "forbidden", f"{device!r} is outside {who.name}'s area of responsibility"
-            )
+        if device is not None:
+            _in_area(who, device)
         if name == "whoami":
             return _answer(rid, _whoami(who))
         if name == "list":
@@ -343,14 +341,15 @@ class KeyAdminService:
 
     def _audit_rows(self, req: dict[str, Any], who: Principal, now: float, rid: object) -> bytes:
         limit = req.get("limit", 50)
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+        if (
+            isinstance(limit, bool)
+            or not isinstance(limit, int)
+            or not 1 <= limit <= _MAX_AUDIT_ROWS
+        ):
             raise _Refused("bad-request", f"limit: 1..{_MAX_AUDIT_ROWS}")
         device = _device(req) if req.get("device") is not None else None
-        if device is not None and not who.covers(device):
-            raise _Refused(
-                "forbidden", f"{device!r} is outside {who.name}'s area of responsibility"
-            )
-
+        if device is not None:
+            _in_area(who, device)
         self._read(who, now, "keys.audit", target=device or "", limit=limit)
         out = []
         for e in self.store.audit_log(limit, device_id=device):
@@ -368,7 +367,6 @@ class KeyAdminService:
             raise _Refused("bad-request", "pan: 0..65535")
         if material and "*" not in who.aor:  # a PAN's group key covers every meter in it
             raise _Refused("forbidden", "group key material needs an area of responsibility '*'")
-
         action = "keys.group_keys.export" if material else "keys.group_keys"
         self._read(who, now, action, target=f"pan:{pan:#06x}")
         found = self.store.load_group_keys(pan)
@@ -462,6 +460,11 @@ def _device(req: dict[str, Any]) -> str:
     if not isinstance(device, str) or not device.isprintable() or not 1 <= size <= _MAX_DEVICE:
         raise _Refused("bad-request", f"device: 1..{_MAX_DEVICE} octets of printable text")
     return device
+
+
+def _in_area(who: Principal, device: str) -> None:
+    if not who.covers(device):
+        raise _Refused("forbidden", f"{device!r} is outside {who.name}'s area of responsibility")
 
 
 def _psk(req: dict[str, Any]) -> bytes | None:
