@@ -189,9 +189,9 @@ def _call(args: argparse.Namespace, request: dict[str, Any]) -> dict[str, Any]:
     request = {**request, "at": time.time(), "nonce": secrets.token_hex(16), "id": 1}
     token_given = args.token_file is not None or bool(os.environ.get(TOKEN_ENV))
     try:
-        if args.server is not None:
-            if token_given:
-                raise CliError("give one identity: --server/--cert or a token, not both")
+        if args.server is not None:  # (a $AMISTACK_TOKEN in the environment is not used)
+            if args.token_file is not None:
+                raise CliError("give one identity: --server/--cert or --token-file, not both")
             return _over_the_network(args, request)
         if token_given:
             return _on_this_machine(args, request)
