@@ -48,11 +48,13 @@ def register(sub: Any) -> None:
         "server's --data-dir: each work session (handheld, technician, work order) is then "
         "written to the key server's audit trail. Run the key server with --relay SOURCE.",
     )
-    g.add_argument("--listen", default=f"127.0.0.1:{GATEWAY_PORT}", metavar="HOST:PORT",
+    g.add_argument("--listen", default=("127.0.0.1", GATEWAY_PORT), type=parse_hostport,
+                   metavar="HOST:PORT",
                    help=f"where handhelds connect (default 127.0.0.1:{GATEWAY_PORT})")  # fmt: skip
-    g.add_argument("--keyserver", required=True, metavar="HOST:PORT",
+    g.add_argument("--keyserver", required=True, type=parse_hostport, metavar="HOST:PORT",
                    help="the key server's PANA address (e.g. 127.0.0.1:716)")  # fmt: skip
-    g.add_argument("--headend", metavar="HOST:PORT", help="the head-end's C12.22 address")
+    g.add_argument("--headend", type=parse_hostport, metavar="HOST:PORT",
+                   help="the head-end's C12.22 address")  # fmt: skip
     g.add_argument("--source", default="127.0.0.1", metavar="IP",
                    help="where forwarded UDP comes from (the key server's --relay)")  # fmt: skip
     g.add_argument("--name", default="handheld-gateway", metavar="NAME",
@@ -70,7 +72,8 @@ def register(sub: Any) -> None:
     )
     r.add_argument("--device", required=True, metavar="ID",
                    help="the handheld's identity (PANA and certificate CN)")  # fmt: skip
-    r.add_argument("--gateway", default=f"127.0.0.1:{GATEWAY_PORT}", metavar="HOST:PORT")
+    r.add_argument("--gateway", default=("127.0.0.1", GATEWAY_PORT), type=parse_hostport,
+                   metavar="HOST:PORT", help=f"the gateway (127.0.0.1:{GATEWAY_PORT})")  # fmt: skip
     r.add_argument("--server-name", metavar="NAME",
                    help="the gateway certificate's host (default: the gateway's)")  # fmt: skip
     r.add_argument("--meters", type=int, default=6, help="meters in the isolated area (6)")
@@ -147,7 +150,7 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError("--meters must be 1..64")
     if not args.idle_timeout > 0:
         raise CliError("--idle-timeout must be > 0")
-    gateway = parse_hostport(args.gateway)
+    gateway = args.gateway
     data_dir = Path(args.data_dir)
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
@@ -184,12 +187,8 @@ def _gateway(args: argparse.Namespace) -> int:
     from amistack.runtime.keydist import TlsFiles
     from amistack.runtime.loop import run
 
-    listen = parse_hostport(args.listen)
-    config = GatewayConfig(
-        parse_hostport(args.keyserver),
-        parse_hostport(args.headend) if args.headend else None,
-        args.source,
-    )
+    listen = args.listen
+    config = GatewayConfig(args.keyserver, args.headend, args.source)
     store = None
     if (Path(args.data_dir) / KEYSERVER_DB).exists():
         store = open_store(Path(args.data_dir), create=False, kek=args.kek)
