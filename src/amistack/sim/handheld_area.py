@@ -15,23 +15,33 @@ Meter `i` (1..N) is `area_meter_id(i)` with PSK `area_meter_psk(seed, i)` (simul
 
 from __future__ import annotations
 
+import ipaddress
 import random
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from amistack.addr import Addr, Engine, Eui64, PanId
+from amistack.c1222.acse import ApTitle
+from amistack.c1222.endpoint import C1222_PORT
 from amistack.crypto import seeded_random
 from amistack.eap.packet import EapType
 from amistack.eap.peer import EapPeer
 from amistack.eap.psk import EapPskPeer
 from amistack.handheld.session import WAN_ADDR, WorkSession
+from amistack.keymgmt.keyring import KeyRing
+from amistack.keymgmt.ukmf import PurposeRegistry
 from amistack.mesh.link import MeshLink
-from amistack.mesh.node import MeshNode, radio_addr
+from amistack.mesh.node import MeshNode, MeshNodeEvent, radio_addr
 from amistack.mesh.rpl.config import RplConfig
 from amistack.mesh.rpl.node import RplNode
 from amistack.mesh.rpl.packet import LINK_LOCAL_PREFIX
 from amistack.mesh.security import LinkSecurity, MemoryCounterStore
+from amistack.meter.model import DAY_S, MeterConfig, MeterModel
+from amistack.meter.node import MeterNode, MeterNodeConfig, ap_title_for
+from amistack.meter.tables import TimeScale
+from amistack.pana.events import Authenticated
 from amistack.pana.pac import PacConfig, PanaClient
 from amistack.sim.clock import VirtualClock
 from amistack.sim.mesh import MESH_PCI_RETRANSMIT, MESH_REQ_RETRANSMIT, MeshMedium
@@ -92,6 +102,8 @@ class AreaConfig:
     radius: float = 100.0  # m, unit-disk range
     loss: float = 0.0
     wrong_psk: frozenset[int] = frozenset()  # meter indexes (1..meters) with a PSK not enrolled
+    headend_title: ApTitle | None = None  # meters run C12.22 (ap_title_for(id)) for this head-end
+    model_epoch: float = 1_790_000_000.0  # the meters' model time when the area's clock starts
     rpl: RplConfig = field(default_factory=area_rpl)
 
     def __post_init__(self) -> None:
@@ -111,11 +123,68 @@ def psk_peer(ident: str, psk: bytes, rng: Callable[[int], bytes]) -> Callable[[]
     return _eap(ident.encode(), psk, rng)
 
 
+class MeshMeter:
+    """A meter on the mesh with its C12.22 endpoint: the `MeshNode` joins and routes, the
+    `MeterNode` answers the head-end over the DODAG (UDP 1153 to the node's global address),
+    under C12.22 keys its key ring derives from each PANA success (as meter/access.py does)."""
+
+    def __init__(self, mesh: MeshNode, meter: MeterNode) -> None:
+        self.mesh = mesh
+        self.meter = meter
+        self._events: deque[MeshNodeEvent] = deque()
+        mesh.app = self._app
+
+    def _app(self, src: bytes, sport: int, dport: int, payload: bytes, now: float) -> None:
+        if dport == C1222_PORT:
+            self.meter.receive_datagram(payload, (str(ipaddress.IPv6Address(src)), sport), now)
+        else:
+            self.mesh.counters["app-port-closed"] += 1
+
+    def _drain(self, now: float) -> None:
+        while (event := self.mesh.next_event()) is not None:
+            if isinstance(event, Authenticated):
+                keys = self.meter.ring.install(event.context, event.lifetime, now)
+                self.meter.key_events(keys, now)
+            self._events.append(event)
+
+    def receive_datagram(
+        self, data: bytes, addr: Addr, now: float, multicast: bool = False
+    ) -> None:
+        self.mesh.receive_datagram(data, addr, now, multicast)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
+        self._drain(now)
+        for data, (host, port) in self.meter.datagrams_to_send(now):
+            self.mesh.send_udp(ipaddress.IPv6Address(host).packed, C1222_PORT, port, data, now)
+        out = self.mesh.datagrams_to_send(now)
+        self._drain(now)
+        return out
+
+    def get_timer(self) -> float | None:
+        times = [t for t in (self.mesh.get_timer(), self.meter.get_timer()) if t is not None]
+        return min(times, default=None)
+
+    def handle_timer(self, now: float) -> None:
+        for engine in (self.mesh, self.meter):
+            if (t := engine.get_timer()) is not None and t <= now:
+                engine.handle_timer(now)
+
+    def next_event(self) -> object | None:
+        return self._events.popleft() if self._events else self.meter.next_event()
+
+
 class Area:
-    def __init__(self, config: AreaConfig, net: Network[MeshMedium], meters: list[MeshNode]):
+    def __init__(
+        self,
+        config: AreaConfig,
+        net: Network[MeshMedium],
+        meters: list[MeshNode],
+        c1222: list[MeterNode],
+    ) -> None:
         self.config = config
         self.net = net
         self.meters = meters
+        self.c1222 = c1222  # the meters' C12.22 ends (with `headend_title`), same order
         self.handheld_addr = radio_addr(handheld_eui())
         self.session: WorkSession | None = None
 
@@ -155,7 +224,8 @@ def build_area(config: AreaConfig, office: Engine, keyserver: Addr, start: float
     net = Network(MeshMedium(radio, frozenset({WAN_ADDR})), VirtualClock(start))
     net.add_node(WAN_ADDR, office)
     radio.place(radio_addr(handheld_eui()), 0.0, 0.0)
-    meters = []
+    meters: list[MeshNode] = []
+    c1222: list[MeterNode] = []
     for i in range(1, config.meters + 1):
         eui = meter_eui(i)
         seed = config.seed * 10_000 + i
@@ -172,6 +242,19 @@ def build_area(config: AreaConfig, office: Engine, keyserver: Addr, start: float
         meter = MeshNode(link, rpl, keyserver, rng, new_pac=new_pac)
         row = (i - 1) % 2
         radio.place(radio_addr(eui), ((i + 1) // 2) * config.spacing, 30.0 * row)
-        net.add_node(radio_addr(eui), meter)
+        engine: Engine = meter
+        if config.headend_title is not None:
+            node = MeterNode(
+                MeterNodeConfig(ap_title_for(area_meter_id(i)), config.headend_title,
+                                time=TimeScale(start, config.model_epoch)),
+                MeterModel(seed, MeterConfig(install_time=config.model_epoch - 40 * DAY_S,
+                                             outage_rate_per_year=0.0)),
+                KeyRing(area_meter_id(i).encode(), PurposeRegistry()),
+                seeded_random(seed * 11),
+            )  # fmt: skip
+            node.start(start)
+            engine = MeshMeter(meter, node)
+            c1222.append(node)
+        net.add_node(radio_addr(eui), engine)
         meters.append(meter)
-    return Area(config, net, meters)
+    return Area(config, net, meters, c1222)
