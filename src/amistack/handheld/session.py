@@ -282,12 +282,7 @@ class WorkSession:
         pac = self._pac
         if pac is None:
             return
-        for data, _ in pac.datagrams_to_send(now):
-            udp = UdpDatagram(HANDHELD_PAC_PORT, self.config.keyserver[1], data)
-            segment = udp.encode(self._own_ip, self._ks_ip)
-            self._wan_out.append(
-                Ipv6Packet(self._own_ip, self._ks_ip, NEXT_HEADER_UDP, segment).encode()
-            )
+        self._pac_out(pac, now)
         while (event := pac.next_event()) is not None:
             if isinstance(event, Authenticated):
                 self._authenticated(pac, event, now)
@@ -297,13 +292,17 @@ class WorkSession:
                     self._events.append(HandheldRefused(why))
                     self.end(f"key server: {why}", now)
         if self.state is WorkState.ENDED:
-            for data, _ in pac.datagrams_to_send(now):  # the PTR terminate() queued
-                udp = UdpDatagram(HANDHELD_PAC_PORT, self.config.keyserver[1], data)
-                segment = udp.encode(self._own_ip, self._ks_ip)
-                self._wan_out.append(
-                    Ipv6Packet(self._own_ip, self._ks_ip, NEXT_HEADER_UDP, segment).encode()
-                )
+            self._pac_out(pac, now)  # the PTR terminate() queued
             self._pac = None  # its PANA SA and keys go with it
+
+    def _pac_out(self, pac: PanaClient, now: float) -> None:
+        """The PaC's datagrams as IPv6/UDP packets from the handheld to the key server."""
+        for data, _ in pac.datagrams_to_send(now):
+            udp = UdpDatagram(HANDHELD_PAC_PORT, self.config.keyserver[1], data)
+            segment = udp.encode(self._own_ip, self._ks_ip)
+            self._wan_out.append(
+                Ipv6Packet(self._own_ip, self._ks_ip, NEXT_HEADER_UDP, segment).encode()
+            )
 
     def _authenticated(self, pac: PanaClient, event: Authenticated, now: float) -> None:
         avp = find_delivery(pac.success_avps)
