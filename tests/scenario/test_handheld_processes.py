@@ -32,6 +32,7 @@ from amistack.sim.handheld_area import area_meter_id, area_meter_psk
 PY = sys.executable
 METERS = 6
 HANDHELD = "handheld-7"
+SECOND = "handheld-8"
 HANDHELD_PSK = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 PASSWORD = "a long field passphrase"
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "AMISTACK_PASSWORD": PASSWORD}
@@ -77,6 +78,7 @@ class Office:
     office: Path
     handheld: Path
     handheld_log: Path
+    second: Path  # another handheld, revoked at the key server
 
 
 @pytest.fixture(scope="module")
@@ -87,18 +89,21 @@ def office(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Office]:
     off, hdir = tmp_path / "office", tmp_path / "handheld"
     with open_store(off, create=True) as store:
         store.enroll(HANDHELD, bytes.fromhex(HANDHELD_PSK), time.time())
+        store.enroll(SECOND, bytes.fromhex(HANDHELD_PSK), time.time())
         for i in range(1, METERS + 1):
             store.enroll(area_meter_id(i), area_meter_psk(1, i), time.time())
     pki.init_ca(off)
     pki.issue_server(off, "handheld-gateway", ["127.0.0.1"])
-    pki.issue_client(off, HANDHELD, ["handheld"], meters=["field-meter-*"])
-    (hdir / "pki" / "clients").mkdir(parents=True, mode=0o700)
-    for rel in ("ca.crt", f"clients/{HANDHELD}.crt", f"clients/{HANDHELD}.key"):
-        shutil.copy2(off / "pki" / rel, hdir / "pki" / rel)  # provisioned at the office
-    users = AccessStore(hdir, hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
-    for name, role in (("tina", Role.OPERATOR), ("vic", Role.VIEWER), ("ian", Role.INSTALLER)):
-        users.add_user(name, PASSWORD, [role], time.time())
-    users.close()
+    second = tmp_path / "second"
+    for device, where in ((HANDHELD, hdir), (SECOND, second)):  # provisioned at the office
+        pki.issue_client(off, device, ["handheld"], meters=["field-meter-*"])
+        (where / "pki" / "clients").mkdir(parents=True, mode=0o700)
+        for rel in ("ca.crt", f"clients/{device}.crt", f"clients/{device}.key"):
+            shutil.copy2(off / "pki" / rel, where / "pki" / rel)
+        users = AccessStore(where, hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+        for name, role in (("tina", Role.OPERATOR), ("vic", Role.VIEWER)):
+            users.add_user(name, PASSWORD, [role], time.time())
+        users.close()
     ks_port, gw_port = free_port(), free_port()
     procs = [
         start(["keyserver", "--data-dir", str(off), "--listen", f"127.0.0.1:{ks_port}",
@@ -110,9 +115,12 @@ def office(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Office]:
         start(["handheld", "run", "--device", HANDHELD, "--gateway", f"127.0.0.1:{gw_port}",
                "--data-dir", str(hdir), "--meters", str(METERS)], tmp_path / "handheld.log",
               b"control socket", {**ENV, "AMISTACK_PSK": HANDHELD_PSK}),
+        start(["handheld", "run", "--device", SECOND, "--gateway", f"127.0.0.1:{gw_port}",
+               "--data-dir", str(second), "--meters", "1"], tmp_path / "second.log",
+              b"control socket", {**ENV, "AMISTACK_PSK": HANDHELD_PSK}),
     ]  # fmt: skip
     try:
-        yield Office(off, hdir, tmp_path / "handheld.log")
+        yield Office(off, hdir, tmp_path / "handheld.log", second)
     finally:
         for proc, out in reversed(procs):
             proc.terminate()
@@ -173,6 +181,28 @@ def test_a_work_session_end_to_end_leaves_no_meter_secret_on_the_handheld(office
     trail = (d / "audit" / "audit.log").read_bytes()
     for action in (b"handheld.start", b"handheld.disconnect", b"handheld.commission", b"logout"):
         assert action in trail
+
+
+def test_a_handheld_revoked_at_the_key_server_loses_its_session(
+    office: Office, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = office.second
+    assert ask(d, op="login", user="tina", password=PASSWORD)["ok"]
+    assert ask(d, op="start", work_order="WO-9")["ok"]
+    wait_for(d, lambda s: s.get("state") == "serving", 30.0)
+    with open_store(office.office, create=False) as store:  # `amistack keys revoke handheld-8`
+        t0 = time.monotonic()
+        assert store.revoke(SECOND, "reported lost", time.time())
+    status = wait_for(d, lambda s: s["state"] == "idle", 10.0)
+    shut_out = time.monotonic() - t0
+    assert status["last_end"] == "key server: session ended"
+    with capsys.disabled():
+        print(f"\nhandheld revoked at the key server -> PANA session ended in "
+              f"{shut_out * 1000:.0f} ms (revocation journal polled every 1 s)")  # fmt: skip
+    assert shut_out < 5.0
+    assert ask(d, op="start", work_order="WO-10")["ok"]  # the channel opens, PANA is refused
+    status = wait_for(d, lambda s: s["state"] == "idle", 30.0)
+    assert status["last_end"] == "key server: refused"
 
 
 def test_a_revoked_handheld_is_shut_out(office: Office, capsys: pytest.CaptureFixture[str]) -> None:
