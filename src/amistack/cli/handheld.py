@@ -24,6 +24,7 @@ from typing import Any
 from amistack.cli.common import CliError, add_data_dir, add_psk_options, parse_hostport, resolve_psk
 
 PASSWORD_ENV = "AMISTACK_PASSWORD"
+TOKEN_ENV = "AMISTACK_HEADEND_TOKEN"
 GATEWAY_PORT = 7730
 
 
@@ -78,6 +79,12 @@ def register(sub: Any) -> None:
                    help="the gateway certificate's host (default: the gateway's)")  # fmt: skip
     r.add_argument("--meters", type=int, default=6, help="meters in the isolated area (6)")
     r.add_argument("--seed", type=int, default=1, help="the area's seed (meters' PSKs) (1)")
+    r.add_argument("--headend-api", metavar="URL",
+                   help="the head-end's REST API for reads and commands (bearer token of the "
+                   f"handheld's head-end user from ${TOKEN_ENV}); its meters then run C12.22 "
+                   "and push to the head-end through the channel")  # fmt: skip
+    r.add_argument("--time-scale", type=float, default=1.0, metavar="F",
+                   help="meters' model seconds per second (default 1)")  # fmt: skip
     r.add_argument("--idle-timeout", type=float, default=900.0, metavar="S",
                    help="end a work session after S seconds without an action (900)")  # fmt: skip
     add_psk_options(r, "required", env=True)
@@ -138,8 +145,10 @@ def _control(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from amistack.access import AccessStore, AuditTrail
+    from amistack.c1222.acse import ApTitle
     from amistack.handheld.technician import TechnicianDesk
     from amistack.runtime.handheld import DeviceConfig, HandheldDevice, serve_control
+    from amistack.runtime.headend import DEFAULT_TITLE
     from amistack.runtime.loop import run
     from amistack.sim.handheld_area import AreaConfig
 
@@ -150,15 +159,23 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError("--meters must be 1..64")
     if not args.idle_timeout > 0:
         raise CliError("--idle-timeout must be > 0")
+    if not args.time_scale > 0:
+        raise CliError("--time-scale must be > 0")
+    token = os.environ.get(TOKEN_ENV)
+    if args.headend_api and not token:
+        raise CliError(f"--headend-api needs the handheld's head-end token in ${TOKEN_ENV}")
     gateway = args.gateway
     data_dir = Path(args.data_dir)
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(data_dir, 0o700)
     now = time.time()
     desk = TechnicianDesk(AccessStore(data_dir), AuditTrail.open(data_dir, now), args.device)
-    cfg = DeviceConfig(data_dir, args.device, psk, gateway, args.server_name or gateway[0],
-                       AreaConfig(meters=args.meters, seed=args.seed),
-                       idle_timeout=args.idle_timeout)  # fmt: skip
+    title = ApTitle.parse(DEFAULT_TITLE) if args.headend_api else None
+    area = AreaConfig(meters=args.meters, seed=args.seed, headend_title=title,
+                      time_factor=args.time_scale)  # fmt: skip
+    cfg = DeviceConfig(data_dir, args.device, psk, gateway, args.server_name or gateway[0], area,
+                       idle_timeout=args.idle_timeout, headend_api=args.headend_api,
+                       headend_token=token)  # fmt: skip
     device = HandheldDevice(cfg, desk)
 
     async def main() -> None:

@@ -26,7 +26,7 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,6 +107,8 @@ class DeviceConfig:
     server_name: str  # the gateway certificate's name or address
     area: AreaConfig  # the isolated area this process simulates
     idle_timeout: float = 900.0
+    headend_api: str | None = None  # the head-end's REST API (https://... or loopback http)
+    headend_token: str | None = None  # the handheld's bearer token there (never written)
 
 
 @dataclass
@@ -161,8 +163,8 @@ class HandheldDevice:
             return {"ok": False, "error": "no-work-session"}
         vnow = self._vnow(work)
         if op == "meters":
-            return self._checked(
-                work, tech, Operation.VIEW, "", vnow, lambda: work.session.view(vnow)
+            return await self._checked(
+                work, tech, Operation.VIEW, "", vnow, lambda: self._view(work, vnow)
             )
         if op in ("read", "command"):
             kind = "read" if op == "read" else str(req.get("kind", ""))
@@ -175,14 +177,14 @@ class HandheldDevice:
                     "detail": f"unknown operation {kind!r}",
                 }
             meter = str(req.get("meter", ""))
-            return self._checked(
-                work, tech, operation, meter, vnow, lambda: self._head_end(operation)
+            return await self._checked(
+                work, tech, operation, meter, vnow, lambda: self._head_end(work, operation, meter)
             )
         return {"ok": False, "error": "unknown-op"}
 
-    def _checked(
+    async def _checked(
         self, work: _Work, tech: TechnicianSession, op: Operation, target: str, vnow: float,
-        then: Callable[[], dict[str, Any]],
+        then: Callable[[], Awaitable[dict[str, Any]]],
     ) -> dict[str, Any]:  # fmt: skip
         try:
             work.session.authorize(op, vnow)
@@ -191,13 +193,30 @@ class HandheldDevice:
             return {"ok": False, "error": "forbidden", "detail": str(exc)}
         if op is not Operation.VIEW:
             self.desk.record(tech, f"handheld.{op.value}", target, "ok", time.time())
-        return {"ok": True, **then()}
+        return {"ok": True, **await then()}
 
-    def _head_end(self, op: Operation) -> dict[str, Any]:
-        # C12.22 between meters on the isolated mesh and the head-end is not built yet
-        # (docs/handheld.md, "Not done"): the operation is authorised and audited, not executed.
-        return {"executed": False, "operation": op.value,
-                "detail": "C12.22 relaying to the head-end is not implemented yet"}  # fmt: skip
+    async def _view(self, work: _Work, vnow: float) -> dict[str, Any]:
+        return work.session.view(vnow)
+
+    async def _head_end(self, work: _Work, op: Operation, meter: str) -> dict[str, Any]:
+        """Claim 3's acquisition: the head-end executes the operation over C12.22 (through this
+        handheld's channel and DODAG) and answers; the answer is kept for the display."""
+        cfg = self.config
+        if cfg.headend_api is None or cfg.headend_token is None:
+            return {"executed": False, "operation": op.value,
+                    "detail": "no head-end API configured (--headend-api)"}  # fmt: skip
+        import httpx  # only a handheld that talks to a head-end loads it
+
+        auth = {"Authorization": f"Bearer {cfg.headend_token}"}
+        try:
+            async with httpx.AsyncClient(base_url=cfg.headend_api, headers=auth,
+                                         timeout=10.0) as api:  # fmt: skip
+                result = await _operate(api, op, meter)
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            return {"executed": False, "operation": op.value, "detail": f"head-end: {exc}"}
+        if work.session.state is not WorkState.ENDED:
+            work.session.record_result(meter, op, result, self._vnow(work))
+        return {"executed": True, "operation": op.value, "result": result}
 
     def login(self, user: str, password: str, now: float) -> dict[str, Any]:
         if self.technician is not None:
@@ -251,8 +270,9 @@ class HandheldDevice:
                                         server_hostname=cfg.server_name), 10.0)  # fmt: skip
             writer.write(frame(hello.encode()))
             decoder = FrameDecoder()
-            welcome = await asyncio.wait_for(_first_frame(reader, decoder), 10.0)
-            keyserver = Welcome.decode(welcome).keyserver
+            first = await asyncio.wait_for(_first_frame(reader, decoder), 10.0)
+            welcome = Welcome.decode(first)
+            keyserver = welcome.keyserver
         except (OSError, ssl.SSLError, TimeoutError, EOFError, ChannelError) as exc:
             self.desk.record(tech, "handheld.channel", cfg.device_id, "failed", time.time())
             return {"ok": False, "error": "channel", "detail": str(exc) or type(exc).__name__}
@@ -262,7 +282,8 @@ class HandheldDevice:
         t0 = loop.time()
         handheld = radio_addr(handheld_eui())
         port = ChannelPort(lambda p: writer.write(frame(p)), handheld)
-        area = build_area(cfg.area, port, keyserver, start=0.0)
+        headend = welcome.headend if cfg.area.headend_title is not None else None
+        area = build_area(cfg.area, port, keyserver, start=0.0, headend=headend)
         hcfg = HandheldConfig(cfg.device_id, handheld_eui(), AREA_PAN, AREA_PREFIX, keyserver,
                               rpl=area_rpl(), pac=mesh_pac_config(),
                               idle_timeout=cfg.idle_timeout)  # fmt: skip
@@ -332,6 +353,33 @@ class HandheldDevice:
         work.writer.close()
         with contextlib.suppress(Exception):
             await work.writer.wait_closed()
+
+
+COMMAND_KIND = {Operation.CONNECT: "reconnect", Operation.DISCONNECT: "disconnect"}
+COMMAND_WAIT = 30.0  # s for the head-end to confirm or fail a command
+
+
+async def _operate(api: Any, op: Operation, meter: str) -> dict[str, Any]:
+    """One operation through the head-end's REST API (docs/access-control.md's routes)."""
+    if op is Operation.READ:
+        r = await api.get(f"/meters/{meter}/readings", params={"start": 0, "end": 2**40})
+        r.raise_for_status()
+        items = r.json()["items"]
+        return {"readings": len(items), "newest": items[-1] if items else None}
+    if op is Operation.COMMISSION:
+        r = await api.post(f"/meters/{meter}/commission")
+        r.raise_for_status()
+        return {"commissioned": True}
+    r = await api.post("/commands", json={"meter_id": meter, "kind": COMMAND_KIND[op]})
+    r.raise_for_status()
+    command = r.json()
+    deadline = time.monotonic() + COMMAND_WAIT
+    while command["state"] in ("pending", "sent") and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        r = await api.get(f"/commands/{command['id']}")
+        r.raise_for_status()
+        command = r.json()
+    return {k: command.get(k) for k in ("id", "kind", "state", "relay_state", "reason")}
 
 
 async def _first_frame(reader: asyncio.StreamReader, decoder: FrameDecoder) -> bytes:

@@ -39,7 +39,7 @@ from amistack.mesh.rpl.node import RplNode
 from amistack.mesh.rpl.packet import LINK_LOCAL_PREFIX
 from amistack.mesh.security import LinkSecurity, MemoryCounterStore
 from amistack.meter.model import DAY_S, MeterConfig, MeterModel
-from amistack.meter.node import MeterNode, MeterNodeConfig, ap_title_for
+from amistack.meter.node import MeterNode, MeterNodeConfig, PushConfig, ap_title_for
 from amistack.meter.tables import TimeScale
 from amistack.pana.events import Authenticated
 from amistack.pana.pac import PacConfig, PanaClient
@@ -104,6 +104,7 @@ class AreaConfig:
     wrong_psk: frozenset[int] = frozenset()  # meter indexes (1..meters) with a PSK not enrolled
     headend_title: ApTitle | None = None  # meters run C12.22 (ap_title_for(id)) for this head-end
     model_epoch: float = 1_790_000_000.0  # the meters' model time when the area's clock starts
+    time_factor: float = 1.0  # model seconds per area second (pushes come sooner above 1)
     rpl: RplConfig = field(default_factory=area_rpl)
 
     def __post_init__(self) -> None:
@@ -216,10 +217,17 @@ class Area:
         }
 
 
-def build_area(config: AreaConfig, office: Engine, keyserver: Addr, start: float = 0.0) -> Area:
+def build_area(
+    config: AreaConfig,
+    office: Engine,
+    keyserver: Addr,
+    start: float = 0.0,
+    headend: Addr | None = None,
+) -> Area:
     """The area with `office` at `WAN_ADDR` (the handheld's channel), meters powered on;
     `keyserver`: the PAA's IPv6 address and port as the channel reaches it (meters that relay
-    for their neighbours send PRYs there)."""
+    for their neighbours send PRYs there); `headend`: where the meters push their interval
+    data (with `config.headend_title`), every 15 model minutes."""
     radio = RadioMedium(UnitDisk(config.radius, config.loss), seed=config.seed)
     net = Network(MeshMedium(radio, frozenset({WAN_ADDR})), VirtualClock(start))
     net.add_node(WAN_ADDR, office)
@@ -245,8 +253,11 @@ def build_area(config: AreaConfig, office: Engine, keyserver: Addr, start: float
         engine: Engine = meter
         if config.headend_title is not None:
             node = MeterNode(
-                MeterNodeConfig(ap_title_for(area_meter_id(i)), config.headend_title,
-                                time=TimeScale(start, config.model_epoch)),
+                MeterNodeConfig(
+                    ap_title_for(area_meter_id(i)), config.headend_title, headend,
+                    push=PushConfig(enabled=headend is not None, max_offset_s=120.0),
+                    time=TimeScale(start, config.model_epoch, config.time_factor),
+                ),
                 MeterModel(seed, MeterConfig(install_time=config.model_epoch - 40 * DAY_S,
                                              outage_rate_per_year=0.0)),
                 KeyRing(area_meter_id(i).encode(), PurposeRegistry()),
