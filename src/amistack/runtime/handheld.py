@@ -240,11 +240,8 @@ class HandheldDevice:
             "last_end": self.last_end,
         }
         if work is not None:
-            out["meters"] = (
-                len(work.session.view(self._vnow(work))["meters"])
-                if (work.session.state is not WorkState.ENDED)
-                else 0
-            )
+            # not the view: a status poll is no technician's action (the idle timeout runs on)
+            out["meters"] = len(work.session.route_table(self._vnow(work)))
         return out
 
     # -- the work session -------------------------------------------------------------------
