@@ -163,3 +163,25 @@ def test_a_revoked_handheld_is_cut_off_while_connected(tmp_path: Path, office: P
 
     cut = asyncio.run(main())
     assert cut < 2.0, cut  # crl_poll 0.05 s here (0.2 s by default)
+
+
+def test_packets_for_nothing_the_gateway_serves_are_counted_and_dropped(office: Path) -> None:
+    async def main() -> None:
+        gw, at, _ = await _gateway(office)
+        reader, writer, dec = await _connect(office, "handheld-7", at)
+        assert await _next(reader, dec) is not None
+        elsewhere = ipaddress.IPv6Address("2001:db8::99")  # not a service inside the channel
+        udp = UdpDatagram(49716, 716, b"x").encode(INNER, elsewhere)
+        writer.write(frame(Ipv6Packet(INNER, elsewhere, 17, udp).encode()))
+        writer.write(frame(b"\x60not an ipv6 packet"))
+        writer.write(frame(_packet(b"PANA")))  # and the channel still serves
+        assert await _next(reader, dec) is not None
+        assert gw.counters["no-such-service"] == 1 and gw.counters["decode-error"] == 1
+        assert gw.counters["forwarded"] == 1
+        writer.write(b"\x00\x00")  # a zero-length frame: the stream is broken, hang up
+        assert await _next(reader, dec) is None
+        assert gw.counters["channel-error"] == 1
+        writer.close()
+        await gw.close()
+
+    asyncio.run(main())
