@@ -101,7 +101,7 @@ def office(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Office]:
         for rel in ("ca.crt", f"clients/{device}.crt", f"clients/{device}.key"):
             shutil.copy2(off / "pki" / rel, where / "pki" / rel)
         users = AccessStore(where, hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
-        for name, role in (("tina", Role.OPERATOR), ("vic", Role.VIEWER)):
+        for name, role in (("tina", Role.OPERATOR), ("vic", Role.VIEWER), ("rob", Role.RBACMNT)):
             users.add_user(name, PASSWORD, [role], time.time())
         users.close()
     ks_port, gw_port = free_port(), free_port()
@@ -158,6 +158,10 @@ def test_a_work_session_end_to_end_leaves_no_meter_secret_on_the_handheld(office
     assert denied["error"] == "forbidden"
     assert ask(d, op="logout")["ok"]  # ends the work session too
     assert ask(d, op="status")["state"] == "idle"
+    # a technician whose roles grant no field work gets no work session
+    assert ask(d, op="login", user="rob", password=PASSWORD)["ok"]
+    assert ask(d, op="start", work_order="WO-2")["error"] == "forbidden"
+    assert ask(d, op="logout")["ok"]
 
     # the key server knows which handheld served whom
     db = office.office / "keyserver.db"
@@ -179,7 +183,8 @@ def test_a_work_session_end_to_end_leaves_no_meter_secret_on_the_handheld(office
         data = path.read_bytes()
         assert not [f for f in forms if f in data], path
     trail = (d / "audit" / "audit.log").read_bytes()
-    for action in (b"handheld.start", b"handheld.disconnect", b"handheld.commission", b"logout"):
+    for action in (b"handheld.start", b"handheld.disconnect", b"handheld.commission", b"logout",
+                   b'"outcome":"denied"'):  # fmt: skip
         assert action in trail
 
 

@@ -38,6 +38,7 @@ from amistack.crypto import RandomSource, system_random
 from amistack.handheld.channel import ChannelError, FrameDecoder, Hello, Welcome, frame
 from amistack.handheld.events import WorkEnded
 from amistack.handheld.session import (
+    OPERATION_RIGHT,
     WAN_ADDR,
     HandheldConfig,
     NotPermitted,
@@ -254,6 +255,9 @@ class HandheldDevice:
         assert tech is not None
         if self.work is not None:
             return {"ok": False, "error": "busy", "detail": "a work session is running"}
+        if not tech.principal.may(OPERATION_RIGHT[Operation.VIEW]):
+            self.desk.record(tech, "handheld.start", work_order[:64], "denied", time.time())
+            return {"ok": False, "error": "forbidden", "detail": "the roles grant no work"}
         cfg = self.config
         try:
             hello = Hello(cfg.device_id, tech.principal.name, work_order)
