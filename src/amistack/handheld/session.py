@@ -157,7 +157,7 @@ class WorkSession:
         rng: RandomSource,
         now: float,
     ) -> None:
-        if not technician.may(Right.READ):
+        if not technician.may(OPERATION_RIGHT[Operation.VIEW]):
             raise NotPermitted(Operation.VIEW, "the technician's roles grant no work")
         self.config = config
         self.technician = technician
