@@ -8,6 +8,7 @@ handheld's data dir or log."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import shutil
 import subprocess
@@ -27,6 +28,7 @@ from amistack.headend.storage import SqliteRepository
 from amistack.keymgmt import pki
 from amistack.meter.node import ap_title_for
 from amistack.runtime.handheld import SOCKET_NAME, control
+from amistack.runtime.keydist import KeyDistClient, TlsFiles
 from amistack.sim.handheld_area import area_meter_id, area_meter_psk
 
 METERS = 3
@@ -41,7 +43,9 @@ def ask(d: Path, **req: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def handheld(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+def handheld(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Path, Path, Path, int]]:
     tmp = tmp_path_factory.mktemp("hh-he")
     off, he, hdir = tmp / "office", tmp / "headend", tmp / "handheld"
     now = time.time()
@@ -91,7 +95,7 @@ def handheld(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, P
               {**ENV, "AMISTACK_PSK": PSK, "AMISTACK_HEADEND_TOKEN": token}),
     ]  # fmt: skip
     try:
-        yield hdir, tmp
+        yield hdir, tmp, off, kd
     finally:
         for proc, out in reversed(procs):
             proc.terminate()
@@ -104,9 +108,9 @@ def handheld(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, P
 
 
 def test_the_head_end_reads_and_disconnects_an_isolated_meter_through_the_handheld(
-    handheld: tuple[Path, Path],
+    handheld: tuple[Path, Path, Path, int],
 ) -> None:
-    d, tmp = handheld
+    d, tmp, off, kd = handheld
     assert ask(d, op="login", user="tina", password=PASSWORD)["ok"]
     assert ask(d, op="start", work_order="WO-1")["ok"]
     far = area_meter_id(METERS)
@@ -124,9 +128,25 @@ def test_the_head_end_reads_and_disconnects_an_isolated_meter_through_the_handhe
     view = ask(d, op="meters")
     assert view["results"][far]["disconnect"]["state"] == "confirmed"
     assert ask(d, op="logout")["ok"]
-    # what the head-end returned was shown, not stored: not in the data dir or the log
+    # the meters' C12.22 keys, as the head-end fetches them from the key server
+    keys = asyncio.run(_c1222_keys(off, kd))
+    assert len(keys) == METERS
+    # what the head-end returned was shown, not stored; no key, no PSK: not in the data dir or
+    # the log
+    secrets = keys + [area_meter_psk(1, i) for i in range(1, METERS + 1)]
     marks = [f'"interval_start": {newest["interval_start"]}'.encode(),
              f'"forward_wh": {newest["forward_wh"]}'.encode()]  # fmt: skip
+    marks += [f for k in secrets for f in (k, k.hex().encode(), base64.b64encode(k))]
     for path in [p for p in d.rglob("*") if p.is_file()] + [tmp / "handheld.log"]:
         data = path.read_bytes()
         assert not [m for m in marks if m in data], path
+
+
+async def _c1222_keys(office: Path, port: int) -> list[bytes]:
+    tls = TlsFiles.client(office, "headend")
+    client = KeyDistClient("127.0.0.1", port, tls.ca, tls.cert, tls.key)
+    try:
+        return [(await client.current_key(area_meter_id(i), "c1222")).key
+                for i in range(1, METERS + 1)]  # fmt: skip
+    finally:
+        await client.close()
