@@ -1,9 +1,10 @@
-"""Claim 3 and C12.22 through the handheld with the real head-end: the isolated meters (in the
-handheld's process) push their interval data through the handheld's DODAG root and the channel
-to the real head-end process, which fetches their C12.22 keys from the real key server over
-mutual TLS; the technician's read and disconnect go to the head-end's REST API and the head-end
-reaches the meter back through the handheld. The readings and the keys never touch the
-handheld's data dir or log."""
+"""Claim 3 and C12.22 through the handheld with the real head-end: the isolated meters (in an
+area process of their own, the handheld's radio over loopback UDP) push their interval data
+through the handheld's DODAG root and the channel to the real head-end process, which fetches
+their C12.22 keys from the real key server over mutual TLS; the technician's read and
+disconnect go to the head-end's REST API and the head-end reaches the meter back through the
+handheld. The readings and the keys never touch the handheld's data dir or log, and no meter
+key or PSK is in the handheld process's memory."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def ask(d: Path, **req: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def handheld(
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[Path, Path, Path, int]]:
+) -> Iterator[tuple[Path, Path, Path, int, int]]:
     tmp = tmp_path_factory.mktemp("hh-he")
     off, he, hdir = tmp / "office", tmp / "headend", tmp / "handheld"
     now = time.time()
@@ -77,7 +78,7 @@ def handheld(
     users = AccessStore(hdir, hasher=cheap)
     users.add_user("tina", PASSWORD, [Role.OPERATOR], now)
     users.close()
-    ks, kd, gw, c1222, api = (free_port() for _ in range(5))
+    ks, kd, gw, c1222, api, radio = (free_port() for _ in range(6))
     procs = [
         start(["keyserver", "--data-dir", str(off), "--listen", f"127.0.0.1:{ks}", "--relay",
                "127.0.0.1", "--mesh-pan", "0x0f1e", "--keydist-listen", f"127.0.0.1:{kd}"],
@@ -88,14 +89,15 @@ def handheld(
         start(["handheld", "gateway", "--listen", f"127.0.0.1:{gw}", "--keyserver",
                f"127.0.0.1:{ks}", "--headend", f"127.0.0.1:{c1222}", "--data-dir", str(off)],
               tmp / "gw.log", b"handheld gateway: on"),
+        start(["handheld", "area", "--listen", f"127.0.0.1:{radio}", "--meters", str(METERS),
+               "--headend", "--time-scale", "60"], tmp / "area.log", b"isolated area:"),
         start(["handheld", "run", "--device", HANDHELD, "--gateway", f"127.0.0.1:{gw}",
-               "--data-dir", str(hdir), "--meters", str(METERS), "--headend-api",
-               f"http://127.0.0.1:{api}", "--time-scale", "60"], tmp / "handheld.log",
-              b"control socket",
+               "--data-dir", str(hdir), "--area", f"127.0.0.1:{radio}", "--headend-api",
+               f"http://127.0.0.1:{api}"], tmp / "handheld.log", b"control socket",
               {**ENV, "AMISTACK_PSK": PSK, "AMISTACK_HEADEND_TOKEN": token}),
     ]  # fmt: skip
     try:
-        yield hdir, tmp, off, kd
+        yield hdir, tmp, off, kd, procs[-1][0].pid
     finally:
         for proc, out in reversed(procs):
             proc.terminate()
@@ -108,9 +110,9 @@ def handheld(
 
 
 def test_the_head_end_reads_and_disconnects_an_isolated_meter_through_the_handheld(
-    handheld: tuple[Path, Path, Path, int],
+    handheld: tuple[Path, Path, Path, int, int],
 ) -> None:
-    d, tmp, off, kd = handheld
+    d, tmp, off, kd, pid = handheld
     assert ask(d, op="login", user="tina", password=PASSWORD)["ok"]
     assert ask(d, op="start", work_order="WO-1")["ok"]
     far = area_meter_id(METERS)
@@ -140,6 +142,12 @@ def test_the_head_end_reads_and_disconnects_an_isolated_meter_through_the_handhe
     for path in [p for p in d.rglob("*") if p.is_file()] + [tmp / "handheld.log"]:
         data = path.read_bytes()
         assert not [m for m in marks if m in data], path
+    # and the handheld process's memory holds no meter key or PSK (the meters run in the area's
+    # process): every readable mapping searched
+    memory = _memory(pid)
+    assert len(memory) > 10_000_000  # the interpreter and its heap were read
+    assert bytes.fromhex(PSK) in memory  # the search finds a key that is there: its own PSK
+    assert not [k for k in secrets if k in memory]
 
 
 async def _c1222_keys(office: Path, port: int) -> list[bytes]:
@@ -150,3 +158,20 @@ async def _c1222_keys(office: Path, port: int) -> list[bytes]:
                 for i in range(1, METERS + 1)]  # fmt: skip
     finally:
         await client.close()
+
+
+def _memory(pid: int) -> bytes:
+    """Every readable private or anonymous mapping of process `pid` (as /proc/PID/mem shows)."""
+    chunks: list[bytes] = []
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            span, perms = line.split()[:2]
+            if not perms.startswith("r"):
+                continue
+            lo, hi = (int(x, 16) for x in span.split("-"))
+            try:
+                mem.seek(lo)
+                chunks.append(mem.read(hi - lo))
+            except (OSError, ValueError, OverflowError):
+                continue  # [vvar] and the like
+    return b"".join(chunks)

@@ -26,6 +26,7 @@ from amistack.cli.common import CliError, add_data_dir, add_psk_options, parse_h
 PASSWORD_ENV = "AMISTACK_PASSWORD"
 TOKEN_ENV = "AMISTACK_HEADEND_TOKEN"
 GATEWAY_PORT = 7730
+AREA_PORT = 7731
 
 
 def register(sub: Any) -> None:
@@ -77,6 +78,9 @@ def register(sub: Any) -> None:
                    metavar="HOST:PORT", help=f"the gateway (127.0.0.1:{GATEWAY_PORT})")  # fmt: skip
     r.add_argument("--server-name", metavar="NAME",
                    help="the gateway certificate's host (default: the gateway's)")  # fmt: skip
+    r.add_argument("--area", type=parse_hostport, metavar="HOST:PORT",
+                   help="the isolated area runs in its own process there (amistack handheld "
+                   "area); default: simulated in this process")  # fmt: skip
     r.add_argument("--meters", type=int, default=6, help="meters in the isolated area (6)")
     r.add_argument("--seed", type=int, default=1, help="the area's seed (meters' PSKs) (1)")
     r.add_argument("--headend-api", metavar="URL",
@@ -90,6 +94,23 @@ def register(sub: Any) -> None:
     add_psk_options(r, "required", env=True)
     add_data_dir(r, kek=False)
     r.set_defaults(handler=_run)
+
+    a = hsub.add_parser(
+        "area",
+        help="an isolated area of simulated meters as its own process",
+        description="The isolated area as a process of its own (the handheld's radio over "
+        "loopback UDP, a stand-in for a radio driver): the handheld's process then holds "
+        "nothing of the meters. Meter i is field-meter-00i with a PSK from --seed.",
+    )
+    a.add_argument("--listen", default=("127.0.0.1", AREA_PORT), type=parse_hostport,
+                   metavar="HOST:PORT", help=f"the radio (127.0.0.1:{AREA_PORT})")  # fmt: skip
+    a.add_argument("--meters", type=int, default=6, help="meters (6)")
+    a.add_argument("--seed", type=int, default=1, help="the meters' seed (1)")
+    a.add_argument("--headend", action="store_true",
+                   help="the meters run C12.22, pushing to the head-end")  # fmt: skip
+    a.add_argument("--time-scale", type=float, default=1.0, metavar="F",
+                   help="meters' model seconds per second (default 1)")  # fmt: skip
+    a.set_defaults(handler=_area)
 
     for name, help_text in (
         ("login", "log a technician in (password from $AMISTACK_PASSWORD or the terminal)"),
@@ -175,7 +196,7 @@ def _run(args: argparse.Namespace) -> int:
                       time_factor=args.time_scale)  # fmt: skip
     cfg = DeviceConfig(data_dir, args.device, psk, gateway, args.server_name or gateway[0], area,
                        idle_timeout=args.idle_timeout, headend_api=args.headend_api,
-                       headend_token=token)  # fmt: skip
+                       headend_token=token, area_at=args.area)  # fmt: skip
     device = HandheldDevice(cfg, desk)
 
     async def main() -> None:
@@ -236,4 +257,39 @@ def _gateway(args: argparse.Namespace) -> int:
         if store is not None:
             store.close()
     print("handheld gateway: stopped", flush=True)
+    return 0
+
+
+def _area(args: argparse.Namespace) -> int:
+    from amistack.c1222.acse import ApTitle
+    from amistack.runtime.handheld_area import run_area
+    from amistack.runtime.headend import DEFAULT_TITLE
+    from amistack.runtime.loop import run
+    from amistack.sim.handheld_area import AreaConfig
+
+    if not 1 <= args.meters <= 64:
+        raise CliError("--meters must be 1..64")
+    if not args.time_scale > 0:
+        raise CliError("--time-scale must be > 0")
+    title = ApTitle.parse(DEFAULT_TITLE) if args.headend else None
+    config = AreaConfig(meters=args.meters, seed=args.seed, headend_title=title,
+                        time_factor=args.time_scale)  # fmt: skip
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+
+        def ready(at: tuple[str, int]) -> None:
+            print(f"isolated area: {args.meters} meters, the handheld's radio on {at[0]} port "
+                  f"{at[1]}", flush=True)  # fmt: skip
+
+        try:
+            await run_area(config, args.listen, stop, ready)
+        except OSError as exc:
+            raise CliError(f"cannot listen on {args.listen[0]}:{args.listen[1]}: {exc}") from None
+
+    run(main)
+    print("isolated area: stopped", flush=True)
     return 0

@@ -48,11 +48,11 @@ from amistack.handheld.session import (
 )
 from amistack.handheld.technician import TechnicianDesk, TechnicianSession
 from amistack.mesh.node import radio_addr
+from amistack.runtime.handheld_area import decode_radio, encode_radio
 from amistack.runtime.keydist import TlsFiles, client_ssl_context
 from amistack.sim.handheld_area import (
     AREA_PAN,
     AREA_PREFIX,
-    Area,
     AreaConfig,
     area_rpl,
     build_area,
@@ -110,16 +110,100 @@ class DeviceConfig:
     idle_timeout: float = 900.0
     headend_api: str | None = None  # the head-end's REST API (https://... or loopback http)
     headend_token: str | None = None  # the handheld's bearer token there (never written)
+    area_at: Addr | None = None  # the isolated area's process (None: simulated in this one)
 
 
 @dataclass
 class _Work:
     session: WorkSession
-    area: Area
+    field: _LocalArea | _RemoteArea
     writer: asyncio.StreamWriter
     reader_task: asyncio.Task[None]
     drive_task: asyncio.Task[None]
     t0: float
+
+
+OnEvent = Callable[[Addr, object, float], None]
+
+
+class _LocalArea:
+    """The isolated area simulated in this process: the session is a node of its network."""
+
+    def __init__(
+        self, config: AreaConfig, session: WorkSession, send: Callable[[bytes], None],
+        keyserver: Addr, headend: Addr | None, on_event: OnEvent,
+    ) -> None:  # fmt: skip
+        self.handheld = radio_addr(handheld_eui())
+        self.port = ChannelPort(send, self.handheld)
+        self.area = build_area(config, self.port, keyserver, start=0.0, headend=headend)
+        self.area.net.on_event.append(on_event)
+        self.area.attach(session)
+
+    def wan_in(self, packets: list[bytes], now: float) -> None:
+        for packet in packets:
+            self.port.push(packet)
+        self.area.net.run_until(now)
+        self.area.net.service(WAN_ADDR)
+
+    def kick(self, now: float) -> None:
+        self.area.net.service(self.handheld)
+
+    def advance(self, now: float) -> float | None:
+        self.area.net.run_until(now)
+        return self.area.net.clock.next_time()
+
+    def flush(self, now: float) -> None:
+        self.area.net.run_until(now + 0.05)  # the PTR crosses the area's WAN link
+
+    def close(self) -> None:
+        self.area.detach()
+
+
+class _RemoteArea:
+    """The isolated area in its own process (`amistack handheld area`): the session is driven
+    here, its radio frames cross loopback UDP (runtime/handheld_area.py)."""
+
+    def __init__(self, session: WorkSession, send: Callable[[bytes], None], on_event: OnEvent,
+                 transport: asyncio.DatagramTransport) -> None:  # fmt: skip
+        self.session = session
+        self.send = send
+        self.on_event = on_event
+        self.transport = transport
+        self.handheld = radio_addr(handheld_eui())
+
+    def radio_in(self, data: bytes, now: float) -> None:
+        got = decode_radio(data)
+        if got is not None:
+            self.session.receive_datagram(got[1], got[0], now)
+            self.kick(now)
+
+    def wan_in(self, packets: list[bytes], now: float) -> None:
+        for packet in packets:
+            self.session.receive_datagram(packet, WAN_ADDR, now)
+        self.kick(now)
+
+    def kick(self, now: float) -> None:
+        for data, addr in self.session.datagrams_to_send(now):
+            if addr == WAN_ADDR:
+                self.send(data)
+            elif not self.transport.is_closing():
+                self.transport.sendto(encode_radio(addr, data))
+        while (event := self.session.next_event()) is not None:
+            self.on_event(self.handheld, event, now)
+
+    def advance(self, now: float) -> float | None:
+        when = self.session.get_timer()
+        if when is not None and when <= now:
+            self.session.handle_timer(now)
+            self.kick(now)
+            when = self.session.get_timer()
+        return when
+
+    def flush(self, now: float) -> None:
+        self.kick(now)
+
+    def close(self) -> None:
+        self.transport.close()
 
 
 class HandheldDevice:
@@ -281,19 +365,36 @@ class HandheldDevice:
             return {"ok": False, "error": "channel", "detail": str(exc)}
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-        handheld = radio_addr(handheld_eui())
-        port = ChannelPort(lambda p: writer.write(frame(p)), handheld)
         headend = welcome.headend if cfg.area.headend_title is not None else None
-        area = build_area(cfg.area, port, keyserver, start=0.0, headend=headend)
         hcfg = HandheldConfig(cfg.device_id, handheld_eui(), AREA_PAN, AREA_PREFIX, keyserver,
                               rpl=area_rpl(), pac=mesh_pac_config(),
                               idle_timeout=cfg.idle_timeout)  # fmt: skip
         rng = self.rng
         session = WorkSession(hcfg, tech.principal, work_order,
                               psk_peer(cfg.device_id, cfg.psk, rng), rng, 0.0)  # fmt: skip
-        area.net.on_event.append(self._on_event)
-        area.attach(session)
         wake = asyncio.Event()
+
+        def send(packet: bytes) -> None:
+            writer.write(frame(packet))
+
+        field: _LocalArea | _RemoteArea
+        if cfg.area_at is None:
+            field = _LocalArea(cfg.area, session, send, keyserver, headend, self._on_event)
+        else:
+            radio = _RadioProtocol()
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: radio, remote_addr=cfg.area_at
+            )
+            field = _RemoteArea(session, send, self._on_event, transport)
+            remote = field
+
+            def on_radio(data: bytes) -> None:
+                remote.radio_in(data, loop.time() - t0)
+                wake.set()
+
+            radio.on_datagram = on_radio
+            session.start(0.0)
+            field.kick(loop.time() - t0)
 
         async def read_channel() -> None:
             try:
@@ -301,30 +402,26 @@ class HandheldDevice:
                     data = await reader.read(65536)
                     if not data:
                         break
-                    for packet in decoder.feed(data):
-                        port.push(packet)
-                    area.net.run_until(loop.time() - t0)
-                    area.net.service(WAN_ADDR)
+                    field.wan_in(decoder.feed(data), loop.time() - t0)
                     wake.set()
             except (OSError, ssl.SSLError, ChannelError) as exc:
                 log.warning("handheld: channel: %s", exc)
             if session.state is not WorkState.ENDED:
                 session.end("channel closed by the office", loop.time() - t0)
-                area.net.service(handheld)
+                field.kick(loop.time() - t0)
             wake.set()
 
         async def drive() -> None:
             while session.state is not WorkState.ENDED:
-                area.net.run_until(loop.time() - t0)
-                nxt = area.net.clock.next_time()
+                nxt = field.advance(loop.time() - t0)
                 delay = TICK if nxt is None else min(TICK, max(0.0, nxt - (loop.time() - t0)))
                 wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), delay)
-            area.net.run_until(loop.time() - t0 + 0.05)  # the PTR leaves
+            field.flush(loop.time() - t0)  # the PTR leaves
             await self._finish()
 
-        self.work = _Work(session, area, writer, loop.create_task(read_channel()),
+        self.work = _Work(session, field, writer, loop.create_task(read_channel()),
                           loop.create_task(drive()), t0)  # fmt: skip
         self.desk.record(tech, "handheld.start", work_order, "ok", time.time())
         return {"ok": True, "work_order": work_order, "keyserver": list(keyserver)}
@@ -340,7 +437,7 @@ class HandheldDevice:
         if work is None:
             return
         work.session.end(reason, self._vnow(work))
-        work.area.net.service(radio_addr(handheld_eui()))
+        work.field.kick(self._vnow(work))
         with contextlib.suppress(asyncio.CancelledError):
             await work.drive_task
 
@@ -349,7 +446,7 @@ class HandheldDevice:
         if work is None:
             return
         self.work = None
-        work.area.detach()
+        work.field.close()
         work.reader_task.cancel()
         work.writer.close()
         with contextlib.suppress(Exception):
@@ -381,6 +478,14 @@ async def _operate(api: Any, op: Operation, meter: str) -> dict[str, Any]:
         r.raise_for_status()
         command = r.json()
     return {k: command.get(k) for k in ("id", "kind", "state", "relay_state", "reason")}
+
+
+class _RadioProtocol(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.on_datagram: Callable[[bytes], None] = lambda data: None
+
+    def datagram_received(self, data: bytes, addr: Addr) -> None:
+        self.on_datagram(data)
 
 
 async def _first_frame(reader: asyncio.StreamReader, decoder: FrameDecoder) -> bytes:
