@@ -11,7 +11,7 @@ from tests.cli import run_cli
 def test_help_names_the_actions(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(capsys, "handheld", "--help")
     assert code == 0
-    for action in ("gateway", "run", "login", "logout", "start", "stop", "meters", "read",
+    for action in ("gateway", "run", "area", "login", "logout", "start", "stop", "meters", "read",
                    "command", "status"):  # fmt: skip
         assert action in out
 
@@ -24,12 +24,18 @@ def test_help_names_the_actions(capsys: pytest.CaptureFixture[str]) -> None:
         (["run", "--device", "handheld-7", "--psk", "00" * 16, "--meters", "0"], "--meters"),
         (["gateway", "--keyserver", "127.0.0.1:716"], "issue-server"),
         (["gateway", "--keyserver", "nowhere"], "expected HOST:PORT"),
+        (["area", "--meters", "0"], "--meters"),
+        (
+            ["run", "--device", "handheld-7", "--psk", "00" * 16, "--headend-api", "http://x"],
+            "AMISTACK_HEADEND_TOKEN",
+        ),
     ],
 )
 def test_bad_usage_is_one_line_and_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:
-    code, _, err = run_cli(capsys, "handheld", *argv, "--data-dir", str(tmp_path / "d"))
+    data = [] if argv[0] == "area" else ["--data-dir", str(tmp_path / "d")]  # area keeps none
+    code, _, err = run_cli(capsys, "handheld", *argv, *data)
     assert code == 2 and message in err, err
     errors = [line for line in err.splitlines() if "error:" in line]
     assert len(errors) == 1  # one line says what is wrong (argparse prints its usage too)
