@@ -32,8 +32,14 @@ def test_help_names_the_actions(capsys: pytest.CaptureFixture[str]) -> None:
     ],
 )
 def test_bad_usage_is_one_line_and_exit_2(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    message: str,
 ) -> None:
+    monkeypatch.delenv("AMISTACK_PSK", raising=False)
+    monkeypatch.delenv("AMISTACK_HEADEND_TOKEN", raising=False)
     data = [] if argv[0] == "area" else ["--data-dir", str(tmp_path / "d")]  # area keeps none
     code, _, err = run_cli(capsys, "handheld", *argv, *data)
     assert code == 2 and message in err, err
