@@ -12,7 +12,6 @@ import asyncio
 import base64
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 import pytest
 from argon2 import PasswordHasher
-from tests.scenario.test_handheld_processes import ENV, PASSWORD, start
+from tests.scenario.test_handheld_processes import ENV, PASSWORD, start, stop_all
 from tests.scenario.test_keyserver_process import free_port
 
 from amistack.access import AccessStore, Role
@@ -99,14 +98,7 @@ def handheld(
     try:
         yield hdir, tmp, off, kd, procs[-1][0].pid
     finally:
-        for proc, out in reversed(procs):
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-            out.close()
+        stop_all(procs)
 
 
 def test_the_head_end_reads_and_disconnects_an_isolated_meter_through_the_handheld(

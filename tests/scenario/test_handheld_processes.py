@@ -122,14 +122,19 @@ def office(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Office]:
     try:
         yield Office(off, hdir, tmp_path / "handheld.log", second)
     finally:
-        for proc, out in reversed(procs):
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-            out.close()
+        stop_all(procs)
+
+
+def stop_all(procs: list[Any]) -> None:
+    """Terminate the processes `start` started, last first."""
+    for proc, out in reversed(procs):
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        out.close()
 
 
 def test_a_work_session_end_to_end_leaves_no_meter_secret_on_the_handheld(office: Office) -> None:
