@@ -118,7 +118,7 @@ def register(sub: Any) -> None:
         ("start", "start a work session for a work order"),
         ("stop", "stop the work session: DODAG, channel and session keys are dropped"),
         ("meters", "the work data: meters, route table, results (within your roles)"),
-        ("read", "an on-demand read of a meter (OPERATOR)"),
+        ("read", "a meter's readings as the head-end collected them (VIEWER and up)"),
         ("command", "connect, disconnect (OPERATOR) or commission (INSTALLER) a meter"),
         ("status", "who is logged in, the work session's state"),
     ):

@@ -87,17 +87,18 @@ class Operation(StrEnum):
     """What a technician can do from the handheld."""
 
     VIEW = "view"  # see the work data: meters, routes, readings and results
-    READ = "read"  # an on-demand read of a meter (a command to the head-end)
+    READ = "read"  # a meter's readings, as the head-end collected them
     CONNECT = "connect"
     DISCONNECT = "disconnect"
     COMMISSION = "commission"
 
 
 # The right each operation needs (access/rights.py's one role -> rights table decides who):
-# VIEWER sees, OPERATOR reads and switches, INSTALLER commissions (docs/access-control.md).
+# VIEWER sees and reads, OPERATOR switches, INSTALLER commissions (docs/access-control.md; the
+# head-end's own routes need the same rights).
 OPERATION_RIGHT: dict[Operation, Right] = {
     Operation.VIEW: Right.READ,
-    Operation.READ: Right.CONTROL,
+    Operation.READ: Right.READ,
     Operation.CONNECT: Right.CONTROL,
     Operation.DISCONNECT: Right.CONTROL,
     Operation.COMMISSION: Right.COMMISSION,

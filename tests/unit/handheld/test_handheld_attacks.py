@@ -105,9 +105,9 @@ def test_a_revoked_handheld_is_shut_out_and_the_time_is_measured() -> None:
 @pytest.mark.parametrize(
     ("role", "allowed"),
     [
-        (Role.VIEWER, {Operation.VIEW}),
+        (Role.VIEWER, {Operation.VIEW, Operation.READ}),
         (Role.OPERATOR, {Operation.VIEW, Operation.READ, Operation.CONNECT, Operation.DISCONNECT}),
-        (Role.INSTALLER, {Operation.VIEW, Operation.COMMISSION}),
+        (Role.INSTALLER, {Operation.VIEW, Operation.READ, Operation.COMMISSION}),
     ],
 )
 def test_a_technician_does_only_what_the_role_grants(role: Role, allowed: set[Operation]) -> None:
