@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from argon2 import PasswordHasher
+from tests.conftest import IN_CI
 from tests.scenario.test_handheld_processes import ENV, PASSWORD, start, stop_all
 from tests.scenario.test_keyserver_process import free_port
 
@@ -136,7 +137,12 @@ def test_the_head_end_reads_and_disconnects_an_isolated_meter_through_the_handhe
         assert not [m for m in marks if m in data], path
     # and the handheld process's memory holds no meter key or PSK (the meters run in the area's
     # process): every readable mapping searched
-    memory = _memory(pid)
+    try:
+        memory = _memory(pid)
+    except PermissionError:  # a kernel that forbids even a parent to read its child (Yama 2/3)
+        if IN_CI:
+            raise
+        pytest.skip("cannot read the handheld's /proc/PID/mem here")
     assert len(memory) > 10_000_000  # the interpreter and its heap were read
     assert bytes.fromhex(PSK) in memory  # the search finds a key that is there: its own PSK
     assert not [k for k in secrets if k in memory]
