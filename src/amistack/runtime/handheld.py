@@ -294,8 +294,10 @@ class HandheldDevice:
 
         auth = {"Authorization": f"Bearer {cfg.headend_token}"}
         try:
-            async with httpx.AsyncClient(base_url=cfg.headend_api, headers=auth,
-                                         timeout=10.0) as api:  # fmt: skip
+            # https: the head-end's certificate is checked against the project's CA alone
+            trust = ssl.create_default_context(cafile=str(self.tls.ca))
+            async with httpx.AsyncClient(base_url=cfg.headend_api, headers=auth, timeout=10.0,
+                                         verify=trust) as api:  # fmt: skip
                 result = await _operate(api, op, meter)
         except (httpx.HTTPError, ValueError, KeyError) as exc:
             return {"executed": False, "operation": op.value, "detail": f"head-end: {exc}"}
