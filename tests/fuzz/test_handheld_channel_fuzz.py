@@ -1,6 +1,7 @@
 """The handheld channel's decoders under hostile input: a frame stream, a hello and a welcome end
 as frames or a ChannelError (the only exception they raise); frames round-trip however the
-stream is cut; and the work session engine drops any packet from the channel or the radio."""
+stream is cut; the work session engine drops any packet from the channel or the radio; the
+area process's radio datagrams decode or are refused."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from amistack.access import Principal, Role
 from amistack.crypto import seeded_random
 from amistack.handheld import WAN_ADDR, HandheldConfig, WorkSession
 from amistack.handheld.channel import MAX_PACKET, ChannelError, FrameDecoder, Hello, Welcome, frame
+from amistack.runtime.handheld_area import decode_radio, encode_radio
 from amistack.sim.handheld_area import AREA_PAN, AREA_PREFIX, handheld_eui, psk_peer
 
 
@@ -66,3 +68,14 @@ SESSION = WorkSession(
 def test_fuzz_the_work_session_drops_garbage(data: bytes, wan: bool) -> None:
     SESSION.receive_datagram(data, WAN_ADDR if wan else ("fe80::1", 0), 1.0)
     SESSION.datagrams_to_send(1.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=200))
+def test_fuzz_radio_datagrams_decode_or_are_refused(data: bytes) -> None:
+    got = decode_radio(data)
+    if got is None:
+        assert len(data) <= 16
+    else:
+        addr, frame_ = got
+        assert encode_radio(addr, frame_) == data
