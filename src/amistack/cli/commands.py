@@ -11,6 +11,7 @@ def register_all(sub: Any) -> None:
         bench,
         broute,
         demo,
+        handheld,
         headend,
         hems,
         keys,
@@ -24,5 +25,6 @@ def register_all(sub: Any) -> None:
 
     for module in (
         demo, keyserver, keys, pki, meter, headend, users, hems, log, bench, broute, sim,
+        handheld,
     ):  # fmt: skip
         module.register(sub)

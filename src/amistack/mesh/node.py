@@ -181,6 +181,10 @@ class MeshNode:
         self._wan_out: list[bytes] = []
         self._last_dio: Ipv6Packet | None = None
         self._events: deque[MeshNodeEvent] = deque()
+        # An application on this node (C12.22): UDP that reached its global address over the
+        # secured DODAG on a port other than PANA's, as (source address, source port,
+        # destination port, payload, now). Send with `send_udp`.
+        self.app: Callable[[bytes, int, int, bytes, float], None] | None = None
 
     def start(self, now: float) -> None:
         """Power on: the concentrator starts its DODAG; a meter listens for beacons."""
@@ -338,8 +342,27 @@ class MeshNode:
             return
         if src == self._paa_ip and udp.src_port == self.paa[1] and udp.dst_port == PANA_PORT:
             self.relay.receive_from_paa(udp.payload, now)
+        elif self.app is not None and udp.dst_port != PANA_PORT and self.authenticated:
+            self.counters["app-in"] += 1
+            self.app(src, udp.src_port, udp.dst_port, udp.payload, now)
         else:
             self.counters["udp-unexpected"] += 1
+
+    def send_udp(
+        self, dst: bytes, src_port: int, dst_port: int, payload: bytes, now: float
+    ) -> bool:
+        """An application's UDP datagram from this node's global address, over the secured
+        DODAG (towards the root, which forwards it to the WAN when `dst` is outside the
+        mesh); False (counted) before the node is routable."""
+        own = self.global_address
+        if own is None or not self.relay_ready or self.wan is not None:
+            self.counters["app-not-routable"] += 1
+            return False
+        src_ip, dst_ip = ipaddress.IPv6Address(own), ipaddress.IPv6Address(dst)
+        segment = UdpDatagram(src_port, dst_port, payload).encode(src_ip, dst_ip)
+        self.rpl.send(dst, segment, now, NEXT_HEADER_UDP)
+        self.counters["app-out"] += 1
+        return True
 
     # -- sending ----------------------------------------------------------------------------
 
