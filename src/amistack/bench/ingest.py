@@ -210,6 +210,53 @@ def open_messages(
     return rows, refused
 
 
+DECODE_SAMPLE = 5_000  # messages of the run decoded in this process for the decode baselines
+
+
+def _best_cpu_us(step: Any, n: int, passes: int = 3) -> float:
+    """The least process CPU time of `passes` runs of `step()`, in us per each of `n` items."""
+    best = float("inf")
+    for _ in range(passes):
+        t = time.process_time()
+        step()
+        best = min(best, time.process_time() - t)
+    return round(best / n * 1e6, 2)
+
+
+def decode_baselines(wire: list[bytes], directory: dict[str, tuple[str, bytes]]) -> dict[str, Any]:
+    """In this process, on a sample of the run's messages: the whole decode per message
+    (`open_messages`), and EAX' alone (one verify+decrypt under each message's own key, as a
+    head-end sees them) by the C extension and by the reference over `cryptography`."""
+    from amistack.c1222.acse import AcseMessage
+    from amistack.crypto.eax_prime import NATIVE, EaxPrime, NativeEaxPrime
+
+    sample = wire[:DECODE_SAMPLE]
+    jobs = []
+    for data in sample:
+        msg = AcseMessage.decode(data)
+        assert msg.calling_ap_title is not None
+        key = directory[str(msg.calling_ap_title.absolute())][1]
+        ui = msg.user_information
+        jobs.append((key, msg.canonical_cleartext(), ui[1:-4], ui[-4:]))
+
+    def eax(impl: type[EaxPrime] | type[NativeEaxPrime]) -> None:
+        for key, clear, sealed, tag in jobs:
+            impl(key).decrypt(clear, sealed, tag)
+
+    out: dict[str, Any] = {
+        "eax_native": NATIVE,
+        "decode_cpu_us_per_message": _best_cpu_us(
+            lambda: open_messages(sample, directory), len(sample)
+        ),
+        "eax_reference_cpu_us_per_message": _best_cpu_us(lambda: eax(EaxPrime), len(sample)),
+    }
+    if NATIVE:
+        out["eax_native_cpu_us_per_message"] = _best_cpu_us(
+            lambda: eax(NativeEaxPrime), len(sample)
+        )
+    return out
+
+
 def _e2e_run(
     repo: SqliteRepository | PostgresRepository,
     wire: list[bytes],
@@ -333,6 +380,7 @@ def bench_ingest(
                 "cpu_us_per_message": round((main_cpu + worker_cpu) * per, 1),
             }
             acked = len(messages) - refused
+            cpu.update(decode_baselines(wire, senders))
         else:
             ingestor = Ingestor(repo, max_batch=batch, max_delay=3600.0)
             acked = 0
