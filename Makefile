@@ -2,7 +2,7 @@
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
-APT_PKGS := hostapd eapoltest tshark softhsm2 postgresql openssl
+APT_PKGS := hostapd eapoltest tshark softhsm2 postgresql openssl libssl-dev
 STAMP   := $(VENV)/.amistack-setup
 # The npm `echonet-lite` package drives our ECHONET Lite node and controller in
 # tests/interop/test_echonet_npm.py, and node-echonet-lite the SKSTACK-IP emulator in
@@ -14,9 +14,10 @@ NODE_STAMP := $(NODE_DIR)/node_modules/.amistack-npm-ci
 
 setup: $(STAMP) $(NODE_STAMP)
 
-# setup.py compiles echonet/frame.py with mypyc into src/ (an editable install imports the .so
-# before the .py), so an edited frame.py needs this rule again: it is a prerequisite.
-$(STAMP): pyproject.toml setup.py src/amistack/echonet/frame.py
+# setup.py compiles echonet/frame.py with mypyc and crypto/_eax_prime.c (OpenSSL: libssl-dev)
+# into src/ (an editable install imports the .so before the .py), so an edited frame.py or
+# _eax_prime.c needs this rule again: they are prerequisites.
+$(STAMP): pyproject.toml setup.py src/amistack/echonet/frame.py src/amistack/crypto/_eax_prime.c
 	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
 	  missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	  if [ -n "$$missing" ]; then \

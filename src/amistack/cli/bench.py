@@ -107,7 +107,11 @@ def register(sub: Any) -> None:
         "(a throwaway cluster unless --dsn). The baseline, measured in the same run, is the raw "
         "insert (SQLite executemany) / COPY (PostgreSQL) rate of the same rows. End to end it "
         "also reports cpu_us_per_message (this process + the decoding workers: the rate on "
-        "idle cores is cores / that; 47,000/s on 2 cores needs <= 42.5).",
+        "idle cores is cores / that; 47,000/s on 2 cores needs <= 42.5) and, in this process "
+        "on a sample of the same messages, the decode alone (decode_cpu_us_per_message) and "
+        "EAX' alone by the C extension and by the reference over cryptography "
+        "(eax_native_cpu_us_per_message, eax_reference_cpu_us_per_message; eax_native says "
+        "whether the head-end uses the extension).",
     )
     g.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     g.add_argument("--readings", type=int, default=200_000, help="readings to ingest")

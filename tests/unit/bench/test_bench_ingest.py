@@ -52,5 +52,10 @@ def test_tiny_runs_report_both_rates(tmp_path: Path) -> None:
             assert out["cpu_us_per_message"] == pytest.approx(
                 out["main_cpu_us_per_message"] + out["worker_cpu_us_per_message"], abs=0.2
             )
+            # the same-run baselines of the decode path: whole decode, EAX' by each
+            # implementation (the C extension's figure only where it is built)
+            assert out["decode_cpu_us_per_message"] > 0
+            assert out["eax_reference_cpu_us_per_message"] > 0
+            assert ("eax_native_cpu_us_per_message" in out) == out["eax_native"]
         else:
             assert "cpu_us_per_message" not in out

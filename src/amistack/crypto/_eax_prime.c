@@ -1,0 +1,284 @@
+/* EAX' (ANSI C12.22-2008 Annex I) in one call per message, over OpenSSL's AES.
+ *
+ * The same algorithm as amistack/crypto/eax_prime.py (the reference, which documents it and
+ * which the known-answer tests pin); this file only removes the per-message Python work: a
+ * C12.22 message is a handful of AES blocks under a key of its own (one meter, one key), so
+ * building a `cryptography` cipher context per message cost more than the message itself.
+ * Here one OpenSSL AES-128-ECB context per process is re-keyed per call (EVP_EncryptInit_ex
+ * with the cipher kept: only the key schedule, AES-NI where the CPU has it) and every block
+ * goes through it. The GIL is held throughout, so one context serves every thread.
+ *
+ * Callers (eax_prime.py) check the key and cleartext lengths and raise the typed errors; the
+ * checks here only keep the C side safe on its own.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#define BLOCK 16
+#define TAG_LEN 4
+#define KEY_LEN 16
+#define MIN_CLEARTEXT (BLOCK + 1) /* ePrint 2012/018: one block or less is attackable */
+#define CTR_CHUNK 64              /* counter blocks encrypted per EVP call */
+
+static EVP_CIPHER_CTX *ctx; /* AES-128-ECB, no padding; re-keyed per call */
+
+static int rekey(const unsigned char *key)
+{
+    return EVP_EncryptInit_ex(ctx, NULL, NULL, key, NULL) == 1;
+}
+
+static int ecb(unsigned char *out, const unsigned char *in, int len)
+{
+    int n = 0;
+    return EVP_EncryptUpdate(ctx, out, &n, in, len) == 1 && n == len;
+}
+
+/* EAX' doubling: the block as a LITTLE-endian integer times x in GF(2^128). */
+static void dbl_le(unsigned char *out, const unsigned char *in)
+{
+    unsigned carry = in[BLOCK - 1] >> 7;
+    for (int i = BLOCK - 1; i > 0; i--)
+        out[i] = (unsigned char)((in[i] << 1) | (in[i - 1] >> 7));
+    out[0] = (unsigned char)(in[0] << 1);
+    out[0] ^= (unsigned char)(0x87 & (0u - carry)); /* no branch on key-dependent bits */
+}
+
+struct keyed {
+    unsigned char d[BLOCK], q[BLOCK];
+};
+
+static int start(struct keyed *k, const unsigned char *key)
+{
+    static const unsigned char zero[BLOCK];
+    unsigned char e0[BLOCK];
+    if (!rekey(key) || !ecb(e0, zero, BLOCK))
+        return 0;
+    dbl_le(k->d, e0);
+    dbl_le(k->q, k->d);
+    OPENSSL_cleanse(e0, sizeof e0);
+    return 1;
+}
+
+/* CMAC'_X(M): CBC-MAC with IV `iv`; the last block XOR D when complete, else 10*-padded and
+ * XOR Q. */
+static int cmac(unsigned char *out, const struct keyed *k, const unsigned char *iv,
+                const unsigned char *m, Py_ssize_t n)
+{
+    unsigned char state[BLOCK], block[BLOCK];
+    memcpy(state, iv, BLOCK);
+    Py_ssize_t full = (n > 0 && n % BLOCK == 0) ? n / BLOCK - 1 : n / BLOCK;
+    for (Py_ssize_t b = 0; b < full; b++) {
+        for (int i = 0; i < BLOCK; i++)
+            block[i] = state[i] ^ m[b * BLOCK + i];
+        if (!ecb(state, block, BLOCK))
+            return 0;
+    }
+    Py_ssize_t rest = n - full * BLOCK;
+    const unsigned char *mask = rest == BLOCK ? k->d : k->q;
+    unsigned char last[BLOCK] = {0};
+    memcpy(last, m + full * BLOCK, (size_t)rest);
+    if (rest < BLOCK)
+        last[rest] = 0x80;
+    for (int i = 0; i < BLOCK; i++)
+        block[i] = state[i] ^ last[i] ^ mask[i];
+    return ecb(out, block, BLOCK);
+}
+
+/* CTR from N' with bits 31 and 15 cleared (bytes 12 and 14 ANDed with 0x7F), incremented as
+ * a 128-bit big-endian integer. */
+static int ctr(unsigned char *out, const unsigned char *n_prime, const unsigned char *in,
+               Py_ssize_t n)
+{
+    unsigned char counter[BLOCK], blocks[CTR_CHUNK * BLOCK], stream[CTR_CHUNK * BLOCK];
+    memcpy(counter, n_prime, BLOCK);
+    counter[12] &= 0x7F;
+    counter[14] &= 0x7F;
+    Py_ssize_t done = 0;
+    while (done < n) {
+        Py_ssize_t left = n - done;
+        int count = left >= CTR_CHUNK * BLOCK ? CTR_CHUNK : (int)((left + BLOCK - 1) / BLOCK);
+        for (int b = 0; b < count; b++) {
+            memcpy(blocks + b * BLOCK, counter, BLOCK);
+            for (int i = BLOCK - 1; i >= 0 && ++counter[i] == 0; i--)
+                ;
+        }
+        if (!ecb(stream, blocks, count * BLOCK))
+            return 0;
+        Py_ssize_t take = left < count * BLOCK ? left : count * BLOCK;
+        for (Py_ssize_t i = 0; i < take; i++)
+            out[done + i] = in[done + i] ^ stream[i];
+        done += take;
+    }
+    OPENSSL_cleanse(stream, sizeof stream);
+    return 1;
+}
+
+static int check(const Py_buffer *key, const Py_buffer *cleartext)
+{
+    if (key->len != KEY_LEN) {
+        PyErr_SetString(PyExc_ValueError, "EAX' (C12.22) keys are AES-128: 16 bytes");
+        return 0;
+    }
+    if (cleartext->len < MIN_CLEARTEXT) {
+        PyErr_SetString(PyExc_ValueError, "EAX' cleartext of one block or less refused");
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *crypto_error(void)
+{
+    PyErr_SetString(PyExc_RuntimeError, "OpenSSL AES failed");
+    return NULL;
+}
+
+/* tag = last 4 bytes of (N' XOR CMAC'_Q(ciphertext)), or of N' for an empty ciphertext */
+static int tag_of(unsigned char *tag, const struct keyed *k, const unsigned char *n_prime,
+                  const unsigned char *c, Py_ssize_t n)
+{
+    unsigned char full[BLOCK];
+    if (n == 0) {
+        memcpy(full, n_prime, BLOCK);
+    } else {
+        if (!cmac(full, k, k->q, c, n))
+            return 0;
+        for (int i = 0; i < BLOCK; i++)
+            full[i] ^= n_prime[i];
+    }
+    memcpy(tag, full + BLOCK - TAG_LEN, TAG_LEN);
+    return 1;
+}
+
+PyDoc_STRVAR(encrypt_doc, "encrypt(key, cleartext, plaintext) -> (ciphertext, tag)");
+
+static PyObject *eax_encrypt(PyObject *self, PyObject *args)
+{
+    Py_buffer key, clear, plain;
+    PyObject *ct = NULL, *result = NULL;
+    unsigned char n_prime[BLOCK], tag[TAG_LEN];
+    struct keyed k;
+    if (!PyArg_ParseTuple(args, "y*y*y*", &key, &clear, &plain))
+        return NULL;
+    if (!check(&key, &clear))
+        goto done;
+    ct = PyBytes_FromStringAndSize(NULL, plain.len);
+    if (ct == NULL)
+        goto done;
+    if (!start(&k, key.buf) || !cmac(n_prime, &k, k.d, clear.buf, clear.len)
+        || !ctr((unsigned char *)PyBytes_AS_STRING(ct), n_prime, plain.buf, plain.len)
+        || !tag_of(tag, &k, n_prime, (unsigned char *)PyBytes_AS_STRING(ct), plain.len)) {
+        crypto_error();
+        goto done;
+    }
+    result = Py_BuildValue("(Oy#)", ct, (const char *)tag, (Py_ssize_t)TAG_LEN);
+done:
+    Py_XDECREF(ct);
+    OPENSSL_cleanse(&k, sizeof k);
+    PyBuffer_Release(&key);
+    PyBuffer_Release(&clear);
+    PyBuffer_Release(&plain);
+    return result;
+}
+
+PyDoc_STRVAR(decrypt_doc,
+             "decrypt(key, cleartext, ciphertext, tag) -> plaintext, or None if the tag does "
+             "not verify (nothing is decrypted then)");
+
+static PyObject *eax_decrypt(PyObject *self, PyObject *args)
+{
+    Py_buffer key, clear, sealed, tag;
+    PyObject *result = NULL;
+    unsigned char n_prime[BLOCK], expected[TAG_LEN];
+    struct keyed k;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*", &key, &clear, &sealed, &tag))
+        return NULL;
+    if (!check(&key, &clear))
+        goto done;
+    if (!start(&k, key.buf) || !cmac(n_prime, &k, k.d, clear.buf, clear.len)
+        || !tag_of(expected, &k, n_prime, sealed.buf, sealed.len)) {
+        crypto_error();
+        goto done;
+    }
+    if (tag.len != TAG_LEN || CRYPTO_memcmp(expected, tag.buf, TAG_LEN) != 0) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    result = PyBytes_FromStringAndSize(NULL, sealed.len);
+    if (result != NULL
+        && !ctr((unsigned char *)PyBytes_AS_STRING(result), n_prime, sealed.buf, sealed.len)) {
+        Py_CLEAR(result);
+        crypto_error();
+    }
+done:
+    OPENSSL_cleanse(&k, sizeof k);
+    OPENSSL_cleanse(n_prime, sizeof n_prime);
+    PyBuffer_Release(&key);
+    PyBuffer_Release(&clear);
+    PyBuffer_Release(&sealed);
+    PyBuffer_Release(&tag);
+    return result;
+}
+
+PyDoc_STRVAR(authenticate_doc,
+             "authenticate(key, cleartext, plaintext) -> the 4-byte tag over cleartext || "
+             "plaintext (cleartext-authentication mode)");
+
+static PyObject *eax_authenticate(PyObject *self, PyObject *args)
+{
+    Py_buffer key, clear, plain;
+    PyObject *result = NULL;
+    unsigned char *joined = NULL, mac[BLOCK];
+    struct keyed k;
+    if (!PyArg_ParseTuple(args, "y*y*y*", &key, &clear, &plain))
+        return NULL;
+    if (!check(&key, &clear))
+        goto done;
+    joined = PyMem_Malloc((size_t)(clear.len + plain.len));
+    if (joined == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    memcpy(joined, clear.buf, (size_t)clear.len);
+    memcpy(joined + clear.len, plain.buf, (size_t)plain.len);
+    if (!start(&k, key.buf) || !cmac(mac, &k, k.d, joined, clear.len + plain.len)) {
+        crypto_error();
+        goto done;
+    }
+    result = PyBytes_FromStringAndSize((const char *)mac + BLOCK - TAG_LEN, TAG_LEN);
+done:
+    PyMem_Free(joined);
+    OPENSSL_cleanse(&k, sizeof k);
+    PyBuffer_Release(&key);
+    PyBuffer_Release(&clear);
+    PyBuffer_Release(&plain);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"encrypt", eax_encrypt, METH_VARARGS, encrypt_doc},
+    {"decrypt", eax_decrypt, METH_VARARGS, decrypt_doc},
+    {"authenticate", eax_authenticate, METH_VARARGS, authenticate_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_eax_prime",
+    "EAX' (ANSI C12.22 Annex I) over OpenSSL AES-128, one call per message.", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__eax_prime(void)
+{
+    static const unsigned char zero_key[KEY_LEN];
+    if (ctx == NULL) {
+        ctx = EVP_CIPHER_CTX_new();
+        if (ctx == NULL || EVP_EncryptInit_ex(ctx, EVP_aes_128_ecb(), NULL, zero_key, NULL) != 1
+            || EVP_CIPHER_CTX_set_padding(ctx, 0) != 1) {
+            PyErr_SetString(PyExc_ImportError, "OpenSSL AES-128-ECB unavailable");
+            return NULL;
+        }
+    }
+    return PyModule_Create(&module);
+}
