@@ -54,6 +54,7 @@ from amistack.pana.pac import PacConfig, PanaClient
 from amistack.sim.capacity import ServiceQueue
 from amistack.sim.clock import VirtualClock
 from amistack.sim.drive import Host
+from amistack.sim.stats import quantile
 
 log = logging.getLogger(__name__)
 
@@ -406,13 +407,6 @@ def rotate_keys(fleet: Fleet) -> None:
             fleet.net.service(fleet.pana_addr(i))
 
 
-def _quantile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
-
-
 def measured_slots(fleet: Fleet) -> list[int]:
     step = fleet.config.collector.interval_minutes * 60
     first = (int(fleet.start) // step + 1) * step
@@ -479,8 +473,8 @@ def summarize(
         "readings_late": late,
         "readings_backfilled": via["backfill"],
         "collected_via": dict(via),
-        "slot_time_p50_s": _quantile(times, 0.5),
-        "slot_time_p99_s": _quantile(times, 0.99),
+        "slot_time_p50_s": quantile(times, 0.5),
+        "slot_time_p99_s": quantile(times, 0.99),
         "slot_time_max_s": max(times, default=None),
         "cell_utilisation_mean": statistics.fmean(util) if util else 0.0,
         "cell_utilisation_max": max(util, default=0.0),
