@@ -86,9 +86,10 @@ def register(sub: Any) -> None:
         "--shards",
         type=int,
         default=1,
-        help="day: split the fleet by cell into this many independent shards, each with its "
+        help="split the fleet by cell into this many independent shards, each with its "
         "own key server (1/shards of the capacity) and head-end, run on Dask (default 1: "
-        "in this process); the results depend on the seed and --shards, not on the workers",
+        "in this process); any scenario; the results depend on the seed and --shards, not "
+        "on the workers",
     )
     f.add_argument(
         "--workers",
