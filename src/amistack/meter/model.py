@@ -400,6 +400,8 @@ class MeterModel:
     # --- outages and cover openings (seeded) -----------------------------------------------
 
     def _day_outage(self, day: int) -> tuple[float, float] | None:
+        if self.config.outage_rate_per_year <= 0:  # nothing to remember (a fleet's meters)
+            return None
         try:
             return self._outage_days[day]
         except KeyError:
