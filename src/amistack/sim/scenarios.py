@@ -132,13 +132,17 @@ def fleet_config(
 
 
 class Sampler:
-    """Every `every` simulated seconds: authenticated meters, the key server's queue, readings."""
+    """Every `every` simulated seconds from `start` (now) to `until` (for ever): authenticated
+    meters, the key server's queue, readings. Each sample counts every meter."""
 
-    def __init__(self, fleet: Fleet, every: float) -> None:
+    def __init__(
+        self, fleet: Fleet, every: float, start: float | None = None, until: float | None = None
+    ) -> None:
         self.fleet = fleet
         self.every = every
+        self.until = until
         self.rows: list[dict[str, float]] = []
-        fleet.clock.call_at(fleet.clock.now, self._sample)
+        fleet.clock.call_at(fleet.clock.now if start is None else start, self._sample)
 
     def _sample(self) -> None:
         f = self.fleet
@@ -153,7 +157,8 @@ class Sampler:
                 "authentications": sum(a.authentications for a in f.access),
             }
         )
-        f.clock.call_at(f.clock.now + self.every, self._sample)
+        if self.until is None or f.clock.now + self.every <= self.until:
+            f.clock.call_at(f.clock.now + self.every, self._sample)
 
 
 def run_for(
@@ -391,10 +396,12 @@ def _blackout_run(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """One blackout of the shard's meters: its counts, and the machine's figures."""
     fleet = build_fleet(fleet_config(sc, backoff=backoff, shard=shard))
-    sampler = Sampler(fleet, 1.0)  # seconds matter in a recovery
     clock = fleet.clock
     first = (int(fleet.start) // SLOT_S + 1) * SLOT_S
     t_black = first + 600.0  # after the first slot was collected
+    # the recovery, second by second: from 10 s before the blackout to 10 minutes after (a
+    # sample counts every meter: a whole run of them would cost more than the meters)
+    sampler = Sampler(fleet, 1.0, t_black - 10, t_black + 600)
     run_for(fleet, t_black, progress)
     rng = random.Random(sc.seed * 101 + backoff)
     back = [t_black + 1.0 + sc.return_window * rng.random() for _ in range(sc.meters)]
@@ -418,8 +425,7 @@ def _blackout_run(
         "slots_after_s": [b - t_black for b in boundaries],
         "keyserver": _keyserver_figures(fleet),
         "blackout_at_s": round(t_black - fleet.start, 3),
-        # the recovery, second by second: from 10 s before the blackout to 10 minutes after
-        "series": [r for r in sampler.rows if -10 <= r["t"] - (t_black - fleet.start) <= 600],
+        "series": sampler.rows,
     }, fleet_wall(fleet)
 
 
