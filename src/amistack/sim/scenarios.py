@@ -520,6 +520,8 @@ def _revocation(sc: ScenarioConfig, shard: int, progress: ProgressHook | None) -
 
     fleet.clock.call_at(t_rev, revoke)
     end = fleet.start + sc.days * 86400 + 2 * SLOT_S
+    digest = SlotDigest(fleet)  # bounded memory, as in a day
+    digest.follow(end)
     run_for(fleet, end, progress)
     after = sum(
         1
@@ -535,7 +537,7 @@ def _revocation(sc: ScenarioConfig, shard: int, progress: ProgressHook | None) -
             1 for i in revoked if any(t > t_rev for t in fleet.granted_at.get(i, []))
         ),
         "accepted_after": after,
-        "slot_counts": SlotDigest(fleet).part(_slot_boundaries(fleet.start, end)),
+        "slot_counts": digest.part(_slot_boundaries(fleet.start, end)),
         "series": sampler.rows,
     }
 
