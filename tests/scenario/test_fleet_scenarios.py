@@ -85,3 +85,12 @@ def test_cli_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     code, _, err = run_cli(capsys, "sim", "fleet", "--meters", "2", "--cells", "3")
     assert code == 2 and "cells" in err
+
+
+def test_the_fleets_in_memory_database_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the simulator's head-end database is SQLite in memory: no file named ":memory:" in the cwd
+    monkeypatch.chdir(tmp_path)
+    _run(scenario="day", meters=4, days=1 / 48)
+    assert list(tmp_path.iterdir()) == []

@@ -1,9 +1,11 @@
-"""`amistack sim fleet --shards`: a `day` split by cell into shards run as tasks on Dask
+"""`amistack sim fleet --shards`: a scenario split by cell into shards run as tasks on Dask
 distributed (a LocalCluster of worker processes here). The result depends on the seed and the
-number of shards, never on the number of workers; the shards' counts add up to the fleet's."""
+number of shards, never on the number of workers or where a shard ran (in this process, in
+one worker or in two); the shards' counts add up to the fleet's."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -11,7 +13,7 @@ import pytest
 from distributed import LocalCluster
 from tests.cli import run_cli
 
-from amistack.sim.scenarios import ScenarioConfig, run_scenario
+from amistack.sim.scenarios import ScenarioConfig, merge_parts, run_scenario, scenario_part
 
 SMALL = {"scenario": "day", "meters": 24, "cells": 4, "seed": 5, "days": 1 / 24}  # 2 slots
 
@@ -42,9 +44,58 @@ def test_shards_on_one_or_two_workers_simulate_the_same() -> None:
     assert whole["headend"]["readings_stored"] == sim["headend"]["readings_stored"]
 
 
-def test_only_day_runs_in_shards_and_not_more_shards_than_cells() -> None:
-    with pytest.raises(ValueError, match="shards"):
-        ScenarioConfig(scenario="blackout", shards=2)
+def _in_process(sc: ScenarioConfig) -> dict[str, Any]:
+    """The shards' parts run one after the other here, merged as `run_scenario` merges them."""
+    return merge_parts(sc, [scenario_part(sc, k) for k in range(sc.shards)])
+
+
+FORTY = {"meters": 40, "cells": 4, "seed": 3, "days": 0.125, "shards": 2}  # 6 slots
+
+
+def test_every_scenario_runs_in_shards_with_its_assertions() -> None:
+    # a blackout against a small key server, split in two (each shard has half of it)
+    sc = ScenarioConfig(scenario="blackout", keyserver_auth_rate=2.0, keyserver_queue=10,
+                        return_window=2.0, **FORTY)  # fmt: skip
+    blackout = _in_process(sc)
+    on, off = blackout["with_backoff"], blackout["without_backoff"]
+    assert on["reauthenticated"] == off["reauthenticated"] == 40
+    assert on["t50_s"] <= on["t95_s"] <= on["t100_s"]
+    assert on["first_complete_slot_after_s"] is not None
+    assert off["keyserver"]["dropped"] > on["keyserver"]["dropped"] > 0
+    assert len(on["series"]) > 600  # both shards' samples, second by second, added up
+    sim = _in_process(ScenarioConfig(scenario="rollover", rollover_lifetime=1200.0, **FORTY))
+    assert sim["rotations_per_meter_min"] >= 4
+    assert sim["readings_refused_with_valid_key"] == 0
+    assert sim["slots"]["slots_complete"] == sim["slots"]["slots"] == 6
+    # every 10th meter (0, 10, 20, 30: cells 0 and 2, all in shard 0) revoked
+    sim = _in_process(ScenarioConfig(scenario="revocation", revoke_fraction=0.1, **FORTY))
+    assert sim["revoked"] == sim["shut_out"] == 4
+    assert sim["shut_out_max_s"] is not None and sim["shut_out_max_s"] < 5.0
+    assert sim["reauthenticated_after_revocation"] == sim["readings_accepted_after_revocation"] == 0
+
+
+def test_a_meter_draws_the_same_in_any_shard_count() -> None:
+    # with the key server far from its limit, the blackout's recovery is the meters' own:
+    # the same return times, the same re-authentication times, sharded or not
+    kw = {**FORTY, "scenario": "blackout", "return_window": 20.0}
+    two = _in_process(ScenarioConfig(**kw))["with_backoff"]
+    one = _in_process(ScenarioConfig(**{**kw, "shards": 1}))["with_backoff"]
+    assert one["reauthenticated"] == two["reauthenticated"] == 40
+    assert (one["t50_s"], one["t100_s"]) == (two["t50_s"], two["t100_s"])
+
+
+@pytest.mark.slow  # starts a LocalCluster (worker processes)
+def test_a_scenario_on_two_workers_is_the_one_in_process() -> None:
+    sc = ScenarioConfig(scenario="revocation", revoke_fraction=0.1, **{**FORTY, "days": 1 / 24})
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0"
+    ) as cluster:
+        two = run_scenario(dataclasses.replace(sc, cluster=cluster.scheduler_address))
+    assert two["simulated"] == _in_process(sc)
+    assert len(two["wall"]["shards"]) == 2
+
+
+def test_not_more_shards_than_cells() -> None:
     with pytest.raises(ValueError, match="shards"):
         ScenarioConfig(meters=10, cells=2, shards=3)
 

@@ -26,18 +26,18 @@ from amistack.sim.fleet import (
     meter_id,
     rotate_keys,
 )
+from amistack.sim.stats import quantile
 
 PAN_ID = 0xFACE
 HORIZON = 1800.0  # simulated seconds measured after the rotation
 
 
 def _quantiles(delays: list[float]) -> dict[str, float | None]:
-    delays = sorted(delays)
-
     def q(p: float) -> float | None:
-        return round(delays[min(len(delays) - 1, int(p * len(delays)))], 3) if delays else None
+        v = quantile(delays, p)
+        return None if v is None else round(v, 3)
 
-    return {"p50_s": q(0.5), "p95_s": q(0.95), "max_s": round(delays[-1], 3) if delays else None}
+    return {"p50_s": q(0.5), "p95_s": q(0.95), "max_s": q(1.0)}
 
 
 def _arrivals(fleet: Fleet, kind: type[object], since: list[float]) -> dict[Addr, float]:

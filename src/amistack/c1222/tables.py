@@ -27,6 +27,7 @@ reads and writes of the table ids above into provider calls.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -339,11 +340,17 @@ class LoadProfile:
     INTERVAL_SIZE = 5
 
     def encode(self) -> bytes:
+        return self._encoded
+
+    @functools.cached_property
+    def _encoded(self) -> bytes:
+        # once per profile: a collector reads the header, then a slice, of the same table
+        pack = _INTERVAL.pack
         return (
             bytes([self.interval_minutes])
             + len(self.intervals).to_bytes(2, "little")
             + encode_ltime(self.end_time)
-            + b"".join(bytes([i.status]) + i.value_wh.to_bytes(4, "little") for i in self.intervals)
+            + b"".join([pack(i.status, i.value_wh) for i in self.intervals])
         )
 
     @classmethod

@@ -24,7 +24,7 @@ _SCENARIO_HELP = """scenarios:
               accepted from them afterwards (must be 0)
   all         each of the above in turn (one report directory each under --report)
 
-Scale: a day of 100,000 meters takes over an hour of CPU in one process (docs/simulator.md, "What it
+Scale: a day of 100,000 meters takes about an hour of CPU in one process (docs/simulator.md, "What it
 costs"); --shards K runs K shards by cell in parallel on Dask (a local cluster of --workers
 processes, or --cluster ADDR), each shard with its own key server and head-end.
 
@@ -86,9 +86,10 @@ def register(sub: Any) -> None:
         "--shards",
         type=int,
         default=1,
-        help="day: split the fleet by cell into this many independent shards, each with its "
+        help="split the fleet by cell into this many independent shards, each with its "
         "own key server (1/shards of the capacity) and head-end, run on Dask (default 1: "
-        "in this process); the results depend on the seed and --shards, not on the workers",
+        "in this process); any scenario; the results depend on the seed and --shards, not "
+        "on the workers",
     )
     f.add_argument(
         "--workers",

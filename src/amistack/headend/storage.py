@@ -705,8 +705,10 @@ class SqliteRepository(_SqlRepository):
         path = Path(path)
         if path.is_dir():
             path = path / self.FILENAME
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not path.exists():  # 0600 from birth (SQLite gives its -wal/-shm files the same mode)
+        in_memory = str(path) == ":memory:"  # the simulator's: no file of that name in the cwd
+        if not in_memory:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not in_memory and not path.exists():  # 0600 from birth (-wal/-shm get the same mode)
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         self.path = path
         self._lock = threading.Lock()
@@ -718,7 +720,7 @@ class SqliteRepository(_SqlRepository):
         self._conn.execute("PRAGMA busy_timeout=10000")
         self._conn.execute("PRAGMA cache_size=-65536")
         # an in-memory database (the simulator's) is one connection's: queries share the writer's
-        self._readers = None if str(path) == ":memory:" else _Readers(self._reader)
+        self._readers = None if in_memory else _Readers(self._reader)
         with self._tx() as tx:
             stmt = ""
             for line in schema_sql("sqlite").splitlines(keepends=True):

@@ -256,7 +256,7 @@ class _Day:
                  "nodata", "rev", "rev_pre", "tiers", "tou_tot")  # fmt: skip
 
     def __init__(self) -> None:
-        # filled as lists, then packed into arrays (`pack`): 8 bytes a value instead of ~36
+        # filled as lists, then packed into arrays (`pack`): 4 bytes a value instead of ~36
         self.fwd: MutableSequence[int] = []
         self.rev: MutableSequence[int] = []
         self.lag: MutableSequence[int] = []
@@ -273,10 +273,18 @@ class _Day:
 
     def pack(self) -> None:
         for name in ("fwd", "rev", "lag", "lead", "fwd_pre", "rev_pre", "lag_pre", "lead_pre"):
-            setattr(self, name, array("q", getattr(self, name)))
+            setattr(self, name, _ints(getattr(self, name)))
         self.live = array("d", self.live)
         self.nodata = array("B", self.nodata)
         self.flags = array("B", self.flags)
+
+
+def _ints(values: MutableSequence[int]) -> MutableSequence[int]:
+    """Packed 4 bytes a value (a household's day fits by far), 8 if some value does not."""
+    try:
+        return array("i", values)
+    except OverflowError:
+        return array("q", values)
 
 
 def _prefix(values: MutableSequence[int]) -> list[int]:
@@ -392,6 +400,8 @@ class MeterModel:
     # --- outages and cover openings (seeded) -----------------------------------------------
 
     def _day_outage(self, day: int) -> tuple[float, float] | None:
+        if self.config.outage_rate_per_year <= 0:  # nothing to remember (a fleet's meters)
+            return None
         try:
             return self._outage_days[day]
         except KeyError:

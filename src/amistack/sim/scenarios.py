@@ -77,7 +77,7 @@ class ScenarioConfig:
     rollover_lifetime: float = 7200.0  # `rollover`: the session (key) lifetime
     revoke_fraction: float = 0.01  # `revocation`
     sample_s: float = 300.0  # each sample counts every meter: a day has 288
-    shards: int = 1  # `day` only: independent shards by cell (sim/shard.py)
+    shards: int = 1  # independent shards by cell (sim/shard.py)
     # Where the shards run (they change no simulated figure): a Dask scheduler's address, or
     # a LocalCluster of `workers` processes.
     cluster: str | None = None
@@ -94,8 +94,6 @@ class ScenarioConfig:
             raise ValueError("need 1 <= shards <= cells")
         if self.workers < 1:
             raise ValueError("workers must be >= 1")
-        if self.shards > 1 and self.scenario != "day":
-            raise ValueError("only the day scenario runs in shards")
         if not 0 < self.revoke_fraction <= 1:
             raise ValueError("revoke_fraction must be in (0, 1]")
 
@@ -134,13 +132,17 @@ def fleet_config(
 
 
 class Sampler:
-    """Every `every` simulated seconds: authenticated meters, the key server's queue, readings."""
+    """Every `every` simulated seconds from `start` (now) to `until` (for ever): authenticated
+    meters, the key server's queue, readings. Each sample counts every meter."""
 
-    def __init__(self, fleet: Fleet, every: float) -> None:
+    def __init__(
+        self, fleet: Fleet, every: float, start: float | None = None, until: float | None = None
+    ) -> None:
         self.fleet = fleet
         self.every = every
+        self.until = until
         self.rows: list[dict[str, float]] = []
-        fleet.clock.call_at(fleet.clock.now, self._sample)
+        fleet.clock.call_at(fleet.clock.now if start is None else start, self._sample)
 
     def _sample(self) -> None:
         f = self.fleet
@@ -155,7 +157,8 @@ class Sampler:
                 "authentications": sum(a.authentications for a in f.access),
             }
         )
-        f.clock.call_at(f.clock.now + self.every, self._sample)
+        if self.until is None or f.clock.now + self.every <= self.until:
+            f.clock.call_at(f.clock.now + self.every, self._sample)
 
 
 def run_for(
@@ -260,12 +263,6 @@ def slot_summary(counts: SlotCounts) -> dict[str, Any]:
     }
 
 
-def slot_figures(fleet: Fleet, boundaries: list[int]) -> dict[str, Any]:
-    """Completeness and lateness of the slots whose interval ends at `boundaries` (the
-    collector's slots as they stand)."""
-    return slot_summary(SlotDigest(fleet).part(boundaries))
-
-
 def peak_rss_mb() -> float:
     """This process's peak resident set (Linux reports KiB)."""
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -321,11 +318,43 @@ def _shares(times: list[float], total: int) -> dict[str, float | None]:
 
 
 # -- the scenarios -------------------------------------------------------------------------------
+#
+# Each scenario runs as parts, one per shard (the whole fleet when sc.shards is 1): a part
+# builds the fleet of its cells (`fleet_config(shard=...)`), runs it and returns counts that
+# add up; `_MERGES` turns the parts into the scenario's figures. Whatever a scenario draws
+# per meter (power return times, which meters are revoked) is drawn over the fleet-wide
+# indices, so a meter does the same in any shard count.
+
+Part = dict[str, Any]
+
+
+def _part_wall(fleet_walls: list[dict[str, Any]], cpu0: float) -> dict[str, Any]:
+    """A part's machine figures: events and key-server CPU, its CPU and its process's RSS."""
+    return {
+        **sum_walls(fleet_walls),
+        "cpu_s": round(time.process_time() - cpu0, 3),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def _merge_keyservers(keyservers: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        **{k: sum(ks[k] for ks in keyservers) for k in keyservers[0]},
+        "queue_max": max(ks["queue_max"] for ks in keyservers),  # the busiest shard's
+    }
+
+
+def _merge_series(series: list[list[dict[str, float]]]) -> list[dict[str, float]]:
+    """The shards' samples, taken at the same simulated times, added up."""
+    return [
+        {k: (rows[0][k] if k == "t" else sum(r[k] for r in rows)) for k in rows[0]}
+        for rows in zip(*series, strict=True)
+    ]
 
 
 def day_part(
     sc: ScenarioConfig, shard: int = 0, progress: ProgressHook | None = None
-) -> tuple[Fleet, dict[str, Any]]:
+) -> tuple[Fleet, Part]:
     """Shard `shard` of a `day` (all of it when sc.shards is 1): its counts, which add up."""
     cpu0 = time.process_time()
     fleet = build_fleet(fleet_config(sc, shard=shard))
@@ -337,11 +366,7 @@ def day_part(
     run_for(fleet, end, progress)
     boundaries = _slot_boundaries(fleet.start, end)[: round(sc.days * 86400 / SLOT_S)]
     return fleet, {
-        "wall": {
-            **fleet_wall(fleet),
-            "cpu_s": round(time.process_time() - cpu0, 3),
-            "peak_rss_mb": peak_rss_mb(),
-        },
+        "wall": _part_wall([fleet_wall(fleet)], cpu0),
         "slot_counts": digest.part(boundaries),
         "packets": fleet.net.counters["sent"] - sent0,
         "headend": _headend_figures(fleet),
@@ -350,81 +375,58 @@ def day_part(
     }
 
 
-def merge_day(parts: list[dict[str, Any]]) -> dict[str, Any]:
+def merge_day(parts: list[Part]) -> dict[str, Any]:
     """The `day` figures of the whole fleet from its shards' parts."""
     stored = sum(p["headend"]["readings_stored"] for p in parts)
-    keyservers = [p["keyserver"] for p in parts]
     return {
         "slots": slot_summary(merge_slot_counts([p["slot_counts"] for p in parts])),
         "packets_per_reading": round(sum(p["packets"] for p in parts) / max(stored, 1), 3),
         "headend": {k: sum(p["headend"][k] for p in parts) for k in parts[0]["headend"]},
-        "keyserver": {
-            **{k: sum(ks[k] for ks in keyservers) for k in keyservers[0]},
-            "queue_max": max(ks["queue_max"] for ks in keyservers),  # the busiest shard's
-        },
-        "series": [
-            {k: (rows[0][k] if k == "t" else sum(r[k] for r in rows)) for k in rows[0]}
-            for rows in zip(*(p["series"] for p in parts), strict=True)
-        ],
+        "keyserver": _merge_keyservers([p["keyserver"] for p in parts]),
+        "series": _merge_series([p["series"] for p in parts]),
     }
 
 
-def _day(sc: ScenarioConfig, progress: ProgressHook | None) -> tuple[None, dict[str, Any]]:
-    if sc.shards == 1:
-        parts = [day_part(sc, 0, progress)[1]]
-    else:
-        from amistack.sim.shard import run_shards
-
-        parts = run_shards(sc, progress)
-    out = merge_day(parts)
-    out["_wall"] = sum_walls([p["wall"] for p in parts])
-    if sc.shards > 1:  # each shard's own figures, measured in its worker process
-        out["_wall"]["shards"] = [p["wall"] for p in parts]
-    return None, out
+def _day(sc: ScenarioConfig, shard: int, progress: ProgressHook | None) -> Part:
+    return day_part(sc, shard, progress)[1]
 
 
 def _blackout_run(
-    sc: ScenarioConfig, backoff: bool, progress: ProgressHook | None
-) -> dict[str, Any]:
-    fleet = build_fleet(fleet_config(sc, backoff=backoff))
-    sampler = Sampler(fleet, 1.0)  # seconds matter in a recovery
+    sc: ScenarioConfig, backoff: bool, shard: int, progress: ProgressHook | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One blackout of the shard's meters: its counts, and the machine's figures."""
+    fleet = build_fleet(fleet_config(sc, backoff=backoff, shard=shard))
     clock = fleet.clock
     first = (int(fleet.start) // SLOT_S + 1) * SLOT_S
     t_black = first + 600.0  # after the first slot was collected
+    # the recovery, second by second: from 10 s before the blackout to 10 minutes after (a
+    # sample counts every meter: a whole run of them would cost more than the meters)
+    sampler = Sampler(fleet, 1.0, t_black - 10, t_black + 600)
     run_for(fleet, t_black, progress)
     rng = random.Random(sc.seed * 101 + backoff)
-    back: dict[int, float] = {}
-    for i in range(sc.meters):
+    back = [t_black + 1.0 + sc.return_window * rng.random() for _ in range(sc.meters)]
+    for i, g in enumerate(fleet.ids):
         for addr in (fleet.addrs[i], fleet.pana_addr(i)):
             fleet.net.down.add(addr)
-        back[i] = t_black + 1.0 + sc.return_window * rng.random()
-        clock.call_at(back[i], functools.partial(_power_returns, fleet, i))
-    granted_before = {i: len(fleet.granted_at.get(i, [])) for i in range(sc.meters)}
+        clock.call_at(back[g], functools.partial(_power_returns, fleet, i))
+    meters = range(len(fleet.ids))
+    granted_before = [len(fleet.granted_at.get(i, [])) for i in meters]
     end = t_black + max(3600.0, 4 * sc.return_window) + 2 * SLOT_S
     run_for(fleet, end, progress)
     again = [
         fleet.granted_at[i][granted_before[i]] - t_black
-        for i in range(sc.meters)
+        for i in meters
         if len(fleet.granted_at.get(i, [])) > granted_before[i]
     ]
     boundaries = _slot_boundaries(t_black, end)
-    slots = slot_figures(fleet, boundaries)
-    first_complete = next(
-        (b - t_black for b, c in zip(boundaries, slots["completeness"], strict=True) if c >= 1.0),
-        None,
-    )
     return {
-        "_wall": fleet_wall(fleet),
-        "backoff": backoff,
-        "reauthenticated": len(again),
-        **_shares(again, sc.meters),
-        "first_complete_slot_after_s": first_complete,
+        "again": sorted(again),
+        "slot_counts": SlotDigest(fleet).part(boundaries),
+        "slots_after_s": [b - t_black for b in boundaries],
         "keyserver": _keyserver_figures(fleet),
-        "slots": slots,
         "blackout_at_s": round(t_black - fleet.start, 3),
-        # the recovery, second by second: from 10 s before the blackout to 10 minutes after
-        "series": [r for r in sampler.rows if -10 <= r["t"] - (t_black - fleet.start) <= 600],
-    }
+        "series": sampler.rows,
+    }, fleet_wall(fleet)
 
 
 def _power_returns(fleet: Fleet, i: int) -> None:
@@ -435,37 +437,72 @@ def _power_returns(fleet: Fleet, i: int) -> None:
     fleet.net.service(fleet.pana_addr(i))
 
 
-def _blackout(sc: ScenarioConfig, progress: ProgressHook | None) -> tuple[None, dict[str, Any]]:
-    with_backoff = _blackout_run(sc, True, progress)
-    without = _blackout_run(sc, False, progress)
-    walls = [with_backoff.pop("_wall"), without.pop("_wall")]
-    return None, {
+def _blackout(sc: ScenarioConfig, shard: int, progress: ProgressHook | None) -> Part:
+    cpu0 = time.process_time()
+    with_backoff, wall_on = _blackout_run(sc, True, shard, progress)
+    without, wall_off = _blackout_run(sc, False, shard, progress)
+    return {
         "with_backoff": with_backoff,
         "without_backoff": without,
-        "_wall": sum_walls(walls),
+        "wall": _part_wall([wall_on, wall_off], cpu0),
     }
 
 
-def _rollover(sc: ScenarioConfig, progress: ProgressHook | None) -> tuple[Fleet, dict[str, Any]]:
-    fleet, part = day_part(sc, 0, progress)
-    out = merge_day([part])
-    out["_wall"] = sum_walls([part["wall"]])
-    per_meter = [len(fleet.granted_at.get(i, [])) for i in range(sc.meters)]
-    out["rotations_per_meter_min"] = min(per_meter)
-    out["rotations_per_meter_max"] = max(per_meter)
+def _merge_blackout_run(sc: ScenarioConfig, runs: list[dict[str, Any]], backoff: bool) -> Any:
+    again = sorted(t for r in runs for t in r["again"])
+    slots = slot_summary(merge_slot_counts([r["slot_counts"] for r in runs]))
+    after = runs[0]["slots_after_s"]
+    return {
+        "backoff": backoff,
+        "reauthenticated": len(again),
+        **_shares(again, sc.meters),
+        "first_complete_slot_after_s": next(
+            (t for t, c in zip(after, slots["completeness"], strict=True) if c >= 1.0), None
+        ),
+        "keyserver": _merge_keyservers([r["keyserver"] for r in runs]),
+        "slots": slots,
+        "blackout_at_s": runs[0]["blackout_at_s"],
+        "series": _merge_series([r["series"] for r in runs]),
+    }
+
+
+def _merge_blackout(sc: ScenarioConfig, parts: list[Part]) -> dict[str, Any]:
+    return {
+        "with_backoff": _merge_blackout_run(sc, [p["with_backoff"] for p in parts], True),
+        "without_backoff": _merge_blackout_run(sc, [p["without_backoff"] for p in parts], False),
+    }
+
+
+def _rollover(sc: ScenarioConfig, shard: int, progress: ProgressHook | None) -> Part:
+    fleet, part = day_part(sc, shard, progress)
+    per_meter = [len(fleet.granted_at.get(i, [])) for i in range(len(fleet.ids))]
+    part["rotations"] = (min(per_meter), max(per_meter))
+    return part
+
+
+def _merge_rollover(sc: ScenarioConfig, parts: list[Part]) -> dict[str, Any]:
+    out = merge_day(parts)
+    out["rotations_per_meter_min"] = min(p["rotations"][0] for p in parts)
+    out["rotations_per_meter_max"] = max(p["rotations"][1] for p in parts)
     he = out["headend"]
     out["readings_refused_with_valid_key"] = (
         he["c1222_auth_failed"] + he["c1222_no_key"] + he["meters_refused_requests"]
     )
-    return fleet, out
+    return out
 
 
-def _revocation(sc: ScenarioConfig, progress: ProgressHook | None) -> tuple[Fleet, dict[str, Any]]:
-    fleet = build_fleet(fleet_config(sc))
-    sampler = Sampler(fleet, sc.sample_s)
+def revoked_meters(sc: ScenarioConfig) -> list[int]:
+    """The fleet-wide indices of the meters `revocation` revokes: every k-th."""
     count = max(1, int(sc.meters * sc.revoke_fraction))
-    step = max(1, sc.meters // count)
-    revoked = list(range(0, sc.meters, step))[:count]
+    return list(range(0, sc.meters, max(1, sc.meters // count)))[:count]
+
+
+def _revocation(sc: ScenarioConfig, shard: int, progress: ProgressHook | None) -> Part:
+    cpu0 = time.process_time()
+    fleet = build_fleet(fleet_config(sc, shard=shard))
+    sampler = Sampler(fleet, sc.sample_s)
+    chosen = set(revoked_meters(sc))
+    revoked = [i for i, g in enumerate(fleet.ids) if g in chosen]  # this shard's, local
     t_rev = fleet.start + sc.days * 86400 / 2  # midday
     lost_at: dict[int, float] = {}
     index = {fleet.pana_addr(i): i for i in revoked}
@@ -478,46 +515,89 @@ def _revocation(sc: ScenarioConfig, progress: ProgressHook | None) -> tuple[Flee
 
     def revoke() -> None:
         for i in revoked:
-            fleet.keyserver.revoke(meter_id(i), fleet.clock.now, reason="fleet scenario")
+            fleet.keyserver.revoke(meter_id(fleet.ids[i]), fleet.clock.now, reason="fleet scenario")
             fleet.net.service(KEYSERVER_ADDR)
 
     fleet.clock.call_at(t_rev, revoke)
     end = fleet.start + sc.days * 86400 + 2 * SLOT_S
+    digest = SlotDigest(fleet)  # bounded memory, as in a day
+    digest.follow(end)
     run_for(fleet, end, progress)
-    shut = [lost_at[i] - t_rev for i in revoked if i in lost_at]
     after = sum(
         1
         for i in revoked
-        for r in fleet.repo.readings(meter_id(i), 0, 2**40, limit=10_000)
+        for r in fleet.repo.readings(meter_id(fleet.ids[i]), 0, 2**40, limit=10_000)
         if r.received_at > t_rev + 1e-6
     )
-    boundaries = _slot_boundaries(fleet.start, end)
-    return fleet, {
-        "_wall": fleet_wall(fleet),
+    return {
+        "wall": _part_wall([fleet_wall(fleet)], cpu0),
         "revoked": len(revoked),
-        "shut_out": len(shut),
-        "shut_out_max_s": round(max(shut), 3) if shut else None,
-        "reauthenticated_after_revocation": sum(
+        "shut_out_s": [lost_at[i] - t_rev for i in revoked if i in lost_at],
+        "reauthenticated": sum(
             1 for i in revoked if any(t > t_rev for t in fleet.granted_at.get(i, []))
         ),
-        "readings_accepted_after_revocation": after,
-        "slots_others": slot_figures(fleet, boundaries),
+        "accepted_after": after,
+        "slot_counts": digest.part(_slot_boundaries(fleet.start, end)),
         "series": sampler.rows,
     }
 
 
-_RUNNERS: dict[str, Callable[[ScenarioConfig, ProgressHook | None], tuple[Any, dict[str, Any]]]] = {
+def _merge_revocation(sc: ScenarioConfig, parts: list[Part]) -> dict[str, Any]:
+    shut = [t for p in parts for t in p["shut_out_s"]]
+    return {
+        "revoked": sum(p["revoked"] for p in parts),
+        "shut_out": len(shut),
+        "shut_out_max_s": round(max(shut), 3) if shut else None,
+        "reauthenticated_after_revocation": sum(p["reauthenticated"] for p in parts),
+        "readings_accepted_after_revocation": sum(p["accepted_after"] for p in parts),
+        "slots_others": slot_summary(merge_slot_counts([p["slot_counts"] for p in parts])),
+        "series": _merge_series([p["series"] for p in parts]),
+    }
+
+
+PartRunner = Callable[[ScenarioConfig, int, ProgressHook | None], Part]
+_PARTS: dict[str, PartRunner] = {
     "day": _day,
     "blackout": _blackout,
     "rollover": _rollover,
     "revocation": _revocation,
 }
+_MERGES: dict[str, Callable[[ScenarioConfig, list[Part]], dict[str, Any]]] = {
+    "day": lambda _sc, parts: merge_day(parts),
+    "blackout": _merge_blackout,
+    "rollover": _merge_rollover,
+    "revocation": _merge_revocation,
+}
+
+
+def scenario_part(sc: ScenarioConfig, shard: int, progress: ProgressHook | None = None) -> Part:
+    """Shard `shard`'s part of the scenario (what a Dask worker runs, sim/shard.py)."""
+    return _PARTS[sc.scenario](sc, shard, progress)
+
+
+def merge_parts(sc: ScenarioConfig, parts: list[Part]) -> dict[str, Any]:
+    """The scenario's `simulated` figures from its shards' parts, in shard order."""
+    return _MERGES[sc.scenario](sc, parts)
+
+
+def _simulate(sc: ScenarioConfig, progress: ProgressHook | None) -> dict[str, Any]:
+    if sc.shards == 1:
+        parts = [scenario_part(sc, 0, progress)]
+    else:
+        from amistack.sim.shard import run_shards
+
+        parts = run_shards(sc, progress)
+    out = merge_parts(sc, parts)
+    out["_wall"] = sum_walls([p["wall"] for p in parts])
+    if sc.shards > 1:  # each shard's own figures, measured in its worker process
+        out["_wall"]["shards"] = [p["wall"] for p in parts]
+    return out
 
 
 def run_scenario(sc: ScenarioConfig, progress: ProgressHook | None = None) -> dict[str, Any]:
     """Run one scenario; {"scenario", "parameters", "simulated", "wall"} (see the module doc)."""
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    _, simulated = _RUNNERS[sc.scenario](sc, progress)
+    simulated = _simulate(sc, progress)
     wall = time.perf_counter() - wall0
     extra = simulated.pop("_wall")
     events = extra.pop("events")
@@ -547,4 +627,4 @@ def run_scenario(sc: ScenarioConfig, progress: ProgressHook | None = None) -> di
     }
 
 
-__all__ = ["SCENARIOS", "ScenarioConfig", "run_scenario", "slot_figures"]
+__all__ = ["SCENARIOS", "ScenarioConfig", "merge_parts", "run_scenario", "scenario_part"]

@@ -1,10 +1,12 @@
-"""A `day` run in shards by cell across processes and machines on Dask distributed.
+"""A scenario run in shards by cell across processes and machines on Dask distributed.
 
 Cells are independent of each other except for the key server and the head-end they share, so
 `ScenarioConfig(shards=K)` splits the fleet into K sub-fleets by cell (cell c goes to shard
 c % K; meter i is in cell i % cells) and runs each as a task on a Dask cluster: a scheduler's
 address (`cluster="tcp://scheduler:8786"`, `amistack sim fleet --cluster`) or a `LocalCluster`
-of `workers` processes started for the run. The shards' counts add up (`scenarios.merge_day`).
+of `workers` processes started for the run. The shards' counts add up
+(`scenarios.merge_parts`); what a scenario draws per meter (when its power returns, whether it
+is revoked) is drawn over the fleet-wide indices, so a meter does the same in any shard.
 
 What is and is not shared between shards:
 - Each shard runs its meters' own engines (PANA PaC + EAP-PSK, C12.22 node, metering model),
@@ -13,8 +15,11 @@ What is and is not shared between shards:
   capacity and of its queue, and its OWN head-end with its own SQLite database. A real
   deployment's single key server would pool its capacity: a shard whose meters cluster in time
   cannot borrow another's idle capacity here, and the reported queue maximum is the busiest
-  shard's. The head-end's WAN side is not a bottleneck in the model, so splitting it changes
-  nothing simulated but its databases.
+  shard's. So a `blackout` in K shards is K blackouts each against 1/K of the key server:
+  the same load per unit of capacity when the returns spread evenly over the cells (they are
+  drawn per meter, independent of the cell), but each shard's queue sees 1/K of the meters and
+  its random bunching is not pooled with the others'. The head-end's WAN side is not a
+  bottleneck in the model, so splitting it changes nothing simulated but its databases.
 - Nothing crosses between shards during the run; the results depend on the seed and K, never on
   the number of workers or where the tasks ran (a test runs K = 2 on one and two workers).
 """
@@ -31,10 +36,10 @@ log = logging.getLogger(__name__)
 
 
 def run_shard(sc: ScenarioConfig, shard: int) -> dict[str, Any]:
-    """One shard's `day` part (runs in a Dask worker)."""
-    from amistack.sim.scenarios import day_part
+    """One shard's part of the scenario (runs in a Dask worker)."""
+    from amistack.sim.scenarios import scenario_part
 
-    return day_part(sc, shard)[1]
+    return scenario_part(sc, shard)
 
 
 def run_shards(sc: ScenarioConfig, progress: ProgressHook | None = None) -> list[dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""Figures the simulators report about a population: when a share of it had got somewhere."""
+"""Figures the simulators report about a population: when a share of it had got somewhere, and
+the nearest-rank quantile of a sample."""
 
 from __future__ import annotations
 
@@ -14,4 +15,13 @@ def percentile_time(times: list[float], expected: int, fraction: float) -> float
     return round(times[k - 1], 3) if len(times) >= k else None
 
 
-__all__ = ["percentile_time"]
+def quantile(values: list[float], q: float) -> float | None:
+    """The nearest-rank `q`-quantile of `values` (the value at rank floor(q n), the last for
+    q = 1), or None for no values."""
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+__all__ = ["percentile_time", "quantile"]
