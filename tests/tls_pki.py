@@ -20,6 +20,9 @@ from amistack.keymgmt import pki
 
 SERVER_NAME = "keyserver"
 SERVER_HOST = "127.0.0.1"
+# The peers check validity at NOW, fixed when this module is imported; certificates are issued
+# relative to it too (issued at the real time, they would not yet be valid at NOW once a long run
+# is more than pki's 5-minute backdating past the import).
 NOW = time.time()
 
 
@@ -30,6 +33,7 @@ class LabPki:
 
     @classmethod
     def create(cls, data_dir: Path, *, now: float | None = None, ca_days: int = 3650) -> LabPki:
+        now = NOW if now is None else now
         pki.init_ca(data_dir, valid_days=ca_days, now=now)
         pki.issue_server(data_dir, SERVER_NAME, [SERVER_HOST, "keyserver.test"], now=now)
         return cls(data_dir, pki.load_certificate(pki.PkiLayout.of(data_dir).ca_cert))
@@ -43,6 +47,7 @@ class LabPki:
     ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
         layout = self.layout
         if not layout.cert(pki.CertKind.DEVICE, device_id).exists() or kw:
+            kw.setdefault("now", NOW)
             pki.issue_device(self.data_dir, device_id, force=True, **kw)  # type: ignore[arg-type]
         return self.credentials(pki.CertKind.DEVICE, device_id)
 

@@ -128,7 +128,7 @@ def test_device_not_enrolled_for_tls(lab: LabPki) -> None:
 
 
 def test_application_server_client_certificate_is_no_device_certificate(lab: LabPki) -> None:
-    pki.issue_client(lab.data_dir, "headend", ["c1222"])
+    pki.issue_client(lab.data_dir, "headend", ["c1222"], now=NOW)
     cert, key = lab.credentials(pki.CertKind.CLIENT, "headend")
     reason = failed(lab, TlsPeerConfig.build(cert, key, [lab.ca]), identity="headend")
     assert "names no device" in reason
