@@ -63,6 +63,7 @@ KEY_LENGTH = 32
 NONCE_LENGTH = 12
 MAX_FILE = 1 << 20  # a work order of a few thousand meters fits easily
 MAX_METERS = 4096
+MAX_METER_ID = 64
 
 
 class WorkOrderError(Exception):
@@ -97,7 +98,7 @@ class WorkOrder:
     order_id: str
     handheld: str
     technician: str
-    meters: tuple[str, ...]  # device ids (hex of the key server's device id octets)
+    meters: tuple[str, ...]  # device ids as the key server and the head-end name them
     operations: frozenset[str]
     not_before: float
     not_after: float
@@ -112,10 +113,8 @@ class WorkOrder:
         if len(set(self.meters)) != len(self.meters):
             raise WorkOrderError("invalid", "a work order names each meter once")
         for meter in self.meters:
-            try:
-                bytes.fromhex(meter)
-            except ValueError:
-                raise WorkOrderError("invalid", f"meter {meter!r} is not a hex device id") from None
+            if not 0 < len(meter) <= MAX_METER_ID or not meter.isprintable():
+                raise WorkOrderError("invalid", f"meter id {meter!r} is not 1-64 printable chars")
         unknown = self.operations - OPERATIONS
         if unknown or not self.operations:
             raise WorkOrderError(
@@ -180,7 +179,7 @@ def issue(
         order_id, handheld, technician, tuple(meters), frozenset(operations), not_before,
         not_after, principal.name, now,
     )  # fmt: skip
-    outside = [m for m in order.meters if not principal.covers(bytes.fromhex(m))]
+    outside = [m for m in order.meters if not principal.covers(m)]
     if outside:
         raise WorkOrderError("refused", f"meters outside {principal.name}'s area: {outside}")
     if not_after <= now:
@@ -265,7 +264,7 @@ def provision(
     psks: dict[str, str] = {}
     for meter in order.meters:
         try:
-            psk = store.psk(bytes.fromhex(meter))
+            psk = store.psk(meter)
         except StoreError as exc:
             raise WorkOrderError("refused", f"meter {meter}: {exc}") from None
         if psk is None:
@@ -312,7 +311,7 @@ def _parse(raw: bytes) -> tuple[WorkOrder, bytes, KdfParams, bytes, bytes]:
 class OpenedWorkOrder:
     order: WorkOrder
     session: TechnicianSession
-    psks: Mapping[bytes, bytes]  # device id -> PSK, only the order's meters
+    psks: Mapping[str, bytes]  # device id -> PSK, only the order's meters
 
     def __repr__(self) -> str:  # never the PSKs
         return f"OpenedWorkOrder({self.order.order_id}, {self.session.principal.name})"
@@ -353,13 +352,13 @@ def open_work_order(
         psk_json = AESGCM(kdf.derive(password, salt)).decrypt(
             inner[:NONCE_LENGTH], inner[NONCE_LENGTH:], header
         )
-        psks = {bytes.fromhex(m): bytes.fromhex(p) for m, p in json.loads(psk_json).items()}
+        psks = {str(m): bytes.fromhex(p) for m, p in json.loads(psk_json).items()}
     except (KekError, InvalidTag, ValueError, AttributeError):
         raise refuse(
             "tampered", f"work order {order.order_id} does not open: altered, or not sealed "
             "for this handheld and technician",
         ) from None  # fmt: skip
-    if set(psks) != {bytes.fromhex(m) for m in order.meters}:
+    if set(psks) != set(order.meters):
         raise refuse("tampered", f"work order {order.order_id}: credentials do not match")
     desk.record(session, "workorder_open", target, "ok", now)
     return OpenedWorkOrder(order, session, psks)

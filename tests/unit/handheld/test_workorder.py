@@ -54,8 +54,8 @@ def outcomes(b: Bench) -> list[tuple[str, str, str]]:
 
 def test_the_named_technician_opens_exactly_the_orders_meters(bench: Bench) -> None:
     opened = open_work_order(bench.path, bench.kek, bench.desk, "tina", TINA_PASSWORD, T0 + 60)
-    assert opened.psks == {bytes.fromhex(m): meter_psk(m) for m in METERS}
-    assert bytes.fromhex(OTHER_METER) not in opened.psks
+    assert opened.psks == {m: meter_psk(m) for m in METERS}
+    assert OTHER_METER not in opened.psks
     assert opened.order == bench.order
     assert "psk" not in repr(opened).lower() and meter_psk(METERS[0]).hex() not in repr(opened)
     assert outcomes(bench)[-2:] == [("tina", "login", "ok"), ("tina", "workorder_open", "ok")]
@@ -177,7 +177,7 @@ def test_only_a_secadm_issues_and_only_in_its_area(bench: Bench) -> None:
 
 
 def test_a_revoked_meter_refuses_provisioning(bench: Bench, tmp_path: Path) -> None:
-    bench.office_store.revoke(bytes.fromhex(METERS[1]), "stolen", T0)
+    bench.office_store.revoke(METERS[1], "stolen", T0)
     with pytest.raises(WorkOrderError, match="revoked"):
         provision(bench.order, bench.office_store, bench.kek, TINA_PASSWORD,
                   tmp_path / "x.order", os.urandom, FAST_KDF)  # fmt: skip

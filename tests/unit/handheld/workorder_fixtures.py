@@ -52,7 +52,7 @@ def make_bench(tmp_path: Path, token: SoftHsmToken) -> Iterator[Bench]:
     (tmp_path / "office").mkdir()
     office = CredentialStore(tmp_path / "office" / "keys.db", FileKek(os.urandom(32), os.urandom))
     for meter in [*METERS, OTHER_METER]:
-        office.enroll(bytes.fromhex(meter), meter_psk(meter), T0 - HOUR)
+        office.enroll(meter, meter_psk(meter), T0 - HOUR)
     users = AccessStore(tmp_path / "handheld" / "access", hasher=CHEAP)
     users.add_user("tina", TINA_PASSWORD, [Role.OPERATOR], T0 - HOUR)
     users.add_user("tom", TOM_PASSWORD, [Role.OPERATOR], T0 - HOUR)

@@ -1,0 +1,233 @@
+"""Offline run and sync (claims 7-8): no WAN; the handheld is key server and collector for one
+work order's meters (real sans-IO PAA + EAP-PSK + UKMF, C12.22 over the mesh on the virtual
+clock); readings sealed and signed on the handheld; synced once at the office, then destroyed."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+from argon2 import PasswordHasher
+from tests.unit.meter.conftest import init_token
+
+from amistack.access import AccessStore, AuditTrail, Principal, Role
+from amistack.c1222.acse import ApTitle
+from amistack.crypto import pkcs11_token, seeded_random
+from amistack.handheld import WAN_ADDR, HandheldConfig, WorkSession
+from amistack.handheld.offline import (
+    ROTATION_DUE,
+    OfflineOffice,
+    ReadingsSealed,
+    SealedReadings,
+    mark_for_rotation,
+    sync,
+)
+from amistack.handheld.technician import TechnicianDesk
+from amistack.handheld.workorder import (
+    KdfParams,
+    WorkOrderError,
+    destroy_file,
+    issue,
+    open_work_order,
+    provision,
+)
+from amistack.headend.storage import SqliteRepository
+from amistack.keymgmt.kek import FileKek
+from amistack.keymgmt.kek_pkcs11 import Pkcs11Kek
+from amistack.keymgmt.store import CredentialStore
+from amistack.mesh.node import radio_addr
+from amistack.meter.node import ap_title_for
+from amistack.pana.events import AuthenticationFailed
+from amistack.securemodule.pkcs11_module import Pkcs11Module
+from amistack.sim.handheld_area import (
+    AREA_PAN,
+    AREA_PREFIX,
+    Area,
+    AreaConfig,
+    area_meter_id,
+    area_meter_psk,
+    area_rpl,
+    build_area,
+    handheld_eui,
+    mesh_pac_config,
+    meter_eui,
+    psk_peer,
+)
+
+CHEAP = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+FAST_KDF = KdfParams(time_cost=1, memory_kib=64, parallelism=1)
+PASSWORD = "tina's long field passphrase"
+HANDHELD = "handheld-7"
+HEADEND_TITLE = ApTitle.parse("2.16.124.113620.1.22.0.1")
+KEYSERVER = ("2001:db8:ffff::1", 716)
+HEADEND = ("2001:db8:ffff::2", 1153)
+N = 3  # meters in the area; the order names 1..N-1, meter N stays out
+HOUR = 3600.0
+
+
+def global_of(eui_iid: bytes) -> str:
+    return str(ipaddress.IPv6Address(AREA_PREFIX[:8] + eui_iid))
+
+
+@dataclass
+class Offline:
+    area: Area
+    office: OfflineOffice
+    session: WorkSession
+    readings: SealedReadings
+    module: Pkcs11Module
+    kek: Pkcs11Kek
+    keystore: CredentialStore
+    order_path: Path
+
+
+@pytest.fixture
+def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Offline]:
+    (tmp_path / "tok").mkdir()
+    token = init_token(tmp_path / "tok", monkeypatch)
+    keystore = CredentialStore(tmp_path / "keys.db", FileKek(os.urandom(32), os.urandom))
+    for i in range(1, N + 1):
+        keystore.enroll(area_meter_id(i), area_meter_psk(1, i), -HOUR)
+    users = AccessStore(tmp_path / "hh" / "access", hasher=CHEAP)
+    users.add_user("tina", PASSWORD, [Role.OPERATOR], -HOUR)
+    desk = TechnicianDesk(users, AuditTrail.open(tmp_path / "hh", -HOUR), HANDHELD)
+    secadm = Principal("sam", frozenset({Role.SECADM}), "session")
+    in_order = [area_meter_id(i) for i in range(1, N)]
+    order = issue(secadm, "WO-9", HANDHELD, "tina", in_order, ["read"], 0.0, 8 * HOUR, -HOUR)
+    kek = Pkcs11Kek.open(token.library, token.label, token.pin, "hh/kek", os.urandom, create=True)
+    module = Pkcs11Module.open(token.library, token.label, token.pin, "hh/sign", create=True)
+    path = tmp_path / "hh" / "orders" / "WO-9.order"
+    provision(order, keystore, kek, PASSWORD, path, os.urandom, FAST_KDF)
+    opened = open_work_order(path, kek, desk, "tina", PASSWORD, 0.0)
+    readings = SealedReadings(tmp_path / "hh" / "readings.db", kek, module)
+    rng = seeded_random(5)
+    handheld_psk = rng(16)
+    euis = [handheld_eui(), *(meter_eui(i) for i in range(1, N + 1))]
+    relays = frozenset(global_of(e.interface_id()) for e in euis)
+    titles = {ap_title_for(area_meter_id(i)).device_id: area_meter_id(i) for i in range(1, N + 1)}
+    office = OfflineOffice(
+        opened, readings, handheld_id=HANDHELD, handheld_psk=handheld_psk,
+        handheld_radio=radio_addr(handheld_eui()), keyserver_addr=KEYSERVER,
+        headend_addr=HEADEND, headend_title=HEADEND_TITLE, titles=titles, relays=relays,
+        pans=[AREA_PAN.value], rng=rng, now=0.0,
+    )  # fmt: skip
+    area = build_area(AreaConfig(meters=N, headend_title=HEADEND_TITLE), office, KEYSERVER)
+    cfg = HandheldConfig(HANDHELD, handheld_eui(), AREA_PAN, AREA_PREFIX, KEYSERVER,
+                         rpl=area_rpl(), pac=mesh_pac_config())  # fmt: skip
+    session = WorkSession(cfg, opened.session.principal, order.order_id,
+                          psk_peer(HANDHELD, handheld_psk, seeded_random(6)), seeded_random(7),
+                          area.net.now)  # fmt: skip
+    area.attach(session)
+    try:
+        yield Offline(area, office, session, readings, module, kek, keystore, path)
+    finally:
+        office.close()
+        readings.close()
+        module.close()
+        kek.close()
+        users.close()
+        desk.audit.close()
+        keystore.close()
+        pkcs11_token.close_all()
+
+
+def collect(o: Offline, meter: int, intervals: int = 4) -> ReadingsSealed:
+    net = o.area.net
+    addr = (global_of(meter_eui(meter).interface_id()), 1153)
+    rid = o.office.read(area_meter_id(meter), addr, ap_title_for(area_meter_id(meter)),
+                        intervals, net.now)  # fmt: skip
+    net.service(WAN_ADDR)
+
+    def sealed() -> list[ReadingsSealed]:
+        return [
+            e for e in net.events_of(WAN_ADDR, ReadingsSealed) if e.meter_id == area_meter_id(meter)
+        ]
+
+    net.run_while(lambda: not sealed(), net.now + 120.0)
+    got = sealed()
+    assert got, net.events[WAN_ADDR][-5:]
+    assert got[0].request_id != rid  # the second read (header + intervals) carried them
+    return got[0]
+
+
+def test_offline_run_authenticates_the_orders_meters_and_seals_signed_readings(
+    offline: Offline, tmp_path: Path
+) -> None:
+    o = offline
+    assert o.area.net.run_while(lambda: not {1, N - 1} <= set(o.area.relay_ready()), 900.0)
+    # meter N is not in the work order: the handheld holds no PSK for it, it never joins
+    o.area.net.run_while(lambda: N not in o.area.relay_ready(), o.area.net.now + 300.0)
+    assert N not in o.area.relay_ready()
+    failed = {e.peer_id for e in o.area.net.events_of(WAN_ADDR, AuthenticationFailed)}
+    assert area_meter_id(N).encode() in failed
+    # no PANA session (and so no key derived from it) outlives the work order
+    assert o.office.store.session_lifetime(area_meter_id(1)) == o.office.order.not_after
+    for meter in range(1, N):
+        assert collect(o, meter).stored == 4
+    records = o.readings.export()
+    assert len(records) == 4 * (N - 1)
+    # at rest: no reading value in the clear
+    raw = (tmp_path / "hh" / "readings.db").read_bytes()
+    for rec in records:
+        assert rec.body not in raw
+    # reads outside the order are refused before anything is sent
+    with pytest.raises(WorkOrderError, match="not in WO-9"):
+        o.office.read(area_meter_id(N), ("::1", 1153), ap_title_for(area_meter_id(N)), 1,
+                      o.area.net.now)  # fmt: skip
+
+    # -- back at the office: sync twice, no duplicates; then the handheld's copies go ----------
+    head = SqliteRepository(tmp_path / "headend")
+    pem = o.module.public_key_pem()
+    first = sync(o.office.order, records, pem, head, 10 * HOUR)
+    assert (first.inserted, first.duplicates) == (len(records), 0)
+    assert not first.refused and not first.conflicts
+    again = sync(o.office.order, o.readings.export(), pem, head, 11 * HOUR)
+    assert (again.inserted, again.duplicates) == (0, len(records))
+    assert head.count_readings() == len(records)
+    marked = mark_for_rotation(o.keystore, o.office.order, 11 * HOUR)
+    assert marked == [area_meter_id(i) for i in range(1, N)]
+    assert {e.device_id for e in o.keystore.audit_log() if e.kind == ROTATION_DUE} == {
+        area_meter_id(i).encode() for i in range(1, N)
+    }
+    o.readings.destroy()
+    destroy_file(o.order_path)
+    assert not (tmp_path / "hh" / "readings.db").exists() and not o.order_path.exists()
+    head.close()
+
+
+def test_a_tampered_or_forged_reading_is_refused_and_reported(
+    offline: Offline, tmp_path: Path
+) -> None:
+    o = offline
+    o.area.net.run_while(lambda: 1 not in o.area.relay_ready(), 900.0)
+    collect(o, 1, intervals=2)
+    records = o.readings.export()
+    good, victim = records
+    forged = replace(
+        victim, reading=replace(victim.reading, forward_wh=victim.reading.forward_wh + 1)
+    )
+    head = SqliteRepository(tmp_path / "headend")
+    report = sync(o.office.order, [good, forged], o.module.public_key_pem(), head, 10 * HOUR)
+    assert report.inserted == 1 and len(report.refused) == 1
+    assert "signature does not verify" in report.refused[0]
+    assert head.count_readings() == 1
+    # a genuine record, but the head-end already holds other values there: a conflict, kept out
+    head.store_readings([replace(victim.reading, forward_wh=victim.reading.forward_wh + 5)], 0.0)
+    report = sync(o.office.order, [good, victim], o.module.public_key_pem(), head, 11 * HOUR)
+    assert (report.inserted, report.duplicates, len(report.conflicts)) == (0, 1, 1)
+    assert "other values" in report.conflicts[0]
+    # a record altered in the handheld's file does not even open
+    db = sqlite3.connect(tmp_path / "hh" / "readings.db")
+    for rowid, sealed in db.execute("SELECT rowid, sealed FROM readings").fetchall():
+        flipped = sealed[:20] + bytes([sealed[20] ^ 1]) + sealed[21:]
+        db.execute("UPDATE readings SET sealed = ? WHERE rowid = ?", (flipped, rowid))
+    db.commit()
+    db.close()
+    with pytest.raises(WorkOrderError, match="does not open"):
+        o.readings.export()
+    head.close()
