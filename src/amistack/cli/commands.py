@@ -21,10 +21,11 @@ def register_all(sub: Any) -> None:
         pki,
         sim,
         users,
+        workorder,
     )
 
     for module in (
         demo, keyserver, keys, pki, meter, headend, users, hems, log, bench, broute, sim,
-        handheld,
+        handheld, workorder,
     ):  # fmt: skip
         module.register(sub)

@@ -64,6 +64,7 @@ __all__ = [
 ]
 
 _SIGN_DOMAIN = b"amistack-offline-reading-v1"
+READINGS_FILE = "offline-readings.db"  # in the handheld's data dir
 ROTATION_DUE = "psk_rotation_due"  # the key server's audit kind marking a meter for rotation
 
 

@@ -24,6 +24,7 @@ import base64
 import binascii
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,7 @@ __all__ = [
     "destroy_file",
     "issue",
     "open_work_order",
+    "order_path",
     "provision",
     "read_header",
     "read_private",
@@ -64,6 +66,8 @@ NONCE_LENGTH = 12
 MAX_FILE = 1 << 20  # a work order of a few thousand meters fits easily
 MAX_METERS = 4096
 MAX_METER_ID = 64
+_ORDER_ID = re.compile(r"(?!\.\.?$)[A-Za-z0-9_.-]{1,64}")  # also its file name
+ORDERS_DIR = "orders"  # in the handheld's data dir
 
 
 class WorkOrderError(Exception):
@@ -106,8 +110,8 @@ class WorkOrder:
     issued_at: float
 
     def __post_init__(self) -> None:
-        if not self.order_id or not self.order_id.isprintable() or len(self.order_id) > 64:
-            raise WorkOrderError("invalid", "an order id is 1-64 printable characters")
+        if not _ORDER_ID.fullmatch(self.order_id):
+            raise WorkOrderError("invalid", "an order id is 1-64 of [A-Za-z0-9_.-], not . or ..")
         if not self.meters or len(self.meters) > MAX_METERS:
             raise WorkOrderError("invalid", f"a work order names 1..{MAX_METERS} meters")
         if len(set(self.meters)) != len(self.meters):
@@ -284,6 +288,11 @@ def provision(
         "sealed": _b64(sealed),
     }  # fmt: skip
     write_private(path, json.dumps(body).encode())
+
+
+def order_path(handheld_dir: Path, order_id: str) -> Path:
+    """Where the handheld keeps work order `order_id`."""
+    return handheld_dir / ORDERS_DIR / f"{order_id}.order"
 
 
 def read_header(path: Path) -> WorkOrder:

@@ -4,7 +4,6 @@ clock); readings sealed and signed on the handheld; synced once at the office, t
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from argon2 import PasswordHasher
+from tests.unit.handheld.harness import HEADEND, KEYSERVER, global_of
 from tests.unit.meter.conftest import init_token
 
 from amistack.access import AccessStore, AuditTrail, Principal, Role
@@ -64,14 +64,8 @@ FAST_KDF = KdfParams(time_cost=1, memory_kib=64, parallelism=1)
 PASSWORD = "tina's long field passphrase"
 HANDHELD = "handheld-7"
 HEADEND_TITLE = ApTitle.parse("2.16.124.113620.1.22.0.1")
-KEYSERVER = ("2001:db8:ffff::1", 716)
-HEADEND = ("2001:db8:ffff::2", 1153)
 N = 3  # meters in the area; the order names 1..N-1, meter N stays out
 HOUR = 3600.0
-
-
-def global_of(eui_iid: bytes) -> str:
-    return str(ipaddress.IPv6Address(AREA_PREFIX[:8] + eui_iid))
 
 
 @dataclass

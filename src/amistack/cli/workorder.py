@@ -1,0 +1,305 @@
+"""`amistack workorder`: offline work orders for the field handheld (docs/handheld-offline.md).
+
+    amistack workorder issue ORDER ...   a SECADM issues it; the handheld is provisioned with it
+    amistack workorder show FILE         the order a file claims to be (no secret)
+    amistack workorder sync ORDER ...    back at the office: readings to the head-end, once each
+
+Secrets never come from the command line: the SECADM's token from $AMISTACK_TOKEN, the
+technician's password from $AMISTACK_PASSWORD or the terminal, PKCS#11 PINs from
+$AMISTACK_PKCS11_PIN. Each command prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+from amistack.cli.common import CliError, add_data_dir, open_kek, open_store
+
+TOKEN_ENV = "AMISTACK_TOKEN"
+PASSWORD_ENV = "AMISTACK_PASSWORD"
+OFFICE_DIR = "workorders"  # in the key server's data dir: what was issued, with the handheld key
+_SPECS = (
+    "--handheld-kek: 'file' (HANDHELD_DIR/kek.key) or 'pkcs11:LIB?token=T&label=L', the AES key "
+    "in the handheld's token; --handheld-module: 'software:PATH' or 'pkcs11:LIB?token=T&label=L',"
+    " its signing key"
+)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "workorder",
+        help="offline work orders for the field handheld (no WAN in the area)",
+        description="Offline work orders (JP5701792B2, second embodiment): a SECADM issues a "
+        "work order (meters, operations, validity, technician); the handheld gets exactly those "
+        "meters' PSKs, sealed under its PKCS#11 key and the technician's password; back at the "
+        "office its signed readings go to the head-end once each. See docs/handheld-offline.md.",
+    )
+    wsub = p.add_subparsers(dest="workorder_command", metavar="ACTION", required=True)
+
+    i = wsub.add_parser(
+        "issue",
+        help="issue a work order and provision the docked handheld with it",
+        description="Issue work order ORDER as the SECADM whose token is in $AMISTACK_TOKEN "
+        "(a user of --data-dir, the key server's), audited there; then, with the technician "
+        "present (password from $AMISTACK_PASSWORD or asked on the terminal, checked by the "
+        "handheld's own login), seal the meters' PSKs into HANDHELD_DIR/orders/ORDER.order. "
+        + _SPECS,
+    )
+    i.add_argument("order", metavar="ORDER", help="the order id (1-64 of A-Za-z0-9_.-)")
+    i.add_argument("--technician", required=True, help="the one technician who may open it")
+    i.add_argument("--handheld", required=True, help="the handheld's device id")
+    i.add_argument("--meter", action="append", required=True, metavar="ID",
+                   help="a meter's device id (repeat)")  # fmt: skip
+    i.add_argument("--op", action="append", metavar="OP",
+                   help="an allowed operation: read, events, connect, disconnect, commission "
+                   "(repeat; default read)")  # fmt: skip
+    i.add_argument("--start", type=float, metavar="EPOCH", help="valid from (default now)")
+    i.add_argument("--hours", type=float, default=8.0, help="valid for (default 8)")
+    _handheld_options(i)
+    add_data_dir(i)
+
+    s = wsub.add_parser("show", help="print the order a work order file claims to be",
+                        description="Print the (unauthenticated) header of a work order file: "
+                        "no secret is in it.")  # fmt: skip
+    s.add_argument("file", type=Path, metavar="FILE")
+    s.set_defaults(handler=_show)
+
+    y = wsub.add_parser(
+        "sync",
+        help="upload the handheld's readings to the head-end, then destroy its copies",
+        description="As the SECADM of $AMISTACK_TOKEN: open the handheld's sealed readings of "
+        "ORDER, check each signature against the handheld key recorded at issue, store each "
+        "reading once in the head-end (a second sync stores nothing new), report conflicts "
+        "and refusals, mark the order's meters for PSK rotation, and destroy the handheld's "
+        "readings and work order. With refusals or conflicts the handheld's copies are kept "
+        "and the exit status is 1. " + _SPECS,
+    )
+    y.add_argument("order", metavar="ORDER")
+    y.add_argument("--headend", required=True, metavar="DIR|URL",
+                   help="the head-end's data directory or postgresql:// URL")  # fmt: skip
+    _handheld_options(y)
+    add_data_dir(y)
+    i.set_defaults(handler=_issue)
+    y.set_defaults(handler=_sync)
+
+
+def _handheld_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--handheld-dir", required=True, type=Path, metavar="DIR",
+                   help="the handheld's data dir (technicians, orders, readings)")  # fmt: skip
+    p.add_argument("--handheld-kek", required=True, metavar="SPEC",
+                   help="the handheld's key-encryption key")  # fmt: skip
+    p.add_argument("--handheld-module", required=True, metavar="SPEC",
+                   help="the handheld's signing key")  # fmt: skip
+
+
+def _print(obj: dict[str, Any]) -> None:
+    print(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def _who() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "?"
+
+
+@contextmanager
+def _secadm(data_dir: Path, action: str, target: str, now: float) -> Iterator[Any]:
+    """(principal, office audit trail) for the token in $AMISTACK_TOKEN; refusals audited."""
+    from amistack.access import AccessStore, AuditTrail
+    from amistack.access.rights import Right
+
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    if not token:
+        raise CliError(f"no operator token: set ${TOKEN_ENV} (amistack users token NAME)")
+    if not (data_dir / AccessStore.FILENAME).exists():
+        raise CliError(f"no users in {data_dir} (add one: amistack users add NAME --role SECADM)")
+    with ExitStack() as stack:
+        users = AccessStore(data_dir)
+        stack.callback(users.close)
+        trail = AuditTrail.open(data_dir, now)
+        stack.callback(trail.close)
+        principal = users.authenticate_token(token, now)
+        if principal is None or not principal.may(Right.KEYS):
+            who = _who() if principal is None else principal.name
+            trail.record(now, who, action, via=f"cli:{_who()}", target=target,
+                         outcome="refused")  # fmt: skip
+            raise CliError("the token is invalid, expired, revoked, or not a SECADM's")
+        yield principal, trail
+
+
+def _password() -> str:
+    if PASSWORD_ENV in os.environ:
+        return os.environ[PASSWORD_ENV]
+    if not sys.stdin.isatty():
+        raise CliError(f"no terminal to ask for the technician's password: set ${PASSWORD_ENV}")
+    return getpass.getpass("technician's password: ")
+
+
+def _handheld_keys(args: argparse.Namespace, stack: ExitStack, *, create: bool) -> tuple[Any, Any]:
+    from amistack.keymgmt.kek import KekError
+    from amistack.securemodule import SecureModuleError
+    from amistack.securemodule.spec import open_module
+
+    args.handheld_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        kek = open_kek(args.handheld_dir, args.handheld_kek, create=create)
+        module = open_module(args.handheld_module, create=create)
+    except (KekError, SecureModuleError) as exc:
+        raise CliError(str(exc)) from None
+    for thing in (kek, module):
+        if hasattr(thing, "close"):
+            stack.callback(thing.close)
+    return kek, module
+
+
+def _issue(args: argparse.Namespace) -> int:
+    from amistack.access import AccessStore, AuditTrail, LoginRefused
+    from amistack.crypto import system_random
+    from amistack.handheld.technician import TechnicianDesk
+    from amistack.handheld.workorder import (
+        WorkOrderError,
+        issue,
+        order_path,
+        provision,
+        write_private,
+    )
+
+    now = time.time()
+    start = now if args.start is None else args.start
+    if not args.hours > 0:
+        raise CliError("--hours must be > 0")
+    target = f"workorder:{args.order}"
+    with ExitStack() as stack:
+        principal, trail = stack.enter_context(
+            _secadm(args.data_dir, "workorder.issue", target, now)
+        )
+        try:
+            order = issue(principal, args.order, args.handheld, args.technician, args.meter,
+                          args.op or ["read"], start, start + args.hours * 3600.0, now)  # fmt: skip
+        except WorkOrderError as exc:
+            trail.record(now, principal.name, "workorder.issue", via=f"cli:{_who()}",
+                         target=target, outcome=exc.reason)  # fmt: skip
+            raise CliError(exc.message) from None
+        path = order_path(args.handheld_dir, order.order_id)
+        if path.exists():
+            raise CliError(f"{path} exists: the handheld already holds order {args.order}")
+        if not (args.handheld_dir / AccessStore.FILENAME).exists():
+            raise CliError(f"no technicians on the handheld ({args.handheld_dir})")
+        kek, module = _handheld_keys(args, stack, create=True)
+        hh_users = AccessStore(args.handheld_dir)
+        stack.callback(hh_users.close)
+        hh_trail = AuditTrail.open(args.handheld_dir, now)
+        stack.callback(hh_trail.close)
+        desk = TechnicianDesk(hh_users, hh_trail, args.handheld)
+        password = _password()
+        try:
+            session = desk.login(args.technician, password, now)
+        except LoginRefused as exc:
+            raise CliError(
+                f"the technician's login on the handheld failed: {exc.message}"
+            ) from None
+        desk.logout(session, now)
+        store = open_store(args.data_dir, create=False, kek=args.kek)
+        stack.callback(store.close)
+        try:
+            provision(order, store, kek, password, path, system_random)
+        except WorkOrderError as exc:
+            trail.record(now, principal.name, "workorder.issue", via=f"cli:{_who()}",
+                         target=target, outcome=exc.reason)  # fmt: skip
+            raise CliError(exc.message) from None
+        record = {"header": order.header().decode(),
+                  "handheld_key": module.public_key_pem().decode()}  # fmt: skip
+        write_private(args.data_dir / OFFICE_DIR / f"{order.order_id}.json",
+                      json.dumps(record).encode())  # fmt: skip
+        trail.record(now, principal.name, "workorder.issue", via=f"cli:{_who()}", target=target,
+                     detail={"meters": list(order.meters), "technician": order.technician,
+                             "handheld": order.handheld, "not_after": order.not_after})  # fmt: skip
+    _print({"ok": True, "order": json.loads(order.header()), "file": str(path)})
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from amistack.handheld.workorder import WorkOrderError, read_header
+
+    try:
+        order = read_header(args.file)
+    except WorkOrderError as exc:
+        raise CliError(exc.message) from None
+    _print({"ok": True, "order": json.loads(order.header())})
+    return 0
+
+
+def _sync(args: argparse.Namespace) -> int:
+    from amistack.handheld.offline import (
+        READINGS_FILE,
+        SealedReadings,
+        mark_for_rotation,
+        sync,
+    )
+    from amistack.handheld.workorder import (
+        WorkOrder,
+        WorkOrderError,
+        destroy_file,
+        order_path,
+        read_private,
+    )
+    from amistack.headend.storage import open_repository
+
+    now = time.time()
+    target = f"workorder:{args.order}"
+    with ExitStack() as stack:
+        principal, trail = stack.enter_context(
+            _secadm(args.data_dir, "workorder.sync", target, now)
+        )
+        try:
+            record = json.loads(read_private(args.data_dir / OFFICE_DIR / f"{args.order}.json"))
+            order = WorkOrder.from_header(record["header"].encode())
+            handheld_key = record["handheld_key"].encode()
+        except WorkOrderError as exc:
+            raise CliError(f"work order {args.order} was not issued here: {exc.message}") from None
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise CliError(f"the office record of work order {args.order} is malformed") from None
+        readings_path = args.handheld_dir / READINGS_FILE
+        records = []
+        if readings_path.exists():
+            kek, module = _handheld_keys(args, stack, create=False)
+            readings = SealedReadings(readings_path, kek, module)
+            try:
+                records = readings.export()
+            except WorkOrderError as exc:
+                readings.close()
+                raise CliError(exc.message) from None
+        repo = open_repository(args.headend)
+        stack.callback(repo.close)
+        report = sync(order, [r for r in records if r.order_id == order.order_id],
+                      handheld_key, repo, now)  # fmt: skip
+        clean = not report.refused and not report.conflicts
+        store = open_store(args.data_dir, create=False, kek=args.kek)
+        stack.callback(store.close)
+        report.marked_for_rotation = mark_for_rotation(store, order, now)
+        if clean:
+            if readings_path.exists():
+                readings.destroy()
+            destroy_file(order_path(args.handheld_dir, order.order_id))
+        elif readings_path.exists():
+            readings.close()
+        trail.record(now, principal.name, "workorder.sync", via=f"cli:{_who()}", target=target,
+                     outcome="ok" if clean else "refused",
+                     detail={"inserted": report.inserted, "duplicates": report.duplicates,
+                             "refused": len(report.refused),
+                             "conflicts": len(report.conflicts)})  # fmt: skip
+    _print({"ok": clean, "order": order.order_id, "inserted": report.inserted,
+            "duplicates": report.duplicates, "refused": report.refused,
+            "conflicts": report.conflicts, "marked_for_rotation": report.marked_for_rotation,
+            "handheld_copies_destroyed": clean})  # fmt: skip
+    return 0 if clean else 1

@@ -1,0 +1,148 @@
+"""`amistack workorder issue|show|sync`: a SECADM's token, the technician's password from the
+environment, the handheld's KEK in a SoftHSM2 token; secrets never on the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from argon2 import PasswordHasher
+from tests.unit.meter.conftest import SoftHsmToken, init_token
+
+from amistack.access import AccessStore, Role
+from amistack.cli.common import open_kek, open_store
+from amistack.cli.main import main
+from amistack.crypto import pkcs11_token
+from amistack.handheld.offline import READINGS_FILE, SealedReadings
+from amistack.handheld.workorder import order_path
+from amistack.headend.schema import IntervalReading
+from amistack.headend.storage import SqliteRepository
+from amistack.securemodule.software import SoftwareModule
+
+CHEAP = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+PASSWORD = "tina's long field passphrase"
+METERS = ["meter-001", "meter-002"]
+T = 1_800_000_000  # an interval start (aligned to 15 min)
+
+
+@dataclass
+class Desk:
+    office: Path
+    hh: Path
+    headend: Path
+    token: SoftHsmToken
+    kek_spec: str
+    module_spec: str
+
+    def args(self, *extra: str) -> list[str]:
+        return [*extra, "--data-dir", str(self.office), "--handheld-dir", str(self.hh),
+                "--handheld-kek", self.kek_spec, "--handheld-module", self.module_spec]  # fmt: skip
+
+
+@pytest.fixture
+def desk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Desk]:
+    (tmp_path / "tok").mkdir()
+    token = init_token(tmp_path / "tok", monkeypatch)
+    office, hh = tmp_path / "office", tmp_path / "hh"
+    users = AccessStore(office, hasher=CHEAP)
+    users.add_user("sam", "sam's long admin passphrase", [Role.SECADM], 0.0)
+    users.add_user("olga", "olga's long operator phrase", [Role.OPERATOR], 0.0)
+    monkeypatch.setenv("AMISTACK_TOKEN", users.issue_token("sam", time.time()).token)
+    monkeypatch.setenv("OLGA_TOKEN", users.issue_token("olga", time.time()).token)
+    users.close()
+    with open_store(office, create=True) as store:
+        for i, m in enumerate(METERS, 1):
+            store.enroll(m, bytes([i]) * 16, 0.0)
+    tech = AccessStore(hh, hasher=CHEAP)
+    tech.add_user("tina", PASSWORD, [Role.OPERATOR], 0.0)
+    tech.close()
+    monkeypatch.setenv("AMISTACK_PASSWORD", PASSWORD)
+    monkeypatch.setenv("AMISTACK_PKCS11_PIN", token.pin)
+    spec = f"pkcs11:{token.library}?token={token.label}&label=hh-kek"
+    yield Desk(office, hh, tmp_path / "headend", token, spec, f"software:{hh / 'sign.pem'}")
+    pkcs11_token.close_all()
+
+
+def run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, dict[str, object]]:
+    code = main(argv)
+    captured = capsys.readouterr()
+    out = captured.out
+    if code == 2:
+        print(captured.err, file=sys.stderr)  # kept for the assertion that follows
+    return code, (json.loads(out) if out.strip() else {})
+
+
+def issue(d: Desk, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, object]]:
+    meters = [a for m in METERS for a in ("--meter", m)]
+    argv = ["workorder", "issue", "WO-1", "--technician", "tina", "--handheld", "hh-7", *meters,
+            "--op", "read", "--hours", "8"]  # fmt: skip
+    return run(capsys, d.args(*argv))
+
+
+def seal_readings(d: Desk, n: int, *, module: str | None = None) -> None:
+    kek = open_kek(d.hh, d.kek_spec, create=False)
+    mod = SoftwareModule.open_or_create(module or d.module_spec.removeprefix("software:"))
+    with kek:
+        store = SealedReadings(d.hh / READINGS_FILE, kek, mod)
+        store.add("WO-1", [IntervalReading(METERS[0], T + 900 * i, 15, 100 + i, 0, 0, 0)
+                           for i in range(n)])  # fmt: skip
+        store.close()
+
+
+def test_issue_provisions_the_handheld_and_sync_uploads_once_then_destroys(
+    desk: Desk, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out = issue(desk, capsys)
+    assert code == 0 and out["ok"] is True, capsys.readouterr().err
+    path = order_path(desk.hh, "WO-1")
+    assert path.exists() and oct(path.stat().st_mode & 0o777) == "0o600"
+    code, shown = run(capsys, ["workorder", "show", str(path)])
+    assert code == 0 and shown["order"]["meters"] == METERS  # type: ignore[index]
+    seal_readings(desk, 4)
+    sync = ["workorder", "sync", "WO-1", "--headend", str(desk.headend)]
+    code, out = run(capsys, desk.args(*sync))
+    assert code == 0, out
+    assert (out["inserted"], out["duplicates"], out["refused"], out["conflicts"]) == (4, 0, [], [])
+    assert out["marked_for_rotation"] == METERS and out["handheld_copies_destroyed"] is True
+    assert not path.exists() and not (desk.hh / READINGS_FILE).exists()
+    code, again = run(capsys, desk.args(*sync))  # a second sync adds nothing
+    assert code == 0 and again["inserted"] == 0
+    repo = SqliteRepository(desk.headend)
+    assert repo.count_readings() == 4
+    repo.close()
+
+
+def test_a_forged_reading_is_refused_and_the_copies_kept(
+    desk: Desk, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert issue(desk, capsys)[0] == 0
+    seal_readings(desk, 2, module=str(tmp_path / "not-the-handhelds-key.pem"))
+    code, out = run(capsys, desk.args("workorder", "sync", "WO-1", "--headend", str(desk.headend)))
+    assert code == 1 and out["inserted"] == 0 and len(out["refused"]) == 2  # type: ignore[arg-type]
+    assert (desk.hh / READINGS_FILE).exists() and order_path(desk.hh, "WO-1").exists()
+
+
+def test_refusals_exit_2_with_one_line(
+    desk: Desk, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AMISTACK_TOKEN", os.environ["OLGA_TOKEN"])  # an OPERATOR, not a SECADM
+    assert issue(desk, capsys)[0] == 2
+    assert "not a SECADM" in capsys.readouterr().err
+    monkeypatch.delenv("AMISTACK_TOKEN")
+    assert issue(desk, capsys)[0] == 2
+    assert "AMISTACK_TOKEN" in capsys.readouterr().err
+
+
+def test_a_wrong_technician_password_provisions_nothing(
+    desk: Desk, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AMISTACK_PASSWORD", "not tina's passphrase at all")
+    assert issue(desk, capsys)[0] == 2
+    assert "login" in capsys.readouterr().err
+    assert not order_path(desk.hh, "WO-1").exists()
