@@ -3,6 +3,7 @@
     amistack workorder issue ORDER ...   a SECADM issues it; the handheld is provisioned with it
     amistack workorder show FILE         the order a file claims to be (no secret)
     amistack workorder sync ORDER ...    back at the office: readings to the head-end, once each
+    amistack workorder list ...          what was issued; expired orders' meters to rotate
 
 Secrets never come from the command line: the SECADM's token from $AMISTACK_TOKEN, the
 technician's password from $AMISTACK_PASSWORD or the terminal, PKCS#11 PINs from
@@ -89,6 +90,20 @@ def register(sub: Any) -> None:
     _handheld_options(y)
     add_data_dir(y)
     i.set_defaults(handler=_issue)
+
+    ls = wsub.add_parser(
+        "list",
+        help="the work orders issued here and their state",
+        description="As the SECADM of $AMISTACK_TOKEN: each work order issued from --data-dir, "
+        "with its state: issued, synced, or expired-unsynced (the handheld never came back: its "
+        "credentials have expired, and the meters' PSKs must be rotated). --mark-expired marks "
+        "the meters of expired-unsynced orders for PSK rotation in the key server's audit "
+        "trail (kind psk_rotation_due), once per order.",
+    )
+    ls.add_argument("--mark-expired", action="store_true",
+                    help="mark expired, unsynced orders' meters for PSK rotation")  # fmt: skip
+    add_data_dir(ls)
+    ls.set_defaults(handler=_list)
     y.set_defaults(handler=_sync)
 
 
@@ -162,6 +177,64 @@ def _handheld_keys(args: argparse.Namespace, stack: ExitStack, *, create: bool) 
     return kek, module
 
 
+def _record_path(data_dir: Path, order_id: str) -> Path:
+    return data_dir / OFFICE_DIR / f"{order_id}.json"
+
+
+def _save_record(data_dir: Path, order_id: str, record: dict[str, Any]) -> None:
+    from amistack.handheld.workorder import write_private
+
+    write_private(_record_path(data_dir, order_id), json.dumps(record).encode())
+
+
+def _load_record(data_dir: Path, order_id: str) -> dict[str, Any]:
+    """The office's record of an issued order; WorkOrderError if unreadable."""
+    from amistack.handheld.workorder import WorkOrderError, read_private
+
+    record = json.loads(read_private(_record_path(data_dir, order_id)))
+    if not isinstance(record, dict):
+        raise WorkOrderError("unreadable", "office record is not an object")
+    return record
+
+
+def _list(args: argparse.Namespace) -> int:
+    from amistack.handheld.offline import mark_for_rotation
+    from amistack.handheld.workorder import WorkOrder, WorkOrderError
+
+    now = time.time()
+    rows = []
+    with ExitStack() as stack:
+        principal, trail = stack.enter_context(_secadm(args.data_dir, "workorder.list", "", now))
+        for path in sorted((args.data_dir / OFFICE_DIR).glob("*.json")):
+            order_id = path.name.removesuffix(".json")
+            try:
+                record = _load_record(args.data_dir, order_id)
+                order = WorkOrder.from_header(str(record["header"]).encode())
+            except (WorkOrderError, ValueError, KeyError):
+                rows.append({"order": order_id, "state": "unreadable"})
+                continue
+            if "synced_at" in record:
+                state = "synced"
+            elif order.valid_at(now) or now < order.not_before:
+                state = "issued"
+            else:  # the handheld never came back: its credentials are useless, the PSKs exposed
+                state = "expired-unsynced"
+                if args.mark_expired and "rotation_marked_at" not in record:
+                    store = open_store(args.data_dir, create=False, kek=args.kek)
+                    with store:
+                        mark_for_rotation(store, order, now)
+                    record["rotation_marked_at"] = now
+                    _save_record(args.data_dir, order_id, record)
+                    trail.record(now, principal.name, "workorder.expire", via=f"cli:{_who()}",
+                                 target=f"workorder:{order_id}")  # fmt: skip
+            rows.append({"order": order_id, "state": state, "technician": order.technician,
+                         "handheld": order.handheld, "meters": list(order.meters),
+                         "not_after": order.not_after,
+                         "rotation_marked": "rotation_marked_at" in record})  # fmt: skip
+    _print({"ok": True, "orders": rows})
+    return 0
+
+
 def _issue(args: argparse.Namespace) -> int:
     from amistack.access import AccessStore, AuditTrail, LoginRefused
     from amistack.crypto import system_random
@@ -171,7 +244,6 @@ def _issue(args: argparse.Namespace) -> int:
         issue,
         order_path,
         provision,
-        write_private,
     )
 
     now = time.time()
@@ -219,8 +291,7 @@ def _issue(args: argparse.Namespace) -> int:
             raise CliError(exc.message) from None
         record = {"header": order.header().decode(),
                   "handheld_key": module.public_key_pem().decode()}  # fmt: skip
-        write_private(args.data_dir / OFFICE_DIR / f"{order.order_id}.json",
-                      json.dumps(record).encode())  # fmt: skip
+        _save_record(args.data_dir, order.order_id, record)
         trail.record(now, principal.name, "workorder.issue", via=f"cli:{_who()}", target=target,
                      detail={"meters": list(order.meters), "technician": order.technician,
                              "handheld": order.handheld, "not_after": order.not_after})  # fmt: skip
@@ -251,7 +322,6 @@ def _sync(args: argparse.Namespace) -> int:
         WorkOrderError,
         destroy_file,
         order_path,
-        read_private,
     )
     from amistack.headend.storage import open_repository
 
@@ -262,7 +332,7 @@ def _sync(args: argparse.Namespace) -> int:
             _secadm(args.data_dir, "workorder.sync", target, now)
         )
         try:
-            record = json.loads(read_private(args.data_dir / OFFICE_DIR / f"{args.order}.json"))
+            record = _load_record(args.data_dir, args.order)
             order = WorkOrder.from_header(record["header"].encode())
             handheld_key = record["handheld_key"].encode()
         except WorkOrderError as exc:
@@ -287,6 +357,10 @@ def _sync(args: argparse.Namespace) -> int:
         store = open_store(args.data_dir, create=False, kek=args.kek)
         stack.callback(store.close)
         report.marked_for_rotation = mark_for_rotation(store, order, now)
+        record["rotation_marked_at"] = now
+        if clean:
+            record["synced_at"] = now
+        _save_record(args.data_dir, order.order_id, record)
         if clean:
             if readings_path.exists():
                 readings.destroy()

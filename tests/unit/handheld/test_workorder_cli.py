@@ -15,12 +15,13 @@ import pytest
 from argon2 import PasswordHasher
 from tests.unit.meter.conftest import SoftHsmToken, init_token
 
-from amistack.access import AccessStore, Role
+from amistack.access import AccessStore, AuditTrail, Role
 from amistack.cli.common import open_kek, open_store
 from amistack.cli.main import main
 from amistack.crypto import pkcs11_token
-from amistack.handheld.offline import READINGS_FILE, SealedReadings
-from amistack.handheld.workorder import order_path
+from amistack.handheld.offline import READINGS_FILE, ROTATION_DUE, SealedReadings
+from amistack.handheld.technician import TechnicianDesk
+from amistack.handheld.workorder import WorkOrderError, open_work_order, order_path
 from amistack.headend.schema import IntervalReading
 from amistack.headend.storage import SqliteRepository
 from amistack.securemodule.software import SoftwareModule
@@ -116,6 +117,8 @@ def test_issue_provisions_the_handheld_and_sync_uploads_once_then_destroys(
     repo = SqliteRepository(desk.headend)
     assert repo.count_readings() == 4
     repo.close()
+    code, listed = run(capsys, ["workorder", "list", "--data-dir", str(desk.office)])
+    assert [o["state"] for o in listed["orders"]] == ["synced"]  # type: ignore[attr-defined]
 
 
 def test_a_forged_reading_is_refused_and_the_copies_kept(
@@ -145,4 +148,34 @@ def test_a_wrong_technician_password_provisions_nothing(
     monkeypatch.setenv("AMISTACK_PASSWORD", "not tina's passphrase at all")
     assert issue(desk, capsys)[0] == 2
     assert "login" in capsys.readouterr().err
+    assert not order_path(desk.hh, "WO-1").exists()
+
+
+def test_an_order_that_never_came_back_is_listed_and_its_meters_marked_for_rotation(
+    desk: Desk, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert issue(desk, capsys)[0] == 0
+    listing = ["workorder", "list", "--data-dir", str(desk.office)]
+    code, out = run(capsys, listing)
+    assert code == 0 and [o["state"] for o in out["orders"]] == ["issued"]  # type: ignore[attr-defined]
+    later = time.time() + 9 * 3600.0  # past the 8-hour validity; the handheld is still out
+    monkeypatch.setattr(time, "time", lambda: later)
+    code, out = run(capsys, [*listing, "--mark-expired"])
+    (row,) = out["orders"]  # type: ignore[misc]
+    assert code == 0 and row["state"] == "expired-unsynced" and row["rotation_marked"] is True
+    with open_store(desk.office, create=False) as store:
+        marked = store.audit_log(kind=ROTATION_DUE)
+    assert sorted(e.device_id for e in marked) == [m.encode() for m in METERS]
+    run(capsys, [*listing, "--mark-expired"])  # once per order
+    with open_store(desk.office, create=False) as store:
+        assert len(store.audit_log(kind=ROTATION_DUE)) == len(METERS)
+    # and the handheld refuses the order now, destroying it
+    tech = AccessStore(desk.hh, hasher=CHEAP)
+    trail = AuditTrail.open(desk.hh, later)
+    kek = open_kek(desk.hh, desk.kek_spec, create=False)
+    with pytest.raises(WorkOrderError, match="expired"):
+        open_work_order(order_path(desk.hh, "WO-1"), kek, TechnicianDesk(tech, trail, "hh-7"),
+                        "tina", PASSWORD, later)  # fmt: skip
+    tech.close()
+    trail.close()
     assert not order_path(desk.hh, "WO-1").exists()
