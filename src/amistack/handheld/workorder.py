@@ -35,7 +35,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from amistack.access.rights import Right
-from amistack.access.users import Principal
+from amistack.access.users import AccessError, Principal, check_name
 from amistack.crypto import RandomSource
 from amistack.handheld.technician import TechnicianDesk, TechnicianSession
 from amistack.keymgmt.kek import KekError, KeyEncryptionKey, record_aad
@@ -51,6 +51,7 @@ __all__ = [
     "issue",
     "open_work_order",
     "order_path",
+    "parse_order",
     "provision",
     "read_header",
     "read_private",
@@ -66,6 +67,7 @@ NONCE_LENGTH = 12
 MAX_FILE = 1 << 20  # a work order of a few thousand meters fits easily
 MAX_METERS = 4096
 MAX_METER_ID = 64
+MAX_KDF_KIB = 256 * 1024  # a file cannot make the handheld spend more memory than this
 _ORDER_ID = re.compile(r"(?!\.\.?$)[A-Za-z0-9_.-]{1,64}")  # also its file name
 ORDERS_DIR = "orders"  # in the handheld's data dir
 
@@ -159,6 +161,8 @@ class WorkOrder:
             )  # fmt: skip
         except (ValueError, KeyError, TypeError, AttributeError):
             raise WorkOrderError("unreadable", "work order header is malformed") from None
+        except WorkOrderError as exc:
+            raise WorkOrderError("unreadable", f"work order header: {exc.message}") from None
 
     def valid_at(self, now: float) -> bool:
         return self.not_before <= now < self.not_after
@@ -297,7 +301,12 @@ def order_path(handheld_dir: Path, order_id: str) -> Path:
 
 def read_header(path: Path) -> WorkOrder:
     """The order a file claims to be (unauthenticated until opened)."""
-    return _parse(read_private(path))[0]
+    return parse_order(read_private(path))
+
+
+def parse_order(raw: bytes) -> WorkOrder:
+    """The order a work order file's bytes claim to be; WorkOrderError if they are not one."""
+    return _parse(raw)[0]
 
 
 def _parse(raw: bytes) -> tuple[WorkOrder, bytes, KdfParams, bytes, bytes]:
@@ -311,7 +320,8 @@ def _parse(raw: bytes) -> tuple[WorkOrder, bytes, KdfParams, bytes, bytes]:
         salt, sealed = _unb64(kdf_body["salt"]), _unb64(body["sealed"])
     except (ValueError, KeyError, TypeError):
         raise WorkOrderError("unreadable", "work order file is malformed") from None
-    if not (1 <= kdf.time_cost <= 16 and 8 <= kdf.memory_kib <= 1 << 20 and kdf.parallelism >= 1):
+    if not (1 <= kdf.time_cost <= 16 and 8 <= kdf.memory_kib <= MAX_KDF_KIB
+            and 1 <= kdf.parallelism <= 16):  # fmt: skip
         raise WorkOrderError("unreadable", "work order key-derivation cost out of range")
     return WorkOrder.from_header(header), header, kdf, salt, sealed
 
@@ -341,7 +351,11 @@ def open_work_order(
     via = desk.via
     if now >= order.not_after:
         destroy_file(path)
-        desk.audit.record(now, name if name else "?", "workorder_open", via=via, target=target,
+        try:
+            who = check_name(name)
+        except AccessError:  # not a well-formed name: not written to the trail
+            who = "?"
+        desk.audit.record(now, who, "workorder_open", via=via, target=target,
                           outcome="expired", detail="credentials destroyed")  # fmt: skip
         raise WorkOrderError(
             "expired", f"work order {order.order_id} expired; its credentials are destroyed"
