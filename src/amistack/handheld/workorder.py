@@ -23,8 +23,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import os
 import re
+import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +42,7 @@ from amistack.crypto import RandomSource
 from amistack.handheld.technician import TechnicianDesk, TechnicianSession
 from amistack.keymgmt.kek import KekError, KeyEncryptionKey, record_aad
 from amistack.keymgmt.store import CredentialStore, StoreError
+from amistack.securemodule.base import SecureModule
 
 __all__ = [
     "OPERATIONS",
@@ -47,6 +50,7 @@ __all__ = [
     "OpenedWorkOrder",
     "WorkOrder",
     "WorkOrderError",
+    "check_clock",
     "destroy_file",
     "issue",
     "open_work_order",
@@ -67,6 +71,8 @@ NONCE_LENGTH = 12
 MAX_FILE = 1 << 20  # a work order of a few thousand meters fits easily
 MAX_METERS = 4096
 MAX_METER_ID = 64
+CLOCK_SLACK_S = 300.0  # clock corrections (NTP at the office) within this are not rollbacks
+_CLOCK_TAG = b"amistack-handheld-clock-v1"
 MAX_KDF_KIB = 256 * 1024  # a file cannot make the handheld spend more memory than this
 _ORDER_ID = re.compile(r"(?!\.\.?$)[A-Za-z0-9_.-]{1,64}")  # also its file name
 ORDERS_DIR = "orders"  # in the handheld's data dir
@@ -74,7 +80,8 @@ ORDERS_DIR = "orders"  # in the handheld's data dir
 
 class WorkOrderError(Exception):
     """A work order that cannot be issued, provisioned or opened; `reason` is a short code:
-    invalid | refused | expired | not_yet_valid | tampered | wrong_technician | unreadable."""
+    invalid | refused | expired | not_yet_valid | tampered | wrong_technician | unreadable |
+    clock."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -326,6 +333,26 @@ def _parse(raw: bytes) -> tuple[WorkOrder, bytes, KdfParams, bytes, bytes]:
     return WorkOrder.from_header(header), header, kdf, salt, sealed
 
 
+def check_clock(module: SecureModule, now: float, slack: float = CLOCK_SLACK_S) -> None:
+    """Refuse a clock more than `slack` s behind the latest time the handheld has seen, which is
+    kept inside its secure module (`write_anchor`: out of reach of whoever rewrites its files),
+    then raise that mark to `now`. Setting the clock back therefore does not revive an order
+    past the latest time the handheld already lived through. The module's anchor must be the
+    handheld's own (not shared with an event log)."""
+    raw = module.read_anchor()
+    seen = -math.inf
+    if raw is not None:
+        if len(raw) != len(_CLOCK_TAG) + 8 or not raw.startswith(_CLOCK_TAG):
+            raise WorkOrderError("clock", "the secure module's anchor is not the handheld's clock")
+        seen = struct.unpack("!d", raw[len(_CLOCK_TAG) :])[0]
+    if now < seen - slack:
+        raise WorkOrderError(
+            "clock", f"the clock is {seen - now:.0f} s behind the latest time this handheld saw"
+        )
+    if now > seen:
+        module.write_anchor(_CLOCK_TAG + struct.pack("!d", now))
+
+
 @dataclass(frozen=True)
 class OpenedWorkOrder:
     order: WorkOrder
@@ -343,9 +370,13 @@ def open_work_order(
     name: str,
     password: str,
     now: float,
+    clock: SecureModule | None = None,
 ) -> OpenedWorkOrder:
     """Log `name` in on the handheld and open the order's credentials for them; see the module
-    docstring for what is refused. Every refusal is in the handheld's audit trail."""
+    docstring for what is refused. Every refusal is in the handheld's audit trail. With `clock`
+    (the handheld's secure module), a clock set back is refused first (`check_clock`)."""
+    if clock is not None:
+        check_clock(clock, now)
     order, header, kdf, salt, sealed = _parse(read_private(path))
     target = f"workorder:{order.order_id}"
     via = desk.via

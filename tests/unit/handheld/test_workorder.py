@@ -30,12 +30,14 @@ from amistack.access import LoginRefused, Principal, Role
 from amistack.crypto import pkcs11_token
 from amistack.handheld.workorder import (
     WorkOrderError,
+    check_clock,
     issue,
     open_work_order,
     provision,
     read_header,
 )
 from amistack.keymgmt.kek import FileKek
+from amistack.securemodule.software import SoftwareModule
 
 
 @pytest.fixture
@@ -191,3 +193,21 @@ def test_no_secret_reaches_the_logs(bench: Bench, caplog: pytest.LogCaptureFixtu
     assert TINA_PASSWORD not in text
     for m in METERS:
         assert meter_psk(m).hex() not in text
+
+
+def test_a_clock_set_back_does_not_revive_the_order(bench: Bench, tmp_path: Path) -> None:
+    """The handheld saw T0+7h; a clock set back to T0+1h (to stretch the order) is refused."""
+    clock = SoftwareModule.create(tmp_path / "handheld-clock.pem")
+    open_work_order(bench.path, bench.kek, bench.desk, "tina", TINA_PASSWORD, T0 + 7 * HOUR,
+                    clock)  # fmt: skip
+    with pytest.raises(WorkOrderError) as exc:
+        open_work_order(bench.path, bench.kek, bench.desk, "tina", TINA_PASSWORD, T0 + HOUR,
+                        clock)  # fmt: skip
+    assert exc.value.reason == "clock"
+    # a small correction (within CLOCK_SLACK_S) is not a rollback
+    open_work_order(bench.path, bench.kek, bench.desk, "tina", TINA_PASSWORD,
+                    T0 + 7 * HOUR - 60, clock)  # fmt: skip
+    check_clock(clock, T0 + 7 * HOUR + 60)
+    clock.write_anchor(b"someone else's anchor")
+    with pytest.raises(WorkOrderError, match="not the handheld's clock"):
+        check_clock(clock, T0 + 8 * HOUR)
