@@ -102,6 +102,13 @@ def test_issue_provisions_the_handheld_and_sync_uploads_once_then_destroys(
     code, out = issue(desk, capsys)
     assert code == 0 and out["ok"] is True, capsys.readouterr().err
     path = order_path(desk.hh, "WO-1")
+    # no PSK or password in what it printed, the office record or either audit trail
+    written = json.dumps(out).encode() + b"".join(
+        p.read_bytes() for p in (*desk.office.rglob("*.json*"), *desk.hh.rglob("*")) if p.is_file()
+    )
+    for i in range(1, len(METERS) + 1):
+        assert (bytes([i]) * 16).hex().encode() not in written
+    assert PASSWORD.encode() not in written
     assert path.exists() and oct(path.stat().st_mode & 0o777) == "0o600"
     code, shown = run(capsys, ["workorder", "show", str(path)])
     assert code == 0 and shown["order"]["meters"] == METERS  # type: ignore[index]
