@@ -6,7 +6,8 @@ is no WAN: it routes IPv6 packets to two hosts on the handheld itself,
 - the key server: the real sans-IO `KeyServer` (PAA + EAP-PSK + UKMF) over a `CredentialStore`
   kept in memory only (under a KEK that lives only in RAM), holding the opened work order's
   meters and nothing else; each meter's PANA session lifetime ends at the order's `not_after`,
-  so no key it derives outlives the order;
+  so no key it derives outlives the order, and at `not_after` (its timer) the meters are revoked
+  in that store: PSKs destroyed, sessions ended, keys cut;
 - the collector: a `C1222Client` with `HeadendKeys` over that key server, reading the meters'
   load profile (`read`) only where the order allows "read" and only for its meters.
 
@@ -226,6 +227,7 @@ class OfflineOffice:
         self._reads: dict[int, tuple[str, int, int | None]] = {}  # rid -> (meter, k, n)
         self._events: list[object] = []
         self.counters: dict[str, int] = {}
+        self.expired = False
 
     def read(self, meter: str, addr: Addr, ap_title: ApTitle, intervals: int, now: float) -> int:
         """Read the newest `intervals` intervals of `meter` (the header first, then them)."""
@@ -233,7 +235,7 @@ class OfflineOffice:
             raise WorkOrderError("refused", f"work order {self.order.order_id} allows no reads")
         if meter not in self.order.meters:
             raise WorkOrderError("refused", f"meter {meter} is not in {self.order.order_id}")
-        if not self.order.valid_at(now):
+        if self.expired or not self.order.valid_at(now):
             raise WorkOrderError("expired", f"work order {self.order.order_id} expired")
         rid = self.client.request(addr, ap_title, [Read(self.lp_table, 0, LoadProfile.HEADER)],
                                   now)  # fmt: skip
@@ -289,13 +291,24 @@ class OfflineOffice:
 
     def get_timer(self) -> float | None:
         timers = [t for h in self._hosts if (t := h.get_timer()) is not None]
+        if not self.expired:
+            timers.append(self.order.not_after)
         return min(timers, default=None)
 
     def handle_timer(self, now: float) -> None:
+        if not self.expired and now >= self.order.not_after:
+            self._expire(now)
         for h in self._hosts:
             if (t := h.get_timer()) is not None and t <= now:
                 h.handle_timer(now)
         self._drain(now)
+
+    def _expire(self, now: float) -> None:
+        """The order's validity ended mid-run: every meter's PSK is destroyed in the in-memory
+        store, its sessions end and its keys are cut now (the key server's revocation)."""
+        self.expired = True
+        for meter in self.order.meters:
+            self.keyserver.revoke(meter, now, reason=f"work order {self.order.order_id} expired")
 
     def _drain(self, now: float) -> None:
         for host in self._hosts:

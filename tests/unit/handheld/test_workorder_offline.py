@@ -225,3 +225,18 @@ def test_a_tampered_or_forged_reading_is_refused_and_reported(
     with pytest.raises(WorkOrderError, match="does not open"):
         o.readings.export()
     head.close()
+
+
+def test_at_the_end_of_validity_the_offline_key_server_drops_the_credentials(
+    offline: Offline,
+) -> None:
+    o = offline
+    assert o.area.net.run_while(lambda: 1 not in o.area.relay_ready(), 900.0)
+    assert o.office.get_timer() is not None and o.office.get_timer() <= o.office.order.not_after
+    o.office.handle_timer(o.office.order.not_after)  # what the driver does when the timer falls due
+    assert o.office.expired
+    for i in range(1, N):
+        assert o.office.store.get_psk(area_meter_id(i)) is None
+    with pytest.raises(WorkOrderError, match="expired"):
+        o.office.read(area_meter_id(1), ("::1", 1153), ap_title_for(area_meter_id(1)), 1,
+                      o.office.order.not_after)  # fmt: skip
