@@ -85,7 +85,7 @@ def register(sub: Any) -> None:
 
     mesh = bsub.add_parser(
         "mesh",
-        help="RPL mesh formation: every meter joins through PANA relays, 100 and 1,000 nodes",
+        help="RPL mesh formation: every meter joins through PANA relays, 100 to 10,000 nodes",
         description="Meshes of --sizes meters (random geometric placement, seeded; unit-disk "
         "radio with per-frame loss, stated in the output) form on the virtual clock while every "
         "meter authenticates with PANA + EAP-PSK against the real key-server engine through "
@@ -96,6 +96,9 @@ def register(sub: Any) -> None:
     mesh.add_argument("--sizes", default="100,1000", help="comma-separated sizes (100,1000)")
     mesh.add_argument("--seed", type=int, default=1, help="placement and engines' seed")
     mesh.add_argument("--max-time", type=float, default=7200.0, help="simulated s per size (7200)")
+    mesh.add_argument(
+        "--per-concentrator", type=int, default=1000, help="meters per concentrator (1000)"
+    )
     mesh.add_argument("--json", action="store_true", help="print only the JSON document")
     mesh.set_defaults(handler=_mesh)
 
@@ -326,10 +329,15 @@ def _mesh(args: argparse.Namespace) -> int:
         sizes = [int(v) for v in args.sizes.split(",")]
     except ValueError:
         sizes = []
-    if not sizes or min(sizes) < 2 or args.max_time <= 0:
-        print("amistack bench mesh: --sizes are integers >= 2, --max-time > 0", file=sys.stderr)
+    if not sizes or min(sizes) < 2 or args.max_time <= 0 or args.per_concentrator < 1:
+        print("amistack bench mesh: --sizes are integers >= 2, --max-time > 0, "
+              "--per-concentrator >= 1", file=sys.stderr)  # fmt: skip
         return 2
-    result = bench_mesh(sizes, args.seed, args.max_time)
+    try:
+        result = bench_mesh(sizes, args.seed, args.max_time, args.per_concentrator)
+    except ValueError as exc:
+        print(f"amistack bench mesh: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(result, indent=None if args.json else 1, sort_keys=True))
     return 0
 

@@ -22,7 +22,7 @@ header IEs) is refused with a typed error. `Frame.decode` raises only `MeshFrame
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import IntEnum
 
 from amistack.addr import EUI64_LENGTH, Eui64, LinkAddr, PanId, ShortAddr
@@ -208,7 +208,12 @@ class Frame:
         return self.header() + self.payload
 
     def with_payload(self, payload: bytes, security: AuxSecurityHeader | None) -> Frame:
-        return replace(self, payload=payload, security=security)
+        """This frame with another payload and security header. Neither takes part in the
+        checks of `__post_init__`, so the copy skips them (it runs for every frame secured or
+        opened: `dataclasses.replace` cost a twentieth of a 1,000-node mesh's CPU)."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__, payload=payload, security=security)
+        return new
 
     @classmethod
     def decode(cls, data: bytes) -> Frame:

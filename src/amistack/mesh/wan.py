@@ -4,14 +4,16 @@ The concentrator forwards IPv6 packets between the mesh and the WAN unchanged (t
 the meter's address, which is what the PAA's per-relay limits count). `Ipv6Host` puts a UDP
 engine (the key server, the head-end) at one IPv6 address and port: packets in are checked
 (IPv6, UDP length and checksum) and their payload handed to the engine with the sender's
-(address, port); the engine's datagrams leave as IPv6 packets through `gateway`. Bad packets are
-counted and dropped.
+(address, port); the engine's datagrams leave as IPv6 packets through `gateway`, or, with
+several concentrators (one DODAG and /64 prefix each), through the one whose prefix the
+destination is in (`routes`: 8-octet prefix -> gateway). Bad packets are counted and dropped.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections import Counter
+from collections.abc import Mapping
 
 from amistack.addr import Addr, Engine
 from amistack.mesh.errors import MeshDecodeError
@@ -21,11 +23,18 @@ __all__ = ["Ipv6Host"]
 
 
 class Ipv6Host:
-    def __init__(self, engine: Engine, address: Addr, gateway: Addr) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        address: Addr,
+        gateway: Addr,
+        routes: Mapping[bytes, Addr] | None = None,
+    ) -> None:
         self.engine = engine
         self.address = address
         self._ip = ipaddress.IPv6Address(address[0])
         self.gateway = gateway
+        self.routes = dict(routes or {})
         self.counters: Counter[str] = Counter()
 
     def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
@@ -52,8 +61,9 @@ class Ipv6Host:
                 self.counters["not-ipv6"] += 1
                 continue
             udp = UdpDatagram(self.address[1], port, data)
+            gateway = self.routes.get(dst.packed[:8], self.gateway)
             out.append((Ipv6Packet(self._ip, dst, NEXT_HEADER_UDP, udp.encode(self._ip, dst))
-                        .encode(), self.gateway))  # fmt: skip
+                        .encode(), gateway))  # fmt: skip
         return out
 
     def get_timer(self) -> float | None:

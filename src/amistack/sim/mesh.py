@@ -1,15 +1,19 @@
 """A meter mesh forming on the virtual clock: every meter joins through PANA relays.
 
-`build_mesh(MeshConfig)` places a concentrator at the centre of a square and `nodes` meters
-uniformly at random in it (random geometric placement from the seed; the side is chosen for an
-expected `degree` neighbours per node under the unit-disk radius). The radio is
-`sim.radio.RadioMedium` with `UnitDisk(radius, loss)`, no collisions (stated in every report).
-The concentrator is a `mesh.node.MeshNode` (DODAG root, border router, PANA relay); the key
-server is the real `keymgmt.KeyServer` (PAA + EAP-PSK over an in-memory credential store with
-every meter enrolled) behind an IPv6 address on the WAN, `WAN_LATENCY` away; its PAA accepts
-relayed PANA only from the concentrator and the meters' own addresses (`allowed_relays`). Every
-meter is a `MeshNode` with a real PaC (EAP-PSK); `wrong_psk` meters hold a PSK the server does
-not have.
+`build_mesh(MeshConfig)` places `nodes` meters uniformly at random in a square (random geometric
+placement from the seed; the side is chosen for an expected `degree` neighbours per node under the
+unit-disk radius) and concentrators at the centres of a k x k grid over it, k = round(sqrt(nodes /
+per_concentrator)) (one at the centre up to 2,000 meters by default): as in a real AMI field
+network, a concentrator serves on the order of a thousand meters, so the depth of each DODAG, and
+with it the cost of one meter's join, stays bounded as the mesh grows. Concentrator j is the root of
+its own DODAG with its own /64 (2001:db8:1:j::/64); a meter joins whichever it hears. The radio is
+`sim.radio.RadioMedium` with `UnitDisk(radius, loss)`, no collisions (stated in every report). Each
+concentrator is a `mesh.node.MeshNode` (DODAG root, border router, PANA relay); the key server is
+the real `keymgmt.KeyServer` (PAA + EAP-PSK over an in-memory credential store with every meter
+enrolled) behind an IPv6 address on the WAN, `WAN_LATENCY` away; its PAA accepts relayed PANA only
+from the concentrators' and the meters' own addresses (`allowed_relays`), and its answers go back
+through the concentrator whose prefix the destination has. Every meter is a `MeshNode` with a real
+PaC (EAP-PSK); `wrong_psk` meters hold a PSK the server does not have.
 
 `MeshSim.run(max_time)` runs until every meter that can be reached over the radio graph and holds
 the right PSK is relay-ready (authenticated, in the DODAG, routable), or `max_time`; `report()`
@@ -55,7 +59,7 @@ from amistack.sim.network import Network
 from amistack.sim.radio import RadioMedium, UnitDisk
 from amistack.sim.stats import percentile_time
 
-__all__ = ["MeshConfig", "MeshSim", "build_mesh", "radio_hops"]
+__all__ = ["MeshConfig", "MeshSim", "build_mesh", "concentrator_eui", "prefix_of", "radio_hops"]
 
 PAN = PanId(0x0AB1)
 MESH_PREFIX = bytes.fromhex("20010db8000100000000000000000000")
@@ -77,6 +81,7 @@ class MeshConfig:
     radius: float = 100.0  # m, unit-disk range
     loss: float = 0.05  # probability that one frame copy is lost on any link
     degree: float = 12.0  # expected neighbours per node (sets the area)
+    per_concentrator: int = 1000  # meters per concentrator (sets the k x k grid of DODAG roots)
     wrong_psk: frozenset[int] = frozenset()  # meter indexes (1..nodes) with a PSK the server lacks
     rpl: RplConfig = field(
         default_factory=lambda: RplConfig(
@@ -89,6 +94,13 @@ class MeshConfig:
     def __post_init__(self) -> None:
         if self.nodes < 1 or self.radius <= 0 or not 0 <= self.loss < 1 or self.degree <= 0:
             raise ValueError("invalid mesh configuration")
+        if self.per_concentrator < 1 or self.grid > 15:
+            raise ValueError("per_concentrator must be >= 1 and give at most 15 x 15 concentrators")
+
+    @property
+    def grid(self) -> int:
+        """k: the concentrators stand on a k x k grid (k * k of them)."""
+        return max(1, round(math.sqrt(self.nodes / self.per_concentrator)))
 
     @property
     def side(self) -> float:
@@ -104,7 +116,9 @@ class MeshConfig:
             "phy": "FSK 920 MHz, 100 kbit/s (sim.radio.FSK_920)",
             "area_m": round(self.side, 1),
             "expected_degree": self.degree,
-            "placement": f"uniform random (seed {self.seed}), concentrator at the centre",
+            "concentrators": self.grid**2,
+            "placement": f"uniform random (seed {self.seed}), concentrators at the centres of a "
+            f"{self.grid} x {self.grid} grid",
         }
 
 
@@ -122,8 +136,18 @@ def node_eui(i: int) -> Eui64:
     return Eui64(b"\x02\x00\x00\x00\x00" + i.to_bytes(3, "big"))
 
 
-def global_of(eui: Eui64) -> bytes:
-    return MESH_PREFIX[:8] + eui.interface_id()
+def concentrator_eui(j: int) -> Eui64:
+    """Concentrator 0 is node 0; the others have EUI-64s of their own range."""
+    return node_eui(0) if j == 0 else Eui64(b"\x02\x00\x00\x00\x01" + j.to_bytes(3, "big"))
+
+
+def prefix_of(j: int) -> bytes:
+    """The /64 of concentrator j's DODAG: 2001:db8:1:j::/64."""
+    return MESH_PREFIX[:6] + j.to_bytes(2, "big") + bytes(8)
+
+
+def global_of(eui: Eui64, prefix: bytes = MESH_PREFIX) -> bytes:
+    return prefix[:8] + eui.interface_id()
 
 
 class MeshMedium:
@@ -158,18 +182,21 @@ class MeshSim:
         meters: list[MeshNode],
         keyserver: KeyServer,
         radio_distance: dict[int, int],
+        more_concentrators: Sequence[MeshNode] = (),
     ) -> None:
         self.config = config
         self.net = net
-        self.concentrator = concentrator
+        self.concentrator = concentrator  # the first; `concentrators` has them all
+        self.concentrators = [concentrator, *more_concentrators]
         self.meters = meters
         self.keyserver = keyserver
-        self.radio_distance = radio_distance  # meter index (1..N) -> radio hops to the root
+        self.radio_distance = radio_distance  # meter index (1..N) -> radio hops to a root
         self.reachable = set(radio_distance)  # the meters with a radio path to the concentrator
         self.authenticated_at: dict[int, float] = {}
         self.ready_at: dict[int, float] = {}
         self.parent_chosen: Counter[int] = Counter()
         self._index = {radio_addr(m.eui): i for i, m in enumerate(meters, 1)}
+        self._waiting: set[int] = set()  # expected meters not relay-ready yet (see run)
         net.on_event.append(self._on_event)
 
     @property
@@ -180,9 +207,10 @@ class MeshSim:
     def _on_event(self, addr: Addr, event: object, now: float) -> None:
         manager = self.keyserver.group_keys
         if addr == KEYSERVER_HOST and isinstance(event, GroupKeyInstalled | GroupKeyExpired):
-            assert manager is not None  # the concentrator follows the key server's ring
-            self.concentrator.update_group_keys(manager.keys(PAN.value), now)
-            self.net.service(radio_addr(self.concentrator.eui))
+            assert manager is not None  # the concentrators follow the key server's ring
+            for concentrator in self.concentrators:
+                concentrator.update_group_keys(manager.keys(PAN.value), now)
+                self.net.service(radio_addr(concentrator.eui))
             return
         i = self._index.get(addr)
         if i is None:
@@ -191,47 +219,56 @@ class MeshSim:
             self.authenticated_at.setdefault(i, now)
         elif isinstance(event, RelayReady):
             self.ready_at.setdefault(i, now)
+            self._waiting.discard(i)
         elif isinstance(event, ParentChosen):
             self.parent_chosen[i] += 1
 
     def run(self, max_time: float) -> bool:
         """Run until every expected meter is relay-ready; False if `max_time` came first."""
-        expected = self.expected
-        return self.net.run_while(lambda: not expected <= self.ready_at.keys(), max_time)
+        self._waiting = self.expected - self.ready_at.keys()  # O(1) per step, not O(N)
+        return self.net.run_while(lambda: bool(self._waiting), max_time)
 
     def frames_sent(self, node: MeshNode) -> int:
         c = node.link.counters
         return c["frames-sent"] + c["retransmissions"] + c["acks-sent"]
 
     def dodag(self) -> list[dict[str, Any]]:
-        """Every node: its EUI-64, position, preferred parent, rank and hop count."""
-        nodes = [self.concentrator, *self.meters]
+        """Every node (the concentrators first, as node 0, then meters 1..N): its EUI-64,
+        role, position, preferred parent, rank and hop count."""
+        nodes = [*self.concentrators, *self.meters]
+        roots = {c.eui for c in self.concentrators}
         parent_of: dict[Eui64, Eui64 | None] = {}
         for node in nodes:
             pref = node.rpl.preferred if node.rpl.joined else None
             parent_of[node.eui] = None if pref is None else Eui64.from_interface_id(pref[8:])
-        out = []
-        for i, node in enumerate(nodes):
-            hops: int | None = 0
-            at: Eui64 | None = node.eui
-            seen = set()
-            while at is not None and at != self.concentrator.eui:
-                if at in seen or not nodes[0].rpl.joined:
-                    hops = None
-                    break
-                seen.add(at)
+        hops_of: dict[Eui64, int | None] = {root: 0 for root in roots}
+
+        def hops(eui: Eui64) -> int | None:
+            path: list[Eui64] = []
+            at: Eui64 | None = eui
+            while at is not None and at not in hops_of and at not in path:
+                path.append(at)
                 at = parent_of.get(at)
-                hops = None if at is None or hops is None else hops + 1
+            found = None if at is None or at in path else hops_of[at]
+            for step in reversed(path):  # memoised: the whole table in O(N)
+                found = None if found is None else found + 1
+                hops_of[step] = found
+            return hops_of[eui]
+
+        out = []
+        first_meter = len(self.concentrators)
+        for i, node in enumerate(nodes):
             x, y = self.net.medium.radio.position(radio_addr(node.eui))
             parent = parent_of[node.eui]
             out.append({
-                "node": i,
+                "node": max(0, i - first_meter + 1),
+                "role": "concentrator" if node.eui in roots else "meter",
                 "eui64": str(node.eui),
                 "x": round(x, 1),
                 "y": round(y, 1),
                 "parent": None if parent is None else str(parent),
                 "rank": node.rpl.rank if node.rpl.joined else None,
-                "hops": hops,
+                "hops": hops(node.eui),
                 "authenticated": node.authenticated,
             })  # fmt: skip
         return out
@@ -241,7 +278,7 @@ class MeshSim:
         auth = sorted(self.authenticated_at.values())
         ready = sorted(self.ready_at.values())
         expected = len(self.expected)
-        frames = [self.frames_sent(m) for m in [self.concentrator, *self.meters]]
+        frames = [self.frames_sent(m) for m in [*self.concentrators, *self.meters]]
         hops = [d["hops"] for d in self.dodag() if d["hops"]]
         report: dict[str, Any] = {
             "nodes": n,
@@ -272,7 +309,7 @@ class MeshSim:
             "hops": {"max": max(hops, default=0), "mean": round(statistics.fmean(hops or [0]), 2)},
             "pana_runs": sum(self.parent_chosen.values()),
             "keyserver": dict(sorted(self.keyserver.counters.items())),
-            "mesh": _sum_counters(self.concentrator, self.meters),
+            "mesh": _sum_counters([*self.concentrators, *self.meters]),
             "radio_counters": dict(sorted(self.net.medium.counters.items())),
         }
         if include_dodag:
@@ -280,20 +317,22 @@ class MeshSim:
         return report
 
 
-def _sum_counters(concentrator: MeshNode, meters: list[MeshNode]) -> dict[str, int]:
+def _sum_counters(nodes: list[MeshNode]) -> dict[str, int]:
     total: Counter[str] = Counter()
-    for node in [concentrator, *meters]:
+    for node in nodes:
         total.update(node.counters)
         total.update({f"relay-{k}": v for k, v in node.relay.counters.items()})
         total.update({f"link-{k}": v for k, v in node.link.counters.items()})
     return dict(sorted(total.items()))
 
 
-def radio_hops(radio: RadioMedium, start: Addr, index: dict[Addr, int]) -> dict[int, int]:
-    """Meter index -> hops over the radio graph from `start` (breadth first), for the meters
-    that have a path at all."""
-    hops = {start: 0}
-    todo = deque([start])
+def radio_hops(
+    radio: RadioMedium, start: Addr, index: dict[Addr, int], also: Sequence[Addr] = ()
+) -> dict[int, int]:
+    """Meter index -> hops over the radio graph from `start` (or the nearest of `start` and
+    `also`; breadth first), for the meters that have a path at all."""
+    hops = dict.fromkeys([start, *also], 0)
+    todo = deque(hops)
     while todo:
         at = todo.popleft()
         for other, _ in radio.neighbours(at):
@@ -321,30 +360,39 @@ def _new_pac(ident: bytes, psk: bytes, seed: int) -> Any:
     return new
 
 
+def _concentrator(config: MeshConfig, j: int, manager: GroupKeyManager, paa: Addr) -> MeshNode:
+    """Concentrator j: root of its own DODAG, with its own prefix (seeds apart from the
+    meters'; concentrator 0 keeps the seeds a one-concentrator mesh always had)."""
+    eui, seed = concentrator_eui(j), config.seed + 1_000_003 * j
+    rpl = RplNode(LINK_LOCAL_PREFIX + eui.interface_id(), config.rpl, seeded_random(seed * 31),
+                  root_prefix=PrefixInformation(prefix_of(j), 64))  # fmt: skip
+    return MeshNode.concentrator(
+        _link(eui, seed * 37), rpl, paa, seeded_random(seed * 41), KEYSERVER_HOST,
+        manager.keys(PAN.value), 0.0,
+    )  # fmt: skip
+
+
 def build_mesh(config: MeshConfig) -> MeshSim:
     rng = random.Random(config.seed)
-    side = config.side
+    side, k = config.side, config.grid
     radio = RadioMedium(UnitDisk(config.radius, config.loss), seed=config.seed)
     net = Network(MeshMedium(radio, frozenset({KEYSERVER_HOST})))
     manager = GroupKeyManager([PAN.value], rng=seeded_random(config.seed * 43), now=0.0)
     paa: Addr = (KEYSERVER_IP, PANA_PORT)
-    root_eui = node_eui(0)
-    root_rpl = RplNode(LINK_LOCAL_PREFIX + root_eui.interface_id(), config.rpl,
-                       seeded_random(config.seed * 31), root_prefix=PrefixInformation(
-                           MESH_PREFIX, 64))  # fmt: skip
-    concentrator = MeshNode.concentrator(
-        _link(root_eui, config.seed * 37), root_rpl, paa, seeded_random(config.seed * 41),
-        KEYSERVER_HOST, manager.keys(PAN.value), 0.0,
-    )  # fmt: skip
-    radio.place(radio_addr(root_eui), side / 2, side / 2)
-    allowed = {str(ipaddress.IPv6Address(global_of(root_eui)))}
+    concentrators = [_concentrator(config, j, manager, paa) for j in range(k * k)]
+    prefixes = [prefix_of(j) for j in range(k * k)]
+    for j, concentrator in enumerate(concentrators):
+        cell = side / k
+        radio.place(radio_addr(concentrator.eui), (j % k + 0.5) * cell, (j // k + 0.5) * cell)
+    allowed = {str(ipaddress.IPv6Address(global_of(c.eui, p)))
+               for c, p in zip(concentrators, prefixes, strict=True)}  # fmt: skip
     kek = FileKek(random.Random(config.seed * 17).randbytes(32), seeded_random(config.seed * 19))
     store = CredentialStore(":memory:", kek)
     meters = []
     for i in range(1, config.nodes + 1):
         eui = node_eui(i)
         store.enroll(meter_id(i), meter_psk(config.seed, i), 0.0)
-        allowed.add(str(ipaddress.IPv6Address(global_of(eui))))
+        allowed.update(str(ipaddress.IPv6Address(global_of(eui, p))) for p in prefixes)
         psk = meter_psk(config.seed + 1, i) if i in config.wrong_psk else meter_psk(config.seed, i)
         rpl = RplNode(LINK_LOCAL_PREFIX + eui.interface_id(), config.rpl,
                       seeded_random(config.seed * 1_000 + i))  # fmt: skip
@@ -363,13 +411,16 @@ def build_mesh(config: MeshConfig) -> MeshSim:
         now=0.0,
     )
     keyserver.enable_group_keys(manager)
-    root_addr = radio_addr(root_eui)
-    net.add_node(KEYSERVER_HOST, Ipv6Host(keyserver, (KEYSERVER_IP, PANA_PORT), root_addr))
+    roots = [radio_addr(c.eui) for c in concentrators]
+    routes = {p[:8]: root for p, root in zip(prefixes, roots, strict=True)}
+    net.add_node(KEYSERVER_HOST, Ipv6Host(keyserver, (KEYSERVER_IP, PANA_PORT), roots[0], routes))
     index = {radio_addr(m.eui): i for i, m in enumerate(meters, 1)}
-    distance = radio_hops(radio, radio_addr(root_eui), index)
-    net.add_node(radio_addr(root_eui), concentrator)
+    distance = radio_hops(radio, roots[0], index, roots[1:])
+    for root, concentrator in zip(roots, concentrators, strict=True):
+        net.add_node(root, concentrator)
     for meter in meters:
         net.add_node(radio_addr(meter.eui), meter)
-    sim = MeshSim(config, net, concentrator, meters, keyserver, distance)
-    net.call_at(0.0, radio_addr(root_eui), concentrator.start)
+    sim = MeshSim(config, net, concentrators[0], meters, keyserver, distance, concentrators[1:])
+    for root, concentrator in zip(roots, concentrators, strict=True):
+        net.call_at(0.0, root, concentrator.start)
     return sim

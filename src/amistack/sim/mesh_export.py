@@ -1,8 +1,9 @@
 """Pictures and graphs of a formed mesh: the DODAG as PNG (matplotlib) and GraphML.
 
-Both take the `dodag` list of `MeshSim.report()` (node, eui64, x, y, parent, rank, hops,
-authenticated). GraphML (the format Gephi, yEd, networkx and igraph read) has one node per
-mesh node with its position, rank and hops, and one directed edge child -> preferred parent.
+Both take the `dodag` list of `MeshSim.report()` (node, role, eui64, x, y, parent, rank, hops,
+authenticated); the concentrators are drawn as black squares.
+GraphML (the format Gephi, yEd, networkx and igraph read) has one node per mesh node with its
+position, rank and hops, and one directed edge child -> preferred parent.
 """
 
 from __future__ import annotations
@@ -56,9 +57,10 @@ def write_png(dodag: list[dict[str, Any]], path: Path, title: str) -> None:
         ax.scatter([d["x"] for d in lost], [d["y"] for d in lost], marker="x", color="red",
                    s=18, label="not joined", zorder=2)  # fmt: skip
         ax.legend(loc="upper right")
-    root = dodag[0]
-    ax.scatter([root["x"]], [root["y"]], marker="s", color="black", s=50, zorder=3)
-    fig.colorbar(points, ax=ax, label="hops to the concentrator")
+    roots = [d for d in dodag if d.get("role") == "concentrator"] or dodag[:1]
+    ax.scatter([d["x"] for d in roots], [d["y"] for d in roots], marker="s", color="black",
+               s=50, zorder=3)  # fmt: skip
+    fig.colorbar(points, ax=ax, label="hops to a concentrator")
     ax.set_title(title)
     ax.set_xlabel("m")
     ax.set_ylabel("m")

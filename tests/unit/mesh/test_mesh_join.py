@@ -236,3 +236,27 @@ def test_joining_works_in_storing_mode_too() -> None:
     assert sim.run(300.0)
     assert set(sim.authenticated_at) == set(sim.ready_at) == sim.expected
     assert any(h >= 2 for h in sim.radio_distance.values())
+
+
+def test_several_concentrators_each_root_a_dodag_of_their_own_prefix() -> None:
+    """Past `per_concentrator` meters the mesh gets a k x k grid of concentrators: each roots
+    its own DODAG with its own /64, the key server answers each relay through the concentrator
+    of its prefix, and every meter joins through relays."""
+    sim = build_mesh(MeshConfig(nodes=60, seed=1, per_concentrator=15))
+    assert len(sim.concentrators) == 4 and sim.concentrator is sim.concentrators[0]
+    assert sim.run(300.0)
+    assert set(sim.ready_at) == sim.expected == set(range(1, 61))
+    roots = {c.rpl.dodag_id for c in sim.concentrators}
+    assert len({r[:8] for r in roots if r}) == 4  # a prefix each
+    joined = {m.rpl.dodag_id for m in sim.meters}
+    assert joined == roots  # every DODAG has meters
+    for m in sim.meters:  # the global address is in the prefix of the DODAG joined
+        assert m.global_address is not None and m.rpl.dodag_id is not None
+        assert m.global_address[:8] == m.rpl.dodag_id[:8]
+    report = sim.report()
+    assert report["radio"]["concentrators"] == 4
+    dodag = report["dodag"]
+    assert [d["role"] for d in dodag[:4]] == ["concentrator"] * 4
+    assert all(d["hops"] is not None and d["hops"] >= 1 for d in dodag[4:])
+    # the PAA's answers went down through every concentrator, not only the first
+    assert all(c.counters["wan-in"] > 0 for c in sim.concentrators)
