@@ -25,6 +25,14 @@ is relay-ready: it sends join beacons and relays for its own neighbours (`RelayR
 or timed-out PANA run is tried again after an exponential back-off with jitter; a run that timed
 out also drops that parent from the candidates.
 
+PANA follows the DODAG: `JoinConfig.pana_move_delay` after RPL chose a preferred parent other
+than the one PANA runs through (joining, or a parent change), the PaC's PAA address becomes the
+new parent and the PaC sends a PANA-Ping through it (RFC 5191 §4.2, AUTH-protected), so the PAA
+moves the session's route to the new relay (RFC 6345; the PAA's `route_changed`): re-authentications
+and the key server's group-key pushes then reach the meter through the parent it has now,
+not through one that may be gone. Messages of our session still in flight through the previous
+parent are taken too.
+
 The concentrator is the same node built with `MeshNode.concentrator`: DODAG root, PANA relay for
 its own neighbours, keyed and relay-ready from the start, and border router to the WAN: a
 secured packet from the mesh for an address outside the mesh prefix goes to `wan` as a plain
@@ -61,7 +69,7 @@ from amistack.mesh.ipv6 import NEXT_HEADER_UDP, Ipv6Packet, UdpDatagram
 from amistack.mesh.link import MeshLink, Received, Transmitted
 from amistack.mesh.rpl.constants import ICMPV6_TYPE_RPL
 from amistack.mesh.rpl.errors import RplDecodeError
-from amistack.mesh.rpl.events import DaoAcknowledged, DataReceived, RplEvent
+from amistack.mesh.rpl.events import DaoAcknowledged, DataReceived, Joined, ParentChanged, RplEvent
 from amistack.mesh.rpl.messages import Dio, from_icmpv6
 from amistack.mesh.rpl.node import RplNode
 from amistack.mesh.rpl.packet import LINK_LOCAL_PREFIX, Packet
@@ -103,6 +111,8 @@ class JoinConfig:
     relay_rate: float = 2.0  # messages per second
     relay_burst: float = 8.0
     relay_neighbors: int = 64  # buckets kept (the least recently used is forgotten)
+    # s from RPL choosing another preferred parent to moving PANA to it (parent flaps settle)
+    pana_move_delay: float = 5.0
 
     def __post_init__(self) -> None:
         first, longest = self.retry_backoff
@@ -110,6 +120,7 @@ class JoinConfig:
             self.listen < 0
             or not 0 < first <= longest
             or self.max_candidates < 1
+            or self.pana_move_delay < 0
             or not (self.relay_rate > 0 and self.relay_burst >= 1 and self.relay_neighbors >= 1)
         ):
             raise ValueError("invalid join configuration")
@@ -170,7 +181,9 @@ class MeshNode:
         self.relay = PanaRelay(paa)
         self.counters: Counter[str] = Counter()
         self.pac: PanaClient | None = None
-        self.parent: Eui64 | None = None
+        self.parent: Eui64 | None = None  # the neighbour PANA runs through
+        self._previous_parent: Eui64 | None = None  # PANA's parent before the last move
+        self._move_at: float | None = None  # when PANA moves to RPL's preferred parent
         self.authenticated = wan is not None
         self.relay_ready = wan is not None
         self._held: tuple[GroupKey, ...] = ()  # the concentrator's keys (meters: group_keys)
@@ -274,7 +287,8 @@ class MeshNode:
             self.counters["unsecured-dropped"] += 1
             return
         source: Addr = (str(packet.src), udp.src_port)
-        if self.pac is not None and got.src == self.parent:  # our own session, relayed to us
+        if self.pac is not None and got.src in (self.parent, self._previous_parent):
+            # our own session, relayed to us (through the previous parent: still in flight)
             self.pac.receive_datagram(udp.payload, source, now)
         elif self.relay_ready and not self._relay_allowed(got.src, now):
             self.counters["relay-rate-limited"] += 1
@@ -453,6 +467,9 @@ class MeshNode:
 
     def _on_rpl(self, event: RplEvent, now: float) -> None:
         self._events.append(event)
+        moved = isinstance(event, Joined | ParentChanged)
+        if moved and self.pac is not None and self._move_at is None:
+            self._move_at = now + self.config.pana_move_delay
         if isinstance(event, DaoAcknowledged) and event.status < 128 and not self.relay_ready:
             self.relay_ready = True
             self._events.append(RelayReady(self.rpl.rank))
@@ -476,6 +493,21 @@ class MeshNode:
             pause = self._pause * (0.5 + 0.5 * _fraction(self._rng))
             self._pause = min(2 * self._pause, self.config.retry_backoff[1])
             self._choose_at = now + pause
+
+    def _move_pana(self, now: float) -> None:
+        """PANA to RPL's preferred parent, announced to the PAA by an AUTH-protected ping."""
+        self._move_at = None
+        preferred = self.rpl.preferred if self.rpl.joined else None
+        pac = self.pac
+        if preferred is None or pac is None:
+            return
+        parent = Eui64.from_interface_id(preferred[8:])
+        if parent == self.parent:
+            return
+        self._previous_parent, self.parent = self.parent, parent
+        pac.paa = (str(parent.link_local()), PANA_PORT)  # retransmissions go there too
+        pac.ping(now)
+        self.counters["pana-moved"] += 1
 
     def _take_group_keys(self, event: Authenticated, now: float) -> None:
         """Open the group key delivery of a PANA success (initial or re-authentication: a
@@ -520,7 +552,7 @@ class MeshNode:
         return out
 
     def get_timer(self) -> float | None:
-        times = [self.link.get_timer(), self._choose_at, self._key_switch]
+        times = [self.link.get_timer(), self._choose_at, self._key_switch, self._move_at]
         if self.authenticated:
             times.append(self.rpl.get_timer())
         if self.pac is not None:
@@ -546,6 +578,8 @@ class MeshNode:
             self._key_switch = next_switch(self._held, now)
         if self._choose_at is not None and self._choose_at <= now and not self.authenticated:
             self._choose_parent(now)
+        if self._move_at is not None and self._move_at <= now:
+            self._move_pana(now)
 
     def next_event(self) -> MeshNodeEvent | None:
         return self._events.popleft() if self._events else None

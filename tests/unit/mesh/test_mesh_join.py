@@ -107,6 +107,7 @@ def _attacker_frames(
 def test_an_unauthenticated_node_gets_nothing_but_pana_forwarded() -> None:
     sim = build_mesh(MeshConfig(nodes=30, seed=1))
     assert sim.run(300.0)
+    sim.net.run_until(sim.net.now + 30.0)  # the meters' own PANA (moves to RPL parents) is done
     victim = sim.meters[0]
     x, y = sim.net.medium.radio.position(radio_addr(victim.eui))
     attacker: Addr = radio_addr(ATTACKER)
@@ -260,3 +261,37 @@ def test_several_concentrators_each_root_a_dodag_of_their_own_prefix() -> None:
     assert all(d["hops"] is not None and d["hops"] >= 1 for d in dodag[4:])
     # the PAA's answers went down through every concentrator, not only the first
     assert all(c.counters["wan-in"] > 0 for c in sim.concentrators)
+
+
+def test_after_a_parent_change_pana_and_the_key_push_go_through_the_new_parent() -> None:
+    """A meter's PANA parent dies: RPL re-parents, PANA follows (an AUTH-protected ping through
+    the new parent moves the PAA's route), and the next group-key push reaches the meter."""
+    sim = build_mesh(MeshConfig(nodes=30, seed=1))
+    assert sim.run(300.0)
+    sim.net.run_until(sim.net.now + 10.0)  # PANA has followed each meter's first RPL parent
+    by_eui = {m.eui: m for m in sim.meters}
+    meter = next(
+        m for m in sim.meters
+        if m.parent in by_eui and len(m.rpl.neighbors) >= 3 and not any(
+            o.parent == m.eui for o in sim.meters)  # a leaf under a meter, with alternatives
+    )  # fmt: skip
+    dead = meter.parent
+    assert dead is not None and meter.counters["pana-moved"] <= 1
+    moved_before = paa_counters(sim).get("route_changed", 0)
+    sim.net.remove_node(radio_addr(dead))  # the parent is gone
+    assert meter.pac is not None
+    sim.net.call_at(sim.net.now, radio_addr(meter.eui), meter.pac.ping)  # finds it gone
+    sim.net.run_until(sim.net.now + 60.0)
+    assert meter.parent != dead and meter.rpl.preferred is not None
+    assert meter.parent == Eui64.from_interface_id(meter.rpl.preferred[8:])
+    assert paa_counters(sim)["route_changed"] > moved_before  # the PAA follows the ping
+    old = set(sim.concentrator.link.security.key_indexes())
+
+    def revoke(now: float) -> None:  # a rotation: the key server pushes to every meter
+        sim.keyserver.revoke(meter_id(30 if by_eui.get(dead) is not sim.meters[-1] else 29), now)
+
+    sim.net.call_at(sim.net.now, KEYSERVER_HOST, revoke)
+    sim.net.run_until(sim.net.now + 400.0)
+    send = sim.concentrator.link.config.key_index
+    assert send not in old
+    assert meter.link.config.key_index == send  # the push came through the new parent
