@@ -253,10 +253,16 @@ class Frame:
                     pos, "a 2003 frame cannot carry the 2006 security header"
                 )
             security, pos = AuxSecurityHeader.decode(data, pos)
-        return cls(
-            _FRAME_TYPES[ftype], seq, dst_pan, dst, src_pan, src, bytes(data[pos:]), security,
-            compression, bool(fc & _FC_PENDING), bool(fc & _FC_ACK_REQUEST), version,
+        # every check of __post_init__ was made above: build without running them again
+        # (one frame decoded per reception: the dataclass __init__ showed in the profile)
+        frame = object.__new__(cls)
+        frame.__dict__.update(
+            frame_type=_FRAME_TYPES[ftype], seq=seq, dst_pan=dst_pan, dst=dst, src_pan=src_pan,
+            src=src, payload=bytes(data[pos:]), security=security,
+            pan_id_compression=compression, frame_pending=bool(fc & _FC_PENDING),
+            ack_request=bool(fc & _FC_ACK_REQUEST), version=version,
         )  # fmt: skip
+        return frame
 
 
 def _read_pan(data: bytes, pos: int) -> tuple[PanId, int]:

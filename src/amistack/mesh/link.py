@@ -43,6 +43,9 @@ from amistack.mesh.security import LinkSecurity
 
 __all__ = ["AUX_HEADER_LENGTH", "LinkConfig", "MeshLink", "Received", "Transmitted"]
 
+_ACKS = tuple(Frame(FrameType.ACK, seq).encode() for seq in range(256))  # §7.2.2.3: 3 octets
+_ACK_FC = _ACKS[0][:2]
+
 AUX_HEADER_LENGTH = 6  # security control + frame counter + key index (key id mode 1)
 MAC_MAX_FRAME_RETRIES = 3  # macMaxFrameRetries default, 802.15.4-2006 table 86
 MAC_MIN_BE, MAC_MAX_BE = 3, 5  # macMinBE, macMaxBE defaults, 802.15.4-2006 table 86
@@ -174,6 +177,9 @@ class MeshLink:
 
     def receive(self, data: bytes, now: float, allow_unsecured: bool = False) -> Received | None:
         """The packet `data` completes, or None (a fragment, or dropped and counted)."""
+        if len(data) == 3 and data[:2] == _ACK_FC:  # an ACK as `_ACKS` has them: no decode
+            self._on_ack(data[2])
+            return None
         try:
             frame = Frame.decode(data)
             if frame.frame_type == FrameType.ACK:
@@ -192,7 +198,7 @@ class MeshLink:
                 self.counters["no-address"] += 1
                 return None
             if frame.ack_request and frame.dst == self.own and isinstance(frame.src, Eui64):
-                self._out.append((Frame(FrameType.ACK, frame.seq).encode(), frame.src))
+                self._out.append((_ACKS[frame.seq], frame.src))
                 self.counters["acks-sent"] += 1
             plain = self.security.unprotect(frame, allow_unsecured, data)
             packet = self.reassembler.receive(plain.payload, frame.src, frame.dst, now)
@@ -215,10 +221,11 @@ class MeshLink:
         self._finish(item, True)
 
     def get_timer(self) -> float | None:
-        times = [self.reassembler.get_timer()]
-        if self._in_flight is not None:
-            times.append(self._in_flight.deadline)
-        return min((t for t in times if t is not None), default=None)
+        when = self.reassembler.get_timer()
+        if self._in_flight is None:
+            return when
+        deadline = self._in_flight.deadline
+        return deadline if when is None or deadline < when else when
 
     def handle_timer(self, now: float) -> None:
         self.reassembler.handle_timer(now)

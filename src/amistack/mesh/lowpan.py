@@ -418,7 +418,9 @@ class Reassembler:
                 del self._per_sender[key[0]]
 
     def get_timer(self) -> float | None:
-        return min((p.deadline for p in self._partial.values()), default=None)
+        if not self._partial:
+            return None
+        return min(p.deadline for p in self._partial.values())
 
     def handle_timer(self, now: float) -> None:
         for key in [k for k, p in self._partial.items() if p.deadline <= now]:

@@ -135,7 +135,7 @@ class Network(Generic[M]):
             self.capture.append((now, src, dst, data))
         for hook in self.capture_hooks:
             hook(now, src, dst, data)
-        if not all(keep(now, src, dst, data) for keep in self.filters):
+        if self.filters and not all(keep(now, src, dst, data) for keep in self.filters):
             self.counters["filtered"] += 1
             return
         for delivery in self.medium.transmit(src, dst, len(data), now):

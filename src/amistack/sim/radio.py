@@ -182,6 +182,7 @@ class RadioMedium:
         self._pos: dict[Addr, tuple[float, float]] = {}
         self._grid: dict[tuple[int, int], list[Addr]] = {}
         self._neighbours: dict[Addr, list[tuple[Addr, float]]] = {}
+        self._links: dict[Addr, dict[Addr, float]] = {}  # the same, by neighbour (unicast)
         self._rx_end: dict[Addr, tuple[float, Delivery | None]] = {}
         self._tx_end: dict[Addr, float] = {}
         self._stats: dict[tuple[Addr, Addr], LinkStats] = {}
@@ -202,6 +203,7 @@ class RadioMedium:
         self._pos[addr] = (float(x), float(y))
         self._grid.setdefault(self._cell(x, y), []).append(addr)
         self._neighbours.clear()
+        self._links.clear()
 
     def remove(self, addr: Addr) -> None:
         pos = self._pos.pop(addr, None)
@@ -210,6 +212,7 @@ class RadioMedium:
         cell = self._grid[self._cell(*pos)]
         cell.remove(addr)
         self._neighbours.clear()
+        self._links.clear()
         self._rx_end.pop(addr, None)
         self._tx_end.pop(addr, None)
 
@@ -257,6 +260,8 @@ class RadioMedium:
         start = max(now, self._tx_end.get(src, now))  # one radio: its frames go one after another
         end = self._tx_end[src] = start + airtime
         to_all = dst == self.broadcast
+        if not to_all and not self.collisions:  # only dst hears it: no neighbour scan
+            return self._unicast(src, dst, end - now)
         out: list[Delivery] = []
         reached = False
         for other, loss in self.neighbours(src):
@@ -276,11 +281,27 @@ class RadioMedium:
                     out.append(delivery)
             if self.collisions:
                 self._hear(other, start, end, delivery)
-            elif not to_all and reached:
-                break
         if not reached:
             self.counters["out_of_range"] += 1
         return out
+
+    def _unicast(self, src: Addr, dst: Addr, delay: float) -> list[Delivery]:
+        links = self._links.get(src)
+        if links is None:
+            links = self._links[src] = dict(self.neighbours(src))
+        loss = links.get(dst)
+        if loss is None:
+            self.counters["out_of_range"] += 1
+            return []
+        stats = self._stats.get((src, dst))
+        if stats is None:
+            stats = self._stats[(src, dst)] = LinkStats()
+        stats.sent += 1
+        if loss and self._rng.random() < loss:
+            stats.lost += 1
+            self.counters["radio_lost"] += 1
+            return []
+        return [Delivery(dst, delay)]
 
     def _hear(self, rx: Addr, start: float, end: float, delivery: Delivery | None) -> None:
         """Register a reception at `rx`; an overlap with the one before spoils both."""
