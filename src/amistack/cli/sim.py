@@ -12,6 +12,8 @@ from typing import Any
 
 from amistack.cli.common import CliError
 
+PCAP_EPOCH = 1_700_000_000.0  # the capture's time 0 (simulated time is added): a fixed date
+
 _SCENARIO_HELP = """scenarios:
   day         DAYS x 48 half-hour slots: completeness per slot (backfill counted), packets per
               reading, p99 lateness after the slot boundary
@@ -122,24 +124,47 @@ def register(sub: Any) -> None:
     m.add_argument("--json", action="store_true", help="print the whole report as JSON")
     m.add_argument("--png", type=Path, metavar="FILE", help="draw the DODAG (matplotlib)")
     m.add_argument("--graphml", type=Path, metavar="FILE", help="write the DODAG as GraphML")
+    m.add_argument(
+        "--pcap",
+        type=Path,
+        metavar="FILE",
+        help="write the radio frames as IEEE 802.15.4 with FCS (link type 195); the tshark "
+        "options with the group keys are printed (and in the JSON as wireshark_keys)",
+    )
+    m.add_argument(
+        "--pcap-limit", type=int, default=200_000, help="frames written at most (200000)"
+    )
     m.set_defaults(handler=_mesh)
 
 
 def _mesh(args: argparse.Namespace) -> int:
+    from amistack.runtime.pcap import LINKTYPE_IEEE802_15_4_WITHFCS, PcapWriter
     from amistack.sim.mesh import MeshConfig, build_mesh
     from amistack.sim.mesh_export import write_graphml, write_png
 
-    if args.max_time <= 0:
-        raise CliError("--max-time must be > 0")
+    if args.max_time <= 0 or args.pcap_limit < 1:
+        raise CliError("--max-time must be > 0 and --pcap-limit >= 1")
     try:
         config = MeshConfig(nodes=args.nodes, seed=args.seed)
     except ValueError as exc:
         raise CliError(f"{exc} (--nodes must be >= 1)") from None
     started = time.perf_counter()
     sim = build_mesh(config)
+    writer = None
+    if args.pcap is not None:
+        try:
+            writer = PcapWriter(args.pcap, linktype=LINKTYPE_IEEE802_15_4_WITHFCS)
+        except OSError as exc:
+            raise CliError(f"cannot write: {exc}") from None
+        sim.on_radio_frame(lambda t, frame: writer.write_frame(frame, PCAP_EPOCH + t),
+                           args.pcap_limit)  # fmt: skip
     formed = sim.run(args.max_time)
     report = sim.report()
     report["formed"] = formed
+    if writer is not None:
+        writer.close()
+        report["pcap"] = {"file": str(args.pcap), "frames": writer.count,
+                          "wireshark_keys": sim.wireshark_keys()}  # fmt: skip
     report["wall_s"] = round(time.perf_counter() - started, 2)
     try:
         if args.png is not None:
@@ -153,6 +178,9 @@ def _mesh(args: argparse.Namespace) -> int:
         print(json.dumps(report, sort_keys=True))
         return 0
     print(f"radio: {json.dumps(report['radio'])}")
+    if writer is not None:
+        keys = " ".join(f"-o '{k}'" for k in report["pcap"]["wireshark_keys"])
+        print(f"pcap: {writer.count} frames; tshark -r {args.pcap} {keys}")
     print("node  eui64                    parent                   rank   hops")
     for d in report["dodag"]:
         print(f"{d['node']:>4}  {d['eui64']:<23}  {d['parent'] or '-':<23}  "

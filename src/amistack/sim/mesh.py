@@ -27,7 +27,7 @@ import math
 import random
 import statistics
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -222,6 +222,27 @@ class MeshSim:
             self._waiting.discard(i)
         elif isinstance(event, ParentChosen):
             self.parent_chosen[i] += 1
+
+    def on_radio_frame(self, write: Callable[[float, bytes], None], limit: int) -> None:
+        """Hand `write(now, frame)` every 802.15.4 frame put on the air (not the WAN's IPv6
+        packets), the first `limit` of them: a bounded capture (the CLI writes a pcap)."""
+        wan = self.net.medium.wan
+        written = 0
+
+        def hook(now: float, src: Addr, dst: Addr, data: bytes) -> None:
+            nonlocal written
+            if written < limit and src not in wan and dst not in wan:
+                written += 1
+                write(now, data)
+
+        self.net.capture_hooks.append(hook)
+
+    def wireshark_keys(self) -> list[str]:
+        """tshark's `-o` options for every group key the key server holds now (the key
+        table of docs/mesh-keys.md; simulation keys, derived from the seed)."""
+        manager = self.keyserver.group_keys
+        keys = [] if manager is None else manager.keys(PAN.value)
+        return [f'uat:ieee802154_keys:"{k.key.hex()}","{k.index}","No hash"' for k in keys]
 
     def run(self, max_time: float) -> bool:
         """Run until every expected meter is relay-ready; False if `max_time` came first."""
