@@ -59,3 +59,20 @@ def test_the_capture_is_bounded(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "pcap: 40 frames; tshark -r" in capsys.readouterr().out
     assert sum(protocols(tshark, pcap).values()) == 40
     assert main([*argv[:-1], "0"]) == 2
+
+
+def test_the_demo_chapter_capture_decrypts_under_both_keys_of_the_rotation(tmp_path: Path) -> None:
+    """The demo's capture spans a group-key rotation: with the two keys it prints, tshark opens
+    every secured frame, with 0 malformed."""
+    from amistack.cli.demo_mesh import chapter_mesh
+
+    tshark = require_tool("tshark")
+    report = chapter_mesh(tmp_path)
+    assert report.pcap is not None and len(report.wireshark_keys) == 2
+    options = [arg for key in report.wireshark_keys for arg in ("-o", key)]
+    seen = protocols(tshark, Path(report.pcap), *options)
+    assert "wpan:data" not in seen and any("pana" in stack for stack in seen)
+    only_first = protocols(tshark, Path(report.pcap), "-o", report.wireshark_keys[0])
+    assert only_first["wpan:data"] > 0  # the frames after the rotation need the second key
+    check = [tshark, "-n", "-r", report.pcap, *options, "-Y", "_ws.malformed"]
+    assert subprocess.run(check, capture_output=True, text=True, timeout=60).stdout.strip() == ""

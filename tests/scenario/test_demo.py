@@ -66,6 +66,9 @@ def test_demo_story_and_capture(tmp_path: Path) -> None:
     f = doc["fleet"]  # chapter 5: the fleet simulator with the real engines
     assert f["complete"] and f["blackout"]["with_backoff"]["reauthenticated"] == 50
     assert all(Path(r).read_bytes()[:4] == b"\x89PNG" for r in f["reports"])
+    m = doc["mesh"]  # chapter 6: the RPL mesh, joins through relays
+    assert m["formed"] and m["wrong_psk"].startswith("refused") and m["revoked"].startswith("shut")
+    assert (tmp_path / "pcap" / "mesh.pcap").stat().st_size > 0
     logs = sorted((tmp_path / "demo" / "meters").glob("*/events.log"))
     assert len(logs) == 3  # the demo leaves a few meters' logs in its data directory
 

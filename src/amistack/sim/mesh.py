@@ -254,8 +254,8 @@ class MeshSim:
         return c["frames-sent"] + c["retransmissions"] + c["acks-sent"]
 
     def dodag(self) -> list[dict[str, Any]]:
-        """Every node (the concentrators first, as node 0, then meters 1..N): its EUI-64,
-        role, position, preferred parent, rank and hop count."""
+        """Every node still there (the concentrators first, as node 0, then meters 1..N):
+        its EUI-64, role, position, preferred parent, rank and hop count."""
         nodes = [*self.concentrators, *self.meters]
         roots = {c.eui for c in self.concentrators}
         parent_of: dict[Eui64, Eui64 | None] = {}
@@ -279,6 +279,8 @@ class MeshSim:
         out = []
         first_meter = len(self.concentrators)
         for i, node in enumerate(nodes):
+            if radio_addr(node.eui) not in self.net:
+                continue  # removed (a node that died)
             x, y = self.net.medium.radio.position(radio_addr(node.eui))
             parent = parent_of[node.eui]
             out.append({
