@@ -9,7 +9,7 @@ join beacons, so `link_frames_per_wall_s` is frames put on the air per second of
 with the crypto in the loop. The baseline, measured in the same run: CCM* protect + unprotect
 of one 80-octet frame per second, alone (what the crypto costs without the rest of the stack).
 
-Concentrators: one per `per_concentrator` meters (default 1,000), on a k x k grid
+Concentrators: one per `per_concentrator` meters (default 400), on a k x k grid
 (`sim.mesh`): a DODAG's depth, and with it the frames one meter's join costs, stays bounded as
 the mesh grows. Under a single root the depth grows as sqrt(N) at a fixed density, and so does
 each join's cost (every PANA message and DAO crosses every hop): N^1.5, not N log N.
@@ -50,7 +50,7 @@ def _ccm_baseline(rounds: int = 5_000) -> float:
 
 
 def bench_mesh(
-    sizes: list[int], seed: int, max_time: float, per_concentrator: int = 1000
+    sizes: list[int], seed: int, max_time: float, per_concentrator: int = 400
 ) -> dict[str, Any]:
     runs = []
     for n in sizes:

@@ -97,7 +97,7 @@ def register(sub: Any) -> None:
     mesh.add_argument("--seed", type=int, default=1, help="placement and engines' seed")
     mesh.add_argument("--max-time", type=float, default=7200.0, help="simulated s per size (7200)")
     mesh.add_argument(
-        "--per-concentrator", type=int, default=1000, help="meters per concentrator (1000)"
+        "--per-concentrator", type=int, default=400, help="meters per concentrator (400)"
     )
     mesh.add_argument("--json", action="store_true", help="print only the JSON document")
     mesh.set_defaults(handler=_mesh)

@@ -3,17 +3,17 @@
 `build_mesh(MeshConfig)` places `nodes` meters uniformly at random in a square (random geometric
 placement from the seed; the side is chosen for an expected `degree` neighbours per node under the
 unit-disk radius) and concentrators at the centres of a k x k grid over it, k = round(sqrt(nodes /
-per_concentrator)) (one at the centre up to 2,000 meters by default): as in a real AMI field
-network, a concentrator serves on the order of a thousand meters, so the depth of each DODAG, and
-with it the cost of one meter's join, stays bounded as the mesh grows. Concentrator j is the root of
-its own DODAG with its own /64 (2001:db8:1:j::/64); a meter joins whichever it hears. The radio is
-`sim.radio.RadioMedium` with `UnitDisk(radius, loss)`, no collisions (stated in every report). Each
-concentrator is a `mesh.node.MeshNode` (DODAG root, border router, PANA relay); the key server is
-the real `keymgmt.KeyServer` (PAA + EAP-PSK over an in-memory credential store with every meter
-enrolled) behind an IPv6 address on the WAN, `WAN_LATENCY` away; its PAA accepts relayed PANA only
-from the concentrators' and the meters' own addresses (`allowed_relays`), and its answers go back
-through the concentrator whose prefix the destination has. Every meter is a `MeshNode` with a real
-PaC (EAP-PSK); `wrong_psk` meters hold a PSK the server does not have.
+per_concentrator)) (one at the centre up to 900 meters by default): as in a real AMI field network,
+a concentrator serves a few hundred meters, so the depth of each DODAG, and with it the cost of one
+meter's join, stays bounded as the mesh grows. Concentrator j is the root of its own DODAG with its
+own /64 (2001:db8:1:j::/64); a meter joins whichever it hears. The radio is `sim.radio.RadioMedium`
+with `UnitDisk(radius, loss)`, no collisions (stated in every report). Each concentrator is a
+`mesh.node.MeshNode` (DODAG root, border router, PANA relay); the key server is the real
+`keymgmt.KeyServer` (PAA + EAP-PSK over an in-memory credential store with every meter enrolled)
+behind an IPv6 address on the WAN, `WAN_LATENCY` away; its PAA accepts relayed PANA only from the
+concentrators' and the meters' own addresses (`allowed_relays`), and its answers go back through the
+concentrator whose prefix the destination has. Every meter is a `MeshNode` with a real PaC
+(EAP-PSK); `wrong_psk` meters hold a PSK the server does not have.
 
 `MeshSim.run(max_time)` runs until every meter that can be reached over the radio graph and holds
 the right PSK is relay-ready (authenticated, in the DODAG, routable), or `max_time`; `report()`
@@ -81,7 +81,7 @@ class MeshConfig:
     radius: float = 100.0  # m, unit-disk range
     loss: float = 0.05  # probability that one frame copy is lost on any link
     degree: float = 12.0  # expected neighbours per node (sets the area)
-    per_concentrator: int = 1000  # meters per concentrator (sets the k x k grid of DODAG roots)
+    per_concentrator: int = 400  # meters per concentrator (sets the k x k grid of DODAG roots)
     wrong_psk: frozenset[int] = frozenset()  # meter indexes (1..nodes) with a PSK the server lacks
     rpl: RplConfig = field(
         default_factory=lambda: RplConfig(
