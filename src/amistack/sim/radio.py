@@ -269,14 +269,7 @@ class RadioMedium:
             delivery: Delivery | None = None
             if addressed:
                 reached = True
-                stats = self._stats.get((src, other))
-                if stats is None:
-                    stats = self._stats[(src, other)] = LinkStats()
-                stats.sent += 1
-                if loss and self._rng.random() < loss:
-                    stats.lost += 1
-                    self.counters["radio_lost"] += 1
-                else:
+                if self._crosses(src, other, loss):
                     delivery = Delivery(other, end - now, multicast=to_all)
                     out.append(delivery)
             if self.collisions:
@@ -293,6 +286,10 @@ class RadioMedium:
         if loss is None:
             self.counters["out_of_range"] += 1
             return []
+        return [Delivery(dst, delay)] if self._crosses(src, dst, loss) else []
+
+    def _crosses(self, src: Addr, dst: Addr, loss: float) -> bool:
+        """Count one copy sent over src -> dst; False if the link loses it."""
         stats = self._stats.get((src, dst))
         if stats is None:
             stats = self._stats[(src, dst)] = LinkStats()
@@ -300,8 +297,8 @@ class RadioMedium:
         if loss and self._rng.random() < loss:
             stats.lost += 1
             self.counters["radio_lost"] += 1
-            return []
-        return [Delivery(dst, delay)]
+            return False
+        return True
 
     def _hear(self, rx: Addr, start: float, end: float, delivery: Delivery | None) -> None:
         """Register a reception at `rx`; an overlap with the one before spoils both."""
