@@ -23,9 +23,3 @@ def test_the_mesh_chapter_tells_its_story(tmp_path: Path) -> None:
     assert int.from_bytes(header[20:24], "little") == LINKTYPE_IEEE802_15_4_WITHFCS
     assert pcap.stat().st_size > 10_000
     assert any("tshark -r" in line for line in report.lines())
-
-
-def test_without_a_pcap_directory_nothing_is_written() -> None:
-    report = chapter_mesh(None)
-    assert report.ok() and report.pcap is None
-    assert not any("tshark" in line for line in report.lines())
