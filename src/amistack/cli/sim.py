@@ -111,7 +111,7 @@ def register(sub: Any) -> None:
     m = ssub.add_parser(
         "mesh",
         help="an RPL mesh forming: every meter joins through PANA relays",
-        description="N meters placed at random (seeded) around a concentrator on a virtual "
+        description="N meters placed at random (seeded) around concentrators on a virtual "
         "radio (unit disk, per-frame loss, stated in the output) form an RPL DODAG; each meter "
         "authenticates with PANA + EAP-PSK against the real key-server engine through its "
         "parent (RFC 6345 relay) before it may send anything else. Prints the DODAG (parent, "
@@ -120,6 +120,13 @@ def register(sub: Any) -> None:
     )
     m.add_argument("--nodes", type=int, default=100, help="meters (default 100)")
     m.add_argument("--seed", type=int, default=1, help="placement and engines' seed (default 1)")
+    m.add_argument(
+        "--per-concentrator",
+        type=int,
+        default=400,
+        help="meters per concentrator: a k x k grid of DODAG roots, k = round(sqrt(N / this)) "
+        "(default 400)",
+    )
     m.add_argument("--max-time", type=float, default=3600.0, help="simulated s (3600)")
     m.add_argument("--json", action="store_true", help="print the whole report as JSON")
     m.add_argument("--png", type=Path, metavar="FILE", help="draw the DODAG (matplotlib)")
@@ -145,9 +152,11 @@ def _mesh(args: argparse.Namespace) -> int:
     if args.max_time <= 0 or args.pcap_limit < 1:
         raise CliError("--max-time must be > 0 and --pcap-limit >= 1")
     try:
-        config = MeshConfig(nodes=args.nodes, seed=args.seed)
+        config = MeshConfig(
+            nodes=args.nodes, seed=args.seed, per_concentrator=args.per_concentrator
+        )
     except ValueError as exc:
-        raise CliError(f"{exc} (--nodes must be >= 1)") from None
+        raise CliError(f"{exc} (--nodes and --per-concentrator must be >= 1)") from None
     started = time.perf_counter()
     sim = build_mesh(config)
     writer = None

@@ -37,6 +37,9 @@ def test_sim_mesh_text_output_and_bad_arguments(capsys: pytest.CaptureFixture[st
     assert out.startswith("radio: ") and "parent" in out and '"relay_ready": 5' in out
     assert main(["sim", "mesh", "--nodes", "0"]) == 2
     assert "--nodes" in capsys.readouterr().err
+    assert main(["sim", "mesh", "--nodes", "12", "--per-concentrator", "3"]) == 0
+    assert '"concentrators": 4' in capsys.readouterr().out
+    assert main(["sim", "mesh", "--nodes", "5", "--per-concentrator", "0"]) == 2
 
 
 def test_bench_mesh_reports_sizes_and_the_baseline(capsys: pytest.CaptureFixture[str]) -> None:
