@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from amistack.addr import Addr
+from amistack.cli.sim import PCAP_EPOCH
 from amistack.mesh.frame import Frame
 from amistack.mesh.node import MeshNode, radio_addr
 from amistack.pana.events import AuthenticationFailed
@@ -26,7 +27,6 @@ from amistack.sim.mesh import KEYSERVER_HOST, MeshConfig, MeshSim, build_mesh, m
 __all__ = ["MeshReport", "chapter_mesh"]
 
 METERS, SEED = 50, 1
-PCAP_EPOCH = 1_700_000_000.0  # the capture's time 0
 PCAP_LIMIT = 100_000  # frames at most in the capture
 
 
