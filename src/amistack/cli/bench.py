@@ -86,7 +86,8 @@ def register(sub: Any) -> None:
     mesh = bsub.add_parser(
         "mesh",
         help="RPL mesh formation: every meter joins through PANA relays, 100 to 10,000 nodes",
-        description="Meshes of --sizes meters (random geometric placement, seeded; unit-disk "
+        description="Meshes of --sizes meters (random geometric placement, seeded, a "
+        "concentrator per --per-concentrator meters on a k x k grid; unit-disk "
         "radio with per-frame loss, stated in the output) form on the virtual clock while every "
         "meter authenticates with PANA + EAP-PSK against the real key-server engine through "
         "its parent relay: simulated time to 50/95/100 % authenticated and relay-ready, link "
