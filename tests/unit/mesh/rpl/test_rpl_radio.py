@@ -4,9 +4,10 @@ that may be lost. The DODAG forms, the root reaches (nearly) everyone, parents a
 
 from __future__ import annotations
 
-import heapq
 import random
 from dataclasses import replace
+
+from tests.unit.mesh.rpl.rpl_engine import RplEngine, decode, link_local_of
 
 from amistack.addr import Addr
 from amistack.crypto import seeded_random
@@ -15,7 +16,9 @@ from amistack.mesh.rpl.constants import MRHOF_MAX_LINK_METRIC, Mop
 from amistack.mesh.rpl.events import DataReceived
 from amistack.mesh.rpl.messages import PrefixInformation
 from amistack.mesh.rpl.node import RplNode
-from amistack.mesh.rpl.packet import LINK_LOCAL_PREFIX, Packet
+from amistack.mesh.rpl.packet import LINK_LOCAL_PREFIX
+from amistack.sim.clock import VirtualClock
+from amistack.sim.drive import Host
 from amistack.sim.radio import BROADCAST, RadioMedium, UnitDisk, scatter
 
 PREFIX = bytes.fromhex("20010db8000000000000000000000000")
@@ -32,6 +35,8 @@ def radio_addr(i: int) -> Addr:
 
 
 class RadioMesh:
+    """The nodes driven by `sim.drive.Host` on one clock; the radio and the MAC retries here."""
+
     def __init__(self, n: int, seed: int, loss: float, radius: float = 70.0) -> None:
         self.medium = RadioMedium(UnitDisk(radius, loss), seed=seed)
         rng = random.Random(seed)
@@ -45,13 +50,18 @@ class RadioMesh:
             for i in range(n)
         ]  # fmt: skip
         self.index = {radio_addr(i): i for i in range(n)}
-        self.by_ll = {ll(i): i for i in range(n)}
-        self.now = 0.0
-        self.queue: list[tuple[float, int, int, int, Packet]] = []
-        self.seq = 0
+        self.clock = VirtualClock()
+        self.hosts = {
+            radio_addr(i): Host(radio_addr(i), RplEngine(node), self.clock, self._air, self._event)
+            for i, node in enumerate(self.nodes)
+        }
         self.received: dict[int, list[bytes]] = {i: [] for i in range(n)}
         for node in self.nodes:
             node.start(0.0)
+
+    @property
+    def now(self) -> float:
+        return self.clock.now
 
     def reachable(self) -> set[int]:
         """The nodes with a radio path to the root (the most any routing can serve)."""
@@ -64,56 +74,34 @@ class RadioMesh:
                     todo.append(j)
         return seen
 
-    def _air(self, i: int) -> None:
-        node = self.nodes[i]
-        for tx in node.transmissions():
-            size = IPV6_HEADER + len(tx.packet.payload)
-            if tx.next_hop is None:
-                for d in self.medium.transmit(radio_addr(i), BROADCAST, size, self.now):
-                    self._push(d.delay, i, self.index[d.dst], tx.packet)
-                continue
-            j = self.by_ll.get(tx.next_hop)
-            for attempt in range(1, MAC_RETRIES + 1):
-                copies = (
-                    []
-                    if j is None
-                    else self.medium.transmit(radio_addr(i), radio_addr(j), size, self.now)
-                )
-                if copies:
-                    node.record_transmission(tx.next_hop, attempt, True, self.now)
-                    self._push(copies[0].delay * attempt, i, self.index[copies[0].dst], tx.packet)
-                    break
-            else:
-                node.record_transmission(tx.next_hop, MAC_RETRIES, False, self.now)
-                node.neighbor_unreachable(tx.next_hop, self.now)
-        while (event := node.next_event()) is not None:
-            if isinstance(event, DataReceived):
-                self.received[i].append(event.payload)
+    def _air(self, src: Addr, dst: Addr, data: bytes, now: float) -> None:
+        size = IPV6_HEADER + len(decode(data).payload)
+        if dst == BROADCAST:
+            for d in self.medium.transmit(src, BROADCAST, size, now):
+                self._deliver(now + d.delay, src, d.dst, data)
+            return
+        node, hop = self.nodes[self.index[src]], link_local_of(dst)
+        for attempt in range(1, MAC_RETRIES + 1):
+            copies = self.medium.transmit(src, dst, size, now) if dst in self.hosts else []
+            if copies:
+                node.record_transmission(hop, attempt, True, now)
+                self._deliver(now + copies[0].delay * attempt, src, dst, data)
+                return
+        node.record_transmission(hop, MAC_RETRIES, False, now)
+        node.neighbor_unreachable(hop, now)
 
-    def _push(self, delay: float, sender: int, receiver: int, packet: Packet) -> None:
-        self.seq += 1
-        heapq.heappush(self.queue, (self.now + delay, self.seq, sender, receiver, packet))
+    def _deliver(self, when: float, src: Addr, dst: Addr, data: bytes) -> None:
+        host = self.hosts[dst]
+        self.clock.call_at(when, lambda: host.receive(data, src))
+
+    def _event(self, addr: Addr, event: object, now: float) -> None:
+        if isinstance(event, DataReceived):
+            self.received[self.index[addr]].append(event.payload)
 
     def run(self, until: float) -> None:
-        for i in range(len(self.nodes)):
-            self._air(i)
-        timers = {i: n.get_timer() for i, n in enumerate(self.nodes)}
-        while True:
-            next_timer = min(
-                ((t, i) for i, t in timers.items() if t is not None), default=(float("inf"), -1)
-            )
-            next_packet = self.queue[0][0] if self.queue else float("inf")
-            if min(next_timer[0], next_packet) > until:
-                self.now = until
-                return
-            if next_packet <= next_timer[0]:
-                self.now, _, sender, acting, packet = heapq.heappop(self.queue)
-                self.nodes[acting].receive_packet(packet, ll(sender), self.now)
-            else:
-                self.now, acting = next_timer
-                self.nodes[acting].handle_timer(self.now)
-            self._air(acting)
-            timers[acting] = self.nodes[acting].get_timer()
+        for host in self.hosts.values():  # what was started or sent from outside goes out
+            host.service()
+        self.clock.run_until(until)
 
 
 def test_a_lossy_random_mesh_forms_over_the_virtual_radio() -> None:
