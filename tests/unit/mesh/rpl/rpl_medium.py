@@ -1,18 +1,25 @@
-"""A tiny in-test radio for RPL scenarios: a dict of neighbour lists, a virtual clock, one
-packet per hop with a fixed latency. Unicast to a dead or absent neighbour is reported back to
-the sender as the link layer would (`neighbor_unreachable`)."""
+"""A tiny in-test radio for RPL scenarios: a dict of neighbour lists, one packet per hop with a
+fixed latency, the nodes driven by `sim.drive.Host` on a virtual clock. Unicast to a dead or
+absent neighbour is reported back to the sender as the link layer would (`neighbor_unreachable`).
+"""
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Iterator
+from typing import cast
 
+from tests.unit.mesh.rpl.rpl_engine import RplEngine, addr_of, decode, link_local_of
+
+from amistack.addr import Addr
 from amistack.crypto import seeded_random
 from amistack.mesh.rpl.config import RplConfig
 from amistack.mesh.rpl.events import DataReceived, RplEvent
 from amistack.mesh.rpl.messages import PrefixInformation
 from amistack.mesh.rpl.node import RplNode
-from amistack.mesh.rpl.packet import LINK_LOCAL_PREFIX, Packet, Transmission
+from amistack.mesh.rpl.packet import LINK_LOCAL_PREFIX, Packet
+from amistack.sim.clock import VirtualClock
+from amistack.sim.drive import Host
+from amistack.sim.radio import BROADCAST
 
 PREFIX = bytes.fromhex("20010db8000000000000000000000000")
 LATENCY = 0.005  # seconds per hop
@@ -39,10 +46,20 @@ def grid(rows: int, cols: int) -> dict[int, list[int]]:
     return {r * cols + c: list(nbrs(r, c)) for r in range(rows) for c in range(cols)}
 
 
+def addr(i: int) -> Addr:
+    return addr_of(ll(i))
+
+
+def id_of(address: Addr) -> int:
+    return int.from_bytes(link_local_of(address)[8:], "big") - 1
+
+
 class Medium:
+    """The nodes driven by `sim.drive.Host` on one clock; the neighbour lists deliver here."""
+
     def __init__(self, topology: dict[int, list[int]], config: RplConfig, seed: int = 1) -> None:
         self.topology = topology
-        self.now = 0.0
+        self.clock = VirtualClock()
         self.alive: set[int] = set()  # started and not killed
         self.by_address = {ll(i): i for i in topology}
         self.nodes: dict[int, RplNode] = {}
@@ -51,13 +68,14 @@ class Medium:
             self.nodes[i] = RplNode(
                 ll(i), config, seeded_random(seed * 1000 + i), root_prefix=prefix
             )
+        self.hosts: dict[int, Host] = {}  # the started nodes
         self.events: dict[int, list[RplEvent]] = {i: [] for i in topology}
-        self._queue: list[tuple[float, int, int, int, Packet]] = []
-        self._seq = 0
-        self.delivered = 0
-        self._unreachable_reported: list[int] = []
         self.extra_links: dict[int, list[int]] = {}  # injector id -> neighbours it reaches
         self.captured: dict[int, list[Packet]] = {}  # what nodes sent to an injector
+
+    @property
+    def now(self) -> float:
+        return self.clock.now
 
     @property
     def root(self) -> RplNode:
@@ -66,79 +84,58 @@ class Medium:
     def start(self, nodes: list[int] | None = None) -> None:
         for i in nodes if nodes is not None else list(self.nodes):
             self.alive.add(i)
+            self.hosts[i] = Host(
+                addr(i), RplEngine(self.nodes[i]), self.clock, self._transmit, self._event
+            )
             self.nodes[i].start(self.now)
 
     def kill(self, i: int) -> None:
         self.alive.discard(i)
+        self.hosts[i].detach()
 
     def inject(self, sender: int, to: int | None, packet: Packet) -> None:
         """Put a hand-made packet on the air from `sender` (which needs no RplNode)."""
         targets = self.topology.get(sender, []) + self.extra_links.get(sender, [])
+        data = packet.to_ipv6().encode()
         for j in targets if to is None else [to]:
-            self._push(self.now + LATENCY, sender, j, packet)
+            self._push(sender, j, data)
 
-    def _push(self, when: float, sender: int, receiver: int, packet: Packet) -> None:
-        self._seq += 1
-        heapq.heappush(self._queue, (when, self._seq, sender, receiver, packet))
+    def _push(self, sender: int, receiver: int, data: bytes) -> None:
+        self.clock.call_at(self.now + LATENCY, lambda: self._deliver(sender, receiver, data))
 
-    def _flush(self, only: list[int] | None = None) -> None:
-        for i in self.nodes if only is None else only:
-            node = self.nodes[i]
-            for tx in node.transmissions():
-                self._transmit(i, tx)
-            while (event := node.next_event()) is not None:
-                self.events[i].append(event)
+    def _deliver(self, sender: int, receiver: int, data: bytes) -> None:
+        host = self.hosts.get(receiver)
+        if host is not None:  # a node not started hears nothing (a killed one is detached)
+            host.receive(data, addr(sender))
 
-    def _transmit(self, i: int, tx: Transmission) -> None:
-        if i not in self.alive:
-            return
-        if tx.next_hop is None:
+    def _event(self, address: Addr, event: object, now: float) -> None:
+        self.events[id_of(address)].append(cast(RplEvent, event))
+
+    def _transmit(self, src: Addr, dst: Addr, data: bytes, now: float) -> None:
+        i = id_of(src)
+        if dst == BROADCAST:
             for j in self.topology[i]:
-                self._push(self.now + LATENCY, i, j, tx.packet)
+                self._push(i, j, data)
             return
+        hop = link_local_of(dst)
         for evil, reach in self.extra_links.items():
-            if tx.next_hop == ll(evil) and i in reach:
-                self.captured.setdefault(evil, []).append(tx.packet)
+            if hop == ll(evil) and i in reach:
+                self.captured.setdefault(evil, []).append(decode(data))
                 return
-        j = self.by_address.get(tx.next_hop)
+        j = self.by_address.get(hop)
         if j is None or j not in self.topology[i] or j not in self.alive:
-            self.nodes[i].neighbor_unreachable(tx.next_hop, self.now)
-            self._unreachable_reported.append(i)
+            self.nodes[i].neighbor_unreachable(hop, now)
             return
-        self._push(self.now + LATENCY, i, j, tx.packet)
+        self._push(i, j, data)
 
     def run(self, until: float) -> None:
-        self._flush()
-        timers = {i: self.nodes[i].get_timer() for i in self.alive}
-        while True:
-            next_timer = min(
-                ((t, i) for i, t in timers.items() if t is not None and i in self.alive),
-                default=(float("inf"), -1),
-            )
-            next_packet = self._queue[0][0] if self._queue else float("inf")
-            when = min(next_timer[0], next_packet)
-            if when > until:
-                self.now = until
-                return
-            self.now = when
-            touched = []
-            if next_packet <= next_timer[0]:
-                _, _, sender, receiver, packet = heapq.heappop(self._queue)
-                if receiver in self.alive and receiver in self.nodes:
-                    self.nodes[receiver].receive_packet(packet, ll(sender), self.now)
-                    self.delivered += 1
-                    touched.append(receiver)
-            else:
-                self.nodes[next_timer[1]].handle_timer(self.now)
-                touched.append(next_timer[1])
-            self._flush(touched)
-            for i in touched + self._unreachable_reported:
-                timers[i] = self.nodes[i].get_timer()
-            self._unreachable_reported.clear()
+        for host in self.hosts.values():  # what was started or sent from outside goes out
+            host.service()
+        self.clock.run_until(until)
 
     def send(self, i: int, dst: bytes, payload: bytes) -> None:
         self.nodes[i].send(dst, payload, self.now)
-        self._flush([i])
+        self.hosts[i].service()
 
     def received(self, i: int) -> list[bytes]:
         return [e.payload for e in self.events[i] if isinstance(e, DataReceived)]
