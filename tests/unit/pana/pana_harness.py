@@ -1,13 +1,12 @@
-"""A tiny in-memory world for PANA tests: shuttles datagrams between engines, advances `now`.
-
-Deliberately independent of amistack.sim; real EAP-PSK on both ends.
+"""A tiny in-memory world for PANA tests: the engines driven by `sim.drive.Host` on a virtual
+clock, every datagram delivered at the instant it is sent; real EAP-PSK on both ends.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from amistack.addr import Addr
 from amistack.crypto import seeded_random
@@ -18,6 +17,8 @@ from amistack.pana.local_backend import LocalEapBackend
 from amistack.pana.paa import PaaConfig, PanaAuthAgent
 from amistack.pana.pac import PacConfig, PanaClient
 from amistack.pana.relay import PanaRelay
+from amistack.sim.clock import VirtualClock
+from amistack.sim.drive import Host
 
 PAA_ADDR: Addr = ("10.0.0.1", 716)
 RELAY_ADDR: Addr = ("10.0.2.1", 716)
@@ -98,11 +99,20 @@ class World:
     paa: PanaAuthAgent
     pacs: dict[Addr, PanaClient] = field(default_factory=dict)
     relay: PanaRelay | None = None
-    now: float = 0.0
     drop: Drop | None = None
     wire: list[tuple[Addr, Addr, bytes]] = field(default_factory=list)  # (src, dst, data)
     events: dict[Any, list[PanaEvent]] = field(default_factory=dict)
     deferred: DeferredBackend | None = None
+    clock: VirtualClock = field(default_factory=VirtualClock)
+    hosts: dict[Addr, Host] = field(default_factory=dict)
+
+    @property
+    def now(self) -> float:
+        return self.clock.now
+
+    @now.setter
+    def now(self, t: float) -> None:
+        self.run_until(t)
 
     def add(self, addr: Addr, pac: PanaClient) -> PanaClient:
         self.pacs[addr] = pac
@@ -115,54 +125,50 @@ class World:
         out += list(self.pacs.items())
         return out
 
+    def _sync(self) -> None:
+        """One Host per engine at its current address (a test may move or add engines)."""
+        engines = dict(self._engines())
+        for addr in [a for a, h in self.hosts.items() if engines.get(a) is not h.engine]:
+            self.hosts.pop(addr).detach()
+        for addr, engine in engines.items():
+            if addr not in self.hosts:
+                self.hosts[addr] = Host(addr, engine, self.clock, self._transmit, self._event)
+
+    def _transmit(self, src: Addr, dst: Addr, data: bytes, now: float) -> None:
+        self.clock.call_at(now, lambda: self.deliver(src, dst, data))
+
+    def _event(self, addr: Addr, event: object, now: float) -> None:
+        key = "paa" if addr == PAA_ADDR else addr
+        self.events.setdefault(key, []).append(cast(PanaEvent, event))
+
     def deliver(self, src: Addr, dst: Addr, data: bytes) -> None:
         self.wire.append((src, dst, data))
         if self.drop is not None and self.drop(data, src, dst):
             return
-        if dst == PAA_ADDR:
-            self.paa.receive_datagram(data, src, self.now)
-        elif dst == RELAY_ADDR and self.relay is not None:
-            self.relay.receive_datagram(data, src, self.now)
-        elif dst in self.pacs:
-            self.pacs[dst].receive_datagram(data, src, self.now)
+        if (host := self.hosts.get(dst)) is not None:
+            host.receive(data, src)
 
     def pump(self) -> None:
+        """Everything the engines have to say now, answered at this instant."""
         for _ in range(10000):
-            moved = False
+            self._sync()
             if self.deferred is not None and self.deferred.pending:
                 pending, self.deferred.pending = self.deferred.pending, []
                 for sid, answer in pending:
                     self.paa.aaa_answer(sid, answer, self.now)
-                moved = True
-            for addr, engine in self._engines():
-                for data, dst in engine.datagrams_to_send(self.now):
-                    moved = True
-                    self.deliver(addr, dst, data)
-            self._collect()
-            if not moved:
+            for host in self.hosts.values():
+                host.service()
+            self.clock.run_until(self.now)
+            if self.deferred is None or not self.deferred.pending:
                 return
         raise AssertionError("datagram storm")
 
-    def _collect(self) -> None:
-        for addr, engine in self._engines():
-            key = "paa" if engine is self.paa else addr
-            while (ev := engine.next_event()) is not None:
-                self.events.setdefault(key, []).append(ev)
-
     def run_until(self, t: float) -> None:
         self.pump()
-        for _ in range(100000):
-            timers = [(tm, e) for _, e in self._engines() if (tm := e.get_timer()) is not None]
-            nxt = min((tm for tm, _ in timers), default=None)
-            if nxt is None or nxt > t:
-                self.now = max(self.now, t)
-                return
-            self.now = max(self.now, nxt)
-            for tm, e in timers:
-                if tm <= self.now:
-                    e.handle_timer(self.now)
+        while (when := self.clock.next_time()) is not None and when <= t:
+            self.clock.run_until(when)
             self.pump()
-        raise AssertionError("timer storm")
+        self.clock.run_until(max(t, self.now))
 
     def of(self, key: Any, kind: type) -> list[Any]:
         return [e for e in self.events.get(key, []) if isinstance(e, kind)]
