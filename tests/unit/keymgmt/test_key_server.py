@@ -6,7 +6,7 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import pytest
 
@@ -33,6 +33,8 @@ from amistack.pana.events import (
 )
 from amistack.pana.paa import PaaConfig
 from amistack.pana.pac import PacConfig, PanaClient
+from amistack.sim.clock import VirtualClock
+from amistack.sim.drive import Host
 
 E = TypeVar("E")
 PAA: Addr = ("192.0.2.1", 716)
@@ -59,19 +61,48 @@ class Meter:
         self.ring = KeyRing(name, PurposeRegistry(), overlap=30.0)
         self.events: list[PanaEvent] = []
 
-    def drain(self, now: float) -> None:
-        while (ev := self.pac.next_event()) is not None:
-            self.events.append(ev)
-            if isinstance(ev, Authenticated):
-                self.ring.install(ev.context, ev.lifetime, now)
+    def on_event(self, ev: PanaEvent, now: float) -> None:
+        self.events.append(ev)
+        if isinstance(ev, Authenticated):
+            self.ring.install(ev.context, ev.lifetime, now)
 
 
 class Net:
-    """Moves datagrams between the key server and the meters and runs every timer in order."""
+    """The key server and the meters driven by `sim.drive.Host` on a virtual clock; a datagram
+    waits in flight until the next `step` (one hop), so a test can act between hops."""
 
     def __init__(self, server: KeyServer, meters: list[Meter], now: float = 0.0) -> None:
-        self.server, self.meters, self.now = server, meters, now
+        self.server, self.meters = server, meters
+        self.clock = VirtualClock(now)
         self.events: list[KeyServerEvent] = []
+        self.hosts: dict[Addr, Host] = {}
+        self.in_flight: list[tuple[Addr, Addr, bytes]] = []
+
+    @property
+    def now(self) -> float:
+        return self.clock.now
+
+    def _sync(self) -> None:
+        """A Host for the server and each meter's PaC (a test may add meters or swap a PaC)."""
+        engines = {PAA: self.server, **{m.addr: m.pac for m in self.meters}}
+        for addr, engine in engines.items():
+            host = self.hosts.get(addr)
+            if host is None or host.engine is not engine:
+                if host is not None:
+                    host.detach()
+                self.hosts[addr] = Host(addr, engine, self.clock, self._send, self._event)
+            self.hosts[addr].service()
+
+    def _send(self, src: Addr, dst: Addr, data: bytes, now: float) -> None:
+        self.in_flight.append((src, dst, data))
+
+    def _event(self, addr: Addr, event: object, now: float) -> None:
+        if addr == PAA:
+            self.events.append(cast(KeyServerEvent, event))
+            return
+        for m in self.meters:
+            if m.addr == addr:
+                m.on_event(cast(PanaEvent, event), now)
 
     def _flush(self) -> None:
         for _ in range(1000):
@@ -80,40 +111,20 @@ class Net:
         raise AssertionError("datagram storm")
 
     def step(self) -> bool:
-        """One hop: every datagram queued on either side is delivered."""
-        if True:
-            moved = False
-            by_addr = {m.addr: m for m in self.meters}
-            for data, addr in self.server.datagrams_to_send(self.now):
-                if addr in by_addr:
-                    by_addr[addr].pac.receive_datagram(data, PAA, self.now)
-                    moved = True
-            for m in self.meters:
-                for data, _ in m.pac.datagrams_to_send(self.now):
-                    self.server.receive_datagram(data, m.addr, self.now)
-                    moved = True
-                m.drain(self.now)
-            while (ev := self.server.next_event()) is not None:
-                self.events.append(ev)
-            return moved
+        """One hop: every datagram in flight is delivered (what it provokes waits for the next)."""
+        self._sync()
+        moved, self.in_flight = self.in_flight, []
+        for src, dst, data in moved:
+            if (host := self.hosts.get(dst)) is not None:
+                host.receive(data, src)
+        return bool(moved)
 
     def run_until(self, t_end: float) -> None:
         self._flush()
-        while True:
-            timers = [self.server.get_timer(), *(m.pac.get_timer() for m in self.meters)]
-            due = min((t for t in timers if t is not None), default=None)
-            if due is None or due > t_end:
-                break
-            self.now = max(self.now, due)
-            t = self.server.get_timer()
-            if t is not None and t <= self.now:
-                self.server.handle_timer(self.now)
-            for m in self.meters:
-                t = m.pac.get_timer()
-                if t is not None and t <= self.now:
-                    m.pac.handle_timer(self.now)
+        while (when := self.clock.next_time()) is not None and when <= t_end:
+            self.clock.run_until(when)
             self._flush()
-        self.now = t_end
+        self.clock.run_until(max(t_end, self.now))
 
     def of(self, kind: type[E]) -> list[E]:
         return [e for e in self.events if isinstance(e, kind)]
