@@ -110,5 +110,6 @@ def test_cli_runs_shards_and_refuses_more_shards_than_cells(
     assert code == 0
     doc = json.loads(stdout)
     assert doc["parameters"]["shards"] == 2 and len(doc["wall"]["shards"]) == 2
+    assert "own key server" in doc["model"]["shards"]  # the report says what is not shared
     code, _, err = run_cli(capsys, "sim", "fleet", "--meters", "8", "--cells", "2", "--shards", "3")
     assert code == 2 and "shards" in err

@@ -611,6 +611,12 @@ def run_scenario(sc: ScenarioConfig, progress: ProgressHook | None = None) -> di
             "topology": "star: meters in shared cells (FIFO channel, rate_pps, bounded queue)",
             "keyserver_service_s_per_datagram": 1.0 / (sc.keyserver_auth_rate * DATAGRAMS_PER_AUTH),
             "datagrams_per_auth": DATAGRAMS_PER_AUTH,
+            "shards": (
+                "one fleet: one key server, one head-end"
+                if sc.shards == 1
+                else f"{sc.shards} shards by cell, each with its own key server (1/{sc.shards} "
+                "of the capacity and queue) and head-end; nothing crosses between them"
+            ),
         },
         "simulated": simulated,
         "wall": {
