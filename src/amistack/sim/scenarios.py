@@ -18,6 +18,9 @@ the key server's CPU per datagram) and differs from run to run.
   is shut out (its session ended at the meter) and readings accepted from them afterwards
   (must be 0). `days` also sets how long `rollover` runs.
 
+Every scenario runs whole or in `shards` by cell (sim/shard.py): each shard's part returns
+counts that add up, and `merge_parts` turns them into the scenario's figures.
+
 The key server's capacity (`keyserver_auth_rate` full authentications per second) becomes a
 service time per datagram it takes in (`sim.capacity.ServiceQueue`, DATAGRAMS_PER_AUTH in a
 full PANA + EAP-PSK authentication); the CPU the real engine spent per datagram in the same run
