@@ -494,7 +494,7 @@ def _merge_rollover(sc: ScenarioConfig, parts: list[Part]) -> dict[str, Any]:
     return out
 
 
-def revoked_meters(sc: ScenarioConfig) -> list[int]:
+def _revoked_meters(sc: ScenarioConfig) -> list[int]:
     """The fleet-wide indices of the meters `revocation` revokes: every k-th."""
     count = max(1, int(sc.meters * sc.revoke_fraction))
     return list(range(0, sc.meters, max(1, sc.meters // count)))[:count]
@@ -504,7 +504,7 @@ def _revocation(sc: ScenarioConfig, shard: int, progress: ProgressHook | None) -
     cpu0 = time.process_time()
     fleet = build_fleet(fleet_config(sc, shard=shard))
     sampler = Sampler(fleet, sc.sample_s)
-    chosen = set(revoked_meters(sc))
+    chosen = set(_revoked_meters(sc))
     revoked = [i for i, g in enumerate(fleet.ids) if g in chosen]  # this shard's, local
     t_rev = fleet.start + sc.days * 86400 / 2  # midday
     lost_at: dict[int, float] = {}
