@@ -44,6 +44,9 @@ def test_blackout_recovers_and_back_off_spares_a_small_key_server() -> None:
     assert on["reauthenticated"] == 40 and on["t100_s"] is not None
     assert on["t50_s"] <= on["t95_s"] <= on["t100_s"]
     assert on["first_complete_slot_after_s"] is not None
+    # the series shows the collapse (a meter without power holds no keys) and the recovery
+    held = [r["authenticated"] for r in on["series"]]
+    assert held[0] == 40 and min(held) == 0 and held[-1] == 40
     # without back-off the meters keep the queue full and more of their datagrams are dropped
     # (every meter still gets in: the capacity is the limit either way)
     assert off["keyserver"]["dropped"] > 1.2 * on["keyserver"]["dropped"] > 0

@@ -49,26 +49,26 @@ def _in_process(sc: ScenarioConfig) -> dict[str, Any]:
     return merge_parts(sc, [scenario_part(sc, k) for k in range(sc.shards)])
 
 
-FORTY = {"meters": 40, "cells": 4, "seed": 3, "days": 0.125, "shards": 2}  # 6 slots
+FEW = {"meters": 20, "cells": 4, "seed": 3, "days": 0.125, "shards": 2}  # 6 slots
 
 
 def test_every_scenario_runs_in_shards_with_its_assertions() -> None:
     # a blackout against a small key server, split in two (each shard has half of it)
-    sc = ScenarioConfig(scenario="blackout", keyserver_auth_rate=2.0, keyserver_queue=10,
-                        return_window=2.0, **FORTY)  # fmt: skip
+    sc = ScenarioConfig(scenario="blackout", keyserver_auth_rate=1.0, keyserver_queue=10,
+                        return_window=2.0, **FEW)  # fmt: skip
     blackout = _in_process(sc)
     on, off = blackout["with_backoff"], blackout["without_backoff"]
-    assert on["reauthenticated"] == off["reauthenticated"] == 40
+    assert on["reauthenticated"] == off["reauthenticated"] == 20
     assert on["t50_s"] <= on["t95_s"] <= on["t100_s"]
     assert on["first_complete_slot_after_s"] is not None
     assert off["keyserver"]["dropped"] > on["keyserver"]["dropped"] > 0
     assert len(on["series"]) > 600  # both shards' samples, second by second, added up
-    sim = _in_process(ScenarioConfig(scenario="rollover", rollover_lifetime=1200.0, **FORTY))
+    sim = _in_process(ScenarioConfig(scenario="rollover", rollover_lifetime=1200.0, **FEW))
     assert sim["rotations_per_meter_min"] >= 4
     assert sim["readings_refused_with_valid_key"] == 0
     assert sim["slots"]["slots_complete"] == sim["slots"]["slots"] == 6
-    # every 10th meter (0, 10, 20, 30: cells 0 and 2, all in shard 0) revoked
-    sim = _in_process(ScenarioConfig(scenario="revocation", revoke_fraction=0.1, **FORTY))
+    # every 5th meter (0, 5, 10, 15: cells 0, 1, 2, 3, in both shards) revoked
+    sim = _in_process(ScenarioConfig(scenario="revocation", revoke_fraction=0.2, **FEW))
     assert sim["revoked"] == sim["shut_out"] == 4
     assert sim["shut_out_max_s"] is not None and sim["shut_out_max_s"] < 5.0
     assert sim["reauthenticated_after_revocation"] == sim["readings_accepted_after_revocation"] == 0
@@ -77,16 +77,18 @@ def test_every_scenario_runs_in_shards_with_its_assertions() -> None:
 def test_a_meter_draws_the_same_in_any_shard_count() -> None:
     # with the key server far from its limit, the blackout's recovery is the meters' own:
     # the same return times, the same re-authentication times, sharded or not
-    kw = {**FORTY, "scenario": "blackout", "return_window": 20.0}
+    kw = {**FEW, "scenario": "blackout", "return_window": 20.0}
     two = _in_process(ScenarioConfig(**kw))["with_backoff"]
     one = _in_process(ScenarioConfig(**{**kw, "shards": 1}))["with_backoff"]
-    assert one["reauthenticated"] == two["reauthenticated"] == 40
-    assert (one["t50_s"], one["t100_s"]) == (two["t50_s"], two["t100_s"])
+    assert one["reauthenticated"] == two["reauthenticated"] == 20
+    # (up to the split key server's service time, microseconds a datagram)
+    assert one["t50_s"] == pytest.approx(two["t50_s"], abs=0.01)
+    assert one["t100_s"] == pytest.approx(two["t100_s"], abs=0.01)
 
 
 @pytest.mark.slow  # starts a LocalCluster (worker processes)
 def test_a_scenario_on_two_workers_is_the_one_in_process() -> None:
-    sc = ScenarioConfig(scenario="revocation", revoke_fraction=0.1, **{**FORTY, "days": 1 / 24})
+    sc = ScenarioConfig(scenario="revocation", revoke_fraction=0.1, **{**FEW, "days": 1 / 24})
     with LocalCluster(
         n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0"
     ) as cluster:
@@ -110,5 +112,6 @@ def test_cli_runs_shards_and_refuses_more_shards_than_cells(
     assert code == 0
     doc = json.loads(stdout)
     assert doc["parameters"]["shards"] == 2 and len(doc["wall"]["shards"]) == 2
+    assert "own key server" in doc["model"]["shards"]  # the report says what is not shared
     code, _, err = run_cli(capsys, "sim", "fleet", "--meters", "8", "--cells", "2", "--shards", "3")
     assert code == 2 and "shards" in err

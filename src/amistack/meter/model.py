@@ -296,6 +296,7 @@ def _u(b: bytes) -> float:
     return int.from_bytes(b, "big") / (1 << (8 * len(b)))
 
 
+COVER_MAX_S = 1800  # a seeded cover opening lasts 300 s to under this (5 .. 30 min)
 _OUTAGE_CACHE = 64  # days of seeded outages a model remembers (a few for live reads)
 
 
@@ -443,13 +444,13 @@ class MeterModel:
             if a < e <= b:
                 evs.append(PowerRestore(e, e - s))
         rate = self.config.cover_open_rate_per_year
-        if rate > 0:
-            for day in range(self.local_day(a) - 1, self.local_day(b) + 1):
+        if rate > 0:  # a cover closes within COVER_MAX_S of opening: only those days can
+            for day in range(self.local_day(a - COVER_MAX_S), self.local_day(b) + 1):
                 h = self._hash(b"c" + struct.pack(">q", day), 12)
                 if _u(h[:4]) >= rate / 365.25:
                     continue
                 s = self.day_start(day) + math.floor(_u(h[4:8]) * DAY_S)
-                e = s + 300 + math.floor(_u(h[8:12]) * 1500)
+                e = s + 300 + math.floor(_u(h[8:12]) * 1500)  # < s + COVER_MAX_S
                 if s < self.install_time:
                     continue
                 if a < s <= b:

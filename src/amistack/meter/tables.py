@@ -18,6 +18,7 @@ has no value (sent as 0 with NO_DATA | POWER_FAIL), which is not the same as a m
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable
@@ -107,7 +108,14 @@ def lp_interval(iv: ModelInterval) -> Interval:
     value = iv.forward_wh or 0
     if value > U32_MAX:
         value, status = U32_MAX, status | LpStatus.OVERFLOW
-    return Interval(value, int(status))
+    return _shared_interval(value, int(status))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _shared_interval(value: int, status: int) -> Interval:
+    """One immutable Interval per (value, status), shared by every meter's load-profile cache:
+    households' half-hours take a few thousand values, a fleet caches 48 per meter."""
+    return Interval(value, status)
 
 
 def default_identification(serial: bytes) -> Identification:

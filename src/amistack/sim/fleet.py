@@ -435,8 +435,16 @@ def measured_slots(fleet: Fleet) -> list[int]:
 
 
 def authenticated(fleet: Fleet) -> int:
-    """Meters holding a current key generation now."""
-    return sum(1 for a in fleet.access if a.pac is not None and a.pac.context is not None)
+    """Meters holding a current key generation now and on the network (a meter without power,
+    in a blackout, holds none: the state it will forget on reboot is not counted)."""
+    down = fleet.net.down
+    return sum(
+        1
+        for i, a in enumerate(fleet.access)
+        if a.pac is not None
+        and a.pac.context is not None
+        and (not down or fleet.pana_addr(i) not in down)
+    )
 
 
 def run(fleet: Fleet) -> float:

@@ -18,6 +18,9 @@ the key server's CPU per datagram) and differs from run to run.
   is shut out (its session ended at the meter) and readings accepted from them afterwards
   (must be 0). `days` also sets how long `rollover` runs.
 
+Every scenario runs whole or in `shards` by cell (sim/shard.py): each shard's part returns
+counts that add up, and `merge_parts` turns them into the scenario's figures.
+
 The key server's capacity (`keyserver_auth_rate` full authentications per second) becomes a
 service time per datagram it takes in (`sim.capacity.ServiceQueue`, DATAGRAMS_PER_AUTH in a
 full PANA + EAP-PSK authentication); the CPU the real engine spent per datagram in the same run
@@ -491,7 +494,7 @@ def _merge_rollover(sc: ScenarioConfig, parts: list[Part]) -> dict[str, Any]:
     return out
 
 
-def revoked_meters(sc: ScenarioConfig) -> list[int]:
+def _revoked_meters(sc: ScenarioConfig) -> list[int]:
     """The fleet-wide indices of the meters `revocation` revokes: every k-th."""
     count = max(1, int(sc.meters * sc.revoke_fraction))
     return list(range(0, sc.meters, max(1, sc.meters // count)))[:count]
@@ -501,7 +504,7 @@ def _revocation(sc: ScenarioConfig, shard: int, progress: ProgressHook | None) -
     cpu0 = time.process_time()
     fleet = build_fleet(fleet_config(sc, shard=shard))
     sampler = Sampler(fleet, sc.sample_s)
-    chosen = set(revoked_meters(sc))
+    chosen = set(_revoked_meters(sc))
     revoked = [i for i, g in enumerate(fleet.ids) if g in chosen]  # this shard's, local
     t_rev = fleet.start + sc.days * 86400 / 2  # midday
     lost_at: dict[int, float] = {}
@@ -611,6 +614,12 @@ def run_scenario(sc: ScenarioConfig, progress: ProgressHook | None = None) -> di
             "topology": "star: meters in shared cells (FIFO channel, rate_pps, bounded queue)",
             "keyserver_service_s_per_datagram": 1.0 / (sc.keyserver_auth_rate * DATAGRAMS_PER_AUTH),
             "datagrams_per_auth": DATAGRAMS_PER_AUTH,
+            "shards": (
+                "one fleet: one key server, one head-end"
+                if sc.shards == 1
+                else f"{sc.shards} shards by cell, each with its own key server (1/{sc.shards} "
+                "of the capacity and queue) and head-end; nothing crosses between them"
+            ),
         },
         "simulated": simulated,
         "wall": {
