@@ -65,17 +65,83 @@ def open_kek(data_dir: Path, spec: str, *, create: bool) -> KeyEncryptionKey:
         raise CliError(str(exc)) from None
 
 
-def open_store(data_dir: Path, *, create: bool, kek: str = "file") -> CredentialStore:
-    """The key server's credential store in `data_dir`, secrets wrapped under the `kek` spec."""
-    db = data_dir / KEYSERVER_DB
-    if not create and not db.exists():
+def add_store_db(parser: argparse.ArgumentParser) -> None:
+    """--db / --db-password-file: the key server's credentials in PostgreSQL (shared by several
+    key-server processes) instead of DIR/keyserver.db; the KEK stays in DIR (or the token)."""
+    parser.add_argument(
+        "--db",
+        metavar="URL",
+        help="postgresql://USER@HOST/DB instead of DIR/keyserver.db (no password in the URL: "
+        "--db-password-file, PGPASSWORD or ~/.pgpass)",
+    )
+    parser.add_argument(
+        "--db-password-file",
+        type=Path,
+        metavar="FILE",
+        help="the database password, in a file only its owner can read",
+    )
+
+
+def db_password(args: argparse.Namespace) -> str | None:
+    """The password of --db from --db-password-file (None: libpq's PGPASSWORD / ~/.pgpass)."""
+    from amistack.pgconn import DsnError, check_dsn, read_password_file
+
+    path = getattr(args, "db_password_file", None)
+    db = getattr(args, "db", None)
+    if path is not None and db is None:
+        raise CliError("--db-password-file goes with --db")
+    try:
+        if db is not None:
+            check_dsn(db)
+        return None if path is None else read_password_file(path)
+    except DsnError as exc:
+        raise CliError(f"--db: {exc}") from None
+
+
+def open_store(
+    data_dir: Path,
+    *,
+    create: bool,
+    kek: str = "file",
+    db: str | None = None,
+    password: str | None = None,
+    instance: str = "",
+) -> CredentialStore:
+    """The key server's credential store: DIR/keyserver.db, or PostgreSQL at `db`; secrets
+    wrapped under the `kek` spec (a key file in DIR, or a token) either way."""
+    path = data_dir / KEYSERVER_DB
+    if db is None and not create and not path.exists():
         raise CliError(f"no key server data in {data_dir} (enroll a device first)")
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(data_dir, 0o700)
-        return CredentialStore(db, open_kek(data_dir, kek, create=create))
+        key = open_kek(data_dir, kek, create=create)
+        if db is None:
+            return CredentialStore(path, key, instance=instance)
+        from amistack.keymgmt.store_pg import PostgresCredentialStore
+
+        return PostgresCredentialStore(db, key, instance=instance, password=password)
     except (KekError, StoreError, OSError) as exc:
         raise CliError(str(exc)) from None
+
+
+def store_location(args: argparse.Namespace) -> str:
+    """Where `open_store_args` keeps the credentials, as messages show it (no secret)."""
+    from amistack.pgconn import describe
+
+    return describe(args.db) if getattr(args, "db", None) else str(args.data_dir)
+
+
+def open_store_args(args: argparse.Namespace, *, create: bool) -> CredentialStore:
+    """`open_store` as the options of `add_data_dir` and `add_store_db` give it."""
+    return open_store(
+        args.data_dir,
+        create=create,
+        kek=args.kek,
+        db=args.db,
+        password=db_password(args),
+        instance=getattr(args, "instance", None) or "",
+    )
 
 
 def parse_hostport(text: str, default_port: int | None = None) -> Addr:

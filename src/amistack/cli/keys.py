@@ -29,10 +29,13 @@ from amistack.cli.common import (
     CliError,
     add_data_dir,
     add_psk_options,
-    open_store,
+    add_store_db,
+    db_password,
+    open_store_args,
     pan_id_arg,
     parse_hostport,
     resolve_psk,
+    store_location,
 )
 from amistack.keymgmt.store import EAP_METHODS, METHOD_PSK, METHOD_TLS
 
@@ -70,6 +73,7 @@ def _add_identity(p: argparse.ArgumentParser) -> None:
         f"FILE (chmod 600) or standard input with '-'; or set ${TOKEN_ENV}",
     )
     add_data_dir(p)
+    add_store_db(p)  # on this machine: the credentials in PostgreSQL (docs/scale-out.md)
 
 
 def register(sub: Any) -> None:
@@ -186,6 +190,7 @@ def _call(args: argparse.Namespace, request: dict[str, Any]) -> dict[str, Any]:
     """Send `request` as the operator the options name; the answer, or a one-line CliError."""
     from amistack.keymgmt.keydist import KeyDistError
 
+    db_password(args)  # a password in --db is refused before anything else happens
     request = {**request, "at": time.time(), "nonce": secrets.token_hex(16), "id": 1}
     token_given = args.token_file is not None or bool(os.environ.get(TOKEN_ENV))
     try:
@@ -237,7 +242,7 @@ def _on_this_machine(args: argparse.Namespace, request: dict[str, Any]) -> dict[
             trail.record(now, _login(), "keys.auth", via="token", outcome="failed")
             raise CliError("the token is invalid, expired or revoked")
         principal = dataclasses.replace(principal, source=f"local:{_login()}")
-        store = open_store(args.data_dir, create=request["op"] == "enroll", kek=args.kek)
+        store = open_store_args(args, create=request["op"] == "enroll")
         with store:
             line = json.dumps(request).encode()
             answer = KeyAdminService(store, trail).handle(line, principal, now)
@@ -305,7 +310,7 @@ def _enroll(args: argparse.Namespace) -> int:
 def _where(args: argparse.Namespace) -> str:
     if args.server is not None:
         return f"the key server at {args.server[0]} port {args.server[1]}"
-    return str(args.data_dir)
+    return store_location(args)
 
 
 def _group_keys(args: argparse.Namespace) -> int:

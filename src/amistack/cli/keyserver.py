@@ -15,9 +15,11 @@ from amistack.cli.common import (
     KEYSERVER_DB,
     CliError,
     add_data_dir,
-    open_store,
+    add_store_db,
+    open_store_args,
     pan_id_arg,
     parse_hostport,
+    store_location,
 )
 from amistack.pana.constants import IntegrityAlgorithm, PrfAlgorithm
 from amistack.pana.paa import PaaConfig
@@ -39,6 +41,14 @@ def register(sub: Any) -> None:
         "runs EAP-TLS for the devices enrolled for it, side by side with EAP-PSK.",
     )
     add_data_dir(p)
+    add_store_db(p)
+    p.add_argument(
+        "--instance",
+        default="",
+        metavar="NAME",
+        help="this process's name among several key servers sharing one --db database (each "
+        "restores only the keys it issued; a second process with the same name is refused)",
+    )
     p.add_argument(
         "--init",
         action="store_true",
@@ -251,19 +261,24 @@ def _run(args: argparse.Namespace) -> int:
         keydist = (_server_tls(args), kd_hosts, kd_port)
     admin_tls = _server_tls(args) if args.admin_listen else None
     # (with --aaa-radius the credentials live in the RADIUS server: no enrolment needed here)
-    if not args.init and not args.aaa_radius and not (args.data_dir / KEYSERVER_DB).exists():
+    fresh = args.db is None and not (args.data_dir / KEYSERVER_DB).exists()
+    if not args.init and not args.aaa_radius and fresh:
         raise CliError(
             f"no key server data in {args.data_dir} (enroll a device with 'amistack keys enroll "
             "--data-dir DIR', or give --init to start with an empty store)"
         )
     paa_config = _paa_config(args)
-    store = open_store(args.data_dir, create=True, kek=args.kek)
+    store = open_store_args(args, create=True)
     methods = _extra_methods(args, store)
     pcap = PcapWriter(args.pcap) if args.pcap else None
 
+    where = store_location(args) if args.db else args.data_dir.resolve()
+    if args.instance:
+        where = f"{where} as instance {args.instance!r}"
+
     def ready(rt: KeyServerRuntime) -> None:
         print(
-            f"key server: data in {args.data_dir.resolve()} ({len(store.list_devices())} "
+            f"key server: data in {where} ({len(store.list_devices())} "
             f"device(s)), session lifetime {args.lifetime:g} s",
             flush=True,
         )

@@ -51,6 +51,7 @@ from amistack.headend.schema import (
     StoredReading,
     schema_sql,
 )
+from amistack.pgconn import qmark_to_pyformat
 
 logger = logging.getLogger(__name__)
 
@@ -790,18 +791,13 @@ class SqliteRepository(_SqlRepository):
 COPY_TYPES = ("text", "int8", "int4", "int8", "int8", "int4", "float8", "int4")
 
 
-def _pg_sql(sql: str) -> str:
-    # The shared SQL uses qmark placeholders; psycopg wants %s (no query here has a literal ?).
-    return sql.replace("%", "%%").replace("?", "%s")
-
-
 class _PgTx:
     def __init__(self, cur: Any) -> None:
         self._cur = cur
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         if params:
-            self._cur.execute(_pg_sql(sql), params)
+            self._cur.execute(qmark_to_pyformat(sql), params)
         else:  # no parameters: the simple protocol, which also takes several statements
             self._cur.execute(sql)
         if self._cur.description is None:

@@ -5,13 +5,19 @@ Each device is enrolled for one EAP method (`devices.eap_method`): ``psk`` with 
 issue-device`). A device enrolled for one method is refused by the other, so a TLS meter cannot
 be downgraded to EAP-PSK.
 
-One SQLite database (WAL, synchronous=FULL: a credential acknowledged is a credential on disk).
+One SQLite database (WAL, synchronous=FULL: a credential acknowledged is a credential on disk),
+or PostgreSQL for several key-server processes (`store_pg.PostgresCredentialStore`: the same
+SQL, methods and rules; `open_credential_store` picks by the target).
 Every secret is wrapped under the key-encryption key with associated data naming its row, so a
 blob copied to another row, another device or another PSK generation does not unwrap. Each
 operation is one transaction together with its audit entry: a crash leaves all of it or none.
 The audit table is append-only (triggers refuse UPDATE and DELETE). The key server's
 per-authentication writes (keys, audit entries) go through `commit(WriteBatch)`, one group
 commit with synchronous=NORMAL (docs/key-hierarchy.md, "Durability").
+
+Several key servers may share one database: each names itself (`instance`), and the key
+generations it writes and restores are its own (`key_generations.instance`); devices, PSKs and
+the audit trail are shared, so a revocation or a new PSK written by any process is seen by all.
 
 Timestamps are passed in; nothing here reads a clock.
 """
@@ -37,8 +43,9 @@ from amistack.keymgmt.ukmf import KeyId, PurposeError, PurposeRegistry
 
 logger = logging.getLogger(__name__)
 
-# 2: no index on the per-authentication path but the primary keys; 3: one row per key generation
-SCHEMA_VERSION = 3
+# 2: no index on the per-authentication path but the primary keys; 3: one row per key generation;
+# 4: key generations belong to a key-server instance (several processes on one database)
+SCHEMA_VERSION = 4
 PSK_LENGTH = 16  # EAP-PSK PSKs are 16 octets (RFC 4764 §2.1)
 MAX_DEVICE_ID = 255  # an EAP-PSK ID_P fits any reasonable NAI
 METHOD_PSK = "psk"  # EAP-PSK, RFC 4764
@@ -68,6 +75,7 @@ CREATE TABLE IF NOT EXISTS devices (
 -- Only scanned whole (load_keys, at start-up) or reached by its primary key: no other index,
 -- and WITHOUT ROWID so that key is the only B-tree an insert touches.
 CREATE TABLE IF NOT EXISTS key_generations (
+    instance      TEXT NOT NULL DEFAULT '',  -- the key server that wrote it (and restores it)
     session_id    INTEGER NOT NULL,
     generation    INTEGER NOT NULL,
     peer_id       BLOB NOT NULL,
@@ -77,7 +85,7 @@ CREATE TABLE IF NOT EXISTS key_generations (
     not_before    REAL NOT NULL,
     not_after     REAL NOT NULL,
     superseded_at REAL,
-    PRIMARY KEY (session_id, generation)
+    PRIMARY KEY (instance, session_id, generation)
 ) WITHOUT ROWID;
 -- Mesh group keys (keymgmt/groupkeys.py): a PAN's ring (its key serial and a pending
 -- rotation, so a restart neither reuses a serial nor forgets a revocation's rotation) and its
@@ -117,6 +125,19 @@ CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 """
+
+
+# A whole device row, as enrolment writes it (a re-enrolment replaces every column). An upsert
+# both SQLite (3.24+) and PostgreSQL read the same way.
+_PUT_DEVICE = (
+    "INSERT INTO devices (device_id, psk_blob, psk_generation, kek_label, enrolled_at, "
+    "revoked_at, revoke_reason, revoke_keys_until, session_lifetime, eap_method) "
+    "VALUES (?, ?, ?, ?, ?, NULL, NULL, NULL, ?, ?) ON CONFLICT (device_id) DO UPDATE SET "
+    "psk_blob = excluded.psk_blob, psk_generation = excluded.psk_generation, "
+    "kek_label = excluded.kek_label, enrolled_at = excluded.enrolled_at, revoked_at = NULL, "
+    "revoke_reason = NULL, revoke_keys_until = NULL, "
+    "session_lifetime = excluded.session_lifetime, eap_method = excluded.eap_method"
+)
 
 
 class StoreError(Exception):
@@ -283,14 +304,21 @@ def _device_id(device_id: bytes | str) -> bytes:
 
 
 class CredentialStore:
-    """Devices, PSKs, persisted application keys and the audit trail in one SQLite file."""
+    """Devices, PSKs, persisted application keys and the audit trail in one SQLite file.
 
-    def __init__(self, path: Path | str, kek: KeyEncryptionKey) -> None:
+    The SQL is shared with `store_pg.PostgresCredentialStore`, which overrides only how it
+    connects, opens transactions and creates its schema. `instance` names this key server among
+    several sharing one database: the key generations it saves, deletes and restores are its own.
+    """
+
+    # what a database error is for this backend (PostgreSQL: psycopg.Error)
+    _DB_ERROR: type[Exception] = sqlite3.Error
+    _BEGIN = "BEGIN IMMEDIATE"  # SQLite: take the write lock at once, as one writer at a time
+    _sync_mode: str | None  # SQLite's PRAGMA synchronous as last set (None: not known)
+
+    def __init__(self, path: Path | str, kek: KeyEncryptionKey, *, instance: str = "") -> None:
+        self._setup(str(path), kek, instance)
         self.path = Path(path)
-        self._kek = kek
-        self._checkpointer: tuple[threading.Event, threading.Thread] | None = None
-        # device -> (PSK generation, wrapped blob, keys derived from it): see get_psk_keys...
-        self._psk_keys: dict[bytes, tuple[int, bytes, PskKeys]] = {}
         if str(path) != ":memory:" and not self.path.exists():
             # Create the file owner-only; SQLite gives -wal and -shm the same mode.
             try:
@@ -298,17 +326,29 @@ class CredentialStore:
             except FileExistsError:
                 pass
             except OSError as exc:
-                raise StoreError(f"{self.path}: cannot create database: {exc.strerror}") from None
+                raise StoreError(f"{self.where}: cannot create database: {exc.strerror}") from None
         try:
-            self._db = sqlite3.connect(str(path), isolation_level=None)
+            self._db: Any = sqlite3.connect(str(path), isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-            self._sync_mode: str | None = "FULL"
+            self._sync_mode = "FULL"
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA secure_delete=ON")  # freed pages are zeroed
             self._migrate()
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot open credential store: {exc}") from None
+            raise StoreError(f"{self.where}: cannot open credential store: {exc}") from None
+
+    def _setup(self, where: str, kek: KeyEncryptionKey, instance: str) -> None:
+        """What both backends hold; `where` names the database in messages (never a secret)."""
+        if len(instance) > 64 or not instance.isprintable():
+            raise StoreError("a key-server instance name is at most 64 printable characters")
+        self.where = where
+        self.instance = instance
+        self._kek = kek
+        self._checkpointer: tuple[threading.Event, threading.Thread] | None = None
+        # device -> (PSK generation, wrapped blob, keys derived from it): see get_psk_keys...
+        self._psk_keys: dict[bytes, tuple[int, bytes, PskKeys]] = {}
+        self._sync_mode = None
 
     def _migrate(self) -> None:
         # One transaction: a crash while creating or converting the schema leaves no half of it.
@@ -320,11 +360,16 @@ class CredentialStore:
             "WHERE NOT EXISTS (SELECT 1 FROM schema_version);"
         )
         try:
-            # 1 -> 2 is the index changes above (idempotent); 2 -> 3 regroups the keys
+            # 1 -> 2 is the index changes above (idempotent); 2 -> 3 regroups the keys;
+            # 3 -> 4 gives each generation its key-server instance
             if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'app_keys'").fetchone():
                 self._regroup_app_keys(db)
             self._add_method_column()
-            db.execute(f"UPDATE schema_version SET version = {SCHEMA_VERSION} WHERE version < 3")
+            self._add_instance_column()
+            db.execute(
+                f"UPDATE schema_version SET version = {SCHEMA_VERSION} "
+                f"WHERE version < {SCHEMA_VERSION}"
+            )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -332,7 +377,7 @@ class CredentialStore:
         version = self.schema_version()
         if version > SCHEMA_VERSION:
             raise StoreError(
-                f"{self.path}: schema version {version} is newer than this amistack "
+                f"{self.where}: schema version {version} is newer than this amistack "
                 f"understands ({SCHEMA_VERSION})"
             )
 
@@ -344,6 +389,23 @@ class CredentialStore:
             self._db.execute(
                 f"ALTER TABLE devices ADD COLUMN eap_method TEXT NOT NULL DEFAULT '{METHOD_PSK}'"
             )
+
+    def _add_instance_column(self) -> None:
+        """key_generations.instance, in the primary key: a schema-3 table is rebuilt, its rows
+        the default instance's (the one key server there was)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(key_generations)")}
+        if "instance" in columns:
+            return
+        old = "session_id, generation, peer_id, purposes, keys_blob, kek_label, not_before, " \
+            "not_after, superseded_at"  # fmt: skip
+        self._db.execute("ALTER TABLE key_generations RENAME TO key_generations_v3")
+        create = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS key_generations") :]
+        self._db.execute(create[: create.index(";")])
+        self._db.execute(
+            f"INSERT INTO key_generations (instance, {old}) SELECT '', {old} "
+            "FROM key_generations_v3"
+        )
+        self._db.execute("DROP TABLE key_generations_v3")
 
     def _regroup_app_keys(self, db: sqlite3.Connection) -> None:
         """Schema 2 -> 3: the per-purpose `app_keys` rows become one `key_generations` row per
@@ -368,7 +430,7 @@ class CredentialStore:
             aad = self._generation_aad(peer, sid, gen, purposes, not_before, not_after)
             db.execute(
                 self._INSERT_GENERATION,
-                (sid, gen, peer, purposes, self._kek.wrap(b"".join(materials), aad),
+                ("", sid, gen, peer, purposes, self._kek.wrap(b"".join(materials), aad),
                  self._kek.label, not_before, not_after, min(sups) if sups else None),
             )  # fmt: skip
         db.execute("DROP TABLE app_keys")
@@ -383,29 +445,54 @@ class CredentialStore:
             self._sync_mode = mode
 
     @contextmanager
-    def _tx(self, synchronous: str = "FULL") -> Iterator[sqlite3.Connection]:
+    def _tx(self, synchronous: str = "FULL", *, serialise: bool = True) -> Iterator[Any]:
         """One write transaction: all of it commits, or (on any exception) none of it.
-        Credentials and their audit entries always commit with synchronous=FULL."""
+        Credentials and their audit entries always commit with synchronous=FULL.
+
+        `serialise=False`: the transaction changes no credential (group commits, key rows,
+        audit entries), so on PostgreSQL it runs beside other key servers' instead of taking
+        the credential lock (`_lock`); SQLite runs one writer at a time whatever it writes."""
         db = self._db
         try:
             self._synchronous(synchronous)
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot start a transaction: {exc}") from exc
+            db.execute(self._BEGIN)
+            if serialise:
+                self._lock(db, shared=False)
+        except self._DB_ERROR as exc:
+            raise StoreError(f"{self.where}: cannot start a transaction: {exc}") from exc
         try:
             yield db
         except BaseException as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise StoreError(f"{self.path}: database error: {exc}") from exc
+            if isinstance(exc, self._DB_ERROR):
+                raise StoreError(f"{self.where}: database error: {exc}") from exc
             raise
         try:
             db.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except self._DB_ERROR as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            raise StoreError(f"{self.path}: commit failed: {exc}") from exc
+            raise StoreError(f"{self.where}: commit failed: {exc}") from exc
+
+    def _lock(self, db: Any, *, shared: bool) -> None:
+        """The credential lock, to the end of the transaction: exclusive for a credential
+        change, shared for a check that no change may cross (PostgreSQL); SQLite's BEGIN
+        IMMEDIATE has already serialised every writer."""
+
+    def _changed(self, db: Any, what: str) -> None:
+        """A credential changed in transaction `db`: tell other processes when it commits
+        (PostgreSQL NOTIFY); SQLite's readers poll."""
+
+    @contextmanager
+    def _journal(self) -> Iterator[Any]:
+        """A view of the audit trail in which no revocation is half-written (SQLite: a
+        revocation is one transaction under the write lock; PostgreSQL waits for it)."""
+        yield self._db
+
+    def claim_instance(self, wait: float = 3.0) -> None:
+        """Hold this store's instance name for as long as it is open, so a second key server
+        started with the same name is refused (PostgreSQL); an SQLite file has one server."""
 
     def start_checkpointer(self, every: float = 0.5) -> None:
         """Move WAL checkpoints off the caller's thread (the key server's event loop).
@@ -481,10 +568,8 @@ class CredentialStore:
             blob = self._kek.wrap(psk, record_aad("psk", did, generation))
             self._psk_keys.pop(did, None)
             db.execute(
-                "INSERT OR REPLACE INTO devices (device_id, psk_blob, psk_generation, kek_label, "
-                "enrolled_at, revoked_at, revoke_reason, session_lifetime) "
-                "VALUES (?, ?, ?, ?, ?, NULL, NULL, ?)",
-                (did, blob, generation, self._kek.label, now, session_lifetime),
+                _PUT_DEVICE,
+                (did, blob, generation, self._kek.label, now, session_lifetime, METHOD_PSK),
             )
             self._audit(
                 db,
@@ -493,6 +578,7 @@ class CredentialStore:
                 f"psk generation {generation}" + (" (re-enrolled)" if row is not None else ""),
                 now,
             )
+            self._changed(db, AuditKind.ENROLL)
         logger.info("device enrolled", extra={"device_id": did, "psk_generation": generation})
         return self.device(did)
 
@@ -517,13 +603,12 @@ class CredentialStore:
             generation = 0 if row is None else int(row[0])
             self._psk_keys.pop(did, None)
             db.execute(
-                "INSERT OR REPLACE INTO devices (device_id, psk_blob, psk_generation, kek_label, "
-                "enrolled_at, revoked_at, revoke_reason, session_lifetime, eap_method) "
-                "VALUES (?, NULL, ?, ?, ?, NULL, NULL, ?, ?)",
-                (did, generation, self._kek.label, now, session_lifetime, METHOD_TLS),
+                _PUT_DEVICE,
+                (did, None, generation, self._kek.label, now, session_lifetime, METHOD_TLS),
             )
             detail = f"method {METHOD_TLS}" + (" (re-enrolled)" if row is not None else "")
             self._audit(db, AuditKind.ENROLL, did, detail, now)
+            self._changed(db, AuditKind.ENROLL)
         logger.info("device enrolled", extra={"device_id": did, "method": METHOD_TLS})
         return self.device(did)
 
@@ -534,7 +619,7 @@ class CredentialStore:
             row = self._db.execute(
                 "SELECT eap_method FROM devices WHERE device_id = ?", (did,)
             ).fetchone()
-        except (StoreError, sqlite3.Error):
+        except (StoreError, self._DB_ERROR):
             return None
         return None if row is None else str(row[0])
 
@@ -546,7 +631,7 @@ class CredentialStore:
             row = self._db.execute(
                 "SELECT revoked_at, eap_method FROM devices WHERE device_id = ?", (did,)
             ).fetchone()
-        except (StoreError, sqlite3.Error):
+        except (StoreError, self._DB_ERROR):
             return False
         return row is not None and row[0] is None and row[1] == method
 
@@ -637,8 +722,8 @@ class CredentialStore:
                 "FROM devices WHERE device_id = ?",
                 (did,),
             ).fetchone()
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: database error: {exc}") from exc
+        except self._DB_ERROR as exc:
+            raise StoreError(f"{self.where}: database error: {exc}") from exc
         if row is None:
             raise UnknownDevice(did)
         return tuple(row)
@@ -658,7 +743,7 @@ class CredentialStore:
             row = self._db.execute(
                 "SELECT revoked_at FROM devices WHERE device_id = ?", (did,)
             ).fetchone()
-        except (StoreError, sqlite3.Error):
+        except (StoreError, self._DB_ERROR):
             return False
         return row is not None and row[0] is None
 
@@ -721,18 +806,20 @@ class CredentialStore:
                 (now, reason, keys_until, did),
             )
             self._audit(db, AuditKind.REVOKE, did, reason, now)
+            self._changed(db, AuditKind.REVOKE)
         logger.warning("device revoked", extra={"device_id": did, "reason": reason})
         return True
 
     def revocations_after(self, seq: int) -> list[Revocation]:
         """Revocations journalled after audit entry `seq`, oldest first (cheap when none)."""
-        rows = self._db.execute(
-            "SELECT a.seq, a.at, a.device_id, a.detail, d.revoke_keys_until FROM audit a "
-            # the kind as a literal: what lets SQLite use the partial index audit_revoke
-            f"JOIN devices d ON d.device_id = a.device_id WHERE a.kind = '{AuditKind.REVOKE}' "
-            "AND a.seq > ? ORDER BY a.seq",
-            (seq,),
-        ).fetchall()
+        with self._journal() as db:
+            rows = db.execute(
+                "SELECT a.seq, a.at, a.device_id, a.detail, d.revoke_keys_until FROM audit a "
+                # the kind as a literal: what lets SQLite use the partial index audit_revoke
+                f"JOIN devices d ON d.device_id = a.device_id WHERE a.kind = '{AuditKind.REVOKE}' "
+                "AND a.seq > ? ORDER BY a.seq",
+                (seq,),
+            ).fetchall()
         return [
             Revocation(int(q), float(at), bytes(d), str(r), None if k is None else float(k))
             for q, at, d, r, k in rows
@@ -740,7 +827,8 @@ class CredentialStore:
 
     def last_audit_seq(self) -> int:
         """The newest audit sequence number (0 for an empty trail)."""
-        return int(self._db.execute("SELECT coalesce(max(seq), 0) FROM audit").fetchone()[0])
+        with self._journal() as db:
+            return int(db.execute("SELECT coalesce(max(seq), 0) FROM audit").fetchone()[0])
 
     def rotate_psk(self, device_id: bytes | str, new_psk: bytes, now: float) -> int:
         """Replace the PSK of an enrolled, not revoked device; returns the new PSK generation."""
@@ -766,6 +854,7 @@ class CredentialStore:
                 (blob, generation, self._kek.label, did),
             )
             self._audit(db, AuditKind.ROTATE_PSK, did, f"psk generation {generation}", now)
+            self._changed(db, AuditKind.ROTATE_PSK)
         return generation
 
     def set_session_lifetime(
@@ -807,23 +896,22 @@ class CredentialStore:
     ) -> int:
         """Append one entry to the audit trail; returns its sequence number."""
         did = None if device_id is None else _device_id(device_id)
-        with self._tx() as db:
+        with self._tx(serialise=False) as db:
             return self._audit(db, kind, did, detail, now)
 
     @staticmethod
     def _audit(
-        db: sqlite3.Connection,
+        db: Any,
         kind: AuditKind | str,
         device_id: bytes | None,
         detail: str,
         now: float,
     ) -> int:
-        cur = db.execute(
-            "INSERT INTO audit (at, kind, device_id, detail) VALUES (?, ?, ?, ?)",
+        row = db.execute(
+            "INSERT INTO audit (at, kind, device_id, detail) VALUES (?, ?, ?, ?) RETURNING seq",
             (now, str(kind), device_id, detail),
-        )
-        assert cur.lastrowid is not None
-        return cur.lastrowid
+        ).fetchone()
+        return int(row[0])
 
     def audit_log(
         self,
@@ -888,14 +976,21 @@ class CredentialStore:
             blob = self._kek.wrap(b"".join(materials), aad)
         except KekError as exc:
             raise StoreError(f"keys {key_id} cannot be wrapped: {exc}") from None
-        return (sid, gen, peer_id, purposes, blob, self._kek.label, nb, na, sup)
+        return (self.instance, sid, gen, peer_id, purposes, blob, self._kek.label, nb, na, sup)
 
     _INSERT_GENERATION = (
-        "INSERT OR REPLACE INTO key_generations (session_id, generation, peer_id, purposes, "
+        "INSERT INTO key_generations (instance, session_id, generation, peer_id, purposes, "
         "keys_blob, kek_label, not_before, not_after, superseded_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (instance, session_id, generation) DO UPDATE SET "
+        "peer_id = excluded.peer_id, purposes = excluded.purposes, "
+        "keys_blob = excluded.keys_blob, kek_label = excluded.kek_label, "
+        "not_before = excluded.not_before, not_after = excluded.not_after, "
+        "superseded_at = excluded.superseded_at"
     )
-    _DELETE_GENERATION = "DELETE FROM key_generations WHERE session_id = ? AND generation = ?"
+    _DELETE_GENERATION = (
+        "DELETE FROM key_generations WHERE instance = ? AND session_id = ? AND generation = ?"
+    )
 
     @staticmethod
     def _by_generation(keys: Sequence[AppKey]) -> dict[KeyId, list[AppKey]]:
@@ -912,7 +1007,7 @@ class CredentialStore:
         ]
         if not rows:
             return
-        with self._tx() as db:
+        with self._tx(serialise=False) as db:
             db.executemany(self._INSERT_GENERATION, rows)
 
     def commit(
@@ -925,15 +1020,17 @@ class CredentialStore:
         """Write `batch` (key deletions, key saves, audit entries) in ONE transaction.
 
         `require_active`: devices that must still be enrolled and not revoked for the batch to
-        be written, checked inside the transaction (one query, under the write lock, so no
-        revocation by another process can fall between the check and the write); if any is
-        not, raises `InactiveDevices` and writes nothing.
+        be written, checked inside the transaction (one query, under SQLite's write lock or
+        PostgreSQL's shared credential lock, so no revocation by another process can fall
+        between the check and the write); if any is not, raises `InactiveDevices` and writes
+        nothing.
 
         `durable=False` commits with synchronous=NORMAL: in WAL mode that survives a crash of
         the process (the WAL is in the OS page cache); only an OS crash or power loss can undo
         the last batches, and the next commit with synchronous=FULL (any credential change)
         makes them durable too. See docs/key-hierarchy.md, "Durability". Credentials never
-        go through here: enroll/revoke/rotate stay synchronous=FULL.
+        go through here: enroll/revoke/rotate stay synchronous=FULL. (PostgreSQL commits
+        every batch with the server's synchronous_commit, on by default: durable either way.)
         """
         if not batch:
             return
@@ -943,11 +1040,15 @@ class CredentialStore:
             if (row := self._generation_row(peer_id, keys.values())) is not None
         ]
         try:
-            with self._tx("FULL" if durable else "NORMAL") as db:
+            with self._tx("FULL" if durable else "NORMAL", serialise=False) as db:
                 if require_active:
+                    self._lock(db, shared=True)
                     self._check_active(db, require_active)
                 if batch.deletes:
-                    db.executemany(self._DELETE_GENERATION, batch.deletes)
+                    instance = self.instance
+                    db.executemany(
+                        self._DELETE_GENERATION, [(instance, *pk) for pk in batch.deletes]
+                    )
                 if rows:
                     db.executemany(self._INSERT_GENERATION, rows)
                 if batch.audits:
@@ -955,11 +1056,11 @@ class CredentialStore:
                         "INSERT INTO audit (kind, device_id, detail, at) VALUES (?, ?, ?, ?)",
                         batch.audits,
                     )
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: database error: {exc}") from exc
+        except self._DB_ERROR as exc:
+            raise StoreError(f"{self.where}: database error: {exc}") from exc
 
     @staticmethod
-    def _check_active(db: sqlite3.Connection, device_ids: Collection[bytes]) -> None:
+    def _check_active(db: Any, device_ids: Collection[bytes]) -> None:
         wanted = list(set(device_ids))
         active: set[bytes] = set()
         for i in range(0, len(wanted), 500):  # below any SQLITE_MAX_VARIABLE_NUMBER
@@ -979,10 +1080,10 @@ class CredentialStore:
     def delete_keys(self, keys: Sequence[AppKey]) -> None:
         if not keys:
             return
-        with self._tx() as db:
+        with self._tx(serialise=False) as db:
             db.executemany(
                 self._DELETE_GENERATION,
-                [(k.session_id, k.generation) for k in self._by_generation(keys)],
+                [(self.instance, k.session_id, k.generation) for k in self._by_generation(keys)],
             )
 
     def load_keys(self, registry: PurposeRegistry, now: float) -> list[tuple[bytes, AppKey]]:
@@ -990,12 +1091,18 @@ class CredentialStore:
 
         Expiry here is by the stored not_after; a superseded generation's cut is not stored
         (KeyRing.restore derives it from its successor), so a key ring restores from
-        `now=-math.inf` (every row) and expires afterwards, as KeyServer does."""
-        with self._tx() as db:
-            gone = db.execute("DELETE FROM key_generations WHERE not_after <= ?", (now,)).rowcount
+        `now=-math.inf` (every row) and expires afterwards, as KeyServer does.
+        Only this instance's keys: other key servers sharing the database restore their own."""
+        with self._tx(serialise=False) as db:
+            gone = db.execute(
+                "DELETE FROM key_generations WHERE instance = ? AND not_after <= ?",
+                (self.instance, now),
+            ).rowcount
             rows = db.execute(
                 "SELECT session_id, generation, peer_id, purposes, keys_blob, kek_label, "
-                "not_before, not_after, superseded_at FROM key_generations ORDER BY not_before"
+                "not_before, not_after, superseded_at FROM key_generations WHERE instance = ? "
+                "ORDER BY not_before",
+                (self.instance,),
             ).fetchall()
         if gone:
             logger.info("expired application keys dropped at load", extra={"count": gone})
@@ -1051,8 +1158,9 @@ class CredentialStore:
             rows.append(row)
         with self._tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO group_key_rings (pan_id, serial, rotate_at) "
-                "VALUES (?, ?, ?)",
+                "INSERT INTO group_key_rings (pan_id, serial, rotate_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (pan_id) DO UPDATE SET serial = excluded.serial, "
+                "rotate_at = excluded.rotate_at",
                 (pan_id, serial, rotate_at),
             )
             db.execute("DELETE FROM group_keys WHERE pan_id = ?", (pan_id,))
@@ -1073,8 +1181,8 @@ class CredentialStore:
                 "FROM group_keys WHERE pan_id = ? ORDER BY not_before",
                 (pan_id,),
             ).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: database error: {exc}") from exc
+        except self._DB_ERROR as exc:
+            raise StoreError(f"{self.where}: database error: {exc}") from exc
         if ring is None:
             return None
         keys = []

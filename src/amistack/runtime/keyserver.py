@@ -247,13 +247,21 @@ async def start_keyserver(
     return rt
 
 
-async def _apply_revocations(engine: Any, driver: EngineDriver[Any], every: float) -> None:
-    """Apply revocations other processes journalled in the store (KeyServer.sync_revocations)."""
+async def _apply_revocations(
+    engine: Any, driver: EngineDriver[Any], every: float, changed: asyncio.Event | None = None
+) -> None:
+    """Apply revocations other processes journalled in the store (KeyServer.sync_revocations):
+    every `every` seconds, and at once when `changed` is set (a store that tells of changes)."""
     sync = getattr(engine, "sync_revocations", None)
     if sync is None:
         return
     while True:
-        await asyncio.sleep(every)
+        if changed is None:
+            await asyncio.sleep(every)
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), every)
+            changed.clear()
         try:
             if sync(driver.now()):
                 driver.kick()  # PTRs to send now
@@ -282,7 +290,10 @@ async def run_keyserver(
     """Serve PANA (and RADIUS when `radius_listen` is given) until `stop` is set or cancelled.
 
     Every `revocation_poll` seconds the store's revocation journal is read, so a device revoked
-    by another process (`amistack keys revoke`) loses its sessions and keys at once.
+    by another process (`amistack keys revoke`, another key server) loses its sessions and keys
+    at once; a store that tells of changes (PostgreSQL's `watch_changes`, LISTEN/NOTIFY) has it
+    read as soon as one commits. A shared store's `claim_instance` refuses a second process
+    with this one's instance name.
     `keydist` = (TlsFiles, hosts, port): also serve keys to application servers over mutual
     TLS (runtime.keydist), on the key server's clock.
     `admin` = (TlsFiles, hosts, port, service): also serve key administration to operators
@@ -293,6 +304,9 @@ async def run_keyserver(
     EAP-PSK server; `radius_listen`: also be a RADIUS EAP server for NASes (802.1X, other PAAs).
     """
     backend = None
+    claim = getattr(store, "claim_instance", None)
+    if claim is not None:
+        claim()
     start_checkpointer = getattr(store, "start_checkpointer", None)
     if start_checkpointer is not None:
         start_checkpointer()  # WAL checkpoints (with their fsync) never stall the event loop
@@ -325,6 +339,7 @@ async def run_keyserver(
     ka = None
     poller = None
     sealer = None
+    unwatch: Callable[[], None] | None = None
     try:
         if keydist is not None:
             from amistack.runtime.keydist import start_keydist
@@ -339,11 +354,19 @@ async def run_keyserver(
             ka = await start_keyadmin(service, tls, ka_hosts, ka_port, clock=rt.pana.now)
             rt.admin_addresses = list(ka.addresses)
             sealer = asyncio.create_task(seal_audit_daily(service.audit))
-        poller = asyncio.create_task(_apply_revocations(engine, rt.pana, revocation_poll))
+        changed: asyncio.Event | None = None
+        watch = getattr(store, "watch_changes", None)
+        if watch is not None:
+            changed = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            unwatch = watch(lambda _kind: loop.call_soon_threadsafe(changed.set))
+        poller = asyncio.create_task(_apply_revocations(engine, rt.pana, revocation_poll, changed))
         if ready is not None:
             ready(rt)
         await (stop or asyncio.Event()).wait()
     finally:
+        if unwatch is not None:
+            unwatch()
         if poller is not None:
             poller.cancel()
         if kd is not None:

@@ -206,7 +206,7 @@ def test_version_1_store_is_migrated(tmp_path: Path, kek: FileKek) -> None:
         db.execute("CREATE INDEX app_keys_not_after ON app_keys (not_after)")
         db.execute("UPDATE schema_version SET version = 1")
     store = CredentialStore(tmp_path / "v1.db", kek)
-    assert store.schema_version() == SCHEMA_VERSION == 3
+    assert store.schema_version() == SCHEMA_VERSION == 4
     indexes = {r[0] for r in store._db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert "audit_revoke" in indexes
     assert "audit_device" in indexes  # operators query one device's history
