@@ -1,8 +1,9 @@
 """The key server as an operator runs it: real processes, real UDP on loopback, the CLI.
 
-`kill -9` in the middle of a burst of authentications, restart on the same data directory:
-credentials, audit trail and committed keys survive, no keys exist for a session the server
-did not complete, and meters authenticate again at once. A device revoked with `amistack keys
+`kill -9` in the middle of a burst of authentications, restart on the same data directory
+(SQLite) or the same PostgreSQL database (--db): credentials, audit trail and committed keys
+survive, no keys exist for a session the server did not complete, and meters authenticate again
+at once. A device revoked with `amistack keys
 revoke` loses its live session within ~2 s and is refused from then on.
 """
 
@@ -17,12 +18,15 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.cli import keys_argv
+from tests.conftest_pg import pg_cluster, pg_dsn  # noqa: F401  (fixtures)
 
 from amistack.bench.auth import bench_device_id, bench_psk
 from amistack.cli.common import KEYSERVER_DB, open_store
+from amistack.keymgmt.store import CredentialStore
 
 PSK_A = "00112233445566778899aabbccddeeff"
 FLEET = 16  # bench devices 0..15
@@ -46,8 +50,38 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class Store:
+    """Where a key server keeps its credentials, as the tests read it: DIR/keyserver.db, or
+    a PostgreSQL database (`dsn`) given to every command with --db."""
+
+    def __init__(self, data_dir: Path, dsn: str | None = None) -> None:
+        self.data_dir, self.dsn = data_dir, dsn
+        self.args = ["--data-dir", str(data_dir), *(["--db", dsn] if dsn else [])]
+
+    def query(
+        self, sql: str, params: tuple[object, ...] = (), *, write: bool = False
+    ) -> list[tuple[Any, ...]]:
+        if self.dsn is None:
+            uri = f"file:{self.data_dir / KEYSERVER_DB}?mode={'rw' if write else 'ro'}"
+            with sqlite3.connect(uri, uri=True, timeout=5) as conn:
+                return conn.execute(sql, params).fetchall()
+        import psycopg
+
+        with psycopg.connect(self.dsn, options="-c search_path=amistack_keys") as conn:
+            rows = conn.execute(sql.replace("?", "%s"), params).fetchall()
+        return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
+
+    def keys(self, *argv: str) -> list[str]:
+        """`amistack keys ARGV` on this store as its operator (tests.cli.keys_argv)."""
+        return [*keys_argv(self.data_dir, *argv), *(["--db", self.dsn] if self.dsn else [])]
+
+    def open(self) -> CredentialStore:
+        return open_store(self.data_dir, create=False, db=self.dsn)
+
+
 class KeyServerProcess:
-    def __init__(self, data_dir: Path, port: int, log: Path) -> None:
+    def __init__(self, data_dir: Path | Store, port: int, log: Path, *extra: str) -> None:
+        store = data_dir if isinstance(data_dir, Store) else Store(data_dir)
         self.port = port
         self.log = log
         self._out = open(log, "ab")  # noqa: SIM115 - closed in stop()
@@ -57,10 +91,10 @@ class KeyServerProcess:
                 "-m",
                 "amistack.cli.main",
                 "keyserver",
-                "--data-dir",
-                str(data_dir),
+                *store.args,
                 "--listen",
                 f"127.0.0.1:{port}",
+                *extra,
             ],
             stdout=self._out,
             stderr=subprocess.STDOUT,
@@ -88,25 +122,33 @@ class KeyServerProcess:
         self._out.close()
 
 
-def audit_rows(db: Path) -> list[tuple[int, float, str, bytes | None, str]]:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        return conn.execute(
-            "SELECT seq, at, kind, device_id, detail FROM audit ORDER BY seq"
-        ).fetchall()
+def audit_rows(db: Path | Store) -> list[tuple[Any, ...]]:
+    """(seq, at, kind, device id, detail) of every audit entry, in order."""
+    store = db if isinstance(db, Store) else Store(db.parent)
+    return store.query("SELECT seq, at, kind, device_id, detail FROM audit ORDER BY seq")
 
 
-def key_rows(db: Path) -> list[tuple[int, int, str]]:
+def key_rows(db: Path | Store) -> list[tuple[int, int, str]]:
     """(session id, generation, purpose) of every stored key (one row holds a generation)."""
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        rows = conn.execute("SELECT session_id, generation, purposes FROM key_generations")
-        return [
-            (sid, gen, item.split(":")[0]) for sid, gen, text in rows for item in text.split(",")
-        ]
+    store = db if isinstance(db, Store) else Store(db.parent)
+    rows = store.query("SELECT session_id, generation, purposes FROM key_generations")
+    return [(sid, gen, item.split(":")[0]) for sid, gen, text in rows for item in text.split(",")]
 
 
-def count(db: Path, kind: str) -> int:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
-        return int(conn.execute("SELECT count(*) FROM audit WHERE kind = ?", (kind,)).fetchone()[0])
+def count(db: Path | Store, kind: str) -> int:
+    store = db if isinstance(db, Store) else Store(db.parent)
+    return int(store.query("SELECT count(*) FROM audit WHERE kind = ?", (kind,))[0][0])
+
+
+def enrolled_store(data_dir: Path, dsn: str | None = None) -> Store:
+    """meter-a enrolled by the CLI, the bench fleet in-process (16 CLI runs cost seconds)."""
+    store = Store(data_dir, dsn)
+    r = cli(*store.keys("enroll", "meter-a", "--psk", PSK_A))
+    assert r.returncode == 0, r.stderr
+    with store.open() as s:
+        for i in range(FLEET):
+            s.enroll(bench_device_id(i), bench_psk(i), time.time())
+    return store
 
 
 @pytest.fixture
@@ -118,6 +160,14 @@ def data_dir(tmp_path: Path) -> Path:
         for i in range(FLEET):
             store.enroll(bench_device_id(i), bench_psk(i), time.time())
     return d
+    return enrolled_store(tmp_path / "ks").data_dir
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """The embedded SQLite store, and PostgreSQL (a throwaway cluster, tests/conftest_pg)."""
+    dsn = request.getfixturevalue("pg_dsn") if request.param == "postgresql" else None
+    return enrolled_store(tmp_path / "ks", dsn)
 
 
 @pytest.fixture
@@ -154,9 +204,10 @@ asyncio.run(pac_fleet(("127.0.0.1", int(sys.argv[1])), 100000, 32, {FLEET}, 32, 
 
 
 def test_kill_9_in_a_burst_loses_nothing_committed_and_leaves_no_half_session(
-    data_dir: Path, server: KeyServerProcess, tmp_path: Path
+    any_store: Store, tmp_path: Path
 ) -> None:
-    db = data_dir / KEYSERVER_DB
+    db = any_store
+    server = KeyServerProcess(db, free_port(), tmp_path / "keyserver.log", "--instance", "ks1")
     assert meter_once(server.port) == 0
     fleet = subprocess.Popen([PY, "-c", FLEET_SCRIPT, str(server.port)], env=ENV)
     try:
@@ -169,6 +220,7 @@ def test_kill_9_in_a_burst_loses_nothing_committed_and_leaves_no_half_session(
     finally:
         fleet.kill()
         fleet.wait(10)
+        server.stop()
 
     after_kill = audit_rows(db)
     assert after_kill[: len(before)] == before  # nothing committed is lost
@@ -185,12 +237,12 @@ def test_kill_9_in_a_burst_loses_nothing_committed_and_leaves_no_half_session(
     assert by_gen and set(by_gen) <= completed
     assert all(p == {"pana-auth", "c1222", "link"} for p in by_gen.values())
 
-    restarted = KeyServerProcess(data_dir, free_port(), tmp_path / "keyserver2.log")
+    restarted = KeyServerProcess(db, free_port(), tmp_path / "keyserver2.log", "--instance", "ks1")
     try:
         t0 = time.monotonic()
         assert meter_once(restarted.port) == 0  # at once
         assert time.monotonic() - t0 < 5.0
-        listed = cli(*keys_argv(data_dir, "list", "--json"))
+        listed = cli(*db.keys("list", "--json"))
         assert listed.returncode == 0
         assert listed.stdout.count('"device_id"') == FLEET + 1  # every credential is still there
         final = audit_rows(db)
@@ -199,8 +251,8 @@ def test_kill_9_in_a_burst_loses_nothing_committed_and_leaves_no_half_session(
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     finally:
         restarted.stop()
-    with pytest.raises(sqlite3.DatabaseError, match="append-only"), sqlite3.connect(db) as conn:
-        conn.execute("DELETE FROM audit")
+    with pytest.raises(Exception, match="append-only"):
+        db.query("DELETE FROM audit", write=True)
 
 
 def test_revoking_a_live_device_ends_its_session_and_refuses_it(

@@ -21,6 +21,7 @@ from amistack.cli.common import (
     parse_hostport,
     store_location,
 )
+from amistack.keymgmt import StoreError
 from amistack.pana.constants import IntegrityAlgorithm, PrfAlgorithm
 from amistack.pana.paa import PaaConfig
 from amistack.runtime.keyserver import PANA_PORT, RADIUS_AUTH_PORT, KeyServerRuntime, run_keyserver
@@ -337,6 +338,8 @@ def _run(args: argparse.Namespace) -> int:
             run(main)
     except OSError as exc:
         raise CliError(f"cannot listen: {exc}") from None
+    except StoreError as exc:  # e.g. another process runs as this --instance
+        raise CliError(str(exc)) from None
     finally:
         if pcap is not None:
             pcap.close()

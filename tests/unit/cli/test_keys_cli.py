@@ -194,3 +194,21 @@ def test_keyserver_refuses_two_ports_and_bad_addresses(
     code, _, err = run(capsys, "keyserver", "--data-dir", str(d), "--listen", "meter.example:7")
     assert code == 2 and "not an IPv4 or IPv6 address" in err
     assert not d.exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("list", "--db", "postgresql://ks:hunter2@db.invalid/keys"),
+        ("list", "--db", "host=db.invalid password=hunter2"),
+        ("list", "--db-password-file", "/nonexistent"),  # without --db
+        ("list", "--db", "postgresql://ks@db.invalid/keys", "--db-password-file", "/nonexistent"),
+    ],
+)
+def test_a_database_password_is_refused_on_the_command_line(
+    capsys: pytest.CaptureFixture[str], d: Path, argv: tuple[str, ...]
+) -> None:
+    code, out, err = keys(capsys, d, *argv)
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "hunter2" not in err  # the error names the problem, never the secret
+    assert "--db" in err
