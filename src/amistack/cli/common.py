@@ -65,13 +65,13 @@ def open_kek(data_dir: Path, spec: str, *, create: bool) -> KeyEncryptionKey:
         raise CliError(str(exc)) from None
 
 
-def add_store_db(parser: argparse.ArgumentParser) -> None:
-    """--db / --db-password-file: the key server's credentials in PostgreSQL (shared by several
-    key-server processes) instead of DIR/keyserver.db; the KEK stays in DIR (or the token)."""
+def add_store_db(parser: argparse.ArgumentParser, instead_of: str = f"DIR/{KEYSERVER_DB}") -> None:
+    """--db / --db-password-file: the service's data in PostgreSQL (shared by several
+    processes) instead of `instead_of`; the key files stay in DIR (or the token)."""
     parser.add_argument(
         "--db",
         metavar="URL",
-        help="postgresql://USER@HOST/DB instead of DIR/keyserver.db (no password in the URL: "
+        help=f"postgresql://USER@HOST/DB instead of {instead_of} (no password in the URL: "
         "--db-password-file, PGPASSWORD or ~/.pgpass)",
     )
     parser.add_argument(

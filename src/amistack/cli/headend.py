@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from amistack.c1222.endpoint import C1222_PORT
-from amistack.cli.common import CliError, parse_hostport
+from amistack.cli.common import CliError, add_store_db, db_password, parse_hostport
 from amistack.headend.collector import CollectorConfig, Mode
+from amistack.headend.shard import Shard, ShardKey
 from amistack.keymgmt.keydist import DEFAULT_KEYDIST_PORT
+from amistack.pgconn import describe
 from amistack.runtime.headend import DEFAULT_TITLE, HeadEndRuntime, run_headend
 from amistack.runtime.loop import run
 
@@ -40,7 +42,19 @@ def register(sub: Any) -> None:
         help="database (SQLite default), TLS client files, API users (access.db) and the operator "
         "audit trail (audit/) (default ./amistack-data)",
     )
-    p.add_argument("--db", metavar="URL", help="postgresql://... instead of DIR/headend.db")
+    add_store_db(p, "DIR/headend.db")
+    p.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="one of N collectors on one --db database: collect, admit pushes from and run "
+        "commands for shard K's meters only (0 <= K < N; each collector its own --data-dir)",
+    )
+    p.add_argument(
+        "--shard-by",
+        choices=[k.value for k in ShardKey],
+        default=ShardKey.CELL.value,
+        help="what places a meter in a shard: its cell (default), concentrator or meter id",
+    )
     p.add_argument(
         "--listen",
         action="append",
@@ -83,9 +97,22 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=_run)
 
 
+def _shard(args: argparse.Namespace) -> Shard | None:
+    if args.shard is None:
+        return None
+    if args.db is None:
+        raise CliError("--shard needs --db: the collectors share one PostgreSQL database")
+    try:
+        return Shard.parse(args.shard, args.shard_by)
+    except ValueError as exc:
+        raise CliError(f"--shard {exc}") from None
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.keyserver is None:
         raise CliError("--keyserver is required: the head-end gets meter keys from the key server")
+    shard = _shard(args)
+    password = db_password(args)
     from amistack.runtime.api_server import ApiRefused, ApiTls, BindError, check_api_address
 
     tls = ApiTls.from_pki(args.data_dir, args.api_tls) if args.api_tls else None
@@ -112,8 +139,9 @@ def _run(args: argparse.Namespace) -> int:
         ) from None
 
     def ready(rt: HeadEndRuntime) -> None:
-        where = args.db or f"{args.data_dir.resolve()}/headend.db"
-        print(f"head-end: data in {where}; {args.mode} collection", flush=True)
+        where = describe(args.db) if args.db else f"{args.data_dir.resolve()}/headend.db"
+        part = f", shard {shard}" if shard is not None else ""
+        print(f"head-end: data in {where}; {args.mode} collection{part}", flush=True)
         for host, port in rt.udp:
             print(f"head-end: C12.22 on {host} port {port}", flush=True)
         if rt.api is not None:
@@ -139,6 +167,8 @@ def _run(args: argparse.Namespace) -> int:
             keyserver=args.keyserver,
             ap_title=args.ap_title,
             collector=CollectorConfig(mode=Mode(args.mode)),
+            shard=shard,
+            db_password=password,
             api_tls=tls,
             stop=stop,
             ready=ready,

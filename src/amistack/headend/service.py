@@ -42,6 +42,7 @@ from amistack.headend.ingest import BatchWriter, Ingestor
 from amistack.headend.keys import HeadendKeys
 from amistack.headend.registry import Meter, MeterState
 from amistack.headend.schema import CommandState
+from amistack.headend.shard import Shard
 from amistack.headend.storage import ReadingRepository
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class HeadEndConfig:
     held_ack_ttl: float = 30.0
     max_parked: int = 10_000
     eventlog_every_s: float = 3600.0  # fetch meters' signed event logs over C12.22 (0: never)
+    shard: Shard | None = None  # one of several collectors on one database: its meters only
 
 
 @dataclass(frozen=True)
@@ -128,13 +130,18 @@ class HeadEnd:
 
     # -- registry / commands ---------------------------------------------------------------------
 
+    def _owns(self, meter: Meter) -> bool:
+        shard = self.config.shard
+        return shard is None or shard.owns(meter)
+
     def refresh_meters(self, now: float) -> int:
-        """Collect every commissioned meter (new ones from the next boundary); drop the rest."""
+        """Collect every commissioned meter of this shard (new ones from the next boundary);
+        drop the rest."""
         wanted: dict[str, Meter] = {}
         after: str | None = None
         while True:
             page = self.repo.list_meters(state=MeterState.COMMISSIONED, after=after, limit=1000)
-            wanted.update((m.meter_id, m) for m in page)
+            wanted.update((m.meter_id, m) for m in page if self._owns(m))
             if len(page) < 1000:
                 break
             after = page[-1].meter_id
@@ -165,18 +172,19 @@ class HeadEnd:
         if not isinstance(ev, RequestReceived) or self.collector.knows(ev.peer.device_id):
             return
         m = self.repo.meter_by_ap_title(ev.peer.device_id.decode("ascii", "replace"))
-        if m is not None and m.state is MeterState.COMMISSIONED:
+        if m is not None and m.state is MeterState.COMMISSIONED and self._owns(m):
             self._collect(m, now)
             self.counters["meters-admitted"] += 1
 
     def poll_commands(self, now: float) -> int:
-        """Execute the pending commands in the repository; how many were started."""
+        """Execute the pending commands (of this shard's meters) in the repository; how many
+        were started."""
         started = 0
         for cmd in self.repo.commands(state=CommandState.PENDING, limit=1000):
             target = self.collector.target(cmd.meter_id)
             if target is None:
                 meter = self.repo.get_meter(cmd.meter_id)
-                if meter is None:
+                if meter is None or not self._owns(meter):  # another shard's to execute
                     continue
                 target = MeterTarget(
                     meter.meter_id, ApTitle.parse(meter.ap_title), self.addr_of(meter), meter.cell

@@ -51,7 +51,7 @@ from amistack.headend.schema import (
     StoredReading,
     schema_sql,
 )
-from amistack.pgconn import qmark_to_pyformat
+from amistack.pgconn import connect, is_postgres_url, qmark_to_pyformat
 
 logger = logging.getLogger(__name__)
 
@@ -817,13 +817,13 @@ class PostgresRepository(_SqlRepository):
     dialect: Dialect = "postgresql"
     _SCHEMA_LOCK = 0x414D4953  # pg_advisory_xact_lock key: "AMIS"
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, password: str | None = None) -> None:
         import psycopg
 
         self._psycopg = psycopg
         self._lock = threading.Lock()
-        self._conn = psycopg.connect(dsn, autocommit=True)
-        self._readers = _Readers(lambda: psycopg.connect(dsn, autocommit=True))
+        self._conn = connect(dsn, password)
+        self._readers = _Readers(lambda: connect(dsn, password))
         with self._tx() as tx:
             tx.run(f"SELECT pg_advisory_xact_lock({self._SCHEMA_LOCK})")
             tx.run(schema_sql("postgresql"))
@@ -865,10 +865,11 @@ class PostgresRepository(_SqlRepository):
             self._conn.close()
 
 
-def open_repository(target: str | Path) -> SqliteRepository | PostgresRepository:
-    """`postgresql://...` (or `postgres://`) opens PostgreSQL; anything else is a data directory
-    (or a .db file) for the embedded SQLite database."""
-    text = str(target)
-    if text.startswith(("postgresql://", "postgres://")):
-        return PostgresRepository(text)
+def open_repository(
+    target: str | Path, password: str | None = None
+) -> SqliteRepository | PostgresRepository:
+    """`postgresql://...` (or `postgres://`) opens PostgreSQL (with `password`, if given);
+    anything else is a data directory (or a .db file) for the embedded SQLite database."""
+    if is_postgres_url(target):
+        return PostgresRepository(str(target), password)
     return SqliteRepository(target)

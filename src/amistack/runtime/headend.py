@@ -42,6 +42,7 @@ from amistack.crypto import RandomSource, system_random
 from amistack.headend.collector import CollectorConfig
 from amistack.headend.keys import AsyncKeySource, HeadendKeys, SyncKeySource, repository_resolver
 from amistack.headend.service import HeadEnd, HeadEndConfig, KeyNeeded
+from amistack.headend.shard import Shard
 from amistack.headend.storage import ReadingRepository, open_repository
 from amistack.mesh.security import FileCounterStore
 from amistack.runtime.eventtext import event_text
@@ -127,14 +128,18 @@ async def run_headend(
     rng: RandomSource = system_random,
     stop: asyncio.Event | None = None,
     ready: Callable[[HeadEndRuntime], None] | None = None,
+    shard: Shard | None = None,
+    db_password: str | None = None,
 ) -> None:
-    """Serve until `stop` is set (or the task is cancelled). `db`: a `postgresql://` DSN, else
-    SQLite under `data_dir`. `keyserver`: the key distribution service (mutual TLS) to fetch
+    """Serve until `stop` is set (or the task is cancelled). `db`: a `postgresql://` DSN (its
+    password, if any, `db_password`), else SQLite under `data_dir`. `shard`: collect only that
+    shard's meters (several head-ends on one PostgreSQL database, each with its own
+    `data_dir`). `keyserver`: the key distribution service (mutual TLS) to fetch
     C12.22 keys from (`tls`: a `runtime.keydist.TlsFiles`); `key_source`: an in-process one."""
     data = Path(data_dir)
     data.mkdir(mode=0o700, parents=True, exist_ok=True)
     data.chmod(0o700)  # like the key server's: the database and the audit key live here
-    repo = open_repository(db or data)
+    repo = open_repository(db or data, password=db_password)
     async_source: AsyncKeySource | None = None
     if keyserver is not None:
         from amistack.runtime.keydist import KeyDistClient, TlsFiles
@@ -149,7 +154,7 @@ async def run_headend(
     # ingest commits on a thread of their own: the loop never waits for an fsync
     writer = ThreadedBatchWriter(repo)
     engine = HeadEnd(
-        HeadEndConfig(title, collector or CollectorConfig()),
+        HeadEndConfig(title, collector or CollectorConfig(), shard=shard),
         repo,
         keys,
         rng,
