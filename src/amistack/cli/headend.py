@@ -50,6 +50,13 @@ def register(sub: Any) -> None:
         "commands for shard K's meters only (0 <= K < N; each collector its own --data-dir)",
     )
     p.add_argument(
+        "--retention-days",
+        type=float,
+        metavar="DAYS",
+        help="with --db: drop readings' daily partitions wholly older than DAYS (default: keep "
+        "all); partitions are made a week ahead, hourly",
+    )
+    p.add_argument(
         "--shard-by",
         choices=[k.value for k in ShardKey],
         default=ShardKey.CELL.value,
@@ -112,6 +119,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.keyserver is None:
         raise CliError("--keyserver is required: the head-end gets meter keys from the key server")
     shard = _shard(args)
+    if args.retention_days is not None and (args.db is None or not args.retention_days > 0):
+        raise CliError("--retention-days needs --db and a number of days > 0")
     password = db_password(args)
     from amistack.runtime.api_server import ApiRefused, ApiTls, BindError, check_api_address
 
@@ -169,6 +178,7 @@ def _run(args: argparse.Namespace) -> int:
             collector=CollectorConfig(mode=Mode(args.mode)),
             shard=shard,
             db_password=password,
+            retention_days=args.retention_days,
             api_tls=tls,
             stop=stop,
             ready=ready,

@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS readings (
     received_at    DOUBLE PRECISION NOT NULL,
     key_id         INTEGER NOT NULL,         -- C12.22 key id the message was protected under
     PRIMARY KEY (meter_id, interval_start, length_min)
-){without_rowid};
+){without_rowid}{partitioned};
+{default_partition}
 CREATE TABLE IF NOT EXISTS events (
     id          {serial},
     meter_id    TEXT NOT NULL,
@@ -106,10 +107,22 @@ CREATE INDEX IF NOT EXISTS eventlog_head_history_meter ON eventlog_head_history 
 """
 
 _DIALECT_WORDS: dict[str, dict[str, str]] = {
-    "sqlite": {"serial": "INTEGER PRIMARY KEY", "without_rowid": " WITHOUT ROWID"},
+    "sqlite": {
+        "serial": "INTEGER PRIMARY KEY",
+        "without_rowid": " WITHOUT ROWID",
+        "partitioned": "",
+        "default_partition": "",
+    },
+    # PostgreSQL: readings partitioned by time (declarative range partitioning on
+    # interval_start; storage.PostgresRepository.maintain_partitions creates them ahead and
+    # drops expired ones). The default partition catches a reading no partition covers (a
+    # meter's clock far off) until its period's partition is made and takes its rows.
     "postgresql": {
         "serial": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
         "without_rowid": "",
+        "partitioned": " PARTITION BY RANGE (interval_start)",
+        "default_partition": "CREATE TABLE IF NOT EXISTS readings_default PARTITION OF readings "
+        "DEFAULT;",
     },
 }
 

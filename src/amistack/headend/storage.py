@@ -18,8 +18,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sqlite3
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -790,6 +792,46 @@ class SqliteRepository(_SqlRepository):
 
 COPY_TYPES = ("text", "int8", "int4", "int8", "int8", "int4", "float8", "int4")
 
+PARTITION_PERIOD_S = 86_400  # one day of readings per partition (28 M meters: ~1.3 G rows)
+PARTITIONS_BEHIND = 35  # a meter's load profile holds ~30 days: backfilled rows find a home
+PARTITIONS_AHEAD = 7
+_BOUND = re.compile(r"'(-?\d+)'")
+_PARTITIONS_SQL = (
+    "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
+    "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'readings'::regclass "
+    "AND c.relname <> 'readings_default'"
+)
+
+
+@dataclass(frozen=True)
+class Partition:
+    name: str
+    start: int  # first interval_start it holds
+    end: int  # first it does not
+
+
+@dataclass(frozen=True)
+class PartitionReport:
+    created: tuple[str, ...]
+    dropped: tuple[str, ...]
+
+
+def _partitions(rows: Sequence[tuple[Any, ...]]) -> list[Partition]:
+    """(name, bound) rows -> partitions, oldest first; a bound reads "FOR VALUES FROM ('a')
+    TO ('b')"."""
+    out = []
+    for name, bound in rows:
+        lo, hi = (int(v) for v in _BOUND.findall(str(bound)))
+        out.append(Partition(str(name), lo, hi))
+    return sorted(out, key=lambda p: p.start)
+
+
+def _partition_name(start: int, period_s: int) -> str:
+    day = time.strftime("%Y%m%d", time.gmtime(start))
+    if period_s % 86_400 == 0 and start % 86_400 == 0:
+        return f"readings_{day}"
+    return f"readings_{day}_{start % 86_400:05d}"
+
 
 class _PgTx:
     def __init__(self, cur: Any) -> None:
@@ -858,6 +900,85 @@ class PostgresRepository(_SqlRepository):
             )
             inserted: int = cur.rowcount
         return inserted
+
+    # -- time partitions of readings (schema.py) -------------------------------------------------
+
+    def partitions(self) -> list[Partition]:
+        """The time partitions of `readings`, oldest first (the default partition left out);
+        [] if the table is not partitioned (made before partitioning: not converted)."""
+        return _partitions(self._read(_PARTITIONS_SQL))
+
+    def maintain_partitions(
+        self,
+        now: float,
+        *,
+        period_s: int = PARTITION_PERIOD_S,
+        behind: int = PARTITIONS_BEHIND,
+        ahead: int = PARTITIONS_AHEAD,
+        retention_s: float | None = None,
+    ) -> PartitionReport:
+        """Make `readings` partitions of `period_s` (aligned to the epoch) from `behind`
+        periods before `now` to `ahead` after it, moving any rows the default partition holds
+        for them; with `retention_s`, drop the partitions (and default rows) wholly older than
+        `now - retention_s`. One transaction under the schema lock: several collectors may run
+        it at once. Timestamps are passed in; nothing here reads a clock."""
+        if period_s < 3600 or period_s % 900:
+            raise HeadendError("invalid", "a partition period is whole 15-minute steps, >= 1 h")
+        if not self._partitioned():
+            return PartitionReport((), ())
+        first = (int(now) // period_s - behind) * period_s
+        starts = [first + i * period_s for i in range(behind + ahead + 1)]
+        if retention_s is not None:
+            cutoff = int(now - retention_s)
+            starts = [t for t in starts if t + period_s > cutoff]
+        created: list[str] = []
+        dropped: list[str] = []
+        with self._tx() as tx:
+            tx.run(f"SELECT pg_advisory_xact_lock({self._SCHEMA_LOCK})")
+            have = {p.name: p for p in _partitions(tx.run(_PARTITIONS_SQL))}
+            for start in starts:
+                name = _partition_name(start, period_s)
+                if name in have:
+                    continue
+                if any(p.start < start + period_s and start < p.end for p in have.values()):
+                    continue  # covered by a partition of another period length
+                self._create_partition(tx, name, start, start + period_s)
+                created.append(name)
+            if retention_s is not None:
+                cutoff = int(now - retention_s)
+                for p in have.values():
+                    if p.end <= cutoff:
+                        tx.run(f"ALTER TABLE readings DETACH PARTITION {p.name}")
+                        tx.run(f"DROP TABLE {p.name}")
+                        dropped.append(p.name)
+                tx.run("DELETE FROM readings_default WHERE interval_start < ?", (cutoff,))
+        if created or dropped:
+            logger.info(
+                "readings partitions maintained",
+                extra={"created": len(created), "dropped": len(dropped)},
+            )
+        return PartitionReport(tuple(created), tuple(sorted(dropped)))
+
+    def _partitioned(self) -> bool:
+        row = self._read_one("SELECT relkind FROM pg_class WHERE relname = 'readings'", ())
+        return row is not None and row[0] == "p"
+
+    @staticmethod
+    def _create_partition(tx: _Tx, name: str, start: int, end: int) -> None:
+        """Make the partition as a table, move into it what the default partition holds for
+        its range, then attach it (PostgreSQL refuses to attach over rows still in default)."""
+        tx.run(f"CREATE TABLE {name} (LIKE readings INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
+        # the range as a CHECK first: ATTACH then skips scanning the table to prove it
+        tx.run(
+            f"ALTER TABLE {name} ADD CONSTRAINT {name}_range CHECK "
+            f"(interval_start >= {start} AND interval_start < {end})"
+        )
+        tx.run(
+            f"WITH moved AS (DELETE FROM readings_default WHERE interval_start >= {start} "
+            f"AND interval_start < {end} RETURNING *) INSERT INTO {name} SELECT * FROM moved"
+        )
+        tx.run(f"ALTER TABLE readings ATTACH PARTITION {name} FOR VALUES FROM ({start}) TO ({end})")
+        tx.run(f"ALTER TABLE {name} DROP CONSTRAINT {name}_range")
 
     def close(self) -> None:
         self._readers.close()

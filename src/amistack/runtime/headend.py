@@ -100,6 +100,20 @@ def open_access(
     )
 
 
+PARTITION_EVERY = 3600.0  # s between readings-partition maintenance runs (PostgreSQL)
+
+
+async def _maintain_partitions(repo: Any, retention_s: float | None) -> None:
+    """Keep PostgreSQL's readings partitions made ahead and expired ones dropped, off the
+    event loop (storage.PostgresRepository.maintain_partitions), now and every hour."""
+    while True:
+        try:
+            await asyncio.to_thread(repo.maintain_partitions, time.time(), retention_s=retention_s)
+        except Exception:  # a database hiccup: the next round retries; ingest is unaffected
+            log.exception("head-end: readings partition maintenance failed")
+        await asyncio.sleep(PARTITION_EVERY)
+
+
 @dataclass
 class HeadEndRuntime:
     engine: HeadEnd
@@ -130,12 +144,15 @@ async def run_headend(
     ready: Callable[[HeadEndRuntime], None] | None = None,
     shard: Shard | None = None,
     db_password: str | None = None,
+    retention_days: float | None = None,
 ) -> None:
     """Serve until `stop` is set (or the task is cancelled). `db`: a `postgresql://` DSN (its
     password, if any, `db_password`), else SQLite under `data_dir`. `shard`: collect only that
     shard's meters (several head-ends on one PostgreSQL database, each with its own
-    `data_dir`). `keyserver`: the key distribution service (mutual TLS) to fetch
-    C12.22 keys from (`tls`: a `runtime.keydist.TlsFiles`); `key_source`: an in-process one."""
+    `data_dir`). On PostgreSQL the readings' daily partitions are made ahead every hour, and
+    with `retention_days` those wholly older are dropped. `keyserver`: the key distribution
+    service (mutual TLS) to fetch C12.22 keys from (`tls`: a `runtime.keydist.TlsFiles`);
+    `key_source`: an in-process one."""
     data = Path(data_dir)
     data.mkdir(mode=0o700, parents=True, exist_ok=True)
     data.chmod(0o700)  # like the key server's: the database and the audit key live here
@@ -212,6 +229,10 @@ async def run_headend(
                 why = (exc.strerror or str(exc)).lower()
                 raise BindError(f"cannot listen on {host} port {port} (C12.22): {why}") from None
         driver.kick()
+        if hasattr(repo, "maintain_partitions"):
+            retention = None if retention_days is None else retention_days * 86_400.0
+            part = asyncio.create_task(_maintain_partitions(repo, retention))
+            tasks.add(part)
         if async_source is not None:
             pf = asyncio.create_task(prefetch())
             tasks.add(pf)
