@@ -288,3 +288,17 @@ def test_key_server_authenticates_and_restarts_on_postgresql(
     finally:
         again.close()
         other.close()
+
+
+def test_group_commits_skip_the_wal_flush_and_credentials_wait_for_it(
+    store: PostgresCredentialStore,
+) -> None:
+    """As SQLite's synchronous=NORMAL / FULL split (docs/key-hierarchy.md, "Durability"): a
+    killed key server loses no group commit (the database has it), credentials are flushed."""
+    seen = {}
+    for mode in ("NORMAL", "FULL"):
+        with store._tx(mode, lock=None) as db:
+            seen[mode] = db.execute("SELECT current_setting('synchronous_commit')").fetchone()[0]
+    assert seen == {"NORMAL": "off", "FULL": "on"}
+    store.enroll(b"m1", PSK, 0.0)  # a credential: FULL
+    assert store._db.execute("SHOW synchronous_commit").fetchone()[0] == "on"

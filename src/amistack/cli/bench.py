@@ -131,6 +131,25 @@ def register(sub: Any) -> None:
     g.add_argument("--json", action="store_true", help="print only the JSON document")
     g.set_defaults(handler=_ingest)
 
+    sc = bsub.add_parser(
+        "scale",
+        help="past one box: 1 vs 2 key servers and 1 vs 2 collectors on one PostgreSQL",
+        description="Several processes against one PostgreSQL (a throwaway cluster unless "
+        "--dsn): 1 then 2 key-server processes (the real runtime, each its own PaC fleet "
+        "process) doing full PANA + EAP-PSK authentications, and 1 then 2 collector processes "
+        "(headend --shard by meter) decoding and storing C12.22 messages of one reading each. "
+        "Per process and aggregate rates with each process's CPU seconds, the revocation "
+        "propagation time between key servers (LISTEN/NOTIFY), and the database's own COPY "
+        "rate of the same readings as the baseline. See docs/scale-out.md.",
+    )
+    sc.add_argument("--sessions", type=int, default=1000, help="authentications per run")
+    sc.add_argument("--concurrency", type=int, default=32, help="authentications in flight")
+    sc.add_argument("--devices", type=int, default=64, help="enrolled bench meters")
+    sc.add_argument("--readings", type=int, default=20_000, help="readings (messages) per run")
+    sc.add_argument("--dsn", help="an existing PostgreSQL database (default: a throwaway cluster)")
+    sc.add_argument("--json", action="store_true", help="print only the JSON document")
+    sc.set_defaults(handler=_scale)
+
     c = bsub.add_parser(
         "collection",
         help="polled vs pushed interval collection at several fleet sizes (simulated cells)",
@@ -363,6 +382,27 @@ def _ingest(args: argparse.Namespace) -> int:
             workers=args.workers,
         )
     print(json.dumps(results, indent=None if args.json else 1, sort_keys=True))
+    return 0
+
+
+def _scale(args: argparse.Namespace) -> int:
+    from amistack.bench.scale import bench_scale
+    from amistack.cli.common import CliError
+
+    if min(args.sessions, args.concurrency, args.devices, args.readings) < 2:
+        raise CliError(
+            "amistack bench scale: --sessions, --concurrency, --devices, --readings >= 2"
+        )
+    if not args.json:
+        print("benchmark: key servers and collectors on one PostgreSQL ...", file=sys.stderr)
+    result = bench_scale(
+        sessions=args.sessions,
+        concurrency=args.concurrency,
+        devices=args.devices,
+        readings=args.readings,
+        dsn=args.dsn,
+    )
+    print(json.dumps(result, indent=None if args.json else 1, sort_keys=True))
     return 0
 
 

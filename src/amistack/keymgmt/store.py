@@ -313,7 +313,6 @@ class CredentialStore:
 
     # what a database error is for this backend (PostgreSQL: psycopg.Error)
     _DB_ERROR: type[Exception] = sqlite3.Error
-    _BEGIN = "BEGIN IMMEDIATE"  # SQLite: take the write lock at once, as one writer at a time
     _sync_mode: str | None  # SQLite's PRAGMA synchronous as last set (None: not known)
 
     def __init__(self, path: Path | str, kek: KeyEncryptionKey, *, instance: str = "") -> None:
@@ -445,19 +444,18 @@ class CredentialStore:
             self._sync_mode = mode
 
     @contextmanager
-    def _tx(self, synchronous: str = "FULL", *, serialise: bool = True) -> Iterator[Any]:
+    def _tx(self, synchronous: str = "FULL", *, lock: str | None = "exclusive") -> Iterator[Any]:
         """One write transaction: all of it commits, or (on any exception) none of it.
         Credentials and their audit entries always commit with synchronous=FULL.
 
-        `serialise=False`: the transaction changes no credential (group commits, key rows,
-        audit entries), so on PostgreSQL it runs beside other key servers' instead of taking
-        the credential lock (`_lock`); SQLite runs one writer at a time whatever it writes."""
+        `lock`: the credential lock it takes on PostgreSQL (`_lock`): "exclusive" for a
+        credential change, "shared" for a check no change may cross, None for writes that
+        change no credential (key rows, audit entries), which run beside other key servers';
+        SQLite runs one writer at a time whatever it writes."""
         db = self._db
         try:
             self._synchronous(synchronous)
-            db.execute(self._BEGIN)
-            if serialise:
-                self._lock(db, shared=False)
+            db.execute(self._begin_sql(synchronous, lock))
         except self._DB_ERROR as exc:
             raise StoreError(f"{self.where}: cannot start a transaction: {exc}") from exc
         try:
@@ -479,6 +477,11 @@ class CredentialStore:
         """The credential lock, to the end of the transaction: exclusive for a credential
         change, shared for a check that no change may cross (PostgreSQL); SQLite's BEGIN
         IMMEDIATE has already serialised every writer."""
+
+    def _begin_sql(self, synchronous: str, lock: str | None) -> str:
+        """What opens a transaction (PostgreSQL: with its commit mode and lock, one round
+        trip)."""
+        return "BEGIN IMMEDIATE"  # SQLite: the write lock at once, one writer at a time
 
     def _changed(self, db: Any, what: str) -> None:
         """A credential changed in transaction `db`: tell other processes when it commits
@@ -896,7 +899,7 @@ class CredentialStore:
     ) -> int:
         """Append one entry to the audit trail; returns its sequence number."""
         did = None if device_id is None else _device_id(device_id)
-        with self._tx(serialise=False) as db:
+        with self._tx(lock=None) as db:
             return self._audit(db, kind, did, detail, now)
 
     @staticmethod
@@ -1007,7 +1010,7 @@ class CredentialStore:
         ]
         if not rows:
             return
-        with self._tx(serialise=False) as db:
+        with self._tx(lock=None) as db:
             db.executemany(self._INSERT_GENERATION, rows)
 
     def commit(
@@ -1029,8 +1032,8 @@ class CredentialStore:
         the process (the WAL is in the OS page cache); only an OS crash or power loss can undo
         the last batches, and the next commit with synchronous=FULL (any credential change)
         makes them durable too. See docs/key-hierarchy.md, "Durability". Credentials never
-        go through here: enroll/revoke/rotate stay synchronous=FULL. (PostgreSQL commits
-        every batch with the server's synchronous_commit, on by default: durable either way.)
+        go through here: enroll/revoke/rotate stay synchronous=FULL. (PostgreSQL: NORMAL is
+        synchronous_commit off for the transaction, store_pg.py.)
         """
         if not batch:
             return
@@ -1040,9 +1043,9 @@ class CredentialStore:
             if (row := self._generation_row(peer_id, keys.values())) is not None
         ]
         try:
-            with self._tx("FULL" if durable else "NORMAL", serialise=False) as db:
+            mode = "FULL" if durable else "NORMAL"
+            with self._tx(mode, lock="shared" if require_active else None) as db:
                 if require_active:
-                    self._lock(db, shared=True)
                     self._check_active(db, require_active)
                 if batch.deletes:
                     instance = self.instance
@@ -1080,7 +1083,7 @@ class CredentialStore:
     def delete_keys(self, keys: Sequence[AppKey]) -> None:
         if not keys:
             return
-        with self._tx(serialise=False) as db:
+        with self._tx(lock=None) as db:
             db.executemany(
                 self._DELETE_GENERATION,
                 [(self.instance, k.session_id, k.generation) for k in self._by_generation(keys)],
@@ -1093,7 +1096,7 @@ class CredentialStore:
         (KeyRing.restore derives it from its successor), so a key ring restores from
         `now=-math.inf` (every row) and expires afterwards, as KeyServer does.
         Only this instance's keys: other key servers sharing the database restore their own."""
-        with self._tx(serialise=False) as db:
+        with self._tx(lock=None) as db:
             gone = db.execute(
                 "DELETE FROM key_generations WHERE instance = ? AND not_after <= ?",
                 (self.instance, now),

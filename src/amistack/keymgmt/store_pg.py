@@ -16,8 +16,11 @@ differs is what one SQLite file gave for free:
 - **Telling the others.** A credential change NOTIFYs `amistack_credentials` at commit;
   `watch_changes` runs a LISTEN connection on a thread, so key servers apply a revocation in
   milliseconds instead of at the next poll (docs/scale-out.md has the measured times).
-- **Durability.** Every commit waits for the server's WAL flush (synchronous_commit, on by
-  default): a group commit acknowledged is on disk, stricter than SQLite's NORMAL.
+- **Durability.** Credential changes and durable commits wait for the server's WAL flush
+  (synchronous_commit on); the key server's group commits do not (off for that transaction),
+  as SQLite's run with synchronous=NORMAL: a killed key server loses nothing committed, only
+  a crash of the database server can lose the last fraction of a second (whose meters then
+  re-authenticate, as after an OS crash under SQLite).
 - **Its own schema.** The tables live in the PostgreSQL schema `amistack_keys`, so the key
   server and the head-end may share one database.
 - **One process per instance name.** `claim_instance` holds a session advisory lock on the
@@ -109,6 +112,11 @@ INSERT INTO schema_version (version) SELECT {SCHEMA_VERSION}
 """
 
 
+def _lock_sql(*, shared: bool) -> str:
+    kind = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+    return f"SELECT {kind}({_CREDENTIAL_LOCK})"
+
+
 class _PgDb:
     """A psycopg connection as the store's SQL sees sqlite3's: `execute` / `executemany` with
     qmark placeholders, returning a cursor; `in_transaction`."""
@@ -138,8 +146,6 @@ class _PgDb:
 
 class PostgresCredentialStore(CredentialStore):
     """The credential store in PostgreSQL (`dsn` = postgresql://..., no password in it)."""
-
-    _BEGIN = "BEGIN"
 
     def __init__(
         self,
@@ -175,11 +181,23 @@ class PostgresCredentialStore(CredentialStore):
         return connect(self._dsn, self._password, options=f"-c search_path={PG_SCHEMA}")
 
     def _synchronous(self, mode: str) -> None:
-        """Every PostgreSQL commit waits for the WAL flush (synchronous_commit)."""
+        """No PRAGMA here: the commit mode goes with each BEGIN (`_begin_sql`)."""
+
+    def _begin_sql(self, synchronous: str, lock: str | None) -> str:
+        """BEGIN, and in the same round trip: for a group commit (synchronous NORMAL)
+        synchronous_commit off - SQLite's NORMAL in kind: the commit is in the server's WAL
+        buffers when it returns, so a key server killed at any point loses nothing, and only a
+        crash of the database server may lose the last ~3 x wal_writer_delay of them
+        (docs/scale-out.md) - and the credential lock (`_lock`)."""
+        parts = ["BEGIN"]
+        if synchronous != "FULL":
+            parts.append("SET LOCAL synchronous_commit = off")
+        if lock is not None:
+            parts.append(_lock_sql(shared=lock == "shared"))
+        return "; ".join(parts)
 
     def _lock(self, db: Any, *, shared: bool) -> None:
-        kind = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
-        db.execute(f"SELECT {kind}({_CREDENTIAL_LOCK})")
+        db.execute(_lock_sql(shared=shared))
 
     def _changed(self, db: Any, what: str) -> None:
         db.execute(f"NOTIFY {CHANNEL}, '{what}'")  # delivered at COMMIT, dropped on ROLLBACK
