@@ -88,11 +88,13 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--keyserver",
+        action="append",
         type=lambda t: parse_hostport(t, DEFAULT_KEYDIST_PORT),
         metavar="HOST:PORT",
         help="the key server's key-distribution (mTLS) address; the client certificate is "
         "DIR/pki/clients/headend.crt ('amistack pki issue-client headend --purpose c1222 "
-        "--meters SELECTOR')",
+        "--meters SELECTOR'); repeat it for several key servers on one database, each asked "
+        "for the keys of the meters it authenticated",
     )
     p.add_argument(
         "--mode",

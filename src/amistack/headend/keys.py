@@ -30,9 +30,9 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from amistack.c1222.security import key_id_byte
 from amistack.keymgmt.keyring import KeyRingDirectory
@@ -67,6 +67,51 @@ class AsyncKeySource(Protocol):
 
     async def fetch(self, key_id: KeyId, purpose: str) -> IssuedLike: ...
     async def current_key(self, device: bytes, purpose: str) -> IssuedLike: ...
+
+
+class EveryKeySource:
+    """Several key servers as one `AsyncKeySource` (docs/scale-out.md): each holds the keys of
+    the meters it authenticated, so a device's key is asked of the server that answered for it
+    last, then of the others in turn; the last error is raised if none has it."""
+
+    def __init__(self, sources: Sequence[AsyncKeySource]) -> None:
+        if not sources:
+            raise ValueError("at least one key source")
+        self.sources = list(sources)
+        self._owner: dict[bytes, int] = {}  # device -> index of the source that last answered
+        self._owners_max = 1_000_000
+
+    def _order(self, device: bytes | None) -> list[int]:
+        first = self._owner.get(device, 0) if device is not None else 0
+        return [first, *(i for i in range(len(self.sources)) if i != first)]
+
+    async def _ask(self, device: bytes | None, ask: Any) -> IssuedLike:
+        error: Exception | None = None
+        for i in self._order(device):
+            try:
+                issued: IssuedLike = await ask(self.sources[i])
+            except Exception as exc:  # KeyDistError: not here, refused, unavailable
+                error = exc
+                continue
+            if device is not None and len(self.sources) > 1:
+                if len(self._owner) >= self._owners_max:
+                    self._owner.clear()
+                self._owner[device] = i
+            return issued
+        assert error is not None
+        raise error
+
+    async def fetch(self, key_id: KeyId, purpose: str) -> IssuedLike:
+        return await self._ask(None, lambda s: s.fetch(key_id, purpose))
+
+    async def current_key(self, device: bytes, purpose: str) -> IssuedLike:
+        return await self._ask(device, lambda s: s.current_key(device, purpose))
+
+    async def close(self) -> None:
+        for s in self.sources:
+            close = getattr(s, "close", None)
+            if close is not None:
+                await close()
 
 
 @dataclass(frozen=True)

@@ -130,7 +130,7 @@ async def run_headend(
     db: str | None = None,
     listen: Sequence[Addr] = DEFAULT_LISTEN,
     api: Addr | None = ("127.0.0.1", 8080),
-    keyserver: Addr | None = None,
+    keyserver: Addr | list[Addr] | None = None,
     tls: Any | None = None,
     key_source: SyncKeySource | None = None,
     ap_title: str | ApTitle = DEFAULT_TITLE,
@@ -151,18 +151,22 @@ async def run_headend(
     shard's meters (several head-ends on one PostgreSQL database, each with its own
     `data_dir`). On PostgreSQL the readings' daily partitions are made ahead every hour, and
     with `retention_days` those wholly older are dropped. `keyserver`: the key distribution
-    service (mutual TLS) to fetch C12.22 keys from (`tls`: a `runtime.keydist.TlsFiles`);
+    service (mutual TLS) to fetch C12.22 keys from (a list: several key servers, each asked
+    for the meters it authenticated) (`tls`: a `runtime.keydist.TlsFiles`);
     `key_source`: an in-process one."""
     data = Path(data_dir)
     data.mkdir(mode=0o700, parents=True, exist_ok=True)
     data.chmod(0o700)  # like the key server's: the database and the audit key live here
     repo = open_repository(db or data, password=db_password)
     async_source: AsyncKeySource | None = None
-    if keyserver is not None:
+    if keyserver:
+        from amistack.headend.keys import EveryKeySource
         from amistack.runtime.keydist import KeyDistClient, TlsFiles
 
         files = tls or TlsFiles.client(data, "headend")
-        async_source = KeyDistClient(keyserver[0], keyserver[1], files.ca, files.cert, files.key)
+        servers = keyserver if isinstance(keyserver, list) else [keyserver]
+        clients = [KeyDistClient(h, p, files.ca, files.cert, files.key) for h, p in servers]
+        async_source = clients[0] if len(clients) == 1 else EveryKeySource(clients)
     elif key_source is None:
         raise ValueError("the head-end needs a key source: keyserver=(host, port) or key_source")
     keys = HeadendKeys(repository_resolver(repo.meter_by_ap_title), key_source)

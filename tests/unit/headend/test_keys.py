@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from tests.contexts import make_ctx
@@ -13,7 +15,12 @@ from tests.contexts import make_ctx
 from amistack.c1222.acse import ApTitle
 from amistack.c1222.tables import LoadProfile
 from amistack.crypto import seeded_random
-from amistack.headend.keys import DirectorySource, HeadendKeys, repository_resolver
+from amistack.headend.keys import (
+    DirectorySource,
+    EveryKeySource,
+    HeadendKeys,
+    repository_resolver,
+)
 from amistack.headend.service import HeadEnd, HeadEndConfig, KeyNeeded
 from amistack.headend.storage import SqliteRepository
 from amistack.keymgmt.keyring import KeyRing, KeyRingDirectory
@@ -188,3 +195,40 @@ def test_forged_pushes_do_not_flood_the_async_key_source(repo: SqliteRepository)
             needed += isinstance(ev, KeyNeeded)
     assert 1 <= needed <= 3 + 3
     assert headend.counters["parked"] == needed
+
+
+class _Server:
+    """A key server's key distribution as the head-end sees it: only its own meters' keys."""
+
+    def __init__(self, keys: dict[bytes, bytes]) -> None:
+        self.keys = keys
+        self.asked = 0
+
+    async def current_key(self, device: bytes, purpose: str) -> Any:
+        self.asked += 1
+        if device not in self.keys:
+            raise LookupError(f"{device!r}: not found")
+        return SimpleNamespace(key_id=KeyId(1, 1), key=self.keys[device], not_after=1e12)
+
+    async def fetch(self, key_id: KeyId, purpose: str) -> Any:
+        raise LookupError("not found")
+
+
+def test_several_key_servers_each_asked_for_its_own_meters() -> None:
+    east, west = _Server({b"m-east": b"E" * 16}), _Server({b"m-west": b"W" * 16})
+    every = EveryKeySource([east, west])
+
+    async def run() -> None:
+        assert (await every.current_key(b"m-west", "c1222")).key == b"W" * 16
+        assert (east.asked, west.asked) == (1, 1)
+        assert (await every.current_key(b"m-west", "c1222")).key == b"W" * 16
+        assert (east.asked, west.asked) == (1, 2)  # the server that answered is asked first
+        assert (await every.current_key(b"m-east", "c1222")).key == b"E" * 16
+        with pytest.raises(LookupError):  # nobody has it: the last error
+            await every.current_key(b"m-none", "c1222")
+        with pytest.raises(LookupError):
+            await every.fetch(KeyId(9, 9), "c1222")
+
+    asyncio.run(run())
+    with pytest.raises(ValueError):
+        EveryKeySource([])
