@@ -9,6 +9,7 @@ revoke` loses its live session within ~2 s and is refused from then on.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -177,6 +178,29 @@ def server(data_dir: Path, tmp_path: Path) -> Iterator[KeyServerProcess]:
     ks.stop()
 
 
+@contextlib.contextmanager
+def live_meter(port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`amistack meter --id meter-a` running against the key server at `port`, once it is
+    authenticated; terminated on exit."""
+    with open(log, "wb") as out:
+        meter = subprocess.Popen(
+            [PY, "-m", "amistack.cli.main", "meter", "--id", "meter-a", "--psk", PSK_A,
+             "--keyserver", f"127.0.0.1:{port}"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=ENV,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 15.0
+        while b"meter-a: authenticated" not in log.read_bytes():
+            assert time.monotonic() < deadline and meter.poll() is None, log.read_text()
+            time.sleep(0.05)
+        yield meter
+    finally:
+        meter.terminate()
+        meter.wait(10)
+
+
 def meter_once(port: int, device: str = "meter-a", timeout: float = 5.0) -> int:
     r = cli(
         "meter",
@@ -259,30 +283,7 @@ def test_revoking_a_live_device_ends_its_session_and_refuses_it(
     data_dir: Path, server: KeyServerProcess, tmp_path: Path
 ) -> None:
     db = data_dir / KEYSERVER_DB
-    log = tmp_path / "meter.log"
-    with open(log, "wb") as out:
-        meter = subprocess.Popen(
-            [
-                PY,
-                "-m",
-                "amistack.cli.main",
-                "meter",
-                "--id",
-                "meter-a",
-                "--psk",
-                PSK_A,
-                "--keyserver",
-                f"127.0.0.1:{server.port}",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=ENV,
-        )
-    try:
-        deadline = time.monotonic() + 10.0
-        while b"meter-a: authenticated" not in log.read_bytes():
-            assert time.monotonic() < deadline and meter.poll() is None, log.read_text()
-            time.sleep(0.05)
+    with live_meter(server.port, tmp_path / "meter.log"):
         ends_before = count(db, "session-end")
         revoked = cli(*keys_argv(data_dir, "revoke", "meter-a"))
         assert revoked.returncode == 0 and "revoked meter-a" in revoked.stdout
@@ -290,9 +291,6 @@ def test_revoking_a_live_device_ends_its_session_and_refuses_it(
         while count(db, "session-end") == ends_before:
             assert time.monotonic() - t0 < 2.5, "the key server did not end the session"
             time.sleep(0.05)
-    finally:
-        meter.terminate()
-        meter.wait(10)
     assert meter_once(server.port, timeout=3.0) == 1
     kinds = [r[2] for r in audit_rows(db) if r[3] == b"meter-a"]
     assert kinds.index("revoke") < kinds.index("session-end", kinds.index("revoke"))

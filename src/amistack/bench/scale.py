@@ -70,6 +70,17 @@ def _kek(material: bytes) -> Any:
     return FileKek(material, system_random)
 
 
+def _start(
+    ctx: Any, target: Any, args: tuple[Any, ...], *, duplex: bool = False
+) -> tuple[Any, Connection]:
+    """A daemon process running `target(*args, conn)`; returns it and the parent's end."""
+    parent, child = ctx.Pipe(duplex=duplex)
+    proc = ctx.Process(target=target, args=(*args, child), daemon=True)
+    proc.start()
+    child.close()
+    return proc, parent
+
+
 # -- key servers -------------------------------------------------------------------------------
 
 
@@ -129,40 +140,16 @@ def _run_keyservers(
     fleets: list[tuple[Any, Connection]] = []
     try:
         for k in range(n):
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(
-                target=_keyserver_process,
-                args=(dsn, kek, f"ks{k + 1}", child),
-                name=f"amistack-bench-ks{k + 1}",
-                daemon=True,
-            )
-            proc.start()
-            child.close()
-            servers.append((proc, parent))
+            servers.append(_start(ctx, _keyserver_process, (dsn, kek, f"ks{k + 1}"), duplex=True))
         addrs = [_recv_blocking(conn, TIMEOUT) for _, conn in servers]
         for addr in addrs:
             if isinstance(addr, dict):
                 raise RuntimeError(f"key server failed: {addr['error']}")
         for k, addr in enumerate(addrs):
-            parent, child = ctx.Pipe(duplex=False)
-            proc = ctx.Process(
-                target=_fleet_process,
-                args=(
-                    tuple(addr),
-                    list(range(k, sessions, n)),  # session i authenticates device i % devices
-                    max(1, concurrency // n),
-                    devices,
-                    max(1, min(32, concurrency // n)),
-                    TIMEOUT,
-                    True,
-                    child,
-                ),
-                name=f"amistack-bench-pacs-{k + 1}",
-                daemon=True,
-            )
-            proc.start()
-            child.close()
-            fleets.append((proc, parent))
+            share = list(range(k, sessions, n))  # session i authenticates device i % devices
+            pacs = max(1, concurrency // n)
+            args = (tuple(addr), share, pacs, devices, min(32, pacs), TIMEOUT, True)
+            fleets.append(_start(ctx, _fleet_process, args))
         results = [_recv_blocking(conn, TIMEOUT + 60.0) for _, conn in fleets]
         errors = [r["error"] for r in results if "error" in r]
         if errors:
@@ -263,13 +250,7 @@ def _run_collectors(
     procs: list[tuple[Any, Connection]] = []
     try:
         for shard in wire:
-            parent, child = ctx.Pipe(duplex=False)
-            proc = ctx.Process(
-                target=_collector_process, args=(dsn, shard, directory, batch, child), daemon=True
-            )
-            proc.start()
-            child.close()
-            procs.append((proc, parent))
+            procs.append(_start(ctx, _collector_process, (dsn, shard, directory, batch)))
         results = [_recv_blocking(conn, TIMEOUT) for _, conn in procs]
     finally:
         for proc, conn in procs:

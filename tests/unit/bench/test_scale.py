@@ -21,9 +21,10 @@ def test_every_process_reports_and_the_work_adds_up() -> None:
         assert all(p["failures"] == 0 and p["server_cpu_s"] > 0 for p in ks["per_process"])
         assert sum(p["readings"] for p in col["per_process"]) == col["readings"] == 300
         assert all(p["refused"] == 0 for p in col["per_process"])
-    # the revocation reached both key servers through the database, each within a second
-    assert sorted(r["keyservers"]["2"]["revocation_propagation_ms"]) == ["ks1", "ks2"]
-    assert all(0 <= ms < 1000 for ms in r["keyservers"]["2"]["revocation_propagation_ms"].values())
+    # the revocation reached both key servers through the database, each within a second (the
+    # key servers' clocks are epoch-aligned monotonic ones: a millisecond of skew either way)
+    took = r["keyservers"]["2"]["revocation_propagation_ms"]
+    assert sorted(took) == ["ks1", "ks2"] and all(-5 < ms < 1000 for ms in took.values()), took
     assert r["postgres_copy_readings_per_s"] > 0
 
 
