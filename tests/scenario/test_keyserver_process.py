@@ -231,7 +231,8 @@ def test_kill_9_in_a_burst_loses_nothing_committed_and_leaves_no_half_session(
     any_store: Store, tmp_path: Path
 ) -> None:
     db = any_store
-    server = KeyServerProcess(db, free_port(), tmp_path / "keyserver.log", "--instance", "ks1")
+    named = ["--instance", "ks1"] if db.dsn else []  # a shared database names its servers
+    server = KeyServerProcess(db, free_port(), tmp_path / "keyserver.log", *named)
     assert meter_once(server.port) == 0
     fleet = subprocess.Popen([PY, "-c", FLEET_SCRIPT, str(server.port)], env=ENV)
     try:
@@ -261,7 +262,7 @@ def test_kill_9_in_a_burst_loses_nothing_committed_and_leaves_no_half_session(
     assert by_gen and set(by_gen) <= completed
     assert all(p == {"pana-auth", "c1222", "link"} for p in by_gen.values())
 
-    restarted = KeyServerProcess(db, free_port(), tmp_path / "keyserver2.log", "--instance", "ks1")
+    restarted = KeyServerProcess(db, free_port(), tmp_path / "keyserver2.log", *named)
     try:
         t0 = time.monotonic()
         assert meter_once(restarted.port) == 0  # at once

@@ -116,11 +116,9 @@ def open_store(
         data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(data_dir, 0o700)
         key = open_kek(data_dir, kek, create=create)
-        if db is None:
-            return CredentialStore(path, key, instance=instance)
-        from amistack.keymgmt.store_pg import PostgresCredentialStore
+        from amistack.keymgmt.store_pg import open_credential_store
 
-        return PostgresCredentialStore(db, key, instance=instance, password=password)
+        return open_credential_store(db or str(path), key, instance=instance, password=password)
     except (KekError, StoreError, OSError) as exc:
         raise CliError(str(exc)) from None
 

@@ -262,6 +262,8 @@ def _run(args: argparse.Namespace) -> int:
         keydist = (_server_tls(args), kd_hosts, kd_port)
     admin_tls = _server_tls(args) if args.admin_listen else None
     # (with --aaa-radius the credentials live in the RADIUS server: no enrolment needed here)
+    if args.instance and args.db is None:
+        raise CliError("--instance goes with --db (several key servers on one database)")
     fresh = args.db is None and not (args.data_dir / KEYSERVER_DB).exists()
     if not args.init and not args.aaa_radius and fresh:
         raise CliError(

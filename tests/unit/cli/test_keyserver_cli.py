@@ -62,3 +62,12 @@ def test_bad_paa_options_are_one_line_errors(
 ) -> None:
     code, _, err = run(capsys, "keyserver", "--data-dir", str(tmp_path), "--init", *argv)
     assert code == 2 and why in err.strip().splitlines()[-1]  # (argparse prints its usage too)
+
+
+def test_an_instance_name_needs_a_shared_database(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = run(
+        capsys, "keyserver", "--data-dir", str(tmp_path), "--init", "--instance", "x"
+    )
+    assert code == 2 and "--instance goes with --db" in err
