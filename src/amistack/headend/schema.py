@@ -1,8 +1,9 @@
 """The head-end/MDMS schema (one text for SQLite and PostgreSQL) and the records it stores.
 
 The SQL is written once; `schema_sql(dialect)` fills the few words the two disagree on (the
-auto-numbered key, WITHOUT ROWID). Times are seconds since the epoch (UTC): interval starts as
-integers aligned to the interval length, other instants as doubles. Energy is in whole Wh.
+auto-numbered key, WITHOUT ROWID, PostgreSQL's partitioning of readings by day). Times are
+seconds since the epoch (UTC): interval starts as integers aligned to the interval length, other
+instants as doubles. Energy is in whole Wh.
 
 A reading is one meter's one interval: the primary key (meter_id, interval_start, length_min)
 is what makes ingest idempotent, a resent interval is a duplicate and is ignored.
