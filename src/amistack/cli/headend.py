@@ -50,17 +50,17 @@ def register(sub: Any) -> None:
         "commands for shard K's meters only (0 <= K < N; each collector its own --data-dir)",
     )
     p.add_argument(
+        "--shard-by",
+        choices=[k.value for k in ShardKey],
+        default=ShardKey.CELL.value,
+        help="what places a meter in a shard: its cell (default), concentrator or meter id",
+    )
+    p.add_argument(
         "--retention-days",
         type=float,
         metavar="DAYS",
         help="with --db: drop readings' daily partitions wholly older than DAYS (default: keep "
         "all); partitions are made a week ahead, hourly",
-    )
-    p.add_argument(
-        "--shard-by",
-        choices=[k.value for k in ShardKey],
-        default=ShardKey.CELL.value,
-        help="what places a meter in a shard: its cell (default), concentrator or meter id",
     )
     p.add_argument(
         "--listen",

@@ -34,7 +34,8 @@ def register(sub: Any) -> None:
         "keyserver",
         help="run the key server (PANA authentication agent, EAP-PSK, key management)",
         description="Run the key server: a PANA authentication agent (RFC 5191) with a built-in "
-        "EAP-PSK server (RFC 4764) over the credential store in DIR/keyserver.db. After each "
+        "EAP-PSK server (RFC 4764) over the credential store in DIR/keyserver.db (or, shared by "
+        "several key-server processes, PostgreSQL with --db: docs/scale-out.md). After each "
         "authentication it derives the session's application keys (PANA_AUTH_KEY, C12.22, "
         "link) with the unified key-management function, expires them with the session and "
         "audits every success, failure, rekey and revocation. Devices revoked with "
