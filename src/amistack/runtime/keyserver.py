@@ -259,8 +259,11 @@ async def _apply_revocations(
         if changed is None:
             await asyncio.sleep(every)
         else:
+            # asyncio.timeout, not wait_for: wait_for on 3.11 swallows a cancellation that
+            # arrives as the event is set, and the poller would outlive its server
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), every)
+                async with asyncio.timeout(every):
+                    await changed.wait()
             changed.clear()
         try:
             if sync(driver.now()):
@@ -369,6 +372,7 @@ async def run_keyserver(
             unwatch()
         if poller is not None:
             poller.cancel()
+            await asyncio.gather(poller, return_exceptions=True)  # gone before the loop closes
         if kd is not None:
             await kd.close()
         if ka is not None:
