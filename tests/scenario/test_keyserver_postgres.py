@@ -29,7 +29,7 @@ PSK_B2 = "a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5"
 @pytest.fixture
 def shared(tmp_path: Path, pg_dsn: str) -> Store:  # noqa: F811
     store = enrolled_store(tmp_path / "ks", pg_dsn)
-    assert cli("keys", "enroll", "meter-b", "--psk", PSK_B, *store.args).returncode == 0
+    assert cli(*store.keys("enroll", "meter-b", "--psk", PSK_B)).returncode == 0
     return store
 
 
@@ -72,7 +72,7 @@ def test_revocation_reaches_the_other_process_within_a_second(
     ks2 = two_servers[1]
     with live_meter(ks2.port, tmp_path / "meter.log"):
         # the operator revokes through the database, as if at the other key server's site
-        assert cli("keys", "revoke", "meter-a", *shared.args).returncode == 0
+        assert cli(*shared.keys("revoke", "meter-a")).returncode == 0
         deadline = time.monotonic() + 3.0
         while not (ends := shared.query("SELECT at FROM audit WHERE kind = 'session-end'")):
             assert time.monotonic() < deadline, "the other key server did not end the session"
@@ -89,7 +89,7 @@ def test_a_rotated_psk_is_the_only_one_either_process_accepts(
 ) -> None:
     ks1, ks2 = two_servers
     assert authenticate(ks1.port, "meter-b", PSK_B) == 0  # derived keys now cached in ks1
-    assert cli("keys", "rotate-psk", "meter-b", "--psk", PSK_B2, *shared.args).returncode == 0
+    assert cli(*shared.keys("rotate-psk", "meter-b", "--psk", PSK_B2)).returncode == 0
     for ks in (ks1, ks2):  # at once: every authentication reads the device's row
         assert authenticate(ks.port, "meter-b", PSK_B) == 1
         assert authenticate(ks.port, "meter-b", PSK_B2) == 0
