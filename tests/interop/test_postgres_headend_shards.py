@@ -6,6 +6,8 @@ real engines on the virtual clock (sim.network); the database is a real PostgreS
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from tests.cli import run_cli
 from tests.conftest_pg import pg_cluster, pg_dsn  # noqa: F401  (fixtures)
 from tests.contexts import make_ctx
@@ -58,6 +60,15 @@ def test_a_bad_shard_is_a_one_line_error(text: str, capsys: pytest.CaptureFixtur
         f"--shard={text}",
     )  # fmt: skip
     assert code == 2 and len(err.strip().splitlines()) == 1 and "--shard" in err
+
+
+@given(st.text(max_size=12))
+def test_any_shard_text_parses_or_is_refused_with_value_error(text: str) -> None:
+    try:
+        shard = Shard.parse(text)
+    except ValueError:
+        return
+    assert 0 <= shard.index < shard.count and str(shard).startswith(f"{shard.index}/")
 
 
 def test_shard_without_a_shared_database_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
