@@ -21,6 +21,7 @@ from amistack.broute import (
 )
 from amistack.broute.link import (
     MAX_FRAME_COUNTER,
+    MAX_FRAME_LENGTH,
     PanaFrame,
     Plaintext,
     SecuredFrame,
@@ -45,7 +46,7 @@ def _only_typed_error(data: bytes) -> None:
     try:
         frame = decode_frame(data)
     except LinkDecodeError as exc:
-        assert 0 <= exc.offset <= max(len(data), 22) and exc.reason
+        assert 0 <= exc.offset <= max(len(data), MAX_FRAME_LENGTH) and exc.reason
         return
     assert frame.encode() == data
 
@@ -55,7 +56,12 @@ def test_random_bytes_decode_or_raise_the_typed_error(data: bytes) -> None:
     _only_typed_error(data)
 
 
-@given(st.sampled_from([b"\x01", b"\x02", b"\x02\x00", b"\x02\x01"]), st.binary(max_size=80))
+_PANA = PanaFrame(b"", bytes(8)).encode()
+_SECURED = seal(bytes(16), KeyId(1, 1), 0, bytes(8), Plaintext(1, 2, b""), bytes(8)).encode()
+HEADS = [_PANA[:3], _PANA[:21], _SECURED[:21], _SECURED[:35], _PANA]
+
+
+@given(st.sampled_from(HEADS), st.binary(max_size=80))
 def test_frame_like_bytes_decode_or_raise_the_typed_error(head: bytes, rest: bytes) -> None:
     _only_typed_error(head + rest)
 
@@ -80,8 +86,8 @@ def test_secured_frames_round_trip(
     ports: tuple[int, int],
     payload: bytes,
 ) -> None:
-    plain = Plaintext(ports[0], ports[1], payload)
-    frame = seal(key, KeyId(sid, gen), counter, source, plain, multicast)
+    plain = Plaintext(ports[0], ports[1], payload, multicast)
+    frame = seal(key, KeyId(sid, gen), counter, source, plain, bytes(7) + b"\x01")
     decoded = decode_frame(frame.encode())
     assert decoded == frame and isinstance(decoded, SecuredFrame)
     assert open_frame(decoded, key) == plain
@@ -138,8 +144,8 @@ mutations = st.tuples(
 )
 datagrams = (
     st.binary(max_size=120)
-    | st.binary(max_size=120).map(lambda b: b"\x02\x00" + b)
-    | st.binary(max_size=120).map(lambda b: PanaFrame(b).encode())
+    | st.binary(max_size=120).map(lambda b: _SECURED[:35] + b)
+    | st.binary(max_size=120).map(lambda b: PanaFrame(b, bytes(7) + b"\xbb").encode())
     | st.tuples(st.integers(0, 1000), mutations).map(
         lambda t: _mutate(_connected().frames[t[0] % len(_connected().frames)], *t[1])
     )

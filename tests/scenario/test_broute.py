@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -37,11 +37,12 @@ from amistack.broute import (
     RescanRequested,
     Stage,
 )
-from amistack.broute.link import PanaFrame, SecuredFrame, decode_frame
+from amistack.broute.link import LinkDecodeError, PanaFrame, SecuredFrame, decode_frame
 from amistack.crypto import seeded_random
 from amistack.echonet.frame import Eoj, Esv, Frame, Property
 from amistack.echonet.node import NODE_PROFILE, EchonetNode
 from amistack.echonet.objects import NodeProfile, SmartMeterObject
+from amistack.keymgmt.ukmf import KeyId
 from amistack.meter.model import MeterConfig, MeterModel
 from amistack.meter.tables import TimeScale
 from amistack.pana.constants import MessageType
@@ -59,6 +60,22 @@ WRONG = BrouteCredentials(RBID, "0123456789XX")
 METER: Addr = ("fe80::1", 716)
 HEMS_A: Addr = ("fe80::a", 716)
 HEMS_B: Addr = ("fe80::b", 716)
+STRANGER_EUI = bytes.fromhex("02000000000bad00")
+
+
+def link(raw: bytes) -> PanaFrame | SecuredFrame | None:
+    """The link frame a captured datagram is (None: not one)."""
+    try:
+        return decode_frame(raw)
+    except LinkDecodeError:
+        return None
+
+
+def pana(message: bytes) -> bytes:
+    """A PANA frame from a stranger's radio."""
+    return PanaFrame(message, STRANGER_EUI).encode()
+
+
 CONTROLLER = Eoj(0x05, 0xFF, 0x01)
 SMART_METER = Eoj(0x02, 0x88, 0x01)
 DAY = 86400.0
@@ -194,7 +211,8 @@ def test_unauthenticated_traffic_never_reaches_the_node() -> None:
     stranger: Addr = ("fe80::666", 716)
     plain = Frame(1, CONTROLLER, SMART_METER, Esv.GET, (Property(0xE7),)).encode()
     w.net.inject(stranger, METER, plain)  # raw ECHONET Lite, no envelope
-    w.net.inject(stranger, METER, b"\x02\x00" + plain * 3)  # looks secured, names no key
+    no_key = SecuredFrame(KeyId(1, 1), 0, STRANGER_EUI, None, plain * 3)
+    w.net.inject(stranger, METER, no_key.encode())  # looks secured, names no key
     h = w.add_hems(HEMS_B, WRONG)  # wrong password: PANA fails
     w.net.run_until(5.0)
     assert w.meter.node.counters["rx"] == rx_before
@@ -403,15 +421,15 @@ def test_6_9_unexpected_pana_during_authentication_restarts_it_and_never_stops_t
     # stray PANA from elsewhere: garbage, a PAN naming B's session, answers to nobody
     stranger: Addr = ("fe80::bad", 716)
     sid_b = next(
-        PanaMessage.decode(raw[1:]).session_id
+        PanaMessage.decode(f.message).session_id
         for _, src, dst, raw in w.net.capture
-        if src == METER and dst == HEMS_B and raw[0] == 1
+        if src == METER and dst == HEMS_B and isinstance(f := link(raw), PanaFrame)
     )
     stray = [
-        b"\x01" + b"\xff" * 40,
-        b"\x01" + PanaMessage(MessageType.AUTH, 0, sid_b, 12345).encode(),
-        b"\x01" + PanaMessage(MessageType.NOTIFICATION, 0x8000, sid_b, 1).encode(),
-        b"\x01" + PanaMessage(MessageType.TERMINATION, 0x8000, sid_b, 2).encode(),
+        pana(b"\xff" * 40),
+        pana(PanaMessage(MessageType.AUTH, 0, sid_b, 12345).encode()),
+        pana(PanaMessage(MessageType.NOTIFICATION, 0x8000, sid_b, 1).encode()),
+        pana(PanaMessage(MessageType.TERMINATION, 0x8000, sid_b, 2).encode()),
     ]
     for raw in stray:
         w.net.inject(stranger, METER, raw)
@@ -445,11 +463,11 @@ def test_6_9_a_hems_giving_up_mid_authentication_discards_it_at_once() -> None:
     w.net.run_until(w.net.now + 3.2)
     assert not b1.connected and w.meter.paa.half_open_count == 1
     sid_b = next(
-        PanaMessage.decode(raw[1:]).session_id
+        PanaMessage.decode(f.message).session_id
         for _, src, dst, raw in w.net.capture
-        if src == METER and dst == HEMS_B and raw[0] == 1
+        if src == METER and dst == HEMS_B and isinstance(f := link(raw), PanaFrame)
     )
-    give_up = b"\x01" + PanaMessage(MessageType.TERMINATION, 0x8000, sid_b, 7).encode()
+    give_up = pana(PanaMessage(MessageType.TERMINATION, 0x8000, sid_b, 7).encode())
     w.net.inject(("fe80::bad", 716), METER, give_up)  # a stranger cannot cancel B's run
     w.net.run_until(w.net.now + 0.01)
     assert w.meter.paa.half_open_count == 1 and w.meter.counters["auth_abandoned"] == 0
@@ -530,21 +548,25 @@ def test_forged_and_replayed_frames_are_dropped_and_counted_while_the_meter_serv
     h = connect(w)
     assert w.get(HEMS_A, (0xE7,)) is not None
     ours = [
-        raw for _, src, dst, raw in w.net.capture if src == HEMS_A and dst == METER and raw[0] == 2
+        raw
+        for _, src, dst, raw in w.net.capture
+        if src == HEMS_A and dst == METER and isinstance(link(raw), SecuredFrame)
     ]
     theirs = [
-        raw for _, src, dst, raw in w.net.capture if src == METER and dst == HEMS_A and raw[0] == 2
+        raw
+        for _, src, dst, raw in w.net.capture
+        if src == METER and dst == HEMS_A and isinstance(link(raw), SecuredFrame)
     ]
     node_rx = w.meter.node.counters["rx"]
     attacker: Addr = ("fe80::e71", 716)
-    forged = bytearray(ours[-1])
-    forged[-1] ^= 0x80  # MIC (and a fresh counter, or it would count as a replay first)
-    forged[13] ^= 0x04
-    bumped = bytearray(ours[-1])
-    bumped[13] ^= 0x01  # counter: fresh, but the MIC no longer covers it
-    wrong_key = bytearray(ours[-1])
-    wrong_key[9] ^= 0x01  # another generation
-    for raw in (ours[-1], ours[-1], bytes(forged), bytes(bumped), bytes(wrong_key), ours[-1][:30]):
+    last = link(ours[-1])
+    assert isinstance(last, SecuredFrame)
+    # MIC flipped (and a fresh counter, or it would count as a replay first)
+    forged = replace(last, counter=last.counter + 4, sealed=last.sealed[:-1] + b"\x00").encode()
+    bumped = replace(last, counter=last.counter + 1).encode()  # the MIC no longer covers it
+    kid = last.key_id
+    wrong_key = replace(last, key_id=KeyId(kid.session_id, kid.generation ^ 1)).encode()
+    for raw in (ours[-1], ours[-1], forged, bumped, wrong_key, ours[-1][:40]):
         w.net.inject(attacker, METER, raw)
     rx_before = h.counters["rx_secured"]
     for raw in theirs:
@@ -563,11 +585,17 @@ def test_forged_and_replayed_frames_are_dropped_and_counted_while_the_meter_serv
 def test_decrypt_failures_take_the_link_down_and_stage_1_recovers_it() -> None:
     w = build()
     h = connect(w, config=BrouteHemsConfig(decrypt_failures=3))
-    ours = [raw for _, src, dst, raw in w.net.capture if src == METER and raw[0] == 2]
-    stale = bytearray(ours[-1])
-    stale[9] ^= 0x7F  # a key generation the HEMS does not hold
+    ours = [
+        raw
+        for _, src, _, raw in w.net.capture
+        if src == METER and isinstance(link(raw), SecuredFrame)
+    ]
+    last = link(ours[-1])
+    assert isinstance(last, SecuredFrame)
+    kid = last.key_id  # a key generation the HEMS does not hold:
+    stale_kid = KeyId(kid.session_id, kid.generation ^ 0x7F)
     for i in range(3):
-        stale[13] = i
+        stale = bytearray(replace(last, key_id=stale_kid, counter=i).encode())
         w.net.inject(METER, HEMS_A, bytes(stale))
     assert w.until(lambda: len(w.events(HEMS_A, LinkUp)) >= 2, 10.0)
     [down] = w.events(HEMS_A, LinkDown)
@@ -650,7 +678,7 @@ def test_without_auto_reconnect_the_application_decides() -> None:
 def test_6_7_a_pci_flood_from_many_sources_does_not_lock_a_new_hems_out() -> None:
     w = build()
     connect(w)
-    pci = b"\x01" + PanaMessage(MessageType.PCI, 0, 0, 0).encode()
+    pci = pana(PanaMessage(MessageType.PCI, 0, 0, 0).encode())
     for i in range(6000):  # spoofed sources that never answer
         w.net.inject((f"fe80::f:{i:x}", 716), METER, pci, when=w.net.now + i * 0.001)
     w.net.run_until(w.net.now + 6.5)

@@ -10,6 +10,7 @@ import struct
 from amistack.addr import Addr
 from amistack.broute import BrouteCredentials, BrouteHems, BrouteHemsConfig, BrouteMeter, LinkUp
 from amistack.broute.controller import BrouteController
+from amistack.broute.link import PanaFrame, SecuredFrame, decode_frame
 from amistack.crypto import seeded_random
 from amistack.echonet.controller import ControllerConfig, EchonetController
 from amistack.echonet.events import (
@@ -87,7 +88,8 @@ def test_hems_reads_power_sets_e5_and_reads_that_days_history() -> None:
     assert struct.unpack(">H", edt[:2])[0] == 1  # yesterday, as E5 says (guideline §6.2)
     assert edt == obj.get(0xE2, net.now)
     # nothing went in the clear: every datagram on the wire is a link frame (PANA or secured)
-    assert {data[0] for _, _, _, data in net.capture} <= {0x01, 0x02}
+    for _, _, _, data in net.capture:
+        assert isinstance(decode_frame(data), PanaFrame | SecuredFrame)
 
 
 def test_meter_restart_is_learned_again_through_the_new_session() -> None:

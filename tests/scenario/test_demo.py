@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.conftest import require_tool
 
-from amistack.runtime.pcap import read_udp_pcap
+from amistack.runtime.pcap import read_frame_pcap, read_udp_pcap
 
 
 def test_demo_story_and_capture(tmp_path: Path) -> None:
@@ -102,12 +102,16 @@ def test_demo_story_and_capture(tmp_path: Path) -> None:
 
     # every pcap holds each datagram once (only one end of each exchange captures); a real
     # retransmission is the same bytes again, but not within a few milliseconds
-    for name in ("pana.pcap", "c1222.pcap", "broute.pcap"):
+    for name in ("pana.pcap", "c1222.pcap"):
         seen: dict[tuple[object, ...], float] = {}
         for rec in read_udp_pcap(tmp_path / "pcap" / name):
             key = (rec.src, rec.dst, rec.payload)
             assert rec.ts - seen.get(key, -1.0) > 0.005, f"{name}: {rec} recorded twice"
             seen[key] = rec.ts
+    frames: dict[bytes, float] = {}  # the B route: 802.15.4 frames, each with its own counter
+    for ts, frame in read_frame_pcap(tmp_path / "pcap" / "broute.pcap"):
+        assert ts - frames.get(frame, -1.0) > 0.005, f"broute.pcap: {frame.hex()} recorded twice"
+        frames[frame] = ts
 
     # C12.22: one capture and one Wireshark decryption table per meter (the table is keyed by
     # the one-byte key id, which every meter counts from the same start); with its own table

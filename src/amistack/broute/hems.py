@@ -141,6 +141,7 @@ class BrouteHems:
         self.meter = meter
         self._rng = rng
         self.eui64 = cfg.eui64 if cfg.eui64 is not None else random_eui64(rng)
+        self._meter_eui: bytes | None = None  # learnt from the meter's PANA frames
         self._psk = PskKeys(credentials.psk)
         self._ring = self._new_ring()
         self._keys: dict[KeyId, LinkKey] = {}
@@ -257,6 +258,7 @@ class BrouteHems:
         try:
             if isinstance(frame, PanaFrame):
                 self.counters["rx_pana"] += 1
+                self._meter_eui = frame.source  # our unicast frames' destination
                 if self.pac is not None:
                     self.pac.receive_datagram(frame.message, addr, now)
             else:
@@ -349,7 +351,7 @@ class BrouteHems:
                 plain.src_port,
                 plain.dst_port,
                 (addr[0], plain.src_port),
-                frame.multicast,
+                plain.multicast,
             )
         )
 
@@ -386,7 +388,7 @@ class BrouteHems:
                     else:
                         self._attempt_failed(f"PANA session ended: {ev.reason}", now)
             for raw, dst in pac.datagrams_to_send(now):
-                self._out.append((PanaFrame(raw).encode(), dst))
+                self._out.append((PanaFrame(raw, self.eui64, self._meter_eui).encode(), dst))
         if self.pac is not None and self.pac is not pac:
             self._pump(now)
 
@@ -405,7 +407,9 @@ class BrouteHems:
         self._ring.install(ev.context, ev.lifetime, now)
         key = self._ring.lookup(kid, LINK, now)
         assert key is not None  # just installed
-        self._keys[kid] = LinkKey(kid, key.key, self.eui64, self.config.replay_window)
+        self._keys[kid] = LinkKey(
+            kid, key.key, self.eui64, self.config.replay_window, peer=self._meter_eui
+        )
         previous = self._tx
         if ev.reauth and previous is not None and previous.session_id == kid.session_id:
             # the meter learns this key from our PAN: keep the old one a moment (module doc)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -136,6 +136,7 @@ class BrouteMeter:
         for c in creds:
             self.add_credentials(c)
         self.eui64 = cfg.eui64 if cfg.eui64 is not None else random_eui64(rng)
+        self._link_addrs: OrderedDict[Addr, bytes] = OrderedDict()  # PANA source -> EUI-64
         self.backend = LocalEapBackend(
             lambda: [lambda: EapPskServer(cfg.meter_id, self._psks.get, rng)], rng
         )
@@ -170,6 +171,13 @@ class BrouteMeter:
         """Start the ECHONET Lite node (its §4.2 startup INF reaches the HEMSes joined by then)."""
         self.node.start(now)
 
+    def link_key(self, key_id: KeyId, now: float) -> bytes | None:
+        """A connected HEMS's link key by its id, for a capture's decryption table (Wireshark's
+        IEEE 802.15.4 keys, docs/broute.md); None when it is not held."""
+        h = self._hems.get(key_id.session_id)
+        key = None if h is None else h.ring.lookup(key_id, LINK, now)
+        return None if key is None else key.key
+
     def disconnect(self, session_id: int, now: float, reason: str = "disconnected") -> None:
         h = self._hems.get(session_id)
         if h is not None:
@@ -187,6 +195,10 @@ class BrouteMeter:
             return
         try:
             if isinstance(frame, PanaFrame):
+                self._link_addrs[addr] = frame.source  # our unicast frames' destination
+                self._link_addrs.move_to_end(addr)
+                if len(self._link_addrs) > _MAX_IN_PROGRESS:
+                    self._link_addrs.popitem(last=False)
                 self._on_pana(frame.message, addr, now)
             else:
                 self._on_secured(frame, addr, now)
@@ -288,7 +300,7 @@ class BrouteMeter:
         # this frame: its answer (to that host, port 3610) then goes to the HEMS whose key
         # protected the request. (One HEMS per host address, as on the radio.)
         self.node.receive_datagram(
-            plain.payload, (h.addr[0], plain.src_port), now, multicast=frame.multicast
+            plain.payload, (h.addr[0], plain.src_port), now, multicast=plain.multicast
         )
 
     # -- PANA outcomes ----------------------------------------------------------------------------
@@ -312,7 +324,8 @@ class BrouteMeter:
                 h.addr = route.pac
         for raw, dst in self.paa.datagrams_to_send(now):
             self._note_start(raw, dst, now)
-            self._out.append((PanaFrame(raw).encode(), dst))
+            frame = PanaFrame(raw, self.eui64, self._link_addrs.get(dst))
+            self._out.append((frame.encode(), dst))
         for data, dst in self.node.datagrams_to_send(now):
             self._route(data, dst, now)
         while (nev := self.node.next_event()) is not None:
@@ -353,7 +366,8 @@ class BrouteMeter:
         kid = KeyId.of(ev.context)
         key = h.ring.lookup(kid, LINK, now)
         assert key is not None  # just installed
-        h.keys[kid] = LinkKey(kid, key.key, self.eui64, self.config.replay_window)
+        peer = self._link_addrs.get(ev.addr)
+        h.keys[kid] = LinkKey(kid, key.key, self.eui64, self.config.replay_window, peer=peer)
         h.tx = kid
         h.addr = ev.addr
         self.counters["reauthenticated" if ev.reauth else "connected"] += 1

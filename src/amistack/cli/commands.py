@@ -10,6 +10,7 @@ def register_all(sub: Any) -> None:
     from amistack.cli import (
         bench,
         broute,
+        concentrator,
         demo,
         handheld,
         headend,
@@ -25,7 +26,7 @@ def register_all(sub: Any) -> None:
     )
 
     for module in (
-        demo, keyserver, keys, pki, meter, headend, users, hems, log, bench, broute, sim,
-        handheld, workorder,
+        demo, keyserver, keys, pki, meter, concentrator, headend, users, hems, log, bench,
+        broute, sim, handheld, workorder,
     ):  # fmt: skip
         module.register(sub)

@@ -28,7 +28,7 @@ from amistack.broute import (
     LinkUp,
 )
 from amistack.broute.controller import BrouteController
-from amistack.broute.link import FrameType
+from amistack.broute.link import KEY_INDEX, LinkDecodeError, PanaFrame, decode_frame
 from amistack.cli.hems import energy_scale, history, signed
 from amistack.crypto import seeded_random, system_random
 from amistack.echonet.controller import ControllerConfig, EchonetController
@@ -39,11 +39,12 @@ from amistack.echonet.objects.smart_meter import NO_DATA_S32
 from amistack.meter.model import MeterConfig, MeterModel
 from amistack.meter.tables import TimeScale
 from amistack.runtime.echonet_controller import ControllerDriver
-from amistack.runtime.pcap import PcapWriter
+from amistack.runtime.pcap import LINKTYPE_IEEE802_15_4_NOFCS, PcapWriter
 from amistack.runtime.udp import EngineDriver
 
 SMART_METER = Eoj(0x02, 0x88, 0x01)
 DAY = 86400.0
+KEYS_FILE = "broute-ieee802154_keys"  # beside broute.pcap, in Wireshark's key table format
 
 
 @dataclass
@@ -87,7 +88,10 @@ class BrouteReport:
             f"AES-CCM* frames, {self.clear_frames} ECHONET Lite frames in the clear",
         ]
         if self.pcap:
-            out.append(f"  pcap: {self.pcap} (link frames on UDP)")
+            out.append(
+                f"  pcap: {self.pcap} (IEEE 802.15.4 frames: wpan / 6lowpan / IPv6 / UDP; "
+                f"the link key for Wireshark in {KEYS_FILE})"
+            )
         return out
 
 
@@ -100,14 +104,16 @@ class _Wire:
 
     def capture(self, payload: bytes, src: Addr, dst: Addr) -> None:
         if self.pcap is not None:
-            self.pcap.capture(payload, src, dst)
-        kind = payload[0] if payload else -1
-        if kind == FrameType.PANA:
-            self.report.pana_frames += 1
-        elif kind == FrameType.SECURED:
-            self.report.secured_frames += 1
-        else:
+            self.pcap.write_frame(payload)
+        try:
+            frame = decode_frame(payload)
+        except LinkDecodeError:
             self.report.clear_frames += 1
+            return
+        if isinstance(frame, PanaFrame):
+            self.report.pana_frames += 1
+        else:
+            self.report.secured_frames += 1
 
 
 async def _until(queue: asyncio.Queue[Any], match: Callable[[Any], bool], timeout: float) -> Any:
@@ -128,7 +134,11 @@ def _credentials() -> BrouteCredentials:
 
 async def chapter_broute(pcap_dir: Path | None, seed: int = 1) -> BrouteReport:
     report = BrouteReport()
-    pcap = PcapWriter(pcap_dir / "broute.pcap") if pcap_dir is not None else None
+    pcap = (
+        PcapWriter(pcap_dir / "broute.pcap", linktype=LINKTYPE_IEEE802_15_4_NOFCS)
+        if pcap_dir is not None
+        else None
+    )
     report.pcap = str(pcap_dir / "broute.pcap") if pcap_dir is not None else None
     wire = _Wire(report, pcap)
     loop = asyncio.get_running_loop()
@@ -144,7 +154,7 @@ async def chapter_broute(pcap_dir: Path | None, seed: int = 1) -> BrouteReport:
         meter_addr = await meter_driver.bind("::1", 0)
         meter_driver.engine.start(meter_driver.now())
         meter_driver.kick()
-        report.meter = f"[{meter_addr[0]}]:{meter_addr[1]} (B-route link frames on UDP)"
+        report.meter = f"[{meter_addr[0]}]:{meter_addr[1]} (802.15.4 B-route frames on UDP)"
 
         # a HEMS that was given the wrong password: EAP-PSK fails, the meter keeps serving
         wrong = BrouteCredentials(creds.rbid, "WRONGPASSWD0")
@@ -172,6 +182,11 @@ async def chapter_broute(pcap_dir: Path | None, seed: int = 1) -> BrouteReport:
         if await hems_driver.wait_for_node(SMART_METER.class_code, timeout=10.0) is None:
             raise RuntimeError("the HEMS did not find the smart meter over the B route")
         up = await _until(events, lambda e: isinstance(e, LinkUp), 1.0)
+        key = meter_driver.engine.link_key(up.key_id, meter_driver.now())
+        if pcap_dir is not None and key is not None:
+            keys = pcap_dir / KEYS_FILE  # Wireshark's UAT file: its key table for broute.pcap
+            keys.touch(mode=0o600)
+            keys.write_text(f'"{key.hex()}","{KEY_INDEX}","No hash"\n')
         report.link_up = (
             f"PANA + EAP-PSK in {up.elapsed * 1000:.0f} ms, link key {up.key_id} (AES-CCM*)"
         )

@@ -1,6 +1,6 @@
 """`amistack meter`: a smart meter's network access (PANA + EAP-PSK) against the key server, its
-C12.22 endpoint (--headend), its ECHONET Lite node on the home LAN (--echonet) and its B route
-to the household's HEMS (--broute)."""
+C12.22 endpoint (--headend), its ECHONET Lite node on the home LAN (--echonet), its B route
+to the household's HEMS (--broute), and all of its network over the mesh (--mesh)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from amistack.cli.common import (
     parse_hostport,
     resolve_psk,
 )
+from amistack.cli.concentrator import add_radio_options, check_radio, print_mesh_event
 from amistack.eventlog.log import LogStoreError
 from amistack.meter.events import AccessGranted
 from amistack.runtime.echonet import AddressInUse
@@ -43,7 +44,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "meter",
         help="run a meter: network access and keys, C12.22 (--headend), ECHONET Lite (--echonet), "
-        "the B route (--broute)",
+        "the B route (--broute), over the mesh (--mesh)",
         description="Run a smart meter's network access: it authenticates to the key server "
         "with PANA (RFC 5191) carrying EAP-PSK (RFC 4764), derives its application keys with "
         "the unified key-management function, re-authenticates before the session lifetime "
@@ -55,7 +56,8 @@ def register(sub: Any) -> None:
         epilog="examples: amistack meter --echonet --interface eth0 ; "
         "amistack meter --broute [::1]:716 --broute-id RBID --broute-password PWD ; "
         "amistack meter --id m1 --psk-file m1.psk --keyserver 192.0.2.1 --headend 192.0.2.2 "
-        "--echonet",
+        "--echonet ; amistack meter --mesh --id m1 --psk-file m1.psk --keyserver 127.0.0.1 "
+        "--headend 127.0.0.1 --radio 127.0.0.1:7001 --hear 127.0.0.1:7000 --data-dir m1",
     )
     p.add_argument("--id", dest="device_id", help="device identity (EAP-PSK ID_P)")
     add_psk_options(p, "needed with --id", env=True)
@@ -163,6 +165,18 @@ def register(sub: Any) -> None:
         action="store_true",
         help="a one-way meter: no reverse-direction EPCs E3/E4/EB (guideline §6.1)",
     )
+    add_radio_options(
+        p,
+        "the mesh",
+        "With --mesh the meter reaches the key server and the head-end only through the mesh "
+        "(docs/mesh.md, 'Running a mesh as processes'): it listens on its radio for join "
+        "beacons, runs PANA through the neighbour it chose as parent (RFC 6345 relay), takes "
+        "the group keys, joins the RPL DODAG, serves C12.22 over it (with --headend) and "
+        "relays for its own neighbours. --keyserver and --headend name the WAN addresses the "
+        "concentrator forwards to. Frame counters are kept ahead in DIR/meters/ID/ (--data-dir, "
+        "default ./amistack-data).",
+    )
+    p.add_argument("--mesh", action="store_true", help="all network access over the mesh radio")
     add_broute_options(
         p,
         "With --broute the meter serves the household's HEMS on the B route: the HEMS "
@@ -303,7 +317,36 @@ async def _main(args: argparse.Namespace) -> MeterResult | None:
     return None if access is None else access.result()
 
 
-async def _access(args: argparse.Namespace, stop: asyncio.Event, start: float) -> MeterResult:
+async def _access(
+    args: argparse.Namespace, stop: asyncio.Event, start: float
+) -> MeterResult | None:
+    if args.mesh:
+        from amistack.runtime.meter_mesh import run_meter_mesh
+
+        def radio_ready(addr: Addr, _: object) -> None:
+            print(f"{args.device_id}: mesh radio on {addr[0]} port {addr[1]}", flush=True)
+
+        try:
+            await run_meter_mesh(
+                args.device_id,
+                args.credential,
+                args.keyserver,
+                args.headend,
+                radio=args.radio_at,
+                neighbours=args.neighbours,
+                data_dir=args.data_dir or Path("./amistack-data"),
+                pan=args.pan,
+                push=args.push,
+                time_scale=args.time_scale,
+                model_seed=_seed(args),
+                model_start=start,
+                stop=stop,
+                on_ready=radio_ready,
+                on_event=lambda ev: print_mesh_event(args.device_id, ev),
+            )
+        except (LogStoreError, SecureModuleError) as exc:
+            raise CliError(f"{args.device_id}: event log: {exc}") from None
+        return None
     if args.headend is not None:
         from amistack.meter.node import MeterNode
         from amistack.runtime.meter_node import run_meter_node
@@ -412,6 +455,14 @@ def _run(args: argparse.Namespace) -> int:
         )
     if args.time_scale <= 0:
         raise CliError("--time-scale must be > 0")
+    if args.mesh:
+        if missing:
+            raise CliError("--mesh needs --id, --psk and --keyserver")
+        if args.once or args.listen or args.module:
+            raise CliError("--once, --listen and --module do not go with --mesh")
+        check_radio(args)
+    elif args.radio is not None or args.hear or args.radio_if:
+        raise CliError("--radio, --hear and --radio-if go with --mesh")
     if not args.echonet and (args.echonet_bind or args.interface or args.no_multicast):
         raise CliError("--echonet-bind, --interface and --no-multicast go with --echonet")
     if not local and args.one_way:

@@ -216,12 +216,13 @@ class Frame:
         return new
 
     @classmethod
-    def decode(cls, data: bytes) -> Frame:
-        """One MAC frame without FCS; raises only MeshFrameDecodeError."""
+    def decode(cls, data: bytes, max_length: int = MAX_PHY_PACKET_SIZE - FCS_LENGTH) -> Frame:
+        """One MAC frame without FCS; raises only MeshFrameDecodeError. `max_length`: a SUN
+        PHY (802.15.4g) carries longer frames than the 2006 PHYs' 127 octets."""
         if len(data) < _FCF.size:
             raise MeshFrameDecodeError(len(data), "shorter than frame control and sequence number")
-        if len(data) > MAX_PHY_PACKET_SIZE - FCS_LENGTH:
-            raise MeshFrameDecodeError(MAX_PHY_PACKET_SIZE, "longer than aMaxPHYPacketSize")
+        if len(data) > max_length:
+            raise MeshFrameDecodeError(max_length, "longer than aMaxPHYPacketSize")
         fc, seq = _FCF.unpack_from(data)
         ftype = fc & 7
         if ftype > FrameType.COMMAND:

@@ -24,6 +24,7 @@ from amistack.meter.events import (
     AccessGranted,
     AccessLost,
     AccessRefused,
+    GroupKeysChanged,
     GroupKeysRefused,
     KeysChanged,
 )
@@ -121,6 +122,7 @@ async def run_meter(
     on_rotation: Callable[[AccessGranted], None] | None = None,
     retry_backoff: tuple[float, float] = (1.0, 60.0),
     keyring: Any | None = None,
+    on_group_keys: Callable[[tuple[Any, ...]], None] | None = None,
 ) -> MeterResult:
     """Run the meter's network access (`meter.access.MeterAccess`) against the key server at
     `paa` over UDP (IPv4 or IPv6). `psk`: the device's PSK, or its `eap.tls.TlsPeerConfig`.
@@ -129,6 +131,8 @@ async def run_meter(
     once=False: run until `stop` is set; the result describes the last state.
     Each authentication installs a key generation (UKMF) in `keyring` (a `keymgmt.KeyRing`, one
     is made when None) on the loop's clock; old generations expire on their own timer.
+    `on_group_keys(keys)`: the mesh group keys (`keymgmt.groupkeys.GroupKey`s, on the loop's
+    clock) every time the held set changes (a concentrator's link keys).
     """
     from amistack.eap.psk import PSK_LEN, PskKeys
     from amistack.keymgmt.keyring import KeyRing
@@ -226,7 +230,12 @@ async def run_meter(
                 log.warning("meter %s: group keys refused: %s", device_id, event.reason,
                             extra={"device_id": device_id, "kind": event.kind})  # fmt: skip
                 continue
-            else:  # RetryScheduled, GroupKeysChanged (key indexes and validity, no keys)
+            elif isinstance(event, GroupKeysChanged):  # key indexes and validity, no keys
+                log.info("meter %s", event, extra={"device_id": device_id})
+                if on_group_keys is not None:
+                    on_group_keys(access.group_keys.held())
+                continue
+            else:  # RetryScheduled
                 log.info("meter %s", event, extra={"device_id": device_id})
                 continue
             if once:

@@ -16,9 +16,10 @@ software secure module unless one is given).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,58 @@ def open_event_log(
         raise
 
 
+@contextlib.contextmanager
+def open_meter_node(
+    device_id: str,
+    headend_addr: Addr | None,
+    *,
+    ap_title: str | ApTitle | None = None,
+    headend_title: str | ApTitle = DEFAULT_HEADEND_TITLE,
+    model_seed: int | bytes | None = None,
+    model_config: MeterConfig | None = None,
+    model_start: float | None = None,
+    time_scale: float = 1.0,
+    push: PushConfig | bool = False,
+    endpoint: EndpointConfig | None = None,
+    data_dir: Path | str | None = None,
+    secure_module: SecureModule | None = None,
+    overlap: float = DEFAULT_OVERLAP,
+    rng: RandomSource = system_random,
+) -> Iterator[MeterNode]:
+    """The meter's C12.22 `MeterNode` with its own key ring (`node.ring`), its metering model
+    and, with `data_dir`, its signed event log (closed on exit); on the running loop's clock."""
+    wall = time.time()
+    start_model = wall if model_start is None else model_start
+    config = model_config or MeterConfig(
+        install_time=start_model - INSTALL_DAYS_BEFORE_START * DAY_S
+    )
+    model = MeterModel(device_id.encode() if model_seed is None else model_seed, config)
+    ring = KeyRing(device_id.encode(), PurposeRegistry(), overlap=overlap)
+    push_cfg = push if isinstance(push, PushConfig) else PushConfig(enabled=push)
+    event_log: EventLog | None = None
+    module: SecureModule | None = None
+    if data_dir is not None:
+        event_log, module = open_event_log(data_dir, device_id, wall, secure_module)
+    loop = asyncio.get_running_loop()
+    try:
+        node_config = MeterNodeConfig(
+            ap_title=ap_title_for(device_id) if ap_title is None else _title(ap_title),
+            headend_title=_title(headend_title),
+            headend_addr=headend_addr,
+            push=push_cfg,
+            time=TimeScale(loop.time(), start_model, time_scale),
+            endpoint=endpoint,
+        )
+        yield MeterNode(
+            node_config, model, ring, rng, event_log=event_log, event_log_source=event_log
+        )
+    finally:
+        if event_log is not None:
+            event_log.close()
+        if module is not None and secure_module is None:
+            module.close()
+
+
 async def run_meter_node(
     device_id: str,
     psk: Any,  # the PSK, or an eap.tls.TlsPeerConfig (runtime.meter.build_pac)
@@ -101,34 +154,26 @@ async def run_meter_node(
     sockets are bound; `on_event` gets every `MeterNode` event (C12.22 events, meter events,
     push outcomes). `push=True` pushes 15-minute data with the default `PushConfig`, seeded
     by the meter's title."""
-    wall = time.time()
-    start_model = wall if model_start is None else model_start
-    config = model_config or MeterConfig(
-        install_time=start_model - INSTALL_DAYS_BEFORE_START * DAY_S
-    )
-    model = MeterModel(device_id.encode() if model_seed is None else model_seed, config)
-    ring = KeyRing(device_id.encode(), PurposeRegistry(), overlap=overlap)
-    push_cfg = push if isinstance(push, PushConfig) else PushConfig(enabled=push)
     if listen is None:
         ref = headend_addr[0] if headend_addr is not None else keyserver_addr[0]
         listen = ["::" if is_ipv6(ref) else "0.0.0.0"]
-    event_log: EventLog | None = None
-    module: SecureModule | None = None
-    if data_dir is not None:
-        event_log, module = open_event_log(data_dir, device_id, wall, secure_module)
-    loop = asyncio.get_running_loop()
-    try:
-        node_config = MeterNodeConfig(
-            ap_title=ap_title_for(device_id) if ap_title is None else _title(ap_title),
-            headend_title=_title(headend_title),
-            headend_addr=headend_addr,
-            push=push_cfg,
-            time=TimeScale(loop.time(), start_model, time_scale),
-            endpoint=endpoint,
-        )
-        node = MeterNode(
-            node_config, model, ring, rng, event_log=event_log, event_log_source=event_log
-        )
+    with open_meter_node(
+        device_id,
+        headend_addr,
+        ap_title=ap_title,
+        headend_title=headend_title,
+        model_seed=model_seed,
+        model_config=model_config,
+        model_start=model_start,
+        time_scale=time_scale,
+        push=push,
+        endpoint=endpoint,
+        data_dir=data_dir,
+        secure_module=secure_module,
+        overlap=overlap,
+        rng=rng,
+    ) as node:
+        node_config = node.config
         async with EngineDriver(node, on_event=on_event, capture=capture) as driver:
             for host in listen:
                 await driver.bind(host, port)
@@ -160,10 +205,5 @@ async def run_meter_node(
                 capture=capture,
                 stop=stop,
                 on_rotation=rotation,
-                keyring=ring,
+                keyring=node.ring,
             )
-    finally:
-        if event_log is not None:
-            event_log.close()
-        if module is not None and secure_module is None:
-            module.close()

@@ -192,15 +192,15 @@ def _parse_udp(packet: bytes, offset: int) -> tuple[Addr, Addr, bytes]:
     return (src_ip, sport), (dst_ip, dport), bytes(body[UDP_HEADER:])
 
 
-def read_udp_pcap(path: str | Path) -> Iterator[UdpRecord]:
-    """The UDP datagrams of a LINKTYPE_RAW pcap file (`PcapWriter` output), checksums verified."""
+def _records(path: str | Path, linktypes: tuple[int, ...]) -> Iterator[tuple[float, bytes, int]]:
+    """(timestamp, packet, offset) of each record of a pcap file of one of `linktypes`."""
     data = Path(path).read_bytes()
     if len(data) < _GLOBAL.size:
         raise PcapError("file shorter than the pcap global header")
     magic, _vmaj, _vmin, _tz, _sig, _snap, linktype = _GLOBAL.unpack_from(data)
     if magic != PCAP_MAGIC:
         raise PcapError(f"unsupported pcap magic {magic:#x}")
-    if linktype != LINKTYPE_RAW:
+    if linktype not in linktypes:
         raise PcapError(f"unsupported link type {linktype}")
     offset = _GLOBAL.size
     while offset < len(data):
@@ -211,6 +211,18 @@ def read_udp_pcap(path: str | Path) -> Iterator[UdpRecord]:
         packet = data[start : start + caplen]
         if len(packet) != caplen:
             raise PcapError(f"record at {offset}: truncated packet")
-        src, dst, payload = _parse_udp(packet, offset)
-        yield UdpRecord(sec + usec / 1e6, src, dst, payload)
+        yield sec + usec / 1e6, packet, offset
         offset = start + caplen
+
+
+def read_udp_pcap(path: str | Path) -> Iterator[UdpRecord]:
+    """The UDP datagrams of a LINKTYPE_RAW pcap file (`PcapWriter` output), checksums verified."""
+    for ts, packet, offset in _records(path, (LINKTYPE_RAW,)):
+        src, dst, payload = _parse_udp(packet, offset)
+        yield UdpRecord(ts, src, dst, payload)
+
+
+def read_frame_pcap(path: str | Path) -> Iterator[tuple[float, bytes]]:
+    """(timestamp, MAC frame) of an IEEE 802.15.4 pcap file without FCS (link type 230)."""
+    for ts, frame, _ in _records(path, (LINKTYPE_IEEE802_15_4_NOFCS,)):
+        yield ts, frame

@@ -1,0 +1,197 @@
+"""`amistack concentrator`: the mesh's DODAG root, PANA relay and border router as a process;
+and the radio options it shares with `amistack meter --mesh`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import signal
+from pathlib import Path
+from typing import Any
+
+from amistack.c1222.endpoint import C1222_PORT
+from amistack.cli.common import (
+    PSK_ENV,
+    CliError,
+    add_psk_options,
+    pan_id_arg,
+    parse_hostport,
+    resolve_psk,
+)
+from amistack.runtime.keyserver import PANA_PORT
+from amistack.runtime.loop import run
+
+DEFAULT_PAN = 0xFACE
+DEFAULT_PREFIX = ipaddress.IPv6Network("fd00:a3e5:1::/64")  # a ULA prefix (RFC 4193)
+
+
+def add_radio_options(p: argparse.ArgumentParser, title: str, description: str) -> None:
+    """--radio, --hear, --pan: a node's place on the UDP radio (runtime/mesh.py)."""
+    g = p.add_argument_group(title, description)
+    g.add_argument(
+        "--radio",
+        type=lambda t: parse_hostport(t, None),
+        metavar="HOST:PORT",
+        help="this node's radio: a UDP socket ([v6]:port for IPv6)",
+    )
+    g.add_argument(
+        "--hear",
+        action="append",
+        default=[],
+        type=lambda t: parse_hostport(t, None),
+        metavar="HOST:PORT",
+        help="a neighbour's radio (repeatable): frames go to every neighbour, and frames from "
+        "any other address are never heard",
+    )
+    g.add_argument(
+        "--radio-if",
+        action="append",
+        default=[],
+        metavar="IFACE",
+        help="instead of --radio/--hear, repeatable: the radio is made of these network "
+        "interfaces (veths or bridges between network namespaces): frames go to the link-local "
+        "group ff02::114, port 61617, on each, and everyone on those links hears them",
+    )
+    g.add_argument(
+        "--pan",
+        type=pan_id_arg,
+        default=DEFAULT_PAN,
+        metavar="PANID",
+        help=f"the 802.15.4 PAN id, the key server's --mesh-pan (default {DEFAULT_PAN:#x})",
+    )
+
+
+def check_radio(args: argparse.Namespace) -> None:
+    """--radio with --hear, or --radio-if alone; sets `args.radio_at` and `args.neighbours`."""
+    if args.radio_if:
+        if args.radio is not None or args.hear:
+            raise CliError("give either --radio-if or --radio with --hear, not both")
+        from amistack.runtime.mesh import Links
+
+        args.radio_at, args.neighbours = Links(tuple(args.radio_if)), ()
+        return
+    if args.radio is None or not args.hear:
+        raise CliError(
+            "the mesh needs --radio HOST:PORT and at least one --hear HOST:PORT (or --radio-if)"
+        )
+    args.radio_at, args.neighbours = args.radio, args.hear
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "concentrator",
+        help="run a mesh concentrator: DODAG root, PANA relay and border router to the WAN",
+        description="Run the concentrator of a mesh of meters (docs/mesh.md, 'Running a mesh "
+        "as processes'). It authenticates itself to the key server (PANA + EAP-PSK, like a "
+        "meter) and takes the PAN's group keys from its PANA success, then becomes the RPL "
+        "DODAG root on its radio, relays the PANA of meters in range to the key server (RFC "
+        "6345) and routes the mesh's traffic to the key server and the head-end and back "
+        "(UDP; an IPv4 address is 64:ff9b::/96 inside the mesh). The key server must accept "
+        "this host as relay (amistack keyserver --relay ADDRESS --mesh-pan PANID). Stops on "
+        "Ctrl-C / SIGTERM.",
+        epilog="example: amistack concentrator --id conc-1 --psk-file conc-1.psk --keyserver "
+        "127.0.0.1:716 --headend 127.0.0.1:1153 --radio 127.0.0.1:7000 --hear 127.0.0.1:7001 "
+        "--data-dir conc",
+    )
+    p.add_argument("--id", dest="device_id", help="the concentrator's device identity")
+    add_psk_options(p, "required", env=True)
+    p.add_argument(
+        "--keyserver",
+        type=lambda t: parse_hostport(t, PANA_PORT),
+        metavar="HOST:PORT",
+        help=f"the key server's PANA address (default port {PANA_PORT})",
+    )
+    p.add_argument(
+        "--headend",
+        type=lambda t: parse_hostport(t, C1222_PORT),
+        metavar="HOST:PORT",
+        help=f"the head-end's C12.22 address (default port {C1222_PORT}): the meters may reach it",
+    )
+    p.add_argument(
+        "--prefix",
+        type=_prefix,
+        default=DEFAULT_PREFIX,
+        metavar="PREFIX/64",
+        help=f"the mesh's IPv6 prefix the DODAG root announces (default {DEFAULT_PREFIX})",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("./amistack-data/concentrator"),
+        metavar="DIR",
+        help="where the frame counters are kept, ahead of use (default "
+        "./amistack-data/concentrator)",
+    )
+    add_radio_options(p, "the radio", "Where the node is on the UDP radio.")
+    p.set_defaults(handler=_run)
+
+
+def _prefix(text: str) -> ipaddress.IPv6Network:
+    try:
+        net = ipaddress.IPv6Network(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv6 prefix") from None
+    if net.prefixlen != 64:
+        raise argparse.ArgumentTypeError(f"{text!r}: the mesh prefix is a /64")
+    return net
+
+
+def print_mesh_event(who: str, event: object) -> None:
+    """One line per step of joining, for the meter and the concentrator."""
+    from amistack.mesh.node import ParentChosen, RelayReady
+    from amistack.pana.events import Authenticated, AuthenticationFailed
+
+    if isinstance(event, ParentChosen):
+        print(f"{who}: parent {event.parent} (rank {event.rank})", flush=True)
+    elif isinstance(event, Authenticated):
+        again = "re-" if event.reauth else ""
+        print(f"{who}: {again}authenticated through the mesh", flush=True)
+    elif isinstance(event, AuthenticationFailed):
+        print(f"{who}: authentication refused: {event.reason}", flush=True)
+    elif isinstance(event, RelayReady):
+        print(f"{who}: in the DODAG at rank {event.rank}, relaying", flush=True)
+
+
+def _run(args: argparse.Namespace) -> int:
+    psk = resolve_psk(args, env=True)
+    if args.device_id is None or psk is None or args.keyserver is None:
+        raise CliError(
+            f"the concentrator needs --id, a PSK (--psk-file, ${PSK_ENV} or --psk) and --keyserver"
+        )
+    check_radio(args)
+    from amistack.runtime.concentrator import ConcentratorReady, run_concentrator
+
+    def ready(r: ConcentratorReady) -> None:
+        host, port = r.radio[0], r.radio[1]
+        print(
+            f"concentrator {args.device_id}: DODAG root {r.eui} of {r.prefix}, PAN {r.pan:#06x}, "
+            f"radio on {host} port {port}",
+            flush=True,
+        )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_concentrator(
+            args.device_id,
+            psk,
+            args.keyserver,
+            args.headend,
+            radio=args.radio_at,
+            neighbours=args.neighbours,
+            data_dir=args.data_dir,
+            pan=args.pan,
+            prefix=args.prefix,
+            stop=stop,
+            on_ready=ready,
+            on_event=lambda ev: print_mesh_event(f"concentrator {args.device_id}", ev),
+        )
+
+    try:
+        run(main)
+    except OSError as exc:
+        raise CliError(f"cannot start: {exc}") from None
+    return 0

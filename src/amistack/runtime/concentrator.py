@@ -1,0 +1,220 @@
+"""The concentrator as a process: DODAG root, PANA relay and border router of a mesh whose
+radio is `runtime.mesh` (a UDP socket per node with a neighbour table, or `Links`: network
+interfaces with a multicast group), in front of the real
+key server and head-end on the WAN.
+
+- Its own link keys: the concentrator is a device of the key server like a meter. It
+  authenticates directly over the WAN (`runtime.meter.run_meter`: PANA + EAP-PSK) and takes the
+  PAN's group keys from its PANA success, and again from every rotation push; only then does
+  it start the DODAG (`MeshNode.concentrator`, `update_group_keys` afterwards).
+- The WAN: what the mesh sends outside its prefix leaves through `mesh.gateway.UdpGateway` (one UDP
+  socket per meter flow, to the key server or the head-end only; an IPv4 one is 64:ff9b::/96
+  inside the mesh), and the answers come back as IPv6 packets into the DODAG. The key server
+  therefore sees every relaying meter from this host (`amistack keyserver --relay HOST`).
+- Frame counters are persisted ahead in DATA_DIR (`runtime.mesh.counter_store`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from amistack.addr import Addr, Eui64, PanId
+from amistack.crypto import RandomSource, system_random
+from amistack.mesh.gateway import Flow, UdpGateway, mesh_side
+from amistack.mesh.link import MeshLink
+from amistack.mesh.node import MeshNode
+from amistack.mesh.rpl.config import RplConfig
+from amistack.mesh.rpl.messages import PrefixInformation
+from amistack.mesh.rpl.node import RplNode
+from amistack.mesh.rpl.packet import LINK_LOCAL_PREFIX
+from amistack.mesh.security import LinkSecurity
+from amistack.runtime.mesh import (
+    WAN,
+    Links,
+    RadioEngine,
+    counter_store,
+    eui_for,
+    mesh_rpl_config,
+    open_radio,
+)
+from amistack.runtime.meter import run_meter
+from amistack.runtime.udp import EngineDriver, is_ipv6, make_udp_socket, normalize_addr
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConcentratorReady:
+    """The DODAG is up: the concentrator sends DIOs and relays."""
+
+    eui: Eui64
+    pan: int
+    prefix: ipaddress.IPv6Network
+    radio: Addr
+    engine: RadioEngine  # the node and its counters (tests, status)
+
+
+class _WanSockets:
+    """The gateway's UDP sockets, one per meter flow, read by the loop's reader callbacks."""
+
+    def __init__(
+        self,
+        gateway: UdpGateway,
+        deliver: Callable[[bytes], None],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.gateway = gateway
+        self._deliver = deliver
+        self._loop = loop
+        self._socks: dict[Flow, socket.socket] = {}
+
+    def send(self, packets: Iterable[bytes]) -> None:
+        for packet in packets:
+            out = self.gateway.outbound(packet)
+            if out is None:
+                continue
+            sock = self._socks.get(out.flow)
+            if sock is None:
+                sock = make_udp_socket("::" if is_ipv6(out.dst[0]) else "0.0.0.0", 0, None)
+                self._socks[out.flow] = sock
+                self._loop.add_reader(sock.fileno(), self._readable, out.flow, sock)
+            try:
+                sock.sendto(out.payload, out.dst)
+            except OSError as exc:
+                self.gateway.counters["wan-send-error"] += 1
+                log.debug("WAN send to %s: %s", out.dst, exc)
+        for flow in self.gateway.evicted:
+            self._close(flow)
+        self.gateway.evicted.clear()
+
+    def _readable(self, flow: Flow, sock: socket.socket) -> None:
+        while True:
+            try:
+                data, src = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # ICMP unreachable and friends: PANA/C12.22 retransmit
+                self.gateway.counters["wan-socket-error"] += 1
+                return
+            packet = self.gateway.inbound(flow, data, normalize_addr(src))
+            if packet is not None:
+                self._deliver(packet)
+
+    def _close(self, flow: Flow) -> None:
+        sock = self._socks.pop(flow, None)
+        if sock is not None:
+            self._loop.remove_reader(sock.fileno())
+            sock.close()
+
+    def close(self) -> None:
+        for flow in list(self._socks):
+            self._close(flow)
+
+
+async def run_concentrator(
+    device_id: str,
+    psk: Any,
+    keyserver: Addr,
+    headend: Addr | None,
+    *,
+    radio: Addr | Links,
+    neighbours: Iterable[Addr] = (),
+    data_dir: Path,
+    pan: int,
+    prefix: ipaddress.IPv6Network,
+    rpl_config: RplConfig | None = None,
+    rng: RandomSource = system_random,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[ConcentratorReady], None] | None = None,
+    on_event: Callable[[object], None] | None = None,
+) -> None:
+    """Run the concentrator until `stop` is set (module docstring)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    keys_seen: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+    access = asyncio.ensure_future(
+        run_meter(device_id, psk, keyserver, stop=stop, on_group_keys=keys_seen.put_nowait)
+    )
+    try:
+        first = await _first(keys_seen, stop, access)
+        if first is None:
+            return
+        eui = eui_for(device_id)
+        link = MeshLink(LinkSecurity(eui, counter_store(data_dir)), PanId(pan), rng)
+        rpl = RplNode(
+            LINK_LOCAL_PREFIX + eui.interface_id(),
+            rpl_config or mesh_rpl_config(),
+            rng,
+            root_prefix=PrefixInformation(prefix.network_address.packed, prefix.prefixlen),
+        )
+        paa = (mesh_side(keyserver[0]), keyserver[1])
+        peers = [keyserver] if headend is None else [keyserver, headend]
+        engine: RadioEngine | None = None
+        sockets: _WanSockets | None = None
+
+        def flushed() -> None:
+            if engine is not None and sockets is not None and engine.wan_out:
+                sockets.send(engine.wan_out)
+                engine.wan_out.clear()
+
+        node = MeshNode.concentrator(link, rpl, paa, rng, WAN, first, loop.time())
+        engine = RadioEngine(node, radio if isinstance(radio, Links) else neighbours)
+        async with EngineDriver(engine, on_event=on_event, on_flush=flushed) as driver:
+
+            def from_wan(packet: bytes) -> None:
+                assert engine is not None
+                engine.receive_wan(packet, driver.now())
+                driver.kick_soon()
+
+            sockets = _WanSockets(UdpGateway(peers), from_wan, loop)
+            try:
+                bound = await open_radio(driver, radio)
+                node.start(driver.now())
+                driver.kick()
+                if on_ready is not None:
+                    on_ready(ConcentratorReady(eui, pan, prefix, bound, engine))
+                while not stop.is_set():
+                    keys = await _first(keys_seen, stop, access)
+                    if keys is not None:  # a rotation push: the DODAG's keys change
+                        node.update_group_keys(keys, driver.now())
+                        driver.kick()
+            finally:
+                sockets.close()
+                log.info(
+                    "concentrator %s: counters %s",
+                    eui,
+                    dict(node.counters + engine.counters + sockets.gateway.counters),
+                )
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await access
+
+
+async def _first(
+    queue: asyncio.Queue[tuple[Any, ...]], stop: asyncio.Event, access: asyncio.Future[Any]
+) -> tuple[Any, ...] | None:
+    """The next group keys from the access task; None once `stop` is set or access ended."""
+    get = asyncio.ensure_future(queue.get())
+    halt = asyncio.ensure_future(stop.wait())
+    try:
+        done, _ = await asyncio.wait({get, halt, access}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        halt.cancel()
+        if not get.done():
+            get.cancel()
+    if get in done:
+        keys: tuple[Any, ...] = get.result()
+        return keys if keys else None
+    return None
+
+
+__all__ = ["ConcentratorReady", "run_concentrator"]

@@ -1,0 +1,184 @@
+"""A mesh of separate processes over the UDP radio (runtime/mesh.py): the real key server and
+head-end, `amistack concentrator` and three `amistack meter --mesh` in a line (meter 3 hears
+only meter 2, which hears only meter 1 and 3, which hears the concentrator), plus a meter with
+a wrong PSK beside meter 1.
+
+Every meter authenticates through its relays and gets the group keys, the head-end stores
+every meter's readings pushed over C12.22 through the mesh, the wrong PSK is refused by the
+key server through meter 1, and then meter 3 killed with SIGKILL while sending and started
+again rejoins and never reuses a frame counter: a listening socket that meter 3 counts as a
+neighbour records every frame it transmits, before and after the restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from amistack.cli.common import open_store
+from amistack.headend.storage import SqliteRepository
+from amistack.keymgmt import pki
+from amistack.mesh.errors import MeshDecodeError
+from amistack.mesh.frame import Frame
+from amistack.meter.node import ap_title_for
+
+pytestmark = pytest.mark.slow  # six processes join a three-hop mesh: about 15 s
+
+PY = sys.executable
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+PSK = "000102030405060708090a0b0c0d0e0f"
+WRONG = "f0e0d0c0b0a090807060504030201000"
+METERS = ("mesh-m1", "mesh-m2", "mesh-m3")
+
+
+def free_ports(n: int, kind: int = socket.SOCK_DGRAM) -> list[int]:
+    socks = [socket.socket(socket.AF_INET, kind) for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+class Procs:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.runs: dict[str, int] = {}
+
+    def log(self, name: str) -> Path:
+        return self.tmp / f"{name}.{self.runs.get(name, 0)}.log"
+
+    def start(self, name: str, *args: str) -> None:
+        self.start_in(None, name, *args)
+
+    def start_in(self, netns: str | None, name: str, *args: str) -> None:
+        """`amistack ARGS` as `name`, inside network namespace `netns` when given."""
+        self.runs[name] = self.runs.get(name, -1) + 1
+        inside = [] if netns is None else ["ip", "netns", "exec", netns]
+        with open(self.log(name), "wb") as out:
+            self.procs[name] = subprocess.Popen(
+                [*inside, PY, "-m", "amistack.cli.main", *args],
+                stdout=out, stderr=subprocess.STDOUT, env=ENV,
+            )  # fmt: skip
+
+    def wait_for(self, name: str, text: str, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while text.encode() not in self.log(name).read_bytes():
+            assert self.procs[name].poll() is None, self.log(name).read_text()
+            assert time.monotonic() < deadline, f"{name}: no {text!r}\n{self.log(name).read_text()}"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def secured_counters(sniffer: socket.socket) -> list[int]:
+    """The frame counters of the secured frames waiting on `sniffer`."""
+    out = []
+    while True:
+        try:
+            data = sniffer.recv(2048)
+        except BlockingIOError:
+            return out
+        try:
+            frame = Frame.decode(data)
+        except MeshDecodeError:
+            continue
+        if frame.security is not None:
+            out.append(frame.security.counter)
+
+
+def test_meters_join_through_relays_and_are_read_over_the_mesh(tmp_path: Path) -> None:
+    ks = tmp_path / "ks"
+    with open_store(ks, create=True) as store:
+        for dev in ("conc-1", *METERS, "mesh-bad"):
+            store.enroll(dev, bytes.fromhex(PSK), time.time())
+    pki.init_ca(ks)
+    pki.issue_server(ks, "keyserver", ["127.0.0.1"])
+    pki.issue_client(ks, "headend", ["c1222"], meters=["mesh-*"])
+    repo = SqliteRepository(ks)
+    for dev in METERS:
+        repo.register_meter(dev, str(ap_title_for(dev).absolute()), "conc-1", "cell", time.time())
+        repo.commission_meter(dev, time.time())
+    repo.close()
+    pana, c1222, r0, r1, r2, r3, r4 = free_ports(7)
+    keydist, api = free_ports(2, socket.SOCK_STREAM)
+    radio = {i: f"127.0.0.1:{p}" for i, p in enumerate((r0, r1, r2, r3, r4))}
+    sniffer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sniffer.bind(("127.0.0.1", 0))
+    sniffer.setblocking(False)
+    sniff = f"127.0.0.1:{sniffer.getsockname()[1]}"
+    p = Procs(tmp_path)
+    ks_addr = f"127.0.0.1:{pana}"
+    he_addr = f"127.0.0.1:{c1222}"
+    common = ["--keyserver", ks_addr, "--headend", he_addr]
+    hears = {1: [radio[0], radio[2], radio[4]], 2: [radio[1], radio[3]], 3: [radio[2], sniff]}
+
+    def meter(i: int) -> None:
+        dev = METERS[i - 1]
+        hear = [a for h in hears[i] for a in ("--hear", h)]
+        p.start(dev, "-v", "meter", "--mesh", "--id", dev, "--psk", PSK, *common, "--push",
+                "--time-scale", "900", "--radio", radio[i], *hear,
+                "--data-dir", str(tmp_path / dev))  # fmt: skip
+
+    try:
+        p.start("ks", "-v", "keyserver", "--data-dir", str(ks), "--listen", ks_addr,
+                "--mesh-pan", "0xface", "--relay", "127.0.0.1",
+                "--keydist-listen", f"127.0.0.1:{keydist}")  # fmt: skip
+        p.start("he", "-v", "headend", "--data-dir", str(ks), "--keyserver", f"127.0.0.1:{keydist}",
+                "--listen", he_addr, "--api", f"127.0.0.1:{api}")  # fmt: skip
+        p.start("conc", "-v", "concentrator", "--id", "conc-1", "--psk", PSK, *common,
+                "--radio", radio[0], "--hear", radio[1],
+                "--data-dir", str(tmp_path / "conc"))  # fmt: skip
+        for i in (1, 2, 3):
+            meter(i)
+        p.start("bad", "meter", "--mesh", "--id", "mesh-bad", "--psk", WRONG, *common,
+                "--radio", radio[4], "--hear", radio[1],
+                "--data-dir", str(tmp_path / "bad"))  # fmt: skip
+        p.wait_for("ks", "PANA on 127.0.0.1", 45.0)  # everything starts at once: the
+        p.wait_for("conc", "DODAG root", 45.0)  # PaCs retransmit until the key server is up
+        for dev in METERS:
+            p.wait_for(dev, "relaying", 30.0)
+        p.wait_for("bad", "authentication refused", 30.0)
+
+        deadline = time.monotonic() + 30.0
+        repo = SqliteRepository(ks)
+        try:
+            while not all(repo.count_readings(dev) for dev in METERS):
+                assert time.monotonic() < deadline, {d: repo.count_readings(d) for d in METERS}
+                time.sleep(0.2)
+        finally:
+            repo.close()
+
+        # meter 3, killed while it sends (pushes each second), starts above every counter it used
+        before = secured_counters(sniffer)
+        assert before
+        p.procs["mesh-m3"].send_signal(signal.SIGKILL)
+        p.procs["mesh-m3"].wait(5)
+        before += secured_counters(sniffer)
+        meter(3)
+        p.wait_for("mesh-m3", "relaying", 30.0)
+        after = secured_counters(sniffer)
+        assert after and min(after) > max(before)
+    finally:
+        p.stop()
+        sniffer.close()
+    bad = p.log("bad").read_text()
+    assert "relaying" not in bad and "authenticated through" not in bad
+    assert b"peer_id=mesh-bad" in p.log("ks").read_bytes()
