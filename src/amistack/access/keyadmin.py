@@ -43,7 +43,7 @@ from typing import Any
 
 from amistack.access.audit import AuditTrail
 from amistack.access.rights import Right, role_names
-from amistack.access.users import Principal
+from amistack.access.users import AccessStore, Principal
 from amistack.crypto import RandomSource, system_random
 from amistack.echonet.budget import ReplyBudget
 from amistack.keymgmt.store import (
@@ -103,7 +103,9 @@ class KeyAdminService:
     """Answers one admin request line for one authenticated operator (see the module doc).
 
     `store` is a `keymgmt.CredentialStore` (used through its public methods only), `audit` the
-    operator audit trail (`AuditTrail`), `rng` draws generated PSKs."""
+    operator audit trail (`AuditTrail`), `rng` draws generated PSKs. With `users` (the key
+    server's `AccessStore`), a certificate whose CN names a disabled user is refused, as the
+    head-end's API does."""
 
     def __init__(
         self,
@@ -112,9 +114,11 @@ class KeyAdminService:
         *,
         rng: RandomSource = system_random,
         config: KeyAdminConfig | None = None,
+        users: AccessStore | None = None,
     ) -> None:
         self.store = store
         self.audit = audit
+        self.users = users
         self.rng = rng
         self.config = config or KeyAdminConfig()
         cfg = self.config
@@ -142,6 +146,7 @@ class KeyAdminService:
             op = _OPS.get(op_name)
             if op is None:
                 raise _Refused("unknown-op", f"unknown op {op_name!r}")
+            self._enabled(who)
             return self._dispatch(op_name, op, req, who, now, rid)
         except _Refused as exc:
             if exc.code != "rate-limited":
@@ -175,6 +180,11 @@ class KeyAdminService:
                 who, now, "keys.flood", "", "refused: rate-limited", {"rate": self.config.rate}
             )
         raise _Refused("rate-limited", "too many requests; slow down")
+
+    def _enabled(self, who: Principal) -> None:
+        user = self.users.get_user(who.name) if self.users is not None else None
+        if user is not None and user.disabled:
+            raise _Refused("forbidden", f"user {who.name!r} is disabled")
 
     def _authorise(self, who: Principal, right: Right | None) -> None:
         if right is not None and not who.may(right):

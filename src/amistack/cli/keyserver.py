@@ -302,14 +302,17 @@ def _run(args: argparse.Namespace) -> int:
             print(f"key server: capturing to {args.pcap}", flush=True)
 
     admin = None
-    trail = None
+    trail = users = None
     if admin_tls is not None:
-        from amistack.access import AuditTrail
+        from amistack.access import AccessStore, AuditTrail
         from amistack.access.keyadmin import KeyAdminService
 
         ka_hosts, ka_port = _one_port(args.admin_listen, "--admin-listen")
         trail = AuditTrail.open(args.data_dir, time.time())
-        admin = (admin_tls, ka_hosts, ka_port, KeyAdminService(store, trail))
+        users = (
+            AccessStore(args.data_dir) if (args.data_dir / AccessStore.FILENAME).exists() else None
+        )
+        admin = (admin_tls, ka_hosts, ka_port, KeyAdminService(store, trail, users=users))
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -348,6 +351,8 @@ def _run(args: argparse.Namespace) -> int:
             pcap.close()
         if trail is not None:
             trail.close()
+        if users is not None:
+            users.close()
         store.close()
     print("key server: stopped", flush=True)
     return 0

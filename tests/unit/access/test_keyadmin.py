@@ -246,3 +246,24 @@ def test_secaud_exports_the_trail_and_it_verifies(env: Env) -> None:
     got = env.call(SUE, "trail")
     verdict = verify_lines(got["export"].split("\n"), got["public_key"].encode())
     assert verdict.ok and verdict.entries >= 4
+
+
+def test_a_certificate_of_a_disabled_user_is_refused(env: Env) -> None:
+    from argon2 import PasswordHasher
+
+    from amistack.access import AccessStore
+
+    users = AccessStore(
+        env.tmp / "users", hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    )
+    try:
+        users.add_user("sam", "correct horse battery", {Role.SECADM}, T0)
+        env.svc = KeyAdminService(env.store, env.audit, users=users)
+        assert env.call(SAM, "enroll", device="m-1", psk=PSK.hex())["ok"]
+        users.set_disabled("sam", True)
+        out = env.call(SAM, "revoke", device="m-1")
+        assert (out["error"], out["detail"]) == ("forbidden", "user 'sam' is disabled")
+        assert env.store.is_active("m-1")
+        assert env.trail()[-1] == ("sam", "keys.revoke", "m-1", "refused: forbidden")
+    finally:
+        users.close()
