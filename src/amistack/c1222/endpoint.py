@@ -44,6 +44,7 @@ from amistack.c1222.events import C1222Event, RequestReceived, RequestTimedOut, 
 from amistack.c1222.security import (
     C1222SecurityError,
     KeyLookup,
+    KeyRejected,
     SendKey,
     Unprotected,
     protect,
@@ -139,10 +140,12 @@ class _Endpoint:
         rng: RandomSource,
         *,
         invocation_ids: InvocationIdStore | None = None,
+        key_rejected: KeyRejected | None = None,
     ) -> None:
         self.config = config
         self._id_store = invocation_ids
         self._key_lookup = key_lookup
+        self._key_rejected = key_rejected
         self._send_key = send_key
         self._rng = rng
         self.counters: Counter[str] = Counter()
@@ -344,6 +347,9 @@ class _Endpoint:
             result = unprotect(msg, keys)
         except C1222SecurityError as exc:
             self.counters[exc.reason] += 1
+            if exc.reason == "auth-failed" and keys and self._key_rejected is not None:
+                assert msg.auth is not None  # keys were looked up under its key id
+                self._key_rejected(sender, msg.auth.key_id, now)
             log.info("c1222: message refused (%s)", exc.reason, extra={"sender": sender})
             return
         except C1222DecodeError:

@@ -31,6 +31,11 @@ KeyLookup = Callable[[bytes, int, float], list[bytes]]
 SendKey = Callable[[bytes, float], "tuple[int, bytes] | None"]
 """(device id of the peer, now) -> (key-id byte, key) to protect a new message with, or None."""
 
+KeyRejected = Callable[[bytes, int, float], None]
+"""(device id of the sender, key-id byte, now): no candidate key verified the message's tag. The
+key owner may hold a stale key under that byte (a restarted meter's new PANA session starts its
+generations again, docs/c1222.md) and may look for a newer one, within its fetch budget."""
+
 
 class C1222SecurityError(Exception):
     """A message was refused by security; `reason` is the counter name the engines use."""

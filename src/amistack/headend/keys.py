@@ -225,6 +225,24 @@ class HeadendKeys:
             self._remember_miss(device, key_byte, now)
         return found
 
+    def rejected(self, ap_device_id: bytes, key_byte: int, now: float) -> None:
+        """No cached key under `key_byte` verified a message from this meter: after a restart its
+        new PANA session's generations repeat the old session's low bytes, so the cache may hold
+        the old session's key under that byte. Look for the meter's current key as a miss does,
+        within the same per-device fetch budget (a forger naming a registered AP title gets no
+        more fetches than a miss already allows)."""
+        device = self._device(ap_device_id)
+        if device is None:
+            return
+        if not self._take_fetch_token(device, now):
+            self.counters["fetch-limited"] += 1
+            return
+        self.counters["key-rejected"] += 1
+        if self.source is not None:
+            self._fetch_sync(device, None, now)
+        else:
+            self._misses.append((device, key_byte))
+
     def send_key(self, ap_device_id: bytes, now: float) -> tuple[int, bytes] | None:
         device = self._device(ap_device_id)
         if device is None:
@@ -320,6 +338,19 @@ class HeadendKeys:
         if issued is not None and issued.key_id is not None:
             self.install(device, issued.key_id, issued.key, issued.not_after)
 
+    def _take_current(self, device: bytes, current: IssuedLike | None) -> None:
+        """The key server's current key for `device`; keys of its other PANA sessions go: the
+        meter has started a new session (restart, re-authentication after expiry), and they
+        would shadow the new session's generations that repeat their low bytes."""
+        if current is not None and current.key_id is not None:
+            session = current.key_id.session_id
+            kept = [k for k in self._keys.get(device, []) if k.key_id.session_id == session]
+            if kept:
+                self._keys[device] = kept
+            else:
+                self._keys.pop(device, None)
+        self._take(device, current)
+
     def _maybe_refresh(self, device: bytes, now: float) -> None:
         src = self.source
         if src is None or now - self._fetched.get(device, -1e18) < self.refresh_s:
@@ -342,7 +373,7 @@ class HeadendKeys:
         self.counters["fetches"] += 1
         self._fetched[device] = now
         current = src.current_key(device, PURPOSE, now)
-        self._take(device, current)
+        self._take_current(device, current)
         if key_byte is None or current is None or current.key_id is None:
             return
         if key_id_byte(current.key_id) == key_byte:
@@ -363,7 +394,7 @@ class HeadendKeys:
             self.counters["fetch-failed"] += 1
             log.info("no current key for %r: %s", device, exc)
             return False
-        self._take(device, current)
+        self._take_current(device, current)
         if key_byte is None:
             return True
         if current.key_id is not None and key_id_byte(current.key_id) != key_byte:

@@ -101,6 +101,7 @@ class HeadEnd:
             keys.send_key,
             rng,
             invocation_ids=invocation_ids,
+            key_rejected=keys.rejected,
         )
         self.ingestor = Ingestor(
             repo,

@@ -132,6 +132,66 @@ def test_async_source_parks_the_push_until_the_key_is_fetched(repo: SqliteReposi
     assert repo.count_readings("m-42") == 4
 
 
+def test_a_restarted_meter_whose_new_session_repeats_the_key_byte_is_heard(
+    repo: SqliteRepository,
+) -> None:
+    """A meter restarts: its new PANA session's first generation has the same key-id byte as
+    the old session's key the head-end still caches. The tag fails under the old key, so the
+    head-end fetches the current key, parks the push and hears it; the old session's keys go,
+    so the head-end also sends under the new one."""
+    repo.commission_meter("m-42", T0)
+    directory = KeyRingDirectory(PurposeRegistry())
+    old, new = make_ctx(0x42, 1, seed=8), make_ctx(0x99, 1, seed=8)
+    keys = HeadendKeys(repository_resolver(repo.meter_by_ap_title), None)
+    keys.install(b"m-42", KeyId(0x42, 1), derive(old, C1222), T0 + 3600)
+    directory.install(b"m-42", new, 3600.0, T0)
+    ring = KeyRing(b"m-42", PurposeRegistry())
+    ring.install(new, 3600.0, T0)
+    headend = HeadEnd(HeadEndConfig(HEADEND_TITLE), repo, keys, seeded_random(1), T0)
+    node = MeterNode(
+        MeterNodeConfig(TITLE, HEADEND_TITLE, HEADEND_ADDR),
+        MeterModel(1, MeterConfig(install_time=T0 - 40 * DAY_S)),
+        ring,
+        seeded_random(2),
+    )
+    full = node.tables.load_profile(15, T0)
+    node.server.push(
+        HEADEND_ADDR,
+        HEADEND_TITLE,
+        64,
+        LoadProfile(15, full.end_time, full.intervals[-4:]).encode(),
+        T0,
+    )
+    [(dgram, _)] = node.datagrams_to_send(T0)
+    headend.receive_datagram(dgram, ("10.0.0.42", 1153), T0)
+    assert headend.client.counters["auth-failed"] == 1 and keys.counters["key-rejected"] == 1
+    ev = headend.next_event()
+    assert ev == KeyNeeded(b"m-42", 1)
+    assert asyncio.run(keys.fetch_async(AsyncDirectory(directory, T0), ev.device, 1, T0))
+    assert headend.retry_parked(b"m-42", T0 + 0.1) == 1
+    assert headend.client.counters["messages-accepted"] == 1
+    assert keys.send_key(AP, T0 + 0.1) == (1, derive(new, C1222))
+    assert keys.lookup(AP, 1, T0 + 0.1) == [derive(new, C1222)]
+
+
+def test_forged_tags_under_a_cached_key_byte_drive_no_more_fetches_than_misses(
+    repo: SqliteRepository,
+) -> None:
+    directory = KeyRingDirectory(PurposeRegistry())
+    ctx = make_ctx(0x42, 1, seed=4)
+    directory.install(b"m-42", ctx, 3600.0, T0)
+    source = CountingSource(directory)
+    keys = HeadendKeys(repository_resolver(repo.meter_by_ap_title), source)  # type: ignore[arg-type]
+    assert keys.lookup(AP, 1, T0) == [derive(ctx, C1222)]
+    asked = source.asks
+    for i in range(10_000):  # every forged message fails the tag under the cached key
+        keys.rejected(AP, 1, T0 + i / 100)
+    # the fetch budget: 3 at once, then one per 10 s over 100 s
+    assert source.asks - asked <= 3 + 10
+    assert keys.counters["fetch-limited"] >= 9_980
+    assert keys.lookup(AP, 1, T0 + 100) == [derive(ctx, C1222)]
+
+
 class CountingSource(DirectorySource):
     """A sync source counting what it is asked (each ask is an audited request at the key
     server when it is the key-distribution service)."""
