@@ -16,6 +16,7 @@ revoked session stops seeing data within that time.
 """
 
 import asyncio
+import hashlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -185,6 +186,9 @@ def add_dashboard(
     )
 
     def page(name: str, who: Principal | None, status: int = 200, **ctx: Any) -> HTMLResponse:
+        if "stream" in ctx and "parts" in ctx:  # the stream need not resend what this shows
+            sep = "&" if "?" in ctx["stream"] else "?"
+            ctx["stream"] += f"{sep}seen={_digest(ctx['parts'])}"
         text = env.get_template(name).render(
             who=who,
             roles=role_names(who.roles) if who else [],
@@ -203,9 +207,13 @@ def add_dashboard(
         async def events() -> AsyncIterator[bytes]:
             sent: dict[str, str] = {}
             until = time.monotonic() + STREAM_S
+            seen = request.query_params.get("seen")
             yield b"retry: 2000\n\n"
             while time.monotonic() < until:
                 parts = await run_in_threadpool(render)
+                if seen is not None and _digest(parts) == seen:
+                    sent = dict(parts)  # the page as loaded: nothing to swap yet
+                seen = None
                 for name, text in parts.items():
                     if sent.get(name) != text:
                         sent[name] = text
@@ -499,9 +507,9 @@ def add_dashboard(
 
     # -- keys and sessions ---------------------------------------------------------------------
 
-    def key_parts(who: Principal, after: str) -> dict[str, str]:
+    def key_parts(who: Principal, q: str, after: str) -> dict[str, str]:
         now = clock()
-        meters, total = repo.find_meters(after=after, limit=50)
+        meters, total = repo.find_meters(text=q, after=after, limit=50)
         ids = [m.meter_id for m in meters]
         seen = repo.key_ids_seen(ids, now - KEY_WINDOW_S)
         cached = {m: live.key_generations(m, now) for m in ids} if live is not None else None
@@ -527,21 +535,29 @@ def add_dashboard(
                 counters=sorted(live.counters().items()) if live is not None else None,
                 now=now,
                 next_after=ids[-1] if len(ids) == 50 else None,
+                q=q,
             )
         }
 
     @app.get(f"{PREFIX}/keys", response_class=HTMLResponse, **ui)
-    def keys_page(request: Request, who: Reader, after: Filter = "") -> HTMLResponse:
+    def keys_page(
+        request: Request, who: Reader, q: Filter = "", after: Filter = ""
+    ) -> HTMLResponse:
         return page(
             "keys.html",
             who,
-            parts=key_parts(who, after),
+            q=q,
+            parts=key_parts(who, q, after),
             stream=f"{PREFIX}/keys/stream?{request.url.query}",
         )
 
     @app.get(f"{PREFIX}/keys/stream", **ui)
-    def keys_stream(request: Request, who: Reader, after: Filter = "") -> Response:
-        return stream(request, lambda: key_parts(who, after))
+    def keys_stream(request: Request, who: Reader, q: Filter = "", after: Filter = "") -> Response:
+        return stream(request, lambda: key_parts(who, q, after))
+
+
+def _digest(parts: Mapping[str, str]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _alert(text: str) -> str:

@@ -26,6 +26,10 @@
       });
     });
     handlers.es = es;
+    // a page left for another (or kept in the back/forward cache) must give its connection
+    // back: browsers allow six per server, and a stream holds one
+    window.addEventListener("pagehide", function () { es.close(); });
+    window.addEventListener("pageshow", function (e) { if (e.persisted) { location.reload(); } });
   }
 
   // -- the load profile -----------------------------------------------------------------------
