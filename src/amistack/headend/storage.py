@@ -219,6 +219,11 @@ def _command(row: tuple[Any, ...]) -> Command:
     return Command(row[0], row[1], CommandKind(row[2]), row[3], CommandState(row[4]), *row[5:10])
 
 
+def _marks(values: Sequence[Any]) -> str:
+    """The placeholders of an `IN (...)` list of these values."""
+    return ", ".join("?" * len(values))
+
+
 def _limit(limit: int) -> int:
     if not 1 <= limit <= MAX_PAGE:
         raise HeadendError("invalid", f"limit must be between 1 and {MAX_PAGE}")
@@ -703,7 +708,7 @@ class _SqlRepository(ABC):
         """Each meter's newest reading (by interval start), by the primary key's index."""
         if not meter_ids:
             return {}
-        marks = ", ".join("?" * len(meter_ids))
+        marks = _marks(meter_ids)
         rows = self._read(
             f"SELECT {_STORED_READING} FROM readings r WHERE meter_id IN ({marks}) AND "
             "interval_start = (SELECT MAX(interval_start) FROM readings x "
@@ -716,7 +721,7 @@ class _SqlRepository(ABC):
         """The readings of several meters with start <= interval_start < end."""
         if not meter_ids:
             return []
-        marks = ", ".join("?" * len(meter_ids))
+        marks = _marks(meter_ids)
         rows = self._read(
             f"SELECT {_STORED_READING} FROM readings WHERE meter_id IN ({marks}) "
             "AND interval_start >= ? AND interval_start < ? ORDER BY meter_id, interval_start",
@@ -728,7 +733,7 @@ class _SqlRepository(ABC):
         """The relay state each meter last read back after a switch command."""
         if not meter_ids:
             return {}
-        marks = ", ".join("?" * len(meter_ids))
+        marks = _marks(meter_ids)
         rows = self._read(
             f"SELECT meter_id, relay_state FROM commands c WHERE meter_id IN ({marks}) AND "
             "id = (SELECT MAX(id) FROM commands x WHERE x.meter_id = c.meter_id "
@@ -744,7 +749,7 @@ class _SqlRepository(ABC):
         meters' readings arrived under since `since` (ids only: no key is stored here)."""
         if not meter_ids:
             return []
-        marks = ", ".join("?" * len(meter_ids))
+        marks = _marks(meter_ids)
         rows = self._read(
             "SELECT meter_id, key_id, MIN(received_at), MAX(received_at), COUNT(*) FROM readings "
             f"WHERE meter_id IN ({marks}) AND received_at >= ? GROUP BY meter_id, key_id "

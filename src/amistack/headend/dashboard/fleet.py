@@ -36,6 +36,7 @@ class FleetRow:
     relay: str | None
     stale: bool
     strip: list[str]  # SLOTS_PER_DAY slot classes
+    flagged: int  # today's readings VEE flagged (spike, sum mismatch, ...)
 
     @property
     def complete(self) -> int:
@@ -103,8 +104,10 @@ def fleet_page(
         stale = m.state is MeterState.COMMISSIONED and (
             seen is None or now - seen.received_at > STALE_AFTER_S
         )
+        mine = today[m.meter_id]
+        flagged = sum(1 for r in mine if r.vee_flags)
         rows.append(
-            FleetRow(m, seen, relay.get(m.meter_id), stale, day_strip(today[m.meter_id], day, now))
+            FleetRow(m, seen, relay.get(m.meter_id), stale, day_strip(mine, day, now), flagged)
         )
     return FleetPage(
         rows,
