@@ -2,10 +2,10 @@
 real system on loopback: a key server, the head-end (uvicorn, SQLite) and a meter that
 authenticates with PANA/EAP-PSK and pushes interval data over C12.22 every second (a quarter
 hour of its time). Each role logs in; a VIEWER sees the reading arrive live and is refused a
-disconnect by the server; an OPERATOR disconnects and sees the relay read back open, then
-acknowledges an alarm; a SECAUD finds it in the audit trail; the mesh view draws 1,000 nodes
-(its render time is printed). With AMISTACK_SCREENSHOTS=DIR each page's screenshot lands there
-(docs/img holds the committed ones)."""
+disconnect by the server; an OPERATOR disconnects and sees the relay read back open, reads the
+registers on demand, then acknowledges an alarm; a SECAUD finds it in the audit trail; the mesh
+view draws 1,000 nodes (its render time is printed). With AMISTACK_SCREENSHOTS=DIR each page's
+screenshot lands there (docs/img holds the committed ones)."""
 
 from __future__ import annotations
 
@@ -272,6 +272,10 @@ def test_the_dashboard_in_a_browser(system: tuple[System, str], browser: Any) ->
     wait(d, lambda: "confirmed" in text(d, "tr[data-command] td.state"), 30)
     assert text(d, "tr[data-command] td.readback") == "open"
     wait(d, lambda: "open" in text(d, "#relay"))
+    d.find_element(By.ID, "cmd-read").click()  # on-demand read: the registers appear live
+    wait(d, lambda: d.find_elements(By.ID, "registers"), 30)
+    assert "Wh imported" in text(d, "#registers")
+    assert d.execute_script("return document.documentElement.scrollWidth") <= 1280
     shot(d, "meter")
 
     # an alarm (the verification failure the MDMS would raise) is acknowledged into the audit

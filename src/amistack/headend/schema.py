@@ -239,6 +239,7 @@ class CommandKind(StrEnum):
     DISCONNECT = "disconnect"
     RECONNECT = "reconnect"
     TIME_SYNC = "time_sync"
+    READ = "read"  # on-demand read of the current registers (ST23): energy, demand, TOU tiers
 
 
 class CommandState(StrEnum):

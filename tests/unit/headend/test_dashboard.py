@@ -228,10 +228,21 @@ def test_operator_command_and_acknowledge_are_audited(
         headers=SAME,
     )
     assert r.status_code == 200
+    r = client.post("/ui/meters/m1/commands", data={"kind": "read"}, headers=SAME)
+    assert r.status_code == 200 and "Read now queued" in r.text
     assert [c.kind.value for c in repo.commands(meter_id="m1")] == [
         "disconnect",
         "demand_response",
+        "read",
     ]
+    read = repo.commands(meter_id="m1")[-1]
+    repo.update_command(read.id, CommandState.SENT, T0)
+    regs = '{"active_forward_wh": 1234, "active_reverse_wh": 5, "max_demand_w": 2100, '
+    regs += '"max_demand_time": 1767225600.0, "cumulative_demand_w": 0, "demand_resets": 0, '
+    regs += '"tiers_wh": [1, 2, 3, 4, 5, 6]}'
+    repo.update_command(read.id, CommandState.CONFIRMED, T0, confirmation=regs)
+    page = client.get("/ui/meters/m1").text
+    assert "1234 Wh imported" in page and "2100 W" in page and "1 / 2 / 3 / 4 / 5 / 6" in page
     alarm = repo.raise_alarm("m1", "eventlog_verification_failed", "entry 3 edited", T0)
     r = client.post(f"/ui/alarms/{alarm.id}/acknowledge", headers=SAME)
     assert r.status_code == 200 and "acknowledged" in r.text

@@ -47,7 +47,7 @@ from amistack.headend.dashboard.fleet import (
     load_profile,
 )
 from amistack.headend.registry import MAX_ID, HeadendError, MeterState
-from amistack.headend.schema import Alarm, Command, CommandKind
+from amistack.headend.schema import Alarm, Command, CommandKind, CommandState
 from amistack.headend.storage import MAX_PAGE, ReadingRepository
 
 PREFIX = "/ui"
@@ -68,6 +68,7 @@ COMMAND_LABELS = {
     CommandKind.RECONNECT: "Connect",
     CommandKind.DEMAND_RESPONSE: "Demand response",
     CommandKind.TIME_SYNC: "Time sync",
+    CommandKind.READ: "Read now",
 }
 
 
@@ -316,7 +317,9 @@ def add_dashboard(
         head = repo.eventlog_head(meter_id)
         events = repo.recent_events(meter_id=meter_id, limit=50)
         alarms = repo.recent_alarms(meter_id=meter_id, limit=20)
-        commands = repo.commands(meter_id=meter_id, after_id=0, limit=MAX_PAGE)[-10:][::-1]
+        every = repo.commands(meter_id=meter_id, after_id=0, limit=MAX_PAGE)
+        commands = every[-10:][::-1]
+        registers = _last_read(every)
         keys = repo.key_ids_seen([meter_id], now - KEY_WINDOW_S)
         cached = live.key_generations(meter_id, now) if live is not None else None
         gaps = sum(1 for v in profile[1] if v is None)
@@ -333,6 +336,7 @@ def add_dashboard(
             "now": now,
             "gaps": gaps,
             "points": len(profile[0]),
+            "registers": registers,
         }
         return {
             "status": fragment("_meter_status.html", who, **ctx),
@@ -554,6 +558,19 @@ def add_dashboard(
     @app.get(f"{PREFIX}/keys/stream", **ui)
     def keys_stream(request: Request, who: Reader, q: Filter = "", after: Filter = "") -> Response:
         return stream(request, lambda: key_parts(who, q, after))
+
+
+def _last_read(commands: list[Command]) -> tuple[float, dict[str, Any]] | None:
+    """(when, registers) of the newest confirmed on-demand read among the meter's commands."""
+    for c in reversed(commands):
+        if c.kind is CommandKind.READ and c.state is CommandState.CONFIRMED and c.confirmation:
+            try:
+                regs = json.loads(c.confirmation)
+            except ValueError:
+                continue
+            if isinstance(regs, dict):
+                return c.updated_at, regs
+    return None
 
 
 def _digest(parts: Mapping[str, str]) -> str:
