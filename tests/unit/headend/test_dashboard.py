@@ -208,6 +208,7 @@ def test_fleet_page_shows_the_last_reading_relay_and_strip(
     assert "No meter matches" in client.get("/ui/fleet?state=decommissioned").text
     keys = client.get("/ui/keys").text
     assert "7 <small>(4," in keys  # key id 7, 4 readings
+    assert "Re-authentications seen, last day</dt><dd>0" in keys
 
 
 def test_operator_command_and_acknowledge_are_audited(

@@ -527,10 +527,18 @@ def add_dashboard(
             if cached is not None
             else None
         )
+        keyed = {m for m, _, _, _, _ in seen}
+        summary = {
+            "meters": len(ids),
+            "held": sum(1 for gens in cached.values() if gens) if cached is not None else None,
+            "generations": len(seen),
+            "reauth": len(seen) - len(keyed),  # each generation after a meter's first
+        }
         return {
             "keys": fragment(
                 "_keys.html",
                 who,
+                summary=summary,
                 meters=meters,
                 total=total,
                 seen=seen,
