@@ -67,7 +67,8 @@ def _fill(directory: Path, meters: int, readings: int, now: float) -> None:
         db.close()
 
 
-def _serve(app: Any) -> tuple[uvicorn.Server, threading.Thread, int]:
+def serve_in_thread(app: Any) -> tuple[uvicorn.Server, threading.Thread, int]:
+    """`app` under uvicorn on a loopback port of its own, in a thread: (server, thread, port)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = int(sock.getsockname()[1])
@@ -108,7 +109,7 @@ def bench_dashboard(meters: int, readings: int, rounds: int) -> dict[str, Any]:
         access = AccessControl(store, AuditTrail.open(directory, now), time.time)
         store.add_user("bench", "bench password 1", {Role.VIEWER}, now)
         token = store.issue_token("bench", now).token
-        server, thread, port = _serve(create_app(repo, access))
+        server, thread, port = serve_in_thread(create_app(repo, access))
         try:
             base = f"http://127.0.0.1:{port}"
 

@@ -1210,11 +1210,20 @@ def create_app(
     def audit_key(who: Annotated[Principal, need(Right.AUDIT)]) -> PlainTextResponse:
         return PlainTextResponse(access.audit.public_key_pem().decode("ascii"))
 
+    def signed_in(request: Request) -> bool:
+        header = request.headers.get("authorization", "")
+        bearer = header[7:] if header[:7].lower() == "bearer " else None
+        try:
+            who = access.authenticate(request, bearer, request.cookies.get(SESSION_COOKIE))
+        except AccessDenied:
+            return False
+        return who is not None
+
     add_dashboard(
         app,
         repo,
         clock,
-        Hooks(need, queue_command, acknowledge, scoped, open_session, close_session),
+        Hooks(need, queue_command, acknowledge, scoped, open_session, close_session, signed_in),
         audit_entries=access.audit.entries,
         live=live,
     )

@@ -6,6 +6,8 @@ and logout forms, acknowledging an alarm into the audit trail, the mesh star gra
 
 from __future__ import annotations
 
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -284,3 +286,29 @@ def test_the_vendored_assets_are_served_without_login(client: TestClient) -> Non
         r = client.get(f"/ui/static/vendor/{name}")
         assert r.status_code == 200 and len(r.content) > 10_000, name
     assert client.get("/ui/static/dashboard.js").status_code == 200
+
+
+def test_a_stream_ends_when_its_session_is_revoked(
+    repo: ReadingRepository, access: AccessControl
+) -> None:
+    """Over real uvicorn (the test client buffers streams): the stream sends, the session is
+    revoked (as logout or disabling the user does), the stream ends within a tick or two."""
+    from amistack.bench.dashboard import serve_in_thread
+
+    headers = auth(access, "vic", Role.VIEWER)
+    token_id = access.store.list_tokens()[0].token_id
+    server, thread, port = serve_in_thread(create_app(repo, access, clock=lambda: T0))
+    try:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/ui/fleet/stream", headers=headers)
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            assert r.readline() == b"retry: 2000\n"
+            while r.readline() != b"event: fleet\n":
+                pass
+            access.store.revoke_token(token_id)
+            t0 = time.monotonic()
+            rest = r.read()  # returns when the server ends the stream
+            assert time.monotonic() - t0 < 5 and b"event:" not in rest.split(b"\n\n", 1)[-1]
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -11,8 +11,9 @@ no inline script).
 
 Live parts: a page names one stream (`data-sse`); the stream renders the page's fragments every
 `TICK_S` and sends each one that changed as an SSE event of its name (`data-swap` elements take
-it). A stream ends after `STREAM_S` (the browser reconnects, authenticating again), so a
-revoked session stops seeing data within that time.
+it). A stream checks its credentials at every tick and ends once they no longer hold (logout,
+revocation, expiry), and after `STREAM_S` anyway (the browser reconnects, authenticating
+again).
 """
 
 import asyncio
@@ -95,6 +96,7 @@ class Hooks:
     scoped: Callable[[Principal, str, Request], None]  # 403 outside the area of responsibility
     open_session: Callable[[str, str, Request, Response], Any]  # login; raises LoginRefused
     close_session: Callable[[Principal, Response], None]  # logout
+    signed_in: Callable[[Request], bool]  # do the request's credentials still hold?
 
 
 def _when(t: float | None) -> str:
@@ -211,6 +213,8 @@ def add_dashboard(
             seen = request.query_params.get("seen")
             yield b"retry: 2000\n\n"
             while time.monotonic() < until:
+                if not await run_in_threadpool(hooks.signed_in, request):
+                    return  # logged out, revoked or expired since the stream began
                 parts = await run_in_threadpool(render)
                 if seen is not None and _digest(parts) == seen:
                     sent = dict(parts)  # the page as loaded: nothing to swap yet
