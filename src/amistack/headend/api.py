@@ -1225,6 +1225,7 @@ def create_app(
         clock,
         Hooks(need, queue_command, acknowledge, scoped, open_session, close_session, signed_in),
         audit_entries=access.audit.entries,
+        audit_size=lambda: access.audit.size,
         live=live,
     )
     _declare_rights(app, access)

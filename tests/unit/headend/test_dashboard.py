@@ -6,6 +6,7 @@ and logout forms, acknowledging an alarm into the audit trail, the mesh star gra
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -153,6 +154,10 @@ def test_pages_need_a_login_and_audit_needs_secaud(
     login(client, access, "sue", Role.SECAUD)
     page = client.get("/ui/audit").text
     assert "login" in page and "access.denied" in page
+    for i in range(250):  # the page shows the newest 200, newest first
+        access.record("sue", "probe", target=f"t{i}")
+    rows = re.findall(r"<td>probe</td><td>(t\d+)</td>", client.get("/ui/audit").text)
+    assert rows[0] == "t249" and len(rows) == 200 and rows[-1] == "t50"
 
 
 def test_pages_carry_a_strict_content_security_policy(

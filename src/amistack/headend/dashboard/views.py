@@ -57,6 +57,7 @@ TICK_S = 1.0  # how often a stream looks for changes
 STREAM_S = 60.0  # a stream's lifetime; EventSource reconnects (and authenticates again)
 MAX_FORM = 4096  # octets: the dashboard's forms are a few fields
 MESH_MAX_NODES = 5000
+AUDIT_SHOWN = 200  # the audit page's newest entries
 KEY_WINDOW_S = 86400.0  # key generations seen in the last day's readings
 EXPIRING_S = 600.0  # a cached key generation ending within this is "expiring soon"
 CSP = (
@@ -173,6 +174,7 @@ def add_dashboard(
     hooks: Hooks,
     *,
     audit_entries: Callable[[int, int], list[Any]],
+    audit_size: Callable[[], int],
     live: HeadEndView | None = None,
 ) -> None:
     env = _templates()
@@ -448,7 +450,7 @@ def add_dashboard(
     # -- audit ---------------------------------------------------------------------------------
 
     def audit_parts(who: Principal) -> dict[str, str]:
-        entries = audit_entries(-1, MAX_PAGE)[-200:][::-1]
+        entries = audit_entries(audit_size() - AUDIT_SHOWN - 1, AUDIT_SHOWN)[::-1]
         return {"audit": fragment("_audit.html", who, entries=entries)}
 
     @app.get(f"{PREFIX}/audit", response_class=HTMLResponse, **ui)
