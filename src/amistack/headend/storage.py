@@ -204,6 +204,7 @@ class ReadingRepository(Protocol):
     def recent_alarms(
         self, *, meter_id: str | None = None, unacknowledged: bool = False, limit: int = 100
     ) -> list[Alarm]: ...
+    def recent_commands(self, meter_id: str, limit: int = 100) -> list[Command]: ...
     def close(self) -> None: ...
 
 
@@ -765,6 +766,15 @@ class _SqlRepository(ABC):
             f"SELECT {_EVENT} FROM events {where} ORDER BY id DESC LIMIT {_limit(limit)}", params
         )
         return [StoredEvent(*r) for r in rows]
+
+    def recent_commands(self, meter_id: str, limit: int = 100) -> list[Command]:
+        """A meter's newest commands first."""
+        rows = self._read(
+            f"SELECT {_COMMAND} FROM commands WHERE meter_id = ? ORDER BY id DESC "
+            f"LIMIT {_limit(limit)}",
+            (meter_id,),
+        )
+        return [_command(r) for r in rows]
 
     def recent_alarms(
         self, *, meter_id: str | None = None, unacknowledged: bool = False, limit: int = 100

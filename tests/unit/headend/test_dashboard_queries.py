@@ -44,6 +44,8 @@ def test_dashboard_views(repo: ReadingRepository) -> None:
     repo.update_command(cmd.id, CommandState.CONFIRMED, T0, relay_state="open")
     repo.create_command("ab1", CommandKind.TIME_SYNC, {}, T0)  # no read-back: the relay stays
     assert repo.relay_states(["ab1", "a_1"]) == {"ab1": "open"}
+    assert [c.kind for c in repo.recent_commands("ab1", limit=1)] == [CommandKind.TIME_SYNC]
+    assert len(repo.recent_commands("ab1")) == 2 and repo.recent_commands("a_1") == []
 
     repo.add_events([MeterEvent("ab1", T0 + i, f"k{i}", "", i) for i in range(3)], T0)
     assert [e.kind for e in repo.recent_events(meter_id="ab1", limit=2)] == ["k2", "k1"]

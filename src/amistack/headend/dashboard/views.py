@@ -323,9 +323,9 @@ def add_dashboard(
         head = repo.eventlog_head(meter_id)
         events = repo.recent_events(meter_id=meter_id, limit=50)
         alarms = repo.recent_alarms(meter_id=meter_id, limit=20)
-        every = repo.commands(meter_id=meter_id, after_id=0, limit=MAX_PAGE)
-        commands = every[-10:][::-1]
-        registers = _last_read(every)
+        recent = repo.recent_commands(meter_id, limit=100)
+        commands = recent[:10]
+        registers = _last_read(recent)
         keys = repo.key_ids_seen([meter_id], now - KEY_WINDOW_S)
         cached = live.key_generations(meter_id, now) if live is not None else None
         gaps = sum(1 for v in profile[1] if v is None)
@@ -575,8 +575,8 @@ def add_dashboard(
 
 
 def _last_read(commands: list[Command]) -> tuple[float, dict[str, Any]] | None:
-    """(when, registers) of the newest confirmed on-demand read among the meter's commands."""
-    for c in reversed(commands):
+    """(when, registers) of the newest confirmed on-demand read among commands, newest first."""
+    for c in commands:
         if c.kind is CommandKind.READ and c.state is CommandState.CONFIRMED and c.confirmation:
             try:
                 regs = json.loads(c.confirmation)
