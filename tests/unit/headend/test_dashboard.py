@@ -265,6 +265,9 @@ def test_login_form_failure_and_logout(client: TestClient, access: AccessControl
     auth(access, "olga", Role.OPERATOR)
     r = client.post("/ui/login", data={"username": "olga", "password": "wrong"}, headers=SAME)
     assert r.status_code == 401 and 'id="login-error"' in r.text
+    for form in ({}, {"username": "", "password": ""}, {"username": "\x00<b>", "password": "x"}):
+        r = client.post("/ui/login", data=form, headers=SAME)
+        assert r.status_code == 401 and "<b>" not in r.text, form
     login(client, access, "olga2", Role.OPERATOR)
     r = client.post("/ui/logout", headers=SAME, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/ui/login"
