@@ -295,6 +295,19 @@ def test_the_dashboard_in_a_browser(system: tuple[System, str], browser: Any) ->
     acked = sysm.call(lambda: sysm.he.repo.alarms(meter_id=DEVICE))
     assert acked[-1].acknowledged_at is not None
 
+    # the keyboard alone: the first Tab reaches the skip link, then the navigation
+    from selenium.webdriver.common.keys import Keys
+
+    d.get(f"{base}/ui/events")
+    d.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
+    assert d.switch_to.active_element.text == "Skip to content"
+    d.switch_to.active_element.send_keys(Keys.TAB)
+    d.switch_to.active_element.send_keys(Keys.TAB)  # past "Fleet" to "Events & alarms"
+    d.switch_to.active_element.send_keys(Keys.TAB)
+    assert d.switch_to.active_element.text == "Keys & sessions"
+    d.switch_to.active_element.send_keys(Keys.ENTER)
+    wait(d, lambda: d.current_url.endswith("/ui/keys"))
+
     # SECAUD: the acknowledgement is in the audit trail; a VIEWER may not see the trail
     login(d, base, "secaud")
     d.get(f"{base}/ui/audit")
