@@ -14,7 +14,7 @@ HTTP here (views.py renders them).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from amistack.headend.registry import Meter, MeterState
@@ -88,8 +88,12 @@ def fleet_page(
     state: MeterState | None = None,
     after: str = "",
     limit: int = PAGE_SIZE,
+    covers: Callable[[str], bool] = lambda meter: True,
 ) -> FleetPage:
-    meters, total = repo.find_meters(text=text, state=state, after=after, limit=limit)
+    """One page of the fleet; `covers`: the meters the viewer may see (its area of
+    responsibility: the page shows those of its meters, the counts are the fleet's)."""
+    found, total = repo.find_meters(text=text, state=state, after=after, limit=limit)
+    meters = [m for m in found if covers(m.meter_id)]
     ids = [m.meter_id for m in meters]
     last = repo.latest_readings(ids)
     newest = max((r.interval_start for r in last.values()), default=int(now))
@@ -114,7 +118,7 @@ def fleet_page(
         total,
         repo.meter_counts(),
         day,
-        ids[-1] if len(ids) == limit else None,
+        found[-1].meter_id if len(found) == limit else None,
         sum(r.stale for r in rows),
     )
 

@@ -271,7 +271,7 @@ def add_dashboard(
     # -- fleet ---------------------------------------------------------------------------------
 
     def fleet_parts(who: Principal, q: str, state: MeterState | None, after: str) -> dict[str, str]:
-        fp = fleet_page(repo, clock(), text=q, state=state, after=after)
+        fp = fleet_page(repo, clock(), text=q, state=state, after=after, covers=who.covers)
         return {"fleet": fragment("_fleet.html", who, fp=fp, q=q, state=state, after=after)}
 
     FleetQ = Annotated[str, Query(max_length=MAX_ID)]
@@ -353,7 +353,8 @@ def add_dashboard(
         }
 
     @app.get(f"{PREFIX}/meters/{{meter_id}}", response_class=HTMLResponse, **ui)
-    def meter_page(meter_id: MeterId, who: Reader) -> HTMLResponse:
+    def meter_page(meter_id: MeterId, request: Request, who: Reader) -> HTMLResponse:
+        hooks.scoped(who, meter_id, request)
         try:
             parts = meter_parts(who, meter_id)
         except HeadendError as exc:
@@ -369,6 +370,7 @@ def add_dashboard(
 
     @app.get(f"{PREFIX}/meters/{{meter_id}}/stream", **ui)
     def meter_stream(request: Request, meter_id: MeterId, who: Reader) -> Response:
+        hooks.scoped(who, meter_id, request)
         if repo.get_meter(meter_id) is None:
             raise HeadendError("not_found", f"no meter {meter_id!r}")
         return stream(request, lambda: meter_parts(who, meter_id))
@@ -399,12 +401,11 @@ def add_dashboard(
 
     def event_parts(who: Principal, meter: str, kind: str, open_only: bool) -> dict[str, str]:
         alarms = repo.recent_alarms(
-            meter_id=meter or None, unacknowledged=open_only, limit=MAX_PAGE if kind else 100
+            meter_id=meter or None, unacknowledged=open_only, limit=MAX_PAGE
         )
-        events = repo.recent_events(meter_id=meter or None, limit=MAX_PAGE if kind else 100)
-        if kind:
-            alarms = [a for a in alarms if kind in a.kind][:100]
-            events = [e for e in events if kind in e.kind][:100]
+        events = repo.recent_events(meter_id=meter or None, limit=MAX_PAGE)
+        alarms = [a for a in alarms if kind in a.kind and who.covers(a.meter_id or "*")][:100]
+        events = [e for e in events if kind in e.kind and who.covers(e.meter_id)][:100]
         return {
             "alarms": fragment("_alarms.html", who, alarms=alarms),
             "events": fragment("_events.html", who, events=events),
@@ -463,10 +464,11 @@ def add_dashboard(
 
     # -- mesh ----------------------------------------------------------------------------------
 
-    def graph(concentrator: str) -> dict[str, Any]:
+    def graph(who: Principal, concentrator: str) -> dict[str, Any]:
         """The star topology the head-end knows (meter -> its registered concentrator) until a
         concentrator reports its DODAG."""
         meters = repo.list_meters(concentrator=concentrator or None, limit=MESH_MAX_NODES)
+        meters = [m for m in meters if who.covers(m.meter_id)]
         last = repo.latest_readings([m.meter_id for m in meters]) if len(meters) <= 500 else {}
         nodes: list[dict[str, Any]] = []
         edges: list[dict[str, Any]] = []
@@ -505,12 +507,12 @@ def add_dashboard(
 
     @app.get(f"{PREFIX}/mesh/graph", **ui)
     def mesh_graph(who: Reader, concentrator: Filter = "") -> JSONResponse:
-        return JSONResponse(graph(concentrator))
+        return JSONResponse(graph(who, concentrator))
 
     @app.get(f"{PREFIX}/mesh/stream", **ui)
     def mesh_stream(request: Request, who: Reader, concentrator: Filter = "") -> Response:
         def version() -> dict[str, str]:
-            g = graph(concentrator)
+            g = graph(who, concentrator)
             return {"graph": str(hash(json.dumps(g["nodes"], sort_keys=True)))}
 
         return stream(request, version)
@@ -519,7 +521,8 @@ def add_dashboard(
 
     def key_parts(who: Principal, q: str, after: str) -> dict[str, str]:
         now = clock()
-        meters, total = repo.find_meters(text=q, after=after, limit=50)
+        found, total = repo.find_meters(text=q, after=after, limit=50)
+        meters = [m for m in found if who.covers(m.meter_id)]
         ids = [m.meter_id for m in meters]
         seen = repo.key_ids_seen(ids, now - KEY_WINDOW_S)
         cached = {m: live.key_generations(m, now) for m in ids} if live is not None else None
@@ -552,7 +555,7 @@ def add_dashboard(
                 expiring=expiring,
                 counters=sorted(live.counters().items()) if live is not None else None,
                 now=now,
-                next_after=ids[-1] if len(ids) == 50 else None,
+                next_after=found[-1].meter_id if len(found) == 50 else None,
                 q=q,
             )
         }
