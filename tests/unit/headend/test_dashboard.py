@@ -149,7 +149,9 @@ def test_pages_need_a_login_and_audit_needs_secaud(
     assert r.status_code == 303 and r.headers["location"] == "/ui/login"
     assert client.get("/ui/fleet/stream").status_code == 401
     login(client, access, "vic", Role.VIEWER)
-    assert client.get("/ui/audit").status_code == 403
+    refused = client.get("/ui/audit")
+    assert refused.status_code == 403 and 'id="refused"' in refused.text
+    assert 'action="/ui/logout"' in refused.text  # a way out for a user no page admits
     assert 'href="/ui/audit"' not in client.get("/ui/fleet").text
     login(client, access, "sue", Role.SECAUD)
     page = client.get("/ui/audit").text

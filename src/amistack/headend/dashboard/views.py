@@ -118,6 +118,9 @@ def _templates() -> Environment:
     return env
 
 
+_ENV = _templates()
+
+
 def same_origin(request: Request) -> None:
     """Refuse a state-changing request that another site's page made (CSRF): the browser's
     Origin (or, without it, the Referer) must be this server's own origin."""
@@ -156,11 +159,10 @@ def ui_denied(request: Request, exc: AccessDenied) -> Response:
     headers = {"Content-Security-Policy": CSP}
     if exc.status == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    return HTMLResponse(
-        f'<p class="refused" role="alert">Refused: {_escape(exc.detail)}</p>',
-        status_code=exc.status,
-        headers=headers,
-    )
+    text = f'<p class="refused" role="alert">Refused: {_escape(exc.detail)}</p>'
+    if request.method == "GET" and page:  # a whole page, with a way out (log out)
+        text = _ENV.get_template("refused.html").render(message=f"Refused: {exc.detail}")
+    return HTMLResponse(text, status_code=exc.status, headers=headers)
 
 
 def _escape(text: str) -> str:
@@ -177,7 +179,7 @@ def add_dashboard(
     audit_size: Callable[[], int],
     live: HeadEndView | None = None,
 ) -> None:
-    env = _templates()
+    env = _ENV
     need = hooks.need
     Reader = Annotated[Principal, need(Right.READ)]
     Controller = Annotated[Principal, need(Right.CONTROL)]
