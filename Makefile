@@ -2,17 +2,24 @@
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
-APT_PKGS := hostapd eapoltest tshark softhsm2 postgresql openssl libssl-dev
+APT_PKGS := hostapd eapoltest tshark softhsm2 postgresql openssl libssl-dev chromium chromium-driver
 STAMP   := $(VENV)/.amistack-setup
 # The npm `echonet-lite` package drives our ECHONET Lite node and controller in
 # tests/interop/test_echonet_npm.py, and node-echonet-lite the SKSTACK-IP emulator in
 # tests/interop/test_node_echonet_wisunb.py; pinned by package.json + package-lock.json there.
 NODE_DIR   := tests/interop/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.amistack-npm-ci
+# The dashboard's front-end libraries (htmx, uPlot, cytoscape.js), pinned by web/package-lock.json;
+# their built files are copied into the Python package (shipped as package data, committed too).
+WEB_DIR    := web
+WEB_STAMP  := $(WEB_DIR)/node_modules/.amistack-npm-ci
+WEB_VENDOR := src/amistack/headend/dashboard/static/vendor
+WEB_FILES  := htmx.org/dist/htmx.min.js uplot/dist/uPlot.iife.min.js uplot/dist/uPlot.min.css \
+              cytoscape/dist/cytoscape.min.js
 
 .PHONY: setup test demo lint typecheck clean bench
 
-setup: $(STAMP) $(NODE_STAMP)
+setup: $(STAMP) $(NODE_STAMP) $(WEB_STAMP)
 
 # setup.py compiles echonet/frame.py with mypyc and crypto/_eax_prime.c (OpenSSL: libssl-dev)
 # into src/ (an editable install imports the .so before the .py), so an edited frame.py or
@@ -39,6 +46,13 @@ $(NODE_STAMP): $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
 	fi
 	@if command -v npm >/dev/null; then \
 	  cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.amistack-npm-ci; \
+	fi
+
+$(WEB_STAMP): $(WEB_DIR)/package.json $(WEB_DIR)/package-lock.json $(NODE_STAMP)
+	@if command -v npm >/dev/null; then \
+	  (cd $(WEB_DIR) && npm ci --no-audit --no-fund --loglevel=error) && \
+	  for f in $(WEB_FILES); do cp $(WEB_DIR)/node_modules/$$f $(WEB_VENDOR)/; done && \
+	  touch $(WEB_STAMP); \
 	fi
 
 test: setup

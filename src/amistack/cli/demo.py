@@ -87,6 +87,16 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--pcap", type=Path, metavar="DIR", help="write the traffic as pcap files here")
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
+    p.add_argument(
+        "--serve",
+        nargs="?",
+        const=0,
+        type=int,
+        metavar="PORT",
+        help="after the report keep the key server, the head-end and its meters running with "
+        "the web dashboard on 127.0.0.1:PORT (any free port without one); prints its URL and "
+        "the demo operator's login; Ctrl-C ends it",
+    )
     p.set_defaults(handler=_run)
 
 
@@ -129,6 +139,7 @@ class Report:
     tls: MeterLog = field(default_factory=lambda: MeterLog(TLS_METER))
     tls_downgrade: str = ""
     elapsed: float = 0.0
+    pushing: dict[str, bytes] = field(default_factory=dict, repr=False)  # PSKs, for --serve
 
     def ok(self) -> bool:
         return (
@@ -452,6 +463,7 @@ async def _chapter_metering(
     api = _Api(f"http://{he.api[0]}:{he.api[1]}")
     tokens = {name: await api.login(name, passwords[name]) for name in people}
     devices = sorted(d for d in psks if d.startswith("meter-0"))[: min(8, args.meters)]
+    report.pushing = {d: psks[d] for d in devices}
     for device in devices:
         body = {"meter_id": device, "ap_title": str(ap_title_for(device).absolute()),
                 "concentrator": "conc-1", "cell": "cell-1"}  # fmt: skip
@@ -708,6 +720,8 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError("--meters must be >= 1")
     if args.lifetime < 1:
         raise CliError("--lifetime must be >= 1 s")
+    if args.serve is not None and not 0 <= args.serve <= 65535:
+        raise CliError("--serve PORT must be 0..65535")
     if not args.verbose:  # refusals are part of the story: the report tells them
         logging.getLogger("amistack").setLevel(logging.ERROR)
     _prepare(args.data_dir)
@@ -762,4 +776,16 @@ def _run(args: argparse.Namespace) -> int:
             "mesh": dataclasses.asdict(report.mesh),
         }
         args.json.write_text(json.dumps(doc, indent=1))
+    if args.serve is not None:
+        from amistack.cli.demo_serve import print_login, serve_dashboard
+        from amistack.runtime.api_server import BindError
+
+        try:
+            run(
+                lambda: serve_dashboard(
+                    args.data_dir, report.pushing, args.serve, ready=print_login
+                )
+            )
+        except BindError as exc:
+            raise CliError(str(exc)) from None
     return 0 if report.ok() else 1

@@ -27,12 +27,13 @@ def register(sub: Any) -> None:
         description="Run the head-end / meter data management system: it collects interval "
         "readings over ANSI C12.22 (EAX' under each meter's UKMF key, fetched from the key "
         "server by key id over mutual TLS), polled under per-cell throttling or pushed by the "
-        "meters, backfills gaps, executes demand-response, disconnect/reconnect and time-sync "
-        "commands with relay read-back, stores every acknowledged reading durably (SQLite in "
-        "DIR/headend.db, or PostgreSQL with --db) and serves a REST API with an OpenAPI "
-        "document at /docs. Every API call needs credentials ('amistack users add' makes the "
-        "first user) and is recorded in the operator audit trail (DIR/audit/). See "
-        "docs/headend.md, docs/collection.md and docs/access-control.md.",
+        "meters, backfills gaps, executes demand-response, disconnect/reconnect, time-sync and "
+        "on-demand read commands with relay read-back, stores every acknowledged reading "
+        "durably (SQLite in DIR/headend.db, or PostgreSQL with --db) and serves a REST API with "
+        "an OpenAPI document at /docs and the operators' web dashboard at /ui/. Every API call "
+        "needs credentials ('amistack users add' makes the first user) and is recorded in the "
+        "operator audit trail (DIR/audit/). See docs/headend.md, docs/collection.md, "
+        "docs/access-control.md and docs/dashboard.md.",
     )
     p.add_argument(
         "--data-dir",

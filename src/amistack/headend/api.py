@@ -46,6 +46,9 @@ from amistack.access.http import (
 from amistack.eventlog.record import iso_ms, parse_head_line
 from amistack.eventlog.verify import Verdict
 from amistack.headend.commands import check_params
+from amistack.headend.dashboard.views import PREFIX as DASHBOARD
+from amistack.headend.dashboard.views import PUBLIC as DASHBOARD_PUBLIC
+from amistack.headend.dashboard.views import HeadEndView, Hooks, add_dashboard, ui_denied
 from amistack.headend.eventlog_intake import MAX_EXPORT_BYTES, EventLogIntake
 from amistack.headend.export import csv_lines, iter_readings, json_lines, reading_dict
 from amistack.headend.registry import MAX_ID, MAX_KEY_PEM, HeadendError, Meter, MeterState
@@ -341,7 +344,7 @@ class HeadResetOut(BaseModel):
     retired_size: int | None
 
 
-PUBLIC_ROUTES = frozenset({("POST", "/auth/login")})
+PUBLIC_ROUTES = frozenset({("POST", "/auth/login")}) | DASHBOARD_PUBLIC
 _EVENTLOG_UPLOAD = re.compile(r"/meters/[^/]+/eventlog")
 _STATUS_CODES = {
     400: "invalid",
@@ -443,6 +446,7 @@ def create_app(
     clock: Callable[[], float] = time.time,
     *,
     max_eventlog_bytes: int = MAX_EXPORT_BYTES,
+    live: HeadEndView | None = None,
 ) -> FastAPI:
     intake = EventLogIntake(repo)
     app = FastAPI(
@@ -464,7 +468,9 @@ def create_app(
         return _error(_STATUS.get(exc.code, 400), exc.code, exc.message)
 
     @app.exception_handler(AccessDenied)
-    async def _denied(request: Request, exc: AccessDenied) -> JSONResponse:
+    async def _denied(request: Request, exc: AccessDenied) -> Response:
+        if request.url.path.startswith(f"{DASHBOARD}/"):
+            return ui_denied(request, exc)
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return _error(exc.status, exc.code, exc.detail, headers)
 
@@ -526,14 +532,13 @@ def create_app(
 
     # -- login, tokens -------------------------------------------------------------------------
 
-    @app.post("/auth/login", response_model=TokenOut, responses=_ERRORS, tags=["auth"])
-    def login(body: LoginIn, request: Request, response: Response) -> Any:
-        """Open a login session: the answer's token (and the session cookie) authenticate
-        later requests until it expires or POST /auth/logout."""
+    def open_session(username: str, password: str, request: Request, response: Response) -> Any:
+        """Log in (audited either way) and set the session cookie on `response`; raises
+        LoginRefused. The API's POST /auth/login and the dashboard's login form both use it."""
         try:
-            principal, issued = access.store.login(body.username, body.password, clock())
+            principal, issued = access.store.login(username, password, clock())
         except LoginRefused as exc:
-            shown = body.username if re.fullmatch(r"[A-Za-z0-9_.@-]{1,64}", body.username) else "?"
+            shown = username if re.fullmatch(r"[A-Za-z0-9_.@-]{1,64}", username) else "?"
             access.record(
                 shown,
                 "login",
@@ -541,11 +546,7 @@ def create_app(
                 detail={"reason": exc.message},
                 source=client_address(request),
             )
-            if exc.retry_after:
-                return _error(
-                    429, "locked", exc.message, {"Retry-After": str(int(exc.retry_after) + 1)}
-                )
-            return _error(401, "login_failed", exc.message, {"WWW-Authenticate": "Bearer"})
+            raise
         principal = dataclasses.replace(principal, source=client_address(request))
         undo_unless_audited(
             principal,
@@ -561,15 +562,32 @@ def create_app(
             secure=request.url.scheme == "https",
             samesite="strict",
         )
+        return issued
+
+    def close_session(who: Principal, response: Response) -> None:
+        before(who, "logout", token_id=who.token_id)
+        if who.token_id and not who.token_id.startswith("cert:"):
+            access.store.revoke_token(who.token_id)
+        response.delete_cookie(SESSION_COOKIE)
+
+    @app.post("/auth/login", response_model=TokenOut, responses=_ERRORS, tags=["auth"])
+    def login(body: LoginIn, request: Request, response: Response) -> Any:
+        """Open a login session: the answer's token (and the session cookie) authenticate
+        later requests until it expires or POST /auth/logout."""
+        try:
+            issued = open_session(body.username, body.password, request, response)
+        except LoginRefused as exc:
+            if exc.retry_after:
+                return _error(
+                    429, "locked", exc.message, {"Retry-After": str(int(exc.retry_after) + 1)}
+                )
+            return _error(401, "login_failed", exc.message, {"WWW-Authenticate": "Bearer"})
         return TokenOut(**{k: getattr(issued, k) for k in TokenOut.model_fields})
 
     @app.post("/auth/logout", status_code=204, responses=_ERRORS, tags=["auth"])
     def logout(who: Annotated[Principal, need(None)], response: Response) -> Response:
         """End the session (revoke the token this request presented)."""
-        before(who, "logout", token_id=who.token_id)
-        if who.token_id and not who.token_id.startswith("cert:"):
-            access.store.revoke_token(who.token_id)
-        response.delete_cookie(SESSION_COOKIE)
+        close_session(who, response)
         response.status_code = 204
         return response
 
@@ -1038,16 +1056,22 @@ def create_app(
         body: CommandIn, request: Request, who: Annotated[Principal, need(Right.CONTROL)]
     ) -> CommandOut:
         """Queue a command; its parameters are checked for its kind before anything is queued."""
-        scoped(who, body.meter_id, request)
+        return _command_out(queue_command(who, body.meter_id, body.kind, body.params, request))
+
+    def queue_command(
+        who: Principal, meter_id: str, kind: CommandKind, params: dict[str, Any], request: Request
+    ) -> Command:
+        """The one path a command takes into the queue (API and dashboard): in the caller's
+        area of responsibility, audited."""
+        scoped(who, meter_id, request)
 
         def create() -> Command:
-            params = check_params(body.kind, body.params)
-            return repo.create_command(body.meter_id, body.kind, params, clock())
+            return repo.create_command(meter_id, kind, check_params(kind, params), clock())
 
         cmd: Command = audited(
-            who, "command.create", body.meter_id, create, kind=body.kind.value, params=body.params
+            who, "command.create", meter_id, create, kind=kind.value, params=params
         )
-        return _command_out(cmd)
+        return cmd
 
     @app.get("/commands", response_model=CommandPage, responses=_ERRORS, tags=["commands"])
     def list_commands(
@@ -1136,6 +1160,11 @@ def create_app(
         request: Request,
         who: Annotated[Principal, need(Right.CONTROL)],
     ) -> Alarm:
+        return acknowledge(who, alarm_id, request)
+
+    def acknowledge(who: Principal, alarm_id: int, request: Request) -> Alarm:
+        """The one path an acknowledgement takes (API and dashboard): in the caller's area of
+        responsibility, audited."""
         found = repo.alarms(after_id=alarm_id - 1, limit=1) if alarm_id else []
         if found and found[0].id == alarm_id and found[0].meter_id is not None:
             scoped(who, found[0].meter_id, request)
@@ -1181,6 +1210,24 @@ def create_app(
     def audit_key(who: Annotated[Principal, need(Right.AUDIT)]) -> PlainTextResponse:
         return PlainTextResponse(access.audit.public_key_pem().decode("ascii"))
 
+    def signed_in(request: Request) -> bool:
+        header = request.headers.get("authorization", "")
+        bearer = header[7:] if header[:7].lower() == "bearer " else None
+        try:
+            who = access.authenticate(request, bearer, request.cookies.get(SESSION_COOKIE))
+        except AccessDenied:
+            return False
+        return who is not None
+
+    add_dashboard(
+        app,
+        repo,
+        clock,
+        Hooks(need, queue_command, acknowledge, scoped, open_session, close_session, signed_in),
+        audit_entries=access.audit.entries,
+        audit_size=lambda: access.audit.size,
+        live=live,
+    )
     _declare_rights(app, access)
     return app
 

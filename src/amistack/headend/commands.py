@@ -13,6 +13,8 @@ also written to the meter's event stream (`events`, kind `command_<state>`) as t
   due D seconds later (direct load control, 1 s .. 7 days).
 - time_sync: SP10 with the head-end's time, ST8 and ST52 read in the same EPSEM; the
   confirmation records the meter's clock after the set.
+- read: an on-demand read of the current registers (ST23); the confirmation is their JSON
+  (`register_json`: energy both ways, maximum and cumulative demand, the TOU tiers).
 
 Parameters are checked per kind by `check_params` before a command is queued (the API calls it);
 the executor checks them again and fails a command whose stored parameters do not hold, so no
@@ -36,6 +38,7 @@ from amistack.c1222.events import C1222Event, RequestTimedOut, ResponseReceived
 from amistack.c1222.services import Read, ReadResult, Request, Write
 from amistack.c1222.tables import (
     Clock,
+    CurrentRegisters,
     ProcedureResponse,
     ProcedureResult,
     Table,
@@ -85,6 +88,22 @@ def check_params(kind: CommandKind, params: Mapping[str, Any]) -> dict[str, Any]
             raise HeadendError("invalid", "limit_w must be a whole number of watts")
         return {"limit_w": int(watts)}
     return {"curtail_s": _number(params, "curtail_s", 1, MAX_CURTAIL_S)}
+
+
+def register_json(regs: CurrentRegisters) -> str:
+    """An on-demand read's confirmation: the registers as a JSON object."""
+    return json.dumps(
+        {
+            "active_forward_wh": regs.active_forward_wh,
+            "active_reverse_wh": regs.active_reverse_wh,
+            "max_demand_w": regs.max_demand_w,
+            "max_demand_time": regs.max_demand_time,
+            "cumulative_demand_w": regs.cumulative_demand_w,
+            "demand_resets": regs.demand_resets,
+            "tiers_wh": list(regs.tiers_wh),
+        },
+        separators=(",", ":"),
+    )
 
 
 def relay_text(connected: bool) -> str:
@@ -187,6 +206,8 @@ class CommandExecutor:
             init = read_switch(seq)
         elif kind in (CommandKind.DISCONNECT, CommandKind.RECONNECT):
             init = remote_switch(seq, kind is CommandKind.RECONNECT)
+        elif kind is CommandKind.READ:
+            return [Read(Table.CURRENT_REGISTER_DATA)]
         elif kind is CommandKind.TIME_SYNC:
             return [
                 Write(Table.PROC_INITIATE, set_date_time(seq, now).encode()),
@@ -225,8 +246,12 @@ class CommandExecutor:
             codes = ",".join(r.code.name for r in ev.responses)
             self._fail(ex, f"meter refused the request ({codes})", now)
             return
-        st8 = ProcedureResponse.decode(ReadResult.decode(ev.responses[1].data).data)
         kind = ex.command.kind
+        if kind is CommandKind.READ:
+            regs = CurrentRegisters.decode(ReadResult.decode(ev.responses[0].data).data)
+            self._confirm(ex, register_json(regs), now)
+            return
+        st8 = ProcedureResponse.decode(ReadResult.decode(ev.responses[1].data).data)
         if ex.step == "readback":
             if not st8.data:
                 self._fail(ex, "relay read-back carried no state", now)

@@ -300,6 +300,13 @@ class HeadendKeys:
                 out.append(d)
         return out
 
+    def generations(self, device: bytes, now: float) -> list[tuple[KeyId, float]]:
+        """(key id, not_after) of the device's valid cached generations, newest first: what the
+        dashboard shows (never the keys). A snapshot, safe to take from another thread."""
+        return [
+            (k.key_id, k.not_after) for k in list(self._keys.get(device, ())) if k.not_after > now
+        ]
+
     def take_misses(self) -> list[tuple[bytes, int | None]]:
         """(device, key byte or None for a send key) that lookups missed since the last call."""
         out, self._misses = self._misses, []

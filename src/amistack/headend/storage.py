@@ -184,6 +184,27 @@ class ReadingRepository(Protocol):
         previous_size: int | None,
         received_at: float,
     ) -> StoreResult: ...
+
+    # the dashboard's views (read only; headend/dashboard): counts, one page's latest state
+    def meter_counts(self) -> dict[str, int]: ...
+    def find_meters(
+        self, *, text: str = "", state: MeterState | None = None, after: str = "", limit: int = 50
+    ) -> tuple[list[Meter], int]: ...
+    def latest_readings(self, meter_ids: Sequence[str]) -> dict[str, StoredReading]: ...
+    def readings_of(
+        self, meter_ids: Sequence[str], start: int, end: int
+    ) -> list[StoredReading]: ...
+    def relay_states(self, meter_ids: Sequence[str]) -> dict[str, str]: ...
+    def key_ids_seen(
+        self, meter_ids: Sequence[str], since: float
+    ) -> list[tuple[str, int, float, float, int]]: ...
+    def recent_events(
+        self, *, meter_id: str | None = None, limit: int = 100
+    ) -> list[StoredEvent]: ...
+    def recent_alarms(
+        self, *, meter_id: str | None = None, unacknowledged: bool = False, limit: int = 100
+    ) -> list[Alarm]: ...
+    def recent_commands(self, meter_id: str, limit: int = 100) -> list[Command]: ...
     def close(self) -> None: ...
 
 
@@ -197,6 +218,11 @@ def _meter(row: tuple[Any, ...]) -> Meter:
 
 def _command(row: tuple[Any, ...]) -> Command:
     return Command(row[0], row[1], CommandKind(row[2]), row[3], CommandState(row[4]), *row[5:10])
+
+
+def _marks(values: Sequence[Any]) -> str:
+    """The placeholders of an `IN (...)` list of these values."""
+    return ", ".join("?" * len(values))
 
 
 def _limit(limit: int) -> int:
@@ -644,6 +670,126 @@ class _SqlRepository(ABC):
             f"SELECT {_ALARM} FROM alarms WHERE {' AND '.join(where)} "
             f"ORDER BY id LIMIT {_limit(limit)}",
             params,
+        )
+        return [Alarm(*r) for r in rows]
+
+    # -- the dashboard's views (read only) -------------------------------------------------------
+
+    def meter_counts(self) -> dict[str, int]:
+        """Meters by registry state (one scan of `meters`: ~10 ms at 100,000 meters)."""
+        rows = self._read("SELECT state, COUNT(*) FROM meters GROUP BY state")
+        return {str(state): int(n) for state, n in rows}
+
+    def find_meters(
+        self, *, text: str = "", state: MeterState | None = None, after: str = "", limit: int = 50
+    ) -> tuple[list[Meter], int]:
+        """One page of meters whose id, AP title or concentrator contains `text`, in id order
+        after `after` (keyset), and how many match in all."""
+        where, params = [], []
+        if text:
+            pattern = "%" + re.sub(r"([\\%_])", r"\\\1", text) + "%"
+            where.append(
+                "(meter_id LIKE ? ESCAPE '\\' OR ap_title LIKE ? ESCAPE '\\' "
+                "OR concentrator LIKE ? ESCAPE '\\')"
+            )
+            params += [pattern, pattern, pattern]
+        if state is not None:
+            where.append("state = ?")
+            params.append(state.value)
+        match = " AND ".join(where) or "1 = 1"
+        total = self._read_one(f"SELECT COUNT(*) FROM meters WHERE {match}", params)
+        rows = self._read(
+            f"SELECT {_METER} FROM meters WHERE {match} AND meter_id > ? "
+            f"ORDER BY meter_id LIMIT {_limit(limit)}",
+            [*params, after],
+        )
+        return [_meter(r) for r in rows], int(total[0]) if total else 0
+
+    def latest_readings(self, meter_ids: Sequence[str]) -> dict[str, StoredReading]:
+        """Each meter's newest reading (by interval start), by the primary key's index."""
+        if not meter_ids:
+            return {}
+        marks = _marks(meter_ids)
+        rows = self._read(
+            f"SELECT {_STORED_READING} FROM readings r WHERE meter_id IN ({marks}) AND "
+            "interval_start = (SELECT MAX(interval_start) FROM readings x "
+            "WHERE x.meter_id = r.meter_id) ORDER BY meter_id, length_min",
+            list(meter_ids),
+        )
+        return {r[0]: StoredReading(*r) for r in rows}
+
+    def readings_of(self, meter_ids: Sequence[str], start: int, end: int) -> list[StoredReading]:
+        """The readings of several meters with start <= interval_start < end."""
+        if not meter_ids:
+            return []
+        marks = _marks(meter_ids)
+        rows = self._read(
+            f"SELECT {_STORED_READING} FROM readings WHERE meter_id IN ({marks}) "
+            "AND interval_start >= ? AND interval_start < ? ORDER BY meter_id, interval_start",
+            [*meter_ids, start, end],
+        )
+        return [StoredReading(*r) for r in rows]
+
+    def relay_states(self, meter_ids: Sequence[str]) -> dict[str, str]:
+        """The relay state each meter last read back after a switch command."""
+        if not meter_ids:
+            return {}
+        marks = _marks(meter_ids)
+        rows = self._read(
+            f"SELECT meter_id, relay_state FROM commands c WHERE meter_id IN ({marks}) AND "
+            "id = (SELECT MAX(id) FROM commands x WHERE x.meter_id = c.meter_id "
+            "AND x.relay_state IS NOT NULL)",
+            list(meter_ids),
+        )
+        return {m: str(state) for m, state in rows}
+
+    def key_ids_seen(
+        self, meter_ids: Sequence[str], since: float
+    ) -> list[tuple[str, int, float, float, int]]:
+        """(meter, C12.22 key id, first and last received, readings) of the key generations the
+        meters' readings arrived under since `since` (ids only: no key is stored here)."""
+        if not meter_ids:
+            return []
+        marks = _marks(meter_ids)
+        rows = self._read(
+            "SELECT meter_id, key_id, MIN(received_at), MAX(received_at), COUNT(*) FROM readings "
+            f"WHERE meter_id IN ({marks}) AND received_at >= ? GROUP BY meter_id, key_id "
+            "ORDER BY meter_id, MAX(received_at)",
+            [*meter_ids, since],
+        )
+        return [(str(a), int(b), float(c), float(d), int(e)) for a, b, c, d, e in rows]
+
+    def recent_events(self, *, meter_id: str | None = None, limit: int = 100) -> list[StoredEvent]:
+        """The newest events first."""
+        where, params = ("WHERE meter_id = ?", [meter_id]) if meter_id is not None else ("", [])
+        rows = self._read(
+            f"SELECT {_EVENT} FROM events {where} ORDER BY id DESC LIMIT {_limit(limit)}", params
+        )
+        return [StoredEvent(*r) for r in rows]
+
+    def recent_commands(self, meter_id: str, limit: int = 100) -> list[Command]:
+        """A meter's newest commands first."""
+        rows = self._read(
+            f"SELECT {_COMMAND} FROM commands WHERE meter_id = ? ORDER BY id DESC "
+            f"LIMIT {_limit(limit)}",
+            (meter_id,),
+        )
+        return [_command(r) for r in rows]
+
+    def recent_alarms(
+        self, *, meter_id: str | None = None, unacknowledged: bool = False, limit: int = 100
+    ) -> list[Alarm]:
+        """The newest alarms first."""
+        where: list[str] = []
+        params: list[Any] = []
+        if meter_id is not None:
+            where.append("meter_id = ?")
+            params.append(meter_id)
+        if unacknowledged:
+            where.append("acknowledged_at IS NULL")
+        cond = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._read(
+            f"SELECT {_ALARM} FROM alarms {cond} ORDER BY id DESC LIMIT {_limit(limit)}", params
         )
         return [Alarm(*r) for r in rows]
 

@@ -250,7 +250,9 @@ async def run_headend(
                 access = owned = open_access(data, time.time, api_tls)
             seal = asyncio.create_task(seal_audit_daily(access.audit))
             tasks.add(seal)
-            server = api_server(create_app(repo, access), api_tls)
+            from amistack.headend.dashboard.live import EngineView
+
+            server = api_server(create_app(repo, access, live=EngineView(engine)), api_tls)
             api_task = asyncio.create_task(server.serve(sockets=[api_sock]))
             while not server.started and not api_task.done():
                 await asyncio.sleep(0.01)

@@ -80,6 +80,16 @@ def test_time_sync_sets_the_meters_clock() -> None:
     assert abs(tables.clock_offset) < 2.0
 
 
+def test_on_demand_read_returns_the_current_registers() -> None:
+    fleet = _fleet()
+    fleet.clock.run_until(fleet.clock.now + 3600)  # an hour of consumption
+    cmd = _run_command(fleet, CommandKind.READ)
+    assert cmd.state is CommandState.CONFIRMED and cmd.confirmation is not None, cmd
+    regs = json.loads(cmd.confirmation)
+    assert regs["active_forward_wh"] > 0 and len(regs["tiers_wh"]) == 6
+    assert _audit(fleet, cmd.id) == ["command_sent", "command_confirmed"]
+
+
 def test_demand_response_curtailment_reconnects_after_the_duration() -> None:
     fleet = _fleet()
     model = fleet.nodes[0].model

@@ -130,3 +130,32 @@ def test_a_role_certificate_acts_only_within_its_area_of_responsibility(
         assert [m["meter_id"] for m in c.get(f"{url}/meters").json()["items"]] == ["grpA-1"]
     denied = [e for e in access.audit.entries(limit=100) if e.action == "access.denied"]
     assert [(e.who, e.detail["meter"]) for e in denied] == [("ola", "grpB-1"), ("ola", "grpB-1")]
+
+
+def test_the_dashboard_keeps_a_role_certificate_to_its_area_of_responsibility(
+    lab: Path, served: tuple[str, AccessControl], tmp_path: Path
+) -> None:
+    """The same operator in the dashboard (/ui): its pages list group A's meters only, group
+    B's meter page and commands are refused (403), group A's command is queued."""
+    url, _ = served
+    repo = SqliteRepository(tmp_path)
+    try:
+        for i, meter in enumerate(("grpA-1", "grpB-1")):
+            repo.register_meter(meter, f"2.16.124.113620.1.22.0.{i + 1}", "c", "x", 1.0)
+        repo.raise_alarm("grpB-1", "tamper", "lid opened", 2.0)
+    finally:
+        repo.close()
+    origin = {"Origin": url}
+    with client(lab, "ola") as c:
+        fleet = c.get(f"{url}/ui/fleet").text
+        assert "grpA-1" in fleet and "grpB-1" not in fleet
+        assert "grpB-1" not in c.get(f"{url}/ui/events").text
+        assert "grpB-1" not in c.get(f"{url}/ui/keys").text
+        nodes = {n["id"] for n in c.get(f"{url}/ui/mesh/graph").json()["nodes"]}
+        assert "grpA-1" in nodes and "grpB-1" not in nodes
+        assert c.get(f"{url}/ui/meters/grpB-1").status_code == 403
+        assert c.get(f"{url}/ui/meters/grpA-1").status_code == 200
+        no = c.post(f"{url}/ui/meters/grpB-1/commands", data={"kind": "disconnect"}, headers=origin)
+        assert no.status_code == 403 and "area of responsibility" in no.text
+        ok = c.post(f"{url}/ui/meters/grpA-1/commands", data={"kind": "disconnect"}, headers=origin)
+        assert ok.status_code == 200 and "queued" in ok.text

@@ -1,0 +1,114 @@
+"""`amistack demo --serve`: after the report, the demo's system stays up with the dashboard.
+
+The key server is served again on the demo's credential store, the head-end on the demo's
+database (the metering chapter's readings, commands and audit trail), and chapter 2's meters
+authenticate again and push a quarter hour of data a second. Two people are added for the
+dashboard (random passwords, printed once): `operator` (OPERATOR) and `auditor` (SECAUD).
+Ctrl-C (or SIGTERM) ends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from amistack.access import AccessStore, Role
+from amistack.cli.common import open_store
+from amistack.headend.collector import CollectorConfig, Mode
+from amistack.runtime.headend import HeadEndRuntime, run_headend
+from amistack.runtime.keyserver import KeyServerRuntime, run_keyserver
+from amistack.runtime.meter_node import run_meter_node
+
+PEOPLE = {"operator": Role.OPERATOR, "auditor": Role.SECAUD}
+SESSION_LIFETIME = 120.0  # seconds: keys rotate now and then while one watches
+
+
+async def serve_dashboard(
+    data_dir: Path,
+    psks: dict[str, bytes],
+    port: int = 0,
+    *,
+    stop: asyncio.Event | None = None,
+    ready: Callable[[str, dict[str, str]], None] | None = None,
+) -> None:
+    """Serve until `stop` is set (default: until SIGINT/SIGTERM); `ready(url, passwords)`."""
+    stop = stop or _on_signals()
+    store = open_store(data_dir, create=False)
+    headend_dir = data_dir / "headend"
+    passwords = {name: secrets.token_urlsafe(12) for name in PEOPLE}
+    people = AccessStore(headend_dir)
+    for name, role in PEOPLE.items():
+        if people.get_user(name) is None:
+            people.add_user(name, passwords[name], {role}, time.time())
+    people.close()
+    loop = asyncio.get_running_loop()
+    ks_ready: asyncio.Future[KeyServerRuntime] = loop.create_future()
+    he_ready: asyncio.Future[HeadEndRuntime] = loop.create_future()
+    keyserver = asyncio.create_task(
+        run_keyserver(
+            store,
+            ["127.0.0.1"],
+            0,
+            stop=stop,
+            ready=ks_ready.set_result,
+            session_lifetime=SESSION_LIFETIME,
+            now=time.time(),
+        )
+    )
+    ks = await asyncio.wait_for(ks_ready, 10)
+    headend = asyncio.create_task(
+        run_headend(
+            headend_dir,
+            listen=[("127.0.0.1", 0)],
+            api=("127.0.0.1", port),
+            key_source=ks.engine,
+            collector=CollectorConfig(mode=Mode.PUSHED),
+            stop=stop,
+            ready=he_ready.set_result,
+        )
+    )
+    he = await asyncio.wait_for(he_ready, 10)
+    assert he.api is not None
+    meters = [
+        asyncio.create_task(
+            run_meter_node(
+                device,
+                psks[device],
+                ks.pana_addresses[0],
+                he.udp[0],
+                push=True,
+                time_scale=900.0,
+                stop=stop,
+            )
+        )
+        for device in psks
+    ]
+    if ready is not None:
+        ready(f"http://{he.api[0]}:{he.api[1]}/ui/", passwords)
+    try:
+        await stop.wait()
+    finally:
+        stop.set()
+        for task in (*meters, headend, keyserver):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 15)
+        store.close()
+
+
+def _on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def print_login(url: str, passwords: dict[str, str]) -> None:
+    print(f"\ndashboard: {url}  (Ctrl-C ends the demo)")
+    for name, role in PEOPLE.items():
+        print(f"  log in as {name!r} ({role.name}) with password {passwords[name]!r}", flush=True)
