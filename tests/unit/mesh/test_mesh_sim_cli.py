@@ -38,7 +38,11 @@ def test_sim_mesh_text_output_and_bad_arguments(capsys: pytest.CaptureFixture[st
     assert main(["sim", "mesh", "--nodes", "0"]) == 2
     assert "--nodes" in capsys.readouterr().err
     assert main(["sim", "mesh", "--nodes", "12", "--per-concentrator", "3"]) == 0
-    assert '"concentrators": 4' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert '"concentrators": 4' in out and '"c1222"' not in out  # C12.22 only when asked
+    assert main(["sim", "mesh", "--nodes", "12", "--per-concentrator", "3", "--c1222"]) == 0
+    out = capsys.readouterr().out
+    assert '"c1222": {' in out and '"delivery_ratio": 1.0' in out  # across 4 DODAGs
     assert main(["sim", "mesh", "--nodes", "5", "--per-concentrator", "0"]) == 2
 
 
