@@ -261,7 +261,7 @@ class WanRouter:
 class MeshMeter:
     """A meter on the mesh: its `MeshNode` (radio, RPL, PANA) with the C12.22 meter endpoint
     (`meter.node.MeterNode`) on the node's application UDP port `C1222_PORT`. The meter's
-    key ring takes the keys of each PANA session the node completes (`authenticated`), as
+    key ring takes the keys of each PANA session the node completes (`session_event`), as
     `meter.access.MeterAccess` does for a meter on a point-to-point link."""
 
     def __init__(self, mesh: MeshNode, meter: MeterNode) -> None:
