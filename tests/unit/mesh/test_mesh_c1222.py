@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import ipaddress
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from amistack.addr import Addr
 from amistack.mesh.ipv6 import UdpDatagram
 from amistack.mesh.node import radio_addr
@@ -13,11 +16,15 @@ from amistack.sim.mesh import (
     C1222_PORT,
     HEADEND_HOST,
     HEADEND_IP,
+    KEYSERVER_HOST,
+    KEYSERVER_IP,
     WAN_ROUTER,
     MeshConfig,
     MeshSim,
+    WanRouter,
     build_mesh,
     global_of,
+    node_eui,
     prefix_of,
 )
 
@@ -114,3 +121,28 @@ def test_an_unjoined_meters_c1222_is_never_forwarded() -> None:
     assert sum(m.counters["unsecured-dropped"] for m in joined) > dropped
     assert to_headend == []  # nothing reached the head-end
     assert sim.headend is not None and sim.headend.client.counters["datagrams-received"] == 0
+
+
+def _router() -> WanRouter:
+    return WanRouter({KEYSERVER_IP: KEYSERVER_HOST, HEADEND_IP: HEADEND_HOST},
+                     {prefix_of(0)[:8]: ("concentrator", 0)})  # fmt: skip
+
+
+def test_the_wan_router_routes_by_address_and_prefix_and_drops_the_rest() -> None:
+    router = _router()
+    headend, outside = ipaddress.IPv6Address(HEADEND_IP), ipaddress.IPv6Address("2001:db8:9::1")
+    meter = ipaddress.IPv6Address(global_of(node_eui(1), prefix_of(0)))
+    for dst in (headend, meter, outside):
+        router.receive_datagram(UdpDatagram(1, C1222_PORT, b"x").packet(meter, dst).encode(),
+                                ("concentrator", 0), 0.0)  # fmt: skip
+    assert [to for _, to in router.datagrams_to_send(0.0)] == [HEADEND_HOST, ("concentrator", 0)]
+    assert router.counters == {"routed": 2, "no-route": 1}
+    assert router.datagrams_to_send(0.0) == []
+
+
+@given(st.binary(max_size=120))
+def test_the_wan_router_takes_any_bytes(data: bytes) -> None:
+    router = _router()
+    router.receive_datagram(data, ("concentrator", 0), 0.0)
+    assert sum(router.counters.values()) == 1  # routed, no route, or a decode error: counted
+    assert len(router.datagrams_to_send(0.0)) == router.counters["routed"]
