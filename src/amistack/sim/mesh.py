@@ -15,6 +15,17 @@ concentrators' and the meters' own addresses (`allowed_relays`), and its answers
 concentrator whose prefix the destination has. Every meter is a `MeshNode` with a real PaC
 (EAP-PSK); `wrong_psk` meters hold a PSK the server does not have.
 
+C12.22 over the mesh (`MeshConfig(c1222=True)`): every meter also runs the real C12.22 meter
+endpoint (`meter.node.MeterNode`, its metering model and key ring) on the MeshNode's application
+UDP port 1153 (`MeshMeter`); the ring gets the C12.22 keys of the meter's own UKMF session when
+its PANA succeeds through the relays. A real head-end (`headend.service.HeadEnd`: C12.22 client,
+collector, SQLite in memory) sits at its own IPv6 address on the WAN and takes the meters' keys
+from the key server engine by key id (`headend.keys.HeadendKeys`, as sim/fleet.py does). The
+concentrators' WAN side is then a router (`WanRouter`) that hands each packet to the key server,
+the head-end, or the concentrator whose prefix the destination has. `MeshSim.read_all` has the
+head-end read every joined meter's current registers (ST23) once over the mesh, IPv6/UDP
+unchanged: nothing above IP knows about the mesh.
+
 `MeshSim.run(max_time)` runs until every meter that can be reached over the radio graph and holds
 the right PSK is relay-ready (authenticated, in the DODAG, routable), or `max_time`; `report()`
 gives the DODAG, join times and frame counts as a JSON-able dict.
@@ -22,6 +33,7 @@ gives the DODAG, join times and frame counts as a JSON-able dict.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import random
@@ -29,18 +41,29 @@ import statistics
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from amistack.addr import Addr, Eui64, PanId
+from amistack.c1222.acse import ApTitle
+from amistack.c1222.tables import CurrentRegisters
 from amistack.crypto import seeded_random
 from amistack.eap.packet import EapType
 from amistack.eap.peer import EapPeer
 from amistack.eap.psk import EapPskPeer
+from amistack.headend.collector import CollectorConfig, MeterTarget, Mode, RegisterRead
+from amistack.headend.keys import HeadendKeys, repository_resolver
+from amistack.headend.service import HeadEnd, HeadEndConfig
+from amistack.headend.storage import SqliteRepository
 from amistack.keymgmt.events import GroupKeyExpired, GroupKeyInstalled
 from amistack.keymgmt.groupkeys import GroupKeyManager
 from amistack.keymgmt.kek import FileKek
+from amistack.keymgmt.keyring import KeyRing
 from amistack.keymgmt.server import KeyServer
 from amistack.keymgmt.store import CredentialStore
+from amistack.keymgmt.ukmf import PurposeRegistry
+from amistack.mesh.errors import MeshDecodeError
+from amistack.mesh.ipv6 import Ipv6Packet
 from amistack.mesh.link import MeshLink
 from amistack.mesh.node import MeshNode, ParentChosen, RelayReady, radio_addr
 from amistack.mesh.rpl.config import RplConfig
@@ -49,23 +72,44 @@ from amistack.mesh.rpl.node import RplNode
 from amistack.mesh.rpl.packet import LINK_LOCAL_PREFIX
 from amistack.mesh.security import LinkSecurity, MemoryCounterStore
 from amistack.mesh.wan import Ipv6Host
+from amistack.meter.model import DAY_S, MeterConfig, MeterModel
+from amistack.meter.node import MeterNode, MeterNodeConfig, PushConfig
+from amistack.meter.tables import TimeScale
 from amistack.pana.constants import PANA_PORT
-from amistack.pana.events import Authenticated
+from amistack.pana.events import Authenticated, SessionTerminated
 from amistack.pana.paa import PaaConfig
 from amistack.pana.pac import PacConfig, PanaClient
 from amistack.pana.timers import PCI_RETRANSMIT, REQ_RETRANSMIT
 from amistack.sim.medium import Delivery
 from amistack.sim.network import Network
 from amistack.sim.radio import RadioMedium, UnitDisk
-from amistack.sim.stats import percentile_time
+from amistack.sim.stats import percentile_time, quantile
 
-__all__ = ["MeshConfig", "MeshSim", "build_mesh", "concentrator_eui", "prefix_of", "radio_hops"]
+__all__ = [
+    "MeshConfig",
+    "MeshMeter",
+    "MeshSim",
+    "WanRouter",
+    "build_mesh",
+    "concentrator_eui",
+    "prefix_of",
+    "radio_hops",
+]
 
 PAN = PanId(0x0AB1)
 MESH_PREFIX = bytes.fromhex("20010db8000100000000000000000000")
 KEYSERVER_IP = "2001:db8:ffff::1"
 KEYSERVER_HOST: Addr = ("wan:keyserver", 0)
 WAN_LATENCY = 0.010  # s one way between concentrator and key server
+HEADEND_IP = "2001:db8:ffff::2"
+HEADEND_HOST: Addr = ("wan:headend", 0)
+WAN_ROUTER: Addr = ("wan:router", 0)  # the concentrators' WAN side (with c1222)
+C1222_PORT = 1153  # ANSI C12.22 over UDP (IANA port 1153; ANSI C12.22-2008 Annex)
+HEADEND_TITLE = ApTitle.parse("2.16.124.113620.1.22.0.1")
+METER_EPOCH = 1_790_000_100.0  # model time at simulated time 0 (2026-09-21, as sim/fleet.py)
+READ_SPACING = 0.05  # s between the head-end's read starts (20 reads/s over the whole mesh)
+READ_TIMEOUT = 10.0  # s per C12.22 attempt: a few hops of fragmented, acknowledged frames
+READ_RETRIES = 2
 SESSION_LIFETIME = 86_400.0  # s: no re-authentication inside a formation run
 # PANA retransmission over a multi-hop mesh: a round trip through a few hops of fragmented,
 # acknowledged frames takes seconds, so the first retransmission waits 4 s instead of RFC 5191
@@ -83,6 +127,7 @@ class MeshConfig:
     degree: float = 12.0  # expected neighbours per node (sets the area)
     per_concentrator: int = 400  # meters per concentrator (sets the k x k grid of DODAG roots)
     wrong_psk: frozenset[int] = frozenset()  # meter indexes (1..nodes) with a PSK the server lacks
+    c1222: bool = False  # meters run the C12.22 endpoint; a head-end on the WAN reads them
     rpl: RplConfig = field(
         default_factory=lambda: RplConfig(
             dio_interval_min=10, dio_interval_doublings=8, dio_redundancy_constant=3,
@@ -152,7 +197,8 @@ def global_of(eui: Eui64, prefix: bytes = MESH_PREFIX) -> bytes:
 
 class MeshMedium:
     """The radio for the mesh, plus the wired WAN between the concentrator and the key
-    server (every datagram from or to a WAN address takes `WAN_LATENCY`)."""
+    server (every datagram between the mesh and a WAN address takes `WAN_LATENCY`; between
+    two WAN addresses, the router and a server on its LAN, no time)."""
 
     def __init__(self, radio: RadioMedium, wan: frozenset[Addr]) -> None:
         self.radio = radio
@@ -162,7 +208,8 @@ class MeshMedium:
     def transmit(self, src: Addr, dst: Addr, size: int, now: float) -> Sequence[Delivery]:
         if src in self.wan or dst in self.wan:
             self.counters["wan"] += 1
-            return [Delivery(dst, WAN_LATENCY)]
+            lan = src in self.wan and dst in self.wan
+            return [Delivery(dst, 0.0 if lan else WAN_LATENCY)]
         return self.radio.transmit(src, dst, size, now)
 
     def delivered(self, src: Addr, delivery: Delivery) -> None:
@@ -171,6 +218,97 @@ class MeshMedium:
 
     def remove(self, addr: Addr) -> None:
         self.radio.remove(addr)
+
+
+class WanRouter:
+    """The WAN behind the concentrators (sans-IO): an IPv6 packet goes to the server whose
+    address it is for (`hosts`), else to the concentrator whose /64 holds its destination
+    (`routes`); anything else is counted and dropped."""
+
+    def __init__(self, hosts: dict[str, Addr], routes: dict[bytes, Addr]) -> None:
+        self.hosts = {ipaddress.IPv6Address(ip).packed: at for ip, at in hosts.items()}
+        self.routes = routes
+        self.counters: Counter[str] = Counter()
+        self._out: list[tuple[bytes, Addr]] = []
+
+    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
+        try:
+            dst = Ipv6Packet.decode(data).dst.packed
+        except MeshDecodeError:
+            self.counters["decode-error"] += 1
+            return
+        to = self.hosts.get(dst) or self.routes.get(dst[:8])
+        if to is None:
+            self.counters["no-route"] += 1
+            return
+        self.counters["routed"] += 1
+        self._out.append((data, to))
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
+        out, self._out = self._out, []
+        return out
+
+    def get_timer(self) -> float | None:
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        pass
+
+    def next_event(self) -> object | None:
+        return None
+
+
+class MeshMeter:
+    """A meter on the mesh: its `MeshNode` (radio, RPL, PANA) with the C12.22 meter endpoint
+    (`meter.node.MeterNode`) on the node's application UDP port `C1222_PORT`. The meter's
+    key ring takes the keys of each PANA session the node completes (`session_event`), as
+    `meter.access.MeterAccess` does for a meter on a point-to-point link."""
+
+    def __init__(self, mesh: MeshNode, meter: MeterNode) -> None:
+        self.mesh = mesh
+        self.meter = meter
+        self.counters: Counter[str] = Counter()
+        mesh.app = self._app
+
+    def _app(self, src: bytes, src_port: int, dst_port: int, payload: bytes, now: float) -> None:
+        if dst_port != C1222_PORT:
+            self.counters["app-wrong-port"] += 1
+            return
+        self.meter.receive_datagram(payload, (str(ipaddress.IPv6Address(src)), src_port), now)
+
+    def session_event(self, event: object, now: float) -> None:
+        """The node's PANA session gave or took keys: the ring and the endpoint follow."""
+        ring = self.meter.ring
+        if isinstance(event, Authenticated):
+            self.meter.key_events(ring.install(event.context, event.lifetime, now), now)
+        elif isinstance(event, SessionTerminated):
+            self.meter.key_events(ring.retire(event.session_id, now), now)
+
+    def receive_datagram(
+        self, data: bytes, addr: Addr, now: float, multicast: bool = False
+    ) -> None:
+        self.mesh.receive_datagram(data, addr, now, multicast)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
+        for data, (host, port) in self.meter.datagrams_to_send(now):
+            dst = ipaddress.IPv6Address(host).packed
+            if not self.mesh.send_udp(dst, C1222_PORT, port, data, now):
+                self.counters["c1222-not-sent"] += 1
+        return self.mesh.datagrams_to_send(now)
+
+    def get_timer(self) -> float | None:
+        times = [t for t in (self.mesh.get_timer(), self.meter.get_timer()) if t is not None]
+        return min(times, default=None)
+
+    def handle_timer(self, now: float) -> None:
+        for engine in (self.mesh, self.meter):
+            at = engine.get_timer()
+            if at is not None and at <= now:
+                engine.handle_timer(now)
+
+    def next_event(self) -> object | None:
+        event = self.mesh.next_event()
+        return event if event is not None else self.meter.next_event()
 
 
 class MeshSim:
@@ -183,7 +321,11 @@ class MeshSim:
         keyserver: KeyServer,
         radio_distance: dict[int, int],
         more_concentrators: Sequence[MeshNode] = (),
+        *,
+        c1222: Sequence[MeshMeter] = (),
+        headend: HeadEnd | None = None,
     ) -> None:
+        """`c1222` (meter i is `c1222[i - 1]`) and `headend`: with `MeshConfig.c1222`."""
         self.config = config
         self.net = net
         self.concentrator = concentrator  # the first; `concentrators` has them all
@@ -197,6 +339,11 @@ class MeshSim:
         self.parent_chosen: Counter[int] = Counter()
         self._index = {radio_addr(m.eui): i for i, m in enumerate(meters, 1)}
         self._waiting: set[int] = set()  # expected meters not relay-ready yet (see run)
+        self.c1222 = list(c1222)
+        self.headend = headend
+        # meter index -> (read started, answered or None, registers or None): read_all's reads
+        self.reads: dict[int, tuple[float, float | None, CurrentRegisters | None]] = {}
+        self._reading: set[int] = set()
         net.on_event.append(self._on_event)
 
     @property
@@ -212,9 +359,15 @@ class MeshSim:
                 concentrator.update_group_keys(manager.keys(PAN.value), now)
                 self.net.service(radio_addr(concentrator.eui))
             return
+        if addr == HEADEND_HOST and isinstance(event, RegisterRead):
+            self._answered(event, now)
+            return
         i = self._index.get(addr)
         if i is None:
             return
+        if self.c1222 and isinstance(event, Authenticated | SessionTerminated):
+            self.c1222[i - 1].session_event(event, now)
+            self.net.service(addr)
         if isinstance(event, Authenticated):
             self.authenticated_at.setdefault(i, now)
         elif isinstance(event, RelayReady):
@@ -248,6 +401,74 @@ class MeshSim:
         """Run until every expected meter is relay-ready; False if `max_time` came first."""
         self._waiting = self.expected - self.ready_at.keys()  # O(1) per step, not O(N)
         return self.net.run_while(lambda: bool(self._waiting), max_time)
+
+    # -- C12.22 over the mesh ------------------------------------------------------------------
+
+    def c1222_addr(self, i: int) -> Addr | None:
+        """Meter i's C12.22 address: its global IPv6 address (once it has one), port 1153."""
+        own = self.meters[i - 1].global_address
+        return None if own is None else (str(ipaddress.IPv6Address(own)), C1222_PORT)
+
+    def read(self, i: int, now: float) -> None:
+        """The head-end starts reading meter i's current registers (ST23) now, at the address
+        the meter has now (its prefix is its DODAG's); the answer lands in `reads`."""
+        headend = self.headend
+        if headend is None:
+            raise ValueError("the mesh was built without c1222")
+        mid, addr = meter_id(i), self.c1222_addr(i)
+        self._reading.add(i)
+        self.reads[i] = (now, None, None)
+        if addr is None:  # no address, no route: a read that cannot be sent
+            self._reading.discard(i)
+            return
+        target = headend.collector.target(mid)
+        if target is None or target.addr != addr:
+            headend.collector.remove_meter(mid)
+            headend.collector.add_meter(MeterTarget(mid, meter_title(i), addr, "mesh"), now)
+        headend.collector.read_registers(mid, now)
+
+    def _answered(self, event: RegisterRead, now: float) -> None:
+        i = int(event.meter_id.rsplit("-", 1)[1])
+        if i in self._reading:
+            self._reading.discard(i)
+            self.reads[i] = (self.reads[i][0], now, event.registers)
+
+    def read_all(self, within: float) -> dict[str, Any]:
+        """The head-end reads every relay-ready meter still there once, `READ_SPACING` apart,
+        over the mesh; runs until every read is answered or failed (the C12.22 client's
+        timeout and retries), or `within` simulated seconds. Returns `read_report`."""
+        start = self.net.now
+        meters = [i for i in sorted(self.ready_at)
+                  if radio_addr(self.meters[i - 1].eui) in self.net]  # fmt: skip
+        for k, i in enumerate(meters):
+            at = start + k * READ_SPACING
+            self.net.call_at(at, HEADEND_HOST, functools.partial(self.read, i))
+        self._reading.update(meters)  # until each read has started and ended
+        self.net.run_while(lambda: bool(self._reading), start + within)
+        return self.read_report(meters)
+
+    def read_report(self, meters: Sequence[int]) -> dict[str, Any]:
+        """Delivery ratio and simulated latency (request start to answer, retries included)
+        of the reads of `meters`."""
+        answered = [self.reads[i] for i in meters if i in self.reads]
+        latency = sorted(round(t1 - t0, 3) for t0, t1, regs in answered
+                         if t1 is not None and regs is not None)  # fmt: skip
+        headend = self.headend
+        return {
+            "meters": len(meters),
+            "delivered": len(latency),
+            "delivery_ratio": round(len(latency) / len(meters), 4) if meters else None,
+            "latency_s": {
+                "p50": quantile(latency, 0.5),
+                "p99": quantile(latency, 0.99),
+                "max": latency[-1] if latency else None,
+            },
+            "read": "ST23 current registers, one C12.22 read request per meter, EAX'",
+            "spacing_s": READ_SPACING,
+            "timeout_s": READ_TIMEOUT,
+            "retries": READ_RETRIES,
+            "headend": {} if headend is None else dict(sorted(headend.collector.counters.items())),
+        }
 
     def frames_sent(self, node: MeshNode) -> int:
         c = node.link.counters
@@ -383,14 +604,20 @@ def _new_pac(ident: bytes, psk: bytes, seed: int) -> Any:
     return new
 
 
-def _concentrator(config: MeshConfig, j: int, manager: GroupKeyManager, paa: Addr) -> MeshNode:
+def meter_title(i: int) -> ApTitle:
+    return ApTitle((0, 1000 + i), relative=True)
+
+
+def _concentrator(
+    config: MeshConfig, j: int, manager: GroupKeyManager, paa: Addr, wan: Addr
+) -> MeshNode:
     """Concentrator j: root of its own DODAG, with its own prefix (seeds apart from the
     meters'; concentrator 0 keeps the seeds a one-concentrator mesh always had)."""
     eui, seed = concentrator_eui(j), config.seed + 1_000_003 * j
     rpl = RplNode(LINK_LOCAL_PREFIX + eui.interface_id(), config.rpl, seeded_random(seed * 31),
                   root_prefix=PrefixInformation(prefix_of(j), 64))  # fmt: skip
     return MeshNode.concentrator(
-        _link(eui, seed * 37), rpl, paa, seeded_random(seed * 41), KEYSERVER_HOST,
+        _link(eui, seed * 37), rpl, paa, seeded_random(seed * 41), wan,
         manager.keys(PAN.value), 0.0,
     )  # fmt: skip
 
@@ -399,10 +626,16 @@ def build_mesh(config: MeshConfig) -> MeshSim:
     rng = random.Random(config.seed)
     side, k = config.side, config.grid
     radio = RadioMedium(UnitDisk(config.radius, config.loss), seed=config.seed)
-    net = Network(MeshMedium(radio, frozenset({KEYSERVER_HOST})))
+    wan = (
+        frozenset({KEYSERVER_HOST, HEADEND_HOST, WAN_ROUTER})
+        if config.c1222
+        else frozenset({KEYSERVER_HOST})
+    )
+    net = Network(MeshMedium(radio, wan))
     manager = GroupKeyManager([PAN.value], rng=seeded_random(config.seed * 43), now=0.0)
     paa: Addr = (KEYSERVER_IP, PANA_PORT)
-    concentrators = [_concentrator(config, j, manager, paa) for j in range(k * k)]
+    gateway = WAN_ROUTER if config.c1222 else KEYSERVER_HOST
+    concentrators = [_concentrator(config, j, manager, paa, gateway) for j in range(k * k)]
     prefixes = [prefix_of(j) for j in range(k * k)]
     for j, concentrator in enumerate(concentrators):
         cell = side / k
@@ -411,7 +644,9 @@ def build_mesh(config: MeshConfig) -> MeshSim:
                for c, p in zip(concentrators, prefixes, strict=True)}  # fmt: skip
     kek = FileKek(random.Random(config.seed * 17).randbytes(32), seeded_random(config.seed * 19))
     store = CredentialStore(":memory:", kek)
+    registry = PurposeRegistry()
     meters = []
+    c1222: list[MeshMeter] = []
     for i in range(1, config.nodes + 1):
         eui = node_eui(i)
         store.enroll(meter_id(i), meter_psk(config.seed, i), 0.0)
@@ -426,24 +661,78 @@ def build_mesh(config: MeshConfig) -> MeshSim:
         )  # fmt: skip
         radio.place(radio_addr(eui), rng.uniform(0.0, side), rng.uniform(0.0, side))
         meters.append(meter)
+        if config.c1222:
+            c1222.append(MeshMeter(meter, _meter_endpoint(config.seed, i, registry)))
     keyserver = KeyServer(
         store,
         rng=seeded_random(config.seed * 23),
         paa_config=PaaConfig(allowed_relays=frozenset(allowed), req_retransmit=MESH_REQ_RETRANSMIT),
         session_lifetime=SESSION_LIFETIME,
+        registry=registry,
         now=0.0,
     )
     keyserver.enable_group_keys(manager)
     roots = [radio_addr(c.eui) for c in concentrators]
     routes = {p[:8]: root for p, root in zip(prefixes, roots, strict=True)}
-    net.add_node(KEYSERVER_HOST, Ipv6Host(keyserver, (KEYSERVER_IP, PANA_PORT), roots[0], routes))
+    headend = None
+    if config.c1222:
+        headend = _headend(config, keyserver)
+        net.add_node(KEYSERVER_HOST, Ipv6Host(keyserver, (KEYSERVER_IP, PANA_PORT), WAN_ROUTER))
+        net.add_node(HEADEND_HOST, Ipv6Host(headend, (HEADEND_IP, C1222_PORT), WAN_ROUTER))
+        hosts = {KEYSERVER_IP: KEYSERVER_HOST, HEADEND_IP: HEADEND_HOST}
+        net.add_node(WAN_ROUTER, WanRouter(hosts, routes))
+    else:
+        ks = Ipv6Host(keyserver, (KEYSERVER_IP, PANA_PORT), roots[0], routes)
+        net.add_node(KEYSERVER_HOST, ks)
     index = {radio_addr(m.eui): i for i, m in enumerate(meters, 1)}
     distance = radio_hops(radio, roots[0], index, roots[1:])
     for root, concentrator in zip(roots, concentrators, strict=True):
         net.add_node(root, concentrator)
-    for meter in meters:
-        net.add_node(radio_addr(meter.eui), meter)
-    sim = MeshSim(config, net, concentrators[0], meters, keyserver, distance, concentrators[1:])
+    for i, meter in enumerate(meters):
+        net.add_node(radio_addr(meter.eui), c1222[i] if c1222 else meter)
+    sim = MeshSim(config, net, concentrators[0], meters, keyserver, distance, concentrators[1:],
+                  c1222=c1222, headend=headend)  # fmt: skip
     for root, concentrator in zip(roots, concentrators, strict=True):
         net.call_at(0.0, root, concentrator.start)
     return sim
+
+
+def _meter_endpoint(seed: int, i: int, registry: PurposeRegistry) -> MeterNode:
+    """Meter i's C12.22 endpoint: its metering model, an empty key ring (filled by its UKMF
+    sessions), no pushes (the head-end reads)."""
+    config = MeterNodeConfig(
+        meter_title(i), HEADEND_TITLE, None, push=PushConfig(enabled=False),
+        time=TimeScale(0.0, METER_EPOCH), event_poll_s=900.0,
+    )  # fmt: skip
+    model = MeterModel(seed * 1_000_003 + i, MeterConfig(install_time=METER_EPOCH - 40 * DAY_S))
+    node = MeterNode(config, model, KeyRing(meter_id(i).encode(), registry),
+                     seeded_random(seed * 5_000 + i))  # fmt: skip
+    node.start(0.0)
+    return node
+
+
+def _headend(config: MeshConfig, keyserver: KeyServer) -> HeadEnd:
+    """The head-end with every meter registered and commissioned, taking their C12.22 keys
+    from the key server by key id. Its collector only reads on demand (`MeshSim.read`): no
+    pushes are expected (a grace far beyond any run), no per-cell queueing."""
+    repo = SqliteRepository(Path(":memory:"))
+    for i in range(1, config.nodes + 1):
+        repo.register_meter(meter_id(i), str(meter_title(i).absolute()), "mesh", "mesh", 0.0)
+        repo.commission_meter(meter_id(i), 0.0)
+    collector = CollectorConfig(
+        mode=Mode.PUSHED, push_grace_s=365 * DAY_S, per_cell_outstanding=1_000_000,
+        per_cell_rate=1e6, request_timeout=READ_TIMEOUT, request_retries=READ_RETRIES,
+    )  # fmt: skip
+    return HeadEnd(
+        HeadEndConfig(
+            HEADEND_TITLE,
+            collector,
+            command_poll_s=3_600.0,
+            meter_refresh_s=3_600.0,
+            eventlog_every_s=0.0,
+        ),
+        repo,
+        HeadendKeys(repository_resolver(repo.meter_by_ap_title), keyserver),
+        seeded_random(config.seed * 47),
+        0.0,
+    )

@@ -38,7 +38,11 @@ def test_sim_mesh_text_output_and_bad_arguments(capsys: pytest.CaptureFixture[st
     assert main(["sim", "mesh", "--nodes", "0"]) == 2
     assert "--nodes" in capsys.readouterr().err
     assert main(["sim", "mesh", "--nodes", "12", "--per-concentrator", "3"]) == 0
-    assert '"concentrators": 4' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert '"concentrators": 4' in out and '"c1222"' not in out  # C12.22 only when asked
+    assert main(["sim", "mesh", "--nodes", "12", "--per-concentrator", "3", "--c1222"]) == 0
+    out = capsys.readouterr().out
+    assert '"c1222": {' in out and '"delivery_ratio": 1.0' in out  # across 4 DODAGs
     assert main(["sim", "mesh", "--nodes", "5", "--per-concentrator", "0"]) == 2
 
 
@@ -48,6 +52,9 @@ def test_bench_mesh_reports_sizes_and_the_baseline(capsys: pytest.CaptureFixture
     assert [r["nodes"] for r in result["runs"]] == [8, 16]
     assert all(r["formed"] and r["link_frames_per_wall_s"] > 0 for r in result["runs"])
     assert result["baseline_ccm_star_pairs_per_s"] > 0 and result["radio"]["radius_m"] > 0
+    for run in result["runs"]:  # one C12.22 read of every meter over the mesh after formation
+        assert run["c1222"]["meters"] == run["relay_ready"]
+        assert run["c1222"]["delivery_ratio"] == 1.0 and run["c1222"]["latency_s"]["p99"] > 0
     assert main(["bench", "mesh", "--sizes", "x"]) == 2
     assert main(["bench", "mesh", "--sizes", "8", "--per-concentrator", "0"]) == 2
     assert all(r["concentrators"] == 1 for r in result["runs"])
