@@ -102,7 +102,7 @@ def emulator(request: pytest.FixtureRequest) -> Iterator[EmulatorInfo]:
         password=PASSWORD,
         seed=3,
         host=HOST,
-        time_scale=0.01,
+        time_scale=0.05,
         ropt_supported=ropt,
         model_start=MODEL_T,
         model_time_factor=1e-9,
@@ -155,7 +155,7 @@ def test_momonga_wrong_password_then_the_right_one() -> None:
         password=PASSWORD,
         seed=5,
         host="127.0.30.2",
-        time_scale=0.01,
+        time_scale=0.05,
         model_start=MODEL_T,
         model_time_factor=1e-9,
     )

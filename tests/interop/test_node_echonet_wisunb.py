@@ -42,7 +42,7 @@ def _script() -> tuple[str, Path]:
 async def _session(node: str, script: Path) -> tuple[list[dict[str, Any]], EmulatorInfo]:
     stop = asyncio.Event()
     infos: list[EmulatorInfo] = []
-    config = EmulatorConfig(dialect=Dialect.BP35A1, seed=11, host="127.0.30.7", time_scale=0.01)
+    config = EmulatorConfig(dialect=Dialect.BP35A1, seed=11, host="127.0.30.7", time_scale=0.05)
     task = asyncio.create_task(run_emulator(config, stop=stop, on_ready=infos.append))
     try:
         for _ in range(200):
