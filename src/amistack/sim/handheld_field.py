@@ -57,9 +57,10 @@ class Field:
 
     def start_work(
         self, roles: frozenset[Role] = frozenset({Role.OPERATOR}), psk: bytes = HANDHELD_PSK,
-        work_order: str = "WO-1", idle_timeout: float = 900.0,
+        work_order: str = "WO-1", idle_timeout: float = 900.0, technician: Principal | None = None,
     ) -> WorkSession:  # fmt: skip
-        tech = Principal("tina", roles, "session")
+        """`technician`: who logged in on the handheld (else "tina" with `roles`)."""
+        tech = technician or Principal("tina", roles, "session")
         rng = seeded_random(99)
         cfg = HandheldConfig(
             HANDHELD_ID, handheld_eui(), AREA_PAN, AREA_PREFIX, KEYSERVER, rpl=area_rpl(),
