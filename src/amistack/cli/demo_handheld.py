@@ -28,13 +28,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from amistack.access import AccessStore, AuditTrail, Principal, Role
 from amistack.addr import Addr, Engine
-from amistack.c1222.acse import ApTitle
 from amistack.c1222.endpoint import C1222Client, EndpointConfig
 from amistack.c1222.events import ResponseReceived
 from amistack.c1222.services import ResponseCode
 from amistack.c1222.tables import Table, remote_switch
 from amistack.crypto import seeded_random
-from amistack.handheld import WAN_ADDR, HandheldConfig, Operation, WorkSession, WorkState
+from amistack.handheld import WAN_ADDR, Operation, WorkSession, WorkState
 from amistack.handheld.offline import (
     OfflineOffice,
     ReadingsSealed,
@@ -53,31 +52,24 @@ from amistack.mesh.node import radio_addr
 from amistack.meter.node import ap_title_for
 from amistack.securemodule import SoftwareModule
 from amistack.sim.handheld_area import (
-    AREA_PAN,
-    AREA_PREFIX,
     AreaConfig,
     area_meter_id,
     area_meter_psk,
-    area_rpl,
-    build_area,
     handheld_eui,
-    mesh_pac_config,
     meter_eui,
-    psk_peer,
 )
 from amistack.sim.handheld_field import (
     HANDHELD_ID,
-    HEADEND,
-    KEYSERVER,
+    HEADEND_TITLE,
     Field,
     build_field,
+    build_offline_field,
     global_of,
 )
 
 __all__ = ["HandheldReport", "chapter_handheld"]
 
 METERS = 6
-HEADEND_TITLE = ApTitle.parse("2.16.124.113620.1.22.0.1")
 TECHNICIAN, PASSWORD = "tina", "tina's long field passphrase"
 HOUR = 3600.0
 HANDHELD = radio_addr(handheld_eui())
@@ -332,44 +324,8 @@ def _offline(field: Field, data_dir: Path, report: HandheldReport) -> None:
         provision(order, field.store, kek, PASSWORD, path, os.urandom)
         opened = open_work_order(path, kek, desk, TECHNICIAN, PASSWORD, 0.0)
         readings = SealedReadings(hh_dir / "readings.db", kek, module)
-        rng = seeded_random(5)
-        hh_psk = rng(16)
-        euis = [handheld_eui(), *(meter_eui(i) for i in range(1, METERS + 1))]
-        titles = {ap_title_for(m).device_id: m for m in meters}
-        office = OfflineOffice(
-            opened,
-            readings,
-            handheld_id=HANDHELD_ID,
-            handheld_psk=hh_psk,
-            handheld_radio=HANDHELD,
-            keyserver_addr=KEYSERVER,
-            headend_addr=HEADEND,
-            headend_title=HEADEND_TITLE,
-            titles=titles,
-            relays=frozenset(global_of(e.interface_id()) for e in euis),
-            pans=[AREA_PAN.value],
-            rng=rng,
-            now=0.0,
-        )
-        area = build_area(AreaConfig(meters=METERS, headend_title=HEADEND_TITLE), office, KEYSERVER)
-        cfg = HandheldConfig(
-            HANDHELD_ID,
-            handheld_eui(),
-            AREA_PAN,
-            AREA_PREFIX,
-            KEYSERVER,
-            rpl=area_rpl(),
-            pac=mesh_pac_config(),
-        )
-        session = WorkSession(
-            cfg,
-            opened.session.principal,
-            order.order_id,
-            psk_peer(HANDHELD_ID, hh_psk, seeded_random(6)),
-            seeded_random(7),
-            area.net.now,
-        )
-        area.attach(session)
+        built = build_offline_field(opened, readings, METERS)
+        area, office, session = built.area, built.office, built.session
         net = area.net
         net.run_while(lambda: len(area.relay_ready()) < METERS, 900.0)
         sealed = 0
