@@ -69,6 +69,10 @@ def test_demo_story_and_capture(tmp_path: Path) -> None:
     m = doc["mesh"]  # chapter 6: the RPL mesh, joins through relays
     assert m["formed"] and m["wrong_psk"].startswith("refused") and m["revoked"].startswith("shut")
     assert (tmp_path / "pcap" / "mesh.pcap").stat().st_size > 0
+    h = doc["handheld"]  # chapter 7: the handheld in an isolated area (tests/unit/cli too)
+    assert h["joined"].startswith("6/6") and h["data_dir"].startswith("none found")
+    assert h["revoked"].startswith("shut out") and h["shut_out_s"] is not None
+    assert h["synced"].startswith("stored") and h["destroyed"].startswith("gone")
     logs = sorted((tmp_path / "demo" / "meters").glob("*/events.log"))
     assert len(logs) == 3  # the demo leaves a few meters' logs in its data directory
 

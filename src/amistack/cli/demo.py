@@ -21,6 +21,8 @@ an edited entry and a rollback.
 Chapter 4, the B route: a HEMS authenticates to the meter with PANA (the meter is the PAA),
 reads the instantaneous power over ECHONET Lite in AES-CCM* link frames, sets E5 and reads
 yesterday's history (E2); a wrong B-route password is refused (`demo_broute`).
+Chapters 5-7 run on the virtual clock: the fleet (`demo_fleet`), the RPL mesh (`demo_mesh`) and a
+handheld serving an isolated area, lost and revoked, then offline (`demo_handheld`).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from amistack.c1222.security import key_id_byte
 from amistack.cli.common import CliError, open_store
 from amistack.cli.demo_broute import BrouteReport, chapter_broute
 from amistack.cli.demo_fleet import FleetReport, chapter_fleet
+from amistack.cli.demo_handheld import HandheldReport, chapter_handheld
 from amistack.cli.demo_mesh import MeshReport, chapter_mesh
 from amistack.keymgmt import C1222, LINK, KeyId, KeyRing, PurposeRegistry
 from amistack.meter.events import AccessGranted
@@ -67,7 +70,8 @@ def register(sub: Any) -> None:
         "meters push interval data over C12.22 to the head-end, which runs demand response and "
         "remote disconnect; signed event logs are verified and tampering caught; a HEMS reads "
         "the smart meter over the PANA-secured B route with ECHONET Lite; a simulated fleet and "
-        "a 50-meter RPL mesh joining through relays run on the virtual clock. "
+        "a 50-meter RPL mesh joining through relays and a handheld serving an isolated area "
+        "(online, lost and revoked, offline work order) run on the virtual clock. "
         "The data directory is the demo's own: it is emptied at the start of each run.",
     )
     p.add_argument("--meters", type=int, default=20, help="number of meters (default 20)")
@@ -136,6 +140,7 @@ class Report:
     broute: BrouteReport = field(default_factory=BrouteReport)
     fleet: FleetReport = field(default_factory=FleetReport)
     mesh: MeshReport = field(default_factory=MeshReport)
+    handheld: HandheldReport = field(default_factory=HandheldReport)
     tls: MeterLog = field(default_factory=lambda: MeterLog(TLS_METER))
     tls_downgrade: str = ""
     elapsed: float = 0.0
@@ -162,6 +167,7 @@ class Report:
             and self.broute.ok()
             and self.fleet.ok()
             and self.mesh.ok()
+            and self.handheld.ok()
             and len(self.tls.rotations) >= 3
             and all(self.tls.keys_match)
             and self.tls_downgrade.startswith("refused")
@@ -712,6 +718,9 @@ def _print(report: Report) -> None:
     print("amistack demo — chapter 6: the field network (RPL mesh, joins through relays)")
     for line in report.mesh.lines():
         print(line)
+    print("amistack demo — chapter 7: the handheld in an isolated area (online, lost, offline)")
+    for line in report.handheld.lines():
+        print(line)
     print(f"  {'OK' if report.ok() else 'FAILED'} in {report.elapsed:.1f} s")
 
 
@@ -738,6 +747,7 @@ def _run(args: argparse.Namespace) -> int:
         report.broute = run(lambda: chapter_broute(args.pcap))
         report.fleet = chapter_fleet(args.data_dir)
         report.mesh = chapter_mesh(args.pcap)
+        report.handheld = chapter_handheld(args.data_dir)
     finally:
         if pcap is not None:
             pcap.close()
@@ -774,6 +784,7 @@ def _run(args: argparse.Namespace) -> int:
             "broute": dataclasses.asdict(report.broute),
             "fleet": dataclasses.asdict(report.fleet),
             "mesh": dataclasses.asdict(report.mesh),
+            "handheld": dataclasses.asdict(report.handheld),
         }
         args.json.write_text(json.dumps(doc, indent=1))
     if args.serve is not None:

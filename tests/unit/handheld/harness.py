@@ -1,135 +1,23 @@
-"""An isolated area, a handheld work session and the real key server engine on the virtual clock."""
+"""The tests' field: the builder is in src (`amistack.sim.handheld_field`), shared with the demo."""
 
-from __future__ import annotations
-
-import ipaddress
-import random
-from collections.abc import Callable
-from dataclasses import dataclass
-
-from amistack.access import Principal, Role
-from amistack.addr import Addr, Engine
-from amistack.crypto import seeded_random
-from amistack.handheld import HandheldConfig, WorkSession
-from amistack.keymgmt.groupkeys import GroupKeyManager
-from amistack.keymgmt.kek import FileKek
-from amistack.keymgmt.server import KeyServer
-from amistack.keymgmt.store import CredentialStore
-from amistack.mesh.ipv6 import Ipv6Packet
-from amistack.mesh.node import radio_addr
-from amistack.mesh.wan import Ipv6Host
-from amistack.pana.paa import PaaConfig
-from amistack.sim.handheld_area import (
-    AREA_PAN,
-    AREA_PREFIX,
-    Area,
-    AreaConfig,
-    area_meter_id,
-    area_meter_psk,
-    area_rpl,
-    build_area,
-    handheld_eui,
-    mesh_pac_config,
-    meter_eui,
-    psk_peer,
+from amistack.sim.handheld_field import (
+    HANDHELD_ID,
+    HANDHELD_PSK,
+    HEADEND,
+    KEYSERVER,
+    Field,
+    Office,
+    build_field,
+    global_of,
 )
-from amistack.sim.mesh import MESH_REQ_RETRANSMIT
 
-KEYSERVER: Addr = ("2001:db8:ffff::1", 716)
-HEADEND: Addr = ("2001:db8:ffff::2", 1153)
-HANDHELD_ID = "handheld-7"
-HANDHELD_PSK = bytes.fromhex("5a" * 16)
-
-
-def global_of(eui_iid: bytes) -> str:
-    return str(ipaddress.IPv6Address(AREA_PREFIX[:8] + eui_iid))
-
-
-@dataclass
-class Field:
-    area: Area
-    keyserver: KeyServer
-    store: CredentialStore
-    config: HandheldConfig
-
-    def start_work(
-        self, roles: frozenset[Role] = frozenset({Role.OPERATOR}), psk: bytes = HANDHELD_PSK,
-        work_order: str = "WO-1", idle_timeout: float = 900.0,
-    ) -> WorkSession:  # fmt: skip
-        tech = Principal("tina", roles, "session")
-        rng = seeded_random(99)
-        cfg = HandheldConfig(
-            HANDHELD_ID, handheld_eui(), AREA_PAN, AREA_PREFIX, KEYSERVER, rpl=area_rpl(),
-            pac=mesh_pac_config(), idle_timeout=idle_timeout,
-        )  # fmt: skip
-        session = WorkSession(cfg, tech, work_order, psk_peer(HANDHELD_ID, psk, rng), rng,
-                              self.area.net.now)  # fmt: skip
-        self.area.attach(session)
-        return session
-
-    def run_until_joined(self, expected: set[int], max_time: float = 600.0) -> bool:
-        area = self.area
-        return area.net.run_while(lambda: not expected <= set(area.relay_ready()), max_time)
-
-
-class Office:
-    """The WAN behind the channel: IPv6 packets go to the key server's or the head-end's host."""
-
-    def __init__(self, *hosts: Ipv6Host) -> None:
-        self.hosts = {h.address[0]: h for h in hosts}
-
-    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
-        dst = str(Ipv6Packet.decode(data).dst)
-        if dst in self.hosts:
-            self.hosts[dst].receive_datagram(data, addr, now)
-
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
-        return [d for h in self.hosts.values() for d in h.datagrams_to_send(now)]
-
-    def get_timer(self) -> float | None:
-        return min((t for h in self.hosts.values() if (t := h.get_timer()) is not None),
-                   default=None)  # fmt: skip
-
-    def handle_timer(self, now: float) -> None:
-        for h in self.hosts.values():
-            if (t := h.get_timer()) is not None and t <= now:
-                h.handle_timer(now)
-
-    def next_event(self) -> object | None:
-        for h in self.hosts.values():
-            if (e := h.next_event()) is not None:
-                return e
-        return None
-
-
-def build_field(
-    config: AreaConfig | None = None,
-    seed: int = 1,
-    headend: Callable[[KeyServer], Engine] | None = None,
-) -> Field:
-    """`headend(key_server)`: an engine put at `HEADEND` behind the channel too."""
-    config = config or AreaConfig(seed=seed)
-    kek = FileKek(random.Random(seed).randbytes(32), seeded_random(seed * 19))
-    store = CredentialStore(":memory:", kek)
-    store.enroll(HANDHELD_ID, HANDHELD_PSK, 0.0)
-    allowed = {global_of(handheld_eui().interface_id())}
-    for i in range(1, config.meters + 1):
-        store.enroll(area_meter_id(i), area_meter_psk(config.seed, i), 0.0)
-        allowed.add(global_of(meter_eui(i).interface_id()))
-    keyserver = KeyServer(
-        store,
-        rng=seeded_random(seed * 23),
-        paa_config=PaaConfig(allowed_relays=frozenset(allowed), req_retransmit=MESH_REQ_RETRANSMIT),
-        session_lifetime=86_400.0,
-        now=0.0,
-    )
-    keyserver.enable_group_keys(GroupKeyManager([AREA_PAN.value], rng=seeded_random(seed), now=0.0))
-    hh = radio_addr(handheld_eui())
-    office: Engine = Ipv6Host(keyserver, KEYSERVER, hh)
-    if headend is not None:
-        office = Office(
-            Ipv6Host(keyserver, KEYSERVER, hh), Ipv6Host(headend(keyserver), HEADEND, hh)
-        )
-    area = build_area(config, office, KEYSERVER)
-    cfg = HandheldConfig(HANDHELD_ID, handheld_eui(), AREA_PAN, AREA_PREFIX, KEYSERVER)
-    return Field(area, keyserver, store, cfg)
+__all__ = [
+    "HANDHELD_ID",
+    "HANDHELD_PSK",
+    "HEADEND",
+    "KEYSERVER",
+    "Field",
+    "Office",
+    "build_field",
+    "global_of",
+]

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 from argon2 import PasswordHasher
-from tests.unit.handheld.harness import HEADEND, KEYSERVER, global_of
+from tests.unit.handheld.harness import global_of
 from tests.unit.meter.conftest import init_token
 
 from amistack.access import AccessStore, AuditTrail, Principal, Role
-from amistack.c1222.acse import ApTitle
-from amistack.crypto import pkcs11_token, seeded_random
-from amistack.handheld import WAN_ADDR, HandheldConfig, WorkSession
+from amistack.crypto import pkcs11_token
+from amistack.handheld import WAN_ADDR, WorkSession
 from amistack.handheld.offline import (
     ROTATION_DUE,
     OfflineOffice,
@@ -40,30 +39,21 @@ from amistack.headend.storage import SqliteRepository
 from amistack.keymgmt.kek import FileKek
 from amistack.keymgmt.kek_pkcs11 import Pkcs11Kek
 from amistack.keymgmt.store import CredentialStore
-from amistack.mesh.node import radio_addr
 from amistack.meter.node import ap_title_for
 from amistack.pana.events import AuthenticationFailed
 from amistack.securemodule.pkcs11_module import Pkcs11Module
 from amistack.sim.handheld_area import (
-    AREA_PAN,
-    AREA_PREFIX,
     Area,
-    AreaConfig,
     area_meter_id,
     area_meter_psk,
-    area_rpl,
-    build_area,
-    handheld_eui,
-    mesh_pac_config,
     meter_eui,
-    psk_peer,
 )
+from amistack.sim.handheld_field import build_offline_field
 
 CHEAP = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 FAST_KDF = KdfParams(time_cost=1, memory_kib=64, parallelism=1)
 PASSWORD = "tina's long field passphrase"
 HANDHELD = "handheld-7"
-HEADEND_TITLE = ApTitle.parse("2.16.124.113620.1.22.0.1")
 N = 3  # meters in the area; the order names 1..N-1, meter N stays out
 HOUR = 3600.0
 
@@ -99,24 +89,8 @@ def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Offline
     provision(order, keystore, kek, PASSWORD, path, os.urandom, FAST_KDF)
     opened = open_work_order(path, kek, desk, "tina", PASSWORD, 0.0)
     readings = SealedReadings(tmp_path / "hh" / "readings.db", kek, module)
-    rng = seeded_random(5)
-    handheld_psk = rng(16)
-    euis = [handheld_eui(), *(meter_eui(i) for i in range(1, N + 1))]
-    relays = frozenset(global_of(e.interface_id()) for e in euis)
-    titles = {ap_title_for(area_meter_id(i)).device_id: area_meter_id(i) for i in range(1, N + 1)}
-    office = OfflineOffice(
-        opened, readings, handheld_id=HANDHELD, handheld_psk=handheld_psk,
-        handheld_radio=radio_addr(handheld_eui()), keyserver_addr=KEYSERVER,
-        headend_addr=HEADEND, headend_title=HEADEND_TITLE, titles=titles, relays=relays,
-        pans=[AREA_PAN.value], rng=rng, now=0.0,
-    )  # fmt: skip
-    area = build_area(AreaConfig(meters=N, headend_title=HEADEND_TITLE), office, KEYSERVER)
-    cfg = HandheldConfig(HANDHELD, handheld_eui(), AREA_PAN, AREA_PREFIX, KEYSERVER,
-                         rpl=area_rpl(), pac=mesh_pac_config())  # fmt: skip
-    session = WorkSession(cfg, opened.session.principal, order.order_id,
-                          psk_peer(HANDHELD, handheld_psk, seeded_random(6)), seeded_random(7),
-                          area.net.now)  # fmt: skip
-    area.attach(session)
+    built = build_offline_field(opened, readings, N)
+    area, office, session = built.area, built.office, built.session
     try:
         yield Offline(area, office, session, readings, module, kek, keystore, path)
     finally:
