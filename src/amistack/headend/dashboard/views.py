@@ -133,7 +133,7 @@ def same_origin(request: Request) -> None:
         raise AccessDenied(403, "cross_site", "a form of this dashboard must make this request")
 
 
-async def _form(request: Request) -> dict[str, str]:
+async def read_form(request: Request) -> dict[str, str]:
     body = bytearray()
     async for piece in request.stream():
         body += piece
@@ -146,7 +146,7 @@ async def _form(request: Request) -> dict[str, str]:
     return {k: v[0] for k, v in fields.items()}
 
 
-def _sse(name: str, data: str) -> bytes:
+def sse_event(name: str, data: str) -> bytes:
     lines = "".join(f"data: {line}\n" for line in data.splitlines() or [""])
     return f"event: {name}\n{lines}\n".encode()
 
@@ -226,7 +226,7 @@ def add_dashboard(
                 for name, text in parts.items():
                     if sent.get(name) != text:
                         sent[name] = text
-                        yield _sse(name, text)
+                        yield sse_event(name, text)
                 if await request.is_disconnected():
                     return
                 await asyncio.sleep(TICK_S)
@@ -244,7 +244,7 @@ def add_dashboard(
     @app.post(f"{PREFIX}/login", **ui)
     async def login_form(request: Request) -> Response:
         same_origin(request)
-        form = await _form(request)
+        form = await read_form(request)
         answer = RedirectResponse(f"{PREFIX}/fleet", status_code=303)
         try:
             await run_in_threadpool(
@@ -381,7 +381,7 @@ def add_dashboard(
     async def meter_command(meter_id: MeterId, request: Request, who: Controller) -> Response:
         """Queue a command from the meter page; its progress shows in the live command list."""
         same_origin(request)
-        form = await _form(request)
+        form = await read_form(request)
         try:
             kind = CommandKind(form.get("kind", ""))
             params: dict[str, Any] = {}
@@ -604,4 +604,16 @@ def _quote(text: str) -> str:
     return quote(text, safe="")
 
 
-__all__ = ["PREFIX", "PUBLIC", "SLOT_S", "HeadEndView", "Hooks", "add_dashboard", "ui_denied"]
+__all__ = [
+    "CSP",
+    "PREFIX",
+    "PUBLIC",
+    "SLOT_S",
+    "HeadEndView",
+    "Hooks",
+    "add_dashboard",
+    "read_form",
+    "same_origin",
+    "sse_event",
+    "ui_denied",
+]
