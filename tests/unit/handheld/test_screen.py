@@ -38,7 +38,7 @@ def device(tmp_path: Path) -> Iterator[HandheldDevice]:
 
 
 def client(device: HandheldDevice) -> TestClient:
-    return TestClient(create_screen(device), follow_redirects=False)
+    return TestClient(create_screen(device, ["testserver"]), follow_redirects=False)
 
 
 def login(device: HandheldDevice, user: str) -> TestClient:
@@ -112,6 +112,21 @@ def test_another_sites_page_cannot_post(device: HandheldDevice) -> None:
         assert c.post(path, headers=EVIL).status_code == 403, path
         assert c.post(path).status_code == 403, path  # neither Origin nor Referer
     assert device.technician is not None  # the forged logout did nothing
+
+
+def test_a_name_rebound_to_loopback_is_refused(device: HandheldDevice) -> None:
+    """DNS rebinding: another site's page reaching the screen under its own name."""
+    c = client(device)
+    evil = {"Host": "evil.example:8780", "Origin": "http://evil.example:8780"}
+    r = c.post("/login", data={"username": "tina", "password": PASSWORD}, headers=evil)
+    assert r.status_code == 400 and device.technician is None
+    assert c.get("/login", headers={"Host": "evil.example"}).status_code == 400
+
+
+def test_an_oversized_form_is_refused(device: HandheldDevice) -> None:
+    c = client(device)
+    r = c.post("/login", content=b"username=" + b"a" * 5000, headers=OWN)
+    assert r.status_code == 400 and "larger" in r.text and device.technician is None
 
 
 def test_unknown_meters_and_operations_are_refused(device: HandheldDevice) -> None:

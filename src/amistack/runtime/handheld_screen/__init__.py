@@ -25,13 +25,14 @@ import json
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from amistack.access import role_names
 from amistack.access.http import AccessDenied
@@ -114,9 +115,12 @@ class Screen:
         return [op for op in ACTIONS if tech.principal.may(OPERATION_RIGHT[op])]
 
 
-def create_screen(device: HandheldDevice) -> FastAPI:
-    """The screen's app for one handheld (all routes run on the handheld's loop)."""
+def create_screen(device: HandheldDevice, hosts: Sequence[str]) -> FastAPI:
+    """The screen's app for one handheld (all routes run on the handheld's loop), answering
+    only requests naming one of `hosts` (a page of another site whose name was rebound to
+    loopback names its own: refused)."""
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(hosts))
     screen = Screen(device)
     app.state.screen = screen
     app.mount(
@@ -261,7 +265,9 @@ def create_screen(device: HandheldDevice) -> FastAPI:
 async def serve_screen(device: HandheldDevice, sock: socket.socket, stop: asyncio.Event) -> None:
     """Serve the screen on `sock` (`api_server.bind_api`, loopback: the caller checks) until
     `stop`."""
-    server = api_server(create_screen(device), None)
+    host = sock.getsockname()[0]
+    hosts = [host, f"[{host}]", "localhost"] if ":" in host else [host, "localhost"]
+    server = api_server(create_screen(device, hosts), None)
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
     try:
         await stop.wait()
