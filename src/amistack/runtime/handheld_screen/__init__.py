@@ -25,11 +25,11 @@ import json
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -38,7 +38,7 @@ from amistack.access import role_names
 from amistack.access.http import AccessDenied
 from amistack.handheld.session import OPERATION_RIGHT, Operation
 from amistack.handheld.technician import TechnicianSession
-from amistack.headend.dashboard.views import CSP, read_form, same_origin, sse_event
+from amistack.headend.dashboard.views import CSP, read_form, same_origin, sse_response
 from amistack.headend.registry import HeadendError
 from amistack.runtime.api_server import api_server
 from amistack.runtime.handheld import HandheldDevice
@@ -48,7 +48,6 @@ __all__ = ["COOKIE", "create_screen", "serve_screen"]
 
 COOKIE = "amistack_handheld"
 TICK_S = 0.5  # how often the stream looks for changes
-STREAM_S = 60.0  # a stream's lifetime; EventSource reconnects (and authenticates again)
 ACTIONS = (Operation.READ, Operation.DISCONNECT, Operation.CONNECT, Operation.COMMISSION)
 LABELS = {Operation.READ: "Read", Operation.DISCONNECT: "Disconnect",
           Operation.CONNECT: "Connect", Operation.COMMISSION: "Commission"}  # fmt: skip
@@ -239,25 +238,14 @@ def create_screen(device: HandheldDevice, hosts: Sequence[str]) -> FastAPI:
     async def stream(request: Request) -> Response:
         screen.need(request)
 
-        async def events() -> AsyncIterator[bytes]:
-            sent: dict[str, str] = {}
-            until = time.monotonic() + STREAM_S
-            yield b"retry: 2000\n\n"
-            while time.monotonic() < until:
-                tech = screen.who(request)
-                if tech is None:
-                    return  # logged out since the stream began
-                for name, text in screen.parts(tech).items():
-                    if sent.get(name) != text:
-                        sent[name] = text
-                        yield sse_event(name, text)
-                if await request.is_disconnected():
-                    return
-                await asyncio.sleep(TICK_S)
+        async def signed_in() -> bool:
+            return screen.who(request) is not None
 
-        return StreamingResponse(
-            events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
-        )
+        async def render() -> dict[str, str]:
+            tech = screen.who(request)
+            return {} if tech is None else screen.parts(tech)
+
+        return sse_response(request, signed_in, render, TICK_S)
 
     return app
 
