@@ -123,7 +123,7 @@ def test_a_technician_works_an_isolated_area_from_the_phone_sized_screen(
     d.find_element(By.ID, "password").send_keys(PASSWORD)
     d.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
     wait.until(lambda d: d.current_url.endswith("/work"))
-    assert "tina" in text_of(d, "#technician")
+    assert "tina" in text_of(d, "header .who")
     wait.until(lambda d: text_of(d, "#live") == "live")
 
     d.find_element(By.ID, "start").click()
@@ -144,7 +144,7 @@ def test_a_technician_works_an_isolated_area_from_the_phone_sized_screen(
     if shots := os.environ.get("AMISTACK_SCREENSHOTS"):
         d.save_screenshot(str(Path(shots) / "handheld-screen.png"))
 
-    d.find_element(By.ID, "logout").click()
+    d.find_element(By.CSS_SELECTOR, "header form button").click()
     wait.until(lambda d: d.current_url.endswith("/login"))
     d.get(screen + "/work")
     assert d.current_url.endswith("/login")  # the session ended with the logout

@@ -31,7 +31,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import ChoiceLoader, Environment, PackageLoader, PrefixLoader, select_autoescape
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from amistack.access import role_names
@@ -55,7 +55,14 @@ LABELS = {Operation.READ: "Read", Operation.DISCONNECT: "Disconnect",
 
 def _env() -> Environment:
     env = Environment(
-        loader=PackageLoader("amistack.runtime.handheld_screen", "templates"),
+        loader=ChoiceLoader(
+            [  # the screen's own, then the dashboard's as dashboard/...
+                PackageLoader("amistack.runtime.handheld_screen", "templates"),
+                PrefixLoader(
+                    {"dashboard": PackageLoader("amistack.headend.dashboard", "templates")}
+                ),
+            ]
+        ),
         autoescape=select_autoescape(default=True),
         trim_blocks=True,
         lstrip_blocks=True,
@@ -134,6 +141,9 @@ def create_screen(device: HandheldDevice, hosts: Sequence[str]) -> FastAPI:
             who=None if tech is None else tech.principal,
             roles=[] if tech is None else role_names(tech.principal.roles),
             device=device.config.device_id,
+            prefix="",
+            stream=None if tech is None else "/stream",
+            heading=f"Handheld {device.config.device_id}",
             **ctx,
         )
         return HTMLResponse(text, status_code=status, headers={"Content-Security-Policy": CSP})
@@ -161,7 +171,7 @@ def create_screen(device: HandheldDevice, hosts: Sequence[str]) -> FastAPI:
     async def login_page(request: Request) -> Response:
         if screen.who(request):
             return RedirectResponse("/work", status_code=303)
-        return page("login.html", None)
+        return page("dashboard/login.html", None)
 
     @app.post("/login")
     async def login(request: Request) -> Response:
@@ -171,7 +181,7 @@ def create_screen(device: HandheldDevice, hosts: Sequence[str]) -> FastAPI:
         answer = device.login(user, password, time.time())
         if not answer["ok"]:
             status = 429 if answer.get("retry_after") else 409 if answer["error"] == "busy" else 401
-            return page("login.html", None, status=status, error=answer["detail"])
+            return page("dashboard/login.html", None, status=status, error=answer["detail"])
         screen.technician = device.technician
         screen.token = secrets.token_urlsafe(32)
         out = RedirectResponse("/work", status_code=303)
