@@ -7,6 +7,7 @@ AMISTACK_SCREENSHOTS=DIR the screen's screenshot lands there (docs/img holds the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 from argon2 import PasswordHasher
-from tests.conftest import require_tool, unavailable
+from tests.browser.chrome import headless_chromium
 from tests.scenario.test_handheld_processes import (
     ENV,
     HANDHELD,
@@ -33,13 +34,10 @@ from amistack.cli.common import open_store
 from amistack.keymgmt import pki
 from amistack.sim.handheld_area import area_meter_id, area_meter_psk
 
-try:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+# the dev extras bring selenium; without it the `browser` fixture skips (fails under CI=true)
+with contextlib.suppress(ImportError):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
-except ImportError:  # the dev extras bring it; under CI=true its absence fails (below)
-    webdriver = None
 
 pytestmark = pytest.mark.slow
 METERS = 6
@@ -91,21 +89,7 @@ def screen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if webdriver is None:
-        unavailable("selenium is not installed (pip install -e '.[dev]')")
-    chromium = require_tool("chromium")
-    driver_path = require_tool("chromedriver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                f"--window-size={PHONE[0]},{PHONE[1]}"):  # fmt: skip
-        options.add_argument(arg)
-    d = webdriver.Chrome(service=Service(driver_path), options=options)
-    d.set_window_size(*PHONE)
-    try:
-        yield d
-    finally:
-        d.quit()
+    yield from headless_chromium(*PHONE)
 
 
 def text_of(d: Any, css: str) -> str:
@@ -113,7 +97,7 @@ def text_of(d: Any, css: str) -> str:
 
 
 def test_a_technician_works_an_isolated_area_from_the_phone_sized_screen(
-    screen: str, browser: Any
+    browser: Any, screen: str
 ) -> None:
     d = browser
     wait = WebDriverWait(d, 30, poll_frequency=0.1)
