@@ -117,6 +117,7 @@ def test_a_technician_works_an_isolated_area_from_the_phone_sized_screen(
     wait.until(lambda d: text_of(d, "#meters").count("joined") - text_of(d, "#meters").count(
         "not joined") == METERS)  # fmt: skip
     assert text_of(d, "#state") == "serving"
+    assert " hops" in text_of(d, "#meters")  # some meters are several hops from the handheld
     ops = {b.get_attribute("data-op") for b in d.find_elements(By.CSS_SELECTOR, "#meters button")}
     assert ops == {"read", "disconnect", "connect"}  # an OPERATOR: no commission offered
 
