@@ -66,6 +66,17 @@ def test_a_wrong_password_is_refused_and_nobody_is_logged_in(device: HandheldDev
     assert device.technician is None
 
 
+def test_repeated_failures_lock_the_name_out_on_the_screen_too(device: HandheldDevice) -> None:
+    c = client(device)
+    for _ in range(5):
+        r = c.post("/login", data={"username": "tina", "password": "guess"}, headers=OWN)
+        assert r.status_code == 401
+    r = c.post("/login", data={"username": "tina", "password": PASSWORD}, headers=OWN)
+    assert r.status_code == 429 and device.technician is None
+    failed = [e for e in device.desk.audit.entries() if e.outcome != "ok"]
+    assert len(failed) >= 5  # each failure in the handheld's signed audit trail
+
+
 def test_only_the_browser_that_logged_in_sees_the_screen(device: HandheldDevice) -> None:
     tina = login(device, "tina")
     assert "tina" in tina.get("/work").text
