@@ -10,6 +10,7 @@ screenshot lands there (docs/img holds the committed ones)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import threading
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import require_tool, unavailable
+from tests.browser.chrome import headless_chromium
 
 from amistack.access import AccessStore, Role
 from amistack.crypto import system_random
@@ -33,14 +34,11 @@ from amistack.runtime.keyserver import build_key_server, start_keyserver
 from amistack.runtime.loop import new_event_loop
 from amistack.runtime.meter_node import run_meter_node
 
-try:
-    from selenium import webdriver
+# the dev extras bring selenium; without it the `browser` fixture skips (fails under CI=true)
+with contextlib.suppress(ImportError):
     from selenium.common.exceptions import StaleElementReferenceException
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
-except ImportError:  # the dev extras bring it; under CI=true its absence fails (below)
-    webdriver = None
 
 pytestmark = pytest.mark.slow
 DEVICE = "meter-0001"
@@ -162,20 +160,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[System, s
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if webdriver is None:
-        unavailable("selenium is not installed (pip install -e '.[dev]')")
-    chromium = require_tool("chromium")
-    driver_path = require_tool("chromedriver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1280,900"):  # fmt: skip
-        options.add_argument(arg)
-    d = webdriver.Chrome(service=Service(driver_path), options=options)
-    try:
-        yield d
-    finally:
-        d.quit()
+    yield from headless_chromium(1280, 900)
 
 
 def shot(driver: Any, name: str) -> None:

@@ -91,6 +91,9 @@ def register(sub: Any) -> None:
                    help="meters' model seconds per second (default 1)")  # fmt: skip
     r.add_argument("--idle-timeout", type=float, default=900.0, metavar="S",
                    help="end a work session after S seconds without an action (900)")  # fmt: skip
+    r.add_argument("--screen", type=parse_hostport, metavar="HOST:PORT",
+                   help="serve the technician's screen (a web page) there; loopback only, "
+                   "e.g. 127.0.0.1:8780 (docs/handheld.md)")  # fmt: skip
     add_psk_options(r, "required", env=True)
     add_data_dir(r, kek=False)
     r.set_defaults(handler=_run)
@@ -182,6 +185,11 @@ def _run(args: argparse.Namespace) -> int:
         raise CliError("--idle-timeout must be > 0")
     if not args.time_scale > 0:
         raise CliError("--time-scale must be > 0")
+    if args.screen is not None:
+        from amistack.runtime.api_server import is_loopback
+
+        if not is_loopback(args.screen[0]):
+            raise CliError(f"--screen must be a loopback address, not {args.screen[0]}")
     token = os.environ.get(TOKEN_ENV)
     if args.headend_api and not token:
         raise CliError(f"--headend-api needs the handheld's head-end token in ${TOKEN_ENV}")
@@ -204,9 +212,24 @@ def _run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        screen = None
+        if args.screen is not None:
+            from amistack.runtime.api_server import BindError, bind_api
+            from amistack.runtime.handheld_screen import serve_screen
+
+            host, port = args.screen
+            try:
+                sock = bind_api(host, port)
+            except BindError as exc:
+                raise CliError(str(exc).replace("REST API", "technician screen")) from None
+            screen = loop.create_task(serve_screen(device, sock, stop))
+            print(f"handheld {args.device}: technician screen on http://{host}:{port}/",
+                  flush=True)  # fmt: skip
         print(f"handheld {args.device}: data in {data_dir.resolve()}, control socket "
               f"{_socket(args)}, gateway {gateway[0]}:{gateway[1]}", flush=True)  # fmt: skip
         await serve_control(device, _socket(args), stop)
+        if screen is not None:
+            await screen
 
     try:
         run(main)

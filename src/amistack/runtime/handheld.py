@@ -327,9 +327,14 @@ class HandheldDevice:
             "last_end": self.last_end,
         }
         if work is not None:
-            # not the view: a status poll is no technician's action (the idle timeout runs on)
-            out["meters"] = len(work.session.route_table(self._vnow(work)))
+            out["meters"] = len(self.route_table())
         return out
+
+    def route_table(self) -> dict[str, list[str]]:
+        """The running work's route table ({} without one). Not the view: a status poll or the
+        screen's stream is no technician's action (the idle timeout runs on)."""
+        work = self.work
+        return {} if work is None else work.session.route_table(self._vnow(work))
 
     # -- the work session -------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,10 @@ def test_help_names_the_actions(capsys: pytest.CaptureFixture[str]) -> None:
         (["gateway", "--keyserver", "nowhere"], "expected HOST:PORT"),
         (["area", "--meters", "0"], "--meters"),
         (
+            ["run", "--device", "handheld-7", "--psk", "00" * 16, "--screen", "192.0.2.1:8780"],
+            "loopback",
+        ),
+        (
             ["run", "--device", "handheld-7", "--psk", "00" * 16, "--headend-api", "http://x"],
             "AMISTACK_HEADEND_TOKEN",
         ),
@@ -45,3 +50,16 @@ def test_bad_usage_is_one_line_and_exit_2(
     assert code == 2 and message in err, err
     errors = [line for line in err.splitlines() if "error:" in line]
     assert len(errors) == 1  # one line says what is wrong (argparse prints its usage too)
+
+
+def test_a_screen_address_in_use_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, _, err = run_cli(capsys, "handheld", "run", "--device", "handheld-7", "--psk",
+                               "00" * 16, "--screen", f"127.0.0.1:{port}",
+                               "--data-dir", str(tmp_path / "d"))  # fmt: skip
+    assert code == 2 and "technician screen" in err and "in use" in err, err

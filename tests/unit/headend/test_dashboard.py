@@ -20,7 +20,7 @@ from amistack.access import Role
 from amistack.access.http import SESSION_COOKIE, AccessControl
 from amistack.headend.api import create_app
 from amistack.headend.dashboard.fleet import SLOTS_PER_DAY, day_strip, load_profile
-from amistack.headend.dashboard.views import MAX_FORM, _sse
+from amistack.headend.dashboard.views import MAX_FORM, sse_event
 from amistack.headend.schema import (
     CommandKind,
     CommandState,
@@ -127,7 +127,7 @@ def test_hostile_meter_ids_render_as_text(
 
 
 def test_a_fragment_cannot_inject_sse_fields() -> None:
-    frame = _sse("fleet", "<p>a</p>\n\nevent: audit\ndata: x\r\nid: 9")
+    frame = sse_event("fleet", "<p>a</p>\n\nevent: audit\ndata: x\r\nid: 9")
     assert frame.startswith(b"event: fleet\n") and frame.endswith(b"\n\n")
     assert frame.count(b"\n\n") == 1  # one event, every line of it a data line
     body = frame.split(b"\n", 1)[1].rstrip(b"\n").split(b"\n")

@@ -20,7 +20,7 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol
@@ -133,7 +133,7 @@ def same_origin(request: Request) -> None:
         raise AccessDenied(403, "cross_site", "a form of this dashboard must make this request")
 
 
-async def _form(request: Request) -> dict[str, str]:
+async def read_form(request: Request) -> dict[str, str]:
     body = bytearray()
     async for piece in request.stream():
         body += piece
@@ -146,9 +146,45 @@ async def _form(request: Request) -> dict[str, str]:
     return {k: v[0] for k, v in fields.items()}
 
 
-def _sse(name: str, data: str) -> bytes:
+def sse_event(name: str, data: str) -> bytes:
     lines = "".join(f"data: {line}\n" for line in data.splitlines() or [""])
     return f"event: {name}\n{lines}\n".encode()
+
+
+def sse_response(
+    request: Request,
+    signed_in: Callable[[], Awaitable[bool]],
+    render: Callable[[], Awaitable[Mapping[str, str]]],
+    tick: float = TICK_S,
+) -> Response:
+    """A page's live parts as server-sent events: every `tick` the parts are rendered and each
+    one that changed is sent as an event of its name, until the credentials no longer hold
+    (`signed_in`: logout, revocation, expiry), the browser leaves, or `STREAM_S` passes. The
+    query's `seen` is the digest of the parts the page was loaded with (nothing to resend)."""
+
+    async def events() -> AsyncIterator[bytes]:
+        sent: dict[str, str] = {}
+        until = time.monotonic() + STREAM_S
+        seen = request.query_params.get("seen")
+        yield b"retry: 2000\n\n"
+        while time.monotonic() < until:
+            if not await signed_in():
+                return  # logged out, revoked or expired since the stream began
+            parts = await render()
+            if seen is not None and _digest(parts) == seen:
+                sent = dict(parts)  # the page as loaded: nothing to swap yet
+            seen = None
+            for name, text in parts.items():
+                if sent.get(name) != text:
+                    sent[name] = text
+                    yield sse_event(name, text)
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(tick)
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+    )
 
 
 def ui_denied(request: Request, exc: AccessDenied) -> Response:
@@ -211,28 +247,10 @@ def add_dashboard(
         )
 
     def stream(request: Request, render: Callable[[], Mapping[str, str]]) -> Response:
-        async def events() -> AsyncIterator[bytes]:
-            sent: dict[str, str] = {}
-            until = time.monotonic() + STREAM_S
-            seen = request.query_params.get("seen")
-            yield b"retry: 2000\n\n"
-            while time.monotonic() < until:
-                if not await run_in_threadpool(hooks.signed_in, request):
-                    return  # logged out, revoked or expired since the stream began
-                parts = await run_in_threadpool(render)
-                if seen is not None and _digest(parts) == seen:
-                    sent = dict(parts)  # the page as loaded: nothing to swap yet
-                seen = None
-                for name, text in parts.items():
-                    if sent.get(name) != text:
-                        sent[name] = text
-                        yield _sse(name, text)
-                if await request.is_disconnected():
-                    return
-                await asyncio.sleep(TICK_S)
-
-        return StreamingResponse(
-            events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+        return sse_response(
+            request,
+            lambda: run_in_threadpool(hooks.signed_in, request),
+            lambda: run_in_threadpool(render),
         )
 
     # -- login, logout -------------------------------------------------------------------------
@@ -244,7 +262,7 @@ def add_dashboard(
     @app.post(f"{PREFIX}/login", **ui)
     async def login_form(request: Request) -> Response:
         same_origin(request)
-        form = await _form(request)
+        form = await read_form(request)
         answer = RedirectResponse(f"{PREFIX}/fleet", status_code=303)
         try:
             await run_in_threadpool(
@@ -381,7 +399,7 @@ def add_dashboard(
     async def meter_command(meter_id: MeterId, request: Request, who: Controller) -> Response:
         """Queue a command from the meter page; its progress shows in the live command list."""
         same_origin(request)
-        form = await _form(request)
+        form = await read_form(request)
         try:
             kind = CommandKind(form.get("kind", ""))
             params: dict[str, Any] = {}
@@ -604,4 +622,17 @@ def _quote(text: str) -> str:
     return quote(text, safe="")
 
 
-__all__ = ["PREFIX", "PUBLIC", "SLOT_S", "HeadEndView", "Hooks", "add_dashboard", "ui_denied"]
+__all__ = [
+    "CSP",
+    "PREFIX",
+    "PUBLIC",
+    "SLOT_S",
+    "HeadEndView",
+    "Hooks",
+    "add_dashboard",
+    "read_form",
+    "same_origin",
+    "sse_event",
+    "sse_response",
+    "ui_denied",
+]
