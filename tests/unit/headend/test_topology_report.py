@@ -4,6 +4,7 @@ it: attacks first (anonymous, wrong role, oversized, malformed), then a simulate
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,12 +12,15 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
 from tests.unit.headend.conftest import T0, auth
 from tests.unit.headend.test_dashboard import AP, login
 
 from amistack.access import Role
 from amistack.access.http import AccessControl
-from amistack.headend.api import MAX_TOPOLOGY_BODY, MAX_TOPOLOGY_NODES, create_app
+from amistack.headend.api import MAX_TOPOLOGY_BODY, MAX_TOPOLOGY_NODES, TopologyIn, create_app
 from amistack.headend.storage import SqliteRepository
 from amistack.sim.mesh import MeshConfig, build_mesh
 
@@ -192,3 +196,19 @@ def test_a_new_report_replaces_the_last_and_the_table_is_bounded(
     assert client.post(URL, json=one, headers=headers).status_code == 200  # known: replaced
     r = client.post("/concentrators/conc-9/topology", json=one, headers=headers)
     assert r.status_code == 413 and set(repo.topologies()) == {"conc-1"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner),
+        max_leaves=30,
+    )
+)
+def test_the_report_decoder_takes_any_json_and_answers_valid_or_a_validation_error(
+    value: object,
+) -> None:
+    body = value if not isinstance(value, dict) else {"nodes": [value]}
+    with contextlib.suppress(ValidationError):
+        TopologyIn.model_validate(body)
