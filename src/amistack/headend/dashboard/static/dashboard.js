@@ -78,9 +78,11 @@
           { selector: "edge[lq]", style: { "width": "mapData(lq, 0, 255, 0.5, 3)",
             "line-color": "#57606a" } }
         ],
-        // a reported DODAG: its tree, roots on top, one row per rank step (hops); otherwise the
-        // star: the concentrators in the middle, their meters round them
-        layout: data.dodag ? { name: "breadthfirst", animate: false, directed: true, spacingFactor: 0.6,
+        // a reported DODAG: its tree, radially (one ring per hop from the root: a wide tree of
+        // 1,000 nodes stays legible); otherwise the star: the concentrators in the middle, their
+        // meters round them
+        layout: data.dodag ? { name: "breadthfirst", animate: false, directed: true, circle: true,
+          spacingFactor: 0.5,
           roots: data.nodes.filter(function (n) { return n.kind === "concentrator"; })
             .map(function (n) { return "#" + CSS.escape(n.id); }).join(",") } :
           { name: "concentric", animate: false, minNodeSpacing: 4,
@@ -131,7 +133,10 @@
       if (cy && !n.length) {  // a DODAG node by its meter id or EUI-64
         n = cy.nodes().filter(function (x) { return x.data("meter_id") === id || x.data("eui64") === id; });
       }
-      if (n && n.length) { cy.$(":selected").unselect(); n.select(); cy.center(n); describe(n.data()); }
+      if (n && n.length) {
+        cy.$(":selected").unselect(); n.select(); cy.zoom(Math.max(cy.zoom(), 1.5)); cy.center(n);
+        describe(n.data());
+      }
       else { stats.textContent = "no node " + id; }
     });
     var versions = 0;  // the stream's first graph version is the one just loaded
