@@ -182,7 +182,7 @@ def test_meters_join_through_relays_and_are_read_over_the_mesh(tmp_path: Path) -
             while any(parents.get(child) != up for child, up in want.items()):
                 assert time.monotonic() < deadline, parents
                 time.sleep(0.2)
-                stored = repo.topologies().get("conc-1")
+                stored = repo.topology("conc-1")
                 nodes = [] if stored is None else json.loads(stored[1])
                 parents = {n["eui64"]: n.get("parent") for n in nodes}
         finally:

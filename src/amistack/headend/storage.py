@@ -207,7 +207,8 @@ class ReadingRepository(Protocol):
     ) -> list[Alarm]: ...
     def recent_commands(self, meter_id: str, limit: int = 100) -> list[Command]: ...
     def put_topology(self, concentrator: str, nodes_json: str, now: float) -> None: ...
-    def topologies(self) -> dict[str, tuple[float, str]]: ...
+    def topologies(self) -> dict[str, float]: ...
+    def topology(self, concentrator: str) -> tuple[float, str] | None: ...
     def close(self) -> None: ...
 
 
@@ -652,10 +653,18 @@ class _SqlRepository(ABC):
                 (concentrator, now, nodes_json),
             )
 
-    def topologies(self) -> dict[str, tuple[float, str]]:
-        """concentrator -> (reported_at, the nodes' JSON) of every stored report."""
-        rows = self._read("SELECT concentrator, reported_at, nodes FROM topologies")
-        return {c: (at, nodes) for c, at, nodes in rows}
+    def topologies(self) -> dict[str, float]:
+        """concentrator -> when it last reported, of every stored report (no nodes: a reader
+        loads the reports it can show one by one, `topology`)."""
+        rows = self._read("SELECT concentrator, reported_at FROM topologies ORDER BY concentrator")
+        return {c: at for c, at in rows}
+
+    def topology(self, concentrator: str) -> tuple[float, str] | None:
+        """(reported_at, the nodes' JSON) of `concentrator`'s last report."""
+        row = self._read_one(
+            "SELECT reported_at, nodes FROM topologies WHERE concentrator = ?", (concentrator,)
+        )
+        return None if row is None else (row[0], row[1])
 
     # -- alarms --------------------------------------------------------------------------------
 

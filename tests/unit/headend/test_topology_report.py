@@ -44,6 +44,13 @@ def client(repo: SqliteRepository, access: AccessControl) -> Iterator[TestClient
         yield c
 
 
+def _nodes(repo: SqliteRepository) -> list[dict[str, Any]]:
+    stored = repo.topology("conc-1")
+    assert stored is not None
+    nodes: list[dict[str, Any]] = json.loads(stored[1])
+    return nodes
+
+
 def _two() -> dict[str, Any]:
     return {
         "nodes": [
@@ -157,7 +164,7 @@ def test_a_sim_dodag_is_stored_and_drawn_with_its_parent_edges(
     assert r.status_code == 200 and r.json() == {
         "concentrator": "conc-1", "nodes": len(rows), "reported_at": T0 + 60.0
     }  # fmt: skip
-    assert json.loads(repo.topologies()["conc-1"][1])[0]["eui64"] == rows[0]["eui64"]
+    assert _nodes(repo)[0]["eui64"] == rows[0]["eui64"]
     entry = access.audit.entries(limit=1000)[-1]
     assert (entry.action, entry.target, entry.outcome) == ("topology.report", "conc-1", "ok")
 
@@ -191,7 +198,7 @@ def test_a_new_report_replaces_the_last_and_the_table_is_bounded(
     assert client.post(URL, json=_two(), headers=headers).status_code == 200
     one = {"nodes": _two()["nodes"][:1]}
     assert client.post(URL, json=one, headers=headers).status_code == 200
-    assert len(json.loads(repo.topologies()["conc-1"][1])) == 1
+    assert len(_nodes(repo)) == 1
     monkeypatch.setattr(storage, "MAX_TOPOLOGIES", 1)
     assert client.post(URL, json=one, headers=headers).status_code == 200  # known: replaced
     r = client.post("/concentrators/conc-9/topology", json=one, headers=headers)

@@ -81,4 +81,4 @@ def test_the_report_travels_over_http_and_is_stored(
     assert repo.topologies() == {}
     assert TopologyReporter(url, "forged").post("conc-1", nodes) == 401
     assert TopologyReporter(url + "/", tokens["ENGINEER"]).post("conc-1", nodes) == 200
-    assert '"parent"' in repo.topologies()["conc-1"][1]
+    assert '"parent"' in repo.topology("conc-1")[1]  # type: ignore[index]

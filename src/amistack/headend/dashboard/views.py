@@ -58,6 +58,7 @@ STREAM_S = 60.0  # a stream's lifetime; EventSource reconnects (and authenticate
 MAX_FORM = 4096  # octets: the dashboard's forms are a few fields
 MESH_MAX_NODES = 5000
 MESH_TABLE_ROWS = 200  # nodes per reported DODAG listed as text under the graph
+MESH_TABLES = 20  # reported DODAGs listed so (choose a concentrator for another)
 AUDIT_SHOWN = 200  # the audit page's newest entries
 KEY_WINDOW_S = 86400.0  # key generations seen in the last day's readings
 EXPIRING_S = 600.0  # a cached key generation ending within this is "expiring soon"
@@ -467,13 +468,20 @@ def add_dashboard(
 
     # -- mesh ----------------------------------------------------------------------------------
 
-    def reported(concentrator: str) -> dict[str, tuple[float, list[dict[str, Any]]]]:
-        """The DODAGs concentrators reported (POST /concentrators/{id}/topology), by root."""
-        out = {}
-        for name, (at, nodes) in sorted(repo.topologies().items()):
-            if not concentrator or name == concentrator:
-                out[name] = (at, json.loads(nodes))
-        return out
+    def reported(concentrator: str) -> tuple[set[str], dict[str, tuple[float, list[Any]]]]:
+        """(every concentrator that reported a DODAG, the reports loaded: the chosen one's, or
+        in name order as many as fill MESH_MAX_NODES; never all of them at once)."""
+        names = set(repo.topologies())
+        loaded: dict[str, tuple[float, list[Any]]] = {}
+        size = 0
+        for name in sorted(names):
+            if (concentrator and name != concentrator) or size >= MESH_MAX_NODES:
+                continue
+            stored = repo.topology(name)
+            if stored is not None:
+                loaded[name] = (stored[0], json.loads(stored[1]))
+                size += len(loaded[name][1])
+        return names, loaded
 
     def dodag_elements(
         who: Principal, name: str, nodes: list[dict[str, Any]]
@@ -523,14 +531,14 @@ def add_dashboard(
         knows (meter -> its registered concentrator)."""
         nodes: list[dict[str, Any]] = []
         edges: list[dict[str, Any]] = []
-        dodags = reported(concentrator)
+        reporters, dodags = reported(concentrator)
         for name, (_at, reported_nodes) in dodags.items():
             more_nodes, more_edges = dodag_elements(who, name, reported_nodes)
             nodes += more_nodes[: MESH_MAX_NODES - len(nodes)]
             edges += more_edges
         room = MESH_MAX_NODES - len(nodes)
-        meters = repo.list_meters(concentrator=concentrator or None, limit=max(1, room))
-        meters = [m for m in meters if who.covers(m.meter_id) and m.concentrator not in dodags]
+        listed = repo.list_meters(concentrator=concentrator or None, limit=max(1, room))
+        meters = [m for m in listed if who.covers(m.meter_id) and m.concentrator not in reporters]
         meters = meters[:room]
         last = repo.latest_readings([m.meter_id for m in meters]) if len(meters) <= 500 else {}
         roots: set[str] = set()
@@ -559,14 +567,14 @@ def add_dashboard(
             "nodes": nodes,
             "edges": edges,
             "dodag": bool(dodags),
-            "truncated": len(nodes) >= MESH_MAX_NODES,
+            "truncated": len(nodes) >= MESH_MAX_NODES or len(listed) == max(1, room),
         }
 
     def dodag_tables(who: Principal, concentrator: str) -> list[dict[str, Any]]:
         """What the page lists under the graph: per reported DODAG its summary and its first
         MESH_TABLE_ROWS nodes with their parents (the graph's text equivalent)."""
         out = []
-        for name, (at, reported_nodes) in reported(concentrator).items():
+        for name, (at, reported_nodes) in list(reported(concentrator)[1].items())[:MESH_TABLES]:
             shown, _ = dodag_elements(who, name, reported_nodes)
             parents = {n["eui64"]: n.get("parent") or "" for n in reported_nodes}
             for n in shown:
