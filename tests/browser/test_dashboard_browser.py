@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sqlite3
 import threading
@@ -60,6 +61,27 @@ def _bulk_meters(data_dir: Path, n: int, now: float) -> None:
         )
 
 
+def _reported_dodag(data_dir: Path, n: int, now: float) -> None:
+    """A DODAG of n meters that concentrator `conc-tree` reported: each node i's parent is node
+    (i - 1) // 4 (node 0 the root), ranks 256 per hop, every tenth node not authenticated."""
+
+    def eui(i: int) -> str:
+        return ":".join(f"{b:02x}" for b in (0x02, 0, 0, 0, 0, 0, i >> 8, i & 0xFF))
+
+    nodes: list[dict[str, Any]] = [
+        {"eui64": eui(0), "role": "concentrator", "rank": 256, "hops": 0, "joined": True}
+    ]
+    for i in range(1, n + 1):
+        hops = nodes[(i - 1) // 4]["hops"] + 1
+        nodes.append({"eui64": eui(i), "meter_id": f"tree-{i:04d}", "parent": eui((i - 1) // 4),
+                      "rank": 256 * (hops + 1), "hops": hops, "etx": 1.0 + (i % 7) / 4,
+                      "link_quality": 40 + (i * 37) % 215, "joined": True,
+                      "authenticated": i % 10 != 0})  # fmt: skip
+    repo = SqliteRepository(data_dir)
+    repo.put_topology("conc-tree", json.dumps(nodes), now)
+    repo.close()
+
+
 class System:
     """Key server, head-end and one pushing meter on a loop in a thread of their own."""
 
@@ -95,6 +117,7 @@ class System:
             users.add_user(name, PASSWORD, {role}, now)
         users.close()
         _bulk_meters(headend_dir, MESH_NODES, now)
+        _reported_dodag(headend_dir, MESH_NODES, now)
         ready: asyncio.Future[HeadEndRuntime] = asyncio.get_running_loop().create_future()
         headend = asyncio.create_task(
             run_headend(
@@ -308,6 +331,18 @@ def test_the_dashboard_in_a_browser(system: tuple[System, str], browser: Any) ->
     assert nodes == MESH_NODES + 1  # the concentrator too
     print(f"\nmesh view: {nodes} nodes rendered in {render_ms} ms")
     shot(d, "mesh")
+    # a reported DODAG of 1,000 meters: drawn as its tree, a node's details on selection
+    d.get(f"{base}/ui/mesh?concentrator=conc-tree")
+    wait(d, lambda: d.find_element(By.ID, "mesh").get_attribute("data-render-ms"), 30)
+    nodes = int(d.find_element(By.ID, "mesh").get_attribute("data-nodes"))
+    render_ms = int(d.find_element(By.ID, "mesh").get_attribute("data-render-ms"))
+    assert nodes == MESH_NODES + 1
+    print(f"mesh view (reported DODAG): {nodes} nodes rendered in {render_ms} ms")
+    d.find_element(By.ID, "find").send_keys("tree-0007")
+    d.find_element(By.ID, "find-go").click()
+    wait(d, lambda: "02:00:00:00:00:00:00:01" in text(d, "#node"))  # its parent: node 1
+    assert "DODAG of conc-tree" in d.page_source
+    shot(d, "mesh-dodag")
     d.get(f"{base}/ui/keys?q=meter-")
     wait(d, lambda: "Key generations in use" in d.page_source)
     wait(d, lambda: DEVICE in text(d, "main table") and "(" in text(d, "main table"))

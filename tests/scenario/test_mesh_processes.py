@@ -7,10 +7,13 @@ Every meter authenticates through its relays and gets the group keys, the head-e
 every meter's readings pushed over C12.22 through the mesh, the wrong PSK is refused by the
 key server through meter 1, and then meter 3 killed with SIGKILL while sending and started
 again rejoins and never reuses a frame counter: a listening socket that meter 3 counts as a
-neighbour records every frame it transmits, before and after the restart."""
+neighbour records every frame it transmits, before and after the restart. The concentrator
+reports its DODAG to the head-end's REST API (`--report-to`, an ENGINEER's token), which stores
+it with each meter's parent."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -21,12 +24,14 @@ from pathlib import Path
 
 import pytest
 
+from amistack.access import AccessStore, Role
 from amistack.cli.common import open_store
 from amistack.headend.storage import SqliteRepository
 from amistack.keymgmt import pki
 from amistack.mesh.errors import MeshDecodeError
 from amistack.mesh.frame import Frame
 from amistack.meter.node import ap_title_for
+from amistack.runtime.mesh import eui_for
 
 pytestmark = pytest.mark.slow  # six processes join a three-hop mesh: about 15 s
 
@@ -117,6 +122,11 @@ def test_meters_join_through_relays_and_are_read_over_the_mesh(tmp_path: Path) -
         repo.register_meter(dev, str(ap_title_for(dev).absolute()), "conc-1", "cell", time.time())
         repo.commission_meter(dev, time.time())
     repo.close()
+    people = AccessStore(ks)
+    people.add_user("conc-1-report", "correct horse battery", {Role.ENGINEER}, time.time())
+    token_file = tmp_path / "conc-1.token"
+    token_file.write_text(people.issue_token("conc-1-report", time.time()).token)
+    people.close()
     pana, c1222, r0, r1, r2, r3, r4 = free_ports(7)
     keydist, api = free_ports(2, socket.SOCK_STREAM)
     radio = {i: f"127.0.0.1:{p}" for i, p in enumerate((r0, r1, r2, r3, r4))}
@@ -145,7 +155,8 @@ def test_meters_join_through_relays_and_are_read_over_the_mesh(tmp_path: Path) -
                 "--listen", he_addr, "--api", f"127.0.0.1:{api}")  # fmt: skip
         p.start("conc", "-v", "concentrator", "--id", "conc-1", "--psk", PSK, *common,
                 "--radio", radio[0], "--hear", radio[1],
-                "--data-dir", str(tmp_path / "conc"))  # fmt: skip
+                "--report-to", f"http://127.0.0.1:{api}", "--report-token-file", str(token_file),
+                "--report-every", "1", "--data-dir", str(tmp_path / "conc"))  # fmt: skip
         for i in (1, 2, 3):
             meter(i)
         p.start("bad", "meter", "--mesh", "--id", "mesh-bad", "--psk", WRONG, *common,
@@ -163,6 +174,17 @@ def test_meters_join_through_relays_and_are_read_over_the_mesh(tmp_path: Path) -
             while not all(repo.count_readings(dev) for dev in METERS):
                 assert time.monotonic() < deadline, {d: repo.count_readings(d) for d in METERS}
                 time.sleep(0.2)
+            # the concentrator's DODAG report: meter 1 under the root, 2 under 1, 3 under 2
+            eui = {dev: str(eui_for(dev)) for dev in ("conc-1", *METERS)}
+            want = {eui["mesh-m1"]: eui["conc-1"], eui["mesh-m2"]: eui["mesh-m1"],
+                    eui["mesh-m3"]: eui["mesh-m2"]}  # fmt: skip
+            parents: dict[str, str] = {}
+            while any(parents.get(child) != up for child, up in want.items()):
+                assert time.monotonic() < deadline, parents
+                time.sleep(0.2)
+                stored = repo.topology("conc-1")
+                nodes = [] if stored is None else json.loads(stored[1])
+                parents = {n["eui64"]: n.get("parent") for n in nodes}
         finally:
             repo.close()
 

@@ -40,12 +40,15 @@ class Right(StrEnum):
     AUDIT = "audit"  # read and export the operator audit trail (the key server's too)
     KEYS = "keys"  # key server: enroll, revoke, rotate PSKs, export mesh group keys
     KEY_INVENTORY = "key_inventory"  # key server: list devices and group-key validity (no keys)
+    TOPOLOGY_REPORT = "topology_report"  # a concentrator reports its DODAG (docs/mesh.md)
 
 
 ROLE_RIGHTS: dict[Role, frozenset[Right]] = {
     Role.VIEWER: frozenset({Right.READ}),
     Role.OPERATOR: frozenset({Right.READ, Right.CONTROL, Right.UPLOAD_LOG}),
-    Role.ENGINEER: frozenset({Right.READ, Right.CONFIGURE, Right.REGISTER, Right.UPLOAD_LOG}),
+    Role.ENGINEER: frozenset(
+        {Right.READ, Right.CONFIGURE, Right.REGISTER, Right.UPLOAD_LOG, Right.TOPOLOGY_REPORT}
+    ),
     Role.INSTALLER: frozenset({Right.READ, Right.REGISTER, Right.COMMISSION, Right.UPLOAD_LOG}),
     Role.SECADM: frozenset(
         {

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from amistack.runtime.loop import run
 
 DEFAULT_PAN = 0xFACE
 DEFAULT_PREFIX = ipaddress.IPv6Network("fd00:a3e5:1::/64")  # a ULA prefix (RFC 4193)
+REPORT_TOKEN_ENV = "AMISTACK_REPORT_TOKEN"
 
 
 def add_radio_options(p: argparse.ArgumentParser, title: str, description: str) -> None:
@@ -124,7 +126,62 @@ def register(sub: Any) -> None:
         "./amistack-data/concentrator)",
     )
     add_radio_options(p, "the radio", "Where the node is on the UDP radio.")
+    g = p.add_argument_group(
+        "topology reports",
+        "Report the DODAG to the head-end's REST API for its mesh page (docs/mesh.md).",
+    )
+    g.add_argument(
+        "--report-to",
+        metavar="URL",
+        help="the head-end's REST base URL (e.g. https://headend:8443): POST the DODAG to "
+        "/concentrators/ID/topology",
+    )
+    g.add_argument(
+        "--report-token-file",
+        type=Path,
+        metavar="FILE",
+        help=f"a file holding the bearer token (or ${REPORT_TOKEN_ENV}) of a user whose role "
+        "has the topology_report right (ENGINEER)",
+    )
+    g.add_argument(
+        "--report-every",
+        type=_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="seconds between reports (default 60)",
+    )
     p.set_defaults(handler=_run)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 1.0 <= value <= 86_400.0:
+        raise argparse.ArgumentTypeError(f"{text!r}: between 1 and 86400 seconds")
+    return value
+
+
+def _reporter(args: argparse.Namespace) -> Any:
+    """The TopologyReporter of --report-to (None without it)."""
+    if args.report_to is None:
+        if args.report_token_file is not None:
+            raise CliError("--report-token-file needs --report-to")
+        return None
+    if not args.report_to.startswith(("http://", "https://")):
+        raise CliError(f"--report-to {args.report_to!r}: an http:// or https:// URL")
+    token = os.environ.get(REPORT_TOKEN_ENV, "")
+    if args.report_token_file is not None:
+        try:
+            token = args.report_token_file.read_text().strip()
+        except OSError as exc:
+            raise CliError(f"cannot read --report-token-file: {exc.strerror}") from None
+    if not token:
+        raise CliError(f"--report-to needs a token (--report-token-file or ${REPORT_TOKEN_ENV})")
+    from amistack.runtime.concentrator import TopologyReporter
+
+    return TopologyReporter(args.report_to, token, args.report_every)
 
 
 def _prefix(text: str) -> ipaddress.IPv6Network:
@@ -160,6 +217,7 @@ def _run(args: argparse.Namespace) -> int:
             f"the concentrator needs --id, a PSK (--psk-file, ${PSK_ENV} or --psk) and --keyserver"
         )
     check_radio(args)
+    reporter = _reporter(args)
     from amistack.runtime.concentrator import ConcentratorReady, run_concentrator
 
     def ready(r: ConcentratorReady) -> None:
@@ -188,6 +246,7 @@ def _run(args: argparse.Namespace) -> int:
             stop=stop,
             on_ready=ready,
             on_event=lambda ev: print_mesh_event(f"concentrator {args.device_id}", ev),
+            reporter=reporter,
         )
 
     try:

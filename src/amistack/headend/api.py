@@ -24,14 +24,15 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Annotated, Any, Literal
+from ipaddress import IPv6Address
+from typing import Annotated, Any, Literal, Self
 
 from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.routing import APIRoute
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -101,6 +102,52 @@ class MeterIn(BaseModel):
         max_length=MAX_KEY_PEM,
         description="the meter's event-log public key (SPKI PEM, EC P-256)",
     )
+
+
+MAX_TOPOLOGY_NODES = 5000  # nodes in one DODAG report (the dashboard draws up to MESH_MAX_NODES)
+MAX_TOPOLOGY_BODY = 2 * 1024 * 1024  # octets: 5000 nodes of ~300 JSON octets with headroom
+RPL_RANK_MAX = 0xFFFF  # RFC 6550 §3.5: a 16-bit rank; INFINITE_RANK is 0xFFFF
+_EUI64 = r"^[0-9a-f]{2}(:[0-9a-f]{2}){7}$"  # the form `str(Eui64)` writes
+
+
+class TopologyNodeIn(BaseModel):
+    """One DODAG node as its root sees it (docs/mesh.md "Topology reports")."""
+
+    model_config = {"extra": "forbid"}
+
+    eui64: str = Field(pattern=_EUI64, description="the node's 802.15.4 extended address")
+    role: Literal["concentrator", "meter"] = "meter"
+    address: IPv6Address | None = Field(None, description="its global address in the DODAG")
+    meter_id: Text | None = Field(None, min_length=1, max_length=MAX_ID)
+    rank: int | None = Field(None, ge=0, le=RPL_RANK_MAX, description="RPL rank; none: unjoined")
+    parent: str | None = Field(None, pattern=_EUI64, description="preferred parent's EUI-64")
+    hops: int | None = Field(None, ge=0, le=MAX_TOPOLOGY_NODES)
+    etx: float | None = Field(None, ge=0, le=1024, description="link ETX to the parent")
+    link_quality: int | None = Field(None, ge=0, le=255, description="LQI of the parent link")
+    joined: bool = Field(False, description="in the DODAG (has a preferred parent or is root)")
+    authenticated: bool = Field(False, description="PANA authenticated (network access)")
+
+
+class TopologyIn(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    nodes: list[TopologyNodeIn] = Field(max_length=MAX_TOPOLOGY_NODES)
+
+    @model_validator(mode="after")
+    def _one_tree(self) -> Self:
+        euis = {n.eui64 for n in self.nodes}
+        if len(euis) != len(self.nodes):
+            raise ValueError("an EUI-64 appears twice")
+        for n in self.nodes:
+            if n.parent is not None and (n.parent not in euis or n.parent == n.eui64):
+                raise ValueError(f"{n.eui64}: parent {n.parent} is not another reported node")
+        return self
+
+
+class TopologyOut(BaseModel):
+    concentrator: str
+    nodes: int
+    reported_at: float
 
 
 class CommandIn(BaseModel):
@@ -346,6 +393,7 @@ class HeadResetOut(BaseModel):
 
 PUBLIC_ROUTES = frozenset({("POST", "/auth/login")}) | DASHBOARD_PUBLIC
 _EVENTLOG_UPLOAD = re.compile(r"/meters/[^/]+/eventlog")
+_TOPOLOGY_REPORT = re.compile(r"/concentrators/[^/]+/topology")
 _STATUS_CODES = {
     400: "invalid",
     401: "unauthenticated",
@@ -459,6 +507,8 @@ def create_app(
     def limit_for(method: str, path: str) -> int:
         if method == "POST" and _EVENTLOG_UPLOAD.fullmatch(path):
             return max_eventlog_bytes
+        if method == "POST" and _TOPOLOGY_REPORT.fullmatch(path):
+            return MAX_TOPOLOGY_BODY
         return MAX_JSON_BODY
 
     app.add_middleware(BodyLimit, limit_for=limit_for)
@@ -892,6 +942,30 @@ def create_app(
         if verdict.ok:
             return out
         return JSONResponse(status_code=422, content=out.model_dump())
+
+    @app.post(
+        "/concentrators/{concentrator}/topology",
+        response_model=TopologyOut,
+        responses=_ERRORS,
+        tags=["mesh"],
+    )
+    def report_topology(
+        concentrator: MeterId,
+        body: TopologyIn,
+        who: Annotated[Principal, need(Right.TOPOLOGY_REPORT)],
+    ) -> TopologyOut:
+        """A concentrator's DODAG as its root sees it (replacing its last report); the
+        dashboard's mesh page draws it."""
+        now = clock()
+        nodes = json.dumps([n.model_dump(mode="json", exclude_none=True) for n in body.nodes])
+        audited(
+            who,
+            "topology.report",
+            concentrator,
+            lambda: repo.put_topology(concentrator, nodes, now),
+            nodes=len(body.nodes),
+        )
+        return TopologyOut(concentrator=concentrator, nodes=len(body.nodes), reported_at=now)
 
     @app.get(
         "/meters/{meter_id}/eventlog/head",

@@ -107,6 +107,11 @@ CREATE TABLE IF NOT EXISTS eventlog_head_history (
     reason      TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS eventlog_head_history_meter ON eventlog_head_history (meter_id);
+CREATE TABLE IF NOT EXISTS topologies (
+    concentrator TEXT PRIMARY KEY,           -- the DODAG root that reported (its last report only)
+    reported_at  DOUBLE PRECISION NOT NULL,
+    nodes        TEXT NOT NULL               -- JSON list of validated nodes (api.TopologyNodeIn)
+);
 """
 
 _DIALECT_WORDS: dict[str, dict[str, str]] = {

@@ -58,6 +58,7 @@ from amistack.pgconn import connect, is_postgres_url, qmark_to_pyformat
 logger = logging.getLogger(__name__)
 
 MAX_PAGE = 10_000
+MAX_TOPOLOGIES = 10_000  # concentrators whose last DODAG report is kept (one row each)
 READING_COLUMNS = (
     "meter_id, interval_start, length_min, forward_wh, reverse_wh, status, received_at, key_id"
 )
@@ -205,6 +206,9 @@ class ReadingRepository(Protocol):
         self, *, meter_id: str | None = None, unacknowledged: bool = False, limit: int = 100
     ) -> list[Alarm]: ...
     def recent_commands(self, meter_id: str, limit: int = 100) -> list[Command]: ...
+    def put_topology(self, concentrator: str, nodes_json: str, now: float) -> None: ...
+    def topologies(self) -> dict[str, float]: ...
+    def topology(self, concentrator: str) -> tuple[float, str] | None: ...
     def close(self) -> None: ...
 
 
@@ -628,6 +632,39 @@ class _SqlRepository(ABC):
             params,
         )
         return [_command(r) for r in rows]
+
+    # -- mesh topologies -----------------------------------------------------------------------
+
+    def put_topology(self, concentrator: str, nodes_json: str, now: float) -> None:
+        """Keep `concentrator`'s latest DODAG report (replacing the last one); a new
+        concentrator past MAX_TOPOLOGIES is refused (too_large), so the table stays bounded."""
+        with self._tx() as tx:
+            known = tx.run("SELECT 1 FROM topologies WHERE concentrator = ?", (concentrator,))
+            if not known:
+                (count,) = tx.run("SELECT COUNT(*) FROM topologies")[0]
+                if count >= MAX_TOPOLOGIES:
+                    raise HeadendError(
+                        "too_large", f"{MAX_TOPOLOGIES} concentrators have reported already"
+                    )
+            tx.run(
+                "INSERT INTO topologies (concentrator, reported_at, nodes) VALUES (?, ?, ?) "
+                "ON CONFLICT (concentrator) DO UPDATE SET reported_at = excluded.reported_at, "
+                "nodes = excluded.nodes",
+                (concentrator, now, nodes_json),
+            )
+
+    def topologies(self) -> dict[str, float]:
+        """concentrator -> when it last reported, of every stored report (no nodes: a reader
+        loads the reports it can show one by one, `topology`)."""
+        rows = self._read("SELECT concentrator, reported_at FROM topologies ORDER BY concentrator")
+        return {c: at for c, at in rows}
+
+    def topology(self, concentrator: str) -> tuple[float, str] | None:
+        """(reported_at, the nodes' JSON) of `concentrator`'s last report."""
+        row = self._read_one(
+            "SELECT reported_at, nodes FROM topologies WHERE concentrator = ?", (concentrator,)
+        )
+        return None if row is None else (row[0], row[1])
 
     # -- alarms --------------------------------------------------------------------------------
 

@@ -12,6 +12,10 @@ key server and head-end on the WAN.
   inside the mesh), and the answers come back as IPv6 packets into the DODAG. The key server
   therefore sees every relaying meter from this host (`amistack keyserver --relay HOST`).
 - Frame counters are persisted ahead in DATA_DIR (`runtime.mesh.counter_store`).
+- Its DODAG, reported: with a `TopologyReporter`, every `interval` seconds the root's view of
+  the DODAG (`dodag_report`: each node's EUI-64, address, parent from its DAO, hops, the
+  root's ETX to its children) is POSTed to the head-end's `/concentrators/{id}/topology`
+  with a bearer token whose user has the `topology_report` right (docs/mesh.md).
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import logging
 import socket
+import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +38,7 @@ from amistack.mesh.gateway import Flow, UdpGateway, mesh_side
 from amistack.mesh.link import MeshLink
 from amistack.mesh.node import MeshNode
 from amistack.mesh.rpl.config import RplConfig
+from amistack.mesh.rpl.constants import ETX_DIVISOR, Mop
 from amistack.mesh.rpl.messages import PrefixInformation
 from amistack.mesh.rpl.node import RplNode
 from amistack.mesh.rpl.packet import LINK_LOCAL_PREFIX
@@ -60,6 +67,99 @@ class ConcentratorReady:
     prefix: ipaddress.IPv6Network
     radio: Addr
     engine: RadioEngine  # the node and its counters (tests, status)
+
+
+REPORT_TIMEOUT_S = 10.0  # one topology POST to the head-end
+
+
+def dodag_report(rpl: RplNode, now: float) -> list[dict[str, Any]]:
+    """The DODAG as its root knows it, as the head-end's topology report takes it (sans-IO):
+    the root, then every target with a live DAO route. Non-storing mode (RFC 6550 §9.7): a
+    route's `via` is the target's parent, so the parent and the hop count are known; the
+    root's own ETX estimate (RFC 6551 §4.3.2, x 128) is given for its direct children. A
+    node's rank is known to the root for itself only."""
+    own = rpl.global_address
+    assert own is not None  # a root has its prefix address
+    root = Eui64.from_interface_id(own[8:])
+    nodes: list[dict[str, Any]] = [
+        {
+            "eui64": str(root),
+            "role": "concentrator",
+            "address": str(ipaddress.IPv6Address(own)),
+            "rank": rpl.rank,
+            "hops": 0,
+            "joined": True,
+            "authenticated": True,
+        }
+    ]
+    non_storing = rpl.config.mop == Mop.NON_STORING
+    for target, route in sorted(rpl.routes.items()):
+        if route.expires is not None and route.expires <= now:
+            continue
+        node: dict[str, Any] = {
+            "eui64": str(Eui64.from_interface_id(target[8:])),
+            "address": str(ipaddress.IPv6Address(target)),
+            "joined": True,
+        }
+        if non_storing:
+            node["parent"] = str(Eui64.from_interface_id(route.via[8:]))
+            path = rpl.source_route(target, now)
+            if path is not None:
+                node["hops"] = len(path)
+            if route.via == own:
+                link_local = LINK_LOCAL_PREFIX + target[8:]
+                if rpl.links.known(link_local):
+                    node["etx"] = round(rpl.links.etx(link_local) / ETX_DIVISOR, 2)
+        nodes.append(node)
+    return nodes
+
+
+@dataclass(frozen=True)
+class TopologyReporter:
+    """Where and how often the concentrator reports its DODAG (module docstring)."""
+
+    url: str  # the head-end's REST base, e.g. https://headend:8443
+    token: str  # bearer token of a user whose role has `topology_report`
+    interval: float = 60.0
+
+    def endpoint(self, device_id: str) -> str:
+        from urllib.parse import quote
+
+        return f"{self.url.rstrip('/')}/concentrators/{quote(device_id, safe='')}/topology"
+
+    def post(self, device_id: str, nodes: list[dict[str, Any]]) -> int:
+        """POST the report (blocking: run it in a thread); the HTTP status."""
+        request = urllib.request.Request(
+            self.endpoint(device_id),
+            data=json.dumps({"nodes": nodes}).encode(),
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=REPORT_TIMEOUT_S) as answer:
+                status: int = answer.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        return status
+
+
+async def _report_loop(
+    reporter: TopologyReporter, device_id: str, rpl: RplNode, now: Callable[[], float],
+    stop: asyncio.Event,
+) -> None:  # fmt: skip
+    """Report the DODAG every `reporter.interval` s until `stop`; a failed POST is logged and
+    the next interval tries again."""
+    while not stop.is_set():
+        nodes = dodag_report(rpl, now())
+        try:
+            status = await asyncio.to_thread(reporter.post, device_id, nodes)
+        except OSError as exc:
+            log.warning("topology report to %s failed: %s", reporter.url, exc)
+        else:
+            if status != 200:
+                log.warning("topology report to %s refused: HTTP %d", reporter.url, status)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), reporter.interval)
 
 
 class _WanSockets:
@@ -135,6 +235,7 @@ async def run_concentrator(
     stop: asyncio.Event | None = None,
     on_ready: Callable[[ConcentratorReady], None] | None = None,
     on_event: Callable[[object], None] | None = None,
+    reporter: TopologyReporter | None = None,
 ) -> None:
     """Run the concentrator until `stop` is set (module docstring)."""
     stop = stop or asyncio.Event()
@@ -181,11 +282,20 @@ async def run_concentrator(
                 driver.kick()
                 if on_ready is not None:
                     on_ready(ConcentratorReady(eui, pan, prefix, bound, engine))
+                reports = (
+                    None
+                    if reporter is None
+                    else asyncio.ensure_future(
+                        _report_loop(reporter, device_id, rpl, driver.now, stop)
+                    )
+                )
                 while not stop.is_set():
                     keys = await _first(keys_seen, stop, access)
                     if keys is not None:  # a rotation push: the DODAG's keys change
                         node.update_group_keys(keys, driver.now())
                         driver.kick()
+                if reports is not None:
+                    await reports
             finally:
                 sockets.close()
                 log.info(
@@ -217,4 +327,4 @@ async def _first(
     return None
 
 
-__all__ = ["ConcentratorReady", "run_concentrator"]
+__all__ = ["ConcentratorReady", "TopologyReporter", "dodag_report", "run_concentrator"]

@@ -7,6 +7,8 @@ import pytest
 from tests.cli import run_cli as run
 
 PSK = "000102030405060708090a0b0c0d0e0f"
+CONC = ["concentrator", "--id", "c", "--psk", PSK, "--keyserver", "127.0.0.1",
+        "--radio", "127.0.0.1:7000", "--hear", "127.0.0.1:7001"]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -28,6 +30,12 @@ PSK = "000102030405060708090a0b0c0d0e0f"
         (["meter", "--mesh", "--pan", "0xffff"], "PAN id"),
         (["concentrator", "--id", "c", "--psk", PSK, "--keyserver", "127.0.0.1",
           "--radio-if", "eth0", "--radio", "127.0.0.1:7000"], "not both"),
+        ([*CONC, "--report-to", "ftp://headend"], "an http:// or https:// URL"),
+        ([*CONC, "--report-to", "http://127.0.0.1:8080"], "--report-to needs a token"),
+        ([*CONC, "--report-token-file", "t"], "--report-token-file needs --report-to"),
+        ([*CONC, "--report-to", "http://h", "--report-token-file", "/nonexistent/t"],
+         "cannot read --report-token-file"),
+        ([*CONC, "--report-every", "0"], "between 1 and 86400 seconds"),
     ],
 )  # fmt: skip
 def test_bad_mesh_options_are_one_line_errors(
@@ -43,3 +51,4 @@ def test_bad_mesh_options_are_one_line_errors(
 def test_help_names_the_radio(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
     code, out, _ = run(capsys, *argv)
     assert code == 0 and "--radio" in out and "--hear" in out and "--pan" in out
+    assert ("--report-to" in out) == (argv[0] == "concentrator")

@@ -41,6 +41,7 @@ def client(repo: ReadingRepository, access: AccessControl) -> Iterator[TestClien
 def concrete(path: str) -> str:
     values = {
         "meter_id": "m1",
+        "concentrator": "conc-1",
         "command_id": "1",
         "alarm_id": "1",
         "token_id": "0" * 12,

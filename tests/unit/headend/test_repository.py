@@ -244,3 +244,12 @@ def test_reader_connections_cannot_write(tmp_path: Path) -> None:
         reader.execute("DELETE FROM meters")
     assert repo.get_meter("m1") is not None
     repo.close()
+
+
+def test_a_topology_report_replaces_the_concentrators_last(repo: ReadingRepository) -> None:
+    assert repo.topologies() == {}
+    repo.put_topology("conc-1", '[{"eui64": "02:00:00:00:00:00:00:01"}]', T0)
+    repo.put_topology("conc-2", "[]", T0)
+    repo.put_topology("conc-1", "[]", T0 + 60)
+    assert repo.topologies() == {"conc-1": T0 + 60, "conc-2": T0}
+    assert repo.topology("conc-1") == (T0 + 60, "[]") and repo.topology("conc-3") is None

@@ -57,6 +57,8 @@ TICK_S = 1.0  # how often a stream looks for changes
 STREAM_S = 60.0  # a stream's lifetime; EventSource reconnects (and authenticates again)
 MAX_FORM = 4096  # octets: the dashboard's forms are a few fields
 MESH_MAX_NODES = 5000
+MESH_TABLE_ROWS = 200  # nodes per reported DODAG listed as text under the graph
+MESH_TABLES = 20  # reported DODAGs listed so (choose a concentrator for another)
 AUDIT_SHOWN = 200  # the audit page's newest entries
 KEY_WINDOW_S = 86400.0  # key generations seen in the last day's readings
 EXPIRING_S = 600.0  # a cached key generation ending within this is "expiring soon"
@@ -484,14 +486,79 @@ def add_dashboard(
 
     # -- mesh ----------------------------------------------------------------------------------
 
+    def reported(concentrator: str) -> tuple[set[str], dict[str, tuple[float, list[Any]]]]:
+        """(every concentrator that reported a DODAG, the reports loaded: the chosen one's, or
+        in name order as many as fill MESH_MAX_NODES; never all of them at once)."""
+        names = set(repo.topologies())
+        loaded: dict[str, tuple[float, list[Any]]] = {}
+        size = 0
+        for name in sorted(names):
+            if (concentrator and name != concentrator) or size >= MESH_MAX_NODES:
+                continue
+            stored = repo.topology(name)
+            if stored is not None:
+                loaded[name] = (stored[0], json.loads(stored[1]))
+                size += len(loaded[name][1])
+        return names, loaded
+
+    def dodag_elements(
+        who: Principal, name: str, nodes: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """One reported DODAG as graph nodes and parent edges (node ids `root/eui64`); a meter
+        id the caller's scope does not cover is not shown."""
+        out_nodes: list[dict[str, Any]] = []
+        edges: list[dict[str, Any]] = []
+        for n in nodes:
+            meter_id = n.get("meter_id")
+            if meter_id is not None and not who.covers(meter_id):
+                meter_id = None
+            nid = f"{name}/{n['eui64']}"
+            root = n.get("role") == "concentrator"
+            out_nodes.append(
+                {
+                    "id": nid,
+                    "label": name if root else (meter_id or n["eui64"][-5:]),
+                    "kind": "concentrator" if root else "node",
+                    "concentrator": name,
+                    "eui64": n["eui64"],
+                    "meter_id": meter_id or "",
+                    "address": n.get("address", ""),
+                    "rank": n.get("rank"),
+                    "hops": n.get("hops"),
+                    "etx": n.get("etx"),
+                    "lq": n.get("link_quality"),
+                    "join": "joined" if n.get("joined") else "unjoined",
+                    "auth": bool(n.get("authenticated")),
+                }
+            )
+            if n.get("parent"):
+                edges.append(
+                    {
+                        "id": f"p:{nid}",
+                        "source": f"{name}/{n['parent']}",
+                        "target": nid,
+                        "etx": n.get("etx"),
+                        "lq": n.get("link_quality"),
+                    }
+                )
+        return out_nodes, edges
+
     def graph(who: Principal, concentrator: str) -> dict[str, Any]:
-        """The star topology the head-end knows (meter -> its registered concentrator) until a
-        concentrator reports its DODAG."""
-        meters = repo.list_meters(concentrator=concentrator or None, limit=MESH_MAX_NODES)
-        meters = [m for m in meters if who.covers(m.meter_id)]
-        last = repo.latest_readings([m.meter_id for m in meters]) if len(meters) <= 500 else {}
+        """Per concentrator the DODAG it reported (rank, parent edges, link quality, join
+        state) and, for a concentrator that reported nothing, the star topology the head-end
+        knows (meter -> its registered concentrator)."""
         nodes: list[dict[str, Any]] = []
         edges: list[dict[str, Any]] = []
+        reporters, dodags = reported(concentrator)
+        for name, (_at, reported_nodes) in dodags.items():
+            more_nodes, more_edges = dodag_elements(who, name, reported_nodes)
+            nodes += more_nodes[: MESH_MAX_NODES - len(nodes)]
+            edges += more_edges
+        room = MESH_MAX_NODES - len(nodes)
+        listed = repo.list_meters(concentrator=concentrator or None, limit=max(1, room))
+        meters = [m for m in listed if who.covers(m.meter_id) and m.concentrator not in reporters]
+        meters = meters[:room]
+        last = repo.latest_readings([m.meter_id for m in meters]) if len(meters) <= 500 else {}
         roots: set[str] = set()
         for m in meters:
             root = f"concentrator:{m.concentrator or '(none)'}"
@@ -512,7 +579,34 @@ def add_dashboard(
                 }
             )
             edges.append({"id": f"e:{m.meter_id}", "source": root, "target": m.meter_id})
-        return {"nodes": nodes, "edges": edges, "truncated": len(meters) == MESH_MAX_NODES}
+        ids = {n["id"] for n in nodes}
+        edges = [e for e in edges if e["source"] in ids and e["target"] in ids]
+        return {
+            "nodes": nodes,
+            "edges": edges,
+            "dodag": bool(dodags),
+            "truncated": len(nodes) >= MESH_MAX_NODES or len(listed) == max(1, room),
+        }
+
+    def dodag_tables(who: Principal, concentrator: str) -> list[dict[str, Any]]:
+        """What the page lists under the graph: per reported DODAG its summary and its first
+        MESH_TABLE_ROWS nodes with their parents (the graph's text equivalent)."""
+        out = []
+        for name, (at, reported_nodes) in list(reported(concentrator)[1].items())[:MESH_TABLES]:
+            shown, _ = dodag_elements(who, name, reported_nodes)
+            parents = {n["eui64"]: n.get("parent") or "" for n in reported_nodes}
+            for n in shown:
+                n["parent"] = parents[n["eui64"]]
+            out.append(
+                {
+                    "name": name,
+                    "reported": _when(at),
+                    "total": len(shown),
+                    "joined": sum(n["join"] == "joined" for n in shown),
+                    "rows": shown[:MESH_TABLE_ROWS],
+                }
+            )
+        return out
 
     @app.get(f"{PREFIX}/mesh", response_class=HTMLResponse, **ui)
     def mesh_page(who: Reader, concentrator: Filter = "") -> HTMLResponse:
@@ -521,6 +615,7 @@ def add_dashboard(
             "mesh.html",
             who,
             concentrator=concentrator,
+            dodags=dodag_tables(who, concentrator),
             graph_url=f"{PREFIX}/mesh/graph{q}",
             stream=f"{PREFIX}/mesh/stream{q}",
         )

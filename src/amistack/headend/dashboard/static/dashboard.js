@@ -71,12 +71,23 @@
             "background-color": "#0d2236", "label": "data(label)", "font-size": 12 } },
           { selector: "node[state = 'installed']", style: { "background-color": "#0b5cad" } },
           { selector: "node[state = 'decommissioned']", style: { "background-color": "#6e7781" } },
+          { selector: "node[join = 'unjoined']", style: { "background-color": "#6e7781" } },
+          { selector: "node[kind = 'node'][!auth]", style: { "background-color": "#bc4c00" } },
           { selector: "node:selected", style: { "border-width": 3, "border-color": "#f0b400" } },
-          { selector: "edge", style: { "width": 1, "line-color": "#c4ccd4" } }
+          { selector: "edge", style: { "width": 1, "line-color": "#c4ccd4" } },
+          { selector: "edge[lq]", style: { "width": "mapData(lq, 0, 255, 0.5, 3)",
+            "line-color": "#57606a" } }
         ],
-        layout: { name: "concentric", animate: false, minNodeSpacing: 4,
-          concentric: function (n) { return n.data("kind") === "concentrator" ? 2 : 1; },
-          levelWidth: function () { return 1; } }
+        // a reported DODAG: its tree, radially (one ring per hop from the root: a wide tree of
+        // 1,000 nodes stays legible); otherwise the star: the concentrators in the middle, their
+        // meters round them
+        layout: data.dodag ? { name: "breadthfirst", animate: false, directed: true, circle: true,
+          spacingFactor: 0.5,
+          roots: data.nodes.filter(function (n) { return n.kind === "concentrator"; })
+            .map(function (n) { return "#" + CSS.escape(n.id); }).join(",") } :
+          { name: "concentric", animate: false, minNodeSpacing: 4,
+            concentric: function (n) { return n.data("kind") === "concentrator" ? 2 : 1; },
+            levelWidth: function () { return 1; } }
       });
       cy.on("tap", "node", function (evt) { describe(evt.target.data()); });
       window.requestAnimationFrame(function () {
@@ -100,6 +111,17 @@
         add("Meter", d.label, main.dataset.sse.split("/mesh")[0] + "/meters/" + encodeURIComponent(d.id));
         add("State", d.state); add("Cell", d.cell || "-"); add("Last reading received", d.last);
         add("Parent", "its concentrator (star: no DODAG reported)");
+      } else if (d.kind === "node") {
+        if (d.meter_id) { add("Meter", d.meter_id, main.dataset.sse.split("/mesh")[0] + "/meters/" + encodeURIComponent(d.meter_id)); }
+        add("EUI-64", d.eui64); add("Address", d.address || "-"); add("Concentrator", d.concentrator);
+        var up = cy.getElementById(d.id).incomers("node");
+        add("Parent", up.length ? up[0].data("eui64") : "-");
+        add("Rank", d.rank === undefined || d.rank === null ? "-" : String(d.rank));
+        add("Hops", d.hops === undefined || d.hops === null ? "-" : String(d.hops));
+        add("ETX", d.etx === undefined || d.etx === null ? "-" : String(d.etx));
+        add("Link quality", d.lq === undefined || d.lq === null ? "-" : String(d.lq));
+        add("Join state", d.join); add("PANA authenticated", d.auth ? "yes" : "no");
+        add("Children", String(cy.getElementById(d.id).outgoers("node").length));
       } else { add("Concentrator", d.label); add("Meters", String(cy.getElementById(d.id).degree())); }
     };
     var load = function () {
@@ -108,7 +130,13 @@
     };
     document.getElementById("find-go").addEventListener("click", function () {
       var id = document.getElementById("find").value, n = cy && cy.getElementById(id);
-      if (n && n.length) { cy.$(":selected").unselect(); n.select(); cy.center(n); describe(n.data()); }
+      if (cy && !n.length) {  // a DODAG node by its meter id or EUI-64
+        n = cy.nodes().filter(function (x) { return x.data("meter_id") === id || x.data("eui64") === id; });
+      }
+      if (n && n.length) {
+        cy.$(":selected").unselect(); n.select(); cy.zoom(Math.max(cy.zoom(), 1.5)); cy.center(n);
+        describe(n.data());
+      }
       else { stats.textContent = "no node " + id; }
     });
     var versions = 0;  // the stream's first graph version is the one just loaded
