@@ -76,6 +76,10 @@ def bind_api(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT, not a listener
         sock.bind((host.strip("[]"), port))
+        # listening from here on: a client that reads the "serving on" line and connects before
+        # uvicorn has started waits in the backlog instead of being refused (uvicorn listens
+        # on the socket again, which changes nothing)
+        sock.listen(128)
     except OSError as exc:
         sock.close()
         why = (exc.strerror or str(exc)).lower()
