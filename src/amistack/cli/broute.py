@@ -4,15 +4,13 @@ smart meter behind it on the secured B route."""
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 import textwrap
 from pathlib import Path
 from typing import Any
 
 from amistack.broute.credentials import BrouteCredentials, CredentialError
 from amistack.broute.skstack import Dialect, ModuleConfig
-from amistack.cli.common import CliError, parse_hostport
+from amistack.cli.common import CliError, parse_hostport, stop_on_signals
 from amistack.runtime.loop import run
 from amistack.runtime.skstack_pty import EmulatorConfig, EmulatorInfo, run_emulator
 
@@ -211,10 +209,7 @@ def _emulate(args: argparse.Namespace) -> int:
         print("broute emulate: Ctrl-C stops", flush=True)
 
     async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
         await run_emulator(config, stop=stop, on_ready=ready)
 
     try:

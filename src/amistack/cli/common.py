@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ipaddress
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -18,6 +20,16 @@ DEFAULT_DATA_DIR = Path("./amistack-data")
 KEYSERVER_DB = "keyserver.db"
 KEK_FILE = "kek.key"
 PIN_ENV = "AMISTACK_PKCS11_PIN"
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event that SIGINT and SIGTERM set: a long-running command's clean stop (inside the
+    running event loop)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
 
 
 class CliError(Exception):

@@ -4,10 +4,8 @@ and the radio options it shares with `amistack meter --mesh`."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ipaddress
 import os
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from amistack.cli.common import (
     pan_id_arg,
     parse_hostport,
     resolve_psk,
+    stop_on_signals,
 )
 from amistack.runtime.keyserver import PANA_PORT
 from amistack.runtime.loop import run
@@ -229,10 +228,7 @@ def _run(args: argparse.Namespace) -> int:
         )
 
     async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
         await run_concentrator(
             args.device_id,
             psk,

@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from amistack.access import AccessStore, Role
-from amistack.cli.common import open_store
+from amistack.cli.common import open_store, stop_on_signals
 from amistack.headend.collector import CollectorConfig, Mode
 from amistack.runtime.headend import HeadEndRuntime, run_headend
 from amistack.runtime.keyserver import KeyServerRuntime, run_keyserver
@@ -37,7 +36,7 @@ async def serve_dashboard(
     ready: Callable[[str, dict[str, str]], None] | None = None,
 ) -> None:
     """Serve until `stop` is set (default: until SIGINT/SIGTERM); `ready(url, passwords)`."""
-    stop = stop or _on_signals()
+    stop = stop or stop_on_signals()
     store = open_store(data_dir, create=False)
     headend_dir = data_dir / "headend"
     passwords = {name: secrets.token_urlsafe(12) for name in PEOPLE}
@@ -98,14 +97,6 @@ async def serve_dashboard(
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 15)
         store.close()
-
-
-def _on_signals() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
 
 
 def print_login(url: str, passwords: dict[str, str]) -> None:

@@ -15,13 +15,19 @@ import asyncio
 import getpass
 import json
 import os
-import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from amistack.cli.common import CliError, add_data_dir, add_psk_options, parse_hostport, resolve_psk
+from amistack.cli.common import (
+    CliError,
+    add_data_dir,
+    add_psk_options,
+    parse_hostport,
+    resolve_psk,
+    stop_on_signals,
+)
 
 PASSWORD_ENV = "AMISTACK_PASSWORD"
 TOKEN_ENV = "AMISTACK_HEADEND_TOKEN"
@@ -208,10 +214,7 @@ def _run(args: argparse.Namespace) -> int:
     device = HandheldDevice(cfg, desk)
 
     async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
         screen = None
         if args.screen is not None:
             from amistack.runtime.api_server import BindError, bind_api
@@ -222,7 +225,7 @@ def _run(args: argparse.Namespace) -> int:
                 sock = bind_api(host, port)
             except BindError as exc:
                 raise CliError(str(exc).replace("REST API", "technician screen")) from None
-            screen = loop.create_task(serve_screen(device, sock, stop))
+            screen = asyncio.create_task(serve_screen(device, sock, stop))
             print(f"handheld {args.device}: technician screen on http://{host}:{port}/",
                   flush=True)  # fmt: skip
         print(f"handheld {args.device}: data in {data_dir.resolve()}, control socket "
@@ -255,10 +258,7 @@ def _gateway(args: argparse.Namespace) -> int:
         store = open_store(Path(args.data_dir), create=False, kek=args.kek)
 
     async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
         try:
             tls = TlsFiles.server(args.data_dir, args.name)
             gw, bound = await start_gateway(config, tls, listen[0], listen[1],
@@ -299,10 +299,7 @@ def _area(args: argparse.Namespace) -> int:
                         time_factor=args.time_scale)  # fmt: skip
 
     async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
 
         def ready(at: tuple[str, int]) -> None:
             print(f"isolated area: {args.meters} meters, the handheld's radio on {at[0]} port "

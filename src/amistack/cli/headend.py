@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 from pathlib import Path
 from typing import Any
 
 from amistack.c1222.endpoint import C1222_PORT
-from amistack.cli.common import CliError, add_store_db, db_password, parse_hostport
+from amistack.cli.common import CliError, add_store_db, db_password, parse_hostport, stop_on_signals
 from amistack.headend.collector import CollectorConfig, Mode
 from amistack.headend.shard import Shard, ShardKey
 from amistack.keymgmt.keydist import DEFAULT_KEYDIST_PORT
@@ -167,10 +165,7 @@ def _run(args: argparse.Namespace) -> int:
             )
 
     async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
         await run_headend(
             args.data_dir,
             db=args.db,

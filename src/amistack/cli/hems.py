@@ -22,7 +22,6 @@ import dataclasses
 import datetime
 import ipaddress
 import json
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -31,7 +30,13 @@ from typing import Any
 from amistack.addr import Addr
 from amistack.broute import BrouteHems
 from amistack.broute.controller import BrouteController
-from amistack.cli.common import CliError, add_broute_options, broute_credentials, parse_hostport
+from amistack.cli.common import (
+    CliError,
+    add_broute_options,
+    broute_credentials,
+    parse_hostport,
+    stop_on_signals,
+)
 from amistack.crypto.rand import system_random
 from amistack.echonet.controller import ControllerConfig, EchonetController, KnownNode
 from amistack.echonet.events import RequestCompleted
@@ -277,10 +282,7 @@ async def _poll(
 
 
 async def _main(args: argparse.Namespace) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     v6 = ":" in (args.bind or (args.meter[0] if args.meter else ""))
     bind = args.bind or ("::" if v6 else "0.0.0.0")
     multicast = args.meter is None

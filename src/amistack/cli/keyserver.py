@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ipaddress
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from amistack.cli.common import (
     open_store_args,
     pan_id_arg,
     parse_hostport,
+    stop_on_signals,
     store_location,
 )
 from amistack.keymgmt import StoreError
@@ -315,10 +314,7 @@ def _run(args: argparse.Namespace) -> int:
         admin = (admin_tls, ka_hosts, ka_port, KeyAdminService(store, trail, users=users))
 
     async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
         await run_keyserver(
             store,
             hosts,

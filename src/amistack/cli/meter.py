@@ -8,7 +8,6 @@ import argparse
 import asyncio
 import ipaddress
 import logging
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from amistack.cli.common import (
     broute_credentials,
     parse_hostport,
     resolve_psk,
+    stop_on_signals,
 )
 from amistack.cli.concentrator import add_radio_options, check_radio, print_mesh_event
 from amistack.eventlog.log import LogStoreError
@@ -288,10 +288,7 @@ def _seed(args: argparse.Namespace) -> int | bytes:
 
 
 async def _main(args: argparse.Namespace) -> MeterResult | None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     if not args.echonet and args.broute is None:
         return await _access(args, stop, time.time())
     start = time.time()
