@@ -146,6 +146,20 @@ class Engine(Protocol):
     def next_event(self) -> object | None: ...
 
 
+class TimerlessEngine:
+    """The timer and event half of `Engine` for engines that have neither (a relay or a port
+    that only moves datagrams): subclasses write `receive_datagram` and `datagrams_to_send`."""
+
+    def get_timer(self) -> float | None:
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        return None
+
+    def next_event(self) -> object | None:
+        return None
+
+
 class MulticastEngine(Engine, Protocol):
     """An engine that can be a multicast group member: told which datagrams came to a group
     (ECHONET Lite guideline §2.4 answers multicast requests differently)."""

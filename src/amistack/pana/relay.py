@@ -21,7 +21,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 
-from amistack.addr import Addr
+from amistack.addr import Addr, TimerlessEngine
 from amistack.pana.avp import Avp
 from amistack.pana.constants import AvpCode, MessageType
 from amistack.pana.errors import PanaDecodeError
@@ -88,7 +88,7 @@ class RelayConfig:
     max_queue: int = 4096  # datagrams held between datagrams_to_send calls
 
 
-class PanaRelay:
+class PanaRelay(TimerlessEngine):  # no timer: RFC 6345 §3, the PRE does not retransmit
     """Sans-IO PRE. Datagrams from `paa` are PRYs to unwrap; anything else comes from a PaC."""
 
     def __init__(self, paa: Addr, config: RelayConfig | None = None) -> None:
@@ -139,12 +139,3 @@ class PanaRelay:
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
         out, self._out = self._out, []
         return out
-
-    def get_timer(self) -> float | None:
-        return None  # stateless: RFC 6345 §3, the PRE does not retransmit
-
-    def handle_timer(self, now: float) -> None:
-        return None
-
-    def next_event(self) -> None:
-        return None

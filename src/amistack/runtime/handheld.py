@@ -33,7 +33,7 @@ from typing import Any
 
 from amistack.access.rights import role_names
 from amistack.access.users import LoginRefused
-from amistack.addr import Addr
+from amistack.addr import Addr, TimerlessEngine
 from amistack.crypto import RandomSource, system_random
 from amistack.handheld.channel import ChannelError, FrameDecoder, Hello, Welcome, frame
 from amistack.handheld.events import WorkEnded
@@ -70,7 +70,7 @@ MAX_REQUEST = 4096  # octets of one control line
 TICK = 0.02  # s: the longest the isolated area's virtual clock lags the loop's
 
 
-class ChannelPort:
+class ChannelPort(TimerlessEngine):
     """The area's node at `WAN_ADDR`: IPv6 packets from the handheld go into the channel,
     packets from the channel come out to the handheld (a driver adapter: no policy)."""
 
@@ -88,15 +88,6 @@ class ChannelPort:
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
         out, self._in = [(p, self._handheld) for p in self._in], []
         return out
-
-    def get_timer(self) -> float | None:
-        return None
-
-    def handle_timer(self, now: float) -> None:
-        return None
-
-    def next_event(self) -> object | None:
-        return None
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import cast
 
-from amistack.addr import Addr
+from amistack.addr import Addr, TimerlessEngine
 from amistack.runtime.handheld_gateway import HEADEND_INSIDE, KEYSERVER_INSIDE
 from amistack.sim.handheld_area import AreaConfig, build_area
 
@@ -40,7 +40,7 @@ def decode_radio(data: bytes) -> tuple[Addr, bytes] | None:
     return (str(ipaddress.IPv6Address(data[:_HEADER])), 0), data[_HEADER:]
 
 
-class RadioPort:
+class RadioPort(TimerlessEngine):
     """The area's node at the handheld's radio address: what the radio delivers there goes to
     `send(source radio address, frame)`."""
 
@@ -54,15 +54,6 @@ class RadioPort:
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
         return []
-
-    def get_timer(self) -> float | None:
-        return None
-
-    def handle_timer(self, now: float) -> None:
-        return None
-
-    def next_event(self) -> object | None:
-        return None
 
 
 class _Radio(asyncio.DatagramProtocol):

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from amistack.addr import Addr, Eui64, PanId
+from amistack.addr import Addr, Eui64, PanId, TimerlessEngine
 from amistack.c1222.acse import ApTitle
 from amistack.c1222.tables import CurrentRegisters
 from amistack.crypto import seeded_random
@@ -220,7 +220,7 @@ class MeshMedium:
         self.radio.remove(addr)
 
 
-class WanRouter:
+class WanRouter(TimerlessEngine):
     """The WAN behind the concentrators (sans-IO): an IPv6 packet goes to the server whose
     address it is for (`hosts`), else to the concentrator whose /64 holds its destination
     (`routes`); anything else is counted and dropped."""
@@ -247,15 +247,6 @@ class WanRouter:
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
         out, self._out = self._out, []
         return out
-
-    def get_timer(self) -> float | None:
-        return None
-
-    def handle_timer(self, now: float) -> None:
-        pass
-
-    def next_event(self) -> object | None:
-        return None
 
 
 class MeshMeter:
