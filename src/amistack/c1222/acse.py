@@ -184,8 +184,9 @@ class AuthValue:
         return value
 
     def encode(self) -> bytes:
-        inner = ber.tlv(TAG_KEY_ID, bytes([self.key_id])) + ber.tlv(TAG_IV, self.iv)
-        return ber.tlv(TAG_AUTH_SEQUENCE, ber.tlv(TAG_SINGLE_ASN1, ber.tlv(TAG_C1222_AUTH, inner)))
+        # a2 0d a0 0b a1 09 80 01 <key id> 81 04 <iv>: key id and IV have fixed sizes, so the
+        # element is a fixed frame (the one `AcseMessage.decode` reads in place)
+        return _AUTH_PREFIX + bytes((self.key_id,)) + _AUTH_IV_HEADER + self.iv
 
     @classmethod
     def decode(cls, data: bytes, offset: int, end: int) -> AuthValue:
@@ -243,6 +244,21 @@ class AcseMessage:
     aso_context: tuple[int, ...] | None = None
     mechanism_name: tuple[int, ...] | None = None
     auth: AuthValue | None = None
+
+    def with_user_information(self, user_information: bytes, auth: AuthValue | None) -> AcseMessage:
+        """This message with another user-information and calling-authentication-value (what
+        `c1222.security.protect` sets); `dataclasses.replace` spent more than the encoding."""
+        return AcseMessage(
+            user_information,
+            called_ap_title=self.called_ap_title,
+            calling_ap_title=self.calling_ap_title,
+            calling_ap_invocation_id=self.calling_ap_invocation_id,
+            called_ap_invocation_id=self.called_ap_invocation_id,
+            calling_ae_qualifier=self.calling_ae_qualifier,
+            aso_context=self.aso_context,
+            mechanism_name=self.mechanism_name,
+            auth=auth,
+        )
 
     def _user_information_element(self) -> bytes:
         external = ber.tlv(TAG_EXTERNAL, ber.tlv(TAG_OCTET_ALIGNED, self.user_information))

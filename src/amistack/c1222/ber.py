@@ -22,7 +22,10 @@ def encode_length(n: int) -> bytes:
 
 
 def tlv(tag: int, value: bytes) -> bytes:
-    return bytes([tag]) + encode_length(len(value)) + value
+    n = len(value)
+    if n < 0x80:  # short form, the common case: no call
+        return bytes((tag, n)) + value
+    return bytes([tag]) + encode_length(n) + value
 
 
 def read_length(data: bytes, offset: int, limit: int | None = None) -> tuple[int, int]:

@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from amistack.c1222.acse import AcseMessage, AuthValue
 from amistack.c1222.epsem import MAC_LEN, Epsem, EpsemControl, SecurityMode
@@ -71,14 +71,13 @@ def protect(
     control = epsem.control
     body = epsem.encode_body()
     if epsem.security_mode == SecurityMode.CLEARTEXT:
-        return replace(header, user_information=bytes([control.encode()]) + body, auth=None)
+        return header.with_user_information(bytes([control.encode()]) + body, None)
     if key is None:
         raise ValueError("a protected EPSEM needs a key")
-    shell = replace(
-        header,
-        auth=AuthValue(key_id, iv),
-        # placeholder of the final length: the cleartext covers only the EPSEM's header
-        user_information=bytes([control.encode()]) + bytes(len(body) + MAC_LEN),
+    auth = AuthValue(key_id, iv)
+    # the cleartext covers only the EPSEM's header: a placeholder of the final length will do
+    shell = header.with_user_information(
+        bytes([control.encode()]) + bytes(len(body) + MAC_LEN), auth
     )
     cleartext = shell.canonical_cleartext()
     eax = eax_prime(bytes(key))
@@ -86,7 +85,7 @@ def protect(
         sealed, tag = eax.encrypt(cleartext, body)
     else:
         sealed, tag = body, eax.authenticate(cleartext, body)
-    return replace(shell, user_information=bytes([control.encode()]) + sealed + tag)
+    return header.with_user_information(bytes([control.encode()]) + sealed + tag, auth)
 
 
 def unprotect(msg: AcseMessage, keys: Sequence[bytes]) -> Unprotected:

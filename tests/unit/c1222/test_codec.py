@@ -140,6 +140,21 @@ def test_decoded_cleartext_cut_from_the_wire_equals_the_rebuilt_one(msg: AcseMes
     assert decoded.canonical_cleartext() == msg.canonical_cleartext()
 
 
+@given(messages, st.binary(min_size=1, max_size=40))
+def test_with_user_information_changes_only_it_and_auth(msg: AcseMessage, ui: bytes) -> None:
+    # what protect() uses instead of dataclasses.replace: every other field carried over
+    auth = AuthValue(7, b"\x01\x02\x03\x04")
+    assert msg.with_user_information(ui, auth) == replace(msg, user_information=ui, auth=auth)
+    assert msg.with_user_information(ui, None) == replace(msg, user_information=ui, auth=None)
+
+
+def test_auth_value_encoding_is_the_nested_elements() -> None:
+    # the fixed frame AuthValue.encode writes is [2] { [0] { [1] { [0] key id, [1] iv } } }
+    value = AuthValue(0xA5, b"\xde\xad\xbe\xef")
+    inner = ber.tlv(0x80, b"\xa5") + ber.tlv(0x81, value.iv)
+    assert value.encode() == ber.tlv(0xA2, ber.tlv(0xA0, ber.tlv(0xA1, inner)))
+
+
 def test_auth_value_with_trailing_bytes_is_refused() -> None:
     # bytes after the [1] element inside [0] would otherwise be carried but not authenticated
     good = AuthValue(1, b"\x00\x01\x02\x03").encode()  # a2 0d a0 0b a1 09 ...
