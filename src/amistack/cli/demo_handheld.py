@@ -323,7 +323,7 @@ def _offline(field: Field, data_dir: Path, report: HandheldReport) -> None:
         path = hh_dir / "orders" / "WO-4.order"
         provision(order, field.store, kek, PASSWORD, path, os.urandom)
         opened = open_work_order(path, kek, desk, TECHNICIAN, PASSWORD, 0.0)
-        readings = SealedReadings(hh_dir / "readings.db", kek, module)
+        readings = SealedReadings(hh_dir / "readings.db", kek, module, order, opened.seal_key)
         built = build_offline_field(opened, readings, METERS)
         area, office, session = built.area, built.office, built.session
         net = area.net
@@ -351,9 +351,10 @@ def _offline(field: Field, data_dir: Path, report: HandheldReport) -> None:
             f"joined, {sealed} intervals sealed and signed"
         )
         session.end("logout", net.now)
-        records = readings.export()
+        collected = readings.export()
+        records = collected.readings
         pem = module.public_key_pem()
-        first = sync(order, records, pem, head, 10 * HOUR)
+        first = sync(order, collected, pem, head, 10 * HOUR)
         again = sync(order, readings.export(), pem, head, 11 * HOUR)
         marked = mark_for_rotation(field.store, order, 11 * HOUR)
         ok = first.inserted == len(records) > 0 and again.inserted == 0 and not first.refused

@@ -13,6 +13,8 @@ $AMISTACK_PKCS11_PIN. Each command prints one JSON object.
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import getpass
 import json
 import os
@@ -177,6 +179,20 @@ def _handheld_keys(args: argparse.Namespace, stack: ExitStack, *, create: bool) 
     return kek, module
 
 
+def _office_kek(args: argparse.Namespace, stack: ExitStack) -> Any:
+    """The key server's own KEK (--kek), which wraps the technician seal keys it keeps."""
+    kek = open_kek(args.data_dir, args.kek, create=False)
+    if hasattr(kek, "close"):
+        stack.callback(kek.close)
+    return kek
+
+
+def _seal_key_aad(header: bytes) -> bytes:
+    from amistack.keymgmt.kek import record_aad
+
+    return record_aad("workorder-seal-key", header)
+
+
 def _record_path(data_dir: Path, order_id: str) -> Path:
     return data_dir / OFFICE_DIR / f"{order_id}.json"
 
@@ -283,14 +299,17 @@ def _issue(args: argparse.Namespace) -> int:
         desk.logout(session, now)
         store = open_store(args.data_dir, create=False, kek=args.kek)
         stack.callback(store.close)
+        office_kek = _office_kek(args, stack)
         try:
-            provision(order, store, kek, password, path, system_random)
+            seal_key = provision(order, store, kek, password, path, system_random)
         except WorkOrderError as exc:
             trail.record(now, principal.name, "workorder.issue", via=f"cli:{_who()}",
                          target=target, outcome=exc.reason)  # fmt: skip
             raise CliError(exc.message) from None
+        wrapped = office_kek.wrap(seal_key, _seal_key_aad(order.header()))
         record = {"header": order.header().decode(),
-                  "handheld_key": module.public_key_pem().decode()}  # fmt: skip
+                  "handheld_key": module.public_key_pem().decode(),
+                  "seal_key": base64.b64encode(wrapped).decode()}  # fmt: skip
         _save_record(args.data_dir, order.order_id, record)
         trail.record(now, principal.name, "workorder.issue", via=f"cli:{_who()}", target=target,
                      detail={"meters": list(order.meters), "technician": order.technician,
@@ -313,6 +332,7 @@ def _show(args: argparse.Namespace) -> int:
 def _sync(args: argparse.Namespace) -> int:
     from amistack.handheld.offline import (
         READINGS_FILE,
+        Collected,
         SealedReadings,
         mark_for_rotation,
         sync,
@@ -324,6 +344,7 @@ def _sync(args: argparse.Namespace) -> int:
         order_path,
     )
     from amistack.headend.storage import open_repository
+    from amistack.keymgmt.kek import KekError
 
     now = time.time()
     target = f"workorder:{args.order}"
@@ -339,20 +360,24 @@ def _sync(args: argparse.Namespace) -> int:
             raise CliError(f"work order {args.order} was not issued here: {exc.message}") from None
         except (ValueError, KeyError, TypeError, AttributeError):
             raise CliError(f"the office record of work order {args.order} is malformed") from None
+        try:
+            wrapped = base64.b64decode(record["seal_key"], validate=True)
+            seal_key = _office_kek(args, stack).unwrap(wrapped, _seal_key_aad(order.header()))
+        except (KeyError, TypeError, binascii.Error, KekError):
+            raise CliError(f"the office's seal key of work order {args.order} does not open "
+                           "(not issued by this version, or altered)") from None  # fmt: skip
         readings_path = args.handheld_dir / READINGS_FILE
-        records = []
+        collected = Collected()
+        readings = None
         if readings_path.exists():
             kek, module = _handheld_keys(args, stack, create=False)
-            readings = SealedReadings(readings_path, kek, module)
-            try:
-                records = readings.export()
-            except WorkOrderError as exc:
-                readings.close()
-                raise CliError(exc.message) from None
+            readings = SealedReadings(readings_path, kek, module, order, seal_key)
+            stack.callback(readings.close)
+            collected = readings.export()
         repo = open_repository(args.headend)
         stack.callback(repo.close)
-        report = sync(order, [r for r in records if r.order_id == order.order_id],
-                      handheld_key, repo, now)  # fmt: skip
+        already = "synced_at" in record
+        report = sync(order, collected, handheld_key, repo, now)
         clean = not report.refused and not report.conflicts
         store = open_store(args.data_dir, create=False, kek=args.kek)
         stack.callback(store.close)
@@ -362,18 +387,19 @@ def _sync(args: argparse.Namespace) -> int:
             record["synced_at"] = now
         _save_record(args.data_dir, order.order_id, record)
         if clean:
-            if readings_path.exists():
+            if readings is not None:
                 readings.destroy()
             destroy_file(order_path(args.handheld_dir, order.order_id))
-        elif readings_path.exists():
-            readings.close()
         trail.record(now, principal.name, "workorder.sync", via=f"cli:{_who()}", target=target,
                      outcome="ok" if clean else "refused",
                      detail={"inserted": report.inserted, "duplicates": report.duplicates,
+                             "event_logs": report.event_logs,
                              "refused": len(report.refused),
                              "conflicts": len(report.conflicts)})  # fmt: skip
     _print({"ok": clean, "order": order.order_id, "inserted": report.inserted,
-            "duplicates": report.duplicates, "refused": report.refused,
+            "duplicates": report.duplicates, "event_logs": report.event_logs,
+            "events_stored": report.events_stored, "already_synced": already,
+            "refused": report.refused,
             "conflicts": report.conflicts, "marked_for_rotation": report.marked_for_rotation,
             "handheld_copies_destroyed": clean})  # fmt: skip
     return 0 if clean else 1

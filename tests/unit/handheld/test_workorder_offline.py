@@ -20,6 +20,7 @@ from amistack.crypto import pkcs11_token
 from amistack.handheld import WAN_ADDR, WorkSession
 from amistack.handheld.offline import (
     ROTATION_DUE,
+    Collected,
     OfflineOffice,
     ReadingsSealed,
     SealedReadings,
@@ -88,7 +89,7 @@ def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Offline
     path = tmp_path / "hh" / "orders" / "WO-9.order"
     provision(order, keystore, kek, PASSWORD, path, os.urandom, FAST_KDF)
     opened = open_work_order(path, kek, desk, "tina", PASSWORD, 0.0)
-    readings = SealedReadings(tmp_path / "hh" / "readings.db", kek, module)
+    readings = SealedReadings(tmp_path / "hh" / "readings.db", kek, module, order, opened.seal_key)
     built = build_offline_field(opened, readings, N)
     area, office, session = built.area, built.office, built.session
     try:
@@ -137,8 +138,9 @@ def test_offline_run_authenticates_the_orders_meters_and_seals_signed_readings(
     assert o.office.store.session_lifetime(area_meter_id(1)) == o.office.order.not_after
     for meter in range(1, N):
         assert collect(o, meter).stored == 4
-    records = o.readings.export()
-    assert len(records) == 4 * (N - 1)
+    collected = o.readings.export()
+    records = collected.readings
+    assert len(records) == 4 * (N - 1) and not collected.unopened
     # at rest: no reading value in the clear
     raw = (tmp_path / "hh" / "readings.db").read_bytes()
     for rec in records:
@@ -151,7 +153,7 @@ def test_offline_run_authenticates_the_orders_meters_and_seals_signed_readings(
     # -- back at the office: sync twice, no duplicates; then the handheld's copies go ----------
     head = SqliteRepository(tmp_path / "headend")
     pem = o.module.public_key_pem()
-    first = sync(o.office.order, records, pem, head, 10 * HOUR)
+    first = sync(o.office.order, collected, pem, head, 10 * HOUR)
     assert (first.inserted, first.duplicates) == (len(records), 0)
     assert not first.refused and not first.conflicts
     again = sync(o.office.order, o.readings.export(), pem, head, 11 * HOUR)
@@ -174,19 +176,19 @@ def test_a_tampered_or_forged_reading_is_refused_and_reported(
     o = offline
     o.area.net.run_while(lambda: 1 not in o.area.relay_ready(), 900.0)
     collect(o, 1, intervals=2)
-    records = o.readings.export()
-    good, victim = records
+    good, victim = o.readings.export().readings
     forged = replace(
         victim, reading=replace(victim.reading, forward_wh=victim.reading.forward_wh + 1)
     )
     head = SqliteRepository(tmp_path / "headend")
-    report = sync(o.office.order, [good, forged], o.module.public_key_pem(), head, 10 * HOUR)
+    pem = o.module.public_key_pem()
+    report = sync(o.office.order, Collected([good, forged]), pem, head, 10 * HOUR)
     assert report.inserted == 1 and len(report.refused) == 1
     assert "signature does not verify" in report.refused[0]
     assert head.count_readings() == 1
     # a genuine record, but the head-end already holds other values there: a conflict, kept out
     head.store_readings([replace(victim.reading, forward_wh=victim.reading.forward_wh + 5)], 0.0)
-    report = sync(o.office.order, [good, victim], o.module.public_key_pem(), head, 11 * HOUR)
+    report = sync(o.office.order, Collected([good, victim]), pem, head, 11 * HOUR)
     assert (report.inserted, report.duplicates, len(report.conflicts)) == (0, 1, 1)
     assert "other values" in report.conflicts[0]
     # a record altered in the handheld's file does not even open
@@ -196,8 +198,11 @@ def test_a_tampered_or_forged_reading_is_refused_and_reported(
         db.execute("UPDATE readings SET sealed = ? WHERE rowid = ?", (flipped, rowid))
     db.commit()
     db.close()
-    with pytest.raises(WorkOrderError, match="does not open"):
-        o.readings.export()
+    opened = o.readings.export()
+    assert not opened.readings and len(opened.unopened) == 2
+    assert "does not open" in opened.unopened[0]
+    report = sync(o.office.order, opened, pem, head, 12 * HOUR)
+    assert report.refused == opened.unopened and report.inserted == 0
     head.close()
 
 
