@@ -2,20 +2,25 @@
 
     amistack workorder issue ORDER ...   a SECADM issues it; the handheld is provisioned with it
     amistack workorder show FILE         the order a file claims to be (no secret)
+    amistack workorder run ORDER ...     in the field: the handheld as key server and collector
     amistack workorder sync ORDER ...    back at the office: readings to the head-end, once each
     amistack workorder list ...          what was issued; expired orders' meters to rotate
 
 Secrets never come from the command line: the SECADM's token from $AMISTACK_TOKEN, the
-technician's password from $AMISTACK_PASSWORD or the terminal, PKCS#11 PINs from
-$AMISTACK_PKCS11_PIN. Each command prints one JSON object.
+technician's password from --password-file, $AMISTACK_PASSWORD or the terminal, PKCS#11 PINs
+from $AMISTACK_PKCS11_PIN. Each command prints one JSON object, but `run`, which prints a line
+per step for the technician and a JSON summary at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import binascii
+import contextlib
 import getpass
+import ipaddress
 import json
 import os
 import sys
@@ -25,7 +30,20 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from amistack.cli.common import CliError, add_data_dir, open_kek, open_store
+from amistack.addr import Addr, PanId
+from amistack.c1222.acse import ApTitle
+from amistack.c1222.endpoint import C1222_PORT
+from amistack.cli.common import (
+    CliError,
+    add_data_dir,
+    open_kek,
+    open_store,
+    parse_hostport,
+    stop_on_signals,
+)
+from amistack.cli.concentrator import add_radio_options, check_radio
+from amistack.runtime.keyserver import PANA_PORT
+from amistack.runtime.meter_node import DEFAULT_HEADEND_TITLE
 
 TOKEN_ENV = "AMISTACK_TOKEN"
 PASSWORD_ENV = "AMISTACK_PASSWORD"
@@ -93,6 +111,46 @@ def register(sub: Any) -> None:
     add_data_dir(y)
     i.set_defaults(handler=_issue)
 
+    r = wsub.add_parser(
+        "run",
+        help="in the field: run the offline work session (DODAG root, key server, collector)",
+        description="Run work order ORDER on the handheld where there is no WAN "
+        "(docs/handheld-offline.md): the technician logs in (password from --password-file, "
+        "$AMISTACK_PASSWORD or the terminal), the order opens with the handheld's token "
+        "(PIN from $AMISTACK_PKCS11_PIN), and the handheld becomes DODAG root and PANA relay "
+        "on the mesh radio with the key server and the collector inside it, for the order's "
+        "meters only. Meters (amistack meter --mesh, with --keyserver/--headend as given here) "
+        "join it; each is read and its signed event log fetched, as far as the order and the "
+        "technician's role allow, and everything collected is sealed (token key + technician "
+        "seal key) and signed at once. Type 'status' or 'logout' on standard input; the "
+        "session also ends on SIGINT/SIGTERM, --timeout, or the order's end of validity, and "
+        "its keys go with it. Refused with exit status 2: an expired order, another "
+        "technician, a wrong password or PIN, a --meter not in the order. " + _SPECS,
+    )
+    r.add_argument("order", metavar="ORDER")
+    r.add_argument("--technician", required=True, help="who logs in on the handheld")
+    r.add_argument("--password-file", type=Path, metavar="FILE",
+                   help="the technician's password, in a file only its owner can read")  # fmt: skip
+    r.add_argument("--meter", action="append", metavar="ID",
+                   help="serve only these of the order's meters (repeat; default all)")  # fmt: skip
+    r.add_argument("--keyserver", required=True, type=lambda t: parse_hostport(t, PANA_PORT),
+                   metavar="HOST[:PORT]", help="the office key server's address as the meters "
+                   "know it (the handheld answers there)")  # fmt: skip
+    r.add_argument("--headend", required=True, type=lambda t: parse_hostport(t, C1222_PORT),
+                   metavar="HOST[:PORT]", help="the head-end's C12.22 address as the meters "
+                   "know it")  # fmt: skip
+    r.add_argument("--headend-title", default=DEFAULT_HEADEND_TITLE, metavar="TITLE",
+                   help=f"the head-end's AP title (default {DEFAULT_HEADEND_TITLE})")  # fmt: skip
+    r.add_argument("--intervals", type=int, default=4, metavar="N",
+                   help="newest intervals read from each meter (default 4)")  # fmt: skip
+    r.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="end the session after this long (default: the order's end, at most "
+                   "8 hours)")  # fmt: skip
+    add_radio_options(r, "the handheld's radio", "The mesh radio the meters are on "
+                      "(runtime/mesh.py): a UDP socket with a neighbour table.")  # fmt: skip
+    _handheld_options(r)
+    r.set_defaults(handler=_run)
+
     ls = wsub.add_parser(
         "list",
         help="the work orders issued here and their state",
@@ -154,7 +212,15 @@ def _secadm(data_dir: Path, action: str, target: str, now: float) -> Iterator[An
         yield principal, trail
 
 
-def _password() -> str:
+def _password(path: Path | None = None) -> str:
+    if path is not None:
+        from amistack.handheld.workorder import WorkOrderError, read_private
+
+        try:
+            return read_private(path).decode("utf-8").rstrip("\r\n")
+        except (WorkOrderError, UnicodeDecodeError) as exc:
+            why = exc.message if isinstance(exc, WorkOrderError) else "not UTF-8"
+            raise CliError(f"--password-file: {why}") from None
     if PASSWORD_ENV in os.environ:
         return os.environ[PASSWORD_ENV]
     if not sys.stdin.isatty():
@@ -403,3 +469,197 @@ def _sync(args: argparse.Namespace) -> int:
             "conflicts": report.conflicts, "marked_for_rotation": report.marked_for_rotation,
             "handheld_copies_destroyed": clean})  # fmt: skip
     return 0 if clean else 1
+
+
+HANDHELD_PREFIX = ipaddress.IPv6Network("fd00:a3e5:f1::/64")  # the isolated mesh's ULA (RFC 4193)
+MAX_SESSION_S = 8 * 3600.0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from amistack.access import AccessStore, AuditTrail, LoginRefused
+    from amistack.crypto import system_random
+    from amistack.handheld.offline import READINGS_FILE, SealedReadings
+    from amistack.handheld.offline_run import OfflineRun, OfflineRunConfig
+    from amistack.handheld.session import HandheldConfig
+    from amistack.handheld.technician import TechnicianDesk
+    from amistack.handheld.workorder import (
+        WorkOrderError,
+        open_work_order,
+        order_path,
+        read_header,
+    )
+    from amistack.mesh.gateway import mesh_side
+    from amistack.pana.paa import PaaConfig
+    from amistack.pana.pac import PacConfig
+    from amistack.runtime.loop import run as run_loop
+    from amistack.runtime.mesh import eui_for, mesh_rpl_config
+    from amistack.sim.mesh import MESH_PCI_RETRANSMIT, MESH_REQ_RETRANSMIT
+
+    check_radio(args)
+    if args.radio_if:
+        raise CliError("workorder run takes --radio with --hear (not --radio-if)")
+    if not 1 <= args.intervals <= 96:
+        raise CliError("--intervals must be 1..96")
+    if args.timeout is not None and not args.timeout > 0:
+        raise CliError("--timeout must be > 0")
+    path = order_path(args.handheld_dir, args.order)
+    try:
+        claimed = read_header(path)
+    except WorkOrderError as exc:
+        raise CliError(f"work order {args.order}: {exc.message}") from None
+    served = list(dict.fromkeys(args.meter or claimed.meters))
+    outside = [m for m in served if m not in claimed.meters]
+    if outside:
+        raise CliError(f"not in work order {args.order}: {', '.join(outside)}")
+    try:
+        title = ApTitle.parse(args.headend_title)
+    except ValueError as exc:
+        raise CliError(f"--headend-title: {exc}") from None
+    now = time.time()
+    with ExitStack() as stack:
+        kek, module = _handheld_keys(args, stack, create=False)
+        if not (args.handheld_dir / AccessStore.FILENAME).exists():
+            raise CliError(f"no technicians on the handheld ({args.handheld_dir})")
+        users = AccessStore(args.handheld_dir)
+        stack.callback(users.close)
+        trail = AuditTrail.open(args.handheld_dir, now)
+        stack.callback(trail.close)
+        desk = TechnicianDesk(users, trail, claimed.handheld)
+        password = _password(args.password_file)
+        try:
+            opened = open_work_order(path, kek, desk, args.technician, password, now,
+                                     clock=module)  # fmt: skip
+        except LoginRefused as exc:
+            raise CliError(f"login refused: {exc.message}") from None
+        except WorkOrderError as exc:
+            raise CliError(exc.message) from None
+        del password
+        order = opened.order
+        end_at = min(order.not_after, now + (args.timeout or MAX_SESSION_S))
+        readings = SealedReadings(args.handheld_dir / READINGS_FILE, kek, module, order,
+                                  opened.seal_key)  # fmt: skip
+        stack.callback(readings.close)
+        hh = HandheldConfig(
+            order.handheld, eui_for(order.handheld), PanId(args.pan),
+            HANDHELD_PREFIX.network_address.packed,
+            (mesh_side(args.keyserver[0]), args.keyserver[1]),
+            rpl=mesh_rpl_config(),
+            pac=PacConfig(pci_retransmit=MESH_PCI_RETRANSMIT, req_retransmit=MESH_REQ_RETRANSMIT),
+            idle_timeout=end_at - now, max_duration=end_at - now,
+        )  # fmt: skip
+        config = OfflineRunConfig(
+            hh, (mesh_side(args.headend[0]), args.headend[1]), title,
+            {m: eui_for(m) for m in served}, intervals=args.intervals,
+            paa=PaaConfig(req_retransmit=MESH_REQ_RETRANSMIT),
+        )  # fmt: skip
+        try:
+            field_run = OfflineRun(opened, readings, config, system_random, now)
+        except WorkOrderError as exc:
+            raise CliError(exc.message) from None
+        del opened
+        roles = ",".join(sorted(r.name for r in field_run.session.technician.roles))
+        collects = sorted(field_run.allowed_operations & {"read", "events"}) or ["nothing"]
+        until = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(end_at))
+        _say(f"{order.order_id}: opened for {args.technician} ({roles}) on handheld "
+             f"{order.handheld}; {len(served)} meter(s); collects {', '.join(collects)}; "
+             f"until {until}")  # fmt: skip
+        not_allowed = sorted(order.operations - field_run.allowed_operations)
+        if not_allowed:
+            _say(f"{order.order_id}: not allowed by {args.technician}'s role: "
+                 f"{', '.join(not_allowed)}")  # fmt: skip
+        why = run_loop(lambda: _serve(args, field_run))
+        status = field_run.status()
+        _say(f"{order.order_id}: session ended ({why}); its keys are wiped; sealed on the "
+             f"handheld: {status['readings_sealed']} readings, {status['event_logs_sealed']} "
+             f"event logs")  # fmt: skip
+    _print({"ok": True, "ended": why, **status})
+    return 0
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+async def _serve(args: argparse.Namespace, field_run: Any) -> str:
+    """Drive the run until it ends; why it ended."""
+    from amistack.handheld.events import WorkEnded
+    from amistack.runtime.handheld_offline import run_offline
+
+    stop = stop_on_signals()
+    why: list[str] = []
+    loop = asyncio.get_running_loop()
+
+    def command() -> None:
+        line = sys.stdin.readline()
+        if not line:  # end of input: no more commands, the session goes on
+            loop.remove_reader(sys.stdin.fileno())
+            return
+        word = line.strip().lower()
+        if word in ("logout", "quit", "exit"):
+            why.append("logout")
+            stop.set()
+        elif word == "status":
+            _say(json.dumps(field_run.status(), sort_keys=True))
+        elif word:
+            _say("commands: status, logout")
+
+    # stdin closed, or a regular file (not pollable): no commands, signals still end it
+    with contextlib.suppress(OSError, ValueError):
+        loop.add_reader(sys.stdin.fileno(), command)
+    order = field_run.order.order_id
+    ended: list[str] = []
+
+    def event(ev: object) -> None:
+        text = _describe(order, ev)
+        if isinstance(ev, WorkEnded):
+            ended.append(ev.reason)
+        elif text:
+            _say(text)
+
+    def ready(addr: Addr) -> None:
+        _say(f"{order}: radio on {addr[0]} port {addr[1]}, PAN {args.pan:#06x}, mesh prefix "
+             f"{HANDHELD_PREFIX}; waiting for meters")  # fmt: skip
+
+    try:
+        await run_offline(field_run, radio=args.radio_at, neighbours=args.neighbours, stop=stop,
+                          on_event=event, on_ready=ready,
+                          reason=lambda: why[0] if why else "stopped")  # fmt: skip
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            loop.remove_reader(sys.stdin.fileno())
+    return ended[0] if ended else (why[0] if why else "stopped")
+
+
+def _describe(order: str, ev: object) -> str | None:
+    """One line for the technician per step that matters."""
+    from amistack.handheld.events import HandheldAuthenticated, HandheldRefused
+    from amistack.handheld.offline import CollectFailed, EventLogSealed, ReadingsSealed
+    from amistack.handheld.offline_run import MeterCollected, MeterJoined
+    from amistack.pana.events import Authenticated, AuthenticationFailed
+
+    if isinstance(ev, HandheldAuthenticated):
+        return f"{order}: the handheld is DODAG root and relay (its own key server accepted it)"
+    if isinstance(ev, HandheldRefused):
+        return f"{order}: the handheld was refused: {ev.reason}"
+    if isinstance(ev, Authenticated) and ev.peer_id is not None:
+        return f"{order}: {_peer(ev.peer_id)} authenticated"
+    if isinstance(ev, AuthenticationFailed):
+        who = _peer(ev.peer_id) if ev.peer_id is not None else "a meter"
+        return f"{order}: REFUSED {who}: not a meter of this session ({ev.reason})"
+    if isinstance(ev, MeterJoined):
+        return f"{order}: {ev.meter_id} joined the DODAG ({ev.address})"
+    if isinstance(ev, ReadingsSealed):
+        return f"{order}: {ev.meter_id}: {ev.stored} new readings sealed"
+    if isinstance(ev, EventLogSealed):
+        new = "sealed" if ev.new else "already held"
+        return f"{order}: {ev.meter_id}: signed event log ({ev.size} bytes) {new}"
+    if isinstance(ev, CollectFailed):
+        return f"{order}: {ev.meter_id}: {ev.what} failed ({ev.reason}); trying again later"
+    if isinstance(ev, MeterCollected):
+        return f"{order}: {ev.meter_id}: collected"
+    return None
+
+
+def _peer(peer_id: bytes | str) -> str:
+    text = peer_id.decode("utf-8", "replace") if isinstance(peer_id, bytes) else peer_id
+    return "".join(c if c.isprintable() else "?" for c in text)[:64]

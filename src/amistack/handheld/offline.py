@@ -61,7 +61,7 @@ from amistack.keymgmt.kek import FileKek, KekError, KeyEncryptionKey, record_aad
 from amistack.keymgmt.server import KeyServer
 from amistack.keymgmt.store import CredentialStore
 from amistack.mesh.errors import MeshDecodeError
-from amistack.mesh.ipv6 import Ipv6Packet
+from amistack.mesh.ipv6 import Ipv6Packet, UdpDatagram
 from amistack.mesh.wan import Ipv6Host
 from amistack.pana.paa import PaaConfig
 from amistack.securemodule.base import SecureModule, verify_digest
@@ -339,15 +339,19 @@ class _SealedExports:
 
 
 class _Router:
+    """IPv6 packets to the host at their destination address and UDP port (the key server and
+    the head-end may share an address, as on one office host)."""
+
     def __init__(self, hosts: Sequence[Ipv6Host]) -> None:
-        self.hosts = {h.address[0]: h for h in hosts}
+        self.hosts = {(h.address[0], h.address[1]): h for h in hosts}
 
     def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
         try:
-            dst = str(Ipv6Packet.decode(data).dst)
+            packet = Ipv6Packet.decode(data)
+            port = UdpDatagram.decode(packet).dst_port
         except MeshDecodeError:
             return
-        host = self.hosts.get(dst)
+        host = self.hosts.get((str(packet.dst), port))
         if host is not None:
             host.receive_datagram(data, addr, now)
 
@@ -406,6 +410,7 @@ class OfflineOffice:
         self._events: list[object] = []
         self.counters: dict[str, int] = {}
         self.expired = False
+        self.closed = False
 
     def _allow(self, operation: str, meter: str, now: float) -> None:
         order = self.order
@@ -532,7 +537,9 @@ class OfflineOffice:
 
     def close(self) -> None:
         """End of the offline run: the in-memory credentials go with the store."""
-        self.store.close()
+        if not self.closed:
+            self.closed = True
+            self.store.close()
 
 
 @dataclass
