@@ -155,6 +155,66 @@ def test_refusals_are_one_line_and_exit_2(
     assert not order_path(o.hh, "WO-2").exists()  # and its credentials destroyed
 
 
+def summary(out: str) -> dict[str, object]:
+    """The JSON object `workorder run` prints last."""
+    start = out.rindex("\n{") + 1
+    result: dict[str, object] = json.loads(out[start:])
+    return result
+
+
+def test_the_session_ends_by_itself_at_its_timeout(
+    office: Office, capsys: pytest.CaptureFixture[str]
+) -> None:
+    o = office
+    issue(o, capsys, "WO-1")
+    radio = ["--radio", "127.0.0.1:0", "--hear", "127.0.0.1:9"]
+    code, out, err = o.cli(capsys, *run_args(o, "WO-1", radio, "--timeout", "1"))
+    assert code == 0, err
+    end = summary(out)
+    assert end["ended"] == "timeout" and end["state"] == "ended", out
+    assert "the handheld is DODAG root" in out and "session ended (timeout)" in out
+
+
+def test_the_session_ends_on_logout_and_on_a_signal(
+    office: Office, capsys: pytest.CaptureFixture[str]
+) -> None:
+    o = office
+    issue(o, capsys, "WO-1")
+    radio = ["--radio", "127.0.0.1:0", "--hear", "127.0.0.1:9"]
+    cmd = [sys.executable, "-m", "amistack.cli.main"]
+
+    def start(*extra: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([*cmd, *run_args(o, "WO-1", radio, *extra)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, env=o.env)  # fmt: skip
+
+    def wait_root(proc: subprocess.Popen[bytes]) -> bytes:
+        assert proc.stdout is not None
+        seen = b""
+        while b"waiting for meters" not in seen:
+            line = proc.stdout.readline()
+            assert line, seen
+            seen += line
+        return seen
+
+    ends = {}
+    proc = start()
+    seen = wait_root(proc)
+    out, _ = proc.communicate(b"status\nlogout\n", timeout=20)
+    assert proc.returncode == 0, seen + out
+    assert b'"state": "serving"' in out  # the status line, before the logout
+    ends["logout"] = summary((seen + out).decode())
+    proc = start()
+    seen = wait_root(proc)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0, seen + out
+    ends["stopped"] = summary((seen + out).decode())
+    for why, end in ends.items():
+        assert end["ended"] == why and end["state"] == "ended", end
+    assert order_path(o.hh, "WO-1").exists()  # the order stays for the next session
+
+
 def sealed_lines(log: str) -> tuple[int, int]:
     """(readings, event logs) the handheld reported sealed."""
     readings = sum(int(n) for n in re.findall(r": (\d+) new readings sealed", log))

@@ -480,7 +480,7 @@ def _run(args: argparse.Namespace) -> int:
     from amistack.crypto import system_random
     from amistack.handheld.offline import READINGS_FILE, SealedReadings
     from amistack.handheld.offline_run import OfflineRun, OfflineRunConfig
-    from amistack.handheld.session import HandheldConfig
+    from amistack.handheld.session import HandheldConfig, NotPermitted
     from amistack.handheld.technician import TechnicianDesk
     from amistack.handheld.workorder import (
         WorkOrderError,
@@ -556,6 +556,8 @@ def _run(args: argparse.Namespace) -> int:
             field_run = OfflineRun(opened, readings, config, system_random, now)
         except WorkOrderError as exc:
             raise CliError(exc.message) from None
+        except NotPermitted as exc:
+            raise CliError(f"{args.technician}'s role allows no work: {exc.why}") from None
         del opened
         roles = ",".join(sorted(r.name for r in field_run.session.technician.roles))
         collects = sorted(field_run.allowed_operations & {"read", "events"}) or ["nothing"]
@@ -642,7 +644,7 @@ def _describe(order: str, ev: object) -> str | None:
     if isinstance(ev, HandheldRefused):
         return f"{order}: the handheld was refused: {ev.reason}"
     if isinstance(ev, Authenticated) and ev.peer_id is not None:
-        return f"{order}: {_peer(ev.peer_id)} authenticated"
+        return f"{order}: {_peer(ev.peer_id)} authenticated"  # (the handheld's own run too)
     if isinstance(ev, AuthenticationFailed):
         who = _peer(ev.peer_id) if ev.peer_id is not None else "a meter"
         return f"{order}: REFUSED {who}: not a meter of this session ({ev.reason})"

@@ -129,6 +129,13 @@ class OfflineRun:
         }
         served = dataclasses.replace(opened, psks={m: opened.psks[m] for m in config.meters})
         psk = rng(PSK_LEN)  # the handheld's own credential with its own office, this run only
+        ident = hh.device_id.encode()
+
+        def eap() -> EapPeer:
+            return EapPeer(ident, {EapType.PSK: lambda: EapPskPeer(ident, psk, rng)})
+
+        # first: NotPermitted for a technician whose roles grant no work, before any key
+        self.session = WorkSession(hh, technician, order.order_id, eap, rng, now)
         self.office = OfflineOffice(
             served, readings, handheld_id=hh.device_id, handheld_psk=psk,
             handheld_radio=WAN_ADDR, keyserver_addr=hh.keyserver, headend_addr=config.headend,
@@ -137,12 +144,6 @@ class OfflineRun:
             relays=frozenset({str(ipaddress.IPv6Address(hh.address)), *self._address}),
             pans=[hh.pan.value], rng=rng, now=now, paa_config=config.paa,
         )  # fmt: skip
-        ident = hh.device_id.encode()
-
-        def eap() -> EapPeer:
-            return EapPeer(ident, {EapType.PSK: lambda: EapPskPeer(ident, psk, rng)})
-
-        self.session = WorkSession(hh, technician, order.order_id, eap, rng, now)
         self.joined: dict[str, str] = {}  # meter -> its address, once routed
         self.done: dict[str, set[str]] = {}  # meter -> operations collected
         self._todo: dict[str, set[str]] = {}  # meter -> operations not yet collected
@@ -264,8 +265,10 @@ class OfflineRun:
             more = True
         return more
 
-    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
-        self.session.receive_datagram(data, addr, now)
+    def receive_datagram(
+        self, data: bytes, addr: Addr, now: float, multicast: bool = False
+    ) -> None:
+        self.session.receive_datagram(data, addr, now, multicast)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
         return self._shuttle(now)
