@@ -1,7 +1,8 @@
 """Offline mode (claims 7-8): the key server and the head-end's collector run on the handheld.
 
 `OfflineOffice` is the engine a work session's channel reaches (`handheld.WAN_ADDR`) when there
-is no WAN: it routes IPv6 packets to two hosts on the handheld itself,
+is no WAN (`handheld.offline_run.OfflineRun` joins the two): it routes IPv6 packets to two hosts
+on the handheld itself,
 
 - the key server: the real sans-IO `KeyServer` (PAA + EAP-PSK + UKMF) over a `CredentialStore`
   kept in memory only (under a KEK that lives only in RAM), holding the opened work order's
@@ -9,13 +10,18 @@ is no WAN: it routes IPv6 packets to two hosts on the handheld itself,
   so no key it derives outlives the order, and at `not_after` (its timer) the meters are revoked
   in that store: PSKs destroyed, sessions ended, keys cut;
 - the collector: a `C1222Client` with `HeadendKeys` over that key server, reading the meters'
-  load profile (`read`) only where the order allows "read" and only for its meters.
+  load profile (`read`) where the order allows "read", and fetching their signed event logs
+  (`fetch_events`, the head-end's `EventLogReader`) where it allows "events", only for its
+  meters.
 
-Every interval read is sealed at once into a `SealedReadings` file: each record AES-GCM under the
-handheld's PKCS#11 KEK (associated data: order, meter, interval) and signed (ECDSA P-256 over a
-domain-separated SHA-256) by the handheld's secure module. `sync` (at the office) checks each
+Everything collected is sealed at once into a `SealedReadings` file: each reading and each
+event-log export AES-GCM under the order's technician seal key, that again under the handheld's
+PKCS#11 KEK (associated data: order, meter, interval or export hash), and signed (ECDSA P-256
+over a domain-separated SHA-256 of a body naming the order and the technician) by the
+handheld's secure module. `sync` (at the office, with its copy of the seal key) checks each
 signature against the handheld's registered public key, stores each reading once in the
-head-end's repository (its primary key makes a second sync a no-op), reports conflicts and
+head-end's repository (its primary key makes a second sync a no-op), hands each event log to
+the head-end's `EventLogIntake` (which verifies the meter's signed heads), reports conflicts and
 refusals, and marks the order's meters for PSK rotation in the key server's store; the caller
 then destroys the handheld's copies (`SealedReadings.destroy`, `workorder.destroy_file`).
 """
