@@ -96,13 +96,15 @@ def register(sub: Any) -> None:
 
     y = wsub.add_parser(
         "sync",
-        help="upload the handheld's readings to the head-end, then destroy its copies",
-        description="As the SECADM of $AMISTACK_TOKEN: open the handheld's sealed readings of "
-        "ORDER, check each signature against the handheld key recorded at issue, store each "
-        "reading once in the head-end (a second sync stores nothing new), report conflicts "
-        "and refusals, mark the order's meters for PSK rotation, and destroy the handheld's "
-        "readings and work order. With refusals or conflicts the handheld's copies are kept "
-        "and the exit status is 1. " + _SPECS,
+        help="upload what the handheld collected to the head-end, then destroy its copies",
+        description="As the SECADM of $AMISTACK_TOKEN: open what the handheld collected for "
+        "ORDER (sealed under its token and the order's technician seal key, which the office "
+        "kept at issue), check each signature against the handheld key recorded at issue and "
+        "that the order's technician made it, store each reading once in the head-end (a "
+        "second sync stores nothing new), hand each signed event log to the head-end's "
+        "verification, report conflicts and refusals, mark the order's meters for PSK "
+        "rotation (once), and destroy the handheld's records and work order. With refusals or "
+        "conflicts the handheld's copies are kept and the exit status is 1. " + _SPECS,
     )
     y.add_argument("order", metavar="ORDER")
     y.add_argument("--headend", required=True, metavar="DIR|URL",
@@ -445,10 +447,11 @@ def _sync(args: argparse.Namespace) -> int:
         already = "synced_at" in record
         report = sync(order, collected, handheld_key, repo, now)
         clean = not report.refused and not report.conflicts
-        store = open_store(args.data_dir, create=False, kek=args.kek)
-        stack.callback(store.close)
-        report.marked_for_rotation = mark_for_rotation(store, order, now)
-        record["rotation_marked_at"] = now
+        if "rotation_marked_at" not in record:  # once per order, however often it is synced
+            store = open_store(args.data_dir, create=False, kek=args.kek)
+            stack.callback(store.close)
+            report.marked_for_rotation = mark_for_rotation(store, order, now)
+            record["rotation_marked_at"] = now
         if clean:
             record["synced_at"] = now
         _save_record(args.data_dir, order.order_id, record)
