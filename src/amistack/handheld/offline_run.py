@@ -205,11 +205,14 @@ class OfflineRun:
             title = ap_title_for(meter)
             busy = self._busy.setdefault(meter, set())
             for op in sorted(self._todo[meter] - busy):
+                try:
+                    if op == "read":
+                        self.office.read(meter, addr, title, self.config.intervals, now)
+                    else:
+                        self.office.fetch_events(meter, addr, title, now)
+                except WorkOrderError:  # the order ran out before its timer fell due
+                    return
                 busy.add(op)
-                if op == "read":
-                    self.office.read(meter, addr, title, self.config.intervals, now)
-                else:
-                    self.office.fetch_events(meter, addr, title, now)
 
     def _finished(self, meter: str, op: str, ok: bool, now: float) -> None:
         self._busy.get(meter, set()).discard(op)
