@@ -36,6 +36,7 @@ from tests.scenario.test_mesh_processes import Procs, free_ports
 from tests.unit.meter.conftest import SoftHsmToken, init_token
 
 from amistack.access import AccessStore, Role
+from amistack.cli import workorder as workorder_cli
 from amistack.cli.common import open_store
 from amistack.cli.main import main
 from amistack.crypto import pkcs11_token
@@ -173,6 +174,23 @@ def test_the_session_ends_by_itself_at_its_timeout(
     end = summary(out)
     assert end["ended"] == "timeout" and end["state"] == "ended", out
     assert "the handheld is DODAG root" in out and "session ended (timeout)" in out
+
+
+def test_a_clock_set_back_during_the_run_ends_it(
+    office: Office, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run raises the handheld's clock mark as it goes; a clock set back an hour (past the
+    5-minute slack) ends the session."""
+    o = office
+    issue(o, capsys, "WO-1")
+    monkeypatch.setattr(workorder_cli, "CLOCK_MARK_S", 0.3)
+    monkeypatch.setattr(workorder_cli, "_wall_clock", lambda: time.time() - 3600.0)
+    radio = ["--radio", "127.0.0.1:0", "--hear", "127.0.0.1:9"]
+    code, out, err = o.cli(capsys, *run_args(o, "WO-1", radio, "--timeout", "20"))
+    assert code == 0, err
+    end = summary(out)
+    assert str(end["ended"]).startswith("clock: the clock is 3"), out
+    assert "behind the latest time this handheld saw" in str(end["ended"])
 
 
 def test_the_session_ends_on_logout_and_on_a_signal(

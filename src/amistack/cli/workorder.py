@@ -476,6 +476,7 @@ def _sync(args: argparse.Namespace) -> int:
 
 HANDHELD_PREFIX = ipaddress.IPv6Network("fd00:a3e5:f1::/64")  # the isolated mesh's ULA (RFC 4193)
 MAX_SESSION_S = 8 * 3600.0
+CLOCK_MARK_S = 60.0  # how often a run raises the handheld's clock mark
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -572,7 +573,7 @@ def _run(args: argparse.Namespace) -> int:
         if not_allowed:
             _say(f"{order.order_id}: not allowed by {args.technician}'s role: "
                  f"{', '.join(not_allowed)}")  # fmt: skip
-        why = run_loop(lambda: _serve(args, field_run))
+        why = run_loop(lambda: _serve(args, field_run, module))
         status = field_run.status()
         _say(f"{order.order_id}: session ended ({why}); its keys are wiped; sealed on the "
              f"handheld: {status['readings_sealed']} readings, {status['event_logs_sealed']} "
@@ -585,7 +586,29 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-async def _serve(args: argparse.Namespace, field_run: Any) -> str:
+def _wall_clock() -> float:
+    return time.time()
+
+
+async def _watch_clock(module: Any, stop: asyncio.Event, why: list[str]) -> None:
+    """Every `CLOCK_MARK_S`, raise the latest time the handheld saw in its secure module
+    (`workorder.check_clock`), so a clock set back later does not revive the order; a clock
+    set back during the run ends it."""
+    from amistack.handheld.workorder import WorkOrderError, check_clock
+
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), CLOCK_MARK_S)
+        if stop.is_set():
+            return
+        try:
+            check_clock(module, _wall_clock())
+        except WorkOrderError as exc:
+            why.append(f"clock: {exc.message}")
+            stop.set()
+
+
+async def _serve(args: argparse.Namespace, field_run: Any, module: Any) -> str:
     """Drive the run until it ends; why it ended."""
     from amistack.handheld.events import WorkEnded
     from amistack.runtime.handheld_offline import run_offline
@@ -625,11 +648,14 @@ async def _serve(args: argparse.Namespace, field_run: Any) -> str:
         _say(f"{order}: radio on {addr[0]} port {addr[1]}, PAN {args.pan:#06x}, mesh prefix "
              f"{HANDHELD_PREFIX}; waiting for meters")  # fmt: skip
 
+    clock = asyncio.ensure_future(_watch_clock(module, stop, why))
     try:
         await run_offline(field_run, radio=args.radio_at, neighbours=args.neighbours, stop=stop,
                           on_event=event, on_ready=ready,
                           reason=lambda: why[0] if why else "stopped")  # fmt: skip
     finally:
+        stop.set()
+        await clock
         with contextlib.suppress(OSError, ValueError):
             loop.remove_reader(sys.stdin.fileno())
     return ended[0] if ended else (why[0] if why else "stopped")
