@@ -635,10 +635,11 @@ async def _serve(args: argparse.Namespace, field_run: Any, module: Any) -> str:
     with contextlib.suppress(OSError, ValueError):
         loop.add_reader(sys.stdin.fileno(), command)
     order = field_run.order.order_id
+    handheld = field_run.order.handheld.encode()
     ended: list[str] = []
 
     def event(ev: object) -> None:
-        text = _describe(order, ev)
+        text = _describe(order, handheld, ev)
         if isinstance(ev, WorkEnded):
             ended.append(ev.reason)
         elif text:
@@ -661,7 +662,7 @@ async def _serve(args: argparse.Namespace, field_run: Any, module: Any) -> str:
     return ended[0] if ended else (why[0] if why else "stopped")
 
 
-def _describe(order: str, ev: object) -> str | None:
+def _describe(order: str, handheld: bytes, ev: object) -> str | None:
     """One line for the technician per step that matters."""
     from amistack.handheld.events import HandheldAuthenticated, HandheldRefused
     from amistack.handheld.offline import CollectFailed, EventLogSealed, ReadingsSealed
@@ -672,8 +673,8 @@ def _describe(order: str, ev: object) -> str | None:
         return f"{order}: the handheld is DODAG root and relay (its own key server accepted it)"
     if isinstance(ev, HandheldRefused):
         return f"{order}: the handheld was refused: {ev.reason}"
-    if isinstance(ev, Authenticated) and ev.peer_id is not None:
-        return f"{order}: {_peer(ev.peer_id)} authenticated"  # (the handheld's own run too)
+    if isinstance(ev, Authenticated) and ev.peer_id not in (None, handheld):
+        return f"{order}: {_peer(ev.peer_id)} authenticated"
     if isinstance(ev, AuthenticationFailed):
         who = _peer(ev.peer_id) if ev.peer_id is not None else "a meter"
         return f"{order}: REFUSED {who}: not a meter of this session ({ev.reason})"
@@ -691,6 +692,6 @@ def _describe(order: str, ev: object) -> str | None:
     return None
 
 
-def _peer(peer_id: bytes | str) -> str:
-    text = peer_id.decode("utf-8", "replace") if isinstance(peer_id, bytes) else peer_id
+def _peer(peer_id: bytes | None) -> str:
+    text = "?" if peer_id is None else peer_id.decode("utf-8", "replace")
     return "".join(c if c.isprintable() else "?" for c in text)[:64]
