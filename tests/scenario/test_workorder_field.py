@@ -243,7 +243,7 @@ def test_the_handheld_runs_the_order_in_the_field_and_the_office_syncs_it(
     office: Office, capsys: pytest.CaptureFixture[str]
 ) -> None:
     o = office
-    issue(o, capsys, "WO-1")
+    issue(o, capsys, "WO-1", "--op", "disconnect")
     hh, r1, r2, r3 = (f"127.0.0.1:{p}" for p in free_ports(4))
     p = Procs(o.tmp)
     for name, psk in PSK.items():
@@ -271,6 +271,17 @@ def test_the_handheld_runs_the_order_in_the_field_and_the_office_syncs_it(
         handheld.stdin.write(b"status\n")
         handheld.stdin.flush()
         p.wait_for("hh", '"collected": ["wo-m1", "wo-m2"]', 5.0)
+        # the technician's commands: what the order allows, for the order's joined meters
+        handheld.stdin.write(b"disconnect wo-m2\nconnect wo-m2\ndisconnect wo-out\n")
+        handheld.stdin.flush()
+        p.wait_for("hh", "wo-m2: disconnect confirmed", 20.0)
+        p.wait_for("hh", "REFUSED connect wo-m2: work order WO-1 does not allow 'connect'", 5.0)
+        p.wait_for("hh", "REFUSED disconnect wo-out: meter wo-out is not served", 5.0)
+        # the meter logged its switch: the handheld fetches its event log again
+        deadline = time.monotonic() + 20.0
+        while p.log("hh").read_text().count("wo-m2: signed event log") < 2:
+            assert time.monotonic() < deadline, p.log("hh").read_text()
+            time.sleep(0.05)
 
         # no secret in any process's argv
         for proc in p.procs.values():
@@ -333,6 +344,8 @@ def test_the_handheld_runs_the_order_in_the_field_and_the_office_syncs_it(
     repo = SqliteRepository(o.headend)
     try:
         assert sum(repo.count_readings(dev) for dev in METERS) == acknowledged[0]
+        for dev in METERS:  # the head-end verified the logs and stored their signed entries
+            assert repo.events(meter_id=dev), dev
         assert not repo.alarms()
     finally:
         repo.close()

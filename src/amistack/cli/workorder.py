@@ -25,7 +25,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -124,7 +124,9 @@ def register(sub: Any) -> None:
         "meters only. Meters (amistack meter --mesh, with --keyserver/--headend as given here) "
         "join it; each is read and its signed event log fetched, as far as the order and the "
         "technician's role allow, and everything collected is sealed (token key + technician "
-        "seal key) and signed at once. Type 'status' or 'logout' on standard input; the "
+        "seal key) and signed at once. Type 'status', 'connect METER', 'disconnect METER' "
+        "(where the order and the role allow; in the handheld's audit trail) or 'logout' on "
+        "standard input; the "
         "session also ends on SIGINT/SIGTERM, --timeout, or the order's end of validity, and "
         "its keys go with it. Refused with exit status 2: an expired order, another "
         "technician, a wrong password or PIN, a --meter not in the order. " + _SPECS,
@@ -562,6 +564,7 @@ def _run(args: argparse.Namespace) -> int:
             raise CliError(exc.message) from None
         except NotPermitted as exc:
             raise CliError(f"{args.technician}'s role allows no work: {exc.why}") from None
+        opened_session = opened.session
         del opened
         roles = ",".join(sorted(r.name for r in field_run.session.technician.roles))
         collects = sorted(field_run.allowed_operations & {"read", "events"}) or ["nothing"]
@@ -573,7 +576,12 @@ def _run(args: argparse.Namespace) -> int:
         if not_allowed:
             _say(f"{order.order_id}: not allowed by {args.technician}'s role: "
                  f"{', '.join(not_allowed)}")  # fmt: skip
-        why = run_loop(lambda: _serve(args, field_run, module))
+        technician = opened_session
+
+        def audit(action: str, target: str, outcome: str) -> None:
+            desk.record(technician, action, target, outcome, time.time())
+
+        why = run_loop(lambda: _serve(args, field_run, module, audit))
         status = field_run.status()
         _say(f"{order.order_id}: session ended ({why}); its keys are wiped; sealed on the "
              f"handheld: {status['readings_sealed']} readings, {status['event_logs_sealed']} "
@@ -608,33 +616,69 @@ async def _watch_clock(module: Any, stop: asyncio.Event, why: list[str]) -> None
             stop.set()
 
 
-async def _serve(args: argparse.Namespace, field_run: Any, module: Any) -> str:
-    """Drive the run until it ends; why it ended."""
+async def _serve(
+    args: argparse.Namespace, field_run: Any, module: Any, audit: Callable[[str, str, str], None]
+) -> str:
+    """Drive the run until it ends; why it ended. `audit(action, target, outcome)`: the
+    handheld's audit trail, for the technician's commands."""
     from amistack.handheld.events import WorkEnded
+    from amistack.handheld.offline import SwitchDone
+    from amistack.handheld.session import NotPermitted
+    from amistack.handheld.workorder import WorkOrderError
     from amistack.runtime.handheld_offline import run_offline
 
     stop = stop_on_signals()
     why: list[str] = []
     loop = asyncio.get_running_loop()
+    order = field_run.order.order_id
+    submit: list[Callable[[Callable[[float], None]], None]] = []
 
-    def command() -> None:
-        line = sys.stdin.readline()
-        if not line:  # end of input: no more commands, the session goes on
-            loop.remove_reader(sys.stdin.fileno())
+    def switch(operation: str, meter: str) -> None:
+        target = f"meter:{meter}"
+        if not submit:
+            _say("not ready yet: try again in a moment")
             return
+        try:
+            submit[0](lambda now: field_run.command(meter, operation, now))
+        except (NotPermitted, WorkOrderError) as exc:
+            audit(f"offline.{operation}", target, "refused")
+            _say(f"{order}: REFUSED {operation} {meter}: {exc}")
+            return
+        audit(f"offline.{operation}", target, "sent")
+
+    pending = bytearray()
+
+    def readable() -> None:
+        """Standard input, read from its descriptor (not through sys.stdin's buffer, which
+        would hold lines back from the loop): one command a line."""
+        fd = sys.stdin.fileno()
+        data = os.read(fd, 4096)
+        if not data:  # end of input: no more commands, the session goes on
+            loop.remove_reader(fd)
+            return
+        pending.extend(data)
+        if len(pending) > 4096 and b"\n" not in pending:
+            pending.clear()  # not a command
+        while b"\n" in pending:
+            raw, _, rest = bytes(pending).partition(b"\n")
+            pending[:] = rest
+            command(raw.decode("utf-8", "replace"))
+
+    def command(line: str) -> None:
         word = line.strip().lower()
         if word in ("logout", "quit", "exit"):
             why.append("logout")
             stop.set()
         elif word == "status":
             _say(json.dumps(field_run.status(), sort_keys=True))
+        elif len(words := line.split()) == 2 and word.split()[0] in ("connect", "disconnect"):
+            switch(word.split()[0], words[1])
         elif word:
-            _say("commands: status, logout")
+            _say("commands: status, connect METER, disconnect METER, logout")
 
     # stdin closed, or a regular file (not pollable): no commands, signals still end it
     with contextlib.suppress(OSError, ValueError):
-        loop.add_reader(sys.stdin.fileno(), command)
-    order = field_run.order.order_id
+        loop.add_reader(sys.stdin.fileno(), readable)
     handheld = field_run.order.handheld.encode()
     ended: list[str] = []
 
@@ -642,10 +686,15 @@ async def _serve(args: argparse.Namespace, field_run: Any, module: Any) -> str:
         text = _describe(order, handheld, ev)
         if isinstance(ev, WorkEnded):
             ended.append(ev.reason)
-        elif text:
+            return
+        if isinstance(ev, SwitchDone):
+            audit(f"offline.{ev.operation}", f"meter:{ev.meter_id}",
+                  "ok" if ev.ok else f"failed: {ev.detail}")  # fmt: skip
+        if text:
             _say(text)
 
-    def ready(addr: Addr) -> None:
+    def ready(addr: Addr, submitter: Callable[[Callable[[float], None]], None]) -> None:
+        submit.append(submitter)
         _say(f"{order}: radio on {addr[0]} port {addr[1]}, PAN {args.pan:#06x}, mesh prefix "
              f"{HANDHELD_PREFIX}; waiting for meters")  # fmt: skip
 
@@ -665,7 +714,12 @@ async def _serve(args: argparse.Namespace, field_run: Any, module: Any) -> str:
 def _describe(order: str, handheld: bytes, ev: object) -> str | None:
     """One line for the technician per step that matters."""
     from amistack.handheld.events import HandheldAuthenticated, HandheldRefused
-    from amistack.handheld.offline import CollectFailed, EventLogSealed, ReadingsSealed
+    from amistack.handheld.offline import (
+        CollectFailed,
+        EventLogSealed,
+        ReadingsSealed,
+        SwitchDone,
+    )
     from amistack.handheld.offline_run import MeterCollected, MeterJoined
     from amistack.pana.events import Authenticated, AuthenticationFailed
 
@@ -687,6 +741,9 @@ def _describe(order: str, handheld: bytes, ev: object) -> str | None:
         return f"{order}: {ev.meter_id}: signed event log ({ev.size} bytes) {new}"
     if isinstance(ev, CollectFailed):
         return f"{order}: {ev.meter_id}: {ev.what} failed ({ev.reason}); trying again later"
+    if isinstance(ev, SwitchDone):
+        done = "confirmed" if ev.ok else f"NOT confirmed ({ev.detail})"
+        return f"{order}: {ev.meter_id}: {ev.operation} {done}"
     if isinstance(ev, MeterCollected):
         return f"{order}: {ev.meter_id}: collected"
     return None

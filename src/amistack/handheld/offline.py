@@ -46,7 +46,15 @@ from amistack.c1222.endpoint import C1222Client, EndpointConfig
 from amistack.c1222.errors import C1222DecodeError
 from amistack.c1222.events import RequestTimedOut, ResponseReceived
 from amistack.c1222.services import Read, ReadResult
-from amistack.c1222.tables import LP_INTERVALS, LoadProfile, Table, decode_intervals
+from amistack.c1222.tables import (
+    LP_INTERVALS,
+    LoadProfile,
+    ProcedureResponse,
+    ProcedureResult,
+    Table,
+    decode_intervals,
+    remote_switch,
+)
 from amistack.crypto import RandomSource
 from amistack.eventlog.record import LogFormatError, parse_header
 from amistack.eventlog.verify import Reason, Verdict
@@ -323,6 +331,16 @@ class CollectFailed:
     reason: str
 
 
+@dataclass(frozen=True)
+class SwitchDone:
+    """Event: a meter answered a remote connect or disconnect (C12.19 MP, ST7/ST8)."""
+
+    meter_id: str
+    operation: str  # "connect" | "disconnect"
+    ok: bool
+    detail: str
+
+
 class _SealedExports:
     """The `ExportSink` of the handheld's event-log reader: each export is sealed for the
     office, which verifies it (the handheld holds no meter's event-log key); only the export's
@@ -413,6 +431,8 @@ class OfflineOffice:
         self._exports = _SealedExports(readings)
         self.eventlogs = EventLogReader(self.client, self._exports)
         self._reads: dict[int, tuple[str, int, int | None]] = {}  # rid -> (meter, k, n)
+        self._switches: dict[int, tuple[str, str]] = {}  # rid -> (meter, operation)
+        self._sequence = 0  # ST7 SEQ_NBR of the last procedure
         self._events: list[object] = []
         self.counters: dict[str, int] = {}
         self.expired = False
@@ -433,6 +453,33 @@ class OfflineOffice:
         fetch of it is already under way. Only where the order allows "events"."""
         self._allow("events", meter, now)
         return self.eventlogs.fetch(meter, addr, ap_title, now)
+
+    def switch(self, meter: str, addr: Addr, ap_title: ApTitle, connect: bool, now: float) -> int:
+        """Remote connect or disconnect of `meter`'s switch (ST7 procedure, ST8 outcome); only
+        where the order allows that operation."""
+        operation = "connect" if connect else "disconnect"
+        self._allow(operation, meter, now)
+        self._sequence = (self._sequence + 1) & 0xFF
+        rid = self.client.procedure(addr, ap_title, remote_switch(self._sequence, connect), now)
+        self._switches[rid] = (meter, operation)
+        return rid
+
+    def _on_switch(self, ev: ResponseReceived | RequestTimedOut) -> None:
+        meter, operation = self._switches.pop(ev.request_id)
+        if isinstance(ev, RequestTimedOut):
+            self._events.append(SwitchDone(meter, operation, False, "timed out"))
+            return
+        if not ev.ok:
+            codes = ",".join(r.code.name for r in ev.responses) or "none"
+            self._events.append(SwitchDone(meter, operation, False, f"refused ({codes})"))
+            return
+        try:
+            result = ProcedureResponse.decode(ReadResult.decode(ev.responses[1].data).data).result
+        except (C1222DecodeError, IndexError):
+            self._events.append(SwitchDone(meter, operation, False, "undecodable outcome"))
+            return
+        ok = result is ProcedureResult.COMPLETED
+        self._events.append(SwitchDone(meter, operation, ok, result.name.lower()))
 
     def read(self, meter: str, addr: Addr, ap_title: ApTitle, intervals: int, now: float) -> int:
         """Read the newest `intervals` intervals of `meter` (the header first, then them)."""
@@ -519,6 +566,9 @@ class OfflineOffice:
             while (ev := host.next_event()) is not None:
                 if isinstance(ev, ResponseReceived | RequestTimedOut):
                     if self.eventlogs.handle_event(ev, now):
+                        continue
+                    if ev.request_id in self._switches:
+                        self._on_switch(ev)
                         continue
                     if ev.request_id in self._reads:
                         if isinstance(ev, ResponseReceived):

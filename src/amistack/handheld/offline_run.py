@@ -16,6 +16,8 @@ office enrols only their PSKs, so any other meter -- outside the order, or in it
 once, as far as the order's operations *and* the technician's role allow (`allowed_operations`):
 "read" reads the newest `intervals` load-profile intervals, "events" fetches the signed event
 log; each is sealed at once (`SealedReadings`) and a failed one is tried again `retry_s` later.
+"connect" and "disconnect" are the technician's commands (`command`), checked the same way;
+after one is confirmed the meter's event log, which records it, is fetched again.
 The run ends with the work session (logout, stop, timeout, the order's `not_after`): the
 session's keys and DODAG go, and the office's in-memory credential store is closed.
 """
@@ -43,6 +45,7 @@ from amistack.handheld.offline import (
     OfflineOffice,
     ReadingsSealed,
     SealedReadings,
+    SwitchDone,
 )
 from amistack.handheld.session import (
     OPERATION_RIGHT,
@@ -165,6 +168,21 @@ class OfflineRun:
         self._shuttle(now)
         self.office.close()
 
+    def command(self, meter: str, operation: str, now: float) -> None:
+        """The technician's remote `connect` or `disconnect` of a joined meter (its outcome: a
+        `SwitchDone` event). NotPermitted when the technician's role does not allow it;
+        WorkOrderError when the order does not, or the meter is not served or not joined."""
+        if operation not in ("connect", "disconnect"):
+            raise WorkOrderError("invalid", f"no such command {operation!r}")
+        self.session.authorize(_ORDER_OPERATION[operation], now)  # the role's right
+        if meter not in self.config.meters:
+            raise WorkOrderError("refused", f"meter {meter} is not served by this session")
+        address = self.joined.get(meter)
+        if address is None:
+            raise WorkOrderError("refused", f"meter {meter} has not joined")
+        title = ap_title_for(meter)
+        self.office.switch(meter, (address, C1222_PORT), title, operation == "connect", now)
+
     @property
     def ended(self) -> bool:
         return self.session.state is WorkState.ENDED
@@ -263,6 +281,10 @@ class OfflineRun:
                 self._finished(ev2.meter_id, "events", True, now)
             elif isinstance(ev2, CollectFailed):
                 self._finished(ev2.meter_id, ev2.what, False, now)
+            elif isinstance(ev2, SwitchDone) and ev2.ok and "events" in self._collect:
+                # the meter logged the switch: fetch its log again, as evidence for the office
+                self._todo.setdefault(ev2.meter_id, set()).add("events")
+                self._due.setdefault(ev2.meter_id, now)
         if self._due and min(self._due.values()) <= now:
             self._start_due(now)
             more = True

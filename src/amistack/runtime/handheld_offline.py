@@ -59,11 +59,13 @@ async def run_offline(
     neighbours: Iterable[Addr],
     stop: asyncio.Event,
     on_event: Callable[[object], None],
-    on_ready: Callable[[Addr], None] | None = None,
+    on_ready: Callable[[Addr, Callable[[Callable[[float], None]], None]], None] | None = None,
     reason: Callable[[], str] = lambda: "stopped",
 ) -> None:
     """Serve until `stop` is set (then the session ends with `reason()`) or the run ends by
-    itself (timeout, expiry, the office refusing the handheld)."""
+    itself (timeout, expiry, the office refusing the handheld). `on_ready(radio, submit)`:
+    `submit(command)` runs `command(now)` on the run (a technician's command) and sends what
+    it queued; what `command` raises reaches the caller of `submit`."""
     engine = FieldRadio(run, neighbours)
 
     def event(ev: object) -> None:
@@ -75,8 +77,15 @@ async def run_offline(
         bound = await driver.bind(radio[0], radio[1])
         run.start(driver.now())
         driver.kick()
+
+        def submit(command: Callable[[float], None]) -> None:
+            try:
+                command(driver.now())
+            finally:
+                driver.kick()
+
         if on_ready is not None:
-            on_ready(bound)
+            on_ready(bound, submit)
         await stop.wait()
         run.end(reason(), driver.now())
         driver.kick()  # the session's last frames, its events

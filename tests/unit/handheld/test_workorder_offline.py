@@ -140,6 +140,9 @@ def test_offline_run_authenticates_the_orders_meters_and_seals_signed_readings(
     raw = (tmp_path / "hh" / "readings.db").read_bytes()
     for rec in records:
         assert rec.body not in raw
+    # an OPERATOR may switch, but this order does not allow it
+    with pytest.raises(WorkOrderError, match="does not allow 'disconnect'"):
+        o.run.command(area_meter_id(1), "disconnect", o.area.net.now)
     # reads outside the order are refused before anything is sent
     with pytest.raises(WorkOrderError, match="not in WO-9"):
         office.read(area_meter_id(N), ("::1", 1153), ap_title_for(area_meter_id(N)), 1,
@@ -251,6 +254,8 @@ def test_a_technician_role_narrows_the_order_and_outsiders_are_refused(
                 lambda b=built: not b.run.done.get(area_meter_id(1)), 900.0
             )
             assert collected_one and readings.counts() == (4, 0)
+            with pytest.raises(NotPermitted, match="control"):
+                built.run.command(area_meter_id(1), "disconnect", built.area.net.now)
             built.run.end("logout", built.area.net.now)
             readings.close()
             with pytest.raises(WorkOrderError, match="not in work order"):
