@@ -61,8 +61,10 @@ def register(sub: Any) -> None:
         help="offline work orders for the field handheld (no WAN in the area)",
         description="Offline work orders (JP5701792B2, second embodiment): a SECADM issues a "
         "work order (meters, operations, validity, technician); the handheld gets exactly those "
-        "meters' PSKs, sealed under its PKCS#11 key and the technician's password; back at the "
-        "office its signed readings go to the head-end once each. See docs/handheld-offline.md.",
+        "meters' PSKs, sealed under its PKCS#11 key and the technician's password; in the "
+        "field `run` makes the handheld key server, DODAG root and collector for them; back at "
+        "the office `sync` loads its signed readings and event logs into the head-end once "
+        "each. See docs/handheld-offline.md.",
     )
     wsub = p.add_subparsers(dest="workorder_command", metavar="ACTION", required=True)
 
