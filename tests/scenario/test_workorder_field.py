@@ -35,7 +35,7 @@ from argon2 import PasswordHasher
 from tests.scenario.test_mesh_processes import Procs, free_ports
 from tests.unit.meter.conftest import SoftHsmToken, init_token
 
-from amistack.access import AccessStore, Role
+from amistack.access import AccessStore, AuditTrail, Role
 from amistack.cli import workorder as workorder_cli
 from amistack.cli.common import open_store
 from amistack.cli.main import main
@@ -296,6 +296,14 @@ def test_the_handheld_runs_the_order_in_the_field_and_the_office_syncs_it(
         handheld.wait(5)
     finally:
         p.stop()
+    trail = AuditTrail.open(o.hh, time.time())  # the handheld's: each command and its outcome
+    switches = {(e.action, e.target, e.outcome) for e in trail.entries(limit=1000)
+                if e.action.startswith("offline.")}  # fmt: skip
+    trail.close()
+    assert switches == {("offline.disconnect", "meter:wo-m2", "sent"),
+                        ("offline.disconnect", "meter:wo-m2", "ok"),
+                        ("offline.connect", "meter:wo-m2", "refused"),
+                        ("offline.disconnect", "meter:wo-out", "refused")}  # fmt: skip
     for path in o.hh.rglob("*"):
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode & 0o077 == 0, (path, oct(mode))
