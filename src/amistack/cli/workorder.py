@@ -469,7 +469,8 @@ def _sync(args: argparse.Namespace) -> int:
                              "event_logs": report.event_logs,
                              "refused": len(report.refused),
                              "conflicts": len(report.conflicts)})  # fmt: skip
-    _print({"ok": clean, "order": order.order_id, "inserted": report.inserted,
+    _print({"ok": clean, "order": order.order_id, "technician": order.technician,
+            "inserted": report.inserted,
             "duplicates": report.duplicates, "event_logs": report.event_logs,
             "events_stored": report.events_stored, "already_synced": already,
             "refused": report.refused,
