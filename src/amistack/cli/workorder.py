@@ -126,7 +126,8 @@ def register(sub: Any) -> None:
         "meters only. Meters (amistack meter --mesh, with --keyserver/--headend as given here) "
         "join it; each is read and its signed event log fetched, as far as the order and the "
         "technician's role allow, and everything collected is sealed (token key + technician "
-        "seal key) and signed at once. Type 'status', 'connect METER', 'disconnect METER' "
+        "seal key) and signed at once. Type 'status', 'collect' (again, now), 'connect METER', "
+        "'disconnect METER' "
         "(where the order and the role allow; in the handheld's audit trail) or 'logout' on "
         "standard input; the "
         "session also ends on SIGINT/SIGTERM, --timeout, or the order's end of validity, and "
@@ -674,10 +675,12 @@ async def _serve(
             stop.set()
         elif word == "status":
             _say(json.dumps(field_run.status(), sort_keys=True))
+        elif word == "collect" and submit:
+            submit[0](field_run.collect_again)
         elif len(words := line.split()) == 2 and word.split()[0] in ("connect", "disconnect"):
             switch(word.split()[0], words[1])
         elif word:
-            _say("commands: status, connect METER, disconnect METER, logout")
+            _say("commands: status, collect, connect METER, disconnect METER, logout")
 
     # stdin closed, or a regular file (not pollable): no commands, signals still end it
     with contextlib.suppress(OSError, ValueError):

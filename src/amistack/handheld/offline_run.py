@@ -183,6 +183,12 @@ class OfflineRun:
         title = ap_title_for(meter)
         self.office.switch(meter, (address, C1222_PORT), title, operation == "connect", now)
 
+    def collect_again(self, now: float) -> None:
+        """Collect every joined meter again (the newest intervals, the log as it is now)."""
+        for meter in self.joined:
+            self._todo.setdefault(meter, set()).update(self._collect)
+            self._due.setdefault(meter, now)
+
     @property
     def ended(self) -> bool:
         return self.session.state is WorkState.ENDED

@@ -133,9 +133,16 @@ def test_offline_run_authenticates_the_orders_meters_and_seals_signed_readings(
     assert sorted(o.run.joined) == [area_meter_id(i) for i in range(1, N)]
     # no PANA session (and so no key derived from it) outlives the work order
     assert office.store.session_lifetime(area_meter_id(1)) == office.order.not_after
+    # collected again on the technician's request: the newest intervals, each stored once
+    net = o.area.net
+    o.run.collect_again(net.now)
+    net.service(o.area.handheld_addr)
+    assert net.run_while(lambda: len(net.events_of(o.area.handheld_addr, ReadingsSealed))
+                         < 2 * (N - 1), net.now + 300.0)  # fmt: skip
+    assert o.readings.counts()[0] >= 4 * (N - 1)
     held = o.readings.export()
     records = held.readings
-    assert len(records) == 4 * (N - 1) and not held.unopened
+    assert len(records) == o.readings.counts()[0] and not held.unopened
     # at rest: no reading value in the clear
     raw = (tmp_path / "hh" / "readings.db").read_bytes()
     for rec in records:
