@@ -35,12 +35,12 @@ from amistack.c1222.tables import Table, remote_switch
 from amistack.crypto import seeded_random
 from amistack.handheld import WAN_ADDR, Operation, WorkSession, WorkState
 from amistack.handheld.offline import (
-    OfflineOffice,
     ReadingsSealed,
     SealedReadings,
     mark_for_rotation,
     sync,
 )
+from amistack.handheld.offline_run import MeterCollected, OfflineRun
 from amistack.handheld.technician import TechnicianDesk
 from amistack.handheld.workorder import destroy_file, issue, open_work_order, provision
 from amistack.headend.keys import HeadendKeys
@@ -311,7 +311,7 @@ def _offline(field: Field, data_dir: Path, report: HandheldReport) -> None:
     kek = FileKek(os.urandom(32), os.urandom)  # in RAM only: the demo's stand-in for the token
     module = SoftwareModule(ec.generate_private_key(ec.SECP256R1()), f"{HANDHELD_ID}/sign")
     readings: SealedReadings | None = None
-    office: OfflineOffice | None = None
+    run: OfflineRun | None = None
     head = SqliteRepository(data_dir / "headend-offline")
     try:
         desk = TechnicianDesk(users, audit, HANDHELD_ID)
@@ -323,37 +323,25 @@ def _offline(field: Field, data_dir: Path, report: HandheldReport) -> None:
         path = hh_dir / "orders" / "WO-4.order"
         provision(order, field.store, kek, PASSWORD, path, os.urandom)
         opened = open_work_order(path, kek, desk, TECHNICIAN, PASSWORD, 0.0)
-        readings = SealedReadings(hh_dir / "readings.db", kek, module)
+        readings = SealedReadings(hh_dir / "readings.db", kek, module, order, opened.seal_key)
         built = build_offline_field(opened, readings, METERS)
-        area, office, session = built.area, built.office, built.session
-        net = area.net
-        net.run_while(lambda: len(area.relay_ready()) < METERS, 900.0)
-        sealed = 0
-        for i in range(1, METERS + 1):
-            rid = office.read(
-                meters[i - 1], _meter_addr(i), ap_title_for(meters[i - 1]), 4, net.now
-            )
-            net.service(WAN_ADDR)
+        area, run = built.area, built.run
+        net, hh = area.net, area.handheld_addr
 
-            def done(i: int = i) -> list[ReadingsSealed]:
-                return [
-                    e
-                    for e in net.events_of(WAN_ADDR, ReadingsSealed)
-                    if e.meter_id == meters[i - 1]
-                ]
-
-            net.run_while(lambda: not done(), net.now + 120.0)
-            sealed += sum(e.stored for e in done() if e.request_id != rid)
+        net.run_while(lambda: len(net.events_of(hh, MeterCollected)) < METERS, 900.0)
+        sealed = sum(e.stored for e in net.events_of(hh, ReadingsSealed))
         report.offline = (
             f"{order.order_id} issued by the security administrator for {METERS} "
             f"meters, opened by {TECHNICIAN}'s password; the handheld was key "
-            f"server and collector: {len(area.relay_ready())}/{METERS} meters "
-            f"joined, {sealed} intervals sealed and signed"
+            f"server and collector (the engine of `amistack workorder run`): "
+            f"{len(run.joined)}/{METERS} meters joined, {sealed} intervals sealed under "
+            "the token's and the technician's keys and signed"
         )
-        session.end("logout", net.now)
-        records = readings.export()
+        run.end("logout", net.now)
+        collected = readings.export()
+        records = collected.readings
         pem = module.public_key_pem()
-        first = sync(order, records, pem, head, 10 * HOUR)
+        first = sync(order, collected, pem, head, 10 * HOUR)
         again = sync(order, readings.export(), pem, head, 11 * HOUR)
         marked = mark_for_rotation(field.store, order, 11 * HOUR)
         ok = first.inserted == len(records) > 0 and again.inserted == 0 and not first.refused
@@ -375,8 +363,8 @@ def _offline(field: Field, data_dir: Path, report: HandheldReport) -> None:
             else f"LEFT: {', '.join(left)}"
         )
     finally:
-        if office is not None:
-            office.close()
+        if run is not None:
+            run.end("demo over", 0.0)
         if readings is not None:
             readings.close()
         module.close()

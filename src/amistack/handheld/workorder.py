@@ -11,6 +11,12 @@ another technician's name makes the file not open):
 2. outer: the handheld's key-encryption key (`keymgmt.kek_pkcs11.Pkcs11Kek`, AES-256-GCM inside
    its PKCS#11 token, non-extractable): the file copied off the handheld opens nowhere else.
 
+Inside both seals, beside the PSKs, is a fresh random 256-bit technician seal key: what the
+handheld collects under this order is sealed under it as well as under the token's key
+(`handheld.offline.SealedReadings`), so the collected data opens only with the token *and* the
+technician's unlock, and sync at the office (which keeps the seal key from `provision`, wrapped
+under its own KEK) can attribute every record to the order's technician.
+
 `open_work_order` logs the technician in through the handheld's `TechnicianDesk` (lock-out and
 audit), refuses another technician, refuses before `not_before`, and after `not_after` destroys
 the file and refuses, whether or not the handheld ever comes back to the office.
@@ -270,8 +276,10 @@ def provision(
     path: Path,
     rng: RandomSource,
     kdf: KdfParams | None = None,
-) -> None:
-    """Seal the PSKs of the order's meters (from the key server's store) into `path`.
+) -> bytes:
+    """Seal the PSKs of the order's meters (from the key server's store) into `path`, with a
+    fresh technician seal key (returned: the office keeps it, wrapped, to check at sync that
+    what the handheld collected was sealed by this technician's unlocked order).
 
     `password` is the named technician's, typed by them at the office (verify it with the
     handheld's desk first). A meter unknown, revoked or not on EAP-PSK refuses the whole order."""
@@ -285,10 +293,11 @@ def provision(
         if psk is None:
             raise WorkOrderError("refused", f"meter {meter} is revoked")
         psks[meter] = psk.hex()
+    seal_key = rng(KEY_LENGTH)
     header = order.header()
     salt, nonce = rng(SALT_LENGTH), rng(NONCE_LENGTH)
     inner = nonce + AESGCM(kdf.derive(password, salt)).encrypt(
-        nonce, json.dumps(psks).encode(), header
+        nonce, json.dumps({"psks": psks, "seal_key": seal_key.hex()}).encode(), header
     )
     sealed = handheld_kek.wrap(inner, _aad(header))
     body = {
@@ -299,6 +308,7 @@ def provision(
         "sealed": _b64(sealed),
     }  # fmt: skip
     write_private(path, json.dumps(body).encode())
+    return seal_key
 
 
 def order_path(handheld_dir: Path, order_id: str) -> Path:
@@ -358,8 +368,9 @@ class OpenedWorkOrder:
     order: WorkOrder
     session: TechnicianSession
     psks: Mapping[str, bytes]  # device id -> PSK, only the order's meters
+    seal_key: bytes  # the technician seal key: what is collected is sealed under it too
 
-    def __repr__(self) -> str:  # never the PSKs
+    def __repr__(self) -> str:  # never the PSKs or the seal key
         return f"OpenedWorkOrder({self.order.order_id}, {self.session.principal.name})"
 
 
@@ -406,13 +417,15 @@ def open_work_order(
         psk_json = AESGCM(kdf.derive(password, salt)).decrypt(
             inner[:NONCE_LENGTH], inner[NONCE_LENGTH:], header
         )
-        psks = {str(m): bytes.fromhex(p) for m, p in json.loads(psk_json).items()}
-    except (KekError, InvalidTag, ValueError, AttributeError):
+        inner_body = json.loads(psk_json)
+        psks = {str(m): bytes.fromhex(p) for m, p in inner_body["psks"].items()}
+        seal_key = bytes.fromhex(inner_body["seal_key"])
+    except (KekError, InvalidTag, ValueError, AttributeError, KeyError, TypeError):
         raise refuse(
             "tampered", f"work order {order.order_id} does not open: altered, or not sealed "
             "for this handheld and technician",
         ) from None  # fmt: skip
-    if set(psks) != set(order.meters):
+    if set(psks) != set(order.meters) or len(seal_key) != KEY_LENGTH:
         raise refuse("tampered", f"work order {order.order_id}: credentials do not match")
     desk.record(session, "workorder_open", target, "ok", now)
-    return OpenedWorkOrder(order, session, psks)
+    return OpenedWorkOrder(order, session, psks, seal_key)

@@ -36,6 +36,7 @@ import logging
 from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from amistack.addr import Addr
 from amistack.c1222.acse import ApTitle
@@ -252,9 +253,16 @@ class _Fetch:
     reads: int = 0
 
 
+class ExportSink(Protocol):
+    """Where `EventLogReader` hands a whole export: the head-end's `EventLogIntake`, or the
+    offline handheld's sealed store (handheld/offline.py), which keeps it for the office."""
+
+    def receive(self, meter_id: str, export: bytes, now: float) -> Verdict: ...
+
+
 class EventLogReader:
     """Sans-IO: fetch meters' event logs with partial reads of `EVENT_LOG_TABLE` through a
-    `C1222Client` and hand each whole export to `intake`.
+    `C1222Client` and hand each whole export to `intake` (an `ExportSink`).
 
     The first read (offset 0) makes the meter snapshot its export and answers the header (the
     text's length) plus the first `chunk` bytes; the rest follows `chunk` bytes per read, so a
@@ -265,7 +273,7 @@ class EventLogReader:
     def __init__(
         self,
         client: C1222Client,
-        intake: EventLogIntake,
+        intake: ExportSink,
         *,
         chunk: int = 1024,
         every_s: float = 0.0,

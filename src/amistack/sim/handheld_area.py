@@ -219,18 +219,20 @@ class Area:
 
 def build_area(
     config: AreaConfig,
-    office: Engine,
+    office: Engine | None,
     keyserver: Addr,
     start: float = 0.0,
     headend: Addr | None = None,
 ) -> Area:
-    """The area with `office` at `WAN_ADDR` (the handheld's channel), meters powered on;
+    """The area with `office` at `WAN_ADDR` (the handheld's channel; None: an offline handheld
+    has no channel), meters powered on;
     `keyserver`: the PAA's IPv6 address and port as the channel reaches it (meters that relay
     for their neighbours send PRYs there); `headend`: where the meters push their interval
     data (with `config.headend_title`), every 15 model minutes."""
     radio = RadioMedium(UnitDisk(config.radius, config.loss), seed=config.seed)
     net = Network(MeshMedium(radio, frozenset({WAN_ADDR})), VirtualClock(start))
-    net.add_node(WAN_ADDR, office)
+    if office is not None:
+        net.add_node(WAN_ADDR, office)
     radio.place(radio_addr(handheld_eui()), 0.0, 0.0)
     meters: list[MeshNode] = []
     c1222: list[MeterNode] = []

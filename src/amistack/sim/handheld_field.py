@@ -1,7 +1,7 @@
 """The field of a handheld work session on the virtual clock: an isolated area, the real key
 server engine (and optionally a head-end engine) behind the handheld's channel (`build_field`);
 or, offline, the handheld itself as key server and collector for an opened work order
-(`build_offline_field`, docs/handheld-offline.md).
+(`build_offline_field`: the engine of `amistack workorder run`, docs/handheld-offline.md).
 
 Used by `amistack demo` (cli/demo_handheld.py) and the handheld tests alike."""
 
@@ -18,6 +18,7 @@ from amistack.c1222.acse import ApTitle
 from amistack.crypto import seeded_random
 from amistack.handheld import HandheldConfig, WorkSession
 from amistack.handheld.offline import OfflineOffice, SealedReadings
+from amistack.handheld.offline_run import OfflineRun, OfflineRunConfig
 from amistack.handheld.workorder import OpenedWorkOrder
 from amistack.keymgmt.groupkeys import GroupKeyManager
 from amistack.keymgmt.kek import FileKek
@@ -26,7 +27,6 @@ from amistack.keymgmt.store import CredentialStore
 from amistack.mesh.ipv6 import Ipv6Packet
 from amistack.mesh.node import radio_addr
 from amistack.mesh.wan import Ipv6Host
-from amistack.meter.node import ap_title_for
 from amistack.pana.paa import PaaConfig
 from amistack.sim.handheld_area import (
     AREA_PAN,
@@ -149,33 +149,36 @@ def build_field(
 @dataclass
 class OfflineField:
     area: Area
-    office: OfflineOffice
-    session: WorkSession
+    run: OfflineRun
+
+    @property
+    def office(self) -> OfflineOffice:
+        return self.run.office
+
+    @property
+    def session(self) -> WorkSession:
+        return self.run.session
 
 
 def build_offline_field(
-    opened: OpenedWorkOrder, readings: SealedReadings, meters: int, seed: int = 5
+    opened: OpenedWorkOrder,
+    readings: SealedReadings,
+    meters: int,
+    seed: int = 5,
+    intervals: int = 4,
 ) -> OfflineField:
-    """An area of `meters` meters (C12.22 for `HEADEND_TITLE`) whose channel ends in an
-    `OfflineOffice` on the handheld for the opened order, and the technician's work session on
-    the handheld (under its per-run PSK, known only to that office), already attached."""
-    rng = seeded_random(seed)
-    handheld_psk = rng(16)
-    euis = [handheld_eui(), *(meter_eui(i) for i in range(1, meters + 1))]
-    titles = {ap_title_for(area_meter_id(i)).device_id: area_meter_id(i)
-              for i in range(1, meters + 1)}  # fmt: skip
-    office = OfflineOffice(
-        opened, readings, handheld_id=HANDHELD_ID, handheld_psk=handheld_psk,
-        handheld_radio=radio_addr(handheld_eui()), keyserver_addr=KEYSERVER,
-        headend_addr=HEADEND, headend_title=HEADEND_TITLE, titles=titles,
-        relays=frozenset(global_of(e.interface_id()) for e in euis),
-        pans=[AREA_PAN.value], rng=rng, now=0.0,
-    )  # fmt: skip
-    area = build_area(AreaConfig(meters=meters, headend_title=HEADEND_TITLE), office, KEYSERVER)
+    """An area of `meters` meters (C12.22 for `HEADEND_TITLE`) and, at the handheld's radio
+    address, the `OfflineRun` of `amistack workorder run` for the opened order (serving those
+    of the area's meters the order names), started at time 0: the handheld is key server and
+    collector, with no channel at all."""
+    served = {area_meter_id(i): meter_eui(i) for i in range(1, meters + 1)
+              if area_meter_id(i) in opened.order.meters}  # fmt: skip
     cfg = HandheldConfig(HANDHELD_ID, handheld_eui(), AREA_PAN, AREA_PREFIX, KEYSERVER,
                          rpl=area_rpl(), pac=mesh_pac_config())  # fmt: skip
-    session = WorkSession(cfg, opened.session.principal, opened.order.order_id,
-                          psk_peer(HANDHELD_ID, handheld_psk, seeded_random(seed + 1)),
-                          seeded_random(seed + 2), area.net.now)  # fmt: skip
-    area.attach(session)
-    return OfflineField(area, office, session)
+    config = OfflineRunConfig(cfg, HEADEND, HEADEND_TITLE, served, intervals=intervals,
+                              paa=PaaConfig(req_retransmit=MESH_REQ_RETRANSMIT))  # fmt: skip
+    run = OfflineRun(opened, readings, config, seeded_random(seed), 0.0)
+    area = build_area(AreaConfig(meters=meters, headend_title=HEADEND_TITLE), None, KEYSERVER)
+    area.net.add_node(area.handheld_addr, run)
+    area.net.call_at(0.0, area.handheld_addr, run.start)
+    return OfflineField(area, run)

@@ -89,11 +89,18 @@ def issue(d: Desk, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, o
 def seal_readings(d: Desk, n: int, *, module: str | None = None) -> None:
     kek = open_kek(d.hh, d.kek_spec, create=False)
     mod = SoftwareModule.open_or_create(module or d.module_spec.removeprefix("software:"))
+    users = AccessStore(d.hh, hasher=CHEAP)
+    trail = AuditTrail.open(d.hh, time.time())
     with kek:
-        store = SealedReadings(d.hh / READINGS_FILE, kek, mod)
-        store.add("WO-1", [IntervalReading(METERS[0], T + 900 * i, 15, 100 + i, 0, 0, 0)
-                           for i in range(n)])  # fmt: skip
+        desk = TechnicianDesk(users, trail, "hh-7")
+        opened = open_work_order(order_path(d.hh, "WO-1"), kek, desk, "tina", PASSWORD,
+                                 time.time())  # fmt: skip
+        store = SealedReadings(d.hh / READINGS_FILE, kek, mod, opened.order, opened.seal_key)
+        store.add([IntervalReading(METERS[0], T + 900 * i, 15, 100 + i, 0, 0, 0)
+                   for i in range(n)])  # fmt: skip
         store.close()
+    users.close()
+    trail.close()
 
 
 def test_issue_provisions_the_handheld_and_sync_uploads_once_then_destroys(

@@ -1,6 +1,8 @@
 """Offline run and sync (claims 7-8): no WAN; the handheld is key server and collector for one
-work order's meters (real sans-IO PAA + EAP-PSK + UKMF, C12.22 over the mesh on the virtual
-clock); readings sealed and signed on the handheld; synced once at the office, then destroyed."""
+work order's meters (`OfflineRun`, the engine of `amistack workorder run`: real sans-IO PAA +
+EAP-PSK + UKMF, C12.22 over the mesh on the virtual clock); each meter that joins is read at
+once, its readings sealed and signed on the handheld; synced once at the office, then
+destroyed. The technician's role narrows what the order allows; the run ends with its keys."""
 
 from __future__ import annotations
 
@@ -12,20 +14,21 @@ from pathlib import Path
 
 import pytest
 from argon2 import PasswordHasher
-from tests.unit.handheld.harness import global_of
+from cryptography.hazmat.primitives.asymmetric import ec
 from tests.unit.meter.conftest import init_token
 
 from amistack.access import AccessStore, AuditTrail, Principal, Role
 from amistack.crypto import pkcs11_token
-from amistack.handheld import WAN_ADDR, WorkSession
 from amistack.handheld.offline import (
     ROTATION_DUE,
-    OfflineOffice,
+    Collected,
     ReadingsSealed,
     SealedReadings,
     mark_for_rotation,
     sync,
 )
+from amistack.handheld.offline_run import MeterCollected, OfflineRun
+from amistack.handheld.session import NotPermitted
 from amistack.handheld.technician import TechnicianDesk
 from amistack.handheld.workorder import (
     KdfParams,
@@ -42,6 +45,7 @@ from amistack.keymgmt.store import CredentialStore
 from amistack.meter.node import ap_title_for
 from amistack.pana.events import AuthenticationFailed
 from amistack.securemodule.pkcs11_module import Pkcs11Module
+from amistack.securemodule.software import SoftwareModule
 from amistack.sim.handheld_area import (
     Area,
     area_meter_id,
@@ -61,8 +65,7 @@ HOUR = 3600.0
 @dataclass
 class Offline:
     area: Area
-    office: OfflineOffice
-    session: WorkSession
+    run: OfflineRun
     readings: SealedReadings
     module: Pkcs11Module
     kek: Pkcs11Kek
@@ -88,13 +91,12 @@ def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Offline
     path = tmp_path / "hh" / "orders" / "WO-9.order"
     provision(order, keystore, kek, PASSWORD, path, os.urandom, FAST_KDF)
     opened = open_work_order(path, kek, desk, "tina", PASSWORD, 0.0)
-    readings = SealedReadings(tmp_path / "hh" / "readings.db", kek, module)
+    readings = SealedReadings(tmp_path / "hh" / "readings.db", kek, module, order, opened.seal_key)
     built = build_offline_field(opened, readings, N)
-    area, office, session = built.area, built.office, built.session
     try:
-        yield Offline(area, office, session, readings, module, kek, keystore, path)
+        yield Offline(built.area, built.run, readings, module, kek, keystore, path)
     finally:
-        office.close()
+        built.run.end("test over", built.area.net.now)
         readings.close()
         module.close()
         kek.close()
@@ -104,60 +106,65 @@ def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Offline
         pkcs11_token.close_all()
 
 
-def collect(o: Offline, meter: int, intervals: int = 4) -> ReadingsSealed:
-    net = o.area.net
-    addr = (global_of(meter_eui(meter).interface_id()), 1153)
-    rid = o.office.read(area_meter_id(meter), addr, ap_title_for(area_meter_id(meter)),
-                        intervals, net.now)  # fmt: skip
-    net.service(WAN_ADDR)
+def collected(o: Offline, *meters: int, within: float = 900.0) -> list[ReadingsSealed]:
+    """Run until `meters` are collected; the readings sealed for them."""
+    net, hh = o.area.net, o.area.handheld_addr
+    want = {area_meter_id(i) for i in meters}
 
-    def sealed() -> list[ReadingsSealed]:
-        return [
-            e for e in net.events_of(WAN_ADDR, ReadingsSealed) if e.meter_id == area_meter_id(meter)
-        ]
+    def done() -> set[str]:
+        return {e.meter_id for e in net.events_of(hh, MeterCollected)}
 
-    net.run_while(lambda: not sealed(), net.now + 120.0)
-    got = sealed()
-    assert got, net.events[WAN_ADDR][-5:]
-    assert got[0].request_id != rid  # the second read (header + intervals) carried them
-    return got[0]
+    assert net.run_while(lambda: not want <= done(), within), net.events[hh][-5:]
+    return [e for e in net.events_of(hh, ReadingsSealed) if e.meter_id in want]
 
 
 def test_offline_run_authenticates_the_orders_meters_and_seals_signed_readings(
     offline: Offline, tmp_path: Path
 ) -> None:
     o = offline
-    assert o.area.net.run_while(lambda: not {1, N - 1} <= set(o.area.relay_ready()), 900.0)
+    office = o.run.office
+    sealed = collected(o, *range(1, N))
+    assert sorted(e.stored for e in sealed) == [4] * (N - 1)
     # meter N is not in the work order: the handheld holds no PSK for it, it never joins
     o.area.net.run_while(lambda: N not in o.area.relay_ready(), o.area.net.now + 300.0)
     assert N not in o.area.relay_ready()
-    failed = {e.peer_id for e in o.area.net.events_of(WAN_ADDR, AuthenticationFailed)}
+    failed = {e.peer_id for e in o.area.net.events_of(o.area.handheld_addr, AuthenticationFailed)}
     assert area_meter_id(N).encode() in failed
+    assert sorted(o.run.joined) == [area_meter_id(i) for i in range(1, N)]
     # no PANA session (and so no key derived from it) outlives the work order
-    assert o.office.store.session_lifetime(area_meter_id(1)) == o.office.order.not_after
-    for meter in range(1, N):
-        assert collect(o, meter).stored == 4
-    records = o.readings.export()
-    assert len(records) == 4 * (N - 1)
+    assert office.store.session_lifetime(area_meter_id(1)) == office.order.not_after
+    # collected again on the technician's request: the newest intervals, each stored once
+    net = o.area.net
+    o.run.collect_again(net.now)
+    net.service(o.area.handheld_addr)
+    assert net.run_while(lambda: len(net.events_of(o.area.handheld_addr, ReadingsSealed))
+                         < 2 * (N - 1), net.now + 300.0)  # fmt: skip
+    assert o.readings.counts()[0] >= 4 * (N - 1)
+    held = o.readings.export()
+    records = held.readings
+    assert len(records) == o.readings.counts()[0] and not held.unopened
     # at rest: no reading value in the clear
     raw = (tmp_path / "hh" / "readings.db").read_bytes()
     for rec in records:
         assert rec.body not in raw
+    # an OPERATOR may switch, but this order does not allow it
+    with pytest.raises(WorkOrderError, match="does not allow 'disconnect'"):
+        o.run.command(area_meter_id(1), "disconnect", o.area.net.now)
     # reads outside the order are refused before anything is sent
     with pytest.raises(WorkOrderError, match="not in WO-9"):
-        o.office.read(area_meter_id(N), ("::1", 1153), ap_title_for(area_meter_id(N)), 1,
-                      o.area.net.now)  # fmt: skip
+        office.read(area_meter_id(N), ("::1", 1153), ap_title_for(area_meter_id(N)), 1,
+                    o.area.net.now)  # fmt: skip
 
     # -- back at the office: sync twice, no duplicates; then the handheld's copies go ----------
     head = SqliteRepository(tmp_path / "headend")
     pem = o.module.public_key_pem()
-    first = sync(o.office.order, records, pem, head, 10 * HOUR)
+    first = sync(office.order, held, pem, head, 10 * HOUR)
     assert (first.inserted, first.duplicates) == (len(records), 0)
     assert not first.refused and not first.conflicts
-    again = sync(o.office.order, o.readings.export(), pem, head, 11 * HOUR)
+    again = sync(o.run.order, o.readings.export(), pem, head, 11 * HOUR)
     assert (again.inserted, again.duplicates) == (0, len(records))
     assert head.count_readings() == len(records)
-    marked = mark_for_rotation(o.keystore, o.office.order, 11 * HOUR)
+    marked = mark_for_rotation(o.keystore, o.run.order, 11 * HOUR)
     assert marked == [area_meter_id(i) for i in range(1, N)]
     assert {e.device_id for e in o.keystore.audit_log() if e.kind == ROTATION_DUE} == {
         area_meter_id(i).encode() for i in range(1, N)
@@ -172,21 +179,20 @@ def test_a_tampered_or_forged_reading_is_refused_and_reported(
     offline: Offline, tmp_path: Path
 ) -> None:
     o = offline
-    o.area.net.run_while(lambda: 1 not in o.area.relay_ready(), 900.0)
-    collect(o, 1, intervals=2)
-    records = o.readings.export()
-    good, victim = records
+    collected(o, 1)
+    good, victim = o.readings.export().readings[:2]
     forged = replace(
         victim, reading=replace(victim.reading, forward_wh=victim.reading.forward_wh + 1)
     )
     head = SqliteRepository(tmp_path / "headend")
-    report = sync(o.office.order, [good, forged], o.module.public_key_pem(), head, 10 * HOUR)
+    pem = o.module.public_key_pem()
+    report = sync(o.run.order, Collected([good, forged]), pem, head, 10 * HOUR)
     assert report.inserted == 1 and len(report.refused) == 1
     assert "signature does not verify" in report.refused[0]
     assert head.count_readings() == 1
     # a genuine record, but the head-end already holds other values there: a conflict, kept out
     head.store_readings([replace(victim.reading, forward_wh=victim.reading.forward_wh + 5)], 0.0)
-    report = sync(o.office.order, [good, victim], o.module.public_key_pem(), head, 11 * HOUR)
+    report = sync(o.run.order, Collected([good, victim]), pem, head, 11 * HOUR)
     assert (report.inserted, report.duplicates, len(report.conflicts)) == (0, 1, 1)
     assert "other values" in report.conflicts[0]
     # a record altered in the handheld's file does not even open
@@ -196,21 +202,73 @@ def test_a_tampered_or_forged_reading_is_refused_and_reported(
         db.execute("UPDATE readings SET sealed = ? WHERE rowid = ?", (flipped, rowid))
     db.commit()
     db.close()
-    with pytest.raises(WorkOrderError, match="does not open"):
-        o.readings.export()
+    opened = o.readings.export()
+    assert not opened.readings and len(opened.unopened) == sum(o.readings.counts()[:1])
+    assert "does not open" in opened.unopened[0]
+    report = sync(o.run.order, opened, pem, head, 12 * HOUR)
+    assert report.refused == opened.unopened and report.inserted == 0
     head.close()
 
 
-def test_at_the_end_of_validity_the_offline_key_server_drops_the_credentials(
+def test_at_the_end_of_validity_the_run_ends_and_drops_the_credentials(
     offline: Offline,
 ) -> None:
     o = offline
+    office, end = o.run.office, o.run.order.not_after
     assert o.area.net.run_while(lambda: 1 not in o.area.relay_ready(), 900.0)
-    assert o.office.get_timer() is not None and o.office.get_timer() <= o.office.order.not_after
-    o.office.handle_timer(o.office.order.not_after)  # what the driver does when the timer falls due
-    assert o.office.expired
-    for i in range(1, N):
-        assert o.office.store.get_psk(area_meter_id(i)) is None
+    assert o.run.get_timer() is not None and o.run.get_timer() <= end
+    o.run.handle_timer(end)  # what the driver does when the timer falls due
+    assert office.expired and office.closed and o.run.ended
+    assert o.run.get_timer() is None
+    assert o.run.session.root is None  # the DODAG and its link keys are gone
     with pytest.raises(WorkOrderError, match="expired"):
-        o.office.read(area_meter_id(1), ("::1", 1153), ap_title_for(area_meter_id(1)), 1,
-                      o.office.order.not_after)  # fmt: skip
+        office.read(area_meter_id(1), ("::1", 1153), ap_title_for(area_meter_id(1)), 1, end)
+    o.run.end("again", end)  # idempotent
+
+
+def test_a_technician_role_narrows_the_order_and_outsiders_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keystore = CredentialStore(":memory:", FileKek(os.urandom(32), os.urandom))
+    for i in range(1, N + 1):
+        keystore.enroll(area_meter_id(i), area_meter_psk(1, i), -HOUR)
+    users = AccessStore(tmp_path / "access", hasher=CHEAP)
+    users.add_user("vic", PASSWORD, [Role.VIEWER], -HOUR)
+    users.add_user("rob", PASSWORD, [Role.RBACMNT], -HOUR)
+    desk = TechnicianDesk(users, AuditTrail.open(tmp_path, -HOUR), HANDHELD)
+    secadm = Principal("sam", frozenset({Role.SECADM}), "session")
+    kek = FileKek(os.urandom(32), os.urandom)
+    module = SoftwareModule(ec.generate_private_key(ec.SECP256R1()), "hh/sign")
+    meters = [area_meter_id(1)]
+    try:
+        for who in ("vic", "rob"):
+            order = issue(secadm, f"WO-{who}", HANDHELD, who, meters,
+                          ["read", "disconnect"], 0.0, HOUR, -HOUR)  # fmt: skip
+            path = tmp_path / f"{who}.order"
+            provision(order, keystore, kek, PASSWORD, path, os.urandom, FAST_KDF)
+            opened = open_work_order(path, kek, desk, who, PASSWORD, 0.0)
+            readings = SealedReadings(tmp_path / "r.db", kek, module, order, opened.seal_key)
+            if who == "rob":  # a role without the read right does no work at all
+                with pytest.raises(NotPermitted):
+                    build_offline_field(opened, readings, 1)
+                readings.close()
+                continue
+            built = build_offline_field(opened, readings, 2)
+            # a VIEWER reads (read) but may not switch (disconnect), whatever the order says
+            assert built.run.allowed_operations == {"read"}
+            assert list(built.run.config.meters) == meters  # meter 2: not in the order
+            collected_one = built.area.net.run_while(
+                lambda b=built: not b.run.done.get(area_meter_id(1)), 900.0
+            )
+            assert collected_one and readings.counts() == (4, 0)
+            with pytest.raises(NotPermitted, match="control"):
+                built.run.command(area_meter_id(1), "disconnect", built.area.net.now)
+            built.run.end("logout", built.area.net.now)
+            readings.close()
+            with pytest.raises(WorkOrderError, match="not in work order"):
+                OfflineRun(opened, readings, replace(built.run.config, meters={
+                    area_meter_id(2): meter_eui(2)}), os.urandom, 0.0)  # fmt: skip
+    finally:
+        users.close()
+        desk.audit.close()
+        keystore.close()
