@@ -199,13 +199,17 @@ def test_a_handheld_revoked_at_the_key_server_loses_its_session(
     d = office.second
     assert ask(d, op="login", user="tina", password=PASSWORD)["ok"]
     assert ask(d, op="start", work_order="WO-9")["ok"]
-    wait_for(d, lambda s: s.get("state") == "serving", 30.0)
+    wait_for(d, lambda s: s.get("meters") == 1, 30.0)  # its meter joined through it
     with open_store(office.office, create=False) as store:  # `amistack keys revoke handheld-8`
         t0 = time.monotonic()
         assert store.revoke(SECOND, "reported lost", time.time())
     status = wait_for(d, lambda s: s["state"] == "idle", 10.0)
     shut_out = time.monotonic() - t0
     assert status["last_end"] == "key server: session ended"
+    # the meter's session it relayed ended too, its keys cut (it re-authenticates elsewhere)
+    with open_store(office.office, create=False) as store:
+        cut = store.audit_log(kind="keys-shortened", device_id=area_meter_id(1).encode())
+    assert [e for e in cut if "relay b'handheld-8' revoked: reported lost" in e.detail], cut
     with capsys.disabled():
         print(f"\nhandheld revoked at the key server -> PANA session ended in "
               f"{shut_out * 1000:.0f} ms (revocation journal polled every 1 s)")  # fmt: skip

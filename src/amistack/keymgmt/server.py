@@ -9,7 +9,8 @@
 It drives nothing itself: the runtime (or the simulator) feeds datagrams and timers exactly as it
 does for any engine, and reads `next_event()` - the PANA events followed by the key events each
 one caused. Revocation is one call: the store refuses the PSK from then on (so re-authentication
-fails), every PANA session of the device is terminated, and the keys already issued are cut.
+fails), every PANA session of the device is terminated, and the keys already issued are cut;
+so are the sessions it relayed from its own UDP address (a handheld's, docs/handheld.md).
 
 Writes are group-committed (`commit_interval`, `flush`): an EAP success is held until its audit
 entry is committed, and new keys are neither exported nor announced until they are
@@ -22,7 +23,7 @@ import dataclasses
 import logging
 import math
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -58,7 +59,7 @@ from amistack.pana.events import (
 )
 from amistack.pana.keys import PanaSecurityContext
 from amistack.pana.local_backend import LocalEapBackend
-from amistack.pana.paa import PaaConfig, PanaAuthAgent
+from amistack.pana.paa import PaaConfig, PanaAuthAgent, Route
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ class PaaEngine(Engine, Protocol):
     def reauthenticate(self, session_id: int, now: float) -> None: ...
     def terminate(self, session_id: int, now: float, reason: str) -> None: ...
     def sessions_for_peer(self, peer_id: bytes) -> list[int]: ...
+    def sessions_relayed_by(self, relays: Collection[Addr]) -> list[int]: ...
+    def route_of(self, session_id: int) -> Route | None: ...
     def aaa_answer(self, session_id: int, answer: AaaAnswer, now: float) -> None: ...
 
 
@@ -147,6 +150,9 @@ class RevocationResult:
     sessions_terminated: tuple[int, ...]
     keys_not_after: float  # no key of the device outlives this
     generations_shortened: tuple[KeyId, ...]
+    # sessions of other devices relayed by this one (RFC 6345, a handheld's relay): ended, their
+    # keys cut to `keys_not_after` too, so those meters re-authenticate by another path
+    relayed_sessions: tuple[int, ...] = ()
 
 
 class KeyServer:
@@ -545,9 +551,11 @@ class KeyServer:
         for sid in refused:
             self.agent.terminate(sid, now, f"revoked while authenticating: {reason}")
         sessions = tuple(self.agent.sessions_for_peer(did))
+        relayed = self._relayed_by(sessions)  # before its own sessions (and routes) go
         self._revoking.update(sessions)
         for sid in sessions:
             self.agent.terminate(sid, now, f"revoked: {reason}")
+        self._end_relayed(did, relayed, cut, now, reason)
         key_events = self.directory.shorten(did, cut, now)
         shortened = tuple(e.key_id for e in key_events if isinstance(e, KeysShortened))
         if shortened:
@@ -571,7 +579,32 @@ class KeyServer:
             "device revoked",
             extra={"device_id": did, "sessions": len(sessions), "keys_not_after": cut},
         )
-        return RevocationResult(newly, sessions, cut, shortened)
+        return RevocationResult(newly, sessions, cut, shortened, relayed)
+
+    def _relayed_by(self, sessions: Sequence[int]) -> tuple[int, ...]:
+        """Sessions relayed (RFC 6345 PRYs) from the UDP address of one of `sessions` (a device's
+        own, not relayed): a handheld's relay reaches the key server from its PaC's address
+        (runtime/handheld_gateway.py)."""
+        own = {r.pac for sid in sessions if (r := self.agent.route_of(sid)) and r.relay is None}
+        return tuple(self.agent.sessions_relayed_by(own)) if own else ()
+
+    def _end_relayed(
+        self, relay: bytes, sessions: tuple[int, ...], cut: float, now: float, reason: str
+    ) -> None:
+        """The sessions a revoked device relayed end and their keys are cut to `cut`: the
+        meters re-authenticate (by a legitimate path), their keys no longer vouched for by a
+        session through a lost device."""
+        why = f"relay {relay[:32]!r} revoked: {reason}"
+        for sid in sessions:
+            peer = self._peer_of_session.get(sid)
+            self._revoking.add(sid)
+            self.agent.terminate(sid, now, why)
+            if peer is None:
+                continue  # still authenticating: no keys yet
+            events = self.directory.shorten(peer, cut, now, session_id=sid)
+            self._audit(AuditKind.KEYS_SHORTENED, peer, f"session {sid:#010x}: {why}", now)
+            self._emit(events)
+        self.counters["relayed_sessions_ended"] += len(sessions)
 
     def enable_group_keys(
         self,
