@@ -283,7 +283,14 @@ class HandheldDevice:
                     "detail": "no head-end API configured (--headend-api)"}  # fmt: skip
         import httpx  # only a handheld that talks to a head-end loads it
 
-        auth = {"Authorization": f"Bearer {cfg.headend_token}"}
+        from amistack.access.http import TECHNICIAN_HEADER, TECHNICIAN_ROLES_HEADER
+
+        tech = work.session.technician  # the head-end audits it as theirs, via this handheld
+        auth = {
+            "Authorization": f"Bearer {cfg.headend_token}",
+            TECHNICIAN_HEADER: tech.name,
+            TECHNICIAN_ROLES_HEADER: ",".join(role_names(tech.roles)),
+        }
         try:
             # https: the head-end's certificate is checked against the project's CA alone
             trust = ssl.create_default_context(cafile=str(self.tls.ca))
