@@ -5,34 +5,23 @@ role; and the audit row of what a handheld does names the technician and the han
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from fastapi.testclient import TestClient
+from tests.unit.headend import test_api_access
 from tests.unit.headend.conftest import auth
 
 from amistack.access import Role
 from amistack.access.http import TECHNICIAN_HEADER, TECHNICIAN_ROLES_HEADER, AccessControl
 from amistack.access.users import HANDHELD_TOKEN
-from amistack.headend.api import create_app
-from amistack.headend.storage import ReadingRepository, SqliteRepository
+from amistack.headend.storage import ReadingRepository
 
 AP = "2.16.124.113620.1.22.0.1"
+client, repo = test_api_access.client, test_api_access.repo  # the fixtures, shared
 
 
-@pytest.fixture
-def repo(tmp_path: Path) -> Iterator[ReadingRepository]:
-    r = SqliteRepository(tmp_path)
-    r.register_meter("field-meter-001", AP, "handheld", "field", 1.0)
-    yield r
-    r.close()
-
-
-@pytest.fixture
-def client(repo: ReadingRepository, access: AccessControl) -> Iterator[TestClient]:
-    with TestClient(create_app(repo, access, clock=access.clock)) as c:
-        yield c
+@pytest.fixture(autouse=True)
+def meter(repo: ReadingRepository) -> None:
+    repo.register_meter("field-meter-001", AP, "handheld", "field", 1.0)
 
 
 def handheld(access: AccessControl, name: str, *roles: Role) -> dict[str, str]:

@@ -8,17 +8,14 @@ directly is left alone, and so are the relayed sessions when another device is r
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
+from tests.unit.keymgmt import test_key_server
 from tests.unit.keymgmt.test_key_server import PAA, Net
 
 from amistack.addr import Addr
 from amistack.crypto import seeded_random
 from amistack.eap import EapPeer, EapPskPeer, EapType
-from amistack.keymgmt.kek import FileKek
 from amistack.keymgmt.server import KeyServer
 from amistack.keymgmt.store import AuditKind, CredentialStore
 from amistack.keymgmt.ukmf import C1222
@@ -29,6 +26,7 @@ from amistack.pana.paa import PaaConfig
 from amistack.pana.pac import PacConfig, PanaClient
 from amistack.pana.relay import PanaRelay
 
+store = test_key_server.store  # the fixture, shared (it enrolls other meters too)
 GATEWAY: Addr = ("127.0.0.1", 41000)  # the gateway's one socket for this handheld
 HANDHELD, M1, M2, OFFICE = b"handheld-7", b"field-meter-001", b"field-meter-002", b"office-1"
 PSKS = {
@@ -90,17 +88,10 @@ class Handheld(Device):
         self.own.handle_timer(now)
 
 
-@pytest.fixture
-def store(tmp_path: Path, kek: FileKek) -> Iterator[CredentialStore]:
-    s = CredentialStore(tmp_path / "ks.db", kek)
-    for name, psk in PSKS.items():
-        s.enroll(name, psk, now=0.0)
-    yield s
-    s.close()
-
-
 def _field(store: CredentialStore) -> tuple[KeyServer, Net]:
     """The handheld, two meters through it, one meter on its own: all authenticated."""
+    for name, psk in PSKS.items():
+        store.enroll(name, psk, now=0.0)
     config = PaaConfig(session_lifetime=600.0, allowed_relays=frozenset({GATEWAY[0]}))
     server = KeyServer(store, rng=seeded_random(1), paa_config=config, overlap=30.0, now=0.0)
     devices = [
