@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -24,18 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
 from tests.browser.chrome import headless_chromium
+from tests.scenario.test_handheld_headend import provision
 from tests.scenario.test_handheld_processes import ENV, HANDHELD, HANDHELD_PSK, PASSWORD, stop_all
 from tests.scenario.test_keyserver_process import free_port
 
-from amistack.access import AccessStore, Role
-from amistack.access.users import HANDHELD_TOKEN
-from amistack.cli.common import open_store
-from amistack.headend.storage import SqliteRepository
-from amistack.keymgmt import pki
-from amistack.meter.node import ap_title_for
-from amistack.sim.handheld_area import area_meter_id, area_meter_psk
+from amistack.access import Role
+from amistack.sim.handheld_area import area_meter_id
 
 # the dev extras bring selenium; without it the `browser` fixture skips (fails under CI=true)
 with contextlib.suppress(ImportError):
@@ -59,36 +53,7 @@ def screen(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     screen's URL."""
     tmp = tmp_path_factory.mktemp("screen")
     off, he, hdir = tmp / "office", tmp / "headend", tmp / "handheld"
-    now = time.time()
-    with open_store(off, create=True) as store:
-        store.enroll(HANDHELD, bytes.fromhex(HANDHELD_PSK), now)
-        for i in range(1, METERS + 1):
-            store.enroll(area_meter_id(i), area_meter_psk(1, i), now)
-    pki.init_ca(off)
-    pki.issue_server(off, "handheld-gateway", ["127.0.0.1"])
-    pki.issue_server(off, "keyserver", ["127.0.0.1"])
-    pki.issue_client(off, HANDHELD, ["handheld"], meters=["field-meter-*"])
-    pki.issue_client(off, "headend", ["c1222"], meters=["field-meter-*"])
-    for where, name in ((hdir, HANDHELD), (he, "headend")):
-        (where / "pki" / "clients").mkdir(parents=True, mode=0o700)
-        for rel in ("ca.crt", f"clients/{name}.crt", f"clients/{name}.key"):
-            shutil.copy2(off / "pki" / rel, where / "pki" / rel)
-    os.chmod(he, 0o700)
-    repo = SqliteRepository(he)
-    for i in range(1, METERS + 1):
-        mid = area_meter_id(i)
-        repo.register_meter(mid, str(ap_title_for(mid).absolute()), "handheld", "field", now)
-        repo.commission_meter(mid, now)
-    repo.close()
-    cheap = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
-    he_users = AccessStore(he, hasher=cheap)  # the handheld's identity at the head-end
-    he_users.add_user(HANDHELD, PASSWORD, [Role.OPERATOR], now)
-    token = he_users.issue_token(HANDHELD, now, kind=HANDHELD_TOKEN).token
-    he_users.close()
-    users = AccessStore(hdir, hasher=cheap)
-    users.add_user("tina", PASSWORD, [Role.OPERATOR], now)
-    users.add_user("vic", PASSWORD, [Role.VIEWER], now)
-    users.close()
+    token = provision(tmp, METERS, {"tina": Role.OPERATOR, "vic": Role.VIEWER})
     ks, kd, gw, c1222, api = (free_port() for _ in range(5))
     screen_port = tcp_port()
     procs = start_all([
@@ -120,7 +85,7 @@ def start_all(specs: list[tuple[list[str], Path, bytes, dict[str, str]]]) -> lis
         out = open(log, "ab")  # noqa: SIM115 - closed by stop_all
         cmd = [sys.executable, "-m", "amistack.cli.main", "-v", *argv]
         procs.append((subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env), out))
-    deadline = time.monotonic() + 30.0
+    deadline = time.monotonic() + 90.0  # a bound for a stuck start, not a timing claim
     try:
         for (proc, _), (_, log, ready, _) in zip(procs, specs, strict=True):
             while ready not in log.read_bytes():

@@ -45,16 +45,15 @@ def ask(d: Path, **req: Any) -> dict[str, Any]:
     return asyncio.run(control(d / SOCKET_NAME, req, timeout=60.0))
 
 
-@pytest.fixture(scope="module")
-def handheld(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[Path, Path, Path, int, int]]:
-    tmp = tmp_path_factory.mktemp("hh-he")
+def provision(tmp: Path, meters: int, technicians: dict[str, Role]) -> str:
+    """The office (TMP/office: key server store, PKI), the head-end (TMP/headend: the meters
+    registered and commissioned, the handheld's user) and the handheld (TMP/handheld: its
+    certificate, the technicians): the handheld's head-end token (`users token --handheld`)."""
     off, he, hdir = tmp / "office", tmp / "headend", tmp / "handheld"
     now = time.time()
     with open_store(off, create=True) as store:
         store.enroll(HANDHELD, bytes.fromhex(PSK), now)
-        for i in range(1, METERS + 1):
+        for i in range(1, meters + 1):
             store.enroll(area_meter_id(i), area_meter_psk(1, i), now)
     pki.init_ca(off)
     pki.issue_server(off, "handheld-gateway", ["127.0.0.1"])
@@ -67,7 +66,7 @@ def handheld(
             shutil.copy2(off / "pki" / rel, where / "pki" / rel)
     os.chmod(he, 0o700)
     repo = SqliteRepository(he)
-    for i in range(1, METERS + 1):
+    for i in range(1, meters + 1):
         mid = area_meter_id(i)
         repo.register_meter(mid, str(ap_title_for(mid).absolute()), "handheld", "field", now)
         repo.commission_meter(mid, now)
@@ -78,8 +77,19 @@ def handheld(
     token = he_users.issue_token(HANDHELD, now, kind=HANDHELD_TOKEN).token  # --handheld
     he_users.close()
     users = AccessStore(hdir, hasher=cheap)
-    users.add_user("tina", PASSWORD, [Role.OPERATOR], now)
+    for name, role in technicians.items():
+        users.add_user(name, PASSWORD, [role], now)
     users.close()
+    return token
+
+
+@pytest.fixture(scope="module")
+def handheld(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Path, Path, Path, int, int]]:
+    tmp = tmp_path_factory.mktemp("hh-he")
+    off, he, hdir = tmp / "office", tmp / "headend", tmp / "handheld"
+    token = provision(tmp, METERS, {"tina": Role.OPERATOR})
     ks, kd, gw, c1222, api, radio = (free_port() for _ in range(6))
     procs = [
         start(["keyserver", "--data-dir", str(off), "--listen", f"127.0.0.1:{ks}", "--relay",
