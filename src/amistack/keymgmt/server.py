@@ -10,7 +10,9 @@ It drives nothing itself: the runtime (or the simulator) feeds datagrams and tim
 does for any engine, and reads `next_event()` - the PANA events followed by the key events each
 one caused. Revocation is one call: the store refuses the PSK from then on (so re-authentication
 fails), every PANA session of the device is terminated, and the keys already issued are cut;
-so are the sessions it relayed from its own UDP address (a handheld's, docs/handheld.md).
+so are the sessions it relayed from its own UDP address (a handheld's, docs/handheld.md): a
+session that authenticated through a relay at the address of a live session of device D is
+noted as relayed by D (`_relayed_by`, bounded by the live sessions), even after D's own ends.
 
 Writes are group-committed (`commit_interval`, `flush`): an EAP success is held until its audit
 entry is committed, and new keys are neither exported nor announced until they are
@@ -23,7 +25,7 @@ import dataclasses
 import logging
 import math
 from collections import Counter, deque
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -81,7 +83,6 @@ class PaaEngine(Engine, Protocol):
     def reauthenticate(self, session_id: int, now: float) -> None: ...
     def terminate(self, session_id: int, now: float, reason: str) -> None: ...
     def sessions_for_peer(self, peer_id: bytes) -> list[int]: ...
-    def sessions_relayed_by(self, relays: Collection[Addr]) -> list[int]: ...
     def route_of(self, session_id: int) -> Route | None: ...
     def aaa_answer(self, session_id: int, answer: AaaAnswer, now: float) -> None: ...
 
@@ -286,6 +287,11 @@ class KeyServer:
         self._events: deque[KeyServerEvent] = deque()
         self._peer_of_session: dict[int, bytes] = {}
         self._revoking: set[int] = set()  # sessions ended by revoke(): their keys obey shorten_to
+        # RFC 6345 relays that are devices (a handheld's relay and PaC share one UDP address):
+        # where each device's live session is, and which live sessions each device relayed
+        self._device_at: dict[Addr, tuple[bytes, int]] = {}  # address -> (device, session)
+        self._own_at: dict[int, Addr] = {}  # a device's own session -> its address
+        self._relayed_by: dict[int, bytes] = {}  # session -> the device that relayed it
         self._revocations_seen = store.last_audit_seq()  # older revocations are already in force
         # Group commit (docs/key-hierarchy.md, "Durability"): writes wait in `_batch`; what
         # depends on them waits too - EAP successes (`_held`: the PAR with the C flag is not
@@ -551,7 +557,7 @@ class KeyServer:
         for sid in refused:
             self.agent.terminate(sid, now, f"revoked while authenticating: {reason}")
         sessions = tuple(self.agent.sessions_for_peer(did))
-        relayed = self._relayed_by(sessions)  # before its own sessions (and routes) go
+        relayed = tuple(sorted(sid for sid, by in self._relayed_by.items() if by == did))
         self._revoking.update(sessions)
         for sid in sessions:
             self.agent.terminate(sid, now, f"revoked: {reason}")
@@ -581,12 +587,26 @@ class KeyServer:
         )
         return RevocationResult(newly, sessions, cut, shortened, relayed)
 
-    def _relayed_by(self, sessions: Sequence[int]) -> tuple[int, ...]:
-        """Sessions relayed (RFC 6345 PRYs) from the UDP address of one of `sessions` (a device's
-        own, not relayed): a handheld's relay reaches the key server from its PaC's address
-        (runtime/handheld_gateway.py)."""
-        own = {r.pac for sid in sessions if (r := self.agent.route_of(sid)) and r.relay is None}
-        return tuple(self.agent.sessions_relayed_by(own)) if own else ()
+    def _note_route(self, session_id: int, peer: bytes) -> None:
+        """Where a device's own session is, or which device relayed this session (a relay at the
+        address of a device's live session: a handheld's relay, runtime/handheld_gateway.py)."""
+        route = self.agent.route_of(session_id)
+        if route is None:
+            return
+        at = None if route.relay is None else self._device_at.get(route.relay)
+        if route.relay is None:
+            self._device_at[route.pac] = (peer, session_id)
+            self._own_at[session_id] = route.pac
+        if at is None:  # (a re-authentication by another path is no longer the relay's)
+            self._relayed_by.pop(session_id, None)
+        else:
+            self._relayed_by[session_id] = at[0]
+
+    def _forget_route(self, session_id: int) -> None:
+        self._relayed_by.pop(session_id, None)
+        addr = self._own_at.pop(session_id, None)
+        if addr is not None and self._device_at.get(addr, (b"", -1))[1] == session_id:
+            del self._device_at[addr]
 
     def _end_relayed(
         self, relay: bytes, sessions: tuple[int, ...], cut: float, now: float, reason: str
@@ -770,6 +790,7 @@ class KeyServer:
             return
         key_id = KeyId.of(ev.context)
         self._peer_of_session[ev.session_id] = peer
+        self._note_route(ev.session_id, peer)
         self._uncommitted[key_id] = (peer, ev.session_id)
         self._pending_events.append(ev)
         self._pending_events.extend(key_events)
@@ -820,6 +841,7 @@ class KeyServer:
 
     def _on_terminated(self, ev: SessionTerminated, now: float) -> None:
         peer = self._peer_of_session.pop(ev.session_id, None)
+        self._forget_route(ev.session_id)
         self.counters["sessions_terminated"] += 1
         revoked = ev.session_id in self._revoking
         self._revoking.discard(ev.session_id)

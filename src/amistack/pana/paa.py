@@ -29,7 +29,7 @@ from __future__ import annotations
 import heapq
 import logging
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -207,15 +207,6 @@ class PanaAuthAgent:
             for sid in self._by_peer.get(peer_id, ())
             if sid in self._sessions
             and self._sessions[sid].state not in (PaaState.CLOSED, PaaState.SESS_TERM)
-        )
-
-    def sessions_relayed_by(self, relays: Collection[Addr]) -> list[int]:
-        """Live sessions whose PaC talks through an RFC 6345 relay at one of `relays` (for the
-        revocation of a relaying device: keymgmt/server.py)."""
-        return sorted(
-            sid
-            for sid, s in self._sessions.items()
-            if s.route.relay in relays and s.state not in (PaaState.CLOSED, PaaState.SESS_TERM)
         )
 
     def state_of(self, session_id: int) -> PaaState | None:

@@ -3,13 +3,16 @@ their keys are cut, so they re-authenticate by another path (`KeyServer.revoke`)
 
 The real key server engine, real PaCs and a real RFC 6345 relay on the virtual clock. As the
 handheld gateway forwards them (runtime/handheld_gateway.py), the handheld's own PaC and its
-relay reach the key server from one UDP address (`Handheld` below). A meter that authenticated
-directly is left alone, and so are the relayed sessions when another device is revoked."""
+relay reach the key server from one UDP address (`Handheld` below). The key server remembers
+which device relayed a session, so a handheld reported lost after its work session ended still
+takes its relayed meters' sessions with it. A meter that authenticated directly is left alone,
+and so are the relayed sessions when another device is revoked."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from tests.unit.keymgmt import test_key_server
 from tests.unit.keymgmt.test_key_server import PAA, Net
 
@@ -88,7 +91,7 @@ class Handheld(Device):
         self.own.handle_timer(now)
 
 
-def _field(store: CredentialStore) -> tuple[KeyServer, Net]:
+def _field(store: CredentialStore) -> tuple[KeyServer, Net, Handheld]:
     """The handheld, two meters through it, one meter on its own: all authenticated."""
     for name, psk in PSKS.items():
         store.enroll(name, psk, now=0.0)
@@ -105,19 +108,24 @@ def _field(store: CredentialStore) -> tuple[KeyServer, Net]:
         d.pac.start(0.0)
     net.run_until(5.0)
     assert sorted(e.peer_id for e in net.of(Authenticated)) == sorted(PSKS)
-    return server, net
+    return server, net, devices[0]  # type: ignore[return-value]
 
 
 def _session(net: Net, peer: bytes) -> int:
     return next(e.session_id for e in net.of(Authenticated) if e.peer_id == peer)
 
 
+@pytest.mark.parametrize("work_ended", [False, True])
 def test_revoking_the_handheld_ends_the_sessions_it_relayed_and_cuts_their_keys(
-    store: CredentialStore,
+    store: CredentialStore, work_ended: bool
 ) -> None:
-    server, net = _field(store)
+    server, net, handheld = _field(store)
     relayed = {_session(net, M1), _session(net, M2)}
     keys = {m: server.current_key(m, C1222, net.now) for m in (M1, M2, OFFICE)}
+    if work_ended:  # the work session ended (its PANA session too); lost on the way back
+        handheld.own.terminate(net.now)
+        net.run_until(net.now + 1.0)
+        assert _session(net, HANDHELD) in {e.session_id for e in net.of(SessionTerminated)}
     result = server.revoke(HANDHELD, net.now, reason="reported lost")
     assert set(result.relayed_sessions) == relayed
     net.run_until(net.now + 1.0)
@@ -137,7 +145,7 @@ def test_revoking_the_handheld_ends_the_sessions_it_relayed_and_cuts_their_keys(
 
 
 def test_revoking_another_device_leaves_the_relayed_sessions(store: CredentialStore) -> None:
-    server, net = _field(store)
+    server, net, _ = _field(store)
     result = server.revoke(OFFICE, net.now)
     assert result.relayed_sessions == ()  # its own session was not a relay's address
     net.run_until(net.now + 1.0)
