@@ -616,11 +616,9 @@ class KeyServer:
         session through a lost device."""
         why = f"relay {relay[:32]!r} revoked: {reason}"
         for sid in sessions:
-            peer = self._peer_of_session.get(sid)
+            peer = self._peer_of_session[sid]  # noted at its success, forgotten with it
             self._revoking.add(sid)
             self.agent.terminate(sid, now, why)
-            if peer is None:
-                continue  # still authenticating: no keys yet
             events = self.directory.shorten(peer, cut, now, session_id=sid)
             self._audit(AuditKind.KEYS_SHORTENED, peer, f"session {sid:#010x}: {why}", now)
             self._emit(events)
