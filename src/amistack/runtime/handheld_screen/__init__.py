@@ -71,7 +71,6 @@ def _env() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["tojson_compact"] = lambda v: json.dumps(v, sort_keys=True)
     env.filters["outcome"] = outcome
     env.filters["clock"] = lambda t: time.strftime("%H:%M:%S", time.localtime(t))
     return env
