@@ -2,9 +2,10 @@
 area process of their own, the handheld's radio over loopback UDP) push their interval data
 through the handheld's DODAG root and the channel to the real head-end process, which fetches
 their C12.22 keys from the real key server over mutual TLS; the technician's read and
-disconnect go to the head-end's REST API and the head-end reaches the meter back through the
-handheld. The readings and the keys never touch the handheld's data dir or log, and no meter
-key or PSK is in the handheld process's memory."""
+disconnect go to the head-end's REST API (audited there as the technician's, via the handheld)
+and the head-end reaches the meter back through the handheld. The readings and the keys never
+touch the handheld's data dir or log, and no meter key or PSK is in the handheld process's
+memory."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from tests.conftest import IN_CI
 from tests.scenario.test_handheld_processes import ENV, PASSWORD, start, stop_all
 from tests.scenario.test_keyserver_process import free_port
 
-from amistack.access import AccessStore, Role
+from amistack.access import AccessStore, AuditTrail, Role
+from amistack.access.users import HANDHELD_TOKEN
 from amistack.cli.common import open_store
 from amistack.headend.storage import SqliteRepository
 from amistack.keymgmt import pki
@@ -43,16 +45,15 @@ def ask(d: Path, **req: Any) -> dict[str, Any]:
     return asyncio.run(control(d / SOCKET_NAME, req, timeout=60.0))
 
 
-@pytest.fixture(scope="module")
-def handheld(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[Path, Path, Path, int, int]]:
-    tmp = tmp_path_factory.mktemp("hh-he")
+def provision(tmp: Path, meters: int, technicians: dict[str, Role]) -> str:
+    """The office (TMP/office: key server store, PKI), the head-end (TMP/headend: the meters
+    registered and commissioned, the handheld's user) and the handheld (TMP/handheld: its
+    certificate, the technicians): the handheld's head-end token (`users token --handheld`)."""
     off, he, hdir = tmp / "office", tmp / "headend", tmp / "handheld"
     now = time.time()
     with open_store(off, create=True) as store:
         store.enroll(HANDHELD, bytes.fromhex(PSK), now)
-        for i in range(1, METERS + 1):
+        for i in range(1, meters + 1):
             store.enroll(area_meter_id(i), area_meter_psk(1, i), now)
     pki.init_ca(off)
     pki.issue_server(off, "handheld-gateway", ["127.0.0.1"])
@@ -65,7 +66,7 @@ def handheld(
             shutil.copy2(off / "pki" / rel, where / "pki" / rel)
     os.chmod(he, 0o700)
     repo = SqliteRepository(he)
-    for i in range(1, METERS + 1):
+    for i in range(1, meters + 1):
         mid = area_meter_id(i)
         repo.register_meter(mid, str(ap_title_for(mid).absolute()), "handheld", "field", now)
         repo.commission_meter(mid, now)
@@ -73,11 +74,22 @@ def handheld(
     cheap = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
     he_users = AccessStore(he, hasher=cheap)
     he_users.add_user(HANDHELD, PASSWORD, [Role.OPERATOR], now)  # the handheld at the head-end
-    token = he_users.issue_token(HANDHELD, now).token
+    token = he_users.issue_token(HANDHELD, now, kind=HANDHELD_TOKEN).token  # --handheld
     he_users.close()
     users = AccessStore(hdir, hasher=cheap)
-    users.add_user("tina", PASSWORD, [Role.OPERATOR], now)
+    for name, role in technicians.items():
+        users.add_user(name, PASSWORD, [role], now)
     users.close()
+    return token
+
+
+@pytest.fixture(scope="module")
+def handheld(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Path, Path, Path, int, int]]:
+    tmp = tmp_path_factory.mktemp("hh-he")
+    off, he, hdir = tmp / "office", tmp / "headend", tmp / "handheld"
+    token = provision(tmp, METERS, {"tina": Role.OPERATOR})
     ks, kd, gw, c1222, api, radio = (free_port() for _ in range(6))
     procs = [
         start(["keyserver", "--data-dir", str(off), "--listen", f"127.0.0.1:{ks}", "--relay",
@@ -122,6 +134,12 @@ def test_the_head_end_reads_and_disconnects_an_isolated_meter_through_the_handhe
     assert switched["ok"] and switched["result"]["state"] == "confirmed", switched
     view = ask(d, op="meters")
     assert view["results"][far]["disconnect"]["state"] == "confirmed"
+    # the head-end's audit trail names the technician, and the handheld she acted through
+    trail = AuditTrail.open(tmp / "headend", time.time())
+    rows = [(e.who, e.via, e.target) for e in trail.entries(limit=1000)
+            if e.action == "command.create"]  # fmt: skip
+    trail.close()
+    assert rows and set(rows) == {("tina", f"handheld:{HANDHELD}", far)}, rows
     assert ask(d, op="logout")["ok"]
     # the meters' C12.22 keys, as the head-end fetches them from the key server
     keys = asyncio.run(_c1222_keys(off, kd))

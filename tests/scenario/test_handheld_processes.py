@@ -2,7 +2,9 @@
 REAL key server, over the real gateway process and mutual TLS, driven by the `amistack handheld`
 commands: a full work session, roles enforced, the key server told who the handheld serves; then
 the handheld's data dir and log are searched for every meter PSK and the handheld's own (none
-found); and a revoked handheld is shut out, the time from revocation to shut-out measured."""
+found); a meter outside a handheld's certificate (`--meters`) never joins through it (refused
+at the gateway, audited at the key server); and a revoked handheld is shut out, the meters'
+sessions it relayed ended, the time from revocation to shut-out measured."""
 
 from __future__ import annotations
 
@@ -73,6 +75,18 @@ def wait_for(data_dir: Path, pred: Any, timeout: float) -> dict[str, Any]:
         time.sleep(0.05)
 
 
+def wait_audit(office: Path, kind: str, device: bytes, timeout: float) -> list[Any]:
+    """The key server's audit entries of `kind` for `device`, once there are some."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with open_store(office, create=False) as store:
+            entries = store.audit_log(kind=kind, device_id=device)
+        if entries:
+            return entries
+        assert time.monotonic() < deadline, kind
+        time.sleep(0.2)
+
+
 @dataclass
 class Office:
     office: Path
@@ -95,8 +109,11 @@ def office(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Office]:
     pki.init_ca(off)
     pki.issue_server(off, "handheld-gateway", ["127.0.0.1"])
     second = tmp_path / "second"
-    for device, where in ((HANDHELD, hdir), (SECOND, second)):  # provisioned at the office
-        pki.issue_client(off, device, ["handheld"], meters=["field-meter-*"])
+    for device, where, scope in (
+        (HANDHELD, hdir, "field-meter-*"),
+        (SECOND, second, area_meter_id(1)),
+    ):  # provisioned at the office
+        pki.issue_client(off, device, ["handheld"], meters=[scope])
         (where / "pki" / "clients").mkdir(parents=True, mode=0o700)
         for rel in ("ca.crt", f"clients/{device}.crt", f"clients/{device}.key"):
             shutil.copy2(off / "pki" / rel, where / "pki" / rel)
@@ -116,7 +133,7 @@ def office(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Office]:
                "--data-dir", str(hdir), "--meters", str(METERS)], tmp_path / "handheld.log",
               b"control socket", {**ENV, "AMISTACK_PSK": HANDHELD_PSK}),
         start(["handheld", "run", "--device", SECOND, "--gateway", f"127.0.0.1:{gw_port}",
-               "--data-dir", str(second), "--meters", "1"], tmp_path / "second.log",
+               "--data-dir", str(second), "--meters", "2"], tmp_path / "second.log",
               b"control socket", {**ENV, "AMISTACK_PSK": HANDHELD_PSK}),
     ]  # fmt: skip
     try:
@@ -199,13 +216,22 @@ def test_a_handheld_revoked_at_the_key_server_loses_its_session(
     d = office.second
     assert ask(d, op="login", user="tina", password=PASSWORD)["ok"]
     assert ask(d, op="start", work_order="WO-9")["ok"]
-    wait_for(d, lambda s: s.get("state") == "serving", 30.0)
+    wait_for(d, lambda s: s.get("meters") == 1, 30.0)  # its meter joined through it
+    # the other meter of its area is not in its certificate (--meters field-meter-001): its
+    # PANA is refused at the gateway, audited at the key server, and it never joins
+    scope = wait_audit(office.office, "handheld-scope", SECOND.encode(), 30.0)
+    assert area_meter_id(2) in scope[0].detail and area_meter_id(1) in scope[0].detail
+    assert ask(d, op="status")["meters"] == 1
     with open_store(office.office, create=False) as store:  # `amistack keys revoke handheld-8`
         t0 = time.monotonic()
         assert store.revoke(SECOND, "reported lost", time.time())
     status = wait_for(d, lambda s: s["state"] == "idle", 10.0)
     shut_out = time.monotonic() - t0
     assert status["last_end"] == "key server: session ended"
+    # the meter's session it relayed ended too, its keys cut (it re-authenticates elsewhere)
+    with open_store(office.office, create=False) as store:
+        cut = store.audit_log(kind="keys-shortened", device_id=area_meter_id(1).encode())
+    assert [e for e in cut if "relay b'handheld-8' revoked: reported lost" in e.detail], cut
     with capsys.disabled():
         print(f"\nhandheld revoked at the key server -> PANA session ended in "
               f"{shut_out * 1000:.0f} ms (revocation journal polled every 1 s)")  # fmt: skip

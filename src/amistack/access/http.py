@@ -9,8 +9,17 @@
    handshake verified it against the CA, this checks the CRL and that the user is not disabled;
 
 then answers 401 (`AccessDenied`, no credentials or bad ones; `WWW-Authenticate: Bearer`) or
-403 (authenticated, but no role grants the right; audited). The OpenAPI document declares the
-bearer and cookie schemes (FastAPI's security classes) and `mutualTLS` (added by the app).
+403 (authenticated, but no role grants the right; audited).
+
+A field handheld acts for the technician logged in on it (docs/handheld.md): its requests carry
+`X-Amistack-Technician: NAME` and `X-Amistack-Technician-Roles: ROLE,...`, and the request is
+then the technician's (`on_behalf`): audited as NAME via `handheld:<the handheld's user>`, with
+the technician's roles. Only a token issued as a handheld's (`amistack users token NAME
+--handheld`, kind `handheld`) may assert a technician, and only roles whose rights the
+handheld's own roles hold; anything else is refused (403, audited under the caller).
+
+The OpenAPI document declares the bearer and cookie schemes (FastAPI's security classes) and
+`mutualTLS` (added by the app).
 """
 
 from __future__ import annotations
@@ -27,13 +36,15 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 
 from amistack.access.audit import AuditTrail
 from amistack.access.certroles import CertRolesError, principal_from_certificate
-from amistack.access.rights import Right, role_names
-from amistack.access.users import AccessStore, Principal
+from amistack.access.rights import Right, Role, parse_roles, rights_of, role_names
+from amistack.access.users import HANDHELD_TOKEN, AccessError, AccessStore, Principal, check_name
 from amistack.keymgmt.pki import PkiError, load_revoked_serials
 
 log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "amistack_session"
+TECHNICIAN_HEADER = "X-Amistack-Technician"  # whom a handheld acts for
+TECHNICIAN_ROLES_HEADER = "X-Amistack-Technician-Roles"  # their roles, comma-separated
 
 bearer_scheme = HTTPBearer(
     auto_error=False,
@@ -138,6 +149,8 @@ class AccessControl:
             if principal is None:
                 raise AccessDenied(401, "unauthenticated", "credentials required")
             principal = dataclasses.replace(principal, source=client_address(request))
+            if TECHNICIAN_HEADER in request.headers:
+                principal = self.on_behalf(principal, request)
             if right is not None and not principal.may(right):
                 self.deny(
                     principal,
@@ -154,6 +167,27 @@ class AccessControl:
 
         dependency.required_right = right  # type: ignore[attr-defined]
         return dependency
+
+    def on_behalf(self, handheld: Principal, request: Request) -> Principal:
+        """The technician a handheld's request names (module docstring), or 403 (audited)."""
+        name = request.headers.get(TECHNICIAN_HEADER, "")
+        detail: dict[str, Any] = {"technician": name[:64]}
+        if handheld.via != HANDHELD_TOKEN:
+            why = f"{handheld.name} is no handheld: it may not act for a technician"
+            self.deny(handheld, request, detail, why)
+        roles: frozenset[Role] = frozenset()
+        try:
+            check_name(name)
+            roles = parse_roles([request.headers.get(TECHNICIAN_ROLES_HEADER, "")[:256]])
+        except (AccessError, ValueError) as exc:
+            self.deny(handheld, request, detail, f"technician: {exc}")
+        excess = rights_of(roles) - handheld.rights
+        if excess:
+            detail["roles"] = role_names(roles)
+            why = f"the technician's roles exceed the handheld's ({', '.join(sorted(excess))})"
+            self.deny(handheld, request, detail, why)
+        via = f"{HANDHELD_TOKEN}:{handheld.name}"
+        return dataclasses.replace(handheld, name=name, roles=roles, via=via)
 
     def check_scope(self, principal: Principal, meter: str, request: Request) -> None:
         """403 (audited) unless `meter` lies in the principal's area of responsibility (a role

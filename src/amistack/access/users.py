@@ -41,6 +41,9 @@ TOKEN_OCTETS = 32
 MIN_PASSWORD = 10
 MAX_PASSWORD = 1024  # argon2 takes anything; a megabyte password is a CPU/memory attack
 TOKEN_ID_HEX = 12
+# The token kind of a field handheld's API identity: it may act for the technician logged in on
+# the handheld (access/http.py `AccessControl.on_behalf`, docs/handheld.md)
+HANDHELD_TOKEN = "handheld"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -55,7 +58,7 @@ CREATE TABLE IF NOT EXISTS users (
 CREATE TABLE IF NOT EXISTS tokens (
     digest     TEXT PRIMARY KEY,           -- hex SHA-256 of the token (never the token)
     user       TEXT NOT NULL REFERENCES users (name),
-    kind       TEXT NOT NULL,              -- api | session
+    kind       TEXT NOT NULL,              -- api | session | handheld
     label      TEXT NOT NULL,
     created_at DOUBLE PRECISION NOT NULL,
     expires_at DOUBLE PRECISION NOT NULL,

@@ -54,7 +54,9 @@ def register(sub: Any) -> None:
         "purpose 'handheld', checked against the CRL before every packet) and forward their "
         "UDP to the key server (and head-end). Run it beside the key server with the key "
         "server's --data-dir: each work session (handheld, technician, work order) is then "
-        "written to the key server's audit trail. Run the key server with --relay SOURCE.",
+        "written to the key server's audit trail. PANA for a meter outside the certificate's "
+        "--meters selectors (or the handheld's own PaC claiming another name) is dropped, "
+        "counted and audited (handheld-scope). Run the key server with --relay SOURCE.",
     )
     g.add_argument("--listen", default=("127.0.0.1", GATEWAY_PORT), type=parse_hostport,
                    metavar="HOST:PORT",
@@ -90,9 +92,10 @@ def register(sub: Any) -> None:
     r.add_argument("--meters", type=int, default=6, help="meters in the isolated area (6)")
     r.add_argument("--seed", type=int, default=1, help="the area's seed (meters' PSKs) (1)")
     r.add_argument("--headend-api", metavar="URL",
-                   help="the head-end's REST API for reads and commands (bearer token of the "
-                   f"handheld's head-end user from ${TOKEN_ENV}); its meters then run C12.22 "
-                   "and push to the head-end through the channel")  # fmt: skip
+                   help="the head-end's REST API for reads and commands (the handheld's "
+                   f"head-end token from ${TOKEN_ENV}, issued with 'amistack users token NAME "
+                   "--handheld': the head-end acts and audits as the technician); its meters "
+                   "then run C12.22 and push to the head-end through the channel")  # fmt: skip
     r.add_argument("--time-scale", type=float, default=1.0, metavar="F",
                    help="meters' model seconds per second (default 1)")  # fmt: skip
     r.add_argument("--idle-timeout", type=float, default=900.0, metavar="S",

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from amistack.access import AccessError, AccessStore, AuditTrail, parse_roles, role_names
 from amistack.access.rights import Role
+from amistack.access.users import HANDHELD_TOKEN
 from amistack.cli.common import CliError, add_data_dir
 
 PASSWORD_ENV = "AMISTACK_PASSWORD"
@@ -86,6 +87,10 @@ def register(sub: Any) -> None:
     c.add_argument("name", nargs="?", help="the user (omit with --revoke)")
     c.add_argument("--days", type=float, default=30.0, help="validity in days (default 30)")
     c.add_argument("--label", default="", help="what the token is for (shown in 'users list')")
+    c.add_argument("--handheld", action="store_true",
+                   help="a field handheld's token: it may act for the technician logged in on "
+                   "the handheld (audited as them via handheld:NAME), within NAME's own roles "
+                   "(docs/handheld.md)")  # fmt: skip
     c.add_argument("--revoke", metavar="ID", help="revoke the token with this id instead")
     add_data_dir(c, kek=False)
     c.set_defaults(handler=_token)
@@ -236,8 +241,9 @@ def _token(args: argparse.Namespace) -> int:
     if not args.name:
         raise CliError("give the user's NAME (or --revoke ID)")
     with _opened(args) as (store, audit):
+        kind = HANDHELD_TOKEN if args.handheld else "api"
         issued = store.issue_token(
-            args.name, time.time(), ttl_s=args.days * 86400, label=args.label
+            args.name, time.time(), ttl_s=args.days * 86400, kind=kind, label=args.label
         )
         try:  # the token's id exists only now: recorded at once, or the token is revoked
             audit.record(
@@ -245,7 +251,7 @@ def _token(args: argparse.Namespace) -> int:
                 _who(),
                 "token.create",
                 target=args.name,
-                detail={"token_id": issued.token_id, "label": args.label},
+                detail={"token_id": issued.token_id, "label": args.label, "kind": kind},
             )
         except Exception as exc:
             store.revoke_token(issued.token_id)

@@ -22,7 +22,9 @@ claim 3: it displays the work data. A `WorkSession` exists only for a logged-in 
    meters and the head-end too) and sees no meter key.
 4. `view(now)` is the work display, filtered by the technician's rights; `authorize(op)` says
    whether the technician may do an operation (`OPERATION_RIGHT`), and `record_result` keeps
-   what the head-end answered (in memory, for the display, until the session ends).
+   what the head-end answered (in memory, for the display, until the session ends): the last
+   answer per meter and operation, and the newest `RESULT_ROWS` answers in order (`results`,
+   the screen's table: meter, operation, result, time).
 5. `end(reason, now)` (stop, logout, `idle_timeout`/`max_duration`, or the key server refusing or
    ending the handheld's session): PANA termination is sent, the DODAG root, its link keys,
    the group keys and every result are dropped, and the engine refuses all traffic from then on.
@@ -67,6 +69,7 @@ from amistack.pana.pac import PacConfig, PanaClient
 __all__ = [
     "HANDHELD_PAC_PORT",
     "OPERATION_RIGHT",
+    "RESULT_ROWS",
     "WAN_ADDR",
     "HandheldConfig",
     "NotPermitted",
@@ -81,6 +84,7 @@ WAN_ADDR: Addr = ("channel:wan", 0)  # IPv6 packets for the office: the secure c
 # The handheld's own PaC uses another UDP port than 716, on which its relay serves the meters
 # (RFC 5191 §6.1 names 716 for the PAA; a PaC may use any source port)
 HANDHELD_PAC_PORT = 49716
+RESULT_ROWS = 50  # answers the work display lists (older ones drop off; bounded memory)
 
 
 class Operation(StrEnum):
@@ -173,6 +177,7 @@ class WorkSession:
         self._root: MeshNode | None = None
         self._routed: set[bytes] = set()
         self._results: dict[str, dict[str, Any]] = {}  # meter -> last result per operation
+        self._log: deque[dict[str, Any]] = deque(maxlen=RESULT_ROWS)  # newest last
         self._wan_out: list[bytes] = []
         self._last_action = now
         self._events: deque[WorkEvent] = deque([WorkStarted(technician.name, work_order)])
@@ -192,6 +197,7 @@ class WorkSession:
         self._root = None  # the DODAG, its link keys and route table go with it
         self._routed.clear()
         self._results.clear()
+        self._log.clear()
         self.state = WorkState.ENDED
         self._events.append(WorkEnded(reason))
         log.info("work session ended", extra={"reason": reason, "work_order": self.work_order})
@@ -206,11 +212,20 @@ class WorkSession:
             raise NotPermitted(operation, f"needs the {right.value!r} right")
         self._last_action = now
 
-    def record_result(self, meter: str, operation: Operation, result: Any, now: float) -> None:
+    def record_result(
+        self, meter: str, operation: Operation, result: Any, now: float, at: float | None = None
+    ) -> None:
         """What the head-end answered for an authorised operation, kept for the display only
-        while the session lasts."""
+        while the session lasts; `at` is the time to show (the runtime's wall clock; default
+        `now`)."""
         self.authorize(operation, now)
         self._results.setdefault(meter, {})[operation.value] = result
+        self._log.append({"meter": meter, "operation": operation.value, "result": result,
+                          "at": now if at is None else at})  # fmt: skip
+
+    def results(self) -> list[dict[str, Any]]:
+        """The newest answers first (for the screen: reading it is no technician's action)."""
+        return list(reversed(self._log))
 
     # -- the work display (claim 3) -------------------------------------------------------------
 

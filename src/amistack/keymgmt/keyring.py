@@ -208,16 +208,24 @@ class KeyRing:
         self._timer_valid = False
 
     def shorten(
-        self, not_after: float, now: float, *, key_ids: Iterable[KeyId] | None = None
+        self,
+        not_after: float,
+        now: float,
+        *,
+        key_ids: Iterable[KeyId] | None = None,
+        session_id: int | None = None,
     ) -> list[KeyEvent]:
-        """Revocation: no key (of `key_ids`, default all) outlives `not_after` (at least `now`)."""
+        """Revocation: no key (of `key_ids`, or of PANA session `session_id`, default all)
+        outlives `not_after` (at least `now`)."""
         cut = max(not_after, now)
         wanted = None if key_ids is None else set(key_ids)
         events: list[KeyEvent] = []
         changed: list[AppKey] = []
         self._timer_valid = False
         for key_id, gen in self._generations.items():
-            if wanted is not None and key_id not in wanted:
+            if (wanted is not None and key_id not in wanted) or (
+                session_id is not None and key_id.session_id != session_id
+            ):
                 continue
             hit = [k for k in gen.values() if k.not_after > cut]
             for k in hit:
@@ -410,11 +418,13 @@ class KeyRingDirectory:
         ring = self._rings.get(peer_id)
         return None if ring is None else ring.current(purpose, now)
 
-    def shorten(self, peer_id: bytes, not_after: float, now: float) -> list[KeyEvent]:
+    def shorten(
+        self, peer_id: bytes, not_after: float, now: float, *, session_id: int | None = None
+    ) -> list[KeyEvent]:
         ring = self._rings.get(peer_id)
         if ring is None:
             return []
-        events = ring.shorten(not_after, now)
+        events = ring.shorten(not_after, now, session_id=session_id)
         self._after_change(ring, events)
         return events
 

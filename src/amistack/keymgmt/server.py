@@ -9,7 +9,10 @@
 It drives nothing itself: the runtime (or the simulator) feeds datagrams and timers exactly as it
 does for any engine, and reads `next_event()` - the PANA events followed by the key events each
 one caused. Revocation is one call: the store refuses the PSK from then on (so re-authentication
-fails), every PANA session of the device is terminated, and the keys already issued are cut.
+fails), every PANA session of the device is terminated, and the keys already issued are cut;
+so are the sessions it relayed from its own UDP address (a handheld's, docs/handheld.md): a
+session that authenticated through a relay at the address of a live session of device D is
+noted as relayed by D (`_relayed_by`, bounded by the live sessions), even after D's own ends.
 
 Writes are group-committed (`commit_interval`, `flush`): an EAP success is held until its audit
 entry is committed, and new keys are neither exported nor announced until they are
@@ -58,7 +61,7 @@ from amistack.pana.events import (
 )
 from amistack.pana.keys import PanaSecurityContext
 from amistack.pana.local_backend import LocalEapBackend
-from amistack.pana.paa import PaaConfig, PanaAuthAgent
+from amistack.pana.paa import PaaConfig, PanaAuthAgent, Route
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +83,7 @@ class PaaEngine(Engine, Protocol):
     def reauthenticate(self, session_id: int, now: float) -> None: ...
     def terminate(self, session_id: int, now: float, reason: str) -> None: ...
     def sessions_for_peer(self, peer_id: bytes) -> list[int]: ...
+    def route_of(self, session_id: int) -> Route | None: ...
     def aaa_answer(self, session_id: int, answer: AaaAnswer, now: float) -> None: ...
 
 
@@ -147,6 +151,9 @@ class RevocationResult:
     sessions_terminated: tuple[int, ...]
     keys_not_after: float  # no key of the device outlives this
     generations_shortened: tuple[KeyId, ...]
+    # sessions of other devices relayed by this one (RFC 6345, a handheld's relay): ended, their
+    # keys cut to `keys_not_after` too, so those meters re-authenticate by another path
+    relayed_sessions: tuple[int, ...] = ()
 
 
 class KeyServer:
@@ -280,6 +287,11 @@ class KeyServer:
         self._events: deque[KeyServerEvent] = deque()
         self._peer_of_session: dict[int, bytes] = {}
         self._revoking: set[int] = set()  # sessions ended by revoke(): their keys obey shorten_to
+        # RFC 6345 relays that are devices (a handheld's relay and PaC share one UDP address):
+        # where each device's live session is, and which live sessions each device relayed
+        self._device_at: dict[Addr, tuple[bytes, int]] = {}  # address -> (device, session)
+        self._own_at: dict[int, Addr] = {}  # a device's own session -> its address
+        self._relayed_by: dict[int, bytes] = {}  # session -> the device that relayed it
         self._revocations_seen = store.last_audit_seq()  # older revocations are already in force
         # Group commit (docs/key-hierarchy.md, "Durability"): writes wait in `_batch`; what
         # depends on them waits too - EAP successes (`_held`: the PAR with the C flag is not
@@ -545,9 +557,11 @@ class KeyServer:
         for sid in refused:
             self.agent.terminate(sid, now, f"revoked while authenticating: {reason}")
         sessions = tuple(self.agent.sessions_for_peer(did))
+        relayed = tuple(sorted(sid for sid, by in self._relayed_by.items() if by == did))
         self._revoking.update(sessions)
         for sid in sessions:
             self.agent.terminate(sid, now, f"revoked: {reason}")
+        self._end_relayed(did, relayed, cut, now, reason)
         key_events = self.directory.shorten(did, cut, now)
         shortened = tuple(e.key_id for e in key_events if isinstance(e, KeysShortened))
         if shortened:
@@ -571,7 +585,44 @@ class KeyServer:
             "device revoked",
             extra={"device_id": did, "sessions": len(sessions), "keys_not_after": cut},
         )
-        return RevocationResult(newly, sessions, cut, shortened)
+        return RevocationResult(newly, sessions, cut, shortened, relayed)
+
+    def _note_route(self, session_id: int, peer: bytes) -> None:
+        """Where a device's own session is, or which device relayed this session (a relay at the
+        address of a device's live session: a handheld's relay, runtime/handheld_gateway.py)."""
+        route = self.agent.route_of(session_id)
+        if route is None:
+            return
+        at = None if route.relay is None else self._device_at.get(route.relay)
+        if route.relay is None:
+            self._device_at[route.pac] = (peer, session_id)
+            self._own_at[session_id] = route.pac
+        if at is None:  # (a re-authentication by another path is no longer the relay's)
+            self._relayed_by.pop(session_id, None)
+        else:
+            self._relayed_by[session_id] = at[0]
+
+    def _forget_route(self, session_id: int) -> None:
+        self._relayed_by.pop(session_id, None)
+        addr = self._own_at.pop(session_id, None)
+        if addr is not None and self._device_at.get(addr, (b"", -1))[1] == session_id:
+            del self._device_at[addr]
+
+    def _end_relayed(
+        self, relay: bytes, sessions: tuple[int, ...], cut: float, now: float, reason: str
+    ) -> None:
+        """The sessions a revoked device relayed end and their keys are cut to `cut`: the
+        meters re-authenticate (by a legitimate path), their keys no longer vouched for by a
+        session through a lost device."""
+        why = f"relay {relay[:32]!r} revoked: {reason}"
+        for sid in sessions:
+            peer = self._peer_of_session[sid]  # noted at its success, forgotten with it
+            self._revoking.add(sid)
+            self.agent.terminate(sid, now, why)
+            events = self.directory.shorten(peer, cut, now, session_id=sid)
+            self._audit(AuditKind.KEYS_SHORTENED, peer, f"session {sid:#010x}: {why}", now)
+            self._emit(events)
+        self.counters["relayed_sessions_ended"] += len(sessions)
 
     def enable_group_keys(
         self,
@@ -737,6 +788,7 @@ class KeyServer:
             return
         key_id = KeyId.of(ev.context)
         self._peer_of_session[ev.session_id] = peer
+        self._note_route(ev.session_id, peer)
         self._uncommitted[key_id] = (peer, ev.session_id)
         self._pending_events.append(ev)
         self._pending_events.extend(key_events)
@@ -787,6 +839,7 @@ class KeyServer:
 
     def _on_terminated(self, ev: SessionTerminated, now: float) -> None:
         peer = self._peer_of_session.pop(ev.session_id, None)
+        self._forget_route(ev.session_id)
         self.counters["sessions_terminated"] += 1
         revoked = ev.session_id in self._revoking
         self._revoking.discard(ev.session_id)

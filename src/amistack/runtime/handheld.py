@@ -283,7 +283,14 @@ class HandheldDevice:
                     "detail": "no head-end API configured (--headend-api)"}  # fmt: skip
         import httpx  # only a handheld that talks to a head-end loads it
 
-        auth = {"Authorization": f"Bearer {cfg.headend_token}"}
+        from amistack.access.http import TECHNICIAN_HEADER, TECHNICIAN_ROLES_HEADER
+
+        tech = work.session.technician  # the head-end audits it as theirs, via this handheld
+        auth = {
+            "Authorization": f"Bearer {cfg.headend_token}",
+            TECHNICIAN_HEADER: tech.name,
+            TECHNICIAN_ROLES_HEADER: ",".join(role_names(tech.roles)),
+        }
         try:
             # https: the head-end's certificate is checked against the project's CA alone
             trust = ssl.create_default_context(cafile=str(self.tls.ca))
@@ -291,10 +298,15 @@ class HandheldDevice:
                                          verify=trust) as api:  # fmt: skip
                 result = await _operate(api, op, meter)
         except (httpx.HTTPError, ValueError, KeyError) as exc:
+            self._keep(work, meter, op, {"error": _refusal(exc)})
             return {"executed": False, "operation": op.value, "detail": f"head-end: {exc}"}
-        if work.session.state is not WorkState.ENDED:
-            work.session.record_result(meter, op, result, self._vnow(work))
+        self._keep(work, meter, op, result)
         return {"executed": True, "operation": op.value, "result": result}
+
+    def _keep(self, work: _Work, meter: str, op: Operation, result: dict[str, Any]) -> None:
+        """The answer into the work session's results (the screen's table), while it runs."""
+        if work.session.state is not WorkState.ENDED:
+            work.session.record_result(meter, op, result, self._vnow(work), time.time())
 
     def login(self, user: str, password: str, now: float) -> dict[str, Any]:
         if self.technician is not None:
@@ -320,6 +332,12 @@ class HandheldDevice:
         if work is not None:
             out["meters"] = len(self.route_table())
         return out
+
+    def results(self) -> list[dict[str, Any]]:
+        """The running work's answers, newest first ([] without one); like `route_table`, no
+        technician's action."""
+        work = self.work
+        return [] if work is None else work.session.results()
 
     def route_table(self) -> dict[str, list[str]]:
         """The running work's route table ({} without one). Not the view: a status poll or the
@@ -476,6 +494,19 @@ async def _operate(api: Any, op: Operation, meter: str) -> dict[str, Any]:
         r.raise_for_status()
         command = r.json()
     return {k: command.get(k) for k in ("id", "kind", "state", "relay_state", "reason")}
+
+
+def _refusal(exc: Exception) -> str:
+    """One line for the screen: the head-end's status and its {"detail"} when it answered."""
+    response = getattr(exc, "response", None)
+    if response is None:
+        return str(exc) or type(exc).__name__
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    detail = body.get("detail", "") if isinstance(body, dict) else ""
+    return f"head-end {response.status_code}" + (f": {str(detail)[:200]}" if detail else "")
 
 
 class _RadioProtocol(asyncio.DatagramProtocol):

@@ -11,11 +11,21 @@ its device; the gateway logs which technician and work order it serves and, with
 handheld and whom it serves.
 
 Each later frame is an IPv6 packet. UDP for the key server's or the head-end's address inside
-the channel (`Welcome`) leaves from a UDP socket of its own per inner source (address, port)
-and service, bound to `source` (the key server accepts PANA-Relay from that address:
-`amistack keyserver --relay SOURCE`); answers come back as IPv6 packets to that inner source.
-Anything else is counted and dropped. The CRL is read again before every frame and every
-`crl_poll` seconds, so a revoked handheld is cut off at once, even while idle.
+the channel (`Welcome`) leaves from a UDP socket of its own per inner source and service, bound
+to `source` (the key server accepts PANA-Relay from that address: `amistack keyserver --relay
+SOURCE`); answers come back as IPv6 packets to that inner source. To the head-end that is one
+socket per inner (address, port). To the key server it is one socket per inner address: the
+handheld's own PaC and its relay (RFC 6345 PRE) then reach the key server from the same UDP
+address, so the key server knows which meters' sessions a handheld relayed (when it revokes the
+handheld, it ends them: `KeyServer.revoke`); answers that are PANA-Relay messages go back to the
+port the handheld's PRYs came from, the others to its PaC's port.
+
+Every PANA datagram to the key server is checked against the certificate's `--meters`
+selectors (`handheld.scope`): a meter a PRY relays must be one of them, the handheld's own PaC
+may claim only the handheld's name. Out of scope: dropped, counted (`refused-scope`) and, the
+first time per identity and connection, written to the key server's audit trail as
+`handheld-scope`. Anything else is counted and dropped. The CRL is read again before every
+frame and every `crl_poll` seconds, so a revoked handheld is cut off at once, even while idle.
 """
 
 from __future__ import annotations
@@ -35,9 +45,11 @@ from cryptography import x509
 
 from amistack.addr import Addr
 from amistack.handheld.channel import MAX_PACKET, ChannelError, FrameDecoder, Hello, Welcome, frame
+from amistack.handheld.scope import ScopeError, claims, scope_refusal
 from amistack.keymgmt.pki import ClientIdentity, PkiError, RevocationList, client_identity
 from amistack.mesh.errors import MeshDecodeError
 from amistack.mesh.ipv6 import NEXT_HEADER_UDP, Ipv6Packet, UdpDatagram
+from amistack.pana.constants import MessageType
 from amistack.runtime.keydist import TlsFiles, server_ssl_context
 
 __all__ = ["HANDHELD_PURPOSE", "GatewayConfig", "HandheldGateway", "start_gateway"]
@@ -47,6 +59,13 @@ log = logging.getLogger(__name__)
 HANDHELD_PURPOSE = "handheld"  # urn:amistack:purpose:handheld in the client certificate
 KEYSERVER_INSIDE: Addr = ("2001:db8:ffff::1", 716)  # the services as the channel names them
 HEADEND_INSIDE: Addr = ("2001:db8:ffff::2", 1153)
+SCOPE_AUDITED = 16  # out-of-scope identities audited per connection (the rest only counted)
+_RELAY_TYPE = MessageType.RELAY.to_bytes(2, "big")
+
+
+def _is_relay(payload: bytes) -> bool:
+    """A PANA-Relay message (RFC 5191 §6.2: the Message Type is octets 6-7 of the header)."""
+    return payload[6:8] == _RELAY_TYPE
 
 
 @dataclass(frozen=True)
@@ -62,16 +81,17 @@ class GatewayConfig:
 
 
 class _Flow(asyncio.DatagramProtocol):
-    def __init__(self, deliver: Callable[[bytes], None]) -> None:
+    def __init__(self, deliver: Callable[[_Flow, bytes], None]) -> None:
         self.deliver = deliver
         self.transport: asyncio.DatagramTransport | None = None
+        self.ports: dict[bool, int] = {}  # relayed? -> the inner source port it came from
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # asyncio's selector transport and uvloop's are not DatagramTransport subclasses
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: Addr) -> None:
-        self.deliver(data)
+        self.deliver(self, data)
 
 
 @dataclass
@@ -80,6 +100,7 @@ class _Connection:
     hello: Hello
     writer: asyncio.StreamWriter
     flows: dict[tuple[str, int, Addr], _Flow] = field(default_factory=dict)
+    out_of_scope: set[bytes] = field(default_factory=set)  # identities audited as such
 
 
 class HandheldGateway:
@@ -254,29 +275,54 @@ class HandheldGateway:
         if target is None:
             self.counters["no-such-service"] += 1
             return
-        key = (str(packet.src), udp.src_port, inside)
+        pana = inside == KEYSERVER_INSIDE
+        if pana and not self._in_scope(conn, udp.payload):
+            return
+        key = (str(packet.src), 0 if pana else udp.src_port, inside)
         flow = conn.flows.get(key)
         if flow is None:
             if len(conn.flows) >= self.config.max_flows:
                 self.counters["too-many-flows"] += 1
                 return
-            flow = await self._open_flow(conn, packet.src, udp.src_port, inside, target)
+            flow = await self._open_flow(conn, packet.src, inside, target)
             conn.flows[key] = flow
+        flow.ports[pana and _is_relay(udp.payload)] = udp.src_port
         assert flow.transport is not None
         flow.transport.sendto(udp.payload)
         self.counters["forwarded"] += 1
 
+    def _in_scope(self, conn: _Connection, payload: bytes) -> bool:
+        """Whether a PANA datagram claims only identities the certificate lets the handheld
+        serve (module docstring); counted, and audited once per identity, when not."""
+        try:
+            bad = scope_refusal(claims(payload), conn.who.name, conn.who.meters)
+        except ScopeError as exc:
+            self.counters["scope-unreadable"] += 1
+            log.warning("handheld gateway: %s: %s", conn.who.name, exc)
+            return False
+        if bad is None:
+            return True
+        self.counters["refused-scope"] += 1
+        if bad not in conn.out_of_scope and len(conn.out_of_scope) < SCOPE_AUDITED:
+            conn.out_of_scope.add(bad)
+            detail = f"refused PANA for {bad[:64]!r}: outside the certificate's meters " \
+                     f"{sorted(conn.who.meters)} (serial {conn.who.serial:x})"  # fmt: skip
+            log.warning("handheld gateway: %s %s", conn.who.name, detail)
+            if self._audit is not None:
+                self._audit("handheld-scope", conn.who.name.encode(), detail, time.time())
+        return False
+
     async def _open_flow(
-        self,
-        conn: _Connection,
-        src: ipaddress.IPv6Address,
-        port: int,
-        inside: Addr,
-        target: Addr,
+        self, conn: _Connection, src: ipaddress.IPv6Address, inside: Addr, target: Addr
     ) -> _Flow:
         service_ip = ipaddress.IPv6Address(inside[0])
+        pana = inside == KEYSERVER_INSIDE
 
-        def back(payload: bytes) -> None:
+        def back(flow: _Flow, payload: bytes) -> None:
+            port = flow.ports.get(pana and _is_relay(payload))
+            if port is None:
+                self.counters["no-return-port"] += 1
+                return
             udp = UdpDatagram(inside[1], port, payload).encode(service_ip, src)
             packet = Ipv6Packet(service_ip, src, NEXT_HEADER_UDP, udp).encode()
             if len(packet) > MAX_PACKET or conn.writer.is_closing():

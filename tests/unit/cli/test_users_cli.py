@@ -171,3 +171,22 @@ def test_no_user_change_when_the_audit_trail_cannot_be_written(
         assert [t for t in store.list_tokens("alice") if not t.revoked] == []
     finally:
         store.close()
+
+
+def test_a_handhelds_token_is_issued_as_such(
+    capsys: pytest.CaptureFixture[str], d: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`users token NAME --handheld`: the token may act for a handheld's technician (the kind
+    the head-end checks, access/http.py); without the flag it is an ordinary API token."""
+    monkeypatch.setenv("AMISTACK_PASSWORD", PASSWORD)
+    assert users(capsys, d, "add", "handheld-7", "--role", "OPERATOR")[0] == 0
+    code, token, _ = users(capsys, d, "token", "handheld-7", "--handheld")
+    assert code == 0
+    _, plain, _ = users(capsys, d, "token", "handheld-7")
+    store = AccessStore(d)
+    handheld = store.authenticate_token(token.strip(), time.time())
+    ordinary = store.authenticate_token(plain.strip(), time.time())
+    store.close()
+    assert handheld is not None and handheld.via == "handheld"
+    assert ordinary is not None and ordinary.via == "api"
+    assert "(handheld)" in users(capsys, d, "list")[1]

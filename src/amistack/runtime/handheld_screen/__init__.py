@@ -10,8 +10,12 @@ reader are imported from `headend.dashboard.views`, not copied).
 - The page shows the work session's state, the DODAG root's route table and each meter's state
   (joined and its route, or not yet), live over SSE, and the actions the technician's roles
   allow (`handheld.OPERATION_RIGHT`): read (VIEWER, OPERATOR), disconnect/connect (OPERATOR),
-  commission (INSTALLER). The server checks the role again (and the device a third time), so a
-  forged post is refused and audited as denied.
+  commission (INSTALLER). The server checks the role again (and the device a third time, and
+  the head-end a fourth: it acts as the technician there), so a forged post is refused and
+  audited as denied.
+- The results table lists what the head-end answered, newest first, per meter: the operation
+  (read, disconnect, ...), its result (readings and the newest, the command's state and the
+  relay's read-back, or why it failed) and the time; live over SSE like the rest.
 - The stream reads the route table without counting as a technician's action: an open page does
   not keep a work session from its idle timeout.
 """
@@ -67,8 +71,33 @@ def _env() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["tojson_compact"] = lambda v: json.dumps(v, sort_keys=True)
+    env.filters["outcome"] = outcome
+    env.filters["clock"] = lambda t: time.strftime("%H:%M:%S", time.localtime(t))
     return env
+
+
+def outcome(result: Any) -> str:
+    """One line of the results table for what the head-end answered (runtime/handheld.py)."""
+    if not isinstance(result, dict):
+        return str(result)
+    if "error" in result:
+        return f"failed: {result['error']}"
+    if "readings" in result:
+        newest = result.get("newest")
+        text = f"{result['readings']} readings"
+        if isinstance(newest, dict) and "forward_wh" in newest:
+            text += f", newest {newest['forward_wh']} Wh"
+        return text
+    if "state" in result:
+        text = str(result["state"])
+        if result.get("relay_state"):
+            text += f", relay read back {result['relay_state']}"
+        if result.get("reason"):
+            text += f" ({result['reason']})"
+        return text
+    if result.get("commissioned"):
+        return "commissioned"
+    return json.dumps(result, sort_keys=True)
 
 
 _ENV = _env()
@@ -111,10 +140,11 @@ class Screen:
                 self.meters.items(), key=lambda am: am[1])
         ]  # fmt: skip
         ctx = {"status": status, "routes": routes, "meters": meters, "names": self.meters,
-               "actions": self.actions(tech), "labels": LABELS}  # fmt: skip
+               "actions": self.actions(tech), "labels": LABELS,
+               "results": self.device.results()}  # fmt: skip
         return {
             name: _ENV.get_template(f"_{name}.html").render(**ctx)
-            for name in ("work", "routes", "meters")
+            for name in ("work", "routes", "meters", "results")
         }
 
     def actions(self, tech: TechnicianSession) -> list[Operation]:
