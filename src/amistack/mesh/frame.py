@@ -21,6 +21,7 @@ header IEs) is refused with a typed error. `Frame.decode` raises only `MeshFrame
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
@@ -135,7 +136,12 @@ class AuxSecurityHeader:
                 raise MeshFrameDecodeError(pos, "key identifier truncated")
             source, index = bytes(data[pos : pos + n][::-1]), data[pos + n]
             pos += n + 1
-        return cls(level, counter, mode, index, source), pos
+        # the checks of __post_init__ hold by construction (one octet, four octets, the mode's
+        # source length): build without them, as `Frame.decode` does
+        aux = object.__new__(cls)
+        aux.__dict__.update(level=level, counter=counter, key_id_mode=mode, key_index=index,
+                            key_source=source)  # fmt: skip
+        return aux, pos
 
 
 def _addr_mode(addr: LinkAddr | None) -> AddrMode:
@@ -266,20 +272,28 @@ class Frame:
         return frame
 
 
+# Every frame decoded builds two or three address objects; the same few neighbours' come again
+# and again, so they are interned (immutable values; bounded: PAN ids and short addresses are
+# 16 bits, extended addresses a recently-used cache)
+_pan_id = functools.lru_cache(maxsize=1024)(PanId)
+_short_addr = functools.lru_cache(maxsize=1024)(ShortAddr)
+_eui64 = functools.lru_cache(maxsize=65536)(Eui64)
+
+
 def _read_pan(data: bytes, pos: int) -> tuple[PanId, int]:
     if pos + 2 > len(data):
         raise MeshFrameDecodeError(pos, "PAN id truncated")
-    return PanId(int.from_bytes(data[pos : pos + 2], "little")), pos + 2
+    return _pan_id(data[pos] | data[pos + 1] << 8), pos + 2
 
 
 def _read_addr(data: bytes, pos: int, mode: AddrMode) -> tuple[LinkAddr, int]:
     if mode == AddrMode.EXTENDED:
         if pos + EUI64_LENGTH > len(data):
             raise MeshFrameDecodeError(pos, "extended address truncated")
-        return Eui64(bytes(data[pos : pos + EUI64_LENGTH][::-1])), pos + EUI64_LENGTH
+        return _eui64(bytes(data[pos : pos + EUI64_LENGTH][::-1])), pos + EUI64_LENGTH
     if pos + 2 > len(data):
         raise MeshFrameDecodeError(pos, "short address truncated")
-    return ShortAddr(int.from_bytes(data[pos : pos + 2], "little")), pos + 2
+    return _short_addr(data[pos] | data[pos + 1] << 8), pos + 2
 
 
 def fcs(frame: bytes) -> bytes:

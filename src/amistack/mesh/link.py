@@ -145,8 +145,10 @@ class MeshLink:
             frame = Frame(FrameType.DATA, self._seq, self.pan, dst, None, self.own, payload,
                           pan_id_compression=True, ack_request=next_hop is not None)  # fmt: skip
             if secure:
-                frame = self.security.protect(frame, self.config.key_index)
-            self._queue.append(_Outgoing(frame.encode(), next_hop, self._seq, self._packets))
+                data = self.security.protect_encoded(frame, self.config.key_index)
+            else:
+                data = frame.encode()
+            self._queue.append(_Outgoing(data, next_hop, self._seq, self._packets))
         self.counters["packets-sent"] += 1
 
     def frames_to_send(self, now: float) -> list[tuple[bytes, Eui64 | None]]:

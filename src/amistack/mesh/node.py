@@ -552,12 +552,18 @@ class MeshNode:
         return out
 
     def get_timer(self) -> float | None:
-        times = [self.link.get_timer(), self._choose_at, self._key_switch, self._move_at]
-        if self.authenticated:
-            times.append(self.rpl.get_timer())
-        if self.pac is not None:
-            times.append(self.pac.get_timer())
-        return min((t for t in times if t is not None), default=None)
+        # asked after every frame the node hears: the earliest of six, without a list
+        best = self.link.get_timer()
+        for t in (
+            self._choose_at,
+            self._key_switch,
+            self._move_at,
+            self.rpl.get_timer() if self.authenticated else None,
+            self.pac.get_timer() if self.pac is not None else None,
+        ):
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
 
     def handle_timer(self, now: float) -> None:
         when = self.link.get_timer()

@@ -164,15 +164,17 @@ class RplNode:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
-        times = [
-            self.trickle.get_timer(),
+        best = self.trickle.get_timer()
+        for t in (
             self._dis_at if not self.joined else None,
             self._dao_at,
             self._refresh_at,
             self._pending.deadline if self._pending else None,
             self._sweep_at,
-        ]
-        return min((t for t in times if t is not None), default=None)
+        ):
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
 
     def handle_timer(self, now: float) -> None:
         when = self.trickle.get_timer()
