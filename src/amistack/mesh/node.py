@@ -65,7 +65,7 @@ from amistack.keymgmt.groupkeys import (
 from amistack.mesh.errors import MeshDecodeError
 from amistack.mesh.groupkeys import apply_group_keys, next_switch
 from amistack.mesh.icmpv6 import ICMPV6_NEXT_HEADER, Icmpv6DecodeError
-from amistack.mesh.ipv6 import NEXT_HEADER_UDP, Ipv6Packet, UdpDatagram
+from amistack.mesh.ipv6 import NEXT_HEADER_UDP, Ipv6Packet, UdpDatagram, ipv6_address
 from amistack.mesh.link import MeshLink, Received, Transmitted
 from amistack.mesh.rpl.constants import ICMPV6_TYPE_RPL
 from amistack.mesh.rpl.errors import RplDecodeError
@@ -348,7 +348,7 @@ class MeshNode:
         own = self.global_address
         assert own is not None
         try:
-            ip = Ipv6Packet(ipaddress.IPv6Address(src), ipaddress.IPv6Address(own),
+            ip = Ipv6Packet(ipv6_address(src), ipv6_address(own),
                             NEXT_HEADER_UDP, payload)  # fmt: skip
             udp = UdpDatagram.decode(ip)
         except (MeshDecodeError, ValueError):
@@ -372,7 +372,7 @@ class MeshNode:
         if own is None or not self.relay_ready or self.wan is not None:
             self.counters["app-not-routable"] += 1
             return False
-        src_ip, dst_ip = ipaddress.IPv6Address(own), ipaddress.IPv6Address(dst)
+        src_ip, dst_ip = ipv6_address(own), ipv6_address(dst)
         segment = UdpDatagram(src_port, dst_port, payload).encode(src_ip, dst_ip)
         self.rpl.send(dst, segment, now, NEXT_HEADER_UDP)
         self.counters["app-out"] += 1
@@ -393,7 +393,7 @@ class MeshNode:
         if packet.hop_limit <= 1:
             self.counters["hop-limit-exceeded"] += 1
             return
-        ip = Ipv6Packet(ipaddress.IPv6Address(packet.src), ipaddress.IPv6Address(packet.dst),
+        ip = Ipv6Packet(ipv6_address(packet.src), ipv6_address(packet.dst),
                         packet.next_header, packet.payload, packet.hop_limit - 1)  # fmt: skip
         self._wan_out.append(ip.encode())
         self.counters["wan-out"] += 1
@@ -404,7 +404,7 @@ class MeshNode:
         if ip.packed[:8] != LINK_LOCAL_PREFIX:
             self.counters["not-link-local"] += 1
             return
-        own = ipaddress.IPv6Address(self.link_local)
+        own = ipv6_address(self.link_local)
         packet = UdpDatagram(PANA_PORT, dst[1], payload).packet(own, ip, hop_limit=255)
         self.link.send(packet, Eui64.from_interface_id(ip.packed[8:]), secure=False)
 
@@ -427,7 +427,7 @@ class MeshNode:
         if own is None:
             self.counters["relay-no-address"] += 1
             return
-        src, dst = ipaddress.IPv6Address(own), ipaddress.IPv6Address(self._paa_ip)
+        src, dst = ipv6_address(own), ipv6_address(self._paa_ip)
         udp = UdpDatagram(PANA_PORT, self.paa[1], data).encode(src, dst)
         if self.wan is not None:
             self._wan_out.append(Ipv6Packet(src, dst, NEXT_HEADER_UDP, udp).encode())

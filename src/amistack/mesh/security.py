@@ -155,7 +155,7 @@ class LinkSecurity:
         self._next: dict[int, int] = dict(self._limits)  # restart: begin at the stored limits
         self._keys: dict[int, bytes] = {}
         self._ciphers: dict[tuple[int, SecurityLevel], CcmStar] = {}
-        self._windows: ReplayWindows[tuple[Eui64, int]] = ReplayWindows(
+        self._windows: ReplayWindows[tuple[bytes, int]] = ReplayWindows(  # (EUI-64, key index)
             self.config.window, self.config.max_senders
         )
         self._acceptable = frozenset(
@@ -264,11 +264,11 @@ class LinkSecurity:
         src = frame.src
         if not isinstance(src, Eui64):
             raise MeshSecurityError(at, "secured frame without extended source", "no-source")
-        if src == self.own:
+        if src.value == self.own.value:
             raise MeshSecurityError(at, "frame claims our own address", "own-source")
         if aux.counter > MAX_FRAME_COUNTER:
             raise MeshSecurityError(at, "frame counter 0xFFFFFFFF", "counter-exhausted")
-        sender = (src, aux.key_index)
+        sender = (src.value, aux.key_index)
         verdict = self._windows.check(sender, aux.counter)
         if verdict is not None:
             raise MeshSecurityError(at, f"frame counter {aux.counter} {verdict}", str(verdict))

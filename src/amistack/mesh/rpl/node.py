@@ -468,7 +468,8 @@ class RplNode:
         excluded = {a for a, until in self._blocked.items() if until > now}
         if self.joined:
             own = dag_rank(self.rank, step)
-            excluded |= {a for a, n in self.neighbors.items() if dag_rank(n.rank, step) >= own}
+            # dag_rank inlined: this runs for every acknowledged frame to a parent
+            excluded |= {a for a, n in self.neighbors.items() if n.rank // step >= own}
         choice = select_parents(
             list(self.neighbors.values()), self.links, self.of, step, self.preferred,
             self.config.parent_set_size, limit, frozenset(excluded),

@@ -8,11 +8,10 @@ RPL Source Routing Header (RFC 6554), then the upper layer (RFC 8200 §4.1 order
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, replace
 
 from amistack.mesh.icmpv6 import ICMPV6_NEXT_HEADER
-from amistack.mesh.ipv6 import IPV6_HEADER_LENGTH, Ipv6Packet
+from amistack.mesh.ipv6 import IPV6_HEADER_LENGTH, Ipv6Packet, ipv6_address
 from amistack.mesh.rpl.constants import IPV6_NEXT_HEADER_HOP_BY_HOP, IPV6_NEXT_HEADER_ROUTING
 from amistack.mesh.rpl.errors import RplDecodeError
 from amistack.mesh.rpl.srh import RplHopOption, SourceRoutingHeader
@@ -46,8 +45,8 @@ class Packet:
         if self.hop_option is not None:
             payload = self.hop_option.to_hop_by_hop(next_header) + payload
             next_header = IPV6_NEXT_HEADER_HOP_BY_HOP
-        src, dst = ipaddress.IPv6Address(self.src), ipaddress.IPv6Address(self.dst)
-        return Ipv6Packet(src, dst, next_header, payload, self.hop_limit)
+        return Ipv6Packet(ipv6_address(self.src), ipv6_address(self.dst), next_header, payload,
+                          self.hop_limit)  # fmt: skip
 
     @classmethod
     def from_ipv6(cls, packet: Ipv6Packet) -> Packet:
