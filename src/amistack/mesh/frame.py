@@ -29,6 +29,7 @@ from enum import IntEnum
 from amistack.addr import EUI64_LENGTH, Eui64, LinkAddr, PanId, ShortAddr
 from amistack.crypto.ccm_star import SecurityLevel
 from amistack.mesh.errors import MeshFrameDecodeError
+from amistack.mesh.unchecked import unchecked
 
 __all__ = [
     "MAX_PHY_PACKET_SIZE",
@@ -138,10 +139,8 @@ class AuxSecurityHeader:
             pos += n + 1
         # the checks of __post_init__ hold by construction (one octet, four octets, the mode's
         # source length): build without them, as `Frame.decode` does
-        aux = object.__new__(cls)
-        aux.__dict__.update(level=level, counter=counter, key_id_mode=mode, key_index=index,
-                            key_source=source)  # fmt: skip
-        return aux, pos
+        return unchecked(cls, level=level, counter=counter, key_id_mode=mode, key_index=index,
+                         key_source=source), pos  # fmt: skip
 
 
 def _addr_mode(addr: LinkAddr | None) -> AddrMode:
@@ -262,14 +261,25 @@ class Frame:
             security, pos = AuxSecurityHeader.decode(data, pos)
         # every check of __post_init__ was made above: build without running them again
         # (one frame decoded per reception: the dataclass __init__ showed in the profile)
-        frame = object.__new__(cls)
-        frame.__dict__.update(
-            frame_type=_FRAME_TYPES[ftype], seq=seq, dst_pan=dst_pan, dst=dst, src_pan=src_pan,
-            src=src, payload=bytes(data[pos:]), security=security,
+        return unchecked(
+            cls, frame_type=_FRAME_TYPES[ftype], seq=seq, dst_pan=dst_pan, dst=dst,
+            src_pan=src_pan, src=src, payload=bytes(data[pos:]), security=security,
             pan_id_compression=compression, frame_pending=bool(fc & _FC_PENDING),
             ack_request=bool(fc & _FC_ACK_REQUEST), version=version,
         )  # fmt: skip
-        return frame
+
+    @classmethod
+    def data(
+        cls, seq: int, pan: PanId, dst: LinkAddr, src: LinkAddr, payload: bytes, ack_request: bool
+    ) -> Frame:
+        """A data frame inside one PAN (PAN ID compression), 2006 version, unsecured: what a
+        mesh link sends, built without re-running the checks it meets by construction
+        (`seq` is taken modulo 256)."""
+        return unchecked(
+            cls, frame_type=FrameType.DATA, seq=seq & 0xFF, dst_pan=pan, dst=dst, src_pan=None,
+            src=src, payload=payload, security=None, pan_id_compression=True,
+            frame_pending=False, ack_request=ack_request, version=FRAME_VERSION_2006,
+        )  # fmt: skip
 
 
 # Every frame decoded builds two or three address objects; the same few neighbours' come again

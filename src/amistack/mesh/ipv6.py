@@ -9,6 +9,7 @@ import struct
 from dataclasses import dataclass
 
 from amistack.mesh.errors import MeshLowpanDecodeError
+from amistack.mesh.unchecked import unchecked
 
 __all__ = [
     "IPV6_HEADER_LENGTH",
@@ -96,13 +97,11 @@ class Ipv6Packet:
         if length != len(data) - IPV6_HEADER_LENGTH:
             raise MeshLowpanDecodeError(offset + 4, "IPv6 payload length disagrees with the data")
         # every field is in range by its width on the wire: build without __post_init__
-        packet = object.__new__(cls)
-        packet.__dict__.update(
-            src=ipv6_address(src), dst=ipv6_address(dst), next_header=nh,
+        return unchecked(
+            cls, src=ipv6_address(src), dst=ipv6_address(dst), next_header=nh,
             payload=bytes(data[IPV6_HEADER_LENGTH:]), hop_limit=hlim,
             traffic_class=first >> 20 & 0xFF, flow_label=first & 0xFFFFF,
         )  # fmt: skip
-        return packet
 
 
 @dataclass(frozen=True)

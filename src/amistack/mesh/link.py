@@ -142,8 +142,7 @@ class MeshLink:
         self._packets += 1
         for payload in payloads:
             self._seq = (self._seq + 1) & 0xFF
-            frame = Frame(FrameType.DATA, self._seq, self.pan, dst, None, self.own, payload,
-                          pan_id_compression=True, ack_request=next_hop is not None)  # fmt: skip
+            frame = Frame.data(self._seq, self.pan, dst, self.own, payload, next_hop is not None)
             if secure:
                 data = self.security.protect_encoded(frame, self.config.key_index)
             else:

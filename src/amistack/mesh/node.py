@@ -100,6 +100,10 @@ def radio_addr(eui: Eui64) -> Addr:
     return (str(eui.link_local()), 0)
 
 
+_eui_of_iid = functools.lru_cache(maxsize=65536)(Eui64.from_interface_id)
+"""`Eui64.from_interface_id`, interned: the next hop of every packet a node sends."""
+
+
 @dataclass(frozen=True)
 class JoinConfig:
     listen: float = 1.0  # s from the first beacon heard to choosing a parent
@@ -406,7 +410,7 @@ class MeshNode:
             return
         own = ipv6_address(self.link_local)
         packet = UdpDatagram(PANA_PORT, dst[1], payload).packet(own, ip, hop_limit=255)
-        self.link.send(packet, Eui64.from_interface_id(ip.packed[8:]), secure=False)
+        self.link.send(packet, _eui_of_iid(ip.packed[8:]), secure=False)
 
     def _pump(self, now: float) -> None:
         pac = self.pac
@@ -439,7 +443,7 @@ class MeshNode:
             return
         while True:
             for tx in self.rpl.transmissions():
-                hop = None if tx.next_hop is None else Eui64.from_interface_id(tx.next_hop[8:])
+                hop = None if tx.next_hop is None else _eui_of_iid(tx.next_hop[8:])
                 ip = tx.packet.to_ipv6()
                 self.link.send(ip, hop)
                 if hop is None and _is_dio(tx.packet):

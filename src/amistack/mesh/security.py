@@ -38,6 +38,7 @@ from amistack.crypto.ccm_star import CcmStar, CcmStarAuthError, SecurityLevel, c
 from amistack.crypto.replay import ReplayWindows
 from amistack.mesh.errors import MeshSecurityError
 from amistack.mesh.frame import AuxSecurityHeader, Frame, FrameType, KeyIdMode
+from amistack.mesh.unchecked import unchecked
 
 __all__ = [
     "DEFAULT_RESERVE",
@@ -223,7 +224,9 @@ class LinkSecurity:
         if index not in self._keys:
             raise KeyError(f"no key at index {index}")
         level = self.config.level
-        aux = AuxSecurityHeader(level, self._take_counter(index), KeyIdMode.INDEX, index)
+        # the header's checks hold: a counter below 2^32 (_take_counter), an index of 1..7
+        aux = unchecked(AuxSecurityHeader, level=level, counter=self._take_counter(index),
+                        key_id_mode=KeyIdMode.INDEX, key_index=index, key_source=b"")  # fmt: skip
         header = frame.with_payload(b"", aux).header()
         n_open = _open_length(frame)
         nonce = ccm_star_nonce(self.own.value, aux.counter, level)
