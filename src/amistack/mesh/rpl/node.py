@@ -697,7 +697,7 @@ class RplNode:
         if packet.hop_limit <= 1:
             self.counters["hop_limit_exceeded"] += 1
             return
-        packet = replace(packet, hop_limit=packet.hop_limit - 1)
+        packet = packet.but(hop_limit=packet.hop_limit - 1)
         if packet.hop_option is not None:
             try:
                 checked = check_hop_option(packet.hop_option, self.rank, self.config.instance_id)
@@ -707,7 +707,7 @@ class RplNode:
             if checked.rank_error and not packet.hop_option.rank_error:
                 self.counters["rank_error"] += 1
                 self.trickle.hear_inconsistent(now)  # §11.2.2.2: repair the inconsistency
-            packet = replace(packet, hop_option=checked)
+            packet = packet.but(hop_option=checked)
         self._route(packet, now, came_from=neighbor)
 
     def _loop(self, packet: Packet, reason: str, now: float) -> None:
@@ -725,7 +725,7 @@ class RplNode:
         except RplRoutingError as exc:
             self._loop(packet, exc.reason, now)
             return
-        hop = replace(packet, dst=dst, srh=srh, hop_limit=packet.hop_limit - 1)
+        hop = packet.but(dst=dst, srh=srh, hop_limit=packet.hop_limit - 1)
         self._out.append(Transmission(link_local_of(dst), hop))
 
     def _route(self, packet: Packet, now: float, came_from: bytes | None = None) -> None:
@@ -742,7 +742,7 @@ class RplNode:
         if route is not None:  # storing mode: down
             self._out.append(
                 Transmission(
-                    route.via, replace(packet, hop_option=self._option(True, packet.hop_option))
+                    route.via, packet.but(hop_option=self._option(True, packet.hop_option))
                 )
             )
             return
@@ -751,21 +751,21 @@ class RplNode:
             # §11.2.2.3: no route for a packet on its way down: hand it back with F set
             self.counters["forwarding_error"] += 1
             option = replace(self._option(True, packet.hop_option), forwarding_error=True)
-            self._out.append(Transmission(came_from, replace(packet, hop_option=option)))
+            self._out.append(Transmission(came_from, packet.but(hop_option=option)))
             return
         if self.is_root or self.preferred is None:
             self.counters["no_route"] += 1
             return
         option = self._option(False, packet.hop_option)
-        self._out.append(Transmission(self.preferred, replace(packet, hop_option=option)))
+        self._out.append(Transmission(self.preferred, packet.but(hop_option=option)))
 
     def _source_routed(self, packet: Packet, hops: list[bytes]) -> None:
         """Root, non-storing: send along `hops` with an RFC 6554 header (§4.1)."""
         if len(hops) == 1:
-            self._out.append(Transmission(link_local_of(hops[0]), replace(packet, hop_option=None)))
+            self._out.append(Transmission(link_local_of(hops[0]), packet.but(hop_option=None)))
             return
         first, srh = SourceRoutingHeader.route(hops, packet.next_header)
-        hop = replace(packet, dst=first, srh=srh, hop_option=None)
+        hop = packet.but(dst=first, srh=srh, hop_option=None)
         self._out.append(Transmission(link_local_of(first), hop))
 
     def _forwarding_error_returned(self, packet: Packet, neighbor: bytes) -> None:
