@@ -70,7 +70,7 @@ from amistack.mesh.link import MeshLink, Received, Transmitted
 from amistack.mesh.rpl.constants import ICMPV6_TYPE_RPL
 from amistack.mesh.rpl.errors import RplDecodeError
 from amistack.mesh.rpl.events import DaoAcknowledged, DataReceived, Joined, ParentChanged, RplEvent
-from amistack.mesh.rpl.messages import Dio, from_icmpv6
+from amistack.mesh.rpl.messages import Dio, heard
 from amistack.mesh.rpl.node import RplNode
 from amistack.mesh.rpl.packet import LINK_LOCAL_PREFIX, Packet
 from amistack.mesh.rpl.srh import is_multicast
@@ -314,7 +314,7 @@ class MeshNode:
 
     def _beacon(self, packet: Ipv6Packet, sender: Eui64, now: float) -> None:
         try:
-            message = from_icmpv6(packet.payload, packet.src.packed, packet.dst.packed)
+            message = heard(packet.payload, packet.src.packed, packet.dst.packed)
         except Icmpv6DecodeError:
             self.counters["beacon-decode-error"] += 1
             return

@@ -59,7 +59,7 @@ from amistack.mesh.rpl.messages import (
     RplMessage,
     RplTarget,
     TransitInformation,
-    from_icmpv6,
+    heard,
     to_icmpv6,
 )
 from amistack.mesh.rpl.of import LinkStats, ObjectiveFunction, dag_rank, objective_function
@@ -290,7 +290,7 @@ class RplNode:
             self._event(DataReceived(packet.src, packet.payload, packet.next_header))
             return
         try:
-            message = from_icmpv6(packet.payload, packet.src, packet.dst)
+            message = heard(packet.payload, packet.src, packet.dst)
         except Icmpv6DecodeError as exc:
             self.counters["decode_error"] += 1
             log.debug("rpl decode error", extra={"offset": exc.offset, "reason": exc.reason})
