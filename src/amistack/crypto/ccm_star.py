@@ -80,14 +80,16 @@ def ccm_star_nonce(source: bytes, counter: int, level: int) -> bytes:
 class CcmStar:
     """One key at one security level: `seal` / `open` of (authenticated data, payload)."""
 
-    __slots__ = ("_aead", "_key", "level")
+    __slots__ = ("_aead", "_encrypts", "_key", "_mic", "level")
 
     def __init__(self, key: bytes, level: SecurityLevel | int = SecurityLevel.ENC_MIC_64) -> None:
         if len(key) != KEY_LENGTH:
             raise ValueError("CCM* keys are AES-128 (16 octets)")
         self.level = SecurityLevel(level)
         self._key = key
-        mic = self.level.mic_length
+        # the level's properties once, not per frame (every mesh frame is sealed or opened here)
+        self._mic = mic = self.level.mic_length
+        self._encrypts = self.level.encrypts
         self._aead = AESCCM(key, tag_length=mic) if mic else None
 
     def _ctr(self, nonce: bytes, data: bytes) -> bytes:
@@ -97,23 +99,25 @@ class CcmStar:
 
     def seal(self, nonce: bytes, aad: bytes, payload: bytes) -> bytes:
         """The payload as it goes on the wire: (ciphertext or plaintext) | MIC."""
-        _check_nonce(nonce)
+        if len(nonce) != NONCE_LENGTH:
+            _check_nonce(nonce)
         if self._aead is None:
-            return self._ctr(nonce, payload) if self.level.encrypts else payload
-        if self.level.encrypts:
+            return self._ctr(nonce, payload) if self._encrypts else payload
+        if self._encrypts:
             return self._aead.encrypt(nonce, payload, aad)
         return payload + self._aead.encrypt(nonce, b"", aad + payload)
 
     def open(self, nonce: bytes, aad: bytes, sealed: bytes) -> bytes:
         """Inverse of `seal`: the payload, or CcmStarAuthError if the MIC does not verify."""
-        _check_nonce(nonce)
-        mic = self.level.mic_length
+        if len(nonce) != NONCE_LENGTH:
+            _check_nonce(nonce)
+        mic = self._mic
         if len(sealed) < mic:
             raise CcmStarAuthError(f"{len(sealed)} octets cannot hold a {mic}-octet MIC")
         if self._aead is None:
-            return self._ctr(nonce, sealed) if self.level.encrypts else sealed
+            return self._ctr(nonce, sealed) if self._encrypts else sealed
         try:
-            if self.level.encrypts:
+            if self._encrypts:
                 return self._aead.decrypt(nonce, sealed, aad)
             payload = sealed[:-mic]
             self._aead.decrypt(nonce, sealed[-mic:], aad + payload)

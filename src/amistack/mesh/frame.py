@@ -21,6 +21,7 @@ header IEs) is refused with a typed error. `Frame.decode` raises only `MeshFrame
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
@@ -28,6 +29,7 @@ from enum import IntEnum
 from amistack.addr import EUI64_LENGTH, Eui64, LinkAddr, PanId, ShortAddr
 from amistack.crypto.ccm_star import SecurityLevel
 from amistack.mesh.errors import MeshFrameDecodeError
+from amistack.mesh.unchecked import unchecked
 
 __all__ = [
     "MAX_PHY_PACKET_SIZE",
@@ -135,7 +137,10 @@ class AuxSecurityHeader:
                 raise MeshFrameDecodeError(pos, "key identifier truncated")
             source, index = bytes(data[pos : pos + n][::-1]), data[pos + n]
             pos += n + 1
-        return cls(level, counter, mode, index, source), pos
+        # the checks of __post_init__ hold by construction (one octet, four octets, the mode's
+        # source length): build without them, as `Frame.decode` does
+        return unchecked(cls, level=level, counter=counter, key_id_mode=mode, key_index=index,
+                         key_source=source), pos  # fmt: skip
 
 
 def _addr_mode(addr: LinkAddr | None) -> AddrMode:
@@ -256,30 +261,49 @@ class Frame:
             security, pos = AuxSecurityHeader.decode(data, pos)
         # every check of __post_init__ was made above: build without running them again
         # (one frame decoded per reception: the dataclass __init__ showed in the profile)
-        frame = object.__new__(cls)
-        frame.__dict__.update(
-            frame_type=_FRAME_TYPES[ftype], seq=seq, dst_pan=dst_pan, dst=dst, src_pan=src_pan,
-            src=src, payload=bytes(data[pos:]), security=security,
+        return unchecked(
+            cls, frame_type=_FRAME_TYPES[ftype], seq=seq, dst_pan=dst_pan, dst=dst,
+            src_pan=src_pan, src=src, payload=bytes(data[pos:]), security=security,
             pan_id_compression=compression, frame_pending=bool(fc & _FC_PENDING),
             ack_request=bool(fc & _FC_ACK_REQUEST), version=version,
         )  # fmt: skip
-        return frame
+
+    @classmethod
+    def data(
+        cls, seq: int, pan: PanId, dst: LinkAddr, src: LinkAddr, payload: bytes, ack_request: bool
+    ) -> Frame:
+        """A data frame inside one PAN (PAN ID compression), 2006 version, unsecured: what a
+        mesh link sends, built without re-running the checks it meets by construction
+        (`seq` is taken modulo 256)."""
+        return unchecked(
+            cls, frame_type=FrameType.DATA, seq=seq & 0xFF, dst_pan=pan, dst=dst, src_pan=None,
+            src=src, payload=payload, security=None, pan_id_compression=True,
+            frame_pending=False, ack_request=ack_request, version=FRAME_VERSION_2006,
+        )  # fmt: skip
+
+
+# Every frame decoded builds two or three address objects; the same few neighbours' come again
+# and again, so they are interned (immutable values; bounded: PAN ids and short addresses are
+# 16 bits, extended addresses a recently-used cache)
+_pan_id = functools.lru_cache(maxsize=1024)(PanId)
+_short_addr = functools.lru_cache(maxsize=1024)(ShortAddr)
+_eui64 = functools.lru_cache(maxsize=65536)(Eui64)
 
 
 def _read_pan(data: bytes, pos: int) -> tuple[PanId, int]:
     if pos + 2 > len(data):
         raise MeshFrameDecodeError(pos, "PAN id truncated")
-    return PanId(int.from_bytes(data[pos : pos + 2], "little")), pos + 2
+    return _pan_id(data[pos] | data[pos + 1] << 8), pos + 2
 
 
 def _read_addr(data: bytes, pos: int, mode: AddrMode) -> tuple[LinkAddr, int]:
     if mode == AddrMode.EXTENDED:
         if pos + EUI64_LENGTH > len(data):
             raise MeshFrameDecodeError(pos, "extended address truncated")
-        return Eui64(bytes(data[pos : pos + EUI64_LENGTH][::-1])), pos + EUI64_LENGTH
+        return _eui64(bytes(data[pos : pos + EUI64_LENGTH][::-1])), pos + EUI64_LENGTH
     if pos + 2 > len(data):
         raise MeshFrameDecodeError(pos, "short address truncated")
-    return ShortAddr(int.from_bytes(data[pos : pos + 2], "little")), pos + 2
+    return _short_addr(data[pos] | data[pos + 1] << 8), pos + 2
 
 
 def fcs(frame: bytes) -> bytes:

@@ -3,11 +3,13 @@ carries them inside 6LoWPAN: plain dataclasses, `decode` raising `MeshLowpanDeco
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 from dataclasses import dataclass
 
 from amistack.mesh.errors import MeshLowpanDecodeError
+from amistack.mesh.unchecked import unchecked
 
 __all__ = [
     "IPV6_HEADER_LENGTH",
@@ -16,6 +18,7 @@ __all__ = [
     "UDP_HEADER_LENGTH",
     "Ipv6Packet",
     "UdpDatagram",
+    "ipv6_address",
     "pseudo_header_checksum",
     "upper_layer_checksum",
 ]
@@ -29,6 +32,10 @@ _IPV6 = struct.Struct("!IHBB16s16s")
 _UDP = struct.Struct("!HHHH")
 
 Ipv6Address = ipaddress.IPv6Address
+
+ipv6_address = functools.lru_cache(maxsize=65536)(Ipv6Address)
+"""`IPv6Address(packed)`, interned: a mesh node meets the same few addresses (its neighbours',
+the root's, the servers') in every packet it decodes (immutable values; a bounded cache)."""
 
 
 def _ones_complement_sum(data: bytes) -> int:
@@ -89,9 +96,11 @@ class Ipv6Packet:
             raise MeshLowpanDecodeError(offset, f"IP version {first >> 28}")
         if length != len(data) - IPV6_HEADER_LENGTH:
             raise MeshLowpanDecodeError(offset + 4, "IPv6 payload length disagrees with the data")
-        return cls(
-            Ipv6Address(src), Ipv6Address(dst), nh, bytes(data[IPV6_HEADER_LENGTH:]), hlim,
-            first >> 20 & 0xFF, first & 0xFFFFF,
+        # every field is in range by its width on the wire: build without __post_init__
+        return unchecked(
+            cls, src=ipv6_address(src), dst=ipv6_address(dst), next_header=nh,
+            payload=bytes(data[IPV6_HEADER_LENGTH:]), hop_limit=hlim,
+            traffic_class=first >> 20 & 0xFF, flow_label=first & 0xFFFFF,
         )  # fmt: skip
 
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass
 
-from amistack.addr import BROADCAST_SHORT, Eui64, LinkAddr, PanId
+from amistack.addr import BROADCAST_SHORT, Eui64, LinkAddr, PanId, ShortAddr
 from amistack.crypto.rand import RandomSource
 from amistack.mesh.errors import MeshDecodeError
 from amistack.mesh.frame import FCS_LENGTH, MAX_PHY_PACKET_SIZE, Frame, FrameType
@@ -142,11 +142,12 @@ class MeshLink:
         self._packets += 1
         for payload in payloads:
             self._seq = (self._seq + 1) & 0xFF
-            frame = Frame(FrameType.DATA, self._seq, self.pan, dst, None, self.own, payload,
-                          pan_id_compression=True, ack_request=next_hop is not None)  # fmt: skip
+            frame = Frame.data(self._seq, self.pan, dst, self.own, payload, next_hop is not None)
             if secure:
-                frame = self.security.protect(frame, self.config.key_index)
-            self._queue.append(_Outgoing(frame.encode(), next_hop, self._seq, self._packets))
+                data = self.security.protect_encoded(frame, self.config.key_index)
+            else:
+                data = frame.encode()
+            self._queue.append(_Outgoing(data, next_hop, self._seq, self._packets))
         self.counters["packets-sent"] += 1
 
     def frames_to_send(self, now: float) -> list[tuple[bytes, Eui64 | None]]:
@@ -188,20 +189,28 @@ class MeshLink:
             if frame.frame_type != FrameType.DATA:
                 self.counters["not-data"] += 1
                 return None
-            if frame.source_pan != self.pan or frame.dst_pan != self.pan:
+            # the address checks compare values, not the address objects (every frame heard
+            # passes here: the dataclasses' __eq__ showed in the profile)
+            pan = self.pan.value
+            dst_pan, dst, src = frame.dst_pan, frame.dst, frame.src
+            src_pan = dst_pan if frame.pan_id_compression else frame.src_pan
+            if src_pan is None or dst_pan is None or src_pan.value != pan or dst_pan.value != pan:
                 self.counters["other-pan"] += 1
                 return None
-            if frame.dst != self.own and frame.dst != BROADCAST_SHORT:
+            to_us = isinstance(dst, Eui64) and dst.value == self.own.value
+            if not to_us and not (
+                isinstance(dst, ShortAddr) and dst.value == ShortAddr.BROADCAST_VALUE
+            ):
                 self.counters["not-for-us"] += 1
                 return None
-            if frame.src is None or frame.dst is None:
+            if src is None or dst is None:
                 self.counters["no-address"] += 1
                 return None
-            if frame.ack_request and frame.dst == self.own and isinstance(frame.src, Eui64):
-                self._out.append((_ACKS[frame.seq], frame.src))
+            if frame.ack_request and to_us and isinstance(src, Eui64):
+                self._out.append((_ACKS[frame.seq], src))
                 self.counters["acks-sent"] += 1
             plain = self.security.unprotect(frame, allow_unsecured, data)
-            packet = self.reassembler.receive(plain.payload, frame.src, frame.dst, now)
+            packet = self.reassembler.receive(plain.payload, src, dst, now)
         except MeshDecodeError as exc:
             self.counters[exc.kind] += 1
             return None
@@ -209,7 +218,7 @@ class MeshLink:
             return None
         self.counters["packets-received"] += 1
         aux = plain.security
-        return Received(packet, frame.src, frame.dst, aux is not None,
+        return Received(packet, src, dst, aux is not None,
                         None if aux is None else aux.key_index)  # fmt: skip
 
     def _on_ack(self, seq: int) -> None:

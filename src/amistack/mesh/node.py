@@ -65,12 +65,12 @@ from amistack.keymgmt.groupkeys import (
 from amistack.mesh.errors import MeshDecodeError
 from amistack.mesh.groupkeys import apply_group_keys, next_switch
 from amistack.mesh.icmpv6 import ICMPV6_NEXT_HEADER, Icmpv6DecodeError
-from amistack.mesh.ipv6 import NEXT_HEADER_UDP, Ipv6Packet, UdpDatagram
+from amistack.mesh.ipv6 import NEXT_HEADER_UDP, Ipv6Packet, UdpDatagram, ipv6_address
 from amistack.mesh.link import MeshLink, Received, Transmitted
 from amistack.mesh.rpl.constants import ICMPV6_TYPE_RPL
 from amistack.mesh.rpl.errors import RplDecodeError
 from amistack.mesh.rpl.events import DaoAcknowledged, DataReceived, Joined, ParentChanged, RplEvent
-from amistack.mesh.rpl.messages import Dio, from_icmpv6
+from amistack.mesh.rpl.messages import Dio, heard
 from amistack.mesh.rpl.node import RplNode
 from amistack.mesh.rpl.packet import LINK_LOCAL_PREFIX, Packet
 from amistack.mesh.rpl.srh import is_multicast
@@ -98,6 +98,10 @@ RPL_DIO_CODE = 0x01  # RFC 6550 §6.3
 @functools.lru_cache(maxsize=65536)
 def radio_addr(eui: Eui64) -> Addr:
     return (str(eui.link_local()), 0)
+
+
+_eui_of_iid = functools.lru_cache(maxsize=65536)(Eui64.from_interface_id)
+"""`Eui64.from_interface_id`, interned: the next hop of every packet a node sends."""
 
 
 @dataclass(frozen=True)
@@ -310,7 +314,7 @@ class MeshNode:
 
     def _beacon(self, packet: Ipv6Packet, sender: Eui64, now: float) -> None:
         try:
-            message = from_icmpv6(packet.payload, packet.src.packed, packet.dst.packed)
+            message = heard(packet.payload, packet.src.packed, packet.dst.packed)
         except Icmpv6DecodeError:
             self.counters["beacon-decode-error"] += 1
             return
@@ -348,7 +352,7 @@ class MeshNode:
         own = self.global_address
         assert own is not None
         try:
-            ip = Ipv6Packet(ipaddress.IPv6Address(src), ipaddress.IPv6Address(own),
+            ip = Ipv6Packet(ipv6_address(src), ipv6_address(own),
                             NEXT_HEADER_UDP, payload)  # fmt: skip
             udp = UdpDatagram.decode(ip)
         except (MeshDecodeError, ValueError):
@@ -372,7 +376,7 @@ class MeshNode:
         if own is None or not self.relay_ready or self.wan is not None:
             self.counters["app-not-routable"] += 1
             return False
-        src_ip, dst_ip = ipaddress.IPv6Address(own), ipaddress.IPv6Address(dst)
+        src_ip, dst_ip = ipv6_address(own), ipv6_address(dst)
         segment = UdpDatagram(src_port, dst_port, payload).encode(src_ip, dst_ip)
         self.rpl.send(dst, segment, now, NEXT_HEADER_UDP)
         self.counters["app-out"] += 1
@@ -393,7 +397,7 @@ class MeshNode:
         if packet.hop_limit <= 1:
             self.counters["hop-limit-exceeded"] += 1
             return
-        ip = Ipv6Packet(ipaddress.IPv6Address(packet.src), ipaddress.IPv6Address(packet.dst),
+        ip = Ipv6Packet(ipv6_address(packet.src), ipv6_address(packet.dst),
                         packet.next_header, packet.payload, packet.hop_limit - 1)  # fmt: skip
         self._wan_out.append(ip.encode())
         self.counters["wan-out"] += 1
@@ -404,9 +408,9 @@ class MeshNode:
         if ip.packed[:8] != LINK_LOCAL_PREFIX:
             self.counters["not-link-local"] += 1
             return
-        own = ipaddress.IPv6Address(self.link_local)
+        own = ipv6_address(self.link_local)
         packet = UdpDatagram(PANA_PORT, dst[1], payload).packet(own, ip, hop_limit=255)
-        self.link.send(packet, Eui64.from_interface_id(ip.packed[8:]), secure=False)
+        self.link.send(packet, _eui_of_iid(ip.packed[8:]), secure=False)
 
     def _pump(self, now: float) -> None:
         pac = self.pac
@@ -427,7 +431,7 @@ class MeshNode:
         if own is None:
             self.counters["relay-no-address"] += 1
             return
-        src, dst = ipaddress.IPv6Address(own), ipaddress.IPv6Address(self._paa_ip)
+        src, dst = ipv6_address(own), ipv6_address(self._paa_ip)
         udp = UdpDatagram(PANA_PORT, self.paa[1], data).encode(src, dst)
         if self.wan is not None:
             self._wan_out.append(Ipv6Packet(src, dst, NEXT_HEADER_UDP, udp).encode())
@@ -439,7 +443,7 @@ class MeshNode:
             return
         while True:
             for tx in self.rpl.transmissions():
-                hop = None if tx.next_hop is None else Eui64.from_interface_id(tx.next_hop[8:])
+                hop = None if tx.next_hop is None else _eui_of_iid(tx.next_hop[8:])
                 ip = tx.packet.to_ipv6()
                 self.link.send(ip, hop)
                 if hop is None and _is_dio(tx.packet):
@@ -552,12 +556,18 @@ class MeshNode:
         return out
 
     def get_timer(self) -> float | None:
-        times = [self.link.get_timer(), self._choose_at, self._key_switch, self._move_at]
-        if self.authenticated:
-            times.append(self.rpl.get_timer())
-        if self.pac is not None:
-            times.append(self.pac.get_timer())
-        return min((t for t in times if t is not None), default=None)
+        # asked after every frame the node hears: the earliest of six, without a list
+        best = self.link.get_timer()
+        for t in (
+            self._choose_at,
+            self._key_switch,
+            self._move_at,
+            self.rpl.get_timer() if self.authenticated else None,
+            self.pac.get_timer() if self.pac is not None else None,
+        ):
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
 
     def handle_timer(self, now: float) -> None:
         when = self.link.get_timer()

@@ -38,6 +38,7 @@ from amistack.crypto.ccm_star import CcmStar, CcmStarAuthError, SecurityLevel, c
 from amistack.crypto.replay import ReplayWindows
 from amistack.mesh.errors import MeshSecurityError
 from amistack.mesh.frame import AuxSecurityHeader, Frame, FrameType, KeyIdMode
+from amistack.mesh.unchecked import unchecked
 
 __all__ = [
     "DEFAULT_RESERVE",
@@ -128,6 +129,9 @@ class LinkSecurityConfig:
             raise ValueError("reserve, window and max_senders must be positive")
 
 
+_LEVEL_OCTETS = tuple(bytes((level,)) for level in SecurityLevel)  # the nonce's last octet
+
+
 def _at_least(level: SecurityLevel, minimum: SecurityLevel) -> bool:
     """802.15.4-2006 §7.6.2.2.1: a level is at least as secure as another when its MIC is at
     least as long and it encrypts if the other does (so ENC is not "above" MIC-32)."""
@@ -152,8 +156,11 @@ class LinkSecurity:
         self._next: dict[int, int] = dict(self._limits)  # restart: begin at the stored limits
         self._keys: dict[int, bytes] = {}
         self._ciphers: dict[tuple[int, SecurityLevel], CcmStar] = {}
-        self._windows: ReplayWindows[tuple[Eui64, int]] = ReplayWindows(
+        self._windows: ReplayWindows[tuple[bytes, int]] = ReplayWindows(  # (EUI-64, key index)
             self.config.window, self.config.max_senders
+        )
+        self._acceptable = frozenset(
+            level for level in SecurityLevel if _at_least(level, self.config.min_level)
         )
         self.counters: Counter[str] = Counter()
 
@@ -201,6 +208,15 @@ class LinkSecurity:
 
     def protect(self, frame: Frame, index: int) -> Frame:
         """`frame` (unsecured, source = our EUI-64) secured under the key at `index`."""
+        return self._protect(frame, index)[0]
+
+    def protect_encoded(self, frame: Frame, index: int) -> bytes:
+        """`protect(frame, index).encode()`, the MHR built once (a link sends bytes)."""
+        secured, header = self._protect(frame, index)
+        return header + secured.payload
+
+    def _protect(self, frame: Frame, index: int) -> tuple[Frame, bytes]:
+        """The secured frame and its MHR (auxiliary security header included)."""
         if frame.security is not None:
             raise ValueError("the frame is already secured")
         if frame.src != self.own:
@@ -208,14 +224,16 @@ class LinkSecurity:
         if index not in self._keys:
             raise KeyError(f"no key at index {index}")
         level = self.config.level
-        aux = AuxSecurityHeader(level, self._take_counter(index), KeyIdMode.INDEX, index)
-        shell = frame.with_payload(b"", aux)
+        # the header's checks hold: a counter below 2^32 (_take_counter), an index of 1..7
+        aux = unchecked(AuxSecurityHeader, level=level, counter=self._take_counter(index),
+                        key_id_mode=KeyIdMode.INDEX, key_index=index, key_source=b"")  # fmt: skip
+        header = frame.with_payload(b"", aux).header()
         n_open = _open_length(frame)
         nonce = ccm_star_nonce(self.own.value, aux.counter, level)
-        aad = shell.header() + frame.payload[:n_open]
-        sealed = self._cipher(index, level).seal(nonce, aad, frame.payload[n_open:])
+        payload = frame.payload
+        sealed = self._cipher(index, level).seal(nonce, header + payload[:n_open], payload[n_open:])
         self.counters["protected"] += 1
-        return frame.with_payload(frame.payload[:n_open] + sealed, aux)
+        return frame.with_payload(payload[:n_open] + sealed, aux), header
 
     def unprotect(
         self, frame: Frame, allow_unsecured: bool = False, received: bytes | None = None
@@ -240,7 +258,7 @@ class LinkSecurity:
         else:
             header = frame.header()
         at = len(header) - aux.length  # where the auxiliary security header starts
-        if not _at_least(aux.level, self.config.min_level):
+        if aux.level not in self._acceptable:
             raise MeshSecurityError(at, f"security level {aux.level.name}", "level-too-low")
         if aux.key_id_mode != KeyIdMode.INDEX:
             raise MeshSecurityError(at, f"key id mode {aux.key_id_mode.name}", "bad-key-id-mode")
@@ -249,17 +267,18 @@ class LinkSecurity:
         src = frame.src
         if not isinstance(src, Eui64):
             raise MeshSecurityError(at, "secured frame without extended source", "no-source")
-        if src == self.own:
+        if src.value == self.own.value:
             raise MeshSecurityError(at, "frame claims our own address", "own-source")
         if aux.counter > MAX_FRAME_COUNTER:
             raise MeshSecurityError(at, "frame counter 0xFFFFFFFF", "counter-exhausted")
-        sender = (src, aux.key_index)
+        sender = (src.value, aux.key_index)
         verdict = self._windows.check(sender, aux.counter)
         if verdict is not None:
             raise MeshSecurityError(at, f"frame counter {aux.counter} {verdict}", str(verdict))
-        n_open = _open_length(frame)
-        nonce = ccm_star_nonce(src.value, aux.counter, aux.level)
-        aad = header + frame.payload[:n_open]
+        n_open = 1 if frame.frame_type == FrameType.COMMAND else 0  # _open_length, inlined
+        # ccm_star_nonce without its checks: the source is an Eui64, the counter 32 bits
+        nonce = src.value + aux.counter.to_bytes(4, "big") + _LEVEL_OCTETS[aux.level]
+        aad = header + frame.payload[:n_open] if n_open else header
         try:
             plain = self._cipher(aux.key_index, aux.level).open(nonce, aad, frame.payload[n_open:])
         except CcmStarAuthError:

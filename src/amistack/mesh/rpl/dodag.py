@@ -70,16 +70,18 @@ def select_parents(
     best neighbours whose DAGRank is strictly below the node's own (§8.2.2.4 rule 1, which
     makes a loop through the set impossible). `rank_limit` is L + DAGMaxRankIncrease
     (§8.2.2.4 rule 3): a choice that would push the rank past it is no choice."""
-    usable = [
-        n
-        for n in neighbors
-        if n.address not in excluded
-        and n.rank < INFINITE_RANK
-        and of.acceptable(n.rank, links.etx(n.address))
-    ]
+    usable: list[Neighbor] = []
+    cost: dict[bytes, int] = {}
+    etx, acceptable, path_cost = links.etx, of.acceptable, of.path_cost
+    for n in neighbors:  # one pass, each link's ETX looked up once (run for every ACK heard)
+        if n.address in excluded or n.rank >= INFINITE_RANK:
+            continue
+        metric = etx(n.address)
+        if acceptable(n.rank, metric):
+            usable.append(n)
+            cost[n.address] = path_cost(n.rank, metric)
     if not usable:
         return NO_PARENT
-    cost = {n.address: of.path_cost(n.rank, links.etx(n.address)) for n in usable}
     usable.sort(key=lambda n: (cost[n.address], n.rank))
     best = usable[0]
     kept = next((n for n in usable if n.address == current), None)

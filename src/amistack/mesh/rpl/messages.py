@@ -7,6 +7,7 @@ options are skipped over by their length, as §6.7.1 requires, and kept as `Unkn
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 from typing import TypeVar
@@ -525,3 +526,9 @@ def from_icmpv6(data: bytes, src: bytes, dst: bytes) -> RplMessage:
         return decode_message(icmp.code, icmp.body)
     except RplDecodeError as exc:
         raise RplDecodeError(exc.offset + 4, exc.reason) from None
+
+
+heard = functools.lru_cache(maxsize=4096)(from_icmpv6)
+"""`from_icmpv6` remembering its answers: a DIO is broadcast, and each of the sender's dozen
+neighbours decodes the same octets (a pure function of them; the messages are immutable, a
+decode error is raised each time). For a node's receive path; `data` must be `bytes`."""

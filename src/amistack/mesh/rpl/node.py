@@ -59,7 +59,7 @@ from amistack.mesh.rpl.messages import (
     RplMessage,
     RplTarget,
     TransitInformation,
-    from_icmpv6,
+    heard,
     to_icmpv6,
 )
 from amistack.mesh.rpl.of import LinkStats, ObjectiveFunction, dag_rank, objective_function
@@ -164,15 +164,17 @@ class RplNode:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
-        times = [
-            self.trickle.get_timer(),
+        best = self.trickle.get_timer()
+        for t in (
             self._dis_at if not self.joined else None,
             self._dao_at,
             self._refresh_at,
             self._pending.deadline if self._pending else None,
             self._sweep_at,
-        ]
-        return min((t for t in times if t is not None), default=None)
+        ):
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
 
     def handle_timer(self, now: float) -> None:
         when = self.trickle.get_timer()
@@ -288,7 +290,7 @@ class RplNode:
             self._event(DataReceived(packet.src, packet.payload, packet.next_header))
             return
         try:
-            message = from_icmpv6(packet.payload, packet.src, packet.dst)
+            message = heard(packet.payload, packet.src, packet.dst)
         except Icmpv6DecodeError as exc:
             self.counters["decode_error"] += 1
             log.debug("rpl decode error", extra={"offset": exc.offset, "reason": exc.reason})
@@ -466,7 +468,8 @@ class RplNode:
         excluded = {a for a, until in self._blocked.items() if until > now}
         if self.joined:
             own = dag_rank(self.rank, step)
-            excluded |= {a for a, n in self.neighbors.items() if dag_rank(n.rank, step) >= own}
+            # dag_rank inlined: this runs for every acknowledged frame to a parent
+            excluded |= {a for a, n in self.neighbors.items() if n.rank // step >= own}
         choice = select_parents(
             list(self.neighbors.values()), self.links, self.of, step, self.preferred,
             self.config.parent_set_size, limit, frozenset(excluded),
@@ -694,7 +697,7 @@ class RplNode:
         if packet.hop_limit <= 1:
             self.counters["hop_limit_exceeded"] += 1
             return
-        packet = replace(packet, hop_limit=packet.hop_limit - 1)
+        packet = packet.but(hop_limit=packet.hop_limit - 1)
         if packet.hop_option is not None:
             try:
                 checked = check_hop_option(packet.hop_option, self.rank, self.config.instance_id)
@@ -704,7 +707,7 @@ class RplNode:
             if checked.rank_error and not packet.hop_option.rank_error:
                 self.counters["rank_error"] += 1
                 self.trickle.hear_inconsistent(now)  # §11.2.2.2: repair the inconsistency
-            packet = replace(packet, hop_option=checked)
+            packet = packet.but(hop_option=checked)
         self._route(packet, now, came_from=neighbor)
 
     def _loop(self, packet: Packet, reason: str, now: float) -> None:
@@ -722,7 +725,7 @@ class RplNode:
         except RplRoutingError as exc:
             self._loop(packet, exc.reason, now)
             return
-        hop = replace(packet, dst=dst, srh=srh, hop_limit=packet.hop_limit - 1)
+        hop = packet.but(dst=dst, srh=srh, hop_limit=packet.hop_limit - 1)
         self._out.append(Transmission(link_local_of(dst), hop))
 
     def _route(self, packet: Packet, now: float, came_from: bytes | None = None) -> None:
@@ -739,7 +742,7 @@ class RplNode:
         if route is not None:  # storing mode: down
             self._out.append(
                 Transmission(
-                    route.via, replace(packet, hop_option=self._option(True, packet.hop_option))
+                    route.via, packet.but(hop_option=self._option(True, packet.hop_option))
                 )
             )
             return
@@ -748,21 +751,21 @@ class RplNode:
             # §11.2.2.3: no route for a packet on its way down: hand it back with F set
             self.counters["forwarding_error"] += 1
             option = replace(self._option(True, packet.hop_option), forwarding_error=True)
-            self._out.append(Transmission(came_from, replace(packet, hop_option=option)))
+            self._out.append(Transmission(came_from, packet.but(hop_option=option)))
             return
         if self.is_root or self.preferred is None:
             self.counters["no_route"] += 1
             return
         option = self._option(False, packet.hop_option)
-        self._out.append(Transmission(self.preferred, replace(packet, hop_option=option)))
+        self._out.append(Transmission(self.preferred, packet.but(hop_option=option)))
 
     def _source_routed(self, packet: Packet, hops: list[bytes]) -> None:
         """Root, non-storing: send along `hops` with an RFC 6554 header (§4.1)."""
         if len(hops) == 1:
-            self._out.append(Transmission(link_local_of(hops[0]), replace(packet, hop_option=None)))
+            self._out.append(Transmission(link_local_of(hops[0]), packet.but(hop_option=None)))
             return
         first, srh = SourceRoutingHeader.route(hops, packet.next_header)
-        hop = replace(packet, dst=first, srh=srh, hop_option=None)
+        hop = packet.but(dst=first, srh=srh, hop_option=None)
         self._out.append(Transmission(link_local_of(first), hop))
 
     def _forwarding_error_returned(self, packet: Packet, neighbor: bytes) -> None:

@@ -8,14 +8,15 @@ RPL Source Routing Header (RFC 6554), then the upper layer (RFC 8200 §4.1 order
 
 from __future__ import annotations
 
-import ipaddress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 from amistack.mesh.icmpv6 import ICMPV6_NEXT_HEADER
-from amistack.mesh.ipv6 import IPV6_HEADER_LENGTH, Ipv6Packet
+from amistack.mesh.ipv6 import IPV6_HEADER_LENGTH, Ipv6Packet, ipv6_address
 from amistack.mesh.rpl.constants import IPV6_NEXT_HEADER_HOP_BY_HOP, IPV6_NEXT_HEADER_ROUTING
 from amistack.mesh.rpl.errors import RplDecodeError
 from amistack.mesh.rpl.srh import RplHopOption, SourceRoutingHeader
+from amistack.mesh.unchecked import unchecked
 
 DEFAULT_HOP_LIMIT = 64  # RFC 8200 §3 leaves it to the node; IANA's default is 64
 LINK_LOCAL_PREFIX = bytes.fromhex("fe800000000000000000000000000000")[:8]
@@ -38,6 +39,13 @@ class Packet:
     hop_option: RplHopOption | None = None  # RFC 6553, in a Hop-by-Hop header
     srh: SourceRoutingHeader | None = None  # RFC 6554; its Next Header is `next_header`
 
+    def but(self, **changes: Any) -> Packet:
+        """`dataclasses.replace(self, **changes)` without its introspection (the data path
+        copies a packet at every hop, and `Packet` has no checks to run)."""
+        if not changes.keys() <= _FIELDS:
+            raise TypeError(f"Packet has no field {sorted(changes.keys() - _FIELDS)}")
+        return unchecked(Packet, **{**self.__dict__, **changes})
+
     def to_ipv6(self) -> Ipv6Packet:
         payload, next_header = self.payload, self.next_header
         if self.srh is not None:
@@ -46,8 +54,8 @@ class Packet:
         if self.hop_option is not None:
             payload = self.hop_option.to_hop_by_hop(next_header) + payload
             next_header = IPV6_NEXT_HEADER_HOP_BY_HOP
-        src, dst = ipaddress.IPv6Address(self.src), ipaddress.IPv6Address(self.dst)
-        return Ipv6Packet(src, dst, next_header, payload, self.hop_limit)
+        return Ipv6Packet(ipv6_address(self.src), ipv6_address(self.dst), next_header, payload,
+                          self.hop_limit)  # fmt: skip
 
     @classmethod
     def from_ipv6(cls, packet: Ipv6Packet) -> Packet:
@@ -67,8 +75,12 @@ class Packet:
                 data, at, next_header = data[size:], at + size, srh.next_header
         except RplDecodeError as exc:
             raise RplDecodeError(at + exc.offset, exc.reason) from None
-        return cls(packet.src.packed, dst, bytes(data), next_header, packet.hop_limit,
-                   hop_option, srh)  # fmt: skip
+        return unchecked(cls, src=packet.src.packed, dst=dst, payload=bytes(data),
+                         next_header=next_header, hop_limit=packet.hop_limit,
+                         hop_option=hop_option, srh=srh)  # fmt: skip
+
+
+_FIELDS = frozenset(f.name for f in fields(Packet))
 
 
 @dataclass(frozen=True)
