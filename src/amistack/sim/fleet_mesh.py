@@ -47,10 +47,9 @@ from typing import TYPE_CHECKING, Any
 from amistack.addr import Addr, Engine
 from amistack.crypto import seeded_random
 from amistack.headend.collector import Mode
-from amistack.headend.keys import HeadendKeys, IssuedLike, repository_resolver
+from amistack.headend.keys import HeadendKeys, IssuedLike, SyncKeySource, repository_resolver
 from amistack.headend.service import HeadEnd, HeadEndConfig
 from amistack.headend.storage import SqliteRepository
-from amistack.keymgmt.server import KeyServer
 from amistack.keymgmt.ukmf import KeyId
 from amistack.mesh.node import radio_addr
 from amistack.mesh.rpl.events import DaoAcknowledged
@@ -104,12 +103,8 @@ class Calendar:
         return None if at is None else at - self.offset
 
     def handle_timer(self, now: float) -> None:
-        # (t - offset) + offset may round below t: the timer that was due is due
-        due = self.engine.get_timer()
-        t = now + self.offset
-        if due is not None and due - self.offset <= now:
-            t = max(t, due)
-        self.engine.handle_timer(t)
+        # exact: (t - offset) + offset == t for t within a factor 2 of offset (Sterbenz)
+        self.engine.handle_timer(now + self.offset)
 
     def next_event(self) -> object | None:
         return self.engine.next_event()
@@ -125,7 +120,7 @@ class _Issued:
 class CalendarKeys:
     """The key server's C12.22 keys on the head-end's calendar (`offset` s ahead)."""
 
-    def __init__(self, source: KeyServer, offset: float) -> None:
+    def __init__(self, source: SyncKeySource, offset: float) -> None:
         self.source = source
         self.offset = offset
 
