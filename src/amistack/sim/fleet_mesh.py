@@ -293,6 +293,7 @@ def _slot_counts(cell: MeshCell) -> list[tuple[int, int, int, Counter[int]]]:
 
 
 def _mesh_figures(cell: MeshCell) -> dict[str, Any]:
+    """The mesh as formed: meters, concentrators, relay-ready, hops (summed: they add up)."""
     report = cell.sim.report(include_dodag=False)
     return {
         "meters": report["nodes"],
@@ -314,9 +315,12 @@ def cell_part(
     sim = cell.sim
     series = _sampler(cell, sc.sample_s, cell.end)
     counters = sim.net.counters
-    at_start: dict[str, int] = {}
-    sim.net.clock.call_at(cell.start, lambda: at_start.update(sent=counters["sent"],
-                                                               wan=counters["wan"]))  # fmt: skip
+    at_start: dict[str, Any] = {}
+
+    def started() -> None:  # the formed mesh, and the counts the measured window starts from
+        at_start.update(sent=counters["sent"], wan=counters["wan"], mesh=_mesh_figures(cell))
+
+    sim.net.clock.call_at(cell.start, started)
     loss = None
     if sc.scenario == "concentrator-loss" and c == 0:
         loss = _concentrator_loss(cell)
@@ -347,7 +351,7 @@ def cell_part(
             "dropped": 0,
             "served": 0,
         },
-        "mesh": _mesh_figures(cell),
+        "mesh": at_start["mesh"],
         "series": series,
         "events": sim.net.clock.callbacks_run,
     }
@@ -503,10 +507,13 @@ def merge_mesh(sc: ScenarioConfig, parts: list[dict[str, Any]]) -> dict[str, Any
     }
     loss = next((c["concentrator_loss"] for c in cells if "concentrator_loss" in c), None)
     if loss is not None:
-        after = loss.pop("slot_after_s")
+        after = loss["slot_after_s"]
         resumed = next((t for t, c in zip(after, out["slots"]["completeness"], strict=True)
                         if t > 0 and c >= 1.0), None)  # fmt: skip
-        out["concentrator_loss"] = {**loss, "first_complete_slot_after_s": resumed}
+        out["concentrator_loss"] = {
+            **{k: v for k, v in loss.items() if k != "slot_after_s"},
+            "first_complete_slot_after_s": resumed,
+        }
     return out
 
 
