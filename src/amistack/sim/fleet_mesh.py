@@ -28,10 +28,11 @@ server has no capacity queue here: the mesh's radio is what limits joining.
 
 `concentrator-loss`: at mid-run, ten minutes into a slot, concentrator 0 of cell 0 dies (its
 node leaves the radio and the WAN router's route to its prefix leads nowhere). Its meters find
-out when their frames to it go unacknowledged (their next DAO refresh or push), detach
-(RFC 6550 §8.2.2.5), join a neighbouring DODAG, move their PANA session to the new parent by an
-AUTH-protected ping through the new relay (or authenticate afresh through it when the session
-was lost), and the head-end reads them at their new address, backfilling what it missed.
+out when their frames to it go unacknowledged (their next DAO refresh or push) or their DAO is
+never acknowledged, detach (RFC 6550 §8.2.2.5), join a neighbouring DODAG, move their PANA
+session to the new parent by an AUTH-protected ping through the new relay (or authenticate
+afresh through it when the session was lost), and the head-end reads them at their new
+address, backfilling what it missed.
 """
 
 from __future__ import annotations
