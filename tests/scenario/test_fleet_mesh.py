@@ -62,9 +62,10 @@ def test_a_mesh_day_pushed_collects_what_the_meters_push_over_the_mesh() -> None
     assert sim["headend"]["c1222_auth_failed"] == 0
 
 
-@pytest.mark.slow  # about 5-10 s of CPU
-def test_a_lost_concentrators_meters_re_home_and_no_reading_is_lost() -> None:
-    sim = _run(scenario="concentrator-loss")["simulated"]
+@pytest.mark.slow  # about 5-10 s of CPU each
+@pytest.mark.parametrize("mode", [Mode.POLLED, Mode.PUSHED])
+def test_a_lost_concentrators_meters_re_home_and_no_reading_is_lost(mode: Mode) -> None:
+    sim = _run(scenario="concentrator-loss", mode=mode)["simulated"]
     loss = sim["concentrator_loss"]
     orphaned = loss["meters_orphaned"]
     assert orphaned >= 5  # the dead concentrator served a share of the cell

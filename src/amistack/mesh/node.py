@@ -206,6 +206,7 @@ class MeshNode:
         self._relay_buckets: OrderedDict[Eui64, tuple[float, float]] = OrderedDict()
         self._choose_at: float | None = None
         self._reauth_at: float | None = None  # when a joined node whose session ended retries
+        self._relay_dodag: bytes | None = None  # the DODAG PANA's parent relayed in, last heard
         self._pause = self.config.retry_backoff[0]
         self._wan_out: list[bytes] = []
         self._last_dio: Ipv6Packet | None = None
@@ -534,6 +535,7 @@ class MeshNode:
             return
         self.parent = Eui64.from_interface_id(preferred[8:])
         self._previous_parent = None
+        self._relay_dodag = self.rpl.dodag_id
         self._events.append(ParentChosen(self.parent, self.rpl.rank))
         self.pac = self._new_pac((str(self.parent.link_local()), PANA_PORT))
         self.pac.start(now)
@@ -547,8 +549,11 @@ class MeshNode:
         if preferred is None or pac is None:
             return
         parent = Eui64.from_interface_id(preferred[8:])
-        if parent == self.parent:
-            return
+        dodag, known = self.rpl.dodag_id, self._relay_dodag
+        self._relay_dodag = dodag
+        if parent == self.parent and (dodag == known or known is None):
+            return  # the same relay at the same address (or the first DODAG, PANA's own)
+        # a new parent, or the same one in another DODAG: its relay address has a new prefix
         self._previous_parent, self.parent = self.parent, parent
         pac.paa = (str(parent.link_local()), PANA_PORT)  # retransmissions go there too
         pac.ping(now)
