@@ -392,8 +392,8 @@ def _concentrator_loss(cell: MeshCell) -> Callable[[], dict[str, Any]]:
                 rehomed[i] = now - t_loss
         elif isinstance(event, PingCompleted):
             moved[i] += 1
-        elif isinstance(event, Authenticated):
-            reauth[i] += 1
+        elif isinstance(event, Authenticated) and not event.reauth:
+            reauth[i] += 1  # a new session (a lost one renewed), not the routine re-auth
 
     def sample() -> None:
         per = Counter(cell.dodag_of(i) for i in range(1, len(sim.meters) + 1))
