@@ -24,7 +24,23 @@ _SCENARIO_HELP = """scenarios:
               several times a day; readings refused though sent under a valid key must be 0
   revocation  --revoke-fraction of the meters revoked at midday: time to shut-out, readings
               accepted from them afterwards (must be 0)
-  all         each of the above in turn (one report directory each under --report)
+  concentrator-loss
+              (--topology mesh) concentrator 0 of cell 0 dies ten minutes into the middle
+              slot: its meters re-parent into neighbouring DODAGs, move their PANA session to
+              the new relay (AUTH-protected ping) or authenticate afresh through it, and the
+              head-end reads them at their new address: time to re-home, collection resumed,
+              readings lost (must be 0, backfill counted); plot of meters per concentrator
+  all         each scenario of the topology in turn (star: day, blackout, rollover,
+              revocation; mesh: day, concentrator-loss), one report directory each
+
+Topology: star (default) puts each cell's meters one hop from its concentrator on a shared
+channel of --cell-rate packets/s. mesh makes each cell a radio area (unit disk 100 m, 5 %
+frame loss, no collisions; docs/simulator.md) with k x k concentrators, k = round(sqrt(meters
+per cell / --per-concentrator)), each the root of an RPL DODAG: 802.15.4 frames under CCM*,
+PANA relayed hop by hop (RFC 6345) to the key server engine, C12.22 polled or pushed over the
+mesh; packets per reading count every link frame (acks, RPL, retransmissions). A mesh runs
+day and concentrator-loss; each cell is its own simulation, so --shards splits by cell and
+never changes the result.
 
 Scale: a day of 100,000 meters takes about an hour of CPU in one process (docs/simulator.md,
 "What it costs"); --shards K runs K shards by cell in parallel on Dask (a local cluster of
@@ -37,6 +53,11 @@ same --seed gives the same 'simulated' results; 'wall' figures are this machine'
 """
 
 
+# what the parser offers (amistack.sim.scenarios, without importing the engines at start-up)
+SCENARIOS = ("day", "blackout", "rollover", "revocation", "concentrator-loss")
+TOPOLOGIES = ("star", "mesh")
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "sim",
@@ -46,11 +67,13 @@ def register(sub: Any) -> None:
     ssub = p.add_subparsers(dest="sim", metavar="WHAT", required=True)
     f = ssub.add_parser(
         "fleet",
-        help="a utility's fleet: collection day, blackout, key rollover, revocation",
-        description="A star-topology fleet: meters in shared cells (a concentrator's channel "
-        "of --cell-rate packets/s, FIFO, bounded queue), one key server of finite capacity, "
-        "one head-end. Prints the report JSON; --report DIR also writes report.json and "
-        "report.png (plots).",
+        help="a utility's fleet: collection day, blackout, key rollover, revocation, "
+        "concentrator loss",
+        description="A fleet of meters in cells, one key server, one head-end. Star (default): "
+        "each cell a concentrator's shared channel (--cell-rate packets/s, FIFO, bounded "
+        "queue), the key server of finite capacity. Mesh (--topology mesh): each cell an RPL "
+        "radio mesh under several concentrators. Prints the report JSON; --report DIR also "
+        "writes report.json and report.png (plots).",
         epilog=_SCENARIO_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -58,11 +81,25 @@ def register(sub: Any) -> None:
     f.add_argument("--cells", type=int, default=10, help="cells the meters share (default 10)")
     f.add_argument(
         "--scenario",
-        choices=("day", "blackout", "rollover", "revocation", "all"),
+        choices=(*SCENARIOS, "all"),
         default="day",
         help="what to run (see below; default day)",
     )
     f.add_argument("--seed", type=int, default=1, help="the simulation's seed (default 1)")
+    f.add_argument(
+        "--topology",
+        choices=TOPOLOGIES,
+        default="star",
+        help="star: one hop to the concentrator; mesh: RPL meshes, several concentrators per "
+        "cell (default star)",
+    )
+    f.add_argument(
+        "--per-concentrator",
+        type=int,
+        default=50,
+        help="mesh: meters per concentrator, k x k concentrators per cell with k = "
+        "round(sqrt(meters per cell / this)) (default 50)",
+    )
     f.add_argument("--days", type=float, default=1.0, help="day: days of slots (default 1)")
     f.add_argument(
         "--mode", choices=("polled", "pushed"), default="polled", help="collection (polled)"
@@ -214,9 +251,9 @@ def _mesh(args: argparse.Namespace) -> int:
 
 def _fleet(args: argparse.Namespace) -> int:
     from amistack.headend.collector import Mode
-    from amistack.sim.scenarios import SCENARIOS, ScenarioConfig
+    from amistack.sim.scenarios import ScenarioConfig, scenarios_for
 
-    names = SCENARIOS if args.scenario == "all" else (args.scenario,)
+    names = scenarios_for(args.topology) if args.scenario == "all" else (args.scenario,)
     if args.shards > 1:
         import distributed  # noqa: F401  (it sets its loggers up on import)
 
@@ -240,6 +277,8 @@ def _fleet(args: argparse.Namespace) -> int:
                 shards=args.shards,
                 workers=args.workers,
                 cluster=args.cluster,
+                topology=args.topology,
+                per_concentrator=args.per_concentrator,
             )
         except ValueError as exc:
             raise CliError(str(exc)) from None

@@ -215,6 +215,17 @@ class Collector:
         if m is not None:
             self._by_ap.pop(m.target.ap_title.device_id, None)
 
+    def set_address(self, meter_id: str, addr: Addr) -> bool:
+        """The meter is at `addr` now (it moved: a mesh meter re-parented into another DODAG
+        takes that DODAG's prefix); what it holds and misses is kept. False: not collected."""
+        m = self._meters.get(meter_id)
+        if m is None:
+            return False
+        if m.target.addr != addr:
+            m.target = MeterTarget(m.target.meter_id, m.target.ap_title, addr, m.target.cell)
+            self.counters["address-changed"] += 1
+        return True
+
     def meter_ids(self) -> list[str]:
         return list(self._meters)
 

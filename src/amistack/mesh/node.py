@@ -33,6 +33,11 @@ and the key server's group-key pushes then reach the meter through the parent it
 not through one that may be gone. Messages of our session still in flight through the previous
 parent are taken too.
 
+A session that ends while the node is in the DODAG (a ping or re-authentication through a
+parent that went away unanswered, the PAA's PTR, the lifetime) is run again from scratch:
+after the back-off pause a new PaC authenticates through RPL's preferred parent, which relays
+it, and the C12.22 keys follow the new session. The node stays in the DODAG meanwhile.
+
 The concentrator is the same node built with `MeshNode.concentrator`: DODAG root, PANA relay for
 its own neighbours, keyed and relay-ready from the start, and border router to the WAN: a
 secured packet from the mesh for an address outside the mesh prefix goes to `wan` as a plain
@@ -75,7 +80,13 @@ from amistack.mesh.rpl.node import RplNode
 from amistack.mesh.rpl.packet import LINK_LOCAL_PREFIX, Packet
 from amistack.mesh.rpl.srh import is_multicast
 from amistack.pana.constants import PANA_PORT
-from amistack.pana.events import Authenticated, AuthenticationFailed, PanaEvent
+from amistack.pana.events import (
+    Authenticated,
+    AuthenticationFailed,
+    PanaEvent,
+    PingCompleted,
+    SessionTerminated,
+)
 from amistack.pana.pac import PanaClient
 from amistack.pana.relay import PanaRelay
 
@@ -194,6 +205,8 @@ class MeshNode:
         self.candidates: OrderedDict[Eui64, int] = OrderedDict()  # beacon sender -> rank
         self._relay_buckets: OrderedDict[Eui64, tuple[float, float]] = OrderedDict()
         self._choose_at: float | None = None
+        self._reauth_at: float | None = None  # when a joined node whose session ended retries
+        self._relay_dodag: bytes | None = None  # the DODAG PANA's parent relayed in, last heard
         self._pause = self.config.retry_backoff[0]
         self._wan_out: list[bytes] = []
         self._last_dio: Ipv6Packet | None = None
@@ -291,8 +304,10 @@ class MeshNode:
             self.counters["unsecured-dropped"] += 1
             return
         source: Addr = (str(packet.src), udp.src_port)
-        if self.pac is not None and got.src in (self.parent, self._previous_parent):
-            # our own session, relayed to us (through the previous parent: still in flight)
+        ours = got.src in (self.parent, self._previous_parent)
+        if self.pac is not None and ours and _of_session(udp.payload, self.pac.session_id):
+            # our own session, relayed to us (through the previous parent: still in flight;
+            # another session's message from there is a former parent's, now our child's)
             self.pac.receive_datagram(udp.payload, source, now)
         elif self.relay_ready and not self._relay_allowed(got.src, now):
             self.counters["relay-rate-limited"] += 1
@@ -483,20 +498,48 @@ class MeshNode:
 
     def _on_pana(self, event: PanaEvent, now: float) -> None:
         self._events.append(event)
-        if isinstance(event, Authenticated):
+        if isinstance(event, PingCompleted):
+            self._previous_parent = None  # the session runs through the new parent now
+        elif isinstance(event, Authenticated):
             self._take_group_keys(event, now)
             if not self.authenticated:
                 self.authenticated = True
                 self.rpl.start(now)
-                self._pause = self.config.retry_backoff[0]
+            self._pause = self.config.retry_backoff[0]
         elif isinstance(event, AuthenticationFailed) and not self.authenticated:
             self.counters["pana-refused" if event.refused else "pana-failed"] += 1
             if not event.refused and self.parent is not None:
                 self.candidates.pop(self.parent, None)
             self.pac = None
-            pause = self._pause * (0.5 + 0.5 * _fraction(self._rng))
-            self._pause = min(2 * self._pause, self.config.retry_backoff[1])
-            self._choose_at = now + pause
+            self._choose_at = now + self._next_pause()
+        elif (
+            isinstance(event, SessionTerminated | AuthenticationFailed)
+            and self.wan is None
+            and self._reauth_at is None
+        ):  # joined, but the session is gone: authenticate again (module docstring)
+            self.counters["pana-session-lost"] += 1
+            self.pac = None
+            self._reauth_at = now + self._next_pause()
+
+    def _next_pause(self) -> float:
+        pause = self._pause * (0.5 + 0.5 * _fraction(self._rng))
+        self._pause = min(2 * self._pause, self.config.retry_backoff[1])
+        return pause
+
+    def _reauthenticate(self, now: float) -> None:
+        """A new PANA session through RPL's preferred parent (or later, when there is none)."""
+        self._reauth_at = None
+        preferred = self.rpl.preferred if self.rpl.joined else None
+        if preferred is None or self._new_pac is None:
+            self._reauth_at = now + self._next_pause()
+            return
+        self.parent = Eui64.from_interface_id(preferred[8:])
+        self._previous_parent = None
+        self._relay_dodag = self.rpl.dodag_id
+        self._events.append(ParentChosen(self.parent, self.rpl.rank))
+        self.pac = self._new_pac((str(self.parent.link_local()), PANA_PORT))
+        self.pac.start(now)
+        self.counters["pana-reauthenticate"] += 1
 
     def _move_pana(self, now: float) -> None:
         """PANA to RPL's preferred parent, announced to the PAA by an AUTH-protected ping."""
@@ -506,8 +549,11 @@ class MeshNode:
         if preferred is None or pac is None:
             return
         parent = Eui64.from_interface_id(preferred[8:])
-        if parent == self.parent:
-            return
+        dodag, known = self.rpl.dodag_id, self._relay_dodag
+        self._relay_dodag = dodag
+        if parent == self.parent and (dodag == known or known is None):
+            return  # the same relay at the same address (or the first DODAG, PANA's own)
+        # a new parent, or the same one in another DODAG: its relay address has a new prefix
         self._previous_parent, self.parent = self.parent, parent
         pac.paa = (str(parent.link_local()), PANA_PORT)  # retransmissions go there too
         pac.ping(now)
@@ -556,12 +602,13 @@ class MeshNode:
         return out
 
     def get_timer(self) -> float | None:
-        # asked after every frame the node hears: the earliest of six, without a list
+        # asked after every frame the node hears: the earliest of seven, without a list
         best = self.link.get_timer()
         for t in (
             self._choose_at,
             self._key_switch,
             self._move_at,
+            self._reauth_at,
             self.rpl.get_timer() if self.authenticated else None,
             self.pac.get_timer() if self.pac is not None else None,
         ):
@@ -590,9 +637,17 @@ class MeshNode:
             self._choose_parent(now)
         if self._move_at is not None and self._move_at <= now:
             self._move_pana(now)
+        if self._reauth_at is not None and self._reauth_at <= now:
+            self._reauthenticate(now)
 
     def next_event(self) -> MeshNodeEvent | None:
         return self._events.popleft() if self._events else None
+
+
+def _of_session(payload: bytes, session_id: int | None) -> bool:
+    """Whether a PANA message is of our session: its Session Identifier (octets 8-11,
+    RFC 5191 §6.2) is ours, or we have none yet (our PCI is still unanswered)."""
+    return not session_id or payload[8:12] == session_id.to_bytes(4, "big")
 
 
 def _is_dio(packet: Packet) -> bool:

@@ -132,6 +132,7 @@ class MeshConfig:
     per_concentrator: int = 400  # meters per concentrator (sets the k x k grid of DODAG roots)
     wrong_psk: frozenset[int] = frozenset()  # meter indexes (1..nodes) with a PSK the server lacks
     c1222: bool = False  # meters run the C12.22 endpoint; a head-end on the WAN reads them
+    push: PushConfig | None = None  # with c1222: the meters push their intervals to the head-end
     rpl: RplConfig = field(
         default_factory=lambda: RplConfig(
             dio_interval_min=10, dio_interval_doublings=8, dio_redundancy_constant=3,
@@ -679,7 +680,7 @@ def build_mesh(config: MeshConfig) -> MeshSim:
         radio.place(radio_addr(eui), rng.uniform(0.0, side), rng.uniform(0.0, side))
         meters.append(meter)
         if config.c1222:
-            c1222.append(MeshMeter(meter, _meter_endpoint(config.seed, i, registry)))
+            c1222.append(MeshMeter(meter, _meter_endpoint(config, i, registry)))
     keyserver = KeyServer(
         store,
         rng=seeded_random(config.seed * 23),
@@ -714,12 +715,14 @@ def build_mesh(config: MeshConfig) -> MeshSim:
     return sim
 
 
-def _meter_endpoint(seed: int, i: int, registry: PurposeRegistry) -> MeterNode:
+def _meter_endpoint(mesh: MeshConfig, i: int, registry: PurposeRegistry) -> MeterNode:
     """Meter i's C12.22 endpoint: its metering model, an empty key ring (filled by its UKMF
-    sessions), no pushes (the head-end reads)."""
+    sessions), pushes to the head-end only with `MeshConfig.push` (else the head-end reads)."""
+    seed, push = mesh.seed, mesh.push
     config = MeterNodeConfig(
-        meter_title(i), HEADEND_TITLE, None, push=PushConfig(enabled=False),
-        time=TimeScale(0.0, METER_EPOCH), event_poll_s=900.0,
+        meter_title(i), HEADEND_TITLE, None if push is None else (HEADEND_IP, C1222_PORT),
+        push=push or PushConfig(enabled=False), time=TimeScale(0.0, METER_EPOCH),
+        event_poll_s=900.0,
     )  # fmt: skip
     model = MeterModel(seed * 1_000_003 + i, MeterConfig(install_time=METER_EPOCH - METER_HISTORY))
     node = MeterNode(config, model, KeyRing(meter_id(i).encode(), registry),

@@ -2,7 +2,9 @@
 
 The plots are what an evaluator looks at first: authenticated meters over time, the key
 server's queue and drops, per-slot collection completeness and lateness, and, per scenario,
-the blackout recovery with and without back-off or the revoked meters' shut-out. matplotlib
+the blackout recovery with and without back-off or the revoked meters' shut-out; for
+`concentrator-loss` the meters in each concentrator's DODAG around the loss (in place of the
+key server's queue, which the mesh does not model). matplotlib
 runs headless (Agg); nothing is shown on screen.
 """
 
@@ -37,9 +39,14 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     )
     fig, axes = plt.subplots(2, 2, figsize=(12, 8), constrained_layout=True)
     p = result["parameters"]
+    where = (
+        f"mesh of {p['per_concentrator']} meters per concentrator"
+        if p.get("topology") == "mesh"
+        else f"key server {p['keyserver_auth_rate']:g} auth/s"
+    )
     fig.suptitle(
         f"amistack sim fleet: {result['scenario']}, {p['meters']} meters in {p['cells']} cells, "
-        f"seed {p['seed']}, key server {p['keyserver_auth_rate']:g} auth/s"
+        f"seed {p['seed']}, {where}"
     )
     ax_auth, ax_ks, ax_slots, ax_late = axes.flat
     blackout = result["scenario"] == "blackout"
@@ -67,6 +74,9 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     xlabel = "seconds after the blackout" if blackout else "simulated hours"
     ax_auth.set(title="meters holding keys", xlabel=xlabel, ylabel="meters")
     ax_ks.set(title="key server: queue depth and drops", xlabel=xlabel)
+    loss = sim.get("concentrator_loss")
+    if loss is not None:
+        _plot_dodags(ax_ks, loss)
     ax_slots.set(title="collection completeness per slot", xlabel="slot", ylabel="%")
     ax_slots.set_ylim(0, 105)
     ax_late.set(title="p99 lateness per slot", xlabel="slot", ylabel="seconds after boundary")
@@ -76,6 +86,24 @@ def _plot(result: dict[str, Any], path: Path) -> None:
             ax.legend(fontsize="small")
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def _plot_dodags(ax: Any, loss: dict[str, Any]) -> None:
+    """Meters in each concentrator's DODAG (and in none) around the concentrator's loss."""
+    ax.clear()
+    rows = loss["joined_per_concentrator"]
+    t = [r["t"] for r in rows]
+    for key in [k for k in (rows[0] if rows else {}) if k != "t"]:
+        dead = key == f"c{loss['concentrator']}"
+        label = "in no DODAG" if key == "unjoined" else f"concentrator {key[1:]}"
+        ax.plot(t, [r[key] for r in rows], label=label + (" (dies)" if dead else ""),
+                linestyle=":" if key == "unjoined" else "-")  # fmt: skip
+    ax.axvline(0.0, color="grey", linewidth=0.8)
+    ax.set(
+        title=f"meters per concentrator, cell {loss['cell']}",
+        xlabel="seconds after the concentrator's loss",
+        ylabel="meters",
+    )
 
 
 __all__ = ["write_report"]

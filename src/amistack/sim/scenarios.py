@@ -17,6 +17,12 @@ the key server's CPU per datagram) and differs from run to run.
 - `revocation`: `revoke_fraction` of the meters revoked halfway through `days`: time until each
   is shut out (its session ended at the meter) and readings accepted from them afterwards
   (must be 0). `days` also sets how long `rollover` runs.
+- `concentrator-loss` (`topology="mesh"`, sim/fleet_mesh.py): a concentrator dies mid-run; its
+  meters re-parent into neighbouring DODAGs, move or renew their PANA sessions through new
+  relays, and collection resumes: time to recover, readings lost (must be 0, backfill counted).
+
+`topology="mesh"` runs `day` and `concentrator-loss` with the meters in RPL meshes under several
+concentrators per cell (sim/fleet_mesh.py); the other scenarios are star-only.
 
 Every scenario runs whole or in `shards` by cell (sim/shard.py): each shard's part returns
 counts that add up, and `merge_parts` turns them into the scenario's figures.
@@ -40,7 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from amistack.headend.collector import CollectorConfig, Mode
+from amistack.headend.collector import CollectorConfig, Mode, SlotStats
 from amistack.meter.access import AccessConfig
 from amistack.meter.events import AccessLost
 from amistack.meter.node import PushConfig
@@ -57,7 +63,9 @@ from amistack.sim.fleet import (
 )
 from amistack.sim.stats import percentile_time
 
-SCENARIOS = ("day", "blackout", "rollover", "revocation")
+SCENARIOS = ("day", "blackout", "rollover", "revocation", "concentrator-loss")
+STAR_SCENARIOS = SCENARIOS[:4]
+TOPOLOGIES = ("star", "mesh")
 SLOT_S = 1800  # half-hour slots (the B route's and TEPCO's collection interval)
 DATAGRAMS_PER_AUTH = 5  # what a key server takes in per authentication: PCI + 4 PAN
 NO_BACKOFF_PCI = RetransmitParams(irt=1.0, mrt=1.0, mrc=0, mrd=0.0)  # every second, for ever
@@ -85,6 +93,8 @@ class ScenarioConfig:
     # a LocalCluster of `workers` processes.
     cluster: str | None = None
     workers: int = 1
+    topology: str = "star"  # or "mesh" (sim/fleet_mesh.py)
+    per_concentrator: int = 50  # mesh: meters per concentrator (k x k DODAG roots per cell)
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
@@ -99,6 +109,26 @@ class ScenarioConfig:
             raise ValueError("workers must be >= 1")
         if not 0 < self.revoke_fraction <= 1:
             raise ValueError("revoke_fraction must be in (0, 1]")
+        if self.scenario not in scenarios_for(self.topology):
+            raise ValueError(
+                f"scenario {self.scenario!r} does not run on topology {self.topology!r} "
+                f"(it runs: {', '.join(scenarios_for(self.topology))})"
+            )
+        if self.topology == "mesh":
+            from amistack.sim.fleet_mesh import check_mesh
+
+            check_mesh(self)
+
+
+def scenarios_for(topology: str) -> tuple[str, ...]:
+    """The scenarios a topology runs (what `--scenario all` means there)."""
+    if topology not in TOPOLOGIES:
+        raise ValueError(f"unknown topology {topology!r} (one of {', '.join(TOPOLOGIES)})")
+    if topology == "mesh":
+        from amistack.sim.fleet_mesh import MESH_SCENARIOS
+
+        return MESH_SCENARIOS
+    return STAR_SCENARIOS
 
 
 def fleet_config(
@@ -218,11 +248,7 @@ class SlotDigest:
         """Count the slots whose boundary is at or before `before`."""
         slots = self.fleet.headend.collector.slots
         for b in sorted(b for b in slots if b <= before and b not in self.counts):
-            s = slots[b]
-            got = [d for mid, d in s.delivered.items() if mid in s.expected]
-            late = Counter(int((d.at - b) / LATENESS_BIN_S) for d in got)
-            backfilled = sum(1 for d in got if d.via == "backfill")
-            self.counts[b] = (len(s.expected), len(got), backfilled, late)
+            self.counts[b] = digest_slot(slots[b])
 
     def part(self, boundaries: list[int]) -> list[tuple[int, int, int, Counter[int]]]:
         self.take(self.fleet.clock.now)
@@ -230,6 +256,14 @@ class SlotDigest:
 
 
 SlotCounts = list[tuple[int, int, int, Counter[int]]]
+
+
+def digest_slot(s: SlotStats) -> tuple[int, int, int, Counter[int]]:
+    """A slot's expected, delivered and backfilled readings and its lateness histogram."""
+    got = [d for mid, d in s.delivered.items() if mid in s.expected]
+    late = Counter(int((d.at - s.boundary) / LATENESS_BIN_S) for d in got)
+    backfilled = sum(1 for d in got if d.via == "backfill")
+    return (len(s.expected), len(got), backfilled, late)
 
 
 def merge_slot_counts(parts: list[SlotCounts]) -> SlotCounts:
@@ -347,7 +381,7 @@ def _merge_keyservers(keyservers: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _merge_series(series: list[list[dict[str, float]]]) -> list[dict[str, float]]:
+def merge_series(series: list[list[dict[str, float]]]) -> list[dict[str, float]]:
     """The shards' samples, taken at the same simulated times, added up."""
     return [
         {k: (rows[0][k] if k == "t" else sum(r[k] for r in rows)) for k in rows[0]}
@@ -386,7 +420,7 @@ def merge_day(parts: list[Part]) -> dict[str, Any]:
         "packets_per_reading": round(sum(p["packets"] for p in parts) / max(stored, 1), 3),
         "headend": {k: sum(p["headend"][k] for p in parts) for k in parts[0]["headend"]},
         "keyserver": _merge_keyservers([p["keyserver"] for p in parts]),
-        "series": _merge_series([p["series"] for p in parts]),
+        "series": merge_series([p["series"] for p in parts]),
     }
 
 
@@ -465,7 +499,7 @@ def _merge_blackout_run(sc: ScenarioConfig, runs: list[dict[str, Any]], backoff:
         "keyserver": _merge_keyservers([r["keyserver"] for r in runs]),
         "slots": slots,
         "blackout_at_s": runs[0]["blackout_at_s"],
-        "series": _merge_series([r["series"] for r in runs]),
+        "series": merge_series([r["series"] for r in runs]),
     }
 
 
@@ -554,7 +588,7 @@ def _merge_revocation(sc: ScenarioConfig, parts: list[Part]) -> dict[str, Any]:
         "reauthenticated_after_revocation": sum(p["reauthenticated"] for p in parts),
         "readings_accepted_after_revocation": sum(p["accepted_after"] for p in parts),
         "slots_others": slot_summary(merge_slot_counts([p["slot_counts"] for p in parts])),
-        "series": _merge_series([p["series"] for p in parts]),
+        "series": merge_series([p["series"] for p in parts]),
     }
 
 
@@ -575,11 +609,19 @@ _MERGES: dict[str, Callable[[ScenarioConfig, list[Part]], dict[str, Any]]] = {
 
 def scenario_part(sc: ScenarioConfig, shard: int, progress: ProgressHook | None = None) -> Part:
     """Shard `shard`'s part of the scenario (what a Dask worker runs, sim/shard.py)."""
+    if sc.topology == "mesh":
+        from amistack.sim.fleet_mesh import mesh_part
+
+        return mesh_part(sc, shard, progress)
     return _PARTS[sc.scenario](sc, shard, progress)
 
 
 def merge_parts(sc: ScenarioConfig, parts: list[Part]) -> dict[str, Any]:
     """The scenario's `simulated` figures from its shards' parts, in shard order."""
+    if sc.topology == "mesh":
+        from amistack.sim.fleet_mesh import merge_mesh
+
+        return merge_mesh(sc, parts)
     return _MERGES[sc.scenario](sc, parts)
 
 
@@ -597,6 +639,20 @@ def _simulate(sc: ScenarioConfig, progress: ProgressHook | None) -> dict[str, An
     return out
 
 
+def _star_model(sc: ScenarioConfig) -> dict[str, Any]:
+    return {
+        "topology": "star: meters in shared cells (FIFO channel, rate_pps, bounded queue)",
+        "keyserver_service_s_per_datagram": 1.0 / (sc.keyserver_auth_rate * DATAGRAMS_PER_AUTH),
+        "datagrams_per_auth": DATAGRAMS_PER_AUTH,
+        "shards": (
+            "one fleet: one key server, one head-end"
+            if sc.shards == 1
+            else f"{sc.shards} shards by cell, each with its own key server (1/{sc.shards} "
+            "of the capacity and queue) and head-end; nothing crosses between them"
+        ),
+    }
+
+
 def run_scenario(sc: ScenarioConfig, progress: ProgressHook | None = None) -> dict[str, Any]:
     """Run one scenario; {"scenario", "parameters", "simulated", "wall"} (see the module doc)."""
     wall0, cpu0 = time.perf_counter(), time.process_time()
@@ -605,22 +661,17 @@ def run_scenario(sc: ScenarioConfig, progress: ProgressHook | None = None) -> di
     extra = simulated.pop("_wall")
     events = extra.pop("events")
     ks_cpu, ks_datagrams = extra.pop("keyserver_cpu_s"), extra.pop("keyserver_datagrams")
+    model = _star_model(sc)
+    if sc.topology == "mesh":
+        from amistack.sim.fleet_mesh import mesh_model
+
+        model = mesh_model(sc)
     return {
         "scenario": sc.scenario,
         "parameters": {
             k: (v.value if isinstance(v, Mode) else v) for k, v in dataclasses.asdict(sc).items()
         },
-        "model": {
-            "topology": "star: meters in shared cells (FIFO channel, rate_pps, bounded queue)",
-            "keyserver_service_s_per_datagram": 1.0 / (sc.keyserver_auth_rate * DATAGRAMS_PER_AUTH),
-            "datagrams_per_auth": DATAGRAMS_PER_AUTH,
-            "shards": (
-                "one fleet: one key server, one head-end"
-                if sc.shards == 1
-                else f"{sc.shards} shards by cell, each with its own key server (1/{sc.shards} "
-                "of the capacity and queue) and head-end; nothing crosses between them"
-            ),
-        },
+        "model": model,
         "simulated": simulated,
         "wall": {
             "wall_s": round(wall, 3),
@@ -636,4 +687,14 @@ def run_scenario(sc: ScenarioConfig, progress: ProgressHook | None = None) -> di
     }
 
 
-__all__ = ["SCENARIOS", "ScenarioConfig", "merge_parts", "run_scenario", "scenario_part"]
+__all__ = [
+    "SCENARIOS",
+    "TOPOLOGIES",
+    "ScenarioConfig",
+    "digest_slot",
+    "merge_parts",
+    "merge_series",
+    "run_scenario",
+    "scenario_part",
+    "scenarios_for",
+]

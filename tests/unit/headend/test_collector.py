@@ -258,3 +258,22 @@ def test_malformed_push_is_counted_and_answered_not_held() -> None:
     assert fleet.headend.counters["acks-held"] == 0
     assert fleet.repo.count_readings() == 0
     assert node.server.counters["messages-accepted"] == 1  # the meter got its (OK) answer
+
+
+def test_a_meter_that_moved_is_read_at_its_new_address_with_nothing_forgotten() -> None:
+    fleet = build_fleet(FleetConfig(meters=4, cells=1, mode=Mode.POLLED, slots=1))
+    collector = fleet.headend.collector
+    assert not collector.set_address("no-such-meter", ("10.9.9.9", 1153))
+    old = collector.target(meter_id(0))
+    assert old is not None
+    new: Addr = ("10.9.9.9", 1153)
+    assert collector.set_address(meter_id(0), new)
+    moved = collector.target(meter_id(0))
+    assert moved is not None and moved.addr == new
+    assert (moved.meter_id, moved.ap_title, moved.cell) == (old.meter_id, old.ap_title, old.cell)
+    assert collector.set_address(meter_id(0), new) and collector.counters["address-changed"] == 1
+    run(fleet)
+    slot = fleet.headend.collector.slots[measured_slots(fleet)[0]]
+    assert meter_id(0) not in slot.delivered  # read at the new address, where nobody answers
+    assert fleet.net.counters["undeliverable"] > 0
+    assert {meter_id(i) for i in (1, 2, 3)} <= set(slot.delivered)

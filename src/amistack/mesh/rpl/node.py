@@ -575,6 +575,10 @@ class RplNode:
             self.counters["dao_failed"] += 1
             self._event(DaoFailed(self._pending.sequence, None))
             self._pending = None
+            # the root never answered: the path up is broken (a root that died leaves its
+            # DODAG's ranks standing). Repair locally, as Contiki-NG's rpl-lite does on "DAO
+            # max rtx": poison, then join whatever DODAG is heard after the hold-down
+            self._detach(now, "no DAO-ACK after the retransmissions")
             return
         attempts = self._pending.attempts + 1
         self._send_dao(now)  # a new sequence (§9.3: each DAO is a fresh announcement)

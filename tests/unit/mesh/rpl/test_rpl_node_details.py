@@ -19,7 +19,7 @@ from amistack.mesh.rpl.config import (
     WSBRD_SMALL,
 )
 from amistack.mesh.rpl.constants import ALL_RPL_NODES, Mop, Ocp
-from amistack.mesh.rpl.events import DaoFailed, ParentChanged, RouteRemoved
+from amistack.mesh.rpl.events import DaoFailed, Detached, ParentChanged, RouteRemoved
 from amistack.mesh.rpl.messages import (
     Dao,
     Dio,
@@ -76,6 +76,8 @@ def test_an_unacknowledged_dao_is_retransmitted_then_reported() -> None:
         events.append(e)
     assert any(isinstance(e, DaoFailed) and e.status is None for e in events)
     assert node.counters["dao_failed"] == 1
+    # the path up is broken: a local repair (poison, rejoin after the hold-down)
+    assert any(isinstance(e, Detached) for e in events) and not node.joined
 
 
 def test_a_full_root_rejects_daos_with_status() -> None:
