@@ -277,14 +277,18 @@ def bench_paa_config(session_lifetime: float = 3600.0) -> Any:
 
 
 def bench_key_server_engine(
-    devices: int, session_lifetime: float = 3600.0, tls_dir: str | None = None
+    devices: int,
+    session_lifetime: float = 3600.0,
+    tls_dir: str | None = None,
+    skip_identity: bool = True,
 ) -> Any:
     """The PAA engine the benchmark authenticates against, PSKs for `devices` bench meters.
 
     A `PanaAuthAgent` with the built-in EAP-PSK server; PSKs come from an in-memory table so the
     benchmark measures the protocol path, not credential storage. With `tls_dir` (a
     `bench_tls_pki`) EAP-TLS is offered first to the same devices (enrolment in memory, the CRL
-    checked as the key server does).
+    checked as the key server does). `skip_identity` as `amistack keyserver` runs (EAP-PSK
+    alone: no Identity round trip).
     """
     from amistack.eap.method import ServerMethodFactory
     from amistack.eap.psk import EapPskServer
@@ -308,16 +312,21 @@ def bench_key_server_engine(
             pki.RevocationList(layout.crl, ca).is_revoked,
         )
         methods.insert(0, lambda: EapTlsServer(config, time.time))
-    backend = LocalEapBackend(lambda: methods, rng)
+    backend = LocalEapBackend(lambda: methods, rng, skip_identity=skip_identity and tls_dir is None)
     return PanaAuthAgent(bench_paa_config(session_lifetime), backend, rng)
 
 
 def bench_store_key_server(
-    devices: int, data_dir: str, session_lifetime: float = 3600.0, tls_dir: str | None = None
+    devices: int,
+    data_dir: str,
+    session_lifetime: float = 3600.0,
+    tls_dir: str | None = None,
+    skip_identity: bool = True,
 ) -> Any:
     """The full `keymgmt.KeyServer` (SQLite credential store, KEK-wrapped PSKs, key rings persisted
     per authentication) in `data_dir`, with the bench meters enrolled: for EAP-PSK, or with
-    `tls_dir` (a `bench_tls_pki`) for EAP-TLS, its method beside EAP-PSK (`--eap-tls`)."""
+    `tls_dir` (a `bench_tls_pki`) for EAP-TLS, its method beside EAP-PSK (`--eap-tls`).
+    `skip_identity` as `amistack keyserver` runs (EAP-PSK alone: no Identity round trip)."""
     from pathlib import Path
 
     from amistack.keymgmt.kek import FileKek
@@ -348,6 +357,7 @@ def bench_store_key_server(
         commit_interval=DEFAULT_COMMIT_INTERVAL,
         now=now,
         extra_methods=extra,
+        skip_identity=skip_identity,
     )
 
 

@@ -231,6 +231,44 @@ def test_unknown_and_wrong_psk_fail_and_are_audited(store: CredentialStore) -> N
     assert len(store.audit_log(kind=AuditKind.AUTH_FAILURE)) == 2
 
 
+def test_skip_identity_saves_a_round_trip_and_keeps_every_check(store: CredentialStore) -> None:
+    """EAP-PSK alone: the first PAR carries EAP-PSK's first message (RFC 3748 §2), 9 datagrams
+    instead of 11; an unknown or wrong-PSK meter still fails, and the keys still agree."""
+    sent: dict[bool, list[Addr]] = {}
+    for skip in (False, True):
+        server = KeyServer(
+            store,
+            rng=seeded_random(10 + skip),  # its own session ids: both runs share the store
+            paa_config=PaaConfig(session_lifetime=LIFETIME),
+            now=0.0,
+            skip_identity=skip,
+        )
+        meter = Meter(b"meter-1", PSKS[b"meter-1"], 40000 + skip, seed=2)
+        net = Net(server, [])
+        sources = sent[skip] = []
+        forward = net._send
+
+        def counting(src: Addr, dst: Addr, data: bytes, now: float) -> None:
+            sources.append(src)  # noqa: B023 - each round's own list, used within the round
+            forward(src, dst, data, now)  # noqa: B023
+
+        net._send = counting  # type: ignore[method-assign]
+        start(net, meter)
+        mine = meter.ring.current(C1222, net.now)
+        assert mine is not None
+        theirs = server.key_for(mine.key_id, "c1222", net.now)
+        assert theirs is not None and theirs.key == mine.key
+        failed_before = len(store.audit_log(kind=AuditKind.AUTH_FAILURE))
+        stranger = Meter(b"meter-x", PSKS[b"meter-1"], 40010 + skip, seed=3)
+        impostor = Meter(b"meter-2", PSKS[b"meter-1"], 40020 + skip, seed=4)
+        start(net, stranger, impostor)
+        assert len(net.of(AuthenticationFailed)) == 2
+        assert len(store.audit_log(kind=AuditKind.AUTH_FAILURE)) == failed_before + 2
+    for skip, sources in sent.items():
+        first = sources[: 11 - 2 * skip]  # the first authentication alone
+        assert (first.count(PAA), len(first) - first.count(PAA)) == (5 - skip, 6 - skip)
+
+
 def test_revocation_ends_sessions_cuts_keys_and_refuses_reauth(store: CredentialStore) -> None:
     server = make_server(store)
     lost = Meter(b"meter-1", PSKS[b"meter-1"], 40000, seed=2)
