@@ -10,6 +10,11 @@
  *
  * Callers (eax_prime.py) check the key and cleartext lengths and raise the typed errors; the
  * checks here only keep the C side safe on its own.
+ *
+ * The module also carries plain EAX (Bellare, Rogaway, Wagner; amistack/crypto/eax.py is the
+ * reference) under AES-128 for EAP-PSK's protected channel (RFC 4764 §3.3): each key serves
+ * one authentication, so there too the per-key Python set-up (a cipher context, a CMAC context
+ * and its three OMAC prefixes) cost more than the two short messages it protects.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -257,16 +262,195 @@ done:
     return result;
 }
 
+/* -- plain EAX: CMAC (RFC 4493: big-endian doubling), OMAC^t, CTR over the whole block ----- */
+
+static void dbl_be(unsigned char *out, const unsigned char *in)
+{
+    unsigned carry = in[0] >> 7;
+    for (int i = 0; i < BLOCK - 1; i++)
+        out[i] = (unsigned char)((in[i] << 1) | (in[i + 1] >> 7));
+    out[BLOCK - 1] = (unsigned char)(in[BLOCK - 1] << 1);
+    out[BLOCK - 1] ^= (unsigned char)(0x87 & (0u - carry));
+}
+
+/* K1, K2 of RFC 4493 §2.3, after the key schedule */
+static int cmac_start(struct keyed *k, const unsigned char *key)
+{
+    static const unsigned char zero[BLOCK];
+    unsigned char l[BLOCK];
+    if (!rekey(key) || !ecb(l, zero, BLOCK))
+        return 0;
+    dbl_be(k->d, l);
+    dbl_be(k->q, k->d);
+    OPENSSL_cleanse(l, sizeof l);
+    return 1;
+}
+
+/* OMAC^t(M) = CMAC([t]_16 || M): the prefix block is always complete, so M empty means the
+ * prefix is the last block (XOR K1); else M's last block is XOR K1 when full, padded XOR K2. */
+static int omac(unsigned char *out, const struct keyed *k, unsigned char t,
+                const unsigned char *m, Py_ssize_t n)
+{
+    unsigned char state[BLOCK], block[BLOCK] = {0};
+    block[BLOCK - 1] = t;
+    if (n == 0) {
+        for (int i = 0; i < BLOCK; i++)
+            block[i] ^= k->d[i];
+        return ecb(out, block, BLOCK);
+    }
+    if (!ecb(state, block, BLOCK))
+        return 0;
+    Py_ssize_t full = n % BLOCK == 0 ? n / BLOCK - 1 : n / BLOCK;
+    for (Py_ssize_t b = 0; b < full; b++) {
+        for (int i = 0; i < BLOCK; i++)
+            block[i] = state[i] ^ m[b * BLOCK + i];
+        if (!ecb(state, block, BLOCK))
+            return 0;
+    }
+    Py_ssize_t rest = n - full * BLOCK;
+    const unsigned char *mask = rest == BLOCK ? k->d : k->q;
+    unsigned char last[BLOCK] = {0};
+    memcpy(last, m + full * BLOCK, (size_t)rest);
+    if (rest < BLOCK)
+        last[rest] = 0x80;
+    for (int i = 0; i < BLOCK; i++)
+        block[i] = state[i] ^ last[i] ^ mask[i];
+    return ecb(out, block, BLOCK);
+}
+
+/* CTR from N' incremented as a 128-bit big-endian integer (no bits cleared, unlike EAX') */
+static int ctr_full(unsigned char *out, const unsigned char *n_prime, const unsigned char *in,
+                    Py_ssize_t n)
+{
+    unsigned char counter[BLOCK], blocks[CTR_CHUNK * BLOCK], stream[CTR_CHUNK * BLOCK];
+    memcpy(counter, n_prime, BLOCK);
+    Py_ssize_t done = 0;
+    while (done < n) {
+        Py_ssize_t left = n - done;
+        int count = left >= CTR_CHUNK * BLOCK ? CTR_CHUNK : (int)((left + BLOCK - 1) / BLOCK);
+        for (int b = 0; b < count; b++) {
+            memcpy(blocks + b * BLOCK, counter, BLOCK);
+            for (int i = BLOCK - 1; i >= 0 && ++counter[i] == 0; i--)
+                ;
+        }
+        if (!ecb(stream, blocks, count * BLOCK))
+            return 0;
+        Py_ssize_t take = left < count * BLOCK ? left : count * BLOCK;
+        for (Py_ssize_t i = 0; i < take; i++)
+            out[done + i] = in[done + i] ^ stream[i];
+        done += take;
+    }
+    OPENSSL_cleanse(stream, sizeof stream);
+    return 1;
+}
+
+/* N' and the full 16-byte tag N' ^ H' ^ C' of `c` under header `h` */
+static int eax_tag(unsigned char *n_prime, unsigned char *tag, const struct keyed *k,
+                   const Py_buffer *nonce, const Py_buffer *header, const unsigned char *c,
+                   Py_ssize_t n)
+{
+    unsigned char h_prime[BLOCK], c_prime[BLOCK];
+    if (!omac(n_prime, k, 0, nonce->buf, nonce->len)
+        || !omac(h_prime, k, 1, header->buf, header->len) || !omac(c_prime, k, 2, c, n))
+        return 0;
+    for (int i = 0; i < BLOCK; i++)
+        tag[i] = n_prime[i] ^ h_prime[i] ^ c_prime[i];
+    return 1;
+}
+
+PyDoc_STRVAR(eax_seal_doc,
+             "eax_encrypt(key, nonce, header, plaintext) -> (ciphertext, 16-byte tag): plain "
+             "EAX under AES-128");
+
+static PyObject *eax_seal(PyObject *self, PyObject *args)
+{
+    Py_buffer key, nonce, header, plain;
+    PyObject *ct = NULL, *result = NULL;
+    unsigned char n_prime[BLOCK], tag[BLOCK];
+    struct keyed k;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*", &key, &nonce, &header, &plain))
+        return NULL;
+    if (key.len != KEY_LEN) {
+        PyErr_SetString(PyExc_ValueError, "this EAX takes AES-128 keys: 16 bytes");
+        goto done;
+    }
+    ct = PyBytes_FromStringAndSize(NULL, plain.len);
+    if (ct == NULL)
+        goto done;
+    if (!cmac_start(&k, key.buf) || !omac(n_prime, &k, 0, nonce.buf, nonce.len)
+        || !ctr_full((unsigned char *)PyBytes_AS_STRING(ct), n_prime, plain.buf, plain.len)
+        || !eax_tag(n_prime, tag, &k, &nonce, &header, (unsigned char *)PyBytes_AS_STRING(ct),
+                    plain.len)) {
+        crypto_error();
+        goto done;
+    }
+    result = Py_BuildValue("(Oy#)", ct, (const char *)tag, (Py_ssize_t)BLOCK);
+done:
+    Py_XDECREF(ct);
+    OPENSSL_cleanse(&k, sizeof k);
+    PyBuffer_Release(&key);
+    PyBuffer_Release(&nonce);
+    PyBuffer_Release(&header);
+    PyBuffer_Release(&plain);
+    return result;
+}
+
+PyDoc_STRVAR(eax_open_doc,
+             "eax_decrypt(key, nonce, header, ciphertext, tag) -> plaintext, or None if the tag "
+             "(1-16 bytes: a prefix of EAX's) does not verify (nothing is decrypted then)");
+
+static PyObject *eax_open(PyObject *self, PyObject *args)
+{
+    Py_buffer key, nonce, header, sealed, tag;
+    PyObject *result = NULL;
+    unsigned char n_prime[BLOCK], expected[BLOCK];
+    struct keyed k;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*", &key, &nonce, &header, &sealed, &tag))
+        return NULL;
+    if (key.len != KEY_LEN) {
+        PyErr_SetString(PyExc_ValueError, "this EAX takes AES-128 keys: 16 bytes");
+        goto done;
+    }
+    if (!cmac_start(&k, key.buf)
+        || !eax_tag(n_prime, expected, &k, &nonce, &header, sealed.buf, sealed.len)) {
+        crypto_error();
+        goto done;
+    }
+    if (tag.len < 1 || tag.len > BLOCK || CRYPTO_memcmp(expected, tag.buf, (size_t)tag.len) != 0) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    result = PyBytes_FromStringAndSize(NULL, sealed.len);
+    if (result != NULL
+        && !ctr_full((unsigned char *)PyBytes_AS_STRING(result), n_prime, sealed.buf,
+                     sealed.len)) {
+        Py_CLEAR(result);
+        crypto_error();
+    }
+done:
+    OPENSSL_cleanse(&k, sizeof k);
+    OPENSSL_cleanse(n_prime, sizeof n_prime);
+    PyBuffer_Release(&key);
+    PyBuffer_Release(&nonce);
+    PyBuffer_Release(&header);
+    PyBuffer_Release(&sealed);
+    PyBuffer_Release(&tag);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"encrypt", eax_encrypt, METH_VARARGS, encrypt_doc},
     {"decrypt", eax_decrypt, METH_VARARGS, decrypt_doc},
     {"authenticate", eax_authenticate, METH_VARARGS, authenticate_doc},
+    {"eax_encrypt", eax_seal, METH_VARARGS, eax_seal_doc},
+    {"eax_decrypt", eax_open, METH_VARARGS, eax_open_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_eax_prime",
-    "EAX' (ANSI C12.22 Annex I) over OpenSSL AES-128, one call per message.", -1, methods,
+    "EAX' (ANSI C12.22 Annex I) and EAX over OpenSSL AES-128, one call per message.", -1,
+    methods,
 };
 
 PyMODINIT_FUNC PyInit__eax_prime(void)
