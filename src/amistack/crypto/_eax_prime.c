@@ -51,20 +51,38 @@ static void dbl_le(unsigned char *out, const unsigned char *in)
     out[0] ^= (unsigned char)(0x87 & (0u - carry)); /* no branch on key-dependent bits */
 }
 
+/* plain EAX's (CMAC's, RFC 4493 §2.3) doubling: the block as a BIG-endian integer times x */
+static void dbl_be(unsigned char *out, const unsigned char *in)
+{
+    unsigned carry = in[0] >> 7;
+    for (int i = 0; i < BLOCK - 1; i++)
+        out[i] = (unsigned char)((in[i] << 1) | (in[i + 1] >> 7));
+    out[BLOCK - 1] = (unsigned char)(in[BLOCK - 1] << 1);
+    out[BLOCK - 1] ^= (unsigned char)(0x87 & (0u - carry));
+}
+
 struct keyed {
     unsigned char d[BLOCK], q[BLOCK];
 };
 
-static int start(struct keyed *k, const unsigned char *key)
+/* The key schedule, then the two masks from E_K(0) by `dbl`: EAX' D and Q (dbl_le), or
+ * CMAC's K1 and K2 (dbl_be) for plain EAX */
+static int start_with(struct keyed *k, const unsigned char *key,
+                      void (*dbl)(unsigned char *, const unsigned char *))
 {
     static const unsigned char zero[BLOCK];
     unsigned char e0[BLOCK];
     if (!rekey(key) || !ecb(e0, zero, BLOCK))
         return 0;
-    dbl_le(k->d, e0);
-    dbl_le(k->q, k->d);
+    dbl(k->d, e0);
+    dbl(k->q, k->d);
     OPENSSL_cleanse(e0, sizeof e0);
     return 1;
+}
+
+static int start(struct keyed *k, const unsigned char *key)
+{
+    return start_with(k, key, dbl_le);
 }
 
 /* CMAC'_X(M): CBC-MAC with IV `iv`; the last block XOR D when complete, else 10*-padded and
@@ -92,15 +110,12 @@ static int cmac(unsigned char *out, const struct keyed *k, const unsigned char *
     return ecb(out, block, BLOCK);
 }
 
-/* CTR from N' with bits 31 and 15 cleared (bytes 12 and 14 ANDed with 0x7F), incremented as
- * a 128-bit big-endian integer. */
-static int ctr(unsigned char *out, const unsigned char *n_prime, const unsigned char *in,
-               Py_ssize_t n)
+/* CTR from `first`, incremented as a 128-bit big-endian integer (plain EAX's counter) */
+static int ctr_full(unsigned char *out, const unsigned char *first, const unsigned char *in,
+                    Py_ssize_t n)
 {
     unsigned char counter[BLOCK], blocks[CTR_CHUNK * BLOCK], stream[CTR_CHUNK * BLOCK];
-    memcpy(counter, n_prime, BLOCK);
-    counter[12] &= 0x7F;
-    counter[14] &= 0x7F;
+    memcpy(counter, first, BLOCK);
     Py_ssize_t done = 0;
     while (done < n) {
         Py_ssize_t left = n - done;
@@ -119,6 +134,17 @@ static int ctr(unsigned char *out, const unsigned char *n_prime, const unsigned 
     }
     OPENSSL_cleanse(stream, sizeof stream);
     return 1;
+}
+
+/* EAX' CTR: from N' with bits 31 and 15 cleared (bytes 12 and 14 ANDed with 0x7F) */
+static int ctr(unsigned char *out, const unsigned char *n_prime, const unsigned char *in,
+               Py_ssize_t n)
+{
+    unsigned char counter[BLOCK];
+    memcpy(counter, n_prime, BLOCK);
+    counter[12] &= 0x7F;
+    counter[14] &= 0x7F;
+    return ctr_full(out, counter, in, n);
 }
 
 static int check(const Py_buffer *key, const Py_buffer *cleartext)
@@ -264,84 +290,20 @@ done:
 
 /* -- plain EAX: CMAC (RFC 4493: big-endian doubling), OMAC^t, CTR over the whole block ----- */
 
-static void dbl_be(unsigned char *out, const unsigned char *in)
-{
-    unsigned carry = in[0] >> 7;
-    for (int i = 0; i < BLOCK - 1; i++)
-        out[i] = (unsigned char)((in[i] << 1) | (in[i + 1] >> 7));
-    out[BLOCK - 1] = (unsigned char)(in[BLOCK - 1] << 1);
-    out[BLOCK - 1] ^= (unsigned char)(0x87 & (0u - carry));
-}
-
-/* K1, K2 of RFC 4493 §2.3, after the key schedule */
-static int cmac_start(struct keyed *k, const unsigned char *key)
-{
-    static const unsigned char zero[BLOCK];
-    unsigned char l[BLOCK];
-    if (!rekey(key) || !ecb(l, zero, BLOCK))
-        return 0;
-    dbl_be(k->d, l);
-    dbl_be(k->q, k->d);
-    OPENSSL_cleanse(l, sizeof l);
-    return 1;
-}
-
-/* OMAC^t(M) = CMAC([t]_16 || M): the prefix block is always complete, so M empty means the
- * prefix is the last block (XOR K1); else M's last block is XOR K1 when full, padded XOR K2. */
+/* OMAC^t(M) = CMAC([t]_16 || M). The prefix block is always complete: with M empty it is the
+ * last block (XOR K1); else CMAC goes on over M from E([t]_16) as its chaining value, which is
+ * `cmac` above with that IV (K1, K2 in the places of EAX' D, Q). */
 static int omac(unsigned char *out, const struct keyed *k, unsigned char t,
                 const unsigned char *m, Py_ssize_t n)
 {
-    unsigned char state[BLOCK], block[BLOCK] = {0};
+    unsigned char block[BLOCK] = {0}, iv[BLOCK];
     block[BLOCK - 1] = t;
     if (n == 0) {
         for (int i = 0; i < BLOCK; i++)
             block[i] ^= k->d[i];
         return ecb(out, block, BLOCK);
     }
-    if (!ecb(state, block, BLOCK))
-        return 0;
-    Py_ssize_t full = n % BLOCK == 0 ? n / BLOCK - 1 : n / BLOCK;
-    for (Py_ssize_t b = 0; b < full; b++) {
-        for (int i = 0; i < BLOCK; i++)
-            block[i] = state[i] ^ m[b * BLOCK + i];
-        if (!ecb(state, block, BLOCK))
-            return 0;
-    }
-    Py_ssize_t rest = n - full * BLOCK;
-    const unsigned char *mask = rest == BLOCK ? k->d : k->q;
-    unsigned char last[BLOCK] = {0};
-    memcpy(last, m + full * BLOCK, (size_t)rest);
-    if (rest < BLOCK)
-        last[rest] = 0x80;
-    for (int i = 0; i < BLOCK; i++)
-        block[i] = state[i] ^ last[i] ^ mask[i];
-    return ecb(out, block, BLOCK);
-}
-
-/* CTR from N' incremented as a 128-bit big-endian integer (no bits cleared, unlike EAX') */
-static int ctr_full(unsigned char *out, const unsigned char *n_prime, const unsigned char *in,
-                    Py_ssize_t n)
-{
-    unsigned char counter[BLOCK], blocks[CTR_CHUNK * BLOCK], stream[CTR_CHUNK * BLOCK];
-    memcpy(counter, n_prime, BLOCK);
-    Py_ssize_t done = 0;
-    while (done < n) {
-        Py_ssize_t left = n - done;
-        int count = left >= CTR_CHUNK * BLOCK ? CTR_CHUNK : (int)((left + BLOCK - 1) / BLOCK);
-        for (int b = 0; b < count; b++) {
-            memcpy(blocks + b * BLOCK, counter, BLOCK);
-            for (int i = BLOCK - 1; i >= 0 && ++counter[i] == 0; i--)
-                ;
-        }
-        if (!ecb(stream, blocks, count * BLOCK))
-            return 0;
-        Py_ssize_t take = left < count * BLOCK ? left : count * BLOCK;
-        for (Py_ssize_t i = 0; i < take; i++)
-            out[done + i] = in[done + i] ^ stream[i];
-        done += take;
-    }
-    OPENSSL_cleanse(stream, sizeof stream);
-    return 1;
+    return ecb(iv, block, BLOCK) && cmac(out, k, iv, m, n);
 }
 
 /* N' and the full 16-byte tag N' ^ H' ^ C' of `c` under header `h` */
@@ -377,7 +339,7 @@ static PyObject *eax_seal(PyObject *self, PyObject *args)
     ct = PyBytes_FromStringAndSize(NULL, plain.len);
     if (ct == NULL)
         goto done;
-    if (!cmac_start(&k, key.buf) || !omac(n_prime, &k, 0, nonce.buf, nonce.len)
+    if (!start_with(&k, key.buf, dbl_be) || !omac(n_prime, &k, 0, nonce.buf, nonce.len)
         || !ctr_full((unsigned char *)PyBytes_AS_STRING(ct), n_prime, plain.buf, plain.len)
         || !eax_tag(n_prime, tag, &k, &nonce, &header, (unsigned char *)PyBytes_AS_STRING(ct),
                     plain.len)) {
@@ -411,7 +373,7 @@ static PyObject *eax_open(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "this EAX takes AES-128 keys: 16 bytes");
         goto done;
     }
-    if (!cmac_start(&k, key.buf)
+    if (!start_with(&k, key.buf, dbl_be)
         || !eax_tag(n_prime, expected, &k, &nonce, &header, sealed.buf, sealed.len)) {
         crypto_error();
         goto done;
