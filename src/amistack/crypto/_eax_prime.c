@@ -166,6 +166,26 @@ static PyObject *crypto_error(void)
     return NULL;
 }
 
+/* The plaintext of `sealed` (CTR `run` from `n_prime`) if `tag` is min_tag..max_tag bytes and
+ * a prefix of `expected`, else None: nothing is decrypted under a tag that does not verify. */
+static PyObject *open_if_authentic(const unsigned char *expected, const Py_buffer *tag,
+                                   Py_ssize_t min_tag, Py_ssize_t max_tag,
+                                   int (*run)(unsigned char *, const unsigned char *,
+                                              const unsigned char *, Py_ssize_t),
+                                   const unsigned char *n_prime, const Py_buffer *sealed)
+{
+    if (tag->len < min_tag || tag->len > max_tag
+        || CRYPTO_memcmp(expected, tag->buf, (size_t)tag->len) != 0)
+        return Py_NewRef(Py_None);
+    PyObject *result = PyBytes_FromStringAndSize(NULL, sealed->len);
+    if (result != NULL
+        && !run((unsigned char *)PyBytes_AS_STRING(result), n_prime, sealed->buf, sealed->len)) {
+        Py_CLEAR(result);
+        crypto_error();
+    }
+    return result;
+}
+
 /* tag = last 4 bytes of (N' XOR CMAC'_Q(ciphertext)), or of N' for an empty ciphertext */
 static int tag_of(unsigned char *tag, const struct keyed *k, const unsigned char *n_prime,
                   const unsigned char *c, Py_ssize_t n)
@@ -233,16 +253,7 @@ static PyObject *eax_decrypt(PyObject *self, PyObject *args)
         crypto_error();
         goto done;
     }
-    if (tag.len != TAG_LEN || CRYPTO_memcmp(expected, tag.buf, TAG_LEN) != 0) {
-        result = Py_NewRef(Py_None);
-        goto done;
-    }
-    result = PyBytes_FromStringAndSize(NULL, sealed.len);
-    if (result != NULL
-        && !ctr((unsigned char *)PyBytes_AS_STRING(result), n_prime, sealed.buf, sealed.len)) {
-        Py_CLEAR(result);
-        crypto_error();
-    }
+    result = open_if_authentic(expected, &tag, TAG_LEN, TAG_LEN, ctr, n_prime, &sealed);
 done:
     OPENSSL_cleanse(&k, sizeof k);
     OPENSSL_cleanse(n_prime, sizeof n_prime);
@@ -378,17 +389,7 @@ static PyObject *eax_open(PyObject *self, PyObject *args)
         crypto_error();
         goto done;
     }
-    if (tag.len < 1 || tag.len > BLOCK || CRYPTO_memcmp(expected, tag.buf, (size_t)tag.len) != 0) {
-        result = Py_NewRef(Py_None);
-        goto done;
-    }
-    result = PyBytes_FromStringAndSize(NULL, sealed.len);
-    if (result != NULL
-        && !ctr_full((unsigned char *)PyBytes_AS_STRING(result), n_prime, sealed.buf,
-                     sealed.len)) {
-        Py_CLEAR(result);
-        crypto_error();
-    }
+    result = open_if_authentic(expected, &tag, 1, BLOCK, ctr_full, n_prime, &sealed);
 done:
     OPENSSL_cleanse(&k, sizeof k);
     OPENSSL_cleanse(n_prime, sizeof n_prime);
