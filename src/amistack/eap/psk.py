@@ -157,7 +157,7 @@ def seal_pchannel(
 
     `tek` may be an EAX already keyed with the TEK (`crypto.eax.eax`), so one conversation
     keys it once."""
-    cipher = eax(tek) if isinstance(tek, bytes) else tek
+    cipher = tek if isinstance(tek, (Eax, NativeEax)) else eax(tek)
     ciphertext, tag = cipher.encrypt(_eax_nonce(counter), bytes([result << 6]), header)
     return struct.pack("!I", counter) + tag + ciphertext
 
@@ -173,7 +173,7 @@ def open_pchannel(
 ) -> PchannelContent:
     """Verify and decrypt; raise EaxAuthError if forged (the nonce is checked by the caller)."""
     tag = pchannel[NONCE_LEN : NONCE_LEN + TAG_LEN]
-    cipher = eax(tek) if isinstance(tek, bytes) else tek
+    cipher = tek if isinstance(tek, (Eax, NativeEax)) else eax(tek)
     plaintext = cipher.decrypt(_eax_nonce(counter), pchannel[NONCE_LEN + TAG_LEN :], tag, header)
     r = plaintext[0] >> 6
     return PchannelContent(ResultFlag(r) if r else None, bool(plaintext[0] & _E_FLAG))
