@@ -10,6 +10,11 @@
  *
  * Callers (eax_prime.py) check the key and cleartext lengths and raise the typed errors; the
  * checks here only keep the C side safe on its own.
+ *
+ * The module also carries plain EAX (Bellare, Rogaway, Wagner; amistack/crypto/eax.py is the
+ * reference) under AES-128 for EAP-PSK's protected channel (RFC 4764 §3.3): each key serves
+ * one authentication, so there too the per-key Python set-up (a cipher context, a CMAC context
+ * and its three OMAC prefixes) cost more than the two short messages it protects.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -46,20 +51,38 @@ static void dbl_le(unsigned char *out, const unsigned char *in)
     out[0] ^= (unsigned char)(0x87 & (0u - carry)); /* no branch on key-dependent bits */
 }
 
+/* plain EAX's (CMAC's, RFC 4493 §2.3) doubling: the block as a BIG-endian integer times x */
+static void dbl_be(unsigned char *out, const unsigned char *in)
+{
+    unsigned carry = in[0] >> 7;
+    for (int i = 0; i < BLOCK - 1; i++)
+        out[i] = (unsigned char)((in[i] << 1) | (in[i + 1] >> 7));
+    out[BLOCK - 1] = (unsigned char)(in[BLOCK - 1] << 1);
+    out[BLOCK - 1] ^= (unsigned char)(0x87 & (0u - carry));
+}
+
 struct keyed {
     unsigned char d[BLOCK], q[BLOCK];
 };
 
-static int start(struct keyed *k, const unsigned char *key)
+/* The key schedule, then the two masks from E_K(0) by `dbl`: EAX' D and Q (dbl_le), or
+ * CMAC's K1 and K2 (dbl_be) for plain EAX */
+static int start_with(struct keyed *k, const unsigned char *key,
+                      void (*dbl)(unsigned char *, const unsigned char *))
 {
     static const unsigned char zero[BLOCK];
     unsigned char e0[BLOCK];
     if (!rekey(key) || !ecb(e0, zero, BLOCK))
         return 0;
-    dbl_le(k->d, e0);
-    dbl_le(k->q, k->d);
+    dbl(k->d, e0);
+    dbl(k->q, k->d);
     OPENSSL_cleanse(e0, sizeof e0);
     return 1;
+}
+
+static int start(struct keyed *k, const unsigned char *key)
+{
+    return start_with(k, key, dbl_le);
 }
 
 /* CMAC'_X(M): CBC-MAC with IV `iv`; the last block XOR D when complete, else 10*-padded and
@@ -87,15 +110,12 @@ static int cmac(unsigned char *out, const struct keyed *k, const unsigned char *
     return ecb(out, block, BLOCK);
 }
 
-/* CTR from N' with bits 31 and 15 cleared (bytes 12 and 14 ANDed with 0x7F), incremented as
- * a 128-bit big-endian integer. */
-static int ctr(unsigned char *out, const unsigned char *n_prime, const unsigned char *in,
-               Py_ssize_t n)
+/* CTR from `first`, incremented as a 128-bit big-endian integer (plain EAX's counter) */
+static int ctr_full(unsigned char *out, const unsigned char *first, const unsigned char *in,
+                    Py_ssize_t n)
 {
     unsigned char counter[BLOCK], blocks[CTR_CHUNK * BLOCK], stream[CTR_CHUNK * BLOCK];
-    memcpy(counter, n_prime, BLOCK);
-    counter[12] &= 0x7F;
-    counter[14] &= 0x7F;
+    memcpy(counter, first, BLOCK);
     Py_ssize_t done = 0;
     while (done < n) {
         Py_ssize_t left = n - done;
@@ -116,6 +136,17 @@ static int ctr(unsigned char *out, const unsigned char *n_prime, const unsigned 
     return 1;
 }
 
+/* EAX' CTR: from N' with bits 31 and 15 cleared (bytes 12 and 14 ANDed with 0x7F) */
+static int ctr(unsigned char *out, const unsigned char *n_prime, const unsigned char *in,
+               Py_ssize_t n)
+{
+    unsigned char counter[BLOCK];
+    memcpy(counter, n_prime, BLOCK);
+    counter[12] &= 0x7F;
+    counter[14] &= 0x7F;
+    return ctr_full(out, counter, in, n);
+}
+
 static int check(const Py_buffer *key, const Py_buffer *cleartext)
 {
     if (key->len != KEY_LEN) {
@@ -133,6 +164,26 @@ static PyObject *crypto_error(void)
 {
     PyErr_SetString(PyExc_RuntimeError, "OpenSSL AES failed");
     return NULL;
+}
+
+/* The plaintext of `sealed` (CTR `run` from `n_prime`) if `tag` is min_tag..max_tag bytes and
+ * a prefix of `expected`, else None: nothing is decrypted under a tag that does not verify. */
+static PyObject *open_if_authentic(const unsigned char *expected, const Py_buffer *tag,
+                                   Py_ssize_t min_tag, Py_ssize_t max_tag,
+                                   int (*run)(unsigned char *, const unsigned char *,
+                                              const unsigned char *, Py_ssize_t),
+                                   const unsigned char *n_prime, const Py_buffer *sealed)
+{
+    if (tag->len < min_tag || tag->len > max_tag
+        || CRYPTO_memcmp(expected, tag->buf, (size_t)tag->len) != 0)
+        return Py_NewRef(Py_None);
+    PyObject *result = PyBytes_FromStringAndSize(NULL, sealed->len);
+    if (result != NULL
+        && !run((unsigned char *)PyBytes_AS_STRING(result), n_prime, sealed->buf, sealed->len)) {
+        Py_CLEAR(result);
+        crypto_error();
+    }
+    return result;
 }
 
 /* tag = last 4 bytes of (N' XOR CMAC'_Q(ciphertext)), or of N' for an empty ciphertext */
@@ -202,16 +253,7 @@ static PyObject *eax_decrypt(PyObject *self, PyObject *args)
         crypto_error();
         goto done;
     }
-    if (tag.len != TAG_LEN || CRYPTO_memcmp(expected, tag.buf, TAG_LEN) != 0) {
-        result = Py_NewRef(Py_None);
-        goto done;
-    }
-    result = PyBytes_FromStringAndSize(NULL, sealed.len);
-    if (result != NULL
-        && !ctr((unsigned char *)PyBytes_AS_STRING(result), n_prime, sealed.buf, sealed.len)) {
-        Py_CLEAR(result);
-        crypto_error();
-    }
+    result = open_if_authentic(expected, &tag, TAG_LEN, TAG_LEN, ctr, n_prime, &sealed);
 done:
     OPENSSL_cleanse(&k, sizeof k);
     OPENSSL_cleanse(n_prime, sizeof n_prime);
@@ -257,16 +299,121 @@ done:
     return result;
 }
 
+/* -- plain EAX: CMAC (RFC 4493: big-endian doubling), OMAC^t, CTR over the whole block ----- */
+
+/* OMAC^t(M) = CMAC([t]_16 || M). The prefix block is always complete: with M empty it is the
+ * last block (XOR K1); else CMAC goes on over M from E([t]_16) as its chaining value, which is
+ * `cmac` above with that IV (K1, K2 in the places of EAX' D, Q). */
+static int omac(unsigned char *out, const struct keyed *k, unsigned char t,
+                const unsigned char *m, Py_ssize_t n)
+{
+    unsigned char block[BLOCK] = {0}, iv[BLOCK];
+    block[BLOCK - 1] = t;
+    if (n == 0) {
+        for (int i = 0; i < BLOCK; i++)
+            block[i] ^= k->d[i];
+        return ecb(out, block, BLOCK);
+    }
+    return ecb(iv, block, BLOCK) && cmac(out, k, iv, m, n);
+}
+
+/* N' and the full 16-byte tag N' ^ H' ^ C' of `c` under header `h` */
+static int eax_tag(unsigned char *n_prime, unsigned char *tag, const struct keyed *k,
+                   const Py_buffer *nonce, const Py_buffer *header, const unsigned char *c,
+                   Py_ssize_t n)
+{
+    unsigned char h_prime[BLOCK], c_prime[BLOCK];
+    if (!omac(n_prime, k, 0, nonce->buf, nonce->len)
+        || !omac(h_prime, k, 1, header->buf, header->len) || !omac(c_prime, k, 2, c, n))
+        return 0;
+    for (int i = 0; i < BLOCK; i++)
+        tag[i] = n_prime[i] ^ h_prime[i] ^ c_prime[i];
+    return 1;
+}
+
+PyDoc_STRVAR(eax_seal_doc,
+             "eax_encrypt(key, nonce, header, plaintext) -> (ciphertext, 16-byte tag): plain "
+             "EAX under AES-128");
+
+static PyObject *eax_seal(PyObject *self, PyObject *args)
+{
+    Py_buffer key, nonce, header, plain;
+    PyObject *ct = NULL, *result = NULL;
+    unsigned char n_prime[BLOCK], tag[BLOCK];
+    struct keyed k;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*", &key, &nonce, &header, &plain))
+        return NULL;
+    if (key.len != KEY_LEN) {
+        PyErr_SetString(PyExc_ValueError, "this EAX takes AES-128 keys: 16 bytes");
+        goto done;
+    }
+    ct = PyBytes_FromStringAndSize(NULL, plain.len);
+    if (ct == NULL)
+        goto done;
+    if (!start_with(&k, key.buf, dbl_be) || !omac(n_prime, &k, 0, nonce.buf, nonce.len)
+        || !ctr_full((unsigned char *)PyBytes_AS_STRING(ct), n_prime, plain.buf, plain.len)
+        || !eax_tag(n_prime, tag, &k, &nonce, &header, (unsigned char *)PyBytes_AS_STRING(ct),
+                    plain.len)) {
+        crypto_error();
+        goto done;
+    }
+    result = Py_BuildValue("(Oy#)", ct, (const char *)tag, (Py_ssize_t)BLOCK);
+done:
+    Py_XDECREF(ct);
+    OPENSSL_cleanse(&k, sizeof k);
+    PyBuffer_Release(&key);
+    PyBuffer_Release(&nonce);
+    PyBuffer_Release(&header);
+    PyBuffer_Release(&plain);
+    return result;
+}
+
+PyDoc_STRVAR(eax_open_doc,
+             "eax_decrypt(key, nonce, header, ciphertext, tag) -> plaintext, or None if the tag "
+             "(1-16 bytes: a prefix of EAX's) does not verify (nothing is decrypted then)");
+
+static PyObject *eax_open(PyObject *self, PyObject *args)
+{
+    Py_buffer key, nonce, header, sealed, tag;
+    PyObject *result = NULL;
+    unsigned char n_prime[BLOCK], expected[BLOCK];
+    struct keyed k;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*", &key, &nonce, &header, &sealed, &tag))
+        return NULL;
+    if (key.len != KEY_LEN) {
+        PyErr_SetString(PyExc_ValueError, "this EAX takes AES-128 keys: 16 bytes");
+        goto done;
+    }
+    if (!start_with(&k, key.buf, dbl_be)
+        || !eax_tag(n_prime, expected, &k, &nonce, &header, sealed.buf, sealed.len)) {
+        crypto_error();
+        goto done;
+    }
+    result = open_if_authentic(expected, &tag, 1, BLOCK, ctr_full, n_prime, &sealed);
+done:
+    OPENSSL_cleanse(&k, sizeof k);
+    OPENSSL_cleanse(n_prime, sizeof n_prime);
+    PyBuffer_Release(&key);
+    PyBuffer_Release(&nonce);
+    PyBuffer_Release(&header);
+    PyBuffer_Release(&sealed);
+    PyBuffer_Release(&tag);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"encrypt", eax_encrypt, METH_VARARGS, encrypt_doc},
     {"decrypt", eax_decrypt, METH_VARARGS, decrypt_doc},
     {"authenticate", eax_authenticate, METH_VARARGS, authenticate_doc},
+    {"eax_encrypt", eax_seal, METH_VARARGS, eax_seal_doc},
+    {"eax_decrypt", eax_open, METH_VARARGS, eax_open_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_eax_prime",
-    "EAX' (ANSI C12.22 Annex I) over OpenSSL AES-128, one call per message.", -1, methods,
+    "EAX' (ANSI C12.22 Annex I) and EAX over OpenSSL AES-128, one call per message.", -1,
+    methods,
 };
 
 PyMODINIT_FUNC PyInit__eax_prime(void)

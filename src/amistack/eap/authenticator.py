@@ -1,10 +1,13 @@
 """The EAP authenticator (RFC 3748 §4, after RFC 4137 §5 "EAP stand-alone authenticator").
 
-`start()` gives the Request/Identity; every `receive(response)` gives an `EapStep`: the next
-request (CONTINUE), or the EAP-Success/Failure to send together with the outcome, the keys and
-the authenticated peer identity. Input that does not belong to the conversation (undecodable,
-a wrong or stale Identifier, a duplicate, an unexpected type) is dropped, counted in `counters`
-and answered with `EapStep(send=None, outcome=CONTINUE, reason=...)`.
+`start()` gives the Request/Identity (with `skip_identity`, the first method's request: RFC 3748
+§2 lets an authenticator bypass the Identity exchange, and a method that learns the peer's
+identity in its own exchange - EAP-PSK's ID_P, RFC 4764 §3.1 - saves a round trip); every
+`receive(response)` gives an `EapStep`: the next request (CONTINUE), or the EAP-Success/Failure
+to send together with the outcome, the keys and the authenticated peer identity. Input that does
+not belong to the conversation (undecodable, a wrong or stale Identifier, a duplicate, an
+unexpected type) is dropped, counted in `counters` and answered with
+`EapStep(send=None, outcome=CONTINUE, reason=...)`.
 
 Retransmission is the lower layer's job: PANA (RFC 5191 §9) is reliable, so this engine never
 retransmits on its own (RFC 3748 §4.3); `last_request` holds what is outstanding.
@@ -66,6 +69,8 @@ class EapAuthenticator:
         methods: Sequence[ServerMethodFactory],
         rng: RandomSource,
         first_identifier: int | None = None,
+        *,
+        skip_identity: bool = False,
     ) -> None:
         if not methods:
             raise ValueError("an EAP authenticator needs at least one method")
@@ -86,6 +91,7 @@ class EapAuthenticator:
         self.outcome = EapOutcome.CONTINUE
         self.last_request: bytes | None = None
         self.counters: Counter[str] = Counter()
+        self._skip_identity = skip_identity
 
     @property
     def method_types(self) -> list[int]:
@@ -101,8 +107,16 @@ class EapAuthenticator:
         return self.last_request
 
     def start(self) -> bytes:
-        """The EAP-Request/Identity that opens the conversation (the same bytes if repeated)."""
+        """The request that opens the conversation (the same bytes if repeated): Request/Identity,
+        or with `skip_identity` the first method that accepts an unknown peer (RFC 3748 §2); a
+        peer that wants another method Naks it, as after an Identity exchange."""
         if self._phase is _Phase.NEW:
+            if self._skip_identity:
+                for candidate in self._candidates:
+                    if candidate.accepts(None):
+                        step = self._propose(candidate, self._next_id)
+                        assert step.send is not None
+                        return step.send
             self._phase = _Phase.IDENTITY
             return self._request(EapType.IDENTITY, b"", self._next_id)
         return self.last_request or b""

@@ -31,6 +31,7 @@ from enum import Enum, IntEnum
 from amistack.crypto import Eax, EaxAuthError, RandomSource, aes_cmac
 from amistack.crypto.aes import AesEcb, aes_ecb
 from amistack.crypto.cmac import AesCmac
+from amistack.crypto.eax import NativeEax, eax
 from amistack.eap.method import (
     Decision,
     MethodState,
@@ -149,12 +150,15 @@ def _eax_nonce(counter: int) -> bytes:
     return bytes(12) + struct.pack("!I", counter)
 
 
-def seal_pchannel(tek: bytes | Eax, counter: int, header: bytes, result: ResultFlag) -> bytes:
+def seal_pchannel(
+    tek: bytes | Eax | NativeEax, counter: int, header: bytes, result: ResultFlag
+) -> bytes:
     """PCHANNEL = nonce | tag | EAX_TEK(R) with the 22-byte EAX header (RFC 4764 §3.3).
 
-    `tek` may be an `Eax` already keyed with the TEK, so one conversation keys it once."""
-    eax = tek if isinstance(tek, Eax) else Eax(tek)
-    ciphertext, tag = eax.encrypt(_eax_nonce(counter), bytes([result << 6]), header)
+    `tek` may be an EAX already keyed with the TEK (`crypto.eax.eax`), so one conversation
+    keys it once."""
+    cipher = tek if isinstance(tek, (Eax, NativeEax)) else eax(tek)
+    ciphertext, tag = cipher.encrypt(_eax_nonce(counter), bytes([result << 6]), header)
     return struct.pack("!I", counter) + tag + ciphertext
 
 
@@ -165,12 +169,12 @@ class PchannelContent:
 
 
 def open_pchannel(
-    tek: bytes | Eax, counter: int, header: bytes, pchannel: bytes
+    tek: bytes | Eax | NativeEax, counter: int, header: bytes, pchannel: bytes
 ) -> PchannelContent:
     """Verify and decrypt; raise EaxAuthError if forged (the nonce is checked by the caller)."""
     tag = pchannel[NONCE_LEN : NONCE_LEN + TAG_LEN]
-    eax = tek if isinstance(tek, Eax) else Eax(tek)
-    plaintext = eax.decrypt(_eax_nonce(counter), pchannel[NONCE_LEN + TAG_LEN :], tag, header)
+    cipher = tek if isinstance(tek, (Eax, NativeEax)) else eax(tek)
+    plaintext = cipher.decrypt(_eax_nonce(counter), pchannel[NONCE_LEN + TAG_LEN :], tag, header)
     r = plaintext[0] >> 6
     return PchannelContent(ResultFlag(r) if r else None, bool(plaintext[0] & _E_FLAG))
 
@@ -284,7 +288,7 @@ class EapPskPeer(PeerMethod):
         self._rand_s = b""
         self._rand_p = b""
         self._id_s = b""
-        self._tek: Eax | None = None
+        self._tek: Eax | NativeEax | None = None
         self._msk: bytes | None = None
         self._emsk: bytes | None = None
         self.counters: Counter[str] = Counter()
@@ -350,13 +354,13 @@ class EapPskPeer(PeerMethod):
         if msg.nonce != 0:
             self._fail("bad_nonce")
             return None
-        eax = Eax(tek)  # opens nonce 0 and seals nonce 1
+        cipher = eax(tek)  # opens nonce 0 and seals nonce 1
         try:
-            content = open_pchannel(eax, 0, request.encode()[:EAX_HEADER_LEN], msg.pchannel)
+            content = open_pchannel(cipher, 0, request.encode()[:EAX_HEADER_LEN], msg.pchannel)
         except EaxAuthError:
             self._fail("pchannel_auth")
             return None
-        self._tek = eax
+        self._tek = cipher
         if content.result is ResultFlag.DONE_SUCCESS and not content.extension:
             answer = ResultFlag.DONE_SUCCESS
         else:
@@ -364,7 +368,7 @@ class EapPskPeer(PeerMethod):
         payload_len = 1 + RAND_LEN + _PCHANNEL_MIN
         header = response_header(request.identifier, EapType.PSK, payload_len)
         header += _flags(PskMessageType.FOURTH) + self._rand_s
-        pchannel = seal_pchannel(eax, 1, header, answer)
+        pchannel = seal_pchannel(cipher, 1, header, answer)
         self._phase = _PeerPhase.DONE
         self.state = MethodState.DONE
         if answer is ResultFlag.DONE_SUCCESS:
@@ -403,7 +407,7 @@ class EapPskServer(ServerMethod):
         self._rand_s = b""
         self._rand_p = b""
         self._id_p: bytes | None = None
-        self._tek: Eax | None = None
+        self._tek: Eax | NativeEax | None = None
         self._msk: bytes | None = None
         self._emsk: bytes | None = None
         self._success = False
@@ -468,7 +472,7 @@ class EapPskServer(ServerMethod):
             return self._failure("mac_p_mismatch")
         self._rand_p = msg.rand_p
         tek, self._msk, self._emsk = _tek_msk_emsk(psk.e_kdk, msg.rand_p)
-        self._tek = Eax(tek)  # seals nonce 0 now, opens nonce 1 later
+        self._tek = eax(tek)  # seals nonce 0 now, opens nonce 1 later
         mac_s = compute_mac_s(ak, self.id_s, msg.rand_p)
         payload_len = 1 + RAND_LEN + MAC_LEN + _PCHANNEL_MIN
         header = request_header(next_identifier, EapType.PSK, payload_len)

@@ -107,13 +107,15 @@ def build_key_server(
     store: Any, rng: RandomSource = system_random, now: float | None = None, **options: Any
 ) -> Any:
     """`keymgmt.KeyServer` on `store`; `options` are its keyword arguments (`paa_config`,
-    `session_lifetime`, `overlap`, ...), and `mesh_pan` (a PAN id: deliver that PAN's mesh
+    `session_lifetime`, `overlap`, ...; group commit and `skip_identity` on by default), and
+    `mesh_pan` (a PAN id: deliver that PAN's mesh
     group keys with every PANA success). `now` is on the runtime's key-server clock: Unix epoch
     seconds (see `start_keyserver`), so key expiry stored in `store` survives restarts."""
     from amistack.keymgmt.server import KeyServer
 
     mesh_pan = options.pop("mesh_pan", None)
     options.setdefault("commit_interval", DEFAULT_COMMIT_INTERVAL)
+    options.setdefault("skip_identity", True)
     now = time.time() if now is None else now
     engine = KeyServer(store, rng=rng, now=now, **options)
     if mesh_pan is not None:  # mesh group keys for one PAN (docs/mesh-keys.md)

@@ -11,6 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from amistack.crypto import Eax, EaxAuthError, PrfHash, aes_cmac, prf_plus
+from amistack.crypto import eax as eax_module
+from amistack.crypto.eax import NativeEax
 
 K4493 = bytes.fromhex("2b7e151628aed2a6abf7158809cf4f3c")
 
@@ -56,9 +58,18 @@ EAX_VECTORS = [
 ]
 
 
+# the reference and the C extension (crypto/_eax_prime.c) pass the same tests; that CI builds
+# the extension is tests/unit/crypto/test_eax_prime.py's
+EAX_KINDS: list[type[Eax] | type[NativeEax]] = [Eax, NativeEax] if eax_module.NATIVE else [Eax]
+eax_kinds = pytest.mark.parametrize("eax_kind", EAX_KINDS, ids=lambda c: c.__name__)
+
+
+@eax_kinds
 @pytest.mark.parametrize(("key", "nonce", "header", "msg", "ct_tag"), EAX_VECTORS)
-def test_eax_paper_vectors(key: str, nonce: str, header: str, msg: str, ct_tag: str) -> None:
-    eax = Eax(bytes.fromhex(key))
+def test_eax_paper_vectors(
+    key: str, nonce: str, header: str, msg: str, ct_tag: str, eax_kind: type[Eax]
+) -> None:
+    eax = eax_kind(bytes.fromhex(key))
     ct, tag = eax.encrypt(bytes.fromhex(nonce), bytes.fromhex(msg), bytes.fromhex(header))
     assert (ct + tag).hex() == ct_tag
     assert eax.decrypt(bytes.fromhex(nonce), ct, tag, bytes.fromhex(header)).hex() == msg
@@ -76,15 +87,37 @@ def test_eax_matches_pycryptodome(key: bytes, nonce: bytes, header: bytes, msg: 
     ref_ct, ref_tag = ref.encrypt_and_digest(msg)
     ct, tag = Eax(key).encrypt(nonce, msg, header)
     assert (ct, tag) == (ref_ct, ref_tag)
+    if eax_module.NATIVE:
+        native = NativeEax(key)
+        assert native.encrypt(nonce, msg, header) == (ref_ct, ref_tag)
+        assert native.decrypt(nonce, ref_ct, ref_tag, header) == msg
+        short = NativeEax(key, tag_len=8)  # a truncated tag is a prefix of the full one
+        assert short.encrypt(nonce, msg, header) == (ref_ct, ref_tag[:8])
+        assert short.decrypt(nonce, ref_ct, ref_tag[:8], header) == msg
 
 
-def test_eax_rejects_tampering() -> None:
-    eax = Eax(bytes(16))
+@eax_kinds
+def test_eax_rejects_tampering(eax_kind: type[Eax]) -> None:
+    eax = eax_kind(bytes(16))
     ct, tag = eax.encrypt(b"n" * 16, b"secret reading", b"hdr")
     with pytest.raises(EaxAuthError):
         eax.decrypt(b"n" * 16, ct[:-1] + bytes([ct[-1] ^ 1]), tag, b"hdr")
     with pytest.raises(EaxAuthError):
         eax.decrypt(b"n" * 16, ct, tag, b"hdX")
+    with pytest.raises(EaxAuthError):
+        eax.decrypt(b"n" * 16, ct, tag[:8], b"hdr")  # a cut tag is no tag
+    with pytest.raises(EaxAuthError):
+        eax.decrypt(b"n" * 16, ct, b"", b"hdr")
+
+
+def test_eax_picks_the_extension_for_aes128_only() -> None:
+    assert isinstance(eax_module.eax(bytes(32)), Eax)
+    want = NativeEax if eax_module.NATIVE else Eax
+    assert isinstance(eax_module.eax(bytes(16)), want)
+    if eax_module.NATIVE:
+        with pytest.raises(ValueError):
+            NativeEax(bytes(24))
+        assert "00" not in repr(NativeEax(bytes(16)))
 
 
 @given(st.binary(max_size=64), st.binary(max_size=64), st.integers(0, 400))

@@ -235,6 +235,48 @@ def test_nak_moves_to_the_next_acceptable_method() -> None:
     assert peer.state is EapPeerState.SUCCESS
 
 
+def test_skip_identity_opens_with_the_method_and_authenticates() -> None:
+    """RFC 3748 §2: the Identity exchange may be bypassed; EAP-PSK names the peer (ID_P)."""
+    auth = EapAuthenticator([psk_server], seeded_random(0), 1, skip_identity=True)
+    peer = EapPeer(b"meter", {EapType.PSK: psk_peer})
+    wire = converse(peer, auth)
+    types = [EapPacket.decode(w).type for w in wire]
+    assert types == [EapType.PSK] * 4 + [None]
+    assert auth.outcome is EapOutcome.SUCCESS and auth.identity is None
+    assert auth.method is not None and auth.method.peer_id == b"meter"
+    again = EapAuthenticator([psk_server], seeded_random(0), 1, skip_identity=True)
+    assert again.start() == again.start()  # a repeated start gives the same request
+
+
+def test_skip_identity_still_takes_a_nak() -> None:
+    auth = EapAuthenticator(
+        [psk_server, lambda: Md5Server(b"pw")], seeded_random(0), 1, skip_identity=True
+    )
+    peer = EapPeer(b"m", {EapType.MD5_CHALLENGE: lambda: Md5Peer(b"pw")})
+    wire = converse(peer, auth)
+    types = [EapPacket.decode(w).type for w in wire]
+    assert types == [EapType.PSK, EapType.NAK, EapType.MD5_CHALLENGE, EapType.MD5_CHALLENGE, None]
+    assert auth.outcome is EapOutcome.SUCCESS
+
+
+def test_skip_identity_drops_an_identity_response_it_never_asked_for() -> None:
+    auth = EapAuthenticator([psk_server], seeded_random(0), 1, skip_identity=True)
+    first = EapPacket.decode(auth.start())
+    forged = EapPacket.response(first.identifier, EapType.IDENTITY, b"meter").encode()
+    step = auth.receive(forged)
+    assert step.send is None and step.outcome is EapOutcome.CONTINUE
+    assert auth.identity is None and auth.counters["unexpected_type"] == 1
+
+
+def test_skip_identity_asks_for_it_when_no_method_takes_an_unknown_peer() -> None:
+    class NamedOnly(Md5Server):
+        def accepts(self, identity: bytes | None) -> bool:
+            return identity is not None
+
+    auth = EapAuthenticator([lambda: NamedOnly(b"pw")], seeded_random(0), 1, skip_identity=True)
+    assert EapPacket.decode(auth.start()).type == EapType.IDENTITY
+
+
 def test_nak_without_acceptable_method_fails() -> None:
     auth = EapAuthenticator([psk_server], seeded_random(0), 1)
     peer = EapPeer(b"m", {EapType.MD5_CHALLENGE: lambda: Md5Peer(b"pw")})

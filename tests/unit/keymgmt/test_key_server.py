@@ -12,7 +12,14 @@ import pytest
 
 from amistack.addr import Addr
 from amistack.crypto import seeded_random
-from amistack.eap import EapPeer, EapPskPeer, EapType
+from amistack.eap import (
+    EapPacket,
+    EapPeer,
+    EapPskPeer,
+    EapType,
+    ServerMethod,
+    ServerMethodStep,
+)
 from amistack.keymgmt.events import (
     KeysExpired,
     KeysInstalled,
@@ -228,6 +235,70 @@ def test_unknown_and_wrong_psk_fail_and_are_audited(store: CredentialStore) -> N
     start(net, stranger, impostor)
     assert len(net.of(AuthenticationFailed)) == 2
     assert net.of(KeysInstalled) == [] and len(server.directory) == 0
+    assert len(store.audit_log(kind=AuditKind.AUTH_FAILURE)) == 2
+
+
+class _NamedDevicesOnly(ServerMethod):
+    """A method offered before EAP-PSK to named devices only (as EAP-TLS is to its enrolled
+    ones): with it the identity picks the method, so the Identity exchange must stay."""
+
+    method_type = EapType.MD5_CHALLENGE
+
+    def accepts(self, identity: bytes | None) -> bool:
+        return identity == b"a device enrolled for the other method"
+
+    def initial_request(self, identity: bytes | None, identifier: int) -> bytes:
+        raise AssertionError("never offered to these meters")
+
+    def process(self, response: EapPacket, next_identifier: int) -> ServerMethodStep:
+        raise AssertionError("never offered to these meters")
+
+
+@pytest.mark.parametrize(
+    ("skip_identity", "extra", "datagrams"),
+    [(False, (), 11), (True, (), 9), (True, (_NamedDevicesOnly,), 11)],
+    ids=["identity", "skipped", "kept-for-method-choice"],
+)
+def test_skip_identity_saves_a_round_trip_and_keeps_every_check(
+    store: CredentialStore,
+    skip_identity: bool,
+    extra: tuple[type[ServerMethod], ...],
+    datagrams: int,
+) -> None:
+    """EAP-PSK alone: the first PAR carries EAP-PSK's first message (RFC 3748 §2), 9 datagrams
+    instead of 11; an unknown or wrong-PSK meter still fails, and the keys still agree. With
+    another method offered by identity the Identity exchange stays."""
+    server = KeyServer(
+        store,
+        rng=seeded_random(1),
+        paa_config=PaaConfig(session_lifetime=LIFETIME),
+        now=0.0,
+        skip_identity=skip_identity,
+        extra_methods=extra,
+    )
+    meter = Meter(b"meter-1", PSKS[b"meter-1"], 40000, seed=2)
+    net = Net(server, [])
+    sources: list[Addr] = []
+    forward = net._send
+
+    def counting(src: Addr, dst: Addr, data: bytes, now: float) -> None:
+        sources.append(src)
+        forward(src, dst, data, now)
+
+    net._send = counting  # type: ignore[method-assign]
+    start(net, meter)
+    assert (sources.count(PAA), len(sources) - sources.count(PAA)) == (
+        datagrams // 2,
+        datagrams - datagrams // 2,
+    )
+    mine = meter.ring.current(C1222, net.now)
+    assert mine is not None
+    theirs = server.key_for(mine.key_id, "c1222", net.now)
+    assert theirs is not None and theirs.key == mine.key
+    stranger = Meter(b"meter-x", PSKS[b"meter-1"], 40010, seed=3)
+    impostor = Meter(b"meter-2", PSKS[b"meter-1"], 40020, seed=4)
+    start(net, stranger, impostor)
+    assert len(net.of(AuthenticationFailed)) == 2
     assert len(store.audit_log(kind=AuditKind.AUTH_FAILURE)) == 2
 
 
