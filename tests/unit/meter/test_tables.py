@@ -107,7 +107,7 @@ def test_cached_profile_equals_a_fresh_one_as_time_passes_and_after_commands() -
             if k >= 3:
                 commands(fresh)
             assert tab.load_profile(minutes, t) == fresh.load_profile(minutes, t)
-    assert max(len(c) for _, c in tab._lp_cache.values()) <= 2 * 96  # bounded by the window
+    assert max(len(run) // 5 for _, _, run in tab._lp_cache.values()) <= 2 * 96  # the window
 
 
 def test_outage_intervals_are_flagged_no_data() -> None:
