@@ -17,7 +17,8 @@ How values come about (docs/meter-model.md has the whole account and every param
 * Registers at `t` = initial reading + cumulative totals at the start of t's local day (cached, one
   small row per day) + the sum of that day's intervals before t + the live share of the current
   interval. The day rows are built once and extended lazily; later queries are sums of at most 96
-  values plus O(log n) bisects into the switch timeline. A command (switch, demand reset, clock adjustment) drops the caches from its day.
+  values plus O(log n) bisects into the switch timeline. A command (switch, demand reset, clock
+  adjustment) drops the caches from its day.
 
 Public API (all times in epoch seconds):
 
