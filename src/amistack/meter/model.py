@@ -988,6 +988,16 @@ class MeterModel:
                     self._reported_at_polled.add(id(ev))
         self._polled = now
 
+    def quiet_until(self, after: float, horizon: float) -> float:
+        """A time up to which `poll_events` can find nothing that it would not find at `after`:
+        the first seeded event after `after`, or `after + horizon` if none comes sooner; `after`
+        itself while events wait in the queue or the switch has been commanded (its events
+        depend on what is decided when polling). A driver polls no sooner than that."""
+        if len(self.events) or not self.switch.idle:
+            return after
+        evs = self.seeded_events(after, after + horizon)
+        return evs[0].time if evs else after + horizon
+
     def next_event(self, now: float) -> MeterEvent | None:
         self.poll_events(now)
         return self.events.next_event(now)

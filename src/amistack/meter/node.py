@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 # C12.22 refusals that are a peer failing to authenticate (endpoint.py counters)
 AUTH_REFUSALS = ("auth-failed", "no-key", "missing-auth", "cleartext-refused", "replayed", "stale")
 POLL_LAG_S = 0.001  # model seconds (see _poll)
+QUIET_HORIZON_S = 86400.0  # model seconds the node looks ahead for the model's next event
+QUIET_POLLS = 8  # at most this many event polls that would find nothing are skipped at once
 _TABLE_FOR_MINUTES = {m: t for t, m in LP_INTERVALS.items()}
 
 
@@ -185,6 +187,7 @@ class MeterNode:
         self._next_boundary: int | None = None  # index of the next boundary to push after
         self._pushes: dict[int, float] = {}  # request id -> boundary
         self._next_poll: float | None = None  # engine time of the next model-event poll
+        self._quiet = -math.inf  # model time up to which the model can have no event (_poll)
         self._auth_window: list[float] = []
 
     # -- keys -------------------------------------------------------------------------------
@@ -332,10 +335,27 @@ class MeterNode:
         """Hand the model's events up to now to the event log and the event queue."""
         # Poll up to just before now: MeterModel.poll_events takes switch events in (polled, now],
         # so a command at exactly a time already polled would never be reported.
-        t = self.tables.model_time(now) - POLL_LAG_S
+        scale = self.config.time
+        t = scale.model(now) - POLL_LAG_S
         while (ev := self.model.next_event(t)) is not None:
             self._emit(ev)
-        self._next_poll = self.config.time.engine(t + self.config.event_poll_s)
+        # The polls every event_poll_s from here that would find nothing are skipped: the
+        # next timer is the first of them that can find an event (or the QUIET_POLLS-th),
+        # so events are reported at the same times, with fewer wake-ups.
+        if self._quiet <= t or not self._model_idle():
+            self._quiet = self.model.quiet_until(t, QUIET_HORIZON_S)
+        step = self.config.event_poll_s
+        nxt = scale.engine(t + step)
+        for _ in range(QUIET_POLLS - 1):
+            polled_to = scale.model(nxt) - POLL_LAG_S  # what the poll at nxt polls up to
+            if polled_to >= self._quiet:
+                break
+            nxt = scale.engine(polled_to + step)
+        self._next_poll = nxt
+
+    def _model_idle(self) -> bool:
+        """Whether the model's switch and event queue keep `_quiet` valid (see `_poll`)."""
+        return self.model.switch.idle and not len(self.model.events)
 
     def _emit(self, ev: MeterEvent) -> None:
         """Into the event log and the event queue (the node's own events -- key rotations,
