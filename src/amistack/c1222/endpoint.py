@@ -30,6 +30,7 @@ request in flight.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -156,6 +157,10 @@ class _Endpoint:
         self._outbox: list[tuple[bytes, Addr]] = []
         self._events: list[C1222Event] = []  # not a deque: 760 bytes empty, per meter
         self._pending: dict[int, _Pending] = {}
+        # (deadline, request id) of the pending requests, a heap: an entry whose request is
+        # gone or has another deadline now is stale and skipped, so the next deadline costs
+        # O(log n), not a walk over every request in flight (a head-end has thousands)
+        self._deadlines: list[tuple[float, int]] = []
         self._by_invocation: dict[int, int] = {}
         self._next_invocation = config.first_invocation_id & 0xFFFFFFFF
         self._reserved_until = 0
@@ -193,7 +198,10 @@ class _Endpoint:
         return self._events.pop(0) if self._events else None
 
     def get_timer(self) -> float | None:
-        times = [p.deadline for p in self._pending.values()]
+        times = []
+        deadline = self._next_deadline()
+        if deadline is not None:
+            times.append(deadline)
         reasm = self._reassembler.get_timer()
         if reasm is not None:
             times.append(reasm)
@@ -206,10 +214,11 @@ class _Endpoint:
         dropped = self._reassembler.expire(now)
         if dropped:
             self.counters["reassembly-timeout"] += dropped
-        for pending in [p for p in self._pending.values() if p.deadline <= now]:
+        for pending in self._due(now):
             if pending.retries_left > 0:
                 pending.retries_left -= 1
                 pending.deadline = now + pending.timeout
+                heapq.heappush(self._deadlines, (pending.deadline, pending.request_id))
                 self.counters["retransmissions"] += 1
                 self._transmit(pending, now)
             else:
@@ -253,7 +262,29 @@ class _Endpoint:
         if self._transmit(pending, now) is None:
             raise ValueError(f"no C12.22 key to send to {peer}")
         self._pending[rid] = pending
+        heapq.heappush(self._deadlines, (pending.deadline, rid))
         return rid
+
+    def _next_deadline(self) -> float | None:
+        heap, pending = self._deadlines, self._pending
+        while heap:
+            deadline, rid = heap[0]
+            p = pending.get(rid)
+            if p is not None and p.deadline == deadline:
+                return deadline
+            heapq.heappop(heap)  # stale
+        return None
+
+    def _due(self, now: float) -> list[_Pending]:
+        """The pending requests whose deadline has come, in the order they were made."""
+        heap, due = self._deadlines, []
+        while heap and heap[0][0] <= now:
+            deadline, rid = heapq.heappop(heap)
+            p = self._pending.get(rid)
+            if p is not None and p.deadline == deadline:
+                due.append(p)
+        due.sort(key=lambda p: p.request_id)
+        return due
 
     # ------------------------------------------------------------------------ sending
 

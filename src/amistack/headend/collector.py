@@ -26,6 +26,7 @@ when, and by which path (push, poll, targeted, backfill) -- what sim/fleet.py re
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections import Counter, deque
 from collections.abc import Callable, Hashable, Iterable
@@ -117,10 +118,12 @@ class _Meter:
 
 @dataclass
 class _Cell:
+    index: int  # in the order cells were added (the order they are served in an instant)
     queue: deque[tuple[str, str]] = field(default_factory=deque)  # (meter id, reason)
     outstanding: int = 0
     next_start: float = 0.0
     reads: int = 0
+    armed_at: float | None = None  # the next_start of its entry in Collector._ready
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,11 @@ class Collector:
         self._meters: dict[str, _Meter] = {}
         self._by_ap: dict[bytes, str] = {}
         self._cells: dict[str, _Cell] = {}
+        self._cell_list: list[_Cell] = []  # by index
+        # (next_start, cell index) of the cells that may start a read (reads queued, fewer
+        # than per_cell_outstanding in flight), a heap with stale entries skipped: the next
+        # start costs O(log cells), not a walk over every cell (a head-end has thousands)
+        self._ready: list[tuple[float, int]] = []
         self._reads: dict[int, _Read] = {}
         self._register_reqs: dict[int, str] = {}
         self._tags: dict[int, _Tag] = {}
@@ -208,7 +216,9 @@ class Collector:
             since = max(min(have), since - (self.config.lookback_intervals - 1) * self.step)
         self._meters[target.meter_id] = _Meter(target, since, have)
         self._by_ap[target.ap_title.device_id] = target.meter_id
-        self._cells.setdefault(target.cell, _Cell())
+        if target.cell not in self._cells:
+            cell = self._cells[target.cell] = _Cell(len(self._cell_list))
+            self._cell_list.append(cell)
 
     def remove_meter(self, meter_id: str) -> None:
         m = self._meters.pop(meter_id, None)
@@ -263,11 +273,35 @@ class Collector:
         t = self.ingestor.get_timer()
         if t is not None:
             times.append(t if self._store_retry is None else max(t, self._store_retry))
-        lim = self.config.per_cell_outstanding
-        for cell in self._cells.values():
-            if cell.queue and cell.outstanding < lim:
-                times.append(cell.next_start)
+        heap = self._ready
+        while heap:
+            at, index = heap[0]
+            cell = self._cell_list[index]
+            if self._can_start(cell, at):
+                times.append(at)
+                break
+            heapq.heappop(heap)
+            if cell.armed_at == at:
+                cell.armed_at = None
         return min(times)
+
+    def _can_start(self, cell: _Cell, at: float) -> bool:
+        """Whether the heap entry `at` of `cell` is current: it may start a read then."""
+        return (
+            bool(cell.queue)
+            and cell.outstanding < self.config.per_cell_outstanding
+            and cell.next_start == at
+        )
+
+    def _arm(self, cell: _Cell) -> None:
+        """Keep `_ready` holding the cell's next start while it may start a read."""
+        if (
+            cell.queue
+            and cell.outstanding < self.config.per_cell_outstanding
+            and cell.armed_at != cell.next_start
+        ):
+            heapq.heappush(self._ready, (cell.next_start, cell.index))
+            cell.armed_at = cell.next_start
 
     def handle_timer(self, now: float) -> None:
         while self._slot_time() <= now:
@@ -310,16 +344,25 @@ class Collector:
         if m.queued or m.in_flight is not None:
             return
         m.queued = True
-        q = self._cells[m.target.cell].queue
+        cell = self._cells[m.target.cell]
         if front:
-            q.appendleft((m.target.meter_id, reason))
+            cell.queue.appendleft((m.target.meter_id, reason))
         else:
-            q.append((m.target.meter_id, reason))
+            cell.queue.append((m.target.meter_id, reason))
+        self._arm(cell)
 
     def _pump(self, now: float) -> None:
         lim = self.config.per_cell_outstanding
         gap = 1.0 / self.config.per_cell_rate
-        for cell in self._cells.values():
+        heap, due = self._ready, set()
+        while heap and heap[0][0] <= now:  # the cells that may start a read now
+            at, index = heapq.heappop(heap)
+            cell = self._cell_list[index]
+            if cell.armed_at == at:
+                cell.armed_at = None
+            if self._can_start(cell, at):
+                due.add(index)
+        for cell in [self._cell_list[i] for i in sorted(due)]:
             while cell.queue and cell.outstanding < lim and cell.next_start <= now:
                 meter_id, reason = cell.queue.popleft()
                 m = self._meters.get(meter_id)
@@ -338,6 +381,7 @@ class Collector:
                 cell.outstanding += 1
                 cell.reads += 1
                 cell.next_start = max(now, cell.next_start) + gap
+            self._arm(cell)
 
     def _request(self, m: _Meter, requests: list[Read], now: float) -> int | None:
         addr = m.target.addr
@@ -388,7 +432,9 @@ class Collector:
         appended to `register_reads`."""
         m = self._meters[meter_id]
         m.queued = True
-        self._cells[m.target.cell].queue.appendleft((meter_id, "registers"))
+        cell = self._cells[m.target.cell]
+        cell.queue.appendleft((meter_id, "registers"))
+        self._arm(cell)
         self._pump(now)
 
     def backfill(self, meter_id: str, now: float) -> None:
@@ -417,7 +463,9 @@ class Collector:
         if m is None:
             return None
         m.in_flight = None
-        self._cells[m.target.cell].outstanding -= 1
+        cell = self._cells[m.target.cell]
+        cell.outstanding -= 1
+        self._arm(cell)
         return m
 
     def _on_registers(self, ev: ResponseReceived | RequestTimedOut, now: float) -> None:
