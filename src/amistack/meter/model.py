@@ -124,6 +124,9 @@ class IntervalFlag(IntFlag):
     DISCONNECTED = 16  # the remote switch was open for part or all of it
 
 
+_FLAGS = tuple(IntervalFlag(v) for v in range(32))  # by value: IntervalFlag(v) costs microseconds
+
+
 @dataclass(frozen=True)
 class MeterConfig:
     """What kind of meter and household. Everything not given here comes from the seed."""
@@ -676,7 +679,7 @@ class MeterModel:
         day = self.local_day(a)
         dd = self._day(day)
         i = int((a - self.day_start(day)) // INTERVAL_S)
-        flags = IntervalFlag(dd.flags[i])
+        flags = _FLAGS[dd.flags[i]]
         if dd.nodata[i]:
             return Interval(a, a + INTERVAL_S, None, None, None, None, flags)
         return Interval(
@@ -715,12 +718,12 @@ class MeterModel:
         """The 30-minute value [b*1800, (b+1)*1800): the sum of its two 15-minute intervals; no
         data only when both halves have none (one missing half: PARTIAL)."""
         x, y = self.interval(2 * b), self.interval(2 * b + 1)
-        flags = x.flags | y.flags
+        flags = x.flags.value | y.flags.value  # ints: IntFlag's own | costs microseconds
         halves = [h for h in (x, y) if not h.no_data]
         if not halves:
-            return Interval(x.start, y.end, None, None, None, None, flags)
+            return Interval(x.start, y.end, None, None, None, None, _FLAGS[flags])
         if len(halves) == 1:
-            flags |= IntervalFlag.PARTIAL | IntervalFlag.OUTAGE
+            flags |= IntervalFlag.PARTIAL.value | IntervalFlag.OUTAGE.value
         rev = None if not self.config.two_way else sum(h.reverse_wh or 0 for h in halves)
         return Interval(
             x.start,
@@ -729,7 +732,7 @@ class MeterModel:
             rev,
             sum(h.lagging_varh or 0 for h in halves),
             sum(h.leading_varh or 0 for h in halves),
-            flags,
+            _FLAGS[flags],
         )
 
     def fixed_time_reading(self, t: float, reverse: bool = False) -> tuple[float, int | None]:
