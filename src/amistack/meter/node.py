@@ -337,12 +337,13 @@ class MeterNode:
         # so a command at exactly a time already polled would never be reported.
         scale = self.config.time
         t = scale.model(now) - POLL_LAG_S
-        while (ev := self.model.next_event(t)) is not None:
-            self._emit(ev)
-        # The polls every event_poll_s from here that would find nothing are skipped: the
-        # next timer is the first of them that can find an event (or the QUIET_POLLS-th),
-        # so events are reported at the same times, with fewer wake-ups.
-        if self._quiet <= t or not self._model_idle():
+        # The polls that would find nothing are skipped: before `_quiet` the model has no
+        # event (see MeterModel.quiet_until), and the next timer is the first poll of the
+        # every-event_poll_s sequence that can find one (or the QUIET_POLLS-th), so events
+        # are reported at the same times, with fewer wake-ups and model polls.
+        if t >= self._quiet or not self._model_idle():
+            while (ev := self.model.next_event(t)) is not None:
+                self._emit(ev)
             self._quiet = self.model.quiet_until(t, QUIET_HORIZON_S)
         step = self.config.event_poll_s
         nxt = scale.engine(t + step)
