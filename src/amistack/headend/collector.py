@@ -250,13 +250,17 @@ class Collector:
     def missing(self, meter_id: str, now: float) -> list[int]:
         """Interval starts expected from the meter (lookback window) and not stored or pending."""
         m = self._meters[meter_id]
+        return [s for s in self._lookback(m, now) if s not in m.have and s not in m.pending]
+
+    def _lookback(self, m: _Meter, now: float) -> range:
+        """The interval starts expected from `m` by now (the lookback window), oldest first."""
         newest = (int(now) // self.step - 1) * self.step
         oldest = max(m.since, newest - (self.config.lookback_intervals - 1) * self.step)
-        return [
-            s
-            for s in range(oldest, newest + 1, self.step)
-            if s not in m.have and s not in m.pending
-        ]
+        return range(oldest, newest + 1, self.step)
+
+    def _misses_any(self, m: _Meter, now: float) -> bool:
+        """`bool(missing(...))`, newest first: usually the newest interval is the one missing."""
+        return any(s not in m.have and s not in m.pending for s in reversed(self._lookback(m, now)))
 
     # -- timers ------------------------------------------------------------------------------
 
@@ -336,7 +340,7 @@ class Collector:
                 m.have = {s for s in m.have if s >= horizon}
             if m.since < boundary:
                 slot.expected.add(meter_id)
-            if self.missing(meter_id, now):
+            if self._misses_any(m, now):
                 m.attempts = 0
                 self._enqueue(m, reason)
 
