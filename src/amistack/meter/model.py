@@ -274,9 +274,16 @@ class _Day:
     def pack(self) -> None:
         for name in ("fwd", "rev", "lag", "lead"):
             setattr(self, name, _ints(getattr(self, name)))
-        self.live = array("d", self.live)
-        self.nodata = array("B", self.nodata)
+        if isinstance(self.live, list):  # else the shared all-live day (_fill_simple)
+            self.live = array("d", self.live)
+            self.nodata = array("B", self.nodata)
         self.flags = array("B", self.flags)
+
+
+# A whole day live (most days of most meters): one copy of its live seconds and no-data flags
+# for every meter, ~1 KB a day a meter less.
+_ALL_LIVE = array("d", [float(INTERVAL_S)] * INTERVALS_PER_DAY)
+_NONE_MISSING = array("B", bytes(INTERVALS_PER_DAY))
 
 
 def _ints(values: MutableSequence[int]) -> MutableSequence[int]:
@@ -560,8 +567,7 @@ class MeterModel:
         tan_phi = raw.tan_phi
         dd.lag = [round(f * tan_phi) for f in fwd]
         dd.lead = [round(r * 0.05) for r in rev]
-        dd.live = [float(INTERVAL_S)] * INTERVALS_PER_DAY
-        dd.nodata = [False] * INTERVALS_PER_DAY
+        dd.live, dd.nodata = _ALL_LIVE, _NONE_MISSING  # shared, never changed
         rf = int(IntervalFlag.REVERSE_FLOW)
         dd.flags = [rf if r else 0 for r in rev]
 
