@@ -198,17 +198,11 @@ class _Endpoint:
         return self._events.pop(0) if self._events else None
 
     def get_timer(self) -> float | None:
-        times = []
-        deadline = self._next_deadline()
-        if deadline is not None:
-            times.append(deadline)
-        reasm = self._reassembler.get_timer()
-        if reasm is not None:
-            times.append(reasm)
-        own = self._own_timer()
-        if own is not None:
-            times.append(own)
-        return min(times, default=None)
+        best = self._next_deadline()
+        for t in (self._reassembler.get_timer(), self._own_timer()):
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
 
     def handle_timer(self, now: float) -> None:
         dropped = self._reassembler.expire(now)

@@ -226,10 +226,12 @@ class MeterNode:
         return self._events.pop(0) if self._events else None
 
     def get_timer(self) -> float | None:
-        times = [self.server.get_timer(), self.ring.get_timer(), self._next_poll]
-        if self._push_on:
-            times.append(self._push_due())
-        return min((t for t in times if t is not None), default=None)
+        best = self._next_poll  # the earliest of these (after every datagram: no list built)
+        push = self._push_due() if self._push_on else None
+        for t in (self.server.get_timer(), self.ring.get_timer(), push):
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
 
     def handle_timer(self, now: float) -> None:
         if (at := self.ring.get_timer()) is not None and at <= now:
