@@ -242,16 +242,13 @@ class ModelTables:
         """The intervals of `window`, packed (`PackedIntervals`), from the meter's packed run
         of completed intervals (index of the first, bytes): a read packs only the intervals
         completed since the last one, and drops the ones that left the window."""
+        if not window:  # nothing complete and kept in it (its stop may even be below its start)
+            return b""
         size = LoadProfile.INTERVAL_SIZE
+        first, run = window.start, b""
         cached = self._lp_cache.get(interval_minutes)
-        first, run = (
-            (cached[1], cached[2])
-            if cached is not None and cached[0] == revision
-            else (
-                window.start,
-                b"",
-            )
-        )
+        if cached is not None and cached[0] == revision:
+            first, run = cached[1], cached[2]
         stop = first + len(run) // size
         if window.start < first or window.start > stop or stop - first > LP_CACHE_MAX:
             first, run, stop = window.start, b"", window.start  # not contiguous: start afresh
