@@ -89,6 +89,10 @@ class ApTitle:
         return cls(arcs, relative)
 
     def absolute(self) -> ApTitle:
+        return self._absolute
+
+    @cached_property
+    def _absolute(self) -> ApTitle:  # every message compares titles: build the form once
         return ApTitle(C1222_ROOT + self.arcs) if self.relative else self
 
     def __str__(self) -> str:

@@ -29,10 +29,10 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from amistack.c1222.errors import C1222DecodeError
 from amistack.c1222.services import ResponseCode
@@ -326,15 +326,73 @@ class Interval:
 _INTERVAL = struct.Struct("<BI")  # LoadProfile interval: status u8, value u32 Wh
 
 
+class PackedIntervals(Sequence[Interval]):
+    """Load-profile intervals kept as their table encoding (status u8, value u32 Wh each,
+    oldest first): 5 bytes an interval where a tuple of `Interval`s takes ~60, and a profile
+    built over them encodes without packing again. Read like a tuple of `Interval`s (each
+    decoded when indexed). A meter keeps its load-profile window this way
+    (`meter.tables.ModelTables`)."""
+
+    __slots__ = ("packed",)
+
+    def __init__(self, packed: bytes) -> None:
+        if len(packed) % _INTERVAL.size:
+            raise ValueError("not a whole number of packed intervals")
+        self.packed = packed
+
+    def __len__(self) -> int:
+        return len(self.packed) // _INTERVAL.size
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return tuple(self)[index]
+        n = len(self)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError("interval index out of range")
+        status, value = _INTERVAL.unpack_from(self.packed, index * _INTERVAL.size)
+        return Interval(value, status)
+
+    def __iter__(self) -> Iterator[Interval]:
+        return (Interval(value, status) for status, value in _INTERVAL.iter_unpack(self.packed))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PackedIntervals):
+            return self.packed == other.packed
+        if isinstance(other, Sequence):
+            return tuple(self) == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return f"PackedIntervals({tuple(self)!r})"
+
+
+def _packed(intervals: Sequence[Interval]) -> bytes:
+    if isinstance(intervals, PackedIntervals):
+        return intervals.packed
+    pack = _INTERVAL.pack
+    return b"".join([pack(i.status, i.value_wh) for i in intervals])
+
+
+def pack_interval(value_wh: int, status: int) -> bytes:
+    """One load-profile interval as the table carries it (see `PackedIntervals`)."""
+    return _INTERVAL.pack(status, value_wh)
+
+
 @dataclass(frozen=True)
 class LoadProfile:
     """ST64/ST65 style: INTERVAL (minutes), NBR_INTERVALS (u16), BLK_END_TIME (LTIME_DATE of
     the end of the newest interval), then per interval, oldest first: status u8, value u32 Wh.
-    A partial read of `HEADER + k * INTERVAL_SIZE` bytes at the right offset reads k intervals."""
+    A partial read of `HEADER + k * INTERVAL_SIZE` bytes at the right offset reads k intervals.
+    `intervals`: a tuple of `Interval`s or `PackedIntervals` (equal when they hold the same)."""
 
     interval_minutes: int
     end_time: float
-    intervals: tuple[Interval, ...] = field(default_factory=tuple)
+    intervals: Sequence[Interval] = field(default_factory=tuple)
 
     HEADER = 1 + 2 + LTIME_LEN
     INTERVAL_SIZE = 5
@@ -345,12 +403,11 @@ class LoadProfile:
     @functools.cached_property
     def _encoded(self) -> bytes:
         # once per profile: a collector reads the header, then a slice, of the same table
-        pack = _INTERVAL.pack
         return (
             bytes([self.interval_minutes])
             + len(self.intervals).to_bytes(2, "little")
             + encode_ltime(self.end_time)
-            + b"".join([pack(i.status, i.value_wh) for i in self.intervals])
+            + _packed(self.intervals)
         )
 
     @classmethod

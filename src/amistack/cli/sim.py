@@ -42,10 +42,10 @@ mesh; packets per reading count every link frame (acks, RPL, retransmissions). A
 day and concentrator-loss; each cell is its own simulation, so --shards splits by cell and
 never changes the result.
 
-Scale: a day of 100,000 meters takes about an hour of CPU in one process (docs/simulator.md,
-"What it costs"); --shards K runs K shards by cell in parallel on Dask (a local cluster of
---workers processes, or --cluster ADDR), each shard with its own key server and head-end; any
-scenario runs in shards.
+Scale: a day of 10,000 meters takes about 4 minutes of CPU, of 100,000 about 40 minutes
+(docs/simulator.md, "What it costs"); --shards K runs K shards by cell in parallel on Dask (a
+local cluster of --workers processes, or --cluster ADDR), each shard with its own key server
+and head-end; any scenario runs in shards.
 
 Every meter runs PANA + EAP-PSK with the key server engine (UKMF keys, an in-memory store) and
 ANSI C12.22 with the head-end's collector, which ingests into SQLite: nothing is made up. The

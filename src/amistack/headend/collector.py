@@ -26,6 +26,7 @@ when, and by which path (push, poll, targeted, backfill) -- what sim/fleet.py re
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections import Counter, deque
 from collections.abc import Callable, Hashable, Iterable
@@ -103,11 +104,57 @@ class SlotStats:
     delivered: dict[str, Delivery] = field(default_factory=dict)
 
 
+class _Starts:
+    """Stored interval starts on the `step` grid, as the bits of an int from the oldest kept
+    (bit k: `(base + k) * step`): a meter's lookback window in tens of bytes where a set of
+    ints takes ~3.5 KB (a head-end keeps one per meter). Starts off the grid are not kept: the
+    lookback (`Collector._lookback`) asks only for starts on it."""
+
+    __slots__ = ("base", "bits", "step")
+
+    def __init__(self, step: int, starts: Iterable[int] = ()) -> None:
+        self.step = step
+        self.base = 0
+        self.bits = 0
+        for s in starts:
+            self.add(s)
+
+    def __contains__(self, start: object) -> bool:
+        if not isinstance(start, int) or start % self.step:
+            return False
+        k = start // self.step - self.base
+        return k >= 0 and bool(self.bits >> k & 1)
+
+    def __bool__(self) -> bool:
+        return self.bits != 0
+
+    def add(self, start: int) -> None:
+        if start % self.step:
+            return
+        k = start // self.step
+        if not self.bits:
+            self.base = k
+        elif k < self.base:
+            self.bits <<= self.base - k
+            self.base = k
+        self.bits |= 1 << (k - self.base)
+
+    def oldest(self) -> int:
+        """The oldest start kept (there must be one)."""
+        return (self.base + (self.bits & -self.bits).bit_length() - 1) * self.step
+
+    def forget_before(self, horizon: int) -> None:
+        k = -(-horizon // self.step)  # the first grid start at or after the horizon
+        if self.bits and k > self.base:
+            self.bits >>= k - self.base
+            self.base = k
+
+
 @dataclass
 class _Meter:
     target: MeterTarget
     since: int  # first interval start we expect from it
-    have: set[int] = field(default_factory=set)
+    have: _Starts  # stored interval starts (the lookback window's)
     pending: set[int] = field(default_factory=set)
     n_intervals: int | None = None
     attempts: int = 0
@@ -117,10 +164,12 @@ class _Meter:
 
 @dataclass
 class _Cell:
+    index: int  # in the order cells were added (the order they are served in an instant)
     queue: deque[tuple[str, str]] = field(default_factory=deque)  # (meter id, reason)
     outstanding: int = 0
     next_start: float = 0.0
     reads: int = 0
+    armed_at: float | None = None  # the next_start of its entry in Collector._ready
 
 
 @dataclass(frozen=True)
@@ -182,6 +231,11 @@ class Collector:
         self._meters: dict[str, _Meter] = {}
         self._by_ap: dict[bytes, str] = {}
         self._cells: dict[str, _Cell] = {}
+        self._cell_list: list[_Cell] = []  # by index
+        # (next_start, cell index) of the cells that may start a read (reads queued, fewer
+        # than per_cell_outstanding in flight), a heap with stale entries skipped: the next
+        # start costs O(log cells), not a walk over every cell (a head-end has thousands)
+        self._ready: list[tuple[float, int]] = []
         self._reads: dict[int, _Read] = {}
         self._register_reqs: dict[int, str] = {}
         self._tags: dict[int, _Tag] = {}
@@ -203,12 +257,14 @@ class Collector:
         lookback window before them is expected too, so what was missed while down is
         backfilled."""
         since = self._boundary_after(now) - self.step
-        have = {s for s in stored if s % self.step == 0}
+        have = _Starts(self.step, stored)
         if have:
-            since = max(min(have), since - (self.config.lookback_intervals - 1) * self.step)
+            since = max(have.oldest(), since - (self.config.lookback_intervals - 1) * self.step)
         self._meters[target.meter_id] = _Meter(target, since, have)
         self._by_ap[target.ap_title.device_id] = target.meter_id
-        self._cells.setdefault(target.cell, _Cell())
+        if target.cell not in self._cells:
+            cell = self._cells[target.cell] = _Cell(len(self._cell_list))
+            self._cell_list.append(cell)
 
     def remove_meter(self, meter_id: str) -> None:
         m = self._meters.pop(meter_id, None)
@@ -240,13 +296,17 @@ class Collector:
     def missing(self, meter_id: str, now: float) -> list[int]:
         """Interval starts expected from the meter (lookback window) and not stored or pending."""
         m = self._meters[meter_id]
+        return [s for s in self._lookback(m, now) if s not in m.have and s not in m.pending]
+
+    def _lookback(self, m: _Meter, now: float) -> range:
+        """The interval starts expected from `m` by now (the lookback window), oldest first."""
         newest = (int(now) // self.step - 1) * self.step
         oldest = max(m.since, newest - (self.config.lookback_intervals - 1) * self.step)
-        return [
-            s
-            for s in range(oldest, newest + 1, self.step)
-            if s not in m.have and s not in m.pending
-        ]
+        return range(oldest, newest + 1, self.step)
+
+    def _misses_any(self, m: _Meter, now: float) -> bool:
+        """`bool(missing(...))`, newest first: usually the newest interval is the one missing."""
+        return any(s not in m.have and s not in m.pending for s in reversed(self._lookback(m, now)))
 
     # -- timers ------------------------------------------------------------------------------
 
@@ -263,11 +323,35 @@ class Collector:
         t = self.ingestor.get_timer()
         if t is not None:
             times.append(t if self._store_retry is None else max(t, self._store_retry))
-        lim = self.config.per_cell_outstanding
-        for cell in self._cells.values():
-            if cell.queue and cell.outstanding < lim:
-                times.append(cell.next_start)
+        heap = self._ready
+        while heap:
+            at, index = heap[0]
+            cell = self._cell_list[index]
+            if self._can_start(cell, at):
+                times.append(at)
+                break
+            heapq.heappop(heap)
+            if cell.armed_at == at:
+                cell.armed_at = None
         return min(times)
+
+    def _can_start(self, cell: _Cell, at: float) -> bool:
+        """Whether the heap entry `at` of `cell` is current: it may start a read then."""
+        return (
+            bool(cell.queue)
+            and cell.outstanding < self.config.per_cell_outstanding
+            and cell.next_start == at
+        )
+
+    def _arm(self, cell: _Cell) -> None:
+        """Keep `_ready` holding the cell's next start while it may start a read."""
+        if (
+            cell.queue
+            and cell.outstanding < self.config.per_cell_outstanding
+            and cell.armed_at != cell.next_start
+        ):
+            heapq.heappush(self._ready, (cell.next_start, cell.index))
+            cell.armed_at = cell.next_start
 
     def handle_timer(self, now: float) -> None:
         while self._slot_time() <= now:
@@ -298,11 +382,10 @@ class Collector:
         for old in [b for b in self.slots if b < boundary - self.keep_slots * self.step]:
             del self.slots[old]
         for meter_id, m in self._meters.items():
-            if m.have and min(m.have) < horizon:
-                m.have = {s for s in m.have if s >= horizon}
+            m.have.forget_before(horizon)
             if m.since < boundary:
                 slot.expected.add(meter_id)
-            if self.missing(meter_id, now):
+            if self._misses_any(m, now):
                 m.attempts = 0
                 self._enqueue(m, reason)
 
@@ -310,16 +393,25 @@ class Collector:
         if m.queued or m.in_flight is not None:
             return
         m.queued = True
-        q = self._cells[m.target.cell].queue
+        cell = self._cells[m.target.cell]
         if front:
-            q.appendleft((m.target.meter_id, reason))
+            cell.queue.appendleft((m.target.meter_id, reason))
         else:
-            q.append((m.target.meter_id, reason))
+            cell.queue.append((m.target.meter_id, reason))
+        self._arm(cell)
 
     def _pump(self, now: float) -> None:
         lim = self.config.per_cell_outstanding
         gap = 1.0 / self.config.per_cell_rate
-        for cell in self._cells.values():
+        heap, due = self._ready, set()
+        while heap and heap[0][0] <= now:  # the cells that may start a read now
+            at, index = heapq.heappop(heap)
+            cell = self._cell_list[index]
+            if cell.armed_at == at:
+                cell.armed_at = None
+            if self._can_start(cell, at):
+                due.add(index)
+        for cell in [self._cell_list[i] for i in sorted(due)]:
             while cell.queue and cell.outstanding < lim and cell.next_start <= now:
                 meter_id, reason = cell.queue.popleft()
                 m = self._meters.get(meter_id)
@@ -338,6 +430,7 @@ class Collector:
                 cell.outstanding += 1
                 cell.reads += 1
                 cell.next_start = max(now, cell.next_start) + gap
+            self._arm(cell)
 
     def _request(self, m: _Meter, requests: list[Read], now: float) -> int | None:
         addr = m.target.addr
@@ -388,7 +481,9 @@ class Collector:
         appended to `register_reads`."""
         m = self._meters[meter_id]
         m.queued = True
-        self._cells[m.target.cell].queue.appendleft((meter_id, "registers"))
+        cell = self._cells[m.target.cell]
+        cell.queue.appendleft((meter_id, "registers"))
+        self._arm(cell)
         self._pump(now)
 
     def backfill(self, meter_id: str, now: float) -> None:
@@ -417,7 +512,9 @@ class Collector:
         if m is None:
             return None
         m.in_flight = None
-        self._cells[m.target.cell].outstanding -= 1
+        cell = self._cells[m.target.cell]
+        cell.outstanding -= 1
+        self._arm(cell)
         return m
 
     def _on_registers(self, ev: ResponseReceived | RequestTimedOut, now: float) -> None:

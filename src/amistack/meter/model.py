@@ -15,9 +15,10 @@ How values come about (docs/meter-model.md has the whole account and every param
 * Seeded outages (fail/restore events, "no data" intervals), the remote switch (a disconnected meter
   measures nothing) and the load-limit trip decide how much of each interval was live.
 * Registers at `t` = initial reading + cumulative totals at the start of t's local day (cached, one
-  small row per day) + that day's prefix sums + the live share of the current interval. The day
-  rows are built once and extended lazily; later queries are O(1) plus O(log n) bisects into the
-  switch timeline. A command (switch, demand reset, clock adjustment) drops the caches from its day.
+  small row per day) + the sum of that day's intervals before t + the live share of the current
+  interval. The day rows are built once and extended lazily; later queries are sums of at most 96
+  values plus O(log n) bisects into the switch timeline. A command (switch, demand reset, clock
+  adjustment) drops the caches from its day.
 
 Public API (all times in epoch seconds):
 
@@ -52,7 +53,6 @@ from collections import OrderedDict
 from collections.abc import MutableSequence
 from dataclasses import dataclass, field
 from enum import IntFlag
-from itertools import accumulate
 
 from amistack.meter.events import (
     ClockAdjusted,
@@ -88,7 +88,9 @@ RETENTION_DAYS = 30  # 15-minute load profile kept this long
 LIMIT_CHECK_S = 60  # the load limit is checked once a minute
 WIGGLE = 0.08  # instantaneous power varies +-8 % around its interval's average
 _EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
-_DAY_CACHE = 4  # full day tables kept per meter (a fleet of 100,000 must fit in memory)
+# Full day tables kept per meter (a fleet of 100,000 must fit in memory): a load-profile read
+# after the first needs only the newest day, a register read that day and its cumulative row.
+_DAY_CACHE = 2
 _BURST_W = 1500.0  # an appliance burst (about one quarter hour in 64)
 
 
@@ -120,6 +122,9 @@ class IntervalFlag(IntFlag):
     CLOCK_ADJUSTED = 4  # the clock was set during the interval
     REVERSE_FLOW = 8  # energy flowed to the grid (two-way meters)
     DISCONNECTED = 16  # the remote switch was open for part or all of it
+
+
+_FLAGS = tuple(IntervalFlag(v) for v in range(32))  # by value: IntervalFlag(v) costs microseconds
 
 
 @dataclass(frozen=True)
@@ -250,10 +255,9 @@ class _Raw:
 
 
 class _Day:
-    """A local day's measured interval values with prefix sums (index i = before interval i)."""
+    """A local day's measured interval values (register reads add up the ones before `t`)."""
 
-    __slots__ = ("flags", "fwd", "fwd_pre", "lag", "lag_pre", "lead", "lead_pre", "live",
-                 "nodata", "rev", "rev_pre", "tiers", "tou_tot")  # fmt: skip
+    __slots__ = ("flags", "fwd", "lag", "lead", "live", "nodata", "rev", "tiers", "tou_tot")
 
     def __init__(self) -> None:
         # filled as lists, then packed into arrays (`pack`): 4 bytes a value instead of ~36
@@ -265,18 +269,21 @@ class _Day:
         self.nodata: MutableSequence[int] = []  # 0/1
         self.flags: MutableSequence[int] = []
         self.tiers: MutableSequence[int] = []
-        self.fwd_pre: MutableSequence[int] = []
-        self.rev_pre: MutableSequence[int] = []
-        self.lag_pre: MutableSequence[int] = []
-        self.lead_pre: MutableSequence[int] = []
         self.tou_tot: MutableSequence[int] = []
 
     def pack(self) -> None:
-        for name in ("fwd", "rev", "lag", "lead", "fwd_pre", "rev_pre", "lag_pre", "lead_pre"):
+        for name in ("fwd", "rev", "lag", "lead"):
             setattr(self, name, _ints(getattr(self, name)))
-        self.live = array("d", self.live)
-        self.nodata = array("B", self.nodata)
+        if isinstance(self.live, list):  # else the shared all-live day (_fill_simple)
+            self.live = array("d", self.live)
+            self.nodata = array("B", self.nodata)
         self.flags = array("B", self.flags)
+
+
+# A whole day live (most days of most meters): one copy of its live seconds and no-data flags
+# for every meter, ~1 KB a day a meter less.
+_ALL_LIVE = array("d", [float(INTERVAL_S)] * INTERVALS_PER_DAY)
+_NONE_MISSING = array("B", bytes(INTERVALS_PER_DAY))
 
 
 def _ints(values: MutableSequence[int]) -> MutableSequence[int]:
@@ -285,10 +292,6 @@ def _ints(values: MutableSequence[int]) -> MutableSequence[int]:
         return array("i", values)
     except OverflowError:
         return array("q", values)
-
-
-def _prefix(values: MutableSequence[int]) -> list[int]:
-    return list(accumulate(values, initial=0))
 
 
 def _u(b: bytes) -> float:
@@ -542,10 +545,6 @@ class MeterModel:
         else:
             self._fill(dd, raw, t0, outs, adjusted)
         dd.tiers = raw.tiers
-        dd.fwd_pre = _prefix(dd.fwd)
-        dd.rev_pre = _prefix(dd.rev)
-        dd.lag_pre = _prefix(dd.lag)
-        dd.lead_pre = _prefix(dd.lead)
         tou = [0] * self._tiers
         for tier, f in zip(raw.tiers, dd.fwd, strict=True):
             tou[tier] += f
@@ -568,8 +567,7 @@ class MeterModel:
         tan_phi = raw.tan_phi
         dd.lag = [round(f * tan_phi) for f in fwd]
         dd.lead = [round(r * 0.05) for r in rev]
-        dd.live = [float(INTERVAL_S)] * INTERVALS_PER_DAY
-        dd.nodata = [False] * INTERVALS_PER_DAY
+        dd.live, dd.nodata = _ALL_LIVE, _NONE_MISSING  # shared, never changed
         rf = int(IntervalFlag.REVERSE_FLOW)
         dd.flags = [rf if r else 0 for r in rev]
 
@@ -631,10 +629,10 @@ class MeterModel:
                 continue
             last = cum[-st:]
             row = [
-                last[0] + dd.fwd_pre[-1],
-                last[1] + dd.rev_pre[-1],
-                last[2] + dd.lag_pre[-1],
-                last[3] + dd.lead_pre[-1],
+                last[0] + sum(dd.fwd),
+                last[1] + sum(dd.rev),
+                last[2] + sum(dd.lag),
+                last[3] + sum(dd.lead),
             ]
             row.extend(last[4 + q] + dd.tou_tot[q] for q in range(self._tiers))
             cum.extend(row)
@@ -651,10 +649,11 @@ class MeterModel:
         dd = self._day(day)
         t0 = self.day_start(day)
         i = int((t - t0) // INTERVAL_S)
-        fwd = row[0] + dd.fwd_pre[i]
-        rev = row[1] + dd.rev_pre[i]
-        lag = row[2] + dd.lag_pre[i]
-        lead = row[3] + dd.lead_pre[i]
+        # sums of at most 96 values: cheaper to add up than to keep 4 prefix arrays a day
+        fwd = row[0] + sum(dd.fwd[:i])
+        rev = row[1] + sum(dd.rev[:i])
+        lag = row[2] + sum(dd.lag[:i])
+        lead = row[3] + sum(dd.lead[:i])
         tou = list(row[4:])
         for q in range(i):
             tou[dd.tiers[q]] += dd.fwd[q]
@@ -686,7 +685,7 @@ class MeterModel:
         day = self.local_day(a)
         dd = self._day(day)
         i = int((a - self.day_start(day)) // INTERVAL_S)
-        flags = IntervalFlag(dd.flags[i])
+        flags = _FLAGS[dd.flags[i]]
         if dd.nodata[i]:
             return Interval(a, a + INTERVAL_S, None, None, None, None, flags)
         return Interval(
@@ -725,12 +724,12 @@ class MeterModel:
         """The 30-minute value [b*1800, (b+1)*1800): the sum of its two 15-minute intervals; no
         data only when both halves have none (one missing half: PARTIAL)."""
         x, y = self.interval(2 * b), self.interval(2 * b + 1)
-        flags = x.flags | y.flags
+        flags = x.flags.value | y.flags.value  # ints: IntFlag's own | costs microseconds
         halves = [h for h in (x, y) if not h.no_data]
         if not halves:
-            return Interval(x.start, y.end, None, None, None, None, flags)
+            return Interval(x.start, y.end, None, None, None, None, _FLAGS[flags])
         if len(halves) == 1:
-            flags |= IntervalFlag.PARTIAL | IntervalFlag.OUTAGE
+            flags |= IntervalFlag.PARTIAL.value | IntervalFlag.OUTAGE.value
         rev = None if not self.config.two_way else sum(h.reverse_wh or 0 for h in halves)
         return Interval(
             x.start,
@@ -739,7 +738,7 @@ class MeterModel:
             rev,
             sum(h.lagging_varh or 0 for h in halves),
             sum(h.leading_varh or 0 for h in halves),
-            flags,
+            _FLAGS[flags],
         )
 
     def fixed_time_reading(self, t: float, reverse: bool = False) -> tuple[float, int | None]:
@@ -997,6 +996,16 @@ class MeterModel:
                 if ev.time == now:
                     self._reported_at_polled.add(id(ev))
         self._polled = now
+
+    def quiet_until(self, after: float, horizon: float) -> float:
+        """A time up to which `poll_events` can find nothing that it would not find at `after`:
+        the first seeded event after `after`, or `after + horizon` if none comes sooner; `after`
+        itself while events wait in the queue or the switch has been commanded (its events
+        depend on what is decided when polling). A driver polls no sooner than that."""
+        if len(self.events) or not self.switch.idle:
+            return after
+        evs = self.seeded_events(after, after + horizon)
+        return evs[0].time if evs else after + horizon
 
     def next_event(self, now: float) -> MeterEvent | None:
         self.poll_events(now)

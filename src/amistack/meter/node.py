@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 # C12.22 refusals that are a peer failing to authenticate (endpoint.py counters)
 AUTH_REFUSALS = ("auth-failed", "no-key", "missing-auth", "cleartext-refused", "replayed", "stale")
 POLL_LAG_S = 0.001  # model seconds (see _poll)
+QUIET_HORIZON_S = 86400.0  # model seconds the node looks ahead for the model's next event
+QUIET_POLLS = 8  # at most this many event polls that would find nothing are skipped at once
 _TABLE_FOR_MINUTES = {m: t for t, m in LP_INTERVALS.items()}
 
 
@@ -176,7 +178,8 @@ class MeterNode:
                 self.tables, event_log_source, endpoint.ed_class or b"AMST"
             )
         self.counters: Counter[str] = Counter()
-        self._events: deque[NodeEvent] = deque()
+        # lists, not deques: an empty deque takes 760 bytes and a fleet holds 100,000 meters
+        self._events: list[NodeEvent] = []
         push = config.push
         self._push_on = push.enabled and config.headend_addr is not None
         self._push_seed = push.seed or config.ap_title.device_id
@@ -184,7 +187,8 @@ class MeterNode:
         self._next_boundary: int | None = None  # index of the next boundary to push after
         self._pushes: dict[int, float] = {}  # request id -> boundary
         self._next_poll: float | None = None  # engine time of the next model-event poll
-        self._auth_window: deque[float] = deque()
+        self._quiet = -math.inf  # model time up to which the model can have no event (_poll)
+        self._auth_window: list[float] = []
 
     # -- keys -------------------------------------------------------------------------------
 
@@ -219,13 +223,15 @@ class MeterNode:
         return self.server.datagrams_to_send(now)
 
     def next_event(self) -> NodeEvent | None:
-        return self._events.popleft() if self._events else None
+        return self._events.pop(0) if self._events else None
 
     def get_timer(self) -> float | None:
-        times = [self.server.get_timer(), self.ring.get_timer(), self._next_poll]
-        if self._push_on:
-            times.append(self._push_due())
-        return min((t for t in times if t is not None), default=None)
+        best = self._next_poll  # the earliest of these (after every datagram: no list built)
+        push = self._push_due() if self._push_on else None
+        for t in (self.server.get_timer(), self.ring.get_timer(), push):
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
 
     def handle_timer(self, now: float) -> None:
         if (at := self.ring.get_timer()) is not None and at <= now:
@@ -314,7 +320,7 @@ class MeterNode:
         self.counters["auth-failures"] += 1
         win = self._auth_window
         while win and win[0] <= now - self.config.auth_failure_window_s:
-            win.popleft()
+            win.pop(0)
         if len(win) >= self.config.auth_failure_events:
             self.counters["auth-failures-not-logged"] += 1
             return
@@ -331,10 +337,28 @@ class MeterNode:
         """Hand the model's events up to now to the event log and the event queue."""
         # Poll up to just before now: MeterModel.poll_events takes switch events in (polled, now],
         # so a command at exactly a time already polled would never be reported.
-        t = self.tables.model_time(now) - POLL_LAG_S
-        while (ev := self.model.next_event(t)) is not None:
-            self._emit(ev)
-        self._next_poll = self.config.time.engine(t + self.config.event_poll_s)
+        scale = self.config.time
+        t = scale.model(now) - POLL_LAG_S
+        # The polls that would find nothing are skipped: before `_quiet` the model has no
+        # event (see MeterModel.quiet_until), and the next timer is the first poll of the
+        # every-event_poll_s sequence that can find one (or the QUIET_POLLS-th), so events
+        # are reported at the same times, with fewer wake-ups and model polls.
+        if t >= self._quiet or not self._model_idle():
+            while (ev := self.model.next_event(t)) is not None:
+                self._emit(ev)
+            self._quiet = self.model.quiet_until(t, QUIET_HORIZON_S)
+        step = self.config.event_poll_s
+        nxt = scale.engine(t + step)
+        for _ in range(QUIET_POLLS - 1):
+            polled_to = scale.model(nxt) - POLL_LAG_S  # what the poll at nxt polls up to
+            if polled_to >= self._quiet:
+                break
+            nxt = scale.engine(polled_to + step)
+        self._next_poll = nxt
+
+    def _model_idle(self) -> bool:
+        """Whether the model's switch and event queue keep `_quiet` valid (see `_poll`)."""
+        return self.model.switch.idle and not len(self.model.events)
 
     def _emit(self, ev: MeterEvent) -> None:
         """Into the event log and the event queue (the node's own events -- key rotations,

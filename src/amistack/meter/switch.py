@@ -68,6 +68,12 @@ class RemoteSwitch:
     def operations_at(self, t: float) -> int:
         return sum(1 for ev in self.events if ev.time <= t)
 
+    @property
+    def idle(self) -> bool:
+        """Never operated and never given a load limit: it has produced no event and will
+        produce none until a command comes."""
+        return not self.events and len(self._limit_times) == 1
+
     def load_limit_at(self, t: float) -> float | None:
         """The load limit in W in force at `t` (None: no limit)."""
         return self._limits[bisect.bisect_right(self._limit_times, t) - 1]

@@ -31,6 +31,8 @@ from amistack.c1222.tables import (
     Identification,
     Interval,
     LoadProfile,
+    PackedIntervals,
+    pack_interval,
 )
 from amistack.meter.model import (
     BLOCK_S,
@@ -104,18 +106,22 @@ def lp_status(flags: IntervalFlag, no_data: bool) -> LpStatus:
 
 def lp_interval(iv: ModelInterval) -> Interval:
     """A model interval as a C12.19 one: forward active energy (Wh, u32) and its status."""
-    status = lp_status(iv.flags, iv.no_data)
+    status = _status_byte(int(iv.flags), iv.no_data)
     value = iv.forward_wh or 0
     if value > U32_MAX:
         value, status = U32_MAX, status | LpStatus.OVERFLOW
-    return _shared_interval(value, int(status))
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _shared_interval(value: int, status: int) -> Interval:
-    """One immutable Interval per (value, status), shared by every meter's load-profile cache:
-    households' half-hours take a few thousand values, a fleet caches 48 per meter."""
     return Interval(value, status)
+
+
+@functools.lru_cache(maxsize=256)
+def _status_byte(flags: int, no_data: bool) -> int:
+    return int(lp_status(IntervalFlag(flags), no_data))
+
+
+def _packed_interval(iv: ModelInterval) -> bytes:
+    """`lp_interval(iv)` as the table carries it (`c1222.tables.PackedIntervals`)."""
+    c = lp_interval(iv)
+    return pack_interval(c.value_wh, c.status)
 
 
 def default_identification(serial: bytes) -> Identification:
@@ -142,10 +148,11 @@ class ModelTables:
         self.clock_offset = 0.0  # meter clock - true (model) time, moved by time syncs
         self.cumulative_demand_w = 0  # C12.19 CUM_DEMAND: sum of max demands at resets
         self.failed_commands = 0
-        # interval minutes -> (model revision, {interval index: C12.19 interval}): completed
-        # intervals never change while the model's revision stands, so a read builds only the
-        # ones that completed since the last (each read used to rebuild the whole window)
-        self._lp_cache: dict[int, tuple[int, dict[int, Interval]]] = {}
+        # interval minutes -> (model revision, index of the first, the packed run of completed
+        # intervals from it): completed intervals never change while the model's revision
+        # stands, so a read packs only the ones that completed since the last (each read used
+        # to rebuild the whole window); 5 bytes an interval
+        self._lp_cache: dict[int, tuple[int, int, bytes]] = {}
         self._lp_last: dict[int, tuple[tuple[int, int, int, float], LoadProfile]] = {}
 
     def model_time(self, now: float) -> float:
@@ -219,26 +226,45 @@ class ModelTables:
         last = self._lp_last.get(interval_minutes)
         if last is not None and last[0] == key:  # a read of the header, then of the slice
             return last[1]
-        cached = self._lp_cache.get(interval_minutes)
-        cache = cached[1] if cached is not None and cached[0] == revision else {}
-        if len(cache) > LP_CACHE_MAX:
-            cache = {}
-        ivs = []
-        for k in window:
-            iv = cache.get(k)
-            if iv is None:
-                iv = cache[k] = lp_interval(compute(k))
-            ivs.append(iv)
-        for k in [k for k in cache if k < window.start]:  # out of the window for good
-            del cache[k]
-        if model.revision == revision:
-            self._lp_cache[interval_minutes] = (revision, cache)
-        else:  # computing settled a load-limit trip: keep nothing that might predate it
-            self._lp_cache.pop(interval_minutes, None)
-        profile = LoadProfile(interval_minutes, newest_end, tuple(ivs))
+        packed = self._packed_window(interval_minutes, compute, window, revision)
+        profile = LoadProfile(interval_minutes, newest_end, PackedIntervals(packed))
         if model.revision == revision:
             self._lp_last[interval_minutes] = (key, profile)
         return profile
+
+    def _packed_window(
+        self,
+        interval_minutes: int,
+        compute: Callable[[int], ModelInterval],
+        window: range,
+        revision: int,
+    ) -> bytes:
+        """The intervals of `window`, packed (`PackedIntervals`), from the meter's packed run
+        of completed intervals (index of the first, bytes): a read packs only the intervals
+        completed since the last one, and drops the ones that left the window."""
+        if not window:  # nothing complete and kept in it (its stop may even be below its start)
+            return b""
+        size = LoadProfile.INTERVAL_SIZE
+        first, run = window.start, b""
+        cached = self._lp_cache.get(interval_minutes)
+        if cached is not None and cached[0] == revision:
+            first, run = cached[1], cached[2]
+        stop = first + len(run) // size
+        if window.start < first or window.start > stop or stop - first > LP_CACHE_MAX:
+            first, run, stop = window.start, b"", window.start  # not contiguous: start afresh
+        if first < window.start:  # out of the window for good
+            run = run[(window.start - first) * size :]
+            first = window.start
+        if stop < window.stop:
+            run += b"".join([_packed_interval(compute(k)) for k in range(stop, window.stop)])
+            stop = window.stop
+        if self.model.revision == revision:
+            self._lp_cache[interval_minutes] = (revision, first, run)
+        else:  # computing settled a load-limit trip: keep nothing that might predate it
+            self._lp_cache.pop(interval_minutes, None)
+        if window.stop == stop:
+            return run
+        return run[: (window.stop - first) * size]
 
     def switch_connected(self, now: float) -> bool:
         return self.model.switch.relay_closed(self.model_time(now))

@@ -158,7 +158,7 @@ def fleet_config(
         keyserver_service_s=1.0 / (sc.keyserver_auth_rate * DATAGRAMS_PER_AUTH),
         keyserver_queue=sc.keyserver_queue,
         command_poll_s=60.0,  # nothing changes the registry or queues commands in a scenario
-        meter_refresh_s=3600.0,
+        meter_refresh_s=86400.0,  # each look lists every meter; the registry never changes here
         shard=shard,
         shards=sc.shards,
     )

@@ -18,6 +18,7 @@ from amistack.c1222.tables import (
     Interval,
     LoadProfile,
     MeterTables,
+    PackedIntervals,
     Procedure,
     ProcedureInitiate,
     ProcedureResponse,
@@ -161,3 +162,22 @@ def test_reassembly_bounds_and_timeout() -> None:
         r.receive(Segment(2, 11, 3, b"x"), "a", T0)
     assert r.get_timer() == T0 + 10.0
     assert r.expire(T0 + 10.0) == 1 and len(r) == 0
+
+
+@given(st.binary(max_size=64), st.sampled_from([15, 30]), times)
+def test_packed_intervals_read_as_the_table_decodes_them(
+    raw: bytes, minutes: int, end: float
+) -> None:
+    if len(raw) % LoadProfile.INTERVAL_SIZE:
+        with pytest.raises(ValueError):
+            PackedIntervals(raw)
+        return
+    packed = PackedIntervals(raw)
+    lp = LoadProfile(minutes, end, packed)
+    decoded = LoadProfile.decode(lp.encode())
+    assert decoded == lp and lp == decoded  # equal to the tuple of the same intervals
+    assert list(packed) == list(decoded.intervals) and len(packed) == len(decoded.intervals)
+    assert [packed[i] for i in range(-len(packed), len(packed))] == list(decoded.intervals) * 2
+    assert packed[1:3] == decoded.intervals[1:3]
+    with pytest.raises(IndexError):
+        packed[len(packed)]

@@ -8,9 +8,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from amistack.addr import Addr
-from amistack.headend.collector import CollectorConfig, Mode, parse_lp_header
+from amistack.headend.collector import CollectorConfig, Mode, _Starts, parse_lp_header
 from amistack.headend.schema import IntervalReading
 from amistack.headend.storage import SqliteRepository, StoreResult
 from amistack.meter.node import PushAcked, PushSent
@@ -277,3 +279,26 @@ def test_a_meter_that_moved_is_read_at_its_new_address_with_nothing_forgotten() 
     assert meter_id(0) not in slot.delivered  # read at the new address, where nobody answers
     assert fleet.net.counters["undeliverable"] > 0
     assert {meter_id(i) for i in (1, 2, 3)} <= set(slot.delivered)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["add", "forget"]), st.integers(-300, 300)), max_size=60))
+def test_stored_starts_behave_as_the_set_of_grid_starts(ops: list[tuple[str, int]]) -> None:
+    step = 1800
+    base = 1_790_000_000 // step * step
+    starts, model = _Starts(step), set[int]()
+    for op, k in ops:
+        s = base + k * (step // 2)  # half of them off the grid: not kept
+        if op == "add":
+            starts.add(s)
+            if s % step == 0:
+                model.add(s)
+        else:
+            starts.forget_before(s)
+            model = {x for x in model if x >= s}
+        assert bool(starts) == bool(model)
+        assert all(x in starts for x in model)
+        assert not any(
+            base + j * step in starts for j in range(-160, 160) if base + j * step not in model
+        )
+        if model:
+            assert starts.oldest() == min(model)

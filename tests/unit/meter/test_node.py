@@ -362,3 +362,34 @@ def test_push_config_validation_and_default_titles() -> None:
     pushes = [ev.requests[0] for _, ev in rig.arrivals]
     assert len(pushes) == 4
     assert all(isinstance(w, Write) and w.table == Table.LOAD_PROFILE_2 for w in pushes)
+
+
+def _polled_events(seed: int, days: float) -> tuple[list[tuple[float, NodeEvent]], int]:
+    """(engine time each event came out, event) of a node left alone for `days`, and its
+    wake-ups: seeded outages and cover openings several times a day, polled every 900 s."""
+    busy = replace(CONFIG, outage_rate_per_year=700.0, cover_open_rate_per_year=700.0)
+    cfg = MeterNodeConfig(METER_TITLE, HEADEND_TITLE, HEADEND_ADDR, event_poll_s=900.0)
+    ring = KeyRing(b"meter-1", PurposeRegistry(), overlap=30.0)
+    node = MeterNode(cfg, MeterModel(seed, busy), ring, seeded_random(3))
+    node.start(T0)
+    out: list[tuple[float, NodeEvent]] = []
+    wakeups, now = 0, T0
+    while True:
+        while (ev := node.next_event()) is not None:
+            out.append((now, ev))
+        at = node.get_timer()
+        if at is None or at > T0 + days * DAY_S:
+            return out, wakeups
+        now = at
+        node.handle_timer(now)
+        wakeups += 1
+
+
+def test_polls_that_would_find_nothing_are_skipped_events_come_out_at_the_same_times(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    skipping, fewer = _polled_events(5, 3)
+    monkeypatch.setattr("amistack.meter.node.QUIET_POLLS", 1)  # a wake-up every 900 s
+    every, wakeups = _polled_events(5, 3)
+    assert len(every) >= 6 and skipping == every
+    assert wakeups >= 3 * 96 - 1 and fewer < wakeups / 2

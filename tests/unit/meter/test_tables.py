@@ -107,7 +107,7 @@ def test_cached_profile_equals_a_fresh_one_as_time_passes_and_after_commands() -
             if k >= 3:
                 commands(fresh)
             assert tab.load_profile(minutes, t) == fresh.load_profile(minutes, t)
-    assert max(len(c) for _, c in tab._lp_cache.values()) <= 2 * 96  # bounded by the window
+    assert max(len(run) // 5 for _, _, run in tab._lp_cache.values()) <= 2 * 96  # the window
 
 
 def test_outage_intervals_are_flagged_no_data() -> None:
@@ -201,3 +201,12 @@ def test_identification_and_bad_interval_length() -> None:
         tab.profile(5, T - 3600, T, T)
     with pytest.raises(ValueError):
         ModelTables(MeterModel(1), retention_days=31)
+
+
+def test_a_window_with_nothing_complete_is_empty_after_a_full_one() -> None:
+    tab = _tables(MeterModel(9, OUTAGES), retention_days=2)
+    assert len(tab.load_profile(30, T).intervals) > 0
+    assert tab.profile(30, T, T - 3600, T).intervals == ()  # end before start
+    assert tab.profile(30, T - 600, T, T - 900).intervals == ()  # nothing complete by then
+    fresh = _tables(MeterModel(9, OUTAGES), retention_days=2)
+    assert tab.load_profile(30, T) == fresh.load_profile(30, T)
