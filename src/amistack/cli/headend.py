@@ -15,6 +15,9 @@ from amistack.pgconn import describe
 from amistack.runtime.headend import DEFAULT_TITLE, HeadEndRuntime, run_headend
 from amistack.runtime.loop import run
 
+KEY_ADMIN_PORT = 7717  # runtime.keydist.DEFAULT_KEYADMIN_PORT (not imported: keeps --help fast)
+KEY_ADMIN_CERT = "headend-dashboard"
+
 DEFAULT_API_CERT = "headend-api"  # DIR/pki/servers/headend-api.crt for --api-tls
 
 
@@ -96,6 +99,22 @@ def register(sub: Any) -> None:
         "for the keys of the meters it authenticated",
     )
     p.add_argument(
+        "--key-admin",
+        type=lambda t: parse_hostport(t, KEY_ADMIN_PORT),
+        metavar="HOST:PORT",
+        help="the key server's admin endpoint (its --admin-listen): the dashboard's SECADM "
+        "actions (revoke, rotate a PSK) go there on the user's behalf, with the head-end's "
+        "certificate --key-admin-cert, which the key server must list in --admin-delegate "
+        "(docs/dashboard.md); without it those buttons are disabled",
+    )
+    p.add_argument(
+        "--key-admin-cert",
+        default=KEY_ADMIN_CERT,
+        metavar="NAME",
+        help=f"the delegator certificate DIR/pki/clients/NAME.crt (default {KEY_ADMIN_CERT}: "
+        f"'amistack pki issue-client {KEY_ADMIN_CERT} --role VIEWER')",
+    )
+    p.add_argument(
         "--mode",
         choices=[m.value for m in Mode],
         default=Mode.PUSHED.value,
@@ -148,6 +167,21 @@ def _run(args: argparse.Namespace) -> int:
             "for DIR)"
         ) from None
 
+    key_admin = None
+    if args.key_admin is not None:
+        from amistack.runtime.keydist import KeyAdminClient
+
+        admin_files = TlsFiles.client(args.data_dir, args.key_admin_cert)
+        try:
+            client_ssl_context(admin_files.ca, admin_files.cert, admin_files.key)
+        except PkiError as exc:
+            raise CliError(
+                f"{exc} (run 'amistack pki issue-client {args.key_admin_cert} --role VIEWER' "
+                "for DIR, and list it in the key server's --admin-delegate)"
+            ) from None
+        host, port = args.key_admin
+        key_admin = KeyAdminClient(host, port, admin_files, args.key_admin_cert)
+
     def ready(rt: HeadEndRuntime) -> None:
         where = describe(args.db) if args.db else f"{args.data_dir.resolve()}/headend.db"
         part = f", shard {shard}" if shard is not None else ""
@@ -178,6 +212,7 @@ def _run(args: argparse.Namespace) -> int:
             db_password=password,
             retention_days=args.retention_days,
             api_tls=tls,
+            key_admin=key_admin,
             stop=stop,
             ready=ready,
         )
