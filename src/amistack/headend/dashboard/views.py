@@ -53,6 +53,7 @@ from amistack.access.http import AccessDenied
 from amistack.headend.dashboard.fleet import (
     PROFILE_POINTS,
     SLOT_S,
+    fleet_counts,
     fleet_page,
     load_profile,
 )
@@ -71,6 +72,7 @@ MESH_TABLES = 20  # reported DODAGs listed so (choose a concentrator for another
 AUDIT_SHOWN = 200  # the audit page's newest entries
 KEY_WINDOW_S = 86400.0  # key generations seen in the last day's readings
 EXPIRING_S = 600.0  # a cached key generation ending within this is "expiring soon"
+FLEET_COUNTS_S = 10.0  # the fleet's counts are at most this old (plus one computation)
 CONFIRM_S = 300.0  # a SECADM confirmation form's token lives this long, and is used once
 MAX_CONFIRMS = 1024  # confirmation tokens outstanding (the oldest is dropped past this)
 KEY_ACTIONS_SHOWN = 20  # the Keys page's recent key-server actions
@@ -102,6 +104,10 @@ class HeadEndView(Protocol):
         """(key id text, not_after) of the C12.22 key generations cached for the meter."""
         ...
 
+    def authenticated(self, now: float) -> int:
+        """Meters with a key generation held now (the fleet page's `authenticated` count)."""
+        ...
+
     def counters(self) -> dict[str, int]:
         """The engine's counters: refusals and drops by reason."""
         ...
@@ -119,6 +125,42 @@ class KeyAdminPort(Protocol):
     async def delegate(self, request: dict[str, Any]) -> dict[str, Any]:
         """The key server's answer (`ok` false with `error` when refused or unreachable)."""
         ...
+
+
+class Refreshed:
+    """A value computed by `compute` and kept for `ttl` s of monotonic time; once older, the
+    next `get` still answers the kept value at once and a thread computes the new one (only
+    the very first `get` waits): the whole fleet's counts cost ~0.1-0.2 s at 100,000 meters,
+    which no page request should pay."""
+
+    def __init__(self, compute: Callable[[], dict[str, int]], ttl: float) -> None:
+        self.compute = compute
+        self.ttl = ttl
+        self._value: dict[str, int] | None = None
+        self._at = 0.0
+        self._lock = threading.Lock()
+        self._refreshing = False
+
+    def get(self) -> dict[str, int]:
+        with self._lock:
+            value, due = self._value, time.monotonic() - self._at > self.ttl
+            start = value is not None and due and not self._refreshing
+            self._refreshing |= start
+        if value is None:
+            return self._refresh()
+        if start:
+            threading.Thread(target=self._refresh, name="fleet-counts", daemon=True).start()
+        return value
+
+    def _refresh(self) -> dict[str, int]:
+        try:
+            value = self.compute()
+            with self._lock:
+                self._value, self._at = value, time.monotonic()
+            return value
+        finally:
+            with self._lock:
+                self._refreshing = False
 
 
 @dataclass(frozen=True)
@@ -328,9 +370,18 @@ def add_dashboard(
 
     # -- fleet ---------------------------------------------------------------------------------
 
+    counts = Refreshed(
+        lambda: fleet_counts(repo, clock(), None if live is None else live.authenticated(clock())),
+        FLEET_COUNTS_S,
+    )
+
     def fleet_parts(who: Principal, q: str, state: MeterState | None, after: str) -> dict[str, str]:
         fp = fleet_page(repo, clock(), text=q, state=state, after=after, covers=who.covers)
-        return {"fleet": fragment("_fleet.html", who, fp=fp, q=q, state=state, after=after)}
+        return {
+            "fleet": fragment(
+                "_fleet.html", who, fp=fp, counts=counts.get(), q=q, state=state, after=after
+            )
+        }
 
     FleetQ = Annotated[str, Query(max_length=MAX_ID)]
 
