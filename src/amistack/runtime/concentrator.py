@@ -42,7 +42,7 @@ from amistack.mesh.node import MeshNode
 from amistack.mesh.rpl.config import RplConfig
 from amistack.mesh.rpl.constants import ETX_DIVISOR, Mop
 from amistack.mesh.rpl.messages import PrefixInformation
-from amistack.mesh.rpl.node import RplNode
+from amistack.mesh.rpl.node import RplNode, described
 from amistack.mesh.rpl.packet import LINK_LOCAL_PREFIX
 from amistack.mesh.security import LinkSecurity
 from amistack.runtime.mesh import (
@@ -80,10 +80,11 @@ def dodag_report(
     """The DODAG as its root knows it, as the head-end's topology report takes it (sans-IO):
     the root, then every target with a live DAO route. Non-storing mode (RFC 6550 §9.7): a
     route's `via` is the target's parent, so the parent and the hop count are known; the
-    root's own ETX estimate (RFC 6551 §4.3.2, x 128) is given for its direct children. A
-    node's rank is known to the root for itself only. `joined`: the device id of each node
-    whose PANA join the gateway saw succeed (`JoinWatch.joined`): its `meter_id`, and
-    `authenticated`."""
+    root's own ETX estimate (RFC 6551 §4.3.2, x 128) is given for its direct children. A node
+    whose DAO carried a Target Descriptor (`RplConfig.describe_targets`: the process mesh's)
+    gave its rank and its own ETX to its parent, as of that DAO. `joined`: the device id of
+    each node whose PANA join the gateway saw succeed (`JoinWatch.joined`): its `meter_id`,
+    and `authenticated`."""
     own = rpl.global_address
     assert own is not None  # a root has its prefix address
     root = Eui64.from_interface_id(own[8:])
@@ -116,7 +117,10 @@ def dodag_report(
             path = rpl.source_route(target, now)
             if path is not None:
                 node["hops"] = len(path)
-            if route.via == own:
+            if route.descriptor is not None:  # what the node said of itself in its DAO
+                rank, etx = described(route.descriptor)
+                node.update(rank=rank, etx=round(etx / ETX_DIVISOR, 2))
+            elif route.via == own:
                 link_local = LINK_LOCAL_PREFIX + target[8:]
                 if rpl.links.known(link_local):
                     node["etx"] = round(rpl.links.etx(link_local) / ETX_DIVISOR, 2)

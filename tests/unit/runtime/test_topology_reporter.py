@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,8 @@ PAA = (KEYSERVER_IP, PANA_PORT)
 def watched() -> tuple[MeshSim, JoinWatch]:
     """A simulated mesh whose key server's PANA traffic a JoinWatch sees, as the concentrator
     process's gateway sees it on the WAN."""
-    s = build_mesh(MeshConfig(nodes=12, seed=3))
+    rpl = replace(MeshConfig().rpl, describe_targets=True)  # as the process mesh runs RPL
+    s = build_mesh(MeshConfig(nodes=12, seed=3, rpl=rpl))
     watch = JoinWatch(PAA)
     ks = s.keyserver
     receive, send = ks.receive_datagram, ks.datagrams_to_send
@@ -69,6 +71,8 @@ def test_the_report_names_each_joined_meter_as_the_key_server_authenticated_it(
     assert len(named) == len(nodes) - 1 >= 6  # every reported meter joined through the watch
     for n in named:
         assert n["meter_id"] == meter_id(truth[n["eui64"]]["node"]) and n["authenticated"]
+        assert n["rank"] == truth[n["eui64"]]["rank"]  # from its DAO's Target Descriptor
+        assert 1.0 <= n["etx"] <= 512  # its own ETX to its parent
     assert "meter_id" not in dodag_report(s.concentrators[0].rpl, s.net.now)[1]
 
 
