@@ -135,6 +135,20 @@ def _shard(args: argparse.Namespace) -> Shard | None:
         raise CliError(f"--shard {exc}") from None
 
 
+def _client_tls(data_dir: Path, name: str, how: str) -> Any:
+    """The client certificate DIR/pki/clients/NAME (a `runtime.keydist.TlsFiles`), checked
+    here, in one line, rather than at its first use; `how`: the rest of the hint."""
+    from amistack.keymgmt.pki import PkiError
+    from amistack.runtime.keydist import TlsFiles, client_ssl_context
+
+    try:
+        files = TlsFiles.client(data_dir, name)
+        client_ssl_context(files.ca, files.cert, files.key)
+    except PkiError as exc:
+        raise CliError(f"{exc} (run 'amistack pki issue-client {name} {how})") from None
+    return files
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.keyserver is None:
         raise CliError("--keyserver is required: the head-end gets meter keys from the key server")
@@ -155,32 +169,15 @@ def _run(args: argparse.Namespace) -> int:
                 raise CliError(
                     f"{path}: missing (run 'amistack pki issue-server {args.api_tls} --host H')"
                 )
-    from amistack.keymgmt.pki import PkiError
-    from amistack.runtime.keydist import TlsFiles, client_ssl_context
-
-    try:  # fail here, in one line, rather than at the first key fetch
-        files = TlsFiles.client(args.data_dir, "headend")
-        client_ssl_context(files.ca, files.cert, files.key)
-    except PkiError as exc:
-        raise CliError(
-            f"{exc} (run 'amistack pki issue-client headend --purpose c1222 --meters SELECTOR' "
-            "for DIR)"
-        ) from None
-
+    _client_tls(args.data_dir, "headend", "--purpose c1222 --meters SELECTOR' for DIR")
     key_admin = None
     if args.key_admin is not None:
         from amistack.runtime.keydist import KeyAdminClient
 
-        admin_files = TlsFiles.client(args.data_dir, args.key_admin_cert)
-        try:
-            client_ssl_context(admin_files.ca, admin_files.cert, admin_files.key)
-        except PkiError as exc:
-            raise CliError(
-                f"{exc} (run 'amistack pki issue-client {args.key_admin_cert} --role VIEWER' "
-                "for DIR, and list it in the key server's --admin-delegate)"
-            ) from None
+        name = args.key_admin_cert
+        how = "--role VIEWER' for DIR, and list it in the key server's --admin-delegate"
         host, port = args.key_admin
-        key_admin = KeyAdminClient(host, port, admin_files, args.key_admin_cert)
+        key_admin = KeyAdminClient(host, port, _client_tls(args.data_dir, name, how), name)
 
     def ready(rt: HeadEndRuntime) -> None:
         where = describe(args.db) if args.db else f"{args.data_dir.resolve()}/headend.db"
