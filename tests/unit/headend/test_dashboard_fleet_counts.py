@@ -161,3 +161,21 @@ def test_a_failing_count_does_not_wedge_the_refresh() -> None:
 
 def test_states_in_the_count_order_are_the_registrys() -> None:
     assert {s.value for s in MeterState} <= set(COUNT_ORDER)
+
+
+def test_every_background_refresh_runs_on_the_same_thread() -> None:
+    """(The repository opens a reader connection per thread and keeps it: a thread per
+    refresh would leak one connection every FLEET_COUNTS_S.)"""
+    threads: list[int] = []
+
+    def compute() -> dict[str, int]:
+        threads.append(threading.get_ident())
+        return {"n": len(threads)}
+
+    counts = Refreshed(compute, ttl=0.0)
+    counts.get()
+    deadline = time.monotonic() + 5
+    while len(threads) < 5 and time.monotonic() < deadline:
+        counts.get()
+        time.sleep(0.01)
+    assert len(threads) >= 5 and len(set(threads[1:])) == 1

@@ -30,6 +30,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Protocol
@@ -131,7 +132,7 @@ class Refreshed:
     """A value computed by `compute` and kept for `ttl` s of monotonic time; once older, the
     next `get` still answers the kept value at once and a thread computes the new one (only
     the very first `get` waits): the whole fleet's counts cost ~0.1-0.2 s at 100,000 meters,
-    which no page request should pay."""
+    which no page request should pay. The refreshes run on one worker thread of its own."""
 
     def __init__(self, compute: Callable[[], dict[str, int]], ttl: float) -> None:
         self.compute = compute
@@ -140,6 +141,8 @@ class Refreshed:
         self._at = 0.0
         self._lock = threading.Lock()
         self._refreshing = False
+        # one long-lived thread: the repository keeps a reader connection per thread
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="fleet-counts")
 
     def get(self) -> dict[str, int]:
         with self._lock:
@@ -149,7 +152,7 @@ class Refreshed:
         if value is None:
             return self._refresh()
         if start:
-            threading.Thread(target=self._refresh, name="fleet-counts", daemon=True).start()
+            self._worker.submit(self._refresh)
         return value
 
     def _refresh(self) -> dict[str, int]:
