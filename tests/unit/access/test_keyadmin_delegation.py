@@ -15,15 +15,13 @@ from typing import Any
 
 import pytest
 from argon2 import PasswordHasher
+from tests.unit.access.test_keyadmin import PSK, T0
+from tests.unit.access.test_keyadmin import Env as KeyAdminEnv
 
-from amistack.access import AccessStore, AuditTrail, Principal, Role
+from amistack.access import AccessStore, Principal, Role
 from amistack.access.keyadmin import KeyAdminService
 from amistack.crypto import seeded_random
-from amistack.keymgmt.kek import FileKek
-from amistack.keymgmt.store import CredentialStore
 
-T0 = 1_790_000_000.0
-PSK = bytes.fromhex("00112233445566778899aabbccddeeff")
 PASSWORD = "correct horse battery staple"
 CHEAP = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
@@ -37,10 +35,11 @@ SCOPED = cert("headend-a", Role.VIEWER, aor=("grpA-*",))
 SAM = cert("sam", Role.SECADM)
 
 
-class Env:
+class Env(KeyAdminEnv):
+    """test_keyadmin's store, trail and `call`, with a user store and two delegators."""
+
     def __init__(self, tmp: Path) -> None:
-        self.store = CredentialStore(tmp / "ks.db", FileKek.create(tmp / "kek", seeded_random(1)))
-        self.audit = AuditTrail.open(tmp, T0)
+        super().__init__(tmp)
         self.users = AccessStore(tmp, rng=seeded_random(3), hasher=CHEAP)
         self.users.add_user("alice", PASSWORD, {Role.SECADM}, T0)
         self.users.add_user("victor", PASSWORD, {Role.VIEWER}, T0)
@@ -57,15 +56,7 @@ class Env:
         for device in ("grpA-1", "grpB-1"):
             self.store.enroll(device, PSK, T0)
 
-    def call(self, by: Principal, op: str, now: float = T0, **req: Any) -> dict[str, Any]:
-        body: dict[str, Any] = {"op": op, "id": 1, **req}
-        if op in ("enroll", "revoke", "rotate_psk"):
-            body.setdefault("at", now)
-            body.setdefault("nonce", secrets.token_hex(16))
-        out: dict[str, Any] = json.loads(self.svc.handle(json.dumps(body).encode(), by, now))
-        return out
-
-    def trail(self) -> list[tuple[str, str, str, str, str]]:
+    def trail_via(self) -> list[tuple[str, str, str, str, str]]:
         return [(e.who, e.via, e.action, e.target, e.outcome) for e in self.audit.entries(-1, 500)]
 
 
@@ -97,7 +88,7 @@ def test_a_delegator_naming_an_unknown_disabled_or_unprivileged_user_changes_not
     assert not revoked(env, "grpA-1")
     assert env.call(HEADEND, "rotate_psk", device="grpA-1", on_behalf=named)["error"] == "forbidden"
     assert env.store.get_psk("grpA-1") == PSK
-    assert env.trail()[-1][2:] == ("keys.rotate_psk", "grpA-1", "refused: forbidden")
+    assert env.trail_via()[-1][2:] == ("keys.rotate_psk", "grpA-1", "refused: forbidden")
 
 
 @pytest.mark.parametrize(
@@ -164,7 +155,7 @@ def test_a_delegated_revoke_and_rotation_name_the_user_and_the_delegator(env: En
     rot = env.call(HEADEND, "rotate_psk", device="grpB-1", on_behalf="alice")
     assert rot["ok"] and env.store.get_psk("grpB-1") == bytes.fromhex(rot["psk"])
     via = "delegated by headend-dashboard (cert:7)"
-    assert env.trail()[-4:] == [
+    assert env.trail_via()[-4:] == [
         ("alice", via, "keys.revoke", "grpA-1", "requested"),
         ("alice", via, "keys.revoke", "grpA-1", "ok"),
         ("alice", via, "keys.rotate_psk", "grpB-1", "requested"),
