@@ -14,6 +14,9 @@
     }
   });
 
+  if (!main && live) {  // a page with nothing live (a confirmation, a result): say so
+    live.textContent = "static";
+  }
   if (main) {
     var es = new EventSource(main.dataset.sse);
     es.onopen = function () { if (live) { live.textContent = "live"; live.className = "live on"; } };
