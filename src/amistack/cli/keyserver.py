@@ -306,6 +306,8 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"key server: {what} on {host} port {bound}", flush=True)
         kinds = "EAP-TLS and EAP-PSK" if methods else "EAP-PSK"
         print(f"key server: methods {kinds}", flush=True)
+        for cn in args.admin_delegate:
+            print(f"key server: {cn} may revoke and rotate PSKs for its SECADMs", flush=True)
         relays = ", ".join(args.relay) if args.relay else "none (PANA-Relay messages dropped)"
         print(f"key server: PANA relays accepted from {relays}", flush=True)
         if pcap is not None:
