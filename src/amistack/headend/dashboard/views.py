@@ -840,7 +840,11 @@ def add_dashboard(
         with confirming:
             held = confirms.pop(form.get("confirm", ""), None)
         if held is None or held[:3] != (who.name, meter_id, action) or held[3] < clock():
-            hooks.outcome(who, f"keys.{op}", target=meter_id, outcome="refused: not_confirmed")
+            await run_in_threadpool(
+                lambda: hooks.outcome(
+                    who, f"keys.{op}", target=meter_id, outcome="refused: not_confirmed"
+                )
+            )
             return page(
                 "refused.html", who, status=403,
                 message="Refused: this confirmation expired or was already used; start again.",
