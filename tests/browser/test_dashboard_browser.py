@@ -4,8 +4,11 @@ authenticates with PANA/EAP-PSK and pushes interval data over C12.22 every secon
 hour of its time). Each role logs in; a VIEWER sees the reading arrive live and is refused a
 disconnect by the server; an OPERATOR disconnects and sees the relay read back open, reads the
 registers on demand, then acknowledges an alarm; a SECAUD finds it in the audit trail; the mesh
-view draws 1,000 nodes (its render time is printed). With AMISTACK_SCREENSHOTS=DIR each page's
-screenshot lands there (docs/img holds the committed ones)."""
+view draws 1,000 nodes (its render time is printed); a SECADM revokes a meter on the Keys page,
+confirming with the password, through the key server's admin endpoint (mutual TLS, the
+head-end's delegator certificate), whose audit trail names the SECADM. With
+AMISTACK_SCREENSHOTS=DIR each page's screenshot lands there (docs/img holds the committed
+ones)."""
 
 from __future__ import annotations
 
@@ -23,14 +26,18 @@ from typing import Any
 import pytest
 from tests.browser.chrome import headless_chromium
 
-from amistack.access import AccessStore, Role
+from amistack.access import AccessStore, AuditTrail, Role
+from amistack.access.certroles import user_roles_extension
+from amistack.access.keyadmin import KeyAdminService
 from amistack.crypto import system_random
 from amistack.headend.collector import CollectorConfig, Mode
 from amistack.headend.storage import SqliteRepository
+from amistack.keymgmt import pki
 from amistack.keymgmt.kek import FileKek
 from amistack.keymgmt.store import CredentialStore
 from amistack.meter.node import ap_title_for
 from amistack.runtime.headend import HeadEndRuntime, run_headend
+from amistack.runtime.keydist import KeyAdminClient, TlsFiles, start_keyadmin
 from amistack.runtime.keyserver import build_key_server, start_keyserver
 from amistack.runtime.loop import new_event_loop
 from amistack.runtime.meter_node import run_meter_node
@@ -43,6 +50,8 @@ with contextlib.suppress(ImportError):
 
 pytestmark = pytest.mark.slow
 DEVICE = "meter-0001"
+REVOKED = "meter-0002"  # enrolled and registered; the SECADM revokes it
+DELEGATOR = "headend-dashboard"  # the head-end's certificate at the key server's admin endpoint
 PSK = bytes.fromhex("00112233445566778899aabbccddeeff")
 PASSWORD = "correct horse battery staple"
 USERS = {role.name.lower(): role for role in Role}  # one user per role, named after it
@@ -92,6 +101,8 @@ class System:
         self.he: HeadEndRuntime | None = None
         self.error: BaseException | None = None
         self.stop: asyncio.Event | None = None
+        self.store: CredentialStore | None = None
+        self.ks_trail: AuditTrail | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
@@ -108,8 +119,27 @@ class System:
         self.stop = asyncio.Event()
         store = CredentialStore(self.dir / "keys.db", FileKek(os.urandom(32), system_random))
         store.enroll(DEVICE, PSK, now)
+        store.enroll(REVOKED, PSK, now)
         keyserver = build_key_server(store, session_lifetime=60.0)
         ks = await start_keyserver(keyserver, ["127.0.0.1"], 0)
+        # the key server's admin endpoint; the head-end's certificate may act for its SECADMs
+        pki_dir = self.dir / "pki"
+        pki.init_ca(pki_dir)
+        pki.issue_server(pki_dir, "keyserver", ["127.0.0.1"])
+        ext = [user_roles_extension({Role.VIEWER}, ("*",))]
+        pki.issue_client(pki_dir, DELEGATOR, [], extensions=ext)
+        ks_users = AccessStore(self.dir / "keyserver-access")
+        ks_users.add_user("secadm", PASSWORD, {Role.SECADM}, now)
+        trail = AuditTrail.open(self.dir / "keyserver-audit", now)
+        admin = KeyAdminService(store, trail, users=ks_users, delegators=frozenset({DELEGATOR}))
+        admin_server = await start_keyadmin(
+            admin, TlsFiles.server(pki_dir), ["127.0.0.1"], 0, clock=time.time
+        )
+        key_admin = KeyAdminClient(
+            "127.0.0.1", admin_server.addresses[0][1], TlsFiles.client(pki_dir, DELEGATOR),
+            DELEGATOR,
+        )  # fmt: skip
+        self.store, self.ks_trail = store, trail
         headend_dir = self.dir / "headend"
         headend_dir.mkdir(mode=0o700)
         users = AccessStore(headend_dir)
@@ -128,6 +158,7 @@ class System:
                 collector=CollectorConfig(mode=Mode.PUSHED),
                 stop=self.stop,
                 ready=ready.set_result,
+                key_admin=key_admin,
             )
         )
         he = await asyncio.wait_for(ready, 10)
@@ -135,6 +166,9 @@ class System:
             DEVICE, str(ap_title_for(DEVICE).absolute()), "conc-1", "cell-1", now
         )
         he.repo.commission_meter(DEVICE, now)
+        he.repo.register_meter(
+            REVOKED, str(ap_title_for(REVOKED).absolute()), "conc-1", "cell-1", now
+        )
         meter = asyncio.create_task(
             run_meter_node(
                 DEVICE, PSK, ks.pana_addresses[0], he.udp[0], push=True, time_scale=900.0,
@@ -147,6 +181,9 @@ class System:
         await asyncio.wait_for(meter, 10)
         await asyncio.wait_for(headend, 15)
         ks.close()
+        await admin_server.close()
+        trail.close()
+        ks_users.close()
         store.close()
 
     def start(self) -> str:
@@ -347,6 +384,38 @@ def test_the_dashboard_in_a_browser(system: tuple[System, str], browser: Any) ->
     wait(d, lambda: "Key generations in use" in d.page_source)
     wait(d, lambda: DEVICE in text(d, "main table") and "(" in text(d, "main table"))
     shot(d, "keys")
+
+    # SECADM: revoke a meter on the Keys page, confirmed with the password again; the key
+    # server (its admin endpoint, mutual TLS, the head-end's delegator certificate) does it
+    login(d, base, "secadm")
+    d.get(f"{base}/ui/keys?q={REVOKED}")
+    revoke = f"a[href='/ui/keys/{REVOKED}/revoke']"
+    wait(d, lambda: d.find_elements(By.CSS_SELECTOR, revoke))
+    d.find_element(By.CSS_SELECTOR, revoke).click()
+    wait(d, lambda: d.find_elements(By.ID, "confirm-action"))
+    d.find_element(By.ID, "password").send_keys(PASSWORD)
+    shot(d, "keys-confirm")
+    d.find_element(By.ID, "confirm-action").click()
+    wait(d, lambda: f"{REVOKED} revoked" in text(d, "h1"))
+    shot(d, "keys-revoked")
+    d.find_element(By.LINK_TEXT, "Back to keys and sessions").click()
+    wait(d, lambda: "revoke" in text(d, "#key-actions"))
+
+    def revoked() -> bool:
+        assert sysm.store is not None
+        return any(
+            x.device_id == REVOKED.encode() and x.revoked_at is not None
+            for x in sysm.store.list_devices()
+        )
+
+    assert sysm.call(revoked)
+    assert sysm.ks_trail is not None
+    named = sysm.call(lambda: [(e.who, e.via, e.action, e.target, e.outcome)
+                               for e in sysm.ks_trail.entries(-1, 100)])  # fmt: skip
+    via = named[-1][1]
+    assert via.startswith(f"delegated by {DELEGATOR}")
+    assert named[-2:] == [("secadm", via, "keys.revoke", REVOKED, "requested"),
+                          ("secadm", via, "keys.revoke", REVOKED, "ok")]  # fmt: skip
 
     # phone width: the handheld reuses the pages
     d.set_window_size(390, 844)

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -174,17 +175,23 @@ def test_meters_join_through_relays_and_are_read_over_the_mesh(tmp_path: Path) -
             while not all(repo.count_readings(dev) for dev in METERS):
                 assert time.monotonic() < deadline, {d: repo.count_readings(d) for d in METERS}
                 time.sleep(0.2)
-            # the concentrator's DODAG report: meter 1 under the root, 2 under 1, 3 under 2
+            # the concentrator's DODAG report: meter 1 under the root, 2 under 1, 3 under 2, each
+            # named by the meter id it joined as, with its rank (one hop more each) and ETX
             eui = {dev: str(eui_for(dev)) for dev in ("conc-1", *METERS)}
-            want = {eui["mesh-m1"]: eui["conc-1"], eui["mesh-m2"]: eui["mesh-m1"],
-                    eui["mesh-m3"]: eui["mesh-m2"]}  # fmt: skip
-            parents: dict[str, str] = {}
-            while any(parents.get(child) != up for child, up in want.items()):
-                assert time.monotonic() < deadline, parents
+            want = {eui["mesh-m1"]: (eui["conc-1"], "mesh-m1"),
+                    eui["mesh-m2"]: (eui["mesh-m1"], "mesh-m2"),
+                    eui["mesh-m3"]: (eui["mesh-m2"], "mesh-m3")}  # fmt: skip
+            seen: dict[str, tuple[Any, ...]] = {}
+            while any(seen.get(child, ())[:2] != up for child, up in want.items()):
+                assert time.monotonic() < deadline, seen
                 time.sleep(0.2)
                 stored = repo.topology("conc-1")
                 nodes = [] if stored is None else json.loads(stored[1])
-                parents = {n["eui64"]: n.get("parent") for n in nodes}
+                fields = ("parent", "meter_id", "rank", "etx", "authenticated")
+                seen = {n["eui64"]: tuple(n.get(f) for f in fields) for n in nodes}
+            ranks = [seen[eui[dev]][2] for dev in METERS]
+            assert ranks == sorted(ranks) and len(set(ranks)) == 3, seen  # deeper, higher
+            assert all(seen[eui[dev]][3] >= 1.0 and seen[eui[dev]][4] for dev in METERS), seen
         finally:
             repo.close()
 

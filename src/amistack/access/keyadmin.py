@@ -19,12 +19,22 @@ user store. Either way the same checks run, in this order:
    heads) BEFORE it takes effect: if that write fails nothing is done (`internal`, "audit
    unavailable"); the outcome (`ok` or `refused: <code>`) follows in a second entry.
 
+**Delegation** (docs/access-control.md "Delegated key administration"): a service whose
+certificate CN the key server lists in `delegators` (`amistack keyserver --admin-delegate CN`:
+the head-end's dashboard) may ask for a `revoke` or `rotate_psk` on behalf of a named user with
+`"on_behalf": "NAME"`, nothing else. The service checks that NAME is a user of its own access
+store (`users`), enabled, whose roles grant `keys`; the change is then checked (area: the
+delegator certificate's), freshness-checked and audited as NAME's, with the delegator named in
+the entry's `via`. A delegator's certificate asks for nothing on its own (only `whoami`), so a
+stolen one cannot act without naming a SECADM the key server knows, and every such act names both.
+
 Every refusal is audited too. A PSK never appears in an audit entry or a log line: the answer
 to an enroll/rotate_psk without a PSK carries the generated one, once, to the operator.
 
     {"op": "enroll", "device": "meter-1", "psk": "<32 hex>", "method": "psk", "lifetime": 3600,
      "replace": false, "at": 1790000000.0, "nonce": "<32 hex>", "id": 1}
     {"op": "revoke", "device": "meter-1", "reason": "stolen", "keys_valid_for": 0, "at", "nonce"}
+    {"op": "revoke", ..., "on_behalf": "alice"}  (a delegator only)
     {"op": "rotate_psk", "device": "meter-1", "psk": "<32 hex>"?, "at", "nonce"}
     {"op": "list"}  {"op": "audit", "device": "meter-1"?, "limit": 50}
     {"op": "group_keys", "pan": 64206, "material": false}  {"op": "trail"}  {"op": "whoami"}
@@ -62,6 +72,8 @@ _NONCE = re.compile(r"[0-9a-f]{32,64}")
 _MAX_DEVICE = 255  # as keymgmt.store.MAX_DEVICE_ID
 _MAX_REASON = 200
 _MAX_AUDIT_ROWS = 1000
+DELEGABLE = frozenset({"revoke", "rotate_psk"})  # what a delegator may ask for a user
+_USER_NAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")  # as access.users' names
 
 
 @dataclass(frozen=True)
@@ -105,7 +117,8 @@ class KeyAdminService:
     `store` is a `keymgmt.CredentialStore` (used through its public methods only), `audit` the
     operator audit trail (`AuditTrail`), `rng` draws generated PSKs. With `users` (the key
     server's `AccessStore`), a certificate whose CN names a disabled user is refused, as the
-    head-end's API does."""
+    head-end's API does. `delegators`: the certificate CNs that may act on behalf of a user of
+    `users` (module doc: delegation)."""
 
     def __init__(
         self,
@@ -115,10 +128,12 @@ class KeyAdminService:
         rng: RandomSource = system_random,
         config: KeyAdminConfig | None = None,
         users: AccessStore | None = None,
+        delegators: frozenset[str] = frozenset(),
     ) -> None:
         self.store = store
         self.audit = audit
         self.users = users
+        self.delegators = delegators
         self.rng = rng
         self.config = config or KeyAdminConfig()
         cfg = self.config
@@ -147,6 +162,7 @@ class KeyAdminService:
             if op is None:
                 raise _Refused("unknown-op", f"unknown op {op_name!r}")
             self._enabled(who)
+            who = self._acting(who, op_name, req)
             return self._dispatch(op_name, op, req, who, now, rid)
         except _Refused as exc:
             if exc.code != "rate-limited":
@@ -185,6 +201,34 @@ class KeyAdminService:
         user = self.users.get_user(who.name) if self.users is not None else None
         if user is not None and user.disabled:
             raise _Refused("forbidden", f"user {who.name!r} is disabled")
+
+    def _acting(self, who: Principal, op: str, req: dict[str, Any]) -> Principal:
+        """Who a request acts as: the caller, or for a delegator the user it names (checked in
+        this key server's access store); a delegator asks for nothing on its own."""
+        named = req.get("on_behalf")
+        if who.name not in self.delegators:
+            if named is not None:
+                raise _Refused("forbidden", f"{who.name} may not act on behalf of another user")
+            return who
+        if named is None:
+            if op == "whoami":
+                return who
+            raise _Refused("forbidden", f"{who.name} acts only on behalf of a named user")
+        if op not in DELEGABLE:
+            raise _Refused("forbidden", f"{op!r} cannot be delegated")
+        if not isinstance(named, str) or not _USER_NAME.fullmatch(named):
+            raise _Refused("bad-request", "on_behalf: a user name (1-64 of [A-Za-z0-9_.@-])")
+        user = self.users.get_user(named) if self.users is not None else None
+        if user is None or user.disabled:
+            raise _Refused("forbidden", f"{named!r} is not an enabled user of this key server")
+        return Principal(
+            named,
+            user.roles,
+            f"delegated by {who.name} ({who.token_id or who.via})",
+            who.token_id,
+            who.source,
+            aor=who.aor,  # the delegator's area bounds what it may ask for anyone
+        )
 
     def _authorise(self, who: Principal, right: Right | None) -> None:
         if right is not None and not who.may(right):

@@ -372,6 +372,13 @@ class AccessStore:
 
         LoginRefused on a wrong name or password (the same message for both), on a disabled
         user and while a user is locked out (with `retry_after`)."""
+        roles = self.verify_password(name, password, now)
+        issued = self.issue_token(name, now, ttl_s=self.policy.session_ttl_s, kind="session")
+        return Principal(name, roles, "session", issued.token_id), issued
+
+    def verify_password(self, name: str, password: str, now: float) -> frozenset[Role]:
+        """`login`'s check without a session (a step-up before a sensitive action): the user's
+        roles, or LoginRefused as `login`; failures count towards the same lock-out."""
         if not _NAME.fullmatch(name) or len(password) > MAX_PASSWORD:
             self._burn(password[:MAX_PASSWORD])
             raise LoginRefused("wrong user name or password")
@@ -410,8 +417,7 @@ class AccessStore:
             params = (self.hasher.hash(password),)
         with self._tx() as db:
             db.execute(f"UPDATE users SET {update} WHERE name = ?", (*params, name))
-        issued = self.issue_token(name, now, ttl_s=self.policy.session_ttl_s, kind="session")
-        return Principal(name, _roles(roles), "session", issued.token_id), issued
+        return _roles(roles)
 
     def _burn(self, password: str) -> None:
         if not self._dummy:

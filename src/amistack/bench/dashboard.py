@@ -6,7 +6,9 @@ page's meters; then the real app (`headend.api.create_app`) is served by uvicorn
 and timed over HTTP: the fleet page (first page, a search, a state filter, a deep page), and as
 the baseline in the same run the plain API's meter list (GET /meters?limit=50) on the same
 server. Times are wall times of whole requests on loopback (the server's time plus a loopback
-round trip), `rounds` requests each: p50, p95 and max in milliseconds.
+round trip), `rounds` requests each: p50, p95 and max in milliseconds. The fleet's counts by
+state (the whole fleet's, refreshed in the background by the dashboard) are also timed alone:
+`fleet_counts_compute`, what one refresh costs.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import uvicorn
 from amistack.access import AccessStore, AuditTrail, Role
 from amistack.access.http import AccessControl
 from amistack.headend.api import create_app
+from amistack.headend.dashboard.fleet import fleet_counts
 from amistack.headend.storage import READING_COLUMNS, SqliteRepository
 
 DAY = 86400
@@ -135,6 +138,10 @@ def bench_dashboard(meters: int, readings: int, rounds: int) -> dict[str, Any]:
                 "fleet_search": _timed(getter("/ui/fleet?q=meter-00420"), rounds),
                 "fleet_state_filter": _timed(getter("/ui/fleet?state=decommissioned"), rounds),
                 "fleet_deep_page": _timed(getter(f"/ui/fleet?after={deep}"), rounds),
+                "fleet_counts_compute": _timed(
+                    lambda: 200 if fleet_counts(repo, time.time(), None) else 500,
+                    min(rounds, 5),
+                ),
             }
         finally:
             server.should_exit = True

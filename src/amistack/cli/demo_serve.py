@@ -2,8 +2,12 @@
 
 The key server is served again on the demo's credential store, the head-end on the demo's
 database (the metering chapter's readings, commands and audit trail), and chapter 2's meters
-authenticate again and push a quarter hour of data a second. Two people are added for the
-dashboard (random passwords, printed once): `operator` (OPERATOR) and `auditor` (SECAUD).
+authenticate again and push a quarter hour of data a second. Three people are added for the
+dashboard (random passwords, printed once): `operator` (OPERATOR), `auditor` (SECAUD) and
+`secadm` (SECADM, a user of the key server too). With the demo's PKI the key server's admin
+endpoint is served as well, and the head-end holds the delegator certificate
+`headend-dashboard` (VIEWER) the key server lets act for its SECADMs: `secadm` revokes or
+rotates a PSK on the dashboard's Keys page (docs/dashboard.md "SECADM actions").
 Ctrl-C (or SIGTERM) ends it.
 """
 
@@ -16,14 +20,20 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from amistack.access import AccessStore, Role
+from amistack.access import AccessStore, AuditTrail, Role
+from amistack.access.certroles import user_roles_extension
+from amistack.access.keyadmin import KeyAdminService
 from amistack.cli.common import open_store, stop_on_signals
 from amistack.headend.collector import CollectorConfig, Mode
+from amistack.keymgmt import pki
+from amistack.keymgmt.pki import PkiLayout
 from amistack.runtime.headend import HeadEndRuntime, run_headend
+from amistack.runtime.keydist import KeyAdminClient, KeyDistServer, TlsFiles, start_keyadmin
 from amistack.runtime.keyserver import KeyServerRuntime, run_keyserver
 from amistack.runtime.meter_node import run_meter_node
 
-PEOPLE = {"operator": Role.OPERATOR, "auditor": Role.SECAUD}
+PEOPLE = {"operator": Role.OPERATOR, "auditor": Role.SECAUD, "secadm": Role.SECADM}
+DELEGATOR = "headend-dashboard"  # the head-end's certificate at the key server's admin endpoint
 SESSION_LIFETIME = 120.0  # seconds: keys rotate now and then while one watches
 
 
@@ -45,6 +55,7 @@ async def serve_dashboard(
         if people.get_user(name) is None:
             people.add_user(name, passwords[name], {role}, time.time())
     people.close()
+    admin = await _key_admin(data_dir, store, passwords["secadm"])
     loop = asyncio.get_running_loop()
     ks_ready: asyncio.Future[KeyServerRuntime] = loop.create_future()
     he_ready: asyncio.Future[HeadEndRuntime] = loop.create_future()
@@ -69,6 +80,7 @@ async def serve_dashboard(
             collector=CollectorConfig(mode=Mode.PUSHED),
             stop=stop,
             ready=he_ready.set_result,
+            key_admin=None if admin is None else admin[1],
         )
     )
     he = await asyncio.wait_for(he_ready, 10)
@@ -96,7 +108,35 @@ async def serve_dashboard(
         for task in (*meters, headend, keyserver):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 15)
+        if admin is not None:
+            await admin[0].close()
+            admin[2].close()
+            admin[3].close()
         store.close()
+
+
+async def _key_admin(
+    data_dir: Path, store: object, password: str
+) -> tuple[KeyDistServer, KeyAdminClient, AuditTrail, AccessStore] | None:
+    """With the demo's PKI: the key server's admin endpoint on loopback, `secadm` a user of
+    the key server, and the head-end's delegator certificate (issued once)."""
+    if not PkiLayout.of(data_dir).ca_cert.exists():
+        return None
+    if not TlsFiles.client(data_dir, DELEGATOR).cert.exists():
+        ext = [user_roles_extension({Role.VIEWER})]
+        pki.issue_client(data_dir, DELEGATOR, [], extensions=ext)
+    users = AccessStore(data_dir)
+    if users.get_user("secadm") is None:
+        users.add_user("secadm", password, {Role.SECADM}, time.time())
+    trail = AuditTrail.open(data_dir, time.time())
+    service = KeyAdminService(store, trail, users=users, delegators=frozenset({DELEGATOR}))
+    server = await start_keyadmin(
+        service, TlsFiles.server(data_dir), ["127.0.0.1"], 0, clock=time.time
+    )
+    client = KeyAdminClient(
+        "127.0.0.1", server.addresses[0][1], TlsFiles.client(data_dir, DELEGATOR), DELEGATOR
+    )
+    return server, client, trail, users
 
 
 def print_login(url: str, passwords: dict[str, str]) -> None:

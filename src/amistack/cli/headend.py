@@ -15,6 +15,9 @@ from amistack.pgconn import describe
 from amistack.runtime.headend import DEFAULT_TITLE, HeadEndRuntime, run_headend
 from amistack.runtime.loop import run
 
+KEY_ADMIN_PORT = 7717  # runtime.keydist.DEFAULT_KEYADMIN_PORT (not imported: keeps --help fast)
+KEY_ADMIN_CERT = "headend-dashboard"
+
 DEFAULT_API_CERT = "headend-api"  # DIR/pki/servers/headend-api.crt for --api-tls
 
 
@@ -96,6 +99,22 @@ def register(sub: Any) -> None:
         "for the keys of the meters it authenticated",
     )
     p.add_argument(
+        "--key-admin",
+        type=lambda t: parse_hostport(t, KEY_ADMIN_PORT),
+        metavar="HOST:PORT",
+        help="the key server's admin endpoint (its --admin-listen): the dashboard's SECADM "
+        "actions (revoke, rotate a PSK) go there on the user's behalf, with the head-end's "
+        "certificate --key-admin-cert, which the key server must list in --admin-delegate "
+        "(docs/dashboard.md); without it those buttons are disabled",
+    )
+    p.add_argument(
+        "--key-admin-cert",
+        default=KEY_ADMIN_CERT,
+        metavar="NAME",
+        help=f"the delegator certificate DIR/pki/clients/NAME.crt (default {KEY_ADMIN_CERT}: "
+        f"'amistack pki issue-client {KEY_ADMIN_CERT} --role VIEWER')",
+    )
+    p.add_argument(
         "--mode",
         choices=[m.value for m in Mode],
         default=Mode.PUSHED.value,
@@ -114,6 +133,20 @@ def _shard(args: argparse.Namespace) -> Shard | None:
         return Shard.parse(args.shard, args.shard_by)
     except ValueError as exc:
         raise CliError(f"--shard {exc}") from None
+
+
+def _client_tls(data_dir: Path, name: str, how: str) -> Any:
+    """The client certificate DIR/pki/clients/NAME (a `runtime.keydist.TlsFiles`), checked
+    here, in one line, rather than at its first use; `how`: the rest of the hint."""
+    from amistack.keymgmt.pki import PkiError
+    from amistack.runtime.keydist import TlsFiles, client_ssl_context
+
+    try:
+        files = TlsFiles.client(data_dir, name)
+        client_ssl_context(files.ca, files.cert, files.key)
+    except PkiError as exc:
+        raise CliError(f"{exc} (run 'amistack pki issue-client {name} {how})") from None
+    return files
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -136,17 +169,15 @@ def _run(args: argparse.Namespace) -> int:
                 raise CliError(
                     f"{path}: missing (run 'amistack pki issue-server {args.api_tls} --host H')"
                 )
-    from amistack.keymgmt.pki import PkiError
-    from amistack.runtime.keydist import TlsFiles, client_ssl_context
+    _client_tls(args.data_dir, "headend", "--purpose c1222 --meters SELECTOR' for DIR")
+    key_admin = None
+    if args.key_admin is not None:
+        from amistack.runtime.keydist import KeyAdminClient
 
-    try:  # fail here, in one line, rather than at the first key fetch
-        files = TlsFiles.client(args.data_dir, "headend")
-        client_ssl_context(files.ca, files.cert, files.key)
-    except PkiError as exc:
-        raise CliError(
-            f"{exc} (run 'amistack pki issue-client headend --purpose c1222 --meters SELECTOR' "
-            "for DIR)"
-        ) from None
+        name = args.key_admin_cert
+        how = "--role VIEWER' for DIR, and list it in the key server's --admin-delegate"
+        host, port = args.key_admin
+        key_admin = KeyAdminClient(host, port, _client_tls(args.data_dir, name, how), name)
 
     def ready(rt: HeadEndRuntime) -> None:
         where = describe(args.db) if args.db else f"{args.data_dir.resolve()}/headend.db"
@@ -178,6 +209,7 @@ def _run(args: argparse.Namespace) -> int:
             db_password=password,
             retention_days=args.retention_days,
             api_tls=tls,
+            key_admin=key_admin,
             stop=stop,
             ready=ready,
         )

@@ -110,6 +110,15 @@ def register(sub: Any) -> None:
         "is written to the operator audit trail DIR/audit/ first (see docs/access-control.md)",
     )
     p.add_argument(
+        "--admin-delegate",
+        action="append",
+        default=[],
+        metavar="CN",
+        help="with --admin-listen: the CN of a service's role certificate (the head-end's "
+        "dashboard) that may revoke or rotate a PSK on behalf of a named SECADM of DIR's user "
+        "store and nothing else; both are audited (docs/access-control.md)",
+    )
+    p.add_argument(
         "--relay",
         action="append",
         default=[],
@@ -261,6 +270,8 @@ def _run(args: argparse.Namespace) -> int:
         kd_hosts, kd_port = _one_port(args.keydist_listen, "--keydist-listen")
         keydist = (_server_tls(args), kd_hosts, kd_port)
     admin_tls = _server_tls(args) if args.admin_listen else None
+    if args.admin_delegate and admin_tls is None:
+        raise CliError("--admin-delegate goes with --admin-listen")
     # (with --aaa-radius the credentials live in the RADIUS server: no enrolment needed here)
     if args.instance and args.db is None:
         raise CliError("--instance goes with --db (several key servers on one database)")
@@ -295,6 +306,8 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"key server: {what} on {host} port {bound}", flush=True)
         kinds = "EAP-TLS and EAP-PSK" if methods else "EAP-PSK"
         print(f"key server: methods {kinds}", flush=True)
+        for cn in args.admin_delegate:
+            print(f"key server: {cn} may revoke and rotate PSKs for its SECADMs", flush=True)
         relays = ", ".join(args.relay) if args.relay else "none (PANA-Relay messages dropped)"
         print(f"key server: PANA relays accepted from {relays}", flush=True)
         if pcap is not None:
@@ -311,7 +324,12 @@ def _run(args: argparse.Namespace) -> int:
         users = (
             AccessStore(args.data_dir) if (args.data_dir / AccessStore.FILENAME).exists() else None
         )
-        admin = (admin_tls, ka_hosts, ka_port, KeyAdminService(store, trail, users=users))
+        admin = (
+            admin_tls,
+            ka_hosts,
+            ka_port,
+            KeyAdminService(store, trail, users=users, delegators=frozenset(args.admin_delegate)),
+        )
 
     async def main() -> None:
         stop = stop_on_signals()

@@ -49,7 +49,13 @@ from amistack.eventlog.verify import Verdict
 from amistack.headend.commands import check_params
 from amistack.headend.dashboard.views import PREFIX as DASHBOARD
 from amistack.headend.dashboard.views import PUBLIC as DASHBOARD_PUBLIC
-from amistack.headend.dashboard.views import HeadEndView, Hooks, add_dashboard, ui_denied
+from amistack.headend.dashboard.views import (
+    HeadEndView,
+    Hooks,
+    KeyAdminPort,
+    add_dashboard,
+    ui_denied,
+)
 from amistack.headend.eventlog_intake import MAX_EXPORT_BYTES, EventLogIntake
 from amistack.headend.export import csv_lines, iter_readings, json_lines, reading_dict
 from amistack.headend.registry import MAX_ID, MAX_KEY_PEM, HeadendError, Meter, MeterState
@@ -495,6 +501,7 @@ def create_app(
     *,
     max_eventlog_bytes: int = MAX_EXPORT_BYTES,
     live: HeadEndView | None = None,
+    key_admin: KeyAdminPort | None = None,
 ) -> FastAPI:
     intake = EventLogIntake(repo)
     app = FastAPI(
@@ -1293,14 +1300,38 @@ def create_app(
             return False
         return who is not None
 
+    def step_up(who: Principal, password: str, request: Request) -> None:
+        """The dashboard's step-up before a SECADM action: the password again (audited when
+        wrong; failures count towards the login lock-out)."""
+        try:
+            access.store.verify_password(who.name, password, clock())
+        except LoginRefused as exc:
+            access.try_record(who, "step_up", outcome="failed", detail={"reason": exc.message})
+            raise
+
+    def outcome(who: Principal, action: str, **fields: Any) -> bool:
+        return access.try_record(who, action, **fields)
+
     add_dashboard(
         app,
         repo,
         clock,
-        Hooks(need, queue_command, acknowledge, scoped, open_session, close_session, signed_in),
+        Hooks(
+            need,
+            queue_command,
+            acknowledge,
+            scoped,
+            open_session,
+            close_session,
+            signed_in,
+            step_up,
+            before,
+            outcome,
+        ),
         audit_entries=access.audit.entries,
         audit_size=lambda: access.audit.size,
         live=live,
+        key_admin=key_admin,
     )
     _declare_rights(app, access)
     return app

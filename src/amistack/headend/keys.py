@@ -307,6 +307,13 @@ class HeadendKeys:
             (k.key_id, k.not_after) for k in list(self._keys.get(device, ())) if k.not_after > now
         ]
 
+    def held(self, now: float) -> int:
+        """Devices with a valid cached generation: the dashboard's "authenticated" count (a
+        snapshot, safe to take from another thread; one pass over the cache)."""
+        return sum(
+            1 for keys in list(self._keys.values()) if any(k.not_after > now for k in list(keys))
+        )
+
     def take_misses(self) -> list[tuple[bytes, int | None]]:
         """(device, key byte or None for a send key) that lookups missed since the last call."""
         out, self._misses = self._misses, []

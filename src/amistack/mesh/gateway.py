@@ -7,6 +7,11 @@ mesh's IPv6 packets for an allowed WAN peer leave as plain UDP payloads, one flo
 mapping), and turns the answers back into IPv6 packets from the peer's mesh-side address. An
 IPv4 peer has the mesh-side address of RFC 6052's well-known prefix 64:ff9b::/96 (NAT64): the
 meters address the key server at 127.0.0.1 as 64:ff9b::7f00:1.
+
+`JoinWatch` is the report part: every PANA-Relay exchange between the mesh and the key server
+passes this gateway, so the border router learns which device each joined node is (the EAP-PSK
+identity a PaC gave, kept once the PAA answered that PaC with PANA success) for the topology
+report it sends the head-end (runtime/concentrator.py `dodag_report`).
 """
 
 from __future__ import annotations
@@ -16,11 +21,25 @@ from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from amistack.addr import Addr
+from amistack.addr import Addr, Eui64
+from amistack.eap.packet import EapCode, EapDecodeError, EapPacket, EapType
+from amistack.eap.psk import PskSecond
 from amistack.mesh.errors import MeshDecodeError
 from amistack.mesh.ipv6 import NEXT_HEADER_UDP, Ipv6Packet, UdpDatagram
+from amistack.pana.constants import AvpCode, MessageType, ResultCode
+from amistack.pana.errors import PanaDecodeError
+from amistack.pana.message import PanaMessage
+from amistack.pana.relay import unwrap_relay
 
-__all__ = ["NAT64_PREFIX", "Flow", "UdpGateway", "WanDatagram", "mesh_side", "wan_side"]
+__all__ = [
+    "NAT64_PREFIX",
+    "Flow",
+    "JoinWatch",
+    "UdpGateway",
+    "WanDatagram",
+    "mesh_side",
+    "wan_side",
+]
 
 NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052 §2.1, the well-known prefix
 DEFAULT_MAX_FLOWS = 1024  # meter (address, port) pairs with a WAN flow at one time
@@ -106,3 +125,90 @@ class UdpGateway:
         udp = UdpDatagram(src[1], flow[1], payload).encode(src_ip, dst_ip)
         self.counters["wan-in"] += 1
         return Ipv6Packet(src_ip, dst_ip, NEXT_HEADER_UDP, udp).encode()
+
+
+MAX_DEVICE_ID = 255  # octets, as the key server's (keymgmt.store.MAX_DEVICE_ID)
+DEFAULT_MAX_JOINS = 10_000  # nodes whose identity is remembered (a DODAG report holds 5,000)
+
+
+class JoinWatch:
+    """Which device each node that joined through this border router is (module docstring):
+    `claimed` from the EAP-PSK second message (RFC 4764 §3.1: ID_P travels in the clear)
+    inside a PANA-Relay (RFC 6345) to the PAA, `joined` once the PAA relays a PANA-Auth-Request
+    with Result-Code PANA_SUCCESS (RFC 5191 §8.7) to that PaC. The PaC is named by the EUI-64
+    of its link-local address in the PRY's PaC-Information. Watching changes nothing: the
+    datagrams pass as they were; what does not parse is counted and ignored. Bounded: the
+    least recently joined are forgotten past `max_nodes`."""
+
+    def __init__(self, paa: Addr, max_nodes: int = DEFAULT_MAX_JOINS) -> None:
+        self.paa = (wan_side(ipaddress.IPv6Address(mesh_side(paa[0]))), paa[1])
+        self.max_nodes = max_nodes
+        self._claimed: OrderedDict[Eui64, str] = OrderedDict()
+        self.joined: OrderedDict[Eui64, str] = OrderedDict()
+        self.counters: Counter[str] = Counter()
+
+    def outbound(self, datagram: WanDatagram) -> None:
+        """A datagram the gateway sends to the WAN."""
+        if datagram.dst != self.paa:
+            return
+        relayed = self._relayed(datagram.payload)
+        if relayed is None:
+            return
+        pac, msg = relayed
+        eap = msg.octets(AvpCode.EAP_PAYLOAD)
+        if eap is None:
+            return
+        try:
+            packet = EapPacket.decode(eap)
+            if packet.code != EapCode.RESPONSE or packet.type != EapType.PSK:
+                return
+            if not packet.type_data or packet.type_data[0] >> 6 != 1:  # T=1: message 2
+                return
+            id_p = PskSecond.decode(packet.type_data).id_p.decode("utf-8")
+        except (EapDecodeError, UnicodeDecodeError):
+            self.counters["join-watch-undecodable"] += 1
+            return
+        if not (1 <= len(id_p.encode()) <= MAX_DEVICE_ID and id_p.isprintable()):
+            self.counters["join-watch-bad-identity"] += 1
+            return
+        self._remember(self._claimed, pac, id_p)
+
+    def inbound(self, payload: bytes, src: Addr) -> None:
+        """A datagram that came from the WAN (before the gateway turns it into IPv6)."""
+        if (src[0], src[1]) != self.paa:
+            return
+        relayed = self._relayed(payload)
+        if relayed is None:
+            return
+        pac, msg = relayed
+        if msg.msg_type != MessageType.AUTH or not msg.is_request:
+            return
+        result = msg.u32(AvpCode.RESULT_CODE)
+        claimed = self._claimed.get(pac)
+        if result is None or claimed is None:
+            return
+        if result == ResultCode.PANA_SUCCESS:
+            self._remember(self.joined, pac, claimed)
+            self.counters["join-watch-joined"] += 1
+        else:
+            self.joined.pop(pac, None)  # refused now: not who it was
+        del self._claimed[pac]
+
+    def _relayed(self, payload: bytes) -> tuple[Eui64, PanaMessage] | None:
+        try:
+            outer = PanaMessage.decode(payload)
+            if outer.msg_type != MessageType.RELAY:
+                return None
+            (host, _port), inner = unwrap_relay(outer)
+            msg = PanaMessage.decode(inner)
+            iid = ipaddress.IPv6Address(host.split("%", 1)[0]).packed[8:]
+        except (PanaDecodeError, ValueError):
+            self.counters["join-watch-undecodable"] += 1
+            return None
+        return Eui64.from_interface_id(iid), msg
+
+    def _remember(self, table: OrderedDict[Eui64, str], pac: Eui64, device: str) -> None:
+        table[pac] = device
+        table.move_to_end(pac)
+        while len(table) > self.max_nodes:
+            table.popitem(last=False)

@@ -14,8 +14,10 @@ key server and head-end on the WAN.
 - Frame counters are persisted ahead in DATA_DIR (`runtime.mesh.counter_store`).
 - Its DODAG, reported: with a `TopologyReporter`, every `interval` seconds the root's view of
   the DODAG (`dodag_report`: each node's EUI-64, address, parent from its DAO, hops, the
-  root's ETX to its children) is POSTed to the head-end's `/concentrators/{id}/topology`
-  with a bearer token whose user has the `topology_report` right (docs/mesh.md).
+  root's ETX to its children, and the meter id and PANA state of each node whose join the
+  gateway watched, `mesh.gateway.JoinWatch`) is POSTed to the head-end's
+  `/concentrators/{id}/topology` with a bearer token whose user has the `topology_report`
+  right (docs/mesh.md).
 """
 
 from __future__ import annotations
@@ -27,20 +29,20 @@ import json
 import logging
 import socket
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from amistack.addr import Addr, Eui64, PanId
 from amistack.crypto import RandomSource, system_random
-from amistack.mesh.gateway import Flow, UdpGateway, mesh_side
+from amistack.mesh.gateway import Flow, JoinWatch, UdpGateway, mesh_side
 from amistack.mesh.link import MeshLink
 from amistack.mesh.node import MeshNode
 from amistack.mesh.rpl.config import RplConfig
 from amistack.mesh.rpl.constants import ETX_DIVISOR, Mop
 from amistack.mesh.rpl.messages import PrefixInformation
-from amistack.mesh.rpl.node import RplNode
+from amistack.mesh.rpl.node import RplNode, described
 from amistack.mesh.rpl.packet import LINK_LOCAL_PREFIX
 from amistack.mesh.security import LinkSecurity
 from amistack.runtime.mesh import (
@@ -72,12 +74,17 @@ class ConcentratorReady:
 REPORT_TIMEOUT_S = 10.0  # one topology POST to the head-end
 
 
-def dodag_report(rpl: RplNode, now: float) -> list[dict[str, Any]]:
+def dodag_report(
+    rpl: RplNode, now: float, joined: Mapping[Eui64, str] | None = None
+) -> list[dict[str, Any]]:
     """The DODAG as its root knows it, as the head-end's topology report takes it (sans-IO):
     the root, then every target with a live DAO route. Non-storing mode (RFC 6550 §9.7): a
     route's `via` is the target's parent, so the parent and the hop count are known; the
-    root's own ETX estimate (RFC 6551 §4.3.2, x 128) is given for its direct children. A
-    node's rank is known to the root for itself only."""
+    root's own ETX estimate (RFC 6551 §4.3.2, x 128) is given for its direct children. A node
+    whose DAO carried a Target Descriptor (`RplConfig.describe_targets`: the process mesh's)
+    gave its rank and its own ETX to its parent, as of that DAO. `joined`: the device id of
+    each node whose PANA join the gateway saw succeed (`JoinWatch.joined`): its `meter_id`,
+    and `authenticated`."""
     own = rpl.global_address
     assert own is not None  # a root has its prefix address
     root = Eui64.from_interface_id(own[8:])
@@ -96,17 +103,24 @@ def dodag_report(rpl: RplNode, now: float) -> list[dict[str, Any]]:
     for target, route in sorted(rpl.routes.items()):
         if route.expires is not None and route.expires <= now:
             continue
+        eui = Eui64.from_interface_id(target[8:])
         node: dict[str, Any] = {
-            "eui64": str(Eui64.from_interface_id(target[8:])),
+            "eui64": str(eui),
             "address": str(ipaddress.IPv6Address(target)),
             "joined": True,
         }
+        device = None if joined is None else joined.get(eui)
+        if device is not None:
+            node.update(meter_id=device, authenticated=True)
         if non_storing:
             node["parent"] = str(Eui64.from_interface_id(route.via[8:]))
             path = rpl.source_route(target, now)
             if path is not None:
                 node["hops"] = len(path)
-            if route.via == own:
+            if route.descriptor is not None:  # what the node said of itself in its DAO
+                rank, etx = described(route.descriptor)
+                node.update(rank=rank, etx=round(etx / ETX_DIVISOR, 2))
+            elif route.via == own:
                 link_local = LINK_LOCAL_PREFIX + target[8:]
                 if rpl.links.known(link_local):
                     node["etx"] = round(rpl.links.etx(link_local) / ETX_DIVISOR, 2)
@@ -145,12 +159,12 @@ class TopologyReporter:
 
 async def _report_loop(
     reporter: TopologyReporter, device_id: str, rpl: RplNode, now: Callable[[], float],
-    stop: asyncio.Event,
+    stop: asyncio.Event, joined: Mapping[Eui64, str],
 ) -> None:  # fmt: skip
     """Report the DODAG every `reporter.interval` s until `stop`; a failed POST is logged and
     the next interval tries again."""
     while not stop.is_set():
-        nodes = dodag_report(rpl, now())
+        nodes = dodag_report(rpl, now(), joined)
         try:
             status = await asyncio.to_thread(reporter.post, device_id, nodes)
         except OSError as exc:
@@ -170,8 +184,10 @@ class _WanSockets:
         gateway: UdpGateway,
         deliver: Callable[[bytes], None],
         loop: asyncio.AbstractEventLoop,
+        watch: JoinWatch | None = None,
     ) -> None:
         self.gateway = gateway
+        self.watch = watch  # the topology report's meter ids (mesh.gateway.JoinWatch)
         self._deliver = deliver
         self._loop = loop
         self._socks: dict[Flow, socket.socket] = {}
@@ -181,6 +197,8 @@ class _WanSockets:
             out = self.gateway.outbound(packet)
             if out is None:
                 continue
+            if self.watch is not None:
+                self.watch.outbound(out)
             sock = self._socks.get(out.flow)
             if sock is None:
                 sock = make_udp_socket("::" if is_ipv6(out.dst[0]) else "0.0.0.0", 0, None)
@@ -204,6 +222,8 @@ class _WanSockets:
             except OSError:  # ICMP unreachable and friends: PANA/C12.22 retransmit
                 self.gateway.counters["wan-socket-error"] += 1
                 return
+            if self.watch is not None:
+                self.watch.inbound(data, normalize_addr(src))
             packet = self.gateway.inbound(flow, data, normalize_addr(src))
             if packet is not None:
                 self._deliver(packet)
@@ -275,7 +295,8 @@ async def run_concentrator(
                 engine.receive_wan(packet, driver.now())
                 driver.kick_soon()
 
-            sockets = _WanSockets(UdpGateway(peers), from_wan, loop)
+            watch = None if reporter is None else JoinWatch(keyserver)
+            sockets = _WanSockets(UdpGateway(peers), from_wan, loop, watch)
             try:
                 bound = await open_radio(driver, radio)
                 node.start(driver.now())
@@ -286,7 +307,14 @@ async def run_concentrator(
                     None
                     if reporter is None
                     else asyncio.ensure_future(
-                        _report_loop(reporter, device_id, rpl, driver.now, stop)
+                        _report_loop(
+                            reporter,
+                            device_id,
+                            rpl,
+                            driver.now,
+                            stop,
+                            {} if watch is None else watch.joined,
+                        )
                     )
                 )
                 while not stop.is_set():

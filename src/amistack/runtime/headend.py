@@ -145,6 +145,7 @@ async def run_headend(
     shard: Shard | None = None,
     db_password: str | None = None,
     retention_days: float | None = None,
+    key_admin: Any | None = None,
 ) -> None:
     """Serve until `stop` is set (or the task is cancelled). `db`: a `postgresql://` DSN (its
     password, if any, `db_password`), else SQLite under `data_dir`. `shard`: collect only that
@@ -153,7 +154,8 @@ async def run_headend(
     with `retention_days` those wholly older are dropped. `keyserver`: the key distribution
     service (mutual TLS) to fetch C12.22 keys from (a list: several key servers, each asked
     for the meters it authenticated) (`tls`: a `runtime.keydist.TlsFiles`);
-    `key_source`: an in-process one."""
+    `key_source`: an in-process one. `key_admin`: the key server's admin endpoint as this
+    head-end's delegator (`runtime.keydist.KeyAdminClient`): the dashboard's SECADM actions."""
     data = Path(data_dir)
     data.mkdir(mode=0o700, parents=True, exist_ok=True)
     data.chmod(0o700)  # like the key server's: the database and the audit key live here
@@ -252,7 +254,9 @@ async def run_headend(
             tasks.add(seal)
             from amistack.headend.dashboard.live import EngineView
 
-            server = api_server(create_app(repo, access, live=EngineView(engine)), api_tls)
+            server = api_server(
+                create_app(repo, access, live=EngineView(engine), key_admin=key_admin), api_tls
+            )
             api_task = asyncio.create_task(server.serve(sockets=[api_sock]))
             while not server.started and not api_task.done():
                 await asyncio.sleep(0.01)

@@ -715,3 +715,28 @@ async def admin_request(
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(opened.wait_closed(), 1.0)
     return decode_answer(line, request.get("id"))
+
+
+@dataclass(frozen=True)
+class KeyAdminClient:
+    """The head-end's way to the key server's admin endpoint as a delegator (its own service
+    certificate, `amistack keyserver --admin-delegate CN`): the dashboard's SECADM actions
+    (headend.dashboard `KeyAdminPort`). `name` is the certificate's CN, shown on the page."""
+
+    host: str
+    port: int
+    tls: TlsFiles
+    name: str
+    server_hostname: str | None = None
+
+    async def delegate(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The key server's answer to `request` (`ok` false with `error` when it refused or
+        did not answer: `unavailable`)."""
+        try:
+            return await admin_request(
+                self.host, self.port, self.tls, request, server_hostname=self.server_hostname
+            )
+        except KeyDistRefused as exc:
+            return {"ok": False, "error": exc.code, "detail": exc.detail}
+        except KeyDistError as exc:  # no answer, or not one of the protocol's
+            return {"ok": False, "error": "unavailable", "detail": str(exc)}

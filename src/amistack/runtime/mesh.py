@@ -25,7 +25,7 @@ import ipaddress
 import socket
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import cast
 
@@ -108,8 +108,9 @@ def eui_for(device_id: str) -> Eui64:
 
 def mesh_rpl_config() -> RplConfig:
     """RPL as the simulated mesh runs it (sim/mesh.py: non-storing, MRHOF, Imin 2^10 ms,
-    8 doublings, k = 3)."""
-    return MeshConfig().rpl
+    8 doublings, k = 3), each DAO describing its node's rank and parent-link ETX for the
+    concentrator's topology report (`RplConfig.describe_targets`)."""
+    return replace(MeshConfig().rpl, describe_targets=True)
 
 
 def counter_store(data_dir: Path) -> FileCounterStore:

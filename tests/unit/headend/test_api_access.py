@@ -46,6 +46,7 @@ def concrete(path: str) -> str:
         "alarm_id": "1",
         "token_id": "0" * 12,
         "name": "someone",
+        "action": "revoke",
     }
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
 

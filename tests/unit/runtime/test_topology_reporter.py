@@ -1,7 +1,9 @@
 """The concentrator's topology reporter: `dodag_report` turns the DODAG root's RPL state into
 the head-end's report (checked against the simulated mesh's own view, `MeshSim.dodag()`), and
 `TopologyReporter.post` delivers it over real HTTP to a head-end served by uvicorn on loopback,
-where it is stored; a token without the right is refused."""
+where it is stored; a token without the right is refused. The meter ids come from the joins
+the border router watched (`mesh.gateway.JoinWatch` on the PANA-Relay traffic to and from the
+key server: here the simulated mesh's)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -18,15 +22,58 @@ from tests.unit.headend.conftest import auth, make_access
 from amistack.access import Role
 from amistack.headend.api import TopologyIn, create_app
 from amistack.headend.storage import SqliteRepository
+from amistack.mesh.gateway import JoinWatch, WanDatagram
+from amistack.pana.constants import PANA_PORT
 from amistack.runtime.concentrator import TopologyReporter, dodag_report
-from amistack.sim.mesh import MeshConfig, MeshSim, build_mesh
+from amistack.sim.mesh import KEYSERVER_IP, MeshConfig, MeshSim, build_mesh, meter_id
+
+PAA = (KEYSERVER_IP, PANA_PORT)
 
 
 @pytest.fixture(scope="module")
-def sim() -> MeshSim:
-    s = build_mesh(MeshConfig(nodes=12, seed=3))
+def watched() -> tuple[MeshSim, JoinWatch]:
+    """A simulated mesh whose key server's PANA traffic a JoinWatch sees, as the concentrator
+    process's gateway sees it on the WAN."""
+    rpl = replace(MeshConfig().rpl, describe_targets=True)  # as the process mesh runs RPL
+    s = build_mesh(MeshConfig(nodes=12, seed=3, rpl=rpl))
+    watch = JoinWatch(PAA)
+    ks = s.keyserver
+    receive, send = ks.receive_datagram, ks.datagrams_to_send
+
+    def received(data: bytes, addr: Any, now: float) -> None:
+        watch.outbound(WanDatagram((str(addr[0]), addr[1]), data, PAA))
+        receive(data, addr, now)
+
+    def sent(now: float) -> list[tuple[bytes, Any]]:
+        out = send(now)
+        for data, _ in out:
+            watch.inbound(data, PAA)
+        return out
+
+    ks.receive_datagram, ks.datagrams_to_send = received, sent  # type: ignore[method-assign]
     assert s.run(300.0)
-    return s
+    return s, watch
+
+
+@pytest.fixture(scope="module")
+def sim(watched: tuple[MeshSim, JoinWatch]) -> MeshSim:
+    return watched[0]
+
+
+def test_the_report_names_each_joined_meter_as_the_key_server_authenticated_it(
+    watched: tuple[MeshSim, JoinWatch],
+) -> None:
+    s, watch = watched
+    nodes = dodag_report(s.concentrators[0].rpl, s.net.now, watch.joined)
+    TopologyIn.model_validate({"nodes": nodes})
+    truth = {row["eui64"]: row for row in s.dodag()}
+    named = [n for n in nodes[1:] if "meter_id" in n]
+    assert len(named) == len(nodes) - 1 >= 6  # every reported meter joined through the watch
+    for n in named:
+        assert n["meter_id"] == meter_id(truth[n["eui64"]]["node"]) and n["authenticated"]
+        assert n["rank"] == truth[n["eui64"]]["rank"]  # from its DAO's Target Descriptor
+        assert 1.0 <= n["etx"] <= 512  # its own ETX to its parent
+    assert "meter_id" not in dodag_report(s.concentrators[0].rpl, s.net.now)[1]
 
 
 def test_the_roots_report_matches_the_simulated_dodag(sim: MeshSim) -> None:

@@ -1,5 +1,6 @@
 """The running head-end engine as the dashboard sees it (`views.HeadEndView`): the C12.22 key
-generations it holds per meter (ids and validity, never the keys) and its counters."""
+generations it holds per meter (ids and validity, never the keys), how many meters it holds one
+for (authenticated), and its counters."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ class EngineView:
 
     def key_generations(self, meter_id: str, now: float) -> list[tuple[str, float]]:
         return [(str(kid), na) for kid, na in self.engine.keys.generations(meter_id.encode(), now)]
+
+    def authenticated(self, now: float) -> int:
+        return self.engine.keys.held(now)
 
     def counters(self) -> dict[str, int]:
         out: dict[str, int] = {}

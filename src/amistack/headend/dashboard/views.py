@@ -14,16 +14,26 @@ Live parts: a page names one stream (`data-sse`); the stream renders the page's 
 it). A stream checks its credentials at every tick and ends once they no longer hold (logout,
 revocation, expiry), and after `STREAM_S` anyway (the browser reconnects, authenticating
 again).
+
+SECADM actions (revoke a meter's credential, rotate its PSK) go to the key server's admin
+endpoint through a `KeyAdminPort`: the head-end's own service certificate, which the key server
+lets act on behalf of a named user of its own access store and nothing else (docs/dashboard.md
+"SECADM actions"). The page asks for confirmation and the user's password again (step-up); the
+confirmation form carries a one-time token bound to the user, meter and action.
 """
 
 import asyncio
 import hashlib
 import json
+import secrets
+import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Literal, Protocol
 from urllib.parse import parse_qs, quote, urlsplit
 
 from fastapi import FastAPI, Path, Query, Request
@@ -44,6 +54,7 @@ from amistack.access.http import AccessDenied
 from amistack.headend.dashboard.fleet import (
     PROFILE_POINTS,
     SLOT_S,
+    fleet_counts,
     fleet_page,
     load_profile,
 )
@@ -62,6 +73,16 @@ MESH_TABLES = 20  # reported DODAGs listed so (choose a concentrator for another
 AUDIT_SHOWN = 200  # the audit page's newest entries
 KEY_WINDOW_S = 86400.0  # key generations seen in the last day's readings
 EXPIRING_S = 600.0  # a cached key generation ending within this is "expiring soon"
+FLEET_COUNTS_S = 10.0  # the fleet's counts are at most this old (plus one computation)
+CONFIRM_S = 300.0  # a SECADM confirmation form's token lives this long, and is used once
+MAX_CONFIRMS = 1024  # confirmation tokens outstanding (the oldest is dropped past this)
+KEY_ACTIONS_SHOWN = 20  # the Keys page's recent key-server actions
+MAX_REASON = 200  # as the key server's (access.keyadmin)
+KEY_OPS = {"revoke": "revoke", "rotate": "rotate_psk"}  # page action -> key server op
+NO_DELEGATION = (
+    "this head-end holds no delegation certificate for the key server "
+    "(amistack headend --key-admin HOST:PORT; docs/dashboard.md)"
+)
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
@@ -84,9 +105,65 @@ class HeadEndView(Protocol):
         """(key id text, not_after) of the C12.22 key generations cached for the meter."""
         ...
 
+    def authenticated(self, now: float) -> int:
+        """Meters with a key generation held now (the fleet page's `authenticated` count)."""
+        ...
+
     def counters(self) -> dict[str, int]:
         """The engine's counters: refusals and drops by reason."""
         ...
+
+
+class KeyAdminPort(Protocol):
+    """The key server's admin endpoint as this head-end's delegator certificate reaches it
+    (`runtime.keydist.KeyAdminClient`)."""
+
+    @property
+    def name(self) -> str:
+        """The delegator certificate's CN."""
+        ...
+
+    async def delegate(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The key server's answer (`ok` false with `error` when refused or unreachable)."""
+        ...
+
+
+class Refreshed:
+    """A value computed by `compute` and kept for `ttl` s of monotonic time; once older, the
+    next `get` still answers the kept value at once and a thread computes the new one (only
+    the very first `get` waits): the whole fleet's counts cost ~0.1-0.2 s at 100,000 meters,
+    which no page request should pay. The refreshes run on one worker thread of its own."""
+
+    def __init__(self, compute: Callable[[], dict[str, int]], ttl: float) -> None:
+        self.compute = compute
+        self.ttl = ttl
+        self._value: dict[str, int] | None = None
+        self._at = 0.0
+        self._lock = threading.Lock()
+        self._refreshing = False
+        # one long-lived thread: the repository keeps a reader connection per thread
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="fleet-counts")
+
+    def get(self) -> dict[str, int]:
+        with self._lock:
+            value, due = self._value, time.monotonic() - self._at > self.ttl
+            start = value is not None and due and not self._refreshing
+            self._refreshing |= start
+        if value is None:
+            return self._refresh()
+        if start:
+            self._worker.submit(self._refresh)
+        return value
+
+    def _refresh(self) -> dict[str, int]:
+        try:
+            value = self.compute()
+            with self._lock:
+                self._value, self._at = value, time.monotonic()
+            return value
+        finally:
+            with self._lock:
+                self._refreshing = False
 
 
 @dataclass(frozen=True)
@@ -100,6 +177,9 @@ class Hooks:
     open_session: Callable[[str, str, Request, Response], Any]  # login; raises LoginRefused
     close_session: Callable[[Principal, Response], None]  # logout
     signed_in: Callable[[Request], bool]  # do the request's credentials still hold?
+    step_up: Callable[[Principal, str, Request], None]  # the password again; raises LoginRefused
+    before: Callable[..., None]  # (who, action, target, **detail) audited first, else 503
+    outcome: Callable[..., bool]  # (who, action, target=, outcome=, detail=) audited after
 
 
 def _when(t: float | None) -> str:
@@ -216,6 +296,7 @@ def add_dashboard(
     audit_entries: Callable[[int, int], list[Any]],
     audit_size: Callable[[], int],
     live: HeadEndView | None = None,
+    key_admin: KeyAdminPort | None = None,
 ) -> None:
     env = _ENV
     need = hooks.need
@@ -292,9 +373,18 @@ def add_dashboard(
 
     # -- fleet ---------------------------------------------------------------------------------
 
+    counts = Refreshed(
+        lambda: fleet_counts(repo, clock(), None if live is None else live.authenticated(clock())),
+        FLEET_COUNTS_S,
+    )
+
     def fleet_parts(who: Principal, q: str, state: MeterState | None, after: str) -> dict[str, str]:
         fp = fleet_page(repo, clock(), text=q, state=state, after=after, covers=who.covers)
-        return {"fleet": fragment("_fleet.html", who, fp=fp, q=q, state=state, after=after)}
+        return {
+            "fleet": fragment(
+                "_fleet.html", who, fp=fp, counts=counts.get(), q=q, state=state, after=after
+            )
+        }
 
     FleetQ = Annotated[str, Query(max_length=MAX_ID)]
 
@@ -672,6 +762,10 @@ def add_dashboard(
                 now=now,
                 next_after=found[-1].meter_id if len(found) == 50 else None,
                 q=q,
+                may_keys=who.may(Right.KEYS),
+                delegation=None if key_admin is None else key_admin.name,
+                no_delegation=NO_DELEGATION,
+                actions=[a for a in key_actions if who.covers(a[3])],
             )
         }
 
@@ -690,6 +784,105 @@ def add_dashboard(
     @app.get(f"{PREFIX}/keys/stream", **ui)
     def keys_stream(request: Request, who: Reader, q: Filter = "", after: Filter = "") -> Response:
         return stream(request, lambda: key_parts(who, q, after))
+
+    # -- SECADM actions: revoke, rotate a PSK (through the key server, delegated) -------------
+
+    KeyAdmin = Annotated[Principal, need(Right.KEYS)]
+    Action = Annotated[Literal["revoke", "rotate"], Path()]
+    confirms: OrderedDict[str, tuple[str, str, str, float]] = OrderedDict()
+    confirming = threading.Lock()  # pages render in the thread pool, actions on the loop
+    key_actions: deque[tuple[float, str, str, str, str]] = deque(maxlen=KEY_ACTIONS_SHOWN)
+
+    def confirm_page(who: Principal, meter_id: str, action: str, **ctx: Any) -> HTMLResponse:
+        now = clock()
+        token = secrets.token_urlsafe(24)
+        with confirming:
+            while confirms and (
+                len(confirms) >= MAX_CONFIRMS or next(iter(confirms.values()))[3] < now
+            ):
+                confirms.popitem(last=False)
+            confirms[token] = (who.name, meter_id, action, now + CONFIRM_S)
+        return page(
+            "key_confirm.html",
+            who,
+            status=ctx.pop("status", 200),
+            meter_id=meter_id,
+            action=action,
+            token=token,
+            delegation=None if key_admin is None else key_admin.name,
+            no_delegation=NO_DELEGATION,
+            **ctx,
+        )
+
+    @app.get(f"{PREFIX}/keys/{{meter_id}}/{{action}}", response_class=HTMLResponse, **ui)
+    def key_action_page(
+        meter_id: MeterId, action: Action, request: Request, who: KeyAdmin
+    ) -> HTMLResponse:
+        """The confirmation form: what will happen, a reason (revoke), the password again."""
+        hooks.scoped(who, meter_id, request)
+        if repo.get_meter(meter_id) is None:
+            return page("error.html", who, status=404, message=f"no meter {meter_id!r}")
+        return confirm_page(who, meter_id, action)
+
+    @app.post(f"{PREFIX}/keys/{{meter_id}}/{{action}}", response_class=HTMLResponse, **ui)
+    async def key_action(
+        meter_id: MeterId, action: Action, request: Request, who: KeyAdmin
+    ) -> HTMLResponse:
+        """A confirmed SECADM action: the one-time token of this user's confirmation form for
+        this meter and action, the password again, then the key server, on this user's behalf
+        (audited here and there, before and after)."""
+        same_origin(request)
+        form = await read_form(request)
+        hooks.scoped(who, meter_id, request)
+        op = KEY_OPS[action]
+        if key_admin is None:
+            return page("refused.html", who, status=409, message=f"Refused: {NO_DELEGATION}")
+        with confirming:
+            held = confirms.pop(form.get("confirm", ""), None)
+        if held is None or held[:3] != (who.name, meter_id, action) or held[3] < clock():
+            await run_in_threadpool(
+                lambda: hooks.outcome(
+                    who, f"keys.{op}", target=meter_id, outcome="refused: not_confirmed"
+                )
+            )
+            return page(
+                "refused.html", who, status=403,
+                message="Refused: this confirmation expired or was already used; start again.",
+            )  # fmt: skip
+        reason = form.get("reason", "").strip() or "revoked by operator"
+        if action == "revoke" and not (len(reason) <= MAX_REASON and reason.isprintable()):
+            return confirm_page(
+                who, meter_id, action, status=400, error=f"reason: 1..{MAX_REASON} characters"
+            )
+        try:
+            await run_in_threadpool(hooks.step_up, who, form.get("password", "")[:1024], request)
+        except LoginRefused as exc:
+            return confirm_page(
+                who, meter_id, action, status=401, error=f"password not confirmed: {exc.message}"
+            )
+        nonce = secrets.token_hex(16)
+        detail = {"delegate": key_admin.name, "nonce": nonce}
+        await run_in_threadpool(hooks.before, who, f"keys.{op}", meter_id, **detail)
+        req: dict[str, Any] = {
+            "op": op, "id": 1, "device": meter_id, "on_behalf": who.name, "at": clock(),
+            "nonce": nonce, **({"reason": reason} if action == "revoke" else {}),
+        }  # fmt: skip
+        answer = await key_admin.delegate(req)
+        ok = answer.get("ok") is True
+        result = "ok" if ok else f"refused: {str(answer.get('error', 'error'))[:32]}"
+        await run_in_threadpool(
+            lambda: hooks.outcome(
+                who, f"keys.{op}", target=meter_id, outcome=result,
+                detail={} if ok else {"reason": str(answer.get("detail", ""))[:200]},
+            )
+        )  # fmt: skip
+        key_actions.appendleft((clock(), who.name, op, meter_id, result))
+        done = page(
+            "key_done.html", who, status=200 if ok else 409, meter_id=meter_id, action=action,
+            ok=ok, answer=answer, delegation=key_admin.name,
+        )  # fmt: skip
+        done.headers["Cache-Control"] = "no-store"  # a rotated PSK is shown once
+        return done
 
 
 def _last_read(commands: list[Command]) -> tuple[float, dict[str, Any]] | None:
@@ -724,6 +917,7 @@ __all__ = [
     "SLOT_S",
     "HeadEndView",
     "Hooks",
+    "KeyAdminPort",
     "add_dashboard",
     "read_form",
     "same_origin",

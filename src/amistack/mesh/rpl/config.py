@@ -55,6 +55,10 @@ class RplConfig:
     parent_set_size: int = MRHOF_PARENT_SET_SIZE  # RFC 6719 §5 PARENT_SET_SIZE
     dao_delay: float = DEFAULT_DAO_DELAY  # §17 DEFAULT_DAO_DELAY
     dao_ack: bool = True  # ask for DAO-ACK (the K flag, §6.4)
+    # non-storing: each DAO's Target is followed by a Target Descriptor (§6.7.8, opaque to RPL)
+    # with this node's rank and its parent link's ETX, for the root's topology report
+    # (node.describe_target; docs/mesh.md "Topology reports")
+    describe_targets: bool = False
     dao_retransmissions: int = 3
     dao_ack_timeout: float = 5.0
     dis_interval: float = 30.0  # solicit while unattached (§8.3: DIS is optional; no default)

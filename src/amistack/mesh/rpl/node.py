@@ -58,6 +58,7 @@ from amistack.mesh.rpl.messages import (
     PrefixInformation,
     RplMessage,
     RplTarget,
+    TargetDescriptor,
     TransitInformation,
     heard,
     to_icmpv6,
@@ -80,6 +81,23 @@ class Route:
     via: bytes  # non-storing root: the target's transit parent; storing: next-hop child
     path_sequence: int
     expires: float | None
+    descriptor: int | None = None  # the target's Target Descriptor, if it sent one (§6.7.8)
+
+
+DESCRIPTOR_MAX = 0xFFFF  # each half of the 32-bit descriptor
+
+
+def describe_target(rank: int, etx: int) -> int:
+    """amistack's content of the opaque RPL Target Descriptor (RFC 6550 §6.7.8) a node puts
+    after its own Target in a non-storing DAO (`RplConfig.describe_targets`): its rank (upper
+    16 bits, §3.5) and the ETX of the link to its preferred parent in RFC 6551 §4.3.2 units
+    (x 128, lower 16 bits, saturating)."""
+    return (min(rank, DESCRIPTOR_MAX) << 16) | min(max(etx, 0), DESCRIPTOR_MAX)
+
+
+def described(descriptor: int) -> tuple[int, int]:
+    """(rank, parent-link ETX x 128) of a `describe_target` descriptor."""
+    return descriptor >> 16, descriptor & DESCRIPTOR_MAX
 
 
 @dataclass
@@ -535,7 +553,14 @@ class RplNode:
         if self.config.mop == Mop.NON_STORING:
             parent = (self.prefix.prefix[:8] if self.prefix else b"") + self.preferred[8:]
             transit = TransitInformation(self.path_sequence, self._path_lifetime(), parent=parent)
-            options = (RplTarget(self.global_address), transit)
+            target = RplTarget(self.global_address)
+            options: tuple[RplTarget | TargetDescriptor | TransitInformation, ...] = (
+                target,
+                transit,
+            )
+            if self.config.describe_targets:
+                state = describe_target(self.rank, self.links.etx(self.preferred))
+                options = (target, TargetDescriptor(state), transit)
             dao = self._new_dao(options, self.config.dao_ack, now)
             assert self.dodag_id is not None
             self._send_message(dao, self.global_address, self.dodag_id, now)
@@ -561,7 +586,10 @@ class RplNode:
             self._unicast(dao, to, now)
 
     def _new_dao(
-        self, options: tuple[RplTarget | TransitInformation, ...], ack: bool, now: float
+        self,
+        options: tuple[RplTarget | TargetDescriptor | TransitInformation, ...],
+        ack: bool,
+        now: float,
     ) -> Dao:
         self.dao_sequence = lollipop_increment(self.dao_sequence)
         if ack:
@@ -618,6 +646,7 @@ class RplNode:
             self.counters["dao_too_many_targets"] += 1
             return
         transits = dao.transits
+        descriptors = _target_descriptors(dao)
         status = DAO_ACK_UNQUALIFIED_ACCEPT
         for target, transit in _target_transits(dao):
             if transit is None or target.prefix_length != 128:
@@ -627,7 +656,8 @@ class RplNode:
             if via is None or via == target.prefix or target.prefix in self.own_addresses:
                 self.counters["dao_transit_invalid"] += 1
                 continue
-            if not self._store_route(target.prefix, via, transit, now):
+            descriptor = descriptors.get(target.prefix)
+            if not self._store_route(target.prefix, via, transit, now, descriptor):
                 status = DAO_ACK_REJECT_NO_ROOM
         if dao.ack_requested:
             ack = DaoAck(dao.instance_id, dao.sequence, status, dao.dodag_id)
@@ -657,7 +687,12 @@ class RplNode:
             self._source_routed(message, hops)
 
     def _store_route(
-        self, target: bytes, via: bytes, transit: TransitInformation, now: float
+        self,
+        target: bytes,
+        via: bytes,
+        transit: TransitInformation,
+        now: float,
+        descriptor: int | None = None,
     ) -> bool:
         known = self.routes.get(target)
         if transit.path_lifetime == ZERO_LIFETIME:  # a No-Path DAO (§9.8)
@@ -674,7 +709,7 @@ class RplNode:
             return True
         lifetime = self.config.route_lifetime
         expires = None if lifetime is None else now + lifetime
-        self.routes[target] = Route(via, transit.path_sequence, expires)
+        self.routes[target] = Route(via, transit.path_sequence, expires, descriptor)
         if known is None or known.via != via:
             self.counters["route_added"] += 1
             self._event(RouteAdded(target, via))
@@ -820,6 +855,17 @@ class RplNode:
         self.counters[f"tx_{type(message).__name__.lower()}"] += 1
         payload = to_icmpv6(message, self.link_local, ALL_RPL_NODES)
         self._out.append(Transmission(None, Packet(self.link_local, ALL_RPL_NODES, payload)))
+
+
+def _target_descriptors(dao: Dao) -> dict[bytes, int]:
+    """§6.7.8: a Target Descriptor describes the RPL Target right before it."""
+    out: dict[bytes, int] = {}
+    last: RplTarget | None = None
+    for option in dao.options:
+        if isinstance(option, TargetDescriptor) and last is not None:
+            out[last.prefix] = option.descriptor
+        last = option if isinstance(option, RplTarget) else None
+    return out
 
 
 def _target_transits(dao: Dao) -> list[tuple[RplTarget, TransitInformation | None]]:

@@ -14,6 +14,9 @@
     }
   });
 
+  if (!main && live) {  // a page with nothing live (a confirmation, a result): say so
+    live.textContent = "static";
+  }
   if (main) {
     var es = new EventSource(main.dataset.sse);
     es.onopen = function () { if (live) { live.textContent = "live"; live.className = "live on"; } };
@@ -75,7 +78,11 @@
           { selector: "node[kind = 'node'][!auth]", style: { "background-color": "#bc4c00" } },
           { selector: "node:selected", style: { "border-width": 3, "border-color": "#f0b400" } },
           { selector: "edge", style: { "width": 1, "line-color": "#c4ccd4" } },
-          { selector: "edge[lq]", style: { "width": "mapData(lq, 0, 255, 0.5, 3)",
+          // link quality: the LQI when reported, else the node's ETX to its parent (RFC 6551:
+          // 1 is a perfect link), thicker the better
+          { selector: "edge[etx > 0]", style: { "width": "mapData(etx, 1, 4, 3, 0.5)",
+            "line-color": "#57606a" } },
+          { selector: "edge[lq >= 0]", style: { "width": "mapData(lq, 0, 255, 0.5, 3)",
             "line-color": "#57606a" } }
         ],
         // a reported DODAG: its tree, radially (one ring per hop from the root: a wide tree of
