@@ -19,6 +19,7 @@ from amistack.cli.common import (
     resolve_psk,
     stop_on_signals,
 )
+from amistack.mesh.border import BorderPolicy
 from amistack.runtime.keyserver import PANA_PORT
 from amistack.runtime.loop import run
 
@@ -110,6 +111,14 @@ def register(sub: Any) -> None:
         help=f"the head-end's C12.22 address (default port {C1222_PORT}): the meters may reach it",
     )
     p.add_argument(
+        "--c1222-listen",
+        type=lambda t: parse_hostport(t, C1222_PORT),
+        metavar="HOST:PORT",
+        help="be a C12.22 relay on the WAN here: the head-end reaches every meshed meter at this "
+        "address (amistack headend --concentrator ID=HOST:PORT), routed by the ApTitle it "
+        "calls; a meter is reachable once it has registered (joined) through this concentrator",
+    )
+    p.add_argument(
         "--prefix",
         type=_prefix,
         default=DEFAULT_PREFIX,
@@ -125,6 +134,28 @@ def register(sub: Any) -> None:
         "./amistack-data/concentrator)",
     )
     add_radio_options(p, "the radio", "Where the node is on the UDP radio.")
+    g = p.add_argument_group(
+        "the border",
+        "What leaves the mesh: only from the root's or a joined meter's address, at most "
+        f"{BorderPolicy().flows_per_source} flows per meter, PANA to the key server only as "
+        "PANA-Relay messages, their PCIs limited per relaying meter (docs/mesh.md).",
+    )
+    g.add_argument(
+        "--relay-pci-rate",
+        type=_rate,
+        default=BorderPolicy().relay_pci_rate,
+        metavar="PER_S",
+        help="relayed PCIs per second one relaying meter may send the key server (default "
+        f"{BorderPolicy().relay_pci_rate:g}); keep the mesh's sum below the key server's "
+        "--relay-rate",
+    )
+    g.add_argument(
+        "--relay-pci-burst",
+        type=_rate,
+        default=BorderPolicy().relay_pci_burst,
+        metavar="N",
+        help=f"its burst (default {BorderPolicy().relay_pci_burst:g}, at least 1)",
+    )
     g = p.add_argument_group(
         "topology reports",
         "Report the DODAG to the head-end's REST API for its mesh page (docs/mesh.md).",
@@ -150,6 +181,16 @@ def register(sub: Any) -> None:
         help="seconds between reports (default 60)",
     )
     p.set_defaults(handler=_run)
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 10_000:
+        raise argparse.ArgumentTypeError(f"{text!r}: above 0, at most 10000")
+    return value
 
 
 def _seconds(text: str) -> float:
@@ -217,6 +258,9 @@ def _run(args: argparse.Namespace) -> int:
         )
     check_radio(args)
     reporter = _reporter(args)
+    if args.relay_pci_burst < 1:
+        raise CliError("--relay-pci-burst must be at least 1")
+    policy = BorderPolicy(relay_pci_rate=args.relay_pci_rate, relay_pci_burst=args.relay_pci_burst)
     from amistack.runtime.concentrator import ConcentratorReady, run_concentrator
 
     def ready(r: ConcentratorReady) -> None:
@@ -226,6 +270,9 @@ def _run(args: argparse.Namespace) -> int:
             f"radio on {host} port {port}",
             flush=True,
         )
+        if r.c1222_relay is not None:
+            where = f"{r.c1222_relay[0]} port {r.c1222_relay[1]}"
+            print(f"concentrator {args.device_id}: C12.22 relay on {where}", flush=True)
 
     async def main() -> None:
         stop = stop_on_signals()
@@ -243,6 +290,8 @@ def _run(args: argparse.Namespace) -> int:
             on_ready=ready,
             on_event=lambda ev: print_mesh_event(f"concentrator {args.device_id}", ev),
             reporter=reporter,
+            c1222_relay=args.c1222_listen,
+            policy=policy,
         )
 
     try:
