@@ -72,13 +72,15 @@ class Procs:
 
     def start_in(self, netns: str | None, name: str, *args: str) -> None:
         """`amistack ARGS` as `name`, inside network namespace `netns` when given."""
-        self.runs[name] = self.runs.get(name, -1) + 1
         inside = [] if netns is None else ["ip", "netns", "exec", netns]
+        self.start_argv(name, [*inside, PY, "-m", "amistack.cli.main", *args])
+
+    def start_argv(self, name: str, argv: list[str]) -> None:
+        self.runs[name] = self.runs.get(name, -1) + 1
         with open(self.log(name), "wb") as out:
             self.procs[name] = subprocess.Popen(
-                [*inside, PY, "-m", "amistack.cli.main", *args],
-                stdout=out, stderr=subprocess.STDOUT, env=ENV,
-            )  # fmt: skip
+                argv, stdout=out, stderr=subprocess.STDOUT, env=ENV
+            )
 
     def wait_for(self, name: str, text: str, seconds: float) -> None:
         deadline = time.monotonic() + seconds

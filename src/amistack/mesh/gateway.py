@@ -187,9 +187,11 @@ class UdpGateway:
         except PanaDecodeError:
             self.counters["wan-pana-decode-error"] += 1
             return False
-        if inner.msg_type == MessageType.PCI and not self._relay_pcis.allow(relay, now):
-            self.counters["relay-pci-limited"] += 1
-            return False
+        if inner.msg_type == MessageType.PCI:
+            if not self._relay_pcis.allow(relay, now):
+                self.counters["relay-pci-limited"] += 1
+                return False
+            self.counters["relay-pci-out"] += 1
         return True
 
     def _claim(self, flow: Flow, payload: bytes) -> None:
