@@ -89,12 +89,14 @@ def register(sub: Any) -> None:
         "meter) and takes the PAN's group keys from its PANA success, then becomes the RPL "
         "DODAG root on its radio, relays the PANA of meters in range to the key server (RFC "
         "6345) and routes the mesh's traffic to the key server and the head-end and back "
-        "(UDP; an IPv4 address is 64:ff9b::/96 inside the mesh). The key server must accept "
-        "this host as relay (amistack keyserver --relay ADDRESS --mesh-pan PANID). Stops on "
-        "Ctrl-C / SIGTERM.",
+        "(UDP; an IPv4 address is 64:ff9b::/96 inside the mesh), limiting what each meter may "
+        "send out (the border). With --c1222-listen it is also a C12.22 relay: the head-end "
+        "reaches every meter that registered through it there, by ApTitle. The key server must "
+        "accept this host as relay (amistack keyserver --relay ADDRESS --mesh-pan PANID). Stops "
+        "on Ctrl-C / SIGTERM.",
         epilog="example: amistack concentrator --id conc-1 --psk-file conc-1.psk --keyserver "
-        "127.0.0.1:716 --headend 127.0.0.1:1153 --radio 127.0.0.1:7000 --hear 127.0.0.1:7001 "
-        "--data-dir conc",
+        "127.0.0.1:716 --headend 127.0.0.1:1153 --c1222-listen 127.0.0.1:7153 --radio "
+        "127.0.0.1:7000 --hear 127.0.0.1:7001 --data-dir conc",
     )
     p.add_argument("--id", dest="device_id", help="the concentrator's device identity")
     add_psk_options(p, "required", env=True)
