@@ -78,9 +78,7 @@ class Procs:
     def start_argv(self, name: str, argv: list[str]) -> None:
         self.runs[name] = self.runs.get(name, -1) + 1
         with open(self.log(name), "wb") as out:
-            self.procs[name] = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, env=ENV
-            )
+            self.procs[name] = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=ENV)
 
     def wait_for(self, name: str, text: str, seconds: float) -> None:
         deadline = time.monotonic() + seconds
