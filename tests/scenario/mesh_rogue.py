@@ -44,32 +44,17 @@ BATCH = 8  # PRYs per burst: two frames each, within the link's queue of 64
 SYBIL = Eui64(bytes.fromhex("02bad0000000beef"))
 
 
-class WithExtraFrames:
-    """The meter's radio engine, plus frames the attacker makes up (`extra`), sent to its
+class WithExtraFrames(RadioEngine):
+    """The meter's radio engine, plus frames the attacker makes up (`extra`), sent to every
     neighbour at the next flush."""
 
-    def __init__(self, engine: RadioEngine, neighbour: Addr) -> None:
-        self.engine = engine
-        self.neighbour = neighbour
-        self.extra: list[bytes] = []
-
-    def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
-        self.engine.receive_datagram(data, addr, now)
+    extra: list[bytes]
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
-        out = self.engine.datagrams_to_send(now)
-        out += [(frame, self.neighbour) for frame in self.extra]
+        out = super().datagrams_to_send(now)
+        out += [(frame, n) for frame in self.extra for n in self.neighbours or ()]
         self.extra = []
         return out
-
-    def get_timer(self) -> float | None:
-        return self.engine.get_timer()
-
-    def handle_timer(self, now: float) -> None:
-        self.engine.handle_timer(now)
-
-    def next_event(self) -> object | None:
-        return self.engine.next_event()
 
 
 async def main(argv: list[str]) -> None:
@@ -89,7 +74,8 @@ async def main(argv: list[str]) -> None:
         new_pac=lambda parent: build_pac(device, keys, parent, system_random, pac_config),
     )
     parent: Addr = ("127.0.0.1", int(neighbour))
-    rogue = WithExtraFrames(RadioEngine(node, [parent]), parent)
+    rogue = WithExtraFrames(node, [parent])
+    rogue.extra = []
     sybil = MeshLink(LinkSecurity(SYBIL, MemoryCounterStore()), PanId(PAN), system_random)
     joined = asyncio.Event()
     stop = asyncio.Event()

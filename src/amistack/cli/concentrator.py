@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -185,24 +186,25 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=_run)
 
 
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value <= 10_000:
-        raise argparse.ArgumentTypeError(f"{text!r}: above 0, at most 10000")
-    return value
+def _number(low: float, high: float, unit: str) -> Callable[[str], float]:
+    """An argparse type: a number in (low, high], or in [low, high] when `low` > 0."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            what = f"a number of{unit}" if unit else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not (low <= value if low > 0 else low < value) or value > high:
+            span = f"between {low:g} and {high:g}" if low > 0 else f"above 0, at most {high:g}"
+            raise argparse.ArgumentTypeError(f"{text!r}: {span}{unit}")
+        return value
+
+    return parse
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 1.0 <= value <= 86_400.0:
-        raise argparse.ArgumentTypeError(f"{text!r}: between 1 and 86400 seconds")
-    return value
+_seconds = _number(1.0, 86_400.0, " seconds")
+_rate = _number(0.0, 10_000.0, "")
 
 
 def _reporter(args: argparse.Namespace) -> Any:
