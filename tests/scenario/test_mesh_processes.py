@@ -6,13 +6,16 @@ a wrong PSK beside meter 1.
 Every meter authenticates through its relays and gets the group keys, the head-end stores
 meter 3's readings pushed over C12.22 through the mesh, the wrong PSK is refused by the key
 server through meter 1. The head-end starts reads too: an operator's on-demand READ commands
-(REST API) reach every meter, meters 1 and 2 (which never push) through the concentrator's
-C12.22 relay (`--c1222-listen`; `amistack headend --concentrator conc-1=...`), while the
-meter that never joined is not reachable. Then meter 3 killed with SIGKILL while sending and
-started again rejoins and never reuses a frame counter: a listening socket that meter 3 counts
-as a neighbour records every frame it transmits, before and after the restart; and every
-meter is read again after it. The concentrator reports its DODAG to the head-end's REST API
-(`--report-to`, an ENGINEER's token), which stores it with each meter's parent."""
+(REST API) reach every meter once it has registered, meters 1 and 2 (which never push)
+through the concentrator's C12.22 relay (`--c1222-listen`; `amistack headend --concentrator
+conc-1=...`), while a meter that never joined the mesh is not reachable: neither the wrong-PSK
+one (no key) nor one that authenticated directly to the key server (`--once`: the head-end
+has its key, the concentrator knows no such ApTitle). Then meter 3 killed with SIGKILL
+while sending and started again rejoins and never reuses a frame counter: a listening socket
+that meter 3 counts as a neighbour records every frame it transmits, before and after the
+restart; and every meter is read again after it. The concentrator reports its DODAG to the
+head-end's REST API (`--report-to`, an ENGINEER's token), which stores it with each meter's
+parent."""
 
 from __future__ import annotations
 
@@ -114,31 +117,32 @@ def secured_counters(sniffer: socket.socket) -> list[int]:
             out.append(frame.security.counter)
 
 
-def read_registers(http: httpx.Client, meter: str, seconds: float) -> dict[str, object]:
-    """An on-demand READ of `meter` through the head-end's API, created again while it fails
-    (a meter reachable only once it has registered), until `seconds` have passed: the last
-    command."""
-    deadline = time.monotonic() + seconds
-    while True:
-        made = http.post("/commands", json={"meter_id": meter, "kind": "read"})
-        assert made.status_code == 201, made.text
-        cid = made.json()["id"]
-        while (got := http.get(f"/commands/{cid}").json())["state"] in ("pending", "sent"):
-            time.sleep(0.1)
-        if got["state"] == "confirmed" or time.monotonic() > deadline:
-            return dict(got)
+def create_read(http: httpx.Client, meter: str) -> int:
+    """An operator's on-demand READ of `meter` (the head-end's REST API): the command id."""
+    made = http.post("/commands", json={"meter_id": meter, "kind": "read"})
+    assert made.status_code == 201, made.text
+    return int(made.json()["id"])
+
+
+def command(http: httpx.Client, cid: int, *, until: tuple[str, ...] = ("pending", "sent")) -> Any:
+    """Command `cid` once it has left the states `until`."""
+    deadline = time.monotonic() + 60.0
+    while (got := http.get(f"/commands/{cid}").json())["state"] in until:
+        assert time.monotonic() < deadline, got
+        time.sleep(0.1)
+    return got
 
 
 def test_meters_join_through_relays_and_are_read_over_the_mesh(tmp_path: Path) -> None:
     ks = tmp_path / "ks"
     with open_store(ks, create=True) as store:
-        for dev in ("conc-1", *METERS, "mesh-bad"):
+        for dev in ("conc-1", *METERS, "mesh-bad", "mesh-away"):
             store.enroll(dev, bytes.fromhex(PSK), time.time())
     pki.init_ca(ks)
     pki.issue_server(ks, "keyserver", ["127.0.0.1"])
     pki.issue_client(ks, "headend", ["c1222"], meters=["mesh-*"])
     repo = SqliteRepository(ks)
-    for dev in (*METERS, "mesh-bad"):
+    for dev in (*METERS, "mesh-bad", "mesh-away"):
         repo.register_meter(dev, str(ap_title_for(dev).absolute()), "conc-1", "cell", time.time())
         repo.commission_meter(dev, time.time())
     repo.close()
@@ -192,6 +196,9 @@ def test_meters_join_through_relays_and_are_read_over_the_mesh(tmp_path: Path) -
         for dev in METERS:
             p.wait_for(dev, "relaying", 30.0)
         p.wait_for("bad", "authentication refused", 30.0)
+        # a meter of conc-1's cell that authenticates, but not through the mesh
+        p.start("away", "meter", "--id", "mesh-away", "--psk", PSK, "--keyserver", ks_addr,
+                "--once")  # fmt: skip
 
         deadline = time.monotonic() + 30.0
         repo = SqliteRepository(ks)
@@ -219,16 +226,24 @@ def test_meters_join_through_relays_and_are_read_over_the_mesh(tmp_path: Path) -
         finally:
             repo.close()
 
-        # the head-end reads every joined meter on demand; the one that never joined is not
-        # reachable (no UKMF session, so no key to send with; and no ApTitle the concentrator
-        # has bound: tests/unit/mesh/test_mesh_border.py)
+        # the head-end reads every registered meter on demand; one that never joined the mesh
+        # is not reachable: the wrong-PSK one has no key to be sent with, and the one that
+        # authenticated directly (its key is the head-end's) has no ApTitle bound at the
+        # concentrator (c1222-unknown-title): its READ is sent and never answered
         api_http = httpx.Client(base_url=f"http://127.0.0.1:{api}", headers=olga, timeout=10)
         for dev in METERS:
-            got = read_registers(api_http, dev, 30.0)
+            p.wait_for(dev, "registered", 30.0)
+            got = command(api_http, create_read(api_http, dev))
             assert got["state"] == "confirmed", got
             assert "active_forward_wh" in json.loads(str(got["confirmation"]))
-        bad_read = read_registers(api_http, "mesh-bad", 0.0)
-        assert bad_read["state"] == "failed", bad_read
+        bad_read = command(api_http, create_read(api_http, "mesh-bad"))
+        assert bad_read["state"] == "failed" and "no C12.22 key" in bad_read["reason"], bad_read
+        deadline = time.monotonic() + 30.0
+        while away := command(api_http, create_read(api_http, "mesh-away"), until=("pending",)):
+            if away["state"] == "sent":  # the head-end has fetched its key (prefetch: 10 s)
+                break
+            assert "no C12.22 key" in away["reason"] and time.monotonic() < deadline, away
+            time.sleep(1.0)
 
         # meter 3, killed while it sends (pushes each second), starts above every counter it used
         before = secured_counters(sniffer)
@@ -240,9 +255,12 @@ def test_meters_join_through_relays_and_are_read_over_the_mesh(tmp_path: Path) -
         p.wait_for("mesh-m3", "relaying", 30.0)
         after = secured_counters(sniffer)
         assert after and min(after) > max(before)
+        p.wait_for("mesh-m3", "registered", 30.0)
         for dev in METERS:  # and the head-end reads them all again, meter 3 in its new session
-            got = read_registers(api_http, dev, 30.0)
+            got = command(api_http, create_read(api_http, dev))
             assert got["state"] == "confirmed", got
+        away = command(api_http, away["id"])
+        assert away["state"] == "failed" and "no answer" in away["reason"], away
         api_http.close()
     finally:
         p.stop()
@@ -252,3 +270,4 @@ def test_meters_join_through_relays_and_are_read_over_the_mesh(tmp_path: Path) -
     assert b"peer_id=mesh-bad" in p.log("ks").read_bytes()
     conc = p.log("conc").read_text()
     assert "'c1222-relayed-in'" in conc and "'c1222-title-bound'" in conc, conc[-2000:]
+    assert "'c1222-unknown-title'" in conc, conc[-2000:]

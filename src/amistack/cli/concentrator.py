@@ -242,6 +242,7 @@ def print_mesh_event(who: str, event: object) -> None:
     """One line per step of joining, for the meter and the concentrator."""
     from amistack.mesh.node import ParentChosen, RelayReady
     from amistack.pana.events import Authenticated, AuthenticationFailed
+    from amistack.runtime.meter_mesh import Registered
 
     if isinstance(event, ParentChosen):
         print(f"{who}: parent {event.parent} (rank {event.rank})", flush=True)
@@ -252,6 +253,8 @@ def print_mesh_event(who: str, event: object) -> None:
         print(f"{who}: authentication refused: {event.reason}", flush=True)
     elif isinstance(event, RelayReady):
         print(f"{who}: in the DODAG at rank {event.rank}, relaying", flush=True)
+    elif isinstance(event, Registered):
+        print(f"{who}: registered: the head-end reaches it through the concentrator", flush=True)
 
 
 def _run(args: argparse.Namespace) -> int:

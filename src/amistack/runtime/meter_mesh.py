@@ -22,11 +22,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from amistack.addr import Addr, PanId
 from amistack.c1222.endpoint import C1222_PORT
+from amistack.c1222.events import RequestTimedOut, ResponseReceived
 from amistack.c1222.services import Identify
 from amistack.crypto import RandomSource, system_random
 from amistack.eap.psk import PSK_LEN, PskKeys
@@ -56,7 +58,15 @@ from amistack.sim.mesh import MESH_PCI_RETRANSMIT, MESH_REQ_RETRANSMIT
 
 log = logging.getLogger(__name__)
 
-__all__ = ["register", "run_meter_mesh"]
+__all__ = ["Registered", "register", "run_meter_mesh"]
+
+
+@dataclass(frozen=True)
+class Registered:
+    """The head-end answered the meter's registration (its Identify through the mesh): the
+    concentrator has bound the meter's ApTitle, the head-end can reach it."""
+
+    request_id: int
 
 
 def register(meter: MeterNode, now: float) -> int | None:
@@ -130,6 +140,7 @@ async def run_meter_mesh(
             node, radio if isinstance(radio, Links) else neighbours, app=meter, app_port=C1222_PORT
         )
         driver: EngineDriver[RadioEngine]
+        registrations: set[int] = set()
 
         def event(ev: object) -> None:
             if isinstance(ev, Authenticated):  # a key generation for C12.22 (UKMF)
@@ -137,8 +148,17 @@ async def run_meter_mesh(
                 meter.key_events(changed, driver.now())
                 driver.kick_soon()
             if isinstance(ev, RelayReady):
-                register(meter, driver.now())
+                rid = register(meter, driver.now())
+                if rid is not None:
+                    registrations.add(rid)
                 driver.kick_soon()
+            if (
+                isinstance(ev, ResponseReceived | RequestTimedOut)
+                and ev.request_id in registrations
+            ):
+                registrations.discard(ev.request_id)
+                if isinstance(ev, ResponseReceived) and ev.ok:
+                    ev = Registered(ev.request_id)
             if on_event is not None:
                 on_event(ev)
 
