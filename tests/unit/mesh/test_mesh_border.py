@@ -11,6 +11,7 @@ import ipaddress
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.unit.pana.pana_harness import make_paa
 
 from amistack.addr import Addr
 from amistack.c1222.acse import AcseMessage, ApTitle
@@ -19,7 +20,8 @@ from amistack.mesh.gateway import UdpGateway, mesh_side
 from amistack.mesh.ipv6 import Ipv6Packet, UdpDatagram
 from amistack.pana.constants import PANA_PORT, MessageType
 from amistack.pana.message import PanaMessage
-from amistack.pana.relay import wrap_relay
+from amistack.pana.paa import PaaConfig
+from amistack.pana.relay import unwrap_relay, wrap_relay
 from amistack.ratelimit import KeyedBuckets
 
 KS: Addr = ("127.0.0.1", PANA_PORT)
@@ -102,6 +104,43 @@ def test_a_relay_flooding_pcis_for_fake_pacs_is_throttled_and_the_others_go_on()
     answer = wrap_relay(("fe80::1", PANA_PORT), PanaMessage(MessageType.AUTH, 0, 7, 1, ()).encode())
     assert gw.outbound(up(ROGUE, KS, answer), 5.0) is not None
     assert len(gw.flows) == 3  # one flow per relay (its port 716): bounded by the relays
+
+
+@pytest.mark.parametrize("border", [True, False])
+def test_behind_the_border_the_key_servers_one_relay_budget_is_not_one_meters(
+    border: bool,
+) -> None:
+    """The key server sees the whole mesh as one relay (the concentrator's host, 5 PCIs a
+    second for all of it). A relay floods PCIs for fake PaCs, 500 a second; an honest relay's
+    newcomer sends its PCI (and again 4 s later, as the mesh's PaC retransmits) meanwhile.
+    Through the border the newcomer is answered; without it, the flood spends the one
+    budget and the newcomer is dropped with it."""
+    gw = gateway() if border else UdpGateway([KS, HE])
+    paa = make_paa(
+        config=PaaConfig(
+            allowed_relays=frozenset({KS[0]}), relay_pci_rate=5.0, relay_pci_burst=10.0
+        )
+    )
+    relay_of = {}
+    answered = False
+    for n in range(5000):
+        now = n / 500
+        sources = [(ROGUE, 10_000 + n)]
+        if n in (2000, 4000):  # the newcomer's PCI, and its retransmission
+            sources.append((M1, 1))
+        for relay, pac in sources:
+            out = gw.outbound(up(relay, KS, pry(pac)), now)
+            if out is None:
+                continue
+            relay_of[out.flow] = relay
+            paa.receive_datagram(out.payload, (KS[0], 40000 + list(relay_of).index(out.flow)), now)
+            for data, _ in paa.datagrams_to_send(now):  # the PAR(S) to the newcomer, relayed
+                answered |= unwrap_relay(PanaMessage.decode(data))[0] == ("fe80::1", PANA_PORT)
+    assert answered == border
+    if border:
+        assert gw.counters["relay-pci-limited"] > 4900
+    else:
+        assert paa.counters["pci_relay_rate_limited"] > 4900
 
 
 def test_the_head_end_reaches_a_registered_meter_through_the_relay_port() -> None:
