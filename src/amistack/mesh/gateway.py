@@ -103,7 +103,9 @@ class WanDatagram:
 class UdpGateway:
     """The concentrator's UDP translation between the mesh and a real WAN (module docstring).
     `peers`: the WAN (host, port)s the mesh may reach (the key server, the head-end); anything
-    else is counted and dropped, so the border router is no open relay."""
+    else is counted and dropped, so the border router is no open relay. `paa`: which peer is
+    the key server (PANA policy); `policy`: the border's limits; `known_source(ip)`: whether
+    the root knows a mesh address (None: every address may send)."""
 
     def __init__(
         self,
