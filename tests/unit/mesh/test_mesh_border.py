@@ -204,12 +204,42 @@ def test_policy_and_buckets_refuse_nonsense() -> None:
     assert len(buckets) == 2
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=300), st.sampled_from([KS, HE, ("127.0.0.9", 9)]))
+def _mutated(base: bytes) -> st.SearchStrategy[bytes]:
+    """`base` with a few octets changed, cut short or lengthened."""
+    return st.tuples(
+        st.lists(st.tuples(st.integers(0, len(base) - 1), st.integers(0, 255)), max_size=4),
+        st.integers(0, len(base)),
+        st.binary(max_size=8),
+    ).map(lambda t: bytes(_flip(base, t[0]))[: t[1]] + t[2])
+
+
+def _flip(base: bytes, changes: list[tuple[int, int]]) -> bytearray:
+    out = bytearray(base)
+    for at, value in changes:
+        out[at] = value
+    return out
+
+
+PAYLOADS = st.one_of(
+    st.binary(max_size=300),
+    st.binary(max_size=300).map(lambda b: b"\x60" + b),
+    _mutated(c1222(T1, HEADEND_TITLE)),
+    _mutated(pry(1)),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(PAYLOADS, st.sampled_from([KS, HE, ("127.0.0.9", 9)]))
 def test_fuzz_the_relay_port_and_the_border(data: bytes, src: Addr) -> None:
     gw = gateway()
-    out = gw.relay_in(data, src)
-    assert out is None  # nothing is bound: nothing is relayed, whatever comes
+    assert gw.relay_in(data, src) is None  # nothing is bound: nothing is relayed
+    registered = gw.outbound(up(M2, HE, c1222(T2, HEADEND_TITLE), 1153), 0.0)
+    assert registered is not None
+    gw.inbound(registered.flow, c1222(HEADEND_TITLE, T2), HE)
+    out = gw.relay_in(data, src)  # only ever to the registered meter, from the peer
+    if out is not None:
+        ip = Ipv6Packet.decode(out)
+        assert src == HE and ip.dst == M2 and UdpDatagram.decode(ip).payload == data
     for dst in (KS, HE):
         gw.outbound(up(M1, dst, data, 1153), 0.0)
         gw.outbound(data, 0.0)
