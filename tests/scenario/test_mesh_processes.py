@@ -191,14 +191,14 @@ def test_meters_join_through_relays_and_are_read_over_the_mesh(tmp_path: Path) -
         p.start("bad", "meter", "--mesh", "--id", "mesh-bad", "--psk", WRONG, *common,
                 "--radio", radio[4], "--hear", radio[1],
                 "--data-dir", str(tmp_path / "bad"))  # fmt: skip
+        # a meter of conc-1's cell that authenticates, but not through the mesh
+        p.start("away", "meter", "--id", "mesh-away", "--psk", PSK, "--keyserver", ks_addr,
+                "--once")  # fmt: skip
         p.wait_for("ks", "PANA on 127.0.0.1", 45.0)  # everything starts at once: the
         p.wait_for("conc", "DODAG root", 45.0)  # PaCs retransmit until the key server is up
         for dev in METERS:
             p.wait_for(dev, "relaying", 30.0)
         p.wait_for("bad", "authentication refused", 30.0)
-        # a meter of conc-1's cell that authenticates, but not through the mesh
-        p.start("away", "meter", "--id", "mesh-away", "--psk", PSK, "--keyserver", ks_addr,
-                "--once")  # fmt: skip
 
         deadline = time.monotonic() + 30.0
         repo = SqliteRepository(ks)
