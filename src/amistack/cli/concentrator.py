@@ -241,8 +241,8 @@ def _prefix(text: str) -> ipaddress.IPv6Network:
 def print_mesh_event(who: str, event: object) -> None:
     """One line per step of joining, for the meter and the concentrator."""
     from amistack.mesh.node import ParentChosen, RelayReady
+    from amistack.meter.registration import Registered
     from amistack.pana.events import Authenticated, AuthenticationFailed
-    from amistack.runtime.meter_mesh import Registered
 
     if isinstance(event, ParentChosen):
         print(f"{who}: parent {event.parent} (rank {event.rank})", flush=True)

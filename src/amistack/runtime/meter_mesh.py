@@ -7,11 +7,10 @@ acknowledged) whose application (`MeshNode.app`, `send_udp`) on UDP 1153 of its 
 address is the meter's C12.22 `MeterNode` (runtime.meter_node.open_meter_node). Each PANA
 success installs a key generation in the meter's ring (UKMF, as `meter.access.MeterAccess`
 does) and the C12.22 node is told.
-Registration: each time the node becomes relay-ready (it joined, or joined again after a
-restart or a repair), the C12.22 node sends the head-end one Identify (service 0x20).
-The head-end answers only what it authenticated under this meter's key, and the concentrator
-binds the meter's ApTitle to its address when that answer passes (mesh.gateway): from then
-on the head-end reaches the meter at the concentrator's C12.22 relay port (docs/mesh.md).
+It registers with the head-end (`meter.registration`: a C12.22 Identify when it becomes
+relay-ready and at each re-authentication); the concentrator binds the meter's ApTitle to its
+address when the head-end's answer passes (mesh.gateway), and from then on the head-end reaches
+the meter at the concentrator's C12.22 relay port (docs/mesh.md).
 The key server and the head-end are named by their WAN addresses; inside the mesh an IPv4
 address is its RFC 6052 form (mesh.gateway.mesh_side). Frame counters are persisted ahead in
 DATA_DIR/meters/ID/ beside the event log.
@@ -22,25 +21,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from amistack.addr import Addr, PanId
 from amistack.c1222.endpoint import C1222_PORT
-from amistack.c1222.events import RequestTimedOut, ResponseReceived
-from amistack.c1222.services import Identify
 from amistack.crypto import RandomSource, system_random
 from amistack.eap.psk import PSK_LEN, PskKeys
 from amistack.eventlog import layout
 from amistack.mesh.gateway import mesh_side
 from amistack.mesh.link import MeshLink
-from amistack.mesh.node import MeshNode, RelayReady
+from amistack.mesh.node import MeshNode
 from amistack.mesh.rpl.config import RplConfig
 from amistack.mesh.rpl.node import RplNode
 from amistack.mesh.rpl.packet import LINK_LOCAL_PREFIX
 from amistack.mesh.security import LinkSecurity
-from amistack.meter.node import MeterNode
+from amistack.meter.registration import Registration
 from amistack.pana.events import Authenticated
 from amistack.pana.pac import PacConfig, PanaClient
 from amistack.runtime.mesh import (
@@ -58,29 +54,7 @@ from amistack.sim.mesh import MESH_PCI_RETRANSMIT, MESH_REQ_RETRANSMIT
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Registered", "register", "run_meter_mesh"]
-
-
-@dataclass(frozen=True)
-class Registered:
-    """The head-end answered the meter's registration (its Identify through the mesh): the
-    concentrator has bound the meter's ApTitle, the head-end can reach it."""
-
-    request_id: int
-
-
-def register(meter: MeterNode, now: float) -> int | None:
-    """Send the head-end a C12.22 Identify (module docstring: the registration through the
-    concentrator); its request id, None without a head-end or a key."""
-    addr = meter.config.headend_addr
-    if addr is None:
-        return None
-    try:
-        rid: int = meter.server.request(addr, meter.config.headend_title, [Identify()], now)
-    except ValueError as exc:  # no key yet: the next RelayReady registers
-        log.info("meter %s: not registered: %s", meter.config.ap_title, exc)
-        return None
-    return rid
+__all__ = ["run_meter_mesh"]
 
 
 async def run_meter_mesh(
@@ -140,25 +114,17 @@ async def run_meter_mesh(
             node, radio if isinstance(radio, Links) else neighbours, app=meter, app_port=C1222_PORT
         )
         driver: EngineDriver[RadioEngine]
-        registrations: set[int] = set()
+        registration = Registration(meter)
 
         def event(ev: object) -> None:
             if isinstance(ev, Authenticated):  # a key generation for C12.22 (UKMF)
                 changed = meter.ring.install(ev.context, ev.lifetime, driver.now())
                 meter.key_events(changed, driver.now())
                 driver.kick_soon()
-            if isinstance(ev, RelayReady):
-                rid = register(meter, driver.now())
-                if rid is not None:
-                    registrations.add(rid)
+            sent = registration.counters["sent"]
+            ev = registration.handle(ev, node.relay_ready, driver.now())
+            if registration.counters["sent"] != sent:  # an Identify to send
                 driver.kick_soon()
-            if (
-                isinstance(ev, ResponseReceived | RequestTimedOut)
-                and ev.request_id in registrations
-            ):
-                registrations.discard(ev.request_id)
-                if isinstance(ev, ResponseReceived) and ev.ok:
-                    ev = Registered(ev.request_id)
             if on_event is not None:
                 on_event(ev)
 
