@@ -33,7 +33,7 @@ Beyond its peer list the border enforces (`BorderPolicy`; docs/mesh.md, "The bor
   a peer's message back on F calls that title. The head-end answers only what it
   authenticated under that meter's key, so a meter claiming another's title gets no binding.
   A meshed meter registers by sending the head-end one C12.22 Identify when it joins
-  (runtime/meter_mesh.py).
+  (meter/registration.py).
 """
 
 from __future__ import annotations
