@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from amistack.cli.common import (
     resolve_psk,
     stop_on_signals,
 )
+from amistack.mesh.border import BorderPolicy
 from amistack.runtime.keyserver import PANA_PORT
 from amistack.runtime.loop import run
 
@@ -88,12 +90,14 @@ def register(sub: Any) -> None:
         "meter) and takes the PAN's group keys from its PANA success, then becomes the RPL "
         "DODAG root on its radio, relays the PANA of meters in range to the key server (RFC "
         "6345) and routes the mesh's traffic to the key server and the head-end and back "
-        "(UDP; an IPv4 address is 64:ff9b::/96 inside the mesh). The key server must accept "
-        "this host as relay (amistack keyserver --relay ADDRESS --mesh-pan PANID). Stops on "
-        "Ctrl-C / SIGTERM.",
+        "(UDP; an IPv4 address is 64:ff9b::/96 inside the mesh), limiting what each meter may "
+        "send out (the border). With --c1222-listen it is also a C12.22 relay: the head-end "
+        "reaches every meter that registered through it there, by ApTitle. The key server must "
+        "accept this host as relay (amistack keyserver --relay ADDRESS --mesh-pan PANID). Stops "
+        "on Ctrl-C / SIGTERM.",
         epilog="example: amistack concentrator --id conc-1 --psk-file conc-1.psk --keyserver "
-        "127.0.0.1:716 --headend 127.0.0.1:1153 --radio 127.0.0.1:7000 --hear 127.0.0.1:7001 "
-        "--data-dir conc",
+        "127.0.0.1:716 --headend 127.0.0.1:1153 --c1222-listen 127.0.0.1:7153 --radio "
+        "127.0.0.1:7000 --hear 127.0.0.1:7001 --data-dir conc",
     )
     p.add_argument("--id", dest="device_id", help="the concentrator's device identity")
     add_psk_options(p, "required", env=True)
@@ -108,6 +112,14 @@ def register(sub: Any) -> None:
         type=lambda t: parse_hostport(t, C1222_PORT),
         metavar="HOST:PORT",
         help=f"the head-end's C12.22 address (default port {C1222_PORT}): the meters may reach it",
+    )
+    p.add_argument(
+        "--c1222-listen",
+        type=lambda t: parse_hostport(t, C1222_PORT),
+        metavar="HOST:PORT",
+        help="be a C12.22 relay on the WAN here: the head-end reaches every meshed meter at this "
+        "address (amistack headend --concentrator ID=HOST:PORT), routed by the ApTitle it "
+        "calls; a meter is reachable once it has registered (joined) through this concentrator",
     )
     p.add_argument(
         "--prefix",
@@ -125,6 +137,28 @@ def register(sub: Any) -> None:
         "./amistack-data/concentrator)",
     )
     add_radio_options(p, "the radio", "Where the node is on the UDP radio.")
+    g = p.add_argument_group(
+        "the border",
+        "What leaves the mesh: only from the root's or a joined meter's address, at most "
+        f"{BorderPolicy().flows_per_source} flows per meter, PANA to the key server only as "
+        "PANA-Relay messages, their PCIs limited per relaying meter (docs/mesh.md).",
+    )
+    g.add_argument(
+        "--relay-pci-rate",
+        type=_rate,
+        default=BorderPolicy().relay_pci_rate,
+        metavar="PER_S",
+        help="relayed PCIs per second one relaying meter may send the key server (default "
+        f"{BorderPolicy().relay_pci_rate:g}); keep the mesh's sum below the key server's "
+        "--relay-rate",
+    )
+    g.add_argument(
+        "--relay-pci-burst",
+        type=_rate,
+        default=BorderPolicy().relay_pci_burst,
+        metavar="N",
+        help=f"its burst (default {BorderPolicy().relay_pci_burst:g}, at least 1)",
+    )
     g = p.add_argument_group(
         "topology reports",
         "Report the DODAG to the head-end's REST API for its mesh page (docs/mesh.md).",
@@ -152,14 +186,25 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=_run)
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 1.0 <= value <= 86_400.0:
-        raise argparse.ArgumentTypeError(f"{text!r}: between 1 and 86400 seconds")
-    return value
+def _number(low: float, high: float, unit: str) -> Callable[[str], float]:
+    """An argparse type: a number in (low, high], or in [low, high] when `low` > 0."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            what = f"a number of{unit}" if unit else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not (low <= value if low > 0 else low < value) or value > high:
+            span = f"between {low:g} and {high:g}" if low > 0 else f"above 0, at most {high:g}"
+            raise argparse.ArgumentTypeError(f"{text!r}: {span}{unit}")
+        return value
+
+    return parse
+
+
+_seconds = _number(1.0, 86_400.0, " seconds")
+_rate = _number(0.0, 10_000.0, "")
 
 
 def _reporter(args: argparse.Namespace) -> Any:
@@ -196,6 +241,7 @@ def _prefix(text: str) -> ipaddress.IPv6Network:
 def print_mesh_event(who: str, event: object) -> None:
     """One line per step of joining, for the meter and the concentrator."""
     from amistack.mesh.node import ParentChosen, RelayReady
+    from amistack.meter.registration import Registered
     from amistack.pana.events import Authenticated, AuthenticationFailed
 
     if isinstance(event, ParentChosen):
@@ -207,6 +253,8 @@ def print_mesh_event(who: str, event: object) -> None:
         print(f"{who}: authentication refused: {event.reason}", flush=True)
     elif isinstance(event, RelayReady):
         print(f"{who}: in the DODAG at rank {event.rank}, relaying", flush=True)
+    elif isinstance(event, Registered):
+        print(f"{who}: registered: the head-end reaches it through the concentrator", flush=True)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -217,6 +265,9 @@ def _run(args: argparse.Namespace) -> int:
         )
     check_radio(args)
     reporter = _reporter(args)
+    if args.relay_pci_burst < 1:
+        raise CliError("--relay-pci-burst must be at least 1")
+    policy = BorderPolicy(relay_pci_rate=args.relay_pci_rate, relay_pci_burst=args.relay_pci_burst)
     from amistack.runtime.concentrator import ConcentratorReady, run_concentrator
 
     def ready(r: ConcentratorReady) -> None:
@@ -226,6 +277,9 @@ def _run(args: argparse.Namespace) -> int:
             f"radio on {host} port {port}",
             flush=True,
         )
+        if r.c1222_relay is not None:
+            where = f"{r.c1222_relay[0]} port {r.c1222_relay[1]}"
+            print(f"concentrator {args.device_id}: C12.22 relay on {where}", flush=True)
 
     async def main() -> None:
         stop = stop_on_signals()
@@ -243,6 +297,8 @@ def _run(args: argparse.Namespace) -> int:
             on_ready=ready,
             on_event=lambda ev: print_mesh_event(f"concentrator {args.device_id}", ev),
             reporter=reporter,
+            c1222_relay=args.c1222_listen,
+            policy=policy,
         )
 
     try:

@@ -120,8 +120,24 @@ def register(sub: Any) -> None:
         default=Mode.PUSHED.value,
         help="interval collection: pushed by meters (default) or polled by the head-end",
     )
+    p.add_argument(
+        "--concentrator",
+        action="append",
+        default=[],
+        type=_relay,
+        metavar="ID=HOST:PORT",
+        help="the C12.22 relay of mesh concentrator ID (its --c1222-listen), repeatable: the "
+        "meters registered under ID are polled and read there (docs/mesh.md)",
+    )
     p.add_argument("--ap-title", default=DEFAULT_TITLE, help="the head-end's C12.22 AP title")
     p.set_defaults(handler=_run)
+
+
+def _relay(text: str) -> tuple[str, tuple[str, int]]:
+    conc, sep, where = text.partition("=")
+    if not sep or not conc:
+        raise argparse.ArgumentTypeError(f"{text!r}: want CONCENTRATOR_ID=HOST:PORT")
+    return conc, parse_hostport(where, C1222_PORT)
 
 
 def _shard(args: argparse.Namespace) -> Shard | None:
@@ -206,6 +222,7 @@ def _run(args: argparse.Namespace) -> int:
             ap_title=args.ap_title,
             collector=CollectorConfig(mode=Mode(args.mode)),
             shard=shard,
+            relays=dict(args.concentrator),
             db_password=password,
             retention_days=args.retention_days,
             api_tls=tls,

@@ -12,27 +12,54 @@ meters address the key server at 127.0.0.1 as 64:ff9b::7f00:1.
 passes this gateway, so the border router learns which device each joined node is (the EAP-PSK
 identity a PaC gave, kept once the PAA answered that PaC with PANA success) for the topology
 report it sends the head-end (runtime/concentrator.py `dodag_report`).
+
+Beyond its peer list the border enforces (`BorderPolicy`; docs/mesh.md, "The border"):
+
+- **Source addresses.** With `known_source`, a packet leaves only from an address the root
+  knows (its own, or a DAO target of its DODAG): an insider cannot mint identities.
+- **Flows per source.** At most `flows_per_source` WAN flows per mesh address, so one meter
+  cannot take the NAPT's table (evicting the others' flows) by changing its UDP port.
+- **PANA to the PAA, per relaying meter.** What the mesh sends to the key server (`paa`) must
+  be a PRY (meters reach the PAA through their parent's relay, never directly), and relayed
+  PCIs are rate-limited per PRY source: the meter that wrapped them (RFC 6345 relays never
+  wrap a PRY again, so its IPv6 source is the innermost relay). One relay flooding PCIs for
+  fake PaCs is throttled while the others go on; the key server, which sees the whole mesh as
+  one relay (this host), gets at most `relay_pci_rate` PCIs per second from each meter.
+- **C12.22 relay by ApTitle** (`relay_in`), so the head-end can start a read: a C12.22
+  message from a peer to the concentrator's relay port goes to the meter whose ApTitle it
+  calls (C12.22 relays route by ApTitle). The binding title -> meter (address, port) is
+  learned from the meter's own traffic and confirmed by the head-end: a C12.22 message
+  leaving the mesh on flow F claims its calling-AP-title for F, and the claim is bound once
+  a peer's message back on F calls that title. The head-end answers only what it
+  authenticated under that meter's key, so a meter claiming another's title gets no binding.
+  A meshed meter registers by sending the head-end one C12.22 Identify when it joins
+  (meter/registration.py).
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections import Counter, OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from amistack.addr import Addr, Eui64
+from amistack.c1222.acse import APDU_TAG, AcseMessage, ApTitle
+from amistack.c1222.errors import C1222DecodeError
 from amistack.eap.packet import EapCode, EapDecodeError, EapPacket, EapType
 from amistack.eap.psk import PskSecond
+from amistack.mesh.border import BorderPolicy
 from amistack.mesh.errors import MeshDecodeError
 from amistack.mesh.ipv6 import NEXT_HEADER_UDP, Ipv6Packet, UdpDatagram
 from amistack.pana.constants import AvpCode, MessageType, ResultCode
 from amistack.pana.errors import PanaDecodeError
 from amistack.pana.message import PanaMessage
 from amistack.pana.relay import unwrap_relay
+from amistack.ratelimit import KeyedBuckets
 
 __all__ = [
     "NAT64_PREFIX",
+    "BorderPolicy",
     "Flow",
     "JoinWatch",
     "UdpGateway",
@@ -76,16 +103,35 @@ class WanDatagram:
 class UdpGateway:
     """The concentrator's UDP translation between the mesh and a real WAN (module docstring).
     `peers`: the WAN (host, port)s the mesh may reach (the key server, the head-end); anything
-    else is counted and dropped, so the border router is no open relay."""
+    else is counted and dropped, so the border router is no open relay. `paa`: which peer is
+    the key server (PANA policy); `policy`: the border's limits; `known_source(ip)`: whether
+    the root knows a mesh address (None: every address may send)."""
 
-    def __init__(self, peers: Iterable[Addr], max_flows: int = DEFAULT_MAX_FLOWS) -> None:
-        self.peers = frozenset((wan_side(ipaddress.IPv6Address(mesh_side(h))), p) for h, p in peers)
+    def __init__(
+        self,
+        peers: Iterable[Addr],
+        max_flows: int = DEFAULT_MAX_FLOWS,
+        *,
+        paa: Addr | None = None,
+        policy: BorderPolicy | None = None,
+        known_source: Callable[[bytes], bool] | None = None,
+    ) -> None:
+        self.peers = frozenset(_wan(h, p) for h, p in peers)
+        self.paa = None if paa is None else _wan(*paa)
+        self.policy = policy or BorderPolicy()
+        self.known_source = known_source
         self.max_flows = max_flows
         self.flows: OrderedDict[Flow, None] = OrderedDict()  # least recently used first
         self.evicted: list[Flow] = []  # flows the driver should close
         self.counters: Counter[str] = Counter()
+        self._flows_of: Counter[str] = Counter()  # WAN flows per mesh address
+        self._relay_pcis = KeyedBuckets(
+            self.policy.relay_pci_rate, self.policy.relay_pci_burst, self.policy.max_relays
+        )
+        self._claims: dict[Flow, bytes] = {}  # flow -> the ApTitle its C12.22 claimed
+        self.titles: OrderedDict[bytes, Flow] = OrderedDict()  # bound ApTitle -> meter
 
-    def outbound(self, data: bytes) -> WanDatagram | None:
+    def outbound(self, data: bytes, now: float) -> WanDatagram | None:
         """An IPv6 packet the mesh sent to the WAN."""
         try:
             packet = Ipv6Packet.decode(data)
@@ -96,20 +142,65 @@ class UdpGateway:
         except MeshDecodeError:
             self.counters["wan-decode-error"] += 1
             return None
+        if self.known_source is not None and not self.known_source(packet.src.packed):
+            self.counters["wan-unknown-source"] += 1
+            return None
         dst = (wan_side(packet.dst), udp.dst_port)
         if dst not in self.peers:
             self.counters["wan-not-allowed"] += 1
             return None
+        if dst == self.paa and not self._pana_allowed(str(packet.src), udp.payload, now):
+            return None
         flow = (str(packet.src), udp.src_port)
         if flow in self.flows:
             self.flows.move_to_end(flow)
-        else:
-            self.flows[flow] = None
-            if len(self.flows) > self.max_flows:
-                self.evicted.append(self.flows.popitem(last=False)[0])
-                self.counters["wan-flow-evicted"] += 1
+        elif not self._new_flow(flow):
+            return None
+        if dst != self.paa:
+            self._claim(flow, udp.payload)
         self.counters["wan-out"] += 1
         return WanDatagram(flow, udp.payload, dst)
+
+    def _new_flow(self, flow: Flow) -> bool:
+        if self._flows_of[flow[0]] >= self.policy.flows_per_source:
+            self.counters["wan-flow-source-limit"] += 1
+            return False
+        self.flows[flow] = None
+        self._flows_of[flow[0]] += 1
+        if len(self.flows) > self.max_flows:
+            old = self.flows.popitem(last=False)[0]
+            self._flows_of[old[0]] -= 1
+            if self._flows_of[old[0]] <= 0:
+                del self._flows_of[old[0]]
+            self._claims.pop(old, None)
+            self.evicted.append(old)
+            self.counters["wan-flow-evicted"] += 1
+        return True
+
+    def _pana_allowed(self, relay: str, payload: bytes, now: float) -> bool:
+        """PANA from the mesh to the PAA: a PRY, and a relayed PCI only within its relay's
+        bucket (module docstring)."""
+        try:
+            msg = PanaMessage.decode(payload)
+            if msg.msg_type != MessageType.RELAY:
+                self.counters["wan-pana-not-relayed"] += 1
+                return False
+            inner = PanaMessage.decode(unwrap_relay(msg)[1])
+        except PanaDecodeError:
+            self.counters["wan-pana-decode-error"] += 1
+            return False
+        if inner.msg_type == MessageType.PCI:
+            if not self._relay_pcis.allow(relay, now):
+                self.counters["relay-pci-limited"] += 1
+                return False
+            self.counters["relay-pci-out"] += 1
+        return True
+
+    def _claim(self, flow: Flow, payload: bytes) -> None:
+        """A C12.22 message leaving on `flow` claims its calling-AP-title for it."""
+        title = _title(payload, calling=True)
+        if title is not None:
+            self._claims[flow] = title.device_id
 
     def inbound(self, flow: Flow, payload: bytes, src: Addr) -> bytes | None:
         """A UDP datagram that came from `src` on the WAN socket of `flow`: the IPv6 packet
@@ -120,11 +211,46 @@ class UdpGateway:
         if flow not in self.flows:
             self.counters["wan-in-no-flow"] += 1
             return None
-        src_ip = ipaddress.IPv6Address(mesh_side(src[0]))
-        dst_ip = ipaddress.IPv6Address(flow[0])
-        udp = UdpDatagram(src[1], flow[1], payload).encode(src_ip, dst_ip)
+        if (src[0], src[1]) != self.paa:
+            self._confirm(flow, payload)
         self.counters["wan-in"] += 1
-        return Ipv6Packet(src_ip, dst_ip, NEXT_HEADER_UDP, udp).encode()
+        return _udp_packet(src, flow, payload)
+
+    def _confirm(self, flow: Flow, payload: bytes) -> None:
+        """A peer's C12.22 message back on `flow` that calls the title the flow claimed binds
+        that title to the flow (module docstring)."""
+        claimed = self._claims.get(flow)
+        if claimed is None:
+            return
+        title = _title(payload, calling=False)
+        if title is None or title.device_id != claimed:
+            return
+        if self.titles.get(claimed) != flow:
+            self.counters["c1222-title-bound"] += 1
+        self.titles[claimed] = flow
+        self.titles.move_to_end(claimed)
+        if len(self.titles) > self.policy.max_titles:
+            self.titles.popitem(last=False)
+
+    def relay_in(self, payload: bytes, src: Addr) -> bytes | None:
+        """A datagram from `src` to the concentrator's C12.22 relay port: the IPv6 packet to
+        the meter whose bound ApTitle it calls, or None (counted)."""
+        if (src[0], src[1]) not in self.peers or (src[0], src[1]) == self.paa:
+            self.counters["c1222-relay-not-allowed"] += 1
+            return None
+        if payload[:1] != bytes([APDU_TAG]):  # a segment names no title: not relayed
+            self.counters["c1222-relay-not-acse"] += 1
+            return None
+        title = _title(payload, calling=False)
+        if title is None:
+            self.counters["c1222-relay-decode-error"] += 1
+            return None
+        flow = self.titles.get(title.device_id)
+        if flow is None:
+            self.counters["c1222-unknown-title"] += 1
+            return None
+        self.counters["c1222-relayed-in"] += 1
+        return _udp_packet(src, flow, payload)
 
 
 MAX_DEVICE_ID = 255  # octets, as the key server's (keymgmt.store.MAX_DEVICE_ID)
@@ -212,3 +338,28 @@ class JoinWatch:
         table.move_to_end(pac)
         while len(table) > self.max_nodes:
             table.popitem(last=False)
+
+
+def _wan(host: str, port: int) -> Addr:
+    """A peer as the WAN sockets name it (an IPv4 one as IPv4, an IPv6 one normalised)."""
+    return (wan_side(ipaddress.IPv6Address(mesh_side(host))), port)
+
+
+def _udp_packet(src: Addr, flow: Flow, payload: bytes) -> bytes:
+    """`payload` from WAN `src` to the meter of `flow`, as an IPv6 packet for the DODAG."""
+    src_ip = ipaddress.IPv6Address(mesh_side(src[0]))
+    dst_ip = ipaddress.IPv6Address(flow[0])
+    udp = UdpDatagram(src[1], flow[1], payload).encode(src_ip, dst_ip)
+    return Ipv6Packet(src_ip, dst_ip, NEXT_HEADER_UDP, udp).encode()
+
+
+def _title(payload: bytes, *, calling: bool) -> ApTitle | None:
+    """The calling (or called) AP title of an unsegmented C12.22 message, None if there is
+    none or the message does not decode."""
+    if payload[:1] != bytes([APDU_TAG]):
+        return None
+    try:
+        msg = AcseMessage.decode(payload)
+    except C1222DecodeError:
+        return None
+    return msg.calling_ap_title if calling else msg.called_ap_title

@@ -11,6 +11,15 @@ key server and head-end on the WAN.
   socket per meter flow, to the key server or the head-end only; an IPv4 one is 64:ff9b::/96
   inside the mesh), and the answers come back as IPv6 packets into the DODAG. The key server
   therefore sees every relaying meter from this host (`amistack keyserver --relay HOST`).
+- The border's policy (`mesh.gateway.BorderPolicy`): packets leave only from the root's own
+  address or a DAO target of its DODAG, at most a few flows per meter, PANA to the key server
+  only as PRYs with the relayed PCIs limited per relaying meter (so the key server's own
+  per-relay limit, which counts this host, is no longer shared by one flooding meter and the
+  rest of the mesh).
+- With `c1222_relay` (HOST, PORT) the concentrator is a C12.22 relay on the WAN: the head-end
+  sends a request for any meshed meter there, and it goes to the meter whose ApTitle it calls
+  (`UdpGateway.relay_in`: bindings learned from the meters' registration, confirmed by the
+  head-end's answers); the meter answers from its own flow.
 - Frame counters are persisted ahead in DATA_DIR (`runtime.mesh.counter_store`).
 - Its DODAG, reported: with a `TopologyReporter`, every `interval` seconds the root's view of
   the DODAG (`dodag_report`: each node's EUI-64, address, parent from its DAO, hops, the
@@ -36,7 +45,7 @@ from typing import Any
 
 from amistack.addr import Addr, Eui64, PanId
 from amistack.crypto import RandomSource, system_random
-from amistack.mesh.gateway import Flow, JoinWatch, UdpGateway, mesh_side
+from amistack.mesh.gateway import BorderPolicy, Flow, JoinWatch, UdpGateway, mesh_side
 from amistack.mesh.link import MeshLink
 from amistack.mesh.node import MeshNode
 from amistack.mesh.rpl.config import RplConfig
@@ -69,6 +78,7 @@ class ConcentratorReady:
     prefix: ipaddress.IPv6Network
     radio: Addr
     engine: RadioEngine  # the node and its counters (tests, status)
+    c1222_relay: Addr | None = None  # where the head-end reaches the meters (bound)
 
 
 REPORT_TIMEOUT_S = 10.0  # one topology POST to the head-end
@@ -184,17 +194,41 @@ class _WanSockets:
         gateway: UdpGateway,
         deliver: Callable[[bytes], None],
         loop: asyncio.AbstractEventLoop,
+        now: Callable[[], float],
         watch: JoinWatch | None = None,
     ) -> None:
         self.gateway = gateway
         self.watch = watch  # the topology report's meter ids (mesh.gateway.JoinWatch)
         self._deliver = deliver
         self._loop = loop
+        self._now = now
         self._socks: dict[Flow, socket.socket] = {}
+        self._relay: socket.socket | None = None
+
+    def open_relay(self, host: str, port: int) -> Addr:
+        """The C12.22 relay socket the head-end addresses the meters at; its bound address."""
+        sock = make_udp_socket(host, port, None)
+        self._relay = sock
+        self._loop.add_reader(sock.fileno(), self._relay_readable, sock)
+        name = sock.getsockname()
+        return (str(name[0]), int(name[1]))
+
+    def _relay_readable(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                data, src = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self.gateway.counters["wan-socket-error"] += 1
+                return
+            packet = self.gateway.relay_in(data, normalize_addr(src))
+            if packet is not None:
+                self._deliver(packet)
 
     def send(self, packets: Iterable[bytes]) -> None:
         for packet in packets:
-            out = self.gateway.outbound(packet)
+            out = self.gateway.outbound(packet, self._now())
             if out is None:
                 continue
             if self.watch is not None:
@@ -237,6 +271,10 @@ class _WanSockets:
     def close(self) -> None:
         for flow in list(self._socks):
             self._close(flow)
+        if self._relay is not None:
+            self._loop.remove_reader(self._relay.fileno())
+            self._relay.close()
+            self._relay = None
 
 
 async def run_concentrator(
@@ -256,8 +294,11 @@ async def run_concentrator(
     on_ready: Callable[[ConcentratorReady], None] | None = None,
     on_event: Callable[[object], None] | None = None,
     reporter: TopologyReporter | None = None,
+    c1222_relay: Addr | None = None,
+    policy: BorderPolicy | None = None,
 ) -> None:
-    """Run the concentrator until `stop` is set (module docstring)."""
+    """Run the concentrator until `stop` is set (module docstring). `c1222_relay`: the
+    (host, port) of its C12.22 relay socket; `policy`: the border's limits."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     keys_seen: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
@@ -295,14 +336,19 @@ async def run_concentrator(
                 engine.receive_wan(packet, driver.now())
                 driver.kick_soon()
 
+            def known_source(ip: bytes) -> bool:  # the root itself, or a DAO target
+                return ip == rpl.global_address or ip in rpl.routes
+
             watch = None if reporter is None else JoinWatch(keyserver)
-            sockets = _WanSockets(UdpGateway(peers), from_wan, loop, watch)
+            gateway = UdpGateway(peers, paa=keyserver, policy=policy, known_source=known_source)
+            sockets = _WanSockets(gateway, from_wan, loop, driver.now, watch)
             try:
                 bound = await open_radio(driver, radio)
+                relay_at = None if c1222_relay is None else sockets.open_relay(*c1222_relay)
                 node.start(driver.now())
                 driver.kick()
                 if on_ready is not None:
-                    on_ready(ConcentratorReady(eui, pan, prefix, bound, engine))
+                    on_ready(ConcentratorReady(eui, pan, prefix, bound, engine, relay_at))
                 reports = (
                     None
                     if reporter is None

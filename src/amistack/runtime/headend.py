@@ -14,8 +14,9 @@ loop.
   daily and at shutdown); on a non-loopback address only with `api_tls` (runtime/api_server.py).
   A command created through it is picked up by the engine within `command_poll_s` and executed.
 - An address in use (C12.22 or API) is a `BindError` naming it.
-- Meter addresses: `addresses` (meter id -> (host, port)) for polled meters; otherwise learned
-  from each meter's pushes.
+- Meter addresses: `addresses` (meter id -> (host, port)) for polled meters; `relays`
+  (concentrator id -> the (host, port) of its C12.22 relay) for the meters registered under a
+  mesh concentrator (docs/mesh.md); otherwise learned from each meter's pushes.
 - The C12.22 invocation-id mark lives in `DIR/c1222-invocation-id` (`InvocationIdFile`), so a
   restarted head-end (kill -9 included) goes on above every id it used: meters accept its acks
   and commands at once instead of refusing them as stale.
@@ -136,6 +137,7 @@ async def run_headend(
     ap_title: str | ApTitle = DEFAULT_TITLE,
     collector: CollectorConfig | None = None,
     addresses: Mapping[str, Addr] | None = None,
+    relays: Mapping[str, Addr] | None = None,
     capture: Capture | None = None,
     access: AccessControl | None = None,
     api_tls: ApiTls | None = None,
@@ -174,6 +176,7 @@ async def run_headend(
     keys = HeadendKeys(repository_resolver(repo.meter_by_ap_title), key_source)
     title = ap_title if isinstance(ap_title, ApTitle) else ApTitle.parse(ap_title)
     known = dict(addresses or {})
+    via = dict(relays or {})
     # ingest commits on a thread of their own: the loop never waits for an fsync
     writer = ThreadedBatchWriter(repo)
     engine = HeadEnd(
@@ -182,7 +185,7 @@ async def run_headend(
         keys,
         rng,
         time.time(),
-        addr_of=lambda m: known.get(m.meter_id),
+        addr_of=lambda m: known.get(m.meter_id) or via.get(m.concentrator),
         invocation_ids=InvocationIdFile(data / INVOCATION_ID_FILE),
         writer=writer,
     )

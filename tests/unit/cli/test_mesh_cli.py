@@ -36,6 +36,11 @@ CONC = ["concentrator", "--id", "c", "--psk", PSK, "--keyserver", "127.0.0.1",
         ([*CONC, "--report-to", "http://h", "--report-token-file", "/nonexistent/t"],
          "cannot read --report-token-file"),
         ([*CONC, "--report-every", "0"], "between 1 and 86400 seconds"),
+        ([*CONC, "--relay-pci-rate", "0"], "above 0, at most 10000"),
+        ([*CONC, "--relay-pci-rate", "fast"], "is not a number"),
+        ([*CONC, "--relay-pci-burst", "0.5"], "--relay-pci-burst must be at least 1"),
+        (["headend", "--keyserver", "127.0.0.1", "--concentrator", "conc-1"],
+         "want CONCENTRATOR_ID=HOST:PORT"),
     ],
 )  # fmt: skip
 def test_bad_mesh_options_are_one_line_errors(
@@ -52,3 +57,4 @@ def test_help_names_the_radio(capsys: pytest.CaptureFixture[str], argv: list[str
     code, out, _ = run(capsys, *argv)
     assert code == 0 and "--radio" in out and "--hear" in out and "--pan" in out
     assert ("--report-to" in out) == (argv[0] == "concentrator")
+    assert ("--c1222-listen" in out) == ("--relay-pci-rate" in out) == (argv[0] == "concentrator")
