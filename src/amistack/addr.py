@@ -160,6 +160,23 @@ class TimerlessEngine:
         return None
 
 
+class WrappingEngine:
+    """The timer and event half of `Engine` for an engine that wraps another (`self.engine`) and
+    changes only how its datagrams come and go: subclasses write `receive_datagram` and
+    `datagrams_to_send`."""
+
+    engine: Engine
+
+    def get_timer(self) -> float | None:
+        return self.engine.get_timer()
+
+    def handle_timer(self, now: float) -> None:
+        self.engine.handle_timer(now)
+
+    def next_event(self) -> object | None:
+        return self.engine.next_event()
+
+
 class MulticastEngine(Engine, Protocol):
     """An engine that can be a multicast group member: told which datagrams came to a group
     (ECHONET Lite guideline §2.4 answers multicast requests differently)."""

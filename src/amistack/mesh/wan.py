@@ -15,14 +15,14 @@ import ipaddress
 from collections import Counter
 from collections.abc import Mapping
 
-from amistack.addr import Addr, Engine
+from amistack.addr import Addr, Engine, WrappingEngine
 from amistack.mesh.errors import MeshDecodeError
 from amistack.mesh.ipv6 import NEXT_HEADER_UDP, Ipv6Packet, UdpDatagram
 
 __all__ = ["Ipv6Host"]
 
 
-class Ipv6Host:
+class Ipv6Host(WrappingEngine):
     def __init__(
         self,
         engine: Engine,
@@ -65,12 +65,3 @@ class Ipv6Host:
             out.append((Ipv6Packet(self._ip, dst, NEXT_HEADER_UDP, udp.encode(self._ip, dst))
                         .encode(), gateway))  # fmt: skip
         return out
-
-    def get_timer(self) -> float | None:
-        return self.engine.get_timer()
-
-    def handle_timer(self, now: float) -> None:
-        self.engine.handle_timer(now)
-
-    def next_event(self) -> object | None:
-        return self.engine.next_event()

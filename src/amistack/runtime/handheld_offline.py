@@ -16,7 +16,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
 
-from amistack.addr import Addr
+from amistack.addr import Addr, WrappingEngine
 from amistack.handheld.offline_run import OfflineRun
 from amistack.runtime.udp import EngineDriver, normalize_addr
 
@@ -25,11 +25,11 @@ __all__ = ["FieldRadio", "run_offline"]
 log = logging.getLogger(__name__)
 
 
-class FieldRadio:
+class FieldRadio(WrappingEngine):
     """`run` behind a radio socket with a neighbour table (module docstring)."""
 
     def __init__(self, run: OfflineRun, neighbours: Iterable[Addr]) -> None:
-        self.run = run
+        self.engine = run
         self.neighbours = frozenset(normalize_addr(a) for a in neighbours)
         self.counters: Counter[str] = Counter()
 
@@ -37,19 +37,11 @@ class FieldRadio:
         if addr not in self.neighbours:
             self.counters["not-a-neighbour"] += 1
             return
-        self.run.receive_datagram(data, addr, now)
+        self.engine.receive_datagram(data, addr, now)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
-        return [(data, n) for data, _ in self.run.datagrams_to_send(now) for n in self.neighbours]
-
-    def get_timer(self) -> float | None:
-        return self.run.get_timer()
-
-    def handle_timer(self, now: float) -> None:
-        self.run.handle_timer(now)
-
-    def next_event(self) -> object | None:
-        return self.run.next_event()
+        out = self.engine.datagrams_to_send(now)
+        return [(data, n) for data, _ in out for n in self.neighbours]
 
 
 async def run_offline(
