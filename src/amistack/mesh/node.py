@@ -89,6 +89,7 @@ from amistack.pana.events import (
 )
 from amistack.pana.pac import PanaClient
 from amistack.pana.relay import PanaRelay
+from amistack.ratelimit import KeyedBuckets
 
 __all__ = [
     "BROADCAST_ADDR",
@@ -203,7 +204,9 @@ class MeshNode:
         self.relay_ready = wan is not None
         self._held: tuple[GroupKey, ...] = ()  # the concentrator's keys (meters: group_keys)
         self.candidates: OrderedDict[Eui64, int] = OrderedDict()  # beacon sender -> rank
-        self._relay_buckets: OrderedDict[Eui64, tuple[float, float]] = OrderedDict()
+        cfg = self.config
+        # one bucket of relayed PANA per neighbour (RFC 6345 leaves the relay's limits local)
+        self._relay_buckets = KeyedBuckets(cfg.relay_rate, cfg.relay_burst, cfg.relay_neighbors)
         self._choose_at: float | None = None
         self._reauth_at: float | None = None  # when a joined node whose session ended retries
         self._relay_dodag: bytes | None = None  # the DODAG PANA's parent relayed in, last heard
@@ -309,23 +312,13 @@ class MeshNode:
             # our own session, relayed to us (through the previous parent: still in flight;
             # another session's message from there is a former parent's, now our child's)
             self.pac.receive_datagram(udp.payload, source, now)
-        elif self.relay_ready and not self._relay_allowed(got.src, now):
+        elif self.relay_ready and not self._relay_buckets.allow(got.src, now):
             self.counters["relay-rate-limited"] += 1
         elif self.relay_ready:
             self.relay.receive_from_pac(udp.payload, source, now)
             self.counters["relayed-from-pac"] += 1
         else:
             self.counters["unsecured-dropped"] += 1
-
-    def _relay_allowed(self, neighbor: Eui64, now: float) -> bool:
-        cfg = self.config
-        tokens, since = self._relay_buckets.pop(neighbor, (cfg.relay_burst, now))
-        tokens = min(cfg.relay_burst, tokens + (now - since) * cfg.relay_rate)
-        allowed = tokens >= 1.0
-        self._relay_buckets[neighbor] = (tokens - 1.0 if allowed else tokens, now)
-        if len(self._relay_buckets) > cfg.relay_neighbors:
-            self._relay_buckets.popitem(last=False)
-        return allowed
 
     def _beacon(self, packet: Ipv6Packet, sender: Eui64, now: float) -> None:
         try:

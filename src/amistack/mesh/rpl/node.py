@@ -67,6 +67,7 @@ from amistack.mesh.rpl.of import LinkStats, ObjectiveFunction, dag_rank, objecti
 from amistack.mesh.rpl.packet import LINK_LOCAL_PREFIX, Packet, Transmission, link_local_of
 from amistack.mesh.rpl.srh import RplHopOption, SourceRoutingHeader, is_multicast
 from amistack.mesh.rpl.trickle import Trickle, uniform
+from amistack.ratelimit import KeyedBuckets
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +156,9 @@ class RplNode:
         self._sweep_at: float | None = None
         self._hold_until = 0.0
         self._blocked: OrderedDict[bytes, float] = OrderedDict()
-        self._buckets: OrderedDict[tuple[str, bytes], tuple[float, float]] = OrderedDict()
+        self._buckets = KeyedBuckets(
+            config.dao_rate_per_source, config.dao_burst_per_source, config.max_routes
+        )
 
     # ------------------------------------------------------------------ the driver's side
 
@@ -617,19 +620,7 @@ class RplNode:
     def _allowed(self, kind: str, source: bytes, now: float) -> bool:
         """A token bucket per (kind, source) in a bounded table: one neighbour or one forged
         source can make the node spend only so much on DAOs or on unicast DIO answers."""
-        key = (kind, source)
-        tokens, last = self._buckets.pop(key, (float(self.config.dao_burst_per_source), now))
-        tokens = min(
-            float(self.config.dao_burst_per_source),
-            tokens + (now - last) * self.config.dao_rate_per_source,
-        )
-        if len(self._buckets) >= self.config.max_routes:
-            self._buckets.popitem(last=False)
-        if tokens < 1.0:
-            self._buckets[key] = (tokens, now)
-            return False
-        self._buckets[key] = (tokens - 1.0, now)
-        return True
+        return self._buckets.allow((kind, source), now)
 
     def _on_dao(self, dao: Dao, packet: Packet, sender: bytes, now: float) -> None:
         storing = self.config.mop in (Mop.STORING_NO_MULTICAST, Mop.STORING_MULTICAST)
