@@ -46,6 +46,16 @@ def _setup(repo: SqliteRepository, overlap: float = 30.0) -> tuple[HeadendKeys, 
     return keys, directory
 
 
+def _meter(ring: KeyRing, seed: int) -> MeterNode:
+    """Meter TITLE with its key ring, pushing to the head-end (its model installed 40 days ago)."""
+    return MeterNode(
+        MeterNodeConfig(TITLE, HEADEND_TITLE, HEADEND_ADDR),
+        MeterModel(1, MeterConfig(install_time=T0 - 40 * DAY_S)),
+        ring,
+        seeded_random(seed),
+    )
+
+
 def test_lookup_resolves_title_to_device_and_key_byte(repo: SqliteRepository) -> None:
     keys, directory = _setup(repo)
     ctx = make_ctx(0x42, 1, seed=1)
@@ -107,12 +117,7 @@ def test_async_source_parks_the_push_until_the_key_is_fetched(repo: SqliteReposi
     ring.install(ctx, 3600.0, T0)
     keys = HeadendKeys(repository_resolver(repo.meter_by_ap_title), None)
     headend = HeadEnd(HeadEndConfig(HEADEND_TITLE), repo, keys, seeded_random(1), T0)
-    node = MeterNode(
-        MeterNodeConfig(TITLE, HEADEND_TITLE, HEADEND_ADDR),
-        MeterModel(1, MeterConfig(install_time=T0 - 40 * DAY_S)),
-        ring,
-        seeded_random(2),
-    )
+    node = _meter(ring, 2)
     addr = ("10.0.0.42", 1153)
     full = node.tables.load_profile(15, T0)
     data = LoadProfile(15, full.end_time, full.intervals[-4:])
@@ -148,12 +153,7 @@ def test_a_restarted_meter_whose_new_session_repeats_the_key_byte_is_heard(
     ring = KeyRing(b"m-42", PurposeRegistry())
     ring.install(new, 3600.0, T0)
     headend = HeadEnd(HeadEndConfig(HEADEND_TITLE), repo, keys, seeded_random(1), T0)
-    node = MeterNode(
-        MeterNodeConfig(TITLE, HEADEND_TITLE, HEADEND_ADDR),
-        MeterModel(1, MeterConfig(install_time=T0 - 40 * DAY_S)),
-        ring,
-        seeded_random(2),
-    )
+    node = _meter(ring, 2)
     full = node.tables.load_profile(15, T0)
     node.server.push(
         HEADEND_ADDR,
@@ -237,12 +237,7 @@ def test_forged_pushes_do_not_flood_the_async_key_source(repo: SqliteRepository)
     forged_ring.install(make_ctx(0x42, 9, seed=6), 3600.0, T0)  # key byte 9, unknown
     keys = HeadendKeys(repository_resolver(repo.meter_by_ap_title), None)
     headend = HeadEnd(HeadEndConfig(HEADEND_TITLE), repo, keys, seeded_random(1), T0)
-    forger = MeterNode(
-        MeterNodeConfig(TITLE, HEADEND_TITLE, HEADEND_ADDR),
-        MeterModel(1, MeterConfig(install_time=T0 - 40 * DAY_S)),
-        forged_ring,
-        seeded_random(7),
-    )
+    forger = _meter(forged_ring, 7)
     full = forger.tables.load_profile(15, T0)
     data = LoadProfile(15, full.end_time, full.intervals[-4:]).encode()
     needed = 0
