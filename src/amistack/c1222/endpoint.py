@@ -42,6 +42,7 @@ from amistack.c1222.acse import AcseMessage, ApTitle
 from amistack.c1222.epsem import Epsem, EpsemControl, ResponseControl, SecurityMode
 from amistack.c1222.errors import C1222DecodeError
 from amistack.c1222.events import C1222Event, RequestReceived, RequestTimedOut, ResponseReceived
+from amistack.c1222.registration import Registration, grant
 from amistack.c1222.security import (
     C1222SecurityError,
     KeyLookup,
@@ -610,4 +611,10 @@ class C1222Client(_Endpoint):
     def _serve(self, req: Request, peer: ApTitle, protected: bool, now: float) -> Response:
         if isinstance(req, Write):
             return Response(ResponseCode.OK if protected else ResponseCode.ISC)
+        if isinstance(req, Registration):  # as master relay (docs/mesh.md): only itself, signed
+            if not protected:
+                return Response(ResponseCode.ISC)
+            if not req.ap_title.same_node(peer):
+                return Response(ResponseCode.IAR)
+            return Response(ResponseCode.OK, grant(req, self.config.ap_title).encode())
         return super()._serve(req, peer, protected, now)

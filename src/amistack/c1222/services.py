@@ -13,6 +13,7 @@ from enum import IntEnum
 from typing import ClassVar
 
 from amistack.c1222.errors import C1222DecodeError
+from amistack.c1222.registration import Registration
 
 MAX_TABLE_ID = 0xFFFF
 MAX_OFFSET = 0xFFFFFF  # <offset> is 3 bytes
@@ -33,6 +34,7 @@ class ServiceCode(IntEnum):
     SECURITY = 0x51
     LOGOFF = 0x52
     WAIT = 0x70
+    REGISTRATION = 0x27  # §5.3.2.4.10, codec in registration.py
 
 
 class ResponseCode(IntEnum):
@@ -221,7 +223,7 @@ class Wait:
         return bytes([self.code, self.seconds])
 
 
-Request = Identify | Terminate | Logoff | Logon | Security | Read | Write | Wait
+Request = Identify | Terminate | Logoff | Logon | Security | Read | Write | Wait | Registration
 
 
 def decode_request(data: bytes) -> Request:
@@ -271,6 +273,8 @@ def decode_request(data: bytes) -> Request:
     if code == ServiceCode.WAIT:
         _exact(body, 1, "wait")
         return Wait(body[0])
+    if code == ServiceCode.REGISTRATION:
+        return Registration.decode(data)
     raise C1222DecodeError(0, f"unsupported service code {code:#04x}")
 
 
