@@ -27,13 +27,15 @@ Beyond its peer list the border enforces (`BorderPolicy`; docs/mesh.md, "The bor
   one relay (this host), gets at most `relay_pci_rate` PCIs per second from each meter.
 - **C12.22 relay by ApTitle** (`relay_in`), so the head-end can start a read: a C12.22
   message from a peer to the concentrator's relay port goes to the meter whose ApTitle it
-  calls (C12.22 relays route by ApTitle). The binding title -> meter (address, port) is
-  learned from the meter's own traffic and confirmed by the head-end: a C12.22 message
-  leaving the mesh on flow F claims its calling-AP-title for F, and the claim is bound once
-  a peer's message back on F calls that title. The head-end answers only what it
-  authenticated under that meter's key, so a meter claiming another's title gets no binding.
-  A meshed meter registers by sending the head-end one C12.22 Identify when it joins
-  (meter/registration.py).
+  calls (C12.22 relays route by ApTitle). The binding title -> meter (address, port) comes
+  from C12.22's Registration service (c1222/registration.py): a meter's <register> leaving
+  on flow F (EAX'-authenticated, readable: "cleartext with authentication") must name the
+  meter's own calling title and F as its native address, else it is dropped; it is a *claim*
+  that is *bound* once the head-end (the master relay) answers that very request on F with
+  <ok>, for the <reg-period> the head-end granted. The head-end grants only what it
+  authenticated under that meter's UKMF key, so a meter claiming another's title gets no
+  binding. A head-end request larger than a datagram comes in segments: they are reassembled
+  per source (bounded, timed out) to read the title, and relayed in segments again.
 """
 
 from __future__ import annotations
@@ -45,7 +47,16 @@ from dataclasses import dataclass
 
 from amistack.addr import Addr, Eui64
 from amistack.c1222.acse import APDU_TAG, AcseMessage, ApTitle
+from amistack.c1222.epsem import MAC_LEN, Epsem, EpsemControl, SecurityMode
 from amistack.c1222.errors import C1222DecodeError
+from amistack.c1222.registration import (
+    REGISTRATION,
+    Registration,
+    RegistrationResult,
+    parse_native_address,
+)
+from amistack.c1222.segmentation import SEGMENT_TAG, Reassembler, Segment, segment
+from amistack.c1222.services import ResponseCode, decode_response
 from amistack.eap.packet import EapCode, EapDecodeError, EapPacket, EapType
 from amistack.eap.psk import PskSecond
 from amistack.mesh.border import BorderPolicy
@@ -59,6 +70,7 @@ from amistack.ratelimit import KeyedBuckets
 
 __all__ = [
     "NAT64_PREFIX",
+    "Binding",
     "BorderPolicy",
     "Flow",
     "JoinWatch",
@@ -89,6 +101,23 @@ def wan_side(ip: ipaddress.IPv6Address) -> str:
 
 
 Flow = tuple[str, int]  # a meter's (IPv6 literal, UDP port) inside the mesh
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A registered meter's ApTitle bound to its flow until `expires` (the granted period)."""
+
+    flow: Flow
+    expires: float
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """A <register> that left on a flow: the title it registers, the invocation id the
+    head-end's answer will name."""
+
+    title: bytes
+    invocation_id: int
 
 
 @dataclass(frozen=True)
@@ -128,8 +157,10 @@ class UdpGateway:
         self._relay_pcis = KeyedBuckets(
             self.policy.relay_pci_rate, self.policy.relay_pci_burst, self.policy.max_relays
         )
-        self._claims: dict[Flow, bytes] = {}  # flow -> the ApTitle its C12.22 claimed
-        self.titles: OrderedDict[bytes, Flow] = OrderedDict()  # bound ApTitle -> meter
+        self._claims: dict[Flow, _Claim] = {}  # flow -> the registration it sent last
+        self.titles: OrderedDict[bytes, Binding] = OrderedDict()  # bound ApTitle -> meter
+        # a head-end's segmented requests in reassembly, per WAN source (only peers get here)
+        self._segments: dict[Addr, Reassembler] = {}
 
     def outbound(self, data: bytes, now: float) -> WanDatagram | None:
         """An IPv6 packet the mesh sent to the WAN."""
@@ -156,8 +187,8 @@ class UdpGateway:
             self.flows.move_to_end(flow)
         elif not self._new_flow(flow):
             return None
-        if dst != self.paa:
-            self._claim(flow, udp.payload)
+        if dst != self.paa and not self._claim(flow, udp.payload):
+            return None
         self.counters["wan-out"] += 1
         return WanDatagram(flow, udp.payload, dst)
 
@@ -196,13 +227,34 @@ class UdpGateway:
             self.counters["relay-pci-out"] += 1
         return True
 
-    def _claim(self, flow: Flow, payload: bytes) -> None:
-        """A C12.22 message leaving on `flow` claims its calling-AP-title for it."""
-        title = _title(payload, calling=True)
-        if title is not None:
-            self._claims[flow] = title.device_id
+    def _claim(self, flow: Flow, payload: bytes) -> bool:
+        """A C12.22 <register> leaving on `flow` claims its title for the flow; one that names
+        another title than its sender's, or another address than the flow's, is dropped
+        (False). Anything else passes and claims nothing."""
+        found = _readable(payload, calling=True)
+        if found is None or found[1][:1] != bytes([REGISTRATION]):
+            return True
+        msg, service = found
+        try:
+            request = Registration.decode(service)
+        except C1222DecodeError:
+            self.counters["c1222-registration-undecodable"] += 1
+            return False
+        sender = msg.calling_ap_title
+        if sender is None or msg.calling_ap_invocation_id is None:
+            self.counters["c1222-registration-undecodable"] += 1
+            return False
+        if not request.ap_title.same_node(sender):
+            self.counters["c1222-registration-forged"] += 1  # registers a title not its own
+            return False
+        if parse_native_address(request.native_address) != flow:
+            self.counters["c1222-registration-wrong-address"] += 1
+            return False
+        self._claims[flow] = _Claim(sender.device_id, msg.calling_ap_invocation_id)
+        self.counters["c1222-registration-out"] += 1
+        return True
 
-    def inbound(self, flow: Flow, payload: bytes, src: Addr) -> bytes | None:
+    def inbound(self, flow: Flow, payload: bytes, src: Addr, now: float) -> bytes | None:
         """A UDP datagram that came from `src` on the WAN socket of `flow`: the IPv6 packet
         to give the concentrator, or None (not from an allowed peer, or no such flow)."""
         if (src[0], src[1]) not in self.peers:
@@ -211,46 +263,110 @@ class UdpGateway:
         if flow not in self.flows:
             self.counters["wan-in-no-flow"] += 1
             return None
-        if (src[0], src[1]) != self.paa:
-            self._confirm(flow, payload)
+        if (src[0], src[1]) != self.paa and flow in self._claims:
+            self._confirm(flow, payload, now)
         self.counters["wan-in"] += 1
         return _udp_packet(src, flow, payload)
 
-    def _confirm(self, flow: Flow, payload: bytes) -> None:
-        """A peer's C12.22 message back on `flow` that calls the title the flow claimed binds
-        that title to the flow (module docstring)."""
-        claimed = self._claims.get(flow)
-        if claimed is None:
+    def _confirm(self, flow: Flow, payload: bytes, now: float) -> None:
+        """The head-end's answer on `flow` to the registration the flow claimed: <ok> binds
+        the title to the flow for the granted period; anything else ends the claim."""
+        claim = self._claims[flow]
+        found = _readable(payload, calling=False)
+        if found is None:
             return
-        title = _title(payload, calling=False)
-        if title is None or title.device_id != claimed:
+        msg, service = found
+        called = msg.called_ap_title
+        if called is None or called.device_id != claim.title:
             return
-        if self.titles.get(claimed) != flow:
+        if msg.called_ap_invocation_id != claim.invocation_id:
+            return
+        del self._claims[flow]
+        try:
+            response = decode_response(service)
+            if response.code != ResponseCode.OK:
+                self.counters["c1222-registration-refused"] += 1
+                return
+            result = RegistrationResult.decode(response.data)
+        except C1222DecodeError:
+            self.counters["c1222-registration-undecodable"] += 1
+            return
+        old = self.titles.pop(claim.title, None)
+        if old is None or old.flow != flow:
             self.counters["c1222-title-bound"] += 1
-        self.titles[claimed] = flow
-        self.titles.move_to_end(claimed)
+        self.titles[claim.title] = Binding(flow, now + result.reg_period)
         if len(self.titles) > self.policy.max_titles:
             self.titles.popitem(last=False)
 
-    def relay_in(self, payload: bytes, src: Addr) -> bytes | None:
-        """A datagram from `src` to the concentrator's C12.22 relay port: the IPv6 packet to
-        the meter whose bound ApTitle it calls, or None (counted)."""
+    def relay_in(self, payload: bytes, src: Addr, now: float) -> list[bytes]:
+        """A datagram from `src` to the concentrator's C12.22 relay port: the IPv6 packets
+        to the meter whose bound ApTitle it calls (a segment: once its APDU is whole, in
+        segments again), or none (counted)."""
         if (src[0], src[1]) not in self.peers or (src[0], src[1]) == self.paa:
             self.counters["c1222-relay-not-allowed"] += 1
-            return None
-        if payload[:1] != bytes([APDU_TAG]):  # a segment names no title: not relayed
+            return []
+        if payload[:1] == bytes([SEGMENT_TAG]):
+            return self._segment_in(payload, src, now)
+        if payload[:1] != bytes([APDU_TAG]):
             self.counters["c1222-relay-not-acse"] += 1
-            return None
-        title = _title(payload, calling=False)
+            return []
+        flow = self._bound(payload, now)
+        if flow is None:
+            return []
+        self.counters["c1222-relayed-in"] += 1
+        return [_udp_packet(src, flow, payload)]
+
+    def _bound(self, apdu: bytes, now: float) -> Flow | None:
+        """The flow of the meter whose live binding `apdu` calls (None: counted)."""
+        title = _title(apdu, calling=False)
         if title is None:
             self.counters["c1222-relay-decode-error"] += 1
             return None
-        flow = self.titles.get(title.device_id)
-        if flow is None:
+        binding = self.titles.get(title.device_id)
+        if binding is not None and binding.expires <= now:
+            del self.titles[title.device_id]
+            self.counters["c1222-registration-expired"] += 1
+            binding = None
+        if binding is None:
             self.counters["c1222-unknown-title"] += 1
             return None
-        self.counters["c1222-relayed-in"] += 1
-        return _udp_packet(src, flow, payload)
+        return binding.flow
+
+    def _segment_in(self, payload: bytes, src: Addr, now: float) -> list[bytes]:
+        """A segment of a head-end's request (c1222/segmentation.py): held until its APDU is
+        whole (per source at most `segments_per_source` APDUs, the oldest dropped, each for
+        `segment_timeout` s), then relayed to the bound meter in segments of at most
+        `relay_segment` octets."""
+        policy = self.policy
+        reassembly = self._segments.get(src)
+        if reassembly is None:
+            reassembly = Reassembler(
+                policy.segment_timeout, policy.max_segmented_apdu, policy.segments_per_source
+            )
+            self._segments[src] = reassembly
+        timed_out = reassembly.expire(now)
+        self.counters["c1222-segment-timeout"] += timed_out
+        dropped = reassembly.dropped
+        try:
+            seg = Segment.decode(payload)
+            apdu = reassembly.receive(seg, src, now)
+        except C1222DecodeError:
+            self.counters["c1222-segment-error"] += 1
+            return []
+        finally:
+            self.counters["c1222-segment-evicted"] += reassembly.dropped - dropped - timed_out
+        if apdu is None:
+            self.counters["c1222-segment-held"] += 1
+            return []
+        if apdu[:1] != bytes([APDU_TAG]):
+            self.counters["c1222-relay-not-acse"] += 1
+            return []
+        flow = self._bound(apdu, now)
+        if flow is None:
+            return []
+        self.counters["c1222-relayed-in-segmented"] += 1
+        parts = segment(apdu, seg.apdu_seq, policy.relay_segment)
+        return [_udp_packet(src, flow, part) for part in parts]
 
 
 MAX_DEVICE_ID = 255  # octets, as the key server's (keymgmt.store.MAX_DEVICE_ID)
@@ -351,6 +467,28 @@ def _udp_packet(src: Addr, flow: Flow, payload: bytes) -> bytes:
     dst_ip = ipaddress.IPv6Address(flow[0])
     udp = UdpDatagram(src[1], flow[1], payload).encode(src_ip, dst_ip)
     return Ipv6Packet(src_ip, dst_ip, NEXT_HEADER_UDP, udp).encode()
+
+
+def _readable(payload: bytes, *, calling: bool) -> tuple[AcseMessage, bytes] | None:
+    """An unsegmented C12.22 message whose EPSEM a relay can read (cleartext, or cleartext
+    with authentication: the MAC only checked by the ends) and carries one service: the
+    message and that service. None for anything else (a ciphertext one, a segment, noise)."""
+    if payload[:1] != bytes([APDU_TAG]):
+        return None
+    try:
+        msg = AcseMessage.decode(payload)
+        ui = msg.user_information
+        control = EpsemControl.decode(ui[0])
+        if control.security_mode == SecurityMode.CIPHERTEXT_AUTH:
+            return None
+        body = ui[1:] if control.security_mode == SecurityMode.CLEARTEXT else ui[1:-MAC_LEN]
+        epsem = Epsem.decode_body(control, body)
+    except C1222DecodeError:
+        return None
+    title = msg.calling_ap_title if calling else msg.called_ap_title
+    if title is None or len(epsem.services) != 1:
+        return None
+    return msg, epsem.services[0]
 
 
 def _title(payload: bytes, *, calling: bool) -> ApTitle | None:

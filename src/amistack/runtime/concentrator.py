@@ -18,8 +18,9 @@ key server and head-end on the WAN.
   rest of the mesh).
 - With `c1222_relay` (HOST, PORT) the concentrator is a C12.22 relay on the WAN: the head-end
   sends a request for any meshed meter there, and it goes to the meter whose ApTitle it calls
-  (`UdpGateway.relay_in`: bindings learned from the meters' registration, confirmed by the
-  head-end's answers); the meter answers from its own flow.
+  (`UdpGateway.relay_in`: bindings learned from the meters' C12.22 Registration, bound once
+  the head-end, the master relay, granted it; a segmented request is reassembled to read
+  its title and relayed in segments); the meter answers from its own flow.
 - Frame counters are persisted ahead in DATA_DIR (`runtime.mesh.counter_store`).
 - Its DODAG, reported: with a `TopologyReporter`, every `interval` seconds the root's view of
   the DODAG (`dodag_report`: each node's EUI-64, address, parent from its DAO, hops, the
@@ -222,8 +223,7 @@ class _WanSockets:
             except OSError:
                 self.gateway.counters["wan-socket-error"] += 1
                 return
-            packet = self.gateway.relay_in(data, normalize_addr(src))
-            if packet is not None:
+            for packet in self.gateway.relay_in(data, normalize_addr(src), self._now()):
                 self._deliver(packet)
 
     def send(self, packets: Iterable[bytes]) -> None:
@@ -258,7 +258,7 @@ class _WanSockets:
                 return
             if self.watch is not None:
                 self.watch.inbound(data, normalize_addr(src))
-            packet = self.gateway.inbound(flow, data, normalize_addr(src))
+            packet = self.gateway.inbound(flow, data, normalize_addr(src), self._now())
             if packet is not None:
                 self._deliver(packet)
 

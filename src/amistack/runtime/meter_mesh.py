@@ -7,9 +7,10 @@ acknowledged) whose application (`MeshNode.app`, `send_udp`) on UDP 1153 of its 
 address is the meter's C12.22 `MeterNode` (runtime.meter_node.open_meter_node). Each PANA
 success installs a key generation in the meter's ring (UKMF, as `meter.access.MeterAccess`
 does) and the C12.22 node is told.
-It registers with the head-end (`meter.registration`: a C12.22 Identify when it becomes
-relay-ready and at each re-authentication); the concentrator binds the meter's ApTitle to its
-address when the head-end's answer passes (mesh.gateway), and from then on the head-end reaches
+It registers (`meter.registration.RegisteringMeter`: C12.22's Registration service, to the
+head-end as master relay, when it becomes relay-ready, at each re-authentication and before
+the granted period ends); the concentrator, a C12.22 relay, binds the meter's ApTitle to its
+address when the head-end's grant passes (mesh.gateway), and from then on the head-end reaches
 the meter at the concentrator's C12.22 relay port (docs/mesh.md).
 The key server and the head-end are named by their WAN addresses; inside the mesh an IPv4
 address is its RFC 6052 form (mesh.gateway.mesh_side). Frame counters are persisted ahead in
@@ -19,6 +20,7 @@ DATA_DIR/meters/ID/ beside the event log.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -36,7 +38,7 @@ from amistack.mesh.rpl.config import RplConfig
 from amistack.mesh.rpl.node import RplNode
 from amistack.mesh.rpl.packet import LINK_LOCAL_PREFIX
 from amistack.mesh.security import LinkSecurity
-from amistack.meter.registration import Registration
+from amistack.meter.registration import RegisteringMeter
 from amistack.pana.events import Authenticated
 from amistack.pana.pac import PacConfig, PanaClient
 from amistack.runtime.mesh import (
@@ -110,20 +112,30 @@ async def run_meter_mesh(
         data_dir=data_dir,
         rng=rng,
     ) as meter:
+
+        def where() -> Addr | None:  # the native address the meter registers
+            own = node.global_address
+            if not node.relay_ready or own is None:
+                return None
+            return (str(ipaddress.IPv6Address(own)), C1222_PORT)
+
+        registering = RegisteringMeter(meter, where)
         engine = RadioEngine(
-            node, radio if isinstance(radio, Links) else neighbours, app=meter, app_port=C1222_PORT
+            node,
+            radio if isinstance(radio, Links) else neighbours,
+            app=registering,
+            app_port=C1222_PORT,
         )
         driver: EngineDriver[RadioEngine]
-        registration = Registration(meter)
 
         def event(ev: object) -> None:
             if isinstance(ev, Authenticated):  # a key generation for C12.22 (UKMF)
                 changed = meter.ring.install(ev.context, ev.lifetime, driver.now())
                 meter.key_events(changed, driver.now())
                 driver.kick_soon()
-            sent = registration.counters["sent"]
-            ev = registration.handle(ev, node.relay_ready, driver.now())
-            if registration.counters["sent"] != sent:  # an Identify to send
+            sent = registering.counters["sent"]
+            registering.node_event(ev, driver.now())
+            if registering.counters["sent"] != sent:  # a registration to send
                 driver.kick_soon()
             if on_event is not None:
                 on_event(ev)

@@ -1,8 +1,7 @@
 """The concentrator's border (mesh/gateway.py `UdpGateway` with its `BorderPolicy`), sans-IO,
 attacked first: forged sources, a meter taking the NAPT's table, PANA straight to the key
-server, a relay flooding PCIs for fake PaCs, a meter claiming another's C12.22 ApTitle, a
-head-end request for a meter that never registered; then what works: the head-end's request
-relayed by ApTitle to the meter that registered."""
+server, a relay flooding PCIs for fake PaCs; and its inputs fuzzed, the C12.22 relay port
+among them (the relay itself: tests/unit/mesh/test_c1222_relay.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +14,9 @@ from tests.unit.pana.pana_harness import make_paa
 
 from amistack.addr import Addr
 from amistack.c1222.acse import AcseMessage, ApTitle
+from amistack.c1222.epsem import MAC_LEN, Epsem, SecurityMode
+from amistack.c1222.registration import Registration, RegistrationResult, native_address
+from amistack.c1222.services import Response, ResponseCode
 from amistack.mesh.border import BorderPolicy
 from amistack.mesh.gateway import UdpGateway, mesh_side
 from amistack.mesh.ipv6 import Ipv6Packet, UdpDatagram
@@ -33,6 +35,45 @@ ROGUE = ipaddress.IPv6Address("fd00:a3e5:1::66")
 JOINED = {ip.packed for ip in (ROOT, M1, M2, ROGUE)}
 HEADEND_TITLE = ApTitle.parse("2.16.124.113620.1.22.0.1")
 T1, T2 = ApTitle((0, 11), relative=True), ApTitle((0, 12), relative=True)
+
+
+def c1222(calling: ApTitle, called: ApTitle) -> bytes:
+    return AcseMessage(b"\x80\x00", called_ap_title=called, calling_ap_title=calling).encode()
+
+
+def readable(called: ApTitle, calling: ApTitle, service: bytes, **ids: int) -> bytes:
+    """A C12.22 message of one service, cleartext with authentication (the MAC is the ends'
+    business: a relay does not check it)."""
+    ui = Epsem((service,), SecurityMode.CLEARTEXT_AUTH).encode() + bytes(MAC_LEN)
+    return AcseMessage(ui, called_ap_title=called, calling_ap_title=calling, **ids).encode()
+
+
+def register(
+    title: ApTitle,
+    at: ipaddress.IPv6Address,
+    port: int = 1153,
+    *,
+    calling: ApTitle | None = None,
+    invocation: int = 7,
+) -> bytes:
+    """A meter's <register> to the head-end, naming `title` at native address (at, port)."""
+    service = Registration(title, native_address(str(at), port), 1800).encode()
+    return readable(HEADEND_TITLE, calling or title, service, calling_ap_invocation_id=invocation)
+
+
+def granted(
+    title: ApTitle, *, invocation: int = 7, period: int = 1800, code: int = ResponseCode.OK
+) -> bytes:
+    """The head-end's answer to registration `invocation` of `title`."""
+    data = RegistrationResult(HEADEND_TITLE, period).encode() if code == ResponseCode.OK else b""
+    service = Response(ResponseCode(code), data).encode()
+    return readable(
+        title,
+        HEADEND_TITLE,
+        service,
+        calling_ap_invocation_id=99,
+        called_ap_invocation_id=invocation,
+    )
 
 
 def gateway(**policy: float) -> UdpGateway:
@@ -58,10 +99,6 @@ def pry(pac: int) -> bytes:
     """A relayed PCI for the (fake) PaC number `pac`."""
     host = str(ipaddress.IPv6Address(int(ipaddress.IPv6Address("fe80::")) + pac))
     return wrap_relay((host, PANA_PORT), pci())
-
-
-def c1222(calling: ApTitle, called: ApTitle) -> bytes:
-    return AcseMessage(b"\x80\x00", called_ap_title=called, calling_ap_title=calling).encode()
 
 
 def test_packets_from_addresses_the_root_does_not_know_do_not_leave() -> None:
@@ -143,53 +180,6 @@ def test_behind_the_border_the_key_servers_one_relay_budget_is_not_one_meters(
         assert paa.counters["pci_relay_rate_limited"] > 4900
 
 
-def test_the_head_end_reaches_a_registered_meter_through_the_relay_port() -> None:
-    gw = gateway()
-    # the meter registers: its Identify leaves, the head-end's answer (calling it) comes back
-    out = gw.outbound(up(M1, HE, c1222(T1, HEADEND_TITLE), 1153), 0.0)
-    assert out is not None and out.flow == (str(M1), 1153)
-    assert gw.relay_in(c1222(HEADEND_TITLE, T1), HE) is None  # claimed, not yet confirmed
-    assert gw.counters["c1222-unknown-title"] == 1
-    assert gw.inbound(out.flow, c1222(HEADEND_TITLE, T1), HE) is not None
-    assert gw.counters["c1222-title-bound"] == 1
-    # now a read the head-end starts goes to the meter, from the head-end's mesh-side address
-    request = c1222(HEADEND_TITLE, T1)
-    packet = gw.relay_in(request, HE)
-    assert packet is not None
-    ip = Ipv6Packet.decode(packet)
-    udp = UdpDatagram.decode(ip)
-    assert (ip.src, ip.dst) == (ipaddress.IPv6Address(mesh_side(HE[0])), M1)
-    assert (udp.src_port, udp.dst_port, udp.payload) == (HE[1], 1153, request)
-    assert gw.relay_in(c1222(HEADEND_TITLE, T2), HE) is None  # meter 2 never registered
-
-
-def test_a_meter_claiming_another_meters_title_gets_no_binding() -> None:
-    gw = gateway()
-    honest = gw.outbound(up(M1, HE, c1222(T1, HEADEND_TITLE), 1153), 0.0)
-    assert honest is not None
-    gw.inbound(honest.flow, c1222(HEADEND_TITLE, T1), HE)
-    # the rogue claims T1; the head-end cannot authenticate it and answers nothing for T1 on
-    # the rogue's flow (an answer to the rogue's own title does not bind T1)
-    rogue = gw.outbound(up(ROGUE, HE, c1222(T1, HEADEND_TITLE), 1153), 0.0)
-    assert rogue is not None
-    gw.inbound(rogue.flow, c1222(HEADEND_TITLE, T2), HE)
-    assert gw.titles[T1.device_id] == honest.flow and T2.device_id not in gw.titles
-    # and only a peer is relayed: not the key server, not a stranger
-    assert gw.relay_in(c1222(HEADEND_TITLE, T1), KS) is None
-    assert gw.relay_in(c1222(HEADEND_TITLE, T1), ("127.0.0.9", 1153)) is None
-    assert gw.counters["c1222-relay-not-allowed"] == 2
-
-
-def test_the_title_table_is_bounded() -> None:
-    gw = gateway(max_titles=8)
-    for n in range(100):
-        title = ApTitle((0, 1000 + n), relative=True)
-        out = gw.outbound(up(M1, HE, c1222(title, HEADEND_TITLE), 1153), 0.0)
-        assert out is not None
-        gw.inbound(out.flow, c1222(HEADEND_TITLE, title), HE)
-    assert len(gw.titles) == 8
-
-
 def test_policy_and_buckets_refuse_nonsense() -> None:
     with pytest.raises(ValueError):
         BorderPolicy(relay_pci_rate=0)
@@ -223,7 +213,8 @@ def _flip(base: bytes, changes: list[tuple[int, int]]) -> bytearray:
 PAYLOADS = st.one_of(
     st.binary(max_size=300),
     st.binary(max_size=300).map(lambda b: b"\x60" + b),
-    _mutated(c1222(T1, HEADEND_TITLE)),
+    _mutated(register(T1, M1)),
+    _mutated(granted(T1)),
     _mutated(pry(1)),
 )
 
@@ -232,17 +223,18 @@ PAYLOADS = st.one_of(
 @given(PAYLOADS, st.sampled_from([KS, HE, ("127.0.0.9", 9)]))
 def test_fuzz_the_relay_port_and_the_border(data: bytes, src: Addr) -> None:
     gw = gateway()
-    assert gw.relay_in(data, src) is None  # nothing is bound: nothing is relayed
-    registered = gw.outbound(up(M2, HE, c1222(T2, HEADEND_TITLE), 1153), 0.0)
+    assert gw.relay_in(data, src, 0.0) == []  # nothing is bound: nothing is relayed
+    registered = gw.outbound(up(M2, HE, register(T2, M2), 1153), 0.0)
     assert registered is not None
-    gw.inbound(registered.flow, c1222(HEADEND_TITLE, T2), HE)
-    out = gw.relay_in(data, src)  # only ever to the registered meter, from the peer
-    if out is not None:
+    gw.inbound(registered.flow, granted(T2), HE, 0.0)
+    assert T2.absolute().device_id in gw.titles
+    for out in gw.relay_in(data, src, 0.0):  # only ever to the registered meter, from the peer
         ip = Ipv6Packet.decode(out)
         assert src == HE and ip.dst == M2 and UdpDatagram.decode(ip).payload == data
     for dst in (KS, HE):
         gw.outbound(up(M1, dst, data, 1153), 0.0)
         gw.outbound(data, 0.0)
     for flow in list(gw.flows):
-        gw.inbound(flow, data, HE)
+        gw.inbound(flow, data, HE, 0.0)
+    assert gw.titles[T2.absolute().device_id].flow == registered.flow  # noise binds nothing
     assert sum(gw.counters.values()) > 0

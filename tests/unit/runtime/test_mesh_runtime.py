@@ -252,11 +252,11 @@ def test_udp_gateway_forwards_only_to_its_peers() -> None:
     assert gw.outbound(packet(ks, 80), 0.0) is None  # not a peer: no open relay
     assert gw.outbound(b"\x60garbage", 0.0) is None
     assert gw.counters["wan-not-allowed"] == 1 and gw.counters["wan-decode-error"] == 1
-    back = gw.inbound(out.flow, b"answer", ("127.0.0.1", 716))
+    back = gw.inbound(out.flow, b"answer", ("127.0.0.1", 716), 0.0)
     assert back is not None
-    assert gw.inbound(out.flow, b"answer", ("127.0.0.1", 9)) is None  # not from a peer
-    assert gw.inbound(("fd00::9", 1), b"answer", ("127.0.0.1", 716)) is None  # no such flow
+    assert gw.inbound(out.flow, b"answer", ("127.0.0.1", 9), 0.0) is None  # not from a peer
+    assert gw.inbound(("fd00::9", 1), b"answer", ("127.0.0.1", 716), 0.0) is None  # no such flow
     for port in (5001, 5002):  # two more flows: the oldest is evicted
         gw.outbound(packet(ks, 716, port), 0.0)
     assert gw.evicted == [out.flow]
-    assert gw.inbound(out.flow, b"late", ("127.0.0.1", 716)) is None
+    assert gw.inbound(out.flow, b"late", ("127.0.0.1", 716), 0.0) is None
