@@ -6,11 +6,14 @@ a wrong PSK beside meter 1.
 Every meter authenticates through its relays and gets the group keys, the head-end stores
 meter 3's readings pushed over C12.22 through the mesh, the wrong PSK is refused by the key
 server through meter 1. The head-end starts reads too: an operator's on-demand READ commands
-(REST API) reach every meter once it has registered, meters 1 and 2 (which never push)
-through the concentrator's C12.22 relay (`--c1222-listen`; `amistack headend --concentrator
-conc-1=...`), while a meter that never joined the mesh is not reachable: neither the wrong-PSK
-one (no key) nor one that authenticated directly to the key server (`--once`: the head-end
-has its key, the concentrator knows no such ApTitle). Then meter 3 killed with SIGKILL
+(REST API) reach every meter once it has registered (C12.22 Registration, granted by the
+head-end, bound by the concentrator), meters 1 and 2 (which never push) through the
+concentrator's C12.22 relay (`--c1222-listen`; `amistack headend --concentrator conc-1=...`);
+the head-end sends datagrams of at most 64 octets (`--c1222-datagram`), so every request and
+every grant is segmented: the relay reassembles them to read the ApTitle. A meter that never
+joined the mesh is not reachable: neither the wrong-PSK one (no key) nor one that
+authenticated directly to the key server (`--once`: the head-end has its key, the
+concentrator knows no such ApTitle). Then meter 3 killed with SIGKILL
 while sending and started again rejoins and never reuses a frame counter: a listening socket
 that meter 3 counts as a neighbour records every frame it transmits, before and after the
 restart; and every meter is read again after it. The concentrator reports its DODAG to the
@@ -180,7 +183,8 @@ def test_meters_join_through_relays_and_are_read_over_the_mesh(tmp_path: Path) -
                 "--keydist-listen", f"127.0.0.1:{keydist}")  # fmt: skip
         p.start("he", "-v", "headend", "--data-dir", str(ks), "--keyserver", f"127.0.0.1:{keydist}",
                 "--listen", he_addr, "--api", f"127.0.0.1:{api}",
-                "--concentrator", f"conc-1=127.0.0.1:{relay}")  # fmt: skip
+                "--concentrator", f"conc-1=127.0.0.1:{relay}",
+                "--c1222-datagram", "64")  # fmt: skip
         p.start("conc", "-v", "concentrator", "--id", "conc-1", "--psk", PSK, *common,
                 "--radio", radio[0], "--hear", radio[1],
                 "--report-to", f"http://127.0.0.1:{api}", "--report-token-file", str(token_file),
@@ -269,5 +273,6 @@ def test_meters_join_through_relays_and_are_read_over_the_mesh(tmp_path: Path) -
     assert "relaying" not in bad and "authenticated through" not in bad
     assert b"peer_id=mesh-bad" in p.log("ks").read_bytes()
     conc = p.log("conc").read_text()
-    assert "'c1222-relayed-in'" in conc and "'c1222-title-bound'" in conc, conc[-2000:]
+    assert "'c1222-relayed-in-segmented'" in conc, conc[-2000:]
+    assert "'c1222-title-bound'" in conc and "'c1222-registration-out'" in conc, conc[-2000:]
     assert "'c1222-unknown-title'" in conc, conc[-2000:]

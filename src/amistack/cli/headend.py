@@ -129,6 +129,15 @@ def register(sub: Any) -> None:
         help="the C12.22 relay of mesh concentrator ID (its --c1222-listen), repeatable: the "
         "meters registered under ID are polled and read there (docs/mesh.md)",
     )
+    p.add_argument(
+        "--c1222-datagram",
+        type=int,
+        default=None,
+        metavar="OCTETS",
+        help="the largest C12.22 datagram the head-end sends (default 1232, the IPv6 minimum "
+        "MTU's): a larger message goes in segments (C12.22 §5.3.2.3), which a mesh "
+        "concentrator's relay reassembles and relays (docs/mesh.md)",
+    )
     p.add_argument("--ap-title", default=DEFAULT_TITLE, help="the head-end's C12.22 AP title")
     p.set_defaults(handler=_run)
 
@@ -171,6 +180,8 @@ def _run(args: argparse.Namespace) -> int:
     shard = _shard(args)
     if args.retention_days is not None and (args.db is None or not args.retention_days > 0):
         raise CliError("--retention-days needs --db and a number of days > 0")
+    if args.c1222_datagram is not None and not 64 <= args.c1222_datagram <= 65535:
+        raise CliError("--c1222-datagram must be 64..65535 octets")
     password = db_password(args)
     from amistack.runtime.api_server import ApiRefused, ApiTls, BindError, check_api_address
 
@@ -223,6 +234,7 @@ def _run(args: argparse.Namespace) -> int:
             collector=CollectorConfig(mode=Mode(args.mode)),
             shard=shard,
             relays=dict(args.concentrator),
+            max_datagram=args.c1222_datagram,
             db_password=password,
             retention_days=args.retention_days,
             api_tls=tls,

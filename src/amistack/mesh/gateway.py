@@ -264,14 +264,20 @@ class UdpGateway:
             self.counters["wan-in-no-flow"] += 1
             return None
         if (src[0], src[1]) != self.paa and flow in self._claims:
-            self._confirm(flow, payload, now)
+            self._confirm(flow, payload, src, now)
         self.counters["wan-in"] += 1
         return _udp_packet(src, flow, payload)
 
-    def _confirm(self, flow: Flow, payload: bytes, now: float) -> None:
+    def _confirm(self, flow: Flow, payload: bytes, src: Addr, now: float) -> None:
         """The head-end's answer on `flow` to the registration the flow claimed: <ok> binds
-        the title to the flow for the granted period; anything else ends the claim."""
+        the title to the flow for the granted period; anything else ends the claim. A
+        segmented answer is read once whole (the segments pass on to the meter meanwhile)."""
         claim = self._claims[flow]
+        if payload[:1] == bytes([SEGMENT_TAG]):
+            whole = self._reassemble(payload, src, flow, now)
+            if whole is None:
+                return
+            payload = whole
         found = _readable(payload, calling=False)
         if found is None:
             return
@@ -334,9 +340,25 @@ class UdpGateway:
 
     def _segment_in(self, payload: bytes, src: Addr, now: float) -> list[bytes]:
         """A segment of a head-end's request (c1222/segmentation.py): held until its APDU is
-        whole (per source at most `segments_per_source` APDUs, the oldest dropped, each for
-        `segment_timeout` s), then relayed to the bound meter in segments of at most
+        whole (`_reassemble`), then relayed to the bound meter in segments of at most
         `relay_segment` octets."""
+        apdu = self._reassemble(payload, src, src, now)
+        if apdu is None:
+            return []
+        if apdu[:1] != bytes([APDU_TAG]):
+            self.counters["c1222-relay-not-acse"] += 1
+            return []
+        flow = self._bound(apdu, now)
+        if flow is None:
+            return []
+        self.counters["c1222-relayed-in-segmented"] += 1
+        parts = segment(apdu, Segment.decode(payload).apdu_seq, self.policy.relay_segment)
+        return [_udp_packet(src, flow, part) for part in parts]
+
+    def _reassemble(self, payload: bytes, src: Addr, key: Addr, now: float) -> bytes | None:
+        """Segment `payload` from WAN `src` (of the APDUs `key` names: the relay port's, or a
+        flow's) added to its reassembly: the APDU once whole, else None. Per source at most
+        `segments_per_source` APDUs (the oldest dropped), each for `segment_timeout` s."""
         policy = self.policy
         reassembly = self._segments.get(src)
         if reassembly is None:
@@ -348,25 +370,15 @@ class UdpGateway:
         self.counters["c1222-segment-timeout"] += timed_out
         dropped = reassembly.dropped
         try:
-            seg = Segment.decode(payload)
-            apdu = reassembly.receive(seg, src, now)
+            apdu = reassembly.receive(Segment.decode(payload), key, now)
         except C1222DecodeError:
             self.counters["c1222-segment-error"] += 1
-            return []
+            return None
         finally:
             self.counters["c1222-segment-evicted"] += reassembly.dropped - dropped - timed_out
         if apdu is None:
             self.counters["c1222-segment-held"] += 1
-            return []
-        if apdu[:1] != bytes([APDU_TAG]):
-            self.counters["c1222-relay-not-acse"] += 1
-            return []
-        flow = self._bound(apdu, now)
-        if flow is None:
-            return []
-        self.counters["c1222-relayed-in-segmented"] += 1
-        parts = segment(apdu, seg.apdu_seq, policy.relay_segment)
-        return [_udp_packet(src, flow, part) for part in parts]
+        return apdu
 
 
 MAX_DEVICE_ID = 255  # octets, as the key server's (keymgmt.store.MAX_DEVICE_ID)

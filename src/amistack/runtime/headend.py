@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from amistack.addr import Addr
 from amistack.c1222.acse import ApTitle
-from amistack.c1222.endpoint import C1222_PORT
+from amistack.c1222.endpoint import C1222_PORT, EndpointConfig
 from amistack.crypto import RandomSource, system_random
 from amistack.headend.collector import CollectorConfig
 from amistack.headend.keys import AsyncKeySource, HeadendKeys, SyncKeySource, repository_resolver
@@ -138,6 +138,7 @@ async def run_headend(
     collector: CollectorConfig | None = None,
     addresses: Mapping[str, Addr] | None = None,
     relays: Mapping[str, Addr] | None = None,
+    max_datagram: int | None = None,
     capture: Capture | None = None,
     access: AccessControl | None = None,
     api_tls: ApiTls | None = None,
@@ -156,8 +157,10 @@ async def run_headend(
     with `retention_days` those wholly older are dropped. `keyserver`: the key distribution
     service (mutual TLS) to fetch C12.22 keys from (a list: several key servers, each asked
     for the meters it authenticated) (`tls`: a `runtime.keydist.TlsFiles`);
-    `key_source`: an in-process one. `key_admin`: the key server's admin endpoint as this
-    head-end's delegator (`runtime.keydist.KeyAdminClient`): the dashboard's SECADM actions."""
+    `key_source`: an in-process one. `max_datagram`: the largest C12.22 datagram it sends
+    (default `EndpointConfig`'s; larger messages are segmented). `key_admin`: the key
+    server's admin endpoint as this head-end's delegator (`runtime.keydist.KeyAdminClient`):
+    the dashboard's SECADM actions."""
     data = Path(data_dir)
     data.mkdir(mode=0o700, parents=True, exist_ok=True)
     data.chmod(0o700)  # like the key server's: the database and the audit key live here
@@ -180,7 +183,12 @@ async def run_headend(
     # ingest commits on a thread of their own: the loop never waits for an fsync
     writer = ThreadedBatchWriter(repo)
     engine = HeadEnd(
-        HeadEndConfig(title, collector or CollectorConfig(), shard=shard),
+        HeadEndConfig(
+            title,
+            collector or CollectorConfig(),
+            None if max_datagram is None else EndpointConfig(title, max_datagram=max_datagram),
+            shard=shard,
+        ),
         repo,
         keys,
         rng,

@@ -116,6 +116,18 @@ def test_a_refused_registration_binds_nothing_and_a_binding_ends_with_its_period
     assert gw.counters["c1222-registration-expired"] == 1 and not gw.titles
 
 
+def test_a_segmented_grant_binds_once_whole_and_its_segments_pass_on() -> None:
+    gw = gateway()
+    out = gw.outbound(up(M1, HE, register(T1, M1), 1153), 0.0)
+    assert out is not None
+    parts = segment(granted(T1), 9, 40)  # a head-end with a small datagram size
+    assert len(parts) > 2
+    for part in parts[:-1]:
+        assert gw.inbound(out.flow, part, HE, 0.0) is not None and not gw.titles
+    assert gw.inbound(out.flow, parts[-1], HE, 0.0) is not None
+    assert gw.titles[T1.absolute().device_id].flow == out.flow
+
+
 def test_the_title_table_is_bounded() -> None:
     gw = gateway(max_titles=8)
     for n in range(100):
