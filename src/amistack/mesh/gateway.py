@@ -82,6 +82,9 @@ __all__ = [
 
 NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052 §2.1, the well-known prefix
 DEFAULT_MAX_FLOWS = 1024  # meter (address, port) pairs with a WAN flow at one time
+# registrations awaiting the head-end's answer per flow (the oldest forgotten): more than one,
+# so that a forger of the flow's source address cannot displace the genuine one with one
+CLAIMS_PER_FLOW = 4
 
 
 def mesh_side(host: str) -> str:
@@ -109,15 +112,6 @@ class Binding:
 
     flow: Flow
     expires: float
-
-
-@dataclass(frozen=True)
-class _Claim:
-    """A <register> that left on a flow: the title it registers, the invocation id the
-    head-end's answer will name."""
-
-    title: bytes
-    invocation_id: int
 
 
 @dataclass(frozen=True)
@@ -157,7 +151,8 @@ class UdpGateway:
         self._relay_pcis = KeyedBuckets(
             self.policy.relay_pci_rate, self.policy.relay_pci_burst, self.policy.max_relays
         )
-        self._claims: dict[Flow, _Claim] = {}  # flow -> the registration it sent last
+        # flow -> the registrations it sent awaiting an answer: invocation id -> title
+        self._claims: dict[Flow, OrderedDict[int, bytes]] = {}
         self.titles: OrderedDict[bytes, Binding] = OrderedDict()  # bound ApTitle -> meter
         # a head-end's segmented requests in reassembly, per WAN source (only peers get here)
         self._segments: dict[Addr, Reassembler] = {}
@@ -250,7 +245,10 @@ class UdpGateway:
         if parse_native_address(request.native_address) != flow:
             self.counters["c1222-registration-wrong-address"] += 1
             return False
-        self._claims[flow] = _Claim(sender.device_id, msg.calling_ap_invocation_id)
+        claims = self._claims.setdefault(flow, OrderedDict())
+        claims[msg.calling_ap_invocation_id] = sender.device_id
+        if len(claims) > CLAIMS_PER_FLOW:
+            claims.popitem(last=False)
         self.counters["c1222-registration-out"] += 1
         return True
 
@@ -269,10 +267,10 @@ class UdpGateway:
         return _udp_packet(src, flow, payload)
 
     def _confirm(self, flow: Flow, payload: bytes, src: Addr, now: float) -> None:
-        """The head-end's answer on `flow` to the registration the flow claimed: <ok> binds
-        the title to the flow for the granted period; anything else ends the claim. A
+        """The head-end's answer on `flow` to a registration the flow claimed: <ok> binds the
+        title to the flow for the granted period; anything else ends that claim. A
         segmented answer is read once whole (the segments pass on to the meter meanwhile)."""
-        claim = self._claims[flow]
+        claims = self._claims[flow]
         if payload[:1] == bytes([SEGMENT_TAG]):
             whole = self._reassemble(payload, src, flow, now)
             if whole is None:
@@ -282,12 +280,13 @@ class UdpGateway:
         if found is None:
             return
         msg, service = found
-        called = msg.called_ap_title
-        if called is None or called.device_id != claim.title:
+        called, invocation = msg.called_ap_title, msg.called_ap_invocation_id
+        if called is None or invocation is None or claims.get(invocation) != called.device_id:
             return
-        if msg.called_ap_invocation_id != claim.invocation_id:
-            return
-        del self._claims[flow]
+        title = called.device_id
+        del claims[invocation]
+        if not claims:
+            del self._claims[flow]
         try:
             response = decode_response(service)
             if response.code != ResponseCode.OK:
@@ -297,10 +296,10 @@ class UdpGateway:
         except C1222DecodeError:
             self.counters["c1222-registration-undecodable"] += 1
             return
-        old = self.titles.pop(claim.title, None)
+        old = self.titles.pop(title, None)
         if old is None or old.flow != flow:
             self.counters["c1222-title-bound"] += 1
-        self.titles[claim.title] = Binding(flow, now + result.reg_period)
+        self.titles[title] = Binding(flow, now + result.reg_period)
         if len(self.titles) > self.policy.max_titles:
             self.titles.popitem(last=False)
 

@@ -106,6 +106,16 @@ def test_a_meter_registering_another_meters_title_or_address_gets_no_binding() -
     assert gw.titles[T1.absolute().device_id] == honest
 
 
+def test_a_forger_of_a_meters_address_cannot_displace_its_pending_registration() -> None:
+    gw = gateway()
+    out = gw.outbound(up(M1, HE, register(T1, M1, invocation=7), 1153), 0.0)
+    assert out is not None
+    for n in range(3):  # a group-key holder sending as meter 1 (no EAX' tag of meter 1's)
+        assert gw.outbound(up(M1, HE, register(T1, M1, invocation=100 + n), 1153), 0.0)
+    gw.inbound(out.flow, granted(T1, invocation=7), HE, 0.0)  # the genuine one is granted
+    assert gw.titles[T1.absolute().device_id].flow == out.flow
+
+
 def test_a_refused_registration_binds_nothing_and_a_binding_ends_with_its_period() -> None:
     gw = gateway()
     bind(gw, M1, T1, code=ResponseCode.ISC)
