@@ -119,7 +119,8 @@ def register(sub: Any) -> None:
         metavar="HOST:PORT",
         help="be a C12.22 relay on the WAN here: the head-end reaches every meshed meter at this "
         "address (amistack headend --concentrator ID=HOST:PORT), routed by the ApTitle it "
-        "calls; a meter is reachable once it has registered (joined) through this concentrator",
+        "calls (a segmented request is reassembled first); a meter is reachable once its C12.22 "
+        "Registration through this concentrator was granted by the head-end, for that period",
     )
     p.add_argument(
         "--prefix",
@@ -254,7 +255,11 @@ def print_mesh_event(who: str, event: object) -> None:
     elif isinstance(event, RelayReady):
         print(f"{who}: in the DODAG at rank {event.rank}, relaying", flush=True)
     elif isinstance(event, Registered):
-        print(f"{who}: registered: the head-end reaches it through the concentrator", flush=True)
+        print(
+            f"{who}: registered: the head-end reaches it through the concentrator "
+            f"(for {event.period} s)",
+            flush=True,
+        )
 
 
 def _run(args: argparse.Namespace) -> int:
