@@ -89,15 +89,14 @@ class ConnectionType(IntFlag):
 
 
 class RegInfo(IntFlag):
-    """<reg-info> of the answer (C12.22 §5.3.2.4.10), bit 0 first."""
+    """<reg-info> of the answer (C12.22 §5.3.2.4.10): bit 0 says direct messaging is
+    available; bits 1..7 are the connection modes granted, as `ConnectionType`'s bits."""
 
     DIRECT_MESSAGING_AVAILABLE = 0x01
-    MESSAGE_ACCEPTANCE_WINDOW = 0x02
-    PLAYBACK_REJECTION = 0x04
-    CONNECTIONLESS_MODE = 0x10
-    ACCEPT_CONNECTIONLESS = 0x20
-    CONNECTION_MODE = 0x40
-    ACCEPT_CONNECTIONS = 0x80
+
+
+CONNECTIONLESS = ConnectionType.CONNECTIONLESS_MODE | ConnectionType.ACCEPT_CONNECTIONLESS
+GRANTED_CONNECTIONLESS = RegInfo(CONNECTIONLESS)  # <reg-info>: connectionless mode granted
 
 
 def native_address(host: str, port: int) -> bytes:
@@ -143,9 +142,7 @@ class Registration:
     native_address: bytes
     registration_period: int
     node_type: NodeType = NodeType.END_DEVICE
-    connection_type: ConnectionType = (
-        ConnectionType.CONNECTIONLESS_MODE | ConnectionType.ACCEPT_CONNECTIONLESS
-    )
+    connection_type: ConnectionType = CONNECTIONLESS
     device_class: bytes = b"AMST"
     serial_number: ApTitle | None = None  # None: the ap-title names the node (absolute form)
     my_domain_pattern: bytes | None = None
@@ -235,7 +232,7 @@ class RegistrationResult:
     relay: ApTitle
     reg_period: int
     reg_delay: int = 0
-    reg_info: RegInfo = RegInfo.CONNECTIONLESS_MODE | RegInfo.ACCEPT_CONNECTIONLESS
+    reg_info: RegInfo = GRANTED_CONNECTIONLESS
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "relay", self.relay.absolute())
