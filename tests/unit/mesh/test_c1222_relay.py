@@ -2,15 +2,16 @@
 attacked first: a title nobody registered, a registration naming another meter's title or
 another meter's address, a registration the head-end never granted (or refused), a binding
 past its period, a flood of partial segments from one source; then what works: a head-end
-request, whole or segmented, relayed by ApTitle to the meter that registered. The last test
-runs the real C12.22 engines (meter and head-end, EAX' under UKMF keys) through it."""
+request, whole or segmented, relayed by ApTitle to the meter that registered. The last tests
+run the real C12.22 engines (meter, head-end, a rogue with a key of its own; EAX' under UKMF
+keys) through it."""
 
 from __future__ import annotations
 
 import ipaddress
 
 from tests.unit.c1222.c1222_harness import HEADEND_TITLE as HARNESS_HEADEND
-from tests.unit.c1222.c1222_harness import METER_TITLE, T0, make_pair
+from tests.unit.c1222.c1222_harness import METER_TITLE, T0, make_ctx, make_pair
 from tests.unit.mesh.test_mesh_border import (
     HE,
     HEADEND_TITLE,
@@ -29,11 +30,16 @@ from tests.unit.mesh.test_mesh_border import (
 
 from amistack.addr import Addr
 from amistack.c1222.acse import AcseMessage, ApTitle
+from amistack.c1222.endpoint import C1222Server, EndpointConfig
 from amistack.c1222.epsem import Epsem, SecurityMode
 from amistack.c1222.events import ResponseReceived
 from amistack.c1222.registration import Registration, native_address
+from amistack.c1222.security import ring_key_lookup, ring_send_key
 from amistack.c1222.segmentation import Reassembler, Segment, segment
 from amistack.c1222.services import ResponseCode, Write
+from amistack.crypto import seeded_random
+from amistack.keymgmt.keyring import KeyRing
+from amistack.keymgmt.ukmf import PurposeRegistry
 from amistack.mesh.gateway import UdpGateway, mesh_side
 from amistack.mesh.ipv6 import IPV6_MIN_MTU, Ipv6Packet, UdpDatagram
 
@@ -260,3 +266,38 @@ def test_real_engines_register_through_the_relay_and_a_segmented_read_comes_back
     up_through(T0 + 1)
     answers = [e for e in iter(pair.client.next_event, None) if isinstance(e, ResponseReceived)]
     assert len(answers) == 1 and answers[0].responses  # the meter answered the write
+
+
+def test_real_engines_a_rogue_registering_a_meters_title_under_its_own_key_binds_nothing() -> None:
+    """A group-key holder with a C12.22 node of its own (its own UKMF session's key) registers
+    meter 1's title from its own address: the registration leaves (the relay cannot judge the
+    EAX' tag), the head-end cannot verify it under meter 1's key and answers nothing, so
+    nothing is bound; meter 1's own registration then binds meter 1."""
+    pair = make_pair()
+    rogue_ring = KeyRing(b"rogue", PurposeRegistry())
+    rogue_ring.install(make_ctx(seed=99), 3600.0, T0)
+    rogue = C1222Server(
+        EndpointConfig(METER_TITLE),
+        pair.meter,
+        ring_key_lookup(rogue_ring),
+        ring_send_key(rogue_ring),
+        seeded_random(9),
+    )
+    gw = gateway()
+    for node, at in ((rogue, ROGUE), (pair.server, M1)):
+        node.request(
+            ("127.0.0.1", 1153),
+            HARNESS_HEADEND,
+            [Registration(METER_TITLE, native_address(str(at), 1153), 1800)],
+            T0,
+            security_mode=SecurityMode.CLEARTEXT_AUTH,
+        )
+        for data, _ in node.datagrams_to_send(T0):
+            out = gw.outbound(up(at, HE, data, 1153), T0)
+            assert out is not None  # it names its own address: the head-end decides
+            pair.client.receive_datagram(data, ("127.0.0.1", 40000), T0)
+        for data, _ in pair.client.datagrams_to_send(T0):
+            gw.inbound(out.flow, data, HE, T0)
+        if node is rogue:
+            assert pair.client.counters["auth-failed"] == 1 and not gw.titles
+    assert gw.titles[METER_TITLE.device_id].flow == (str(M1), 1153)
