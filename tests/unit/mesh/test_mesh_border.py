@@ -186,6 +186,10 @@ def test_policy_and_buckets_refuse_nonsense() -> None:
     with pytest.raises(ValueError):
         BorderPolicy(flows_per_source=0)
     with pytest.raises(ValueError):
+        BorderPolicy(segments_per_source=0)
+    with pytest.raises(ValueError):
+        BorderPolicy(relay_segment=32)  # no room for a segment's header
+    with pytest.raises(ValueError):
         KeyedBuckets(1.0, 0.5, 4)
     buckets = KeyedBuckets(1.0, 2.0, 2)
     assert [buckets.allow("a", 0.0) for _ in range(3)] == [True, True, False]
