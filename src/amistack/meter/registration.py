@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from amistack.addr import Addr, WrappingEngine
+from amistack.addr import Addr
 from amistack.c1222.epsem import SecurityMode
 from amistack.c1222.errors import C1222DecodeError
 from amistack.c1222.events import RequestTimedOut, ResponseReceived
@@ -55,7 +55,7 @@ class Registered:
     period: int
 
 
-class RegisteringMeter(WrappingEngine):
+class RegisteringMeter:
     """The meter's C12.22 node registering as the module docstring says. `where()`: the
     meter's native address in the mesh ((global IPv6 address, C12.22 port)) while the mesh
     node is relay-ready, else None; `period`: the registration period it asks for."""
@@ -63,7 +63,7 @@ class RegisteringMeter(WrappingEngine):
     def __init__(
         self, meter: MeterNode, where: Callable[[], Addr | None], period: int = DEFAULT_PERIOD
     ) -> None:
-        self.engine = self.meter = meter
+        self.meter = meter
         self.where = where
         self.period = period
         self.counters: Counter[str] = Counter()
