@@ -423,3 +423,205 @@ def bench_ingest(
         "cpus": os.cpu_count(),
         **cpu,
     }
+
+
+# -- the head-end engine per pushed message, and the meter's side of it ---------------------------
+
+ENGINE_SLOT_S = 900  # the meters push once per 15-minute slot
+ENGINE_RATE = 5_000.0  # pushes per second reach the head-end: group commits of ~250 readings
+ENGINE_MAX_METERS = 2_000  # more messages: more slots of the same meters (bounded memory)
+
+
+def _meter_context(i: int) -> Any:
+    """The meter's PANA security context, made up (this bench times C12.22, not PANA): the same
+    context goes into the meter's ring and the key server's directory."""
+    from amistack.crypto import PrfHash
+    from amistack.pana.keys import PanaSecurityContext
+
+    seed = hashlib.sha256(b"bench c1222 session %d" % i).digest()
+    return PanaSecurityContext(
+        session_id=i + 1,
+        key_id=1,
+        prf=PrfHash.SHA256,
+        msk=seed * 2,
+        pac_nonce=seed[:16],
+        paa_nonce=seed[16:],
+        i_par=b"\x00\x00\x00\x10PAR" + seed[:13],
+        i_pan=b"\x00\x00\x00\x10PAN" + seed[13:26],
+    )
+
+
+def bench_engine(
+    n_messages: int = 20_000, *, intervals_per_message: int = 1, meters: int | None = None
+) -> dict[str, Any]:
+    """CPU per pushed message through the real engines, in one process: `meters` `MeterNode`s
+    (their `C1222Server`, key rings) push their newest intervals once per slot to one `HeadEnd`
+    (C12.22 client with replay windows, `HeadendKeys` over the key server's key directory,
+    the collector in pushed mode, the Ingestor into SQLite in a temporary directory), which
+    acknowledges each push once its readings are durable; the acks go back to the meters.
+
+    Per slot three phases, each timed as process CPU: the meters build and protect their pushes
+    (`C1222Server.push`), the head-end takes them in time order with its timers run as a driver
+    would (decode, replay window, key look-up and refresh, EAX', the collector, ingest, the
+    protected ack), the meters take the acks (`MeterNode.receive_datagram`). The head-end's
+    per-meter key cache is refreshed from the key source each slot (`HeadendKeys.refresh_s`),
+    as in the fleet. Baseline in the same run: the decode-only path of `bench ingest` on as
+    many messages of its own (`decode_cpu_us_per_message`). GC is frozen after set-up."""
+    import gc
+
+    from amistack.c1222.acse import ApTitle
+    from amistack.c1222.events import ResponseReceived
+    from amistack.c1222.tables import Interval, LoadProfile
+    from amistack.crypto import seeded_random
+    from amistack.headend.collector import CollectorConfig, Mode
+    from amistack.headend.keys import DirectorySource, HeadendKeys, repository_resolver
+    from amistack.headend.service import HeadEnd, HeadEndConfig
+    from amistack.keymgmt.keyring import KeyRing, KeyRingDirectory
+    from amistack.keymgmt.ukmf import PurposeRegistry
+    from amistack.meter.model import DAY_S, MeterConfig, MeterModel
+    from amistack.meter.node import MeterNode, MeterNodeConfig
+
+    if n_messages < 1 or intervals_per_message < 1:
+        raise ValueError("messages and intervals per message must be >= 1")
+    n_meters = min(n_messages, ENGINE_MAX_METERS) if meters is None else meters
+    slots = -(-n_messages // n_meters)
+    step = ENGINE_SLOT_S
+    start = float(T0)
+    headend_title = ApTitle.parse(_HEADEND_TITLE)
+    headend_addr = ("10.0.0.1", 1153)
+    registry = PurposeRegistry()
+    directory = KeyRingDirectory(registry, overlap=60.0)
+    lifetime = (slots + 2) * step
+    # SQLite in memory, as the fleet simulator's (a commit's disk cost is `--path e2e`'s)
+    repo = SqliteRepository(Path(":memory:"))
+    try:
+        nodes: list[MeterNode] = []
+        addrs: list[tuple[str, int]] = []
+        # no seeded model events (outages, cover, billing): the meter's figure is its C12.22 path
+        model_cfg = MeterConfig(
+            install_time=start - 40 * DAY_S,
+            outage_rate_per_year=0.0,
+            cover_open_rate_per_year=0.0,
+            billing_day=None,
+        )
+        for i in range(n_meters):
+            mid = f"meter-{i:07d}"
+            title = ApTitle((0, 1000 + i), relative=True)
+            repo.register_meter(mid, str(title.absolute()), "conc-0", "cell-0", start)
+            repo.commission_meter(mid, start)
+            ctx = _meter_context(i)
+            ring = KeyRing(mid.encode(), registry, overlap=60.0)
+            ring.install(ctx, lifetime, start - 60)
+            directory.install(mid.encode(), ctx, lifetime, start - 60)
+            nodes.append(
+                MeterNode(
+                    MeterNodeConfig(title, headend_title, headend_addr),
+                    MeterModel(i, model_cfg),
+                    ring,
+                    seeded_random(i + 1),
+                )
+            )
+            nodes[-1].start(start)  # the model's first event poll, before the clock starts
+            addrs.append((f"10.1.{i >> 8 & 255}.{i & 255}", 1153))
+        keys = HeadendKeys(repository_resolver(repo.meter_by_ap_title), DirectorySource(directory))
+        headend = HeadEnd(
+            HeadEndConfig(
+                headend_title,
+                CollectorConfig(mode=Mode.PUSHED, interval_minutes=15, retention_days=1),
+                meter_refresh_s=DAY_S,
+                command_poll_s=DAY_S,
+                eventlog_every_s=0.0,
+            ),
+            repo,
+            keys,
+            seeded_random(0),
+            start + 1,  # collecting from the slot after T0: every expected interval is pushed
+        )
+        by_addr = {a: n for n, a in enumerate(addrs)}
+        gc.collect()
+        gc.freeze()
+        cpu = {"push": 0.0, "headend": 0.0, "ack": 0.0}
+        sent = acked = 0
+        for slot in range(slots):
+            boundary = start + (slot + 1) * step
+            count = min(n_meters, n_messages - sent)
+            times = [boundary + 5.0 + k / ENGINE_RATE for k in range(count)]
+            blocks = [
+                LoadProfile(
+                    15,
+                    boundary,
+                    tuple(Interval(100 + (k + j) % 900, 0) for j in range(intervals_per_message)),
+                ).encode()
+                for k in range(count)
+            ]
+            # the meters push
+            pushes: list[tuple[bytes, tuple[str, int], float]] = []
+            t = time.process_time()
+            for k in range(count):
+                node = nodes[k]
+                node.server.push(headend_addr, headend_title, 64, blocks[k], times[k])
+                for data, _ in node.server.datagrams_to_send(times[k]):
+                    pushes.append((data, addrs[k], times[k]))
+            cpu["push"] += time.process_time() - t
+            # the head-end takes them, its timers run as a driver runs them
+            acks: list[tuple[bytes, tuple[str, int], float]] = []
+            t = time.process_time()
+            for data, addr, at in pushes:
+                while (due := headend.get_timer()) is not None and due <= at:
+                    headend.handle_timer(due)
+                    acks.extend((d, a, due) for d, a in headend.datagrams_to_send(due))
+                headend.receive_datagram(data, addr, at)
+                acks.extend((d, a, at) for d, a in headend.datagrams_to_send(at))
+            end = times[-1] + 1.0
+            while (due := headend.get_timer()) is not None and due <= end:
+                headend.handle_timer(due)
+                acks.extend((d, a, due) for d, a in headend.datagrams_to_send(due))
+            cpu["headend"] += time.process_time() - t
+            # the meters take the acks
+            t = time.process_time()
+            for data, addr, at in acks:
+                nodes[by_addr[addr]].receive_datagram(data, headend_addr, at)
+            cpu["ack"] += time.process_time() - t
+            for node in nodes[:count]:
+                while (ev := node.next_event()) is not None:
+                    acked += isinstance(ev, ResponseReceived) and ev.ok
+            sent += count
+        gc.unfreeze()
+        stored = repo.count_readings()
+    finally:
+        repo.close()
+    # each push carries the meter's newest intervals: from the second on, one new and the rest
+    # already stored (kept once: ingest is idempotent)
+    heard = [sent // n_meters + (k < sent % n_meters) for k in range(n_meters)]
+    expected = sum(h + intervals_per_message - 1 for h in heard if h)
+    if acked != sent or stored != expected:
+        raise RuntimeError(f"bench lost data: acked {acked}/{sent}, stored {stored}")
+    # the decode-only path of `bench ingest` on as many messages of its own: the baseline
+    readings = make_readings(min(sent, 3 * DECODE_SAMPLE) * intervals_per_message, 10**9)
+    sample = [
+        readings[i : i + intervals_per_message]
+        for i in range(0, len(readings), intervals_per_message)
+    ]
+    senders = {
+        _meter_title(int(m[0].meter_id.split("-")[1])): (m[0].meter_id, _meter_key(m[0].meter_id))
+        for m in sample
+    }
+    baseline = decode_baselines(build_messages(sample), senders)
+    per = 1e6 / sent
+    meter_us = (cpu["push"] + cpu["ack"]) * per
+    return {
+        "path": "engine",
+        "messages": sent,
+        "meters": n_meters,
+        "slots": slots,
+        "intervals_per_message": intervals_per_message,
+        "headend_cpu_us_per_message": round(cpu["headend"] * per, 1),
+        "meter_cpu_us_per_message": round(meter_us, 1),
+        "meter_push_cpu_us_per_message": round(cpu["push"] * per, 1),
+        "meter_ack_cpu_us_per_message": round(cpu["ack"] * per, 1),
+        "decode_cpu_us_per_message": baseline["decode_cpu_us_per_message"],
+        "eax_native": baseline["eax_native"],
+        "headend_counters": {k: v for k, v in sorted(headend.client.counters.items())},
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "cpus": os.cpu_count(),
+    }

@@ -153,7 +153,17 @@ def register(sub: Any) -> None:
     )
     g.add_argument("--workers", type=int, help="decoding processes (default: one per CPU)")
     g.add_argument("--dsn", help="an existing PostgreSQL database (default: a throwaway cluster)")
-    g.add_argument("--store-only", action="store_true", help="time the storage path alone")
+    g.add_argument(
+        "--path",
+        choices=("e2e", "store", "engine"),
+        default="e2e",
+        help="e2e (default): decode in worker processes and store; store: the storage path "
+        "alone; engine: CPU per pushed message through the real engines in one process - "
+        "meters' C12.22 servers push, the HeadEnd (replay windows, key look-up, collector, "
+        "ingest into SQLite in memory, the protected ack) takes them, the meters take the acks: "
+        "headend_cpu_us_per_message and meter_cpu_us_per_message, with the decode-only path "
+        "(decode_cpu_us_per_message) as the baseline; --readings / --per-message messages",
+    )
     g.add_argument("--json", action="store_true", help="print only the JSON document")
     g.set_defaults(handler=_ingest)
 
@@ -409,6 +419,18 @@ def _ingest(args: argparse.Namespace) -> int:
     if args.readings < 1 or args.per_message < 1:
         print("amistack bench ingest: --readings and --per-message must be >= 1", file=sys.stderr)
         return 2
+    if args.path == "engine":
+        from amistack.bench.ingest import bench_engine
+
+        if args.backend == "postgresql":
+            print("amistack bench ingest: --path engine stores into SQLite", file=sys.stderr)
+            return 2
+        if not args.json:
+            print("benchmark: the head-end and meter engines ...", file=sys.stderr, flush=True)
+        n = -(-args.readings // args.per_message)
+        result = bench_engine(n, intervals_per_message=args.per_message)
+        print(json.dumps(result, indent=None if args.json else 1, sort_keys=True))
+        return 0
     backends = ("sqlite", "postgresql") if args.backend == "both" else (args.backend,)
     results = {}
     for backend in backends:
@@ -419,7 +441,7 @@ def _ingest(args: argparse.Namespace) -> int:
             args.readings,
             intervals_per_message=args.per_message,
             dsn=args.dsn,
-            path="store" if args.store_only else "e2e",
+            path=args.path,
             workers=args.workers,
         )
     print(json.dumps(results, indent=None if args.json else 1, sort_keys=True))
