@@ -121,6 +121,21 @@ class ApTitle:
         return self._canonical
 
     @cached_property
+    def called_elements(self) -> tuple[bytes, bytes]:
+        """(called-AP-title element as sent, as the EAX' cleartext has it): built once per
+        title, for `encode_header`."""
+        return ber.tlv(TAG_CALLED_AP_TITLE, self._choice), ber.tlv(
+            TAG_CALLED_AP_TITLE, self._canonical
+        )
+
+    @cached_property
+    def calling_elements(self) -> tuple[bytes, bytes]:
+        """(calling-AP-title element as sent, as the EAX' cleartext has it)."""
+        return ber.tlv(TAG_CALLING_AP_TITLE, self._choice), ber.tlv(
+            TAG_CALLING_AP_TITLE, self._canonical
+        )
+
+    @cached_property
     def _canonical(self) -> bytes:
         return self.absolute().encode_choice()
 
@@ -440,6 +455,97 @@ class AcseMessage:
         return msg
 
 
+def encode_header(
+    called: ApTitle,
+    calling: ApTitle,
+    calling_invocation_id: int,
+    control: int,
+    epsem_len: int,
+    *,
+    called_invocation_id: int | None = None,
+    calling_ae_qualifier: int | None = None,
+    auth: tuple[int, bytes] | None = None,
+) -> tuple[bytes, bytes]:
+    """One pass over what an endpoint sends: (the APDU up to and including the EPSEM control
+    byte, the EAX' cleartext - empty without `auth`). `epsem_len` counts the EPSEM octets as
+    carried (control byte, body, MAC); the caller appends all but the control byte.
+
+    Byte for byte `AcseMessage(...).encode()` and `canonical_cleartext()` of `protect`'s
+    message (tests/unit/c1222/test_codec.py checks both on arbitrary headers), with the AP
+    titles' elements built once per title and no intermediate message objects."""
+    inv = _int_element(TAG_CALLING_AP_INVOCATION_ID, calling_invocation_id)
+    called_inv = (
+        b""
+        if called_invocation_id is None
+        else _int_element(TAG_CALLED_AP_INVOCATION_ID, called_invocation_id)
+    )
+    qualifier = (
+        b""
+        if calling_ae_qualifier is None
+        else _int_element(TAG_CALLING_AE_QUALIFIER, calling_ae_qualifier)
+    )
+    auth_element = (
+        b"" if auth is None else _AUTH_ELEMENT + bytes((auth[0],)) + _AUTH_IV_HEADER + auth[1]
+    )
+    # user-information: be L [ 28 L [ 81 L <epsem> ] ]
+    n = epsem_len
+    inner = 2 + n if n < 0x80 else 1 + len(ber.encode_length(n)) + n
+    if n < 0x80 and inner < 0x80:
+        ui_head = bytes(
+            (TAG_USER_INFORMATION, inner + 2, TAG_EXTERNAL, inner, TAG_OCTET_ALIGNED, n)
+        )
+    else:
+        outer = 1 + len(ber.encode_length(inner)) + inner
+        ui_head = (
+            bytes((TAG_USER_INFORMATION,))
+            + ber.encode_length(outer)
+            + bytes((TAG_EXTERNAL,))
+            + ber.encode_length(inner)
+            + bytes((TAG_OCTET_ALIGNED,))
+            + ber.encode_length(n)
+        )
+    called_wire, called_clear = called.called_elements
+    calling_wire, calling_clear = calling.calling_elements
+    body = b"".join(
+        (called_wire, called_inv, calling_wire, qualifier, inv, auth_element, ui_head)
+    ) + bytes((control,))
+    size = len(body) + n - 1
+    if size < 0x80:
+        head = bytes((APDU_TAG, size)) + body
+    else:
+        head = bytes((APDU_TAG,)) + ber.encode_length(size) + body
+    if auth is None:
+        return head, b""
+    # as canonical_cleartext: the user-information element's tag and length, then 3 + 2 * (size
+    # of that length) octets of its content, cut from a message whose EPSEM after the control
+    # byte is still zeros (protect's placeholder)
+    length_size = _length_size(ui_head)
+    keep = 1 + length_size + 3 + 2 * length_size
+    ui_clear = ui_head + bytes((control,))
+    if keep > len(ui_clear):
+        ui_clear += bytes(min(keep, len(ui_head) + n) - len(ui_clear))
+    clear = b"".join(
+        (
+            called_clear,
+            called_inv,
+            qualifier,
+            inv,
+            auth_element,
+            ui_clear[:keep],
+            calling_clear,
+            bytes((auth[0],)),
+            auth[1],
+        )
+    )
+    return head, clear
+
+
+def _length_size(element: bytes) -> int:
+    """How many octets the length of the element starting `element` takes."""
+    first = element[1]
+    return 1 if first < 0x80 else 1 + (first & 0x7F)
+
+
 def _integer(data: bytes, span: tuple[int, int, int] | None) -> int | None:
     """The INTEGER filling the element at `span` (None: element absent)."""
     if span is None:
@@ -462,6 +568,7 @@ _CLEARTEXT_RANKS = (_ASO, _CALLED, _CALLED_INV, _AE_QUALIFIER, _CALLING_INV, _ME
 _AUTH_PREFIX = bytes([TAG_AUTH_SEQUENCE, 13, TAG_SINGLE_ASN1, 11, TAG_C1222_AUTH, 9, TAG_KEY_ID, 1])
 _AUTH_KEY = len(_AUTH_PREFIX)
 _AUTH_IV_HEADER = bytes([TAG_IV, IV_LEN])
+_AUTH_ELEMENT = bytes([TAG_CALLING_AUTH_VALUE, 15]) + _AUTH_PREFIX  # ac 0f + the frame
 _AUTH_IV = _AUTH_KEY + 1 + len(_AUTH_IV_HEADER)
 _AUTH_LEN = _AUTH_IV + IV_LEN
 

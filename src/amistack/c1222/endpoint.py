@@ -39,7 +39,7 @@ from typing import Protocol
 
 from amistack.addr import Addr
 from amistack.c1222.acse import AcseMessage, ApTitle
-from amistack.c1222.epsem import Epsem, EpsemControl, ResponseControl, SecurityMode
+from amistack.c1222.epsem import EpsemControl, ResponseControl, SecurityMode
 from amistack.c1222.errors import C1222DecodeError
 from amistack.c1222.events import C1222Event, RequestReceived, RequestTimedOut, ResponseReceived
 from amistack.c1222.registration import Registration, grant
@@ -49,7 +49,7 @@ from amistack.c1222.security import (
     KeyRejected,
     SendKey,
     Unprotected,
-    protect,
+    seal,
     unprotect,
 )
 from amistack.c1222.segmentation import SEGMENT_TAG, Reassembler, Segment, segment
@@ -327,23 +327,23 @@ class _Endpoint:
                 self.counters["no-send-key"] += 1
                 return None
         inv = self._invocation_id()
-        header = AcseMessage(
-            b"",
-            called_ap_title=peer,
-            calling_ap_title=self.config.ap_title,
-            calling_ap_invocation_id=inv,
-            called_ap_invocation_id=called_invocation_id,
-            calling_ae_qualifier=self.config.calling_ae_qualifier,
+        cfg = self.config
+        wire = seal(
+            peer,
+            cfg.ap_title,
+            inv,
+            [s.encode() for s in services],
+            mode,
+            response_control,
+            None if key is None else key[1],
+            0 if key is None else key[0],
+            b"" if key is None else self._rng(4),
+            called_invocation_id=called_invocation_id,
+            calling_ae_qualifier=cfg.calling_ae_qualifier,
+            ed_class=cfg.ed_class,
         )
-        epsem = Epsem(
-            tuple(s.encode() for s in services), mode, response_control, self.config.ed_class
-        )
-        if key is None:
-            msg = protect(header, epsem, None)
-        else:
-            msg = protect(header, epsem, key[1], key[0], self._rng(4))
         self._apdu_seq = (self._apdu_seq + 1) & 0xFFFF
-        parts = segment(msg.encode(), self._apdu_seq, self.config.max_datagram)
+        parts = segment(wire, self._apdu_seq, cfg.max_datagram)
         if len(parts) > 1:
             self.counters["segmented-sent"] += 1
         self._outbox.extend((p, addr) for p in parts)

@@ -14,6 +14,7 @@ from amistack.c1222 import ber
 from amistack.c1222.acse import AcseMessage, ApTitle, AuthValue
 from amistack.c1222.epsem import Epsem, ResponseControl, SecurityMode
 from amistack.c1222.errors import C1222DecodeError
+from amistack.c1222.security import protect, seal
 from amistack.c1222.services import (
     Identify,
     IdentifyResult,
@@ -333,3 +334,73 @@ def test_relative_oid_fast_path_agrees_with_the_checking_decoder(value: bytes) -
     except C1222DecodeError as exc:
         got = f"{exc.offset}:{exc.reason}"
     assert got == expected
+
+
+@given(
+    called=titles,
+    calling=titles,
+    inv=u32,
+    called_inv=st.none() | u32,
+    qualifier=st.none() | u32,
+    services=st.lists(st.binary(min_size=1, max_size=300), min_size=1, max_size=3),
+    mode=st.sampled_from(SecurityMode),
+    rc=st.sampled_from(ResponseControl),
+    ed_class=st.none() | st.binary(min_size=4, max_size=4),
+    key_id=st.integers(0, 255),
+    iv=st.binary(min_size=4, max_size=4),
+)
+def test_one_pass_seal_is_protect_then_encode_byte_for_byte(
+    called: ApTitle,
+    calling: ApTitle,
+    inv: int,
+    called_inv: int | None,
+    qualifier: int | None,
+    services: list[bytes],
+    mode: SecurityMode,
+    rc: ResponseControl,
+    ed_class: bytes | None,
+    key_id: int,
+    iv: bytes,
+) -> None:
+    """What the endpoints send (`seal`, one pass) is what the reference builds (`protect` on a
+    header, then `encode`), every header shape and EPSEM size (short and long BER lengths)."""
+    key = bytes(range(16))
+    header = AcseMessage(
+        b"",
+        called_ap_title=called,
+        calling_ap_title=calling,
+        calling_ap_invocation_id=inv,
+        called_ap_invocation_id=called_inv,
+        calling_ae_qualifier=qualifier,
+    )
+    epsem = Epsem(tuple(services), mode, rc, ed_class)
+    expected = protect(header, epsem, key, key_id, iv).encode()
+    sealed = seal(
+        called,
+        calling,
+        inv,
+        services,
+        mode,
+        rc,
+        key,
+        key_id,
+        iv,
+        called_invocation_id=called_inv,
+        calling_ae_qualifier=qualifier,
+        ed_class=ed_class,
+    )
+    assert sealed == expected
+
+
+def test_one_pass_seal_refuses_what_protect_refuses() -> None:
+    title = ApTitle((0, 1), relative=True)
+    args = (title, title, 1)
+    mode, rc = SecurityMode.CIPHERTEXT_AUTH, ResponseControl.ALWAYS
+    with pytest.raises(ValueError, match="non-empty"):
+        seal(*args, [b""], mode, rc, bytes(16), 1, bytes(4))
+    with pytest.raises(ValueError, match="ED class"):
+        seal(*args, [b"\x30"], mode, rc, bytes(16), 1, bytes(4), ed_class=b"abc")
+    with pytest.raises(ValueError, match="needs a key"):
+        seal(*args, [b"\x30"], mode, rc, None)
+    with pytest.raises(ValueError, match="IV"):
+        seal(*args, [b"\x30"], mode, rc, bytes(16), 1, bytes(3))
