@@ -20,6 +20,7 @@ What it adds to its parts:
 
 from __future__ import annotations
 
+import heapq
 import logging
 from collections import Counter, deque
 from collections.abc import Callable, Hashable
@@ -119,6 +120,11 @@ class HeadEnd:
         self.counters: Counter[str] = Counter()
         self._out: list[tuple[bytes, Addr]] = []
         self._held: dict[Hashable, tuple[float, list[tuple[bytes, Addr]]]] = {}
+        # (deadline, seq, tag) of the held acks, a heap: an entry whose ack was released (or
+        # held again) is stale and skipped, so the next expiry costs O(log n), not a walk over
+        # every ack held (thousands at load: one per push in the ingest batch)
+        self._held_expiry: list[tuple[float, int, Hashable]] = []
+        self._held_seq = 0
         self._events: deque[HeadEndEvent] = deque()
         self._parked: dict[bytes, list[tuple[bytes, Addr]]] = {}
         self._next_commands = now
@@ -219,7 +225,10 @@ class HeadEnd:
                 self.counters["parked"] += 1
             self._events.append(KeyNeeded(device, key_byte))
         if hold is not None and reply:
-            self._held[hold] = (now + self.config.held_ack_ttl, reply)
+            deadline = now + self.config.held_ack_ttl
+            self._held[hold] = (deadline, reply)
+            self._held_seq += 1
+            heapq.heappush(self._held_expiry, (deadline, self._held_seq, hold))
             self.counters["acks-held"] += 1
         else:
             self._out.extend(reply)
@@ -266,8 +275,14 @@ class HeadEnd:
             self._next_refresh,
             self._next_eventlogs,
         ]
-        if self._held:
-            times.append(min(d for d, _ in self._held.values()))
+        heap = self._held_expiry
+        while heap:
+            deadline, _, tag = heap[0]
+            held = self._held.get(tag)
+            if held is not None and held[0] == deadline:
+                times.append(deadline)
+                break
+            heapq.heappop(heap)  # released: stale
         return min(t for t in times if t is not None)
 
     def handle_timer(self, now: float) -> None:
@@ -286,9 +301,13 @@ class HeadEnd:
             self.poll_commands(now)
         if self._next_eventlogs is not None and now >= self._next_eventlogs:
             self.fetch_event_logs(now)
-        for tag in [t for t, (d, _) in self._held.items() if d <= now]:
-            del self._held[tag]
-            self.counters["held-ack-expired"] += 1
+        heap = self._held_expiry
+        while heap and heap[0][0] <= now:
+            deadline, _, tag = heapq.heappop(heap)
+            held = self._held.get(tag)
+            if held is not None and held[0] == deadline:
+                del self._held[tag]
+                self.counters["held-ack-expired"] += 1
         for miss in self.keys.take_misses():
             self._events.append(KeyNeeded(*miss))
         self._after(now)
