@@ -346,6 +346,12 @@ class AcseMessage:
 
     @classmethod
     def decode(cls, data: bytes) -> AcseMessage:
+        """The message in `data` (strict BER: C1222DecodeError with offset and reason)."""
+        return _decode_common(data) or cls._decode(data)
+
+    @classmethod
+    def _decode(cls, data: bytes) -> AcseMessage:
+        """Any element layout `_ORDER` allows; the reference for `_decode_common`."""
         tag, start, end = ber.read_tlv(data, 0)
         if tag != APDU_TAG:
             raise C1222DecodeError(0, f"not a C12.22 ACSE APDU (tag {tag:#04x})")
@@ -453,6 +459,123 @@ class AcseMessage:
             out.append(bytes([auth.key_id]) + auth.iv)
         msg.__dict__["_cleartext"] = b"".join(out)
         return msg
+
+
+def _decode_common(data: bytes) -> AcseMessage | None:
+    """The layout every endpoint sends (`encode_header`), read in one pass, else None (the
+    general decoder then decides, errors included): short-form lengths throughout, called
+    AP title, [called invocation id], calling AP title, [AE qualifier], calling invocation id,
+    the canonical calling-authentication-value and one octet-aligned EPSEM; AP titles
+    already in the title cache (a sender's first message goes the general way and fills it).
+    The message and its EAX' cleartext are what `AcseMessage._decode` gives (tested)."""
+    end = len(data)
+    if end < 4 or data[0] != APDU_TAG or data[1] != end - 2 or data[2] != TAG_CALLED_AP_TITLE:
+        return None
+    ve = 4 + data[3]
+    if data[3] >= 0x80 or ve > end:
+        return None
+    called = _TITLES.get(data[4:ve])
+    pos = ve
+    called_inv_element = b""
+    called_inv = None
+    if called is None or pos >= end:
+        return None
+    if data[pos] == TAG_CALLED_AP_INVOCATION_ID:
+        called_inv, ve = _int_at(data, pos, end)
+        if called_inv is None:
+            return None
+        called_inv_element = data[pos:ve]
+        pos = ve
+    if pos + 2 > end or data[pos] != TAG_CALLING_AP_TITLE or data[pos + 1] >= 0x80:
+        return None
+    ve = pos + 2 + data[pos + 1]
+    calling = _TITLES.get(data[pos + 2 : ve]) if ve <= end else None
+    pos = ve
+    if calling is None or pos >= end:
+        return None
+    qualifier_element = b""
+    qualifier = None
+    if data[pos] == TAG_CALLING_AE_QUALIFIER:
+        qualifier, ve = _int_at(data, pos, end)
+        if qualifier is None:
+            return None
+        qualifier_element = data[pos:ve]
+        pos = ve
+    if pos >= end or data[pos] != TAG_CALLING_AP_INVOCATION_ID:
+        return None
+    inv, ve = _int_at(data, pos, end)
+    if inv is None:
+        return None
+    inv_element = data[pos:ve]
+    pos = ve
+    # calling-authentication-value: ac 0f + the canonical frame, key id and IV in place
+    auth_end = pos + 2 + _AUTH_LEN
+    if (
+        auth_end + 7 > end
+        or data[pos : pos + 2 + _AUTH_KEY] != _AUTH_ELEMENT
+        or data[pos + 3 + _AUTH_KEY : pos + 2 + _AUTH_IV] != _AUTH_IV_HEADER
+    ):
+        return None
+    auth_element = data[pos:auth_end]
+    key_id = data[pos + 2 + _AUTH_KEY]
+    iv = data[pos + 2 + _AUTH_IV : auth_end]
+    pos = auth_end
+    # user-information: be L 28 L 81 L <epsem>, filling the APDU
+    n = data[pos + 5] if pos + 5 < end else 0x80
+    if (
+        data[pos] != TAG_USER_INFORMATION
+        or data[pos + 2] != TAG_EXTERNAL
+        or data[pos + 4] != TAG_OCTET_ALIGNED
+        or not 0 < n < 0x80
+        or data[pos + 3] != n + 2
+        or data[pos + 1] != n + 4
+        or pos + 6 + n != end
+    ):
+        return None
+    msg = object.__new__(AcseMessage)
+    msg.__dict__.update(
+        user_information=data[pos + 6 :],
+        called_ap_title=called,
+        calling_ap_title=calling,
+        calling_ap_invocation_id=inv,
+        called_ap_invocation_id=called_inv,
+        calling_ae_qualifier=qualifier,
+        aso_context=None,
+        mechanism_name=None,
+        auth=AuthValue._from_wire(key_id, iv),
+        _cleartext=b"".join(
+            (
+                called.called_elements[1],
+                called_inv_element,
+                qualifier_element,
+                inv_element,
+                auth_element,
+                data[pos : pos + 7],
+                calling.calling_elements[1],
+                bytes((key_id,)),
+                iv,
+            )
+        ),
+    )
+    return msg
+
+
+def _int_at(data: bytes, pos: int, end: int) -> tuple[int | None, int]:
+    """(the INTEGER of the element at `pos` in short form and minimal, or None; its end)."""
+    if pos + 4 > end:
+        return None, pos
+    n = data[pos + 3]
+    ve = pos + 4 + n
+    if (
+        data[pos + 1] != n + 2
+        or data[pos + 2] != TAG_INTEGER
+        or not 0 < n <= 9
+        or ve > end
+        or data[pos + 4] & 0x80
+        or (n > 1 and data[pos + 4] == 0 and not data[pos + 5] & 0x80)
+    ):
+        return None, pos
+    return int.from_bytes(data[pos + 4 : ve], "big"), ve
 
 
 def encode_header(

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from tests.conftest import load_vector
 
 from amistack.c1222 import ber
-from amistack.c1222.acse import AcseMessage, ApTitle, AuthValue
+from amistack.c1222.acse import AcseMessage, ApTitle, AuthValue, _decode_common
 from amistack.c1222.epsem import Epsem, ResponseControl, SecurityMode
 from amistack.c1222.errors import C1222DecodeError
 from amistack.c1222.security import protect, seal
@@ -404,3 +404,72 @@ def test_one_pass_seal_refuses_what_protect_refuses() -> None:
         seal(*args, [b"\x30"], mode, rc, None)
     with pytest.raises(ValueError, match="IV"):
         seal(*args, [b"\x30"], mode, rc, bytes(16), 1, bytes(3))
+
+
+def _assert_one_pass_decode_agrees(data: bytes) -> None:
+    """Whatever the one-pass reader accepts, the general decoder decodes to the same message
+    and EAX' cleartext (the reader declines anything else: the general decoder decides)."""
+    try:
+        general = AcseMessage._decode(data)  # also puts the AP titles in the title cache
+    except C1222DecodeError:
+        general = None
+    fast = _decode_common(data)
+    if fast is not None:
+        assert general is not None
+        assert fast == general
+        assert fast.canonical_cleartext() == general.canonical_cleartext()
+    if general is None:
+        with pytest.raises(C1222DecodeError):
+            AcseMessage.decode(data)
+    else:
+        assert AcseMessage.decode(data) == general
+
+
+@given(
+    called=titles,
+    calling=titles,
+    inv=u32,
+    called_inv=st.none() | u32,
+    qualifier=st.none() | u32,
+    service=st.binary(min_size=1, max_size=140),
+    mode=st.sampled_from(SecurityMode),
+    flip=st.none() | st.tuples(st.integers(0, 400), st.integers(1, 255)),
+    cut=st.integers(0, 3),
+)
+def test_one_pass_decode_agrees_with_the_general_decoder(
+    called: ApTitle,
+    calling: ApTitle,
+    inv: int,
+    called_inv: int | None,
+    qualifier: int | None,
+    service: bytes,
+    mode: SecurityMode,
+    flip: tuple[int, int] | None,
+    cut: int,
+) -> None:
+    data = bytearray(
+        seal(
+            called,
+            calling,
+            inv,
+            [service],
+            mode,
+            ResponseControl.ALWAYS,
+            bytes(16),
+            3,
+            b"\x01\x02\x03\x04",
+            called_invocation_id=called_inv,
+            calling_ae_qualifier=qualifier,
+        )
+    )
+    _assert_one_pass_decode_agrees(bytes(data))
+    if mode != SecurityMode.CLEARTEXT and len(data) < 2 + 0x80:  # short forms throughout
+        assert _decode_common(bytes(data)) is not None  # what the endpoints send is read so
+    if flip is not None:  # a damaged copy: the same verdict from both
+        data[flip[0] % len(data)] ^= flip[1]
+    _assert_one_pass_decode_agrees(bytes(data[: len(data) - cut]))
+
+
+@given(messages)
+def test_one_pass_decode_agrees_on_any_header(msg: AcseMessage) -> None:
+    _assert_one_pass_decode_agrees(msg.encode())
