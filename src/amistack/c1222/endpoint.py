@@ -151,6 +151,9 @@ class _Endpoint:
         self._send_key = send_key
         self._rng = rng
         self.counters: Counter[str] = Counter()
+        # why the message of the last `receive_datagram` was refused by security (a counter
+        # name: auth-failed, no-key, missing-auth, cleartext-refused, replayed, stale), or None
+        self.last_refusal: str | None = None
         self._replay: ReplayWindows[bytes] = ReplayWindows(config.replay_window)
         self._reassembler = Reassembler(
             config.reassembly_timeout, config.max_apdu, config.max_reassembly
@@ -178,6 +181,7 @@ class _Endpoint:
 
     def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
         self.counters["datagrams-received"] += 1
+        self.last_refusal = None
         try:
             if data[:1] == bytes([SEGMENT_TAG]):
                 apdu = self._reassembler.receive(Segment.decode(data), addr, now)
@@ -352,6 +356,10 @@ class _Endpoint:
 
     # ---------------------------------------------------------------------- receiving
 
+    def _refuse(self, reason: str) -> None:
+        self.counters[reason] += 1
+        self.last_refusal = reason
+
     def _receive_message(self, msg: AcseMessage, addr: Addr, now: float) -> None:
         cfg = self.config
         if msg.called_ap_title is None or not msg.called_ap_title.same_node(cfg.ap_title):
@@ -365,14 +373,14 @@ class _Endpoint:
         try:
             control = EpsemControl.decode(msg.user_information[0])
             if control.security_mode == SecurityMode.CLEARTEXT and not cfg.allow_cleartext:
-                self.counters["cleartext-refused"] += 1
+                self._refuse("cleartext-refused")
                 return
             keys: list[bytes] = []
             if control.security_mode != SecurityMode.CLEARTEXT and msg.auth is not None:
                 keys = self._key_lookup(sender, msg.auth.key_id, now)
             result = unprotect(msg, keys)
         except C1222SecurityError as exc:
-            self.counters[exc.reason] += 1
+            self._refuse(exc.reason)
             if exc.reason == "auth-failed" and keys and self._key_rejected is not None:
                 assert msg.auth is not None  # keys were looked up under its key id
                 self._key_rejected(sender, msg.auth.key_id, now)
@@ -387,7 +395,7 @@ class _Endpoint:
         window = sender + (b"/clear" if result.key is None else b"/" + _key_tag(result.key))
         verdict = self._replay.check(window, inv)
         if verdict is not None:
-            self.counters[verdict] += 1
+            self._refuse(verdict)
             log.info("c1222: %s message refused", verdict, extra={"sender": sender, "inv": inv})
             return
         self._replay.accept(window, inv)
@@ -411,7 +419,7 @@ class _Endpoint:
             self.counters["unmatched-response"] += 1
             return
         if pending.mode != SecurityMode.CLEARTEXT and result.key is None:
-            self.counters["cleartext-refused"] += 1
+            self._refuse("cleartext-refused")
             return
         try:
             responses = tuple(decode_response(s) for s in result.epsem.services)

@@ -261,7 +261,12 @@ class HeadendKeys:
     # -- cache ---------------------------------------------------------------------------------
 
     def install(self, device: bytes, key_id: KeyId, key: bytes, not_after: float) -> None:
-        keys = [k for k in self._keys.get(device, []) if k.key_id != key_id]
+        cached = self._keys.get(device, [])
+        for k in cached:  # a refresh mostly finds what is cached: nothing to rebuild then
+            if k.key_id == key_id and k.not_after == not_after and k.key == key:
+                self._negative.pop((device, key_id_byte(key_id)), None)
+                return
+        keys = [k for k in cached if k.key_id != key_id]
         keys.append(CachedKey(key_id, key, not_after))
         keys.sort(key=lambda k: k.key_id, reverse=True)
         self._keys[device] = keys[: self.max_generations]
@@ -373,13 +378,21 @@ class HeadendKeys:
             self._fetch_sync(device, None, now)
             return
         self.counters["refreshes"] += 1
+        # the current key first: the cached generation it names needs no key_for of its own
+        # (the same record), usually the only one cached
+        self.counters["fetches"] += 1
+        self._fetched[device] = now
+        current = src.current_key(device, PURPOSE, now)
+        skip = None if current is None else current.key_id
         for k in list(self._keys.get(device, [])):
+            if k.key_id == skip:
+                continue
             again = src.key_for(k.key_id, PURPOSE, now)
             if again is None:
                 self._keys[device] = [x for x in self._keys[device] if x.key_id != k.key_id]
             else:
                 self._take(device, again)
-        self._fetch_sync(device, None, now)
+        self._take_current(device, current)
 
     def _fetch_sync(self, device: bytes, key_byte: int | None, now: float) -> None:
         src = self.source

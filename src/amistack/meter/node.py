@@ -210,12 +210,9 @@ class MeterNode:
         if not self.has_key(now):
             self.counters["no-key-yet"] += 1
             return
-        sc = self.server.counters
-        before = [sc[r] for r in AUTH_REFUSALS]
         self.server.receive_datagram(data, addr, now)
-        for reason, n in zip(AUTH_REFUSALS, before, strict=True):
-            if sc[reason] != n:
-                self._auth_failure(data, reason, now)
+        if (reason := self.server.last_refusal) is not None and reason in AUTH_REFUSALS:
+            self._auth_failure(data, reason, now)
         self._drain_server()
         self._poll(now)
 
