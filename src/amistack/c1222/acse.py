@@ -27,6 +27,7 @@ from amistack.c1222.errors import C1222DecodeError
 
 # ANSI C12.22 §5.3.2.4.2: the root of all C12.22 ApTitles (relative titles hang below it).
 C1222_ROOT: tuple[int, ...] = (2, 16, 124, 113620, 1, 22)
+_ROOT_OID = ber.encode_oid(C1222_ROOT)
 # C12.22 §5.3.2.4.11: mechanism-name of the C12.22 security mechanism (EAX').
 C1222_MECHANISM: tuple[int, ...] = (2, 16, 124, 113620, 1, 22, 2, 1)
 
@@ -93,7 +94,13 @@ class ApTitle:
 
     @cached_property
     def _absolute(self) -> ApTitle:  # every message compares titles: build the form once
-        return ApTitle(C1222_ROOT + self.arcs) if self.relative else self
+        if not self.relative:
+            return self
+        # below the (valid) root any non-negative arcs make an OID: no re-validation
+        title = object.__new__(ApTitle)
+        object.__setattr__(title, "arcs", C1222_ROOT + self.arcs)
+        object.__setattr__(title, "relative", False)
+        return title
 
     def __str__(self) -> str:
         return ("." if self.relative else "") + ".".join(map(str, self.arcs))
@@ -137,7 +144,11 @@ class ApTitle:
 
     @cached_property
     def _canonical(self) -> bytes:
-        return self.absolute().encode_choice()
+        if not self.relative:
+            return self._choice
+        # X.690 §8.19: after the first two arcs each arc is encoded alone, so the absolute
+        # form is the root's encoding followed by the relative arcs'
+        return ber.tlv(TAG_OID, _ROOT_OID + ber.encode_relative_oid(self.arcs))
 
     @classmethod
     def _from_wire(cls, arcs: tuple[int, ...], relative: bool, choice: bytes) -> ApTitle:

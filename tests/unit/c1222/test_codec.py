@@ -111,6 +111,18 @@ titles = st.one_of(
     ),
 )
 u32 = st.integers(0, 2**32 - 1)
+
+
+@given(st.lists(st.integers(0, 2**70), min_size=1, max_size=8))
+def test_a_relative_titles_absolute_form_is_built_like_a_new_absolute_title(
+    arcs: list[int],
+) -> None:
+    rel = ApTitle(tuple(arcs), relative=True)
+    ab = ApTitle((2, 16, 124, 113620, 1, 22, *arcs))
+    assert rel.absolute() == ab and rel.encode_canonical() == ab.encode_choice()
+    assert rel.device_id == ab.device_id
+
+
 messages = st.builds(
     AcseMessage,
     user_information=st.binary(min_size=1, max_size=400),
