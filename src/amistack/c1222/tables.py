@@ -378,6 +378,11 @@ def _packed(intervals: Sequence[Interval]) -> bytes:
     return b"".join([pack(i.status, i.value_wh) for i in intervals])
 
 
+def unpack_intervals(packed: bytes) -> Iterator[tuple[int, int]]:
+    """(status, value Wh) of each packed interval (see `PackedIntervals`), oldest first."""
+    return _INTERVAL.iter_unpack(packed)
+
+
 def pack_interval(value_wh: int, status: int) -> bytes:
     """One load-profile interval as the table carries it (see `PackedIntervals`)."""
     return _INTERVAL.pack(status, value_wh)
