@@ -111,7 +111,7 @@ class ApTitle:
         return str(self.absolute()).encode()
 
     def same_node(self, other: ApTitle) -> bool:
-        return self.absolute() == other.absolute()
+        return self.device_id == other.device_id  # the absolute forms' dotted text, cached
 
     def encode_choice(self) -> bytes:
         """The CHOICE element: 06 <oid> or 80 <relative-oid>."""

@@ -151,14 +151,18 @@ class Epsem:
             pos = start + length
         if not services:
             raise C1222DecodeError(offset + pos, "EPSEM carries no service")
-        return cls(
-            tuple(services),
-            control.security_mode,
-            control.response_control,
-            ed_class,
-            control.recovery,
-            control.proxy,
+        # what __post_init__ checks holds by construction (non-empty services, a 4-byte ED
+        # class): fill the frozen fields directly, once per message received
+        epsem = object.__new__(cls)
+        epsem.__dict__.update(
+            services=tuple(services),
+            security_mode=control.security_mode,
+            response_control=control.response_control,
+            ed_class=ed_class,
+            recovery=control.recovery,
+            proxy=control.proxy,
         )
+        return epsem
 
     @classmethod
     def decode(cls, data: bytes) -> Epsem:

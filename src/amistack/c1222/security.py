@@ -199,11 +199,13 @@ def ring_key_lookup(ring: KeyRing) -> KeyLookup:
     (superseded ones within the overlap included)."""
 
     def lookup(device_id: bytes, key_id: int, now: float) -> list[bytes]:
-        return [
-            k.key
-            for k in ring.keys()  # noqa: SIM118 -- KeyRing.keys() yields AppKeys
-            if k.purpose.name == C1222.name and key_id_byte(k.key_id) == key_id and k.valid_at(now)
-        ]
+        # by generation (the ring's order), each one's C12.22 key: not a walk over every
+        # purpose's key of every generation
+        found = []
+        for kid in ring.key_ids():
+            if kid.generation & 0xFF == key_id and (k := ring.lookup(kid, C1222, now)):
+                found.append(k.key)
+        return found
 
     return lookup
 
