@@ -708,4 +708,8 @@ _AUTH_LEN = _AUTH_IV + IV_LEN
 
 
 def _int_element(tag: int, value: int) -> bytes:
-    return ber.tlv(tag, ber.tlv(TAG_INTEGER, ber.encode_uint(value)))
+    v = ber.encode_uint(value)  # at most 9 octets (ids are 32-bit): short forms throughout
+    n = len(v)
+    if n < 0x7E:
+        return bytes((tag, n + 2, TAG_INTEGER, n)) + v
+    return ber.tlv(tag, ber.tlv(TAG_INTEGER, v))

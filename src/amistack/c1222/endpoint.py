@@ -401,11 +401,11 @@ class _Endpoint:
         self._replay.accept(window, inv)
         self.counters["messages-accepted"] += 1
         services = result.epsem.services
-        kinds = {is_request(s) for s in services}
-        if len(kinds) != 1:
+        requests = is_request(services[0])
+        if any(is_request(s) != requests for s in services[1:]):
             self.counters["decode-error"] += 1
             return
-        if kinds == {True}:
+        if requests:
             self._on_requests(msg, result, addr, now)
         else:
             self._on_responses(msg, result, addr)

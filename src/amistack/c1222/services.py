@@ -351,15 +351,17 @@ class LogonResult:
         return cls(int.from_bytes(data, "big"))
 
 
+_RESPONSE_CODES = {int(c): c for c in ResponseCode}  # a dict look-up, not an enum call
+
+
 def decode_response(data: bytes) -> Response:
     """A response <res-req>: a known response code and its data (parsed later by the caller
     with the result class of its request: `IdentifyResult`, `ReadResult`, `LogonResult`)."""
     if not data:
         raise C1222DecodeError(0, "empty response")
-    try:
-        code = ResponseCode(data[0])
-    except ValueError:
-        raise C1222DecodeError(0, f"unknown response code {data[0]:#04x}") from None
+    code = _RESPONSE_CODES.get(data[0])
+    if code is None:
+        raise C1222DecodeError(0, f"unknown response code {data[0]:#04x}")
     if (
         code != ResponseCode.OK
         and len(data) > 1
