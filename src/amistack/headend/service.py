@@ -267,23 +267,24 @@ class HeadEnd:
         return started
 
     def get_timer(self) -> float | None:
-        times = [
+        # the earliest of these (asked after every datagram: no list, no generator)
+        best = min(self._next_commands, self._next_refresh)
+        for t in (
             self.client.get_timer(),
             self.collector.get_timer(),
             self.commands.get_timer(),
-            self._next_commands,
-            self._next_refresh,
             self._next_eventlogs,
-        ]
+        ):
+            if t is not None and t < best:
+                best = t
         heap = self._held_expiry
         while heap:
             deadline, _, tag = heap[0]
             held = self._held.get(tag)
             if held is not None and held[0] == deadline:
-                times.append(deadline)
-                break
+                return min(best, deadline)
             heapq.heappop(heap)  # released: stale
-        return min(t for t in times if t is not None)
+        return best
 
     def handle_timer(self, now: float) -> None:
         self.client.handle_timer(now)
