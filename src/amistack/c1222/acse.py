@@ -318,11 +318,14 @@ class AcseMessage:
         return ber.tlv(APDU_TAG, b"".join(parts))
 
     def canonical_cleartext(self) -> bytes:
-        """The EAX' cleartext (C12.22 Annex I; byte-for-byte what Wireshark's dissector builds):
-        called AP title, called AP invocation id, calling AE qualifier, calling AP invocation id,
-        mechanism name, calling authentication value (each as its full element, AP titles in
-        absolute form), the user-information element's tag and length and its first bytes up to
-        the EPSEM control byte, the calling AP title, then the raw key id and IV.
+        """The EAX' cleartext (C12.22 Annex I): called AP title, called AP invocation id,
+        calling AE qualifier, calling AP invocation id, mechanism name, calling authentication
+        value (each as its full element, AP titles in absolute form), the user-information
+        element up to and including the EPSEM control byte, the calling AP title, then the raw
+        key id and IV. Byte for byte what Wireshark's dissector builds whenever the three
+        lengths of the user-information header take as many octets each (Wireshark takes
+        `3 + 2 * (size of the outer length)` content octets, which otherwise reach into the
+        encrypted EPSEM - a cleartext no sender can know before encrypting; docs/c1222.md).
 
         A decoded message carries it already, cut from the wire bytes (`decode`)."""
         cached: bytes | None = self.__dict__.get("_cleartext")
@@ -344,11 +347,10 @@ class AcseMessage:
         if self.auth is not None:
             out.append(ber.tlv(TAG_CALLING_AUTH_VALUE, self.auth.encode()))
         ui = self._user_information_element()
-        _, content, _ = ber.read_tlv(ui, 0)
-        # Wireshark: tag, length, then 3 + 2 * (size of that length) bytes of the content,
-        # i.e. EXTERNAL tag+length, [1] tag+length and the EPSEM control byte.
-        keep = 3 + 2 * (content - 1)
-        out.append(ui[: content + keep])
+        _, external, _ = ber.read_tlv(ui, 0)
+        _, octets, _ = ber.read_tlv(ui, external)
+        _, epsem, _ = ber.read_tlv(ui, octets)
+        out.append(ui[: epsem + 1])  # up to and including the EPSEM control byte
         if self.calling_ap_title is not None:
             out.append(ber.tlv(TAG_CALLING_AP_TITLE, self.calling_ap_title.encode_canonical()))
         if self.auth is not None:
@@ -459,8 +461,7 @@ class AcseMessage:
                 out.append(ber.tlv(TAG_CALLED_AP_TITLE, called.encode_canonical()))
             else:
                 out.append(data[span[0] : span[2]])
-        keep = 3 + 2 * (vs - ui_pos - 1)  # as canonical_cleartext: up to the EPSEM control byte
-        out.append(data[ui_pos : min(vs + keep, ve)])
+        out.append(data[ui_pos : s2 + 1])  # as canonical_cleartext: to the EPSEM control byte
         if calling is not None and calling_span is not None:
             if calling.relative:
                 out.append(ber.tlv(TAG_CALLING_AP_TITLE, calling.encode_canonical()))
@@ -624,7 +625,7 @@ def encode_header(
     # user-information: be L [ 28 L [ 81 L <epsem> ] ]
     n = epsem_len
     inner = 2 + n if n < 0x80 else 1 + len(ber.encode_length(n)) + n
-    if n < 0x80 and inner < 0x80:
+    if inner < 0x7E:  # the element's length (inner + 2) short too
         ui_head = bytes(
             (TAG_USER_INFORMATION, inner + 2, TAG_EXTERNAL, inner, TAG_OCTET_ALIGNED, n)
         )
@@ -650,14 +651,6 @@ def encode_header(
         head = bytes((APDU_TAG,)) + ber.encode_length(size) + body
     if auth is None:
         return head, b""
-    # as canonical_cleartext: the user-information element's tag and length, then 3 + 2 * (size
-    # of that length) octets of its content, cut from a message whose EPSEM after the control
-    # byte is still zeros (protect's placeholder)
-    length_size = _length_size(ui_head)
-    keep = 1 + length_size + 3 + 2 * length_size
-    ui_clear = ui_head + bytes((control,))
-    if keep > len(ui_clear):
-        ui_clear += bytes(min(keep, len(ui_head) + n) - len(ui_clear))
     clear = b"".join(
         (
             called_clear,
@@ -665,19 +658,14 @@ def encode_header(
             qualifier,
             inv,
             auth_element,
-            ui_clear[:keep],
+            ui_head,  # as canonical_cleartext: up to and including the EPSEM control byte
+            bytes((control,)),
             calling_clear,
             bytes((auth[0],)),
             auth[1],
         )
     )
     return head, clear
-
-
-def _length_size(element: bytes) -> int:
-    """How many octets the length of the element starting `element` takes."""
-    first = element[1]
-    return 1 if first < 0x80 else 1 + (first & 0x7F)
 
 
 def _integer(data: bytes, span: tuple[int, int, int] | None) -> int | None:

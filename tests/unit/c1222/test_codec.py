@@ -14,7 +14,7 @@ from amistack.c1222 import ber
 from amistack.c1222.acse import AcseMessage, ApTitle, AuthValue, _decode_common
 from amistack.c1222.epsem import Epsem, ResponseControl, SecurityMode
 from amistack.c1222.errors import C1222DecodeError
-from amistack.c1222.security import protect, seal
+from amistack.c1222.security import protect, seal, unprotect
 from amistack.c1222.services import (
     Identify,
     IdentifyResult,
@@ -485,3 +485,19 @@ def test_one_pass_decode_agrees_with_the_general_decoder(
 @given(messages)
 def test_one_pass_decode_agrees_on_any_header(msg: AcseMessage) -> None:
     _assert_one_pass_decode_agrees(msg.encode())
+
+
+@pytest.mark.parametrize("mode", [SecurityMode.CIPHERTEXT_AUTH, SecurityMode.CLEARTEXT_AUTH])
+def test_every_epsem_size_authenticates_between_our_own_ends(mode: SecurityMode) -> None:
+    """The cleartext ends at the EPSEM control byte whatever sizes the user-information
+    header's three lengths take: it took `3 + 2 * (outer length size)` octets (Wireshark's
+    rule), which for a service of 118 - 121 or 243 - 248 bytes reached into the encrypted body -
+    zeros when sealing, the carried bytes when opening - and every such message failed."""
+    title = ApTitle((0, 1), relative=True)
+    key = bytes(range(16))
+    for size in range(1, 400):
+        service = b"\x00" + bytes(range(256))[: size - 1] * 2
+        service = service[:size]
+        wire = seal(title, title, 7, [service], mode, ResponseControl.ALWAYS, key, 1, b"\x00" * 4)
+        opened = unprotect(AcseMessage.decode(wire), [key])
+        assert opened.epsem.services == (service,), size
