@@ -31,7 +31,14 @@ from amistack.c1222.epsem import (
 )
 from amistack.c1222.errors import C1222DecodeError
 from amistack.crypto.eax import EaxAuthError
-from amistack.crypto.eax_prime import EaxPrimeError, eax_prime
+from amistack.crypto.eax_prime import (
+    EaxPrimeError,
+    authenticate_with_key,
+    decrypt_with_key,
+    eax_prime,
+    encrypt_with_key,
+    verify_with_key,
+)
 from amistack.keymgmt.keyring import KeyRing
 from amistack.keymgmt.ukmf import C1222, KeyId
 
@@ -154,11 +161,10 @@ def seal(
         calling_ae_qualifier=calling_ae_qualifier,
         auth=(key_id, iv),
     )
-    eax = eax_prime(key)
     if mode == SecurityMode.CIPHERTEXT_AUTH:
-        sealed, tag = eax.encrypt(cleartext, body)
+        sealed, tag = encrypt_with_key(key, cleartext, body)
         return head + sealed + tag
-    return head + body + eax.authenticate(cleartext, body)
+    return head + body + authenticate_with_key(key, cleartext, body)
 
 
 def unprotect(msg: AcseMessage, keys: Sequence[bytes]) -> Unprotected:
@@ -177,13 +183,13 @@ def unprotect(msg: AcseMessage, keys: Sequence[bytes]) -> Unprotected:
         raise C1222SecurityError("no-key", f"no key for key id {msg.auth.key_id}")
     cleartext = msg.canonical_cleartext()
     sealed, tag = ui[1:-MAC_LEN], ui[-MAC_LEN:]
+    ciphertext_mode = control.security_mode == SecurityMode.CIPHERTEXT_AUTH
     for key in keys:
-        eax = eax_prime(bytes(key))
         try:
-            if control.security_mode == SecurityMode.CIPHERTEXT_AUTH:
-                body = eax.decrypt(cleartext, sealed, tag)
+            if ciphertext_mode:
+                body = decrypt_with_key(key, cleartext, sealed, tag)
             else:
-                eax.verify(cleartext, sealed, tag)
+                verify_with_key(key, cleartext, sealed, tag)
                 body = sealed
         except EaxPrimeError as exc:
             raise C1222SecurityError("cleartext-too-short", str(exc)) from None

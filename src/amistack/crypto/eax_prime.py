@@ -61,8 +61,12 @@ __all__ = [
     "EaxPrime",
     "EaxPrimeError",
     "NativeEaxPrime",
+    "authenticate_with_key",
     "dbl_le",
+    "decrypt_with_key",
     "eax_prime",
+    "encrypt_with_key",
+    "verify_with_key",
 ]
 
 
@@ -214,24 +218,15 @@ class NativeEaxPrime(_Verify):
 
     def encrypt(self, cleartext: bytes, plaintext: bytes) -> tuple[bytes, bytes]:
         """Ciphertext+authentication mode: (ciphertext, 4-byte tag)."""
-        _check_cleartext(cleartext)
-        assert _native is not None
-        return _native.encrypt(self._key, cleartext, plaintext)
+        return encrypt_with_key(self._key, cleartext, plaintext)
 
     def decrypt(self, cleartext: bytes, ciphertext: bytes, tag: bytes) -> bytes:
         """The plaintext; EaxAuthError if the tag does not verify (nothing is decrypted then)."""
-        _check_cleartext(cleartext)
-        assert _native is not None
-        plaintext = _native.decrypt(self._key, cleartext, ciphertext, tag)
-        if plaintext is None:
-            raise EaxAuthError("EAX' tag mismatch")
-        return plaintext
+        return decrypt_with_key(self._key, cleartext, ciphertext, tag)
 
     def authenticate(self, cleartext: bytes, plaintext: bytes) -> bytes:
         """Cleartext+authentication mode: the 4-byte tag over cleartext || plaintext."""
-        _check_cleartext(cleartext)
-        assert _native is not None
-        return _native.authenticate(self._key, cleartext, plaintext)
+        return authenticate_with_key(self._key, cleartext, plaintext)
 
 
 EAX_CACHE = 4096  # keys whose EaxPrime is kept (a head-end talks to many meters in turn)
@@ -251,3 +246,44 @@ def eax_prime(key: bytes) -> EaxPrime | NativeEaxPrime:
     if _native is not None:
         return NativeEaxPrime(key)
     return _cached(key)
+
+
+# One call per message without an object per call (the C12.22 engines' path: each message has
+# its sender's key); the same results as `eax_prime(key)`'s methods.
+
+
+def encrypt_with_key(key: bytes, cleartext: bytes, plaintext: bytes) -> tuple[bytes, bytes]:
+    """`eax_prime(key).encrypt(cleartext, plaintext)`."""
+    if _native is None:
+        return _cached(bytes(key)).encrypt(cleartext, plaintext)
+    _check_key(key)
+    _check_cleartext(cleartext)
+    return _native.encrypt(key, cleartext, plaintext)
+
+
+def decrypt_with_key(key: bytes, cleartext: bytes, ciphertext: bytes, tag: bytes) -> bytes:
+    """`eax_prime(key).decrypt(cleartext, ciphertext, tag)`: EaxAuthError on a bad tag."""
+    if _native is None:
+        return _cached(bytes(key)).decrypt(cleartext, ciphertext, tag)
+    _check_key(key)
+    _check_cleartext(cleartext)
+    plaintext = _native.decrypt(key, cleartext, ciphertext, tag)
+    if plaintext is None:
+        raise EaxAuthError("EAX' tag mismatch")
+    return plaintext
+
+
+def authenticate_with_key(key: bytes, cleartext: bytes, plaintext: bytes) -> bytes:
+    """`eax_prime(key).authenticate(cleartext, plaintext)`."""
+    if _native is None:
+        return _cached(bytes(key)).authenticate(cleartext, plaintext)
+    _check_key(key)
+    _check_cleartext(cleartext)
+    return _native.authenticate(key, cleartext, plaintext)
+
+
+def verify_with_key(key: bytes, cleartext: bytes, plaintext: bytes, tag: bytes) -> None:
+    """`eax_prime(key).verify(cleartext, plaintext, tag)`: EaxAuthError on a bad tag."""
+    expected = authenticate_with_key(key, cleartext, plaintext)
+    if len(tag) != TAG_LEN or not hmac.compare_digest(expected, tag):
+        raise EaxAuthError("EAX' tag mismatch")

@@ -178,3 +178,39 @@ def test_round_trip(key: bytes, clear: bytes, plain: bytes) -> None:
     ct, tag = eax.encrypt(clear, plain)
     assert len(ct) == len(plain) and len(tag) == 4
     assert eax.decrypt(clear, ct, tag) == plain
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["extension", "reference"])
+@given(
+    key=st.binary(min_size=16, max_size=16),
+    clear=st.binary(min_size=17, max_size=60),
+    plain=st.binary(max_size=100),
+)
+def test_the_per_call_functions_are_the_methods(
+    native: bool, key: bytes, clear: bytes, plain: bytes
+) -> None:
+    """What the C12.22 engines call per message (no object per call) gives the methods'
+    results and refusals, by the extension and by the reference."""
+    if native and not NATIVE:
+        return
+    saved = module._native
+    module._native = saved if native else None  # type: ignore[assignment]
+    try:
+        ref = EaxPrime(key)
+        ct, tag = ref.encrypt(clear, plain)
+        assert module.encrypt_with_key(key, clear, plain) == (ct, tag)
+        assert module.decrypt_with_key(key, clear, ct, tag) == plain
+        mac = ref.authenticate(clear, plain)
+        assert module.authenticate_with_key(key, clear, plain) == mac
+        module.verify_with_key(key, clear, plain, mac)
+        bad = bytes([tag[0] ^ 1]) + tag[1:]
+        with pytest.raises(EaxAuthError):
+            module.decrypt_with_key(key, clear, ct, bad)
+        with pytest.raises(EaxAuthError):
+            module.verify_with_key(key, clear, plain, bytes([mac[0] ^ 1]) + mac[1:])
+        with pytest.raises(EaxPrimeError):
+            module.encrypt_with_key(key, clear[:16], plain)
+        with pytest.raises(EaxPrimeError):
+            module.decrypt_with_key(key[:15], clear, ct, tag)
+    finally:
+        module._native = saved
