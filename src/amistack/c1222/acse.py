@@ -487,32 +487,16 @@ def _decode_common(data: bytes) -> AcseMessage | None:
     if data[3] >= 0x80 or ve > end:
         return None
     called = _TITLES.get(data[4:ve])
-    pos = ve
-    called_inv_element = b""
-    called_inv = None
-    if called is None or pos >= end:
+    if called is None or (opt := _optional_int(data, ve, end, TAG_CALLED_AP_INVOCATION_ID)) is None:
         return None
-    if data[pos] == TAG_CALLED_AP_INVOCATION_ID:
-        called_inv, ve = _int_at(data, pos, end)
-        if called_inv is None:
-            return None
-        called_inv_element = data[pos:ve]
-        pos = ve
+    called_inv, called_inv_element, pos = opt
     if pos + 2 > end or data[pos] != TAG_CALLING_AP_TITLE or data[pos + 1] >= 0x80:
         return None
     ve = pos + 2 + data[pos + 1]
     calling = _TITLES.get(data[pos + 2 : ve]) if ve <= end else None
-    pos = ve
-    if calling is None or pos >= end:
+    if calling is None or (opt := _optional_int(data, ve, end, TAG_CALLING_AE_QUALIFIER)) is None:
         return None
-    qualifier_element = b""
-    qualifier = None
-    if data[pos] == TAG_CALLING_AE_QUALIFIER:
-        qualifier, ve = _int_at(data, pos, end)
-        if qualifier is None:
-            return None
-        qualifier_element = data[pos:ve]
-        pos = ve
+    qualifier, qualifier_element, pos = opt
     if pos >= end or data[pos] != TAG_CALLING_AP_INVOCATION_ID:
         return None
     inv, ve = _int_at(data, pos, end)
@@ -570,6 +554,17 @@ def _decode_common(data: bytes) -> AcseMessage | None:
         ),
     )
     return msg
+
+
+def _optional_int(
+    data: bytes, pos: int, end: int, tag: int
+) -> tuple[int | None, bytes, int] | None:
+    """(the optional INTEGER element `tag` at `pos`: its value or None when absent, its octets,
+    the position after it), or None when it is there but not in the common form."""
+    if pos >= end or data[pos] != tag:
+        return None, b"", pos
+    value, ve = _int_at(data, pos, end)
+    return None if value is None else (value, data[pos:ve], ve)
 
 
 def _int_at(data: bytes, pos: int, end: int) -> tuple[int | None, int]:
