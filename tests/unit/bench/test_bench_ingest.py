@@ -4,6 +4,7 @@ Rates are not asserted (benchmarks are commands)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,15 @@ def test_engine_path_runs_real_engines_on_both_ends() -> None:
     assert out["headend_counters"]["messages-sent"] == 40  # one ack per push, nothing else
     for key in ("headend", "meter", "meter_push", "meter_ack", "decode"):
         assert out[f"{key}_cpu_us_per_message"] > 0
+
+
+def test_the_engine_path_is_a_command(capsys: pytest.CaptureFixture[str]) -> None:
+    from amistack.cli.main import main
+
+    assert main(["bench", "ingest", "--path", "engine", "--readings", "20", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["path"] == "engine" and doc["messages"] == 20
+    assert doc["headend_cpu_us_per_message"] > 0 and doc["decode_cpu_us_per_message"] > 0
+    # the engine path stores into SQLite only: a clear one-line refusal, exit 2
+    assert main(["bench", "ingest", "--path", "engine", "--backend", "postgresql"]) == 2
+    assert "SQLite" in capsys.readouterr().err
