@@ -108,7 +108,7 @@ class EndpointConfig:
     session_idle_timeout: int = 60  # seconds, granted at logon
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     request_id: int
     addr: Addr
@@ -350,7 +350,10 @@ class _Endpoint:
         parts = segment(wire, self._apdu_seq, cfg.max_datagram)
         if len(parts) > 1:
             self.counters["segmented-sent"] += 1
-        self._outbox.extend((p, addr) for p in parts)
+        if len(parts) == 1:
+            self._outbox.append((parts[0], addr))
+        else:
+            self._outbox.extend((p, addr) for p in parts)
         self.counters["messages-sent"] += 1
         return inv
 
@@ -422,7 +425,7 @@ class _Endpoint:
             self._refuse("cleartext-refused")
             return
         try:
-            responses = tuple(decode_response(s) for s in result.epsem.services)
+            responses = tuple([decode_response(s) for s in result.epsem.services])
         except C1222DecodeError:
             self.counters["decode-error"] += 1
             return
@@ -535,7 +538,9 @@ class C1222Server(_Endpoint):
         return len(self._sessions)
 
     def _own_timer(self) -> float | None:
-        return min((s.expires for s in self._sessions.values()), default=None)
+        if not self._sessions:  # the usual case: asked after every datagram
+            return None
+        return min(s.expires for s in self._sessions.values())
 
     def _own_handle_timer(self, now: float) -> None:
         for who in [k for k, s in self._sessions.items() if s.expires <= now]:
