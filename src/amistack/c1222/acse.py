@@ -481,7 +481,11 @@ def _decode_common(data: bytes) -> AcseMessage | None:
     already in the title cache (a sender's first message goes the general way and fills it).
     The message and its EAX' cleartext are what `AcseMessage._decode` gives (tested)."""
     end = len(data)
-    if end < 4 or data[0] != APDU_TAG or data[1] != end - 2 or data[2] != TAG_CALLED_AP_TITLE:
+    # a short-form APDU length (below 0x80: 0x80 is BER's indefinite form, above it the long
+    # form) bounds every nested length below 0x80 too
+    if not 4 <= end < 0x82 or data[0] != APDU_TAG or data[1] != end - 2:
+        return None
+    if data[2] != TAG_CALLED_AP_TITLE:
         return None
     ve = 4 + data[3]
     if data[3] >= 0x80 or ve > end:

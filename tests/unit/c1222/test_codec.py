@@ -501,3 +501,28 @@ def test_every_epsem_size_authenticates_between_our_own_ends(mode: SecurityMode)
         wire = seal(title, title, 7, [service], mode, ResponseControl.ALWAYS, key, 1, b"\x00" * 4)
         opened = unprotect(AcseMessage.decode(wire), [key])
         assert opened.epsem.services == (service,), size
+
+
+def test_the_one_pass_reader_never_takes_a_length_octet_of_0x80_or_more_as_short() -> None:
+    """An APDU whose length octet is 0x80 (BER's indefinite form) or a long-form prefix is not
+    the common layout, even where the octet's value equals the remaining size: the general
+    decoder refuses it."""
+    title = ApTitle((0, 1), relative=True)
+    for size in range(100, 140):
+        wire = seal(
+            title,
+            title,
+            1,
+            [bytes([0x40]) + bytes(size)],
+            SecurityMode.CIPHERTEXT_AUTH,
+            ResponseControl.ALWAYS,
+            bytes(16),
+            1,
+            bytes(4),
+        )
+        AcseMessage.decode(wire)  # the title cache holds the title now
+        if wire[1] == 0x81:  # 60 81 LL: rewritten as 60 LL with LL >= 0x80
+            short = bytes([0x60, wire[2]]) + wire[3:]
+            assert _decode_common(short) is None
+            with pytest.raises(C1222DecodeError):
+                AcseMessage.decode(short)
