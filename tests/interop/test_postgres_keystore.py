@@ -270,7 +270,7 @@ def test_key_server_authenticates_and_restarts_on_postgresql(
     mine = meter.ring.current(C1222, net.now)
     assert mine is not None
     kinds = [e.kind for e in store.audit_log(device_id=b"meter-1")]
-    assert kinds == ["auth-success", "auth-accepted", "enroll"]
+    assert kinds == ["auth-success", "enroll"]  # keys and entry committed before the success
     store.close()
     # a restart (same instance) restores the generation; another instance does not see it
     again = PostgresCredentialStore(pg_dsn, kek, instance="ks1")
