@@ -51,7 +51,13 @@ from amistack.keymgmt.store import (
     StoreError,
     WriteBatch,
 )
-from amistack.keymgmt.ukmf import PANA_AUTH, KeyId, Purpose, PurposeRegistry
+from amistack.keymgmt.ukmf import (
+    PANA_AUTH,
+    STANDARD_PURPOSES,
+    KeyId,
+    Purpose,
+    PurposeRegistry,
+)
 from amistack.pana.aaa import AaaAnswer, AaaBackend, AaaOutcome
 from amistack.pana.avp import Avp
 from amistack.pana.events import (
@@ -214,7 +220,9 @@ class KeyServer:
         config = paa_config or PaaConfig()
         if session_lifetime is not None:
             config = dataclasses.replace(config, session_lifetime=session_lifetime)
-        registry = registry or PurposeRegistry()
+        # PANA_AUTH_KEY protects PANA itself: the PAA holds it for the session and it is never
+        # exported, so the key rings (and the store) leave it out unless a registry asks for it
+        registry = registry or PurposeRegistry(p for p in STANDARD_PURPOSES if p != PANA_AUTH)
         batch = WriteBatch()
         directory = KeyRingDirectory(registry, overlap=overlap, persistence=batch)
         # Every stored row, expired ones too: the ring derives the cut of a superseded

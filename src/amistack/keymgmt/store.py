@@ -1110,6 +1110,7 @@ class CredentialStore:
         if gone:
             logger.info("expired application keys dropped at load", extra={"count": gone})
         out: list[tuple[bytes, AppKey]] = []
+        skipped: set[str] = set()
         for sid, gen, peer, purposes, blob, label, nb, na, sup in rows:
             key_id = KeyId(int(sid), int(gen))
             peer_id, not_before, not_after = bytes(peer), float(nb), float(na)
@@ -1127,16 +1128,19 @@ class CredentialStore:
                 offset += length
                 try:
                     purpose = registry.get(name)
-                except PurposeError:
-                    logger.warning(
-                        "stored key of an unregistered purpose skipped", extra={"purpose": name}
-                    )
+                except PurposeError:  # e.g. pana-auth, stored by key servers before issue 12
+                    skipped.add(name)
                     continue
                 out.append(
                     (peer_id, AppKey(key_id, purpose, piece, not_before, not_after, superseded_at))
                 )
             if offset != len(material):
                 raise StoreError(f"keys {key_id}: stored lengths do not match the blob")
+        if skipped:
+            logger.warning(
+                "stored keys of unregistered purposes skipped",
+                extra={"purposes": sorted(skipped)},
+            )
         return out
 
     # -- mesh group keys (keymgmt/groupkeys.py) ------------------------------------------------

@@ -188,6 +188,9 @@ def test_authentication_installs_the_same_keys_on_both_ends(store: CredentialSto
     assert my_auth is not None and my_auth.key == meter.pac.auth_key
     assert server.key_for(mine.key_id, PANA_AUTH, net.now) is None
     assert server.counters["key_export_refused"] == 1
+    # ... nor kept by the key server's rings or store (the PAA holds it for the session)
+    assert server.directory.lookup(mine.key_id, PANA_AUTH, net.now) is None
+    assert {k.purpose for _, k in store.load_keys(PurposeRegistry(), net.now)} == {C1222, LINK}
     assert mine.key.hex() not in repr(theirs) and repr(mine.key) not in repr(theirs)
     assert [e.kind for e in store.audit_log(device_id=b"meter-1")] == [
         "auth-success",  # committed with the keys before the PANA success (PAR C) was sent
@@ -510,6 +513,9 @@ def batched_server(store: CredentialStore, interval: float = 0.01) -> KeyServer:
     )
 
 
+STORED = 2  # keys per generation a key server stores: c1222 and link (never PANA_AUTH_KEY)
+
+
 def kinds(store: CredentialStore, device: bytes = b"meter-1") -> list[str]:
     return [e.kind for e in reversed(store.audit_log(device_id=device))]
 
@@ -538,7 +544,7 @@ def test_pana_success_waits_for_its_audit_entry_and_keys_for_theirs(
     assert kinds(store) == ["enroll"] and key_rows(store) == 0  # nothing is on disk yet
     assert server.get_timer() == pytest.approx(0.01)
     server.handle_timer(0.01)  # the commit timer: keys and their entry, then the success
-    assert kinds(store) == ["enroll", "auth-success"] and key_rows(store) == len(PurposeRegistry())
+    assert kinds(store) == ["enroll", "auth-success"] and key_rows(store) == STORED
     assert not net.of(Authenticated)  # announced when the PaC confirms (PAN with C flag)
     step_without_commit(net)
     assert len([e for e in meter.events if isinstance(e, Authenticated)]) == 1
@@ -561,7 +567,7 @@ def test_asking_for_a_key_in_the_batch_commits_it_first(store: CredentialStore) 
     assert ring is not None and key_rows(store) == 0
     theirs = server.key_for(ring.key_ids()[-1], C1222, 0.0)  # e.g. an eager head-end
     assert theirs is not None
-    assert key_rows(store) == len(PurposeRegistry()) and kinds(store)[-1] == "auth-success"
+    assert key_rows(store) == STORED and kinds(store)[-1] == "auth-success"
     assert server.counters["commits_for_export"] == 1
     assert not [e for e in meter.events if isinstance(e, Authenticated)]  # (still held)
     server.flush(0.0, force=True)
@@ -582,7 +588,7 @@ def test_many_authentications_share_one_commit(store: CredentialStore) -> None:
     assert len(net.of(Authenticated)) == 2
     # per meter: keys + auth-success before the success; both meters ran in lockstep
     assert server.counters["commits"] == 1
-    assert key_rows(store) == 2 * len(PurposeRegistry())
+    assert key_rows(store) == 2 * STORED
 
 
 def test_crash_before_the_commit_leaves_no_half_session(tmp_path: Path, kek: FileKek) -> None:
@@ -682,7 +688,7 @@ def test_revoked_by_another_process_before_the_commit_gets_no_keys(
     assert [e.peer_id for e in net.of(Authenticated)] == [b"meter-1"]
     assert [e.peer_id for e in net.of(KeysInstalled)] == [b"meter-1"]
     assert server.directory.get(b"meter-2") is None and server.directory.get(b"meter-1")
-    assert key_rows(store) == len(PurposeRegistry())  # meter-1's generation only
+    assert key_rows(store) == STORED  # meter-1's generation only
     assert kinds(store, b"meter-2")[:3] == ["enroll", "revoke", "auth-failure"]
     assert not [e for e in meters[1].events if isinstance(e, Authenticated)]  # never told
     assert "revoked" in store.audit_log(1, kind=AuditKind.AUTH_FAILURE)[0].detail
@@ -698,3 +704,24 @@ def test_revoked_by_another_process_before_the_commit_gets_no_keys(
     singles = [s for s in statements if s.startswith("SELECT revoked_at FROM devices")]
     assert len(singles) == 1 and b"meter-2".hex() in singles[0]
     assert len([s for s in statements if "revoked_at IS NULL AND device_id IN" in s]) == 2
+
+
+def test_pana_auth_keys_stored_by_an_older_key_server_are_skipped_at_restart(
+    tmp_path: Path, kek: FileKek, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = CredentialStore(tmp_path / "old.db", kek)
+    store.enroll(b"meter-1", PSKS[b"meter-1"], now=0.0)
+    old = KeyServer(store, rng=seeded_random(1), registry=PurposeRegistry(), now=0.0)
+    net = Net(old, [])
+    meter = Meter(b"meter-1", PSKS[b"meter-1"], 40000, seed=2)
+    start(net, meter)
+    assert len(store.load_keys(PurposeRegistry(), net.now)) == 3  # with pana-auth, as before
+    restarted = KeyServer(store, rng=seeded_random(2), now=net.now)
+    mine = meter.ring.current(C1222, net.now)
+    assert mine is not None
+    theirs = restarted.key_for(mine.key_id, C1222, net.now)
+    assert theirs is not None and theirs.key == mine.key
+    assert restarted.directory.lookup(mine.key_id, PANA_AUTH, net.now) is None
+    assert [r.message for r in caplog.records].count(
+        "stored keys of unregistered purposes skipped"
+    ) == 1
