@@ -68,7 +68,7 @@ from amistack.pana.events import (
 )
 from amistack.pana.keys import PanaSecurityContext
 from amistack.pana.local_backend import LocalEapBackend
-from amistack.pana.paa import PaaConfig, PanaAuthAgent, Route
+from amistack.pana.paa import PaaConfig, PaaState, PanaAuthAgent, Route
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ class PaaEngine(Engine, Protocol):
     def terminate(self, session_id: int, now: float, reason: str) -> None: ...
     def sessions_for_peer(self, peer_id: bytes) -> list[int]: ...
     def route_of(self, session_id: int) -> Route | None: ...
+    def state_of(self, session_id: int) -> PaaState | None: ...
     def aaa_answer(self, session_id: int, answer: AaaAnswer, now: float) -> None: ...
     def success_context(
         self, session_id: int, answer: AaaAnswer
@@ -379,6 +380,9 @@ class KeyServer:
         if due is not None and due <= now:
             self.agent.handle_timer(now)
         self._pump(now)
+        if self._issued:  # an initial run the PAA gave up on ends without an event
+            for sid in [sid for sid in self._issued if self._ended(sid)]:
+                self._withdraw(sid, now)
         due = self.directory.get_timer()
         if due is not None and due <= now:
             self._emit(self.directory.expire(now))
@@ -592,6 +596,10 @@ class KeyServer:
         )
         self._success_entries[key_id] = self._batch.audits[-1]  # (withdrawn if refused)
         return True
+
+    def _ended(self, session_id: int) -> bool:
+        state = self.agent.state_of(session_id)
+        return state is None or state is PaaState.CLOSED
 
     def _withdraw(self, session_id: int, now: float) -> None:
         """A session whose PANA success was issued ended before the PaC's PAN with the C flag

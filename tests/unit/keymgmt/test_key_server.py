@@ -725,3 +725,53 @@ def test_pana_auth_keys_stored_by_an_older_key_server_are_skipped_at_restart(
     assert [r.message for r in caplog.records].count(
         "stored keys of unregistered purposes skipped"
     ) == 1
+
+
+def test_a_success_never_confirmed_has_its_issued_keys_withdrawn(store: CredentialStore) -> None:
+    # An attacker (or a lossy link) swallows the PaC's PAN with the C flag: the keys issued
+    # with the success were committed before it was sent, but the session never completes -
+    # so they are withdrawn (row deleted, never announced, never exported).
+    server = make_server(store)
+    meter = Meter(b"meter-1", PSKS[b"meter-1"], 40000, seed=2)
+    net = Net(server, [meter])
+    deliver = net._send
+
+    def swallow(src: Addr, dst: Addr, data: bytes, now: float) -> None:
+        flags = int.from_bytes(data[4:6], "big")  # RFC 5191 §6.2: R 0x8000, C 0x2000
+        if not (src == meter.addr and flags & 0x2000 and not flags & 0x8000):
+            deliver(src, dst, data, now)
+
+    net._send = swallow  # type: ignore[method-assign]
+    meter.pac.start(0.0)
+    net.run_until(1.0)
+    mine = meter.ring.current(C1222, 1.0)
+    assert mine is not None  # the meter was told "success": its keys are on record
+    assert key_rows(store) == STORED and kinds(store) == ["enroll", "auth-success"]
+    assert server.key_for(mine.key_id, C1222, 1.0) is not None  # committed: exportable
+    net.run_until(400.0)  # the PAA's PAR with C retransmissions give up (RFC 5191 §9)
+    server.flush(400.0, force=True)
+    assert not net.of(Authenticated) and not net.of(KeysInstalled)
+    assert server.directory.get(b"meter-1") is None and key_rows(store) == 0
+    assert server.key_for(mine.key_id, C1222, 400.0) is None
+    assert not server._issued and not server._uncommitted
+
+
+def test_the_context_shown_ahead_is_the_one_the_success_carries(store: CredentialStore) -> None:
+    server = batched_server(store, interval=60.0)
+    meter = Meter(b"meter-1", PSKS[b"meter-1"], 40000, seed=2)
+    net = Net(server, [meter])
+    meter.pac.start(0.0)
+    step_without_commit(net)  # the EAP success is held
+    ((sid, answer),) = server._held
+    shown = server.agent.success_context(sid, answer)
+    assert shown is not None
+    ctx, lifetime = shown
+    assert server.agent.success_context(sid, answer) == shown  # (showing changes nothing)
+    server.flush(0.0, force=True)
+    step_without_commit(net)
+    (done,) = net.of(Authenticated)
+    assert done.context == ctx and done.lifetime == lifetime == LIFETIME
+    assert meter.pac.context == ctx
+    # nothing to show for a session not waiting for its AAA answer, or for a failure
+    assert server.agent.success_context(sid, answer) is None
+    assert server.agent.success_context(0x7FFF_FFFF, answer) is None
