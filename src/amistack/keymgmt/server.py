@@ -590,8 +590,7 @@ class KeyServer:
         self._audit(
             kind,
             peer,
-            f"session {session_id:#010x} key id {key_id} lifetime {lifetime:g}s{where}: "
-            "keys issued, PANA success to be sent",
+            f"session {session_id:#010x} key id {key_id} lifetime {lifetime:g}s{where}",
             now,
         )
         self._success_entries[key_id] = self._batch.audits[-1]  # (withdrawn if refused)
