@@ -179,7 +179,10 @@ class InactiveDevices(StoreError):
 
 class AuditKind(StrEnum):
     ENROLL = "enroll"
-    AUTH_ACCEPTED = "auth-accepted"  # EAP succeeded; the PANA success (PAR C) may now be sent
+    # EAP succeeded, the PANA success (PAR C) may now be sent; only for a PAA engine that cannot
+    # show its context ahead (KeyServer.from_parts): otherwise AUTH_SUCCESS / REKEY is written
+    # with the keys, before the PANA success is sent
+    AUTH_ACCEPTED = "auth-accepted"
     AUTH_SUCCESS = "auth-success"
     AUTH_FAILURE = "auth-failure"
     REKEY = "rekey"
