@@ -106,7 +106,11 @@ async def pac_fleet(
     `bench_tls_pki` directory; the meters then authenticate with EAP-TLS."""
     from amistack.eap.psk import PskKeys
     from amistack.pana.events import Authenticated, AuthenticationFailed, SessionTerminated
+    from amistack.pana.pac import PacConfig
     from amistack.runtime.meter import build_pac
+
+    if pac_config is None:
+        pac_config = PacConfig()  # one for every PaC (it is read, never changed)
 
     loop = asyncio.get_running_loop()
     rng = system_random

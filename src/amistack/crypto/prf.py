@@ -28,7 +28,10 @@ def prf_plus(hash_: PrfHash, key: bytes, seed: bytes, length: int) -> bytes:
     """
     if length < 0:
         raise ValueError("length must be >= 0")
-    rounds = -(-length // hash_.digest_size)
+    size = 20 if hash_ is PrfHash.SHA1 else 32
+    if length <= size:  # one block (every UKMF key): T1 = prf(K, S | 0x01)
+        return hmac.digest(key, seed + b"\x01", hash_.value)[:length]
+    rounds = -(-length // size)
     if rounds > 255:
         raise ValueError("prf+ output longer than 255 blocks")
     out = bytearray()

@@ -26,7 +26,7 @@ from amistack.keymgmt.events import (
     KeysShortened,
     KeysSuperseded,
 )
-from amistack.keymgmt.ukmf import KeyId, Purpose, PurposeRegistry, derive
+from amistack.keymgmt.ukmf import KeyId, Purpose, PurposeRegistry, derive_all
 from amistack.pana.keys import PanaSecurityContext
 
 logger = logging.getLogger(__name__)
@@ -145,7 +145,10 @@ class KeyRing:
         if key_id in self._generations:
             raise KeyRingError(f"generation {key_id} is already installed for this peer")
         not_after = now + lifetime
-        new = {p.name: AppKey(key_id, p, derive(ctx, p), now, not_after) for p in self.registry}
+        new = {
+            p.name: AppKey(key_id, p, material, now, not_after)
+            for p, material in derive_all(ctx, self.registry).items()
+        }
         events: list[KeyEvent] = []
         changed: list[AppKey] = []
         previous: KeyId | None = None

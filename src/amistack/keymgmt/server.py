@@ -32,6 +32,7 @@ from typing import Protocol
 from amistack.addr import Addr, Engine
 from amistack.crypto import RandomSource
 from amistack.eap.method import ServerMethodFactory
+from amistack.eap.packet import EapCode, EapPacket
 from amistack.eap.psk import EapPskServer, PskKeys
 from amistack.keymgmt.events import (
     GroupKeyEvent,
@@ -50,7 +51,13 @@ from amistack.keymgmt.store import (
     StoreError,
     WriteBatch,
 )
-from amistack.keymgmt.ukmf import PANA_AUTH, KeyId, Purpose, PurposeRegistry
+from amistack.keymgmt.ukmf import (
+    PANA_AUTH,
+    STANDARD_PURPOSES,
+    KeyId,
+    Purpose,
+    PurposeRegistry,
+)
 from amistack.pana.aaa import AaaAnswer, AaaBackend, AaaOutcome
 from amistack.pana.avp import Avp
 from amistack.pana.events import (
@@ -61,7 +68,7 @@ from amistack.pana.events import (
 )
 from amistack.pana.keys import PanaSecurityContext
 from amistack.pana.local_backend import LocalEapBackend
-from amistack.pana.paa import PaaConfig, PanaAuthAgent, Route
+from amistack.pana.paa import PaaConfig, PaaState, PanaAuthAgent, Route
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +91,18 @@ class PaaEngine(Engine, Protocol):
     def terminate(self, session_id: int, now: float, reason: str) -> None: ...
     def sessions_for_peer(self, peer_id: bytes) -> list[int]: ...
     def route_of(self, session_id: int) -> Route | None: ...
+    def state_of(self, session_id: int) -> PaaState | None: ...
     def aaa_answer(self, session_id: int, answer: AaaAnswer, now: float) -> None: ...
+    def success_context(
+        self, session_id: int, answer: AaaAnswer
+    ) -> tuple[PanaSecurityContext, float] | None: ...
+
+
+def _rejected(answer: AaaAnswer, reason: str) -> AaaAnswer:
+    """A held EAP success turned into a failure (its device was revoked, or its keys could
+    not be committed): EAP-Failure with the Success's identifier (RFC 3748 §4.2)."""
+    eap = None if not answer.eap else EapPacket(EapCode.FAILURE, answer.eap[1]).encode()
+    return AaaAnswer(eap, AaaOutcome.FAILURE, peer_id=answer.peer_id, reason=reason)
 
 
 def _psk_with_lifetime(
@@ -203,7 +221,9 @@ class KeyServer:
         config = paa_config or PaaConfig()
         if session_lifetime is not None:
             config = dataclasses.replace(config, session_lifetime=session_lifetime)
-        registry = registry or PurposeRegistry()
+        # PANA_AUTH_KEY protects PANA itself: the PAA holds it for the session and it is never
+        # exported, so the key rings (and the store) leave it out unless a registry asks for it
+        registry = registry or PurposeRegistry(p for p in STANDARD_PURPOSES if p != PANA_AUTH)
         batch = WriteBatch()
         directory = KeyRingDirectory(registry, overlap=overlap, persistence=batch)
         # Every stored row, expired ones too: the ring derives the cut of a superseded
@@ -310,6 +330,9 @@ class KeyServer:
         self._pending_events: list[KeyServerEvent] = []
         self._uncommitted: dict[KeyId, tuple[bytes, int]] = {}  # key id -> (peer, session)
         self._success_entries: dict[KeyId, tuple[str, bytes | None, str, float]] = {}
+        # Generations issued at the EAP success, before its PANA success is sent (`_issue`):
+        # session -> (device, key id, key events shown once the PaC's PAN with the C flag comes)
+        self._issued: dict[int, tuple[bytes, KeyId, list[KeyEvent]]] = {}
         if directory._persistence is None:
             directory._persistence = batch
         # Keys that wait in the batch are checked against revocation inside the commit (one
@@ -357,6 +380,9 @@ class KeyServer:
         if due is not None and due <= now:
             self.agent.handle_timer(now)
         self._pump(now)
+        if self._issued:  # an initial run the PAA gave up on ends without an event
+            for sid in [sid for sid in self._issued if self._ended(sid)]:
+                self._withdraw(sid, now)
         due = self.directory.get_timer()
         if due is not None and due <= now:
             self._emit(self.directory.expire(now))
@@ -421,7 +447,15 @@ class KeyServer:
                     self.store.commit(batch, durable=durable, require_active=check)
                     break
                 except InactiveDevices as exc:
-                    self._refuse_inactive(exc.device_ids, uncommitted, successes, events, now)
+                    refused = self._refuse_inactive(
+                        exc.device_ids, uncommitted, successes, events, now
+                    )
+                    # their held successes become failures: the PaC is told (PAR with C,
+                    # Result-Code rejected, EAP-Failure) and never holds keys
+                    held = [
+                        (sid, _rejected(answer, "device revoked") if sid in refused else answer)
+                        for sid, answer in held
+                    ]
         except StoreError as exc:
             lost = len(batch.audits)
             batch.clear()
@@ -447,12 +481,14 @@ class KeyServer:
         successes: dict[KeyId, tuple[str, bytes | None, str, float]],
         events: list[KeyServerEvent],
         now: float,
-    ) -> None:
+    ) -> set[int]:
         """Devices revoked (or removed) while their authentication was in flight, found by the
-        commit: as if refused when their PAN with the C flag arrived - the new generation is
-        dropped (wiped, never written), its `auth-success` entry is replaced by an
-        `auth-failure`, its `Authenticated`/`KeysInstalled` never become readable, and the
-        session is ended. What ending it writes joins the batch being committed."""
+        commit: the new generation is dropped (wiped, never written), its `auth-success` entry
+        is replaced by an `auth-failure`, its `Authenticated`/`KeysInstalled` never become
+        readable, and the session is ended - before its PANA success is sent when the keys
+        were issued with it (`_issue`: the held success is never released), else as if
+        refused when its PAN with the C flag arrived. What ending it writes joins the batch
+        being committed. Returns the sessions refused."""
         refused = {kid: ps for kid, ps in uncommitted.items() if ps[0] in inactive}
         batch = self._batch
         for key_id, (peer, sid) in refused.items():
@@ -463,7 +499,11 @@ class KeyServer:
                 batch.audits.remove(entry)
                 self.counters[entry[0]] -= 1
             self._peer_of_session.pop(sid, None)
-            self._refuse_session(sid, peer, "device is not enrolled or was revoked", now)
+            why = "device is not enrolled or was revoked"
+            if self._issued.pop(sid, None) is None:
+                self._refuse_session(sid, peer, why, now)
+            else:  # its success is still held: answered as a failure instead (audited then)
+                self.counters["authenticated_refused"] += 1
         sessions = {sid for _, sid in refused.values()}
         events[:] = [
             e
@@ -474,6 +514,7 @@ class KeyServer:
         self._pump(now)  # the session ends: its events go out with this commit
         events.extend(self._pending_events)
         self._pending_events.clear()
+        return sessions
 
     def _commit_for_export(self, now: float) -> None:
         """A key still in the batch is asked for (head-end): commit now rather than answer
@@ -507,16 +548,65 @@ class KeyServer:
     def _gate(self, session_id: int, answer: AaaAnswer | None, now: float) -> AaaAnswer | None:
         if answer is None or answer.outcome is not AaaOutcome.SUCCESS:
             return answer
-        self._audit(
-            AuditKind.AUTH_ACCEPTED,
-            answer.peer_id,
-            f"session {session_id:#010x}: EAP success, PANA success to be sent",
-            now,
-        )
+        if not self._issue(session_id, answer, now):
+            self._audit(
+                AuditKind.AUTH_ACCEPTED,
+                answer.peer_id,
+                f"session {session_id:#010x}: EAP success, PANA success to be sent",
+                now,
+            )
         self._held.append((session_id, answer))
         if self._batch_since is None:
             self._batch_since = now
         return None  # the PAA waits for aaa_answer (sent by flush once the audit is on disk)
+
+    def _issue(self, session_id: int, answer: AaaAnswer, now: float) -> bool:
+        """Install the generation the held EAP success will complete - the PAA shows the
+        security context its PAR with the C flag will carry - so that its keys and its one
+        `auth-success` (or `rekey`) entry are committed, with the enrolment check, before that
+        PAR is sent: a success never leaves before its keys are durable, and a device revoked
+        meanwhile is never told "success". False (nothing done) when that cannot be done here;
+        the keys then come at the PAN with the C flag, after an `auth-accepted` entry."""
+        peer = answer.peer_id
+        terms = getattr(self.agent, "success_context", None)
+        if peer is None or terms is None or not self._check_at_commit:
+            return False
+        got = terms(session_id, answer)
+        if got is None:
+            return False
+        ctx, lifetime = got
+        try:
+            key_events = self.directory.install(peer, ctx, lifetime, now)
+        except KeyRingError:
+            return False  # (refused at the PAN with the C flag, as before)
+        key_id = KeyId.of(ctx)
+        self._uncommitted[key_id] = (peer, session_id)
+        self._issued[session_id] = (peer, key_id, key_events)
+        reauth = self._peer_of_session.get(session_id) is not None
+        kind = AuditKind.REKEY if reauth else AuditKind.AUTH_SUCCESS
+        self.counters[kind.value] += 1
+        route = self.agent.route_of(session_id)
+        where = "" if route is None else f" from {route.pac[0]}:{route.pac[1]}"
+        self._audit(
+            kind,
+            peer,
+            f"session {session_id:#010x} key id {key_id} lifetime {lifetime:g}s{where}",
+            now,
+        )
+        self._success_entries[key_id] = self._batch.audits[-1]  # (withdrawn if refused)
+        return True
+
+    def _ended(self, session_id: int) -> bool:
+        state = self.agent.state_of(session_id)
+        return state is None or state is PaaState.CLOSED
+
+    def _withdraw(self, session_id: int, now: float) -> None:
+        """A session whose PANA success was issued ended before the PaC's PAN with the C flag
+        confirmed it: its generation is dropped (never announced, never current again)."""
+        issued = self._issued.pop(session_id, None)
+        if issued is not None:
+            self.directory.drop(issued[0], issued[1], now)  # (its events were never shown)
+            self._uncommitted.pop(issued[1], None)
 
     def _fail_batch(
         self,
@@ -525,11 +615,15 @@ class KeyServer:
         uncommitted: dict[KeyId, tuple[bytes, int]],
         now: float,
     ) -> None:
+        why = "key server could not commit the session"
         ended = {sid for sid, _ in held} | {sid for _, sid in uncommitted.values()}
         for key_id, (peer, _) in uncommitted.items():
             self.directory.drop(peer, key_id, now)
-        for sid in sorted(ended):
-            self.agent.terminate(sid, now, "key server could not commit the session")
+        for sid, answer in held:  # never told "success": told it failed
+            self._issued.pop(sid, None)
+            self.agent.aaa_answer(sid, _rejected(answer, why), now)
+        for sid in sorted(ended - {sid for sid, _ in held}):
+            self.agent.terminate(sid, now, why)
         self._events.extend(
             e
             for e in events
@@ -559,6 +653,13 @@ class KeyServer:
         # EAP successes of this device still held: never sent (ended below, not released)
         refused = [sid for sid, answer in self._held if answer.peer_id == did]
         self._held = [(sid, answer) for sid, answer in self._held if answer.peer_id != did]
+        for sid in refused:  # keys issued with a held success are never written either
+            issued = self._issued.get(sid)
+            entry = None if issued is None else self._success_entries.pop(issued[1], None)
+            if entry is not None:
+                self._batch.audits.remove(entry)
+                self.counters[entry[0]] -= 1
+            self._withdraw(sid, now)
         self.flush(now, force=True)  # what happened before the revocation is audited before it
         newly = self.store.revoke(did, reason, now, cut)  # first: re-auth fails from here on
         for sid in refused:
@@ -772,13 +873,25 @@ class KeyServer:
                 continue
             self._pending_events.append(event)
             if isinstance(event, AuthenticationFailed):
+                self._withdraw(event.session_id, now)  # (failed before its PAN with C)
                 self._on_failed(event, now)
             elif isinstance(event, SessionTerminated):
+                self._withdraw(event.session_id, now)
                 self._on_terminated(event, now)
 
     def _on_authenticated(self, ev: Authenticated, now: float) -> None:
         sid = f"{ev.session_id:#010x}"
         peer = ev.peer_id
+        issued = self._issued.pop(ev.session_id, None)
+        if issued is not None:
+            if issued[0] == peer and issued[1] == KeyId.of(ev.context):
+                # its keys and audit entry were committed before the success was sent
+                self._peer_of_session[ev.session_id] = issued[0]
+                self._note_route(ev.session_id, issued[0])
+                self._pending_events.append(ev)
+                self._pending_events.extend(issued[2])
+                return
+            self.directory.drop(issued[0], issued[1], now)  # (not what the PAA completed)
         if peer is None:
             self._refuse(ev, None, "authenticated without an EAP peer identity", now)
             return

@@ -44,8 +44,9 @@ from amistack.keymgmt.ukmf import KeyId, PurposeError, PurposeRegistry
 logger = logging.getLogger(__name__)
 
 # 2: no index on the per-authentication path but the primary keys; 3: one row per key generation;
-# 4: key generations belong to a key-server instance (several processes on one database)
-SCHEMA_VERSION = 4
+# 4: key generations belong to a key-server instance (several processes on one database);
+# 5: key generations in the order they are issued (not_before leads their primary key)
+SCHEMA_VERSION = 5
 PSK_LENGTH = 16  # EAP-PSK PSKs are 16 octets (RFC 4764 §2.1)
 MAX_DEVICE_ID = 255  # an EAP-PSK ID_P fits any reasonable NAI
 METHOD_PSK = "psk"  # EAP-PSK, RFC 4764
@@ -73,7 +74,10 @@ CREATE TABLE IF NOT EXISTS devices (
 -- AAD). The keys of a generation share their lifetime, so they are written and dropped together:
 -- one row and one wrap per authentication instead of one per purpose (docs/key-hierarchy.md).
 -- Only scanned whole (load_keys, at start-up) or reached by its primary key: no other index,
--- and WITHOUT ROWID so that key is the only B-tree an insert touches.
+-- and WITHOUT ROWID so that key is the only B-tree an insert touches. The key leads with
+-- not_before (when the generation was issued; the key server holds it in memory for every
+-- update and delete): PANA session ids are random, and a key that began with them sent each
+-- insert to its own B-tree page, which every group commit then wrote (schema 5).
 CREATE TABLE IF NOT EXISTS key_generations (
     instance      TEXT NOT NULL DEFAULT '',  -- the key server that wrote it (and restores it)
     session_id    INTEGER NOT NULL,
@@ -85,7 +89,7 @@ CREATE TABLE IF NOT EXISTS key_generations (
     not_before    REAL NOT NULL,
     not_after     REAL NOT NULL,
     superseded_at REAL,
-    PRIMARY KEY (instance, session_id, generation)
+    PRIMARY KEY (instance, not_before, session_id, generation)
 ) WITHOUT ROWID;
 -- Mesh group keys (keymgmt/groupkeys.py): a PAN's ring (its key serial and a pending
 -- rotation, so a restart neither reuses a serial nor forgets a revocation's rotation) and its
@@ -175,7 +179,10 @@ class InactiveDevices(StoreError):
 
 class AuditKind(StrEnum):
     ENROLL = "enroll"
-    AUTH_ACCEPTED = "auth-accepted"  # EAP succeeded; the PANA success (PAR C) may now be sent
+    # EAP succeeded, the PANA success (PAR C) may now be sent; only for a PAA engine that cannot
+    # show its context ahead (KeyServer.from_parts): otherwise AUTH_SUCCESS / REKEY is written
+    # with the keys, before the PANA success is sent
+    AUTH_ACCEPTED = "auth-accepted"
     AUTH_SUCCESS = "auth-success"
     AUTH_FAILURE = "auth-failure"
     REKEY = "rekey"
@@ -225,7 +232,7 @@ class WriteBatch:
 
     def __init__(self) -> None:
         self.saves: dict[tuple[int, int], tuple[bytes, dict[str, AppKey]]] = {}
-        self.deletes: list[tuple[int, int]] = []
+        self.deletes: list[tuple[float, int, int]] = []  # (not_before, session, generation)
         self.audits: list[tuple[str, bytes | None, str, float]] = []
 
     def save_keys(self, peer_id: bytes, keys: Sequence[AppKey]) -> None:
@@ -239,9 +246,11 @@ class WriteBatch:
                 entry[1][k.purpose.name] = k
 
     def delete_keys(self, keys: Sequence[AppKey]) -> None:
-        for pk in {(k.key_id.session_id, k.key_id.generation) for k in keys}:
-            self.saves.pop(pk, None)
-            self.deletes.append(pk)
+        for nb, sid, gen in {
+            (k.not_before, k.key_id.session_id, k.key_id.generation) for k in keys
+        }:
+            self.saves.pop((sid, gen), None)
+            self.deletes.append((nb, sid, gen))
 
     def audit(
         self, kind: AuditKind | str, device_id: bytes | None, detail: str, now: float
@@ -365,6 +374,7 @@ class CredentialStore:
                 self._regroup_app_keys(db)
             self._add_method_column()
             self._add_instance_column()
+            self._order_generations()
             db.execute(
                 f"UPDATE schema_version SET version = {SCHEMA_VERSION} "
                 f"WHERE version < {SCHEMA_VERSION}"
@@ -393,18 +403,29 @@ class CredentialStore:
         """key_generations.instance, in the primary key: a schema-3 table is rebuilt, its rows
         the default instance's (the one key server there was)."""
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(key_generations)")}
-        if "instance" in columns:
-            return
-        old = "session_id, generation, peer_id, purposes, keys_blob, kek_label, not_before, " \
+        if "instance" not in columns:
+            self._rebuild_generations("'', ")
+
+    def _order_generations(self) -> None:
+        """Schema 4 -> 5: not_before leads the primary key of key_generations (the table is
+        rebuilt, every row kept as it is)."""
+        pk = {row[1]: row[5] for row in self._db.execute("PRAGMA table_info(key_generations)")}
+        if not pk.get("not_before"):
+            self._rebuild_generations("instance, ")
+
+    def _rebuild_generations(self, instance: str) -> None:
+        """key_generations as _SCHEMA declares it now, every row copied from the old table
+        (`instance`: what the copy takes for that column, with its comma)."""
+        cols = "session_id, generation, peer_id, purposes, keys_blob, kek_label, not_before, " \
             "not_after, superseded_at"  # fmt: skip
-        self._db.execute("ALTER TABLE key_generations RENAME TO key_generations_v3")
+        self._db.execute("ALTER TABLE key_generations RENAME TO key_generations_old")
         create = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS key_generations") :]
         self._db.execute(create[: create.index(";")])
         self._db.execute(
-            f"INSERT INTO key_generations (instance, {old}) SELECT '', {old} "
-            "FROM key_generations_v3"
+            f"INSERT INTO key_generations (instance, {cols}) SELECT {instance}{cols} "
+            "FROM key_generations_old"
         )
-        self._db.execute("DROP TABLE key_generations_v3")
+        self._db.execute("DROP TABLE key_generations_old")
 
     def _regroup_app_keys(self, db: sqlite3.Connection) -> None:
         """Schema 2 -> 3: the per-purpose `app_keys` rows become one `key_generations` row per
@@ -985,14 +1006,14 @@ class CredentialStore:
         "INSERT INTO key_generations (instance, session_id, generation, peer_id, purposes, "
         "keys_blob, kek_label, not_before, not_after, superseded_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (instance, session_id, generation) DO UPDATE SET "
+        "ON CONFLICT (instance, not_before, session_id, generation) DO UPDATE SET "
         "peer_id = excluded.peer_id, purposes = excluded.purposes, "
         "keys_blob = excluded.keys_blob, kek_label = excluded.kek_label, "
-        "not_before = excluded.not_before, not_after = excluded.not_after, "
-        "superseded_at = excluded.superseded_at"
+        "not_after = excluded.not_after, superseded_at = excluded.superseded_at"
     )
     _DELETE_GENERATION = (
-        "DELETE FROM key_generations WHERE instance = ? AND session_id = ? AND generation = ?"
+        "DELETE FROM key_generations WHERE instance = ? AND not_before = ? AND session_id = ? "
+        "AND generation = ?"
     )
 
     @staticmethod
@@ -1086,7 +1107,10 @@ class CredentialStore:
         with self._tx(lock=None) as db:
             db.executemany(
                 self._DELETE_GENERATION,
-                [(self.instance, k.session_id, k.generation) for k in self._by_generation(keys)],
+                [
+                    (self.instance, ks[0].not_before, kid.session_id, kid.generation)
+                    for kid, ks in self._by_generation(keys).items()
+                ],
             )
 
     def load_keys(self, registry: PurposeRegistry, now: float) -> list[tuple[bytes, AppKey]]:
@@ -1110,6 +1134,7 @@ class CredentialStore:
         if gone:
             logger.info("expired application keys dropped at load", extra={"count": gone})
         out: list[tuple[bytes, AppKey]] = []
+        skipped: set[str] = set()
         for sid, gen, peer, purposes, blob, label, nb, na, sup in rows:
             key_id = KeyId(int(sid), int(gen))
             peer_id, not_before, not_after = bytes(peer), float(nb), float(na)
@@ -1127,16 +1152,19 @@ class CredentialStore:
                 offset += length
                 try:
                     purpose = registry.get(name)
-                except PurposeError:
-                    logger.warning(
-                        "stored key of an unregistered purpose skipped", extra={"purpose": name}
-                    )
+                except PurposeError:  # e.g. pana-auth, stored by key servers before issue 12
+                    skipped.add(name)
                     continue
                 out.append(
                     (peer_id, AppKey(key_id, purpose, piece, not_before, not_after, superseded_at))
                 )
             if offset != len(material):
                 raise StoreError(f"keys {key_id}: stored lengths do not match the blob")
+        if skipped:
+            logger.warning(
+                "stored keys of unregistered purposes skipped",
+                extra={"purposes": sorted(skipped)},
+            )
         return out
 
     # -- mesh group keys (keymgmt/groupkeys.py) ------------------------------------------------

@@ -75,7 +75,7 @@ CREATE TABLE IF NOT EXISTS key_generations (
     not_before    DOUBLE PRECISION NOT NULL,
     not_after     DOUBLE PRECISION NOT NULL,
     superseded_at DOUBLE PRECISION,
-    PRIMARY KEY (instance, session_id, generation)
+    PRIMARY KEY (instance, not_before, session_id, generation)
 );
 CREATE TABLE IF NOT EXISTS group_key_rings (
     pan_id    INTEGER PRIMARY KEY,
@@ -110,6 +110,17 @@ CREATE OR REPLACE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
 INSERT INTO schema_version (version) SELECT {SCHEMA_VERSION}
     WHERE NOT EXISTS (SELECT 1 FROM schema_version);
 """
+
+
+def _order_generations(db: Any) -> None:
+    """Schema 4 -> 5 (store.py): not_before leads the primary key of key_generations."""
+    version = db.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+    if version is not None and version < 5:
+        db.execute(
+            "ALTER TABLE key_generations DROP CONSTRAINT key_generations_pkey, "
+            "ADD PRIMARY KEY (instance, not_before, session_id, generation)"
+        )
+        db.execute(f"UPDATE schema_version SET version = {SCHEMA_VERSION}")
 
 
 def _lock_sql(*, shared: bool) -> str:
@@ -165,6 +176,7 @@ class PostgresCredentialStore(CredentialStore):
             self._db = _PgDb(self._connect())
             with self._tx() as db:  # under the credential lock: processes starting at once
                 db.execute(_SCHEMA)
+                _order_generations(db)
         except DsnError as exc:
             raise StoreError(str(exc)) from None
         except psycopg.Error as exc:

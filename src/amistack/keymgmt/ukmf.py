@@ -19,7 +19,7 @@ import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from amistack.crypto import PrfHash
+from amistack.crypto import PrfHash, prf_plus
 from amistack.pana.keys import PANA_AUTH_LABEL, PanaSecurityContext, session_kdf
 
 _U32 = 0xFFFFFFFF
@@ -175,5 +175,8 @@ def derive(ctx: PanaSecurityContext, purpose: Purpose) -> bytes:
     return session_kdf(ctx, purpose.label, purpose.key_length(ctx.prf))
 
 
-def derive_all(ctx: PanaSecurityContext, registry: PurposeRegistry) -> dict[Purpose, bytes]:
-    return {purpose: derive(ctx, purpose) for purpose in registry}
+def derive_all(ctx: PanaSecurityContext, purposes: Iterable[Purpose]) -> dict[Purpose, bytes]:
+    """`derive` for each purpose (a registry), the KDF context built once for all of them: a
+    key ring derives every purpose of a generation per authentication."""
+    prf, msk, context = ctx.prf, ctx.msk, ctx.kdf_context()
+    return {p: prf_plus(prf, msk, p.label + context, p.key_length(prf)) for p in purposes}

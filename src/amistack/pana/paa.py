@@ -319,6 +319,21 @@ class PanaAuthAgent:
         self._on_aaa(s, answer, now)
         self._schedule(s)
 
+    def success_context(
+        self, session_id: int, answer: AaaAnswer
+    ) -> tuple[PanaSecurityContext, float] | None:
+        """The security context and session lifetime (seconds) that the PAR with the C flag will
+        carry once the held EAP success `answer` is given to `aaa_answer` (nothing is sent or
+        changed now); None if that answer would fail the run instead. A key server makes the
+        keys of that context durable before it lets the success go (keymgmt/server.py)."""
+        s = self._sessions.get(session_id)
+        if s is None or not s.aaa_waiting or answer.outcome is not AaaOutcome.SUCCESS:
+            return None
+        terms = self._success_terms(s, answer)
+        if not isinstance(terms[0], PanaSecurityContext):
+            return None
+        return terms[0], float(terms[1])
+
     def reauthenticate(self, session_id: int, now: float) -> None:
         """PAA-initiated re-authentication (RFC 5191 §4.3): a new EAP run inside the session."""
         s = self._sessions.get(session_id)
@@ -677,36 +692,14 @@ class PanaAuthAgent:
                 answer.peer_id,
             )
             return
-        lifetime = self.config.session_lifetime if answer.lifetime is None else answer.lifetime
-        if not lifetime > 0:  # (NaN included)
-            self._fail_run(
-                s,
-                ResultCode.PANA_AUTHORIZATION_REJECTED,
-                answer.eap,
-                "not authorized",
-                now,
-                answer.peer_id,
-            )
+        terms = self._success_terms(s, answer)
+        if not isinstance(terms[0], PanaSecurityContext):
+            code, reason = terms
+            self._fail_run(s, int(code), answer.eap, str(reason), now, answer.peer_id)
             return
-        if not answer.msk or s.pac_nonce is None or s.paa_nonce is None or s.core.prf is None:
-            reason = "EAP produced no MSK" if not answer.msk else "no PaC nonce"
-            self._fail_run(
-                s, ResultCode.PANA_AUTHENTICATION_REJECTED, answer.eap, reason, now, answer.peer_id
-            )
-            return
-        seconds = max(1, int(min(lifetime, 0xFFFFFFFF)))  # Session-Lifetime: Unsigned32 s
-        key_id = s.next_key_id
-        s.next_key_id = (s.next_key_id + 1) & 0xFFFFFFFF or 1
-        ctx = PanaSecurityContext(
-            session_id=s.sid,
-            key_id=key_id,
-            prf=prf_hash(s.core.prf),
-            msk=answer.msk,
-            pac_nonce=s.pac_nonce,
-            paa_nonce=s.paa_nonce,
-            i_par=s.core.i_par,
-            i_pan=s.core.i_pan,
-        )
+        ctx, seconds = terms
+        key_id = ctx.key_id
+        s.next_key_id = (key_id + 1) & 0xFFFFFFFF or 1
         key = pana_auth_key(ctx)
         avps: list[Avp] = []
         if answer.eap is not None:
@@ -722,6 +715,31 @@ class PanaAuthAgent:
         # RFC 5191 §5.3: the C-flag PAR/PAN are protected with the new PANA_AUTH_KEY
         self._request(s, MessageType.AUTH, Flag.C, tuple(avps), key, now)
         s.state = PaaState.WAIT_SUCC_PAN
+
+    def _success_terms(
+        self, s: _Session, answer: AaaAnswer
+    ) -> tuple[PanaSecurityContext, int] | tuple[int, str]:
+        """What the PAR with the C flag for EAP success `answer` will carry - the session's next
+        security context and its Session-Lifetime in seconds - or (Result-Code, reason) when
+        the run has to fail instead. Changes nothing (`success_context` shows it ahead)."""
+        lifetime = self.config.session_lifetime if answer.lifetime is None else answer.lifetime
+        if not lifetime > 0:  # (NaN included)
+            return ResultCode.PANA_AUTHORIZATION_REJECTED, "not authorized"
+        if not answer.msk or s.pac_nonce is None or s.paa_nonce is None or s.core.prf is None:
+            reason = "EAP produced no MSK" if not answer.msk else "no PaC nonce"
+            return ResultCode.PANA_AUTHENTICATION_REJECTED, reason
+        seconds = max(1, int(min(lifetime, 0xFFFFFFFF)))  # Session-Lifetime: Unsigned32 s
+        ctx = PanaSecurityContext(
+            session_id=s.sid,
+            key_id=s.next_key_id,
+            prf=prf_hash(s.core.prf),
+            msk=answer.msk,
+            pac_nonce=s.pac_nonce,
+            paa_nonce=s.paa_nonce,
+            i_par=s.core.i_par,
+            i_pan=s.core.i_pan,
+        )
+        return ctx, seconds
 
     def _fail_run(
         self,

@@ -206,7 +206,7 @@ def test_version_1_store_is_migrated(tmp_path: Path, kek: FileKek) -> None:
         db.execute("CREATE INDEX app_keys_not_after ON app_keys (not_after)")
         db.execute("UPDATE schema_version SET version = 1")
     store = CredentialStore(tmp_path / "v1.db", kek)
-    assert store.schema_version() == SCHEMA_VERSION == 4
+    assert store.schema_version() == SCHEMA_VERSION == 5
     indexes = {r[0] for r in store._db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert "audit_revoke" in indexes
     assert "audit_device" in indexes  # operators query one device's history
@@ -503,3 +503,40 @@ def test_a_stored_purpose_list_parses_or_is_refused(text: str) -> None:
         return
     assert pairs and all(name and length >= 0 for name, length in pairs)
     assert ",".join(f"{n}:{n2}" for n, n2 in pairs).count(",") == text.count(",")
+
+
+def test_a_schema_4_store_gets_its_generations_in_issue_order(tmp_path: Path, kek: FileKek) -> None:
+    # Schema 5 leads key_generations' primary key with not_before, so a group commit appends
+    # instead of scattering its rows over the B-tree by random PANA session id.
+    reg = PurposeRegistry()
+    store = CredentialStore(tmp_path / "v4.db", kek)
+    keys = [
+        AppKey(KeyId(0xF000_0000 - i, 1), C1222, bytes([i]) * 16, float(i), 900.0) for i in range(3)
+    ]
+    for k in keys:
+        store.save_keys(b"m", [k])
+    db = store._db  # as schema 4 laid the table out
+    db.execute("ALTER TABLE key_generations RENAME TO kg")
+    db.execute(
+        "CREATE TABLE key_generations (instance TEXT NOT NULL DEFAULT '', session_id INTEGER "
+        "NOT NULL, generation INTEGER NOT NULL, peer_id BLOB NOT NULL, purposes TEXT NOT NULL, "
+        "keys_blob BLOB NOT NULL, kek_label TEXT NOT NULL, not_before REAL NOT NULL, "
+        "not_after REAL NOT NULL, superseded_at REAL, "
+        "PRIMARY KEY (instance, session_id, generation)) WITHOUT ROWID"
+    )
+    db.execute("INSERT INTO key_generations SELECT * FROM kg")
+    db.execute("DROP TABLE kg")
+    db.execute("UPDATE schema_version SET version = 4")
+    store.close()
+    again = CredentialStore(tmp_path / "v4.db", kek)
+    assert again.schema_version() == 5
+    pk = {r[1]: r[5] for r in again._db.execute("PRAGMA table_info(key_generations)")}
+    assert [c for c, n in sorted(pk.items(), key=lambda x: x[1]) if n] == [
+        "instance", "not_before", "session_id", "generation"
+    ]  # fmt: skip
+    assert sorted(k.key for _, k in again.load_keys(reg, 0.0)) == sorted(k.key for k in keys)
+    rows = again._db.execute("SELECT session_id FROM key_generations").fetchall()
+    assert [r[0] for r in rows] == [k.key_id.session_id for k in keys]  # in issue order
+    again.delete_keys([keys[1]])  # by its whole key, not_before included
+    assert sorted(k.key for _, k in again.load_keys(reg, 0.0)) == [keys[0].key, keys[2].key]
+    again.close()

@@ -188,10 +188,12 @@ def test_authentication_installs_the_same_keys_on_both_ends(store: CredentialSto
     assert my_auth is not None and my_auth.key == meter.pac.auth_key
     assert server.key_for(mine.key_id, PANA_AUTH, net.now) is None
     assert server.counters["key_export_refused"] == 1
+    # ... nor kept by the key server's rings or store (the PAA holds it for the session)
+    assert server.directory.lookup(mine.key_id, PANA_AUTH, net.now) is None
+    assert {k.purpose for _, k in store.load_keys(PurposeRegistry(), net.now)} == {C1222, LINK}
     assert mine.key.hex() not in repr(theirs) and repr(mine.key) not in repr(theirs)
     assert [e.kind for e in store.audit_log(device_id=b"meter-1")] == [
-        "auth-success",
-        "auth-accepted",  # committed before the PANA success (PAR with C flag) was sent
+        "auth-success",  # committed with the keys before the PANA success (PAR C) was sent
         "enroll",
     ]
 
@@ -422,15 +424,17 @@ def test_revoked_while_authenticating_gets_no_keys(
     server = make_server(store)
     net = Net(server, [Meter(b"meter-2", PSKS[b"meter-2"], 40002, seed=5)])
     net.meters[0].pac.start(0.0)
-    for _ in range(n - 1):
+    for _ in range(n - 3):
         net.step()
-    # the PSK was already looked up; now an operator revokes from another process (the CLI)
+    # the PSK was already looked up; now an operator revokes from another process (the CLI),
+    # before the EAP success whose keys the commit checks
+    assert server.counters["auth-success"] == 0
     store.revoke(b"meter-2", "stolen", now=0.0)
     net.run_until(5.0)
     assert server.counters["authenticated_refused"] == 1
     assert net.of(Authenticated) == [] and net.of(KeysInstalled) == []
     assert server.directory.get(b"meter-2") is None
-    assert len(net.of(SessionTerminated)) == 1
+    assert len(net.of(AuthenticationFailed)) == 1  # its held success answered as a failure
     failures = store.audit_log(kind=AuditKind.AUTH_FAILURE, device_id=b"meter-2")
     assert len(failures) == 1 and "revoked" in failures[0].detail
 
@@ -509,6 +513,9 @@ def batched_server(store: CredentialStore, interval: float = 0.01) -> KeyServer:
     )
 
 
+STORED = 2  # keys per generation a key server stores: c1222 and link (never PANA_AUTH_KEY)
+
+
 def kinds(store: CredentialStore, device: bytes = b"meter-1") -> list[str]:
     return [e.kind for e in reversed(store.audit_log(device_id=device))]
 
@@ -534,20 +541,17 @@ def test_pana_success_waits_for_its_audit_entry_and_keys_for_theirs(
     step_without_commit(net)
     # EAP succeeded, but the PANA success (PAR with C flag) is held: the meter knows nothing
     assert not [e for e in meter.events if isinstance(e, Authenticated)]
-    assert kinds(store) == ["enroll"]  # and nothing is on disk yet
-    assert server.flush(0.0, force=True)
-    assert kinds(store) == ["enroll", "auth-accepted"]
+    assert kinds(store) == ["enroll"] and key_rows(store) == 0  # nothing is on disk yet
+    assert server.get_timer() == pytest.approx(0.01)
+    server.handle_timer(0.01)  # the commit timer: keys and their entry, then the success
+    assert kinds(store) == ["enroll", "auth-success"] and key_rows(store) == STORED
+    assert not net.of(Authenticated)  # announced when the PaC confirms (PAN with C flag)
     step_without_commit(net)
     assert len([e for e in meter.events if isinstance(e, Authenticated)]) == 1
     mine = meter.ring.current(C1222, 0.0)
     assert mine is not None
-    # the server has the keys in memory, but announces them only once committed
-    assert not net.of(Authenticated) and key_rows(store) == 0
-    assert server.get_timer() == pytest.approx(0.01)
-    server.handle_timer(0.01)  # the commit timer
-    net.step()
     assert len(net.of(Authenticated)) == 1 and len(net.of(KeysInstalled)) == 1
-    assert kinds(store)[-1] == "auth-success" and key_rows(store) == len(PurposeRegistry())
+    assert server.counters["commits"] == 1  # nothing more to write for the PAN with C
     theirs = server.key_for(mine.key_id, C1222, 0.01)
     assert theirs is not None and theirs.key == mine.key
     assert server.counters["commits_for_export"] == 0
@@ -558,15 +562,18 @@ def test_asking_for_a_key_in_the_batch_commits_it_first(store: CredentialStore) 
     meter = Meter(b"meter-1", PSKS[b"meter-1"], 40000, seed=2)
     net = Net(server, [meter])
     meter.pac.start(0.0)
-    step_without_commit(net)
+    step_without_commit(net)  # the EAP success is held, its keys wait in the batch
+    ring = server.directory.get(b"meter-1")
+    assert ring is not None and key_rows(store) == 0
+    theirs = server.key_for(ring.key_ids()[-1], C1222, 0.0)  # e.g. an eager head-end
+    assert theirs is not None
+    assert key_rows(store) == STORED and kinds(store)[-1] == "auth-success"
+    assert server.counters["commits_for_export"] == 1
+    assert not [e for e in meter.events if isinstance(e, Authenticated)]  # (still held)
     server.flush(0.0, force=True)
     step_without_commit(net)
     mine = meter.ring.current(C1222, 0.0)
-    assert mine is not None and key_rows(store) == 0
-    theirs = server.key_for(mine.key_id, C1222, 0.0)  # the head-end got a message under it
-    assert theirs is not None and theirs.key == mine.key
-    assert key_rows(store) == len(PurposeRegistry()) and kinds(store)[-1] == "auth-success"
-    assert server.counters["commits_for_export"] == 1
+    assert mine is not None and mine.key == theirs.key
     current = server.current_key(b"meter-1", LINK, 0.0)
     assert current is not None and server.counters["commits_for_export"] == 1
 
@@ -579,9 +586,9 @@ def test_many_authentications_share_one_commit(store: CredentialStore) -> None:
     net = Net(server, [])
     start(net, *meters)
     assert len(net.of(Authenticated)) == 2
-    # per meter: auth-accepted, then keys + auth-success; both meters ran in lockstep
-    assert server.counters["commits"] == 2
-    assert key_rows(store) == 2 * len(PurposeRegistry())
+    # per meter: keys + auth-success before the success; both meters ran in lockstep
+    assert server.counters["commits"] == 1
+    assert key_rows(store) == 2 * STORED
 
 
 def test_crash_before_the_commit_leaves_no_half_session(tmp_path: Path, kek: FileKek) -> None:
@@ -591,14 +598,13 @@ def test_crash_before_the_commit_leaves_no_half_session(tmp_path: Path, kek: Fil
     meter = Meter(b"meter-1", PSKS[b"meter-1"], 40000, seed=2)
     net = Net(server, [meter])
     meter.pac.start(0.0)
-    step_without_commit(net)
-    server.flush(0.0, force=True)
-    step_without_commit(net)  # the server has the PAN with C flag: keys pending
+    step_without_commit(net)  # EAP succeeded: keys pending, the PANA success held
     assert server.directory.get(b"meter-1") is not None
     store.close()  # "kill -9": the batch is never committed
+    assert not [e for e in meter.events if isinstance(e, Authenticated)]  # nor the success sent
     again = CredentialStore(tmp_path / "ks.db", kek)
     assert key_rows(again) == 0
-    assert kinds(again) == ["enroll", "auth-accepted"]
+    assert kinds(again) == ["enroll"]
     assert KeyServer(again, rng=seeded_random(3), now=1.0).directory.get(b"meter-1") is None
     again.close()
 
@@ -618,8 +624,10 @@ def test_a_failed_commit_ends_the_session_and_drops_its_keys(
     assert server.counters["commit_errors"] == 1
     assert not net.of(Authenticated) and not net.of(KeysInstalled)
     assert server.directory.get(b"meter-1") is None
-    assert len(net.of(SessionTerminated)) == 1
-    assert [e for e in meter.events if isinstance(e, SessionTerminated)]  # the meter is told
+    assert len(net.of(AuthenticationFailed)) == 1
+    # the meter, never told "success", is told its run ended
+    assert not [e for e in meter.events if isinstance(e, Authenticated)]
+    assert [e for e in meter.events if isinstance(e, SessionTerminated | AuthenticationFailed)]
 
 
 def test_revocation_commits_pending_writes_durably(store: CredentialStore) -> None:
@@ -630,9 +638,11 @@ def test_revocation_commits_pending_writes_durably(store: CredentialStore) -> No
     step_without_commit(net)
     server.flush(0.0, force=True)
     step_without_commit(net)
-    assert "auth-success" not in kinds(store)
+    server._audit(AuditKind.SESSION_END, b"meter-1", "a pending entry", 0.5)
+    assert kinds(store) == ["enroll", "auth-success"]
     server.revoke(b"meter-1", 1.0)
-    assert kinds(store) == ["enroll", "auth-accepted", "auth-success", "revoke", "keys-shortened"]
+    assert kinds(store) == ["enroll", "auth-success", "session-end", "revoke", "keys-shortened"]
+    assert not server._batch
     assert server.current_key(b"meter-1", C1222, 1.0) is None
 
 
@@ -646,8 +656,8 @@ def test_revocation_while_the_success_is_held_never_sends_it(store: CredentialSt
     net.run_until(10.0)
     assert not [e for e in meter.events if isinstance(e, Authenticated)]
     assert server.directory.get(b"meter-1") is None and not net.of(Authenticated)
-    assert kinds(store)[:3] == ["enroll", "auth-accepted", "revoke"]
-    assert "auth-success" not in kinds(store)
+    assert kinds(store)[:2] == ["enroll", "revoke"]  # its issued keys were withdrawn unsaid
+    assert "auth-success" not in kinds(store) and key_rows(store) == 0
 
 
 def test_revoked_by_another_process_before_the_commit_gets_no_keys(
@@ -655,7 +665,8 @@ def test_revoked_by_another_process_before_the_commit_gets_no_keys(
 ) -> None:
     # The enrolment check of a group-committed session runs in the commit's own transaction
     # (one query per batch, not one per authentication): a revocation that lands after the
-    # PAN with the C flag but before the commit still refuses the session, and only it.
+    # EAP success but before the commit refuses the session, and only it - before its PANA
+    # success is sent.
     server = batched_server(store, interval=60.0)
     statements: list[str] = []
     store._db.set_trace_callback(statements.append)
@@ -665,9 +676,7 @@ def test_revoked_by_another_process_before_the_commit_gets_no_keys(
     net = Net(server, meters)
     for m in meters:
         m.pac.start(0.0)
-    step_without_commit(net)
-    server.flush(0.0, force=True)  # the auth-accepted entries: the PARs with the C flag go out
-    step_without_commit(net)  # both PANs with the C flag are in: keys wait in the batch
+    step_without_commit(net)  # both EAP successes held: their keys wait in the batch
     assert server.directory.get(b"meter-2") is not None and key_rows(store) == 0
     other = CredentialStore(tmp_path / "ks.db", kek)  # `amistack keys revoke` elsewhere
     other.revoke(b"meter-2", "stolen", now=0.5)
@@ -679,14 +688,90 @@ def test_revoked_by_another_process_before_the_commit_gets_no_keys(
     assert [e.peer_id for e in net.of(Authenticated)] == [b"meter-1"]
     assert [e.peer_id for e in net.of(KeysInstalled)] == [b"meter-1"]
     assert server.directory.get(b"meter-2") is None and server.directory.get(b"meter-1")
-    assert key_rows(store) == len(PurposeRegistry())  # meter-1's generation only
-    assert kinds(store, b"meter-2")[:4] == ["enroll", "auth-accepted", "revoke", "auth-failure"]
+    assert key_rows(store) == STORED  # meter-1's generation only
+    assert kinds(store, b"meter-2")[:3] == ["enroll", "revoke", "auth-failure"]
+    assert not [e for e in meters[1].events if isinstance(e, Authenticated)]  # never told
     assert "revoked" in store.audit_log(1, kind=AuditKind.AUTH_FAILURE)[0].detail
     assert kinds(store)[-1] == "auth-success"
     assert server.counters["authenticated_refused"] == 1 and server.counters["auth-success"] == 1
-    ended = net.of(SessionTerminated)
+    ended = net.of(AuthenticationFailed)  # its held success was answered as a failure
     assert len(ended) == 1 and ended[0].session_id not in server._peer_of_session
-    assert [e for e in meters[1].events if isinstance(e, SessionTerminated)]  # the meter is told
+    assert [  # the meter is told its run ended
+        e for e in meters[1].events if isinstance(e, SessionTerminated | AuthenticationFailed)
+    ]
     # no per-authentication enrolment query; one check inside each commit that carried keys
-    assert not [s for s in statements if s.startswith("SELECT revoked_at FROM devices")]
+    # (the one single-device query names meter-2's failure "revoked" in the audit trail)
+    singles = [s for s in statements if s.startswith("SELECT revoked_at FROM devices")]
+    assert len(singles) == 1 and b"meter-2".hex() in singles[0]
     assert len([s for s in statements if "revoked_at IS NULL AND device_id IN" in s]) == 2
+
+
+def test_pana_auth_keys_stored_by_an_older_key_server_are_skipped_at_restart(
+    tmp_path: Path, kek: FileKek, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = CredentialStore(tmp_path / "old.db", kek)
+    store.enroll(b"meter-1", PSKS[b"meter-1"], now=0.0)
+    old = KeyServer(store, rng=seeded_random(1), registry=PurposeRegistry(), now=0.0)
+    net = Net(old, [])
+    meter = Meter(b"meter-1", PSKS[b"meter-1"], 40000, seed=2)
+    start(net, meter)
+    assert len(store.load_keys(PurposeRegistry(), net.now)) == 3  # with pana-auth, as before
+    restarted = KeyServer(store, rng=seeded_random(2), now=net.now)
+    mine = meter.ring.current(C1222, net.now)
+    assert mine is not None
+    theirs = restarted.key_for(mine.key_id, C1222, net.now)
+    assert theirs is not None and theirs.key == mine.key
+    assert restarted.directory.lookup(mine.key_id, PANA_AUTH, net.now) is None
+    assert [r.message for r in caplog.records].count(
+        "stored keys of unregistered purposes skipped"
+    ) == 1
+
+
+def test_a_success_never_confirmed_has_its_issued_keys_withdrawn(store: CredentialStore) -> None:
+    # An attacker (or a lossy link) swallows the PaC's PAN with the C flag: the keys issued
+    # with the success were committed before it was sent, but the session never completes -
+    # so they are withdrawn (row deleted, never announced, never exported).
+    server = make_server(store)
+    meter = Meter(b"meter-1", PSKS[b"meter-1"], 40000, seed=2)
+    net = Net(server, [meter])
+    deliver = net._send
+
+    def swallow(src: Addr, dst: Addr, data: bytes, now: float) -> None:
+        flags = int.from_bytes(data[4:6], "big")  # RFC 5191 §6.2: R 0x8000, C 0x2000
+        if not (src == meter.addr and flags & 0x2000 and not flags & 0x8000):
+            deliver(src, dst, data, now)
+
+    net._send = swallow  # type: ignore[method-assign]
+    meter.pac.start(0.0)
+    net.run_until(1.0)
+    mine = meter.ring.current(C1222, 1.0)
+    assert mine is not None  # the meter was told "success": its keys are on record
+    assert key_rows(store) == STORED and kinds(store) == ["enroll", "auth-success"]
+    assert server.key_for(mine.key_id, C1222, 1.0) is not None  # committed: exportable
+    net.run_until(400.0)  # the PAA's PAR with C retransmissions give up (RFC 5191 §9)
+    server.flush(400.0, force=True)
+    assert not net.of(Authenticated) and not net.of(KeysInstalled)
+    assert server.directory.get(b"meter-1") is None and key_rows(store) == 0
+    assert server.key_for(mine.key_id, C1222, 400.0) is None
+    assert not server._issued and not server._uncommitted
+
+
+def test_the_context_shown_ahead_is_the_one_the_success_carries(store: CredentialStore) -> None:
+    server = batched_server(store, interval=60.0)
+    meter = Meter(b"meter-1", PSKS[b"meter-1"], 40000, seed=2)
+    net = Net(server, [meter])
+    meter.pac.start(0.0)
+    step_without_commit(net)  # the EAP success is held
+    ((sid, answer),) = server._held
+    shown = server.agent.success_context(sid, answer)
+    assert shown is not None
+    ctx, lifetime = shown
+    assert server.agent.success_context(sid, answer) == shown  # (showing changes nothing)
+    server.flush(0.0, force=True)
+    step_without_commit(net)
+    (done,) = net.of(Authenticated)
+    assert done.context == ctx and done.lifetime == lifetime == LIFETIME
+    assert meter.pac.context == ctx
+    # nothing to show for a session not waiting for its AAA answer, or for a failure
+    assert server.agent.success_context(sid, answer) is None
+    assert server.agent.success_context(0x7FFF_FFFF, answer) is None

@@ -50,6 +50,18 @@ def test_derive_is_prf_plus_with_label(make_ctx: CtxFactory) -> None:
     assert derive(ctx, C1222) == expected
 
 
+@pytest.mark.parametrize("prf", list(PrfHash))
+def test_derive_all_is_derive_per_purpose(make_ctx: CtxFactory, prf: PrfHash) -> None:
+    # the key ring's path (context built once) gives exactly what `derive` gives, also for a
+    # purpose longer than one PRF block
+    ctx = make_ctx(prf=prf)
+    registry = PurposeRegistry()
+    long = registry.add("long", b"amistack long test key", 3 * prf.digest_size + 5)
+    keys = derive_all(ctx, registry)
+    assert keys == {p: derive(ctx, p) for p in registry}
+    assert len(keys[long]) == 3 * prf.digest_size + 5
+
+
 def test_distinct_labels_give_independent_keys(make_ctx: CtxFactory) -> None:
     ctx = make_ctx()
     keys = derive_all(ctx, PurposeRegistry())
