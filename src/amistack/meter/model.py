@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import bisect
 import datetime
+import functools
 import hashlib
 import logging
 import math
@@ -91,6 +92,9 @@ _EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
 # Full day tables kept per meter (a fleet of 100,000 must fit in memory): a load-profile read
 # after the first needs only the newest day, a register read that day and its cumulative row.
 _DAY_CACHE = 2
+# Uncurtailed days kept: one is read again only while its measured day is rebuilt (a command,
+# a load-limit check, an instantaneous read), and those ask about the current day.
+_RAW_CACHE = 1
 _BURST_W = 1500.0  # an appliance burst (about one quarter hour in 64)
 
 
@@ -247,11 +251,11 @@ class _Raw:
 
     __slots__ = ("net_w", "tan_phi", "tiers")
 
-    def __init__(self, net_w: list[float], tan_phi: float, tiers: list[int]) -> None:
+    def __init__(self, net_w: list[float], tan_phi: float, tiers: array[int]) -> None:
         # arrays, not lists: a fleet of 100,000 models keeps a few of these each
         self.net_w: MutableSequence[float] = array("d", net_w)
         self.tan_phi = tan_phi
-        self.tiers: MutableSequence[int] = array("B", tiers)  # TOU tier of each interval
+        self.tiers = tiers  # TOU tier of each interval (shared: see _tier_array)
 
 
 class _Day:
@@ -277,21 +281,37 @@ class _Day:
         if isinstance(self.live, list):  # else the shared all-live day (_fill_simple)
             self.live = array("d", self.live)
             self.nodata = array("B", self.nodata)
-        self.flags = array("B", self.flags)
+        self.flags = _NO_FLAGS if not any(self.flags) else array("B", self.flags)
 
 
 # A whole day live (most days of most meters): one copy of its live seconds and no-data flags
-# for every meter, ~1 KB a day a meter less.
+# for every meter, ~1 KB a day a meter less. Packed days are never changed, only replaced, so
+# these (and _ZEROS, _tier_array) are shared by every model.
 _ALL_LIVE = array("d", [float(INTERVAL_S)] * INTERVALS_PER_DAY)
 _NONE_MISSING = array("B", bytes(INTERVALS_PER_DAY))
+_NO_FLAGS = _NONE_MISSING
+# A day with no reverse energy (every day of a meter without PV): its reverse and leading
+# columns, and its flags, are all zero.
+_ZEROS = array("h", bytes(2 * INTERVALS_PER_DAY))
 
 
 def _ints(values: MutableSequence[int]) -> MutableSequence[int]:
-    """Packed 4 bytes a value (a household's day fits by far), 8 if some value does not."""
-    try:
-        return array("i", values)
-    except OverflowError:
-        return array("q", values)
+    """Packed 2 bytes a value (a household's quarter hour fits: up to 32.7 kWh), 4 or 8 if
+    some value does not; all zero: the shared _ZEROS."""
+    if len(values) == INTERVALS_PER_DAY and not any(values):
+        return _ZEROS
+    for code in ("h", "i"):
+        try:
+            return array(code, values)
+        except OverflowError:
+            continue
+    return array("q", values)
+
+
+@functools.lru_cache(maxsize=64)
+def _tier_array(schedule: tuple[int, ...]) -> array[int]:
+    """The TOU tier of each interval of a day with this 30-minute schedule (shared)."""
+    return array("B", [schedule[i >> 1] for i in range(INTERVALS_PER_DAY)])
 
 
 def _u(b: bytes) -> float:
@@ -504,10 +524,9 @@ class MeterModel:
                     net[i] -= peak * bell * (lo + span * cloud[i])
         pf = min(0.995, p.pf + (du[2] / 65536 - 0.5) * 0.04)
         sched = self.config.tariff.schedule(date.month, weekend)
-        tiers = [sched[i >> 1] for i in range(INTERVALS_PER_DAY)]
-        r = _Raw(net, math.tan(math.acos(pf)), tiers)
+        r = _Raw(net, math.tan(math.acos(pf)), _tier_array(sched))
         self._raw[day] = r
-        if len(self._raw) > _DAY_CACHE:
+        if len(self._raw) > _RAW_CACHE:
             self._raw.popitem(last=False)
         return r
 
