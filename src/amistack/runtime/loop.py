@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from amistack.gctune import service_gc as service_gc  # where its users import it from
 
 if TYPE_CHECKING:
     from amistack.access.audit import AuditTrail
@@ -24,26 +24,6 @@ def _uvloop() -> Any | None:
     except ImportError:  # optional: pure asyncio works, just slower
         return None
     return uvloop
-
-
-@contextlib.contextmanager
-def service_gc() -> Iterator[None]:
-    """The cyclic garbage collector as a long-running service wants it, restored on exit.
-
-    The engines allocate many short-lived objects per datagram, and a key server keeps a key
-    ring per device: with CPython's default thresholds a full collection comes every ~70,000
-    allocations and scans every ring, which cost a key server ~12 us of a ~35-45 us key-ring
-    install with 20,000 generations held (docs/key-hierarchy.md). So: collect once, freeze
-    what exists (start-up state is never garbage), and collect far less often."""
-    old = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 50, 100)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*old)
-        gc.unfreeze()
 
 
 def uvloop_available() -> bool:

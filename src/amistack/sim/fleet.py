@@ -38,6 +38,7 @@ from amistack.crypto import RandomSource, seeded_random
 from amistack.eap.packet import EapType
 from amistack.eap.peer import EapPeer
 from amistack.eap.psk import EapPskPeer, PskKeys
+from amistack.gctune import settle_gc
 from amistack.headend.collector import CollectorConfig, Mode, SlotStats
 from amistack.headend.keys import HeadendKeys, repository_resolver
 from amistack.headend.service import HeadEnd, HeadEndConfig
@@ -403,6 +404,7 @@ def build_fleet(config: FleetConfig, repo: SqliteRepository | None = None) -> Fl
             _silence(net, addr, start + a, start + b)
     clock.run_until(start)
     fleet.join = net.reset_statistics()  # the cells' figures from here on describe collection
+    settle_gc()  # the fleet lives for the run: full collections need not walk it again
     return fleet
 
 

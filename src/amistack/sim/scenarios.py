@@ -46,6 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from amistack.gctune import service_gc
 from amistack.headend.collector import CollectorConfig, Mode, SlotStats
 from amistack.meter.access import AccessConfig
 from amistack.meter.events import AccessLost
@@ -608,12 +609,14 @@ _MERGES: dict[str, Callable[[ScenarioConfig, list[Part]], dict[str, Any]]] = {
 
 
 def scenario_part(sc: ScenarioConfig, shard: int, progress: ProgressHook | None = None) -> Part:
-    """Shard `shard`'s part of the scenario (what a Dask worker runs, sim/shard.py)."""
-    if sc.topology == "mesh":
-        from amistack.sim.fleet_mesh import mesh_part
+    """Shard `shard`'s part of the scenario (what a Dask worker runs, sim/shard.py), with the
+    garbage collector of a long-running service: each fleet built is frozen (`build_fleet`)."""
+    with service_gc():
+        if sc.topology == "mesh":
+            from amistack.sim.fleet_mesh import mesh_part
 
-        return mesh_part(sc, shard, progress)
-    return _PARTS[sc.scenario](sc, shard, progress)
+            return mesh_part(sc, shard, progress)
+        return _PARTS[sc.scenario](sc, shard, progress)
 
 
 def merge_parts(sc: ScenarioConfig, parts: list[Part]) -> dict[str, Any]:
