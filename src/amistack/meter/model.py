@@ -129,6 +129,7 @@ class IntervalFlag(IntFlag):
 
 
 _FLAGS = tuple(IntervalFlag(v) for v in range(32))  # by value: IntervalFlag(v) costs microseconds
+_ONE_HALF_MISSING = IntervalFlag.PARTIAL.value | IntervalFlag.OUTAGE.value  # of a 30-minute value
 
 
 @dataclass(frozen=True)
@@ -696,14 +697,18 @@ class MeterModel:
 
     # --- load profile ----------------------------------------------------------------------
 
-    def interval(self, k: int) -> Interval:
-        """The 15-minute interval [k*900, (k+1)*900)."""
+    def _slot(self, k: int) -> tuple[_Day, int]:
+        """The measured day of 15-minute interval k and k's index in it."""
         a = float(k * INTERVAL_S)
         if a < self.install_time:
             raise ModelTimeError("interval before installation")
         day = self.local_day(a)
-        dd = self._day(day)
-        i = int((a - self.day_start(day)) // INTERVAL_S)
+        return self._day(day), int((a - self.day_start(day)) // INTERVAL_S)
+
+    def interval(self, k: int) -> Interval:
+        """The 15-minute interval [k*900, (k+1)*900)."""
+        a = float(k * INTERVAL_S)
+        dd, i = self._slot(k)
         flags = _FLAGS[dd.flags[i]]
         if dd.nodata[i]:
             return Interval(a, a + INTERVAL_S, None, None, None, None, flags)
@@ -748,7 +753,7 @@ class MeterModel:
         if not halves:
             return Interval(x.start, y.end, None, None, None, None, _FLAGS[flags])
         if len(halves) == 1:
-            flags |= IntervalFlag.PARTIAL.value | IntervalFlag.OUTAGE.value
+            flags |= _ONE_HALF_MISSING
         rev = None if not self.config.two_way else sum(h.reverse_wh or 0 for h in halves)
         return Interval(
             x.start,
@@ -759,6 +764,24 @@ class MeterModel:
             sum(h.leading_varh or 0 for h in halves),
             _FLAGS[flags],
         )
+
+    def forward(self, k: int) -> tuple[int | None, int]:
+        """`interval(k)`'s forward active energy (None: no data) and flags (an `IntervalFlag`
+        value), which is all a C12.19 load profile carries, without building the interval (a
+        meter's first load-profile read packs a whole window of them)."""
+        dd, i = self._slot(k)
+        return (None if dd.nodata[i] else dd.fwd[i]), dd.flags[i]
+
+    def forward_30min(self, b: int) -> tuple[int | None, int]:
+        """`forward` of the 30-minute value b, as `interval_30min(b)` has them."""
+        x, x_flags = self.forward(2 * b)
+        y, y_flags = self.forward(2 * b + 1)
+        flags = x_flags | y_flags
+        if x is None and y is None:
+            return None, flags
+        if x is None or y is None:
+            flags |= _ONE_HALF_MISSING
+        return (x or 0) + (y or 0), flags
 
     def fixed_time_reading(self, t: float, reverse: bool = False) -> tuple[float, int | None]:
         """The latest 30-minute boundary at or before `t` and the register value there

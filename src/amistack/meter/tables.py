@@ -106,11 +106,17 @@ def lp_status(flags: IntervalFlag, no_data: bool) -> LpStatus:
 
 def lp_interval(iv: ModelInterval) -> Interval:
     """A model interval as a C12.19 one: forward active energy (Wh, u32) and its status."""
-    status = _status_byte(int(iv.flags), iv.no_data)
-    value = iv.forward_wh or 0
+    return Interval(*_lp_value(iv.forward_wh, int(iv.flags)))
+
+
+def _lp_value(forward_wh: int | None, flags: int) -> tuple[int, int]:
+    """(value, status) of a C12.19 interval from a model interval's forward energy (None: no
+    data) and flags."""
+    status = _status_byte(flags, forward_wh is None)
+    value = forward_wh or 0
     if value > U32_MAX:
         value, status = U32_MAX, status | LpStatus.OVERFLOW
-    return Interval(value, status)
+    return value, status
 
 
 @functools.lru_cache(maxsize=256)
@@ -118,10 +124,10 @@ def _status_byte(flags: int, no_data: bool) -> int:
     return int(lp_status(IntervalFlag(flags), no_data))
 
 
-def _packed_interval(iv: ModelInterval) -> bytes:
-    """`lp_interval(iv)` as the table carries it (`c1222.tables.PackedIntervals`)."""
-    c = lp_interval(iv)
-    return pack_interval(c.value_wh, c.status)
+def _packed_interval(forward: tuple[int | None, int]) -> bytes:
+    """A model interval's (forward energy, flags) (`MeterModel.forward`) as the table carries
+    it (`c1222.tables.PackedIntervals`)."""
+    return pack_interval(*_lp_value(*forward))
 
 
 def default_identification(serial: bytes) -> Identification:
@@ -208,11 +214,11 @@ class ModelTables:
         """The complete intervals in model time [start, end) kept at `model_now`, as a
         C12.19 load profile whose end time is `end` (the newest interval ends there)."""
         model = self.model
-        compute: Callable[[int], ModelInterval]
+        compute: Callable[[int], tuple[int | None, int]]
         if interval_minutes == INTERVAL_S // 60:
-            compute = model.interval
+            compute = model.forward
         elif interval_minutes == BLOCK_S // 60:
-            compute = model.interval_30min
+            compute = model.forward_30min
         else:
             raise ValueError(f"no {interval_minutes}-minute load profile")
         step = interval_minutes * 60
@@ -235,7 +241,7 @@ class ModelTables:
     def _packed_window(
         self,
         interval_minutes: int,
-        compute: Callable[[int], ModelInterval],
+        compute: Callable[[int], tuple[int | None, int]],
         window: range,
         revision: int,
     ) -> bytes:
