@@ -765,23 +765,34 @@ class MeterModel:
             _FLAGS[flags],
         )
 
-    def forward(self, k: int) -> tuple[int | None, int]:
-        """`interval(k)`'s forward active energy (None: no data) and flags (an `IntervalFlag`
-        value), which is all a C12.19 load profile carries, without building the interval (a
-        meter's first load-profile read packs a whole window of them)."""
-        dd, i = self._slot(k)
-        return (None if dd.nodata[i] else dd.fwd[i]), dd.flags[i]
+    def forwards(self, k0: int, k1: int) -> list[tuple[int | None, int]]:
+        """Of each 15-minute interval k in [k0, k1): `interval(k)`'s forward active energy
+        (None: no data) and flags (an `IntervalFlag` value), which is all a C12.19 load
+        profile carries; a day's arrays at a time, no interval built (a meter's first
+        load-profile read packs a whole window of them)."""
+        out: list[tuple[int | None, int]] = []
+        k = k0
+        while k < k1:
+            dd, i = self._slot(k)
+            n = min(k1 - k, INTERVALS_PER_DAY - i)
+            fwd, nodata, flags = dd.fwd, dd.nodata, dd.flags
+            out.extend([(None if nodata[j] else fwd[j], flags[j]) for j in range(i, i + n)])
+            k += n
+        return out
 
-    def forward_30min(self, b: int) -> tuple[int | None, int]:
-        """`forward` of the 30-minute value b, as `interval_30min(b)` has them."""
-        x, x_flags = self.forward(2 * b)
-        y, y_flags = self.forward(2 * b + 1)
-        flags = x_flags | y_flags
-        if x is None and y is None:
-            return None, flags
-        if x is None or y is None:
-            flags |= _ONE_HALF_MISSING
-        return (x or 0) + (y or 0), flags
+    def forwards_30min(self, b0: int, b1: int) -> list[tuple[int | None, int]]:
+        """`forwards` of the 30-minute values b in [b0, b1), as `interval_30min(b)` has them."""
+        quarters = self.forwards(2 * b0, 2 * b1)
+        out: list[tuple[int | None, int]] = []
+        for (x, x_flags), (y, y_flags) in zip(quarters[::2], quarters[1::2], strict=True):
+            flags = x_flags | y_flags
+            if x is None and y is None:
+                out.append((None, flags))
+                continue
+            if x is None or y is None:
+                flags |= _ONE_HALF_MISSING
+            out.append(((x or 0) + (y or 0), flags))
+        return out
 
     def fixed_time_reading(self, t: float, reverse: bool = False) -> tuple[float, int | None]:
         """The latest 30-minute boundary at or before `t` and the register value there

@@ -125,7 +125,7 @@ def _status_byte(flags: int, no_data: bool) -> int:
 
 
 def _packed_interval(forward: tuple[int | None, int]) -> bytes:
-    """A model interval's (forward energy, flags) (`MeterModel.forward`) as the table carries
+    """A model interval's (forward energy, flags) (`MeterModel.forwards`) as the table carries
     it (`c1222.tables.PackedIntervals`)."""
     return pack_interval(*_lp_value(*forward))
 
@@ -214,11 +214,11 @@ class ModelTables:
         """The complete intervals in model time [start, end) kept at `model_now`, as a
         C12.19 load profile whose end time is `end` (the newest interval ends there)."""
         model = self.model
-        compute: Callable[[int], tuple[int | None, int]]
+        compute: Callable[[int, int], list[tuple[int | None, int]]]
         if interval_minutes == INTERVAL_S // 60:
-            compute = model.forward
+            compute = model.forwards
         elif interval_minutes == BLOCK_S // 60:
-            compute = model.forward_30min
+            compute = model.forwards_30min
         else:
             raise ValueError(f"no {interval_minutes}-minute load profile")
         step = interval_minutes * 60
@@ -241,7 +241,7 @@ class ModelTables:
     def _packed_window(
         self,
         interval_minutes: int,
-        compute: Callable[[int], tuple[int | None, int]],
+        compute: Callable[[int, int], list[tuple[int | None, int]]],
         window: range,
         revision: int,
     ) -> bytes:
@@ -262,7 +262,7 @@ class ModelTables:
             run = run[(window.start - first) * size :]
             first = window.start
         if stop < window.stop:
-            run += b"".join([_packed_interval(compute(k)) for k in range(stop, window.stop)])
+            run += b"".join([_packed_interval(f) for f in compute(stop, window.stop)])
             stop = window.stop
         if self.model.revision == revision:
             self._lp_cache[interval_minutes] = (revision, first, run)
