@@ -11,7 +11,7 @@ goes out in the same call (piggybacking, as OpenPANA does).
 from __future__ import annotations
 
 import logging
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -105,7 +105,7 @@ class PanaClient:
         self._expires_at: float | None = None
         self._reauth_at: float | None = None
         self._out: list[tuple[bytes, Addr]] = []
-        self._events: deque[PanaEvent] = deque()
+        self._events: list[PanaEvent] = []  # not a deque: 760 bytes empty, a fleet has 100,000
         # The vendor-specific AVPs of the last successful PAR with the C flag (what the PAA
         # added, e.g. mesh group keys: keymgmt/groupkeys.py), read at its Authenticated event.
         self.success_avps: tuple[Avp, ...] = ()
@@ -192,7 +192,7 @@ class PanaClient:
         return out
 
     def next_event(self) -> PanaEvent | None:
-        return self._events.popleft() if self._events else None
+        return self._events.pop(0) if self._events else None
 
     def get_timer(self) -> float | None:
         # The earliest of the armed deadlines; called after every datagram, so no list.
