@@ -62,7 +62,7 @@ class Host:
         if when == self.timer_at and self.handle is not None:
             return
         if self.handle is not None:
-            self.handle.cancel()
+            self._clock.cancel(self.handle)
             self.handle = None
         self.timer_at = when
         if when is not None:
@@ -84,7 +84,7 @@ class Host:
         """The node left (or its process died): no more input, its timer is dropped."""
         self.attached = False
         if self.handle is not None:
-            self.handle.cancel()
+            self._clock.cancel(self.handle)
             self.handle = None
 
     def _fire(self) -> None:

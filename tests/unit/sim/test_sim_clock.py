@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from amistack.sim import SimulationStalled, VirtualClock
+from amistack.sim.clock import COMPACT_MIN
 
 
 def test_callbacks_run_in_time_then_scheduling_order() -> None:
@@ -75,3 +76,17 @@ def test_zero_time_loop_is_caught() -> None:
     clock.call_at(1.0, again)
     with pytest.raises(SimulationStalled):
         clock.run_until_idle()
+
+
+def test_a_heap_of_cancelled_timers_is_compacted_in_the_same_order() -> None:
+    """Hosts re-arm their timers all the time: the cancelled entries do not pile up until due,
+    and what runs, and in which order, is unchanged."""
+    clock = VirtualClock(0.0)
+    ran: list[int] = []
+    live = [clock.call_at(1000.0 + (i % 7), lambda i=i: ran.append(i)) for i in range(100)]
+    for i in range(3 * COMPACT_MIN):
+        clock.cancel(clock.call_at(500.0 + i, lambda: ran.append(-1)))
+    assert len(clock._heap) < 2 * COMPACT_MIN  # not 3 x COMPACT_MIN + 100
+    clock.cancel(live[0])
+    clock.run_until(2000.0)
+    assert ran == sorted(range(1, 100), key=lambda i: (i % 7, i))
