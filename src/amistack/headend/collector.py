@@ -92,7 +92,7 @@ class MeterTarget:
     cell: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # a head-end keeps one per meter and kept slot
 class Delivery:
     """One reading of one slot became durable."""
 
