@@ -37,7 +37,7 @@ from amistack.c1222.acse import ApTitle
 from amistack.crypto import RandomSource, seeded_random
 from amistack.eap.packet import EapType
 from amistack.eap.peer import EapPeer
-from amistack.eap.psk import EapPskPeer, PskKeys
+from amistack.eap.psk import EapPskPeer
 from amistack.gctune import settle_gc
 from amistack.headend.collector import CollectorConfig, Mode, SlotStats
 from amistack.headend.keys import HeadendKeys, repository_resolver
@@ -279,16 +279,28 @@ class _MeterRandom:
         return out
 
 
-def _new_pac(
-    mid: str, keys: PskKeys, rng: RandomSource, config: PacConfig
-) -> Callable[[], PanaClient]:
-    """What `MeterAccess` calls for each new session: a PaC doing EAP-PSK to the key server."""
-    ident = mid.encode()
+class _NewPac:
+    """What `MeterAccess` calls for each new session: a PaC doing EAP-PSK to the key server.
+    It keeps the meter's PSK (16 bytes), not its derived keys: a `PskKeys` holds two OpenSSL
+    contexts (~2.3 KB of the process, most of it outside Python's heap: 230 MB at 100,000
+    meters), and an EAP run derives them again in ~12 us (a few runs a meter a day)."""
 
-    def eap() -> EapPeer:
-        return EapPeer(ident, {EapType.PSK: lambda: EapPskPeer(ident, keys, rng)})
+    __slots__ = ("config", "ident", "psk", "rng")
 
-    return lambda: PanaClient(config, eap, rng, KEYSERVER_ADDR)
+    def __init__(self, mid: str, psk: bytes, rng: RandomSource, config: PacConfig) -> None:
+        self.ident = mid.encode()
+        self.psk = psk
+        self.rng = rng
+        self.config = config
+
+    def __call__(self) -> PanaClient:
+        return PanaClient(self.config, self._eap, self.rng, KEYSERVER_ADDR)
+
+    def _eap(self) -> EapPeer:
+        return EapPeer(self.ident, {EapType.PSK: self._psk_peer})
+
+    def _psk_peer(self) -> EapPskPeer:
+        return EapPskPeer(self.ident, self.psk, self.rng)
 
 
 def build_keyserver(config: FleetConfig, registry: PurposeRegistry, start: float) -> KeyServer:
@@ -347,8 +359,7 @@ def build_fleet(config: FleetConfig, repo: SqliteRepository | None = None) -> Fl
         repo.commission_meter(mid, start)
         ring = KeyRing(mid.encode(), registry, overlap=config.key_overlap)
         m_rng = _MeterRandom(config.seed * 7919 + i)
-        psk_keys = PskKeys(meter_psk(config.seed, i))
-        new_pac = _new_pac(mid, psk_keys, m_rng, config.pac)
+        new_pac = _NewPac(mid, meter_psk(config.seed, i), m_rng, config.pac)
         access.append(MeterAccess(mid, new_pac, ring, m_rng, config.access))
         node = MeterNode(
             MeterNodeConfig(title, HEADEND_TITLE, HEADEND_ADDR, push=push, event_poll_s=900.0),
