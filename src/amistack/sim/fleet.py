@@ -38,7 +38,7 @@ from amistack.crypto import RandomSource, seeded_random
 from amistack.eap.packet import EapType
 from amistack.eap.peer import EapPeer
 from amistack.eap.psk import EapPskPeer
-from amistack.gctune import settle_gc
+from amistack.gctune import service_gc, settle_gc
 from amistack.headend.collector import CollectorConfig, Mode, SlotStats
 from amistack.headend.keys import HeadendKeys, repository_resolver
 from amistack.headend.service import HeadEnd, HeadEndConfig
@@ -477,13 +477,15 @@ def run(fleet: Fleet) -> float:
 
 
 def run_fleet(config: FleetConfig) -> dict[str, Any]:
-    """Build and run a fleet; the measured findings (see `amistack.bench.collection`)."""
-    t_build = time.process_time()
-    fleet = build_fleet(config)
-    t_run = time.process_time()
-    end = run(fleet)
-    cpu_run = time.process_time() - t_run
-    return summarize(fleet, measured_slots(fleet), end - fleet.start, cpu_run, t_run - t_build)
+    """Build and run a fleet; the measured findings (see `amistack.bench.collection`). Under
+    the GC policy of a scenario (`gctune.service_gc`; the built fleet frozen)."""
+    with service_gc():
+        t_build = time.process_time()
+        fleet = build_fleet(config)
+        t_run = time.process_time()
+        end = run(fleet)
+        cpu_run = time.process_time() - t_run
+        return summarize(fleet, measured_slots(fleet), end - fleet.start, cpu_run, t_run - t_build)
 
 
 def summarize(
