@@ -568,7 +568,7 @@ class MeterModel:
         tou = [0] * self._tiers
         for tier, f in zip(raw.tiers, dd.fwd, strict=True):
             tou[tier] += f
-        dd.tou_tot = tou
+        dd.tou_tot = array("q", tou)  # not a list of int objects
         dd.pack()
         self._days[day] = dd
         if len(self._days) > _DAY_CACHE:
