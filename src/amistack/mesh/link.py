@@ -41,10 +41,21 @@ from amistack.mesh.ipv6 import Ipv6Packet
 from amistack.mesh.lowpan import Reassembler, ReassemblyConfig, fragment
 from amistack.mesh.security import LinkSecurity
 
-__all__ = ["AUX_HEADER_LENGTH", "LinkConfig", "MeshLink", "Received", "Transmitted"]
+__all__ = [
+    "AUX_HEADER_LENGTH",
+    "UNSECURED_BROADCAST_FC",
+    "LinkConfig",
+    "MeshLink",
+    "Received",
+    "Transmitted",
+]
 
 _ACKS = tuple(Frame(FrameType.ACK, seq).encode() for seq in range(256))  # §7.2.2.3: 3 octets
 _ACK_FC = _ACKS[0][:2]
+# The frame control of an unsecured data frame to the broadcast short address from an extended
+# source with PAN ID compression: how every unsecured broadcast (a join beacon) starts
+UNSECURED_BROADCAST_FC = Frame.data(0, PanId(0), BROADCAST_SHORT, Eui64(bytes(8)), b"",
+                                    False).encode()[:2]  # fmt: skip
 
 AUX_HEADER_LENGTH = 6  # security control + frame counter + key index (key id mode 1)
 MAC_MAX_FRAME_RETRIES = 3  # macMaxFrameRetries default, 802.15.4-2006 table 86

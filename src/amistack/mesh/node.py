@@ -71,7 +71,7 @@ from amistack.mesh.errors import MeshDecodeError
 from amistack.mesh.groupkeys import apply_group_keys, next_switch
 from amistack.mesh.icmpv6 import ICMPV6_NEXT_HEADER, Icmpv6DecodeError
 from amistack.mesh.ipv6 import NEXT_HEADER_UDP, Ipv6Packet, UdpDatagram, ipv6_address
-from amistack.mesh.link import MeshLink, Received, Transmitted
+from amistack.mesh.link import UNSECURED_BROADCAST_FC, MeshLink, Received, Transmitted
 from amistack.mesh.rpl.constants import ICMPV6_TYPE_RPL
 from amistack.mesh.rpl.errors import RplDecodeError
 from amistack.mesh.rpl.events import DaoAcknowledged, DataReceived, Joined, ParentChanged, RplEvent
@@ -183,6 +183,7 @@ class MeshNode:
         whose PAA is `parent` (a meter; None for the concentrator); `wan`: where the
         concentrator sends WAN packets."""
         self.link = link
+        self._pan = link.pan.value.to_bytes(2, "little")  # the destination PAN id as framed
         self.rpl = rpl
         self.eui = link.own
         self.link_local = LINK_LOCAL_PREFIX + self.eui.interface_id()
@@ -260,6 +261,12 @@ class MeshNode:
     ) -> None:
         if self.wan is not None and addr == self.wan:
             self._from_wan(data, now)
+            return
+        if self.authenticated and data[:2] == UNSECURED_BROADCAST_FC and data[3:5] == self._pan:
+            # a join beacon (the only unsecured broadcast there is) heard by a joined node,
+            # which takes RPL secured only: dropped before it is decoded (a dozen neighbours
+            # hear every beacon; most of them have joined long ago)
+            self.counters["beacons-ignored"] += 1
             return
         got = self.link.receive(data, now, allow_unsecured=True)
         if got is None or not isinstance(got.src, Eui64):
