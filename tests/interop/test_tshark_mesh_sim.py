@@ -33,7 +33,8 @@ def test_a_whole_mesh_capture_decodes_and_decrypts_with_the_group_key(
     report = json.loads(capsys.readouterr().out)
     keys = report["pcap"]["wireshark_keys"]
     assert keys and report["pcap"]["frames"] > 100
-    options = [arg for key in keys for arg in ("-o", key)]
+    contexts = report["pcap"]["wireshark_contexts"]  # IPHC context 0: the DODAG's prefix
+    options = [arg for key in keys + contexts for arg in ("-o", key)]
     seen = protocols(tshark, pcap, *options)
     assert sum(seen.values()) == report["pcap"]["frames"]
     layers = {layer for stack in seen for layer in stack.split(":")}
@@ -69,7 +70,8 @@ def test_the_demo_chapter_capture_decrypts_under_both_keys_of_the_rotation(tmp_p
     tshark = require_tool("tshark")
     report = chapter_mesh(tmp_path)
     assert report.pcap is not None and len(report.wireshark_keys) == 2
-    options = [arg for key in report.wireshark_keys for arg in ("-o", key)]
+    both = report.wireshark_keys + report.wireshark_contexts
+    options = [arg for key in both for arg in ("-o", key)]
     seen = protocols(tshark, Path(report.pcap), *options)
     assert "wpan:data" not in seen and any("pana" in stack for stack in seen)
     only_first = protocols(tshark, Path(report.pcap), "-o", report.wireshark_keys[0])
@@ -99,7 +101,7 @@ def test_c1222_over_the_mesh_decodes_and_verifies_with_the_meters_key(tmp_path: 
     key = meter.meter.ring.current(C1222, sim.net.now)
     addr = sim.c1222_addr(1)
     assert key is not None and addr is not None
-    options = [arg for k in sim.wireshark_keys() for arg in ("-o", k)]
+    options = [arg for k in sim.wireshark_keys() + sim.wireshark_contexts() for arg in ("-o", k)]
     options += ["-o", "c1222.baseoid:2.16.124.113620.1.22",
                 "-o", f'uat:c1222_decryption_table:"{key_id_byte(key.key_id):02x}",'
                 f"{key.key.hex()}"]  # fmt: skip

@@ -40,6 +40,7 @@ class MeshReport:
     revoked: str = ""
     pcap: str | None = None
     wireshark_keys: list[str] = field(default_factory=list)
+    wireshark_contexts: list[str] = field(default_factory=list)  # IPHC context 0
 
     def ok(self) -> bool:
         return (
@@ -59,7 +60,7 @@ class MeshReport:
             f"  a revoked meter: {self.revoked}",
         ]
         if self.pcap is not None:
-            keys = " ".join(f"-o '{k}'" for k in self.wireshark_keys)
+            keys = " ".join(f"-o '{k}'" for k in self.wireshark_keys + self.wireshark_contexts)
             out.append(f"  radio capture: tshark -r {self.pcap} {keys}")
         return out
 
@@ -79,10 +80,11 @@ def _replay(sim: MeshSim, recorded: list[tuple[Addr, Addr, bytes]]) -> str:
     aux = Frame.decode(frame).security
     if not isinstance(receiver, MeshNode) or aux is None:
         return "no secured frame recorded"
-    before = receiver.link.counters["replayed"]
+    counters = receiver.link.counters  # the replay window's two refusals: seen, or too old
+    before = counters["replayed"] + counters["stale"]
     sim.net.inject(src, dst, frame)
     sim.net.run_until(sim.net.now + 1.0)
-    after = receiver.link.counters["replayed"]
+    after = counters["replayed"] + counters["stale"]
     verdict = "dropped" if after > before else "ACCEPTED"
     return f"{verdict} by the receiver (frame counter {aux.counter} already seen)"
 
@@ -158,6 +160,7 @@ def chapter_mesh(pcap_dir: Path | None) -> MeshReport:
         report.formed = sim.run(900.0)
         sim.net.run_until(sim.net.now + 60.0)  # the wrong-PSK meter's runs and refusals
         report.wireshark_keys = sim.wireshark_keys()  # the keys before the rotation
+        report.wireshark_contexts = sim.wireshark_contexts()
         rep: dict[str, Any] = sim.report(include_dodag=False)
         report.joined = (
             f"{rep['relay_ready']}/{rep['expected_to_join']} relay-ready, 100 % at "

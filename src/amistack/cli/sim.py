@@ -181,7 +181,8 @@ def register(sub: Any) -> None:
         type=Path,
         metavar="FILE",
         help="write the radio frames as IEEE 802.15.4 with FCS (link type 195); the tshark "
-        "options with the group keys are printed (and in the JSON as wireshark_keys)",
+        "options with the group keys and the IPHC context are printed (and in the JSON as "
+        "wireshark_keys and wireshark_contexts)",
     )
     m.add_argument(
         "--pcap-limit", type=int, default=200_000, help="frames written at most (200000)"
@@ -222,7 +223,8 @@ def _mesh(args: argparse.Namespace) -> int:
     if writer is not None:
         writer.close()
         report["pcap"] = {"file": str(args.pcap), "frames": writer.count,
-                          "wireshark_keys": sim.wireshark_keys()}  # fmt: skip
+                          "wireshark_keys": sim.wireshark_keys(),
+                          "wireshark_contexts": sim.wireshark_contexts()}  # fmt: skip
     report["wall_s"] = round(time.perf_counter() - started, 2)
     try:
         if args.png is not None:
@@ -237,7 +239,8 @@ def _mesh(args: argparse.Namespace) -> int:
         return 0
     print(f"radio: {json.dumps(report['radio'])}")
     if writer is not None:
-        keys = " ".join(f"-o '{k}'" for k in report["pcap"]["wireshark_keys"])
+        pcap = report["pcap"]
+        keys = " ".join(f"-o '{k}'" for k in pcap["wireshark_keys"] + pcap["wireshark_contexts"])
         print(f"pcap: {writer.count} frames; tshark -r {args.pcap} {keys}")
     print("node  eui64                    parent                   rank   hops")
     for d in report["dodag"]:

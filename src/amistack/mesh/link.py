@@ -131,6 +131,10 @@ class MeshLink:
         self._events: deque[Transmitted] = deque()
         self.reassembler = Reassembler(reassembly)
         self.counters: Counter[str] = Counter()
+        # IPHC context 0 (RFC 6282 §3.1.1): the /64 prefix this node shares with its
+        # neighbours (the DODAG's, once the node has joined): global addresses under it go
+        # out as interface identifiers, and frames that use it can be read
+        self.context: bytes | None = None
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -146,7 +150,8 @@ class MeshLink:
         """Queue `packet` for `next_hop` (None: every neighbour); see `frames_to_send`."""
         dst: LinkAddr = next_hop if next_hop is not None else BROADCAST_SHORT
         self._tag = (self._tag + 1) & 0xFFFF
-        payloads = fragment(packet, self.own, dst, self._tag, self.room(next_hop, secure))
+        room = self.room(next_hop, secure)
+        payloads = fragment(packet, self.own, dst, self._tag, room, context=self.context)
         if len(self._queue) + len(payloads) > self.config.max_queue:
             self.counters["queue-full"] += 1
             return
@@ -221,7 +226,7 @@ class MeshLink:
                 self._out.append((_ACKS[frame.seq], src))
                 self.counters["acks-sent"] += 1
             plain = self.security.unprotect(frame, allow_unsecured, data)
-            packet = self.reassembler.receive(plain.payload, src, dst, now)
+            packet = self.reassembler.receive(plain.payload, src, dst, now, self.context)
         except MeshDecodeError as exc:
             self.counters[exc.kind] += 1
             return None

@@ -8,11 +8,16 @@ Dispatch (first octet of the MAC payload, RFC 4944 §5.1, RFC 6282 §2):
     11100xxx    FRAGN: later fragment, 5-octet header (RFC 4944 §5.3)
     10xxxxxx    mesh addressing header (RFC 4944 §5.2): not used (the mesh routes over IP, RPL)
 
-IPHC (RFC 6282 §3): stateless compression only (CID = 0, SAC/DAC = 0; the unspecified source
-:: is the one SAC = 1 form accepted). Traffic class and flow label, next header, hop limit (1,
-64, 255 elided) and link-local addresses whose interface identifier comes from the 802.15.4
-address (EUI-64 with the U/L bit inverted, or 0000:00ff:fe00:XXXX from a short address, §3.2.2)
-are elided; multicast destinations use the 48-, 32- and 8-bit forms. UDP uses the NHC header
+IPHC (RFC 6282 §3): traffic class and flow label, next header, hop limit (1, 64, 255 elided)
+and link-local addresses whose interface identifier comes from the 802.15.4 address (EUI-64 with
+the U/L bit inverted, or 0000:00ff:fe00:XXXX from a short address, §3.2.2) are elided; multicast
+destinations use the 48-, 32- and 8-bit forms. Context-based compression (§3.1.1, SAC/DAC = 1)
+with context 0 only (CID = 0, no context extension octet): given `context` (a /64 prefix, the
+mesh's DODAG prefix: what 6LoWPAN-ND would hand out in a 6LoWPAN Context Option, RFC 6775
+§4.2), a global unicast address under it is sent as its interface identifier (64 or 16 bits
+inline, or nothing when the link-layer address gives it), as link-local addresses are. Without
+a context a packet that uses one is refused (`MeshLowpanDecodeError`); the unspecified source
+:: (SAC = 1, SAM = 00) needs none. Other contexts (CID = 1) are not used. UDP uses the NHC header
 (§4.3): ports compressed when in 0xF0B0..0xF0BF or 0xF000..0xF0FF, the checksum always carried
 (an elided checksum, C = 1, is refused: §4.3.2 allows it only with upper-layer authorization).
 
@@ -73,15 +78,21 @@ def _iid(ll: LinkAddr) -> bytes:
 # -- IPHC ------------------------------------------------------------------------------------
 
 
-def _compress_unicast(addr: bytes, ll: LinkAddr) -> tuple[int, bytes]:
-    """(SAM/DAM, inline octets) for a unicast address, RFC 6282 §3.1.1 with SAC/DAC = 0."""
-    if addr[:8] != _LINK_LOCAL_PREFIX:
-        return 0b00, addr
+def _compress_unicast(addr: bytes, ll: LinkAddr, context: bytes | None) -> tuple[int, int, bytes]:
+    """(SAC/DAC, SAM/DAM, inline octets) for a unicast address, RFC 6282 §3.1.1: link-local
+    stateless (SAC/DAC = 0), under context 0 stateful (SAC/DAC = 1), else inline in full."""
+    prefix = addr[:8]
+    if prefix == _LINK_LOCAL_PREFIX:
+        stateful = 0
+    elif prefix == context:
+        stateful = 1
+    else:
+        return 0, 0b00, addr
     if addr[8:] == _iid(ll):
-        return 0b11, b""
+        return stateful, 0b11, b""
     if addr[8:14] == _SHORT_IID_PREFIX:
-        return 0b10, addr[14:]
-    return 0b01, addr[8:]
+        return stateful, 0b10, addr[14:]
+    return stateful, 0b01, addr[8:]
 
 
 def _compress_multicast(addr: bytes) -> tuple[int, bytes]:
@@ -95,8 +106,11 @@ def _compress_multicast(addr: bytes) -> tuple[int, bytes]:
     return 0b00, addr
 
 
-def _compress_header(packet: Ipv6Packet, src_ll: LinkAddr, dst_ll: LinkAddr) -> tuple[bytes, int]:
-    """The IPHC (+ NHC UDP) header and how many octets of the uncompressed packet it covers."""
+def _compress_header(
+    packet: Ipv6Packet, src_ll: LinkAddr, dst_ll: LinkAddr, context: bytes | None = None
+) -> tuple[bytes, int]:
+    """The IPHC (+ NHC UDP) header and how many octets of the uncompressed packet it covers;
+    `context`: the /64 prefix of context 0, if there is one."""
     inline = bytearray()
     ecn, dscp = packet.traffic_class & 3, packet.traffic_class >> 2
     if packet.traffic_class == 0 and packet.flow_label == 0:
@@ -117,16 +131,18 @@ def _compress_header(packet: Ipv6Packet, src_ll: LinkAddr, dst_ll: LinkAddr) -> 
     if not hlim:
         inline.append(packet.hop_limit)
     src, dst = packet.src.packed, packet.dst.packed
-    sac = 0
     if src == bytes(16):
         sac, sam, s_inline = 1, 0b00, b""
     else:
-        sam, s_inline = _compress_unicast(src, src_ll)
+        sac, sam, s_inline = _compress_unicast(src, src_ll, context)
     multicast = packet.dst.is_multicast
-    dam, d_inline = _compress_multicast(dst) if multicast else _compress_unicast(dst, dst_ll)
+    if multicast:
+        dac, (dam, d_inline) = 0, _compress_multicast(dst)
+    else:
+        dac, dam, d_inline = _compress_unicast(dst, dst_ll, context)
     inline += s_inline + d_inline
     head = bytes((IPHC_DISPATCH | tf << 3 | int(udp) << 2 | hlim,
-                  sac << 6 | sam << 4 | int(multicast) << 3 | dam))  # fmt: skip
+                  sac << 6 | sam << 4 | int(multicast) << 3 | dac << 2 | dam))  # fmt: skip
     covered = IPV6_HEADER_LENGTH
     if udp:
         sport = int.from_bytes(packet.payload[0:2], "big")
@@ -145,9 +161,12 @@ def _compress_header(packet: Ipv6Packet, src_ll: LinkAddr, dst_ll: LinkAddr) -> 
     return head + bytes(inline), covered
 
 
-def compress(packet: Ipv6Packet, src_ll: LinkAddr, dst_ll: LinkAddr) -> bytes:
-    """`packet` as an IPHC-compressed 6LoWPAN payload between these link-layer addresses."""
-    header, covered = _compress_header(packet, src_ll, dst_ll)
+def compress(
+    packet: Ipv6Packet, src_ll: LinkAddr, dst_ll: LinkAddr, context: bytes | None = None
+) -> bytes:
+    """`packet` as an IPHC-compressed 6LoWPAN payload between these link-layer addresses
+    (`context`: the /64 prefix of IPHC context 0, if the two nodes share one)."""
+    header, covered = _compress_header(packet, src_ll, dst_ll, context)
     return header + packet.encode()[covered:]
 
 
@@ -165,14 +184,16 @@ class _Reader:
         return bytes(out)
 
 
-def _unicast(mode: int, r: _Reader, ll: LinkAddr, what: str) -> bytes:
+def _unicast(mode: int, r: _Reader, ll: LinkAddr, what: str, prefix: bytes) -> bytes:
+    """A SAM/DAM-compressed unicast address; `prefix`: the link-local prefix (SAC/DAC = 0)
+    or context 0's (SAC/DAC = 1). Mode 00 is the full address (stateful 00 is refused)."""
     if mode == 0b00:
         return r.take(16, what)
     if mode == 0b01:
-        return _LINK_LOCAL_PREFIX + r.take(8, what)
+        return prefix + r.take(8, what)
     if mode == 0b10:
-        return _LINK_LOCAL_PREFIX + _SHORT_IID_PREFIX + r.take(2, what)
-    return _LINK_LOCAL_PREFIX + _iid(ll)
+        return prefix + _SHORT_IID_PREFIX + r.take(2, what)
+    return prefix + _iid(ll)
 
 
 def _multicast(mode: int, r: _Reader) -> bytes:
@@ -189,7 +210,12 @@ def _multicast(mode: int, r: _Reader) -> bytes:
 
 
 def _decompress_header(
-    data: bytes, pos: int, src_ll: LinkAddr, dst_ll: LinkAddr, datagram_size: int | None
+    data: bytes,
+    pos: int,
+    src_ll: LinkAddr,
+    dst_ll: LinkAddr,
+    datagram_size: int | None,
+    context: bytes | None = None,
 ) -> tuple[bytes, int]:
     """The uncompressed IPv6 (+ UDP) header of the IPHC header at `pos`, and where the rest of
     the payload starts. Without `datagram_size` the packet ends with `data`."""
@@ -197,8 +223,12 @@ def _decompress_header(
     b0, b1 = r.take(2, "IPHC header")
     tf, nh, hlim = b0 >> 3 & 3, b0 >> 2 & 1, b0 & 3
     cid, sac, sam, m, dac, dam = b1 >> 7, b1 >> 6 & 1, b1 >> 4 & 3, b1 >> 3 & 1, b1 >> 2 & 1, b1 & 3
-    if cid or dac or (sac and sam):
-        raise MeshLowpanDecodeError(pos + 1, "stateful (context-based) compression is not used")
+    if cid:
+        raise MeshLowpanDecodeError(pos + 1, "contexts other than 0 are not used")
+    if dac and (m or dam == 0b00):  # reserved, or unicast-prefix-based multicast: not used
+        raise MeshLowpanDecodeError(pos + 1, f"DAC = 1 with M = {m}, DAM = {dam:02b} is not used")
+    if context is None and (dac or (sac and sam)):
+        raise MeshLowpanDecodeError(pos + 1, "context-based form without a context")
     tc = fl = 0
     if tf == 0b00:
         b = r.take(4, "traffic class and flow label")
@@ -211,8 +241,16 @@ def _decompress_header(
         tc = (b[0] & 0x3F) << 2 | b[0] >> 6
     next_header = NEXT_HEADER_UDP if nh else r.take(1, "next header")[0]
     hop_limit = _HLIM_VALUES[hlim] if hlim else r.take(1, "hop limit")[0]
-    src = bytes(16) if sac else _unicast(sam, r, src_ll, "source address")
-    dst = _multicast(dam, r) if m else _unicast(dam, r, dst_ll, "destination address")
+    if sac and not sam:
+        src = bytes(16)  # the unspecified address
+    else:
+        prefix = context if sac and context is not None else _LINK_LOCAL_PREFIX
+        src = _unicast(sam, r, src_ll, "source address", prefix)
+    if m:
+        dst = _multicast(dam, r)
+    else:
+        prefix = context if dac and context is not None else _LINK_LOCAL_PREFIX
+        dst = _unicast(dam, r, dst_ll, "destination address", prefix)
     udp_header = b""
     if nh:
         nhc_at = r.pos
@@ -254,7 +292,12 @@ def _decompress_header(
 
 
 def _packet_start(
-    data: bytes, pos: int, src_ll: LinkAddr, dst_ll: LinkAddr, datagram_size: int | None
+    data: bytes,
+    pos: int,
+    src_ll: LinkAddr,
+    dst_ll: LinkAddr,
+    datagram_size: int | None,
+    context: bytes | None = None,
 ) -> tuple[bytes, int]:
     """An uncompressed dispatch or IPHC at `pos`: (uncompressed prefix, start of the rest)."""
     if pos >= len(data):
@@ -263,15 +306,17 @@ def _packet_start(
     if dispatch == DISPATCH_IPV6:
         return b"", pos + 1
     if dispatch & IPHC_MASK == IPHC_DISPATCH:
-        return _decompress_header(data, pos, src_ll, dst_ll, datagram_size)
+        return _decompress_header(data, pos, src_ll, dst_ll, datagram_size, context)
     if dispatch & MESH_MASK == MESH_DISPATCH:
         raise MeshLowpanDecodeError(pos, "mesh addressing header (mesh-under) is not used")
     raise MeshLowpanDecodeError(pos, f"dispatch {dispatch:#04x} is not IPv6")
 
 
-def decompress(data: bytes, src_ll: LinkAddr, dst_ll: LinkAddr) -> Ipv6Packet:
+def decompress(
+    data: bytes, src_ll: LinkAddr, dst_ll: LinkAddr, context: bytes | None = None
+) -> Ipv6Packet:
     """One unfragmented 6LoWPAN payload (uncompressed or IPHC) as its IPv6 packet."""
-    prefix, rest = _packet_start(data, 0, src_ll, dst_ll, None)
+    prefix, rest = _packet_start(data, 0, src_ll, dst_ll, None, context)
     return Ipv6Packet.decode(prefix + data[rest:])
 
 
@@ -285,13 +330,15 @@ def fragment(
     tag: int,
     room: int,
     iphc: bool = True,
+    context: bytes | None = None,
 ) -> list[bytes]:
-    """`packet` as 6LoWPAN payloads of at most `room` octets each: one, or FRAG1 + FRAGNs."""
+    """`packet` as 6LoWPAN payloads of at most `room` octets each: one, or FRAG1 + FRAGNs
+    (`context`: IPHC context 0's /64 prefix, see `compress`)."""
     raw = packet.encode()
     if len(raw) > IPV6_MIN_MTU:
         raise ValueError(f"packets above {IPV6_MIN_MTU} octets are not sent")
     if iphc:
-        header, covered = _compress_header(packet, src_ll, dst_ll)
+        header, covered = _compress_header(packet, src_ll, dst_ll, context)
     else:
         header, covered = bytes((DISPATCH_IPV6,)), 0
     if len(header) + len(raw) - covered <= room:
@@ -345,15 +392,21 @@ class Reassembler:
         return len(self._partial)
 
     def receive(
-        self, data: bytes, src_ll: LinkAddr, dst_ll: LinkAddr, now: float
+        self,
+        data: bytes,
+        src_ll: LinkAddr,
+        dst_ll: LinkAddr,
+        now: float,
+        context: bytes | None = None,
     ) -> Ipv6Packet | None:
         """A 6LoWPAN payload from `src_ll`: the packet it completes, or None (more to come).
-        Raises MeshLowpanDecodeError for a malformed one (nothing is kept of it)."""
+        Raises MeshLowpanDecodeError for a malformed one (nothing is kept of it). `context`:
+        IPHC context 0's /64 prefix, if the receiver has one."""
         if not data:
             raise MeshLowpanDecodeError(0, "empty 6LoWPAN payload")
         kind = data[0] & FRAG_MASK
         if kind not in (FRAG1_DISPATCH, FRAGN_DISPATCH):
-            packet = decompress(data, src_ll, dst_ll)
+            packet = decompress(data, src_ll, dst_ll, context)
             self.counters["packets"] += 1
             return packet
         first = kind == FRAG1_DISPATCH
@@ -365,7 +418,7 @@ class Reassembler:
         if size > self.config.max_datagram or size < IPV6_HEADER_LENGTH:
             raise MeshLowpanDecodeError(0, f"datagram size {size} out of bounds")
         if first:
-            prefix, rest = _packet_start(data, head, src_ll, dst_ll, size)
+            prefix, rest = _packet_start(data, head, src_ll, dst_ll, size, context)
             chunk, offset = prefix + data[rest:], 0
         else:
             chunk, offset = bytes(data[head:]), data[4] * 8

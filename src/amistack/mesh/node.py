@@ -224,6 +224,13 @@ class MeshNode:
         """Power on: the concentrator starts its DODAG; a meter listens for beacons."""
         if self.wan is not None:
             self.rpl.start(now)
+            self._follow_prefix()
+
+    def _follow_prefix(self) -> None:
+        """IPHC context 0 is the DODAG's /64 (the prefix of our global address): the link
+        compresses global addresses under it (`mesh.lowpan`); called when RPL moves."""
+        own = self.rpl.global_address
+        self.link.context = None if own is None else own[:8]
 
     @classmethod
     def concentrator(
@@ -486,6 +493,7 @@ class MeshNode:
 
     def _on_rpl(self, event: RplEvent, now: float) -> None:
         self._events.append(event)
+        self._follow_prefix()
         moved = isinstance(event, Joined | ParentChanged)
         if moved and self.pac is not None and self._move_at is None:
             self._move_at = now + self.config.pana_move_delay

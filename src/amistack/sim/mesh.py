@@ -415,6 +415,14 @@ class MeshSim:
         keys = [] if manager is None else manager.keys(PAN.value)
         return [f'uat:ieee802154_keys:"{k.key.hex()}","{k.index}","No hash"' for k in keys]
 
+    def wireshark_contexts(self) -> list[str]:
+        """tshark's `-o` option for IPHC context 0 (the nodes compress global addresses under
+        their DODAG's /64, `mesh.lowpan`): the first concentrator's prefix. tshark holds one
+        context table for a whole capture, so with several DODAGs the other DODAGs' global
+        addresses read wrong (their frames still decode and decrypt)."""
+        prefix = ipaddress.IPv6Address(prefix_of(0))
+        return [f"6lowpan.context0:{prefix}/64"]
+
     def run(self, max_time: float) -> bool:
         """Run until every expected meter is relay-ready; False if `max_time` came first."""
         self._waiting = self.expected - self.ready_at.keys()  # O(1) per step, not O(N)

@@ -77,3 +77,14 @@ def test_a_mesh_run_is_a_pure_function_of_its_seed() -> None:
     first, second = run(), run()
     assert first == second
     assert first["relay_ready"] == first["expected_to_join"]
+
+
+def test_joined_nodes_compress_under_their_dodag_prefix() -> None:
+    """IPHC context 0 follows RPL: every joined node's link holds its DODAG's /64 (the
+    concentrator's from the start), and no frame failed to decompress for want of it."""
+    sim = build_mesh(MeshConfig(nodes=20, seed=3))
+    assert sim.run(300.0)
+    for node in [*sim.concentrators, *sim.meters]:
+        own = node.rpl.global_address
+        assert own is not None and node.link.context == own[:8]
+        assert not node.link.counters["lowpan-malformed"]

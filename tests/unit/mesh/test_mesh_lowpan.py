@@ -127,10 +127,77 @@ def test_iphc_round_trip(
     assert decompress(compress(packet, A, B), A, B) == packet
 
 
-@given(st.binary(max_size=120))
-def test_fuzz_decoders_raise_only_the_typed_error(data: bytes) -> None:
+CONTEXT = bytes.fromhex("20010db800010003")  # context 0: a DODAG's /64, 2001:db8:1:3::/64
+
+
+@pytest.mark.parametrize(
+    ("src", "dst", "inline"),
+    [
+        ("2001:db8:1:3::ff:fe00:7", "2001:db8:1:3:1:2:3:4", 2 + 8),  # 16-bit id, 64-bit id
+        ("2001:db8:1:3:0:0:0:b", "2001:db8:ffff::1", 8 + 16),  # outside the context: in full
+        ("fe80::1", "2001:db8:1:3::1", 8 + 8),  # link-local and context-based side by side
+    ],
+)
+def test_context_0_compresses_global_addresses_under_the_dodag_prefix(
+    src: str, dst: str, inline: int
+) -> None:
+    packet = udp(IP(src), IP(dst), b"x", 0xF0B1, 0xF0B2)
+    wire = compress(packet, A, ShortAddr(0xFFFF), CONTEXT)
+    assert len(wire) == 2 + inline + 1 + 1 + 2 + 1
+    assert decompress(wire, A, ShortAddr(0xFFFF), CONTEXT) == packet
+
+
+def test_context_0_elides_an_address_the_link_layer_gives() -> None:
+    """A global address whose interface identifier is the frame's EUI-64 costs no octet: the
+    first hop of a packet from a meter's own global address, the last hop to the root."""
+    src = IP(CONTEXT + A.interface_id())
+    dst = IP(CONTEXT + B.interface_id())
+    packet = Ipv6Packet(src, dst, 58, b"\x9b\x02" + bytes(30))
+    wire = compress(packet, A, B, CONTEXT)
+    assert wire[1] == 0b0_1_11_0_1_11  # CID 0, SAC 1, SAM 11, M 0, DAC 1, DAM 11
+    assert len(wire) == 2 + 1 + 32  # IPHC, next header inline, the ICMPv6 message
+    assert decompress(wire, A, B, CONTEXT) == packet
+    frags = fragment(Ipv6Packet(src, dst, 58, bytes(200)), A, B, 9, 90, context=CONTEXT)
     r = Reassembler()
-    for fn in (lambda: decompress(data, A, B), lambda: r.receive(data, A, B, 0.0)):
+    got = [r.receive(f, A, B, 0.0, CONTEXT) for f in frags]
+    assert got[-1] == Ipv6Packet(src, dst, 58, bytes(200)) and len(r) == 0
+
+
+def test_a_context_based_form_without_the_context_is_refused_not_guessed() -> None:
+    packet = udp(IP("2001:db8:1:3::a"), IP("2001:db8:1:3::b"), b"x")
+    wire = compress(packet, A, B, CONTEXT)
+    with pytest.raises(MeshLowpanDecodeError, match="without a context"):
+        decompress(wire, A, B)
+    with pytest.raises(MeshLowpanDecodeError, match="without a context"):
+        Reassembler().receive(wire, A, B, 0.0)
+    assert compress(packet, A, B) == compress(packet, A, B, bytes(8))  # another prefix: inline
+
+
+@settings(max_examples=60)
+@given(
+    src_iid=st.binary(min_size=8, max_size=8),
+    dst=st.binary(min_size=16, max_size=16),
+    payload=st.binary(max_size=200),
+    nh=st.sampled_from([NEXT_HEADER_UDP, 58, 0, 43]),
+)
+def test_iphc_round_trip_with_context_0(
+    src_iid: bytes, dst: bytes, payload: bytes, nh: int
+) -> None:
+    src = IP(CONTEXT + src_iid)
+    if nh == NEXT_HEADER_UDP:
+        packet = udp(src, IP(dst), payload)
+    else:
+        packet = Ipv6Packet(src, IP(dst), nh, payload)
+    assert decompress(compress(packet, A, B, CONTEXT), A, B, CONTEXT) == packet
+
+
+@given(st.binary(max_size=120), st.sampled_from([None, CONTEXT]))
+def test_fuzz_decoders_raise_only_the_typed_error(data: bytes, context: bytes | None) -> None:
+    r = Reassembler()
+    for fn in (
+        lambda: decompress(data, A, B, context),
+        lambda: r.receive(data, A, B, 0.0, context),
+    ):
         try:
             fn()
         except MeshLowpanDecodeError as exc:
@@ -143,7 +210,9 @@ def test_fuzz_decoders_raise_only_the_typed_error(data: bytes) -> None:
         ("", "no dispatch"),
         ("01", "not IPv6"),
         ("80", "mesh addressing"),
-        ("7880", "stateful"),
+        ("7880", "contexts other than 0"),
+        ("7804", "DAC = 1 with M = 0, DAM = 00"),
+        ("7850", "context-based form without a context"),
         ("7b", "IPHC header truncated"),
         ("7e33" + "f4", "elided UDP checksum"),
         ("7e33" + "e0", "not UDP"),
