@@ -156,6 +156,7 @@ class RplNode:
         self._sweep_at: float | None = None
         self._hold_until = 0.0
         self._blocked: OrderedDict[bytes, float] = OrderedDict()
+        self._choice_inputs: tuple[object, ...] | None = None  # of the last _reselect
         self._buckets = KeyedBuckets(
             config.dao_rate_per_source, config.dao_burst_per_source, config.max_routes
         )
@@ -479,6 +480,19 @@ class RplNode:
     def _reselect(self, now: float) -> None:
         if self.is_root or self.of is None:
             return
+        # Parent selection is a pure function of these inputs (and of the time, through the
+        # blocked neighbours): when none changed since the last selection, neither did its
+        # outcome, which is already in place. Most calls come from an acknowledged frame to
+        # a parent whose ETX stayed where it was.
+        inputs: tuple[object, ...] | None = None
+        if not self._blocked:
+            inputs = (
+                self.links.version, self.preferred, self.rank, self.lowest_rank, self.joined,
+                self.of, self.config, *[(a, n.rank) for a, n in self.neighbors.items()],
+            )  # fmt: skip
+            if inputs == self._choice_inputs:
+                return
+        self._choice_inputs = inputs
         step = self.config.min_hop_rank_increase
         limit = INFINITE_RANK
         if self.config.max_rank_increase and self.lowest_rank < INFINITE_RANK:

@@ -48,6 +48,7 @@ class LinkStats:
         self.max_neighbors = max_neighbors
         self._etx: dict[bytes, int] = {}
         self._samples: dict[bytes, int] = {}
+        self.version = 0  # counts the changes of any neighbour's ETX (readers cache on it)
 
     def etx(self, neighbor: bytes) -> int:
         return self._etx.get(neighbor, ETX_DEFAULT)
@@ -56,11 +57,13 @@ class LinkStats:
         return neighbor in self._etx
 
     def _store(self, neighbor: bytes, value: int) -> None:
-        self._etx.pop(neighbor, None)
+        if self._etx.pop(neighbor, None) != value:
+            self.version += 1
         if len(self._etx) >= self.max_neighbors:
             oldest = next(iter(self._etx))
             del self._etx[oldest]
             self._samples.pop(oldest, None)
+            self.version += 1
         self._etx[neighbor] = value
 
     def set_etx(self, neighbor: bytes, etx: int) -> None:
@@ -77,7 +80,8 @@ class LinkStats:
         self._samples[neighbor] = count + 1
 
     def forget(self, neighbor: bytes) -> None:
-        self._etx.pop(neighbor, None)
+        if self._etx.pop(neighbor, None) is not None:
+            self.version += 1
         self._samples.pop(neighbor, None)
 
 
