@@ -291,14 +291,8 @@ def _decompress_header(
     return ipv6 + udp_header, r.pos
 
 
-def _packet_start(
-    data: bytes,
-    pos: int,
-    src_ll: LinkAddr,
-    dst_ll: LinkAddr,
-    datagram_size: int | None,
-    context: bytes | None = None,
-) -> tuple[bytes, int]:
+def _packet_start(data: bytes, pos: int, src_ll: LinkAddr, dst_ll: LinkAddr, size: int | None,
+                  context: bytes | None) -> tuple[bytes, int]:  # fmt: skip
     """An uncompressed dispatch or IPHC at `pos`: (uncompressed prefix, start of the rest)."""
     if pos >= len(data):
         raise MeshLowpanDecodeError(pos, "no dispatch")
@@ -306,7 +300,7 @@ def _packet_start(
     if dispatch == DISPATCH_IPV6:
         return b"", pos + 1
     if dispatch & IPHC_MASK == IPHC_DISPATCH:
-        return _decompress_header(data, pos, src_ll, dst_ll, datagram_size, context)
+        return _decompress_header(data, pos, src_ll, dst_ll, size, context)
     if dispatch & MESH_MASK == MESH_DISPATCH:
         raise MeshLowpanDecodeError(pos, "mesh addressing header (mesh-under) is not used")
     raise MeshLowpanDecodeError(pos, f"dispatch {dispatch:#04x} is not IPv6")
