@@ -65,7 +65,7 @@ from amistack.keymgmt.ukmf import PurposeRegistry
 from amistack.mesh.errors import MeshDecodeError
 from amistack.mesh.ipv6 import Ipv6Packet
 from amistack.mesh.link import MeshLink
-from amistack.mesh.node import MeshNode, ParentChosen, RelayReady, radio_addr
+from amistack.mesh.node import JoinConfig, MeshNode, ParentChosen, RelayReady, radio_addr
 from amistack.mesh.rpl.config import RplConfig
 from amistack.mesh.rpl.messages import PrefixInformation
 from amistack.mesh.rpl.node import RplNode
@@ -92,6 +92,7 @@ __all__ = [
     "WanRouter",
     "build_mesh",
     "concentrator_eui",
+    "meter_node",
     "prefix_of",
     "radio_hops",
 ]
@@ -133,6 +134,7 @@ class MeshConfig:
     wrong_psk: frozenset[int] = frozenset()  # meter indexes (1..nodes) with a PSK the server lacks
     c1222: bool = False  # meters run the C12.22 endpoint; a head-end on the WAN reads them
     push: PushConfig | None = None  # with c1222: the meters push their intervals to the head-end
+    session_lifetime: float = SESSION_LIFETIME  # the key server's PANA session (key) lifetime
     rpl: RplConfig = field(
         default_factory=lambda: RplConfig(
             dio_interval_min=10, dio_interval_doublings=8, dio_redundancy_constant=3,
@@ -612,22 +614,49 @@ def radio_hops(
     return {index[a]: h for a, h in hops.items() if a in index}
 
 
-def _link(eui: Eui64, seed: int) -> MeshLink:
+def _link(eui: Eui64, seed: int, counters: MemoryCounterStore | None = None) -> MeshLink:
     """A link with no key yet (the group keys are installed from the key server's)."""
-    return MeshLink(LinkSecurity(eui, MemoryCounterStore()), PAN, seeded_random(seed))
+    store = MemoryCounterStore() if counters is None else counters
+    return MeshLink(LinkSecurity(eui, store), PAN, seeded_random(seed))
 
 
-def _new_pac(ident: bytes, psk: bytes, seed: int) -> Any:
+MESH_PAC = PacConfig(pci_retransmit=MESH_PCI_RETRANSMIT, req_retransmit=MESH_REQ_RETRANSMIT)
+REBOOT_SEED = 1_000_000_007  # a meter's seeds move on by this at each boot (fresh randomness)
+
+
+def _new_pac(ident: bytes, psk: bytes, seed: int, config: PacConfig = MESH_PAC) -> Any:
     rng = seeded_random(seed)
 
     def eap() -> EapPeer:
         return EapPeer(ident, {EapType.PSK: lambda: EapPskPeer(ident, psk, rng)})
 
     def new(parent: Addr) -> PanaClient:
-        config = PacConfig(pci_retransmit=MESH_PCI_RETRANSMIT, req_retransmit=MESH_REQ_RETRANSMIT)
         return PanaClient(config, eap, rng, parent)
 
     return new
+
+
+def meter_node(
+    config: MeshConfig,
+    i: int,
+    *,
+    boot: int = 0,
+    counters: MemoryCounterStore | None = None,
+    pac: PacConfig = MESH_PAC,
+    join: JoinConfig | None = None,
+) -> MeshNode:
+    """Meter i's mesh node as it powers on: `boot` 0 in `build_mesh`; a later boot (power back
+    after an outage) draws fresh randomness and keeps only `counters`, the link's frame
+    counters from non-volatile memory (IEEE 802.15.4: a frame counter never goes back)."""
+    eui, s = node_eui(i), config.seed + boot * REBOOT_SEED
+    psk = meter_psk(config.seed + 1 if i in config.wrong_psk else config.seed, i)
+    rpl = RplNode(LINK_LOCAL_PREFIX + eui.interface_id(), config.rpl,
+                  seeded_random(s * 1_000 + i))  # fmt: skip
+    return MeshNode(
+        _link(eui, s * 2_000 + i, counters), rpl, (KEYSERVER_IP, PANA_PORT),
+        seeded_random(s * 3_000 + i),
+        new_pac=_new_pac(meter_id(i).encode(), psk, s * 4_000 + i, pac), config=join,
+    )  # fmt: skip
 
 
 def meter_title(i: int) -> ApTitle:
@@ -677,14 +706,7 @@ def build_mesh(config: MeshConfig) -> MeshSim:
         eui = node_eui(i)
         store.enroll(meter_id(i), meter_psk(config.seed, i), 0.0)
         allowed.update(str(ipaddress.IPv6Address(global_of(eui, p))) for p in prefixes)
-        psk = meter_psk(config.seed + 1, i) if i in config.wrong_psk else meter_psk(config.seed, i)
-        rpl = RplNode(LINK_LOCAL_PREFIX + eui.interface_id(), config.rpl,
-                      seeded_random(config.seed * 1_000 + i))  # fmt: skip
-        meter = MeshNode(
-            _link(eui, config.seed * 2_000 + i), rpl, paa,
-            seeded_random(config.seed * 3_000 + i),
-            new_pac=_new_pac(meter_id(i).encode(), psk, config.seed * 4_000 + i),
-        )  # fmt: skip
+        meter = meter_node(config, i)
         radio.place(radio_addr(eui), rng.uniform(0.0, side), rng.uniform(0.0, side))
         meters.append(meter)
         if config.c1222:
@@ -693,7 +715,7 @@ def build_mesh(config: MeshConfig) -> MeshSim:
         store,
         rng=seeded_random(config.seed * 23),
         paa_config=PaaConfig(allowed_relays=frozenset(allowed), req_retransmit=MESH_REQ_RETRANSMIT),
-        session_lifetime=SESSION_LIFETIME,
+        session_lifetime=config.session_lifetime,
         registry=registry,
         now=0.0,
     )
