@@ -70,6 +70,7 @@ TOPOLOGIES = ("star", "mesh")
 SLOT_S = 1800  # half-hour slots (the B route's and TEPCO's collection interval)
 DATAGRAMS_PER_AUTH = 5  # what a key server takes in per authentication: PCI + 4 PAN
 NO_BACKOFF_PCI = RetransmitParams(irt=1.0, mrt=1.0, mrc=0, mrd=0.0)  # every second, for ever
+BLACKOUT_INTO_SLOT_S = 600.0  # the blackout comes this long after the first measured boundary
 
 ProgressHook = Callable[[float, float, int], None]  # (simulated s done, total, events run)
 
@@ -322,7 +323,8 @@ def sum_walls(walls: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _slot_boundaries(start: float, end: float) -> list[int]:
+def slot_boundaries(start: float, end: float) -> list[int]:
+    """The slot boundaries after `start` whose slot ends by `end`."""
     first = (int(start) // SLOT_S + 1) * SLOT_S
     return list(range(first, int(end) - SLOT_S + 1, SLOT_S))
 
@@ -350,7 +352,7 @@ def _keyserver_figures(fleet: Fleet) -> dict[str, Any]:
     }
 
 
-def _shares(times: list[float], total: int) -> dict[str, float | None]:
+def shares(times: list[float], total: int) -> dict[str, float | None]:
     times = sorted(times)
     return {f"t{p}_s": percentile_time(times, total, p / 100) for p in (50, 95, 100)}
 
@@ -375,7 +377,7 @@ def _part_wall(fleet_walls: list[dict[str, Any]], cpu0: float) -> dict[str, Any]
     }
 
 
-def _merge_keyservers(keyservers: list[dict[str, Any]]) -> dict[str, Any]:
+def merge_keyservers(keyservers: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         **{k: sum(ks[k] for ks in keyservers) for k in keyservers[0]},
         "queue_max": max(ks["queue_max"] for ks in keyservers),  # the busiest shard's
@@ -402,7 +404,7 @@ def day_part(
     digest = SlotDigest(fleet)
     digest.follow(end)
     run_for(fleet, end, progress)
-    boundaries = _slot_boundaries(fleet.start, end)[: round(sc.days * 86400 / SLOT_S)]
+    boundaries = slot_boundaries(fleet.start, end)[: round(sc.days * 86400 / SLOT_S)]
     return fleet, {
         "wall": _part_wall([fleet_wall(fleet)], cpu0),
         "slot_counts": digest.part(boundaries),
@@ -420,7 +422,7 @@ def merge_day(parts: list[Part]) -> dict[str, Any]:
         "slots": slot_summary(merge_slot_counts([p["slot_counts"] for p in parts])),
         "packets_per_reading": round(sum(p["packets"] for p in parts) / max(stored, 1), 3),
         "headend": {k: sum(p["headend"][k] for p in parts) for k in parts[0]["headend"]},
-        "keyserver": _merge_keyservers([p["keyserver"] for p in parts]),
+        "keyserver": merge_keyservers([p["keyserver"] for p in parts]),
         "series": merge_series([p["series"] for p in parts]),
     }
 
@@ -436,27 +438,26 @@ def _blackout_run(
     fleet = build_fleet(fleet_config(sc, backoff=backoff, shard=shard))
     clock = fleet.clock
     first = (int(fleet.start) // SLOT_S + 1) * SLOT_S
-    t_black = first + 600.0  # after the first slot was collected
+    t_black = first + BLACKOUT_INTO_SLOT_S
     # the recovery, second by second: from 10 s before the blackout to 10 minutes after (a
     # sample counts every meter: a whole run of them would cost more than the meters)
     sampler = Sampler(fleet, 1.0, t_black - 10, t_black + 600)
     run_for(fleet, t_black, progress)
-    rng = random.Random(sc.seed * 101 + backoff)
-    back = [t_black + 1.0 + sc.return_window * rng.random() for _ in range(sc.meters)]
+    back = return_times(sc, t_black, backoff)
     for i, g in enumerate(fleet.ids):
         for addr in (fleet.addrs[i], fleet.pana_addr(i)):
             fleet.net.down.add(addr)
         clock.call_at(back[g], functools.partial(_power_returns, fleet, i))
     meters = range(len(fleet.ids))
     granted_before = [len(fleet.granted_at.get(i, [])) for i in meters]
-    end = t_black + max(3600.0, 4 * sc.return_window) + 2 * SLOT_S
+    end = blackout_end(sc, t_black)
     run_for(fleet, end, progress)
     again = [
         fleet.granted_at[i][granted_before[i]] - t_black
         for i in meters
         if len(fleet.granted_at.get(i, [])) > granted_before[i]
     ]
-    boundaries = _slot_boundaries(t_black, end)
+    boundaries = slot_boundaries(t_black, end)
     return {
         "again": sorted(again),
         "slot_counts": SlotDigest(fleet).part(boundaries),
@@ -465,6 +466,18 @@ def _blackout_run(
         "blackout_at_s": round(t_black - fleet.start, 3),
         "series": sampler.rows,
     }, fleet_wall(fleet)
+
+
+def blackout_end(sc: ScenarioConfig, t_black: float) -> float:
+    """Where a blackout run ends: an hour (or four return windows) of recovery, two slots."""
+    return t_black + max(3600.0, 4 * sc.return_window) + 2 * SLOT_S
+
+
+def return_times(sc: ScenarioConfig, t_black: float, backoff: bool) -> list[float]:
+    """When each meter of the fleet (by fleet-wide index) has power again after a blackout at
+    `t_black`: uniformly within `return_window` s, 1 s on."""
+    rng = random.Random(sc.seed * 101 + backoff)
+    return [t_black + 1.0 + sc.return_window * rng.random() for _ in range(sc.meters)]
 
 
 def _power_returns(fleet: Fleet, i: int) -> None:
@@ -486,18 +499,19 @@ def _blackout(sc: ScenarioConfig, shard: int, progress: ProgressHook | None) -> 
     }
 
 
-def _merge_blackout_run(sc: ScenarioConfig, runs: list[dict[str, Any]], backoff: bool) -> Any:
+def merge_blackout_run(sc: ScenarioConfig, runs: list[dict[str, Any]], backoff: bool) -> Any:
+    """One blackout run's figures from its parts (shards, or a mesh's cells)."""
     again = sorted(t for r in runs for t in r["again"])
     slots = slot_summary(merge_slot_counts([r["slot_counts"] for r in runs]))
     after = runs[0]["slots_after_s"]
     return {
         "backoff": backoff,
         "reauthenticated": len(again),
-        **_shares(again, sc.meters),
+        **shares(again, sc.meters),
         "first_complete_slot_after_s": next(
             (t for t, c in zip(after, slots["completeness"], strict=True) if c >= 1.0), None
         ),
-        "keyserver": _merge_keyservers([r["keyserver"] for r in runs]),
+        "keyserver": merge_keyservers([r["keyserver"] for r in runs]),
         "slots": slots,
         "blackout_at_s": runs[0]["blackout_at_s"],
         "series": merge_series([r["series"] for r in runs]),
@@ -506,8 +520,8 @@ def _merge_blackout_run(sc: ScenarioConfig, runs: list[dict[str, Any]], backoff:
 
 def _merge_blackout(sc: ScenarioConfig, parts: list[Part]) -> dict[str, Any]:
     return {
-        "with_backoff": _merge_blackout_run(sc, [p["with_backoff"] for p in parts], True),
-        "without_backoff": _merge_blackout_run(sc, [p["without_backoff"] for p in parts], False),
+        "with_backoff": merge_blackout_run(sc, [p["with_backoff"] for p in parts], True),
+        "without_backoff": merge_blackout_run(sc, [p["without_backoff"] for p in parts], False),
     }
 
 
@@ -520,16 +534,25 @@ def _rollover(sc: ScenarioConfig, shard: int, progress: ProgressHook | None) -> 
 
 def _merge_rollover(sc: ScenarioConfig, parts: list[Part]) -> dict[str, Any]:
     out = merge_day(parts)
-    out["rotations_per_meter_min"] = min(p["rotations"][0] for p in parts)
-    out["rotations_per_meter_max"] = max(p["rotations"][1] for p in parts)
-    he = out["headend"]
-    out["readings_refused_with_valid_key"] = (
-        he["c1222_auth_failed"] + he["c1222_no_key"] + he["meters_refused_requests"]
-    )
+    out.update(rollover_figures(out["headend"], [p["rotations"] for p in parts]))
     return out
 
 
-def _revoked_meters(sc: ScenarioConfig) -> list[int]:
+def rollover_figures(headend: dict[str, Any], rotations: list[tuple[int, int]]) -> dict[str, Any]:
+    """Re-authentications per meter (each part's fewest and most) and the readings refused
+    although sent under a valid key (the head-end's and the meters' refusals: must be 0)."""
+    return {
+        "rotations_per_meter_min": min(r[0] for r in rotations),
+        "rotations_per_meter_max": max(r[1] for r in rotations),
+        "readings_refused_with_valid_key": (
+            headend["c1222_auth_failed"]
+            + headend["c1222_no_key"]
+            + headend["meters_refused_requests"]
+        ),
+    }
+
+
+def revoked_meters(sc: ScenarioConfig) -> list[int]:
     """The fleet-wide indices of the meters `revocation` revokes: every k-th."""
     count = max(1, int(sc.meters * sc.revoke_fraction))
     return list(range(0, sc.meters, max(1, sc.meters // count)))[:count]
@@ -539,7 +562,7 @@ def _revocation(sc: ScenarioConfig, shard: int, progress: ProgressHook | None) -
     cpu0 = time.process_time()
     fleet = build_fleet(fleet_config(sc, shard=shard))
     sampler = Sampler(fleet, sc.sample_s)
-    chosen = set(_revoked_meters(sc))
+    chosen = set(revoked_meters(sc))
     revoked = [i for i, g in enumerate(fleet.ids) if g in chosen]  # this shard's, local
     t_rev = fleet.start + sc.days * 86400 / 2  # midday
     lost_at: dict[int, float] = {}
@@ -575,12 +598,13 @@ def _revocation(sc: ScenarioConfig, shard: int, progress: ProgressHook | None) -
             1 for i in revoked if any(t > t_rev for t in fleet.granted_at.get(i, []))
         ),
         "accepted_after": after,
-        "slot_counts": digest.part(_slot_boundaries(fleet.start, end)),
+        "slot_counts": digest.part(slot_boundaries(fleet.start, end)),
         "series": sampler.rows,
     }
 
 
-def _merge_revocation(sc: ScenarioConfig, parts: list[Part]) -> dict[str, Any]:
+def revocation_figures(parts: list[Part]) -> dict[str, Any]:
+    """The revoked meters, how many were shut out and how fast, what they got in after."""
     shut = [t for p in parts for t in p["shut_out_s"]]
     return {
         "revoked": sum(p["revoked"] for p in parts),
@@ -588,6 +612,12 @@ def _merge_revocation(sc: ScenarioConfig, parts: list[Part]) -> dict[str, Any]:
         "shut_out_max_s": round(max(shut), 3) if shut else None,
         "reauthenticated_after_revocation": sum(p["reauthenticated"] for p in parts),
         "readings_accepted_after_revocation": sum(p["accepted_after"] for p in parts),
+    }
+
+
+def _merge_revocation(sc: ScenarioConfig, parts: list[Part]) -> dict[str, Any]:
+    return {
+        **revocation_figures(parts),
         "slots_others": slot_summary(merge_slot_counts([p["slot_counts"] for p in parts])),
         "series": merge_series([p["series"] for p in parts]),
     }
