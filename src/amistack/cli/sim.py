@@ -20,10 +20,14 @@ _SCENARIO_HELP = """scenarios:
   blackout    every meter loses power at once after the first slot and returns within
               --return-window s: time until 50/95/100 % hold keys again and the first complete
               slot, against the key server's capacity; run twice, with and without back-off
+              (mesh: the meters reboot, rejoin their DODAGs and authenticate through relays;
+              the concentrators keep power; also the times until relay-ready again)
   rollover    session lifetime --rollover-lifetime: every meter re-authenticates (new keys)
               several times a day; readings refused though sent under a valid key must be 0
   revocation  --revoke-fraction of the meters revoked at midday: time to shut-out, readings
-              accepted from them afterwards (must be 0)
+              accepted from them afterwards (must be 0); mesh: shut out when the session has
+              ended at the meter and the group key rotation has cut the key it holds, and its
+              packets that still reached the WAN, before the cut and after (must be 0)
   concentrator-loss
               (--topology mesh) concentrator 0 of cell 0 dies ten minutes into the middle
               slot: its meters re-parent into neighbouring DODAGs, move their PANA session to
@@ -31,7 +35,7 @@ _SCENARIO_HELP = """scenarios:
               head-end reads them at their new address: time to re-home, collection resumed,
               readings lost (must be 0, backfill counted); plot of meters per concentrator
   all         each scenario of the topology in turn (star: day, blackout, rollover,
-              revocation; mesh: day, concentrator-loss), one report directory each
+              revocation; mesh: those and concentrator-loss), one report directory each
 
 Topology: star (default) puts each cell's meters one hop from its concentrator on a shared
 channel of --cell-rate packets/s. mesh makes each cell a radio area (unit disk 100 m, 5 %
@@ -39,8 +43,8 @@ frame loss, no collisions; docs/simulator.md) with k x k concentrators, k = roun
 per cell / --per-concentrator)), each the root of an RPL DODAG: 802.15.4 frames under CCM*,
 PANA relayed hop by hop (RFC 6345) to the key server engine, C12.22 polled or pushed over the
 mesh; packets per reading count every link frame (acks, RPL, retransmissions). A mesh runs
-day and concentrator-loss; each cell is its own simulation, so --shards splits by cell and
-never changes the result.
+every scenario; each cell is its own simulation with its own key server engine (1/cells of
+--keyserver-rate and of its queue), so --shards splits by cell and never changes the result.
 
 Scale: a day of 10,000 meters takes about 4 minutes of CPU, of 100,000 about 40 minutes
 (docs/simulator.md, "What it costs"); --shards K runs K shards by cell in parallel on Dask (a

@@ -1,4 +1,4 @@
-"""The fleet in a radio mesh: `amistack sim fleet --topology mesh` (`day`, `concentrator-loss`).
+"""The fleet in a radio mesh: `amistack sim fleet --topology mesh`, every scenario.
 
 Each cell is a radio area of its own, built by `sim.mesh.build_mesh`: the cell's meters placed
 at random around k x k concentrators (k = round(sqrt(meters in the cell / per_concentrator))),
@@ -23,8 +23,19 @@ source address does it as well. The report is modelled, not a packet on the WAN.
 
 Cells are independent simulations (each its own clock, key server and head-end): the WAN is not
 a bottleneck and nothing crosses between radio areas, so `--shards K` runs the cells c with
-c % K == shard one after another in each shard, and the result does not depend on K. The key
-server has no capacity queue here: the mesh's radio is what limits joining.
+c % K == shard one after another in each shard, and the result does not depend on K. Each
+cell's key server engine sits behind a `ServiceQueue` with 1/cells of the fleet's capacity
+(`--keyserver-rate`) and queue, as a shard's does in the star.
+
+`blackout`, `rollover`, `revocation` measure what the star's do (sim/scenarios.py, whose merge
+code turns the cells' counts into the same figures) with the mesh's engines: a blackout takes
+every meter off the radio and brings each back at its drawn time as a rebooted node
+(`sim.mesh.meter_node`, boot 1: no keys, no session, no RPL state; frame counters from NVM)
+under its C12.22 meter; it rejoins through the beacons of neighbours that are back and
+authenticates through them (the concentrators keep power). A rollover's re-authentications
+run through each meter's relay; a revocation's shut-out includes the group key rotation the
+key server runs on a revocation (keymgmt/groupkeys.py): the key the revoked meter holds is
+cut, so from then on its frames are refused by every neighbour.
 
 `concentrator-loss`: at mid-run, ten minutes into a slot, concentrator 0 of cell 0 dies (its
 node leaves the radio and the WAN router's route to its prefix leads nowhere). Its meters find
@@ -863,6 +874,8 @@ def merge_mesh(sc: ScenarioConfig, parts: list[dict[str, Any]]) -> dict[str, Any
 
 def mesh_model(sc: ScenarioConfig) -> dict[str, Any]:
     """The report's `model` for the mesh topology."""
+    from amistack.sim.scenarios import DATAGRAMS_PER_AUTH
+
     return {
         "topology": "mesh: each cell a radio area (unit disk, per-frame loss, no collisions; "
         "sim.mesh) of k x k concentrators, k = round(sqrt(meters in cell / per_concentrator)), "
@@ -877,7 +890,16 @@ def mesh_model(sc: ScenarioConfig) -> dict[str, Any]:
         },
         "addresses": "the head-end learns a meter's address WAN_LATENCY after its root "
         "acknowledged its DAO (the concentrators' topology report, modelled)",
-        "keyserver": "the real engine per cell, no capacity queue (the radio limits joining)",
+        "keyserver": "the real engine per cell behind a ServiceQueue (sim/capacity.py) with "
+        "1/cells of the fleet's capacity and queue",
+        "keyserver_service_s_per_datagram": 1.0
+        / (sc.keyserver_auth_rate * DATAGRAMS_PER_AUTH)
+        * sc.cells,
+        "keyserver_queue_per_cell": max(1, sc.keyserver_queue // sc.cells),
+        "datagrams_per_auth": DATAGRAMS_PER_AUTH,
+        "power": "blackout: every meter's mesh node is rebuilt as it comes back (no keys, "
+        "session or RPL state; frame counters from NVM; its C12.22 meter and key ring kept); "
+        "the concentrators, key server and head-end keep power",
         "packets_per_reading": "every frame put on the radio (data, 802.15.4 acks, RPL, PANA, "
         "retransmissions) and WAN packet over the measured slots, per reading stored",
         "shards": "mesh shards by cell: each cell is an independent simulation (its own clock, "

@@ -4,7 +4,7 @@ The plots are what an evaluator looks at first: authenticated meters over time, 
 server's queue and drops, per-slot collection completeness and lateness, and, per scenario,
 the blackout recovery with and without back-off or the revoked meters' shut-out; for
 `concentrator-loss` the meters in each concentrator's DODAG around the loss (in place of the
-key server's queue, which the mesh does not model). matplotlib
+key server's queue), for a mesh `revocation` the revocation and the group key cut. matplotlib
 runs headless (Agg); nothing is shown on screen.
 """
 
@@ -77,6 +77,8 @@ def _plot(result: dict[str, Any], path: Path) -> None:
     loss = sim.get("concentrator_loss")
     if loss is not None:
         _plot_dodags(ax_ks, loss)
+    if sim.get("group_key_cut_max_s") is not None:  # a mesh revocation
+        _mark_revocation(ax_auth, sim)
     ax_slots.set(title="collection completeness per slot", xlabel="slot", ylabel="%")
     ax_slots.set_ylim(0, 105)
     ax_late.set(title="p99 lateness per slot", xlabel="slot", ylabel="seconds after boundary")
@@ -86,6 +88,14 @@ def _plot(result: dict[str, Any], path: Path) -> None:
             ax.legend(fontsize="small")
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def _mark_revocation(ax: Any, sim: dict[str, Any]) -> None:
+    """A mesh revocation's moments (simulated hours): the revocation, the group key cut."""
+    at = sim["revoked_at_s"]
+    ax.axvline(at / 3600, color="red", linewidth=0.8, label="revoked")
+    ax.axvline((at + sim["group_key_cut_max_s"]) / 3600, color="red", linestyle="--",
+               linewidth=0.8, label="revoked meters shut out (group key cut)")  # fmt: skip
 
 
 def _plot_dodags(ax: Any, loss: dict[str, Any]) -> None:

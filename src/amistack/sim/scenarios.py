@@ -21,8 +21,9 @@ the key server's CPU per datagram) and differs from run to run.
   meters re-parent into neighbouring DODAGs, move or renew their PANA sessions through new
   relays, and collection resumes: time to recover, readings lost (must be 0, backfill counted).
 
-`topology="mesh"` runs `day` and `concentrator-loss` with the meters in RPL meshes under several
-concentrators per cell (sim/fleet_mesh.py); the other scenarios are star-only.
+`topology="mesh"` runs every scenario with the meters in RPL meshes under several
+concentrators per cell (sim/fleet_mesh.py), whose cells' counts are merged by the functions
+here (`merge_blackout_run`, `rollover_figures`, `revocation_figures`, ...).
 
 Every scenario runs whole or in `shards` by cell (sim/shard.py): each shard's part returns
 counts that add up, and `merge_parts` turns them into the scenario's figures.

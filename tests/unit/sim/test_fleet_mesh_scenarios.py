@@ -71,6 +71,7 @@ def test_a_mesh_revocation_shuts_out_by_session_and_group_key_and_is_determinist
     assert sim["shut_out_max_s"] == pytest.approx(cut)
     assert sim["reauthenticated_after_revocation"] == 0  # refused at every retry
     assert sim["readings_accepted_after_revocation"] == 0
+    assert min(sim["slots"]["completeness"]) == 36 / 40  # the others are all collected
     # the attack: until the cut a revoked meter's packets still cross the mesh (refused at
     # the key server and the head-end); after it, not even its own attempt reaches the WAN
     assert sim["revoked_packets_to_wan_before_cut"] > 0
