@@ -18,20 +18,17 @@ from tests.cli import run_cli
 from amistack.keymgmt.groupkeys import DEFAULT_ACTIVATION_DELAY, DEFAULT_ROTATION_DELAY
 from amistack.sim.scenarios import SCENARIOS, ScenarioConfig, run_scenario
 
-# one cell of 40 meters under one concentrator (up to 3 hops), 3 half-hour slots
-SMALL: dict[str, Any] = {
-    "topology": "mesh", "meters": 40, "cells": 1, "per_concentrator": 40, "seed": 2,
-    "days": 0.0625,
-}  # fmt: skip
 
-
-def _run(**kw: Any) -> dict[str, Any]:
-    return run_scenario(ScenarioConfig(**{**SMALL, **kw}))
+def _run(scenario: str, **kw: Any) -> dict[str, Any]:
+    """One cell of 40 meters under one concentrator (up to 3 hops), 3 half-hour slots."""
+    cell = ScenarioConfig(scenario, meters=40, cells=1, seed=2, days=0.0625, topology="mesh",
+                          per_concentrator=40, **kw)  # fmt: skip
+    return run_scenario(cell)
 
 
 def test_after_a_mesh_blackout_every_meter_rejoins_through_relays_and_back_off_helps() -> None:
     # 40 meters return within 2 s to a key server serving 1 authentication/s, 10 waiting
-    sim = _run(scenario="blackout", keyserver_auth_rate=1.0, keyserver_queue=10,
+    sim = _run("blackout", keyserver_auth_rate=1.0, keyserver_queue=10,
                return_window=2.0)["simulated"]  # fmt: skip
     assert sim["mesh"]["hops_max"] >= 2  # multi-hop: most joins are relayed by meters
     on, off = sim["with_backoff"], sim["without_backoff"]
@@ -51,7 +48,7 @@ def test_after_a_mesh_blackout_every_meter_rejoins_through_relays_and_back_off_h
 
 
 def test_a_mesh_rollover_refuses_nothing_sent_under_a_valid_key() -> None:
-    sim = _run(scenario="rollover", rollover_lifetime=1200.0)["simulated"]
+    sim = _run("rollover", rollover_lifetime=1200.0)["simulated"]
     # every meter re-authenticated through its relay every ~900 s (0.75 of the lifetime)
     assert sim["rotations_per_meter_min"] >= 6
     assert sim["keyserver"]["authentications"] >= 40 * sim["rotations_per_meter_min"]
@@ -61,7 +58,7 @@ def test_a_mesh_rollover_refuses_nothing_sent_under_a_valid_key() -> None:
 
 
 def test_a_mesh_revocation_shuts_out_by_session_and_group_key_and_is_deterministic() -> None:
-    a = _run(scenario="revocation", revoke_fraction=0.1)
+    a = _run("revocation", revoke_fraction=0.1)
     sim = a["simulated"]
     assert sim["revoked"] == 4 and sim["shut_out"] == 4
     assert sim["session_ended_at_meter"] == 4 and sim["session_ended_max_s"] < 30.0
@@ -77,7 +74,7 @@ def test_a_mesh_revocation_shuts_out_by_session_and_group_key_and_is_determinist
     assert sim["revoked_packets_to_wan_before_cut"] > 0
     assert sim["revoked_probes_sent"] == 4
     assert sim["revoked_packets_to_wan_after_cut"] == 0
-    b = _run(scenario="revocation", revoke_fraction=0.1)
+    b = _run("revocation", revoke_fraction=0.1)
     assert a.keys() == b.keys() == {"scenario", "parameters", "model", "simulated", "wall"}
     assert json.dumps({k: v for k, v in a.items() if k != "wall"}, sort_keys=True) == json.dumps(
         {k: v for k, v in b.items() if k != "wall"}, sort_keys=True
