@@ -16,7 +16,13 @@ import pytest
 from tests.cli import run_cli
 
 from amistack.keymgmt.groupkeys import DEFAULT_ACTIVATION_DELAY, DEFAULT_ROTATION_DELAY
-from amistack.sim.scenarios import SCENARIOS, ScenarioConfig, run_scenario
+from amistack.sim.scenarios import (
+    SCENARIOS,
+    ScenarioConfig,
+    merge_parts,
+    run_scenario,
+    scenario_part,
+)
 
 
 def _run(scenario: str, **kw: Any) -> dict[str, Any]:
@@ -100,3 +106,16 @@ def test_the_cli_runs_every_scenario_on_the_mesh(
     assert by["blackout"]["with_backoff"]["reauthenticated"] == 12
     assert by["rollover"]["readings_refused_with_valid_key"] == 0
     assert by["revocation"]["readings_accepted_after_revocation"] == 0
+
+
+def test_a_mesh_revocation_in_shards_gives_the_whole_fleets_figures() -> None:
+    # which meters are revoked is drawn over the fleet's indices, each cell is its own mesh
+    kw: dict[str, Any] = {"scenario": "revocation", "topology": "mesh", "meters": 16,
+                          "cells": 2, "per_concentrator": 8, "seed": 3, "days": 1 / 24,
+                          "revoke_fraction": 0.2}  # fmt: skip
+    whole = ScenarioConfig(**kw)
+    sharded = ScenarioConfig(**kw, shards=2)
+    parts = [scenario_part(sharded, 1), scenario_part(sharded, 0)]  # any order of arrival
+    sim = merge_parts(sharded, parts)
+    assert sim == merge_parts(whole, [scenario_part(whole, 0)])
+    assert sim["revoked"] == 3 and sim["revoked_packets_to_wan_after_cut"] == 0
