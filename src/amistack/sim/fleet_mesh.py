@@ -491,6 +491,7 @@ def _revocation(sc: ScenarioConfig, cell: MeshCell) -> Callable[[], dict[str, An
     ended: dict[int, float] = {}
     reauth: set[int] = set()
     cut: list[float] = []
+    rotated: list[int] = []  # the serial of the key the rotation installed
     forwarded: list[float] = []
     probes: list[int] = []
 
@@ -513,6 +514,7 @@ def _revocation(sc: ScenarioConfig, cell: MeshCell) -> Callable[[], dict[str, An
         if addr == KEYSERVER_HOST:
             if isinstance(event, GroupKeyInstalled) and event.reason == "rotation" and not cut:
                 cut.append(event.not_before)
+                rotated.append(event.serial)
                 clock.call_at(event.not_before + PROBE_AFTER_S, probe)
             return
         i = index.get(addr)
@@ -538,6 +540,8 @@ def _revocation(sc: ScenarioConfig, cell: MeshCell) -> Callable[[], dict[str, An
     def result() -> dict[str, Any]:
         t_cut = cut[0] if cut else None
         after_cal = METER_EPOCH + t_rev + 1e-6
+        holding = [i for i, m in enumerate(sim.meters, 1)
+                   if any(k.serial in rotated for k in m.group_keys.held())]  # fmt: skip
         accepted = sum(1 for i in revoked
                        for r in cell.headend.repo.readings(meter_id(i), 0, 2**40, limit=10_000)
                        if r.received_at > after_cal)  # fmt: skip
@@ -552,6 +556,8 @@ def _revocation(sc: ScenarioConfig, cell: MeshCell) -> Callable[[], dict[str, An
             "reauthenticated": len(reauth),
             "accepted_after": accepted,
             "probes_sent": len(probes),
+            "revoked_with_new_key": sum(1 for i in holding if i in chosen),
+            "others_with_new_key": sum(1 for i in holding if i not in chosen),
             "forwarded_before_cut": sum(1 for t in forwarded if t_cut is None or t < t_cut),
             "forwarded_after_cut": sum(1 for t in forwarded if t_cut is not None and t >= t_cut),
         }
@@ -824,6 +830,10 @@ def _merge_revocation(revs: list[dict[str, Any]]) -> dict[str, Any]:
         "session_ended_at_meter": len(ended),
         "session_ended_max_s": _round(max(ended, default=None)),
         "revoked_probes_sent": sum(r["probes_sent"] for r in revs),
+        # the rotated group key: pushed to every other meter, never to a revoked one (which
+        # so cannot read the mesh's frames from the cut on either)
+        "revoked_meters_holding_new_group_key": sum(r["revoked_with_new_key"] for r in revs),
+        "other_meters_holding_new_group_key": sum(r["others_with_new_key"] for r in revs),
         "revoked_packets_to_wan_before_cut": sum(r["forwarded_before_cut"] for r in revs),
         "revoked_packets_to_wan_after_cut": sum(r["forwarded_after_cut"] for r in revs),
     }

@@ -83,6 +83,9 @@ def test_a_mesh_revocation_shuts_out_by_session_and_group_key_and_is_determinist
     assert sim["revoked_packets_to_wan_before_cut"] > 0
     assert sim["revoked_probes_sent"] == 4
     assert sim["revoked_packets_to_wan_after_cut"] == 0
+    # nor can it read the mesh: the new key went to the other 36 meters, not to it
+    assert sim["revoked_meters_holding_new_group_key"] == 0
+    assert sim["other_meters_holding_new_group_key"] == 36
     b = _run("revocation", revoke_fraction=0.1)
     assert a.keys() == b.keys() == {"scenario", "parameters", "model", "simulated", "wall"}
     assert json.dumps({k: v for k, v in a.items() if k != "wall"}, sort_keys=True) == json.dumps(
