@@ -291,7 +291,7 @@ def _follow_addresses(cell: MeshCell) -> None:
     """The concentrators' topology report, modelled: once a root acknowledges a meter's DAO it
     routes to the meter's address, and the head-end reads the meter there (module doc)."""
     sim = cell.sim
-    index = {radio_addr(m.eui): i for i, m in enumerate(sim.meters, 1)}
+    index = _meter_index(sim)
     collector = cell.headend.collector
 
     def moved(i: int, addr: Addr) -> None:
@@ -681,7 +681,7 @@ def _concentrator_loss(cell: MeshCell) -> Callable[[], dict[str, Any]]:
     t_loss = cell.start + middle * SLOT_S + LOSS_INTO_SLOT_S
     dead = sim.concentrators[0]
     dead_id = dead.rpl.dodag_id
-    index = {radio_addr(m.eui): i for i, m in enumerate(sim.meters, 1)}
+    index = _meter_index(sim)
     victims: set[int] = set()
     rehomed: dict[int, float] = {}
     moved: Counter[int] = Counter()
