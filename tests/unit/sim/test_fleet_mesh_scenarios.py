@@ -33,6 +33,7 @@ def _run(scenario: str, **kw: Any) -> dict[str, Any]:
     return run_scenario(cell)
 
 
+@pytest.mark.slow  # about 6 s of CPU: two blackouts
 def test_after_a_mesh_blackout_every_meter_rejoins_through_relays_and_back_off_helps() -> None:
     # 40 meters return within 2 s to a key server serving 1 authentication/s, 10 waiting
     sim = _run("blackout", keyserver_auth_rate=1.0, keyserver_queue=10,
@@ -69,6 +70,7 @@ def test_a_mesh_rollover_refuses_nothing_sent_under_a_valid_key(mode: Mode) -> N
     assert sim["slots"]["slots_complete"] == sim["slots"]["slots"] and sim["readings_lost"] == 0
 
 
+@pytest.mark.slow  # about 6 s of CPU: the same revocation twice
 def test_a_mesh_revocation_shuts_out_by_session_and_group_key_and_is_deterministic() -> None:
     a = _run("revocation", revoke_fraction=0.1)
     sim = a["simulated"]
