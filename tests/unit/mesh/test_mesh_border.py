@@ -1,7 +1,7 @@
 """The concentrator's border (mesh/gateway.py `UdpGateway` with its `BorderPolicy`), sans-IO,
 attacked first: forged sources, a meter taking the NAPT's table, PANA straight to the key
 server, a relay flooding PCIs for fake PaCs; and its inputs fuzzed, the C12.22 relay port
-among them (the relay itself: tests/unit/mesh/test_c1222_relay.py)."""
+among them (the relay itself: tests/unit/mesh/test_mesh_c1222_relay.py)."""
 
 from __future__ import annotations
 
