@@ -31,6 +31,7 @@ import time
 from typing import Any
 
 from amistack.addr import Eui64, PanId
+from amistack.gctune import service_gc, settle_gc
 from amistack.mesh.frame import Frame, FrameType
 from amistack.mesh.security import LinkSecurity, MemoryCounterStore
 from amistack.sim.mesh import MeshConfig, build_mesh
@@ -64,11 +65,13 @@ def bench_mesh(
     for n in sizes:
         started, cpu = time.perf_counter(), time.process_time()
         config = MeshConfig(nodes=n, seed=seed, per_concentrator=per_concentrator, c1222=True)
-        sim = build_mesh(config)
-        built = time.perf_counter()
-        formed = sim.run(max_time)
-        wall = time.perf_counter() - started
-        cpu = time.process_time() - cpu
+        with service_gc():  # as the fleet simulator runs: the built mesh frozen (gctune)
+            sim = build_mesh(config)
+            settle_gc()
+            built = time.perf_counter()
+            formed = sim.run(max_time)
+            wall = time.perf_counter() - started
+            cpu = time.process_time() - cpu
         report = sim.report(include_dodag=False)
         read_started = time.perf_counter()
         read = sim.read_all(READ_WITHIN)

@@ -8,9 +8,12 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from amistack.cli.common import CliError
+
+if TYPE_CHECKING:
+    from amistack.sim.mesh import MeshSim
 
 PCAP_EPOCH = 1_700_000_000.0  # the capture's time 0 (simulated time is added): a fixed date
 
@@ -195,9 +198,8 @@ def register(sub: Any) -> None:
 
 
 def _mesh(args: argparse.Namespace) -> int:
-    from amistack.runtime.pcap import LINKTYPE_IEEE802_15_4_WITHFCS, PcapWriter
+    from amistack.gctune import service_gc, settle_gc
     from amistack.sim.mesh import MeshConfig, build_mesh
-    from amistack.sim.mesh_export import write_graphml, write_png
 
     if args.max_time <= 0 or args.pcap_limit < 1:
         raise CliError("--max-time must be > 0 and --pcap-limit >= 1")
@@ -209,7 +211,17 @@ def _mesh(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CliError(f"{exc} (--nodes and --per-concentrator must be >= 1)") from None
     started = time.perf_counter()
-    sim = build_mesh(config)
+    with service_gc():  # the built mesh is long-lived: frozen, never walked again (gctune)
+        sim = build_mesh(config)
+        settle_gc()
+        return _run_mesh(args, sim, started)
+
+
+def _run_mesh(args: argparse.Namespace, sim: MeshSim, started: float) -> int:
+    """`sim mesh` once the mesh is built: run it, read it, write what was asked for."""
+    from amistack.runtime.pcap import LINKTYPE_IEEE802_15_4_WITHFCS, PcapWriter
+    from amistack.sim.mesh_export import write_graphml, write_png
+
     writer = None
     if args.pcap is not None:
         try:
