@@ -24,6 +24,7 @@ from functools import cached_property
 
 from amistack.c1222 import ber
 from amistack.c1222.errors import C1222DecodeError
+from amistack.crypto.eax_prime import native_c1222_parse
 
 # ANSI C12.22 §5.3.2.4.2: the root of all C12.22 ApTitles (relative titles hang below it).
 C1222_ROOT: tuple[int, ...] = (2, 16, 124, 113620, 1, 22)
@@ -474,6 +475,37 @@ class AcseMessage:
 
 
 def _decode_common(data: bytes) -> AcseMessage | None:
+    """`_decode_common_py`, the layout read in C when the extension is built (the same
+    message and cleartext, tested on arbitrary inputs)."""
+    if native_c1222_parse is None:
+        return _decode_common_py(data)
+    fields = native_c1222_parse(data)
+    if fields is None:
+        return None
+    called_raw, called_inv, calling_raw, qualifier, inv, key_id, iv, middle, tail, ui = fields
+    called = _TITLES.get(called_raw)
+    calling = _TITLES.get(calling_raw)
+    if called is None or calling is None:
+        return None
+    auth = object.__new__(AuthValue)
+    auth.__dict__.update(key_id=key_id, iv=iv)
+    msg = object.__new__(AcseMessage)
+    msg.__dict__.update(
+        user_information=data[ui:],
+        called_ap_title=called,
+        calling_ap_title=calling,
+        calling_ap_invocation_id=inv,
+        called_ap_invocation_id=called_inv,
+        calling_ae_qualifier=qualifier,
+        aso_context=None,
+        mechanism_name=None,
+        auth=auth,
+        _cleartext=called.called_elements[1] + middle + calling.calling_elements[1] + tail,
+    )
+    return msg
+
+
+def _decode_common_py(data: bytes) -> AcseMessage | None:
     """The layout every endpoint sends (`encode_header`), read in one pass, else None (the
     general decoder then decides, errors included): short-form lengths throughout, called
     AP title, [called invocation id], calling AP title, [AE qualifier], calling invocation id,

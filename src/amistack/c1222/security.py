@@ -37,10 +37,13 @@ from amistack.crypto.eax_prime import (
     decrypt_with_key,
     eax_prime,
     encrypt_with_key,
+    native_c1222_seal,
     verify_with_key,
 )
 from amistack.keymgmt.keyring import KeyRing
 from amistack.keymgmt.ukmf import C1222, KeyId
+
+KEY_LEN = 16  # EAX' in C12.22 is AES-128 (Annex I)
 
 KeyLookup = Callable[[bytes, int, float], list[bytes]]
 """(device id of the sender, key-id byte, now) -> the candidate 16-byte keys (maybe none)."""
@@ -151,6 +154,24 @@ def seal(
         raise ValueError("a protected EPSEM needs a key")
     if not 0 <= key_id <= 0xFF or len(iv) != IV_LEN:
         raise ValueError(f"C12.22 key id is one byte and the IV {IV_LEN} bytes")
+    if native_c1222_seal is not None and len(key) == KEY_LEN:
+        # the same bytes in one C call (tests/unit/c1222/test_native_codec.py); None: a number
+        # beyond 64 bits, which the reference below encodes
+        wire = native_c1222_seal(
+            key,
+            *called.called_elements,
+            *calling.calling_elements,
+            calling_invocation_id,
+            called_invocation_id,
+            calling_ae_qualifier,
+            control,
+            key_id,
+            iv,
+            body,
+            mode == SecurityMode.CIPHERTEXT_AUTH,
+        )
+        if wire is not None:
+            return wire
     head, cleartext = encode_header(
         called,
         calling,

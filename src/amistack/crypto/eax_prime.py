@@ -45,6 +45,11 @@ except ImportError:  # pragma: no cover - a build without a C compiler or OpenSS
 
 NATIVE = _native is not None
 
+# C12.22's common message layout sealed or parsed in one C call (`_eax_prime.c`), None without
+# the extension: amistack.c1222 uses them when present, its Python code is the reference.
+native_c1222_seal = None if _native is None else _native.c1222_seal
+native_c1222_parse = None if _native is None else _native.c1222_parse
+
 TAG_LEN = 4  # ANSI C12.22 Annex I: a 4-byte MAC
 MIN_CLEARTEXT = BLOCK + 1  # ePrint 2012/018: one block or less is attackable
 _MASK128 = (1 << 128) - 1
@@ -66,6 +71,8 @@ __all__ = [
     "decrypt_with_key",
     "eax_prime",
     "encrypt_with_key",
+    "native_c1222_parse",
+    "native_c1222_seal",
     "verify_with_key",
 ]
 
