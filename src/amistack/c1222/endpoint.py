@@ -72,6 +72,7 @@ from amistack.c1222.services import (
     decode_request,
     decode_response,
     is_request,
+    plain_response,
 )
 from amistack.c1222.tables import MeterTables, ProcedureInitiate, Table, TableProvider
 from amistack.crypto import RandomSource
@@ -81,6 +82,11 @@ log = logging.getLogger(__name__)
 
 C1222_PORT = 1153  # IANA ansi-c12-22, TCP and UDP
 _MAX_INVOCATION_ID = 0xFFFFFFFF  # ids are sent as 32-bit unsigned values
+
+
+_SEGMENT_PREFIX = bytes((SEGMENT_TAG,))
+_OK = plain_response(ResponseCode.OK)
+_ISC = plain_response(ResponseCode.ISC)
 
 
 def _key_tag(key: bytes) -> bytes:
@@ -183,7 +189,7 @@ class _Endpoint:
         self.counters["datagrams-received"] += 1
         self.last_refusal = None
         try:
-            if data[:1] == bytes([SEGMENT_TAG]):
+            if data[:1] == _SEGMENT_PREFIX:
                 apdu = self._reassembler.receive(Segment.decode(data), addr, now)
                 if apdu is None:
                     return
@@ -203,10 +209,13 @@ class _Endpoint:
         return self._events.pop(0) if self._events else None
 
     def get_timer(self) -> float | None:
-        best = self._next_deadline()
-        for t in (self._reassembler.get_timer(), self._own_timer()):
-            if t is not None and (best is None or t < best):
-                best = t
+        best = self._next_deadline() if self._deadlines else None
+        t = self._reassembler.get_timer()
+        if t is not None and (best is None or t < best):
+            best = t
+        t = self._own_timer()
+        if t is not None and (best is None or t < best):
+            best = t
         return best
 
     def handle_timer(self, now: float) -> None:
@@ -347,13 +356,11 @@ class _Endpoint:
             ed_class=cfg.ed_class,
         )
         self._apdu_seq = (self._apdu_seq + 1) & 0xFFFF
-        parts = segment(wire, self._apdu_seq, cfg.max_datagram)
-        if len(parts) > 1:
-            self.counters["segmented-sent"] += 1
-        if len(parts) == 1:
-            self._outbox.append((parts[0], addr))
+        if len(wire) <= cfg.max_datagram:  # `segment` would give it back alone
+            self._outbox.append((wire, addr))
         else:
-            self._outbox.extend((p, addr) for p in parts)
+            self.counters["segmented-sent"] += 1
+            self._outbox.extend((p, addr) for p in segment(wire, self._apdu_seq, cfg.max_datagram))
         self.counters["messages-sent"] += 1
         return inv
 
@@ -396,16 +403,15 @@ class _Endpoint:
         # has a new PANA session, so new keys and a fresh invocation-id sequence, even when its
         # key-id byte (the generation) repeats; a forged message never reaches a window.
         window = sender + (b"/clear" if result.key is None else b"/" + _key_tag(result.key))
-        verdict = self._replay.check(window, inv)
+        verdict = self._replay.admit(window, inv)
         if verdict is not None:
             self._refuse(verdict)
             log.info("c1222: %s message refused", verdict, extra={"sender": sender, "inv": inv})
             return
-        self._replay.accept(window, inv)
         self.counters["messages-accepted"] += 1
         services = result.epsem.services
         requests = is_request(services[0])
-        if any(is_request(s) != requests for s in services[1:]):
+        if len(services) > 1 and any(is_request(s) != requests for s in services[1:]):
             self.counters["decode-error"] += 1
             return
         if requests:
@@ -623,7 +629,7 @@ class C1222Client(_Endpoint):
 
     def _serve(self, req: Request, peer: ApTitle, protected: bool, now: float) -> Response:
         if isinstance(req, Write):
-            return Response(ResponseCode.OK if protected else ResponseCode.ISC)
+            return _OK if protected else _ISC
         if isinstance(req, Registration):  # as master relay (docs/mesh.md): only itself, signed
             if not protected:
                 return Response(ResponseCode.ISC)

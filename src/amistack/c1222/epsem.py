@@ -135,6 +135,9 @@ class Epsem:
     def decode_body(cls, control: EpsemControl, body: bytes, offset: int = 1) -> Epsem:
         pos = 0
         ed_class = None
+        n = body[0] if body else 0
+        if 0 < n < 0x80 and len(body) == n + 1 and not control.ed_class_included:
+            return cls._of(control, (body[1:],), None)  # one short service, no ED class: the norm
         if control.ed_class_included:
             if len(body) < ED_CLASS_LEN:
                 raise C1222DecodeError(offset, "ED class truncated")
@@ -151,11 +154,17 @@ class Epsem:
             pos = start + length
         if not services:
             raise C1222DecodeError(offset + pos, "EPSEM carries no service")
+        return cls._of(control, tuple(services), ed_class)
+
+    @classmethod
+    def _of(
+        cls, control: EpsemControl, services: tuple[bytes, ...], ed_class: bytes | None
+    ) -> Epsem:
         # what __post_init__ checks holds by construction (non-empty services, a 4-byte ED
         # class): fill the frozen fields directly, once per message received
         epsem = object.__new__(cls)
         epsem.__dict__.update(
-            services=tuple(services),
+            services=services,
             security_mode=control.security_mode,
             response_control=control.response_control,
             ed_class=ed_class,

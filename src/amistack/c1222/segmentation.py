@@ -137,7 +137,9 @@ class Reassembler:
         return len(expired)
 
     def get_timer(self) -> float | None:
-        return min((p.deadline for p in self._pending.values()), default=None)
+        if not self._pending:  # the usual case, asked after every datagram
+            return None
+        return min(p.deadline for p in self._pending.values())
 
     def __len__(self) -> int:
         return len(self._pending)

@@ -231,6 +231,8 @@ def decode_request(data: bytes) -> Request:
     if not data:
         raise C1222DecodeError(0, "empty service")
     code, body = data[0], data[1:]
+    if code in (_FULL_WRITE, _PARTIAL_WRITE):  # a push: the common request first
+        return _decode_write(code, body)
     if code == ServiceCode.IDENTIFY:
         _exact(body, 0, "identify")
         return Identify()
@@ -258,24 +260,34 @@ def decode_request(data: bytes) -> Request:
             int.from_bytes(body[2:5], "big"),
             int.from_bytes(body[5:], "big"),
         )
-    if code in (ServiceCode.FULL_WRITE, ServiceCode.PARTIAL_WRITE_OFFSET):
-        partial = code == ServiceCode.PARTIAL_WRITE_OFFSET
-        head = 7 if partial else 4
-        _need(body, head + 1, "write")
-        table = int.from_bytes(body[:2], "big")
-        offset = int.from_bytes(body[2:5], "big") if partial else None
-        count = int.from_bytes(body[head - 2 : head], "big")
-        _exact(body, head + count + 1, "write")
-        payload = body[head : head + count]
-        if checksum(payload) != body[-1]:
-            raise C1222DecodeError(1 + len(body) - 1, "write: table data checksum mismatch")
-        return Write(table, payload, offset)
     if code == ServiceCode.WAIT:
         _exact(body, 1, "wait")
         return Wait(body[0])
     if code == ServiceCode.REGISTRATION:
         return Registration.decode(data)
     raise C1222DecodeError(0, f"unsupported service code {code:#04x}")
+
+
+_FULL_WRITE = int(ServiceCode.FULL_WRITE)  # plain ints: an IntEnum member costs a look-up
+_PARTIAL_WRITE = int(ServiceCode.PARTIAL_WRITE_OFFSET)
+
+
+def _decode_write(code: int, body: bytes) -> Write:
+    partial = code == _PARTIAL_WRITE
+    head = 7 if partial else 4
+    _need(body, head + 1, "write")
+    table = int.from_bytes(body[:2], "big")
+    offset = int.from_bytes(body[2:5], "big") if partial else None
+    count = int.from_bytes(body[head - 2 : head], "big")
+    _exact(body, head + count + 1, "write")
+    payload = body[head : head + count]
+    if checksum(payload) != body[-1]:
+        raise C1222DecodeError(1 + len(body) - 1, "write: table data checksum mismatch")
+    # what __post_init__ checks holds by construction (a 16-bit table, a 24-bit offset, at
+    # most 65535 bytes): fill the frozen fields directly, once per pushed message
+    write = object.__new__(Write)
+    write.__dict__.update(table=table, data=payload, offset=offset)
+    return write
 
 
 # ----------------------------------------------------------------------------- responses
@@ -352,6 +364,12 @@ class LogonResult:
 
 
 _RESPONSE_CODES = {int(c): c for c in ResponseCode}  # a dict look-up, not an enum call
+_PLAIN = {c: Response(c) for c in ResponseCode}  # the response of each code without data
+
+
+def plain_response(code: ResponseCode) -> Response:
+    """`Response(code)`, shared (frozen): what the engines answer most requests with."""
+    return _PLAIN[code]
 
 
 def decode_response(data: bytes) -> Response:
@@ -368,6 +386,8 @@ def decode_response(data: bytes) -> Response:
         and code not in (ResponseCode.RNO, ResponseCode.BSY)
     ):
         raise C1222DecodeError(1, f"{code.name} carries no data")
+    if len(data) == 1:
+        return _PLAIN[code]  # immutable: one per code (an ack is a plain OK)
     return Response(code, data[1:])
 
 

@@ -86,6 +86,23 @@ class ReplayWindows(Generic[K]):
         while len(self._windows) > self.max_senders:
             self._windows.popitem(last=False)
 
+    def admit(self, sender: K, number: int) -> Replay | None:
+        """`check`, then `accept` when it passed, in one look-up: for a caller that checks only
+        after the message authenticated (a C12.22 window is per sender and per key)."""
+        windows = self._windows
+        window = windows.get(sender)
+        if window is None:
+            window = windows[sender] = ReplayWindow(self.size)
+            while len(windows) > self.max_senders:
+                windows.popitem(last=False)
+        else:
+            verdict = window.check(number)
+            if verdict is not None:
+                return verdict
+            windows.move_to_end(sender)
+        window.accept(number)
+        return None
+
     def highest(self, sender: K) -> int | None:
         """The highest number accepted from `sender` (None if unknown)."""
         window = self._windows.get(sender)

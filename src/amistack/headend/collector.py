@@ -321,21 +321,21 @@ class Collector:
         return self._next_boundary + delay
 
     def get_timer(self) -> float | None:
-        times = [self._slot_time()]
+        best = self._slot_time()
         t = self.ingestor.get_timer()
         if t is not None:
-            times.append(t if self._store_retry is None else max(t, self._store_retry))
+            t = t if self._store_retry is None else max(t, self._store_retry)
+            best = min(best, t)
         heap = self._ready
         while heap:
             at, index = heap[0]
             cell = self._cell_list[index]
             if self._can_start(cell, at):
-                times.append(at)
-                break
+                return min(best, at)
             heapq.heappop(heap)
             if cell.armed_at == at:
                 cell.armed_at = None
-        return min(times)
+        return best
 
     def _can_start(self, cell: _Cell, at: float) -> bool:
         """Whether the heap entry `at` of `cell` is current: it may start a read then."""

@@ -159,7 +159,9 @@ class CommandExecutor:
         self._move(ex, CommandState.SENT, now)
 
     def get_timer(self) -> float | None:
-        return min((t for t, *_ in self._later), default=None)
+        if not self._later:  # the usual case, asked after every datagram
+            return None
+        return min(t for t, *_ in self._later)
 
     def handle_timer(self, now: float) -> list[Command]:
         """Create the commands that fall due (a curtailment's reconnect); returns them so the

@@ -383,6 +383,16 @@ class HeadendKeys:
         self.counters["fetches"] += 1
         self._fetched[device] = now
         current = src.current_key(device, PURPOSE, now)
+        cached = self._keys.get(device)
+        if current is not None and cached is not None and len(cached) == 1:
+            k = cached[0]  # the usual refresh: the one cached generation is the current one
+            if (
+                k.key_id == current.key_id
+                and k.not_after == current.not_after
+                and k.key == current.key
+            ):
+                self._negative.pop((device, key_id_byte(k.key_id)), None)  # as `install`
+                return
         skip = None if current is None else current.key_id
         for k in list(self._keys.get(device, [])):
             if k.key_id == skip:

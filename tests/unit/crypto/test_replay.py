@@ -58,3 +58,18 @@ def test_no_number_is_ever_accepted_twice(numbers: list[int]) -> None:
             assert n not in accepted
             accepted.add(n)
             w.accept(n)
+
+
+@given(st.lists(st.tuples(st.sampled_from([b"a", b"b", b"c", b"d"]), st.integers(0, 200))))
+def test_admit_is_check_then_accept(events: list[tuple[bytes, int]]) -> None:
+    """`admit` (one look-up) gives the verdicts, windows and forgetting order of `check`
+    followed by `accept` when it passed."""
+    one: ReplayWindows[bytes] = ReplayWindows(size=8, max_senders=3)
+    two: ReplayWindows[bytes] = ReplayWindows(size=8, max_senders=3)
+    for sender, n in events:
+        verdict = two.check(sender, n)
+        if verdict is None:
+            two.accept(sender, n)
+        assert one.admit(sender, n) == verdict
+        assert list(one._windows) == list(two._windows)
+        assert [one.highest(bytes([s])) for s in b"abcd"] == [two.highest(bytes([s])) for s in b"abcd"]
