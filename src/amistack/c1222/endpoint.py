@@ -85,6 +85,13 @@ _MAX_INVOCATION_ID = 0xFFFFFFFF  # ids are sent as 32-bit unsigned values
 
 
 _SEGMENT_PREFIX = bytes((SEGMENT_TAG,))
+_FIRST_REQUEST = 0x20  # C12.22 §5.3.4: service codes from 0x20, response codes below
+# module names for the enum members the per-message path compares with (a class attribute of
+# an enum costs a look-up through its metaclass each time)
+_CLEARTEXT = SecurityMode.CLEARTEXT
+_ALWAYS = ResponseControl.ALWAYS
+_NEVER = ResponseControl.NEVER
+_ON_EXCEPTION = ResponseControl.ON_EXCEPTION
 _OK = plain_response(ResponseCode.OK)
 _ISC = plain_response(ResponseCode.ISC)
 
@@ -160,6 +167,7 @@ class _Endpoint:
         # why the message of the last `receive_datagram` was refused by security (a counter
         # name: auth-failed, no-key, missing-auth, cleartext-refused, replayed, stale), or None
         self.last_refusal: str | None = None
+        self._own_id = config.ap_title.device_id
         self._replay: ReplayWindows[bytes] = ReplayWindows(config.replay_window)
         self._reassembler = Reassembler(
             config.reassembly_timeout, config.max_apdu, config.max_reassembly
@@ -261,7 +269,7 @@ class _Endpoint:
         t = self.config.response_timeout if timeout is None else timeout
         n = self.config.retries if retries is None else retries
         pending = _Pending(rid, addr, peer, tuple(requests), mode, now + t, n, t)
-        if response_control != ResponseControl.ALWAYS:
+        if response_control != _ALWAYS:
             if self._send(addr, peer, pending.requests, mode, response_control, now) is None:
                 raise ValueError(f"no C12.22 key to send to {peer}")
             return rid
@@ -308,9 +316,7 @@ class _Endpoint:
         return inv
 
     def _transmit(self, pending: _Pending, now: float) -> int | None:
-        inv = self._send(
-            pending.addr, pending.peer, pending.requests, pending.mode, ResponseControl.ALWAYS, now
-        )
+        inv = self._send(pending.addr, pending.peer, pending.requests, pending.mode, _ALWAYS, now)
         if inv is not None:
             pending.invocation_ids.append(inv)
             self._by_invocation[inv] = pending.request_id
@@ -334,7 +340,7 @@ class _Endpoint:
         key: tuple[int, bytes] | None = None,
     ) -> int | None:
         """Protect and queue one message; our calling AP invocation id, or None (no key)."""
-        if mode != SecurityMode.CLEARTEXT and key is None:
+        if mode != _CLEARTEXT and key is None:
             key = self._send_key(peer.device_id, now)
             if key is None:
                 self.counters["no-send-key"] += 1
@@ -345,7 +351,7 @@ class _Endpoint:
             peer,
             cfg.ap_title,
             inv,
-            [s.encode() for s in services],
+            [services[0].encode()] if len(services) == 1 else [s.encode() for s in services],
             mode,
             response_control,
             None if key is None else key[1],
@@ -371,24 +377,26 @@ class _Endpoint:
         self.last_refusal = reason
 
     def _receive_message(self, msg: AcseMessage, addr: Addr, now: float) -> None:
-        cfg = self.config
-        if msg.called_ap_title is None or not msg.called_ap_title.same_node(cfg.ap_title):
+        called = msg.called_ap_title
+        if called is None or called.device_id != self._own_id:  # `same_node`, by the cache
             self.counters["wrong-called-title"] += 1
             return
-        if msg.calling_ap_title is None or msg.calling_ap_invocation_id is None:
+        peer = msg.calling_ap_title
+        inv = msg.calling_ap_invocation_id
+        if peer is None or inv is None:
             self.counters["missing-calling"] += 1
             return
-        sender = msg.calling_ap_title.device_id
-        inv = msg.calling_ap_invocation_id
+        sender = peer.device_id
         try:
             control = EpsemControl.decode(msg.user_information[0])
-            if control.security_mode == SecurityMode.CLEARTEXT and not cfg.allow_cleartext:
-                self._refuse("cleartext-refused")
-                return
             keys: list[bytes] = []
-            if control.security_mode != SecurityMode.CLEARTEXT and msg.auth is not None:
+            if control.security_mode == _CLEARTEXT:
+                if not self.config.allow_cleartext:
+                    self._refuse("cleartext-refused")
+                    return
+            elif msg.auth is not None:
                 keys = self._key_lookup(sender, msg.auth.key_id, now)
-            result = unprotect(msg, keys)
+            result = unprotect(msg, keys, control)
         except C1222SecurityError as exc:
             self._refuse(exc.reason)
             if exc.reason == "auth-failed" and keys and self._key_rejected is not None:
@@ -410,28 +418,32 @@ class _Endpoint:
             return
         self.counters["messages-accepted"] += 1
         services = result.epsem.services
-        requests = is_request(services[0])
+        requests = services[0][0] >= _FIRST_REQUEST  # `is_request`: services are non-empty
         if len(services) > 1 and any(is_request(s) != requests for s in services[1:]):
             self.counters["decode-error"] += 1
             return
         if requests:
-            self._on_requests(msg, result, addr, now)
+            self._on_requests(msg, peer, result, addr, now)
         else:
-            self._on_responses(msg, result, addr)
+            self._on_responses(msg, peer, result, addr)
 
-    def _on_responses(self, msg: AcseMessage, result: Unprotected, addr: Addr) -> None:
-        if msg.calling_ap_title is None:  # checked by _receive_message
-            return
+    def _on_responses(
+        self, msg: AcseMessage, peer: ApTitle, result: Unprotected, addr: Addr
+    ) -> None:
         rid = self._by_invocation.get(msg.called_ap_invocation_id or -1)
         pending = self._pending.get(rid) if rid is not None else None
-        if pending is None or not pending.peer.same_node(msg.calling_ap_title):
+        if pending is None or pending.peer.device_id != peer.device_id:  # `same_node`
             self.counters["unmatched-response"] += 1
             return
-        if pending.mode != SecurityMode.CLEARTEXT and result.key is None:
+        if pending.mode != _CLEARTEXT and result.key is None:
             self._refuse("cleartext-refused")
             return
         try:
-            responses = tuple([decode_response(s) for s in result.epsem.services])
+            services = result.epsem.services
+            if len(services) == 1:
+                responses: tuple[Response, ...] = (decode_response(services[0]),)
+            else:
+                responses = tuple([decode_response(s) for s in services])
         except C1222DecodeError:
             self.counters["decode-error"] += 1
             return
@@ -443,10 +455,9 @@ class _Endpoint:
             ResponseReceived(pending.request_id, pending.peer, addr, pending.requests, responses)
         )
 
-    def _on_requests(self, msg: AcseMessage, result: Unprotected, addr: Addr, now: float) -> None:
-        peer = msg.calling_ap_title
-        if peer is None:  # checked by _receive_message
-            return
+    def _on_requests(
+        self, msg: AcseMessage, peer: ApTitle, result: Unprotected, addr: Addr, now: float
+    ) -> None:
         protected = result.key is not None
         requests: list[Request] = []
         responses: list[Response] = []
@@ -467,8 +478,7 @@ class _Endpoint:
             RequestReceived(peer, addr, tuple(requests), tuple(responses), result.key_id)
         )
         rc = result.epsem.response_control
-        failed = any(not r.ok for r in responses)
-        if rc == ResponseControl.NEVER or (rc == ResponseControl.ON_EXCEPTION and not failed):
+        if rc == _NEVER or (rc == _ON_EXCEPTION and all(r.ok for r in responses)):
             return
         key = None if result.key is None else (result.key_id or 0, result.key)
         self._send(
@@ -476,7 +486,7 @@ class _Endpoint:
             peer,
             responses,
             result.epsem.security_mode,
-            ResponseControl.NEVER,
+            _NEVER,
             now,
             called_invocation_id=msg.calling_ap_invocation_id,
             key=key,

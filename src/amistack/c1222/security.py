@@ -44,6 +44,8 @@ from amistack.keymgmt.keyring import KeyRing
 from amistack.keymgmt.ukmf import C1222, KeyId
 
 KEY_LEN = 16  # EAX' in C12.22 is AES-128 (Annex I)
+_CLEARTEXT = SecurityMode.CLEARTEXT  # module names: an enum class attribute costs a look-up
+_CIPHERTEXT_AUTH = SecurityMode.CIPHERTEXT_AUTH
 
 KeyLookup = Callable[[bytes, int, float], list[bytes]]
 """(device id of the sender, key-id byte, now) -> the candidate 16-byte keys (maybe none)."""
@@ -139,7 +141,7 @@ def seal(
         parts.append(bytes((n,)) if n < 0x80 else ber.encode_length(n))
         parts.append(s)
     body = b"".join(parts)
-    if mode == SecurityMode.CLEARTEXT:
+    if mode == _CLEARTEXT:
         head, _ = encode_header(
             called,
             calling,
@@ -168,7 +170,7 @@ def seal(
             key_id,
             iv,
             body,
-            mode == SecurityMode.CIPHERTEXT_AUTH,
+            mode == _CIPHERTEXT_AUTH,
         )
         if wire is not None:
             return wire
@@ -182,19 +184,23 @@ def seal(
         calling_ae_qualifier=calling_ae_qualifier,
         auth=(key_id, iv),
     )
-    if mode == SecurityMode.CIPHERTEXT_AUTH:
+    if mode == _CIPHERTEXT_AUTH:
         sealed, tag = encrypt_with_key(key, cleartext, body)
         return head + sealed + tag
     return head + body + authenticate_with_key(key, cleartext, body)
 
 
-def unprotect(msg: AcseMessage, keys: Sequence[bytes]) -> Unprotected:
+def unprotect(
+    msg: AcseMessage, keys: Sequence[bytes], control: EpsemControl | None = None
+) -> Unprotected:
     """The EPSEM of `msg`, authenticated (and decrypted) with the first of `keys` whose tag
     verifies. C1222SecurityError (reason: "no-key", "cleartext-too-short", "auth-failed",
-    "missing-auth") or C1222DecodeError (a verified EPSEM that does not parse)."""
+    "missing-auth") or C1222DecodeError (a verified EPSEM that does not parse). `control`:
+    the EPSEM control byte's decoding when the caller has it already."""
     ui = msg.user_information
-    control = EpsemControl.decode(ui[0])
-    if control.security_mode == SecurityMode.CLEARTEXT:
+    if control is None:
+        control = EpsemControl.decode(ui[0])
+    if control.security_mode == _CLEARTEXT:
         return Unprotected(Epsem.decode_body(control, ui[1:]), None, None)
     if msg.auth is None:
         raise C1222SecurityError("missing-auth", "protected EPSEM without key id and IV")
@@ -204,7 +210,7 @@ def unprotect(msg: AcseMessage, keys: Sequence[bytes]) -> Unprotected:
         raise C1222SecurityError("no-key", f"no key for key id {msg.auth.key_id}")
     cleartext = msg.canonical_cleartext()
     sealed, tag = ui[1:-MAC_LEN], ui[-MAC_LEN:]
-    ciphertext_mode = control.security_mode == SecurityMode.CIPHERTEXT_AUTH
+    ciphertext_mode = control.security_mode == _CIPHERTEXT_AUTH
     for key in keys:
         try:
             if ciphertext_mode:

@@ -61,6 +61,9 @@ class ResponseCode(IntEnum):
     SGERR = 0x12  # segmentation error
 
 
+_OK_CODE = int(ResponseCode.OK)  # asked of every response: a plain int, not an enum look-up
+
+
 def checksum(data: bytes) -> int:
     """C12.18 §5.3: two's complement of the byte sum (so data + cksum sums to 0 mod 256)."""
     return (-sum(data)) & 0xFF
@@ -305,7 +308,7 @@ class Response:
 
     @property
     def ok(self) -> bool:
-        return self.code == ResponseCode.OK
+        return self.code == _OK_CODE
 
 
 @dataclass(frozen=True)
