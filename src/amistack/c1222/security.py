@@ -128,19 +128,22 @@ def seal(
     """The encoded message `protect(header, Epsem(services, mode, response_control, ed_class),
     key, key_id, iv).encode()`, in one pass (what the endpoints send): the header and the EAX'
     cleartext from `acse.encode_header`, the EPSEM body joined once, no message objects."""
-    if not services or not all(services):
-        raise ValueError("an EPSEM carries at least one non-empty service")
-    if ed_class is not None and len(ed_class) != ED_CLASS_LEN:
-        raise ValueError("ED class is 4 bytes")
     control = FLAG_ALWAYS | (mode << 2) | response_control
-    parts = [ed_class] if ed_class is not None else []
-    if ed_class is not None:
-        control |= FLAG_ED_CLASS
-    for s in services:
-        n = len(s)
-        parts.append(bytes((n,)) if n < 0x80 else ber.encode_length(n))
-        parts.append(s)
-    body = b"".join(parts)
+    if len(services) == 1 and ed_class is None and 0 < len(services[0]) < 0x80:
+        body = bytes((len(services[0]),)) + services[0]  # one short service: the norm
+    else:
+        if not services or not all(services):
+            raise ValueError("an EPSEM carries at least one non-empty service")
+        if ed_class is not None and len(ed_class) != ED_CLASS_LEN:
+            raise ValueError("ED class is 4 bytes")
+        parts = [ed_class] if ed_class is not None else []
+        if ed_class is not None:
+            control |= FLAG_ED_CLASS
+        for s in services:
+            n = len(s)
+            parts.append(bytes((n,)) if n < 0x80 else ber.encode_length(n))
+            parts.append(s)
+        body = b"".join(parts)
     if mode == _CLEARTEXT:
         head, _ = encode_header(
             called,

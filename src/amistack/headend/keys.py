@@ -207,6 +207,11 @@ class HeadendKeys:
             self.counters["unknown-ap-title"] += 1
             return []
         self._maybe_refresh(device, now)
+        cached = self._keys.get(device)
+        if cached is not None and len(cached) == 1:  # the usual cache: one live generation
+            k = cached[0]
+            if k.not_after > now and key_id_byte(k.key_id) == key_byte:
+                return [k.key]  # what `_matching` finds (it drops only expired keys)
         found = self._matching(device, key_byte, now)
         if found:
             return found

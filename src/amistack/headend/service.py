@@ -210,7 +210,11 @@ class HeadEnd:
         reply = self.client.datagrams_to_send(now)
         hold: Hashable | None = None
         while (ev := self.client.next_event()) is not None:
-            if self.commands.handle_event(ev, now) or self.eventlogs.handle_event(ev, now):
+            # a meter's request (its push) is neither a command's nor an event-log fetch's
+            # answer: those two see only responses and time-outs
+            if not isinstance(ev, RequestReceived) and (
+                self.commands.handle_event(ev, now) or self.eventlogs.handle_event(ev, now)
+            ):
                 continue
             self._admit(ev, now)
             tag = self.collector.handle_event(ev, now)

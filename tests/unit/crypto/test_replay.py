@@ -72,4 +72,5 @@ def test_admit_is_check_then_accept(events: list[tuple[bytes, int]]) -> None:
             two.accept(sender, n)
         assert one.admit(sender, n) == verdict
         assert list(one._windows) == list(two._windows)
-        assert [one.highest(bytes([s])) for s in b"abcd"] == [two.highest(bytes([s])) for s in b"abcd"]
+        for s in (b"a", b"b", b"c", b"d"):
+            assert one.highest(s) == two.highest(s)
