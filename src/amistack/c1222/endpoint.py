@@ -29,7 +29,6 @@ request in flight.
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import logging
 from collections import Counter
@@ -94,11 +93,6 @@ _NEVER = ResponseControl.NEVER
 _ON_EXCEPTION = ResponseControl.ON_EXCEPTION
 _OK = plain_response(ResponseCode.OK)
 _ISC = plain_response(ResponseCode.ISC)
-
-
-def _key_tag(key: bytes) -> bytes:
-    """A short name for a key, so replay windows are not keyed by key material."""
-    return hashlib.blake2b(key, digest_size=8, person=b"c1222-replay").digest()
 
 
 @dataclass(frozen=True)
@@ -168,7 +162,11 @@ class _Endpoint:
         # name: auth-failed, no-key, missing-auth, cleartext-refused, replayed, stale), or None
         self.last_refusal: str | None = None
         self._own_id = config.ap_title.device_id
-        self._replay: ReplayWindows[bytes] = ReplayWindows(config.replay_window)
+        # (sender's device id, `hash` of the key that authenticated, None in clear): the key's
+        # name is Python's keyed 64-bit hash (SipHash under the process's random seed), so the
+        # windows are not keyed by key material; two keys of one sender colliding would share a
+        # window, which can only refuse more, never accept a replay
+        self._replay: ReplayWindows[tuple[bytes, int | None]] = ReplayWindows(config.replay_window)
         self._reassembler = Reassembler(
             config.reassembly_timeout, config.max_apdu, config.max_reassembly
         )
@@ -410,7 +408,7 @@ class _Endpoint:
         # One window per sender and per key that authenticated the message: a restarted meter
         # has a new PANA session, so new keys and a fresh invocation-id sequence, even when its
         # key-id byte (the generation) repeats; a forged message never reaches a window.
-        window = sender + (b"/clear" if result.key is None else b"/" + _key_tag(result.key))
+        window = (sender, None if result.key is None else hash(result.key))
         verdict = self._replay.admit(window, inv)
         if verdict is not None:
             self._refuse(verdict)

@@ -32,7 +32,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from amistack.c1222.security import key_id_byte
 from amistack.keymgmt.keyring import KeyRingDirectory
@@ -114,8 +114,7 @@ class EveryKeySource:
                 await close()
 
 
-@dataclass(frozen=True)
-class _Issued:
+class _Issued(NamedTuple):  # one per refresh, i.e. per pushed message in a fleet: a tuple
     key_id: KeyId | None
     key: bytes
     not_after: float
@@ -392,7 +391,7 @@ class HeadendKeys:
         if current is not None and cached is not None and len(cached) == 1:
             k = cached[0]  # the usual refresh: the one cached generation is the current one
             if (
-                k.key_id == current.key_id
+                (k.key_id is current.key_id or k.key_id == current.key_id)
                 and k.not_after == current.not_after
                 and k.key == current.key
             ):
