@@ -725,6 +725,88 @@ done:
     return Py_NewRef(result);
 }
 
+PyDoc_STRVAR(c1222_open_doc,
+             "c1222_open(key, cleartext, user_information, encrypted) -> the EPSEM body (after "
+             "its control byte) when the 4-byte MAC at the end of the user-information verifies "
+             "under `key` (decrypted if `encrypted`), else None (nothing is decrypted then)");
+
+static PyObject *c1222_open(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer key, clear, ui;
+    PyObject *result = NULL;
+    unsigned char n_prime[BLOCK], expected[TAG_LEN], mac[BLOCK], *joined = NULL;
+    struct keyed k;
+    int encrypted;
+    memset(&k, 0, sizeof k);
+    memset(n_prime, 0, sizeof n_prime);
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "c1222_open takes 4 arguments");
+        return NULL;
+    }
+    if ((encrypted = PyObject_IsTrue(args[3])) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[0], &key, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[1], &clear, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&key);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[2], &ui, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&key);
+        PyBuffer_Release(&clear);
+        return NULL;
+    }
+    if (!check(&key, &clear))
+        goto done;
+    if (ui.len < 1 + TAG_LEN) {
+        PyErr_SetString(PyExc_ValueError, "c1222_open: user-information shorter than its MAC");
+        goto done;
+    }
+    const unsigned char *sealed = (const unsigned char *)ui.buf + 1;
+    Py_ssize_t n = ui.len - 1 - TAG_LEN;
+    const unsigned char *tag = sealed + n;
+    if (!start(&k, key.buf))
+        goto crypto_failed;
+    if (encrypted) {
+        if (!cmac(n_prime, &k, k.d, clear.buf, clear.len) || !tag_of(expected, &k, n_prime, sealed, n))
+            goto crypto_failed;
+        if (CRYPTO_memcmp(expected, tag, TAG_LEN) != 0) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        result = PyBytes_FromStringAndSize(NULL, n);
+        if (result != NULL && !ctr((unsigned char *)PyBytes_AS_STRING(result), n_prime, sealed, n)) {
+            Py_CLEAR(result);
+            goto crypto_failed;
+        }
+        goto done;
+    }
+    joined = PyMem_Malloc((size_t)(clear.len + n));
+    if (joined == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    memcpy(joined, clear.buf, (size_t)clear.len);
+    memcpy(joined + clear.len, sealed, (size_t)n);
+    if (!cmac(mac, &k, k.d, joined, clear.len + n))
+        goto crypto_failed;
+    if (CRYPTO_memcmp(mac + BLOCK - TAG_LEN, tag, TAG_LEN) != 0)
+        result = Py_NewRef(Py_None);
+    else
+        result = PyBytes_FromStringAndSize((const char *)sealed, n);
+    goto done;
+crypto_failed:
+    crypto_error();
+done:
+    PyMem_Free(joined);
+    OPENSSL_cleanse(&k, sizeof k);
+    OPENSSL_cleanse(n_prime, sizeof n_prime);
+    PyBuffer_Release(&key);
+    PyBuffer_Release(&clear);
+    PyBuffer_Release(&ui);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"encrypt", eax_encrypt, METH_VARARGS, encrypt_doc},
     {"decrypt", eax_decrypt, METH_VARARGS, decrypt_doc},
@@ -733,6 +815,7 @@ static PyMethodDef methods[] = {
     {"eax_decrypt", eax_open, METH_VARARGS, eax_open_doc},
     {"c1222_seal", (PyCFunction)(void (*)(void))c1222_seal, METH_FASTCALL, c1222_seal_doc},
     {"c1222_parse", c1222_parse, METH_O, c1222_parse_doc},
+    {"c1222_open", (PyCFunction)(void (*)(void))c1222_open, METH_FASTCALL, c1222_open_doc},
     {NULL, NULL, 0, NULL},
 };
 

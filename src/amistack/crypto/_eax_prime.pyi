@@ -33,3 +33,6 @@ def c1222_seal(
 def c1222_parse(
     apdu: bytes, /
 ) -> tuple[bytes, int | None, bytes, int | None, int, int, bytes, bytes, bytes, int] | None: ...
+def c1222_open(
+    key: bytes, cleartext: bytes, user_information: bytes, encrypted: bool, /
+) -> bytes | None: ...

@@ -49,6 +49,7 @@ NATIVE = _native is not None
 # the extension: amistack.c1222 uses them when present, its Python code is the reference.
 native_c1222_seal = None if _native is None else _native.c1222_seal
 native_c1222_parse = None if _native is None else _native.c1222_parse
+native_c1222_open = None if _native is None else _native.c1222_open
 
 TAG_LEN = 4  # ANSI C12.22 Annex I: a 4-byte MAC
 MIN_CLEARTEXT = BLOCK + 1  # ePrint 2012/018: one block or less is attackable
@@ -71,6 +72,7 @@ __all__ = [
     "decrypt_with_key",
     "eax_prime",
     "encrypt_with_key",
+    "native_c1222_open",
     "native_c1222_parse",
     "native_c1222_seal",
     "verify_with_key",

@@ -173,3 +173,47 @@ def test_c_parse_on_arbitrary_bytes(data: bytes) -> None:
     assert native_c1222_parse is not None
     native_c1222_parse(data)  # never raises, whatever the bytes
     _same_decode(data)
+
+
+@given(
+    key=st.binary(min_size=16, max_size=16),
+    other=st.binary(min_size=16, max_size=16),
+    service=st.binary(min_size=1, max_size=300),
+    mode=st.sampled_from([SecurityMode.CIPHERTEXT_AUTH, SecurityMode.CLEARTEXT_AUTH]),
+    flip=st.none() | st.tuples(st.integers(0, 400), st.integers(1, 255)),
+    short=st.booleans(),
+)
+def test_c_open_gives_the_python_verdicts(
+    key: bytes,
+    other: bytes,
+    service: bytes,
+    mode: SecurityMode,
+    flip: tuple[int, int] | None,
+    short: bool,
+) -> None:
+    """`unprotect` with the C open and with the Python EAX' loop: the same EPSEM and key, or
+    the same refusal (auth-failed, cleartext-too-short for a key that is not 16 bytes, a
+    decode error of a verified body), for right and wrong keys and damaged messages."""
+    title = ApTitle((0, 7), relative=True)
+    wire = bytearray(
+        seal(title, title, 5, [service], mode, ResponseControl.ALWAYS, key, 2, b"\x09" * 4)
+    )
+    if flip is not None:
+        wire[flip[0] % len(wire)] ^= flip[1]
+    try:
+        msg = AcseMessage.decode(bytes(wire))
+    except C1222DecodeError:
+        return
+    keys = [other[:15] if short else other, key]
+
+    def outcome() -> object:
+        try:
+            got = unprotect(msg, keys)
+        except (security.C1222SecurityError, C1222DecodeError) as exc:
+            return type(exc), getattr(exc, "reason", None)
+        return got.epsem, got.key, got.key_id
+
+    fast = outcome()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(security, "native_c1222_open", None)
+        assert outcome() == fast
