@@ -200,7 +200,12 @@ class Write:
         return ServiceCode.FULL_WRITE if self.offset is None else ServiceCode.PARTIAL_WRITE_OFFSET
 
     def encode(self) -> bytes:
-        off = b"" if self.offset is None else self.offset.to_bytes(3, "big")
+        if self.offset is None:  # a full write (a push): no offset, no enum look-up
+            head = bytes((_FULL_WRITE,)) + self.table.to_bytes(2, "big")
+            return (
+                head + len(self.data).to_bytes(2, "big") + self.data + bytes((checksum(self.data),))
+            )
+        off = self.offset.to_bytes(3, "big")
         return (
             bytes([self.code])
             + self.table.to_bytes(2, "big")
