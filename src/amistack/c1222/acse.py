@@ -487,11 +487,32 @@ def _decode_common(data: bytes) -> AcseMessage | None:
     calling = _TITLES.get(calling_raw)
     if called is None or calling is None:
         return None
-    auth = object.__new__(AuthValue)
-    auth.__dict__.update(key_id=key_id, iv=iv)
+    return _common_message(
+        data[ui:],
+        called,
+        calling,
+        inv,
+        called_inv,
+        qualifier,
+        AuthValue._from_wire(key_id, iv),
+        called.called_elements[1] + middle + calling.calling_elements[1] + tail,
+    )
+
+
+def _common_message(
+    user_information: bytes,
+    called: ApTitle,
+    calling: ApTitle,
+    inv: int,
+    called_inv: int | None,
+    qualifier: int | None,
+    auth: AuthValue,
+    cleartext: bytes,
+) -> AcseMessage:
+    """The message of the common layout: what `__init__` checks holds by construction."""
     msg = object.__new__(AcseMessage)
     msg.__dict__.update(
-        user_information=data[ui:],
+        user_information=user_information,
         called_ap_title=called,
         calling_ap_title=calling,
         calling_ap_invocation_id=inv,
@@ -500,7 +521,7 @@ def _decode_common(data: bytes) -> AcseMessage | None:
         aso_context=None,
         mechanism_name=None,
         auth=auth,
-        _cleartext=called.called_elements[1] + middle + calling.calling_elements[1] + tail,
+        _cleartext=cleartext,
     )
     return msg
 
@@ -564,32 +585,23 @@ def _decode_common_py(data: bytes) -> AcseMessage | None:
         or pos + 6 + n != end
     ):
         return None
-    msg = object.__new__(AcseMessage)
-    msg.__dict__.update(
-        user_information=data[pos + 6 :],
-        called_ap_title=called,
-        calling_ap_title=calling,
-        calling_ap_invocation_id=inv,
-        called_ap_invocation_id=called_inv,
-        calling_ae_qualifier=qualifier,
-        aso_context=None,
-        mechanism_name=None,
-        auth=AuthValue._from_wire(key_id, iv),
-        _cleartext=b"".join(
-            (
-                called.called_elements[1],
-                called_inv_element,
-                qualifier_element,
-                inv_element,
-                auth_element,
-                data[pos : pos + 7],
-                calling.calling_elements[1],
-                bytes((key_id,)),
-                iv,
-            )
-        ),
+    cleartext = b"".join(
+        (
+            called.called_elements[1],
+            called_inv_element,
+            qualifier_element,
+            inv_element,
+            auth_element,
+            data[pos : pos + 7],
+            calling.calling_elements[1],
+            bytes((key_id,)),
+            iv,
+        )
     )
-    return msg
+    auth = AuthValue._from_wire(key_id, iv)
+    return _common_message(
+        data[pos + 6 :], called, calling, inv, called_inv, qualifier, auth, cleartext
+    )
 
 
 def _optional_int(
