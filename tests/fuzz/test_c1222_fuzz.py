@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from functools import cache
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.unit.c1222.c1222_harness import (
@@ -16,6 +17,7 @@ from tests.unit.c1222.c1222_harness import (
     make_pair,
 )
 
+from amistack.c1222 import acse, security
 from amistack.c1222.acse import AcseMessage
 from amistack.c1222.epsem import Epsem
 from amistack.c1222.errors import C1222DecodeError
@@ -95,6 +97,36 @@ def test_mutated_messages_never_escape_and_never_serve(data: st.DataObject) -> N
         engine.receive_datagram(mutated, addr, T0)
         assert engine.counters["messages-accepted"] == 0 or _authentic(mutated)
         assert engine.next_event() is None or _authentic(mutated)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_the_c_paths_refuse_and_count_exactly_as_the_python_paths(data: st.DataObject) -> None:
+    """Genuine messages, damaged or not, into fresh engines with the C reader, seal and open
+    (`_eax_prime.c`) and into fresh engines without them: the same counters, events and
+    replies, byte for byte."""
+    original = bytearray(data.draw(st.sampled_from(_genuine())))
+    for _ in range(data.draw(st.integers(0, 3))):
+        i = data.draw(st.integers(0, len(original) - 1))
+        original[i] ^= data.draw(st.integers(1, 255))
+    datagram = bytes(original)
+
+    def run() -> list[object]:
+        pair = make_pair()
+        seen: list[object] = []
+        for engine, addr in ((pair.server, HEADEND_ADDR), (pair.client, METER_ADDR)):
+            engine.receive_datagram(datagram, addr, T0)
+            seen += [dict(engine.counters), engine.datagrams_to_send(T0)]
+            while (ev := engine.next_event()) is not None:
+                seen.append(ev)
+        return seen
+
+    with_c = run()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(acse, "native_c1222_parse", None)
+        mp.setattr(security, "native_c1222_open", None)
+        mp.setattr(security, "native_c1222_seal", None)
+        assert run() == with_c
 
 
 def _authentic(data: bytes) -> bool:
