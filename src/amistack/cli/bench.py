@@ -162,7 +162,9 @@ def register(sub: Any) -> None:
         "meters' C12.22 servers push, the HeadEnd (replay windows, key look-up, collector, "
         "ingest into SQLite in memory, the protected ack) takes them, the meters take the acks: "
         "headend_cpu_us_per_message and meter_cpu_us_per_message, with the decode-only path "
-        "(decode_cpu_us_per_message) as the baseline; --readings / --per-message messages "
+        "(decode_cpu_us_per_message) as the baseline and the C12.22 engines alone, one meter's "
+        "server and the head-end's client (c1222_engines_cpu_us_per_message); "
+        "--readings / --per-message messages "
         "timed after a warm-up slot (each meter's first message)",
     )
     g.add_argument("--json", action="store_true", help="print only the JSON document")

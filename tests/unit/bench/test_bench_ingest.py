@@ -72,6 +72,9 @@ def test_engine_path_runs_real_engines_on_both_ends() -> None:
     assert out["headend_counters"]["messages-sent"] == 40  # one ack per push, nothing else
     for key in ("headend", "meter", "meter_push", "meter_ack", "decode"):
         assert out[f"{key}_cpu_us_per_message"] > 0
+    # the C12.22 engines alone, each of the 30 pushes acknowledged between them (else it raises)
+    assert set(out["c1222_engines_cpu_us_per_message"]) == {"meter_push", "headend", "meter_ack"}
+    assert all(v > 0 for v in out["c1222_engines_cpu_us_per_message"].values())
 
 
 def test_the_engine_path_is_a_command(capsys: pytest.CaptureFixture[str]) -> None:
