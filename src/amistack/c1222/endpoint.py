@@ -408,7 +408,7 @@ class _Endpoint:
         # One window per sender and per key that authenticated the message: a restarted meter
         # has a new PANA session, so new keys and a fresh invocation-id sequence, even when its
         # key-id byte (the generation) repeats; a forged message never reaches a window.
-        window = (sender, None if result.key is None else hash(result.key))
+        window = (sender, None if result.key is None else hash(bytes(result.key)))
         verdict = self._replay.admit(window, inv)
         if verdict is not None:
             self._refuse(verdict)

@@ -162,8 +162,8 @@ def seal(
     if not 0 <= key_id <= 0xFF or len(iv) != IV_LEN:
         raise ValueError(f"C12.22 key id is one byte and the IV {IV_LEN} bytes")
     if native_c1222_seal is not None and len(key) == KEY_LEN:
-        # the same bytes in one C call (tests/unit/c1222/test_native_codec.py); None: a number
-        # beyond 64 bits, which the reference below encodes
+        # the same bytes in one C call (tests/unit/c1222/test_codec.py compares them with
+        # `protect` + `encode`); None: a number beyond 64 bits, which the reference encodes
         wire = native_c1222_seal(
             key,
             *called.called_elements,
