@@ -222,6 +222,10 @@ class Collector:
         send_key_byte: Callable[[bytes, float], int | None] | None = None,
     ) -> None:
         self.config = config
+        # after a boundary the slot opens this much later (asked with every timer: once here)
+        self._slot_delay = (
+            config.poll_delay_s if config.mode == Mode.POLLED else config.push_grace_s
+        )
         self.client = client
         self.ingestor = ingestor
         self.send_key_byte = send_key_byte
@@ -313,12 +317,7 @@ class Collector:
     # -- timers ------------------------------------------------------------------------------
 
     def _slot_time(self) -> float:
-        delay = (
-            self.config.poll_delay_s
-            if self.config.mode == Mode.POLLED
-            else self.config.push_grace_s
-        )
-        return self._next_boundary + delay
+        return self._next_boundary + self._slot_delay
 
     def get_timer(self) -> float | None:
         best = self._slot_time()
@@ -583,11 +582,11 @@ class Collector:
         self._pump(now)
 
     def _on_push(self, ev: RequestReceived, now: float) -> Hashable | None:
-        if len(ev.requests) != 1 or not isinstance(ev.requests[0], Write):
+        requests, responses = ev.requests, ev.responses
+        if len(requests) != 1 or not isinstance(w := requests[0], Write):
             return None
-        w = ev.requests[0]
         minutes = _MINUTES_FOR_TABLE.get(w.table)
-        if minutes is None or not ev.responses or not ev.responses[0].ok:
+        if minutes is None or not responses or not responses[0].ok:
             return None
         meter_id = self._by_ap.get(ev.peer.device_id)
         m = self._meters.get(meter_id) if meter_id is not None else None
