@@ -110,22 +110,34 @@ def register(sub: Any) -> None:
     mesh = bsub.add_parser(
         "mesh",
         help="RPL mesh formation: every meter joins through PANA relays, 100 to 10,000 nodes",
-        description="Meshes of --sizes meters (random geometric placement, seeded, a "
-        "concentrator per --per-concentrator meters on a k x k grid; unit-disk "
-        "radio with per-frame loss, stated in the output) form on the virtual clock while every "
+        description="Meshes of --sizes meters (random geometric placement, seeded, at the same "
+        "density at every size; a concentrator at the centre of each of round(N / "
+        "--meters-per-dodag) square cells, so every DODAG holds the same number of meters at "
+        "every size, or with --per-concentrator a k x k grid of them, k = round(sqrt(N / that)); "
+        "unit-disk radio with per-frame loss, stated in the output) form on the virtual clock "
+        "while every "
         "meter authenticates with PANA + EAP-PSK against the real key-server engine through "
         "its parent relay: simulated time to 50/95/100 % authenticated and relay-ready, link "
         "frames per node, wall time, link frames per wall second (CCM* on every secured "
-        "frame) against a CCM*-only baseline, CPU time, and wall and CPU over N log N; then "
+        "frame) against a CCM*-only baseline, CPU time, CPU per link frame, and the growth of "
+        "CPU, wall and CPU per frame against N log N from size to size; then "
         "one C12.22 read of every meter over the mesh by a head-end on the WAN: delivery ratio "
         "and p50/p99 simulated latency.",
     )
     mesh.add_argument("--sizes", default="100,1000", help="comma-separated sizes (100,1000)")
     mesh.add_argument("--seed", type=int, default=1, help="placement and engines' seed")
     mesh.add_argument("--max-time", type=float, default=7200.0, help="simulated s per size (7200)")
-    mesh.add_argument(
-        "--per-concentrator", type=int, default=400, help="meters per concentrator (400)"
-    )
+    placement = mesh.add_mutually_exclusive_group()
+    placement.add_argument(
+        "--meters-per-dodag", type=int, default=None,
+        help="meters under each concentrator at every size (default 100: the largest that "
+        "100, 1,000 and 10,000 nodes all hold exactly)",
+    )  # fmt: skip
+    placement.add_argument(
+        "--per-concentrator", type=int, default=None,
+        help="instead: a k x k grid of concentrators, k = round(sqrt(N / this)) (400 gives 100, "
+        "250 and 400 meters a DODAG at 100, 1,000 and 10,000 nodes)",
+    )  # fmt: skip
     mesh.add_argument("--json", action="store_true", help="print only the JSON document")
     mesh.set_defaults(handler=_mesh)
 
@@ -397,18 +409,24 @@ def _meter(args: argparse.Namespace) -> int:
 
 
 def _mesh(args: argparse.Namespace) -> int:
-    from amistack.bench.mesh import bench_mesh
+    from amistack.bench.mesh import METERS_PER_DODAG, bench_mesh
 
     try:
         sizes = [int(v) for v in args.sizes.split(",")]
     except ValueError:
         sizes = []
-    if not sizes or min(sizes) < 2 or args.max_time <= 0 or args.per_concentrator < 1:
+    placement = [v for v in (args.meters_per_dodag, args.per_concentrator) if v is not None]
+    if not sizes or min(sizes) < 2 or args.max_time <= 0 or min(placement, default=1) < 1:
         print("amistack bench mesh: --sizes are integers >= 2, --max-time > 0, "
-              "--per-concentrator >= 1", file=sys.stderr)  # fmt: skip
+              "--meters-per-dodag / --per-concentrator >= 1", file=sys.stderr)  # fmt: skip
         return 2
     try:
-        result = bench_mesh(sizes, args.seed, args.max_time, args.per_concentrator)
+        if args.per_concentrator is not None:
+            result = bench_mesh(sizes, args.seed, args.max_time, meters_per_dodag=None,
+                                per_concentrator=args.per_concentrator)  # fmt: skip
+        else:
+            per_dodag = args.meters_per_dodag or METERS_PER_DODAG
+            result = bench_mesh(sizes, args.seed, args.max_time, meters_per_dodag=per_dodag)
     except ValueError as exc:
         print(f"amistack bench mesh: {exc}", file=sys.stderr)
         return 2

@@ -29,7 +29,7 @@ from __future__ import annotations
 import heapq
 import logging
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
@@ -114,8 +114,9 @@ class PaaConfig:
     lifetime_grace: float = 10.0
     nonce_length: int = NONCE_LENGTH
     # RFC 6345 relays whose PRY messages are accepted (host strings); none by default. Without a
-    # PRE-PAA security association this is the only check on who may claim to relay.
-    allowed_relays: frozenset[str] = frozenset()
+    # PRE-PAA security association this is the only check on who may claim to relay. Any
+    # container (a simulated mesh tests an address's prefix and interface id apart).
+    allowed_relays: Container[str] = frozenset()
     relay_pci_rate: float = 50.0  # relayed PCIs per second per relay (token bucket)
     relay_pci_burst: float = 100.0
     per_relay_limit: int = 256  # half-open sessions through one relay

@@ -5,7 +5,13 @@ placement from the seed; the side is chosen for an expected `degree` neighbours 
 unit-disk radius) and concentrators at the centres of a k x k grid over it, k = round(sqrt(nodes /
 per_concentrator)) (one at the centre up to 900 meters by default): as in a real AMI field network,
 a concentrator serves a few hundred meters, so the depth of each DODAG, and with it the cost of one
-meter's join, stays bounded as the mesh grows. Concentrator j is the root of its own DODAG with its
+meter's join, stays bounded as the mesh grows. k = round(sqrt(N / 400)) still gives 100 meters a
+DODAG at 100 nodes, 250 at 1,000 and 400 at 10,000; `meters_per_dodag` M keeps that fixed instead:
+round(N / M) concentrators, each at the centre of one square cell of the same total area, the cells
+in rows x cols (the factorisation nearest a square: 10 cells are 2 x 5, a prime number of cells a
+strip), so the density and the meters per DODAG (N / cells, stated in the report) are the same at
+every size as far as rounding allows; the DODAGs along the edges differ from the inner ones (fewer
+neighbouring DODAGs), as in any placement. Concentrator j is the root of its own DODAG with its
 own /64 (2001:db8:1:j::/64); a meter joins whichever it hears. The radio is `sim.radio.RadioMedium`
 with `UnitDisk(radius, loss)`, no collisions (stated in every report). Each concentrator is a
 `mesh.node.MeshNode` (DODAG root, border router, PANA relay); the key server is the real
@@ -98,6 +104,7 @@ __all__ = [
 ]
 
 PAN = PanId(0x0AB1)
+MAX_CONCENTRATORS = 225  # DODAG prefixes 2001:db8:1:j::/64 (and the WAN's routes) are kept few
 MESH_PREFIX = bytes.fromhex("20010db8000100000000000000000000")
 KEYSERVER_IP = "2001:db8:ffff::1"
 KEYSERVER_HOST: Addr = ("wan:keyserver", 0)
@@ -131,6 +138,10 @@ class MeshConfig:
     loss: float = 0.05  # probability that one frame copy is lost on any link
     degree: float = 12.0  # expected neighbours per node (sets the area)
     per_concentrator: int = 400  # meters per concentrator (sets the k x k grid of DODAG roots)
+    # Set: round(nodes / this) concentrators, each at the centre of a square cell of the area,
+    # the cells in rows x cols (the most nearly square factorisation), so every DODAG has about
+    # this many meters at every size (per_concentrator is then unused; module docstring)
+    meters_per_dodag: int | None = None
     wrong_psk: frozenset[int] = frozenset()  # meter indexes (1..nodes) with a PSK the server lacks
     c1222: bool = False  # meters run the C12.22 endpoint; a head-end on the WAN reads them
     push: PushConfig | None = None  # with c1222: the meters push their intervals to the head-end
@@ -146,21 +157,53 @@ class MeshConfig:
     def __post_init__(self) -> None:
         if self.nodes < 1 or self.radius <= 0 or not 0 <= self.loss < 1 or self.degree <= 0:
             raise ValueError("invalid mesh configuration")
-        if self.per_concentrator < 1 or self.grid > 15:
-            raise ValueError("per_concentrator must be >= 1 and give at most 15 x 15 concentrators")
+        per_dodag = self.meters_per_dodag
+        if self.per_concentrator < 1 or (per_dodag is not None and per_dodag < 1):
+            raise ValueError("per_concentrator and meters_per_dodag must be >= 1")
+        if self.concentrators > MAX_CONCENTRATORS:
+            raise ValueError(f"the placement gives more than {MAX_CONCENTRATORS} concentrators")
 
     @property
     def grid(self) -> int:
-        """k: the concentrators stand on a k x k grid (k * k of them)."""
+        """k of the `per_concentrator` placement: the concentrators on a k x k grid."""
         return max(1, round(math.sqrt(self.nodes / self.per_concentrator)))
 
     @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, cols) of the cells, a concentrator at the centre of each."""
+        if self.meters_per_dodag is None:
+            return self.grid, self.grid
+        cells = max(1, round(self.nodes / self.meters_per_dodag))
+        rows = max(r for r in range(1, math.isqrt(cells) + 1) if cells % r == 0)
+        return rows, cells // rows
+
+    @property
+    def concentrators(self) -> int:
+        rows, cols = self.shape
+        return rows * cols
+
+    @property
     def side(self) -> float:
-        """The square's side for `degree` expected neighbours: n pi r^2 / side^2 = degree."""
-        return math.sqrt((self.nodes + 1) * math.pi * self.radius**2 / self.degree)
+        """The area's width: the square's side for `degree` expected neighbours, (n + 1) pi r^2
+        / side^2 = degree (n + 1: a one-concentrator mesh's node count); with
+        `meters_per_dodag`, that area as rows x cols square cells."""
+        area = (self.nodes + 1) * math.pi * self.radius**2 / self.degree
+        rows, cols = self.shape
+        return math.sqrt(area * (cols / rows))  # rows x cols cells of side s: area = rows cols s^2
+
+    @property
+    def cell(self) -> float:
+        """A cell's side (a concentrator at its centre)."""
+        return self.side / self.shape[1]
+
+    @property
+    def height(self) -> float:
+        rows, cols = self.shape
+        return self.side if rows == cols else self.cell * rows
 
     def radio_model(self) -> dict[str, Any]:
-        return {
+        rows, cols = self.shape
+        model: dict[str, Any] = {
             "model": "unit-disk",
             "radius_m": self.radius,
             "loss_per_frame": self.loss,
@@ -168,10 +211,14 @@ class MeshConfig:
             "phy": "FSK 920 MHz, 100 kbit/s (sim.radio.FSK_920)",
             "area_m": round(self.side, 1),
             "expected_degree": self.degree,
-            "concentrators": self.grid**2,
+            "concentrators": rows * cols,
             "placement": f"uniform random (seed {self.seed}), concentrators at the centres of a "
-            f"{self.grid} x {self.grid} grid",
+            f"{rows} x {cols} grid",
         }
+        if self.meters_per_dodag is not None:  # a rectangle: its height too
+            model["area_m"] = [round(self.side, 1), round(self.height, 1)]
+            model["meters_per_dodag"] = round(self.nodes / (rows * cols), 1)
+        return model
 
 
 def meter_id(i: int) -> str:
@@ -200,6 +247,30 @@ def prefix_of(j: int) -> bytes:
 
 def global_of(eui: Eui64, prefix: bytes = MESH_PREFIX) -> bytes:
     return prefix[:8] + eui.interface_id()
+
+
+class MeshRelays:
+    """The PAA's allowed relays (`PaaConfig.allowed_relays`): each concentrator's global
+    address, and every meter's under every DODAG's prefix (a meter joins whichever DODAG it
+    hears). Tested by prefix and interface id apart: the set of every meter under every prefix
+    would hold N x N / meters-per-DODAG addresses (a million at 10,000 nodes in 100 DODAGs)."""
+
+    def __init__(self, concentrators: set[str], prefixes: Sequence[bytes]) -> None:
+        self.concentrators = concentrators
+        self.prefixes = {p[:8] for p in prefixes}
+        self.meters: set[bytes] = set()  # interface ids
+
+    def __contains__(self, host: object) -> bool:
+        if not isinstance(host, str):
+            return False
+        if host in self.concentrators:
+            return True
+        try:
+            ip = ipaddress.IPv6Address(host)
+        except ValueError:
+            return False
+        packed = ip.packed
+        return packed[:8] in self.prefixes and packed[8:] in self.meters and str(ip) == host
 
 
 class MeshMedium:
@@ -679,7 +750,8 @@ def _concentrator(
 
 def build_mesh(config: MeshConfig) -> MeshSim:
     rng = random.Random(config.seed)
-    side, k = config.side, config.grid
+    (rows, k), cell = config.shape, config.cell
+    width, height = config.side, config.height
     radio = RadioMedium(UnitDisk(config.radius, config.loss), seed=config.seed)
     wan = (
         frozenset({KEYSERVER_HOST, HEADEND_HOST, WAN_ROUTER})
@@ -690,13 +762,14 @@ def build_mesh(config: MeshConfig) -> MeshSim:
     manager = GroupKeyManager([PAN.value], rng=seeded_random(config.seed * 43), now=0.0)
     paa: Addr = (KEYSERVER_IP, PANA_PORT)
     gateway = WAN_ROUTER if config.c1222 else KEYSERVER_HOST
-    concentrators = [_concentrator(config, j, manager, paa, gateway) for j in range(k * k)]
-    prefixes = [prefix_of(j) for j in range(k * k)]
+    concentrators = [_concentrator(config, j, manager, paa, gateway) for j in range(rows * k)]
+    prefixes = [prefix_of(j) for j in range(rows * k)]
     for j, concentrator in enumerate(concentrators):
-        cell = side / k
         radio.place(radio_addr(concentrator.eui), (j % k + 0.5) * cell, (j // k + 0.5) * cell)
-    allowed = {str(ipaddress.IPv6Address(global_of(c.eui, p)))
-               for c, p in zip(concentrators, prefixes, strict=True)}  # fmt: skip
+    relays = MeshRelays(
+        {str(ipaddress.IPv6Address(global_of(c.eui, p)))
+         for c, p in zip(concentrators, prefixes, strict=True)}, prefixes,
+    )  # fmt: skip
     kek = FileKek(random.Random(config.seed * 17).randbytes(32), seeded_random(config.seed * 19))
     store = CredentialStore(":memory:", kek)
     registry = PurposeRegistry()
@@ -705,16 +778,16 @@ def build_mesh(config: MeshConfig) -> MeshSim:
     for i in range(1, config.nodes + 1):
         eui = node_eui(i)
         store.enroll(meter_id(i), meter_psk(config.seed, i), 0.0)
-        allowed.update(str(ipaddress.IPv6Address(global_of(eui, p))) for p in prefixes)
+        relays.meters.add(eui.interface_id())
         meter = meter_node(config, i)
-        radio.place(radio_addr(eui), rng.uniform(0.0, side), rng.uniform(0.0, side))
+        radio.place(radio_addr(eui), rng.uniform(0.0, width), rng.uniform(0.0, height))
         meters.append(meter)
         if config.c1222:
             c1222.append(MeshMeter(meter, _meter_endpoint(config, i, registry)))
     keyserver = KeyServer(
         store,
         rng=seeded_random(config.seed * 23),
-        paa_config=PaaConfig(allowed_relays=frozenset(allowed), req_retransmit=MESH_REQ_RETRANSMIT),
+        paa_config=PaaConfig(allowed_relays=relays, req_retransmit=MESH_REQ_RETRANSMIT),
         session_lifetime=config.session_lifetime,
         registry=registry,
         now=0.0,
