@@ -775,15 +775,21 @@ def build_mesh(config: MeshConfig) -> MeshSim:
     registry = PurposeRegistry()
     meters = []
     c1222: list[MeshMeter] = []
+    spots = [(rng.uniform(0.0, width), rng.uniform(0.0, height)) for _ in range(config.nodes)]
+    built: dict[int, tuple[MeshNode, MeshMeter | None]] = {}
+    for i in _near_first(spots, config.radius):
+        meter = meter_node(config, i)
+        endpoint = _meter_endpoint(config, i, registry) if config.c1222 else None
+        built[i] = (meter, None if endpoint is None else MeshMeter(meter, endpoint))
     for i in range(1, config.nodes + 1):
         eui = node_eui(i)
         store.enroll(meter_id(i), meter_psk(config.seed, i), 0.0)
         relays.meters.add(eui.interface_id())
-        meter = meter_node(config, i)
-        radio.place(radio_addr(eui), rng.uniform(0.0, width), rng.uniform(0.0, height))
+        radio.place(radio_addr(eui), *spots[i - 1])
+        meter, with_c1222 = built.pop(i)
         meters.append(meter)
-        if config.c1222:
-            c1222.append(MeshMeter(meter, _meter_endpoint(config, i, registry)))
+        if with_c1222 is not None:
+            c1222.append(with_c1222)
     keyserver = KeyServer(
         store,
         rng=seeded_random(config.seed * 23),
@@ -816,6 +822,21 @@ def build_mesh(config: MeshConfig) -> MeshSim:
     for root, concentrator in zip(roots, concentrators, strict=True):
         net.call_at(0.0, root, concentrator.start)
     return sim
+
+
+def _near_first(spots: Sequence[tuple[float, float]], radius: float) -> list[int]:
+    """Meter indexes (1..N) in the order of their radio cells along a Z-order curve: built in
+    this order, neighbours' objects lie near each other in memory, and a frame's receivers (a
+    dozen neighbours) touch fewer cache lines and pages than in index order (random places)."""
+
+    def z(i: int) -> tuple[int, int]:
+        x, y = spots[i - 1]
+        cx, cy, key = int(x // radius), int(y // radius), 0
+        for bit in range(16):
+            key |= ((cx >> bit) & 1) << (2 * bit) | ((cy >> bit) & 1) << (2 * bit + 1)
+        return key, i
+
+    return sorted(range(1, len(spots) + 1), key=z)
 
 
 def _meter_endpoint(mesh: MeshConfig, i: int, registry: PurposeRegistry) -> MeterNode:
