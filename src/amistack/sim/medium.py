@@ -25,13 +25,16 @@ __all__ = ["Delivery", "LinkStats", "Medium"]
 class Delivery:
     """One receiver's copy of one transmission."""
 
-    __slots__ = ("collided", "delay", "dst", "multicast")
+    __slots__ = ("collided", "delay", "dst", "link", "multicast")
 
-    def __init__(self, dst: Addr, delay: float, multicast: bool = False) -> None:
+    def __init__(
+        self, dst: Addr, delay: float, multicast: bool = False, link: LinkStats | None = None
+    ) -> None:
         self.dst = dst
         self.delay = delay
         self.multicast = multicast
         self.collided = False
+        self.link = link  # the medium's statistics of the link crossed, if it keeps them
 
     def __repr__(self) -> str:
         return f"Delivery({self.dst}, {self.delay}, multicast={self.multicast})"

@@ -163,6 +163,17 @@ class LogDistance:
         return None if loss > self.cutoff else loss
 
 
+class _Link:
+    """One directed link of a node's neighbour cache: its loss and statistics (None until a
+    copy crosses it; `RadioMedium._stats` holds the same object)."""
+
+    __slots__ = ("loss", "stats")
+
+    def __init__(self, loss: float, stats: LinkStats | None) -> None:
+        self.loss = loss
+        self.stats = stats
+
+
 class RadioMedium:
     """The virtual radio (module docstring)."""
 
@@ -182,7 +193,7 @@ class RadioMedium:
         self._pos: dict[Addr, tuple[float, float]] = {}
         self._grid: dict[tuple[int, int], list[Addr]] = {}
         self._neighbours: dict[Addr, list[tuple[Addr, float]]] = {}
-        self._links: dict[Addr, dict[Addr, float]] = {}  # the same, by neighbour (unicast)
+        self._links: dict[Addr, dict[Addr, _Link]] = {}  # the same by neighbour (`_table`)
         self._rx_end: dict[Addr, tuple[float, Delivery | None]] = {}
         self._tx_end: dict[Addr, float] = {}
         self._stats: dict[tuple[Addr, Addr], LinkStats] = {}
@@ -260,17 +271,21 @@ class RadioMedium:
         start = max(now, self._tx_end.get(src, now))  # one radio: its frames go one after another
         end = self._tx_end[src] = start + airtime
         to_all = dst == self.broadcast
+        links = self._links.get(src)
+        if links is None:
+            links = self._table(src)
         if not to_all and not self.collisions:  # only dst hears it: no neighbour scan
-            return self._unicast(src, dst, end - now)
+            return self._unicast(src, dst, end - now, links)
         out: list[Delivery] = []
         reached = False
-        for other, loss in self.neighbours(src):
+        for other, link in links.items():
             addressed = to_all or other == dst
             delivery: Delivery | None = None
             if addressed:
                 reached = True
-                if self._crosses(src, other, loss):
-                    delivery = Delivery(other, end - now, multicast=to_all)
+                stats = self._crosses(src, other, link)
+                if stats is not None:
+                    delivery = Delivery(other, end - now, to_all, stats)
                     out.append(delivery)
             if self.collisions:
                 self._hear(other, start, end, delivery)
@@ -278,27 +293,38 @@ class RadioMedium:
             self.counters["out_of_range"] += 1
         return out
 
-    def _unicast(self, src: Addr, dst: Addr, delay: float) -> list[Delivery]:
-        links = self._links.get(src)
-        if links is None:
-            links = self._links[src] = dict(self.neighbours(src))
-        loss = links.get(dst)
-        if loss is None:
+    def _table(self, src: Addr) -> dict[Addr, _Link]:
+        """src's links in `neighbours` order with their statistics (kept with the neighbour
+        cache: a frame's copies need no lookup in the table of every link)."""
+        links = self._links[src] = {
+            other: _Link(loss, self._stats.get((src, other)))
+            for other, loss in self.neighbours(src)
+        }
+        return links
+
+    def _unicast(
+        self, src: Addr, dst: Addr, delay: float, links: dict[Addr, _Link]
+    ) -> list[Delivery]:
+        link = links.get(dst)
+        if link is None:
             self.counters["out_of_range"] += 1
             return []
-        return [Delivery(dst, delay)] if self._crosses(src, dst, loss) else []
+        stats = self._crosses(src, dst, link)
+        return [] if stats is None else [Delivery(dst, delay, False, stats)]
 
-    def _crosses(self, src: Addr, dst: Addr, loss: float) -> bool:
-        """Count one copy sent over src -> dst; False if the link loses it."""
-        stats = self._stats.get((src, dst))
+    def _crosses(self, src: Addr, dst: Addr, link: _Link) -> LinkStats | None:
+        """Count one copy sent over src -> dst; None if the link loses it, else the link's
+        statistics."""
+        stats = link.stats
         if stats is None:
-            stats = self._stats[(src, dst)] = LinkStats()
+            stats = link.stats = self._stats[(src, dst)] = LinkStats()
         stats.sent += 1
+        loss = link.loss
         if loss and self._rng.random() < loss:
             stats.lost += 1
             self.counters["radio_lost"] += 1
-            return False
-        return True
+            return None
+        return stats
 
     def _hear(self, rx: Addr, start: float, end: float, delivery: Delivery | None) -> None:
         """Register a reception at `rx`; an overlap with the one before spoils both."""
@@ -313,7 +339,7 @@ class RadioMedium:
         self._rx_end[rx] = (end, delivery)
 
     def delivered(self, src: Addr, delivery: Delivery) -> None:
-        stats = self._stats[(src, delivery.dst)]
+        stats = delivery.link or self._stats[(src, delivery.dst)]
         if delivery.collided:
             stats.collided += 1
             self.counters["collided"] += 1
