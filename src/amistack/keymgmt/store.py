@@ -356,6 +356,7 @@ class CredentialStore:
         self._checkpointer: tuple[threading.Event, threading.Thread] | None = None
         # device -> (PSK generation, wrapped blob, keys derived from it): see get_psk_keys...
         self._psk_keys: dict[bytes, tuple[int, bytes, PskKeys]] = {}
+        self.psk_keys_cache = PSK_KEYS_CACHE  # at most this many (>= 1); a simulator keeps few
         self._sync_mode = None
 
     def _migrate(self) -> None:
@@ -729,7 +730,7 @@ class CredentialStore:
         except (StoreError, ValueError) as exc:
             logger.error("PSK lookup failed closed: %s", exc)
             return None, None
-        if len(self._psk_keys) >= PSK_KEYS_CACHE:
+        if len(self._psk_keys) >= self.psk_keys_cache:
             self._psk_keys.pop(next(iter(self._psk_keys)))  # the oldest entry
         self._psk_keys[did] = (int(generation), blob, keys)
         return keys, lifetime

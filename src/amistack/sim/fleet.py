@@ -68,6 +68,10 @@ C1222_PORT = 1153  # ANSI C12.22 over UDP
 UTIL_WINDOW = 10.0  # seconds: peak utilisation is the busiest such window of a cell
 JOIN_SETTLE = 30.0  # seconds between the last meter's power-on and the fleet's start
 JOIN_PACKETS = 10  # datagrams of one PANA + EAP-PSK authentication, both directions (9, rounded)
+# Devices whose derived EAP-PSK keys the simulated key server keeps: each `PskKeys` holds two
+# OpenSSL contexts (~2.3 KB of RSS), and a meter authenticates a few times a day, so the store's
+# default (100,000) kept ~115 MB in each shard of a 100,000-meter fleet for nothing.
+SIM_PSK_KEYS_CACHE = 1024
 T0 = 1_790_000_100.0  # 2026-09-21, a little after a 15-minute boundary
 
 
@@ -98,7 +102,7 @@ class FleetConfig:
     rotate_at: float | None = None  # seconds after the start: every meter re-authenticates
     silent: Sequence[tuple[int, float, float]] = ()  # (meter index, from, to): unreachable
     retention_days: int = 1
-    data_dir: Path | None = None  # None: SQLite in memory
+    data_dir: Path | None = None  # None: a scratch SQLite file (SqliteRepository.scratch)
     # Meters power on (start PANA) spread over this many seconds before the start; None: long
     # enough that joining loads each cell to about 1/4 of its rate (see join_window_s).
     join_window: float | None = None
@@ -309,6 +313,7 @@ def build_keyserver(config: FleetConfig, registry: PurposeRegistry, start: float
     seed = config.shard_seed
     kek = FileKek(random.Random(seed * 17).randbytes(32), seeded_random(seed * 19))
     store = CredentialStore(":memory:", kek)
+    store.psk_keys_cache = SIM_PSK_KEYS_CACHE
     for i in config.members():
         store.enroll(meter_id(i), meter_psk(config.seed, i), start)
     return KeyServer(
@@ -331,7 +336,7 @@ def build_fleet(config: FleetConfig, repo: SqliteRepository | None = None) -> Fl
     clock = VirtualClock(power_on)
     net = CellNetwork(clock, config.cell, config.cells, config.shard_seed)
     if repo is None:
-        repo = SqliteRepository(config.data_dir if config.data_dir else Path(":memory:"))
+        repo = SqliteRepository(config.data_dir) if config.data_dir else SqliteRepository.scratch()
     registry = PurposeRegistry()
     keyserver = build_keyserver(config, registry, start)
     queue = None

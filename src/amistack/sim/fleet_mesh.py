@@ -7,7 +7,7 @@ with the group keys; every meter authenticates with PANA + EAP-PSK to the real k
 engine through its parent (RFC 6345 relays, hop by hop up the DODAG); the meters' C12.22
 endpoints (`meter.node.MeterNode`) answer on their global IPv6 address. The head-end is the
 real `headend.service.HeadEnd` with the star's collector (`sim.scenarios.fleet_config`: polled,
-or pushed with the meters pushing over the mesh, 30-minute slots, backfill, SQLite in memory),
+or pushed with the meters pushing over the mesh, 30-minute slots, backfill, a scratch SQLite file),
 behind the WAN router of the concentrators.
 
 Time: the meters' models run on the calendar `METER_EPOCH + t` (sim/mesh.py). The head-end is
@@ -54,11 +54,11 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from amistack.addr import Addr, Engine
 from amistack.crypto import seeded_random
+from amistack.gctune import settle_gc
 from amistack.headend.collector import Mode
 from amistack.headend.keys import HeadendKeys, IssuedLike, SyncKeySource, repository_resolver
 from amistack.headend.service import HeadEnd, HeadEndConfig
@@ -242,7 +242,7 @@ def build_cell(sc: ScenarioConfig, c: int) -> MeshCell:
     config = mesh_config(sc, c)
     sim = build_mesh(config)
     now = METER_EPOCH
-    repo = SqliteRepository(Path(":memory:"))
+    repo = SqliteRepository.scratch()
     for i in range(1, config.nodes + 1):
         repo.register_meter(meter_id(i), str(meter_title(i).absolute()), f"cell-{c}",
                             f"cell-{c}", now)  # fmt: skip
@@ -284,6 +284,7 @@ def build_cell(sc: ScenarioConfig, c: int) -> MeshCell:
     cell = MeshCell(c, sim, headend, queue, start, start + slots * SLOT_S + 2 * SLOT_S,
                     list(range(first, first + slots * SLOT_S, SLOT_S)))  # fmt: skip
     _follow_addresses(cell)
+    settle_gc()  # the cell lives for its run (the one before, if any, is collected now)
     return cell
 
 
@@ -401,6 +402,7 @@ def _at_start(cell: MeshCell) -> dict[str, Any]:
 
     def started() -> None:
         at_start.update(sent=counters["sent"], wan=counters["wan"], mesh=_mesh_figures(cell))
+        settle_gc()  # the formed mesh (DODAGs, sessions, keys) lives for the run: frozen
 
     cell.sim.net.clock.call_at(cell.start, started)
     return at_start

@@ -1,0 +1,95 @@
+"""What a simulated fleet holds per meter, outside the engines' behaviour: the head-end's
+readings in a scratch SQLite file with a bounded page cache (not in the process), the key
+server's cache of derived EAP-PSK keys bounded, and the built fleet (star and mesh) frozen
+for the garbage collector. docs/simulator.md, "What it costs"."""
+
+from __future__ import annotations
+
+import gc
+import os
+from pathlib import Path
+
+import pytest
+
+from amistack.gctune import service_gc
+from amistack.headend.schema import IntervalReading
+from amistack.headend.storage import SCRATCH_CACHE_KIB, SqliteRepository
+from amistack.sim import fleet as sim_fleet
+from amistack.sim.fleet import FleetConfig, authenticated, build_fleet
+from amistack.sim.scenarios import ScenarioConfig
+
+T0 = 1_767_225_600
+
+
+def _readings(meters: int, intervals: int) -> list[IntervalReading]:
+    return [
+        IntervalReading(f"m{m:05d}", T0 + i * 1800, 30, 100 + i, 0, 0, 1)
+        for m in range(meters)
+        for i in range(intervals)
+    ]
+
+
+def test_a_scratch_database_is_a_private_file_with_a_bounded_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    repo = SqliteRepository.scratch(cache_kib=256)
+    try:
+        conn = repo._conn
+        assert conn.execute("PRAGMA cache_size").fetchone()[0] == -256
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "memory"
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 0  # OFF: nothing to survive
+        # more readings than the cache holds (~7 MB of rows against 256 KiB): all stored, and
+        # idempotent as the real repository is
+        batch = _readings(2000, 48)
+        assert repo.store_readings(batch, 1.0).inserted == len(batch)
+        again = repo.store_readings(batch[:100], 2.0)
+        assert (again.inserted, again.duplicates) == (0, 100)
+        assert repo.count_readings() == len(batch)
+        assert repo.count_readings("m01999") == 48
+        # the file is SQLite's own temporary, nowhere the simulator runs
+        assert os.listdir(tmp_path) == []
+    finally:
+        repo.close()
+    assert SqliteRepository.scratch()._conn.execute("PRAGMA cache_size").fetchone()[0] == (
+        -SCRATCH_CACHE_KIB
+    )
+
+
+def test_the_fleet_stores_into_a_scratch_database_unless_given_a_directory(
+    tmp_path: Path,
+) -> None:
+    fleet = build_fleet(FleetConfig(meters=4, cells=2))
+    assert fleet.repo.path == Path(".")  # SQLite's private temporary ("")
+    assert fleet.repo._conn.execute("PRAGMA journal_mode").fetchone()[0] == "memory"
+    kept = build_fleet(FleetConfig(meters=4, cells=2, data_dir=tmp_path))
+    assert kept.repo.path == tmp_path / SqliteRepository.FILENAME
+
+
+def test_the_simulated_key_server_keeps_few_derived_psk_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sim_fleet, "SIM_PSK_KEYS_CACHE", 3)
+    fleet = build_fleet(FleetConfig(meters=12, cells=2))
+    store = fleet.keyserver.store
+    assert store.psk_keys_cache == 3
+    assert len(store._psk_keys) <= 3  # not one per meter
+    assert authenticated(fleet) == 12  # every meter authenticated all the same
+
+
+def _frozen(obj: object) -> bool:
+    """Tracked by the collector but in none of its generations: in the permanent one."""
+    return gc.is_tracked(obj) and not any(o is obj for o in gc.get_objects())
+
+
+def test_a_built_fleet_and_a_built_mesh_cell_are_frozen() -> None:
+    from amistack.sim.fleet_mesh import build_cell
+
+    with service_gc():
+        fleet = build_fleet(FleetConfig(meters=8, cells=2))
+        assert _frozen(fleet.nodes[0]) and _frozen(fleet.access[0])
+        sc = ScenarioConfig("day", meters=10, cells=1, days=0.0625, topology="mesh",
+                            per_concentrator=10)  # fmt: skip
+        cell = build_cell(sc, 0)
+        assert _frozen(cell) and _frozen(cell.sim.meters[0]) and _frozen(cell.headend)
+    assert not _frozen(cell.sim.meters[0])  # unfrozen when the scenario's part ends
