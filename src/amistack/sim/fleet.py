@@ -49,7 +49,7 @@ from amistack.keymgmt.server import KeyServer
 from amistack.keymgmt.store import CredentialStore
 from amistack.keymgmt.ukmf import PurposeRegistry
 from amistack.meter.access import AccessConfig, MeterAccess
-from amistack.meter.events import AccessGranted
+from amistack.meter.events import AccessGranted, AccessLost, AccessRefused
 from amistack.meter.model import DAY_S, MeterConfig, MeterModel
 from amistack.meter.node import MeterNode, MeterNodeConfig, PushConfig
 from amistack.pana.pac import PacConfig, PanaClient
@@ -249,9 +249,22 @@ class Fleet:
     ids: list[int]  # each meter's fleet-wide index (its id, address and seeds come from it)
     granted_at: dict[int, list[float]] = field(default_factory=dict)  # meter -> grant times
     join: dict[str, Any] = field(default_factory=dict)  # the cells' figures while joining
+    # Which meters hold a current key generation, kept from their access events (see
+    # `authenticated`); by PANA address, the meter's index.
+    held: bytearray = field(default_factory=bytearray)
+    holding: int = 0
+    granted: int = 0  # AccessGranted events so far: the fleet's authentications
+    pana_index: dict[Addr, int] = field(default_factory=dict)
 
     def pana_addr(self, i: int) -> Addr:
         return (self.addrs[i][0], PANA_PORT)
+
+    def hold(self, i: int, held: bool) -> None:
+        """Meter i's PaC now holds a PANA SA (a success) or none (its session ended, failed,
+        or the meter rebooted)."""
+        if self.held[i] != held:
+            self.held[i] = held
+            self.holding += 1 if held else -1
 
 
 def meter_id(i: int) -> str:
@@ -396,7 +409,8 @@ def build_fleet(config: FleetConfig, repo: SqliteRepository | None = None) -> Fl
     fleet = Fleet(
         config, clock, net, headend, repo, nodes, addrs, access, keyserver, queue, start, ids
     )
-    index = {fleet.pana_addr(i): i for i in range(len(ids))}
+    index = fleet.pana_index = {fleet.pana_addr(i): i for i in range(len(ids))}
+    fleet.held = bytearray(len(ids))
 
     def on_event(addr: Addr, event: object, now: float) -> None:
         # The meter composition: a key generation installed by network access reaches the
@@ -404,8 +418,12 @@ def build_fleet(config: FleetConfig, repo: SqliteRepository | None = None) -> Fl
         if isinstance(event, AccessGranted):
             i = index[addr]
             fleet.granted_at.setdefault(i, []).append(now)
+            fleet.granted += 1
+            fleet.hold(i, True)
             nodes[i].key_events(list(event.key_events), now)
             net.service(addrs[i])
+        elif isinstance(event, AccessLost | AccessRefused):  # MeterAccess drops its PaC
+            fleet.hold(index[addr], False)
 
     net.on_event.append(on_event)
     for i, node in enumerate(nodes):
@@ -461,15 +479,16 @@ def measured_slots(fleet: Fleet) -> list[int]:
 
 def authenticated(fleet: Fleet) -> int:
     """Meters holding a current key generation now and on the network (a meter without power,
-    in a blackout, holds none: the state it will forget on reboot is not counted)."""
+    in a blackout, holds none: the state it will forget on reboot is not counted).
+
+    Counted from the meters' access events (`Fleet.hold`), not by asking each meter's PaC: a
+    sample looked at every meter (300 of them a day), each look a few cache misses in a heap
+    of gigabytes, ~5 us a meter - 8 % of a day's CPU at 10,000 meters."""
     down = fleet.net.down
-    return sum(
-        1
-        for i, a in enumerate(fleet.access)
-        if a.pac is not None
-        and a.pac.context is not None
-        and (not down or fleet.pana_addr(i) not in down)
-    )
+    if not down:
+        return fleet.holding
+    index, held = fleet.pana_index, fleet.held
+    return fleet.holding - sum(1 for a in down if (i := index.get(a)) is not None and held[i])
 
 
 def run(fleet: Fleet) -> float:

@@ -190,7 +190,7 @@ class Sampler:
                 "keyserver_queue": q.depth if q is not None else 0,
                 "keyserver_dropped": q.counters["dropped"] if q is not None else 0,
                 "readings": f.headend.ingestor.counters["inserted"],
-                "authentications": sum(a.authentications for a in f.access),
+                "authentications": f.granted,
             }
         )
         if self.until is None or f.clock.now + self.every <= self.until:
@@ -485,7 +485,8 @@ def _power_returns(fleet: Fleet, i: int) -> None:
     """A rebooted meter: reachable again, its old session forgotten, a new one started."""
     for addr in (fleet.addrs[i], fleet.pana_addr(i)):
         fleet.net.down.discard(addr)
-    fleet.access[i].reboot(fleet.clock.now)
+    fleet.access[i].reboot(fleet.clock.now)  # its PaC and SA forgotten
+    fleet.hold(i, False)
     fleet.net.service(fleet.pana_addr(i))
 
 

@@ -15,8 +15,8 @@ from amistack.gctune import service_gc
 from amistack.headend.schema import IntervalReading
 from amistack.headend.storage import SCRATCH_CACHE_KIB, SqliteRepository
 from amistack.sim import fleet as sim_fleet
-from amistack.sim.fleet import FleetConfig, authenticated, build_fleet
-from amistack.sim.scenarios import ScenarioConfig
+from amistack.sim.fleet import Fleet, FleetConfig, authenticated, build_fleet
+from amistack.sim.scenarios import Sampler, ScenarioConfig, run_scenario
 
 T0 = 1_767_225_600
 
@@ -93,3 +93,42 @@ def test_a_built_fleet_and_a_built_mesh_cell_are_frozen() -> None:
         cell = build_cell(sc, 0)
         assert _frozen(cell) and _frozen(cell.sim.meters[0]) and _frozen(cell.headend)
     assert not _frozen(cell.sim.meters[0])  # unfrozen when the scenario's part ends
+
+
+def _scan(fleet: Fleet) -> tuple[int, int]:
+    """What `authenticated` and the fleet's authentications are, asking every meter's PaC."""
+    down = fleet.net.down
+    held = sum(
+        1
+        for i, a in enumerate(fleet.access)
+        if a.pac is not None and a.pac.context is not None and fleet.pana_addr(i) not in down
+    )
+    return held, sum(a.authentications for a in fleet.access)
+
+
+@pytest.mark.parametrize(
+    "sc",
+    [
+        ScenarioConfig("day", meters=30, cells=3, days=0.125),
+        ScenarioConfig("rollover", meters=20, cells=2, days=0.25, rollover_lifetime=1800.0),
+        ScenarioConfig("revocation", meters=40, cells=2, days=0.125, revoke_fraction=0.1),
+        ScenarioConfig("blackout", meters=30, cells=3, return_window=20.0, keyserver_auth_rate=5.0),
+    ],
+    ids=lambda sc: sc.scenario,
+)
+def test_the_counted_meters_holding_keys_are_the_ones_a_scan_finds(
+    sc: ScenarioConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[tuple[int, int], tuple[int, int]]] = []
+    sample = Sampler._sample
+
+    def checked(self: Sampler) -> None:
+        sample(self)
+        row = self.rows[-1]
+        seen.append(((int(row["authenticated"]), int(row["authentications"])), _scan(self.fleet)))
+
+    monkeypatch.setattr(Sampler, "_sample", checked)
+    run_scenario(sc)
+    assert seen and all(fast == scan for fast, scan in seen)
+    if sc.scenario != "day":  # the counts moved (re-authentications, shut-outs, a blackout)
+        assert len({fast for fast, _ in seen}) > 1
