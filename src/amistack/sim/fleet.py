@@ -159,10 +159,13 @@ class CellNetwork:
         self.down: set[Addr] = set()
         self.counters: Counter[str] = Counter()
         self.on_event: list[Callable[[Addr, object, float], None]] = []
+        # one bound method of each for every host (`self._send` makes a new one each time:
+        # 64 bytes a host, two hosts a meter)
+        self._transmit, self._on_event = self._send, self._event
 
     def add(self, addr: Addr, engine: Engine, cell: int | None) -> None:
         self._cell_of[addr] = cell
-        host = self._hosts[addr] = Host(addr, engine, self.clock, self._send, self._event)
+        host = self._hosts[addr] = Host(addr, engine, self.clock, self._transmit, self._on_event)
         host.service()
 
     def replace(self, addr: Addr, engine: Engine) -> None:
