@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import sqlite3
+import tempfile
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -900,7 +901,6 @@ class _SqliteTx:
         return self._cur.execute(sql, params).fetchall()
 
 
-SCRATCH_DB = ""  # SQLite's name for a private temporary database (SqliteRepository.scratch)
 SCRATCH_CACHE_KIB = 16384  # a scratch database's page cache
 
 
@@ -915,23 +915,22 @@ class SqliteRepository(_SqlRepository):
     dialect: Dialect = "sqlite"
     FILENAME = "headend.db"
 
-    def __init__(self, path: str | Path, *, cache_kib: int = 65536) -> None:
-        scratch = path == SCRATCH_DB  # SQLite's private temporary database (`scratch`)
+    def __init__(
+        self, path: str | Path, *, cache_kib: int = 65536, throwaway: bool = False
+    ) -> None:
         path = Path(path)
-        if path.is_dir() and not scratch:
+        if path.is_dir():
             path = path / self.FILENAME
-        # an in-memory or scratch database (the simulator's) is one connection's
-        private = scratch or str(path) == ":memory:"  # ":memory:": no file of that name
-        if not private:
+        in_memory = str(path) == ":memory:"  # no file of that name in the cwd
+        if not in_memory:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if not private and not path.exists():  # 0600 from birth (-wal/-shm get the same mode)
+        if not in_memory and not path.exists():  # 0600 from birth (-wal/-shm get the same mode)
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         self.path = path
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(
-            SCRATCH_DB if scratch else path, isolation_level=None, check_same_thread=False
-        )
-        if scratch:  # a throwaway: nothing to survive a crash, so no WAL and no fsync
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        if throwaway:  # nothing to survive a crash or to share: no WAL, no fsync, locked once
+            self._conn.execute("PRAGMA locking_mode=EXCLUSIVE")
             self._conn.execute("PRAGMA journal_mode=MEMORY")
             self._conn.execute("PRAGMA synchronous=OFF")
         else:
@@ -941,8 +940,9 @@ class SqliteRepository(_SqlRepository):
             self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.execute("PRAGMA busy_timeout=10000")
         self._conn.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
-        # queries of a private database share the writer's connection
-        self._readers = None if private else _Readers(self._reader)
+        # an in-memory or throwaway database (the simulator's) is one connection's: queries
+        # share the writer's
+        self._readers = None if in_memory or throwaway else _Readers(self._reader)
         with self._tx() as tx:
             stmt = ""
             for line in schema_sql("sqlite").splitlines(keepends=True):
@@ -952,14 +952,21 @@ class SqliteRepository(_SqlRepository):
                     stmt = ""
             if not tx.run("SELECT version FROM schema_version"):
                 tx.run("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+        if throwaway:  # open, locked and ours alone: the name goes, the file stays until closed
+            path.unlink()
 
     @classmethod
     def scratch(cls, cache_kib: int = SCRATCH_CACHE_KIB) -> SqliteRepository:
-        """A throwaway database (the simulator's): SQLite's private temporary file, deleted
-        when the connection closes, with a page cache of `cache_kib` KiB. What the cache does
-        not hold is in the file (the OS's page cache), not in this process: a simulated day of
-        50,000 meters stores 2.5 M readings, ~170 MB in memory (":memory:") before."""
-        return cls(SCRATCH_DB, cache_kib=cache_kib)
+        """A throwaway database (the simulator's): a file in the temporary directory, removed
+        from it at once (the connection holds it until closed, even if the process is killed),
+        held under an exclusive lock, no journal on disk, no fsync, and a page cache of
+        `cache_kib` KiB. What the cache does not hold is in the file (the OS's page cache), not
+        in this process: a simulated day of 50,000 meters stores 2.5 M readings, ~170 MB in
+        the process as ":memory:". Costs ~1.5 us more a transaction than ":memory:" (SQLite's
+        own temporary database, "", cost ~10 us more)."""
+        fd, name = tempfile.mkstemp(prefix="amistack-sim-", suffix=".db")  # 0600
+        os.close(fd)
+        return cls(name, cache_kib=cache_kib, throwaway=True)
 
     @contextmanager
     def _tx(self) -> Iterator[_Tx]:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import gc
 import os
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -32,38 +34,44 @@ def _readings(meters: int, intervals: int) -> list[IntervalReading]:
 def test_a_scratch_database_is_a_private_file_with_a_bounded_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     repo = SqliteRepository.scratch(cache_kib=256)
     try:
         conn = repo._conn
         assert conn.execute("PRAGMA cache_size").fetchone()[0] == -256
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "memory"
+        assert conn.execute("PRAGMA locking_mode").fetchone()[0] == "exclusive"
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 0  # OFF: nothing to survive
+        # its name is gone at once: nothing left behind, not even by a killed process
+        assert os.listdir(tmp_path) == []
+        assert repo.path.parent == tmp_path
         # more readings than the cache holds (~7 MB of rows against 256 KiB): all stored, and
         # idempotent as the real repository is
         batch = _readings(2000, 48)
         assert repo.store_readings(batch, 1.0).inserted == len(batch)
         again = repo.store_readings(batch[:100], 2.0)
         assert (again.inserted, again.duplicates) == (0, 100)
-        assert repo.count_readings() == len(batch)
-        assert repo.count_readings("m01999") == 48
-        # the file is SQLite's own temporary, nowhere the simulator runs
+        for r in batch[-50:]:  # one reading at a time, as the simulator's ingest mostly does
+            repo.store_readings([replace(r, interval_start=r.interval_start + 86400)], 3.0)
+        assert repo.count_readings() == len(batch) + 50
+        assert repo.count_readings("m01999") == 2 * 48  # the last 50 were its 48 and 2 more
         assert os.listdir(tmp_path) == []
     finally:
         repo.close()
-    assert SqliteRepository.scratch()._conn.execute("PRAGMA cache_size").fetchone()[0] == (
-        -SCRATCH_CACHE_KIB
-    )
+    default = SqliteRepository.scratch()
+    assert default._conn.execute("PRAGMA cache_size").fetchone()[0] == -SCRATCH_CACHE_KIB
+    default.close()
 
 
 def test_the_fleet_stores_into_a_scratch_database_unless_given_a_directory(
     tmp_path: Path,
 ) -> None:
     fleet = build_fleet(FleetConfig(meters=4, cells=2))
-    assert fleet.repo.path == Path(".")  # SQLite's private temporary ("")
-    assert fleet.repo._conn.execute("PRAGMA journal_mode").fetchone()[0] == "memory"
+    assert fleet.repo._conn.execute("PRAGMA locking_mode").fetchone()[0] == "exclusive"
+    assert not fleet.repo.path.exists()
     kept = build_fleet(FleetConfig(meters=4, cells=2, data_dir=tmp_path))
     assert kept.repo.path == tmp_path / SqliteRepository.FILENAME
+    assert kept.repo._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_the_simulated_key_server_keeps_few_derived_psk_keys(
