@@ -18,6 +18,14 @@ reported again), and fetches on misses are limited per device (a token bucket: `
 then one per `fetch_interval` s); a miss beyond the budget is counted (`fetch-limited`) and
 dropped. A meter whose key really rotated waits at most `fetch_interval` s for its new key.
 
+A refresh falls due every `refresh_s` per device (in a fleet: on nearly every push). A source
+with an in-process key directory (`directory`: `DirectorySource`, the `KeyServer`) is not asked
+again while the directory's own record of the generation fetched is unchanged: the directory
+changes its `AppKey`s in place on every supersede, cut (revocation), retire and expiry (wipe),
+so while that record is valid, not superseded and ends when the cached copy ends, asking would
+return exactly what is cached. A refresh thus costs a source call once per key generation or
+change, and a revoked key stops being accepted exactly when it did (the next due refresh).
+
 Sources (docs/key-distribution.md): a `SyncKeySource` is asked at once on a miss (the in-process
 `KeyServer`, or `DirectorySource` over a `KeyRingDirectory`); an asynchronous source
 (`KeyDistClient` over mTLS) cannot be awaited from a sans-IO engine, so a miss is recorded
@@ -35,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from amistack.c1222.security import key_id_byte
-from amistack.keymgmt.keyring import KeyRingDirectory
+from amistack.keymgmt.keyring import AppKey, KeyRingDirectory
 from amistack.keymgmt.ukmf import C1222, KeyId
 
 log = logging.getLogger(__name__)
@@ -197,6 +205,10 @@ class HeadendKeys:
         self._negative: dict[tuple[bytes, int], float] = {}
         self._budget: dict[bytes, tuple[float, float]] = {}  # device -> (tokens, at)
         self.counters: Counter[str] = Counter()
+        directory = getattr(source, "directory", None)
+        self._directory = directory if isinstance(directory, KeyRingDirectory) else None
+        # device -> the directory's record of the current generation last fetched
+        self._watched: dict[bytes, AppKey] = {}
 
     # -- the c1222 hooks ---------------------------------------------------------------------
 
@@ -382,12 +394,25 @@ class HeadendKeys:
             self._fetch_sync(device, None, now)
             return
         self.counters["refreshes"] += 1
+        self._fetched[device] = now
+        cached = self._keys.get(device)
+        watched = self._watched.get(device)
+        if watched is not None and cached is not None and len(cached) == 1:
+            k = cached[0]
+            if (
+                watched.superseded_at is None
+                and watched.not_after == k.not_after
+                and watched.valid_at(now)
+                and watched.key_id == k.key_id
+            ):  # what the source would answer (the module docstring): the cache stands
+                self.counters["refresh-watched"] += 1
+                self._negative.pop((device, key_id_byte(k.key_id)), None)  # as `install`
+                return
         # the current key first: the cached generation it names needs no key_for of its own
         # (the same record), usually the only one cached
         self.counters["fetches"] += 1
-        self._fetched[device] = now
         current = src.current_key(device, PURPOSE, now)
-        cached = self._keys.get(device)
+        self._watch(device, current, now)
         if current is not None and cached is not None and len(cached) == 1:
             k = cached[0]  # the usual refresh: the one cached generation is the current one
             if (
@@ -408,12 +433,25 @@ class HeadendKeys:
                 self._take(device, again)
         self._take_current(device, current)
 
+    def _watch(self, device: bytes, current: IssuedLike | None, now: float) -> None:
+        """Keep the directory's record of `current` (what the source just answered) to watch."""
+        if self._directory is not None and current is not None:
+            rec = self._directory.current(device, PURPOSE, now)
+            if rec is not None and (rec.key_id, rec.not_after) == (
+                current.key_id,
+                current.not_after,
+            ):
+                self._watched[device] = rec
+                return
+        self._watched.pop(device, None)
+
     def _fetch_sync(self, device: bytes, key_byte: int | None, now: float) -> None:
         src = self.source
         assert src is not None
         self.counters["fetches"] += 1
         self._fetched[device] = now
         current = src.current_key(device, PURPOSE, now)
+        self._watch(device, current, now)
         self._take_current(device, current)
         if key_byte is None or current is None or current.key_id is None:
             return
