@@ -368,13 +368,16 @@ class Collector:
         try:
             report = call()
         except Exception:
-            self.counters["store-failed"] += 1
-            self._store_retry = now + self.store_retry_s
-            log.exception("storing readings failed; nothing acknowledged, retrying")
+            self._store_failed(now)
             return
         self._store_retry = None
         if report is not None:
             self._on_report(report, now)
+
+    def _store_failed(self, now: float) -> None:
+        self.counters["store-failed"] += 1
+        self._store_retry = now + self.store_retry_s
+        log.exception("storing readings failed; nothing acknowledged, retrying")
 
     def _open_slot(self, boundary: int, now: float) -> None:
         slot = self.slots.setdefault(boundary, SlotStats(boundary))
@@ -633,7 +636,14 @@ class Collector:
             if s not in have:
                 m.pending.add(s)
         self._tags[tag] = _Tag(m.target.meter_id, starts, via, boundary)
-        self._ingest(lambda: self.ingestor.submit(tag, readings, now), now)
+        try:  # `_ingest` without building a closure per push
+            report = self.ingestor.submit(tag, readings, now)
+        except Exception:
+            self._store_failed(now)
+            return tag
+        self._store_retry = None
+        if report is not None:
+            self._on_report(report, now)
         return tag
 
     def flush(self, now: float) -> None:

@@ -117,18 +117,25 @@ class Ingestor:
         self, tag: Hashable, readings: Sequence[IntervalReading], now: float
     ) -> IngestReport | None:
         """Queue one message's readings; returns a report if a batch became durable."""
-        before = len(self._pending)
+        pending = self._pending
+        before = len(pending)
         for r in readings:
             problem = r.problem()
             if problem is None:
-                self._pending.append(r)
+                pending.append(r)
             else:
                 self._rejected.append((tag, r, problem))
                 self.counters["rejected"] += 1
         self._tags.append(tag)
-        self._sizes.append(len(self._pending) - before)
+        self._sizes.append(len(pending) - before)
         if self._oldest is None:
             self._oldest = now
+        if (  # the usual submission: nothing in flight to report, no batch due yet
+            self._inflight is None
+            and len(pending) < self.max_batch
+            and now < self._oldest + self.max_delay
+        ):
+            return None
         backlog = self._inflight is not None and (
             len(self._pending) >= QUEUE_BATCHES * self.max_batch
         )

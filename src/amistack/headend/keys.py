@@ -340,6 +340,11 @@ class HeadendKeys:
         out, self._misses = self._misses, []
         return out
 
+    @property
+    def missed(self) -> bool:
+        """Whether `take_misses` has something (asked after every datagram: no list built)."""
+        return bool(self._misses)
+
     def _device(self, ap_device_id: bytes) -> bytes | None:
         meter_id = self.resolve(ap_device_id)
         return None if meter_id is None else meter_id.encode()
@@ -403,7 +408,7 @@ class HeadendKeys:
                 watched.superseded_at is None
                 and watched.not_after == k.not_after
                 and watched.valid_at(now)
-                and watched.key_id == k.key_id
+                and (watched.key_id is k.key_id or watched.key_id == k.key_id)
             ):  # what the source would answer (the module docstring): the cache stands
                 self.counters["refresh-watched"] += 1
                 self._negative.pop((device, key_id_byte(k.key_id)), None)  # as `install`

@@ -220,8 +220,7 @@ class HeadEnd:
             tag = self.collector.handle_event(ev, now)
             if tag is not None:
                 hold = tag
-        misses = self.keys.take_misses()
-        if misses and self.keys.source is None:
+        if self.keys.missed and (misses := self.keys.take_misses()) and self.keys.source is None:
             device, key_byte = misses[0]
             parked = self._parked.setdefault(device, [])
             if sum(len(v) for v in self._parked.values()) < self.config.max_parked:
