@@ -320,7 +320,7 @@ class Collector:
         return self._next_boundary + self._slot_delay
 
     def get_timer(self) -> float | None:
-        best = self._slot_time()
+        best = self._next_boundary + self._slot_delay  # `_slot_time`, asked after every datagram
         t = self.ingestor.get_timer()
         if t is not None:
             t = t if self._store_retry is None else max(t, self._store_retry)
@@ -652,6 +652,10 @@ class Collector:
             self._ingest(lambda: self.ingestor.flush(now), now)
 
     def _on_report(self, report: IngestReport, now: float) -> None:
+        # a batch's deliveries are all at `now`: one (frozen) `Delivery` per way, shared by
+        # every meter and slot of the batch rather than one object per reading
+        made: dict[str, Delivery] = {}
+        step = self.step
         for tag in report.durable:
             self._durable.append(tag)
             info = self._tags.pop(tag, None) if isinstance(tag, int) else None
@@ -663,14 +667,22 @@ class Collector:
                     m.pending.discard(s)
                     if s >= m.since:
                         m.have.add(s)
-                slot = self.slots.get(s + self.step)
+                slot = self.slots.get(s + step)
                 if slot is None:
-                    slot = self.slots[s + self.step] = SlotStats(s + self.step)
+                    slot = self.slots[s + step] = SlotStats(s + step)
                 if info.meter_id not in slot.delivered:
                     via = info.via
-                    if s + self.step < info.boundary and via != "push":
+                    if s + step < info.boundary and via != "push":
                         via = "backfill"
-                    slot.delivered[info.meter_id] = Delivery(now, via)
+                    d = made.get(via)
+                    if d is None:
+                        d = made[via] = Delivery(now, via)
+                    slot.delivered[info.meter_id] = d
+
+    @property
+    def has_durable(self) -> bool:
+        """Whether `take_durable` has something (asked after every datagram: no list built)."""
+        return bool(self._durable)
 
     def take_durable(self) -> list[Hashable]:
         """Ingest tags made durable since the last call (release the held push acks)."""

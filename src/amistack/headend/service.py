@@ -322,6 +322,8 @@ class HeadEnd:
         self._after(now)
 
     def _after(self, now: float) -> None:
+        if not self.collector.has_durable:  # the usual datagram: its push is not durable yet
+            return
         for tag in self.collector.take_durable():
             held = self._held.pop(tag, None)
             if held is not None:

@@ -50,6 +50,13 @@ def test_every_meter_collected_with_the_models_values(mode: Mode) -> None:
             assert len(rows) == 1 and rows[0].key_id == 1
             assert rows[0].forward_wh == _model_value(fleet.nodes, i, b - STEP)
     assert fleet.headend.client.counters["auth-failed"] == 0
+    # one Delivery per way and batch, shared by its meters (not one object per reading)
+    deliveries = [
+        d
+        for b in measured_slots(fleet)
+        for d in fleet.headend.collector.slots[b].delivered.values()
+    ]
+    assert len({id(d) for d in deliveries}) == len({(d.at, d.via) for d in deliveries})
 
 
 def test_polling_respects_the_per_cell_limits() -> None:
