@@ -131,6 +131,18 @@ class _Starts:
     def __bool__(self) -> bool:
         return self.bits != 0
 
+    def covers(self, starts: range) -> bool:
+        """Whether every start of `starts` (a range on the grid, non-empty) is kept: one mask,
+        not a look-up per start."""
+        first, step = starts.start, self.step
+        if first % step or starts.step != step:
+            return False
+        k = first // step - self.base
+        if k < 0:
+            return False
+        mask = (1 << len(starts)) - 1
+        return self.bits >> k & mask == mask
+
     def add(self, start: int) -> None:
         if start % self.step:
             return
@@ -312,7 +324,10 @@ class Collector:
 
     def _misses_any(self, m: _Meter, now: float) -> bool:
         """`bool(missing(...))`, newest first: usually the newest interval is the one missing."""
-        return any(s not in m.have and s not in m.pending for s in reversed(self._lookback(m, now)))
+        lookback = self._lookback(m, now)
+        if lookback and m.have.covers(lookback):  # the usual meter: everything stored
+            return False
+        return any(s not in m.have and s not in m.pending for s in reversed(lookback))
 
     # -- timers ------------------------------------------------------------------------------
 

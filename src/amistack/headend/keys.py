@@ -411,7 +411,8 @@ class HeadendKeys:
                 and (watched.key_id is k.key_id or watched.key_id == k.key_id)
             ):  # what the source would answer (the module docstring): the cache stands
                 self.counters["refresh-watched"] += 1
-                self._negative.pop((device, key_id_byte(k.key_id)), None)  # as `install`
+                if self._negative:  # as `install` (usually empty: no miss remembered)
+                    self._negative.pop((device, key_id_byte(k.key_id)), None)
                 return
         # the current key first: the cached generation it names needs no key_for of its own
         # (the same record), usually the only one cached

@@ -309,3 +309,8 @@ def test_stored_starts_behave_as_the_set_of_grid_starts(ops: list[tuple[str, int
         )
         if model:
             assert starts.oldest() == min(model)
+        for lo, n in ((k - 3, 4), (k, 1), (k - 1, 2)):  # `covers`: the set's answer, by mask
+            first = base + lo * step
+            window = range(first, first + n * step, step)
+            assert starts.covers(window) == all(x in model for x in window)
+        assert not starts.covers(range(base + step // 2, base + 3 * step, step))  # off grid
