@@ -270,16 +270,18 @@ class HeadEnd:
         return started
 
     def get_timer(self) -> float | None:
-        # the earliest of these (asked after every datagram: no list, no generator)
-        best = min(self._next_commands, self._next_refresh)
-        for t in (
-            self.client.get_timer(),
-            self.collector.get_timer(),
-            self.commands.get_timer(),
-            self._next_eventlogs,
-        ):
-            if t is not None and t < best:
-                best = t
+        # the earliest of these (asked after every datagram: no tuple, no list, no generator)
+        best = self._next_commands
+        if self._next_refresh < best:
+            best = self._next_refresh
+        if (t := self.client.get_timer()) is not None and t < best:
+            best = t
+        if (t := self.collector.get_timer()) is not None and t < best:
+            best = t
+        if (t := self.commands.get_timer()) is not None and t < best:
+            best = t
+        if (t := self._next_eventlogs) is not None and t < best:
+            best = t
         heap = self._held_expiry
         while heap:
             deadline, _, tag = heap[0]
