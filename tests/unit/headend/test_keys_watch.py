@@ -12,45 +12,27 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.contexts import make_ctx
+from tests.unit.headend.test_keys import CountingSource
 
-from amistack.headend.keys import DirectorySource, HeadendKeys
+from amistack.headend.keys import HeadendKeys
 from amistack.keymgmt.keyring import KeyRingDirectory
-from amistack.keymgmt.ukmf import C1222, KeyId, PurposeRegistry, derive
+from amistack.keymgmt.ukmf import C1222, PurposeRegistry, derive
 
 T0 = 1_700_000_000.0
 AP = b"ap-42"
 DEVICE = b"m-42"
 
 
-class Counting:
-    """The same directory as a source without `directory`: every refresh asks it (as before)."""
+class Undirected:
+    """The same source without `directory`: every due refresh asks it (as before the watch)."""
 
-    def __init__(self, directory: KeyRingDirectory) -> None:
-        self.src = DirectorySource(directory)
-        self.calls = 0
-
-    def key_for(self, key_id: KeyId, purpose: str, now: float) -> Any:
-        self.calls += 1
-        return self.src.key_for(key_id, purpose, now)
-
-    def current_key(self, device_id: bytes, purpose: str, now: float) -> Any:
-        self.calls += 1
-        return self.src.current_key(device_id, purpose, now)
-
-
-class CountingDirectorySource(DirectorySource):
-    def __init__(self, directory: KeyRingDirectory) -> None:
-        super().__init__(directory)
-        self.calls = 0
-
-    def current_key(self, device_id: bytes, purpose: str, now: float) -> Any:
-        self.calls += 1
-        return super().current_key(device_id, purpose, now)
+    def __init__(self, source: CountingSource) -> None:
+        self.key_for, self.current_key = source.key_for, source.current_key
 
 
 def _pair(overlap: float = 30.0) -> tuple[KeyRingDirectory, HeadendKeys, HeadendKeys, Any, Any]:
     directory = KeyRingDirectory(PurposeRegistry(), overlap=overlap)
-    plain, watching = Counting(directory), CountingDirectorySource(directory)
+    plain, watching = Undirected(CountingSource(directory)), CountingSource(directory)
     resolve = {AP: DEVICE.decode()}.get
     return (
         directory,
@@ -81,11 +63,11 @@ def test_unchanged_key_refreshed_without_asking_the_source() -> None:
     directory, _, watching, _, source = _pair()
     directory.install(DEVICE, make_ctx(0x42, 1, seed=4), 86_400.0, T0)
     assert watching.lookup(AP, 1, T0) != []
-    asked = source.calls
+    asked = source.asks
     for i in range(1, 50):  # one push per 15-minute slot: every one a due refresh
         assert watching.lookup(AP, 1, T0 + i * 900) != []
         assert watching.send_key(AP, T0 + i * 900) is not None
-    assert source.calls == asked
+    assert source.asks == asked
     assert watching.counters["refreshes"] == 49 and watching.counters["refresh-watched"] == 49
 
 
