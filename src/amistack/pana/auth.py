@@ -7,10 +7,9 @@ PANA_AUTH_KEY. Verification works on the received octets, never on a re-encoding
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
-from amistack.crypto import PrfHash
+from amistack.crypto import PrfHash, hmac_digest
 from amistack.pana.avp import Avp
 from amistack.pana.constants import AvpCode, IntegrityAlgorithm, PrfAlgorithm
 from amistack.pana.errors import PanaDecodeError
@@ -21,8 +20,8 @@ _AUTH_LEN = {
     IntegrityAlgorithm.AUTH_HMAC_SHA2_256_128: 16,
 }
 _AUTH_HASH = {
-    IntegrityAlgorithm.AUTH_HMAC_SHA1_160: hashlib.sha1,
-    IntegrityAlgorithm.AUTH_HMAC_SHA2_256_128: hashlib.sha256,
+    IntegrityAlgorithm.AUTH_HMAC_SHA1_160: PrfHash.SHA1,
+    IntegrityAlgorithm.AUTH_HMAC_SHA2_256_128: PrfHash.SHA256,
 }
 _AUTH = int(AvpCode.AUTH)
 _PRF_HASH = {
@@ -41,8 +40,7 @@ def auth_length(alg: IntegrityAlgorithm) -> int:
 
 def compute_auth(alg: IntegrityAlgorithm, key: bytes, zeroed_message: bytes) -> bytes:
     """The AUTH value for a message whose AUTH value octets are all zero."""
-    mac = hmac.new(key, zeroed_message, _AUTH_HASH[alg]).digest()
-    return mac[: _AUTH_LEN[alg]]
+    return hmac_digest(_AUTH_HASH[alg], key, zeroed_message)[: _AUTH_LEN[alg]]
 
 
 def sign(msg: PanaMessage, alg: IntegrityAlgorithm, key: bytes) -> bytes:
