@@ -155,6 +155,9 @@ class _Session:
     term_reported: bool = False
     scheduled: float | None = None
     in_grace: bool = False  # past the lifetime, within PaaConfig.lifetime_grace
+    # what `success_context` showed for a held EAP success - (that answer, the context, the
+    # lifetime in s) - so that releasing the very same answer does not build it again
+    shown: tuple[AaaAnswer, PanaSecurityContext, int] | None = None
 
     @property
     def sid(self) -> int:
@@ -330,10 +333,11 @@ class PanaAuthAgent:
         s = self._sessions.get(session_id)
         if s is None or not s.aaa_waiting or answer.outcome is not AaaOutcome.SUCCESS:
             return None
-        terms = self._success_terms(s, answer)
-        if not isinstance(terms[0], PanaSecurityContext):
+        ctx, seconds = self._success_terms(s, answer)
+        if not isinstance(ctx, PanaSecurityContext):
             return None
-        return terms[0], float(terms[1])
+        s.shown = (answer, ctx, int(seconds))
+        return ctx, float(seconds)
 
     def reauthenticate(self, session_id: int, now: float) -> None:
         """PAA-initiated re-authentication (RFC 5191 §4.3): a new EAP run inside the session."""
@@ -693,12 +697,16 @@ class PanaAuthAgent:
                 answer.peer_id,
             )
             return
-        terms = self._success_terms(s, answer)
-        if not isinstance(terms[0], PanaSecurityContext):
-            code, reason = terms
-            self._fail_run(s, int(code), answer.eap, str(reason), now, answer.peer_id)
-            return
-        ctx, seconds = terms
+        shown, s.shown = s.shown, None
+        if shown is not None and shown[0] is answer:
+            ctx, seconds = shown[1], shown[2]
+        else:
+            terms = self._success_terms(s, answer)
+            if not isinstance(terms[0], PanaSecurityContext):
+                code, reason = terms
+                self._fail_run(s, int(code), answer.eap, str(reason), now, answer.peer_id)
+                return
+            ctx, seconds = terms
         key_id = ctx.key_id
         s.next_key_id = (key_id + 1) & 0xFFFFFFFF or 1
         key = pana_auth_key(ctx)
@@ -892,6 +900,7 @@ class PanaAuthAgent:
         s.core.key = None
         s.pending = None
         s.queued_aaa = None
+        s.shown = None
         s.run_active = s.aaa_waiting = False
         s.expires_at = s.run_deadline = None
         if self._by_route.get(s.route) == s.sid:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -775,3 +776,24 @@ def test_the_context_shown_ahead_is_the_one_the_success_carries(store: Credentia
     # nothing to show for a session not waiting for its AAA answer, or for a failure
     assert server.agent.success_context(sid, answer) is None
     assert server.agent.success_context(0x7FFF_FFFF, answer) is None
+
+
+def test_a_success_other_than_the_one_shown_carries_its_own_terms(store: CredentialStore) -> None:
+    # The PAA keeps what it showed for the held answer only: another success answer for the
+    # session (here with another lifetime) is not given the context shown for the first.
+    server = batched_server(store, interval=60.0)
+    meter = Meter(b"meter-1", PSKS[b"meter-1"], 40000, seed=2)
+    net = Net(server, [meter])
+    meter.pac.start(0.0)
+    step_without_commit(net)
+    ((sid, answer),) = server._held
+    shown = server.agent.success_context(sid, answer)
+    assert shown is not None and shown[1] == LIFETIME
+    server._held.clear()
+    other = dataclasses.replace(answer, lifetime=LIFETIME / 2)
+    server.agent.aaa_answer(sid, other, 0.0)
+    step_without_commit(net)
+    server.flush(0.0, force=True)
+    step_without_commit(net)
+    (done,) = net.of(Authenticated)
+    assert done.lifetime == LIFETIME / 2 and done.context.key_id == shown[0].key_id
