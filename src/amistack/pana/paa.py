@@ -32,6 +32,7 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from amistack.addr import Addr
 from amistack.crypto import RandomSource
@@ -65,7 +66,7 @@ from amistack.pana.keys import PanaSecurityContext, pana_auth_key
 from amistack.pana.message import PanaMessage
 from amistack.pana.relay import unwrap_relay, wrap_relay
 from amistack.pana.session import SessionCore
-from amistack.pana.timers import REQ_RETRANSMIT, RetransmitParams
+from amistack.pana.timers import REQ_RETRANSMIT, RetransmitParams, jitter_source
 
 logger = logging.getLogger(__name__)
 
@@ -122,9 +123,11 @@ class PaaConfig:
     per_relay_limit: int = 256  # half-open sessions through one relay
 
 
-@dataclass(frozen=True)
-class Route:
-    """Where a PaC is: its address, and the relay (PRE) it talks through, if any."""
+class Route(NamedTuple):
+    """Where a PaC is: its address, and the relay (PRE) it talks through, if any.
+
+    A named tuple rather than a frozen dataclass: one is built, hashed and compared per
+    datagram, which a tuple does in C (~0.3 against ~0.5 - 0.7 us each)."""
 
     pac: Addr
     relay: Addr | None = None
@@ -185,6 +188,7 @@ class PanaAuthAgent:
         self.counters: Counter[str] = Counter()
         self._backend = backend
         self._rng = rng
+        self._jitter = jitter_source(rng)  # the retransmission timers' RAND only
         self._sessions: dict[int, _Session] = {}
         self._by_route: dict[Route, int] = {}
         self._by_peer: dict[bytes, set[int]] = {}
@@ -196,6 +200,11 @@ class PanaAuthAgent:
         self._heap: list[tuple[float, int]] = []
         self._out: list[tuple[bytes, Addr]] = []
         self._events: deque[PanaEvent] = deque()
+        # what every PAR(S) offers (RFC 5191 §4.1): the same AVPs for every session
+        self._offer = tuple(
+            [Avp.u32(AvpCode.INTEGRITY_ALGORITHM, a) for a in config.integrity_algorithms]
+            + [Avp.u32(AvpCode.PRF_ALGORITHM, a) for a in config.prf_algorithms]
+        )
         # Extra AVPs for the PAR with the C flag of a successful run, given (session id, EAP
         # peer identity, the new PANA SA, now): the key server's mesh group keys
         # (keymgmt/groupkeys.py). The PAR's AUTH covers them.
@@ -465,11 +474,7 @@ class PanaAuthAgent:
         self._half_open_by_source[source] += 1
         if relay is not None:
             self._half_open_by_relay[relay] += 1
-        avps = tuple(
-            [Avp.u32(AvpCode.INTEGRITY_ALGORITHM, a) for a in self.config.integrity_algorithms]
-            + [Avp.u32(AvpCode.PRF_ALGORITHM, a) for a in self.config.prf_algorithms]
-        )
-        core.i_par = self._request(s, MessageType.AUTH, Flag.S, avps, None, now)
+        core.i_par = self._request(s, MessageType.AUTH, Flag.S, self._offer, None, now)
         self.counters["pci_accepted"] += 1
         self._schedule(s)
 
@@ -935,7 +940,7 @@ class PanaAuthAgent:
         retransmit: bool = True,
     ) -> bytes:
         params = self.config.req_retransmit if retransmit else None
-        raw = s.core.request(msg_type, flags, avps, key, params, self._rng, now)
+        raw = s.core.request(msg_type, flags, avps, key, params, self._jitter, now)
         self._send(s, raw)
         return raw
 
