@@ -74,6 +74,9 @@ _MAX_BUCKETS = 65536
 # RFC 5191 §6.2: the Message Type is octets 6-7 of the header
 _PCI_TYPE = MessageType.PCI.to_bytes(2, "big")
 _PRY_TYPE = MessageType.RELAY.to_bytes(2, "big")
+# the algorithms by their number: a dict look-up, not an Enum call (~1.3 us), per PAN(S)
+_PRF = {int(a): a for a in PrfAlgorithm}
+_INTEGRITY = {int(a): a for a in IntegrityAlgorithm}
 
 
 class PaaState(Enum):
@@ -644,8 +647,8 @@ class PanaAuthAgent:
         ):
             self.counters["bad_algorithm"] += 1
             return
-        s.core.prf = PrfAlgorithm(prfs[0])
-        s.core.integ = IntegrityAlgorithm(integs[0])
+        s.core.prf = _PRF[prfs[0]]
+        s.core.integ = _INTEGRITY[integs[0]]
         s.core.i_pan = raw
         s.core.outstanding = None
         self._start_run(s, now)
