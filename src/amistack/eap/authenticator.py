@@ -24,6 +24,7 @@ from enum import Enum
 from amistack.crypto import RandomSource
 from amistack.eap.method import ServerMethod, ServerMethodFactory, ServerOutcome
 from amistack.eap.packet import EapCode, EapDecodeError, EapPacket, EapType, type_name
+from amistack.frozeninit import frozen_init
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,8 @@ class EapOutcome(Enum):
     FAILURE = "failure"
 
 
-@dataclass(frozen=True, init=False)
+@frozen_init
+@dataclass(frozen=True)
 class EapStep:
     """One step of the authenticator. SUCCESS/FAILURE carry the EAP-Success/Failure in `send`."""
 
@@ -45,26 +47,6 @@ class EapStep:
     session_id: bytes | None = None
     peer_id: bytes | None = None
     reason: str = ""
-
-    def __init__(
-        self,
-        send: bytes | None,
-        outcome: EapOutcome,
-        msk: bytes | None = None,
-        emsk: bytes | None = None,
-        session_id: bytes | None = None,
-        peer_id: bytes | None = None,
-        reason: str = "",
-    ) -> None:
-        # the instance dict directly, as pana.aaa.AaaAnswer (one step per EAP message)
-        d = self.__dict__
-        d["send"] = send
-        d["outcome"] = outcome
-        d["msk"] = msk
-        d["emsk"] = emsk
-        d["session_id"] = session_id
-        d["peer_id"] = peer_id
-        d["reason"] = reason
 
     def __repr__(self) -> str:  # keep keys out of logs
         return (

@@ -47,6 +47,7 @@ from enum import Enum
 from typing import ClassVar
 
 from amistack.eap.packet import HEADER_LEN, EapCode, EapPacket
+from amistack.frozeninit import frozen_init
 
 
 class MethodState(Enum):
@@ -113,20 +114,14 @@ class ServerOutcome(Enum):
     IGNORE = "ignore"
 
 
-@dataclass(frozen=True, init=False)
+@frozen_init
+@dataclass(frozen=True)
 class ServerMethodStep:
     """What a server method wants after a response: see `ServerMethod.process`."""
 
     outcome: ServerOutcome
     type_data: bytes = b""
     reason: str = ""
-
-    def __init__(self, outcome: ServerOutcome, type_data: bytes = b"", reason: str = "") -> None:
-        # the instance dict directly, as pana.aaa.AaaAnswer (one step per EAP message)
-        d = self.__dict__
-        d["outcome"] = outcome
-        d["type_data"] = type_data
-        d["reason"] = reason
 
 
 class ServerMethod(_KeyingMaterial, ABC):

@@ -44,6 +44,7 @@ from amistack.eap.method import (
     response_header,
 )
 from amistack.eap.packet import EapDecodeError, EapPacket, EapType
+from amistack.frozeninit import frozen_init
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +171,7 @@ def seal_pchannel(
     return struct.pack("!I", counter) + tag + ciphertext
 
 
+@frozen_init
 @dataclass(frozen=True)
 class PchannelContent:
     result: ResultFlag | None  # None: R = 0, which RFC 4764 leaves unassigned
@@ -202,6 +204,7 @@ def _check(data: bytes, t: PskMessageType, min_len: int) -> None:
         raise EapDecodeError(0, f"EAP-PSK T flag {got}, expected {int(t)}")
 
 
+@frozen_init
 @dataclass(frozen=True)
 class PskFirst:
     rand_s: bytes
@@ -216,6 +219,7 @@ class PskFirst:
         return _flags(PskMessageType.FIRST) + self.rand_s + self.id_s
 
 
+@frozen_init
 @dataclass(frozen=True)
 class PskSecond:
     rand_s: bytes
@@ -235,6 +239,7 @@ class PskSecond:
 _PCHANNEL_MIN = NONCE_LEN + TAG_LEN + 1
 
 
+@frozen_init
 @dataclass(frozen=True)
 class PskThird:
     rand_s: bytes
@@ -254,6 +259,7 @@ class PskThird:
         return _flags(PskMessageType.THIRD) + self.rand_s + self.mac_s + self.pchannel
 
 
+@frozen_init
 @dataclass(frozen=True)
 class PskFourth:
     rand_s: bytes

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
+from amistack.frozeninit import frozen_init
+
 
 class AaaOutcome(Enum):
     CONTINUE = "continue"
@@ -17,7 +19,8 @@ class AaaOutcome(Enum):
     FAILURE = "failure"
 
 
-@dataclass(frozen=True, init=False)
+@frozen_init
+@dataclass(frozen=True)
 class AaaAnswer:
     """One answer of the EAP server side: the EAP message to carry and where the session stands."""
 
@@ -27,25 +30,6 @@ class AaaAnswer:
     peer_id: bytes | None = None
     lifetime: float | None = None  # seconds the session may live; None = the PAA's default
     reason: str = ""
-
-    def __init__(
-        self,
-        eap: bytes | None,
-        outcome: AaaOutcome,
-        msk: bytes | None = None,
-        peer_id: bytes | None = None,
-        lifetime: float | None = None,
-        reason: str = "",
-    ) -> None:
-        # As pana.avp.Avp: the instance dict directly, not object.__setattr__ per field (the
-        # frozen dataclass's own __init__); three answers per authentication.
-        d = self.__dict__
-        d["eap"] = eap
-        d["outcome"] = outcome
-        d["msk"] = msk
-        d["peer_id"] = peer_id
-        d["lifetime"] = lifetime
-        d["reason"] = reason
 
     def __repr__(self) -> str:
         return (
