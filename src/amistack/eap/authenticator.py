@@ -24,6 +24,7 @@ from enum import Enum
 from amistack.crypto import RandomSource
 from amistack.eap.method import ServerMethod, ServerMethodFactory, ServerOutcome
 from amistack.eap.packet import EapCode, EapDecodeError, EapPacket, EapType, type_name
+from amistack.frozeninit import frozen_init
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class EapOutcome(Enum):
     FAILURE = "failure"
 
 
+@frozen_init
 @dataclass(frozen=True)
 class EapStep:
     """One step of the authenticator. SUCCESS/FAILURE carry the EAP-Success/Failure in `send`."""

@@ -47,6 +47,7 @@ from enum import Enum
 from typing import ClassVar
 
 from amistack.eap.packet import HEADER_LEN, EapCode, EapPacket
+from amistack.frozeninit import frozen_init
 
 
 class MethodState(Enum):
@@ -113,6 +114,7 @@ class ServerOutcome(Enum):
     IGNORE = "ignore"
 
 
+@frozen_init
 @dataclass(frozen=True)
 class ServerMethodStep:
     """What a server method wants after a response: see `ServerMethod.process`."""

@@ -20,6 +20,7 @@ offered one answers DONE_FAILURE.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import struct
@@ -43,6 +44,7 @@ from amistack.eap.method import (
     response_header,
 )
 from amistack.eap.packet import EapDecodeError, EapPacket, EapType
+from amistack.frozeninit import frozen_init
 
 logger = logging.getLogger(__name__)
 
@@ -80,10 +82,17 @@ _E_FLAG = 0x20  # §5.3: the extension flag, bit 2 of the first plaintext byte
 # -- key derivation (§3.1, §3.2) ------------------------------------------------------------
 
 
+@functools.cache
+def _counters(first: int, last: int) -> int:
+    """c_first | ... | c_last (each i as a 128-bit integer) as one integer."""
+    return int.from_bytes(b"".join(i.to_bytes(16, "big") for i in range(first, last + 1)), "big")
+
+
 def _counter_blocks(x: bytes, first: int, last: int) -> bytes:
-    """x xor c_i for i in first..last, concatenated (c_i = i as a 128-bit integer)."""
-    xi = int.from_bytes(x, "big")
-    return b"".join((xi ^ i).to_bytes(16, "big") for i in range(first, last + 1))
+    """x xor c_i for i in first..last, concatenated (c_i = i as a 128-bit integer): one XOR
+    of x repeated against the counters, not one integer round trip per block."""
+    n = last - first + 1
+    return (int.from_bytes(x * n, "big") ^ _counters(first, last)).to_bytes(16 * n, "big")
 
 
 def derive_ak_kdk(psk: bytes) -> tuple[bytes, bytes]:
@@ -162,6 +171,7 @@ def seal_pchannel(
     return struct.pack("!I", counter) + tag + ciphertext
 
 
+@frozen_init
 @dataclass(frozen=True)
 class PchannelContent:
     result: ResultFlag | None  # None: R = 0, which RFC 4764 leaves unassigned
@@ -194,6 +204,7 @@ def _check(data: bytes, t: PskMessageType, min_len: int) -> None:
         raise EapDecodeError(0, f"EAP-PSK T flag {got}, expected {int(t)}")
 
 
+@frozen_init
 @dataclass(frozen=True)
 class PskFirst:
     rand_s: bytes
@@ -208,6 +219,7 @@ class PskFirst:
         return _flags(PskMessageType.FIRST) + self.rand_s + self.id_s
 
 
+@frozen_init
 @dataclass(frozen=True)
 class PskSecond:
     rand_s: bytes
@@ -227,6 +239,7 @@ class PskSecond:
 _PCHANNEL_MIN = NONCE_LEN + TAG_LEN + 1
 
 
+@frozen_init
 @dataclass(frozen=True)
 class PskThird:
     rand_s: bytes
@@ -246,6 +259,7 @@ class PskThird:
         return _flags(PskMessageType.THIRD) + self.rand_s + self.mac_s + self.pchannel
 
 
+@frozen_init
 @dataclass(frozen=True)
 class PskFourth:
     rand_s: bytes

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from amistack.frozeninit import frozen_init
 from amistack.keymgmt.ukmf import KeyId
 
 
+@frozen_init
 @dataclass(frozen=True)
 class KeysInstalled:
     """A new generation: every registered purpose derived; `previous` is what it rotates out."""
@@ -19,6 +21,7 @@ class KeysInstalled:
     previous: KeyId | None
 
 
+@frozen_init
 @dataclass(frozen=True)
 class KeysSuperseded:
     """An older generation stops being used to send; it still decrypts until `not_after`."""

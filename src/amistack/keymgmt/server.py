@@ -880,7 +880,6 @@ class KeyServer:
                 self._on_terminated(event, now)
 
     def _on_authenticated(self, ev: Authenticated, now: float) -> None:
-        sid = f"{ev.session_id:#010x}"
         peer = ev.peer_id
         issued = self._issued.pop(ev.session_id, None)
         if issued is not None:
@@ -917,7 +916,7 @@ class KeyServer:
         self._audit(
             kind,
             peer,
-            f"session {sid} key id {key_id} lifetime {ev.lifetime:g}s "
+            f"session {ev.session_id:#010x} key id {key_id} lifetime {ev.lifetime:g}s "
             f"from {ev.addr[0]}:{ev.addr[1]}",
             now,
         )

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from amistack.crypto import PrfHash, prf_plus
+from amistack.frozeninit import frozen_init
 from amistack.pana.keys import PANA_AUTH_LABEL, PanaSecurityContext, session_kdf
 
 _U32 = 0xFFFFFFFF
@@ -128,6 +129,7 @@ class KeyIdError(Exception):
 _KEY_ID_TEXT = re.compile(r"([0-9a-f]{8})[.:]([0-9a-f]{8})")
 
 
+@frozen_init
 @dataclass(frozen=True, order=True)
 class KeyId:
     """Names one generation of keys: the PANA session and its Key-Id (RFC 5191 §8.4).

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
+from amistack.frozeninit import frozen_init
+
 
 class AaaOutcome(Enum):
     CONTINUE = "continue"
@@ -17,6 +19,7 @@ class AaaOutcome(Enum):
     FAILURE = "failure"
 
 
+@frozen_init
 @dataclass(frozen=True)
 class AaaAnswer:
     """One answer of the EAP server side: the EAP message to carry and where the session stands."""

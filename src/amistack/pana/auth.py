@@ -7,12 +7,11 @@ PANA_AUTH_KEY. Verification works on the received octets, never on a re-encoding
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
-from amistack.crypto import PrfHash
+from amistack.crypto import PrfHash, hmac_digest
 from amistack.pana.avp import Avp
-from amistack.pana.constants import AvpCode, IntegrityAlgorithm, PrfAlgorithm
+from amistack.pana.constants import AVP_HEADER_LENGTH, AvpCode, IntegrityAlgorithm, PrfAlgorithm
 from amistack.pana.errors import PanaDecodeError
 from amistack.pana.message import PanaMessage, auth_value_span
 
@@ -21,10 +20,12 @@ _AUTH_LEN = {
     IntegrityAlgorithm.AUTH_HMAC_SHA2_256_128: 16,
 }
 _AUTH_HASH = {
-    IntegrityAlgorithm.AUTH_HMAC_SHA1_160: hashlib.sha1,
-    IntegrityAlgorithm.AUTH_HMAC_SHA2_256_128: hashlib.sha256,
+    IntegrityAlgorithm.AUTH_HMAC_SHA1_160: PrfHash.SHA1,
+    IntegrityAlgorithm.AUTH_HMAC_SHA2_256_128: PrfHash.SHA256,
 }
 _AUTH = int(AvpCode.AUTH)
+# the AUTH AVP's header (RFC 5191 §8.1: no V flag, Reserved zero) per value length
+_AUTH_AVP_HEADER = {n: Avp(_AUTH, bytes(n)).encode()[:-n] for n in set(_AUTH_LEN.values())}
 _PRF_HASH = {
     PrfAlgorithm.PRF_HMAC_SHA1: PrfHash.SHA1,
     PrfAlgorithm.PRF_HMAC_SHA2_256: PrfHash.SHA256,
@@ -41,26 +42,23 @@ def auth_length(alg: IntegrityAlgorithm) -> int:
 
 def compute_auth(alg: IntegrityAlgorithm, key: bytes, zeroed_message: bytes) -> bytes:
     """The AUTH value for a message whose AUTH value octets are all zero."""
-    mac = hmac.new(key, zeroed_message, _AUTH_HASH[alg]).digest()
-    return mac[: _AUTH_LEN[alg]]
+    return hmac_digest(_AUTH_HASH[alg], key, zeroed_message)[: _AUTH_LEN[alg]]
 
 
 def sign(msg: PanaMessage, alg: IntegrityAlgorithm, key: bytes) -> bytes:
     """Encode `msg` with an AUTH AVP appended last (any AUTH it had is replaced)."""
     n = _AUTH_LEN[alg]
-    avps = msg.avps
-    if any(a.code == _AUTH and a.vendor_id is None for a in avps):
-        avps = msg.without(AvpCode.AUTH).avps
-    zeroed = PanaMessage(
-        msg.msg_type,
-        msg.flags,
-        msg.session_id,
-        msg.seq,
-        (*avps, Avp(AvpCode.AUTH, bytes(n))),
-        msg.reserved,
-    ).encode()
+    if any(a.code == _AUTH and a.vendor_id is None for a in msg.avps):
+        msg = msg.without(AvpCode.AUTH)
+    # The message's own encoding, its Message Length grown by the AUTH AVP, then that AVP:
+    # one encoding, no second message built around a zeroed AUTH.
+    plain = msg.encode()
+    length = len(plain) + AVP_HEADER_LENGTH + n
+    if length > 0xFFFF:
+        raise ValueError("PANA message longer than 65535 octets")
+    head = plain[:2] + length.to_bytes(2, "big") + plain[4:] + _AUTH_AVP_HEADER[n]
     # n is a multiple of 4, so the AUTH value is the last n octets (no padding after it).
-    return zeroed[:-n] + compute_auth(alg, key, zeroed)
+    return head + compute_auth(alg, key, head + bytes(n))
 
 
 def verify(data: bytes, alg: IntegrityAlgorithm, key: bytes) -> bool:

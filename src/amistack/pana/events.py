@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from amistack.addr import Addr
+from amistack.frozeninit import frozen_init
 from amistack.pana.keys import PanaSecurityContext
 
 
+@frozen_init
 @dataclass(frozen=True)
 class Authenticated:
     """A (re-)authentication completed: a new PANA SA (`context`, new Key-Id) is in force."""

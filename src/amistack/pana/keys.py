@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from amistack.crypto import PrfHash, prf_plus
+from amistack.frozeninit import frozen_init
 
 PANA_AUTH_LABEL = b"IETF PANA"
 
 
+@frozen_init
 @dataclass(frozen=True)
 class PanaSecurityContext:
     """What both ends hold after a successful PANA authentication."""

@@ -24,6 +24,28 @@ PCI_RETRANSMIT = RetransmitParams(irt=1.0, mrt=120.0, mrc=0, mrd=0.0)
 REQ_RETRANSMIT = RetransmitParams(irt=1.0, mrt=30.0, mrc=10, mrd=0.0)
 
 
+JITTER_BATCH = 256  # octets of the injected source drawn at a time by `jitter_source`
+
+
+def jitter_source(rng: RandomSource, batch: int = JITTER_BATCH) -> RandomSource:
+    """A RandomSource for RAND alone: small draws served from one `batch`-octet draw of `rng`.
+    RAND only spreads retransmissions (RFC 3315 §14) and is no secret, so one call of the
+    injected source serves 128 timers instead of one call each (a PAA starts four per
+    authentication); never use it for nonces, identifiers or keys."""
+    buf = b""
+    pos = 0
+
+    def draw(n: int) -> bytes:
+        nonlocal buf, pos
+        if pos + n > len(buf):
+            buf, pos = rng(max(batch, n)), 0
+        out = buf[pos : pos + n]
+        pos += n
+        return out
+
+    return draw
+
+
 def _rand(rng: RandomSource) -> float:
     return int.from_bytes(rng(2), "big") / 0xFFFF * 0.2 - 0.1
 

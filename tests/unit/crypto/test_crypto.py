@@ -1,4 +1,5 @@
-"""Known answers for the crypto layer: RFC 4493 (CMAC), the EAX paper, RFC 7296 prf+."""
+"""Known answers for the crypto layer: RFC 4493 (CMAC), the EAX paper, RFC 7296 prf+,
+RFC 4231 / RFC 2202 (HMAC)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from Crypto.Cipher import AES
 from hypothesis import given
 from hypothesis import strategies as st
 
-from amistack.crypto import Eax, EaxAuthError, PrfHash, aes_cmac, prf_plus
+from amistack.crypto import Eax, EaxAuthError, PrfHash, aes_cmac, hmac_digest, prf_plus
 from amistack.crypto import eax as eax_module
 from amistack.crypto.eax import NativeEax
 
@@ -128,6 +129,43 @@ def test_prf_plus_definition(key: bytes, seed: bytes, length: int) -> None:
         t = hmac.new(key, t + seed + bytes([n]), hashlib.sha256).digest()
         out, n = out + t, n + 1
     assert prf_plus(PrfHash.SHA256, key, seed, length) == out[:length]
+
+
+@pytest.mark.parametrize(
+    ("hash_", "key", "data", "mac"),
+    [
+        # RFC 4231 §4.2 (test case 1) and §4.7 (test case 6: a key longer than the block)
+        (
+            PrfHash.SHA256,
+            "0b" * 20,
+            b"Hi There".hex(),
+            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7",
+        ),
+        (
+            PrfHash.SHA256,
+            "aa" * 131,
+            b"Test Using Larger Than Block-Size Key - Hash Key First".hex(),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
+        ),
+        # RFC 2202 §3 (test cases 1 and 6)
+        (PrfHash.SHA1, "0b" * 20, b"Hi There".hex(), "b617318655057264e28bc0b6fb378c8ef146be00"),
+        (
+            PrfHash.SHA1,
+            "aa" * 80,
+            b"Test Using Larger Than Block-Size Key - Hash Key First".hex(),
+            "aa4ae5e15272d00e95705637ce8a3b55ed402112",
+        ),
+    ],
+)
+def test_hmac_digest_known_answers(hash_: PrfHash, key: str, data: str, mac: str) -> None:
+    assert hmac_digest(hash_, bytes.fromhex(key), bytes.fromhex(data)).hex() == mac
+
+
+@given(st.sampled_from(list(PrfHash)), st.binary(max_size=200), st.binary(max_size=300))
+def test_hmac_digest_is_the_standard_librarys(hash_: PrfHash, key: bytes, data: bytes) -> None:
+    # every key length around the 64-octet block (shorter, equal, longer: hashed first)
+    assert hmac_digest(hash_, key, data) == hmac.digest(key, data, hash_.value)
+    assert hmac_digest(hash_, bytearray(key), data) == hmac.digest(key, data, hash_.value)
 
 
 def test_prf_plus_pana_auth_key_length() -> None:

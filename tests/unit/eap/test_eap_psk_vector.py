@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from tests.conftest import load_vector
 
 from amistack.crypto import RandomSource
@@ -21,7 +23,7 @@ from amistack.eap import (
     derive_ak_kdk,
     derive_tek_msk_emsk,
 )
-from amistack.eap.psk import compute_mac_p, compute_mac_s, session_id
+from amistack.eap.psk import _counter_blocks, compute_mac_p, compute_mac_s, session_id
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +71,14 @@ def test_macs_and_session_id(v: dict[str, Any]) -> None:
     assert mac_p.hex() == v["mac_p"]
     assert compute_mac_s(h(v, "ak"), h(v, "id_s"), h(v, "rand_p")).hex() == v["mac_s"]
     assert session_id(h(v, "rand_p"), h(v, "rand_s")).hex() == v["session_id"]
+
+
+@given(st.binary(min_size=16, max_size=16), st.integers(1, 12), st.integers(0, 12))
+def test_counter_blocks_are_the_definition(x: bytes, first: int, more: int) -> None:
+    # RFC 4764 §3.1/§3.2: block i is x XOR c_i, c_i the integer i on 128 bits, per block
+    last = first + more
+    per_block = [(int.from_bytes(x, "big") ^ i).to_bytes(16, "big") for i in range(first, last + 1)]
+    assert _counter_blocks(x, first, last) == b"".join(per_block)
 
 
 def test_psk_must_be_16_bytes() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -531,6 +532,16 @@ def step_without_commit(net: Net, rounds: int = 20) -> None:
             return
 
 
+def held_success(store: CredentialStore) -> tuple[KeyServer, Net, Meter]:
+    """meter-1 authenticating up to its EAP success, held (nothing committed: 60 s interval)."""
+    server = batched_server(store, interval=60.0)
+    meter = Meter(b"meter-1", PSKS[b"meter-1"], 40000, seed=2)
+    net = Net(server, [meter])
+    meter.pac.start(0.0)
+    step_without_commit(net)
+    return server, net, meter
+
+
 def test_pana_success_waits_for_its_audit_entry_and_keys_for_theirs(
     store: CredentialStore,
 ) -> None:
@@ -558,11 +569,7 @@ def test_pana_success_waits_for_its_audit_entry_and_keys_for_theirs(
 
 
 def test_asking_for_a_key_in_the_batch_commits_it_first(store: CredentialStore) -> None:
-    server = batched_server(store, interval=60.0)
-    meter = Meter(b"meter-1", PSKS[b"meter-1"], 40000, seed=2)
-    net = Net(server, [meter])
-    meter.pac.start(0.0)
-    step_without_commit(net)  # the EAP success is held, its keys wait in the batch
+    server, net, meter = held_success(store)  # EAP succeeded: its keys wait in the batch
     ring = server.directory.get(b"meter-1")
     assert ring is not None and key_rows(store) == 0
     theirs = server.key_for(ring.key_ids()[-1], C1222, 0.0)  # e.g. an eager head-end
@@ -631,11 +638,7 @@ def test_a_failed_commit_ends_the_session_and_drops_its_keys(
 
 
 def test_revocation_commits_pending_writes_durably(store: CredentialStore) -> None:
-    server = batched_server(store, interval=60.0)
-    meter = Meter(b"meter-1", PSKS[b"meter-1"], 40000, seed=2)
-    net = Net(server, [meter])
-    meter.pac.start(0.0)
-    step_without_commit(net)
+    server, net, _meter = held_success(store)
     server.flush(0.0, force=True)
     step_without_commit(net)
     server._audit(AuditKind.SESSION_END, b"meter-1", "a pending entry", 0.5)
@@ -647,11 +650,7 @@ def test_revocation_commits_pending_writes_durably(store: CredentialStore) -> No
 
 
 def test_revocation_while_the_success_is_held_never_sends_it(store: CredentialStore) -> None:
-    server = batched_server(store, interval=60.0)
-    meter = Meter(b"meter-1", PSKS[b"meter-1"], 40000, seed=2)
-    net = Net(server, [meter])
-    meter.pac.start(0.0)
-    step_without_commit(net)  # EAP succeeded, the PANA success is held
+    server, net, meter = held_success(store)  # EAP succeeded, the PANA success is held
     server.revoke(b"meter-1", 0.5)
     net.run_until(10.0)
     assert not [e for e in meter.events if isinstance(e, Authenticated)]
@@ -757,11 +756,7 @@ def test_a_success_never_confirmed_has_its_issued_keys_withdrawn(store: Credenti
 
 
 def test_the_context_shown_ahead_is_the_one_the_success_carries(store: CredentialStore) -> None:
-    server = batched_server(store, interval=60.0)
-    meter = Meter(b"meter-1", PSKS[b"meter-1"], 40000, seed=2)
-    net = Net(server, [meter])
-    meter.pac.start(0.0)
-    step_without_commit(net)  # the EAP success is held
+    server, net, meter = held_success(store)
     ((sid, answer),) = server._held
     shown = server.agent.success_context(sid, answer)
     assert shown is not None
@@ -775,3 +770,20 @@ def test_the_context_shown_ahead_is_the_one_the_success_carries(store: Credentia
     # nothing to show for a session not waiting for its AAA answer, or for a failure
     assert server.agent.success_context(sid, answer) is None
     assert server.agent.success_context(0x7FFF_FFFF, answer) is None
+
+
+def test_a_success_other_than_the_one_shown_carries_its_own_terms(store: CredentialStore) -> None:
+    # The PAA keeps what it showed for the held answer only: another success answer for the
+    # session (here with another lifetime) is not given the context shown for the first.
+    server, net, _meter = held_success(store)
+    ((sid, answer),) = server._held
+    shown = server.agent.success_context(sid, answer)
+    assert shown is not None and shown[1] == LIFETIME
+    server._held.clear()
+    other = dataclasses.replace(answer, lifetime=LIFETIME / 2)
+    server.agent.aaa_answer(sid, other, 0.0)
+    step_without_commit(net)
+    server.flush(0.0, force=True)
+    step_without_commit(net)
+    (done,) = net.of(Authenticated)
+    assert done.lifetime == LIFETIME / 2 and done.context.key_id == shown[0].key_id

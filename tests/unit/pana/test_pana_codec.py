@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hmac
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from tests.conftest import load_vector
 
 from amistack.crypto import PrfHash
@@ -99,6 +103,47 @@ def test_sha256_128_suite() -> None:
     assert not verify(raw, IntegrityAlgorithm.AUTH_HMAC_SHA1_160, key)
     zeroed = raw[:-16] + bytes(16)
     assert compute_auth(IntegrityAlgorithm.AUTH_HMAC_SHA2_256_128, key, zeroed) == auth
+
+
+_AVPS = st.lists(
+    st.builds(
+        Avp,
+        st.sampled_from([AvpCode.AUTH, AvpCode.EAP_PAYLOAD, AvpCode.NONCE, 999]),
+        st.binary(max_size=40),
+        st.sampled_from([None, 0x12345678]),
+    ),
+    max_size=5,
+).map(tuple)
+
+
+@given(
+    _AVPS,
+    st.integers(0, 0xFFFF),
+    st.integers(0, 0xFFFFFFFF),
+    st.integers(0, 0xFFFF),
+    st.sampled_from(list(IntegrityAlgorithm)),
+    st.binary(min_size=1, max_size=40),
+)
+def test_sign_is_the_definition(
+    avps: tuple[Avp, ...],
+    flags: int,
+    seq: int,
+    reserved: int,
+    alg: IntegrityAlgorithm,
+    key: bytes,
+) -> None:
+    # RFC 5191 §5.4: the message with any AUTH AVP dropped and one appended last, whose value
+    # is the HMAC of that whole message with the value zeroed; other fields kept as they are
+    msg = PanaMessage(MessageType.AUTH, flags, 0x1234, seq, avps, reserved)
+    n = 20 if alg is IntegrityAlgorithm.AUTH_HMAC_SHA1_160 else 16
+    kept = tuple(a for a in avps if not (a.code == AvpCode.AUTH and a.vendor_id is None))
+    zeroed = PanaMessage(
+        MessageType.AUTH, flags, 0x1234, seq, (*kept, Avp(AvpCode.AUTH, bytes(n))), reserved
+    ).encode()
+    name = "sha1" if alg is IntegrityAlgorithm.AUTH_HMAC_SHA1_160 else "sha256"
+    want = zeroed[:-n] + hmac.digest(key, zeroed, name)[:n]
+    assert sign(msg, alg, key) == want
+    assert verify(want, alg, key)
 
 
 def test_vendor_and_unknown_avps_kept() -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from tests.unit.pana.pana_harness import PAA_ADDR, World, make_paa, make_pac, pac_addr
 
+from amistack.crypto import seeded_random
 from amistack.pana.constants import MessageType
 from amistack.pana.events import Authenticated, PingCompleted, SessionTerminated
 from amistack.pana.message import PanaMessage
 from amistack.pana.paa import PaaState, Route
 from amistack.pana.pac import PacConfig, PacState
-from amistack.pana.timers import Retransmission, RetransmitParams
+from amistack.pana.timers import Retransmission, RetransmitParams, jitter_source
 
 A1 = pac_addr(1)
 
@@ -48,6 +49,22 @@ def test_retransmission_schedule_is_rfc3315() -> None:
         deadlines.append(r.deadline)
     gaps = [round(b - a, 2) for a, b in zip([0.0, *deadlines], deadlines, strict=False)]
     assert gaps[:6] == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0] and len(deadlines) == 11
+
+
+def test_jitter_source_hands_out_the_injected_stream_in_order() -> None:
+    # the PAA's timers draw RAND in batches: the same octets, in the same order, as the source
+    calls: list[int] = []
+    source = seeded_random(7)
+
+    def counted(n: int) -> bytes:
+        calls.append(n)
+        return source(n)
+
+    jitter = jitter_source(counted, batch=8)
+    got = b"".join(jitter(n) for n in (2, 2, 3, 2, 2, 20, 2))
+    want = seeded_random(7)
+    assert got == want(8)[:7] + want(8)[:4] + want(20) + want(8)[:2]
+    assert calls == [8, 8, 20, 8]  # one call per batch (or per larger draw), never per timer
 
 
 def test_repeated_pci_is_rate_limited_before_the_par_cache() -> None:

@@ -18,6 +18,7 @@ from amistack.pana.local_backend import LocalEapBackend
 from amistack.pana.message import PanaMessage
 from amistack.pana.paa import PaaConfig, PanaAuthAgent
 from amistack.pana.pac import PacConfig, PanaClient
+from amistack.pana.timers import JITTER_BATCH
 
 PAA = ("192.0.2.1", 716)
 PAC = ("192.0.2.2", 50000)
@@ -33,8 +34,8 @@ def scripted(by_size: dict[int, list[bytes]]) -> RandomSource:
     queues = {n: list(v) for n, v in by_size.items()}
 
     def rng(n: int) -> bytes:
-        if n == 2:
-            return b"\x7f\xff"
+        if n == 2 or n == JITTER_BATCH:  # (the PAA draws its timers' RAND in batches)
+            return b"\x7f\xff" * (n // 2)
         return queues[n].pop(0)
 
     return rng
