@@ -44,15 +44,19 @@ def test_small_fleet_both_modes_lose_nothing() -> None:
 
 def test_at_1000_meters_per_cell_push_congests_and_polling_does_not() -> None:
     polled, pushed = _run(1000, Mode.POLLED), _run(1000, Mode.PUSHED)
-    # polled: the concentrator's bounded outstanding reads keep the cell's queue short
-    assert polled["readings_lost"] == 0 and polled["cell_dropped"] == 0
+    # polled: the concentrator's bounded outstanding reads keep the cell's queue short. What
+    # joining the congested cell can cost is apart from collection: a PANA success whose PAN
+    # and retransmitted PARs were all dropped leaves a meter with keys the key server withdrew
+    # (docs/key-hierarchy.md, "Durability" 3); its reading is lost until it re-authenticates
+    assert polled["cell_dropped"] == 0
+    assert polled["readings_lost"] <= polled["keyserver_successes_unconfirmed"]
     assert polled["packets_per_reading"] == 4.0  # request + response, two slots' reads
     assert polled["slot_time_max_s"] < 900  # within the slot, but minutes, not seconds
     # pushed: the random offsets put ~7 packets/s on a 5 packets/s cell: drops, lost pushes,
     # retransmissions; the targeted polls after the grace period recover every reading
     assert pushed["cell_dropped"] > 1000 and pushed["meters_pushes_lost"] > 100
     assert pushed["collected_via"].get("targeted", 0) > 100
-    assert pushed["readings_lost"] == 0
+    assert pushed["readings_lost"] <= pushed["keyserver_successes_unconfirmed"]
     assert pushed["packets_per_reading"] > 2 * polled["packets_per_reading"]
     assert pushed["cell_utilisation_peak_10s"] > 0.95
 

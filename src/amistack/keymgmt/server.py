@@ -602,9 +602,16 @@ class KeyServer:
 
     def _withdraw(self, session_id: int, now: float) -> None:
         """A session whose PANA success was issued ended before the PaC's PAN with the C flag
-        confirmed it: its generation is dropped (never announced, never current again)."""
+        confirmed it: its generation is dropped (never announced, never current again).
+
+        A success that went out (not held: counted `successes_unconfirmed`): the PaC may hold the
+        generation although this server dropped it, when every PAN and every retransmitted PAR
+        was lost (RFC 5191 gives the PaC no way to tell); it learns at its next PANA exchange
+        (re-authentication), and until then the head-end finds no key for it."""
         issued = self._issued.pop(session_id, None)
         if issued is not None:
+            if all(sid != session_id for sid, _ in self._held):
+                self.counters["successes_unconfirmed"] += 1
             self.directory.drop(issued[0], issued[1], now)  # (its events were never shown)
             self._uncommitted.pop(issued[1], None)
 
@@ -652,14 +659,14 @@ class KeyServer:
         cut = now if shorten_to is None else max(now, shorten_to)
         # EAP successes of this device still held: never sent (ended below, not released)
         refused = [sid for sid, answer in self._held if answer.peer_id == did]
-        self._held = [(sid, answer) for sid, answer in self._held if answer.peer_id != did]
         for sid in refused:  # keys issued with a held success are never written either
             issued = self._issued.get(sid)
             entry = None if issued is None else self._success_entries.pop(issued[1], None)
             if entry is not None:
                 self._batch.audits.remove(entry)
                 self.counters[entry[0]] -= 1
-            self._withdraw(sid, now)
+            self._withdraw(sid, now)  # (still held: not counted as unconfirmed)
+        self._held = [(sid, answer) for sid, answer in self._held if answer.peer_id != did]
         self.flush(now, force=True)  # what happened before the revocation is audited before it
         newly = self.store.revoke(did, reason, now, cut)  # first: re-auth fails from here on
         for sid in refused:

@@ -578,6 +578,9 @@ def summarize(
         "meters_pushes_lost": sum(n.counters["pushes-lost"] for n in fleet.nodes),
         "authentications": sum(a.authentications for a in fleet.access),
         "meters_authenticated": authenticated(fleet),
+        # PANA successes sent whose PAN with the C flag never came back: the key server dropped
+        # the generation, the meter may hold it (docs/key-hierarchy.md, "Durability" 3)
+        "keyserver_successes_unconfirmed": fleet.keyserver.counters["successes_unconfirmed"],
         "join": fleet.join,
         "cpu_s": round(cpu_run, 2),
         "cpu_build_s": round(cpu_build, 2),

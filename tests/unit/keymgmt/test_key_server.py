@@ -657,6 +657,7 @@ def test_revocation_while_the_success_is_held_never_sends_it(store: CredentialSt
     assert server.directory.get(b"meter-1") is None and not net.of(Authenticated)
     assert kinds(store)[:2] == ["enroll", "revoke"]  # its issued keys were withdrawn unsaid
     assert "auth-success" not in kinds(store) and key_rows(store) == 0
+    assert server.counters["successes_unconfirmed"] == 0  # never sent: nobody holds it
 
 
 def test_revoked_by_another_process_before_the_commit_gets_no_keys(
@@ -753,6 +754,8 @@ def test_a_success_never_confirmed_has_its_issued_keys_withdrawn(store: Credenti
     assert server.directory.get(b"meter-1") is None and key_rows(store) == 0
     assert server.key_for(mine.key_id, C1222, 400.0) is None
     assert not server._issued and not server._uncommitted
+    # the meter still holds what it was told: counted, since it learns only at its next exchange
+    assert server.counters["successes_unconfirmed"] == 1
 
 
 def test_the_context_shown_ahead_is_the_one_the_success_carries(store: CredentialStore) -> None:
