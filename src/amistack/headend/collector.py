@@ -32,7 +32,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from amistack.addr import Addr
 from amistack.c1222.acse import ApTitle
@@ -374,25 +374,23 @@ class Collector:
             self._open_slot(self._next_boundary, now)
             self._next_boundary += self.step
         if self._store_retry is None or now >= self._store_retry:
-            self._ingest(lambda: self.ingestor.handle_timer(now), now)
+            self._ingest(self.ingestor.handle_timer, now)
         self._pump(now)
 
-    def _ingest(self, call: Callable[[], IngestReport | None], now: float) -> None:
-        """Run an Ingestor call that may store; a failed store acknowledges nothing, keeps the
-        submissions pending and is retried after `store_retry_s`."""
+    def _ingest(self, call: Callable[..., IngestReport | None], now: float, *args: Any) -> None:
+        """Run an Ingestor call that may store, `call(*args, now)` (a bound method: no closure
+        per push); a failed store acknowledges nothing, keeps the submissions pending and is
+        retried after `store_retry_s`."""
         try:
-            report = call()
+            report = call(*args, now)
         except Exception:
-            self._store_failed(now)
+            self.counters["store-failed"] += 1
+            self._store_retry = now + self.store_retry_s
+            log.exception("storing readings failed; nothing acknowledged, retrying")
             return
         self._store_retry = None
         if report is not None:
             self._on_report(report, now)
-
-    def _store_failed(self, now: float) -> None:
-        self.counters["store-failed"] += 1
-        self._store_retry = now + self.store_retry_s
-        log.exception("storing readings failed; nothing acknowledged, retrying")
 
     def _open_slot(self, boundary: int, now: float) -> None:
         slot = self.slots.setdefault(boundary, SlotStats(boundary))
@@ -651,20 +649,13 @@ class Collector:
             if s not in have:
                 m.pending.add(s)
         self._tags[tag] = _Tag(m.target.meter_id, starts, via, boundary)
-        try:  # `_ingest` without building a closure per push
-            report = self.ingestor.submit(tag, readings, now)
-        except Exception:
-            self._store_failed(now)
-            return tag
-        self._store_retry = None
-        if report is not None:
-            self._on_report(report, now)
+        self._ingest(self.ingestor.submit, now, tag, readings)
         return tag
 
     def flush(self, now: float) -> None:
         """Make everything submitted durable now (shutdown, tests)."""
         if self.ingestor.pending or self._tags:
-            self._ingest(lambda: self.ingestor.flush(now), now)
+            self._ingest(self.ingestor.flush, now)
 
     def _on_report(self, report: IngestReport, now: float) -> None:
         # a batch's deliveries are all at `now`: one (frozen) `Delivery` per way, shared by
