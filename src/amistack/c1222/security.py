@@ -264,6 +264,6 @@ def ring_send_key(ring: KeyRing) -> SendKey:
 
     def current(device_id: bytes, now: float) -> tuple[int, bytes] | None:
         key = ring.current(C1222, now)
-        return None if key is None else (key.key_id.generation & 0xFF, key.key)  # key_id_byte
+        return None if key is None else (key_id_byte(key.key_id), key.key)
 
     return current
