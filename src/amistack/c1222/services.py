@@ -200,20 +200,14 @@ class Write:
         return ServiceCode.FULL_WRITE if self.offset is None else ServiceCode.PARTIAL_WRITE_OFFSET
 
     def encode(self) -> bytes:
-        if self.offset is None:  # a full write (a push): no offset, no enum look-up
+        # the codes as plain ints (not the enum-valued `code`): a full write is every push
+        if self.offset is None:
             head = bytes((_FULL_WRITE,)) + self.table.to_bytes(2, "big")
-            return (
-                head + len(self.data).to_bytes(2, "big") + self.data + bytes((checksum(self.data),))
-            )
-        off = self.offset.to_bytes(3, "big")
-        return (
-            bytes([self.code])
-            + self.table.to_bytes(2, "big")
-            + off
-            + len(self.data).to_bytes(2, "big")
-            + self.data
-            + bytes([checksum(self.data)])
-        )
+        else:
+            head = bytes((_PARTIAL_WRITE,)) + self.table.to_bytes(2, "big")
+            head += self.offset.to_bytes(3, "big")
+        data = self.data
+        return head + len(data).to_bytes(2, "big") + data + bytes((checksum(data),))
 
 
 @dataclass(frozen=True)
