@@ -63,6 +63,12 @@ class IssuedLike(Protocol):
     def not_after(self) -> float: ...
 
 
+def _same(a: IssuedLike, b: IssuedLike) -> bool:
+    """Whether `a` and `b` name the same generation with the same end (ids by identity first:
+    asked on every refresh, and the records are usually the very same `KeyId`)."""
+    return (a.key_id is b.key_id or a.key_id == b.key_id) and a.not_after == b.not_after
+
+
 class SyncKeySource(Protocol):
     """`KeyServer` has exactly this shape (in-process demo)."""
 
@@ -405,10 +411,7 @@ class HeadendKeys:
         if watched is not None and cached is not None and len(cached) == 1:
             k = cached[0]
             if (
-                watched.superseded_at is None
-                and watched.not_after == k.not_after
-                and watched.valid_at(now)
-                and (watched.key_id is k.key_id or watched.key_id == k.key_id)
+                watched.superseded_at is None and watched.valid_at(now) and _same(k, watched)
             ):  # what the source would answer (the module docstring): the cache stands
                 self.counters["refresh-watched"] += 1
                 if self._negative:  # as `install` (usually empty: no miss remembered)
@@ -421,11 +424,7 @@ class HeadendKeys:
         self._watch(device, current, now)
         if current is not None and cached is not None and len(cached) == 1:
             k = cached[0]  # the usual refresh: the one cached generation is the current one
-            if (
-                (k.key_id is current.key_id or k.key_id == current.key_id)
-                and k.not_after == current.not_after
-                and k.key == current.key
-            ):
+            if _same(k, current) and k.key == current.key:
                 self._negative.pop((device, key_id_byte(k.key_id)), None)  # as `install`
                 return
         skip = None if current is None else current.key_id
@@ -443,10 +442,7 @@ class HeadendKeys:
         """Keep the directory's record of `current` (what the source just answered) to watch."""
         if self._directory is not None and current is not None:
             rec = self._directory.current(device, PURPOSE, now)
-            if rec is not None and (rec.key_id, rec.not_after) == (
-                current.key_id,
-                current.not_after,
-            ):
+            if rec is not None and _same(rec, current):
                 self._watched[device] = rec
                 return
         self._watched.pop(device, None)
