@@ -26,10 +26,11 @@ when, and by which path (push, poll, targeted, backfill) -- what sim/fleet.py re
 
 from __future__ import annotations
 
+import functools
 import heapq
 import logging
 from collections import Counter, deque
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -44,7 +45,6 @@ from amistack.c1222.tables import (
     CurrentRegisters,
     LoadProfile,
     Table,
-    decode_intervals,
     decode_ltime,
     unpack_intervals,
 )
@@ -111,7 +111,7 @@ class _Starts:
     """Stored interval starts on the `step` grid, as the bits of an int from the oldest kept
     (bit k: `(base + k) * step`): a meter's lookback window in tens of bytes where a set of
     ints takes ~3.5 KB (a head-end keeps one per meter). Starts off the grid are not kept: the
-    lookback (`Collector._lookback`) asks only for starts on it."""
+    lookback window (`Collector._missing`) asks only for starts on it."""
 
     __slots__ = ("base", "bits", "step")
 
@@ -131,17 +131,23 @@ class _Starts:
     def __bool__(self) -> bool:
         return self.bits != 0
 
-    def covers(self, starts: range) -> bool:
-        """Whether every start of `starts` (a range on the grid, non-empty) is kept: one mask,
-        not a look-up per start."""
-        first, step = starts.start, self.step
-        if first % step or starts.step != step:
-            return False
+    def absent(self, starts: range) -> list[int]:
+        """The starts of `starts` that are not kept, oldest first. A window on the grid (every
+        lookback is) is answered from its bits at once, not by a look-up per start: a
+        lookback is up to `lookback_intervals` starts, asked at every slot and every read, and
+        usually one start or none is absent."""
+        first, step, n = starts.start, self.step, len(starts)
+        if first % step or (n > 1 and starts.step != step):
+            return [s for s in starts if s not in self]
         k = first // step - self.base
-        if k < 0:
-            return False
-        mask = (1 << len(starts)) - 1
-        return self.bits >> k & mask == mask
+        window = self.bits >> k if k >= 0 else self.bits << -k
+        holes = ~window & ((1 << n) - 1)  # bit j: start `first + j * step` is not kept
+        out = []
+        while holes:
+            low = holes & -holes
+            out.append(first + (low.bit_length() - 1) * step)
+            holes ^= low
+        return out
 
     def add(self, start: int) -> None:
         if start % self.step:
@@ -187,12 +193,11 @@ class _Cell:
     armed_at: float | None = None  # the next_start of its entry in Collector._ready
 
 
-@dataclass(frozen=True)
-class _Read:
+class _Read(NamedTuple):  # one per read in flight: a tuple builds faster than a dataclass
     meter_id: str
     reason: str
     first: int  # table index asked for
-    count: int
+    intervals: int  # how many asked for
     boundary: int  # the slot the read was made for
 
 
@@ -210,6 +215,21 @@ class RegisterRead:
     meter_id: str
     request_id: int
     registers: CurrentRegisters | None
+
+
+@functools.lru_cache(maxsize=256)
+def _lp_reads(table: int, first: int, count: int) -> tuple[Read, Read]:
+    """The EPSEM of a load-profile read: its header, and `count` intervals from index `first`.
+    `Read`s are immutable and a fleet's reads are nearly all alike (the newest interval of an
+    equally long table): shared, not built (and checked) anew for every read."""
+    return (
+        Read(table, 0, LoadProfile.HEADER),
+        Read(
+            table,
+            LoadProfile.HEADER + first * LoadProfile.INTERVAL_SIZE,
+            count * LoadProfile.INTERVAL_SIZE,
+        ),
+    )
 
 
 def parse_lp_header(data: bytes) -> tuple[int, int, float]:
@@ -242,6 +262,7 @@ class Collector:
         self.ingestor = ingestor
         self.send_key_byte = send_key_byte
         self.step = config.interval_minutes * 60
+        self._lookback_span = (config.lookback_intervals - 1) * self.step  # oldest to newest
         self.table = _TABLE_FOR_MINUTES[config.interval_minutes]
         self.counters: Counter[str] = Counter()
         self.slots: dict[int, SlotStats] = {}
@@ -313,21 +334,14 @@ class Collector:
 
     def missing(self, meter_id: str, now: float) -> list[int]:
         """Interval starts expected from the meter (lookback window) and not stored or pending."""
-        m = self._meters[meter_id]
-        return [s for s in self._lookback(m, now) if s not in m.have and s not in m.pending]
+        return self._missing(self._meters[meter_id], now)
 
-    def _lookback(self, m: _Meter, now: float) -> range:
-        """The interval starts expected from `m` by now (the lookback window), oldest first."""
-        newest = (int(now) // self.step - 1) * self.step
-        oldest = max(m.since, newest - (self.config.lookback_intervals - 1) * self.step)
-        return range(oldest, newest + 1, self.step)
-
-    def _misses_any(self, m: _Meter, now: float) -> bool:
-        """`bool(missing(...))`, newest first: usually the newest interval is the one missing."""
-        lookback = self._lookback(m, now)
-        if lookback and m.have.covers(lookback):  # the usual meter: everything stored
-            return False
-        return any(s not in m.have and s not in m.pending for s in reversed(lookback))
+    def _missing(self, m: _Meter, now: float) -> list[int]:
+        step = self.step
+        newest = (int(now) // step - 1) * step
+        oldest = max(m.since, newest - self._lookback_span)  # the lookback window
+        absent = m.have.absent(range(oldest, newest + 1, step))
+        return [s for s in absent if s not in m.pending] if m.pending else absent
 
     # -- timers ------------------------------------------------------------------------------
 
@@ -402,7 +416,7 @@ class Collector:
             m.have.forget_before(horizon)
             if m.since < boundary:
                 slot.expected.add(meter_id)
-            if self._misses_any(m, now):
+            if self._missing(m, now):
                 m.attempts = 0
                 self._enqueue(m, reason)
 
@@ -418,9 +432,12 @@ class Collector:
         self._arm(cell)
 
     def _pump(self, now: float) -> None:
+        heap = self._ready
+        if not heap or heap[0][0] > now:  # the usual call (after each answer): no cell due
+            return
         lim = self.config.per_cell_outstanding
         gap = 1.0 / self.config.per_cell_rate
-        heap, due = self._ready, set()
+        due: set[int] = set()
         while heap and heap[0][0] <= now:  # the cells that may start a read now
             at, index = heapq.heappop(heap)
             cell = self._cell_list[index]
@@ -449,7 +466,7 @@ class Collector:
                 cell.next_start = max(now, cell.next_start) + gap
             self._arm(cell)
 
-    def _request(self, m: _Meter, requests: list[Read], now: float) -> int | None:
+    def _request(self, m: _Meter, requests: Sequence[Read], now: float) -> int | None:
         addr = m.target.addr
         if addr is None:
             self.counters["no-address"] += 1
@@ -471,7 +488,7 @@ class Collector:
         return rid
 
     def _start_read(self, m: _Meter, reason: str, now: float) -> int | None:
-        missing = self.missing(m.target.meter_id, now)
+        missing = self._missing(m, now)
         if not missing:
             return None
         missing = missing[-self.config.max_read_intervals :]
@@ -480,12 +497,7 @@ class Collector:
         n_table = m.n_intervals or self.config.retention_days * 86400 // self.step
         count = min(count, n_table)
         first = n_table - count
-        lp_off = LoadProfile.HEADER + first * LoadProfile.INTERVAL_SIZE
-        reqs = [
-            Read(self.table, 0, LoadProfile.HEADER),
-            Read(self.table, lp_off, count * LoadProfile.INTERVAL_SIZE),
-        ]
-        rid = self._request(m, reqs, now)
+        rid = self._request(m, _lp_reads(self.table, first, count), now)
         if rid is not None:
             boundary = newest + self.step
             self._reads[rid] = _Read(m.target.meter_id, reason, first, count, boundary)
@@ -570,7 +582,9 @@ class Collector:
                     self.counters["read-failed"] += 1
                 self._pump(now)
                 return
-            ivs = decode_intervals(ReadResult.decode(ev.responses[1].data).data)
+            packed = ReadResult.decode(ev.responses[1].data).data
+            if len(packed) % LoadProfile.INTERVAL_SIZE:  # decode_intervals' check
+                raise C1222DecodeError(len(packed), "not a whole number of intervals")
         except C1222DecodeError:
             self.counters["decode-error"] += 1
             self._pump(now)
@@ -579,20 +593,13 @@ class Collector:
         key = 0
         if self.send_key_byte is not None:
             key = self.send_key_byte(m.target.ap_title.device_id, now) or 0
-        readings = []
-        for j, iv in enumerate(ivs):
-            start = int(end) - (n_hdr - (rd.first + j)) * self.step
-            readings.append(
-                IntervalReading(
-                    m.target.meter_id,
-                    start,
-                    self.config.interval_minutes,
-                    iv.value_wh,
-                    0,
-                    iv.status,
-                    key,
-                )
-            )
+        # the intervals as (status, value) tuples, not `Interval`s (as a push's, `_on_push`)
+        meter_id, minutes, step = m.target.meter_id, self.config.interval_minutes, self.step
+        first = int(end) - (n_hdr - rd.first) * step  # start of the first interval read
+        readings = [
+            IntervalReading(meter_id, first + j * step, minutes, value, 0, status, key)
+            for j, (status, value) in enumerate(unpack_intervals(packed))
+        ]
         self.counters["polled-readings"] += len(readings)
         self._submit(m, readings, rd.reason, rd.boundary, now)
         self._pump(now)

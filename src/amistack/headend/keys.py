@@ -356,9 +356,12 @@ class HeadendKeys:
         return None if meter_id is None else meter_id.encode()
 
     def _valid(self, device: bytes, now: float) -> list[CachedKey]:
+        """The device's unexpired keys, newest first (possibly the cached list: read only)."""
         keys = self._keys.get(device)
         if not keys:
             return []
+        if len(keys) == 1 and keys[0].not_after > now:  # the usual cache: no list to build
+            return keys
         live = [k for k in keys if k.not_after > now]
         if len(live) != len(keys):
             self._keys[device] = live

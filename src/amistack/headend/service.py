@@ -48,6 +48,8 @@ from amistack.headend.storage import ReadingRepository
 
 log = logging.getLogger(__name__)
 
+_KEYED_PAGE = 500  # meters asked about in one query (under SQLite's 999 bound parameters)
+
 
 @dataclass(frozen=True)
 class HeadEndConfig:
@@ -260,11 +262,15 @@ class HeadEnd:
         """Start fetching the event log of every collected meter whose address is known and
         whose event-log key is registered; returns how many fetches started."""
         started = 0
-        for meter_id in self.collector.meter_ids():
-            target = self.collector.target(meter_id)
-            if target is None or target.addr is None or self.repo.eventlog_key(meter_id) is None:
-                continue
-            started += self.eventlogs.fetch(meter_id, target.addr, target.ap_title, now)
+        meter_ids = self.collector.meter_ids()
+        for i in range(0, len(meter_ids), _KEYED_PAGE):
+            page = meter_ids[i : i + _KEYED_PAGE]
+            keyed = self.repo.eventlog_keyed(page)
+            for meter_id in page:
+                target = self.collector.target(meter_id)
+                if target is None or target.addr is None or meter_id not in keyed:
+                    continue
+                started += self.eventlogs.fetch(meter_id, target.addr, target.ap_title, now)
         if self.config.eventlog_every_s:
             self._next_eventlogs = now + self.config.eventlog_every_s
         return started

@@ -174,6 +174,7 @@ class ReadingRepository(Protocol):
     # the event log's trust anchors: the meter's public key and the last head accepted
     def set_eventlog_key(self, meter_id: str, public_key_pem: str | bytes, now: float) -> str: ...
     def eventlog_key(self, meter_id: str) -> tuple[str, str] | None: ...
+    def eventlog_keyed(self, meter_ids: Sequence[str]) -> set[str]: ...
     def eventlog_head(self, meter_id: str) -> EventLogHead | None: ...
     def reset_eventlog_head(
         self, meter_id: str, now: float, reason: str
@@ -471,6 +472,17 @@ class _SqlRepository(ABC):
             "SELECT public_key_pem, key_id FROM eventlog_keys WHERE meter_id = ?", (meter_id,)
         )
         return (row[0], row[1]) if row else None
+
+    def eventlog_keyed(self, meter_ids: Sequence[str]) -> set[str]:
+        """Which of these meters have an event-log key: one query for a page of meters, not
+        one per meter (the head-end asks for every meter it collects, every hour)."""
+        if not meter_ids:
+            return set()
+        rows = self._read(
+            f"SELECT meter_id FROM eventlog_keys WHERE meter_id IN ({_marks(meter_ids)})",
+            list(meter_ids),
+        )
+        return {str(r[0]) for r in rows}
 
     def eventlog_head(self, meter_id: str) -> EventLogHead | None:
         row = self._read_one(f"SELECT {_HEAD} FROM eventlog_heads WHERE meter_id = ?", (meter_id,))

@@ -309,8 +309,9 @@ def test_stored_starts_behave_as_the_set_of_grid_starts(ops: list[tuple[str, int
         )
         if model:
             assert starts.oldest() == min(model)
-        for lo, n in ((k - 3, 4), (k, 1), (k - 1, 2)):  # `covers`: the set's answer, by mask
-            first = base + lo * step
+        for lo, n in ((k - 3, 4), (k, 1), (k - 1, 2), (k - 200, 400), (k, 0)):
+            first = base + lo * step  # `absent`: the set's answer, by mask
             window = range(first, first + n * step, step)
-            assert starts.covers(window) == all(x in model for x in window)
-        assert not starts.covers(range(base + step // 2, base + 3 * step, step))  # off grid
+            assert starts.absent(window) == [x for x in window if x not in model]
+        off_grid = range(base + step // 2, base + 3 * step, step)
+        assert starts.absent(off_grid) == list(off_grid)

@@ -11,6 +11,7 @@ from tests.unit.headend.conftest import T0, reading
 from amistack.headend.registry import HeadendError, MeterState
 from amistack.headend.schema import CommandKind, CommandState, MeterEvent, VeeFlag
 from amistack.headend.storage import ReadingRepository
+from amistack.securemodule import SoftwareModule
 
 AP = "2.16.124.113620.1.22.0."
 
@@ -57,6 +58,16 @@ def test_register_refuses_duplicates_and_bad_fields(repo: ReadingRepository) -> 
     with pytest.raises(HeadendError) as e:
         repo.commission_meter("ghost", 1.0)
     assert e.value.code == "not_found"
+
+
+def test_eventlog_keyed_names_the_meters_with_a_key(
+    repo: ReadingRepository, tmp_path: Path
+) -> None:
+    _register(repo, 3)
+    pem = SoftwareModule.create(tmp_path / "module.pem", "m001/eventlog").public_key_pem()
+    repo.set_eventlog_key("m001", pem, 11.0)
+    assert repo.eventlog_keyed(["m000", "m001", "m002", "ghost"]) == {"m001"}
+    assert repo.eventlog_keyed(["m000"]) == set() and repo.eventlog_keyed([]) == set()
 
 
 def test_list_meters_pages_and_filters(repo: ReadingRepository) -> None:
