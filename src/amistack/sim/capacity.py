@@ -37,7 +37,7 @@ class ServiceQueue:
         # the CPU the real engine spent on the datagrams it was handed (this machine's figure,
         # to check `service_s` against; it never feeds back into the simulated time), measured
         # on every CPU_SAMPLE-th datagram: reading the process's CPU clock is a system call
-        # (~2 us here, more under load; twice a datagram it was ~7 % of a fleet's build)
+        # (~2 us here, twice a datagram), and under load the process is often preempted there
         self._sampled = 0
         self._sampled_cpu_s = 0.0
 
