@@ -59,9 +59,12 @@ def run_shard(sc: ScenarioConfig, shard: int, disposable: bool = False) -> dict[
     of being walked and freed by a full collection: tens of millions of objects at 50,000
     meters a shard, which took seconds while the part waited to be sent and then held the
     worker's close past its nanny's patience (it was killed after 4 s). A worker of a
-    cluster of your own (`cluster=`) lives on, so there the garbage is collected as usual."""
+    cluster of your own (`cluster=`) lives on, so there the garbage is collected as usual. A
+    worker that runs another shard (more shards than workers) collects the last one's fleet
+    before it starts: only its last fleet waits for the process's end."""
     from amistack.sim.scenarios import scenario_part
 
+    gc.unfreeze()  # scenario_part's service_gc collects what was left, then freezes the rest
     part = scenario_part(sc, shard)
     if disposable:
         gc.freeze()

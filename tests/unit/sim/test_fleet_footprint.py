@@ -168,3 +168,19 @@ def test_the_counted_meters_holding_keys_are_the_ones_a_scan_finds(
     assert seen and all(fast == scan for fast, scan in seen)
     if sc.scenario != "day":  # the counts moved (re-authentications, shut-outs, a blackout)
         assert len({fast for fast, _ in seen}) > 1
+
+
+def test_a_disposable_shard_leaves_only_its_last_fleet_frozen() -> None:
+    from amistack.sim.shard import run_shard
+
+    # (what a worker of the LocalCluster started for a run does: sim/shard.py)
+    sc = ScenarioConfig("day", meters=16, cells=2, shards=2, days=0.0625)
+    try:
+        run_shard(sc, 0, disposable=True)
+        first = gc.get_freeze_count()
+        assert first > 10_000  # the dead fleet, left for the process's end
+        run_shard(sc, 1, disposable=True)  # a second shard on the same worker
+        assert gc.get_freeze_count() < 1.5 * first  # the first's fleet was collected
+    finally:
+        gc.unfreeze()
+        gc.collect()
