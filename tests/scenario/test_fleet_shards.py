@@ -37,6 +37,11 @@ def test_shards_on_one_or_two_workers_simulate_the_same() -> None:
     assert sim["headend"]["readings_stored"] >= 24 * 2
     shards = one["wall"]["shards"]
     assert len(shards) == 2 and all(s["peak_rss_mb"] > 0 for s in shards)
+    # each shard's CPU beside its wall time, its fleet's build apart; the cluster's own costs
+    assert all(
+        s["wall_s"] >= s["build_wall_s"] > 0 < s["build_cpu_s"] <= s["cpu_s"] for s in shards
+    )
+    assert one["wall"]["cluster"].keys() == {"cluster_start_s", "tasks_s", "cluster_close_s"}
     # the same fleet unsharded: the same meters read in every slot (the key server's capacity,
     # split in two, is far from the limit here)
     whole = _run()["simulated"]

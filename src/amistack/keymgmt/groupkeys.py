@@ -419,7 +419,9 @@ class GroupKeyHolder:
         return tuple(sorted(self._keys.values(), key=lambda k: k.not_before))
 
     def get_timer(self) -> float | None:
-        return min((k.not_after for k in self._keys.values()), default=None)
+        if not self._keys:  # a star fleet's meters hold none, and are asked after every input
+            return None
+        return min(k.not_after for k in self._keys.values())
 
     def expire(self, now: float) -> tuple[int, ...]:
         """Drop keys past their end; the indexes dropped."""

@@ -176,10 +176,17 @@ class MeterAccess:
         return out
 
     def get_timer(self) -> float | None:
-        timers = [self._retry_at, self.keyring.get_timer(), self.group_keys.get_timer()]
+        # asked after every input (a simulated fleet: ~10 times per meter per authentication
+        # and per reading), so plain comparisons, not a list and min() over a generator
+        at = self._retry_at
+        for t in (self.keyring.get_timer(), self.group_keys.get_timer()):
+            if t is not None and (at is None or t < at):
+                at = t
         if self._pac is not None:
-            timers.append(self._pac.get_timer())
-        return min((t for t in timers if t is not None), default=None)
+            t = self._pac.get_timer()
+            if t is not None and (at is None or t < at):
+                at = t
+        return at
 
     def handle_timer(self, now: float) -> None:
         at = self.keyring.get_timer()

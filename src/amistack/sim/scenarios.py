@@ -369,13 +369,30 @@ def shares(times: list[float], total: int) -> dict[str, float | None]:
 Part = dict[str, Any]
 
 
-def _part_wall(fleet_walls: list[dict[str, Any]], cpu0: float) -> dict[str, Any]:
-    """A part's machine figures: events and key-server CPU, its CPU and its process's RSS."""
-    return {
+def _part_wall(
+    fleet_walls: list[dict[str, Any]],
+    start: tuple[float, float],
+    built: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """A part's machine figures: events and key-server CPU, its process CPU and wall time
+    (`start`: `_counters()` when it began; `built`: when its fleet was built, if it has one)
+    and its process's RSS. CPU beside wall shows what the part lost to other processes."""
+    now = _counters()
+    out = {
         **sum_walls(fleet_walls),
-        "cpu_s": round(time.process_time() - cpu0, 3),
+        "cpu_s": round(now[0] - start[0], 3),
+        "wall_s": round(now[1] - start[1], 3),
         "peak_rss_mb": peak_rss_mb(),
     }
+    if built is not None:
+        out["build_cpu_s"] = round(built[0] - start[0], 3)
+        out["build_wall_s"] = round(built[1] - start[1], 3)
+    return out
+
+
+def _counters() -> tuple[float, float]:
+    """(process CPU, perf counter) now: where a part's build ended, for `_part_wall`."""
+    return time.process_time(), time.perf_counter()
 
 
 def merge_keyservers(keyservers: list[dict[str, Any]]) -> dict[str, Any]:
@@ -397,8 +414,9 @@ def day_part(
     sc: ScenarioConfig, shard: int = 0, progress: ProgressHook | None = None
 ) -> tuple[Fleet, Part]:
     """Shard `shard` of a `day` (all of it when sc.shards is 1): its counts, which add up."""
-    cpu0 = time.process_time()
+    start = _counters()
     fleet = build_fleet(fleet_config(sc, shard=shard))
+    built = _counters()
     sampler = Sampler(fleet, sc.sample_s)
     sent0 = fleet.net.counters["sent"]
     end = fleet.start + sc.days * 86400 + 2 * SLOT_S  # two more slots: backfill, acks
@@ -407,7 +425,7 @@ def day_part(
     run_for(fleet, end, progress)
     boundaries = slot_boundaries(fleet.start, end)[: round(sc.days * 86400 / SLOT_S)]
     return fleet, {
-        "wall": _part_wall([fleet_wall(fleet)], cpu0),
+        "wall": _part_wall([fleet_wall(fleet)], start, built),
         "slot_counts": digest.part(boundaries),
         "packets": fleet.net.counters["sent"] - sent0,
         "headend": _headend_figures(fleet),
@@ -491,13 +509,13 @@ def _power_returns(fleet: Fleet, i: int) -> None:
 
 
 def _blackout(sc: ScenarioConfig, shard: int, progress: ProgressHook | None) -> Part:
-    cpu0 = time.process_time()
+    start = _counters()
     with_backoff, wall_on = _blackout_run(sc, True, shard, progress)
     without, wall_off = _blackout_run(sc, False, shard, progress)
     return {
         "with_backoff": with_backoff,
         "without_backoff": without,
-        "wall": _part_wall([wall_on, wall_off], cpu0),
+        "wall": _part_wall([wall_on, wall_off], start),
     }
 
 
@@ -561,8 +579,9 @@ def revoked_meters(sc: ScenarioConfig) -> list[int]:
 
 
 def _revocation(sc: ScenarioConfig, shard: int, progress: ProgressHook | None) -> Part:
-    cpu0 = time.process_time()
+    start = _counters()
     fleet = build_fleet(fleet_config(sc, shard=shard))
+    built = _counters()
     sampler = Sampler(fleet, sc.sample_s)
     chosen = set(revoked_meters(sc))
     revoked = [i for i, g in enumerate(fleet.ids) if g in chosen]  # this shard's, local
@@ -593,7 +612,7 @@ def _revocation(sc: ScenarioConfig, shard: int, progress: ProgressHook | None) -
         if r.received_at > t_rev + 1e-6
     )
     return {
-        "wall": _part_wall([fleet_wall(fleet)], cpu0),
+        "wall": _part_wall([fleet_wall(fleet)], start, built),
         "revoked": len(revoked),
         "shut_out_s": [lost_at[i] - t_rev for i in revoked if i in lost_at],
         "reauthenticated": sum(
@@ -666,11 +685,12 @@ def _simulate(sc: ScenarioConfig, progress: ProgressHook | None) -> dict[str, An
     else:
         from amistack.sim.shard import run_shards
 
-        parts = run_shards(sc, progress)
+        parts, cluster = run_shards(sc, progress)
     out = merge_parts(sc, parts)
     out["_wall"] = sum_walls([p["wall"] for p in parts])
     if sc.shards > 1:  # each shard's own figures, measured in its worker process
         out["_wall"]["shards"] = [p["wall"] for p in parts]
+        out["_wall"]["cluster"] = cluster
     return out
 
 
