@@ -51,6 +51,8 @@ DAY_S = 86400
 U32_MAX = 0xFFFF_FFFF
 LP_CACHE_MAX = RETENTION_DAYS * DAY_S // 900 + 96  # a full 15-minute window and a day more
 LTIME_NEVER = 946684800.0  # 2000-01-01T00:00:00Z: C12.19 "no time" in our LTIME_DATE
+_ProfileCall = tuple[float, float, float, int]  # start, end, model time, model revision
+_ProfileKey = tuple[int, int, int, float]  # model revision, window start and stop, its end
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,12 @@ class ModelTables:
         # stands, so a read packs only the ones that completed since the last (each read used
         # to rebuild the whole window); 5 bytes an interval
         self._lp_cache: dict[int, tuple[int, int, bytes]] = {}
-        self._lp_last: dict[int, tuple[tuple[int, int, int, float], LoadProfile]] = {}
+        # interval minutes -> (model revision, index of its first interval, a local day's
+        # intervals packed): a read of a new interval slices it from here (see _packed_range)
+        self._lp_day: dict[int, tuple[int, int, bytes]] = {}
+        # interval minutes -> the last profile: the arguments and revision it answered, its
+        # window and revision, and itself (see `profile`)
+        self._lp_last: dict[int, tuple[_ProfileCall, _ProfileKey, LoadProfile]] = {}
 
     def model_time(self, now: float) -> float:
         return self.time.model(now)
@@ -214,6 +221,12 @@ class ModelTables:
         """The complete intervals in model time [start, end) kept at `model_now`, as a
         C12.19 load profile whose end time is `end` (the newest interval ends there)."""
         model = self.model
+        call = (start, end, model_now, model.revision)
+        last = self._lp_last.get(interval_minutes)
+        # A collector reads the header, then a slice, of the same table in one request: the
+        # same call at the same model revision is the same profile, before any window is built
+        if last is not None and last[0] == call:
+            return last[2]
         compute: Callable[[int, int], list[tuple[int | None, int]]]
         if interval_minutes == INTERVAL_S // 60:
             compute = model.forwards
@@ -229,13 +242,13 @@ class ModelTables:
         else:
             newest_end = math.floor(min(end, model_now) / step) * step
         key = (revision, window.start, window.stop, newest_end)
-        last = self._lp_last.get(interval_minutes)
-        if last is not None and last[0] == key:  # a read of the header, then of the slice
-            return last[1]
-        packed = self._packed_window(interval_minutes, compute, window, revision)
-        profile = LoadProfile(interval_minutes, newest_end, PackedIntervals(packed))
+        if last is not None and last[1] == key:  # a later time in the same interval
+            profile = last[2]
+        else:
+            packed = self._packed_window(interval_minutes, compute, window, revision)
+            profile = LoadProfile(interval_minutes, newest_end, PackedIntervals(packed))
         if model.revision == revision:
-            self._lp_last[interval_minutes] = (key, profile)
+            self._lp_last[interval_minutes] = (call, key, profile)
         return profile
 
     def _packed_window(
@@ -262,7 +275,7 @@ class ModelTables:
             run = run[(window.start - first) * size :]
             first = window.start
         if stop < window.stop:
-            run += b"".join([_packed_interval(f) for f in compute(stop, window.stop)])
+            run += self._packed_range(interval_minutes, compute, stop, window.stop, revision)
             stop = window.stop
         if self.model.revision == revision:
             self._lp_cache[interval_minutes] = (revision, first, run)
@@ -271,6 +284,39 @@ class ModelTables:
         if window.stop == stop:
             return run
         return run[: (window.stop - first) * size]
+
+    def _packed_range(
+        self,
+        interval_minutes: int,
+        compute: Callable[[int, int], list[tuple[int | None, int]]],
+        k0: int,
+        k1: int,
+        revision: int,
+    ) -> bytes:
+        """Intervals k0..k1-1 packed, sliced from their local days packed whole (the newest
+        kept): a meter read or pushing once an interval needs one new interval at a time, and
+        slicing it costs less than computing and packing it alone. The model computes a day
+        whole anyway (`MeterModel._day`), and these are the same model calls in the same order
+        as computing [k0, k1) at once: one per day."""
+        model = self.model
+        step = interval_minutes * 60
+        per_day = DAY_S // step
+        size = LoadProfile.INTERVAL_SIZE
+        parts = []
+        k = k0
+        while k < k1:
+            first = int(model.day_start(model.local_day(k * step))) // step
+            cached = self._lp_day.get(interval_minutes)
+            if cached is not None and cached[0] == revision and cached[1] == first:
+                day = cached[2]
+            else:
+                day = b"".join([_packed_interval(f) for f in compute(first, first + per_day)])
+                if model.revision == revision:
+                    self._lp_day[interval_minutes] = (revision, first, day)
+            stop = min(k1, first + per_day)
+            parts.append(day[(k - first) * size : (stop - first) * size])
+            k = stop
+        return b"".join(parts)
 
     def switch_connected(self, now: float) -> bool:
         return self.model.switch.relay_closed(self.model_time(now))

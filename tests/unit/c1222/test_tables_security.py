@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -40,11 +42,22 @@ def test_ltime_round_trip(t: float) -> None:
     assert Clock.decode(Clock(t).encode()) == Clock(t)
 
 
+@given(times)
+def test_ltime_is_the_utc_calendar_second_each_time(t: float) -> None:
+    d = datetime.datetime.fromtimestamp(int(t), datetime.UTC)  # encode_ltime keeps a memo
+    want = bytes([d.year - 2000, d.month, d.day, d.hour, d.minute, d.second])
+    assert encode_ltime(t) == encode_ltime(t + 0.5) == want
+
+
 def test_ltime_rejects_invalid_dates() -> None:
     with pytest.raises(C1222DecodeError):
         decode_ltime(bytes([26, 2, 30, 0, 0, 0]))
     with pytest.raises(C1222DecodeError):
         decode_ltime(b"\x00")
+    for t in (946_684_799.0, 9_100_000_000.0):  # before 2000, after 2255: every time
+        for _ in range(2):
+            with pytest.raises(ValueError):
+                encode_ltime(t)
 
 
 @given(
