@@ -27,6 +27,7 @@ reads and writes of the table ids above into provider calls.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -392,9 +393,16 @@ def unpack_intervals(packed: bytes) -> Iterator[tuple[int, int]]:
     return _INTERVAL.iter_unpack(packed)
 
 
-def pack_interval(value_wh: int, status: int) -> bytes:
-    """One load-profile interval as the table carries it (see `PackedIntervals`)."""
-    return _INTERVAL.pack(status, value_wh)
+def pack_intervals(statuses_values: Sequence[int]) -> bytes:
+    """Load-profile intervals as the table carries them (see `PackedIntervals`), from their
+    status and value (Wh) laid flat, oldest first: status, value, status, value, ... (a day
+    of them in one struct call)."""
+    return _intervals_struct(len(statuses_values) // 2).pack(*statuses_values)
+
+
+@functools.lru_cache(maxsize=8)  # a meter packs a day at a time: 48 or 96 intervals
+def _intervals_struct(n: int) -> struct.Struct:
+    return struct.Struct("<" + "BI" * n)
 
 
 @dataclass(frozen=True)
@@ -680,7 +688,4 @@ def decode_intervals(data: bytes) -> Sequence[Interval]:
     """Intervals from a partial read made with `load_profile_offsets`."""
     if len(data) % LoadProfile.INTERVAL_SIZE:
         raise C1222DecodeError(len(data), "not a whole number of intervals")
-    return [
-        Interval(int.from_bytes(data[p + 1 : p + 5], "little"), data[p])
-        for p in range(0, len(data), LoadProfile.INTERVAL_SIZE)
-    ]
+    return [Interval(value, status) for status, value in _INTERVAL.iter_unpack(data)]

@@ -26,6 +26,7 @@ from amistack.c1222.tables import (
     ProcedureResponse,
     ProcedureResult,
     Table,
+    decode_intervals,
     decode_ltime,
     encode_ltime,
     remote_switch,
@@ -184,12 +185,15 @@ def test_packed_intervals_read_as_the_table_decodes_them(
     if len(raw) % LoadProfile.INTERVAL_SIZE:
         with pytest.raises(ValueError):
             PackedIntervals(raw)
+        with pytest.raises(C1222DecodeError):
+            decode_intervals(raw)
         return
     packed = PackedIntervals(raw)
     lp = LoadProfile(minutes, end, packed)
     decoded = LoadProfile.decode(lp.encode())
     assert decoded == lp and lp == decoded  # equal to the tuple of the same intervals
     assert list(packed) == list(decoded.intervals) and len(packed) == len(decoded.intervals)
+    assert decode_intervals(raw) == list(decoded.intervals)  # a partial read's slice
     assert [packed[i] for i in range(-len(packed), len(packed))] == list(decoded.intervals) * 2
     assert packed[1:3] == decoded.intervals[1:3]
     with pytest.raises(IndexError):

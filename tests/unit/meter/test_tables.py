@@ -107,8 +107,8 @@ def test_cached_profile_equals_a_fresh_one_as_time_passes_and_after_commands() -
             if k >= 3:
                 commands(fresh)
             assert tab.load_profile(minutes, t) == fresh.load_profile(minutes, t)
-    assert max(len(run) // 5 for _, _, run in tab._lp_cache.values()) <= 2 * 96  # the window
-    assert all(len(day) // 5 <= 96 for _, _, day in tab._lp_day.values())  # a day per length
+    assert max(len(run) // 5 for _, _, run, _, _ in tab._lp_cache.values()) <= 2 * 96  # window
+    assert all(len(day) // 5 <= 96 for *_, day in tab._lp_cache.values())  # a day per length
 
 
 def test_reads_across_midnight_equal_the_model_and_a_fresh_table() -> None:
@@ -135,8 +135,8 @@ def test_reads_across_midnight_equal_the_model_and_a_fresh_table() -> None:
                     want = model.load_profile_30min(start, end, t)
                 assert list(got.intervals) == [lp_interval(iv) for iv in want]
                 assert tab.profile(minutes, start, end, t) is got  # the same call: no rebuild
-    assert sorted(tab._lp_day) == [15, 30] and all(
-        len(day) == DAY_S // (60 * m) * 5 for m, (_, _, day) in tab._lp_day.items()
+    assert sorted(tab._lp_cache) == [15, 30] and all(
+        len(day) == DAY_S // (60 * m) * 5 for m, (*_, day) in tab._lp_cache.items()
     )
 
 
