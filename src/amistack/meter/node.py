@@ -187,7 +187,7 @@ class MeterNode:
         self._next_boundary: int | None = None  # index of the next boundary to push after
         # (boundary index, model time, engine time) of the last push time computed: the
         # driver asks get_timer after every datagram, and each push time costs a blake2b
-        self._push_at: tuple[int, float, float] = (-1, 0.0, 0.0)
+        self._push_at: tuple[int, float, float] | None = None
         self._pushes: dict[int, float] = {}  # request id -> boundary
         self._next_poll: float | None = None  # engine time of the next model-event poll
         self._quiet = -math.inf  # model time up to which the model can have no event (_poll)
@@ -275,12 +275,13 @@ class MeterNode:
 
     def _push_times(self, k: int) -> tuple[int, float, float]:
         """(k, model time, engine time) of the push after boundary k (the last one kept)."""
-        if self._push_at[0] != k:
-            p = self.config.push
-            offset = push_offset(self._push_seed, k, p.min_offset_s, p.max_offset_s)
-            at = k * self._push_step + offset
-            self._push_at = (k, at, self.config.time.engine(at))
-        return self._push_at
+        known = self._push_at
+        if known is not None and known[0] == k:
+            return known
+        p = self.config.push
+        at = k * self._push_step + push_offset(self._push_seed, k, p.min_offset_s, p.max_offset_s)
+        self._push_at = known = (k, at, self.config.time.engine(at))
+        return known
 
     def _push_due(self) -> float | None:
         if self._next_boundary is None:
