@@ -48,7 +48,7 @@ from amistack.c1222.security import ring_key_lookup, ring_send_key
 from amistack.c1222.tables import LP_INTERVALS, Identification
 from amistack.crypto import RandomSource
 from amistack.keymgmt.events import KeysInstalled
-from amistack.keymgmt.keyring import KeyRing
+from amistack.keymgmt.keyring import AppKey, KeyRing
 from amistack.keymgmt.ukmf import C1222
 from amistack.meter.events import AuthFailure, KeyRotated, MeterEvent
 from amistack.meter.model import MeterModel
@@ -185,18 +185,31 @@ class MeterNode:
         self._push_seed = push.seed or config.ap_title.device_id
         self._push_step = push.interval_minutes * 60
         self._next_boundary: int | None = None  # index of the next boundary to push after
+        # (boundary index, model time, engine time) of the last push time computed: the
+        # driver asks get_timer after every datagram, and each push time costs a blake2b
+        self._push_at: tuple[int, float, float] | None = None
         self._pushes: dict[int, float] = {}  # request id -> boundary
         self._next_poll: float | None = None  # engine time of the next model-event poll
         self._quiet = -math.inf  # model time up to which the model can have no event (_poll)
         self._auth_window: list[float] = []
+        self._valid_key: AppKey | None = None  # see has_key
 
     # -- keys -------------------------------------------------------------------------------
 
     def has_key(self, now: float) -> bool:
         """Whether the ring holds any valid C12.22 key (current or within the overlap)."""
-        if self.ring.current(C1222, now) is not None:  # the usual answer, without a walk
+        # The key that answered last answers again while valid, without asking the ring (this
+        # runs before every datagram): a key leaves the ring only wiped (KeyRing.expire), and
+        # a wiped key is valid at no time.
+        key = self._valid_key
+        if key is not None and key.valid_at(now):
             return True
-        return any(k.purpose.name == C1222.name and k.valid_at(now) for k in self.ring.keys())  # noqa: SIM118
+        key = self.ring.current(C1222, now)  # the usual answer, without a walk
+        if key is None:  # perhaps one within the overlap
+            ours = (k for k in self.ring.keys() if k.purpose.name == C1222.name)  # noqa: SIM118
+            key = next((k for k in ours if k.valid_at(now)), None)
+        self._valid_key = key
+        return key is not None
 
     def key_events(self, events: Iterable[object], now: float) -> None:
         """What the key ring did on an authentication (`KeyRing.install`): a rotation event
@@ -258,13 +271,22 @@ class MeterNode:
         return self._push_due() if self._push_on else None
 
     def _push_at_model(self, k: int) -> float:
+        return self._push_times(k)[1]
+
+    def _push_times(self, k: int) -> tuple[int, float, float]:
+        """(k, model time, engine time) of the push after boundary k (the last one kept)."""
+        known = self._push_at
+        if known is not None and known[0] == k:
+            return known
         p = self.config.push
-        return k * self._push_step + push_offset(self._push_seed, k, p.min_offset_s, p.max_offset_s)
+        at = k * self._push_step + push_offset(self._push_seed, k, p.min_offset_s, p.max_offset_s)
+        self._push_at = known = (k, at, self.config.time.engine(at))
+        return known
 
     def _push_due(self) -> float | None:
         if self._next_boundary is None:
             return None
-        return self.config.time.engine(self._push_at_model(self._next_boundary))
+        return self._push_times(self._next_boundary)[2]
 
     def _push(self, now: float) -> None:
         t = self.tables.model_time(now)
@@ -347,12 +369,17 @@ class MeterNode:
                 self._emit(ev)
             self._quiet = self.model.quiet_until(t, QUIET_HORIZON_S)
         step = self.config.event_poll_s
-        nxt = scale.engine(t + step)
+        quiet = self._quiet
+        # TimeScale.model and .engine spelt out (the same arithmetic, so the same times): this
+        # runs after every datagram, and the calls cost more than the sums
+        o_now, o_model, factor = scale.origin_now, scale.origin_model, scale.factor
+        nxt = o_now + (t + step - o_model) / factor
         for _ in range(QUIET_POLLS - 1):
-            polled_to = scale.model(nxt) - POLL_LAG_S  # what the poll at nxt polls up to
-            if polled_to >= self._quiet:
+            # what the poll at nxt polls up to
+            polled_to = o_model + (nxt - o_now) * factor - POLL_LAG_S
+            if polled_to >= quiet:
                 break
-            nxt = scale.engine(polled_to + step)
+            nxt = o_now + (polled_to + step - o_model) / factor
         self._next_poll = nxt
 
     def _model_idle(self) -> bool:

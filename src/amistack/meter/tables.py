@@ -32,7 +32,7 @@ from amistack.c1222.tables import (
     Interval,
     LoadProfile,
     PackedIntervals,
-    pack_interval,
+    pack_intervals,
 )
 from amistack.meter.model import (
     BLOCK_S,
@@ -51,6 +51,8 @@ DAY_S = 86400
 U32_MAX = 0xFFFF_FFFF
 LP_CACHE_MAX = RETENTION_DAYS * DAY_S // 900 + 96  # a full 15-minute window and a day more
 LTIME_NEVER = 946684800.0  # 2000-01-01T00:00:00Z: C12.19 "no time" in our LTIME_DATE
+_ProfileCall = tuple[float, float, float, int]  # start, end, model time, model revision
+_ProfileKey = tuple[int, int, int, float]  # model revision, window start and stop, its end
 
 
 @dataclass(frozen=True)
@@ -124,10 +126,17 @@ def _status_byte(flags: int, no_data: bool) -> int:
     return int(lp_status(IntervalFlag(flags), no_data))
 
 
-def _packed_interval(forward: tuple[int | None, int]) -> bytes:
-    """A model interval's (forward energy, flags) (`MeterModel.forwards`) as the table carries
-    it (`c1222.tables.PackedIntervals`)."""
-    return pack_interval(*_lp_value(*forward))
+def _packed_intervals(forwards: list[tuple[int | None, int]]) -> bytes:
+    """Model intervals' (forward energy, flags) (`MeterModel.forwards`) as the table carries
+    them (`c1222.tables.PackedIntervals`)."""
+    flat: list[int] = []
+    for forward, flags in forwards:
+        if flags or forward is None or forward > U32_MAX:
+            value, status = _lp_value(forward, flags)
+        else:  # measured, no flag (most): what _lp_value makes of it, without a call
+            value, status = forward, 0
+        flat += (status, value)
+    return pack_intervals(flat)
 
 
 def default_identification(serial: bytes) -> Identification:
@@ -155,11 +164,14 @@ class ModelTables:
         self.cumulative_demand_w = 0  # C12.19 CUM_DEMAND: sum of max demands at resets
         self.failed_commands = 0
         # interval minutes -> (model revision, index of the first, the packed run of completed
-        # intervals from it): completed intervals never change while the model's revision
-        # stands, so a read packs only the ones that completed since the last (each read used
-        # to rebuild the whole window); 5 bytes an interval
-        self._lp_cache: dict[int, tuple[int, int, bytes]] = {}
-        self._lp_last: dict[int, tuple[tuple[int, int, int, float], LoadProfile]] = {}
+        # intervals from it, index of the first interval of the newest local day packed whole,
+        # that day): completed intervals never change while the model's revision stands, so a
+        # read takes only the ones completed since the last from their day (each read used to
+        # rebuild the whole window); 5 bytes an interval
+        self._lp_cache: dict[int, tuple[int, int, bytes, int, bytes]] = {}
+        # interval minutes -> the last profile: the arguments and revision it answered, its
+        # window and revision, and itself (see `profile`)
+        self._lp_last: dict[int, tuple[_ProfileCall, _ProfileKey, LoadProfile]] = {}
 
     def model_time(self, now: float) -> float:
         return self.time.model(now)
@@ -214,6 +226,12 @@ class ModelTables:
         """The complete intervals in model time [start, end) kept at `model_now`, as a
         C12.19 load profile whose end time is `end` (the newest interval ends there)."""
         model = self.model
+        call = (start, end, model_now, model.revision)
+        last = self._lp_last.get(interval_minutes)
+        # A collector reads the header, then a slice, of the same table in one request: the
+        # same call at the same model revision is the same profile, before any window is built
+        if last is not None and last[0] == call:
+            return last[2]
         compute: Callable[[int, int], list[tuple[int | None, int]]]
         if interval_minutes == INTERVAL_S // 60:
             compute = model.forwards
@@ -229,13 +247,13 @@ class ModelTables:
         else:
             newest_end = math.floor(min(end, model_now) / step) * step
         key = (revision, window.start, window.stop, newest_end)
-        last = self._lp_last.get(interval_minutes)
-        if last is not None and last[0] == key:  # a read of the header, then of the slice
-            return last[1]
-        packed = self._packed_window(interval_minutes, compute, window, revision)
-        profile = LoadProfile(interval_minutes, newest_end, PackedIntervals(packed))
+        if last is not None and last[1] == key:  # a later time in the same interval
+            profile = last[2]
+        else:
+            packed = self._packed_window(interval_minutes, compute, window, revision)
+            profile = LoadProfile(interval_minutes, newest_end, PackedIntervals(packed))
         if model.revision == revision:
-            self._lp_last[interval_minutes] = (key, profile)
+            self._lp_last[interval_minutes] = (call, key, profile)
         return profile
 
     def _packed_window(
@@ -247,25 +265,41 @@ class ModelTables:
     ) -> bytes:
         """The intervals of `window`, packed (`PackedIntervals`), from the meter's packed run
         of completed intervals (index of the first, bytes): a read packs only the intervals
-        completed since the last one, and drops the ones that left the window."""
+        completed since the last one, and drops the ones that left the window.
+
+        New intervals are sliced from their local day packed whole (the newest day kept): a
+        meter read or pushing once an interval needs one new interval at a time, and slicing
+        it costs less than computing and packing it alone. The model computes a day whole
+        anyway (`MeterModel._day`), and these are the same model calls in the same order as
+        computing the new intervals at once: one per day."""
         if not window:  # nothing complete and kept in it (its stop may even be below its start)
             return b""
         size = LoadProfile.INTERVAL_SIZE
-        first, run = window.start, b""
+        first, run, day_first, day = window.start, b"", -1, b""
         cached = self._lp_cache.get(interval_minutes)
         if cached is not None and cached[0] == revision:
-            first, run = cached[1], cached[2]
+            _, first, run, day_first, day = cached
         stop = first + len(run) // size
         if window.start < first or window.start > stop or stop - first > LP_CACHE_MAX:
             first, run, stop = window.start, b"", window.start  # not contiguous: start afresh
         if first < window.start:  # out of the window for good
             run = run[(window.start - first) * size :]
             first = window.start
-        if stop < window.stop:
-            run += b"".join([_packed_interval(f) for f in compute(stop, window.stop)])
+        parts = [run]
+        k, step = stop, interval_minutes * 60
+        model = self.model
+        while k < window.stop:
+            if not day_first <= k < day_first + len(day) // size:
+                day_first = int(model.day_start(model.local_day(k * step))) // step
+                day = _packed_intervals(compute(day_first, day_first + DAY_S // step))
+            k_stop = min(window.stop, day_first + len(day) // size)
+            parts.append(day[(k - day_first) * size : (k_stop - day_first) * size])
+            k = k_stop
+        if len(parts) > 1:
+            run = b"".join(parts)
             stop = window.stop
-        if self.model.revision == revision:
-            self._lp_cache[interval_minutes] = (revision, first, run)
+        if model.revision == revision:
+            self._lp_cache[interval_minutes] = (revision, first, run, day_first, day)
         else:  # computing settled a load-limit trip: keep nothing that might predate it
             self._lp_cache.pop(interval_minutes, None)
         if window.stop == stop:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -24,6 +26,7 @@ from amistack.c1222.tables import (
     ProcedureResponse,
     ProcedureResult,
     Table,
+    decode_intervals,
     decode_ltime,
     encode_ltime,
     remote_switch,
@@ -40,11 +43,22 @@ def test_ltime_round_trip(t: float) -> None:
     assert Clock.decode(Clock(t).encode()) == Clock(t)
 
 
+@given(times)
+def test_ltime_is_the_utc_calendar_second_each_time(t: float) -> None:
+    d = datetime.datetime.fromtimestamp(int(t), datetime.UTC)  # encode_ltime keeps a memo
+    want = bytes([d.year - 2000, d.month, d.day, d.hour, d.minute, d.second])
+    assert encode_ltime(t) == encode_ltime(t + 0.5) == want
+
+
 def test_ltime_rejects_invalid_dates() -> None:
     with pytest.raises(C1222DecodeError):
         decode_ltime(bytes([26, 2, 30, 0, 0, 0]))
     with pytest.raises(C1222DecodeError):
         decode_ltime(b"\x00")
+    for t in (946_684_799.0, 9_100_000_000.0):  # before 2000, after 2255: every time
+        for _ in range(2):
+            with pytest.raises(ValueError):
+                encode_ltime(t)
 
 
 @given(
@@ -171,12 +185,15 @@ def test_packed_intervals_read_as_the_table_decodes_them(
     if len(raw) % LoadProfile.INTERVAL_SIZE:
         with pytest.raises(ValueError):
             PackedIntervals(raw)
+        with pytest.raises(C1222DecodeError):
+            decode_intervals(raw)
         return
     packed = PackedIntervals(raw)
     lp = LoadProfile(minutes, end, packed)
     decoded = LoadProfile.decode(lp.encode())
     assert decoded == lp and lp == decoded  # equal to the tuple of the same intervals
     assert list(packed) == list(decoded.intervals) and len(packed) == len(decoded.intervals)
+    assert decode_intervals(raw) == list(decoded.intervals)  # a partial read's slice
     assert [packed[i] for i in range(-len(packed), len(packed))] == list(decoded.intervals) * 2
     assert packed[1:3] == decoded.intervals[1:3]
     with pytest.raises(IndexError):

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tests.unit.c1222.c1222_harness import (
     HEADEND_ADDR,
     HEADEND_TITLE,
@@ -40,6 +42,8 @@ from amistack.keymgmt.ukmf import PurposeRegistry
 from amistack.meter.events import AuthFailure, ClockAdjusted, KeyRotated, SwitchOperated
 from amistack.meter.model import DAY_S, INTERVAL_S, MeterConfig, MeterModel
 from amistack.meter.node import (
+    POLL_LAG_S,
+    QUIET_POLLS,
     MeterNode,
     MeterNodeConfig,
     NodeEvent,
@@ -393,3 +397,47 @@ def test_polls_that_would_find_nothing_are_skipped_events_come_out_at_the_same_t
     every, wakeups = _polled_events(5, 3)
     assert len(every) >= 6 and skipping == every
     assert wakeups >= 3 * 96 - 1 and fewer < wakeups / 2
+
+
+@pytest.mark.parametrize(
+    "scale",
+    [TimeScale(), TimeScale(0.0, T0), TimeScale(1000.0, T0, 60.0), TimeScale(3.5, T0, 0.7)],
+)
+@given(st.floats(0, 2 * DAY_S), st.sampled_from([900.0, 60.0, 7.3]))
+@settings(max_examples=40, deadline=None)
+def test_the_next_event_poll_is_the_time_scales_arithmetic(
+    scale: TimeScale, after: float, step: float
+) -> None:
+    # _poll spells TimeScale.model/engine out: the timers it sets are the methods' to the bit
+    node = MeterNode(
+        MeterNodeConfig(METER_TITLE, HEADEND_TITLE, time=scale, event_poll_s=step),
+        MeterModel(2, CONFIG),
+        KeyRing(b"meter-1", PurposeRegistry()),
+        seeded_random(3),
+    )
+    now = scale.engine(T0) + after / scale.factor
+    node.start(now)
+    t = scale.model(now) - POLL_LAG_S
+    want = scale.engine(t + step)
+    for _ in range(QUIET_POLLS - 1):
+        polled_to = scale.model(want) - POLL_LAG_S
+        if polled_to >= node._quiet:
+            break
+        want = scale.engine(polled_to + step)
+    assert node.get_timer() == want
+
+
+def test_has_key_follows_revocation_and_expiry_of_the_key_it_remembers() -> None:
+    rig = make_rig()
+    node, ring = rig.node, rig.meter_ring
+    assert node.has_key(T0 + 10)
+    ring.shorten(T0 + 100, T0 + 10)  # revoked: the remembered key ends at T0 + 100
+    assert node.has_key(T0 + 99) and not node.has_key(T0 + 100)
+    rig.now = T0 + 100
+    rig.client.read(METER_ADDR, METER_TITLE, Table.CLOCK, rig.now)
+    rig.pump()
+    assert node.counters["no-key-yet"] == 1 and rig.meter_sent == 0
+    rig.authenticate(2)  # a new generation: answered again
+    assert node.has_key(rig.now)
+    ring.expire(rig.now + LIFETIME)  # every key gone (wiped): none valid
+    assert not node.has_key(rig.now)

@@ -107,7 +107,37 @@ def test_cached_profile_equals_a_fresh_one_as_time_passes_and_after_commands() -
             if k >= 3:
                 commands(fresh)
             assert tab.load_profile(minutes, t) == fresh.load_profile(minutes, t)
-    assert max(len(run) // 5 for _, _, run in tab._lp_cache.values()) <= 2 * 96  # the window
+    assert max(len(run) // 5 for _, _, run, _, _ in tab._lp_cache.values()) <= 2 * 96  # window
+    assert all(len(day) // 5 <= 96 for *_, day in tab._lp_cache.values())  # a day per length
+
+
+def test_reads_across_midnight_equal_the_model_and_a_fresh_table() -> None:
+    # new intervals are sliced from their local day packed whole: a read, and a push's short
+    # window, on each side of midnight, and a read repeated at the same time after a command
+    model = MeterModel(13, OUTAGES)
+    tab = _tables(model, retention_days=1)
+    midnight = model.day_start(model.local_day(T) + 1)
+    for j in range(-6, 7):
+        t = midnight + j * 900.0 + 17
+        if j == 3:
+            tab.set_switch(False, t)
+        for minutes in (15, 30):
+            step = minutes * 60
+            end = math.floor(t / step) * step
+            for start in (end - DAY_S, end - 4 * step):
+                got = tab.profile(minutes, start, end, t)
+                fresh = _tables(MeterModel(13, OUTAGES), retention_days=1)
+                if j >= 3:
+                    fresh.set_switch(False, midnight + 3 * 900.0 + 17)
+                assert got == fresh.profile(minutes, start, end, t)
+                want = model.load_profile(start, end, t)
+                if minutes == 30:
+                    want = model.load_profile_30min(start, end, t)
+                assert list(got.intervals) == [lp_interval(iv) for iv in want]
+                assert tab.profile(minutes, start, end, t) is got  # the same call: no rebuild
+    assert sorted(tab._lp_cache) == [15, 30] and all(
+        len(day) == DAY_S // (60 * m) * 5 for m, (*_, day) in tab._lp_cache.items()
+    )
 
 
 def test_outage_intervals_are_flagged_no_data() -> None:
