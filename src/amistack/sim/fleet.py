@@ -38,7 +38,7 @@ from amistack.crypto import RandomSource, seeded_random
 from amistack.eap.packet import EapType
 from amistack.eap.peer import EapPeer
 from amistack.eap.psk import EapPskPeer
-from amistack.gctune import building, service_gc
+from amistack.gctune import SIMULATION_YOUNG, building, service_gc
 from amistack.headend.collector import CollectorConfig, Mode, SlotStats
 from amistack.headend.keys import HeadendKeys, repository_resolver
 from amistack.headend.service import HeadEnd, HeadEndConfig
@@ -523,7 +523,7 @@ def run(fleet: Fleet) -> float:
 def run_fleet(config: FleetConfig) -> dict[str, Any]:
     """Build and run a fleet; the measured findings (see `amistack.bench.collection`). Under
     the GC policy of a scenario (`gctune.service_gc`; the built fleet frozen)."""
-    with service_gc():
+    with service_gc(young=SIMULATION_YOUNG):
         t_build = time.process_time()
         fleet = build_fleet(config)
         t_run = time.process_time()

@@ -47,7 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from amistack.gctune import service_gc
+from amistack.gctune import SIMULATION_YOUNG, service_gc
 from amistack.headend.collector import CollectorConfig, Mode, SlotStats
 from amistack.meter.access import AccessConfig
 from amistack.meter.events import AccessLost
@@ -661,8 +661,9 @@ _MERGES: dict[str, Callable[[ScenarioConfig, list[Part]], dict[str, Any]]] = {
 
 def scenario_part(sc: ScenarioConfig, shard: int, progress: ProgressHook | None = None) -> Part:
     """Shard `shard`'s part of the scenario (what a Dask worker runs, sim/shard.py), with the
-    garbage collector of a long-running service: each fleet built is frozen (`build_fleet`)."""
-    with service_gc():
+    garbage collector of a long-running service with the simulation's young threshold
+    (`gctune.SIMULATION_YOUNG`): each fleet built is frozen (`build_fleet`)."""
+    with service_gc(young=SIMULATION_YOUNG):
         if sc.topology == "mesh":
             from amistack.sim.fleet_mesh import mesh_part
 
