@@ -42,7 +42,8 @@ from amistack.crypto.eax_prime import (
     native_c1222_seal,
     verify_with_key,
 )
-from amistack.keymgmt.keyring import KeyRing
+from amistack.frozeninit import frozen_init
+from amistack.keymgmt.keyring import AppKey, KeyRing
 from amistack.keymgmt.ukmf import C1222, KeyId
 
 KEY_LEN = 16  # EAX' in C12.22 is AES-128 (Annex I)
@@ -74,6 +75,7 @@ def key_id_byte(key_id: KeyId) -> int:
     return key_id.generation & 0xFF
 
 
+@frozen_init
 @dataclass(frozen=True)
 class Unprotected:
     """What `unprotect` found: the EPSEM in clear, and the key that authenticated it (None for a
@@ -245,25 +247,44 @@ def unprotect(
 def ring_key_lookup(ring: KeyRing) -> KeyLookup:
     """A `KeyLookup` over one key ring (the meter's own, or one device's at the head-end):
     every valid C12.22 key whose generation's low byte is the message's key-id byte
-    (superseded ones within the overlap included)."""
+    (superseded ones within the overlap included), oldest generation first."""
+    # Asked for every message received: the ring's C12.22 keys by key-id byte are sorted out
+    # once per change of the ring (`KeyRing.version`), each call only asks each candidate
+    # whether it is valid now.
+    by_byte: dict[int, list[AppKey]] = {}
+    seen = [-1]
 
     def lookup(device_id: bytes, key_id: int, now: float) -> list[bytes]:
-        # by generation (the ring's order), each one's C12.22 key: not a walk over every
-        # purpose's key of every generation
-        found = []
-        for kid in ring.key_ids():
-            if kid.generation & 0xFF == key_id and (k := ring.lookup(kid, C1222, now)):
-                found.append(k.key)
-        return found
+        if seen[0] != ring.version:
+            by_byte.clear()
+            for k in ring.keys():  # noqa: SIM118 - a KeyRing method; by generation
+                if k.purpose.name == C1222.name:
+                    by_byte.setdefault(key_id_byte(k.key_id), []).append(k)
+            seen[0] = ring.version
+        return [k.key for k in by_byte.get(key_id, ()) if k.valid_at(now)]
 
     return lookup
 
 
 def ring_send_key(ring: KeyRing) -> SendKey:
-    """A `SendKey` over one key ring: its current C12.22 key."""
+    """A `SendKey` over one key ring: its current C12.22 key (`KeyRing.current`)."""
+    # Asked for every message sent: the ring's not superseded C12.22 keys, newest first, with
+    # their key-id bytes are sorted out once per change of the ring (`KeyRing.version`); the
+    # first valid now is `current`'s answer.
+    sendable: list[tuple[int, AppKey]] = []
+    seen = [-1]
 
     def current(device_id: bytes, now: float) -> tuple[int, bytes] | None:
-        key = ring.current(C1222, now)
-        return None if key is None else (key_id_byte(key.key_id), key.key)
+        if seen[0] != ring.version:
+            sendable[:] = [
+                (key_id_byte(k.key_id), k)
+                for k in reversed(list(ring.keys()))
+                if k.purpose.name == C1222.name and k.superseded_at is None
+            ]
+            seen[0] = ring.version
+        for key_byte, k in sendable:
+            if k.valid_at(now):
+                return key_byte, k.key
+        return None
 
     return current

@@ -14,6 +14,7 @@ from typing import ClassVar
 
 from amistack.c1222.errors import C1222DecodeError
 from amistack.c1222.registration import Registration
+from amistack.frozeninit import frozen_init
 
 MAX_TABLE_ID = 0xFFFF
 MAX_OFFSET = 0xFFFFFF  # <offset> is 3 bytes
@@ -149,6 +150,9 @@ class Security:
         return bytes([self.code]) + self.password + uid
 
 
+# Read, Write, Response and ReadResult are built for every message a meter serves or pushes:
+# `frozen_init` fills their fields at half the cost of the generated `__init__` (same objects).
+@frozen_init
 @dataclass(frozen=True)
 class Read:
     """Full read (30 <tableid>) or partial read (3F <tableid> <offset: 3> <count: 2>)."""
@@ -178,6 +182,7 @@ class Read:
         return head + self.offset.to_bytes(3, "big") + self.count.to_bytes(2, "big")
 
 
+@frozen_init
 @dataclass(frozen=True)
 class Write:
     """Full write (40 <tableid> <count> <data> <cksum>) or partial write
@@ -295,6 +300,7 @@ def _decode_write(code: int, body: bytes) -> Write:
 # ----------------------------------------------------------------------------- responses
 
 
+@frozen_init
 @dataclass(frozen=True)
 class Response:
     """A response: a code and its code-specific data (`data` is b"" for plain OK / errors)."""
@@ -330,6 +336,7 @@ class IdentifyResult:
         return cls(data[0], data[1], data[2], data[3:-1])
 
 
+@frozen_init
 @dataclass(frozen=True)
 class ReadResult:
     """<ok> <count: word16> <table data> <cksum>."""
