@@ -28,6 +28,7 @@ from amistack.c1222.epsem import (
     EpsemControl,
     ResponseControl,
     SecurityMode,
+    split_body,
 )
 from amistack.c1222.errors import C1222DecodeError
 from amistack.crypto.eax import EaxAuthError
@@ -207,15 +208,36 @@ def unprotect(
     ui = msg.user_information
     if control is None:
         control = EpsemControl.decode(ui[0])
+    auth = msg.auth
+    if auth is None or control.security_mode == _CLEARTEXT:
+        services, ed_class, _ = open_epsem(control, ui, None, b"", keys)
+        return Unprotected(Epsem._of(control, services, ed_class), None, None)
+    cleartext = msg.canonical_cleartext()
+    services, ed_class, key = open_epsem(control, ui, auth.key_id, cleartext, keys)
+    return Unprotected(Epsem._of(control, services, ed_class), key, auth.key_id)
+
+
+def open_epsem(
+    control: EpsemControl,
+    user_information: bytes,
+    key_id: int | None,
+    cleartext: bytes,
+    keys: Sequence[bytes],
+) -> tuple[tuple[bytes, ...], bytes | None, bytes | None]:
+    """`unprotect` on a message's fields (`acse.decode_fields`: the EPSEM as carried, whose
+    control byte `control` decodes, the key id or None without one, the EAX' cleartext): (the
+    services, the ED class or None, the key that authenticated or None in clear), the same
+    refusals. What an endpoint calls for every message: no message or EPSEM object."""
+    ui = user_information
     if control.security_mode == _CLEARTEXT:
-        return Unprotected(Epsem.decode_body(control, ui[1:]), None, None)
-    if msg.auth is None:
+        services, ed_class = split_body(control, ui[1:])
+        return services, ed_class, None
+    if key_id is None:
         raise C1222SecurityError("missing-auth", "protected EPSEM without key id and IV")
     if len(ui) < 1 + MAC_LEN:
         raise C1222DecodeError(0, "protected EPSEM shorter than its MAC")
     if not keys:
-        raise C1222SecurityError("no-key", f"no key for key id {msg.auth.key_id}")
-    cleartext = msg.canonical_cleartext()
+        raise C1222SecurityError("no-key", f"no key for key id {key_id}")
     ciphertext_mode = control.security_mode == _CIPHERTEXT_AUTH
     if native_c1222_open is not None and len(cleartext) >= MIN_CLEARTEXT:
         # the MAC checked (and the body decrypted) in one C call per key: the same verdicts
@@ -225,7 +247,8 @@ def unprotect(
                 break  # the loop below refuses it as it always has
             body = native_c1222_open(key, cleartext, ui, ciphertext_mode)
             if body is not None:
-                return Unprotected(Epsem.decode_body(control, body), key, msg.auth.key_id)
+                services, ed_class = split_body(control, body)
+                return services, ed_class, key
         else:
             raise C1222SecurityError("auth-failed", "no key verified the EAX' tag")
     sealed, tag = ui[1:-MAC_LEN], ui[-MAC_LEN:]
@@ -240,7 +263,8 @@ def unprotect(
             raise C1222SecurityError("cleartext-too-short", str(exc)) from None
         except EaxAuthError:
             continue
-        return Unprotected(Epsem.decode_body(control, body), key, msg.auth.key_id)
+        services, ed_class = split_body(control, body)
+        return services, ed_class, key
     raise C1222SecurityError("auth-failed", "no key verified the EAX' tag")
 
 

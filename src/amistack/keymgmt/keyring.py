@@ -310,7 +310,8 @@ class KeyRing:
                 del self._generations[key_id]
                 self._live.pop(key_id, None)
             events.append(KeysExpired(self.peer_id, key_id, tuple(names)))
-            logger.info("keys expired", extra={"peer_id": self.peer_id, "key_id": str(key_id)})
+            if logger.isEnabledFor(logging.INFO):  # (as `install`: no text built unless)
+                logger.info("keys expired", extra={"peer_id": self.peer_id, "key_id": str(key_id)})
         return events
 
     # -- queries ------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from tests.conftest import load_vector
 
 from amistack.c1222 import acse, ber
-from amistack.c1222.acse import AcseMessage, ApTitle, AuthValue, _decode_common
+from amistack.c1222.acse import AcseMessage, ApTitle, AuthValue, _decode_common, decode_fields
 from amistack.c1222.epsem import Epsem, ResponseControl, SecurityMode
 from amistack.c1222.errors import C1222DecodeError
 from amistack.c1222.security import protect, seal, unprotect
@@ -449,8 +449,22 @@ def _assert_one_pass_decode_agrees(data: bytes) -> None:
     if general is None:
         with pytest.raises(C1222DecodeError):
             AcseMessage.decode(data)
+        with pytest.raises(C1222DecodeError):
+            decode_fields(data)  # what the engines read: the same refusal
     else:
         assert AcseMessage.decode(data) == general
+        auth = general.auth
+        assert decode_fields(data) == (  # what the engines read: the same fields
+            general.called_ap_title,
+            general.calling_ap_title,
+            general.calling_ap_invocation_id,
+            general.called_ap_invocation_id,
+            general.calling_ae_qualifier,
+            None if auth is None else auth.key_id,
+            None if auth is None else auth.iv,
+            general.user_information,
+            general.canonical_cleartext(),
+        )
 
 
 @given(
