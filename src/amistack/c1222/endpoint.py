@@ -261,17 +261,18 @@ class _Endpoint:
         controls nothing is tracked. Raises ValueError when no key is available to send."""
         if not requests:
             raise ValueError("at least one request")
-        mode = self.config.security_mode if security_mode is None else security_mode
+        cfg = self.config
+        mode = cfg.security_mode if security_mode is None else security_mode
         rid = self._next_request
         self._next_request += 1
-        t = self.config.response_timeout if timeout is None else timeout
-        n = self.config.retries if retries is None else retries
+        t = cfg.response_timeout if timeout is None else timeout
+        n = cfg.retries if retries is None else retries
         pending = _Pending(rid, addr, peer, tuple(requests), mode, now + t, n, t)
         if response_control != _ALWAYS:
             if self._send(addr, peer, pending.requests, mode, response_control, now) is None:
                 raise ValueError(f"no C12.22 key to send to {peer}")
             return rid
-        if len(self._pending) >= self.config.max_outstanding:
+        if len(self._pending) >= cfg.max_outstanding:
             raise ValueError("too many outstanding C12.22 requests")
         if self._transmit(pending, now) is None:
             raise ValueError(f"no C12.22 key to send to {peer}")
@@ -554,8 +555,8 @@ class C1222Server(_Endpoint):
     ) -> int:
         """Unsolicited: write `data` (e.g. the newest load-profile intervals) to the head-end's
         copy of `table`; acknowledged as a `ResponseReceived` (ALWAYS) like any request."""
-        return self.request(
-            addr, headend, [Write(table, data, offset)], now, response_control=response_control
+        return self.request(  # a tuple: `request` keeps it as it is
+            addr, headend, (Write(table, data, offset),), now, response_control=response_control
         )
 
     def sessions(self) -> int:
@@ -635,7 +636,7 @@ class C1222Client(_Endpoint):
         offset: int | None = None,
         count: int | None = None,
     ) -> int:
-        return self.request(addr, meter, [Read(table, offset, count)], now)
+        return self.request(addr, meter, (Read(table, offset, count),), now)  # kept as it is
 
     def procedure(self, addr: Addr, meter: ApTitle, init: ProcedureInitiate, now: float) -> int:
         """Write ST7 and read ST8 in one EPSEM (C12.19 §9.1.7): the ST8 read is the outcome."""

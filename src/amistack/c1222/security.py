@@ -134,8 +134,9 @@ def seal(
     key, key_id, iv).encode()`, in one pass (what the endpoints send): the header and the EAX'
     cleartext from `acse.encode_header`, the EPSEM body joined once, no message objects."""
     control = FLAG_ALWAYS | (mode << 2) | response_control
-    if len(services) == 1 and ed_class is None and 0 < len(services[0]) < 0x80:
-        body = bytes((len(services[0]),)) + services[0]  # one short service: the norm
+    one = services[0] if len(services) == 1 else b""
+    if 0 < len(one) < 0x80 and ed_class is None:
+        body = bytes((len(one),)) + one  # one short service: the norm
     else:
         if not services or not all(services):
             raise ValueError("an EPSEM carries at least one non-empty service")
