@@ -210,8 +210,7 @@ class AuthValue:
     def _from_wire(cls, key_id: int, iv: bytes) -> AuthValue:
         # a byte and a 4-byte slice: valid by construction, no __post_init__ checks needed
         value = object.__new__(cls)
-        object.__setattr__(value, "key_id", key_id)
-        object.__setattr__(value, "iv", iv)
+        value.__dict__.update(key_id=key_id, iv=iv)  # frozen: not through __setattr__
         return value
 
     def encode(self) -> bytes:
@@ -474,11 +473,57 @@ class AcseMessage:
         return msg
 
 
+# A received message's fields (`decode_fields`): (called AP title, calling AP title, calling
+# AP invocation id, called AP invocation id, calling AE qualifier, key id and IV (None: no
+# calling-authentication-value), the EPSEM as carried, the EAX' cleartext).
+Fields = tuple[
+    ApTitle | None,
+    ApTitle | None,
+    int | None,
+    int | None,
+    int | None,
+    int | None,
+    bytes | None,
+    bytes,
+    bytes,
+]
+
+
+def decode_fields(data: bytes) -> Fields:
+    """The fields of the message in `data`, as `AcseMessage.decode` would give them (and its
+    errors). An endpoint reads every message it receives this way: on the layout every endpoint
+    sends (`encode_header`) no message object is built, the fields come from one C call."""
+    fields = _common_fields(data)
+    if fields is not None:
+        return fields
+    msg = AcseMessage._decode(data)
+    auth = msg.auth
+    return (
+        msg.called_ap_title,
+        msg.calling_ap_title,
+        msg.calling_ap_invocation_id,
+        msg.called_ap_invocation_id,
+        msg.calling_ae_qualifier,
+        None if auth is None else auth.key_id,
+        None if auth is None else auth.iv,
+        msg.user_information,
+        msg.canonical_cleartext(),  # cut from the wire by `_decode`: no work
+    )
+
+
 def _decode_common(data: bytes) -> AcseMessage | None:
-    """`_decode_common_py`, the layout read in C when the extension is built (the same
-    message and cleartext, tested on arbitrary inputs)."""
+    """The message of the common layout (`_common_fields`), else None."""
+    fields = _common_fields(data)
+    return None if fields is None else _common_message(*fields)
+
+
+def _common_fields(
+    data: bytes,
+) -> tuple[ApTitle, ApTitle, int, int | None, int | None, int, bytes, bytes, bytes] | None:
+    """`_common_fields_py`, the layout read in C when the extension is built (the same
+    fields and cleartext, tested on arbitrary inputs)."""
     if native_c1222_parse is None:
-        return _decode_common_py(data)
+        return _common_fields_py(data)
     fields = native_c1222_parse(data)
     if fields is None:
         return None
@@ -487,29 +532,33 @@ def _decode_common(data: bytes) -> AcseMessage | None:
     calling = _TITLES.get(calling_raw)
     if called is None or calling is None:
         return None
-    return _common_message(
-        data[ui:],
+    return (
         called,
         calling,
         inv,
         called_inv,
         qualifier,
-        AuthValue._from_wire(key_id, iv),
+        key_id,
+        iv,
+        data[ui:],
         called.called_elements[1] + middle + calling.calling_elements[1] + tail,
     )
 
 
 def _common_message(
-    user_information: bytes,
-    called: ApTitle,
-    calling: ApTitle,
-    inv: int,
+    called: ApTitle | None,
+    calling: ApTitle | None,
+    inv: int | None,
     called_inv: int | None,
     qualifier: int | None,
-    auth: AuthValue,
+    key_id: int | None,
+    iv: bytes | None,
+    user_information: bytes,
     cleartext: bytes,
 ) -> AcseMessage:
-    """The message of the common layout: what `__init__` checks holds by construction."""
+    """The message of the common layout's fields: what `__init__` checks holds by
+    construction."""
+    assert key_id is not None and iv is not None  # the common layout always has them
     msg = object.__new__(AcseMessage)
     msg.__dict__.update(
         user_information=user_information,
@@ -520,19 +569,27 @@ def _common_message(
         calling_ae_qualifier=qualifier,
         aso_context=None,
         mechanism_name=None,
-        auth=auth,
+        auth=AuthValue._from_wire(key_id, iv),
         _cleartext=cleartext,
     )
     return msg
 
 
 def _decode_common_py(data: bytes) -> AcseMessage | None:
+    """The message of `_common_fields_py` (the reference the C reader is tested against)."""
+    fields = _common_fields_py(data)
+    return None if fields is None else _common_message(*fields)
+
+
+def _common_fields_py(
+    data: bytes,
+) -> tuple[ApTitle, ApTitle, int, int | None, int | None, int, bytes, bytes, bytes] | None:
     """The layout every endpoint sends (`encode_header`), read in one pass, else None (the
     general decoder then decides, errors included): short-form lengths throughout, called
     AP title, [called invocation id], calling AP title, [AE qualifier], calling invocation id,
     the canonical calling-authentication-value and one octet-aligned EPSEM; AP titles
     already in the title cache (a sender's first message goes the general way and fills it).
-    The message and its EAX' cleartext are what `AcseMessage._decode` gives (tested)."""
+    The fields and the EAX' cleartext are what `AcseMessage._decode` gives (tested)."""
     end = len(data)
     # a short-form APDU length (below 0x80: 0x80 is BER's indefinite form, above it the long
     # form) bounds every nested length below 0x80 too
@@ -598,10 +655,7 @@ def _decode_common_py(data: bytes) -> AcseMessage | None:
             iv,
         )
     )
-    auth = AuthValue._from_wire(key_id, iv)
-    return _common_message(
-        data[pos + 6 :], called, calling, inv, called_inv, qualifier, auth, cleartext
-    )
+    return called, calling, inv, called_inv, qualifier, key_id, iv, data[pos + 6 :], cleartext
 
 
 def _optional_int(

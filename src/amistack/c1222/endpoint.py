@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from amistack.addr import Addr
-from amistack.c1222.acse import AcseMessage, ApTitle
+from amistack.c1222.acse import ApTitle, Fields, decode_fields
 from amistack.c1222.epsem import EpsemControl, ResponseControl, SecurityMode
 from amistack.c1222.errors import C1222DecodeError
 from amistack.c1222.events import C1222Event, RequestReceived, RequestTimedOut, ResponseReceived
@@ -47,9 +47,8 @@ from amistack.c1222.security import (
     KeyLookup,
     KeyRejected,
     SendKey,
-    Unprotected,
+    open_epsem,
     seal,
-    unprotect,
 )
 from amistack.c1222.segmentation import SEGMENT_TAG, Reassembler, Segment, segment
 from amistack.c1222.services import (
@@ -91,6 +90,7 @@ _CLEARTEXT = SecurityMode.CLEARTEXT
 _ALWAYS = ResponseControl.ALWAYS
 _NEVER = ResponseControl.NEVER
 _ON_EXCEPTION = ResponseControl.ON_EXCEPTION
+_OK_CODE = ResponseCode.OK
 _OK = plain_response(ResponseCode.OK)
 _ISC = plain_response(ResponseCode.ISC)
 
@@ -200,12 +200,12 @@ class _Endpoint:
                 if apdu is None:
                     return
                 data = apdu
-            msg = AcseMessage.decode(data)
+            fields = decode_fields(data)
         except C1222DecodeError as exc:
             self.counters["decode-error"] += 1
             log.debug("c1222: undecodable datagram", extra={"addr": addr, "reason": exc.reason})
             return
-        self._receive_message(msg, addr, now)
+        self._receive_message(fields, addr, now)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Addr]]:
         out, self._outbox = self._outbox, []
@@ -261,17 +261,18 @@ class _Endpoint:
         controls nothing is tracked. Raises ValueError when no key is available to send."""
         if not requests:
             raise ValueError("at least one request")
-        mode = self.config.security_mode if security_mode is None else security_mode
+        cfg = self.config
+        mode = cfg.security_mode if security_mode is None else security_mode
         rid = self._next_request
         self._next_request += 1
-        t = self.config.response_timeout if timeout is None else timeout
-        n = self.config.retries if retries is None else retries
+        t = cfg.response_timeout if timeout is None else timeout
+        n = cfg.retries if retries is None else retries
         pending = _Pending(rid, addr, peer, tuple(requests), mode, now + t, n, t)
         if response_control != _ALWAYS:
             if self._send(addr, peer, pending.requests, mode, response_control, now) is None:
                 raise ValueError(f"no C12.22 key to send to {peer}")
             return rid
-        if len(self._pending) >= self.config.max_outstanding:
+        if len(self._pending) >= cfg.max_outstanding:
             raise ValueError("too many outstanding C12.22 requests")
         if self._transmit(pending, now) is None:
             raise ValueError(f"no C12.22 key to send to {peer}")
@@ -374,32 +375,32 @@ class _Endpoint:
         self.counters[reason] += 1
         self.last_refusal = reason
 
-    def _receive_message(self, msg: AcseMessage, addr: Addr, now: float) -> None:
-        called = msg.called_ap_title
+    def _receive_message(self, fields: Fields, addr: Addr, now: float) -> None:
+        # the message's fields, not an `AcseMessage`, and its services, not an `Unprotected`
+        # EPSEM: every message passes here, and the objects were only taken apart again
+        called, peer, inv, called_inv, _, key_id, _, ui, cleartext = fields
         if called is None or called.device_id != self._own_id:  # `same_node`, by the cache
             self.counters["wrong-called-title"] += 1
             return
-        peer = msg.calling_ap_title
-        inv = msg.calling_ap_invocation_id
         if peer is None or inv is None:
             self.counters["missing-calling"] += 1
             return
         sender = peer.device_id
         try:
-            control = EpsemControl.decode(msg.user_information[0])
+            control = EpsemControl.decode(ui[0])
             keys: list[bytes] = []
             if control.security_mode == _CLEARTEXT:
                 if not self.config.allow_cleartext:
                     self._refuse("cleartext-refused")
                     return
-            elif msg.auth is not None:
-                keys = self._key_lookup(sender, msg.auth.key_id, now)
-            result = unprotect(msg, keys, control)
+            elif key_id is not None:
+                keys = self._key_lookup(sender, key_id, now)
+            services, _, key = open_epsem(control, ui, key_id, cleartext, keys)
         except C1222SecurityError as exc:
             self._refuse(exc.reason)
             if exc.reason == "auth-failed" and keys and self._key_rejected is not None:
-                assert msg.auth is not None  # keys were looked up under its key id
-                self._key_rejected(sender, msg.auth.key_id, now)
+                assert key_id is not None  # keys were looked up under it
+                self._key_rejected(sender, key_id, now)
             log.info("c1222: message refused (%s)", exc.reason, extra={"sender": sender})
             return
         except C1222DecodeError:
@@ -408,36 +409,40 @@ class _Endpoint:
         # One window per sender and per key that authenticated the message: a restarted meter
         # has a new PANA session, so new keys and a fresh invocation-id sequence, even when its
         # key-id byte (the generation) repeats; a forged message never reaches a window.
-        window = (sender, None if result.key is None else hash(bytes(result.key)))
+        window = (sender, None if key is None else hash(bytes(key)))
         verdict = self._replay.admit(window, inv)
         if verdict is not None:
             self._refuse(verdict)
             log.info("c1222: %s message refused", verdict, extra={"sender": sender, "inv": inv})
             return
         self.counters["messages-accepted"] += 1
-        services = result.epsem.services
         requests = services[0][0] >= _FIRST_REQUEST  # `is_request`: services are non-empty
         if len(services) > 1 and any(is_request(s) != requests for s in services[1:]):
             self.counters["decode-error"] += 1
             return
         if requests:
-            self._on_requests(msg, peer, result, addr, now)
+            # a reply uses the key (and so the key-id byte) that authenticated the request
+            self._on_requests(peer, inv, services, control, key, key_id, addr, now)
         else:
-            self._on_responses(msg, peer, result, addr)
+            self._on_responses(peer, called_inv, services, key, addr)
 
     def _on_responses(
-        self, msg: AcseMessage, peer: ApTitle, result: Unprotected, addr: Addr
+        self,
+        peer: ApTitle,
+        called_inv: int | None,
+        services: tuple[bytes, ...],
+        key: bytes | None,
+        addr: Addr,
     ) -> None:
-        rid = self._by_invocation.get(msg.called_ap_invocation_id or -1)
+        rid = self._by_invocation.get(called_inv or -1)
         pending = self._pending.get(rid) if rid is not None else None
         if pending is None or pending.peer.device_id != peer.device_id:  # `same_node`
             self.counters["unmatched-response"] += 1
             return
-        if pending.mode != _CLEARTEXT and result.key is None:
+        if pending.mode != _CLEARTEXT and key is None:
             self._refuse("cleartext-refused")
             return
         try:
-            services = result.epsem.services
             if len(services) == 1:
                 responses: tuple[Response, ...] = (decode_response(services[0]),)
             else:
@@ -454,12 +459,20 @@ class _Endpoint:
         )
 
     def _on_requests(
-        self, msg: AcseMessage, peer: ApTitle, result: Unprotected, addr: Addr, now: float
+        self,
+        peer: ApTitle,
+        inv: int,
+        services: tuple[bytes, ...],
+        control: EpsemControl,
+        key: bytes | None,
+        key_id: int | None,
+        addr: Addr,
+        now: float,
     ) -> None:
-        protected = result.key is not None
+        protected = key is not None
         requests: list[Request] = []
         responses: list[Response] = []
-        for raw in result.epsem.services:
+        for raw in services:
             try:
                 req = decode_request(raw)
             except C1222DecodeError:
@@ -472,22 +485,20 @@ class _Endpoint:
             responses.append(resp)
             if not resp.ok:
                 break
-        self._events.append(
-            RequestReceived(peer, addr, tuple(requests), tuple(responses), result.key_id)
-        )
-        rc = result.epsem.response_control
+        key_id = key_id if protected else None  # as received in clear: none
+        self._events.append(RequestReceived(peer, addr, tuple(requests), tuple(responses), key_id))
+        rc = control.response_control
         if rc == _NEVER or (rc == _ON_EXCEPTION and all(r.ok for r in responses)):
             return
-        key = None if result.key is None else (result.key_id or 0, result.key)
         self._send(
             addr,
             peer,
             responses,
-            result.epsem.security_mode,
+            control.security_mode,
             _NEVER,
             now,
-            called_invocation_id=msg.calling_ap_invocation_id,
-            key=key,
+            called_invocation_id=inv,
+            key=None if key is None else (key_id or 0, key),
         )
 
     # ---------------------------------------------------------------- for subclasses
@@ -544,8 +555,8 @@ class C1222Server(_Endpoint):
     ) -> int:
         """Unsolicited: write `data` (e.g. the newest load-profile intervals) to the head-end's
         copy of `table`; acknowledged as a `ResponseReceived` (ALWAYS) like any request."""
-        return self.request(
-            addr, headend, [Write(table, data, offset)], now, response_control=response_control
+        return self.request(  # a tuple: `request` keeps it as it is
+            addr, headend, (Write(table, data, offset),), now, response_control=response_control
         )
 
     def sessions(self) -> int:
@@ -569,6 +580,23 @@ class C1222Server(_Endpoint):
             session = None
         if session is not None:
             session.expires = now + session.idle
+        # reads (polled collection) and writes (commands) first: nearly every request is one
+        if isinstance(req, Read):
+            if not protected and session is None:
+                return Response(ResponseCode.ISC)
+            if req.offset is None or req.count is None:
+                data = self.tables.read(req.table, now, who)
+            else:
+                data = self.tables.read_partial(req.table, req.offset, req.count, now, who)
+            if isinstance(data, ResponseCode):
+                return Response(data)
+            if len(data) > 0xFFFF:
+                return Response(ResponseCode.RSTL)
+            return Response(_OK_CODE, ReadResult(data).encode())
+        if isinstance(req, Write):
+            if not protected:
+                return Response(ResponseCode.ISC)
+            return Response(self.tables.write(req.table, req.offset, req.data, now, who))
         if isinstance(req, Identify):
             return Response(ResponseCode.OK, IdentifyResult(3, 1, 0).encode())
         if isinstance(req, Logon):
@@ -591,22 +619,6 @@ class C1222Server(_Endpoint):
                 return Response(ResponseCode.ISSS)
             session.expires = now + max(session.idle, req.seconds)
             return Response(ResponseCode.OK)
-        if isinstance(req, Read):
-            if not protected and session is None:
-                return Response(ResponseCode.ISC)
-            if req.offset is None or req.count is None:
-                data = self.tables.read(req.table, now, who)
-            else:
-                data = self.tables.read_partial(req.table, req.offset, req.count, now, who)
-            if isinstance(data, ResponseCode):
-                return Response(data)
-            if len(data) > 0xFFFF:
-                return Response(ResponseCode.RSTL)
-            return Response(ResponseCode.OK, ReadResult(data).encode())
-        if isinstance(req, Write):
-            if not protected:
-                return Response(ResponseCode.ISC)
-            return Response(self.tables.write(req.table, req.offset, req.data, now, who))
         return Response(ResponseCode.SNS)
 
 
@@ -624,7 +636,7 @@ class C1222Client(_Endpoint):
         offset: int | None = None,
         count: int | None = None,
     ) -> int:
-        return self.request(addr, meter, [Read(table, offset, count)], now)
+        return self.request(addr, meter, (Read(table, offset, count),), now)  # kept as it is
 
     def procedure(self, addr: Addr, meter: ApTitle, init: ProcedureInitiate, now: float) -> int:
         """Write ST7 and read ST8 in one EPSEM (C12.19 §9.1.7): the ST8 read is the outcome."""

@@ -133,28 +133,7 @@ class Epsem:
 
     @classmethod
     def decode_body(cls, control: EpsemControl, body: bytes, offset: int = 1) -> Epsem:
-        pos = 0
-        ed_class = None
-        n = body[0] if body else 0
-        if 0 < n < 0x80 and len(body) == n + 1 and not control.ed_class_included:
-            return cls._of(control, (body[1:],), None)  # one short service, no ED class: the norm
-        if control.ed_class_included:
-            if len(body) < ED_CLASS_LEN:
-                raise C1222DecodeError(offset, "ED class truncated")
-            ed_class = body[:ED_CLASS_LEN]
-            pos = ED_CLASS_LEN
-        services: list[bytes] = []
-        while pos < len(body):
-            length, start = ber.read_length(body, pos)
-            if length == 0:
-                raise C1222DecodeError(offset + pos, "empty service")
-            if start + length > len(body):
-                raise C1222DecodeError(offset + pos, f"service of {length} bytes overruns EPSEM")
-            services.append(body[start : start + length])
-            pos = start + length
-        if not services:
-            raise C1222DecodeError(offset + pos, "EPSEM carries no service")
-        return cls._of(control, tuple(services), ed_class)
+        return cls._of(control, *split_body(control, body, offset))
 
     @classmethod
     def _of(
@@ -185,3 +164,33 @@ class Epsem:
             return cls.decode_body(control, data[1:])
         except C1222DecodeError as exc:
             raise C1222DecodeError(exc.offset, exc.reason) from None
+
+
+def split_body(
+    control: EpsemControl, body: bytes, offset: int = 1
+) -> tuple[tuple[bytes, ...], bytes | None]:
+    """(the <res-req> octets, the ED class or None) of an EPSEM body (everything after the
+    control byte, in clear): `Epsem.decode_body` without the object, which an endpoint reading
+    a message only takes apart again. `offset`: where `body` starts, for errors."""
+    n = body[0] if body else 0
+    if 0 < n < 0x80 and len(body) == n + 1 and not control.ed_class_included:
+        return (body[1:],), None  # one short service, no ED class: the norm
+    pos = 0
+    ed_class = None
+    if control.ed_class_included:
+        if len(body) < ED_CLASS_LEN:
+            raise C1222DecodeError(offset, "ED class truncated")
+        ed_class = body[:ED_CLASS_LEN]
+        pos = ED_CLASS_LEN
+    services: list[bytes] = []
+    while pos < len(body):
+        length, start = ber.read_length(body, pos)
+        if length == 0:
+            raise C1222DecodeError(offset + pos, "empty service")
+        if start + length > len(body):
+            raise C1222DecodeError(offset + pos, f"service of {length} bytes overruns EPSEM")
+        services.append(body[start : start + length])
+        pos = start + length
+    if not services:
+        raise C1222DecodeError(offset + pos, "EPSEM carries no service")
+    return tuple(services), ed_class

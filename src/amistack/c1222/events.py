@@ -1,4 +1,5 @@
-"""What the C12.22 engines report (`next_event()`), as small frozen dataclasses."""
+"""What the C12.22 engines report (`next_event()`), as small frozen dataclasses (one per message:
+`frozen_init` builds them at half the cost of the generated `__init__`)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from dataclasses import dataclass
 from amistack.addr import Addr
 from amistack.c1222.acse import ApTitle
 from amistack.c1222.services import Request, Response
+from amistack.frozeninit import frozen_init
 
 
+@frozen_init
 @dataclass(frozen=True)
 class ResponseReceived:
     """The answer to `request(...)` number `request_id`: one response per request served
@@ -25,6 +28,7 @@ class ResponseReceived:
         return len(self.responses) == len(self.requests) and all(r.ok for r in self.responses)
 
 
+@frozen_init
 @dataclass(frozen=True)
 class RequestTimedOut:
     """No (authentic) answer after every retry."""
@@ -34,6 +38,7 @@ class RequestTimedOut:
     requests: tuple[Request, ...]
 
 
+@frozen_init
 @dataclass(frozen=True)
 class RequestReceived:
     """A peer's authenticated request and what we answered (a meter's pushed interval data at

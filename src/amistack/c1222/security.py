@@ -28,6 +28,7 @@ from amistack.c1222.epsem import (
     EpsemControl,
     ResponseControl,
     SecurityMode,
+    split_body,
 )
 from amistack.c1222.errors import C1222DecodeError
 from amistack.crypto.eax import EaxAuthError
@@ -42,7 +43,8 @@ from amistack.crypto.eax_prime import (
     native_c1222_seal,
     verify_with_key,
 )
-from amistack.keymgmt.keyring import KeyRing
+from amistack.frozeninit import frozen_init
+from amistack.keymgmt.keyring import AppKey, KeyRing
 from amistack.keymgmt.ukmf import C1222, KeyId
 
 KEY_LEN = 16  # EAX' in C12.22 is AES-128 (Annex I)
@@ -74,6 +76,7 @@ def key_id_byte(key_id: KeyId) -> int:
     return key_id.generation & 0xFF
 
 
+@frozen_init
 @dataclass(frozen=True)
 class Unprotected:
     """What `unprotect` found: the EPSEM in clear, and the key that authenticated it (None for a
@@ -131,8 +134,9 @@ def seal(
     key, key_id, iv).encode()`, in one pass (what the endpoints send): the header and the EAX'
     cleartext from `acse.encode_header`, the EPSEM body joined once, no message objects."""
     control = FLAG_ALWAYS | (mode << 2) | response_control
-    if len(services) == 1 and ed_class is None and 0 < len(services[0]) < 0x80:
-        body = bytes((len(services[0]),)) + services[0]  # one short service: the norm
+    one = services[0] if len(services) == 1 else b""
+    if 0 < len(one) < 0x80 and ed_class is None:
+        body = bytes((len(one),)) + one  # one short service: the norm
     else:
         if not services or not all(services):
             raise ValueError("an EPSEM carries at least one non-empty service")
@@ -205,15 +209,36 @@ def unprotect(
     ui = msg.user_information
     if control is None:
         control = EpsemControl.decode(ui[0])
+    auth = msg.auth
+    if auth is None or control.security_mode == _CLEARTEXT:
+        services, ed_class, _ = open_epsem(control, ui, None, b"", keys)
+        return Unprotected(Epsem._of(control, services, ed_class), None, None)
+    cleartext = msg.canonical_cleartext()
+    services, ed_class, key = open_epsem(control, ui, auth.key_id, cleartext, keys)
+    return Unprotected(Epsem._of(control, services, ed_class), key, auth.key_id)
+
+
+def open_epsem(
+    control: EpsemControl,
+    user_information: bytes,
+    key_id: int | None,
+    cleartext: bytes,
+    keys: Sequence[bytes],
+) -> tuple[tuple[bytes, ...], bytes | None, bytes | None]:
+    """`unprotect` on a message's fields (`acse.decode_fields`: the EPSEM as carried, whose
+    control byte `control` decodes, the key id or None without one, the EAX' cleartext): (the
+    services, the ED class or None, the key that authenticated or None in clear), the same
+    refusals. What an endpoint calls for every message: no message or EPSEM object."""
+    ui = user_information
     if control.security_mode == _CLEARTEXT:
-        return Unprotected(Epsem.decode_body(control, ui[1:]), None, None)
-    if msg.auth is None:
+        services, ed_class = split_body(control, ui[1:])
+        return services, ed_class, None
+    if key_id is None:
         raise C1222SecurityError("missing-auth", "protected EPSEM without key id and IV")
     if len(ui) < 1 + MAC_LEN:
         raise C1222DecodeError(0, "protected EPSEM shorter than its MAC")
     if not keys:
-        raise C1222SecurityError("no-key", f"no key for key id {msg.auth.key_id}")
-    cleartext = msg.canonical_cleartext()
+        raise C1222SecurityError("no-key", f"no key for key id {key_id}")
     ciphertext_mode = control.security_mode == _CIPHERTEXT_AUTH
     if native_c1222_open is not None and len(cleartext) >= MIN_CLEARTEXT:
         # the MAC checked (and the body decrypted) in one C call per key: the same verdicts
@@ -223,7 +248,8 @@ def unprotect(
                 break  # the loop below refuses it as it always has
             body = native_c1222_open(key, cleartext, ui, ciphertext_mode)
             if body is not None:
-                return Unprotected(Epsem.decode_body(control, body), key, msg.auth.key_id)
+                services, ed_class = split_body(control, body)
+                return services, ed_class, key
         else:
             raise C1222SecurityError("auth-failed", "no key verified the EAX' tag")
     sealed, tag = ui[1:-MAC_LEN], ui[-MAC_LEN:]
@@ -238,32 +264,52 @@ def unprotect(
             raise C1222SecurityError("cleartext-too-short", str(exc)) from None
         except EaxAuthError:
             continue
-        return Unprotected(Epsem.decode_body(control, body), key, msg.auth.key_id)
+        services, ed_class = split_body(control, body)
+        return services, ed_class, key
     raise C1222SecurityError("auth-failed", "no key verified the EAX' tag")
 
 
 def ring_key_lookup(ring: KeyRing) -> KeyLookup:
     """A `KeyLookup` over one key ring (the meter's own, or one device's at the head-end):
     every valid C12.22 key whose generation's low byte is the message's key-id byte
-    (superseded ones within the overlap included)."""
+    (superseded ones within the overlap included), oldest generation first."""
+    # Asked for every message received: the ring's C12.22 keys by key-id byte are sorted out
+    # once per change of the ring (`KeyRing.version`), each call only asks each candidate
+    # whether it is valid now.
+    by_byte: dict[int, list[AppKey]] = {}
+    seen = [-1]
 
     def lookup(device_id: bytes, key_id: int, now: float) -> list[bytes]:
-        # by generation (the ring's order), each one's C12.22 key: not a walk over every
-        # purpose's key of every generation
-        found = []
-        for kid in ring.key_ids():
-            if kid.generation & 0xFF == key_id and (k := ring.lookup(kid, C1222, now)):
-                found.append(k.key)
-        return found
+        if seen[0] != ring.version:
+            by_byte.clear()
+            for k in ring.keys():  # noqa: SIM118 - a KeyRing method; by generation
+                if k.purpose.name == C1222.name:
+                    by_byte.setdefault(key_id_byte(k.key_id), []).append(k)
+            seen[0] = ring.version
+        return [k.key for k in by_byte.get(key_id, ()) if k.valid_at(now)]
 
     return lookup
 
 
 def ring_send_key(ring: KeyRing) -> SendKey:
-    """A `SendKey` over one key ring: its current C12.22 key."""
+    """A `SendKey` over one key ring: its current C12.22 key (`KeyRing.current`)."""
+    # Asked for every message sent: the ring's not superseded C12.22 keys, newest first, with
+    # their key-id bytes are sorted out once per change of the ring (`KeyRing.version`); the
+    # first valid now is `current`'s answer.
+    sendable: list[tuple[int, AppKey]] = []
+    seen = [-1]
 
     def current(device_id: bytes, now: float) -> tuple[int, bytes] | None:
-        key = ring.current(C1222, now)
-        return None if key is None else (key_id_byte(key.key_id), key.key)
+        if seen[0] != ring.version:
+            sendable[:] = [
+                (key_id_byte(k.key_id), k)
+                for k in reversed(list(ring.keys()))
+                if k.purpose.name == C1222.name and k.superseded_at is None
+            ]
+            seen[0] = ring.version
+        for key_byte, k in sendable:
+            if k.valid_at(now):
+                return key_byte, k.key
+        return None
 
     return current

@@ -8,12 +8,14 @@ big-endian (C12.22 §5.3.4); table contents are whatever the table says (tables.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import ClassVar
 
 from amistack.c1222.errors import C1222DecodeError
 from amistack.c1222.registration import Registration
+from amistack.frozeninit import frozen_init
 
 MAX_TABLE_ID = 0xFFFF
 MAX_OFFSET = 0xFFFFFF  # <offset> is 3 bytes
@@ -62,6 +64,13 @@ class ResponseCode(IntEnum):
 
 
 _OK_CODE = int(ResponseCode.OK)  # asked of every response: a plain int, not an enum look-up
+_FULL_READ = int(ServiceCode.FULL_READ)  # plain ints: an IntEnum member costs a look-up
+_FULL_WRITE = int(ServiceCode.FULL_WRITE)
+_PARTIAL_WRITE = int(ServiceCode.PARTIAL_WRITE_OFFSET)
+# big-endian heads packed in one call (C12.22 §5.3.4: multi-byte numbers are big-endian)
+_WORD = struct.Struct(">H")  # <count>
+_CODE_WORD = struct.Struct(">BH")  # <code> <tableid>
+_CODE_WORD_WORD = struct.Struct(">BHH")  # <code> <tableid> <count>
 
 
 def checksum(data: bytes) -> int:
@@ -149,6 +158,9 @@ class Security:
         return bytes([self.code]) + self.password + uid
 
 
+# Read, Write, Response and ReadResult are built for every message a meter serves or pushes:
+# `frozen_init` fills their fields at half the cost of the generated `__init__` (same objects).
+@frozen_init
 @dataclass(frozen=True)
 class Read:
     """Full read (30 <tableid>) or partial read (3F <tableid> <offset: 3> <count: 2>)."""
@@ -172,12 +184,13 @@ class Read:
         return ServiceCode.FULL_READ if self.offset is None else ServiceCode.PARTIAL_READ_OFFSET
 
     def encode(self) -> bytes:
-        head = bytes([self.code]) + self.table.to_bytes(2, "big")
         if self.offset is None or self.count is None:
-            return head
+            return _CODE_WORD.pack(_FULL_READ, self.table)  # the full read: every polled read
+        head = bytes([self.code]) + self.table.to_bytes(2, "big")
         return head + self.offset.to_bytes(3, "big") + self.count.to_bytes(2, "big")
 
 
+@frozen_init
 @dataclass(frozen=True)
 class Write:
     """Full write (40 <tableid> <count> <data> <cksum>) or partial write
@@ -200,14 +213,15 @@ class Write:
         return ServiceCode.FULL_WRITE if self.offset is None else ServiceCode.PARTIAL_WRITE_OFFSET
 
     def encode(self) -> bytes:
-        # the codes as plain ints (not the enum-valued `code`): a full write is every push
+        # the codes as plain ints (not the enum-valued `code`), the head packed at once: a full
+        # write is every push
+        data = self.data
         if self.offset is None:
-            head = bytes((_FULL_WRITE,)) + self.table.to_bytes(2, "big")
+            head = _CODE_WORD_WORD.pack(_FULL_WRITE, self.table, len(data))
         else:
             head = bytes((_PARTIAL_WRITE,)) + self.table.to_bytes(2, "big")
-            head += self.offset.to_bytes(3, "big")
-        data = self.data
-        return head + len(data).to_bytes(2, "big") + data + bytes((checksum(data),))
+            head += self.offset.to_bytes(3, "big") + len(data).to_bytes(2, "big")
+        return head + data + bytes((checksum(data),))
 
 
 @dataclass(frozen=True)
@@ -233,8 +247,12 @@ def decode_request(data: bytes) -> Request:
     if not data:
         raise C1222DecodeError(0, "empty service")
     code, body = data[0], data[1:]
-    if code in (_FULL_WRITE, _PARTIAL_WRITE):  # a push: the common request first
+    # the common requests first, by plain ints: a push, a polled read
+    if code in (_FULL_WRITE, _PARTIAL_WRITE):
         return _decode_write(code, body)
+    if code == _FULL_READ:
+        _exact(body, 2, "full read")
+        return Read(int.from_bytes(body, "big"))
     if code == ServiceCode.IDENTIFY:
         _exact(body, 0, "identify")
         return Identify()
@@ -252,9 +270,6 @@ def decode_request(data: bytes) -> Request:
             raise C1222DecodeError(1, "security: 20 or 22 bytes")
         uid = int.from_bytes(body[20:], "big") if len(body) == 22 else None
         return Security(body[:20], uid)
-    if code == ServiceCode.FULL_READ:
-        _exact(body, 2, "full read")
-        return Read(int.from_bytes(body, "big"))
     if code == ServiceCode.PARTIAL_READ_OFFSET:
         _exact(body, 7, "partial read")
         return Read(
@@ -268,10 +283,6 @@ def decode_request(data: bytes) -> Request:
     if code == ServiceCode.REGISTRATION:
         return Registration.decode(data)
     raise C1222DecodeError(0, f"unsupported service code {code:#04x}")
-
-
-_FULL_WRITE = int(ServiceCode.FULL_WRITE)  # plain ints: an IntEnum member costs a look-up
-_PARTIAL_WRITE = int(ServiceCode.PARTIAL_WRITE_OFFSET)
 
 
 def _decode_write(code: int, body: bytes) -> Write:
@@ -295,6 +306,7 @@ def _decode_write(code: int, body: bytes) -> Write:
 # ----------------------------------------------------------------------------- responses
 
 
+@frozen_init
 @dataclass(frozen=True)
 class Response:
     """A response: a code and its code-specific data (`data` is b"" for plain OK / errors)."""
@@ -330,6 +342,7 @@ class IdentifyResult:
         return cls(data[0], data[1], data[2], data[3:-1])
 
 
+@frozen_init
 @dataclass(frozen=True)
 class ReadResult:
     """<ok> <count: word16> <table data> <cksum>."""
@@ -337,7 +350,8 @@ class ReadResult:
     data: bytes
 
     def encode(self) -> bytes:
-        return len(self.data).to_bytes(2, "big") + self.data + bytes([checksum(self.data)])
+        data = self.data
+        return _WORD.pack(len(data)) + data + bytes((checksum(data),))
 
     @classmethod
     def decode(cls, data: bytes) -> ReadResult:

@@ -72,9 +72,11 @@ class AppKey:
         self.not_after = not_after
         self.superseded_at = superseded_at
 
+    # `key` and `valid_at` are asked for every C12.22 message: they read `_wiped` itself, not
+    # through the `wiped` property (a second call each)
     @property
     def key(self) -> bytes:
-        if self.wiped:
+        if self._wiped:
             raise KeyRingError(f"key {self.key_id}/{self.purpose.name} has been wiped")
         return bytes(self._material)
 
@@ -83,7 +85,7 @@ class AppKey:
         return self._wiped
 
     def valid_at(self, now: float) -> bool:
-        return not self.wiped and self.not_before <= now < self.not_after
+        return not self._wiped and self.not_before <= now < self.not_after
 
     def wipe(self) -> None:
         # Same-length slice assignment overwrites the buffer in place (no reallocation), so
@@ -134,6 +136,10 @@ class KeyRing:
         self._live: dict[KeyId, None] = {}
         self._timer: float | None = None
         self._timer_valid = True
+        # bumped before any key is added, dropped or has its lifetime or state changed: what a
+        # caller derived from the ring (c1222.security's per-message look-ups) is current while
+        # this number is unchanged (validity at a given `now` is still the key's to say)
+        self.version = 0
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -149,6 +155,7 @@ class KeyRing:
             p.name: AppKey(key_id, p, material, now, not_after)
             for p, material in derive_all(ctx, self.registry).items()
         }
+        self.version += 1
         events: list[KeyEvent] = []
         changed: list[AppKey] = []
         previous: KeyId | None = None
@@ -192,6 +199,7 @@ class KeyRing:
         `overlap` later. Any later change to the old generation (`shorten`, `retire`) is
         persisted with its `superseded_at` and taken as stored, and so is its cut when its
         successor expires first (`expire`), so the successor it is derived from is never gone."""
+        self.version += 1
         for key in sorted(keys, key=lambda k: (k.not_before, k.key_id)):
             self._generations.setdefault(key.key_id, {})[key.purpose.name] = key
         gens = list(self._generations.values())
@@ -225,6 +233,7 @@ class KeyRing:
         events: list[KeyEvent] = []
         changed: list[AppKey] = []
         self._timer_valid = False
+        self.version += 1
         for key_id, gen in self._generations.items():
             if (wanted is not None and key_id not in wanted) or (
                 session_id is not None and key_id.session_id != session_id
@@ -248,6 +257,7 @@ class KeyRing:
         events: list[KeyEvent] = []
         changed: list[AppKey] = []
         self._timer_valid = False
+        self.version += 1
         for key_id, gen in self._generations.items():
             if key_id.session_id != session_id:
                 continue
@@ -288,6 +298,7 @@ class KeyRing:
                 self._persistence.save_keys(self.peer_id, orphans)
             self._persistence.delete_keys(dead)  # if this raises, memory is untouched: retry later
         self._timer_valid = False
+        self.version += 1
         events: list[KeyEvent] = []
         by_gen: dict[KeyId, list[str]] = {}
         for k in dead:
@@ -299,7 +310,8 @@ class KeyRing:
                 del self._generations[key_id]
                 self._live.pop(key_id, None)
             events.append(KeysExpired(self.peer_id, key_id, tuple(names)))
-            logger.info("keys expired", extra={"peer_id": self.peer_id, "key_id": str(key_id)})
+            if logger.isEnabledFor(logging.INFO):  # (as `install`: no text built unless)
+                logger.info("keys expired", extra={"peer_id": self.peer_id, "key_id": str(key_id)})
         return events
 
     # -- queries ------------------------------------------------------------------------------

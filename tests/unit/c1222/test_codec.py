@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from operator import attrgetter
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from tests.conftest import load_vector
 
 from amistack.c1222 import acse, ber
-from amistack.c1222.acse import AcseMessage, ApTitle, AuthValue, _decode_common
+from amistack.c1222.acse import AcseMessage, ApTitle, AuthValue, _decode_common, decode_fields
 from amistack.c1222.epsem import Epsem, ResponseControl, SecurityMode
 from amistack.c1222.errors import C1222DecodeError
 from amistack.c1222.security import protect, seal, unprotect
@@ -420,6 +421,15 @@ def test_one_pass_seal_refuses_what_protect_refuses() -> None:
         seal(*args, [b"\x30"], mode, rc, bytes(16), 1, bytes(3))
 
 
+_HEADER_FIELDS = (
+    "called_ap_title",
+    "calling_ap_title",
+    "calling_ap_invocation_id",
+    "called_ap_invocation_id",
+    "calling_ae_qualifier",
+)
+
+
 def _assert_one_pass_decode_agrees(data: bytes) -> None:
     """Whatever the one-pass reader accepts, the general decoder decodes to the same message
     and EAX' cleartext (the reader declines anything else: the general decoder decides)."""
@@ -449,8 +459,15 @@ def _assert_one_pass_decode_agrees(data: bytes) -> None:
     if general is None:
         with pytest.raises(C1222DecodeError):
             AcseMessage.decode(data)
+        with pytest.raises(C1222DecodeError):
+            decode_fields(data)  # what the engines read: the same refusal
     else:
         assert AcseMessage.decode(data) == general
+        header = attrgetter(*_HEADER_FIELDS)(general)
+        auth = (None, None) if general.auth is None else (general.auth.key_id, general.auth.iv)
+        ui = general.user_information
+        # what the engines read: the same fields
+        assert decode_fields(data) == (*header, *auth, ui, general.canonical_cleartext())
 
 
 @given(
