@@ -14,6 +14,7 @@ from distributed import LocalCluster
 from tests.cli import run_cli
 
 from amistack.sim.scenarios import ScenarioConfig, merge_parts, run_scenario, scenario_part
+from amistack.sim.shard import AUTO_SHARD_METERS, auto_shards
 
 SMALL = {"scenario": "day", "meters": 24, "cells": 4, "seed": 5, "days": 1 / 24}  # 2 slots
 
@@ -120,3 +121,22 @@ def test_cli_runs_shards_and_refuses_more_shards_than_cells(
     assert "own key server" in doc["model"]["shards"]  # the report says what is not shared
     code, _, err = run_cli(capsys, "sim", "fleet", "--meters", "8", "--cells", "2", "--shards", "3")
     assert code == 2 and "shards" in err
+
+
+def test_auto_shards_are_one_per_12500_meters_at_most_one_a_cell() -> None:
+    assert auto_shards(1, 1) == 1
+    assert auto_shards(AUTO_SHARD_METERS, 1000) == 1
+    assert auto_shards(AUTO_SHARD_METERS + 1, 1000) == 2
+    assert auto_shards(100_000, 1000) == 8
+    assert auto_shards(100_000, 5) == 5  # a shard is a set of cells
+
+
+def test_cli_shards_auto_by_default_and_refuses_a_word(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, stdout, _ = run_cli(
+        capsys, "sim", "fleet", "--meters", "8", "--cells", "2", "--days", "0.03", "--json"
+    )
+    assert code == 0 and json.loads(stdout)["parameters"]["shards"] == 1  # auto: in process
+    code, _, err = run_cli(capsys, "sim", "fleet", "--meters", "8", "--shards", "many")
+    assert code == 2 and "neither a number nor auto" in err

@@ -49,10 +49,11 @@ mesh; packets per reading count every link frame (acks, RPL, retransmissions). A
 every scenario; each cell is its own simulation with its own key server engine (1/cells of
 --keyserver-rate and of its queue), so --shards splits by cell and never changes the result.
 
-Scale: a day of 10,000 meters takes about 4 minutes of CPU, of 100,000 about 40 minutes
-(docs/simulator.md, "What it costs"); --shards K runs K shards by cell in parallel on Dask (a
-local cluster of --workers processes, or --cluster ADDR), each shard with its own key server
-and head-end; any scenario runs in shards.
+Scale: a day of 10,000 meters takes about 1.5 minutes of CPU, of 100,000 about 15 minutes:
+7.6 minutes of wall on 2 cores (docs/simulator.md, "What it costs"); --shards K runs K shards
+by cell in parallel on Dask (a local cluster of --workers processes, or --cluster ADDR), each
+shard with its own key server and head-end; any scenario runs in shards. The default, auto,
+is one shard per 12,500 meters.
 
 Every meter runs PANA + EAP-PSK with the key server engine (UKMF keys, an in-memory store) and
 ANSI C12.22 with the head-end's collector, which ingests into SQLite: nothing is made up. The
@@ -131,12 +132,13 @@ def register(sub: Any) -> None:
     )
     f.add_argument(
         "--shards",
-        type=int,
-        default=1,
+        type=_shards,
+        default="auto",
         help="split the fleet by cell into this many independent shards, each with its "
-        "own key server (1/shards of the capacity) and head-end, run on Dask (default 1: "
-        "in this process); any scenario; the results depend on the seed and --shards, not "
-        "on the workers",
+        "own key server (1/shards of the capacity) and head-end, run on Dask (1: in this "
+        "process); default auto: one per 12,500 meters (1 up to 12,500), smaller processes "
+        "cost less CPU per meter; any scenario; the results depend on the seed and the "
+        "shards, not on the workers",
     )
     f.add_argument(
         "--workers",
@@ -268,11 +270,23 @@ def _run_mesh(args: argparse.Namespace, sim: MeshSim, started: float) -> int:
     return 0 if formed else 1
 
 
+def _shards(text: str) -> str | int:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number nor auto") from None
+
+
 def _fleet(args: argparse.Namespace) -> int:
     from amistack.headend.collector import Mode
     from amistack.sim.scenarios import ScenarioConfig, scenarios_for
+    from amistack.sim.shard import auto_shards
 
     names = scenarios_for(args.topology) if args.scenario == "all" else (args.scenario,)
+    if args.shards == "auto":
+        args.shards = auto_shards(args.meters, args.cells)
     if args.shards > 1:
         import distributed  # noqa: F401  (it sets its loggers up on import)
 

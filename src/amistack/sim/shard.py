@@ -36,6 +36,20 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# `amistack sim fleet --shards auto` (the default): a shard per this many meters. A process's
+# CPU per meter grows with the fleet it holds (a larger heap: more of each reading's objects
+# are out of the CPU's caches), and a LocalCluster's worker runs its shards one after the
+# other, freeing each fleet before it builds the next. The 100,000-meter day on 2 workers
+# (docs/simulator.md, "What it costs"): 2 shards of 50,000 took 597 + 598 CPU s, 10 min 8 s;
+# 8 of 12,500 took 104 - 114 CPU s each, 893 CPU s in all, 7 min 38 s, 0.55 GB a worker.
+AUTO_SHARD_METERS = 12_500
+
+
+def auto_shards(meters: int, cells: int) -> int:
+    """The shards `--shards auto` runs: one per AUTO_SHARD_METERS meters (at most one a cell)."""
+    return max(1, min(cells, -(-meters // AUTO_SHARD_METERS)))
+
+
 # The local cluster's processes watch themselves less: a worker runs one long pure-Python task
 # and the main process only waits for it, so Dask's statistical profiler (a stack walk every
 # 10 ms inside the worker, holding the GIL the task needs), the event loops' health tick
@@ -118,4 +132,4 @@ def run_shards(
     }
 
 
-__all__ = ["LOCAL_CLUSTER_CONFIG", "run_shard", "run_shards"]
+__all__ = ["AUTO_SHARD_METERS", "LOCAL_CLUSTER_CONFIG", "auto_shards", "run_shard", "run_shards"]
