@@ -49,8 +49,8 @@ mesh; packets per reading count every link frame (acks, RPL, retransmissions). A
 every scenario; each cell is its own simulation with its own key server engine (1/cells of
 --keyserver-rate and of its queue), so --shards splits by cell and never changes the result.
 
-Scale: a day of 10,000 meters takes about 1.5 minutes of CPU, of 100,000 about 15 minutes:
-7.6 minutes of wall on 2 cores (docs/simulator.md, "What it costs"); --shards K runs K shards
+Scale: a day of 10,000 meters takes about 1.5 minutes of CPU, of 100,000 about 14 minutes:
+7 minutes of wall on 2 cores (docs/simulator.md, "What it costs"); --shards K runs K shards
 by cell in parallel on Dask (a local cluster of --workers processes, or --cluster ADDR), each
 shard with its own key server and head-end; any scenario runs in shards. The default, auto,
 is one shard per 12,500 meters.
