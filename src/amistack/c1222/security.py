@@ -292,24 +292,10 @@ def ring_key_lookup(ring: KeyRing) -> KeyLookup:
 
 
 def ring_send_key(ring: KeyRing) -> SendKey:
-    """A `SendKey` over one key ring: its current C12.22 key (`KeyRing.current`)."""
-    # Asked for every message sent: the ring's not superseded C12.22 keys, newest first, with
-    # their key-id bytes are sorted out once per change of the ring (`KeyRing.version`); the
-    # first valid now is `current`'s answer.
-    sendable: list[tuple[int, AppKey]] = []
-    seen = [-1]
+    """A `SendKey` over one key ring: its current C12.22 key."""
 
     def current(device_id: bytes, now: float) -> tuple[int, bytes] | None:
-        if seen[0] != ring.version:
-            sendable[:] = [
-                (key_id_byte(k.key_id), k)
-                for k in reversed(list(ring.keys()))
-                if k.purpose.name == C1222.name and k.superseded_at is None
-            ]
-            seen[0] = ring.version
-        for key_byte, k in sendable:
-            if k.valid_at(now):
-                return key_byte, k.key
-        return None
+        key = ring.current(C1222, now)
+        return None if key is None else (key_id_byte(key.key_id), key.key)
 
     return current
